@@ -1,0 +1,46 @@
+"""Assembles ucity from its parts for one process: store, bus publisher, NGSI-LD services.
+
+`core/` stays free of concrete parts; this module is where they are chosen (by configuration)
+and registered on the platform in start order.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ucity.core.clock import Clock
+from ucity.core.config import Settings
+from ucity.core.platform import Platform
+from ucity.store import open_store
+from ucity.store.publisher import CommitPublisher
+
+CORE_CONTEXT_FILE = Path(__file__).parent / "ngsild" / "ngsi-ld-core-context-v1.9.jsonld"
+
+
+class Ucity:
+    """One ucity process: the platform and the services the server exposes."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        from ucity.ngsild.api import NgsiLdApi
+        from ucity.ngsild.contexts_api import build_context_services
+        from ucity.ngsild.subscriptions import SubscriptionService
+        from ucity.ngsild.temporal import TemporalApi
+
+        self.settings = settings
+        self.platform = Platform(settings, clock)
+        self.store = open_store(settings, self.platform.clock)
+        self.platform.add("store", self.store)
+        self.publisher = CommitPublisher(self.store, self.platform.bus)
+        self.platform.add("publisher", self.publisher)
+        self.resolver, self.contexts = build_context_services(self.store, settings)
+        self.platform.add("contexts", self.contexts)
+        self.ngsild = NgsiLdApi(self.store, self.resolver, settings.ngsild)
+        self.temporal = TemporalApi(self.ngsild)
+        self.subscriptions = SubscriptionService(self.ngsild, self.platform)
+        self.platform.add("subscriptions", self.subscriptions)
+
+    async def start(self) -> None:
+        await self.platform.start()
+
+    async def stop(self) -> None:
+        await self.platform.stop()

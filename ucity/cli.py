@@ -1,0 +1,112 @@
+"""The `ucity` command line: serve, migrate, config validate."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+from rich.console import Console
+
+from ucity import __version__
+from ucity.core.config import Settings, load_settings
+
+console = Console(stderr=True)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, object] = {}
+    server: dict[str, object] = {}
+    if getattr(args, "host", None):
+        server["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        server["port"] = args.port
+    if server:
+        overrides["server"] = server
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = args.data_dir
+    return load_settings(args.config, **overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ucity.server import create_app
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console.print(f"[bold]ucity {__version__}[/] store {settings.store_url}")
+    console.print(f"NGSI-LD API  http://{settings.server.host}:{settings.server.port}/ngsi-ld/v1/")
+    console.print(f"API docs     http://{settings.server.host}:{settings.server.port}/docs")
+    uvicorn.run(create_app(settings), host=settings.server.host, port=settings.server.port,
+                log_level=settings.log_level.lower(), access_log=False)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    url = settings.store_url
+    if not url.startswith("sqlite://"):
+        console.print(f"[red]no migrations for {url.split(':', 1)[0]} yet[/]")
+        return 2
+    from ucity.store.sqlite import migrate, open_connection, sqlite_path
+
+    path = sqlite_path(url)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = open_connection(path)
+    try:
+        version = migrate(conn)
+    finally:
+        conn.close()
+    console.print(f"schema at version {version}: {path}")
+    return 0
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    try:
+        settings = _settings(args)
+    except (ValidationError, OSError, ValueError) as exc:
+        console.print(f"[red]invalid configuration[/]\n{exc}")
+        return 1
+    console.print("[green]configuration is valid[/]")
+    print(settings.model_dump_json(indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ucity", description="ucity smart city integrated operations platform")
+    parser.add_argument("--version", action="version", version=f"ucity {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, help="TOML configuration file (env UCITY_* overrides it)")
+        p.add_argument("--data-dir", help="where the embedded store keeps its files (default ./ucity-data)")
+
+    serve = sub.add_parser("serve", help="run the API server with its workers in one process")
+    common(serve)
+    serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    serve.set_defaults(func=cmd_serve)
+
+    mig = sub.add_parser("migrate", help="create or upgrade the store schema")
+    common(mig)
+    mig.set_defaults(func=cmd_migrate)
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    validate = config_sub.add_parser("validate", help="check a configuration and print the effective settings")
+    common(validate)
+    validate.set_defaults(func=cmd_config_validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""The typed in-process event bus.
+
+Every event is a frozen dataclass carrying a `Context` (id, parent id, actor), so that anything
+the platform does can be traced back to the request, reading or rule that caused it.
+Subscribing returns a function that unsubscribes. Handlers are coroutines; a failing handler is
+logged and never breaks the publisher or the other handlers.
+
+The store publishes `EntitiesChanged` after each commit: that is the one write path that
+history, subscriptions and rules consume.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+log = logging.getLogger(__name__)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Who or what caused an event, and what caused that."""
+
+    id: str = field(default_factory=_new_id)
+    parent_id: str | None = None
+    actor: str | None = None
+
+    def child(self, actor: str | None = None) -> Context:
+        return Context(parent_id=self.id, actor=actor or self.actor)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    context: Context
+
+
+@dataclass(frozen=True, slots=True)
+class EntityChange:
+    """One entity written by one committed operation.
+
+    `before`/`after` are the stored (expanded) documents; `attrs` the attribute IRIs the write
+    touched (created, updated or deleted); `instances` the attribute instances written, as
+    (attribute IRI, instance) pairs, which are the observations rules consume.
+    """
+
+    tenant: str
+    entity_id: str
+    operation: str  # create | update | replace | delete
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    attrs: frozenset[str]
+    instances: tuple[tuple[str, dict[str, Any]], ...] = ()
+
+    @property
+    def types(self) -> list[str]:
+        doc = self.after or self.before or {}
+        return list(doc.get("type", []))
+
+
+@dataclass(frozen=True, slots=True)
+class EntitiesChanged(Event):
+    """Entities written in one committed batch."""
+
+    changes: tuple[EntityChange, ...]
+
+
+E = TypeVar("E", bound=Event)
+Handler = Callable[[E], Awaitable[None]]
+
+
+class Bus:
+    """In-process publish/subscribe by event class."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[type[Event], list[Callable[[Any], Awaitable[None]]]] = defaultdict(list)
+
+    def subscribe(self, event_type: type[E], handler: Handler[E]) -> Callable[[], None]:
+        self._handlers[event_type].append(handler)
+
+        def unsubscribe() -> None:
+            if handler in self._handlers[event_type]:
+                self._handlers[event_type].remove(handler)
+
+        return unsubscribe
+
+    async def publish(self, event: Event) -> None:
+        for handler in list(self._handlers.get(type(event), ())):
+            try:
+                await handler(event)
+            except Exception:  # a subscriber's bug must not break the write path
+                log.exception("bus handler %r failed on %s", handler, type(event).__name__)

@@ -1,0 +1,111 @@
+"""One validated settings object, read from `UCITY_*` environment variables and a TOML file.
+
+Nested sections use `__` in environment names: `UCITY_STORE__URL=sqlite:///x.db`.
+Precedence: init arguments > environment > TOML file > defaults.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ServerSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="larger bodies get 413")
+    public_url: str | None = Field(None, description="base URL used in Location headers and hosted @context URLs")
+
+
+class StoreSettings(BaseModel):
+    url: str = Field("", description="sqlite:///path.db; empty means <data_dir>/ucity.db")
+    group_commit_ms: float = Field(2.0, ge=0, le=1000, description="longest wait to fill a commit batch")
+    group_commit_max: int = Field(1000, ge=1, description="most operations in one transaction")
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite://", "postgresql://", "postgres://")):
+            raise ValueError("store.url must start with sqlite:// or postgresql://")
+        return value
+
+
+class NgsiLdSettings(BaseModel):
+    default_tenant: str = "urn:ngsi-ld:tenant:default"
+    default_limit: int = Field(20, ge=1)
+    max_limit: int = Field(1000, ge=1)
+    temporal_page_size: int = Field(1000, ge=1, description="instances per attribute per page before 206")
+    context_fetch_timeout_s: float = Field(5.0, gt=0)
+    context_cache_ttl_s: float = Field(3600.0, ge=0)
+    context_cache_size: int = Field(256, ge=1)
+
+
+class SubscriptionSettings(BaseModel):
+    notify_timeout_s: float = Field(5.0, gt=0)
+    max_retries: int = Field(5, ge=0, description="retries of a failed notification, with backoff")
+    retry_base_s: float = Field(0.5, gt=0)
+    queue_size: int = Field(10000, ge=1, description="pending notifications per subscription")
+
+
+class Settings(BaseSettings):
+    """Everything configurable in ucity, with documented defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="UCITY_", env_nested_delimiter="__", extra="forbid")
+
+    environment: Literal["development", "production", "test"] = "development"
+    data_dir: Path = Path("ucity-data")
+    log_level: str = "INFO"
+    server: ServerSettings = ServerSettings()
+    store: StoreSettings = StoreSettings()
+    ngsild: NgsiLdSettings = NgsiLdSettings()
+    subscriptions: SubscriptionSettings = SubscriptionSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings)
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.data_dir / 'ucity.db'}"
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Settings from a TOML file (optional), the environment and explicit overrides."""
+    file_values: dict[str, Any] = {}
+    if config_file is not None:
+        with open(config_file, "rb") as fh:
+            file_values = tomllib.load(fh)
+    import os
+
+    env_keys = {k for k in os.environ if k.startswith("UCITY_")}
+    # The environment beats the file: drop file values that an env var sets.
+    for key in env_keys:
+        parts = key[len("UCITY_"):].lower().split("__")
+        node: Any = file_values
+        for part in parts[:-1]:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(parts[-1], None)
+    merged = _deep_merge(file_values, overrides)
+    return Settings(**merged)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

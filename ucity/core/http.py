@@ -1,0 +1,52 @@
+"""Framework-free request and response types for ucity's handlers.
+
+Handlers take a `Req` and return a `Resp`; only server.py knows the web framework and converts
+to and from it. Tests can call handlers directly with a `Req`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+
+
+@dataclass(slots=True)
+class Req:
+    method: str
+    path: str
+    params: dict[str, list[str]] = field(default_factory=dict)  # query string, multi-valued
+    headers: dict[str, str] = field(default_factory=dict)  # lower-case names
+    body: bytes = b""
+    path_params: dict[str, str] = field(default_factory=dict)
+    base_url: str = "http://127.0.0.1:8000"
+
+    def param(self, name: str, default: str | None = None) -> str | None:
+        values = self.params.get(name)
+        return values[-1] if values else default
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name.lower(), default)
+
+    def url_with(self, **changes: Any) -> str:
+        """This request's URL with some query parameters changed (for pagination links)."""
+        params = {k: v[-1] for k, v in self.params.items()}
+        params.update({k: str(v) for k, v in changes.items()})
+        return f"{self.base_url.rstrip('/')}{self.path}?{urlencode(params)}"
+
+
+@dataclass(slots=True)
+class Resp:
+    status: int = 200
+    body: Any = None  # JSON-serialisable, or bytes for a pre-encoded body
+    headers: dict[str, str] = field(default_factory=dict)
+    media_type: str = "application/json"
+
+    def encode(self) -> bytes:
+        if self.body is None:
+            return b""
+        if isinstance(self.body, bytes):
+            return self.body
+        return orjson.dumps(self.body)

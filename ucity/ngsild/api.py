@@ -1,0 +1,515 @@
+"""NGSI-LD entity, batch and discovery handlers (ETSI GS CIM 009 §5.6, §5.7, §6.3–§6.7, §6.14–§6.17).
+
+Framework-free: each handler takes a `Req` and returns a `Resp`. Writes become `Mutation`s that
+the store applies and group-commits; the commit publishes the changes on the bus.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+from ucity.core.bus import Context
+from ucity.core.config import NgsiLdSettings
+from ucity.core.errors import BadRequest, NotFound, UcityError
+from ucity.core.http import Req, Resp
+from ucity.ngsild import ops
+from ucity.ngsild.model import (
+    RenderOptions, check_entity_id, check_name, normalize_attribute, normalize_attrs, normalize_entity,
+    normalize_instance, render_entity, to_geojson_feature,
+)
+from ucity.ngsild.request import (
+    GEOJSON, JSON, JSONLD, MERGE_PATCH, bool_param, csv_param, int_param, negotiate, options, read_body,
+    request_context, response_context_header, response_context_value, tenant_of,
+)
+from ucity.ngsild.typeq import parse_type_expr
+from ucity.store.base import Doc, EntityQuery, Mutation, Outcome, Store
+
+ENTITIES = "/ngsi-ld/v1/entities/"
+
+
+class NgsiLdApi:
+    """The NGSI-LD entity API over a store and a context resolver."""
+
+    def __init__(self, store: Store, resolver: Any, settings: NgsiLdSettings) -> None:
+        self.store = store
+        self.resolver = resolver
+        self.settings = settings
+
+    # -- shared helpers ------------------------------------------------------------------------
+    async def compile(self, req: Req, body: Any = None) -> tuple[Any, Any]:
+        ctx_input = request_context(req, body)
+        return ctx_input, await self.resolver.compile(ctx_input)
+
+    async def read_tenant(self, req: Req) -> str:
+        tenant, explicit = tenant_of(req, self.settings.default_tenant)
+        if explicit and not await self.store.tenant_exists(tenant):
+            raise NotFound(f"tenant {tenant} does not exist")
+        return tenant
+
+    def write_tenant(self, req: Req) -> str:
+        return tenant_of(req, self.settings.default_tenant)[0]
+
+    @staticmethod
+    def tenant_headers(req: Req) -> dict[str, str]:
+        tenant = req.header("ngsild-tenant")
+        return {"NGSILD-Tenant": tenant} if tenant else {}
+
+    def reply(self, req: Req, body: Any, ctx_input: Any, accept: str, status: int = 200,
+              headers: dict[str, str] | None = None) -> Resp:
+        out_headers = {**self.tenant_headers(req), **(headers or {})}
+        if accept == JSONLD:
+            context = response_context_value(ctx_input)
+            if isinstance(body, list):
+                body = [{**item, "@context": context} for item in body]
+            elif isinstance(body, dict):
+                body = {**body, "@context": context}
+        elif accept == JSON:
+            out_headers["Link"] = response_context_header(ctx_input)
+        return Resp(status, body, out_headers, media_type=accept)
+
+    def no_content(self, req: Req, status: int = 204, headers: dict[str, str] | None = None) -> Resp:
+        return Resp(status, None, {**self.tenant_headers(req), **(headers or {})})
+
+    async def run(self, req: Req, tenant: str, mutations: list[Mutation]) -> list[Outcome | Exception]:
+        return await self.store.mutate(tenant, mutations, Context(actor=req.header("x-ucity-actor") or "ngsi-ld"))
+
+    async def run_one(self, req: Req, tenant: str, entity_id: str, fn: Any) -> Outcome:
+        result = (await self.run(req, tenant, [Mutation(entity_id, fn)]))[0]
+        if isinstance(result, Exception):
+            if isinstance(result, NotFound) and "does not exist" in str(result) and result.detail.startswith("entity"):
+                raise NotFound(f"entity {entity_id} does not exist")
+            raise result
+        return result
+
+    def render_options(self, req: Req, ctx: Any, accept: str) -> RenderOptions:
+        opts = options(req)
+        fmt = "keyValues" if opts & {"keyValues", "simplified"} else "concise" if "concise" in opts else "normalized"
+        pick = csv_param(req, "pick")
+        omit = csv_param(req, "omit")
+        attrs = csv_param(req, "attrs")
+        if pick and omit:
+            raise BadRequest("pick and omit cannot be used together")
+        keep: frozenset[str] | None = None
+        names = [n for n in (pick or attrs) if n not in ("id", "type")]
+        if pick or attrs:
+            keep = frozenset(ctx.expand_term(check_name(n)) for n in names)
+        datasets = csv_param(req, "datasetId")
+        return RenderOptions(
+            fmt=fmt, sys_attrs="sysAttrs" in opts, attrs=keep,
+            omit=frozenset(ctx.expand_term(n) for n in omit if n not in ("id", "type")),
+            pick_id=("id" in pick) if pick else "id" not in omit,
+            pick_type=("type" in pick) if pick else "type" not in omit,
+            lang=req.param("lang"),
+            dataset_ids=frozenset(datasets) if datasets else None,
+        )
+
+    def present(self, req: Req, docs: list[Doc], ctx: Any, accept: str) -> list[dict[str, Any]]:
+        opts = self.render_options(req, ctx, accept)
+        return [render_entity(doc, ctx, opts) for doc in docs]
+
+    # -- entities ------------------------------------------------------------------------------
+    async def create_entity(self, req: Req) -> Resp:
+        body = read_body(req)
+        _, ctx = await self.compile(req, body)
+        doc = normalize_entity(body, ctx)
+        await self.run_one(req, self.write_tenant(req), doc["id"], ops.create_op(doc))
+        return self.no_content(req, 201, {"Location": ENTITIES + quote(doc["id"], safe=":")})
+
+    async def retrieve_entity(self, req: Req) -> Resp:
+        accept = negotiate(req, allow_geojson=True)
+        entity_id = check_entity_id(req.path_params["entityId"])
+        tenant = await self.read_tenant(req)
+        ctx_input, ctx = await self.compile(req)
+        doc = await self.store.get_entity(tenant, entity_id)
+        if doc is None:
+            raise NotFound(f"entity {entity_id} does not exist")
+        entity = self.present(req, [doc], ctx, accept)[0]
+        if accept == GEOJSON:
+            geoprop = req.param("geometryProperty") or "location"
+            feature = to_geojson_feature(entity, geoprop)
+            feature["@context"] = response_context_value(ctx_input)
+            return Resp(200, feature, self.tenant_headers(req), media_type=GEOJSON)
+        return self.reply(req, entity, ctx_input, accept)
+
+    async def delete_entity(self, req: Req) -> Resp:
+        entity_id = check_entity_id(req.path_params["entityId"])
+        await self.run_one(req, self.write_tenant(req), entity_id, ops.delete_op())
+        return self.no_content(req)
+
+    async def merge_entity(self, req: Req) -> Resp:
+        entity_id = check_entity_id(req.path_params["entityId"])
+        body = read_body(req, (JSON, JSONLD, MERGE_PATCH))
+        _, ctx = await self.compile(req, body)
+        if not isinstance(body, dict):
+            raise BadRequest("a merge body must be a JSON object")
+        ops.check_same_id(body.get("id"), entity_id)
+        doc = normalize_entity({**body, "id": entity_id}, ctx, require_type=False, allow_null=True)
+        await self.run_one(req, self.write_tenant(req), entity_id, ops.merge_op(doc))
+        return self.no_content(req)
+
+    async def replace_entity(self, req: Req) -> Resp:
+        entity_id = check_entity_id(req.path_params["entityId"])
+        body = read_body(req)
+        _, ctx = await self.compile(req, body)
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        ops.check_same_id(body.get("id"), entity_id)
+        doc = normalize_entity({**body, "id": entity_id}, ctx, require_type=False)
+        await self.run_one(req, self.write_tenant(req), entity_id, ops.replace_op(doc))
+        return self.no_content(req)
+
+    async def append_attrs(self, req: Req) -> Resp:
+        entity_id = check_entity_id(req.path_params["entityId"])
+        body = read_body(req)
+        _, ctx = await self.compile(req, body)
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object of attributes")
+        ops.check_same_id(body.get("id"), entity_id)
+        doc = normalize_entity({**body, "id": entity_id}, ctx, require_type=False)
+        overwrite = "noOverwrite" not in options(req)
+        outcome = await self.run_one(req, self.write_tenant(req), entity_id, ops.append_op(doc, overwrite))
+        return self.update_report(req, outcome, ctx)
+
+    async def update_attrs(self, req: Req) -> Resp:
+        entity_id = check_entity_id(req.path_params["entityId"])
+        body = read_body(req)
+        _, ctx = await self.compile(req, body)
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object of attributes")
+        ops.check_same_id(body.get("id"), entity_id)
+        doc = normalize_entity({**body, "id": entity_id}, ctx, require_type=False, allow_null=True)
+        outcome = await self.run_one(req, self.write_tenant(req), entity_id, ops.update_op(doc))
+        return self.update_report(req, outcome, ctx)
+
+    def update_report(self, req: Req, outcome: Outcome, ctx: Any) -> Resp:
+        report = outcome.result
+        if not report["notUpdated"]:
+            return self.no_content(req)
+        body = {
+            "updated": [ctx.compact_iri(a) for a in report["updated"]],
+            "notUpdated": [{**n, "attributeName": ctx.compact_iri(n["attributeName"])} for n in report["notUpdated"]],
+        }
+        return Resp(207, body, self.tenant_headers(req))
+
+    def _attr_target(self, req: Req, ctx: Any) -> str:
+        return str(ctx.expand_term(check_name(req.path_params["attrId"])))
+
+    async def partial_attr(self, req: Req) -> Resp:
+        entity_id = check_entity_id(req.path_params["entityId"])
+        body = read_body(req)
+        _, ctx = await self.compile(req, body)
+        if not isinstance(body, dict) or not body:
+            raise BadRequest("the body must be a non-empty JSON object")
+        name = req.path_params["attrId"]
+        patch = {k: v for k, v in body.items() if k != "@context"}
+        instance = normalize_instance(name, patch, ctx, allow_null=True) if _has_value(patch) else _subs_only(name, patch, ctx)
+        if "type" not in patch:
+            instance.pop("type", None)
+        await self.run_one(req, self.write_tenant(req), entity_id,
+                           ops.partial_attr_op(self._attr_target(req, ctx), instance, patch.get("datasetId")))
+        return self.no_content(req)
+
+    async def replace_attr(self, req: Req) -> Resp:
+        entity_id = check_entity_id(req.path_params["entityId"])
+        body = read_body(req)
+        _, ctx = await self.compile(req, body)
+        name = req.path_params["attrId"]
+        value = {k: v for k, v in body.items() if k != "@context"} if isinstance(body, dict) else body
+        instances = normalize_attribute(name, value, ctx)
+        await self.run_one(req, self.write_tenant(req), entity_id, ops.replace_attr_op(self._attr_target(req, ctx), instances))
+        return self.no_content(req)
+
+    async def delete_attr(self, req: Req) -> Resp:
+        entity_id = check_entity_id(req.path_params["entityId"])
+        _, ctx = await self.compile(req)
+        fn = ops.delete_attr_op(self._attr_target(req, ctx), req.param("datasetId"), bool_param(req, "deleteAll"))
+        await self.run_one(req, self.write_tenant(req), entity_id, fn)
+        return self.no_content(req)
+
+    # -- query ---------------------------------------------------------------------------------
+    async def build_query(self, req: Req, ctx: Any, params: dict[str, Any]) -> EntityQuery:
+        """An EntityQuery from query parameters or the body of /entityOperations/query."""
+        from ucity.ngsild.geo import GeoQueryError, parse_geoquery, parse_geoquery_json
+        from ucity.ngsild.qlang import QueryError, parse_q
+        from ucity.ngsild.qsql import compile_q_sqlite
+
+        query = EntityQuery()
+        ids = params.get("id") or []
+        for entity_id in ids:
+            check_entity_id(entity_id)
+        query.ids = tuple(ids)
+        query.id_pattern = params.get("idPattern")
+        if params.get("type"):
+            query.types = parse_type_expr(params["type"], ctx.expand_term)
+        if params.get("attrs"):
+            query.attrs_any = tuple(ctx.expand_term(check_name(a)) for a in params["attrs"])
+        if params.get("q"):
+            try:
+                query.q_sql = compile_q_sqlite(parse_q(params["q"]), ctx.expand_term)
+            except QueryError as exc:
+                raise BadRequest(f"invalid q: {exc}") from exc
+        try:
+            geo = (parse_geoquery_json(params["geoQ"]) if params.get("geoQ") is not None else
+                   parse_geoquery(params.get("georel"), params.get("geometry"), params.get("coordinates"),
+                                  params.get("geoproperty")))
+        except GeoQueryError as exc:
+            raise BadRequest(f"invalid geo-query: {exc}") from exc
+        if geo is not None:
+            query.geo = geo
+            query.geo_attr = ctx.expand_term(geo.geoproperty)
+        if params.get("scopeQ"):
+            query.scope_prefixes = tuple(s.rstrip("#").rstrip("/") or "/" for s in params["scopeQ"].split(","))
+        return query
+
+    def paging(self, req: Req) -> tuple[int, int, bool]:
+        limit = int_param(req, "limit", self.settings.default_limit, 0, self.settings.max_limit)
+        offset = int_param(req, "offset", 0, 0)
+        count = bool_param(req, "count")
+        if limit == 0 and not count:
+            raise BadRequest("limit=0 is only allowed together with count=true")
+        return limit, offset, count
+
+    async def query_entities(self, req: Req) -> Resp:
+        accept = negotiate(req, allow_geojson=True)
+        tenant_name, explicit = tenant_of(req, self.settings.default_tenant)
+        ctx_input, ctx = await self.compile(req)
+        params: dict[str, Any] = {k: req.param(k) for k in ("idPattern", "type", "q", "georel", "geometry",
+                                                             "coordinates", "geoproperty", "scopeQ")}
+        params["id"] = csv_param(req, "id")
+        params["attrs"] = csv_param(req, "attrs")
+        if not any(params[k] for k in ("id", "idPattern", "type", "attrs", "q", "georel", "scopeQ")):
+            raise BadRequest("a query needs at least one of type, id, idPattern, attrs, q, georel or scopeQ")
+        query = await self.build_query(req, ctx, params)
+        query.limit, query.offset, query.count = self.paging(req)
+        if explicit and not await self.store.tenant_exists(tenant_name):
+            raise NotFound(f"tenant {tenant_name} does not exist")
+        docs, total = await self.store.query_entities(tenant_name, query)
+        return self.query_reply(req, docs, total, query, ctx_input, ctx, accept)
+
+    def query_reply(self, req: Req, docs: list[Doc], total: int | None, query: EntityQuery,
+                    ctx_input: Any, ctx: Any, accept: str) -> Resp:
+        entities = self.present(req, docs, ctx, accept)
+        headers: dict[str, str] = {}
+        if total is not None:
+            headers["NGSILD-Results-Count"] = str(total)
+        links = []
+        if query.offset > 0 and query.limit > 0:
+            links.append(f'<{req.url_with(offset=max(0, query.offset - query.limit), limit=query.limit)}>; rel="prev"')
+        if query.limit > 0 and len(docs) == query.limit and (total is None or query.offset + query.limit < total):
+            links.append(f'<{req.url_with(offset=query.offset + query.limit, limit=query.limit)}>; rel="next"')
+        if accept == GEOJSON:
+            geoprop = req.param("geometryProperty") or "location"
+            body = {"type": "FeatureCollection", "features": [to_geojson_feature(e, geoprop) for e in entities],
+                    "@context": response_context_value(ctx_input)}
+            if links:
+                headers["Link"] = ", ".join(links)
+            return Resp(200, body, {**self.tenant_headers(req), **headers}, media_type=GEOJSON)
+        resp = self.reply(req, entities, ctx_input, accept, headers=headers)
+        if links:
+            resp.headers["Link"] = ", ".join([*([resp.headers["Link"]] if "Link" in resp.headers else []), *links])
+        return resp
+
+    async def query_post(self, req: Req) -> Resp:
+        """POST /entityOperations/query: the query in the body (CIM 009 §5.7.2, Query data type)."""
+        accept = negotiate(req)
+        body = read_body(req)
+        ctx_input, ctx = await self.compile(req, body)
+        if not isinstance(body, dict) or body.get("type") != "Query":
+            raise BadRequest("the body must be a Query object with \"type\": \"Query\"")
+        params: dict[str, Any] = {"q": body.get("q"), "geoQ": body.get("geoQ"), "attrs": body.get("attrs") or [],
+                                  "scopeQ": body.get("scopeQ")}
+        selectors = body.get("entities") or []
+        if len(selectors) > 1:
+            ids = [s.get("id") for s in selectors]
+            if all(ids) and len({s.get("type") for s in selectors}) == 1:
+                params["id"], params["type"] = ids, selectors[0].get("type")
+            else:
+                raise BadRequest("only one entity selector (or several ids of one type) is supported per query")
+        elif selectors:
+            sel = selectors[0]
+            params["id"] = [sel["id"]] if sel.get("id") else []
+            params["idPattern"], params["type"] = sel.get("idPattern"), sel.get("type")
+        if not any(params.get(k) for k in ("id", "idPattern", "type", "attrs", "q", "geoQ", "scopeQ")):
+            raise BadRequest("a query needs at least one of entities, attrs, q, geoQ or scopeQ")
+        query = await self.build_query(req, ctx, params)
+        query.limit, query.offset, query.count = self.paging(req)
+        tenant = await self.read_tenant(req)
+        docs, total = await self.store.query_entities(tenant, query)
+        return self.query_reply(req, docs, total, query, ctx_input, ctx, accept)
+
+    async def purge_entities(self, req: Req) -> Resp:
+        """DELETE /entities?type=...: delete every entity matching the selection."""
+        ctx_input, ctx = await self.compile(req)
+        params: dict[str, Any] = {k: req.param(k) for k in ("idPattern", "type", "q")}
+        params["id"] = csv_param(req, "id")
+        if not any(params.values()):
+            raise BadRequest("purging needs type, id, idPattern or q")
+        query = await self.build_query(req, ctx, params)
+        tenant = self.write_tenant(req)
+        ids = await self.store.entity_ids(tenant, query)
+        if ids:
+            await self.run(req, tenant, [Mutation(i, ops.delete_op()) for i in ids])
+        return self.no_content(req)
+
+    # -- batch ---------------------------------------------------------------------------------
+    async def batch(self, req: Req) -> Resp:
+        kind = req.path_params["op"]
+        handlers = {"create": self._batch_create, "upsert": self._batch_upsert, "update": self._batch_update,
+                    "delete": self._batch_delete, "merge": self._batch_merge}
+        if kind not in handlers:
+            raise NotFound(f"no batch operation {kind}")
+        body = read_body(req)
+        if not isinstance(body, list):
+            raise BadRequest("a batch operation body must be a JSON array")
+        if not body:
+            raise BadRequest("a batch operation needs at least one entity")
+        return await handlers[kind](req, body)
+
+    async def _normalize_all(self, req: Req, body: list[Any], **kw: Any) -> tuple[list[tuple[str, Doc]], list[dict[str, Any]]]:
+        """Normalize each entity of a batch; invalid ones become errors, not a failed batch."""
+        docs: list[tuple[str, Doc]] = []
+        errors: list[dict[str, Any]] = []
+        link_ctx = None
+        for item in body:
+            entity_id = item.get("id") if isinstance(item, dict) else None
+            try:
+                if link_ctx is None or (isinstance(item, dict) and "@context" in item):
+                    _, ctx = await self.compile(req, item if isinstance(item, dict) else None)
+                    link_ctx = ctx if not (isinstance(item, dict) and "@context" in item) else None
+                else:
+                    ctx = link_ctx
+                docs.append((str(entity_id), normalize_entity(item, ctx, **kw)))
+            except UcityError as exc:
+                errors.append({"entityId": entity_id, "error": exc.to_problem()})
+        return docs, errors
+
+    async def _execute(self, req: Req, docs: list[tuple[str, Doc]], errors: list[dict[str, Any]],
+                       make: Any) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        """Run one mutation per entity; returns (created ids, other success ids, errors)."""
+        tenant = self.write_tenant(req)
+        results = await self.run(req, tenant, [Mutation(i, make(d)) for i, d in docs]) if docs else []
+        created, succeeded = [], []
+        for (entity_id, _), result in zip(docs, results, strict=True):
+            if isinstance(result, UcityError):
+                errors.append({"entityId": entity_id, "error": result.to_problem()})
+            elif isinstance(result, Exception):
+                errors.append({"entityId": entity_id, "error": UcityError(str(result)).to_problem()})
+            elif result.operation == "create":
+                created.append(entity_id)
+            else:
+                succeeded.append(entity_id)
+        return created, succeeded, errors
+
+    def _batch_reply(self, req: Req, created: list[str], succeeded: list[str], errors: list[dict[str, Any]],
+                     created_status: int) -> Resp:
+        if errors:
+            return Resp(207, {"success": created + succeeded, "errors": errors}, self.tenant_headers(req))
+        if created and created_status == 201:
+            return Resp(201, created, self.tenant_headers(req))
+        return self.no_content(req)
+
+    async def _batch_create(self, req: Req, body: list[Any]) -> Resp:
+        docs, errors = await self._normalize_all(req, body)
+        created, ok, errors = await self._execute(req, docs, errors, ops.create_op)
+        return self._batch_reply(req, created, ok, errors, 201)
+
+    async def _batch_upsert(self, req: Req, body: list[Any]) -> Resp:
+        docs, errors = await self._normalize_all(req, body)
+        if "update" in options(req):
+            make = lambda d: ops.append_op(d, overwrite=True, create_if_missing=True)  # noqa: E731
+        else:
+            make = lambda d: ops.replace_op(d, create_if_missing=True)  # noqa: E731
+        created, ok, errors = await self._execute(req, docs, errors, make)
+        return self._batch_reply(req, created, ok, errors, 201)
+
+    async def _batch_update(self, req: Req, body: list[Any]) -> Resp:
+        docs, errors = await self._normalize_all(req, body, require_type=False)
+        overwrite = "noOverwrite" not in options(req)
+        _, ok, errors = await self._execute(req, docs, errors, lambda d: ops.append_op(d, overwrite))
+        return self._batch_reply(req, [], ok, errors, 204)
+
+    async def _batch_merge(self, req: Req, body: list[Any]) -> Resp:
+        docs, errors = await self._normalize_all(req, body, require_type=False, allow_null=True)
+        _, ok, errors = await self._execute(req, docs, errors, ops.merge_op)
+        return self._batch_reply(req, [], ok, errors, 204)
+
+    async def _batch_delete(self, req: Req, body: list[Any]) -> Resp:
+        docs: list[tuple[str, Doc]] = []
+        errors: list[dict[str, Any]] = []
+        for entity_id in body:
+            try:
+                docs.append((check_entity_id(entity_id), {}))
+            except UcityError as exc:
+                errors.append({"entityId": entity_id, "error": exc.to_problem()})
+        _, ok, errors = await self._execute(req, docs, errors, lambda d: ops.delete_op())
+        return self._batch_reply(req, [], ok, errors, 204)
+
+    # -- discovery -----------------------------------------------------------------------------
+    async def types(self, req: Req) -> Resp:
+        accept = negotiate(req)
+        tenant = await self.read_tenant(req)
+        ctx_input, ctx = await self.compile(req)
+        summary = await self.store.types_summary(tenant)
+        if bool_param(req, "details"):
+            body: Any = [{"id": t, "type": "EntityType", "typeName": ctx.compact_iri(t),
+                          "attributeNames": [ctx.compact_iri(a) for a in attrs]} for t, attrs, _ in summary]
+        else:
+            body = {"id": f"urn:ngsi-ld:EntityTypeList:{uuid.uuid4()}", "type": "EntityTypeList",
+                    "typeList": [ctx.compact_iri(t) for t, _, _ in summary]}
+        return self.reply(req, body, ctx_input, accept)
+
+    async def type_detail(self, req: Req) -> Resp:
+        accept = negotiate(req)
+        tenant = await self.read_tenant(req)
+        ctx_input, ctx = await self.compile(req)
+        wanted = ctx.expand_term(req.path_params["type"])
+        summary = {t: (attrs, n) for t, attrs, n in await self.store.types_summary(tenant)}
+        if wanted not in summary:
+            raise NotFound(f"no entity of type {req.path_params['type']}")
+        attrs, count = summary[wanted]
+        kinds = {a: k for a, _, k, _ in await self.store.attributes_summary(tenant)}
+        body = {"id": wanted, "type": "EntityTypeInfo", "typeName": ctx.compact_iri(wanted), "entityCount": count,
+                "attributeDetails": [{"id": a, "type": "Attribute", "attributeName": ctx.compact_iri(a),
+                                      "attributeTypes": kinds.get(a, ["Property"])} for a in attrs]}
+        return self.reply(req, body, ctx_input, accept)
+
+    async def attributes(self, req: Req) -> Resp:
+        accept = negotiate(req)
+        tenant = await self.read_tenant(req)
+        ctx_input, ctx = await self.compile(req)
+        summary = await self.store.attributes_summary(tenant)
+        if bool_param(req, "details"):
+            body: Any = [{"id": a, "type": "Attribute", "attributeName": ctx.compact_iri(a),
+                          "typeNames": [ctx.compact_iri(t) for t in types]} for a, types, _, _ in summary]
+        else:
+            body = {"id": f"urn:ngsi-ld:AttributeList:{uuid.uuid4()}", "type": "AttributeList",
+                    "attributeList": [ctx.compact_iri(a) for a, _, _, _ in summary]}
+        return self.reply(req, body, ctx_input, accept)
+
+    async def attribute_detail(self, req: Req) -> Resp:
+        accept = negotiate(req)
+        tenant = await self.read_tenant(req)
+        ctx_input, ctx = await self.compile(req)
+        wanted = ctx.expand_term(req.path_params["attrId"])
+        for attr, types, kinds, count in await self.store.attributes_summary(tenant):
+            if attr == wanted:
+                body = {"id": attr, "type": "Attribute", "attributeName": ctx.compact_iri(attr), "attributeCount": count,
+                        "attributeTypes": kinds, "typeNames": [ctx.compact_iri(t) for t in types]}
+                return self.reply(req, body, ctx_input, accept)
+        raise NotFound(f"no attribute {req.path_params['attrId']}")
+
+
+def _has_value(patch: dict[str, Any]) -> bool:
+    return bool(patch.keys() & {"value", "object", "languageMap", "valueList", "objectList", "json", "vocab"})
+
+
+def _subs_only(name: str, patch: dict[str, Any], ctx: Any) -> dict[str, Any]:
+    """A partial update that changes only sub-attributes or observedAt/unitCode."""
+    instance = normalize_instance(name, {**patch, "value": 0}, ctx, allow_null=True)
+    instance.pop("value", None)
+    return instance
+
+
+__all__ = ["NgsiLdApi", "normalize_attrs"]

@@ -1,0 +1,331 @@
+"""NGSI-LD entities: validate the wire form and turn it into the stored form, and back.
+
+The wire form is what clients send and receive (normalized, concise or keyValues, short names
+compacted with their @context). The stored form is docs/storage.md: expanded names, each
+attribute a list of instances. Everything here is pure: no I/O, no clock (the time is an argument).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ucity.core.clock import parse_iso, to_iso
+from ucity.core.errors import BadRequest
+
+NULL = "urn:ngsi-ld:null"
+DEFAULT_VOCAB = "https://uri.etsi.org/ngsi-ld/default-context/"
+ATTR_TYPES = {
+    "Property", "Relationship", "GeoProperty", "LanguageProperty", "ListProperty", "JsonProperty",
+    "VocabProperty", "ListRelationship",
+}
+VALUE_KEY = {
+    "Property": "value", "GeoProperty": "value", "Relationship": "object", "LanguageProperty": "languageMap",
+    "ListProperty": "valueList", "JsonProperty": "json", "VocabProperty": "vocab", "ListRelationship": "objectList",
+}
+# Members of an attribute instance that are not sub-attributes.
+RESERVED = {
+    "type", "value", "object", "languageMap", "valueList", "objectList", "json", "vocab", "datasetId",
+    "observedAt", "unitCode", "createdAt", "modifiedAt", "deletedAt", "instanceId", "lang", "@context",
+    "objectType", "previousValue", "previousObject", "previousLanguageMap", "previousValueList", "previousJson",
+    "previousVocab",
+}
+ENTITY_RESERVED = {"id", "type", "@context", "scope", "createdAt", "modifiedAt", "deletedAt"}
+GEO_ATTRS = {"location", "observationSpace", "operationSpace"}
+GEOJSON_TYPES = {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon", "GeometryCollection"}
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]+$")
+_FORBIDDEN_NAME = re.compile(r"[\s<>\"'=;()]")
+
+
+class Ctx(Protocol):
+    """The part of a compiled @context this module uses."""
+
+    def expand_term(self, term: str) -> str: ...
+
+    def compact_iri(self, iri: str) -> str: ...
+
+
+def is_uri(value: Any) -> bool:
+    return isinstance(value, str) and bool(_URI.match(value))
+
+
+def check_entity_id(value: Any) -> str:
+    if not is_uri(value):
+        raise BadRequest(f"entity id must be a URI, got {value!r}")
+    return str(value)
+
+
+def check_name(name: str, what: str = "attribute") -> str:
+    if not name or _FORBIDDEN_NAME.search(name):
+        raise BadRequest(f"invalid {what} name {name!r}")
+    return name
+
+
+def normalize_time(value: Any, member: str) -> str:
+    if not isinstance(value, str):
+        raise BadRequest(f"{member} must be a date-time string, got {value!r}")
+    try:
+        return to_iso(parse_iso(value))
+    except ValueError as exc:
+        raise BadRequest(f"{member} is not a valid ISO 8601 date-time: {value!r}") from exc
+
+
+# -- wire -> stored ------------------------------------------------------------------------------
+def expand_types(value: Any, ctx: Ctx) -> list[str]:
+    types = value if isinstance(value, list) else [value]
+    if not types or not all(isinstance(t, str) and t for t in types):
+        raise BadRequest(f"entity type must be a non-empty string or list of strings, got {value!r}")
+    return list(dict.fromkeys(ctx.expand_term(check_name(t, "type")) for t in types))
+
+
+def normalize_entity(body: Any, ctx: Ctx, *, require_id: bool = True, require_type: bool = True,
+                     allow_null: bool = False) -> dict[str, Any]:
+    """Validate an entity in wire form and return its stored form (no timestamps yet)."""
+    if not isinstance(body, dict):
+        raise BadRequest("an entity must be a JSON object")
+    doc: dict[str, Any] = {}
+    if "id" in body or require_id:
+        doc["id"] = check_entity_id(body.get("id"))
+    if "type" in body or require_type:
+        if "type" not in body:
+            raise BadRequest("entity type is missing")
+        doc["type"] = expand_types(body["type"], ctx)
+    if "scope" in body:
+        doc["scope"] = normalize_scope(body["scope"])
+    doc["attrs"] = normalize_attrs({k: v for k, v in body.items() if k not in ENTITY_RESERVED}, ctx, allow_null)
+    return doc
+
+
+def normalize_scope(value: Any) -> list[str]:
+    scopes = value if isinstance(value, list) else [value]
+    for scope in scopes:
+        if not isinstance(scope, str) or not re.match(r"^/[^\s]*$", scope):
+            raise BadRequest(f"invalid scope {scope!r}: scopes start with '/'")
+    return list(scopes)
+
+
+def normalize_attrs(attrs: dict[str, Any], ctx: Ctx, allow_null: bool = False) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, value in attrs.items():
+        check_name(name)
+        out[ctx.expand_term(name)] = normalize_attribute(name, value, ctx, allow_null)
+    return out
+
+
+def normalize_attribute(name: str, value: Any, ctx: Ctx, allow_null: bool = False) -> list[dict[str, Any]]:
+    """All instances of one attribute (a multi-attribute is a JSON array of instances)."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) and _looks_like_instance(v) for v in value):
+        instances = [normalize_instance(name, v, ctx, allow_null) for v in value]
+    else:
+        instances = [normalize_instance(name, value, ctx, allow_null)]
+    seen: set[str | None] = set()
+    for instance in instances:
+        dataset = instance.get("datasetId")
+        if dataset in seen:
+            raise BadRequest(f"attribute {name!r} has two instances with datasetId {dataset!r}")
+        seen.add(dataset)
+    return instances
+
+
+def _looks_like_instance(value: dict[str, Any]) -> bool:
+    return bool(value.keys() & {"type", "value", "object", "languageMap", "valueList", "objectList", "json", "vocab"})
+
+
+def _infer_type(name: str, value: dict[str, Any]) -> str:
+    for attr_type, key in (("Relationship", "object"), ("LanguageProperty", "languageMap"),
+                           ("ListProperty", "valueList"), ("JsonProperty", "json"), ("VocabProperty", "vocab"),
+                           ("ListRelationship", "objectList")):
+        if key in value:
+            return attr_type
+    if name in GEO_ATTRS and isinstance(value.get("value"), dict) and value["value"].get("type") in GEOJSON_TYPES:
+        return "GeoProperty"
+    return "Property"
+
+
+def normalize_instance(name: str, value: Any, ctx: Ctx, allow_null: bool = False) -> dict[str, Any]:
+    """One attribute instance in stored form, validated."""
+    if value == NULL and allow_null:
+        return {"type": "Property", "value": NULL}
+    if not isinstance(value, dict) or not _looks_like_instance(value):
+        if isinstance(value, dict) and value.get("type") in GEOJSON_TYPES and "coordinates" in value:
+            value = {"type": "GeoProperty", "value": value}  # concise GeoProperty
+        elif isinstance(value, dict) and not value:
+            raise BadRequest(f"attribute {name!r} is empty")
+        else:
+            value = {"value": value}  # concise Property
+    attr_type = value.get("type") or _infer_type(name, value)
+    if attr_type not in ATTR_TYPES:
+        raise BadRequest(f"attribute {name!r} has unknown type {attr_type!r}")
+    key = VALUE_KEY[attr_type]
+    if key not in value:
+        raise BadRequest(f"attribute {name!r} of type {attr_type} needs a {key!r} member")
+    instance: dict[str, Any] = {"type": attr_type, key: _check_value(name, attr_type, value[key], allow_null)}
+    for member, member_value in value.items():
+        if member in ("type", key, "createdAt", "modifiedAt", "instanceId", "@context"):
+            continue
+        if member == "observedAt":
+            instance["observedAt"] = normalize_time(member_value, "observedAt")
+        elif member == "datasetId":
+            if not is_uri(member_value):
+                raise BadRequest(f"datasetId of {name!r} must be a URI, got {member_value!r}")
+            instance["datasetId"] = member_value
+        elif member == "unitCode":
+            if not isinstance(member_value, str):
+                raise BadRequest(f"unitCode of {name!r} must be a string")
+            instance["unitCode"] = member_value
+        elif member in RESERVED:
+            continue
+        else:
+            check_name(member)
+            sub = normalize_instance(member, member_value, ctx, allow_null)
+            instance[ctx.expand_term(member)] = sub
+    return instance
+
+
+def _check_value(name: str, attr_type: str, value: Any, allow_null: bool) -> Any:
+    if value is None:
+        raise BadRequest(f"attribute {name!r} has a null value")
+    if allow_null and value == NULL:
+        return value
+    if attr_type == "Relationship":
+        objects = value if isinstance(value, list) else [value]
+        if not objects or not all(is_uri(o) for o in objects):
+            raise BadRequest(f"relationship {name!r} must point to a URI, got {value!r}")
+    elif attr_type == "GeoProperty":
+        from ucity.ngsild.geo import GeoQueryError, validate_geojson
+
+        try:
+            validate_geojson(value)
+        except GeoQueryError as exc:
+            raise BadRequest(f"GeoProperty {name!r} is not valid GeoJSON: {exc}") from exc
+    elif attr_type == "LanguageProperty":
+        if not isinstance(value, dict) or not all(isinstance(v, (str, list)) for v in value.values()):
+            raise BadRequest(f"languageMap of {name!r} must map language tags to strings")
+    elif attr_type in ("ListProperty", "ListRelationship") and not isinstance(value, list):
+        raise BadRequest(f"{attr_type} {name!r} needs a JSON array")
+    return value
+
+
+# -- timestamps -------------------------------------------------------------------------------------
+def stamp(instance: dict[str, Any], now: str, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Set createdAt (kept from the previous instance) and modifiedAt on an instance and its subs."""
+    instance["createdAt"] = (previous or {}).get("createdAt", now)
+    instance["modifiedAt"] = now
+    for key, sub in instance.items():
+        if ":" in key and isinstance(sub, dict):
+            stamp(sub, now, (previous or {}).get(key))
+    return instance
+
+
+def find_instance(instances: list[dict[str, Any]], dataset_id: str | None) -> int | None:
+    for index, instance in enumerate(instances):
+        if instance.get("datasetId") == dataset_id:
+            return index
+    return None
+
+
+# -- stored -> wire --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RenderOptions:
+    """How an entity is shown: format, system attributes and projection."""
+
+    fmt: str = "normalized"  # normalized | concise | keyValues
+    sys_attrs: bool = False
+    attrs: frozenset[str] | None = None  # attribute IRIs to keep (attrs / pick)
+    omit: frozenset[str] = frozenset()  # attribute IRIs to drop
+    pick_id: bool = True
+    pick_type: bool = True
+    lang: str | None = None
+    dataset_ids: frozenset[str] | None = None
+    keep_null_value: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def render_entity(doc: dict[str, Any], ctx: Ctx, opts: RenderOptions) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if opts.pick_id:
+        out["id"] = doc["id"]
+    if opts.pick_type:
+        types = [ctx.compact_iri(t) for t in doc.get("type", [])]
+        out["type"] = types[0] if len(types) == 1 else types
+    if doc.get("scope"):
+        out["scope"] = doc["scope"] if len(doc["scope"]) > 1 else doc["scope"][0]
+    if opts.sys_attrs:
+        out["createdAt"] = doc.get("createdAt")
+        out["modifiedAt"] = doc.get("modifiedAt")
+    for iri, instances in doc.get("attrs", {}).items():
+        if (opts.attrs is not None and iri not in opts.attrs) or iri in opts.omit:
+            continue
+        chosen = instances
+        if opts.dataset_ids is not None:
+            chosen = [i for i in instances if (i.get("datasetId") or "@none") in opts.dataset_ids]
+        if not chosen:
+            continue
+        rendered = [render_instance(i, ctx, opts) for i in chosen]
+        out[ctx.compact_iri(iri)] = rendered[0] if len(rendered) == 1 else rendered
+    return out
+
+
+def render_instance(instance: dict[str, Any], ctx: Ctx, opts: RenderOptions) -> Any:
+    attr_type = instance.get("type", "Property")
+    key = VALUE_KEY.get(attr_type, "value")
+    if opts.fmt == "keyValues":
+        if attr_type == "LanguageProperty" and opts.lang:
+            return _pick_lang(instance.get(key, {}), opts.lang)[0]
+        return instance.get(key)
+    out: dict[str, Any] = {}
+    concise = opts.fmt == "concise"
+    if not concise or attr_type in ("GeoProperty", "JsonProperty", "VocabProperty", "ListRelationship"):
+        out["type"] = attr_type
+    if attr_type == "LanguageProperty" and opts.lang:
+        value, lang = _pick_lang(instance.get(key, {}), opts.lang)
+        out["type"] = "Property"
+        out["value"] = value
+        out["lang"] = lang
+    else:
+        out[key] = instance.get(key)
+    for member, member_value in instance.items():
+        if member in ("type", key, "instanceId"):
+            continue
+        if member in ("createdAt", "modifiedAt"):
+            if opts.sys_attrs:
+                out[member] = member_value
+        elif ":" in member:
+            out[ctx.compact_iri(member)] = render_instance(member_value, ctx, opts)
+        else:
+            out[member] = member_value
+    if concise and set(out) == {"value"}:
+        return out["value"]
+    return out
+
+
+def _pick_lang(language_map: dict[str, Any], wanted: str) -> tuple[Any, str]:
+    """The best value of a language map for a `lang` parameter (`ko`, `en,ko`, `*`)."""
+    for tag in [t.split(";")[0].strip() for t in wanted.split(",")]:
+        if tag == "*" and language_map:
+            first = next(iter(language_map))
+            return language_map[first], first
+        if tag in language_map:
+            return language_map[tag], tag
+    if "@none" in language_map:
+        return language_map["@none"], "@none"
+    if language_map:
+        first = next(iter(language_map))
+        return language_map[first], first
+    return None, wanted
+
+
+def to_geojson_feature(entity: dict[str, Any], geoproperty: str) -> dict[str, Any]:
+    """A compacted entity as a GeoJSON Feature (Accept: application/geo+json)."""
+    props = {k: v for k, v in entity.items() if k != "id"}
+    geometry: Any = None
+    geo = entity.get(geoproperty)
+    if isinstance(geo, dict):
+        geometry = geo.get("value") if "value" in geo else (geo if "coordinates" in geo else None)
+    return {"id": entity.get("id"), "type": "Feature", "geometry": geometry, "properties": props}
+
+
+def iter_attr_names(doc: dict[str, Any]) -> Iterable[str]:
+    return doc.get("attrs", {}).keys()

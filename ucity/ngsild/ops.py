@@ -1,0 +1,282 @@
+"""The NGSI-LD write operations as pure functions from the current document to an `Outcome`.
+
+Each `*_op` returns an `ApplyFn` the store runs inside its transaction (docs/storage.md). They
+raise UcityErrors for their own entity only, so that batch operations report per entity.
+`result` carries the update report (updated / notUpdated attributes) back to the handler.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ucity.core.errors import AlreadyExists, BadRequest, NotFound
+from ucity.ngsild.model import NULL, find_instance, stamp
+from ucity.store.base import ApplyFn, Doc, Outcome
+
+Attrs = dict[str, list[dict[str, Any]]]
+
+
+def _history(attrs: Attrs) -> tuple[tuple[str, dict[str, Any]], ...]:
+    return tuple((iri, copy.deepcopy(i)) for iri, instances in attrs.items() for i in instances)
+
+
+def _require(before: Doc | None, entity_id: str) -> Doc:
+    if before is None:
+        raise NotFound(f"entity {entity_id} does not exist")
+    return before
+
+
+def _touch(doc: Doc, now: str) -> Doc:
+    doc["modifiedAt"] = now
+    return doc
+
+
+def create_op(new: Doc) -> ApplyFn:
+    def apply(before: Doc | None, now: str) -> Outcome:
+        if before is not None:
+            raise AlreadyExists(f"entity {new['id']} already exists")
+        doc = copy.deepcopy(new)
+        doc["createdAt"] = doc["modifiedAt"] = now
+        for instances in doc["attrs"].values():
+            for instance in instances:
+                stamp(instance, now)
+        return Outcome(doc, "create", frozenset(doc["attrs"]), _history(doc["attrs"]), result="created")
+
+    return apply
+
+
+def replace_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:
+    """PUT /entities/{id} and batch upsert with replace: all attributes replaced."""
+
+    def apply(before: Doc | None, now: str) -> Outcome:
+        if before is None:
+            if not create_if_missing:
+                raise NotFound(f"entity {new['id']} does not exist")
+            return create_op(new)(None, now)
+        doc = copy.deepcopy(new)
+        doc["createdAt"] = before.get("createdAt", now)
+        doc["modifiedAt"] = now
+        if "type" not in doc:
+            doc["type"] = before["type"]
+        for iri, instances in doc["attrs"].items():
+            for instance in instances:
+                stamp(instance, now)
+        touched = frozenset(doc["attrs"]) | frozenset(before.get("attrs", {}))
+        return Outcome(doc, "replace", touched, _history(doc["attrs"]), result="updated")
+
+    return apply
+
+
+def delete_op() -> ApplyFn:
+    def apply(before: Doc | None, now: str) -> Outcome:
+        doc = _require(before, "")
+        return Outcome(None, "delete", frozenset(doc.get("attrs", {})), (), result="deleted")
+
+    return apply
+
+
+def _merge_types(doc: Doc, new: Doc) -> None:
+    if "type" in new:
+        doc["type"] = list(dict.fromkeys([*doc.get("type", []), *new["type"]]))
+    if "scope" in new:
+        doc["scope"] = new["scope"]
+
+
+def append_op(new: Doc, overwrite: bool = True, create_if_missing: bool = False) -> ApplyFn:
+    """POST /entities/{id}/attrs (append; options=noOverwrite keeps existing instances)."""
+
+    def apply(before: Doc | None, now: str) -> Outcome:
+        if before is None:
+            if create_if_missing:
+                return create_op(new)(None, now)
+            raise NotFound(f"entity {new.get('id', '')} does not exist")
+        doc = copy.deepcopy(before)
+        _merge_types(doc, new)
+        written: Attrs = {}
+        not_updated: list[dict[str, str]] = []
+        for iri, instances in new["attrs"].items():
+            current = doc["attrs"].setdefault(iri, [])
+            for instance in instances:
+                index = find_instance(current, instance.get("datasetId"))
+                if index is not None and not overwrite:
+                    not_updated.append({"attributeName": iri, "reason": "attribute exists and noOverwrite was set"})
+                    continue
+                stamped = stamp(copy.deepcopy(instance), now, current[index] if index is not None else None)
+                if index is None:
+                    current.append(stamped)
+                else:
+                    current[index] = stamped
+                written.setdefault(iri, []).append(stamped)
+            if not current:
+                del doc["attrs"][iri]
+        changed = bool(written) or doc.get("type") != before.get("type") or doc.get("scope") != before.get("scope")
+        if changed:
+            _touch(doc, now)
+        report = {"updated": list(written), "notUpdated": not_updated}
+        return Outcome(doc, "update", frozenset(written), _history(written), result=report, changed=changed)
+
+    return apply
+
+
+def update_op(new: Doc) -> ApplyFn:
+    """PATCH /entities/{id}/attrs and batch update: only attributes that exist are replaced."""
+
+    def apply(before: Doc | None, now: str) -> Outcome:
+        doc = copy.deepcopy(_require(before, new.get("id", "")))
+        written: Attrs = {}
+        not_updated: list[dict[str, str]] = []
+        for iri, instances in new["attrs"].items():
+            current = doc["attrs"].get(iri)
+            for instance in instances:
+                index = find_instance(current or [], instance.get("datasetId"))
+                if current is None or index is None:
+                    not_updated.append({"attributeName": iri, "reason": "attribute (or its datasetId) does not exist"})
+                    continue
+                if instance.get("value") == NULL:
+                    del current[index]
+                    written.setdefault(iri, [])
+                    continue
+                current[index] = stamp(copy.deepcopy(instance), now, current[index])
+                written.setdefault(iri, []).append(current[index])
+            if current is not None and not current:
+                del doc["attrs"][iri]
+        if written:
+            _touch(doc, now)
+        report = {"updated": list(written), "notUpdated": not_updated}
+        return Outcome(doc, "update", frozenset(written), _history(written), result=report, changed=bool(written))
+
+    return apply
+
+
+def _merge_instance(old: dict[str, Any], patch: dict[str, Any], now: str) -> dict[str, Any] | None:
+    """Merge-patch semantics on one instance: members replaced, sub-attributes merged, null deletes."""
+    if patch.get("value") == NULL or patch.get("object") == NULL:
+        return None
+    merged = copy.deepcopy(old)
+    if patch.get("type") and patch["type"] != old.get("type"):
+        for key in ("value", "object", "languageMap", "valueList", "objectList", "json", "vocab"):
+            merged.pop(key, None)
+    for key, value in patch.items():
+        if ":" in key and isinstance(value, dict):
+            if key in merged and isinstance(merged[key], dict):
+                sub = _merge_instance(merged[key], value, now)
+                if sub is None:
+                    del merged[key]
+                else:
+                    merged[key] = sub
+            elif value.get("value") != NULL:
+                merged[key] = stamp(copy.deepcopy(value), now)
+        elif key == "languageMap" and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = copy.deepcopy(value)
+    merged["modifiedAt"] = now
+    return merged
+
+
+def merge_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:
+    """PATCH /entities/{id} (merge) and batch merge."""
+
+    def apply(before: Doc | None, now: str) -> Outcome:
+        if before is None:
+            if create_if_missing:
+                return create_op(new)(None, now)
+            raise NotFound(f"entity {new.get('id', '')} does not exist")
+        doc = copy.deepcopy(before)
+        _merge_types(doc, new)
+        written: Attrs = {}
+        touched: set[str] = set()
+        for iri, instances in new["attrs"].items():
+            current = doc["attrs"].setdefault(iri, [])
+            for instance in instances:
+                index = find_instance(current, instance.get("datasetId"))
+                touched.add(iri)
+                if index is None:
+                    if instance.get("value") != NULL:
+                        current.append(stamp(copy.deepcopy(instance), now))
+                        written.setdefault(iri, []).append(current[-1])
+                    continue
+                merged = _merge_instance(current[index], instance, now)
+                if merged is None:
+                    del current[index]
+                else:
+                    current[index] = merged
+                    written.setdefault(iri, []).append(merged)
+            if not current:
+                del doc["attrs"][iri]
+        _touch(doc, now)
+        return Outcome(doc, "update", frozenset(touched), _history(written), result="merged")
+
+    return apply
+
+
+def partial_attr_op(iri: str, patch: dict[str, Any], dataset_id: str | None) -> ApplyFn:
+    """PATCH /entities/{id}/attrs/{attrId}: merge members into one existing instance."""
+
+    def apply(before: Doc | None, now: str) -> Outcome:
+        doc = copy.deepcopy(_require(before, ""))
+        current = doc["attrs"].get(iri)
+        index = find_instance(current or [], dataset_id)
+        if current is None or index is None:
+            raise NotFound(f"attribute {iri} (datasetId {dataset_id}) does not exist")
+        merged = _merge_instance(current[index], patch, now)
+        if merged is None:
+            del current[index]
+            if not current:
+                del doc["attrs"][iri]
+            history: tuple[tuple[str, dict[str, Any]], ...] = ()
+        else:
+            current[index] = merged
+            history = ((iri, copy.deepcopy(merged)),)
+        _touch(doc, now)
+        return Outcome(doc, "update", frozenset([iri]), history, result="updated")
+
+    return apply
+
+
+def replace_attr_op(iri: str, instances: list[dict[str, Any]]) -> ApplyFn:
+    """PUT /entities/{id}/attrs/{attrId}: the instance(s) with the same datasetId are replaced."""
+
+    def apply(before: Doc | None, now: str) -> Outcome:
+        doc = copy.deepcopy(_require(before, ""))
+        current = doc["attrs"].get(iri)
+        if current is None:
+            raise NotFound(f"attribute {iri} does not exist")
+        written = []
+        for instance in instances:
+            index = find_instance(current, instance.get("datasetId"))
+            if index is None:
+                raise NotFound(f"attribute {iri} has no instance with datasetId {instance.get('datasetId')}")
+            current[index] = stamp(copy.deepcopy(instance), now, current[index])
+            written.append(current[index])
+        _touch(doc, now)
+        return Outcome(doc, "update", frozenset([iri]), tuple((iri, copy.deepcopy(w)) for w in written), result="updated")
+
+    return apply
+
+
+def delete_attr_op(iri: str, dataset_id: str | None, delete_all: bool) -> ApplyFn:
+    def apply(before: Doc | None, now: str) -> Outcome:
+        doc = copy.deepcopy(_require(before, ""))
+        current = doc["attrs"].get(iri)
+        if current is None:
+            raise NotFound(f"attribute {iri} does not exist")
+        if delete_all:
+            del doc["attrs"][iri]
+        else:
+            index = find_instance(current, dataset_id)
+            if index is None:
+                raise NotFound(f"attribute {iri} has no instance with datasetId {dataset_id}")
+            del current[index]
+            if not current:
+                del doc["attrs"][iri]
+        _touch(doc, now)
+        return Outcome(doc, "update", frozenset([iri]), (), result="deleted")
+
+    return apply
+
+
+def check_same_id(body_id: Any, path_id: str) -> None:
+    if body_id is not None and body_id != path_id:
+        raise BadRequest(f"the id in the body ({body_id}) differs from the id in the path ({path_id})")

@@ -1,0 +1,211 @@
+"""The ASGI app: routes to framework-free handlers, error mapping, body limits, lifespan.
+
+This is the only module (with web/) that imports the web framework. NGSI-LD routes are plain
+Starlette routes (their contract is the ETSI spec, not OpenAPI); ucity's own endpoints are
+FastAPI routes documented at /docs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ucity import __version__
+from ucity.app import Ucity
+from ucity.core.clock import Clock
+from ucity.core.config import Settings
+from ucity.core.errors import PayloadTooLarge, UcityError, http_problem
+from ucity.core.http import Req, Resp
+
+log = logging.getLogger(__name__)
+Handler = Callable[[Req], Awaitable[Resp]]
+NGSI = "/ngsi-ld/v1"
+
+
+def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=int(body["status"]), headers=headers,
+                    media_type="application/json")
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def adapt(handler_of: Callable[[Ucity], Handler], settings: Settings) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a framework-free handler as a Starlette endpoint."""
+
+    async def endpoint(request: Request) -> Response:
+        ucity: Ucity = request.app.state.ucity
+        try:
+            body = await read_limited(request, settings.server.max_body_bytes)
+            req = Req(
+                method=request.method, path=request.url.path,
+                params=_multi(request.query_params.multi_items()),
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=body, path_params=dict(request.path_params),
+                base_url=settings.server.public_url or str(request.base_url),
+            )
+            resp = await handler_of(ucity)(req)
+        except UcityError as exc:
+            if exc.status >= 500:
+                log.warning("%s %s -> %s: %s", request.method, request.url.path, exc.status, exc.detail)
+            tenant = request.headers.get("ngsild-tenant")
+            return problem_response(exc.to_problem(), {"NGSILD-Tenant": tenant} if tenant else None)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            return problem_response(UcityError("an internal error occurred; see the server log").to_problem())
+        return Response(resp.encode(), status_code=resp.status, headers=resp.headers,
+                        media_type=resp.media_type if resp.body is not None else None)
+
+    return endpoint
+
+
+def _multi(items: list[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in items:
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def ngsild_routes(settings: Settings) -> list[Route]:
+    """Every NGSI-LD route; more specific paths first (entity ids may contain '/')."""
+    table: list[tuple[str, str, Callable[[Ucity], Handler]]] = [
+        ("/entities", "POST", lambda u: u.ngsild.create_entity),
+        ("/entities", "GET", lambda u: u.ngsild.query_entities),
+        ("/entities", "DELETE", lambda u: u.ngsild.purge_entities),
+        ("/entities/{entityId:path}/attrs/{attrId}", "PATCH", lambda u: u.ngsild.partial_attr),
+        ("/entities/{entityId:path}/attrs/{attrId}", "PUT", lambda u: u.ngsild.replace_attr),
+        ("/entities/{entityId:path}/attrs/{attrId}", "DELETE", lambda u: u.ngsild.delete_attr),
+        ("/entities/{entityId:path}/attrs", "POST", lambda u: u.ngsild.append_attrs),
+        ("/entities/{entityId:path}/attrs", "PATCH", lambda u: u.ngsild.update_attrs),
+        ("/entities/{entityId:path}", "GET", lambda u: u.ngsild.retrieve_entity),
+        ("/entities/{entityId:path}", "DELETE", lambda u: u.ngsild.delete_entity),
+        ("/entities/{entityId:path}", "PATCH", lambda u: u.ngsild.merge_entity),
+        ("/entities/{entityId:path}", "PUT", lambda u: u.ngsild.replace_entity),
+        ("/entityOperations/query", "POST", lambda u: u.ngsild.query_post),
+        ("/entityOperations/{op}", "POST", lambda u: u.ngsild.batch),
+        ("/types", "GET", lambda u: u.ngsild.types),
+        ("/types/{type:path}", "GET", lambda u: u.ngsild.type_detail),
+        ("/attributes", "GET", lambda u: u.ngsild.attributes),
+        ("/attributes/{attrId:path}", "GET", lambda u: u.ngsild.attribute_detail),
+        ("/temporal/entities", "POST", lambda u: u.temporal.create),
+        ("/temporal/entities", "GET", lambda u: u.temporal.query),
+        ("/temporal/entities/{entityId:path}/attrs/{attrId}/{instanceId:path}", "PATCH",
+         lambda u: u.temporal.modify_instance),
+        ("/temporal/entities/{entityId:path}/attrs/{attrId}/{instanceId:path}", "DELETE",
+         lambda u: u.temporal.delete_instance),
+        ("/temporal/entities/{entityId:path}/attrs/{attrId}", "DELETE", lambda u: u.temporal.delete_attr),
+        ("/temporal/entities/{entityId:path}/attrs", "POST", lambda u: u.temporal.append),
+        ("/temporal/entities/{entityId:path}", "GET", lambda u: u.temporal.retrieve),
+        ("/temporal/entities/{entityId:path}", "DELETE", lambda u: u.temporal.delete),
+        ("/temporal/entityOperations/query", "POST", lambda u: u.temporal.query_post),
+        ("/subscriptions", "POST", lambda u: u.subscriptions.create),
+        ("/subscriptions", "GET", lambda u: u.subscriptions.list),
+        ("/subscriptions/{subscriptionId:path}", "GET", lambda u: u.subscriptions.retrieve),
+        ("/subscriptions/{subscriptionId:path}", "PATCH", lambda u: u.subscriptions.update),
+        ("/subscriptions/{subscriptionId:path}", "DELETE", lambda u: u.subscriptions.delete),
+        ("/jsonldContexts", "POST", lambda u: u.contexts.add),
+        ("/jsonldContexts", "GET", lambda u: u.contexts.list),
+        ("/jsonldContexts/{contextId:path}", "GET", lambda u: u.contexts.retrieve),
+        ("/jsonldContexts/{contextId:path}", "DELETE", lambda u: u.contexts.delete),
+    ]
+    routes: dict[str, dict[str, Callable[[Ucity], Handler]]] = {}
+    for path, method, handler in table:
+        routes.setdefault(path, {})[method] = handler
+    return [_method_route(NGSI + path, methods, settings) for path, methods in routes.items()]
+
+
+def _method_route(path: str, methods: dict[str, Callable[[Ucity], Handler]], settings: Settings) -> Route:
+    endpoints = {m: adapt(h, settings) for m, h in methods.items()}
+
+    async def dispatch(request: Request) -> Response:
+        endpoint = endpoints.get(request.method)
+        if endpoint is None:
+            allowed = ", ".join(sorted(endpoints))
+            body = http_problem(405, f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}")
+            body["type"] = "https://uri.etsi.org/ngsi-ld/errors/OperationNotSupported"
+            return problem_response(body, {"Allow": allowed})
+        return await endpoint(request)
+
+    return Route(path, dispatch, methods=[*methods, "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE", "POST", "GET"])
+
+
+class TrailingSlash:
+    """Accept `/ngsi-ld/v1/entities/` as `/ngsi-ld/v1/entities` (some clients add the slash)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path.startswith(NGSI) and len(path) > len(NGSI) + 1 and path.endswith("/"):
+                scope = {**scope, "path": path.rstrip("/")}
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
+    """The ucity ASGI app; the platform starts and stops with the app's lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ucity = Ucity(settings, clock)
+        app.state.ucity = ucity
+        await ucity.start()
+        try:
+            yield
+        finally:
+            await ucity.stop()
+
+    app = FastAPI(title="ucity", version=__version__, lifespan=lifespan,
+                  description="Smart city integrated operations platform. NGSI-LD API at /ngsi-ld/v1 "
+                              "(ETSI GS CIM 009); ucity's own endpoints below.")
+    app.router.routes.extend(ngsild_routes(settings))
+
+    @app.get("/health", tags=["platform"], summary="Liveness and readiness with detail")
+    async def health(request: Request) -> Response:
+        ucity: Ucity = request.app.state.ucity
+        detail = ucity.platform.health()
+        ready = all(part.get("ok", False) for part in detail.values())
+        body = {"status": "ok" if ready else "degraded", "live": True, "ready": ready, "version": __version__,
+                "components": detail}
+        return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        if exc.status_code == 404:
+            detail = f"no resource at {request.url.path}"
+        return problem_response(http_problem(exc.status_code, detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        return problem_response(http_problem(400, f"invalid request: {exc.errors()}"))
+
+    @app.exception_handler(UcityError)
+    async def ucity_error(request: Request, exc: UcityError) -> Response:
+        return problem_response(exc.to_problem())
+
+    app.add_middleware(TrailingSlash)
+    return app

@@ -1,0 +1,17 @@
+"""Stores: the backend-neutral contract (base.py) and its backends, chosen by URL."""
+
+from __future__ import annotations
+
+from ucity.core.clock import Clock
+from ucity.core.config import Settings
+from ucity.store.base import Store
+
+
+def open_store(settings: Settings, clock: Clock | None = None) -> Store:
+    """The store named by `store.url` (sqlite:// is the embedded default)."""
+    url = settings.store_url
+    if url.startswith("sqlite://"):
+        from ucity.store.sqlite import SqliteStore, sqlite_path
+
+        return SqliteStore(sqlite_path(url), clock, settings.store.group_commit_ms, settings.store.group_commit_max)
+    raise ValueError(f"no store backend for {url.split(':', 1)[0]}:// yet (PostgreSQL arrives with issue 7)")

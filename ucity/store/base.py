@@ -1,0 +1,161 @@
+"""The store contract: what every backend (SQLite, PostgreSQL) provides.
+
+Entities are kept as expanded, normalized documents (docs/storage.md). Writes are `Mutation`s:
+a pure function from the current document to the new one plus the attribute instances to
+append to history. The backend runs the function inside its transaction (so read-check-write is
+atomic), group-commits many mutations in one transaction, and acknowledges each only after the
+commit. Queries are described by `EntityQuery` and run in the database.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ucity.core.bus import Context, EntityChange
+
+Doc = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a mutation decided: the new document (None deletes) and the history to append."""
+
+    doc: Doc | None
+    operation: str
+    attrs: frozenset[str] = frozenset()
+    instances: tuple[tuple[str, dict[str, Any]], ...] = ()
+    result: Any = None
+    changed: bool = True  # False: nothing to write (e.g. update of absent attributes only)
+
+
+# apply(current_doc_or_None, now_iso) -> Outcome; may raise a UcityError for this entity only.
+ApplyFn = Callable[[Doc | None, str], Outcome]
+
+
+@dataclass(frozen=True, slots=True)
+class Mutation:
+    entity_id: str
+    apply: ApplyFn
+
+
+@dataclass(frozen=True, slots=True)
+class TypeExpr:
+    """A type selector: OR of AND-groups of expanded type IRIs (`A,B` / `(A;B)|C`)."""
+
+    any_of: tuple[tuple[str, ...], ...]
+
+
+@dataclass(slots=True)
+class EntityQuery:
+    ids: tuple[str, ...] = ()
+    id_pattern: str | None = None
+    types: TypeExpr | None = None
+    attrs_any: tuple[str, ...] = ()  # the entity must have at least one of these attribute IRIs
+    q_sql: tuple[str, list[Any]] | None = None  # a compiled q fragment over alias `e`
+    geo: Any = None  # ucity.ngsild.geo.GeoQuery, with `geo_attr` holding the expanded IRI
+    geo_attr: str | None = None
+    scope_prefixes: tuple[str, ...] = ()
+    limit: int = 20
+    offset: int = 0
+    count: bool = False
+    order: str = "id"  # id | modified
+
+
+@dataclass(slots=True)
+class TemporalQuery:
+    ids: tuple[str, ...] = ()
+    id_pattern: str | None = None
+    types: TypeExpr | None = None
+    attrs: tuple[str, ...] = ()  # attribute IRIs, empty = all
+    time_from: int | None = None  # micros, inclusive
+    time_to: int | None = None  # micros, exclusive
+    timeproperty: str = "observedAt"  # observedAt | modifiedAt | createdAt
+    last_n: int | None = None
+    limit_instances: int = 1000
+    entity_limit: int = 20
+    entity_offset: int = 0
+    count: bool = False
+    entity_ids_only: tuple[str, ...] = field(default_factory=tuple)
+
+
+class Store(ABC):
+    """The backend-neutral store. All methods are coroutines and never block the event loop."""
+
+    @abstractmethod
+    async def start(self) -> None: ...
+
+    @abstractmethod
+    async def stop(self) -> None: ...
+
+    @abstractmethod
+    async def mutate(self, tenant: str, mutations: list[Mutation], context: Context) -> list[Outcome | Exception]:
+        """Apply mutations (each independently), commit, then return one result per mutation."""
+
+    @abstractmethod
+    def on_commit(self, callback: Callable[[Context, tuple[EntityChange, ...]], None]) -> None:
+        """Register the (synchronous, loop-side) callback that receives committed changes in order."""
+
+    @abstractmethod
+    async def get_entity(self, tenant: str, entity_id: str) -> Doc | None: ...
+
+    @abstractmethod
+    async def query_entities(self, tenant: str, query: EntityQuery) -> tuple[list[Doc], int | None]: ...
+
+    @abstractmethod
+    async def entity_ids(self, tenant: str, query: EntityQuery) -> list[str]: ...
+
+    @abstractmethod
+    async def tenant_exists(self, tenant: str) -> bool: ...
+
+    @abstractmethod
+    async def types_summary(self, tenant: str) -> list[tuple[str, list[str], int]]:
+        """(type IRI, attribute IRIs, entity count) per type."""
+
+    @abstractmethod
+    async def attributes_summary(self, tenant: str) -> list[tuple[str, list[str], list[str], int]]:
+        """(attribute IRI, type IRIs having it, attribute types, entity count) per attribute."""
+
+    # -- history -----------------------------------------------------------------------------
+    @abstractmethod
+    async def append_history(
+        self, tenant: str, entity_id: str, types: list[str], rows: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """Append attribute instances (attribute IRI, instance) to history only."""
+
+    @abstractmethod
+    async def temporal_query(
+        self, tenant: str, query: TemporalQuery
+    ) -> tuple[list[tuple[str, list[str], dict[str, list[dict[str, Any]]]]], int | None, bool]:
+        """[(entity id, type IRIs, {attr IRI: [instances, newest last]})], entity count, truncated."""
+
+    @abstractmethod
+    async def temporal_entity_exists(self, tenant: str, entity_id: str) -> bool: ...
+
+    @abstractmethod
+    async def delete_history(
+        self, tenant: str, entity_id: str, attr: str | None = None, dataset_id: str | None = None,
+        instance_id: str | None = None, all_datasets: bool = False,
+    ) -> int:
+        """Delete history rows; returns how many were deleted."""
+
+    @abstractmethod
+    async def replace_history_instance(
+        self, tenant: str, entity_id: str, attr: str, instance_id: str, instance: dict[str, Any]
+    ) -> bool: ...
+
+    # -- small documents: subscriptions, hosted contexts --------------------------------------
+    @abstractmethod
+    async def put_doc(self, kind: str, tenant: str, key: str, doc: Doc) -> None: ...
+
+    @abstractmethod
+    async def delete_doc(self, kind: str, tenant: str, key: str) -> bool: ...
+
+    @abstractmethod
+    async def list_docs(self, kind: str) -> list[tuple[str, str, Doc]]:
+        """(tenant, key, doc) for every stored document of a kind."""
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": True}

@@ -1,0 +1,72 @@
+"""Schema migrations of the SQLite store, applied in order by `ucity migrate` and on start.
+
+Each migration is (version, statements). A migration never changes once released: add a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            """CREATE TABLE entities (
+                eid INTEGER PRIMARY KEY,
+                tenant TEXT NOT NULL,
+                id TEXT NOT NULL,
+                doc TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                modified_at TEXT NOT NULL,
+                UNIQUE (tenant, id)
+            )""",
+            "CREATE INDEX entities_modified ON entities (tenant, modified_at)",
+            """CREATE TABLE entity_types (
+                eid INTEGER NOT NULL,
+                tenant TEXT NOT NULL,
+                type TEXT NOT NULL,
+                PRIMARY KEY (tenant, type, eid)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX entity_types_eid ON entity_types (eid)",
+            "CREATE VIRTUAL TABLE geo_rtree USING rtree(gid, minx, maxx, miny, maxy)",
+            """CREATE TABLE geo_meta (
+                gid INTEGER PRIMARY KEY,
+                eid INTEGER NOT NULL,
+                tenant TEXT NOT NULL,
+                attr TEXT NOT NULL,
+                geojson TEXT NOT NULL
+            )""",
+            "CREATE INDEX geo_meta_eid ON geo_meta (eid)",
+            """CREATE TABLE temporal_entities (
+                tenant TEXT NOT NULL,
+                id TEXT NOT NULL,
+                types TEXT NOT NULL,
+                PRIMARY KEY (tenant, id)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE series (
+                sid INTEGER PRIMARY KEY,
+                tenant TEXT NOT NULL,
+                entity_id TEXT NOT NULL,
+                attr TEXT NOT NULL,
+                dataset_id TEXT NOT NULL DEFAULT '',
+                UNIQUE (tenant, entity_id, attr, dataset_id)
+            )""",
+            """CREATE TABLE instances (
+                sid INTEGER NOT NULL,
+                ts INTEGER NOT NULL,
+                created INTEGER NOT NULL,
+                instance_id TEXT NOT NULL,
+                vnum REAL,
+                doc TEXT NOT NULL
+            )""",
+            "CREATE INDEX instances_series_ts ON instances (sid, ts)",
+            "CREATE INDEX instances_instance_id ON instances (instance_id)",
+            """CREATE TABLE docs (
+                kind TEXT NOT NULL,
+                tenant TEXT NOT NULL,
+                key TEXT NOT NULL,
+                doc TEXT NOT NULL,
+                PRIMARY KEY (kind, tenant, key)
+            ) WITHOUT ROWID""",
+            "CREATE TABLE tenants (tenant TEXT PRIMARY KEY) WITHOUT ROWID",
+        ],
+    ),
+]

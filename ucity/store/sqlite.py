@@ -1,0 +1,709 @@
+"""The embedded default store: SQLite in WAL mode, with group commit.
+
+One writer thread owns the write connection. Callers put operation groups on its queue; the
+thread takes as many as arrive within `group_commit_ms` (up to `group_commit_max`), applies them
+in one transaction, commits, and only then resolves the callers' futures: an acknowledged write
+is a committed write. Reads use one connection per worker thread (WAL readers never block the
+writer) and run off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from ucity.core.bus import Context, EntityChange
+from ucity.core.clock import Clock, SystemClock, parse_iso, to_iso, to_micros
+from ucity.core.errors import UcityError, Unavailable
+from ucity.store.base import Doc, EntityQuery, Mutation, Outcome, Store, TemporalQuery, TypeExpr
+from ucity.store.migrations.sqlite import MIGRATIONS
+
+log = logging.getLogger(__name__)
+GEO_TYPES = ("GeoProperty",)
+
+
+@lru_cache(maxsize=1024)
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _regexp(pattern: str | None, value: Any) -> bool:
+    if pattern is None or value is None:
+        return False
+    try:
+        return _regex(pattern).search(str(value)) is not None
+    except re.error:
+        return False
+
+
+def open_connection(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a power cut too
+    conn.execute("PRAGMA foreign_keys=OFF")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.create_function("regexp", 2, _regexp, deterministic=True)
+    try:  # the q compiler's own functions (regex ~=, datetimes)
+        from ucity.ngsild.qsql import register_sqlite_functions
+
+        register_sqlite_functions(conn)
+    except ImportError:  # pragma: no cover - during bootstrap only
+        pass
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Apply pending migrations; return the schema version."""
+    conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    version = int(row[0]) if row else 0
+    for number, statements in MIGRATIONS:
+        if number <= version:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(number),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        version = number
+    return version
+
+
+@dataclass
+class _Group:
+    tenant: str
+    mutations: list[Mutation]
+    context: Context
+    future: asyncio.Future[list[Outcome | Exception]]
+    results: list[Outcome | Exception] = field(default_factory=list)
+    changes: list[EntityChange] = field(default_factory=list)
+
+
+@dataclass
+class _Call:
+    """Any other write (history, documents): fn(conn) run inside a group-committed transaction."""
+
+    fn: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+    result: Any = None
+    error: BaseException | None = None
+
+
+def type_sql(expr: TypeExpr, has_type: str) -> tuple[str, list[Any]]:
+    """SQL for a type expression, `has_type` being a fragment with one `?` for the type IRI."""
+    ors: list[str] = []
+    params: list[Any] = []
+    for group in expr.any_of:
+        ors.append("(" + " AND ".join([has_type] * len(group)) + ")")
+        params.extend(group)
+    return "(" + " OR ".join(ors) + ")", params
+
+
+def _attr_path() -> str:
+    return "'$.attrs.' || json_quote(?)"
+
+
+class SqliteStore(Store):
+    """SQLite backend of the store contract."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        clock: Clock | None = None,
+        group_commit_ms: float = 2.0,
+        group_commit_max: int = 1000,
+    ) -> None:
+        self.path = str(path)
+        self.clock = clock or SystemClock()
+        self.group_commit_s = group_commit_ms / 1000.0
+        self.group_commit_max = group_commit_max
+        self._queue: queue.Queue[_Group | _Call | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._local = threading.local()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._commit_callbacks: list[Callable[[Context, tuple[EntityChange, ...]], None]] = []
+        self._series_cache: dict[tuple[str, str, str, str], int] = {}
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self.commits = 0
+        self.committed_ops = 0
+        self._failed: BaseException | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._loop = asyncio.get_running_loop()
+        conn = open_connection(self.path)
+        migrate(conn)
+        self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="ucity-sqlite-writer", daemon=True)
+        self._writer.start()
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            self._queue.put(None)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+    def health(self) -> dict[str, Any]:
+        alive = self._writer is not None and self._writer.is_alive()
+        return {"ok": alive and self._failed is None, "backend": "sqlite", "path": self.path,
+                "commits": self.commits, "committed_operations": self.committed_ops,
+                "queued": self._queue.qsize()}
+
+    def on_commit(self, callback: Callable[[Context, tuple[EntityChange, ...]], None]) -> None:
+        self._commit_callbacks.append(callback)
+
+    # -- writing -----------------------------------------------------------------------------
+    async def mutate(self, tenant: str, mutations: list[Mutation], context: Context) -> list[Outcome | Exception]:
+        if self._writer is None or self._loop is None:
+            raise Unavailable("the store is not running")
+        future: asyncio.Future[list[Outcome | Exception]] = self._loop.create_future()
+        self._queue.put(_Group(tenant, mutations, context, future))
+        return await future
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        if self._writer is None or self._loop is None:
+            raise Unavailable("the store is not running")
+        future: asyncio.Future[Any] = self._loop.create_future()
+        self._queue.put(_Call(fn, future))
+        return await future
+
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                conn.close()
+                return
+            batch: list[_Group | _Call] = [first]
+            deadline = time.monotonic() + self.group_commit_s
+            stop = False
+            while len(batch) < self.group_commit_max:
+                try:
+                    remaining = deadline - time.monotonic()
+                    item = self._queue.get_nowait() if remaining <= 0 else self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit_batch(conn, batch)
+            if stop:
+                conn.close()
+                return
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Group | _Call]) -> None:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for item in batch:
+                self._run_item(conn, item)
+            conn.execute("COMMIT")
+        except Exception as exc:  # unexpected database failure: retry one by one
+            log.exception("group commit failed; retrying items one at a time")
+            self._series_cache.clear()
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if len(batch) > 1:
+                for item in batch:
+                    self._reset(item)
+                    self._commit_batch(conn, [item])
+                return
+            self._fail_item(batch[0], exc)
+        else:
+            self.commits += 1
+            self.committed_ops += len(batch)
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._resolve, batch)
+
+    @staticmethod
+    def _reset(item: _Group | _Call) -> None:
+        if isinstance(item, _Group):
+            item.results.clear()
+            item.changes.clear()
+        else:
+            item.result, item.error = None, None
+
+    @staticmethod
+    def _fail_item(item: _Group | _Call, exc: Exception) -> None:
+        error = Unavailable(f"the store could not commit: {exc}")
+        if isinstance(item, _Group):
+            item.results = [error] * len(item.mutations)
+            item.changes = []
+        else:
+            item.error = error
+
+    def _run_item(self, conn: sqlite3.Connection, item: _Group | _Call) -> None:
+        if isinstance(item, _Call):
+            try:
+                item.result = item.fn(conn)
+            except UcityError as exc:
+                item.error = exc
+            return
+        if item.mutations:
+            conn.execute("INSERT OR IGNORE INTO tenants VALUES (?)", (item.tenant,))
+        now = to_iso(self.clock.now())
+        for mutation in item.mutations:
+            item.results.append(self._apply(conn, item, mutation, now))
+
+    def _apply(self, conn: sqlite3.Connection, item: _Group, mutation: Mutation, now: str) -> Outcome | Exception:
+        row = conn.execute(
+            "SELECT eid, doc FROM entities WHERE tenant=? AND id=?", (item.tenant, mutation.entity_id)
+        ).fetchone()
+        before = orjson.loads(row[1]) if row else None
+        try:
+            outcome = mutation.apply(before, now)
+        except UcityError as exc:
+            return exc
+        if not outcome.changed:
+            return outcome
+        eid = row[0] if row else None
+        self._write_entity(conn, item.tenant, mutation.entity_id, eid, before, outcome.doc)
+        if outcome.instances:
+            types = list((outcome.doc or before or {}).get("type", []))
+            self._append(conn, item.tenant, mutation.entity_id, types, list(outcome.instances), now)
+        item.changes.append(EntityChange(
+            item.tenant, mutation.entity_id, outcome.operation, before, outcome.doc, outcome.attrs, outcome.instances
+        ))
+        return outcome
+
+    def _write_entity(
+        self, conn: sqlite3.Connection, tenant: str, entity_id: str, eid: int | None, before: Doc | None, after: Doc | None
+    ) -> None:
+        if after is None:
+            if eid is not None:
+                conn.execute("DELETE FROM entities WHERE eid=?", (eid,))
+                conn.execute("DELETE FROM entity_types WHERE eid=?", (eid,))
+                self._drop_geo(conn, eid)
+            return
+        text = orjson.dumps(after).decode()
+        if eid is None:
+            cur = conn.execute(
+                "INSERT INTO entities (tenant, id, doc, created_at, modified_at) VALUES (?,?,?,?,?)",
+                (tenant, entity_id, text, after.get("createdAt", ""), after.get("modifiedAt", "")),
+            )
+            eid = int(cur.lastrowid or 0)
+        else:
+            conn.execute("UPDATE entities SET doc=?, modified_at=? WHERE eid=?", (text, after.get("modifiedAt", ""), eid))
+        if before is None or before.get("type") != after.get("type"):
+            conn.execute("DELETE FROM entity_types WHERE eid=?", (eid,))
+            conn.executemany(
+                "INSERT OR IGNORE INTO entity_types (eid, tenant, type) VALUES (?,?,?)",
+                [(eid, tenant, t) for t in after.get("type", [])],
+            )
+        if _geo_parts(before) != _geo_parts(after):
+            self._drop_geo(conn, eid)
+            for attr, geometry in _geo_parts(after):
+                self._add_geo(conn, eid, tenant, attr, geometry)
+        conn.execute(
+            "INSERT INTO temporal_entities (tenant, id, types) VALUES (?,?,?) "
+            "ON CONFLICT (tenant, id) DO UPDATE SET types=excluded.types",
+            (tenant, entity_id, orjson.dumps(after.get("type", [])).decode()),
+        )
+
+    @staticmethod
+    def _drop_geo(conn: sqlite3.Connection, eid: int) -> None:
+        conn.execute("DELETE FROM geo_rtree WHERE gid IN (SELECT gid FROM geo_meta WHERE eid=?)", (eid,))
+        conn.execute("DELETE FROM geo_meta WHERE eid=?", (eid,))
+
+    @staticmethod
+    def _add_geo(conn: sqlite3.Connection, eid: int, tenant: str, attr: str, geometry: str) -> None:
+        from ucity.ngsild.geo import GeoQueryError, geometry_bbox
+
+        try:
+            minx, miny, maxx, maxy = geometry_bbox(orjson.loads(geometry))
+        except GeoQueryError:
+            return  # validated on input; an old invalid value is simply not indexed
+        cur = conn.execute("INSERT INTO geo_meta (eid, tenant, attr, geojson) VALUES (?,?,?,?)", (eid, tenant, attr, geometry))
+        conn.execute("INSERT INTO geo_rtree VALUES (?,?,?,?,?)", (cur.lastrowid, minx, maxx, miny, maxy))
+
+    def _series_id(self, conn: sqlite3.Connection, tenant: str, entity_id: str, attr: str, dataset: str) -> int:
+        key = (tenant, entity_id, attr, dataset)
+        sid = self._series_cache.get(key)
+        if sid is None:
+            row = conn.execute(
+                "SELECT sid FROM series WHERE tenant=? AND entity_id=? AND attr=? AND dataset_id=?", key
+            ).fetchone()
+            if row is None:
+                cur = conn.execute("INSERT INTO series (tenant, entity_id, attr, dataset_id) VALUES (?,?,?,?)", key)
+                sid = int(cur.lastrowid or 0)
+            else:
+                sid = int(row[0])
+            if len(self._series_cache) > 500_000:
+                self._series_cache.clear()
+            self._series_cache[key] = sid
+        return sid
+
+    def _append(
+        self, conn: sqlite3.Connection, tenant: str, entity_id: str, types: list[str],
+        rows: list[tuple[str, dict[str, Any]]], now: str,
+    ) -> None:
+        created = to_micros(parse_iso(now))
+        values = []
+        for attr, instance in rows:
+            sid = self._series_id(conn, tenant, entity_id, attr, instance.get("datasetId") or "")
+            observed = instance.get("observedAt")
+            ts = to_micros(parse_iso(observed)) if observed else created
+            instance_id = instance.get("instanceId") or f"urn:ngsi-ld:Instance:{uuid.uuid4()}"
+            instance["instanceId"] = instance_id
+            value = instance.get("value")
+            vnum = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+            values.append((sid, ts, created, instance_id, vnum, orjson.dumps(instance).decode()))
+        conn.executemany("INSERT INTO instances (sid, ts, created, instance_id, vnum, doc) VALUES (?,?,?,?,?,?)", values)
+
+    def _resolve(self, batch: list[_Group | _Call]) -> None:
+        for item in batch:
+            if isinstance(item, _Group):
+                if item.changes:
+                    for callback in self._commit_callbacks:
+                        try:
+                            callback(item.context, tuple(item.changes))
+                        except Exception:
+                            log.exception("commit callback failed")
+                if not item.future.done():
+                    item.future.set_result(item.results)
+            elif not item.future.done():
+                if item.error is not None:
+                    item.future.set_exception(item.error)
+                else:
+                    item.future.set_result(item.result)
+
+    # -- reading -----------------------------------------------------------------------------
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = open_connection(self.path)
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        return await asyncio.to_thread(lambda: fn(self._reader()))
+
+    async def get_entity(self, tenant: str, entity_id: str) -> Doc | None:
+        def run(conn: sqlite3.Connection) -> Doc | None:
+            row = conn.execute("SELECT doc FROM entities WHERE tenant=? AND id=?", (tenant, entity_id)).fetchone()
+            return orjson.loads(row[0]) if row else None
+
+        result: Doc | None = await self._read(run)
+        return result
+
+    def _where(self, conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> tuple[str, list[Any]]:
+        clauses = ["e.tenant = ?"]
+        params: list[Any] = [tenant]
+        if query.ids:
+            clauses.append("e.id IN (" + ",".join("?" * len(query.ids)) + ")")
+            params.extend(query.ids)
+        if query.id_pattern:
+            clauses.append("regexp(?, e.id)")
+            params.append(query.id_pattern)
+        if query.types is not None:
+            sql, tparams = type_sql(
+                query.types, "EXISTS (SELECT 1 FROM entity_types t WHERE t.eid = e.eid AND t.type = ?)"
+            )
+            clauses.append(sql)
+            params.extend(tparams)
+        if query.attrs_any:
+            clauses.append("(" + " OR ".join(
+                [f"json_type(e.doc, {_attr_path()}) IS NOT NULL"] * len(query.attrs_any)) + ")")
+            params.extend(query.attrs_any)
+        if query.scope_prefixes:
+            ors = []
+            for prefix in query.scope_prefixes:
+                ors.append("EXISTS (SELECT 1 FROM json_each(e.doc, '$.scope') s WHERE s.value = ? OR s.value LIKE ?)")
+                params.extend([prefix, prefix.rstrip("/") + "/%"])
+            clauses.append("(" + " OR ".join(ors) + ")")
+        if query.q_sql is not None:
+            clauses.append("(" + query.q_sql[0] + ")")
+            params.extend(query.q_sql[1])
+        if query.geo is not None:
+            geo = query.geo
+            conn.create_function("ucity_geo_match", 1, geo.matches_text)
+            sub = "SELECT m.eid FROM geo_meta m WHERE m.tenant = ? AND m.attr = ?"
+            sub_params: list[Any] = [tenant, query.geo_attr]
+            box = geo.bbox()
+            if box is not None:
+                sub = (
+                    "SELECT m.eid FROM geo_rtree r JOIN geo_meta m ON m.gid = r.gid WHERE m.tenant = ? AND m.attr = ?"
+                    " AND r.maxx >= ? AND r.minx <= ? AND r.maxy >= ? AND r.miny <= ?"
+                )
+                sub_params += [box[0], box[2], box[1], box[3]]
+            clauses.append(f"e.eid IN ({sub} AND ucity_geo_match(m.geojson))")
+            params.extend(sub_params)
+        return " AND ".join(clauses), params
+
+    async def query_entities(self, tenant: str, query: EntityQuery) -> tuple[list[Doc], int | None]:
+        def run(conn: sqlite3.Connection) -> tuple[list[Doc], int | None]:
+            where, params = self._where(conn, tenant, query)
+            total = None
+            if query.count:
+                total = int(conn.execute(f"SELECT count(*) FROM entities e WHERE {where}", params).fetchone()[0])
+            docs: list[Doc] = []
+            if query.limit > 0:
+                order = "e.modified_at DESC, e.id" if query.order == "modified" else "e.id"
+                rows = conn.execute(
+                    f"SELECT e.doc FROM entities e WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                    [*params, query.limit, query.offset],
+                ).fetchall()
+                docs = [orjson.loads(r[0]) for r in rows]
+            return docs, total
+
+        result: tuple[list[Doc], int | None] = await self._read(run)
+        return result
+
+    async def entity_ids(self, tenant: str, query: EntityQuery) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            where, params = self._where(conn, tenant, query)
+            return [r[0] for r in conn.execute(f"SELECT e.id FROM entities e WHERE {where} ORDER BY e.id", params)]
+
+        result: list[str] = await self._read(run)
+        return result
+
+    async def tenant_exists(self, tenant: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute("SELECT 1 FROM tenants WHERE tenant=?", (tenant,)).fetchone() is not None
+
+        result: bool = await self._read(run)
+        return result
+
+    async def types_summary(self, tenant: str) -> list[tuple[str, list[str], int]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[str, list[str], int]]:
+            counts = dict(conn.execute(
+                "SELECT type, count(*) FROM entity_types WHERE tenant=? GROUP BY type", (tenant,)).fetchall())
+            attrs: dict[str, set[str]] = {t: set() for t in counts}
+            for t, key in conn.execute(
+                "SELECT DISTINCT t.type, j.key FROM entity_types t JOIN entities e ON e.eid = t.eid, "
+                "json_each(e.doc, '$.attrs') j WHERE t.tenant = ?", (tenant,)
+            ):
+                attrs[t].add(key)
+            return [(t, sorted(attrs[t]), int(c)) for t, c in sorted(counts.items())]
+
+        result: list[tuple[str, list[str], int]] = await self._read(run)
+        return result
+
+    async def attributes_summary(self, tenant: str) -> list[tuple[str, list[str], list[str], int]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[str, list[str], list[str], int]]:
+            info: dict[str, tuple[set[str], set[str], set[int]]] = {}
+            for key, kind, types, eid in conn.execute(
+                "SELECT j.key, json_extract(j.value, '$[0].type'), e.doc -> '$.type', e.eid "
+                "FROM entities e, json_each(e.doc, '$.attrs') j WHERE e.tenant = ?", (tenant,)
+            ):
+                entry = info.setdefault(key, (set(), set(), set()))
+                entry[0].update(orjson.loads(types))
+                entry[1].add(kind or "Property")
+                entry[2].add(eid)
+            return [(a, sorted(t), sorted(k), len(e)) for a, (t, k, e) in sorted(info.items())]
+
+        result: list[tuple[str, list[str], list[str], int]] = await self._read(run)
+        return result
+
+    # -- history -----------------------------------------------------------------------------
+    async def append_history(
+        self, tenant: str, entity_id: str, types: list[str], rows: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        now = to_iso(self.clock.now())
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR IGNORE INTO tenants VALUES (?)", (tenant,))
+            row = conn.execute("SELECT types FROM temporal_entities WHERE tenant=? AND id=?", (tenant, entity_id)).fetchone()
+            merged = list(dict.fromkeys([*(orjson.loads(row[0]) if row else []), *types]))
+            conn.execute(
+                "INSERT INTO temporal_entities (tenant, id, types) VALUES (?,?,?) "
+                "ON CONFLICT (tenant, id) DO UPDATE SET types=excluded.types",
+                (tenant, entity_id, orjson.dumps(merged).decode()),
+            )
+            if rows:
+                self._append(conn, tenant, entity_id, merged, rows, now)
+
+        await self._call(run)
+
+    async def temporal_entity_exists(self, tenant: str, entity_id: str) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "SELECT 1 FROM temporal_entities WHERE tenant=? AND id=?", (tenant, entity_id)).fetchone() is not None
+
+        result: bool = await self._read(run)
+        return result
+
+    async def temporal_query(
+        self, tenant: str, query: TemporalQuery
+    ) -> tuple[list[tuple[str, list[str], dict[str, list[dict[str, Any]]]]], int | None, bool]:
+        def run(conn: sqlite3.Connection) -> tuple[list[tuple[str, list[str], dict[str, list[dict[str, Any]]]]], int | None, bool]:
+            clauses, params = ["te.tenant = ?"], [tenant]
+            if query.ids:
+                clauses.append("te.id IN (" + ",".join("?" * len(query.ids)) + ")")
+                params.extend(query.ids)
+            if query.id_pattern:
+                clauses.append("regexp(?, te.id)")
+                params.append(query.id_pattern)
+            if query.types is not None:
+                sql, tparams = type_sql(query.types, "EXISTS (SELECT 1 FROM json_each(te.types) tt WHERE tt.value = ?)")
+                clauses.append(sql)
+                params.extend(tparams)
+            if query.attrs:
+                clauses.append("EXISTS (SELECT 1 FROM series s WHERE s.tenant = te.tenant AND s.entity_id = te.id AND s.attr IN ("
+                               + ",".join("?" * len(query.attrs)) + "))")
+                params.extend(query.attrs)
+            where = " AND ".join(clauses)
+            total = None
+            if query.count:
+                total = int(conn.execute(f"SELECT count(*) FROM temporal_entities te WHERE {where}", params).fetchone()[0])
+            entities = conn.execute(
+                f"SELECT te.id, te.types FROM temporal_entities te WHERE {where} ORDER BY te.id LIMIT ? OFFSET ?",
+                [*params, query.entity_limit, query.entity_offset],
+            ).fetchall()
+            out = []
+            truncated = False
+            column = "ts" if query.timeproperty == "observedAt" else "created"
+            for entity_id, types in entities:
+                attrs: dict[str, list[dict[str, Any]]] = {}
+                series = conn.execute("SELECT sid, attr FROM series WHERE tenant=? AND entity_id=?", (tenant, entity_id)).fetchall()
+                for sid, attr in series:
+                    if query.attrs and attr not in query.attrs:
+                        continue
+                    rows, cut = self._series_rows(conn, sid, column, query)
+                    truncated = truncated or cut
+                    if rows:
+                        attrs.setdefault(attr, []).extend(rows)
+                for attr in attrs:
+                    attrs[attr].sort(key=lambda i: (i.get("observedAt") or i.get("modifiedAt") or ""))
+                out.append((entity_id, orjson.loads(types), attrs))
+            return out, total, truncated
+
+        result: tuple[list[tuple[str, list[str], dict[str, list[dict[str, Any]]]]], int | None, bool] = await self._read(run)
+        return result
+
+    @staticmethod
+    def _series_rows(conn: sqlite3.Connection, sid: int, column: str, query: TemporalQuery) -> tuple[list[dict[str, Any]], bool]:
+        clauses, params = ["sid = ?"], [sid]
+        if query.time_from is not None:
+            clauses.append(f"{column} >= ?")
+            params.append(query.time_from)
+        if query.time_to is not None:
+            clauses.append(f"{column} < ?")
+            params.append(query.time_to)
+        where = " AND ".join(clauses)
+        limit = query.limit_instances
+        if query.last_n:
+            limit = min(limit, query.last_n)
+            rows = conn.execute(f"SELECT doc, created FROM instances WHERE {where} ORDER BY {column} DESC LIMIT ?",
+                                [*params, limit + 1]).fetchall()
+            cut = len(rows) > limit and query.last_n > limit
+            rows = list(reversed(rows[:limit]))
+        else:
+            rows = conn.execute(f"SELECT doc, created FROM instances WHERE {where} ORDER BY {column} LIMIT ?",
+                                [*params, limit + 1]).fetchall()
+            cut = len(rows) > limit
+            rows = rows[:limit]
+        return [orjson.loads(r[0]) for r in rows], cut
+
+    async def delete_history(
+        self, tenant: str, entity_id: str, attr: str | None = None, dataset_id: str | None = None,
+        instance_id: str | None = None, all_datasets: bool = False,
+    ) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            clauses, params = ["tenant = ?", "entity_id = ?"], [tenant, entity_id]
+            if attr is not None:
+                clauses.append("attr = ?")
+                params.append(attr)
+                if not all_datasets:
+                    clauses.append("dataset_id = ?")
+                    params.append(dataset_id or "")
+            sids = [r[0] for r in conn.execute("SELECT sid FROM series WHERE " + " AND ".join(clauses), params)]
+            deleted = 0
+            for sid in sids:
+                if instance_id is not None:
+                    deleted += conn.execute("DELETE FROM instances WHERE sid=? AND instance_id=?", (sid, instance_id)).rowcount
+                else:
+                    deleted += conn.execute("DELETE FROM instances WHERE sid=?", (sid,)).rowcount
+                    conn.execute("DELETE FROM series WHERE sid=?", (sid,))
+            if attr is None and instance_id is None:
+                deleted += conn.execute("DELETE FROM temporal_entities WHERE tenant=? AND id=?", (tenant, entity_id)).rowcount
+            self._series_cache.clear()
+            return deleted
+
+        result: int = await self._call(run)
+        return result
+
+    async def replace_history_instance(
+        self, tenant: str, entity_id: str, attr: str, instance_id: str, instance: dict[str, Any]
+    ) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "SELECT i.rowid, i.ts FROM instances i JOIN series s ON s.sid = i.sid WHERE s.tenant=? AND s.entity_id=?"
+                " AND s.attr=? AND i.instance_id=?", (tenant, entity_id, attr, instance_id)).fetchone()
+            if row is None:
+                return False
+            instance["instanceId"] = instance_id
+            observed = instance.get("observedAt")
+            ts = to_micros(parse_iso(observed)) if observed else row[1]
+            value = instance.get("value")
+            vnum = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+            conn.execute("UPDATE instances SET doc=?, ts=?, vnum=? WHERE rowid=?",
+                         (orjson.dumps(instance).decode(), ts, vnum, row[0]))
+            return True
+
+        result: bool = await self._call(run)
+        return result
+
+    # -- documents ---------------------------------------------------------------------------
+    async def put_doc(self, kind: str, tenant: str, key: str, doc: Doc) -> None:
+        text = orjson.dumps(doc).decode()
+        await self._call(lambda conn: conn.execute(
+            "INSERT INTO docs VALUES (?,?,?,?) ON CONFLICT (kind, tenant, key) DO UPDATE SET doc=excluded.doc",
+            (kind, tenant, key, text)) and None)
+
+    async def delete_doc(self, kind: str, tenant: str, key: str) -> bool:
+        result: bool = await self._call(lambda conn: conn.execute(
+            "DELETE FROM docs WHERE kind=? AND tenant=? AND key=?", (kind, tenant, key)).rowcount > 0)
+        return result
+
+    async def list_docs(self, kind: str) -> list[tuple[str, str, Doc]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[str, str, Doc]]:
+            return [(t, k, orjson.loads(d)) for t, k, d in conn.execute(
+                "SELECT tenant, key, doc FROM docs WHERE kind=? ORDER BY tenant, key", (kind,))]
+
+        result: list[tuple[str, str, Doc]] = await self._read(run)
+        return result
+
+
+def _geo_parts(doc: Doc | None) -> list[tuple[str, str]]:
+    """(attribute IRI, GeoJSON text) of every GeoProperty instance of a document."""
+    if not doc:
+        return []
+    parts = []
+    for attr, instances in doc.get("attrs", {}).items():
+        for instance in instances:
+            if instance.get("type") in GEO_TYPES and isinstance(instance.get("value"), dict):
+                parts.append((attr, orjson.dumps(instance["value"]).decode()))
+    return parts
+
+
+def sqlite_path(url: str) -> str:
+    """The file path of a `sqlite:///path` URL (`sqlite:///:memory:` for memory)."""
+    if not url.startswith("sqlite://"):
+        raise ValueError(f"not a sqlite URL: {url}")
+    return url[len("sqlite:///"):] if url.startswith("sqlite:///") else url[len("sqlite://"):]
