@@ -1,0 +1,103 @@
+"""The SQLite store: group commit, per-mutation independence, commit order, durability."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from ucity.core.bus import Context, EntityChange
+from ucity.core.clock import FakeClock
+from ucity.core.errors import AlreadyExists
+from ucity.ngsild import ops
+from ucity.store.base import EntityQuery, Mutation, TypeExpr
+from ucity.store.sqlite import SqliteStore
+
+T = "urn:ngsi-ld:tenant:default"
+BUILDING = "https://smartdatamodels.org/dataModel.Building/Building"
+HEIGHT = "https://smartdatamodels.org/height"
+
+
+def entity(n: int, height: float = 1.0) -> dict:
+    return {"id": f"urn:ngsi-ld:Building:{n}", "type": [BUILDING],
+            "attrs": {HEIGHT: [{"type": "Property", "value": height}]}}
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    s = SqliteStore(tmp_path / "u.db", FakeClock(), group_commit_ms=5, group_commit_max=500)
+    await s.start()
+    yield s
+    await s.stop()
+
+
+async def test_concurrent_writes_are_group_committed(store: SqliteStore) -> None:
+    results = await asyncio.gather(*[
+        store.mutate(T, [Mutation(f"urn:ngsi-ld:Building:{n}", ops.create_op(entity(n)))], Context())
+        for n in range(300)
+    ])
+    assert all(r[0].operation == "create" for r in results)
+    assert store.committed_ops == 300
+    assert store.commits < 30, f"{store.commits} commits for 300 concurrent writes: not grouped"
+    docs, total = await store.query_entities(T, EntityQuery(types=TypeExpr(((BUILDING,),)), count=True, limit=5))
+    assert total == 300 and [d["id"] for d in docs][0] == "urn:ngsi-ld:Building:0"
+
+
+async def test_a_failing_mutation_does_not_fail_its_neighbours(store: SqliteStore) -> None:
+    await store.mutate(T, [Mutation("urn:ngsi-ld:Building:1", ops.create_op(entity(1)))], Context())
+    results = await store.mutate(T, [
+        Mutation("urn:ngsi-ld:Building:1", ops.create_op(entity(1))),
+        Mutation("urn:ngsi-ld:Building:2", ops.create_op(entity(2))),
+    ], Context())
+    assert isinstance(results[0], AlreadyExists)
+    assert not isinstance(results[1], Exception)
+    assert await store.get_entity(T, "urn:ngsi-ld:Building:2") is not None
+
+
+async def test_commit_callbacks_see_changes_in_commit_order_after_commit(store: SqliteStore) -> None:
+    seen: list[tuple[str, str, float]] = []
+
+    def on_commit(context: Context, changes: tuple[EntityChange, ...]) -> None:
+        for change in changes:
+            height = change.after["attrs"][HEIGHT][0]["value"] if change.after else -1
+            seen.append((change.entity_id, change.operation, height))
+
+    store.on_commit(on_commit)
+    eid = "urn:ngsi-ld:Building:9"
+    await store.mutate(T, [Mutation(eid, ops.create_op(entity(9, 1)))], Context())
+    await asyncio.gather(*[
+        store.mutate(T, [Mutation(eid, ops.merge_op({"id": eid, "attrs": {HEIGHT: [{"type": "Property", "value": v}]}}))],
+                     Context())
+        for v in range(2, 40)
+    ])
+    await store.mutate(T, [Mutation(eid, ops.delete_op())], Context())
+    assert seen[0] == (eid, "create", 1)
+    assert [h for _, op, h in seen[1:-1]] == list(range(2, 40))
+    assert seen[-1] == (eid, "delete", -1)
+
+
+async def test_history_keeps_every_written_instance(store: SqliteStore) -> None:
+    eid = "urn:ngsi-ld:Building:5"
+    await store.mutate(T, [Mutation(eid, ops.create_op(entity(5, 1)))], Context())
+    for v in (2, 3):
+        patch = {"id": eid, "attrs": {HEIGHT: [{"type": "Property", "value": v, "observedAt": f"2026-01-0{v}T00:00:00.000000Z"}]}}
+        await store.mutate(T, [Mutation(eid, ops.merge_op(patch))], Context())
+    from ucity.store.base import TemporalQuery
+
+    rows, _, truncated = await store.temporal_query(T, TemporalQuery(ids=(eid,)))
+    values = sorted(i["value"] for i in rows[0][2][HEIGHT])
+    assert values == [1, 2, 3] and not truncated
+
+
+async def test_data_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "restart.db"
+    first = SqliteStore(path, FakeClock())
+    await first.start()
+    await first.mutate(T, [Mutation("urn:ngsi-ld:Building:1", ops.create_op(entity(1, 7.5)))], Context())
+    await first.stop()
+    second = SqliteStore(path, FakeClock())
+    await second.start()
+    doc = await second.get_entity(T, "urn:ngsi-ld:Building:1")
+    await second.stop()
+    assert doc is not None and doc["attrs"][HEIGHT][0]["value"] == 7.5
