@@ -8,7 +8,6 @@ attribute a list of instances. Everything here is pure: no I/O, no clock (the ti
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -325,7 +324,3 @@ def to_geojson_feature(entity: dict[str, Any], geoproperty: str) -> dict[str, An
     if isinstance(geo, dict):
         geometry = geo.get("value") if "value" in geo else (geo if "coordinates" in geo else None)
     return {"id": entity.get("id"), "type": "Feature", "geometry": geometry, "properties": props}
-
-
-def iter_attr_names(doc: dict[str, Any]) -> Iterable[str]:
-    return doc.get("attrs", {}).keys()
