@@ -85,9 +85,9 @@ async def test_history_keeps_every_written_instance(store: SqliteStore) -> None:
         await store.mutate(T, [Mutation(eid, ops.merge_op(patch))], Context())
     from ucity.store.base import TemporalQuery
 
-    rows, _, truncated = await store.temporal_query(T, TemporalQuery(ids=(eid,)))
-    values = sorted(i["value"] for i in rows[0][2][HEIGHT])
-    assert values == [1, 2, 3] and not truncated
+    entities, _ = await store.temporal_query(T, TemporalQuery(ids=(eid,)))
+    values = sorted(i["value"] for i in entities[0].attrs[HEIGHT].instances)
+    assert values == [1, 2, 3] and not entities[0].attrs[HEIGHT].truncated
 
 
 async def test_data_survives_a_restart(tmp_path: Path) -> None:

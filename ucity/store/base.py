@@ -66,19 +66,85 @@ class EntityQuery:
 
 @dataclass(slots=True)
 class TemporalQuery:
+    """Which history to read: entities, attributes and a time window over one time property."""
+
     ids: tuple[str, ...] = ()
     id_pattern: str | None = None
     types: TypeExpr | None = None
     attrs: tuple[str, ...] = ()  # attribute IRIs, empty = all
+    dataset_ids: tuple[str, ...] | None = None  # None = all; "@none" selects the default instance
     time_from: int | None = None  # micros, inclusive
     time_to: int | None = None  # micros, exclusive
     timeproperty: str = "observedAt"  # observedAt | modifiedAt | createdAt
-    last_n: int | None = None
-    limit_instances: int = 1000
+    last_n: int | None = None  # the newest N per attribute (returned oldest first)
+    limit_instances: int = 1000  # page size per attribute; more available -> `truncated`
     entity_limit: int = 20
     entity_offset: int = 0
     count: bool = False
-    entity_ids_only: tuple[str, ...] = field(default_factory=tuple)
+    entity_ids_only: tuple[str, ...] | None = None  # a pre-selection (e.g. by q on the current state)
+    # A query (True) selects only entities with an instance of the selected attributes (and
+    # datasets) in the window; a retrieval (False) returns the entity even without one.
+    instances_only: bool = False
+
+
+AGGREGATE_METHODS = ("totalCount", "distinctCount", "sum", "avg", "min", "max", "stddev", "sumsq")
+
+
+@dataclass(frozen=True, slots=True)
+class Aggregation:
+    """What to aggregate: methods (AGGREGATE_METHODS) over periods of `period_us` (0 = the whole window)."""
+
+    methods: tuple[str, ...]
+    period_us: int = 0
+
+
+@dataclass(slots=True)
+class HistorySeries:
+    """One attribute's instances (all its datasetIds), oldest first, with the time each was selected by."""
+
+    times: list[int]  # micros of the query's time property, ascending
+    instances: list[dict[str, Any]]
+    truncated: bool = False  # the window holds more instances than were returned
+
+    def keep_between(self, low: int, high: int) -> None:
+        """Drop the instances outside [low, high] (a page boundary)."""
+        kept = [(t, i) for t, i in zip(self.times, self.instances, strict=True) if low <= t <= high]
+        self.times = [t for t, _ in kept]
+        self.instances = [i for _, i in kept]
+
+
+@dataclass(slots=True)
+class AggregateSeries:
+    """The aggregated values of one attribute instance series (one datasetId), oldest period first."""
+
+    attr_type: str
+    dataset_id: str | None
+    times: list[int]  # period starts, micros, ascending
+    ends: list[int]  # period ends, micros
+    values: list[dict[str, Any]]  # per period: method -> value
+    truncated: bool = False
+
+    def keep_between(self, low: int, high: int) -> None:
+        kept = [k for k, t in enumerate(self.times) if low <= t <= high]
+        self.times = [self.times[k] for k in kept]
+        self.ends = [self.ends[k] for k in kept]
+        self.values = [self.values[k] for k in kept]
+
+
+@dataclass(slots=True)
+class TemporalEntity:
+    """An entity's temporal representation in stored form: expanded names."""
+
+    id: str
+    types: list[str]
+    attrs: dict[str, HistorySeries] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class AggregatedEntity:
+    id: str
+    types: list[str]
+    attrs: dict[str, list[AggregateSeries]] = field(default_factory=dict)
 
 
 class Store(ABC):
@@ -123,13 +189,25 @@ class Store(ABC):
     async def append_history(
         self, tenant: str, entity_id: str, types: list[str], rows: list[tuple[str, dict[str, Any]]]
     ) -> None:
-        """Append attribute instances (attribute IRI, instance) to history only."""
+        """Append attribute instances (attribute IRI, instance) to history only.
+
+        Creates the temporal entity (merging `types`) even when `rows` is empty; instances
+        without createdAt/modifiedAt get the time of recording.
+        """
 
     @abstractmethod
-    async def temporal_query(
-        self, tenant: str, query: TemporalQuery
-    ) -> tuple[list[tuple[str, list[str], dict[str, list[dict[str, Any]]]]], int | None, bool]:
-        """[(entity id, type IRIs, {attr IRI: [instances, newest last]})], entity count, truncated."""
+    async def temporal_query(self, tenant: str, query: TemporalQuery) -> tuple[list[TemporalEntity], int | None]:
+        """The entities of one page with their instances per attribute, and the entity count if asked."""
+
+    @abstractmethod
+    async def temporal_aggregate(
+        self, tenant: str, query: TemporalQuery, aggregation: Aggregation
+    ) -> tuple[list[AggregatedEntity], int | None]:
+        """Like temporal_query, but each attribute aggregated per period in the database.
+
+        Periods start at `query.time_from` (or the attribute's oldest instance in the window);
+        `limit_instances` and `last_n` count periods instead of instances.
+        """
 
     @abstractmethod
     async def temporal_entity_exists(self, tenant: str, entity_id: str) -> bool: ...
@@ -139,12 +217,15 @@ class Store(ABC):
         self, tenant: str, entity_id: str, attr: str | None = None, dataset_id: str | None = None,
         instance_id: str | None = None, all_datasets: bool = False,
     ) -> int:
-        """Delete history rows; returns how many were deleted."""
+        """Delete history: a whole entity, one attribute (its default instance, `dataset_id`, or
+        all datasets) or one instance of it. Returns how many instances and series were deleted."""
 
     @abstractmethod
     async def replace_history_instance(
         self, tenant: str, entity_id: str, attr: str, instance_id: str, instance: dict[str, Any]
-    ) -> bool: ...
+    ) -> bool:
+        """Merge `instance` into a recorded instance (its value members replaced, createdAt and
+        instanceId kept, modifiedAt now); False if the attribute has no such instance."""
 
     # -- small documents: subscriptions, hosted contexts --------------------------------------
     @abstractmethod

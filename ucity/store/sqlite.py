@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import queue
 import re
 import sqlite3
@@ -28,7 +29,20 @@ import orjson
 from ucity.core.bus import Context, EntityChange
 from ucity.core.clock import Clock, SystemClock, parse_iso, to_iso, to_micros
 from ucity.core.errors import UcityError, Unavailable
-from ucity.store.base import Doc, EntityQuery, Mutation, Outcome, Store, TemporalQuery, TypeExpr
+from ucity.store.base import (
+    AggregatedEntity,
+    AggregateSeries,
+    Aggregation,
+    Doc,
+    EntityQuery,
+    HistorySeries,
+    Mutation,
+    Outcome,
+    Store,
+    TemporalEntity,
+    TemporalQuery,
+    TypeExpr,
+)
 from ucity.store.migrations.sqlite import MIGRATIONS
 
 log = logging.getLogger(__name__)
@@ -367,9 +381,7 @@ class SqliteStore(Store):
             ts = to_micros(parse_iso(observed)) if observed else created
             instance_id = instance.get("instanceId") or f"urn:ngsi-ld:Instance:{uuid.uuid4()}"
             instance["instanceId"] = instance_id
-            value = instance.get("value")
-            vnum = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-            values.append((sid, ts, created, instance_id, vnum, orjson.dumps(instance).decode()))
+            values.append((sid, ts, created, instance_id, _vnum(instance), orjson.dumps(instance).decode()))
         conn.executemany("INSERT INTO instances (sid, ts, created, instance_id, vnum, doc) VALUES (?,?,?,?,?,?)", values)
 
     def _resolve(self, batch: list[_Group | _Call]) -> None:
@@ -525,6 +537,9 @@ class SqliteStore(Store):
         self, tenant: str, entity_id: str, types: list[str], rows: list[tuple[str, dict[str, Any]]]
     ) -> None:
         now = to_iso(self.clock.now())
+        for _, instance in rows:  # history written directly (temporal API) is stamped when recorded
+            instance.setdefault("createdAt", now)
+            instance.setdefault("modifiedAt", now)
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT OR IGNORE INTO tenants VALUES (?)", (tenant,))
@@ -548,77 +563,44 @@ class SqliteStore(Store):
         result: bool = await self._read(run)
         return result
 
-    async def temporal_query(
-        self, tenant: str, query: TemporalQuery
-    ) -> tuple[list[tuple[str, list[str], dict[str, list[dict[str, Any]]]]], int | None, bool]:
-        def run(conn: sqlite3.Connection) -> tuple[list[tuple[str, list[str], dict[str, list[dict[str, Any]]]]], int | None, bool]:
-            clauses, params = ["te.tenant = ?"], [tenant]
-            if query.ids:
-                clauses.append("te.id IN (" + ",".join("?" * len(query.ids)) + ")")
-                params.extend(query.ids)
-            if query.id_pattern:
-                clauses.append("regexp(?, te.id)")
-                params.append(query.id_pattern)
-            if query.types is not None:
-                sql, tparams = type_sql(query.types, "EXISTS (SELECT 1 FROM json_each(te.types) tt WHERE tt.value = ?)")
-                clauses.append(sql)
-                params.extend(tparams)
-            if query.attrs:
-                clauses.append("EXISTS (SELECT 1 FROM series s WHERE s.tenant = te.tenant AND s.entity_id = te.id AND s.attr IN ("
-                               + ",".join("?" * len(query.attrs)) + "))")
-                params.extend(query.attrs)
-            where = " AND ".join(clauses)
-            total = None
-            if query.count:
-                total = int(conn.execute(f"SELECT count(*) FROM temporal_entities te WHERE {where}", params).fetchone()[0])
-            entities = conn.execute(
-                f"SELECT te.id, te.types FROM temporal_entities te WHERE {where} ORDER BY te.id LIMIT ? OFFSET ?",
-                [*params, query.entity_limit, query.entity_offset],
-            ).fetchall()
-            out = []
-            truncated = False
-            column = "ts" if query.timeproperty == "observedAt" else "created"
+    async def temporal_query(self, tenant: str, query: TemporalQuery) -> tuple[list[TemporalEntity], int | None]:
+        def run(conn: sqlite3.Connection) -> tuple[list[TemporalEntity], int | None]:
+            entities, total = _temporal_entities(conn, tenant, query)
+            column = _time_column(query.timeproperty)
+            out: list[TemporalEntity] = []
             for entity_id, types in entities:
-                attrs: dict[str, list[dict[str, Any]]] = {}
-                series = conn.execute("SELECT sid, attr FROM series WHERE tenant=? AND entity_id=?", (tenant, entity_id)).fetchall()
-                for sid, attr in series:
-                    if query.attrs and attr not in query.attrs:
-                        continue
-                    rows, cut = self._series_rows(conn, sid, column, query)
-                    truncated = truncated or cut
-                    if rows:
-                        attrs.setdefault(attr, []).extend(rows)
-                for attr in attrs:
-                    attrs[attr].sort(key=lambda i: (i.get("observedAt") or i.get("modifiedAt") or ""))
-                out.append((entity_id, orjson.loads(types), attrs))
-            return out, total, truncated
+                entity = TemporalEntity(entity_id, types)
+                for attr, series in _attr_series(conn, tenant, entity_id, query).items():
+                    history = _history(conn, [sid for sid, _ in series], column, query)
+                    if history.instances:
+                        entity.attrs[attr] = history
+                out.append(entity)
+            return out, total
 
-        result: tuple[list[tuple[str, list[str], dict[str, list[dict[str, Any]]]]], int | None, bool] = await self._read(run)
+        result: tuple[list[TemporalEntity], int | None] = await self._read(run)
         return result
 
-    @staticmethod
-    def _series_rows(conn: sqlite3.Connection, sid: int, column: str, query: TemporalQuery) -> tuple[list[dict[str, Any]], bool]:
-        clauses, params = ["sid = ?"], [sid]
-        if query.time_from is not None:
-            clauses.append(f"{column} >= ?")
-            params.append(query.time_from)
-        if query.time_to is not None:
-            clauses.append(f"{column} < ?")
-            params.append(query.time_to)
-        where = " AND ".join(clauses)
-        limit = query.limit_instances
-        if query.last_n:
-            limit = min(limit, query.last_n)
-            rows = conn.execute(f"SELECT doc, created FROM instances WHERE {where} ORDER BY {column} DESC LIMIT ?",
-                                [*params, limit + 1]).fetchall()
-            cut = len(rows) > limit and query.last_n > limit
-            rows = list(reversed(rows[:limit]))
-        else:
-            rows = conn.execute(f"SELECT doc, created FROM instances WHERE {where} ORDER BY {column} LIMIT ?",
-                                [*params, limit + 1]).fetchall()
-            cut = len(rows) > limit
-            rows = rows[:limit]
-        return [orjson.loads(r[0]) for r in rows], cut
+    async def temporal_aggregate(
+        self, tenant: str, query: TemporalQuery, aggregation: Aggregation
+    ) -> tuple[list[AggregatedEntity], int | None]:
+        def run(conn: sqlite3.Connection) -> tuple[list[AggregatedEntity], int | None]:
+            entities, total = _temporal_entities(conn, tenant, query)
+            column = _time_column(query.timeproperty)
+            out: list[AggregatedEntity] = []
+            for entity_id, types in entities:
+                entity = AggregatedEntity(entity_id, types)
+                for attr, series in _attr_series(conn, tenant, entity_id, query).items():
+                    origin = query.time_from if query.time_from is not None else _oldest(conn, series, column, query)
+                    if origin is None:
+                        continue
+                    found = [_aggregate(conn, sid, dataset, column, query, aggregation, origin) for sid, dataset in series]
+                    if any(s.times for s in found):
+                        entity.attrs[attr] = [s for s in found if s.times]
+                out.append(entity)
+            return out, total
+
+        result: tuple[list[AggregatedEntity], int | None] = await self._read(run)
+        return result
 
     async def delete_history(
         self, tenant: str, entity_id: str, attr: str | None = None, dataset_id: str | None = None,
@@ -639,7 +621,8 @@ class SqliteStore(Store):
                     deleted += conn.execute("DELETE FROM instances WHERE sid=? AND instance_id=?", (sid, instance_id)).rowcount
                 else:
                     deleted += conn.execute("DELETE FROM instances WHERE sid=?", (sid,)).rowcount
-                    conn.execute("DELETE FROM series WHERE sid=?", (sid,))
+                    # counted too: an attribute whose instances were all deleted one by one still exists
+                    deleted += conn.execute("DELETE FROM series WHERE sid=?", (sid,)).rowcount
             if attr is None and instance_id is None:
                 deleted += conn.execute("DELETE FROM temporal_entities WHERE tenant=? AND id=?", (tenant, entity_id)).rowcount
             self._series_cache.clear()
@@ -651,19 +634,19 @@ class SqliteStore(Store):
     async def replace_history_instance(
         self, tenant: str, entity_id: str, attr: str, instance_id: str, instance: dict[str, Any]
     ) -> bool:
+        now = to_iso(self.clock.now())
+
         def run(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
-                "SELECT i.rowid, i.ts FROM instances i JOIN series s ON s.sid = i.sid WHERE s.tenant=? AND s.entity_id=?"
-                " AND s.attr=? AND i.instance_id=?", (tenant, entity_id, attr, instance_id)).fetchone()
+                "SELECT i.rowid, i.ts, i.doc FROM instances i JOIN series s ON s.sid = i.sid WHERE s.tenant=?"
+                " AND s.entity_id=? AND s.attr=? AND i.instance_id=?", (tenant, entity_id, attr, instance_id)).fetchone()
             if row is None:
                 return False
-            instance["instanceId"] = instance_id
-            observed = instance.get("observedAt")
+            merged = _merge_instance(orjson.loads(row[2]), instance, now)
+            observed = merged.get("observedAt")
             ts = to_micros(parse_iso(observed)) if observed else row[1]
-            value = instance.get("value")
-            vnum = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
             conn.execute("UPDATE instances SET doc=?, ts=?, vnum=? WHERE rowid=?",
-                         (orjson.dumps(instance).decode(), ts, vnum, row[0]))
+                         (orjson.dumps(merged).decode(), ts, _vnum(merged), row[0]))
             return True
 
         result: bool = await self._call(run)
@@ -701,6 +684,245 @@ def _geo_parts(doc: Doc | None) -> list[tuple[str, str]]:
                 parts.append((attr, orjson.dumps(instance["value"]).decode()))
     return parts
 
+
+# -- history: reading and aggregating (functions of a reader connection) ------------------------------
+VALUE_MEMBERS = ("value", "object", "languageMap", "valueList", "objectList", "json", "vocab")
+# createdAt and modifiedAt both select by the time an instance was recorded (the `created` column).
+_TIME_COLUMNS = {"observedAt": "ts", "modifiedAt": "created", "createdAt": "created"}
+# Aggregation SQL per value kind of a series (its newest instance decides). Numbers and booleans
+# (true = 1) aggregate the `vnum` column only, so SQLite reads the (sid, ts) index and `vnum`, never
+# parsing JSON; texts (strings, date-times) compare their JSON value; other kinds are only counted.
+_VALUE_JSON = "COALESCE(" + ", ".join(f"doc -> '$.{m}'" for m in VALUE_MEMBERS) + ")"
+_TEXT_VALUE = "json_extract(doc, '$.value')"
+_NUMERIC_SQL: dict[str, tuple[str, ...]] = {
+    "totalCount": ("count(*)",),
+    "distinctCount": ("count(DISTINCT vnum)",),
+    "sum": ("sum(vnum)",),
+    "avg": ("avg(vnum)",),
+    "min": ("min(vnum)",),
+    "max": ("max(vnum)",),
+    "sumsq": ("sum(vnum * vnum)",),
+    "stddev": ("count(vnum)", "sum(vnum)", "sum(vnum * vnum)"),  # combined by _stddev
+}
+_TEXT_SQL: dict[str, tuple[str, ...]] = {
+    **{m: ("NULL",) for m in _NUMERIC_SQL}, "stddev": ("NULL", "NULL", "NULL"),
+    "totalCount": ("count(*)",), "distinctCount": (f"count(DISTINCT {_TEXT_VALUE})",),
+    "min": (f"min({_TEXT_VALUE})",), "max": (f"max({_TEXT_VALUE})",),
+}
+_OTHER_SQL: dict[str, tuple[str, ...]] = {
+    **_TEXT_SQL, "distinctCount": (f"count(DISTINCT {_VALUE_JSON})",), "min": ("NULL",), "max": ("NULL",),
+}
+
+
+def _vnum(instance: dict[str, Any]) -> float | None:
+    """The number a Property's value aggregates as: numbers as they are, booleans as 1 and 0."""
+    value = instance.get("value")
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _merge_instance(old: dict[str, Any], new: dict[str, Any], now: str) -> dict[str, Any]:
+    """A recorded instance with a fragment applied: new value members, same identity and dataset."""
+    merged = {k: v for k, v in old.items() if k not in VALUE_MEMBERS and k != "datasetId"}
+    merged.update({k: v for k, v in new.items() if k not in ("createdAt", "instanceId", "datasetId")})
+    if "datasetId" in old:  # the instance stays in its series
+        merged["datasetId"] = old["datasetId"]
+    merged["modifiedAt"] = now
+    merged["instanceId"] = old["instanceId"]
+    return merged
+
+
+def _time_column(timeproperty: str) -> str:
+    column = _TIME_COLUMNS.get(timeproperty)
+    if column is None:
+        raise ValueError(f"unknown time property {timeproperty!r}")
+    return column
+
+
+def _window(column: str, query: TemporalQuery, alias: str = "") -> tuple[str, list[Any]]:
+    """` AND ...` restricting instances to the query's time window."""
+    sql, params = "", []
+    if query.time_from is not None:
+        sql += f" AND {alias}{column} >= ?"
+        params.append(query.time_from)
+    if query.time_to is not None:
+        sql += f" AND {alias}{column} < ?"
+        params.append(query.time_to)
+    return sql, params
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN (" + ",".join("?" * len(values)) + ")"
+
+
+def _datasets(query: TemporalQuery) -> tuple[str, ...]:
+    """The dataset_id column values selected by the query ('' is the default instance)."""
+    return tuple("" if d == "@none" else d for d in query.dataset_ids or ())
+
+
+def _temporal_entities(
+    conn: sqlite3.Connection, tenant: str, query: TemporalQuery
+) -> tuple[list[tuple[str, list[str]]], int | None]:
+    """(id, type IRIs) of the page of temporal entities the query selects, and their count."""
+    if query.entity_ids_only is not None and not query.entity_ids_only:
+        return [], 0 if query.count else None
+    clauses, params = ["te.tenant = ?"], [tenant]
+    if query.ids:
+        clauses.append(_in("te.id", query.ids))
+        params.extend(query.ids)
+    if query.entity_ids_only is not None:  # possibly many ids (a q match): one JSON parameter
+        clauses.append("te.id IN (SELECT value FROM json_each(?))")
+        params.append(orjson.dumps(query.entity_ids_only).decode())
+    if query.id_pattern:
+        clauses.append("regexp(?, te.id)")
+        params.append(query.id_pattern)
+    if query.types is not None:
+        sql, tparams = type_sql(query.types, "EXISTS (SELECT 1 FROM json_each(te.types) tt WHERE tt.value = ?)")
+        clauses.append(sql)
+        params.extend(tparams)
+    if query.instances_only:
+        sql, sparams = _has_series(query)
+        clauses.append(sql)
+        params.extend(sparams)
+    where = " AND ".join(clauses)
+    total = None
+    if query.count:
+        total = int(conn.execute(f"SELECT count(*) FROM temporal_entities te WHERE {where}", params).fetchone()[0])
+    rows = conn.execute(
+        f"SELECT te.id, te.types FROM temporal_entities te WHERE {where} ORDER BY te.id LIMIT ? OFFSET ?",
+        [*params, query.entity_limit, query.entity_offset],
+    ).fetchall()
+    return [(r[0], orjson.loads(r[1])) for r in rows], total
+
+
+def _has_series(query: TemporalQuery) -> tuple[str, list[Any]]:
+    """EXISTS: the entity has an instance of a selected attribute (and dataset) in the window."""
+    sql = "EXISTS (SELECT 1 FROM series s WHERE s.tenant = te.tenant AND s.entity_id = te.id"
+    params: list[Any] = []
+    if query.attrs:
+        sql += " AND " + _in("s.attr", query.attrs)
+        params.extend(query.attrs)
+    if query.dataset_ids is not None:
+        sql += " AND " + _in("s.dataset_id", _datasets(query))
+        params.extend(_datasets(query))
+    window, wparams = _window(_time_column(query.timeproperty), query, "i.")
+    sql += f" AND EXISTS (SELECT 1 FROM instances i WHERE i.sid = s.sid{window})"
+    return sql + ")", [*params, *wparams]
+
+
+def _attr_series(
+    conn: sqlite3.Connection, tenant: str, entity_id: str, query: TemporalQuery
+) -> dict[str, list[tuple[int, str]]]:
+    """attribute IRI -> [(sid, dataset_id)] of an entity's selected series."""
+    sql, params = "SELECT sid, attr, dataset_id FROM series WHERE tenant=? AND entity_id=?", [tenant, entity_id]
+    if query.attrs:
+        sql += " AND " + _in("attr", query.attrs)
+        params.extend(query.attrs)
+    if query.dataset_ids is not None:
+        sql += " AND " + _in("dataset_id", _datasets(query))
+        params.extend(_datasets(query))
+    out: dict[str, list[tuple[int, str]]] = {}
+    for sid, attr, dataset in conn.execute(sql + " ORDER BY attr, dataset_id", params):
+        out.setdefault(attr, []).append((int(sid), dataset))
+    return out
+
+
+def _page(query: TemporalQuery) -> tuple[int, bool]:
+    """(instances or periods per attribute on this page, newest first)."""
+    if query.last_n is None:
+        return query.limit_instances, False
+    return min(query.limit_instances, query.last_n), True
+
+
+def _truncated(query: TemporalQuery, found: int, want: int) -> bool:
+    """More in the window than the page holds; lastN within the page size is a complete answer."""
+    return found > want and (query.last_n is None or query.last_n > want)
+
+
+def _history(conn: sqlite3.Connection, sids: list[int], column: str, query: TemporalQuery) -> HistorySeries:
+    """One page of an attribute's instances over all its series, oldest first."""
+    want, newest = _page(query)
+    window, params = _window(column, query)
+    order = "DESC" if newest else "ASC"
+    rows: list[tuple[int, int, str]] = []
+    for sid in sids:  # each series reads at most one page from the (sid, ts) index, then they are merged
+        rows.extend(conn.execute(
+            f"SELECT {column}, rowid, doc FROM instances WHERE sid = ?{window} "
+            f"ORDER BY {column} {order}, rowid {order} LIMIT ?", [sid, *params, want + 1]).fetchall())
+    rows.sort(key=lambda r: (r[0], r[1]), reverse=newest)
+    truncated = _truncated(query, len(rows), want)
+    rows = rows[:want]
+    if newest:
+        rows.reverse()
+    return HistorySeries([r[0] for r in rows], [orjson.loads(r[2]) for r in rows], truncated)
+
+
+def _oldest(conn: sqlite3.Connection, series: list[tuple[int, str]], column: str, query: TemporalQuery) -> int | None:
+    """The earliest time among an attribute's series in the window (where periods start by default)."""
+    window, params = _window(column, query)
+    placeholders = ",".join("?" * len(series))
+    row = conn.execute(f"SELECT min({column}) FROM instances WHERE sid IN ({placeholders}){window}",
+                       [*(sid for sid, _ in series), *params]).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def _aggregate(
+    conn: sqlite3.Connection, sid: int, dataset: str, column: str, query: TemporalQuery,
+    aggregation: Aggregation, origin: int,
+) -> AggregateSeries:
+    """One series aggregated per period by SQL GROUP BY over the integer time column."""
+    want, newest = _page(query)
+    window, params = _window(column, query)
+    period = aggregation.period_us
+    # Periods of a given length need no bounds from the data; the whole window does.
+    bucket, bounds, bucket_params = ((f"({column} - ?) / ?", "NULL, NULL", [origin, period]) if period
+                                     else ("0", f"min({column}), max({column})", []))
+    attr_type, sql_of = _series_kind(conn, sid)
+    exprs = ", ".join(e for method in aggregation.methods for e in sql_of[method])
+    order = "DESC" if newest else "ASC"
+    rows = conn.execute(
+        f"SELECT {bucket} AS b, {bounds}, {exprs} FROM instances WHERE sid = ?{window} "
+        f"GROUP BY b ORDER BY b {order} LIMIT ?", [*bucket_params, sid, *params, want + 1]).fetchall()
+    series = AggregateSeries(attr_type, dataset or None, [], [], [], _truncated(query, len(rows), want))
+    rows = rows[:want]
+    for row in reversed(rows) if newest else rows:
+        start = origin + int(row[0]) * period if period else (query.time_from if query.time_from is not None else row[1])
+        end = start + period if period else (query.time_to if query.time_to is not None else row[2])
+        series.times.append(int(start))
+        series.ends.append(int(end))
+        series.values.append(_combine(list(row[3:]), aggregation.methods, sql_of))
+    return series
+
+
+def _series_kind(conn: sqlite3.Connection, sid: int) -> tuple[str, dict[str, tuple[str, ...]]]:
+    """(attribute type, aggregation SQL) of a series, from its newest instance."""
+    row = conn.execute(
+        "SELECT json_extract(doc, '$.type'), json_type(doc, '$.value'), vnum FROM instances WHERE sid=? "
+        "ORDER BY ts DESC LIMIT 1", (sid,)).fetchone()
+    if row is None:
+        return "Property", _OTHER_SQL
+    attr_type = str(row[0] or "Property")
+    if row[2] is not None:
+        return attr_type, _NUMERIC_SQL
+    return attr_type, _TEXT_SQL if attr_type == "Property" and row[1] == "text" else _OTHER_SQL
+
+
+def _combine(columns: list[Any], methods: tuple[str, ...], sql_of: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    """method -> value from the aggregate columns of one period (in `sql_of` order)."""
+    values: dict[str, Any] = {}
+    for method in methods:
+        width = len(sql_of[method])
+        taken, columns = columns[:width], columns[width:]
+        values[method] = _stddev(*taken) if method == "stddev" else taken[0]
+    return values
+
+
+def _stddev(count: int, total: float | None, squares: float | None) -> float | None:
+    """Sample standard deviation from count, sum and sum of squares."""
+    if not count or total is None or squares is None:
+        return None
+    if count == 1:
+        return 0.0
+    return math.sqrt(max(0.0, (squares - total * total / count) / (count - 1)))
 
 def sqlite_path(url: str) -> str:
     """The file path of a `sqlite:///path` URL (`sqlite:///:memory:` for memory)."""

@@ -1,0 +1,623 @@
+"""NGSI-LD temporal API: the history of entities (ETSI GS CIM 009 §5.6.11–5.6.16, §5.7.3–5.7.4,
+§6.18–6.22), in the normalized (§4.5.9), simplified (`temporalValues`, §4.5.20) and aggregated
+(`aggregatedValues`, §4.5.19) temporal representations.
+
+History is written by every entity write (the store appends each written instance) and directly
+by `POST /temporal/entities`, which never changes the current state. Reading selects entities like
+an entity query (`q`, geo-queries and `scopeQ` are evaluated on the *current* state of entities,
+so they only select entities that still exist), then a time window over one time property:
+
+- `before`: t < timeAt; `after`: t >= timeAt; `between`: timeAt <= t < endTimeAt.
+- Each attribute holds at most `temporal_page_size` instances (or periods) per response, oldest
+  first, or the newest `lastN`. When an attribute has more, the answer is 206 with
+  `Content-Range: date-time <start>-<end>/<lastN or *>`; every attribute is cut at `<end>`, and the
+  next page starts there (`timerel=after&timeAt=<end>`, or `before` when paging back with lastN).
+  Instances at exactly `<end>` may appear on both pages; none is skipped.
+- `timeproperty=createdAt` and `modifiedAt` both select by the time an instance was recorded.
+
+Aggregation runs in the database (`Store.temporal_aggregate`); this module only parses, pages
+and renders. Handlers are framework-free: `Req` in, `Resp` out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from ucity.core.clock import from_micros, parse_iso, to_iso, to_micros
+from ucity.core.errors import BadRequest, NotFound
+from ucity.core.http import Req, Resp
+from ucity.ngsild.api import NgsiLdApi
+from ucity.ngsild.model import (
+    ENTITY_RESERVED,
+    VALUE_KEY,
+    Ctx,
+    RenderOptions,
+    check_entity_id,
+    check_name,
+    expand_types,
+    is_uri,
+    normalize_instance,
+    render_instance,
+)
+from ucity.ngsild.ops import check_same_id
+from ucity.ngsild.request import bool_param, csv_param, negotiate, options, read_body
+from ucity.store.base import (
+    AGGREGATE_METHODS,
+    AggregatedEntity,
+    AggregateSeries,
+    Aggregation,
+    EntityQuery,
+    HistorySeries,
+    TemporalEntity,
+    TemporalQuery,
+)
+
+TEMPORAL_ENTITIES = "/ngsi-ld/v1/temporal/entities/"
+TIMERELS = ("before", "after", "between")
+TIME_PROPERTIES = ("observedAt", "modifiedAt", "createdAt")
+# Simplified temporal representation (§4.5.20): the member holding [value, time] pairs per type.
+PAIRS_KEY = {
+    "Property": "values", "GeoProperty": "values", "Relationship": "objects", "LanguageProperty": "languageMaps",
+    "ListProperty": "valueLists", "JsonProperty": "jsons", "VocabProperty": "vocabs", "ListRelationship": "objectLists",
+}
+_DURATION = re.compile(
+    r"^P(?:(?P<Y>\d+)Y)?(?:(?P<M>\d+)M)?(?:(?P<W>\d+)W)?(?:(?P<D>\d+)D)?"
+    r"(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:[.,]\d+)?)S)?)?$"
+)
+_MICROS = {"W": 604_800_000_000, "D": 86_400_000_000, "h": 3_600_000_000, "m": 60_000_000}
+Rows = list[tuple[str, dict[str, Any]]]
+
+
+# -- parsing (pure) ----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """A parsed temporal query: [time_from, time_to) in micros over `timeproperty`."""
+
+    time_from: int | None = None
+    time_to: int | None = None
+    timeproperty: str = "observedAt"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TemporalParams:
+    """Everything about time and representation in a temporal request."""
+
+    window: TimeWindow
+    last_n: int | None
+    fmt: str  # normalized | concise | temporalValues | aggregatedValues
+    aggregation: Aggregation | None
+
+
+def parse_time(value: Any, name: str) -> int:
+    """An ISO 8601 date-time parameter as micros since the epoch (400 if it is not one)."""
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"{name} must be an ISO 8601 date-time, got {value!r}")
+    try:
+        return to_micros(parse_iso(value))
+    except ValueError as exc:
+        raise BadRequest(f"{name} is not a valid ISO 8601 date-time: {value!r}") from exc
+
+
+def parse_window(timerel: Any, time_at: Any, end_time_at: Any, timeproperty: Any) -> TimeWindow:
+    """The time window of timerel/timeAt/endTimeAt/timeproperty (§4.11), validated."""
+    prop = timeproperty or "observedAt"
+    if prop not in TIME_PROPERTIES:
+        raise BadRequest(f"timeproperty must be one of {', '.join(TIME_PROPERTIES)}, got {prop!r}")
+    if timerel is None:
+        if time_at is not None or end_time_at is not None:
+            raise BadRequest("timeAt and endTimeAt need timerel (before, after or between)")
+        return TimeWindow(timeproperty=prop)
+    if timerel not in TIMERELS:
+        raise BadRequest(f"timerel must be one of {', '.join(TIMERELS)}, got {timerel!r}")
+    if time_at is None:
+        raise BadRequest(f"timerel={timerel} needs timeAt")
+    start = parse_time(time_at, "timeAt")
+    if timerel == "before":
+        return _no_end(end_time_at, timerel, TimeWindow(None, start, prop))
+    if timerel == "after":
+        return _no_end(end_time_at, timerel, TimeWindow(start, None, prop))
+    if end_time_at is None:
+        raise BadRequest("timerel=between needs endTimeAt")
+    end = parse_time(end_time_at, "endTimeAt")
+    if end <= start:
+        raise BadRequest(f"endTimeAt ({end_time_at}) must be later than timeAt ({time_at})")
+    return TimeWindow(start, end, prop)
+
+
+def _no_end(end_time_at: Any, timerel: str, window: TimeWindow) -> TimeWindow:
+    if end_time_at is not None:
+        raise BadRequest(f"endTimeAt is only used with timerel=between, not {timerel}")
+    return window
+
+
+def parse_duration(value: str) -> int:
+    """An ISO 8601 duration (PT1H, P1D, P1W, PT0.5S ...) in micros; 0 means the whole window."""
+    match = _DURATION.match(value)
+    if match is None or value in ("P", "PT") or value.endswith("T"):
+        raise BadRequest(f"aggrPeriodDuration must be an ISO 8601 duration such as PT1H or P1D, got {value!r}")
+    if match["Y"] or match["M"]:
+        raise BadRequest(f"aggrPeriodDuration {value!r}: years and months have no fixed length; use weeks or days")
+    micros = sum(int(match[unit]) * size for unit, size in _MICROS.items() if match[unit])
+    seconds = match["s"]
+    return micros + (round(float(seconds.replace(",", ".")) * 1_000_000) if seconds else 0)
+
+
+def parse_last_n(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        last_n = int(value)
+    except (TypeError, ValueError) as exc:
+        raise BadRequest(f"lastN must be a positive integer, got {value!r}") from exc
+    if last_n < 1 or isinstance(value, bool):
+        raise BadRequest(f"lastN must be a positive integer, got {value!r}")
+    return last_n
+
+
+def parse_aggregation(methods: Any, duration: Any, wanted: bool) -> Aggregation | None:
+    """aggrMethods/aggrPeriodDuration, required with (and only with) the aggregated representation."""
+    if not wanted:
+        if methods is not None or duration is not None:
+            raise BadRequest("aggrMethods and aggrPeriodDuration need options=aggregatedValues")
+        return None
+    names = _as_list(methods)
+    if not names:
+        raise BadRequest("options=aggregatedValues needs aggrMethods, e.g. aggrMethods=avg,max")
+    unknown = [n for n in names if n not in AGGREGATE_METHODS]
+    if unknown:
+        raise BadRequest(f"unknown aggrMethods {', '.join(map(str, unknown))}; use {', '.join(AGGREGATE_METHODS)}")
+    if duration is not None and not isinstance(duration, str):
+        raise BadRequest(f"aggrPeriodDuration must be an ISO 8601 duration string, got {duration!r}")
+    return Aggregation(tuple(dict.fromkeys(names)), parse_duration(duration) if duration else 0)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list):
+        return value
+    raise BadRequest(f"expected a list or comma-separated names, got {value!r}")
+
+
+def representation(opts: set[str]) -> str:
+    """normalized, concise, temporalValues or aggregatedValues from options/format."""
+    if "aggregatedValues" in opts:
+        if opts & {"temporalValues", "simplified", "keyValues"}:
+            raise BadRequest("aggregatedValues and temporalValues cannot be combined")
+        return "aggregatedValues"
+    if opts & {"temporalValues", "simplified", "keyValues"}:
+        return "temporalValues"
+    return "concise" if "concise" in opts else "normalized"
+
+
+TEMPORAL_FORMATS = ("normalized", "concise", "temporalValues", "aggregatedValues", "simplified", "keyValues")
+
+
+def temporal_options(req: Req) -> set[str]:
+    """options and format of a temporal request (an unknown format is a 400)."""
+    fmt = req.param("format")
+    if fmt is not None and fmt not in TEMPORAL_FORMATS:
+        raise BadRequest(f"format must be one of {', '.join(TEMPORAL_FORMATS)}, got {fmt!r}")
+    return options(req)
+
+
+def parse_temporal(source: dict[str, Any], opts: set[str]) -> TemporalParams:
+    """TemporalParams from query parameters (or a POST query's temporalQ merged over them)."""
+    fmt = representation(opts)
+    window = parse_window(source.get("timerel"), source.get("timeAt"), source.get("endTimeAt"),
+                          source.get("timeproperty"))
+    aggregation = parse_aggregation(source.get("aggrMethods"), source.get("aggrPeriodDuration"),
+                                    fmt == "aggregatedValues")
+    return TemporalParams(window, parse_last_n(source.get("lastN")), fmt, aggregation)
+
+
+def normalize_temporal(body: Any, ctx: Ctx, *, require_type: bool) -> tuple[str, list[str], Rows]:
+    """(entity id, type IRIs, [(attribute IRI, instance)]) of an entity in temporal representation.
+
+    Each attribute is an array of instances (one object is taken as one instance); unlike the
+    current state, many instances may share a datasetId, so this does not use normalize_attribute.
+    """
+    if not isinstance(body, dict):
+        raise BadRequest("a temporal entity must be a JSON object")
+    entity_id = check_entity_id(body.get("id"))
+    if "type" not in body and require_type:
+        raise BadRequest("entity type is missing")
+    types = expand_types(body["type"], ctx) if "type" in body else []
+    rows: Rows = []
+    for name, value in body.items():
+        if name in ENTITY_RESERVED:
+            continue
+        iri = ctx.expand_term(check_name(name))
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise BadRequest(f"attribute {name!r} has no instances")
+        rows.extend((iri, normalize_instance(name, item, ctx)) for item in items)
+    return entity_id, types, rows
+
+
+def instance_fragment(body: Any, name: str, iri: str) -> Any:
+    """The instance of a PATCH body: the body itself, or wrapped as {attrId: instance or [instance]}."""
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object")
+    fragment = {k: v for k, v in body.items() if k != "@context"}
+    for key in (name, iri):
+        if key in fragment and len(fragment) == 1 and isinstance(fragment[key], (dict, list)):
+            inner = fragment[key]
+            if isinstance(inner, list):
+                if len(inner) != 1:
+                    raise BadRequest("modifying an instance takes exactly one attribute instance")
+                inner = inner[0]
+            return inner
+    return fragment
+
+
+# -- paging (pure) -----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True, slots=True)
+class Page:
+    """One response's rendered entities, its time range if partial, and the entity count if asked."""
+
+    body: list[dict[str, Any]]
+    span: tuple[int, int] | None
+    total: int | None
+
+
+class PagedSeries(Protocol):
+    """What temporal paging needs of a series: its times (ascending), whether it was cut, a cut."""
+
+    times: list[int]
+    truncated: bool
+
+    def keep_between(self, low: int, high: int) -> None: ...
+
+
+def page_range(series: Sequence[PagedSeries], window: TimeWindow, newest_first: bool) -> tuple[int, int] | None:
+    """The time range of a partial answer, after cutting every series to it; None if complete.
+
+    Oldest first, the range ends at the earliest last time among the cut series, so no series
+    shows instances beyond a point where another one stopped; with lastN it mirrors that.
+    """
+    cut = [s for s in series if s.truncated and s.times]
+    shown = [s for s in series if s.times]
+    if not cut:
+        return None
+    if newest_first:
+        end = max(s.times[0] for s in cut)
+        start = window.time_to if window.time_to is not None else max(s.times[-1] for s in shown)
+        for s in shown:
+            s.keep_between(end, start)
+    else:
+        end = min(s.times[-1] for s in cut)
+        start = window.time_from if window.time_from is not None else min(s.times[0] for s in shown)
+        for s in shown:
+            s.keep_between(start, end)
+    return start, end
+
+
+def content_range(span: tuple[int, int], last_n: int | None) -> str:
+    return f"date-time {iso(span[0])}-{iso(span[1])}/{last_n if last_n is not None else '*'}"
+
+
+def iso(micros: int) -> str:
+    return to_iso(from_micros(micros))
+
+
+# -- rendering (pure) --------------------------------------------------------------------------
+def render_head(entity_id: str, types: list[str], ctx: Ctx, opts: RenderOptions) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if opts.pick_id:
+        out["id"] = entity_id
+    if opts.pick_type and types:
+        compact = [ctx.compact_iri(t) for t in types]
+        out["type"] = compact[0] if len(compact) == 1 else compact
+    return out
+
+
+def render_history(entity: TemporalEntity, ctx: Ctx, opts: RenderOptions) -> dict[str, Any]:
+    """Normalized (or concise) temporal representation: each attribute an array of instances."""
+    out = render_head(entity.id, entity.types, ctx, opts)
+    for iri, series in entity.attrs.items():
+        if iri in opts.omit or not series.instances:
+            continue
+        out[ctx.compact_iri(iri)] = [_render_one(i, ctx, opts) for i in series.instances]
+    return out
+
+
+def _render_one(instance: dict[str, Any], ctx: Ctx, opts: RenderOptions) -> dict[str, Any]:
+    rendered = render_instance(instance, ctx, opts)
+    body = rendered if isinstance(rendered, dict) else {"value": rendered}  # concise bare value
+    return {**body, "instanceId": instance.get("instanceId")}
+
+
+def render_simplified(entity: TemporalEntity, ctx: Ctx, opts: RenderOptions) -> dict[str, Any]:
+    """Simplified temporal representation (§4.5.20): [value, time] pairs per attribute and dataset."""
+    out = render_head(entity.id, entity.types, ctx, opts)
+    for iri, series in entity.attrs.items():
+        if iri in opts.omit or not series.instances:
+            continue
+        out[ctx.compact_iri(iri)] = _one_or_many(_pairs(series))
+    return out
+
+
+def _pairs(series: HistorySeries) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str | None], list[list[Any]]] = {}
+    for time, instance in zip(series.times, series.instances, strict=True):
+        attr_type = instance.get("type", "Property")
+        pair = [instance.get(VALUE_KEY.get(attr_type, "value")), iso(time)]
+        groups.setdefault((attr_type, instance.get("datasetId")), []).append(pair)
+    return [{"type": t, PAIRS_KEY.get(t, "values"): pairs, **({"datasetId": d} if d else {})}
+            for (t, d), pairs in groups.items()]
+
+
+def render_aggregated(entity: AggregatedEntity, ctx: Ctx, opts: RenderOptions,
+                      methods: tuple[str, ...]) -> dict[str, Any]:
+    """Aggregated temporal representation (§4.5.19): per method, [value, startAt, endAt] triples."""
+    out = render_head(entity.id, entity.types, ctx, opts)
+    for iri, series_list in entity.attrs.items():
+        if iri in opts.omit:
+            continue
+        bodies = [_aggregate_body(s, methods) for s in series_list if s.times]
+        if bodies:  # a page cut may have emptied every series of the attribute
+            out[ctx.compact_iri(iri)] = _one_or_many(bodies)
+    return out
+
+
+def _aggregate_body(series: AggregateSeries, methods: tuple[str, ...]) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": series.attr_type}
+    for method in methods:
+        body[method] = [[values[method], iso(start), iso(end)]
+                        for start, end, values in zip(series.times, series.ends, series.values, strict=True)]
+    if series.dataset_id:
+        body["datasetId"] = series.dataset_id
+    return body
+
+
+def _one_or_many(items: list[dict[str, Any]]) -> Any:
+    return items[0] if len(items) == 1 else items
+
+
+# -- the handlers ------------------------------------------------------------------------------
+class TemporalApi:
+    """The temporal API over the entity API's store, @context resolver and helpers."""
+
+    def __init__(self, api: NgsiLdApi) -> None:
+        self.api = api
+        self.store = api.store
+
+    # -- writing -------------------------------------------------------------------------------
+    async def create(self, req: Req) -> Resp:
+        """POST /temporal/entities: create or add to a temporal representation (201 / 204)."""
+        body = read_body(req)
+        _, ctx = await self.api.compile(req, body)
+        entity_id, types, rows = normalize_temporal(body, ctx, require_type=True)
+        tenant = self.api.write_tenant(req)
+        existed = await self.store.temporal_entity_exists(tenant, entity_id)
+        await self.store.append_history(tenant, entity_id, types, rows)
+        if existed:
+            return self.api.no_content(req)
+        return self.api.no_content(req, 201, {"Location": TEMPORAL_ENTITIES + quote(entity_id, safe=":")})
+
+    async def append(self, req: Req) -> Resp:
+        """POST /temporal/entities/{id}/attrs: add attribute instances (204; 404 if no such entity)."""
+        entity_id = check_entity_id(req.path_params["entityId"])
+        body = read_body(req)
+        _, ctx = await self.api.compile(req, body)
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object of attributes")
+        check_same_id(body.get("id"), entity_id)
+        _, types, rows = normalize_temporal({**body, "id": entity_id}, ctx, require_type=False)
+        if not rows:
+            raise BadRequest("the body has no attribute instances to add")
+        tenant = self.api.write_tenant(req)
+        await self._require(tenant, entity_id)
+        await self.store.append_history(tenant, entity_id, types, rows)
+        return self.api.no_content(req)
+
+    async def delete(self, req: Req) -> Resp:
+        """DELETE /temporal/entities/{id}: the whole history (the current entity is untouched)."""
+        entity_id = check_entity_id(req.path_params["entityId"])
+        if not await self.store.delete_history(self.api.write_tenant(req), entity_id):
+            raise NotFound(f"temporal entity {entity_id} does not exist")
+        return self.api.no_content(req)
+
+    async def delete_attr(self, req: Req) -> Resp:
+        """DELETE /temporal/entities/{id}/attrs/{attrId}[?deleteAll=true | ?datasetId=...]."""
+        entity_id = check_entity_id(req.path_params["entityId"])
+        _, ctx = await self.api.compile(req)
+        iri = self._attr(req, ctx)
+        dataset = req.param("datasetId")
+        if dataset is not None and not is_uri(dataset):
+            raise BadRequest(f"datasetId must be a URI, got {dataset!r}")
+        tenant = self.api.write_tenant(req)
+        if not await self.store.delete_history(tenant, entity_id, iri, dataset, all_datasets=bool_param(req, "deleteAll")):
+            await self._require(tenant, entity_id)
+            which = f" with datasetId {dataset}" if dataset else ""
+            raise NotFound(f"temporal entity {entity_id} has no attribute {req.path_params['attrId']}{which}")
+        return self.api.no_content(req)
+
+    async def modify_instance(self, req: Req) -> Resp:
+        """PATCH /temporal/entities/{id}/attrs/{attrId}/{instanceId}: change one recorded instance."""
+        entity_id = check_entity_id(req.path_params["entityId"])
+        body = read_body(req)
+        _, ctx = await self.api.compile(req, body)
+        name = req.path_params["attrId"]
+        iri = self._attr(req, ctx)
+        instance = normalize_instance(name, instance_fragment(body, name, iri), ctx)
+        tenant = self.api.write_tenant(req)
+        instance_id = req.path_params["instanceId"]
+        if not await self.store.replace_history_instance(tenant, entity_id, iri, instance_id, instance):
+            await self._require(tenant, entity_id)
+            raise NotFound(f"attribute {name} of {entity_id} has no instance {instance_id}")
+        return self.api.no_content(req)
+
+    async def delete_instance(self, req: Req) -> Resp:
+        """DELETE /temporal/entities/{id}/attrs/{attrId}/{instanceId}."""
+        entity_id = check_entity_id(req.path_params["entityId"])
+        _, ctx = await self.api.compile(req)
+        iri = self._attr(req, ctx)
+        tenant = self.api.write_tenant(req)
+        instance_id = req.path_params["instanceId"]
+        if not await self.store.delete_history(tenant, entity_id, iri, instance_id=instance_id, all_datasets=True):
+            await self._require(tenant, entity_id)
+            raise NotFound(f"attribute {req.path_params['attrId']} of {entity_id} has no instance {instance_id}")
+        return self.api.no_content(req)
+
+    async def _require(self, tenant: str, entity_id: str) -> None:
+        if not await self.store.temporal_entity_exists(tenant, entity_id):
+            raise NotFound(f"temporal entity {entity_id} does not exist")
+
+    @staticmethod
+    def _attr(req: Req, ctx: Any) -> str:
+        return str(ctx.expand_term(check_name(req.path_params["attrId"])))
+
+    # -- reading -------------------------------------------------------------------------------
+    async def retrieve(self, req: Req) -> Resp:
+        """GET /temporal/entities/{id}: one entity's temporal representation."""
+        accept = negotiate(req)
+        entity_id = check_entity_id(req.path_params["entityId"])
+        tenant = await self.api.read_tenant(req)
+        ctx_input, ctx = await self.api.compile(req)
+        temporal = parse_temporal(self._url_temporal(req), temporal_options(req))
+        query = self._query(TemporalQuery(ids=(entity_id,), entity_limit=1), temporal)
+        query.attrs = tuple(ctx.expand_term(check_name(a)) for a in csv_param(req, "attrs"))
+        query.dataset_ids = self._datasets(req)
+        page = await self._fetch(req, tenant, query, temporal, ctx, accept)
+        if not page.body:
+            raise NotFound(f"temporal entity {entity_id} does not exist")
+        return self._answer(req, page.body[0], ctx_input, accept, page, temporal, {})
+
+    async def query(self, req: Req) -> Resp:
+        """GET /temporal/entities: the temporal evolution of the entities a query selects."""
+        accept = negotiate(req)
+        ctx_input, ctx = await self.api.compile(req)
+        params: dict[str, Any] = {k: req.param(k) for k in ("idPattern", "type", "q", "georel", "geometry",
+                                                             "coordinates", "geoproperty", "scopeQ")}
+        params["id"] = csv_param(req, "id")
+        params["attrs"] = csv_param(req, "attrs")
+        temporal = parse_temporal(self._url_temporal(req), temporal_options(req))
+        return await self._query_reply(req, ctx_input, ctx, accept, params, temporal)
+
+    async def query_post(self, req: Req) -> Resp:
+        """POST /temporal/entityOperations/query: a Query body with `temporalQ`."""
+        accept = negotiate(req)
+        body = read_body(req)
+        ctx_input, ctx = await self.api.compile(req, body)
+        if not isinstance(body, dict) or body.get("type") != "Query":
+            raise BadRequest("the body must be a Query object with \"type\": \"Query\"")
+        temporal_q = body.get("temporalQ") or {}
+        if not isinstance(temporal_q, dict):
+            raise BadRequest("temporalQ must be a JSON object")
+        temporal = parse_temporal({**self._url_temporal(req), **temporal_q}, temporal_options(req))
+        params = {"q": body.get("q"), "geoQ": body.get("geoQ"), "scopeQ": body.get("scopeQ"),
+                  "attrs": _as_list(body.get("attrs")), **_selector(body.get("entities"))}
+        return await self._query_reply(req, ctx_input, ctx, accept, params, temporal)
+
+    async def _query_reply(self, req: Req, ctx_input: Any, ctx: Any, accept: str, params: dict[str, Any],
+                           temporal: TemporalParams) -> Resp:
+        tenant = await self.api.read_tenant(req)
+        query = await self._select(req, tenant, ctx, params)
+        query.entity_limit, query.entity_offset, query.count = self.api.paging(req)
+        query.instances_only = True
+        query.dataset_ids = self._datasets(req)
+        self._query(query, temporal)
+        page = await self._fetch(req, tenant, query, temporal, ctx, accept)
+        return self._answer(req, page.body, ctx_input, accept, page, temporal, self._entity_paging(req, query, page))
+
+    async def _select(self, req: Req, tenant: str, ctx: Any, params: dict[str, Any]) -> TemporalQuery:
+        """Entity selection: ids/types/attrs on the history, q/geo/scope on the current state."""
+        selection = await self.api.build_query(req, ctx, params)
+        query = TemporalQuery(ids=selection.ids, id_pattern=selection.id_pattern, types=selection.types,
+                              attrs=selection.attrs_any)
+        if selection.q_sql is not None or selection.geo is not None or selection.scope_prefixes:
+            current = EntityQuery(ids=selection.ids, id_pattern=selection.id_pattern, types=selection.types,
+                                  q_sql=selection.q_sql, geo=selection.geo, geo_attr=selection.geo_attr,
+                                  scope_prefixes=selection.scope_prefixes)
+            query.entity_ids_only = tuple(await self.store.entity_ids(tenant, current))
+        return query
+
+    def _query(self, query: TemporalQuery, temporal: TemporalParams) -> TemporalQuery:
+        window = temporal.window
+        query.time_from, query.time_to, query.timeproperty = window.time_from, window.time_to, window.timeproperty
+        query.last_n = temporal.last_n
+        query.limit_instances = self.api.settings.temporal_page_size
+        return query
+
+    async def _fetch(self, req: Req, tenant: str, query: TemporalQuery, temporal: TemporalParams, ctx: Any,
+                     accept: str) -> Page:
+        """The rendered entities of one page, cut to a common time range when partial."""
+        # `format` was read into `temporal.fmt`; the entity API only knows the non-temporal ones.
+        without_format = dataclasses.replace(req, params={k: v for k, v in req.params.items() if k != "format"})
+        opts = self.api.render_options(without_format, ctx, accept)
+        opts = dataclasses.replace(opts, fmt="concise" if temporal.fmt == "concise" else "normalized")
+        newest_first = temporal.last_n is not None
+        if temporal.aggregation is not None:
+            aggregated, total = await self.store.temporal_aggregate(tenant, query, temporal.aggregation)
+            periods: list[PagedSeries] = [s for e in aggregated for many in e.attrs.values() for s in many]
+            span = page_range(periods, temporal.window, newest_first)
+            methods = temporal.aggregation.methods
+            return Page([render_aggregated(e, ctx, opts, methods) for e in aggregated], span, total)
+        entities, total = await self.store.temporal_query(tenant, query)
+        span = page_range([s for e in entities for s in e.attrs.values()], temporal.window, newest_first)
+        render = render_simplified if temporal.fmt == "temporalValues" else render_history
+        return Page([render(e, ctx, opts) for e in entities], span, total)
+
+    def _answer(self, req: Req, body: Any, ctx_input: Any, accept: str, page: Page, temporal: TemporalParams,
+                headers: dict[str, str]) -> Resp:
+        headers = dict(headers)
+        paging_links = headers.pop("Link", None)  # reply() sets Link to the @context: add ours after it
+        status = 200
+        if page.span is not None:
+            status, headers["Content-Range"] = 206, content_range(page.span, temporal.last_n)
+        resp = self.api.reply(req, body, ctx_input, accept, status, headers)
+        if paging_links:
+            resp.headers["Link"] = ", ".join(filter(None, [resp.headers.get("Link"), paging_links]))
+        return resp
+
+    @staticmethod
+    def _entity_paging(req: Req, query: TemporalQuery, page: Page) -> dict[str, str]:
+        """NGSILD-Results-Count and next/prev links over entities (instances page by time instead)."""
+        headers: dict[str, str] = {}
+        if page.total is not None:
+            headers["NGSILD-Results-Count"] = str(page.total)
+        limit, offset = query.entity_limit, query.entity_offset
+        links = []
+        if offset > 0 and limit > 0:
+            links.append(f'<{req.url_with(offset=max(0, offset - limit), limit=limit)}>; rel="prev"')
+        if limit > 0 and len(page.body) == limit and (page.total is None or offset + limit < page.total):
+            links.append(f'<{req.url_with(offset=offset + limit, limit=limit)}>; rel="next"')
+        if links:
+            headers["Link"] = ", ".join(links)
+        return headers
+
+    @staticmethod
+    def _url_temporal(req: Req) -> dict[str, Any]:
+        names = ("timerel", "timeAt", "endTimeAt", "timeproperty", "lastN", "aggrMethods", "aggrPeriodDuration")
+        return {name: req.param(name) for name in names if req.param(name) is not None}
+
+    @staticmethod
+    def _datasets(req: Req) -> tuple[str, ...] | None:
+        datasets = csv_param(req, "datasetId")
+        return tuple(datasets) if datasets else None
+
+
+def _selector(entities: Any) -> dict[str, Any]:
+    """id/idPattern/type parameters from a Query's `entities` (one selector, or ids of one type)."""
+    if entities is None:
+        return {}
+    if not isinstance(entities, list) or not all(isinstance(s, dict) for s in entities):
+        raise BadRequest("entities must be an array of entity selectors")
+    if len(entities) > 1:
+        ids = [s.get("id") for s in entities]
+        if not all(ids) or len({s.get("type") for s in entities}) != 1 or any(s.get("idPattern") for s in entities):
+            raise BadRequest("only one entity selector (or several ids of one type) is supported per query")
+        return {"id": ids, "type": entities[0].get("type")}
+    if not entities:
+        return {}
+    selector = entities[0]
+    return {"id": [selector["id"]] if selector.get("id") else [], "idPattern": selector.get("idPattern"),
+            "type": selector.get("type")}
