@@ -1,0 +1,1182 @@
+"""NGSI-LD subscriptions and notifications (ETSI GS CIM 009 §5.8, §5.11, §6.10, §6.11).
+
+What lives here, in order:
+
+* validation: the wire form of a Subscription (§5.2.12, NotificationParams §5.2.14) becomes a
+  stored document with attribute names and entity types expanded (`parse_members`), and back
+  (`present`): names are compacted with the @context of the request that reads them;
+* `Subscription`: a stored document compiled for matching (selectors, q tree, geo-query,
+  watched attributes, triggers) plus its run-time state (throttling, timers);
+* matching: `classify` says what an `EntityChange` did (entity created/updated/deleted, and per
+  attribute), `Subscription.matches` checks one subscription, `SubscriptionIndex` finds the
+  candidates by (tenant, entity type) and watched attribute, so that a write is never tested
+  against every subscription (DESIGN.md §7);
+* delivery: one `Outbox` per subscription, a bounded queue and one worker task, so that the
+  notifications of a subscription arrive in order and a slow or dead endpoint delays only its
+  own subscription, never a write; failed posts are retried with exponential backoff on the
+  platform clock, then counted as failed;
+* `SubscriptionService`: the CRUD handlers, the bus consumer, periodic (`timeInterval`)
+  notifications and throttling on platform-clock timers, and persistence of the documents (the
+  delivery counters at most every `STATS_FLUSH_S` seconds).
+
+Choices where the spec leaves room:
+
+* creating or updating a subscription sends no initial notification (CIM 009 describes none);
+* without `notificationTrigger` the triggers are entityCreated, attributeCreated and
+  attributeUpdated (the OpenAPI text names only the last two; with the next rule the difference
+  is only an entity created without attributes);
+* an entity creation counts as the creation of each of its attributes (so `attributeCreated`
+  fires); an entity deletion fires only `entityDeleted`; `entityUpdated` is any created,
+  updated or deleted attribute of an existing entity (or a change of its type or scope);
+* an attribute counts as updated whenever a write touched it, even with the same value;
+* with `throttling`, changes inside the window are not dropped: the latest state of each entity
+  is sent in one notification when the window ends;
+* `timesSent`, `timesFailed`, `status`, `lastSuccess` and `lastFailure` count delivery attempts
+  (the spec defines `status` by the last attempt); a notification is abandoned after
+  `max_retries` failed retries; a full queue drops its oldest notification;
+* queued notifications live in memory: a restart loses those not yet delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import uuid
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Final
+from urllib.parse import quote, urlsplit
+
+import httpx
+import orjson
+
+from ucity.core.bus import EntitiesChanged, EntityChange
+from ucity.core.clock import TimerHandle, parse_iso, to_iso
+from ucity.core.errors import AlreadyExists, BadRequest, NotFound, OperationNotSupported
+from ucity.core.http import Req, Resp
+from ucity.core.platform import Platform
+from ucity.ngsild.geo import GeoQuery, GeoQueryError, parse_geoquery_json
+from ucity.ngsild.model import NULL, Ctx, RenderOptions, check_name, is_uri, normalize_time, render_entity
+from ucity.ngsild.qeval import eval_q, q_terms
+from ucity.ngsild.qlang import QExpr, QueryError, parse_q
+from ucity.ngsild.qsql import compile_q_sqlite
+from ucity.ngsild.request import (
+    JSON,
+    JSONLD,
+    MERGE_PATCH,
+    negotiate,
+    options,
+    read_body,
+    response_context_header,
+    response_context_value,
+)
+from ucity.ngsild.typeq import parse_type_expr
+from ucity.store.base import Doc, EntityQuery, TypeExpr
+
+log = logging.getLogger(__name__)
+
+KIND: Final = "subscription"
+SUBSCRIPTIONS: Final = "/ngsi-ld/v1/subscriptions/"
+TRIGGERS: Final = frozenset({
+    "entityCreated", "entityUpdated", "entityDeleted", "attributeCreated", "attributeUpdated", "attributeDeleted",
+})
+DEFAULT_TRIGGERS: Final = ("entityCreated", "attributeCreated", "attributeUpdated")
+FORMATS: Final = {"normalized": "normalized", "keyValues": "keyValues", "simplified": "keyValues",
+                  "concise": "concise"}
+STATS_FLUSH_S: Final = 5.0
+"""Delivery counters are persisted at most this often (seconds), not per notification."""
+
+Key = tuple[str, str]  # (tenant, subscription id)
+_HEADER_NAME: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_RESERVED_HEADERS: Final = frozenset({"content-type", "content-length", "host", "link", "ngsild-tenant"})
+_STATS: Final = ("timesSent", "timesFailed", "lastNotification", "lastSuccess", "lastFailure", "status")
+_ANY: Final = ""  # index key for "any entity type" / "any attribute"; never an IRI
+
+
+# ================================================================================================
+# Validation: wire form -> stored document
+# ================================================================================================
+
+
+def _string(name: str) -> Callable[[Any, Ctx], dict[str, Any]]:
+    def parse(value: Any, ctx: Ctx) -> dict[str, Any]:
+        if not isinstance(value, str):
+            raise BadRequest(f"{name} must be a string")
+        return {name: value}
+
+    return parse
+
+
+def _seconds(name: str) -> Callable[[Any, Ctx], dict[str, Any]]:
+    def parse(value: Any, ctx: Ctx) -> dict[str, Any]:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise BadRequest(f"{name} must be a positive number of seconds, got {value!r}")
+        return {name: value}
+
+    return parse
+
+
+def _names(value: Any, member: str, ctx: Ctx) -> list[str]:
+    """A non-empty list of attribute names, expanded."""
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise BadRequest(f"{member} must be a non-empty array of attribute names")
+    return list(dict.fromkeys(ctx.expand_term(check_name(v)) for v in value))
+
+
+def _selector(value: Any, ctx: Ctx) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest("each member of entities must be an object with type and optionally id or idPattern")
+    if not isinstance(value.get("type"), str) or not value["type"].strip():
+        raise BadRequest("each entity selector needs a type")
+    selector: dict[str, Any] = {"types": [list(g) for g in parse_type_expr(value["type"], ctx.expand_term).any_of]}
+    if "id" in value:
+        if not is_uri(value["id"]):
+            raise BadRequest(f"entity selector id must be a URI, got {value['id']!r}")
+        selector["id"] = value["id"]
+    if "idPattern" in value:
+        selector["idPattern"] = _regex(value["idPattern"])
+    return selector
+
+
+def _regex(value: Any) -> str:
+    if not isinstance(value, str):
+        raise BadRequest("idPattern must be a string")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise BadRequest(f"idPattern is not a valid regular expression: {exc}") from exc
+    return value
+
+
+def _entities(value: Any, ctx: Ctx) -> dict[str, Any]:
+    if not isinstance(value, list) or not value:
+        raise BadRequest("entities must be a non-empty array of entity selectors")
+    return {"entities": [_selector(item, ctx) for item in value]}
+
+
+def _watched(value: Any, ctx: Ctx) -> dict[str, Any]:
+    return {"watchedAttributes": _names(value, "watchedAttributes", ctx)}
+
+
+def _triggers(value: Any, ctx: Ctx) -> dict[str, Any]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise BadRequest("notificationTrigger must be a non-empty array of strings")
+    unknown = [v for v in value if v not in TRIGGERS]
+    if unknown:
+        raise BadRequest(f"unknown notificationTrigger {unknown[0]!r}; expected some of {', '.join(sorted(TRIGGERS))}")
+    return {"notificationTrigger": list(dict.fromkeys(value))}
+
+
+def _q(value: Any, ctx: Ctx) -> dict[str, Any]:
+    if not isinstance(value, str):
+        raise BadRequest("q must be a string")
+    try:
+        expr = parse_q(value)
+    except QueryError as exc:
+        raise BadRequest(f"invalid q: {exc}") from exc
+    # Terms are expanded now, with the @context of this request, like every other name.
+    return {"q": value, "qTerms": {term: ctx.expand_term(term) for term in sorted(q_terms(expr))}}
+
+
+def _geoq(value: Any, ctx: Ctx) -> dict[str, Any]:
+    try:
+        query = parse_geoquery_json(value)
+    except GeoQueryError as exc:
+        raise BadRequest(f"invalid geoQ: {exc}") from exc
+    return {"geoQ": query.to_json(), "geoPropertyIri": ctx.expand_term(check_name(query.geoproperty))}
+
+
+def _scopeq(value: Any, ctx: Ctx) -> dict[str, Any]:
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest("scopeQ must be a non-empty string")
+    parse_scope_query(value)
+    return {"scopeQ": value}
+
+
+def _active(value: Any, ctx: Ctx) -> dict[str, Any]:
+    if not isinstance(value, bool):
+        raise BadRequest("isActive must be true or false")
+    return {"isActive": value}
+
+
+def _expires(value: Any, ctx: Ctx) -> dict[str, Any]:
+    return {"expiresAt": normalize_time(value, "expiresAt")}
+
+
+def _jsonld_context(value: Any, ctx: Ctx) -> dict[str, Any]:
+    if not is_uri(value):
+        raise BadRequest("jsonldContext must be the URI of an @context")
+    return {"jsonldContext": value}
+
+
+def _key_values(value: Any, member: str, headers: bool) -> list[dict[str, str]]:
+    if not isinstance(value, list):
+        raise BadRequest(f"{member} must be an array of {{key, value}} objects")
+    pairs: list[dict[str, str]] = []
+    for item in value:
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not isinstance(item.get("value"), str):
+            raise BadRequest(f"each {member} item must be an object with string key and value")
+        key, text = item["key"], item["value"]
+        if headers and (not _HEADER_NAME.match(key) or key.lower() in _RESERVED_HEADERS):
+            raise BadRequest(f"{member} key {key!r} is not a usable HTTP header name")
+        if headers and ("\r" in text or "\n" in text):
+            raise BadRequest(f"{member} value of {key!r} must not contain line breaks")
+        pairs.append({"key": key, "value": text})
+    return pairs
+
+
+def _endpoint(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequest("notification.endpoint must be an object with a uri")
+    uri = value.get("uri")
+    parts = urlsplit(uri) if isinstance(uri, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BadRequest(f"notification.endpoint.uri must be an absolute http or https URI, got {uri!r}")
+    accept = value.get("accept", JSON)
+    if accept not in (JSON, JSONLD):
+        raise BadRequest(f"notification.endpoint.accept must be {JSON} or {JSONLD}, got {accept!r}")
+    endpoint: dict[str, Any] = {"uri": uri, "accept": accept}
+    if "receiverInfo" in value:
+        endpoint["receiverInfo"] = _key_values(value["receiverInfo"], "receiverInfo", headers=True)
+    if "notifierInfo" in value:  # kept and shown; its keys (MQTT options) do not apply to HTTP
+        endpoint["notifierInfo"] = _key_values(value["notifierInfo"], "notifierInfo", headers=False)
+    return endpoint
+
+
+def _notification_members(value: Any, ctx: Ctx) -> dict[str, Any]:
+    """The NotificationParams members a client may set, validated (read-only ones are ignored)."""
+    if not isinstance(value, dict):
+        raise BadRequest("notification must be an object")
+    out: dict[str, Any] = {}
+    if "attributes" in value:  # null (in a PATCH) removes the projection
+        attrs = value["attributes"]
+        out["attributes"] = None if attrs is None else _names(attrs, "notification.attributes", ctx)
+    if "format" in value:
+        if value["format"] not in FORMATS:
+            raise BadRequest(f"notification.format must be normalized, concise or keyValues, got {value['format']!r}")
+        out["format"] = FORMATS[value["format"]]
+    if "sysAttrs" in value:
+        if not isinstance(value["sysAttrs"], bool):
+            raise BadRequest("notification.sysAttrs must be true or false")
+        out["sysAttrs"] = value["sysAttrs"]
+    if value.get("showChanges") not in (None, False):
+        raise OperationNotSupported("notification.showChanges is not supported")
+    if "endpoint" in value:
+        out["endpoint"] = _endpoint(value["endpoint"])
+    return out
+
+
+def _notification(value: Any, ctx: Ctx) -> dict[str, Any]:
+    return {"notification": _notification_members(value, ctx)}
+
+
+MEMBERS: Final[Mapping[str, Callable[[Any, Ctx], dict[str, Any]]]] = {
+    "subscriptionName": _string("subscriptionName"),
+    "description": _string("description"),
+    "entities": _entities,
+    "watchedAttributes": _watched,
+    "notificationTrigger": _triggers,
+    "q": _q,
+    "geoQ": _geoq,
+    "scopeQ": _scopeq,
+    "lang": _string("lang"),
+    "timeInterval": _seconds("timeInterval"),
+    "throttling": _seconds("throttling"),
+    "expiresAt": _expires,
+    "isActive": _active,
+    "jsonldContext": _jsonld_context,
+    "notification": _notification,
+}
+"""Client-settable members and their parsers; other members (status, csf, temporalQ ...) are ignored."""
+
+# Stored helper fields that belong to a member and go away with it.
+_COMPANIONS: Final = {"q": ("qTerms",), "geoQ": ("geoPropertyIri",)}
+_REQUIRED: Final = frozenset({"notification", "isActive"})
+
+
+def parse_members(body: Mapping[str, Any], ctx: Ctx, allow_null: bool) -> dict[str, Any]:
+    """Validate every settable member of a (fragment of a) Subscription; None marks a removal."""
+    out: dict[str, Any] = {}
+    for name, parse in MEMBERS.items():
+        if name not in body:
+            continue
+        if body[name] is None and allow_null and name not in _REQUIRED:
+            out[name] = None
+        else:
+            out.update(parse(body[name], ctx))
+    return out
+
+
+def check_whole(doc: Mapping[str, Any]) -> None:
+    """The constraints between members (§5.2.12) that a complete subscription must meet."""
+    if "entities" not in doc and "watchedAttributes" not in doc:
+        raise BadRequest("a subscription needs entities or watchedAttributes (or both)")
+    if "timeInterval" in doc and "watchedAttributes" in doc:
+        raise BadRequest("timeInterval and watchedAttributes cannot be used together")
+    if "timeInterval" in doc and "throttling" in doc:
+        raise BadRequest("timeInterval and throttling cannot be used together")
+    if "timeInterval" in doc and "entities" not in doc:
+        raise BadRequest("a periodic subscription (timeInterval) needs entities")
+    if "endpoint" not in doc.get("notification", {}):
+        raise BadRequest("notification.endpoint is required")
+
+
+def check_expiry(fields: Mapping[str, Any], now: datetime) -> None:
+    expires = fields.get("expiresAt")
+    if expires is not None and parse_iso(expires) <= now:
+        raise BadRequest(f"expiresAt {expires} is not in the future")
+
+
+def new_document(body: Any, ctx: Ctx, ctx_input: Any, now: datetime) -> Doc:
+    """The stored document of a subscription created from `body`."""
+    if not isinstance(body, dict):
+        raise BadRequest("a subscription must be a JSON object")
+    if body.get("type") != "Subscription":
+        raise BadRequest('a subscription needs "type": "Subscription"')
+    sub_id = body.get("id", f"urn:ngsi-ld:Subscription:{uuid.uuid4()}")
+    if not is_uri(sub_id):
+        raise BadRequest(f"subscription id must be a URI, got {sub_id!r}")
+    if "notification" not in body:
+        raise BadRequest("notification is required")
+    fields = parse_members(body, ctx, allow_null=False)
+    check_expiry(fields, now)
+    stamp = to_iso(now)
+    doc: Doc = {"id": sub_id, "type": "Subscription", "isActive": True, **fields,
+                "context": ctx_input, "createdAt": stamp, "modifiedAt": stamp}
+    doc["notification"] = {"format": "normalized", "sysAttrs": False, **fields["notification"], "timesSent": 0,
+                           "timesFailed": 0}
+    check_whole(doc)
+    return doc
+
+
+def merged_document(doc: Doc, fragment: Any, ctx: Ctx, now: datetime) -> Doc:
+    """`doc` with a PATCH fragment merged in (§5.8.2): members replaced, notification merged."""
+    if not isinstance(fragment, dict):
+        raise BadRequest("the body must be a JSON object")
+    if "id" in fragment and fragment["id"] != doc["id"]:
+        raise BadRequest("the id in the body differs from the id in the path")
+    if "type" in fragment and fragment["type"] != "Subscription":
+        raise BadRequest('a subscription has "type": "Subscription"')
+    fields = parse_members(fragment, ctx, allow_null=True)
+    if not fields:
+        raise BadRequest("the fragment changes nothing a client may set")
+    check_expiry(fields, now)
+    out = {**doc, "notification": dict(doc["notification"])}
+    for name, value in fields.items():
+        if name == "notification":
+            out["notification"].update(value)
+            out["notification"] = {k: v for k, v in out["notification"].items() if v is not None}
+        elif value is None:
+            for key in (name, *_COMPANIONS.get(name, ())):
+                out.pop(key, None)
+        else:
+            out[name] = value
+    out["modifiedAt"] = to_iso(now)
+    check_whole(out)
+    return out
+
+
+# ================================================================================================
+# Stored document -> wire form
+# ================================================================================================
+
+
+def status_of(doc: Mapping[str, Any], now: datetime) -> str:
+    if "expiresAt" in doc and parse_iso(doc["expiresAt"]) <= now:
+        return "expired"
+    return "active" if doc.get("isActive", True) else "paused"
+
+
+def types_text(groups: Iterable[Iterable[str]], ctx: Ctx) -> str:
+    """A type selector as text, compacted: `A`, `A,B`, `(A;B),C`."""
+    parts = []
+    for group in groups:
+        names = [ctx.compact_iri(t) for t in group]
+        parts.append(names[0] if len(names) == 1 else "(" + ";".join(names) + ")")
+    return ",".join(parts)
+
+
+def present(doc: Mapping[str, Any], ctx: Ctx, now: datetime, sys_attrs: bool = False) -> dict[str, Any]:
+    """A stored subscription in wire form, names compacted with the reader's @context."""
+    out: dict[str, Any] = {"id": doc["id"], "type": "Subscription"}
+    for name in ("subscriptionName", "description"):
+        if name in doc:
+            out[name] = doc[name]
+    if "entities" in doc:
+        out["entities"] = [_present_selector(s, ctx) for s in doc["entities"]]
+    if "watchedAttributes" in doc:
+        out["watchedAttributes"] = [ctx.compact_iri(a) for a in doc["watchedAttributes"]]
+    for name in ("notificationTrigger", "timeInterval", "q", "geoQ", "scopeQ", "lang", "throttling", "expiresAt",
+                 "jsonldContext", "isActive"):
+        if name in doc:
+            out[name] = doc[name]
+    out["status"] = status_of(doc, now)
+    out["notification"] = _present_notification(doc["notification"], ctx)
+    if sys_attrs:
+        out["createdAt"], out["modifiedAt"] = doc["createdAt"], doc["modifiedAt"]
+    return out
+
+
+def _present_selector(selector: Mapping[str, Any], ctx: Ctx) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": types_text(selector["types"], ctx)}
+    for name in ("id", "idPattern"):
+        if name in selector:
+            out[name] = selector[name]
+    return out
+
+
+def _present_notification(params: Mapping[str, Any], ctx: Ctx) -> dict[str, Any]:
+    out = dict(params)
+    if "attributes" in params:
+        out["attributes"] = [ctx.compact_iri(a) for a in params["attributes"]]
+    return out
+
+
+# ================================================================================================
+# Matching
+# ================================================================================================
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeKinds:
+    """What one committed change did: to the entity, and to each attribute (IRI -> trigger)."""
+
+    entity: str
+    attrs: Mapping[str, str]
+
+
+def classify(change: EntityChange) -> ChangeKinds:
+    before_attrs = (change.before or {}).get("attrs", {})
+    after_attrs = (change.after or {}).get("attrs", {})
+    if change.before is None:
+        return ChangeKinds("entityCreated", dict.fromkeys(after_attrs, "attributeCreated"))
+    if change.after is None:
+        return ChangeKinds("entityDeleted", dict.fromkeys(before_attrs, "attributeDeleted"))
+    kinds: dict[str, str] = {}
+    for attr in change.attrs:
+        if attr in after_attrs:
+            kinds[attr] = "attributeUpdated" if attr in before_attrs else "attributeCreated"
+        elif attr in before_attrs:
+            kinds[attr] = "attributeDeleted"
+    return ChangeKinds("entityUpdated", kinds)
+
+
+@dataclass(frozen=True, slots=True)
+class Selector:
+    """One entity selector: `id` takes precedence over `idPattern`; types as OR of AND-groups."""
+
+    id: str | None
+    pattern: re.Pattern[str] | None
+    groups: tuple[tuple[str, ...], ...]
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> Selector:
+        pattern = re.compile(stored["idPattern"]) if "idPattern" in stored else None
+        return cls(stored.get("id"), pattern, tuple(tuple(g) for g in stored["types"]))
+
+    def matches(self, doc: Mapping[str, Any]) -> bool:
+        if self.id is not None:
+            if doc.get("id") != self.id:
+                return False
+        elif self.pattern is not None and not self.pattern.search(str(doc.get("id"))):
+            return False
+        types = set(doc.get("type", ()))
+        return any(all(t in types for t in group) for group in self.groups)
+
+
+ScopeTest = Callable[[Iterable[str]], bool]
+_SCOPE_TOKEN: Final = re.compile(r"\s*([(),;]|[^(),;\s]+)")
+
+
+def parse_scope_query(text: str) -> ScopeTest:
+    """A scopeQ (§4.19) as a test of an entity's scopes.
+
+    `/a/b` matches exactly that scope, `/a/#` it and every scope below, `+` any one level; `,`
+    means OR, `;` AND (binding tighter), parentheses group.
+    """
+    tokens = _SCOPE_TOKEN.findall(text)
+    pos, test = _scope_or(tokens, 0)
+    if pos != len(tokens):
+        raise BadRequest(f"unexpected {tokens[pos]!r} in scopeQ {text!r}")
+    return test
+
+
+def _scope_or(tokens: list[str], pos: int) -> tuple[int, ScopeTest]:
+    pos, first = _scope_and(tokens, pos)
+    tests = [first]
+    while pos < len(tokens) and tokens[pos] == ",":
+        pos, test = _scope_and(tokens, pos + 1)
+        tests.append(test)
+    return pos, (first if len(tests) == 1 else lambda scopes: any(t(scopes) for t in tests))
+
+
+def _scope_and(tokens: list[str], pos: int) -> tuple[int, ScopeTest]:
+    pos, first = _scope_atom(tokens, pos)
+    tests = [first]
+    while pos < len(tokens) and tokens[pos] == ";":
+        pos, test = _scope_atom(tokens, pos + 1)
+        tests.append(test)
+    return pos, (first if len(tests) == 1 else lambda scopes: all(t(scopes) for t in tests))
+
+
+def _scope_atom(tokens: list[str], pos: int) -> tuple[int, ScopeTest]:
+    if pos >= len(tokens):
+        raise BadRequest("scopeQ ends too early")
+    if tokens[pos] == "(":
+        pos, inner = _scope_or(tokens, pos + 1)
+        if pos >= len(tokens) or tokens[pos] != ")":
+            raise BadRequest("a '(' in scopeQ is not closed")
+        return pos + 1, inner
+    return pos + 1, _scope_term(tokens[pos])
+
+
+def _scope_term(term: str) -> ScopeTest:
+    if not term.startswith("/") or "//" in term:
+        raise BadRequest(f"invalid scope {term!r} in scopeQ: scopes look like /a/b, /a/# or /+/b")
+    levels = term.strip("/").split("/") if term != "/" else []
+    tail = ""
+    if levels and levels[-1] == "#":
+        levels, tail = levels[:-1], "(/.*)?"
+    if "#" in levels:
+        raise BadRequest(f"'#' may only end a scope in scopeQ, got {term!r}")
+    body = "".join("/" + ("[^/]+" if level == "+" else re.escape(level)) for level in levels)
+    pattern = re.compile(body + tail if body or tail else "/")
+    return lambda scopes: any(pattern.fullmatch(s) for s in scopes)
+
+
+@dataclass(eq=False)
+class Subscription:
+    """A stored subscription compiled for matching, with its run-time state."""
+
+    tenant: str
+    doc: Doc
+    ctx: Any  # the compiled @context notifications are compacted with
+    selectors: tuple[Selector, ...]
+    watched: frozenset[str] | None
+    triggers: frozenset[str]
+    q: QExpr | None
+    geo: GeoQuery | None
+    scope: ScopeTest | None
+    render: RenderOptions
+    expires_at: datetime | None = None
+    notifications: int = 0  # notifications queued since this process started (not persisted)
+    last_sent: datetime | None = None
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
+    throttle_timer: TimerHandle | None = None
+    periodic_timer: TimerHandle | None = None
+
+    @classmethod
+    def compile(cls, tenant: str, doc: Doc, ctx: Any) -> Subscription:
+        params = doc["notification"]
+        attrs = params.get("attributes")
+        return cls(
+            tenant=tenant, doc=doc, ctx=ctx,
+            selectors=tuple(Selector.from_stored(s) for s in doc.get("entities", ())),
+            watched=frozenset(doc["watchedAttributes"]) if "watchedAttributes" in doc else None,
+            triggers=frozenset(doc.get("notificationTrigger", DEFAULT_TRIGGERS)),
+            q=parse_q(doc["q"]) if "q" in doc else None,
+            geo=parse_geoquery_json(doc["geoQ"]) if "geoQ" in doc else None,
+            scope=parse_scope_query(doc["scopeQ"]) if "scopeQ" in doc else None,
+            render=RenderOptions(fmt=params.get("format", "normalized"), sys_attrs=params.get("sysAttrs", False),
+                                 attrs=frozenset(attrs) if attrs else None, lang=doc.get("lang")),
+            expires_at=parse_iso(doc["expiresAt"]) if "expiresAt" in doc else None,
+        )
+
+    @property
+    def id(self) -> str:
+        return str(self.doc["id"])
+
+    @property
+    def key(self) -> Key:
+        return (self.tenant, self.id)
+
+    @property
+    def throttling(self) -> timedelta | None:
+        value = self.doc.get("throttling")
+        return timedelta(seconds=value) if value else None
+
+    @property
+    def interval(self) -> timedelta | None:
+        value = self.doc.get("timeInterval")
+        return timedelta(seconds=value) if value else None
+
+    @property
+    def context_input(self) -> Any:
+        """The @context named in notifications: jsonldContext, else the creating request's."""
+        return self.doc.get("jsonldContext", self.doc.get("context"))
+
+    def resolve(self, term: str) -> str:
+        terms: dict[str, str] = self.doc.get("qTerms", {})
+        return terms.get(term) or str(self.ctx.expand_term(term))
+
+    def live(self, now: datetime) -> bool:
+        """Active and not expired (the status "active"), without parsing dates per change."""
+        return bool(self.doc.get("isActive", True)) and (self.expires_at is None or now < self.expires_at)
+
+    def selects(self, doc: Mapping[str, Any]) -> bool:
+        """Entity selectors, q, geoQ and scopeQ: does the subscription cover this entity state?"""
+        if self.selectors and not any(s.matches(doc) for s in self.selectors):
+            return False
+        if self.q is not None and not eval_q(self.q, doc, self.resolve):
+            return False
+        if self.geo is not None and not self._geo_matches(doc):
+            return False
+        return self.scope is None or self.scope(doc.get("scope") or ())
+
+    def _geo_matches(self, doc: Mapping[str, Any]) -> bool:
+        assert self.geo is not None
+        instances = doc.get("attrs", {}).get(self.doc["geoPropertyIri"], [])
+        return any(i.get("type") == "GeoProperty" and isinstance(i.get("value"), dict) and self.geo.matches(i["value"])
+                   for i in instances)
+
+    def triggered(self, kinds: ChangeKinds) -> bool:
+        """Does this kind of change, on the watched attributes, fire one of the triggers?"""
+        relevant = kinds.attrs if self.watched is None else {a: k for a, k in kinds.attrs.items() if a in self.watched}
+        if self.watched is not None and not relevant:
+            return False
+        if kinds.entity in self.triggers:
+            return True
+        return kinds.entity != "entityDeleted" and any(k in self.triggers for k in relevant.values())
+
+    def matches(self, change: EntityChange, kinds: ChangeKinds, now: datetime) -> bool:
+        if not self.live(now) or not self.triggered(kinds):
+            return False
+        doc = change.after if change.after is not None else change.before
+        return doc is not None and self.selects(doc)
+
+    def wants(self, attr: str) -> bool:
+        return self.render.attrs is None or attr in self.render.attrs
+
+
+def render_change(sub: Subscription, change: EntityChange, kinds: ChangeKinds, now: str) -> dict[str, Any]:
+    """The entity as the subscription's notification shows it after `change`."""
+    if change.after is None:
+        assert change.before is not None
+        return _deleted_entity(sub, change.before, now)
+    entity = render_entity(change.after, sub.ctx, sub.render)
+    for attr, kind in kinds.attrs.items():
+        if kind == "attributeDeleted" and sub.wants(attr):
+            entity[sub.ctx.compact_iri(attr)] = _deleted_attribute(sub.render, now)
+    return entity
+
+
+def _deleted_entity(sub: Subscription, before: Mapping[str, Any], now: str) -> dict[str, Any]:
+    """A deleted entity is notified by its id and type (and, with sysAttrs, its timestamps)."""
+    types = [sub.ctx.compact_iri(t) for t in before.get("type", [])]
+    entity: dict[str, Any] = {"id": before["id"], "type": types[0] if len(types) == 1 else types}
+    if sub.render.sys_attrs:
+        entity.update(createdAt=before.get("createdAt"), modifiedAt=before.get("modifiedAt"), deletedAt=now)
+    return entity
+
+
+def _deleted_attribute(opts: RenderOptions, now: str) -> Any:
+    # CIM 009 represents a deleted attribute by the NGSI-LD null, with deletedAt as a system attribute.
+    if opts.fmt == "keyValues":
+        return NULL
+    out: dict[str, Any] = {"value": NULL} if opts.fmt == "concise" else {"type": "Property", "value": NULL}
+    if opts.sys_attrs:
+        out["deletedAt"] = now
+    return out
+
+
+class SubscriptionIndex:
+    """Change-driven subscriptions by (tenant, entity type), then by watched attribute.
+
+    A subscription is filed under the first type of each AND-group of its selectors (`_ANY` when
+    it has no entities) and under each watched attribute (`_ANY` when it watches everything). A
+    change looks up its entity's types and its changed attributes only.
+    """
+
+    def __init__(self) -> None:
+        self._by_type: dict[tuple[str, str], dict[str, set[Key]]] = {}
+
+    @staticmethod
+    def _slots(sub: Subscription) -> list[tuple[tuple[str, str], str]]:
+        types = {g[0] for s in sub.selectors for g in s.groups} or {_ANY}
+        attrs = sub.watched or {_ANY}
+        return [((sub.tenant, t), a) for t in sorted(types) for a in sorted(attrs)]
+
+    def add(self, sub: Subscription) -> None:
+        for type_key, attr in self._slots(sub):
+            self._by_type.setdefault(type_key, {}).setdefault(attr, set()).add(sub.key)
+
+    def remove(self, sub: Subscription) -> None:
+        for type_key, attr in self._slots(sub):
+            inner = self._by_type.get(type_key, {})
+            inner.get(attr, set()).discard(sub.key)
+            if not inner.get(attr, True):
+                del inner[attr]
+            if not inner:
+                self._by_type.pop(type_key, None)
+
+    def candidates(self, tenant: str, types: Iterable[str], attrs: Iterable[str]) -> set[Key]:
+        found: set[Key] = set()
+        changed = set(attrs)
+        for entity_type in (*types, _ANY):
+            inner = self._by_type.get((tenant, entity_type))
+            if not inner:
+                continue
+            found |= inner.get(_ANY, set())
+            for attr in inner.keys() & changed:
+                found |= inner[attr]
+        return found
+
+    def __len__(self) -> int:
+        return len({k for inner in self._by_type.values() for keys in inner.values() for k in keys})
+
+
+# ================================================================================================
+# Delivery
+# ================================================================================================
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    id: str
+    notified_at: str
+    data: list[dict[str, Any]]
+
+
+class Outbox:
+    """One subscription's bounded queue and the worker that delivers it in order."""
+
+    def __init__(self, size: int, deliver: Callable[[Notification], Coroutine[Any, Any, None]], name: str) -> None:
+        self.queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize=size)
+        self.dropped = 0
+        self._deliver = deliver
+        self._task = asyncio.create_task(self._run(), name=name)
+
+    def put(self, item: Notification) -> None:
+        if self.queue.full():
+            # Never block the bus: the oldest pending notification gives way to the newest state.
+            self.queue.get_nowait()
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("%s: queue full, %d notifications dropped so far", self._task.get_name(), self.dropped)
+        self.queue.put_nowait(item)
+
+    async def _run(self) -> None:
+        while True:
+            item = await self.queue.get()
+            try:
+                await self._deliver(item)
+            except Exception:  # a bug in one delivery must not stop the subscription's worker
+                log.exception("%s: delivering %s failed", self._task.get_name(), item.id)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+# ================================================================================================
+# The service
+# ================================================================================================
+
+
+class SubscriptionService:
+    """NGSI-LD subscriptions: handlers, matching on the bus, delivery, persistence."""
+
+    def __init__(self, api: Any, platform: Platform) -> None:
+        self.api = api
+        self.platform = platform
+        self.clock = platform.clock
+        self.settings = platform.settings.subscriptions
+        self.subs: dict[Key, Subscription] = {}
+        self.index = SubscriptionIndex()
+        self._outboxes: dict[Key, Outbox] = {}
+        self._dirty: set[Key] = set()
+        self._flush_timer: TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._client: httpx.AsyncClient | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._failing: set[Key] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self.settings.notify_timeout_s),
+            # One connection per subscription in flight at most; no pool wait behind slow endpoints.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
+        )
+        for tenant, _, doc in await self.api.store.list_docs(KIND):
+            try:
+                self._install(Subscription.compile(tenant, doc, await self._notify_ctx(doc, strict=False)))
+            except Exception:
+                log.exception("subscription %s of tenant %s could not be restored", doc.get("id"), tenant)
+        self._unsubscribe = self.platform.bus.subscribe(EntitiesChanged, self._on_changes)
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for sub in list(self.subs.values()):
+            self._cancel_timers(sub)
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+        for outbox in self._outboxes.values():
+            await outbox.close()
+        self._outboxes.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._flush()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": self._unsubscribe is not None, "subscriptions": len(self.subs),
+                "queued": sum(o.queue.qsize() for o in self._outboxes.values()),
+                "dropped": sum(o.dropped for o in self._outboxes.values()), "failing": len(self._failing)}
+
+    async def _notify_ctx(self, doc: Doc, strict: bool) -> Any:
+        ctx_input = doc.get("jsonldContext", doc.get("context"))
+        try:
+            return await self.api.resolver.compile(ctx_input)
+        except Exception:
+            if strict:
+                raise
+            # Names are stored expanded, so matching still works; only compaction falls back.
+            log.warning("@context of subscription %s unavailable; notifying with the core context", doc.get("id"))
+            return await self.api.resolver.compile(None)
+
+    # -- handlers ----------------------------------------------------------------------------------
+    async def create(self, req: Req) -> Resp:
+        body = read_body(req)
+        ctx_input, ctx = await self.api.compile(req, body)
+        tenant = self.api.write_tenant(req)
+        doc = new_document(body, ctx, ctx_input, self.clock.now())
+        if (tenant, doc["id"]) in self.subs:
+            raise AlreadyExists(f"subscription {doc['id']} already exists")
+        sub = Subscription.compile(tenant, doc, await self._notify_ctx(doc, strict=True))
+        if sub.key in self.subs:  # created meanwhile by a concurrent request
+            raise AlreadyExists(f"subscription {doc['id']} already exists")
+        self._install(sub)
+        try:
+            await self.api.store.put_doc(KIND, tenant, sub.id, doc)
+        except Exception:
+            await self._uninstall(sub.key)
+            raise
+        resp: Resp = self.api.no_content(req, 201, {"Location": SUBSCRIPTIONS + quote(sub.id, safe=":")})
+        return resp
+
+    async def list_subscriptions(self, req: Req) -> Resp:
+        accept = negotiate(req)
+        tenant = await self._read_tenant(req)
+        ctx_input, ctx = await self.api.compile(req)
+        limit, offset, count = self.api.paging(req)
+        mine = sorted((s for s in self.subs.values() if s.tenant == tenant),
+                      key=lambda s: (s.doc["createdAt"], s.id))
+        now, sys_attrs = self.clock.now(), "sysAttrs" in options(req)
+        page = [present(s.doc, ctx, now, sys_attrs) for s in mine[offset:offset + limit]]
+        headers = {"NGSILD-Results-Count": str(len(mine))} if count else {}
+        links = self._page_links(req, offset, limit, len(mine))
+        resp: Resp = self.api.reply(req, page, ctx_input, accept, headers=headers)
+        if links:
+            resp.headers["Link"] = ", ".join([*([resp.headers["Link"]] if "Link" in resp.headers else []), *links])
+        return resp
+
+    async def retrieve(self, req: Req) -> Resp:
+        accept = negotiate(req)
+        sub = await self._existing(req)
+        ctx_input, ctx = await self.api.compile(req)
+        body = present(sub.doc, ctx, self.clock.now(), "sysAttrs" in options(req))
+        resp: Resp = self.api.reply(req, body, ctx_input, accept)
+        return resp
+
+    async def update(self, req: Req) -> Resp:
+        body = read_body(req, (JSON, JSONLD, MERGE_PATCH))
+        _, ctx = await self.api.compile(req, body)
+        sub = await self._existing(req)
+        doc = merged_document(sub.doc, body, ctx, self.clock.now())
+        fresh = Subscription.compile(sub.tenant, doc, await self._notify_ctx(doc, strict=True))
+        await self.api.store.put_doc(KIND, sub.tenant, sub.id, doc)
+        self._replace(sub, fresh)
+        resp: Resp = self.api.no_content(req)
+        return resp
+
+    async def delete(self, req: Req) -> Resp:
+        sub = await self._existing(req)
+        await self._uninstall(sub.key)
+        await self.api.store.delete_doc(KIND, sub.tenant, sub.id)
+        resp: Resp = self.api.no_content(req)
+        return resp
+
+    async def _read_tenant(self, req: Req) -> str:
+        tenant: str = self.api.write_tenant(req)
+        if any(key[0] == tenant for key in self.subs):
+            return tenant
+        checked: str = await self.api.read_tenant(req)  # 404 for a tenant nobody has used
+        return checked
+
+    async def _existing(self, req: Req) -> Subscription:
+        sub_id = req.path_params["subscriptionId"]
+        if not is_uri(sub_id):
+            raise BadRequest(f"subscription id must be a URI, got {sub_id!r}")
+        tenant = await self._read_tenant(req)
+        sub = self.subs.get((tenant, sub_id))
+        if sub is None:
+            raise NotFound(f"subscription {sub_id} does not exist")
+        return sub
+
+    @staticmethod
+    def _page_links(req: Req, offset: int, limit: int, total: int) -> list[str]:
+        links = []
+        if offset > 0 and limit > 0:
+            links.append(f'<{req.url_with(offset=max(0, offset - limit), limit=limit)}>; rel="prev"')
+        if limit > 0 and offset + limit < total:
+            links.append(f'<{req.url_with(offset=offset + limit, limit=limit)}>; rel="next"')
+        return links
+
+    # -- registry ----------------------------------------------------------------------------------
+    def _install(self, sub: Subscription) -> None:
+        self.subs[sub.key] = sub
+        if sub.interval is None:
+            self.index.add(sub)
+        else:
+            self._schedule_periodic(sub, self.clock.now())
+        if sub.key not in self._outboxes:
+            self._outboxes[sub.key] = Outbox(self.settings.queue_size, self._delivery_for(sub.key),
+                                             f"ucity-notify:{sub.tenant}:{sub.id}")
+
+    def _replace(self, old: Subscription, fresh: Subscription) -> None:
+        self._cancel_timers(old, keep_throttle=True)
+        self.index.remove(old)
+        fresh.last_sent, fresh.pending, fresh.throttle_timer = old.last_sent, old.pending, old.throttle_timer
+        fresh.notifications = old.notifications
+        # Deliveries may have been counted on the old document while the new one was being saved.
+        for name in _STATS:
+            if name in old.doc["notification"]:
+                fresh.doc["notification"][name] = old.doc["notification"][name]
+        self._install(fresh)
+
+    async def _uninstall(self, key: Key) -> None:
+        sub = self.subs.pop(key, None)
+        if sub is None:
+            return
+        self.index.remove(sub)
+        self._cancel_timers(sub)
+        self._dirty.discard(key)
+        self._failing.discard(key)
+        outbox = self._outboxes.pop(key, None)
+        if outbox is not None:
+            await outbox.close()
+
+    @staticmethod
+    def _cancel_timers(sub: Subscription, keep_throttle: bool = False) -> None:
+        timers = [sub.periodic_timer] if keep_throttle else [sub.periodic_timer, sub.throttle_timer]
+        for timer in timers:
+            if timer is not None:
+                timer.cancel()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- matching ----------------------------------------------------------------------------------
+    async def _on_changes(self, event: EntitiesChanged) -> None:
+        """Match a committed batch and queue the notifications; never awaits I/O."""
+        now = self.clock.now()
+        stamp = to_iso(now)
+        batches: dict[Key, list[dict[str, Any]]] = {}
+        for change in event.changes:
+            kinds = classify(change)
+            for key in self.index.candidates(change.tenant, change.types, kinds.attrs):
+                sub = self.subs[key]
+                try:
+                    if sub.matches(change, kinds, now):
+                        batches.setdefault(key, []).append(render_change(sub, change, kinds, stamp))
+                except Exception:  # one broken subscription must not starve the others
+                    log.exception("matching subscription %s failed", sub.id)
+        for key, entities in batches.items():
+            self._notify(self.subs[key], entities, now)
+
+    def _notify(self, sub: Subscription, entities: list[dict[str, Any]], now: datetime) -> None:
+        window = sub.throttling
+        if window is not None and sub.last_sent is not None and now < sub.last_sent + window:
+            for entity in entities:  # keep the latest state of each entity, in order of change
+                sub.pending.pop(entity["id"], None)
+                sub.pending[entity["id"]] = entity
+            if sub.throttle_timer is None:
+                key = sub.key
+                sub.throttle_timer = self.clock.call_at(sub.last_sent + window, lambda: self._release(key))
+            return
+        self._send(sub, entities, now)
+
+    def _release(self, key: Key) -> None:
+        """End of a throttling window: send what changed during it, in one notification."""
+        sub = self.subs.get(key)
+        if sub is None:
+            return
+        sub.throttle_timer = None
+        entities, sub.pending = list(sub.pending.values()), {}
+        now = self.clock.now()
+        if entities and sub.live(now):
+            self._send(sub, entities, now)
+
+    def _send(self, sub: Subscription, entities: list[dict[str, Any]], now: datetime) -> None:
+        sub.last_sent = now
+        sub.notifications += 1
+        outbox = self._outboxes.get(sub.key)
+        if outbox is not None:
+            outbox.put(Notification(f"urn:ngsi-ld:Notification:{uuid.uuid4()}", to_iso(now), entities))
+
+    # -- periodic notifications --------------------------------------------------------------------
+    def _schedule_periodic(self, sub: Subscription, after: datetime) -> None:
+        interval = sub.interval
+        assert interval is not None
+        when, key = after + interval, sub.key
+        sub.periodic_timer = self.clock.call_at(when, lambda: self._periodic_due(key, when))
+
+    def _periodic_due(self, key: Key, when: datetime) -> None:
+        sub = self.subs.get(key)
+        if sub is None:
+            return
+        now = self.clock.now()
+        if sub.expires_at is not None and now >= sub.expires_at:
+            return  # no more periods; a PATCH of expiresAt installs the subscription again
+        # The next one is due one interval after this one was due, so periods do not drift.
+        self._schedule_periodic(sub, when)
+        if sub.live(now):
+            self._spawn(self._periodic(sub))
+
+    async def _periodic(self, sub: Subscription) -> None:
+        docs = await self._current_entities(sub)
+        if docs and self.subs.get(sub.key) is sub:
+            self._send(sub, [render_entity(d, sub.ctx, sub.render) for d in docs], self.clock.now())
+
+    async def _current_entities(self, sub: Subscription) -> list[Doc]:
+        """Every entity the subscription covers now, queried in the store."""
+        found: dict[str, Doc] = {}
+        for selector in sub.selectors:
+            query = self._entity_query(sub, selector)
+            while True:
+                docs, _ = await self.api.store.query_entities(sub.tenant, query)
+                # scopeQ is tested here, with the same reading as for changes (the store's differs).
+                found.update((d["id"], d) for d in docs if sub.scope is None or sub.scope(d.get("scope") or ()))
+                if len(docs) < query.limit:
+                    break
+                query.offset += query.limit
+        return list(found.values())
+
+    def _entity_query(self, sub: Subscription, selector: Selector) -> EntityQuery:
+        query = EntityQuery(ids=(selector.id,) if selector.id else (),
+                            id_pattern=selector.pattern.pattern if selector.pattern and not selector.id else None,
+                            types=TypeExpr(selector.groups), limit=self.api.settings.max_limit)
+        if sub.q is not None:
+            query.q_sql = compile_q_sqlite(sub.q, sub.resolve)
+        if sub.geo is not None:
+            query.geo, query.geo_attr = sub.geo, sub.doc["geoPropertyIri"]
+        return query
+
+    # -- delivery ----------------------------------------------------------------------------------
+    def _delivery_for(self, key: Key) -> Callable[[Notification], Coroutine[Any, Any, None]]:
+        async def deliver(item: Notification) -> None:
+            await self._deliver(key, item)
+
+        return deliver
+
+    async def _deliver(self, key: Key, item: Notification) -> None:
+        """Post one notification; retry with exponential backoff; give up after max_retries."""
+        for attempt in range(self.settings.max_retries + 1):
+            sub = self.subs.get(key)
+            if sub is None:
+                return
+            ok = await self._post(sub, item)
+            self._record(sub, ok)
+            if ok:
+                return
+            if attempt < self.settings.max_retries:
+                await self._sleep(self.settings.retry_base_s * 2**attempt)
+        log.warning("subscription %s: notification %s abandoned after %d attempts", key[1], item.id,
+                    self.settings.max_retries + 1)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Wait on the platform clock, so that tests drive retries with a fake clock."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not done.done():
+                done.set_result(None)
+
+        timer = self.clock.call_at(self.clock.now() + timedelta(seconds=seconds), wake)
+        try:
+            await done
+        finally:
+            timer.cancel()
+
+    def request_of(self, sub: Subscription, item: Notification) -> tuple[bytes, dict[str, str]]:
+        """The body and headers of one notification POST (§5.11, §6.3.15 for the HTTP binding)."""
+        endpoint = sub.doc["notification"]["endpoint"]
+        body: dict[str, Any] = {"id": item.id, "type": "Notification", "subscriptionId": sub.id,
+                                "notifiedAt": item.notified_at, "data": item.data}
+        headers = {"Content-Type": endpoint["accept"]}
+        if endpoint["accept"] == JSONLD:
+            body["@context"] = response_context_value(sub.context_input)
+        else:
+            headers["Link"] = response_context_header(sub.context_input)
+        if sub.tenant != self.api.settings.default_tenant:
+            headers["NGSILD-Tenant"] = sub.tenant
+        for pair in endpoint.get("receiverInfo", ()):
+            headers[pair["key"]] = pair["value"]
+        return orjson.dumps(body), headers
+
+    async def _post(self, sub: Subscription, item: Notification) -> bool:
+        assert self._client is not None
+        body, headers = self.request_of(sub, item)
+        try:
+            response = await self._client.post(sub.doc["notification"]["endpoint"]["uri"], content=body,
+                                               headers=headers)
+        except httpx.HTTPError as exc:
+            self._log_outcome(sub, False, f"{type(exc).__name__}: {exc}")
+            return False
+        ok = 200 <= response.status_code < 300
+        self._log_outcome(sub, ok, f"HTTP {response.status_code}")
+        return ok
+
+    def _log_outcome(self, sub: Subscription, ok: bool, detail: str) -> None:
+        """Log transitions between working and failing endpoints, not every notification."""
+        if ok and sub.key in self._failing:
+            self._failing.discard(sub.key)
+            log.info("subscription %s: endpoint works again", sub.id)
+        elif not ok and sub.key not in self._failing:
+            self._failing.add(sub.key)
+            log.warning("subscription %s: notification to %s failed: %s", sub.id,
+                        sub.doc["notification"]["endpoint"]["uri"], detail)
+
+    def _record(self, sub: Subscription, ok: bool) -> None:
+        stats = sub.doc["notification"]
+        stamp = to_iso(self.clock.now())
+        stats["timesSent"] = stats.get("timesSent", 0) + 1
+        stats["lastNotification"] = stamp
+        if ok:
+            stats["lastSuccess"], stats["status"] = stamp, "ok"
+        else:
+            stats["lastFailure"], stats["status"] = stamp, "failed"
+            stats["timesFailed"] = stats.get("timesFailed", 0) + 1
+        self._dirty.add(sub.key)
+        if self._flush_timer is None:
+            self._flush_timer = self.clock.call_at(self.clock.now() + timedelta(seconds=STATS_FLUSH_S),
+                                                   self._flush_due)
+
+    def _flush_due(self) -> None:
+        self._flush_timer = None
+        self._spawn(self._flush())
+
+    async def _flush(self) -> None:
+        """Persist the delivery counters of the subscriptions that notified since the last flush."""
+        dirty, self._dirty = self._dirty, set()
+        for key in dirty:
+            sub = self.subs.get(key)
+            if sub is not None:
+                await self.api.store.put_doc(KIND, sub.tenant, sub.id, sub.doc)
+
+    # The route table calls the handlers by their operation names; `list` is defined last so that
+    # it does not shadow the builtin in the annotations above.
+    list = list_subscriptions
