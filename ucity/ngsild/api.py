@@ -6,6 +6,7 @@ the store applies and group-commits; the commit publishes the changes on the bus
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -16,17 +17,39 @@ from ucity.core.errors import BadRequest, NotFound, UcityError
 from ucity.core.http import Req, Resp
 from ucity.ngsild import ops
 from ucity.ngsild.model import (
-    RenderOptions, check_entity_id, check_name, normalize_attribute, normalize_attrs, normalize_entity,
-    normalize_instance, render_entity, to_geojson_feature,
+    RenderOptions,
+    check_entity_id,
+    check_name,
+    default_geometry,
+    normalize_attribute,
+    normalize_attrs,
+    normalize_entity,
+    normalize_instance,
+    render_entity,
+    to_geojson_feature,
 )
 from ucity.ngsild.request import (
-    GEOJSON, JSON, JSONLD, MERGE_PATCH, bool_param, csv_param, int_param, negotiate, options, read_body,
-    request_context, response_context_header, response_context_value, tenant_of,
+    GEOJSON,
+    JSON,
+    JSONLD,
+    MERGE_PATCH,
+    bool_param,
+    csv_param,
+    int_param,
+    negotiate,
+    options,
+    read_body,
+    request_context,
+    response_context_header,
+    response_context_value,
+    tenant_of,
 )
 from ucity.ngsild.typeq import parse_type_expr
 from ucity.store.base import Doc, EntityQuery, Mutation, Outcome, Store
 
 ENTITIES = "/ngsi-ld/v1/entities/"
+# Representation names of `options` / `format` -> RenderOptions.fmt (`simplified` is `keyValues`).
+_FORMATS = {"normalized": "normalized", "concise": "concise", "keyValues": "keyValues", "simplified": "keyValues"}
 
 
 class NgsiLdApi:
@@ -78,35 +101,47 @@ class NgsiLdApi:
     async def run_one(self, req: Req, tenant: str, entity_id: str, fn: Any) -> Outcome:
         result = (await self.run(req, tenant, [Mutation(entity_id, fn)]))[0]
         if isinstance(result, Exception):
-            if isinstance(result, NotFound) and "does not exist" in str(result) and result.detail.startswith("entity"):
-                raise NotFound(f"entity {entity_id} does not exist")
-            raise result
+            raise _entity_error(entity_id, result)
         return result
 
-    def render_options(self, req: Req, ctx: Any, accept: str) -> RenderOptions:
+    def render_options(self, req: Req, ctx: Any, accept: str, attrs: list[str] | None = None) -> RenderOptions:
+        """How to show entities, from the request; `attrs` overrides the attrs parameter (query bodies)."""
         opts = options(req)
-        fmt = "keyValues" if opts & {"keyValues", "simplified"} else "concise" if "concise" in opts else "normalized"
+        fmt_param = req.param("format")
+        if fmt_param is not None and fmt_param not in _FORMATS:
+            raise BadRequest(f"format must be one of {', '.join(sorted(_FORMATS))}, got {fmt_param!r}")
+        asked = {_FORMATS[o] for o in opts & _FORMATS.keys()}
+        if len(asked) > 1:
+            raise BadRequest(f"conflicting representations requested: {', '.join(sorted(asked))}")
+        fmt = asked.pop() if asked else "normalized"
         pick = csv_param(req, "pick")
         omit = csv_param(req, "omit")
-        attrs = csv_param(req, "attrs")
+        attrs = csv_param(req, "attrs") if attrs is None else attrs
         if pick and omit:
             raise BadRequest("pick and omit cannot be used together")
         keep: frozenset[str] | None = None
-        names = [n for n in (pick or attrs) if n not in ("id", "type")]
+        members = ("id", "type", "scope")
+        names = [n for n in (pick or attrs) if n not in members]
         if pick or attrs:
             keep = frozenset(ctx.expand_term(check_name(n)) for n in names)
         datasets = csv_param(req, "datasetId")
         return RenderOptions(
             fmt=fmt, sys_attrs="sysAttrs" in opts, attrs=keep,
-            omit=frozenset(ctx.expand_term(n) for n in omit if n not in ("id", "type")),
+            omit=frozenset(ctx.expand_term(n) for n in omit if n not in members),
             pick_id=("id" in pick) if pick else "id" not in omit,
             pick_type=("type" in pick) if pick else "type" not in omit,
+            pick_scope=("scope" in pick) if pick else "scope" not in omit,
             lang=req.param("lang"),
             dataset_ids=frozenset(datasets) if datasets else None,
         )
 
-    def present(self, req: Req, docs: list[Doc], ctx: Any, accept: str) -> list[dict[str, Any]]:
-        opts = self.render_options(req, ctx, accept)
+    @staticmethod
+    def geometry_iri(req: Req, ctx: Any) -> str:
+        return str(ctx.expand_term(check_name(req.param("geometryProperty") or "location", "geometryProperty")))
+
+    def present(self, req: Req, docs: list[Doc], ctx: Any, accept: str,
+                attrs: list[str] | None = None) -> list[dict[str, Any]]:
+        opts = self.render_options(req, ctx, accept, attrs)
         return [render_entity(doc, ctx, opts) for doc in docs]
 
     # -- entities ------------------------------------------------------------------------------
@@ -127,15 +162,14 @@ class NgsiLdApi:
             raise NotFound(f"entity {entity_id} does not exist")
         entity = self.present(req, [doc], ctx, accept)[0]
         if accept == GEOJSON:
-            geoprop = req.param("geometryProperty") or "location"
-            feature = to_geojson_feature(entity, geoprop)
+            feature = to_geojson_feature(entity, default_geometry(doc, self.geometry_iri(req, ctx)))
             feature["@context"] = response_context_value(ctx_input)
             return Resp(200, feature, self.tenant_headers(req), media_type=GEOJSON)
         return self.reply(req, entity, ctx_input, accept)
 
     async def delete_entity(self, req: Req) -> Resp:
         entity_id = check_entity_id(req.path_params["entityId"])
-        await self.run_one(req, self.write_tenant(req), entity_id, ops.delete_op())
+        await self.run_one(req, self.write_tenant(req), entity_id, ops.delete_op(entity_id))
         return self.no_content(req)
 
     async def merge_entity(self, req: Req) -> Resp:
@@ -215,8 +249,10 @@ class NgsiLdApi:
         entity_id = check_entity_id(req.path_params["entityId"])
         body = read_body(req)
         _, ctx = await self.compile(req, body)
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object: the attribute")
         name = req.path_params["attrId"]
-        value = {k: v for k, v in body.items() if k != "@context"} if isinstance(body, dict) else body
+        value = {k: v for k, v in body.items() if k != "@context"}
         instances = normalize_attribute(name, value, ctx)
         await self.run_one(req, self.write_tenant(req), entity_id, ops.replace_attr_op(self._attr_target(req, ctx), instances))
         return self.no_content(req)
@@ -241,6 +277,11 @@ class NgsiLdApi:
             check_entity_id(entity_id)
         query.ids = tuple(ids)
         query.id_pattern = params.get("idPattern")
+        if query.id_pattern is not None:
+            try:
+                re.compile(query.id_pattern)
+            except re.error as exc:
+                raise BadRequest(f"idPattern is not a valid regular expression: {exc}") from exc
         if params.get("type"):
             query.types = parse_type_expr(params["type"], ctx.expand_term)
         if params.get("attrs"):
@@ -249,7 +290,7 @@ class NgsiLdApi:
             try:
                 query.q_sql = compile_q_sqlite(parse_q(params["q"]), ctx.expand_term)
             except QueryError as exc:
-                raise BadRequest(f"invalid q: {exc}") from exc
+                raise BadRequest(str(exc)) from exc
         try:
             geo = (parse_geoquery_json(params["geoQ"]) if params.get("geoQ") is not None else
                    parse_geoquery(params.get("georel"), params.get("geometry"), params.get("coordinates"),
@@ -289,8 +330,8 @@ class NgsiLdApi:
         return self.query_reply(req, docs, total, query, ctx_input, ctx, accept)
 
     def query_reply(self, req: Req, docs: list[Doc], total: int | None, query: EntityQuery,
-                    ctx_input: Any, ctx: Any, accept: str) -> Resp:
-        entities = self.present(req, docs, ctx, accept)
+                    ctx_input: Any, ctx: Any, accept: str, attrs: list[str] | None = None) -> Resp:
+        entities = self.present(req, docs, ctx, accept, attrs)
         headers: dict[str, str] = {}
         if total is not None:
             headers["NGSILD-Results-Count"] = str(total)
@@ -300,8 +341,9 @@ class NgsiLdApi:
         if query.limit > 0 and len(docs) == query.limit and (total is None or query.offset + query.limit < total):
             links.append(f'<{req.url_with(offset=query.offset + query.limit, limit=query.limit)}>; rel="next"')
         if accept == GEOJSON:
-            geoprop = req.param("geometryProperty") or "location"
-            body = {"type": "FeatureCollection", "features": [to_geojson_feature(e, geoprop) for e in entities],
+            geo_iri = self.geometry_iri(req, ctx)
+            features = [to_geojson_feature(e, default_geometry(d, geo_iri)) for d, e in zip(docs, entities, strict=True)]
+            body = {"type": "FeatureCollection", "features": features,
                     "@context": response_context_value(ctx_input)}
             if links:
                 headers["Link"] = ", ".join(links)
@@ -318,15 +360,23 @@ class NgsiLdApi:
         ctx_input, ctx = await self.compile(req, body)
         if not isinstance(body, dict) or body.get("type") != "Query":
             raise BadRequest("the body must be a Query object with \"type\": \"Query\"")
-        params: dict[str, Any] = {"q": body.get("q"), "geoQ": body.get("geoQ"), "attrs": body.get("attrs") or [],
+        attrs = body.get("attrs") or []
+        if not isinstance(attrs, list) or not all(isinstance(a, str) and a for a in attrs):
+            raise BadRequest("attrs must be an array of attribute names")
+        params: dict[str, Any] = {"q": body.get("q"), "geoQ": body.get("geoQ"), "attrs": attrs,
                                   "scopeQ": body.get("scopeQ")}
         selectors = body.get("entities") or []
+        if not isinstance(selectors, list) or not all(isinstance(s, dict) for s in selectors):
+            raise BadRequest("entities must be an array of EntitySelector objects")
         if len(selectors) > 1:
             ids = [s.get("id") for s in selectors]
             if all(ids) and len({s.get("type") for s in selectors}) == 1:
                 params["id"], params["type"] = ids, selectors[0].get("type")
+            elif all(set(s) == {"type"} for s in selectors):
+                # Selectors are ORed (§5.7.2): type-only selectors are one type expression.
+                params["type"] = "|".join(f"({s['type']})" for s in selectors)
             else:
-                raise BadRequest("only one entity selector (or several ids of one type) is supported per query")
+                raise BadRequest("several entity selectors are supported when they only differ by id or by type")
         elif selectors:
             sel = selectors[0]
             params["id"] = [sel["id"]] if sel.get("id") else []
@@ -337,11 +387,11 @@ class NgsiLdApi:
         query.limit, query.offset, query.count = self.paging(req)
         tenant = await self.read_tenant(req)
         docs, total = await self.store.query_entities(tenant, query)
-        return self.query_reply(req, docs, total, query, ctx_input, ctx, accept)
+        return self.query_reply(req, docs, total, query, ctx_input, ctx, accept, attrs or None)
 
     async def purge_entities(self, req: Req) -> Resp:
         """DELETE /entities?type=...: delete every entity matching the selection."""
-        ctx_input, ctx = await self.compile(req)
+        _, ctx = await self.compile(req)
         params: dict[str, Any] = {k: req.param(k) for k in ("idPattern", "type", "q")}
         params["id"] = csv_param(req, "id")
         if not any(params.values()):
@@ -350,7 +400,7 @@ class NgsiLdApi:
         tenant = self.write_tenant(req)
         ids = await self.store.entity_ids(tenant, query)
         if ids:
-            await self.run(req, tenant, [Mutation(i, ops.delete_op()) for i in ids])
+            await self.run(req, tenant, [Mutation(i, ops.delete_op(i)) for i in ids])
         return self.no_content(req)
 
     # -- batch ---------------------------------------------------------------------------------
@@ -392,10 +442,8 @@ class NgsiLdApi:
         results = await self.run(req, tenant, [Mutation(i, make(d)) for i, d in docs]) if docs else []
         created, succeeded = [], []
         for (entity_id, _), result in zip(docs, results, strict=True):
-            if isinstance(result, UcityError):
-                errors.append({"entityId": entity_id, "error": result.to_problem()})
-            elif isinstance(result, Exception):
-                errors.append({"entityId": entity_id, "error": UcityError(str(result)).to_problem()})
+            if isinstance(result, Exception):
+                errors.append({"entityId": entity_id, "error": _entity_error(entity_id, result).to_problem()})
             elif result.operation == "create":
                 created.append(entity_id)
             else:
@@ -440,10 +488,10 @@ class NgsiLdApi:
         errors: list[dict[str, Any]] = []
         for entity_id in body:
             try:
-                docs.append((check_entity_id(entity_id), {}))
+                docs.append((check_entity_id(entity_id), {"id": entity_id}))
             except UcityError as exc:
                 errors.append({"entityId": entity_id, "error": exc.to_problem()})
-        _, ok, errors = await self._execute(req, docs, errors, lambda d: ops.delete_op())
+        _, ok, errors = await self._execute(req, docs, errors, lambda d: ops.delete_op(d["id"]))
         return self._batch_reply(req, [], ok, errors, 204)
 
     # -- discovery -----------------------------------------------------------------------------
@@ -499,6 +547,13 @@ class NgsiLdApi:
                         "attributeTypes": kinds, "typeNames": [ctx.compact_iri(t) for t in types]}
                 return self.reply(req, body, ctx_input, accept)
         raise NotFound(f"no attribute {req.path_params['attrId']}")
+
+
+def _entity_error(entity_id: str, error: Exception) -> UcityError:
+    """A mutation's failure as the error reported for its entity (ops do not always know the id)."""
+    if isinstance(error, ops.EntityNotFound):
+        return NotFound(f"entity {entity_id} does not exist")
+    return error if isinstance(error, UcityError) else UcityError(str(error))
 
 
 def _has_value(patch: dict[str, Any]) -> bool:

@@ -46,6 +46,29 @@ class Ctx(Protocol):
     def compact_iri(self, iri: str) -> str: ...
 
 
+def is_geojson_geometry(value: Any) -> bool:
+    """Whether a value is a GeoJSON geometry object (a concise GeoProperty is one)."""
+    if not isinstance(value, dict) or value.get("type") not in GEOJSON_TYPES:
+        return False
+    return "geometries" in value if value["type"] == "GeometryCollection" else "coordinates" in value
+
+
+def is_null_value(attr_type: str, value: Any) -> bool:
+    """Whether a value member is the NGSI-LD Null of its attribute type (CIM 009 §4.5.0, §4.6.5).
+
+    A JsonProperty's `json` is opaque, so there the sentinel is data, never a marker.
+    """
+    if attr_type == "LanguageProperty":
+        return bool(value == {"@none": NULL})
+    return attr_type != "JsonProperty" and value == NULL
+
+
+def is_null_instance(instance: dict[str, Any]) -> bool:
+    """Whether an update/merge fragment instance is an NGSI-LD Null (a request to delete it)."""
+    attr_type = instance.get("type", "Property")
+    return is_null_value(attr_type, instance.get(VALUE_KEY.get(attr_type, "value")))
+
+
 def is_uri(value: Any) -> bool:
     return isinstance(value, str) and bool(_URI.match(value))
 
@@ -147,10 +170,10 @@ def normalize_instance(name: str, value: Any, ctx: Ctx, allow_null: bool = False
     """One attribute instance in stored form, validated."""
     if value == NULL and allow_null:
         return {"type": "Property", "value": NULL}
-    if not isinstance(value, dict) or not _looks_like_instance(value):
-        if isinstance(value, dict) and value.get("type") in GEOJSON_TYPES and "coordinates" in value:
-            value = {"type": "GeoProperty", "value": value}  # concise GeoProperty
-        elif isinstance(value, dict) and not value:
+    if is_geojson_geometry(value):
+        value = {"type": "GeoProperty", "value": value}  # concise GeoProperty
+    elif not isinstance(value, dict) or not _looks_like_instance(value):
+        if isinstance(value, dict) and not value:
             raise BadRequest(f"attribute {name!r} is empty")
         else:
             value = {"value": value}  # concise Property
@@ -186,7 +209,9 @@ def normalize_instance(name: str, value: Any, ctx: Ctx, allow_null: bool = False
 def _check_value(name: str, attr_type: str, value: Any, allow_null: bool) -> Any:
     if value is None:
         raise BadRequest(f"attribute {name!r} has a null value")
-    if allow_null and value == NULL:
+    if is_null_value(attr_type, value):
+        if not allow_null:
+            raise BadRequest(f"attribute {name!r}: the NGSI-LD Null is only allowed in an update or merge")
         return value
     if attr_type == "Relationship":
         objects = value if isinstance(value, list) else [value]
@@ -236,6 +261,7 @@ class RenderOptions:
     omit: frozenset[str] = frozenset()  # attribute IRIs to drop
     pick_id: bool = True
     pick_type: bool = True
+    pick_scope: bool = True
     lang: str | None = None
     dataset_ids: frozenset[str] | None = None
     keep_null_value: bool = False
@@ -249,7 +275,7 @@ def render_entity(doc: dict[str, Any], ctx: Ctx, opts: RenderOptions) -> dict[st
     if opts.pick_type:
         types = [ctx.compact_iri(t) for t in doc.get("type", [])]
         out["type"] = types[0] if len(types) == 1 else types
-    if doc.get("scope"):
+    if doc.get("scope") and opts.pick_scope:
         out["scope"] = doc["scope"] if len(doc["scope"]) > 1 else doc["scope"][0]
     if opts.sys_attrs:
         out["createdAt"] = doc.get("createdAt")
@@ -263,8 +289,19 @@ def render_entity(doc: dict[str, Any], ctx: Ctx, opts: RenderOptions) -> dict[st
         if not chosen:
             continue
         rendered = [render_instance(i, ctx, opts) for i in chosen]
-        out[ctx.compact_iri(iri)] = rendered[0] if len(rendered) == 1 else rendered
+        if len(rendered) == 1:
+            out[ctx.compact_iri(iri)] = rendered[0]
+        elif opts.fmt == "keyValues":
+            # §4.5.4: simplified instances keyed by datasetId ("@none" for the default), as Stellio does;
+            # a bare array would lose which value came from which dataset.
+            datasets = {i.get("datasetId", "@none"): r for i, r in zip(chosen, rendered, strict=True)}
+            out[ctx.compact_iri(iri)] = {"dataset": datasets}
+        else:
+            out[ctx.compact_iri(iri)] = rendered
     return out
+
+
+_WRAPPED_IN_KEY_VALUES = frozenset({"LanguageProperty", "JsonProperty", "VocabProperty"})
 
 
 def render_instance(instance: dict[str, Any], ctx: Ctx, opts: RenderOptions) -> Any:
@@ -273,6 +310,9 @@ def render_instance(instance: dict[str, Any], ctx: Ctx, opts: RenderOptions) -> 
     if opts.fmt == "keyValues":
         if attr_type == "LanguageProperty" and opts.lang:
             return _pick_lang(instance.get(key, {}), opts.lang)[0]
+        if attr_type in _WRAPPED_IN_KEY_VALUES:
+            # §4.5.4: these stay a one-member object so that they are not mistaken for a Property value.
+            return {key: instance.get(key)}
         return instance.get(key)
     out: dict[str, Any] = {}
     concise = opts.fmt == "concise"
@@ -316,11 +356,15 @@ def _pick_lang(language_map: dict[str, Any], wanted: str) -> tuple[Any, str]:
     return None, wanted
 
 
-def to_geojson_feature(entity: dict[str, Any], geoproperty: str) -> dict[str, Any]:
-    """A compacted entity as a GeoJSON Feature (Accept: application/geo+json)."""
-    props = {k: v for k, v in entity.items() if k != "id"}
-    geometry: Any = None
-    geo = entity.get(geoproperty)
-    if isinstance(geo, dict):
-        geometry = geo.get("value") if "value" in geo else (geo if "coordinates" in geo else None)
+def default_geometry(doc: dict[str, Any], iri: str) -> Any:
+    """The GeoJSON geometry of a stored entity's GeoProperty: its default instance (§4.5.16.1), or None."""
+    instances = doc.get("attrs", {}).get(iri, [])
+    index = find_instance(instances, None)
+    value = instances[index].get("value") if index is not None else None
+    return value if is_geojson_geometry(value) else None
+
+
+def to_geojson_feature(entity: dict[str, Any], geometry: Any) -> dict[str, Any]:
+    """A rendered entity as a GeoJSON Feature (Accept: application/geo+json, §4.5.16.2)."""
+    props = {k: v for k, v in entity.items() if k not in ("id", "@context")}
     return {"id": entity.get("id"), "type": "Feature", "geometry": geometry, "properties": props}

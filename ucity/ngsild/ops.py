@@ -11,7 +11,7 @@ import copy
 from typing import Any
 
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound
-from ucity.ngsild.model import NULL, find_instance, stamp
+from ucity.ngsild.model import find_instance, is_null_instance, stamp
 from ucity.store.base import ApplyFn, Doc, Outcome
 
 Attrs = dict[str, list[dict[str, Any]]]
@@ -21,9 +21,13 @@ def _history(attrs: Attrs) -> tuple[tuple[str, dict[str, Any]], ...]:
     return tuple((iri, copy.deepcopy(i)) for iri, instances in attrs.items() for i in instances)
 
 
+class EntityNotFound(NotFound):
+    """The entity a mutation applies to does not exist (the handler knows which one it was)."""
+
+
 def _require(before: Doc | None, entity_id: str) -> Doc:
     if before is None:
-        raise NotFound(f"entity {entity_id} does not exist")
+        raise EntityNotFound(f"entity {entity_id} does not exist" if entity_id else "the entity does not exist")
     return before
 
 
@@ -52,14 +56,14 @@ def replace_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:
     def apply(before: Doc | None, now: str) -> Outcome:
         if before is None:
             if not create_if_missing:
-                raise NotFound(f"entity {new['id']} does not exist")
+                raise EntityNotFound(f"entity {new['id']} does not exist")
             return create_op(new)(None, now)
         doc = copy.deepcopy(new)
         doc["createdAt"] = before.get("createdAt", now)
         doc["modifiedAt"] = now
         if "type" not in doc:
             doc["type"] = before["type"]
-        for iri, instances in doc["attrs"].items():
+        for instances in doc["attrs"].values():
             for instance in instances:
                 stamp(instance, now)
         touched = frozenset(doc["attrs"]) | frozenset(before.get("attrs", {}))
@@ -68,9 +72,9 @@ def replace_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:
     return apply
 
 
-def delete_op() -> ApplyFn:
+def delete_op(entity_id: str = "") -> ApplyFn:
     def apply(before: Doc | None, now: str) -> Outcome:
-        doc = _require(before, "")
+        doc = _require(before, entity_id)
         return Outcome(None, "delete", frozenset(doc.get("attrs", {})), (), result="deleted")
 
     return apply
@@ -87,10 +91,9 @@ def append_op(new: Doc, overwrite: bool = True, create_if_missing: bool = False)
     """POST /entities/{id}/attrs (append; options=noOverwrite keeps existing instances)."""
 
     def apply(before: Doc | None, now: str) -> Outcome:
-        if before is None:
-            if create_if_missing:
-                return create_op(new)(None, now)
-            raise NotFound(f"entity {new.get('id', '')} does not exist")
+        if before is None and create_if_missing:
+            return create_op(new)(None, now)
+        before = _require(before, new.get("id", ""))
         doc = copy.deepcopy(before)
         _merge_types(doc, new)
         written: Attrs = {}
@@ -133,7 +136,7 @@ def update_op(new: Doc) -> ApplyFn:
                 if current is None or index is None:
                     not_updated.append({"attributeName": iri, "reason": "attribute (or its datasetId) does not exist"})
                     continue
-                if instance.get("value") == NULL:
+                if is_null_instance(instance):
                     del current[index]
                     written.setdefault(iri, [])
                     continue
@@ -151,7 +154,7 @@ def update_op(new: Doc) -> ApplyFn:
 
 def _merge_instance(old: dict[str, Any], patch: dict[str, Any], now: str) -> dict[str, Any] | None:
     """Merge-patch semantics on one instance: members replaced, sub-attributes merged, null deletes."""
-    if patch.get("value") == NULL or patch.get("object") == NULL:
+    if is_null_instance({"type": old.get("type"), **patch}):
         return None
     merged = copy.deepcopy(old)
     if patch.get("type") and patch["type"] != old.get("type"):
@@ -165,7 +168,7 @@ def _merge_instance(old: dict[str, Any], patch: dict[str, Any], now: str) -> dic
                     del merged[key]
                 else:
                     merged[key] = sub
-            elif value.get("value") != NULL:
+            elif not is_null_instance(value):
                 merged[key] = stamp(copy.deepcopy(value), now)
         elif key == "languageMap" and isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
@@ -179,11 +182,9 @@ def merge_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:
     """PATCH /entities/{id} (merge) and batch merge."""
 
     def apply(before: Doc | None, now: str) -> Outcome:
-        if before is None:
-            if create_if_missing:
-                return create_op(new)(None, now)
-            raise NotFound(f"entity {new.get('id', '')} does not exist")
-        doc = copy.deepcopy(before)
+        if before is None and create_if_missing:
+            return create_op(new)(None, now)
+        doc = copy.deepcopy(_require(before, new.get("id", "")))
         _merge_types(doc, new)
         written: Attrs = {}
         touched: set[str] = set()
@@ -193,7 +194,7 @@ def merge_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:
                 index = find_instance(current, instance.get("datasetId"))
                 touched.add(iri)
                 if index is None:
-                    if instance.get("value") != NULL:
+                    if not is_null_instance(instance):
                         current.append(stamp(copy.deepcopy(instance), now))
                         written.setdefault(iri, []).append(current[-1])
                     continue
@@ -219,7 +220,7 @@ def partial_attr_op(iri: str, patch: dict[str, Any], dataset_id: str | None) -> 
         current = doc["attrs"].get(iri)
         index = find_instance(current or [], dataset_id)
         if current is None or index is None:
-            raise NotFound(f"attribute {iri} (datasetId {dataset_id}) does not exist")
+            raise NotFound(f"attribute {iri}{f' with datasetId {dataset_id}' if dataset_id else ''} does not exist")
         merged = _merge_instance(current[index], patch, now)
         if merged is None:
             del current[index]

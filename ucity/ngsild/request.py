@@ -14,6 +14,7 @@ import orjson
 
 from ucity.core.errors import BadRequest, InvalidRequest, NotAcceptable, UnsupportedMediaType
 from ucity.core.http import Req
+from ucity.ngsild.context import CORE_CONTEXT_URLS
 
 CORE_CONTEXT_URL = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.9.jsonld"
 JSON = "application/json"
@@ -111,15 +112,32 @@ def negotiate(req: Req, allow_geojson: bool = False) -> str:
 
 
 def response_context_header(ctx_input: Any) -> str:
+    """The Link header of an application/json response: the one URL that names the request's @context.
+
+    A body @context `[url, core]` (what JSON-LD clients send) is named by `url`, since the core
+    context always applies. An inline context object has no URL: the core context is named.
+    """
     url = ctx_input if isinstance(ctx_input, str) else CORE_CONTEXT_URL
+    if isinstance(ctx_input, list):
+        user = [c for c in ctx_input if not (isinstance(c, str) and c in CORE_CONTEXT_URLS)]
+        if len(user) == 1 and isinstance(user[0], str):
+            url = user[0]
     return f'<{url}>; rel="{CONTEXT_REL}"; type="application/ld+json"'
 
 
 def response_context_value(ctx_input: Any) -> Any:
+    """The @context of a JSON-LD response: the client's own, with the core context added once.
+
+    A client that already named a core context (any version, e.g. FiLiP's v1.6 Link header) gets
+    it back as it sent it, not with a second core context beside it.
+    """
     if ctx_input is None:
         return CORE_CONTEXT_URL
     if isinstance(ctx_input, list):
-        return ctx_input if CORE_CONTEXT_URL in ctx_input else [*ctx_input, CORE_CONTEXT_URL]
+        names_core = any(isinstance(c, str) and c in CORE_CONTEXT_URLS for c in ctx_input)
+        return ctx_input if names_core else [*ctx_input, CORE_CONTEXT_URL]
+    if isinstance(ctx_input, str) and ctx_input in CORE_CONTEXT_URLS:
+        return ctx_input
     return [ctx_input, CORE_CONTEXT_URL]
 
 

@@ -1,0 +1,355 @@
+"""Pure unit tests of the wire <-> stored conversion (model.py) and the write operations (ops.py).
+
+No app, no store: a compiled core context (plus small user contexts) and a fixed clock string.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from ucity.core.errors import AlreadyExists, BadRequest, NotFound
+from ucity.ngsild import ops
+from ucity.ngsild.context import compile_local, core_context
+from ucity.ngsild.model import (
+    NULL,
+    RenderOptions,
+    default_geometry,
+    is_geojson_geometry,
+    is_null_instance,
+    normalize_attribute,
+    normalize_entity,
+    normalize_instance,
+    render_entity,
+    render_instance,
+    to_geojson_feature,
+)
+
+V = "https://uri.etsi.org/ngsi-ld/default-context/"
+LOCATION = "https://uri.etsi.org/ngsi-ld/location"
+CTX = core_context()
+T0, T1 = "2026-01-01T00:00:00.000000Z", "2026-01-01T00:00:01.000000Z"
+GPS = "urn:ngsi-ld:Dataset:gps"
+E1 = "urn:ngsi-ld:Building:1"
+
+
+def prop(value: Any, **members: Any) -> dict[str, Any]:
+    return {"type": "Property", "value": value, **members}
+
+
+def stored(**attrs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"id": E1, "type": [V + "Building"], "attrs": {V + k: v for k, v in attrs.items()}}
+
+
+# -- normalize: wire -> stored -----------------------------------------------------------------
+def test_normalize_entity_expands_names_and_types() -> None:
+    doc = normalize_entity({"id": E1, "type": "Building", "height": prop(3)}, CTX)
+    assert doc == {"id": E1, "type": [V + "Building"], "attrs": {V + "height": [prop(3)]}}
+
+
+def test_normalize_entity_with_a_user_context() -> None:
+    ctx = compile_local([{"h": "https://ex.org/height", "B": "https://ex.org/Building"}])
+    doc = normalize_entity({"id": E1, "type": ["B", "B"], "h": prop(3)}, ctx)
+    assert doc == {"id": E1, "type": ["https://ex.org/Building"], "attrs": {"https://ex.org/height": [prop(3)]}}
+
+
+def test_normalize_entity_keeps_scope_and_drops_system_members() -> None:
+    body = {"id": E1, "type": "Building", "scope": "/A", "createdAt": "x", "modifiedAt": "y", "@context": "z"}
+    assert normalize_entity(body, CTX) == {"id": E1, "type": [V + "Building"], "scope": ["/A"], "attrs": {}}
+
+
+def test_normalize_entity_fragment_without_type() -> None:
+    assert normalize_entity({"id": E1, "a": 1}, CTX, require_type=False) == {"id": E1, "attrs": {V + "a": [prop(1)]}}
+
+
+@pytest.mark.parametrize("value", [
+    "A", 1.5, True, [1, 2], {"city": "Seoul"},
+])
+def test_concise_values_become_properties(value: Any) -> None:
+    assert normalize_instance("a", value, CTX) == prop(value)
+
+
+@pytest.mark.parametrize(("wire", "expected"), [
+    ({"object": "urn:x:1"}, {"type": "Relationship", "object": "urn:x:1"}),
+    ({"languageMap": {"en": "x"}}, {"type": "LanguageProperty", "languageMap": {"en": "x"}}),
+    ({"valueList": [1]}, {"type": "ListProperty", "valueList": [1]}),
+    ({"json": {"a": None}}, {"type": "JsonProperty", "json": {"a": None}}),
+    ({"vocab": "x"}, {"type": "VocabProperty", "vocab": "x"}),
+    ({"objectList": ["urn:x:1"]}, {"type": "ListRelationship", "objectList": ["urn:x:1"]}),
+    ({"type": "Point", "coordinates": [1, 2]}, {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1, 2]}}),
+    ({"value": {"type": "Point", "coordinates": [1, 2]}}, {"type": "Property",
+                                                          "value": {"type": "Point", "coordinates": [1, 2]}}),
+])
+def test_concise_attribute_kinds_are_inferred(wire: dict[str, Any], expected: dict[str, Any]) -> None:
+    assert normalize_instance("a", wire, CTX) == expected
+
+
+def test_concise_location_value_is_a_geo_property() -> None:
+    geo = {"type": "Point", "coordinates": [1, 2]}
+    assert normalize_instance("location", {"value": geo}, CTX) == {"type": "GeoProperty", "value": geo}
+
+
+def test_normalize_instance_members_and_sub_attributes() -> None:
+    wire = prop(1, observedAt="2026-01-01T09:00:00+09:00", unitCode="CEL", datasetId=GPS,
+                createdAt="ignored", accuracy={"value": 0.5, "method": "m"})
+    assert normalize_instance("t", wire, CTX) == prop(
+        1, observedAt="2026-01-01T00:00:00.000000Z", unitCode="CEL", datasetId=GPS,
+        **{V + "accuracy": prop(0.5, **{V + "method": prop("m")})})
+
+
+def test_normalize_attribute_with_dataset_instances() -> None:
+    assert normalize_attribute("s", [prop(1), prop(2, datasetId=GPS)], CTX) == [prop(1), prop(2, datasetId=GPS)]
+
+
+def test_a_list_of_plain_values_is_one_property() -> None:
+    assert normalize_attribute("s", [1, 2], CTX) == [prop([1, 2])]
+
+
+@pytest.mark.parametrize("wire", [
+    None, prop(None), {}, {"type": "Nope", "value": 1}, {"type": "Relationship", "object": "no uri"},
+    {"type": "Relationship", "value": "urn:x:1"}, prop(1, observedAt="x"), prop(1, unitCode=5),
+    prop(1, datasetId="gps"), {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [200, 0]}},
+    {"type": "LanguageProperty", "languageMap": {"en": 1}}, {"type": "ListProperty", "valueList": {}},
+    prop(1, **{"bad name": prop(1)}), prop(NULL), {"type": "Relationship", "object": NULL},
+    {"type": "LanguageProperty", "languageMap": {"@none": NULL}}, NULL,
+])
+def test_invalid_instances_are_rejected(wire: Any) -> None:
+    with pytest.raises(BadRequest):
+        normalize_instance("a", wire, CTX)
+
+
+def test_duplicate_dataset_ids_are_rejected() -> None:
+    with pytest.raises(BadRequest):
+        normalize_attribute("s", [prop(1, datasetId=GPS), prop(2, datasetId=GPS)], CTX)
+
+
+@pytest.mark.parametrize("body", [
+    [], {"type": "B"}, {"id": "x", "type": "B"}, {"id": E1}, {"id": E1, "type": []}, {"id": E1, "type": "a b"},
+    {"id": E1, "type": "B", "scope": "A"}, {"id": E1, "type": "B", "a=b": 1},
+])
+def test_invalid_entities_are_rejected(body: Any) -> None:
+    with pytest.raises(BadRequest):
+        normalize_entity(body, CTX)
+
+
+@pytest.mark.parametrize("wire", [
+    NULL, prop(NULL), {"type": "Relationship", "object": NULL}, {"object": NULL},
+    {"type": "LanguageProperty", "languageMap": {"@none": NULL}}, {"type": "VocabProperty", "vocab": NULL},
+    {"type": "GeoProperty", "value": NULL},
+])
+def test_ngsi_ld_null_is_accepted_in_fragments_and_recognized(wire: Any) -> None:
+    assert is_null_instance(normalize_instance("a", wire, CTX, allow_null=True))
+
+
+def test_ngsi_ld_null_inside_a_json_property_is_data() -> None:
+    instance = normalize_instance("a", {"type": "JsonProperty", "json": NULL}, CTX)
+    assert instance == {"type": "JsonProperty", "json": NULL}
+    assert not is_null_instance(instance)
+
+
+def test_is_geojson_geometry() -> None:
+    assert is_geojson_geometry({"type": "Point", "coordinates": [1, 2]})
+    assert is_geojson_geometry({"type": "GeometryCollection", "geometries": []})
+    assert not is_geojson_geometry({"type": "Point"})
+    assert not is_geojson_geometry({"type": "Feature", "coordinates": [1, 2]})
+    assert not is_geojson_geometry([1, 2])
+
+
+# -- render: stored -> wire --------------------------------------------------------------------
+DOC = {
+    "id": E1, "type": [V + "Building"], "scope": ["/A"], "createdAt": T0, "modifiedAt": T1,
+    "attrs": {
+        V + "name": [{**prop("x"), "createdAt": T0, "modifiedAt": T1, "instanceId": "urn:i:1"}],
+        V + "t": [prop(1, unitCode="CEL", **{V + "accuracy": prop(0.5)})],
+        V + "owner": [{"type": "Relationship", "object": "urn:x:p"}],
+        V + "label": [{"type": "LanguageProperty", "languageMap": {"en": "hi", "ko": "안녕"}}],
+        V + "cfg": [{"type": "JsonProperty", "json": {"a": 1}}],
+        V + "kind": [{"type": "VocabProperty", "vocab": "office"}],
+        V + "speed": [prop(55), prop(11, datasetId=GPS)],
+        LOCATION: [{"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1, 2]}}],
+    },
+}
+
+
+def test_render_normalized_compacts_and_hides_system_members() -> None:
+    out = render_entity(DOC, CTX, RenderOptions())
+    assert out["id"] == E1 and out["type"] == "Building" and out["scope"] == "/A"
+    assert out["name"] == prop("x")
+    assert out["t"] == prop(1, unitCode="CEL", accuracy=prop(0.5))
+    assert out["speed"] == [prop(55), prop(11, datasetId=GPS)]
+    assert out["location"] == {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1, 2]}}
+    assert "createdAt" not in out
+
+
+def test_render_sys_attrs() -> None:
+    out = render_entity(DOC, CTX, RenderOptions(sys_attrs=True))
+    assert (out["createdAt"], out["modifiedAt"]) == (T0, T1)
+    assert out["name"] == {**prop("x"), "createdAt": T0, "modifiedAt": T1}
+
+
+def test_render_key_values() -> None:
+    out = render_entity(DOC, CTX, RenderOptions(fmt="keyValues"))
+    assert out == {"id": E1, "type": "Building", "scope": "/A", "name": "x", "t": 1, "owner": "urn:x:p",
+                   "label": {"languageMap": {"en": "hi", "ko": "안녕"}}, "cfg": {"json": {"a": 1}},
+                   "kind": {"vocab": "office"}, "speed": {"dataset": {"@none": 55, GPS: 11}},
+                   "location": {"type": "Point", "coordinates": [1, 2]}}
+
+
+def test_render_concise() -> None:
+    out = render_entity(DOC, CTX, RenderOptions(fmt="concise"))
+    assert out["name"] == "x"
+    assert out["t"] == {"value": 1, "unitCode": "CEL", "accuracy": 0.5}
+    assert out["owner"] == {"object": "urn:x:p"}
+    assert out["label"] == {"languageMap": {"en": "hi", "ko": "안녕"}}
+    assert out["speed"] == [55, {"value": 11, "datasetId": GPS}]
+
+
+def test_render_lang() -> None:
+    instance = DOC["attrs"][V + "label"][0]
+    assert render_instance(instance, CTX, RenderOptions(lang="ko")) == {"type": "Property", "value": "안녕",
+                                                                        "lang": "ko"}
+    assert render_instance(instance, CTX, RenderOptions(lang="fr,en;q=0.5")) == {"type": "Property", "value": "hi",
+                                                                                 "lang": "en"}
+    assert render_instance(instance, CTX, RenderOptions(lang="*", fmt="keyValues")) == "hi"
+
+
+def test_render_projection() -> None:
+    opts = RenderOptions(attrs=frozenset({V + "name", V + "t"}), omit=frozenset({V + "t"}), pick_type=False,
+                         pick_scope=False)
+    assert render_entity(DOC, CTX, opts) == {"id": E1, "name": prop("x")}
+
+
+def test_render_dataset_selection() -> None:
+    opts = RenderOptions(attrs=frozenset({V + "speed"}), dataset_ids=frozenset({"@none"}))
+    assert render_entity(DOC, CTX, opts) == {"id": E1, "type": "Building", "scope": "/A", "speed": prop(55)}
+
+
+def test_render_with_a_user_context() -> None:
+    ctx = compile_local([{"nm": V + "name", "Bldg": V + "Building"}])
+    out = render_entity(DOC, ctx, RenderOptions(attrs=frozenset({V + "name"})))
+    assert out == {"id": E1, "type": "Bldg", "scope": "/A", "nm": prop("x")}
+
+
+def test_geojson_feature_uses_the_default_instance() -> None:
+    doc = {"id": E1, "attrs": {LOCATION: [
+        {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [9, 9]}, "datasetId": GPS},
+        {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1, 2]}}]}}
+    assert default_geometry(doc, LOCATION) == {"type": "Point", "coordinates": [1, 2]}
+    assert default_geometry(doc, V + "nothing") is None
+    assert default_geometry({"id": E1, "attrs": {V + "a": [prop(3)]}}, V + "a") is None
+    feature = to_geojson_feature({"id": E1, "type": "B", "a": 1, "@context": "c"}, None)
+    assert feature == {"id": E1, "type": "Feature", "geometry": None, "properties": {"type": "B", "a": 1}}
+
+
+# -- ops: pure write operations ----------------------------------------------------------------
+def base() -> dict[str, Any]:
+    return ops.create_op(stored(name=[prop("x")], t=[prop(1, **{V + "acc": prop(0.5)})],
+                                speed=[prop(55), prop(11, datasetId=GPS)]))(None, T0).doc or {}
+
+
+def test_create_stamps_every_instance() -> None:
+    doc = base()
+    assert doc["createdAt"] == doc["modifiedAt"] == T0
+    assert doc["attrs"][V + "t"][0][V + "acc"]["createdAt"] == T0
+
+
+def test_create_of_an_existing_entity_fails() -> None:
+    with pytest.raises(AlreadyExists):
+        ops.create_op(stored())(base(), T1)
+
+
+def test_replace_keeps_created_at_and_drops_other_attributes() -> None:
+    outcome = ops.replace_op({"id": E1, "attrs": {V + "new": [prop(1)]}})(base(), T1)
+    assert outcome.doc is not None
+    assert outcome.doc["createdAt"] == T0 and outcome.doc["modifiedAt"] == T1
+    assert list(outcome.doc["attrs"]) == [V + "new"]
+    assert outcome.doc["type"] == [V + "Building"]
+
+
+def test_ops_on_a_missing_entity_raise_entity_not_found() -> None:
+    for fn in (ops.delete_op(E1), ops.replace_op({"id": E1, "attrs": {}}), ops.update_op({"id": E1, "attrs": {}}),
+               ops.merge_op({"id": E1, "attrs": {}}), ops.append_op({"id": E1, "attrs": {}}),
+               ops.delete_attr_op(V + "a", None, False)):
+        with pytest.raises(ops.EntityNotFound):
+            fn(None, T1)
+    with pytest.raises(NotFound, match=E1):
+        ops.delete_op(E1)(None, T1)
+
+
+def test_append_no_overwrite_reports_existing_attributes() -> None:
+    outcome = ops.append_op({"id": E1, "attrs": {V + "name": [prop("y")], V + "n": [prop(1)]}},
+                            overwrite=False)(base(), T1)
+    assert outcome.result == {"updated": [V + "n"], "notUpdated": [
+        {"attributeName": V + "name", "reason": "attribute exists and noOverwrite was set"}]}
+    assert outcome.doc is not None and outcome.doc["attrs"][V + "name"][0]["value"] == "x"
+
+
+def test_update_replaces_existing_and_reports_unknown() -> None:
+    outcome = ops.update_op({"id": E1, "attrs": {V + "name": [prop("y")], V + "zz": [prop(1)]}})(base(), T1)
+    assert outcome.result["updated"] == [V + "name"]
+    assert [n["attributeName"] for n in outcome.result["notUpdated"]] == [V + "zz"]
+    assert outcome.doc is not None
+    assert outcome.doc["attrs"][V + "name"][0] == {**prop("y"), "createdAt": T0, "modifiedAt": T1}
+    assert V + "zz" not in outcome.doc["attrs"]
+
+
+@pytest.mark.parametrize("null", [prop(NULL), {"type": "Relationship", "object": NULL},
+                                  {"type": "LanguageProperty", "languageMap": {"@none": NULL}}])
+def test_update_with_null_deletes(null: dict[str, Any]) -> None:
+    outcome = ops.update_op({"id": E1, "attrs": {V + "name": [null]}})(base(), T1)
+    assert outcome.doc is not None and V + "name" not in outcome.doc["attrs"]
+
+
+def test_merge_merges_members_and_sub_attributes() -> None:
+    patch = {"id": E1, "attrs": {V + "t": [prop(2, unitCode="CEL", **{V + "m": prop("k")})]}}
+    outcome = ops.merge_op(patch)(base(), T1)
+    assert outcome.doc is not None
+    t = outcome.doc["attrs"][V + "t"][0]
+    assert (t["value"], t["unitCode"], t["createdAt"], t["modifiedAt"]) == (2, "CEL", T0, T1)
+    assert t[V + "acc"]["value"] == 0.5 and t[V + "m"]["value"] == "k"
+
+
+def test_merge_with_null_deletes_attributes_sub_attributes_and_instances() -> None:
+    patch = {"id": E1, "attrs": {V + "name": [prop(NULL)], V + "t": [prop(1, **{V + "acc": prop(NULL)})],
+                                 V + "speed": [prop(NULL, datasetId=GPS)], V + "none": [prop(NULL)]}}
+    outcome = ops.merge_op(patch)(base(), T1)
+    assert outcome.doc is not None
+    attrs = outcome.doc["attrs"]
+    assert V + "name" not in attrs and V + "none" not in attrs
+    assert V + "acc" not in attrs[V + "t"][0]
+    assert [i["value"] for i in attrs[V + "speed"]] == [55]
+
+
+def test_merge_does_not_mutate_its_input() -> None:
+    before = base()
+    snapshot = copy.deepcopy(before)
+    ops.merge_op({"id": E1, "attrs": {V + "name": [prop("z")]}})(before, T1)
+    assert before == snapshot
+
+
+def test_partial_attr_keeps_the_other_members() -> None:
+    outcome = ops.partial_attr_op(V + "t", {"value": 9}, None)(base(), T1)
+    assert outcome.doc is not None
+    t = outcome.doc["attrs"][V + "t"][0]
+    assert t["value"] == 9 and t[V + "acc"]["value"] == 0.5
+    with pytest.raises(NotFound):
+        ops.partial_attr_op(V + "t", {"value": 9}, GPS)(base(), T1)
+
+
+def test_replace_attr_and_delete_attr_by_dataset() -> None:
+    outcome = ops.replace_attr_op(V + "speed", [prop(12, datasetId=GPS)])(base(), T1)
+    assert outcome.doc is not None
+    assert [i["value"] for i in outcome.doc["attrs"][V + "speed"]] == [55, 12]
+    deleted = ops.delete_attr_op(V + "speed", GPS, False)(outcome.doc, T1).doc
+    assert deleted is not None and [i["value"] for i in deleted["attrs"][V + "speed"]] == [55]
+    gone = ops.delete_attr_op(V + "speed", None, True)(base(), T1).doc
+    assert gone is not None and V + "speed" not in gone["attrs"]
+
+
+def test_check_same_id() -> None:
+    ops.check_same_id(None, E1)
+    ops.check_same_id(E1, E1)
+    with pytest.raises(BadRequest):
+        ops.check_same_id("urn:x:other", E1)
