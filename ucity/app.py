@@ -38,6 +38,19 @@ class Ucity:
         self.temporal = TemporalApi(self.ngsild)
         self.subscriptions = SubscriptionService(self.ngsild, self.platform)
         self.platform.add("subscriptions", self.subscriptions)
+        self._add_ingest(settings)
+
+    def _add_ingest(self, settings: Settings) -> None:
+        """Devices in (docs/devices.md): the IoT Agent HTTP API, health and stats; MQTT when mqtt.url is set."""
+        from ucity.ingest.mqtt import MqttSource
+        from ucity.ingest.service import IngestService
+
+        self.ingest = IngestService(self.platform, self.store)
+        self.platform.add("ingest", self.ingest)
+        self.mqtt: MqttSource | None = None
+        if settings.mqtt.url:
+            self.mqtt = MqttSource(self.ingest, settings.mqtt, settings.ingest.max_batch)
+            self.platform.add("mqtt", self.mqtt)
 
     async def start(self) -> None:
         await self.platform.start()

@@ -130,10 +130,38 @@ def ngsild_routes(settings: Settings) -> list[Route]:
         ("/jsonldContexts/{contextId:path}", "GET", lambda u: u.contexts.retrieve),
         ("/jsonldContexts/{contextId:path}", "DELETE", lambda u: u.contexts.delete),
     ]
+    return routes_from(table, settings, NGSI)
+
+
+def ingest_routes(settings: Settings) -> list[Route]:
+    """FIWARE IoT Agent provisioning and measures (/iot) and device operations (/api/v1): docs/devices.md."""
+    table: list[tuple[str, str, Callable[[Ucity], Handler]]] = [
+        ("/iot/services", "POST", lambda u: u.ingest.http.create_groups),
+        ("/iot/services", "GET", lambda u: u.ingest.http.list_groups),
+        ("/iot/services", "PUT", lambda u: u.ingest.http.update_group),
+        ("/iot/services", "DELETE", lambda u: u.ingest.http.delete_group),
+        ("/iot/devices", "POST", lambda u: u.ingest.http.create_devices),
+        ("/iot/devices", "GET", lambda u: u.ingest.http.list_devices),
+        ("/iot/devices/{deviceId}", "GET", lambda u: u.ingest.http.get_device),
+        ("/iot/devices/{deviceId}", "PUT", lambda u: u.ingest.http.update_device),
+        ("/iot/devices/{deviceId}", "DELETE", lambda u: u.ingest.http.delete_device),
+        ("/iot/json", "POST", lambda u: u.ingest.http.measure),
+        ("/iot/about", "GET", lambda u: u.ingest.http.about),
+        ("/api/v1/devices/health", "GET", lambda u: u.ingest.http.devices_health),
+        ("/api/v1/ingest/stats", "GET", lambda u: u.ingest.http.ingest_stats),
+    ]
+    return routes_from(table, settings)
+
+
+RouteTable = list[tuple[str, str, Callable[[Ucity], Handler]]]
+
+
+def routes_from(table: RouteTable, settings: Settings, prefix: str = "") -> list[Route]:
+    """One Starlette route per path, dispatching on the method; order of first appearance kept."""
     routes: dict[str, dict[str, Callable[[Ucity], Handler]]] = {}
     for path, method, handler in table:
         routes.setdefault(path, {})[method] = handler
-    return [_method_route(NGSI + path, methods, settings) for path, methods in routes.items()]
+    return [_method_route(prefix + path, methods, settings) for path, methods in routes.items()]
 
 
 def _method_route(path: str, methods: dict[str, Callable[[Ucity], Handler]], settings: Settings) -> Route:
@@ -145,6 +173,7 @@ def _method_route(path: str, methods: dict[str, Callable[[Ucity], Handler]], set
             allowed = ", ".join(sorted(endpoints))
             body = http_problem(405, f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}")
             body["type"] = "https://uri.etsi.org/ngsi-ld/errors/OperationNotSupported"
+            body["title"] = "Method not allowed"
             return problem_response(body, {"Allow": allowed})
         return await endpoint(request)
 
@@ -182,6 +211,7 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
                   description="Smart city integrated operations platform. NGSI-LD API at /ngsi-ld/v1 "
                               "(ETSI GS CIM 009); ucity's own endpoints below.")
     app.router.routes.extend(ngsild_routes(settings))
+    app.router.routes.extend(ingest_routes(settings))
 
     @app.get("/health", tags=["platform"], summary="Liveness and readiness with detail")
     async def health(request: Request) -> Response:

@@ -51,6 +51,36 @@ class SubscriptionSettings(BaseModel):
     queue_size: int = Field(10000, ge=1, description="pending notifications per subscription")
 
 
+class IngestSettings(BaseModel):
+    """Device ingest (docs/devices.md): health rules and the logging of rejected measures."""
+
+    default_interval_s: float = Field(600.0, gt=0, description="expected reporting interval of a device when neither "
+                                      "it, its service group nor intervals_by_type sets one")
+    intervals_by_type: dict[str, float] = Field({}, description="expected interval (s) per entity type, e.g. "
+                                                "{ParkingSpot = 600}")
+    offline_after_intervals: int = Field(3, ge=1, description="silent for this many intervals -> offline")
+    reject_log_interval_s: float = Field(300.0, gt=0, description="log rejected measures once per device per interval")
+    max_batch: int = Field(500, ge=1, description="most MQTT messages committed in one store call")
+
+
+class MqttSettings(BaseModel):
+    """The MQTT client of ingest; off while `url` is empty."""
+
+    url: str = Field("", description="mqtt://[user:password@]host[:port] of the broker; empty disables MQTT")
+    client_id: str = Field("ucity", min_length=1, description="MQTT client id (a persistent session)")
+    shared_group: str = Field("ucity", description="shared-subscription group name (used from issue 7 on)")
+    keepalive_s: int = Field(60, ge=5)
+    reconnect_min_s: float = Field(0.5, gt=0, description="first reconnect delay; doubles up to reconnect_max_s, jittered")
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("mqtt://", "mqtts://")):
+            raise ValueError("mqtt.url must start with mqtt:// or mqtts://")
+        return value
+
+
 class Settings(BaseSettings):
     """Everything configurable in ucity, with documented defaults."""
 
@@ -63,6 +93,8 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     ngsild: NgsiLdSettings = NgsiLdSettings()
     subscriptions: SubscriptionSettings = SubscriptionSettings()
+    ingest: IngestSettings = IngestSettings()
+    mqtt: MqttSettings = MqttSettings()
 
     @classmethod
     def settings_customise_sources(

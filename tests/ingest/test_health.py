@@ -1,0 +1,195 @@
+"""Ingest on a real platform with a fake clock: device health (online, offline after N silent
+intervals, back online) and measures published on the bus like any other write."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from ucity.app import Ucity
+from ucity.core.bus import EntitiesChanged, EntityChange
+from ucity.core.clock import FakeClock
+from ucity.core.config import Settings, load_settings
+from ucity.core.errors import BadRequest
+from ucity.core.http import Req, Resp
+from ucity.ingest import DeviceStatusChanged
+
+START = datetime(2026, 5, 1, 0, 0, tzinfo=UTC)
+ENTITY = "urn:ngsi-ld:ParkingSpot:p1"
+OCCUPIED = "https://uri.etsi.org/ngsi-ld/default-context/occupied"
+H = {"content-type": "application/json", "fiware-service": "guro"}
+
+
+def make_settings(tmp_path: Path) -> Settings:
+    return load_settings(environment="test", data_dir=str(tmp_path / "data"), store={"group_commit_ms": 1.0},
+                         ingest={"intervals_by_type": {"ParkingSpot": 60.0}, "offline_after_intervals": 3})
+
+
+@pytest.fixture
+async def city(tmp_path: Path) -> AsyncIterator[tuple[Ucity, FakeClock, list[DeviceStatusChanged]]]:
+    clock = FakeClock(START)
+    app = Ucity(make_settings(tmp_path), clock=clock)
+    events: list[DeviceStatusChanged] = []
+
+    async def collect(event: DeviceStatusChanged) -> None:
+        events.append(event)
+
+    app.platform.bus.subscribe(DeviceStatusChanged, collect)
+    await app.start()
+    try:
+        yield app, clock, events
+    finally:
+        await app.stop()
+
+
+async def call(handler: Callable[[Req], Awaitable[Resp]], method: str, path: str, body: Any = None, **params: str) -> Resp:
+    req = Req(method, path, params={k: [v] for k, v in params.items()}, headers=dict(H),
+              body=orjson.dumps(body) if body is not None else b"")
+    return await handler(req)
+
+
+async def provision(app: Ucity, devices: list[dict[str, Any]]) -> None:
+    groups = {"services": [{"apikey": "pk", "entity_type": "ParkingSpot", "autoprovision": False,
+                            "attributes": [{"object_id": "o", "name": "occupied", "type": "Boolean"},
+                                           {"object_id": "b", "name": "batteryLevel", "type": "Number"},
+                                           {"object_id": "r", "name": "rssi", "type": "Integer"}]}]}
+    assert (await call(app.ingest.http.create_groups, "POST", "/iot/services", groups)).status == 201
+    assert (await call(app.ingest.http.create_devices, "POST", "/iot/devices", {"devices": devices})).status == 201
+
+
+async def measure(app: Ucity, device: str, body: Any) -> None:
+    response = await call(app.ingest.http.measure, "POST", "/iot/json", body, k="pk", i=device)
+    assert response.status == 200, response.body
+
+
+async def state(app: Ucity, entity_id: str = ENTITY) -> Any:
+    doc = await app.store.get_entity("guro", entity_id)
+    assert doc is not None
+    (instance,) = doc["attrs"]["https://uri.etsi.org/ngsi-ld/default-context/deviceState"]
+    return instance["value"], instance["observedAt"]
+
+
+async def settle(app: Ucity) -> None:
+    await app.ingest.monitor.drain()
+    await app.publisher.drain()
+
+
+async def test_silent_device_goes_offline_and_comes_back(city: tuple[Ucity, FakeClock, list[DeviceStatusChanged]]) -> None:
+    app, clock, events = city
+    await provision(app, [{"device_id": "p1"}])
+    await measure(app, "p1", {"o": True, "b": 0.93, "r": -80})
+    await settle(app)
+    assert [(e.device_id, e.status) for e in events] == [("p1", "online")]
+    assert (await state(app))[0] == "online"
+
+    clock.advance(100)
+    await measure(app, "p1", {"o": True})  # the same value again still counts as a report
+    clock.advance(179)  # 179 s after the last report: 3 intervals of 60 s not yet over
+    await settle(app)
+    assert len(events) == 1
+    assert app.ingest.monitor.summary("guro")["counts"]["online"] == 1
+
+    clock.advance(1)  # 180 s of silence
+    await settle(app)
+    assert [(e.status, e.last_reported) for e in events[1:]] == [("offline", "2026-05-01T00:01:40.000000Z")]
+    assert events[1].entity_id == ENTITY and events[1].tenant == "guro"
+    assert await state(app) == ("offline", "2026-05-01T00:04:40.000000Z")
+    summary = (await call(app.ingest.http.devices_health, "GET", "/api/v1/devices/health")).body
+    (row,) = summary["devices"]
+    assert (row["status"], row["lastReported"], row["batteryLevel"], row["rssi"], row["expectedIntervalSeconds"]) == (
+        "offline", "2026-05-01T00:01:40.000000Z", 0.93, -80, 60.0)
+    assert summary["counts"] == {"online": 0, "offline": 1, "unknown": 0}
+
+    clock.advance(3600)  # no repeated offline events while it stays silent
+    await settle(app)
+    assert len(events) == 2
+
+    await measure(app, "p1", {"o": False})
+    await settle(app)
+    assert [e.status for e in events] == ["online", "offline", "online"]
+    assert (await state(app))[0] == "online"
+
+
+async def test_device_interval_and_unknown_devices(city: tuple[Ucity, FakeClock, list[DeviceStatusChanged]]) -> None:
+    app, clock, events = city
+    await provision(app, [{"device_id": "p1", "expected_interval_s": 10}, {"device_id": "p2"}])
+    summary = app.ingest.monitor.summary("guro")
+    assert summary["counts"] == {"online": 0, "offline": 0, "unknown": 2}
+    clock.advance(30)  # p1: 3 x 10 s without a single report since provisioning
+    await settle(app)
+    assert [(e.device_id, e.status, e.last_reported) for e in events] == [("p1", "offline", None)]
+    clock.advance(150)  # p2: 3 x 60 s (its type's interval)
+    await settle(app)
+    assert [(e.device_id, e.status) for e in events] == [("p1", "offline"), ("p2", "offline")]
+    only_offline = (await call(app.ingest.http.devices_health, "GET", "/api/v1/devices/health", status="offline")).body
+    assert [d["device_id"] for d in only_offline["devices"]] == ["p1", "p2"]
+
+
+async def test_garbage_does_not_keep_a_device_online(city: tuple[Ucity, FakeClock, list[DeviceStatusChanged]]) -> None:
+    app, clock, events = city
+    await provision(app, [{"device_id": "p1"}])
+    await measure(app, "p1", {"o": True})
+    for _ in range(4):
+        clock.advance(50)
+        with pytest.raises(BadRequest):  # the handler raises; the server turns it into a 400 problem
+            await call(app.ingest.http.measure, "POST", "/iot/json", {"o": "maybe"}, k="pk", i="p1")
+    await settle(app)
+    assert [e.status for e in events] == ["online", "offline"]
+
+
+async def test_state_is_restored_from_the_store_at_start(tmp_path: Path) -> None:
+    clock = FakeClock(START)
+    first = Ucity(make_settings(tmp_path), clock=clock)
+    await first.start()
+    await provision(first, [{"device_id": "p1"}, {"device_id": "p2"}])
+    await measure(first, "p1", {"o": True, "TimeInstant": "2026-05-01T00:00:00Z"})
+    clock.advance(100)
+    await measure(first, "p2", {"o": True})
+    await settle(first)
+    await first.stop()
+
+    clock.advance(120)  # down for 2 minutes: p1 silent 220 s (offline), p2 silent 120 s (still online)
+    events: list[DeviceStatusChanged] = []
+
+    async def collect(event: DeviceStatusChanged) -> None:
+        events.append(event)
+
+    second = Ucity(make_settings(tmp_path), clock=clock)
+    second.platform.bus.subscribe(DeviceStatusChanged, collect)
+    await second.start()
+    try:
+        await settle(second)
+        assert [(e.device_id, e.status, e.last_reported) for e in events] == [
+            ("p1", "offline", "2026-05-01T00:00:00.000000Z")]
+        assert second.ingest.monitor.get("guro", "p2").status == "online"  # type: ignore[union-attr]
+        clock.advance(timedelta(seconds=59))  # p2's deadline: its last observedAt + 180 s
+        await settle(second)
+        assert len(events) == 1
+        clock.advance(1)
+        await settle(second)
+        assert [(e.device_id, e.status) for e in events] == [("p1", "offline"), ("p2", "offline")]
+    finally:
+        await second.stop()
+
+
+async def test_measures_are_committed_changes_on_the_bus(city: tuple[Ucity, FakeClock, list[DeviceStatusChanged]]) -> None:
+    """Subscriptions, rules and history consume `EntitiesChanged`: a measure is one, with its observedAt."""
+    app, _, _ = city
+    await provision(app, [{"device_id": "p1"}])
+    changes: list[EntityChange] = []
+
+    async def collect(event: EntitiesChanged) -> None:
+        changes.extend(event.changes)
+
+    app.platform.bus.subscribe(EntitiesChanged, collect)
+    await measure(app, "p1", [{"o": True, "TimeInstant": "2026-04-30T23:50:00Z"}, {"o": False, "b": 0.5}])
+    await settle(app)
+    (change,) = [c for c in changes if c.entity_id == ENTITY and OCCUPIED in c.attrs]
+    occupied = [(i["value"], i["observedAt"]) for iri, i in change.instances if iri == OCCUPIED]
+    assert occupied == [(True, "2026-04-30T23:50:00.000000Z"), (False, "2026-05-01T00:00:00.000000Z")]
+    assert change.operation == "update" and change.tenant == "guro"

@@ -1,0 +1,104 @@
+"""POST /iot/json: measures land on the device's NGSI-LD entity and in its history, with their own time."""
+
+from __future__ import annotations
+
+from starlette.testclient import TestClient
+
+from tests.ingest.support import ENTITIES, IOT, TEMPORAL, provision
+
+TENANT = {"fiware-service": "guro"}
+LD = {"NGSILD-Tenant": "guro"}
+ENTITY = "urn:ngsi-ld:WeatherObserved:ws-01"
+ATTRS = [
+    {"object_id": "t", "name": "temperature", "type": "Number"},
+    {"object_id": "h", "name": "relativeHumidity", "type": "Number"},
+    {"object_id": "b", "name": "batteryLevel", "type": "Number"},
+    {"object_id": "r", "name": "rssi", "type": "Integer"},
+]
+
+
+def setup_station(client: TestClient) -> None:
+    provision(client, TENANT, apikey="wk", entity_type="WeatherObserved", devices=[{"device_id": "ws-01", "attributes": ATTRS}])
+
+
+def test_measures_reach_the_entity_and_the_history_with_their_own_time(client: TestClient) -> None:
+    setup_station(client)
+    measures = [
+        {"t": 11.5, "h": 60, "TimeInstant": "2026-03-01T00:00:00Z"},
+        {"t": 12.0, "h": 58, "b": 0.87, "r": -71, "TimeInstant": "2026-03-01T00:10:00Z"},
+    ]
+    response = client.post("/iot/json?k=wk&i=ws-01", json=measures)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"entityId": ENTITY, "measures": 2, "accepted": 6, "rejected": []}
+
+    entity = client.get(ENTITIES + ENTITY, headers=LD).json()
+    assert entity["temperature"] == {"type": "Property", "value": 12.0, "observedAt": "2026-03-01T00:10:00.000000Z"}
+    assert entity["relativeHumidity"]["value"] == 58
+    assert entity["batteryLevel"]["value"] == 0.87 and entity["rssi"]["value"] == -71
+
+    history = client.get(TEMPORAL + ENTITY, headers=LD, params={"attrs": "temperature"}).json()
+    assert [(i["value"], i["observedAt"]) for i in history["temperature"]] == [
+        (11.5, "2026-03-01T00:00:00.000000Z"), (12.0, "2026-03-01T00:10:00.000000Z")]
+
+
+def test_an_older_measure_goes_to_history_but_not_to_the_current_state(client: TestClient) -> None:
+    setup_station(client)
+    assert client.post("/iot/json?k=wk&i=ws-01", json={"t": 20, "TimeInstant": "2026-03-01T12:00:00Z"}).status_code == 200
+    assert client.post("/iot/json?k=wk&i=ws-01", json={"t": 5, "TimeInstant": "2026-03-01T06:00:00Z"}).status_code == 200
+    assert client.get(ENTITIES + ENTITY, headers=LD).json()["temperature"]["value"] == 20
+    history = client.get(TEMPORAL + ENTITY, headers=LD, params={"attrs": "temperature"}).json()
+    assert sorted((i["observedAt"], i["value"]) for i in history["temperature"]) == [
+        ("2026-03-01T06:00:00.000000Z", 5), ("2026-03-01T12:00:00.000000Z", 20)]
+
+
+def test_partly_invalid_measures_keep_the_valid_fields(client: TestClient) -> None:
+    setup_station(client)
+    response = client.post("/iot/json?k=wk&i=ws-01", json=[{"t": "hot", "h": 41}, "garbage", {"r": 1.5, "b": 0.5}])
+    assert response.status_code == 200
+    body = response.json()
+    assert body["accepted"] == 2
+    assert sorted((r.get("measure"), r.get("attribute"), r["reason"]) for r in body["rejected"]) == [
+        (0, "t", "type-mismatch"), (1, None, "not-an-object"), (2, "r", "type-mismatch")]
+    entity = client.get(ENTITIES + ENTITY, headers=LD).json()
+    assert entity["relativeHumidity"]["value"] == 41 and entity["batteryLevel"]["value"] == 0.5
+    assert "temperature" not in entity and "rssi" not in entity
+
+    stats = client.get("/api/v1/ingest/stats", headers=TENANT).json()
+    (row,) = [d for d in stats["devices"] if d["device_id"] == "ws-01"]
+    assert (row["accepted"], row["rejected"], row["measures"]) == (2, 3, 2)
+    assert row["reasons"] == {"type-mismatch": 2, "not-an-object": 1}
+
+
+def test_errors_are_problem_details(client: TestClient) -> None:
+    setup_station(client)
+    only_bad = client.post("/iot/json?k=wk&i=ws-01", json={"t": "x"})
+    assert only_bad.status_code == 400 and only_bad.json()["rejected"][0]["reason"] == "type-mismatch"
+    malformed = client.post("/iot/json?k=wk&i=ws-01", content=b'{"t": 1', headers=IOT)
+    assert malformed.status_code == 400 and malformed.json()["rejected"][0]["reason"] == "malformed-json"
+    wrong_type = client.post("/iot/json?k=wk&i=ws-01", content=b"t|1", headers={"content-type": "text/plain"})
+    assert wrong_type.status_code == 415
+    unknown_device = client.post("/iot/json?k=wk&i=nope", json={"t": 1})
+    assert unknown_device.status_code == 404 and unknown_device.json()["title"] == "Resource not found"
+    assert client.post("/iot/json?k=nokey&i=ws-01", json={"t": 1}).status_code == 404
+    assert client.post("/iot/json?i=ws-01", json={"t": 1}).status_code == 400
+
+    stats = client.get("/api/v1/ingest/stats", headers=TENANT).json()
+    assert stats["totals"]["reasons"] == {"type-mismatch": 1, "malformed-json": 1, "unknown-device": 2}
+    assert client.get(ENTITIES + ENTITY, headers=LD).json().get("temperature") is None
+
+
+def test_autoprovision_creates_the_device_on_its_first_valid_measure(client: TestClient) -> None:
+    provision(client, TENANT, apikey="auto", entity_type="Streetlight", autoprovision=True, devices=[],
+              attributes=[{"object_id": "p", "name": "powerState", "type": "Text"}])
+    assert client.post("/iot/json?k=auto&i=sl-9", json={"x": None}).status_code == 400  # garbage creates nothing
+    assert client.get("/iot/devices/sl-9", headers=TENANT).status_code == 404
+    assert client.post("/iot/json?k=auto&i=sl-9", json={"p": "on"}).status_code == 200
+    device = client.get("/iot/devices/sl-9", headers=TENANT).json()
+    assert device["entity_name"] == "urn:ngsi-ld:Streetlight:sl-9" and device["autoprovisioned"] is True
+    entity = client.get(ENTITIES + "urn:ngsi-ld:Streetlight:sl-9", headers=LD).json()
+    assert entity["powerState"]["value"] == "on"
+
+
+def test_about(client: TestClient) -> None:
+    body = client.get("/iot/about").json()
+    assert "libVersion" in body and body["baseRoot"] == "/"

@@ -1,0 +1,389 @@
+"""Measures to NGSI-LD attribute instances, per device. PURE: no I/O, no clock.
+
+A FIWARE IoT Agent JSON measure is one JSON object `{object_id: value, ...}`; a payload may be an
+array of them (several observations in one request). Each field is mapped to its attribute name
+by the device profile (object_id, else the name itself, else passed through unchanged), typed per
+the provisioned IoT Agent type, and given the measure's time as `observedAt`: `TimeInstant` (or
+`observedAt`) in the measure, else the receive time passed in by the caller.
+
+Invalid input never discards valid input: every bad field (or bad measure in an array) becomes a
+`Rejection` with a short reason code, counted per device by stats.py, and the rest is kept.
+This runs per reading, so it stays plain dicts and small functions (no pydantic on the hot path).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+
+from ucity.core.clock import to_iso
+from ucity.core.errors import BadRequest
+from ucity.ingest.model import AttrSpec, Command, DeviceProfile, StaticAttr
+from ucity.ngsild.model import ENTITY_RESERVED, check_entity_id, check_name
+
+TIME_KEYS = ("TimeInstant", "observedAt")
+
+# Reason codes, as counted in /api/v1/ingest/stats.
+MALFORMED_JSON = "malformed-json"
+NOT_AN_OBJECT = "not-an-object"
+NULL_VALUE = "null-value"
+TYPE_MISMATCH = "type-mismatch"
+INVALID_TIME = "invalid-time"
+INVALID_GEO = "invalid-geo"
+INVALID_NAME = "invalid-name"
+UNKNOWN_ATTRIBUTE = "unknown-attribute"
+UNKNOWN_DEVICE = "unknown-device"
+UNKNOWN_TOPIC = "unknown-topic"
+UNKNOWN_COMMAND = "unknown-command"
+
+
+class DecodeError(ValueError):
+    """One value (or payload) that cannot be used, with its reason code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """What was dropped and why: `measure` is the index in the payload, `field` the key as sent."""
+
+    reason: str
+    detail: str
+    measure: int | None = None
+    field: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"reason": self.reason, "detail": self.detail}
+        if self.measure is not None:
+            out["measure"] = self.measure
+        if self.field is not None:
+            out["attribute"] = self.field
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One measure: its time and its attributes (short name -> NGSI-LD instance with observedAt)."""
+
+    observed_at: str
+    attrs: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    observations: tuple[Observation, ...]
+    rejections: tuple[Rejection, ...]
+
+    @property
+    def values(self) -> int:
+        """How many attribute values were accepted."""
+        return sum(len(o.attrs) for o in self.observations)
+
+
+# -- payloads ---------------------------------------------------------------------------------------
+def parse_json(raw: bytes) -> Any:
+    """A JSON payload; `DecodeError(malformed-json)` when it is not JSON."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(MALFORMED_JSON, f"the payload is not valid JSON: {exc}") from exc
+
+
+def parse_single_value(raw: bytes) -> Any:
+    """The payload of `/attrs/<object_id>`: a JSON value, or else the text as sent (IoT Agent style)."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise DecodeError(MALFORMED_JSON, "the payload is neither JSON nor UTF-8 text") from exc
+
+
+def decode_payload(payload: Any, profile: DeviceProfile, received_at: datetime) -> Decoded:
+    """A parsed measure payload (an object or an array of objects) for one device."""
+    measures = payload if isinstance(payload, list) else [payload]
+    index_of: Callable[[int], int | None] = (lambda i: i) if isinstance(payload, list) else (lambda i: None)
+    observations: list[Observation] = []
+    rejections: list[Rejection] = []
+    for position, measure in enumerate(measures):
+        if not isinstance(measure, dict):
+            kind = type(measure).__name__ if measure is not None else "null"
+            rejections.append(Rejection(NOT_AN_OBJECT, f"a measure must be a JSON object, got {kind}", index_of(position)))
+            continue
+        observation, rejected = decode_measure(measure, profile, received_at, index_of(position))
+        rejections.extend(rejected)
+        if observation is not None:
+            observations.append(observation)
+    return Decoded(tuple(observations), tuple(rejections))
+
+
+def decode_measure(
+    measure: Mapping[str, Any], profile: DeviceProfile, received_at: datetime, index: int | None = None
+) -> tuple[Observation | None, list[Rejection]]:
+    """One measure object: its observation (None if no field was valid) and what was rejected."""
+    rejections: list[Rejection] = []
+    observed_at = _measure_time(measure, profile, received_at, index, rejections)
+    attrs: dict[str, dict[str, Any]] = {}
+    for key, value in measure.items():
+        spec = profile.by_object_id.get(key) or profile.by_name.get(key)
+        if key in TIME_KEYS or (spec is not None and spec.name in TIME_KEYS):
+            continue
+        if spec is None and profile.explicit_attrs:
+            rejections.append(Rejection(UNKNOWN_ATTRIBUTE, f"{key!r} is not a provisioned attribute", index, key))
+            continue
+        try:
+            name, instance = attribute_instance(key, spec, value, profile.timezone)
+        except DecodeError as exc:
+            rejections.append(Rejection(exc.reason, exc.detail, index, key))
+            continue
+        instance["observedAt"] = observed_at
+        attrs[name] = instance
+    return (Observation(observed_at, attrs) if attrs else None), rejections
+
+
+def _measure_time(
+    measure: Mapping[str, Any], profile: DeviceProfile, received_at: datetime, index: int | None,
+    rejections: list[Rejection],
+) -> str:
+    """The measure's own time if it carries a valid one, else the receive time."""
+    for key, value in measure.items():
+        spec = profile.by_object_id.get(key)
+        if key not in TIME_KEYS and (spec is None or spec.name not in TIME_KEYS):
+            continue
+        try:
+            return to_iso(parse_time(value, profile.timezone))
+        except DecodeError as exc:
+            # The other fields are still kept, stamped with the receive time (documented in docs/devices.md).
+            rejections.append(Rejection(exc.reason, exc.detail, index, key))
+    return to_iso(received_at)
+
+
+# -- typing -------------------------------------------------------------------------------------------
+def attribute_instance(
+    key: str, spec: AttrSpec | None, value: Any, timezone: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(attribute name, NGSI-LD instance) for one field, typed per its spec; raises DecodeError."""
+    name = spec.name if spec is not None else key
+    _check_attr_name(name)
+    if value is None:
+        raise DecodeError(NULL_VALUE, f"{key!r} is null")
+    instance = typed_instance(spec.type if spec is not None else None, value, timezone, name)
+    if spec is not None and spec.unit_code:
+        instance["unitCode"] = spec.unit_code
+    return name, instance
+
+
+def _check_attr_name(name: str) -> None:
+    if name in ENTITY_RESERVED or name.startswith("@") or name in TIME_KEYS:
+        raise DecodeError(INVALID_NAME, f"{name!r} is reserved and cannot be an attribute name")
+    try:
+        check_name(name)
+    except BadRequest as exc:
+        raise DecodeError(INVALID_NAME, exc.detail) from exc
+
+
+def typed_instance(attr_type: str | None, value: Any, timezone: str | None = None, name: str = "") -> dict[str, Any]:
+    """An NGSI-LD instance for a value of an IoT Agent attribute type (None: untyped, passed through)."""
+    convert = _CONVERTERS.get(attr_type or "")
+    if convert is not None:
+        return convert(value, timezone)
+    if name == "location" and isinstance(value, dict) and "coordinates" in value:
+        return _geo_json(value, timezone)
+    return {"type": "Property", "value": value}
+
+
+def _property(value: Any) -> dict[str, Any]:
+    return {"type": "Property", "value": value}
+
+
+def _number(value: Any, _tz: str | None) -> dict[str, Any]:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise DecodeError(TYPE_MISMATCH, f"expected a Number, got {_show(value)}")
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eEnN") else int(value)
+        except ValueError as exc:
+            raise DecodeError(TYPE_MISMATCH, f"expected a Number, got {_show(value)}") from exc
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DecodeError(TYPE_MISMATCH, f"expected a finite Number, got {value}")
+    return _property(value)
+
+
+def _integer(value: Any, _tz: str | None) -> dict[str, Any]:
+    if isinstance(value, bool):
+        raise DecodeError(TYPE_MISMATCH, f"expected an Integer, got {_show(value)}")
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return _property(int(value))
+    if isinstance(value, str):
+        try:
+            return _property(int(value.strip()))
+        except ValueError:
+            pass
+    if isinstance(value, int):
+        return _property(value)
+    raise DecodeError(TYPE_MISMATCH, f"expected an Integer, got {_show(value)}")
+
+
+_TRUE = {"true", "1", "on", "yes"}
+_FALSE = {"false", "0", "off", "no"}
+
+
+def _boolean(value: Any, _tz: str | None) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return _property(value)
+    if isinstance(value, int) and value in (0, 1):
+        return _property(bool(value))
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return _property(value.strip().lower() in _TRUE)
+    raise DecodeError(TYPE_MISMATCH, f"expected a Boolean, got {_show(value)}")
+
+
+def _text(value: Any, _tz: str | None) -> dict[str, Any]:
+    if isinstance(value, str):
+        return _property(value)
+    if isinstance(value, (bool, int, float)):
+        # Lossless: a numeric id sent without quotes is still the same text.
+        return _property(orjson.dumps(value).decode())
+    raise DecodeError(TYPE_MISMATCH, f"expected Text, got {_show(value)}")
+
+
+def _datetime(value: Any, timezone: str | None) -> dict[str, Any]:
+    return _property({"@type": "DateTime", "@value": to_iso(parse_time(value, timezone))})
+
+
+def _geo_point(value: Any, _tz: str | None) -> dict[str, Any]:
+    """`"lat, lon"` (the IoT Agent geo:point form) or a GeoJSON Point -> a GeoProperty Point."""
+    if isinstance(value, dict):
+        if value.get("type") != "Point":
+            raise DecodeError(INVALID_GEO, f"geo:point expects \"lat,lon\" or a GeoJSON Point, got {_show(value)}")
+        return _geo_json(value, _tz)
+    if not isinstance(value, str):
+        raise DecodeError(INVALID_GEO, f"geo:point expects \"lat,lon\", got {_show(value)}")
+    parts = value.split(",")
+    try:
+        lat, lon = (float(p) for p in parts)
+    except ValueError as exc:
+        raise DecodeError(INVALID_GEO, f"geo:point expects \"lat,lon\", got {_show(value)}") from exc
+    if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
+        raise DecodeError(INVALID_GEO, f"geo:point out of range (lat -90..90, lon -180..180): {_show(value)}")
+    return {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}}
+
+
+def _geo_json(value: Any, _tz: str | None) -> dict[str, Any]:
+    from ucity.ngsild.geo import GeoQueryError, validate_geojson
+
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(INVALID_GEO, "geo:json text is not JSON") from exc
+    try:
+        validate_geojson(value)
+    except (GeoQueryError, TypeError, ValueError) as exc:
+        raise DecodeError(INVALID_GEO, f"not a valid GeoJSON geometry: {exc}") from exc
+    return {"type": "GeoProperty", "value": value}
+
+
+def _relationship(value: Any, _tz: str | None) -> dict[str, Any]:
+    try:
+        return {"type": "Relationship", "object": check_entity_id(value)}
+    except BadRequest as exc:
+        raise DecodeError(TYPE_MISMATCH, f"a Relationship needs a URI, got {_show(value)}") from exc
+
+
+_CONVERTERS: dict[str, Callable[[Any, str | None], dict[str, Any]]] = {
+    "Number": _number, "Float": _number, "Double": _number,
+    "Integer": _integer, "Int": _integer,
+    "Boolean": _boolean, "Bool": _boolean,
+    "Text": _text, "String": _text,
+    "DateTime": _datetime, "ISO8601": _datetime,
+    "geo:point": _geo_point,
+    "geo:json": _geo_json, "GeoProperty": _geo_json,
+    "Relationship": _relationship,
+}
+KNOWN_TYPES = frozenset(_CONVERTERS)
+
+
+def parse_time(value: Any, timezone: str | None = None) -> datetime:
+    """An ISO 8601 date-time; a value without offset is in the device's timezone (default UTC)."""
+    if not isinstance(value, str):
+        raise DecodeError(INVALID_TIME, f"a time must be an ISO 8601 string, got {_show(value)}")
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise DecodeError(INVALID_TIME, f"not an ISO 8601 date-time: {_show(value)}") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_zone(timezone))
+    return parsed.astimezone(UTC)
+
+
+@cache
+def _zone(name: str | None) -> ZoneInfo | Any:
+    if not name:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return UTC
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A short, safe rendering of a bad value for a reason text."""
+    text = orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- provisioning-time instances ---------------------------------------------------------------------
+def static_instances(statics: tuple[StaticAttr, ...], timezone: str | None = None) -> dict[str, dict[str, Any]]:
+    """The static attributes as NGSI-LD instances; raises DecodeError for the first invalid one."""
+    out: dict[str, dict[str, Any]] = {}
+    for static in statics:
+        _check_attr_name(static.name)
+        if static.value is None:
+            raise DecodeError(NULL_VALUE, f"static attribute {static.name!r} has no value")
+        converted = typed_instance(static.type if static.type in KNOWN_TYPES else None, static.value, timezone,
+                                   static.name)
+        out[static.name] = converted
+    return out
+
+
+COMMAND_STATUS = "_status"
+COMMAND_INFO = "_info"
+
+
+def command_instances(commands: tuple[Command, ...]) -> dict[str, dict[str, Any]]:
+    """Each command as three attributes: the command itself, its status and its result text."""
+    out: dict[str, dict[str, Any]] = {}
+    for command in commands:
+        _check_attr_name(command.name)
+        out[command.name] = _property("")
+        out[command.name + COMMAND_STATUS] = _property("UNKNOWN")
+        out[command.name + COMMAND_INFO] = _property("")
+    return out
+
+
+def check_attr_spec(spec: AttrSpec) -> None:
+    """Provisioning check of a mapping (raises DecodeError): valid names, time keys only as DateTime."""
+    _check_name_only(spec.object_id)
+    if spec.name in TIME_KEYS:
+        return
+    _check_attr_name(spec.name)
+
+
+def _check_name_only(name: str) -> None:
+    try:
+        check_name(name, "object_id")
+    except BadRequest as exc:
+        raise DecodeError(INVALID_NAME, exc.detail) from exc

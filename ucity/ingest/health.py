@@ -1,0 +1,255 @@
+"""Device health: online / offline from the last *reported* time, on timers of the platform clock.
+
+Rules (docs/devices.md):
+
+* A device *reports* when a measure of it is committed, even one repeating the last value, or
+  when it sends an empty measure (a heartbeat). A payload that is rejected as a whole does not
+  count: garbage does not prove a working device.
+* Its expected interval: the device's `expected_interval_s`, else its service group's, else
+  `ingest.intervals_by_type[entity_type]`, else `ingest.default_interval_s`.
+* Silent for `ingest.offline_after_intervals` intervals (default 3) -> `offline`; the next report
+  -> `online`. A device never heard of is `unknown` until it reports or its first deadline passes.
+* Each change publishes `DeviceStatusChanged` on the bus and sets the entity's `deviceState`
+  (Smart Data Models Device) with the time of the change as `observedAt`. The alarms issue turns
+  `offline` into an alarm of kind `fault`.
+* Battery level and RSSI are remembered when a device sends them (`batteryLevel`, `rssi`).
+
+One timer per device, lazily re-armed: a report only moves `last_reported`; when the timer fires
+it checks the real deadline and re-arms if the device reported meanwhile. That keeps the hot path
+free of timer churn. At start the state is restored from the stored entities (last `observedAt`
+of their measured attributes and their `deviceState`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from ucity.core.bus import Bus, Context, Event
+from ucity.core.clock import Clock, TimerHandle, parse_iso, to_iso
+from ucity.core.config import IngestSettings
+from ucity.ingest.decode import COMMAND_INFO, COMMAND_STATUS
+from ucity.ingest.model import DeviceProfile
+from ucity.ingest.writer import INGEST_ACTOR, MeasureWriter, attrs_op, expand
+from ucity.store.base import Doc, EntityQuery, Store
+
+log = logging.getLogger(__name__)
+ONLINE, OFFLINE, UNKNOWN = "online", "offline", "unknown"
+DEVICE_STATE = "deviceState"
+BATTERY_NAMES = ("batteryLevel", "battery")
+RSSI_NAMES = ("rssi", "RSSI")
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatusChanged(Event):
+    """A device went `online` or `offline`; `last_reported` is ISO 8601 UTC (None: never reported)."""
+
+    tenant: str
+    device_id: str
+    entity_id: str
+    status: str
+    last_reported: str | None
+
+
+@dataclass(slots=True)
+class DeviceHealth:
+    profile: DeviceProfile
+    interval: timedelta
+    since: datetime  # when tracking started or the status last changed
+    status: str = UNKNOWN
+    last_reported: datetime | None = None
+    battery: Any = None
+    battery_at: datetime | None = None
+    rssi: Any = None
+    rssi_at: datetime | None = None
+    timer: TimerHandle | None = None
+
+    def to_wire(self, offline_after: int) -> dict[str, Any]:
+        return {
+            "service": self.profile.tenant, "service_path": self.profile.service_path,
+            "device_id": self.profile.device_id, "entity_id": self.profile.entity_id,
+            "entity_type": self.profile.entity_type, "status": self.status, "since": to_iso(self.since),
+            "lastReported": to_iso(self.last_reported) if self.last_reported else None,
+            "expectedIntervalSeconds": self.interval.total_seconds(),
+            "offlineAfterSeconds": (self.interval * offline_after).total_seconds(),
+            "batteryLevel": self.battery, "rssi": self.rssi,
+        }
+
+
+class HealthMonitor:
+    def __init__(self, clock: Clock, bus: Bus, writer: MeasureWriter, settings: IngestSettings) -> None:
+        self.clock = clock
+        self.bus = bus
+        self.writer = writer
+        self.settings = settings
+        self._devices: dict[tuple[str, str], DeviceHealth] = {}  # (tenant, device_id)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._running = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def restore(self, profiles: Iterable[DeviceProfile], store: Store) -> None:
+        """Track every device, with its last report and state read from its stored entity."""
+        self._running = True
+        by_tenant: dict[str, list[DeviceProfile]] = {}
+        for profile in profiles:
+            by_tenant.setdefault(profile.tenant, []).append(profile)
+        for tenant, group in by_tenant.items():
+            docs = await _entities(store, tenant, [p.entity_id for p in group])
+            for profile in group:
+                self._restore_one(profile, docs.get(profile.entity_id))
+
+    def _restore_one(self, profile: DeviceProfile, doc: Doc | None) -> None:
+        record = self.track(profile)
+        if doc is None:
+            return
+        record.last_reported = _last_observed(doc, profile)
+        record.status = str(_value(doc, DEVICE_STATE) or UNKNOWN)
+        record.battery = next((v for v in (_value(doc, n) for n in BATTERY_NAMES) if v is not None), None)
+        record.rssi = next((v for v in (_value(doc, n) for n in RSSI_NAMES) if v is not None), None)
+        if record.status == ONLINE and record.last_reported is None:
+            record.status = UNKNOWN
+        if record.timer is not None:  # armed by track() from now; the real deadline is from the last report
+            record.timer.cancel()
+            record.timer = None
+        if record.status == UNKNOWN and record.last_reported is not None and self.clock.now() < self._deadline(record):
+            self._change(record, ONLINE)
+        self._check(record)
+
+    async def stop(self) -> None:
+        self._running = False
+        for record in self._devices.values():
+            if record.timer is not None:
+                record.timer.cancel()
+                record.timer = None
+        await self.drain()
+
+    async def drain(self) -> None:
+        """Wait for the pending status writes and events (tests call this after moving the clock)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- devices --------------------------------------------------------------------------------------
+    def interval_of(self, profile: DeviceProfile) -> timedelta:
+        seconds = (profile.expected_interval_s or self.settings.intervals_by_type.get(profile.entity_type)
+                   or self.settings.default_interval_s)
+        return timedelta(seconds=seconds)
+
+    def track(self, profile: DeviceProfile) -> DeviceHealth:
+        """Start (or refresh, after a provisioning change) watching a device."""
+        key = (profile.tenant, profile.device_id)
+        record = self._devices.get(key)
+        if record is None:
+            record = DeviceHealth(profile, self.interval_of(profile), self.clock.now())
+            self._devices[key] = record
+        else:
+            record.profile, record.interval = profile, self.interval_of(profile)
+            if record.timer is not None:  # the deadline may have moved
+                record.timer.cancel()
+                record.timer = None
+        self._arm(record)
+        return record
+
+    def forget(self, tenant: str, device_id: str) -> None:
+        record = self._devices.pop((tenant, device_id), None)
+        if record is not None and record.timer is not None:
+            record.timer.cancel()
+
+    def reported(self, profile: DeviceProfile, attrs: dict[str, Any]) -> None:
+        """A committed report of a device (attribute name -> value of its newest measure)."""
+        record = self._devices.get((profile.tenant, profile.device_id)) or self.track(profile)
+        now = self.clock.now()
+        record.last_reported = now
+        for name in BATTERY_NAMES:
+            if name in attrs:
+                record.battery, record.battery_at = attrs[name], now
+        for name in RSSI_NAMES:
+            if name in attrs:
+                record.rssi, record.rssi_at = attrs[name], now
+        if record.status != ONLINE:
+            self._change(record, ONLINE)
+        self._arm(record)
+
+    def get(self, tenant: str, device_id: str) -> DeviceHealth | None:
+        return self._devices.get((tenant, device_id))
+
+    def summary(self, tenant: str, status: str | None = None) -> dict[str, Any]:
+        records = sorted((r for r in self._devices.values() if r.profile.tenant == tenant),
+                         key=lambda r: r.profile.device_id)
+        counts = {ONLINE: 0, OFFLINE: 0, UNKNOWN: 0}
+        for record in records:
+            counts[record.status] = counts.get(record.status, 0) + 1
+        shown = [r for r in records if status is None or r.status == status]
+        return {"total": len(records), "counts": counts, "offlineAfterIntervals": self.settings.offline_after_intervals,
+                "devices": [r.to_wire(self.settings.offline_after_intervals) for r in shown]}
+
+    # -- timers --------------------------------------------------------------------------------------
+    def _deadline(self, record: DeviceHealth) -> datetime:
+        return (record.last_reported or record.since) + record.interval * self.settings.offline_after_intervals
+
+    def _arm(self, record: DeviceHealth) -> None:
+        if record.timer is None and record.status != OFFLINE and self._running:
+            key = (record.profile.tenant, record.profile.device_id)
+            record.timer = self.clock.call_at(self._deadline(record), lambda: self._fire(key))
+
+    def _fire(self, key: tuple[str, str]) -> None:
+        record = self._devices.get(key)
+        if record is not None:
+            record.timer = None
+            self._check(record)
+
+    def _check(self, record: DeviceHealth) -> None:
+        """Offline if the deadline has passed, else wait for the (possibly moved) deadline."""
+        if self.clock.now() >= self._deadline(record):
+            if record.status != OFFLINE:
+                self._change(record, OFFLINE)
+        else:
+            self._arm(record)
+
+    def _change(self, record: DeviceHealth, status: str) -> None:
+        """Record the change now; publish the event and write `deviceState` in a task."""
+        record.status = status
+        record.since = self.clock.now()
+        log.info("device %s (%s) is %s", record.profile.device_id, record.profile.tenant, status)
+        task = asyncio.get_running_loop().create_task(self._announce(record.profile, status, record.last_reported))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _announce(self, profile: DeviceProfile, status: str, last: datetime | None) -> None:
+        context = Context(actor=INGEST_ACTOR)
+        now = to_iso(self.clock.now())
+        result = await self.writer.apply(profile, attrs_op({DEVICE_STATE: {"type": "Property", "value": status,
+                                                                          "observedAt": now}}), context)
+        if isinstance(result, Exception):
+            log.warning("could not set deviceState of %s: %s", profile.entity_id, result)
+        await self.bus.publish(DeviceStatusChanged(context, profile.tenant, profile.device_id, profile.entity_id,
+                                                   status, to_iso(last) if last else None))
+
+
+# -- reading stored entities ------------------------------------------------------------------------
+async def _entities(store: Store, tenant: str, ids: list[str], chunk: int = 500) -> dict[str, Doc]:
+    found: dict[str, Doc] = {}
+    for start in range(0, len(ids), chunk):
+        part = tuple(ids[start:start + chunk])
+        docs, _ = await store.query_entities(tenant, EntityQuery(ids=part, limit=len(part)))
+        found.update({doc["id"]: doc for doc in docs})
+    return found
+
+
+def _value(doc: Doc, name: str) -> Any:
+    instances = doc.get("attrs", {}).get(expand(name)) or []
+    default = next((i for i in instances if "datasetId" not in i), None)
+    return default.get("value") if default else None
+
+
+def _last_observed(doc: Doc, profile: DeviceProfile) -> datetime | None:
+    """The newest observedAt among the measured attributes (not deviceState, not command results)."""
+    skip = {expand(DEVICE_STATE)}
+    for command in profile.commands:
+        skip |= {expand(command.name), expand(command.name + COMMAND_STATUS), expand(command.name + COMMAND_INFO)}
+    times = [i["observedAt"] for iri, instances in doc.get("attrs", {}).items() if iri not in skip
+             for i in instances if i.get("observedAt")]
+    return parse_iso(max(times)) if times else None

@@ -1,0 +1,201 @@
+"""HTTP handlers of ingest (framework-free): IoT Agent provisioning, measures, health and stats.
+
+Routes (server.py maps them):
+
+* `/iot/services` POST / GET / PUT / DELETE (`?resource=&apikey=`), `/iot/devices` POST / GET,
+  `/iot/devices/{deviceId}` GET / PUT / DELETE: FIWARE IoT Agent provisioning. The tenant is the
+  `fiware-service` header (the NGSI-LD default tenant when absent), `fiware-servicepath` is kept.
+* `POST /iot/json?k=<apikey>&i=<device_id>`: measures; `GET /iot/about`.
+* `GET /api/v1/devices/health`, `GET /api/v1/ingest/stats`.
+
+A measure is answered 200 only after its commit. Partly invalid measures: 200, the valid fields
+committed, the rejected ones listed in the body. Nothing valid at all: 400 with the same list.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ucity import __version__
+from ucity.core.errors import BadRequest, InvalidRequest, NotFound, Unavailable, UnsupportedMediaType
+from ucity.core.http import Req, Resp
+from ucity.ingest.decode import DecodeError, Rejection, parse_json
+from ucity.ingest.model import DEFAULT_RESOURCE, DEFAULT_SERVICE_PATH, Device, ServiceGroup
+from ucity.ingest.schema import (
+    check_service_path,
+    check_tenant,
+    device_to_wire,
+    group_to_wire,
+    list_body,
+    parse_device,
+    parse_group,
+)
+from ucity.ingest.service import Received, stats_key
+from ucity.ngsild.request import int_param, media_type
+
+if TYPE_CHECKING:
+    from ucity.ingest.service import IngestService
+
+JSON = "application/json"
+
+
+class IngestHttp:
+    def __init__(self, service: IngestService) -> None:
+        self.service = service
+        self.registry = service.registry
+
+    # -- request helpers ---------------------------------------------------------------------------------
+    def tenant(self, req: Req) -> str:
+        value = req.header("fiware-service") or req.header("ngsild-tenant")
+        return check_tenant(value) if value else self.service.default_tenant
+
+    @staticmethod
+    def service_path(req: Req, listing: bool = False) -> str | None:
+        value = req.header("fiware-servicepath")
+        if not value:
+            return None if listing else DEFAULT_SERVICE_PATH
+        return value if listing and value in ("/*", "/#") else check_service_path(value)
+
+    @staticmethod
+    def body(req: Req) -> Any:
+        kind = media_type(req)
+        if kind != JSON and not kind.endswith("+json"):
+            raise UnsupportedMediaType(f"Content-Type {kind or '(none)'} is not supported; use application/json")
+        try:
+            return parse_json(req.body)
+        except DecodeError as exc:
+            raise InvalidRequest(exc.detail) from exc
+
+    @staticmethod
+    def page(req: Req, items: list[Any]) -> list[Any]:
+        offset = int_param(req, "offset", 0)
+        limit = int_param(req, "limit", 1000, minimum=1)
+        return items[offset:offset + limit]
+
+    # -- service groups ----------------------------------------------------------------------------------
+    async def create_groups(self, req: Req) -> Resp:
+        tenant, path = self.tenant(req), self.service_path(req) or DEFAULT_SERVICE_PATH
+        groups = [parse_group(item, tenant, path) for item in list_body(self.body(req), "services")]
+        await self.service.add_groups(groups)
+        return Resp(201, None)
+
+    async def list_groups(self, req: Req) -> Resp:
+        groups = self.registry.groups(self.tenant(req), self.service_path(req, listing=True))
+        if req.param("apikey"):
+            groups = [g for g in groups if g.apikey == req.param("apikey")]
+        if req.param("resource"):
+            groups = [g for g in groups if g.resource == req.param("resource")]
+        return Resp(200, {"count": len(groups), "services": [group_to_wire(g) for g in self.page(req, groups)]})
+
+    def _group(self, req: Req) -> ServiceGroup:
+        apikey = req.param("apikey")
+        if not apikey:
+            raise BadRequest("the query parameters apikey (and resource, default /iot/json) select the service group")
+        group = self.registry.group(req.param("resource") or DEFAULT_RESOURCE, apikey)
+        if group is None or group.tenant != self.tenant(req):
+            raise NotFound(f"no service group with apikey {apikey} and resource {req.param('resource') or DEFAULT_RESOURCE}")
+        return group
+
+    async def update_group(self, req: Req) -> Resp:
+        group = self._group(req)
+        changes = self.body(req)
+        if not isinstance(changes, dict):
+            raise BadRequest("the body must be a JSON object with the fields to change")
+        _same(changes, {"apikey": group.apikey, "resource": group.resource})
+        merged = {**group_to_wire(group), **changes}
+        await self.service.replace_group(parse_group(merged, group.tenant, group.service_path))
+        return Resp(204, None)
+
+    async def delete_group(self, req: Req) -> Resp:
+        group = self._group(req)
+        await self.service.remove_group(group, with_devices=(req.param("device") or "").lower() == "true")
+        return Resp(204, None)
+
+    # -- devices ------------------------------------------------------------------------------------------
+    async def create_devices(self, req: Req) -> Resp:
+        tenant, path = self.tenant(req), self.service_path(req) or DEFAULT_SERVICE_PATH
+        devices = [self._parse_device(item, tenant, path) for item in list_body(self.body(req), "devices")]
+        await self.service.add_devices(devices)
+        return Resp(201, None)
+
+    def _parse_device(self, item: dict[str, Any], tenant: str, path: str) -> Device:
+        apikey = item.get("apikey")
+        group = (self.registry.group_for_apikey(apikey) if isinstance(apikey, str) and apikey
+                 else self.registry.default_group(tenant, path))
+        return parse_device(item, tenant, path, group)
+
+    async def list_devices(self, req: Req) -> Resp:
+        devices = self.registry.devices(self.tenant(req), self.service_path(req, listing=True))
+        return Resp(200, {"count": len(devices), "devices": [device_to_wire(d) for d in self.page(req, devices)]})
+
+    def _device(self, req: Req) -> Device:
+        device_id = req.path_params["deviceId"]
+        device = self.registry.device(self.tenant(req), device_id)
+        if device is None:
+            raise NotFound(f"device {device_id} does not exist")
+        return device
+
+    async def get_device(self, req: Req) -> Resp:
+        return Resp(200, device_to_wire(self._device(req)))
+
+    async def update_device(self, req: Req) -> Resp:
+        device = self._device(req)
+        changes = self.body(req)
+        if not isinstance(changes, dict):
+            raise BadRequest("the body must be a JSON object with the fields to change")
+        _same(changes, {"device_id": device.device_id})
+        wire = device_to_wire(device)
+        if "entity_type" in changes and "entity_name" not in changes:
+            wire.pop("entity_name")  # a new type gives a new default entity id
+        merged = {**wire, **changes}
+        new = parse_device(merged, device.tenant, device.service_path, self.registry.group_for_apikey(device.apikey))
+        await self.service.replace_device(device, new)
+        return Resp(204, None)
+
+    async def delete_device(self, req: Req) -> Resp:
+        await self.service.remove_device(self._device(req))
+        return Resp(204, None)
+
+    # -- measures -----------------------------------------------------------------------------------------
+    async def about(self, req: Req) -> Resp:
+        return Resp(200, {"libVersion": f"ucity {__version__}", "version": __version__, "baseRoot": "/",
+                          "protocols": ["IoTA-JSON (HTTP)", "IoTA-JSON (MQTT)"]})
+
+    async def measure(self, req: Req) -> Resp:
+        apikey, device_id = req.param("k"), req.param("i")
+        if not apikey or not device_id:
+            raise BadRequest("a measure needs the query parameters k=<apikey> and i=<device_id>")
+        kind = media_type(req)
+        if kind != JSON and not kind.endswith("+json"):
+            raise UnsupportedMediaType(f"Content-Type {kind or '(none)'} is not supported; measures are application/json")
+        try:
+            resolved = self.service.resolve(apikey, device_id, "/iot/json")
+        except NotFound as exc:
+            self.service.reject_unknown(apikey, device_id, exc.detail, "http")
+            raise
+        try:
+            payload = parse_json(req.body)
+        except DecodeError as exc:
+            self.service.stats.rejected(stats_key(resolved.profile), [Rejection(exc.reason, exc.detail)], "http")
+            raise InvalidRequest(exc.detail, rejected=[Rejection(exc.reason, exc.detail).to_wire()]) from exc
+        result = (await self.service.ingest([Received(resolved, payload, "http")]))[0]
+        if isinstance(result.outcome, Exception):
+            raise Unavailable(f"the measures could not be committed: {result.outcome}")
+        rejected = [r.to_wire() for r in result.decoded.rejections]
+        if not result.decoded.values and rejected:
+            raise BadRequest("no valid value in the measures", rejected=rejected)
+        return Resp(200, {"entityId": resolved.profile.entity_id, "measures": len(result.decoded.observations),
+                          "accepted": result.decoded.values, "rejected": rejected})
+
+    # -- operations ---------------------------------------------------------------------------------------
+    async def devices_health(self, req: Req) -> Resp:
+        return Resp(200, self.service.monitor.summary(self.tenant(req), req.param("status")))
+
+    async def ingest_stats(self, req: Req) -> Resp:
+        return Resp(200, self.service.stats.snapshot(self.tenant(req)))
+
+
+def _same(changes: dict[str, Any], fixed: dict[str, str]) -> None:
+    for key, value in fixed.items():
+        if key in changes and changes[key] != value:
+            raise BadRequest(f"{key} cannot be changed (delete and provision again)")

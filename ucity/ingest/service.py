@@ -1,0 +1,198 @@
+"""Ingest as one platform component: registry, decode, writer, stats and health wired together.
+
+Both sources (HTTP in http.py, MQTT in mqtt.py) hand measures to `IngestService.ingest`, which
+decodes them (pure), commits them in one store call, and only then counts them and tells the
+health monitor: what is counted as accepted has been committed.
+
+Provisioning goes through here too, so that a device's entity, its health record and the
+registry stay in step.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from ucity.core.bus import Context
+from ucity.core.errors import AlreadyExists, NotFound
+from ucity.core.platform import Platform
+from ucity.ingest.decode import UNKNOWN_DEVICE, Decoded, Rejection, decode_payload
+from ucity.ingest.health import HealthMonitor
+from ucity.ingest.model import Device, DeviceProfile, ServiceGroup, build_profile, entity_id_for
+from ucity.ingest.registry import DeviceRegistry
+from ucity.ingest.schema import check_topic_safe
+from ucity.ingest.stats import IngestStats, Key
+from ucity.ingest.writer import INGEST_ACTOR, DeviceWrite, MeasureWriter, provision_op
+from ucity.store.base import Mutation, Outcome, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """The device a measure is for; `new_device` is set when it would be autoprovisioned."""
+
+    profile: DeviceProfile
+    new_device: Device | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """One parsed payload of one device, as a source got it."""
+
+    device: Resolved
+    payload: Any
+    transport: str  # http | mqtt
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    decoded: Decoded
+    outcome: Outcome | Exception | None  # None: nothing valid to write
+
+
+def stats_key(profile: DeviceProfile) -> Key:
+    return (profile.tenant, profile.apikey, profile.device_id)
+
+
+class IngestService:
+    def __init__(self, platform: Platform, store: Store) -> None:
+        settings = platform.settings.ingest
+        self.platform = platform
+        self.store = store
+        self.default_tenant = platform.settings.ngsild.default_tenant
+        self.registry = DeviceRegistry(store)
+        self.stats = IngestStats(platform.clock, settings.reject_log_interval_s)
+        self.writer = MeasureWriter(store)
+        self.monitor = HealthMonitor(platform.clock, platform.bus, self.writer, settings)
+        from ucity.ingest.http import IngestHttp
+
+        self.http = IngestHttp(self)
+
+    async def start(self) -> None:
+        await self.registry.load()
+        await self.monitor.restore(self.registry.profiles(), self.store)
+
+    async def stop(self) -> None:
+        await self.monitor.stop()
+
+    def health(self) -> dict[str, Any]:
+        summary = self.stats.totals
+        return {"ok": True, "devices": len(self.registry.profiles()), "accepted": summary.accepted,
+                "rejected": summary.rejected}
+
+    # -- measures ---------------------------------------------------------------------------------------
+    def resolve(self, apikey: str, device_id: str, resource: str | None = None) -> Resolved:
+        """The device of a measure; NotFound (404) for an unknown apikey or device without autoprovision."""
+        profile = self.registry.profile(apikey, device_id)
+        if profile is not None:
+            return Resolved(profile)
+        group = self.registry.group_for_apikey(apikey, resource)
+        if group is None:
+            raise NotFound(f"no service group or device has apikey {apikey!r}")
+        if not group.autoprovision:
+            raise NotFound(f"device {device_id!r} is not provisioned for apikey {apikey!r} (autoprovision is off)")
+        check_topic_safe(device_id, "device id")
+        device = Device(tenant=group.tenant, service_path=group.service_path, device_id=device_id, apikey=apikey,
+                        entity_name=entity_id_for(group.entity_type, device_id), entity_type=group.entity_type,
+                        autoprovisioned=True)
+        return Resolved(build_profile(device, group), device)
+
+    def reject_unknown(self, apikey: str, device_id: str, detail: str, transport: str) -> None:
+        self.stats.rejected(("", apikey, device_id), [Rejection(UNKNOWN_DEVICE, detail)], transport)
+
+    async def ingest(self, items: list[Received]) -> list[IngestResult]:
+        """Decode, commit (one store call), then count and report to health. Raises if the store fails."""
+        now = self.platform.clock.now()
+        decoded = [decode_payload(item.payload, item.device.profile, now) for item in items]
+        await self._autoprovision([i.device for i, d in zip(items, decoded, strict=True) if d.values])
+        to_write = [k for k, d in enumerate(decoded) if d.observations]
+        outcomes = await self.writer.write(
+            [DeviceWrite(items[k].device.profile, decoded[k].observations) for k in to_write]) if to_write else []
+        by_index: dict[int, Outcome | Exception] = dict(zip(to_write, outcomes, strict=True))
+        results = []
+        for k, (item, dec) in enumerate(zip(items, decoded, strict=True)):
+            outcome = by_index.get(k)
+            self._account(item, dec, outcome)
+            results.append(IngestResult(dec, outcome))
+        return results
+
+    async def _autoprovision(self, devices: list[Resolved]) -> None:
+        """Register autoprovisioned devices once they send something valid (garbage creates nothing)."""
+        for resolved in devices:
+            device = resolved.new_device
+            if device is None or self.registry.profile(device.apikey, device.device_id) is not None:
+                continue
+            try:
+                await self.registry.add_devices([device])
+            except AlreadyExists:
+                continue  # another message of the same device won the race
+            log.info("autoprovisioned device %s (apikey %s) as %s", device.device_id, device.apikey, device.entity_name)
+            self.monitor.track(resolved.profile)
+
+    def _account(self, item: Received, decoded: Decoded, outcome: Outcome | Exception | None) -> None:
+        key = stats_key(item.device.profile)
+        self.stats.rejected(key, decoded.rejections, item.transport)
+        if isinstance(outcome, Exception):
+            log.warning("measures of %s not written: %s", item.device.profile.device_id, outcome)
+            return
+        if outcome is not None:
+            self.stats.accepted(key, len(decoded.observations), decoded.values, item.transport)
+        if decoded.values or not decoded.rejections:
+            newest = max(decoded.observations, key=lambda o: o.observed_at).attrs if decoded.observations else {}
+            self.monitor.reported(item.device.profile, {n: i.get("value") for n, i in newest.items()})
+
+    # -- provisioning --------------------------------------------------------------------------------------
+    async def add_groups(self, groups: list[ServiceGroup]) -> None:
+        await self.registry.add_groups(groups)
+        await self._refresh_apikeys({g.apikey for g in groups})
+
+    async def replace_group(self, group: ServiceGroup) -> None:
+        await self.registry.replace_group(group)
+        await self._refresh_apikeys({group.apikey})
+
+    async def remove_group(self, group: ServiceGroup, with_devices: bool) -> None:
+        await self.registry.remove_group(group)
+        if with_devices:
+            for device in [d for d in self.registry.devices(group.tenant) if d.apikey == group.apikey]:
+                await self.remove_device(device)
+        else:
+            await self._refresh_apikeys({group.apikey})
+
+    async def add_devices(self, devices: list[Device]) -> None:
+        """Register devices and create their entities; returns after the entities are committed."""
+        await self.registry.add_devices(devices)
+        await self._provision([self._profile_of(d) for d in devices])
+
+    async def replace_device(self, old: Device, new: Device) -> None:
+        await self.registry.replace_device(old, new)
+        if (old.tenant, old.device_id) != (new.tenant, new.device_id):
+            self.monitor.forget(old.tenant, old.device_id)
+        await self._provision([self._profile_of(new)])
+
+    async def remove_device(self, device: Device) -> None:
+        """Forget a device; its entity and history stay (they are the city's record)."""
+        await self.registry.remove_device(device)
+        self.monitor.forget(device.tenant, device.device_id)
+
+    def _profile_of(self, device: Device) -> DeviceProfile:
+        profile = self.registry.profile(device.apikey, device.device_id)
+        assert profile is not None, "a registered device has a profile"
+        return profile
+
+    async def _refresh_apikeys(self, apikeys: set[str]) -> None:
+        """Devices inherit from their group: re-provision the entities of the groups' devices."""
+        await self._provision([p for p in self.registry.profiles() if p.apikey in apikeys])
+
+    async def _provision(self, profiles: list[DeviceProfile]) -> None:
+        by_tenant: dict[str, list[DeviceProfile]] = {}
+        for profile in profiles:
+            by_tenant.setdefault(profile.tenant, []).append(profile)
+        for tenant, group in by_tenant.items():
+            outcomes = await self.store.mutate(tenant, [Mutation(p.entity_id, provision_op(p)) for p in group],
+                                               Context(actor=INGEST_ACTOR))
+            for profile, outcome in zip(group, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    raise outcome
+                self.monitor.track(profile)

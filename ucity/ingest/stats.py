@@ -1,0 +1,122 @@
+"""Ingest counters per device: measures and values accepted, values and payloads rejected, and why.
+
+Served at `/api/v1/ingest/stats`. Rejections are logged once per device per interval (with the
+count since the last log line), so a device that sends garbage every second cannot flood the
+log (DESIGN §5.14: log transitions, not repeats). Keys come partly from the network (apikeys and
+device ids of unknown devices), so the number of tracked keys is capped; beyond the cap unknown
+senders are counted together under one key.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ucity.core.clock import Clock, to_iso
+from ucity.ingest.decode import Rejection
+
+log = logging.getLogger(__name__)
+MAX_KEYS = 100_000
+OVERFLOW = ("", "*", "*")
+
+
+@dataclass(slots=True)
+class DeviceCounters:
+    measures: int = 0  # measures (observations) committed
+    accepted: int = 0  # attribute values committed
+    rejected: int = 0  # attribute values or whole payloads dropped
+    reasons: Counter[str] = field(default_factory=Counter)
+    by_transport: Counter[str] = field(default_factory=Counter)
+    last_accepted: datetime | None = None
+    last_rejected: datetime | None = None
+    last_rejection: dict[str, Any] | None = None
+    last_logged: datetime | None = None
+    unlogged: int = 0
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "measures": self.measures, "accepted": self.accepted, "rejected": self.rejected,
+            "reasons": dict(self.reasons), "transports": dict(self.by_transport),
+            "lastAccepted": to_iso(self.last_accepted) if self.last_accepted else None,
+            "lastRejected": to_iso(self.last_rejected) if self.last_rejected else None,
+            "lastRejection": self.last_rejection,
+        }
+
+
+Key = tuple[str, str, str]  # (tenant or "" when unknown, apikey, device_id)
+
+
+class IngestStats:
+    def __init__(self, clock: Clock, log_interval_s: float = 300.0) -> None:
+        self.clock = clock
+        self.log_interval = timedelta(seconds=log_interval_s)
+        self._devices: dict[Key, DeviceCounters] = {}
+        self.totals = DeviceCounters()
+
+    def _counters(self, key: Key) -> DeviceCounters:
+        counters = self._devices.get(key)
+        if counters is None:
+            if len(self._devices) >= MAX_KEYS:
+                key = OVERFLOW
+            counters = self._devices.setdefault(key, DeviceCounters())
+        return counters
+
+    def accepted(self, key: Key, measures: int, values: int, transport: str) -> None:
+        now = self.clock.now()
+        for counters in (self._counters(key), self.totals):
+            counters.measures += measures
+            counters.accepted += values
+            counters.by_transport[transport] += values
+            counters.last_accepted = now
+
+    def rejected(self, key: Key, rejections: tuple[Rejection, ...] | list[Rejection], transport: str) -> None:
+        """Count rejections; log them when this device has not been logged within the interval."""
+        if not rejections:
+            return
+        now = self.clock.now()
+        counters = self._counters(key)
+        for target in (counters, self.totals):
+            target.rejected += len(rejections)
+            target.reasons.update(r.reason for r in rejections)
+            target.last_rejected = now
+        counters.last_rejection = rejections[-1].to_wire()
+        counters.unlogged += len(rejections)
+        if counters.last_logged is None or now - counters.last_logged >= self.log_interval:
+            first = rejections[0]
+            log.warning("ingest (%s) rejected %d value(s) of device %s (apikey %s) since the last report; latest: %s: %s",
+                        transport, counters.unlogged, key[2], key[1], first.reason, first.detail)
+            counters.last_logged = now
+            counters.unlogged = 0
+
+    def device(self, key: Key) -> DeviceCounters | None:
+        return self._devices.get(key)
+
+    def forget(self, key: Key) -> None:
+        self._devices.pop(key, None)
+
+    def snapshot(self, tenant: str | None = None) -> dict[str, Any]:
+        """Totals and the per-device counters (of one tenant plus unknown senders, if a tenant is given)."""
+        rows = []
+        totals = self.totals if tenant is None else DeviceCounters()
+        for (row_tenant, apikey, device_id), counters in sorted(self._devices.items()):
+            if tenant is not None and row_tenant not in (tenant, ""):
+                continue
+            rows.append({"service": row_tenant or None, "apikey": apikey, "device_id": device_id, **counters.to_wire()})
+            if tenant is not None:
+                _add(totals, counters)
+        return {"totals": totals.to_wire(), "devices": rows}
+
+
+def _add(total: DeviceCounters, part: DeviceCounters) -> None:
+    total.measures += part.measures
+    total.accepted += part.accepted
+    total.rejected += part.rejected
+    total.reasons.update(part.reasons)
+    total.by_transport.update(part.by_transport)
+    for name in ("last_accepted", "last_rejected"):
+        mine, theirs = getattr(total, name), getattr(part, name)
+        if theirs is not None and (mine is None or theirs > mine):
+            setattr(total, name, theirs)

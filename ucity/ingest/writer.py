@@ -1,0 +1,178 @@
+"""Measures into the store through the one write path (DESIGN §1): `store.mutate` with merge mutations.
+
+Each device write is one `Mutation` on the device's NGSI-LD entity that creates the entity if it
+is missing (with its static and command attributes), then merges every observation in time order
+(NGSI-LD merge semantics, `ops.merge_op`), so the latest state and the temporal history are
+written in the same transaction, and subscriptions and rules see the commit on the bus like any
+other write. Several devices go into one `mutate` call per tenant; the caller acknowledges only
+after it returns, i.e. after the commit.
+
+A measure older than the attribute's current `observedAt` (a device emptying its buffer after an
+outage) goes to history only: the current state stays the newest observation.
+
+Attribute names and entity types are expanded with the NGSI-LD core context, so a client that
+reads without a @context sees the names the device profile gives (`temperature`, `batteryLevel`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from ucity.core.bus import Context
+from ucity.ingest.decode import DecodeError, Observation, command_instances, static_instances
+from ucity.ingest.model import DeviceProfile
+from ucity.ngsild import ops
+from ucity.ngsild.context import core_context
+from ucity.ngsild.model import find_instance, stamp
+from ucity.store.base import ApplyFn, Doc, Mutation, Outcome, Store
+
+log = logging.getLogger(__name__)
+INGEST_ACTOR = "ingest"
+
+
+@lru_cache(maxsize=8192)  # bounded: unmapped attribute names come from the devices
+def expand(name: str) -> str:
+    """The stored (expanded) IRI of an attribute name or entity type."""
+    return core_context().expand_term(name)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceWrite:
+    """The observations of one device to commit together."""
+
+    profile: DeviceProfile
+    observations: tuple[Observation, ...]
+
+
+def static_attrs(profile: DeviceProfile) -> dict[str, dict[str, Any]]:
+    """The profile's static attributes as instances (an invalid stored one is skipped, not fatal)."""
+    out: dict[str, dict[str, Any]] = {}
+    for static in profile.static_attributes:
+        try:
+            out.update(static_instances((static,), profile.timezone))
+        except DecodeError as exc:
+            log.error("device %s: static attribute %s skipped: %s", profile.device_id, static.name, exc.detail)
+    return out
+
+
+def entity_template(profile: DeviceProfile) -> Doc:
+    """The device's entity as first created: type, static attributes and command attributes."""
+    attrs = {**static_attrs(profile), **command_instances(profile.commands)}
+    return {"id": profile.entity_id, "type": [expand(profile.entity_type)], "attrs": _expanded(attrs)}
+
+
+def _expanded(attrs: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    return {expand(name): [instance] for name, instance in attrs.items()}
+
+
+# -- mutations ----------------------------------------------------------------------------------------
+def measure_op(profile: DeviceProfile, observations: Iterable[Observation]) -> ApplyFn:
+    """Create the entity if missing, then merge the observations oldest first."""
+    ordered = sorted(observations, key=lambda o: o.observed_at)
+
+    def apply(before: Doc | None, now: str) -> Outcome:
+        steps: list[Outcome] = []
+        doc = before
+        if doc is None:  # the template is built only when needed: the hot path is an existing entity
+            steps.append(ops.create_op(entity_template(profile))(None, now))
+            doc = steps[-1].doc
+        history: list[tuple[str, dict[str, Any]]] = []
+        for observation in ordered:
+            assert doc is not None
+            fresh, late = _split_late(doc, _expanded(observation.attrs))
+            history.extend((iri, stamp(copy.deepcopy(i), now)) for iri, i in late)
+            if fresh:
+                steps.append(ops.merge_op({"attrs": fresh})(doc, now))
+                doc = steps[-1].doc
+        return _combine(before, doc, steps, history)
+
+    return apply
+
+
+def _split_late(
+    doc: Doc, attrs: dict[str, list[dict[str, Any]]]
+) -> tuple[dict[str, list[dict[str, Any]]], list[tuple[str, dict[str, Any]]]]:
+    """Instances newer than (or as new as) the current ones, and the older ones (history only)."""
+    fresh: dict[str, list[dict[str, Any]]] = {}
+    late: list[tuple[str, dict[str, Any]]] = []
+    for iri, instances in attrs.items():
+        current = doc["attrs"].get(iri) or []
+        index = find_instance(current, None)
+        current_time = current[index].get("observedAt") if index is not None else None
+        if current_time is not None and instances[0]["observedAt"] < current_time:
+            late.append((iri, instances[0]))
+        else:
+            fresh[iri] = instances
+    return fresh, late
+
+
+def _combine(before: Doc | None, doc: Doc | None, steps: list[Outcome], history: list[tuple[str, dict[str, Any]]]) -> Outcome:
+    attrs: set[str] = set()
+    instances: list[tuple[str, dict[str, Any]]] = []
+    for step in steps:
+        attrs |= step.attrs
+        instances.extend(step.instances)
+    instances.extend(history)
+    attrs |= {iri for iri, _ in history}
+    operation = "create" if before is None else "update"
+    return Outcome(doc, operation, frozenset(attrs), tuple(instances), result={"created": before is None},
+                   changed=bool(steps or history))
+
+
+def attrs_op(attrs: dict[str, dict[str, Any]]) -> ApplyFn:
+    """Merge some attributes (by short name) into an existing entity: deviceState, command status."""
+    return ops.merge_op({"attrs": _expanded(attrs)})
+
+
+def provision_op(profile: DeviceProfile) -> ApplyFn:
+    """Create the device's entity, or refresh its static attributes and add missing command attributes."""
+    template = entity_template(profile)
+
+    def apply(before: Doc | None, now: str) -> Outcome:
+        if before is None:
+            return ops.create_op(template)(None, now)
+        statics = _expanded(static_attrs(profile))
+        commands = {iri: v for iri, v in _expanded(command_instances(profile.commands)).items() if iri not in before["attrs"]}
+        patch = {**statics, **commands}
+        if not patch:
+            return Outcome(before, "update", result={"created": False}, changed=False)
+        return ops.merge_op({"attrs": patch})(before, now)
+
+    return apply
+
+
+# -- the writer ----------------------------------------------------------------------------------------
+class MeasureWriter:
+    """Commits device writes: one `store.mutate` call per tenant, all tenants concurrently."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    async def write(self, writes: list[DeviceWrite]) -> list[Outcome | Exception]:
+        """One result per write, in order, each available only after its commit."""
+        by_tenant: dict[str, list[int]] = {}
+        for index, write in enumerate(writes):
+            by_tenant.setdefault(write.profile.tenant, []).append(index)
+        results: list[Outcome | Exception] = [Exception("not written")] * len(writes)
+
+        async def run(tenant: str, indexes: list[int]) -> None:
+            mutations = [Mutation(writes[i].profile.entity_id, measure_op(writes[i].profile, writes[i].observations))
+                         for i in indexes]
+            outcomes = await self.store.mutate(tenant, mutations, Context(actor=INGEST_ACTOR))
+            for index, outcome in zip(indexes, outcomes, strict=True):
+                results[index] = outcome
+
+        await asyncio.gather(*(run(tenant, indexes) for tenant, indexes in by_tenant.items()))
+        return results
+
+    async def apply(self, profile: DeviceProfile, fn: ApplyFn, context: Context | None = None) -> Outcome | Exception:
+        """One mutation on a device's entity (provisioning, deviceState, command status)."""
+        outcomes = await self.store.mutate(profile.tenant, [Mutation(profile.entity_id, fn)],
+                                           context or Context(actor=INGEST_ACTOR))
+        return outcomes[0]
