@@ -7,8 +7,9 @@ raise UcityErrors for their own entity only, so that batch operations report per
 
 from __future__ import annotations
 
-import copy
 from typing import Any
+
+import orjson
 
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound
 from ucity.ngsild.model import find_instance, is_null_instance, stamp
@@ -17,8 +18,13 @@ from ucity.store.base import ApplyFn, Doc, Outcome
 Attrs = dict[str, list[dict[str, Any]]]
 
 
+def json_copy(value: Any) -> Any:
+    """A deep copy of a JSON tree; several times faster than copy.deepcopy on the write path."""
+    return orjson.loads(orjson.dumps(value))
+
+
 def _history(attrs: Attrs) -> tuple[tuple[str, dict[str, Any]], ...]:
-    return tuple((iri, copy.deepcopy(i)) for iri, instances in attrs.items() for i in instances)
+    return tuple((iri, json_copy(i)) for iri, instances in attrs.items() for i in instances)
 
 
 class EntityNotFound(NotFound):
@@ -40,7 +46,7 @@ def create_op(new: Doc) -> ApplyFn:
     def apply(before: Doc | None, now: str) -> Outcome:
         if before is not None:
             raise AlreadyExists(f"entity {new['id']} already exists")
-        doc = copy.deepcopy(new)
+        doc = json_copy(new)
         doc["createdAt"] = doc["modifiedAt"] = now
         for instances in doc["attrs"].values():
             for instance in instances:
@@ -58,7 +64,7 @@ def replace_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:
             if not create_if_missing:
                 raise EntityNotFound(f"entity {new['id']} does not exist")
             return create_op(new)(None, now)
-        doc = copy.deepcopy(new)
+        doc = json_copy(new)
         doc["createdAt"] = before.get("createdAt", now)
         doc["modifiedAt"] = now
         if "type" not in doc:
@@ -94,7 +100,7 @@ def append_op(new: Doc, overwrite: bool = True, create_if_missing: bool = False)
         if before is None and create_if_missing:
             return create_op(new)(None, now)
         before = _require(before, new.get("id", ""))
-        doc = copy.deepcopy(before)
+        doc = json_copy(before)
         _merge_types(doc, new)
         written: Attrs = {}
         not_updated: list[dict[str, str]] = []
@@ -105,7 +111,7 @@ def append_op(new: Doc, overwrite: bool = True, create_if_missing: bool = False)
                 if index is not None and not overwrite:
                     not_updated.append({"attributeName": iri, "reason": "attribute exists and noOverwrite was set"})
                     continue
-                stamped = stamp(copy.deepcopy(instance), now, current[index] if index is not None else None)
+                stamped = stamp(json_copy(instance), now, current[index] if index is not None else None)
                 if index is None:
                     current.append(stamped)
                 else:
@@ -126,7 +132,7 @@ def update_op(new: Doc) -> ApplyFn:
     """PATCH /entities/{id}/attrs and batch update: only attributes that exist are replaced."""
 
     def apply(before: Doc | None, now: str) -> Outcome:
-        doc = copy.deepcopy(_require(before, new.get("id", "")))
+        doc = json_copy(_require(before, new.get("id", "")))
         written: Attrs = {}
         not_updated: list[dict[str, str]] = []
         for iri, instances in new["attrs"].items():
@@ -140,7 +146,7 @@ def update_op(new: Doc) -> ApplyFn:
                     del current[index]
                     written.setdefault(iri, [])
                     continue
-                current[index] = stamp(copy.deepcopy(instance), now, current[index])
+                current[index] = stamp(json_copy(instance), now, current[index])
                 written.setdefault(iri, []).append(current[index])
             if current is not None and not current:
                 del doc["attrs"][iri]
@@ -156,7 +162,7 @@ def _merge_instance(old: dict[str, Any], patch: dict[str, Any], now: str) -> dic
     """Merge-patch semantics on one instance: members replaced, sub-attributes merged, null deletes."""
     if is_null_instance({"type": old.get("type"), **patch}):
         return None
-    merged = copy.deepcopy(old)
+    merged = json_copy(old)
     if patch.get("type") and patch["type"] != old.get("type"):
         for key in ("value", "object", "languageMap", "valueList", "objectList", "json", "vocab"):
             merged.pop(key, None)
@@ -169,11 +175,11 @@ def _merge_instance(old: dict[str, Any], patch: dict[str, Any], now: str) -> dic
                 else:
                     merged[key] = sub
             elif not is_null_instance(value):
-                merged[key] = stamp(copy.deepcopy(value), now)
+                merged[key] = stamp(json_copy(value), now)
         elif key == "languageMap" and isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
         else:
-            merged[key] = copy.deepcopy(value)
+            merged[key] = json_copy(value)
     merged["modifiedAt"] = now
     return merged
 
@@ -184,7 +190,7 @@ def merge_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:
     def apply(before: Doc | None, now: str) -> Outcome:
         if before is None and create_if_missing:
             return create_op(new)(None, now)
-        doc = copy.deepcopy(_require(before, new.get("id", "")))
+        doc = json_copy(_require(before, new.get("id", "")))
         _merge_types(doc, new)
         written: Attrs = {}
         touched: set[str] = set()
@@ -195,7 +201,7 @@ def merge_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:
                 touched.add(iri)
                 if index is None:
                     if not is_null_instance(instance):
-                        current.append(stamp(copy.deepcopy(instance), now))
+                        current.append(stamp(json_copy(instance), now))
                         written.setdefault(iri, []).append(current[-1])
                     continue
                 merged = _merge_instance(current[index], instance, now)
@@ -216,7 +222,7 @@ def partial_attr_op(iri: str, patch: dict[str, Any], dataset_id: str | None) -> 
     """PATCH /entities/{id}/attrs/{attrId}: merge members into one existing instance."""
 
     def apply(before: Doc | None, now: str) -> Outcome:
-        doc = copy.deepcopy(_require(before, ""))
+        doc = json_copy(_require(before, ""))
         current = doc["attrs"].get(iri)
         index = find_instance(current or [], dataset_id)
         if current is None or index is None:
@@ -229,7 +235,7 @@ def partial_attr_op(iri: str, patch: dict[str, Any], dataset_id: str | None) -> 
             history: tuple[tuple[str, dict[str, Any]], ...] = ()
         else:
             current[index] = merged
-            history = ((iri, copy.deepcopy(merged)),)
+            history = ((iri, json_copy(merged)),)
         _touch(doc, now)
         return Outcome(doc, "update", frozenset([iri]), history, result="updated")
 
@@ -240,7 +246,7 @@ def replace_attr_op(iri: str, instances: list[dict[str, Any]]) -> ApplyFn:
     """PUT /entities/{id}/attrs/{attrId}: the instance(s) with the same datasetId are replaced."""
 
     def apply(before: Doc | None, now: str) -> Outcome:
-        doc = copy.deepcopy(_require(before, ""))
+        doc = json_copy(_require(before, ""))
         current = doc["attrs"].get(iri)
         if current is None:
             raise NotFound(f"attribute {iri} does not exist")
@@ -249,17 +255,17 @@ def replace_attr_op(iri: str, instances: list[dict[str, Any]]) -> ApplyFn:
             index = find_instance(current, instance.get("datasetId"))
             if index is None:
                 raise NotFound(f"attribute {iri} has no instance with datasetId {instance.get('datasetId')}")
-            current[index] = stamp(copy.deepcopy(instance), now, current[index])
+            current[index] = stamp(json_copy(instance), now, current[index])
             written.append(current[index])
         _touch(doc, now)
-        return Outcome(doc, "update", frozenset([iri]), tuple((iri, copy.deepcopy(w)) for w in written), result="updated")
+        return Outcome(doc, "update", frozenset([iri]), tuple((iri, json_copy(w)) for w in written), result="updated")
 
     return apply
 
 
 def delete_attr_op(iri: str, dataset_id: str | None, delete_all: bool) -> ApplyFn:
     def apply(before: Doc | None, now: str) -> Outcome:
-        doc = copy.deepcopy(_require(before, ""))
+        doc = json_copy(_require(before, ""))
         current = doc["attrs"].get(iri)
         if current is None:
             raise NotFound(f"attribute {iri} does not exist")

@@ -31,6 +31,9 @@ from ucity.core.clock import Clock, SystemClock, parse_iso, to_iso, to_micros
 from ucity.core.errors import UcityError, Unavailable
 from ucity.store.base import (
     AggregatedEntity,
+    AlarmQuery,
+    AlarmRow,
+    AlarmStats,
     AggregateSeries,
     Aggregation,
     Doc,
@@ -122,10 +125,15 @@ class _Call:
 
 def type_sql(expr: TypeExpr, has_type: str) -> tuple[str, list[Any]]:
     """SQL for a type expression, `has_type` being a fragment with one `?` for the type IRI."""
+    return any_of_sql(expr.any_of, has_type)
+
+
+def any_of_sql(groups: tuple[tuple[str, ...], ...], test: str) -> tuple[str, list[Any]]:
+    """SQL for OR-of-AND groups of values, `test` being a fragment with one `?` for a value."""
     ors: list[str] = []
     params: list[Any] = []
-    for group in expr.any_of:
-        ors.append("(" + " AND ".join([has_type] * len(group)) + ")")
+    for group in groups:
+        ors.append("(" + " AND ".join([test] * len(group)) + ")")
         params.extend(group)
     return "(" + " OR ".join(ors) + ")", params
 
@@ -330,11 +338,12 @@ class SqliteStore(Store):
             self._drop_geo(conn, eid)
             for attr, geometry in _geo_parts(after):
                 self._add_geo(conn, eid, tenant, attr, geometry)
-        conn.execute(
-            "INSERT INTO temporal_entities (tenant, id, types) VALUES (?,?,?) "
-            "ON CONFLICT (tenant, id) DO UPDATE SET types=excluded.types",
-            (tenant, entity_id, orjson.dumps(after.get("type", [])).decode()),
-        )
+        if before is None or before.get("type") != after.get("type"):  # the history's type index
+            conn.execute(
+                "INSERT INTO temporal_entities (tenant, id, types) VALUES (?,?,?) "
+                "ON CONFLICT (tenant, id) DO UPDATE SET types=excluded.types",
+                (tenant, entity_id, orjson.dumps(after.get("type", [])).decode()),
+            )
 
     @staticmethod
     def _drop_geo(conn: sqlite3.Connection, eid: int) -> None:
@@ -442,12 +451,13 @@ class SqliteStore(Store):
             clauses.append("(" + " OR ".join(
                 [f"json_type(e.doc, {_attr_path()}) IS NOT NULL"] * len(query.attrs_any)) + ")")
             params.extend(query.attrs_any)
-        if query.scope_prefixes:
-            ors = []
-            for prefix in query.scope_prefixes:
-                ors.append("EXISTS (SELECT 1 FROM json_each(e.doc, '$.scope') s WHERE s.value = ? OR s.value LIKE ?)")
-                params.extend([prefix, prefix.rstrip("/") + "/%"])
-            clauses.append("(" + " OR ".join(ors) + ")")
+        if query.scope is not None:
+            # Each pattern must match one of the entity's scopes (a pattern per AND-group member).
+            sql, sparams = any_of_sql(
+                query.scope.any_of, "EXISTS (SELECT 1 FROM json_each(e.doc, '$.scope') s WHERE regexp(?, s.value))"
+            )
+            clauses.append(sql)
+            params.extend(sparams)
         if query.q_sql is not None:
             clauses.append("(" + query.q_sql[0] + ")")
             params.extend(query.q_sql[1])
@@ -551,9 +561,22 @@ class SqliteStore(Store):
                 (tenant, entity_id, orjson.dumps(merged).decode()),
             )
             if rows:
-                self._append(conn, tenant, entity_id, merged, rows, now)
+                kept = _one_per_time(rows)
+                self._drop_same_time(conn, tenant, entity_id, kept)
+                self._append(conn, tenant, entity_id, merged, kept, now)
 
         await self._call(run)
+
+    def _drop_same_time(
+        self, conn: sqlite3.Connection, tenant: str, entity_id: str, rows: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """Delete the recorded instances that `rows` replace: same attribute, datasetId and observedAt."""
+        for attr, instance in rows:
+            observed = instance.get("observedAt")
+            if observed:
+                sid = self._series_id(conn, tenant, entity_id, attr, instance.get("datasetId") or "")
+                conn.execute("DELETE FROM instances WHERE sid=? AND ts=? AND json_extract(doc, '$.observedAt') "
+                             "IS NOT NULL", (sid, to_micros(parse_iso(observed))))
 
     async def temporal_entity_exists(self, tenant: str, entity_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
@@ -671,6 +694,136 @@ class SqliteStore(Store):
 
         result: list[tuple[str, str, Doc]] = await self._read(run)
         return result
+
+    # -- alarms ------------------------------------------------------------------------------
+    async def save_alarm(self, row: AlarmRow, history: list[Doc]) -> None:
+        values = _alarm_values(row)
+        entries = [(row.tenant, row.id, int(h["seq"]), to_micros(parse_iso(h["at"])), str(h["action"]),
+                    str(h.get("actor") or ""), orjson.dumps(h).decode()) for h in history]
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(f"INSERT OR REPLACE INTO alarms ({_ALARM_COLUMNS}) VALUES ({','.join('?' * len(values))})",
+                         values)
+            conn.executemany("INSERT OR REPLACE INTO alarm_history VALUES (?,?,?,?,?,?,?)", entries)
+
+        await self._call(run)
+
+    async def get_alarm(self, tenant: str, alarm_id: str) -> Doc | None:
+        def run(conn: sqlite3.Connection) -> Doc | None:
+            found = conn.execute("SELECT doc FROM alarms WHERE tenant=? AND id=?", (tenant, alarm_id)).fetchone()
+            return orjson.loads(found[0]) if found else None
+
+        result: Doc | None = await self._read(run)
+        return result
+
+    async def alarm_history(self, tenant: str, alarm_id: str) -> list[Doc]:
+        def run(conn: sqlite3.Connection) -> list[Doc]:
+            return [orjson.loads(d) for (d,) in conn.execute(
+                "SELECT doc FROM alarm_history WHERE tenant=? AND alarm_id=? ORDER BY seq", (tenant, alarm_id))]
+
+        result: list[Doc] = await self._read(run)
+        return result
+
+    async def query_alarms(self, tenant: str, query: AlarmQuery) -> tuple[list[Doc], int | None]:
+        where, params = _alarm_where(tenant, query)
+
+        def run(conn: sqlite3.Connection) -> tuple[list[Doc], int | None]:
+            total = None
+            if query.count:
+                total = int(conn.execute(f"SELECT count(*) FROM alarms a WHERE {where}", params).fetchone()[0])
+            docs = [orjson.loads(d) for (d,) in conn.execute(
+                f"SELECT doc FROM alarms a WHERE {where} ORDER BY raised_at DESC, id LIMIT ? OFFSET ?",
+                [*params, query.limit, query.offset])]
+            return docs, total
+
+        result: tuple[list[Doc], int | None] = await self._read(run)
+        return result
+
+    async def open_alarms(self) -> list[tuple[str, Doc]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[str, Doc]]:
+            return [(t, orjson.loads(d)) for t, d in conn.execute(
+                "SELECT tenant, doc FROM alarms WHERE status <> 'closed' ORDER BY raised_at")]
+
+        result: list[tuple[str, Doc]] = await self._read(run)
+        return result
+
+    async def alarm_stats(self, tenant: str, query: AlarmQuery, false_outcomes: tuple[str, ...]) -> AlarmStats:
+        where, params = _alarm_where(tenant, query)
+        result: AlarmStats = await self._read(lambda conn: _alarm_stats(conn, where, params, false_outcomes))
+        return result
+
+
+# -- alarms: columns, filters, statistics -------------------------------------------------------------
+_ALARM_COLUMNS = ("tenant, id, entity_id, entity_type, rule_id, kind, level, status, active, derived, parent_id, "
+                  "outcome, assignee, raised_at, updated_at, acked_at, cleared_at, closed_at, minx, miny, maxx, maxy, doc")
+
+
+def _alarm_values(row: AlarmRow) -> list[Any]:
+    minx, miny, maxx, maxy = row.bbox if row.bbox is not None else (None, None, None, None)
+    return [row.tenant, row.id, row.entity_id, row.entity_type, row.rule_id, row.kind, row.level, row.status,
+            int(row.active), int(row.derived), row.parent_id, row.outcome, row.assignee, row.raised_at,
+            row.updated_at, row.acked_at, row.cleared_at, row.closed_at, minx, miny, maxx, maxy,
+            orjson.dumps(row.doc).decode()]
+
+
+def _alarm_where(tenant: str, query: AlarmQuery) -> tuple[str, list[Any]]:
+    """The WHERE clause (over alias `a`) of an alarm query, with its parameters."""
+    clauses, params = ["a.tenant = ?"], [tenant]
+    for column, values in (("a.status", query.statuses), ("a.level", query.levels), ("a.kind", query.kinds),
+                           ("a.entity_type", query.entity_types), ("a.entity_id", query.entity_ids),
+                           ("a.rule_id", query.rule_ids), ("a.parent_id", query.parent_ids)):
+        if values:
+            clauses.append(_in(column, values))
+            params.extend(values)
+    if query.derived is not None:
+        clauses.append("a.derived = ?")
+        params.append(int(query.derived))
+    if query.bbox is not None:
+        minx, miny, maxx, maxy = query.bbox
+        clauses.append("a.minx IS NOT NULL AND a.minx <= ? AND a.maxx >= ? AND a.miny <= ? AND a.maxy >= ?")
+        params.extend([maxx, minx, maxy, miny])
+    if query.raised_from is not None:
+        clauses.append("a.raised_at >= ?")
+        params.append(query.raised_from)
+    if query.raised_to is not None:
+        clauses.append("a.raised_at < ?")
+        params.append(query.raised_to)
+    return " AND ".join(clauses), params
+
+
+def _alarm_stats(conn: sqlite3.Connection, where: str, params: list[Any], false_outcomes: tuple[str, ...]) -> AlarmStats:
+    stats = AlarmStats()
+
+    def counts(column: str) -> dict[str, int]:
+        return {str(k or ""): int(n) for k, n in conn.execute(
+            f"SELECT {column}, count(*) FROM alarms a WHERE {where} GROUP BY {column} ORDER BY {column}", params)}
+
+    stats.by_level, stats.by_kind = counts("a.level"), counts("a.kind")
+    stats.by_type, stats.by_status = counts("a.entity_type"), counts("a.status")
+    stats.total = sum(stats.by_kind.values())
+    stats.ack_seconds = [int(d) / 1e6 for (d,) in conn.execute(
+        f"SELECT a.acked_at - a.raised_at FROM alarms a WHERE {where} AND a.acked_at IS NOT NULL ORDER BY 1", params)]
+    false_in = _in("a.outcome", false_outcomes) if false_outcomes else "0"
+
+    def false_rate(column: str) -> list[tuple[str, int, int]]:
+        return [(str(k), int(c), int(f)) for k, c, f in conn.execute(
+            f"SELECT {column}, count(*), sum(CASE WHEN {false_in} THEN 1 ELSE 0 END) FROM alarms a "
+            f"WHERE {where} AND a.closed_at IS NOT NULL AND a.derived = 0 AND {column} IS NOT NULL "
+            f"GROUP BY {column} ORDER BY {column}", [*false_outcomes, *params])]
+
+    stats.false_by_entity, stats.false_by_parent = false_rate("a.entity_id"), false_rate("a.parent_id")
+    return stats
+
+
+def _one_per_time(rows: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """`rows` with at most one instance per attribute, datasetId and observedAt (the last one given)."""
+    kept: dict[object, tuple[str, dict[str, Any]]] = {}
+    for n, (attr, instance) in enumerate(rows):
+        observed = instance.get("observedAt")
+        key = (attr, instance.get("datasetId"), observed) if observed else n
+        kept.pop(key, None)  # the later instance also takes the later place
+        kept[key] = (attr, instance)
+    return list(kept.values())
 
 
 def _geo_parts(doc: Doc | None) -> list[tuple[str, str]]:
