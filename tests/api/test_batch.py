@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from tests.api.entity_support import BATCH, ERRORS, assert_problem, create, entity_url, link, query_ids, retrieve
 
 X1, X2, X3 = "urn:ngsi-ld:Building:x1", "urn:ngsi-ld:Building:x2", "urn:ngsi-ld:Building:x3"
+VOCAB = "https://uri.etsi.org/ngsi-ld/default-context/"
 MISSING = "urn:ngsi-ld:Building:missing"
 
 
@@ -71,12 +72,13 @@ def test_batch_create_with_the_same_id_twice_creates_it_once(client: TestClient)
     assert retrieve(client, X1)["a"] == prop(1)
 
 
-def test_batch_create_entity_that_is_not_an_object_is_reported(client: TestClient) -> None:
-    response = client.post(f"{BATCH}/create", json=[building(X1), "urn:ngsi-ld:Building:x2"])
-    assert response.status_code == 207
-    body = response.json()
-    assert body["success"] == [X1]
-    assert [e["error"]["status"] for e in body["errors"]] == [400]
+@pytest.mark.parametrize("item", [None, "urn:ngsi-ld:Building:x2", 7])
+def test_batch_create_with_an_item_that_is_not_an_entity_is_400_and_writes_nothing(
+        client: TestClient, item: Any) -> None:
+    # §5.6.7.4 (conformance 567_01): the whole request fails; the valid entity beside it is not created.
+    response = client.post(f"{BATCH}/create", json=[building(X1), item])
+    assert_problem(response, 400, "BadRequestData")
+    assert_problem(client.get(entity_url(X1)), 404, "ResourceNotFound")
 
 
 def test_batch_create_with_an_inline_context_in_json_ld_bodies(client: TestClient) -> None:
@@ -138,10 +140,26 @@ def test_batch_update_appends_to_existing_entities(client: TestClient) -> None:
     assert retrieve(client, X2) == building(X2, a=prop(1), b=prop(6))
 
 
-def test_batch_update_with_no_overwrite_keeps_existing_attributes(client: TestClient) -> None:
+def test_batch_update_with_no_overwrite_keeps_existing_attributes_and_reports_them(client: TestClient) -> None:
+    # Conformance 005_02_01/03: an attribute left as it was makes the answer a 207, not a 204.
     create(client, building(X1, a=prop(1)))
-    response = client.post(f"{BATCH}/update", json=[{"id": X1, "a": prop(5), "b": prop(6)}],
+    create(client, building(X2, a=prop(1)))
+    response = client.post(f"{BATCH}/update", json=[{"id": X1, "a": prop(5), "b": prop(6)}, {"id": X2, "c": prop(7)}],
                            params={"options": "noOverwrite"})
+    assert response.status_code == 207
+    body = response.json()
+    assert body["success"] == [X2]
+    problem = errors_by_id(body)[X1]
+    assert (problem["status"], problem["type"]) == (400, ERRORS + "BadRequestData")
+    assert problem["updated"] == [VOCAB + "b"]
+    assert [n["attributeName"] for n in problem["notUpdated"]] == [VOCAB + "a"]
+    assert retrieve(client, X1) == building(X1, a=prop(1), b=prop(6))
+    assert retrieve(client, X2) == building(X2, a=prop(1), c=prop(7))
+
+
+def test_batch_update_with_no_overwrite_and_only_new_attributes_is_204(client: TestClient) -> None:
+    create(client, building(X1, a=prop(1)))
+    response = client.post(f"{BATCH}/update", json=[{"id": X1, "b": prop(6)}], params={"options": "noOverwrite"})
     assert response.status_code == 204
     assert retrieve(client, X1) == building(X1, a=prop(1), b=prop(6))
 

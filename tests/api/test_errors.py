@@ -103,7 +103,7 @@ def test_trailing_slash_is_accepted(client: TestClient) -> None:
 
 def test_errors_echo_the_tenant(client: TestClient) -> None:
     response = client.get(entity_url(B1), headers={"NGSILD-Tenant": "t1"})
-    assert_problem(response, 404, "ResourceNotFound")
+    assert_problem(response, 404, "NonexistentTenant")  # CIM 009 §5.5.10: t1 was never created
     assert response.headers["ngsild-tenant"] == "t1"
 
 

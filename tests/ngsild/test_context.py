@@ -729,7 +729,7 @@ def test_registry_hosts_lists_serves_and_deletes() -> None:
             "URL": url,
             "localId": local_id,
             "kind": "Hosted",
-            "timestamp": "2026-01-01T00:00:00.000000Z",
+            "createdAt": "2026-01-01T00:00:00.000000Z",
             "numberOfHits": 0,
         }
         clock.advance(timedelta(seconds=5))

@@ -286,13 +286,20 @@ def test_append_no_overwrite_reports_existing_attributes() -> None:
     assert outcome.doc is not None and outcome.doc["attrs"][V + "name"][0]["value"] == "x"
 
 
-def test_update_replaces_existing_and_reports_unknown() -> None:
+def test_update_replaces_existing_and_appends_unknown() -> None:
+    # CIM 009 v1.9.1 §5.6.2.4: an attribute (or datasetId) the entity lacks is appended.
     outcome = ops.update_op({"id": E1, "attrs": {V + "name": [prop("y")], V + "zz": [prop(1)]}})(base(), T1)
-    assert outcome.result["updated"] == [V + "name"]
-    assert [n["attributeName"] for n in outcome.result["notUpdated"]] == [V + "zz"]
+    assert outcome.result == {"updated": [V + "name", V + "zz"], "notUpdated": []}
     assert outcome.doc is not None
     assert outcome.doc["attrs"][V + "name"][0] == {**prop("y"), "createdAt": T0, "modifiedAt": T1}
-    assert V + "zz" not in outcome.doc["attrs"]
+    assert outcome.doc["attrs"][V + "zz"] == [{**prop(1), "createdAt": T1, "modifiedAt": T1}]
+
+
+def test_update_with_null_for_an_absent_attribute_reports_it() -> None:
+    outcome = ops.update_op({"id": E1, "attrs": {V + "zz": [prop(NULL)]}})(base(), T1)
+    assert outcome.result["updated"] == []
+    assert [n["attributeName"] for n in outcome.result["notUpdated"]] == [V + "zz"]
+    assert outcome.doc is not None and V + "zz" not in outcome.doc["attrs"] and not outcome.changed
 
 
 @pytest.mark.parametrize("null", [prop(NULL), {"type": "Relationship", "object": NULL},

@@ -7,6 +7,7 @@ The tree::
     │   ├── InvalidRequest          400 InvalidRequest (syntax: malformed JSON, bad query string)
     │   └── LdContextInvalid        400 BadRequestData (an @context that is not usable)
     ├── NotFound                    404 ResourceNotFound
+    │   └── NonexistentTenant       404 NonexistentTenant (an NGSILD-Tenant that was never created)
     ├── AlreadyExists               409 AlreadyExists
     ├── NotAcceptable               406 NotAcceptable
     ├── PayloadTooLarge             413 RequestEntityTooLarge
@@ -72,6 +73,13 @@ class NotFound(UcityError):
     status = 404
     type_uri = NGSI_ERRORS + "ResourceNotFound"
     title = "Resource not found"
+
+
+class NonexistentTenant(NotFound):
+    """CIM 009 §5.5.10: an operation other than a create addressed a tenant that does not exist."""
+
+    type_uri = NGSI_ERRORS + "NonexistentTenant"
+    title = "Nonexistent tenant"
 
 
 class AlreadyExists(UcityError):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
 
 import orjson
 
@@ -29,12 +28,6 @@ class Req:
 
     def header(self, name: str, default: str | None = None) -> str | None:
         return self.headers.get(name.lower(), default)
-
-    def url_with(self, **changes: Any) -> str:
-        """This request's URL with some query parameters changed (for pagination links)."""
-        params = {k: v[-1] for k, v in self.params.items()}
-        params.update({k: str(v) for k, v in changes.items()})
-        return f"{self.base_url.rstrip('/')}{self.path}?{urlencode(params)}"
 
 
 @dataclass(slots=True)

@@ -6,14 +6,16 @@ the store applies and group-commits; the commit publishes the changes on the bus
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 from ucity.core.bus import Context
 from ucity.core.config import NgsiLdSettings
-from ucity.core.errors import BadRequest, NotFound, UcityError
+from ucity.core.errors import BadRequest, NonexistentTenant, NotFound, UcityError
 from ucity.core.http import Req, Resp
 from ucity.ngsild import ops
 from ucity.ngsild.model import (
@@ -21,6 +23,7 @@ from ucity.ngsild.model import (
     check_entity_id,
     check_name,
     default_geometry,
+    expand_attr_name,
     normalize_attribute,
     normalize_attrs,
     normalize_entity,
@@ -33,19 +36,22 @@ from ucity.ngsild.request import (
     JSON,
     JSONLD,
     MERGE_PATCH,
+    add_links,
     bool_param,
     csv_param,
     int_param,
     negotiate,
     options,
+    page_links,
     read_body,
     request_context,
     response_context_header,
     response_context_value,
     tenant_of,
 )
+from ucity.ngsild.scope import parse_scope_query
 from ucity.ngsild.typeq import parse_type_expr
-from ucity.store.base import Doc, EntityQuery, Mutation, Outcome, Store
+from ucity.store.base import Doc, EntityQuery, Mutation, Outcome, Store, TypeExpr
 
 ENTITIES = "/ngsi-ld/v1/entities/"
 # Representation names of `options` / `format` -> RenderOptions.fmt (`simplified` is `keyValues`).
@@ -68,7 +74,7 @@ class NgsiLdApi:
     async def read_tenant(self, req: Req) -> str:
         tenant, explicit = tenant_of(req, self.settings.default_tenant)
         if explicit and not await self.store.tenant_exists(tenant):
-            raise NotFound(f"tenant {tenant} does not exist")
+            raise NonexistentTenant(f"tenant {tenant} does not exist")
         return tenant
 
     def write_tenant(self, req: Req) -> str:
@@ -114,11 +120,13 @@ class NgsiLdApi:
         if len(asked) > 1:
             raise BadRequest(f"conflicting representations requested: {', '.join(sorted(asked))}")
         fmt = asked.pop() if asked else "normalized"
-        pick = csv_param(req, "pick")
-        omit = csv_param(req, "omit")
+        pick = projection_param(req, "pick")
+        omit = projection_param(req, "omit")
         attrs = csv_param(req, "attrs") if attrs is None else attrs
         if pick and omit:
             raise BadRequest("pick and omit cannot be used together")
+        if (pick or omit) and csv_param(req, "attrs"):
+            raise BadRequest("attrs (deprecated: pick and q in one) cannot be combined with pick or omit")
         keep: frozenset[str] | None = None
         members = ("id", "type", "scope")
         names = [n for n in (pick or attrs) if n not in members]
@@ -203,8 +211,9 @@ class NgsiLdApi:
         ops.check_same_id(body.get("id"), entity_id)
         doc = normalize_entity({**body, "id": entity_id}, ctx, require_type=False)
         overwrite = "noOverwrite" not in options(req)
-        outcome = await self.run_one(req, self.write_tenant(req), entity_id, ops.append_op(doc, overwrite))
-        return self.update_report(req, outcome, ctx)
+        fn = ops.of_type(ops.append_op(doc, overwrite), self.type_selector(req, ctx))
+        outcome = await self.run_one(req, self.write_tenant(req), entity_id, fn)
+        return self.update_report(req, outcome)
 
     async def update_attrs(self, req: Req) -> Resp:
         entity_id = check_entity_id(req.path_params["entityId"])
@@ -214,25 +223,31 @@ class NgsiLdApi:
             raise BadRequest("the body must be a JSON object of attributes")
         ops.check_same_id(body.get("id"), entity_id)
         doc = normalize_entity({**body, "id": entity_id}, ctx, require_type=False, allow_null=True)
-        outcome = await self.run_one(req, self.write_tenant(req), entity_id, ops.update_op(doc))
-        return self.update_report(req, outcome, ctx)
+        fn = ops.of_type(ops.update_op(doc), self.type_selector(req, ctx))
+        outcome = await self.run_one(req, self.write_tenant(req), entity_id, fn)
+        return self.update_report(req, outcome)
 
-    def update_report(self, req: Req, outcome: Outcome, ctx: Any) -> Resp:
+    @staticmethod
+    def type_selector(req: Req, ctx: Any) -> TypeExpr | None:
+        """The optional entity type selection (`?type=`, §4.17) of an attribute operation."""
+        selection = req.param("type")
+        return parse_type_expr(selection, ctx.expand_term) if selection else None
+
+    def update_report(self, req: Req, outcome: Outcome) -> Resp:
         report = outcome.result
         if not report["notUpdated"]:
             return self.no_content(req)
-        body = {
-            "updated": [ctx.compact_iri(a) for a in report["updated"]],
-            "notUpdated": [{**n, "attributeName": ctx.compact_iri(n["attributeName"])} for n in report["notUpdated"]],
-        }
+        # Attribute names as expanded IRIs, as the ETSI conformance suite expects (§5.2.18 says
+        # only "represented by their name").
+        body = {"updated": report["updated"], "notUpdated": report["notUpdated"]}
         return Resp(207, body, self.tenant_headers(req))
 
     def _attr_target(self, req: Req, ctx: Any) -> str:
-        return str(ctx.expand_term(check_name(req.path_params["attrId"])))
+        return expand_attr_name(req.path_params["attrId"], ctx)
 
     async def partial_attr(self, req: Req) -> Resp:
         entity_id = check_entity_id(req.path_params["entityId"])
-        body = read_body(req)
+        body = read_body(req, (JSON, JSONLD, MERGE_PATCH))
         _, ctx = await self.compile(req, body)
         if not isinstance(body, dict) or not body:
             raise BadRequest("the body must be a non-empty JSON object")
@@ -276,16 +291,11 @@ class NgsiLdApi:
         for entity_id in ids:
             check_entity_id(entity_id)
         query.ids = tuple(ids)
-        query.id_pattern = params.get("idPattern")
-        if query.id_pattern is not None:
-            try:
-                re.compile(query.id_pattern)
-            except re.error as exc:
-                raise BadRequest(f"idPattern is not a valid regular expression: {exc}") from exc
-        if params.get("type"):
+        query.id_pattern = check_id_pattern(params.get("idPattern"))
+        if params.get("type") and params["type"] != ANY_TYPE:
             query.types = parse_type_expr(params["type"], ctx.expand_term)
         if params.get("attrs"):
-            query.attrs_any = tuple(ctx.expand_term(check_name(a)) for a in params["attrs"])
+            query.attrs_any = tuple(expand_attr_name(a, ctx) for a in params["attrs"])
         if params.get("q"):
             try:
                 query.q_sql = compile_q_sqlite(parse_q(params["q"]), ctx.expand_term)
@@ -301,7 +311,7 @@ class NgsiLdApi:
             query.geo = geo
             query.geo_attr = ctx.expand_term(geo.geoproperty)
         if params.get("scopeQ"):
-            query.scope_prefixes = tuple(s.rstrip("#").rstrip("/") or "/" for s in params["scopeQ"].split(","))
+            query.scope = parse_scope_query(params["scopeQ"])
         return query
 
     def paging(self, req: Req) -> tuple[int, int, bool]:
@@ -314,44 +324,36 @@ class NgsiLdApi:
 
     async def query_entities(self, req: Req) -> Resp:
         accept = negotiate(req, allow_geojson=True)
-        tenant_name, explicit = tenant_of(req, self.settings.default_tenant)
         ctx_input, ctx = await self.compile(req)
         params: dict[str, Any] = {k: req.param(k) for k in ("idPattern", "type", "q", "georel", "geometry",
                                                              "coordinates", "geoproperty", "scopeQ")}
         params["id"] = csv_param(req, "id")
         params["attrs"] = csv_param(req, "attrs")
-        if not any(params[k] for k in ("id", "idPattern", "type", "attrs", "q", "georel", "scopeQ")):
-            raise BadRequest("a query needs at least one of type, id, idPattern, attrs, q, georel or scopeQ")
+        check_selection(req, params)
         query = await self.build_query(req, ctx, params)
         query.limit, query.offset, query.count = self.paging(req)
-        if explicit and not await self.store.tenant_exists(tenant_name):
-            raise NotFound(f"tenant {tenant_name} does not exist")
-        docs, total = await self.store.query_entities(tenant_name, query)
-        return self.query_reply(req, docs, total, query, ctx_input, ctx, accept)
+        docs, total, more = await self.query_page(await self.read_tenant(req), query)
+        return self.query_reply(req, docs, total, more, query, ctx_input, ctx, accept)
 
-    def query_reply(self, req: Req, docs: list[Doc], total: int | None, query: EntityQuery,
+    async def query_page(self, tenant: str, query: EntityQuery) -> tuple[list[Doc], int | None, bool]:
+        """One page of a query, its count if asked, and whether more entities follow the page."""
+        # One entity beyond the page tells whether a next page exists, without counting them all.
+        probe = dataclasses.replace(query, limit=query.limit + 1) if query.limit > 0 else query
+        docs, total = await self.store.query_entities(tenant, probe)
+        return docs[:query.limit], total, len(docs) > query.limit
+
+    def query_reply(self, req: Req, docs: list[Doc], total: int | None, more: bool, query: EntityQuery,
                     ctx_input: Any, ctx: Any, accept: str, attrs: list[str] | None = None) -> Resp:
         entities = self.present(req, docs, ctx, accept, attrs)
-        headers: dict[str, str] = {}
-        if total is not None:
-            headers["NGSILD-Results-Count"] = str(total)
-        links = []
-        if query.offset > 0 and query.limit > 0:
-            links.append(f'<{req.url_with(offset=max(0, query.offset - query.limit), limit=query.limit)}>; rel="prev"')
-        if query.limit > 0 and len(docs) == query.limit and (total is None or query.offset + query.limit < total):
-            links.append(f'<{req.url_with(offset=query.offset + query.limit, limit=query.limit)}>; rel="next"')
+        headers = {"NGSILD-Results-Count": str(total)} if total is not None else {}
+        links = page_links(req, query.offset, query.limit, more, accept)
         if accept == GEOJSON:
             geo_iri = self.geometry_iri(req, ctx)
             features = [to_geojson_feature(e, default_geometry(d, geo_iri)) for d, e in zip(docs, entities, strict=True)]
             body = {"type": "FeatureCollection", "features": features,
                     "@context": response_context_value(ctx_input)}
-            if links:
-                headers["Link"] = ", ".join(links)
-            return Resp(200, body, {**self.tenant_headers(req), **headers}, media_type=GEOJSON)
-        resp = self.reply(req, entities, ctx_input, accept, headers=headers)
-        if links:
-            resp.headers["Link"] = ", ".join([*([resp.headers["Link"]] if "Link" in resp.headers else []), *links])
-        return resp
+            return add_links(Resp(200, body, {**self.tenant_headers(req), **headers}, media_type=GEOJSON), links)
+        return add_links(self.reply(req, entities, ctx_input, accept, headers=headers), links)
 
     async def query_post(self, req: Req) -> Resp:
         """POST /entityOperations/query: the query in the body (CIM 009 §5.7.2, Query data type)."""
@@ -364,30 +366,12 @@ class NgsiLdApi:
         if not isinstance(attrs, list) or not all(isinstance(a, str) and a for a in attrs):
             raise BadRequest("attrs must be an array of attribute names")
         params: dict[str, Any] = {"q": body.get("q"), "geoQ": body.get("geoQ"), "attrs": attrs,
-                                  "scopeQ": body.get("scopeQ")}
-        selectors = body.get("entities") or []
-        if not isinstance(selectors, list) or not all(isinstance(s, dict) for s in selectors):
-            raise BadRequest("entities must be an array of EntitySelector objects")
-        if len(selectors) > 1:
-            ids = [s.get("id") for s in selectors]
-            if all(ids) and len({s.get("type") for s in selectors}) == 1:
-                params["id"], params["type"] = ids, selectors[0].get("type")
-            elif all(set(s) == {"type"} for s in selectors):
-                # Selectors are ORed (§5.7.2): type-only selectors are one type expression.
-                params["type"] = "|".join(f"({s['type']})" for s in selectors)
-            else:
-                raise BadRequest("several entity selectors are supported when they only differ by id or by type")
-        elif selectors:
-            sel = selectors[0]
-            params["id"] = [sel["id"]] if sel.get("id") else []
-            params["idPattern"], params["type"] = sel.get("idPattern"), sel.get("type")
-        if not any(params.get(k) for k in ("id", "idPattern", "type", "attrs", "q", "geoQ", "scopeQ")):
-            raise BadRequest("a query needs at least one of entities, attrs, q, geoQ or scopeQ")
+                                  "scopeQ": body.get("scopeQ"), **query_selectors(body.get("entities"))}
+        check_selection(req, params)
         query = await self.build_query(req, ctx, params)
         query.limit, query.offset, query.count = self.paging(req)
-        tenant = await self.read_tenant(req)
-        docs, total = await self.store.query_entities(tenant, query)
-        return self.query_reply(req, docs, total, query, ctx_input, ctx, accept, attrs or None)
+        docs, total, more = await self.query_page(await self.read_tenant(req), query)
+        return self.query_reply(req, docs, total, more, query, ctx_input, ctx, accept, attrs or None)
 
     async def purge_entities(self, req: Req) -> Resp:
         """DELETE /entities?type=...: delete every entity matching the selection."""
@@ -411,10 +395,7 @@ class NgsiLdApi:
         if kind not in handlers:
             raise NotFound(f"no batch operation {kind}")
         body = read_body(req)
-        if not isinstance(body, list):
-            raise BadRequest("a batch operation body must be a JSON array")
-        if not body:
-            raise BadRequest("a batch operation needs at least one entity")
+        check_batch(req, kind, body)
         return await handlers[kind](req, body)
 
     async def _normalize_all(self, req: Req, body: list[Any], **kw: Any) -> tuple[list[tuple[str, Doc]], list[dict[str, Any]]]:
@@ -442,9 +423,10 @@ class NgsiLdApi:
         results = await self.run(req, tenant, [Mutation(i, make(d)) for i, d in docs]) if docs else []
         created, succeeded = [], []
         for (entity_id, _), result in zip(docs, results, strict=True):
-            if isinstance(result, Exception):
-                errors.append({"entityId": entity_id, "error": _entity_error(entity_id, result).to_problem()})
-            elif result.operation == "create":
+            error = _entity_error(entity_id, result) if isinstance(result, Exception) else _skipped(result)
+            if error is not None:
+                errors.append({"entityId": entity_id, "error": error.to_problem()})
+            elif isinstance(result, Outcome) and result.operation == "create":
                 created.append(entity_id)
             else:
                 succeeded.append(entity_id)
@@ -547,6 +529,93 @@ class NgsiLdApi:
                         "attributeTypes": kinds, "typeNames": [ctx.compact_iri(t) for t in types]}
                 return self.reply(req, body, ctx_input, accept)
         raise NotFound(f"no attribute {req.path_params['attrId']}")
+
+
+ANY_TYPE = "*"
+"""`type=*`: entities of any type (§4.17); it implies local=true (Table 6.4.3.2-1)."""
+SELECTORS = ("type", "attrs", "q", "georel", "geoQ")
+"""What makes a query selective enough (§5.7.2): id, idPattern and scopeQ only narrow one of these."""
+
+
+def projection_param(req: Req, name: str) -> list[str]:
+    """pick / omit: entity members and attribute names. Nested projections (`attr{sub}`) belong to
+    linked entity retrieval (join), which ucity does not implement: braces are refused."""
+    names = csv_param(req, name)
+    if any("{" in n or "}" in n for n in names):
+        raise BadRequest(f"{name}: nested projections with {{ }} (linked entity retrieval) are not supported")
+    return names
+
+
+def check_selection(req: Req, params: Mapping[str, Any]) -> None:
+    """A query names entity types, attributes, a q or a geo-query, unless it asks for local=true."""
+    local = bool_param(req, "local")
+    if params.get("type") == ANY_TYPE:
+        if req.param("local") is not None and not local:
+            raise BadRequest("type=* implies local=true; it cannot be combined with local=false")
+        return
+    if not local and not any(params.get(k) for k in SELECTORS):
+        raise BadRequest("a query needs at least one of type, attrs, q or a geo-query (or local=true); "
+                         "id, idPattern and scopeQ only narrow such a query")
+
+
+def check_id_pattern(value: Any) -> str | None:
+    """An idPattern, checked to be a regular expression (400 otherwise)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise BadRequest("idPattern must be a string")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise BadRequest(f"idPattern is not a valid regular expression: {exc}") from exc
+    return value
+
+
+def query_selectors(selectors: Any) -> dict[str, Any]:
+    """id / idPattern / type parameters from the `entities` of a Query (§5.2.23)."""
+    if selectors is None:
+        return {}
+    if not isinstance(selectors, list) or not all(isinstance(s, dict) for s in selectors):
+        raise BadRequest("entities must be an array of EntitySelector objects")
+    if len(selectors) > 1:
+        ids = [s.get("id") for s in selectors]
+        if all(ids) and len({s.get("type") for s in selectors}) == 1:
+            return {"id": ids, "type": selectors[0].get("type")}
+        if all(set(s) == {"type"} for s in selectors):
+            # Selectors are ORed (§5.7.2): type-only selectors are one type expression.
+            return {"type": "|".join(f"({s['type']})" for s in selectors)}
+        raise BadRequest("several entity selectors are supported when they only differ by id or by type")
+    if not selectors:
+        return {}
+    sel = selectors[0]
+    return {"id": [sel["id"]] if sel.get("id") else [], "idPattern": sel.get("idPattern"), "type": sel.get("type")}
+
+
+def check_batch(req: Req, kind: str, body: Any) -> None:
+    """What makes a whole batch request invalid (§5.6.7.4, §6.3.5): nothing of it is applied.
+
+    The body is a non-empty array of entities (of entity ids for delete) with no null or other
+    item in between; an application/ld+json body carries its @context in its entities, never in
+    a Link header.
+    """
+    if not isinstance(body, list):
+        raise BadRequest("a batch operation body must be a JSON array")
+    if not body:
+        raise BadRequest("a batch operation needs at least one entity")
+    item_type, what = (str, "entity ids") if kind == "delete" else (dict, "entity objects")
+    if not all(isinstance(item, item_type) for item in body):
+        raise BadRequest(f"every item of a batch {kind} must be one of its {what} (no null or other values)")
+    if kind != "delete":
+        request_context(req, body)  # 400 for ld+json with a Link header, or json with an @context
+
+
+def _skipped(outcome: Outcome) -> UcityError | None:
+    """An entity update that left attributes as they were (noOverwrite) is a batch error of that entity."""
+    report = outcome.result
+    if not isinstance(report, dict) or not report.get("notUpdated"):
+        return None
+    reasons = "; ".join(f"{n['attributeName']}: {n['reason']}" for n in report["notUpdated"])
+    return BadRequest(f"attributes not updated: {reasons}", updated=report["updated"], notUpdated=report["notUpdated"])
 
 
 def _entity_error(entity_id: str, error: Exception) -> UcityError:

@@ -995,7 +995,7 @@ def cached_local_id(url: str) -> str:
 ContextKind: TypeAlias = Literal["Hosted", "Cached", "ImplicitlyCreated"]
 CONTEXT_KINDS: Final[tuple[ContextKind, ...]] = ("Hosted", "Cached", "ImplicitlyCreated")
 JSONLD_CONTEXTS_PATH: Final = "/ngsi-ld/v1/jsonldContexts/"
-_CORE_LOADED_AT: Final = datetime.now(UTC)  # the "timestamp" the core context is listed with
+_CORE_LOADED_AT: Final = datetime.now(UTC)  # the "createdAt" the core context is listed with
 
 
 @dataclass(frozen=True, slots=True)
@@ -1038,8 +1038,10 @@ class ContextRegistry:
     """The @context management API, framework-free: methods take plain values, return plain
     dicts/lists, raise `ContextError`s (404 ResourceNotFound, 400 BadRequestData, 503).
 
-    Hosted contexts live at `<base_url>/ngsi-ld/v1/jsonldContexts/<localId>`; the registry
-    plugs itself into its resolver so those URLs never cause HTTP. `save` / `delete` let the store
+    Hosted contexts live at `<base_url>/ngsi-ld/v1/jsonldContexts/<localId>`, `base_url` being the
+    one the creating request reached the broker at (or the configured default); the registry
+    plugs itself into its resolver so those URLs never cause HTTP, whichever host name a client
+    uses for the broker. `save` / `delete` let the store
     persist hosted contexts (restore them at start with `restore`); without them they live in
     memory.
     """
@@ -1063,9 +1065,10 @@ class ContextRegistry:
         self._by_id: dict[str, StoredContext] = {}
         self._by_url: dict[str, StoredContext] = {}
 
-    def url_for(self, local_id: str) -> str:
-        """The URL of a hosted context."""
-        return self.base_url + JSONLD_CONTEXTS_PATH + quote(local_id, safe="")
+    def url_for(self, local_id: str, base_url: str | None = None) -> str:
+        """The URL of a hosted context, under `base_url` (default: the registry's)."""
+        base = base_url.rstrip("/") if base_url else self.base_url
+        return base + JSONLD_CONTEXTS_PATH + quote(local_id, safe="")
 
     def restore(self, records: Iterable[StoredContext]) -> None:
         """Load hosted contexts persisted earlier (at start, before serving requests)."""
@@ -1074,11 +1077,11 @@ class ContextRegistry:
 
     def hosted_document(self, url: str) -> Mapping[str, Any] | None:
         """The document of a context this broker hosts at `url`, else None (the resolver hook)."""
-        record = self._by_url.get(url)
+        record = self._by_url.get(url) or self._by_path(url)
         return None if record is None else record.document
 
-    async def add(self, body: Any) -> str:
-        """POST /jsonldContexts: host `body` (`{"@context": {...}}`); returns its URL.
+    async def add(self, body: Any, base_url: str | None = None) -> str:
+        """POST /jsonldContexts: host `body` (`{"@context": {...}}`); returns its URL (under `base_url`).
 
         The @context must be an object or an array; it is compiled first, so a context that is
         invalid or refers to an unreachable URL is refused.
@@ -1086,7 +1089,7 @@ class ContextRegistry:
         document = _hosted_body(body)
         await self.resolver.compile(document["@context"])
         local_id = uuid.uuid4().hex
-        record = StoredContext(local_id, self.url_for(local_id), "Hosted", document, self._now())
+        record = StoredContext(local_id, self.url_for(local_id, base_url), "Hosted", document, self._now())
         await self._persist(record)
         return record.url
 
@@ -1181,6 +1184,16 @@ class ContextRegistry:
         self._by_url.pop(record.url, None)
         self.resolver.invalidate(record.url)
 
+    def _by_path(self, url: str) -> StoredContext | None:
+        """A hosted context named through another host name of this broker (same path, same local id).
+
+        Local ids are random (or content hashes), so another server's URL cannot name one by chance.
+        """
+        path = urlsplit(url).path
+        if not path.startswith(JSONLD_CONTEXTS_PATH):
+            return None
+        return self._by_id.get(unquote(path[len(JSONLD_CONTEXTS_PATH):]))
+
     def _find_hosted(self, context_id: str) -> StoredContext | None:
         return self._by_id.get(context_id) or self._by_url.get(context_id) or self._by_url.get(unquote(context_id))
 
@@ -1234,7 +1247,8 @@ def _kinds_filter(kind: str | None) -> frozenset[str]:
 def _details(
     url: str, local_id: str, kind: ContextKind, timestamp: datetime, hits: int, last: datetime | None
 ) -> JsonObject:
-    info: JsonObject = {"URL": url, "localId": local_id, "kind": kind, "timestamp": to_iso(timestamp)}
+    # CIM 009 v1.9.1 §5.13.3.5 names the time of storing `createdAt`.
+    info: JsonObject = {"URL": url, "localId": local_id, "kind": kind, "createdAt": to_iso(timestamp)}
     if last is not None:
         info["lastUsage"] = to_iso(last)
     info["numberOfHits"] = hits
@@ -1242,7 +1256,7 @@ def _details(
 
 
 def _core_details(url: str) -> JsonObject:
-    return {"URL": url, "localId": "core", "kind": "Cached", "timestamp": to_iso(_CORE_LOADED_AT)}
+    return {"URL": url, "localId": "core", "kind": "Cached", "createdAt": to_iso(_CORE_LOADED_AT)}
 
 
 __all__ = [

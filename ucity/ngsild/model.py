@@ -85,6 +85,25 @@ def check_name(name: str, what: str = "attribute") -> str:
     return name
 
 
+def expand_name(name: str, ctx: Ctx, what: str = "attribute") -> str:
+    """The IRI of an attribute or entity type name: 400 for a name that does not expand to an IRI.
+
+    The core @context maps `type` and `id` to the JSON-LD keywords `@type` and `@id`, and
+    `@`-names are keywords: none of them can name an attribute or a type.
+    """
+    iri = ctx.expand_term(check_name(name, what))
+    if iri.startswith("@") or not is_uri(iri):
+        raise BadRequest(f"{name!r} is not a valid {what} name: it expands to {iri!r}, not to an IRI")
+    return iri
+
+
+def expand_attr_name(name: str, ctx: Ctx) -> str:
+    """The IRI of an attribute name; entity members (`id`, `type`, `scope`, ...) are not attributes."""
+    if name in ENTITY_RESERVED:
+        raise BadRequest(f"{name!r} is an entity member, not an attribute name")
+    return expand_name(name, ctx)
+
+
 def normalize_time(value: Any, member: str) -> str:
     if not isinstance(value, str):
         raise BadRequest(f"{member} must be a date-time string, got {value!r}")
@@ -99,7 +118,7 @@ def expand_types(value: Any, ctx: Ctx) -> list[str]:
     types = value if isinstance(value, list) else [value]
     if not types or not all(isinstance(t, str) and t for t in types):
         raise BadRequest(f"entity type must be a non-empty string or list of strings, got {value!r}")
-    return list(dict.fromkeys(ctx.expand_term(check_name(t, "type")) for t in types))
+    return list(dict.fromkeys(expand_name(t, ctx, "type") for t in types))
 
 
 def normalize_entity(body: Any, ctx: Ctx, *, require_id: bool = True, require_type: bool = True,
@@ -131,8 +150,7 @@ def normalize_scope(value: Any) -> list[str]:
 def normalize_attrs(attrs: dict[str, Any], ctx: Ctx, allow_null: bool = False) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for name, value in attrs.items():
-        check_name(name)
-        out[ctx.expand_term(name)] = normalize_attribute(name, value, ctx, allow_null)
+        out[expand_name(name, ctx)] = normalize_attribute(name, value, ctx, allow_null)
     return out
 
 
@@ -190,8 +208,9 @@ def normalize_instance(name: str, value: Any, ctx: Ctx, allow_null: bool = False
         if member == "observedAt":
             instance["observedAt"] = normalize_time(member_value, "observedAt")
         elif member == "datasetId":
-            if not is_uri(member_value):
-                raise BadRequest(f"datasetId of {name!r} must be a URI, got {member_value!r}")
+            if not is_uri(member_value) or member_value == NULL:
+                # §5.5.8: "A datasetId cannot be deleted by setting it to the value urn:ngsi-ld:null".
+                raise BadRequest(f"datasetId of {name!r} must be a URI other than the NGSI-LD Null, got {member_value!r}")
             instance["datasetId"] = member_value
         elif member == "unitCode":
             if not isinstance(member_value, str):
@@ -200,9 +219,8 @@ def normalize_instance(name: str, value: Any, ctx: Ctx, allow_null: bool = False
         elif member in RESERVED:
             continue
         else:
-            check_name(member)
             sub = normalize_instance(member, member_value, ctx, allow_null)
-            instance[ctx.expand_term(member)] = sub
+            instance[expand_name(member, ctx, "sub-attribute")] = sub
     return instance
 
 

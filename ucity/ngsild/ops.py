@@ -13,7 +13,7 @@ import orjson
 
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound
 from ucity.ngsild.model import find_instance, is_null_instance, stamp
-from ucity.store.base import ApplyFn, Doc, Outcome
+from ucity.store.base import ApplyFn, Doc, Outcome, TypeExpr
 
 Attrs = dict[str, list[dict[str, Any]]]
 
@@ -128,41 +128,65 @@ def append_op(new: Doc, overwrite: bool = True, create_if_missing: bool = False)
     return apply
 
 
+SCOPE_IRI = "https://uri.etsi.org/ngsi-ld/scope"
+
+
 def update_op(new: Doc) -> ApplyFn:
-    """PATCH /entities/{id}/attrs and batch update: only attributes that exist are replaced."""
+    """PATCH /entities/{id}/attrs (CIM 009 v1.9.1 §5.6.2.4): each instance replaces the one with its
+    datasetId, or is appended; an NGSI-LD Null deletes it. New types are added; scope replaces the
+    entity's scope only if it has one (otherwise it is reported as not updated)."""
 
     def apply(before: Doc | None, now: str) -> Outcome:
-        doc = json_copy(_require(before, new.get("id", "")))
+        base = _require(before, new.get("id", ""))
+        doc: Doc = json_copy(base)
         written: Attrs = {}
         not_updated: list[dict[str, str]] = []
         for iri, instances in new["attrs"].items():
-            current = doc["attrs"].get(iri)
             for instance in instances:
-                index = find_instance(current or [], instance.get("datasetId"))
-                if current is None or index is None:
-                    not_updated.append({"attributeName": iri, "reason": "attribute (or its datasetId) does not exist"})
-                    continue
-                if is_null_instance(instance):
-                    del current[index]
-                    written.setdefault(iri, [])
-                    continue
-                current[index] = stamp(json_copy(instance), now, current[index])
-                written.setdefault(iri, []).append(current[index])
-            if current is not None and not current:
-                del doc["attrs"][iri]
-        if written:
+                if not _update_instance(doc, iri, instance, now, written):
+                    not_updated.append({"attributeName": iri, "reason": "NGSI-LD Null for an attribute (or datasetId) "
+                                                                        "that does not exist: nothing to delete"})
+        if "type" in new:
+            doc["type"] = list(dict.fromkeys([*doc.get("type", []), *new["type"]]))
+        if "scope" in new:
+            if doc.get("scope"):
+                doc["scope"] = new["scope"]
+            else:
+                not_updated.append({"attributeName": SCOPE_IRI, "reason": "the entity has no scope to replace"})
+        changed = bool(written) or doc.get("type") != base.get("type") or doc.get("scope") != base.get("scope")
+        if changed:
             _touch(doc, now)
         report = {"updated": list(written), "notUpdated": not_updated}
-        return Outcome(doc, "update", frozenset(written), _history(written), result=report, changed=bool(written))
+        return Outcome(doc, "update", frozenset(written), _history(written), result=report, changed=changed)
 
     return apply
+
+
+def _update_instance(doc: Doc, iri: str, instance: dict[str, Any], now: str, written: Attrs) -> bool:
+    """Replace, append or (NGSI-LD Null) delete one instance in `doc`; False if there was nothing to delete."""
+    current = doc["attrs"].setdefault(iri, [])
+    index = find_instance(current, instance.get("datasetId"))
+    if is_null_instance(instance):
+        if index is not None:
+            del current[index]
+            written.setdefault(iri, [])
+        if not current:
+            del doc["attrs"][iri]
+        return index is not None
+    stamped = stamp(json_copy(instance), now, current[index] if index is not None else None)
+    if index is None:
+        current.append(stamped)
+    else:
+        current[index] = stamped
+    written.setdefault(iri, []).append(stamped)
+    return True
 
 
 def _merge_instance(old: dict[str, Any], patch: dict[str, Any], now: str) -> dict[str, Any] | None:
     """Merge-patch semantics on one instance: members replaced, sub-attributes merged, null deletes."""
     if is_null_instance({"type": old.get("type"), **patch}):
         return None
-    merged = json_copy(old)
+    merged: dict[str, Any] = json_copy(old)
     if patch.get("type") and patch["type"] != old.get("type"):
         for key in ("value", "object", "languageMap", "valueList", "objectList", "json", "vocab"):
             merged.pop(key, None)
@@ -280,6 +304,20 @@ def delete_attr_op(iri: str, dataset_id: str | None, delete_all: bool) -> ApplyF
                 del doc["attrs"][iri]
         _touch(doc, now)
         return Outcome(doc, "update", frozenset([iri]), (), result="deleted")
+
+    return apply
+
+
+def of_type(fn: ApplyFn, types: TypeExpr | None) -> ApplyFn:
+    """`fn` on an entity of the selected types only (the optional `type` of §5.6.2.3): else 404."""
+    if types is None:
+        return fn
+
+    def apply(before: Doc | None, now: str) -> Outcome:
+        held = set((before or {}).get("type", ()))
+        if before is not None and not any(held.issuperset(group) for group in types.any_of):
+            raise EntityNotFound(f"entity {before['id']} is not of the selected type")
+        return fn(before, now)
 
     return apply
 

@@ -1,19 +1,27 @@
-"""Reading NGSI-LD requests: tenant, media types, body, @context, options and paging.
+"""Reading NGSI-LD requests: tenant, media types, body, @context, query parameters, options and paging.
 
 Shared by every NGSI-LD handler so that each rule of the spec (415, 406, Link header versus body
-@context, NGSILD-Tenant) is enforced in one place.
+@context, NGSILD-Tenant, unknown query parameters, pagination links) is enforced in one place.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, TypeVar
+from urllib.parse import quote
 
 import orjson
 
-from ucity.core.errors import BadRequest, InvalidRequest, NotAcceptable, UnsupportedMediaType
-from ucity.core.http import Req
+from ucity.core.errors import (
+    BadRequest,
+    InvalidRequest,
+    NotAcceptable,
+    OperationNotSupported,
+    UnsupportedMediaType,
+)
+from ucity.core.http import Req, Resp
 from ucity.ngsild.context import CORE_CONTEXT_URLS
 
 CORE_CONTEXT_URL = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.9.jsonld"
@@ -85,30 +93,42 @@ def request_context(req: Req, body: Any = None) -> Any:
 
 
 def negotiate(req: Req, allow_geojson: bool = False) -> str:
-    """The response media type from Accept (406 when none is acceptable)."""
+    """The response media type from Accept (406 when none is acceptable).
+
+    §6.3.4: of json, ld+json and geo+json (in that order of preference) the one with the highest
+    weight; equal weights go to the earlier one of that list, not to the client's order. A type's
+    weight comes from its own media range, else `application/*`, else `*/*` (RFC 9110 §12.5.1).
+    """
     accept = req.header("accept")
     if not accept:
         return JSON
     offered = [JSON, JSONLD] + ([GEOJSON] if allow_geojson else [])
-    best: tuple[float, str] | None = None
-    for part in accept.split(","):
-        pieces = [p.strip() for p in part.split(";")]
-        kind = pieces[0].lower()
-        quality = 1.0
-        for piece in pieces[1:]:
-            if piece.startswith("q="):
-                try:
-                    quality = float(piece[2:])
-                except ValueError:
-                    quality = 0.0
-        candidates = [o for o in offered if kind in (o, "*/*", "application/*")]
-        if kind in ("*/*", "application/*"):
-            candidates = [JSON]
-        if candidates and quality > 0 and (best is None or quality > best[0]):
-            best = (quality, candidates[0])
-    if best is None:
+    ranges = [_media_range(part) for part in accept.split(",")]
+    quality, _, best = max((_weight(media, ranges), -n, media) for n, media in enumerate(offered))
+    if quality <= 0:
         raise NotAcceptable(f"none of {accept!r} can be produced; use {', '.join(offered)}")
-    return best[1]
+    return best
+
+
+def _media_range(part: str) -> tuple[str, float]:
+    """(media range, q) of one member of an Accept header."""
+    pieces = [p.strip() for p in part.split(";")]
+    quality = 1.0
+    for piece in pieces[1:]:
+        if piece.startswith("q="):
+            try:
+                quality = float(piece[2:])
+            except ValueError:
+                quality = 0.0
+    return pieces[0].lower(), quality
+
+
+def _weight(media: str, ranges: list[tuple[str, float]]) -> float:
+    for candidate in (media, media.split("/")[0] + "/*", "*/*"):
+        weights = [quality for kind, quality in ranges if kind == candidate]
+        if weights:
+            return max(weights)
+    return 0.0
 
 
 def response_context_header(ctx_input: Any) -> str:
@@ -126,19 +146,13 @@ def response_context_header(ctx_input: Any) -> str:
 
 
 def response_context_value(ctx_input: Any) -> Any:
-    """The @context of a JSON-LD response: the client's own, with the core context added once.
+    """The @context of a JSON-LD response: exactly the one the request named, else the core context.
 
-    A client that already named a core context (any version, e.g. FiLiP's v1.6 Link header) gets
-    it back as it sent it, not with a second core context beside it.
+    A Link header URL comes back as that string, a body @context as it was sent (string, array or
+    object). The core context applies to every NGSI-LD document anyway (§4.4, §5.5.7), so it is
+    not added beside the client's own; that is also what the ETSI conformance suite compares.
     """
-    if ctx_input is None:
-        return CORE_CONTEXT_URL
-    if isinstance(ctx_input, list):
-        names_core = any(isinstance(c, str) and c in CORE_CONTEXT_URLS for c in ctx_input)
-        return ctx_input if names_core else [*ctx_input, CORE_CONTEXT_URL]
-    if isinstance(ctx_input, str) and ctx_input in CORE_CONTEXT_URLS:
-        return ctx_input
-    return [ctx_input, CORE_CONTEXT_URL]
+    return CORE_CONTEXT_URL if ctx_input is None else ctx_input
 
 
 def csv_param(req: Req, name: str) -> list[str]:
@@ -184,3 +198,124 @@ class Paging:
     limit: int
     offset: int
     count: bool
+
+
+# -- query parameters of each route ------------------------------------------------------------
+# The parameters each NGSI-LD operation defines (CIM 009 §6, the tables of each resource); any other
+# is a 400 InvalidRequest, so a misspelt parameter is reported instead of being silently ignored.
+_PAGING: Final = frozenset({"limit", "offset", "count"})
+_SHOW: Final = frozenset({"options", "format", "pick", "omit", "lang", "datasetId", "local"})
+_SELECT: Final = frozenset({"id", "idPattern", "type", "attrs", "q", "georel", "geometry", "coordinates",
+                            "geoproperty", "scopeQ"})
+_TEMPORAL: Final = frozenset({"timerel", "timeAt", "endTimeAt", "timeproperty", "lastN", "aggrMethods",
+                              "aggrPeriodDuration"})
+_NONE: Final = frozenset[str]()
+ROUTE_PARAMS: Final[Mapping[tuple[str, str], frozenset[str]]] = {
+    ("POST", "/entities"): _NONE,
+    ("GET", "/entities"): _SELECT | _SHOW | _PAGING | {"geometryProperty"},
+    ("DELETE", "/entities"): frozenset({"id", "idPattern", "type", "q"}),
+    ("PATCH", "/entities/{entityId:path}/attrs/{attrId}"): _NONE,
+    ("PUT", "/entities/{entityId:path}/attrs/{attrId}"): _NONE,
+    ("DELETE", "/entities/{entityId:path}/attrs/{attrId}"): frozenset({"datasetId", "deleteAll"}),
+    ("POST", "/entities/{entityId:path}/attrs"): frozenset({"options", "type"}),
+    ("PATCH", "/entities/{entityId:path}/attrs"): frozenset({"type"}),
+    ("GET", "/entities/{entityId:path}"): _SHOW | {"attrs", "geometryProperty"},
+    ("DELETE", "/entities/{entityId:path}"): _NONE,
+    ("PATCH", "/entities/{entityId:path}"): _NONE,
+    ("PUT", "/entities/{entityId:path}"): _NONE,
+    ("POST", "/entityOperations/query"): _SHOW | _PAGING | {"geometryProperty"},
+    ("POST", "/entityOperations/{op}"): frozenset({"options"}),
+    ("GET", "/types"): frozenset({"details", "local"}),
+    ("GET", "/types/{type:path}"): frozenset({"local"}),
+    ("GET", "/attributes"): frozenset({"details", "local"}),
+    ("GET", "/attributes/{attrId:path}"): frozenset({"local"}),
+    ("POST", "/temporal/entities"): _NONE,
+    ("GET", "/temporal/entities"): _SELECT | _TEMPORAL | _SHOW | _PAGING,
+    ("PATCH", "/temporal/entities/{entityId:path}/attrs/{attrId}/{instanceId:path}"): _NONE,
+    ("DELETE", "/temporal/entities/{entityId:path}/attrs/{attrId}/{instanceId:path}"): _NONE,
+    ("DELETE", "/temporal/entities/{entityId:path}/attrs/{attrId}"): frozenset({"datasetId", "deleteAll"}),
+    ("POST", "/temporal/entities/{entityId:path}/attrs"): _NONE,
+    ("GET", "/temporal/entities/{entityId:path}"): _TEMPORAL | _SHOW | {"attrs"},
+    ("DELETE", "/temporal/entities/{entityId:path}"): _NONE,
+    ("POST", "/temporal/entityOperations/query"): _TEMPORAL | _SHOW | _PAGING,
+    ("POST", "/subscriptions"): _NONE,
+    ("GET", "/subscriptions"): _PAGING | {"options"},
+    ("GET", "/subscriptions/{subscriptionId:path}"): frozenset({"options"}),
+    ("PATCH", "/subscriptions/{subscriptionId:path}"): _NONE,
+    ("DELETE", "/subscriptions/{subscriptionId:path}"): _NONE,
+    ("POST", "/jsonldContexts"): _NONE,
+    ("GET", "/jsonldContexts"): frozenset({"details", "kind"}),
+    ("GET", "/jsonldContexts/{contextId:path}"): frozenset({"details"}),
+    ("DELETE", "/jsonldContexts/{contextId:path}"): frozenset({"reload"}),
+}
+# Parameters CIM 009 v1.9.1 defines (Table 6.4.3.2-1 ...) that ucity does not implement: refused with
+# 422 OperationNotSupported rather than ignored, so a client never takes an unfiltered or unordered
+# answer for what it asked.
+UNSUPPORTED_PARAMS: Final = frozenset({
+    "join", "joinLevel", "containedBy", "entityMap", "entityMapLifetime", "csf", "collation", "orderBy",
+    "orderFrom", "orderGeometry", "expandValues", "jsonKeys", "splitEntities",
+})
+
+Handler = Callable[[Req], Awaitable[Resp]]
+Owner = TypeVar("Owner")
+
+
+def check_params(req: Req, allowed: frozenset[str]) -> None:
+    """400 InvalidRequest for a query parameter the operation does not define (422 if unsupported)."""
+    for name in req.params:
+        if name in allowed:
+            continue
+        if name in UNSUPPORTED_PARAMS:
+            raise OperationNotSupported(f"the query parameter {name} is not supported by this broker")
+        known = ", ".join(sorted(allowed)) or "none"
+        raise InvalidRequest(f"unknown query parameter {name!r}; this operation takes: {known}")
+
+
+def with_route_params(method: str, path: str, handler_of: Callable[[Owner], Handler]) -> Callable[[Owner], Handler]:
+    """`handler_of` with the query parameters of route (method, path) checked first (ROUTE_PARAMS)."""
+    allowed = ROUTE_PARAMS[(method, path)]
+
+    def bind(owner: Owner) -> Handler:
+        handler = handler_of(owner)
+
+        async def checked(req: Req) -> Resp:
+            check_params(req, allowed)
+            return await handler(req)
+
+        return checked
+
+    return bind
+
+
+# -- pagination links (§5.5.9, §6.3.13) ---------------------------------------------------------
+# Values keep the characters NGSI-LD parameters use (URIs, type and scope expressions) readable.
+_LINK_SAFE: Final = ":/,;*()!$'@~"
+
+
+def page_links(req: Req, offset: int, limit: int, more: bool, media_type: str) -> list[str]:
+    """The `prev` / `next` Link values of a page: this request's path and parameters with another
+    offset, as a relative URL (`</ngsi-ld/v1/entities?limit=2&offset=2&type=A>;rel="next";type=...`).
+
+    `more` says whether elements follow this page; `prev` is given on every page but the first.
+    Parameters are sorted by name so that the same page always has the same URL.
+    """
+    links = []
+    if offset > 0 and limit > 0:
+        links.append(_page_link(req, max(0, offset - limit), limit, "prev", media_type))
+    if more and limit > 0:
+        links.append(_page_link(req, offset + limit, limit, "next", media_type))
+    return links
+
+
+def _page_link(req: Req, offset: int, limit: int, rel: str, media_type: str) -> str:
+    params = {name: values[-1] for name, values in req.params.items()}
+    params.update(limit=str(limit), offset=str(offset))
+    query = "&".join(f"{quote(k, safe='')}={quote(v, safe=_LINK_SAFE)}" for k, v in sorted(params.items()))
+    return f'<{req.path}?{query}>;rel="{rel}";type="{media_type}"'
+
+
+def add_links(resp: Resp, links: list[str]) -> Resp:
+    """`resp` with `links` added to its Link header (after the @context link of a JSON reply)."""
+    if links:
+        resp.headers["Link"] = ", ".join(filter(None, [resp.headers.get("Link"), *links]))
+    return resp

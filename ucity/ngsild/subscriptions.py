@@ -22,9 +22,10 @@ What lives here, in order:
 Choices where the spec leaves room:
 
 * creating or updating a subscription sends no initial notification (CIM 009 describes none);
-* without `notificationTrigger` the triggers are entityCreated, attributeCreated and
-  attributeUpdated (the OpenAPI text names only the last two; with the next rule the difference
-  is only an entity created without attributes);
+* a subscription is stored and shown with the members its client set, plus `status` and the
+  default `notificationTrigger` (attributeCreated, attributeUpdated, the spec's default); other
+  defaults (isActive true, format normalized, sysAttrs false, accept application/json) apply
+  without being shown, and the delivery counters appear once there was a delivery;
 * an entity creation counts as the creation of each of its attributes (so `attributeCreated`
   fires); an entity deletion fires only `entityDeleted`; `entityUpdated` is any created,
   updated or deleted attribute of an existing entity (or a change of its type or scope);
@@ -68,12 +69,15 @@ from ucity.ngsild.request import (
     JSON,
     JSONLD,
     MERGE_PATCH,
+    add_links,
     negotiate,
     options,
+    page_links,
     read_body,
     response_context_header,
     response_context_value,
 )
+from ucity.ngsild.scope import ScopeTest, parse_scope_query, scope_matcher
 from ucity.ngsild.typeq import parse_type_expr
 from ucity.store.base import Doc, EntityQuery, TypeExpr
 
@@ -84,7 +88,7 @@ SUBSCRIPTIONS: Final = "/ngsi-ld/v1/subscriptions/"
 TRIGGERS: Final = frozenset({
     "entityCreated", "entityUpdated", "entityDeleted", "attributeCreated", "attributeUpdated", "attributeDeleted",
 })
-DEFAULT_TRIGGERS: Final = ("entityCreated", "attributeCreated", "attributeUpdated")
+DEFAULT_TRIGGERS: Final = ("attributeCreated", "attributeUpdated")
 FORMATS: Final = {"normalized": "normalized", "keyValues": "keyValues", "simplified": "keyValues",
                   "concise": "concise"}
 STATS_FLUSH_S: Final = 5.0
@@ -197,6 +201,13 @@ def _scopeq(value: Any, ctx: Ctx) -> dict[str, Any]:
     return {"scopeQ": value}
 
 
+def _dataset_ids(value: Any, ctx: Ctx) -> dict[str, Any]:
+    """datasetId (§5.2.12): the attribute instances notifications show (`@none`: the default one)."""
+    if not isinstance(value, list) or not value or not all(v == "@none" or is_uri(v) for v in value):
+        raise BadRequest('datasetId must be a non-empty array of URIs (or "@none" for the default instance)')
+    return {"datasetId": list(dict.fromkeys(value))}
+
+
 def _active(value: Any, ctx: Ctx) -> dict[str, Any]:
     if not isinstance(value, bool):
         raise BadRequest("isActive must be true or false")
@@ -236,10 +247,11 @@ def _endpoint(value: Any) -> dict[str, Any]:
     parts = urlsplit(uri) if isinstance(uri, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest(f"notification.endpoint.uri must be an absolute http or https URI, got {uri!r}")
-    accept = value.get("accept", JSON)
-    if accept not in (JSON, JSONLD):
-        raise BadRequest(f"notification.endpoint.accept must be {JSON} or {JSONLD}, got {accept!r}")
-    endpoint: dict[str, Any] = {"uri": uri, "accept": accept}
+    endpoint: dict[str, Any] = {"uri": uri}
+    if "accept" in value:
+        if value["accept"] not in (JSON, JSONLD):
+            raise BadRequest(f"notification.endpoint.accept must be {JSON} or {JSONLD}, got {value['accept']!r}")
+        endpoint["accept"] = value["accept"]
     if "receiverInfo" in value:
         endpoint["receiverInfo"] = _key_values(value["receiverInfo"], "receiverInfo", headers=True)
     if "notifierInfo" in value:  # kept and shown; its keys (MQTT options) do not apply to HTTP
@@ -284,6 +296,7 @@ MEMBERS: Final[Mapping[str, Callable[[Any, Ctx], dict[str, Any]]]] = {
     "geoQ": _geoq,
     "scopeQ": _scopeq,
     "lang": _string("lang"),
+    "datasetId": _dataset_ids,
     "timeInterval": _seconds("timeInterval"),
     "throttling": _seconds("throttling"),
     "expiresAt": _expires,
@@ -345,10 +358,8 @@ def new_document(body: Any, ctx: Ctx, ctx_input: Any, now: datetime) -> Doc:
     fields = parse_members(body, ctx, allow_null=False)
     check_expiry(fields, now)
     stamp = to_iso(now)
-    doc: Doc = {"id": sub_id, "type": "Subscription", "isActive": True, **fields,
-                "context": ctx_input, "createdAt": stamp, "modifiedAt": stamp}
-    doc["notification"] = {"format": "normalized", "sysAttrs": False, **fields["notification"], "timesSent": 0,
-                           "timesFailed": 0}
+    doc: Doc = {"id": sub_id, "type": "Subscription", **fields, "context": ctx_input, "createdAt": stamp,
+                "modifiedAt": stamp}
     check_whole(doc)
     return doc
 
@@ -410,7 +421,8 @@ def present(doc: Mapping[str, Any], ctx: Ctx, now: datetime, sys_attrs: bool = F
         out["entities"] = [_present_selector(s, ctx) for s in doc["entities"]]
     if "watchedAttributes" in doc:
         out["watchedAttributes"] = [ctx.compact_iri(a) for a in doc["watchedAttributes"]]
-    for name in ("notificationTrigger", "timeInterval", "q", "geoQ", "scopeQ", "lang", "throttling", "expiresAt",
+    out["notificationTrigger"] = doc.get("notificationTrigger", list(DEFAULT_TRIGGERS))
+    for name in ("timeInterval", "q", "geoQ", "scopeQ", "lang", "datasetId", "throttling", "expiresAt",
                  "jsonldContext", "isActive"):
         if name in doc:
             out[name] = doc[name]
@@ -488,66 +500,6 @@ class Selector:
         return any(all(t in types for t in group) for group in self.groups)
 
 
-ScopeTest = Callable[[Iterable[str]], bool]
-_SCOPE_TOKEN: Final = re.compile(r"\s*([(),;]|[^(),;\s]+)")
-
-
-def parse_scope_query(text: str) -> ScopeTest:
-    """A scopeQ (§4.19) as a test of an entity's scopes.
-
-    `/a/b` matches exactly that scope, `/a/#` it and every scope below, `+` any one level; `,`
-    means OR, `;` AND (binding tighter), parentheses group.
-    """
-    tokens = _SCOPE_TOKEN.findall(text)
-    pos, test = _scope_or(tokens, 0)
-    if pos != len(tokens):
-        raise BadRequest(f"unexpected {tokens[pos]!r} in scopeQ {text!r}")
-    return test
-
-
-def _scope_or(tokens: list[str], pos: int) -> tuple[int, ScopeTest]:
-    pos, first = _scope_and(tokens, pos)
-    tests = [first]
-    while pos < len(tokens) and tokens[pos] == ",":
-        pos, test = _scope_and(tokens, pos + 1)
-        tests.append(test)
-    return pos, (first if len(tests) == 1 else lambda scopes: any(t(scopes) for t in tests))
-
-
-def _scope_and(tokens: list[str], pos: int) -> tuple[int, ScopeTest]:
-    pos, first = _scope_atom(tokens, pos)
-    tests = [first]
-    while pos < len(tokens) and tokens[pos] == ";":
-        pos, test = _scope_atom(tokens, pos + 1)
-        tests.append(test)
-    return pos, (first if len(tests) == 1 else lambda scopes: all(t(scopes) for t in tests))
-
-
-def _scope_atom(tokens: list[str], pos: int) -> tuple[int, ScopeTest]:
-    if pos >= len(tokens):
-        raise BadRequest("scopeQ ends too early")
-    if tokens[pos] == "(":
-        pos, inner = _scope_or(tokens, pos + 1)
-        if pos >= len(tokens) or tokens[pos] != ")":
-            raise BadRequest("a '(' in scopeQ is not closed")
-        return pos + 1, inner
-    return pos + 1, _scope_term(tokens[pos])
-
-
-def _scope_term(term: str) -> ScopeTest:
-    if not term.startswith("/") or "//" in term:
-        raise BadRequest(f"invalid scope {term!r} in scopeQ: scopes look like /a/b, /a/# or /+/b")
-    levels = term.strip("/").split("/") if term != "/" else []
-    tail = ""
-    if levels and levels[-1] == "#":
-        levels, tail = levels[:-1], "(/.*)?"
-    if "#" in levels:
-        raise BadRequest(f"'#' may only end a scope in scopeQ, got {term!r}")
-    body = "".join("/" + ("[^/]+" if level == "+" else re.escape(level)) for level in levels)
-    pattern = re.compile(body + tail if body or tail else "/")
-    return lambda scopes: any(pattern.fullmatch(s) for s in scopes)
-
-
 @dataclass(eq=False)
 class Subscription:
     """A stored subscription compiled for matching, with its run-time state."""
@@ -580,9 +532,10 @@ class Subscription:
             triggers=frozenset(doc.get("notificationTrigger", DEFAULT_TRIGGERS)),
             q=parse_q(doc["q"]) if "q" in doc else None,
             geo=parse_geoquery_json(doc["geoQ"]) if "geoQ" in doc else None,
-            scope=parse_scope_query(doc["scopeQ"]) if "scopeQ" in doc else None,
+            scope=scope_matcher(parse_scope_query(doc["scopeQ"])) if "scopeQ" in doc else None,
             render=RenderOptions(fmt=params.get("format", "normalized"), sys_attrs=params.get("sysAttrs", False),
-                                 attrs=frozenset(attrs) if attrs else None, lang=doc.get("lang")),
+                                 attrs=frozenset(attrs) if attrs else None, lang=doc.get("lang"),
+                                 dataset_ids=frozenset(doc["datasetId"]) if "datasetId" in doc else None),
             expires_at=parse_iso(doc["expiresAt"]) if "expiresAt" in doc else None,
         )
 
@@ -665,11 +618,13 @@ def render_change(sub: Subscription, change: EntityChange, kinds: ChangeKinds, n
 
 
 def _deleted_entity(sub: Subscription, before: Mapping[str, Any], now: str) -> dict[str, Any]:
-    """A deleted entity is notified by its id and type (and, with sysAttrs, its timestamps)."""
+    """A deleted entity is notified by its id, type and deletedAt (§5.2.12; with sysAttrs, also
+    its createdAt and modifiedAt)."""
     types = [sub.ctx.compact_iri(t) for t in before.get("type", [])]
     entity: dict[str, Any] = {"id": before["id"], "type": types[0] if len(types) == 1 else types}
     if sub.render.sys_attrs:
-        entity.update(createdAt=before.get("createdAt"), modifiedAt=before.get("modifiedAt"), deletedAt=now)
+        entity.update(createdAt=before.get("createdAt"), modifiedAt=before.get("modifiedAt"))
+    entity["deletedAt"] = now
     return entity
 
 
@@ -875,11 +830,8 @@ class SubscriptionService:
         now, sys_attrs = self.clock.now(), "sysAttrs" in options(req)
         page = [present(s.doc, ctx, now, sys_attrs) for s in mine[offset:offset + limit]]
         headers = {"NGSILD-Results-Count": str(len(mine))} if count else {}
-        links = self._page_links(req, offset, limit, len(mine))
-        resp: Resp = self.api.reply(req, page, ctx_input, accept, headers=headers)
-        if links:
-            resp.headers["Link"] = ", ".join([*([resp.headers["Link"]] if "Link" in resp.headers else []), *links])
-        return resp
+        links = page_links(req, offset, limit, offset + limit < len(mine), accept)
+        return add_links(self.api.reply(req, page, ctx_input, accept, headers=headers), links)
 
     async def retrieve(self, req: Req) -> Resp:
         accept = negotiate(req)
@@ -923,15 +875,6 @@ class SubscriptionService:
         if sub is None:
             raise NotFound(f"subscription {sub_id} does not exist")
         return sub
-
-    @staticmethod
-    def _page_links(req: Req, offset: int, limit: int, total: int) -> list[str]:
-        links = []
-        if offset > 0 and limit > 0:
-            links.append(f'<{req.url_with(offset=max(0, offset - limit), limit=limit)}>; rel="prev"')
-        if limit > 0 and offset + limit < total:
-            links.append(f'<{req.url_with(offset=offset + limit, limit=limit)}>; rel="next"')
-        return links
 
     # -- registry ----------------------------------------------------------------------------------
     def _install(self, sub: Subscription) -> None:
@@ -1058,8 +1001,7 @@ class SubscriptionService:
             query = self._entity_query(sub, selector)
             while True:
                 docs, _ = await self.api.store.query_entities(sub.tenant, query)
-                # scopeQ is tested here, with the same reading as for changes (the store's differs).
-                found.update((d["id"], d) for d in docs if sub.scope is None or sub.scope(d.get("scope") or ()))
+                found.update((d["id"], d) for d in docs)
                 if len(docs) < query.limit:
                     break
                 query.offset += query.limit
@@ -1073,6 +1015,8 @@ class SubscriptionService:
             query.q_sql = compile_q_sqlite(sub.q, sub.resolve)
         if sub.geo is not None:
             query.geo, query.geo_attr = sub.geo, sub.doc["geoPropertyIri"]
+        if "scopeQ" in sub.doc:
+            query.scope = parse_scope_query(sub.doc["scopeQ"])
         return query
 
     # -- delivery ----------------------------------------------------------------------------------
@@ -1116,8 +1060,9 @@ class SubscriptionService:
         endpoint = sub.doc["notification"]["endpoint"]
         body: dict[str, Any] = {"id": item.id, "type": "Notification", "subscriptionId": sub.id,
                                 "notifiedAt": item.notified_at, "data": item.data}
-        headers = {"Content-Type": endpoint["accept"]}
-        if endpoint["accept"] == JSONLD:
+        accept = endpoint.get("accept", JSON)
+        headers = {"Content-Type": accept}
+        if accept == JSONLD:
             body["@context"] = response_context_value(sub.context_input)
         else:
             headers["Link"] = response_context_header(sub.context_input)

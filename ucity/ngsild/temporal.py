@@ -30,7 +30,7 @@ from urllib.parse import quote
 from ucity.core.clock import from_micros, parse_iso, to_iso, to_micros
 from ucity.core.errors import BadRequest, NotFound
 from ucity.core.http import Req, Resp
-from ucity.ngsild.api import NgsiLdApi
+from ucity.ngsild.api import NgsiLdApi, check_selection, query_selectors
 from ucity.ngsild.model import (
     ENTITY_RESERVED,
     VALUE_KEY,
@@ -44,7 +44,7 @@ from ucity.ngsild.model import (
     render_instance,
 )
 from ucity.ngsild.ops import check_same_id
-from ucity.ngsild.request import bool_param, csv_param, negotiate, options, read_body
+from ucity.ngsild.request import add_links, bool_param, csv_param, negotiate, options, page_links, read_body
 from ucity.store.base import (
     AGGREGATE_METHODS,
     AggregatedEntity,
@@ -499,6 +499,7 @@ class TemporalApi:
                                                              "coordinates", "geoproperty", "scopeQ")}
         params["id"] = csv_param(req, "id")
         params["attrs"] = csv_param(req, "attrs")
+        check_selection(req, params)
         temporal = parse_temporal(self._url_temporal(req), temporal_options(req))
         return await self._query_reply(req, ctx_input, ctx, accept, params, temporal)
 
@@ -514,7 +515,8 @@ class TemporalApi:
             raise BadRequest("temporalQ must be a JSON object")
         temporal = parse_temporal({**self._url_temporal(req), **temporal_q}, temporal_options(req))
         params = {"q": body.get("q"), "geoQ": body.get("geoQ"), "scopeQ": body.get("scopeQ"),
-                  "attrs": _as_list(body.get("attrs")), **_selector(body.get("entities"))}
+                  "attrs": _as_list(body.get("attrs")), **query_selectors(body.get("entities"))}
+        check_selection(req, params)
         return await self._query_reply(req, ctx_input, ctx, accept, params, temporal)
 
     async def _query_reply(self, req: Req, ctx_input: Any, ctx: Any, accept: str, params: dict[str, Any],
@@ -526,17 +528,19 @@ class TemporalApi:
         query.dataset_ids = self._datasets(req)
         self._query(query, temporal)
         page = await self._fetch(req, tenant, query, temporal, ctx, accept)
-        return self._answer(req, page.body, ctx_input, accept, page, temporal, self._entity_paging(req, query, page))
+        count = {"NGSILD-Results-Count": str(page.total)} if page.total is not None else {}
+        return self._answer(req, page.body, ctx_input, accept, page, temporal, count,
+                            self._entity_links(req, query, page, accept))
 
     async def _select(self, req: Req, tenant: str, ctx: Any, params: dict[str, Any]) -> TemporalQuery:
         """Entity selection: ids/types/attrs on the history, q/geo/scope on the current state."""
         selection = await self.api.build_query(req, ctx, params)
         query = TemporalQuery(ids=selection.ids, id_pattern=selection.id_pattern, types=selection.types,
                               attrs=selection.attrs_any)
-        if selection.q_sql is not None or selection.geo is not None or selection.scope_prefixes:
+        if selection.q_sql is not None or selection.geo is not None or selection.scope is not None:
             current = EntityQuery(ids=selection.ids, id_pattern=selection.id_pattern, types=selection.types,
                                   q_sql=selection.q_sql, geo=selection.geo, geo_attr=selection.geo_attr,
-                                  scope_prefixes=selection.scope_prefixes)
+                                  scope=selection.scope)
             query.entity_ids_only = tuple(await self.store.entity_ids(tenant, current))
         return query
 
@@ -567,32 +571,19 @@ class TemporalApi:
         return Page([render(e, ctx, opts) for e in entities], span, total)
 
     def _answer(self, req: Req, body: Any, ctx_input: Any, accept: str, page: Page, temporal: TemporalParams,
-                headers: dict[str, str]) -> Resp:
+                headers: dict[str, str], links: list[str] | None = None) -> Resp:
         headers = dict(headers)
-        paging_links = headers.pop("Link", None)  # reply() sets Link to the @context: add ours after it
         status = 200
         if page.span is not None:
             status, headers["Content-Range"] = 206, content_range(page.span, temporal.last_n)
-        resp = self.api.reply(req, body, ctx_input, accept, status, headers)
-        if paging_links:
-            resp.headers["Link"] = ", ".join(filter(None, [resp.headers.get("Link"), paging_links]))
-        return resp
+        return add_links(self.api.reply(req, body, ctx_input, accept, status, headers), links or [])
 
     @staticmethod
-    def _entity_paging(req: Req, query: TemporalQuery, page: Page) -> dict[str, str]:
-        """NGSILD-Results-Count and next/prev links over entities (instances page by time instead)."""
-        headers: dict[str, str] = {}
-        if page.total is not None:
-            headers["NGSILD-Results-Count"] = str(page.total)
+    def _entity_links(req: Req, query: TemporalQuery, page: Page, accept: str) -> list[str]:
+        """next/prev links over entities (the instances of each entity page by time instead)."""
         limit, offset = query.entity_limit, query.entity_offset
-        links = []
-        if offset > 0 and limit > 0:
-            links.append(f'<{req.url_with(offset=max(0, offset - limit), limit=limit)}>; rel="prev"')
-        if limit > 0 and len(page.body) == limit and (page.total is None or offset + limit < page.total):
-            links.append(f'<{req.url_with(offset=offset + limit, limit=limit)}>; rel="next"')
-        if links:
-            headers["Link"] = ", ".join(links)
-        return headers
+        more = len(page.body) == limit and (page.total is None or offset + limit < page.total)
+        return page_links(req, offset, limit, more, accept)
 
     @staticmethod
     def _url_temporal(req: Req) -> dict[str, Any]:
@@ -603,21 +594,3 @@ class TemporalApi:
     def _datasets(req: Req) -> tuple[str, ...] | None:
         datasets = csv_param(req, "datasetId")
         return tuple(datasets) if datasets else None
-
-
-def _selector(entities: Any) -> dict[str, Any]:
-    """id/idPattern/type parameters from a Query's `entities` (one selector, or ids of one type)."""
-    if entities is None:
-        return {}
-    if not isinstance(entities, list) or not all(isinstance(s, dict) for s in entities):
-        raise BadRequest("entities must be an array of entity selectors")
-    if len(entities) > 1:
-        ids = [s.get("id") for s in entities]
-        if not all(ids) or len({s.get("type") for s in entities}) != 1 or any(s.get("idPattern") for s in entities):
-            raise BadRequest("only one entity selector (or several ids of one type) is supported per query")
-        return {"id": ids, "type": entities[0].get("type")}
-    if not entities:
-        return {}
-    selector = entities[0]
-    return {"id": [selector["id"]] if selector.get("id") else [], "idPattern": selector.get("idPattern"),
-            "type": selector.get("type")}
