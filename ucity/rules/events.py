@@ -57,3 +57,19 @@ class RuleCleared(Event):
     entity_id: str
     observed_at: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpike(Event):
+    """A level was indicated but ended before the rule's persistence was met (a knock, an
+    earthquake): logged for the record, never an alarm. `evidence` has the peak, the number of
+    samples and the duration of the excursion."""
+
+    tenant: str
+    rule_id: str
+    entity_id: str
+    level: str
+    kind: str = "safety"
+    category: str = ""
+    observed_at: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)

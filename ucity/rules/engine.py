@@ -1,0 +1,634 @@
+"""The rules engine: a platform component that runs rules on committed writes and on timers.
+
+Flow: the store publishes `EntitiesChanged` after each commit; for every attribute instance
+written, the engine finds the rules watching (entity type, attribute) in an index (no scan of all
+rules), and evaluates each with the pure functions of evaluate.py, in observation order
+(`observedAt`, else the commit time). Decisions become bus events, each with a child Context of
+the change that caused it: `RuleMatched` on a raise and on every level change (not on repeats at
+the same level), `RuleCleared`, `RuleSpike`.
+
+State: one `RuleState` per (tenant, rule, entity) in memory, snapshotted to the store
+(`put_doc("rule-state", tenant, "<rule>|<entity>")`): at once, right after the events are
+published, when a transition matters for a restart (a level change, the start or end of a
+running duration, a timer set or dropped); otherwise in batches at most every
+`rules.snapshot_interval_s`; and all on stop. Publishing before writing means a crash in between
+repeats a match rather than losing it (the alarms service keeps one alarm per entity and rule).
+
+Time: a state that must wake (a duration, an inactivity step, a dwell) has a timer on the platform
+clock. On start the snapshots are read back and the timers re-armed; a timer that came due while
+the process was down runs in `resume()`, after every component has started, so its events reach
+subscribers that start after the engine.
+
+Rules: domain defaults (`register_defaults`) apply to every tenant unless they name one; rules
+created through the API (api.py) belong to a tenant, are stored as `put_doc("rule", tenant, id)`
+and override a default with the same id in that tenant. Changing what a rule evaluates
+(condition, persistence, selection) or disabling or deleting it clears its active matches
+(`RuleCleared` with reason `rule-changed` / `rule-disabled` / `rule-deleted`) and forgets its
+states; changing only its names or notes keeps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from ucity.core.bus import Bus, Context, EntitiesChanged, EntityChange, Event
+from ucity.core.clock import Clock, TimerHandle, parse_iso, to_iso
+from ucity.core.config import RulesSettings
+from ucity.core.errors import AlreadyExists, BadRequest, NotFound, OperationNotSupported
+from ucity.ngsild.context import core_context
+from ucity.rules.evaluate import (
+    Cleared,
+    Decision,
+    Env,
+    Matched,
+    Observation,
+    Predicate,
+    RuleState,
+    Spiked,
+    evaluate,
+    tick,
+)
+from ucity.rules.events import LEVEL_NAMES, RuleCleared, RuleMatched, RuleSpike
+from ucity.rules.model import Composite, Inactivity, Rule, RuleError, rule_from_json, rule_to_json
+from ucity.store.base import Doc, Store
+
+log = logging.getLogger(__name__)
+STATE_KIND = "rule-state"
+RULE_KIND = "rule"
+ACTOR = "rules"
+ANY = "*"
+Key = tuple[str, str, str]  # tenant, rule id, entity id
+
+
+# -- compiled rules and the index ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A rule with its names expanded to IRIs, ready for matching."""
+
+    rule: Rule
+    origin: str  # default | user
+    types: frozenset[str]  # expanded type IRIs; empty: any type
+    attrs: dict[str, str]  # attribute IRI -> the rule's own name for it
+    pattern: re.Pattern[str] | None
+    per_change: bool  # evaluated once per write with the entity's final values (composites)
+    needs_values: bool
+
+    @classmethod
+    def of(cls, rule: Rule, origin: str) -> Compiled:
+        ctx = core_context()
+        cond = rule.condition
+        needs = isinstance(cond, Composite) or (isinstance(cond, Inactivity) and cond.suppression is not None)
+        return cls(rule, origin, frozenset(ctx.expand_type(t) for t in rule.entity_types),
+                   {ctx.expand_term(a): a for a in rule.attributes},
+                   re.compile(rule.id_pattern) if rule.id_pattern else None, isinstance(cond, Composite), needs)
+
+    def applies(self, entity_id: str, types: Iterable[str], instance: dict[str, Any]) -> bool:
+        if instance.get("datasetId") != self.rule.dataset_id:
+            return False
+        if self.types and self.types.isdisjoint(types):
+            return False
+        return self.pattern is None or self.pattern.search(entity_id) is not None
+
+
+class RuleIndex:
+    """Enabled rules by (tenant scope, entity type, attribute IRI); `*` is any tenant / any type."""
+
+    def __init__(self, compiled: Iterable[Compiled], overridden: dict[str, set[str]]) -> None:
+        self._map: dict[tuple[str, str, str], list[Compiled]] = {}
+        self._overridden = overridden
+        for comp in compiled:
+            if not comp.rule.enabled:
+                continue
+            scope = comp.rule.tenant or ANY
+            for type_iri in comp.types or {ANY}:
+                for attr in comp.attrs:
+                    self._map.setdefault((scope, type_iri, attr), []).append(comp)
+
+    def candidates(self, tenant: str, types: list[str], attr: str) -> list[Compiled]:
+        found: dict[str, Compiled] = {}
+        hidden = self._overridden.get(tenant, set())
+        for scope in (tenant, ANY):
+            for type_iri in (*types, ANY):
+                for comp in self._map.get((scope, type_iri, attr), ()):
+                    if scope == ANY and comp.rule.id in hidden:
+                        continue
+                    found.setdefault(comp.rule.id, comp)
+        return list(found.values())
+
+
+# -- per-entity tracking ------------------------------------------------------------------------
+@dataclass(slots=True)
+class Track:
+    """A rule's state for one entity plus what its events need when a timer (not a write) fires."""
+
+    state: RuleState
+    types: list[str]
+    location: dict[str, Any] | None = None
+    parent: str | None = None
+    context_id: str | None = None
+    timer: TimerHandle | None = None
+    timer_at: datetime | None = None
+    stored: bool = False  # a snapshot exists in the store
+
+    def to_doc(self, rule_id: str, entity_id: str) -> Doc:
+        return {"rule": rule_id, "entity": entity_id, "state": self.state.to_json(), "types": self.types,
+                "location": self.location, "parent": self.parent, "context": self.context_id}
+
+    @classmethod
+    def from_doc(cls, doc: Doc) -> Track:
+        return cls(RuleState.from_json(doc["state"]), list(doc.get("types") or []), doc.get("location"),
+                   doc.get("parent"), doc.get("context"), stored=True)
+
+
+def _idle(state: RuleState) -> bool:
+    """Nothing worth remembering across a restart (a rule that never left normal)."""
+    return state.level is None and not state.pending and state.wake_at is None and not state.data
+
+
+def _milestone(state: RuleState) -> tuple[Any, ...]:
+    """What must reach the store at once when it changes (level, running durations, timers)."""
+    pending = tuple(sorted((lv, p.since) for lv, p in state.pending.items()))
+    return state.level, pending, state.wake_at is None, state.data.get("since"), state.data.get("inside")
+
+
+def _evaluation_part(rule: Rule) -> tuple[Any, ...]:
+    return (rule.condition, rule.persistence, rule.dataset_id, rule.entity_types, rule.id_pattern, rule.enabled)
+
+
+# -- the engine ---------------------------------------------------------------------------------
+class RulesEngine:
+    """Runs the rules of every tenant on the bus and on the platform clock."""
+
+    def __init__(self, store: Store, bus: Bus, clock: Clock, settings: RulesSettings, default_tenant: str) -> None:
+        self.store = store
+        self.bus = bus
+        self.clock = clock
+        self.settings = settings
+        self.default_tenant = default_tenant
+        self._defaults: dict[str, Rule] = {}
+        self._user: dict[tuple[str, str], Rule] = {}
+        self._predicates: dict[str, Predicate] = {}
+        self._compiled: dict[tuple[str, str], Compiled] = {}  # (scope, id)
+        self.index = RuleIndex((), {})
+        self.env = Env(settings.timezone, self._predicates)
+        self._tracks: dict[Key, Track] = {}
+        self._by_entity: dict[tuple[str, str], set[str]] = {}
+        self._outbox: deque[Event] = deque()
+        self._critical: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._deleted: set[Key] = set()
+        self._overdue: list[Key] = []
+        self._snapshot_timer: TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
+        self._unsubscribe: Callable[[], None] | None = None
+        self.stats = {"observations": 0, "matched": 0, "cleared": 0, "spikes": 0, "snapshots": 0}
+
+    # -- registration (domains) -------------------------------------------------------------------
+    def register_defaults(self, rules: Iterable[Rule]) -> None:
+        """Add or replace a domain's default rules; user rules with the same id still win."""
+        for rule in rules:
+            old = self._defaults.get(rule.id)
+            self._defaults[rule.id] = rule
+            if old is not None and _evaluation_part(old) != _evaluation_part(rule):
+                self._reset(self._default_states(rule.id), "rule-changed")
+        self._rebuild()
+
+    def _default_states(self, rule_id: str) -> Callable[[Key], bool]:
+        """Selects the states a default rule owns: not those of tenants that override it."""
+        return lambda key: key[1] == rule_id and (key[0], rule_id) not in self._user
+
+    def register_predicate(self, name: str, predicate: Predicate) -> None:
+        """A named suppression predicate: fn(values, now) -> bool, pure and fast (no I/O)."""
+        self._predicates[name] = predicate
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        for tenant, rule_id, doc in await self.store.list_docs(RULE_KIND):
+            try:
+                self._user[(tenant, rule_id)] = replace(rule_from_json(doc), tenant=tenant)
+            except RuleError as exc:
+                log.error("stored rule %s of tenant %s is invalid and skipped: %s", rule_id, tenant, exc)
+        self._rebuild()
+        for tenant, _, doc in await self.store.list_docs(STATE_KIND):
+            try:
+                key = (tenant, str(doc["rule"]), str(doc["entity"]))
+                self._remember(key, Track.from_doc(doc))
+            except (KeyError, TypeError, ValueError):
+                log.exception("rule state snapshot of tenant %s is unreadable and skipped", tenant)
+        self._unsubscribe = self.bus.subscribe(EntitiesChanged, self._on_changes)
+        now = self.clock.now()
+        for key, track in self._tracks.items():
+            if track.state.wake_at is not None and track.state.wake_at <= now:
+                self._overdue.append(key)
+            else:
+                self._arm(key, track)
+
+    async def resume(self) -> None:
+        """Run the timers that came due while the process was down (call once all components run)."""
+        overdue, self._overdue = self._overdue, []
+        for key in overdue:
+            self._fire(key)
+        await self._flush()
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        for track in self._tracks.values():
+            self._disarm(track)
+        if self._snapshot_timer is not None:
+            self._snapshot_timer.cancel()
+            self._snapshot_timer = None
+        await self.drain()
+        await self._write(set(self._dirty) | set(self._deleted))
+
+    async def drain(self) -> None:
+        """Wait until every decision so far is published and its urgent snapshot written."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._flush()
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": self._unsubscribe is not None, "rules": len(self._compiled), "states": len(self._tracks),
+                "active": sum(1 for t in self._tracks.values() if t.state.level), **self.stats}
+
+    # -- rules (the API's backend) ----------------------------------------------------------------
+    def effective(self, tenant: str, rule_id: str) -> tuple[Rule, str] | None:
+        """The rule with this id in a tenant and its origin (`user` or `default`)."""
+        user = self._user.get((tenant, rule_id))
+        if user is not None:
+            return user, "user"
+        default = self._defaults.get(rule_id)
+        if default is not None and default.tenant in (None, tenant):
+            return default, "default"
+        return None
+
+    def rules(self, tenant: str) -> list[tuple[Rule, str]]:
+        ids = sorted({i for t, i in self._user if t == tenant} |
+                     {i for i, r in self._defaults.items() if r.tenant in (None, tenant)})
+        return [found for i in ids if (found := self.effective(tenant, i)) is not None]
+
+    async def create(self, tenant: str, rule: Rule) -> Rule:
+        if (tenant, rule.id) in self._user:
+            raise AlreadyExists(f"rule {rule.id} already exists")
+        return await self._save(tenant, rule)
+
+    async def replace_rule(self, tenant: str, rule: Rule) -> Rule:
+        if self.effective(tenant, rule.id) is None:
+            raise NotFound(f"rule {rule.id} does not exist")
+        return await self._save(tenant, rule)
+
+    async def set_enabled(self, tenant: str, rule_id: str, enabled: bool) -> Rule:
+        found = self.effective(tenant, rule_id)
+        if found is None:
+            raise NotFound(f"rule {rule_id} does not exist")
+        return await self._save(tenant, replace(found[0], enabled=enabled))
+
+    async def delete(self, tenant: str, rule_id: str) -> None:
+        if (tenant, rule_id) not in self._user:
+            if self.effective(tenant, rule_id) is not None:
+                raise OperationNotSupported(f"rule {rule_id} is a default rule: disable it instead of deleting it")
+            raise NotFound(f"rule {rule_id} does not exist")
+        old = self.effective(tenant, rule_id)
+        await self.store.delete_doc(RULE_KIND, tenant, rule_id)
+        del self._user[(tenant, rule_id)]
+        new = self.effective(tenant, rule_id)  # a default may show through again
+        if old is None or new is None or _evaluation_part(old[0]) != _evaluation_part(new[0]):
+            self._reset(lambda key: key[0] == tenant and key[1] == rule_id, "rule-deleted")
+        self._rebuild()
+        await self._flush()
+
+    def check(self, rule: Rule) -> None:
+        """What the model cannot check alone: the suppression predicate must be registered."""
+        cond = rule.condition
+        name = cond.suppression.predicate if isinstance(cond, Inactivity) and cond.suppression else None
+        if name is not None and name not in self._predicates:
+            raise BadRequest(f"unknown suppression predicate {name!r}; registered: {sorted(self._predicates)}")
+
+    async def _save(self, tenant: str, rule: Rule) -> Rule:
+        rule = replace(rule, tenant=tenant)
+        self.check(rule)
+        old = self.effective(tenant, rule.id)
+        await self.store.put_doc(RULE_KIND, tenant, rule.id, rule_to_json(rule))
+        self._user[(tenant, rule.id)] = rule
+        if old is not None and _evaluation_part(old[0]) != _evaluation_part(rule):
+            reason = "rule-disabled" if old[0].enabled and not rule.enabled else "rule-changed"
+            self._reset(lambda key: key[0] == tenant and key[1] == rule.id, reason)
+        self._rebuild()
+        await self._flush()
+        return rule
+
+    def _rebuild(self) -> None:
+        compiled: dict[tuple[str, str], Compiled] = {}
+        for rule in self._defaults.values():
+            compiled[(rule.tenant or ANY, rule.id)] = Compiled.of(rule, "default")
+        overridden: dict[str, set[str]] = {}
+        for (tenant, rule_id), rule in self._user.items():
+            compiled[(tenant, rule_id)] = Compiled.of(rule, "user")
+            overridden.setdefault(tenant, set()).add(rule_id)
+        self._compiled = compiled
+        self.index = RuleIndex(compiled.values(), overridden)
+        for key, track in self._tracks.items():  # a rule that (re)appeared gets its timers back
+            if track.timer is None and track.state.wake_at is not None and key not in self._overdue:
+                self._arm(key, track)
+
+    def _rule_for(self, key: Key) -> Compiled | None:
+        tenant, rule_id, _ = key
+        comp = self._compiled.get((tenant, rule_id)) or self._compiled.get((ANY, rule_id))
+        if comp is None or not comp.rule.enabled:
+            return None
+        return comp
+
+    def _reset(self, selects: Callable[[Key], bool], reason: str) -> None:
+        """Forget the states of a changed rule, clearing what was active."""
+        for key in [k for k in self._tracks if selects(k)]:
+            track = self._tracks[key]
+            if track.state.level is not None:
+                ctx = Context(parent_id=track.context_id, actor=ACTOR)
+                self._outbox.append(RuleCleared(ctx, key[0], key[1], key[2], to_iso(self.clock.now()),
+                                                {"reason": reason, "previous": track.state.level}))
+                self.stats["cleared"] += 1
+            self._forget(key)
+
+    # -- observations -----------------------------------------------------------------------------
+    async def _on_changes(self, event: EntitiesChanged) -> None:
+        if self._overdue:
+            await self.resume()
+        now = self.clock.now()
+        touched: set[Key] = set()
+        for change in event.changes:
+            try:
+                touched |= self._process(change, event.context, now)
+            except Exception:  # one bad entity must not stop the rest of the batch
+                log.exception("rules failed on %s", change.entity_id)
+        for key in touched:  # a duration met by the time the batch arrived
+            track = self._tracks.get(key)
+            if track is not None and track.state.wake_at is not None and track.state.wake_at <= now:
+                self._fire(key, event.context)
+        await self._flush()
+
+    def _process(self, change: EntityChange, ctx: Context, now: datetime) -> set[Key]:
+        if change.after is None:
+            self._entity_deleted(change, ctx)
+            return set()
+        types = change.types
+        work: list[tuple[datetime, int, Compiled, str, dict[str, Any]]] = []
+        per_change: dict[str, tuple[datetime, int, Compiled, str, dict[str, Any]]] = {}
+        for order, (attr, instance) in enumerate(change.instances):
+            for comp in self.index.candidates(change.tenant, types, attr):
+                if not comp.applies(change.entity_id, types, instance):
+                    continue
+                item = (_instance_time(instance, now), order, comp, attr, instance)
+                if comp.per_change:
+                    if comp.rule.id not in per_change or item[0] >= per_change[comp.rule.id][0]:
+                        per_change[comp.rule.id] = item
+                else:
+                    work.append(item)
+        work.extend(per_change.values())
+        work.sort(key=lambda item: (item[0], item[1]))
+        touched: set[Key] = set()
+        for at, _, comp, attr, instance in work:
+            touched.add(self._observe(comp, change, ctx, attr, instance, at, now))
+        return touched
+
+    def _observe(self, comp: Compiled, change: EntityChange, ctx: Context, attr: str, instance: dict[str, Any],
+                 at: datetime, now: datetime) -> Key:
+        key = (change.tenant, comp.rule.id, change.entity_id)
+        track = self._tracks.get(key) or Track(RuleState(), [])
+        values = _values(comp, change.after) if comp.needs_values else {}
+        obs = Observation(comp.attrs[attr], instance_value(instance), at, values)
+        self.stats["observations"] += 1
+        new, decisions = evaluate(comp.rule, track.state, obs, now, self.env)
+        self._describe(track, comp.rule, change.after)
+        track.context_id = ctx.id
+        self._apply(key, comp, track, new, decisions, ctx)
+        return key
+
+    def _describe(self, track: Track, rule: Rule, doc: Doc | None) -> None:
+        if doc is None:
+            return
+        ctx = core_context()
+        track.types = [ctx.compact_type(t) for t in doc.get("type", [])]
+        location = _default_instance(doc, ctx.expand_term("location"))
+        track.location = location.get("value") if location else None
+        names = [rule.parent_relationship] if rule.parent_relationship else self.settings.parent_relationships
+        track.parent = next((p for n in names if (p := _object(doc, ctx.expand_term(n))) is not None), None)
+
+    def _entity_deleted(self, change: EntityChange, ctx: Context) -> None:
+        for rule_id in list(self._by_entity.get((change.tenant, change.entity_id), ())):
+            key = (change.tenant, rule_id, change.entity_id)
+            track = self._tracks[key]
+            if track.state.level is not None:
+                self._outbox.append(RuleCleared(ctx.child(), key[0], rule_id, key[2], to_iso(self.clock.now()),
+                                                {"reason": "entity-deleted", "previous": track.state.level}))
+                self.stats["cleared"] += 1
+            self._forget(key)
+
+    # -- timers -----------------------------------------------------------------------------------
+    def _arm(self, key: Key, track: Track) -> None:
+        when = track.state.wake_at
+        if when is None:
+            self._disarm(track)
+            return
+        if track.timer is not None and track.timer_at == when:
+            return
+        self._disarm(track)
+        if self._rule_for(key) is None:
+            return  # dormant until its rule is registered again
+        track.timer, track.timer_at = self.clock.call_at(when, lambda: self._on_timer(key)), when
+
+    @staticmethod
+    def _disarm(track: Track) -> None:
+        if track.timer is not None:
+            track.timer.cancel()
+        track.timer, track.timer_at = None, None
+
+    def _on_timer(self, key: Key) -> None:
+        track = self._tracks.get(key)
+        if track is None:
+            return
+        track.timer, track.timer_at = None, None
+        self._fire(key)
+        self._spawn(self._flush())
+
+    def _fire(self, key: Key, cause: Context | None = None) -> None:
+        track = self._tracks.get(key)
+        comp = self._rule_for(key)
+        if track is None or comp is None:
+            return
+        new, decisions = tick(comp.rule, track.state, self.clock.now(), self.env)
+        ctx = cause or Context(parent_id=track.context_id, actor=ACTOR)
+        self._apply(key, comp, track, new, decisions, ctx)
+
+    # -- decisions -> events, snapshots, timers ---------------------------------------------------
+    def _apply(self, key: Key, comp: Compiled, track: Track, new: RuleState, decisions: list[Decision],
+               ctx: Context) -> None:
+        old = track.state
+        track.state = new
+        if key not in self._tracks:
+            if _idle(new) and not decisions:
+                return  # nothing to remember about an entity that stays normal
+            self._remember(key, track)
+        for decision in decisions:
+            self._outbox.append(self._event(key, comp.rule, track, decision, ctx.child()))
+        if _milestone(old) != _milestone(new):
+            self._critical.add(key)
+        elif new != old and not (_idle(new) and not track.stored):
+            self._mark_dirty(key)
+        self._arm(key, track)
+
+    def _event(self, key: Key, rule: Rule, track: Track, decision: Decision, ctx: Context) -> Event:
+        tenant, rule_id, entity_id = key
+        evidence = {**decision.evidence, "ruleName": rule.name.as_dict()}
+        if isinstance(decision, Matched):
+            self.stats["matched"] += 1
+            evidence["previous"] = decision.previous
+            return RuleMatched(ctx, tenant, rule_id, entity_id, decision.level, rule.kind, rule.category,
+                               tuple(track.types), to_iso(decision.at), evidence, track.location, track.parent,
+                               _description(rule, decision.level))
+        if isinstance(decision, Cleared):
+            self.stats["cleared"] += 1
+            evidence["previous"] = decision.previous
+            return RuleCleared(ctx, tenant, rule_id, entity_id, to_iso(decision.at), evidence)
+        assert isinstance(decision, Spiked)
+        self.stats["spikes"] += 1
+        return RuleSpike(ctx, tenant, rule_id, entity_id, decision.level, rule.kind, rule.category,
+                         to_iso(decision.at), evidence)
+
+    def _remember(self, key: Key, track: Track) -> None:
+        self._tracks[key] = track
+        self._by_entity.setdefault((key[0], key[2]), set()).add(key[1])
+        self._deleted.discard(key)
+
+    def _forget(self, key: Key) -> None:
+        track = self._tracks.pop(key, None)
+        if track is None:
+            return
+        self._disarm(track)
+        ids = self._by_entity.get((key[0], key[2]))
+        if ids is not None:
+            ids.discard(key[1])
+            if not ids:
+                del self._by_entity[(key[0], key[2])]
+        self._dirty.discard(key)
+        self._critical.discard(key)
+        if track.stored:
+            self._deleted.add(key)
+            self._critical.add(key)
+
+    # -- publishing and snapshots -----------------------------------------------------------------
+    async def _flush(self) -> None:
+        """Publish queued events in order, then write the urgent snapshots."""
+        async with self._lock:
+            while self._outbox:
+                await self.bus.publish(self._outbox.popleft())
+            urgent, self._critical = self._critical, set()
+            await self._write(urgent)
+
+    def _mark_dirty(self, key: Key) -> None:
+        self._dirty.add(key)
+        if self._snapshot_timer is None and self._unsubscribe is not None:
+            when = self.clock.now() + timedelta(seconds=self.settings.snapshot_interval_s)
+            self._snapshot_timer = self.clock.call_at(when, self._on_snapshot_timer)
+
+    def _on_snapshot_timer(self) -> None:
+        self._snapshot_timer = None
+        self._spawn(self._write_batch())
+
+    async def _write_batch(self) -> None:
+        async with self._lock:  # one writer at a time keeps each snapshot the latest one
+            await self._write(set(self._dirty))
+
+    async def _write(self, keys: set[Key]) -> None:
+        for key in sorted(keys):
+            tenant, rule_id, entity_id = key
+            self._dirty.discard(key)
+            track = self._tracks.get(key)
+            doc_key = f"{rule_id}|{entity_id}"
+            try:
+                if track is None or _idle(track.state):
+                    if key in self._deleted or (track is not None and track.stored):
+                        await self.store.delete_doc(STATE_KIND, tenant, doc_key)
+                    self._deleted.discard(key)
+                    if track is not None:
+                        track.stored = False
+                    continue
+                await self.store.put_doc(STATE_KIND, tenant, doc_key, track.to_doc(rule_id, entity_id))
+                track.stored = True
+                self.stats["snapshots"] += 1
+            except Exception:  # the store is down: keep it for the next batch
+                log.exception("snapshot of rule %s for %s failed", rule_id, entity_id)
+                self._mark_dirty(key)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- introspection ----------------------------------------------------------------------------
+    def state(self, tenant: str, rule_id: str, entity_id: str) -> RuleState | None:
+        track = self._tracks.get((tenant, rule_id, entity_id))
+        return None if track is None else track.state
+
+    def states(self, tenant: str, rule_id: str) -> list[tuple[str, RuleState]]:
+        return sorted((k[2], t.state) for k, t in self._tracks.items() if k[0] == tenant and k[1] == rule_id)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _instance_time(instance: dict[str, Any], now: datetime) -> datetime:
+    text = instance.get("observedAt") or instance.get("modifiedAt")
+    if isinstance(text, str):
+        try:
+            return parse_iso(text)
+        except ValueError:
+            pass
+    return now
+
+
+def instance_value(instance: dict[str, Any]) -> Any:
+    """The value of a stored attribute instance, whatever its NGSI-LD attribute type."""
+    for member in ("value", "object", "languageMap", "json", "valueList", "objectList", "vocab"):
+        if member in instance:
+            return instance[member]
+    return None
+
+
+def _default_instance(doc: Doc | None, attr: str, dataset_id: str | None = None) -> dict[str, Any] | None:
+    for instance in (doc or {}).get("attrs", {}).get(attr, ()):
+        if instance.get("datasetId") == dataset_id:
+            found: dict[str, Any] = instance
+            return found
+    return None
+
+
+def _object(doc: Doc, attr: str) -> str | None:
+    instance = _default_instance(doc, attr)
+    target = instance.get("object") if instance else None
+    return target if isinstance(target, str) else None
+
+
+def _values(comp: Compiled, doc: Doc | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for iri, name in comp.attrs.items():
+        instance = _default_instance(doc, iri, comp.rule.dataset_id)
+        if instance is not None:
+            out[name] = instance_value(instance)
+    return out
+
+
+def _description(rule: Rule, level: str) -> dict[str, str]:
+    names = LEVEL_NAMES[level]
+    out = {}
+    for lang in ("ko", "en"):
+        title = getattr(rule.name, lang) or rule.id
+        extra = getattr(rule.description, lang)
+        out[lang] = f"{title}: {names[lang]}" + (f". {extra}" if extra else "")
+    return out
