@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -81,6 +81,78 @@ class MqttSettings(BaseModel):
         return value
 
 
+class RetrySettings(BaseModel):
+    """Retries of a failed notification: exponential backoff on the platform clock, then a dead letter."""
+
+    max_attempts: int = Field(6, ge=1, description="attempts in all, the first one included")
+    base_s: float = Field(1.0, gt=0, description="wait before the first retry; doubles each time")
+    max_s: float = Field(300.0, gt=0, description="longest wait between two attempts")
+
+
+class SmtpSettings(BaseModel):
+    """The SMTP server alarm e-mails go through."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(25, ge=1, le=65535)
+    sender: str = Field("ucity@localhost", description="From: address")
+    username: str = ""
+    password: SecretStr | None = None
+    starttls: bool = False
+    timeout_s: float = Field(10.0, gt=0)
+
+
+# The value sample configurations carry for the webhook secret; refused outside development.
+WEBHOOK_SECRET_PLACEHOLDER = "change-me"
+
+
+class AlarmSettings(BaseModel):
+    """Alarms, escalation and notifications (ucity/alarms/README.md). Defaults are ucity's [D], not official values."""
+
+    dedupe_window_s: float = Field(600.0, ge=0, description="a rule matching again within this time after its "
+                                   "alarm cleared re-opens that alarm instead of raising a new one (domain-rules §9)")
+    downgrade_while_active: bool = Field(False, description="a lower level while active lowers the alarm's level")
+    parent_relationships: list[str] = Field(["refParent", "isPartOf"], description="Relationships (short names, "
+                                            "core context) naming an entity's parent asset, tried in order")
+    propagation_depth: int = Field(3, ge=0, description="parent levels an alarm propagates up (0: none)")
+    webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key of X-Ucity-Signature; unset in "
+                                             "development means the placeholder, outside development webhooks fail")
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    retry: RetrySettings = RetrySettings()
+    queue_size: int = Field(1000, ge=1, description="pending notifications per notifier endpoint")
+    smtp: SmtpSettings = SmtpSettings()
+    sse_buffer: int = Field(256, ge=1, description="recent stream events kept for Last-Event-ID resume")
+    sse_client_queue: int = Field(256, ge=1, description="events waiting per stream client before it is dropped")
+    sse_heartbeat_s: float = Field(15.0, gt=0, description="comment line sent on an idle stream")
+    sse_max_stream_s: float = Field(300.0, gt=0, description="a stream ends after this long and the client "
+                                    "resumes with Last-Event-ID (so no stream holds up a server shutdown for long)")
+    recorded_max: int = Field(200, ge=1, description="messages a recording (development) notifier keeps")
+    # Contact data as configuration (read-only through the API); the API adds more per tenant.
+    notifiers: list[dict[str, Any]] = []
+    recipients: list[dict[str, Any]] = []
+    escalations: list[dict[str, Any]] = []
+
+
+class RulesSettings(BaseModel):
+    """The rules engine (ucity/rules/README.md). Defaults are ucity's [D], not official values."""
+
+    snapshot_interval_s: float = Field(5.0, gt=0, description="longest delay before a changed rule state is "
+                                       "snapshotted to the store (level changes and running durations at once)")
+    timezone: str = Field("Asia/Seoul", description="local time zone of schedule windows that name none")
+    parent_relationships: list[str] = Field(["controlledAsset", "refParent", "isPartOf"], description="Relationships "
+                                            "(short names, core context) whose object is reported as a match's parent")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
 class Settings(BaseSettings):
     """Everything configurable in ucity, with documented defaults."""
 
@@ -95,6 +167,16 @@ class Settings(BaseSettings):
     subscriptions: SubscriptionSettings = SubscriptionSettings()
     ingest: IngestSettings = IngestSettings()
     mqtt: MqttSettings = MqttSettings()
+    rules: RulesSettings = RulesSettings()
+    alarms: AlarmSettings = AlarmSettings()
+
+    @model_validator(mode="after")
+    def _no_placeholder_secrets(self) -> Settings:
+        secret = self.alarms.webhook_secret
+        if self.environment != "development" and secret is not None and \
+                secret.get_secret_value() in ("", WEBHOOK_SECRET_PLACEHOLDER):
+            raise ValueError("alarms.webhook_secret is a placeholder; set a real secret outside development")
+        return self
 
     @classmethod
     def settings_customise_sources(

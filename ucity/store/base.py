@@ -48,6 +48,14 @@ class TypeExpr:
     any_of: tuple[tuple[str, ...], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ScopeExpr:
+    """A scopeQ: OR of AND-groups of anchored regular expressions, each to be matched in full by
+    one of the entity's scopes (ucity/ngsild/scope.py parses it; backends use `regexp`)."""
+
+    any_of: tuple[tuple[str, ...], ...]
+
+
 @dataclass(slots=True)
 class EntityQuery:
     ids: tuple[str, ...] = ()
@@ -57,7 +65,7 @@ class EntityQuery:
     q_sql: tuple[str, list[Any]] | None = None  # a compiled q fragment over alias `e`
     geo: Any = None  # ucity.ngsild.geo.GeoQuery, with `geo_attr` holding the expanded IRI
     geo_attr: str | None = None
-    scope_prefixes: tuple[str, ...] = ()
+    scope: ScopeExpr | None = None
     limit: int = 20
     offset: int = 0
     count: bool = False
@@ -131,6 +139,71 @@ class AggregateSeries:
         self.values = [self.values[k] for k in kept]
 
 
+# -- alarms (ucity/alarms): rows with indexed columns, filtered and counted in SQL ---------------------
+@dataclass(slots=True)
+class AlarmRow:
+    """One alarm as the store keeps it: the columns it filters on, and the whole document.
+
+    Times are microseconds since the epoch (UTC); `bbox` is (minx, miny, maxx, maxy) of its location.
+    """
+
+    tenant: str
+    id: str
+    entity_id: str
+    entity_type: str
+    rule_id: str
+    kind: str
+    level: str | None
+    status: str
+    active: bool
+    derived: bool
+    parent_id: str | None
+    outcome: str | None
+    assignee: str | None
+    raised_at: int
+    updated_at: int
+    acked_at: int | None
+    cleared_at: int | None
+    closed_at: int | None
+    bbox: tuple[float, float, float, float] | None
+    doc: Doc
+
+
+@dataclass(slots=True)
+class AlarmQuery:
+    """Which alarms to list or count; every given filter must hold (values of one filter: any of)."""
+
+    statuses: tuple[str, ...] = ()
+    levels: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    entity_types: tuple[str, ...] = ()
+    entity_ids: tuple[str, ...] = ()
+    rule_ids: tuple[str, ...] = ()
+    parent_ids: tuple[str, ...] = ()
+    derived: bool | None = None
+    bbox: tuple[float, float, float, float] | None = None  # intersects the alarm's location bbox
+    raised_from: int | None = None  # micros, inclusive
+    raised_to: int | None = None  # micros, exclusive
+    limit: int = 20
+    offset: int = 0
+    count: bool = False
+
+
+@dataclass(slots=True)
+class AlarmStats:
+    """Counts over the alarms a query selects (alarm statistics of the API)."""
+
+    total: int = 0
+    by_level: dict[str, int] = field(default_factory=dict)  # fault alarms (no level) under ""
+    by_kind: dict[str, int] = field(default_factory=dict)
+    by_type: dict[str, int] = field(default_factory=dict)
+    by_status: dict[str, int] = field(default_factory=dict)
+    ack_seconds: list[float] = field(default_factory=list)  # time to acknowledge of each acknowledged alarm
+    # (key, closed alarms, closed with a false outcome) by entity and by parent entity
+    false_by_entity: list[tuple[str, int, int]] = field(default_factory=list)
+    false_by_parent: list[tuple[str, int, int]] = field(default_factory=list)
+
+
 @dataclass(slots=True)
 class TemporalEntity:
     """An entity's temporal representation in stored form: expanded names."""
@@ -189,10 +262,13 @@ class Store(ABC):
     async def append_history(
         self, tenant: str, entity_id: str, types: list[str], rows: list[tuple[str, dict[str, Any]]]
     ) -> None:
-        """Append attribute instances (attribute IRI, instance) to history only.
+        """Add attribute instances (attribute IRI, instance) to history only.
 
         Creates the temporal entity (merging `types`) even when `rows` is empty; instances
-        without createdAt/modifiedAt get the time of recording.
+        without createdAt/modifiedAt get the time of recording. An instance with an observedAt
+        replaces the recorded instance of the same attribute, datasetId and observedAt (an
+        attribute has one value per dataset at a time), so sending the same history twice
+        records it once.
         """
 
     @abstractmethod
@@ -237,6 +313,30 @@ class Store(ABC):
     @abstractmethod
     async def list_docs(self, kind: str) -> list[tuple[str, str, Doc]]:
         """(tenant, key, doc) for every stored document of a kind."""
+
+    # -- alarms ------------------------------------------------------------------------------
+    @abstractmethod
+    async def save_alarm(self, row: AlarmRow, history: list[Doc]) -> None:
+        """Insert or replace an alarm and append its new history entries (each with a `seq`), atomically."""
+
+    @abstractmethod
+    async def get_alarm(self, tenant: str, alarm_id: str) -> Doc | None: ...
+
+    @abstractmethod
+    async def alarm_history(self, tenant: str, alarm_id: str) -> list[Doc]:
+        """The history entries of an alarm, oldest first."""
+
+    @abstractmethod
+    async def query_alarms(self, tenant: str, query: AlarmQuery) -> tuple[list[Doc], int | None]:
+        """A page of alarm documents, newest raised first, and their count if asked."""
+
+    @abstractmethod
+    async def open_alarms(self) -> list[tuple[str, Doc]]:
+        """(tenant, document) of every alarm not closed, of every tenant (restored on start)."""
+
+    @abstractmethod
+    async def alarm_stats(self, tenant: str, query: AlarmQuery, false_outcomes: tuple[str, ...]) -> AlarmStats:
+        """Counts over the alarms the query selects (its paging is ignored)."""
 
     def health(self) -> dict[str, Any]:
         return {"ok": True}

@@ -31,11 +31,11 @@ from ucity.core.clock import Clock, SystemClock, parse_iso, to_iso, to_micros
 from ucity.core.errors import UcityError, Unavailable
 from ucity.store.base import (
     AggregatedEntity,
+    AggregateSeries,
+    Aggregation,
     AlarmQuery,
     AlarmRow,
     AlarmStats,
-    AggregateSeries,
-    Aggregation,
     Doc,
     EntityQuery,
     HistorySeries,
@@ -768,7 +768,8 @@ def _alarm_values(row: AlarmRow) -> list[Any]:
 
 def _alarm_where(tenant: str, query: AlarmQuery) -> tuple[str, list[Any]]:
     """The WHERE clause (over alias `a`) of an alarm query, with its parameters."""
-    clauses, params = ["a.tenant = ?"], [tenant]
+    clauses: list[str] = ["a.tenant = ?"]
+    params: list[Any] = [tenant]
     for column, values in (("a.status", query.statuses), ("a.level", query.levels), ("a.kind", query.kinds),
                            ("a.entity_type", query.entity_types), ("a.entity_id", query.entity_ids),
                            ("a.rule_id", query.rule_ids), ("a.parent_id", query.parent_ids)):

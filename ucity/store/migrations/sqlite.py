@@ -81,4 +81,49 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "UPDATE instances SET vnum = 0.0 WHERE vnum IS NULL AND json_type(doc, '$.value') = 'false'",
         ],
     ),
+    (
+        3,
+        [
+            # Alarms (ucity/alarms): indexed columns for filtering and statistics in SQL, plus the
+            # whole document. "One active alarm per (tenant, entity, rule)" is enforced by the alarm
+            # service, which owns every alarm write; a unique index would reject the legitimate
+            # case of a clear and the next raise being committed in the other order.
+            """CREATE TABLE alarms (
+                tenant TEXT NOT NULL,
+                id TEXT NOT NULL,
+                entity_id TEXT NOT NULL,
+                entity_type TEXT NOT NULL DEFAULT '',
+                rule_id TEXT NOT NULL,
+                kind TEXT NOT NULL,
+                level TEXT,
+                status TEXT NOT NULL,
+                active INTEGER NOT NULL,
+                derived INTEGER NOT NULL DEFAULT 0,
+                parent_id TEXT,
+                outcome TEXT,
+                assignee TEXT,
+                raised_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL,
+                acked_at INTEGER,
+                cleared_at INTEGER,
+                closed_at INTEGER,
+                minx REAL, miny REAL, maxx REAL, maxy REAL,
+                doc TEXT NOT NULL,
+                PRIMARY KEY (tenant, id)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX alarms_raised ON alarms (tenant, raised_at)",
+            "CREATE INDEX alarms_key ON alarms (tenant, entity_id, rule_id, active)",
+            "CREATE INDEX alarms_not_closed ON alarms (status) WHERE status <> 'closed'",
+            """CREATE TABLE alarm_history (
+                tenant TEXT NOT NULL,
+                alarm_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                at INTEGER NOT NULL,
+                action TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                doc TEXT NOT NULL,
+                PRIMARY KEY (tenant, alarm_id, seq)
+            ) WITHOUT ROWID""",
+        ],
+    ),
 ]

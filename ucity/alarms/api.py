@@ -1,0 +1,279 @@
+"""Framework-free handlers of `/api/v1/alarms`, contact data and dead letters (routes in server.py).
+
+* `GET /api/v1/alarms`: filters `status` (a status, or `active` / `cleared`), `level`, `kind`,
+  `type` (entity type), `entity`, `rule`, `parent`, `derived`, `bbox=minLon,minLat,maxLon,maxLat`,
+  `from` / `to` (raised at, ISO 8601), `limit` (1..1000, default 20), `offset`; comma-separated
+  values mean any of them. Newest first; `total` counts every match.
+* `GET /api/v1/alarms/stats`: the same filters; counts by level, kind, entity type and status,
+  mean and median time to acknowledge, false-alarm rate (false-user + false-device among closed
+  alarms) by device (the alarm's entity) and by household (its parent entity).
+* `GET /api/v1/alarms/{id}`: the alarm with its history (audit trail) and comments.
+* `POST /api/v1/alarms/{id}/acknowledge | clear | close {outcome, note} | assign {assignee} |
+  comments {text}`: 409 when the state does not allow it.
+* `/api/v1/notifiers`, `/api/v1/recipients`, `/api/v1/escalations`: list, create (POST), get,
+  create-or-replace (PUT), delete; configured entries are read-only (409).
+* `GET /api/v1/notifications/dead-letters`: notifications given up after their retries.
+
+The tenant is the `NGSILD-Tenant` header. The actor of an action is the `X-Ucity-Actor` header
+(required): a stand-in until ucity has users and roles, which will then supply it.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from ucity.alarms.contacts import Collection, NotifierConfig
+from ucity.alarms.model import ACTIVE_STATUSES, FALSE_OUTCOMES, STATUSES, Alarm
+from ucity.alarms.notifiers import known_provider
+from ucity.alarms.service import AlarmService
+from ucity.core.clock import parse_iso, to_micros
+from ucity.core.errors import AlreadyExists, BadRequest, InvalidRequest, NotFound
+from ucity.core.http import Req, Resp
+from ucity.ngsild.request import tenant_of
+from ucity.rules.events import KINDS, LEVELS
+from ucity.store.base import AlarmQuery, AlarmStats
+
+ACTOR_HEADER = "x-ucity-actor"
+MAX_LIMIT = 1000
+Handler = Callable[[Req], Awaitable[Resp]]
+
+
+def _bad(ko: str, en: str) -> BadRequest:
+    return BadRequest(f"{ko} / {en}")
+
+
+def _body(req: Req) -> dict[str, Any]:
+    if not req.body:
+        return {}
+    try:
+        body = orjson.loads(req.body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"JSON 형식 오류 / malformed JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise _bad("JSON 객체가 필요합니다", "the body must be a JSON object")
+    return body
+
+
+def _values(req: Req, name: str, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    raw = [v for value in req.params.get(name, []) for v in value.split(",") if v.strip()]
+    values = tuple(dict.fromkeys(v.strip() for v in raw))
+    if allowed is not None:
+        wrong = [v for v in values if v not in allowed]
+        if wrong:
+            raise _bad(f"{name} 값이 잘못되었습니다: {', '.join(wrong)}",
+                       f"{name} must be among {', '.join(allowed)}; got {', '.join(wrong)}")
+    return values
+
+
+def _int(req: Req, name: str, default: int, low: int, high: int) -> int:
+    text = req.param(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise _bad(f"{name}은 정수여야 합니다", f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise _bad(f"{name} 범위 오류", f"{name} must be between {low} and {high}")
+    return value
+
+
+def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None:
+        return None
+    try:
+        minx, miny, maxx, maxy = (float(v) for v in text.split(","))
+    except ValueError:
+        raise _bad("bbox는 minLon,minLat,maxLon,maxLat 입니다", "bbox is minLon,minLat,maxLon,maxLat") from None
+    if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
+        raise _bad("bbox 범위 오류", "bbox needs min <= max, longitudes in [-180, 180], latitudes in [-90, 90]")
+    return minx, miny, maxx, maxy
+
+
+def _time(req: Req, name: str) -> int | None:
+    text = req.param(name)
+    if text is None:
+        return None
+    try:
+        return to_micros(parse_iso(text))
+    except ValueError:
+        raise _bad(f"{name}은 ISO 8601 시각이어야 합니다", f"{name} must be an ISO 8601 date-time") from None
+
+
+def _derived(req: Req) -> bool | None:
+    text = req.param("derived")
+    if text is None:
+        return None
+    if text not in ("true", "false"):
+        raise _bad("derived는 true 또는 false", "derived is true or false")
+    return text == "true"
+
+
+def parse_query(req: Req) -> AlarmQuery:
+    """The alarm filters of a request (400 for anything malformed)."""
+    statuses: list[str] = []
+    for status in _values(req, "status", (*STATUSES, "active", "cleared")):
+        statuses.extend({"active": ACTIVE_STATUSES, "cleared": STATUSES[2:4]}.get(status, (status,)))
+    query = AlarmQuery(
+        statuses=tuple(dict.fromkeys(statuses)), levels=_values(req, "level", LEVELS), kinds=_values(req, "kind", KINDS),
+        entity_types=_values(req, "type"), entity_ids=_values(req, "entity"), rule_ids=_values(req, "rule"),
+        parent_ids=_values(req, "parent"), derived=_derived(req), bbox=_bbox(req.param("bbox")),
+        raised_from=_time(req, "from"), raised_to=_time(req, "to"),
+        limit=_int(req, "limit", 20, 1, MAX_LIMIT), offset=_int(req, "offset", 0, 0, 10**9), count=True,
+    )
+    if query.raised_from is not None and query.raised_to is not None and query.raised_from >= query.raised_to:
+        raise _bad("from은 to보다 앞이어야 합니다", "from must be before to")
+    return query
+
+
+def stats_body(stats: AlarmStats) -> dict[str, Any]:
+    """The statistics response; fault alarms (no level) are counted under level `fault`."""
+    ack = stats.ack_seconds
+    by_level = {level: stats.by_level.get(level, 0) for level in LEVELS}
+    by_level["fault"] = stats.by_level.get("", 0)
+    return {
+        "total": stats.total, "byLevel": by_level, "byKind": stats.by_kind,
+        "byType": {k or "(unknown)": v for k, v in stats.by_type.items()}, "byStatus": stats.by_status,
+        "timeToAcknowledge": {"count": len(ack), "meanSeconds": statistics.fmean(ack) if ack else None,
+                              "medianSeconds": statistics.median(ack) if ack else None},
+        "falseAlarmRate": {"outcomes": list(FALSE_OUTCOMES), "byDevice": _rates(stats.false_by_entity),
+                           "byHousehold": _rates(stats.false_by_parent)},
+    }
+
+
+def _rates(rows: list[tuple[str, int, int]]) -> list[dict[str, Any]]:
+    return [{"entity": key, "closed": closed, "false": false, "rate": false / closed if closed else None}
+            for key, closed, false in rows]
+
+
+class AlarmApi:
+    """The handlers; `service` does the work, this class reads requests and shapes responses."""
+
+    def __init__(self, service: AlarmService, default_tenant: str) -> None:
+        self.service = service
+        self.default_tenant = default_tenant
+
+    def tenant(self, req: Req) -> str:
+        return tenant_of(req, self.default_tenant)[0]
+
+    @staticmethod
+    def actor(req: Req) -> str:
+        actor = (req.header(ACTOR_HEADER) or "").strip()
+        if not actor:
+            raise _bad("X-Ucity-Actor 헤더가 필요합니다", "the X-Ucity-Actor header names who acts (required)")
+        return actor[:200]
+
+    def _wire(self, tenant: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """An alarm as listed: the in-memory state of an open alarm is the freshest."""
+        alarm = self.service.get_open(tenant, doc["id"]) or Alarm.from_doc(doc)
+        return alarm.to_wire()
+
+    # -- alarms ------------------------------------------------------------------------------------
+    async def list_alarms(self, req: Req) -> Resp:
+        tenant, query = self.tenant(req), parse_query(req)
+        docs, total = await self.service.store.query_alarms(tenant, query)
+        return Resp(200, {"total": total, "limit": query.limit, "offset": query.offset,
+                          "alarms": [self._wire(tenant, d) for d in docs]})
+
+    async def stats(self, req: Req) -> Resp:
+        tenant, query = self.tenant(req), parse_query(req)
+        return Resp(200, stats_body(await self.service.store.alarm_stats(tenant, query, FALSE_OUTCOMES)))
+
+    async def get_alarm(self, req: Req) -> Resp:
+        tenant = self.tenant(req)
+        alarm = await self.service.load(tenant, req.path_params["alarmId"])
+        history = await self.service.store.alarm_history(tenant, alarm.id)
+        comments = [h for h in history if h["action"] == "commented"]
+        return Resp(200, {**alarm.to_wire(), "history": history, "comments": comments})
+
+    async def _act(self, req: Req, action: str, **args: Any) -> Resp:
+        alarm = await self.service.act(self.tenant(req), req.path_params["alarmId"], action, self.actor(req), **args)
+        return Resp(200, alarm.to_wire())
+
+    async def acknowledge(self, req: Req) -> Resp:
+        return await self._act(req, "acknowledge")
+
+    async def clear(self, req: Req) -> Resp:
+        return await self._act(req, "clear")
+
+    async def close(self, req: Req) -> Resp:
+        body = _body(req)
+        outcome, note = body.get("outcome"), body.get("note", "")
+        if not isinstance(outcome, str) or not isinstance(note, str):
+            raise _bad("outcome(문자열)이 필요합니다", "outcome (a string) is required; note is a string")
+        return await self._act(req, "close", outcome=outcome, note=note[:2000])
+
+    async def assign(self, req: Req) -> Resp:
+        body = _body(req)
+        assignee = body.get("assignee")
+        if "assignee" not in body or not (assignee is None or (isinstance(assignee, str) and assignee.strip())):
+            raise _bad("assignee(문자열 또는 null)가 필요합니다", "assignee (a string, or null to unassign) is required")
+        return await self._act(req, "assign", assignee=assignee.strip()[:200] if assignee else None)
+
+    async def comment(self, req: Req) -> Resp:
+        text = _body(req).get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise _bad("text(비어 있지 않은 문자열)가 필요합니다", "text (a non-empty string) is required")
+        return await self._act(req, "comment", text=text.strip()[:4000])
+
+    async def dead_letters(self, req: Req) -> Resp:
+        letters = await self.service.dispatcher.dead_letters(self.tenant(req))
+        return Resp(200, {"total": len(letters), "deadLetters": letters})
+
+    # -- contact data ------------------------------------------------------------------------------
+    def collection_handlers(self, name: str) -> dict[str, Handler]:
+        """list, create, get, put, delete handlers of one collection (notifiers, recipients, escalations)."""
+        contacts = self.service.contacts
+        collection: Collection[Any] = getattr(contacts, name)
+        path_key = "itemId"
+
+        def present(tenant: str, item: BaseModel, source: str) -> dict[str, Any]:
+            body = {**item.model_dump(mode="json"), "source": source}
+            if isinstance(item, NotifierConfig):
+                # Header values may hold a receiver's credentials: shown masked, like every secret.
+                body["headers"] = {name: "***" for name in item.headers}
+                body.update(self.service.dispatcher.describe(tenant, item.id))
+            return body
+
+        def validated(tenant: str, body: Any, item_id: str | None) -> Any:
+            item = collection.parse(body, item_id)
+            if isinstance(item, NotifierConfig) and not known_provider(item.type, item.provider):
+                raise _bad("등록되지 않은 제공자", f"no {item.type} provider {item.provider!r} is registered")
+            contacts.check_references(tenant, item)
+            return item
+
+        async def list_items(req: Req) -> Resp:
+            tenant = self.tenant(req)
+            return Resp(200, [present(tenant, item, source) for item, source in collection.all(tenant)])
+
+        async def get_item(req: Req) -> Resp:
+            tenant, item_id = self.tenant(req), req.path_params[path_key]
+            item = collection.get(tenant, item_id)
+            if item is None:
+                raise NotFound(f"{item_id}: 없음 / not found")
+            return Resp(200, present(tenant, item, collection.source(tenant, item_id)))
+
+        async def create(req: Req) -> Resp:
+            tenant = self.tenant(req)
+            item = validated(tenant, _body(req), None)
+            if collection.get(tenant, item.id) is not None:
+                raise AlreadyExists(f"{item.id}: 이미 있음 / already exists")
+            await collection.put(tenant, item)
+            return Resp(201, present(tenant, item, "api"), {"Location": f"/api/v1/{name}/{item.id}"})
+
+        async def put(req: Req) -> Resp:
+            tenant = self.tenant(req)
+            item = validated(tenant, _body(req), req.path_params[path_key])
+            created = await collection.put(tenant, item)
+            return Resp(201 if created else 200, present(tenant, item, "api"))
+
+        async def delete(req: Req) -> Resp:
+            await collection.delete(self.tenant(req), req.path_params[path_key])
+            return Resp(204)
+
+        return {"list": list_items, "create": create, "get": get_item, "put": put, "delete": delete}

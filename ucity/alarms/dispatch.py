@@ -1,0 +1,190 @@
+"""From an alarm event to queued notifications: who, through which endpoint, with what text.
+
+A recipient group names people (each with contacts: a notifier and an address) and group
+endpoints (webhooks). Each (tenant, notifier) gets its own `Outbox`, so one receiver that is
+down delays nothing else. Texts are Korean and English; times are shown in Korea time (KST,
+UTC+9, no daylight saving) while the JSON keeps UTC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import timedelta, timezone
+from typing import Any
+
+import httpx
+
+from ucity.alarms.contacts import Contacts, RecipientGroup
+from ucity.alarms.model import FAULT_NAME, STATUS_NAMES, Alarm
+from ucity.alarms.notifiers import Notifier, NotifierDeps, build_notifier
+from ucity.alarms.notifiers.base import Notification, Outbox, Recipient
+from ucity.core.clock import Clock, parse_iso, to_iso
+from ucity.core.config import WEBHOOK_SECRET_PLACEHOLDER, AlarmSettings
+from ucity.rules.events import LEVEL_NAMES
+from ucity.store.base import Doc, Store
+
+log = logging.getLogger(__name__)
+DEAD_LETTERS = "alarm-dead-letter"
+KST = timezone(timedelta(hours=9), "KST")
+EVENT_NAMES: dict[str, dict[str, str]] = {
+    "raised": {"ko": "경보 발생", "en": "Alarm raised"},
+    "escalated": {"ko": "경보 격상", "en": "Alarm escalated"},
+    "step": {"ko": "경보 통보", "en": "Alarm notice"},
+    "reactivated": {"ko": "경보 재발생", "en": "Alarm active again"},
+    "acknowledged": {"ko": "경보 확인됨", "en": "Alarm acknowledged"},
+    "cleared": {"ko": "경보 해제", "en": "Alarm cleared"},
+    "closed": {"ko": "경보 종결", "en": "Alarm closed"},
+}
+
+
+def compose(alarm: Alarm, event: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(subject, text), each {"ko": ..., "en": ...}."""
+    level = LEVEL_NAMES[alarm.level] if alarm.level else FAULT_NAME
+    names = EVENT_NAMES.get(event, EVENT_NAMES["step"])
+    subject = {lang: f"[{level[lang]}] {names[lang]}: {alarm.rule_id} @ {alarm.entity_id}" for lang in ("ko", "en")}
+    when = parse_iso(alarm.raised_at).astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
+    labels = {"ko": ("대상", "규칙", "단계", "상태", "발생 시각", "설명", "경보"),
+              "en": ("Entity", "Rule", "Level", "Status", "Raised at", "Description", "Alarm")}
+    text = {}
+    for lang, (entity, rule, lvl, status, raised, description, alarm_label) in labels.items():
+        lines = [f"{names[lang]} — {level[lang]}", f"{entity}: {alarm.entity_id}", f"{rule}: {alarm.rule_id}",
+                 f"{lvl}: {level[lang]}", f"{status}: {STATUS_NAMES[alarm.status][lang]}", f"{raised}: {when}"]
+        if alarm.description.get(lang):
+            lines.append(f"{description}: {alarm.description[lang]}")
+        lines.append(f"{alarm_label}: {alarm.id}")
+        text[lang] = "\n".join(lines)
+    return subject, text
+
+
+class Dispatcher:
+    """Builds notifier instances from the contact data and queues notifications per endpoint."""
+
+    def __init__(self, clock: Clock, store: Store, settings: AlarmSettings, contacts: Contacts, development: bool) -> None:
+        self.clock = clock
+        self.store = store
+        self.settings = settings
+        self.contacts = contacts
+        self._secret = _secret(settings, development)
+        self._http: httpx.AsyncClient | None = None
+        self._instances: dict[tuple[str, str], Notifier] = {}
+        self._outboxes: dict[tuple[str, str], Outbox] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        contacts.notifiers.on_change = self._forget
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        # No pool limit: a slow endpoint must not wait behind another's connections.
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.webhook_timeout_s),
+                                       limits=httpx.Limits(max_connections=None, max_keepalive_connections=50))
+
+    async def stop(self) -> None:
+        for outbox in self._outboxes.values():
+            await outbox.close()
+        self._outboxes.clear()
+        for notifier in self._instances.values():
+            await notifier.close()
+        self._instances.clear()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    # -- notifiers ---------------------------------------------------------------------------------
+    def notifier(self, tenant: str, notifier_id: str) -> Notifier | None:
+        """The live instance of a notifier document (built on first use, rebuilt after a change)."""
+        key = (tenant, notifier_id)
+        instance = self._instances.get(key)
+        if instance is None:
+            config = self.contacts.notifiers.get(tenant, notifier_id)
+            if config is None or not config.enabled or self._http is None:
+                return None
+            deps = NotifierDeps(self.settings, self.clock, self._http, self._secret)
+            instance = self._instances[key] = build_notifier(config, deps)
+        return instance
+
+    def _forget(self, tenant: str, notifier_id: str) -> None:
+        """A notifier document changed: the next delivery builds the instance again."""
+        instance = self._instances.pop((tenant, notifier_id), None)
+        if instance is not None:
+            self._spawn(instance.close())
+
+    def outbox(self, tenant: str, notifier_id: str) -> Outbox:
+        key = (tenant, notifier_id)
+        box = self._outboxes.get(key)
+        if box is None:
+            async def dead(notification: Notification, name: str, attempts: int, error: str) -> None:
+                await self._dead_letter(notification, notifier_id, attempts, error)
+
+            box = self._outboxes[key] = Outbox(f"{tenant}/{notifier_id}", lambda: self.notifier(tenant, notifier_id),
+                                               self.clock, self.settings.retry, self.settings.queue_size, dead)
+        return box
+
+    def describe(self, tenant: str, notifier_id: str) -> dict[str, Any]:
+        """What the API shows of a notifier beyond its document: delivery counters, recordings."""
+        instance = self.notifier(tenant, notifier_id)
+        box = self._outboxes.get((tenant, notifier_id))
+        return {**(instance.describe() if instance else {"sends": False}),
+                "delivery": box.stats.to_wire(box.queued) if box else None}
+
+    # -- fan-out -----------------------------------------------------------------------------------
+    def notify_group(self, alarm: Alarm, group_id: str, event: str, step: int | None = None) -> int:
+        """Queue the notifications of one alarm event for one group; returns how many were queued."""
+        group = self.contacts.recipients.get(alarm.tenant, group_id)
+        if group is None:
+            log.warning("alarm %s: recipient group %s does not exist; nobody notified", alarm.id, group_id)
+            return 0
+        subject, text = compose(alarm, event)
+        wire = alarm.to_wire()
+        queued = 0
+        for notifier_id, recipient in _targets(group):
+            notification = Notification(f"urn:ucity:notification:{uuid.uuid4().hex}", alarm.tenant, event,
+                                        to_iso(self.clock.now()), wire, subject, text, group_id, step, recipient)
+            if self.contacts.notifiers.get(alarm.tenant, notifier_id) is None:
+                log.warning("group %s names notifier %s, which does not exist", group_id, notifier_id)
+                continue
+            self.outbox(alarm.tenant, notifier_id).put(notification)
+            queued += 1
+        return queued
+
+    # -- dead letters ------------------------------------------------------------------------------
+    async def _dead_letter(self, notification: Notification, notifier_id: str, attempts: int, error: str) -> None:
+        log.warning("notification %s to %s is a dead letter after %d attempts: %s", notification.id, notifier_id,
+                    attempts, error)
+        doc = {"id": notification.id, "notifier": notifier_id, "attempts": attempts, "error": error,
+               "failedAt": to_iso(self.clock.now()), "notification": notification.payload()}
+        await self.store.put_doc(DEAD_LETTERS, notification.tenant, notification.id, doc)
+
+    async def dead_letters(self, tenant: str) -> list[Doc]:
+        docs = [doc for t, _, doc in await self.store.list_docs(DEAD_LETTERS) if t == tenant]
+        return sorted(docs, key=lambda d: (d["failedAt"], d["id"]), reverse=True)
+
+    # -- for tests and shutdown --------------------------------------------------------------------
+    def busy(self) -> bool:
+        return any(box.busy for box in self._outboxes.values()) or bool(self._tasks)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _targets(group: RecipientGroup) -> list[tuple[str, Recipient | None]]:
+    """(notifier id, recipient) pairs: each member at each contact, then the group endpoints once."""
+    pairs: list[tuple[str, Recipient | None]] = [
+        (contact.notifier, Recipient(member.name, contact.address, member.language))
+        for member in group.members for contact in member.contacts]
+    name = group.name.get("ko") or group.name.get("en") or group.id
+    pairs.extend((notifier_id, Recipient(name)) for notifier_id in group.notifiers)
+    return pairs
+
+
+def _secret(settings: AlarmSettings, development: bool) -> bytes | None:
+    """The webhook key; in development an unset one is the placeholder (outside, webhooks refuse)."""
+    if settings.webhook_secret is not None:
+        return settings.webhook_secret.get_secret_value().encode()
+    if development:
+        log.warning("alarms.webhook_secret is not set: webhooks are signed with the development placeholder")
+        return WEBHOOK_SECRET_PLACEHOLDER.encode()
+    return None

@@ -1,0 +1,125 @@
+"""The server-sent-events stream for dashboards: `GET /api/v1/stream`.
+
+Every alarm event (raised, escalated, deescalated, reactivated, acknowledged, cleared, closed,
+updated) goes to every connected client of the alarm's tenant as
+
+    id: <sequence number>
+    event: alarm.<event>
+    data: <the alarm, JSON>
+
+* each client has a bounded queue; a client too slow to keep up is disconnected (its browser
+  reconnects and resumes), so it never holds up the others or grows memory;
+* a comment line (`: heartbeat`) is sent when the stream has been idle `sse_heartbeat_s`, so
+  proxies keep the connection open and clients notice a dead one;
+* `Last-Event-ID` (header, or `lastEventId` query parameter) resumes from a ring buffer of the
+  last `sse_buffer` events (in memory: a restart starts a new sequence);
+* a stream ends after `sse_max_stream_s` and the client reconnects with `Last-Event-ID` (the SSE
+  protocol's own recovery): uvicorn waits for open responses before it shuts down, and an
+  endless stream would hold a shutdown forever.
+
+Heartbeats use the event loop's own time: they keep a connection alive and are not platform logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+STREAM_RETRY_MS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    seq: int
+    tenant: str
+    event: str
+    data: dict[str, Any]
+
+    def encode(self) -> bytes:
+        return b"id: %d\nevent: %s\ndata: %s\n\n" % (self.seq, self.event.encode(), orjson.dumps(self.data))
+
+
+class _Client:
+    def __init__(self, tenant: str, size: int) -> None:
+        self.tenant = tenant
+        self.queue: asyncio.Queue[StreamEvent | None] = asyncio.Queue(maxsize=size)
+        self.dropped = False
+
+
+class SseHub:
+    """Fans alarm events out to stream clients; keeps the recent ones for resuming."""
+
+    def __init__(self, buffer: int, client_queue: int, heartbeat_s: float, max_stream_s: float = 300.0) -> None:
+        self._ring: deque[StreamEvent] = deque(maxlen=buffer)
+        self._clients: set[_Client] = set()
+        self._seq = itertools.count(1)
+        self._client_queue = client_queue
+        self.heartbeat_s = heartbeat_s
+        self.max_stream_s = max_stream_s
+        self.dropped_clients = 0
+
+    @property
+    def clients(self) -> int:
+        return len(self._clients)
+
+    def publish(self, tenant: str, event: str, data: dict[str, Any]) -> StreamEvent:
+        item = StreamEvent(next(self._seq), tenant, f"alarm.{event}", data)
+        self._ring.append(item)
+        for client in list(self._clients):
+            if client.tenant == tenant:
+                self._offer(client, item)
+        return item
+
+    def _offer(self, client: _Client, item: StreamEvent) -> None:
+        try:
+            client.queue.put_nowait(item)
+        except asyncio.QueueFull:  # too slow: disconnect it; it resumes from the ring with Last-Event-ID
+            client.dropped = True
+            self._clients.discard(client)
+            self.dropped_clients += 1
+            with contextlib.suppress(asyncio.QueueEmpty):
+                client.queue.get_nowait()
+            client.queue.put_nowait(None)
+
+    def backlog(self, tenant: str, last_event_id: str | None) -> list[StreamEvent]:
+        """Buffered events after `last_event_id` (all buffered ones if that id is gone or unparsable)."""
+        if last_event_id is None:
+            return []
+        try:
+            after = int(last_event_id)
+        except ValueError:
+            after = 0
+        return [e for e in self._ring if e.tenant == tenant and e.seq > after]
+
+    async def stream(self, tenant: str, last_event_id: str | None = None) -> AsyncIterator[bytes]:
+        """The bytes of one client's stream, until it disconnects (the server cancels it) or is dropped."""
+        client = _Client(tenant, self._client_queue)
+        self._clients.add(client)  # before the backlog is read, so nothing falls between the two
+        try:
+            yield b"retry: %d\n: ucity alarm stream\n\n" % STREAM_RETRY_MS
+            sent = 0
+            for missed in self.backlog(tenant, last_event_id):
+                sent = missed.seq
+                yield missed.encode()
+            loop = asyncio.get_running_loop()
+            ends = loop.time() + self.max_stream_s
+            while (left := ends - loop.time()) > 0:
+                try:
+                    item: StreamEvent | None = await asyncio.wait_for(client.queue.get(), min(self.heartbeat_s, left))
+                except TimeoutError:
+                    if ends - loop.time() > 0:
+                        yield b": heartbeat\n\n"
+                    continue
+                if item is None:
+                    return
+                if item.seq > sent:
+                    yield item.encode()
+        finally:
+            self._clients.discard(client)

@@ -1,0 +1,460 @@
+"""The alarm service: rule events in, one alarm per (tenant, entity, rule), persisted and announced.
+
+Inputs (bus): `RuleMatched` raises, repeats or escalates; `RuleCleared` clears; the ingest's
+`DeviceStatusChanged` raises (offline) and clears (online) a `fault` alarm of rule
+`device-offline`. Operators act through the API (api.py).
+
+How a change flows, and why:
+
+1. The decision is synchronous, on in-memory state (every alarm not closed is in memory,
+   restored from the store on start). No await sits between reading the state and changing
+   it, so two events for the same key can never both raise an alarm: that is what keeps "one
+   active alarm per (tenant, entity, rule)".
+2. Persisting runs in a task per change, serialized per alarm by the alarm's lock (FIFO, so in
+   decision order): enrich a new alarm from its entity (type, location, parent), save the alarm
+   row and its new history entries, write the `Alert` entity, then announce on the SSE stream,
+   queue notifications and propagate to the parent. The bus publisher is never held up by a
+   commit. Each write carries the alarm's state at the time it runs, so the last write wins
+   with the latest state.
+
+Dedupe (domain-rules §9): a repeat of an active alarm only counts (count, last seen); a higher
+level escalates it (history, SSE, the new level's escalation chain); a lower level does not lower
+it unless `alarms.downgrade_while_active`. A match within `alarms.dedupe_window_s` after the
+alarm cleared re-opens that alarm instead of raising a new one.
+
+Propagation: the parent asset is `RuleMatched.parent_id`, else the first Relationship of the
+entity named in `alarms.parent_relationships` (default refParent, then isPartOf). The parent
+gets a derived alarm (rule `derived:<kind>`) whose level is the highest of its active children,
+follows them up and down, and clears when the last one clears; it propagates further up to
+`alarms.propagation_depth` levels (sensor -> facility -> district).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from ucity.alarms import model as m
+from ucity.alarms.alert import write_alert
+from ucity.alarms.contacts import Contacts, EscalationChain, EscalationStep
+from ucity.alarms.dispatch import Dispatcher
+from ucity.alarms.escalation import Escalator
+from ucity.alarms.model import ACTIVE_UNACK, CLEARED_ACK, CLEARED_UNACK, CLOSED, DERIVED_PREFIX, FAULT, SAFETY, SYSTEM, Alarm
+from ucity.alarms.notifiers.sse import SseHub
+from ucity.core.bus import Context
+from ucity.core.clock import parse_iso, to_iso
+from ucity.core.errors import NotFound
+from ucity.core.platform import Platform
+from ucity.ingest import DeviceStatusChanged
+from ucity.ngsild.context import core_context
+from ucity.rules.events import LEVELS, RuleCleared, RuleMatched, level_rank
+from ucity.store.base import Doc, Store
+
+log = logging.getLogger(__name__)
+DEVICE_OFFLINE_RULE = "device-offline"
+LOCATION = "https://uri.etsi.org/ngsi-ld/location"
+# Events after which the parent's derived alarm may change.
+_PROPAGATING = frozenset({"raised", "escalated", "deescalated", "reactivated", "cleared", "closed"})
+
+
+@dataclass(frozen=True, slots=True)
+class Signal:
+    """A condition holding for an entity: a RuleMatched, a device going offline, or a child alarm."""
+
+    tenant: str
+    rule_id: str
+    entity_id: str
+    level: str | None
+    kind: str
+    context: Context
+    category: str = ""
+    entity_types: tuple[str, ...] = ()
+    evidence: dict[str, Any] = field(default_factory=dict)
+    location: dict[str, Any] | None = None
+    parent_id: str | None = None
+    description: dict[str, str] = field(default_factory=dict)
+    depth: int = 0
+
+    @classmethod
+    def of(cls, event: RuleMatched) -> Signal:
+        kind = FAULT if event.kind == FAULT else SAFETY
+        return cls(event.tenant, event.rule_id, event.entity_id, event.level if kind == SAFETY else None, kind,
+                   event.context, event.category, tuple(event.entity_types), dict(event.evidence), event.location,
+                   event.parent_id, dict(event.description))
+
+
+@dataclass(slots=True)
+class _Change:
+    """What one decision asks the persisting task to do besides saving."""
+
+    entries: list[m.HistoryEntry] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+    alert: bool = True
+    enrich: bool = False
+    notify: list[tuple[str, int, str]] = field(default_factory=list)  # (group, step, event)
+    follow_up: str | None = None  # tell the groups already notified (acknowledged, cleared, closed)
+
+
+class AlarmService:
+    """Alarms of every tenant: lifecycle, persistence, Alert entities, escalation, notification."""
+
+    def __init__(self, platform: Platform, store: Store) -> None:
+        self.platform = platform
+        self.clock = platform.clock
+        self.store = store
+        self.settings = platform.settings.alarms
+        s = self.settings
+        self.contacts = Contacts(store, s.notifiers, s.recipients, s.escalations)
+        self.dispatcher = Dispatcher(self.clock, store, s, self.contacts, platform.settings.environment == "development")
+        self.escalator = Escalator(self.clock, self.contacts, self._step)
+        self.sse = SseHub(s.sse_buffer, s.sse_client_queue, s.sse_heartbeat_s, s.sse_max_stream_s)
+        self._open: dict[str, Alarm] = {}  # every alarm not closed, by id
+        self._active: dict[m.Key, Alarm] = {}
+        self._cleared: dict[m.Key, Alarm] = {}  # the latest cleared (not closed) alarm of a key
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._unsubscribe: list[Callable[[], None]] = []
+        self._closed_lock = asyncio.Lock()  # comments on closed alarms (not in memory) one at a time
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.contacts.load()
+        await self.dispatcher.start()
+        for _, doc in await self.store.open_alarms():
+            self._index(Alarm.from_doc(doc))
+        bus = self.platform.bus
+        self._unsubscribe = [bus.subscribe(RuleMatched, self._on_matched), bus.subscribe(RuleCleared, self._on_cleared),
+                             bus.subscribe(DeviceStatusChanged, self._on_device)]
+        for alarm in list(self._open.values()):  # escalation timers survive a restart
+            if alarm.status == ACTIVE_UNACK:
+                self.escalator.arm(alarm)
+
+    async def stop(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+        self.escalator.stop_all()
+        await self.drain()
+        await self.dispatcher.stop()
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": bool(self._unsubscribe), "open": len(self._open), "active": len(self._active),
+                "escalationTimers": self.escalator.pending, "streamClients": self.sse.clients}
+
+    async def drain(self) -> None:
+        """Wait until every decided change is persisted and announced (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """`drain`, then until every notifier endpoint is idle or waiting on the clock (tests)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        await self.drain()
+        while self.dispatcher.busy() and loop.time() < deadline:
+            await asyncio.sleep(0.002)
+            await self.drain()
+
+    # -- reading -----------------------------------------------------------------------------------
+    def get_open(self, tenant: str, alarm_id: str) -> Alarm | None:
+        alarm = self._open.get(alarm_id)
+        return alarm if alarm is not None and alarm.tenant == tenant else None
+
+    def active_alarm(self, tenant: str, entity_id: str, rule_id: str) -> Alarm | None:
+        return self._active.get((tenant, entity_id, rule_id))
+
+    async def load(self, tenant: str, alarm_id: str) -> Alarm:
+        """An alarm, open (from memory) or closed (from the store); 404 if unknown."""
+        alarm = self.get_open(tenant, alarm_id)
+        if alarm is not None:
+            return alarm
+        doc = await self.store.get_alarm(tenant, alarm_id)
+        if doc is None:
+            raise NotFound(f"경보 {alarm_id} 없음 / alarm {alarm_id} does not exist")
+        return Alarm.from_doc(doc)
+
+    # -- bus ---------------------------------------------------------------------------------------
+    async def _on_matched(self, event: RuleMatched) -> None:
+        if event.kind != FAULT and event.level not in LEVELS:
+            log.warning("rule %s matched %s with unknown level %r; ignored", event.rule_id, event.entity_id, event.level)
+            return
+        self.raise_signal(Signal.of(event))
+
+    async def _on_cleared(self, event: RuleCleared) -> None:
+        self.clear_by_rule(event.tenant, event.entity_id, event.rule_id, dict(event.evidence))
+
+    async def _on_device(self, event: DeviceStatusChanged) -> None:
+        if event.status == "offline":
+            last = event.last_reported or "-"
+            self.raise_signal(Signal(
+                event.tenant, DEVICE_OFFLINE_RULE, event.entity_id, None, FAULT, event.context, "deviceFault",
+                evidence={"device_id": event.device_id, "last_reported": event.last_reported, "subCategory": "deviceOffline"},
+                description={"ko": f"장치 {event.device_id} 통신 두절 (마지막 보고 {last})",
+                             "en": f"Device {event.device_id} offline (last reported {last})"}))
+        elif event.status == "online":
+            self.clear_by_rule(event.tenant, event.entity_id, DEVICE_OFFLINE_RULE,
+                               {"device_id": event.device_id, "last_reported": event.last_reported})
+
+    # -- decisions (synchronous) -------------------------------------------------------------------
+    def raise_signal(self, signal: Signal, follow: bool = False) -> Alarm:
+        """Raise, repeat, escalate or re-open the alarm of (tenant, entity, rule).
+
+        `follow`: a re-opened alarm takes the signal's level even if lower (derived alarms).
+        """
+        now = to_iso(self.clock.now())
+        key = (signal.tenant, signal.entity_id, signal.rule_id)
+        alarm = self._active.get(key)
+        if alarm is not None:
+            self._repeat(alarm, signal, now)
+            return alarm
+        alarm = self._cleared.get(key)
+        if alarm is not None and alarm.kind == signal.kind and self._in_window(alarm):
+            self._reopen(alarm, signal, now, follow)
+            return alarm
+        return self._new(signal, now)
+
+    def clear_by_rule(self, tenant: str, entity_id: str, rule_id: str, evidence: dict[str, Any]) -> Alarm | None:
+        alarm = self._active.get((tenant, entity_id, rule_id))
+        if alarm is None:
+            return None
+        entry = m.clear(alarm, SYSTEM, to_iso(self.clock.now()), reason="rule", evidence=evidence)
+        self.escalator.stop(alarm)
+        self._index(alarm)
+        self._commit(alarm, _Change([entry], ["cleared"], follow_up="cleared"))
+        return alarm
+
+    def _in_window(self, alarm: Alarm) -> bool:
+        if alarm.cleared_at is None:
+            return False
+        age = (self.clock.now() - parse_iso(alarm.cleared_at)).total_seconds()
+        return age <= self.settings.dedupe_window_s
+
+    def _new(self, signal: Signal, now: str) -> Alarm:
+        ctx = core_context()
+        alarm = Alarm(
+            id=uuid.uuid4().hex, tenant=signal.tenant, entity_id=signal.entity_id, rule_id=signal.rule_id,
+            kind=signal.kind, level=signal.level, status=ACTIVE_UNACK, raised_at=now, updated_at=now, last_seen=now,
+            entity_type=ctx.compact_iri(signal.entity_types[0]) if signal.entity_types else "",
+            category=signal.category, description=signal.description, location=signal.location,
+            evidence=signal.evidence, parent_id=signal.parent_id, depth=signal.depth, cause=signal.context.id,
+        )
+        entry = alarm.entry(now, "raised", SYSTEM, level=alarm.level, kind=alarm.kind, evidence=signal.evidence)
+        self._index(alarm)
+        self._commit(alarm, _Change([entry], ["raised"], enrich=True))
+        self.escalator.begin(alarm, "raised")
+        return alarm
+
+    def _repeat(self, alarm: Alarm, signal: Signal, now: str) -> None:
+        if alarm.kind != signal.kind:
+            log.warning("rule %s gave kind %s for alarm %s of kind %s; kinds never mix, ignored",
+                        signal.rule_id, signal.kind, alarm.id, alarm.kind)
+            return
+        self._observe(alarm, signal, now)
+        change = _Change(alert=False)
+        up = self._level(alarm, signal, now, change)
+        self._index(alarm)
+        self._commit(alarm, change)
+        if up:
+            self.escalator.begin(alarm, "escalated")
+
+    def _reopen(self, alarm: Alarm, signal: Signal, now: str, follow: bool) -> None:
+        change = _Change([m.reactivate(alarm, now, evidence=signal.evidence)], ["reactivated"])
+        self._observe(alarm, signal, now)
+        up = self._level(alarm, signal, now, change, follow)
+        self._index(alarm)
+        self._commit(alarm, change)
+        if up:
+            self.escalator.begin(alarm, "escalated")
+        elif alarm.status == ACTIVE_UNACK:
+            self.escalator.resume(alarm)
+
+    @staticmethod
+    def _observe(alarm: Alarm, signal: Signal, now: str) -> None:
+        alarm.count += 1
+        alarm.last_seen = now
+        alarm.evidence = signal.evidence or alarm.evidence
+        alarm.location = signal.location or alarm.location
+        alarm.description = signal.description or alarm.description
+
+    def _level(self, alarm: Alarm, signal: Signal, now: str, change: _Change, follow: bool = False) -> bool:
+        """Apply a new level (safety only); True if it went up. `follow`: down too (derived alarms)."""
+        if signal.level is None or alarm.level is None or signal.level == alarm.level:
+            return False
+        up = level_rank(signal.level) > level_rank(alarm.level)
+        if not (up or follow or self.settings.downgrade_while_active):
+            return False
+        change.entries.append(m.change_level(alarm, signal.level, now, evidence=signal.evidence))
+        change.events.append("escalated" if up else "deescalated")
+        change.alert = True
+        return up
+
+    def _index(self, alarm: Alarm) -> None:
+        """Keep the in-memory indexes in step with an alarm's status."""
+        key = alarm.key
+        if alarm.status == CLOSED:
+            self._open.pop(alarm.id, None)
+        else:
+            self._open[alarm.id] = alarm
+        if alarm.active:
+            self._active[key] = alarm
+        elif self._active.get(key) is alarm:
+            del self._active[key]
+        if alarm.status in (CLEARED_UNACK, CLEARED_ACK):
+            latest = self._cleared.get(key)
+            if latest is None or (latest.cleared_at or "") <= (alarm.cleared_at or ""):
+                self._cleared[key] = alarm
+        elif self._cleared.get(key) is alarm:
+            del self._cleared[key]
+
+    # -- escalation steps --------------------------------------------------------------------------
+    def _step(self, alarm: Alarm, chain: EscalationChain, index: int, step: EscalationStep) -> None:
+        now = to_iso(self.clock.now())
+        entry = alarm.entry(now, "notified", SYSTEM, chain=chain.id, step=index, group=step.group,
+                            delay_s=step.delay_s)
+        if step.group not in alarm.notified_groups:
+            alarm.notified_groups.append(step.group)
+        reason = (alarm.escalation or {}).get("reason", "raised") if index == 0 else "step"
+        self._commit(alarm, _Change([entry], alert=False, notify=[(step.group, index, reason)]))
+
+    # -- operator actions --------------------------------------------------------------------------
+    async def act(self, tenant: str, alarm_id: str, action: str, actor: str, **args: Any) -> Alarm:
+        """acknowledge | clear | close(outcome, note) | assign(assignee) | comment(text), by `actor`."""
+        alarm = self.get_open(tenant, alarm_id)
+        if alarm is None:  # closed (or unknown): only a comment is possible; one writer at a time
+            async with self._closed_lock:
+                await self.drain()  # a close just decided is saved before the alarm is read back
+                alarm = await self.load(tenant, alarm_id)
+                await self._apply(alarm, action, actor, args)
+            return alarm
+        await self._apply(alarm, action, actor, args)
+        return alarm
+
+    async def _apply(self, alarm: Alarm, action: str, actor: str, args: dict[str, Any]) -> None:
+        now = to_iso(self.clock.now())
+        change = _Change()
+        if action == "acknowledge":
+            change.entries, change.events, change.follow_up = [m.acknowledge(alarm, actor, now)], ["acknowledged"], \
+                "acknowledged"
+        elif action == "clear":
+            change.entries, change.events, change.follow_up = [m.clear(alarm, actor, now, reason="operator")], \
+                ["cleared"], "cleared"
+        elif action == "close":
+            change.entries = [m.close(alarm, actor, now, args["outcome"], args.get("note", ""))]
+            change.events, change.follow_up = ["closed"], "closed"
+        elif action == "assign":
+            change.entries, change.events, change.alert = [m.assign(alarm, actor, now, args["assignee"])], ["updated"], False
+        elif action == "comment":
+            change.entries, change.events, change.alert = [m.comment(alarm, actor, now, args["text"])], ["updated"], False
+        else:
+            raise ValueError(f"unknown action {action}")
+        if alarm.status != ACTIVE_UNACK:
+            self.escalator.stop(alarm)
+        if alarm.id in self._open or alarm.status != CLOSED:
+            self._index(alarm)
+        await self._commit(alarm, change)
+
+    # -- persisting and announcing -----------------------------------------------------------------
+    def _commit(self, alarm: Alarm, change: _Change) -> asyncio.Task[None]:
+        return self._spawn(self._persist(alarm, change))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _persist(self, alarm: Alarm, change: _Change) -> None:
+        async with alarm.lock:
+            try:
+                if change.enrich and not alarm.enriched:
+                    await self._enrich(alarm)
+                await self.store.save_alarm(alarm.to_row(), [e.to_doc() for e in change.entries])
+                if change.alert:
+                    result = await write_alert(self.store, alarm, Context(parent_id=alarm.cause, actor="ucity-alarms"))
+                    if isinstance(result, Exception):
+                        log.error("Alert entity of alarm %s not written: %s", alarm.id, result)
+            except Exception:
+                log.exception("alarm %s could not be saved", alarm.id)
+                return
+            self._announce(alarm, change)
+
+    def _announce(self, alarm: Alarm, change: _Change) -> None:
+        wire = alarm.to_wire()
+        for event in change.events:
+            self.sse.publish(alarm.tenant, event, wire)
+        for group, step, event in change.notify:
+            self.dispatcher.notify_group(alarm, group, event, step)
+        if change.follow_up:
+            for group in alarm.notified_groups:
+                self.dispatcher.notify_group(alarm, group, change.follow_up)
+        if _PROPAGATING.intersection(change.events) or change.enrich:
+            self._propagate(alarm)
+
+    async def _enrich(self, alarm: Alarm) -> None:
+        """Type, location and parent asset of a new alarm, from its entity (when the event lacks them)."""
+        doc = await self.store.get_entity(alarm.tenant, alarm.entity_id)
+        alarm.enriched = True
+        if doc is None:
+            return
+        ctx = core_context()
+        if not alarm.entity_type and doc.get("type"):
+            alarm.entity_type = ctx.compact_iri(doc["type"][0])
+        if alarm.location is None:
+            alarm.location = _default_value(doc, LOCATION)
+        if alarm.parent_id is None:
+            alarm.parent_id = self._parent_of(doc)
+
+    def _parent_of(self, doc: Doc) -> str | None:
+        ctx = core_context()
+        for name in self.settings.parent_relationships:
+            for instance in doc.get("attrs", {}).get(ctx.expand_term(name), []):
+                target = instance.get("object") if instance.get("type") == "Relationship" else None
+                if isinstance(target, list):
+                    target = target[0] if target else None
+                if isinstance(target, str):
+                    return target
+        return None
+
+    # -- propagation to the parent asset -----------------------------------------------------------
+    def _propagate(self, child: Alarm) -> None:
+        if child.parent_id is None or child.parent_id == child.entity_id or child.depth >= self.settings.propagation_depth:
+            return
+        self._refresh_derived(child.tenant, child.parent_id, child.kind, child.depth + 1, child)
+
+    def _refresh_derived(self, tenant: str, parent_id: str, kind: str, depth: int, child: Alarm) -> None:
+        children = sorted((a for a in self._active.values()
+                           if a.tenant == tenant and a.parent_id == parent_id and a.kind == kind),
+                          key=lambda a: a.raised_at)
+        derived = self._active.get((tenant, parent_id, DERIVED_PREFIX + kind))
+        if not children:
+            if derived is not None:
+                self.clear_by_rule(tenant, parent_id, derived.rule_id, {"children": []})
+            return
+        level = max((a.level for a in children if a.level), key=level_rank, default=None) if kind == SAFETY else None
+        ids = [a.id for a in children]
+        signal = Signal(tenant, DERIVED_PREFIX + kind, parent_id, level, kind, Context(parent_id=child.cause),
+                        child.category, evidence={"children": ids}, depth=depth,
+                        description={"ko": f"하위 자산 경보 {len(ids)}건", "en": f"{len(ids)} alarm(s) on parts of this asset"})
+        if derived is None:
+            alarm = self.raise_signal(signal, follow=True)
+            alarm.children = ids  # before its persisting task runs: it saves this too
+            return
+        if derived.children == ids and derived.level == level:
+            return  # nothing the summary shows has changed
+        now = to_iso(self.clock.now())
+        change = _Change(alert=False)
+        derived.last_seen, derived.evidence, derived.description = now, signal.evidence, signal.description
+        derived.children = ids
+        up = self._level(derived, signal, now, change, follow=True)
+        self._commit(derived, change)
+        if up:
+            self.escalator.begin(derived, "escalated")
+
+
+def _default_value(doc: Doc, iri: str) -> Any:
+    instances = doc.get("attrs", {}).get(iri) or []
+    default = next((i for i in instances if "datasetId" not in i), None)
+    return default.get("value") if default else None
