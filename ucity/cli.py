@@ -41,7 +41,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     console.print(f"NGSI-LD API  http://{settings.server.host}:{settings.server.port}/ngsi-ld/v1/")
     console.print(f"API docs     http://{settings.server.host}:{settings.server.port}/docs")
     uvicorn.run(create_app(settings), host=settings.server.host, port=settings.server.port,
-                log_level=settings.log_level.lower(), access_log=False)
+                log_level=settings.log_level.lower(), access_log=False,
+                timeout_graceful_shutdown=5)  # open SSE streams must not hold a shutdown
     return 0
 
 
@@ -99,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate = config_sub.add_parser("validate", help="check a configuration and print the effective settings")
     common(validate)
     validate.set_defaults(func=cmd_config_validate)
+
+    from ucity.sim.commands import add_commands as add_sim_commands
+
+    add_sim_commands(sub)  # `simulate` and `demo`: ucity/sim/commands.py
     return parser
 
 

@@ -112,8 +112,11 @@ class DeviceRegistry:
             seen: set[tuple[str, str]] = set()
             for device in devices:
                 self._check_new(device, seen)
+            # Concurrent puts share group commits: one transaction for a whole provisioning batch.
+            await asyncio.gather(*(self.store.put_doc(DEVICE_KIND, d.tenant, d.device_id, device_to_wire(d))
+                                   for d in devices))
             for device in devices:
-                await self._store_device(device)
+                self._index_device(device)
 
     def _check_new(self, device: Device, seen: set[tuple[str, str]]) -> None:
         key = (device.tenant, device.device_id)
