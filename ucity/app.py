@@ -30,6 +30,10 @@ class Ucity:
         self.platform = Platform(settings, clock)
         self.store = open_store(settings, self.platform.clock)
         self.platform.add("store", self.store)
+        # Consumers of committed changes start before the publisher and so stop after it: on stop the
+        # publisher hands them every committed change (alarms consume what rules decide).
+        self._add_alarms(settings)
+        self._add_rules(settings)
         self.publisher = CommitPublisher(self.store, self.platform.bus)
         self.platform.add("publisher", self.publisher)
         self.resolver, self.contexts = build_context_services(self.store, settings)
@@ -39,6 +43,17 @@ class Ucity:
         self.subscriptions = SubscriptionService(self.ngsild, self.platform)
         self.platform.add("subscriptions", self.subscriptions)
         self._add_ingest(settings)
+
+    def _add_rules(self, settings: Settings) -> None:
+        """The rules engine (ucity/rules/README.md). Registered before the publisher so that, on stop,
+        the publisher hands it every committed change before the engine writes its last snapshots."""
+        from ucity.rules.api import RulesApi
+        from ucity.rules.engine import RulesEngine
+
+        self.rules = RulesEngine(self.store, self.platform.bus, self.platform.clock, settings.rules,
+                                 settings.ngsild.default_tenant)
+        self.platform.add("rules", self.rules)
+        self.rules_api = RulesApi(self.rules)
 
     def _add_ingest(self, settings: Settings) -> None:
         """Devices in (docs/devices.md): the IoT Agent HTTP API, health and stats; MQTT when mqtt.url is set."""
@@ -52,8 +67,19 @@ class Ucity:
             self.mqtt = MqttSource(self.ingest, settings.mqtt, settings.ingest.max_batch)
             self.platform.add("mqtt", self.mqtt)
 
+    def _add_alarms(self, settings: Settings) -> None:
+        """Alarms, Alert entities, escalation and notifiers (ucity/alarms/README.md); it also turns the
+        ingest's device-health events into fault alarms (a bus subscription, independent of start order)."""
+        from ucity.alarms.api import AlarmApi
+        from ucity.alarms.service import AlarmService
+
+        self.alarms = AlarmService(self.platform, self.store)
+        self.platform.add("alarms", self.alarms)
+        self.alarms_api = AlarmApi(self.alarms, settings.ngsild.default_tenant)
+
     async def start(self) -> None:
         await self.platform.start()
+        await self.rules.resume()  # rule timers that came due while down, now that every subscriber runs
 
     async def stop(self) -> None:
         await self.platform.stop()

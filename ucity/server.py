@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -27,6 +27,7 @@ from ucity.core.clock import Clock
 from ucity.core.config import Settings
 from ucity.core.errors import PayloadTooLarge, UcityError, http_problem
 from ucity.core.http import Req, Resp
+from ucity.ngsild.request import with_route_params
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Req], Awaitable[Resp]]
@@ -130,7 +131,9 @@ def ngsild_routes(settings: Settings) -> list[Route]:
         ("/jsonldContexts/{contextId:path}", "GET", lambda u: u.contexts.retrieve),
         ("/jsonldContexts/{contextId:path}", "DELETE", lambda u: u.contexts.delete),
     ]
-    return routes_from(table, settings, NGSI)
+    # Each NGSI-LD operation takes only the query parameters it defines (ngsild/request.py ROUTE_PARAMS).
+    checked = [(path, method, with_route_params(method, path, handler)) for path, method, handler in table]
+    return routes_from(checked, settings, NGSI)
 
 
 def ingest_routes(settings: Settings) -> list[Route]:
@@ -151,6 +154,72 @@ def ingest_routes(settings: Settings) -> list[Route]:
         ("/api/v1/ingest/stats", "GET", lambda u: u.ingest.http.ingest_stats),
     ]
     return routes_from(table, settings)
+
+
+def rule_routes(settings: Settings) -> list[Route]:
+    """Rules as data (ucity/rules/README.md); more specific paths first."""
+    table: list[tuple[str, str, Callable[[Ucity], Handler]]] = [
+        ("/api/v1/rules", "GET", lambda u: u.rules_api.list),
+        ("/api/v1/rules", "POST", lambda u: u.rules_api.create),
+        ("/api/v1/rules/{ruleId}/enable", "POST", lambda u: u.rules_api.enable),
+        ("/api/v1/rules/{ruleId}/disable", "POST", lambda u: u.rules_api.disable),
+        ("/api/v1/rules/{ruleId}/states", "GET", lambda u: u.rules_api.states),
+        ("/api/v1/rules/{ruleId}", "GET", lambda u: u.rules_api.retrieve),
+        ("/api/v1/rules/{ruleId}", "PUT", lambda u: u.rules_api.replace),
+        ("/api/v1/rules/{ruleId}", "DELETE", lambda u: u.rules_api.delete),
+    ]
+    return routes_from(table, settings)
+
+
+def alarm_routes(settings: Settings) -> list[Route]:
+    """Alarms, their contact data and dead letters (ucity/alarms/README.md); the stream is `stream_route`."""
+    table: list[tuple[str, str, Callable[[Ucity], Handler]]] = [
+        ("/api/v1/alarms", "GET", lambda u: u.alarms_api.list_alarms),
+        ("/api/v1/alarms/stats", "GET", lambda u: u.alarms_api.stats),
+        ("/api/v1/alarms/{alarmId}", "GET", lambda u: u.alarms_api.get_alarm),
+        ("/api/v1/alarms/{alarmId}/acknowledge", "POST", lambda u: u.alarms_api.acknowledge),
+        ("/api/v1/alarms/{alarmId}/clear", "POST", lambda u: u.alarms_api.clear),
+        ("/api/v1/alarms/{alarmId}/close", "POST", lambda u: u.alarms_api.close),
+        ("/api/v1/alarms/{alarmId}/assign", "POST", lambda u: u.alarms_api.assign),
+        ("/api/v1/alarms/{alarmId}/comments", "POST", lambda u: u.alarms_api.comment),
+        ("/api/v1/notifications/dead-letters", "GET", lambda u: u.alarms_api.dead_letters),
+    ]
+    for name in ("notifiers", "recipients", "escalations"):
+        table += [
+            (f"/api/v1/{name}", "GET", _collection(name, "list")),
+            (f"/api/v1/{name}", "POST", _collection(name, "create")),
+            (f"/api/v1/{name}/{{itemId}}", "GET", _collection(name, "get")),
+            (f"/api/v1/{name}/{{itemId}}", "PUT", _collection(name, "put")),
+            (f"/api/v1/{name}/{{itemId}}", "DELETE", _collection(name, "delete")),
+        ]
+    return routes_from(table, settings)
+
+
+def _collection(name: str, operation: str) -> Callable[[Ucity], Handler]:
+    return lambda u: u.alarms_api.collection_handlers(name)[operation]
+
+
+def stream_route() -> Route:
+    """`GET /api/v1/stream`: the alarm event stream (server-sent events) for dashboards.
+
+    The tenant is the NGSILD-Tenant header or, since browsers' EventSource cannot set headers,
+    the `tenant` query parameter; `Last-Event-ID` (header or `lastEventId`) resumes.
+    """
+
+    async def stream(request: Request) -> Response:
+        ucity: Ucity = request.app.state.ucity
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        if "ngsild-tenant" not in headers and request.query_params.get("tenant"):
+            headers["ngsild-tenant"] = request.query_params["tenant"]
+        try:
+            tenant = ucity.alarms_api.tenant(Req(method="GET", path=request.url.path, headers=headers))
+        except UcityError as exc:
+            return problem_response(exc.to_problem())
+        last = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
+        return StreamingResponse(ucity.alarms.sse.stream(tenant, last), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    return Route("/api/v1/stream", stream, methods=["GET"])
 
 
 RouteTable = list[tuple[str, str, Callable[[Ucity], Handler]]]
@@ -212,6 +281,9 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
                               "(ETSI GS CIM 009); ucity's own endpoints below.")
     app.router.routes.extend(ngsild_routes(settings))
     app.router.routes.extend(ingest_routes(settings))
+    app.router.routes.extend(rule_routes(settings))
+    app.router.routes.extend(alarm_routes(settings))
+    app.router.routes.append(stream_route())
 
     @app.get("/health", tags=["platform"], summary="Liveness and readiness with detail")
     async def health(request: Request) -> Response:

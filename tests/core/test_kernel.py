@@ -87,7 +87,7 @@ def test_settings_from_toml_env_and_overrides(tmp_path: Path, monkeypatch: pytes
 def test_settings_reject_invalid_values(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[store]\nurl = "mysql://x"\n')
-    with pytest.raises(ValidationError, match="store.url"):
+    with pytest.raises(ValidationError, match=r"store\.url"):
         load_settings(config)
     with pytest.raises(ValidationError):
         load_settings(unknown_key=1)
