@@ -41,7 +41,7 @@ async def test_concurrent_writes_are_group_committed(store: SqliteStore) -> None
     assert store.committed_ops == 300
     assert store.commits < 30, f"{store.commits} commits for 300 concurrent writes: not grouped"
     docs, total = await store.query_entities(T, EntityQuery(types=TypeExpr(((BUILDING,),)), count=True, limit=5))
-    assert total == 300 and [d["id"] for d in docs][0] == "urn:ngsi-ld:Building:0"
+    assert total == 300 and docs[0]["id"] == "urn:ngsi-ld:Building:0"
 
 
 async def test_a_failing_mutation_does_not_fail_its_neighbours(store: SqliteStore) -> None:
