@@ -1093,3 +1093,18 @@ def test_compaction_matches_pyld_for_plain_terms(case: OracleCase) -> None:
     attributes = {key for key in compacted if key not in ENTITY_MEMBERS and not key.startswith("@")}
     assert attributes == {key for key in ours if key not in ENTITY_MEMBERS and not key.startswith("@")}
     assert compacted["type"] == ours["type"]
+
+
+def test_private_network_context_urls_are_refused_when_blocking() -> None:
+    """With the SSRF guard on, a Link to a loopback address is refused before any byte is sent."""
+    from ucity.ngsild.context import ContextBadRequest, ContextResolver
+
+    async def run() -> None:
+        resolver = ContextResolver(block_private_networks=True, timeout=2)
+        try:
+            with pytest.raises(ContextBadRequest, match="non-public address"):
+                await resolver.compile("http://127.0.0.1:9/context.jsonld")
+        finally:
+            await resolver.aclose()
+
+    asyncio.run(run())

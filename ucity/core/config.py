@@ -42,6 +42,9 @@ class NgsiLdSettings(BaseModel):
     context_fetch_timeout_s: float = Field(5.0, gt=0)
     context_cache_ttl_s: float = Field(3600.0, ge=0)
     context_cache_size: int = Field(256, ge=1)
+    context_block_private_networks: bool | None = Field(
+        None, description="refuse remote @context URLs that resolve to loopback/private/link-local addresses "
+                          "(server-side request forgery); unset means on in production, off otherwise")
 
 
 class SubscriptionSettings(BaseModel):

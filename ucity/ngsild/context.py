@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import hashlib
+import ipaddress
 import re
 import uuid
 from collections import OrderedDict
@@ -676,8 +677,10 @@ class ContextResolver:
         max_bytes: int = 4 * 1024 * 1024,
         client: httpx.AsyncClient | None = None,
         now: Now = _utcnow,
+        block_private_networks: bool = False,
     ) -> None:
         self.timeout = timeout
+        self.block_private_networks = block_private_networks
         self.ttl = ttl
         self.cache_size = cache_size
         self.compiled_cache_size = compiled_cache_size
@@ -951,9 +954,32 @@ class ContextResolver:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), follow_redirects=True)
+            # The guard runs for every request the client sends, redirects included.
+            hooks = {"request": [_refuse_private_address]} if self.block_private_networks else {}
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), follow_redirects=True,
+                                             event_hooks=hooks)
             self._owns_client = True
         return self._client
+
+
+async def _refuse_private_address(request: httpx.Request) -> None:
+    """Refuse @context URLs that resolve to loopback, private, link-local or reserved addresses.
+
+    A client-supplied Link header must not make the broker reach into the city's internal network
+    (server-side request forgery). Name resolution is checked here; the connection then resolves
+    again, so a DNS answer that changes in between is not caught (documented limit).
+    """
+    host = request.url.host
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, request.url.port or 443)
+    except OSError as exc:
+        raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if address.is_private or address.is_loopback or address.is_link_local or address.is_reserved \
+                or address.is_multicast or address.is_unspecified:
+            raise ContextBadRequest(f"@context URL {request.url} resolves to a non-public address ({address}); "
+                                    "refused by ngsild.context_block_private_networks")
 
 
 def _cache_key(ctx: Mapping[str, Any] | Sequence[Any]) -> bytes:

@@ -67,8 +67,11 @@ class ContextsService:
 
 def build_context_services(store: Store, settings: Settings) -> tuple[ContextResolver, ContextsService]:
     cfg = settings.ngsild
+    block_private = cfg.context_block_private_networks
+    if block_private is None:
+        block_private = settings.environment == "production"
     resolver = ContextResolver(timeout=cfg.context_fetch_timeout_s, ttl=timedelta(seconds=cfg.context_cache_ttl_s),
-                               cache_size=cfg.context_cache_size)
+                               cache_size=cfg.context_cache_size, block_private_networks=block_private)
     base = settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}"
 
     async def save(record: StoredContext) -> None:
