@@ -9,7 +9,7 @@ city's SMS or push provider.
 from __future__ import annotations
 
 from ucity.alarms.model import ACTIVE_UNACK, CLOSED, FAULT, OUTCOMES, SAFETY, STATUSES, Alarm, InvalidTransition
-from ucity.alarms.service import DEVICE_OFFLINE_RULE, AlarmService, Signal
+from ucity.alarms.service import DEVICE_OFFLINE_RULE, AlarmChanged, AlarmService, Signal
 
 __all__ = ["ACTIVE_UNACK", "CLOSED", "DEVICE_OFFLINE_RULE", "FAULT", "OUTCOMES", "SAFETY", "STATUSES", "Alarm",
-           "AlarmService", "InvalidTransition", "Signal"]
+           "AlarmChanged", "AlarmService", "InvalidTransition", "Signal"]

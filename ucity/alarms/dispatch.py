@@ -104,6 +104,11 @@ class Dispatcher:
             instance = self._instances[key] = build_notifier(config, deps)
         return instance
 
+    def notifier_deps(self) -> NotifierDeps | None:
+        """What another sender of ucity (the operations centre's agency links) needs to build notifiers that
+        sign and time out like these and share their connections; None while stopped."""
+        return None if self._http is None else NotifierDeps(self.settings, self.clock, self._http, self._secret)
+
     def _forget(self, tenant: str, notifier_id: str) -> None:
         """A notifier document changed: the next delivery builds the instance again."""
         instance = self._instances.pop((tenant, notifier_id), None)
@@ -115,7 +120,7 @@ class Dispatcher:
         box = self._outboxes.get(key)
         if box is None:
             async def dead(notification: Notification, name: str, attempts: int, error: str) -> None:
-                await self._dead_letter(notification, notifier_id, attempts, error)
+                await self.dead_letter(notification, notifier_id, attempts, error)
 
             box = self._outboxes[key] = Outbox(f"{tenant}/{notifier_id}", lambda: self.notifier(tenant, notifier_id),
                                                self.clock, self.settings.retry, self.settings.queue_size, dead)
@@ -149,7 +154,8 @@ class Dispatcher:
         return queued
 
     # -- dead letters ------------------------------------------------------------------------------
-    async def _dead_letter(self, notification: Notification, notifier_id: str, attempts: int, error: str) -> None:
+    async def dead_letter(self, notification: Notification, notifier_id: str, attempts: int, error: str) -> None:
+        """Keep a notification given up on (listed by the API); other senders of ucity use it too."""
         log.warning("notification %s to %s is a dead letter after %d attempts: %s", notification.id, notifier_id,
                     attempts, error)
         doc = {"id": notification.id, "notifier": notifier_id, "attempts": attempts, "error": error,

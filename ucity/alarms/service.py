@@ -45,7 +45,7 @@ from ucity.alarms.dispatch import Dispatcher
 from ucity.alarms.escalation import Escalator
 from ucity.alarms.model import ACTIVE_UNACK, CLEARED_ACK, CLEARED_UNACK, CLOSED, DERIVED_PREFIX, FAULT, SAFETY, SYSTEM, Alarm
 from ucity.alarms.notifiers.sse import SseHub
-from ucity.core.bus import Context
+from ucity.core.bus import Context, Event
 from ucity.core.clock import parse_iso, to_iso
 from ucity.core.errors import NotFound
 from ucity.core.platform import Platform
@@ -87,6 +87,17 @@ class Signal:
                    event.parent_id, dict(event.description))
 
 
+@dataclass(frozen=True, slots=True)
+class AlarmChanged(Event):
+    """An alarm change was saved: what happened (`events`: raised, escalated, cleared, closed ...) and the
+    alarm's API form after it. Published after the save, so a consumer (the operations centre turns
+    alarms into events, PLAT-R9) reads a stored alarm."""
+
+    tenant: str
+    events: tuple[str, ...]
+    alarm: dict[str, Any]
+
+
 @dataclass(slots=True)
 class _Change:
     """What one decision asks the persisting task to do besides saving."""
@@ -118,6 +129,9 @@ class AlarmService:
         self._tasks: set[asyncio.Task[None]] = set()
         self._unsubscribe: list[Callable[[], None]] = []
         self._closed_lock = asyncio.Lock()  # comments on closed alarms (not in memory) one at a time
+        # Distributed mode (ucity/cluster): the entities whose alarms this process escalates, by (tenant,
+        # entity id); their signals come from this process's rules. Every process still reads all alarms.
+        self.owns: Callable[[str, str], bool] = lambda tenant, entity_id: True
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -128,9 +142,24 @@ class AlarmService:
         bus = self.platform.bus
         self._unsubscribe = [bus.subscribe(RuleMatched, self._on_matched), bus.subscribe(RuleCleared, self._on_cleared),
                              bus.subscribe(DeviceStatusChanged, self._on_device)]
+        self._arm_escalations()
+
+    def _arm_escalations(self) -> None:
         for alarm in list(self._open.values()):  # escalation timers survive a restart
-            if alarm.status == ACTIVE_UNACK:
+            if alarm.status == ACTIVE_UNACK and self.owns(alarm.tenant, alarm.entity_id):
                 self.escalator.arm(alarm)
+
+    async def reload(self) -> None:
+        """After `owns` changed (a worker gained or lost partitions): read every open alarm again as the
+        store has it (another process may have written it since) and arm the owned ones' escalations."""
+        await self.drain()
+        self.escalator.stop_all()
+        self._open.clear()
+        self._active.clear()
+        self._cleared.clear()
+        for _, doc in await self.store.open_alarms():
+            self._index(Alarm.from_doc(doc))
+        self._arm_escalations()
 
     async def stop(self) -> None:
         for unsubscribe in self._unsubscribe:
@@ -380,6 +409,9 @@ class AlarmService:
                 log.exception("alarm %s could not be saved", alarm.id)
                 return
             self._announce(alarm, change)
+            if change.events:  # under the alarm's lock: consumers see one alarm's changes in order
+                await self.platform.bus.publish(AlarmChanged(Context(parent_id=alarm.cause, actor="ucity-alarms"),
+                                                             alarm.tenant, tuple(change.events), alarm.to_wire()))
 
     def _announce(self, alarm: Alarm, change: _Change) -> None:
         wire = alarm.to_wire()

@@ -1,0 +1,515 @@
+"""Framework-free handlers of the operations API, and the route table that server.py mounts and that
+openapi.py documents at /docs (one table, so the two never drift apart).
+
+Every endpoint needs `Authorization: Bearer <token>` (auth.py) except the footage links
+(`/api/v1/cameras/{id}/stream|still?grant=`), which check the grant and the agency's token themselves
+so that every attempt, even without a token, is audited. The tenant is the `NGSILD-Tenant` header.
+Texts are Korean and English; times are UTC (ISO 8601, `Z`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ucity.alarms.api import _bbox, _body, _int, _time, _values
+from ucity.alarms.contacts import validation_problem
+from ucity.core.clock import to_iso, to_micros
+from ucity.core.errors import AlreadyExists, BadRequest, InvalidRequest, UnsupportedMediaType
+from ucity.core.http import Req, Resp
+from ucity.ngsild.request import tenant_of
+from ucity.ops import cameras as cam
+from ucity.ops.agencies import parse_agency
+from ucity.ops.auth import Forbidden, Permission, Principal, Role, TokenSpec, new_token_id
+from ucity.ops.center import OperationsCenter
+from ucity.ops.events import SERVICES, STATUSES, AttachmentIn, EventIn
+from ucity.ops.grants import links
+from ucity.ops.nearest import CAMERA_TYPE, Selection
+from ucity.rules.events import LEVELS
+from ucity.store.base import AuditQuery, EntityQuery, GrantQuery, OpsEventQuery, TypeExpr
+
+Handler = Callable[[Req], Awaitable[Resp]]
+M = TypeVar("M", bound=BaseModel)
+MAX_LIMIT = 1000
+
+
+# -- bodies ---------------------------------------------------------------------------------------------
+class StatusIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: str = Field(description=" | ".join(STATUSES))
+    note: str = Field("", max_length=2000)
+
+
+class LinkageIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agency: str | None = Field(None, description="the receiving agency (an agency's own token: itself)")
+    service: str | None = Field(None, description="default: the event's service")
+    purpose: str = Field("", max_length=500)
+
+
+class DecisionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("", max_length=1000)
+
+
+class GrantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    agency: str
+    event: str
+    cameras: list[str] = Field(min_length=1, max_length=50, description="camera ids")
+    minutes: float | None = Field(None, gt=0, description="default ops.grant_minutes (30)")
+    purpose: str = Field("", max_length=500)
+
+
+class RenewIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    minutes: float | None = Field(None, gt=0)
+
+
+class RevokeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("", max_length=1000)
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str | None = None
+    role: Role
+    agency: str | None = None
+    tenant: str | None = None
+    name: str = Field("", max_length=200)
+
+
+def parse(req: Req, model: type[M]) -> M:
+    try:
+        return model.model_validate(_body(req))
+    except ValidationError as exc:
+        raise validation_problem(exc) from exc
+
+
+def _created(body: Any, location: str) -> Resp:
+    return Resp(201, body, {"Location": location})
+
+
+def _selection(selection: Selection) -> dict[str, Any]:
+    return {"radiusM": selection.radius_m, "widened": selection.widened, "inRange": selection.in_range,
+            "cameras": [{"id": cam.local_id(n.camera.id), "entityId": n.camera.id, "name": n.camera.name,
+                         "distanceM": round(n.distance_m, 1), "bearingDeg": round(n.bearing_deg, 1), "covers": n.covers,
+                         "location": {"type": "Point", "coordinates": [n.camera.lon, n.camera.lat]}}
+                        for n in selection.cameras]}
+
+
+class OpsApi:
+    def __init__(self, center: OperationsCenter) -> None:
+        self.center = center
+
+    def _ctx(self, req: Req, permission: Permission) -> tuple[str, Principal]:
+        tenant = tenant_of(req, self.center.default_tenant)[0]
+        principal = self.center.auth.authenticate(req, tenant)
+        principal.require(permission)
+        return tenant, principal
+
+    # -- events ----------------------------------------------------------------------------------------
+    async def list_events(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.EVENTS_READ)
+        query = OpsEventQuery(
+            services=_values(req, "service", tuple(SERVICES)), statuses=_values(req, "status", STATUSES),
+            levels=_values(req, "level", LEVELS), type_codes=_values(req, "type"), bbox=_bbox(req.param("bbox")),
+            reported_from=_time(req, "from"), reported_to=_time(req, "to"), limit=_int(req, "limit", 20, 1, MAX_LIMIT),
+            offset=_int(req, "offset", 0, 0, 10**9), count=True,
+            agency=_own_agency(principal, Permission.EVENTS_READ_ALL))
+        events, total = await self.center.events.query(tenant, query)
+        return Resp(200, {"total": total, "limit": query.limit, "offset": query.offset,
+                          "events": [e.to_wire(principal) for e in events]})
+
+    async def create_event(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.EVENTS_REPORT)
+        event = await self.center.create_event(tenant, parse(req, EventIn), principal, req.base_url)
+        event = await self.center.events.load(tenant, event.id)  # with the linkages its creation made
+        return _created(event.to_wire(principal), f"/api/v1/events/{event.id}")
+
+    async def get_event(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.EVENTS_READ)
+        event = await self.center.events.visible(tenant, req.path_params["eventId"], principal)
+        history = await self.center.events.trail(tenant, event.id)
+        return Resp(200, event.to_wire(principal, history))
+
+    async def event_status(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.EVENTS_MANAGE)
+        body = parse(req, StatusIn)
+        event = await self.center.transition(tenant, req.path_params["eventId"], body.status, principal, body.note)
+        return Resp(200, event.to_wire(principal))
+
+    async def add_attachment(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.EVENTS_REPORT)
+        event = await self.center.add_attachment(tenant, req.path_params["eventId"], parse(req, AttachmentIn), principal)
+        return _created(event.attachments[-1], f"/api/v1/events/{event.id}")
+
+    async def event_cameras(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.CAMERAS_READ)
+        event = await self.center.events.visible(tenant, req.path_params["eventId"], principal)
+        selection = await self.center.nearest(event, _int(req, "n", self.center.settings.nearest.count, 1,
+                                                          self.center.settings.nearest.max_count),
+                                              self._radius(req))
+        return Resp(200, {"event": event.id, **_selection(selection)})
+
+    @staticmethod
+    def _radius(req: Req) -> float | None:
+        text = req.param("radius")
+        return float(_int(req, "radius", 500, 1, 50_000)) if text is not None else None
+
+    # -- linkages --------------------------------------------------------------------------------------
+    async def request_linkage(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.LINKAGE_REQUEST)
+        body = parse(req, LinkageIn)
+        agency = body.agency or principal.agency
+        if agency is None:
+            raise BadRequest("agency가 필요합니다 / agency is required")
+        link = await self.center.request_linkage(tenant, req.path_params["eventId"], agency, body.service, principal,
+                                                 req.base_url, purpose=body.purpose)
+        return Resp(202 if link["status"] == "held" else 201, link)
+
+    async def approve_linkage(self, req: Req) -> Resp:
+        return await self._decide(req, True)
+
+    async def reject_linkage(self, req: Req) -> Resp:
+        return await self._decide(req, False)
+
+    async def _decide(self, req: Req, approve: bool) -> Resp:
+        tenant, principal = self._ctx(req, Permission.EVENTS_MANAGE)
+        link = await self.center.decide(tenant, req.path_params["eventId"], req.path_params["linkageId"], approve,
+                                        principal, parse(req, DecisionIn).reason, req.base_url)
+        return Resp(200, link)
+
+    async def linkage_package(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.EVENTS_READ)
+        package = await self.center.package(tenant, req.path_params["eventId"], req.path_params["linkageId"],
+                                            principal, req.base_url)
+        return Resp(200, package)
+
+    # -- cameras ---------------------------------------------------------------------------------------
+    async def list_cameras(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.CAMERAS_READ)
+        near = req.param("near")
+        if near is not None:
+            lon, lat = _lon_lat(near)
+            settings = self.center.settings.nearest
+            selection = await self.center.index.select(
+                tenant, lon, lat, _int(req, "n", settings.count, 1, settings.max_count), self._radius(req))
+            return Resp(200, _selection(selection))
+        limit, offset = _int(req, "limit", 20, 1, MAX_LIMIT), _int(req, "offset", 0, 0, 10**9)
+        docs, total = await self.center.store.query_entities(tenant, EntityQuery(
+            types=TypeExpr(((CAMERA_TYPE,),)), limit=limit, offset=offset, count=True))
+        admin = principal.can(Permission.CAMERAS_ADMIN)
+        return Resp(200, {"total": total, "limit": limit, "offset": offset,
+                          "cameras": [cam.camera_wire(d, admin) for d in docs]})
+
+    async def get_camera(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.CAMERAS_READ)
+        doc = await self.center.cameras.get(tenant, req.path_params["cameraId"])
+        return Resp(200, cam.camera_wire(doc, principal.can(Permission.CAMERAS_ADMIN)))
+
+    async def create_camera(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.CAMERAS_ADMIN)
+        camera = parse(req, cam.CameraIn)
+        if await self.center.store.get_entity(tenant, cam.entity_id(camera.id)) is not None:
+            raise AlreadyExists(f"카메라 {camera.id} 이미 있음 / camera {camera.id} already exists")
+        (result,) = await self.center.cameras.put(tenant, [camera], principal.actor)
+        if isinstance(result, Exception):
+            raise result
+        await self.center.audit.append(self.center.audit.row(tenant, "camera", "registered", principal.actor,
+                                                             camera=camera.id))
+        doc = await self.center.cameras.get(tenant, camera.id)
+        return _created(cam.camera_wire(doc, True), f"/api/v1/cameras/{camera.id}")
+
+    async def patch_camera(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.CAMERAS_ADMIN)
+        fields = parse(req, cam.CameraFields)
+        doc = await self.center.cameras.patch(tenant, req.path_params["cameraId"], fields, principal.actor)
+        await self.center.audit.append(self.center.audit.row(
+            tenant, "camera", "changed", principal.actor, camera=cam.local_id(doc["id"]),
+            fields=sorted(fields.model_dump(exclude_unset=True))))
+        return Resp(200, cam.camera_wire(doc, True))
+
+    async def delete_camera(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.CAMERAS_ADMIN)
+        camera_id = req.path_params["cameraId"]
+        await self.center.cameras.delete(tenant, camera_id, principal.actor)
+        await self.center.audit.append(self.center.audit.row(tenant, "camera", "deleted", principal.actor,
+                                                             camera=camera_id))
+        return Resp(204)
+
+    async def import_cameras(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.CAMERAS_ADMIN)
+        kind = (req.header("content-type") or "").split(";")[0].strip().lower()
+        if kind not in ("text/csv", "application/csv", "text/plain"):
+            raise UnsupportedMediaType("Content-Type: text/csv 필요 / send the file as text/csv")
+        if not req.body:
+            raise InvalidRequest("빈 파일 / the CSV is empty")
+        report = await cam.import_csv(self.center.cameras, tenant, req.body, self.center.settings.import_bbox,
+                                      principal.actor, req.param("prefix") or "")
+        wire = report.to_wire()
+        await self.center.audit.append(self.center.audit.row(
+            tenant, "camera", "imported", principal.actor, rows=report.rows, importedRows=report.imported_rows,
+            rejectedRows=len(report.rejected), created=report.created, updated=report.updated))
+        return Resp(200, wire)
+
+    async def camera_stream(self, req: Req) -> Resp:
+        return await self._footage(req, "stream")
+
+    async def camera_still(self, req: Req) -> Resp:
+        return await self._footage(req, "still")
+
+    async def _footage(self, req: Req, kind: str) -> Resp:
+        """A footage link: redirect to the camera's URL when the grant and the agency check out (PLAT-R5)."""
+        token = req.param("grant")
+        if not token:
+            raise BadRequest("grant 매개변수가 필요합니다 / the grant parameter is required")
+        principal = self.center.auth.identify(req)
+        url = await self.center.open_footage(token, req.path_params["cameraId"], kind, principal)
+        # no-referrer: the player that follows must not pass the token on to the camera's server
+        return Resp(307, None, {"Location": url, "Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
+    # -- agencies --------------------------------------------------------------------------------------
+    async def list_agencies(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.AGENCIES_READ)
+        registry = self.center.agencies
+        return Resp(200, [self._agency(tenant, a.id, principal) for a in registry.all(tenant)])
+
+    def _agency(self, tenant: str, agency_id: str, principal: Principal) -> dict[str, Any]:
+        registry = self.center.agencies
+        body = registry.require(tenant, agency_id).wire(registry.source(tenant, agency_id))
+        if principal.can(Permission.AGENCIES_ADMIN):
+            body["delivery"] = self.center.links.describe(tenant, agency_id)
+        else:
+            body.pop("webhook", None)
+            body.pop("headers", None)
+        return body
+
+    async def get_agency(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.AGENCIES_READ)
+        return Resp(200, self._agency(tenant, req.path_params["agencyId"], principal))
+
+    async def create_agency(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.AGENCIES_ADMIN)
+        agency = parse_agency(_body(req))
+        await self.center.agencies.put(tenant, agency, create_only=True)
+        return _created(self._agency(tenant, agency.id, principal), f"/api/v1/agencies/{agency.id}")
+
+    async def put_agency(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.AGENCIES_ADMIN)
+        agency = parse_agency(_body(req), req.path_params["agencyId"])
+        created = await self.center.agencies.put(tenant, agency)
+        return Resp(201 if created else 200, self._agency(tenant, agency.id, principal))
+
+    async def delete_agency(self, req: Req) -> Resp:
+        tenant, _ = self._ctx(req, Permission.AGENCIES_ADMIN)
+        await self.center.agencies.delete(tenant, req.path_params["agencyId"])
+        return Resp(204)
+
+    # -- grants ----------------------------------------------------------------------------------------
+    async def list_grants(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.EVENTS_READ)
+        own = _own_agency(principal, Permission.GRANTS_READ_ALL)
+        agencies = _values(req, "agency") if own is None else (own,)
+        status = req.param("status")
+        if status not in (None, "active", "revoked", "all"):
+            raise BadRequest("status는 active, revoked, all / status is active, revoked or all")
+        now = self.center.clock.now()
+        query = GrantQuery(agency_ids=agencies, event_ids=_values(req, "event"),
+                           statuses=("revoked",) if status == "revoked" else (),
+                           valid_at=to_micros(now) if status == "active" else None,
+                           limit=_int(req, "limit", 20, 1, MAX_LIMIT), offset=_int(req, "offset", 0, 0, 10**9), count=True)
+        grants, total = await self.center.grants.query(tenant, query)
+        return Resp(200, {"total": total, "grants": [g.wire(to_iso(now)) for g in grants]})
+
+    async def create_grant(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.GRANTS_ISSUE)
+        body = parse(req, GrantIn)
+        issued, found = await self.center.issue_grant(tenant, body.agency, body.event, body.cameras, principal,
+                                                      body.minutes, body.purpose, req.base_url)
+        return _created({**issued.grant.wire(self.center.grants.now()), "token": issued.token, "links": found},
+                        f"/api/v1/grants/{issued.grant.id}")
+
+    async def get_grant(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.EVENTS_READ)
+        grant = await self.center.grants.visible(tenant, req.path_params["grantId"], principal)
+        body = grant.wire(self.center.grants.now())
+        if body["status"] == "active":  # the holder may fetch its links again (tokens are never stored)
+            token = self.center.grants.token(grant)
+            body.update(token=token, links=links(req.base_url, token, grant.cameras))
+        docs, _ = await self.center.audit.query(tenant, AuditQuery(grant_ids=(grant.id,), limit=10_000))
+        return Resp(200, {**body, "audit": docs})
+
+    async def renew_grant(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.EVENTS_READ)
+        issued, found = await self.center.renew_grant(tenant, req.path_params["grantId"], principal,
+                                                      parse(req, RenewIn).minutes, req.base_url)
+        return Resp(200, {**issued.grant.wire(self.center.grants.now()), "token": issued.token, "links": found})
+
+    async def revoke_grant(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.GRANTS_ISSUE)
+        return Resp(200, await self.center.revoke_grant(tenant, req.path_params["grantId"], principal,
+                                                        parse(req, RevokeIn).reason))
+
+    async def grant_stats(self, req: Req) -> Resp:
+        tenant, _ = self._ctx(req, Permission.GRANTS_READ_ALL)
+        stats = await self.center.grants.stats(tenant, _time(req, "from"), _time(req, "to"))
+        return Resp(200, {"from": req.param("from"), "to": req.param("to"), "agencies": stats})
+
+    # -- audit -----------------------------------------------------------------------------------------
+    async def list_audit(self, req: Req) -> Resp:
+        tenant, _ = self._ctx(req, Permission.AUDIT_READ)
+        query = AuditQuery(
+            kinds=_values(req, "kind"), actions=_values(req, "action"), agency_ids=_values(req, "agency"),
+            event_ids=_values(req, "event"), grant_ids=_values(req, "grant"), camera_ids=_values(req, "camera"),
+            outcomes=_values(req, "outcome"), at_from=_time(req, "from"), at_to=_time(req, "to"),
+            limit=_int(req, "limit", 100, 1, MAX_LIMIT), offset=_int(req, "offset", 0, 0, 10**9), count=True,
+            newest_first=req.param("order", "asc") == "desc")
+        docs, total = await self.center.audit.query(tenant, query)
+        return Resp(200, {"total": total, "limit": query.limit, "offset": query.offset, "entries": docs})
+
+    # -- tokens ----------------------------------------------------------------------------------------
+    async def me(self, req: Req) -> Resp:
+        tenant = tenant_of(req, self.center.default_tenant)[0]
+        return Resp(200, self.center.auth.authenticate(req, tenant).describe())
+
+    async def list_tokens(self, req: Req) -> Resp:
+        self._ctx(req, Permission.TOKENS_ADMIN)
+        return Resp(200, self.center.tokens.listing())
+
+    async def create_token(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.TOKENS_ADMIN)
+        body = parse(req, TokenIn)
+        try:
+            spec = TokenSpec(id=body.id or new_token_id(), role=body.role, agency=body.agency, tenant=body.tenant,
+                             name=body.name)
+        except ValidationError as exc:
+            raise validation_problem(exc) from exc
+        token = await self.center.tokens.issue(spec, principal.actor)
+        await self.center.audit.append(self.center.audit.row(tenant, "auth", "token-issued", principal.actor,
+                                                             agency=spec.agency, token=spec.id, role=str(spec.role)))
+        return _created({**spec.model_dump(mode="json"), "token": token,
+                         "notice": {"ko": "토큰은 지금 한 번만 표시됩니다", "en": "the token is shown this once only"}},
+                        f"/api/v1/auth/tokens/{spec.id}")
+
+    async def delete_token(self, req: Req) -> Resp:
+        tenant, principal = self._ctx(req, Permission.TOKENS_ADMIN)
+        spec = await self.center.tokens.revoke(req.path_params["tokenId"])
+        await self.center.audit.append(self.center.audit.row(tenant, "auth", "token-revoked", principal.actor,
+                                                             agency=spec.agency, token=spec.id))
+        return Resp(204)
+
+
+def _own_agency(principal: Principal, see_all: Permission) -> str | None:
+    """None when the principal sees every agency's records, else the one agency it sees."""
+    if principal.can(see_all):
+        return None
+    if principal.agency is None:
+        raise Forbidden(f"권한 없음: {see_all} / {see_all} is needed without an agency")
+    return principal.agency
+
+
+def _lon_lat(text: str) -> tuple[float, float]:
+    try:
+        lon, lat = (float(v) for v in text.split(","))
+    except ValueError:
+        raise BadRequest("near는 경도,위도 / near is lon,lat") from None
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise BadRequest("near 범위 오류 / near is out of range")
+    return lon, lat
+
+
+# -- the route table -----------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One endpoint: where, which handler, and what /docs says of it."""
+
+    path: str
+    method: str
+    handler: str  # the OpsApi method
+    summary: str
+    tag: str
+    permission: Permission | None  # None: the footage links (grant + agency token) and /auth/me
+    body: type[BaseModel] | None = None
+    params: tuple[str, ...] = ()  # query parameters
+    media: str = "application/json"
+    statuses: tuple[int, ...] = (200,)
+
+
+E, C, A, G, U, T = "events", "cameras", "agencies", "grants", "audit", "auth"
+P = Permission
+ROUTES: tuple[Route, ...] = (
+    Route("/api/v1/events", "GET", "list_events", "List events (an agency sees its own)", E, P.EVENTS_READ,
+          params=("service", "status", "level", "type", "bbox", "from", "to", "limit", "offset")),
+    Route("/api/v1/events", "POST", "create_event", "Create an event (PLAT-R1/R2)", E, P.EVENTS_REPORT, EventIn,
+          statuses=(201,)),
+    Route("/api/v1/events/{eventId}", "GET", "get_event", "An event with its audit trail", E, P.EVENTS_READ),
+    Route("/api/v1/events/{eventId}/status", "POST", "event_status", "Move an event along its status machine", E,
+          P.EVENTS_MANAGE, StatusIn),
+    Route("/api/v1/events/{eventId}/attachments", "POST", "add_attachment", "Add attachment metadata", E,
+          P.EVENTS_REPORT, AttachmentIn, statuses=(201,)),
+    Route("/api/v1/events/{eventId}/cameras", "GET", "event_cameras", "The nearest cameras of an event (PLAT-R3)", E,
+          P.CAMERAS_READ, params=("n", "radius")),
+    Route("/api/v1/events/{eventId}/linkages", "POST", "request_linkage",
+          "Share an event with an agency; 202 when held for approval (PLAT-R4)", E, P.LINKAGE_REQUEST, LinkageIn,
+          statuses=(201, 202)),
+    Route("/api/v1/events/{eventId}/linkages/{linkageId}/approve", "POST", "approve_linkage",
+          "Approve a held linkage", E, P.EVENTS_MANAGE, DecisionIn),
+    Route("/api/v1/events/{eventId}/linkages/{linkageId}/reject", "POST", "reject_linkage", "Reject a held linkage",
+          E, P.EVENTS_MANAGE, DecisionIn),
+    Route("/api/v1/events/{eventId}/linkages/{linkageId}/package", "GET", "linkage_package",
+          "The package of a linkage (PLAT-R6/R7)", E, P.EVENTS_READ),
+    Route("/api/v1/cameras", "GET", "list_cameras", "List cameras, or the nearest to `near=lon,lat`", C,
+          P.CAMERAS_READ, params=("near", "n", "radius", "limit", "offset")),
+    Route("/api/v1/cameras", "POST", "create_camera", "Register a camera", C, P.CAMERAS_ADMIN, cam.CameraIn,
+          statuses=(201,)),
+    Route("/api/v1/cameras/import", "POST", "import_cameras",
+          "Import a CSV of the national CCTV dataset; reports rejected rows", C, P.CAMERAS_ADMIN, params=("prefix",),
+          media="text/csv"),
+    Route("/api/v1/cameras/{cameraId}/stream", "GET", "camera_stream",
+          "Footage link: 307 to the stream with a valid grant and the grant's agency token (PLAT-R5)", C, None,
+          params=("grant",), statuses=(307,)),
+    Route("/api/v1/cameras/{cameraId}/still", "GET", "camera_still", "Footage link: 307 to the still image", C, None,
+          params=("grant",), statuses=(307,)),
+    Route("/api/v1/cameras/{cameraId}", "GET", "get_camera", "A camera", C, P.CAMERAS_READ),
+    Route("/api/v1/cameras/{cameraId}", "PATCH", "patch_camera", "Change a camera (status, stream ...)", C,
+          P.CAMERAS_ADMIN, cam.CameraFields),
+    Route("/api/v1/cameras/{cameraId}", "DELETE", "delete_camera", "Remove a camera", C, P.CAMERAS_ADMIN,
+          statuses=(204,)),
+    Route("/api/v1/agencies", "GET", "list_agencies", "List agencies", A, P.AGENCIES_READ),
+    Route("/api/v1/agencies", "POST", "create_agency", "Register an agency", A, P.AGENCIES_ADMIN, statuses=(201,)),
+    Route("/api/v1/agencies/{agencyId}", "GET", "get_agency", "An agency", A, P.AGENCIES_READ),
+    Route("/api/v1/agencies/{agencyId}", "PUT", "put_agency", "Create or replace an agency", A, P.AGENCIES_ADMIN,
+          statuses=(200, 201)),
+    Route("/api/v1/agencies/{agencyId}", "DELETE", "delete_agency", "Remove an agency", A, P.AGENCIES_ADMIN,
+          statuses=(204,)),
+    Route("/api/v1/grants", "GET", "list_grants", "List footage grants (an agency sees its own)", G, P.EVENTS_READ,
+          params=("agency", "event", "status", "limit", "offset")),
+    Route("/api/v1/grants", "POST", "create_grant", "Share cameras of an event with an agency (PLAT-R5)", G,
+          P.GRANTS_ISSUE, GrantIn, statuses=(201,)),
+    Route("/api/v1/grants/stats", "GET", "grant_stats", "Video-request statistics per agency", G, P.GRANTS_READ_ALL,
+          params=("from", "to")),
+    Route("/api/v1/grants/{grantId}", "GET", "get_grant", "A grant with its links and audit lines", G, P.EVENTS_READ),
+    Route("/api/v1/grants/{grantId}/renew", "POST", "renew_grant",
+          "Renew a grant (a new token); operators or the grant's agency", G, P.GRANTS_RENEW_OWN, RenewIn),
+    Route("/api/v1/grants/{grantId}/revoke", "POST", "revoke_grant", "Revoke a grant", G, P.GRANTS_ISSUE, RevokeIn),
+    Route("/api/v1/audit", "GET", "list_audit", "The append-only audit log", U, P.AUDIT_READ,
+          params=("kind", "action", "agency", "event", "grant", "camera", "outcome", "from", "to", "limit", "offset",
+                  "order")),
+    Route("/api/v1/auth/me", "GET", "me", "Who the bearer token is", T, None),
+    Route("/api/v1/auth/tokens", "GET", "list_tokens", "List tokens (never their values)", T, P.TOKENS_ADMIN),
+    Route("/api/v1/auth/tokens", "POST", "create_token", "Issue a token (shown once)", T, P.TOKENS_ADMIN, TokenIn,
+          statuses=(201,)),
+    Route("/api/v1/auth/tokens/{tokenId}", "DELETE", "delete_token", "Revoke an issued token", T, P.TOKENS_ADMIN,
+          statuses=(204,)),
+)
+
+
+def handler_of(api: OpsApi, route: Route) -> Handler:
+    handler: Handler = getattr(api, route.handler)
+    return handler
+

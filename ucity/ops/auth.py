@@ -1,0 +1,307 @@
+"""Bearer tokens, roles and permissions of the operations endpoints (`/api/v1/events` ... `/audit`).
+
+Who calls is a `Principal`: a token's id, its role and, for an agency, the agency id. Handlers never
+test a role: they ask for a `Permission` (`principal.require(Permission.GRANTS_ISSUE)`). Roles are
+named sets of permissions (`ROLE_PERMISSIONS`); the general role system of a later issue replaces that
+table with configurable roles and adds token sources (an `TokenSource` such as OIDC) without touching
+a handler.
+
+Roles (issue 5):
+
+* `operator`: the integrated operation centre's staff: every event, sharing, approvals, personal data;
+* `agency` (with `agency`: its id): police 112, fire 119, disaster rooms ... see the events shared with
+  or reported by their agency, report events, ask for video, open footage with their grants;
+* `admin`: everything, plus cameras, agencies, tokens and the audit log.
+
+Tokens come from configuration (`ops.admin_token`, `ops.tokens`) or are issued by an admin through the
+API; an issued token is shown once, and only its SHA-256 is kept (tokens are 256-bit random values, so a
+plain hash is enough). Personal data (reporter phone, subject names) is masked for principals without
+`personal:read` (PLAT-R10, `mask_*`).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import re
+import secrets
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ucity.core.clock import Clock, to_iso
+from ucity.core.config import OpsSettings
+from ucity.core.errors import AlreadyExists, BadRequest, NotFound, UcityError
+from ucity.core.http import Req
+from ucity.store.base import Doc, Store
+
+log = logging.getLogger(__name__)
+TOKENS_KIND = "ops-tokens"
+GLOBAL = "*"  # the store's tenant key of documents that belong to no tenant
+TOKEN_PREFIX = "uct_"
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
+
+
+class Unauthorized(UcityError):
+    """No usable bearer token (401, with `WWW-Authenticate: Bearer`)."""
+
+    status = 401
+    type_uri = "urn:ucity:errors:Unauthorized"
+    title = "Authentication required"
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": 'Bearer realm="ucity"'}
+
+
+class Forbidden(UcityError):
+    """The principal may not do this (403)."""
+
+    status = 403
+    type_uri = "urn:ucity:errors:Forbidden"
+    title = "Forbidden"
+
+
+class Role(enum.StrEnum):
+    OPERATOR = "operator"
+    AGENCY = "agency"
+    ADMIN = "admin"
+
+
+class Permission(enum.StrEnum):
+    EVENTS_READ = "events:read"  # the events of one's agency (shared with it or reported by it)
+    EVENTS_READ_ALL = "events:read-all"  # every event of the tenant
+    EVENTS_REPORT = "events:report"  # create events, add attachments
+    EVENTS_MANAGE = "events:manage"  # transitions, linkages for any agency, approvals (PLAT-R4)
+    LINKAGE_REQUEST = "linkage:request"  # an agency asks for video of an event for itself
+    CAMERAS_READ = "cameras:read"
+    CAMERAS_ADMIN = "cameras:admin"  # register, import, change cameras; see raw stream URLs
+    AGENCIES_READ = "agencies:read"
+    AGENCIES_ADMIN = "agencies:admin"
+    GRANTS_READ_ALL = "grants:read-all"  # every agency's grants and the per-agency statistics
+    GRANTS_ISSUE = "grants:issue"  # issue, renew and revoke any grant
+    GRANTS_RENEW_OWN = "grants:renew-own"  # an agency renews its own grants
+    FOOTAGE_VIEW = "footage:view"  # open a stream or still with a grant of one's agency
+    AUDIT_READ = "audit:read"
+    PERSONAL_READ = "personal:read"  # personal data unmasked (PLAT-R10)
+    TOKENS_ADMIN = "tokens:admin"
+
+
+P = Permission
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.OPERATOR: frozenset({P.EVENTS_READ, P.EVENTS_READ_ALL, P.EVENTS_REPORT, P.EVENTS_MANAGE, P.LINKAGE_REQUEST,
+                              P.CAMERAS_READ, P.AGENCIES_READ, P.GRANTS_READ_ALL, P.GRANTS_ISSUE, P.PERSONAL_READ}),
+    Role.AGENCY: frozenset({P.EVENTS_READ, P.EVENTS_REPORT, P.LINKAGE_REQUEST, P.CAMERAS_READ, P.AGENCIES_READ,
+                            P.GRANTS_RENEW_OWN, P.FOOTAGE_VIEW}),
+    Role.ADMIN: frozenset(Permission),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who calls: the token's id (the actor written to every audit line), role, agency and permissions."""
+
+    id: str
+    role: Role
+    permissions: frozenset[Permission]
+    agency: str | None = None
+    tenant: str | None = None  # the one tenant the token is for (None: any)
+    name: str = ""
+    label: str | None = None  # the actor name of the platform's own principals
+
+    @property
+    def actor(self) -> str:
+        return self.label or f"{self.role}:{self.id}"
+
+    def can(self, permission: Permission) -> bool:
+        return permission in self.permissions
+
+    def require(self, permission: Permission) -> None:
+        if not self.can(permission):
+            raise Forbidden(f"권한 없음: {permission} / the {self.role} role does not have {permission}",
+                            permission=str(permission))
+
+    def describe(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "role": str(self.role), "agency": self.agency, "tenant": self.tenant,
+                "permissions": sorted(str(p) for p in self.permissions)}
+
+
+# The platform's own principals: SYSTEM acts for ucity (alarms becoming events, revocations on close);
+# AUTO asks for linkages on its own and so, lacking events:manage, passes the PLAT-R4 gate like an agency.
+SYSTEM = Principal("system", Role.ADMIN, frozenset(Permission), name="ucity", label="system")
+AUTO = Principal("auto-linkage", Role.OPERATOR, frozenset({Permission.LINKAGE_REQUEST, Permission.EVENTS_READ_ALL}),
+                 name="automatic linkage", label="system:auto-linkage")
+
+
+class TokenSpec(BaseModel):
+    """A token as configured or issued: never its value, only what it grants (and its hash)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    id: str
+    role: Role
+    agency: str | None = None
+    tenant: str | None = None
+    name: str = Field("", max_length=200)
+
+    @field_validator("id")
+    @classmethod
+    def _valid_id(cls, value: str) -> str:
+        if not _ID.match(value):
+            raise ValueError("id: letters, digits and _ . : - (at most 100), starting with a letter or digit")
+        return value
+
+    @model_validator(mode="after")
+    def _agency_role(self) -> TokenSpec:
+        if (self.role == Role.AGENCY) != (self.agency is not None):
+            raise ValueError("an agency token names its agency, and only an agency token does")
+        return self
+
+    def principal(self) -> Principal:
+        return Principal(self.id, self.role, ROLE_PERMISSIONS[self.role], self.agency, self.tenant, self.name)
+
+
+class ConfiguredToken(TokenSpec):
+    token: str = Field(min_length=16, description="the bearer value (configuration only; never returned)")
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenSource(Protocol):
+    """Where principals come from; a later role system adds others (e.g. OIDC)."""
+
+    def lookup(self, token: str) -> Principal | None: ...
+
+
+class TokenRegistry:
+    """Configured tokens (read-only) and tokens issued through the API (persisted as hashes)."""
+
+    def __init__(self, store: Store, settings: OpsSettings, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+        self._configured: dict[str, TokenSpec] = {}
+        self._issued: dict[str, tuple[TokenSpec, Doc]] = {}  # hash -> (spec, stored document)
+        for raw in settings.tokens:
+            try:
+                spec = ConfiguredToken.model_validate(raw)
+            except ValidationError as exc:
+                raise ValueError(f"ops.tokens in the configuration: {exc}") from exc
+            self._configured[token_hash(spec.token)] = TokenSpec(**spec.model_dump(exclude={"token"}))
+        if settings.admin_token is not None:
+            self._configured[token_hash(settings.admin_token.get_secret_value())] = TokenSpec(
+                id="admin", role=Role.ADMIN, name="configured admin (ops.admin_token)")
+
+    async def load(self) -> None:
+        for _, _, doc in await self._store.list_docs(TOKENS_KIND):
+            self._issued[doc["sha256"]] = (TokenSpec.model_validate(doc["spec"]), doc)
+
+    def lookup(self, token: str) -> Principal | None:
+        digest = token_hash(token)
+        spec = self._configured.get(digest) or (self._issued[digest][0] if digest in self._issued else None)
+        return spec.principal() if spec is not None else None
+
+    def listing(self) -> list[dict[str, Any]]:
+        configured = [{**s.model_dump(mode="json"), "source": "configuration"} for s in self._configured.values()]
+        issued = [{**s.model_dump(mode="json"), "source": "api", "createdAt": d["createdAt"],
+                   "createdBy": d["createdBy"]} for s, d in self._issued.values()]
+        return sorted([*configured, *issued], key=lambda t: str(t["id"]))
+
+    async def issue(self, spec: TokenSpec, actor: str) -> str:
+        """A new random token for `spec` (returned once); 409 if the id is taken."""
+        if any(s.id == spec.id for s in self._specs()):
+            raise AlreadyExists(f"토큰 {spec.id} 이미 있음 / token {spec.id} already exists")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        digest = token_hash(token)
+        doc: Doc = {"sha256": digest, "spec": spec.model_dump(mode="json"), "createdAt": to_iso(self._clock.now()),
+                    "createdBy": actor}
+        await self._store.put_doc(TOKENS_KIND, GLOBAL, spec.id, doc)
+        self._issued[digest] = (spec, doc)
+        return token
+
+    async def revoke(self, token_id: str) -> TokenSpec:
+        for digest, (spec, _) in list(self._issued.items()):
+            if spec.id == token_id:
+                await self._store.delete_doc(TOKENS_KIND, GLOBAL, token_id)
+                del self._issued[digest]
+                return spec
+        if any(s.id == token_id for s in self._configured.values()):
+            raise BadRequest(f"{token_id}: 설정 파일의 토큰은 API로 폐기할 수 없습니다 / a configured token is "
+                             "removed from the configuration, not through the API")
+        raise NotFound(f"토큰 {token_id} 없음 / token {token_id} does not exist")
+
+    def _specs(self) -> Iterable[TokenSpec]:
+        yield from self._configured.values()
+        yield from (s for s, _ in self._issued.values())
+
+
+class Authenticator:
+    """Turns a request's `Authorization: Bearer <token>` into a Principal, or refuses it (401/403)."""
+
+    def __init__(self, sources: list[TokenSource]) -> None:
+        self.sources = sources
+
+    def identify(self, req: Req) -> Principal | None:
+        """The principal of a bearer token, or None without a known one (footage links audit that)."""
+        scheme, _, token = (req.header("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None
+        return next((p for p in (s.lookup(token.strip()) for s in self.sources) if p is not None), None)
+
+    def authenticate(self, req: Req, tenant: str) -> Principal:
+        if not (req.header("authorization") or "").strip():
+            raise Unauthorized("Authorization: Bearer <토큰> 필요 / an Authorization: Bearer <token> header is required")
+        principal = self.identify(req)
+        if principal is None:
+            raise Unauthorized("알 수 없거나 폐기된 토큰 / unknown or revoked token")
+        if principal.tenant is not None and principal.tenant != tenant:
+            raise Forbidden(f"이 토큰은 테넌트 {principal.tenant} 전용 / this token is for tenant {principal.tenant}")
+        return principal
+
+
+def new_token_id() -> str:
+    return f"tok-{uuid.uuid4().hex[:12]}"
+
+
+# -- masking of personal data (PLAT-R10) -----------------------------------------------------------
+def mask_name(name: str) -> str:
+    """김철수 -> 김**, John Smith -> J*** S****: the first letter of each word stays."""
+    return " ".join(word[0] + "*" * (len(word) - 1) for word in name.split()) if name.strip() else name
+
+
+def mask_phone(phone: str) -> str:
+    """010-1234-5678 -> 010-****-5678, 02-860-2114 -> 02-***-2114, 01012345678 -> 010****5678."""
+    groups = re.findall(r"\d+|\D+", phone)
+    digit_groups = [g for g in groups if g.isdigit()]
+    if sum(len(g) for g in digit_groups) < 7:
+        return "*" * len(phone)
+    if len(digit_groups) >= 3:  # written in groups: the first and the last stay
+        first, last = groups.index(digit_groups[0]), len(groups) - 1 - groups[::-1].index(digit_groups[-1])
+        return "".join(g if not g.isdigit() or k in (first, last) else "*" * len(g) for k, g in enumerate(groups))
+    count, seen, out = sum(len(g) for g in digit_groups), 0, []
+    for char in phone:  # otherwise the first 3 and last 4 digits stay
+        if char.isdigit():
+            out.append(char if seen < 3 or seen >= count - 4 else "*")
+            seen += 1
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+_MASKERS = {"name": mask_name, "phone": mask_phone}
+
+
+def mask_personal(personal: dict[str, Any]) -> dict[str, Any]:
+    """A person's data with names and phone numbers masked and everything else (free text) withheld."""
+    out: dict[str, Any] = {}
+    for key, value in personal.items():
+        masker = _MASKERS.get(key)
+        if masker is not None and isinstance(value, str):
+            out[key] = masker(value)
+        elif key in ("category", "ageBand", "sex"):
+            out[key] = value  # not identifying on its own; responders need it
+        else:
+            out[key] = "***"
+    out["masked"] = True
+    return out

@@ -1,0 +1,439 @@
+"""The operations centre as one platform component: it wires events, cameras, the camera index, agencies,
+linkage, grants, the audit log and authentication, and runs the flows that span them.
+
+Flows:
+
+* an event is created (operator, agency or an alarm at `warning`+, PLAT-R9) -> agencies whose
+  `autoServices` include its service get a linkage, and an agency that reports an event for a service it
+  receives gets one for itself (the 112 room's report asks for the nearest CCTV at once, Daejeon [V]);
+* a linkage passes the gate (PLAT-R4) or is held -> on approval: the nearest cameras (PLAT-R3), a grant
+  for them (PLAT-R5), the package (PLAT-R6/R7) queued to the agency's webhook, the event `sharing`;
+* an event is closed or cancelled -> its grants are revoked and its held linkages rejected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from shapely.geometry import shape
+
+from ucity.alarms import AlarmChanged, AlarmService
+from ucity.core.clock import to_iso
+from ucity.core.config import OPS_SECRET_PLACEHOLDER, Settings
+from ucity.core.errors import BadRequest, NotFound
+from ucity.core.platform import Platform
+from ucity.ops import linkage as lk
+from ucity.ops.agencies import Agency, AgencyRegistry
+from ucity.ops.audit import AuditLog
+from ucity.ops.auth import AUTO, SYSTEM, Authenticator, Permission, Principal, TokenRegistry
+from ucity.ops.cameras import CameraRegistry, local_id, stream_urls
+from ucity.ops.cameras import entity_id as camera_entity_id
+from ucity.ops.events import (
+    ACKNOWLEDGED,
+    RECEIVED,
+    SHARING,
+    AttachmentIn,
+    Event,
+    EventIn,
+    EventService,
+    InvalidEventTransition,
+    KeyedLocks,
+    Pseudonymizer,
+)
+from ucity.ops.grants import GrantService, Issued, TokenSigner, links
+from ucity.ops.nearest import CameraIndex, Selection, iri, measure
+from ucity.rules.events import level_rank
+from ucity.store.base import AuditRow, Doc, Store
+
+log = logging.getLogger(__name__)
+ALARM_SOURCE = "ucity-alarms"
+_TRIGGERS = frozenset({"raised", "escalated", "reactivated"})
+
+
+def _secret(settings: Settings, name: str) -> bytes | None:
+    """A signing key from settings; in development an unset one is the placeholder (outside, none)."""
+    value = getattr(settings.ops, name)
+    if value is not None:
+        return str(value.get_secret_value()).encode()
+    if settings.environment == "development":
+        log.warning("ops.%s is not set: development placeholder in use", name)
+        return OPS_SECRET_PLACEHOLDER.encode()
+    return None
+
+
+class OperationsCenter:
+    def __init__(self, platform: Platform, store: Store, alarms: AlarmService) -> None:
+        settings = platform.settings
+        self.platform = platform
+        self.settings = settings.ops
+        self.store = store
+        self.clock = platform.clock
+        self.default_tenant = settings.ngsild.default_tenant
+        self.base_url = settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}"
+        self.audit = AuditLog(store, self.clock)
+        self.tokens = TokenRegistry(store, self.settings, self.clock)
+        self.auth = Authenticator([self.tokens])
+        self.agencies = AgencyRegistry(store, self.settings.agencies)
+        self.events = EventService(store, self.clock, self.settings, self.audit,
+                                   Pseudonymizer(_secret(settings, "pseudonym_secret")))
+        self.cameras = CameraRegistry(store)
+        self.index = CameraIndex(store, platform.bus, self.settings.nearest)
+        self.grants = GrantService(store, self.clock, self.settings, self.audit,
+                                   TokenSigner(_secret(settings, "grant_secret")))
+        self.links = lk.AgencyLinks(alarms.dispatcher, self.agencies.get, settings.alarms.retry,
+                                    settings.alarms.queue_size, self._delivered)
+        self.agencies.on_change = self.links.forget
+        self._alarm_locks = KeyedLocks()
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.tokens.load()
+        await self.agencies.load()
+        await self.index.start(preload=(self.default_tenant,))
+        self._unsubscribe = self.platform.bus.subscribe(AlarmChanged, self._on_alarm)
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        await self.links.stop()
+        await self.index.stop()
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": self._unsubscribe is not None, "cameraIndex": self.index.health()}
+
+    async def settle(self, timeout: float = 10.0) -> None:
+        """Until every agency outbox is idle or waiting on the clock (tests)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.links.busy() and loop.time() < deadline:
+            await asyncio.sleep(0.002)
+
+    # -- events ----------------------------------------------------------------------------------------
+    async def create_event(self, tenant: str, data: EventIn, principal: Principal, base_url: str | None = None,
+                           alarm_id: str | None = None) -> Event:
+        principal.require(Permission.EVENTS_REPORT)
+        event = await self.events.create(self.events.build(tenant, data, principal, alarm_id), principal)
+        await self._auto_link(event, principal, base_url)
+        return event
+
+    async def _auto_link(self, event: Event, principal: Principal, base_url: str | None) -> None:
+        """Linkages an event gets on creation (see the module docstring)."""
+        wanted: list[tuple[str, Principal]] = []
+        if principal.agency is not None:
+            reporter = self.agencies.get(event.tenant, principal.agency)
+            if reporter is not None and reporter.enabled and event.service in reporter.services:
+                wanted.append((reporter.id, principal))
+        for agency in self.agencies.all(event.tenant):
+            if agency.enabled and event.service in agency.autoServices and agency.id != principal.agency:
+                wanted.append((agency.id, AUTO))
+        for agency_id, requester in wanted:
+            await self.request_linkage(event.tenant, event.id, agency_id, event.service, requester, base_url,
+                                       automatic=requester is AUTO)
+
+    async def transition(self, tenant: str, event_id: str, status: str, principal: Principal, note: str = "") -> Event:
+        principal.require(Permission.EVENTS_MANAGE)
+        event = await self.events.change(
+            tenant, event_id, lambda e: self.events.transition_rows(e, status, principal.actor, note))
+        if event.final:
+            await self._wind_up(event, principal)
+        return event
+
+    async def _wind_up(self, event: Event, principal: Principal) -> None:
+        """A closed or cancelled event shares nothing any more."""
+        await self.grants.revoke_for_event(event.tenant, event.id, principal.actor, f"event {event.status}")
+
+        def reject_held(e: Event) -> list[AuditRow]:
+            rows = []
+            for link in e.linkages:
+                if link["status"] == lk.HELD:
+                    self._decide(link, lk.REJECTED, principal.actor, f"event {e.status}")
+                    rows.append(self._linkage_row(e, link, "rejected", principal.actor, reason=link["reason"]))
+            return rows
+
+        await self.events.change(event.tenant, event.id, reject_held)
+
+    async def add_attachment(self, tenant: str, event_id: str, data: AttachmentIn, principal: Principal) -> Event:
+        principal.require(Permission.EVENTS_REPORT)
+        await self.events.visible(tenant, event_id, principal)
+        return await self.events.change(tenant, event_id, lambda e: self.events.attachment_rows(e, data, principal))
+
+    async def nearest(self, event: Event, count: int | None = None, radius_m: float | None = None) -> Selection:
+        if event.point is None:
+            raise BadRequest("위치 없는 사건 / the event has no location")
+        return await self.index.select(event.tenant, *event.point, count=count, radius_m=radius_m)
+
+    # -- linkage ---------------------------------------------------------------------------------------
+    async def request_linkage(self, tenant: str, event_id: str, agency_id: str, service: str | None,
+                              principal: Principal, base_url: str | None = None, automatic: bool = False,
+                              purpose: str = "") -> dict[str, Any]:
+        """Ask for one agency to receive one event (PLAT-R4 gate); delivered at once unless held."""
+        principal.require(Permission.LINKAGE_REQUEST)
+        if not principal.can(Permission.EVENTS_MANAGE) and principal.agency not in (None, agency_id):
+            raise BadRequest("기관은 자기 기관에만 요청할 수 있습니다 / an agency asks for itself only")
+        event = await self.events.visible(tenant, event_id, principal)
+        agency = self._receiving(tenant, agency_id, service or event.service)
+        held = lk.gate(service or event.service, event.type_code, self.settings, principal, automatic)
+        link_id, now = f"lk-{uuid.uuid4().hex[:12]}", to_iso(self.clock.now())
+        link: dict[str, Any] = {
+            "id": link_id, "agency": agency.id, "service": service or event.service,
+            "status": lk.HELD if held else lk.APPROVED, "requestedBy": principal.actor, "requestedAt": now,
+            "automatic": automatic, "purpose": purpose, "reason": held, "decidedBy": None if held else principal.actor,
+            "decidedAt": None if held else now, "grant": None, "cameras": [], "deliveredAt": None, "error": None}
+
+        def add(e: Event) -> list[AuditRow]:
+            if e.final:
+                raise InvalidEventTransition(f"종결·취소된 사건 / the event is {e.status}")
+            e.linkages.append(link)
+            return [self._linkage_row(e, link, "requested", principal.actor, lk.HELD if held else "approved",
+                                      reason=held, automatic=automatic)]
+
+        await self.events.change(tenant, event_id, add)
+        if not held:
+            return await self._deliver(tenant, event_id, link_id, principal, base_url)
+        return link
+
+    def _receiving(self, tenant: str, agency_id: str, service: str) -> Agency:
+        agency = self.agencies.get(tenant, agency_id)
+        if agency is None:
+            raise NotFound(f"기관 {agency_id} 없음 / agency {agency_id} does not exist")
+        if not agency.enabled or service not in agency.services:
+            raise BadRequest(f"{agency_id}은(는) {service} 서비스를 받지 않습니다 / agency {agency_id} does not "
+                             f"receive {service}")
+        return agency
+
+    async def decide(self, tenant: str, event_id: str, linkage_id: str, approve: bool, principal: Principal,
+                     reason: str = "", base_url: str | None = None) -> dict[str, Any]:
+        """An operator approves or rejects a held linkage (PLAT-R4)."""
+        principal.require(Permission.EVENTS_MANAGE)
+
+        def apply(e: Event) -> list[AuditRow]:
+            link = e.linkage(linkage_id)
+            if link["status"] != lk.HELD:
+                raise InvalidEventTransition(f"대기 중이 아닌 연계 / the linkage is {link['status']}, not held")
+            if approve and e.final:
+                raise InvalidEventTransition(f"종결·취소된 사건 / the event is {e.status}")
+            self._decide(link, lk.APPROVED if approve else lk.REJECTED, principal.actor, reason or link["reason"])
+            return [self._linkage_row(e, link, "approved" if approve else "rejected", principal.actor, reason=reason)]
+
+        event = await self.events.change(tenant, event_id, apply)
+        if approve:
+            return await self._deliver(tenant, event_id, linkage_id, principal, base_url)
+        return event.linkage(linkage_id)
+
+    @staticmethod
+    def _decide(link: dict[str, Any], status: str, actor: str, reason: str | None) -> None:
+        link.update(status=status, decidedBy=actor, reason=reason)
+
+    def _linkage_row(self, event: Event, link: dict[str, Any], action: str, actor: str, outcome: str = "ok",
+                     **detail: Any) -> AuditRow:
+        return self.audit.row(event.tenant, "linkage", action, actor, agency=link["agency"], event=event.id,
+                              grant=link.get("grant"), outcome=outcome, linkage=link["id"], service=link["service"],
+                              **detail)
+
+    async def _deliver(self, tenant: str, event_id: str, linkage_id: str, principal: Principal,
+                       base_url: str | None) -> dict[str, Any]:
+        """Cameras, grant, package, queue; the event moves to `sharing`."""
+        event = await self.events.load(tenant, event_id)
+        link = event.linkage(linkage_id)
+        agency = self._receiving(tenant, link["agency"], link["service"])
+        selection = await self.nearest(event) if event.point else None
+        near = selection.cameras if selection else []
+        issued = await self.grants.issue(tenant, agency.id, event.id, [n.camera.id for n in near],
+                                         link["purpose"] or f"{link['service']} linkage", principal.actor,
+                                         linkage=linkage_id) if near else None
+        package = await self._package(event, agency, link, issued, near, base_url)
+        status = lk.QUEUED if agency.webhook else lk.READY
+
+        def record(e: Event) -> list[AuditRow]:
+            stored = e.linkage(linkage_id)
+            stored.update(status=status, grant=issued.grant.id if issued else None,
+                          cameras=issued.grant.cameras if issued else [], decidedAt=to_iso(self.clock.now()))
+            rows = [self._linkage_row(e, stored, "queued" if agency.webhook else "ready", principal.actor,
+                                      cameras=stored["cameras"])]
+            if issued and e.status in (RECEIVED, ACKNOWLEDGED):
+                rows += self.events.transition_rows(e, SHARING, principal.actor, f"linkage {linkage_id}")
+            return rows
+
+        event = await self.events.change(tenant, event_id, record)
+        if agency.webhook:
+            subject, text = lk.compose(event, link["service"])
+            self.links.send(agency.id, lk.PackageNotification(
+                f"urn:ucity:notification:{uuid.uuid4().hex}", tenant, "linkage", to_iso(self.clock.now()), {},
+                subject, text, package=package, linkage=linkage_id))
+        return {**event.linkage(linkage_id), "package": package}
+
+    async def _package(self, event: Event, agency: Agency, link: dict[str, Any], issued: Issued | None,
+                       near: list[Any], base_url: str | None) -> dict[str, Any]:
+        footage: dict[str, dict[str, str]] = {}
+        grant = None
+        if issued is not None:
+            by_camera = {entry["camera"]: entry for entry in links(base_url or self.base_url, issued.token,
+                                                                   issued.grant.cameras)}
+            footage = {n.camera.id: by_camera[local_id(n.camera.id)] for n in near if local_id(n.camera.id) in by_camera}
+            await self._drop_missing_stills(event.tenant, footage)
+            grant = {"id": issued.grant.id, "expiresAt": issued.grant.expires_at, "token": issued.token}
+        extra = await lk.gather_sections(self.store, event.tenant, event, link["service"], self.settings)
+        return lk.build_package(event, agency, link["service"], link["id"], lk.camera_entries(near, footage), grant,
+                                extra)
+
+    async def _drop_missing_stills(self, tenant: str, footage: dict[str, dict[str, str]]) -> None:
+        """A still link only for cameras that have a still image source (PLAT-R7: a still when available)."""
+        for camera_id, entry in footage.items():
+            doc = await self.store.get_entity(tenant, camera_id)
+            if doc is None or stream_urls(doc)[1] is None:
+                entry.pop("still", None)
+
+    async def package(self, tenant: str, event_id: str, linkage_id: str, principal: Principal,
+                      base_url: str | None) -> dict[str, Any]:
+        """The package of a delivered linkage, rebuilt (tokens are derived from the grant, never stored)."""
+        event = await self.events.visible(tenant, event_id, principal)
+        link = event.linkage(linkage_id)
+        if not principal.can(Permission.EVENTS_READ_ALL) and link["agency"] != principal.agency:
+            raise NotFound(f"연계 {linkage_id} 없음 / linkage {linkage_id} does not exist")
+        if link["status"] in (lk.HELD, lk.REJECTED):
+            raise InvalidEventTransition(f"{link['status']} 상태: 꾸러미 없음 / the linkage is {link['status']}")
+        agency = self.agencies.require(tenant, link["agency"])
+        issued = None
+        near: list[Any] = []
+        if link.get("grant") and event.point:
+            grant = await self.grants.load(tenant, link["grant"])
+            issued = Issued(grant, self.grants.token(grant))
+            grid = await self.index.grid(tenant)
+            found = (grid.get(camera_entity_id(c)) for c in grant.cameras)
+            near = [measure(camera, *event.point) for camera in found if camera is not None]
+        return await self._package(event, agency, link, issued, near, base_url)
+
+    async def _delivered(self, notification: lk.PackageNotification, ok: bool, detail: str) -> None:
+        """The outbox's final word on a package: delivered, or a dead letter."""
+        if notification.linkage is None:
+            return
+        event_id = notification.package["event"]["id"]
+
+        def mark(e: Event) -> list[AuditRow]:
+            link = e.linkage(str(notification.linkage))
+            link.update(status=lk.DELIVERED if ok else lk.FAILED, error=None if ok else detail,
+                        deliveredAt=to_iso(self.clock.now()) if ok else None)
+            return [self._linkage_row(e, link, "delivered" if ok else "failed", SYSTEM.actor,
+                                      "ok" if ok else "failed", detail=detail)]
+
+        try:
+            await self.events.change(notification.tenant, event_id, mark)
+        except NotFound:
+            log.warning("linkage %s of a deleted event %s", notification.linkage, event_id)
+
+    # -- grants ----------------------------------------------------------------------------------------
+    async def issue_grant(self, tenant: str, agency_id: str, event_id: str, cameras: list[str], principal: Principal,
+                          minutes: float | None, purpose: str, base_url: str | None) -> tuple[Issued, list[dict[str, str]]]:
+        """An operator shares some cameras of an event with an agency directly."""
+        principal.require(Permission.GRANTS_ISSUE)
+        event = await self.events.load(tenant, event_id)
+        if event.final:
+            raise InvalidEventTransition(f"종결·취소된 사건 / the event is {event.status}")
+        self.agencies.require(tenant, agency_id)
+        for camera in cameras:
+            await self.cameras.get(tenant, camera)
+        issued = await self.grants.issue(tenant, agency_id, event_id, cameras, purpose or "operator share",
+                                         principal.actor, minutes)
+
+        def share(e: Event) -> list[AuditRow]:
+            return self.events.transition_rows(e, SHARING, principal.actor, f"grant {issued.grant.id}") \
+                if e.status in (RECEIVED, ACKNOWLEDGED) else []
+
+        await self.events.change(tenant, event_id, share)
+        return issued, links(base_url or self.base_url, issued.token, issued.grant.cameras)
+
+    async def renew_grant(self, tenant: str, grant_id: str, principal: Principal, minutes: float | None,
+                          base_url: str | None) -> tuple[Issued, list[dict[str, str]]]:
+        issued = await self.grants.renew(tenant, grant_id, principal, minutes)
+        found = links(base_url or self.base_url, issued.token, issued.grant.cameras)
+        self._notice(issued.grant.tenant, issued.grant.agency, "grant-renewed", {
+            "grant": {"id": issued.grant.id, "expiresAt": issued.grant.expires_at, "token": issued.token},
+            "event": {"id": issued.grant.event}, "links": found})
+        return issued, found
+
+    async def revoke_grant(self, tenant: str, grant_id: str, principal: Principal, reason: str) -> Doc:
+        principal.require(Permission.GRANTS_ISSUE)
+        grant = await self.grants.revoke(tenant, grant_id, principal.actor, reason)
+        self._notice(tenant, grant.agency, "grant-revoked", {"grant": {"id": grant.id, "reason": reason},
+                                                             "event": {"id": grant.event}})
+        return grant.wire(to_iso(self.clock.now()))
+
+    def _notice(self, tenant: str, agency_id: str, kind: str, package: dict[str, Any]) -> None:
+        """Tell an agency (if it has a webhook) that its grant changed."""
+        agency = self.agencies.get(tenant, agency_id)
+        if agency is None or not agency.webhook:
+            return
+        names = {"grant-renewed": ("영상 공유 연장", "Footage grant renewed"),
+                 "grant-revoked": ("영상 공유 회수", "Footage grant revoked")}[kind]
+        subject = {"ko": names[0], "en": names[1]}
+        self.links.send(agency_id, lk.PackageNotification(
+            f"urn:ucity:notification:{uuid.uuid4().hex}", tenant, kind, to_iso(self.clock.now()), {}, subject,
+            subject, package=package))
+
+    async def open_footage(self, token: str, camera: str, kind: str, principal: Principal | None) -> str:
+        """The camera URL a valid footage link resolves to (the access is audited either way)."""
+        access = await self.grants.access(token, camera, kind, principal, self.default_tenant)
+        doc = await self.cameras.get(access.tenant, access.camera)
+        stream, still = stream_urls(doc)
+        url = stream if kind == "stream" else still
+        if url is None:
+            raise NotFound(f"{access.camera}: {'영상' if kind == 'stream' else '정지영상'} 주소 없음 / the camera has no "
+                           f"{kind} URL")
+        return url
+
+    # -- alarms become events (PLAT-R9) -----------------------------------------------------------------
+    async def _on_alarm(self, change: AlarmChanged) -> None:
+        alarm = change.alarm
+        level = alarm.get("level")
+        if alarm.get("derived") or alarm.get("kind") != "safety" or level is None or not _TRIGGERS & set(change.events):
+            return  # a parent's derived alarm repeats its children's; their own alarms make the events
+        if level_rank(level) < level_rank(self.settings.alarm_event_min_level):
+            return
+        async with self._alarm_locks.hold((change.tenant, alarm["id"])):
+            existing = await self.events.by_source(change.tenant, ALARM_SOURCE, alarm["id"])
+            if existing is not None and not existing.final:
+                await self.events.change(change.tenant, existing.id,
+                                         lambda e: self.events.level_rows(e, level, SYSTEM.actor))
+                return
+            data = EventIn(service="IOT", typeCode=_type_code(alarm), level=level, location=_alarm_point(alarm),
+                           address=await self._address(change.tenant, alarm.get("entity_id")),
+                           details=_alarm_details(alarm), sourceSystem=ALARM_SOURCE, sourceRef=alarm["id"])
+            await self.create_event(change.tenant, data, SYSTEM, alarm_id=alarm["id"])
+
+    async def _address(self, tenant: str, entity_id: Any) -> str | None:
+        doc = await self.store.get_entity(tenant, str(entity_id)) if entity_id else None
+        instances = (doc or {}).get("attrs", {}).get(iri("address"), [])
+        value = instances[0].get("value") if instances else None
+        if isinstance(value, dict):
+            parts = [value.get(k) for k in ("addressLocality", "district", "streetAddress")]
+            return " ".join(str(p) for p in parts if p) or None
+        return str(value) if isinstance(value, str) else None
+
+
+def _type_code(alarm: dict[str, Any]) -> str:
+    code = re.sub(r"[^a-z0-9_]+", "_", str(alarm.get("rule_id") or "alarm").lower()).strip("_")
+    return (code or "alarm")[:64]
+
+
+def _alarm_point(alarm: dict[str, Any]) -> dict[str, Any] | None:
+    geometry = alarm.get("location")
+    if not isinstance(geometry, dict) or "type" not in geometry:
+        return None
+    try:
+        centre = shape(geometry).centroid
+    except (ValueError, TypeError, AttributeError):
+        return None
+    return None if centre.is_empty else {"lon": centre.x, "lat": centre.y}
+
+
+def _alarm_details(alarm: dict[str, Any]) -> str:
+    description = alarm.get("description") or {}
+    text = " / ".join(str(description[lang]) for lang in ("ko", "en") if description.get(lang))
+    return f"{text} (경보 alarm {alarm.get('id')}, {alarm.get('entity_id')})".strip()

@@ -1,0 +1,513 @@
+"""Events of the integrated operation centre (PLAT-R1, PLAT-R2): one record per situation, of any service.
+
+An event has a service (the 5 linkage services, plus `IOT` for alarms of the city's IoT services,
+PLAT-R9), a type code, when it occurred and was reported (UTC), where (a point and an address), the
+system and reference it came from, a level on the national crisis ladder, a status, a pseudonymised
+subject, attachments (metadata only) and the linkages to agencies (linkage.py).
+
+Status machine::
+
+    received -> acknowledged -> sharing -> dispatched -> closed
+        \\____________\\______________\\__________\\________-> cancelled
+
+Moves go forward only (a step may be skipped: a 112 video request is shared before anybody
+acknowledges it); closing needs at least an acknowledgement; `closed` and `cancelled` are final. Every
+move is an audit line with its actor (the event's trail, `GET /api/v1/events/{id}`).
+
+Personal data (the subject's and reporter's name and phone) lives only in the event record, never in
+the NGSI-LD entity (that API has no roles); the entity and the packages carry the subject's pseudonym,
+an HMAC of the identity under `ops.pseudonym_secret`, so one person's events link up without naming them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from ucity.core.bus import Context
+from ucity.core.clock import Clock, parse_iso, to_iso, to_micros
+from ucity.core.config import OpsSettings
+from ucity.core.errors import BadRequest, NotFound, UcityError, Unavailable
+from ucity.ngsild.context import core_context
+from ucity.ngsild.model import normalize_entity
+from ucity.ngsild.ops import replace_op
+from ucity.ops.audit import AuditLog
+from ucity.ops.auth import Permission, Principal, mask_personal
+from ucity.rules.events import LEVEL_NAMES, LEVELS, SEVERITY
+from ucity.store.base import AuditQuery, AuditRow, Doc, Mutation, OpsEventQuery, OpsEventRow, Store
+
+log = logging.getLogger(__name__)
+ENTITY_TYPE = "CityEvent"
+ENTITY_PREFIX = f"urn:ngsi-ld:{ENTITY_TYPE}:"
+
+# The 5 linkage services (domain-rules §1.2 [V]) and the IoT services' alarms (PLAT-R9).
+SERVICES: dict[str, dict[str, str]] = {
+    "112_VIDEO": {"ko": "112센터 긴급영상 지원", "en": "112 emergency video"},
+    "112_DISPATCH": {"ko": "112 긴급출동 지원", "en": "112 dispatch support"},
+    "119_DISPATCH": {"ko": "119 긴급출동 지원", "en": "119 dispatch support"},
+    "DISASTER": {"ko": "재난상황 긴급대응 지원", "en": "Disaster emergency response"},
+    "VULNERABLE": {"ko": "사회적 약자 지원", "en": "Support for vulnerable people"},
+    "IOT": {"ko": "IoT 서비스 경보", "en": "IoT service alarm"},
+}
+# Names of the type codes ucity knows; any other code (a-z, 0-9, _) is accepted and shown as is.
+TYPE_NAMES: dict[str, dict[str, str]] = {
+    "murder": {"ko": "살인", "en": "Murder"},
+    "robbery": {"ko": "강도", "en": "Robbery"},
+    "pickpocketing": {"ko": "소매치기", "en": "Pickpocketing"},
+    "theft": {"ko": "절도", "en": "Theft"},
+    "kidnapping": {"ko": "납치·감금", "en": "Kidnapping / confinement"},
+    "sexual_violence": {"ko": "성폭력", "en": "Sexual violence"},
+    "domestic_violence": {"ko": "가정폭력", "en": "Domestic violence"},
+    "assault": {"ko": "폭행", "en": "Assault"},
+    "fraud": {"ko": "사기", "en": "Fraud"},
+    "noise": {"ko": "소음", "en": "Noise"},
+    "fire": {"ko": "화재", "en": "Fire"},
+    "rescue": {"ko": "구조", "en": "Rescue"},
+    "medical": {"ko": "구급", "en": "Medical emergency"},
+    "flood": {"ko": "침수", "en": "Flood"},
+    "landslide": {"ko": "산사태", "en": "Landslide"},
+    "structural": {"ko": "시설물 붕괴 위험", "en": "Structural danger"},
+    "missing_person": {"ko": "실종", "en": "Missing person"},
+    "geofence_exit": {"ko": "안심구역 이탈", "en": "Left the safe zone"},
+    "sos": {"ko": "긴급호출", "en": "SOS"},
+}
+
+RECEIVED, ACKNOWLEDGED, SHARING, DISPATCHED, CLOSED, CANCELLED = (
+    "received", "acknowledged", "sharing", "dispatched", "closed", "cancelled")
+STATUSES: tuple[str, ...] = (RECEIVED, ACKNOWLEDGED, SHARING, DISPATCHED, CLOSED, CANCELLED)
+FINAL = frozenset({CLOSED, CANCELLED})
+_ORDER = {RECEIVED: 0, ACKNOWLEDGED: 1, SHARING: 2, DISPATCHED: 3, CLOSED: 4}
+STATUS_NAMES: dict[str, dict[str, str]] = {
+    RECEIVED: {"ko": "접수", "en": "Received"},
+    ACKNOWLEDGED: {"ko": "확인", "en": "Acknowledged"},
+    SHARING: {"ko": "영상 공유 중", "en": "Sharing"},
+    DISPATCHED: {"ko": "출동", "en": "Dispatched"},
+    CLOSED: {"ko": "종결", "en": "Closed"},
+    CANCELLED: {"ko": "취소", "en": "Cancelled"},
+}
+
+
+class InvalidEventTransition(UcityError):
+    status = 409
+    type_uri = "urn:ucity:errors:InvalidEventTransition"
+    title = "Invalid event transition"
+
+
+def check_transition(current: str, target: str) -> None:
+    """Raise 409 unless `current -> target` is a move of the status machine."""
+    if target not in STATUSES:
+        raise BadRequest(f"상태는 {', '.join(STATUSES)} 중 하나 / status must be one of {', '.join(STATUSES)}")
+    if current in FINAL:
+        raise InvalidEventTransition(f"종결·취소된 사건입니다 / the event is already {current}")
+    if target == CANCELLED:
+        return
+    if _ORDER[target] <= _ORDER[current]:
+        raise InvalidEventTransition(f"되돌릴 수 없습니다 / {current} -> {target} goes backwards")
+    if target == CLOSED and current == RECEIVED:
+        raise InvalidEventTransition("종결 전에 확인하십시오 / acknowledge the event before closing it")
+
+
+def type_name(code: str) -> dict[str, str]:
+    return TYPE_NAMES.get(code, {"ko": code, "en": code})
+
+
+def entity_id(event_id: str) -> str:
+    return ENTITY_PREFIX + event_id
+
+
+# -- input ----------------------------------------------------------------------------------------------
+class PersonIn(BaseModel):
+    """A subject or reporter; personal data (PLAT-R10): masked for roles without need, never in NGSI-LD."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, max_length=100)
+    phone: str | None = Field(None, max_length=40)
+    personId: str | None = Field(None, max_length=100, description="a registry id (e.g. of a registered person)")
+    category: str | None = Field(None, max_length=50, description="reporter, victim, suspect, missingPerson ...")
+    ageBand: str | None = Field(None, max_length=20)
+    sex: str | None = Field(None, max_length=10)
+    description: str | None = Field(None, max_length=2000)
+
+
+class AttachmentIn(BaseModel):
+    """Metadata of a file kept elsewhere (ucity stores no media)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: str = Field("image", pattern=r"^(image|video|audio|document|other)$")
+    name: str = Field(min_length=1, max_length=200)
+    mediaType: str | None = Field(None, max_length=100)
+    url: str | None = Field(None, max_length=2000)
+    sizeBytes: int | None = Field(None, ge=0)
+    description: str | None = Field(None, max_length=2000)
+
+
+class EventIn(BaseModel):
+    """`POST /api/v1/events`."""
+
+    model_config = ConfigDict(extra="forbid")
+    service: str
+    typeCode: str = Field(pattern=r"^[a-z0-9_]{1,64}$")
+    level: str | None = None
+    occurredAt: str | None = None
+    location: dict[str, Any] | None = Field(None, description='{"lon": .., "lat": ..} or a GeoJSON Point')
+    address: str | None = Field(None, max_length=300)
+    details: str = Field("", max_length=4000)
+    sourceSystem: str | None = Field(None, max_length=100)
+    sourceRef: str | None = Field(None, max_length=200)
+    subject: PersonIn | None = None
+    reporter: PersonIn | None = None
+    attachments: list[AttachmentIn] = Field([], max_length=50)
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str) -> str:
+        if value not in SERVICES:
+            raise ValueError(f"service must be one of {', '.join(SERVICES)}")
+        return value
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, value: str | None) -> str | None:
+        if value is not None and value not in LEVELS:
+            raise ValueError(f"level must be one of {', '.join(LEVELS)}")
+        return value
+
+    @field_validator("occurredAt")
+    @classmethod
+    def _time(cls, value: str | None) -> str | None:
+        return None if value is None else to_iso(parse_iso(value))
+
+    @model_validator(mode="after")
+    def _location(self) -> EventIn:
+        if self.location is not None:
+            parse_point(self.location)
+        return self
+
+
+def parse_point(value: dict[str, Any]) -> tuple[float, float]:
+    """(lon, lat) of `{"lon", "lat"}` or a GeoJSON Point; ValueError otherwise."""
+    if value.get("type") == "Point":
+        coords = value.get("coordinates")
+        if not isinstance(coords, list) or len(coords) < 2:
+            raise ValueError("a GeoJSON Point needs coordinates [lon, lat]")
+        lon, lat = coords[0], coords[1]
+    else:
+        lon, lat = value.get("lon"), value.get("lat")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lon, lat)):
+        raise ValueError("location needs numeric lon and lat")
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise ValueError("lon must be in [-180, 180] and lat in [-90, 90]")
+    return float(lon), float(lat)
+
+
+# -- the event -----------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Event:
+    id: str
+    tenant: str
+    service: str
+    type_code: str
+    level: str
+    status: str
+    occurred_at: str
+    reported_at: str
+    updated_at: str
+    point: tuple[float, float] | None = None
+    address: str | None = None
+    details: str = ""
+    source_system: str = ""
+    source_ref: str = ""
+    reported_by: str = ""
+    reporter_agency: str | None = None
+    subject: dict[str, Any] | None = None  # {"ref": pseudonym or None, "category": ...}
+    personal: dict[str, dict[str, Any]] = field(default_factory=dict)  # "subject" / "reporter" -> data
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    linkages: list[dict[str, Any]] = field(default_factory=list)
+    alarm_id: str | None = None
+
+    @property
+    def entity_id(self) -> str:
+        return entity_id(self.id)
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+    @property
+    def agencies(self) -> tuple[str, ...]:
+        """The agencies that see this event: its reporter's and every agency it is linked to."""
+        linked = [str(link["agency"]) for link in self.linkages]
+        return tuple(dict.fromkeys([*([self.reporter_agency] if self.reporter_agency else []), *linked]))
+
+    def linkage(self, linkage_id: str) -> dict[str, Any]:
+        for link in self.linkages:
+            if link["id"] == linkage_id:
+                return link
+        raise NotFound(f"연계 {linkage_id} 없음 / linkage {linkage_id} does not exist on event {self.id}")
+
+    def visible_to(self, principal: Principal) -> bool:
+        return principal.can(Permission.EVENTS_READ_ALL) or (
+            principal.can(Permission.EVENTS_READ) and principal.agency is not None and principal.agency in self.agencies)
+
+    # -- stored forms ---------------------------------------------------------------------------------
+    def to_doc(self) -> Doc:
+        doc = {f.name: getattr(self, f.name) for f in fields(self)}
+        doc["point"] = list(self.point) if self.point else None
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: Doc) -> Event:
+        values = {f.name: doc[f.name] for f in fields(cls) if f.name in doc}
+        values["point"] = tuple(doc["point"]) if doc.get("point") else None
+        return cls(**values)
+
+    def to_row(self) -> OpsEventRow:
+        return OpsEventRow(
+            self.tenant, self.id, self.service, self.type_code, self.level, self.status, self.source_system,
+            self.source_ref, to_micros(parse_iso(self.occurred_at)), to_micros(parse_iso(self.reported_at)),
+            to_micros(parse_iso(self.updated_at)), self.point, self.agencies, self.to_doc())
+
+    # -- API form --------------------------------------------------------------------------------------
+    def to_wire(self, principal: Principal, history: list[Doc] | None = None) -> Doc:
+        """The API form; personal data masked unless the principal has `personal:read` (PLAT-R10)."""
+        unmasked = principal.can(Permission.PERSONAL_READ)
+        wire: Doc = {
+            "id": self.id, "entityId": self.entity_id, "service": self.service, "serviceName": SERVICES[self.service],
+            "typeCode": self.type_code, "typeName": type_name(self.type_code), "level": self.level,
+            "levelName": LEVEL_NAMES[self.level], "status": self.status, "statusName": STATUS_NAMES[self.status],
+            "occurredAt": self.occurred_at, "reportedAt": self.reported_at, "updatedAt": self.updated_at,
+            "location": point_geojson(self.point), "address": self.address, "details": self.details,
+            "source": {"system": self.source_system, "ref": self.source_ref}, "reportedBy": self.reported_by,
+            "reporterAgency": self.reporter_agency, "subject": self.subject, "alarm": self.alarm_id,
+            "personal": {k: (dict(v) if unmasked else mask_personal(v)) for k, v in self.personal.items()},
+            "attachments": self.attachments, "agencies": list(self.agencies),
+            "linkages": [link for link in self.linkages
+                         if principal.can(Permission.EVENTS_READ_ALL) or link["agency"] == principal.agency],
+        }
+        if history is not None:
+            wire["history"] = history
+        return wire
+
+    def summary(self) -> Doc:
+        """What an agency package says of the event (no personal data but the subject's pseudonym)."""
+        return {"id": self.id, "service": self.service, "serviceName": SERVICES[self.service], "typeCode": self.type_code,
+                "typeName": type_name(self.type_code), "level": self.level, "levelName": LEVEL_NAMES[self.level],
+                "status": self.status, "occurredAt": self.occurred_at, "reportedAt": self.reported_at,
+                "location": point_geojson(self.point), "address": self.address, "details": self.details,
+                "source": {"system": self.source_system, "ref": self.source_ref}, "subject": self.subject,
+                "attachments": self.attachments}
+
+
+def point_geojson(point: tuple[float, float] | None) -> dict[str, Any] | None:
+    return {"type": "Point", "coordinates": [point[0], point[1]]} if point else None
+
+
+# -- the NGSI-LD entity ---------------------------------------------------------------------------------
+def _prop(value: Any) -> dict[str, Any]:
+    return {"type": "Property", "value": value}
+
+
+def _date(value: str) -> dict[str, Any]:
+    return {"type": "Property", "value": {"@type": "DateTime", "@value": value}}
+
+
+def event_entity(event: Event) -> dict[str, Any]:
+    """The event as NGSI-LD `CityEvent` (core-context names): no personal data, no free text."""
+    names = type_name(event.type_code)
+    entity: dict[str, Any] = {
+        "id": event.entity_id, "type": ENTITY_TYPE,
+        "service": _prop(event.service), "eventType": _prop(event.type_code), "level": _prop(event.level),
+        "severity": _prop(SEVERITY[event.level]), "status": _prop(event.status),
+        "occurredAt": _date(event.occurred_at), "reportedAt": _date(event.reported_at),
+        "sourceSystem": _prop(event.source_system or "ucity"),
+        "description": {"type": "LanguageProperty", "languageMap": {
+            lang: f"{SERVICES[event.service][lang]}: {names[lang]}" for lang in ("ko", "en")}},
+    }
+    if event.source_ref:
+        entity["sourceRef"] = _prop(event.source_ref)
+    if event.point:
+        entity["location"] = {"type": "GeoProperty", "value": point_geojson(event.point)}
+    if event.address:
+        entity["address"] = _prop({"streetAddress": event.address})
+    if event.subject and event.subject.get("ref"):
+        entity["subjectRef"] = _prop(event.subject["ref"])
+    if event.alarm_id:
+        entity["refAlert"] = {"type": "Relationship", "object": f"urn:ngsi-ld:Alert:{event.alarm_id}"}
+    return entity
+
+
+class Pseudonymizer:
+    """The subject's pseudonym: an HMAC of its identifying fields, stable across events."""
+
+    IDENTIFYING = ("personId", "name", "phone")
+
+    def __init__(self, key: bytes | None) -> None:
+        self._key = key
+
+    def ref(self, person: dict[str, Any]) -> str | None:
+        parts = [str(person[k]).strip().lower() for k in self.IDENTIFYING if person.get(k)]
+        if not parts:
+            return None
+        if self._key is None:
+            raise Unavailable("ops.pseudonym_secret 미설정 / ops.pseudonym_secret is not configured")
+        digest = hmac.new(self._key, "\x1f".join(parts).encode(), hashlib.sha256).hexdigest()
+        return f"psn-{digest[:20]}"
+
+
+class KeyedLocks:
+    """One asyncio lock per key, dropped when nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Any, asyncio.Lock] = {}
+        self._users: defaultdict[Any, int] = defaultdict(int)
+
+    @asynccontextmanager
+    async def hold(self, key: Any) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        self._users[key] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._users[key] -= 1
+            if not self._users[key]:
+                del self._users[key], self._locks[key]
+
+
+Change = Callable[[Event], list[AuditRow]]
+
+
+class EventService:
+    """Events: create, read, change (one writer per event at a time), each change saved with its audit lines
+    and mirrored to the NGSI-LD entity."""
+
+    def __init__(self, store: Store, clock: Clock, settings: OpsSettings, audit: AuditLog,
+                 pseudonyms: Pseudonymizer) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.audit = audit
+        self.pseudonyms = pseudonyms
+        self._locks = KeyedLocks()
+
+    def now(self) -> str:
+        return to_iso(self.clock.now())
+
+    # -- create ----------------------------------------------------------------------------------------
+    def build(self, tenant: str, data: EventIn, principal: Principal, alarm_id: str | None = None) -> Event:
+        now = self.now()
+        occurred = data.occurredAt or now
+        if parse_iso(occurred) > self.clock.now() + timedelta(minutes=5):  # clocks of reporters drift a little
+            raise BadRequest("발생 시각이 미래입니다 / occurredAt is in the future")
+        agency = principal.agency if principal.role == "agency" else None
+        event = Event(
+            id=uuid.uuid4().hex, tenant=tenant, service=data.service, type_code=data.typeCode,
+            level=data.level or self.settings.default_level, status=RECEIVED, occurred_at=occurred, reported_at=now,
+            updated_at=now, point=parse_point(data.location) if data.location else None, address=data.address,
+            details=data.details, source_system=f"agency:{agency}" if agency else (data.sourceSystem or "operator"),
+            source_ref=data.sourceRef or "", reported_by=principal.actor, reporter_agency=agency, alarm_id=alarm_id,
+            attachments=[self._attachment(a, principal, now) for a in data.attachments])
+        self._people(event, data)
+        return event
+
+    def _people(self, event: Event, data: EventIn) -> None:
+        for role, person in (("subject", data.subject), ("reporter", data.reporter)):
+            if person is None:
+                continue
+            values = person.model_dump(exclude_none=True)
+            if role == "subject":
+                event.subject = {"ref": self.pseudonyms.ref(values), "category": values.get("category")}
+            personal = {k: v for k, v in values.items() if k != "category" or role == "reporter"}
+            if personal:
+                event.personal[role] = personal
+
+    @staticmethod
+    def _attachment(data: AttachmentIn, principal: Principal, now: str) -> dict[str, Any]:
+        return {"id": uuid.uuid4().hex[:12], **data.model_dump(exclude_none=True), "addedAt": now,
+                "addedBy": principal.actor}
+
+    async def create(self, event: Event, principal: Principal) -> Event:
+        row = self.audit.row(event.tenant, "event", "created", principal.actor, event=event.id,
+                             agency=event.reporter_agency, service=event.service, typeCode=event.type_code,
+                             level=event.level)
+        await self._save(event, [row])
+        return event
+
+    # -- read ------------------------------------------------------------------------------------------
+    async def load(self, tenant: str, event_id: str) -> Event:
+        doc = await self.store.get_ops_event(tenant, event_id)
+        if doc is None:
+            raise NotFound(f"사건 {event_id} 없음 / event {event_id} does not exist")
+        return Event.from_doc(doc)
+
+    async def visible(self, tenant: str, event_id: str, principal: Principal) -> Event:
+        """The event if the principal may see it; 404 otherwise (not 403: its existence is not disclosed)."""
+        event = await self.load(tenant, event_id)
+        if not event.visible_to(principal):
+            raise NotFound(f"사건 {event_id} 없음 / event {event_id} does not exist")
+        return event
+
+    async def query(self, tenant: str, query: OpsEventQuery) -> tuple[list[Event], int | None]:
+        docs, total = await self.store.query_ops_events(tenant, query)
+        return [Event.from_doc(d) for d in docs], total
+
+    async def by_source(self, tenant: str, system: str, ref: str) -> Event | None:
+        events, _ = await self.query(tenant, OpsEventQuery(source_system=system, source_ref=ref, limit=1))
+        return events[0] if events else None
+
+    async def trail(self, tenant: str, event_id: str) -> list[Doc]:
+        docs, _ = await self.audit.query(tenant, AuditQuery(event_ids=(event_id,), limit=10_000))
+        return docs
+
+    # -- change ----------------------------------------------------------------------------------------
+    async def change(self, tenant: str, event_id: str, change: Change) -> Event:
+        """Apply `change` to the stored event under its lock; save it with the audit lines it returns."""
+        async with self._locks.hold((tenant, event_id)):
+            event = await self.load(tenant, event_id)
+            rows = change(event)
+            if rows:
+                event.updated_at = self.now()
+                await self._save(event, rows)
+            return event
+
+    def transition_rows(self, event: Event, target: str, actor: str, note: str = "") -> list[AuditRow]:
+        """Move `event` to `target` (409 if not allowed); the audit line of the move."""
+        check_transition(event.status, target)
+        previous, event.status = event.status, target
+        detail: dict[str, Any] = {"from": previous, "to": target}
+        if note:
+            detail["note"] = note
+        return [self.audit.row(event.tenant, "event", "status", actor, event=event.id, **detail)]
+
+    def attachment_rows(self, event: Event, data: AttachmentIn, principal: Principal) -> list[AuditRow]:
+        if event.final:
+            raise InvalidEventTransition(f"종결·취소된 사건 / the event is {event.status}")
+        attachment = self._attachment(data, principal, self.now())
+        event.attachments.append(attachment)
+        return [self.audit.row(event.tenant, "event", "attachment-added", principal.actor, event=event.id,
+                               attachment=attachment["id"], name=attachment["name"])]
+
+    def level_rows(self, event: Event, level: str, actor: str) -> list[AuditRow]:
+        if level == event.level or event.final:
+            return []
+        previous, event.level = event.level, level
+        return [self.audit.row(event.tenant, "event", "level", actor, event=event.id, previous=previous, level=level)]
+
+    async def _save(self, event: Event, rows: list[AuditRow]) -> None:
+        await self.store.save_ops_event(event.to_row(), rows)
+        doc = normalize_entity(event_entity(event), core_context())
+        (result,) = await self.store.mutate(event.tenant, [Mutation(event.entity_id, replace_op(doc, True))],
+                                            Context(actor="ucity-ops"))
+        if isinstance(result, Exception):
+            log.error("CityEvent entity of event %s not written: %s", event.id, result)

@@ -1,0 +1,336 @@
+"""Footage sharing grants (PLAT-R5): signed, time-limited, renewable, revocable, scoped, audited.
+
+A grant lets one agency see the stream and still of some cameras for one event until it expires
+(default 30 minutes [D], `ops.grant_minutes`). Its token is `v1.<payload>.<signature>`: the payload
+(base64url JSON: grant, tenant, agency, event, camera ids, expiry) signed with HMAC-SHA256 under
+`ops.grant_secret`. ucity hands out links `/api/v1/cameras/{id}/stream?grant=<token>` (and `/still`);
+such a link resolves only when
+
+1. the token's signature is valid (nobody can forge or widen one),
+2. the grant exists and is not revoked, and neither the token nor the grant has expired,
+3. the camera is in the grant's scope, and
+4. the caller authenticates as the grant's agency (a link passed to another agency is useless).
+
+Renewing extends the grant by another lifetime from now and gives a new token (old links still end
+at their own expiry); revoking ends every token of the grant at once. Closing or cancelling the event
+revokes its grants. Every issue, renewal, revocation and access (allowed or denied, with the reason)
+is a line of the append-only audit log; per-agency request statistics are counted from it (the MOIS
+platform's "video-request statistics").
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import logging
+import uuid
+from dataclasses import dataclass, fields
+from datetime import timedelta
+from typing import Any
+
+import orjson
+
+from ucity.core.clock import Clock, parse_iso, to_iso, to_micros
+from ucity.core.config import OpsSettings
+from ucity.core.errors import BadRequest, NotFound, UcityError, Unavailable
+from ucity.ops.audit import AuditLog
+from ucity.ops.auth import Forbidden, Permission, Principal, Unauthorized
+from ucity.ops.cameras import entity_id as camera_entity_id
+from ucity.ops.cameras import local_id
+from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, GrantRow, Store
+
+log = logging.getLogger(__name__)
+ACTIVE, REVOKED, EXPIRED = "active", "revoked", "expired"
+TOKEN_VERSION = "v1"
+
+
+class InvalidGrantTransition(UcityError):
+    status = 409
+    type_uri = "urn:ucity:errors:InvalidGrantTransition"
+    title = "Invalid grant transition"
+
+
+class AccessDenied(Forbidden):
+    """A footage link that does not resolve; `reason` is audited and returned."""
+
+    def __init__(self, reason: str, ko: str, en: str) -> None:
+        super().__init__(f"{ko} / {en}", reason=reason)
+        self.reason = reason
+
+
+class AccessUnauthenticated(AccessDenied):
+    """A footage link used without an agency's bearer token (401)."""
+
+    status = 401
+    headers = Unauthorized.headers
+
+    def __init__(self) -> None:
+        super().__init__("unauthenticated", "기관 인증 필요", "authenticate with the bearer token of the grant's agency")
+
+
+@dataclass(slots=True)
+class Grant:
+    id: str
+    tenant: str
+    agency: str
+    event: str
+    cameras: list[str]  # local camera ids
+    purpose: str
+    status: str  # active | revoked (expiry is a time, not a write)
+    issued_at: str
+    expires_at: str
+    issued_by: str
+    renewals: int = 0
+    linkage: str | None = None
+    revoked_at: str | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
+
+    def state(self, now: str) -> str:
+        if self.status == REVOKED:
+            return REVOKED
+        return EXPIRED if now >= self.expires_at else ACTIVE
+
+    def to_doc(self) -> Doc:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_doc(cls, doc: Doc) -> Grant:
+        return cls(**{f.name: doc[f.name] for f in fields(cls) if f.name in doc})
+
+    def to_row(self, now: str) -> GrantRow:
+        return GrantRow(self.tenant, self.id, self.agency, self.event, self.status, _micros(self.issued_at),
+                        _micros(self.expires_at), _micros(now), self.to_doc())
+
+    def wire(self, now: str) -> Doc:
+        return {"id": self.id, "agency": self.agency, "event": self.event, "cameras": self.cameras,
+                "purpose": self.purpose, "status": self.state(now), "issuedAt": self.issued_at,
+                "expiresAt": self.expires_at, "issuedBy": self.issued_by, "renewals": self.renewals,
+                "linkage": self.linkage, "revokedAt": self.revoked_at, "revokedBy": self.revoked_by,
+                "revokeReason": self.revoke_reason}
+
+
+def _micros(text: str) -> int:
+    return to_micros(parse_iso(text))
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class TokenSigner:
+    """HMAC-SHA256 over the version and the payload; the key never leaves this object."""
+
+    def __init__(self, key: bytes | None) -> None:
+        self._key = key
+
+    def _mac(self, signed: str) -> bytes:
+        if self._key is None:
+            raise Unavailable("ops.grant_secret 미설정: 영상 공유 불가 / ops.grant_secret is not configured: "
+                              "footage cannot be shared")
+        return hmac.new(self._key, signed.encode(), hashlib.sha256).digest()
+
+    def sign(self, payload: dict[str, Any]) -> str:
+        signed = f"{TOKEN_VERSION}.{_b64(orjson.dumps(payload))}"
+        return f"{signed}.{_b64(self._mac(signed))}"
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The payload of a genuine token; AccessDenied otherwise."""
+        parts = token.split(".")
+        if len(parts) != 3 or parts[0] != TOKEN_VERSION:
+            raise AccessDenied("malformed", "잘못된 공유 토큰", "the grant token is malformed")
+        try:
+            mac, payload = _unb64(parts[2]), orjson.loads(_unb64(parts[1]))
+        except (binascii.Error, ValueError, orjson.JSONDecodeError):
+            raise AccessDenied("malformed", "잘못된 공유 토큰", "the grant token is malformed") from None
+        if not hmac.compare_digest(mac, self._mac(f"{parts[0]}.{parts[1]}")) or not isinstance(payload, dict):
+            raise AccessDenied("bad-signature", "서명이 맞지 않음", "the grant token's signature is not valid")
+        return payload
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    grant: Grant
+    token: str
+
+
+@dataclass(slots=True)
+class AccessResult:
+    grant: Grant
+    camera: str
+    tenant: str
+
+
+# (action, outcome) of an audit line -> the statistic it counts in
+_STAT_OF: dict[tuple[str, str], str] = {
+    ("requested", "approved"): "requested", ("requested", "held"): "requested",
+    ("approved", "ok"): "approved", ("rejected", "ok"): "rejected", ("delivered", "ok"): "delivered",
+    ("failed", "failed"): "failed", ("issued", "ok"): "grantsIssued", ("renewed", "ok"): "renewed",
+    ("revoked", "ok"): "revoked", ("access", "ok"): "accessAllowed", ("access", "denied"): "accessDenied",
+}
+STATS = ("requested", "held", "approved", "rejected", "delivered", "failed", "grantsIssued", "renewed", "revoked",
+         "accessAllowed", "accessDenied")
+
+
+class GrantService:
+    def __init__(self, store: Store, clock: Clock, settings: OpsSettings, audit: AuditLog, signer: TokenSigner) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.audit = audit
+        self.signer = signer
+
+    def now(self) -> str:
+        return to_iso(self.clock.now())
+
+    def _lifetime(self, minutes: float | None) -> timedelta:
+        value = minutes or self.settings.grant_minutes
+        if not 0 < value <= self.settings.grant_max_minutes:
+            raise BadRequest(f"minutes는 0 초과 {self.settings.grant_max_minutes} 이하 / minutes must be in "
+                             f"(0, {self.settings.grant_max_minutes}]")
+        return timedelta(minutes=value)
+
+    def token(self, grant: Grant) -> str:
+        expires = int(parse_iso(grant.expires_at).timestamp())
+        return self.signer.sign({"g": grant.id, "t": grant.tenant, "a": grant.agency, "e": grant.event,
+                                 "c": grant.cameras, "x": expires, "n": grant.renewals})
+
+    # -- issue, renew, revoke --------------------------------------------------------------------------
+    async def issue(self, tenant: str, agency: str, event: str, cameras: list[str], purpose: str, actor: str,
+                    minutes: float | None = None, linkage: str | None = None) -> Issued:
+        if not cameras:
+            raise BadRequest("카메라가 없습니다 / a grant needs at least one camera")
+        now = self.clock.now()
+        grant = Grant(uuid.uuid4().hex, tenant, agency, event, [local_id(camera_entity_id(c)) for c in cameras],
+                      purpose, ACTIVE, to_iso(now), to_iso(now + self._lifetime(minutes)), actor, linkage=linkage)
+        token = self.token(grant)  # fails before anything is written when no secret is configured
+        row = self._row(grant, "issued", actor, cameras=grant.cameras, purpose=purpose, start=grant.issued_at,
+                        end=grant.expires_at)
+        await self.store.save_grant(grant.to_row(self.now()), [row])
+        return Issued(grant, token)
+
+    async def renew(self, tenant: str, grant_id: str, principal: Principal, minutes: float | None = None) -> Issued:
+        grant = await self.visible(tenant, grant_id, principal)
+        if not (principal.can(Permission.GRANTS_ISSUE) or principal.can(Permission.GRANTS_RENEW_OWN)):
+            raise Forbidden("갱신 권한 없음 / the principal may not renew grants")
+        now = self.now()
+        if grant.state(now) != ACTIVE:
+            raise InvalidGrantTransition(f"{grant.state(now)} 상태의 공유는 갱신할 수 없습니다 / a {grant.state(now)} "
+                                         "grant cannot be renewed: request a new one")
+        previous = grant.expires_at
+        grant.expires_at = to_iso(self.clock.now() + self._lifetime(minutes))
+        grant.renewals += 1
+        token = self.token(grant)
+        row = self._row(grant, "renewed", principal.actor, previous=previous, end=grant.expires_at)
+        await self.store.save_grant(grant.to_row(now), [row])
+        return Issued(grant, token)
+
+    async def revoke(self, tenant: str, grant_id: str, actor: str, reason: str = "") -> Grant:
+        grant = await self.load(tenant, grant_id)
+        if grant.status == REVOKED:
+            raise InvalidGrantTransition("이미 회수된 공유 / the grant is already revoked")
+        now = self.now()
+        grant.status, grant.revoked_at, grant.revoked_by, grant.revoke_reason = REVOKED, now, actor, reason or None
+        await self.store.save_grant(grant.to_row(now), [self._row(grant, "revoked", actor, reason=reason)])
+        return grant
+
+    async def revoke_for_event(self, tenant: str, event: str, actor: str, reason: str) -> list[Grant]:
+        grants, _ = await self.query(tenant, GrantQuery(event_ids=(event,), valid_at=to_micros(self.clock.now()),
+                                                        limit=10_000))
+        return [await self.revoke(tenant, g.id, actor, reason) for g in grants]
+
+    def _row(self, grant: Grant, action: str, actor: str, outcome: str = "ok", **detail: Any) -> AuditRow:
+        return self.audit.row(grant.tenant, "grant", action, actor, agency=grant.agency, event=grant.event,
+                              grant=grant.id, outcome=outcome, **detail)
+
+    # -- read ------------------------------------------------------------------------------------------
+    async def load(self, tenant: str, grant_id: str) -> Grant:
+        doc = await self.store.get_grant(tenant, grant_id)
+        if doc is None:
+            raise NotFound(f"영상 공유 {grant_id} 없음 / grant {grant_id} does not exist")
+        return Grant.from_doc(doc)
+
+    async def visible(self, tenant: str, grant_id: str, principal: Principal) -> Grant:
+        grant = await self.load(tenant, grant_id)
+        if not principal.can(Permission.GRANTS_READ_ALL) and grant.agency != principal.agency:
+            raise NotFound(f"영상 공유 {grant_id} 없음 / grant {grant_id} does not exist")
+        return grant
+
+    async def query(self, tenant: str, query: GrantQuery) -> tuple[list[Grant], int | None]:
+        docs, total = await self.store.query_grants(tenant, query)
+        return [Grant.from_doc(d) for d in docs], total
+
+    # -- access ----------------------------------------------------------------------------------------
+    async def access(self, token: str, camera: str, kind: str, principal: Principal | None,
+                     default_tenant: str) -> AccessResult:
+        """Check a footage link (see the module docstring); every attempt is audited, then denied or allowed."""
+        camera_id = local_id(camera_entity_id(camera))
+        payload: dict[str, Any] = {}
+        try:
+            payload = self.signer.verify(token)
+            if principal is None:
+                raise AccessUnauthenticated()
+            grant = await self._grant_of(payload)
+            self._check(grant, payload, camera_id, principal)
+        except AccessDenied as denied:
+            await self._audit_access(str(payload.get("t") or default_tenant), payload, camera_id, kind, principal,
+                                     "denied", denied.reason)
+            raise
+        await self._audit_access(grant.tenant, payload, camera_id, kind, principal, "ok", "")
+        return AccessResult(grant, camera_id, grant.tenant)
+
+    async def _grant_of(self, payload: dict[str, Any]) -> Grant:
+        doc = await self.store.get_grant(str(payload.get("t")), str(payload.get("g")))
+        if doc is None:
+            raise AccessDenied("unknown-grant", "없는 공유", "the grant does not exist")
+        return Grant.from_doc(doc)
+
+    def _check(self, grant: Grant, payload: dict[str, Any], camera_id: str, principal: Principal) -> None:
+        now = self.clock.now()
+        if grant.status == REVOKED:
+            raise AccessDenied("revoked", "회수된 공유", "the grant was revoked")
+        if now.timestamp() >= float(payload.get("x", 0)) or to_iso(now) >= grant.expires_at:
+            raise AccessDenied("expired", "만료된 공유", "the grant (or this link) has expired")
+        if camera_id not in grant.cameras or camera_id not in payload.get("c", ()):
+            raise AccessDenied("camera-not-granted", "공유되지 않은 카메라", "this camera is not in the grant")
+        if not principal.can(Permission.FOOTAGE_VIEW) or principal.agency != grant.agency or \
+                principal.tenant not in (None, grant.tenant):
+            raise AccessDenied("other-agency", "다른 기관의 공유", "the grant belongs to another agency")
+
+    async def _audit_access(self, tenant: str, payload: dict[str, Any], camera: str, kind: str,
+                            principal: Principal | None, outcome: str, reason: str) -> None:
+        actor = principal.actor if principal else "anonymous"
+        agency = principal.agency if principal else None
+        row = self.audit.row(tenant, "grant", "access", actor, agency=agency, event=payload.get("e"),
+                             grant=payload.get("g"), camera=camera, outcome=outcome, footage=kind,
+                             grantAgency=payload.get("a"), reason=reason or None)
+        await self.audit.append(row)
+
+    # -- statistics --------------------------------------------------------------------------------------
+    async def stats(self, tenant: str, at_from: int | None, at_to: int | None) -> dict[str, dict[str, int]]:
+        """Per agency: video requests and their outcomes, grants and accesses (from the audit log)."""
+        rows = await self.audit.counts(tenant, AuditQuery(kinds=("grant", "linkage"), at_from=at_from, at_to=at_to))
+        out: dict[str, dict[str, int]] = {}
+        for agency, action, outcome, count in rows:
+            if not agency:
+                continue
+            stats = out.setdefault(agency, dict.fromkeys(STATS, 0))
+            name = _STAT_OF.get((action, outcome))
+            if name is not None:
+                stats[name] += count
+            if (action, outcome) == ("requested", "held"):
+                stats["held"] += count
+        return out
+
+
+def links(base_url: str, token: str, cameras: list[str]) -> list[dict[str, str]]:
+    """The footage links of a grant's cameras."""
+    base = base_url.rstrip("/")
+    return [{"camera": c, "stream": f"{base}/api/v1/cameras/{c}/stream?grant={token}",
+             "still": f"{base}/api/v1/cameras/{c}/still?grant={token}"} for c in cameras]

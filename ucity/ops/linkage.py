@@ -1,0 +1,265 @@
+"""Linkage to agencies: the event package per service (PLAT-R6, R7), the 112 gate (PLAT-R4), delivery.
+
+A linkage is one agency receiving one event through one service. Its life::
+
+    requested --(gate passes, or an operator asked)--> approved -> queued -> delivered | failed
+        \\--(gated service, crime type not in the list, asked by an agency or automatically)--> held
+    held --operator approves--> approved ...      held --operator rejects--> rejected
+
+Gate (PLAT-R4): for the services in `ops.gated_services` (default the two police services), video is
+shared at once only for the event types in `ops.video_crime_types` (default Daejeon's 7 violent crimes
+[V]); any other type waits for an operator. A request made by an operator is that approval.
+
+Package (what the agency's webhook receives, `package` in the body): the event (no personal data but
+the subject's pseudonym), the nearest cameras (PLAT-R3) with footage links of a new grant (PLAT-R5),
+and per service:
+
+| service | adds |
+|---|---|
+| 112_VIDEO | - |
+| 112_DISPATCH | stills, attachments, traffic around the scene |
+| 119_DISPATCH | a still (PLAT-R7), surroundings: traffic, parking, hydrants, active alarms nearby (PLAT-R6) |
+| DISASTER, IOT | stills, active alarms nearby |
+| VULNERABLE | the subject's pseudonym and category |
+
+Delivery uses the alarms' notifier contract: a `WebhookNotifier` (signed `X-Ucity-Signature`, same
+secret as alarm webhooks) behind an `Outbox` per agency (bounded queue, retries with backoff on the
+platform clock, dead letters listed at `/api/v1/notifications/dead-letters`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from shapely.geometry import shape
+
+from ucity.alarms.contacts import NotifierConfig
+from ucity.alarms.dispatch import Dispatcher
+from ucity.alarms.model import ACTIVE_STATUSES
+from ucity.alarms.notifiers import build_notifier
+from ucity.alarms.notifiers.base import DeliveryResult, Notification, Notifier, Outbox
+from ucity.core.config import OpsSettings, RetrySettings
+from ucity.ngsild.context import core_context
+from ucity.ngsild.geo import haversine_m, parse_geoquery
+from ucity.ngsild.model import default_geometry
+from ucity.ops.agencies import Agency
+from ucity.ops.auth import Permission, Principal
+from ucity.ops.events import SERVICES, Event, type_name
+from ucity.ops.nearest import LOCATION, METRES_PER_DEG, NearCamera, iri
+from ucity.store.base import AlarmQuery, Doc, EntityQuery, Store, TypeExpr
+
+log = logging.getLogger(__name__)
+HELD, APPROVED, QUEUED, READY, DELIVERED, FAILED, REJECTED = (
+    "held", "approved", "queued", "ready", "delivered", "failed", "rejected")
+PACKAGE_SECTIONS: dict[str, frozenset[str]] = {
+    "112_VIDEO": frozenset(),
+    "112_DISPATCH": frozenset({"stills", "attachments", "traffic"}),
+    "119_DISPATCH": frozenset({"stills", "surroundings"}),
+    "DISASTER": frozenset({"stills", "alarms"}),
+    "IOT": frozenset({"stills", "alarms"}),
+    "VULNERABLE": frozenset({"subject"}),
+}
+SURROUNDING_ITEMS = 10  # entities listed per surroundings section
+
+
+def gate(service: str, type_code: str, settings: OpsSettings, requester: Principal, automatic: bool) -> str | None:
+    """Why a linkage must wait for an operator (PLAT-R4), or None when it may go at once."""
+    if service not in settings.gated_services or type_code in settings.video_crime_types:
+        return None
+    if requester.can(Permission.EVENTS_MANAGE) and not automatic:
+        return None
+    return "crime-type-not-listed"
+
+
+# -- the package ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class PackageNotification(Notification):
+    """A Notification whose body is an event package instead of an alarm."""
+
+    package: dict[str, Any] = field(default_factory=dict)
+    linkage: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return {"id": self.id, "tenant": self.tenant, "event": self.event, "createdAt": self.created_at,
+                "subject": self.subject, "text": self.text, "package": self.package}
+
+
+def camera_entries(selection: list[NearCamera], footage: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    return [{"id": footage[near.camera.id]["camera"] if near.camera.id in footage else near.camera.id,
+             "entityId": near.camera.id, "name": near.camera.name, "distanceM": round(near.distance_m, 1),
+             "bearingDeg": round(near.bearing_deg, 1), "covers": near.covers,
+             "stream": footage.get(near.camera.id, {}).get("stream"), "still": footage.get(near.camera.id, {}).get("still")}
+            for near in selection]
+
+
+def build_package(event: Event, agency: Agency, service: str, linkage_id: str, cameras: list[dict[str, Any]],
+                  grant: dict[str, Any] | None, extra: dict[str, Any]) -> dict[str, Any]:
+    """The package of one linkage; `extra` holds the sections gathered from the store (surroundings ...)."""
+    sections = PACKAGE_SECTIONS.get(service, frozenset())
+    package: dict[str, Any] = {
+        "version": 1, "linkage": linkage_id, "service": service, "serviceName": SERVICES[service],
+        "agency": agency.id, "event": event.summary(), "cameras": cameras, "grant": grant,
+    }
+    if "stills" in sections or service == "119_DISPATCH":
+        package["still"] = next(({"camera": c["id"], "url": c["still"]} for c in cameras if c.get("still")), None)
+    if "attachments" not in sections:
+        package["event"] = {k: v for k, v in package["event"].items() if k != "attachments"}
+    if "subject" not in sections:
+        package["event"] = {**package["event"], "subject": None}
+    package.update(extra)
+    return package
+
+
+def compose(event: Event, service: str) -> tuple[dict[str, str], dict[str, str]]:
+    """(subject, text) in Korean and English."""
+    names, where = type_name(event.type_code), event.address or ""
+    subject = {lang: f"[{SERVICES[service][lang]}] {names[lang]} {where}".strip() for lang in ("ko", "en")}
+    text = {
+        "ko": f"{SERVICES[service]['ko']}: {names['ko']} (단계 {event.level}) {where}, 발생 {event.occurred_at} (UTC). "
+              f"사건 {event.id}",
+        "en": f"{SERVICES[service]['en']}: {names['en']} (level {event.level}) {where}, occurred {event.occurred_at} "
+              f"(UTC). Event {event.id}",
+    }
+    return subject, text
+
+
+async def gather_sections(store: Store, tenant: str, event: Event, service: str, settings: OpsSettings) -> dict[str, Any]:
+    """The store-backed sections of a package: traffic, surroundings, nearby active alarms."""
+    sections = PACKAGE_SECTIONS.get(service, frozenset())
+    if event.point is None:
+        return {}
+    lon, lat = event.point
+    radius = settings.context_radius_m
+    out: dict[str, Any] = {}
+    if "surroundings" in sections:
+        out["surroundings"] = {name: await nearby(store, tenant, types, lon, lat, radius)
+                               for name, types in settings.context_types.items()}
+        out["surroundings"]["activeAlarms"] = await nearby_alarms(store, tenant, lon, lat, radius)
+        out["surroundings"]["radiusM"] = radius
+    if "traffic" in sections:
+        out["traffic"] = await nearby(store, tenant, settings.context_types.get("traffic", []), lon, lat, radius)
+    if "alarms" in sections:
+        out["activeAlarms"] = await nearby_alarms(store, tenant, lon, lat, radius)
+    return out
+
+
+async def nearby(store: Store, tenant: str, types: list[str], lon: float, lat: float, radius: float) -> list[Doc]:
+    """Entities of `types` within `radius` of the point, nearest first, as {id, type, distanceM, values}."""
+    if not types:
+        return []
+    query = parse_geoquery(f"near;maxDistance=={radius}", "Point", [lon, lat])
+    docs, _ = await store.query_entities(tenant, EntityQuery(
+        types=TypeExpr(tuple((iri(t),) for t in types)), geo=query, geo_attr=LOCATION, limit=200))
+    ctx = core_context()
+    items = []
+    for doc in docs:
+        geometry = default_geometry(doc, LOCATION)
+        centre = shape(geometry).centroid if geometry else None
+        distance = haversine_m(centre.x, centre.y, lon, lat) if centre is not None else math.inf
+        values = {ctx.compact_iri(a): inst[0].get("value") for a, inst in doc.get("attrs", {}).items()
+                  if a != LOCATION and inst and inst[0].get("type") == "Property"}
+        items.append({"id": doc["id"], "type": ctx.compact_iri(doc["type"][0]), "distanceM": round(distance, 1),
+                      "values": values})
+    items.sort(key=lambda item: item["distanceM"])
+    return items[:SURROUNDING_ITEMS]
+
+
+async def nearby_alarms(store: Store, tenant: str, lon: float, lat: float, radius: float) -> list[Doc]:
+    """Active alarms located within `radius` (hazards of monitored facilities nearby)."""
+    dlat = radius / METRES_PER_DEG
+    dlon = dlat / max(math.cos(math.radians(lat)), 1e-6)
+    docs, _ = await store.query_alarms(tenant, AlarmQuery(statuses=ACTIVE_STATUSES, bbox=(lon - dlon, lat - dlat,
+                                                                                         lon + dlon, lat + dlat),
+                                                          limit=SURROUNDING_ITEMS))
+    return [{"id": d["id"], "level": d.get("level"), "kind": d.get("kind"), "rule": d.get("rule_id"),
+             "entity": d.get("entity_id"), "category": d.get("category"), "raisedAt": d.get("raised_at"),
+             "description": d.get("description")} for d in docs]
+
+
+# -- delivery ------------------------------------------------------------------------------------------
+ResultFn = Callable[[PackageNotification, bool, str], Awaitable[None]]
+
+
+class _Tracked:
+    """A notifier that reports each final outcome of a linkage package (delivered, or given up)."""
+
+    kind = "webhook"
+    sends = True
+
+    def __init__(self, inner: Notifier, on_result: ResultFn) -> None:
+        self.id = inner.id
+        self._inner = inner
+        self._on_result = on_result
+
+    async def send(self, notification: Notification) -> DeliveryResult:
+        result = await self._inner.send(notification)
+        if result.ok and isinstance(notification, PackageNotification):
+            await self._on_result(notification, True, result.detail)
+        return result
+
+    def describe(self) -> dict[str, Any]:
+        return self._inner.describe()
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class AgencyLinks:
+    """One outbox per (tenant, agency): packages and grant notices reach each agency in order, and an
+    agency that is down delays only itself."""
+
+    def __init__(self, dispatcher: Dispatcher, agency_of: Callable[[str, str], Agency | None], retry: RetrySettings,
+                 queue_size: int, on_result: ResultFn) -> None:
+        self.dispatcher = dispatcher
+        self.agency_of = agency_of
+        self.retry = retry
+        self.queue_size = queue_size
+        self.on_result = on_result
+        self._notifiers: dict[tuple[str, str], Notifier] = {}
+        self._outboxes: dict[tuple[str, str], Outbox] = {}
+
+    def send(self, agency_id: str, notification: PackageNotification) -> None:
+        key = (notification.tenant, agency_id)
+        box = self._outboxes.get(key)
+        if box is None:
+            async def dead(given_up: Notification, name: str, attempts: int, error: str) -> None:
+                await self._dead(given_up, f"agency:{agency_id}", attempts, error)
+
+            box = self._outboxes[key] = Outbox(f"{key[0]}/agency:{agency_id}", lambda: self._notifier(key),
+                                               self.dispatcher.clock, self.retry, self.queue_size, dead)
+        box.put(notification)
+
+    def _notifier(self, key: tuple[str, str]) -> Notifier | None:
+        notifier = self._notifiers.get(key)
+        agency = self.agency_of(*key)
+        deps = self.dispatcher.notifier_deps()
+        if notifier is None and agency is not None and agency.webhook and agency.enabled and deps is not None:
+            config = NotifierConfig(id=f"agency-{agency.id}", type="webhook", url=agency.webhook, headers=agency.headers)
+            notifier = self._notifiers[key] = _Tracked(build_notifier(config, deps), self.on_result)
+        return notifier
+
+    async def _dead(self, notification: Notification, name: str, attempts: int, error: str) -> None:
+        await self.dispatcher.dead_letter(notification, name, attempts, error)
+        if isinstance(notification, PackageNotification):
+            await self.on_result(notification, False, error)
+
+    def forget(self, tenant: str, agency_id: str) -> None:
+        """The agency changed: the next delivery builds its notifier again (new URL or headers)."""
+        self._notifiers.pop((tenant, agency_id), None)
+
+    def busy(self) -> bool:
+        return any(box.busy for box in self._outboxes.values())
+
+    def describe(self, tenant: str, agency_id: str) -> dict[str, Any] | None:
+        box = self._outboxes.get((tenant, agency_id))
+        return box.stats.to_wire(box.queued) if box else None
+
+    async def stop(self) -> None:
+        for box in self._outboxes.values():
+            await box.close()
+        self._outboxes.clear()
+        self._notifiers.clear()
