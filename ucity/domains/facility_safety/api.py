@@ -1,0 +1,643 @@
+"""Framework-free handlers of `/api/v1/facility-safety/...` and the route table the server mounts.
+
+Facilities (`/facilities`, detail with sensor series from the temporal store, grade, grade history,
+explanation, thresholds, sensors, official inspections), inspections (`/inspections/schedule`,
+`/inspections/overdue`), field tasks (`/tasks`, start / complete / cancel, photo upload and
+download), `/summary` (the district), CSV exports and `/rules` (the ladders in effect with their
+sources). README.md lists every route with its parameters.
+
+The tenant is the `NGSILD-Tenant` header; the actor of a change is `X-Ucity-Actor` (required on
+task actions, as for alarms). Errors are ProblemDetails with Korean and English detail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import re
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+from zoneinfo import ZoneInfo
+
+import orjson
+from pydantic import BaseModel, ValidationError
+
+from ucity.alarms import STATUSES
+from ucity.core.bus import Context
+from ucity.core.clock import from_micros, parse_iso, to_iso, to_micros
+from ucity.core.errors import AlreadyExists, BadRequest, InvalidRequest, NotFound, UcityError
+from ucity.core.http import ApiRoute, Req, Resp
+from ucity.domains.facility_safety import evidence
+from ucity.domains.facility_safety.config import LadderSet
+from ucity.domains.facility_safety.grade import UNITS
+from ucity.domains.facility_safety.inspections import overdue, schedule
+from ucity.domains.facility_safety.models import (
+    LAST_INSPECTION_ATTR,
+    Facility,
+    FacilityIn,
+    InspectionIn,
+    Sensor,
+    SensorAttachIn,
+    TaskIn,
+    TaskResultIn,
+    facility_from_doc,
+    iri,
+    short,
+)
+from ucity.domains.facility_safety.photos import parse_multipart
+from ucity.domains.facility_safety.rules import ASSESSED, CATEGORY, SOURCES
+from ucity.domains.facility_safety.tasks import ACTIVE, CANCELLED, COMPLETED, IN_PROGRESS, OPEN, InvalidMove, Task
+from ucity.ngsild.ops import merge_op
+from ucity.ngsild.request import tenant_of
+from ucity.rules import rule_to_json
+from ucity.store.base import Aggregation, AlarmQuery, Mutation, TemporalQuery
+
+if TYPE_CHECKING:
+    from ucity.domains.facility_safety.service import FacilitySafety
+
+BASE = "/api/v1/facility-safety"
+ACTOR_HEADER = "x-ucity-actor"
+ACTIVE_ALARM_STATUSES = tuple(s for s in STATUSES if s.startswith("active"))
+SDM_CATEGORY = {"bridge": "bridge", "footbridge": "bridge", "retainingWall": "civic", "school": "school",
+                "daycareCenter": "kindergarten", "pumpStation": "service", "apartment": "apartments",
+                "communityCenter": "civic", "building": "residential", "other": "civic"}
+Handler = Callable[[Req], Awaitable[Resp]]
+M = TypeVar("M", bound=BaseModel)
+
+
+def _bad(ko: str, en: str) -> BadRequest:
+    return BadRequest(f"{ko} / {en}")
+
+
+def _json(req: Req) -> Any:
+    if not req.body:
+        return {}
+    if (req.header("content-type") or "").split(";")[0].strip().lower() not in ("application/json", ""):
+        raise _bad("JSON 본문이 필요합니다", "the body must be application/json")
+    try:
+        return orjson.loads(req.body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"JSON 형식 오류 / malformed JSON: {exc}") from exc
+
+
+def _model(req: Req, model: type[M]) -> M:
+    try:
+        return model.model_validate(_json(req))
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise _bad("잘못된 값", f"invalid value: {problems}") from exc
+
+
+def _time(req: Req, name: str) -> datetime | None:
+    text = req.param(name)
+    if text is None:
+        return None
+    try:
+        return parse_iso(text)
+    except ValueError:
+        raise _bad(f"{name}은 ISO 8601 시각", f"{name} must be an ISO 8601 date-time") from None
+
+
+def _int(req: Req, name: str, default: int, low: int, high: int) -> int:
+    text = req.param(name)
+    if text is None:
+        return default
+    if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
+        raise _bad(f"{name}은 {low}..{high}", f"{name} must be an integer in {low}..{high}")
+    return int(text)
+
+
+def _period(req: Req, default_s: int) -> int:
+    """`period` in seconds or as an ISO 8601 duration of hours/minutes (PT1H, PT15M, P1D)."""
+    text = req.param("period")
+    if text is None:
+        return default_s
+    if text.isdigit():
+        seconds = int(text)
+    else:
+        match = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?", text)
+        if match is None or not any(match.groups()):
+            raise _bad("period는 초 또는 PT1H 형식", "period is seconds or an ISO 8601 duration like PT1H")
+        d, h, m = (int(x) if x else 0 for x in match.groups())
+        seconds = d * 86400 + h * 3600 + m * 60
+    if not 60 <= seconds <= 31 * 86400:
+        raise _bad("period 범위 오류", "period must be between 1 minute and 31 days")
+    return seconds
+
+
+def _actor(req: Req) -> str:
+    actor = (req.header(ACTOR_HEADER) or "").strip()
+    if not actor or len(actor) > 200:
+        raise _bad("X-Ucity-Actor 헤더가 필요합니다", "the X-Ucity-Actor header names who acts")
+    return actor
+
+
+def _prop(value: Any, **extra: Any) -> list[dict[str, Any]]:
+    return [{"type": "Property", "value": value, **extra}]
+
+
+class FacilitySafetyApi:
+    """Handlers; each takes a `Req` and returns a `Resp` (server.py adapts them)."""
+
+    def __init__(self, service: FacilitySafety) -> None:
+        self.s = service
+
+    def tenant(self, req: Req) -> str:
+        return tenant_of(req, self.s.default_tenant)[0]
+
+    def _facility(self, req: Req) -> Facility:
+        tenant = self.tenant(req)
+        facility_id = req.path_params["facilityId"]
+        facility = self.s.registry.facility(tenant, facility_id)
+        if facility is None:
+            raise NotFound(f"시설물 {facility_id} 없음 / facility {facility_id} is not monitored")
+        return facility
+
+    def _today(self) -> date:
+        return self.s.clock.now().astimezone(ZoneInfo(self.s.cfg.grade.timezone)).date()
+
+    # -- facilities ---------------------------------------------------------------------------------------------
+    async def list_facilities(self, req: Req) -> Resp:
+        tenant = self.tenant(req)
+        wanted = {k: req.param(k) for k in ("facilityType", "dataGrade", "legalGrade", "district")}
+        rows = []
+        for f in self.s.registry.facilities(tenant):
+            wire = f.to_wire()
+            if wanted["facilityType"] and f.facility_type != wanted["facilityType"]:
+                continue
+            if wanted["dataGrade"] and (f.data_grade or "none") != wanted["dataGrade"]:
+                continue
+            if wanted["legalGrade"] and (f.legal_grade or "none") != wanted["legalGrade"]:
+                continue
+            if wanted["district"] and f.district != wanted["district"]:
+                continue
+            wire["sensors"] = len(self.s.registry.sensors_of(tenant, f.id))
+            rows.append(wire)
+        return Resp(body={"total": len(rows), "facilities": rows})
+
+    async def put_facility(self, req: Req) -> Resp:
+        """Register a facility or update it: a Building entity with the domain's attributes (create or merge)."""
+        tenant = self.tenant(req)
+        body = _model(req, FacilityIn)
+        if body.structure_class is not None and body.structure_class not in self.s.cfg.classes:
+            raise _bad("알 수 없는 구조 등급", f"structureClass must be one of {', '.join(self.s.cfg.classes)}")
+        existed = self.s.registry.facility(tenant, body.id) is not None
+        outcome = (await self.s.store.mutate(tenant, [Mutation(body.id, merge_op(_building(body), True))],
+                                             Context(actor="facility-safety-api")))[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        assert outcome.doc is not None
+        facility = facility_from_doc(tenant, outcome.doc)
+        old = self.s.registry.facility(tenant, body.id)
+        if old is not None:
+            facility.data_grade, facility.data_score = old.data_grade, old.data_score
+            facility.data_grade_at, facility.emergency_recommended = old.data_grade_at, old.emergency_recommended
+        self.s.registry.put_facility(facility)
+        return Resp(status=200 if existed else 201, body=facility.to_wire(),
+                    headers={} if existed else {"Location": f"{BASE}/facilities/{body.id}"})
+
+    async def get_facility(self, req: Req) -> Resp:
+        facility = self._facility(req)
+        tenant = facility.tenant
+        now = self.s.clock.now()
+        sensors = self.s.registry.sensors_of(tenant, facility.id)
+        series_to = _time(req, "to") or now
+        series_from = _time(req, "from") or series_to - timedelta(days=7)
+        period = _period(req, 3600)
+        body = facility.to_wire()
+        body["sensors"] = [self._sensor_wire(s) for s in sensors]
+        body["series"] = await self._series(tenant, [s.id for s in sensors], series_from, series_to, period)
+        body["grade"] = await self._explanation(tenant, facility.id)
+        body["gradeHistory"] = await self._grade_history(tenant, facility.id, None, None, 30)
+        body["inspections"] = [i.to_wire() for i in schedule(facility, self._today(), self.s.cfg.inspections)]
+        body["tasks"] = [t.to_doc() for t in self.s.tasks.list(tenant, facility=facility.id)]
+        body["activeAlarms"] = await self._alarms(tenant, [facility.id, *(s.id for s in sensors)])
+        return Resp(body=body)
+
+    def _sensor_wire(self, sensor: Sensor) -> dict[str, Any]:
+        wire: dict[str, Any] = sensor.to_wire()
+        if sensor.kind:
+            ladder = self.s.ladder_of(sensor, sensor.kind)
+            wire["ladder"] = {"channel": sensor.kind, "unit": UNITS[sensor.kind], "rule": self.s.rule_for(sensor, sensor.kind),
+                              "edges": dict(ladder.edges()), "hysteresis": ladder.hysteresis}
+        return wire
+
+    async def _series(self, tenant: str, ids: list[str], start: datetime, end: datetime,
+                      period_s: int) -> dict[str, Any]:
+        """avg/min/max per period of every measured and assessed attribute, from the temporal store."""
+        names = sorted({*self.s.measured, *ASSESSED.values(), self.s.cfg.attributes.humidity})
+        out: dict[str, Any] = {"from": to_iso(start), "to": to_iso(end), "periodSeconds": period_s, "sensors": {}}
+        if not ids:
+            return out
+        query = TemporalQuery(ids=tuple(ids), attrs=tuple(iri(n) for n in names), time_from=to_micros(start),
+                              time_to=to_micros(end), limit_instances=5000, entity_limit=len(ids))
+        entities, _ = await self.s.store.temporal_aggregate(tenant, query,
+                                                            Aggregation(("avg", "min", "max"), period_s * 1_000_000))
+        for entity in entities:
+            attrs: dict[str, Any] = {}
+            for attr, series_list in entity.attrs.items():
+                for series in series_list:
+                    key = short(attr) + (f"@{series.dataset_id}" if series.dataset_id else "")
+                    attrs[key] = [{"at": to_iso(from_micros(t)), **v} for t, v in
+                                  zip(series.times, series.values, strict=True)]
+            out["sensors"][entity.id] = {
+                "attributes": attrs,
+                "temporalApi": f"/ngsi-ld/v1/temporal/entities/{entity.id}?timerel=between&timeAt={to_iso(start)}"
+                               f"&endTimeAt={to_iso(end)}&aggrMethods=avg,min,max&aggrPeriodDuration=PT{period_s}S"}
+        return out
+
+    async def _explanation(self, tenant: str, facility_id: str) -> dict[str, Any] | None:
+        doc = await self.s.store.get_entity(tenant, facility_id)
+        for inst in (doc or {}).get("attrs", {}).get(iri("dataSafetyGradeExplanation"), []):
+            if "datasetId" not in inst:
+                found: dict[str, Any] = inst.get("json") or inst.get("value")
+                return found
+        return None
+
+    async def _grade_history(self, tenant: str, facility_id: str, start: datetime | None, end: datetime | None,
+                             limit: int, explain: bool = False) -> list[dict[str, Any]]:
+        names = ["dataSafetyGrade", "dataSafetyScore", "emergencyInspectionRecommended"]
+        if explain:
+            names.append("dataSafetyGradeExplanation")
+        found = await evidence.history(self.s.store, tenant, facility_id, names, start, end, limit)
+        rows: dict[str, dict[str, Any]] = {}
+        for name, instances in found.items():
+            for inst in instances:
+                at = inst.get("observedAt")
+                if at:
+                    rows.setdefault(at, {"at": at})[name] = inst.get("json", inst.get("value"))
+        return [rows[k] for k in sorted(rows)]
+
+    async def _alarms(self, tenant: str, entity_ids: list[str]) -> list[dict[str, Any]]:
+        docs, _ = await self.s.store.query_alarms(tenant, AlarmQuery(entity_ids=tuple(entity_ids),
+                                                                     statuses=ACTIVE_ALARM_STATUSES, limit=200))
+        return [{k: d.get(k) for k in ("id", "entity_id", "rule_id", "kind", "level", "status", "raised_at",
+                                       "parent_id")} for d in docs]
+
+    async def get_grade(self, req: Req) -> Resp:
+        facility = self._facility(req)
+        explanation = await self._explanation(facility.tenant, facility.id)
+        if explanation is None:
+            raise NotFound(f"{facility.id}: 데이터 안전등급 미산정 / no data safety grade computed yet")
+        return Resp(body=explanation)
+
+    async def recompute_grade(self, req: Req) -> Resp:
+        facility = self._facility(req)
+        result = await self.s.run(lambda: self.s.grade_facility(facility.tenant, facility.id))
+        return Resp(body=result)
+
+    async def grade_history(self, req: Req) -> Resp:
+        facility = self._facility(req)
+        rows = await self._grade_history(facility.tenant, facility.id, _time(req, "from"), _time(req, "to"),
+                                         _int(req, "limit", 365, 1, 5000), req.param("explain") == "true")
+        return Resp(body={"facility": facility.id, "grades": rows})
+
+    async def recompute_all(self, req: Req) -> Resp:
+        count = await self.s.run(self.s.grade_all)
+        return Resp(body={"graded": count})
+
+    # -- sensors, thresholds ---------------------------------------------------------------------------------------
+    async def attach_sensor(self, req: Req) -> Resp:
+        facility = self._facility(req)
+        body = _model(req, SensorAttachIn)
+        attrs: dict[str, Any] = {iri("controlledAsset"): [{"type": "Relationship", "object": facility.id}],
+                                 iri("structuralMember"): _prop(body.member)}
+        if body.kind:
+            attrs[iri("sensorKind")] = _prop(body.kind)
+        new = {"id": body.sensor, "type": [iri(self.s.cfg.sensor_types[0])], "attrs": attrs}
+        outcome = (await self.s.store.mutate(facility.tenant, [Mutation(body.sensor, merge_op(new, True))],
+                                             Context(actor="facility-safety-api")))[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        assert outcome.doc is not None
+        sensor = self.s.registry.put_sensor_doc(facility.tenant, outcome.doc)
+        return Resp(body=self._sensor_wire(sensor))
+
+    async def get_sensor(self, req: Req) -> Resp:
+        tenant = self.tenant(req)
+        sensor = self.s.registry.sensor(tenant, req.path_params["sensorId"])
+        if sensor is None:
+            raise NotFound(f"센서 {req.path_params['sensorId']} 없음 / sensor is not known")
+        return Resp(body=self._sensor_wire(sensor))
+
+    async def fit_sensor(self, req: Req) -> Resp:
+        tenant = self.tenant(req)
+        sensor = self.s.registry.sensor(tenant, req.path_params["sensorId"])
+        if sensor is None:
+            raise NotFound(f"센서 {req.path_params['sensorId']} 없음 / sensor is not known")
+
+        async def job() -> None:
+            now = self.s.clock.now()
+            await self.s.ensure_models(sensor, now, force=True)
+            await self.s.store.mutate(tenant, [Mutation(sensor.id, merge_op(
+                {"attrs": {iri("thermalCompensation"): [self.s.models_instance(sensor, now)]}}))],
+                Context(actor="facility-safety-api"))
+
+        await self.s.run(job)
+        return Resp(body=self._sensor_wire(sensor))
+
+    async def get_thresholds(self, req: Req) -> Resp:
+        facility = self._facility(req)
+        override = self.s.overrides.get((facility.tenant, facility.id))
+        return Resp(body={"facility": facility.id, "class": self.s.class_of(facility),
+                          "override": override.model_dump(mode="json", exclude_none=True) if override else None})
+
+    async def put_thresholds(self, req: Req) -> Resp:
+        facility = self._facility(req)
+        override = _model(req, LadderSet)
+        rules = await self.s.run(lambda: self.s.set_override(facility.tenant, facility.id, override))
+        return Resp(body={"facility": facility.id, "override": override.model_dump(mode="json", exclude_none=True),
+                          "rules": rules})
+
+    async def delete_thresholds(self, req: Req) -> Resp:
+        facility = self._facility(req)
+        if (facility.tenant, facility.id) not in self.s.overrides:
+            raise NotFound(f"{facility.id}: 시설물별 기준 없음 / the facility has no thresholds of its own")
+        await self.s.run(lambda: self.s.set_override(facility.tenant, facility.id, None))
+        return Resp(status=204)
+
+    # -- inspections ------------------------------------------------------------------------------------------------
+    async def record_inspection(self, req: Req) -> Resp:
+        facility = self._facility(req)
+        body = _model(req, InspectionIn)
+        updated = await self.s.record_inspection(facility, body, _actor(req), None)
+        return Resp(status=201, body=updated.to_wire())
+
+    async def facility_inspections(self, req: Req) -> Resp:
+        facility = self._facility(req)
+        records = await evidence.history(self.s.store, facility.tenant, facility.id, ["inspectionRecord"], None, None,
+                                         _int(req, "limit", 100, 1, 1000))
+        return Resp(body={"facility": facility.id, "legalSafetyGrade": facility.legal_grade,
+                          "schedule": [i.to_wire() for i in schedule(facility, self._today(), self.s.cfg.inspections)],
+                          "records": [i.get("value") for i in records["inspectionRecord"]]})
+
+    async def inspection_schedule(self, req: Req) -> Resp:
+        tenant = self.tenant(req)
+        today = self._today()
+        items = [i.to_wire() for f in self.s.registry.facilities(tenant)
+                 for i in schedule(f, today, self.s.cfg.inspections)]
+        status = req.param("status")
+        if status:
+            items = [i for i in items if i["status"] == status]
+        return Resp(body={"today": today.isoformat(), "total": len(items), "items": items})
+
+    async def inspections_overdue(self, req: Req) -> Resp:
+        tenant = self.tenant(req)
+        today = self._today()
+        items = overdue(self.s.registry.facilities(tenant), today, self.s.cfg.inspections)
+        names = {f.id: f.name for f in self.s.registry.facilities(tenant)}
+        return Resp(body={"today": today.isoformat(), "total": len(items),
+                          "items": [{**i.to_wire(), "facilityName": names.get(i.facility, "")} for i in items]})
+
+    # -- tasks ------------------------------------------------------------------------------------------------------
+    def _task(self, req: Req) -> Task:
+        return self.s.tasks.get(self.tenant(req), req.path_params["taskId"])
+
+    async def list_tasks(self, req: Req) -> Resp:
+        statuses = tuple(v for raw in req.params.get("status", []) for v in raw.split(",") if v)
+        unknown = [v for v in statuses if v not in (OPEN, IN_PROGRESS, COMPLETED, CANCELLED, "active")]
+        if unknown:
+            raise _bad("알 수 없는 상태", f"unknown status: {', '.join(unknown)}")
+        wanted = tuple(s for v in statuses for s in (ACTIVE if v == "active" else (v,)))
+        tasks = self.s.tasks.list(self.tenant(req), wanted, req.param("facility"), req.param("kind"))
+        return Resp(body={"total": len(tasks), "tasks": [t.to_doc() for t in tasks]})
+
+    async def create_task(self, req: Req) -> Resp:
+        tenant = self.tenant(req)
+        actor = _actor(req)
+        body = _model(req, TaskIn)
+        if self.s.registry.facility(tenant, body.facility) is None:
+            raise NotFound(f"시설물 {body.facility} 없음 / facility {body.facility} is not monitored")
+        if body.kind != "manual" and self.s.tasks.open_for(tenant, body.facility, body.kind) is not None:
+            raise AlreadyExists(f"{body.facility}: 열린 {body.kind} 작업이 이미 있음 / an open {body.kind} task exists")
+        now = self.s.clock.now()
+        due = body.due or now + timedelta(hours=self.s.cfg.tasks.due_hours.get(body.kind, 168.0))
+        title = {"ko": body.title, "en": body.title} if body.title else None
+        task = self.s.tasks.new(tenant, body.facility, body.kind, to_iso(now), to_iso(due), actor,
+                                {"source": "manual"}, title, body.assignee)
+        await self.s.tasks.save(task)
+        return Resp(status=201, body=task.to_doc(), headers={"Location": f"{BASE}/tasks/{task.id}"})
+
+    async def get_task(self, req: Req) -> Resp:
+        return Resp(body=self._task(req).to_doc())
+
+    async def start_task(self, req: Req) -> Resp:
+        task, actor = self._task(req), _actor(req)
+        body = _json(req)
+        assignee = body.get("assignee") if isinstance(body, dict) else None
+        task.move((OPEN,), IN_PROGRESS, to_iso(self.s.clock.now()), "started", actor, assignee=assignee or actor)
+        task.assignee = str(assignee or actor)
+        await self.s.tasks.save(task)
+        return Resp(body=task.to_doc())
+
+    async def complete_task(self, req: Req) -> Resp:
+        task, actor = self._task(req), _actor(req)
+        result = _model(req, TaskResultIn)
+        facility = self.s.registry.facility(task.tenant, task.facility)
+        now = to_iso(self.s.clock.now())
+        task.move(ACTIVE, COMPLETED, now, "completed", actor, condition=result.condition)
+        task.result = {**result.model_dump(mode="json", by_alias=True, exclude={"inspection"}), "completedAt": now}
+        if result.inspection is not None and facility is not None:
+            await self.s.record_inspection(facility, result.inspection, actor, task.id)
+            task.result["inspection"] = result.inspection.model_dump(mode="json", by_alias=True)
+        await self.s.tasks.save(task)
+        return Resp(body=task.to_doc())
+
+    async def cancel_task(self, req: Req) -> Resp:
+        task, actor = self._task(req), _actor(req)
+        body = _json(req)
+        reason = body.get("reason", "") if isinstance(body, dict) else ""
+        task.move(ACTIVE, CANCELLED, to_iso(self.s.clock.now()), "cancelled", actor, reason=str(reason)[:2000])
+        await self.s.tasks.save(task)
+        return Resp(body=task.to_doc())
+
+    async def upload_photo(self, req: Req) -> Resp:
+        task, actor = self._task(req), _actor(req)
+        if task.status not in ACTIVE:
+            raise _conflict(f"{task.status} 작업에는 사진을 올릴 수 없음", f"a {task.status} task takes no more photos")
+        parts = [p for p in parse_multipart(req.header("content-type"), req.body) if p.filename is not None]
+        if not parts:
+            raise _bad("사진 파일 부분이 없습니다", "the body has no file part")
+        if len(task.photos) + len(parts) > self.s.cfg.photos.max_per_task:
+            raise _bad("사진 수 한도 초과", f"at most {self.s.cfg.photos.max_per_task} photos per task")
+        for part in parts:
+            self.s.photos.check(part)  # every part is valid before any is stored
+        added = []
+        for part in parts:
+            stored = await asyncio.to_thread(self.s.photos.save, task.tenant, task.id, part)
+            photo = {"id": stored.id, "contentType": stored.content_type, "size": stored.size, "sha256": stored.sha256,
+                     "filename": (part.filename or "")[:200], "uploadedAt": to_iso(self.s.clock.now()),
+                     "uploadedBy": actor, "url": f"{BASE}/tasks/{task.id}/photos/{stored.id}"}
+            task.photos.append(photo)
+            added.append(photo)
+        task.note(to_iso(self.s.clock.now()), "photos-added", actor, photos=[p["id"] for p in added])
+        await self.s.tasks.save(task)
+        return Resp(status=201, body={"task": task.id, "photos": added})
+
+    async def get_photo(self, req: Req) -> Resp:
+        task = self._task(req)
+        photo = next((p for p in task.photos if p["id"] == req.path_params["photoId"]), None)
+        if photo is None:
+            raise NotFound(f"사진 {req.path_params['photoId']} 없음 / photo does not exist")
+        data = await asyncio.to_thread(self.s.photos.read, task.tenant, task.id, photo["id"], photo["contentType"])
+        return Resp(body=data, media_type=photo["contentType"], headers={"Cache-Control": "private, max-age=3600"})
+
+    # -- the district -----------------------------------------------------------------------------------------------
+    async def summary(self, req: Req) -> Resp:
+        tenant = self.tenant(req)
+        facilities = self.s.registry.facilities(tenant)
+        by_data: dict[str, int] = {g: 0 for g in (*"ABCDE", "none")}
+        by_legal: dict[str, int] = {g: 0 for g in (*"ABCDE", "none")}
+        matrix: dict[str, dict[str, int]] = {}
+        for f in facilities:
+            data, legal = f.data_grade or "none", f.legal_grade or "none"
+            by_data[data] += 1
+            by_legal[legal] += 1
+            matrix.setdefault(legal, {}).setdefault(data, 0)
+            matrix[legal][data] += 1
+        ids = [f.id for f in facilities] + [s.id for s in self.s.registry.sensors(tenant)]
+        stats = await self.s.store.alarm_stats(tenant, AlarmQuery(entity_ids=tuple(ids), statuses=ACTIVE_ALARM_STATUSES,
+                                                                  derived=False), ()) if ids else None
+        late = overdue(facilities, self._today(), self.s.cfg.inspections)
+        open_tasks = self.s.tasks.list(tenant, ACTIVE)
+        return Resp(body={
+            "facilities": len(facilities), "byDataGrade": by_data, "byLegalGrade": by_legal,
+            "legalByData": matrix,
+            "activeAlarms": {"total": stats.total if stats else 0,
+                             "byLevel": {("fault" if k in ("", None) else k): v
+                                         for k, v in (stats.by_level if stats else {}).items()}},
+            "overdueInspections": {"total": len(late), "facilities": sorted({i.facility for i in late}),
+                                   "items": [i.to_wire() for i in late[:50]]},
+            "emergencyInspectionRecommended": sorted(f.id for f in facilities if f.emergency_recommended),
+            "openTasks": {"total": len(open_tasks), "byKind": _count(t.kind for t in open_tasks)},
+        })
+
+    async def rules(self, req: Req) -> Resp:
+        """The domain's rules in effect for the tenant (base, classes, facilities) with their sources."""
+        tenant = self.tenant(req)
+        found = [(r, o) for r, o in self.s.engine.rules(tenant) if r.id in self.s.rule_ids or r.category == CATEGORY]
+        return Resp(body={"sources": {k: {"text": v[0], "confidence": v[1]} for k, v in SOURCES.items()},
+                          "classes": {k: v.model_dump(mode="json", exclude_none=True)
+                                      for k, v in self.s.cfg.classes.items()},
+                          "rules": [{**rule_to_json(r), "origin": o} for r, o in found]})
+
+    # -- exports ----------------------------------------------------------------------------------------------------
+    async def export_facilities(self, req: Req) -> Resp:
+        tenant = self.tenant(req)
+        today = self._today()
+        rows: list[list[Any]] = [["id", "name", "facilityType", "facilityClass", "structureClass", "district", "legalSafetyGrade",
+                 "legalSafetyGradeDate", "dataSafetyGrade", "dataSafetyScore", "dataSafetyGradeAt",
+                 "emergencyInspectionRecommended", "sensors", "nextInspectionDue", "overdueInspections", "openTasks"]]
+        for f in self.s.registry.facilities(tenant):
+            items = schedule(f, today, self.s.cfg.inspections)
+            dues = sorted(i.due.isoformat() for i in items if i.due)
+            rows.append([f.id, f.name, f.facility_type, f.facility_class or "", f.structure_class or "",
+                         f.district or "", f.legal_grade or "",
+                         f.legal_grade_date.isoformat() if f.legal_grade_date else "", f.data_grade or "",
+                         "" if f.data_score is None else f"{f.data_score:.4f}", f.data_grade_at or "",
+                         "true" if f.emergency_recommended else "false",
+                         len(self.s.registry.sensors_of(tenant, f.id)), dues[0] if dues else "",
+                         ";".join(i.kind for i in items if i.status == "overdue"),
+                         len(self.s.tasks.list(tenant, ACTIVE, facility=f.id))])
+        return self._csv(rows, f"facility-safety-{today.isoformat()}.csv")
+
+    async def export_grades(self, req: Req) -> Resp:
+        tenant = self.tenant(req)
+        start, end = _time(req, "from"), _time(req, "to")
+        rows = [["facility", "name", "at", "dataSafetyGrade", "dataSafetyScore", "emergencyInspectionRecommended",
+                 "legalSafetyGrade"]]
+        for f in self.s.registry.facilities(tenant):
+            for row in await self._grade_history(tenant, f.id, start, end, 5000):
+                rows.append([f.id, f.name, row["at"], row.get("dataSafetyGrade", ""), row.get("dataSafetyScore", ""),
+                             row.get("emergencyInspectionRecommended", ""), f.legal_grade or ""])
+        return self._csv(rows, "facility-safety-grades.csv")
+
+    def _csv(self, rows: list[list[Any]], filename: str) -> Resp:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\r\n")
+        writer.writerows([[_cell(v) for v in row] for row in rows])
+        data = buffer.getvalue().encode("utf-8")
+        if self.s.cfg.csv_bom:
+            data = b"\xef\xbb\xbf" + data
+        return Resp(body=data, media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    # A spreadsheet runs a cell that starts with = + - @ as a formula: prefix it (CSV injection).
+    return "'" + text if text[:1] in ("=", "+", "-", "@") and not _is_number(text) else text
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _count(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[v] = out.get(v, 0) + 1
+    return out
+
+
+def _conflict(ko: str, en: str) -> UcityError:
+    return InvalidMove(f"{ko} / {en}")
+
+
+def _building(body: FacilityIn) -> dict[str, Any]:
+    """The stored (expanded) form of the attributes a registered facility has."""
+    attrs: dict[str, Any] = {
+        iri("name"): _prop(body.name), iri("facilityType"): _prop(body.facility_type),
+        iri("category"): _prop(body.category or [SDM_CATEGORY[body.facility_type]]),
+    }
+    optional = {"facilityClass": body.facility_class, "structureClass": body.structure_class,
+                "legalSafetyGrade": body.legal_grade, "yearBuilt": body.year_built,
+                "legalSafetyGradeDate": body.legal_grade_date.isoformat() if body.legal_grade_date else None}
+    for kind, day in body.last_inspections.items():
+        optional[LAST_INSPECTION_ATTR[kind]] = day.isoformat()
+    attrs.update({iri(k): _prop(v) for k, v in optional.items() if v is not None})
+    if body.location is not None:
+        attrs[iri("location")] = [{"type": "GeoProperty", "value": body.location}]
+    if body.district is not None:
+        attrs[iri("address")] = _prop({"addressCountry": "KR", "district": body.district})
+    return {"id": body.id, "type": [iri("Building")], "attrs": attrs}
+
+
+def routes(photo_limit: int) -> list[ApiRoute]:
+    """The route table (more specific paths first); handlers are looked up on the running platform."""
+
+    def h(name: str) -> Callable[[Any], Handler]:
+        return lambda platform: getattr(platform.get("facility_safety").api, name)
+
+    f = f"{BASE}/facilities/{{facilityId}}"
+    t = f"{BASE}/tasks/{{taskId}}"
+    table = [
+        ("GET", f"{BASE}/facilities", "list_facilities"), ("POST", f"{BASE}/facilities", "put_facility"),
+        ("GET", f"{f}/grade", "get_grade"), ("POST", f"{f}/grade", "recompute_grade"),
+        ("GET", f"{f}/grades", "grade_history"), ("POST", f"{f}/sensors", "attach_sensor"),
+        ("GET", f"{f}/thresholds", "get_thresholds"), ("PUT", f"{f}/thresholds", "put_thresholds"),
+        ("DELETE", f"{f}/thresholds", "delete_thresholds"),
+        ("GET", f"{f}/inspections", "facility_inspections"), ("POST", f"{f}/inspections", "record_inspection"),
+        ("GET", f, "get_facility"),
+        ("GET", f"{BASE}/sensors/{{sensorId}}", "get_sensor"),
+        ("POST", f"{BASE}/sensors/{{sensorId}}/thermal-fit", "fit_sensor"),
+        ("POST", f"{BASE}/grades/recompute", "recompute_all"),
+        ("GET", f"{BASE}/inspections/schedule", "inspection_schedule"),
+        ("GET", f"{BASE}/inspections/overdue", "inspections_overdue"),
+        ("GET", f"{BASE}/tasks", "list_tasks"), ("POST", f"{BASE}/tasks", "create_task"),
+        ("POST", f"{t}/start", "start_task"), ("POST", f"{t}/complete", "complete_task"),
+        ("POST", f"{t}/cancel", "cancel_task"),
+        ("GET", f"{t}/photos/{{photoId}}", "get_photo"), ("GET", t, "get_task"),
+        ("GET", f"{BASE}/summary", "summary"), ("GET", f"{BASE}/rules", "rules"),
+        ("GET", f"{BASE}/export/facilities.csv", "export_facilities"),
+        ("GET", f"{BASE}/export/grades.csv", "export_grades"),
+    ]
+    out = [ApiRoute(method, path, h(name)) for method, path, name in table]
+    out.append(ApiRoute("POST", f"{t}/photos", h("upload_photo"), max_body_bytes=photo_limit))
+    return out

@@ -1,0 +1,282 @@
+"""The validated settings of facility safety: the `[domains.facility_safety]` table.
+
+Every threshold, window and interval of the domain is here, with the default shipped in rules.py
+and its source there. A default tagged [D] or [U] is an engineering default of ucity, never an
+official Korean value (domain-rules §0). Unknown keys are an error, so a misspelt threshold is
+refused at start instead of silently falling back to a default.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ucity.domains.facility_safety import rules as d
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+Level = Literal["interest", "caution", "warning", "serious"]
+CLASS_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+
+
+class ConfigError(ValueError):
+    """The facility-safety settings are not valid (raised by `setup`, so the app does not start)."""
+
+
+class Ladder(BaseModel):
+    """Four raise edges on the crisis ladder (value ≥ edge), plus the clearing band below each."""
+
+    model_config = _STRICT
+    interest: float = Field(gt=0)
+    caution: float = Field(gt=0)
+    warning: float = Field(gt=0)
+    serious: float = Field(gt=0)
+    hysteresis: float = Field(0.0, ge=0, description="a raised level holds until the value is below edge − hysteresis")
+
+    @model_validator(mode="after")
+    def _rising(self) -> Ladder:
+        edges = [self.interest, self.caution, self.warning, self.serious]
+        if edges != sorted(set(edges)):
+            raise ValueError("ladder edges must rise strictly: interest < caution < warning < serious")
+        return self
+
+    def edges(self) -> tuple[tuple[str, float], ...]:
+        return (("interest", self.interest), ("caution", self.caution), ("warning", self.warning),
+                ("serious", self.serious))
+
+    def scaled(self, factor: float) -> Ladder:
+        """Every edge and the band multiplied by `factor` (SHM-R3 building classes)."""
+        return Ladder(interest=self.interest * factor, caution=self.caution * factor, warning=self.warning * factor,
+                      serious=self.serious * factor, hysteresis=self.hysteresis * factor)
+
+
+class PersistenceConfig(BaseModel):
+    """SHM-R4: a level must hold for `samples` consecutive samples or `duration_s`, whichever first."""
+
+    model_config = _STRICT
+    samples: int | None = Field(d.PERSISTENCE_SAMPLES, ge=1)
+    duration_s: float | None = Field(d.PERSISTENCE_DURATION_S, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> PersistenceConfig:
+        if self.samples is None and self.duration_s is None:
+            raise ValueError("persistence needs samples or duration_s")
+        return self
+
+
+class LadderSet(BaseModel):
+    """Ladders of the three assessed channels and their persistence; a class or facility may replace any."""
+
+    model_config = _STRICT
+    tilt: Ladder | None = None
+    crack: Ladder | None = None
+    vibration: Ladder | None = None
+    persistence: PersistenceConfig | None = None
+
+
+class ClassProfile(LadderSet):
+    """A building class of SHM-R3: its PPV factor, and optionally its own ladders."""
+
+    vibration_factor: float = Field(1.0, gt=0, description="multiplies the default PPV ladder (SHM-R3)")
+    description: str = ""
+
+
+class AttributeNames(BaseModel):
+    """Names of the measured attributes on a sensor entity (the device profile's; core context)."""
+
+    model_config = _STRICT
+    tilt_x: str = "tiltX"
+    tilt_y: str = "tiltY"
+    crack: str = "crackOpening"
+    vibration: str = "vibrationPPV"
+    frequency: str = "dominantFrequency"
+    temperature: str = "temperature"
+    humidity: str = "relativeHumidity"
+    battery: str = "batteryLevel"
+
+
+class HealthConfig(BaseModel):
+    """SHM-R6 sensor health (all [D])."""
+
+    model_config = _STRICT
+    battery_low_below: float = Field(d.BATTERY_LOW_BELOW, gt=0, description="batteryLevel at or below -> fault; the "
+                                     "simulator reports 0..1, a device reporting percent needs 20")
+    battery_hysteresis: float = Field(d.BATTERY_HYSTERESIS, ge=0)
+    battery_samples: int = Field(d.BATTERY_SAMPLES, ge=1, description="consecutive low samples before the fault")
+    stuck_hours: float = Field(d.STUCK_HOURS, gt=0, description="zero variance over this long -> stuck (suspect)")
+    stuck_min_samples: int = Field(d.STUCK_MIN_SAMPLES, ge=2, description="samples needed in that time to call it stuck")
+    stuck_channels: list[Literal["tilt", "crack", "vibration", "temperature"]] = Field(
+        ["tilt", "crack", "vibration", "temperature"], description="channels checked for a stuck value")
+    check_interval_s: float = Field(d.HEALTH_CHECK_INTERVAL_S, gt=0, description="how often the stuck check runs")
+    silent_rule_enabled: bool = Field(False, description="the rules-engine silence fault (shm-sensor-silent); off by "
+                                      "default because ingest's device health already raises `device-offline`")
+    expected_interval_s: float = Field(d.EXPECTED_INTERVAL_S, gt=0, description="a sensor's reporting interval")
+    offline_after_intervals: int = Field(d.OFFLINE_AFTER_INTERVALS, ge=1)
+
+
+class ThermalConfig(BaseModel):
+    """SHM-R7 thermal compensation: reading = a + b·T fitted on hourly means of the history."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    min_days: float = Field(d.THERMAL_MIN_DAYS, gt=0, description="history span needed before a model is used")
+    min_hours: int = Field(d.THERMAL_MIN_HOURS, ge=10, description="hourly buckets with data needed")
+    window_days: float = Field(d.THERMAL_WINDOW_DAYS, gt=0, description="trailing history the fit uses")
+    min_temperature_range_c: float = Field(d.THERMAL_MIN_RANGE_C, ge=0, description="temperature spread needed for b")
+    refit_hours: float = Field(d.THERMAL_REFIT_HOURS, gt=0, description="a model older than this is fitted again")
+    retry_hours: float = Field(d.THERMAL_RETRY_HOURS, gt=0, description="wait after a failed fit of a sensor")
+    clip_sigmas: float = Field(d.THERMAL_CLIP_SIGMAS, gt=0, description="hours further than this from the first fit "
+                               "are dropped and the fit is repeated (spikes, works)")
+    temperature_max_age_s: float = Field(d.TEMPERATURE_MAX_AGE_S, gt=0, description="a reading without its own "
+                                         "temperature uses the sensor's last one if no older than this")
+
+
+class GradeConfig(BaseModel):
+    """§2.5 data safety grade (method [D])."""
+
+    model_config = _STRICT
+    window_days: float = Field(d.GRADE_WINDOW_DAYS, gt=0)
+    completeness: float = Field(d.GRADE_COMPLETENESS, gt=0, le=1, description="share of expected samples needed for a "
+                                "trend score")
+    level_samples: int = Field(d.GRADE_LEVEL_SAMPLES, ge=1, description="the level score takes the median of the "
+                               "newest N assessed values")
+    level_max_age_hours: float = Field(d.GRADE_LEVEL_MAX_AGE_H, gt=0, description="older newest values give no level "
+                                       "score")
+    trend_bucket_hours: float = Field(d.GRADE_TREND_BUCKET_H, gt=0)
+    trend_horizon_days: float = Field(d.GRADE_TREND_HORIZON_DAYS, gt=0)
+    trend_min_buckets: int = Field(d.GRADE_TREND_MIN_BUCKETS, ge=3)
+    event_min_level: Level = Field("caution", description="matches at this level or above count as events")
+    event_scores: list[tuple[int, int]] = Field(list(d.EVENT_SCORES), description="(at least this many events, score), "
+                                                "checked from the last")
+    count_spikes: bool = Field(False, description="spikes (SHM-R4) count as events too")
+    member_weights: dict[str, float] = Field(dict(d.MEMBER_WEIGHTS))
+    main_cap_offset: float = Field(d.MAIN_CAP_OFFSET, ge=0, description="facility score >= worst main sensor − this")
+    grade_bounds: tuple[float, float, float, float] = Field(d.GRADE_BOUNDS, description="upper scores of A, B, C, D")
+    recompute_at: str = Field(d.RECOMPUTE_AT, description="local time of the daily recomputation, HH:MM")
+    timezone: str = Field(d.TIMEZONE)
+    emergency_grades: list[str] = Field(list(d.EMERGENCY_GRADES), description="data grades that recommend an "
+                                        "emergency inspection")
+    emergency_steps_worse: int = Field(d.EMERGENCY_STEPS_WORSE, ge=1, description="data grade this many steps worse "
+                                       "than the legal grade -> emergency inspection recommended")
+    crack_rate_caution_mm: float = Field(d.CRACK_RATE_CAUTION_MM, gt=0, description="SHM-R2 rate edge, mm per "
+                                         "crack_rate_days, on the compensated crack")
+    crack_rate_days: float = Field(d.CRACK_RATE_DAYS, gt=0)
+
+    @field_validator("recompute_at")
+    @classmethod
+    def _hhmm(cls, value: str) -> str:
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise ValueError("recompute_at is HH:MM")
+        return value
+
+    @field_validator("emergency_grades")
+    @classmethod
+    def _grades(cls, value: list[str]) -> list[str]:
+        wrong = [g for g in value if g not in ("A", "B", "C", "D", "E")]
+        if wrong:
+            raise ValueError(f"emergency_grades are letters A..E, not {', '.join(wrong)}")
+        return value
+
+    @field_validator("grade_bounds")
+    @classmethod
+    def _bounds(cls, value: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        if list(value) != sorted(set(value)):
+            raise ValueError("grade_bounds must rise strictly")
+        return value
+
+
+class EscalationConfig(BaseModel):
+    """SHM-R5: the recipient groups told at each level (and for faults), seeded as alarm contact data."""
+
+    model_config = _STRICT
+    seed: bool = Field(True, description="create the groups and chains below in each tenant (once; edit them "
+                       "through /api/v1/recipients and /api/v1/escalations)")
+    groups: dict[str, dict[str, str]] = Field(dict(d.RECIPIENT_GROUPS), description="group id -> name {ko, en}")
+    levels: dict[str, list[str]] = Field({k: list(v) for k, v in d.ESCALATION.items()},
+                                         description="level (caution, warning, serious, fault) -> groups, at once")
+
+
+class TaskConfig(BaseModel):
+    """Field-inspection tasks: which alarm levels create them, and their due times ([D])."""
+
+    model_config = _STRICT
+    field_check_level: Level = Field("caution", description="SHM-R5: an alarm at this level or above creates a "
+                                     "field-check task")
+    evacuation_level: Level | None = Field("serious", description="SHM-R5: an alarm at this level creates an "
+                                           "evacuation-decision task (None: never)")
+    due_hours: dict[str, float] = Field(dict(d.TASK_DUE_HOURS))
+    emergency_repeat_days: float = Field(d.EMERGENCY_REPEAT_DAYS, ge=0, description="after a completed emergency "
+                                         "inspection, the same or a better data grade does not recommend another for "
+                                         "this long")
+
+
+class InspectionConfig(BaseModel):
+    """§2.2 legal inspection intervals in months, by legal grade group ([V] MOLIT Q&A, easylaw)."""
+
+    model_config = _STRICT
+    periodic: dict[str, int] = Field(dict(d.PERIODIC_MONTHS))
+    precise_building: dict[str, int] = Field(dict(d.PRECISE_BUILDING_MONTHS))
+    precise_other: dict[str, int] = Field(dict(d.PRECISE_OTHER_MONTHS))
+    diagnosis: dict[str, int] = Field(dict(d.DIAGNOSIS_MONTHS))
+    building_types: list[str] = Field(list(d.BUILDING_TYPES), description="facility types counted as buildings")
+    precise_classes: list[int] = Field([1, 2], description="facility classes with precise inspections [U]")
+    diagnosis_classes: list[int] = Field([1], description="facility classes with precise diagnoses [U]")
+    due_soon_days: int = Field(30, ge=0)
+
+
+class PhotoConfig(BaseModel):
+    """Photo uploads of field inspections, stored under the data dir."""
+
+    model_config = _STRICT
+    max_bytes: int = Field(d.PHOTO_MAX_BYTES, ge=1024)
+    max_per_task: int = Field(20, ge=1)
+    types: list[str] = Field(["image/jpeg", "image/png", "image/webp"])
+    directory: str = Field("facility_safety/photos", description="under data_dir")
+
+
+class FacilitySafetyConfig(BaseModel):
+    """Everything configurable in facility safety (README.md has each rule and its source)."""
+
+    model_config = _STRICT
+    sensor_types: list[str] = Field(["StructuralSensor"], min_length=1)
+    facility_type: str = "Building"
+    facility_relationships: list[str] = Field(["controlledAsset", "refBuilding", "refParent", "isPartOf"])
+    attributes: AttributeNames = AttributeNames()
+    tilt: Ladder = Ladder(**d.TILT_LADDER)
+    crack: Ladder = Ladder(**d.CRACK_LADDER)
+    vibration: Ladder = Ladder(**d.VIBRATION_LADDER)
+    persistence: PersistenceConfig = PersistenceConfig()
+    default_class: str = "residential"
+    classes: dict[str, ClassProfile] = Field({k: ClassProfile(**v) for k, v in d.CLASSES.items()})
+    class_by_type: dict[str, str] = Field({}, description="facility type -> building class when the facility "
+                                          "names none")
+    health: HealthConfig = HealthConfig()
+    thermal: ThermalConfig = ThermalConfig()
+    grade: GradeConfig = GradeConfig()
+    escalation: EscalationConfig = EscalationConfig()
+    tasks: TaskConfig = TaskConfig()
+    inspections: InspectionConfig = InspectionConfig()
+    photos: PhotoConfig = PhotoConfig()
+    csv_bom: bool = Field(True, description="start CSV exports with a UTF-8 BOM (Korean Excel needs it)")
+
+    @model_validator(mode="after")
+    def _classes(self) -> FacilitySafetyConfig:
+        for name in self.classes:
+            if not CLASS_NAME.match(name):
+                raise ValueError(f"class name {name!r}: lower-case letters, digits and '-'")
+        if self.default_class not in self.classes:
+            raise ValueError(f"default_class {self.default_class!r} is not in classes")
+        unknown = sorted(set(self.class_by_type.values()) - set(self.classes))
+        if unknown:
+            raise ValueError(f"class_by_type names unknown classes: {', '.join(unknown)}")
+        return self
+
+
+def load_config(raw: dict[str, Any]) -> FacilitySafetyConfig:
+    """The validated settings; ConfigError says which key is wrong."""
+    try:
+        return FacilitySafetyConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"domains.facility_safety: {problems}") from exc

@@ -1,0 +1,233 @@
+"""The data safety grade of domain-rules §2.5, pure and explainable.
+
+Per sensor, over a rolling window (default 30 days):
+
+1. `level`: the median of the newest assessed values (compensated change; PPV as measured) on
+   the channel's ladder, bands a=1 (below interest) … e=5 (at or above serious);
+2. `trend`: the Theil–Sen slope of the compensated value's bucket means, extrapolated
+   `trend_horizon_days` (365) ahead from the current value and banded again; only with a thermal
+   model (a raw trend is mostly the season) and ≥ 80 % of the expected samples;
+3. `events`: confirmed matches at caution or above in the window: 0 -> 1, 1–2 -> 3, ≥ 3 -> 5;
+
+sensor score = the worst of these. Facility score = the mean of the sensor scores weighted by
+member (main 1.0, auxiliary 0.5), but never below the worst main-member sensor minus 1, so one
+failing main member is not averaged away. Grade: ≤ 1.5 A, ≤ 2.5 B, ≤ 3.5 C, ≤ 4.5 D, else E.
+
+Deviation, for safety ([D]): completeness gates only the trend. A sensor with little history
+still gives its level and its events, so a new sensor on a failing wall is never ignored; the
+explanation says which parts were scored. A stuck sensor (SHM-R6) is not scored.
+
+Every number that produced the grade is in the explanation, with a sentence in Korean and English.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+GRADE_NAMES = {"A": {"ko": "우수", "en": "excellent"}, "B": {"ko": "양호", "en": "good"},
+               "C": {"ko": "보통", "en": "fair"}, "D": {"ko": "미흡", "en": "poor"}, "E": {"ko": "불량", "en": "unsafe"}}
+BANDS = "abcde"
+UNITS = {"tilt": "rad", "crack": "mm", "vibration": "mm/s"}
+CHANNEL_NAMES = {"tilt": {"ko": "기울기", "en": "tilt"}, "crack": {"ko": "균열", "en": "crack"},
+                 "vibration": {"ko": "진동", "en": "vibration"}}
+MEMBER_NAMES = {"main": {"ko": "주부재", "en": "main member"}, "auxiliary": {"ko": "보조부재", "en": "auxiliary member"}}
+
+
+@dataclass(frozen=True, slots=True)
+class GradePolicy:
+    event_scores: tuple[tuple[int, int], ...]
+    member_weights: dict[str, float]
+    main_cap_offset: float
+    bounds: tuple[float, float, float, float]
+    horizon_days: float
+    min_buckets: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelEvidence:
+    """What one channel of a sensor showed in the window."""
+
+    channel: str  # tilt | crack | vibration
+    edges: tuple[tuple[str, float], ...]  # (level, raise edge), interest first
+    recent: tuple[float, ...]  # newest assessed values, oldest first
+    recent_at: str | None  # time of the newest
+    fresh: bool  # the newest is recent enough to score
+    compensation: str  # thermal | none
+    trend_points: tuple[tuple[float, float], ...] = ()  # (days, compensated bucket mean)
+    trend_status: str = "not-applicable"  # ok | no-thermal-model | incomplete | too-few | not-applicable
+
+
+@dataclass(frozen=True, slots=True)
+class SensorEvidence:
+    sensor_id: str
+    member: str
+    kind: str | None
+    channels: tuple[ChannelEvidence, ...]
+    events: int  # confirmed matches at or above the event level
+    event_levels: dict[str, int] = field(default_factory=dict)
+    spikes: int = 0
+    completeness: float | None = None
+    received: int = 0
+    expected: int = 0
+    stuck: bool = False
+    name: str = ""
+
+
+def band(value: float, edges: Sequence[tuple[str, float]]) -> int:
+    """1 (a) below the first edge … 5 (e) at or above the fourth; inclusive edges."""
+    return 1 + sum(1 for _, at in edges if value >= at)
+
+
+def theil_sen(points: Sequence[tuple[float, float]]) -> float:
+    """The median of all pairwise slopes; robust to a few wild points."""
+    slopes = [(y2 - y1) / (x2 - x1) for i, (x1, y1) in enumerate(points) for x2, y2 in points[i + 1:] if x2 != x1]
+    return statistics.median(slopes) if slopes else 0.0
+
+
+def event_score(count: int, bands: Sequence[tuple[int, int]]) -> int:
+    score = 1
+    for at_least, points in bands:
+        if count >= at_least:
+            score = points
+    return score
+
+
+def grade_for(score: float, bounds: Sequence[float]) -> str:
+    for letter, upper in zip("ABCD", bounds, strict=True):
+        if score <= upper:
+            return letter
+    return "E"
+
+
+# -- one channel ---------------------------------------------------------------------------------------------
+def score_channel(ev: ChannelEvidence, policy: GradePolicy) -> dict[str, Any]:
+    """The level and trend parts of one channel, with their numbers."""
+    out: dict[str, Any] = {"channel": ev.channel, "unit": UNITS.get(ev.channel, ""), "compensation": ev.compensation,
+                           "edges": {level: at for level, at in ev.edges}}
+    current = statistics.median(ev.recent) if ev.recent else None
+    if current is not None and ev.fresh:
+        score = band(current, ev.edges)
+        out["level"] = {"score": score, "band": BANDS[score - 1], "value": current, "samples": len(ev.recent),
+                        "at": ev.recent_at}
+    else:
+        out["level"] = {"score": None, "reason": "no recent data" if ev.recent else "no data"}
+    out["trend"] = _trend(ev, current, policy)
+    return out
+
+
+def _trend(ev: ChannelEvidence, current: float | None, policy: GradePolicy) -> dict[str, Any]:
+    if ev.trend_status != "ok":
+        return {"score": None, "reason": ev.trend_status}
+    if len(ev.trend_points) < policy.min_buckets:
+        return {"score": None, "reason": "too-few", "buckets": len(ev.trend_points)}
+    slope = theil_sen(ev.trend_points)  # per day
+    start = current if current is not None else ev.trend_points[-1][1]
+    projected = start + slope * policy.horizon_days
+    score = band(projected, ev.edges)
+    return {"score": score, "band": BANDS[score - 1], "slopePerDay": slope,
+            "slopePerYear": slope * 365.0, "projected": projected, "horizonDays": policy.horizon_days,
+            "buckets": len(ev.trend_points)}
+
+
+# -- one sensor -----------------------------------------------------------------------------------------------
+def score_sensor(ev: SensorEvidence, policy: GradePolicy) -> dict[str, Any]:
+    weight = policy.member_weights.get(ev.member, 1.0)
+    channels = [score_channel(ch, policy) for ch in ev.channels]
+    events = {"score": event_score(ev.events, policy.event_scores), "count": ev.events,
+              "byLevel": dict(sorted(ev.event_levels.items())), "spikes": ev.spikes}
+    parts = [p for ch in channels for p in (ch["level"]["score"], ch["trend"]["score"]) if p is not None]
+    scored = not ev.stuck and (bool(parts) or ev.events > 0)
+    score = max([*parts, events["score"]]) if scored else None
+    return {"sensor": ev.sensor_id, "name": ev.name, "kind": ev.kind, "member": ev.member, "weight": weight,
+            "score": score, "scored": scored, "stuck": ev.stuck, "channels": channels, "events": events,
+            "completeness": ev.completeness, "samplesReceived": ev.received, "samplesExpected": ev.expected}
+
+
+# -- the facility --------------------------------------------------------------------------------------------
+def grade_facility(sensors: Sequence[SensorEvidence], policy: GradePolicy, legal_grade: str | None,
+                   emergency_grades: Sequence[str], steps_worse: int) -> dict[str, Any]:
+    """The facility's score, grade, emergency recommendation and full explanation."""
+    rows = [score_sensor(s, policy) for s in sensors]
+    scored = [r for r in rows if r["score"] is not None]
+    out: dict[str, Any] = {"sensors": rows, "legalGrade": legal_grade}
+    if not scored:
+        out.update(grade=None, score=None, weightedMean=None, mainCap=None, capApplied=False,
+                   emergency={"recommended": False, "reasons": []})
+        out["summary"] = {"ko": "데이터 안전등급 산정 불가: 점수를 낸 센서가 없음",
+                          "en": "No data safety grade: no sensor could be scored"}
+        return out
+    total = sum(r["weight"] for r in scored)
+    mean = sum(r["weight"] * r["score"] for r in scored) / total
+    mains = [r["score"] for r in scored if r["member"] == "main"]
+    cap = max(mains) - policy.main_cap_offset if mains else None
+    score = max(mean, cap) if cap is not None else mean
+    grade = grade_for(score, policy.bounds)
+    out.update(grade=grade, score=round(score, 4), weightedMean=round(mean, 4), mainCap=cap,
+               capApplied=cap is not None and cap > mean)
+    out["emergency"] = _emergency(grade, legal_grade, emergency_grades, steps_worse)
+    out["summary"] = summary(out)
+    return out
+
+
+def _emergency(grade: str, legal: str | None, emergency_grades: Sequence[str], steps_worse: int) -> dict[str, Any]:
+    reasons: list[dict[str, str]] = []
+    if grade in emergency_grades:
+        reasons.append({"ko": f"데이터 안전등급 {grade}", "en": f"data safety grade {grade}"})
+    if legal is not None and "ABCDE".index(grade) - "ABCDE".index(legal) >= steps_worse:
+        reasons.append({"ko": f"법정 안전등급 {legal}보다 {steps_worse}단계 이상 나쁨",
+                        "en": f"{steps_worse} or more steps worse than the legal grade {legal}"})
+    return {"recommended": bool(reasons), "reasons": reasons}
+
+
+# -- words ---------------------------------------------------------------------------------------------------
+def summary(result: dict[str, Any]) -> dict[str, str]:
+    """A short account in Korean and English naming every scored sensor and its numbers."""
+    grade = result["grade"]
+    head_en = (f"Data safety grade {grade} ({GRADE_NAMES[grade]['en']}), score {result['score']:.2f}: weighted mean "
+               f"{result['weightedMean']:.2f}")
+    head_ko = (f"데이터 안전등급 {grade}({GRADE_NAMES[grade]['ko']}), 점수 {result['score']:.2f}: 가중평균 "
+               f"{result['weightedMean']:.2f}")
+    if result["capApplied"]:
+        head_en += f", raised to {result['mainCap']:.2f} by the worst main member"
+        head_ko += f", 최악 주부재 기준 하한 {result['mainCap']:.2f} 적용"
+    parts_en, parts_ko = [head_en + "."], [head_ko + "."]
+    for row in result["sensors"]:
+        en, ko = _sensor_words(row)
+        parts_en.append(en)
+        parts_ko.append(ko)
+    if result["legalGrade"]:
+        parts_en.append(f"Legal grade {result['legalGrade']} (not changed by the data grade).")
+        parts_ko.append(f"법정 안전등급 {result['legalGrade']}(데이터 등급으로 변경하지 않음).")
+    for reason in result["emergency"]["reasons"]:
+        parts_en.append(f"Emergency inspection recommended: {reason['en']}.")
+        parts_ko.append(f"긴급점검 권고: {reason['ko']}.")
+    return {"ko": " ".join(parts_ko), "en": " ".join(parts_en)}
+
+
+def _sensor_words(row: dict[str, Any]) -> tuple[str, str]:
+    ident = row["name"] or row["sensor"]
+    member = MEMBER_NAMES.get(row["member"], {"ko": row["member"], "en": row["member"]})
+    if not row["scored"]:
+        why_en = "stuck value, not scored" if row["stuck"] else "no data to score"
+        why_ko = "값 고정, 제외" if row["stuck"] else "점수 낼 데이터 없음"
+        return f"{ident} ({member['en']}): {why_en}.", f"{ident}({member['ko']}): {why_ko}."
+    en, ko = [], []
+    for ch in row["channels"]:
+        name = CHANNEL_NAMES.get(ch["channel"], {"ko": ch["channel"], "en": ch["channel"]})
+        level, trend = ch["level"], ch["trend"]
+        if level["score"] is not None:
+            en.append(f"{name['en']} {level['value']:.6g} {ch['unit']} -> level {level['band']} ({level['score']})")
+            ko.append(f"{name['ko']} {level['value']:.6g} {ch['unit']} → 수준 {level['band']}({level['score']}점)")
+        if trend["score"] is not None:
+            en.append(f"trend {trend['slopePerYear']:+.4g} {ch['unit']}/year -> {trend['projected']:.4g} in "
+                      f"{trend['horizonDays']:g} days ({trend['score']})")
+            ko.append(f"추세 연 {trend['slopePerYear']:+.4g} {ch['unit']} → {trend['horizonDays']:g}일 후 "
+                      f"{trend['projected']:.4g}({trend['score']}점)")
+    ev = row["events"]
+    en.append(f"{ev['count']} caution+ event(s) ({ev['score']})")
+    ko.append(f"주의 이상 사건 {ev['count']}건({ev['score']}점)")
+    return (f"{ident} ({member['en']}, weight {row['weight']:g}): {'; '.join(en)}; score {row['score']}.",
+            f"{ident}({member['ko']}, 가중치 {row['weight']:g}): {'; '.join(ko)}; 점수 {row['score']}.")
