@@ -1,0 +1,147 @@
+// The detail panel: a situation (its alarms, each with its actions and audit trail, and the
+// operation-center part: nearest cameras, sharing with an agency), or a facility (facility.js).
+import * as actions from './actions.js';
+import { alarmTitle, levelBadge, shortId } from './alarms.js';
+import { entity, getJSON } from './api.js';
+import { onLangChange, pick, t } from './i18n.js';
+import { FacilityView } from './facility.js';
+import { opsSection } from './ops.js';
+import * as store from './store.js';
+import { kst } from './time.js';
+import { debounce, h, kv } from './ui.js';
+
+const OUTCOMES = ['real', 'false-user', 'false-device', 'test', 'duplicate'];
+
+export class DetailPanel {
+  constructor({ panel, title, body, closeButton, map }) {
+    Object.assign(this, { panel, title, body, map });
+    this.view = null;
+    this.opener = null;
+    closeButton.addEventListener('click', () => this.close());
+    panel.addEventListener('keydown', (event) => { if (event.key === 'Escape') this.close(); });
+    this.refresh = debounce(() => this.view && this.view.render(), 200);
+    onLangChange(() => this.refresh());
+  }
+
+  open(view) {
+    if (this.panel.hidden) this.opener = document.activeElement;
+    this.view = view;
+    this.panel.hidden = false;
+    this.panel.dataset.kind = view.kind;
+    this.panel.dataset.key = view.key;
+    return view.render().then(() => this.title.focus());
+  }
+
+  close() {
+    this.panel.hidden = true;
+    this.view = null;
+    if (this.opener && document.contains(this.opener)) this.opener.focus();
+  }
+
+  // An alarm changed on the stream: re-render if it is on show.
+  alarmChanged(alarm) {
+    if (this.view && this.view.kind === 'situation' && this.view.covers(alarm)) this.refresh();
+  }
+
+  showSituation(key, firstAlarmId) {
+    return this.open(new SituationView(this, key, firstAlarmId));
+  }
+
+  // An operation-center event that no alarm stands for.
+  showEvent(event) {
+    const view = new SituationView(this, event.entityId || event.id);
+    view.event = event;
+    return this.open(view);
+  }
+
+  showFacility(id) {
+    return this.open(new FacilityView(this, id));
+  }
+}
+
+class SituationView {
+  constructor(panel, key, firstAlarmId) {
+    this.kind = 'situation';
+    this.panel = panel;
+    this.key = key;
+    this.firstAlarmId = firstAlarmId;
+    this.ids = new Set();
+  }
+
+  covers(alarm) { return this.ids.has(alarm.id) || (alarm.parent_id || alarm.entity_id) === this.key; }
+
+  async alarms() {
+    const situation = store.situations().find((s) => s.key === this.key);
+    const list = situation ? [...situation.alarms] : [];
+    if (this.firstAlarmId && !list.some((a) => a.id === this.firstAlarmId)) list.unshift({ id: this.firstAlarmId });
+    list.sort((a, b) => (a.id === this.firstAlarmId ? -1 : b.id === this.firstAlarmId ? 1 : 0));
+    // Full alarms with their history (the audit trail), newest state from the API.
+    return Promise.all(list.slice(0, 8).map((a) => getJSON(`/api/v1/alarms/${encodeURIComponent(a.id)}`)));
+  }
+
+  async render() {
+    const { title, body } = this.panel;
+    const alarms = await this.alarms();
+    this.ids = new Set(alarms.map((a) => a.id));
+    const asset = await entity(this.key, ['name', 'cameraName', 'address']).catch(() => null);
+    const worst = alarms[0];
+    title.replaceChildren(t('event.title'), ' · ', asset?.name || shortId(this.key));
+    const situation = { key: this.key, alarms, event: this.event, location: alarms.find((a) => a.location)?.location || this.event?.location };
+    body.replaceChildren(
+      h('div', { class: 'form-row' }, worst ? levelBadge(worst) : '',
+        asset?.address ? h('span', {}, [asset.address.addressLocality, asset.address.district, asset.address.streetAddress].filter(Boolean).join(' ')) : '',
+        h('button', { type: 'button', onclick: () => this.panel.map.flyTo(situation) }, t('field.location'))),
+      h('h3', {}, t('event.alarms')),
+      ...alarms.map((alarm) => this.alarmBlock(alarm)),
+      await opsSection(situation, this.panel));
+  }
+
+  alarmBlock(alarm) {
+    const can = actions.allowed(alarm.status);
+    const rerender = () => this.render();
+    const run = (fn) => async (event) => { event.preventDefault(); await fn(new FormData(event.target.closest('form') || undefined)); rerender(); };
+    const facility = alarm.parent_id && alarm.parent_id.includes(':Building:') ? alarm.parent_id
+      : alarm.entity_id.includes(':Building:') ? alarm.entity_id : null;
+    return h('section', { class: 'alarm-detail', dataset: { alarmId: alarm.id, status: alarm.status } },
+      h('div', { class: 'alarm-head' }, levelBadge(alarm), h('strong', { class: 'alarm-title' }, alarmTitle(alarm)),
+        h('span', { class: 'alarm-status', 'data-role': 'status' }, t(`status.${alarm.status}`))),
+      kv([
+        [t('field.entity'), shortId(alarm.entity_id)], [t('field.rule'), alarm.rule_id],
+        [t('field.value'), alarm.evidence?.value != null ? `${alarm.evidence.attribute ?? ''} ${alarm.evidence.value}` : null],
+        [t('field.raised'), kst(alarm.raised_at)], [t('field.lastSeen'), kst(alarm.last_seen)], [t('field.count'), alarm.count],
+        [t('field.assignee'), alarm.assignee], [t('field.outcome'), alarm.outcome && t(`outcome.${alarm.outcome}`)],
+      ]),
+      h('div', { class: 'form-row' },
+        can.acknowledge && h('button', { type: 'button', class: 'primary', 'data-action': 'acknowledge', onclick: run(() => actions.acknowledge(alarm.id)) }, t('action.acknowledge')),
+        can.clear && h('button', { type: 'button', 'data-action': 'clear', onclick: run(() => actions.clear(alarm.id)) }, t('action.clear')),
+        facility && h('button', { type: 'button', 'data-action': 'facility', onclick: () => this.panel.showFacility(facility) }, t('action.openFacility'))),
+      can.assign && h('form', { class: 'form-row', onsubmit: run((f) => actions.assign(alarm.id, f.get('assignee'))) },
+        h('label', {}, t('field.assignee'), h('input', { name: 'assignee', value: alarm.assignee || '' })),
+        h('button', { type: 'submit', 'data-action': 'assign' }, t('action.assign'))),
+      h('form', { class: 'form-row', onsubmit: run((f) => actions.comment(alarm.id, f.get('text'))) },
+        h('label', {}, t('field.comment'), h('input', { name: 'text', required: true, maxlength: 4000 })),
+        h('button', { type: 'submit', 'data-action': 'comment' }, t('action.comment'))),
+      can.close && h('form', { class: 'form-row', onsubmit: run((f) => actions.close(alarm.id, f.get('outcome'), f.get('note'))) },
+        h('label', {}, t('field.outcome'), h('select', { name: 'outcome' }, OUTCOMES.map((o) => h('option', { value: o }, t(`outcome.${o}`))))),
+        h('label', {}, t('field.note'), h('input', { name: 'note', maxlength: 2000 })),
+        h('button', { type: 'submit', 'data-action': 'close' }, t('action.close'))),
+      h('h3', {}, t('event.history')),
+      historyTable(alarm.history || []));
+  }
+}
+
+export function historyTable(history) {
+  return h('table', { class: 'history' },
+    h('tbody', {}, history.slice().reverse().map((entry) => h('tr', {},
+      h('td', {}, kst(entry.at)), h('td', {}, t(`history.${entry.action}`) || entry.action), h('td', {}, entry.actor),
+      h('td', {}, describe(entry))))));
+}
+
+function describe(entry) {
+  if (entry.action === 'commented') return entry.text || '';
+  if (entry.action === 'closed') return [entry.outcome && t(`outcome.${entry.outcome}`), entry.note].filter(Boolean).join(' · ');
+  if (entry.action === 'assigned') return entry.assignee || '–';
+  if (entry.level) return t(`level.${entry.level}`);
+  if (entry.group) return pick(entry.group);
+  return '';
+}

@@ -1,0 +1,70 @@
+// System health: devices offline, ingest rate, notification failures, from /health,
+// /api/v1/devices/health and /api/v1/notifications/dead-letters; polled.
+import { getJSON } from './api.js';
+import { t } from './i18n.js';
+import { kst } from './time.js';
+import { h, kv } from './ui.js';
+
+const OFFLINE_SHOWN = 30;
+
+export class HealthPanel {
+  constructor({ body, chips }) {
+    this.body = body;
+    this.chips = chips;
+    this.previous = null; // {at, accepted} of the last poll, for the ingest rate
+    this.state = null;
+  }
+
+  async poll() {
+    const [health, devices, dead] = await Promise.all([
+      fetch('/health').then((r) => r.json()),
+      getJSON('/api/v1/devices/health?status=offline'),
+      getJSON('/api/v1/notifications/dead-letters').catch(() => ({ total: 0, deadLetters: [] })),
+    ]);
+    const now = Date.now();
+    const accepted = health.components?.ingest?.accepted ?? 0;
+    const rate = this.previous && now > this.previous.at ? Math.max(0, (accepted - this.previous.accepted) / ((now - this.previous.at) / 1000)) : null;
+    this.previous = { at: now, accepted };
+    this.state = { health, devices, dead, rate, at: now };
+    this.render();
+  }
+
+  render() {
+    if (!this.state) return;
+    const { health, devices, dead, rate, at } = this.state;
+    const subs = health.components?.subscriptions || {};
+    const failures = (dead.total || 0) + (subs.failing || 0);
+    this.chip('chip-offline', devices.counts.offline, devices.counts.offline > 0);
+    this.chip('chip-ingest', rate == null ? '…' : rate.toFixed(1), false);
+    this.chip('chip-failures', failures, failures > 0);
+    const ingest = health.components?.ingest || {};
+    this.body.replaceChildren(
+      h('p', { class: 'count' }, `${t(`health.status.${health.status}`) || health.status} · ${t('health.updated')} ${kst(new Date(at))}`),
+      block(t('health.devices'), kv([
+        [t('health.online'), devices.counts.online], [t('health.offline'), devices.counts.offline], [t('health.unknown'), devices.counts.unknown],
+      ]), h('h3', {}, t('health.offlineList')), devices.devices.length
+        ? h('ul', { class: 'plain', 'data-role': 'offline-devices' }, devices.devices.slice(0, OFFLINE_SHOWN).map((d) => h('li', {},
+          `${d.device_id} · ${d.entity_type || ''} · ${kst(d.lastReported)}`)))
+        : h('p', { class: 'notice' }, t('health.none'))),
+      block(t('health.ingest'), kv([
+        [t('health.rate'), rate == null ? '…' : `${rate.toFixed(1)} ${t('chip.ingestUnit')}`],
+        [t('health.accepted'), ingest.accepted], [t('health.rejected'), ingest.rejected],
+      ])),
+      block(t('health.notifications'), kv([
+        [t('health.deadLetters'), dead.total], [t('health.subscriptionsFailing'), subs.failing],
+        [t('health.subscriptionsDropped'), subs.dropped], [t('health.streamClients'), health.components?.alarms?.streamClients],
+      ]), dead.deadLetters?.length ? h('ul', { class: 'plain' }, dead.deadLetters.slice(0, 5).map((d) => h('li', { class: 'bad-text' },
+        `${kst(d.failedAt)} · ${d.notifier} · ${d.error}`))) : ''),
+      block(t('health.store'), kv([[t('health.queued'), health.components?.store?.queued]])));
+  }
+
+  chip(id, value, bad) {
+    const chip = document.getElementById(id);
+    chip.querySelector('[data-value]').textContent = String(value ?? '–');
+    chip.classList.toggle('bad', Boolean(bad));
+  }
+}
+
+function block(title, ...children) {
+  return h('section', { class: 'health-block' }, h('h3', {}, title), ...children);
+}

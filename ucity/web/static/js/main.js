@@ -1,0 +1,97 @@
+// Starts the dashboard: map, alarm list, facilities, health, detail panel, live stream, language.
+import { AlarmList } from './alarms.js';
+import { Cue } from './cue.js';
+import { DetailPanel } from './detail.js';
+import { FacilityList } from './facility.js';
+import { HealthPanel } from './health.js';
+import { apply, config, onLangChange, setLang } from './i18n.js';
+import { connect } from './live.js';
+import { CityMap } from './map.js';
+import { openEvents } from './ops.js';
+import * as store from './store.js';
+
+const $ = (id) => document.getElementById(id);
+const HEALTH_POLL_MS = 5000;
+
+function tabs() {
+  const buttons = [...document.querySelectorAll('[role="tab"]')];
+  const select = (name) => {
+    for (const b of buttons) {
+      const on = b.dataset.tab === name;
+      b.setAttribute('aria-selected', String(on));
+      b.tabIndex = on ? 0 : -1;
+      $(b.getAttribute('aria-controls')).hidden = !on;
+    }
+  };
+  buttons.forEach((b, i) => {
+    b.addEventListener('click', () => select(b.dataset.tab));
+    b.addEventListener('keydown', (event) => {
+      const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
+      if (!step) return;
+      const next = buttons[(i + step + buttons.length) % buttons.length];
+      select(next.dataset.tab);
+      next.focus();
+    });
+  });
+  for (const chip of document.querySelectorAll('.chip[data-tab]')) chip.addEventListener('click', () => select(chip.dataset.tab));
+  return select;
+}
+
+function operator() {
+  const input = $('actor');
+  input.value = localStorage.getItem('ucity.actor') || '';
+  input.addEventListener('change', () => localStorage.setItem('ucity.actor', input.value.trim()));
+}
+
+async function start() {
+  apply();
+  const selectTab = tabs();
+  operator();
+  for (const button of document.querySelectorAll('[data-lang]')) button.addEventListener('click', () => setLang(button.dataset.lang));
+
+  let detail = null;
+  const map = new CityMap($('map'), {
+    onSituation: (key) => detail.showSituation(key),
+    onFacility: (id) => detail.showFacility(id),
+    onEvent: (event) => detail.showEvent(event),
+  });
+  detail = new DetailPanel({ panel: $('detail'), title: $('detail-title'), body: $('detail-body'), closeButton: $('detail-close'), map });
+  const openAlarm = (alarm) => detail.showSituation(alarm.parent_id || alarm.entity_id, alarm.id);
+  const alarms = new AlarmList({ form: $('alarm-filters'), list: $('alarm-list'), count: $('alarm-count'), onDetails: openAlarm });
+  const facilities = new FacilityList({ list: $('facility-list'), filter: $('facility-filter'), count: $('facility-count'), onOpen: (id) => detail.showFacility(id) });
+  const health = new HealthPanel({ body: $('health-body') });
+  const cue = new Cue({ banner: $('cue'), text: $('cue-text'), open: $('cue-open'), dismiss: $('cue-dismiss'), toggle: $('sound-toggle'),
+    onOpen: (alarm) => { selectTab('alarms'); openAlarm(alarm); } });
+
+  for (const box of document.querySelectorAll('#layers input[name="layer"]')) {
+    map.setVisible(box.value, box.checked);
+    box.addEventListener('change', () => map.setVisible(box.value, box.checked));
+  }
+  onLangChange(() => { alarms.render(); facilities.render(); health.render(); });
+
+  let connectedBefore = false;
+  const source = connect((type, alarm) => {
+    store.apply(alarm);
+    alarms.reload();
+    detail.alarmChanged(alarm);
+    if (cue.wants(type, alarm)) cue.show(alarm);
+  }, $('live-state'));
+  // After a reconnection the server replays from Last-Event-ID; reloading as well covers a replay
+  // buffer that has moved on.
+  source.addEventListener('open', () => { if (connectedBefore) { store.load(); alarms.load(); } connectedBefore = true; });
+
+  await Promise.all([store.load(), alarms.load(), health.poll().catch(() => {})]);
+  setInterval(() => health.poll().catch(() => {}), HEALTH_POLL_MS);
+  await map.loadStatic();
+  facilities.set(map.data.facilities);
+  const events = async () => map.setOpsEvents(await openEvents());
+  await events();
+  setInterval(async () => { await map.refreshDynamic(); facilities.set(map.data.facilities); await events(); }, config.refreshSeconds * 1000);
+  document.body.dataset.ready = 'true';
+  window.ucity = { map, store, alarms, detail, health };
+}
+
+start().catch((error) => {
+  document.body.dataset.ready = 'error';
+  console.error(error);
+});
