@@ -7,6 +7,7 @@ and registered on the platform in start order.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from ucity.core.clock import Clock
 from ucity.core.config import Settings
@@ -20,7 +21,7 @@ CORE_CONTEXT_FILE = Path(__file__).parent / "ngsild" / "ngsi-ld-core-context-v1.
 class Ucity:
     """One ucity process: the platform and the services the server exposes."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, clock: Clock | None = None, role: str = "serve") -> None:
         from ucity.ngsild.api import NgsiLdApi
         from ucity.ngsild.contexts_api import build_context_services
         from ucity.ngsild.subscriptions import SubscriptionService
@@ -30,11 +31,16 @@ class Ucity:
         self.platform = Platform(settings, clock)
         self.store = open_store(settings, self.platform.clock)
         self.platform.add("store", self.store)
+        self._add_bus(settings, role)
         # Consumers of committed changes start before the publisher and so stop after it: on stop the
         # publisher hands them every committed change (alarms consume what rules decide).
         self._add_alarms(settings)
         self._add_rules(settings)
+        self._add_domains()
+        self._add_ops()
+        self._add_forwarder(settings, role)
         self.publisher = CommitPublisher(self.store, self.platform.bus)
+        self.publisher.add_drainer(self.rules.drain)  # its urgent snapshots are written just after publishing
         self.platform.add("publisher", self.publisher)
         self.resolver, self.contexts = build_context_services(self.store, settings)
         self.platform.add("contexts", self.contexts)
@@ -43,6 +49,7 @@ class Ucity:
         self.subscriptions = SubscriptionService(self.ngsild, self.platform)
         self.platform.add("subscriptions", self.subscriptions)
         self._add_ingest(settings)
+        self._add_cluster(settings, role)
 
     def _add_rules(self, settings: Settings) -> None:
         """The rules engine (ucity/rules/README.md). Registered before the publisher so that, on stop,
@@ -54,6 +61,14 @@ class Ucity:
                                  settings.ngsild.default_tenant)
         self.platform.add("rules", self.rules)
         self.rules_api = RulesApi(self.rules)
+
+    def _add_domains(self) -> None:
+        """Domain services (ucity/domains/README.md): `setup(platform, config)` of each enabled package. After
+        the rules engine and alarms (domains register default rules and contact data with them), before the
+        publisher, so that, like the rules engine, their components see every committed change until stop."""
+        from ucity.domains import setup_domains
+
+        self.domains = setup_domains(self.platform)
 
     def _add_ingest(self, settings: Settings) -> None:
         """Devices in (docs/devices.md): the IoT Agent HTTP API, health and stats; MQTT when mqtt.url is set."""
@@ -67,6 +82,16 @@ class Ucity:
             self.mqtt = MqttSource(self.ingest, settings.mqtt, settings.ingest.max_batch)
             self.platform.add("mqtt", self.mqtt)
 
+    def _add_ops(self) -> None:
+        """The operation centre (ucity/ops/README.md): events, CCTV, agency linkage, footage grants, audit. After
+        the alarms, whose notifier contract delivers its packages and whose changes become events (PLAT-R9);
+        before the publisher, so that its camera index sees every committed change until stop."""
+        from ucity.ops import OperationsCenter, OpsApi
+
+        self.ops = OperationsCenter(self.platform, self.store, self.alarms)
+        self.platform.add("ops", self.ops)
+        self.ops_api = OpsApi(self.ops)
+
     def _add_alarms(self, settings: Settings) -> None:
         """Alarms, Alert entities, escalation and notifiers (ucity/alarms/README.md); it also turns the
         ingest's device-health events into fault alarms (a bus subscription, independent of start order)."""
@@ -76,6 +101,47 @@ class Ucity:
         self.alarms = AlarmService(self.platform, self.store)
         self.platform.add("alarms", self.alarms)
         self.alarms_api = AlarmApi(self.alarms, settings.ngsild.default_tenant)
+
+    def _add_bus(self, settings: Settings, role: str) -> None:
+        """Scale-out (ucity/cluster, docs/operations.md) when `bus.url` names NATS: the JetStream connection,
+        started right after the store and stopped just before it, so everything between may use it."""
+        self.stream: Any = None
+        if not settings.bus.url:
+            if role == "worker":
+                raise ValueError("ucity worker needs bus.url (a NATS JetStream server)")
+            return
+        from ucity.cluster.jetstream import JetStream
+        from ucity.cluster.worker import worker_name
+
+        self.stream = JetStream(settings.bus, f"ucity-{role}-{worker_name(settings.bus.worker_id)}")
+        self.platform.add("bus", self.stream)
+
+    def _add_forwarder(self, settings: Settings, role: str) -> None:
+        """`serve` in scale-out: its own commits go onto the event stream, to the workers owning the
+        entities; its rules, alarms and device health judge no entity. A consumer of committed changes,
+        so registered before the publisher (it stops after it, forwarding the last ones)."""
+        if self.stream is None or role == "worker":
+            return
+        from ucity.cluster.producer import ChangeForwarder
+
+        self.platform.add("forwarder", ChangeForwarder(self.platform.bus, self.stream, settings.bus.partitions))
+
+    def _add_cluster(self, settings: Settings, role: str) -> None:
+        """Scale-out: measures go onto the observation stream (in every process that ingests); a `worker`
+        commits the partitions it leases. The worker is registered last: it stops first."""
+        self.worker: Any = None
+        if self.stream is None:
+            return
+        from ucity.cluster.producer import StreamMeasureWriter, owns_nothing
+        from ucity.cluster.worker import Worker
+
+        self.ingest.writer = StreamMeasureWriter(self.store, self.stream, settings.bus.partitions)
+        if role == "worker":
+            self.worker = Worker(self, self.stream, settings.bus)
+            self.platform.add("worker", self.worker)
+            return
+        for component in (self.rules, self.alarms, self.ingest.monitor):
+            component.owns = owns_nothing
 
     async def start(self) -> None:
         await self.platform.start()

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from ucity import __version__
 from ucity.core.config import Settings, load_settings
+from ucity.store import display_url
 
 console = Console(stderr=True)
 
@@ -37,21 +38,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    console.print(f"[bold]ucity {__version__}[/] store {settings.store_url}")
+    console.print(f"[bold]ucity {__version__}[/] store {display_url(settings.store_url)}")
     console.print(f"NGSI-LD API  http://{settings.server.host}:{settings.server.port}/ngsi-ld/v1/")
     console.print(f"API docs     http://{settings.server.host}:{settings.server.port}/docs")
-    uvicorn.run(create_app(settings), host=settings.server.host, port=settings.server.port,
+    uvicorn.run(create_app(settings, tune_gc=True), host=settings.server.host, port=settings.server.port,
                 log_level=settings.log_level.lower(), access_log=False,
                 timeout_graceful_shutdown=5)  # open SSE streams must not hold a shutdown
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from ucity.app import Ucity
+    from ucity.cluster.worker import run_worker
+
+    settings = _settings(args)
+    if not settings.bus.url:
+        console.print("[red]ucity worker needs bus.url: a NATS JetStream server (docs/operations.md)[/]")
+        return 2
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    console.print(f"[bold]ucity {__version__}[/] worker, store {display_url(settings.store_url)}, "
+                  f"bus {settings.bus.url}")
+    asyncio.run(run_worker(Ucity(settings, role="worker")))
     return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
     url = settings.store_url
-    if not url.startswith("sqlite://"):
-        console.print(f"[red]no migrations for {url.split(':', 1)[0]} yet[/]")
-        return 2
+    if url.startswith(("postgresql://", "postgres://")):
+        import asyncio
+
+        from ucity.store.postgres import migrate_dsn, safe_location
+
+        version = asyncio.run(migrate_dsn(url))
+        console.print(f"schema at version {version}: postgresql://{safe_location(url)}")
+        return 0
     from ucity.store.sqlite import migrate, open_connection, sqlite_path
 
     path = sqlite_path(url)
@@ -91,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve.set_defaults(func=cmd_serve)
 
+    worker = sub.add_parser("worker", help="commit a share of the device observations (scale-out on NATS JetStream)")
+    common(worker)
+    worker.set_defaults(func=cmd_worker)
+
     mig = sub.add_parser("migrate", help="create or upgrade the store schema")
     common(mig)
     mig.set_defaults(func=cmd_migrate)
@@ -104,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ucity.sim.commands import add_commands as add_sim_commands
 
     add_sim_commands(sub)  # `simulate` and `demo`: ucity/sim/commands.py
+    from ucity.benchcli import add_command as add_bench_command
+
+    add_bench_command(sub)  # `bench`: ucity/benchcli.py runs bench/
     return parser
 
 

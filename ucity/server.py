@@ -8,9 +8,11 @@ FastAPI routes documented at /docs.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from fastapi import FastAPI
@@ -18,15 +20,16 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ucity import __version__
 from ucity.app import Ucity
+from ucity.core import gc_tuning
 from ucity.core.clock import Clock
 from ucity.core.config import Settings
 from ucity.core.errors import PayloadTooLarge, UcityError, http_problem
-from ucity.core.http import Req, Resp
+from ucity.core.http import ApiRoute, Req, Resp
 from ucity.ngsild.request import with_route_params
 
 log = logging.getLogger(__name__)
@@ -53,13 +56,15 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def adapt(handler_of: Callable[[Ucity], Handler], settings: Settings) -> Callable[[Request], Awaitable[Response]]:
-    """Wrap a framework-free handler as a Starlette endpoint."""
+def adapt(handler_of: Callable[[Ucity], Handler], settings: Settings,
+          max_body_bytes: int | None = None) -> Callable[[Request], Awaitable[Response]]:
+    """Wrap a framework-free handler as a Starlette endpoint (`max_body_bytes`: this route's own limit)."""
+    limit = max_body_bytes or settings.server.max_body_bytes
 
     async def endpoint(request: Request) -> Response:
         ucity: Ucity = request.app.state.ucity
         try:
-            body = await read_limited(request, settings.server.max_body_bytes)
+            body = await read_limited(request, limit)
             req = Req(
                 method=request.method, path=request.url.path,
                 params=_multi(request.query_params.multi_items()),
@@ -68,18 +73,117 @@ def adapt(handler_of: Callable[[Ucity], Handler], settings: Settings) -> Callabl
                 base_url=settings.server.public_url or str(request.base_url),
             )
             resp = await handler_of(ucity)(req)
-        except UcityError as exc:
-            if exc.status >= 500:
-                log.warning("%s %s -> %s: %s", request.method, request.url.path, exc.status, exc.detail)
-            tenant = request.headers.get("ngsild-tenant")
-            return problem_response(exc.to_problem(), {"NGSILD-Tenant": tenant} if tenant else None)
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.url.path)
-            return problem_response(UcityError("an internal error occurred; see the server log").to_problem())
-        return Response(resp.encode(), status_code=resp.status, headers=resp.headers,
-                        media_type=resp.media_type if resp.body is not None else None)
+        except Exception as exc:
+            return error_response(exc, request.method, request.url.path, request.headers.get("ngsild-tenant"))
+        return to_response(resp)
 
     return endpoint
+
+
+def error_response(exc: Exception, method: str, path: str, tenant: str | None) -> Response:
+    """The ProblemDetails response of a handler's exception (a UcityError says its status; others are 500)."""
+    if isinstance(exc, UcityError):
+        if exc.status >= 500:
+            log.warning("%s %s -> %s: %s", method, path, exc.status, exc.detail)
+        headers = {"NGSILD-Tenant": tenant} if tenant else {}
+        headers.update(getattr(exc, "headers", {}))  # e.g. WWW-Authenticate of a 401
+        return problem_response(exc.to_problem(), headers or None)
+    log.error("unhandled error on %s %s", method, path, exc_info=exc)
+    return problem_response(UcityError("an internal error occurred; see the server log").to_problem())
+
+
+def to_response(resp: Resp) -> Response:
+    return Response(resp.encode(), status_code=resp.status, headers=resp.headers,
+                    media_type=resp.media_type if resp.body is not None else None)
+
+
+# The hottest endpoints (device measures, single-attribute PATCH) skip Starlette's routing: matching
+# a path against every route's regular expression in turn, a Request object and the body stream cost
+# more than the handler. They run the same handlers with the same Req, limits and error mapping.
+_FAST_ATTR = re.compile("^" + NGSI + "/entities/(?P<entityId>.*)/attrs/(?P<attrId>[^/]+)$")
+
+
+def _measure_handler(u: Ucity) -> Handler:
+    return u.ingest.http.measure  # as in ingest_routes
+
+
+def _partial_attr_handler(u: Any) -> Handler:
+    partial_attr: Handler = u.ngsild.partial_attr  # as in ngsild_routes
+    return partial_attr
+
+
+class FastRoutes:
+    """ASGI middleware: `POST /iot/json` and `PATCH /ngsi-ld/v1/entities/{id}/attrs/{attr}` straight to
+    their framework-free handlers; everything else goes on to the app."""
+
+    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.measure: Callable[[Ucity], Handler] = _measure_handler
+        self.patch_attr: Callable[[Ucity], Handler] = with_route_params(
+            "PATCH", "/entities/{entityId:path}/attrs/{attrId}", _partial_attr_handler)
+        self._base_urls: dict[tuple[Any, ...], str] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not scope.get("root_path") and not any(c in scope["path"] for c in "?#\\"):
+            method, path = scope["method"], scope["path"]
+            if method == "POST" and path == "/iot/json":
+                await self.serve(scope, receive, send, self.measure, {})
+                return
+            if method == "PATCH" and (match := _FAST_ATTR.match(path)) is not None:
+                await self.serve(scope, receive, send, self.patch_attr, match.groupdict())
+                return
+        await self.app(scope, receive, send)
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send, handler_of: Callable[[Ucity], Handler],
+                    path_params: dict[str, str]) -> None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            body = await self.body(receive, headers.get("content-length"))
+            if body is None:
+                return  # the client went away
+            req = Req(method=scope["method"], path=scope["path"],
+                      params=_multi(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)),
+                      headers=headers, body=body, path_params=path_params, base_url=self.base_url(scope))
+            resp = await handler_of(scope["app"].state.ucity)(req)
+        except Exception as exc:
+            response = error_response(exc, scope["method"], scope["path"], headers.get("ngsild-tenant"))
+        else:
+            response = to_response(resp)
+        await response(scope, receive, send)
+
+    async def body(self, receive: Receive, declared: str | None) -> bytes | None:
+        """The request body within the limit (PayloadTooLarge beyond it), None on a disconnect."""
+        limit = self.settings.server.max_body_bytes
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+    def base_url(self, scope: Scope) -> str:
+        """`Request.base_url` (or server.public_url), cached by what it is made of."""
+        if self.settings.server.public_url:
+            return self.settings.server.public_url
+        host = next((v for k, v in scope["headers"] if k == b"host"), None)
+        server = scope.get("server")
+        key = (scope.get("scheme"), host, tuple(server) if server else None, scope.get("app_root_path"))
+        found = self._base_urls.get(key)
+        if found is None:
+            if len(self._base_urls) > 256:  # the Host header comes from clients
+                self._base_urls.clear()
+            found = self._base_urls[key] = str(Request(scope).base_url)
+        return found
 
 
 def _multi(items: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -195,6 +299,32 @@ def alarm_routes(settings: Settings) -> list[Route]:
     return routes_from(table, settings)
 
 
+def ops_routes(settings: Settings) -> list[Route]:
+    """The operation centre's API (ucity/ops/README.md), from its route table (which also documents it)."""
+    from ucity.ops.api import ROUTES, handler_of
+
+    def bound(route: Any) -> Callable[[Ucity], Handler]:
+        return lambda u: handler_of(u.ops_api, route)
+
+    return routes_from([(r.path, r.method, bound(r)) for r in ROUTES], settings)
+
+
+def document(app: FastAPI, fragment: dict[str, Any]) -> None:
+    """Add framework-free endpoints' OpenAPI `paths` and `components` to the app's /docs."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            schema.setdefault("paths", {}).update(fragment["paths"])
+            components = schema.setdefault("components", {})
+            for key, values in fragment["components"].items():
+                components.setdefault(key, {}).update(values)
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _collection(name: str, operation: str) -> Callable[[Ucity], Handler]:
     return lambda u: u.alarms_api.collection_handlers(name)[operation]
 
@@ -233,8 +363,9 @@ def routes_from(table: RouteTable, settings: Settings, prefix: str = "") -> list
     return [_method_route(prefix + path, methods, settings) for path, methods in routes.items()]
 
 
-def _method_route(path: str, methods: dict[str, Callable[[Ucity], Handler]], settings: Settings) -> Route:
-    endpoints = {m: adapt(h, settings) for m, h in methods.items()}
+def _method_route(path: str, methods: dict[str, Callable[[Ucity], Handler]], settings: Settings,
+                  limits: dict[str, int] | None = None) -> Route:
+    endpoints = {m: adapt(h, settings, (limits or {}).get(m)) for m, h in methods.items()}
 
     async def dispatch(request: Request) -> Response:
         endpoint = endpoints.get(request.method)
@@ -247,6 +378,30 @@ def _method_route(path: str, methods: dict[str, Callable[[Ucity], Handler]], set
         return await endpoint(request)
 
     return Route(path, dispatch, methods=[*methods, "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE", "POST", "GET"])
+
+
+def domain_routes_mounted(settings: Settings) -> list[Route]:
+    """The routes every enabled domain declares (ucity/domains/README.md), one Starlette route per path."""
+    from ucity.domains import domain_routes
+
+    by_path: dict[str, dict[str, Callable[[Ucity], Handler]]] = {}
+    limits: dict[str, dict[str, int]] = {}
+    for route in domain_routes(settings):
+        by_path.setdefault(route.path, {})[route.method] = _on_platform(route)
+        if route.max_body_bytes is not None:
+            limits.setdefault(route.path, {})[route.method] = route.max_body_bytes
+    return [_method_route(path, methods, settings, limits.get(path)) for path, methods in by_path.items()]
+
+
+def dashboard_routes(settings: Settings) -> list[BaseRoute]:
+    """The dashboard at `/` with its static files and masked care areas (ucity/web/README.md)."""
+    from ucity.web.routes import dashboard_routes as web_routes
+
+    return web_routes(lambda table: routes_from(table, settings))
+
+
+def _on_platform(route: ApiRoute) -> Callable[[Ucity], Handler]:
+    return lambda u: route.handler(u.platform)
 
 
 class TrailingSlash:
@@ -263,17 +418,24 @@ class TrailingSlash:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
-    """The ucity ASGI app; the platform starts and stops with the app's lifespan."""
+def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = False) -> FastAPI:
+    """The ucity ASGI app; the platform starts and stops with the app's lifespan.
+
+    `tune_gc`: this process is a server of its own (`ucity serve`): settle the garbage collector
+    once started (ucity/core/gc_tuning.py); not for apps embedded in another process, e.g. tests.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ucity = Ucity(settings, clock)
         app.state.ucity = ucity
         await ucity.start()
+        previous = gc_tuning.settle() if tune_gc else None
         try:
             yield
         finally:
+            if previous is not None:
+                gc_tuning.unsettle(previous)
             await ucity.stop()
 
     app = FastAPI(title="ucity", version=__version__, lifespan=lifespan,
@@ -284,6 +446,13 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     app.router.routes.extend(rule_routes(settings))
     app.router.routes.extend(alarm_routes(settings))
     app.router.routes.append(stream_route())
+    app.router.routes.extend(ops_routes(settings))
+    app.router.routes.extend(domain_routes_mounted(settings))
+    app.router.routes.extend(dashboard_routes(settings))
+
+    from ucity.ops.openapi import fragment
+
+    document(app, fragment())
 
     @app.get("/health", tags=["platform"], summary="Liveness and readiness with detail")
     async def health(request: Request) -> Response:
@@ -309,5 +478,6 @@ def create_app(settings: Settings, clock: Clock | None = None) -> FastAPI:
     async def ucity_error(request: Request, exc: UcityError) -> Response:
         return problem_response(exc.to_problem())
 
-    app.add_middleware(TrailingSlash)
+    app.add_middleware(FastRoutes, settings=settings)
+    app.add_middleware(TrailingSlash)  # added last, so outermost: the fast routes see the path without its slash
     return app

@@ -89,7 +89,8 @@ def publish(server: LiveServer, event: RuleMatched) -> float:
     """Publish on the live server's bus (its own loop); returns when publishing began."""
     ucity = ucity_of(server)
     started = time.monotonic()
-    loop = ucity.store._loop  # type: ignore[attr-defined]
+    loop = ucity.platform.loop
+    assert loop is not None
     asyncio.run_coroutine_threadsafe(ucity.platform.bus.publish(event), loop).result(5)
     return started
 

@@ -367,23 +367,18 @@ def test_names_are_stored_expanded_and_compacted_with_the_readers_context(
     assert with_context["watchedAttributes"] == ["temp", "humidity"]
     as_ld = client.get(f"{SUBS}/{sub_id}", headers={**link(url), "Accept": "application/ld+json"}).json()
     assert as_ld["@context"] == url  # as the client named it (a Link header URL: a string)
-    ucity: Ucity = client.app.state.ucity  # type: ignore[attr-defined]
-    stored = {doc["id"]: doc for _, _, doc in stored_subscriptions(ucity)}[sub_id]
+    stored = {doc["id"]: doc for _, _, doc in stored_subscriptions(client)}[sub_id]
     assert stored["watchedAttributes"] == ["https://example.org/temperature", VOCAB + "humidity"]
     assert stored["entities"] == [{"types": [["https://example.org/Building"]]}]
     assert stored["context"] == url
 
 
-def stored_subscriptions(ucity: Ucity) -> list[tuple[str, str, dict[str, Any]]]:
-    """The stored subscription documents, read from the SQLite file (the store's API is async)."""
-    from ucity.store.sqlite import open_connection
-
-    conn = open_connection(ucity.store.path)  # type: ignore[attr-defined]
-    try:
-        rows = conn.execute("SELECT tenant, key, doc FROM docs WHERE kind='subscription'").fetchall()
-    finally:
-        conn.close()
-    return [(t, k, orjson.loads(d)) for t, k, d in rows]
+def stored_subscriptions(client: TestClient) -> list[tuple[str, str, dict[str, Any]]]:
+    """The stored subscription documents, read through the store (any backend) on the app's loop."""
+    ucity: Ucity = client.app.state.ucity  # type: ignore[attr-defined]
+    assert client.portal is not None
+    docs: list[tuple[str, str, dict[str, Any]]] = client.portal.call(ucity.store.list_docs, "subscription")
+    return docs
 
 
 def test_subscriptions_survive_a_restart(settings: Settings) -> None:

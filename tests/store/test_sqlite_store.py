@@ -1,18 +1,18 @@
-"""The SQLite store: group commit, per-mutation independence, commit order, durability."""
+"""The store (each backend): group commit, per-mutation independence, commit order, durability."""
 
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.conftest import StoreFactory
 from ucity.core.bus import Context, EntityChange
 from ucity.core.clock import FakeClock
 from ucity.core.errors import AlreadyExists
 from ucity.ngsild import ops
-from ucity.store.base import EntityQuery, Mutation, TypeExpr
-from ucity.store.sqlite import SqliteStore
+from ucity.store.base import EntityQuery, Mutation, Store, TypeExpr
 
 T = "urn:ngsi-ld:tenant:default"
 BUILDING = "https://smartdatamodels.org/dataModel.Building/Building"
@@ -25,14 +25,14 @@ def entity(n: int, height: float = 1.0) -> dict:
 
 
 @pytest.fixture
-async def store(tmp_path: Path):
-    s = SqliteStore(tmp_path / "u.db", FakeClock(), group_commit_ms=5, group_commit_max=500)
+async def store(make_store: StoreFactory) -> AsyncIterator[Store]:
+    s = make_store(FakeClock(), group_commit_ms=5, group_commit_max=500)
     await s.start()
     yield s
     await s.stop()
 
 
-async def test_concurrent_writes_are_group_committed(store: SqliteStore) -> None:
+async def test_concurrent_writes_are_group_committed(store: Store) -> None:
     results = await asyncio.gather(*[
         store.mutate(T, [Mutation(f"urn:ngsi-ld:Building:{n}", ops.create_op(entity(n)))], Context())
         for n in range(300)
@@ -44,7 +44,7 @@ async def test_concurrent_writes_are_group_committed(store: SqliteStore) -> None
     assert total == 300 and docs[0]["id"] == "urn:ngsi-ld:Building:0"
 
 
-async def test_a_failing_mutation_does_not_fail_its_neighbours(store: SqliteStore) -> None:
+async def test_a_failing_mutation_does_not_fail_its_neighbours(store: Store) -> None:
     await store.mutate(T, [Mutation("urn:ngsi-ld:Building:1", ops.create_op(entity(1)))], Context())
     results = await store.mutate(T, [
         Mutation("urn:ngsi-ld:Building:1", ops.create_op(entity(1))),
@@ -55,7 +55,7 @@ async def test_a_failing_mutation_does_not_fail_its_neighbours(store: SqliteStor
     assert await store.get_entity(T, "urn:ngsi-ld:Building:2") is not None
 
 
-async def test_commit_callbacks_see_changes_in_commit_order_after_commit(store: SqliteStore) -> None:
+async def test_commit_callbacks_see_changes_in_commit_order_after_commit(store: Store) -> None:
     seen: list[tuple[str, str, float]] = []
 
     def on_commit(context: Context, changes: tuple[EntityChange, ...]) -> None:
@@ -77,7 +77,7 @@ async def test_commit_callbacks_see_changes_in_commit_order_after_commit(store: 
     assert seen[-1] == (eid, "delete", -1)
 
 
-async def test_history_keeps_every_written_instance(store: SqliteStore) -> None:
+async def test_history_keeps_every_written_instance(store: Store) -> None:
     eid = "urn:ngsi-ld:Building:5"
     await store.mutate(T, [Mutation(eid, ops.create_op(entity(5, 1)))], Context())
     for v in (2, 3):
@@ -90,14 +90,37 @@ async def test_history_keeps_every_written_instance(store: SqliteStore) -> None:
     assert values == [1, 2, 3] and not entities[0].attrs[HEIGHT].truncated
 
 
-async def test_data_survives_a_restart(tmp_path: Path) -> None:
-    path = tmp_path / "restart.db"
-    first = SqliteStore(path, FakeClock())
+async def test_data_survives_a_restart(make_store: StoreFactory) -> None:
+    first = make_store(FakeClock())
     await first.start()
     await first.mutate(T, [Mutation("urn:ngsi-ld:Building:1", ops.create_op(entity(1, 7.5)))], Context())
     await first.stop()
-    second = SqliteStore(path, FakeClock())
+    second = make_store(FakeClock())
     await second.start()
     doc = await second.get_entity(T, "urn:ngsi-ld:Building:1")
     await second.stop()
     assert doc is not None and doc["attrs"][HEIGHT][0]["value"] == 7.5
+
+
+async def test_an_observation_written_again_is_recorded_once(store: Store) -> None:
+    """A redelivered observation (same entity, attribute, datasetId and observedAt) replaces itself."""
+    from ucity.store.base import TemporalQuery
+
+    eid = "urn:ngsi-ld:Building:6"
+    await store.mutate(T, [Mutation(eid, ops.create_op(entity(6, 1)))], Context())
+    observed = "2026-01-05T00:00:00.000000Z"
+
+    def patch(value: float, dataset: str | None = None) -> Mutation:
+        instance = {"type": "Property", "value": value, "observedAt": observed}
+        if dataset:
+            instance["datasetId"] = dataset
+        return Mutation(eid, ops.merge_op({"id": eid, "attrs": {HEIGHT: [instance]}}))
+
+    await store.mutate(T, [patch(2)], Context())
+    await store.mutate(T, [patch(2), patch(3)], Context())  # twice again, the second with a new value
+    await asyncio.gather(store.mutate(T, [patch(3)], Context()), store.mutate(T, [patch(4, "urn:ngsi-ld:Dataset:b")], Context()))
+    entities, _ = await store.temporal_query(T, TemporalQuery(ids=(eid,)))
+    instances = entities[0].attrs[HEIGHT].instances
+    at_time = sorted((i.get("datasetId", ""), i["value"]) for i in instances if i.get("observedAt") == observed)
+    assert at_time == [("", 3), ("urn:ngsi-ld:Dataset:b", 4)]
+    assert len(instances) == 3  # the creation's instance (no observedAt) and one per dataset at that time

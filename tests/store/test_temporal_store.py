@@ -1,21 +1,19 @@
-"""The SQLite store's history: paging per attribute, lastN, instance edits and deletion, and
+"""The store's history (each backend): paging per attribute, lastN, instance edits and deletion, and
 aggregation in SQL (values checked against a Python computation, and its speed measured).
 """
 
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.conftest import StoreFactory
 from ucity.core.clock import FakeClock, from_micros, parse_iso, to_iso, to_micros
-from ucity.store.base import AGGREGATE_METHODS, Aggregation, TemporalQuery
-from ucity.store.sqlite import SqliteStore
+from ucity.store.base import AGGREGATE_METHODS, Aggregation, Store, TemporalQuery
 
 T = "urn:ngsi-ld:tenant:default"
 S1 = "urn:ngsi-ld:Sensor:1"
@@ -41,20 +39,20 @@ def prop(value: Any, minutes: float, **members: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    s = SqliteStore(tmp_path / "t.db", FakeClock(datetime(2026, 3, 1, tzinfo=UTC)), group_commit_ms=0.5)
+async def store(make_store: StoreFactory) -> AsyncIterator[Store]:
+    s = make_store(FakeClock(datetime(2026, 3, 1, tzinfo=UTC)), group_commit_ms=0.5)
     await s.start()
     yield s
     await s.stop()
 
 
-async def speeds(store: SqliteStore, values: list[float], every: float = 10, entity: str = S1) -> None:
+async def speeds(store: Store, values: list[float], every: float = 10, entity: str = S1) -> None:
     """One speed instance every `every` minutes from START, in one write."""
     await store.append_history(T, entity, [SENSOR], [(SPEED, prop(v, k * every)) for k, v in enumerate(values)])
 
 
 # -- reading -------------------------------------------------------------------------------------
-async def test_instances_come_oldest_first_with_their_times(store: SqliteStore) -> None:
+async def test_instances_come_oldest_first_with_their_times(store: Store) -> None:
     await store.append_history(T, S1, [SENSOR], [(SPEED, prop(3, 30)), (SPEED, prop(1, 10)), (SPEED, prop(2, 20))])
     [entity], total = await store.temporal_query(T, TemporalQuery(ids=(S1,)))
     series = entity.attrs[SPEED]
@@ -64,7 +62,7 @@ async def test_instances_come_oldest_first_with_their_times(store: SqliteStore) 
     assert not series.truncated
 
 
-async def test_recorded_instances_get_an_instance_id_and_the_recording_time(store: SqliteStore) -> None:
+async def test_recorded_instances_get_an_instance_id_and_the_recording_time(store: Store) -> None:
     await speeds(store, [5])
     [entity], _ = await store.temporal_query(T, TemporalQuery(ids=(S1,)))
     instance = entity.attrs[SPEED].instances[0]
@@ -72,14 +70,14 @@ async def test_recorded_instances_get_an_instance_id_and_the_recording_time(stor
     assert instance["createdAt"] == instance["modifiedAt"] == "2026-03-01T00:00:00.000000Z"
 
 
-async def test_a_page_holds_the_oldest_instances_and_says_it_is_truncated(store: SqliteStore) -> None:
+async def test_a_page_holds_the_oldest_instances_and_says_it_is_truncated(store: Store) -> None:
     await speeds(store, list(range(10)))
     [entity], _ = await store.temporal_query(T, TemporalQuery(ids=(S1,), limit_instances=4))
     assert [i["value"] for i in entity.attrs[SPEED].instances] == [0, 1, 2, 3]
     assert entity.attrs[SPEED].truncated
 
 
-async def test_last_n_within_the_page_is_complete_beyond_it_is_truncated(store: SqliteStore) -> None:
+async def test_last_n_within_the_page_is_complete_beyond_it_is_truncated(store: Store) -> None:
     await speeds(store, list(range(10)))
     [within], _ = await store.temporal_query(T, TemporalQuery(ids=(S1,), last_n=3, limit_instances=4))
     [beyond], _ = await store.temporal_query(T, TemporalQuery(ids=(S1,), last_n=6, limit_instances=4))
@@ -89,14 +87,14 @@ async def test_last_n_within_the_page_is_complete_beyond_it_is_truncated(store: 
     assert beyond.attrs[SPEED].truncated
 
 
-async def test_the_window_is_inclusive_at_the_start_and_exclusive_at_the_end(store: SqliteStore) -> None:
+async def test_the_window_is_inclusive_at_the_start_and_exclusive_at_the_end(store: Store) -> None:
     await speeds(store, list(range(6)))  # minutes 0, 10, ..., 50
     query = TemporalQuery(ids=(S1,), time_from=micros(10), time_to=micros(40))
     [entity], _ = await store.temporal_query(T, query)
     assert [i["value"] for i in entity.attrs[SPEED].instances] == [1, 2, 3]
 
 
-async def test_datasets_of_one_attribute_are_merged_in_time_order_and_paged_together(store: SqliteStore) -> None:
+async def test_datasets_of_one_attribute_are_merged_in_time_order_and_paged_together(store: Store) -> None:
     rows = [(SPEED, prop(k, k * 10, **({"datasetId": GPS} if k % 2 else {}))) for k in range(6)]
     await store.append_history(T, S1, [SENSOR], rows)
     [all_], _ = await store.temporal_query(T, TemporalQuery(ids=(S1,), limit_instances=5))
@@ -108,7 +106,7 @@ async def test_datasets_of_one_attribute_are_merged_in_time_order_and_paged_toge
     assert [i["value"] for i in default.attrs[SPEED].instances] == [0, 2, 4]
 
 
-async def test_created_at_selects_by_recording_time(store: SqliteStore) -> None:
+async def test_created_at_selects_by_recording_time(store: Store) -> None:
     await speeds(store, [1])
     assert isinstance(store.clock, FakeClock)
     store.clock.advance(timedelta(hours=1))
@@ -119,7 +117,7 @@ async def test_created_at_selects_by_recording_time(store: SqliteStore) -> None:
     assert entity.attrs[SPEED].times == [to_micros(parse_iso("2026-03-01T01:00:00Z"))]
 
 
-async def test_entity_selection_counts_and_pages_and_can_require_instances(store: SqliteStore) -> None:
+async def test_entity_selection_counts_and_pages_and_can_require_instances(store: Store) -> None:
     for n in range(5):
         await speeds(store, [n], entity=f"urn:ngsi-ld:Sensor:{n}")
     await store.append_history(T, "urn:ngsi-ld:Sensor:empty", [SENSOR], [])
@@ -133,7 +131,7 @@ async def test_entity_selection_counts_and_pages_and_can_require_instances(store
 
 
 # -- changing history ----------------------------------------------------------------------------
-async def test_replacing_an_instance_merges_and_keeps_identity_dataset_and_creation(store: SqliteStore) -> None:
+async def test_replacing_an_instance_merges_and_keeps_identity_dataset_and_creation(store: Store) -> None:
     await store.append_history(T, S1, [SENSOR], [(SPEED, prop(1, 0, datasetId=GPS, unitCode="KMH"))])
     [entity], _ = await store.temporal_query(T, TemporalQuery(ids=(S1,)))
     old = entity.attrs[SPEED].instances[0]
@@ -149,7 +147,7 @@ async def test_replacing_an_instance_merges_and_keeps_identity_dataset_and_creat
     assert not await store.replace_history_instance(T, S1, SPEED, "urn:ngsi-ld:Instance:none", {"value": 1})
 
 
-async def test_delete_history_counts_instances_and_series(store: SqliteStore) -> None:
+async def test_delete_history_counts_instances_and_series(store: Store) -> None:
     await store.append_history(T, S1, [SENSOR], [(SPEED, prop(1, 0)), (SPEED, prop(2, 1, datasetId=GPS)),
                                                  (STATE, prop("ok", 0))])
     [entity], _ = await store.temporal_query(T, TemporalQuery(ids=(S1,)))
@@ -163,7 +161,7 @@ async def test_delete_history_counts_instances_and_series(store: SqliteStore) ->
 
 
 # -- aggregation ---------------------------------------------------------------------------------
-async def test_every_method_per_hour_matches_python(store: SqliteStore) -> None:
+async def test_every_method_per_hour_matches_python(store: Store) -> None:
     values = [float((k * 37) % 11) for k in range(30)]  # every 10 minutes: 6 per hour, 5 hours
     await speeds(store, values)
     [entity], _ = await store.temporal_aggregate(
@@ -180,7 +178,7 @@ async def test_every_method_per_hour_matches_python(store: SqliteStore) -> None:
         assert got["stddev"] == pytest.approx(statistics.stdev(chunk))
 
 
-async def test_periods_start_at_time_from_else_at_the_oldest_instance(store: SqliteStore) -> None:
+async def test_periods_start_at_time_from_else_at_the_oldest_instance(store: Store) -> None:
     await speeds(store, [1, 2, 3, 4], every=20)  # minutes 0, 20, 40, 60
     aligned, _ = await store.temporal_aggregate(
         T, TemporalQuery(ids=(S1,), time_from=micros(-30)), Aggregation(("sum",), HOUR))
@@ -190,7 +188,7 @@ async def test_periods_start_at_time_from_else_at_the_oldest_instance(store: Sql
     assert [v["sum"] for v in oldest[0].attrs[SPEED][0].values] == [6.0, 4.0]  # [0, 60), [60, 120)
 
 
-async def test_the_whole_window_is_one_period_bounded_by_the_window(store: SqliteStore) -> None:
+async def test_the_whole_window_is_one_period_bounded_by_the_window(store: Store) -> None:
     await speeds(store, [1, 2, 3, 4])
     query = TemporalQuery(ids=(S1,), time_from=micros(5), time_to=micros(100))
     [entity], _ = await store.temporal_aggregate(T, query, Aggregation(("avg", "totalCount")))
@@ -201,7 +199,7 @@ async def test_the_whole_window_is_one_period_bounded_by_the_window(store: Sqlit
     assert (unbounded.attrs[SPEED][0].times, unbounded.attrs[SPEED][0].ends) == ([micros(0)], [micros(30)])
 
 
-async def test_booleans_count_true_as_one_and_texts_compare_as_text(store: SqliteStore) -> None:
+async def test_booleans_count_true_as_one_and_texts_compare_as_text(store: Store) -> None:
     rows = [(ON, prop(v, k)) for k, v in enumerate([True, False, True, True])]
     rows += [(STATE, prop(v, k)) for k, v in enumerate(["b", "a", "c", "a"])]
     await store.append_history(T, S1, [SENSOR], rows)
@@ -213,7 +211,7 @@ async def test_booleans_count_true_as_one_and_texts_compare_as_text(store: Sqlit
         {"sum": None, "avg": None, "min": "a", "max": "c", "distinctCount": 3, "totalCount": 4}]
 
 
-async def test_relationships_are_counted_and_keep_their_type(store: SqliteStore) -> None:
+async def test_relationships_are_counted_and_keep_their_type(store: Store) -> None:
     rows = [("https://example.org/near", {"type": "Relationship", "object": f"urn:ngsi-ld:X:{k % 2}",
                                           "observedAt": at(k)}) for k in range(5)]
     await store.append_history(T, S1, [SENSOR], rows)
@@ -224,7 +222,7 @@ async def test_relationships_are_counted_and_keep_their_type(store: SqliteStore)
     assert series.values == [{"totalCount": 5, "distinctCount": 2, "avg": None}]
 
 
-async def test_datasets_are_aggregated_separately(store: SqliteStore) -> None:
+async def test_datasets_are_aggregated_separately(store: Store) -> None:
     rows = [(SPEED, prop(k, k, **({"datasetId": GPS} if k % 2 else {}))) for k in range(6)]
     await store.append_history(T, S1, [SENSOR], rows)
     [entity], _ = await store.temporal_aggregate(T, TemporalQuery(ids=(S1,)), Aggregation(("sum",)))
@@ -232,7 +230,7 @@ async def test_datasets_are_aggregated_separately(store: SqliteStore) -> None:
     assert sums == {None: 6.0, GPS: 9.0}
 
 
-async def test_periods_are_paged_and_last_n_takes_the_newest(store: SqliteStore) -> None:
+async def test_periods_are_paged_and_last_n_takes_the_newest(store: Store) -> None:
     await speeds(store, list(range(10)), every=60)  # one per hour
     first, _ = await store.temporal_aggregate(
         T, TemporalQuery(ids=(S1,), limit_instances=4), Aggregation(("sum",), HOUR))
@@ -244,20 +242,14 @@ async def test_periods_are_paged_and_last_n_takes_the_newest(store: SqliteStore)
     assert last[0].attrs[SPEED][0].times == [micros(60 * h) for h in (7, 8, 9)]
 
 
-async def test_avg_per_hour_over_100000_instances_is_fast(store: SqliteStore) -> None:
-    """The figure the brief asks for: SQL GROUP BY on the covering (sid, ts, vnum) index."""
+async def test_avg_per_hour_over_100000_instances(store: Store) -> None:
+    """Hourly averages over 100,000 instances are right; their speed is measured in bench/, not here."""
     rows = [(SPEED, {"type": "Property", "value": float(k % 97), "observedAt": to_iso(from_micros(micros(0) + k * 10_000_000))})
             for k in range(100_000)]  # one every 10 s: about 278 hours
     await store.append_history(T, S1, [SENSOR], rows)
     await store.append_history(T, "urn:ngsi-ld:Sensor:2", [SENSOR], rows[:50_000])  # a neighbour in the index
     query, aggregation = TemporalQuery(ids=(S1,), limit_instances=1000), Aggregation(("avg",), HOUR)
-    timings = []
-    for _ in range(5):
-        started = time.perf_counter()
-        [entity], _ = await store.temporal_aggregate(T, query, aggregation)
-        timings.append(time.perf_counter() - started)
+    [entity], _ = await store.temporal_aggregate(T, query, aggregation)
     [series] = entity.attrs[SPEED]
     assert len(series.times) == 278 and series.values[0]["avg"] == pytest.approx(statistics.mean(k % 97 for k in range(360)))
-    best = min(timings) * 1000
-    print(f"avg per hour over 100,000 instances: best {best:.1f} ms, median {statistics.median(timings) * 1000:.1f} ms")
-    assert best < 50
+    assert series.values[-1]["avg"] == pytest.approx(statistics.mean(k % 97 for k in range(277 * 360, 100_000)))

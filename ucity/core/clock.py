@@ -82,7 +82,10 @@ class FakeClock:
 
 def to_iso(instant: datetime) -> str:
     """UTC ISO 8601 with microseconds and Z: the one wire and storage format of ucity."""
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    utc = instant.astimezone(UTC)
+    if utc.year >= 1000:  # isoformat is twice as fast as strftime; it pads years below 1000, strftime does not
+        return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_iso(text: str) -> datetime:

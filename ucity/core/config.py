@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -22,9 +22,14 @@ class ServerSettings(BaseModel):
 
 
 class StoreSettings(BaseModel):
-    url: str = Field("", description="sqlite:///path.db; empty means <data_dir>/ucity.db")
+    url: str = Field("", description="sqlite:///path.db or postgresql://user:password@host:port/db; empty means "
+                     "<data_dir>/ucity.db")
     group_commit_ms: float = Field(2.0, ge=0, le=1000, description="longest wait to fill a commit batch")
     group_commit_max: int = Field(1000, ge=1, description="most operations in one transaction")
+    pool_size: int = Field(10, ge=2, le=1000, description="PostgreSQL: connections per process (one writes, the "
+                           "others read)")
+    max_queued: int = Field(20_000, ge=0, description="writes waiting for a commit; more are answered 503 with "
+                            "Retry-After (back-pressure of a burst); 0: no limit")
 
     @field_validator("url")
     @classmethod
@@ -71,7 +76,9 @@ class MqttSettings(BaseModel):
 
     url: str = Field("", description="mqtt://[user:password@]host[:port] of the broker; empty disables MQTT")
     client_id: str = Field("ucity", min_length=1, description="MQTT client id (a persistent session)")
-    shared_group: str = Field("ucity", description="shared-subscription group name (used from issue 7 on)")
+    shared_group: str = Field("", description="MQTT shared-subscription group: processes subscribed with the same "
+                              "group ($share/<group>/...) each get a share of the measures; empty: every "
+                              "process gets all of them (one ingest process)")
     keepalive_s: int = Field(60, ge=5)
     reconnect_min_s: float = Field(0.5, gt=0, description="first reconnect delay; doubles up to reconnect_max_s, jittered")
     reconnect_max_s: float = Field(30.0, gt=0)
@@ -82,6 +89,41 @@ class MqttSettings(BaseModel):
         if value and not value.startswith(("mqtt://", "mqtts://")):
             raise ValueError("mqtt.url must start with mqtt:// or mqtts://")
         return value
+
+
+class BusSettings(BaseModel):
+    """The bus between processes (DESIGN §2, docs/operations.md): in-process while `url` is empty; with a
+    NATS JetStream URL, device observations travel on a durable stream partitioned by entity id and
+    `ucity worker` processes write them, each owning some partitions."""
+
+    url: str = Field("", description="nats://host:4222 (comma-separated for a cluster) of JetStream-enabled NATS "
+                     "servers; empty: everything in one process")
+    partitions: int = Field(16, ge=1, le=1024, description="entity partitions, the unit of work a worker owns; "
+                            "fixed once streams exist")
+    replicas: int = Field(1, ge=1, le=5, description="stream and lease replicas (3 on a 3-node NATS cluster)")
+    ack_wait_s: float = Field(10.0, gt=0, description="a message a worker has not acknowledged by then is "
+                              "delivered again (to the partition's next owner if the worker died)")
+    lease_s: float = Field(15.0, gt=0, description="a worker that has not renewed its partition leases for this "
+                           "long loses them; longer than ack_wait_s so redeliveries come before new messages")
+    max_batch: int = Field(500, ge=1, description="messages a worker takes from a partition at once")
+    max_pending: int = Field(1_000_000, ge=1000, description="messages a stream holds; beyond it publishing "
+                             "fails and measures are answered 503 (back-pressure)")
+    publish_timeout_s: float = Field(5.0, gt=0)
+    worker_id: str = Field("", description="this worker's name in the group (default host-pid)")
+
+    @field_validator("url")
+    @classmethod
+    def _nats_scheme(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            if not part.startswith(("nats://", "tls://")):
+                raise ValueError("bus.url must be nats:// or tls:// URLs")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_ack_wait(self) -> BusSettings:
+        if self.url and self.lease_s <= self.ack_wait_s:
+            raise ValueError("bus.lease_s must be longer than bus.ack_wait_s")
+        return self
 
 
 class RetrySettings(BaseModel):
@@ -156,6 +198,88 @@ class RulesSettings(BaseModel):
         return value
 
 
+# The value sample configurations carry for the operations secrets; refused outside development too.
+OPS_SECRET_PLACEHOLDER = "change-me"
+CrisisLevel = Literal["interest", "caution", "warning", "serious"]
+# PLAT-R4 [V]: Daejeon's 112 video support covers 7 violent crimes (domain-rules §1.3). Type codes are ucity's.
+DEFAULT_VIDEO_CRIME_TYPES = ["murder", "robbery", "pickpocketing", "theft", "kidnapping", "sexual_violence",
+                             "domestic_violence"]
+
+
+class NearestSettings(BaseModel):
+    """PLAT-R3: which cameras an event gets. N = 5 is Daegu's practice [V]; the radii are ucity's defaults [D]."""
+
+    count: int = Field(5, ge=1, le=50, description="cameras per event (N)")
+    radius_m: float = Field(500.0, gt=0, description="search radius around the event")
+    widened_radius_m: float = Field(1000.0, gt=0, description="radius used when fewer than N are within radius_m")
+    max_count: int = Field(50, ge=1, description="most cameras one request may ask for")
+    prefer_covering: bool = Field(True, description="choose cameras whose known field of view covers the point "
+                                  "before those known to look away")
+
+
+class OpsSettings(BaseModel):
+    """The operations centre (ucity/ops/README.md): events, CCTV, agency linkage, footage grants, auth.
+
+    Every number is a ucity default [D], not an official Korean value, unless its rule says otherwise.
+    """
+
+    grant_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key of footage grant tokens; unset in "
+                                           "development means the placeholder, outside development grants fail")
+    pseudonym_secret: SecretStr | None = Field(None, description="HMAC key that turns an event subject's identity "
+                                               "into a pseudonym; same rules as grant_secret")
+    grant_minutes: float = Field(30.0, gt=0, le=1440, description="lifetime of a grant and of each renewal (PLAT-R5)")
+    grant_max_minutes: float = Field(240.0, gt=0, le=10080, description="longest lifetime one request may ask for")
+    video_crime_types: list[str] = Field(DEFAULT_VIDEO_CRIME_TYPES, description="event type codes for which "
+                                         "police video is shared without operator approval (PLAT-R4)")
+    gated_services: list[str] = Field(["112_VIDEO", "112_DISPATCH"], description="linkage services that the "
+                                      "crime-type list gates (PLAT-R4)")
+    alarm_event_min_level: CrisisLevel = Field("warning", description="alarms at this level or above become "
+                                               "events (PLAT-R9)")
+    default_level: CrisisLevel = Field("warning", description="level of an event created without one")
+    nearest: NearestSettings = NearestSettings()
+    context_radius_m: float = Field(500.0, gt=0, description="radius of the 119 package's surroundings (PLAT-R6)")
+    context_types: dict[str, list[str]] = Field(
+        {"traffic": ["TrafficFlowObserved"], "parking": ["OffStreetParking", "OnStreetParking", "ParkingSpot"],
+         "hydrants": ["FireHydrant"]},
+        description="package section -> entity types listed near the event (119 dispatch packages)")
+    import_bbox: tuple[float, float, float, float] = Field(
+        (124.0, 33.0, 132.0, 39.0), description="CSV camera import: lon/lat box a camera must lie in (Korea)")
+    admin_token: SecretStr | None = Field(None, description="a configured admin bearer token (to issue the others)")
+    tokens: list[dict[str, Any]] = Field([], description="configured bearer tokens: {id, token, role, agency, "
+                                         "tenant, name}")
+    agencies: list[dict[str, Any]] = Field([], description="configured agencies (read-only through the API)")
+
+
+class DomainsSettings(BaseModel):
+    """Domain services (ucity/domains/README.md): which packages are loaded, and each one's own table.
+
+    `enabled` names packages under `ucity/domains/`; a domain's settings are the table of the same
+    name (`[domains.facility_safety]` in TOML), kept as given here and validated by the domain itself
+    in its `setup(platform, config)`, so a new domain needs no change to this file.
+    """
+
+    model_config = ConfigDict(extra="allow")
+
+    # None by default: the kernel runs (and is tested) alone; a deployment names its services, e.g.
+    # `enabled = ["facility_safety"]`.
+    enabled: list[str] = Field([], description="domain packages to load, in order (e.g. [\"facility_safety\"])")
+
+    @field_validator("enabled")
+    @classmethod
+    def _package_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name.isidentifier() or name.startswith("_"):
+                raise ValueError(f"domains.enabled: {name!r} is not a package name")
+        if len(set(value)) != len(value):
+            raise ValueError("domains.enabled names a domain twice")
+        return value
+
+    def config_for(self, name: str) -> dict[str, Any]:
+        """The settings table of one domain (empty when the configuration has none)."""
+        value = (self.model_extra or {}).get(name)
+        return dict(value) if isinstance(value, dict) else {}
+
+
 class Settings(BaseSettings):
     """Everything configurable in ucity, with documented defaults."""
 
@@ -170,15 +294,20 @@ class Settings(BaseSettings):
     subscriptions: SubscriptionSettings = SubscriptionSettings()
     ingest: IngestSettings = IngestSettings()
     mqtt: MqttSettings = MqttSettings()
+    bus: BusSettings = BusSettings()
     rules: RulesSettings = RulesSettings()
     alarms: AlarmSettings = AlarmSettings()
+    domains: DomainsSettings = DomainsSettings()
+    ops: OpsSettings = OpsSettings()
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:
-        secret = self.alarms.webhook_secret
-        if self.environment != "development" and secret is not None and \
-                secret.get_secret_value() in ("", WEBHOOK_SECRET_PLACEHOLDER):
-            raise ValueError("alarms.webhook_secret is a placeholder; set a real secret outside development")
+        secrets = {"alarms.webhook_secret": self.alarms.webhook_secret, "ops.grant_secret": self.ops.grant_secret,
+                   "ops.pseudonym_secret": self.ops.pseudonym_secret, "ops.admin_token": self.ops.admin_token}
+        for name, secret in secrets.items():
+            if self.environment != "development" and secret is not None and \
+                    secret.get_secret_value() in ("", WEBHOOK_SECRET_PLACEHOLDER, OPS_SECRET_PLACEHOLDER):
+                raise ValueError(f"{name} is a placeholder; set a real secret outside development")
         return self
 
     @classmethod

@@ -22,7 +22,7 @@ the server's exception handler.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 NGSI_ERRORS = "https://uri.etsi.org/ngsi-ld/errors/"
 
@@ -122,6 +122,8 @@ class Unavailable(UcityError):
     status = 503
     type_uri = NGSI_ERRORS + "ServiceUnavailable"
     title = "Service unavailable"
+    # A store or bus that cannot take more right now (a burst, a restart): the client should retry soon.
+    headers: ClassVar[dict[str, str]] = {"Retry-After": "1"}
 
 
 def http_problem(status: int, detail: str) -> dict[str, Any]:

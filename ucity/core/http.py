@@ -6,6 +6,7 @@ to and from it. Tests can call handlers directly with a `Req`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,3 +44,22 @@ class Resp:
         if isinstance(self.body, bytes):
             return self.body
         return orjson.dumps(self.body)
+
+
+Handler = Callable[[Req], Awaitable[Resp]]
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRoute:
+    """An HTTP endpoint a domain contributes (ucity/domains/README.md), without the web framework.
+
+    `handler` receives the running platform and returns the handler for this request, so routes can
+    be declared before the platform exists (server.py mounts them when it builds the app) and the
+    handler is found on a component the domain registered in its `setup`. `max_body_bytes` replaces
+    `server.max_body_bytes` for this route (e.g. photo uploads); None keeps the server's limit.
+    """
+
+    method: str
+    path: str
+    handler: Callable[[Any], Handler]
+    max_body_bytes: int | None = None

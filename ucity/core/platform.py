@@ -7,6 +7,7 @@ that is already gone. Domains receive the platform in their `setup(platform, con
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Protocol
 
@@ -33,6 +34,7 @@ class Platform:
         self._components: list[tuple[str, Component]] = []
         self._started: list[tuple[str, Component]] = []
         self.services: dict[str, Any] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def add(self, name: str, component: Component) -> None:
         """Register a component; it starts after every component added before it."""
@@ -45,6 +47,8 @@ class Platform:
         return self.services[name]
 
     async def start(self) -> None:
+        # The loop the platform runs on, for threads that must hand work to it.
+        self.loop = asyncio.get_running_loop()
         for name, component in self._components:
             log.debug("starting %s", name)
             try:

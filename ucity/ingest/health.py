@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -89,6 +89,9 @@ class HealthMonitor:
         self._devices: dict[tuple[str, str], DeviceHealth] = {}  # (tenant, device_id)
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = False
+        # Distributed mode (ucity/cluster): the devices, by their entity, whose health this process judges
+        # (timers, deviceState writes, status events); it still remembers the others' reports.
+        self.owns: Callable[[str, str], bool] = lambda tenant, entity_id: True
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def restore(self, profiles: Iterable[DeviceProfile], store: Store) -> None:
@@ -191,7 +194,7 @@ class HealthMonitor:
         return (record.last_reported or record.since) + record.interval * self.settings.offline_after_intervals
 
     def _arm(self, record: DeviceHealth) -> None:
-        if record.timer is None and record.status != OFFLINE and self._running:
+        if record.timer is None and record.status != OFFLINE and self._running and self._owned(record):
             key = (record.profile.tenant, record.profile.device_id)
             record.timer = self.clock.call_at(self._deadline(record), lambda: self._fire(key))
 
@@ -209,10 +212,15 @@ class HealthMonitor:
         else:
             self._arm(record)
 
+    def _owned(self, record: DeviceHealth) -> bool:
+        return self.owns(record.profile.tenant, record.profile.entity_id)
+
     def _change(self, record: DeviceHealth, status: str) -> None:
         """Record the change now; publish the event and write `deviceState` in a task."""
         record.status = status
         record.since = self.clock.now()
+        if not self._owned(record):
+            return  # its owner announces it
         log.info("device %s (%s) is %s", record.profile.device_id, record.profile.tenant, status)
         task = asyncio.get_running_loop().create_task(self._announce(record.profile, status, record.last_reported))
         self._tasks.add(task)

@@ -194,12 +194,19 @@ class MqttSource:
             attempt += 1
             self.reconnects += 1
 
+    def subscriptions(self) -> list[str]:
+        """The topic filters; with `mqtt.shared_group` MQTT 5 / Mosquitto shared subscriptions, so that the
+        processes of one group each get a share of the measures (every process its own client id)."""
+        group = self.settings.shared_group
+        return [f"$share/{group}/{topic}" if group else topic for topic in SUBSCRIPTIONS]
+
     async def _on_connected(self, client: aiomqtt.Client) -> None:
-        await client.subscribe([(topic, QOS) for topic in SUBSCRIPTIONS])
+        topics = self.subscriptions()
+        await client.subscribe([(topic, QOS) for topic in topics])
         self._generation += 1
         self._client = client
         self.connected.set()
-        log.info("MQTT broker %s connected, subscribed to %s", self.broker, ", ".join(SUBSCRIPTIONS))
+        log.info("MQTT broker %s connected, subscribed to %s", self.broker, ", ".join(topics))
 
     def _enqueue(self, message: aiomqtt.Message) -> None:
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()

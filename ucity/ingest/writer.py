@@ -29,11 +29,13 @@ from ucity.ingest.decode import DecodeError, Observation, command_instances, sta
 from ucity.ingest.model import DeviceProfile
 from ucity.ngsild import ops
 from ucity.ngsild.context import core_context
-from ucity.ngsild.model import find_instance, stamp
+from ucity.ngsild.model import find_instance, is_null_instance, stamp
 from ucity.store.base import ApplyFn, Doc, Mutation, Outcome, Store
 
 log = logging.getLogger(__name__)
 INGEST_ACTOR = "ingest"
+VALUE_MEMBERS = ("value", "object", "languageMap", "valueList", "objectList", "json", "vocab")
+_DECODED_MEMBERS = frozenset({"type", "value", "object", "unitCode", "observedAt"})  # what decode puts in an instance
 
 
 @lru_cache(maxsize=8192)  # bounded: unmapped attribute names come from the devices
@@ -73,26 +75,82 @@ def _expanded(attrs: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]
 
 # -- mutations ----------------------------------------------------------------------------------------
 def measure_op(profile: DeviceProfile, observations: Iterable[Observation]) -> ApplyFn:
-    """Create the entity if missing, then merge the observations oldest first."""
+    """Create the entity if missing, then merge the observations oldest first (NGSI-LD merge semantics)."""
     ordered = sorted(observations, key=lambda o: o.observed_at)
 
     def apply(before: Doc | None, now: str) -> Outcome:
-        steps: list[Outcome] = []
-        doc = before
-        if doc is None:  # the template is built only when needed: the hot path is an existing entity
-            steps.append(ops.create_op(entity_template(profile))(None, now))
-            doc = steps[-1].doc
-        history: list[tuple[str, dict[str, Any]]] = []
+        touched: set[str] = set()
+        instances: list[tuple[str, dict[str, Any]]] = []
+        if before is None:  # the template is built only when needed: the hot path is an existing entity
+            created = ops.create_op(entity_template(profile))(None, now)
+            doc: Doc = created.doc or {}
+            touched |= created.attrs
+            instances.extend(created.instances)
+        else:
+            doc = _working_copy(before)
+        late_history: list[tuple[str, dict[str, Any]]] = []
+        merged = False
         for observation in ordered:
-            assert doc is not None
             fresh, late = _split_late(doc, _expanded(observation.attrs))
-            history.extend((iri, stamp(copy.deepcopy(i), now)) for iri, i in late)
+            late_history.extend((iri, stamp(copy.deepcopy(i), now)) for iri, i in late)
             if fresh:
-                steps.append(ops.merge_op({"attrs": fresh})(doc, now))
-                doc = steps[-1].doc
-        return _combine(before, doc, steps, history)
+                _merge_fresh(doc, fresh, now, touched, instances)
+                merged = True
+        instances.extend(late_history)
+        touched |= {iri for iri, _ in late_history}
+        operation = "create" if before is None else "update"
+        return Outcome(doc, operation, frozenset(touched), tuple(instances), result={"created": before is None},
+                       changed=before is None or merged or bool(late_history))
 
     return apply
+
+
+def _working_copy(before: Doc) -> Doc:
+    """A copy of the containers a measure changes (the entity, its attribute map, each attribute's
+    list); instances are shared, never changed: a merged instance is a new dict (`_merge_decoded`).
+    A full JSON copy of the entity per write cost more than the rest of the merge."""
+    doc = dict(before)
+    doc["attrs"] = {iri: list(instances) for iri, instances in before.get("attrs", {}).items()}
+    return doc
+
+
+def _merge_fresh(doc: Doc, fresh: dict[str, list[dict[str, Any]]], now: str, touched: set[str],
+                 history: list[tuple[str, dict[str, Any]]]) -> None:
+    """`ops.merge_op` on a working copy, for instances made by decode (new dicts, no sub-attributes)."""
+    for iri, instances in fresh.items():
+        current = doc["attrs"].setdefault(iri, [])
+        for instance in instances:
+            index = find_instance(current, instance.get("datasetId"))
+            touched.add(iri)
+            if index is None:
+                if not is_null_instance(instance):
+                    current.append(stamp(dict(instance), now))
+                    history.append((iri, dict(current[-1])))
+                continue
+            merged = _merge_decoded(current[index], instance, now)
+            if merged is None:
+                del current[index]
+            else:
+                current[index] = merged
+                history.append((iri, dict(merged)))
+        if not current:
+            del doc["attrs"][iri]
+    doc["modifiedAt"] = now
+
+
+def _merge_decoded(old: dict[str, Any], patch: dict[str, Any], now: str) -> dict[str, Any] | None:
+    """`ops._merge_instance` for a decoded instance, without copying values decode has just made."""
+    if not _DECODED_MEMBERS.issuperset(patch):  # sub-attributes or other members: the general merge
+        return ops.merge_instance(old, patch, now)
+    if is_null_instance({"type": old.get("type"), **patch}):
+        return None
+    merged = dict(old)
+    if patch.get("type") and patch["type"] != old.get("type"):
+        for key in VALUE_MEMBERS:
+            merged.pop(key, None)
+    merged.update(patch)
+    merged["modifiedAt"] = now
+    return merged
 
 
 def _split_late(
@@ -110,19 +168,6 @@ def _split_late(
         else:
             fresh[iri] = instances
     return fresh, late
-
-
-def _combine(before: Doc | None, doc: Doc | None, steps: list[Outcome], history: list[tuple[str, dict[str, Any]]]) -> Outcome:
-    attrs: set[str] = set()
-    instances: list[tuple[str, dict[str, Any]]] = []
-    for step in steps:
-        attrs |= step.attrs
-        instances.extend(step.instances)
-    instances.extend(history)
-    attrs |= {iri for iri, _ in history}
-    operation = "create" if before is None else "update"
-    return Outcome(doc, operation, frozenset(attrs), tuple(instances), result={"created": before is None},
-                   changed=bool(steps or history))
 
 
 def attrs_op(attrs: dict[str, dict[str, Any]]) -> ApplyFn:

@@ -51,7 +51,7 @@ from ucity.ngsild.request import (
 )
 from ucity.ngsild.scope import parse_scope_query
 from ucity.ngsild.typeq import parse_type_expr
-from ucity.store.base import Doc, EntityQuery, Mutation, Outcome, Store, TypeExpr
+from ucity.store.base import Doc, EntityQuery, Mutation, Outcome, QFilter, Store, TypeExpr
 
 ENTITIES = "/ngsi-ld/v1/entities/"
 # Representation names of `options` / `format` -> RenderOptions.fmt (`simplified` is `keyValues`).
@@ -284,7 +284,6 @@ class NgsiLdApi:
         """An EntityQuery from query parameters or the body of /entityOperations/query."""
         from ucity.ngsild.geo import GeoQueryError, parse_geoquery, parse_geoquery_json
         from ucity.ngsild.qlang import QueryError, parse_q
-        from ucity.ngsild.qsql import compile_q_sqlite
 
         query = EntityQuery()
         ids = params.get("id") or []
@@ -298,7 +297,7 @@ class NgsiLdApi:
             query.attrs_any = tuple(expand_attr_name(a, ctx) for a in params["attrs"])
         if params.get("q"):
             try:
-                query.q_sql = compile_q_sqlite(parse_q(params["q"]), ctx.expand_term)
+                query.q = QFilter(parse_q(params["q"]), ctx.expand_term)
             except QueryError as exc:
                 raise BadRequest(str(exc)) from exc
         try:

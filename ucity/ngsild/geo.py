@@ -369,8 +369,30 @@ def validate_geojson(value: object) -> None:
     Checked: a known type, coordinates (or ``geometries``) present, positions of 2 or 3 finite
     numbers with lon/lat in range, enough positions per type, closed polygon rings. Not checked:
     OGC validity (self-intersections) and ring orientation, which RFC 7946 asks readers to accept.
+
+    The same checks as `_geometry_from_geojson` without building the shapely geometry, which cost
+    most of an entity's validation (every write of a location comes here).
     """
-    _geometry_from_geojson(value)
+    _check_geojson(value)
+
+
+def _check_geojson(value: object, where: str = "geometry", depth: int = 0) -> None:
+    if not isinstance(value, Mapping):
+        raise GeoQueryError(f"{where}: a GeoJSON geometry must be an object")
+    geometry_type = value.get("type")
+    if not isinstance(geometry_type, str) or geometry_type not in _GEOJSON_GEOMETRY_TYPES:
+        known = ", ".join(sorted(_GEOJSON_GEOMETRY_TYPES))
+        raise GeoQueryError(f"{where}: unknown GeoJSON type {geometry_type!r}; expected one of {known}")
+    if geometry_type == "GeometryCollection":
+        if depth >= _MAX_COLLECTION_DEPTH:
+            raise GeoQueryError(f"{where}: GeometryCollections nested too deeply")
+        members = _array(value.get("geometries"), f"{where}.geometries", 1, "geometries")
+        for i, member in enumerate(members):
+            _check_geojson(member, f"{where}.geometries[{i}]", depth + 1)
+        return
+    if "coordinates" not in value:
+        raise GeoQueryError(f"{where}: a {geometry_type} needs coordinates")
+    _normalize(geometry_type, value["coordinates"], f"{where}.coordinates")
 
 
 def geometry_bbox(geojson: Mapping[str, Any]) -> BBox:

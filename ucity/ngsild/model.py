@@ -169,8 +169,11 @@ def normalize_attribute(name: str, value: Any, ctx: Ctx, allow_null: bool = Fals
     return instances
 
 
+_INSTANCE_MEMBERS = frozenset({"type", "value", "object", "languageMap", "valueList", "objectList", "json", "vocab"})
+
+
 def _looks_like_instance(value: dict[str, Any]) -> bool:
-    return bool(value.keys() & {"type", "value", "object", "languageMap", "valueList", "objectList", "json", "vocab"})
+    return not _INSTANCE_MEMBERS.isdisjoint(value)
 
 
 def _infer_type(name: str, value: dict[str, Any]) -> str:

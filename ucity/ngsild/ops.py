@@ -24,7 +24,10 @@ def json_copy(value: Any) -> Any:
 
 
 def _history(attrs: Attrs) -> tuple[tuple[str, dict[str, Any]], ...]:
-    return tuple((iri, json_copy(i)) for iri, instances in attrs.items() for i in instances)
+    # A copy of each instance's top level: the store adds its instanceId there, which the entity's own
+    # instance must not get. What lies deeper (values, sub-attributes) is shared: after a commit both
+    # the entity and its history are read only.
+    return tuple((iri, dict(i)) for iri, instances in attrs.items() for i in instances)
 
 
 class EntityNotFound(NotFound):
@@ -206,6 +209,9 @@ def _merge_instance(old: dict[str, Any], patch: dict[str, Any], now: str) -> dic
             merged[key] = json_copy(value)
     merged["modifiedAt"] = now
     return merged
+
+
+merge_instance = _merge_instance  # the ingest writer merges decoded measures itself, else with this
 
 
 def merge_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:

@@ -537,9 +537,9 @@ class TemporalApi:
         selection = await self.api.build_query(req, ctx, params)
         query = TemporalQuery(ids=selection.ids, id_pattern=selection.id_pattern, types=selection.types,
                               attrs=selection.attrs_any)
-        if selection.q_sql is not None or selection.geo is not None or selection.scope is not None:
+        if selection.q is not None or selection.geo is not None or selection.scope is not None:
             current = EntityQuery(ids=selection.ids, id_pattern=selection.id_pattern, types=selection.types,
-                                  q_sql=selection.q_sql, geo=selection.geo, geo_attr=selection.geo_attr,
+                                  q=selection.q, geo=selection.geo, geo_attr=selection.geo_attr,
                                   scope=selection.scope)
             query.entity_ids_only = tuple(await self.store.entity_ids(tenant, current))
         return query

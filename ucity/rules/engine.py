@@ -103,6 +103,9 @@ class RuleIndex:
     def __init__(self, compiled: Iterable[Compiled], overridden: dict[str, set[str]]) -> None:
         self._map: dict[tuple[str, str, str], list[Compiled]] = {}
         self._overridden = overridden
+        # Answers by (tenant, types, attribute): every observation asks, and the index never changes
+        # (a rule change builds a new one). Bounded, since types and attributes come from the data.
+        self._memo: dict[tuple[str, tuple[str, ...], str], list[Compiled]] = {}
         for comp in compiled:
             if not comp.rule.enabled:
                 continue
@@ -112,6 +115,15 @@ class RuleIndex:
                     self._map.setdefault((scope, type_iri, attr), []).append(comp)
 
     def candidates(self, tenant: str, types: list[str], attr: str) -> list[Compiled]:
+        key = (tenant, tuple(types), attr)
+        memo = self._memo.get(key)
+        if memo is None:
+            if len(self._memo) >= 65536:
+                self._memo.clear()
+            memo = self._memo[key] = self._candidates(tenant, types, attr)
+        return memo
+
+    def _candidates(self, tenant: str, types: list[str], attr: str) -> list[Compiled]:
         found: dict[str, Compiled] = {}
         hidden = self._overridden.get(tenant, set())
         for scope in (tenant, ANY):
@@ -187,8 +199,14 @@ class RulesEngine:
         self._overdue: list[Key] = []
         self._snapshot_timer: TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # publishing, in decision order
+        # Snapshot writes, in order (taken after _lock when both are): a write waits for a commit, and
+        # must not hold up the publishing of the next batch's decisions.
+        self._write_lock = asyncio.Lock()
         self._unsubscribe: Callable[[], None] | None = None
+        # Distributed mode (ucity/cluster): the entities whose rules this process runs, by (tenant, entity
+        # id). The others' changes are skipped and their timers left to the process that owns them.
+        self.owns: Callable[[str, str], bool] = lambda tenant, entity_id: True
         self.stats = {"observations": 0, "matched": 0, "cleared": 0, "spikes": 0, "snapshots": 0}
 
     # -- registration (domains) -------------------------------------------------------------------
@@ -211,6 +229,12 @@ class RulesEngine:
 
     # -- lifecycle --------------------------------------------------------------------------------
     async def start(self) -> None:
+        await self._load()
+        self._unsubscribe = self.bus.subscribe(EntitiesChanged, self._on_changes)
+        self._arm_all()
+
+    async def _load(self) -> None:
+        """Stored user rules, and the stored states of the owned entities."""
         for tenant, rule_id, doc in await self.store.list_docs(RULE_KIND):
             try:
                 self._user[(tenant, rule_id)] = replace(rule_from_json(doc), tenant=tenant)
@@ -220,16 +244,39 @@ class RulesEngine:
         for tenant, _, doc in await self.store.list_docs(STATE_KIND):
             try:
                 key = (tenant, str(doc["rule"]), str(doc["entity"]))
-                self._remember(key, Track.from_doc(doc))
+                if self.owns(tenant, key[2]):
+                    self._remember(key, Track.from_doc(doc))
             except (KeyError, TypeError, ValueError):
                 log.exception("rule state snapshot of tenant %s is unreadable and skipped", tenant)
-        self._unsubscribe = self.bus.subscribe(EntitiesChanged, self._on_changes)
+
+    def _arm_all(self) -> None:
         now = self.clock.now()
         for key, track in self._tracks.items():
             if track.state.wake_at is not None and track.state.wake_at <= now:
                 self._overdue.append(key)
             else:
                 self._arm(key, track)
+
+    async def persist(self) -> None:
+        """Publish every decision so far and write every changed state now (distributed mode acknowledges
+        a message only after this, so a worker that dies loses no state its messages built)."""
+        await self.drain()
+        async with self._lock, self._write_lock:
+            await self._write(set(self._dirty) | set(self._deleted))
+
+    async def reload(self) -> None:
+        """After `owns` changed (a worker gained or lost partitions): write what changed, forget every
+        state, then read the rules and the owned entities' states again (as their previous owner last
+        wrote them) and arm their timers."""
+        await self.persist()
+        for track in self._tracks.values():
+            self._disarm(track)
+        self._tracks.clear()
+        self._by_entity.clear()
+        self._user.clear()
+        await self._load()
+        self._arm_all()
+        await self.resume()
 
     async def resume(self) -> None:
         """Run the timers that came due while the process was down (call once all components run)."""
@@ -259,6 +306,11 @@ class RulesEngine:
     def health(self) -> dict[str, Any]:
         return {"ok": self._unsubscribe is not None, "rules": len(self._compiled), "states": len(self._tracks),
                 "active": sum(1 for t in self._tracks.values() if t.state.level), **self.stats}
+
+    async def observe(self, event: EntitiesChanged) -> None:
+        """Changes committed by another process (distributed mode: the API's NGSI-LD writes, from the event
+        stream), evaluated as if they had been committed here."""
+        await self._on_changes(event)
 
     # -- rules (the API's backend) ----------------------------------------------------------------
     def effective(self, tenant: str, rule_id: str) -> tuple[Rule, str] | None:
@@ -373,9 +425,15 @@ class RulesEngine:
             track = self._tracks.get(key)
             if track is not None and track.state.wake_at is not None and track.state.wake_at <= now:
                 self._fire(key, event.context)
-        await self._flush()
+        # The events go out now; their snapshots are written by a task right after (in order, under the
+        # lock), so that the commit publisher, and every later write's rules, subscriptions and alarms,
+        # never wait for a commit of rule state: in an alarm storm that wait capped the publisher at one
+        # batch per commit. `drain()` (and the publisher's) still waits for them.
+        await self._flush(defer_writes=True)
 
     def _process(self, change: EntityChange, ctx: Context, now: datetime) -> set[Key]:
+        if not self.owns(change.tenant, change.entity_id):
+            return set()
         if change.after is None:
             self._entity_deleted(change, ctx)
             return set()
@@ -407,6 +465,8 @@ class RulesEngine:
         obs = Observation(comp.attrs[attr], instance_value(instance), at, values)
         self.stats["observations"] += 1
         new, decisions = evaluate(comp.rule, track.state, obs, now, self.env)
+        if key not in self._tracks and _idle(new) and not decisions:
+            return key  # an entity that stays normal: nothing to remember, describe or publish (see _apply)
         self._describe(track, comp.rule, change.after)
         track.context_id = ctx.id
         self._apply(key, comp, track, new, decisions, ctx)
@@ -441,7 +501,7 @@ class RulesEngine:
         if track.timer is not None and track.timer_at == when:
             return
         self._disarm(track)
-        if self._rule_for(key) is None:
+        if self._rule_for(key) is None or not self.owns(key[0], key[2]):
             return  # dormant until its rule is registered again
         track.timer, track.timer_at = self.clock.call_at(when, lambda: self._on_timer(key)), when
 
@@ -525,13 +585,21 @@ class RulesEngine:
             self._critical.add(key)
 
     # -- publishing and snapshots -----------------------------------------------------------------
-    async def _flush(self) -> None:
-        """Publish queued events in order, then write the urgent snapshots."""
+    async def _flush(self, defer_writes: bool = False) -> None:
+        """Publish queued events in order, then write the urgent snapshots (in a task if `defer_writes`)."""
         async with self._lock:
             while self._outbox:
                 await self.bus.publish(self._outbox.popleft())
             urgent, self._critical = self._critical, set()
-            await self._write(urgent)
+            if not defer_writes:
+                async with self._write_lock:
+                    await self._write(urgent)
+        if defer_writes and urgent:
+            self._spawn(self._write_locked(urgent))
+
+    async def _write_locked(self, keys: set[Key]) -> None:
+        async with self._write_lock:  # taken in the order the flushes asked for it
+            await self._write(keys)
 
     def _mark_dirty(self, key: Key) -> None:
         self._dirty.add(key)
@@ -544,29 +612,33 @@ class RulesEngine:
         self._spawn(self._write_batch())
 
     async def _write_batch(self) -> None:
-        async with self._lock:  # one writer at a time keeps each snapshot the latest one
+        async with self._write_lock:  # one writer at a time keeps each snapshot the latest one
             await self._write(set(self._dirty))
 
     async def _write(self, keys: set[Key]) -> None:
-        for key in sorted(keys):
-            tenant, rule_id, entity_id = key
-            self._dirty.discard(key)
-            track = self._tracks.get(key)
-            doc_key = f"{rule_id}|{entity_id}"
-            try:
-                if track is None or _idle(track.state):
-                    if key in self._deleted or (track is not None and track.stored):
-                        await self.store.delete_doc(STATE_KIND, tenant, doc_key)
-                    self._deleted.discard(key)
-                    if track is not None:
-                        track.stored = False
-                    continue
-                await self.store.put_doc(STATE_KIND, tenant, doc_key, track.to_doc(rule_id, entity_id))
-                track.stored = True
-                self.stats["snapshots"] += 1
-            except Exception:  # the store is down: keep it for the next batch
-                log.exception("snapshot of rule %s for %s failed", rule_id, entity_id)
-                self._mark_dirty(key)
+        # Together, so that the store group-commits them: one commit round trip per flush, not one per
+        # snapshot (an alarm storm changes many levels per batch, and the commit publisher waits here).
+        await asyncio.gather(*(self._write_one(key) for key in sorted(keys)))
+
+    async def _write_one(self, key: Key) -> None:
+        tenant, rule_id, entity_id = key
+        self._dirty.discard(key)
+        track = self._tracks.get(key)
+        doc_key = f"{rule_id}|{entity_id}"
+        try:
+            if track is None or _idle(track.state):
+                if key in self._deleted or (track is not None and track.stored):
+                    await self.store.delete_doc(STATE_KIND, tenant, doc_key)
+                self._deleted.discard(key)
+                if track is not None:
+                    track.stored = False
+                return
+            await self.store.put_doc(STATE_KIND, tenant, doc_key, track.to_doc(rule_id, entity_id))
+            track.stored = True
+            self.stats["snapshots"] += 1
+        except Exception:  # the store is down: keep it for the next batch
+            log.exception("snapshot of rule %s for %s failed", rule_id, entity_id)
+            self._mark_dirty(key)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

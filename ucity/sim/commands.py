@@ -39,7 +39,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     demo = sub.add_parser("demo", help="start ucity with a simulated city streaming live",
                           description="Start the server on the embedded store, provision the simulated district, "
-                                      "stream its data live and print the API addresses (the dashboard arrives with issue 8).")
+                                      "stream its data live and print the dashboard and API addresses.")
     demo.add_argument("--config", type=Path, help="TOML configuration file (env UCITY_* overrides it)")
     demo.add_argument("--data-dir", default="ucity-demo-data",
                       help="where the demo's embedded store keeps its files (default ./ucity-demo-data)")

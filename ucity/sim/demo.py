@@ -48,7 +48,10 @@ def demo_settings(options: DemoOptions) -> Any:
                                  "server": {"host": options.host, "port": options.port}}
     if options.mqtt:
         overrides["mqtt"] = {"url": options.mqtt}
-    return load_settings(options.config, **overrides)
+    settings = load_settings(options.config, **overrides)
+    if not settings.domains.enabled:  # the demo shows the domain services unless a config names its own
+        settings = load_settings(options.config, **overrides, domains={"enabled": ["facility_safety"]})
+    return settings
 
 
 async def start_server(options: DemoOptions) -> tuple[uvicorn.Server, asyncio.Task[None]]:
@@ -179,6 +182,7 @@ def banner(console: Console, options: DemoOptions, report: RunReport, ready_s: f
     base = f"http://{options.host}:{options.port}"
     console.print(f"\n[bold green]ucity demo ready in {ready_s:.1f} s[/]: {report.entities:,} static entities, "
                   f"{report.devices:,} devices of a simulated Guro-gu (data in {options.data_dir})")
+    console.print(f"  dashboard       {base}/")
     console.print(f"  NGSI-LD API     {base}/ngsi-ld/v1/entities?type=Building")
     console.print(f"  device health   {base}/api/v1/devices/health")
     console.print(f"  API docs        {base}/docs")

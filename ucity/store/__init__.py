@@ -13,5 +13,22 @@ def open_store(settings: Settings, clock: Clock | None = None) -> Store:
     if url.startswith("sqlite://"):
         from ucity.store.sqlite import SqliteStore, sqlite_path
 
-        return SqliteStore(sqlite_path(url), clock, settings.store.group_commit_ms, settings.store.group_commit_max)
-    raise ValueError(f"no store backend for {url.split(':', 1)[0]}:// yet (PostgreSQL arrives with issue 7)")
+        return SqliteStore(sqlite_path(url), clock, settings.store.group_commit_ms, settings.store.group_commit_max,
+                           settings.store.max_queued)
+    if url.startswith(("postgresql://", "postgres://")):
+        from ucity.store.postgres import PostgresStore
+
+        return PostgresStore(url, clock, settings.store.group_commit_ms, settings.store.group_commit_max,
+                             settings.store.pool_size, settings.store.max_queued)
+    raise ValueError(f"no store backend for {url.split(':', 1)[0]}://")
+
+
+def display_url(url: str) -> str:
+    """A store URL fit for logs and consoles: the password replaced by ***."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

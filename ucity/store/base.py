@@ -56,13 +56,25 @@ class ScopeExpr:
     any_of: tuple[tuple[str, ...], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class QFilter:
+    """A parsed `q` (a tree of ucity.ngsild.qlang) with the function expanding its short names to IRIs.
+
+    Callers hold no SQL: each backend compiles the tree to its own dialect (ucity/ngsild/qsql.py for
+    SQLite, qpg.py for PostgreSQL) with the same semantics.
+    """
+
+    expr: Any  # ucity.ngsild.qlang.QExpr (the store layer does not import the NGSI-LD package)
+    resolve: Callable[[str], str]
+
+
 @dataclass(slots=True)
 class EntityQuery:
     ids: tuple[str, ...] = ()
     id_pattern: str | None = None
     types: TypeExpr | None = None
     attrs_any: tuple[str, ...] = ()  # the entity must have at least one of these attribute IRIs
-    q_sql: tuple[str, list[Any]] | None = None  # a compiled q fragment over alias `e`
+    q: QFilter | None = None  # compiled by each backend to its own SQL dialect
     geo: Any = None  # ucity.ngsild.geo.GeoQuery, with `geo_attr` holding the expanded IRI
     geo_attr: str | None = None
     scope: ScopeExpr | None = None
@@ -204,6 +216,111 @@ class AlarmStats:
     false_by_parent: list[tuple[str, int, int]] = field(default_factory=list)
 
 
+# -- operations centre (ucity/ops): events, footage grants and the append-only audit log -----------------
+@dataclass(slots=True)
+class OpsEventRow:
+    """One operations event as the store keeps it: the columns it filters on, and the whole document.
+
+    Times are microseconds since the epoch (UTC); `point` is (lon, lat); `agencies` the agencies the
+    event was shared with or reported by (an agency sees only those events).
+    """
+
+    tenant: str
+    id: str
+    service: str
+    type_code: str
+    level: str
+    status: str
+    source_system: str
+    source_ref: str
+    occurred_at: int
+    reported_at: int
+    updated_at: int
+    point: tuple[float, float] | None
+    agencies: tuple[str, ...]
+    doc: Doc
+
+
+@dataclass(slots=True)
+class OpsEventQuery:
+    """Which events to list; every given filter must hold (values of one filter: any of)."""
+
+    services: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()
+    levels: tuple[str, ...] = ()
+    type_codes: tuple[str, ...] = ()
+    agency: str | None = None  # shared with or reported by this agency
+    source_system: str | None = None
+    source_ref: str | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    reported_from: int | None = None  # micros, inclusive
+    reported_to: int | None = None  # micros, exclusive
+    limit: int = 20
+    offset: int = 0
+    count: bool = False
+
+
+@dataclass(slots=True)
+class GrantRow:
+    """One footage grant: its columns and document. `status` is active or revoked; expiry is `expires_at`."""
+
+    tenant: str
+    id: str
+    agency_id: str
+    event_id: str
+    status: str
+    issued_at: int
+    expires_at: int
+    updated_at: int
+    doc: Doc
+
+
+@dataclass(slots=True)
+class GrantQuery:
+    agency_ids: tuple[str, ...] = ()
+    event_ids: tuple[str, ...] = ()
+    statuses: tuple[str, ...] = ()  # active | revoked (as stored)
+    valid_at: int | None = None  # micros: only grants active and not expired at that instant
+    limit: int = 20
+    offset: int = 0
+    count: bool = False
+
+
+@dataclass(slots=True)
+class AuditRow:
+    """One line of the operations audit log. The store appends it and numbers it (`seq`); nothing
+    changes or deletes it afterwards."""
+
+    tenant: str
+    at: int  # micros
+    kind: str  # event | grant | linkage | camera | auth
+    action: str
+    actor: str
+    doc: Doc
+    agency_id: str | None = None
+    event_id: str | None = None
+    grant_id: str | None = None
+    camera_id: str | None = None
+    outcome: str | None = None  # ok | denied | held | failed ...
+
+
+@dataclass(slots=True)
+class AuditQuery:
+    kinds: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
+    agency_ids: tuple[str, ...] = ()
+    event_ids: tuple[str, ...] = ()
+    grant_ids: tuple[str, ...] = ()
+    camera_ids: tuple[str, ...] = ()
+    outcomes: tuple[str, ...] = ()
+    at_from: int | None = None  # micros, inclusive
+    at_to: int | None = None  # micros, exclusive
+    limit: int = 100
+    offset: int = 0
+    count: bool = False
+    newest_first: bool = False
+
+
 @dataclass(slots=True)
 class TemporalEntity:
     """An entity's temporal representation in stored form: expanded names."""
@@ -337,6 +454,41 @@ class Store(ABC):
     @abstractmethod
     async def alarm_stats(self, tenant: str, query: AlarmQuery, false_outcomes: tuple[str, ...]) -> AlarmStats:
         """Counts over the alarms the query selects (its paging is ignored)."""
+
+    # -- operations centre -----------------------------------------------------------------------
+    @abstractmethod
+    async def save_ops_event(self, row: OpsEventRow, audit: list[AuditRow]) -> None:
+        """Insert or replace an event and append its audit lines, atomically."""
+
+    @abstractmethod
+    async def get_ops_event(self, tenant: str, event_id: str) -> Doc | None: ...
+
+    @abstractmethod
+    async def query_ops_events(self, tenant: str, query: OpsEventQuery) -> tuple[list[Doc], int | None]:
+        """A page of event documents, newest reported first, and their count if asked."""
+
+    @abstractmethod
+    async def save_grant(self, row: GrantRow, audit: list[AuditRow]) -> None:
+        """Insert or replace a footage grant and append its audit lines, atomically."""
+
+    @abstractmethod
+    async def get_grant(self, tenant: str, grant_id: str) -> Doc | None: ...
+
+    @abstractmethod
+    async def query_grants(self, tenant: str, query: GrantQuery) -> tuple[list[Doc], int | None]:
+        """A page of grant documents, newest issued first, and their count if asked."""
+
+    @abstractmethod
+    async def append_audit(self, rows: list[AuditRow]) -> None:
+        """Append audit lines. The audit log has no update and no delete, in the contract and in the database."""
+
+    @abstractmethod
+    async def query_audit(self, tenant: str, query: AuditQuery) -> tuple[list[Doc], int | None]:
+        """Audit lines (each document with its `seq`), in append order (or newest first), and their count."""
+
+    @abstractmethod
+    async def audit_counts(self, tenant: str, query: AuditQuery) -> list[tuple[str, str, str, int]]:
+        """(agency id, action, outcome, count) over the lines the query selects (its paging ignored)."""
 
     def health(self) -> dict[str, Any]:
         return {"ok": True}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ucity.core.bus import Bus, Context, EntitiesChanged, EntityChange
@@ -22,7 +23,12 @@ class CommitPublisher:
         self._task: asyncio.Task[None] | None = None
         self.published = 0
         self.enqueued = 0
+        self._drainers: list[Callable[[], Awaitable[None]]] = []
         store.on_commit(self._committed)
+
+    def add_drainer(self, drain: Callable[[], Awaitable[None]]) -> None:
+        """Work a subscriber defers past its handler (e.g. rule-state snapshots) that `drain` also awaits."""
+        self._drainers.append(drain)
 
     def _committed(self, context: Context, changes: tuple[EntityChange, ...]) -> None:
         self.enqueued += 1
@@ -44,6 +50,8 @@ class CommitPublisher:
         target = self.enqueued
         while self.published < target and self._task is not None and not self._task.done():
             await asyncio.sleep(0.001)
+        for drain in self._drainers:
+            await drain()
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -126,4 +126,81 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             ) WITHOUT ROWID""",
         ],
     ),
+    (
+        4,
+        [
+            # The operations centre (ucity/ops): events, footage grants and their audit log.
+            """CREATE TABLE ops_events (
+                tenant TEXT NOT NULL,
+                id TEXT NOT NULL,
+                service TEXT NOT NULL,
+                type_code TEXT NOT NULL,
+                level TEXT NOT NULL,
+                status TEXT NOT NULL,
+                source_system TEXT NOT NULL DEFAULT '',
+                source_ref TEXT NOT NULL DEFAULT '',
+                occurred_at INTEGER NOT NULL,
+                reported_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL,
+                lon REAL,
+                lat REAL,
+                agencies TEXT NOT NULL DEFAULT '[]',
+                doc TEXT NOT NULL,
+                PRIMARY KEY (tenant, id)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX ops_events_reported ON ops_events (tenant, reported_at)",
+            "CREATE INDEX ops_events_source ON ops_events (tenant, source_system, source_ref)",
+            """CREATE TABLE ops_grants (
+                tenant TEXT NOT NULL,
+                id TEXT NOT NULL,
+                agency_id TEXT NOT NULL,
+                event_id TEXT NOT NULL,
+                status TEXT NOT NULL,
+                issued_at INTEGER NOT NULL,
+                expires_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL,
+                doc TEXT NOT NULL,
+                PRIMARY KEY (tenant, id)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX ops_grants_agency ON ops_grants (tenant, agency_id, issued_at)",
+            "CREATE INDEX ops_grants_event ON ops_grants (tenant, event_id)",
+            # The audit log is append-only in the database too: the triggers refuse any UPDATE or DELETE,
+            # so not even a bug in ucity (or an SQL console on the live file) rewrites it unnoticed.
+            """CREATE TABLE ops_audit (
+                seq INTEGER PRIMARY KEY,
+                tenant TEXT NOT NULL,
+                at INTEGER NOT NULL,
+                kind TEXT NOT NULL,
+                action TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                agency_id TEXT,
+                event_id TEXT,
+                grant_id TEXT,
+                camera_id TEXT,
+                outcome TEXT,
+                doc TEXT NOT NULL
+            )""",
+            "CREATE INDEX ops_audit_time ON ops_audit (tenant, at)",
+            "CREATE INDEX ops_audit_event ON ops_audit (tenant, event_id, seq)",
+            "CREATE INDEX ops_audit_grant ON ops_audit (tenant, grant_id, seq)",
+            "CREATE INDEX ops_audit_agency ON ops_audit (tenant, agency_id, at)",
+            """CREATE TRIGGER ops_audit_no_update BEFORE UPDATE ON ops_audit
+               BEGIN SELECT RAISE(ABORT, 'ops_audit is append-only'); END""",
+            """CREATE TRIGGER ops_audit_no_delete BEFORE DELETE ON ops_audit
+               BEGIN SELECT RAISE(ABORT, 'ops_audit is append-only'); END""",
+        ],
+    ),
+    (
+        5,
+        [
+            # Idempotent history (issue 7): an observed attribute instance is unique per series (entity,
+            # attribute, datasetId) and observedAt, so a redelivered observation replaces itself (INSERT OR
+            # REPLACE) instead of adding a row. `observed` spares the index a JSON parse per insert.
+            "ALTER TABLE instances ADD COLUMN observed INTEGER NOT NULL DEFAULT 0",
+            "UPDATE instances SET observed = 1 WHERE json_extract(doc, '$.observedAt') IS NOT NULL",
+            "DELETE FROM instances WHERE observed = 1 AND rowid NOT IN "
+            "(SELECT max(rowid) FROM instances WHERE observed = 1 GROUP BY sid, ts)",
+            "CREATE UNIQUE INDEX instances_observed ON instances (sid, ts) WHERE observed = 1",
+        ],
+    ),
 ]

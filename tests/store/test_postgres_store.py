@@ -1,0 +1,134 @@
+"""What only the PostgreSQL store has: migrations by `ucity migrate`, monthly history partitions, several
+processes writing the same entities, PostGIS indexes, and no credentials in its health.
+
+The contract itself (group commit, history, aggregation, alarms ...) is tested on both backends by the
+rest of tests/store and the API tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.pgserver import PostgresServer, SyncPg
+from ucity.cli import main
+from ucity.core.bus import Context
+from ucity.core.clock import FakeClock
+from ucity.core.errors import BadRequest
+from ucity.ngsild import ops
+from ucity.ngsild.geo import parse_geoquery
+from ucity.store.base import EntityQuery, Mutation, TemporalQuery, TypeExpr
+from ucity.store.migrations.postgres import MIGRATIONS
+from ucity.store.postgres import PostgresStore, partition_bounds
+
+T = "urn:ngsi-ld:tenant:default"
+SENSOR = "https://example.org/Sensor"
+SPEED = "https://example.org/speed"
+LOCATION = "https://uri.etsi.org/ngsi-ld/location"
+
+
+def sensor(n: int, lon: float = 126.9, lat: float = 37.5) -> dict[str, object]:
+    return {"id": f"urn:ngsi-ld:Sensor:{n}", "type": [SENSOR],
+            "attrs": {SPEED: [{"type": "Property", "value": 0}],
+                      LOCATION: [{"type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}}]}}
+
+
+@pytest.fixture
+async def store(postgres_url: str) -> AsyncIterator[PostgresStore]:
+    s = PostgresStore(postgres_url, FakeClock(datetime(2026, 3, 1, tzinfo=UTC)), group_commit_ms=1)
+    await s.start()
+    yield s
+    await s.stop()
+
+
+def test_ucity_migrate_creates_the_schema_once(postgres_server: PostgresServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    name = postgres_server.create_database(migrated=False)  # PostGIS only
+    try:
+        monkeypatch.setenv("UCITY_STORE__URL", postgres_server.dsn(name))
+        assert main(["migrate"]) == 0
+        assert main(["migrate"]) == 0  # nothing left to do
+        db = SyncPg(postgres_server.dsn(name))
+        try:
+            assert db.fetch("SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == str(MIGRATIONS[-1][0])
+            indexes = {r[0] for r in db.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")}
+        finally:
+            db.close()
+        assert {"entities_types", "entities_attrs", "geo_geom", "geo_geog", "instances_observed"} <= indexes
+    finally:
+        postgres_server.drop_database(name)
+
+
+async def test_history_goes_into_one_partition_per_month(store: PostgresStore) -> None:
+    rows = [(SPEED, {"type": "Property", "value": float(m), "observedAt": f"2025-{m:02d}-15T00:00:00Z"})
+            for m in (11, 12)] + [(SPEED, {"type": "Property", "value": 1.0, "observedAt": "2026-01-01T00:00:00Z"})]
+    await store.append_history(T, "urn:ngsi-ld:Sensor:1", [SENSOR], rows)
+    partitions = {r[0] for r in await store.pool.fetch(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = 'instances'::regclass")}
+    assert {"instances_p202511", "instances_p202512", "instances_p202601"} <= partitions
+    per_partition = dict(await store.pool.fetch(
+        "SELECT tableoid::regclass::text, count(*) FROM instances GROUP BY 1"))
+    assert per_partition == {"instances_p202511": 1, "instances_p202512": 1, "instances_p202601": 1}
+    [entity], _ = await store.temporal_query(T, TemporalQuery(ids=("urn:ngsi-ld:Sensor:1",)))
+    assert [i["value"] for i in entity.attrs[SPEED].instances] == [11.0, 12.0, 1.0]
+    assert partition_bounds((2025, 12)) == ("1764547200000000", "1767225600000000")
+
+
+async def test_two_processes_writing_the_same_entities_lose_nothing(postgres_url: str) -> None:
+    """Two stores (as two processes would) create and update the same entities concurrently."""
+    first, second = (PostgresStore(postgres_url, FakeClock(), group_commit_ms=2) for _ in range(2))
+    await first.start()
+    await second.start()
+    try:
+        def increment(n: int) -> Mutation:
+            def apply(before: dict[str, object] | None, now: str) -> ops.Outcome:
+                if before is None:
+                    return ops.create_op(sensor(n))(None, now)
+                count = before["attrs"][SPEED][0]["value"]  # type: ignore[index]
+                patch = {"attrs": {SPEED: [{"type": "Property", "value": count + 1}]}}
+                return ops.merge_op(patch)(before, now)
+            return Mutation(f"urn:ngsi-ld:Sensor:{n}", apply)
+
+        writes = [s.mutate(T, [increment(n % 5)], Context()) for k in range(100) for n, s in
+                  ((k, first), (k + 2, second))]
+        results = await asyncio.gather(*writes)
+        assert not [r for (r,) in results if isinstance(r, Exception)]
+        docs, _ = await first.query_entities(T, EntityQuery(types=TypeExpr(((SENSOR,),)), limit=10))
+        # 200 writes over 5 entities: each entity created once, then incremented by every other write.
+        assert sorted(d["attrs"][SPEED][0]["value"] for d in docs) == [39] * 5
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_near_is_measured_on_the_spheroid_and_uses_the_gist_index(store: PostgresStore) -> None:
+    # 0.01° of latitude at 37.5°N is 1109.6 m on WGS84.
+    await store.mutate(T, [Mutation(f"urn:ngsi-ld:Sensor:{n}", ops.create_op(sensor(n, 126.9, 37.5 + n / 100)))
+                           for n in range(4)], Context())
+    geo = parse_geoquery("near;maxDistance==2300", "Point", "[126.9,37.5]")
+    found = await store.entity_ids(T, EntityQuery(geo=geo, geo_attr=LOCATION))
+    assert found == ["urn:ngsi-ld:Sensor:0", "urn:ngsi-ld:Sensor:1", "urn:ngsi-ld:Sensor:2"]
+    far = parse_geoquery("near;minDistance==1200", "Point", "[126.9,37.5]")
+    assert await store.entity_ids(T, EntityQuery(geo=far, geo_attr=LOCATION)) == [
+        "urn:ngsi-ld:Sensor:2", "urn:ngsi-ld:Sensor:3"]
+    async with store.pool.acquire() as conn:
+        await conn.execute("SET enable_seqscan = off")
+        plan = "\n".join(r[0] for r in await conn.fetch(
+            "EXPLAIN SELECT eid FROM geo g WHERE ST_DWithin(g.geom::geography, "
+            "ST_SetSRID(ST_MakePoint(126.9, 37.5), 4326)::geography, 2300)"))
+        await conn.execute("RESET enable_seqscan")
+    assert "geo_geog" in plan
+
+
+async def test_a_regex_postgresql_cannot_read_is_a_bad_request(store: PostgresStore) -> None:
+    with pytest.raises(BadRequest):
+        await store.entity_ids(T, EntityQuery(id_pattern="(?P<n>x)"))
+
+
+async def test_health_names_the_database_but_never_the_password(postgres_url: str) -> None:
+    with_password = postgres_url.replace("postgres@", "postgres:s3cret@")
+    health = PostgresStore(with_password).health()
+    assert "s3cret" not in repr(health) and health["backend"] == "postgresql"

@@ -1,0 +1,102 @@
+"""The sending side of scale-out: measures onto the observation stream, own commits onto the event stream.
+
+`StreamMeasureWriter` replaces the ingest's writer in every process when `bus.url` is set: the
+device writes of an ingest batch are grouped by partition, one message per partition, and a
+measure counts as accepted (HTTP 200, MQTT PUBACK) once JetStream has stored its message. A
+stream that is full or unreachable fails the write with 503 + Retry-After: the device retries.
+Provisioning and command status writes (`apply`) still go to the store directly.
+
+`ChangeForwarder` runs in the API process: the changes it commits itself (NGSI-LD writes,
+provisioning) are published on the event stream of their partitions, where the owning worker's
+rules engine sees them. The API process's own rules engine and alarm service own no entity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ucity.cluster.jetstream import JetStream
+from ucity.cluster.messages import encode_changes, encode_writes
+from ucity.cluster.partitions import partition_of
+from ucity.core.bus import Bus, Context, EntitiesChanged, EntityChange
+from ucity.core.errors import Unavailable
+from ucity.ingest.writer import INGEST_ACTOR, DeviceWrite, MeasureWriter
+from ucity.store.base import Outcome, Store
+
+log = logging.getLogger(__name__)
+
+# What a write on the stream answers: taken, to be committed by the partition's worker.
+QUEUED = Outcome(None, "queued", result={"queued": True}, changed=False)
+
+
+class StreamMeasureWriter(MeasureWriter):
+    """Device writes onto the observation stream, one message per partition of a batch."""
+
+    def __init__(self, store: Store, stream: JetStream, partitions: int) -> None:
+        super().__init__(store)
+        self.stream = stream
+        self.partitions = partitions
+
+    async def write(self, writes: list[DeviceWrite]) -> list[Outcome | Exception]:
+        by_partition: dict[int, list[int]] = {}
+        for index, write in enumerate(writes):
+            partition = partition_of(write.profile.tenant, write.profile.entity_id, self.partitions)
+            by_partition.setdefault(partition, []).append(index)
+        results: list[Outcome | Exception] = [QUEUED] * len(writes)
+        context = Context(actor=INGEST_ACTOR)
+
+        async def send(partition: int, indexes: list[int]) -> None:
+            try:
+                await self.stream.publish("obs", partition, encode_writes([writes[i] for i in indexes], context))
+            except Unavailable as exc:
+                for i in indexes:
+                    results[i] = exc
+
+        await asyncio.gather(*(send(p, indexes) for p, indexes in by_partition.items()))
+        return results
+
+
+class ChangeForwarder:
+    """A platform component of the API process: its committed changes onto the event stream."""
+
+    def __init__(self, bus: Bus, stream: JetStream, partitions: int) -> None:
+        self.bus = bus
+        self.stream = stream
+        self.partitions = partitions
+        self._unsubscribe: Callable[[], None] | None = None
+        self.forwarded = 0
+        self.lost = 0
+
+    async def start(self) -> None:
+        self._unsubscribe = self.bus.subscribe(EntitiesChanged, self._forward)
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def health(self) -> dict[str, Any]:
+        return {"ok": self._unsubscribe is not None, "forwarded": self.forwarded, "lost": self.lost}
+
+    async def _forward(self, event: EntitiesChanged) -> None:
+        by_partition: dict[int, list[EntityChange]] = {}
+        for change in event.changes:
+            by_partition.setdefault(partition_of(change.tenant, change.entity_id, self.partitions), []).append(change)
+        for partition, changes in by_partition.items():
+            try:
+                # The message id lets JetStream drop a second copy of the same commit's changes.
+                await self.stream.publish("events", partition, encode_changes(event.context, changes),
+                                          msg_id=f"{event.context.id}.{partition}")
+                self.forwarded += len(changes)
+            except Unavailable as exc:
+                # Committed but not forwarded: the owner's rules miss this change (docs/operations.md).
+                self.lost += len(changes)
+                log.error("%d committed change(s) not forwarded to partition %d: %s", len(changes), partition, exc)
+
+
+def owns_nothing(tenant: str, entity_id: str) -> bool:
+    """The API process in scale-out: the workers own every entity."""
+    return False

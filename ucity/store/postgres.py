@@ -1,0 +1,1184 @@
+"""The production store: PostgreSQL + PostGIS through asyncpg, with group commit.
+
+Same contract as the SQLite store (ucity/store/base.py), same logical model (docs/storage.md).
+One writer task per process takes the mutations that arrive within `group_commit_ms` (up to
+`group_commit_max`) and applies them in one transaction:
+
+1. advisory locks on every touched (tenant, entity id), in key order, then `SELECT ... FOR
+   UPDATE` of the rows that exist: another process (an API process, other workers) writing the
+   same entity, even one that does not exist yet, waits for this commit instead of racing it;
+2. the pure apply functions run in order on the locked documents, in memory, so ten mutations of
+   one entity in a batch write it once;
+3. entities, geometries, the history type index and the history instances go in as multi-row
+   statements over `unnest` arrays (one statement per table, not one per row);
+4. commit; only then are the callers' futures resolved and the commit callbacks run, in order.
+
+A deadlock with another process, or a stale cached series id (its series deleted by another
+process), retries the whole batch: the apply functions are pure. Any other database failure
+retries the items one at a time, so one bad item fails alone. Reads use the pool and never wait
+for the writer.
+
+History is partitioned by month on the observation time; a month's partition is created by the
+transaction that first writes into it (under an advisory lock, so processes never race on it).
+An observed attribute instance is unique per (series, observedAt): writing it again replaces it,
+which makes the redelivery of an observation idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import urlsplit
+
+import asyncpg
+import orjson
+
+from ucity.core.bus import Context, EntityChange
+from ucity.core.clock import Clock, SystemClock, parse_iso, to_iso, to_micros
+from ucity.core.errors import BadRequest, UcityError, Unavailable
+from ucity.ngsild.qpg import compile_q_postgres
+from ucity.store import postgres_ops as ops_sql
+from ucity.store.base import (
+    AggregatedEntity,
+    AggregateSeries,
+    Aggregation,
+    AlarmQuery,
+    AlarmRow,
+    AlarmStats,
+    AuditQuery,
+    AuditRow,
+    Doc,
+    EntityQuery,
+    GrantQuery,
+    GrantRow,
+    HistorySeries,
+    Mutation,
+    OpsEventQuery,
+    OpsEventRow,
+    Outcome,
+    Store,
+    TemporalEntity,
+    TemporalQuery,
+    TypeExpr,
+)
+from ucity.store.migrations.postgres import MIGRATIONS
+from ucity.store.sql import (
+    ALARM_COLUMNS,
+    VALUE_MEMBERS,
+    alarm_ack_sql,
+    alarm_count_sql,
+    alarm_false_rate_sql,
+    alarm_values,
+    alarm_where,
+    any_of_sql,
+    combine,
+    datasets,
+    geo_parts,
+    in_list,
+    merge_instance,
+    numbered,
+    one_per_time,
+    page,
+    time_column,
+    truncated,
+    vnum,
+    window,
+)
+
+log = logging.getLogger(__name__)
+
+# Advisory lock keys of the schema (one process migrates at a time) and of history partitions.
+MIGRATION_LOCK = 0x75C1_7900
+PARTITION_LOCK = 0x75C1_7901
+# Failures that say nothing about the batch itself: run it again from the start.
+_RETRY = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncpg.ForeignKeyViolationError)
+_UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
+                asyncpg.ConnectionDoesNotExistError, asyncio.TimeoutError)
+_BATCH_ATTEMPTS = 5
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# -- connections and schema --------------------------------------------------------------------------------
+def _encode_jsonb(value: Any) -> bytes:
+    try:
+        text = orjson.dumps(value)
+    except orjson.JSONEncodeError:  # integers beyond 64 bits: the standard library writes them exactly
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    return b"\x01" + text  # jsonb's binary format: a version byte, then the text
+
+
+def _decode_jsonb(data: bytes) -> Any:
+    return orjson.loads(data[1:])
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """jsonb as Python objects (orjson) on every connection."""
+    await conn.set_type_codec("jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog",
+                              format="binary")
+
+
+async def migrate_connection(conn: asyncpg.Connection) -> int:
+    """Apply pending migrations (one process at a time); return the schema version."""
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await conn.execute("CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text NOT NULL)")
+        found = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema_version'")
+        version = int(found) if found else 0
+        for number, statements in MIGRATIONS:
+            if number <= version:
+                continue
+            async with conn.transaction():
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute("INSERT INTO meta VALUES ('schema_version', $1) "
+                                   "ON CONFLICT (key) DO UPDATE SET value = excluded.value", str(number))
+            version = number
+        return version
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+
+
+async def migrate_dsn(dsn: str) -> int:
+    """`ucity migrate` for a PostgreSQL URL."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migrate_connection(conn)
+    finally:
+        await conn.close()
+
+
+def safe_location(url: str) -> str:
+    """host:port/database of a URL, without credentials (for health and logs)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or ''}:{parts.port or 5432}{parts.path}"
+
+
+# -- history partitions ----------------------------------------------------------------------------------
+Month = tuple[int, int]
+
+
+def month_of(micros: int) -> Month:
+    instant = _EPOCH + timedelta(microseconds=micros)
+    return instant.year, instant.month
+
+
+def partition_name(month: Month) -> str:
+    return f"instances_p{month[0]:04d}{month[1]:02d}"
+
+
+def partition_bounds(month: Month) -> tuple[str, str]:
+    """FROM and TO of a month's range partition, in µs since the epoch."""
+    year, number = month
+    start = to_micros(datetime(year, number, 1, tzinfo=UTC))
+    if (year, number) == (9999, 12):
+        return str(start), "MAXVALUE"
+    following = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=UTC)
+    return str(start), str(to_micros(following))
+
+
+# -- the write queue -------------------------------------------------------------------------------------
+@dataclass
+class _Group:
+    tenant: str
+    mutations: list[Mutation]
+    context: Context
+    future: asyncio.Future[list[Outcome | Exception]]
+    results: list[Outcome | Exception] = field(default_factory=list)
+    changes: list[EntityChange] = field(default_factory=list)
+
+
+@dataclass
+class _Call:
+    """Any other write (history, documents, alarms): fn(conn, tx) inside a group-committed transaction."""
+
+    fn: Callable[[asyncpg.Connection, _Tx], Awaitable[Any]]
+    future: asyncio.Future[Any]
+    result: Any = None
+    error: BaseException | None = None
+
+
+_Item = _Group | _Call
+Key = tuple[str, str]  # (tenant, entity id)
+SeriesKey = tuple[str, str, str, str]  # (tenant, entity id, attribute IRI, dataset id or "")
+
+
+@dataclass
+class _Entity:
+    """An entity within a transaction: its row as stored now, and its document as mutated so far."""
+
+    eid: int | None
+    stored: Doc | None
+    doc: Doc | None
+    temporal_types: list[str] | None = None  # set when the history's type index must be written
+
+
+@dataclass
+class _Tx:
+    """What one transaction has locked and created; the caches learn it only after the commit."""
+
+    entities: dict[Key, _Entity] = field(default_factory=dict)
+    tenants: set[str] = field(default_factory=set)
+    sids: dict[SeriesKey, int] = field(default_factory=dict)
+    partitions: set[Month] = field(default_factory=set)
+
+
+@dataclass
+class _Row:
+    """One history instance to insert."""
+
+    key: SeriesKey
+    instance: dict[str, Any]
+    created: int
+
+
+class PostgresStore(Store):
+    """PostgreSQL + PostGIS backend of the store contract."""
+
+    def __init__(
+        self,
+        url: str,
+        clock: Clock | None = None,
+        group_commit_ms: float = 2.0,
+        group_commit_max: int = 1000,
+        pool_size: int = 10,
+        max_queued: int = 0,
+    ) -> None:
+        self.url = url
+        self.max_queued = max_queued  # 0: unbounded
+        self.clock = clock or SystemClock()
+        self.group_commit_s = group_commit_ms / 1000.0
+        self.group_commit_max = group_commit_max
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._commit_callbacks: list[Callable[[Context, tuple[EntityChange, ...]], None]] = []
+        self._tenants: set[str] = set()
+        self._sids: dict[SeriesKey, int] = {}
+        self._partitions: set[Month] = set()
+        self.commits = 0
+        self.committed_ops = 0
+        self.retries = 0
+        self._failed: BaseException | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._pool = await asyncpg.create_pool(self.url, min_size=2, max_size=self.pool_size, init=init_connection)
+        async with self._pool.acquire() as conn:
+            await migrate_connection(conn)
+            names = await conn.fetch("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                                     "WHERE i.inhparent = 'instances'::regclass")
+        self._partitions = {(int(r[0][-6:-2]), int(r[0][-2:])) for r in names if r[0].startswith("instances_p")}
+        self._writer = asyncio.create_task(self._write_loop(), name="ucity-postgres-writer")
+
+    async def stop(self) -> None:
+        if self._writer is not None:
+            self._queue.put_nowait(None)
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+            self._writer = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    def health(self) -> dict[str, Any]:
+        alive = self._writer is not None and not self._writer.done()
+        return {"ok": alive and self._failed is None, "backend": "postgresql", "database": safe_location(self.url),
+                "commits": self.commits, "committed_operations": self.committed_ops, "retries": self.retries,
+                "queued": self._queue.qsize()}
+
+    def on_commit(self, callback: Callable[[Context, tuple[EntityChange, ...]], None]) -> None:
+        self._commit_callbacks.append(callback)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise Unavailable("the store is not running")
+        return self._pool
+
+    # -- writing -----------------------------------------------------------------------------
+    async def mutate(self, tenant: str, mutations: list[Mutation], context: Context) -> list[Outcome | Exception]:
+        if self._writer is None:
+            raise Unavailable("the store is not running")
+        if self.max_queued and self._queue.qsize() >= self.max_queued:  # a burst: back-pressure, not memory
+            raise Unavailable(f"{self._queue.qsize()} writes are waiting for a commit; retry shortly")
+        future: asyncio.Future[list[Outcome | Exception]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Group(tenant, mutations, context, future))
+        return await future
+
+    async def _call(self, fn: Callable[[asyncpg.Connection, _Tx], Awaitable[Any]]) -> Any:
+        if self._writer is None:
+            raise Unavailable("the store is not running")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Call(fn, future))
+        return await future
+
+    async def _write_loop(self) -> None:
+        while True:
+            first = await self._queue.get()
+            if first is None:
+                return
+            batch, stop = await self._collect(first)
+            try:
+                await self._commit_batch(batch)
+            except Exception as exc:  # never let the writer die: fail the batch instead
+                log.exception("the writer failed a batch")
+                for item in batch:
+                    self._fail_item(item, exc)
+                self._resolve(batch)
+            if stop:
+                return
+
+    async def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
+        """The items that arrive within group_commit_ms of the first (at most group_commit_max), and
+        whether the store is stopping."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.group_commit_s
+        batch = [first]
+        while len(batch) < self.group_commit_max:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
+    async def _commit_batch(self, batch: list[_Item]) -> None:
+        for attempt in range(_BATCH_ATTEMPTS):
+            tx = _Tx()
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await self._run_batch(conn, batch, tx)
+            except _RETRY as exc:
+                self.retries += 1
+                log.info("batch retried (attempt %d): %s", attempt + 1, exc)
+                self._sids.clear()
+                self._reset(batch)
+                continue
+            except _UNREACHABLE as exc:
+                log.error("the database is unreachable: %s", exc)
+                for item in batch:
+                    self._fail_item(item, exc)
+            except Exception as exc:
+                log.exception("group commit failed; retrying items one at a time")
+                self._sids.clear()
+                if len(batch) > 1:
+                    for item in batch:
+                        self._reset([item])
+                        await self._commit_batch([item])
+                    return
+                self._fail_item(batch[0], exc)
+            else:
+                self._learn(tx)
+                self.commits += 1
+                self.committed_ops += len(batch)
+            self._resolve(batch)
+            return
+        for item in batch:
+            self._fail_item(item, RuntimeError("too many conflicting transactions"))
+        self._resolve(batch)
+
+    def _learn(self, tx: _Tx) -> None:
+        """After a commit: what the transaction created exists for good."""
+        self._tenants |= tx.tenants
+        self._partitions |= tx.partitions
+        if len(self._sids) + len(tx.sids) > 500_000:
+            self._sids.clear()
+        self._sids.update(tx.sids)
+
+    @staticmethod
+    def _reset(batch: list[_Item]) -> None:
+        for item in batch:
+            if isinstance(item, _Group):
+                item.results.clear()
+                item.changes.clear()
+            else:
+                item.result, item.error = None, None
+
+    @staticmethod
+    def _fail_item(item: _Item, exc: BaseException) -> None:
+        error = Unavailable(f"the store could not commit: {exc}")
+        if isinstance(item, _Group):
+            item.results = [error] * len(item.mutations)
+            item.changes = []
+        else:
+            item.error = error
+
+    def _resolve(self, batch: list[_Item]) -> None:
+        for item in batch:
+            if isinstance(item, _Group):
+                if item.changes:
+                    for callback in self._commit_callbacks:
+                        try:
+                            callback(item.context, tuple(item.changes))
+                        except Exception:
+                            log.exception("commit callback failed")
+                if not item.future.done():
+                    item.future.set_result(item.results)
+            elif not item.future.done():
+                if item.error is not None:
+                    item.future.set_exception(item.error)
+                else:
+                    item.future.set_result(item.result)
+
+    async def _run_batch(self, conn: asyncpg.Connection, batch: list[_Item], tx: _Tx) -> None:
+        """Runs of consecutive mutation groups are applied together; a call sees everything before it."""
+        segment: list[_Group] = []
+        for item in batch:
+            if isinstance(item, _Group):
+                segment.append(item)
+                continue
+            await self._run_segment(conn, segment, tx)
+            segment = []
+            try:
+                item.result = await item.fn(conn, tx)
+            except UcityError as exc:
+                item.error = exc
+        await self._run_segment(conn, segment, tx)
+
+    async def _run_segment(self, conn: asyncpg.Connection, groups: list[_Group], tx: _Tx) -> None:
+        if not groups:
+            return
+        await self._lock_entities(conn, tx, [(g.tenant, m.entity_id) for g in groups for m in g.mutations])
+        await self._add_tenants(conn, tx, {g.tenant for g in groups if g.mutations})
+        rows: list[_Row] = []
+        touched: dict[Key, _Entity] = {}
+        for group in groups:
+            now = to_iso(self.clock.now())
+            created = to_micros(parse_iso(now))
+            for mutation in group.mutations:
+                group.results.append(self._apply(group, mutation, now, created, tx, touched, rows))
+        await self._write_entities(conn, touched)
+        if rows:
+            await self._insert_instances(conn, tx, rows)
+
+    async def _lock_entities(self, conn: asyncpg.Connection, tx: _Tx, keys: list[Key]) -> None:
+        """Lock and load the entities this transaction has not touched yet."""
+        fresh = sorted({k for k in keys if k not in tx.entities})
+        if not fresh:
+            return
+        tenants, ids = [k[0] for k in fresh], [k[1] for k in fresh]
+        # Advisory locks also cover entities that do not exist yet (two processes creating one).
+        await conn.execute(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM (SELECT DISTINCT hashtextextended(t || chr(31) || i, 0) AS k "
+            "FROM unnest($1::text[], $2::text[]) AS u(t, i) ORDER BY k) AS s", tenants, ids)
+        found = await conn.fetch(
+            "SELECT e.eid, e.tenant, e.id, e.doc FROM entities e JOIN unnest($1::text[], $2::text[]) AS u(t, i) "
+            "ON e.tenant = u.t AND e.id = u.i ORDER BY e.eid FOR UPDATE OF e", tenants, ids)
+        for key in fresh:
+            tx.entities[key] = _Entity(None, None, None)
+        for eid, tenant, entity_id, doc in found:
+            tx.entities[(tenant, entity_id)] = _Entity(eid, doc, doc)
+
+    async def _add_tenants(self, conn: asyncpg.Connection, tx: _Tx, tenants: set[str]) -> None:
+        fresh = sorted(tenants - self._tenants - tx.tenants)
+        if fresh:
+            await conn.execute("INSERT INTO tenants SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", fresh)
+            tx.tenants.update(fresh)
+
+    def _apply(
+        self, group: _Group, mutation: Mutation, now: str, created: int, tx: _Tx, touched: dict[Key, _Entity],
+        rows: list[_Row],
+    ) -> Outcome | Exception:
+        key = (group.tenant, mutation.entity_id)
+        entity = tx.entities[key]
+        before = entity.doc
+        try:
+            outcome = mutation.apply(before, now)
+        except UcityError as exc:
+            return exc
+        if not outcome.changed:
+            return outcome
+        after = outcome.doc
+        entity.doc = after
+        touched[key] = entity
+        if after is not None and (before is None or before.get("type") != after.get("type")):
+            entity.temporal_types = list(after.get("type", []))
+        for attr, instance in outcome.instances:
+            rows.append(_Row((group.tenant, mutation.entity_id, attr, instance.get("datasetId") or ""), instance, created))
+        group.changes.append(EntityChange(
+            group.tenant, mutation.entity_id, outcome.operation, before, after, outcome.attrs, outcome.instances))
+        return outcome
+
+    async def _write_entities(self, conn: asyncpg.Connection, touched: dict[Key, _Entity]) -> None:
+        """The final state of every entity the segment changed: deletes, inserts, updates, geometries."""
+        deleted = [e.eid for e in touched.values() if e.doc is None and e.eid is not None]
+        inserted = [(k, e) for k, e in touched.items() if e.doc is not None and e.eid is None]
+        updated = [e for e in touched.values() if e.doc is not None and e.eid is not None and e.doc is not e.stored]
+        if deleted:  # their geometries go with them (ON DELETE CASCADE)
+            await conn.execute("DELETE FROM entities WHERE eid = ANY($1::bigint[])", deleted)
+        if inserted:
+            new = await conn.fetch(
+                "INSERT INTO entities (tenant, id, types, doc, created_at, modified_at) "
+                "SELECT u.t, u.i, ARRAY(SELECT jsonb_array_elements_text(u.d -> 'type')), u.d, "
+                "coalesce(u.d ->> 'createdAt', ''), coalesce(u.d ->> 'modifiedAt', '') "
+                "FROM unnest($1::text[], $2::text[], $3::jsonb[]) AS u(t, i, d) RETURNING eid, tenant, id",
+                [k[0] for k, _ in inserted], [k[1] for k, _ in inserted], [e.doc for _, e in inserted])
+            eids = {(r[1], r[2]): r[0] for r in new}
+            for key, entity in inserted:
+                entity.eid = eids[key]
+        if updated:
+            await conn.execute(
+                "UPDATE entities e SET doc = u.d, types = ARRAY(SELECT jsonb_array_elements_text(u.d -> 'type')), "
+                "modified_at = coalesce(u.d ->> 'modifiedAt', '') FROM unnest($1::bigint[], $2::jsonb[]) AS u(eid, d) "
+                "WHERE e.eid = u.eid", [e.eid for e in updated], [e.doc for e in updated])
+        await self._write_geometries(conn, touched)
+        await self._write_temporal_types(conn, touched)
+        for entity in touched.values():
+            if entity.doc is None:
+                entity.eid = None
+            entity.stored = entity.doc
+
+    @staticmethod
+    async def _write_geometries(conn: asyncpg.Connection, touched: dict[Key, _Entity]) -> None:
+        from ucity.ngsild.geo import GeoQueryError, geometry_bbox
+
+        changed = [(k, e) for k, e in touched.items()
+                   if e.eid is not None and e.doc is not None and geo_parts(e.stored) != geo_parts(e.doc)]
+        if not changed:
+            return
+        await conn.execute("DELETE FROM geo WHERE eid = ANY($1::bigint[])", [e.eid for _, e in changed])
+        values: list[tuple[int, str, str, str]] = []
+        for (tenant, _), entity in changed:
+            assert entity.eid is not None
+            for attr, geometry in geo_parts(entity.doc):
+                try:
+                    geometry_bbox(orjson.loads(geometry))
+                except GeoQueryError:
+                    continue  # validated on input; an old invalid value is simply not indexed
+                values.append((entity.eid, tenant, attr, geometry))
+        if values:
+            await conn.execute(
+                "INSERT INTO geo (eid, tenant, attr, geom) SELECT u.eid, u.t, u.a, "
+                "ST_Force2D(ST_SetSRID(ST_GeomFromGeoJSON(u.g), 4326)) "
+                "FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[]) AS u(eid, t, a, g)",
+                *map(list, zip(*values, strict=True)))
+
+    @staticmethod
+    async def _write_temporal_types(conn: asyncpg.Connection, touched: dict[Key, _Entity]) -> None:
+        """The history's type index, written only when an entity's types change (or it is created)."""
+        rows = [(k, e.temporal_types) for k, e in touched.items() if e.temporal_types is not None]
+        if not rows:
+            return
+        await conn.execute(
+            # The types travel as JSON texts: asyncpg would read a list of lists as a 2-D array.
+            "INSERT INTO temporal_entities (tenant, id, types) "
+            "SELECT u.t, u.i, ARRAY(SELECT jsonb_array_elements_text(u.ty::jsonb)) "
+            "FROM unnest($1::text[], $2::text[], $3::text[]) AS u(t, i, ty) "
+            "ON CONFLICT (tenant, id) DO UPDATE SET types = excluded.types",
+            [k[0] for k, _ in rows], [k[1] for k, _ in rows], [orjson.dumps(types).decode() for _, types in rows])
+        for _, entity in touched.items():
+            entity.temporal_types = None
+
+    # -- history rows ------------------------------------------------------------------------
+    async def _series_ids(self, conn: asyncpg.Connection, tx: _Tx, keys: set[SeriesKey]) -> dict[SeriesKey, int]:
+        """The series id of each key, creating the missing series."""
+        found = {k: sid for k in keys if (sid := tx.sids.get(k) or self._sids.get(k)) is not None}
+        missing = sorted(keys - found.keys())
+        if missing:
+            columns = [list(c) for c in zip(*missing, strict=True)]
+            await conn.execute(
+                "INSERT INTO series (tenant, entity_id, attr, dataset_id) "
+                "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) ON CONFLICT DO NOTHING", *columns)
+            # FOR SHARE: a concurrent delete of the series waits for this commit.
+            for sid, *key in await conn.fetch(
+                    "SELECT s.sid, s.tenant, s.entity_id, s.attr, s.dataset_id FROM series s "
+                    "JOIN unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(t, e, a, d) "
+                    "ON s.tenant = u.t AND s.entity_id = u.e AND s.attr = u.a AND s.dataset_id = u.d FOR SHARE OF s",
+                    *columns):
+                series_key: SeriesKey = (key[0], key[1], key[2], key[3])
+                found[series_key] = tx.sids[series_key] = int(sid)
+        return found
+
+    async def _ensure_partitions(self, conn: asyncpg.Connection, tx: _Tx, months: set[Month]) -> None:
+        missing = sorted(months - self._partitions - tx.partitions)
+        if not missing:
+            return
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
+        for month in missing:
+            name = partition_name(month)
+            if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name):
+                await self._create_partition(conn, name, *partition_bounds(month))
+            tx.partitions.add(month)
+
+    @staticmethod
+    async def _create_partition(conn: asyncpg.Connection, name: str, low: str, high: str) -> None:
+        """A month's partition; rows of that month in the default partition (written from outside the
+        store) move into it, since PostgreSQL refuses a partition whose rows sit in the default one."""
+        stray = await conn.fetchval(
+            f"SELECT EXISTS (SELECT 1 FROM instances_default WHERE ts >= {low}"
+            + (f" AND ts < {high})" if high != "MAXVALUE" else ")"))
+        if not stray:
+            await conn.execute(f"CREATE TABLE {name} PARTITION OF instances FOR VALUES FROM ({low}) TO ({high})")
+            return
+        upper = f" AND ts < {high}" if high != "MAXVALUE" else ""
+        await conn.execute(f"CREATE TABLE {name} (LIKE instances INCLUDING DEFAULTS)")
+        await conn.execute(f"WITH moved AS (DELETE FROM instances_default WHERE ts >= {low}{upper} RETURNING *) "
+                           f"INSERT INTO {name} SELECT * FROM moved")
+        await conn.execute(f"ALTER TABLE instances ATTACH PARTITION {name} FOR VALUES FROM ({low}) TO ({high})")
+
+    async def _insert_instances(self, conn: asyncpg.Connection, tx: _Tx, rows: list[_Row]) -> None:
+        """Append history instances; an observed one replaces its namesake (same series and observedAt)."""
+        sids = await self._series_ids(conn, tx, {r.key for r in rows})
+        records: dict[object, tuple[Any, ...]] = {}
+        for n, row in enumerate(rows):
+            observed = row.instance.get("observedAt")
+            ts = to_micros(parse_iso(observed)) if observed else row.created
+            instance_id = row.instance.get("instanceId") or f"urn:ngsi-ld:Instance:{uuid.uuid4()}"
+            row.instance["instanceId"] = instance_id
+            sid = sids[row.key]
+            key: object = (sid, ts) if observed else n
+            records.pop(key, None)  # one statement may not update a row twice: the last one wins
+            records[key] = (sid, ts, row.created, instance_id, bool(observed), vnum(row.instance), row.instance)
+        await self._ensure_partitions(conn, tx, {month_of(r[1]) for r in records.values()})
+        await conn.execute(
+            "INSERT INTO instances (sid, ts, created, instance_id, observed, vnum, doc) "
+            "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::boolean[], "
+            "$6::float8[], $7::jsonb[]) ON CONFLICT (sid, ts) WHERE observed DO UPDATE SET created = excluded.created, "
+            "iid = excluded.iid, instance_id = excluded.instance_id, vnum = excluded.vnum, doc = excluded.doc",
+            *map(list, zip(*records.values(), strict=True)))
+
+    # -- reading -----------------------------------------------------------------------------
+    async def _fetch(self, sql: str, params: list[Any]) -> list[asyncpg.Record]:
+        try:
+            rows: list[asyncpg.Record] = await self.pool.fetch(numbered(sql), *params)
+        except asyncpg.InvalidRegularExpressionError as exc:
+            raise BadRequest(f"invalid regular expression: {exc}") from exc
+        return rows
+
+    async def get_entity(self, tenant: str, entity_id: str) -> Doc | None:
+        doc: Doc | None = await self.pool.fetchval(
+            "SELECT doc FROM entities WHERE tenant = $1 AND id = $2", tenant, entity_id)
+        return doc
+
+    def _where(self, tenant: str, query: EntityQuery) -> tuple[str, list[Any]]:
+        clauses = ["e.tenant = ?"]
+        params: list[Any] = [tenant]
+        if query.ids:
+            clauses.append("e.id = ANY(?::text[])")
+            params.append(list(query.ids))
+        if query.id_pattern:
+            clauses.append("e.id ~ ?")
+            params.append(query.id_pattern)
+        if query.types is not None:
+            sql, tparams = _types_sql(query.types, "e.types")
+            clauses.append(sql)
+            params.extend(tparams)
+        if query.attrs_any:
+            clauses.append("(" + " OR ".join(
+                ["e.doc -> 'attrs' @> jsonb_build_object(?::text, '[]'::jsonb)"] * len(query.attrs_any)) + ")")
+            params.extend(query.attrs_any)
+        if query.scope is not None:
+            sql, sparams = any_of_sql(query.scope.any_of, _SCOPE_MATCH)
+            clauses.append(sql)
+            params.extend(sparams)
+        if query.q is not None:
+            sql, qparams = compile_q_postgres(query.q.expr, query.q.resolve)
+            clauses.append("(" + sql + ")")
+            params.extend(qparams)
+        if query.geo is not None:
+            sql, gparams = _geo_sql(query.geo)
+            clauses.append("e.eid IN (SELECT g.eid FROM geo g WHERE g.tenant = ? AND g.attr = ? AND " + sql + ")")
+            params.extend([tenant, query.geo_attr, *gparams])
+        return " AND ".join(clauses), params
+
+    async def query_entities(self, tenant: str, query: EntityQuery) -> tuple[list[Doc], int | None]:
+        where, params = self._where(tenant, query)
+        total = None
+        if query.count:
+            total = int((await self._fetch(f"SELECT count(*) FROM entities e WHERE {where}", params))[0][0])
+        docs: list[Doc] = []
+        if query.limit > 0:
+            order = "e.modified_at DESC, e.id" if query.order == "modified" else "e.id"
+            rows = await self._fetch(f"SELECT e.doc FROM entities e WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                                     [*params, query.limit, query.offset])
+            docs = [r[0] for r in rows]
+        return docs, total
+
+    async def entity_ids(self, tenant: str, query: EntityQuery) -> list[str]:
+        where, params = self._where(tenant, query)
+        return [r[0] for r in await self._fetch(f"SELECT e.id FROM entities e WHERE {where} ORDER BY e.id", params)]
+
+    async def tenant_exists(self, tenant: str) -> bool:
+        return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant = $1)", tenant))
+
+    async def types_summary(self, tenant: str) -> list[tuple[str, list[str], int]]:
+        counts = {r[0]: int(r[1]) for r in await self.pool.fetch(
+            "SELECT t, count(DISTINCT e.eid) FROM entities e, unnest(e.types) AS t WHERE e.tenant = $1 GROUP BY t",
+            tenant)}
+        attrs: dict[str, set[str]] = {t: set() for t in counts}
+        for t, key in await self.pool.fetch(
+                "SELECT DISTINCT t, k FROM entities e, unnest(e.types) AS t, jsonb_object_keys(e.doc -> 'attrs') AS k "
+                "WHERE e.tenant = $1", tenant):
+            attrs[t].add(key)
+        return [(t, sorted(attrs[t]), c) for t, c in sorted(counts.items())]
+
+    async def attributes_summary(self, tenant: str) -> list[tuple[str, list[str], list[str], int]]:
+        info: dict[str, tuple[set[str], set[str], set[int]]] = {}
+        for key, kind, types, eid in await self.pool.fetch(
+                "SELECT a.k, a.v -> 0 ->> 'type', e.types, e.eid FROM entities e, jsonb_each(e.doc -> 'attrs') AS a(k, v) "
+                "WHERE e.tenant = $1", tenant):
+            entry = info.setdefault(key, (set(), set(), set()))
+            entry[0].update(types)
+            entry[1].add(kind or "Property")
+            entry[2].add(eid)
+        return [(a, sorted(t), sorted(k), len(e)) for a, (t, k, e) in sorted(info.items())]
+
+    # -- history -----------------------------------------------------------------------------
+    async def append_history(
+        self, tenant: str, entity_id: str, types: list[str], rows: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        now = to_iso(self.clock.now())
+        created = to_micros(parse_iso(now))
+        for _, instance in rows:  # history written directly (temporal API) is stamped when recorded
+            instance.setdefault("createdAt", now)
+            instance.setdefault("modifiedAt", now)
+
+        async def run(conn: asyncpg.Connection, tx: _Tx) -> None:
+            await self._add_tenants(conn, tx, {tenant})
+            current = await conn.fetchval(
+                "SELECT types FROM temporal_entities WHERE tenant = $1 AND id = $2 FOR UPDATE", tenant, entity_id)
+            merged = list(dict.fromkeys([*(current or []), *types]))
+            await conn.execute(
+                "INSERT INTO temporal_entities (tenant, id, types) VALUES ($1, $2, $3::text[]) "
+                "ON CONFLICT (tenant, id) DO UPDATE SET types = excluded.types", tenant, entity_id, merged)
+            if rows:
+                await self._insert_instances(conn, tx, [
+                    _Row((tenant, entity_id, attr, instance.get("datasetId") or ""), instance, created)
+                    for attr, instance in one_per_time(rows)])
+
+        await self._call(run)
+
+    async def temporal_entity_exists(self, tenant: str, entity_id: str) -> bool:
+        return bool(await self.pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM temporal_entities WHERE tenant = $1 AND id = $2)", tenant, entity_id))
+
+    async def temporal_query(self, tenant: str, query: TemporalQuery) -> tuple[list[TemporalEntity], int | None]:
+        async with self.pool.acquire() as conn:
+            entities, total = await _temporal_entities(conn, tenant, query)
+            column = time_column(query.timeproperty)
+            out: list[TemporalEntity] = []
+            for entity_id, types in entities:
+                entity = TemporalEntity(entity_id, types)
+                for attr, series in (await _attr_series(conn, tenant, entity_id, query)).items():
+                    history = await _history(conn, [sid for sid, _ in series], column, query)
+                    if history.instances:
+                        entity.attrs[attr] = history
+                out.append(entity)
+        return out, total
+
+    async def temporal_aggregate(
+        self, tenant: str, query: TemporalQuery, aggregation: Aggregation
+    ) -> tuple[list[AggregatedEntity], int | None]:
+        async with self.pool.acquire() as conn:
+            entities, total = await _temporal_entities(conn, tenant, query)
+            column = time_column(query.timeproperty)
+            out: list[AggregatedEntity] = []
+            for entity_id, types in entities:
+                entity = AggregatedEntity(entity_id, types)
+                for attr, series in (await _attr_series(conn, tenant, entity_id, query)).items():
+                    origin = query.time_from if query.time_from is not None else await _oldest(conn, series, column, query)
+                    if origin is None:
+                        continue
+                    found = [await _aggregate(conn, sid, dataset, column, query, aggregation, origin)
+                             for sid, dataset in series]
+                    if any(s.times for s in found):
+                        entity.attrs[attr] = [s for s in found if s.times]
+                out.append(entity)
+        return out, total
+
+    async def delete_history(
+        self, tenant: str, entity_id: str, attr: str | None = None, dataset_id: str | None = None,
+        instance_id: str | None = None, all_datasets: bool = False,
+    ) -> int:
+        async def run(conn: asyncpg.Connection, tx: _Tx) -> int:
+            clauses, params = ["tenant = ?", "entity_id = ?"], [tenant, entity_id]
+            if attr is not None:
+                clauses.append("attr = ?")
+                params.append(attr)
+                if not all_datasets:
+                    clauses.append("dataset_id = ?")
+                    params.append(dataset_id or "")
+            sids = [r[0] for r in await conn.fetch(numbered("SELECT sid FROM series WHERE " + " AND ".join(clauses)),
+                                                    *params)]
+            deleted = 0
+            if instance_id is not None:
+                deleted += _count(await conn.execute(
+                    "DELETE FROM instances WHERE sid = ANY($1::bigint[]) AND instance_id = $2", sids, instance_id))
+            else:
+                deleted += _count(await conn.execute("DELETE FROM instances WHERE sid = ANY($1::bigint[])", sids))
+                # counted too: an attribute whose instances were all deleted one by one still exists
+                deleted += _count(await conn.execute("DELETE FROM series WHERE sid = ANY($1::bigint[])", sids))
+            if attr is None and instance_id is None:
+                deleted += _count(await conn.execute(
+                    "DELETE FROM temporal_entities WHERE tenant = $1 AND id = $2", tenant, entity_id))
+            self._sids.clear()
+            tx.sids.clear()
+            return deleted
+
+        result: int = await self._call(run)
+        return result
+
+    async def replace_history_instance(
+        self, tenant: str, entity_id: str, attr: str, instance_id: str, instance: dict[str, Any]
+    ) -> bool:
+        now = to_iso(self.clock.now())
+
+        async def run(conn: asyncpg.Connection, tx: _Tx) -> bool:
+            row = await conn.fetchrow(
+                "SELECT i.iid, i.ts, i.doc FROM instances i JOIN series s ON s.sid = i.sid WHERE s.tenant = $1 "
+                "AND s.entity_id = $2 AND s.attr = $3 AND i.instance_id = $4 LIMIT 1 FOR UPDATE OF i",
+                tenant, entity_id, attr, instance_id)
+            if row is None:
+                return False
+            merged = merge_instance(row[2], instance, now)
+            observed = merged.get("observedAt")
+            ts = to_micros(parse_iso(observed)) if observed else row[1]
+            await self._ensure_partitions(conn, tx, {month_of(ts)})
+            await conn.execute("UPDATE instances SET doc = $1, ts = $2, vnum = $3, observed = $4 WHERE iid = $5 AND ts = $6",
+                               merged, ts, vnum(merged), bool(observed), row[0], row[1])
+            return True
+
+        result: bool = await self._call(run)
+        return result
+
+    # -- documents ---------------------------------------------------------------------------
+    async def put_doc(self, kind: str, tenant: str, key: str, doc: Doc) -> None:
+        async def run(conn: asyncpg.Connection, tx: _Tx) -> None:
+            await conn.execute("INSERT INTO docs VALUES ($1, $2, $3, $4) "
+                               "ON CONFLICT (kind, tenant, key) DO UPDATE SET doc = excluded.doc", kind, tenant, key, doc)
+
+        await self._call(run)
+
+    async def delete_doc(self, kind: str, tenant: str, key: str) -> bool:
+        async def run(conn: asyncpg.Connection, tx: _Tx) -> bool:
+            return _count(await conn.execute(
+                "DELETE FROM docs WHERE kind = $1 AND tenant = $2 AND key = $3", kind, tenant, key)) > 0
+
+        result: bool = await self._call(run)
+        return result
+
+    async def list_docs(self, kind: str) -> list[tuple[str, str, Doc]]:
+        return [(r[0], r[1], r[2]) for r in await self.pool.fetch(
+            "SELECT tenant, key, doc FROM docs WHERE kind = $1 ORDER BY tenant, key", kind)]
+
+    # -- alarms ------------------------------------------------------------------------------
+    async def save_alarm(self, row: AlarmRow, history: list[Doc]) -> None:
+        values = alarm_values(row)
+        entries = [(row.tenant, row.id, int(h["seq"]), to_micros(parse_iso(h["at"])), str(h["action"]),
+                    str(h.get("actor") or ""), h) for h in history]
+
+        async def run(conn: asyncpg.Connection, tx: _Tx) -> None:
+            await conn.execute(_ALARM_UPSERT, *values)
+            if entries:
+                await conn.executemany(
+                    "INSERT INTO alarm_history VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant, alarm_id, seq) "
+                    "DO UPDATE SET at = excluded.at, action = excluded.action, actor = excluded.actor, doc = excluded.doc",
+                    entries)
+
+        await self._call(run)
+
+    async def get_alarm(self, tenant: str, alarm_id: str) -> Doc | None:
+        doc: Doc | None = await self.pool.fetchval("SELECT doc FROM alarms WHERE tenant = $1 AND id = $2", tenant, alarm_id)
+        return doc
+
+    async def alarm_history(self, tenant: str, alarm_id: str) -> list[Doc]:
+        return [r[0] for r in await self.pool.fetch(
+            "SELECT doc FROM alarm_history WHERE tenant = $1 AND alarm_id = $2 ORDER BY seq", tenant, alarm_id)]
+
+    async def query_alarms(self, tenant: str, query: AlarmQuery) -> tuple[list[Doc], int | None]:
+        where, params = alarm_where(tenant, query)
+        total = None
+        if query.count:
+            total = int((await self._fetch(f"SELECT count(*) FROM alarms a WHERE {where}", params))[0][0])
+        docs = [r[0] for r in await self._fetch(
+            f"SELECT doc FROM alarms a WHERE {where} ORDER BY raised_at DESC, id LIMIT ? OFFSET ?",
+            [*params, query.limit, query.offset])]
+        return docs, total
+
+    async def open_alarms(self) -> list[tuple[str, Doc]]:
+        return [(r[0], r[1]) for r in await self.pool.fetch(
+            "SELECT tenant, doc FROM alarms WHERE status <> 'closed' ORDER BY raised_at")]
+
+    async def alarm_stats(self, tenant: str, query: AlarmQuery, false_outcomes: tuple[str, ...]) -> AlarmStats:
+        where, params = alarm_where(tenant, query)
+        stats = AlarmStats()
+
+        async def counts(column: str) -> dict[str, int]:
+            return {str(k or ""): int(n) for k, n in await self._fetch(alarm_count_sql(where, column), params)}
+
+        stats.by_level, stats.by_kind = await counts("a.level"), await counts("a.kind")
+        stats.by_type, stats.by_status = await counts("a.entity_type"), await counts("a.status")
+        stats.total = sum(stats.by_kind.values())
+        stats.ack_seconds = [int(d) / 1e6 for (d,) in await self._fetch(alarm_ack_sql(where), params)]
+
+        async def false_rate(column: str) -> list[tuple[str, int, int]]:
+            return [(str(k), int(c), int(f)) for k, c, f in await self._fetch(
+                alarm_false_rate_sql(where, column, false_outcomes), [*false_outcomes, *params])]
+
+        stats.false_by_entity, stats.false_by_parent = await false_rate("a.entity_id"), await false_rate("a.parent_id")
+        return stats
+
+
+    # -- operations centre (SQL in postgres_ops.py) ------------------------------------------------
+    async def save_ops_event(self, row: OpsEventRow, audit: list[AuditRow]) -> None:
+        await self._call(lambda conn, tx: ops_sql.save_event(conn, row, audit))
+
+    async def get_ops_event(self, tenant: str, event_id: str) -> Doc | None:
+        return await ops_sql.get_doc(self.pool, "ops_events", tenant, event_id)
+
+    async def query_ops_events(self, tenant: str, query: OpsEventQuery) -> tuple[list[Doc], int | None]:
+        return await ops_sql.event_page(self.pool, tenant, query)
+
+    async def save_grant(self, row: GrantRow, audit: list[AuditRow]) -> None:
+        await self._call(lambda conn, tx: ops_sql.save_grant(conn, row, audit))
+
+    async def get_grant(self, tenant: str, grant_id: str) -> Doc | None:
+        return await ops_sql.get_doc(self.pool, "ops_grants", tenant, grant_id)
+
+    async def query_grants(self, tenant: str, query: GrantQuery) -> tuple[list[Doc], int | None]:
+        return await ops_sql.grant_page(self.pool, tenant, query)
+
+    async def append_audit(self, rows: list[AuditRow]) -> None:
+        await self._call(lambda conn, tx: ops_sql.insert_audit(conn, rows))
+
+    async def query_audit(self, tenant: str, query: AuditQuery) -> tuple[list[Doc], int | None]:
+        return await ops_sql.audit_page(self.pool, tenant, query)
+
+    async def audit_counts(self, tenant: str, query: AuditQuery) -> list[tuple[str, str, str, int]]:
+        return await ops_sql.audit_counts(self.pool, tenant, query)
+
+
+_ALARM_UPSERT = numbered(
+    f"INSERT INTO alarms ({ALARM_COLUMNS}) VALUES ({','.join('?' * len(ALARM_COLUMNS.split(',')))}) "
+    "ON CONFLICT (tenant, id) DO UPDATE SET "
+    + ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in ALARM_COLUMNS.split(",")[2:]))
+
+_SCOPE_MATCH = ("EXISTS (SELECT 1 FROM jsonb_array_elements_text(CASE jsonb_typeof(e.doc -> 'scope') "
+                "WHEN 'array' THEN e.doc -> 'scope' WHEN 'string' THEN jsonb_build_array(e.doc -> 'scope') END) "
+                "AS s(v) WHERE s.v ~ ?)")
+
+
+def _count(status: str) -> int:
+    """The row count of a command status such as `DELETE 3`."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+def _types_sql(expr: TypeExpr, column: str) -> tuple[str, list[Any]]:
+    """OR of AND-groups of type IRIs: one array containment per group (GIN-indexed)."""
+    return "(" + " OR ".join([f"{column} @> ?::text[]"] * len(expr.any_of)) + ")", [list(g) for g in expr.any_of]
+
+
+# -- geo-queries: PostGIS ----------------------------------------------------------------------------------
+# "the entity's geometry <georel> the query geometry", as GeoQuery defines them (OGC Simple Features).
+_GEO_PREDICATES = {
+    "within": "ST_Within", "contains": "ST_Contains", "intersects": "ST_Intersects", "equals": "ST_Equals",
+    "disjoint": "ST_Disjoint", "overlaps": "ST_Overlaps",
+}
+_QUERY_GEOMETRY = "ST_Force2D(ST_SetSRID(ST_GeomFromGeoJSON(?), 4326))"
+
+
+def _geo_sql(geo: Any) -> tuple[str, list[Any]]:
+    """The condition on `g.geom` of a GeoQuery; distances in metres on the WGS84 spheroid (geography)."""
+    shape = orjson.dumps({"type": geo.geometry_type, "coordinates": orjson.loads(geo.coordinates)}).decode()
+    rel = str(geo.georel.value)
+    if rel != "near":
+        return f"{_GEO_PREDICATES[rel]}(g.geom, {_QUERY_GEOMETRY})", [shape]
+    clauses: list[str] = []
+    params: list[Any] = []
+    if geo.max_distance is not None:
+        clauses.append(f"ST_DWithin(g.geom::geography, {_QUERY_GEOMETRY}::geography, ?::float8)")
+        params.extend([shape, float(geo.max_distance)])
+    if geo.min_distance is not None:
+        clauses.append(f"NOT ST_DWithin(g.geom::geography, {_QUERY_GEOMETRY}::geography, ?::float8)")
+        params.extend([shape, float(geo.min_distance)])
+    return "(" + " AND ".join(clauses) + ")", params
+
+
+# -- history: reading and aggregating (functions of a pool connection) -----------------------------------
+# Aggregation SQL per value kind of a series (its newest instance decides), as in the SQLite store:
+# numbers and booleans aggregate `vnum`, texts compare their value in code point order, other
+# kinds are only counted.
+_VALUE_JSON = "COALESCE(" + ", ".join(f"doc -> '{m}'" for m in VALUE_MEMBERS) + ")"
+_TEXT_VALUE = "(doc ->> 'value') COLLATE \"C\""
+_NUMERIC_SQL: dict[str, tuple[str, ...]] = {
+    "totalCount": ("count(*)",),
+    "distinctCount": ("count(DISTINCT vnum)",),
+    "sum": ("sum(vnum)",),
+    "avg": ("avg(vnum)",),
+    "min": ("min(vnum)",),
+    "max": ("max(vnum)",),
+    "sumsq": ("sum(vnum * vnum)",),
+    "stddev": ("count(vnum)", "sum(vnum)", "sum(vnum * vnum)"),  # combined by sql.stddev
+}
+_TEXT_SQL: dict[str, tuple[str, ...]] = {
+    **{m: ("NULL",) for m in _NUMERIC_SQL}, "stddev": ("NULL", "NULL", "NULL"),
+    "totalCount": ("count(*)",), "distinctCount": (f"count(DISTINCT {_TEXT_VALUE})",),
+    "min": (f"min({_TEXT_VALUE})",), "max": (f"max({_TEXT_VALUE})",),
+}
+_OTHER_SQL: dict[str, tuple[str, ...]] = {
+    **_TEXT_SQL, "distinctCount": (f"count(DISTINCT {_VALUE_JSON})",), "min": ("NULL",), "max": ("NULL",),
+}
+
+
+async def _temporal_entities(
+    conn: asyncpg.Connection, tenant: str, query: TemporalQuery
+) -> tuple[list[tuple[str, list[str]]], int | None]:
+    """(id, type IRIs) of the page of temporal entities the query selects, and their count."""
+    if query.entity_ids_only is not None and not query.entity_ids_only:
+        return [], 0 if query.count else None
+    clauses: list[str] = ["te.tenant = ?"]
+    params: list[Any] = [tenant]
+    if query.ids:
+        clauses.append("te.id = ANY(?::text[])")
+        params.append(list(query.ids))
+    if query.entity_ids_only is not None:
+        clauses.append("te.id = ANY(?::text[])")
+        params.append(list(query.entity_ids_only))
+    if query.id_pattern:
+        clauses.append("te.id ~ ?")
+        params.append(query.id_pattern)
+    if query.types is not None:
+        sql, tparams = _types_sql(query.types, "te.types")
+        clauses.append(sql)
+        params.extend(tparams)
+    if query.instances_only:
+        sql, sparams = _has_series(query)
+        clauses.append(sql)
+        params.extend(sparams)
+    where = " AND ".join(clauses)
+    total = None
+    try:
+        if query.count:
+            total = int(await conn.fetchval(numbered(f"SELECT count(*) FROM temporal_entities te WHERE {where}"), *params))
+        rows = await conn.fetch(
+            numbered(f"SELECT te.id, te.types FROM temporal_entities te WHERE {where} ORDER BY te.id LIMIT ? OFFSET ?"),
+            *params, query.entity_limit, query.entity_offset)
+    except asyncpg.InvalidRegularExpressionError as exc:
+        raise BadRequest(f"invalid regular expression: {exc}") from exc
+    return [(r[0], list(r[1])) for r in rows], total
+
+
+def _has_series(query: TemporalQuery) -> tuple[str, list[Any]]:
+    """EXISTS: the entity has an instance of a selected attribute (and dataset) in the window."""
+    sql = "EXISTS (SELECT 1 FROM series s WHERE s.tenant = te.tenant AND s.entity_id = te.id"
+    params: list[Any] = []
+    if query.attrs:
+        sql += " AND " + in_list("s.attr", query.attrs)
+        params.extend(query.attrs)
+    if query.dataset_ids is not None:
+        sql += " AND " + in_list("s.dataset_id", datasets(query))
+        params.extend(datasets(query))
+    where, wparams = window(time_column(query.timeproperty), query, "i.")
+    sql += f" AND EXISTS (SELECT 1 FROM instances i WHERE i.sid = s.sid{where})"
+    return sql + ")", [*params, *wparams]
+
+
+async def _attr_series(
+    conn: asyncpg.Connection, tenant: str, entity_id: str, query: TemporalQuery
+) -> dict[str, list[tuple[int, str]]]:
+    """attribute IRI -> [(sid, dataset_id)] of an entity's selected series."""
+    sql, params = "SELECT sid, attr, dataset_id FROM series WHERE tenant = ? AND entity_id = ?", [tenant, entity_id]
+    if query.attrs:
+        sql += " AND " + in_list("attr", query.attrs)
+        params.extend(query.attrs)
+    if query.dataset_ids is not None:
+        sql += " AND " + in_list("dataset_id", datasets(query))
+        params.extend(datasets(query))
+    out: dict[str, list[tuple[int, str]]] = {}
+    for sid, attr, dataset in await conn.fetch(numbered(sql + " ORDER BY attr, dataset_id"), *params):
+        out.setdefault(attr, []).append((int(sid), dataset))
+    return out
+
+
+async def _history(conn: asyncpg.Connection, sids: list[int], column: str, query: TemporalQuery) -> HistorySeries:
+    """One page of an attribute's instances over all its series, oldest first."""
+    want, newest = page(query)
+    where, params = window(column, query, "i.")
+    order = "DESC" if newest else "ASC"
+    # Each series reads at most one page from its (sid, ts) index, in one statement; then they are merged.
+    rows = await conn.fetch(numbered(
+        f"SELECT x.t, x.iid, x.doc FROM unnest(?::bigint[]) AS s(sid), LATERAL (SELECT i.{column} AS t, i.iid, i.doc "
+        f"FROM instances i WHERE i.sid = s.sid{where} ORDER BY i.{column} {order}, i.iid {order} LIMIT ?) AS x"),
+        sids, *params, want + 1)
+    ordered = sorted(rows, key=lambda r: (r[0], r[1]), reverse=newest)
+    cut = truncated(query, len(ordered), want)
+    ordered = ordered[:want]
+    if newest:
+        ordered.reverse()
+    return HistorySeries([int(r[0]) for r in ordered], [r[2] for r in ordered], cut)
+
+
+async def _oldest(conn: asyncpg.Connection, series: list[tuple[int, str]], column: str, query: TemporalQuery) -> int | None:
+    """The earliest time among an attribute's series in the window (where periods start by default)."""
+    where, params = window(column, query)
+    found = await conn.fetchval(numbered(f"SELECT min({column}) FROM instances WHERE sid = ANY(?::bigint[]){where}"),
+                                [sid for sid, _ in series], *params)
+    return int(found) if found is not None else None
+
+
+async def _aggregate(
+    conn: asyncpg.Connection, sid: int, dataset: str, column: str, query: TemporalQuery,
+    aggregation: Aggregation, origin: int,
+) -> AggregateSeries:
+    """One series aggregated per period by SQL GROUP BY over the integer time column."""
+    want, newest = page(query)
+    where, params = window(column, query)
+    period = aggregation.period_us
+    bucket, bounds, bucket_params = ((f"({column} - ?::bigint) / ?::bigint", "NULL, NULL", [origin, period]) if period
+                                     else ("0", f"min({column}), max({column})", []))
+    attr_type, sql_of = await _series_kind(conn, sid)
+    exprs = ", ".join(e for method in aggregation.methods for e in sql_of[method])
+    order = "DESC" if newest else "ASC"
+    rows = await conn.fetch(numbered(
+        f"SELECT {bucket} AS b, {bounds}, {exprs} FROM instances WHERE sid = ?{where} "
+        f"GROUP BY 1 ORDER BY 1 {order} LIMIT ?"), *bucket_params, sid, *params, want + 1)
+    series = AggregateSeries(attr_type, dataset or None, [], [], [], truncated(query, len(rows), want))
+    rows = rows[:want]
+    for row in reversed(rows) if newest else rows:
+        start = origin + int(row[0]) * period if period else (query.time_from if query.time_from is not None else row[1])
+        end = start + period if period else (query.time_to if query.time_to is not None else row[2])
+        series.times.append(int(start))
+        series.ends.append(int(end))
+        series.values.append(combine([_plain(v) for v in list(row)[3:]], aggregation.methods, sql_of))
+    return series
+
+
+def _plain(value: Any) -> Any:
+    """Aggregates as JSON-ready Python values (count(*) is an int already; numeric sums are floats)."""
+    return float(value) if value is not None and type(value).__name__ == "Decimal" else value
+
+
+async def _series_kind(conn: asyncpg.Connection, sid: int) -> tuple[str, dict[str, tuple[str, ...]]]:
+    """(attribute type, aggregation SQL) of a series, from its newest instance."""
+    row = await conn.fetchrow(
+        "SELECT doc ->> 'type', jsonb_typeof(doc -> 'value'), vnum FROM instances WHERE sid = $1 "
+        "ORDER BY ts DESC LIMIT 1", sid)
+    if row is None:
+        return "Property", _OTHER_SQL
+    attr_type = str(row[0] or "Property")
+    if row[2] is not None:
+        return attr_type, _NUMERIC_SQL
+    return attr_type, _TEXT_SQL if attr_type == "Property" and row[1] == "string" else _OTHER_SQL
+
+
+def postgres_url(url: str) -> str:
+    """A `postgresql://` URL as asyncpg takes it (`postgres://` is accepted too)."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"not a PostgreSQL URL: {url}")
+    return url

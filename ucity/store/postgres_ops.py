@@ -1,0 +1,157 @@
+"""SQL of the operations centre's tables (events, grants, audit log) for the PostgreSQL store.
+
+The PostgreSQL twin of sqlite_ops.py: the same columns and filters. Writes are functions of the
+writer's connection inside its group-committed transaction; reads take a pool connection. The
+audit log is only ever inserted into (a trigger of migration 2 refuses updates and deletes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from ucity.core.clock import from_micros, to_iso
+from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, GrantRow, OpsEventQuery, OpsEventRow
+from ucity.store.sql import in_list, numbered
+
+_EVENT_COLUMNS = ("tenant, id, service, type_code, level, status, source_system, source_ref, occurred_at, "
+                  "reported_at, updated_at, lon, lat, agencies, doc")
+_GRANT_COLUMNS = "tenant, id, agency_id, event_id, status, issued_at, expires_at, updated_at, doc"
+_AUDIT_COLUMNS = "tenant, at, kind, action, actor, agency_id, event_id, grant_id, camera_id, outcome, doc"
+
+
+def _upsert(table: str, columns: str) -> str:
+    """INSERT OR REPLACE, PostgreSQL's way (the key is (tenant, id))."""
+    names = [c.strip() for c in columns.split(",")]
+    placeholders = ", ".join(f"${n}" for n in range(1, len(names) + 1))
+    updates = ", ".join(f"{c} = excluded.{c}" for c in names[2:])
+    return f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) ON CONFLICT (tenant, id) DO UPDATE SET {updates}"
+
+
+_EVENT_UPSERT = _upsert("ops_events", _EVENT_COLUMNS)
+_GRANT_UPSERT = _upsert("ops_grants", _GRANT_COLUMNS)
+
+
+def _filters(pairs: list[tuple[str, tuple[str, ...]]], clauses: list[str], params: list[Any]) -> None:
+    """Add `column IN (...)` for every non-empty value tuple."""
+    for column, values in pairs:
+        if values:
+            clauses.append(in_list(column, values))
+            params.extend(values)
+
+
+async def _page(conn: asyncpg.Pool, table: str, where: str, params: list[Any], order: str, limit: int, offset: int,
+                count: bool) -> tuple[list[Doc], int | None]:
+    total = int(await conn.fetchval(numbered(f"SELECT count(*) FROM {table} WHERE {where}"), *params)) if count else None
+    rows = await conn.fetch(numbered(f"SELECT doc FROM {table} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"),
+                            *params, limit, offset)
+    return [r[0] for r in rows], total
+
+
+# -- audit ------------------------------------------------------------------------------------------
+async def insert_audit(conn: asyncpg.Connection, rows: list[AuditRow]) -> None:
+    if rows:
+        await conn.executemany(
+            f"INSERT INTO ops_audit ({_AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            [(r.tenant, r.at, r.kind, r.action, r.actor, r.agency_id, r.event_id, r.grant_id, r.camera_id, r.outcome,
+              r.doc) for r in rows])
+
+
+def _audit_where(tenant: str, query: AuditQuery) -> tuple[str, list[Any]]:
+    clauses: list[str] = ["tenant = ?"]
+    params: list[Any] = [tenant]
+    _filters([("kind", query.kinds), ("action", query.actions), ("agency_id", query.agency_ids),
+              ("event_id", query.event_ids), ("grant_id", query.grant_ids), ("camera_id", query.camera_ids),
+              ("outcome", query.outcomes)], clauses, params)
+    if query.at_from is not None:
+        clauses.append("at >= ?")
+        params.append(query.at_from)
+    if query.at_to is not None:
+        clauses.append("at < ?")
+        params.append(query.at_to)
+    return " AND ".join(clauses), params
+
+
+async def audit_page(pool: asyncpg.Pool, tenant: str, query: AuditQuery) -> tuple[list[Doc], int | None]:
+    where, params = _audit_where(tenant, query)
+    total = int(await pool.fetchval(numbered(f"SELECT count(*) FROM ops_audit WHERE {where}"), *params)) \
+        if query.count else None
+    order = "DESC" if query.newest_first else "ASC"
+    rows = await pool.fetch(numbered(
+        f"SELECT seq, at, kind, action, actor, agency_id, event_id, grant_id, camera_id, outcome, doc FROM ops_audit "
+        f"WHERE {where} ORDER BY seq {order} LIMIT ? OFFSET ?"), *params, query.limit, query.offset)
+    return [_audit_doc(tuple(row)) for row in rows], total
+
+
+def _audit_doc(row: tuple[Any, ...]) -> Doc:
+    seq, at, kind, action, actor, agency, event, grant, camera, outcome, doc = row
+    return {**doc, "seq": seq, "at": to_iso(from_micros(at)), "kind": kind, "action": action,
+            "actor": actor, "agency": agency, "event": event, "grant": grant, "camera": camera, "outcome": outcome}
+
+
+async def audit_counts(pool: asyncpg.Pool, tenant: str, query: AuditQuery) -> list[tuple[str, str, str, int]]:
+    where, params = _audit_where(tenant, query)
+    return [(str(a or ""), str(act), str(o or ""), int(n)) for a, act, o, n in await pool.fetch(numbered(
+        f"SELECT agency_id, action, outcome, count(*) FROM ops_audit WHERE {where} "
+        "GROUP BY agency_id, action, outcome ORDER BY agency_id, action, outcome"), *params)]
+
+
+# -- events -----------------------------------------------------------------------------------------
+async def save_event(conn: asyncpg.Connection, row: OpsEventRow, audit: list[AuditRow]) -> None:
+    lon, lat = row.point if row.point is not None else (None, None)
+    await conn.execute(_EVENT_UPSERT, row.tenant, row.id, row.service, row.type_code, row.level, row.status,
+                       row.source_system, row.source_ref, row.occurred_at, row.reported_at, row.updated_at, lon, lat,
+                       list(row.agencies), row.doc)
+    await insert_audit(conn, audit)
+
+
+async def event_page(pool: asyncpg.Pool, tenant: str, query: OpsEventQuery) -> tuple[list[Doc], int | None]:
+    clauses: list[str] = ["tenant = ?"]
+    params: list[Any] = [tenant]
+    _filters([("service", query.services), ("status", query.statuses), ("level", query.levels),
+              ("type_code", query.type_codes)], clauses, params)
+    for column, value in (("source_system", query.source_system), ("source_ref", query.source_ref)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if query.agency is not None:
+        clauses.append("agencies @> ARRAY[?::text]")
+        params.append(query.agency)
+    if query.bbox is not None:
+        minx, miny, maxx, maxy = query.bbox
+        clauses.append("lon BETWEEN ? AND ? AND lat BETWEEN ? AND ?")
+        params.extend([minx, maxx, miny, maxy])
+    if query.reported_from is not None:
+        clauses.append("reported_at >= ?")
+        params.append(query.reported_from)
+    if query.reported_to is not None:
+        clauses.append("reported_at < ?")
+        params.append(query.reported_to)
+    return await _page(pool, "ops_events", " AND ".join(clauses), params, "reported_at DESC, id", query.limit,
+                       query.offset, query.count)
+
+
+# -- grants -----------------------------------------------------------------------------------------
+async def save_grant(conn: asyncpg.Connection, row: GrantRow, audit: list[AuditRow]) -> None:
+    await conn.execute(_GRANT_UPSERT, row.tenant, row.id, row.agency_id, row.event_id, row.status, row.issued_at,
+                       row.expires_at, row.updated_at, row.doc)
+    await insert_audit(conn, audit)
+
+
+async def grant_page(pool: asyncpg.Pool, tenant: str, query: GrantQuery) -> tuple[list[Doc], int | None]:
+    clauses: list[str] = ["tenant = ?"]
+    params: list[Any] = [tenant]
+    _filters([("agency_id", query.agency_ids), ("event_id", query.event_ids), ("status", query.statuses)],
+             clauses, params)
+    if query.valid_at is not None:
+        clauses.append("status = 'active' AND expires_at > ?")
+        params.append(query.valid_at)
+    return await _page(pool, "ops_grants", " AND ".join(clauses), params, "issued_at DESC, id", query.limit,
+                       query.offset, query.count)
+
+
+async def get_doc(pool: asyncpg.Pool, table: str, tenant: str, key: str) -> Doc | None:
+    """The document of one event or grant (`table` is one of ucity's own table names, never input)."""
+    doc: Doc | None = await pool.fetchval(f"SELECT doc FROM {table} WHERE tenant = $1 AND id = $2", tenant, key)
+    return doc

@@ -1,0 +1,154 @@
+"""SQL of the operations centre's tables (events, grants, audit log) for the SQLite store.
+
+Functions of a connection: `SqliteStore` runs the writes in its group-committing writer thread and
+the reads on its reader connections. The audit log is only ever inserted into (the table's triggers
+refuse updates and deletes, migration 4).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import orjson
+
+from ucity.core.clock import from_micros, to_iso
+from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, GrantRow, OpsEventQuery, OpsEventRow
+
+_EVENT_COLUMNS = ("tenant, id, service, type_code, level, status, source_system, source_ref, occurred_at, "
+                  "reported_at, updated_at, lon, lat, agencies, doc")
+_GRANT_COLUMNS = "tenant, id, agency_id, event_id, status, issued_at, expires_at, updated_at, doc"
+_AUDIT_COLUMNS = "tenant, at, kind, action, actor, agency_id, event_id, grant_id, camera_id, outcome, doc"
+
+
+def _dumps(doc: Doc) -> str:
+    return orjson.dumps(doc).decode()
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN (" + ",".join("?" * len(values)) + ")"
+
+
+def _filters(pairs: list[tuple[str, tuple[str, ...]]], clauses: list[str], params: list[Any]) -> None:
+    """Add `column IN (...)` for every non-empty value tuple."""
+    for column, values in pairs:
+        if values:
+            clauses.append(_in(column, values))
+            params.extend(values)
+
+
+def _page(conn: sqlite3.Connection, table: str, where: str, params: list[Any], order: str, limit: int, offset: int,
+          count: bool) -> tuple[list[str], int | None]:
+    total = int(conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()[0]) if count else None
+    rows = conn.execute(f"SELECT doc FROM {table} WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+                        [*params, limit, offset]).fetchall()
+    return [r[0] for r in rows], total
+
+
+# -- audit ------------------------------------------------------------------------------------------
+def insert_audit(conn: sqlite3.Connection, rows: list[AuditRow]) -> None:
+    conn.executemany(
+        f"INSERT INTO ops_audit ({_AUDIT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        [(r.tenant, r.at, r.kind, r.action, r.actor, r.agency_id, r.event_id, r.grant_id, r.camera_id, r.outcome,
+          _dumps(r.doc)) for r in rows])
+
+
+def _audit_where(tenant: str, query: AuditQuery) -> tuple[str, list[Any]]:
+    clauses, params = ["tenant = ?"], list[Any]([tenant])
+    _filters([("kind", query.kinds), ("action", query.actions), ("agency_id", query.agency_ids),
+              ("event_id", query.event_ids), ("grant_id", query.grant_ids), ("camera_id", query.camera_ids),
+              ("outcome", query.outcomes)], clauses, params)
+    if query.at_from is not None:
+        clauses.append("at >= ?")
+        params.append(query.at_from)
+    if query.at_to is not None:
+        clauses.append("at < ?")
+        params.append(query.at_to)
+    return " AND ".join(clauses), params
+
+
+def audit_page(conn: sqlite3.Connection, tenant: str, query: AuditQuery) -> tuple[list[Doc], int | None]:
+    where, params = _audit_where(tenant, query)
+    total = int(conn.execute(f"SELECT count(*) FROM ops_audit WHERE {where}", params).fetchone()[0]) \
+        if query.count else None
+    order = "DESC" if query.newest_first else "ASC"
+    rows = conn.execute(
+        f"SELECT seq, at, kind, action, actor, agency_id, event_id, grant_id, camera_id, outcome, doc FROM ops_audit "
+        f"WHERE {where} ORDER BY seq {order} LIMIT ? OFFSET ?", [*params, query.limit, query.offset]).fetchall()
+    return [_audit_doc(row) for row in rows], total
+
+
+def _audit_doc(row: tuple[Any, ...]) -> Doc:
+    seq, at, kind, action, actor, agency, event, grant, camera, outcome, doc = row
+    return {**orjson.loads(doc), "seq": seq, "at": to_iso(from_micros(at)), "kind": kind, "action": action,
+            "actor": actor, "agency": agency, "event": event, "grant": grant, "camera": camera, "outcome": outcome}
+
+
+def audit_counts(conn: sqlite3.Connection, tenant: str, query: AuditQuery) -> list[tuple[str, str, str, int]]:
+    where, params = _audit_where(tenant, query)
+    return [(str(a or ""), str(act), str(o or ""), int(n)) for a, act, o, n in conn.execute(
+        f"SELECT agency_id, action, outcome, count(*) FROM ops_audit WHERE {where} "
+        "GROUP BY agency_id, action, outcome ORDER BY agency_id, action, outcome", params)]
+
+
+# -- events -----------------------------------------------------------------------------------------
+def save_event(conn: sqlite3.Connection, row: OpsEventRow, audit: list[AuditRow]) -> None:
+    lon, lat = row.point if row.point is not None else (None, None)
+    conn.execute(
+        f"INSERT OR REPLACE INTO ops_events ({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (row.tenant, row.id, row.service, row.type_code, row.level, row.status, row.source_system, row.source_ref,
+         row.occurred_at, row.reported_at, row.updated_at, lon, lat, orjson.dumps(list(row.agencies)).decode(),
+         _dumps(row.doc)))
+    insert_audit(conn, audit)
+
+
+def event_page(conn: sqlite3.Connection, tenant: str, query: OpsEventQuery) -> tuple[list[Doc], int | None]:
+    clauses, params = ["tenant = ?"], list[Any]([tenant])
+    _filters([("service", query.services), ("status", query.statuses), ("level", query.levels),
+              ("type_code", query.type_codes)], clauses, params)
+    for column, value in (("source_system", query.source_system), ("source_ref", query.source_ref)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    if query.agency is not None:
+        clauses.append("EXISTS (SELECT 1 FROM json_each(agencies) a WHERE a.value = ?)")
+        params.append(query.agency)
+    if query.bbox is not None:
+        minx, miny, maxx, maxy = query.bbox
+        clauses.append("lon BETWEEN ? AND ? AND lat BETWEEN ? AND ?")
+        params.extend([minx, maxx, miny, maxy])
+    if query.reported_from is not None:
+        clauses.append("reported_at >= ?")
+        params.append(query.reported_from)
+    if query.reported_to is not None:
+        clauses.append("reported_at < ?")
+        params.append(query.reported_to)
+    docs, total = _page(conn, "ops_events", " AND ".join(clauses), params, "reported_at DESC, id", query.limit,
+                        query.offset, query.count)
+    return [orjson.loads(d) for d in docs], total
+
+
+# -- grants -----------------------------------------------------------------------------------------
+def save_grant(conn: sqlite3.Connection, row: GrantRow, audit: list[AuditRow]) -> None:
+    conn.execute(f"INSERT OR REPLACE INTO ops_grants ({_GRANT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                 (row.tenant, row.id, row.agency_id, row.event_id, row.status, row.issued_at, row.expires_at,
+                  row.updated_at, _dumps(row.doc)))
+    insert_audit(conn, audit)
+
+
+def grant_page(conn: sqlite3.Connection, tenant: str, query: GrantQuery) -> tuple[list[Doc], int | None]:
+    clauses, params = ["tenant = ?"], list[Any]([tenant])
+    _filters([("agency_id", query.agency_ids), ("event_id", query.event_ids), ("status", query.statuses)],
+             clauses, params)
+    if query.valid_at is not None:
+        clauses.append("status = 'active' AND expires_at > ?")
+        params.append(query.valid_at)
+    docs, total = _page(conn, "ops_grants", " AND ".join(clauses), params, "issued_at DESC, id", query.limit,
+                        query.offset, query.count)
+    return [orjson.loads(d) for d in docs], total
+
+
+def get_doc(conn: sqlite3.Connection, table: str, tenant: str, key: str) -> Doc | None:
+    """The document of one event or grant (`table` is one of ucity's own table names, never input)."""
+    row = conn.execute(f"SELECT doc FROM {table} WHERE tenant=? AND id=?", (tenant, key)).fetchone()
+    return orjson.loads(row[0]) if row else None
