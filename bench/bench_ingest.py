@@ -36,7 +36,6 @@ TARGET_MQTT = 20_000
 # -- 1. in process -----------------------------------------------------------------------------------
 async def in_process(args: Any, data_dir: Path, report: c.Report) -> Path:
     from ucity.app import Ucity
-    from ucity.core import gc_tuning
     from ucity.ingest.schema import parse_device, parse_group
     from ucity.ingest.service import Received
     from ucity.rules.model import rule_from_json
@@ -48,7 +47,7 @@ async def in_process(args: Any, data_dir: Path, report: c.Report) -> Path:
     total_measures = 40_000 if args.quick else 200_000
     app = Ucity(settings)
     await app.start()
-    previous = gc_tuning.settle()  # as `ucity serve` does once started
+    previous = settle_gc()  # as `ucity serve` does once started
     try:
         tenant = settings.ngsild.default_tenant
         group = parse_group(fx.service_group(), tenant, "/")
@@ -81,7 +80,10 @@ async def in_process(args: Any, data_dir: Path, report: c.Report) -> Path:
                     f"{inflight} in flight; rules engine evaluated {stats:,} observations; CPU {share:.0%} of one core, "
                     f"{share * elapsed / obs * 1e6:.1f} CPU-us per observation")
     finally:
-        gc_tuning.unsettle(previous)
+        if previous is not None:
+            from ucity.core import gc_tuning
+
+            gc_tuning.unsettle(previous)
         await app.stop()
     rate = obs / elapsed
     per_commit = batch * inflight // 2
@@ -95,24 +97,37 @@ async def in_process(args: Any, data_dir: Path, report: c.Report) -> Path:
     return data_dir
 
 
+def settle_gc() -> tuple[int, int, int] | None:
+    """`ucity serve`'s collector settings (None on a ucity version without them, for before/after runs)."""
+    try:
+        from ucity.core import gc_tuning
+    except ImportError:
+        return None
+    return gc_tuning.settle()
+
+
 def raw_replay(source: Path, target: Path, per_commit: int) -> float:
     """Observations/s of raw executemany: the history rows and entity documents ucity wrote, replayed
     into the same schema, `per_commit` measures (their instance rows and entity updates) per commit."""
-    from ucity.store.sqlite import INSERT_INSTANCES, migrate, open_connection
+    from ucity.store import sqlite as store
 
     src = sqlite3.connect(source)
-    rows = src.execute("SELECT sid, ts, created, instance_id, vnum, doc, observed FROM instances ORDER BY rowid").fetchall()
+    columns = [r[1] for r in src.execute("PRAGMA table_info(instances)")]
+    wanted = [col for col in ("sid", "ts", "created", "instance_id", "vnum", "doc", "observed") if col in columns]
+    insert = getattr(store, "INSERT_INSTANCES", None) or (  # the statement ucity uses
+        f"INSERT INTO instances ({', '.join(wanted)}) VALUES ({', '.join('?' * len(wanted))})")
+    rows = src.execute(f"SELECT {', '.join(wanted)} FROM instances ORDER BY rowid").fetchall()
     entities = src.execute("SELECT eid, tenant, id, doc, created_at, modified_at FROM entities").fetchall()
     src.close()
-    conn = open_connection(str(target))
-    migrate(conn)
+    conn = store.open_connection(str(target))
+    store.migrate(conn)
     conn.executemany("INSERT INTO entities (eid, tenant, id, doc, created_at, modified_at) VALUES (?,?,?,?,?,?)", entities)
     docs = [(doc, modified, eid) for eid, _, _, doc, _, modified in entities]
     rows_per_commit = per_commit * fx.OBS_PER_MEASURE
     t0 = time.perf_counter()
     for k, start in enumerate(range(0, len(rows), rows_per_commit)):
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(INSERT_INSTANCES, rows[start:start + rows_per_commit])  # the statement ucity uses
+        conn.executemany(insert, rows[start:start + rows_per_commit])
         part = [docs[(k * per_commit + j) % len(docs)] for j in range(per_commit)]
         conn.executemany("UPDATE entities SET doc=?, modified_at=? WHERE eid=?", part)
         conn.execute("COMMIT")

@@ -87,6 +87,9 @@ class HttpConn(asyncio.Protocol):
     def request(self, raw: bytes) -> asyncio.Future[int]:
         assert self.transport is not None
         self.waiter = asyncio.get_event_loop().create_future()
+        if self.transport.is_closing():  # the server closed it (e.g. after an error response)
+            self.waiter.set_exception(ConnectionError("connection closed"))
+            return self.waiter
         self.transport.write(raw)
         return self.waiter
 
@@ -312,14 +315,17 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
     waiting: asyncio.Event = asyncio.Event()
     statuses: dict[int, int] = {}
     late = 0
+    reconnects = 0
 
     def done_cb(c: HttpConn) -> Callable[[asyncio.Future[int]], None]:
         def cb(f: asyncio.Future[int]) -> None:
             pending.discard(f)
             free.append(c)
             waiting.set()
-            if not f.exception():
+            if f.exception() is None:
                 statuses[f.result()] = statuses.get(f.result(), 0) + 1
+            else:
+                statuses[0] = statuses.get(0, 0) + 1  # no response: the connection was lost
         return cb
 
     for seq in range(total):
@@ -342,6 +348,9 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
         raw = encode_request("POST", f"/iot/json?k={args.apikey}&i=dev{device}",
                              {"content-type": "application/json"}, json.dumps(body).encode(), host)
         c = free.pop()
+        if c.transport is None or c.transport.is_closing():
+            c = await connect(args.host, args.port)
+            reconnects += 1
         sent_at[seq] = time.perf_counter()
         fut = c.request(raw)
         pending.add(fut)
@@ -354,6 +363,7 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
     sse_task.cancel()
     server.close()
     return {"sent": total, "elapsed_s": elapsed, "obs_rate": total * per_request / elapsed, "late_sends": late,
+            "reconnects": reconnects,
             "statuses": statuses, "cpu_share": cpu / elapsed,
             "notifications": len(notif), "notif_p50_ms": pct(notif, 50) * 1e3, "notif_p99_ms": pct(notif, 99) * 1e3,
             "notif_max_ms": max(notif, default=float("nan")) * 1e3,

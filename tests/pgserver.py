@@ -198,7 +198,8 @@ class PostgresServer:
             db.execute("SET session_replication_role = replica")  # the append-only audit log's triggers
             for (partition,) in db.fetch("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                                          "WHERE i.inhparent = 'instances'::regclass"):
-                db.execute(f'DROP TABLE "{partition}"')
+                if partition != "instances_default":
+                    db.execute(f'DROP TABLE "{partition}"')
             tables = [r[0] for r in db.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
                                               "AND tablename NOT IN ('spatial_ref_sys', 'meta')")]
             db.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")

@@ -47,6 +47,7 @@ class Ucity:
         self.ngsild = NgsiLdApi(self.store, self.resolver, settings.ngsild)
         self.temporal = TemporalApi(self.ngsild)
         self.subscriptions = SubscriptionService(self.ngsild, self.platform)
+        self.publisher.add_drainer(self.subscriptions.drain)  # notifications matched but not yet queued
         self.platform.add("subscriptions", self.subscriptions)
         self._add_ingest(settings)
         self._add_cluster(settings, role)
@@ -110,6 +111,8 @@ class Ucity:
             if role == "worker":
                 raise ValueError("ucity worker needs bus.url (a NATS JetStream server)")
             return
+        if settings.store_url.startswith("sqlite://"):
+            raise ValueError("bus.url (scale-out) needs a store every process shares: store.url = postgresql://...")
         from ucity.cluster.jetstream import JetStream
         from ucity.cluster.worker import worker_name
 

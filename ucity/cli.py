@@ -57,6 +57,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if not settings.bus.url:
         console.print("[red]ucity worker needs bus.url: a NATS JetStream server (docs/operations.md)[/]")
         return 2
+    if settings.store_url.startswith("sqlite://"):
+        console.print("[red]ucity worker needs the store all processes share: store.url = postgresql://...[/]")
+        return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     console.print(f"[bold]ucity {__version__}[/] worker, store {display_url(settings.store_url)}, "
                   f"bus {settings.bus.url}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ucity.core.config import load_settings
-from ucity.ingest.mqtt import Broker, Topic, backoff_delay, parse_topic
+from ucity.ingest.mqtt import Broker, Topic, backoff_delay, parse_topic, topic_filters
 
 
 @pytest.mark.parametrize(("topic", "expected"), [
@@ -44,3 +44,13 @@ def test_mqtt_settings() -> None:
     assert load_settings().mqtt.url == ""  # off by default
     with pytest.raises(ValueError, match="mqtt://"):
         load_settings(mqtt={"url": "http://x"})
+
+
+def test_shared_subscriptions_share_every_filter_and_still_parse() -> None:
+    assert topic_filters() == ["/+/+/attrs", "/+/+/attrs/+", "/json/+/+/attrs", "/json/+/+/attrs/+", "/+/+/cmdexe"]
+    assert topic_filters("ucity") == ["$share/ucity//+/+/attrs", "$share/ucity//+/+/attrs/+",
+                                      "$share/ucity//json/+/+/attrs", "$share/ucity//json/+/+/attrs/+",
+                                      "$share/ucity//+/+/cmdexe"]
+    # The broker delivers with the publish topic, not the filter: parsing is unchanged.
+    assert parse_topic("/k1/d1/attrs") == Topic("k1", "d1", "attrs")
+

@@ -298,8 +298,11 @@ def test_acknowledged_observations_survive_killed_workers_and_api(
         assert not doubled, f"observations recorded twice: {doubled}"
 
         extra = sum(len(set(seqs) - acked.get(d, set())) for d, seqs in recorded.items())
+        again = sum(int(line.split(": ")[-1].split()[0]) for w in cluster.workers for line in
+                    w.log.read_text(errors="replace").splitlines() if "delivered again" in line)
         print(f"\nacknowledged {sum(len(s) for s in acked.values())} observations, recorded "
-              f"{sum(len(s) for s in recorded.values())} (of which {extra} never acknowledged: in flight at a kill)")
+              f"{sum(len(s) for s in recorded.values())} (of which {extra} never acknowledged: in flight at a kill); "
+              f"{again} message(s) delivered again to a worker")
         alarms = dict(db.fetch("SELECT entity_id, count(*) FROM alarms WHERE tenant = 'fault' AND rule_id = $1 "
                                "AND derived = 0 GROUP BY entity_id", RULE))
         assert alarms == {f"urn:ngsi-ld:Thermometer:{d}": 1 for d in HOT}

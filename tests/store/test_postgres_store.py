@@ -56,7 +56,7 @@ def test_ucity_migrate_creates_the_schema_once(postgres_server: PostgresServer, 
             indexes = {r[0] for r in db.fetch("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")}
         finally:
             db.close()
-        assert {"entities_types", "entities_attrs", "geo_geom", "geo_geog", "instances_observed"} <= indexes
+        assert {"entities_types", "entities_attr_names", "geo_geom", "geo_geog", "instances_observed"} <= indexes
     finally:
         postgres_server.drop_database(name)
 
@@ -75,6 +75,26 @@ async def test_history_goes_into_one_partition_per_month(store: PostgresStore) -
     [entity], _ = await store.temporal_query(T, TemporalQuery(ids=("urn:ngsi-ld:Sensor:1",)))
     assert [i["value"] for i in entity.attrs[SPEED].instances] == [11.0, 12.0, 1.0]
     assert partition_bounds((2025, 12)) == ("1764547200000000", "1767225600000000")
+
+
+async def test_rows_copied_in_from_outside_move_into_their_month(store: PostgresStore) -> None:
+    """A bulk COPY into `instances` lands in the default partition; the month's partition takes it over."""
+    await store.append_history(T, "urn:ngsi-ld:Sensor:1", [SENSOR], [])
+    async with store.pool.acquire() as conn:
+        sid = await conn.fetchval("INSERT INTO series (tenant, entity_id, attr) VALUES ($1, $2, $3) RETURNING sid",
+                                  T, "urn:ngsi-ld:Sensor:1", SPEED)
+        june = 1717200000000000  # 2024-06-01T00:00:00Z
+        await conn.copy_records_to_table("instances", columns=["sid", "ts", "created", "instance_id", "observed",
+                                                               "vnum", "doc"],
+                                         records=[(sid, june, june, "urn:x:copied", True, 5.0,
+                                                   {"type": "Property", "value": 5.0,
+                                                    "observedAt": "2024-06-01T00:00:00.000000Z"})])
+    rows = [(SPEED, {"type": "Property", "value": 6.0, "observedAt": "2024-06-02T00:00:00Z"})]
+    await store.append_history(T, "urn:ngsi-ld:Sensor:1", [SENSOR], rows)
+    per_partition = dict(await store.pool.fetch("SELECT tableoid::regclass::text, count(*) FROM instances GROUP BY 1"))
+    assert per_partition == {"instances_p202406": 2}
+    [entity], _ = await store.temporal_query(T, TemporalQuery(ids=("urn:ngsi-ld:Sensor:1",)))
+    assert [i["value"] for i in entity.attrs[SPEED].instances] == [5.0, 6.0]
 
 
 async def test_two_processes_writing_the_same_entities_lose_nothing(postgres_url: str) -> None:

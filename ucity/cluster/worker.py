@@ -271,7 +271,14 @@ class Worker:
                 async with self._gate.batch():
                     if partition not in self._leases or not self._fresh(partition):
                         continue  # not ours any more: unacknowledged, they go to the next owner
-                    await (self._observations(messages) if kind == "obs" else self._events(messages))
+                    try:
+                        await (self._observations(messages) if kind == "obs" else self._events(messages))
+                    except Exception:  # the store is down or refuses more: the batch comes again
+                        log.exception("worker %s: %s batch of partition %d failed; it comes again", self.id, kind,
+                                      partition)
+                        for message in messages:
+                            with contextlib.suppress(NatsError):
+                                await message.nak(delay=1.0)
         finally:
             with contextlib.suppress(NatsError, asyncio.TimeoutError):
                 await subscription.unsubscribe()
@@ -333,10 +340,13 @@ class Worker:
         await message.term()
 
     def _count_redeliveries(self, messages: list[Msg]) -> None:
+        again = 0
         for message in messages:
             with contextlib.suppress(Exception):
-                if message.metadata.num_delivered > 1:
-                    self.stats["redelivered"] += 1
+                again += message.metadata.num_delivered > 1
+        if again:
+            self.stats["redelivered"] += again
+            log.info("worker %s: %d message(s) delivered again (their worker died or stalled)", self.id, again)
 
 
 async def run_worker(app: Ucity) -> None:

@@ -1,8 +1,10 @@
 """The MQTT source of ingest: an aiomqtt client of a real broker (FIWARE IoT Agent JSON topics).
 
 Subscribes with QoS 1 to `/+/+/attrs`, `/+/+/attrs/+`, `/json/+/+/attrs`, `/json/+/+/attrs/+`
-(measures) and `/+/+/cmdexe` (command results). Messages are queued and committed in batches (one
-store call for everything that arrived meanwhile, at most `ingest.max_batch`). QoS 1 messages are
+(measures) and `/+/+/cmdexe` (command results); with `mqtt.shared_group` as shared subscriptions
+(`$share/<group>/...`), so that several ucity processes share the measures (docs/operations.md).
+Messages are queued and committed in batches (one store call for everything that arrived
+meanwhile, at most `ingest.max_batch`). QoS 1 messages are
 acknowledged manually, after their batch is committed (or rejected), with a persistent session
 (`clean_session=False`), so a message the process dies on is delivered again.
 
@@ -52,6 +54,13 @@ log = logging.getLogger(__name__)
 SUBSCRIPTIONS = ("/+/+/attrs", "/+/+/attrs/+", "/json/+/+/attrs", "/json/+/+/attrs/+", "/+/+/cmdexe")
 QOS = 1
 PUBLISH_TIMEOUT_S = 10.0
+
+
+def topic_filters(shared_group: str = "") -> list[str]:
+    """The filters ucity subscribes to; with a shared group, shared subscriptions (`$share/<group>/...`,
+    Mosquitto 2 and MQTT 5): the processes of one group each get a share of the measures (each with its
+    own client id and persistent session)."""
+    return [f"$share/{shared_group}/{topic}" if shared_group else topic for topic in SUBSCRIPTIONS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,14 +203,8 @@ class MqttSource:
             attempt += 1
             self.reconnects += 1
 
-    def subscriptions(self) -> list[str]:
-        """The topic filters; with `mqtt.shared_group` MQTT 5 / Mosquitto shared subscriptions, so that the
-        processes of one group each get a share of the measures (every process its own client id)."""
-        group = self.settings.shared_group
-        return [f"$share/{group}/{topic}" if group else topic for topic in SUBSCRIPTIONS]
-
     async def _on_connected(self, client: aiomqtt.Client) -> None:
-        topics = self.subscriptions()
+        topics = topic_filters(self.settings.shared_group)
         await client.subscribe([(topic, QOS) for topic in topics])
         self._generation += 1
         self._client = client

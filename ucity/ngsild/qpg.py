@@ -23,8 +23,8 @@ Where the dialects differ:
   Python regex, and the common syntax (classes, anchors, ``(?i)`` at the start, groups,
   alternation) means the same in both. A pattern PostgreSQL rejects is a bad request.
 * Each term that needs its attribute (everything but ``!attr``) also tests
-  ``e.doc -> 'attrs' @> {"<iri>": []}``, which the GIN index on ``doc -> 'attrs'`` answers, so a
-  selective ``q`` does not read every document of the tenant.
+  ``ucity_attr_names(e.doc) @> ARRAY[<iri>]``, which the GIN index on the attribute names answers,
+  so a selective ``q`` does not read every document of the tenant.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ class _Compiler:
 
     def has_attribute(self, path: AttrPath) -> _Sql:
         """A necessary condition the GIN index on ``doc -> 'attrs'`` can answer."""
-        return _fmt("e.doc -> 'attrs' @> jsonb_build_object({}::text, '[]'::jsonb)", _param(self.resolve(path.attr)))
+        return _fmt("ucity_attr_names(e.doc) @> ARRAY[{}::text]", _param(self.resolve(path.attr)))
 
     def instances(self, path: AttrPath) -> _Chain:
         """From the entity to each instance of the attribute, or of its (sub-)sub-attribute."""
@@ -288,6 +288,11 @@ _CLOCK_RE: Final = r"[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:[.,][0-9]+)?)?"
 _OFFSET_RE: Final = r"(Z|z|[+-][0-9]{2}(?::?[0-9]{2}(?::?[0-9]{2}(?:\.[0-9]+)?)?)?)?"
 
 PG_FUNCTIONS: Final = [
+    # The attribute IRIs of an entity document: what the GIN index `entities_attr_names` holds.
+    """CREATE OR REPLACE FUNCTION ucity_attr_names(doc jsonb) RETURNS text[]
+        LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+        SELECT ARRAY(SELECT jsonb_object_keys(CASE WHEN jsonb_typeof(doc -> 'attrs') = 'object'
+                                                   THEN doc -> 'attrs' END)) $$""",
     # The interval an ISO offset text stands for (NULL for none or Z).
     r"""CREATE OR REPLACE FUNCTION ucity_offset(o text) RETURNS interval
         LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$

@@ -90,8 +90,6 @@ TRIGGERS: Final = frozenset({
 DEFAULT_TRIGGERS: Final = ("attributeCreated", "attributeUpdated")
 FORMATS: Final = {"normalized": "normalized", "keyValues": "keyValues", "simplified": "keyValues",
                   "concise": "concise"}
-COALESCE_MAX: Final = 1000
-"""Most entities in one notification made of several queued ones (Outbox._coalesce)."""
 STATS_FLUSH_S: Final = 5.0
 """Delivery counters are persisted at most this often (seconds), not per notification."""
 
@@ -717,25 +715,11 @@ class Outbox:
 
     async def _run(self) -> None:
         while True:
-            item = self._coalesce(await self.queue.get())
+            item = await self.queue.get()
             try:
                 await self._deliver(item)
             except Exception:  # a bug in one delivery must not stop the subscription's worker
                 log.exception("%s: delivering %s failed", self._task.get_name(), item.id)
-
-    def _coalesce(self, item: Notification) -> Notification:
-        """`item` with the notifications queued behind it, in order, as one (at most COALESCE_MAX
-        entities): under load every commit makes a notification, and a POST each would fall behind
-        the writes (delivery is one at a time per subscription). Nothing waits to be coalesced."""
-        if self.queue.empty():
-            return item
-        data = list(item.data)
-        notified_at = item.notified_at
-        while not self.queue.empty() and len(data) + len(self.queue._queue[0].data) <= COALESCE_MAX:  # type: ignore[attr-defined]
-            following = self.queue.get_nowait()
-            data.extend(following.data)
-            notified_at = following.notified_at
-        return Notification(item.id, notified_at, data)
 
     async def close(self) -> None:
         self._task.cancel()
@@ -765,6 +749,9 @@ class SubscriptionService:
         self._client: httpx.AsyncClient | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._failing: set[Key] = set()
+        # Matches of the batches published since the loop last ran, notified together (see _on_changes).
+        self._matched: dict[Key, list[dict[str, Any]]] = {}
+        self._notify_soon: asyncio.Handle | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -784,6 +771,7 @@ class SubscriptionService:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self.notify_matched()
         for sub in list(self.subs.values()):
             self._cancel_timers(sub)
         if self._flush_timer is not None:
@@ -939,10 +927,17 @@ class SubscriptionService:
 
     # -- matching ----------------------------------------------------------------------------------
     async def _on_changes(self, event: EntitiesChanged) -> None:
-        """Match a committed batch and queue the notifications; never awaits I/O."""
+        """Match a committed batch; its notifications are queued once the commit publisher yields.
+
+        A group commit publishes one batch per write it committed (each with its own context), and
+        under concurrent writers a notification each would be one POST per request, more than one
+        subscription's ordered delivery keeps up with. The batches published back to back (those of
+        one commit) make one notification per subscription, in commit order; a write on its own
+        still gets its own.
+        """
         now = self.clock.now()
         stamp = to_iso(now)
-        batches: dict[Key, list[dict[str, Any]]] = {}
+        batches = self._matched
         for change in event.changes:
             # change.attrs holds every attribute classify() can report, so no candidate here means none
             # after it: most writes are matched by no subscription, and skip the classification.
@@ -956,8 +951,23 @@ class SubscriptionService:
                         batches.setdefault(key, []).append(render_change(sub, change, kinds, stamp))
                 except Exception:  # one broken subscription must not starve the others
                     log.exception("matching subscription %s failed", sub.id)
-        for key, entities in batches.items():
-            self._notify(self.subs[key], entities, now)
+        if batches and self._notify_soon is None:
+            self._notify_soon = asyncio.get_running_loop().call_soon(self.notify_matched)
+
+    def notify_matched(self) -> None:
+        """Queue the notifications of everything matched so far (also the commit publisher's drain)."""
+        if self._notify_soon is not None:
+            self._notify_soon.cancel()
+            self._notify_soon = None
+        matched, self._matched = self._matched, {}
+        now = self.clock.now()
+        for key, entities in matched.items():
+            sub = self.subs.get(key)
+            if sub is not None:
+                self._notify(sub, entities, now)
+
+    async def drain(self) -> None:
+        self.notify_matched()
 
     def _notify(self, sub: Subscription, entities: list[dict[str, Any]], now: datetime) -> None:
         window = sub.throttling

@@ -13,8 +13,7 @@ One writer task per process takes the mutations that arrive within `group_commit
    statements over `unnest` arrays (one statement per table, not one per row);
 4. commit; only then are the callers' futures resolved and the commit callbacks run, in order.
 
-A deadlock with another process, or a stale cached series id (its series deleted by another
-process), retries the whole batch: the apply functions are pure. Any other database failure
+A deadlock with another process retries the whole batch: the apply functions are pure. Any other database failure
 retries the items one at a time, so one bad item fails alone. Reads use the pool and never wait
 for the writer.
 
@@ -30,7 +29,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -91,6 +89,7 @@ from ucity.store.sql import (
     vnum,
     window,
 )
+from ucity.store.sqlite import iso_micros, new_instance_ids  # the hot path's fast time parse and id pool
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK = 0x75C1_7900
 PARTITION_LOCK = 0x75C1_7901
 # Failures that say nothing about the batch itself: run it again from the start.
-_RETRY = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError, asyncpg.ForeignKeyViolationError)
+_RETRY = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
                 asyncpg.ConnectionDoesNotExistError, asyncio.TimeoutError)
 _BATCH_ATTEMPTS = 5
@@ -227,6 +226,7 @@ class _Tx:
     tenants: set[str] = field(default_factory=set)
     sids: dict[SeriesKey, int] = field(default_factory=dict)
     partitions: set[Month] = field(default_factory=set)
+    epoch_checked: bool = False
 
 
 @dataclass
@@ -257,11 +257,13 @@ class PostgresStore(Store):
         self.group_commit_max = group_commit_max
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self._write_pool: asyncpg.Pool | None = None  # the writer's own connection: reads never starve it
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
         self._commit_callbacks: list[Callable[[Context, tuple[EntityChange, ...]], None]] = []
         self._tenants: set[str] = set()
         self._sids: dict[SeriesKey, int] = {}
+        self._epoch: str | None = None  # meta.series_epoch when _sids was filled
         self._partitions: set[Month] = set()
         self.commits = 0
         self.committed_ops = 0
@@ -270,7 +272,9 @@ class PostgresStore(Store):
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        self._pool = await asyncpg.create_pool(self.url, min_size=2, max_size=self.pool_size, init=init_connection)
+        self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=max(1, self.pool_size - 1),
+                                               init=init_connection)
+        self._write_pool = await asyncpg.create_pool(self.url, min_size=1, max_size=1, init=init_connection)
         async with self._pool.acquire() as conn:
             await migrate_connection(conn)
             names = await conn.fetch("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
@@ -284,9 +288,10 @@ class PostgresStore(Store):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        for pool in (self._pool, self._write_pool):
+            if pool is not None:
+                await pool.close()
+        self._pool = self._write_pool = None
 
     def health(self) -> dict[str, Any]:
         alive = self._writer is not None and not self._writer.done()
@@ -299,9 +304,16 @@ class PostgresStore(Store):
 
     @property
     def pool(self) -> asyncpg.Pool:
+        """The readers' connections."""
         if self._pool is None:
             raise Unavailable("the store is not running")
         return self._pool
+
+    @property
+    def write_pool(self) -> asyncpg.Pool:
+        if self._write_pool is None:
+            raise Unavailable("the store is not running")
+        return self._write_pool
 
     # -- writing -----------------------------------------------------------------------------
     async def mutate(self, tenant: str, mutations: list[Mutation], context: Context) -> list[Outcome | Exception]:
@@ -362,7 +374,7 @@ class PostgresStore(Store):
         for attempt in range(_BATCH_ATTEMPTS):
             tx = _Tx()
             try:
-                async with self.pool.acquire() as conn, conn.transaction():
+                async with self.write_pool.acquire() as conn, conn.transaction():
                     await self._run_batch(conn, batch, tx)
             except _RETRY as exc:
                 self.retries += 1
@@ -520,7 +532,7 @@ class PostgresStore(Store):
         deleted = [e.eid for e in touched.values() if e.doc is None and e.eid is not None]
         inserted = [(k, e) for k, e in touched.items() if e.doc is not None and e.eid is None]
         updated = [e for e in touched.values() if e.doc is not None and e.eid is not None and e.doc is not e.stored]
-        if deleted:  # their geometries go with them (ON DELETE CASCADE)
+        if deleted:  # their geometries go with them (geo.eid: ON DELETE CASCADE)
             await conn.execute("DELETE FROM entities WHERE eid = ANY($1::bigint[])", deleted)
         if inserted:
             new = await conn.fetch(
@@ -586,8 +598,20 @@ class PostgresStore(Store):
             entity.temporal_types = None
 
     # -- history rows ------------------------------------------------------------------------
+    async def _check_epoch(self, conn: asyncpg.Connection, tx: _Tx) -> None:
+        """Forget cached series ids if any process has deleted series since they were cached. FOR SHARE:
+        a deletion (which bumps the epoch) waits for this transaction, and this one for a deletion."""
+        if tx.epoch_checked:
+            return
+        epoch = await conn.fetchval("SELECT value FROM meta WHERE key = 'series_epoch' FOR SHARE")
+        if epoch != self._epoch:
+            self._sids.clear()
+            self._epoch = epoch
+        tx.epoch_checked = True
+
     async def _series_ids(self, conn: asyncpg.Connection, tx: _Tx, keys: set[SeriesKey]) -> dict[SeriesKey, int]:
         """The series id of each key, creating the missing series."""
+        await self._check_epoch(conn, tx)
         found = {k: sid for k in keys if (sid := tx.sids.get(k) or self._sids.get(k)) is not None}
         missing = sorted(keys - found.keys())
         if missing:
@@ -636,10 +660,11 @@ class PostgresStore(Store):
         """Append history instances; an observed one replaces its namesake (same series and observedAt)."""
         sids = await self._series_ids(conn, tx, {r.key for r in rows})
         records: dict[object, tuple[Any, ...]] = {}
+        fresh_ids = new_instance_ids(sum(1 for r in rows if not r.instance.get("instanceId")))
         for n, row in enumerate(rows):
             observed = row.instance.get("observedAt")
-            ts = to_micros(parse_iso(observed)) if observed else row.created
-            instance_id = row.instance.get("instanceId") or f"urn:ngsi-ld:Instance:{uuid.uuid4()}"
+            ts = iso_micros(observed) if observed else row.created
+            instance_id = row.instance.get("instanceId") or fresh_ids.pop()
             row.instance["instanceId"] = instance_id
             sid = sids[row.key]
             key: object = (sid, ts) if observed else n
@@ -680,9 +705,8 @@ class PostgresStore(Store):
             clauses.append(sql)
             params.extend(tparams)
         if query.attrs_any:
-            clauses.append("(" + " OR ".join(
-                ["e.doc -> 'attrs' @> jsonb_build_object(?::text, '[]'::jsonb)"] * len(query.attrs_any)) + ")")
-            params.extend(query.attrs_any)
+            clauses.append("ucity_attr_names(e.doc) && ?::text[]")  # any of them (GIN-indexed)
+            params.append(list(query.attrs_any))
         if query.scope is not None:
             sql, sparams = any_of_sql(query.scope.any_of, _SCOPE_MATCH)
             clauses.append(sql)
@@ -824,6 +848,8 @@ class PostgresStore(Store):
                 deleted += _count(await conn.execute("DELETE FROM instances WHERE sid = ANY($1::bigint[])", sids))
                 # counted too: an attribute whose instances were all deleted one by one still exists
                 deleted += _count(await conn.execute("DELETE FROM series WHERE sid = ANY($1::bigint[])", sids))
+                if sids:  # other processes drop their cached ids of these series
+                    await conn.execute("UPDATE meta SET value = (value::bigint + 1)::text WHERE key = 'series_epoch'")
             if attr is None and instance_id is None:
                 deleted += _count(await conn.execute(
                     "DELETE FROM temporal_entities WHERE tenant = $1 AND id = $2", tenant, entity_id))
