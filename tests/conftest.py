@@ -3,8 +3,8 @@ store backend every store-backed test runs on.
 
 Backends: the tests under the directories that go through a store (everything but the pure ones
 in BACKEND_FREE) run once per backend, `[sqlite]` and `[postgresql]`. Choose with
-`--backends=sqlite,postgresql` or `UCITY_TEST_BACKENDS`; the default is SQLite alone (the PostgreSQL
-run is opt-in until it is stable under the whole suite's load; scripts/test installs its packages). On PostgreSQL every test
+`--backends=sqlite,postgresql` or `UCITY_TEST_BACKENDS`; the default is both when PostgreSQL and
+PostGIS are installed (scripts/test installs them), else SQLite alone. On PostgreSQL every test
 gets a fresh database cloned from a migrated template, on one server started for the session
 (tests/pgserver.py), and `UCITY_STORE__URL` points at it, so every `load_settings()` of the test,
 and every ucity process it starts, uses it.
@@ -41,7 +41,7 @@ BACKEND_FREE = ("tests/ngsild/", "tests/core/", "tests/cluster/", "tests/rules/t
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--backends", default=None,
                      help="store backends of the store-backed tests, e.g. sqlite,postgresql "
-                          "(default: $UCITY_TEST_BACKENDS, else sqlite)")
+                          "(default: $UCITY_TEST_BACKENDS, else both when PostgreSQL + PostGIS are installed)")
 
 
 def selected_backends(config: pytest.Config) -> list[str]:
@@ -52,7 +52,8 @@ def selected_backends(config: pytest.Config) -> list[str]:
         if unknown:
             raise pytest.UsageError(f"unknown store backends {sorted(unknown)}; known: {', '.join(BACKENDS)}")
         return chosen
-    return ["sqlite"]
+    bin_dir = postgres_bin_dir()
+    return list(BACKENDS) if bin_dir is not None and postgis_available(bin_dir) else ["sqlite"]
 
 
 def _backend_free(path: str) -> bool:
