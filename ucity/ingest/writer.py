@@ -117,24 +117,8 @@ def _working_copy(before: Doc) -> Doc:
 def _merge_fresh(doc: Doc, fresh: dict[str, list[dict[str, Any]]], now: str, touched: set[str],
                  history: list[tuple[str, dict[str, Any]]]) -> None:
     """`ops.merge_op` on a working copy, for instances made by decode (new dicts, no sub-attributes)."""
-    for iri, instances in fresh.items():
-        current = doc["attrs"].setdefault(iri, [])
-        for instance in instances:
-            index = find_instance(current, instance.get("datasetId"))
-            touched.add(iri)
-            if index is None:
-                if not is_null_instance(instance):
-                    current.append(stamp(dict(instance), now))
-                    history.append((iri, dict(current[-1])))
-                continue
-            merged = _merge_decoded(current[index], instance, now)
-            if merged is None:
-                del current[index]
-            else:
-                current[index] = merged
-                history.append((iri, dict(merged)))
-        if not current:
-            del doc["attrs"][iri]
+    written = ops.merge_attrs(doc, fresh, now, touched, copy=dict, merge=_merge_decoded)
+    history.extend(ops.history_rows(written))
     doc["modifiedAt"] = now
 
 

@@ -7,6 +7,7 @@ raise UcityErrors for their own entity only, so that batch operations report per
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -214,6 +215,43 @@ def _merge_instance(old: dict[str, Any], patch: dict[str, Any], now: str) -> dic
 merge_instance = _merge_instance  # the ingest writer merges decoded measures itself, else with this
 
 
+InstanceMerge = Callable[[dict[str, Any], dict[str, Any], str], "dict[str, Any] | None"]
+
+
+def merge_attrs(doc: Doc, new_attrs: Attrs, now: str, touched: set[str],
+                copy: Callable[[Any], Any] = json_copy, merge: InstanceMerge | None = None) -> Attrs:
+    """Merge-patch `new_attrs` into `doc["attrs"]` in place; returns the instances written, by attribute.
+
+    A new datasetId is appended, an existing one merged (`merge`, default `merge_instance`), an
+    NGSI-LD Null deletes. `copy` copies a new instance before it is stored; a caller that made the
+    instances itself may pass a cheaper one.
+    """
+    merge_one = merge or _merge_instance
+    written: Attrs = {}
+    for iri, instances in new_attrs.items():
+        current = doc["attrs"].setdefault(iri, [])
+        for instance in instances:
+            index = find_instance(current, instance.get("datasetId"))
+            touched.add(iri)
+            if index is None:
+                if not is_null_instance(instance):
+                    current.append(stamp(copy(instance), now))
+                    written.setdefault(iri, []).append(current[-1])
+                continue
+            merged = merge_one(current[index], instance, now)
+            if merged is None:
+                del current[index]
+            else:
+                current[index] = merged
+                written.setdefault(iri, []).append(merged)
+        if not current:
+            del doc["attrs"][iri]
+    return written
+
+
+history_rows = _history  # public: (attribute, instance) rows for the store's history of written instances
+
+
 def merge_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:
     """PATCH /entities/{id} (merge) and batch merge."""
 
@@ -222,26 +260,8 @@ def merge_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:
             return create_op(new)(None, now)
         doc = json_copy(_require(before, new.get("id", "")))
         _merge_types(doc, new)
-        written: Attrs = {}
         touched: set[str] = set()
-        for iri, instances in new["attrs"].items():
-            current = doc["attrs"].setdefault(iri, [])
-            for instance in instances:
-                index = find_instance(current, instance.get("datasetId"))
-                touched.add(iri)
-                if index is None:
-                    if not is_null_instance(instance):
-                        current.append(stamp(json_copy(instance), now))
-                        written.setdefault(iri, []).append(current[-1])
-                    continue
-                merged = _merge_instance(current[index], instance, now)
-                if merged is None:
-                    del current[index]
-                else:
-                    current[index] = merged
-                    written.setdefault(iri, []).append(merged)
-            if not current:
-                del doc["attrs"][iri]
+        written = merge_attrs(doc, new["attrs"], now, touched)
         _touch(doc, now)
         return Outcome(doc, "update", frozenset(touched), _history(written), result="merged")
 

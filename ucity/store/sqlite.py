@@ -13,14 +13,12 @@ import asyncio
 import logging
 import os
 import queue
-import re
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +27,7 @@ import orjson
 from ucity.core.bus import Context, EntityChange
 from ucity.core.clock import Clock, SystemClock, parse_iso, to_iso, to_micros
 from ucity.core.errors import UcityError, Unavailable
+from ucity.ngsild.qsql import register_sqlite_functions
 from ucity.store import sqlite_ops as ops_sql
 from ucity.store.base import (
     AggregatedEntity,
@@ -55,7 +54,7 @@ from ucity.store.base import (
 )
 from ucity.store.migrations.sqlite import MIGRATIONS
 from ucity.store.sql import ALARM_COLUMNS as _ALARM_COLUMNS
-from ucity.store.sql import alarm_ack_sql, alarm_count_sql, alarm_false_rate_sql, alarm_values, any_of_sql
+from ucity.store.sql import alarm_ack_sql, alarm_count_sql, alarm_false_rate_sql, alarm_values, any_of_sql, geo_parts
 from ucity.store.sql import alarm_where as _alarm_where
 from ucity.store.sql import combine as _combine
 from ucity.store.sql import datasets as _datasets
@@ -74,33 +73,13 @@ INSERT_INSTANCES = ("INSERT OR REPLACE INTO instances (sid, ts, created, instanc
 GEO_TYPES = ("GeoProperty",)
 
 
-@lru_cache(maxsize=1024)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
-def _regexp(pattern: str | None, value: Any) -> bool:
-    if pattern is None or value is None:
-        return False
-    try:
-        return _regex(pattern).search(str(value)) is not None
-    except re.error:
-        return False
-
-
 def open_connection(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a power cut too
     conn.execute("PRAGMA foreign_keys=OFF")
     conn.execute("PRAGMA busy_timeout=30000")
-    conn.create_function("regexp", 2, _regexp, deterministic=True)
-    try:  # the q compiler's own functions (regex ~=, datetimes)
-        from ucity.ngsild.qsql import register_sqlite_functions
-
-        register_sqlite_functions(conn)
-    except ImportError:  # pragma: no cover - during bootstrap only
-        pass
+    register_sqlite_functions(conn)  # regexp (idPattern, q ~=, scopeQ) and the q datetime functions
     return conn
 
 
@@ -450,7 +429,7 @@ class SqliteStore(Store):
         geo_attrs = touched if before is not None and touched is not None else None
         if _geo_values(before, geo_attrs) != _geo_values(after, geo_attrs):
             self._drop_geo(conn, eid)
-            for attr, geometry in _geo_parts(after):
+            for attr, geometry in geo_parts(after):
                 self._add_geo(conn, eid, tenant, attr, geometry)
         if before is None or before.get("type") != after.get("type"):  # the history's type index
             conn.execute(
@@ -963,18 +942,6 @@ def _geo_values(doc: Doc | None, attrs: frozenset[str] | None = None) -> list[tu
     named = stored.items() if attrs is None else ((a, stored.get(a, ())) for a in attrs)
     return [(attr, instance["value"]) for attr, instances in named for instance in instances
             if instance.get("type") in GEO_TYPES and isinstance(instance.get("value"), dict)]
-
-
-def _geo_parts(doc: Doc | None) -> list[tuple[str, str]]:
-    """(attribute IRI, GeoJSON text) of every GeoProperty instance of a document."""
-    if not doc:
-        return []
-    parts = []
-    for attr, instances in doc.get("attrs", {}).items():
-        for instance in instances:
-            if instance.get("type") in GEO_TYPES and isinstance(instance.get("value"), dict):
-                parts.append((attr, orjson.dumps(instance["value"]).decode()))
-    return parts
 
 
 # -- history: reading and aggregating (functions of a reader connection) ------------------------------
