@@ -83,11 +83,11 @@ class Observation:
 class Decoded:
     observations: tuple[Observation, ...]
     rejections: tuple[Rejection, ...]
+    values: int = -1  # how many attribute values were accepted (counted once, on construction)
 
-    @property
-    def values(self) -> int:
-        """How many attribute values were accepted."""
-        return sum(len(o.attrs) for o in self.observations)
+    def __post_init__(self) -> None:
+        if self.values < 0:
+            object.__setattr__(self, "values", sum(len(o.attrs) for o in self.observations))
 
 
 # -- payloads ---------------------------------------------------------------------------------------
@@ -111,63 +111,134 @@ def parse_single_value(raw: bytes) -> Any:
         raise DecodeError(MALFORMED_JSON, "the payload is neither JSON nor UTF-8 text") from exc
 
 
-def decode_payload(payload: Any, profile: DeviceProfile, received_at: datetime) -> Decoded:
-    """A parsed measure payload (an object or an array of objects) for one device."""
+def decode_payload(payload: Any, profile: DeviceProfile, received_at: datetime, received_iso: str | None = None) -> Decoded:
+    """A parsed measure payload (an object or an array of objects) for one device. `received_iso`:
+    `received_at` already formatted (a caller decoding many payloads formats it once)."""
+    received = received_iso or to_iso(received_at)
+    if isinstance(payload, dict):  # the common case: one measure
+        observation, rejected = decode_measure(payload, profile, received_at, None, received)
+        observations: tuple[Observation, ...] = (observation,) if observation is not None else ()
+        return Decoded(observations, tuple(rejected), len(observation.attrs) if observation is not None else 0)
     measures = payload if isinstance(payload, list) else [payload]
     index_of: Callable[[int], int | None] = (lambda i: i) if isinstance(payload, list) else (lambda i: None)
-    observations: list[Observation] = []
+    found: list[Observation] = []
     rejections: list[Rejection] = []
     for position, measure in enumerate(measures):
         if not isinstance(measure, dict):
             kind = type(measure).__name__ if measure is not None else "null"
             rejections.append(Rejection(NOT_AN_OBJECT, f"a measure must be a JSON object, got {kind}", index_of(position)))
             continue
-        observation, rejected = decode_measure(measure, profile, received_at, index_of(position))
+        observation, rejected = decode_measure(measure, profile, received_at, index_of(position), received)
         rejections.extend(rejected)
         if observation is not None:
-            observations.append(observation)
-    return Decoded(tuple(observations), tuple(rejections))
+            found.append(observation)
+    return Decoded(tuple(found), tuple(rejections))
 
 
 def decode_measure(
-    measure: Mapping[str, Any], profile: DeviceProfile, received_at: datetime, index: int | None = None
+    measure: Mapping[str, Any], profile: DeviceProfile, received_at: datetime, index: int | None = None,
+    received_iso: str | None = None,
 ) -> tuple[Observation | None, list[Rejection]]:
     """One measure object: its observation (None if no field was valid) and what was rejected."""
     rejections: list[Rejection] = []
-    observed_at = _measure_time(measure, profile, received_at, index, rejections)
+    plan = _plan(profile)
+    observed_at = _measure_time(measure, profile, plan, index, rejections) or received_iso or to_iso(received_at)
+    fields = plan.fields
     attrs: dict[str, dict[str, Any]] = {}
     for key, value in measure.items():
-        spec = profile.by_object_id.get(key) or profile.by_name.get(key)
-        if key in TIME_KEYS or (spec is not None and spec.name in TIME_KEYS):
-            continue
-        if spec is None and profile.explicit_attrs:
-            rejections.append(Rejection(UNKNOWN_ATTRIBUTE, f"{key!r} is not a provisioned attribute", index, key))
+        field = fields.get(key) or plan.field(key, profile)
+        if not isinstance(field, tuple):
+            if isinstance(field, DecodeError):
+                rejections.append(Rejection(field.reason, field.detail, index, key))
+            continue  # else a time key
+        name, convert, unit_code = field
+        if value is None:
+            rejections.append(Rejection(NULL_VALUE, f"{key!r} is null", index, key))
             continue
         try:
-            name, instance = attribute_instance(key, spec, value, profile.timezone)
+            instance = convert(value, profile.timezone) if convert is not None else _untyped(name, value)
         except DecodeError as exc:
             rejections.append(Rejection(exc.reason, exc.detail, index, key))
             continue
+        if unit_code:
+            instance["unitCode"] = unit_code
         instance["observedAt"] = observed_at
         attrs[name] = instance
     return (Observation(observed_at, attrs) if attrs else None), rejections
 
 
 def _measure_time(
-    measure: Mapping[str, Any], profile: DeviceProfile, received_at: datetime, index: int | None,
-    rejections: list[Rejection],
-) -> str:
-    """The measure's own time if it carries a valid one, else the receive time."""
+    measure: Mapping[str, Any], profile: DeviceProfile, plan: _Plan, index: int | None, rejections: list[Rejection],
+) -> str | None:
+    """The measure's own time if it carries a valid one (None: use the receive time)."""
+    time_keys = plan.time_keys
     for key, value in measure.items():
-        spec = profile.by_object_id.get(key)
-        if key not in TIME_KEYS and (spec is None or spec.name not in TIME_KEYS):
+        if key not in time_keys:
             continue
         try:
-            return to_iso(parse_time(value, profile.timezone))
+            return iso_time(value, profile.timezone)
         except DecodeError as exc:
             # The other fields are still kept, stamped with the receive time (documented in docs/devices.md).
             rejections.append(Rejection(exc.reason, exc.detail, index, key))
-    return to_iso(received_at)
+    return None
+
+
+# -- the per-device decoding plan ---------------------------------------------------------------------
+class _Skip:
+    """A time key: read by _measure_time, not an attribute."""
+
+
+_SKIP = _Skip()
+_PLAN_KEYS = 256  # keys remembered per device: unmapped keys come from the device, so bounded
+Field = tuple[str, Callable[[Any, str | None], dict[str, Any]] | None, str | None]  # name, converter, unitCode
+Entry = Field | DecodeError | _Skip
+
+
+class _Plan:
+    """What decoding a device's measures needs, worked out once per key rather than per value: the
+    keys that carry the time, and per key its attribute name (validated), converter and unit."""
+
+    __slots__ = ("fields", "time_keys")
+
+    def __init__(self, profile: DeviceProfile) -> None:
+        self.time_keys = frozenset(TIME_KEYS) | {key for key, spec in profile.by_object_id.items() if spec.name in TIME_KEYS}
+        self.fields: dict[str, Entry] = {}
+
+    def field(self, key: str, profile: DeviceProfile) -> Entry:
+        found = _field(key, profile, self.time_keys)
+        if len(self.fields) < _PLAN_KEYS:
+            self.fields[key] = found
+        return found
+
+
+def _plan(profile: DeviceProfile) -> _Plan:
+    plan: _Plan | None = profile.decode_plan.get("plan")
+    if plan is None:
+        plan = profile.decode_plan["plan"] = _Plan(profile)
+    return plan
+
+
+def _field(key: str, profile: DeviceProfile, time_keys: frozenset[str]) -> Entry:
+    """How a key of this device's measures is decoded: _SKIP, a DecodeError for every value, or a Field."""
+    spec = profile.by_object_id.get(key) or profile.by_name.get(key)
+    if key in time_keys or (spec is not None and spec.name in TIME_KEYS):
+        return _SKIP
+    if spec is None and profile.explicit_attrs:
+        return DecodeError(UNKNOWN_ATTRIBUTE, f"{key!r} is not a provisioned attribute")
+    name = spec.name if spec is not None else key
+    try:
+        _check_attr_name(name)
+    except DecodeError as exc:
+        return exc
+    convert = _CONVERTERS.get(spec.type or "") if spec is not None else None
+    return name, convert, spec.unit_code if spec is not None else None
+
+
+def _untyped(name: str, value: Any) -> dict[str, Any]:
+    """An attribute without a known IoT Agent type: passed through (a GeoJSON `location` as geometry)."""
+    if name == "location" and isinstance(value, dict) and "coordinates" in value:
+        return _geo_json(value, None)
+    return {"type": "Property", "value": value}
 
 
 # -- typing -------------------------------------------------------------------------------------------
@@ -186,6 +257,17 @@ def attribute_instance(
 
 
 def _check_attr_name(name: str) -> None:
+    if name in _VALID_NAMES:
+        return
+    _check_new_attr_name(name)
+    if len(_VALID_NAMES) < 65536:  # bounded: unmapped names come from the devices
+        _VALID_NAMES.add(name)
+
+
+_VALID_NAMES: set[str] = set()
+
+
+def _check_new_attr_name(name: str) -> None:
     if name in ENTITY_RESERVED or name.startswith("@") or name in TIME_KEYS:
         raise DecodeError(INVALID_NAME, f"{name!r} is reserved and cannot be an attribute name")
     try:
@@ -260,7 +342,7 @@ def _text(value: Any, _tz: str | None) -> dict[str, Any]:
 
 
 def _datetime(value: Any, timezone: str | None) -> dict[str, Any]:
-    return _property({"@type": "DateTime", "@value": to_iso(parse_time(value, timezone))})
+    return _property({"@type": "DateTime", "@value": iso_time(value, timezone)})
 
 
 def _geo_point(value: Any, _tz: str | None) -> dict[str, Any]:
@@ -314,6 +396,22 @@ _CONVERTERS: dict[str, Callable[[Any, str | None], dict[str, Any]]] = {
     "Relationship": _relationship,
 }
 KNOWN_TYPES = frozenset(_CONVERTERS)
+
+
+def iso_time(value: Any, timezone: str | None = None) -> str:
+    """`to_iso(parse_time(value, timezone))`; the UTC forms devices and ucity send (`...SS[.fff[fff]]Z`)
+    are checked and completed without the round trip through a datetime."""
+    if isinstance(value, str) and value[-1:] == "Z" and value[:1] != "0":
+        size = len(value)
+        if (size in (20, 24, 27) and value[4] == value[7] == "-" and value[10] == "T" and value[13] == value[16] == ":"
+                and (size == 20 or value[19] == ".")):
+            try:
+                datetime.fromisoformat(value[:-1])
+            except ValueError:
+                pass
+            else:
+                return value if size == 27 else value[:19] + ".000000Z" if size == 20 else value[:23] + "000Z"
+    return to_iso(parse_time(value, timezone))
 
 
 def parse_time(value: Any, timezone: str | None = None) -> datetime:

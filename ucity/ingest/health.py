@@ -161,10 +161,11 @@ class HealthMonitor:
         if record is not None and record.timer is not None:
             record.timer.cancel()
 
-    def reported(self, profile: DeviceProfile, attrs: dict[str, Any]) -> None:
-        """A committed report of a device (attribute name -> value of its newest measure)."""
+    def reported(self, profile: DeviceProfile, attrs: dict[str, Any], now: datetime | None = None) -> None:
+        """A committed report of a device (attribute name -> value of its newest measure), at `now`
+        (default: the clock's now)."""
         record = self._devices.get((profile.tenant, profile.device_id)) or self.track(profile)
-        now = self.clock.now()
+        now = now or self.clock.now()
         record.last_reported = now
         for name in BATTERY_NAMES:
             if name in attrs:

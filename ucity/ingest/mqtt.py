@@ -4,9 +4,21 @@ Subscribes with QoS 1 to `/+/+/attrs`, `/+/+/attrs/+`, `/json/+/+/attrs`, `/json
 (measures) and `/+/+/cmdexe` (command results); with `mqtt.shared_group` as shared subscriptions
 (`$share/<group>/...`), so that several ucity processes share the measures (docs/operations.md).
 Messages are queued and committed in batches (one store call for everything that arrived
-meanwhile, at most `ingest.max_batch`). QoS 1 messages are
-acknowledged manually, after their batch is committed (or rejected), with a persistent session
-(`clean_session=False`), so a message the process dies on is delivered again.
+meanwhile, at most `ingest.max_batch`). QoS 1 messages are acknowledged manually, after their
+batch is committed (or rejected as garbage), with a persistent session (`clean_session=False`),
+so a message the process dies on is delivered again; a message the store could not commit is not
+acknowledged, and the connection is dropped so that the broker delivers it again. Two batches
+may be in flight: the next one is decoded while the previous one commits, its writes queued to
+the store after the previous one's, so each device's measures are committed (and acknowledged)
+in the order they arrived. The broker's `max_inflight_messages` bounds how many messages wait
+for an acknowledgement: it must cover about two batches (docs/devices.md).
+
+Per message, aiomqtt (pinned < 2.2, with paho-mqtt 2.0) costs more than decoding and committing
+it: one event-loop wake-up per packet, three `recv` calls, a task per message for its iterator,
+and a `send` per acknowledgement. `_Client` keeps aiomqtt for the connection (connect, subscribe,
+keepalive, disconnect detection) and removes those: every readable event drains all buffered
+packets, messages go straight to the source's queue, and a batch's acknowledgements leave in one
+write.
 
 Garbage never stops the consumer: every failure is counted per device with its reason and the
 loop goes on. A lost connection is retried with jittered exponential backoff (the connection
@@ -25,35 +37,43 @@ import contextlib
 import logging
 import random
 import ssl
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import aiomqtt
 import orjson
+import paho.mqtt.client as paho_mqtt
 
 from ucity.core.bus import Context, EntitiesChanged
 from ucity.core.clock import to_iso
 from ucity.core.config import MqttSettings
-from ucity.core.errors import UcityError
+from ucity.core.errors import UcityError, Unavailable
 from ucity.ingest.decode import (
     COMMAND_INFO,
     COMMAND_STATUS,
     NOT_AN_OBJECT,
     UNKNOWN_COMMAND,
+    UNKNOWN_DEVICE,
     DecodeError,
     Rejection,
     parse_json,
     parse_single_value,
 )
 from ucity.ingest.model import DeviceProfile
-from ucity.ingest.service import IngestService, Received, stats_key
+from ucity.ingest.service import IngestResult, IngestService, Prepared, Received, stats_key
+from ucity.ingest.stats import Key
 from ucity.ingest.writer import INGEST_ACTOR, attrs_op, expand
 
 log = logging.getLogger(__name__)
 SUBSCRIPTIONS = ("/+/+/attrs", "/+/+/attrs/+", "/json/+/+/attrs", "/json/+/+/attrs/+", "/+/+/cmdexe")
 QOS = 1
 PUBLISH_TIMEOUT_S = 10.0
+PIPELINE = 2  # batches in flight: one committing while the next is decoded
+READ_BURST = 1000  # packets read per readable event before other callbacks get a turn
+PUBACK = 0x40
 
 
 def topic_filters(shared_group: str = "") -> list[str]:
@@ -123,6 +143,86 @@ class Incoming:
     generation: int  # which connection it came on: acks go only to that one
 
 
+class _BufferedRecv:
+    """paho's `_sock_recv` with a read buffer: paho reads a packet with a `recv` for its first byte,
+    one per length byte and one for the rest; this serves them from one `recv` of up to 64 KiB."""
+
+    def __init__(self, paho: Any) -> None:
+        self._paho = paho
+        self._recv: Callable[[int], bytes] = paho._sock_recv  # paho's own: SSL want-read -> BlockingIOError
+        self._data = b""
+        self._pos = 0
+        self._sock: Any = None
+
+    def __call__(self, size: int) -> bytes:
+        if self._paho._sock is not self._sock:  # a new connection: nothing buffered belongs to it
+            self._data, self._pos, self._sock = b"", 0, self._paho._sock
+        if self._pos >= len(self._data):
+            self._data, self._pos = self._recv(65536), 0  # raises BlockingIOError when nothing is there
+            if not self._data:
+                return b""  # the connection closed
+        start = self._pos
+        self._pos = min(start + size, len(self._data))
+        return self._data[start:self._pos]
+
+
+class _Client(aiomqtt.Client):
+    """aiomqtt's client with its per-message costs removed (see the module docstring).
+
+    Overrides two of aiomqtt 2.1's paho callbacks (the version is pinned): `_on_message` hands the
+    paho message to `sink` instead of aiomqtt's queue and iterator, and `_on_socket_open` replaces
+    the read callback (one packet per call) with one that reads until the socket is empty. Iterating
+    `messages` then only waits for the disconnection, raising MqttError as before.
+    """
+
+    def __init__(self, *args: Any, sink: Callable[[Any], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sink = sink
+        paho: Any = self._client
+        if _paho_supports_fast_path(paho):
+            paho._sock_recv = _BufferedRecv(paho)
+            self.fast = True
+        else:
+            self.fast = False
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        self._sink(message)
+
+    def _on_socket_open(self, client: Any, userdata: Any, sock: Any) -> None:
+        super()._on_socket_open(client, userdata, sock)
+        if self.fast:  # runs after aiomqtt's add_reader (same thread-safe queue): replaces its callback
+            self._loop.call_soon_threadsafe(self._loop.add_reader, sock.fileno(), self._read_available, client)
+
+    def _read_available(self, client: Any) -> None:
+        """paho's `loop_read` without its one-packet limit: every complete packet the socket holds."""
+        try:
+            for _ in range(READ_BURST):
+                if client._sock is None:
+                    return
+                rc = client._packet_read()
+                if rc > 0:
+                    client._loop_rc_handle(rc)
+                    return
+                if rc == paho_mqtt.MQTT_ERR_AGAIN:
+                    return
+            # More may be buffered without the socket being readable again: continue after the others.
+            self._loop.call_soon(self._read_available, client)
+        except Exception as exc:  # as aiomqtt's own read callback: a broken connection
+            if not self._disconnected.done():
+                self._disconnected.set_exception(exc)
+
+
+def _paho_supports_fast_path(paho: Any) -> bool:
+    """Whether paho has the internals `_Client` uses (paho-mqtt 2.0); else aiomqtt's own path is used."""
+    return all(hasattr(paho, name) for name in ("_sock_recv", "_packet_read", "_loop_rc_handle", "_packet_queue",
+                                                "_sock"))
+
+
+def puback_packets(mids: list[int]) -> bytes:
+    """MQTT 3.1.1 PUBACK packets of these message ids, as one write."""
+    return b"".join(b"\x40\x02" + mid.to_bytes(2, "big") for mid in mids)
+
+
 class MqttSource:
     """A platform component: the broker connection, the batching worker and the command bridge."""
 
@@ -131,7 +231,8 @@ class MqttSource:
         self.settings = settings
         self.broker = Broker.from_url(settings.url)
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[Incoming] = asyncio.Queue()
+        self._pending: deque[Incoming] = deque()
+        self._arrived = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
         self._client: aiomqtt.Client | None = None
@@ -141,6 +242,8 @@ class MqttSource:
         self.received = 0
         self.processed = 0
         self.reconnects = 0
+        self.batches = 0
+        self.not_committed = 0  # messages left unacknowledged because the store could not commit them
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -160,8 +263,8 @@ class MqttSource:
 
     def health(self) -> dict[str, Any]:
         return {"ok": self.connected.is_set(), "broker": str(self.broker), "connected": self.connected.is_set(),
-                "received": self.received, "processed": self.processed, "queued": self._queue.qsize(),
-                "reconnects": self.reconnects}
+                "received": self.received, "processed": self.processed, "queued": len(self._pending),
+                "batches": self.batches, "notCommitted": self.not_committed, "reconnects": self.reconnects}
 
     async def drain(self) -> None:
         """Wait until everything received so far is processed (for tests)."""
@@ -170,10 +273,10 @@ class MqttSource:
 
     # -- connection --------------------------------------------------------------------------------
     def _new_client(self) -> aiomqtt.Client:
-        client = aiomqtt.Client(
+        client = _Client(
             self.broker.host, self.broker.port, username=self.broker.username, password=self.broker.password,
             identifier=self.settings.client_id, clean_session=False, keepalive=self.settings.keepalive_s,
-            tls_context=ssl.create_default_context() if self.broker.tls else None,
+            tls_context=ssl.create_default_context() if self.broker.tls else None, sink=self._on_paho_message,
         )
         # Acknowledge QoS 1 only after the commit; aiomqtt does not expose this, paho does.
         paho = getattr(client, "_client", None)
@@ -188,6 +291,7 @@ class MqttSource:
                 async with self._new_client() as client:
                     await self._on_connected(client)
                     attempt = 0
+                    # Messages reach _on_paho_message directly; the iterator ends (MqttError) on disconnection.
                     async for message in client.messages:
                         self._enqueue(message)
             except aiomqtt.MqttError as exc:
@@ -211,59 +315,138 @@ class MqttSource:
         self.connected.set()
         log.info("MQTT broker %s connected, subscribed to %s", self.broker, ", ".join(topics))
 
+    def _on_paho_message(self, message: Any) -> None:
+        """A PUBLISH from the broker (paho's MQTTMessage), on the event loop: queued for the worker."""
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # MQTT topics are UTF-8; what is not cannot be one of ours
+            topic = bytes(message._topic).decode("utf-8", "replace")
+        self._push(Incoming(topic, message.payload, message.mid, message.qos, self._generation))
+
     def _enqueue(self, message: aiomqtt.Message) -> None:
+        """A message from aiomqtt's iterator (only when paho lacks what `_Client` needs)."""
         payload = message.payload if isinstance(message.payload, bytes) else str(message.payload or "").encode()
+        self._push(Incoming(str(message.topic), payload, message.mid, message.qos, self._generation))
+
+    def _push(self, item: Incoming) -> None:
         self.received += 1
-        self._queue.put_nowait(Incoming(str(message.topic), payload, message.mid, message.qos, self._generation))
+        self._pending.append(item)
+        if not self._arrived.is_set():
+            self._arrived.set()
 
     def _ack(self, items: list[Incoming]) -> None:
-        paho = getattr(self._client, "_client", None)
+        """Acknowledge (PUBACK) the QoS 1 messages of the current connection, in one write."""
+        client = self._client
+        paho = getattr(client, "_client", None)
         if paho is None:
             return
-        for item in items:
-            if item.qos > 0 and item.generation == self._generation:
-                paho.ack(item.mid, item.qos)
+        mids = [item.mid for item in items if item.qos == 1 and item.generation == self._generation]
+        others = [item for item in items if item.qos > 1 and item.generation == self._generation]
+        if mids:
+            if getattr(client, "fast", False):
+                paho._packet_queue(PUBACK, puback_packets(mids), 0, 0)
+            else:
+                for mid in mids:
+                    paho.ack(mid, 1)
+        for item in others:
+            paho.ack(item.mid, item.qos)
+
+    def _reconnect(self) -> None:
+        """Drop the connection so that the broker delivers the unacknowledged messages again."""
+        client = self._client
+        paho = getattr(client, "_client", None)
+        if paho is not None:
+            paho.disconnect()
 
     # -- measures ------------------------------------------------------------------------------------
     async def _worker(self) -> None:
+        inflight: deque[asyncio.Task[None]] = deque()
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            if not self._pending:
+                self._arrived.clear()
+                await self._arrived.wait()
+            count = min(len(self._pending), self.max_batch)
+            batch = [self._pending.popleft() for _ in range(count)]
+            rejected: list[tuple[Key, Rejection]] = []
             try:
-                await self._process(batch)
-                self._ack(batch)
-            except Exception:  # the store failed: leave unacknowledged, the broker redelivers on reconnect
+                items = await self._prepare(batch, rejected)
+                prepared = await self.service.prepare([item for item in items if item is not None])
+            except Exception:
                 log.exception("MQTT batch of %d message(s) not processed", len(batch))
-            finally:
                 self.processed += len(batch)
+                continue
+            # The commit task's first step queues the batch's writes to the store; tasks start in the order
+            # they are created, so batches reach the store (and are committed and acknowledged) in order.
+            previous = inflight[-1] if inflight else None
+            inflight.append(asyncio.create_task(self._commit(batch, items, prepared, rejected, previous)))
+            while inflight and (len(inflight) >= PIPELINE or inflight[0].done()):
+                await inflight.popleft()
 
-    async def _process(self, batch: list[Incoming]) -> None:
-        measures: list[Received] = []
+    async def _prepare(self, batch: list[Incoming], rejected: list[tuple[Key, Rejection]]) -> list[Received | None]:
+        """Each message as a measure to commit, or None when it was handled here (command results written,
+        garbage added to `rejected`: counted with the batch's decode rejections, so in arrival order)."""
+        items: list[Received | None] = []
         for item in batch:
             topic = parse_topic(item.topic)
             if topic is None:
-                self.service.reject_unknown("", item.topic[:100], f"not an IoT Agent topic: {item.topic[:100]}", "mqtt")
+                rejected.append((("", "", item.topic[:100]),
+                                 Rejection(UNKNOWN_DEVICE, f"not an IoT Agent topic: {item.topic[:100]}")))
+                items.append(None)
             elif topic.kind == "cmdexe":
-                await self._command_result(topic, item.payload)
+                await self._command_result(topic, item.payload, rejected)
+                items.append(None)
             else:
-                received = self._measure(topic, item.payload)
-                if received is not None:
-                    measures.append(received)
-        if measures:
-            await self.service.ingest(measures)
+                items.append(self._measure(topic, item.payload, rejected))
+        return items
 
-    def _measure(self, topic: Topic, payload: bytes) -> Received | None:
+    def _count(self, rejected: list[tuple[Key, Rejection]]) -> None:
+        for key, rejection in rejected:
+            self.service.stats.rejected(key, [rejection], "mqtt")
+
+    async def _commit(self, batch: list[Incoming], items: list[Received | None], prepared: Prepared,
+                      rejected: list[tuple[Key, Rejection]], previous: asyncio.Task[None] | None) -> None:
+        """Commit a batch's measures (one store call), then acknowledge what was committed or rejected.
+        Counting happens in batch order: the store answers batches in the order they were queued."""
+        try:
+            if previous is not None and not any(d.observations for d in prepared.decoded):
+                await asyncio.wait([previous])  # nothing to commit: wait for the previous batch's turn
+            results = await self.service.commit(prepared, before_account=lambda: self._count(rejected))
+            if any(isinstance(r.outcome, Unavailable) for r in results):
+                self._ack_committed(batch, items, results)
+            else:
+                self._ack(batch)
+            self.batches += 1
+        except Exception:  # the store failed: leave unacknowledged and reconnect, the broker delivers them again
+            log.exception("MQTT batch of %d message(s) not processed", len(batch))
+            self.not_committed += len(batch)
+            self._reconnect()
+        finally:
+            self.processed += len(batch)
+
+    def _ack_committed(self, batch: list[Incoming], items: list[Received | None], results: list[IngestResult]) -> None:
+        """Acknowledge all but the messages the store could not commit; reconnect for those."""
+        outcomes = iter(results)
+        done = []
+        for incoming, item in zip(batch, items, strict=True):
+            if item is None or not isinstance(next(outcomes).outcome, Unavailable):
+                done.append(incoming)
+        self._ack(done)
+        self.not_committed += len(batch) - len(done)
+        log.warning("MQTT: %d message(s) not committed (store unavailable); reconnecting for their redelivery",
+                    len(batch) - len(done))
+        self._reconnect()
+
+    def _measure(self, topic: Topic, payload: bytes, rejected: list[tuple[Key, Rejection]]) -> Received | None:
         try:
             resolved = self.service.resolve(topic.apikey, topic.device_id)
         except UcityError as exc:
-            self.service.reject_unknown(topic.apikey, topic.device_id, exc.detail, "mqtt")
+            rejected.append((("", topic.apikey, topic.device_id), Rejection(UNKNOWN_DEVICE, exc.detail)))
             return None
         try:
             value = (parse_json(payload) if topic.object_id is None
                      else {topic.object_id: parse_single_value(payload)})
         except DecodeError as exc:
-            self.service.stats.rejected(stats_key(resolved.profile), [Rejection(exc.reason, exc.detail)], "mqtt")
+            rejected.append((stats_key(resolved.profile), Rejection(exc.reason, exc.detail)))
             return None
         return Received(resolved, value, "mqtt")
 
@@ -302,23 +485,24 @@ class MqttSource:
             return
         log.info("command %s sent to %s on %s", name, profile.device_id, topic)
 
-    async def _command_result(self, topic: Topic, payload: bytes) -> None:
+    async def _command_result(self, topic: Topic, payload: bytes, rejected: list[tuple[Key, Rejection]]) -> None:
         profile = self.service.registry.profile(topic.apikey, topic.device_id)
         if profile is None:
-            self.service.reject_unknown(topic.apikey, topic.device_id, "command result of an unknown device", "mqtt")
+            rejected.append((("", topic.apikey, topic.device_id),
+                             Rejection(UNKNOWN_DEVICE, "command result of an unknown device")))
             return
         try:
             results = parse_json(payload)
             if not isinstance(results, dict):
                 raise DecodeError(NOT_AN_OBJECT, "a command result must be a JSON object {command: result}")
         except DecodeError as exc:
-            self.service.stats.rejected(stats_key(profile), [Rejection(exc.reason, exc.detail)], "mqtt")
+            rejected.append((stats_key(profile), Rejection(exc.reason, exc.detail)))
             return
         known = {c.name for c in profile.commands}
         for name, result in results.items():
             if name not in known:
-                self.service.stats.rejected(stats_key(profile), [Rejection(
-                    UNKNOWN_COMMAND, f"{name!r} is not a command of this device", field=name)], "mqtt")
+                rejected.append((stats_key(profile), Rejection(
+                    UNKNOWN_COMMAND, f"{name!r} is not a command of this device", field=name)))
                 continue
             await self._set_status(profile, name, "OK", result, Context(actor=INGEST_ACTOR))
 

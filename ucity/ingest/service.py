@@ -11,10 +11,13 @@ registry stay in step.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from ucity.core.bus import Context
+from ucity.core.clock import to_iso
 from ucity.core.errors import AlreadyExists, NotFound
 from ucity.core.platform import Platform
 from ucity.ingest.decode import UNKNOWN_DEVICE, Decoded, Rejection, decode_payload
@@ -50,6 +53,14 @@ class Received:
 class IngestResult:
     decoded: Decoded
     outcome: Outcome | Exception | None  # None: nothing valid to write
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Payloads decoded and ready to commit (`IngestService.prepare`)."""
+
+    items: list[Received]
+    decoded: list[Decoded]
 
 
 def stats_key(profile: DeviceProfile) -> Key:
@@ -104,17 +115,34 @@ class IngestService:
 
     async def ingest(self, items: list[Received]) -> list[IngestResult]:
         """Decode, commit (one store call), then count and report to health. Raises if the store fails."""
+        return await self.commit(await self.prepare(items))
+
+    async def prepare(self, items: list[Received]) -> Prepared:
+        """Decode (pure) and register the autoprovisioned devices that sent something valid."""
         now = self.platform.clock.now()
-        decoded = [decode_payload(item.payload, item.device.profile, now) for item in items]
-        await self._autoprovision([i.device for i, d in zip(items, decoded, strict=True) if d.values])
+        received = to_iso(now)
+        decoded = [decode_payload(item.payload, item.device.profile, now, received) for item in items]
+        fresh = [i.device for i, d in zip(items, decoded, strict=True) if d.values and i.device.new_device is not None]
+        if fresh:
+            await self._autoprovision(fresh)
+        return Prepared(items, decoded)
+
+    async def commit(self, prepared: Prepared, before_account: Callable[[], None] | None = None) -> list[IngestResult]:
+        """Commit decoded measures (one store call), then count them and tell health. The writes are queued
+        to the store before the first suspension, so that commits called in order are committed in order.
+        `before_account` runs once the store has answered, before the counting."""
+        items, decoded = prepared.items, prepared.decoded
         to_write = [k for k, d in enumerate(decoded) if d.observations]
         outcomes = await self.writer.write(
             [DeviceWrite(items[k].device.profile, decoded[k].observations) for k in to_write]) if to_write else []
+        if before_account is not None:
+            before_account()
         by_index: dict[int, Outcome | Exception] = dict(zip(to_write, outcomes, strict=True))
         results = []
+        counted = self.platform.clock.now()
         for k, (item, dec) in enumerate(zip(items, decoded, strict=True)):
             outcome = by_index.get(k)
-            self._account(item, dec, outcome)
+            self._account(item, dec, outcome, counted)
             results.append(IngestResult(dec, outcome))
         return results
 
@@ -131,17 +159,26 @@ class IngestService:
             log.info("autoprovisioned device %s (apikey %s) as %s", device.device_id, device.apikey, device.entity_name)
             self.monitor.track(resolved.profile)
 
-    def _account(self, item: Received, decoded: Decoded, outcome: Outcome | Exception | None) -> None:
-        key = stats_key(item.device.profile)
-        self.stats.rejected(key, decoded.rejections, item.transport)
+    def _account(self, item: Received, decoded: Decoded, outcome: Outcome | Exception | None,
+                 now: datetime | None = None) -> None:
+        profile = item.device.profile
+        key = (profile.tenant, profile.apikey, profile.device_id)
+        if decoded.rejections:
+            self.stats.rejected(key, decoded.rejections, item.transport)
         if isinstance(outcome, Exception):
-            log.warning("measures of %s not written: %s", item.device.profile.device_id, outcome)
+            log.warning("measures of %s not written: %s", profile.device_id, outcome)
             return
         if outcome is not None:
-            self.stats.accepted(key, len(decoded.observations), decoded.values, item.transport)
+            self.stats.accepted(key, len(decoded.observations), decoded.values, item.transport, now)
         if decoded.values or not decoded.rejections:
-            newest = max(decoded.observations, key=lambda o: o.observed_at).attrs if decoded.observations else {}
-            self.monitor.reported(item.device.profile, {n: i.get("value") for n, i in newest.items()})
+            observations = decoded.observations
+            if not observations:
+                newest: dict[str, dict[str, Any]] = {}
+            elif len(observations) == 1:
+                newest = observations[0].attrs
+            else:
+                newest = max(observations, key=lambda o: o.observed_at).attrs
+            self.monitor.reported(profile, {n: i.get("value") for n, i in newest.items()}, now)
 
     # -- provisioning --------------------------------------------------------------------------------------
     async def add_groups(self, groups: list[ServiceGroup]) -> None:

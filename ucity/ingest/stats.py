@@ -64,8 +64,8 @@ class IngestStats:
             counters = self._devices.setdefault(key, DeviceCounters())
         return counters
 
-    def accepted(self, key: Key, measures: int, values: int, transport: str) -> None:
-        now = self.clock.now()
+    def accepted(self, key: Key, measures: int, values: int, transport: str, now: datetime | None = None) -> None:
+        now = now or self.clock.now()
         for counters in (self._counters(key), self.totals):
             counters.measures += measures
             counters.accepted += values

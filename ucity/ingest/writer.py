@@ -17,7 +17,6 @@ reads without a @context sees the names the device profile gives (`temperature`,
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from ucity.ingest.decode import DecodeError, Observation, command_instances, sta
 from ucity.ingest.model import DeviceProfile
 from ucity.ngsild import ops
 from ucity.ngsild.context import core_context
-from ucity.ngsild.model import find_instance, is_null_instance, stamp
+from ucity.ngsild.model import NULL, find_instance, is_null_instance, stamp
 from ucity.store.base import ApplyFn, Doc, Mutation, Outcome, Store
 
 log = logging.getLogger(__name__)
@@ -81,23 +80,28 @@ def measure_op(profile: DeviceProfile, observations: Iterable[Observation]) -> A
     def apply(before: Doc | None, now: str) -> Outcome:
         touched: set[str] = set()
         instances: list[tuple[str, dict[str, Any]]] = []
+        owned: set[str] | None  # attribute lists this write has copied (None: the whole document is new)
         if before is None:  # the template is built only when needed: the hot path is an existing entity
             created = ops.create_op(entity_template(profile))(None, now)
             doc: Doc = created.doc or {}
             touched |= created.attrs
             instances.extend(created.instances)
+            owned = None
         else:
-            doc = _working_copy(before)
+            # Copy on write: the entity and its attribute map now, an attribute's list of instances only
+            # when a measure changes it; instances are never changed (a merged one is a new dict). A full
+            # copy of the entity per write cost more than the merge itself.
+            doc = dict(before)
+            doc["attrs"] = dict(before.get("attrs", {}))
+            owned = set()
         late_history: list[tuple[str, dict[str, Any]]] = []
         merged = False
         for observation in ordered:
-            fresh, late = _split_late(doc, _expanded(observation.attrs))
-            late_history.extend((iri, stamp(copy.deepcopy(i), now)) for iri, i in late)
-            if fresh:
-                _merge_fresh(doc, fresh, now, touched, instances)
+            if _merge_observation(doc, owned, observation.attrs, now, touched, instances, late_history):
                 merged = True
+                doc["modifiedAt"] = now
         instances.extend(late_history)
-        touched |= {iri for iri, _ in late_history}
+        touched.update(iri for iri, _ in late_history)
         operation = "create" if before is None else "update"
         return Outcome(doc, operation, frozenset(touched), tuple(instances), result={"created": before is None},
                        changed=before is None or merged or bool(late_history))
@@ -105,21 +109,52 @@ def measure_op(profile: DeviceProfile, observations: Iterable[Observation]) -> A
     return apply
 
 
-def _working_copy(before: Doc) -> Doc:
-    """A copy of the containers a measure changes (the entity, its attribute map, each attribute's
-    list); instances are shared, never changed: a merged instance is a new dict (`_merge_decoded`).
-    A full JSON copy of the entity per write cost more than the rest of the merge."""
-    doc = dict(before)
-    doc["attrs"] = {iri: list(instances) for iri, instances in before.get("attrs", {}).items()}
-    return doc
-
-
-def _merge_fresh(doc: Doc, fresh: dict[str, list[dict[str, Any]]], now: str, touched: set[str],
-                 history: list[tuple[str, dict[str, Any]]]) -> None:
-    """`ops.merge_op` on a working copy, for instances made by decode (new dicts, no sub-attributes)."""
-    written = ops.merge_attrs(doc, fresh, now, touched, copy=dict, merge=_merge_decoded)
-    history.extend(ops.history_rows(written))
-    doc["modifiedAt"] = now
+def _merge_observation(
+    doc: Doc, owned: set[str] | None, attrs: dict[str, dict[str, Any]], now: str, touched: set[str],
+    history: list[tuple[str, dict[str, Any]]], late: list[tuple[str, dict[str, Any]]],
+) -> bool:
+    """Merge one decoded measure into the working copy (`ops.merge_attrs` semantics). An instance older
+    than the attribute's current one goes to `late` (history only). Returns whether any was merged."""
+    entity_attrs: dict[str, list[dict[str, Any]]] = doc["attrs"]
+    merged = False
+    for name, instance in attrs.items():
+        iri = expand(name)
+        current = entity_attrs.get(iri)
+        index: int | None = None
+        if current:
+            index = 0 if current[0].get("datasetId") is None else find_instance(current, None)
+            if index is not None:
+                current_time = current[index].get("observedAt")
+                if current_time is not None and instance["observedAt"] < current_time:
+                    late.append((iri, stamp(dict(instance), now)))
+                    continue
+        merged = True
+        if current is None:
+            current = entity_attrs[iri] = []
+        elif owned is not None and iri not in owned:
+            current = entity_attrs[iri] = list(current)
+            owned.add(iri)
+        if NULL in instance.values() or not _DECODED_MEMBERS.issuperset(instance):
+            # An NGSI-LD Null (deletes the attribute) or other members: the general merge
+            written = ops.merge_attrs(doc, {iri: [instance]}, now, touched, copy=dict, merge=_merge_decoded)
+            history.extend(ops.history_rows(written))
+            continue
+        touched.add(iri)
+        if index is None:
+            new = dict(instance)
+            new["createdAt"] = new["modifiedAt"] = now
+            current.append(new)
+        else:
+            old = current[index]
+            new = dict(old)
+            if instance["type"] != old.get("type"):
+                for key in VALUE_MEMBERS:
+                    new.pop(key, None)
+            new.update(instance)
+            new["modifiedAt"] = now
+            current[index] = new
+        history.append((iri, dict(new)))
+    return merged
 
 
 def _merge_decoded(old: dict[str, Any], patch: dict[str, Any], now: str) -> dict[str, Any] | None:
@@ -135,23 +170,6 @@ def _merge_decoded(old: dict[str, Any], patch: dict[str, Any], now: str) -> dict
     merged.update(patch)
     merged["modifiedAt"] = now
     return merged
-
-
-def _split_late(
-    doc: Doc, attrs: dict[str, list[dict[str, Any]]]
-) -> tuple[dict[str, list[dict[str, Any]]], list[tuple[str, dict[str, Any]]]]:
-    """Instances newer than (or as new as) the current ones, and the older ones (history only)."""
-    fresh: dict[str, list[dict[str, Any]]] = {}
-    late: list[tuple[str, dict[str, Any]]] = []
-    for iri, instances in attrs.items():
-        current = doc["attrs"].get(iri) or []
-        index = find_instance(current, None)
-        current_time = current[index].get("observedAt") if index is not None else None
-        if current_time is not None and instances[0]["observedAt"] < current_time:
-            late.append((iri, instances[0]))
-        else:
-            fresh[iri] = instances
-    return fresh, late
 
 
 def attrs_op(attrs: dict[str, dict[str, Any]]) -> ApplyFn:
@@ -197,7 +215,10 @@ class MeasureWriter:
             for index, outcome in zip(indexes, outcomes, strict=True):
                 results[index] = outcome
 
-        await asyncio.gather(*(run(tenant, indexes) for tenant, indexes in by_tenant.items()))
+        if len(by_tenant) == 1:  # the common case; also queues the write to the store before suspending
+            await run(*next(iter(by_tenant.items())))
+        else:
+            await asyncio.gather(*(run(tenant, indexes) for tenant, indexes in by_tenant.items()))
         return results
 
     async def apply(self, profile: DeviceProfile, fn: ApplyFn, context: Context | None = None) -> Outcome | Exception:

@@ -159,6 +159,9 @@ class Track:
                    doc.get("parent"), doc.get("context"), stored=True)
 
 
+_NEW_STATE = RuleState()  # the state of an entity a rule has no state for (never changed: evaluation is pure)
+
+
 def _idle(state: RuleState) -> bool:
     """Nothing worth remembering across a restart (a rule that never left normal)."""
     return state.level is None and not state.pending and state.wake_at is None and not state.data
@@ -460,13 +463,15 @@ class RulesEngine:
     def _observe(self, comp: Compiled, change: EntityChange, ctx: Context, attr: str, instance: dict[str, Any],
                  at: datetime, now: datetime) -> Key:
         key = (change.tenant, comp.rule.id, change.entity_id)
-        track = self._tracks.get(key) or Track(RuleState(), [])
+        track = self._tracks.get(key)
         values = _values(comp, change.after) if comp.needs_values else {}
         obs = Observation(comp.attrs[attr], instance_value(instance), at, values)
         self.stats["observations"] += 1
-        new, decisions = evaluate(comp.rule, track.state, obs, now, self.env)
-        if key not in self._tracks and _idle(new) and not decisions:
-            return key  # an entity that stays normal: nothing to remember, describe or publish (see _apply)
+        new, decisions = evaluate(comp.rule, track.state if track is not None else _NEW_STATE, obs, now, self.env)
+        if track is None:
+            if _idle(new) and not decisions:
+                return key  # an entity that stays normal: nothing to remember, describe or publish (see _apply)
+            track = Track(RuleState(), [])
         self._describe(track, comp.rule, change.after)
         track.context_id = ctx.id
         self._apply(key, comp, track, new, decisions, ctx)

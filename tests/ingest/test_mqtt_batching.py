@@ -1,0 +1,175 @@
+"""The MQTT source's batching on a real platform (SQLite, fake clock), with the broker connection
+replaced by a fake paho client that records acknowledgements (the real broker: tests/integration).
+
+QoS 1: a message is acknowledged only after the commit that holds it; messages the store could not
+commit are not acknowledged (the connection is dropped so that the broker delivers them again);
+garbage in a batch is counted with its reason, acknowledged, and does not hold up the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ucity.app import Ucity
+from ucity.core.bus import Context, EntityChange
+from ucity.core.clock import FakeClock
+from ucity.core.config import MqttSettings, load_settings
+from ucity.core.errors import Unavailable
+from ucity.ingest.mqtt import MqttSource, puback_packets
+from ucity.ingest.schema import parse_device, parse_group
+
+START = datetime(2026, 5, 1, tzinfo=UTC)
+SEQ = "https://uri.etsi.org/ngsi-ld/default-context/seq"
+TENANT = "guro"
+
+
+@dataclass
+class Message:
+    """What paho hands the source: a PUBLISH's topic, payload, packet id and QoS."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int = 1
+
+
+class FakePaho:
+    def __init__(self, log: list[tuple[str, Any]]) -> None:
+        self.log = log
+        self.disconnects = 0
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.log.append(("ack", mid))
+
+    def disconnect(self) -> None:
+        self.disconnects += 1
+
+
+class FakeClient:
+    fast = False  # acknowledgements through paho's public ack()
+
+    def __init__(self, log: list[tuple[str, Any]]) -> None:
+        self._client = FakePaho(log)
+
+
+@pytest.fixture
+async def city(tmp_path: Path) -> AsyncIterator[tuple[Ucity, list[tuple[str, Any]]]]:
+    settings = load_settings(environment="test", data_dir=str(tmp_path / "data"), store={"group_commit_ms": 1.0})
+    app = Ucity(settings, clock=FakeClock(START))
+    log: list[tuple[str, Any]] = []
+
+    def committed(context: Context, changes: tuple[EntityChange, ...]) -> None:
+        for change in changes:
+            for iri, instance in change.instances:
+                if iri == SEQ:
+                    log.append(("commit", (change.entity_id, instance["value"])))
+
+    app.store.on_commit(committed)
+    await app.start()
+    group = parse_group({"apikey": "k", "entity_type": "Counter", "autoprovision": False,
+                         "attributes": [{"object_id": "s", "name": "seq", "type": "Number"}]}, TENANT, "/")
+    await app.ingest.add_groups([group])
+    await app.ingest.add_devices([parse_device({"device_id": d}, TENANT, "/", group) for d in ("d1", "d2", "d3")])
+    try:
+        yield app, log
+    finally:
+        await app.stop()
+
+
+def source_for(app: Ucity, log: list[tuple[str, Any]], max_batch: int) -> MqttSource:
+    source = MqttSource(app.ingest, MqttSettings(url="mqtt://127.0.0.1:1883"), max_batch=max_batch)
+    source._client = FakeClient(log)  # type: ignore[assignment]
+    return source
+
+
+async def run(source: MqttSource, messages: list[Message]) -> None:
+    """Hand the messages to the source as paho would, and let its worker (no broker connection) take them."""
+    for message in messages:
+        source._on_paho_message(message)
+    worker = asyncio.create_task(source._worker())
+    try:
+        await source.drain()
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+
+
+def measure(device: str, seq: int, mid: int) -> Message:
+    return Message(f"/k/{device}/attrs", b'{"s": %d, "TimeInstant": "2026-05-01T00:00:%02dZ"}' % (seq, seq), mid)
+
+
+async def test_each_message_is_acknowledged_after_its_commit_and_devices_keep_their_order(
+        city: tuple[Ucity, list[tuple[str, Any]]]) -> None:
+    app, log = city
+    source = source_for(app, log, max_batch=7)  # 60 messages: several batches, two in flight at a time
+    messages = [measure(f"d{n % 3 + 1}", n, n + 1) for n in range(60)]
+    await run(source, messages)
+
+    acks = [mid for kind, mid in log if kind == "ack"]
+    assert sorted(acks) == [m.mid for m in messages]  # every message acknowledged, once
+    assert source.batches >= 60 // 7
+    position = {entry: k for k, entry in enumerate(log)}
+    for n, message in enumerate(messages):
+        entity = f"urn:ngsi-ld:Counter:d{n % 3 + 1}"
+        assert position[("commit", (entity, n))] < position[("ack", message.mid)]  # committed, then acknowledged
+    for device in ("d1", "d2", "d3"):
+        entity = f"urn:ngsi-ld:Counter:{device}"
+        committed = [value for kind, entry in log if kind == "commit" for eid, value in [entry] if eid == entity]
+        assert committed == sorted(committed)  # per device, in the order published
+        doc = await app.store.get_entity(TENANT, entity)
+        assert doc is not None and doc["attrs"][SEQ][0]["value"] == committed[-1]
+
+
+async def test_garbage_in_a_batch_is_counted_and_acknowledged_and_the_rest_is_committed(
+        city: tuple[Ucity, list[tuple[str, Any]]]) -> None:
+    app, log = city
+    source = source_for(app, log, max_batch=100)
+    messages = [
+        measure("d1", 1, 1),
+        Message("/k/d1/attrs", b'{"s": 2,', 2),  # malformed JSON
+        Message("/k/nobody/attrs", b'{"s": 3}', 3),  # unknown device
+        Message("/k/d2/attrs", b'{"s": "many"}', 4),  # a type mismatch, nothing valid
+        Message("/k/d2/cmd", b"{}", 5),  # not a topic ucity reads
+        measure("d2", 6, 6),
+    ]
+    await run(source, messages)
+
+    assert source.batches == 1  # one batch, one commit
+    assert sorted(mid for kind, mid in log if kind == "ack") == [1, 2, 3, 4, 5, 6]
+    assert [entry for kind, entry in log if kind == "commit"] == [
+        ("urn:ngsi-ld:Counter:d1", 1), ("urn:ngsi-ld:Counter:d2", 6)]
+    totals = app.ingest.stats.snapshot(TENANT)["totals"]
+    assert totals["measures"] == 2
+    # The tenant's totals include the senders no tenant knows: the stranger and the topic ucity does not read.
+    assert totals["reasons"] == {"malformed-json": 1, "type-mismatch": 1, "unknown-device": 2}
+
+
+async def test_messages_the_store_could_not_commit_are_not_acknowledged_and_the_connection_is_dropped(
+        city: tuple[Ucity, list[tuple[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    app, log = city
+    source = source_for(app, log, max_batch=100)
+
+    async def unavailable(writes: list[Any]) -> list[Any]:
+        return [Unavailable("the store could not commit: disk I/O error") for _ in writes]
+
+    monkeypatch.setattr(app.ingest.writer, "write", unavailable)
+    await run(source, [measure("d1", 1, 1), Message("/k/d1/attrs", b"not json", 2), measure("d2", 3, 3)])
+
+    assert [mid for kind, mid in log if kind == "ack"] == [2]  # only the garbage, which needs no commit
+    assert source.not_committed == 2
+    client = source._client
+    assert isinstance(client, FakeClient) and client._client.disconnects == 1  # the broker delivers them again
+    assert not [entry for kind, entry in log if kind == "commit"]
+
+
+def test_acknowledgements_of_a_batch_are_one_write_of_puback_packets() -> None:
+    assert puback_packets([1, 258]) == b"\x40\x02\x00\x01" + b"\x40\x02\x01\x02"
