@@ -193,3 +193,23 @@ async def test_measures_are_committed_changes_on_the_bus(city: tuple[Ucity, Fake
     occupied = [(i["value"], i["observedAt"]) for iri, i in change.instances if iri == OCCUPIED]
     assert occupied == [(True, "2026-04-30T23:50:00.000000Z"), (False, "2026-05-01T00:00:00.000000Z")]
     assert change.operation == "update" and change.tenant == "guro"
+
+
+async def test_status_event_goes_out_when_the_store_refuses_the_state_write(
+        city: tuple[Ucity, FakeClock, list[DeviceStatusChanged]], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A store pushing back (the writer raising) is logged; the offline event is still published."""
+    app, clock, events = city
+    await provision(app, [{"device_id": "p1"}])
+    await measure(app, "p1", {"o": True})
+    await settle(app)
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("store is pushing back")
+
+    monkeypatch.setattr(app.ingest.monitor.writer, "apply", refuse)
+    clock.advance(180)
+    await settle(app)
+    assert [e.status for e in events] == ["online", "offline"]
+    assert "could not set deviceState" in caplog.text and "pushing back" in caplog.text
+    assert (await state(app))[0] == "online"  # the refused write changed nothing

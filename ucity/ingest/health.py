@@ -230,8 +230,11 @@ class HealthMonitor:
     async def _announce(self, profile: DeviceProfile, status: str, last: datetime | None) -> None:
         context = Context(actor=INGEST_ACTOR)
         now = to_iso(self.clock.now())
-        result = await self.writer.apply(profile, attrs_op({DEVICE_STATE: {"type": "Property", "value": status,
-                                                                          "observedAt": now}}), context)
+        try:
+            result: Any = await self.writer.apply(profile, attrs_op({DEVICE_STATE: {
+                "type": "Property", "value": status, "observedAt": now}}), context)
+        except Exception as exc:  # e.g. the store pushing back: the status event below still goes out
+            result = exc
         if isinstance(result, Exception):
             log.warning("could not set deviceState of %s: %s", profile.entity_id, result)
         await self.bus.publish(DeviceStatusChanged(context, profile.tenant, profile.device_id, profile.entity_id,
