@@ -23,6 +23,7 @@ import sys
 import time
 from array import array
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 try:
@@ -263,15 +264,38 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
     sent_at: dict[int, float] = {}
     notif = array("d")
     alarm = array("d")
+    # Where the time goes, split at a server timestamp (wall clock, on this machine's clock):
+    # notifications at `notifiedAt` (queued for delivery), alarms at `raised_at` (decided).
+    notif_queued, notif_sent = array("d"), array("d")
+    alarm_decided, alarm_shown = array("d"), array("d")
+    wall_offset = time.time() - time.perf_counter()
     loop = asyncio.get_event_loop()
+
+    def server_time(text: Any) -> float | None:
+        """A server ISO timestamp on this process's perf_counter scale."""
+        if not isinstance(text, str):
+            return None
+        try:
+            return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() - wall_offset
+        except ValueError:
+            return None
+
+    posts = [0]
 
     def on_notification(body: bytes) -> None:
         now = time.perf_counter()
-        for entity in json.loads(body).get("data", ()):
+        posts[0] += 1
+        doc = json.loads(body)
+        queued = server_time(doc.get("notifiedAt"))
+        for entity in doc.get("data", ()):
             seq = entity.get("seq")
             seq = seq.get("value") if isinstance(seq, dict) else seq
             if isinstance(seq, (int, float)) and int(seq) in sent_at:
-                notif.append(now - sent_at[int(seq)])
+                sent = sent_at[int(seq)]
+                notif.append(now - sent)
+                if queued is not None:
+                    notif_queued.append(queued - sent)
+                    notif_sent.append(now - queued)
 
     server = await loop.create_server(lambda: Receiver(on_notification), "127.0.0.1", args.receiver_port)
 
@@ -297,7 +321,12 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
                             continue
                         value = _evidence_value(data)
                         if value is not None and int(value) - 1_000_000 in sent_at:
-                            alarm.append(now - sent_at[int(value) - 1_000_000])
+                            sent = sent_at[int(value) - 1_000_000]
+                            alarm.append(now - sent)
+                            decided = server_time(data.get("updated_at") if isinstance(data, dict) else None)
+                            if decided is not None:
+                                alarm_decided.append(decided - sent)
+                                alarm_shown.append(now - decided)
 
     sse_task = asyncio.create_task(sse())
     await asyncio.sleep(0.5)
@@ -365,10 +394,16 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
     return {"sent": total, "elapsed_s": elapsed, "obs_rate": total * per_request / elapsed, "late_sends": late,
             "reconnects": reconnects,
             "statuses": statuses, "cpu_share": cpu / elapsed,
-            "notifications": len(notif), "notif_p50_ms": pct(notif, 50) * 1e3, "notif_p99_ms": pct(notif, 99) * 1e3,
+            "notifications": len(notif), "notification_posts": posts[0],
+            "notif_p50_ms": pct(notif, 50) * 1e3, "notif_p99_ms": pct(notif, 99) * 1e3,
             "notif_max_ms": max(notif, default=float("nan")) * 1e3,
             "alarms": len(alarm), "alarm_p50_ms": pct(alarm, 50) * 1e3, "alarm_p99_ms": pct(alarm, 99) * 1e3,
-            "alarm_max_ms": max(alarm, default=float("nan")) * 1e3}
+            "alarm_max_ms": max(alarm, default=float("nan")) * 1e3,
+            "breakdown": {name: {"p50_ms": pct(values, 50) * 1e3, "p99_ms": pct(values, 99) * 1e3}
+                          for name, values in (("notif_write_to_queued", notif_queued),
+                                               ("notif_queued_to_received", notif_sent),
+                                               ("alarm_write_to_decided", alarm_decided),
+                                               ("alarm_decided_to_sse", alarm_shown))}}
 
 
 def _evidence_value(data: Any) -> float | None:

@@ -85,6 +85,14 @@ def ucity_of(server: LiveServer) -> Ucity:
     return ucity
 
 
+async def drained(server: LiveServer) -> None:
+    """Until the live server's alarm service has finished every change (Alert entities included)."""
+    ucity = ucity_of(server)
+    loop = ucity.platform.loop
+    assert loop is not None
+    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(ucity.alarms.drain(), loop))
+
+
 def publish(server: LiveServer, event: RuleMatched) -> float:
     """Publish on the live server's bus (its own loop); returns when publishing began."""
     ucity = ucity_of(server)
@@ -157,6 +165,7 @@ async def test_rule_on_an_entity_write_reaches_the_stream_within_100_ms(live_ser
             assert [e for e, _ in events.events()] == ["alarm.raised", "alarm.cleared"]
         alarms = (await http.get("/api/v1/alarms")).json()
         assert alarms["total"] == 1
+        await drained(live_server)  # the Alert entity follows the stream by a commit
         alerts = (await http.get("/ngsi-ld/v1/entities", params={"type": "Alert"})).json()
         assert len(alerts) == 1 and alerts[0]["status"]["value"] == "cleared-unacknowledged"
 

@@ -3,6 +3,7 @@ address and nearest cameras; lower levels, faults and derived (parent) alarms do
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.ops.conftest import MakeOps
@@ -11,7 +12,7 @@ from ucity.core.bus import Context
 from ucity.ngsild.context import core_context
 from ucity.ngsild.model import normalize_entity
 from ucity.ngsild.ops import replace_op
-from ucity.rules.events import RuleMatched
+from ucity.rules.events import RuleCleared, RuleMatched
 from ucity.store.base import Mutation
 
 SENSOR = "urn:ngsi-ld:Device:guro-tilt-17"
@@ -93,3 +94,39 @@ async def test_the_threshold_level_is_configurable(make_ops: MakeOps) -> None:
         assert await iot_events(ops) == []
         await publish(ops, matched("serious"))
         assert [e["level"] for e in await iot_events(ops)] == ["serious"]
+
+
+async def test_making_the_event_does_not_hold_up_the_alarm(make_ops: MakeOps) -> None:
+    """The event (several commits, nearest cameras, linkages) is made beside the alarm's own work: the alarm's
+    next change reaches the stream while the event of the previous one is still being made."""
+    async with make_ops(cameras=False) as ops:
+        center, alarms = ops.center, ops.ucity.alarms
+        create_event, gate, started = center.create_event, asyncio.Event(), asyncio.Event()
+
+        async def held_create_event(*args: Any, **kwargs: Any) -> Any:
+            started.set()
+            await gate.wait()
+            return await create_event(*args, **kwargs)
+
+        center.create_event = held_create_event
+        publish_sse, cleared = alarms.sse.publish, asyncio.Event()
+
+        def record(tenant: str, name: str, data: dict[str, Any]) -> Any:
+            if name == "cleared":
+                cleared.set()
+            return publish_sse(tenant, name, data)
+
+        alarms.sse.publish = record
+        bus = ops.ucity.platform.bus
+        try:
+            publishing = asyncio.ensure_future(bus.publish(matched("warning")))
+            await asyncio.wait_for(started.wait(), 10)
+            await bus.publish(RuleCleared(Context(), TENANT, "tilt-ladder", SENSOR))
+            await asyncio.wait_for(cleared.wait(), 10)  # while the raise's event is still being made
+            assert [e.event for e in alarms.sse.backlog(TENANT, "0")] == ["alarm.raised", "alarm.cleared"]
+        finally:
+            gate.set()
+        await publishing
+        await ops.settle()
+        [event] = await iot_events(ops)
+        assert event["level"] == "warning"

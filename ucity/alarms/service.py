@@ -12,10 +12,12 @@ How a change flows, and why:
    active alarm per (tenant, entity, rule)".
 2. Persisting runs in a task per change, serialized per alarm by the alarm's lock (FIFO, so in
    decision order): enrich a new alarm from its entity (type, location, parent), save the alarm
-   row and its new history entries, write the `Alert` entity, then announce on the SSE stream,
-   queue notifications and propagate to the parent. The bus publisher is never held up by a
-   commit. Each write carries the alarm's state at the time it runs, so the last write wins
-   with the latest state.
+   row and its new history entries; once that is committed, announce on the SSE stream, queue
+   notifications and propagate to the parent; then write the `Alert` entity and publish
+   `AlarmChanged`. Nobody hears of an alarm before its row is durable, and nobody waits for the
+   Alert's commit (it may lag the stream by one commit, and its failure is only logged). The bus
+   publisher is never held up by a commit. Each write carries the alarm's state at the time it
+   runs, so the last write wins with the latest state.
 
 Dedupe (domain-rules §9): a repeat of an active alarm only counts (count, last seen); a higher
 level escalates it (history, SSE, the new level's escalation chain); a lower level does not lower
@@ -34,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +129,7 @@ class AlarmService:
         self._active: dict[m.Key, Alarm] = {}
         self._cleared: dict[m.Key, Alarm] = {}  # the latest cleared (not closed) alarm of a key
         self._tasks: set[asyncio.Task[None]] = set()
+        self._drainers: list[Callable[[], Awaitable[None]]] = []
         self._unsubscribe: list[Callable[[], None]] = []
         self._closed_lock = asyncio.Lock()  # comments on closed alarms (not in memory) one at a time
         # Distributed mode (ucity/cluster): the entities whose alarms this process escalates, by (tenant,
@@ -173,8 +176,21 @@ class AlarmService:
         return {"ok": bool(self._unsubscribe), "open": len(self._open), "active": len(self._active),
                 "escalationTimers": self.escalator.pending, "streamClients": self.sse.clients}
 
+    def add_drainer(self, drain: Callable[[], Awaitable[None]]) -> None:
+        """Work an `AlarmChanged` consumer does after its handler returned, which `drain` also awaits."""
+        self._drainers.append(drain)
+
     async def drain(self) -> None:
-        """Wait until every decided change is persisted and announced (tests, shutdown)."""
+        """Wait until every decided change is persisted and announced, and its consumers are done (tests,
+        shutdown, a worker before it acknowledges)."""
+        while True:
+            await self._persisted()
+            for drain in self._drainers:
+                await drain()
+            if not self._tasks:
+                return
+
+    async def _persisted(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
@@ -354,7 +370,7 @@ class AlarmService:
         alarm = self.get_open(tenant, alarm_id)
         if alarm is None:  # closed (or unknown): only a comment is possible; one writer at a time
             async with self._closed_lock:
-                await self.drain()  # a close just decided is saved before the alarm is read back
+                await self._persisted()  # a close just decided is saved before the alarm is read back
                 alarm = await self.load(tenant, alarm_id)
                 await self._apply(alarm, action, actor, args)
             return alarm
@@ -401,17 +417,29 @@ class AlarmService:
                 if change.enrich and not alarm.enriched:
                     await self._enrich(alarm)
                 await self.store.save_alarm(alarm.to_row(), [e.to_doc() for e in change.entries])
-                if change.alert:
-                    result = await write_alert(self.store, alarm, Context(parent_id=alarm.cause, actor="ucity-alarms"))
-                    if isinstance(result, Exception):
-                        log.error("Alert entity of alarm %s not written: %s", alarm.id, result)
             except Exception:
                 log.exception("alarm %s could not be saved", alarm.id)
                 return
+            # The alarm is durable: the stream and the notifiers hear of it now. The Alert entity is a second
+            # commit (with history, and its own bus batch); waiting for it here doubled the time to the SSE
+            # stream, so it follows, still under the lock, so that Alert writes keep the alarm's order.
             self._announce(alarm, change)
+            context = Context(parent_id=alarm.cause, actor="ucity-alarms")  # one per change: uuid4 is not free
+            if change.alert:
+                await self._write_alert(alarm, context)
             if change.events:  # under the alarm's lock: consumers see one alarm's changes in order
-                await self.platform.bus.publish(AlarmChanged(Context(parent_id=alarm.cause, actor="ucity-alarms"),
-                                                             alarm.tenant, tuple(change.events), alarm.to_wire()))
+                await self.platform.bus.publish(AlarmChanged(context, alarm.tenant, tuple(change.events),
+                                                             alarm.to_wire()))
+
+    async def _write_alert(self, alarm: Alarm, context: Context) -> None:
+        """The Alert entity of an alarm already saved and announced; a failure is logged, not retried (the
+        next change of the alarm writes the whole entity again)."""
+        try:
+            result = await write_alert(self.store, alarm, context)
+        except Exception as exc:
+            result = exc
+        if isinstance(result, Exception):
+            log.error("Alert entity of alarm %s not written: %s", alarm.id, result)
 
     def _announce(self, alarm: Alarm, change: _Change) -> None:
         wire = alarm.to_wire()

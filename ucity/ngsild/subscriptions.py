@@ -35,6 +35,9 @@ Choices where the spec leaves room:
 * `timesSent`, `timesFailed`, `status`, `lastSuccess` and `lastFailure` count delivery attempts
   (the spec defines `status` by the last attempt); a notification is abandoned after
   `max_retries` failed retries; a full queue drops its oldest notification;
+* the notifications that queue up while a subscription's POST is in flight go out in its next
+  POST as one notification (their entities in order, up to `COALESCE_ENTITIES`), so a busy
+  subscription costs one POST per round trip of its endpoint, not one per write;
 * queued notifications live in memory: a restart loses those not yet delivered.
 """
 
@@ -92,6 +95,8 @@ FORMATS: Final = {"normalized": "normalized", "keyValues": "keyValues", "simplif
                   "concise": "concise"}
 STATS_FLUSH_S: Final = 5.0
 """Delivery counters are persisted at most this often (seconds), not per notification."""
+COALESCE_ENTITIES: Final = 1000
+"""At most this many entities in a notification that joins ones queued behind a slow POST."""
 
 Key = tuple[str, str]  # (tenant, subscription id)
 _HEADER_NAME: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
@@ -695,13 +700,28 @@ class Notification:
     data: list[dict[str, Any]]
 
 
-class Outbox:
-    """One subscription's bounded queue and the worker that delivers it in order."""
+def merge_notifications(items: list[Notification]) -> Notification:
+    """Queued notifications of one subscription as one: their entities in order, the latest time."""
+    if len(items) == 1:
+        return items[0]
+    return Notification(items[0].id, items[-1].notified_at, [entity for item in items for entity in item.data])
 
-    def __init__(self, size: int, deliver: Callable[[Notification], Coroutine[Any, Any, None]], name: str) -> None:
+
+class Outbox:
+    """One subscription's bounded queue and the worker that delivers it in order.
+
+    With `coalesce`, the worker sends what queued up while the previous POST was in flight as one
+    notification (up to `coalesce` entities): a busy subscription then costs one POST per round
+    trip of its endpoint instead of one per write, and its queue cannot grow behind that round trip.
+    """
+
+    def __init__(self, size: int, deliver: Callable[[Notification], Coroutine[Any, Any, None]], name: str,
+                 coalesce: int = 0) -> None:
         self.queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize=size)
         self.dropped = 0
         self._deliver = deliver
+        self._coalesce = coalesce
+        self._next: Notification | None = None
         self._task = asyncio.create_task(self._run(), name=name)
 
     def put(self, item: Notification) -> None:
@@ -715,11 +735,25 @@ class Outbox:
 
     async def _run(self) -> None:
         while True:
-            item = await self.queue.get()
+            item, self._next = self._next or await self.queue.get(), None
+            if self._coalesce and not self.queue.empty():
+                item = self._take_more(item)
             try:
                 await self._deliver(item)
             except Exception:  # a bug in one delivery must not stop the subscription's worker
                 log.exception("%s: delivering %s failed", self._task.get_name(), item.id)
+
+    def _take_more(self, first: Notification) -> Notification:
+        items, size = [first], len(first.data)
+        # asyncio.Queue cannot peek: what would overflow this POST waits in `_next`, ahead of the queue.
+        while not self.queue.empty() and size < self._coalesce:
+            item = self.queue.get_nowait()
+            if size + len(item.data) > self._coalesce:
+                self._next = item
+                break
+            items.append(item)
+            size += len(item.data)
+        return merge_notifications(items)
 
     async def close(self) -> None:
         self._task.cancel()
@@ -888,7 +922,7 @@ class SubscriptionService:
             self._schedule_periodic(sub, self.clock.now())
         if sub.key not in self._outboxes:
             self._outboxes[sub.key] = Outbox(self.settings.queue_size, self._delivery_for(sub.key),
-                                             f"ucity-notify:{sub.tenant}:{sub.id}")
+                                             f"ucity-notify:{sub.tenant}:{sub.id}", coalesce=COALESCE_ENTITIES)
 
     def _replace(self, old: Subscription, fresh: Subscription) -> None:
         self._cancel_timers(old, keep_throttle=True)

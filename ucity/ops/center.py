@@ -14,6 +14,7 @@ Flows:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -89,6 +90,8 @@ class OperationsCenter:
                                     settings.alarms.queue_size, self._delivered)
         self.agencies.on_change = self.links.forget
         self._alarm_locks = KeyedLocks()
+        self._alarm_tasks: set[asyncio.Task[None]] = set()
+        alarms.add_drainer(self._alarm_events_made)  # the alarms' drain covers the events they make here
         self._unsubscribe: Callable[[], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -102,6 +105,7 @@ class OperationsCenter:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        await self._alarm_events_made()
         await self.links.stop()
         await self.index.stop()
 
@@ -109,9 +113,11 @@ class OperationsCenter:
         return {"ok": self._unsubscribe is not None, "cameraIndex": self.index.health()}
 
     async def settle(self, timeout: float = 10.0) -> None:
-        """Until every agency outbox is idle or waiting on the clock (tests)."""
+        """Until every alarm turned into an event and every agency outbox is idle or waiting on the clock (tests)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._alarm_events_made(), timeout)
         while self.links.busy() and loop.time() < deadline:
             await asyncio.sleep(0.002)
 
@@ -396,6 +402,25 @@ class OperationsCenter:
             return  # a parent's derived alarm repeats its children's; their own alarms make the events
         if level_rank(level) < level_rank(self.settings.alarm_event_min_level):
             return
+        # The alarm service publishes under the alarm's lock, so an awaited event (several commits, the
+        # nearest cameras, linkages) would hold up that alarm's next change, and in an alarm storm every
+        # alarm's: the event is made in a task. Tasks start in the order they are created and take the
+        # alarm's lock first, so one alarm's changes still make its event in order.
+        task = asyncio.get_running_loop().create_task(self._alarm_event(change, level))
+        self._alarm_tasks.add(task)
+        task.add_done_callback(self._alarm_done)
+
+    async def _alarm_events_made(self) -> None:
+        while self._alarm_tasks:
+            await asyncio.gather(*list(self._alarm_tasks), return_exceptions=True)
+
+    def _alarm_done(self, task: asyncio.Task[None]) -> None:
+        self._alarm_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("operations event of an alarm failed", exc_info=task.exception())
+
+    async def _alarm_event(self, change: AlarmChanged, level: str) -> None:
+        alarm = change.alarm
         async with self._alarm_locks.hold((change.tenant, alarm["id"])):
             existing = await self.events.by_source(change.tenant, ALARM_SOURCE, alarm["id"])
             if existing is not None and not existing.final:
