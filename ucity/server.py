@@ -97,9 +97,10 @@ def to_response(resp: Resp) -> Response:
                     media_type=resp.media_type if resp.body is not None else None)
 
 
-# The hottest endpoints (device measures, single-attribute PATCH) skip Starlette's routing: matching
-# a path against every route's regular expression in turn, a Request object and the body stream cost
-# more than the handler. They run the same handlers with the same Req, limits and error mapping.
+# The hottest endpoints (device measures, single-attribute PATCH) skip FastAPI's and Starlette's
+# layers (telemetry checks, middleware, routing: matching a path against every route's regular
+# expression in turn, a Request object, the body stream, a Response object), which cost more than
+# the handler. They run the same handlers with the same Req, limits and error mapping.
 _FAST_ATTR = re.compile("^" + NGSI + "/entities/(?P<entityId>.*)/attrs/(?P<attrId>[^/]+)$")
 
 
@@ -113,44 +114,46 @@ def _partial_attr_handler(u: Any) -> Handler:
 
 
 class FastRoutes:
-    """ASGI middleware: `POST /iot/json` and `PATCH /ngsi-ld/v1/entities/{id}/attrs/{attr}` straight to
-    their framework-free handlers; everything else goes on to the app."""
+    """`POST /iot/json` and `PATCH /ngsi-ld/v1/entities/{id}/attrs/{attr}` straight to their
+    framework-free handlers (`UcityApp` asks `match` first); everything else goes to the app."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
-        self.app = app
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.measure: Callable[[Ucity], Handler] = _measure_handler
         self.patch_attr: Callable[[Ucity], Handler] = with_route_params(
             "PATCH", "/entities/{entityId:path}/attrs/{attrId}", _partial_attr_handler)
         self._base_urls: dict[tuple[Any, ...], str] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not scope.get("root_path") and not any(c in scope["path"] for c in "?#\\"):
-            method, path = scope["method"], scope["path"]
-            if method == "POST" and path == "/iot/json":
-                await self.serve(scope, receive, send, self.measure, {})
-                return
-            if method == "PATCH" and (match := _FAST_ATTR.match(path)) is not None:
-                await self.serve(scope, receive, send, self.patch_attr, match.groupdict())
-                return
-        await self.app(scope, receive, send)
+    def match(self, scope: Scope) -> tuple[Callable[[Ucity], Handler], dict[str, str], str] | None:
+        """(handler, path parameters, path) of a request for a fast route, or None."""
+        if scope["type"] != "http" or scope.get("root_path"):
+            return None
+        method, path = scope["method"], scope["path"]
+        if method == "POST":
+            return (self.measure, {}, path) if path == "/iot/json" else None
+        if method != "PATCH" or not path.startswith(NGSI) or any(c in path for c in "?#\\"):
+            return None
+        if path.endswith("/"):  # as TrailingSlash does for the other routes
+            path = path.rstrip("/")
+        found = _FAST_ATTR.match(path)
+        return (self.patch_attr, found.groupdict(), path) if found is not None else None
 
-    async def serve(self, scope: Scope, receive: Receive, send: Send, handler_of: Callable[[Ucity], Handler],
-                    path_params: dict[str, str]) -> None:
+    async def serve(self, app: Any, scope: Scope, receive: Receive, send: Send,
+                    handler_of: Callable[[Ucity], Handler], path_params: dict[str, str], path: str) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
             body = await self.body(receive, headers.get("content-length"))
             if body is None:
                 return  # the client went away
-            req = Req(method=scope["method"], path=scope["path"],
-                      params=_multi(parse_qsl(scope["query_string"].decode("latin-1"), keep_blank_values=True)),
-                      headers=headers, body=body, path_params=path_params, base_url=self.base_url(scope))
-            resp = await handler_of(scope["app"].state.ucity)(req)
+            query = scope["query_string"]
+            params = _multi(parse_qsl(query.decode("latin-1"), keep_blank_values=True)) if query else {}
+            req = Req(method=scope["method"], path=path, params=params, headers=headers, body=body,
+                      path_params=path_params, base_url=self.base_url(scope))
+            resp = await handler_of(app.state.ucity)(req)
         except Exception as exc:
-            response = error_response(exc, scope["method"], scope["path"], headers.get("ngsild-tenant"))
-        else:
-            response = to_response(resp)
-        await response(scope, receive, send)
+            await error_response(exc, scope["method"], path, headers.get("ngsild-tenant"))(scope, receive, send)
+            return
+        await send_resp(send, resp)
 
     async def body(self, receive: Receive, declared: str | None) -> bytes | None:
         """The request body within the limit (PayloadTooLarge beyond it), None on a disconnect."""
@@ -184,6 +187,35 @@ class FastRoutes:
                 self._base_urls.clear()
             found = self._base_urls[key] = str(Request(scope).base_url)
         return found
+
+
+async def send_resp(send: Send, resp: Resp) -> None:
+    """Send a handler's response as `to_response(resp)` would, without the Response object."""
+    body = resp.encode()
+    raw = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in resp.headers.items()]
+    if resp.status >= 200 and resp.status not in (204, 304) and not any(k == b"content-length" for k, _ in raw):
+        raw.append((b"content-length", str(len(body)).encode("latin-1")))
+    media_type = resp.media_type if resp.body is not None else None
+    if media_type is not None and not any(k == b"content-type" for k, _ in raw):
+        if media_type.startswith("text/") and "charset=" not in media_type.lower():
+            media_type += "; charset=utf-8"
+        raw.append((b"content-type", media_type.encode("latin-1")))
+    await send({"type": "http.response.start", "status": resp.status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class UcityApp(FastAPI):
+    """The FastAPI app, with the fast routes (`FastRoutes`) answered before any of its layers."""
+
+    fast_routes: FastRoutes | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        fast = self.fast_routes
+        if fast is not None and not self.root_path and (route := fast.match(scope)) is not None:
+            scope["app"] = self
+            await fast.serve(self, scope, receive, send, *route)
+            return
+        await super().__call__(scope, receive, send)
 
 
 def _multi(items: list[tuple[str, str]]) -> dict[str, list[str]]:
@@ -438,9 +470,9 @@ def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = F
                 gc_tuning.unsettle(previous)
             await ucity.stop()
 
-    app = FastAPI(title="ucity", version=__version__, lifespan=lifespan,
-                  description="Smart city integrated operations platform. NGSI-LD API at /ngsi-ld/v1 "
-                              "(ETSI GS CIM 009); ucity's own endpoints below.")
+    app = UcityApp(title="ucity", version=__version__, lifespan=lifespan,
+                   description="Smart city integrated operations platform. NGSI-LD API at /ngsi-ld/v1 "
+                               "(ETSI GS CIM 009); ucity's own endpoints below.")
     app.router.routes.extend(ngsild_routes(settings))
     app.router.routes.extend(ingest_routes(settings))
     app.router.routes.extend(rule_routes(settings))
@@ -478,6 +510,6 @@ def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = F
     async def ucity_error(request: Request, exc: UcityError) -> Response:
         return problem_response(exc.to_problem())
 
-    app.add_middleware(FastRoutes, settings=settings)
-    app.add_middleware(TrailingSlash)  # added last, so outermost: the fast routes see the path without its slash
+    app.add_middleware(TrailingSlash)
+    app.fast_routes = FastRoutes(settings)
     return app

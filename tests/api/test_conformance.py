@@ -490,3 +490,62 @@ def test_method_not_allowed_and_batch_delete_errors_are_full_problem_details(cli
     response = client.post(f"{BATCH}/delete", json=[B2])
     assert response.status_code == 207
     assert B2 in response.json()["errors"][0]["error"]["detail"]
+
+
+# -- found by running the suite live against `ucity serve` (scripts/conformance) ----------------
+def test_append_with_no_overwrite_adds_scopes(client: TestClient) -> None:
+    """010_07_01 (overwrite disabled): POST /attrs?options=noOverwrite adds the fragment's scopes to the
+    entity's; without the option they replace them."""
+    create(client, {"id": B1, "type": "Building", "scope": "/Madrid/Gardens/ParqueNorte"})
+    response = client.post(entity_url(B1, "attrs"), params={"options": "noOverwrite"},
+                           json={"scope": "/CompanyA/OrganizationB/UnitC"})
+    assert response.status_code == 204, response.text
+    assert retrieve(client, B1)["scope"] == ["/Madrid/Gardens/ParqueNorte", "/CompanyA/OrganizationB/UnitC"]
+    response = client.post(entity_url(B1, "attrs"), params={"options": "noOverwrite"},
+                           json={"scope": "/Madrid/Gardens/ParqueNorte"})
+    assert response.status_code == 204, response.text
+    assert retrieve(client, B1)["scope"] == ["/Madrid/Gardens/ParqueNorte", "/CompanyA/OrganizationB/UnitC"]
+    assert client.post(entity_url(B1, "attrs"), json={"scope": "/X"}).status_code == 204
+    assert retrieve(client, B1)["scope"] == "/X"
+
+
+def test_partial_attribute_update_cannot_change_the_attribute_type(client: TestClient) -> None:
+    """012_02_03 (§5.6.4): PATCH /entities/{id}/attrs/{attrId} with a fragment of another attribute type
+    (a Relationship for a Property) is BadRequestData and changes nothing; PUT replaces the attribute."""
+    create(client, vehicle(speed=prop(80)))
+    fragment = {"type": "Relationship", "object": "urn:ngsi-ld:Entity:01"}
+    assert_problem(client.patch(entity_url(V1, "attrs", "speed"), json=fragment), 400, "BadRequestData")
+    assert retrieve(client, V1)["speed"] == prop(80)
+    assert client.patch(entity_url(V1, "attrs", "speed"), json={"type": "Property", "value": 90}).status_code == 204
+    assert retrieve(client, V1)["speed"] == prop(90)
+    assert client.put(entity_url(V1, "attrs", "speed"), json=fragment).status_code == 204
+    assert retrieve(client, V1)["speed"] == fragment
+
+
+def test_format_takes_precedence_over_the_representation_in_options(client: TestClient) -> None:
+    """018_15_07 (v1.8.1 §6.3.7): `format=keyValues&options=normalized` answers keyValues; a conflict
+    inside `options` alone stays a 400."""
+    create(client, vehicle(speed=prop(80)))
+    assert retrieve(client, V1, format="keyValues", options="normalized") == {"id": V1, "type": "Vehicle", "speed": 80}
+    assert retrieve(client, V1, format="normalized", options="keyValues")["speed"] == prop(80)
+    assert_problem(client.get(entity_url(V1), params={"options": "keyValues,normalized"}), 400, "BadRequestData")
+
+
+@pytest.mark.parametrize("params", [{"format": "invalidFormat"}, {"options": "invalidOptions"},
+                                    {"options": "keyValues,invalid"}, {"format": "keyValues", "options": "invalid"}])
+def test_faulty_format_or_options_is_invalid_request_before_the_entity_lookup(
+        client: TestClient, params: dict[str, str]) -> None:
+    """018_16_01..04: an unknown format or options value is 400 InvalidRequest, also for an entity that
+    does not exist (the request is checked before the lookup)."""
+    assert_problem(client.get(entity_url(V1), params=params), 400, "InvalidRequest")
+    create(client, vehicle(speed=prop(80)))
+    assert_problem(client.get(entity_url(V1), params=params), 400, "InvalidRequest")
+    assert_problem(client.get(ENTITIES, params={"type": "Vehicle", **params}), 400, "InvalidRequest")
+
+
+def test_the_legacy_count_option_is_tolerated(client: TestClient) -> None:
+    """`options=count` (pre-v1.3, still sent by ngsildclient and FiLiP) is ignored, not 400."""
+    create(client, vehicle(speed=prop(80)))
+    response = client.get(ENTITIES, params={"type": "Vehicle", "options": "count,keyValues"})
+    assert response.status_code == 200
+    assert [e["speed"] for e in response.json()] == [80]

@@ -163,6 +163,9 @@ class CompiledContext:
     _compact: dict[str, str] = field(init=False, repr=False)
     _prefixes: dict[str, str] = field(init=False, repr=False)
     _memo: dict[str, str] = field(init=False, repr=False)
+    # Names that model.expand_name has already checked and expanded with this context (name -> IRI):
+    # a batch of entities repeats the same few names, and the checks cost more than the lookup.
+    name_memo: dict[str, str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "terms", MappingProxyType(dict(self.terms)))
@@ -170,6 +173,7 @@ class CompiledContext:
         object.__setattr__(self, "_compact", _compaction_map(self.terms.values()))
         object.__setattr__(self, "_prefixes", _prefix_map(self.terms.values()))
         object.__setattr__(self, "_memo", {})
+        object.__setattr__(self, "name_memo", {})
 
     @property
     def has_user_terms(self) -> bool:

@@ -89,12 +89,23 @@ def expand_name(name: str, ctx: Ctx, what: str = "attribute") -> str:
     """The IRI of an attribute or entity type name: 400 for a name that does not expand to an IRI.
 
     The core @context maps `type` and `id` to the JSON-LD keywords `@type` and `@id`, and
-    `@`-names are keywords: none of them can name an attribute or a type.
+    `@`-names are keywords: none of them can name an attribute or a type. A compiled context
+    remembers the names it has expanded here (`name_memo`), so each is checked once.
     """
+    memo: dict[str, str] | None = getattr(ctx, "name_memo", None)
+    if memo is not None:
+        known = memo.get(name)
+        if known is not None:
+            return known
     iri = ctx.expand_term(check_name(name, what))
     if iri.startswith("@") or not is_uri(iri):
         raise BadRequest(f"{name!r} is not a valid {what} name: it expands to {iri!r}, not to an IRI")
+    if memo is not None and len(memo) < _NAME_MEMO_LIMIT:
+        memo[name] = iri
     return iri
+
+
+_NAME_MEMO_LIMIT = 4096  # per context; names come from clients
 
 
 def expand_attr_name(name: str, ctx: Ctx) -> str:
@@ -107,10 +118,21 @@ def expand_attr_name(name: str, ctx: Ctx) -> str:
 def normalize_time(value: Any, member: str) -> str:
     if not isinstance(value, str):
         raise BadRequest(f"{member} must be a date-time string, got {value!r}")
+    known = _TIMES.get(value)
+    if known is not None:
+        return known
     try:
-        return to_iso(parse_iso(value))
+        normalized = to_iso(parse_iso(value))
     except ValueError as exc:
         raise BadRequest(f"{member} is not a valid ISO 8601 date-time: {value!r}") from exc
+    if len(_TIMES) >= 4096:
+        _TIMES.clear()
+    _TIMES[value] = normalized
+    return normalized
+
+
+# Date-times as sent -> stored form: the entities of a batch (or a device's readings) mostly share a few.
+_TIMES: dict[str, str] = {}
 
 
 # -- wire -> stored ------------------------------------------------------------------------------
@@ -159,7 +181,7 @@ def normalize_attribute(name: str, value: Any, ctx: Ctx, allow_null: bool = Fals
     if isinstance(value, list) and value and all(isinstance(v, dict) and _looks_like_instance(v) for v in value):
         instances = [normalize_instance(name, v, ctx, allow_null) for v in value]
     else:
-        instances = [normalize_instance(name, value, ctx, allow_null)]
+        return [normalize_instance(name, value, ctx, allow_null)]  # one instance: no datasetId to repeat
     seen: set[str | None] = set()
     for instance in instances:
         dataset = instance.get("datasetId")

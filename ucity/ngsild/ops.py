@@ -24,6 +24,43 @@ def json_copy(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value))
 
 
+def _stamped(instance: dict[str, Any], now: str, previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`stamp(json_copy(instance), now, previous)` copying only what stamping changes: the instance and
+    its sub-attributes. Values stay shared with `instance` (a request's own objects): after a commit
+    documents are read only, and a deep copy per written instance cost more than the rest of the op."""
+    out = dict(instance)
+    out["createdAt"] = previous.get("createdAt", now) if previous else now
+    out["modifiedAt"] = now
+    for key, sub in instance.items():
+        if ":" in key and isinstance(sub, dict):
+            out[key] = _stamped(sub, now, previous.get(key) if previous else None)
+    return out
+
+
+def _stamped_attrs(attrs: Attrs, now: str) -> Attrs:
+    return {iri: [_stamped(i, now) for i in instances] for iri, instances in attrs.items()}
+
+
+def _value_copy(value: Any) -> Any:
+    """A copy of a member value that a stored instance may share no containers with."""
+    return json_copy(value) if isinstance(value, (dict, list, tuple)) else value
+
+
+def _cow(before: Doc) -> Doc:
+    """A working copy of a stored entity for an op that changes it: the entity and its attribute map
+    are new, attribute lists are copied by whoever changes one (`_own`), instances are replaced, never
+    changed. `before` stays as it was (the store publishes it and may give it to the next op)."""
+    doc = dict(before)
+    doc["attrs"] = dict(before.get("attrs", {}))
+    return doc
+
+
+def _own(doc: Doc, iri: str) -> list[dict[str, Any]]:
+    """The instance list of `iri` in a working copy from `_cow`, copied so that it may be changed."""
+    current = doc["attrs"][iri] = list(doc["attrs"].get(iri, ()))
+    return current
+
+
 def _history(attrs: Attrs) -> tuple[tuple[str, dict[str, Any]], ...]:
     # A copy of each instance's top level: the store adds its instanceId there, which the entity's own
     # instance must not get. What lies deeper (values, sub-attributes) is shared: after a commit both
@@ -50,11 +87,9 @@ def create_op(new: Doc) -> ApplyFn:
     def apply(before: Doc | None, now: str) -> Outcome:
         if before is not None:
             raise AlreadyExists(f"entity {new['id']} already exists")
-        doc = json_copy(new)
+        doc = dict(new)
+        doc["attrs"] = _stamped_attrs(new["attrs"], now)
         doc["createdAt"] = doc["modifiedAt"] = now
-        for instances in doc["attrs"].values():
-            for instance in instances:
-                stamp(instance, now)
         return Outcome(doc, "create", frozenset(doc["attrs"]), _history(doc["attrs"]), result="created")
 
     return apply
@@ -68,14 +103,12 @@ def replace_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:
             if not create_if_missing:
                 raise EntityNotFound(f"entity {new['id']} does not exist")
             return create_op(new)(None, now)
-        doc = json_copy(new)
+        doc = dict(new)
+        doc["attrs"] = _stamped_attrs(new["attrs"], now)
         doc["createdAt"] = before.get("createdAt", now)
         doc["modifiedAt"] = now
         if "type" not in doc:
             doc["type"] = before["type"]
-        for instances in doc["attrs"].values():
-            for instance in instances:
-                stamp(instance, now)
         touched = frozenset(doc["attrs"]) | frozenset(before.get("attrs", {}))
         return Outcome(doc, "replace", touched, _history(doc["attrs"]), result="updated")
 
@@ -104,18 +137,21 @@ def append_op(new: Doc, overwrite: bool = True, create_if_missing: bool = False)
         if before is None and create_if_missing:
             return create_op(new)(None, now)
         before = _require(before, new.get("id", ""))
-        doc = json_copy(before)
+        doc = _cow(before)
         _merge_types(doc, new)
+        if not overwrite and "scope" in new:
+            # noOverwrite adds the fragment's scopes to the entity's instead of replacing them
+            doc["scope"] = list(dict.fromkeys([*before.get("scope", []), *new["scope"]]))
         written: Attrs = {}
         not_updated: list[dict[str, str]] = []
         for iri, instances in new["attrs"].items():
-            current = doc["attrs"].setdefault(iri, [])
+            current = _own(doc, iri)
             for instance in instances:
                 index = find_instance(current, instance.get("datasetId"))
                 if index is not None and not overwrite:
                     not_updated.append({"attributeName": iri, "reason": "attribute exists and noOverwrite was set"})
                     continue
-                stamped = stamp(json_copy(instance), now, current[index] if index is not None else None)
+                stamped = _stamped(instance, now, current[index] if index is not None else None)
                 if index is None:
                     current.append(stamped)
                 else:
@@ -142,7 +178,7 @@ def update_op(new: Doc) -> ApplyFn:
 
     def apply(before: Doc | None, now: str) -> Outcome:
         base = _require(before, new.get("id", ""))
-        doc: Doc = json_copy(base)
+        doc: Doc = _cow(base)
         written: Attrs = {}
         not_updated: list[dict[str, str]] = []
         for iri, instances in new["attrs"].items():
@@ -168,7 +204,7 @@ def update_op(new: Doc) -> ApplyFn:
 
 def _update_instance(doc: Doc, iri: str, instance: dict[str, Any], now: str, written: Attrs) -> bool:
     """Replace, append or (NGSI-LD Null) delete one instance in `doc`; False if there was nothing to delete."""
-    current = doc["attrs"].setdefault(iri, [])
+    current = _own(doc, iri)
     index = find_instance(current, instance.get("datasetId"))
     if is_null_instance(instance):
         if index is not None:
@@ -177,7 +213,7 @@ def _update_instance(doc: Doc, iri: str, instance: dict[str, Any], now: str, wri
         if not current:
             del doc["attrs"][iri]
         return index is not None
-    stamped = stamp(json_copy(instance), now, current[index] if index is not None else None)
+    stamped = _stamped(instance, now, current[index] if index is not None else None)
     if index is None:
         current.append(stamped)
     else:
@@ -190,7 +226,7 @@ def _merge_instance(old: dict[str, Any], patch: dict[str, Any], now: str) -> dic
     """Merge-patch semantics on one instance: members replaced, sub-attributes merged, null deletes."""
     if is_null_instance({"type": old.get("type"), **patch}):
         return None
-    merged: dict[str, Any] = json_copy(old)
+    merged: dict[str, Any] = dict(old)  # members are replaced below, never changed in place
     if patch.get("type") and patch["type"] != old.get("type"):
         for key in ("value", "object", "languageMap", "valueList", "objectList", "json", "vocab"):
             merged.pop(key, None)
@@ -207,7 +243,7 @@ def _merge_instance(old: dict[str, Any], patch: dict[str, Any], now: str) -> dic
         elif key == "languageMap" and isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = {**merged[key], **value}
         else:
-            merged[key] = json_copy(value)
+            merged[key] = _value_copy(value)
     merged["modifiedAt"] = now
     return merged
 
@@ -258,7 +294,10 @@ def merge_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:
     def apply(before: Doc | None, now: str) -> Outcome:
         if before is None and create_if_missing:
             return create_op(new)(None, now)
-        doc = json_copy(_require(before, new.get("id", "")))
+        doc = _cow(_require(before, new.get("id", "")))
+        for iri in new["attrs"]:
+            if iri in doc["attrs"]:
+                _own(doc, iri)
         _merge_types(doc, new)
         touched: set[str] = set()
         written = merge_attrs(doc, new["attrs"], now, touched)
@@ -272,11 +311,15 @@ def partial_attr_op(iri: str, patch: dict[str, Any], dataset_id: str | None) -> 
     """PATCH /entities/{id}/attrs/{attrId}: merge members into one existing instance."""
 
     def apply(before: Doc | None, now: str) -> Outcome:
-        doc = json_copy(_require(before, ""))
-        current = doc["attrs"].get(iri)
-        index = find_instance(current or [], dataset_id)
-        if current is None or index is None:
+        doc = _cow(_require(before, ""))
+        index = find_instance(doc["attrs"].get(iri) or [], dataset_id)
+        if iri not in doc["attrs"] or index is None:
             raise NotFound(f"attribute {iri}{f' with datasetId {dataset_id}' if dataset_id else ''} does not exist")
+        old_type = doc["attrs"][iri][index].get("type")
+        if "type" in patch and patch["type"] != old_type:
+            # a partial update changes members of the attribute; replacing it is PUT .../attrs/{attrId}
+            raise BadRequest(f"attribute {iri} is a {old_type}; a partial update cannot make it a {patch['type']}")
+        current = _own(doc, iri)
         merged = _merge_instance(current[index], patch, now)
         if merged is None:
             del current[index]
@@ -285,7 +328,7 @@ def partial_attr_op(iri: str, patch: dict[str, Any], dataset_id: str | None) -> 
             history: tuple[tuple[str, dict[str, Any]], ...] = ()
         else:
             current[index] = merged
-            history = ((iri, json_copy(merged)),)
+            history = ((iri, dict(merged)),)  # the store adds the instanceId to this copy only
         _touch(doc, now)
         return Outcome(doc, "update", frozenset([iri]), history, result="updated")
 
@@ -296,29 +339,29 @@ def replace_attr_op(iri: str, instances: list[dict[str, Any]]) -> ApplyFn:
     """PUT /entities/{id}/attrs/{attrId}: the instance(s) with the same datasetId are replaced."""
 
     def apply(before: Doc | None, now: str) -> Outcome:
-        doc = json_copy(_require(before, ""))
-        current = doc["attrs"].get(iri)
-        if current is None:
+        doc = _cow(_require(before, ""))
+        if iri not in doc["attrs"]:
             raise NotFound(f"attribute {iri} does not exist")
+        current = _own(doc, iri)
         written = []
         for instance in instances:
             index = find_instance(current, instance.get("datasetId"))
             if index is None:
                 raise NotFound(f"attribute {iri} has no instance with datasetId {instance.get('datasetId')}")
-            current[index] = stamp(json_copy(instance), now, current[index])
+            current[index] = _stamped(instance, now, current[index])
             written.append(current[index])
         _touch(doc, now)
-        return Outcome(doc, "update", frozenset([iri]), tuple((iri, json_copy(w)) for w in written), result="updated")
+        return Outcome(doc, "update", frozenset([iri]), tuple((iri, dict(w)) for w in written), result="updated")
 
     return apply
 
 
 def delete_attr_op(iri: str, dataset_id: str | None, delete_all: bool) -> ApplyFn:
     def apply(before: Doc | None, now: str) -> Outcome:
-        doc = json_copy(_require(before, ""))
-        current = doc["attrs"].get(iri)
-        if current is None:
+        doc = _cow(_require(before, ""))
+        if iri not in doc["attrs"]:
             raise NotFound(f"attribute {iri} does not exist")
+        current = _own(doc, iri)
         if delete_all:
             del doc["attrs"][iri]
         else:
