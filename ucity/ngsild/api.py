@@ -7,7 +7,6 @@ the store applies and group-commits; the commit publishes the changes on the bus
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import uuid
 from collections.abc import Mapping
@@ -107,7 +106,7 @@ class NgsiLdApi:
         return Resp(status, None, {**self.tenant_headers(req), **(headers or {})})
 
     async def run(self, req: Req, tenant: str, mutations: list[Mutation]) -> list[Outcome | Exception]:
-        context = Context(id=_context_id(), actor=req.header("x-ucity-actor") or "ngsi-ld")
+        context = Context(actor=req.header("x-ucity-actor") or "ngsi-ld")
         return await self.store.mutate(tenant, mutations, context)
 
     async def run_one(self, req: Req, tenant: str, entity_id: str, fn: Any) -> Outcome:
@@ -633,22 +632,6 @@ def _entity_error(entity_id: str, error: Exception) -> UcityError:
     if isinstance(error, ops.EntityNotFound):
         return NotFound(f"entity {entity_id} does not exist")
     return error if isinstance(error, UcityError) else UcityError(str(error))
-
-
-_CONTEXT_IDS: list[str] = []
-
-
-def _context_id() -> str:
-    """A random 128-bit hex id for a write's Context, as `Context()` would give (uuid4().hex), from a
-    pool filled by one read of the system's randomness: uuid4() reads it for every id, and that
-    system call hands the GIL to the store's writer thread, which a PATCH then waits to get back
-    (measured: a fifth of the event loop's time per PATCH)."""
-    try:
-        return _CONTEXT_IDS.pop()
-    except IndexError:
-        raw = os.urandom(16 * 256).hex()
-        _CONTEXT_IDS.extend(raw[k:k + 32] for k in range(32, len(raw), 32))
-        return raw[:32]
 
 
 def _has_value(patch: dict[str, Any]) -> bool:
