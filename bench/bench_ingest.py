@@ -108,32 +108,45 @@ def settle_gc() -> tuple[int, int, int] | None:
 
 def raw_replay(source: Path, target: Path, per_commit: int) -> float:
     """Observations/s of raw executemany: the history rows and entity documents ucity wrote, replayed
-    into the same schema, `per_commit` measures (their instance rows and entity updates) per commit."""
+    into the same schema with the store's own statements and connection settings, `per_commit`
+    measures (their history rows and entity updates) per commit."""
     from ucity.store import sqlite as store
 
     src = sqlite3.connect(source)
-    columns = [r[1] for r in src.execute("PRAGMA table_info(instances)")]
-    wanted = [col for col in ("sid", "ts", "created", "instance_id", "vnum", "doc", "observed") if col in columns]
-    insert = getattr(store, "INSERT_INSTANCES", None) or (  # the statement ucity uses
-        f"INSERT INTO instances ({', '.join(wanted)}) VALUES ({', '.join('?' * len(wanted))})")
-    rows = src.execute(f"SELECT {', '.join(wanted)} FROM instances ORDER BY rowid").fetchall()
+    tables = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "instance_docs" in tables:  # since migration 6: a document row and a key row per instance
+        docs = src.execute("SELECT rid, sid, ts, doc FROM instance_docs ORDER BY rid").fetchall()
+        keys = {r[5]: r for r in src.execute("SELECT sid, ts, seq, vnum, created, rid FROM instance_keys")}
+        batches = [(store.INSERT_DOCS, docs), (store.INSERT_KEYS, [keys[d[0]] for d in docs])]
+        save_rid = [d[0] for d in docs]
+    else:  # the single `instances` table of earlier versions (for before/after runs)
+        columns = [r[1] for r in src.execute("PRAGMA table_info(instances)")]
+        wanted = [col for col in ("sid", "ts", "created", "instance_id", "vnum", "doc", "observed") if col in columns]
+        insert = getattr(store, "INSERT_INSTANCES", None) or (  # the statement ucity uses
+            f"INSERT INTO instances ({', '.join(wanted)}) VALUES ({', '.join('?' * len(wanted))})")
+        batches = [(insert, src.execute(f"SELECT {', '.join(wanted)} FROM instances ORDER BY rowid").fetchall())]
+        save_rid = []
     entities = src.execute("SELECT eid, tenant, id, doc, created_at, modified_at FROM entities").fetchall()
     src.close()
     conn = store.open_connection(str(target))
     store.migrate(conn)
     conn.executemany("INSERT INTO entities (eid, tenant, id, doc, created_at, modified_at) VALUES (?,?,?,?,?,?)", entities)
-    docs = [(doc, modified, eid) for eid, _, _, doc, _, modified in entities]
+    updates = [(doc, modified, eid) for eid, _, _, doc, _, modified in entities]
     rows_per_commit = per_commit * fx.OBS_PER_MEASURE
+    count = len(batches[0][1])
     t0 = time.perf_counter()
-    for k, start in enumerate(range(0, len(rows), rows_per_commit)):
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(insert, rows[start:start + rows_per_commit])
-        part = [docs[(k * per_commit + j) % len(docs)] for j in range(per_commit)]
+    for k, start in enumerate(range(0, count, rows_per_commit)):
+        conn.execute("BEGIN IMMEDIATE")  # in the order of the store's flush: documents, then history
+        part = [updates[(k * per_commit + j) % len(updates)] for j in range(per_commit)]
         conn.executemany("UPDATE entities SET doc=?, modified_at=? WHERE eid=?", part)
+        for statement, rows in batches:
+            conn.executemany(statement, rows[start:start + rows_per_commit])
+        if save_rid:  # ucity keeps its highest instance rid with each commit
+            conn.execute(store.SAVE_RID, (save_rid[min(start + rows_per_commit, count) - 1],))
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - t0
     conn.close()
-    return len(rows) / elapsed
+    return count / elapsed
 
 
 async def raw_copy(source: str, target: str, per_commit: int) -> float:
@@ -198,11 +211,13 @@ def over_http(args: Any, report: c.Report) -> None:
             result = c.loadgen(["http", "--port", str(server.port), "--plan", str(plan), "--connections", "32",
                                 "--count", str(requests)])
             share = window.share()
+            cpu_s = c.cpu_seconds(server.pid) - window.cpu0
     ok = result["statuses"].get("200", 0)
     obs = ok * per_request * fx.OBS_PER_MEASURE / result["elapsed_s"]
     report.add(c.Row("ingest POST /iot/json (10 measures/request)", obs, "obs/s", None, "", f">= {TARGET_OBS:,} obs/s",
                      obs >= TARGET_OBS, f"{result['rps']:,.0f} requests/s, p99 {result['p99_ms']:.1f} ms"))
     report.note(f"HTTP ingest: statuses {result['statuses']}; server CPU {share:.0%} of one core, "
+                f"{cpu_s / max(1, ok * per_request * fx.OBS_PER_MEASURE) * 1e6:.1f} CPU-us per observation; "
                 f"load generator CPU {result['cpu_share']:.0%} of one core")
 
 
@@ -283,13 +298,17 @@ def over_mqtt(args: Any, report: c.Report) -> None:
                     raise RuntimeError("MQTT messages were not all processed")
             end = time.time()
             share = window.share()
+            cpu_s = c.cpu_seconds(server.pid) - window.cpu0
+            mqtt_health = server.get("/health")["components"]["mqtt"]
             out, _ = proc.communicate(timeout=600)
             result = json.loads(out.decode().strip().splitlines()[-1])
             accepted = server.get("/api/v1/ingest/stats")
     rate = count / (end - result["start"])
     report.add(c.Row("ingest MQTT QoS 1 (1 measure/message)", rate, "msg/s", relay, "Mosquitto relay to mosquitto_sub",
                      f">= {TARGET_MQTT:,} msg/s", rate >= TARGET_MQTT, f"{rate * fx.OBS_PER_MEASURE:,.0f} obs/s"))
-    report.note(f"MQTT: server CPU {share:.0%} of one core; publisher CPU {result['cpu_share']:.0%} "
+    report.note(f"MQTT: server CPU {share:.0%} of one core, {cpu_s / count * 1e6:.1f} CPU-us per message "
+                f"({cpu_s / count / fx.OBS_PER_MEASURE * 1e6:.1f} per observation), "
+                f"{mqtt_health.get('batches', '?')} batches; publisher CPU {result['cpu_share']:.0%} "
                 f"(relay run {relay_cpu:.0%}); ingest stats totals {json.dumps(accepted.get('totals', accepted))[:200]}")
 
 

@@ -203,4 +203,48 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE UNIQUE INDEX instances_observed ON instances (sid, ts) WHERE observed = 1",
         ],
     ),
+    (
+        6,
+        [
+            # History in two tables (issue 9). Each instance used to cost five b-tree inserts: the rowid
+            # table, a random-UUID index on instance_id, the covering (sid, ts, vnum, created) index and
+            # the unique (sid, ts) index of observed instances. Now it costs two: `instance_docs`,
+            # appended in recording order (cheap: always the last page), and `instance_keys`, a
+            # WITHOUT ROWID table that is at once the covering index aggregation reads and the unique
+            # key of observed instances (seq 0; an instance without observedAt has seq = its rid).
+            # A new instance's id is derived from its rid (urn:ngsi-ld:Instance:<rid>), so it needs no
+            # stored text and no index; ids recorded before keep working through `instance_id`.
+            """CREATE TABLE instance_docs (
+                rid INTEGER PRIMARY KEY,
+                sid INTEGER NOT NULL,
+                ts INTEGER NOT NULL,
+                instance_id TEXT,
+                doc TEXT NOT NULL
+            )""",
+            """CREATE TABLE instance_keys (
+                sid INTEGER NOT NULL,
+                ts INTEGER NOT NULL,
+                seq INTEGER NOT NULL,
+                vnum REAL,
+                created INTEGER NOT NULL,
+                rid INTEGER NOT NULL,
+                PRIMARY KEY (sid, ts, seq)
+            ) WITHOUT ROWID""",
+            "INSERT INTO instance_docs (rid, sid, ts, instance_id, doc) "
+            "SELECT rowid, sid, ts, instance_id, doc FROM instances ORDER BY rowid",
+            "INSERT INTO instance_keys (sid, ts, seq, vnum, created, rid) "
+            "SELECT sid, ts, CASE WHEN observed = 1 THEN 0 ELSE rowid END, vnum, created, rowid FROM instances "
+            "ORDER BY sid, ts, 3",
+            "DROP TABLE instances",
+            "CREATE INDEX instance_docs_instance_id ON instance_docs (instance_id) WHERE instance_id IS NOT NULL",
+            # A key row owns its document: deleting the key (a history deletion) or pointing it at a new
+            # document (a redelivered observation replacing itself) deletes the old document.
+            """CREATE TRIGGER instance_keys_delete AFTER DELETE ON instance_keys
+               BEGIN DELETE FROM instance_docs WHERE rid = old.rid; END""",
+            """CREATE TRIGGER instance_keys_replace AFTER UPDATE OF rid ON instance_keys WHEN old.rid <> new.rid
+               BEGIN DELETE FROM instance_docs WHERE rid = old.rid; END""",
+            # The highest rid ever given: ids are never reused, even after the newest instances are deleted.
+            "INSERT OR REPLACE INTO meta VALUES ('instance_rid', (SELECT coalesce(max(rid), 0) FROM instance_docs))",
+        ],
+    ),
 ]
