@@ -1,10 +1,11 @@
 """The embedded default store: SQLite in WAL mode, with group commit.
 
 One writer thread owns the write connection. Callers put operation groups on its queue; the
-thread takes as many as arrive within `group_commit_ms` (up to `group_commit_max`), applies them
-in one transaction, commits, and only then resolves the callers' futures: an acknowledged write
-is a committed write. Reads use one connection per worker thread (WAL readers never block the
-writer) and run off the event loop.
+thread takes what is queued and what keeps arriving (each write within 0.2 ms of the previous one,
+all within `group_commit_ms`, up to `group_commit_max`), applies them in one transaction, commits,
+and only then resolves the callers' futures: an acknowledged write is a committed write. Writes sent
+while a batch commits form the next batch. Reads use one connection per worker thread (WAL readers
+never block the writer) and run off the event loop.
 """
 
 from __future__ import annotations
@@ -77,6 +78,11 @@ SAVE_RID = "INSERT OR REPLACE INTO meta VALUES ('instance_rid', ?)"
 NEXT_RID = ("SELECT max(coalesce((SELECT max(rid) FROM instance_docs), 0), "
             "coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'instance_rid'), 0)) + 1")
 INSTANCE_PREFIX = "urn:ngsi-ld:Instance:"
+# A batch waits for more writes only while they keep coming: each within this of the previous one (and
+# all within `group_commit_ms`). Measured (in-process PATCH, 32 in flight): 2 ms after the first write ->
+# 6,200/s, drained queue only -> 12,000/s with more, smaller commits, this gap -> 11,100/s at the same
+# batch sizes as the 2 ms window.
+IDLE_GAP_S = 0.0002
 GEO_TYPES = ("GeoProperty",)
 
 
@@ -218,6 +224,7 @@ class SqliteStore(Store):
         self._entity_cache: dict[tuple[str, str], tuple[int, Doc]] = {}
         self.clock = clock or SystemClock()
         self.group_commit_s = group_commit_ms / 1000.0
+        self.group_commit_idle_s = min(self.group_commit_s, IDLE_GAP_S)
         self.group_commit_max = group_commit_max
         self._queue: queue.Queue[_Group | _Call | None] = queue.Queue()
         self._writer: threading.Thread | None = None
@@ -230,6 +237,9 @@ class SqliteStore(Store):
         self._readers_lock = threading.Lock()
         self.commits = 0
         self.committed_ops = 0
+        # (next rid to give, highest rid `meta` holds) as the last commit left them; (0, 0): read them
+        # again (at start, after a failed commit, after a batch whose call wrote the tables itself).
+        self._rids = (0, 0)
         self._failed: BaseException | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -284,26 +294,42 @@ class SqliteStore(Store):
             if first is None:
                 conn.close()
                 return
-            batch: list[_Group | _Call] = [first]
-            deadline = time.monotonic() + self.group_commit_s
-            stop = False
-            while len(batch) < self.group_commit_max:
-                try:
-                    remaining = deadline - time.monotonic()
-                    item = self._queue.get_nowait() if remaining <= 0 else self._queue.get(timeout=remaining)
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
+            batch, stop = self._collect(first)
             self._commit_batch(conn, batch)
             if stop:
                 conn.close()
                 return
 
+    def _collect(self, first: _Group | _Call) -> tuple[list[_Group | _Call], bool]:
+        """The batch that `first` opens, and whether the store is stopping. It takes what is queued, then
+        waits for more only while writes keep arriving: each within `group_commit_idle_s` of the previous
+        one, all within `group_commit_s` of the first (at most `group_commit_max`). Once the queue is
+        drained and nothing comes, waiting longer cannot pay: writes sent while this batch commits (the
+        commit releases the GIL) queue up and form the next one, so a lone write is not held for the window."""
+        batch = [first]
+        get, get_nowait, idle = self._queue.get, self._queue.get_nowait, self.group_commit_idle_s
+        deadline = time.monotonic() + self.group_commit_s
+        while len(batch) < self.group_commit_max:
+            try:
+                item = get_nowait()
+            except queue.Empty:
+                if idle <= 0:
+                    break
+                wait = min(deadline - time.monotonic(), idle)
+                if wait <= 0:
+                    break
+                try:
+                    item = get(timeout=wait)
+                except queue.Empty:
+                    break
+            if item is None:
+                return batch, True
+            batch.append(item)
+        return batch, False
+
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Group | _Call]) -> None:
         work = _Work()
+        work.next_rid, work.saved_rid = self._rids
         try:
             conn.execute("BEGIN IMMEDIATE")
             self._prefetch(conn, batch, work)
@@ -315,6 +341,7 @@ class SqliteStore(Store):
             log.exception("group commit failed; retrying items one at a time")
             self._series_cache.clear()
             self._entity_cache.clear()
+            self._rids = (0, 0)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             if len(batch) > 1:
@@ -327,6 +354,7 @@ class SqliteStore(Store):
             self.commits += 1
             self.committed_ops += len(batch)
             self._tenants |= work.tenants
+            self._rids = (work.next_rid, work.saved_rid)  # the writer is the only one to give rids
             self._remember(work)
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._resolve, batch)
