@@ -86,7 +86,7 @@ async def city(tmp_path: Path) -> AsyncIterator[tuple[Ucity, list[tuple[str, Any
 
 def source_for(app: Ucity, log: list[tuple[str, Any]], max_batch: int) -> MqttSource:
     source = MqttSource(app.ingest, MqttSettings(url="mqtt://127.0.0.1:1883"), max_batch=max_batch)
-    source._client = FakeClient(log)  # type: ignore[assignment]
+    source._client = source._ack_client = FakeClient(log)  # type: ignore[assignment]
     return source
 
 
@@ -166,10 +166,29 @@ async def test_messages_the_store_could_not_commit_are_not_acknowledged_and_the_
 
     assert [mid for kind, mid in log if kind == "ack"] == [2]  # only the garbage, which needs no commit
     assert source.not_committed == 2
-    client = source._client
+    client = source._ack_client
     assert isinstance(client, FakeClient) and client._client.disconnects == 1  # the broker delivers them again
     assert not [entry for kind, entry in log if kind == "commit"]
 
 
 def test_acknowledgements_of_a_batch_are_one_write_of_puback_packets() -> None:
     assert puback_packets([1, 258]) == b"\x40\x02\x00\x01" + b"\x40\x02\x01\x02"
+
+
+
+async def test_messages_kept_by_the_broker_belong_to_the_new_connection(
+        city: tuple[Ucity, list[tuple[str, Any]]]) -> None:
+    """With a persistent session the broker sends what it kept right after CONNACK, before our
+    SUBSCRIBE is answered: those messages are acknowledged on the new connection (tagged with the
+    previous one, they were never acknowledged and the broker stopped delivering to the session)."""
+    app, log = city
+    source = MqttSource(app.ingest, MqttSettings(url="mqtt://127.0.0.1:1883"), max_batch=10)
+    old = source._generation
+    client = source._new_client()  # not connected: only what exists before CONNACK
+    source._on_paho_message(Message("/k/d1/attrs", b'{"t": 1}', mid=7))
+    (item,) = source._pending
+    assert item.generation == source._generation != old
+    assert source._ack_client is client
+    source._ack_client = FakeClient(log)  # type: ignore[assignment]
+    source._ack([item])
+    assert [mid for kind, mid in log if kind == "ack"] == [7]

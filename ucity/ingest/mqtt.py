@@ -235,7 +235,8 @@ class MqttSource:
         self._arrived = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._side_tasks: set[asyncio.Task[None]] = set()
-        self._client: aiomqtt.Client | None = None
+        self._client: aiomqtt.Client | None = None  # set once subscribed (commands are sent through it)
+        self._ack_client: aiomqtt.Client | None = None  # the connection of generation `_generation`
         self._generation = 0
         self._unsubscribe: Any = None
         self.connected = asyncio.Event()
@@ -282,6 +283,13 @@ class MqttSource:
         paho = getattr(client, "_client", None)
         if paho is not None and hasattr(paho, "manual_ack_set"):
             paho.manual_ack_set(True)
+        # A new generation before the connection exists: with a persistent session the broker sends
+        # what it kept for us right after CONNACK, before our SUBSCRIBE is answered, and the fast read
+        # path hands those messages over at once. They belong to this connection and are acknowledged
+        # on it; tagged with the previous generation they were never acknowledged, and the broker,
+        # its in-flight window full, stopped delivering to this session.
+        self._generation += 1
+        self._ack_client = client
         return client
 
     async def _connection_loop(self) -> None:
@@ -301,7 +309,7 @@ class MqttSource:
             except Exception:  # anything else (TLS, a client bug) must not end the source for good
                 log.exception("MQTT broker %s: unexpected client failure; reconnecting with backoff", self.broker)
             finally:
-                self._client = None
+                self._client = self._ack_client = None
                 self.connected.clear()
             await asyncio.sleep(backoff_delay(attempt, self.settings.reconnect_min_s, self.settings.reconnect_max_s))
             attempt += 1
@@ -310,7 +318,6 @@ class MqttSource:
     async def _on_connected(self, client: aiomqtt.Client) -> None:
         topics = topic_filters(self.settings.shared_group)
         await client.subscribe([(topic, QOS) for topic in topics])
-        self._generation += 1
         self._client = client
         self.connected.set()
         log.info("MQTT broker %s connected, subscribed to %s", self.broker, ", ".join(topics))
@@ -336,7 +343,7 @@ class MqttSource:
 
     def _ack(self, items: list[Incoming]) -> None:
         """Acknowledge (PUBACK) the QoS 1 messages of the current connection, in one write."""
-        client = self._client
+        client = self._ack_client
         paho = getattr(client, "_client", None)
         if paho is None:
             return
@@ -353,7 +360,7 @@ class MqttSource:
 
     def _reconnect(self) -> None:
         """Drop the connection so that the broker delivers the unacknowledged messages again."""
-        client = self._client
+        client = self._ack_client
         paho = getattr(client, "_client", None)
         if paho is not None:
             paho.disconnect()
