@@ -24,6 +24,7 @@ import uvicorn
 from starlette.testclient import TestClient
 
 from tests.pgserver import PostgresServer, postgis_available, postgres_bin_dir
+from ucity.core import gc_tuning
 from ucity.core.clock import Clock
 from ucity.core.config import Settings, load_settings
 from ucity.server import create_app
@@ -148,6 +149,10 @@ class LiveServer:
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:
+        # As `ucity serve` does (core/gc_tuning.py): the heap that exists before the server starts is
+        # out of the collector's sight. Here that is the whole test session's heap, which a full
+        # collection on the server's thread would otherwise scan in the middle of a timed request.
+        self._gc = gc_tuning.settle()
         self.thread.start()
         deadline = time.monotonic() + 20
         while not self.server.started:
@@ -159,6 +164,7 @@ class LiveServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=20)
+        gc_tuning.unsettle(self._gc)
 
 
 @pytest.fixture
