@@ -153,6 +153,21 @@ async def test_garbage_in_a_batch_is_counted_and_acknowledged_and_the_rest_is_co
     assert totals["reasons"] == {"malformed-json": 1, "type-mismatch": 1, "unknown-device": 2}
 
 
+async def test_rejections_in_one_batch_are_counted_in_arrival_order(city: tuple[Ucity, list[tuple[str, Any]]]) -> None:
+    """A measure's own rejected value and the garbage after it, in one batch: the device's latest
+    rejection is the garbage, the later of the two."""
+    app, log = city
+    source = source_for(app, log, max_batch=100)
+    await run(source, [
+        Message("/k/d1/attrs", b'{"s": "many", "TimeInstant": "2026-05-01T00:00:01Z"}', 1),  # type mismatch
+        Message("/k/d1/attrs/s", b"\xff\xfe", 2),  # not UTF-8: rejected before decoding, arrives after
+    ])
+    assert source.batches == 1
+    counters = app.ingest.stats.device((TENANT, "k", "d1"))
+    assert counters is not None and set(counters.reasons) == {"type-mismatch", "malformed-json"}
+    assert counters.last_rejection is not None and counters.last_rejection["reason"] == "malformed-json"
+
+
 async def test_messages_the_store_could_not_commit_are_not_acknowledged_and_the_connection_is_dropped(
         city: tuple[Ucity, list[tuple[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
     app, log = city

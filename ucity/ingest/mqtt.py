@@ -375,8 +375,9 @@ class MqttSource:
             count = min(len(self._pending), self.max_batch)
             batch = [self._pending.popleft() for _ in range(count)]
             rejected: list[tuple[Key, Rejection]] = []
+            cuts: list[int] = []
             try:
-                items = await self._prepare(batch, rejected)
+                items = await self._prepare(batch, rejected, cuts)
                 prepared = await self.service.prepare([item for item in items if item is not None])
             except Exception:
                 log.exception("MQTT batch of %d message(s) not processed", len(batch))
@@ -385,11 +386,13 @@ class MqttSource:
             # The commit task's first step queues the batch's writes to the store; tasks start in the order
             # they are created, so batches reach the store (and are committed and acknowledged) in order.
             previous = inflight[-1] if inflight else None
-            inflight.append(asyncio.create_task(self._commit(batch, items, prepared, rejected, previous)))
+            inflight.append(asyncio.create_task(self._commit(batch, items, prepared, self._counter(rejected, cuts),
+                                                             previous)))
             while inflight and (len(inflight) >= PIPELINE or inflight[0].done()):
                 await inflight.popleft()
 
-    async def _prepare(self, batch: list[Incoming], rejected: list[tuple[Key, Rejection]]) -> list[Received | None]:
+    async def _prepare(self, batch: list[Incoming], rejected: list[tuple[Key, Rejection]],
+                       cuts: list[int]) -> list[Received | None]:
         """Each message as a measure to commit, or None when it was handled here (command results written,
         garbage added to `rejected`: counted with the batch's decode rejections, so in arrival order)."""
         items: list[Received | None] = []
@@ -404,20 +407,32 @@ class MqttSource:
                 items.append(None)
             else:
                 items.append(self._measure(topic, item.payload, rejected))
+            if items[-1] is not None:
+                cuts.append(len(rejected))  # what was rejected before this measure, in arrival order
         return items
 
-    def _count(self, rejected: list[tuple[Key, Rejection]]) -> None:
-        for key, rejection in rejected:
-            self.service.stats.rejected(key, [rejection], "mqtt")
+    def _counter(self, rejected: list[tuple[Key, Rejection]], cuts: list[int]) -> Callable[[int], None]:
+        """`before_account` for `service.commit`: counts this batch's own rejections interleaved with the
+        measures' decode rejections, in arrival order (before measure k: those that arrived before it)."""
+        done = 0
+
+        def count(k: int) -> None:
+            nonlocal done
+            upto = cuts[k] if k < len(cuts) else len(rejected)
+            for key, rejection in rejected[done:upto]:
+                self.service.stats.rejected(key, [rejection], "mqtt")
+            done = max(done, upto)
+
+        return count
 
     async def _commit(self, batch: list[Incoming], items: list[Received | None], prepared: Prepared,
-                      rejected: list[tuple[Key, Rejection]], previous: asyncio.Task[None] | None) -> None:
+                      count: Callable[[int], None], previous: asyncio.Task[None] | None) -> None:
         """Commit a batch's measures (one store call), then acknowledge what was committed or rejected.
         Counting happens in batch order: the store answers batches in the order they were queued."""
         try:
             if previous is not None and not any(d.observations for d in prepared.decoded):
                 await asyncio.wait([previous])  # nothing to commit: wait for the previous batch's turn
-            results = await self.service.commit(prepared, before_account=lambda: self._count(rejected))
+            results = await self.service.commit(prepared, before_account=count)
             if any(isinstance(r.outcome, Unavailable) for r in results):
                 self._ack_committed(batch, items, results)
             else:

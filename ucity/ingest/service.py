@@ -127,23 +127,26 @@ class IngestService:
             await self._autoprovision(fresh)
         return Prepared(items, decoded)
 
-    async def commit(self, prepared: Prepared, before_account: Callable[[], None] | None = None) -> list[IngestResult]:
+    async def commit(self, prepared: Prepared, before_account: Callable[[int], None] | None = None) -> list[IngestResult]:
         """Commit decoded measures (one store call), then count them and tell health. The writes are queued
         to the store before the first suspension, so that commits called in order are committed in order.
-        `before_account` runs once the store has answered, before the counting."""
+        `before_account(k)` runs once the store has answered, before item k is counted, and once more
+        with k = len(items) after the last: a caller counts what it rejected itself in arrival order."""
         items, decoded = prepared.items, prepared.decoded
         to_write = [k for k, d in enumerate(decoded) if d.observations]
         outcomes = await self.writer.write(
             [DeviceWrite(items[k].device.profile, decoded[k].observations) for k in to_write]) if to_write else []
-        if before_account is not None:
-            before_account()
         by_index: dict[int, Outcome | Exception] = dict(zip(to_write, outcomes, strict=True))
         results = []
         counted = self.platform.clock.now()
         for k, (item, dec) in enumerate(zip(items, decoded, strict=True)):
             outcome = by_index.get(k)
+            if before_account is not None:
+                before_account(k)
             self._account(item, dec, outcome, counted)
             results.append(IngestResult(dec, outcome))
+        if before_account is not None:
+            before_account(len(items))
         return results
 
     async def _autoprovision(self, devices: list[Resolved]) -> None:
