@@ -404,14 +404,17 @@ def iso_time(value: Any, timezone: str | None = None) -> str:
     if isinstance(value, str) and value[-1:] == "Z" and value[:1] != "0":
         size = len(value)
         if (size in (20, 24, 27) and value[4] == value[7] == "-" and value[10] == "T" and value[13] == value[16] == ":"
-                and (size == 20 or value[19] == ".")):
-            try:
-                datetime.fromisoformat(value[:-1])
-            except ValueError:
-                pass
-            else:
-                return value if size == 27 else value[:19] + ".000000Z" if size == 20 else value[:23] + "000Z"
+                and (size == 20 or value[19] == ".") and _is_iso(value[:-1])):
+            return value if size == 27 else value[:19] + ".000000Z" if size == 20 else value[:23] + "000Z"
     return to_iso(parse_time(value, timezone))
+
+
+def _is_iso(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def parse_time(value: Any, timezone: str | None = None) -> datetime:

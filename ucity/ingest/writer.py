@@ -145,14 +145,7 @@ def _merge_observation(
             new["createdAt"] = new["modifiedAt"] = now
             current.append(new)
         else:
-            old = current[index]
-            new = dict(old)
-            if instance["type"] != old.get("type"):
-                for key in VALUE_MEMBERS:
-                    new.pop(key, None)
-            new.update(instance)
-            new["modifiedAt"] = now
-            current[index] = new
+            new = current[index] = _merged(current[index], instance, now)
         history.append((iri, dict(new)))
     return merged
 
@@ -163,6 +156,11 @@ def _merge_decoded(old: dict[str, Any], patch: dict[str, Any], now: str) -> dict
         return ops.merge_instance(old, patch, now)
     if is_null_instance({"type": old.get("type"), **patch}):
         return None
+    return _merged(old, patch, now)
+
+
+def _merged(old: dict[str, Any], patch: dict[str, Any], now: str) -> dict[str, Any]:
+    """A decoded (non-null) instance merged over the current one: a new dict, `old` unchanged."""
     merged = dict(old)
     if patch.get("type") and patch["type"] != old.get("type"):
         for key in VALUE_MEMBERS:
