@@ -424,7 +424,7 @@ class AlarmService:
             # commit (with history, and its own bus batch); waiting for it here doubled the time to the SSE
             # stream, so it follows, still under the lock, so that Alert writes keep the alarm's order.
             self._announce(alarm, change)
-            context = Context(parent_id=alarm.cause, actor="ucity-alarms")  # one per change: uuid4 is not free
+            context = Context(parent_id=alarm.cause, actor="ucity-alarms")  # one per change, for both writes
             if change.alert:
                 await self._write_alert(alarm, context)
             if change.events:  # under the alarm's lock: consumers see one alarm's changes in order
