@@ -165,7 +165,7 @@ class IngestService:
     def _account(self, item: Received, decoded: Decoded, outcome: Outcome | Exception | None,
                  now: datetime | None = None) -> None:
         profile = item.device.profile
-        key = (profile.tenant, profile.apikey, profile.device_id)
+        key = stats_key(profile)
         if decoded.rejections:
             self.stats.rejected(key, decoded.rejections, item.transport)
         if isinstance(outcome, Exception):
