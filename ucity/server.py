@@ -133,8 +133,7 @@ class FastRoutes:
             return (self.measure, {}, path) if path == "/iot/json" else None
         if method != "PATCH" or not path.startswith(NGSI) or any(c in path for c in "?#\\"):
             return None
-        if path.endswith("/"):  # as TrailingSlash does for the other routes
-            path = path.rstrip("/")
+        path = ngsi_path(path)  # as TrailingSlash does for the other routes
         found = _FAST_ATTR.match(path)
         return (self.patch_attr, found.groupdict(), path) if found is not None else None
 
@@ -443,11 +442,16 @@ class TrailingSlash:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            if path.startswith(NGSI) and len(path) > len(NGSI) + 1 and path.endswith("/"):
-                scope = {**scope, "path": path.rstrip("/")}
+        if scope["type"] == "http" and (path := ngsi_path(scope["path"])) != scope["path"]:
+            scope = {**scope, "path": path}
         await self.app(scope, receive, send)
+
+
+def ngsi_path(path: str) -> str:
+    """An NGSI-LD path without its trailing slash (`/ngsi-ld/v1/entities/` is `/ngsi-ld/v1/entities`)."""
+    if path.startswith(NGSI) and len(path) > len(NGSI) + 1 and path.endswith("/"):
+        return path.rstrip("/")
+    return path
 
 
 def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = False) -> FastAPI:

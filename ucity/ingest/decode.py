@@ -242,20 +242,6 @@ def _untyped(name: str, value: Any) -> dict[str, Any]:
 
 
 # -- typing -------------------------------------------------------------------------------------------
-def attribute_instance(
-    key: str, spec: AttrSpec | None, value: Any, timezone: str | None = None
-) -> tuple[str, dict[str, Any]]:
-    """(attribute name, NGSI-LD instance) for one field, typed per its spec; raises DecodeError."""
-    name = spec.name if spec is not None else key
-    _check_attr_name(name)
-    if value is None:
-        raise DecodeError(NULL_VALUE, f"{key!r} is null")
-    instance = typed_instance(spec.type if spec is not None else None, value, timezone, name)
-    if spec is not None and spec.unit_code:
-        instance["unitCode"] = spec.unit_code
-    return name, instance
-
-
 def _check_attr_name(name: str) -> None:
     if name in _VALID_NAMES:
         return
@@ -281,9 +267,7 @@ def typed_instance(attr_type: str | None, value: Any, timezone: str | None = Non
     convert = _CONVERTERS.get(attr_type or "")
     if convert is not None:
         return convert(value, timezone)
-    if name == "location" and isinstance(value, dict) and "coordinates" in value:
-        return _geo_json(value, timezone)
-    return {"type": "Property", "value": value}
+    return _untyped(name, value)
 
 
 def _property(value: Any) -> dict[str, Any]:

@@ -56,14 +56,13 @@ from ucity.ingest.decode import (
     COMMAND_STATUS,
     NOT_AN_OBJECT,
     UNKNOWN_COMMAND,
-    UNKNOWN_DEVICE,
     DecodeError,
     Rejection,
     parse_json,
     parse_single_value,
 )
 from ucity.ingest.model import DeviceProfile
-from ucity.ingest.service import IngestResult, IngestService, Prepared, Received, stats_key
+from ucity.ingest.service import IngestResult, IngestService, Prepared, Received, stats_key, unknown_device
 from ucity.ingest.stats import Key
 from ucity.ingest.writer import INGEST_ACTOR, attrs_op, expand
 
@@ -399,8 +398,7 @@ class MqttSource:
         for item in batch:
             topic = parse_topic(item.topic)
             if topic is None:
-                rejected.append((("", "", item.topic[:100]),
-                                 Rejection(UNKNOWN_DEVICE, f"not an IoT Agent topic: {item.topic[:100]}")))
+                rejected.append(unknown_device("", item.topic[:100], f"not an IoT Agent topic: {item.topic[:100]}"))
                 items.append(None)
             elif topic.kind == "cmdexe":
                 await self._command_result(topic, item.payload, rejected)
@@ -462,7 +460,7 @@ class MqttSource:
         try:
             resolved = self.service.resolve(topic.apikey, topic.device_id)
         except UcityError as exc:
-            rejected.append((("", topic.apikey, topic.device_id), Rejection(UNKNOWN_DEVICE, exc.detail)))
+            rejected.append(unknown_device(topic.apikey, topic.device_id, exc.detail))
             return None
         try:
             value = (parse_json(payload) if topic.object_id is None
@@ -510,8 +508,7 @@ class MqttSource:
     async def _command_result(self, topic: Topic, payload: bytes, rejected: list[tuple[Key, Rejection]]) -> None:
         profile = self.service.registry.profile(topic.apikey, topic.device_id)
         if profile is None:
-            rejected.append((("", topic.apikey, topic.device_id),
-                             Rejection(UNKNOWN_DEVICE, "command result of an unknown device")))
+            rejected.append(unknown_device(topic.apikey, topic.device_id, "command result of an unknown device"))
             return
         try:
             results = parse_json(payload)

@@ -67,6 +67,11 @@ def stats_key(profile: DeviceProfile) -> Key:
     return (profile.tenant, profile.apikey, profile.device_id)
 
 
+def unknown_device(apikey: str, device_id: str, detail: str) -> tuple[Key, Rejection]:
+    """The stats key and rejection of a message for no known device (counted under no tenant)."""
+    return ("", apikey, device_id), Rejection(UNKNOWN_DEVICE, detail)
+
+
 class IngestService:
     def __init__(self, platform: Platform, store: Store) -> None:
         settings = platform.settings.ingest
@@ -111,7 +116,8 @@ class IngestService:
         return Resolved(build_profile(device, group), device)
 
     def reject_unknown(self, apikey: str, device_id: str, detail: str, transport: str) -> None:
-        self.stats.rejected(("", apikey, device_id), [Rejection(UNKNOWN_DEVICE, detail)], transport)
+        key, rejection = unknown_device(apikey, device_id, detail)
+        self.stats.rejected(key, [rejection], transport)
 
     async def ingest(self, items: list[Received]) -> list[IngestResult]:
         """Decode, commit (one store call), then count and report to health. Raises if the store fails."""

@@ -28,7 +28,7 @@ from ucity.ingest.decode import DecodeError, Observation, command_instances, sta
 from ucity.ingest.model import DeviceProfile
 from ucity.ngsild import ops
 from ucity.ngsild.context import core_context
-from ucity.ngsild.model import NULL, find_instance, is_null_instance, stamp
+from ucity.ngsild.model import NULL, find_instance, is_null_instance, stamp_copy
 from ucity.store.base import ApplyFn, Doc, Mutation, Outcome, Store
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def _merge_observation(
             if index is not None:
                 current_time = current[index].get("observedAt")
                 if current_time is not None and instance["observedAt"] < current_time:
-                    late.append((iri, stamp(dict(instance), now)))
+                    late.append((iri, stamp_copy(instance, now)))
                     continue
         merged = True
         if current is None:

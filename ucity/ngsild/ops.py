@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound
-from ucity.ngsild.model import find_instance, is_null_instance, stamp
+from ucity.ngsild.model import find_instance, is_null_instance, stamp, stamp_copy
 from ucity.store.base import ApplyFn, Doc, Outcome, TypeExpr
 
 Attrs = dict[str, list[dict[str, Any]]]
@@ -24,21 +24,8 @@ def json_copy(value: Any) -> Any:
     return orjson.loads(orjson.dumps(value))
 
 
-def _stamped(instance: dict[str, Any], now: str, previous: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`stamp(json_copy(instance), now, previous)` copying only what stamping changes: the instance and
-    its sub-attributes. Values stay shared with `instance` (a request's own objects): after a commit
-    documents are read only, and a deep copy per written instance cost more than the rest of the op."""
-    out = dict(instance)
-    out["createdAt"] = previous.get("createdAt", now) if previous else now
-    out["modifiedAt"] = now
-    for key, sub in instance.items():
-        if ":" in key and isinstance(sub, dict):
-            out[key] = _stamped(sub, now, previous.get(key) if previous else None)
-    return out
-
-
 def _stamped_attrs(attrs: Attrs, now: str) -> Attrs:
-    return {iri: [_stamped(i, now) for i in instances] for iri, instances in attrs.items()}
+    return {iri: [stamp_copy(i, now) for i in instances] for iri, instances in attrs.items()}
 
 
 def _value_copy(value: Any) -> Any:
@@ -151,7 +138,7 @@ def append_op(new: Doc, overwrite: bool = True, create_if_missing: bool = False)
                 if index is not None and not overwrite:
                     not_updated.append({"attributeName": iri, "reason": "attribute exists and noOverwrite was set"})
                     continue
-                stamped = _stamped(instance, now, current[index] if index is not None else None)
+                stamped = stamp_copy(instance, now, current[index] if index is not None else None)
                 if index is None:
                     current.append(stamped)
                 else:
@@ -213,7 +200,7 @@ def _update_instance(doc: Doc, iri: str, instance: dict[str, Any], now: str, wri
         if not current:
             del doc["attrs"][iri]
         return index is not None
-    stamped = _stamped(instance, now, current[index] if index is not None else None)
+    stamped = stamp_copy(instance, now, current[index] if index is not None else None)
     if index is None:
         current.append(stamped)
     else:
@@ -348,7 +335,7 @@ def replace_attr_op(iri: str, instances: list[dict[str, Any]]) -> ApplyFn:
             index = find_instance(current, instance.get("datasetId"))
             if index is None:
                 raise NotFound(f"attribute {iri} has no instance with datasetId {instance.get('datasetId')}")
-            current[index] = _stamped(instance, now, current[index])
+            current[index] = stamp_copy(instance, now, current[index])
             written.append(current[index])
         _touch(doc, now)
         return Outcome(doc, "update", frozenset([iri]), tuple((iri, dict(w)) for w in written), result="updated")

@@ -579,12 +579,9 @@ class SqliteStore(Store):
                 ts = last_ts = iso_micros(observed)
                 last_observed = observed
             instance.pop("instanceId", None)  # a retried commit gives the instance a new rid
-            value: Any = instance.get("value")
-            kind = type(value)  # numbers aggregate as they are, booleans as 1 and 0 (_vnum)
             docs.append((rid, sid, ts, dumps(instance).decode()))
-            keys.append((sid, ts, 0 if observed else rid,
-                         float(value) if kind is int or kind is float or kind is bool else None, created, rid))
-            instance["instanceId"] = f"{INSTANCE_PREFIX}{rid}"
+            keys.append((sid, ts, 0 if observed else rid, _vnum(instance), created, rid))
+            instance["instanceId"] = instance_id(rid)
             rid += 1
         work.next_rid = rid
 
