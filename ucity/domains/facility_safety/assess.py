@@ -28,7 +28,7 @@ from ucity.domains.facility_safety.config import AttributeNames
 from ucity.domains.facility_safety.models import Sensor, iri, short
 from ucity.domains.facility_safety.rules import ASSESSED, CRACK, TILT, VIBRATION
 from ucity.domains.facility_safety.thermal import residual
-from ucity.ngsild.model import find_instance, stamp
+from ucity.ngsild.model import find_instance, stamp_copy
 from ucity.ngsild.ops import json_copy
 from ucity.store.base import ApplyFn, Doc, Outcome
 
@@ -148,12 +148,12 @@ def write_op(instances: Iterable[tuple[str, dict[str, Any]]], removals: Iterable
         for attr, inst in items:
             current = doc["attrs"].setdefault(attr, [])
             index = find_instance(current, inst.get("datasetId"))
-            stamped = stamp(json_copy(inst), now, current[index] if index is not None else None)
+            stamped = stamp_copy(inst, now, current[index] if index is not None else None)
             if index is None:
                 current.append(stamped)
             elif str(current[index].get("observedAt") or "") <= str(inst.get("observedAt") or ""):
                 current[index] = stamped
-            history.append((attr, json_copy(stamped)))
+            history.append((attr, stamped))
         for attr, dataset_id in drops:
             _drop(doc, attr, dataset_id)
         doc["modifiedAt"] = now
