@@ -752,6 +752,25 @@ class TestValidateGeoJSON:
         with pytest.raises(GeoQueryError):
             geometry_bbox({"type": "Point", "coordinates": []})
 
+    @pytest.mark.parametrize("coordinates", [[127, 37.5], [-180, -90.0], [180.0, 90, 12.5], [0, -0.0], [1e-300, 5],
+                                             [], [1], [1, 2, 3, 4], [181, 0], [0, 91], [True, 1], ["1", 2],
+                                             [float("nan"), 1], [10**400, 1], "1,2", None])
+    def test_geometry_bbox_of_a_point_is_what_shapely_gives(self, coordinates: Any) -> None:
+        """The Point shortcut gives shapely's box, or the same error."""
+        from ucity.ngsild.geo import _geometry_from_geojson
+
+        value = {"type": "Point", "coordinates": coordinates}
+        try:
+            expected: Any = tuple(_geometry_from_geojson(value).bounds)
+        except GeoQueryError as exc:
+            expected = str(exc)
+        try:
+            got: Any = geometry_bbox(value)
+        except GeoQueryError as exc:
+            got = str(exc)
+        assert got == expected
+        assert [type(v) for v in got] == [float] * 4 if isinstance(got, tuple) else True
+
 
 # ---------------------------------------------------------------------------------------------
 # The bbox prefilter

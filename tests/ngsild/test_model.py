@@ -6,6 +6,7 @@ No app, no store: a compiled core context (plus small user contexts) and a fixed
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from ucity.ngsild.model import (
     normalize_instance,
     render_entity,
     render_instance,
+    stamp_copy,
     to_geojson_feature,
 )
 
@@ -393,3 +395,161 @@ def test_check_same_id() -> None:
     ops.check_same_id(E1, E1)
     with pytest.raises(BadRequest):
         ops.check_same_id("urn:x:other", E1)
+
+
+# -- the plain-attribute fast path of normalize_attrs ---------------------------------------------------
+_POINT = {"type": "Point", "coordinates": [126.85, 37.48]}
+# Attribute values the fast path takes, and values it must leave to normalize_instance (same result or error).
+_VARIED_ATTRS: list[Any] = [
+    prop("free"), prop(0), prop(1.5), prop(False), prop(None), prop(NULL), prop([1, 2]), prop({"a": {"b": 1}}),
+    prop(""), prop(21.5, unitCode="CEL"), prop(21.5, unitCode=7), prop(3, observedAt="2026-01-01T00:00:00Z"),
+    prop(3, observedAt="2026-01-01T09:00:00+09:00"), prop(3, observedAt="yesterday"), prop(3, observedAt=17),
+    {"value": 3, "type": "Property", "observedAt": "2026-01-01T00:00:00Z", "datasetId": GPS, "unitCode": "MTR"},
+    prop(3, datasetId=GPS), prop(3, datasetId="not a uri"), prop(3, datasetId=NULL), prop(3, datasetId=5),
+    prop(3, createdAt=T0), prop(3, modifiedAt=T0, instanceId="urn:x:1"), prop(3, **{"@context": "x"}),
+    prop(3, accuracy=prop(0.5)), prop(3, **{"https://example.org/sub": prop(1)}), prop(3, previousValue=2),
+    {"type": "Property"}, {"type": "Property", "object": "urn:x:1"}, {"type": ["Property"], "value": 1},
+    {"type": "Relationship", "object": "urn:ngsi-ld:Building:2"},
+    {"type": "Relationship", "object": "urn:ngsi-ld:Building:2", "observedAt": "2026-01-01T00:00:00Z"},
+    {"type": "Relationship", "object": "not a uri"}, {"type": "Relationship", "object": NULL},
+    {"type": "Relationship", "object": ["urn:x:1", "urn:x:2"]}, {"type": "Relationship", "object": 5},
+    {"type": "Relationship", "value": "urn:x:1"}, {"type": "Relationship", "object": "urn:x:1", "objectType": "T"},
+    {"type": "GeoProperty", "value": _POINT}, {"type": "GeoProperty", "value": {**_POINT, "bbox": [1, 2, 3, 4]}},
+    {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [126, 37, 12.5]}},
+    {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [181, 37]}},
+    {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [126, -91]}},
+    {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [10**400, 0]}},
+    {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [float("nan"), 0]}},
+    {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [True, 0]}},
+    {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1]}},
+    {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1, 2, 3, 4]}},
+    {"type": "GeoProperty", "value": {"type": "Point", "coordinates": "1,2"}},
+    {"type": "GeoProperty", "value": {"type": "Point"}}, {"type": "GeoProperty", "value": {"type": "Pt"}},
+    {"type": "GeoProperty", "value": {"type": "LineString", "coordinates": [[1, 2], [3, 4]]}},
+    {"type": "GeoProperty", "value": NULL}, {"type": "GeoProperty", "value": "POINT(1 2)"},
+    {"type": "GeoProperty", "value": _POINT, "observedAt": "2026-01-01T00:00:00Z", "datasetId": GPS},
+    {"type": "LanguageProperty", "languageMap": {"en": "x"}}, {"type": "ListProperty", "valueList": [1]},
+    {"type": "VocabProperty", "vocab": "x"}, {"type": "JsonProperty", "json": {"a": 1}}, {"type": "Weird", "value": 1},
+    {"type": "", "value": 1}, {"type": None, "value": 1}, {}, {"value": 1}, {"object": "urn:x:1"}, _POINT,
+    "free", 5, None, NULL, [prop(1), prop(2, datasetId=GPS)], [prop(1), prop(2)], [],
+]
+
+
+def _outcome(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    try:
+        result = fn(*args, **kwargs)
+    except BadRequest as exc:
+        return ("error", type(exc), exc.to_problem())
+    return ("ok", json.dumps(result))  # members in order too
+
+
+@pytest.mark.parametrize("allow_null", [False, True])
+@pytest.mark.parametrize("name", ["temperature", "location", "refBuilding", "bad name", "type2"])
+def test_normalize_attrs_fast_path_equals_the_general_path(monkeypatch: pytest.MonkeyPatch, name: str, allow_null: bool) -> None:
+    """Every value above gives the same instances (members in the same order) or the same error with the
+    plain-attribute fast path as with normalize_instance alone, whether the context had seen the name."""
+    from ucity.ngsild import model
+
+    normalize_instance("x", prop(1, observedAt="2026-01-01T00:00:00Z"), CTX)  # a date-time seen before
+    for value in _VARIED_ATTRS:
+        fast = [_outcome(model.normalize_attrs, {name: copy.deepcopy(value)}, ctx, allow_null)
+                for ctx in (compile_local([]), CTX)]
+        with monkeypatch.context() as patched:
+            patched.setattr(model, "_plain_instance", lambda _value: None)
+            general = [_outcome(model.normalize_attrs, {name: copy.deepcopy(value)}, ctx, allow_null)
+                       for ctx in (compile_local([]), CTX)]
+        assert fast == general, value
+
+
+def test_plain_instance_takes_the_common_attributes() -> None:
+    """The fast path is taken (not only equal) for what a batch upsert of plain entities carries."""
+    from ucity.ngsild.model import _plain_instance
+
+    normalize_instance("x", prop(1, observedAt="2026-01-01T00:00:00Z"), CTX)
+    for value in (prop("free"), prop(1, observedAt="2026-01-01T00:00:00Z", unitCode="CEL", datasetId=GPS),
+                  {"type": "Relationship", "object": "urn:x:1"}, {"type": "GeoProperty", "value": _POINT}):
+        assert _plain_instance(value) == normalize_instance("a", value, CTX)
+    for value in (prop(NULL), prop(1, accuracy=prop(1)), prop(1, observedAt="2031-01-01T00:00:00Z"),
+                  {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [200, 0]}}):
+        assert _plain_instance(value) is None
+
+
+def test_normalize_entity_with_a_user_context_term_expands_names_as_before() -> None:
+    ctx = compile_local([{"temperature": "https://example.org/temp", "Spot": "https://example.org/Spot"}])
+    doc = normalize_entity({"id": "urn:x:1", "type": "Spot", "temperature": prop(1)}, ctx)
+    again = normalize_entity({"id": "urn:x:2", "type": "Spot", "temperature": prop(2)}, ctx)
+    assert doc["type"] == again["type"] == ["https://example.org/Spot"]
+    assert list(doc["attrs"]) == list(again["attrs"]) == ["https://example.org/temp"]
+
+
+def test_a_list_as_attribute_type_or_a_coordinate_beyond_any_float_is_a_400() -> None:
+    """Both used to escape as TypeError / OverflowError, i.e. a 500."""
+    for value in ({"type": ["Property"], "value": 1}, {"type": {"a": 1}, "value": 1}):
+        with pytest.raises(BadRequest):
+            normalize_instance("location", value, CTX)
+    odd = {"type": ["Point"], "coordinates": [1, 2]}  # no GeoJSON geometry: a Property's value
+    assert normalize_instance("location", {"value": odd}, CTX) == {"type": "Property", "value": odd}
+    with pytest.raises(BadRequest, match="finite"):
+        normalize_instance("location", {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [10**400, 0]}}, CTX)
+
+
+_VARIED_ENTITIES: list[Any] = [
+    {"id": "urn:ngsi-ld:ParkingSpot:1", "type": "ParkingSpot", "status": prop("free"),
+     "occupancy": prop(1, observedAt="2026-01-01T00:00:00Z"), "location": {"type": "GeoProperty", "value": _POINT}},
+    {"id": "urn:ngsi-ld:ParkingSpot:2", "type": ["ParkingSpot", "Spot"], "status": "free", "location": _POINT,
+     "refBuilding": {"type": "Relationship", "object": E1}, "temp": prop(3, accuracy=prop(0.5), unitCode="CEL"),
+     "scope": "/a/b", "@context": "ignored here", "createdAt": T0},
+    {"id": "urn:ngsi-ld:ParkingSpot:3", "type": "ParkingSpot", "name": {"type": "LanguageProperty", "languageMap": {"en": "x"}},
+     "multi": [prop(1), prop(2, datasetId=GPS)], "status": prop(NULL)},
+    {"id": "urn:ngsi-ld:ParkingSpot:4", "type": "ParkingSpot", "status": prop(None)},
+    {"id": "not a uri", "type": "ParkingSpot", "status": prop("free")},
+    {"type": "ParkingSpot", "status": prop("free")}, {"id": "urn:x:5"}, {"id": "urn:x:6", "type": ""},
+    {"id": "urn:x:7", "type": "ParkingSpot", "bad name": prop(1)}, {"id": "urn:x:8", "type": "T", "a": prop(1, datasetId=NULL)},
+    {"id": "urn:x:9", "type": "T", "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [0, 99]}}},
+    {"id": "urn:x:10", "type": "T", "https://example.org/full": prop(1), "ex:curie": prop(2)}, [], "x", None,
+]
+
+
+@pytest.mark.parametrize("allow_null", [False, True])
+def test_normalize_entity_fast_path_equals_the_general_path(monkeypatch: pytest.MonkeyPatch, allow_null: bool) -> None:
+    """Whole entities, valid and not: the same stored form (in the same order) or the same error."""
+    from ucity.ngsild import model
+
+    user_terms = {"ex": "https://example.org/", "ParkingSpot": "https://example.org/ParkingSpot"}
+    for entity in _VARIED_ENTITIES:
+        for terms in ([], [user_terms]):
+            ctx = compile_local(terms)
+            # twice: the second time with the names the context has seen
+            fast = [_outcome(model.normalize_entity, copy.deepcopy(entity), ctx, allow_null=allow_null) for _ in range(2)]
+            with monkeypatch.context() as patched:
+                patched.setattr(model, "_plain_instance", lambda _value: None)
+                patched.setattr(model, "expand_types", _expand_types_unmemoized)
+                general = _outcome(model.normalize_entity, copy.deepcopy(entity), compile_local(terms), allow_null=allow_null)
+            assert fast == [general, general], entity
+
+
+def _expand_types_unmemoized(value: Any, ctx: Any) -> list[str]:
+    from ucity.ngsild.model import expand_name
+
+    types = value if isinstance(value, list) else [value]
+    if not types or not all(isinstance(t, str) and t for t in types):
+        raise BadRequest(f"entity type must be a non-empty string or list of strings, got {value!r}")
+    return list(dict.fromkeys(expand_name(t, ctx, "type") for t in types))
+
+
+def test_create_and_replace_stamp_new_instances_as_before() -> None:
+    """`_stamped_new` gives what stamp_copy of each instance and `_history` of them gave (sub-attributes too)."""
+    doc = normalize_entity(_VARIED_ENTITIES[1], CTX)
+    attrs, history = ops._stamped_new(doc["attrs"], T1)
+    expected = {iri: [stamp_copy(i, T1) for i in instances] for iri, instances in doc["attrs"].items()}
+    assert json.dumps(attrs) == json.dumps(expected)
+    assert json.dumps(history) == json.dumps(ops._history(expected))
+    assert all(h is not a for (_, h), a in zip(history, (i for v in attrs.values() for i in v), strict=True))
+    sub = attrs[V + "temp"][0]["https://uri.etsi.org/ngsi-ld/default-context/accuracy"]
+    assert sub is not doc["attrs"][V + "temp"][0]["https://uri.etsi.org/ngsi-ld/default-context/accuracy"]
+    assert "createdAt" not in doc["attrs"][V + "temp"][0]  # the request's instances are left as they were
+
+
+def test_a_location_value_with_a_geometry_type_is_still_checked_as_geojson() -> None:
+    with pytest.raises(BadRequest, match="GeoJSON"):
+        normalize_instance("location", {"value": {"type": "Point"}}, CTX)

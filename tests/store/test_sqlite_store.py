@@ -124,3 +124,37 @@ async def test_an_observation_written_again_is_recorded_once(store: Store) -> No
     at_time = sorted((i.get("datasetId", ""), i["value"]) for i in instances if i.get("observedAt") == observed)
     assert at_time == [("", 3), ("urn:ngsi-ld:Dataset:b", 4)]
     assert len(instances) == 3  # the creation's instance (no observedAt) and one per dataset at that time
+
+
+def test_geo_changed_compares_the_geoproperty_values_of_the_touched_attributes() -> None:
+    """What decides whether an entity's geo index rows are rewritten (SQLite)."""
+    from ucity.store.sqlite import _geo_changed
+
+    loc, other, name = "https://uri.etsi.org/ngsi-ld/location", "https://example.org/area", "https://example.org/name"
+
+    def doc(**attrs: list[dict]) -> dict:
+        return {"id": "urn:x:1", "type": ["T"], "attrs": {k.replace("L", loc).replace("A", other).replace("N", name): v
+                                                          for k, v in attrs.items()}}
+
+    def geo(x: float, dataset: str | None = None) -> dict:
+        inst = {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [x, 1]}}
+        return {**inst, "datasetId": dataset} if dataset else inst
+
+    prop = [{"type": "Property", "value": "x"}]
+    before = doc(L=[geo(1)], N=prop)
+    cases = [
+        (doc(L=[geo(1)], N=[{"type": "Property", "value": "y"}]), {loc, name}, False),  # same point, new name
+        (doc(L=[geo(2)], N=prop), {loc}, True),  # moved
+        (doc(L=[geo(2)], N=prop), {name}, False),  # moved, but not among the touched attributes
+        (doc(L=[{"type": "Property", "value": {"type": "Point", "coordinates": [1, 1]}}], N=prop), {loc}, True),
+        (doc(N=prop), {loc}, True),  # location deleted
+        (doc(L=[geo(1)], N=prop, A=[geo(5)]), {other}, True),  # a geo attribute added
+        (doc(L=[geo(1), geo(3, "urn:d:1")], N=prop), {loc}, True),  # a second instance
+        (doc(L=[geo(1)], N=prop), {"https://example.org/absent"}, False),
+    ]
+    for after, touched, expected in cases:
+        assert _geo_changed(before, after, frozenset(touched)) is expected, (after, touched)
+        assert _geo_changed(before, after, None) is (after["attrs"].get(loc) != before["attrs"][loc]
+                                                      or other in after["attrs"]), (after, touched)
+    assert _geo_changed(None, before, None) is True
+    assert _geo_changed(before, before, frozenset({loc, name})) is False

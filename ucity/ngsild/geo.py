@@ -271,11 +271,18 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _is_finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float (JSON has no limit): not a coordinate either
+        return False
+
+
 def _position(value: object, where: str) -> tuple[float, float]:
     """One ``[lon, lat]`` or ``[lon, lat, alt]`` position, checked and reduced to 2-D."""
     if not isinstance(value, (list, tuple)) or not 2 <= len(value) <= 3:
         raise GeoQueryError(f"{where}: a position must be [longitude, latitude] or [longitude, latitude, altitude]")
-    if not all(_is_number(item) and math.isfinite(item) for item in value):
+    if not all(_is_number(item) and _is_finite(item) for item in value):
         raise GeoQueryError(f"{where}: position {list(value)!r} must hold finite numbers")
     lon, lat = float(value[0]), float(value[1])
     if not -180.0 <= lon <= 180.0:
@@ -397,6 +404,11 @@ def _check_geojson(value: object, where: str = "geometry", depth: int = 0) -> No
 
 def geometry_bbox(geojson: Mapping[str, Any]) -> BBox:
     """The lon/lat bounding box of a GeoJSON geometry, for a spatial index."""
+    if isinstance(geojson, Mapping) and geojson.get("type") == "Point" and "coordinates" in geojson:
+        # A point is its own box: the same checks and numbers as through shapely, without building it
+        # (every entity created with a location comes here).
+        lon, lat = _position(geojson["coordinates"], "geometry.coordinates")
+        return (lon, lat, lon, lat)
     minx, miny, maxx, maxy = _geometry_from_geojson(geojson).bounds
     return (minx, miny, maxx, maxy)
 

@@ -7,6 +7,7 @@ attribute a list of instances. Everything here is pure: no I/O, no clock (the ti
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -46,9 +47,14 @@ class Ctx(Protocol):
     def compact_iri(self, iri: str) -> str: ...
 
 
+def _is_geometry_type(value: Any) -> bool:
+    """A GeoJSON geometry type name (a list or object there is none, and cannot be looked up in a set)."""
+    return isinstance(value, str) and value in GEOJSON_TYPES
+
+
 def is_geojson_geometry(value: Any) -> bool:
     """Whether a value is a GeoJSON geometry object (a concise GeoProperty is one)."""
-    if not isinstance(value, dict) or value.get("type") not in GEOJSON_TYPES:
+    if not isinstance(value, dict) or not _is_geometry_type(value.get("type")):
         return False
     return "geometries" in value if value["type"] == "GeometryCollection" else "coordinates" in value
 
@@ -137,6 +143,11 @@ _TIMES: dict[str, str] = {}
 
 # -- wire -> stored ------------------------------------------------------------------------------
 def expand_types(value: Any, ctx: Ctx) -> list[str]:
+    if value.__class__ is str:  # one type name, most often one the context has expanded before
+        memo: dict[str, str] | None = getattr(ctx, "name_memo", None)
+        known = memo.get(value) if memo is not None else None
+        if known is not None:
+            return [known]
     types = value if isinstance(value, list) else [value]
     if not types or not all(isinstance(t, str) and t for t in types):
         raise BadRequest(f"entity type must be a non-empty string or list of strings, got {value!r}")
@@ -171,9 +182,84 @@ def normalize_scope(value: Any) -> list[str]:
 
 def normalize_attrs(attrs: dict[str, Any], ctx: Ctx, allow_null: bool = False) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
+    memo: dict[str, str] | None = getattr(ctx, "name_memo", None)
     for name, value in attrs.items():
-        out[expand_name(name, ctx)] = normalize_attribute(name, value, ctx, allow_null)
+        # The value first, then the name (as `out[expand_name(...)] = normalize_attribute(...)` did):
+        # an entity with both wrong reports its value's error.
+        plain = _plain_instance(value) if value.__class__ is dict else None
+        instances = [plain] if plain is not None else normalize_attribute(name, value, ctx, allow_null)
+        iri = memo.get(name) if memo is not None else None
+        out[iri if iri is not None else expand_name(name, ctx)] = instances
     return out
+
+
+_PLAIN_KEYS = {"Property": "value", "Relationship": "object", "GeoProperty": "value"}
+
+
+def _plain_instance(value: dict[str, Any]) -> dict[str, Any] | None:
+    """`normalize_instance` of the common attribute, or None for the general path to decide.
+
+    Common: a normalized Property, Relationship (to one URI) or GeoProperty (a Point) whose other
+    members are only observedAt (a date-time seen before), datasetId and unitCode. None for anything
+    else (sub-attributes, the NGSI-LD Null, any member to ignore, any invalid value), so that
+    `normalize_instance` gives the result and every error; for what it accepts here it gives the same
+    instance, members in the same order (tests/ngsild/test_model.py compares both on varied input).
+    """
+    attr_type = value.get("type")
+    if attr_type.__class__ is not str:
+        return None
+    key = _PLAIN_KEYS.get(attr_type)
+    if key is None:
+        return None
+    member = value.get(key)
+    if attr_type == "Property":
+        if member is None or member == NULL:
+            return None
+    elif attr_type == "Relationship":
+        if member.__class__ is not str or member == NULL or not _URI.match(member):
+            return None
+    elif not _plain_point(member):
+        return None
+    instance: dict[str, Any] = {"type": attr_type, key: member}
+    if len(value) == 2:  # type and the value member (present: it passed the checks above), nothing else
+        return instance
+    for name, item in value.items():
+        if name == "type" or name == key:
+            continue
+        if name == "observedAt":
+            known = _TIMES.get(item) if item.__class__ is str else None
+            if known is None:
+                return None
+            instance["observedAt"] = known
+        elif name == "datasetId":
+            if item.__class__ is not str or item == NULL or not _URI.match(item):
+                return None
+            instance["datasetId"] = item
+        elif name == "unitCode":
+            if item.__class__ is not str:
+                return None
+            instance["unitCode"] = item
+        else:
+            return None
+    return instance
+
+
+def _plain_point(value: Any) -> bool:
+    """Whether a GeoProperty value is a GeoJSON Point that `geo.validate_geojson` accepts (a position
+    of 2 or 3 finite numbers, longitude and latitude in range); False leaves it to that check."""
+    if value.__class__ is not dict or value.get("type") != "Point":
+        return False
+    position = value.get("coordinates")
+    if position.__class__ is not list or not 2 <= len(position) <= 3:
+        return False
+    for item in position:
+        kind = item.__class__
+        if kind is float:
+            if not math.isfinite(item):
+                return False
+        elif kind is not int:
+            return False
+    return bool(-180 <= position[0] <= 180 and -90 <= position[1] <= 90)
 
 
 def normalize_attribute(name: str, value: Any, ctx: Ctx, allow_null: bool = False) -> list[dict[str, Any]]:
@@ -204,7 +290,7 @@ def _infer_type(name: str, value: dict[str, Any]) -> str:
                            ("ListRelationship", "objectList")):
         if key in value:
             return attr_type
-    if name in GEO_ATTRS and isinstance(value.get("value"), dict) and value["value"].get("type") in GEOJSON_TYPES:
+    if name in GEO_ATTRS and isinstance(value.get("value"), dict) and _is_geometry_type(value["value"].get("type")):
         return "GeoProperty"
     return "Property"
 
@@ -221,7 +307,7 @@ def normalize_instance(name: str, value: Any, ctx: Ctx, allow_null: bool = False
         else:
             value = {"value": value}  # concise Property
     attr_type = value.get("type") or _infer_type(name, value)
-    if attr_type not in ATTR_TYPES:
+    if not isinstance(attr_type, str) or attr_type not in ATTR_TYPES:  # a list or object is no type either
         raise BadRequest(f"attribute {name!r} has unknown type {attr_type!r}")
     key = VALUE_KEY[attr_type]
     if key not in value:

@@ -1024,13 +1024,17 @@ def _geo_changed(before: Doc | None, after: Doc, attrs: frozenset[str] | None) -
         was, now = old.get(attr), new.get(attr)
         if was is now:
             continue
+        geo = False  # whether either side has a GeoProperty instance; then their values are compared, once
         for instances in (was, now):  # plain loops: this runs for every attribute of every write
             if instances:
                 for instance in instances:
                     if instance.get("type") in GEO_TYPES:
-                        if _geo_of(was) != _geo_of(now):
-                            return True
+                        geo = True
                         break
+                if geo:
+                    break
+        if geo and _geo_of(was) != _geo_of(now):
+            return True
     return False
 
 
