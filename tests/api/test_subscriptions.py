@@ -13,8 +13,10 @@ Three layers, each through real collaborators:
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,7 +37,14 @@ from ucity.core.clock import FakeClock
 from ucity.core.config import Settings, load_settings
 from ucity.core.http import Req, Resp
 from ucity.ngsild.scope import parse_scope_query, scope_matcher
-from ucity.ngsild.subscriptions import Notification, Outbox, Subscription, SubscriptionIndex, classify
+from ucity.ngsild.subscriptions import (
+    Notification,
+    Outbox,
+    Subscription,
+    SubscriptionIndex,
+    classify,
+    notification_id,
+)
 from ucity.server import create_app
 
 __all__ = ["context_server"]  # the fixture, imported for pytest
@@ -818,6 +827,24 @@ async def test_a_notification_is_abandoned_after_max_retries_and_the_next_one_go
     assert (stats["timesSent"], stats["timesFailed"], stats["status"]) == (5, 4, "ok")
 
 
+async def test_a_post_without_answer_within_notify_timeout_counts_as_failed(tmp_path: Path,
+                                                                          receiver: Receiver) -> None:
+    receiver.delays["/silent"] = 1.0  # answers, but only after the 0.2 s the platform waits
+    clock = FakeClock(T0)
+    ucity = Ucity(fake_clock_settings(tmp_path, notify_timeout_s=0.2, max_retries=0), clock=clock)
+    await ucity.start()
+    try:
+        broker = Broker(ucity, clock)
+        await broker.create(B1, temperature=prop(0))
+        sub_id = await broker.subscribe(subscription(f"{receiver.url}/silent"))
+        await broker.update(B1, temperature=prop(1))
+        stats = await _stats_after(broker, sub_id, attempts=1)
+        assert (stats["status"], stats["timesFailed"], stats["lastFailure"]) == ("failed", 1, "2026-03-01T09:00:00.000000Z")
+        assert "lastSuccess" not in stats
+    finally:
+        await ucity.stop()
+
+
 async def _stats_after(broker: Broker, sub_id: str, attempts: int) -> dict[str, Any]:
     """The delivery counters once `attempts` posts have completed (waits on real I/O only)."""
     for _ in range(500):
@@ -968,3 +995,82 @@ async def test_a_full_queue_drops_its_oldest_notification_and_keeps_order() -> N
     finally:
         await outbox.close()
 
+
+
+def test_notification_ids_are_unique_uuid4_urns_also_after_a_fork() -> None:
+    ids = [notification_id() for _ in range(600)]  # more than one pool of 256
+    assert len(set(ids)) == 600
+    assert all(uuid.UUID(i.removeprefix("urn:ngsi-ld:Notification:")).version == 4 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the next id it makes
+        os.write(write, notification_id().encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).decode()
+    os.close(read)
+    os.close(write)
+    assert child.startswith("urn:ngsi-ld:Notification:") and child != notification_id()
+
+
+async def test_a_poked_idle_outbox_queues_and_delivers_in_its_next_step() -> None:
+    entered: list[str] = []
+    collected: list[int] = []
+    gate = asyncio.Event()
+    gate.set()
+
+    async def deliver(item: Notification) -> None:
+        entered.append(item.id)
+        await gate.wait()
+
+    def collect() -> None:  # what SubscriptionService._notify_key does: queue what was matched
+        collected.append(1)
+        outbox.put(Notification(f"n{len(collected)}", "", [{}]))
+
+    outbox = Outbox(10, deliver, "test-outbox", coalesce=100, collect=collect)
+    try:
+        await asyncio.sleep(0)  # the worker starts and waits for work
+        assert outbox.poke() and outbox.poke()  # poked twice in one step: collected once
+        await asyncio.sleep(0)  # one step of the worker: collected, queued and being delivered
+        assert (entered, collected) == (["n1"], [1])
+        gate.clear()
+        outbox.put(Notification("a", "", [{}]))
+        await asyncio.sleep(0)  # the worker posts "a" and waits at the gate: busy
+        assert entered == ["n1", "a"]
+        assert not outbox.poke()  # a busy worker is not poked; its matches are queued for it
+        gate.set()
+    finally:
+        await outbox.close()
+
+
+async def test_a_full_outbox_drops_a_poke_before_any_notification() -> None:
+    async def deliver(item: Notification) -> None:
+        pass
+
+    outbox = Outbox(1, deliver, "test-outbox", collect=lambda: None)
+    try:
+        await asyncio.sleep(0)
+        assert outbox.poke()
+        outbox.put(Notification("a", "", []))  # the queue (size 1) holds the poke: it gives way
+        assert (outbox.dropped, outbox.queue.qsize()) == (0, 1)
+        assert outbox.queue.get_nowait().id == "a"
+    finally:
+        await outbox.close()
+
+
+async def test_a_poke_never_queues_behind_a_notification() -> None:
+    delivered: list[str] = []
+
+    async def deliver(item: Notification) -> None:
+        delivered.append(item.id)
+
+    outbox = Outbox(1, deliver, "test-outbox", coalesce=100, collect=lambda: None)
+    try:
+        await asyncio.sleep(0)  # the worker waits for work
+        outbox.put(Notification("a", "", [{}]))  # queued; the worker has not run yet
+        assert not outbox.poke()  # it would sit behind "a" (and the queue is full): left to notify_matched
+        while not delivered:
+            await asyncio.sleep(0)
+        assert delivered == ["a"] and outbox.queue.empty()
+    finally:
+        await outbox.close()

@@ -14,7 +14,8 @@ What lives here, in order:
 * delivery: one `Outbox` per subscription, a bounded queue and one worker task, so that the
   notifications of a subscription arrive in order and a slow or dead endpoint delays only its
   own subscription, never a write; failed posts are retried with exponential backoff on the
-  platform clock, then counted as failed;
+  platform clock, then counted as failed; the POSTs go through `notify_http.NotifyClient`, a lean
+  keep-alive HTTP/1.1 client (httpx cost as much CPU per POST as matching and rendering);
 * `SubscriptionService`: the CRUD handlers, the bus consumer, periodic (`timeInterval`)
   notifications and throttling on platform-clock timers, and persistence of the documents (the
   delivery counters at most every `STATS_FLUSH_S` seconds).
@@ -47,6 +48,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import re
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
@@ -55,7 +57,6 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
 
-import httpx
 import orjson
 
 from ucity.core.bus import EntitiesChanged, EntityChange
@@ -65,6 +66,7 @@ from ucity.core.http import Req, Resp
 from ucity.core.platform import Platform
 from ucity.ngsild.geo import GeoQuery, GeoQueryError, parse_geoquery_json
 from ucity.ngsild.model import NULL, Ctx, RenderOptions, check_name, is_uri, normalize_time, render_entity
+from ucity.ngsild.notify_http import DeliveryError, NotifyClient
 from ucity.ngsild.qeval import eval_q, q_terms
 from ucity.ngsild.qlang import QExpr, QueryError, parse_q
 from ucity.ngsild.request import (
@@ -103,6 +105,7 @@ _HEADER_NAME: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _RESERVED_HEADERS: Final = frozenset({"content-type", "content-length", "host", "link", "ngsild-tenant"})
 _STATS: Final = ("timesSent", "timesFailed", "lastNotification", "lastSuccess", "lastFailure", "status")
 _ANY: Final = ""  # index key for "any entity type" / "any attribute"; never an IRI
+_DELETED: Final = "attributeDeleted"
 
 
 # ================================================================================================
@@ -700,11 +703,34 @@ class Notification:
     data: list[dict[str, Any]]
 
 
+_NOTIFICATION_IDS: list[str] = []
+
+
+def notification_id() -> str:
+    """A new `urn:ngsi-ld:Notification:<UUID 4>`, from a pool filled by one read of the system's randomness.
+
+    uuid4() reads it for every id, and that system call hands the GIL to the store's writer thread, which the
+    event loop then waits to get back (as for `core.bus.Context` ids).
+    """
+    if not _NOTIFICATION_IDS:
+        raw = os.urandom(16 * 256)
+        _NOTIFICATION_IDS.extend(f"urn:ngsi-ld:Notification:{uuid.UUID(bytes=raw[k:k + 16], version=4)}"
+                                 for k in range(0, len(raw), 16))
+    return _NOTIFICATION_IDS.pop()
+
+
+os.register_at_fork(after_in_child=_NOTIFICATION_IDS.clear)  # a forked process must not reuse the parent's ids
+
+
 def merge_notifications(items: list[Notification]) -> Notification:
     """Queued notifications of one subscription as one: their entities in order, the latest time."""
     if len(items) == 1:
         return items[0]
     return Notification(items[0].id, items[-1].notified_at, [entity for item in items for entity in item.data])
+
+
+_POKE: Final = Notification("", "", [])
+"""Queued to an idle Outbox by `poke`: its worker collects the subscription's matches itself."""
 
 
 class Outbox:
@@ -713,29 +739,59 @@ class Outbox:
     With `coalesce`, the worker sends what queued up while the previous POST was in flight as one
     notification (up to `coalesce` entities): a busy subscription then costs one POST per round
     trip of its endpoint instead of one per write, and its queue cannot grow behind that round trip.
+
+    With `collect`, an idle worker can be poked to call it (it queues what the subscription matched)
+    and deliver the result in the same step: waking the worker with the notification instead would
+    cost one more turn of the event loop, which under load is milliseconds of every notification.
     """
 
     def __init__(self, size: int, deliver: Callable[[Notification], Coroutine[Any, Any, None]], name: str,
-                 coalesce: int = 0) -> None:
+                 coalesce: int = 0, collect: Callable[[], None] | None = None) -> None:
         self.queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize=size)
         self.dropped = 0
         self._deliver = deliver
         self._coalesce = coalesce
+        self._collect = collect
         self._next: Notification | None = None
+        self._idle = False  # the worker waits for an empty queue
+        self._poked = False  # _POKE is queued
         self._task = asyncio.create_task(self._run(), name=name)
 
     def put(self, item: Notification) -> None:
         if self.queue.full():
             # Never block the bus: the oldest pending notification gives way to the newest state.
-            self.queue.get_nowait()
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warning("%s: queue full, %d notifications dropped so far", self._task.get_name(), self.dropped)
+            if self.queue.get_nowait() is _POKE:
+                self._poked = False  # the worker will see what it would have collected in this queue
+            else:
+                self.dropped += 1
+                if self.dropped == 1 or self.dropped % 1000 == 0:
+                    log.warning("%s: queue full, %d notifications dropped so far", self._task.get_name(),
+                                self.dropped)
         self.queue.put_nowait(item)
+
+    def poke(self) -> bool:
+        """Have an idle worker call `collect` when it next runs; False (nothing done) when it is busy."""
+        if self._poked:
+            return True
+        if not self._idle or self._collect is None or not self.queue.empty():
+            return False
+        self._poked = True
+        self.queue.put_nowait(_POKE)  # into an empty queue: never behind or among notifications
+        return True
 
     async def _run(self) -> None:
         while True:
+            self._idle = self._next is None and self.queue.empty()
             item, self._next = self._next or await self.queue.get(), None
+            self._idle = False
+            if item is _POKE:
+                self._poked = False
+                try:
+                    if self._collect is not None:
+                        self._collect()  # queues the notification, if any: the next get() does not wait
+                except Exception:  # as for a delivery: the worker goes on
+                    log.exception("%s: collecting matches failed", self._task.get_name())
+                continue
             if self._coalesce and not self.queue.empty():
                 item = self._take_more(item)
             try:
@@ -780,7 +836,7 @@ class SubscriptionService:
         self._dirty: set[Key] = set()
         self._flush_timer: TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._client: httpx.AsyncClient | None = None
+        self._client: NotifyClient | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._failing: set[Key] = set()
         # Matches of the batches published since the loop last ran, notified together (see _on_changes).
@@ -789,11 +845,8 @@ class SubscriptionService:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
-        self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self.settings.notify_timeout_s),
-            # One connection per subscription in flight at most; no pool wait behind slow endpoints.
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
-        )
+        # One connection per subscription in flight at most; no pool wait behind slow endpoints.
+        self._client = NotifyClient(self.settings.notify_timeout_s, max_idle=100)
         for tenant, _, doc in await self.api.store.list_docs(KIND):
             try:
                 self._install(Subscription.compile(tenant, doc, await self._notify_ctx(doc, strict=False)))
@@ -921,8 +974,10 @@ class SubscriptionService:
         else:
             self._schedule_periodic(sub, self.clock.now())
         if sub.key not in self._outboxes:
-            self._outboxes[sub.key] = Outbox(self.settings.queue_size, self._delivery_for(sub.key),
-                                             f"ucity-notify:{sub.tenant}:{sub.id}", coalesce=COALESCE_ENTITIES)
+            key = sub.key
+            self._outboxes[key] = Outbox(self.settings.queue_size, self._delivery_for(key),
+                                         f"ucity-notify:{sub.tenant}:{sub.id}", coalesce=COALESCE_ENTITIES,
+                                         collect=lambda: self._notify_key(key))
 
     def _replace(self, old: Subscription, fresh: Subscription) -> None:
         self._cancel_timers(old, keep_throttle=True)
@@ -967,25 +1022,40 @@ class SubscriptionService:
         under concurrent writers a notification each would be one POST per request, more than one
         subscription's ordered delivery keeps up with. The batches published back to back (those of
         one commit) make one notification per subscription, in commit order; a write on its own
-        still gets its own.
+        still gets its own. An idle subscription's worker is poked to queue its notification itself
+        and post it at once; `notify_matched` queues the others' (their workers are busy posting).
         """
         now = self.clock.now()
-        stamp = to_iso(now)
+        stamp = ""  # deletedAt of deleted entities and attributes, formatted only for a change that deletes
         batches = self._matched
         for change in event.changes:
             # change.attrs holds every attribute classify() can report, so no candidate here means none
             # after it: most writes are matched by no subscription, and skip the classification.
-            if not self.index.candidates(change.tenant, change.types, change.attrs):
+            types = change.types
+            keys = self.index.candidates(change.tenant, types, change.attrs)
+            if not keys:
                 continue
             kinds = classify(change)
-            for key in self.index.candidates(change.tenant, change.types, kinds.attrs):
+            if len(kinds.attrs) != len(change.attrs):  # fewer attributes (a subset): fewer candidates maybe
+                keys = self.index.candidates(change.tenant, types, kinds.attrs)
+            if not stamp and (change.after is None or _DELETED in kinds.attrs.values()):
+                stamp = to_iso(now)
+            for key in keys:
                 sub = self.subs[key]
                 try:
                     if sub.matches(change, kinds, now):
-                        batches.setdefault(key, []).append(render_change(sub, change, kinds, stamp))
+                        entity = render_change(sub, change, kinds, stamp)
+                        if key in batches:
+                            batches[key].append(entity)
+                        else:
+                            batches[key] = [entity]
+                            outbox = self._outboxes.get(key)
+                            if outbox is not None:
+                                outbox.poke()  # an idle worker queues and posts it itself, a loop turn sooner
                 except Exception:  # one broken subscription must not starve the others
                     log.exception("matching subscription %s failed", sub.id)
         if batches and self._notify_soon is None:
+            # For the busy workers (and the idle ones, should the loop run this first): queue them all.
             self._notify_soon = asyncio.get_running_loop().call_soon(self.notify_matched)
 
     def notify_matched(self) -> None:
@@ -999,6 +1069,13 @@ class SubscriptionService:
             sub = self.subs.get(key)
             if sub is not None:
                 self._notify(sub, entities, now)
+
+    def _notify_key(self, key: Key) -> None:
+        """Queue one subscription's matches (its idle Outbox worker calls this when poked)."""
+        entities = self._matched.pop(key, None)
+        sub = self.subs.get(key)
+        if entities and sub is not None:
+            self._notify(sub, entities, self.clock.now())
 
     async def drain(self) -> None:
         self.notify_matched()
@@ -1031,7 +1108,7 @@ class SubscriptionService:
         sub.notifications += 1
         outbox = self._outboxes.get(sub.key)
         if outbox is not None:
-            outbox.put(Notification(f"urn:ngsi-ld:Notification:{uuid.uuid4()}", to_iso(now), entities))
+            outbox.put(Notification(notification_id(), to_iso(now), entities))
 
     # -- periodic notifications --------------------------------------------------------------------
     def _schedule_periodic(self, sub: Subscription, after: datetime) -> None:
@@ -1139,13 +1216,12 @@ class SubscriptionService:
         assert self._client is not None
         body, headers = self.request_of(sub, item)
         try:
-            response = await self._client.post(sub.doc["notification"]["endpoint"]["uri"], content=body,
-                                               headers=headers)
-        except httpx.HTTPError as exc:
-            self._log_outcome(sub, False, f"{type(exc).__name__}: {exc}")
+            status = await self._client.post(sub.doc["notification"]["endpoint"]["uri"], body, headers)
+        except DeliveryError as exc:
+            self._log_outcome(sub, False, str(exc))
             return False
-        ok = 200 <= response.status_code < 300
-        self._log_outcome(sub, ok, f"HTTP {response.status_code}")
+        ok = 200 <= status < 300
+        self._log_outcome(sub, ok, f"HTTP {status}")
         return ok
 
     def _log_outcome(self, sub: Subscription, ok: bool, detail: str) -> None:
