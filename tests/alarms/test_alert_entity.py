@@ -67,7 +67,9 @@ def test_the_alert_follows_the_alarm_in_place(client: TestClient) -> None:
     assert (alert["severity"]["value"], alert["level"]["value"], alert["status"]["value"], alert["outcome"]["value"]) == (
         "critical", "serious", "closed", "real")
     assert alert["validTo"]["value"] == {"@type": "DateTime", "@value": alarm["cleared_at"]}
-    history = client.get(f"/ngsi-ld/v1/temporal/entities/{alert_id}", params={"attrs": "status"}).json()
-    statuses = [i["value"] for i in history["status"]]
-    assert statuses == ["active-unacknowledged", "active-unacknowledged", "active-acknowledged", "cleared-acknowledged",
-                        "closed"]
+    history = client.get(f"/ngsi-ld/v1/temporal/entities/{alert_id}", params={"attrs": "status,level,rule"}).json()
+    # Only what changed is written: the escalation wrote level (and severity), not status; the rule never changed.
+    assert [i["value"] for i in history["status"]] == ["active-unacknowledged", "active-acknowledged",
+                                                       "cleared-acknowledged", "closed"]
+    assert [i["value"] for i in history["level"]] == ["interest", "serious"]
+    assert [i["value"] for i in history["rule"]] == ["tilt"]

@@ -130,3 +130,27 @@ async def test_making_the_event_does_not_hold_up_the_alarm(make_ops: MakeOps) ->
         await ops.settle()
         [event] = await iot_events(ops)
         assert event["level"] == "warning"
+
+
+async def test_a_reactivated_alarm_at_its_events_level_changes_nothing_and_reads_it_once(make_ops: MakeOps) -> None:
+    async with make_ops(cameras=False) as ops:
+        await publish(ops, matched("warning"), RuleCleared(Context(), TENANT, "tilt-ladder", SENSOR))
+        loads: list[str] = []
+        load = ops.center.events.load
+
+        async def counted(tenant: str, event_id: str) -> Any:
+            loads.append(event_id)
+            return await load(tenant, event_id)
+
+        ops.center.events.load = counted  # type: ignore[method-assign]
+        await publish(ops, matched("warning"))  # re-activated within the dedupe window, at the same level
+        alarm = ops.ucity.alarms.active_alarm(TENANT, SENSOR, "tilt-ladder")
+        assert alarm is not None and [h["action"] for h in await ops.ucity.store.alarm_history(TENANT, alarm.id)] == [
+            "raised", "cleared", "reactivated"]
+        [event] = await iot_events(ops)
+        assert loads == []  # found by its source, nothing to change: not read a second time
+        await publish(ops, matched("serious"))  # a higher level still changes the event, under its lock
+        [event] = await iot_events(ops)
+        assert event["level"] == "serious" and loads == [event["id"]]
+        trail = [h["action"] for h in (await ops.call("get_event", eventId=event["id"])).body["history"]]
+        assert trail == ["created", "level"]

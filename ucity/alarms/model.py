@@ -121,8 +121,10 @@ class Alarm:
     notified_groups: list[str] = field(default_factory=list)
     history_seq: int = 0
     cause: str | None = None  # the Context id of the event that raised it (tracing)
-    enriched: bool = False  # entity type, location and parent read from the entity
+    enriched: bool = False  # entity type, location and parent known: read from the entity, or the rule event's
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+    # The Alert entity (short form) as last committed, in memory only: its next write sends what changed.
+    alert_written: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     # -- state -----------------------------------------------------------------------------------
     @property
@@ -165,23 +167,28 @@ class Alarm:
     def from_doc(cls, doc: Doc) -> Alarm:
         return cls(**{name: doc[name] for name in _PERSISTED if name in doc})
 
-    def to_wire(self) -> Doc:
-        """The API form: the stored fields plus names a dashboard shows."""
-        wire = self.to_doc()
+    def to_wire(self, doc: Doc | None = None) -> Doc:
+        """The API form: the stored fields plus names a dashboard shows; of `doc` (a `to_doc` of this
+        alarm, e.g. the one just saved) if given, so that what is announced is what was saved."""
+        wire = dict(doc) if doc is not None else self.to_doc()
         del wire["history_seq"]
-        wire.update(alert_id=self.alert_id, severity=self.severity, derived=self.derived,
-                    level_name=LEVEL_NAMES[self.level] if self.level else FAULT_NAME,
-                    status_name=STATUS_NAMES[self.status])
+        level, status = wire["level"], wire["status"]
+        wire.update(alert_id=self.alert_id, severity=SEVERITY[level] if level else FAULT_SEVERITY,
+                    derived=self.derived, level_name=LEVEL_NAMES[level] if level else FAULT_NAME,
+                    status_name=STATUS_NAMES[status])
         return wire
 
-    def to_row(self) -> AlarmRow:
+    def to_row(self, doc: Doc | None = None) -> AlarmRow:
+        """The stored form; `doc` is this alarm's `to_doc` if the caller has it already."""
+        doc = doc if doc is not None else self.to_doc()
         return AlarmRow(
-            tenant=self.tenant, id=self.id, entity_id=self.entity_id, entity_type=self.entity_type,
-            rule_id=self.rule_id, kind=self.kind, level=self.level, status=self.status, active=self.active,
-            derived=self.derived, parent_id=self.parent_id, outcome=self.outcome, assignee=self.assignee,
-            raised_at=_micros(self.raised_at), updated_at=_micros(self.updated_at),
-            acked_at=_opt_micros(self.acked_at), cleared_at=_opt_micros(self.cleared_at),
-            closed_at=_opt_micros(self.closed_at), bbox=geometry_bbox(self.location), doc=self.to_doc(),
+            tenant=self.tenant, id=self.id, entity_id=self.entity_id, entity_type=doc["entity_type"],
+            rule_id=self.rule_id, kind=self.kind, level=doc["level"], status=doc["status"],
+            active=doc["status"] in ACTIVE_STATUSES, derived=self.derived, parent_id=doc["parent_id"],
+            outcome=doc["outcome"], assignee=doc["assignee"], raised_at=_micros(doc["raised_at"]),
+            updated_at=_micros(doc["updated_at"]), acked_at=_opt_micros(doc["acked_at"]),
+            cleared_at=_opt_micros(doc["cleared_at"]), closed_at=_opt_micros(doc["closed_at"]),
+            bbox=geometry_bbox(doc["location"]), doc=doc,
         )
 
 

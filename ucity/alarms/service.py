@@ -11,13 +11,14 @@ How a change flows, and why:
    it, so two events for the same key can never both raise an alarm: that is what keeps "one
    active alarm per (tenant, entity, rule)".
 2. Persisting runs in a task per change, serialized per alarm by the alarm's lock (FIFO, so in
-   decision order): enrich a new alarm from its entity (type, location, parent), save the alarm
-   row and its new history entries; once that is committed, announce on the SSE stream, queue
-   notifications and propagate to the parent; then write the `Alert` entity and publish
-   `AlarmChanged`. Nobody hears of an alarm before its row is durable, and nobody waits for the
-   Alert's commit (it may lag the stream by one commit, and its failure is only logged). The bus
-   publisher is never held up by a commit. Each write carries the alarm's state at the time it
-   runs, so the last write wins with the latest state.
+   decision order): enrich a new alarm from its entity (type, location, parent) unless the rule
+   event described it already, save the alarm row and its new history entries; once that is
+   committed, announce on the SSE stream, queue notifications and propagate to the parent; then
+   write what changed in the `Alert` entity and publish `AlarmChanged`. Nobody hears of an alarm
+   before its row is durable, and nobody waits for the Alert's commit (it may lag the stream by
+   one commit, and its failure is only logged). The bus publisher is never held up by a commit.
+   Each write carries the alarm's state at the time it runs, so the last write wins with the
+   latest state; the stream and `AlarmChanged` carry the state that the change saved.
 
 Dedupe (domain-rules §9): a repeat of an active alarm only counts (count, last seen); a higher
 level escalates it (history, SSE, the new level's escalation chain); a lower level does not lower
@@ -135,6 +136,9 @@ class AlarmService:
         # Distributed mode (ucity/cluster): the entities whose alarms this process escalates, by (tenant,
         # entity id); their signals come from this process's rules. Every process still reads all alarms.
         self.owns: Callable[[str, str], bool] = lambda tenant, entity_id: True
+        # A rule event without a parent means "none" only if the rules engine looks for every relationship
+        # the alarms would (see _described).
+        self._rules_find_parents = set(s.parent_relationships) <= set(platform.settings.rules.parent_relationships)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -285,6 +289,7 @@ class AlarmService:
             entity_type=ctx.compact_iri(signal.entity_types[0]) if signal.entity_types else "",
             category=signal.category, description=signal.description, location=signal.location,
             evidence=signal.evidence, parent_id=signal.parent_id, depth=signal.depth, cause=signal.context.id,
+            enriched=self._described(signal),
         )
         entry = alarm.entry(now, "raised", SYSTEM, level=alarm.level, kind=alarm.kind, evidence=signal.evidence)
         self._index(alarm)
@@ -416,24 +421,25 @@ class AlarmService:
             try:
                 if change.enrich and not alarm.enriched:
                     await self._enrich(alarm)
-                await self.store.save_alarm(alarm.to_row(), [e.to_doc() for e in change.entries])
+                saved = alarm.to_doc()  # the stream and AlarmChanged show the state this change saved
+                await self.store.save_alarm(alarm.to_row(saved), [e.to_doc() for e in change.entries])
             except Exception:
                 log.exception("alarm %s could not be saved", alarm.id)
                 return
             # The alarm is durable: the stream and the notifiers hear of it now. The Alert entity is a second
             # commit (with history, and its own bus batch); waiting for it here doubled the time to the SSE
             # stream, so it follows, still under the lock, so that Alert writes keep the alarm's order.
-            self._announce(alarm, change)
+            wire = alarm.to_wire(saved)
+            self._announce(alarm, change, wire)
             context = Context(parent_id=alarm.cause, actor="ucity-alarms")  # one per change, for both writes
             if change.alert:
                 await self._write_alert(alarm, context)
             if change.events:  # under the alarm's lock: consumers see one alarm's changes in order
-                await self.platform.bus.publish(AlarmChanged(context, alarm.tenant, tuple(change.events),
-                                                             alarm.to_wire()))
+                await self.platform.bus.publish(AlarmChanged(context, alarm.tenant, tuple(change.events), wire))
 
     async def _write_alert(self, alarm: Alarm, context: Context) -> None:
         """The Alert entity of an alarm already saved and announced; a failure is logged, not retried (the
-        next change of the alarm writes the whole entity again)."""
+        next change of the alarm brings the whole entity up to date)."""
         try:
             result = await write_alert(self.store, alarm, context)
         except Exception as exc:
@@ -441,8 +447,7 @@ class AlarmService:
         if isinstance(result, Exception):
             log.error("Alert entity of alarm %s not written: %s", alarm.id, result)
 
-    def _announce(self, alarm: Alarm, change: _Change) -> None:
-        wire = alarm.to_wire()
+    def _announce(self, alarm: Alarm, change: _Change, wire: dict[str, Any]) -> None:
         for event in change.events:
             self.sse.publish(alarm.tenant, event, wire)
         for group, step, event in change.notify:
@@ -452,6 +457,20 @@ class AlarmService:
                 self.dispatcher.notify_group(alarm, group, change.follow_up)
         if _PROPAGATING.intersection(change.events) or change.enrich:
             self._propagate(alarm)
+
+    def _described(self, signal: Signal) -> bool:
+        """Whether the signal already describes its entity, so that `_enrich` need not read it.
+
+        A rule event with entity types was described by the rules engine from the entity as written:
+        its types, its location (None: it has none) and its parent by `rules.parent_relationships` (or
+        the rule's `parentRelationship`). Reading the entity again cost a store read per new alarm, and
+        in an alarm storm those reads queued up ahead of the alarm's save. Without a parent the read is
+        still needed when `alarms.parent_relationships` names a relationship the rules engine does not
+        look at. Other signals (device offline, derived alarms, events without types) are read.
+        """
+        if not signal.entity_types:
+            return False
+        return signal.parent_id is not None or self._rules_find_parents
 
     async def _enrich(self, alarm: Alarm) -> None:
         """Type, location and parent asset of a new alarm, from its entity (when the event lacks them)."""

@@ -424,6 +424,11 @@ class OperationsCenter:
         async with self._alarm_locks.hold((change.tenant, alarm["id"])):
             existing = await self.events.by_source(change.tenant, ALARM_SOURCE, alarm["id"])
             if existing is not None and not existing.final:
+                if existing.level == level:
+                    # Nothing to change (a re-activated alarm at its event's level): only this method changes
+                    # an event's level, under this alarm's lock, so the level just read is still the stored
+                    # one; reading the event again under its own lock cost a second read per alarm.
+                    return
                 await self.events.change(change.tenant, existing.id,
                                          lambda e: self.events.level_rows(e, level, SYSTEM.actor))
                 return

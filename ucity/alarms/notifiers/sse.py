@@ -8,7 +8,9 @@ updated) goes to every connected client of the alarm's tenant as
     data: <the alarm, JSON>
 
 * each client has a bounded queue; a client too slow to keep up is disconnected (its browser
-  reconnects and resumes), so it never holds up the others or grows memory;
+  reconnects and resumes), so it never holds up the others or grows memory; what waits in the
+  queue when the client's stream wakes up is sent in one write (in order), so a burst of alarms
+  costs one wake-up and one send, not one per event;
 * a comment line (`: heartbeat`) is sent when the stream has been idle `sse_heartbeat_s`, so
   proxies keep the connection open and clients notice a dead one;
 * `Last-Event-ID` (header, or `lastEventId` query parameter) resumes from a ring buffer of the
@@ -110,16 +112,25 @@ class SseHub:
                 yield missed.encode()
             loop = asyncio.get_running_loop()
             ends = loop.time() + self.max_stream_s
+            queue = client.queue
             while (left := ends - loop.time()) > 0:
-                try:
-                    item: StreamEvent | None = await asyncio.wait_for(client.queue.get(), min(self.heartbeat_s, left))
-                except TimeoutError:
-                    if ends - loop.time() > 0:
-                        yield b": heartbeat\n\n"
-                    continue
-                if item is None:
+                waiting: list[StreamEvent | None] = []
+                if queue.empty():
+                    try:
+                        waiting.append(await asyncio.wait_for(queue.get(), min(self.heartbeat_s, left)))
+                    except TimeoutError:
+                        if ends - loop.time() > 0:
+                            yield b": heartbeat\n\n"
+                        continue
+                # Everything queued goes out in one write: in an alarm storm one wake-up and one send per
+                # event fell behind the events (and the client was dropped); the order stays the queue's.
+                while not queue.empty():
+                    waiting.append(queue.get_nowait())
+                out = [item.encode() for item in waiting if item is not None and item.seq > sent]
+                if out:
+                    yield b"".join(out)
+                if None in waiting:  # dropped: the events queued before it were its last ones
                     return
-                if item.seq > sent:
-                    yield item.encode()
         finally:
             self._clients.discard(client)
+
