@@ -138,12 +138,16 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """ucity on uvicorn in a background thread, on a free loopback port."""
+    """ucity on uvicorn in a background thread, on a free loopback port.
 
-    def __init__(self, settings: Settings) -> None:
+    `clock`: the platform clock (e.g. a FakeClock that stands still, to show that something happens
+    without any timer of the platform firing); the system clock by default.
+    """
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=self.port, log_level="warning",
+        config = uvicorn.Config(create_app(settings, clock), host="127.0.0.1", port=self.port, log_level="warning",
                                 lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

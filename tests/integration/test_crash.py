@@ -14,6 +14,8 @@ import httpx
 
 from tests.conftest import free_port
 
+ENOUGH_WRITES = 100  # acknowledged writes before the kill that the test needs to prove anything
+
 
 def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     env = {**os.environ, "UCITY_LOG_LEVEL": "WARNING"}
@@ -33,7 +35,7 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 def writer(base: str, worker: int, acked: list[str], stop: threading.Event) -> None:
-    with httpx.Client(base_url=base, timeout=5) as client:
+    with httpx.Client(base_url=base, timeout=30) as client:  # a dead server fails at once, a loaded one is slow
         n = 0
         while not stop.is_set():
             entity_id = f"urn:ngsi-ld:Sensor:w{worker}-{n}"
@@ -57,7 +59,10 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
     try:
         for thread in threads:
             thread.start()
-        time.sleep(1.5)
+        time.sleep(1.5)  # mid-load; then on until enough writes were acknowledged (fewer come on a loaded machine)
+        deadline = time.monotonic() + 60
+        while sum(len(part) for part in acked) <= ENOUGH_WRITES and time.monotonic() < deadline:
+            time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
     finally:
@@ -65,7 +70,7 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
         for thread in threads:
             thread.join(timeout=10)
     written = [entity_id for part in acked for entity_id in part]
-    assert len(written) > 100, "too few writes before the kill to prove anything"
+    assert len(written) > ENOUGH_WRITES, "too few writes before the kill to prove anything"
 
     proc = start_server(tmp_path, port)
     try:
