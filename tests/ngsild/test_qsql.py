@@ -369,6 +369,10 @@ def test_datetime_normalisation() -> None:
     assert normalize_time_text("01:00:00+09:00") == "16:00:00.000000Z"
     assert normalize_time_text("noon") is None
     assert utc_datetime_text(datetime(5, 1, 1, tzinfo=timezone(timedelta(hours=-1)))) == "0005-01-01T01:00:00.000000Z"
+    # UTC instants outside years 1-9999 become the first or last one (they used to raise OverflowError).
+    assert utc_datetime_text(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=9)))) == "0001-01-01T00:00:00.000000Z"
+    assert utc_datetime_text(datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-1)))) == \
+        "9999-12-31T23:59:59.999999Z"
 
 
 @settings(max_examples=200, deadline=None)

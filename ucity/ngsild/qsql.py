@@ -340,9 +340,16 @@ def compile_q_sqlite(expr: QExpr, resolve: Resolve) -> tuple[str, list[object]]:
 
 
 def utc_datetime_text(value: datetime) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC, the stored format; naive means UTC."""
+    """``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC, the stored format; naive means UTC.
+
+    A time whose UTC instant falls outside years 1-9999 (0001-01-01T00:00+09:00 is 0000-12-31T15:00Z)
+    becomes the first or last representable instant: no stored time lies beyond them, so comparisons
+    with stored times keep their order, and a query never fails on such a literal."""
     if value.tzinfo is not None:
-        value = value.astimezone(UTC)
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            value = datetime.min if value.year == 1 else datetime.max
     return f"{value.year:04d}-{value.month:02d}-{value.day:02d}T{_clock(value)}Z"
 
 
