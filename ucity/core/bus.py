@@ -18,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from ucity.core.frozen import fast_init
+
 log = logging.getLogger(__name__)
 
 
@@ -37,6 +39,7 @@ def _new_id() -> str:
         return raw[:32]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Context:
     """Who or what caused an event, and what caused that."""
@@ -54,6 +57,7 @@ class Event:
     context: Context
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EntityChange:
     """One entity written by one committed operation.
@@ -77,6 +81,7 @@ class EntityChange:
         return list(doc.get("type", []))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EntitiesChanged(Event):
     """Entities written in one committed batch."""

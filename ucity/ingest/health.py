@@ -164,18 +164,24 @@ class HealthMonitor:
     def reported(self, profile: DeviceProfile, attrs: dict[str, Any], now: datetime | None = None) -> None:
         """A committed report of a device (attribute name -> value of its newest measure), at `now`
         (default: the clock's now)."""
+        self.reported_instances(profile, {name: {"value": value} for name, value in attrs.items()}, now)
+
+    def reported_instances(self, profile: DeviceProfile, attrs: dict[str, dict[str, Any]], now: datetime | None = None) -> None:
+        """`reported` with the newest measure's instances (attribute name -> decoded instance), as ingest
+        has them: only the few names health reads are looked at, not every value copied out."""
         record = self._devices.get((profile.tenant, profile.device_id)) or self.track(profile)
         now = now or self.clock.now()
         record.last_reported = now
         for name in BATTERY_NAMES:
             if name in attrs:
-                record.battery, record.battery_at = attrs[name], now
+                record.battery, record.battery_at = attrs[name].get("value"), now
         for name in RSSI_NAMES:
             if name in attrs:
-                record.rssi, record.rssi_at = attrs[name], now
+                record.rssi, record.rssi_at = attrs[name].get("value"), now
         if record.status != ONLINE:
             self._change(record, ONLINE)
-        self._arm(record)
+        if record.timer is None:  # else armed already (`_arm` checks this first too; a call saved per report)
+            self._arm(record)
 
     def get(self, tenant: str, device_id: str) -> DeviceHealth | None:
         return self._devices.get((tenant, device_id))

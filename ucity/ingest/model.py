@@ -119,7 +119,8 @@ class DeviceProfile:
     timezone: str | None = None
     explicit_attrs: bool = False
     expected_interval_s: float | None = None
-    # decode.py's per-key plan, worked out on first use (the profile is rebuilt on every provisioning change)
+    # what the hot path works out once per profile on first use (decode.py's per-key plan, the service's
+    # Resolved): the profile is rebuilt on every provisioning change, and so is this
     decode_plan: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property

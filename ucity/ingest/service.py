@@ -19,6 +19,7 @@ from typing import Any
 from ucity.core.bus import Context
 from ucity.core.clock import to_iso
 from ucity.core.errors import AlreadyExists, NotFound
+from ucity.core.frozen import fast_init
 from ucity.core.platform import Platform
 from ucity.ingest.decode import UNKNOWN_DEVICE, Decoded, Rejection, decode_payload
 from ucity.ingest.health import HealthMonitor
@@ -32,6 +33,7 @@ from ucity.store.base import Mutation, Outcome, Store
 log = logging.getLogger(__name__)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Resolved:
     """The device a measure is for; `new_device` is set when it would be autoprovisioned."""
@@ -40,6 +42,7 @@ class Resolved:
     new_device: Device | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Received:
     """One parsed payload of one device, as a source got it."""
@@ -49,6 +52,7 @@ class Received:
     transport: str  # http | mqtt
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class IngestResult:
     decoded: Decoded
@@ -102,8 +106,11 @@ class IngestService:
     def resolve(self, apikey: str, device_id: str, resource: str | None = None) -> Resolved:
         """The device of a measure; NotFound (404) for an unknown apikey or device without autoprovision."""
         profile = self.registry.profile(apikey, device_id)
-        if profile is not None:
-            return Resolved(profile)
+        if profile is not None:  # one Resolved per profile (a provisioning change makes a new profile)
+            resolved: Resolved | None = profile.decode_plan.get("resolved")
+            if resolved is None:
+                resolved = profile.decode_plan["resolved"] = Resolved(profile)
+            return resolved
         group = self.registry.group_for_apikey(apikey, resource)
         if group is None:
             raise NotFound(f"no service group or device has apikey {apikey!r}")
@@ -145,12 +152,15 @@ class IngestService:
         by_index: dict[int, Outcome | Exception] = dict(zip(to_write, outcomes, strict=True))
         results = []
         counted = self.platform.clock.now()
+        accepted: dict[str, list[int]] = {}  # transport -> [measures, values] committed: the totals, once per batch
         for k, (item, dec) in enumerate(zip(items, decoded, strict=True)):
             outcome = by_index.get(k)
             if before_account is not None:
                 before_account(k)
-            self._account(item, dec, outcome, counted)
+            self._account(item, dec, outcome, counted, accepted)
             results.append(IngestResult(dec, outcome))
+        if accepted:
+            self.stats.accepted_totals(accepted, counted)
         if before_account is not None:
             before_account(len(items))
         return results
@@ -169,17 +179,26 @@ class IngestService:
             self.monitor.track(resolved.profile)
 
     def _account(self, item: Received, decoded: Decoded, outcome: Outcome | Exception | None,
-                 now: datetime | None = None) -> None:
+                 now: datetime, accepted: dict[str, list[int]]) -> None:
+        """Count one item and tell health; the totals of what was committed are added to `accepted`
+        (transport -> [measures, values]) for the caller to count once per batch."""
         profile = item.device.profile
-        key = stats_key(profile)
-        if decoded.rejections:
-            self.stats.rejected(key, decoded.rejections, item.transport)
-        if isinstance(outcome, Exception):
-            log.warning("measures of %s not written: %s", profile.device_id, outcome)
-            return
+        rejections = decoded.rejections
+        if rejections:
+            self.stats.rejected(stats_key(profile), rejections, item.transport)
         if outcome is not None:
-            self.stats.accepted(key, len(decoded.observations), decoded.values, item.transport, now)
-        if decoded.values or not decoded.rejections:
+            if isinstance(outcome, Exception):
+                log.warning("measures of %s not written: %s", profile.device_id, outcome)
+                return
+            measures, values = len(decoded.observations), decoded.values
+            self.stats.accepted_device(stats_key(profile), measures, values, item.transport, now)
+            sums = accepted.get(item.transport)
+            if sums is None:
+                accepted[item.transport] = [measures, values]
+            else:
+                sums[0] += measures
+                sums[1] += values
+        if decoded.values or not rejections:
             observations = decoded.observations
             if not observations:
                 newest: dict[str, dict[str, Any]] = {}
@@ -187,7 +206,7 @@ class IngestService:
                 newest = observations[0].attrs
             else:
                 newest = max(observations, key=lambda o: o.observed_at).attrs
-            self.monitor.reported(profile, {n: i.get("value") for n, i in newest.items()}, now)
+            self.monitor.reported_instances(profile, newest, now)
 
     # -- provisioning --------------------------------------------------------------------------------------
     async def add_groups(self, groups: list[ServiceGroup]) -> None:

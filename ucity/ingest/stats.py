@@ -66,11 +66,25 @@ class IngestStats:
 
     def accepted(self, key: Key, measures: int, values: int, transport: str, now: datetime | None = None) -> None:
         now = now or self.clock.now()
-        for counters in (self._counters(key), self.totals):
-            counters.measures += measures
-            counters.accepted += values
-            counters.by_transport[transport] += values
-            counters.last_accepted = now
+        self.accepted_device(key, measures, values, transport, now)
+        self.accepted_totals({transport: [measures, values]}, now)
+
+    def accepted_device(self, key: Key, measures: int, values: int, transport: str, now: datetime) -> None:
+        """`accepted` for the device's counters only: a batch adds its totals once (`accepted_totals`)."""
+        counters = self._devices.get(key) or self._counters(key)
+        counters.measures += measures
+        counters.accepted += values
+        counters.by_transport[transport] += values
+        counters.last_accepted = now
+
+    def accepted_totals(self, sums: dict[str, list[int]], now: datetime) -> None:
+        """Add a batch's committed measures and values (transport -> [measures, values]) to the totals."""
+        totals = self.totals
+        for transport, (measures, values) in sums.items():
+            totals.measures += measures
+            totals.accepted += values
+            totals.by_transport[transport] += values
+        totals.last_accepted = now
 
     def rejected(self, key: Key, rejections: tuple[Rejection, ...] | list[Rejection], transport: str) -> None:
         """Count rejections; log them when this device has not been logged within the interval."""

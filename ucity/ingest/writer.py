@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import Any
 
 from ucity.core.bus import Context
+from ucity.core.frozen import fast_init
 from ucity.ingest.decode import DecodeError, Observation, command_instances, static_instances
 from ucity.ingest.model import DeviceProfile
 from ucity.ngsild import ops
@@ -43,6 +44,7 @@ def expand(name: str) -> str:
     return core_context().expand_term(name)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class DeviceWrite:
     """The observations of one device to commit together."""
@@ -75,7 +77,9 @@ def _expanded(attrs: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]
 # -- mutations ----------------------------------------------------------------------------------------
 def measure_op(profile: DeviceProfile, observations: Iterable[Observation]) -> ApplyFn:
     """Create the entity if missing, then merge the observations oldest first (NGSI-LD merge semantics)."""
-    ordered = sorted(observations, key=lambda o: o.observed_at)
+    ordered = tuple(observations)
+    if len(ordered) > 1:
+        ordered = tuple(sorted(ordered, key=lambda o: o.observed_at))
 
     def apply(before: Doc | None, now: str) -> Outcome:
         touched: set[str] = set()

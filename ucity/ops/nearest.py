@@ -290,10 +290,20 @@ class CameraIndex:
             del self._loading[tenant]
 
     async def _on_changes(self, event: EntitiesChanged) -> None:
+        grids, loading = self._grids, self._loading
+        if not grids and not loading:
+            return  # no tenant's index is loaded: loading it later reads the committed state
         for change in event.changes:
-            if not (is_camera(change.after) or is_camera(change.before)):
+            # Inline `is_camera` of both documents: this runs for every committed change, and a write
+            # that keeps the types (a measure, a patch) shares the `type` list of `before` with `after`.
+            after, before = change.after, change.before
+            types = after.get("type", ()) if after is not None else ()
+            if CAMERA_TYPE not in types and (
+                    before is None or before.get("type") is types or CAMERA_TYPE not in before.get("type", ())):
                 continue
-            grid = self._grids.get(change.tenant)
+            if change.tenant not in grids and change.tenant not in loading:
+                continue
+            grid = grids.get(change.tenant)
             if grid is not None:
                 _apply(grid, change)
             elif change.tenant in self._loading:

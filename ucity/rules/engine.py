@@ -65,6 +65,7 @@ RULE_KIND = "rule"
 ACTOR = "rules"
 ANY = "*"
 Key = tuple[str, str, str]  # tenant, rule id, entity id
+_NOTHING: frozenset[Key] = frozenset()
 
 
 # -- compiled rules and the index ---------------------------------------------------------------
@@ -106,6 +107,10 @@ class RuleIndex:
         # Answers by (tenant, types, attribute): every observation asks, and the index never changes
         # (a rule change builds a new one). Bounded, since types and attributes come from the data.
         self._memo: dict[tuple[str, tuple[str, ...], str], list[Compiled]] = {}
+        # The same by (tenant, types): attribute IRI -> its candidates, only the attributes that have
+        # some, so that a change's instances are matched with one lookup each and an entity type no
+        # rule watches is passed over with one lookup per change.
+        self._by_types: dict[tuple[str, tuple[str, ...]], dict[str, list[Compiled]]] = {}
         for comp in compiled:
             if not comp.rule.enabled:
                 continue
@@ -122,6 +127,19 @@ class RuleIndex:
                 self._memo.clear()
             memo = self._memo[key] = self._candidates(tenant, types, attr)
         return memo
+
+    def watched(self, tenant: str, types: list[str] | tuple[str, ...]) -> dict[str, list[Compiled]]:
+        """Attribute IRI -> `candidates(tenant, types, attr)`, for the attributes with any candidate."""
+        key = (tenant, tuple(types))
+        found = self._by_types.get(key)
+        if found is None:
+            if len(self._by_types) >= 4096:
+                self._by_types.clear()
+            scopes, type_keys = (tenant, ANY), (*key[1], ANY)
+            attrs = {attr for scope, type_iri, attr in self._map if scope in scopes and type_iri in type_keys}
+            found = {attr: comps for attr in attrs if (comps := self._candidates(tenant, list(key[1]), attr))}
+            self._by_types[key] = found
+        return found
 
     def _candidates(self, tenant: str, types: list[str], attr: str) -> list[Compiled]:
         found: dict[str, Compiled] = {}
@@ -434,17 +452,23 @@ class RulesEngine:
         # batch per commit. `drain()` (and the publisher's) still waits for them.
         await self._flush(defer_writes=True)
 
-    def _process(self, change: EntityChange, ctx: Context, now: datetime) -> set[Key]:
+    def _process(self, change: EntityChange, ctx: Context, now: datetime) -> set[Key] | frozenset[Key]:
         if not self.owns(change.tenant, change.entity_id):
-            return set()
+            return _NOTHING
         if change.after is None:
             self._entity_deleted(change, ctx)
-            return set()
-        types = change.types
+            return _NOTHING
+        types = change.after.get("type", ())
+        watched = self.index.watched(change.tenant, types)
+        if not watched:  # no rule watches this type (one lookup, not one per instance)
+            return _NOTHING
         work: list[tuple[datetime, int, Compiled, str, dict[str, Any]]] = []
         per_change: dict[str, tuple[datetime, int, Compiled, str, dict[str, Any]]] = {}
         for order, (attr, instance) in enumerate(change.instances):
-            for comp in self.index.candidates(change.tenant, types, attr):
+            candidates = watched.get(attr)
+            if candidates is None:
+                continue
+            for comp in candidates:
                 if not comp.applies(change.entity_id, types, instance):
                     continue
                 item = (_instance_time(instance, now), order, comp, attr, instance)
