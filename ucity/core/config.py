@@ -25,7 +25,7 @@ class StoreSettings(BaseModel):
     url: str = Field("", description="sqlite:///path.db or postgresql://user:password@host:port/db; empty means "
                      "<data_dir>/ucity.db")
     group_commit_ms: float = Field(2.0, ge=0, le=1000, description="longest wait to fill a commit batch "
-                                   "(SQLite waits only while writes keep arriving)")
+                                   "(the writer waits only while writes keep arriving)")
     group_commit_max: int = Field(1000, ge=1, description="most operations in one transaction")
     pool_size: int = Field(10, ge=2, le=1000, description="PostgreSQL: connections per process (one writes, the "
                            "others read)")

@@ -1,8 +1,11 @@
 """The production store: PostgreSQL + PostGIS through asyncpg, with group commit.
 
 Same contract as the SQLite store (ucity/store/base.py), same logical model (docs/storage.md).
-One writer task per process takes the mutations that arrive within `group_commit_ms` (up to
-`group_commit_max`) and applies them in one transaction:
+One writer task per process takes the queued writes and those that keep arriving (each within 0.2 ms of
+the previous one, all within `group_commit_ms` of the first, up to `group_commit_max`; a write that
+finds nothing else queued or arriving commits at once) and applies them in one transaction, on a
+connection it keeps from batch to batch (when the next batch is already queued, its BEGIN goes with this
+batch's COMMIT, one round trip):
 
 1. advisory locks on every touched (tenant, entity id), in key order, then `SELECT ... FOR
    UPDATE` of the rows that exist: another process (an API process, other workers) writing the
@@ -11,7 +14,9 @@ One writer task per process takes the mutations that arrive within `group_commit
    one entity in a batch write it once;
 3. entities, geometries, the history type index and the history instances go in as multi-row
    statements over `unnest` arrays (one statement per table, not one per row);
-4. commit; only then are the callers' futures resolved and the commit callbacks run, in order.
+4. alarm saves (rows of their own tables, read by nothing else in the batch) go in last, all the
+   batch's in one `executemany` per table (one round trip each, not two per alarm);
+5. commit; only then are the callers' futures resolved and the commit callbacks run, in order.
 
 A deadlock with another process retries the whole batch: the apply functions are pure. Any other database failure
 retries the items one at a time, so one bad item fails alone. Reads use the pool and never wait
@@ -101,10 +106,20 @@ _RETRY = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
                 asyncpg.ConnectionDoesNotExistError, asyncio.TimeoutError)
 _BATCH_ATTEMPTS = 5
+# A batch waits for more writes only while they keep coming: each within this of the previous one (and all
+# within `group_commit_ms` of the first), as in the SQLite store. On the event loop a wait this short lasts
+# one pass of the loop (uvloop's timers count whole milliseconds, so it fires on the next pass, after the
+# I/O poll) or, on asyncio's own loop, up to 1 ms when nothing else is ready (epoll's resolution).
+IDLE_GAP_S = 0.0002
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # -- connections and schema --------------------------------------------------------------------------------
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 def _encode_jsonb(value: Any) -> bytes:
     try:
         text = orjson.dumps(value)
@@ -201,6 +216,16 @@ class _Call:
     future: asyncio.Future[Any]
     result: Any = None
     error: BaseException | None = None
+    # A write of its own rows that reads nothing (an alarm and its history): the batch writes all of these
+    # rows at its end, `rows.write(conn, [their rows in batch order])`, one round trip per table instead of
+    # one per statement of each call, and they do not split the batch's runs of mutations.
+    rows: _Rows | None = None
+
+
+@dataclass
+class _Rows:
+    write: Callable[[asyncpg.Connection, list[Any]], Awaitable[None]]
+    value: Any
 
 
 _Item = _Group | _Call
@@ -254,11 +279,15 @@ class PostgresStore(Store):
         self.max_queued = max_queued  # 0: unbounded
         self.clock = clock or SystemClock()
         self.group_commit_s = group_commit_ms / 1000.0
+        self.group_commit_idle_s = min(self.group_commit_s, IDLE_GAP_S)
         self.group_commit_max = group_commit_max
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._write_pool: asyncpg.Pool | None = None  # the writer's own connection: reads never starve it
         self._queue: asyncio.Queue[_Item | None] = asyncio.Queue()
+        self._arrived: asyncio.Future[None] | None = None  # what `_collect` waits on for the next write
+        self._conn: asyncpg.Connection | None = None  # the writer's, from `_write_pool`
+        self._begun = False  # whether `_conn` is in a transaction begun for the next batch (`_transact`)
         self._writer: asyncio.Task[None] | None = None
         self._commit_callbacks: list[Callable[[Context, tuple[EntityChange, ...]], None]] = []
         self._tenants: set[str] = set()
@@ -284,10 +313,11 @@ class PostgresStore(Store):
 
     async def stop(self) -> None:
         if self._writer is not None:
-            self._queue.put_nowait(None)
+            self._enqueue(None)
             with contextlib.suppress(asyncio.CancelledError):
                 await self._writer
             self._writer = None
+        await self._release()
         for pool in (self._pool, self._write_pool):
             if pool is not None:
                 await pool.close()
@@ -322,14 +352,14 @@ class PostgresStore(Store):
         if self.max_queued and self._queue.qsize() >= self.max_queued:  # a burst: back-pressure, not memory
             raise Unavailable(f"{self._queue.qsize()} writes are waiting for a commit; retry shortly")
         future: asyncio.Future[list[Outcome | Exception]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Group(tenant, mutations, context, future))
+        self._enqueue(_Group(tenant, mutations, context, future))
         return await future
 
-    async def _call(self, fn: Callable[[asyncpg.Connection, _Tx], Awaitable[Any]]) -> Any:
+    async def _call(self, fn: Callable[[asyncpg.Connection, _Tx], Awaitable[Any]], rows: _Rows | None = None) -> Any:
         if self._writer is None:
             raise Unavailable("the store is not running")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Call(fn, future))
+        self._enqueue(_Call(fn, future, rows=rows))
         return await future
 
     async def _write_loop(self) -> None:
@@ -349,33 +379,57 @@ class PostgresStore(Store):
                 return
 
     async def _collect(self, first: _Item) -> tuple[list[_Item], bool]:
-        """The items that arrive within group_commit_ms of the first (at most group_commit_max), and
-        whether the store is stopping."""
+        """The batch that `first` opens, and whether the store is stopping. It takes what is queued, then
+        waits for more only while writes keep arriving: each within `group_commit_idle_s` of the previous
+        one, all within `group_commit_s` of the first (at most `group_commit_max`). Once the queue is
+        drained and nothing comes, waiting longer cannot pay: the writes sent while this batch is in the
+        database (every statement is a round trip that lets the event loop run) queue up and form the next
+        batch, so a lone write, or a PATCH whose client waits for it, is not held for the window."""
+        batch = [first]
+        get_nowait, idle = self._queue.get_nowait, self.group_commit_idle_s
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.group_commit_s
-        batch = [first]
         while len(batch) < self.group_commit_max:
             try:
-                item = self._queue.get_nowait()
+                item = get_nowait()
             except asyncio.QueueEmpty:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+                if idle <= 0:
                     break
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
+                wait = min(deadline - loop.time(), idle)
+                if wait <= 0 or not await self._arrival(loop, wait):
                     break
+                continue
             if item is None:
                 return batch, True
             batch.append(item)
         return batch, False
 
+    async def _arrival(self, loop: asyncio.AbstractEventLoop, wait: float) -> bool:
+        """Whether a write is queued within `wait` seconds: one future and one timer, cheaper than
+        `wait_for(queue.get())` (a task each), since a busy writer waits once per batch."""
+        if not self._queue.empty():
+            return True
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._arrived = waiter
+        timer = loop.call_later(wait, _settle, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._arrived = None
+        return not self._queue.empty()
+
+    def _enqueue(self, item: _Item | None) -> None:
+        self._queue.put_nowait(item)
+        if self._arrived is not None:
+            _settle(self._arrived)
+
     async def _commit_batch(self, batch: list[_Item]) -> None:
         for attempt in range(_BATCH_ATTEMPTS):
             tx = _Tx()
             try:
-                async with self.write_pool.acquire() as conn, conn.transaction():
-                    await self._run_batch(conn, batch, tx)
+                conn = await self._connection()
+                await self._transact(conn, batch, tx)
             except _RETRY as exc:
                 self.retries += 1
                 log.info("batch retried (attempt %d): %s", attempt + 1, exc)
@@ -384,6 +438,7 @@ class PostgresStore(Store):
                 continue
             except _UNREACHABLE as exc:
                 log.error("the database is unreachable: %s", exc)
+                await self._release()  # the next batch connects again
                 for item in batch:
                     self._fail_item(item, exc)
             except Exception as exc:
@@ -404,6 +459,44 @@ class PostgresStore(Store):
         for item in batch:
             self._fail_item(item, RuntimeError("too many conflicting transactions"))
         self._resolve(batch)
+
+    async def _transact(self, conn: asyncpg.Connection, batch: list[_Item], tx: _Tx) -> None:
+        """BEGIN, the batch, COMMIT. When the next batch is already queued, its BEGIN goes with this COMMIT
+        (`COMMIT; BEGIN`, one round trip, the same transactions): under load every statement's round trip
+        waits for both processes to be scheduled, and a batch makes about seven of them. A transaction is
+        never left open idle: it is begun early only for writes that are waiting."""
+        begun, self._begun = self._begun, False
+        try:
+            if not begun:
+                await conn.execute("BEGIN")
+            await self._run_batch(conn, batch, tx)
+            if self._queue.qsize():
+                await conn.execute("COMMIT; BEGIN")
+                self._begun = True
+            else:
+                await conn.execute("COMMIT")
+        except BaseException:
+            self._begun = False
+            if not conn.is_closed() and conn.is_in_transaction():
+                with contextlib.suppress(Exception):  # a lost connection: the pool closes it
+                    await conn.execute("ROLLBACK")
+            raise
+
+    async def _connection(self) -> asyncpg.Connection:
+        """The writer's connection, kept from batch to batch: given back to the pool after each batch, it
+        was reset (one more round trip per commit, `pg_advisory_unlock_all(); CLOSE ALL; ...`)."""
+        if self._conn is not None and self._conn.is_closed():
+            await self._release()
+        if self._conn is None:
+            self._conn = await self.write_pool.acquire()
+        return self._conn
+
+    async def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        self._begun = False  # the pool rolls back a transaction left open
+        if conn is not None and self._write_pool is not None:
+            with contextlib.suppress(Exception):  # a broken connection is closed by the pool
+                await self._write_pool.release(conn)
 
     def _learn(self, tx: _Tx) -> None:
         """After a commit: what the transaction created exists for good."""
@@ -449,11 +542,17 @@ class PostgresStore(Store):
                     item.future.set_result(item.result)
 
     async def _run_batch(self, conn: asyncpg.Connection, batch: list[_Item], tx: _Tx) -> None:
-        """Runs of consecutive mutation groups are applied together; a call sees everything before it."""
+        """Runs of consecutive mutation groups are applied together; a call sees everything before it. The
+        calls that only add their own rows (`_Call.rows`) are written last, together: no other write of the
+        batch reads or writes their tables, and the whole batch commits at once."""
         segment: list[_Group] = []
+        merged: dict[Callable[[asyncpg.Connection, list[Any]], Awaitable[None]], list[Any]] = {}
         for item in batch:
             if isinstance(item, _Group):
                 segment.append(item)
+                continue
+            if item.rows is not None:
+                merged.setdefault(item.rows.write, []).append(item.rows.value)
                 continue
             await self._run_segment(conn, segment, tx)
             segment = []
@@ -462,6 +561,8 @@ class PostgresStore(Store):
             except UcityError as exc:
                 item.error = exc
         await self._run_segment(conn, segment, tx)
+        for write, values in merged.items():
+            await write(conn, values)  # a database error fails the batch: its items are then retried alone
 
     async def _run_segment(self, conn: asyncpg.Connection, groups: list[_Group], tx: _Tx) -> None:
         if not groups:
@@ -909,15 +1010,10 @@ class PostgresStore(Store):
         entries = [(row.tenant, row.id, int(h["seq"]), to_micros(parse_iso(h["at"])), str(h["action"]),
                     str(h.get("actor") or ""), h) for h in history]
 
-        async def run(conn: asyncpg.Connection, tx: _Tx) -> None:
-            await conn.execute(_ALARM_UPSERT, *values)
-            if entries:
-                await conn.executemany(
-                    "INSERT INTO alarm_history VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant, alarm_id, seq) "
-                    "DO UPDATE SET at = excluded.at, action = excluded.action, actor = excluded.actor, doc = excluded.doc",
-                    entries)
+        async def run(conn: asyncpg.Connection, tx: _Tx) -> None:  # the same write; `_run_batch` uses `rows`
+            await _save_alarms(conn, [(values, entries)])
 
-        await self._call(run)
+        await self._call(run, _Rows(_save_alarms, (values, entries)))
 
     async def get_alarm(self, tenant: str, alarm_id: str) -> Doc | None:
         doc: Doc | None = await self.pool.fetchval("SELECT doc FROM alarms WHERE tenant = $1 AND id = $2", tenant, alarm_id)
@@ -994,6 +1090,20 @@ _ALARM_UPSERT = numbered(
     f"INSERT INTO alarms ({ALARM_COLUMNS}) VALUES ({','.join('?' * len(ALARM_COLUMNS.split(',')))}) "
     "ON CONFLICT (tenant, id) DO UPDATE SET "
     + ", ".join(f"{c.strip()} = excluded.{c.strip()}" for c in ALARM_COLUMNS.split(",")[2:]))
+
+_ALARM_HISTORY_UPSERT = (
+    "INSERT INTO alarm_history VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant, alarm_id, seq) "
+    "DO UPDATE SET at = excluded.at, action = excluded.action, actor = excluded.actor, doc = excluded.doc")
+
+
+async def _save_alarms(conn: asyncpg.Connection, saves: list[tuple[list[Any], list[tuple[Any, ...]]]]) -> None:
+    """Alarm rows and their history entries, in order (a later save of an alarm wins): `executemany` sends
+    all the rows of a statement in one round trip."""
+    await conn.executemany(_ALARM_UPSERT, [values for values, _ in saves])
+    entries = [entry for _, history in saves for entry in history]
+    if entries:
+        await conn.executemany(_ALARM_HISTORY_UPSERT, entries)
+
 
 _SCOPE_MATCH = ("EXISTS (SELECT 1 FROM jsonb_array_elements_text(CASE jsonb_typeof(e.doc -> 'scope') "
                 "WHEN 'array' THEN e.doc -> 'scope' WHEN 'string' THEN jsonb_build_array(e.doc -> 'scope') END) "
