@@ -63,6 +63,7 @@ from ucity.core.bus import EntitiesChanged, EntityChange
 from ucity.core.clock import TimerHandle, parse_iso, to_iso
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound, OperationNotSupported
 from ucity.core.http import Req, Resp
+from ucity.core.ids import uuid4_texts
 from ucity.core.platform import Platform
 from ucity.ngsild.geo import GeoQuery, GeoQueryError, parse_geoquery_json
 from ucity.ngsild.model import NULL, Ctx, RenderOptions, check_name, is_uri, normalize_time, render_entity
@@ -713,9 +714,7 @@ def notification_id() -> str:
     event loop then waits to get back (as for `core.bus.Context` ids).
     """
     if not _NOTIFICATION_IDS:
-        raw = os.urandom(16 * 256)
-        _NOTIFICATION_IDS.extend(f"urn:ngsi-ld:Notification:{uuid.UUID(bytes=raw[k:k + 16], version=4)}"
-                                 for k in range(0, len(raw), 16))
+        _NOTIFICATION_IDS.extend(f"urn:ngsi-ld:Notification:{u}" for u in uuid4_texts(256))
     return _NOTIFICATION_IDS.pop()
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -28,6 +27,7 @@ import orjson
 from ucity.core.bus import Context, EntityChange
 from ucity.core.clock import Clock, SystemClock, parse_iso, to_iso, to_micros
 from ucity.core.errors import UcityError, Unavailable
+from ucity.core.ids import uuid4_texts
 from ucity.ngsild.qsql import register_sqlite_functions
 from ucity.store import sqlite_ops as ops_sql
 from ucity.store.base import (
@@ -182,16 +182,8 @@ def instance_rid(text: str) -> int | None:
 
 
 def new_instance_ids(count: int) -> list[str]:
-    """`count` ids `urn:ngsi-ld:Instance:<random UUID v4>`, from one read of the system's randomness
-    (uuid.uuid4() reads it once per id)."""
-    if count <= 0:
-        return []
-    raw = bytearray(os.urandom(16 * count))
-    raw[6::16] = bytes(b & 0x0F | 0x40 for b in raw[6::16])  # version 4
-    raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])  # RFC 4122 variant
-    h = raw.hex()
-    return [f"urn:ngsi-ld:Instance:{h[k:k + 8]}-{h[k + 8:k + 12]}-{h[k + 12:k + 16]}-{h[k + 16:k + 20]}-{h[k + 20:k + 32]}"
-            for k in range(0, 32 * count, 32)]
+    """`count` ids `urn:ngsi-ld:Instance:<random UUID v4>`, from one read of the system's randomness."""
+    return [f"urn:ngsi-ld:Instance:{u}" for u in uuid4_texts(count)]
 
 
 def type_sql(expr: TypeExpr, has_type: str) -> tuple[str, list[Any]]:
