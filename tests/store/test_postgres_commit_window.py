@@ -1,7 +1,7 @@
-"""The PostgreSQL writer's commit window and commit path: writes queued together commit in one transaction,
-a lone write is not held for the window, a write arriving while the writer waits for company joins the
-batch, alarm saves of a batch are written together (and a bad one still fails alone), and the writer keeps
-its connection from batch to batch (and connects again when it is lost).
+"""The PostgreSQL writer's own commit path (what both stores share is in test_commit_window.py): a write
+arriving while the writer waits for company joins the batch, alarm saves of a batch are written together
+(and a bad one still fails alone), and the writer keeps its connection from batch to batch (and connects
+again when it is lost).
 
 The writer is held inside a transaction by a call that waits on an event, so what queues meanwhile is
 known exactly, whatever the machine's speed; no test depends on how long anything takes.
@@ -15,22 +15,12 @@ from typing import Any
 
 import pytest
 
+from tests.store.window_support import BUILDING, HOUR_MS, T, create, hold_writer, queued
 from ucity.core.bus import Context
 from ucity.core.clock import FakeClock
 from ucity.core.errors import Unavailable
-from ucity.ngsild import ops
-from ucity.store.base import AlarmRow, Mutation
+from ucity.store.base import AlarmRow
 from ucity.store.postgres import PostgresStore
-
-T = "urn:ngsi-ld:tenant:default"
-BUILDING = "https://smartdatamodels.org/dataModel.Building/Building"
-HOUR_MS = 3_600_000.0
-
-
-def create(n: int) -> Mutation:
-    doc = {"id": f"urn:ngsi-ld:Building:{n}", "type": [BUILDING],
-           "attrs": {"https://smartdatamodels.org/height": [{"type": "Property", "value": n}]}}
-    return Mutation(doc["id"], ops.create_op(doc))
 
 
 def alarm(n: int, status: str = "active-unack", alarm_id: str | None = None) -> AlarmRow:
@@ -56,48 +46,6 @@ async def store(postgres_url: str, store_backend: str) -> AsyncIterator[Postgres
     await s.stop()
 
 
-async def hold_writer(store: PostgresStore) -> tuple[asyncio.Future[object], asyncio.Event]:
-    """A call that keeps the writer busy inside its transaction until the returned event is set."""
-    inside, release = asyncio.Event(), asyncio.Event()
-
-    async def block(conn: object, tx: object) -> None:
-        inside.set()
-        await release.wait()
-
-    held = asyncio.ensure_future(store._call(block))
-    await inside.wait()
-    return held, release
-
-
-async def queued(store: PostgresStore, count: int) -> None:
-    while store._queue.qsize() < count:
-        await asyncio.sleep(0)
-
-
-async def test_writes_queued_together_commit_in_one_transaction(store: PostgresStore) -> None:
-    held, release = await hold_writer(store)
-    commits, ops_before = store.commits, store.committed_ops
-    writes = asyncio.ensure_future(asyncio.gather(*(store.mutate(T, [create(n)], Context()) for n in range(50))))
-    await queued(store, 50)  # every write is queued behind the held transaction
-    release.set()
-    await held
-    results = await writes
-    assert all(r[0].operation == "create" for r in results)
-    # the held call's transaction, then one for the 50 writes that were waiting together
-    assert store.commits - commits == 2
-    assert store.committed_ops - ops_before == 51
-
-
-async def test_a_lone_write_is_not_held_for_the_window(store: PostgresStore) -> None:
-    # Nothing else is queued or arriving: the write commits without waiting for company (the window is an
-    # hour; the generous timeout only turns a regression into a failure instead of a hang).
-    for n in range(3):
-        result = await asyncio.wait_for(store.mutate(T, [create(n)], Context()), timeout=120)
-        assert result[0].operation == "create"
-    assert store.commits == 3
-    assert await store.get_entity(T, "urn:ngsi-ld:Building:2") is not None
-
-
 async def test_a_write_arriving_while_the_writer_waits_joins_its_batch(store: PostgresStore) -> None:
     # Gap and window of an hour, at most two writes a batch: the first write waits for company, the second
     # one arrives while it waits and fills the batch.
@@ -111,16 +59,6 @@ async def test_a_write_arriving_while_the_writer_waits_joins_its_batch(store: Po
     assert store.commits == 1
 
 
-async def test_a_write_arriving_after_a_batch_commits_forms_the_next_one(store: PostgresStore) -> None:
-    held, release = await hold_writer(store)
-    first = asyncio.ensure_future(store.mutate(T, [create(1)], Context()))
-    await queued(store, 1)
-    release.set()
-    await held
-    assert (await first)[0].operation == "create"
-    assert store.commits == 2  # the held call's, then the write's own: neither waited for the hour
-
-
 async def test_alarm_saves_of_a_batch_are_written_together_in_order(store: PostgresStore) -> None:
     held, release = await hold_writer(store)
     saves: list[Awaitable[object]] = []
@@ -131,7 +69,7 @@ async def test_alarm_saves_of_a_batch_are_written_together_in_order(store: Postg
     saves.append(store.save_alarm(alarm(0, "active-ack"), [entry(2, "acknowledged")]))
     pending = asyncio.ensure_future(asyncio.gather(*saves))
     await queued(store, len(saves))
-    release.set()
+    release()
     await held
     await pending
     assert store.commits == 2
@@ -148,7 +86,7 @@ async def test_a_bad_alarm_save_fails_alone(store: PostgresStore) -> None:
     write = store.mutate(T, [create(1)], Context())
     pending = asyncio.ensure_future(asyncio.gather(*good, bad, write, return_exceptions=True))
     await queued(store, 5)
-    release.set()
+    release()
     await held
     *saved, failed, written = await pending
     assert saved == [None, None, None]
