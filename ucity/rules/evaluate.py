@@ -31,6 +31,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ucity.core.clock import parse_iso, to_iso
+from ucity.core.frozen import fast_init
 from ucity.ngsild.geo import GeoQuery, parse_geoquery
 from ucity.rules import schedule
 from ucity.rules.events import LEVELS, level_rank
@@ -56,6 +57,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 # -- inputs and outputs -------------------------------------------------------------------------
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Observation:
     """One attribute instance written to an entity, in the rule's own attribute names.
@@ -107,6 +109,7 @@ def _worse(a: float | None, b: float | None) -> float | None:
     return a if abs(a) >= abs(b) else b
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class RuleState:
     """The state of one rule for one entity; JSON round-trips for snapshots."""

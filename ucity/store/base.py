@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ucity.core.bus import Context, EntityChange
+from ucity.core.frozen import fast_init
 
 Doc = dict[str, Any]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What a mutation decided: the new document (None deletes) and the history to append."""
@@ -35,6 +37,7 @@ class Outcome:
 ApplyFn = Callable[[Doc | None, str], Outcome]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Mutation:
     entity_id: str
