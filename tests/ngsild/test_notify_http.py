@@ -181,7 +181,14 @@ async def test_connection_close_is_honoured(server: Server, client: NotifyClient
 
 async def test_a_kept_alive_connection_the_server_closed_is_opened_again(server: Server, client: NotifyClient) -> None:
     assert await client.post(server.url("/hangup"), b"{}", HEADERS) == 204
-    await asyncio.sleep(0.05)  # let the server's FIN arrive: the pooled connection is seen closed
+    # Wait until the server's FIN has arrived and the pooled connection is seen closed, so that this tests
+    # the check before reuse (a request lost on a reused connection is the next test's path).
+    pooled = [c for stack in client._idle.values() for c in stack]
+    assert len(pooled) == 1
+    deadline = asyncio.get_running_loop().time() + 30
+    while not pooled[0].closed:
+        assert asyncio.get_running_loop().time() < deadline, "the server's close never reached the client"
+        await asyncio.sleep(0.001)
     assert await client.post(server.url("/ok"), b"{}", HEADERS) == 204
     assert [s.conn for s in server.seen] == [1, 2]
 
