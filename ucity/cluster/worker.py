@@ -304,7 +304,7 @@ class Worker:
                 log.warning("measures of %s not written: %s", write.profile.device_id, result)
             elif write.observations:
                 newest = max(write.observations, key=lambda o: o.observed_at).attrs
-                self.app.ingest.monitor.reported(write.profile, {n: i.get("value") for n, i in newest.items()})
+                self.app.ingest.monitor.reported(write.profile, newest)
         await self._settle()
         await self._ack(good)
         self.stats["observations"] += sum(len(w.observations) for w in writes)

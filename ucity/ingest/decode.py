@@ -220,9 +220,9 @@ class _Plan:
 
 
 def _plan(profile: DeviceProfile) -> _Plan:
-    plan: _Plan | None = profile.decode_plan.get("plan")
+    plan: _Plan | None = profile.hot_path_cache.get("plan")
     if plan is None:
-        plan = profile.decode_plan["plan"] = _Plan(profile)
+        plan = profile.hot_path_cache["plan"] = _Plan(profile)
     return plan
 
 

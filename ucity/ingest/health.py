@@ -161,14 +161,9 @@ class HealthMonitor:
         if record is not None and record.timer is not None:
             record.timer.cancel()
 
-    def reported(self, profile: DeviceProfile, attrs: dict[str, Any], now: datetime | None = None) -> None:
-        """A committed report of a device (attribute name -> value of its newest measure), at `now`
-        (default: the clock's now)."""
-        self.reported_instances(profile, {name: {"value": value} for name, value in attrs.items()}, now)
-
-    def reported_instances(self, profile: DeviceProfile, attrs: dict[str, dict[str, Any]], now: datetime | None = None) -> None:
-        """`reported` with the newest measure's instances (attribute name -> decoded instance), as ingest
-        has them: only the few names health reads are looked at, not every value copied out."""
+    def reported(self, profile: DeviceProfile, attrs: dict[str, dict[str, Any]], now: datetime | None = None) -> None:
+        """A committed report of a device (attribute name -> instance of its newest measure, as ingest decoded
+        it), at `now` (default: the clock's now); only the few names health reads are looked at."""
         record = self._devices.get((profile.tenant, profile.device_id)) or self.track(profile)
         now = now or self.clock.now()
         record.last_reported = now

@@ -121,7 +121,7 @@ class DeviceProfile:
     expected_interval_s: float | None = None
     # what the hot path works out once per profile on first use (decode.py's per-key plan, the service's
     # Resolved): the profile is rebuilt on every provisioning change, and so is this
-    decode_plan: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    hot_path_cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def key(self) -> tuple[str, str]:

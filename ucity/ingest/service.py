@@ -107,9 +107,9 @@ class IngestService:
         """The device of a measure; NotFound (404) for an unknown apikey or device without autoprovision."""
         profile = self.registry.profile(apikey, device_id)
         if profile is not None:  # one Resolved per profile (a provisioning change makes a new profile)
-            resolved: Resolved | None = profile.decode_plan.get("resolved")
+            resolved: Resolved | None = profile.hot_path_cache.get("resolved")
             if resolved is None:
-                resolved = profile.decode_plan["resolved"] = Resolved(profile)
+                resolved = profile.hot_path_cache["resolved"] = Resolved(profile)
             return resolved
         group = self.registry.group_for_apikey(apikey, resource)
         if group is None:
@@ -206,7 +206,7 @@ class IngestService:
                 newest = observations[0].attrs
             else:
                 newest = max(observations, key=lambda o: o.observed_at).attrs
-            self.monitor.reported_instances(profile, newest, now)
+            self.monitor.reported(profile, newest, now)
 
     # -- provisioning --------------------------------------------------------------------------------------
     async def add_groups(self, groups: list[ServiceGroup]) -> None:

@@ -64,13 +64,8 @@ class IngestStats:
             counters = self._devices.setdefault(key, DeviceCounters())
         return counters
 
-    def accepted(self, key: Key, measures: int, values: int, transport: str, now: datetime | None = None) -> None:
-        now = now or self.clock.now()
-        self.accepted_device(key, measures, values, transport, now)
-        self.accepted_totals({transport: [measures, values]}, now)
-
     def accepted_device(self, key: Key, measures: int, values: int, transport: str, now: datetime) -> None:
-        """`accepted` for the device's counters only: a batch adds its totals once (`accepted_totals`)."""
+        """Count a device's committed measures and values; a batch adds its totals once (`accepted_totals`)."""
         counters = self._devices.get(key) or self._counters(key)
         counters.measures += measures
         counters.accepted += values
