@@ -106,6 +106,23 @@ def test_batch_upsert_creates_and_replaces(client: TestClient) -> None:
     assert retrieve(client, X2) == building(X2, c=prop(3))
 
 
+def test_batch_upsert_of_one_entity_twice_and_again_keeps_created_at_and_the_last_state(client: TestClient) -> None:
+    """The upsert op writes the request's normalized document itself (ops.upsert_op): the same entity
+    twice in one batch, then upserted again, ends as the last item, created when it was first."""
+    response = client.post(f"{BATCH}/upsert", json=[building(X1, a=prop(1)), building(X1, b=prop(2, unitCode="MTR")),
+                                                     building(X2, a=prop(1))])
+    assert response.status_code == 201 and response.json() == [X1, X2]
+    first = retrieve(client, X1, options="sysAttrs")
+    assert {k: v for k, v in first.items() if k not in ("createdAt", "modifiedAt")} == {
+        "id": X1, "type": "Building",
+        "b": {**prop(2, unitCode="MTR"), "createdAt": first["modifiedAt"], "modifiedAt": first["modifiedAt"]}}
+    response = client.post(f"{BATCH}/upsert", json=[building(X1, c=prop(3)), building(X2, a=prop(5))])
+    assert response.status_code == 204
+    again = retrieve(client, X1, options="sysAttrs")
+    assert again["createdAt"] == first["createdAt"] and again["modifiedAt"] >= first["modifiedAt"]
+    assert retrieve(client, X1) == building(X1, c=prop(3)) and retrieve(client, X2) == building(X2, a=prop(5))
+
+
 def test_batch_upsert_with_options_update_keeps_other_attributes(client: TestClient) -> None:
     create(client, building(X1, a=prop(1), b=prop(1)))
     response = client.post(f"{BATCH}/upsert", json=[building(X1, b=prop(2), c=prop(3))],

@@ -944,6 +944,31 @@ def test_index_finds_candidates_by_type_and_watched_attribute_only() -> None:
     assert len(index) == 0 and index.candidates("t", ["T3"], ["a3"]) == set()
 
 
+def test_index_may_match_never_skips_a_candidate() -> None:
+    """`may_match` (the shortcut of _on_changes) is False only where `candidates` finds nothing, and it
+    forgets a tenant's types as their subscriptions go."""
+    index = SubscriptionIndex()
+    typed = [_sub(n, f"T{n}", ["a1"] if n % 2 else None) for n in range(4)]
+    untyped = Subscription.compile("t2", {"id": "urn:ngsi-ld:Subscription:any", "type": "Subscription",
+                                          "watchedAttributes": ["a1"], "notification": {
+                                              "endpoint": {"uri": "http://a.b/n", "accept": "application/json"}}}, ctx=None)
+    for sub in [*typed, untyped]:
+        index.add(sub)
+    for tenant in ("t", "t2", "t3"):
+        for types in ([], ["T0"], ["T1", "X"], ["X"], ["X", "T3"]):
+            for attrs in ([], ["a1"], ["a2"], ["a1", "a2"]):
+                if index.candidates(tenant, types, attrs):
+                    assert index.may_match(tenant, types), (tenant, types, attrs)
+    assert not index.may_match("t", ["X"]) and not index.may_match("t3", ["T0"])
+    assert index.may_match("t2", ["X"]) and index.may_match("t2", [])  # no entities: any type
+    for sub in typed[:2]:
+        index.remove(sub)
+    assert not index.may_match("t", ["T0"]) and index.may_match("t", ["T2"])
+    for sub in [*typed[2:], untyped]:
+        index.remove(sub)
+    assert not any(index.may_match(t, ["T2"]) for t in ("t", "t2")) and index._types == {}
+
+
 def test_classify_says_what_changed() -> None:
     before = {"id": B1, "type": ["T"], "attrs": {"x": [prop(1)], "y": [prop(1)]}}
     after = {"id": B1, "type": ["T"], "attrs": {"x": [prop(2)], "z": [prop(1)]}}

@@ -5,6 +5,7 @@ No app, no store: a compiled core context (plus small user contexts) and a fixed
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 from typing import Any
@@ -553,3 +554,64 @@ def test_create_and_replace_stamp_new_instances_as_before() -> None:
 def test_a_location_value_with_a_geometry_type_is_still_checked_as_geojson() -> None:
     with pytest.raises(BadRequest, match="GeoJSON"):
         normalize_instance("location", {"value": {"type": "Point"}}, CTX)
+
+
+def _upsert_docs() -> list[dict[str, Any]]:
+    docs = [_new_doc(), {"id": E1, "attrs": {V + "t": [prop(1)]}}]  # the second without a type
+    for entity in _VARIED_ENTITIES:
+        with contextlib.suppress(BadRequest):
+            docs.append(normalize_entity(copy.deepcopy(entity), CTX))
+    return docs
+
+
+def _summary(outcome: Any) -> str:
+    return json.dumps([outcome.doc, outcome.operation, sorted(outcome.attrs), outcome.instances, outcome.result,
+                       outcome.changed])  # members in order too
+
+
+@pytest.mark.parametrize("retried", [False, True])
+def test_upsert_op_gives_what_replace_op_gives(retried: bool) -> None:
+    """The batch upsert's op, which writes the normalized document itself, gives replace_op's outcome
+    (create or replace; members in the same order), also when applied again as a retried commit is,
+    after an attempt at another time and on another state of the entity."""
+    stored_other = ops.create_op(stored(t=[prop(3)], name=[prop("y")]))(None, T0).doc
+    befores = [None, base(), stored_other]
+    for new in _upsert_docs():
+        for before in befores:
+            expected = ops.replace_op(copy.deepcopy(new), create_if_missing=True)(copy.deepcopy(before), T1)
+            owned = copy.deepcopy(new)
+            fn = ops.upsert_op(owned)
+            if retried:
+                for earlier in befores:
+                    fn(copy.deepcopy(earlier), T0)
+            outcome = fn(copy.deepcopy(before), T1)
+            assert _summary(outcome) == _summary(expected), (new, before)
+            if "type" in new:
+                assert outcome.doc is owned  # no copy: that is the point
+            for _, instance in outcome.instances:  # the store adds instanceId to history rows, never to the entity
+                instance["instanceId"] = "urn:ngsi-ld:Instance:x"
+            assert "instanceId" not in str(outcome.doc)
+
+
+def test_upsert_op_stamps_the_normalized_document_itself() -> None:
+    doc = normalize_entity(copy.deepcopy(_VARIED_ENTITIES[0]), CTX)
+    outcome = ops.upsert_op(doc)(None, T1)
+    assert outcome.doc is doc and doc["attrs"][V + "occupancy"][0]["createdAt"] == T1
+
+
+def test_entity_ids_checked_before_are_remembered_and_invalid_ones_never(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ucity.ngsild import model
+
+    monkeypatch.setattr(model, "_VALID_IDS", set())
+    monkeypatch.setattr(model, "_VALID_IDS_LIMIT", 3)
+    for _ in range(2):  # the second time from the memo
+        assert [model.check_entity_id(f"urn:x:{n}") for n in range(2)] == ["urn:x:0", "urn:x:1"]
+        for bad in ("not a uri", "urn:x: space", "", 5, None, ["urn:x:1"]):
+            with pytest.raises(BadRequest):
+                model.check_entity_id(bad)
+    assert sorted(model._VALID_IDS) == ["urn:x:0", "urn:x:1"]
+    for n in range(2, 6):
+        model.check_entity_id(f"urn:x:{n}")
+    assert len(model._VALID_IDS) <= 3 and all(model.is_uri(i) for i in model._VALID_IDS)
+    long_id = "urn:x:" + "y" * model._VALID_ID_MAX_LEN
+    assert model.check_entity_id(long_id) == long_id and long_id not in model._VALID_IDS

@@ -3,6 +3,8 @@
 Each `*_op` returns an `ApplyFn` the store runs inside its transaction (docs/storage.md). They
 raise UcityErrors for their own entity only, so that batch operations report per entity.
 `result` carries the update report (updated / notUpdated attributes) back to the handler.
+None changes the stored document it is given, nor the request's document, except `upsert_op`
+(batch upsert), which is handed its document and writes it as the entity (see there).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 import orjson
 
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound
-from ucity.ngsild.model import find_instance, is_null_instance, stamp, stamp_copy
+from ucity.ngsild.model import RESERVED, find_instance, is_null_instance, stamp, stamp_copy
 from ucity.store.base import ApplyFn, Doc, Outcome, TypeExpr
 
 Attrs = dict[str, list[dict[str, Any]]]
@@ -32,15 +34,23 @@ def _stamped_new(attrs: Attrs, now: str) -> tuple[Attrs, tuple[tuple[str, dict[s
     for iri, instances in attrs.items():
         stamped = []
         for instance in instances:
-            copy = dict(instance)
-            copy["createdAt"] = copy["modifiedAt"] = now
-            for key, sub in instance.items():
-                if ":" in key and isinstance(sub, dict):  # a sub-attribute (its name is an expanded IRI)
-                    copy[key] = stamp_copy(sub, now)
+            if _FLAT_MEMBERS.issuperset(instance):  # no sub-attribute: one C-level pass over the names
+                copy = dict(instance, createdAt=now, modifiedAt=now)
+            else:
+                copy = dict(instance)
+                copy["createdAt"] = copy["modifiedAt"] = now
+                for key, sub in instance.items():
+                    if ":" in key and isinstance(sub, dict):  # a sub-attribute (its name is an expanded IRI)
+                        copy[key] = stamp_copy(sub, now)
             stamped.append(copy)
-            history.append((iri, dict(copy)))
+            history.append((iri, copy.copy()))
         out[iri] = stamped
     return out, tuple(history)
+
+
+# Instance members that are never sub-attributes (no ':' in their names, as every expanded IRI has):
+# an instance with only these needs no search for sub-attributes to stamp.
+_FLAT_MEMBERS = frozenset(name for name in RESERVED if ":" not in name)
 
 
 def _value_copy(value: Any) -> Any:
@@ -111,10 +121,60 @@ def replace_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:
         doc["modifiedAt"] = now
         if "type" not in doc:
             doc["type"] = before["type"]
-        touched = frozenset(doc["attrs"]).union(before.get("attrs", ()))
+        touched = frozenset(doc["attrs"])
+        dropped = before.get("attrs")
+        if dropped and not touched.issuperset(dropped):  # an upsert mostly sends the attributes it had
+            touched = touched.union(dropped)
         return Outcome(doc, "replace", touched, history, result="updated")
 
     return apply
+
+
+def upsert_op(new: Doc) -> ApplyFn:
+    """Batch upsert with replace: `replace_op(new, create_if_missing=True)` that takes `new` as its own.
+
+    The entity written is `new` itself, its instances stamped in place, instead of copies of them:
+    the store's writer runs a thousand of these per request, and copying documents that the event
+    loop has just built (on the other core) was most of their cost. So the caller hands `new` over,
+    fresh from `normalize_entity` (whose containers nothing else holds), and does not use it again.
+    Applied again (a retried group commit) it stamps the same containers again and gives the outcome
+    `replace_op` gives, which the failed attempt's outcome, discarded with its transaction, shares.
+    Only the history rows are copies (the store adds their instanceId). Without a type (which the
+    stored entity then gives) it is `replace_op`, so that a retry cannot keep an earlier attempt's.
+    """
+    if "type" not in new:
+        return replace_op(new, create_if_missing=True)
+    attrs = new["attrs"]
+
+    def apply(before: Doc | None, now: str) -> Outcome:
+        history = _stamp_owned(attrs, now)
+        if before is None:
+            new["createdAt"] = new["modifiedAt"] = now
+            return Outcome(new, "create", frozenset(attrs), history, result="created")
+        new["createdAt"] = before.get("createdAt", now)
+        new["modifiedAt"] = now
+        touched = frozenset(attrs)
+        dropped = before.get("attrs")
+        if dropped and not touched.issuperset(dropped):
+            touched = touched.union(dropped)
+        return Outcome(new, "replace", touched, history, result="updated")
+
+    return apply
+
+
+def _stamp_owned(attrs: Attrs, now: str) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """`_stamped_new` on instances the op owns: stamped in place (sub-attributes too); the history rows,
+    top-level copies as `_history` makes, are returned."""
+    history: list[tuple[str, dict[str, Any]]] = []
+    for iri, instances in attrs.items():
+        for instance in instances:
+            instance["createdAt"] = instance["modifiedAt"] = now
+            if not _FLAT_MEMBERS.issuperset(instance):
+                for key, sub in instance.items():
+                    if ":" in key and isinstance(sub, dict):  # a sub-attribute (its name is an expanded IRI)
+                        stamp(sub, now)
+            history.append((iri, instance.copy()))
+    return tuple(history)
 
 
 def delete_op(entity_id: str = "") -> ApplyFn:

@@ -106,6 +106,7 @@ _HEADER_NAME: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _RESERVED_HEADERS: Final = frozenset({"content-type", "content-length", "host", "link", "ngsild-tenant"})
 _STATS: Final = ("timesSent", "timesFailed", "lastNotification", "lastSuccess", "lastFailure", "status")
 _ANY: Final = ""  # index key for "any entity type" / "any attribute"; never an IRI
+_NO_DOC: Final[dict[str, Any]] = {}  # what a change without documents has for types (as EntityChange.types)
 _DELETED: Final = "attributeDeleted"
 
 
@@ -656,6 +657,14 @@ class SubscriptionIndex:
 
     def __init__(self) -> None:
         self._by_type: dict[tuple[str, str], dict[str, set[Key]]] = {}
+        # The types (and `_ANY`) each tenant's subscriptions are filed under: `may_match` answers from
+        # it without building the sets `candidates` does, for the many changes no subscription watches.
+        self._types: dict[str, set[str]] = {}
+
+    def may_match(self, tenant: str, types: Iterable[str]) -> bool:
+        """False when `candidates` is empty for an entity of `types` whatever attributes changed."""
+        filed = self._types.get(tenant)
+        return filed is not None and (_ANY in filed or not filed.isdisjoint(types))
 
     @staticmethod
     def _slots(sub: Subscription) -> list[tuple[tuple[str, str], str]]:
@@ -666,6 +675,7 @@ class SubscriptionIndex:
     def add(self, sub: Subscription) -> None:
         for type_key, attr in self._slots(sub):
             self._by_type.setdefault(type_key, {}).setdefault(attr, set()).add(sub.key)
+            self._types.setdefault(type_key[0], set()).add(type_key[1])
 
     def remove(self, sub: Subscription) -> None:
         for type_key, attr in self._slots(sub):
@@ -673,8 +683,11 @@ class SubscriptionIndex:
             inner.get(attr, set()).discard(sub.key)
             if not inner.get(attr, True):
                 del inner[attr]
-            if not inner:
-                self._by_type.pop(type_key, None)
+            if not inner and self._by_type.pop(type_key, None) is not None:
+                filed = self._types[type_key[0]]
+                filed.discard(type_key[1])
+                if not filed:
+                    del self._types[type_key[0]]
 
     def candidates(self, tenant: str, types: Iterable[str], attrs: Iterable[str]) -> set[Key]:
         found: set[Key] = set()
@@ -1027,11 +1040,17 @@ class SubscriptionService:
         now = self.clock.now()
         stamp = ""  # deletedAt of deleted entities and attributes, formatted only for a change that deletes
         batches = self._matched
+        index = self.index
         for change in event.changes:
+            # Most writes are of entities no subscription watches: that is settled from the entity's types
+            # alone, before building the candidate set (a batch upsert publishes a thousand changes).
+            doc = change.after or change.before or _NO_DOC
+            if not index.may_match(change.tenant, doc.get("type", ())):
+                continue
             # change.attrs holds every attribute classify() can report, so no candidate here means none
             # after it: most writes are matched by no subscription, and skip the classification.
             types = change.types
-            keys = self.index.candidates(change.tenant, types, change.attrs)
+            keys = index.candidates(change.tenant, types, change.attrs)
             if not keys:
                 continue
             kinds = classify(change)
