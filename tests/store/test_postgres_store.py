@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -20,7 +21,7 @@ from ucity.core.clock import FakeClock
 from ucity.core.errors import BadRequest
 from ucity.ngsild import ops
 from ucity.ngsild.geo import parse_geoquery
-from ucity.store.base import EntityQuery, Mutation, TemporalQuery, TypeExpr
+from ucity.store.base import EntityQuery, Mutation, Outcome, TemporalQuery, TypeExpr
 from ucity.store.migrations.postgres import MIGRATIONS
 from ucity.store.postgres import PostgresStore, partition_bounds
 
@@ -152,3 +153,89 @@ async def test_health_names_the_database_but_never_the_password(postgres_url: st
     with_password = postgres_url.replace("postgres@", "postgres:s3cret@")
     health = PostgresStore(with_password).health()
     assert "s3cret" not in repr(health) and health["backend"] == "postgresql"
+
+
+def _merge(entity_id: str, attrs: dict[str, Any]) -> Mutation:
+    return Mutation(entity_id, ops.merge_op({"attrs": attrs}))
+
+
+async def test_history_values_are_stored_exactly(store: PostgresStore) -> None:
+    """History rows travel as one JSON text: numbers JSON's `numeric` cannot hold (-0, NaN, infinities)
+    still reach the float8 column exactly, and the instance ids written are the documents' own."""
+    values = [-0.0, 0.0, 1e16, 5e-324, 1.7976931348623157e308, 0.1, 7, True, float("nan"), float("inf"),
+              -float("inf"), 2**70, "text"]
+    rows = [(SPEED, {"type": "Property", "value": v, "observedAt": f"2026-02-01T00:00:{n:02d}Z"})
+            for n, v in enumerate(values)]
+    await store.append_history(T, "urn:ngsi-ld:Sensor:1", [SENSOR], rows)
+    stored = await store.pool.fetch("SELECT vnum, instance_id, doc FROM instances ORDER BY ts")
+    assert len(stored) == len(values)
+    for (_, instance), (number, instance_id, doc) in zip(rows, stored, strict=True):
+        value = instance["value"]
+        expected = float(value) if isinstance(value, (int, float)) else None
+        if expected is None or expected != expected:
+            assert (number is None) == (expected is None) and (expected is None or number != number)
+        else:
+            assert number == expected and str(number) == str(expected)  # the sign of zero too
+        assert instance_id == instance["instanceId"] == doc["instanceId"]
+        assert instance_id.startswith("urn:ngsi-ld:Instance:")
+    assert stored[-2][2]["value"] == 2**70  # beyond 64 bits: written by the standard library's encoder
+
+
+async def test_a_redelivered_observation_is_recorded_once(store: PostgresStore) -> None:
+    entity_id = "urn:ngsi-ld:Sensor:1"
+    await store.mutate(T, [Mutation(entity_id, ops.create_op(sensor(1)))], Context())
+    reading = {SPEED: [{"type": "Property", "value": 3, "observedAt": "2026-02-01T00:00:00Z"}]}
+    # twice in one batch (one statement), then once more in a later one
+    await asyncio.gather(*(store.mutate(T, [_merge(entity_id, reading)], Context()) for _ in range(2)))
+    await store.mutate(T, [_merge(entity_id, reading)], Context())
+    count = await store.pool.fetchval(
+        "SELECT count(*) FROM instances i JOIN series s USING (sid) WHERE s.attr = $1 AND i.observed", SPEED)
+    assert count == 1
+
+
+async def test_geometries_are_rewritten_only_when_they_change(store: PostgresStore) -> None:
+    entity_id = "urn:ngsi-ld:Sensor:1"
+    await store.mutate(T, [Mutation(entity_id, ops.create_op(sensor(1)))], Context())
+
+    async def geo_rows() -> list[tuple[object, ...]]:
+        return [tuple(r) for r in await store.pool.fetch("SELECT xmin::text, ST_AsText(geom) FROM geo")]
+
+    [(version, point)] = await geo_rows()
+    assert point == "POINT(126.9 37.5)"
+    await store.mutate(T, [_merge(entity_id, {SPEED: [{"type": "Property", "value": 4}]})], Context())
+    assert await geo_rows() == [(version, point)]  # a reading leaves the location's row alone
+    moved = {LOCATION: [{"type": "GeoProperty", "value": {"type": "Point", "coordinates": [127.0, 37.6]}}]}
+    await store.mutate(T, [_merge(entity_id, moved)], Context())
+    assert [p for _, p in await geo_rows()] == ["POINT(127 37.6)"]
+
+    def drop_location(before: dict[str, Any] | None, now: str) -> Outcome:
+        assert before is not None
+        return Outcome({**before, "attrs": {k: v for k, v in before["attrs"].items() if k != LOCATION}}, "update",
+                       frozenset({LOCATION}))
+
+    await store.mutate(T, [Mutation(entity_id, drop_location)], Context())
+    assert await geo_rows() == []
+
+
+async def test_a_series_deleted_by_another_process_is_not_written_to(postgres_url: str) -> None:
+    """The series epoch, read with the entity locks: a process that cached a series id learns that another
+    one deleted the series, and records later observations in a new series, visible to queries."""
+    first, second = (PostgresStore(postgres_url, FakeClock(), group_commit_ms=1) for _ in range(2))
+    await first.start()
+    await second.start()
+    try:
+        entity_id = "urn:ngsi-ld:Sensor:1"
+        await first.mutate(T, [Mutation(entity_id, ops.create_op(sensor(1)))], Context())
+        reading = {SPEED: [{"type": "Property", "value": 1, "observedAt": "2026-02-01T00:00:00Z"}]}
+        await first.mutate(T, [_merge(entity_id, reading)], Context())  # `first` caches the series id
+        assert await second.delete_history(T, entity_id, SPEED) > 0
+        later = {SPEED: [{"type": "Property", "value": 2, "observedAt": "2026-02-01T00:00:01Z"}]}
+        [outcome] = await first.mutate(T, [_merge(entity_id, later)], Context())
+        assert not isinstance(outcome, Exception)
+        [entity], _ = await second.temporal_query(T, TemporalQuery(ids=(entity_id,)))
+        assert [i["value"] for i in entity.attrs[SPEED].instances] == [2]
+        orphans = await first.pool.fetchval("SELECT count(*) FROM instances WHERE sid NOT IN (SELECT sid FROM series)")
+        assert orphans == 0
+    finally:
+        await first.stop()
+        await second.stop()
