@@ -436,7 +436,8 @@ class NgsiLdApi:
         """Run one mutation per entity; returns (created ids, other success ids, errors)."""
         tenant = self.write_tenant(req)
         results = await self.run(req, tenant, [Mutation(i, make(d)) for i, d in docs]) if docs else []
-        created, succeeded = [], []
+        created: list[str] = []
+        succeeded: list[str] = []
         for (entity_id, _), result in zip(docs, results, strict=True):
             if result.__class__ is Outcome and result.result.__class__ is str:  # no update report: done
                 (created if result.operation == "create" else succeeded).append(entity_id)
