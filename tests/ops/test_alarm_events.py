@@ -154,3 +154,25 @@ async def test_a_reactivated_alarm_at_its_events_level_changes_nothing_and_reads
         assert event["level"] == "serious" and loads == [event["id"]]
         trail = [h["action"] for h in (await ops.call("get_event", eventId=event["id"])).body["history"]]
         assert trail == ["created", "level"]
+
+
+async def test_a_raised_alarm_makes_its_event_without_looking_for_one(make_ops: MakeOps) -> None:
+    """A raised alarm is new: no event can name it yet, so its event is made without a search by source; an
+    escalation looks for the event and changes it."""
+    async with make_ops(cameras=False) as ops:
+        searches: list[str] = []
+        by_source = ops.center.events.by_source
+
+        async def counted(tenant: str, system: str, ref: str) -> Any:
+            searches.append(ref)
+            return await by_source(tenant, system, ref)
+
+        ops.center.events.by_source = counted  # type: ignore[method-assign]
+        await publish(ops, matched("warning"))
+        alarm = ops.ucity.alarms.active_alarm(TENANT, SENSOR, "tilt-ladder")
+        assert alarm is not None
+        [event] = await iot_events(ops)
+        assert event["alarm"] == alarm.id and searches == []
+        await publish(ops, matched("serious"))
+        [event] = await iot_events(ops)
+        assert event["level"] == "serious" and searches == [alarm.id]

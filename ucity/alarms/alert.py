@@ -25,10 +25,10 @@ Only what changed is written. The entity always ends as `alert_entity(alarm)` (t
 alarm no longer has, like validTo when it is re-activated, are removed), but attributes whose value
 is the same keep their instance: no history row, no modifiedAt change, no notification for them. A
 clear used to rewrite the whole entity (about 13 history rows, the whole entity normalized on the
-event loop); it now writes status and validTo. The alarm remembers the short form it last
-committed (`Alarm.alert_written`, in memory only), so only the changed attributes are normalized;
-without it (a new alarm, after a restart, after a failed write) the whole entity is normalized and
-the mutation compares it with the stored one.
+event loop); it now writes status and validTo. The alarm remembers what it last committed, as
+plain values (`Alarm.alert_written`, in memory only: `alert_inputs`), so only the changed
+attributes are built and normalized; without it (a new alarm, after a restart, after a failed
+write) the whole entity is normalized and the mutation compares it with the stored one.
 """
 
 from __future__ import annotations
@@ -54,33 +54,67 @@ def _prop(value: Any) -> dict[str, Any]:
     return {"type": "Property", "value": value}
 
 
-def alert_entity(alarm: Alarm) -> dict[str, Any]:
-    """The Alert in NGSI-LD normalized form with short (core-context) names."""
-    sub_category = alarm.evidence.get("subCategory") if isinstance(alarm.evidence.get("subCategory"), str) else None
-    entity: dict[str, Any] = {
-        "id": alarm.alert_id,
-        "type": "Alert",
-        "category": _prop(alarm.category or ("deviceFault" if alarm.kind == FAULT else "security")),
-        "subCategory": _prop(sub_category or alarm.rule_id),
-        "severity": _prop(alarm.severity),
-        "alertSource": {"type": "Relationship", "object": alarm.entity_id},
-        "dateIssued": _date(alarm.raised_at),
-        "validFrom": _date(alarm.raised_at),
-        "kind": _prop(alarm.kind),
-        "status": _prop(alarm.status),
-        "rule": _prop(alarm.rule_id),
+def alert_inputs(alarm: Alarm) -> dict[str, Any]:
+    """What each Alert attribute shows, as plain values (short name -> value), in the entity's order.
+
+    Cheap to make and to compare (strings, the description, the alarm's location): a change
+    compares these with the ones last written and builds NGSI-LD attributes only for those that differ,
+    instead of building and comparing the whole entity per change.
+    """
+    sub_category = alarm.evidence.get("subCategory")
+    inputs: dict[str, Any] = {
+        "category": alarm.category or ("deviceFault" if alarm.kind == FAULT else "security"),
+        "subCategory": sub_category if isinstance(sub_category, str) and sub_category else alarm.rule_id,
+        "severity": alarm.severity,
+        "alertSource": alarm.entity_id,
+        "dateIssued": alarm.raised_at,
+        "validFrom": alarm.raised_at,
+        "kind": alarm.kind,
+        "status": alarm.status,
+        "rule": alarm.rule_id,
     }
     if alarm.level:
-        entity["level"] = _prop(alarm.level)
+        inputs["level"] = alarm.level
     if not alarm.active and alarm.cleared_at:
-        entity["validTo"] = _date(alarm.cleared_at)
+        inputs["validTo"] = alarm.cleared_at
     if alarm.description:
-        entity["description"] = {"type": "LanguageProperty", "languageMap": dict(alarm.description)}
+        inputs["description"] = dict(alarm.description)  # a copy: what was written must not change with the alarm
     if alarm.location:
-        entity["location"] = {"type": "GeoProperty", "value": alarm.location}
+        inputs["location"] = alarm.location
     if alarm.outcome:
-        entity["outcome"] = _prop(alarm.outcome)
+        inputs["outcome"] = alarm.outcome
+    return inputs
+
+
+def _relationship(value: Any) -> dict[str, Any]:
+    return {"type": "Relationship", "object": value}
+
+
+def _language(value: Any) -> dict[str, Any]:
+    return {"type": "LanguageProperty", "languageMap": dict(value)}
+
+
+def _geo(value: Any) -> dict[str, Any]:
+    return {"type": "GeoProperty", "value": value}
+
+
+_BUILD: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "alertSource": _relationship, "dateIssued": _date, "validFrom": _date, "validTo": _date,
+    "description": _language, "location": _geo,
+}
+
+
+def _entity(alert_id: str, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The Alert (or the part of it named by `inputs`) in NGSI-LD normalized form, short names."""
+    entity: dict[str, Any] = {"id": alert_id, "type": "Alert"}
+    for name, value in inputs.items():
+        entity[name] = _BUILD.get(name, _prop)(value)
     return entity
+
+
+def alert_entity(alarm: Alarm) -> dict[str, Any]:
+    """The Alert in NGSI-LD normalized form with short (core-context) names."""
+    return _entity(alarm.alert_id, alert_inputs(alarm))
 
 
 def alert_doc(alarm: Alarm) -> Doc:
@@ -129,25 +163,67 @@ def sync_op(new: Doc, removed: frozenset[str] | None, whole: Callable[[], Doc] |
     return apply
 
 
-async def write_alert(store: Store, alarm: Alarm, context: Context) -> Outcome | Exception | None:
-    """Create the Alert or write what changed in it (one entity per alarm, ever); None if nothing did.
-
-    Runs under the alarm's lock (one write of an alarm at a time), so `alarm.alert_written` is what the
-    store has unless a write failed, and a failed or interrupted write forgets it.
-    """
-    entity = alert_entity(alarm)
+def alert_mutation(alarm: Alarm) -> tuple[Mutation, dict[str, Any]] | None:
+    """The mutation that brings the alarm's stored Alert up to date, and the inputs it writes; None if
+    nothing changed since the last write. Forgets `alarm.alert_written` until the caller records the
+    write's success (`_record`), so that a failed or interrupted write is followed by a whole one."""
+    inputs = alert_inputs(alarm)
     previous, alarm.alert_written = alarm.alert_written, None
     ctx = core_context()
     if previous is None:
-        mutation = sync_op(normalize_entity(entity, ctx), None)
-    else:
-        changed = {k: v for k, v in entity.items() if k in ("id", "type") or previous.get(k) != v}
-        removed = frozenset(expand_name(k, ctx) for k in previous if k not in entity)
-        if len(changed) == 2 and not removed:
-            alarm.alert_written = previous
-            return None
-        mutation = sync_op(normalize_entity(changed, ctx), removed, lambda: normalize_entity(entity, ctx))
-    (result,) = await store.mutate(alarm.tenant, [Mutation(alarm.alert_id, mutation)], context)
+        return Mutation(alarm.alert_id, sync_op(normalize_entity(_entity(alarm.alert_id, inputs), ctx), None)), inputs
+    changed = {k: v for k, v in inputs.items() if k not in previous or previous[k] != v}
+    removed = frozenset(expand_name(k, ctx) for k in previous if k not in inputs)
+    if not changed and not removed:
+        alarm.alert_written = previous
+        return None
+    alert_id = alarm.alert_id
+    apply = sync_op(normalize_entity(_entity(alert_id, changed), ctx), removed,
+                    lambda: normalize_entity(_entity(alert_id, inputs), ctx))
+    return Mutation(alert_id, apply), inputs
+
+
+def _record(alarm: Alarm, inputs: dict[str, Any], result: Outcome | Exception) -> None:
+    """Remember what an Alert write made from `alert_mutation` committed (nothing if it failed)."""
     if not isinstance(result, Exception):
-        alarm.alert_written = entity
+        alarm.alert_written = inputs
+
+
+async def write_alerts(store: Store, tenant: str, alarms: list[Alarm],
+                       context: Context) -> list[Outcome | Exception | None]:
+    """Create the Alerts or write what changed in them, in one store write (alarms of one tenant, each at
+    most once); per alarm, None if nothing changed.
+
+    Each alarm's write runs under its lock (one write of an alarm at a time), so `alarm.alert_written`
+    is what the store has unless a write failed, and a failed or interrupted write forgets it.
+    """
+    results: list[Outcome | Exception | None] = [None] * len(alarms)
+    planned: list[tuple[int, tuple[Mutation, dict[str, Any]]]] = []
+    for i, alarm in enumerate(alarms):
+        try:
+            made = alert_mutation(alarm)
+        except Exception as exc:  # an Alert that cannot be made (invalid data) fails alone, not its neighbours
+            results[i] = exc
+            continue
+        if made is not None:
+            planned.append((i, made))
+    if not planned:
+        return results
+    try:
+        outcomes: list[Outcome | Exception] = list(await store.mutate(tenant, [m for _, (m, _) in planned], context))
+    except Exception as exc:
+        outcomes = [exc] * len(planned)
+    if len(outcomes) != len(planned):  # a store that answered for fewer writes than it was given
+        error = outcomes[0] if len(outcomes) == 1 and isinstance(outcomes[0], Exception) else \
+            RuntimeError(f"{len(outcomes)} results for {len(planned)} Alert writes")
+        outcomes = [error] * len(planned)
+    for (i, (_, inputs)), outcome in zip(planned, outcomes, strict=True):
+        _record(alarms[i], inputs, outcome)
+        results[i] = outcome
+    return results
+
+
+async def write_alert(store: Store, alarm: Alarm, context: Context) -> Outcome | Exception | None:
+    """Create the Alert or write what changed in it (one entity per alarm, ever); None if nothing did."""
+    (result,) = await write_alerts(store, alarm.tenant, [alarm], context)
     return result

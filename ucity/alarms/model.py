@@ -22,6 +22,7 @@ alarm (a device problem) has none: the two kinds never mix.
 from __future__ import annotations
 
 import asyncio
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,7 +124,8 @@ class Alarm:
     cause: str | None = None  # the Context id of the event that raised it (tracing)
     enriched: bool = False  # entity type, location and parent known: read from the entity, or the rule event's
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
-    # The Alert entity (short form) as last committed, in memory only: its next write sends what changed.
+    # The Alert entity's values (alert.alert_inputs) as last committed, in memory only: its next write sends
+    # what changed.
     alert_written: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     # -- state -----------------------------------------------------------------------------------
@@ -160,8 +162,7 @@ class Alarm:
 
     # -- stored and wire forms ---------------------------------------------------------------------
     def to_doc(self) -> Doc:
-        doc = {name: getattr(self, name) for name in _PERSISTED}
-        return doc
+        return dict(zip(_PERSISTED, _persisted_values(self), strict=True))  # made per change: one C call, not 32
 
     @classmethod
     def from_doc(cls, doc: Doc) -> Alarm:
@@ -198,6 +199,7 @@ _PERSISTED = (
     "assignee", "outcome", "acked_at", "acked_by", "cleared_at", "cleared_by", "closed_at", "closed_by",
     "escalation", "notified_groups", "history_seq", "cause", "enriched",
 )
+_persisted_values = operator.attrgetter(*_PERSISTED)
 
 
 def _micros(text: str) -> int:

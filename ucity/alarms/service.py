@@ -14,7 +14,8 @@ How a change flows, and why:
    decision order): enrich a new alarm from its entity (type, location, parent) unless the rule
    event described it already, save the alarm row and its new history entries; once that is
    committed, announce on the SSE stream, queue notifications and propagate to the parent; then
-   write what changed in the `Alert` entity and publish `AlarmChanged`. Nobody hears of an alarm
+   write what changed in the `Alert` entity (together with the Alerts of other alarms saved at the
+   same time, see `_write_alert`) and publish `AlarmChanged`. Nobody hears of an alarm
    before its row is durable, and nobody waits for the Alert's commit (it may lag the stream by
    one commit, and its failure is only logged). The bus publisher is never held up by a commit.
    Each write carries the alarm's state at the time it runs, so the last write wins with the
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ucity.alarms import model as m
-from ucity.alarms.alert import write_alert
+from ucity.alarms.alert import write_alerts
 from ucity.alarms.contacts import Contacts, EscalationChain, EscalationStep
 from ucity.alarms.dispatch import Dispatcher
 from ucity.alarms.escalation import Escalator
@@ -60,6 +61,10 @@ from ucity.store.base import Doc, Store
 log = logging.getLogger(__name__)
 DEVICE_OFFLINE_RULE = "device-offline"
 LOCATION = "https://uri.etsi.org/ngsi-ld/location"
+# At most this many Alerts per store write: a write's changes reach every bus subscriber (rules,
+# subscriptions) in one step of the event loop, and a write of a whole storm's Alerts held it up for tens
+# of milliseconds, which every request and stream waited for.
+_ALERT_WRITE = 32
 # Events after which the parent's derived alarm may change.
 _PROPAGATING = frozenset({"raised", "escalated", "deescalated", "reactivated", "cleared", "closed"})
 
@@ -130,6 +135,9 @@ class AlarmService:
         self._active: dict[m.Key, Alarm] = {}
         self._cleared: dict[m.Key, Alarm] = {}  # the latest cleared (not closed) alarm of a key
         self._tasks: set[asyncio.Task[None]] = set()
+        # Alert writes waiting for the next round of `_write_alerts`, and the task that writes them.
+        self._alert_queue: list[tuple[Alarm, Context, asyncio.Future[Any]]] = []
+        self._alert_round_due = False
         self._drainers: list[Callable[[], Awaitable[None]]] = []
         self._unsubscribe: list[Callable[[], None]] = []
         self._closed_lock = asyncio.Lock()  # comments on closed alarms (not in memory) one at a time
@@ -439,13 +447,50 @@ class AlarmService:
 
     async def _write_alert(self, alarm: Alarm, context: Context) -> None:
         """The Alert entity of an alarm already saved and announced; a failure is logged, not retried (the
-        next change of the alarm brings the whole entity up to date)."""
-        try:
-            result = await write_alert(self.store, alarm, context)
-        except Exception as exc:
-            result = exc
+        next change of the alarm brings the whole entity up to date).
+
+        The Alerts of alarms that reach this point together (an alarm storm: every alarm of a commit batch
+        wakes at once) are written together, in store writes of up to `_ALERT_WRITE` Alerts, not in one
+        write each: per alarm that spares a store round trip's future and queue item and its own
+        `EntitiesChanged`, on the event loop and in the store's writer, which the next alarms' saves wait
+        for. Nothing waits on a timer nor on another round: a round is the Alerts queued in one turn of the
+        event loop. Each alarm is in a round at most once (its writes run under its lock), so its Alert
+        writes keep its order."""
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+        self._alert_queue.append((alarm, context, done))
+        if not self._alert_round_due:
+            self._alert_round_due = True
+            loop.call_soon(self._alert_round)
+        result = await done
         if isinstance(result, Exception):
             log.error("Alert entity of alarm %s not written: %s", alarm.id, result)
+
+    def _alert_round(self) -> None:
+        """Write the queued Alerts: called once the alarms that woke together (after one commit) have queued
+        theirs, so they go together; each write is a task, none waits for the previous round's."""
+        self._alert_round_due = False
+        batch, self._alert_queue = self._alert_queue, []
+        by_tenant: dict[str, list[tuple[Alarm, Context, asyncio.Future[Any]]]] = {}
+        for item in batch:
+            by_tenant.setdefault(item[0].tenant, []).append(item)
+        for tenant, items in by_tenant.items():
+            for i in range(0, len(items), _ALERT_WRITE):
+                self._spawn(self._write_tenant_alerts(tenant, items[i:i + _ALERT_WRITE]))
+
+    async def _write_tenant_alerts(self, tenant: str, items: list[tuple[Alarm, Context, asyncio.Future[Any]]]) -> None:
+        # One write has one Context: a lone Alert keeps its change's (the trace to the rule and reading that
+        # caused it); a round of many is the alarms service's own.
+        context = items[0][1] if len(items) == 1 else Context(actor="ucity-alarms")
+        results: list[Any] = [RuntimeError("the Alert write was interrupted")] * len(items)
+        try:
+            results = await write_alerts(self.store, tenant, [alarm for alarm, _, _ in items], context)
+        except Exception as exc:
+            results = [exc] * len(items)
+        finally:  # also when cancelled (shutdown): nobody may wait forever for an answer
+            for (_, _, done), result in zip(items, results, strict=True):
+                if not done.done():
+                    done.set_result(result)
 
     def _announce(self, alarm: Alarm, change: _Change, wire: dict[str, Any]) -> None:
         for event in change.events:

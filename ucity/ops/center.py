@@ -422,7 +422,11 @@ class OperationsCenter:
     async def _alarm_event(self, change: AlarmChanged, level: str) -> None:
         alarm = change.alarm
         async with self._alarm_locks.hold((change.tenant, alarm["id"])):
-            existing = await self.events.by_source(change.tenant, ALARM_SOURCE, alarm["id"])
+            # A raised alarm is new (a fresh id, announced once): no event of this source names it yet, so it
+            # is not looked for (in an alarm storm at `warning` that was a store read per alarm). Escalated and
+            # re-activated alarms may have their event already.
+            existing = None if "raised" in change.events else \
+                await self.events.by_source(change.tenant, ALARM_SOURCE, alarm["id"])
             if existing is not None and not existing.final:
                 if existing.level == level:
                     # Nothing to change (a re-activated alarm at its event's level): only this method changes
