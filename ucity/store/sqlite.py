@@ -136,6 +136,11 @@ class _Call:
     future: asyncio.Future[Any]
     result: Any = None
     error: BaseException | None = None
+    # True for a call that neither reads nor writes the entity and history tables (documents, alarms,
+    # operations events, grants, audit): the batch's pending entity and history writes need not be flushed
+    # before it, nor instance rids read again after it. An alarm storm sends one such call per alarm and per
+    # rule state between the readings' mutations; each flush split the readings' executemany statements.
+    independent: bool = False
 
 
 @dataclass(slots=True)
@@ -148,6 +153,7 @@ class _Work:
     docs: list[tuple[int, int, int, str]] = field(default_factory=list)  # instance_docs rows
     keys: list[tuple[int, int, int, float | None, int, int]] = field(default_factory=list)  # instance_keys rows
     tenants: set[str] = field(default_factory=set)  # inserted into `tenants` by this batch
+    times: dict[str, int] = field(default_factory=dict)  # observedAt text -> its microseconds (iso_micros)
     next_rid: int = 0  # the next instance rid to give (0: not read yet in this transaction)
     saved_rid: int = 0  # the highest rid given that `meta` holds
 
@@ -273,11 +279,11 @@ class SqliteStore(Store):
         self._queue.put(_Group(tenant, mutations, context, future))
         return await future
 
-    async def _call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    async def _call(self, fn: Callable[[sqlite3.Connection], Any], independent: bool = False) -> Any:
         if self._writer is None or self._loop is None:
             raise Unavailable("the store is not running")
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._queue.put(_Call(fn, future))
+        self._queue.put(_Call(fn, future, independent=independent))
         return await future
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
@@ -370,11 +376,12 @@ class SqliteStore(Store):
 
     def _remember(self, work: _Work) -> None:
         """Keep the committed documents of the batch's entities (forget deleted ones), newest last."""
-        cache = self._entity_cache
-        for key, (eid, doc) in work.rows.items():
-            cache.pop(key, None)
-            if eid is not None and isinstance(doc, dict):
-                cache[key] = (eid, doc)
+        cache: dict[tuple[str, str], Any] = self._entity_cache  # its values: the (eid, dict) tuples of work.rows
+        pop = cache.pop
+        for key, found in work.rows.items():  # found: (eid, document), kept as it is (no new tuple per entity)
+            pop(key, None)
+            if found[0] is not None and isinstance(found[1], dict):
+                cache[key] = found
         for _ in range(len(cache) - self.entity_cache_max):
             del cache[next(iter(cache))]
 
@@ -385,11 +392,16 @@ class SqliteStore(Store):
         for item in batch:
             if isinstance(item, _Group):
                 wanted.setdefault(item.tenant, set()).update(m.entity_id for m in item.mutations)
-        cache = self._entity_cache
-        for tenant, ids in wanted.items():
-            kept = [(key, cache.get(key)) for key in ((tenant, entity_id) for entity_id in ids)]
-            ids = {key[1] for key, found in kept if found is None}
-            work.rows.update((key, found) for key, found in kept if found is not None)
+        cache, rows = self._entity_cache, work.rows
+        for tenant, wanted_ids in wanted.items():
+            ids: list[str] = []  # the ones to read
+            for entity_id in wanted_ids:  # one plain loop: it runs for every entity of every batch
+                key = (tenant, entity_id)
+                kept = cache.get(key)
+                if kept is None:
+                    ids.append(entity_id)
+                else:
+                    rows[key] = kept
             if not ids:
                 continue
             # One row holding them all: fetching row by row re-takes the GIL per row, which under a
@@ -399,7 +411,7 @@ class SqliteStore(Store):
             (found,) = conn.execute(
                 "SELECT '[' || group_concat('[' || eid || ',' || json_quote(id) || ',' || doc || ']') || ']' "
                 "FROM entities WHERE tenant=? AND id IN (SELECT value FROM json_each(?))",
-                (tenant, orjson.dumps(list(ids)).decode()),
+                (tenant, orjson.dumps(ids).decode()),
             ).fetchone()
             for eid, entity_id, doc in orjson.loads(found or "[]"):
                 work.rows[(tenant, entity_id)] = (eid, doc)
@@ -426,8 +438,9 @@ class SqliteStore(Store):
 
     def _run_item(self, conn: sqlite3.Connection, item: _Group | _Call, work: _Work) -> None:
         if isinstance(item, _Call):
-            self._flush(conn, work)  # a call reads and writes the tables itself: it must see every earlier write
-            work.next_rid = 0  # and the rids it gives are read again by later mutations
+            if not item.independent:
+                self._flush(conn, work)  # a call reads and writes the tables itself: it must see every earlier write
+                work.next_rid = 0  # and the rids it gives are read again by later mutations
             try:
                 item.result = item.fn(conn)
             except UcityError as exc:
@@ -456,7 +469,10 @@ class SqliteStore(Store):
     def _apply(
         self, conn: sqlite3.Connection, item: _Group, mutation: Mutation, now: str, created: int, work: _Work
     ) -> Outcome | Exception:
-        eid, before = self._current(conn, item.tenant, mutation.entity_id, work)
+        key = (item.tenant, mutation.entity_id)
+        found = work.rows.get(key)  # mostly prefetched and parsed already: `_current` only for the rest
+        eid, before = found if found is not None and not isinstance(found[1], str) else self._current(
+            conn, item.tenant, mutation.entity_id, work)
         try:
             outcome = mutation.apply(before, now)
         except UcityError as exc:
@@ -466,7 +482,7 @@ class SqliteStore(Store):
         eid = self._write_entity(conn, item.tenant, mutation.entity_id, eid, before, outcome.doc, work, outcome.attrs)
         # The next mutation of this entity in the batch starts from this outcome (apply functions never
         # change the document they are given, so it is also the `after` published below).
-        work.rows[(item.tenant, mutation.entity_id)] = (eid, outcome.doc)
+        work.rows[key] = (eid, outcome.doc)
         if outcome.instances:
             self._rows(conn, item.tenant, mutation.entity_id, outcome.instances, created, work)
         item.changes.append(EntityChange(
@@ -495,7 +511,8 @@ class SqliteStore(Store):
             eid = int(cur.lastrowid or 0)
         else:  # documents are never changed once made (apply functions return new ones): serialized at the flush
             work.updates[eid] = after
-        if before is None or before.get("type") != after.get("type"):
+        retyped = before is None or before.get("type") != after.get("type")
+        if retyped:
             conn.execute("DELETE FROM entity_types WHERE eid=?", (eid,))
             conn.executemany(
                 "INSERT OR IGNORE INTO entity_types (eid, tenant, type) VALUES (?,?,?)",
@@ -506,7 +523,7 @@ class SqliteStore(Store):
             self._drop_geo(conn, eid)
             for attr, geometry in geo_parts(after):
                 self._add_geo(conn, eid, tenant, attr, geometry)
-        if before is None or before.get("type") != after.get("type"):  # the history's type index
+        if retyped:  # the history's type index
             conn.execute(
                 "INSERT INTO temporal_entities (tenant, id, types) VALUES (?,?,?) "
                 "ON CONFLICT (tenant, id) DO UPDATE SET types=excluded.types",
@@ -557,7 +574,7 @@ class SqliteStore(Store):
             work.next_rid = work.saved_rid = int(conn.execute(NEXT_RID).fetchone()[0])
             work.saved_rid -= 1
         rid = work.next_rid
-        cache, docs, keys, dumps = self._series_cache, work.docs, work.keys, orjson.dumps
+        cache, docs, keys, dumps, times = self._series_cache, work.docs, work.keys, orjson.dumps, work.times
         last_observed, last_ts = None, 0
         for attr, instance in rows:
             key = (tenant, entity_id, attr, instance.get("datasetId") or "")
@@ -568,7 +585,10 @@ class SqliteStore(Store):
             elif observed == last_observed:  # the attributes of one measure share their time
                 ts = last_ts
             else:
-                ts = last_ts = iso_micros(observed)
+                known = times.get(observed)  # devices of one batch mostly share their times too
+                if known is None:
+                    known = times[observed] = iso_micros(observed)
+                ts = last_ts = known
                 last_observed = observed
             instance.pop("instanceId", None)  # a retried commit gives the instance a new rid
             docs.append((rid, sid, ts, dumps(instance).decode()))
@@ -864,11 +884,11 @@ class SqliteStore(Store):
         text = orjson.dumps(doc).decode()
         await self._call(lambda conn: conn.execute(
             "INSERT INTO docs VALUES (?,?,?,?) ON CONFLICT (kind, tenant, key) DO UPDATE SET doc=excluded.doc",
-            (kind, tenant, key, text)) and None)
+            (kind, tenant, key, text)) and None, independent=True)
 
     async def delete_doc(self, kind: str, tenant: str, key: str) -> bool:
         result: bool = await self._call(lambda conn: conn.execute(
-            "DELETE FROM docs WHERE kind=? AND tenant=? AND key=?", (kind, tenant, key)).rowcount > 0)
+            "DELETE FROM docs WHERE kind=? AND tenant=? AND key=?", (kind, tenant, key)).rowcount > 0, independent=True)
         return result
 
     async def list_docs(self, kind: str) -> list[tuple[str, str, Doc]]:
@@ -890,7 +910,7 @@ class SqliteStore(Store):
                          values)
             conn.executemany("INSERT OR REPLACE INTO alarm_history VALUES (?,?,?,?,?,?,?)", entries)
 
-        await self._call(run)
+        await self._call(run, independent=True)
 
     async def get_alarm(self, tenant: str, alarm_id: str) -> Doc | None:
         def run(conn: sqlite3.Connection) -> Doc | None:
@@ -938,7 +958,7 @@ class SqliteStore(Store):
 
     # -- operations centre (SQL in sqlite_ops.py) --------------------------------------------------
     async def save_ops_event(self, row: OpsEventRow, audit: list[AuditRow]) -> None:
-        await self._call(lambda conn: ops_sql.save_event(conn, row, audit))
+        await self._call(lambda conn: ops_sql.save_event(conn, row, audit), independent=True)
 
     async def get_ops_event(self, tenant: str, event_id: str) -> Doc | None:
         result: Doc | None = await self._read(lambda conn: ops_sql.get_doc(conn, "ops_events", tenant, event_id))
@@ -949,7 +969,7 @@ class SqliteStore(Store):
         return result
 
     async def save_grant(self, row: GrantRow, audit: list[AuditRow]) -> None:
-        await self._call(lambda conn: ops_sql.save_grant(conn, row, audit))
+        await self._call(lambda conn: ops_sql.save_grant(conn, row, audit), independent=True)
 
     async def get_grant(self, tenant: str, grant_id: str) -> Doc | None:
         result: Doc | None = await self._read(lambda conn: ops_sql.get_doc(conn, "ops_grants", tenant, grant_id))
@@ -960,7 +980,7 @@ class SqliteStore(Store):
         return result
 
     async def append_audit(self, rows: list[AuditRow]) -> None:
-        await self._call(lambda conn: ops_sql.insert_audit(conn, rows))
+        await self._call(lambda conn: ops_sql.insert_audit(conn, rows), independent=True)
 
     async def query_audit(self, tenant: str, query: AuditQuery) -> tuple[list[Doc], int | None]:
         result: tuple[list[Doc], int | None] = await self._read(lambda conn: ops_sql.audit_page(conn, tenant, query))
@@ -1015,6 +1035,20 @@ def _geo_changed(before: Doc | None, after: Doc, attrs: frozenset[str] | None) -
     for attr in attrs:
         was, now = old.get(attr), new.get(attr)
         if was is now:
+            continue
+        if was and now and len(was) == 1 and len(now) == 1:  # the common case: one instance before and after
+            a, b = was[0], now[0]
+            kind_a, kind_b = a.get("type"), b.get("type")
+            if kind_a not in GEO_TYPES and kind_b not in GEO_TYPES:
+                continue
+            if kind_a == kind_b:  # both GeoProperties: their GeoJSON values compared (non-dict ones ignored)
+                value_a, value_b = a.get("value"), b.get("value")
+                if isinstance(value_a, dict) and isinstance(value_b, dict):
+                    if value_a != value_b:
+                        return True
+                    continue
+            if _geo_of(was) != _geo_of(now):
+                return True
             continue
         geo = False  # whether either side has a GeoProperty instance; then their values are compared, once
         for instances in (was, now):  # plain loops: this runs for every attribute of every write
