@@ -324,6 +324,40 @@ async def test_live_alarm_acknowledge_facility_chart_and_language(server: LiveSe
     assert page.errors == [] and other.errors == []
 
 
+CUE_SEQUENCE = """async () => {
+  const { Cue } = await import('/static/js/cue.js');
+  const el = (tag) => document.createElement(tag);
+  const [banner, text, open, dismiss, toggle] = [el('div'), el('span'), el('button'), el('button'), el('button')];
+  banner.hidden = true;
+  const opened = [];
+  const cue = new Cue({ banner, text, open, dismiss, toggle, onOpen: (a) => opened.push(a.id) });
+  const alarm = (id, level) => ({ id, level, rule_id: 'rule-' + id, description: { ko: '알람 ' + id, en: 'alarm ' + id } });
+  const states = [];
+  const note = () => states.push({ shown: banner.hidden ? null : banner.dataset.alarmId, level: banner.className, more: cue.more,
+                                   text: text.textContent });
+  cue.show(alarm('a', 'warning')); note();   // 0: first one up
+  cue.show(alarm('b', 'serious')); note();   // 1: more severe replaces, a counted
+  cue.show(alarm('c', 'warning')); note();   // 2: less severe does not hide the serious one
+  cue.show(alarm('a', 'serious')); note();   // 3: a escalated: equal level replaces
+  open.click(); note();                      // 4: opening hides and resets the count
+  cue.show(alarm('d', 'warning')); note();   // 5: after dismissal the next one is shown alone
+  return { states, opened };
+}"""
+
+
+async def test_cue_keeps_the_most_severe_alarm_until_dismissed(server: LiveServer, browser: Any) -> None:
+    page = await open_dashboard(browser, server.url)
+    result = await page.evaluate(CUE_SEQUENCE)
+    states = result["states"]
+    assert [(s["shown"], s["level"], s["more"]) for s in states] == [
+        ("a", "cue lvl-warning", 0), ("b", "cue lvl-serious", 1), ("b", "cue lvl-serious", 2),
+        ("a", "cue lvl-serious", 3), (None, "cue lvl-serious", 0), ("d", "cue lvl-warning", 0)]
+    assert states[2]["text"] == "새 심각 알람: 알람 b (외 2건)"
+    assert states[5]["text"] == "새 경계 알람: 알람 d"
+    assert result["opened"] == ["a"]
+    assert page.errors == []
+
+
 async def test_health_panel_tablet_width_and_labelled_controls(server: LiveServer, city: Any, browser: Any) -> None:
     if not httpx.get(f"{server.url}/ngsi-ld/v1/entities", params={"type": "Camera", "limit": 1}).json():
         await provision(server, city)

@@ -1,10 +1,14 @@
 // The cue for a new warning or serious alarm: a banner (role=alert, read by screen readers),
 // a flashing row, and a short two-tone sound when the operator switched sound on.
+// While the banner is up it keeps the most severe alarm: a less severe one arriving meanwhile does
+// not hide it (a caution storm must not push a serious alarm off the banner); it is counted instead
+// ("and N more"), sounds once, and is in the alarm list as always.
 import { alarmTitle } from './alarms.js';
 import { onLangChange, t } from './i18n.js';
 
 const CUE_LEVELS = new Set(['warning', 'serious']);
 const CUE_EVENTS = new Set(['raised', 'escalated', 'reactivated']);
+const RANK = { warning: 1, serious: 2 };
 
 export class Cue {
   constructor({ banner, text, open, dismiss, toggle, onOpen }) {
@@ -12,13 +16,19 @@ export class Cue {
     this.sound = false;
     this.audio = null;
     this.alarm = null;
-    dismiss.addEventListener('click', () => { banner.hidden = true; });
-    open.addEventListener('click', () => { if (this.alarm) onOpen(this.alarm); banner.hidden = true; });
+    this.more = 0; // cue-worthy alarms that came while the banner showed a more severe one
+    dismiss.addEventListener('click', () => this.hide());
+    open.addEventListener('click', () => { if (this.alarm) onOpen(this.alarm); this.hide(); });
     toggle.addEventListener('click', () => this.setSound(!this.sound));
     onLangChange(() => { if (this.alarm) this.text.textContent = this.message(this.alarm); });
   }
 
-  message(alarm) { return `${t('cue.new', { level: t(`level.${alarm.level}`) })}: ${alarmTitle(alarm)}`; }
+  message(alarm) {
+    const text = `${t('cue.new', { level: t(`level.${alarm.level}`) })}: ${alarmTitle(alarm)}`;
+    return this.more ? `${text} ${t('cue.more', { count: this.more })}` : text;
+  }
+
+  hide() { this.banner.hidden = true; this.more = 0; }
 
   setSound(on) {
     this.sound = on;
@@ -32,12 +42,26 @@ export class Cue {
   wants(type, alarm) { return CUE_EVENTS.has(type) && CUE_LEVELS.has(alarm.level) && !alarm.derived; }
 
   show(alarm) {
-    this.alarm = alarm;
-    this.banner.className = `cue lvl-${alarm.level}`;
-    this.text.textContent = this.message(alarm);
-    this.banner.hidden = false;
+    const shown = this.alarm;
+    if (this.banner.hidden || !shown) {
+      this.more = 0;
+      this.put(alarm);
+    } else if (shown.id === alarm.id) {
+      this.put(alarm); // the same alarm, escalated
+    } else {
+      this.more += 1; // the one not on the banner is still in the list
+      if (RANK[alarm.level] >= RANK[shown.level]) this.put(alarm);
+    }
+    this.text.textContent = this.message(this.alarm);
     document.body.dataset.lastCue = alarm.id;
     if (this.sound) this.beep(alarm.level === 'serious' ? 3 : 1);
+  }
+
+  put(alarm) {
+    this.alarm = alarm;
+    this.banner.className = `cue lvl-${alarm.level}`;
+    this.banner.dataset.alarmId = alarm.id;
+    this.banner.hidden = false;
   }
 
   beep(times) {
