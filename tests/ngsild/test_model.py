@@ -615,3 +615,99 @@ def test_entity_ids_checked_before_are_remembered_and_invalid_ones_never(monkeyp
     assert len(model._VALID_IDS) <= 3 and all(model.is_uri(i) for i in model._VALID_IDS)
     long_id = "urn:x:" + "y" * model._VALID_ID_MAX_LEN
     assert model.check_entity_id(long_id) == long_id and long_id not in model._VALID_IDS
+
+
+# -- batches: the owned normalization (normalize_owned_entity) and the flat upsert -------------------
+def _owned_entities() -> list[Any]:
+    """_VARIED_ENTITIES, each of _VARIED_ATTRS as an attribute of a plain entity, and the batch bench's entity
+    with its members in other orders (value before type, observedAt first, ...)."""
+    out: list[Any] = list(_VARIED_ENTITIES)
+    for n, value in enumerate(_VARIED_ATTRS):
+        out.append({"id": f"urn:x:a{n}", "type": "ParkingSpot", "status": prop("free"), "a": value})
+    spot = _VARIED_ENTITIES[0]
+    out += [
+        {**spot, "occupancy": {"value": 1, "type": "Property", "observedAt": "2026-01-01T00:00:00Z"}},
+        {**spot, "occupancy": {"observedAt": "2026-01-01T00:00:00Z", "type": "Property", "value": 1}},
+        {**spot, "occupancy": prop(1, observedAt="2026-01-01T09:00:00.5+09:00", unitCode="C62", datasetId=GPS)},
+        {**spot, "location": {"value": _POINT, "type": "GeoProperty"}},
+        {**spot, "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1, 2, 3]}}},
+        {**spot, "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [1.0, float("nan")]}}},
+        {**spot, "refOwner": {"type": "Relationship", "object": E1, "datasetId": GPS}},
+        {"type": "ParkingSpot", "id": "urn:x:b1", "status": prop("free")},
+        {"id": "urn:x:b2", "status": prop("free")}, {"id": "urn:x:b3", "type": "T", "scope": ["/a"], "s": prop(1)},
+        {"id": 5, "type": "T"}, {"id": "urn:x:b4", "type": "T", "s": prop(1), "bad name": prop(2)},
+        {"id": "urn:x:b5", "type": ["T", "U"], "s": [prop(1), prop(2, datasetId=GPS)]}, {"id": "urn:x:b6", "type": "T"},
+    ]
+    return out
+
+
+@pytest.mark.parametrize("require_type", [True, False])
+@pytest.mark.parametrize("allow_null", [False, True])
+def test_normalize_owned_entity_gives_what_normalize_entity_gives(require_type: bool, allow_null: bool) -> None:
+    """The batch's normalization, which takes the body's plain instances as its own: the same stored form
+    (members in the same order) or the same error as normalize_entity, for contexts that have and have not
+    seen the names and date-times; `plain` only when no instance has a sub-attribute."""
+    from ucity.ngsild.model import normalize_owned_entity
+
+    user_terms = {"ex": "https://example.org/", "ParkingSpot": "https://example.org/ParkingSpot"}
+    for entity in _owned_entities():
+        for terms in ([], [user_terms]):
+            ctx = compile_local(terms)
+            for _ in range(2):  # the second time with the names and date-times seen before
+                expected = _outcome(normalize_entity, copy.deepcopy(entity), ctx, require_type=require_type,
+                                    allow_null=allow_null)
+                got = _outcome(normalize_owned_entity, copy.deepcopy(entity), ctx, require_type, allow_null)
+                if got[0] == "error":
+                    assert got == expected, entity
+                    continue
+                doc, plain = json.loads(got[1])
+                assert ("ok", json.dumps(doc)) == expected, entity
+                if plain:
+                    assert all(not any(":" in k for k in i) for v in doc["attrs"].values() for i in v), entity
+
+
+def test_normalize_owned_entity_takes_the_bodys_plain_instances() -> None:
+    from ucity.ngsild.model import normalize_owned_entity
+
+    normalize_instance("x", prop(1, observedAt="2026-01-01T00:00:00Z"), CTX)  # a date-time seen before
+    body = copy.deepcopy(_VARIED_ENTITIES[0])
+    members = [body["status"], body["occupancy"], body["location"]]
+    doc, plain = normalize_owned_entity(body, CTX)
+    assert plain and [i for v in doc["attrs"].values() for i in v] == members
+    assert all(a is b for a, b in zip((i for v in doc["attrs"].values() for i in v), members, strict=True))
+    assert members[1]["observedAt"] == "2026-01-01T00:00:00.000000Z"  # the stored form, in place
+    # members in another order than normalize_instance's: a new instance, the body's left as it was
+    body = {"id": E1, "type": "Building", "a": {"value": 1, "type": "Property"}}
+    doc, plain = normalize_owned_entity(body, CTX)
+    assert plain is False and doc["attrs"][V + "a"][0] is not body["a"] and list(body["a"]) == ["value", "type"]
+    # a sub-attribute: not plain
+    assert normalize_owned_entity({"id": E1, "type": "Building", "a": prop(1, accuracy=prop(2))}, CTX)[1] is False
+
+
+@pytest.mark.parametrize("retried", [False, True])
+def test_flat_upsert_op_gives_what_upsert_op_gives(retried: bool) -> None:
+    """upsert_op(flat=True), given a document without sub-attributes (what normalize_owned_entity says
+    is plain), gives the outcome of upsert_op and of replace_op, members in the same order."""
+    from ucity.ngsild.model import normalize_owned_entity
+
+    stored_other = ops.create_op(stored(t=[prop(3)], name=[prop("y")]))(None, T0).doc
+    befores = [None, base(), stored_other]
+    flat_docs = []
+    for entity in _owned_entities():
+        with contextlib.suppress(BadRequest):
+            doc, plain = normalize_owned_entity(copy.deepcopy(entity), CTX)
+            if plain:
+                flat_docs.append(doc)
+    assert len(flat_docs) > 10
+    for new in flat_docs:
+        for before in befores:
+            expected = ops.replace_op(copy.deepcopy(new), create_if_missing=True)(copy.deepcopy(before), T1)
+            general = ops.upsert_op(copy.deepcopy(new))(copy.deepcopy(before), T1)
+            owned = copy.deepcopy(new)
+            fn = ops.upsert_op(owned, flat=True)
+            if retried:
+                for earlier in befores:
+                    fn(copy.deepcopy(earlier), T0)
+            outcome = fn(copy.deepcopy(before), T1)
+            assert _summary(outcome) == _summary(expected) == _summary(general), (new, before)
+            assert outcome.doc is owned

@@ -10,6 +10,7 @@ import dataclasses
 import re
 import uuid
 from collections.abc import Mapping
+from itertools import repeat
 from typing import Any
 from urllib.parse import quote
 
@@ -28,6 +29,7 @@ from ucity.ngsild.model import (
     normalize_attrs,
     normalize_entity,
     normalize_instance,
+    normalize_owned_entity,
     render_entity,
     to_geojson_feature,
 )
@@ -407,35 +409,49 @@ class NgsiLdApi:
         check_batch(req, kind, body)
         return await handlers[kind](req, body)
 
-    async def _normalize_all(self, req: Req, body: list[Any], **kw: Any) -> tuple[list[tuple[str, Doc]], list[dict[str, Any]]]:
+    async def _normalize_all(self, req: Req, body: list[Any], require_type: bool = True, allow_null: bool = False,
+                             plain: list[bool] | None = None) -> tuple[list[tuple[str, Doc]], list[dict[str, Any]]]:
         """Normalize each entity of a batch; invalid ones become errors, not a failed batch.
 
         `body` (the request's, read by `batch`) is consumed: each entity leaves it once normalized, so
         that what of it the stored form does not share is freed while it is still in the CPU's cache,
-        not as a thousand cold objects once the whole batch has been committed.
+        not as a thousand cold objects once the whole batch has been committed. The stored forms take
+        the body's plain attribute instances as their own (`normalize_owned_entity`); whether each
+        document has only those is appended to `plain`, if given.
         """
         docs: list[tuple[str, Doc]] = []
         errors: list[dict[str, Any]] = []
         link_ctx = None
+        normalize = normalize_owned_entity
         for n, item in enumerate(body):
             body[n] = None
+            own_context = isinstance(item, dict) and "@context" in item
             entity_id = item.get("id") if isinstance(item, dict) else None
             try:
-                if link_ctx is None or (isinstance(item, dict) and "@context" in item):
+                if link_ctx is None or own_context:
                     _, ctx = await self.compile(req, item if isinstance(item, dict) else None)
-                    link_ctx = ctx if not (isinstance(item, dict) and "@context" in item) else None
+                    link_ctx = None if own_context else ctx
                 else:
                     ctx = link_ctx
-                docs.append((str(entity_id), normalize_entity(item, ctx, **kw)))
+                doc, only_plain = normalize(item, ctx, require_type, allow_null)
             except UcityError as exc:
                 errors.append({"entityId": entity_id, "error": exc.to_problem()})
+                continue
+            docs.append((entity_id if entity_id.__class__ is str else str(entity_id), doc))
+            if plain is not None:
+                plain.append(only_plain)
         return docs, errors
 
     async def _execute(self, req: Req, docs: list[tuple[str, Doc]], errors: list[dict[str, Any]],
-                       make: Any) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-        """Run one mutation per entity; returns (created ids, other success ids, errors)."""
+                       make: Any, flags: list[bool] | None = None) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+        """Run one mutation per entity, `make(doc)` or, with `flags` (one per doc), `make(doc, flag)`;
+        returns (created ids, other success ids, errors)."""
         tenant = self.write_tenant(req)
-        results = await self.run(req, tenant, [Mutation(i, make(d)) for i, d in docs]) if docs else []
+        if flags is None:
+            mutations = [Mutation(i, make(d)) for i, d in docs]
+        else:
+            mutations = [Mutation(i, make(d, flag)) for (i, d), flag in zip(docs, flags, strict=True)]
+        results = await self.run(req, tenant, mutations) if docs else []
         created: list[str] = []
         succeeded: list[str] = []
         for (entity_id, _), result in zip(docs, results, strict=True):
@@ -465,12 +481,13 @@ class NgsiLdApi:
         return self._batch_reply(req, created, ok, errors, 201)
 
     async def _batch_upsert(self, req: Req, body: list[Any]) -> Resp:
-        docs, errors = await self._normalize_all(req, body)
-        # Without options=update the normalized documents are handed over to upsert_op: the batch does
-        # not use them again.
-        make = (lambda d: ops.append_op(d, overwrite=True, create_if_missing=True)) if "update" in options(req) \
-            else ops.upsert_op
-        created, ok, errors = await self._execute(req, docs, errors, make)
+        plain: list[bool] = []
+        docs, errors = await self._normalize_all(req, body, plain=plain)
+        if "update" in options(req):
+            make = lambda d: ops.append_op(d, overwrite=True, create_if_missing=True)  # noqa: E731
+            created, ok, errors = await self._execute(req, docs, errors, make)
+        else:  # the normalized documents are handed over to upsert_op: the batch does not use them again
+            created, ok, errors = await self._execute(req, docs, errors, ops.upsert_op, plain)
         return self._batch_reply(req, created, ok, errors, 201)
 
     async def _batch_update(self, req: Req, body: list[Any]) -> Resp:
@@ -622,7 +639,7 @@ def check_batch(req: Req, kind: str, body: Any) -> None:
     if not body:
         raise BadRequest("a batch operation needs at least one entity")
     item_type, what = (str, "entity ids") if kind == "delete" else (dict, "entity objects")
-    if not all(isinstance(item, item_type) for item in body):
+    if not all(map(isinstance, body, repeat(item_type))):  # C-level: it runs over every entity of a batch
         raise BadRequest(f"every item of a batch {kind} must be one of its {what} (no null or other values)")
     if kind != "delete":
         request_context(req, body)  # 400 for ld+json with a Link header, or json with an @context

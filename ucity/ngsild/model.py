@@ -191,6 +191,46 @@ def normalize_entity(body: Any, ctx: Ctx, *, require_id: bool = True, require_ty
     return doc
 
 
+def normalize_owned_entity(body: Any, ctx: Ctx, require_type: bool = True,
+                           allow_null: bool = False) -> tuple[dict[str, Any], bool]:
+    """`normalize_entity(body, ctx, ...)` for a caller that hands `body` over (a batch's entities, parsed
+    for it and used no more): (stored form, whether every instance is plain).
+
+    The stored form is the one normalize_entity gives, but each plain attribute instance
+    (`_plain_owned`) is the body's own dict, not a new one: a batch upsert normalizes a thousand
+    entities per request, and a dict made (and the body's freed) per instance was about 8 % of the
+    normalization (3.3 -> 3.05 us per entity of bench_ngsild's, alone). Plain instances have no
+    sub-attributes, which spares `upsert_op` looking for them to stamp.
+    """
+    if body.__class__ is not dict or "scope" in body:
+        return normalize_entity(body, ctx, require_type=require_type, allow_null=allow_null), False
+    memo: dict[str, str] | None = getattr(ctx, "name_memo", None)
+    if "type" in body:
+        types = body["type"]
+        known = memo.get(types) if memo is not None and types.__class__ is str else None  # expand_types' memo
+        doc: dict[str, Any] = {"id": check_entity_id(body.get("id")),
+                               "type": [known] if known is not None else expand_types(types, ctx)}
+    elif require_type:
+        check_entity_id(body.get("id"))  # normalize_entity's order: an invalid id is the error
+        raise BadRequest("entity type is missing")
+    else:
+        doc = {"id": check_entity_id(body.get("id"))}
+    attrs: dict[str, list[dict[str, Any]]] = {}
+    plain = True
+    for name, value in body.items():
+        if name in ENTITY_RESERVED:
+            continue
+        if value.__class__ is dict and _plain_owned(value):
+            instances = [value]
+        else:  # as _normalize_attrs: the value first, then the name
+            instances = normalize_attribute(name, value, ctx, allow_null)
+            plain = False
+        iri = memo.get(name) if memo is not None else None
+        attrs[iri if iri is not None else expand_name(name, ctx)] = instances
+    doc["attrs"] = attrs
+    return doc, plain
+
+
 def normalize_scope(value: Any) -> list[str]:
     scopes = value if isinstance(value, list) else [value]
     for scope in scopes:
@@ -272,6 +312,53 @@ def _plain_instance(value: dict[str, Any]) -> dict[str, Any] | None:
         else:
             return None
     return instance
+
+
+def _plain_owned(value: dict[str, Any]) -> bool:
+    """Whether `value` itself is its stored instance, as `_plain_instance(value)` would make it: True
+    after replacing its observedAt by the stored form (the only member that differs), False (and
+    `value` as it was) for the general path to decide.
+
+    Only for a caller that owns `value`, and only when its members already come in the order
+    `normalize_instance` writes them (type, then the value member, then the others as sent), so that
+    the stored instance is the same member for member; tests/ngsild/test_model.py compares both.
+    """
+    names = iter(value)
+    if next(names, None) != "type":
+        return False
+    attr_type = value["type"]
+    if attr_type.__class__ is not str:
+        return False
+    key = _PLAIN_KEYS.get(attr_type)
+    if key is None or next(names, None) != key:
+        return False
+    member = value[key]
+    if attr_type == "Property":
+        if member is None or member == NULL:
+            return False
+    elif attr_type == "Relationship":
+        if member.__class__ is not str or member == NULL or not _URI.match(member):
+            return False
+    elif not _plain_point(member):
+        return False
+    observed = None
+    for name in names:
+        item = value[name]
+        if name == "observedAt":
+            observed = _TIMES.get(item) if item.__class__ is str else None
+            if observed is None:
+                return False
+        elif name == "datasetId":
+            if item.__class__ is not str or item == NULL or not _URI.match(item):
+                return False
+        elif name == "unitCode":
+            if item.__class__ is not str:
+                return False
+        else:
+            return False
+    if observed is not None:
+        value["observedAt"] = observed
+    return True
 
 
 def _plain_point(value: Any) -> bool:
