@@ -27,7 +27,7 @@ from ucity.core.clock import to_iso
 from ucity.core.errors import BadRequest
 from ucity.core.frozen import fast_init
 from ucity.ingest.model import AttrSpec, Command, DeviceProfile, StaticAttr
-from ucity.ngsild.model import ENTITY_RESERVED, check_entity_id, check_name
+from ucity.ngsild.model import ENTITY_RESERVED, NULL, check_entity_id, check_name
 
 TIME_KEYS = ("TimeInstant", "observedAt")
 
@@ -79,6 +79,10 @@ class Observation:
 
     observed_at: str
     attrs: dict[str, dict[str, Any]]
+    # Every instance is decode's plain numeric one, {"type": "Property", "value": <int or finite float>,
+    # ["unitCode": <not the NGSI-LD Null>,] "observedAt"}: the writer merges it without checking its
+    # members for an NGSI-LD Null or for others. False promises nothing.
+    plain: bool = False
 
 
 @fast_init
@@ -148,6 +152,7 @@ def decode_measure(
     observed_at = _measure_time(measure, profile, plan, index, rejections) or received_iso or to_iso(received_at)
     fields = plan.fields
     attrs: dict[str, dict[str, Any]] = {}
+    plain = True
     for key, value in measure.items():
         field = fields.get(key) or plan.field(key, profile)
         if not isinstance(field, tuple):
@@ -159,6 +164,8 @@ def decode_measure(
             # The common case, a Number sent as a JSON number: what `_number` and the lines below make, in one go
             attrs[name] = ({"type": "Property", "value": value, "unitCode": unit_code, "observedAt": observed_at}
                            if unit_code else {"type": "Property", "value": value, "observedAt": observed_at})
+            if unit_code == NULL:
+                plain = False
             continue
         if value is None:
             rejections.append(Rejection(NULL_VALUE, f"{key!r} is null", index, key))
@@ -172,7 +179,8 @@ def decode_measure(
             instance["unitCode"] = unit_code
         instance["observedAt"] = observed_at
         attrs[name] = instance
-    return (Observation(observed_at, attrs) if attrs else None), rejections
+        plain = False
+    return (Observation(observed_at, attrs, plain) if attrs else None), rejections
 
 
 def _measure_time(

@@ -101,11 +101,13 @@ def measure_op(profile: DeviceProfile, observations: Iterable[Observation]) -> A
         late_history: list[tuple[str, dict[str, Any]]] = []
         merged = False
         for observation in ordered:
-            if _merge_observation(doc, owned, observation.attrs, now, touched, instances, late_history):
+            if _merge_observation(doc, owned, observation.attrs, now, touched, instances, late_history,
+                                  observation.plain):
                 merged = True
                 doc["modifiedAt"] = now
-        instances.extend(late_history)
-        touched.update(iri for iri, _ in late_history)
+        if late_history:  # rare (a device emptying its buffer): no generator made per measure otherwise
+            instances.extend(late_history)
+            touched.update(iri for iri, _ in late_history)
         operation = "create" if before is None else "update"
         return Outcome(doc, operation, frozenset(touched), tuple(instances), result={"created": before is None},
                        changed=before is None or merged or bool(late_history))
@@ -115,10 +117,12 @@ def measure_op(profile: DeviceProfile, observations: Iterable[Observation]) -> A
 
 def _merge_observation(
     doc: Doc, owned: set[str] | None, attrs: dict[str, dict[str, Any]], now: str, touched: set[str],
-    history: list[tuple[str, dict[str, Any]]], late: list[tuple[str, dict[str, Any]]],
+    history: list[tuple[str, dict[str, Any]]], late: list[tuple[str, dict[str, Any]]], plain: bool = False,
 ) -> bool:
     """Merge one decoded measure into the working copy (`ops.merge_attrs` semantics). An instance older
-    than the attribute's current one goes to `late` (history only). Returns whether any was merged."""
+    than the attribute's current one goes to `late` (history only). Returns whether any was merged.
+    `plain`: every instance is decode's plain numeric one (`Observation.plain`), so none can hold an
+    NGSI-LD Null or members the general merge must see: the check of each instance's members is skipped."""
     entity_attrs: dict[str, list[dict[str, Any]]] = doc["attrs"]
     merged = False
     for name, instance in attrs.items():
@@ -138,7 +142,7 @@ def _merge_observation(
         elif owned is not None and iri not in owned:
             current = entity_attrs[iri] = list(current)
             owned.add(iri)
-        if NULL in instance.values() or not _DECODED_MEMBERS.issuperset(instance):
+        if not plain and (NULL in instance.values() or not _DECODED_MEMBERS.issuperset(instance)):
             # An NGSI-LD Null (deletes the attribute) or other members: the general merge
             written = ops.merge_attrs(doc, {iri: [instance]}, now, touched, copy=dict, merge=_merge_decoded)
             history.extend(ops.history_rows(written))
@@ -148,8 +152,15 @@ def _merge_observation(
             new = dict(instance)
             new["createdAt"] = new["modifiedAt"] = now
             current.append(new)
-        else:
-            new = current[index] = _merged(current[index], instance, now)
+        else:  # `_merged`, inline: this runs for every observation
+            old = current[index]
+            new = dict(old)
+            if instance.get("type") and instance["type"] != old.get("type"):
+                for key in VALUE_MEMBERS:
+                    new.pop(key, None)
+            new.update(instance)
+            new["modifiedAt"] = now
+            current[index] = new
         history.append((iri, dict(new)))
     return merged
 

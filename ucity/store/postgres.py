@@ -838,10 +838,17 @@ class PostgresStore(Store):
         sids = await self._series_ids(conn, tx, rows)
         records: dict[object, list[Any]] = {}
         unnamed: list[list[Any]] = []  # the records whose instance has no instanceId yet
+        last_observed, last_ts = None, 0
         for n, row in enumerate(rows):
             instance = row.instance
             observed = instance.get("observedAt")
-            ts = iso_micros(observed) if observed else row.created
+            if not observed:
+                ts = row.created
+            elif observed == last_observed:  # the attributes of one measure share their time: parsed once
+                ts = last_ts
+            else:
+                ts = last_ts = iso_micros(observed)
+                last_observed = observed
             sid = sids[n]
             number: float | str | None = vnum(instance)
             if number is not None:
