@@ -97,8 +97,8 @@ def test_plain_observations_merge_as_the_general_checks_do(before: dict[str, Any
     {"type": "Property", "value": 1, "https://example.org/sub": {"type": "Property", "value": 2}, "createdAt": T1},
 ])
 def test_a_merged_instance_is_the_one_merged_gives(old: dict[str, Any]) -> None:
-    """The merge of an observation over the current instance, written inline in the writer's loop, makes what
-    `_merged` (the general path's merge of a decoded instance) makes."""
+    """The plain merge of an observation over the current instance makes what `_merged` (the general path's
+    merge of a decoded instance) makes."""
     from ucity.ingest.writer import _merged
 
     profile = _profile()

@@ -152,15 +152,8 @@ def _merge_observation(
             new = dict(instance)
             new["createdAt"] = new["modifiedAt"] = now
             current.append(new)
-        else:  # `_merged`, inline: this runs for every observation
-            old = current[index]
-            new = dict(old)
-            if instance.get("type") and instance["type"] != old.get("type"):
-                for key in VALUE_MEMBERS:
-                    new.pop(key, None)
-            new.update(instance)
-            new["modifiedAt"] = now
-            current[index] = new
+        else:
+            current[index] = new = _merged(current[index], instance, now)
         history.append((iri, dict(new)))
     return merged
 
