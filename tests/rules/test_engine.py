@@ -404,3 +404,48 @@ async def test_a_changed_default_resets_its_states(shm: City) -> None:
     await shm.app.rules.drain()
     assert [c.evidence["reason"] for c in shm.of(RuleCleared)] == ["rule-changed"]
     assert shm.app.rules.state(TENANT, "shm-tilt-x", SENSOR) is None
+
+
+async def test_the_snapshots_of_one_batch_are_written_by_one_store_call(tmp_path: Path) -> None:
+    """An alarm storm changes a state per transition: one `put_docs` (and one `delete_docs`) per batch, not
+    a store call per state."""
+    city = await open_city(tmp_path, FakeClock(START), [tilt_rule(samples=None)])
+    store = city.app.store
+    calls: list[tuple[str, int]] = []
+    put_docs, delete_docs = store.put_docs, store.delete_docs
+
+    async def put(kind: str, docs: list[Any]) -> None:
+        calls.append(("put", len(docs)))
+        await put_docs(kind, docs)
+
+    async def delete(kind: str, keys: list[Any]) -> None:
+        calls.append(("delete", len(keys)))
+        await delete_docs(kind, keys)
+
+    store.put_docs, store.delete_docs = put, delete  # type: ignore[method-assign]
+    sensors = [f"urn:ngsi-ld:StructuralSensor:s{n}" for n in range(20)]
+
+    async def write_all(value: float) -> None:
+        at = to_iso(city.clock.now())
+        mutations = [Mutation(s, append_op({"id": s, "type": [CTX.expand_type("StructuralSensor")], "attrs": {
+            iri("tiltX"): [{"type": "Property", "value": value, "observedAt": at}]}}, create_if_missing=True))
+            for s in sensors]
+        await store.mutate(TENANT, mutations, Context(actor="test"))  # one commit, one EntitiesChanged
+        await city.app.publisher.drain()
+        await city.app.rules.drain()
+
+    try:
+        await write_all(0.0)
+        calls.clear()
+        await write_all(0.0072)
+        assert len(city.of(RuleMatched)) == len(sensors) and calls == [("put", len(sensors))]
+        for sensor in sensors:
+            snapshot = await city.snapshot("shm-tilt-x", sensor)
+            assert snapshot is not None and snapshot["state"]["level"] == "serious"
+        calls.clear()
+        city.clock.advance(timedelta(minutes=10))
+        await write_all(0.0)
+        assert len(city.of(RuleCleared)) == len(sensors) and calls == [("delete", len(sensors))]
+        assert [await city.snapshot("shm-tilt-x", sensor) for sensor in sensors] == [None] * len(sensors)
+    finally:
+        await city.app.stop()

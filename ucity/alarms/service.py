@@ -10,16 +10,22 @@ How a change flows, and why:
    restored from the store on start). No await sits between reading the state and changing
    it, so two events for the same key can never both raise an alarm: that is what keeps "one
    active alarm per (tenant, entity, rule)".
-2. Persisting runs in a task per change, serialized per alarm by the alarm's lock (FIFO, so in
-   decision order): enrich a new alarm from its entity (type, location, parent) unless the rule
-   event described it already, save the alarm row and its new history entries; once that is
-   committed, announce on the SSE stream, queue notifications and propagate to the parent; then
-   write what changed in the `Alert` entity (together with the Alerts of other alarms saved at the
-   same time, see `_write_alert`) and publish `AlarmChanged`. Nobody hears of an alarm
-   before its row is durable, and nobody waits for the Alert's commit (it may lag the stream by
-   one commit, and its failure is only logged). The bus publisher is never held up by a commit.
-   Each write carries the alarm's state at the time it runs, so the last write wins with the
-   latest state; the stream and `AlarmChanged` carry the state that the change saved.
+2. Persisting runs in rounds (`_save_round`): the changes decided in one step of the event loop
+   (an alarm storm: every alarm that one commit's rule events raise) are saved by one store call
+   (`save_alarms`: the alarm rows and their new history entries, one commit), then announced in
+   decision order: the SSE stream, queued notifications, propagation to the parent. A new alarm
+   whose rule event did not describe its entity is enriched first (type, location, parent; the
+   alarm's later changes wait behind it). Rounds overlap: the next one is saved without waiting for
+   this one's commit (the store commits calls in the order they came) and announces after it, so
+   one alarm's changes reach the stream in decision order. Then the round writes what changed in
+   its alarms' `Alert` entities (shared writes of up to `_ALERT_WRITE`) and publishes `AlarmChanged`
+   for each change, after the previous round did (one alarm's Alert writes and events stay in its
+   order). Nobody hears of an alarm before its row is durable; the stream and the notifiers never
+   wait for an Alert (which may lag the stream by a commit; its failure is only logged), not even
+   an earlier change's. The bus publisher is never held up by a commit. Each save carries the
+   alarm's state at the time it runs, so the last write wins with the latest state; the stream and
+   `AlarmChanged` carry the state that the change saved. A save call that fails is retried alarm by
+   alarm, so one alarm that cannot be saved fails alone (logged, never announced).
 
 Dedupe (domain-rules §9): a repeat of an active alarm only counts (count, last seen); a higher
 level escalates it (history, SSE, the new level's escalation chain); a lower level does not lower
@@ -37,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,11 +57,12 @@ from ucity.alarms.notifiers.sse import SseHub
 from ucity.core.bus import Context, Event
 from ucity.core.clock import parse_iso, to_iso
 from ucity.core.errors import NotFound
+from ucity.core.ids import uuid4_texts
 from ucity.core.platform import Platform
 from ucity.ingest import DeviceStatusChanged
 from ucity.ngsild.context import core_context
 from ucity.rules.events import LEVELS, RuleCleared, RuleMatched, level_rank
-from ucity.store.base import Doc, Store
+from ucity.store.base import AlarmRow, Doc, Store
 
 log = logging.getLogger(__name__)
 DEVICE_OFFLINE_RULE = "device-offline"
@@ -118,6 +124,25 @@ class _Change:
     follow_up: str | None = None  # tell the groups already notified (acknowledged, cleared, closed)
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A decided change on its way: saved, announced, then its Alert and `AlarmChanged` (see `_save_round`)."""
+
+    alarm: Alarm
+    change: _Change
+    done: asyncio.Future[None]  # resolved once all of that is done or has failed
+    doc: Doc | None = None  # the alarm's stored form as this change saved it
+    wire: dict[str, Any] | None = None  # its API form, announced
+
+    @property
+    def context(self) -> Context:
+        return Context(parent_id=self.alarm.cause, actor="ucity-alarms")
+
+    def finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
 class AlarmService:
     """Alarms of every tenant: lifecycle, persistence, Alert entities, escalation, notification."""
 
@@ -135,9 +160,14 @@ class AlarmService:
         self._active: dict[m.Key, Alarm] = {}
         self._cleared: dict[m.Key, Alarm] = {}  # the latest cleared (not closed) alarm of a key
         self._tasks: set[asyncio.Task[None]] = set()
-        # Alert writes waiting for the next round of `_write_alerts`, and the task that writes them.
-        self._alert_queue: list[tuple[Alarm, Context, asyncio.Future[Any]]] = []
-        self._alert_round_due = False
+        # Changes waiting for the next save round (`_save_round`); the last round's announcement and follow-up,
+        # which the next round's wait for; the changes of alarms whose first change is being enriched.
+        self._save_queue: list[_Pending] = []
+        self._round_due = False
+        self._announced: asyncio.Future[None] | None = None
+        self._followed: asyncio.Future[None] | None = None
+        self._enriching: dict[str, list[_Pending]] = {}
+        self._ids: list[str] = []  # alarm ids to give (`_new_id`)
         self._drainers: list[Callable[[], Awaitable[None]]] = []
         self._unsubscribe: list[Callable[[], None]] = []
         self._closed_lock = asyncio.Lock()  # comments on closed alarms (not in memory) one at a time
@@ -289,10 +319,18 @@ class AlarmService:
         age = (self.clock.now() - parse_iso(alarm.cleared_at)).total_seconds()
         return age <= self.settings.dedupe_window_s
 
+    def _new_id(self) -> str:
+        """A random alarm id (32 hex digits, as `uuid4().hex`), from a batch made by one read of the system's
+        randomness: `uuid4()` per alarm is a system call that hands the GIL to the store's writer thread, and
+        in an alarm storm the event loop waited for it back once per alarm."""
+        if not self._ids:
+            self._ids = [text.replace("-", "") for text in uuid4_texts(256)]
+        return self._ids.pop()
+
     def _new(self, signal: Signal, now: str) -> Alarm:
         ctx = core_context()
         alarm = Alarm(
-            id=uuid.uuid4().hex, tenant=signal.tenant, entity_id=signal.entity_id, rule_id=signal.rule_id,
+            id=self._new_id(), tenant=signal.tenant, entity_id=signal.entity_id, rule_id=signal.rule_id,
             kind=signal.kind, level=signal.level, status=ACTIVE_UNACK, raised_at=now, updated_at=now, last_seen=now,
             entity_type=ctx.compact_iri(signal.entity_types[0]) if signal.entity_types else "",
             category=signal.category, description=signal.description, location=signal.location,
@@ -415,8 +453,19 @@ class AlarmService:
         await self._commit(alarm, change)
 
     # -- persisting and announcing -----------------------------------------------------------------
-    def _commit(self, alarm: Alarm, change: _Change) -> asyncio.Task[None]:
-        return self._spawn(self._persist(alarm, change))
+    def _commit(self, alarm: Alarm, change: _Change) -> asyncio.Future[None]:
+        """Have the change saved, announced and followed up (see `_save_round`); the future resolves once
+        all of that is done (an operator's action answers then)."""
+        item = _Pending(alarm, change, asyncio.get_running_loop().create_future())
+        waiting = self._enriching.get(alarm.id)
+        if waiting is not None:  # behind its alarm's first change, which is being enriched
+            waiting.append(item)
+        elif change.enrich and not alarm.enriched:
+            self._enriching[alarm.id] = []
+            self._spawn(self._enrich_first(item))
+        else:
+            self._queue(item)
+        return item.done
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -424,73 +473,147 @@ class AlarmService:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _persist(self, alarm: Alarm, change: _Change) -> None:
-        async with alarm.lock:
-            try:
-                if change.enrich and not alarm.enriched:
-                    await self._enrich(alarm)
-                saved = alarm.to_doc()  # the stream and AlarmChanged show the state this change saved
-                await self.store.save_alarm(alarm.to_row(saved), [e.to_doc() for e in change.entries])
-            except Exception:
-                log.exception("alarm %s could not be saved", alarm.id)
-                return
-            # The alarm is durable: the stream and the notifiers hear of it now. The Alert entity is a second
-            # commit (with history, and its own bus batch); waiting for it here doubled the time to the SSE
-            # stream, so it follows, still under the lock, so that Alert writes keep the alarm's order.
-            wire = alarm.to_wire(saved)
-            self._announce(alarm, change, wire)
-            context = Context(parent_id=alarm.cause, actor="ucity-alarms")  # one per change, for both writes
-            if change.alert:
-                await self._write_alert(alarm, context)
-            if change.events:  # under the alarm's lock: consumers see one alarm's changes in order
-                await self.platform.bus.publish(AlarmChanged(context, alarm.tenant, tuple(change.events), wire))
+    def _queue(self, item: _Pending) -> None:
+        self._save_queue.append(item)
+        if not self._round_due:
+            self._round_due = True
+            previous, self._announced = self._announced, asyncio.get_running_loop().create_future()
+            self._spawn(self._save_round(previous, self._announced))
 
-    async def _write_alert(self, alarm: Alarm, context: Context) -> None:
-        """The Alert entity of an alarm already saved and announced; a failure is logged, not retried (the
-        next change of the alarm brings the whole entity up to date).
-
-        The Alerts of alarms that reach this point together (an alarm storm: every alarm of a commit batch
-        wakes at once) are written together, in store writes of up to `_ALERT_WRITE` Alerts, not in one
-        write each: per alarm that spares a store round trip's future and queue item and its own
-        `EntitiesChanged`, on the event loop and in the store's writer, which the next alarms' saves wait
-        for. Nothing waits on a timer nor on another round: a round is the Alerts queued in one turn of the
-        event loop. Each alarm is in a round at most once (its writes run under its lock), so its Alert
-        writes keep its order."""
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-        self._alert_queue.append((alarm, context, done))
-        if not self._alert_round_due:
-            self._alert_round_due = True
-            loop.call_soon(self._alert_round)
-        result = await done
-        if isinstance(result, Exception):
-            log.error("Alert entity of alarm %s not written: %s", alarm.id, result)
-
-    def _alert_round(self) -> None:
-        """Write the queued Alerts: called once the alarms that woke together (after one commit) have queued
-        theirs, so they go together; each write is a task, none waits for the previous round's."""
-        self._alert_round_due = False
-        batch, self._alert_queue = self._alert_queue, []
-        by_tenant: dict[str, list[tuple[Alarm, Context, asyncio.Future[Any]]]] = {}
-        for item in batch:
-            by_tenant.setdefault(item[0].tenant, []).append(item)
-        for tenant, items in by_tenant.items():
-            for i in range(0, len(items), _ALERT_WRITE):
-                self._spawn(self._write_tenant_alerts(tenant, items[i:i + _ALERT_WRITE]))
-
-    async def _write_tenant_alerts(self, tenant: str, items: list[tuple[Alarm, Context, asyncio.Future[Any]]]) -> None:
-        # One write has one Context: a lone Alert keeps its change's (the trace to the rule and reading that
-        # caused it); a round of many is the alarms service's own.
-        context = items[0][1] if len(items) == 1 else Context(actor="ucity-alarms")
-        results: list[Any] = [RuntimeError("the Alert write was interrupted")] * len(items)
+    async def _enrich_first(self, item: _Pending) -> None:
+        """Read the entity of a new alarm that the rule event did not describe, then queue its save and the
+        changes of the alarm decided meanwhile, in order."""
+        alarm = item.alarm
         try:
-            results = await write_alerts(self.store, tenant, [alarm for alarm, _, _ in items], context)
+            await self._enrich(alarm)
+        except Exception:
+            log.exception("alarm %s could not be saved", alarm.id)
+            item.finish()
+        else:
+            self._queue(item)
+        for later in self._enriching.pop(alarm.id, []):
+            self._queue(later)
+
+    async def _save_round(self, previous: asyncio.Future[None] | None, announced: asyncio.Future[None]) -> None:
+        """Save the changes queued in one turn of the event loop in one store call, then announce them.
+
+        A round starts once the decisions of the step that queued its first change are made, so an alarm
+        storm's alarms (decided by one commit's rule events) are saved by one call and one commit, and are
+        announced by one callback: a task, a store call and a wake-up per alarm put hundreds of callbacks
+        ahead of every event in the loop's queue, the stream's among them. Rounds overlap (the next one
+        does not wait for this one's commit); the store commits calls in the order they came, and each
+        round announces after the one before it, so one alarm's changes reach the stream in decision
+        order. Then the Alerts and `AlarmChanged` follow (`_follow_up`), which the next round's
+        announcement never waits for."""
+        self._round_due = False
+        items, self._save_queue = self._save_queue, []
+        follow: list[_Pending] = []
+        try:
+            await self._save(items)
+            if previous is not None and not previous.done():
+                await previous
+            for item in items:  # durable: the stream and the notifiers hear of it now, in decision order
+                if item.doc is None:
+                    continue
+                try:
+                    item.wire = item.alarm.to_wire(item.doc)
+                    self._announce(item.alarm, item.change, item.wire)
+                except Exception:  # a notifier's or the parent's bug must not silence the round's other alarms
+                    log.exception("alarm %s: announcing %s failed", item.alarm.id, item.change.events)
+                if item.wire is not None:
+                    follow.append(item)
+        finally:  # also when cancelled (shutdown): nobody may wait forever
+            if not announced.done():
+                announced.set_result(None)
+            for item in items:
+                if item.wire is None:
+                    item.finish()
+        before, self._followed = self._followed, asyncio.get_running_loop().create_future()
+        await self._follow_up(follow, before, self._followed)
+
+    async def _save(self, items: list[_Pending]) -> None:
+        """Save each item's alarm row (its state now: the last write wins with the latest state) and new
+        history, in one store call; an item whose save failed is left without `doc`. A failed call is
+        retried alarm by alarm (in order: the store commits calls in the order they came), so that one bad
+        alarm fails alone, as it did when each alarm had a call of its own."""
+        saves: list[tuple[AlarmRow, list[Doc]]] = []
+        made: list[_Pending] = []
+        for item in items:
+            try:
+                doc = item.alarm.to_doc()  # the stream and AlarmChanged show the state this change saved
+                saves.append((item.alarm.to_row(doc), [e.to_doc() for e in item.change.entries]))
+            except Exception:
+                log.exception("alarm %s could not be saved", item.alarm.id)
+                continue
+            item.doc = doc
+            made.append(item)
+        if not saves:
+            return
+        try:
+            await self.store.save_alarms(saves)
+            return
+        except Exception as exc:
+            if len(saves) == 1:
+                log.error("alarm %s could not be saved: %s", made[0].alarm.id, exc)
+                made[0].doc = None
+                return
+        # Each alarm's state as it is now: a later round may have saved a newer one meanwhile, which these
+        # saves, committed after it, must not take back.
+        for n, item in enumerate(made):
+            item.doc = item.alarm.to_doc()
+            saves[n] = (item.alarm.to_row(item.doc), saves[n][1])
+        results = await asyncio.gather(*(self.store.save_alarm(row, history) for row, history in saves),
+                                       return_exceptions=True)
+        for item, result in zip(made, results, strict=True):
+            if isinstance(result, BaseException):
+                log.error("alarm %s could not be saved: %s", item.alarm.id, result)
+                item.doc = None
+
+    async def _follow_up(self, items: list[_Pending], before: asyncio.Future[None] | None,
+                         done: asyncio.Future[None]) -> None:
+        """Write what changed in the saved alarms' `Alert` entities, then publish `AlarmChanged` for each
+        change, after the previous round's (so one alarm's Alert writes and events keep its order).
+
+        The Alerts of a round are written together, in store writes of up to `_ALERT_WRITE` Alerts (all
+        at once), not in one write each: per alarm that spares a store round trip's future and queue item
+        and its own `EntitiesChanged`. An Alert that fails is logged, not retried (the alarm's next change
+        writes the whole entity); nobody waits for it but `AlarmChanged`, which consumers (the operations
+        centre) get once the Alert is written or has failed."""
+        try:
+            if before is not None and not before.done():
+                await before
+            alerting: dict[str, _Pending] = {}  # an alarm's Alert once per round (it writes the latest state)
+            for item in items:
+                if item.change.alert:
+                    alerting.setdefault(item.alarm.id, item)
+            if alerting:
+                by_tenant: dict[str, list[_Pending]] = {}
+                for item in alerting.values():
+                    by_tenant.setdefault(item.alarm.tenant, []).append(item)
+                await asyncio.gather(*(self._write_alerts(tenant, group[i:i + _ALERT_WRITE])
+                                       for tenant, group in by_tenant.items()
+                                       for i in range(0, len(group), _ALERT_WRITE)))
+            publish = self.platform.bus.publish
+            for item in items:  # each announced, so each has its wire form
+                if item.change.events and item.wire is not None:
+                    await publish(AlarmChanged(item.context, item.alarm.tenant, tuple(item.change.events), item.wire))
+        finally:  # also when cancelled (shutdown): nobody may wait forever
+            for item in items:
+                item.finish()
+            if not done.done():
+                done.set_result(None)
+
+    async def _write_alerts(self, tenant: str, items: list[_Pending]) -> None:
+        # One write has one Context: a lone Alert keeps its change's (the trace to the rule and reading that
+        # caused it); a write of many is the alarms service's own.
+        context = items[0].context if len(items) == 1 else Context(actor="ucity-alarms")
+        try:
+            results = await write_alerts(self.store, tenant, [item.alarm for item in items], context)
         except Exception as exc:
             results = [exc] * len(items)
-        finally:  # also when cancelled (shutdown): nobody may wait forever for an answer
-            for (_, _, done), result in zip(items, results, strict=True):
-                if not done.done():
-                    done.set_result(result)
+        for item, result in zip(items, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("Alert entity of alarm %s not written: %s", item.alarm.id, result)
 
     def _announce(self, alarm: Alarm, change: _Change, wire: dict[str, Any]) -> None:
         for event in change.events:

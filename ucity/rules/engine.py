@@ -8,7 +8,8 @@ the change that caused it: `RuleMatched` on a raise and on every level change (n
 the same level), `RuleCleared`, `RuleSpike`.
 
 State: one `RuleState` per (tenant, rule, entity) in memory, snapshotted to the store
-(`put_doc("rule-state", tenant, "<rule>|<entity>")`): at once, right after the events are
+(`put_doc("rule-state", tenant, "<rule>|<entity>")`; the snapshots written together go in one
+`put_docs` and one `delete_docs` call): at once, right after the events are
 published, when a transition matters for a restart (a level change, the start or end of a
 running duration, a timer set or dropped); otherwise in batches at most every
 `rules.snapshot_interval_s`; and all on stop. Publishing before writing means a crash in between
@@ -645,29 +646,61 @@ class RulesEngine:
             await self._write(set(self._dirty))
 
     async def _write(self, keys: set[Key]) -> None:
-        # Together, so that the store group-commits them: one commit round trip per flush, not one per
-        # snapshot (an alarm storm changes many levels per batch, and the commit publisher waits here).
-        await asyncio.gather(*(self._write_one(key) for key in sorted(keys)))
-
-    async def _write_one(self, key: Key) -> None:
-        tenant, rule_id, entity_id = key
-        self._dirty.discard(key)
-        track = self._tracks.get(key)
-        doc_key = f"{rule_id}|{entity_id}"
-        try:
+        """Write the snapshots of `keys` as they are now: the changed ones in one `put_docs`, the idle or
+        forgotten ones in one `delete_docs` (an alarm storm changes a state per transition; one store call
+        each cost a queued write, a future and a wake-up per state). A failed call keeps its keys for the
+        next batch."""
+        puts: list[tuple[Key, Track]] = []
+        deletes: list[Key] = []
+        for key in sorted(keys):
+            self._dirty.discard(key)
+            track = self._tracks.get(key)
             if track is None or _idle(track.state):
                 if key in self._deleted or (track is not None and track.stored):
-                    await self.store.delete_doc(STATE_KIND, tenant, doc_key)
-                self._deleted.discard(key)
+                    deletes.append(key)
+                else:
+                    self._deleted.discard(key)
                 if track is not None:
                     track.stored = False
-                return
-            await self.store.put_doc(STATE_KIND, tenant, doc_key, track.to_doc(rule_id, entity_id))
+            else:
+                puts.append((key, track))
+        if puts and deletes:
+            await asyncio.gather(self._put(puts), self._delete(deletes))
+        elif puts:
+            await self._put(puts)
+        elif deletes:
+            await self._delete(deletes)
+
+    async def _put(self, puts: list[tuple[Key, Track]]) -> None:
+        if not puts:
+            return
+        try:
+            await self.store.put_docs(STATE_KIND, [(key[0], f"{key[1]}|{key[2]}", track.to_doc(key[1], key[2]))
+                                                   for key, track in puts])
+        except Exception:  # the store is down: keep them for the next batch
+            log.exception("snapshots of %d rule states failed", len(puts))
+            for key, _ in puts:
+                self._mark_dirty(key)
+            return
+        for _, track in puts:
             track.stored = True
-            self.stats["snapshots"] += 1
-        except Exception:  # the store is down: keep it for the next batch
-            log.exception("snapshot of rule %s for %s failed", rule_id, entity_id)
-            self._mark_dirty(key)
+        self.stats["snapshots"] += len(puts)
+
+    async def _delete(self, keys: list[Key]) -> None:
+        if not keys:
+            return
+        try:
+            await self.store.delete_docs(STATE_KIND, [(key[0], f"{key[1]}|{key[2]}") for key in keys])
+        except Exception:  # the store is down: keep them for the next batch
+            log.exception("removing %d rule state snapshots failed", len(keys))
+            for key in keys:
+                track = self._tracks.get(key)
+                if track is not None:
+                    track.stored = True  # still stored: the next write of its key removes it
+                self._mark_dirty(key)
+            return
+        for key in keys:
+            self._deleted.discard(key)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

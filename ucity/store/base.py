@@ -439,6 +439,26 @@ class Store(ABC):
     async def save_alarm(self, row: AlarmRow, history: list[Doc]) -> None:
         """Insert or replace an alarm and append its new history entries (each with a `seq`), atomically."""
 
+    async def save_alarms(self, saves: list[tuple[AlarmRow, list[Doc]]]) -> None:
+        """`save_alarm` of each (row, history), in order (a later save of the same alarm wins), all or none.
+
+        One store call for the alarms decided together (an alarm storm), not one each: per alarm that
+        spares a queued write, a future and a wake-up of its waiter, on the event loop and in the writer.
+        This default saves them one by one (each alarm atomically); the stores write them in one commit."""
+        for row, history in saves:
+            await self.save_alarm(row, history)
+
+    async def put_docs(self, kind: str, docs: list[tuple[str, str, Doc]]) -> None:
+        """`put_doc` of each (tenant, key, doc) of one kind, in order; the stores write them in one commit
+        (rule-state snapshots of an alarm storm: one per transition)."""
+        for tenant, key, doc in docs:
+            await self.put_doc(kind, tenant, key, doc)
+
+    async def delete_docs(self, kind: str, keys: list[tuple[str, str]]) -> None:
+        """`delete_doc` of each (tenant, key) of one kind; the stores delete them in one commit."""
+        for tenant, key in keys:
+            await self.delete_doc(kind, tenant, key)
+
     @abstractmethod
     async def get_alarm(self, tenant: str, alarm_id: str) -> Doc | None: ...
 

@@ -1094,20 +1094,48 @@ class PostgresStore(Store):
         result: bool = await self._call(run)
         return result
 
+    async def put_docs(self, kind: str, docs: list[tuple[str, str, Doc]]) -> None:
+        if not docs:
+            return
+        rows = [(kind, tenant, key, doc) for tenant, key, doc in docs]
+
+        async def run(conn: asyncpg.Connection, tx: _Tx) -> None:
+            await conn.executemany("INSERT INTO docs VALUES ($1, $2, $3, $4) "
+                                   "ON CONFLICT (kind, tenant, key) DO UPDATE SET doc = excluded.doc", rows)
+
+        await self._call(run)
+
+    async def delete_docs(self, kind: str, keys: list[tuple[str, str]]) -> None:
+        if not keys:
+            return
+        rows = [(kind, tenant, key) for tenant, key in keys]
+
+        async def run(conn: asyncpg.Connection, tx: _Tx) -> None:
+            await conn.executemany("DELETE FROM docs WHERE kind = $1 AND tenant = $2 AND key = $3", rows)
+
+        await self._call(run)
+
     async def list_docs(self, kind: str) -> list[tuple[str, str, Doc]]:
         return [(r[0], r[1], r[2]) for r in await self.pool.fetch(
             "SELECT tenant, key, doc FROM docs WHERE kind = $1 ORDER BY tenant, key", kind)]
 
     # -- alarms ------------------------------------------------------------------------------
     async def save_alarm(self, row: AlarmRow, history: list[Doc]) -> None:
-        values = alarm_values(row)
-        entries = [(row.tenant, row.id, int(h["seq"]), to_micros(parse_iso(h["at"])), str(h["action"]),
-                    str(h.get("actor") or ""), h) for h in history]
+        await self.save_alarms([(row, history)])
+
+    async def save_alarms(self, saves: list[tuple[AlarmRow, list[Doc]]]) -> None:
+        # One call for the alarms decided together (one future, one queue item), their rows merged with the
+        # batch's other alarm saves (`_save_alarm_lists`), in order.
+        if not saves:
+            return
+        values = [(alarm_values(row), [(row.tenant, row.id, int(h["seq"]), to_micros(parse_iso(h["at"])),
+                                        str(h["action"]), str(h.get("actor") or ""), h) for h in history])
+                  for row, history in saves]
 
         async def run(conn: asyncpg.Connection, tx: _Tx) -> None:  # the same write; `_run_batch` uses `rows`
-            await _save_alarms(conn, [(values, entries)])
+            await _save_alarms(conn, values)
 
-        await self._call(run, _Rows(_save_alarms, (values, entries)))
+        await self._call(run, _Rows(_save_alarm_lists, values))
 
     async def get_alarm(self, tenant: str, alarm_id: str) -> Doc | None:
         doc: Doc | None = await self.pool.fetchval("SELECT doc FROM alarms WHERE tenant = $1 AND id = $2", tenant, alarm_id)
@@ -1188,6 +1216,11 @@ _ALARM_UPSERT = numbered(
 _ALARM_HISTORY_UPSERT = (
     "INSERT INTO alarm_history VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant, alarm_id, seq) "
     "DO UPDATE SET at = excluded.at, action = excluded.action, actor = excluded.actor, doc = excluded.doc")
+
+
+async def _save_alarm_lists(conn: asyncpg.Connection, lists: list[list[tuple[list[Any], list[tuple[Any, ...]]]]]) -> None:
+    """The saves of a batch's `save_alarms` calls (each a list of saves), in batch order."""
+    await _save_alarms(conn, [save for saves in lists for save in saves])
 
 
 async def _save_alarms(conn: asyncpg.Connection, saves: list[tuple[list[Any], list[tuple[Any, ...]]]]) -> None:

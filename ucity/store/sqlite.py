@@ -431,7 +431,7 @@ class SqliteStore(Store):
             # Most rows were made by `_write_entity`; an entity written again in the batch is serialized here.
             dumps = orjson.dumps
             conn.executemany("UPDATE entities SET doc=?, modified_at=? WHERE eid=?",
-                             [u if type(u) is tuple else (dumps(u).decode(), u.get("modifiedAt", ""), eid)
+                             [u if isinstance(u, tuple) else (dumps(u).decode(), u.get("modifiedAt", ""), eid)
                               for eid, u in work.updates.items()])
             work.updates.clear()
         if work.docs:
@@ -918,6 +918,22 @@ class SqliteStore(Store):
             "DELETE FROM docs WHERE kind=? AND tenant=? AND key=?", (kind, tenant, key)).rowcount > 0, independent=True)
         return result
 
+    async def put_docs(self, kind: str, docs: list[tuple[str, str, Doc]]) -> None:
+        if not docs:
+            return
+        dumps = orjson.dumps
+        rows = [(kind, tenant, key, dumps(doc).decode()) for tenant, key, doc in docs]
+        await self._call(lambda conn: conn.executemany(
+            "INSERT INTO docs VALUES (?,?,?,?) ON CONFLICT (kind, tenant, key) DO UPDATE SET doc=excluded.doc",
+            rows) and None, independent=True)
+
+    async def delete_docs(self, kind: str, keys: list[tuple[str, str]]) -> None:
+        if not keys:
+            return
+        rows = [(kind, tenant, key) for tenant, key in keys]
+        await self._call(lambda conn: conn.executemany(
+            "DELETE FROM docs WHERE kind=? AND tenant=? AND key=?", rows) and None, independent=True)
+
     async def list_docs(self, kind: str) -> list[tuple[str, str, Doc]]:
         def run(conn: sqlite3.Connection) -> list[tuple[str, str, Doc]]:
             return [(t, k, orjson.loads(d)) for t, k, d in conn.execute(
@@ -928,14 +944,23 @@ class SqliteStore(Store):
 
     # -- alarms ------------------------------------------------------------------------------
     async def save_alarm(self, row: AlarmRow, history: list[Doc]) -> None:
-        values = _alarm_values(row)
-        entries = [(row.tenant, row.id, int(h["seq"]), to_micros(parse_iso(h["at"])), str(h["action"]),
-                    str(h.get("actor") or ""), orjson.dumps(h).decode()) for h in history]
+        await self.save_alarms([(row, history)])
+
+    async def save_alarms(self, saves: list[tuple[AlarmRow, list[Doc]]]) -> None:
+        # One call, one executemany per table, whatever the number of alarms: in an alarm storm a call per
+        # alarm cost a queue item, a future and a wake-up each, and the writer a GIL hand-over per statement.
+        if not saves:
+            return
+        dumps = orjson.dumps
+        rows = [_alarm_values(row) for row, _ in saves]
+        entries = [(row.tenant, row.id, int(h["seq"]), iso_micros(h["at"]), str(h["action"]),
+                    str(h.get("actor") or ""), dumps(h).decode()) for row, history in saves for h in history]
+        upsert = f"INSERT OR REPLACE INTO alarms ({_ALARM_COLUMNS}) VALUES ({','.join('?' * len(rows[0]))})"
 
         def run(conn: sqlite3.Connection) -> None:
-            conn.execute(f"INSERT OR REPLACE INTO alarms ({_ALARM_COLUMNS}) VALUES ({','.join('?' * len(values))})",
-                         values)
-            conn.executemany("INSERT OR REPLACE INTO alarm_history VALUES (?,?,?,?,?,?,?)", entries)
+            conn.executemany(upsert, rows)
+            if entries:
+                conn.executemany("INSERT OR REPLACE INTO alarm_history VALUES (?,?,?,?,?,?,?)", entries)
 
         await self._call(run, independent=True)
 

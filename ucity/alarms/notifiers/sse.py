@@ -29,7 +29,7 @@ import contextlib
 import itertools
 from collections import deque
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -43,9 +43,15 @@ class StreamEvent:
     tenant: str
     event: str
     data: dict[str, Any]
+    _encoded: bytes | None = field(default=None, compare=False, repr=False)
 
     def encode(self) -> bytes:
-        return b"id: %d\nevent: %s\ndata: %s\n\n" % (self.seq, self.event.encode(), orjson.dumps(self.data))
+        """The event's bytes on the stream, made once for every client (and resumption) that sends it."""
+        encoded = self._encoded
+        if encoded is None:
+            encoded = b"id: %d\nevent: %s\ndata: %s\n\n" % (self.seq, self.event.encode(), orjson.dumps(self.data))
+            object.__setattr__(self, "_encoded", encoded)  # a cache: the event itself never changes
+        return encoded
 
 
 class _Client:
@@ -116,8 +122,10 @@ class SseHub:
             while (left := ends - loop.time()) > 0:
                 waiting: list[StreamEvent | None] = []
                 if queue.empty():
-                    try:
-                        waiting.append(await asyncio.wait_for(queue.get(), min(self.heartbeat_s, left)))
+                    try:  # awaited in this task: `wait_for` ran the get in a task of its own, one more turn of
+                        # the event loop per wake-up, which in an alarm storm is a long one
+                        async with asyncio.timeout(min(self.heartbeat_s, left)):
+                            waiting.append(await queue.get())
                     except TimeoutError:
                         if ends - loop.time() > 0:
                             yield b": heartbeat\n\n"

@@ -1,0 +1,62 @@
+"""The bulk forms of the alarm and document writes, on both stores: `save_alarms` writes many alarms and
+their history in one call (a later save of an alarm wins, history entries add up), `put_docs` and
+`delete_docs` write or remove many documents of one kind in one call (the rules engine's state snapshots)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.conftest import StoreFactory
+from tests.store.window_support import T
+from ucity.core.clock import FakeClock
+from ucity.store.base import AlarmQuery, AlarmRow, Store
+
+
+@pytest.fixture
+async def store(make_store: StoreFactory) -> AsyncIterator[Store]:
+    s = make_store(FakeClock())
+    await s.start()
+    yield s
+    await s.stop()
+
+
+def alarm(n: int, status: str = "active-unacknowledged", updated: int = 1) -> AlarmRow:
+    alarm_id = f"alarm-{n}"
+    return AlarmRow(tenant=T, id=alarm_id, entity_id=f"urn:ngsi-ld:Building:{n}", entity_type="B", rule_id="r",
+                    kind="safety", level="caution", status=status, active=status.startswith("active"), derived=False,
+                    parent_id=None, outcome=None, assignee=None, raised_at=1, updated_at=updated, acked_at=None,
+                    cleared_at=None, closed_at=None, bbox=None,
+                    doc={"id": alarm_id, "status": status, "updated": updated})
+
+
+def entry(seq: int, action: str) -> dict[str, object]:
+    return {"seq": seq, "at": f"2026-01-01T00:00:0{seq}.000000Z", "action": action, "actor": "system"}
+
+
+async def test_save_alarms_writes_every_alarm_and_history_in_order(store: Store) -> None:
+    commits = getattr(store, "commits", None)
+    await store.save_alarms([(alarm(n), [entry(1, "raised")]) for n in range(5)]
+                            + [(alarm(2, "cleared-unacknowledged", 2), [entry(2, "cleared")])])
+    if commits is not None:
+        assert store.commits - commits == 1  # type: ignore[attr-defined]
+    for n in range(5):
+        doc = await store.get_alarm(T, f"alarm-{n}")
+        assert doc is not None and doc["status"] == ("cleared-unacknowledged" if n == 2 else "active-unacknowledged")
+    assert [h["action"] for h in await store.alarm_history(T, "alarm-2")] == ["raised", "cleared"]
+    docs, total = await store.query_alarms(T, AlarmQuery(statuses=("active-unacknowledged",), count=True))
+    assert total == 4 and "alarm-2" not in {d["id"] for d in docs}
+    await store.save_alarms([])  # nothing to write: no call
+
+
+async def test_put_docs_and_delete_docs(store: Store) -> None:
+    await store.put_docs("rule-state", [(T, f"r|e{n}", {"n": n}) for n in range(4)] + [("other", "r|e0", {"n": 9})])
+    await store.put_docs("rule-state", [(T, "r|e1", {"n": 10})])  # replaces
+    assert sorted((t, k, d["n"]) for t, k, d in await store.list_docs("rule-state")) == [
+        ("other", "r|e0", 9), (T, "r|e0", 0), (T, "r|e1", 10), (T, "r|e2", 2), (T, "r|e3", 3)]
+    await store.delete_docs("rule-state", [(T, "r|e0"), (T, "r|e3"), (T, "r|missing")])
+    assert sorted((t, k) for t, k, _ in await store.list_docs("rule-state")) == [
+        ("other", "r|e0"), (T, "r|e1"), (T, "r|e2")]
+    await store.put_docs("rule-state", [])
+    await store.delete_docs("rule-state", [])
