@@ -282,13 +282,7 @@ def _plain_instance(value: dict[str, Any]) -> dict[str, Any] | None:
     if key is None:
         return None
     member = value.get(key)
-    if attr_type == "Property":
-        if member is None or member == NULL:
-            return None
-    elif attr_type == "Relationship":
-        if member.__class__ is not str or member == NULL or not _URI.match(member):
-            return None
-    elif not _plain_point(member):
+    if not _plain_member(attr_type, member):
         return None
     instance: dict[str, Any] = {"type": attr_type, key: member}
     if len(value) == 2:  # type and the value member (present: it passed the checks above), nothing else
@@ -314,6 +308,16 @@ def _plain_instance(value: dict[str, Any]) -> dict[str, Any] | None:
     return instance
 
 
+def _plain_member(attr_type: str, member: Any) -> bool:
+    """Whether the value member of a plain instance of `attr_type` (a key of `_PLAIN_KEYS`) is one the
+    plain paths store as sent: a Property's non-Null value, a Relationship's URI, a GeoProperty's Point."""
+    if attr_type == "Property":
+        return member is not None and member != NULL
+    if attr_type == "Relationship":
+        return member.__class__ is str and member != NULL and _URI.match(member) is not None
+    return _plain_point(member)
+
+
 def _plain_owned(value: dict[str, Any]) -> bool:
     """Whether `value` itself is its stored instance, as `_plain_instance(value)` would make it: True
     after replacing its observedAt by the stored form (the only member that differs), False (and
@@ -332,14 +336,7 @@ def _plain_owned(value: dict[str, Any]) -> bool:
     key = _PLAIN_KEYS.get(attr_type)
     if key is None or next(names, None) != key:
         return False
-    member = value[key]
-    if attr_type == "Property":
-        if member is None or member == NULL:
-            return False
-    elif attr_type == "Relationship":
-        if member.__class__ is not str or member == NULL or not _URI.match(member):
-            return False
-    elif not _plain_point(member):
+    if not _plain_member(attr_type, value[key]):
         return False
     observed = None
     for name in names:
