@@ -114,11 +114,10 @@ async def test_a_later_round_waits_for_the_announcement_of_an_earlier_one(city: 
 
 
 def test_stored_times_are_the_general_parsers() -> None:
-    """`Alarm.to_row` converts the platform's own time form without the general parser; any other form
-    (an offset, no fraction, a year below 1000) still converts as `parse_iso` does."""
-    from ucity.alarms.model import _micros
-    from ucity.core.clock import parse_iso, to_micros
+    """`iso_micros` (alarm rows, history rows) converts the platform's own time form without the general
+    parser; any other form (an offset, no fraction, a year below 1000) still converts as `parse_iso` does."""
+    from ucity.core.clock import iso_micros, parse_iso, to_micros
 
     for text in ("2026-01-01T00:00:01.000000Z", "1999-12-31T23:59:59.999999Z", "2026-03-02T08:00:00+09:00",
                  "2026-01-01T00:00:01Z", "0999-01-01T00:00:00.000000Z", "2026-01-01T00:00:01.5Z"):
-        assert _micros(text) == to_micros(parse_iso(text)), text
+        assert iso_micros(text) == to_micros(parse_iso(text)), text

@@ -24,10 +24,9 @@ from __future__ import annotations
 import asyncio
 import operator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
-from ucity.core.clock import parse_iso, to_micros
+from ucity.core.clock import iso_micros
 from ucity.core.errors import UcityError
 from ucity.rules.events import LEVEL_NAMES, SEVERITY, level_rank
 from ucity.store.base import AlarmRow, Doc
@@ -187,8 +186,8 @@ class Alarm:
             tenant=self.tenant, id=self.id, entity_id=self.entity_id, entity_type=doc["entity_type"],
             rule_id=self.rule_id, kind=self.kind, level=doc["level"], status=doc["status"],
             active=doc["status"] in ACTIVE_STATUSES, derived=self.derived, parent_id=doc["parent_id"],
-            outcome=doc["outcome"], assignee=doc["assignee"], raised_at=_micros(doc["raised_at"]),
-            updated_at=_micros(doc["updated_at"]), acked_at=_opt_micros(doc["acked_at"]),
+            outcome=doc["outcome"], assignee=doc["assignee"], raised_at=iso_micros(doc["raised_at"]),
+            updated_at=iso_micros(doc["updated_at"]), acked_at=_opt_micros(doc["acked_at"]),
             cleared_at=_opt_micros(doc["cleared_at"]), closed_at=_opt_micros(doc["closed_at"]),
             bbox=geometry_bbox(doc["location"]), doc=doc,
         )
@@ -203,23 +202,8 @@ _PERSISTED = (
 _persisted_values = operator.attrgetter(*_PERSISTED)
 
 
-_EPOCH_NAIVE = datetime(1970, 1, 1)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def _micros(text: str) -> int:
-    """Microseconds since the epoch of a time the platform wrote (`to_iso`: `...SS.ffffffZ`), without the
-    general parser (every save of an alarm converts two to four of them); any other form through it."""
-    if len(text) == 27 and text[-1] == "Z":
-        try:
-            return (datetime.fromisoformat(text[:-1]) - _EPOCH_NAIVE) // _MICROSECOND
-        except ValueError:
-            pass
-    return to_micros(parse_iso(text))
-
-
 def _opt_micros(text: str | None) -> int | None:
-    return _micros(text) if text else None
+    return iso_micros(text) if text else None
 
 
 def geometry_bbox(geometry: dict[str, Any] | None) -> tuple[float, float, float, float] | None:

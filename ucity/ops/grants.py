@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from ucity.core.clock import Clock, parse_iso, to_iso, to_micros
+from ucity.core.clock import Clock, iso_micros, parse_iso, to_iso, to_micros
 from ucity.core.config import OpsSettings
 from ucity.core.errors import BadRequest, NotFound, UcityError, Unavailable
 from ucity.ops.audit import AuditLog
@@ -101,8 +101,8 @@ class Grant:
         return cls(**{f.name: doc[f.name] for f in fields(cls) if f.name in doc})
 
     def to_row(self, now: str) -> GrantRow:
-        return GrantRow(self.tenant, self.id, self.agency, self.event, self.status, _micros(self.issued_at),
-                        _micros(self.expires_at), _micros(now), self.to_doc())
+        return GrantRow(self.tenant, self.id, self.agency, self.event, self.status, iso_micros(self.issued_at),
+                        iso_micros(self.expires_at), iso_micros(now), self.to_doc())
 
     def wire(self, now: str) -> Doc:
         return {"id": self.id, "agency": self.agency, "event": self.event, "cameras": self.cameras,
@@ -110,10 +110,6 @@ class Grant:
                 "expiresAt": self.expires_at, "issuedBy": self.issued_by, "renewals": self.renewals,
                 "linkage": self.linkage, "revokedAt": self.revoked_at, "revokedBy": self.revoked_by,
                 "revokeReason": self.revoke_reason}
-
-
-def _micros(text: str) -> int:
-    return to_micros(parse_iso(text))
 
 
 def _b64(data: bytes) -> str:

@@ -46,7 +46,7 @@ import asyncpg
 import orjson
 
 from ucity.core.bus import Context, EntityChange
-from ucity.core.clock import Clock, SystemClock, parse_iso, to_iso, to_micros
+from ucity.core.clock import Clock, SystemClock, iso_micros, parse_iso, to_iso, to_micros
 from ucity.core.errors import BadRequest, UcityError, Unavailable
 from ucity.ngsild.qpg import compile_q_postgres
 from ucity.store import postgres_ops as ops_sql
@@ -97,7 +97,7 @@ from ucity.store.sql import (
     vnum,
     window,
 )
-from ucity.store.sqlite import iso_micros, new_instance_ids  # the hot path's fast time parse and id pool
+from ucity.store.sqlite import new_instance_ids  # the hot path's id pool
 
 log = logging.getLogger(__name__)
 

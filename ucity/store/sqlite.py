@@ -18,14 +18,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from ucity.core.bus import Context, EntityChange
-from ucity.core.clock import Clock, SystemClock, parse_iso, to_iso, to_micros
+from ucity.core.clock import Clock, SystemClock, iso_micros, parse_iso, to_iso, to_micros
 from ucity.core.errors import UcityError, Unavailable
 from ucity.core.ids import uuid4_texts
 from ucity.ngsild.qsql import register_sqlite_functions
@@ -158,21 +157,6 @@ class _Work:
     times: dict[str, int] = field(default_factory=dict)  # observedAt text -> its microseconds (iso_micros)
     next_rid: int = 0  # the next instance rid to give (0: not read yet in this transaction)
     saved_rid: int = 0  # the highest rid given that `meta` holds
-
-
-_EPOCH_NAIVE = datetime(1970, 1, 1)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-def iso_micros(text: str) -> int:
-    """Microseconds since the epoch of an ISO 8601 time; the stored form (`...SS.ffffffZ`) without
-    the general parser, since every history row needs one."""
-    if len(text) == 27 and text[-1] == "Z":
-        try:
-            return (datetime.fromisoformat(text[:-1]) - _EPOCH_NAIVE) // _MICROSECOND
-        except ValueError:
-            pass
-    return to_micros(parse_iso(text))
 
 
 def instance_id(rid: int) -> str:
