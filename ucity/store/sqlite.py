@@ -581,7 +581,6 @@ class SqliteStore(Store):
             work.saved_rid -= 1
         rid = work.next_rid
         cache, docs, keys, dumps, times = self._series_cache, work.docs, work.keys, orjson.dumps, work.times
-        prefix = INSTANCE_PREFIX
         series = cache.get((tenant, entity_id)) or {}  # this entity's sids (a missing one: `_series_id`)
         last_observed, last_ts = None, 0
         for attr, instance in rows:
@@ -601,10 +600,8 @@ class SqliteStore(Store):
                 last_observed = observed
             instance.pop("instanceId", None)  # a retried commit gives the instance a new rid
             docs.append((rid, sid, ts, dumps(instance).decode()))
-            value = instance.get("value")  # `_vnum` and `instance_id` inline: this loop runs per observation
-            keys.append((sid, ts, 0 if observed else rid, float(value) if isinstance(value, (int, float)) else None,
-                         created, rid))
-            instance["instanceId"] = f"{prefix}{rid}"
+            keys.append((sid, ts, 0 if observed else rid, _vnum(instance), created, rid))
+            instance["instanceId"] = instance_id(rid)
             rid += 1
         work.next_rid = rid
 
