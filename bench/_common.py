@@ -42,11 +42,27 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_probe() -> float:
+    """Milliseconds one core takes for a fixed piece of Python work (dicts, strings, JSON: what ucity's hot
+    paths do), best of three. A shared or throttled machine has slow and fast phases that the load average
+    does not show; this figure, printed at the start and end of every script, does: compare runs only at
+    similar probes."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.thread_time()
+        for n in range(10_000):
+            doc = {"id": f"urn:ngsi-ld:Probe:{n}", "type": "Probe", "value": n * 0.5, "unitCode": "CEL",
+                   "observedAt": "2026-01-01T00:00:00.000000Z"}
+            json.loads(json.dumps(doc))
+        best = min(best, time.thread_time() - start)
+    return best * 1e3
+
+
 def machine_line() -> str:
     mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (f"{cpu_model()}, {os.cpu_count()} cores, {mem_gib:.0f} GiB; Python {platform.python_version()}, "
-            f"SQLite {sqlite3.sqlite_version}; load average {load}")
+            f"SQLite {sqlite3.sqlite_version}; load average {load}; CPU probe {cpu_probe():.1f} ms")
 
 
 def load_average() -> str:
@@ -111,7 +127,7 @@ class Report:
         if out:  # `ucity bench` collects every script's rows into one file
             with open(out, "a") as fh:
                 fh.write(json.dumps({"title": self.title, "rows": [r.__dict__ for r in self.rows],
-                                     "notes": self.notes, "load": load_average()}) + "\n")
+                                     "notes": self.notes, "load": load_average(), "probe": cpu_probe()}) + "\n")
 
 
 def fmt(value: float | None) -> str:

@@ -85,6 +85,9 @@ def summary(collected: Path) -> None:
             print(f"| {r['name']} | {_fmt(r['value'])} {r['unit']}{note} | {base} | {ratio} | {r.get('target', '')} | {met} |")
     loads = "; ".join(f"{r['title']}: {r['load']}" for r in reports)
     print(f"\nload average at the end of each script: {loads}")
+    probes = "; ".join(f"{r['title']}: {r['probe']:.1f} ms" for r in reports if "probe" in r)
+    if probes:  # a fixed piece of Python work on one core (bench/_common.py cpu_probe): the machine's phase
+        print(f"CPU probe at the end of each script (lower is faster): {probes}")
 
 
 def _fmt(value: float | None) -> str:
