@@ -21,7 +21,6 @@ alarm (a device problem) has none: the two kinds never mix.
 
 from __future__ import annotations
 
-import asyncio
 import operator
 from dataclasses import dataclass, field
 from typing import Any
@@ -123,7 +122,6 @@ class Alarm:
     history_seq: int = 0
     cause: str | None = None  # the Context id of the event that raised it (tracing)
     enriched: bool = False  # entity type, location and parent known: read from the entity, or the rule event's
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
     # The Alert entity's values (alert.alert_inputs) as last committed, in memory only: its next write sends
     # what changed.
     alert_written: dict[str, Any] | None = field(default=None, repr=False, compare=False)
