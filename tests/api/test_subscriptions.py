@@ -350,6 +350,44 @@ def test_patch_errors(client: TestClient) -> None:
     assert get_sub(client, sub_id)["watchedAttributes"] == ["temperature"]  # nothing half-applied
 
 
+@pytest.fixture
+def guarded(tmp_path: Path) -> Iterator[TestClient]:
+    """The app with the SSRF guard of notification endpoints on (production's default), 10.20.0.0/16 allowed."""
+    settings = load_settings(environment="test", data_dir=str(tmp_path / "data"),
+                             subscriptions={"block_private_networks": True, "allowed_networks": ["10.20.0.0/16"]})
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as c:
+        yield c
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:9/n", "http://localhost:9/n", "https://[::1]/n",
+                                 "http://169.254.169.254/latest/meta-data/", "http://10.21.0.5/n"])
+def test_non_public_endpoints_are_refused_when_guarded(guarded: TestClient, uri: str) -> None:
+    body = assert_problem(guarded.post(SUBS, json=subscription(uri)), 400, "BadRequestData")
+    assert "non-public address" in body["detail"] and "subscriptions.allowed_networks" in body["detail"]
+    assert guarded.get(SUBS).json() == []
+
+
+def test_allowed_networks_and_names_are_accepted_and_a_patch_is_checked_too(guarded: TestClient) -> None:
+    inside = create_sub(guarded, subscription("http://10.20.3.4:8080/n"))
+    named = create_sub(guarded, subscription("https://receiver.example/n"))  # its addresses: checked on connect
+    assert {s["id"] for s in guarded.get(SUBS).json()} == {inside, named}
+    response = guarded.patch(f"{SUBS}/{named}", json={"notification": {"endpoint": {"uri": "http://127.0.0.1/n"}}})
+    assert_problem(response, 400, "BadRequestData")
+    assert get_sub(guarded, named)["notification"]["endpoint"]["uri"] == "https://receiver.example/n"
+
+
+def test_the_guard_is_on_in_production_unless_set(tmp_path: Path) -> None:
+    from ucity.ngsild.subscriptions import endpoint_guard
+
+    def guard(**kw: Any) -> Any:
+        return endpoint_guard(load_settings(data_dir=str(tmp_path), **kw))
+
+    assert guard(environment="production") is not None
+    assert guard(environment="production", subscriptions={"block_private_networks": False}) is None
+    assert guard(environment="test") is None and guard(environment="development") is None
+    assert guard(environment="test", subscriptions={"block_private_networks": True}) is not None
+
+
 def test_delete(client: TestClient) -> None:
     sub_id = create_sub(client, subscription("http://a.b/n"))
     assert client.delete(f"{SUBS}/{sub_id}").status_code == 204

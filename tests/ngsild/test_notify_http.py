@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ucity.core.netguard import AddressGuard
 from ucity.ngsild.notify_http import DeliveryError, NotifyClient, parse_target
 
 
@@ -312,5 +315,61 @@ async def test_an_origin_behind_an_environment_proxy_is_posted_through_httpx(
         assert await client.post("http://notify.example/ngsi", b"{}", HEADERS) == 204
         assert server.seen[0].path == "http://notify.example/ngsi"  # the absolute form a proxy receives
         assert client.connects == 0
+    finally:
+        await client.aclose()
+
+
+# -- the SSRF guard (subscriptions.block_private_networks) ---------------------------------------------
+async def test_a_guarded_client_refuses_non_public_endpoints_before_connecting(server: Server) -> None:
+    client = NotifyClient(timeout=5.0, guard=AddressGuard([], "subscriptions.allowed_networks"))
+    try:
+        for host in ("127.0.0.1", "localhost"):
+            with pytest.raises(DeliveryError, match=r"non-public address \((127\.0\.0\.1|::1)\).*allowed_networks"):
+                await client.post(server.url("/ok", host=host), b"{}", HEADERS)
+        assert server.connections == 0 and server.seen == []
+    finally:
+        await client.aclose()
+
+
+async def test_allowed_networks_are_reached(server: Server) -> None:
+    client = NotifyClient(timeout=5.0, guard=AddressGuard(["127.0.0.0/8", "::1/128"]))
+    try:
+        assert await client.post(server.url("/ok"), b"{}", HEADERS) == 204
+        assert await client.post(server.url("/ok", host="localhost"), b"{}", HEADERS) == 204
+        assert [s.path for s in server.seen] == ["/ok", "/ok"]
+    finally:
+        await client.aclose()
+
+
+async def test_the_connection_goes_to_the_checked_address_not_to_the_name_again(
+        server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: a name that answers an allowed address to the check and another one afterwards."""
+    calls: list[str] = []
+    real = asyncio.get_running_loop().getaddrinfo
+
+    async def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "receiver.test":
+            calls.append(host)
+            if len(calls) > 1:  # a second lookup would get the address the attacker wants
+                return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("169.254.169.254", port))]
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return await real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+    client = NotifyClient(timeout=5.0, guard=AddressGuard(["127.0.0.0/8"]))
+    try:
+        assert await client.post(server.url("/ok", host="receiver.test"), b"{}", HEADERS) == 204
+        assert calls == ["receiver.test"]  # resolved once, by the guard
+        assert server.seen[0].headers["host"] == f"receiver.test:{server.port}"  # the name is still the Host
+    finally:
+        await client.aclose()
+
+
+async def test_https_through_the_guard_still_verifies_the_name(
+        tls_server: Server, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
+    client = NotifyClient(timeout=5.0, guard=AddressGuard(["127.0.0.0/8", "::1/128"]))
+    try:
+        assert await client.post(tls_server.url("/ok", "https", "localhost"), b"{}", HEADERS) == 204
     finally:
         await client.aclose()

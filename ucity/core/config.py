@@ -58,6 +58,20 @@ class SubscriptionSettings(BaseModel):
     max_retries: int = Field(5, ge=0, description="retries of a failed notification, with backoff")
     retry_base_s: float = Field(0.5, gt=0)
     queue_size: int = Field(10000, ge=1, description="pending notifications per subscription")
+    block_private_networks: bool | None = Field(
+        None, description="refuse notification endpoints that are or resolve to loopback/private/link-local "
+                          "addresses (server-side request forgery); unset means on in production, off otherwise")
+    allowed_networks: list[str] = Field(
+        [], description="networks (CIDR) notification endpoints may be in even when private ones are refused, "
+                        "e.g. the operations centre's receivers: ['10.20.0.0/16']")
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        from ucity.core.netguard import parse_networks
+
+        parse_networks(value)  # a clear error at start, not a refusal later
+        return value
 
 
 class IngestSettings(BaseModel):

@@ -59,6 +59,7 @@ import orjson
 
 from ucity.core import errors
 from ucity.core.clock import parse_iso, to_iso
+from ucity.core.netguard import non_public
 
 # --------------------------------------------------------------------------------------------
 # The bundled core context
@@ -979,9 +980,8 @@ async def _refuse_private_address(request: httpx.Request) -> None:
     except OSError as exc:
         raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from None
     for info in infos:
-        address = ipaddress.ip_address(info[4][0])
-        if address.is_private or address.is_loopback or address.is_link_local or address.is_reserved \
-                or address.is_multicast or address.is_unspecified:
+        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
+        if non_public(address):
             raise ContextBadRequest(f"@context URL {request.url} resolves to a non-public address ({address}); "
                                     "refused by ngsild.context_block_private_networks")
 

@@ -20,7 +20,11 @@ this client does only that, on an asyncio protocol:
 * URIs are read by `httpx.URL`, once per endpoint, so their normalization (IDNA host names,
   percent-encoding of the path) is the one the previous httpx sender applied;
 * an origin that an HTTP(S)_PROXY / ALL_PROXY environment variable covers is posted through httpx,
-  which applies the proxy and NO_PROXY rules as before: this client speaks to endpoints directly.
+  which applies the proxy and NO_PROXY rules as before: this client speaks to endpoints directly;
+* with a `guard` (ucity.core.netguard, `subscriptions.block_private_networks`), a host is resolved
+  and checked before each new connection, and the connection goes to a checked address, never to
+  the name again (DNS rebinding); TLS still verifies the certificate for the name. Through a proxy
+  the name is checked the same way, but the proxy resolves it again (a documented limit).
 
 Every failure to get a response is a `DeliveryError` whose text says what happened; the caller
 counts it as a failed attempt.
@@ -40,6 +44,7 @@ from typing import Final
 import httpx
 
 from ucity import __version__ as _version
+from ucity.core.netguard import AddressGuard, RefusedAddress
 
 MAX_HEAD: Final = 64 * 1024
 """Most bytes of a response's status line and headers (and of a chunk-size or trailer line)."""
@@ -283,8 +288,9 @@ class NotifyClient:
     """POSTs notification bodies; see the module docstring for what it does and why."""
 
     def __init__(self, timeout: float, max_idle: int = 100, keepalive_s: float = 5.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+                 ssl_context: ssl.SSLContext | None = None, guard: AddressGuard | None = None) -> None:
         self.timeout = timeout
+        self.guard = guard
         self.max_idle = max_idle
         self.keepalive_s = keepalive_s
         self._ssl = ssl_context
@@ -303,6 +309,13 @@ class NotifyClient:
         if target is None:
             target = self._target(uri)
         if target.proxied:
+            if self.guard is not None:
+                try:
+                    await self.guard.resolve(target.origin[1], target.origin[2], "the endpoint's host")
+                except RefusedAddress as exc:
+                    raise DeliveryError(str(exc)) from None
+                except OSError as exc:
+                    raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
             return await self._post_httpx(uri, body, headers)
         parts = [target.start]
         defaults = {"user-agent": "User-Agent", "accept": "Accept"}
@@ -366,13 +379,27 @@ class NotifyClient:
     async def _connect(self, origin: tuple[str, str, int]) -> _Connection:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
-        if scheme == "https":
-            if self._ssl is None:
-                self._ssl = default_ssl_context()
-            _, conn = await loop.create_connection(lambda: _Connection(origin), host, port, ssl=self._ssl,
-                                                   server_hostname=host)
-        else:
-            _, conn = await loop.create_connection(lambda: _Connection(origin), host, port)
+        addresses = [host]
+        if self.guard is not None:
+            try:
+                addresses = await self.guard.resolve(host, port, "the endpoint's host")
+            except RefusedAddress as exc:
+                raise DeliveryError(str(exc)) from None
+        if scheme == "https" and self._ssl is None:
+            self._ssl = default_ssl_context()
+        conn: _Connection | None = None
+        for n, address in enumerate(addresses):  # the checked addresses, in the resolver's order
+            try:
+                if scheme == "https":  # the certificate is verified for the name, not the address
+                    _, conn = await loop.create_connection(lambda: _Connection(origin), address, port, ssl=self._ssl,
+                                                           server_hostname=host)
+                else:
+                    _, conn = await loop.create_connection(lambda: _Connection(origin), address, port)
+                break
+            except OSError:
+                if n == len(addresses) - 1:
+                    raise
+        assert conn is not None
         self.connects += 1
         self._open.add(conn)
         return conn

@@ -64,6 +64,7 @@ from ucity.core.clock import TimerHandle, parse_iso, to_iso
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound, OperationNotSupported
 from ucity.core.http import Req, Resp
 from ucity.core.ids import uuid4_texts
+from ucity.core.netguard import AddressGuard, RefusedAddress
 from ucity.core.platform import Platform
 from ucity.ngsild.geo import GeoQuery, GeoQueryError, parse_geoquery_json
 from ucity.ngsild.model import NULL, Ctx, RenderOptions, check_name, is_uri, normalize_time, render_entity
@@ -834,6 +835,16 @@ class Outbox:
 # ================================================================================================
 
 
+def endpoint_guard(settings: Any) -> AddressGuard | None:
+    """The SSRF guard of notification endpoints (`subscriptions.block_private_networks`, on in production
+    unless set; `subscriptions.allowed_networks` widens it), or None when it is off."""
+    cfg = settings.subscriptions
+    block = cfg.block_private_networks
+    if block is None:
+        block = settings.environment == "production"
+    return AddressGuard(cfg.allowed_networks, "subscriptions.allowed_networks") if block else None
+
+
 class SubscriptionService:
     """NGSI-LD subscriptions: handlers, matching on the bus, delivery, persistence."""
 
@@ -842,6 +853,7 @@ class SubscriptionService:
         self.platform = platform
         self.clock = platform.clock
         self.settings = platform.settings.subscriptions
+        self.guard = endpoint_guard(platform.settings)
         self.subs: dict[Key, Subscription] = {}
         self.index = SubscriptionIndex()
         self._outboxes: dict[Key, Outbox] = {}
@@ -858,7 +870,7 @@ class SubscriptionService:
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         # One connection per subscription in flight at most; no pool wait behind slow endpoints.
-        self._client = NotifyClient(self.settings.notify_timeout_s, max_idle=100)
+        self._client = NotifyClient(self.settings.notify_timeout_s, max_idle=100, guard=self.guard)
         for tenant, _, doc in await self.api.store.list_docs(KIND):
             try:
                 self._install(Subscription.compile(tenant, doc, await self._notify_ctx(doc, strict=False)))
@@ -908,6 +920,7 @@ class SubscriptionService:
         ctx_input, ctx = await self.api.compile(req, body)
         tenant = self.api.write_tenant(req)
         doc = new_document(body, ctx, ctx_input, self.clock.now())
+        self._check_endpoint(doc)
         if (tenant, doc["id"]) in self.subs:
             raise AlreadyExists(f"subscription {doc['id']} already exists")
         sub = Subscription.compile(tenant, doc, await self._notify_ctx(doc, strict=True))
@@ -948,6 +961,7 @@ class SubscriptionService:
         _, ctx = await self.api.compile(req, body)
         sub = await self._existing(req)
         doc = merged_document(sub.doc, body, ctx, self.clock.now())
+        self._check_endpoint(doc)
         fresh = Subscription.compile(sub.tenant, doc, await self._notify_ctx(doc, strict=True))
         await self.api.store.put_doc(KIND, sub.tenant, sub.id, doc)
         self._replace(sub, fresh)
@@ -960,6 +974,17 @@ class SubscriptionService:
         await self.api.store.delete_doc(KIND, sub.tenant, sub.id)
         resp: Resp = self.api.no_content(req)
         return resp
+
+    def _check_endpoint(self, doc: Doc) -> None:
+        """Refuse, with 400, an endpoint the guard refuses without DNS (an address, `localhost`); names are
+        checked when a notification connects (`NotifyClient`), where the address is then used."""
+        if self.guard is None:
+            return
+        host = urlsplit(doc["notification"]["endpoint"]["uri"]).hostname or ""
+        try:
+            self.guard.check_host(host, "notification.endpoint.uri's host")
+        except RefusedAddress as exc:
+            raise BadRequest(str(exc)) from None
 
     async def _read_tenant(self, req: Req) -> str:
         tenant: str = self.api.write_tenant(req)
