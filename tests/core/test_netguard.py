@@ -15,12 +15,14 @@ from ucity.core.netguard import AddressGuard, RefusedAddress, non_public, parse_
 @pytest.mark.parametrize("address", [
     "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0",
     "224.0.0.1", "240.0.0.1", "::1", "fe80::1", "fd00::1", "::", "::ffff:127.0.0.1", "::ffff:10.0.0.1",
+    "64:ff9b::a9fe:a9fe", "2002:7f00:1::1", "2002:a00:1::", "2001:0:4136:e378:8000:63bf:f5ff:fffe",
 ])
 def test_non_public_addresses(address: str) -> None:
     assert non_public(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "211.234.10.1", "2001:4860:4860::8888", "::ffff:8.8.8.8"])
+@pytest.mark.parametrize("address", ["8.8.8.8", "211.234.10.1", "2001:4860:4860::8888", "::ffff:8.8.8.8",
+                                     "64:ff9b::808:808", "2002:808:808::1"])
 def test_public_addresses(address: str) -> None:
     assert not non_public(ipaddress.ip_address(address))
 

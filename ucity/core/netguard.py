@@ -7,9 +7,10 @@ metadata service at 169.254.169.254, a camera system on a private subnet) and re
 subscription's `status` and `lastFailure`, what answers there.
 
 `AddressGuard` refuses the non-public addresses (loopback, private, link-local, carrier-grade NAT,
-reserved, multicast, unspecified; IPv4-mapped IPv6 addresses are judged as the IPv4 address they
-carry) unless they are inside one of the networks the city's IT team allows (`allowed`): a
-notification receiver of the operations centre on 10.20.0.0/16, say. `resolve` returns the checked
+reserved, multicast, unspecified; an IPv6 address that carries an IPv4 one, IPv4-mapped, NAT64,
+6to4 or Teredo, is judged as that IPv4 address) unless they are inside one of the networks the
+city's IT team allows (`allowed`): a notification receiver of the operations centre on
+10.20.0.0/16, say. `resolve` returns the checked
 addresses of a host name, and the caller connects to one of those addresses, not to the name again:
 a DNS answer that changes between the check and the connection (DNS rebinding) cannot redirect it.
 """
@@ -24,7 +25,8 @@ from typing import Final
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-_CGNAT: Final = ipaddress.ip_network("100.64.0.0/10")  # RFC 6598: not `is_private` in Python 3.11, not public either
+_CGNAT: Final = ipaddress.ip_network("100.64.0.0/10")
+_NAT64: Final = ipaddress.ip_network("64:ff9b::/96")  # RFC 6598: not `is_private` in Python 3.11, not public either
 
 
 class RefusedAddress(ValueError):
@@ -45,10 +47,26 @@ def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
 def non_public(address: IPAddress) -> bool:
     """Whether an address is one a request from the internet could not reach: loopback, private,
     link-local, shared (CGNAT), reserved, multicast or unspecified."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            return non_public(embedded)
     return (address.is_private or address.is_loopback or address.is_link_local or address.is_reserved
             or address.is_multicast or address.is_unspecified or address in _CGNAT)
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries and is routed to: IPv4-mapped (::ffff:a.b.c.d), NAT64
+    (64:ff9b::/96, RFC 6052), 6to4 (2002::/16) or Teredo (the client's address)."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    return None
 
 
 def literal_address(host: str) -> IPAddress | None:
@@ -69,7 +87,7 @@ class AddressGuard:
     def permits(self, address: IPAddress) -> bool:
         if not non_public(address):
             return True
-        mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+        mapped = _embedded_ipv4(address) if isinstance(address, ipaddress.IPv6Address) else None
         return any(address in net or (mapped is not None and mapped in net) for net in self.allowed)
 
     def check(self, address: IPAddress, what: str) -> None:
