@@ -77,6 +77,7 @@ class Route:
     status: int = 200
     delay: float = 0.0
     gate: threading.Event | None = None  # held until the test opens it (at most GATE_LIMIT_S)
+    location: str | None = None  # a redirect's target
 
 
 @dataclass
@@ -84,6 +85,7 @@ class ContextServer:
     base: str
     routes: dict[str, Route] = field(default_factory=dict)
     hits: Counter[str] = field(default_factory=Counter)
+    hosts: dict[str, str] = field(default_factory=dict)  # path -> the Host header of its last request
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -100,6 +102,7 @@ def _handler(server: ContextServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             server.hits[self.path] += 1
+            server.hosts[self.path] = self.headers.get("Host", "")
             route = server.routes.get(self.path)
             if route is None:
                 self.send_error(404)
@@ -108,6 +111,8 @@ def _handler(server: ContextServer) -> type[BaseHTTPRequestHandler]:
             if route.gate is not None:
                 route.gate.wait(GATE_LIMIT_S)
             self.send_response(route.status)
+            if route.location is not None:
+                self.send_header("Location", route.location)
             self.send_header("Content-Type", "application/ld+json")
             self.send_header("Content-Length", str(len(route.body)))
             self.end_headers()
@@ -137,7 +142,7 @@ def http_server() -> Iterator[ContextServer]:
 def server(http_server: ContextServer, request: pytest.FixtureRequest) -> ContextServer:
     """The shared server, with paths unique to the test (so hit counts are the test's own)."""
     prefix = "/" + re.sub(r"[^A-Za-z0-9_-]", "_", request.node.name)
-    return ContextServer(http_server.base + prefix, http_server.routes, http_server.hits)
+    return ContextServer(http_server.base + prefix, http_server.routes, http_server.hits, http_server.hosts)
 
 
 def hits(server: ContextServer, url: str) -> int:
@@ -1118,3 +1123,69 @@ def test_private_network_context_urls_are_refused_when_blocking() -> None:
             await resolver.aclose()
 
     asyncio.run(run())
+
+
+def _fake_dns(monkeypatch: pytest.MonkeyPatch, answers: dict[str, list[str]], calls: list[str]) -> None:
+    """The running loop resolves the names in `answers` (each lookup takes the next answer, the last one
+    repeating) and every other name as before; `calls` records the lookups of those names."""
+    loop = asyncio.get_running_loop()
+    real = loop.getaddrinfo
+
+    async def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in answers:
+            calls.append(host)
+            address = answers[host][min(len(calls), len(answers[host])) - 1]
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
+        return await real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "getaddrinfo", getaddrinfo)
+
+
+def test_guarded_fetches_go_to_the_checked_address_of_an_allowed_network(
+        server: ContextServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the name answers an allowed address to the check, the metadata address afterwards; the
+    fetch still goes to the checked address, with the name as its Host."""
+    url = server.serve("/ctx.jsonld", {"@context": {"temp": "https://example.org/temp"}})
+    port = urlsplit(url).port
+    named = url.replace("127.0.0.1", "contexts.city.test")
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)  # this is the direct path
+
+    async def main() -> None:
+        calls: list[str] = []
+        _fake_dns(monkeypatch, {"contexts.city.test": ["127.0.0.1", "169.254.169.254"]}, calls)
+        async with ContextResolver(block_private_networks=True, allowed_networks=["127.0.0.0/8"], timeout=5) as r:
+            ctx = await r.compile(named)
+            assert ctx.expand_term("temp") == "https://example.org/temp"
+        assert calls == ["contexts.city.test"]
+        assert server.hosts[urlsplit(url).path] == f"contexts.city.test:{port}"
+        async with ContextResolver(block_private_networks=True, timeout=5) as r:  # loopback not allowed
+            with pytest.raises(ContextBadRequest, match=r"non-public address \(127\.0\.0\.1\).*context_allowed"):
+                await r.compile(url)
+
+    run(main())
+
+
+def test_a_redirect_to_a_refused_address_is_refused(server: ContextServer) -> None:
+    url = server.serve("/moved.jsonld", b"", status=302)
+    server.routes[urlsplit(url).path].location = "http://169.254.169.254/latest/meta-data/"
+
+    async def main() -> None:
+        async with ContextResolver(block_private_networks=True, allowed_networks=["127.0.0.0/8"], timeout=5) as r:
+            with pytest.raises(ContextBadRequest, match=r"169\.254\.169\.254"):
+                await r.compile(url)
+
+    run(main())
+    assert server.hits[urlsplit(url).path] == 1  # the first hop was allowed and asked, the second never sent
+
+
+def test_behind_a_proxy_the_name_is_still_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens: a request that got there would fail
+
+    async def main() -> None:
+        async with ContextResolver(block_private_networks=True, timeout=5) as r:
+            with pytest.raises(ContextBadRequest, match="non-public address"):
+                await r.compile("http://10.1.2.3/context.jsonld")
+
+    run(main())

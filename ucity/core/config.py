@@ -51,6 +51,17 @@ class NgsiLdSettings(BaseModel):
     context_block_private_networks: bool | None = Field(
         None, description="refuse remote @context URLs that resolve to loopback/private/link-local addresses "
                           "(server-side request forgery); unset means on in production, off otherwise")
+    context_allowed_networks: list[str] = Field(
+        [], description="networks (CIDR) remote @context URLs may be in even when private ones are refused, "
+                        "e.g. the city's own @context server")
+
+    @field_validator("context_allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        from ucity.core.netguard import parse_networks
+
+        parse_networks(value)  # a clear error at start, not a refusal later
+        return value
 
 
 class SubscriptionSettings(BaseModel):

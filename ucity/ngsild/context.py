@@ -41,14 +41,14 @@ from __future__ import annotations
 import asyncio
 import builtins
 import hashlib
-import ipaddress
 import re
+import urllib.request
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 from types import MappingProxyType
 from typing import Any, Final, Literal, TypeAlias, overload
@@ -59,7 +59,7 @@ import orjson
 
 from ucity.core import errors
 from ucity.core.clock import parse_iso, to_iso
-from ucity.core.netguard import non_public
+from ucity.core.netguard import AddressGuard, RefusedAddress
 
 # --------------------------------------------------------------------------------------------
 # The bundled core context
@@ -683,9 +683,11 @@ class ContextResolver:
         client: httpx.AsyncClient | None = None,
         now: Now = _utcnow,
         block_private_networks: bool = False,
+        allowed_networks: Sequence[str] = (),
     ) -> None:
         self.timeout = timeout
         self.block_private_networks = block_private_networks
+        self.allowed_networks = tuple(allowed_networks)  # open to the guard although non-public (CIDR)
         self.ttl = ttl
         self.cache_size = cache_size
         self.compiled_cache_size = compiled_cache_size
@@ -959,31 +961,56 @@ class ContextResolver:
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
-            # The guard runs for every request the client sends, redirects included.
-            hooks = {"request": [_refuse_private_address]} if self.block_private_networks else {}
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), follow_redirects=True,
-                                             event_hooks=hooks)
+            # The guard runs for every request the client sends, redirects included: the transport resolves
+            # the host, checks every address and connects to a checked one. Through an environment proxy
+            # (which resolves the name itself) a request hook checks the name only.
+            guarded: dict[str, Any] = {}
+            if self.block_private_networks:
+                guard = AddressGuard(self.allowed_networks, "ngsild.context_allowed_networks")
+                if any(k != "no" for k in urllib.request.getproxies_environment()):
+                    guarded["event_hooks"] = {"request": [partial(_check_name, guard)]}
+                else:
+                    guarded["transport"] = _GuardedTransport(guard)
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), follow_redirects=True, **guarded)
             self._owns_client = True
         return self._client
 
 
-async def _refuse_private_address(request: httpx.Request) -> None:
-    """Refuse @context URLs that resolve to loopback, private, link-local or reserved addresses.
-
-    A client-supplied Link header must not make the broker reach into the city's internal network
-    (server-side request forgery). Name resolution is checked here; the connection then resolves
-    again, so a DNS answer that changes in between is not caught (documented limit).
-    """
-    host = request.url.host
+async def _checked_addresses(guard: AddressGuard, request: httpx.Request) -> list[str]:
+    """The checked addresses of a request's host (see ucity.core.netguard): a client-supplied Link header
+    must not make the broker reach into the city's internal network (server-side request forgery)."""
+    url = request.url
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, request.url.port or 443)
+        return await guard.resolve(url.host, url.port or (443 if url.scheme == "https" else 80), f"@context URL {url}")
+    except RefusedAddress as exc:
+        raise ContextBadRequest(f"{exc}; refused by ngsild.context_block_private_networks") from None
     except OSError as exc:
-        raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from None
-    for info in infos:
-        address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if non_public(address):
-            raise ContextBadRequest(f"@context URL {request.url} resolves to a non-public address ({address}); "
-                                    "refused by ngsild.context_block_private_networks")
+        raise httpx.ConnectError(f"cannot resolve {url.host}: {exc}", request=request) from None
+
+
+async def _check_name(guard: AddressGuard, request: httpx.Request) -> None:
+    await _checked_addresses(guard, request)
+
+
+class _GuardedTransport(httpx.AsyncBaseTransport):
+    """Sends a request to a checked address of its host, never to the name again (a DNS answer that
+    changes after the check cannot redirect it); Host and TLS (SNI, certificate) keep the name."""
+
+    def __init__(self, guard: AddressGuard) -> None:
+        self.guard = guard
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        address = (await _checked_addresses(self.guard, request))[0]
+        extensions = dict(request.extensions)
+        if request.url.scheme == "https":
+            extensions["sni_hostname"] = request.url.host
+        direct = httpx.Request(request.method, request.url.copy_with(host=address), headers=request.headers,
+                               stream=request.stream, extensions=extensions)
+        return await self.inner.handle_async_request(direct)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
 
 
 def _cache_key(ctx: Mapping[str, Any] | Sequence[Any]) -> bytes:

@@ -71,7 +71,8 @@ def build_context_services(store: Store, settings: Settings) -> tuple[ContextRes
     if block_private is None:
         block_private = settings.environment == "production"
     resolver = ContextResolver(timeout=cfg.context_fetch_timeout_s, ttl=timedelta(seconds=cfg.context_cache_ttl_s),
-                               cache_size=cfg.context_cache_size, block_private_networks=block_private)
+                               cache_size=cfg.context_cache_size, block_private_networks=block_private,
+                               allowed_networks=cfg.context_allowed_networks)
     base = settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}"
 
     async def save(record: StoredContext) -> None:
