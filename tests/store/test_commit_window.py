@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import StoreFactory
 from tests.store.window_support import HOUR_MS, T, create, hold_writer, queued
 from ucity.core.bus import Context
-from ucity.core.clock import FakeClock
-from ucity.store.base import Store
+from ucity.core.clock import FakeClock, to_iso
+from ucity.store.base import Doc, Mutation, Outcome, Store
 
 
 @pytest.fixture
@@ -57,3 +57,27 @@ async def test_a_write_arriving_while_a_batch_commits_joins_the_next_one(store: 
     await held
     assert (await first)[0].operation == "create"
     assert store.commits == 2  # type: ignore[attr-defined]  # the held call's, then the write's own
+
+
+async def test_writes_committed_together_share_the_time_of_their_transaction(store: Store) -> None:
+    # The time of a batch's writes is read once per transaction (SQLite) or segment (PostgreSQL), not once
+    # per write: writes queued together share it, even if the clock moves while they are applied.
+    clock: FakeClock = store.clock  # type: ignore[attr-defined]
+    made = create(1)
+
+    def slow(before: Doc | None, now: str) -> Outcome:
+        clock.advance(5)  # time passes while the first write is applied
+        return made.apply(before, now)
+
+    held, release = await hold_writer(store)
+    first = asyncio.ensure_future(store.mutate(T, [Mutation(made.entity_id, slow)], Context()))
+    second = asyncio.ensure_future(store.mutate(T, [create(2)], Context()))
+    await queued(store, 2)
+    start = to_iso(clock.now())
+    release()
+    await held
+    a, b = (await first)[0], (await second)[0]
+    assert isinstance(a, Outcome) and isinstance(b, Outcome) and a.doc and b.doc
+    assert a.doc["modifiedAt"] == b.doc["modifiedAt"] == b.doc["createdAt"] == start
+    (c,) = await store.mutate(T, [create(3)], Context())  # the next transaction reads the clock again
+    assert isinstance(c, Outcome) and c.doc and c.doc["modifiedAt"] == to_iso(clock.now()) != start

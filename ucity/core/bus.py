@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -97,19 +96,23 @@ class Bus:
     """In-process publish/subscribe by event class."""
 
     def __init__(self) -> None:
-        self._handlers: dict[type[Event], list[Callable[[Any], Awaitable[None]]]] = defaultdict(list)
+        # Tuples, replaced (not changed) on (un)subscribing: `publish` iterates over the one it found without
+        # copying it, and it runs once per committed write (one event per request of a group commit).
+        self._handlers: dict[type[Event], tuple[Callable[[Any], Awaitable[None]], ...]] = {}
 
     def subscribe(self, event_type: type[E], handler: Handler[E]) -> Callable[[], None]:
-        self._handlers[event_type].append(handler)
+        self._handlers[event_type] = (*self._handlers.get(event_type, ()), handler)
 
         def unsubscribe() -> None:
-            if handler in self._handlers[event_type]:
-                self._handlers[event_type].remove(handler)
+            handlers = list(self._handlers.get(event_type, ()))
+            if handler in handlers:
+                handlers.remove(handler)
+                self._handlers[event_type] = tuple(handlers)
 
         return unsubscribe
 
     async def publish(self, event: Event) -> None:
-        for handler in list(self._handlers.get(type(event), ())):
+        for handler in self._handlers.get(type(event), ()):
             try:
                 await handler(event)
             except Exception:  # a subscriber's bug must not break the write path

@@ -398,12 +398,16 @@ def _looks_like_instance(value: dict[str, Any]) -> bool:
     return not _INSTANCE_MEMBERS.isdisjoint(value)
 
 
+_INFERRED = (("Relationship", "object"), ("LanguageProperty", "languageMap"), ("ListProperty", "valueList"),
+             ("JsonProperty", "json"), ("VocabProperty", "vocab"), ("ListRelationship", "objectList"))
+_INFERRED_KEYS = frozenset(key for _, key in _INFERRED)
+
+
 def _infer_type(name: str, value: dict[str, Any]) -> str:
-    for attr_type, key in (("Relationship", "object"), ("LanguageProperty", "languageMap"),
-                           ("ListProperty", "valueList"), ("JsonProperty", "json"), ("VocabProperty", "vocab"),
-                           ("ListRelationship", "objectList")):
-        if key in value:
-            return attr_type
+    if not _INFERRED_KEYS.isdisjoint(value):  # one C-level test for the common `{"value": ...}`
+        for attr_type, key in _INFERRED:
+            if key in value:
+                return attr_type
     if name in GEO_ATTRS and isinstance(value.get("value"), dict) and _is_geometry_type(value["value"].get("type")):
         return "GeoProperty"
     return "Property"

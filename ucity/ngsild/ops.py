@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound
-from ucity.ngsild.model import RESERVED, find_instance, is_null_instance, stamp, stamp_copy
+from ucity.ngsild.model import RESERVED, VALUE_KEY, find_instance, is_null_instance, is_null_value, stamp, stamp_copy
 from ucity.store.base import ApplyFn, Doc, Outcome, TypeExpr
 
 Attrs = dict[str, list[dict[str, Any]]]
@@ -300,7 +300,9 @@ def _update_instance(doc: Doc, iri: str, instance: dict[str, Any], now: str, wri
 
 def _merge_instance(old: dict[str, Any], patch: dict[str, Any], now: str) -> dict[str, Any] | None:
     """Merge-patch semantics on one instance: members replaced, sub-attributes merged, null deletes."""
-    if is_null_instance({"type": old.get("type"), **patch}):
+    # is_null_instance({"type": old.get("type"), **patch}) without building that dict (once per PATCH)
+    attr_type: str = (patch["type"] if "type" in patch else old.get("type")) or "Property"  # None acts as Property
+    if is_null_value(attr_type, patch.get(VALUE_KEY.get(attr_type, "value"))):
         return None
     merged: dict[str, Any] = dict(old)  # members are replaced below, never changed in place
     if patch.get("type") and patch["type"] != old.get("type"):
@@ -385,16 +387,20 @@ def merge_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:
 
 def partial_attr_op(iri: str, patch: dict[str, Any], dataset_id: str | None) -> ApplyFn:
     """PATCH /entities/{id}/attrs/{attrId}: merge members into one existing instance."""
+    touched = frozenset([iri])  # made once, on the event loop: the writer runs `apply`
 
     def apply(before: Doc | None, now: str) -> Outcome:
-        doc = _cow(_require(before, ""))
-        index = find_instance(doc["attrs"].get(iri) or [], dataset_id)
-        if iri not in doc["attrs"] or index is None:
+        # The instance is found in `before` itself, and the working copy made once the patch is known to apply.
+        entity = _require(before, "")
+        instances = entity.get("attrs", {}).get(iri)
+        index = find_instance(instances, dataset_id) if instances else None
+        if index is None:
             raise NotFound(f"attribute {iri}{f' with datasetId {dataset_id}' if dataset_id else ''} does not exist")
-        old_type = doc["attrs"][iri][index].get("type")
+        old_type = instances[index].get("type")
         if "type" in patch and patch["type"] != old_type:
             # a partial update changes members of the attribute; replacing it is PUT .../attrs/{attrId}
             raise BadRequest(f"attribute {iri} is a {old_type}; a partial update cannot make it a {patch['type']}")
+        doc = _cow(entity)
         current = _own(doc, iri)
         merged = _merge_instance(current[index], patch, now)
         if merged is None:
@@ -406,7 +412,7 @@ def partial_attr_op(iri: str, patch: dict[str, Any], dataset_id: str | None) -> 
             current[index] = merged
             history = ((iri, dict(merged)),)  # the store adds the instanceId to this copy only
         _touch(doc, now)
-        return Outcome(doc, "update", frozenset([iri]), history, result="updated")
+        return Outcome(doc, "update", touched, history, result="updated")
 
     return apply
 

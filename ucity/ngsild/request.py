@@ -36,7 +36,7 @@ CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
 
 def tenant_of(req: Req, default: str) -> tuple[str, bool]:
     """(tenant, explicitly given). A malformed tenant name is a 400."""
-    value = req.header("ngsild-tenant")
+    value = req.headers.get("ngsild-tenant")  # Req.headers' names are lower-case (no .lower() per lookup)
     if value is None or value == "":
         return default, False
     if not _TENANT.match(value):
@@ -45,7 +45,18 @@ def tenant_of(req: Req, default: str) -> tuple[str, bool]:
 
 
 def media_type(req: Req) -> str:
-    return (req.header("content-type") or "").split(";")[0].strip().lower()
+    raw = req.headers.get("content-type") or ""
+    found = _MEDIA_TYPES.get(raw)
+    if found is None:
+        found = raw.split(";")[0].strip().lower()
+        if len(_MEDIA_TYPES) < 64:  # the header comes from clients: a few distinct values are kept
+            _MEDIA_TYPES[raw] = found
+    return found
+
+
+# Content-Type header -> its media type. A write reads it twice (the body's type, then the @context rule),
+# and clients send a handful of distinct values: looked up, not split and lower-cased again each time.
+_MEDIA_TYPES: dict[str, str] = {}
 
 
 def read_body(req: Req, allowed: tuple[str, ...] = (JSON, JSONLD)) -> Any:
@@ -63,7 +74,7 @@ def read_body(req: Req, allowed: tuple[str, ...] = (JSON, JSONLD)) -> Any:
 
 def link_context(req: Req) -> str | None:
     """The @context URL of a JSON-LD `Link` header, if any."""
-    header = req.header("link")
+    header = req.headers.get("link")
     if not header:
         return None
     for match in _LINK.finditer(header):

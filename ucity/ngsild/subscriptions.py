@@ -1062,7 +1062,7 @@ class SubscriptionService:
         still gets its own. An idle subscription's worker is poked to queue its notification itself
         and post it at once; `notify_matched` queues the others' (their workers are busy posting).
         """
-        now = self.clock.now()
+        now: datetime | None = None  # read once a change has candidates: most events have none
         stamp = ""  # deletedAt of deleted entities and attributes, formatted only for a change that deletes
         batches = self._matched
         index = self.index
@@ -1081,6 +1081,8 @@ class SubscriptionService:
             kinds = classify(change)
             if len(kinds.attrs) != len(change.attrs):  # fewer attributes (a subset): fewer candidates maybe
                 keys = self.index.candidates(change.tenant, types, kinds.attrs)
+            if now is None:
+                now = self.clock.now()
             if not stamp and (change.after is None or _DELETED in kinds.attrs.values()):
                 stamp = to_iso(now)
             for key in keys:

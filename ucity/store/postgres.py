@@ -634,9 +634,11 @@ class PostgresStore(Store):
         await self._add_tenants(conn, tx, {g.tenant for g in groups if g.mutations})
         rows: list[_Row] = []
         touched: dict[Key, _Entity] = {}
+        # One time for the segment's writes, which commit together (as SQLite's group commit has it): read,
+        # formatted and parsed once, not once per request of a group commit of single-attribute PATCHes.
+        now = to_iso(self.clock.now())
+        created = to_micros(parse_iso(now))
         for group in groups:
-            now = to_iso(self.clock.now())
-            created = to_micros(parse_iso(now))
             for mutation in group.mutations:
                 group.results.append(self._apply(group, mutation, now, created, tx, touched, rows))
         await self._write_entities(conn, touched)

@@ -116,7 +116,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     return version
 
 
-@dataclass
+@dataclass(slots=True)
 class _Group:
     tenant: str
     mutations: list[Mutation]
@@ -126,7 +126,7 @@ class _Group:
     changes: list[EntityChange] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Call:
     """Any other write (history, documents): fn(conn) run inside a group-committed transaction. It never
     writes `entities`: entity documents change only through mutations (the writer keeps them parsed)."""
@@ -157,6 +157,11 @@ class _Work:
     times: dict[str, int] = field(default_factory=dict)  # observedAt text -> its microseconds (iso_micros)
     next_rid: int = 0  # the next instance rid to give (0: not read yet in this transaction)
     saved_rid: int = 0  # the highest rid given that `meta` holds
+    # The time of the batch's writes (modifiedAt text, and its microseconds for history rows without
+    # observedAt), read once per transaction ("": not yet): formatting and parsing it again for every
+    # single-attribute PATCH of a group commit cost about 4.5 µs each in the writer (measured, one thread).
+    now: str = ""
+    created: int = 0
 
 
 def instance_id(rid: int) -> str:
@@ -210,7 +215,9 @@ class SqliteStore(Store):
         self.group_commit_s = group_commit_ms / 1000.0
         self.group_commit_idle_s = min(self.group_commit_s, IDLE_GAP_S)
         self.group_commit_max = group_commit_max
-        self._queue: queue.Queue[_Group | _Call | None] = queue.Queue()
+        # A SimpleQueue: put and get are C calls; queue.Queue's run a Condition in Python (about 4 µs per
+        # write on the event loop and as much in the writer, measured on single-attribute PATCH).
+        self._queue: queue.SimpleQueue[_Group | _Call | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._local = threading.local()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -440,8 +447,11 @@ class SqliteStore(Store):
         if item.mutations and item.tenant not in self._tenants and item.tenant not in work.tenants:
             conn.execute("INSERT OR IGNORE INTO tenants VALUES (?)", (item.tenant,))
             work.tenants.add(item.tenant)
-        now = to_iso(self.clock.now())
-        created = to_micros(parse_iso(now))
+        now = work.now
+        if not now:
+            now = work.now = to_iso(self.clock.now())
+            work.created = to_micros(parse_iso(now))
+        created = work.created
         for mutation in item.mutations:
             item.results.append(self._apply(conn, item, mutation, now, created, work))
 
