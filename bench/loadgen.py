@@ -268,6 +268,7 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
     # notifications at `notifiedAt` (queued for delivery), alarms at `raised_at` (decided).
     notif_queued, notif_sent = array("d"), array("d")
     alarm_decided, alarm_shown = array("d"), array("d")
+    alarm_seq = array("q")  # diagnostics: which storm each alarm sample belongs to
     wall_offset = time.time() - time.perf_counter()
     loop = asyncio.get_event_loop()
 
@@ -323,6 +324,7 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
                         if value is not None and int(value) - 1_000_000 in sent_at:
                             sent = sent_at[int(value) - 1_000_000]
                             alarm.append(now - sent)
+                            alarm_seq.append(int(value) - 1_000_000)
                             decided = server_time(data.get("updated_at") if isinstance(data, dict) else None)
                             if decided is not None:
                                 alarm_decided.append(decided - sent)
@@ -403,7 +405,17 @@ async def run_latency(args: argparse.Namespace) -> dict[str, Any]:
                           for name, values in (("notif_write_to_queued", notif_queued),
                                                ("notif_queued_to_received", notif_sent),
                                                ("alarm_write_to_decided", alarm_decided),
-                                               ("alarm_decided_to_sse", alarm_shown))}}
+                                               ("alarm_decided_to_sse", alarm_shown))},
+            "storms": _storms(alarm, alarm_seq, args.devices)}
+
+
+def _storms(alarm: Any, seqs: Any, devices: int) -> list[dict[str, Any]]:
+    """Diagnostics: the alarm latencies of each storm (round of `devices` measures) apart."""
+    by: dict[int, list[float]] = {}
+    for latency, seq in zip(alarm, seqs, strict=True):
+        by.setdefault(seq // devices, []).append(latency)
+    return [{"round": r, "samples": len(v), "p50_ms": pct(v, 50) * 1e3, "p99_ms": pct(v, 99) * 1e3,
+             "max_ms": max(v) * 1e3} for r, v in sorted(by.items())]
 
 
 def _evidence_value(data: Any) -> float | None:

@@ -5,6 +5,7 @@ their history in one call (a later save of an alarm wins, history entries add up
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -60,3 +61,25 @@ async def test_put_docs_and_delete_docs(store: Store) -> None:
         ("other", "r|e0"), (T, "r|e1"), (T, "r|e2")]
     await store.put_docs("rule-state", [])
     await store.delete_docs("rule-state", [])
+
+
+async def test_an_alarm_saved_again_is_updated_in_place_with_every_column(store: Store) -> None:
+    """A later save updates the row (SQLite: an upsert, no longer a delete and insert): every filtered column,
+    the document and the history follow, and no row is added."""
+    await store.save_alarms([(alarm(n), [entry(1, "raised")]) for n in range(3)])
+    again = replace(alarm(1, "cleared-acknowledged", 5), level="serious", outcome="real", assignee="kim",
+                    raised_at=7, acked_at=3, cleared_at=4, bbox=(126.0, 37.0, 127.0, 38.0),
+                    doc={"id": "alarm-1", "status": "cleared-acknowledged", "updated": 5})
+    await store.save_alarms([(again, [entry(2, "cleared")])])
+    assert await store.get_alarm(T, "alarm-1") == {"id": "alarm-1", "status": "cleared-acknowledged", "updated": 5}
+    _, total = await store.query_alarms(T, AlarmQuery(count=True))
+    assert total == 3
+    for query in (AlarmQuery(statuses=("cleared-acknowledged",)), AlarmQuery(levels=("serious",)),
+                  AlarmQuery(bbox=(126.5, 37.5, 126.6, 37.6)), AlarmQuery(raised_from=7),
+                  AlarmQuery(entity_ids=("urn:ngsi-ld:Building:1",), statuses=("cleared-acknowledged",))):
+        docs, _ = await store.query_alarms(T, query)
+        assert [d["id"] for d in docs] == ["alarm-1"], query
+    docs, _ = await store.query_alarms(T, AlarmQuery(statuses=("active-unacknowledged",), limit=10))
+    assert sorted(d["id"] for d in docs) == ["alarm-0", "alarm-2"]
+    assert [h["action"] for h in await store.alarm_history(T, "alarm-1")] == ["raised", "cleared"]
+    assert [doc["id"] for _, doc in await store.open_alarms()] == ["alarm-0", "alarm-2", "alarm-1"]

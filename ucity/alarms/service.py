@@ -17,15 +17,20 @@ How a change flows, and why:
    whose rule event did not describe its entity is enriched first (type, location, parent; the
    alarm's later changes wait behind it). Rounds overlap: the next one is saved without waiting for
    this one's commit (the store commits calls in the order they came) and announces after it, so
-   one alarm's changes reach the stream in decision order. Then the round writes what changed in
-   its alarms' `Alert` entities (shared writes of up to `_ALERT_WRITE`) and publishes `AlarmChanged`
-   for each change, after the previous round did (one alarm's Alert writes and events stay in its
-   order). Nobody hears of an alarm before its row is durable; the stream and the notifiers never
-   wait for an Alert (which may lag the stream by a commit; its failure is only logged), not even
-   an earlier change's. The bus publisher is never held up by a commit. Each save carries the
-   alarm's state at the time it runs, so the last write wins with the latest state; the stream and
-   `AlarmChanged` carry the state that the change saved. A save call that fails is retried alarm by
-   alarm, so one alarm that cannot be saved fails alone (logged, never announced).
+   one alarm's changes reach the stream in decision order. Then the announced changes wait for the
+   Alert projection (`_schedule_alerts`): once no round has begun for `_ALERT_QUIET_S` (at most
+   `_ALERT_DELAY_S` after the oldest waiting change; at once for an operator's action, and on
+   `drain`), one task writes what changed in their alarms' `Alert` entities (each alarm's once, its
+   latest state; writes of up to `_ALERT_WRITE`, one after the other, pausing while changes come
+   again: `_pace`; real time, `alert_clock`) and publishes `AlarmChanged`
+   for each change after its alarm's Alert (one alarm's Alert writes and events stay in its order).
+   Nobody hears of an alarm before its row is durable; the stream and the notifiers never wait for
+   an Alert (which lags the stream by the quiet time, in a storm by up to the delay; its failure is
+   only logged), not even an earlier change's. The bus publisher is never held up by a commit.
+   Each save carries the alarm's state at the time it runs, so the last write wins with the latest
+   state; the stream and `AlarmChanged` carry the state that the change saved. A save call that
+   fails is retried alarm by alarm, so one alarm that cannot be saved fails alone (logged, never
+   announced).
 
 Dedupe (domain-rules §9): a repeat of an active alarm only counts (count, last seen); a higher
 level escalates it (history, SSE, the new level's escalation chain); a lower level does not lower
@@ -45,6 +50,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from ucity.alarms import model as m
@@ -55,7 +61,7 @@ from ucity.alarms.escalation import Escalator
 from ucity.alarms.model import ACTIVE_UNACK, CLEARED_ACK, CLEARED_UNACK, CLOSED, DERIVED_PREFIX, FAULT, SAFETY, SYSTEM, Alarm
 from ucity.alarms.notifiers.sse import SseHub
 from ucity.core.bus import Context, Event
-from ucity.core.clock import parse_iso, to_iso
+from ucity.core.clock import Clock, SystemClock, TimerHandle, parse_iso, to_iso
 from ucity.core.errors import NotFound
 from ucity.core.ids import uuid4_texts
 from ucity.core.platform import Platform
@@ -71,6 +77,16 @@ LOCATION = "https://uri.etsi.org/ngsi-ld/location"
 # subscriptions) in one step of the event loop, and a write of a whole storm's Alerts held it up for tens
 # of milliseconds, which every request and stream waited for.
 _ALERT_WRITE = 32
+# The Alert projection waits (`_schedule_alerts`, `_pace`) until no alarm change has been decided for
+# `_ALERT_QUIET_S`, but not longer than `_ALERT_DELAY_S` after the oldest change waiting, before it writes
+# what gathered, and pauses between its writes when alarm changes come again. In an alarm storm the Alerts
+# (the heaviest write of an alarm: an entity, its types and a history row per attribute; about three times
+# an alarm row's CPU) then leave the storm's commits to the readings and the alarm rows, and an alarm that
+# is raised and cleared within the delay writes its Alert once. The quiet time is longer than the gaps
+# between a storm's rounds on a busy machine (one commit of readings each, up to about 100 ms measured);
+# with 50 ms, Alert writes began inside a lagging storm.
+_ALERT_QUIET_S = 0.2
+_ALERT_DELAY_S = 2.0
 # Events after which the parent's derived alarm may change.
 _PROPAGATING = frozenset({"raised", "escalated", "deescalated", "reactivated", "cleared", "closed"})
 
@@ -122,6 +138,7 @@ class _Change:
     enrich: bool = False
     notify: list[tuple[str, int, str]] = field(default_factory=list)  # (group, step, event)
     follow_up: str | None = None  # tell the groups already notified (acknowledged, cleared, closed)
+    urgent: bool = False  # someone waits for it all (an operator's action): its Alert does not wait for quiet
 
 
 @dataclass(slots=True)
@@ -165,7 +182,21 @@ class AlarmService:
         self._save_queue: list[_Pending] = []
         self._round_due = False
         self._announced: asyncio.Future[None] | None = None
-        self._followed: asyncio.Future[None] | None = None
+        # Announced changes waiting for their Alert write and `AlarmChanged` (`_schedule_alerts`), in order;
+        # since when the oldest of them waits; when the last round began; the timer and the task that write them.
+        self._alert_queue: list[_Pending] = []
+        self._alert_since: datetime | None = None
+        self._last_round: datetime | None = None
+        self._alert_timer: TimerHandle | None = None
+        self._alert_task: asyncio.Task[None] | None = None
+        self._alert_urgent = False  # an operator waits: write without waiting for quiet
+        self._alert_hurry = 0  # drains under way: write without waiting
+        self._alert_wake: asyncio.Future[None] | None = None  # what a pausing writing task waits on (`_pace`)
+        self.alert_quiet_s = _ALERT_QUIET_S
+        self.alert_delay_s = _ALERT_DELAY_S
+        # The wait is a batching window, like the store's group commit, not platform logic: real time, so
+        # that a fake platform clock (tests, simulations) does not hold Alerts until it moves. Tests set it.
+        self.alert_clock: Clock = SystemClock()
         self._enriching: dict[str, list[_Pending]] = {}
         self._ids: list[str] = []  # alarm ids to give (`_new_id`)
         self._drainers: list[Callable[[], Awaitable[None]]] = []
@@ -211,26 +242,39 @@ class AlarmService:
             unsubscribe()
         self._unsubscribe = []
         self.escalator.stop_all()
-        await self.drain()
+        await self.drain()  # writes the Alerts still waiting, too
+        if self._alert_timer is not None:
+            self._alert_timer.cancel()
+            self._alert_timer = None
         await self.dispatcher.stop()
 
     def health(self) -> dict[str, Any]:
         return {"ok": bool(self._unsubscribe), "open": len(self._open), "active": len(self._active),
-                "escalationTimers": self.escalator.pending, "streamClients": self.sse.clients}
+                "escalationTimers": self.escalator.pending, "streamClients": self.sse.clients,
+                "alertsWaiting": len(self._alert_queue)}  # announced changes whose Alert waits for quiet
 
     def add_drainer(self, drain: Callable[[], Awaitable[None]]) -> None:
         """Work an `AlarmChanged` consumer does after its handler returned, which `drain` also awaits."""
         self._drainers.append(drain)
 
     async def drain(self) -> None:
-        """Wait until every decided change is persisted and announced, and its consumers are done (tests,
-        shutdown, a worker before it acknowledges)."""
-        while True:
-            await self._persisted()
-            for drain in self._drainers:
-                await drain()
-            if not self._tasks:
-                return
+        """Wait until every decided change is persisted and announced, its Alert written (at once, not after
+        the quiet the projection waits for) and its consumers are done (tests, shutdown, a worker before it
+        acknowledges)."""
+        self._alert_hurry += 1
+        self._wake_alerts()
+        try:
+            while True:
+                await self._persisted()
+                if self._alert_queue:
+                    self._write_alerts_now()
+                    continue
+                for drain in self._drainers:
+                    await drain()
+                if not self._tasks and not self._alert_queue:
+                    return
+        finally:
+            self._alert_hurry -= 1
 
     async def _persisted(self) -> None:
         while self._tasks:
@@ -430,7 +474,7 @@ class AlarmService:
 
     async def _apply(self, alarm: Alarm, action: str, actor: str, args: dict[str, Any]) -> None:
         now = to_iso(self.clock.now())
-        change = _Change()
+        change = _Change(urgent=True)
         if action == "acknowledge":
             change.entries, change.events, change.follow_up = [m.acknowledge(alarm, actor, now)], ["acknowledged"], \
                 "acknowledged"
@@ -477,6 +521,7 @@ class AlarmService:
         self._save_queue.append(item)
         if not self._round_due:
             self._round_due = True
+            self._last_round = self.alert_clock.now()  # the Alert projection waits for quiet (`_schedule_alerts`)
             previous, self._announced = self._announced, asyncio.get_running_loop().create_future()
             self._spawn(self._save_round(previous, self._announced))
 
@@ -503,8 +548,8 @@ class AlarmService:
         ahead of every event in the loop's queue, the stream's among them. Rounds overlap (the next one
         does not wait for this one's commit); the store commits calls in the order they came, and each
         round announces after the one before it, so one alarm's changes reach the stream in decision
-        order. Then the Alerts and `AlarmChanged` follow (`_follow_up`), which the next round's
-        announcement never waits for."""
+        order. Then the changes wait for their Alerts and `AlarmChanged` (`_schedule_alerts`), which no
+        round's announcement ever waits for."""
         self._round_due = False
         items, self._save_queue = self._save_queue, []
         follow: list[_Pending] = []
@@ -528,8 +573,7 @@ class AlarmService:
             for item in items:
                 if item.wire is None:
                     item.finish()
-        before, self._followed = self._followed, asyncio.get_running_loop().create_future()
-        await self._follow_up(follow, before, self._followed)
+        self._follow(follow)
 
     async def _save(self, items: list[_Pending]) -> None:
         """Save each item's alarm row (its state now: the last write wins with the latest state) and new
@@ -569,39 +613,130 @@ class AlarmService:
                 log.error("alarm %s could not be saved: %s", item.alarm.id, result)
                 item.doc = None
 
-    async def _follow_up(self, items: list[_Pending], before: asyncio.Future[None] | None,
-                         done: asyncio.Future[None]) -> None:
-        """Write what changed in the saved alarms' `Alert` entities, then publish `AlarmChanged` for each
-        change, after the previous round's (so one alarm's Alert writes and events keep its order).
+    def _follow(self, items: list[_Pending]) -> None:
+        """Queue announced changes for their Alert write and `AlarmChanged` (`_schedule_alerts`); a change
+        with neither (a repeat of an active alarm) is done now."""
+        urgent = False
+        for item in items:
+            if item.change.alert or item.change.events:
+                self._alert_queue.append(item)
+                urgent = urgent or item.change.urgent
+            else:
+                item.finish()
+        if not self._alert_queue:
+            return
+        if self._alert_since is None:
+            self._alert_since = self.alert_clock.now()
+        if urgent:
+            self._alert_urgent = True
+            self._wake_alerts()
+        self._schedule_alerts()
 
-        The Alerts of a round are written together, in store writes of up to `_ALERT_WRITE` Alerts (all
-        at once), not in one write each: per alarm that spares a store round trip's future and queue item
-        and its own `EntitiesChanged`. An Alert that fails is logged, not retried (the alarm's next change
-        writes the whole entity); nobody waits for it but `AlarmChanged`, which consumers (the operations
-        centre) get once the Alert is written or has failed."""
+    def _schedule_alerts(self) -> None:
+        """Write the queued Alerts once no round has begun for `alert_quiet_s`, or `alert_delay_s` after the
+        oldest was queued, whichever comes first (`alert_clock`, real time); at once if an operator waits. One
+        writing task at a time: what queues meanwhile waits for the next one, so one alarm's Alert writes and
+        events keep its order.
+
+        Why wait: an Alert write costs about three times its alarm row (the entity, its types, a history row
+        per attribute, its `EntitiesChanged` through rules and subscriptions), and in an alarm storm each one
+        written at once sat in the commits that the next rounds' alarm rows and the readings waited for. The
+        Alert is a projection nobody waits for before the stream (see `_follow_up`): written after the storm,
+        it takes nothing from it, and an alarm raised and cleared meanwhile writes it once (its end state).
+        """
+        if self._alert_task is not None or not self._alert_queue:
+            return  # the running task looks again when it ends
+        now = self.alert_clock.now()
+        since = self._alert_since or now
+        due = since + timedelta(seconds=self.alert_delay_s)
+        if self._last_round is not None:
+            due = min(due, self._last_round + timedelta(seconds=self.alert_quiet_s))
+        if self._alert_urgent or self._alert_hurry or due <= now:
+            self._write_alerts_now()
+        elif self._alert_timer is None:  # a timer that fires early looks again (`_alert_due`)
+            self._alert_timer = self.alert_clock.call_at(due, self._alert_due)
+
+    def _alert_due(self) -> None:
+        self._alert_timer = None
+        self._schedule_alerts()
+
+    def _wake_alerts(self) -> None:
+        """A writing task that pauses (`_pace`) goes on at once."""
+        if self._alert_wake is not None and not self._alert_wake.done():
+            self._alert_wake.set_result(None)
+
+    async def _pace(self, since: datetime) -> None:
+        """Between two Alert writes: wait while alarm changes come again (a storm resumed), until quiet, but
+        not past `since` (the oldest change of the task's) + `alert_delay_s`, nor while someone waits."""
+        while not (self._alert_urgent or self._alert_hurry):
+            due = since + timedelta(seconds=self.alert_delay_s)
+            if self._last_round is not None:
+                due = min(due, self._last_round + timedelta(seconds=self.alert_quiet_s))
+            if due <= self.alert_clock.now():
+                return
+            waiter = self._alert_wake = asyncio.get_running_loop().create_future()
+            timer = self.alert_clock.call_at(due, self._wake_alerts)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._alert_wake = None
+
+    def _write_alerts_now(self) -> None:
+        if self._alert_timer is not None:
+            self._alert_timer.cancel()
+            self._alert_timer = None
+        if self._alert_task is None and self._alert_queue:
+            since = self._alert_since or self.alert_clock.now()
+            items, self._alert_queue, self._alert_since, self._alert_urgent = self._alert_queue, [], None, False
+            self._alert_task = self._spawn(self._follow_up(items, since))
+
+    async def _follow_up(self, items: list[_Pending], since: datetime) -> None:
+        """Write what changed in the `Alert` entities of the queued changes' alarms, then publish `AlarmChanged`
+        for each change, in its alarm's order.
+
+        An alarm's Alert is written once (its latest state) however many of its changes queued. The Alerts go
+        in store writes of up to `_ALERT_WRITE`, one write after the other: per alarm that spares a store
+        round trip's future and queue item and its own `EntitiesChanged`, and a round saved meanwhile queues
+        its alarm rows behind one write, not behind all of them; between two writes the task pauses while
+        alarm changes come again (`_pace`). After each write, the `AlarmChanged` of its
+        alarms' changes follow, in decision order. An Alert that fails is logged, not retried (the alarm's
+        next change writes the whole entity); nobody waits for it but `AlarmChanged`, which consumers (the
+        operations centre) get once the Alert is written or has failed. The alarms an operator waits for go
+        first."""
         try:
-            if before is not None and not before.done():
-                await before
-            alerting: dict[str, _Pending] = {}  # an alarm's Alert once per round (it writes the latest state)
+            by_alarm: dict[str, list[_Pending]] = {}
             for item in items:
-                if item.change.alert:
-                    alerting.setdefault(item.alarm.id, item)
-            if alerting:
-                by_tenant: dict[str, list[_Pending]] = {}
-                for item in alerting.values():
-                    by_tenant.setdefault(item.alarm.tenant, []).append(item)
-                await asyncio.gather(*(self._write_alerts(tenant, group[i:i + _ALERT_WRITE])
-                                       for tenant, group in by_tenant.items()
-                                       for i in range(0, len(group), _ALERT_WRITE)))
+                by_alarm.setdefault(item.alarm.id, []).append(item)
             publish = self.platform.bus.publish
-            for item in items:  # each announced, so each has its wire form
-                if item.change.events and item.wire is not None:
-                    await publish(AlarmChanged(item.context, item.alarm.tenant, tuple(item.change.events), item.wire))
+            writes: dict[str, list[list[_Pending]]] = {}  # tenant -> the changes of each alarm with an Alert
+            for changes in sorted(by_alarm.values(), key=lambda c: not any(i.change.urgent for i in c)):
+                if any(item.change.alert for item in changes):
+                    writes.setdefault(changes[0].alarm.tenant, []).append(changes)
+                else:  # no Alert to wait for: its earlier changes' Alerts were written by an earlier task
+                    for item in changes:
+                        await self._changed(publish, item)
+            first = True
+            for tenant, alarms in writes.items():
+                for i in range(0, len(alarms), _ALERT_WRITE):
+                    chunk = alarms[i:i + _ALERT_WRITE]
+                    if not first:
+                        await self._pace(since)
+                    first = False
+                    await self._write_alerts(tenant, [changes[-1] for changes in chunk])
+                    for changes in chunk:
+                        for item in changes:
+                            await self._changed(publish, item)
         finally:  # also when cancelled (shutdown): nobody may wait forever
             for item in items:
                 item.finish()
-            if not done.done():
-                done.set_result(None)
+            self._alert_task = None
+        self._schedule_alerts()  # what queued meanwhile
+
+    async def _changed(self, publish: Callable[[Event], Awaitable[None]], item: _Pending) -> None:
+        if item.change.events and item.wire is not None:  # each queued change was announced: it has its wire form
+            await publish(AlarmChanged(item.context, item.alarm.tenant, tuple(item.change.events), item.wire))
+        item.finish()
 
     async def _write_alerts(self, tenant: str, items: list[_Pending]) -> None:
         # One write has one Context: a lone Alert keeps its change's (the trace to the rule and reading that

@@ -1081,41 +1081,31 @@ class PostgresStore(Store):
         return result
 
     # -- documents ---------------------------------------------------------------------------
+    # Document writes only write `docs`, which nothing else in a batch reads or writes: they are `_Rows`
+    # calls, written at the batch's end all together (`_write_doc_ops`, in batch order). As ordinary calls
+    # they split the batch's runs of mutations, and the rules engine writes its states once per batch of
+    # readings: each split cost the mutations' round trips (locks, entities, instances) a second time.
     async def put_doc(self, kind: str, tenant: str, key: str, doc: Doc) -> None:
-        async def run(conn: asyncpg.Connection, tx: _Tx) -> None:
-            await conn.execute("INSERT INTO docs VALUES ($1, $2, $3, $4) "
-                               "ON CONFLICT (kind, tenant, key) DO UPDATE SET doc = excluded.doc", kind, tenant, key, doc)
-
-        await self._call(run)
+        await self._doc_call(_DocOps(puts=[(kind, tenant, key, doc)]))
 
     async def delete_doc(self, kind: str, tenant: str, key: str) -> bool:
-        async def run(conn: asyncpg.Connection, tx: _Tx) -> bool:
-            return _count(await conn.execute(
-                "DELETE FROM docs WHERE kind = $1 AND tenant = $2 AND key = $3", kind, tenant, key)) > 0
-
-        result: bool = await self._call(run)
-        return result
+        op = _DocOps(deletes=[(kind, tenant, key)], count=True)
+        await self._doc_call(op)
+        return op.deleted > 0
 
     async def put_docs(self, kind: str, docs: list[tuple[str, str, Doc]]) -> None:
-        if not docs:
-            return
-        rows = [(kind, tenant, key, doc) for tenant, key, doc in docs]
-
-        async def run(conn: asyncpg.Connection, tx: _Tx) -> None:
-            await conn.executemany("INSERT INTO docs VALUES ($1, $2, $3, $4) "
-                                   "ON CONFLICT (kind, tenant, key) DO UPDATE SET doc = excluded.doc", rows)
-
-        await self._call(run)
+        if docs:
+            await self._doc_call(_DocOps(puts=[(kind, tenant, key, doc) for tenant, key, doc in docs]))
 
     async def delete_docs(self, kind: str, keys: list[tuple[str, str]]) -> None:
-        if not keys:
-            return
-        rows = [(kind, tenant, key) for tenant, key in keys]
+        if keys:
+            await self._doc_call(_DocOps(deletes=[(kind, tenant, key) for tenant, key in keys]))
 
-        async def run(conn: asyncpg.Connection, tx: _Tx) -> None:
-            await conn.executemany("DELETE FROM docs WHERE kind = $1 AND tenant = $2 AND key = $3", rows)
+    async def _doc_call(self, op: _DocOps) -> None:
+        async def run(conn: asyncpg.Connection, tx: _Tx) -> None:  # the same write; `_run_batch` uses `rows`
+            await _write_doc_ops(conn, [op])
 
-        await self._call(run)
+        await self._call(run, _Rows(_write_doc_ops, op))
 
     async def list_docs(self, kind: str) -> list[tuple[str, str, Doc]]:
         return [(r[0], r[1], r[2]) for r in await self.pool.fetch(
@@ -1218,6 +1208,49 @@ _ALARM_UPSERT = numbered(
 _ALARM_HISTORY_UPSERT = (
     "INSERT INTO alarm_history VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant, alarm_id, seq) "
     "DO UPDATE SET at = excluded.at, action = excluded.action, actor = excluded.actor, doc = excluded.doc")
+
+
+_DOC_PUT = "INSERT INTO docs VALUES ($1, $2, $3, $4) ON CONFLICT (kind, tenant, key) DO UPDATE SET doc = excluded.doc"
+_DOC_DELETE = "DELETE FROM docs WHERE kind = $1 AND tenant = $2 AND key = $3"
+
+
+@dataclass(slots=True)
+class _DocOps:
+    """One call's document writes: puts (kind, tenant, key, doc) or deletes (kind, tenant, key); `count`: the
+    call wants the number of documents its deletes removed (`deleted`)."""
+
+    puts: list[tuple[str, str, str, Doc]] = field(default_factory=list)
+    deletes: list[tuple[str, str, str]] = field(default_factory=list)
+    count: bool = False
+    deleted: int = 0
+
+
+async def _write_doc_ops(conn: asyncpg.Connection, ops: list[_DocOps]) -> None:
+    """The document writes of a batch's calls, in batch order: consecutive puts in one `executemany`, and
+    consecutive deletes in another (a delete whose count is wanted on its own)."""
+    run: list[tuple[Any, ...]] = []
+    run_sql = ""
+
+    async def flush() -> None:
+        if run:
+            await conn.executemany(run_sql, run)
+            run.clear()
+
+    for op in ops:
+        op.deleted = 0
+        for sql, rows in ((_DOC_PUT, op.puts), (_DOC_DELETE, op.deletes)):
+            if not rows:
+                continue
+            if sql != run_sql:
+                await flush()
+                run_sql = sql
+            if op.count and sql == _DOC_DELETE:
+                await flush()
+                for row in rows:
+                    op.deleted += _count(await conn.execute(sql, *row))
+                continue
+            run.extend(rows)
+    await flush()
 
 
 async def _save_alarm_lists(conn: asyncpg.Connection, lists: list[list[tuple[list[Any], list[tuple[Any, ...]]]]]) -> None:
