@@ -12,7 +12,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from tests.alarms.support import SENSOR, T0, TENANT, City, alarm_settings, cleared, matched
+from tests.alarms.support import SENSOR, T0, City, alarm_settings, cleared, matched
+from tests.alarms.test_alert_batch import announced
 from ucity.alarms import AlarmChanged
 from ucity.alarms.alert import alert_doc
 from ucity.alarms.service import _ALERT_WRITE, Signal
@@ -60,14 +61,6 @@ class Log:
     @property
     def writes(self) -> list[list[str]]:
         return [ids for kind, ids in self.entries if kind == "alerts"]
-
-
-async def announced(city: City, count: int) -> None:
-    for _ in range(10_000):
-        if len(city.alarms.sse.backlog(TENANT, "0")) >= count:
-            return
-        await asyncio.sleep(0.001)
-    raise AssertionError(f"{len(city.alarms.sse.backlog(TENANT, '0'))} of {count} events announced")
 
 
 async def until(condition: Any) -> None:

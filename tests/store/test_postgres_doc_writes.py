@@ -8,25 +8,17 @@ known exactly; no test depends on how long anything takes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any
 
 import pytest
 
-from tests.store.window_support import HOUR_MS, T, create, hold_writer, queued
+from tests.store.test_postgres_commit_window import store
+from tests.store.window_support import T, create, hold_writer, queued
 from ucity.core.bus import Context
-from ucity.core.clock import FakeClock
 from ucity.store.postgres import PostgresStore
 
-
-@pytest.fixture
-async def store(postgres_url: str, store_backend: str) -> AsyncIterator[PostgresStore]:
-    if store_backend != "postgresql":
-        pytest.skip("PostgreSQL's writer (runs once, on the [postgresql] backend)")
-    s = PostgresStore(postgres_url, FakeClock(), group_commit_ms=HOUR_MS, group_commit_max=500)
-    await s.start()
-    yield s
-    await s.stop()
+__all__ = ["store"]  # the fixture (a PostgreSQL store with a one-hour commit window), imported for pytest
 
 
 async def batch(store: PostgresStore, writes: list[Awaitable[Any]]) -> list[Any]:
