@@ -78,3 +78,14 @@ async def test_resolve_checks_every_address_of_a_name(monkeypatch: pytest.Monkey
         await guard.resolve("127.0.0.1", 80, "x")
     with pytest.raises(OSError):
         await guard.resolve("nowhere.test", 80, "x")
+
+
+@pytest.mark.parametrize("section", [{"subscriptions": {"allowed_networks": ["10.0.0.0/33"]}},
+                                     {"ngsild": {"context_allowed_networks": ["10.0.0.0/33"]}}])
+def test_a_bad_allowed_network_stops_the_settings_from_loading(section: dict[str, Any], tmp_path: Any) -> None:
+    from pydantic import ValidationError
+
+    from ucity.core.config import load_settings
+
+    with pytest.raises(ValidationError, match=r"not an IP network: '10\.0\.0\.0/33'"):
+        load_settings(data_dir=str(tmp_path), **section)

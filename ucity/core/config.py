@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from ucity.core.netguard import parse_networks
 
 
 class ServerSettings(BaseModel):
@@ -40,6 +42,14 @@ class StoreSettings(BaseModel):
         return value
 
 
+def _networks(value: list[str]) -> list[str]:
+    parse_networks(value)  # CIDR networks: a clear error when the settings load, not a refusal later
+    return value
+
+
+Networks = Annotated[list[str], AfterValidator(_networks)]  # e.g. ["10.20.0.0/16"]
+
+
 class NgsiLdSettings(BaseModel):
     default_tenant: str = "urn:ngsi-ld:tenant:default"
     default_limit: int = Field(20, ge=1)
@@ -51,17 +61,9 @@ class NgsiLdSettings(BaseModel):
     context_block_private_networks: bool | None = Field(
         None, description="refuse remote @context URLs that resolve to loopback/private/link-local addresses "
                           "(server-side request forgery); unset means on in production, off otherwise")
-    context_allowed_networks: list[str] = Field(
+    context_allowed_networks: Networks = Field(
         [], description="networks (CIDR) remote @context URLs may be in even when private ones are refused, "
                         "e.g. the city's own @context server")
-
-    @field_validator("context_allowed_networks")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        from ucity.core.netguard import parse_networks
-
-        parse_networks(value)  # a clear error at start, not a refusal later
-        return value
 
 
 class SubscriptionSettings(BaseModel):
@@ -72,17 +74,9 @@ class SubscriptionSettings(BaseModel):
     block_private_networks: bool | None = Field(
         None, description="refuse notification endpoints that are or resolve to loopback/private/link-local "
                           "addresses (server-side request forgery); unset means on in production, off otherwise")
-    allowed_networks: list[str] = Field(
+    allowed_networks: Networks = Field(
         [], description="networks (CIDR) notification endpoints may be in even when private ones are refused, "
                         "e.g. the operations centre's receivers: ['10.20.0.0/16']")
-
-    @field_validator("allowed_networks")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        from ucity.core.netguard import parse_networks
-
-        parse_networks(value)  # a clear error at start, not a refusal later
-        return value
 
 
 class IngestSettings(BaseModel):
