@@ -309,13 +309,8 @@ class NotifyClient:
         if target is None:
             target = self._target(uri)
         if target.proxied:
-            if self.guard is not None:
-                try:
-                    await self.guard.resolve(target.origin[1], target.origin[2], "the endpoint's host")
-                except RefusedAddress as exc:
-                    raise DeliveryError(str(exc)) from None
-                except OSError as exc:
-                    raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+            if self.guard is not None:  # the name is checked; the proxy resolves it again (documented limit)
+                await self._addresses(target.origin[1], target.origin[2])
             return await self._post_httpx(uri, body, headers)
         parts = [target.start]
         defaults = {"user-agent": "User-Agent", "accept": "Accept"}
@@ -376,15 +371,23 @@ class NotifyClient:
                 self._discard(conn)
             return status
 
+    async def _addresses(self, host: str, port: int) -> list[str]:
+        """The guard's checked addresses of `host`, within the timeout; DeliveryError when refused or unresolved."""
+        assert self.guard is not None
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self.guard.resolve(host, port, "the endpoint's host")
+        except RefusedAddress as exc:
+            raise DeliveryError(str(exc)) from None
+        except TimeoutError:
+            raise DeliveryError(f"{host} not resolved within {self.timeout:g} s") from None
+        except OSError as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from exc
+
     async def _connect(self, origin: tuple[str, str, int]) -> _Connection:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
-        addresses = [host]
-        if self.guard is not None:
-            try:
-                addresses = await self.guard.resolve(host, port, "the endpoint's host")
-            except RefusedAddress as exc:
-                raise DeliveryError(str(exc)) from None
+        addresses = [host] if self.guard is None else await self._addresses(host, port)
         if scheme == "https" and self._ssl is None:
             self._ssl = default_ssl_context()
         conn: _Connection | None = None
