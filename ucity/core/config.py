@@ -33,6 +33,9 @@ class StoreSettings(BaseModel):
                            "others read)")
     max_queued: int = Field(20_000, ge=0, description="writes waiting for a commit; more are answered 503 with "
                             "Retry-After (back-pressure of a burst); 0: no limit")
+    entity_cache: int = Field(10_000, ge=0, description="SQLite: entities whose latest document the writer keeps "
+                              "parsed (about 5 KB each), so that a device reporting again is not read back; set it "
+                              "at or above the number of devices reporting")
 
     @field_validator("url")
     @classmethod
