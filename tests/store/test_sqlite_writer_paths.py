@@ -138,11 +138,12 @@ def test_the_entity_cache_keeps_the_most_recently_written_up_to_its_size(tmp_pat
     asyncio.run(_bounded_cache(tmp_path / "s.db"))
 
 
-def test_the_entity_cache_size_is_a_setting() -> None:
+def test_the_cache_sizes_are_settings() -> None:
     from ucity.core.config import load_settings
     from ucity.store import open_store
 
     settings = load_settings(environment="test", data_dir="/nonexistent", store={"url": "sqlite:///x.db",
-                                                                                  "entity_cache": 25_000})
+                                                                                  "entity_cache": 25_000,
+                                                                                  "series_cache": 30_000})
     store = open_store(settings)
-    assert isinstance(store, SqliteStore) and store.entity_cache_max == 25_000
+    assert isinstance(store, SqliteStore) and store.entity_cache_max == 25_000 and store.series_cache_max == 30_000

@@ -36,6 +36,9 @@ class StoreSettings(BaseModel):
     entity_cache: int = Field(10_000, ge=0, description="SQLite: entities whose latest document the writer keeps "
                               "parsed (about 5 KB each), so that a device reporting again is not read back; set it "
                               "at or above the number of devices reporting")
+    series_cache: int = Field(1_000_000, ge=0, description="temporal series (one per attribute instance of an "
+                              "entity) whose ids the writer keeps, about 100 bytes each; the ones cached first are "
+                              "dropped beyond it. Set it at or above the city's series (devices x attributes)")
 
     @field_validator("url")
     @classmethod

@@ -14,12 +14,12 @@ def open_store(settings: Settings, clock: Clock | None = None) -> Store:
         from ucity.store.sqlite import SqliteStore, sqlite_path
 
         return SqliteStore(sqlite_path(url), clock, settings.store.group_commit_ms, settings.store.group_commit_max,
-                           settings.store.max_queued, settings.store.entity_cache)
+                           settings.store.max_queued, settings.store.entity_cache, settings.store.series_cache)
     if url.startswith(("postgresql://", "postgres://")):
         from ucity.store.postgres import PostgresStore
 
         return PostgresStore(url, clock, settings.store.group_commit_ms, settings.store.group_commit_max,
-                             settings.store.pool_size, settings.store.max_queued)
+                             settings.store.pool_size, settings.store.max_queued, settings.store.series_cache)
     raise ValueError(f"no store backend for {url.split(':', 1)[0]}://")
 
 

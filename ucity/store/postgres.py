@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -337,8 +338,10 @@ class PostgresStore(Store):
         group_commit_max: int = 1000,
         pool_size: int = 10,
         max_queued: int = 0,
+        series_cache: int = 1_000_000,
     ) -> None:
         self.url = url
+        self.series_cache_max = series_cache
         self.max_queued = max_queued  # 0: unbounded
         self.clock = clock or SystemClock()
         self.group_commit_s = group_commit_ms / 1000.0
@@ -565,9 +568,11 @@ class PostgresStore(Store):
         """After a commit: what the transaction created exists for good."""
         self._tenants |= tx.tenants
         self._partitions |= tx.partitions
-        if len(self._sids) + len(tx.sids) > 500_000:
-            self._sids.clear()
         self._sids.update(tx.sids)
+        excess = len(self._sids) - self.series_cache_max
+        if excess > 0:  # the series cached first go, down to nine tenths of the bound (not all of them)
+            for key in list(itertools.islice(self._sids, excess + self.series_cache_max // 10)):
+                del self._sids[key]
 
     @staticmethod
     def _reset(batch: list[_Item]) -> None:

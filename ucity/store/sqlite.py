@@ -204,6 +204,7 @@ class SqliteStore(Store):
         group_commit_max: int = 1000,
         max_queued: int = 0,
         entity_cache: int = 10_000,
+        series_cache: int = 1_000_000,
     ) -> None:
         self.path = str(path)
         self.max_queued = max_queued  # 0: unbounded
@@ -226,8 +227,11 @@ class SqliteStore(Store):
         # Series ids by entity: (tenant, entity id) -> {attribute IRI, or (IRI, datasetId) for a dataset: sid}.
         # One lookup per written entity, then one per history row in its small map (a row used to build and
         # look up a 4-tuple key in the map of every series).
-        self._series_cache: dict[tuple[str, str], dict[str | tuple[str, str], int]] = {}
+        # Bounded by `series_cache` sids: the entities cached first are dropped (not the whole map), so
+        # that with more series than it holds only the overflow is read again, not every series.
+        self._series_cache: OrderedDict[tuple[str, str], dict[str | tuple[str, str], int]] = OrderedDict()
         self._series_cached = 0  # how many sids `_series_cache` holds (bounded)
+        self.series_cache_max = series_cache
         self._tenants: set[str] = set()  # tenants known to be in the tenants table
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -374,7 +378,7 @@ class SqliteStore(Store):
 
     def _remember(self, work: _Work) -> None:
         """Keep the committed documents of the batch's entities (forget deleted ones), newest last."""
-        cache = self._entity_cache  # its values: the (eid, dict) tuples of work.rows
+        cache: OrderedDict[tuple[str, str], Any] = self._entity_cache  # values: the (eid, dict) tuples of work.rows
         pop, to_end = cache.pop, cache.move_to_end
         for key, found in work.rows.items():  # found: (eid, document), kept as it is (no new tuple per entity)
             if found[0] is not None and isinstance(found[1], dict):
@@ -577,14 +581,22 @@ class SqliteStore(Store):
                 sid = int(cur.lastrowid or 0)
             else:
                 sid = int(row[0])
-            if self._series_cached >= 500_000:
-                self._forget_series()
-                series = None
             if series is None:
+                if self._series_cached >= self.series_cache_max:
+                    self._evict_series()
                 series = self._series_cache[(tenant, entity_id)] = {}
             series[name] = sid
             self._series_cached += 1
         return sid
+
+    def _evict_series(self) -> None:
+        """Drop the entities cached first until a tenth of the bound is free. Clearing the whole map, as
+        before, made every series be read again once per fill whenever the city had more series than the
+        bound (every write's rows read back their sids while devices reported in turn)."""
+        cache, target = self._series_cache, self.series_cache_max * 9 // 10
+        while cache and self._series_cached > target:
+            _, series = cache.popitem(last=False)
+            self._series_cached -= len(series)
 
     def _rows(
         self, conn: sqlite3.Connection, tenant: str, entity_id: str,
