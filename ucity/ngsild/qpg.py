@@ -25,10 +25,27 @@ Where the dialects differ:
 * Each term that needs its attribute (everything but ``!attr``) also tests
   ``ucity_attr_names(e.doc) @> ARRAY[<iri>]``, which the GIN index on the attribute names answers,
   so a selective ``q`` does not read every document of the tenant.
+
+The fast path. The general form of a term expands, per row, the attribute's instances and their
+members with set-returning functions (``jsonb_array_elements``, ``jsonb_each``, a
+``jsonb_path_query`` over language maps): about 7 µs per row and term. Nearly every stored
+attribute has one instance whose value is a scalar, and for that instance the general form's test
+is just the predicate on the value. So each term first reads, by path (``e.doc #> '{attrs,<iri>,0,
+...}'``, in a subquery that binds them once per row), the attribute, its first instance and the
+compared nodes of that instance (``value``, ``object``, ``vocab``; or the named member; or every
+value member followed by the compound keys). When the attribute has exactly one instance, no
+``languageMap``/``json``/``valueList``/``objectList`` member (unless keyed), and every compared node
+is a scalar or missing, the term is the predicate on those nodes (``!=``: some present node that
+does not match); otherwise it is the general form, unchanged. Both give the same answer on every
+document (tests/ngsild/test_qpg_fast.py checks them against each other and against ``qeval``);
+the fast path costs about 0.7 µs per row and term. ``#>`` reads an integer-looking path element as
+an array index where ``->`` finds nothing, so a path with such an IRI or key keeps the general
+form alone.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -63,7 +80,17 @@ from ucity.ngsild.qsql import Resolve, _fmt, _join, _param, _Sql, _utc_time_text
 
 __all__ = ["PG_FUNCTIONS", "compile_q_postgres"]
 
-_VALUE_MEMBERS: Final = "('value', 'object', 'languageMap', 'vocab', 'json', 'valueList', 'objectList')"
+_VALUE_MEMBER_NAMES: Final = ("value", "object", "languageMap", "vocab", "json", "valueList", "objectList")
+_VALUE_MEMBERS: Final = "(" + ", ".join(f"'{name}'" for name in _VALUE_MEMBER_NAMES) + ")"
+# The fast path compares these members of a single instance when they are scalars; the others
+# (language maps, JSON, lists) are left to the general form.
+_SCALAR_MEMBERS: Final = ("value", "object", "vocab")
+_OTHER_MEMBERS: Final = ("languageMap", "json", "valueList", "objectList")
+# What PostgreSQL's ``#>`` reads as an array index (strtol: leading blanks, a sign, digits).
+_INDEX_LIKE: Final = re.compile(r"\s*[+-]?[0-9]+")
+# The fast path repeats a term's value parameters per compared node; past this many it is left out
+# (asyncpg binds at most 32,767 parameters per statement).
+_FAST_MAX_PARAMS: Final = 2000
 _SQL_OPS: Final = {Op.EQ: "=", Op.GT: ">", Op.GE: ">=", Op.LT: "<", Op.LE: "<="}
 # Stored timestamps are already canonical; only other shapes pay for the normalising function.
 _CANONICAL_TIME: Final = r"[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z"
@@ -102,6 +129,30 @@ class _Chain:
     def exists(self, extra: _Sql | None = None) -> _Sql:
         conds = self.conds if extra is None else [*self.conds, extra]
         return _fmt("EXISTS (SELECT 1 FROM {} WHERE {})", _join(", ", self.froms), _join(" AND ", conds))
+
+
+@dataclass
+class _Fast:
+    """The fast path of one term: nodes of the attribute's only instance, bound once per row.
+
+    ``select`` computes, in a subquery aliased ``alias``: ``a`` the attribute (its list of
+    instances), ``i`` the first instance (or its sub-attribute), ``n0``... the compared nodes.
+    """
+
+    alias: str
+    select: _Sql
+    nodes: list[str]
+    others: tuple[str, ...]  # value members whose presence leaves the instance to the general form
+
+    @property
+    def instance(self) -> str:
+        return f"{self.alias}.i"
+
+    def case(self, simple: str, test: _Sql, general: _Sql) -> _Sql:
+        """``test`` when the attribute has one instance and ``simple`` holds, else the general form."""
+        single = f"jsonb_typeof({self.alias}.a) = 'array' AND ({self.alias}.a -> 1) IS NULL"
+        return _fmt(f"(SELECT CASE WHEN {single} AND {simple} THEN coalesce(({{}}), false) ELSE {{}} END "
+                    f"FROM (SELECT {{}} OFFSET 0) AS {self.alias})", test, general, self.select)
 
 
 class _Compiler:
@@ -159,7 +210,14 @@ class _Compiler:
 
     def existence(self, path: AttrPath) -> _Sql:
         plain = path.member is None and not path.keys
-        return (self.instances(path) if plain else self.value_node(path)).exists()
+        general = (self.instances(path) if plain else self.value_node(path)).exists()
+        fast = self.fast_nodes(path, compared=not plain)
+        if fast is None:
+            return general
+        # One instance: it (or its sub-attribute) exists if it is an object; a member or keyed node if not NULL.
+        test = (f"jsonb_typeof({fast.instance}) = 'object'" if plain
+                else " OR ".join(f"{node} IS NOT NULL" for node in fast.nodes))
+        return fast.case("true", _Sql(test), general)
 
     def comparison(self, expr: Comparison) -> _Sql:
         op = Op.EQ if expr.op is Op.NE else expr.op
@@ -175,7 +233,52 @@ class _Compiler:
         """Some instance's node exists and matches ``predicate`` (or, if negated, does not)."""
         chain = self.value_node(path)
         test = self.node_matches(chain, predicate)
-        return chain.exists(_fmt("NOT coalesce(({}), false)", test) if negated else test)
+        general = chain.exists(_fmt("NOT coalesce(({}), false)", test) if negated else test)
+        fast = self.fast_nodes(path)
+        if fast is None:
+            return general
+        # Every compared node is a scalar or missing: the general form's test of a scalar node is the
+        # predicate itself (no elements, no @value, no language map), and a missing node is no node.
+        scalars = [f"coalesce(jsonb_typeof({node}) NOT IN ('array', 'object'), true)" for node in fast.nodes]
+        if fast.others:
+            # (jsonb_exists_any is ``?|``, spelled so that ``?`` stays the placeholder)
+            scalars.insert(0, f"NOT jsonb_exists_any({fast.instance}, ARRAY{list(fast.others)!r}::text[])")
+        if negated:
+            tests = [_fmt(f"({node} IS NOT NULL AND NOT coalesce(({{}}), false))", predicate(node))
+                     for node in fast.nodes]
+        else:
+            tests = [_fmt("coalesce(({}), false)", predicate(node)) for node in fast.nodes]
+        if sum(len(sql.params) for sql in tests) > _FAST_MAX_PARAMS:
+            return general  # (a long value list: the parameters a statement may bind are few)
+        return fast.case(" AND ".join(scalars), _join(" OR ", tests), general)
+
+    def fast_nodes(self, path: AttrPath, compared: bool = True) -> _Fast | None:
+        """The compared nodes of the attribute's only instance, read by path, or None if paths cannot say.
+
+        ``#>`` reads a path element as an array index when the node is an array, where the general
+        form's ``->`` finds nothing: elements that look like integers keep the general form alone.
+        Without ``compared`` (existence of the instance itself) only ``a`` and ``i`` are read.
+        """
+        iri = self.resolve(path.attr)
+        subs = [self.resolve(name) for name in path.sub_attributes]
+        if any(_INDEX_LIKE.fullmatch(text) for text in (iri, *subs, *path.keys)):
+            return None
+        alias = self.alias("f")
+        instance = ["attrs", iri, "0", *subs]
+        columns: list[_Sql] = [_param(["attrs", iri]), _param(instance)]
+        others: tuple[str, ...] = ()
+        paths: list[list[str]] = []
+        if compared and path.member is not None:
+            paths = [[*instance, path.member]]
+        elif compared and path.keys:
+            paths = [[*instance, member, *path.keys] for member in _VALUE_MEMBER_NAMES]
+        elif compared:
+            paths, others = [[*instance, member] for member in _SCALAR_MEMBERS], _OTHER_MEMBERS
+        columns += [_param(p) for p in paths]
+        names = ["a", "i", *(f"n{n}" for n in range(len(paths)))]
+        select = _join(", ", [_fmt(f"e.doc #> {{}}::text[] AS {name}", column) for name, column in zip(names, columns,
+                                                                                                        strict=True)])
+        return _Fast(alias, select, [f"{alias}.n{n}" for n in range(len(paths))], others)
 
     def node_matches(self, chain: _Chain, predicate: _PredicateFn) -> _Sql:
         """The node itself, an element of it (array) or its ``@value`` matches ``predicate``."""
