@@ -11,6 +11,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from itertools import repeat
+from operator import contains
 from typing import Any
 from urllib.parse import quote
 
@@ -29,6 +30,7 @@ from ucity.ngsild.model import (
     normalize_attrs,
     normalize_entity,
     normalize_instance,
+    normalize_owned_batch,
     normalize_owned_entity,
     render_entity,
     to_geojson_feature,
@@ -420,8 +422,21 @@ class NgsiLdApi:
         not as a thousand cold objects once the whole batch has been committed. The stored forms take
         the body's plain attribute instances as their own (`normalize_owned_entity`); whether each
         document has only those is appended to `plain`, if given.
+
+        Entities without their own @context (the usual batch) share the request's context, compiled
+        once, and are normalized in one loop (`normalize_owned_batch`); the loop below handles the rest.
         """
-        docs: list[tuple[str, Doc]] = []
+        if not any(map(contains, body, repeat("@context"))):  # C-level; `check_batch` let only objects in
+            try:
+                ctx: Any = (await self.compile(req, None))[1]
+            except UcityError:  # each entity reports it, as below
+                ctx = None
+            if ctx is not None:
+                docs, flags, failed = normalize_owned_batch(body, ctx, require_type, allow_null)
+                if plain is not None:
+                    plain.extend(flags)
+                return docs, [{"entityId": entity_id, "error": exc.to_problem()} for entity_id, exc in failed]
+        docs = []
         errors: list[dict[str, Any]] = []
         link_ctx = None
         normalize = normalize_owned_entity
@@ -446,13 +461,10 @@ class NgsiLdApi:
 
     async def _execute(self, req: Req, docs: list[tuple[str, Doc]], errors: list[dict[str, Any]],
                        make: Any, flags: list[bool] | None = None) -> tuple[list[str], list[str], list[dict[str, Any]]]:
-        """Run one mutation per entity, `make(doc)` or, with `flags` (one per doc), `make(doc, flag)`;
-        returns (created ids, other success ids, errors)."""
+        """Run one mutation per entity, `make(doc)`, or with `flags` (one per doc) the mutations
+        `make(docs, flags)` makes; returns (created ids, other success ids, errors)."""
         tenant = self.write_tenant(req)
-        if flags is None:
-            mutations = [Mutation(i, make(d)) for i, d in docs]
-        else:
-            mutations = [Mutation(i, make(d, flag)) for (i, d), flag in zip(docs, flags, strict=True)]
+        mutations = [Mutation(i, make(d)) for i, d in docs] if flags is None else make(docs, flags)
         results = await self.run(req, tenant, mutations) if docs else []
         created: list[str] = []
         succeeded: list[str] = []
@@ -489,7 +501,7 @@ class NgsiLdApi:
             make = lambda d: ops.append_op(d, overwrite=True, create_if_missing=True)  # noqa: E731
             created, ok, errors = await self._execute(req, docs, errors, make)
         else:  # the normalized documents are handed over to upsert_op: the batch does not use them again
-            created, ok, errors = await self._execute(req, docs, errors, ops.upsert_op, plain)
+            created, ok, errors = await self._execute(req, docs, errors, ops.upsert_mutations, plain)
         return self._batch_reply(req, created, ok, errors, 201)
 
     async def _batch_update(self, req: Req, body: list[Any]) -> Resp:

@@ -17,7 +17,7 @@ import orjson
 
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound
 from ucity.ngsild.model import RESERVED, VALUE_KEY, find_instance, is_null_instance, is_null_value, stamp, stamp_copy
-from ucity.store.base import ApplyFn, Doc, Outcome, TypeExpr
+from ucity.store.base import ApplyFn, Doc, Mutation, Outcome, TypeExpr
 
 Attrs = dict[str, list[dict[str, Any]]]
 
@@ -150,6 +150,13 @@ def upsert_op(new: Doc, flat: bool = False) -> ApplyFn:
     # A partial of a module function, not a closure: one object per entity instead of five (the function,
     # its cells and their tuple), made on the event loop a thousand times per request and freed after.
     return partial(_upsert, new, flat)
+
+
+def upsert_mutations(docs: list[tuple[str, Doc]], flat: list[bool]) -> list[Mutation]:
+    """`Mutation(entity_id, upsert_op(doc, flat))` of each (entity id, document) of a batch upsert, made
+    in one comprehension (a thousand per request, on the event loop); the documents are handed over."""
+    return [Mutation(entity_id, partial(_upsert, doc, plain) if "type" in doc else replace_op(doc, True))
+            for (entity_id, doc), plain in zip(docs, flat, strict=True)]
 
 
 def _upsert(new: Doc, flat: bool, before: Doc | None, now: str) -> Outcome:

@@ -201,9 +201,14 @@ def safe_location(url: str) -> str:
 def _geo_changed(stored: Doc | None, doc: Doc) -> bool:
     """Whether a document's geometries (`geo_parts`) differ from its stored version's. Attributes whose
     instance list is the stored one's own object (mutations copy on write: an update of a few attributes
-    keeps the others' lists) are skipped, so that a reading's update does not serialise the location."""
+    keeps the others' lists) are skipped, so that a reading's update does not look at the location.
+
+    Geometries are compared as values, not as GeoJSON texts (as SQLite's `_geo_changed` does): values
+    that are equal give the same geometry (1 and 1.0 are one coordinate to PostGIS), and a batch upsert
+    that sends every entity's unchanged location again serialized it twice per entity to find that out.
+    """
     if stored is None:
-        return bool(geo_parts(doc))
+        return any(_geo_of(instances) for instances in doc.get("attrs", {}).values())
     old: dict[str, Any] = stored.get("attrs", {})
     new: dict[str, Any] = doc.get("attrs", {})
     if old is new:
@@ -212,20 +217,27 @@ def _geo_changed(stored: Doc | None, doc: Doc) -> bool:
         before = old.get(attr)
         if before is instances:
             continue
-        for instance in (*instances, *(before or ())):  # (inline: two calls per measured attribute cost more)
-            if instance.get("type") in GEO_TYPES:
-                if _geo_values(before) != _geo_values(instances):
-                    return True
-                break
+        if before and len(before) == 1 and len(instances) == 1:  # the common case: one instance before and after
+            a, b = before[0], instances[0]
+            kind_a, kind_b = a.get("type"), b.get("type")
+            if kind_a not in GEO_TYPES and kind_b not in GEO_TYPES:
+                continue
+            if kind_a == kind_b:  # both GeoProperties: their GeoJSON values compared (non-dict ones ignored)
+                value_a, value_b = a.get("value"), b.get("value")
+                if isinstance(value_a, dict) and isinstance(value_b, dict):
+                    if value_a != value_b:
+                        return True
+                    continue
+        if _geo_of(before) != _geo_of(instances):
+            return True
     if old.keys() <= new.keys():  # no attribute removed
         return False
-    return any(attr not in new and _geo_values(instances) for attr, instances in old.items())
+    return any(attr not in new and _geo_of(instances) for attr, instances in old.items())
 
 
-def _geo_values(instances: list[dict[str, Any]] | None) -> list[str]:
-    """The GeoJSON texts of one attribute's instances, as `geo_parts` has them."""
-    return [orjson.dumps(i["value"]).decode() for i in instances or ()
-            if i.get("type") in GEO_TYPES and isinstance(i.get("value"), dict)]
+def _geo_of(instances: list[dict[str, Any]] | None) -> list[Any]:
+    """The GeoJSON values of one attribute's instances, those `geo_parts` writes."""
+    return [i["value"] for i in instances or () if i.get("type") in GEO_TYPES and isinstance(i.get("value"), dict)]
 
 
 # -- history partitions ----------------------------------------------------------------------------------
