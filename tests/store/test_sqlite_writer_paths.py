@@ -13,7 +13,8 @@ from ucity.core.bus import Context
 from ucity.core.clock import FakeClock, parse_iso, to_micros
 from ucity.ngsild import ops
 from ucity.store.base import Mutation, TemporalQuery
-from ucity.store.sqlite import SqliteStore, _geo_changed, _geo_of
+from ucity.store.sql import geo_of as _geo_of
+from ucity.store.sqlite import SqliteStore, _geo_changed
 
 T = "urn:ngsi-ld:tenant:default"
 LOC = "https://uri.etsi.org/ngsi-ld/location"

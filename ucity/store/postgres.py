@@ -77,7 +77,6 @@ from ucity.store.base import (
 from ucity.store.migrations.postgres import MIGRATIONS
 from ucity.store.sql import (
     ALARM_COLUMNS,
-    GEO_TYPES,
     VALUE_MEMBERS,
     alarm_ack_sql,
     alarm_count_sql,
@@ -87,6 +86,8 @@ from ucity.store.sql import (
     any_of_sql,
     combine,
     datasets,
+    geo_attr_changed,
+    geo_of,
     geo_parts,
     in_list,
     merge_instance,
@@ -208,36 +209,18 @@ def _geo_changed(stored: Doc | None, doc: Doc) -> bool:
     that sends every entity's unchanged location again serialized it twice per entity to find that out.
     """
     if stored is None:
-        return any(_geo_of(instances) for instances in doc.get("attrs", {}).values())
+        return any(geo_of(instances) for instances in doc.get("attrs", {}).values())
     old: dict[str, Any] = stored.get("attrs", {})
     new: dict[str, Any] = doc.get("attrs", {})
     if old is new:
         return False
     for attr, instances in new.items():
         before = old.get(attr)
-        if before is instances:
-            continue
-        if before and len(before) == 1 and len(instances) == 1:  # the common case: one instance before and after
-            a, b = before[0], instances[0]
-            kind_a, kind_b = a.get("type"), b.get("type")
-            if kind_a not in GEO_TYPES and kind_b not in GEO_TYPES:
-                continue
-            if kind_a == kind_b:  # both GeoProperties: their GeoJSON values compared (non-dict ones ignored)
-                value_a, value_b = a.get("value"), b.get("value")
-                if isinstance(value_a, dict) and isinstance(value_b, dict):
-                    if value_a != value_b:
-                        return True
-                    continue
-        if _geo_of(before) != _geo_of(instances):
+        if before is not instances and geo_attr_changed(before, instances):
             return True
     if old.keys() <= new.keys():  # no attribute removed
         return False
-    return any(attr not in new and _geo_of(instances) for attr, instances in old.items())
-
-
-def _geo_of(instances: list[dict[str, Any]] | None) -> list[Any]:
-    """The GeoJSON values of one attribute's instances, those `geo_parts` writes."""
-    return [i["value"] for i in instances or () if i.get("type") in GEO_TYPES and isinstance(i.get("value"), dict)]
+    return any(attr not in new and geo_of(instances) for attr, instances in old.items())
 
 
 # -- history partitions ----------------------------------------------------------------------------------

@@ -92,6 +92,27 @@ def geo_parts(doc: Doc | None) -> list[tuple[str, str]]:
     return parts
 
 
+def geo_of(instances: list[dict[str, Any]] | None) -> list[Any]:
+    """The GeoJSON values of one attribute's instances: those `geo_parts` writes."""
+    return [i["value"] for i in instances or () if i.get("type") in GEO_TYPES and isinstance(i.get("value"), dict)]
+
+
+def geo_attr_changed(was: list[dict[str, Any]] | None, now: list[dict[str, Any]] | None) -> bool:
+    """Whether one attribute's instances, before and after a write, index different geometries. Compared
+    as values, not GeoJSON texts (equal values are one geometry; 1 and 1.0 are one coordinate), with a
+    path for the usual case of one instance on each side: this runs for every touched attribute."""
+    if was and now and len(was) == 1 and len(now) == 1:
+        a, b = was[0], now[0]
+        kind_a, kind_b = a.get("type"), b.get("type")
+        if kind_a not in GEO_TYPES and kind_b not in GEO_TYPES:
+            return False
+        if kind_a == kind_b:  # both GeoProperties: their values compared (non-dict ones are not indexed)
+            value_a, value_b = a.get("value"), b.get("value")
+            if isinstance(value_a, dict) and isinstance(value_b, dict):
+                return bool(value_a != value_b)
+    return geo_of(was) != geo_of(now)
+
+
 def merge_instance(old: dict[str, Any], new: dict[str, Any], now: str) -> dict[str, Any]:
     """A recorded instance with a fragment applied: new value members, same identity and dataset."""
     merged = {k: v for k, v in old.items() if k not in VALUE_MEMBERS and k != "datasetId"}

@@ -55,7 +55,16 @@ from ucity.store.base import (
 )
 from ucity.store.migrations.sqlite import MIGRATIONS
 from ucity.store.sql import ALARM_COLUMNS as _ALARM_COLUMNS
-from ucity.store.sql import alarm_ack_sql, alarm_count_sql, alarm_false_rate_sql, alarm_values, any_of_sql, geo_parts
+from ucity.store.sql import (
+    alarm_ack_sql,
+    alarm_count_sql,
+    alarm_false_rate_sql,
+    alarm_values,
+    any_of_sql,
+    geo_attr_changed,
+    geo_of,
+    geo_parts,
+)
 from ucity.store.sql import alarm_where as _alarm_where
 from ucity.store.sql import combine as _combine
 from ucity.store.sql import datasets as _datasets
@@ -83,7 +92,6 @@ INSTANCE_PREFIX = "urn:ngsi-ld:Instance:"
 # 6,200/s, drained queue only -> 12,000/s with more, smaller commits, this gap -> 11,100/s at the same
 # batch sizes as the 2 ms window.
 IDLE_GAP_S = 0.0002
-GEO_TYPES = ("GeoProperty",)
 
 
 def open_connection(path: str) -> sqlite3.Connection:
@@ -1102,45 +1110,16 @@ def _geo_changed(before: Doc | None, after: Doc, attrs: frozenset[str] | None) -
     old, new = before.get("attrs", {}), after.get("attrs", {})
     for attr in attrs:
         was, now = old.get(attr), new.get(attr)
-        if was is now:
-            continue
-        if was and now and len(was) == 1 and len(now) == 1:  # the common case: one instance before and after
-            a, b = was[0], now[0]
-            kind_a, kind_b = a.get("type"), b.get("type")
-            if kind_a not in GEO_TYPES and kind_b not in GEO_TYPES:
-                continue
-            if kind_a == kind_b:  # both GeoProperties: their GeoJSON values compared (non-dict ones ignored)
-                value_a, value_b = a.get("value"), b.get("value")
-                if isinstance(value_a, dict) and isinstance(value_b, dict):
-                    if value_a != value_b:
-                        return True
-                    continue
-            if _geo_of(was) != _geo_of(now):
-                return True
-            continue
-        geo = False  # whether either side has a GeoProperty instance; then their values are compared, once
-        for instances in (was, now):  # plain loops: this runs for every attribute of every write
-            if instances:
-                for instance in instances:
-                    if instance.get("type") in GEO_TYPES:
-                        geo = True
-                        break
-                if geo:
-                    break
-        if geo and _geo_of(was) != _geo_of(now):
+        if was is not now and geo_attr_changed(was, now):
             return True
     return False
-
-
-def _geo_of(instances: list[dict[str, Any]] | None) -> list[Any]:
-    return [i["value"] for i in instances or () if i.get("type") in GEO_TYPES and isinstance(i.get("value"), dict)]
 
 
 def _geo_values(doc: Doc | None) -> list[tuple[str, Any]]:
     """(attribute IRI, GeoJSON value) of the GeoProperty instances of a document."""
     if not doc:
         return []
-    return [(attr, value) for attr, instances in doc.get("attrs", {}).items() for value in _geo_of(instances)]
+    return [(attr, value) for attr, instances in doc.get("attrs", {}).items() for value in geo_of(instances)]
 
 
 # -- history: reading and aggregating (functions of a reader connection) ------------------------------
