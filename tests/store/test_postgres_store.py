@@ -239,3 +239,28 @@ async def test_a_series_deleted_by_another_process_is_not_written_to(postgres_ur
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_read_connections_take_the_configured_session_settings(postgres_url: str) -> None:
+    """Reads run with JIT off and custom plans by default (`store.pg_read_settings`); the writer's connection
+    keeps the server's own settings, and {} leaves the reads on them too."""
+    from ucity.core.config import load_settings
+    from ucity.store import open_store
+
+    settings = load_settings(environment="test", data_dir="/nonexistent", store={"url": postgres_url})
+    configured = open_store(settings)
+    server_own = PostgresStore(postgres_url, read_settings={})
+    assert isinstance(configured, PostgresStore)
+    await configured.start()
+    await server_own.start()
+    try:
+        shown = "SELECT current_setting('jit'), current_setting('plan_cache_mode')"
+        assert tuple(await configured.pool.fetchrow(shown)) == ("off", "force_custom_plan")
+        defaults = tuple(await server_own.pool.fetchrow(shown))
+        assert defaults[1] == "auto"
+        assert configured._write_pool is not None
+        async with configured._write_pool.acquire() as conn:
+            assert tuple(await conn.fetchrow(shown)) == defaults
+    finally:
+        await configured.stop()
+        await server_own.stop()

@@ -19,7 +19,8 @@ def open_store(settings: Settings, clock: Clock | None = None) -> Store:
         from ucity.store.postgres import PostgresStore
 
         return PostgresStore(url, clock, settings.store.group_commit_ms, settings.store.group_commit_max,
-                             settings.store.pool_size, settings.store.max_queued, settings.store.series_cache)
+                             settings.store.pool_size, settings.store.max_queued, settings.store.series_cache,
+                             settings.store.pg_read_settings)
     raise ValueError(f"no store backend for {url.split(':', 1)[0]}://")
 
 

@@ -334,8 +334,10 @@ class PostgresStore(Store):
         pool_size: int = 10,
         max_queued: int = 0,
         series_cache: int = 1_000_000,
+        read_settings: dict[str, str] | None = None,
     ) -> None:
         self.url = url
+        self.read_settings = dict(read_settings or {})  # server_settings of the read pool's connections
         self.series_cache_max = series_cache
         self.max_queued = max_queued  # 0: unbounded
         self.clock = clock or SystemClock()
@@ -363,7 +365,7 @@ class PostgresStore(Store):
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=max(1, self.pool_size - 1),
-                                               init=init_connection)
+                                               init=init_connection, server_settings=self.read_settings or None)
         self._write_pool = await asyncpg.create_pool(self.url, min_size=1, max_size=1, init=init_connection)
         async with self._pool.acquire() as conn:
             await migrate_connection(conn)
