@@ -13,7 +13,7 @@ import pytest
 
 from ucity.app import Ucity
 from ucity.core.bus import EntitiesChanged, EntityChange
-from ucity.core.clock import FakeClock
+from ucity.core.clock import FakeClock, to_iso
 from ucity.core.config import Settings, load_settings
 from ucity.core.errors import BadRequest
 from ucity.core.http import Req, Resp
@@ -213,3 +213,43 @@ async def test_status_event_goes_out_when_the_store_refuses_the_state_write(
     assert [e.status for e in events] == ["online", "offline"]
     assert "could not set deviceState" in caplog.text and "pushing back" in caplog.text
     assert (await state(app))[0] == "online"  # the refused write changed nothing
+
+
+async def test_the_measure_that_brings_a_device_online_writes_its_state(
+        city: tuple[Ucity, FakeClock, list[DeviceStatusChanged]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """First report (and a report after being offline): `deviceState` online is written by the measure's own
+    write, one commit and one change, not by a second write after it; the status event still goes out."""
+    app, clock, events = city
+    await provision(app, [{"device_id": "p1"}])
+    changes: list[EntityChange] = []
+
+    async def collect(event: EntitiesChanged) -> None:
+        changes.extend(c for c in event.changes if c.entity_id == ENTITY)
+
+    app.platform.bus.subscribe(EntitiesChanged, collect)
+    separate: list[object] = []
+    apply = app.ingest.monitor.writer.apply
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        separate.append(args)
+        return await apply(*args, **kwargs)
+
+    monkeypatch.setattr(app.ingest.monitor.writer, "apply", counted)
+    state_iri = "https://uri.etsi.org/ngsi-ld/default-context/deviceState"
+    for _ in range(2):  # online from unknown, then (after going offline) online again
+        changes.clear()
+        await measure(app, "p1", {"o": True})
+        await settle(app)
+        assert events[-1].status == "online"
+        (change,) = changes
+        assert {OCCUPIED, state_iri} <= change.attrs
+        assert await state(app) == ("online", to_iso(clock.now()))
+        assert separate == []
+        clock.advance(180)  # silent: offline, which is written on its own (no measure to carry it)
+        await settle(app)
+        assert events[-1].status == "offline" and len(separate) == 1
+        separate.clear()
+    await measure(app, "p1", {"o": False})  # already online: no deviceState in the write
+    await measure(app, "p1", {"o": True})
+    await settle(app)
+    assert state_iri not in changes[-1].attrs and [e.status for e in events] == ["online", "offline"] * 2 + ["online"]

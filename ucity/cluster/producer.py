@@ -35,6 +35,8 @@ QUEUED = Outcome(None, "queued", result={"queued": True}, changed=False)
 class StreamMeasureWriter(MeasureWriter):
     """Device writes onto the observation stream, one message per partition of a batch."""
 
+    writes_extra = False  # the worker owning the device writes its deviceState (the stream carries observations)
+
     def __init__(self, store: Store, stream: JetStream, partitions: int) -> None:
         super().__init__(store)
         self.stream = stream

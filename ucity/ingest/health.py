@@ -161,7 +161,18 @@ class HealthMonitor:
         if record is not None and record.timer is not None:
             record.timer.cancel()
 
-    def reported(self, profile: DeviceProfile, attrs: dict[str, dict[str, Any]], now: datetime | None = None) -> None:
+    def coming_online(self, profile: DeviceProfile) -> bool:
+        """Whether a report of this device now would bring it online, with its `deviceState` written by this
+        process: ingest then writes the state with the measure (`online_state`), one write instead of two."""
+        record = self._devices.get((profile.tenant, profile.device_id))
+        return record is not None and record.status != ONLINE and self._running and self._owned(record)
+
+    def online_state(self, now: str) -> dict[str, dict[str, Any]]:
+        """The `deviceState` attribute a measure that brings its device online carries (see `coming_online`)."""
+        return {DEVICE_STATE: {"type": "Property", "value": ONLINE, "observedAt": now}}
+
+    def reported(self, profile: DeviceProfile, attrs: dict[str, dict[str, Any]], now: datetime | None = None,
+                 state_written: bool = False) -> None:
         """A committed report of a device (attribute name -> instance of its newest measure, as ingest decoded
         it), at `now` (default: the clock's now); only the few names health reads are looked at."""
         record = self._devices.get((profile.tenant, profile.device_id)) or self.track(profile)
@@ -173,8 +184,8 @@ class HealthMonitor:
         for name in RSSI_NAMES:
             if name in attrs:
                 record.rssi, record.rssi_at = attrs[name].get("value"), now
-        if record.status != ONLINE:
-            self._change(record, ONLINE)
+        if record.status != ONLINE:  # (state_written: the report's own write set deviceState online)
+            self._change(record, ONLINE, write=not state_written)
         if record.timer is None:  # else armed already (`_arm` checks this first too; a call saved per report)
             self._arm(record)
 
@@ -217,25 +228,28 @@ class HealthMonitor:
     def _owned(self, record: DeviceHealth) -> bool:
         return self.owns(record.profile.tenant, record.profile.entity_id)
 
-    def _change(self, record: DeviceHealth, status: str) -> None:
-        """Record the change now; publish the event and write `deviceState` in a task."""
+    def _change(self, record: DeviceHealth, status: str, write: bool = True) -> None:
+        """Record the change now; publish the event and (unless already written) write `deviceState` in a task."""
         record.status = status
         record.since = self.clock.now()
         if not self._owned(record):
             return  # its owner announces it
         log.info("device %s (%s) is %s", record.profile.device_id, record.profile.tenant, status)
-        task = asyncio.get_running_loop().create_task(self._announce(record.profile, status, record.last_reported))
+        task = asyncio.get_running_loop().create_task(
+            self._announce(record.profile, status, record.last_reported, write))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _announce(self, profile: DeviceProfile, status: str, last: datetime | None) -> None:
+    async def _announce(self, profile: DeviceProfile, status: str, last: datetime | None, write: bool = True) -> None:
         context = Context(actor=INGEST_ACTOR)
         now = to_iso(self.clock.now())
-        try:
-            result: Any = await self.writer.apply(profile, attrs_op({DEVICE_STATE: {
-                "type": "Property", "value": status, "observedAt": now}}), context)
-        except Exception as exc:  # e.g. the store pushing back: the status event below still goes out
-            result = exc
+        result: Any = None
+        if write:
+            try:
+                result = await self.writer.apply(profile, attrs_op({DEVICE_STATE: {
+                    "type": "Property", "value": status, "observedAt": now}}), context)
+            except Exception as exc:  # e.g. the store pushing back: the status event below still goes out
+                result = exc
         if isinstance(result, Exception):
             log.warning("could not set deviceState of %s: %s", profile.entity_id, result)
         await self.bus.publish(DeviceStatusChanged(context, profile.tenant, profile.device_id, profile.entity_id,

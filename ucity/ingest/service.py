@@ -147,8 +147,18 @@ class IngestService:
         with k = len(items) after the last: a caller counts what it rejected itself in arrival order."""
         items, decoded = prepared.items, prepared.decoded
         to_write = [k for k, d in enumerate(decoded) if d.observations]
-        outcomes = await self.writer.write(
-            [DeviceWrite(items[k].device.profile, decoded[k].observations) for k in to_write]) if to_write else []
+        writes: list[DeviceWrite] = []
+        online: set[int] = set()  # items whose write also sets deviceState online (not a second write after it)
+        coming, stamp = (self.monitor.coming_online if self.writer.writes_extra else None), ""
+        for k in to_write:
+            profile = items[k].device.profile
+            if coming is not None and coming(profile):
+                stamp = stamp or to_iso(self.platform.clock.now())
+                online.add(k)
+                writes.append(DeviceWrite(profile, decoded[k].observations, self.monitor.online_state(stamp)))
+            else:
+                writes.append(DeviceWrite(profile, decoded[k].observations))
+        outcomes = await self.writer.write(writes) if writes else []
         by_index: dict[int, Outcome | Exception] = dict(zip(to_write, outcomes, strict=True))
         results = []
         counted = self.platform.clock.now()
@@ -157,7 +167,7 @@ class IngestService:
             outcome = by_index.get(k)
             if before_account is not None:
                 before_account(k)
-            self._account(item, dec, outcome, counted, accepted)
+            self._account(item, dec, outcome, counted, accepted, k in online)
             results.append(IngestResult(dec, outcome))
         if accepted:
             self.stats.accepted_totals(accepted, counted)
@@ -179,7 +189,7 @@ class IngestService:
             self.monitor.track(resolved.profile)
 
     def _account(self, item: Received, decoded: Decoded, outcome: Outcome | Exception | None,
-                 now: datetime, accepted: dict[str, list[int]]) -> None:
+                 now: datetime, accepted: dict[str, list[int]], state_written: bool = False) -> None:
         """Count one item and tell health; the totals of what was committed are added to `accepted`
         (transport -> [measures, values]) for the caller to count once per batch."""
         profile = item.device.profile
@@ -206,7 +216,7 @@ class IngestService:
                 newest = observations[0].attrs
             else:
                 newest = max(observations, key=lambda o: o.observed_at).attrs
-            self.monitor.reported(profile, newest, now)
+            self.monitor.reported(profile, newest, now, state_written)
 
     # -- provisioning --------------------------------------------------------------------------------------
     async def add_groups(self, groups: list[ServiceGroup]) -> None:

@@ -51,6 +51,9 @@ class DeviceWrite:
 
     profile: DeviceProfile
     observations: tuple[Observation, ...]
+    # Attributes written after the observations in the same merge (name -> instance), e.g. the
+    # `deviceState` of a device this report brings online (HealthMonitor.coming_online)
+    extra: dict[str, dict[str, Any]] | None = None
 
 
 def static_attrs(profile: DeviceProfile) -> dict[str, dict[str, Any]]:
@@ -75,8 +78,10 @@ def _expanded(attrs: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]
 
 
 # -- mutations ----------------------------------------------------------------------------------------
-def measure_op(profile: DeviceProfile, observations: Iterable[Observation]) -> ApplyFn:
-    """Create the entity if missing, then merge the observations oldest first (NGSI-LD merge semantics)."""
+def measure_op(profile: DeviceProfile, observations: Iterable[Observation],
+               extra: dict[str, dict[str, Any]] | None = None) -> ApplyFn:
+    """Create the entity if missing, then merge the observations oldest first (NGSI-LD merge semantics),
+    then `extra` (attribute name -> instance)."""
     ordered = tuple(observations)
     if len(ordered) > 1:
         ordered = tuple(sorted(ordered, key=lambda o: o.observed_at))
@@ -105,6 +110,9 @@ def measure_op(profile: DeviceProfile, observations: Iterable[Observation]) -> A
                                   observation.plain):
                 merged = True
                 doc["modifiedAt"] = now
+        if extra and _merge_observation(doc, owned, extra, now, touched, instances, late_history):
+            merged = True
+            doc["modifiedAt"] = now
         if late_history:  # rare (a device emptying its buffer): no generator made per measure otherwise
             instances.extend(late_history)
             touched.update(iri for iri, _ in late_history)
@@ -204,6 +212,8 @@ def provision_op(profile: DeviceProfile) -> ApplyFn:
 class MeasureWriter:
     """Commits device writes: one `store.mutate` call per tenant, all tenants concurrently."""
 
+    writes_extra = True  # DeviceWrite.extra is written (a writer that only forwards writes may not)
+
     def __init__(self, store: Store) -> None:
         self.store = store
 
@@ -215,7 +225,8 @@ class MeasureWriter:
         results: list[Outcome | Exception] = [Exception("not written")] * len(writes)
 
         async def run(tenant: str, indexes: list[int]) -> None:
-            mutations = [Mutation(writes[i].profile.entity_id, measure_op(writes[i].profile, writes[i].observations))
+            mutations = [Mutation(writes[i].profile.entity_id,
+                                  measure_op(writes[i].profile, writes[i].observations, writes[i].extra))
                          for i in indexes]
             outcomes = await self.store.mutate(tenant, mutations, Context(actor=INGEST_ACTOR))
             for index, outcome in zip(indexes, outcomes, strict=True):
