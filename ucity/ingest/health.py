@@ -167,9 +167,10 @@ class HealthMonitor:
         record = self._devices.get((profile.tenant, profile.device_id))
         return record is not None and record.status != ONLINE and self._running and self._owned(record)
 
-    def online_state(self, now: str) -> dict[str, dict[str, Any]]:
+    @staticmethod
+    def online_state(now: str) -> dict[str, dict[str, Any]]:
         """The `deviceState` attribute a measure that brings its device online carries (see `coming_online`)."""
-        return {DEVICE_STATE: {"type": "Property", "value": ONLINE, "observedAt": now}}
+        return _state(ONLINE, now)
 
     def reported(self, profile: DeviceProfile, attrs: dict[str, dict[str, Any]], now: datetime | None = None,
                  state_written: bool = False) -> None:
@@ -246,14 +247,18 @@ class HealthMonitor:
         result: Any = None
         if write:
             try:
-                result = await self.writer.apply(profile, attrs_op({DEVICE_STATE: {
-                    "type": "Property", "value": status, "observedAt": now}}), context)
+                result = await self.writer.apply(profile, attrs_op(_state(status, now)), context)
             except Exception as exc:  # e.g. the store pushing back: the status event below still goes out
                 result = exc
         if isinstance(result, Exception):
             log.warning("could not set deviceState of %s: %s", profile.entity_id, result)
         await self.bus.publish(DeviceStatusChanged(context, profile.tenant, profile.device_id, profile.entity_id,
                                                    status, to_iso(last) if last else None))
+
+
+def _state(status: str, now: str) -> dict[str, dict[str, Any]]:
+    """The `deviceState` attribute (by short name) of a status set at `now`, as ingest writes it."""
+    return {DEVICE_STATE: {"type": "Property", "value": status, "observedAt": now}}
 
 
 # -- reading stored entities ------------------------------------------------------------------------
