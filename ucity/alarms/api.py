@@ -24,16 +24,15 @@ import statistics
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from pydantic import BaseModel
 
 from ucity.alarms.contacts import Collection, NotifierConfig
 from ucity.alarms.model import ACTIVE_STATUSES, FALSE_OUTCOMES, STATUSES, Alarm
 from ucity.alarms.notifiers import known_provider
 from ucity.alarms.service import AlarmService
-from ucity.core.clock import parse_iso, to_micros
-from ucity.core.errors import AlreadyExists, BadRequest, InvalidRequest, NotFound
+from ucity.core.errors import AlreadyExists, NotFound
 from ucity.core.http import Req, Resp
+from ucity.core.params import bad, bbox_param, int_param, json_object, micros_param, values_param
 from ucity.ngsild.request import tenant_of
 from ucity.rules.events import KINDS, LEVELS
 from ucity.store.base import AlarmQuery, AlarmStats
@@ -43,91 +42,30 @@ MAX_LIMIT = 1000
 Handler = Callable[[Req], Awaitable[Resp]]
 
 
-def _bad(ko: str, en: str) -> BadRequest:
-    return BadRequest(f"{ko} / {en}")
-
-
-def _body(req: Req) -> dict[str, Any]:
-    if not req.body:
-        return {}
-    try:
-        body = orjson.loads(req.body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"JSON 형식 오류 / malformed JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise _bad("JSON 객체가 필요합니다", "the body must be a JSON object")
-    return body
-
-
-def _values(req: Req, name: str, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
-    raw = [v for value in req.params.get(name, []) for v in value.split(",") if v.strip()]
-    values = tuple(dict.fromkeys(v.strip() for v in raw))
-    if allowed is not None:
-        wrong = [v for v in values if v not in allowed]
-        if wrong:
-            raise _bad(f"{name} 값이 잘못되었습니다: {', '.join(wrong)}",
-                       f"{name} must be among {', '.join(allowed)}; got {', '.join(wrong)}")
-    return values
-
-
-def _int(req: Req, name: str, default: int, low: int, high: int) -> int:
-    text = req.param(name)
-    if text is None:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise _bad(f"{name}은 정수여야 합니다", f"{name} must be an integer") from None
-    if not low <= value <= high:
-        raise _bad(f"{name} 범위 오류", f"{name} must be between {low} and {high}")
-    return value
-
-
-def _bbox(text: str | None) -> tuple[float, float, float, float] | None:
-    if text is None:
-        return None
-    try:
-        minx, miny, maxx, maxy = (float(v) for v in text.split(","))
-    except ValueError:
-        raise _bad("bbox는 minLon,minLat,maxLon,maxLat 입니다", "bbox is minLon,minLat,maxLon,maxLat") from None
-    if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
-        raise _bad("bbox 범위 오류", "bbox needs min <= max, longitudes in [-180, 180], latitudes in [-90, 90]")
-    return minx, miny, maxx, maxy
-
-
-def _time(req: Req, name: str) -> int | None:
-    text = req.param(name)
-    if text is None:
-        return None
-    try:
-        return to_micros(parse_iso(text))
-    except ValueError:
-        raise _bad(f"{name}은 ISO 8601 시각이어야 합니다", f"{name} must be an ISO 8601 date-time") from None
-
-
 def _derived(req: Req) -> bool | None:
     text = req.param("derived")
     if text is None:
         return None
     if text not in ("true", "false"):
-        raise _bad("derived는 true 또는 false", "derived is true or false")
+        raise bad("derived는 true 또는 false", "derived is true or false")
     return text == "true"
 
 
 def parse_query(req: Req) -> AlarmQuery:
     """The alarm filters of a request (400 for anything malformed)."""
     statuses: list[str] = []
-    for status in _values(req, "status", (*STATUSES, "active", "cleared")):
+    for status in values_param(req, "status", (*STATUSES, "active", "cleared")):
         statuses.extend({"active": ACTIVE_STATUSES, "cleared": STATUSES[2:4]}.get(status, (status,)))
     query = AlarmQuery(
-        statuses=tuple(dict.fromkeys(statuses)), levels=_values(req, "level", LEVELS), kinds=_values(req, "kind", KINDS),
-        entity_types=_values(req, "type"), entity_ids=_values(req, "entity"), rule_ids=_values(req, "rule"),
-        parent_ids=_values(req, "parent"), derived=_derived(req), bbox=_bbox(req.param("bbox")),
-        raised_from=_time(req, "from"), raised_to=_time(req, "to"),
-        limit=_int(req, "limit", 20, 1, MAX_LIMIT), offset=_int(req, "offset", 0, 0, 10**9), count=True,
+        statuses=tuple(dict.fromkeys(statuses)), levels=values_param(req, "level", LEVELS),
+        kinds=values_param(req, "kind", KINDS),
+        entity_types=values_param(req, "type"), entity_ids=values_param(req, "entity"), rule_ids=values_param(req, "rule"),
+        parent_ids=values_param(req, "parent"), derived=_derived(req), bbox=bbox_param(req.param("bbox")),
+        raised_from=micros_param(req, "from"), raised_to=micros_param(req, "to"),
+        limit=int_param(req, "limit", 20, 1, MAX_LIMIT), offset=int_param(req, "offset", 0, 0, 10**9), count=True,
     )
     if query.raised_from is not None and query.raised_to is not None and query.raised_from >= query.raised_to:
-        raise _bad("from은 to보다 앞이어야 합니다", "from must be before to")
+        raise bad("from은 to보다 앞이어야 합니다", "from must be before to")
     return query
 
 
@@ -165,7 +103,7 @@ class AlarmApi:
     def actor(req: Req) -> str:
         actor = (req.header(ACTOR_HEADER) or "").strip()
         if not actor:
-            raise _bad("X-Ucity-Actor 헤더가 필요합니다", "the X-Ucity-Actor header names who acts (required)")
+            raise bad("X-Ucity-Actor 헤더가 필요합니다", "the X-Ucity-Actor header names who acts (required)")
         return actor[:200]
 
     def _wire(self, tenant: str, doc: dict[str, Any]) -> dict[str, Any]:
@@ -202,23 +140,23 @@ class AlarmApi:
         return await self._act(req, "clear")
 
     async def close(self, req: Req) -> Resp:
-        body = _body(req)
+        body = json_object(req)
         outcome, note = body.get("outcome"), body.get("note", "")
         if not isinstance(outcome, str) or not isinstance(note, str):
-            raise _bad("outcome(문자열)이 필요합니다", "outcome (a string) is required; note is a string")
+            raise bad("outcome(문자열)이 필요합니다", "outcome (a string) is required; note is a string")
         return await self._act(req, "close", outcome=outcome, note=note[:2000])
 
     async def assign(self, req: Req) -> Resp:
-        body = _body(req)
+        body = json_object(req)
         assignee = body.get("assignee")
         if "assignee" not in body or not (assignee is None or (isinstance(assignee, str) and assignee.strip())):
-            raise _bad("assignee(문자열 또는 null)가 필요합니다", "assignee (a string, or null to unassign) is required")
+            raise bad("assignee(문자열 또는 null)가 필요합니다", "assignee (a string, or null to unassign) is required")
         return await self._act(req, "assign", assignee=assignee.strip()[:200] if assignee else None)
 
     async def comment(self, req: Req) -> Resp:
-        text = _body(req).get("text")
+        text = json_object(req).get("text")
         if not isinstance(text, str) or not text.strip():
-            raise _bad("text(비어 있지 않은 문자열)가 필요합니다", "text (a non-empty string) is required")
+            raise bad("text(비어 있지 않은 문자열)가 필요합니다", "text (a non-empty string) is required")
         return await self._act(req, "comment", text=text.strip()[:4000])
 
     async def dead_letters(self, req: Req) -> Resp:
@@ -243,7 +181,7 @@ class AlarmApi:
         def validated(tenant: str, body: Any, item_id: str | None) -> Any:
             item = collection.parse(body, item_id)
             if isinstance(item, NotifierConfig) and not known_provider(item.type, item.provider):
-                raise _bad("등록되지 않은 제공자", f"no {item.type} provider {item.provider!r} is registered")
+                raise bad("등록되지 않은 제공자", f"no {item.type} provider {item.provider!r} is registered")
             contacts.check_references(tenant, item)
             return item
 
@@ -260,7 +198,7 @@ class AlarmApi:
 
         async def create(req: Req) -> Resp:
             tenant = self.tenant(req)
-            item = validated(tenant, _body(req), None)
+            item = validated(tenant, json_object(req), None)
             if collection.get(tenant, item.id) is not None:
                 raise AlreadyExists(f"{item.id}: 이미 있음 / already exists")
             await collection.put(tenant, item)
@@ -268,7 +206,7 @@ class AlarmApi:
 
         async def put(req: Req) -> Resp:
             tenant = self.tenant(req)
-            item = validated(tenant, _body(req), req.path_params[path_key])
+            item = validated(tenant, json_object(req), req.path_params[path_key])
             created = await collection.put(tenant, item)
             return Resp(201 if created else 200, present(tenant, item, "api"))
 

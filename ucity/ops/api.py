@@ -15,11 +15,11 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ucity.alarms.api import _bbox, _body, _int, _time, _values
 from ucity.alarms.contacts import validation_problem
 from ucity.core.clock import to_iso, to_micros
 from ucity.core.errors import AlreadyExists, BadRequest, InvalidRequest, UnsupportedMediaType
 from ucity.core.http import Req, Resp
+from ucity.core.params import bbox_param, int_param, json_object, micros_param, values_param
 from ucity.ngsild.request import tenant_of
 from ucity.ops import cameras as cam
 from ucity.ops.agencies import parse_agency
@@ -85,7 +85,7 @@ class TokenIn(BaseModel):
 
 def parse(req: Req, model: type[M]) -> M:
     try:
-        return model.model_validate(_body(req))
+        return model.model_validate(json_object(req))
     except ValidationError as exc:
         raise validation_problem(exc) from exc
 
@@ -116,10 +116,10 @@ class OpsApi:
     async def list_events(self, req: Req) -> Resp:
         tenant, principal = self._ctx(req, Permission.EVENTS_READ)
         query = OpsEventQuery(
-            services=_values(req, "service", tuple(SERVICES)), statuses=_values(req, "status", STATUSES),
-            levels=_values(req, "level", LEVELS), type_codes=_values(req, "type"), bbox=_bbox(req.param("bbox")),
-            reported_from=_time(req, "from"), reported_to=_time(req, "to"), limit=_int(req, "limit", 20, 1, MAX_LIMIT),
-            offset=_int(req, "offset", 0, 0, 10**9), count=True,
+            services=values_param(req, "service", tuple(SERVICES)), statuses=values_param(req, "status", STATUSES),
+            levels=values_param(req, "level", LEVELS), type_codes=values_param(req, "type"), bbox=bbox_param(req.param("bbox")),
+            reported_from=micros_param(req, "from"), reported_to=micros_param(req, "to"),
+            limit=int_param(req, "limit", 20, 1, MAX_LIMIT), offset=int_param(req, "offset", 0, 0, 10**9), count=True,
             agency=_own_agency(principal, Permission.EVENTS_READ_ALL))
         events, total = await self.center.events.query(tenant, query)
         return Resp(200, {"total": total, "limit": query.limit, "offset": query.offset,
@@ -151,7 +151,7 @@ class OpsApi:
     async def event_cameras(self, req: Req) -> Resp:
         tenant, principal = self._ctx(req, Permission.CAMERAS_READ)
         event = await self.center.events.visible(tenant, req.path_params["eventId"], principal)
-        selection = await self.center.nearest(event, _int(req, "n", self.center.settings.nearest.count, 1,
+        selection = await self.center.nearest(event, int_param(req, "n", self.center.settings.nearest.count, 1,
                                                           self.center.settings.nearest.max_count),
                                               self._radius(req))
         return Resp(200, {"event": event.id, **_selection(selection)})
@@ -159,7 +159,7 @@ class OpsApi:
     @staticmethod
     def _radius(req: Req) -> float | None:
         text = req.param("radius")
-        return float(_int(req, "radius", 500, 1, 50_000)) if text is not None else None
+        return float(int_param(req, "radius", 500, 1, 50_000)) if text is not None else None
 
     # -- linkages --------------------------------------------------------------------------------------
     async def request_linkage(self, req: Req) -> Resp:
@@ -198,9 +198,9 @@ class OpsApi:
             lon, lat = _lon_lat(near)
             settings = self.center.settings.nearest
             selection = await self.center.index.select(
-                tenant, lon, lat, _int(req, "n", settings.count, 1, settings.max_count), self._radius(req))
+                tenant, lon, lat, int_param(req, "n", settings.count, 1, settings.max_count), self._radius(req))
             return Resp(200, _selection(selection))
-        limit, offset = _int(req, "limit", 20, 1, MAX_LIMIT), _int(req, "offset", 0, 0, 10**9)
+        limit, offset = int_param(req, "limit", 20, 1, MAX_LIMIT), int_param(req, "offset", 0, 0, 10**9)
         docs, total = await self.center.store.query_entities(tenant, EntityQuery(
             types=TypeExpr(((CAMERA_TYPE,),)), limit=limit, offset=offset, count=True))
         admin = principal.can(Permission.CAMERAS_ADMIN)
@@ -295,13 +295,13 @@ class OpsApi:
 
     async def create_agency(self, req: Req) -> Resp:
         tenant, principal = self._ctx(req, Permission.AGENCIES_ADMIN)
-        agency = parse_agency(_body(req))
+        agency = parse_agency(json_object(req))
         await self.center.agencies.put(tenant, agency, create_only=True)
         return _created(self._agency(tenant, agency.id, principal), f"/api/v1/agencies/{agency.id}")
 
     async def put_agency(self, req: Req) -> Resp:
         tenant, principal = self._ctx(req, Permission.AGENCIES_ADMIN)
-        agency = parse_agency(_body(req), req.path_params["agencyId"])
+        agency = parse_agency(json_object(req), req.path_params["agencyId"])
         created = await self.center.agencies.put(tenant, agency)
         return Resp(201 if created else 200, self._agency(tenant, agency.id, principal))
 
@@ -314,15 +314,16 @@ class OpsApi:
     async def list_grants(self, req: Req) -> Resp:
         tenant, principal = self._ctx(req, Permission.EVENTS_READ)
         own = _own_agency(principal, Permission.GRANTS_READ_ALL)
-        agencies = _values(req, "agency") if own is None else (own,)
+        agencies = values_param(req, "agency") if own is None else (own,)
         status = req.param("status")
         if status not in (None, "active", "revoked", "all"):
             raise BadRequest("status는 active, revoked, all / status is active, revoked or all")
         now = self.center.clock.now()
-        query = GrantQuery(agency_ids=agencies, event_ids=_values(req, "event"),
+        query = GrantQuery(agency_ids=agencies, event_ids=values_param(req, "event"),
                            statuses=("revoked",) if status == "revoked" else (),
                            valid_at=to_micros(now) if status == "active" else None,
-                           limit=_int(req, "limit", 20, 1, MAX_LIMIT), offset=_int(req, "offset", 0, 0, 10**9), count=True)
+                           limit=int_param(req, "limit", 20, 1, MAX_LIMIT), offset=int_param(req, "offset", 0, 0, 10**9),
+                           count=True)
         grants, total = await self.center.grants.query(tenant, query)
         return Resp(200, {"total": total, "grants": [g.wire(to_iso(now)) for g in grants]})
 
@@ -357,17 +358,17 @@ class OpsApi:
 
     async def grant_stats(self, req: Req) -> Resp:
         tenant, _ = self._ctx(req, Permission.GRANTS_READ_ALL)
-        stats = await self.center.grants.stats(tenant, _time(req, "from"), _time(req, "to"))
+        stats = await self.center.grants.stats(tenant, micros_param(req, "from"), micros_param(req, "to"))
         return Resp(200, {"from": req.param("from"), "to": req.param("to"), "agencies": stats})
 
     # -- audit -----------------------------------------------------------------------------------------
     async def list_audit(self, req: Req) -> Resp:
         tenant, _ = self._ctx(req, Permission.AUDIT_READ)
         query = AuditQuery(
-            kinds=_values(req, "kind"), actions=_values(req, "action"), agency_ids=_values(req, "agency"),
-            event_ids=_values(req, "event"), grant_ids=_values(req, "grant"), camera_ids=_values(req, "camera"),
-            outcomes=_values(req, "outcome"), at_from=_time(req, "from"), at_to=_time(req, "to"),
-            limit=_int(req, "limit", 100, 1, MAX_LIMIT), offset=_int(req, "offset", 0, 0, 10**9), count=True,
+            kinds=values_param(req, "kind"), actions=values_param(req, "action"), agency_ids=values_param(req, "agency"),
+            event_ids=values_param(req, "event"), grant_ids=values_param(req, "grant"), camera_ids=values_param(req, "camera"),
+            outcomes=values_param(req, "outcome"), at_from=micros_param(req, "from"), at_to=micros_param(req, "to"),
+            limit=int_param(req, "limit", 100, 1, MAX_LIMIT), offset=int_param(req, "offset", 0, 0, 10**9), count=True,
             newest_first=req.param("order", "asc") == "desc")
         docs, total = await self.center.audit.query(tenant, query)
         return Resp(200, {"total": total, "limit": query.limit, "offset": query.offset, "entries": docs})

@@ -21,14 +21,14 @@ from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
-import orjson
 from pydantic import BaseModel, ValidationError
 
 from ucity.alarms import STATUSES
 from ucity.core.bus import Context
-from ucity.core.clock import from_micros, parse_iso, to_iso, to_micros
-from ucity.core.errors import AlreadyExists, BadRequest, InvalidRequest, NotFound, UcityError
+from ucity.core.clock import from_micros, to_iso, to_micros
+from ucity.core.errors import AlreadyExists, NotFound, UcityError
 from ucity.core.http import ApiRoute, Req, Resp
+from ucity.core.params import bad, int_param, json_body, time_param
 from ucity.domains.facility_safety import evidence
 from ucity.domains.facility_safety.config import LadderSet
 from ucity.domains.facility_safety.grade import UNITS
@@ -67,46 +67,12 @@ Handler = Callable[[Req], Awaitable[Resp]]
 M = TypeVar("M", bound=BaseModel)
 
 
-def _bad(ko: str, en: str) -> BadRequest:
-    return BadRequest(f"{ko} / {en}")
-
-
-def _json(req: Req) -> Any:
-    if not req.body:
-        return {}
-    if (req.header("content-type") or "").split(";")[0].strip().lower() not in ("application/json", ""):
-        raise _bad("JSON 본문이 필요합니다", "the body must be application/json")
-    try:
-        return orjson.loads(req.body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"JSON 형식 오류 / malformed JSON: {exc}") from exc
-
-
 def _model(req: Req, model: type[M]) -> M:
     try:
-        return model.model_validate(_json(req))
+        return model.model_validate(json_body(req, json_only=True))
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-        raise _bad("잘못된 값", f"invalid value: {problems}") from exc
-
-
-def _time(req: Req, name: str) -> datetime | None:
-    text = req.param(name)
-    if text is None:
-        return None
-    try:
-        return parse_iso(text)
-    except ValueError:
-        raise _bad(f"{name}은 ISO 8601 시각", f"{name} must be an ISO 8601 date-time") from None
-
-
-def _int(req: Req, name: str, default: int, low: int, high: int) -> int:
-    text = req.param(name)
-    if text is None:
-        return default
-    if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
-        raise _bad(f"{name}은 {low}..{high}", f"{name} must be an integer in {low}..{high}")
-    return int(text)
+        raise bad("잘못된 값", f"invalid value: {problems}") from exc
 
 
 def _period(req: Req, default_s: int) -> int:
@@ -119,18 +85,18 @@ def _period(req: Req, default_s: int) -> int:
     else:
         match = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?", text)
         if match is None or not any(match.groups()):
-            raise _bad("period는 초 또는 PT1H 형식", "period is seconds or an ISO 8601 duration like PT1H")
+            raise bad("period는 초 또는 PT1H 형식", "period is seconds or an ISO 8601 duration like PT1H")
         d, h, m = (int(x) if x else 0 for x in match.groups())
         seconds = d * 86400 + h * 3600 + m * 60
     if not 60 <= seconds <= 31 * 86400:
-        raise _bad("period 범위 오류", "period must be between 1 minute and 31 days")
+        raise bad("period 범위 오류", "period must be between 1 minute and 31 days")
     return seconds
 
 
 def _actor(req: Req) -> str:
     actor = (req.header(ACTOR_HEADER) or "").strip()
     if not actor or len(actor) > 200:
-        raise _bad("X-Ucity-Actor 헤더가 필요합니다", "the X-Ucity-Actor header names who acts")
+        raise bad("X-Ucity-Actor 헤더가 필요합니다", "the X-Ucity-Actor header names who acts")
     return actor
 
 
@@ -182,7 +148,7 @@ class FacilitySafetyApi:
         tenant = self.tenant(req)
         body = _model(req, FacilityIn)
         if body.structure_class is not None and body.structure_class not in self.s.cfg.classes:
-            raise _bad("알 수 없는 구조 등급", f"structureClass must be one of {', '.join(self.s.cfg.classes)}")
+            raise bad("알 수 없는 구조 등급", f"structureClass must be one of {', '.join(self.s.cfg.classes)}")
         existed = self.s.registry.facility(tenant, body.id) is not None
         outcome = (await self.s.store.mutate(tenant, [Mutation(body.id, merge_op(_building(body), True))],
                                              Context(actor="facility-safety-api")))[0]
@@ -203,8 +169,8 @@ class FacilitySafetyApi:
         tenant = facility.tenant
         now = self.s.clock.now()
         sensors = self.s.registry.sensors_of(tenant, facility.id)
-        series_to = _time(req, "to") or now
-        series_from = _time(req, "from") or series_to - timedelta(days=7)
+        series_to = time_param(req, "to") or now
+        series_from = time_param(req, "from") or series_to - timedelta(days=7)
         period = _period(req, 3600)
         body = facility.to_wire()
         body["sensors"] = [self._sensor_wire(s) for s in sensors]
@@ -290,8 +256,8 @@ class FacilitySafetyApi:
 
     async def grade_history(self, req: Req) -> Resp:
         facility = self._facility(req)
-        rows = await self._grade_history(facility.tenant, facility.id, _time(req, "from"), _time(req, "to"),
-                                         _int(req, "limit", 365, 1, 5000), req.param("explain") == "true")
+        rows = await self._grade_history(facility.tenant, facility.id, time_param(req, "from"), time_param(req, "to"),
+                                         int_param(req, "limit", 365, 1, 5000), req.param("explain") == "true")
         return Resp(body={"facility": facility.id, "grades": rows})
 
     async def recompute_all(self, req: Req) -> Resp:
@@ -368,7 +334,7 @@ class FacilitySafetyApi:
     async def facility_inspections(self, req: Req) -> Resp:
         facility = self._facility(req)
         records = await evidence.history(self.s.store, facility.tenant, facility.id, ["inspectionRecord"], None, None,
-                                         _int(req, "limit", 100, 1, 1000))
+                                         int_param(req, "limit", 100, 1, 1000))
         return Resp(body={"facility": facility.id, "legalSafetyGrade": facility.legal_grade,
                           "schedule": [i.to_wire() for i in schedule(facility, self._today(), self.s.cfg.inspections)],
                           "records": [i.get("value") for i in records["inspectionRecord"]]})
@@ -399,7 +365,7 @@ class FacilitySafetyApi:
         statuses = tuple(v for raw in req.params.get("status", []) for v in raw.split(",") if v)
         unknown = [v for v in statuses if v not in (OPEN, IN_PROGRESS, COMPLETED, CANCELLED, "active")]
         if unknown:
-            raise _bad("알 수 없는 상태", f"unknown status: {', '.join(unknown)}")
+            raise bad("알 수 없는 상태", f"unknown status: {', '.join(unknown)}")
         wanted = tuple(s for v in statuses for s in (ACTIVE if v == "active" else (v,)))
         tasks = self.s.tasks.list(self.tenant(req), wanted, req.param("facility"), req.param("kind"))
         return Resp(body={"total": len(tasks), "tasks": [t.to_doc() for t in tasks]})
@@ -425,7 +391,7 @@ class FacilitySafetyApi:
 
     async def start_task(self, req: Req) -> Resp:
         task, actor = self._task(req), _actor(req)
-        body = _json(req)
+        body = json_body(req, json_only=True)
         assignee = body.get("assignee") if isinstance(body, dict) else None
         task.move((OPEN,), IN_PROGRESS, to_iso(self.s.clock.now()), "started", actor, assignee=assignee or actor)
         task.assignee = str(assignee or actor)
@@ -447,7 +413,7 @@ class FacilitySafetyApi:
 
     async def cancel_task(self, req: Req) -> Resp:
         task, actor = self._task(req), _actor(req)
-        body = _json(req)
+        body = json_body(req, json_only=True)
         reason = body.get("reason", "") if isinstance(body, dict) else ""
         task.move(ACTIVE, CANCELLED, to_iso(self.s.clock.now()), "cancelled", actor, reason=str(reason)[:2000])
         await self.s.tasks.save(task)
@@ -459,9 +425,9 @@ class FacilitySafetyApi:
             raise _conflict(f"{task.status} 작업에는 사진을 올릴 수 없음", f"a {task.status} task takes no more photos")
         parts = [p for p in parse_multipart(req.header("content-type"), req.body) if p.filename is not None]
         if not parts:
-            raise _bad("사진 파일 부분이 없습니다", "the body has no file part")
+            raise bad("사진 파일 부분이 없습니다", "the body has no file part")
         if len(task.photos) + len(parts) > self.s.cfg.photos.max_per_task:
-            raise _bad("사진 수 한도 초과", f"at most {self.s.cfg.photos.max_per_task} photos per task")
+            raise bad("사진 수 한도 초과", f"at most {self.s.cfg.photos.max_per_task} photos per task")
         for part in parts:
             self.s.photos.check(part)  # every part is valid before any is stored
         added = []
@@ -545,7 +511,7 @@ class FacilitySafetyApi:
 
     async def export_grades(self, req: Req) -> Resp:
         tenant = self.tenant(req)
-        start, end = _time(req, "from"), _time(req, "to")
+        start, end = time_param(req, "from"), time_param(req, "to")
         rows = [["facility", "name", "at", "dataSafetyGrade", "dataSafetyScore", "emergencyInspectionRecommended",
                  "legalSafetyGrade"]]
         for f in self.s.registry.facilities(tenant):

@@ -1,0 +1,98 @@
+"""ucity.core.params: the request readers every API shares, and their errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from ucity.core.errors import BadRequest, InvalidRequest
+from ucity.core.http import Req
+from ucity.core.params import (
+    bad,
+    bbox_param,
+    int_param,
+    json_body,
+    json_object,
+    micros_param,
+    time_param,
+    values_param,
+)
+
+
+def req(body: bytes = b"", content_type: str | None = None, **params: str | list[str]) -> Req:
+    headers = {"content-type": content_type} if content_type else {}
+    return Req("GET", "/x", {k: v if isinstance(v, list) else [v] for k, v in params.items()}, headers, body)
+
+
+def test_bad_is_a_400_in_both_languages() -> None:
+    error = bad("잘못됨", "wrong")
+    assert isinstance(error, BadRequest)
+    assert error.status == 400
+    assert "잘못됨" in str(error.detail) and "wrong" in str(error.detail)
+
+
+def test_json_body() -> None:
+    assert json_body(req()) == {}
+    assert json_body(req(b"[1, 2]")) == [1, 2]
+    with pytest.raises(InvalidRequest, match="malformed JSON"):
+        json_body(req(b"{nope"))
+    assert json_body(req(b'{"a": 1}', "application/json; charset=utf-8"), json_only=True) == {"a": 1}
+    assert json_body(req(b'{"a": 1}', "text/plain")) == {"a": 1}  # only checked when asked
+    with pytest.raises(BadRequest, match="application/json"):
+        json_body(req(b'{"a": 1}', "text/plain"), json_only=True)
+
+
+def test_json_object() -> None:
+    assert json_object(req(b'{"a": 1}')) == {"a": 1}
+    assert json_object(req()) == {}
+    for body in (b"[1]", b"3", b'"x"', b"null"):
+        with pytest.raises(BadRequest, match="JSON object"):
+            json_object(req(body))
+
+
+def test_values_param() -> None:
+    assert values_param(req(), "s") == ()
+    assert values_param(req(s=["a,b", " c ,a", ","]), "s") == ("a", "b", "c")  # repeated and split, once each
+    assert values_param(req(s="a,b"), "s", ("a", "b", "z")) == ("a", "b")
+    with pytest.raises(BadRequest, match="s must be among a, b; got x, y"):
+        values_param(req(s="a,x,y"), "s", ("a", "b"))
+
+
+@pytest.mark.parametrize("text, value", [("5", 5), ("0", 0), ("-3", -3), ("+7", 7), ("1000", 1000)])
+def test_int_param_accepts(text: str, value: int) -> None:
+    assert int_param(req(n=text), "n", 1, -10, 1000) == value
+
+
+@pytest.mark.parametrize("text", ["", "1.5", "1e3", "1_000", " 5", "5 ", "x", "0x10", "9" * 30])
+def test_int_param_refuses_what_is_not_an_integer(text: str) -> None:
+    with pytest.raises(BadRequest, match="n must be an integer"):
+        int_param(req(n=text), "n", 1, -10**20, 10**40)
+
+
+def test_int_param_range_and_default() -> None:
+    assert int_param(req(), "n", 20, 1, 100) == 20
+    with pytest.raises(BadRequest, match="n must be between 1 and 100"):
+        int_param(req(n="101"), "n", 20, 1, 100)
+    with pytest.raises(BadRequest, match="between 1 and 100"):
+        int_param(req(n="0"), "n", 20, 1, 100)
+
+
+def test_time_params() -> None:
+    assert time_param(req(), "from") is None and micros_param(req(), "from") is None
+    at = time_param(req(**{"from": "2026-12-06T09:00:00+09:00"}), "from")
+    assert at == datetime(2026, 12, 6, 0, 0, tzinfo=UTC)
+    assert micros_param(req(**{"from": "2026-12-06T00:00:00Z"}), "from") == int(at.timestamp()) * 1_000_000
+    with pytest.raises(BadRequest, match="from must be an ISO 8601 date-time"):
+        time_param(req(**{"from": "yesterday"}), "from")
+
+
+def test_bbox_param() -> None:
+    assert bbox_param(None) is None
+    assert bbox_param("126.8,37.4,126.9,37.5") == (126.8, 37.4, 126.9, 37.5)
+    for text in ("1,2,3", "a,b,c,d", "1,2,3,4,5", ""):
+        with pytest.raises(BadRequest, match="bbox is minLon"):
+            bbox_param(text)
+    for text in ("10,0,5,1", "0,10,1,5", "-181,0,0,1", "0,-91,1,0", "nan,0,1,1", "0,0,inf,1"):
+        with pytest.raises(BadRequest, match="bbox needs min <= max"):
+            bbox_param(text)
