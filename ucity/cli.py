@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from ucity import __version__
+from ucity.core import logsafe
 from ucity.core.config import Settings, load_settings
 from ucity.store import display_url
 
@@ -38,6 +39,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsafe.install()
     console.print(f"[bold]ucity {__version__}[/] store {display_url(settings.store_url)}")
     console.print(f"NGSI-LD API  http://{settings.server.host}:{settings.server.port}/ngsi-ld/v1/")
     console.print(f"API docs     http://{settings.server.host}:{settings.server.port}/docs")
@@ -61,6 +63,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         console.print("[red]ucity worker needs the store all processes share: store.url = postgresql://...[/]")
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsafe.install()
     console.print(f"[bold]ucity {__version__}[/] worker, store {display_url(settings.store_url)}, "
                   f"bus {settings.bus.url}")
     asyncio.run(run_worker(Ucity(settings, role="worker")))

@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
+from ucity.core import logsafe
 from ucity.sim.city import CityConfig, build_city
 from ucity.sim.client import SimulatorError
 from ucity.sim.display import KST, RichDisplay
@@ -98,6 +99,7 @@ def run_config(args: argparse.Namespace, url: str, mqtt: str | None) -> RunConfi
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
+    logsafe.install()
     try:
         cfg = run_config(args, args.url, args.mqtt)
         report = asyncio.run(simulate(city_config(args), cfg, quiet=args.quiet))

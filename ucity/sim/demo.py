@@ -24,6 +24,7 @@ import httpx
 import uvicorn
 from rich.console import Console
 
+from ucity.core import logsafe
 from ucity.core.config import load_settings
 from ucity.sim.city import CityConfig, build_city
 from ucity.sim.client import SimulatorError
@@ -60,6 +61,7 @@ async def start_server(options: DemoOptions) -> tuple[uvicorn.Server, asyncio.Ta
 
     settings = demo_settings(options)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsafe.install()
     config = uvicorn.Config(create_app(settings), host=options.host, port=options.port, log_level="warning",
                             access_log=False, lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
