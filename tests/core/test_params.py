@@ -9,6 +9,7 @@ import pytest
 from ucity.core.errors import BadRequest, InvalidRequest
 from ucity.core.http import Req
 from ucity.core.params import (
+    actor_header,
     bad,
     bbox_param,
     int_param,
@@ -96,3 +97,32 @@ def test_bbox_param() -> None:
     for text in ("10,0,5,1", "0,10,1,5", "-181,0,0,1", "0,-91,1,0", "nan,0,1,1", "0,0,inf,1"):
         with pytest.raises(BadRequest, match="bbox needs min <= max"):
             bbox_param(text)
+
+
+def actor_req(value: str | None) -> Req:
+    return Req("POST", "/x", {}, {} if value is None else {"x-ucity-actor": value})
+
+
+@pytest.mark.parametrize("sent, actor", [
+    ("kim-operator", "kim-operator"),
+    ("%EC%83%81%ED%99%A9%EC%8B%A4%20%EA%B9%80", "상황실 김"),  # a browser's encodeURIComponent
+    ("박운영".encode().decode("latin-1"), "박운영"),  # curl's raw UTF-8, as the server reads header bytes
+    ("  lee  ", "lee"),
+    ("100%", "100%"),  # not an escape: kept
+    ("%ZZ", "%ZZ"),
+    ("%C3%28", "%C3%28"),  # an escape of invalid UTF-8: kept as sent
+    ("café".encode("latin-1").decode("latin-1"), "café"),  # Latin-1 that is not UTF-8: kept
+])
+def test_actor_header_decodes_what_clients_send(sent: str, actor: str) -> None:
+    assert actor_header(actor_req(sent)) == actor
+
+
+def test_actor_header_required_and_bounded() -> None:
+    for value in (None, "", "   ", "%20"):
+        with pytest.raises(BadRequest, match="X-Ucity-Actor header names who acts"):
+            actor_header(actor_req(value))
+    assert actor_header(actor_req(None), required=False, default="ngsi-ld") == "ngsi-ld"
+    for value in ("x" * 201, "a%0Aforged-line", "a%00b", "a%7Fb"):
+        with pytest.raises(BadRequest, match="at most 200 printable characters"):
+            actor_header(actor_req(value))
+    assert actor_header(actor_req("가" * 200)) == "가" * 200

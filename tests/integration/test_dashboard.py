@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -39,7 +40,7 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-OPERATOR = "operator-kim"
+OPERATOR = "상황실 김운영"  # Korean, as operators type it: sent percent-encoded (a header carries only Latin-1)
 OPS_TOKEN = "uct_dashboard-test-operator-token-0123456789"  # a configured operator token (ops.tokens)
 AUTH = {"Authorization": f"Bearer {OPS_TOKEN}"}
 FACILITIES = "/api/v1/facility-safety/facilities"
@@ -282,7 +283,7 @@ async def test_live_alarm_acknowledge_facility_chart_and_language(server: LiveSe
     await page.wait_for_selector(f".evt-icon[data-event='{created.json()['id']}'][data-level='caution']", timeout=LIVE_WAIT_MS)
 
     facility = alarm["parent_id"]
-    graded = httpx.post(f"{server.url}{FACILITIES}/{facility}/grade", headers={"X-Ucity-Actor": OPERATOR})
+    graded = httpx.post(f"{server.url}{FACILITIES}/{facility}/grade", headers={"X-Ucity-Actor": quote(OPERATOR)})
     assert graded.status_code == 200, graded.text  # the data grade now, with its explanation
     grade = graded.json()["grade"]
     await page.click(f"#detail .alarm-detail[data-alarm-id='{alarm['id']}'] [data-action='facility']")

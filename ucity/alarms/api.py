@@ -32,12 +32,19 @@ from ucity.alarms.notifiers import known_provider
 from ucity.alarms.service import AlarmService
 from ucity.core.errors import AlreadyExists, NotFound
 from ucity.core.http import Req, Resp
-from ucity.core.params import bad, bbox_param, int_param, json_object, micros_param, values_param
+from ucity.core.params import (
+    actor_header,
+    bad,
+    bbox_param,
+    int_param,
+    json_object,
+    micros_param,
+    values_param,
+)
 from ucity.ngsild.request import tenant_of
 from ucity.rules.events import KINDS, LEVELS
 from ucity.store.base import AlarmQuery, AlarmStats
 
-ACTOR_HEADER = "x-ucity-actor"
 MAX_LIMIT = 1000
 Handler = Callable[[Req], Awaitable[Resp]]
 
@@ -101,10 +108,7 @@ class AlarmApi:
 
     @staticmethod
     def actor(req: Req) -> str:
-        actor = (req.header(ACTOR_HEADER) or "").strip()
-        if not actor:
-            raise bad("X-Ucity-Actor 헤더가 필요합니다", "the X-Ucity-Actor header names who acts (required)")
-        return actor[:200]
+        return actor_header(req)
 
     def _wire(self, tenant: str, doc: dict[str, Any]) -> dict[str, Any]:
         """An alarm as listed: the in-memory state of an open alarm is the freshest."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
@@ -100,3 +101,40 @@ def bbox_param(text: str | None) -> tuple[float, float, float, float] | None:
     if not (-180 <= minx <= maxx <= 180 and -90 <= miny <= maxy <= 90):
         raise bad("bbox 범위 오류", "bbox needs min <= max, longitudes in [-180, 180], latitudes in [-90, 90]")
     return minx, miny, maxx, maxy
+
+
+ACTOR_HEADER = "x-ucity-actor"
+ACTOR_MAX = 200
+
+
+def header_text(value: str) -> str:
+    """A header value as the text the client meant. HTTP carries header bytes, and a browser can only
+    send ISO-8859-1 ones, so a client sends non-Latin text (a Korean operator's name) percent-encoded
+    as UTF-8 (`encodeURIComponent`); curl and other tools send the UTF-8 bytes as they are, which the
+    server reads as ISO-8859-1. Both come back as the text here; anything else is kept as it came."""
+    if "%" in value:
+        try:
+            decoded = unquote(value, errors="strict")
+        except UnicodeDecodeError:
+            decoded = value
+        if decoded != value:
+            return decoded
+    if any(ord(c) > 0x7F for c in value):
+        try:
+            return value.encode("latin-1").decode("utf-8")
+        except (UnicodeEncodeError, UnicodeDecodeError):
+            return value
+    return value
+
+
+def actor_header(req: Req, required: bool = True, default: str = "") -> str:
+    """Who acts (`X-Ucity-Actor`, percent-encoded UTF-8 or raw UTF-8; at most 200 characters), a stand-in
+    until ucity has users and roles. `required`: a 400 when it is missing."""
+    actor = header_text((req.header(ACTOR_HEADER) or "").strip()).strip()
+    if not actor:
+        if required:
+            raise bad("X-Ucity-Actor 헤더가 필요합니다", "the X-Ucity-Actor header names who acts (required)")
+        return default
+    if len(actor) > ACTOR_MAX or any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in actor):
+        raise bad("X-Ucity-Actor 값이 잘못되었습니다", f"X-Ucity-Actor must be at most {ACTOR_MAX} printable characters")
+    return actor

@@ -19,6 +19,7 @@ from ucity.core.bus import Context
 from ucity.core.config import NgsiLdSettings
 from ucity.core.errors import BadRequest, InvalidRequest, NonexistentTenant, NotFound, UcityError
 from ucity.core.http import Req, Resp
+from ucity.core.params import actor_header
 from ucity.ngsild import ops
 from ucity.ngsild.model import (
     RenderOptions,
@@ -110,12 +111,12 @@ class NgsiLdApi:
         return Resp(status, None, {**self.tenant_headers(req), **(headers or {})})
 
     async def run(self, req: Req, tenant: str, mutations: list[Mutation]) -> list[Outcome | Exception]:
-        context = Context(actor=req.headers.get("x-ucity-actor") or "ngsi-ld")
+        context = Context(actor=actor_header(req, False, "ngsi-ld"))
         return await self.store.mutate(tenant, mutations, context)
 
     async def run_one(self, req: Req, tenant: str, entity_id: str, fn: Any) -> Outcome:
         # `run` inline: one coroutine less on the path of every single-entity write (PATCH of one attribute).
-        context = Context(actor=req.headers.get("x-ucity-actor") or "ngsi-ld")
+        context = Context(actor=actor_header(req, False, "ngsi-ld"))
         result = (await self.store.mutate(tenant, [Mutation(entity_id, fn)], context))[0]
         if isinstance(result, Exception):
             raise _entity_error(entity_id, result)

@@ -46,7 +46,9 @@ export async function getJSON(path, accept) {
 export async function postJSON(path, body) {
   const response = await fetch(path, {
     method: 'POST', body: JSON.stringify(body ?? {}),
-    headers: headers({ 'Content-Type': 'application/json', 'X-Ucity-Actor': actor() }),
+    // A header carries only ISO-8859-1: a Korean operator's name goes percent-encoded (UTF-8), which the
+    // server decodes (ucity.core.params.header_text).
+    headers: headers({ 'Content-Type': 'application/json', 'X-Ucity-Actor': encodeURIComponent(actor()) }),
   });
   return parse(response);
 }
