@@ -93,6 +93,29 @@ def test_settings_reject_invalid_values(tmp_path: Path) -> None:
         load_settings(unknown_key=1)
 
 
+@pytest.mark.parametrize("section, key", [
+    ("subscriptions", "block_private_network"), ("ops", "grant_secrett"), ("alarms", "webhook_secrte"),
+    ("store", "group_comit_ms"), ("server", "prot"), ("ingest", "max_batches"), ("mqtt", "uri"), ("bus", "urls"),
+    ("rules", "enable"), ("ngsild", "default_tennant"),
+])
+def test_settings_refuse_a_misspelled_key_in_any_section(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        section: str, key: str) -> None:
+    # A misspelled security setting must not leave the default in force silently (QA finding 12).
+    config = tmp_path / "typo.toml"
+    config.write_text(f"[{section}]\n{key} = 1\n")
+    with pytest.raises(ValidationError, match=rf"{section}\.{key}\n.*Extra inputs are not permitted"):
+        load_settings(config)
+    monkeypatch.setenv(f"UCITY_{section.upper()}__{key.upper()}", "1")  # the environment is checked the same way
+    with pytest.raises(ValidationError, match=rf"{section}\.{key}"):
+        load_settings()
+
+
+def test_nested_sections_refuse_misspelled_keys_too() -> None:
+    with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+        load_settings(alarms={"smtp": {"hots": "mail.example"}})
+    assert load_settings(domains={"facility_safety": {"anything": 1}}).domains  # a domain checks its own table
+
+
 class _Part:
     def __init__(self, name: str, log: list[str], fail: bool = False) -> None:
         self.name, self.log, self.fail = name, log, fail

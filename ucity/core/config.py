@@ -16,14 +16,22 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ucity.core.netguard import parse_networks
 
 
-class ServerSettings(BaseModel):
+class _Section(BaseModel):
+    """A section of the settings: a key it does not know is an error (`config validate` names it), so a
+    misspelled setting (`block_private_network`, `grant_secrett`) is refused instead of silently left at
+    its default. Domain tables are checked by their domain (`DomainsSettings`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="larger bodies get 413")
     public_url: str | None = Field(None, description="base URL used in Location headers and hosted @context URLs")
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(_Section):
     url: str = Field("", description="sqlite:///path.db or postgresql://user:password@host:port/db; empty means "
                      "<data_dir>/ucity.db")
     group_commit_ms: float = Field(2.0, ge=0, le=1000, description="longest wait to fill a commit batch "
@@ -62,7 +70,7 @@ def _networks(value: list[str]) -> list[str]:
 Networks = Annotated[list[str], AfterValidator(_networks)]  # e.g. ["10.20.0.0/16"]
 
 
-class NgsiLdSettings(BaseModel):
+class NgsiLdSettings(_Section):
     default_tenant: str = "urn:ngsi-ld:tenant:default"
     default_limit: int = Field(20, ge=1)
     max_limit: int = Field(1000, ge=1)
@@ -78,7 +86,7 @@ class NgsiLdSettings(BaseModel):
                         "e.g. the city's own @context server")
 
 
-class SubscriptionSettings(BaseModel):
+class SubscriptionSettings(_Section):
     notify_timeout_s: float = Field(5.0, gt=0)
     max_retries: int = Field(5, ge=0, description="retries of a failed notification, with backoff")
     retry_base_s: float = Field(0.5, gt=0)
@@ -91,7 +99,7 @@ class SubscriptionSettings(BaseModel):
                         "e.g. the operations centre's receivers: ['10.20.0.0/16']")
 
 
-class IngestSettings(BaseModel):
+class IngestSettings(_Section):
     """Device ingest (docs/devices.md): health rules and the logging of rejected measures."""
 
     default_interval_s: float = Field(600.0, gt=0, description="expected reporting interval of a device when neither "
@@ -103,7 +111,7 @@ class IngestSettings(BaseModel):
     max_batch: int = Field(500, ge=1, description="most MQTT messages committed in one store call")
 
 
-class MqttSettings(BaseModel):
+class MqttSettings(_Section):
     """The MQTT client of ingest; off while `url` is empty."""
 
     url: str = Field("", description="mqtt://[user:password@]host[:port] of the broker; empty disables MQTT")
@@ -123,7 +131,7 @@ class MqttSettings(BaseModel):
         return value
 
 
-class BusSettings(BaseModel):
+class BusSettings(_Section):
     """The bus between processes (DESIGN §2, docs/operations.md): in-process while `url` is empty; with a
     NATS JetStream URL, device observations travel on a durable stream partitioned by entity id and
     `ucity worker` processes write them, each owning some partitions."""
@@ -158,7 +166,7 @@ class BusSettings(BaseModel):
         return self
 
 
-class RetrySettings(BaseModel):
+class RetrySettings(_Section):
     """Retries of a failed notification: exponential backoff on the platform clock, then a dead letter."""
 
     max_attempts: int = Field(6, ge=1, description="attempts in all, the first one included")
@@ -166,7 +174,7 @@ class RetrySettings(BaseModel):
     max_s: float = Field(300.0, gt=0, description="longest wait between two attempts")
 
 
-class SmtpSettings(BaseModel):
+class SmtpSettings(_Section):
     """The SMTP server alarm e-mails go through."""
 
     host: str = "127.0.0.1"
@@ -182,7 +190,7 @@ class SmtpSettings(BaseModel):
 WEBHOOK_SECRET_PLACEHOLDER = "change-me"
 
 
-class AlarmSettings(BaseModel):
+class AlarmSettings(_Section):
     """Alarms, escalation and notifications (ucity/alarms/README.md). Defaults are ucity's [D], not official values."""
 
     dedupe_window_s: float = Field(600.0, ge=0, description="a rule matching again within this time after its "
@@ -209,7 +217,7 @@ class AlarmSettings(BaseModel):
     escalations: list[dict[str, Any]] = []
 
 
-class RulesSettings(BaseModel):
+class RulesSettings(_Section):
     """The rules engine (ucity/rules/README.md). Defaults are ucity's [D], not official values."""
 
     snapshot_interval_s: float = Field(5.0, gt=0, description="longest delay before a changed rule state is "
@@ -238,7 +246,7 @@ DEFAULT_VIDEO_CRIME_TYPES = ["murder", "robbery", "pickpocketing", "theft", "kid
                              "domestic_violence"]
 
 
-class NearestSettings(BaseModel):
+class NearestSettings(_Section):
     """PLAT-R3: which cameras an event gets. N = 5 is Daegu's practice [V]; the radii are ucity's defaults [D]."""
 
     count: int = Field(5, ge=1, le=50, description="cameras per event (N)")
@@ -249,7 +257,7 @@ class NearestSettings(BaseModel):
                                   "before those known to look away")
 
 
-class OpsSettings(BaseModel):
+class OpsSettings(_Section):
     """The operations centre (ucity/ops/README.md): events, CCTV, agency linkage, footage grants, auth.
 
     Every number is a ucity default [D], not an official Korean value, unless its rule says otherwise.
