@@ -473,6 +473,15 @@ def ngsi_path(path: str) -> str:
     return path
 
 
+# Said once at every production start, until ucity has users and roles for these APIs (docs/operations.md §4).
+UNAUTHENTICATED_APIS = (
+    "production: only the operations API (/api/v1/events, grants, cameras, agencies, audit, auth) checks tokens; "
+    "the NGSI-LD API, alarms and their stream, rules, notifiers, recipients, escalations, device provisioning and "
+    "the domains' APIs have no authentication yet and serve personal data (locations, contacts) to whoever reaches "
+    "this port: keep it on the operation centre's network behind an authenticating proxy (docs/operations.md, "
+    "'What is protected as shipped')")
+
+
 def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = False) -> FastAPI:
     """The ucity ASGI app; the platform starts and stops with the app's lifespan.
 
@@ -485,6 +494,8 @@ def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = F
         ucity = Ucity(settings, clock)
         app.state.ucity = ucity
         await ucity.start()
+        if settings.environment == "production":
+            log.warning(UNAUTHENTICATED_APIS)
         previous = gc_tuning.settle() if tune_gc else None
         try:
             yield
