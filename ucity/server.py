@@ -37,9 +37,11 @@ Handler = Callable[[Req], Awaitable[Resp]]
 NGSI = "/ngsi-ld/v1"
 
 
-def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None, path: str = "") -> Response:
+    """A ProblemDetails response: `application/json` under the NGSI-LD API, whose specification (ETSI GS CIM
+    009) says so; RFC 7807's `application/problem+json` everywhere else."""
     return Response(orjson.dumps(body), status_code=int(body["status"]), headers=headers,
-                    media_type="application/json")
+                    media_type="application/json" if path.startswith(NGSI) else "application/problem+json")
 
 
 async def read_limited(request: Request, limit: int) -> bytes:
@@ -87,9 +89,9 @@ def error_response(exc: Exception, method: str, path: str, tenant: str | None) -
             log.warning("%s %s -> %s: %s", method, path, exc.status, exc.detail)
         headers = {"NGSILD-Tenant": tenant} if tenant else {}
         headers.update(getattr(exc, "headers", {}))  # e.g. WWW-Authenticate of a 401
-        return problem_response(exc.to_problem(), headers or None)
+        return problem_response(exc.to_problem(), headers or None, path)
     log.error("unhandled error on %s %s", method, path, exc_info=exc)
-    return problem_response(UcityError("an internal error occurred; see the server log").to_problem())
+    return problem_response(UcityError("an internal error occurred; see the server log").to_problem(), None, path)
 
 
 def to_response(resp: Resp) -> Response:
@@ -394,7 +396,7 @@ def stream_route() -> Route:
         try:
             tenant = ucity.alarms_api.tenant(Req(method="GET", path=request.url.path, headers=headers))
         except UcityError as exc:
-            return problem_response(exc.to_problem())
+            return problem_response(exc.to_problem(), None, request.url.path)
         last = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
         return StreamingResponse(ucity.alarms.sse.stream(tenant, last), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -424,7 +426,7 @@ def _method_route(path: str, methods: dict[str, Callable[[Ucity], Handler]], set
             body = http_problem(405, f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}")
             body["type"] = "https://uri.etsi.org/ngsi-ld/errors/OperationNotSupported"
             body["title"] = "Method not allowed"
-            return problem_response(body, {"Allow": allowed})
+            return problem_response(body, {"Allow": allowed}, request.url.path)
         return await endpoint(request)
 
     return Route(path, dispatch, methods=[*methods, "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE", "POST", "GET"])
@@ -534,15 +536,15 @@ def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = F
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
         if exc.status_code == 404:
             detail = f"no resource at {request.url.path}"
-        return problem_response(http_problem(exc.status_code, detail))
+        return problem_response(http_problem(exc.status_code, detail), None, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return problem_response(http_problem(400, f"invalid request: {exc.errors()}"))
+        return problem_response(http_problem(400, f"invalid request: {exc.errors()}"), None, request.url.path)
 
     @app.exception_handler(UcityError)
     async def ucity_error(request: Request, exc: UcityError) -> Response:
-        return problem_response(exc.to_problem())
+        return problem_response(exc.to_problem(), None, request.url.path)
 
     app.add_middleware(TrailingSlash)
     app.fast_routes = FastRoutes(settings)

@@ -58,7 +58,9 @@ def query_ids(client: TestClient, headers: dict[str, str] | None = None, **param
 def assert_problem(response: Response, status: int, error: str) -> dict[str, Any]:
     """The response is an NGSI-LD ProblemDetails of the given status and error type."""
     assert response.status_code == status, response.text
-    assert response.headers["content-type"].split(";")[0] == "application/json"
+    # NGSI-LD's own media type under its API (ETSI GS CIM 009), RFC 7807's elsewhere
+    ngsi = response.request.url.path.startswith("/ngsi-ld/")
+    assert response.headers["content-type"].split(";")[0] == ("application/json" if ngsi else "application/problem+json")
     body: dict[str, Any] = response.json()
     assert body["type"] == ERRORS + error
     assert body["status"] == status

@@ -165,3 +165,19 @@ def test_attribute_patch_with_a_non_object_body_is_400(client: TestClient) -> No
     assert_problem(client.patch(entity_url(B1, "attrs", "name"), json=[1]), 400, "BadRequestData")
     assert_problem(client.patch(entity_url(B1, "attrs"), json="x"), 400, "BadRequestData")
     assert_problem(client.put(entity_url(B1, "attrs", "name"), json=5), 400, "BadRequestData")
+
+
+@pytest.mark.parametrize("method, path, status, media_type", [
+    ("GET", "/api/v1/alarms?limit=x", 400, "application/problem+json"),  # RFC 7807 outside NGSI-LD
+    ("GET", "/api/v1/no-such-thing", 404, "application/problem+json"),
+    ("GET", "/api/v1/alarms/nope", 404, "application/problem+json"),
+    ("POST", "/iot/json?k=nokey&i=nodevice", 404, "application/problem+json"),
+    ("GET", f"{NGSI}/entities/urn:ngsi-ld:X:none", 404, "application/json"),  # NGSI-LD's own media type
+    ("GET", f"{NGSI}/entities?limit=x&type=X", 400, "application/json"),
+])
+def test_problem_details_media_type(client: TestClient, method: str, path: str, status: int, media_type: str) -> None:
+    response = client.request(method, path, json={"x": 1} if method == "POST" else None)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == media_type
+    body = response.json()
+    assert body["status"] == status and body["type"] and body["title"]
