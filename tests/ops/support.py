@@ -20,6 +20,7 @@ from ucity.core.http import Req, Resp
 from ucity.ngsild.context import core_context
 from ucity.ngsild.model import normalize_entity
 from ucity.ngsild.ops import replace_op
+from ucity.ops.cameras import CameraAccess
 from ucity.sim.city import CityConfig, build_cameras, build_facilities
 from ucity.sim.entities import camera_entity
 from ucity.sim.model import Camera
@@ -97,11 +98,15 @@ class Ops:
         return self.ucity.ops
 
     async def load_cameras(self, docs: tuple[dict[str, Any], ...] | None = None) -> None:
+        city = docs is None
         docs = camera_docs() if docs is None else docs
         for start in range(0, len(docs), 1000):
             results = await self.ucity.store.mutate(
                 TENANT, [Mutation(d["id"], replace_op(d, True)) for d in docs[start:start + 1000]], Context())
             assert not [r for r in results if isinstance(r, Exception)]
+        if city:  # their stream URLs, kept out of NGSI-LD (ucity/ops/cameras.py), as an operator would register them
+            await self.center.cameras.set_access(TENANT, {d["id"]: CameraAccess(c.stream_url)
+                                                          for d, c in zip(docs, city_cameras(), strict=True)})
         await self.settle()
 
     async def settle(self) -> None:

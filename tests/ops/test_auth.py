@@ -10,6 +10,7 @@ from tests.ops.conftest import MakeOps
 from tests.ops.support import POINT, TOKENS, Ops, agency
 from ucity.core.errors import UcityError
 from ucity.core.http import Req
+from ucity.ops.agencies import Agency
 from ucity.ops.auth import ROLE_PERMISSIONS, Permission, Role, mask_name, mask_personal, mask_phone
 
 AGENCIES = {"agencies": [agency("police-112", "police", ["112_VIDEO"]), agency("fire-119", "fire", ["119_DISPATCH"])]}
@@ -84,6 +85,26 @@ async def test_admin_issues_lists_and_revokes_tokens(make_ops: MakeOps) -> None:
         lines = (await ops.call("list_audit", params={"kind": "auth"}, role="admin")).body["entries"]
         assert [(line["action"], line["token"]) for line in lines] == [("token-issued", "fire-tablet-7"),
                                                                      ("token-revoked", "fire-tablet-7")]
+
+
+async def test_no_token_for_an_agency_that_does_not_exist(make_ops: MakeOps) -> None:
+    async with make_ops(cameras=False, **AGENCIES) as ops:
+        with pytest.raises(UcityError) as unknown:
+            await ops.call("create_token", "POST", "/", {"id": "x2", "role": "agency", "agency": "nope"}, role="admin")
+        assert unknown.value.status == 404 and "nope" in unknown.value.detail  # as POST /grants for that agency
+        # an agency registered for one tenant only: a token for that tenant, not for another or for every tenant
+        seoul = "urn:ngsi-ld:tenant:seoul"
+        await ops.ucity.ops.agencies.put(seoul, Agency.model_validate(agency("seoul-112", "police", ["112_VIDEO"])))
+        with pytest.raises(UcityError) as elsewhere:
+            await ops.call("create_token", "POST", "/", {"id": "x3", "role": "agency", "agency": "seoul-112"},
+                           role="admin")
+        assert elsewhere.value.status == 404
+        made = await ops.call("create_token", "POST", "/", {"id": "x4", "role": "agency", "agency": "seoul-112",
+                                                            "tenant": seoul}, role="admin")
+        assert made.status == 201
+        assert [t["id"] for t in (await ops.call("list_tokens", role="admin")).body if t["source"] == "api"] == ["x4"]
+        lines = (await ops.call("list_audit", params={"kind": "auth"}, role="admin")).body["entries"]
+        assert [line["token"] for line in lines] == ["x4"]
 
 
 async def test_a_token_for_one_tenant_is_refused_elsewhere(make_ops: MakeOps) -> None:

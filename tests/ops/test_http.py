@@ -56,6 +56,10 @@ def test_a_footage_link_over_http(http: TestClient) -> None:
     assert resp.headers["referrer-policy"] == "no-referrer" and resp.headers["cache-control"] == "no-store"
     resp = http.get(f"{link.path}?{link.query}", follow_redirects=False)
     assert resp.status_code == 401 and resp.json()["reason"] == "unauthenticated"
+    assert (resp.json()["type"], resp.json()["title"]) == ("urn:ucity:errors:Unauthorized", "Authentication required")
+    assert resp.headers["www-authenticate"] == 'Bearer realm="ucity"'
+    resp = http.get(link.path, headers=bearer("police"), follow_redirects=False)
+    assert resp.status_code == 400 and resp.json()["reason"] == "missing-grant"
     assert http.get(f"{link.path}?{link.query}", headers=bearer("fire"), follow_redirects=False).status_code == 403
 
 

@@ -9,8 +9,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from tests.alarms.receiver import Receiver
 from tests.ops.conftest import MakeOps
-from tests.ops.support import POINT, WEBHOOK_SECRET, Ops, agency
+from tests.ops.support import POINT, TOKENS, WEBHOOK_SECRET, Ops, agency
 from ucity.alarms.notifiers.webhook import SIGNATURE_HEADER, verify
+from ucity.ops.auth import SYSTEM
 
 
 def fire_and_police(receiver: Receiver) -> dict[str, Any]:
@@ -72,8 +73,15 @@ async def test_119_package_reaches_the_webhook_with_links_that_expire(make_ops: 
         assert verify(WEBHOOK_SECRET.encode(), delivery.body, delivery.headers[SIGNATURE_HEADER.lower()])
         body = delivery.json
         assert body["event"] == "linkage" and body["subject"]["ko"].startswith("[119 긴급출동 지원] 화재")
+        # texts for people: level names and Korea time, as in alarm notifications (QA C1); fields stay codes, UTC
+        assert body["text"] == {
+            "ko": f"119 긴급출동 지원: 화재 (단계 경계) 서울특별시 구로구 디지털로 300, 발생 2026-03-02 09:00:00 KST. "
+                  f"사건 {event_id}",
+            "en": f"119 dispatch support: Fire (level Warning) 서울특별시 구로구 디지털로 300, occurred "
+                  f"2026-03-02 09:00:00 KST. Event {event_id}"}
         package = body["package"]
         assert package["service"] == "119_DISPATCH" and package["agency"] == "fire-119"
+        assert package["event"]["level"] == "warning" and package["event"]["occurredAt"] == "2026-03-02T00:00:00.000000Z"
         assert package["event"]["id"] == event_id and package["event"]["details"] == "3층 창문에서 연기"
         assert [c["id"] for c in package["cameras"]] == await nearest_ids(ops)
         assert package["still"] == {"camera": first, "url": package["cameras"][1]["still"]}  # PLAT-R7
@@ -120,6 +128,37 @@ async def test_119_package_reaches_the_webhook_with_links_that_expire(make_ops: 
         forged_line = [a for a in await audit(ops, action="access") if a["outcome"] == "denied"
                        and a["reason"] in ("bad-signature", "malformed")]
         assert len(forged_line) == 1 and forged_line[0]["grant"] is None  # nothing of a forged token is trusted
+
+
+async def test_a_link_without_its_grant_is_refused_and_audited(make_ops: MakeOps, receiver: Receiver) -> None:
+    async with make_ops(**fire_and_police(receiver)) as ops:
+        camera = (await nearest_ids(ops))[0]
+        absent = await _call_error(ops, "camera_stream", "GET", None, "fire", cameraId=camera)
+        empty = await _try(ops, "camera_still", "", "police", camera)
+        anonymous = await _try(ops, "camera_stream", "", None, camera)
+        for denied in (absent, empty, anonymous):
+            assert denied.status == 400 and denied.extra["reason"] == "missing-grant"
+            assert denied.to_problem()["type"].endswith("BadRequestData")
+        # every attempt is audited (QA 16), with who tried, and nothing of any credential
+        lines = await audit(ops, action="access")
+        assert [(a["actor"], a["agency"], a["camera"], a["footage"], a["outcome"], a["reason"], a["grant"])
+                for a in lines] == [
+            ("agency:fire-terminal", "fire-119", camera, "stream", "denied", "missing-grant", None),
+            ("agency:police-terminal", "police-112", camera, "still", "denied", "missing-grant", None),
+            ("anonymous", None, camera, "stream", "denied", "missing-grant", None)]
+        assert not any(token in str(lines) for token in TOKENS.values())
+        assert (await ops.call("grant_stats")).body["agencies"]["fire-119"]["accessDenied"] == 1
+
+
+async def test_a_link_without_a_token_is_an_unauthorized_problem(make_ops: MakeOps, receiver: Receiver) -> None:
+    async with make_ops(**fire_and_police(receiver)) as ops:
+        await ops.call("create_event", "POST", "/api/v1/events", event_body("119_DISPATCH", "fire"))
+        denied = await open_link(ops, receiver.on("/119")[0].json["package"]["cameras"][0]["stream"], None)
+        problem = denied.to_problem()
+        # the same type and title as every other 401 (QA 13), with the footage reason
+        assert (denied.status, problem["type"], problem["title"], problem["reason"]) == (
+            401, "urn:ucity:errors:Unauthorized", "Authentication required", "unauthenticated")
+        assert denied.headers["WWW-Authenticate"].startswith("Bearer")
 
 
 async def _try(ops: Ops, handler: str, token: str, role: str | None, camera: str) -> Any:
@@ -192,6 +231,73 @@ async def test_closing_the_event_revokes_its_grants(make_ops: MakeOps, receiver:
         assert denied.status == 403 and denied.extra["reason"] == "revoked"
         grants = await ops.call("list_grants", params={"event": event_id, "status": "revoked"})
         assert grants.body["total"] == 1 and grants.body["grants"][0]["revokeReason"] == "event closed"
+        grant_id = grants.body["grants"][0]["id"]
+        # the fire room is told, as for a revocation by hand (QA 9): its terminal drops the links
+        notices = [r.json for r in receiver.on("/119") if r.json["event"] == "grant-revoked"]
+        assert [n["package"] for n in notices] == [{"grant": {"id": grant_id, "reason": "event closed"},
+                                                    "event": {"id": event_id}}]
+        assert notices[0]["subject"] == {"ko": "영상 공유 회수", "en": "Footage grant revoked"}
+        lines = await audit(ops, grant=grant_id, action="revoked")
+        assert [(line["actor"], line["reason"]) for line in lines] == [("operator:op-kim", "event closed")]
+
+
+async def test_cancelling_the_event_revokes_every_grant_and_tells_each_agency(make_ops: MakeOps,
+                                                                              receiver: Receiver) -> None:
+    async with make_ops(**fire_and_police(receiver)) as ops:
+        created = await ops.call("create_event", "POST", "/api/v1/events", event_body("112_VIDEO", "robbery"),
+                                 role="police")
+        event_id = created.body["id"]
+        police_grant = created.body["linkages"][0]["grant"]
+        cameras = (await nearest_ids(ops))[:1]
+        fire = await ops.call("create_grant", "POST", "/api/v1/grants", {"agency": "fire-119", "event": event_id,
+                                                                          "cameras": cameras})
+        # one grant already revoked by hand is not revoked (nor announced) twice, and does not stop the others
+        handled = await ops.call("create_grant", "POST", "/api/v1/grants", {"agency": "fire-119", "event": event_id,
+                                                                            "cameras": cameras})
+        await ops.call("revoke_grant", "POST", "/", {"reason": "잘못 공유"}, grantId=handled.body["id"])
+        assert (await ops.call("event_status", "POST", "/", {"status": "cancelled"}, eventId=event_id)).status == 200
+        told = {(r.path, r.json["package"]["grant"]["id"], r.json["package"]["grant"]["reason"])
+                for r in receiver.received if r.json["event"] == "grant-revoked"}
+        assert told == {("/112", police_grant, "event cancelled"), ("/119", fire.body["id"], "event cancelled"),
+                        ("/119", handled.body["id"], "잘못 공유")}
+        assert len([r for r in receiver.received if r.json["event"] == "grant-revoked"]) == 3
+        revoked = await audit(ops, event=event_id, action="revoked")
+        assert sorted((line["grant"], line["reason"]) for line in revoked) == sorted([
+            (handled.body["id"], "잘못 공유"), (police_grant, "event cancelled"), (fire.body["id"], "event cancelled")])
+
+
+async def test_a_grant_made_while_its_event_closes_is_revoked_and_announced(make_ops: MakeOps,
+                                                                             receiver: Receiver) -> None:
+    async with make_ops(**fire_and_police(receiver)) as ops:
+        held_event = await ops.call("create_event", "POST", "/api/v1/events", event_body("112_VIDEO", "noise"),
+                                    role="police")
+        direct_event = await ops.call("create_event", "POST", "/api/v1/events", event_body("DISASTER", "flood"))
+        issue = ops.center.grants.issue
+
+        async def cancelled_meanwhile(tenant: str, agency_id: str, event: str, *args: Any, **kwargs: Any) -> Any:
+            # another operator cancels the event between the checks and the grant (the close finds no grant yet)
+            await ops.center.transition(tenant, event, "cancelled", SYSTEM)
+            return await issue(tenant, agency_id, event, *args, **kwargs)
+
+        ops.center.grants.issue = cancelled_meanwhile
+        linkage = held_event.body["linkages"][0]["id"]
+        late = await _call_error(ops, "approve_linkage", "POST", {}, "operator", eventId=held_event.body["id"],
+                                 linkageId=linkage)
+        assert late.status == 409
+        direct = await _call_error(ops, "create_grant", "POST", {
+            "agency": "fire-119", "event": direct_event.body["id"], "cameras": (await nearest_ids(ops))[:1]},
+                                   "operator")
+        assert direct.status == 409
+        ops.center.grants.issue = issue
+        event = (await ops.call("get_event", eventId=held_event.body["id"])).body
+        assert [(x["status"], x["reason"], x["grant"]) for x in event["linkages"]] == [
+            ("rejected", "event cancelled", None)]
+        grants = (await ops.call("list_grants", params={"status": "active"})).body
+        assert grants["total"] == 0  # nothing shared for a cancelled event
+        assert [r.json["event"] for r in receiver.on("/112")] == ["grant-revoked"]  # and no package
+        assert [r.json["event"] for r in receiver.on("/119")] == ["grant-revoked"]
+        revoked = await audit(ops, action="revoked")
+        assert [(line["actor"], line["reason"]) for line in revoked] == [("system", "event cancelled")] * 2
 
 
 # -- 112 gate ----------------------------------------------------------------------------------------------
@@ -206,9 +312,11 @@ async def test_112_video_outside_the_crime_list_waits_for_an_operator(make_ops: 
         assert created.body["status"] == "received" and receiver.on("/112") == []
         grants = await ops.call("list_grants", params={"event": event_id})
         assert grants.body["total"] == 0
-        # asking again through the API is held too (202), and the police cannot approve it themselves
+        # asking again through the API (the documented follow-up) gets the same held linkage back, not a second
+        # one (QA 18); and the police cannot approve it themselves
         again = await ops.call("request_linkage", "POST", "/", {}, role="police", eventId=event_id)
-        assert again.status == 202 and again.body["status"] == "held"
+        assert again.status == 202 and again.body == held
+        assert [link["id"] for link in (await ops.call("get_event", eventId=event_id)).body["linkages"]] == [held["id"]]
         refused = await _call_error(ops, "approve_linkage", "POST", {}, "police", eventId=event_id,
                                     linkageId=held["id"])
         assert refused.status == 403
@@ -220,16 +328,34 @@ async def test_112_video_outside_the_crime_list_waits_for_an_operator(make_ops: 
         [delivery] = receiver.on("/112")
         assert delivery.json["package"]["linkage"] == held["id"]
         assert (await open_link(ops, delivery.json["package"]["cameras"][0]["stream"], "police")).status == 307
-        # the other request is rejected by the operator
-        rejected = await ops.call("reject_linkage", "POST", "/", {"reason": "중복"}, eventId=event_id,
-                                  linkageId=again.body["id"])
-        assert rejected.body["status"] == "rejected" and rejected.body["reason"] == "중복"
         event = (await ops.call("get_event", eventId=event_id)).body
         assert event["status"] == "sharing"
-        assert [link["status"] for link in event["linkages"]] == ["delivered", "rejected"]
+        assert [link["status"] for link in event["linkages"]] == ["delivered"]
+        # the repeated request is audited, but counted once in the statistics
         lines = [(a["action"], a["outcome"]) for a in await audit(ops, kind="linkage", event=event_id)]
-        assert lines == [("requested", "held"), ("requested", "held"), ("approved", "ok"), ("queued", "ok"),
-                         ("delivered", "ok"), ("rejected", "ok")]
+        assert lines == [("requested", "held"), ("requested", "duplicate"), ("approved", "ok"), ("queued", "ok"),
+                         ("delivered", "ok")]
+        stats = (await ops.call("grant_stats")).body["agencies"]["police-112"]
+        assert (stats["requested"], stats["held"], stats["approved"], stats["delivered"]) == (1, 1, 1, 1)
+        # once it is no longer held, asking again is a new request
+        new = await ops.call("request_linkage", "POST", "/", {}, role="police", eventId=event_id)
+        assert new.status == 202 and new.body["id"] != held["id"]
+
+
+async def test_an_operator_request_approves_the_held_one(make_ops: MakeOps, receiver: Receiver) -> None:
+    async with make_ops(**fire_and_police(receiver)) as ops:
+        created = await ops.call("create_event", "POST", "/api/v1/events", event_body("112_VIDEO", "noise"),
+                                 role="police")
+        event_id, [held] = created.body["id"], created.body["linkages"]
+        shared = await ops.call("request_linkage", "POST", "/", {"agency": "police-112", "purpose": "주민 안전"},
+                                eventId=event_id)
+        assert shared.status == 201 and shared.body["id"] == held["id"] and shared.body["status"] == "queued"
+        assert shared.body["decidedBy"] == "operator:op-kim" and shared.body["purpose"] == "주민 안전"
+        event = (await ops.call("get_event", eventId=event_id)).body
+        assert [(link["id"], link["status"]) for link in event["linkages"]] == [(held["id"], "delivered")]
+        assert len(receiver.on("/112")) == 1
+        lines = [(a["action"], a["outcome"], a["actor"]) for a in await audit(ops, kind="linkage", event=event_id)]
+        assert lines[:2] == [("requested", "held", "agency:police-terminal"), ("approved", "ok", "operator:op-kim")]
 
 
 async def test_112_video_for_a_listed_crime_goes_at_once(make_ops: MakeOps, receiver: Receiver) -> None:

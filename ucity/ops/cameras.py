@@ -3,9 +3,17 @@ from a CSV file in the shape of Korea's national CCTV standard dataset (전국CC
 
 Cameras are NGSI-LD entities `urn:ngsi-ld:Camera:<id>`, written through `store.mutate`, with the same
 attribute names as the simulator's cameras (ucity/sim/entities.py): SDM `cameraName`, `cameraType`,
-`cameraUsage`, `streamURL`, `location`, `on`, plus ucity's `heading` and `fieldOfView` (degrees),
-`status` (working, fault, offline, disabled, maintenance), `stillImageURL` and the dataset's fields.
-The nearest-camera index (nearest.py) follows every write, whoever makes it.
+`cameraUsage`, `location`, `on`, plus ucity's `heading` and `fieldOfView` (degrees), `status` (working,
+fault, offline, disabled, maintenance) and the dataset's fields. The nearest-camera index (nearest.py)
+follows every write, whoever makes it.
+
+Stream and still URLs are not attributes: they may carry the VMS's credentials, and the NGSI-LD API
+serves entities, their history and notifications without a token. They are kept in the store's
+document table (kind `camera-access`, per tenant and camera entity id), all of them in memory, written by
+this registry only, and read by the admin camera API and the footage redirect (PLAT-R5). A `streamURL` an
+NGSI-LD client writes into a Camera entity itself is the client's own data: nothing here reads it.
+Camera entities written before this layout carried them as attributes: `migrate` moves those into the
+private store and deletes them from the entities and their history (once per tenant; see there).
 
 CSV import: a header row with the dataset's column names (the 18-column file of data.go.kr, or the
 older one with `위도`/`경도`), UTF-8 (with or without BOM) or CP949. One entity per camera: a row with
@@ -16,9 +24,11 @@ same entities). Rows without `관리번호` get an id from a hash of agency, add
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import io
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -26,12 +36,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ucity.core.bus import Context
+from ucity.core.clock import Clock, SystemClock, to_iso
 from ucity.core.errors import BadRequest, NotFound
 from ucity.ngsild.context import core_context
 from ucity.ngsild.model import normalize_entity
 from ucity.ngsild.ops import delete_op, merge_op, replace_op
-from ucity.ops.nearest import LOCATION, indexed, iri, is_camera
-from ucity.store.base import Doc, Mutation, Outcome, Store
+from ucity.ops.nearest import CAMERA_TYPE, LOCATION, indexed, iri, is_camera
+from ucity.store.base import ApplyFn, Doc, EntityQuery, Mutation, Outcome, Store, TemporalQuery, TypeExpr
+
+log = logging.getLogger(__name__)
 
 PREFIX = "urn:ngsi-ld:Camera:"
 CameraType = Literal["FIXED", "PTZ", "DOME", "DAY/NIGHT", "C-MOUNT", "BULLET"]
@@ -40,6 +53,13 @@ CameraStatus = Literal["working", "fault", "offline", "disabled", "maintenance"]
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"
 BATCH = 500  # cameras per store call during an import
 MAX_PER_ROW = 100  # a 카메라대수 above this is taken for a typing error [D]
+ACCESS_KIND = "camera-access"  # document (tenant, camera entity id) -> {"streamURL", "stillImageURL"}
+MIGRATION_KIND = "camera-access-migration"  # ("*", "since"): first start of this layout; (tenant, "done")
+GLOBAL = "*"  # the document table's tenant key of what belongs to no tenant (as ucity/ops/auth.py)
+URL_FIELDS = ("streamURL", "stillImageURL")
+URL_IRIS = tuple(iri(name) for name in URL_FIELDS)
+URL_PATTERNS = {"streamURL": r"^(rtsp|rtsps|rtmp|https?)://", "stillImageURL": r"^https?://"}
+MIGRATION_ACTOR = "system:camera-access-migration"
 
 
 def entity_id(camera_id: str) -> str:
@@ -59,8 +79,9 @@ class CameraFields(BaseModel):
     cameraUsage: CameraUsage | None = None
     heading: float | None = Field(None, ge=0, lt=360, description="degrees clockwise from north")
     fieldOfView: float | None = Field(None, gt=0, le=360, description="horizontal, degrees; 360 = all-round")
-    streamURL: str | None = Field(None, pattern=r"^(rtsp|rtsps|rtmp|https?)://", max_length=2000)
-    stillImageURL: str | None = Field(None, pattern=r"^https?://", max_length=2000)
+    # Kept out of the Camera entity (module docstring); in a PATCH, null removes the URL.
+    streamURL: str | None = Field(None, pattern=URL_PATTERNS["streamURL"], max_length=2000)
+    stillImageURL: str | None = Field(None, pattern=URL_PATTERNS["stillImageURL"], max_length=2000)
     status: CameraStatus | None = None
 
 
@@ -93,10 +114,11 @@ _NAMES = {"name": "cameraName", "purpose": "installationPurpose", "resolutionMP"
 
 
 def _attrs(fields: dict[str, Any]) -> dict[str, Any]:
-    """Short-named NGSI-LD attributes of the given camera fields (None values left out)."""
+    """Short-named NGSI-LD attributes of the given camera fields (None values left out; never the URLs, which
+    only the private store holds)."""
     attrs: dict[str, Any] = {}
     for key, value in fields.items():
-        if value is None or key in ("id", "lon", "lat", "address", "direction"):
+        if value is None or key in ("id", "lon", "lat", "address", "direction", *URL_FIELDS):
             continue
         unit = {"unitCode": _UNITS[key]} if key in _UNITS else {}
         attrs[_NAMES.get(key, key)] = _prop(value, **unit)
@@ -110,7 +132,7 @@ def _attrs(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def camera_entity(camera: CameraIn) -> dict[str, Any]:
-    """The camera in NGSI-LD normalized form (core-context names, like the simulator's)."""
+    """The camera in NGSI-LD normalized form (core-context names, like the simulator's), without its URLs."""
     return {"id": entity_id(camera.id), "type": "Camera", **_attrs(camera.model_dump()),
             "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [camera.lon, camera.lat]}}}
 
@@ -122,8 +144,28 @@ def _value(doc: Doc, term: str) -> Any:
     return None
 
 
-def camera_wire(doc: Doc, with_stream: bool) -> dict[str, Any]:
-    """The API form of a stored camera; the raw stream URL only for `cameras:admin` (it may hold credentials)."""
+@dataclass(frozen=True, slots=True)
+class CameraAccess:
+    """A camera's stream and still URLs (they may carry credentials): the private store's record."""
+
+    stream: str | None = None
+    still: str | None = None
+
+    def doc(self) -> Doc:
+        return {"streamURL": self.stream, "stillImageURL": self.still}
+
+    @classmethod
+    def of(cls, doc: Doc) -> CameraAccess:
+        stream, still = doc.get("streamURL"), doc.get("stillImageURL")
+        return cls(stream if isinstance(stream, str) else None, still if isinstance(still, str) else None)
+
+
+NO_ACCESS = CameraAccess()
+
+
+def camera_wire(doc: Doc, with_stream: bool, access: CameraAccess = NO_ACCESS) -> dict[str, Any]:
+    """The API form of a stored camera and its private URLs; the raw URLs only for `cameras:admin` (they may
+    hold credentials)."""
     camera = indexed(doc)
     address = _value(doc, "address")
     out: dict[str, Any] = {
@@ -134,26 +176,180 @@ def camera_wire(doc: Doc, with_stream: bool) -> dict[str, Any]:
         "location": doc.get("attrs", {}).get(LOCATION, [{}])[0].get("value"),
         "heading": _value(doc, "heading"), "fieldOfView": _value(doc, "fieldOfView"),
         "address": address.get("streetAddress") if isinstance(address, dict) else address,
-        "managingAgency": _value(doc, "managingAgency"), "hasStill": bool(_value(doc, "stillImageURL")),
+        "managingAgency": _value(doc, "managingAgency"), "hasStill": access.still is not None,
     }
     if with_stream:
-        out["streamURL"] = _value(doc, "streamURL")
-        out["stillImageURL"] = _value(doc, "stillImageURL")
+        out["streamURL"] = access.stream
+        out["stillImageURL"] = access.still
     return out
 
 
-def stream_urls(doc: Doc) -> tuple[str | None, str | None]:
-    """(stream URL, still URL) of a stored camera."""
-    stream, still = _value(doc, "streamURL"), _value(doc, "stillImageURL")
-    return (stream if isinstance(stream, str) else None), (still if isinstance(still, str) else None)
+def _legacy_urls(doc: Doc, since: str) -> tuple[dict[str, str | None], list[str]]:
+    """Of a Camera entity written before `since`: the URL attributes to move ({field: value, None if its value
+    is no usable URL}) and the attribute IRIs to delete. An attribute with an instance written at or after
+    `since` came from an NGSI-LD client after the upgrade: left alone, not moved (it would let any client
+    point a footage link anywhere)."""
+    moved: dict[str, str | None] = {}
+    drop: list[str] = []
+    attrs = doc.get("attrs", {})
+    for name, attr in zip(URL_FIELDS, URL_IRIS, strict=True):
+        instances = attrs.get(attr)
+        if not instances or any(str(i.get("modifiedAt") or "") >= since for i in instances):
+            continue
+        drop.append(attr)
+        chosen = next((i for i in instances if "datasetId" not in i), instances[0])
+        value = chosen.get("value")
+        usable = isinstance(value, str) and len(value) <= 2000 and re.match(URL_PATTERNS[name], value)
+        moved[name] = value if usable else None
+    return moved, drop
+
+
+def _strip_op(since: str) -> ApplyFn:
+    """Delete the URL attributes written before `since` from a Camera entity: a normal update (subscriptions
+    see the attributes deleted, with no value; history gets no instance)."""
+
+    def apply(before: Doc | None, now: str) -> Outcome:
+        if before is None:
+            return Outcome(None, "update", changed=False, result="gone")
+        _, drop = _legacy_urls(before, since)
+        if not drop:
+            return Outcome(before, "update", changed=False, result="unchanged")
+        doc = dict(before)
+        doc["attrs"] = {k: v for k, v in before.get("attrs", {}).items() if k not in drop}
+        doc["modifiedAt"] = now
+        return Outcome(doc, "update", frozenset(drop), (), result="updated")
+
+    return apply
 
 
 class CameraRegistry:
-    """Writes Camera entities; reads them through the store."""
+    """Writes Camera entities (read through the store) and the cameras' private URLs (kept in memory)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Clock | None = None) -> None:
         self.store = store
+        self.clock = clock or SystemClock()
+        self._access: dict[tuple[str, str], CameraAccess] = {}  # (tenant, camera entity id)
+        self._since: str | None = None  # when this layout first started: URLs written before it are moved
+        self._migrated: set[str] = set()  # tenants whose Camera entities hold no URL of the old layout
+        self._lock = asyncio.Lock()
 
+    # -- private URLs ----------------------------------------------------------------------------------
+    async def load(self, *tenants: str) -> None:
+        """Read every camera's URLs (all tenants) and migrate `tenants` now (the others on first use)."""
+        async with self._lock:
+            await self._load()
+        for tenant in tenants:
+            await self._ready(tenant)
+
+    async def _load(self) -> None:
+        self._access = {(t, k): CameraAccess.of(d) for t, k, d in await self.store.list_docs(ACCESS_KIND)}
+        marks = await self.store.list_docs(MIGRATION_KIND)
+        since = next((str(d["at"]) for t, k, d in marks if (t, k) == (GLOBAL, "since")), None)
+        if since is None:
+            since = to_iso(self.clock.now())
+            await self.store.put_doc(MIGRATION_KIND, GLOBAL, "since", {"at": since})
+        self._since = since
+        self._migrated = {t for t, k, _ in marks if k == "done" and t != GLOBAL}
+
+    async def _ready(self, tenant: str) -> None:
+        """The tenant's old-layout URLs moved (once): before any URL is read or written there."""
+        if tenant in self._migrated:
+            return
+        async with self._lock:
+            if self._since is None:
+                await self._load()
+            if tenant not in self._migrated:
+                report = await self.migrate(tenant)
+                await self.store.put_doc(MIGRATION_KIND, tenant, "done", {"at": to_iso(self.clock.now()), **report})
+                self._migrated.add(tenant)
+                if any(report.values()):
+                    log.warning("camera URLs of tenant %s moved out of NGSI-LD: %s", tenant, report)
+
+    async def migrate(self, tenant: str) -> dict[str, int]:
+        """Move the URL attributes of the tenant's Camera entities written before this layout into the private
+        store, delete them from the entities (through `store.mutate`) and delete their whole history.
+
+        Idempotent, and safe to stop anywhere: the URLs are stored before the entities lose them, a URL the
+        private store has already is kept (it is the newer), and the history goes last. Called under the lock."""
+        assert self._since is not None
+        since = self._since
+        query = EntityQuery(types=TypeExpr(((CAMERA_TYPE,),)), attrs_any=URL_IRIS)
+        ids = await self.store.entity_ids(tenant, query)
+        moved = stripped = unusable = 0
+        kept: set[tuple[str, str]] = set()  # (entity, attribute) an NGSI-LD client wrote after the upgrade
+        for start in range(0, len(ids), BATCH):
+            batch = tuple(ids[start:start + BATCH])
+            docs, _ = await self.store.query_entities(tenant, EntityQuery(ids=batch, limit=len(batch)))
+            fresh: list[tuple[str, str, Doc]] = []
+            for doc in docs:
+                found, drop = _legacy_urls(doc, since)
+                kept.update((doc["id"], a) for a in URL_IRIS if a in doc.get("attrs", {}) and a not in drop)
+                unusable += sum(1 for v in found.values() if v is None)
+                access = CameraAccess(found.get("streamURL"), found.get("stillImageURL"))
+                if (tenant, doc["id"]) not in self._access and access != NO_ACCESS:
+                    fresh.append((tenant, doc["id"], access.doc()))
+            if fresh:
+                await self.store.put_docs(ACCESS_KIND, fresh)
+                self._access.update({(t, k): CameraAccess.of(d) for t, k, d in fresh})
+                moved += len(fresh)
+            results = await self.store.mutate(tenant, [Mutation(d["id"], _strip_op(since)) for d in docs],
+                                              Context(actor=MIGRATION_ACTOR))
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+                stripped += result.result == "updated"
+        purged = await self._purge_history(tenant, kept)
+        return {"moved": moved, "stripped": stripped, "unusable": unusable, "historyPurged": purged}
+
+    async def _purge_history(self, tenant: str, kept: set[tuple[str, str]]) -> int:
+        """Delete the history of the URL attributes of every Camera entity (deleted ones too) but those kept."""
+        targets: list[tuple[str, str]] = []
+        offset = 0
+        while True:
+            page, _ = await self.store.temporal_query(tenant, TemporalQuery(
+                types=TypeExpr(((CAMERA_TYPE,),)), attrs=URL_IRIS, instances_only=True, last_n=1, limit_instances=1,
+                entity_limit=BATCH, entity_offset=offset))
+            targets += [(e.id, a) for e in page for a in e.attrs if (e.id, a) not in kept]
+            if len(page) < BATCH:
+                break
+            offset += BATCH
+        purged = 0
+        for start in range(0, len(targets), BATCH):  # concurrent: the stores commit them together
+            purged += sum(await asyncio.gather(*(self.store.delete_history(tenant, entity, attr, all_datasets=True)
+                                                 for entity, attr in targets[start:start + BATCH])))
+        return purged
+
+    async def access(self, tenant: str, camera_id: str) -> CameraAccess:
+        """The camera's private URLs (none when it has none)."""
+        await self._ready(tenant)
+        return self._access.get((tenant, entity_id(camera_id)), NO_ACCESS)
+
+    async def urls(self, tenant: str, camera_id: str) -> tuple[str | None, str | None]:
+        """(stream URL, still URL) of a camera, for the footage redirect."""
+        access = await self.access(tenant, camera_id)
+        return access.stream, access.still
+
+    async def wire(self, tenant: str, doc: Doc, with_stream: bool) -> dict[str, Any]:
+        """`camera_wire` of a stored camera with its private URLs."""
+        return camera_wire(doc, with_stream, await self.access(tenant, doc["id"]))
+
+    async def set_access(self, tenant: str, changed: dict[str, CameraAccess]) -> None:
+        """Store the URLs of these cameras (entity id -> URLs; no URL deletes the record), in one commit each.
+        The camera writes below use it; so may whoever provisions cameras written through NGSI-LD."""
+        await self._ready(tenant)
+        put = [(tenant, eid, a.doc()) for eid, a in changed.items() if a != NO_ACCESS]
+        gone = [(tenant, eid) for eid, a in changed.items() if a == NO_ACCESS and (tenant, eid) in self._access]
+        if put:
+            await self.store.put_docs(ACCESS_KIND, put)
+        if gone:
+            await self.store.delete_docs(ACCESS_KIND, gone)
+        for eid, a in changed.items():
+            if a == NO_ACCESS:
+                self._access.pop((tenant, eid), None)
+            else:
+                self._access[(tenant, eid)] = a
+
+    # -- cameras ---------------------------------------------------------------------------------------
     async def get(self, tenant: str, camera_id: str) -> Doc:
         doc = await self.store.get_entity(tenant, entity_id(camera_id))
         if not is_camera(doc):
@@ -162,32 +358,49 @@ class CameraRegistry:
         return doc
 
     async def put(self, tenant: str, cameras: list[CameraIn], actor: str) -> list[Outcome | Exception]:
-        """Create or replace cameras (in batches); one result per camera."""
+        """Create or replace cameras (in batches), their URLs too (a camera without any has none after it);
+        one result per camera. The URLs are written after the entities, for those the store took."""
+        await self._ready(tenant)
         ctx = core_context()
         results: list[Outcome | Exception] = []
         for start in range(0, len(cameras), BATCH):
+            batch = cameras[start:start + BATCH]
             mutations = [Mutation(entity_id(c.id), replace_op(normalize_entity(camera_entity(c), ctx), True))
-                         for c in cameras[start:start + BATCH]]
-            results.extend(await self.store.mutate(tenant, mutations, Context(actor=actor)))
+                         for c in batch]
+            done = await self.store.mutate(tenant, mutations, Context(actor=actor))
+            await self.set_access(tenant, {entity_id(c.id): CameraAccess(c.streamURL, c.stillImageURL)
+                                            for c, r in zip(batch, done, strict=True) if not isinstance(r, Exception)})
+            results.extend(done)
         return results
 
     async def patch(self, tenant: str, camera_id: str, fields: CameraFields, actor: str) -> Doc:
+        """Change some fields; `streamURL`/`stillImageURL` change the private store only (null removes one)."""
+        await self._ready(tenant)
         await self.get(tenant, camera_id)
-        attrs = _attrs(fields.model_dump(exclude_unset=True))
-        if not attrs:
+        given = fields.model_dump(exclude_unset=True)
+        attrs = _attrs(given)
+        urls = {k: given[k] for k in URL_FIELDS if k in given}
+        if not attrs and not urls:
             raise BadRequest("바꿀 항목이 없습니다 / nothing to change")
-        doc = normalize_entity({"id": entity_id(camera_id), **attrs}, core_context(), require_type=False)
-        (result,) = await self.store.mutate(tenant, [Mutation(entity_id(camera_id), merge_op(doc))], Context(actor=actor))
-        if isinstance(result, Exception):
-            raise result
+        if attrs:
+            doc = normalize_entity({"id": entity_id(camera_id), **attrs}, core_context(), require_type=False)
+            (result,) = await self.store.mutate(tenant, [Mutation(entity_id(camera_id), merge_op(doc))],
+                                                Context(actor=actor))
+            if isinstance(result, Exception):
+                raise result
+        if urls:
+            before = self._access.get((tenant, entity_id(camera_id)), NO_ACCESS)
+            await self.set_access(tenant, {entity_id(camera_id): CameraAccess.of({**before.doc(), **urls})})
         return await self.get(tenant, camera_id)
 
     async def delete(self, tenant: str, camera_id: str, actor: str) -> None:
+        await self._ready(tenant)
         await self.get(tenant, camera_id)
         (result,) = await self.store.mutate(tenant, [Mutation(entity_id(camera_id), delete_op(camera_id))],
                                             Context(actor=actor))
         if isinstance(result, Exception):
             raise result
+        await self.set_access(tenant, {entity_id(camera_id): NO_ACCESS})
 
 
 # -- CSV import ------------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ Flows:
   receives gets one for itself (the 112 room's report asks for the nearest CCTV at once, Daejeon [V]);
 * a linkage passes the gate (PLAT-R4) or is held -> on approval: the nearest cameras (PLAT-R3), a grant
   for them (PLAT-R5), the package (PLAT-R6/R7) queued to the agency's webhook, the event `sharing`;
-* an event is closed or cancelled -> its grants are revoked and its held linkages rejected.
+* an event is closed or cancelled -> its grants are revoked (each agency is told, `grant-revoked`, as for a
+  revocation by hand) and its held linkages rejected; a grant being made at that moment (an approval or a
+  direct share racing the close) is revoked and announced too, and that request answers 409.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 import re
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from shapely.geometry import shape
 
@@ -32,7 +34,7 @@ from ucity.ops import linkage as lk
 from ucity.ops.agencies import Agency, AgencyRegistry
 from ucity.ops.audit import AuditLog
 from ucity.ops.auth import AUTO, SYSTEM, Authenticator, Permission, Principal, TokenRegistry
-from ucity.ops.cameras import CameraRegistry, local_id, stream_urls
+from ucity.ops.cameras import CameraRegistry, local_id
 from ucity.ops.cameras import entity_id as camera_entity_id
 from ucity.ops.events import (
     ACKNOWLEDGED,
@@ -46,7 +48,7 @@ from ucity.ops.events import (
     KeyedLocks,
     Pseudonymizer,
 )
-from ucity.ops.grants import GrantService, Issued, TokenSigner, links
+from ucity.ops.grants import Grant, GrantService, InvalidGrantTransition, Issued, TokenSigner, links
 from ucity.ops.nearest import CameraIndex, Selection, iri, measure
 from ucity.rules.events import level_rank
 from ucity.store.base import AuditRow, Doc, Store
@@ -82,7 +84,7 @@ class OperationsCenter:
         self.agencies = AgencyRegistry(store, self.settings.agencies)
         self.events = EventService(store, self.clock, self.settings, self.audit,
                                    Pseudonymizer(_secret(settings, "pseudonym_secret")))
-        self.cameras = CameraRegistry(store)
+        self.cameras = CameraRegistry(store, self.clock)
         self.index = CameraIndex(store, platform.bus, self.settings.nearest)
         self.grants = GrantService(store, self.clock, self.settings, self.audit,
                                    TokenSigner(_secret(settings, "grant_secret")))
@@ -98,6 +100,7 @@ class OperationsCenter:
     async def start(self) -> None:
         await self.tokens.load()
         await self.agencies.load()
+        await self.cameras.load(self.default_tenant)  # camera URLs; moves old ones out of NGSI-LD
         await self.index.start(preload=(self.default_tenant,))
         self._unsubscribe = self.platform.bus.subscribe(AlarmChanged, self._on_alarm)
 
@@ -152,8 +155,12 @@ class OperationsCenter:
         return event
 
     async def _wind_up(self, event: Event, principal: Principal) -> None:
-        """A closed or cancelled event shares nothing any more."""
-        await self.grants.revoke_for_event(event.tenant, event.id, principal.actor, f"event {event.status}")
+        """A closed or cancelled event shares nothing any more: its grants are revoked and each revocation is
+        announced to the grant's agency (`grant-revoked`) exactly as a revocation by hand, so a 112/119 terminal
+        drops the links it holds instead of believing them valid until they expire."""
+        reason = f"event {event.status}"
+        for grant in await self.grants.revoke_for_event(event.tenant, event.id, principal.actor, reason):
+            self._announce_revoked(grant, reason)
 
         def reject_held(e: Event) -> list[AuditRow]:
             rows = []
@@ -179,7 +186,12 @@ class OperationsCenter:
     async def request_linkage(self, tenant: str, event_id: str, agency_id: str, service: str | None,
                               principal: Principal, base_url: str | None = None, automatic: bool = False,
                               purpose: str = "") -> dict[str, Any]:
-        """Ask for one agency to receive one event (PLAT-R4 gate); delivered at once unless held."""
+        """Ask for one agency to receive one event (PLAT-R4 gate); delivered at once unless held.
+
+        While a linkage of the same agency and service is held, no second one is made: a request that would be
+        held again gets the waiting linkage back (an agency that reported the event already has one, and the
+        documented follow-up `POST .../linkages` must not queue the same need twice for the operators); an
+        operator's request approves the waiting one."""
         principal.require(Permission.LINKAGE_REQUEST)
         if not principal.can(Permission.EVENTS_MANAGE) and principal.agency not in (None, agency_id):
             raise BadRequest("기관은 자기 기관에만 요청할 수 있습니다 / an agency asks for itself only")
@@ -193,14 +205,35 @@ class OperationsCenter:
             "automatic": automatic, "purpose": purpose, "reason": held, "decidedBy": None if held else principal.actor,
             "decidedAt": None if held else now, "grant": None, "cameras": [], "deliveredAt": None, "error": None}
 
+        waiting: dict[str, Any] | None = None
+
         def add(e: Event) -> list[AuditRow]:
+            # Under the event's lock, so two requests at once cannot both add a linkage.
+            nonlocal waiting
             if e.final:
                 raise InvalidEventTransition(f"종결·취소된 사건 / the event is {e.status}")
-            e.linkages.append(link)
-            return [self._linkage_row(e, link, "requested", principal.actor, lk.HELD if held else "approved",
-                                      reason=held, automatic=automatic)]
+            waiting = next((x for x in e.linkages if x["status"] == lk.HELD and x["agency"] == link["agency"]
+                            and x["service"] == link["service"]), None)
+            if waiting is None:
+                e.linkages.append(link)
+                return [self._linkage_row(e, link, "requested", principal.actor, lk.HELD if held else "approved",
+                                          reason=held, automatic=automatic)]
+            if held:
+                return []  # the same request again: it is the one already waiting for an operator
+            # An operator's request is the approval the waiting one needs (PLAT-R4): approve that one rather
+            # than share twice and leave it in the operators' queue.
+            self._decide(waiting, lk.APPROVED, principal.actor, waiting["reason"])
+            waiting["purpose"] = waiting["purpose"] or purpose
+            return [self._linkage_row(e, waiting, "approved", principal.actor, reason="operator request")]
 
-        await self.events.change(tenant, event_id, add)
+        event = await self.events.change(tenant, event_id, add)
+        if waiting is not None:
+            if held:
+                # Audited (who asked again) but not counted as a request: one need, one linkage, one statistic.
+                await self.audit.append(self._linkage_row(event, waiting, "requested", principal.actor, "duplicate",
+                                                          reason=held, automatic=automatic))
+                return waiting
+            link_id = waiting["id"]
         if not held:
             return await self._deliver(tenant, event_id, link_id, principal, base_url)
         return link
@@ -259,6 +292,9 @@ class OperationsCenter:
 
         def record(e: Event) -> list[AuditRow]:
             stored = e.linkage(linkage_id)
+            if e.final:  # closed while the cameras and the grant were prepared: nothing goes out
+                self._decide(stored, lk.REJECTED, principal.actor, f"event {e.status}")
+                return [self._linkage_row(e, stored, "rejected", principal.actor, reason=stored["reason"])]
             stored.update(status=status, grant=issued.grant.id if issued else None,
                           cameras=issued.grant.cameras if issued else [], decidedAt=to_iso(self.clock.now()))
             rows = [self._linkage_row(e, stored, "queued" if agency.webhook else "ready", principal.actor,
@@ -268,6 +304,8 @@ class OperationsCenter:
             return rows
 
         event = await self.events.change(tenant, event_id, record)
+        if event.final:
+            await self._revoke_late(event, issued)
         if agency.webhook:
             subject, text = lk.compose(event, link["service"])
             self.links.send(agency.id, lk.PackageNotification(
@@ -293,7 +331,7 @@ class OperationsCenter:
         """A still link only for cameras that have a still image source (PLAT-R7: a still when available)."""
         for camera_id, entry in footage.items():
             doc = await self.store.get_entity(tenant, camera_id)
-            if doc is None or stream_urls(doc)[1] is None:
+            if doc is None or (await self.cameras.urls(tenant, camera_id))[1] is None:
                 entry.pop("still", None)
 
     async def package(self, tenant: str, event_id: str, linkage_id: str, principal: Principal,
@@ -352,8 +390,20 @@ class OperationsCenter:
             return self.events.transition_rows(e, SHARING, principal.actor, f"grant {issued.grant.id}") \
                 if e.status in (RECEIVED, ACKNOWLEDGED) else []
 
-        await self.events.change(tenant, event_id, share)
+        event = await self.events.change(tenant, event_id, share)
+        if event.final:
+            await self._revoke_late(event, issued)
         return issued, links(base_url or self.base_url, issued.token, issued.grant.cameras)
+
+    async def _revoke_late(self, event: Event, issued: Issued | None) -> NoReturn:
+        """A grant issued while its event was being closed (the close's revocations may have missed it):
+        revoked and announced like the others, then the request fails as it would have a moment earlier."""
+        if issued is not None:
+            reason = f"event {event.status}"
+            with contextlib.suppress(InvalidGrantTransition):  # the close's own revocation came first
+                self._announce_revoked(await self.grants.revoke(event.tenant, issued.grant.id, SYSTEM.actor, reason),
+                                       reason)
+        raise InvalidEventTransition(f"종결·취소된 사건 / the event is {event.status}")
 
     async def renew_grant(self, tenant: str, grant_id: str, principal: Principal, minutes: float | None,
                           base_url: str | None) -> tuple[Issued, list[dict[str, str]]]:
@@ -367,9 +417,13 @@ class OperationsCenter:
     async def revoke_grant(self, tenant: str, grant_id: str, principal: Principal, reason: str) -> Doc:
         principal.require(Permission.GRANTS_ISSUE)
         grant = await self.grants.revoke(tenant, grant_id, principal.actor, reason)
-        self._notice(tenant, grant.agency, "grant-revoked", {"grant": {"id": grant.id, "reason": reason},
-                                                             "event": {"id": grant.event}})
+        self._announce_revoked(grant, reason)
         return grant.wire(to_iso(self.clock.now()))
+
+    def _announce_revoked(self, grant: Grant, reason: str) -> None:
+        """The one `grant-revoked` notice, whatever revoked the grant (an operator, the event's end)."""
+        self._notice(grant.tenant, grant.agency, "grant-revoked", {"grant": {"id": grant.id, "reason": reason},
+                                                                   "event": {"id": grant.event}})
 
     def _notice(self, tenant: str, agency_id: str, kind: str, package: dict[str, Any]) -> None:
         """Tell an agency (if it has a webhook) that its grant changed."""
@@ -387,7 +441,7 @@ class OperationsCenter:
         """The camera URL a valid footage link resolves to (the access is audited either way)."""
         access = await self.grants.access(token, camera, kind, principal, self.default_tenant)
         doc = await self.cameras.get(access.tenant, access.camera)
-        stream, still = stream_urls(doc)
+        stream, still = await self.cameras.urls(access.tenant, doc["id"])
         url = stream if kind == "stream" else still
         if url is None:
             raise NotFound(f"{access.camera}: {'영상' if kind == 'stream' else '정지영상'} 주소 없음 / the camera has no "

@@ -13,8 +13,9 @@ such a link resolves only when
 
 Renewing extends the grant by another lifetime from now and gives a new token (old links still end
 at their own expiry); revoking ends every token of the grant at once. Closing or cancelling the event
-revokes its grants. Every issue, renewal, revocation and access (allowed or denied, with the reason)
-is a line of the append-only audit log; per-agency request statistics are counted from it (the MOIS
+revokes its grants (center.py announces every revocation to the agency). Every issue, renewal,
+revocation and access (allowed or denied, with the reason; a link without its token too) is a line of
+the append-only audit log; per-agency request statistics are counted from it (the MOIS
 platform's "video-request statistics").
 """
 
@@ -61,13 +62,27 @@ class AccessDenied(Forbidden):
 
 
 class AccessUnauthenticated(AccessDenied):
-    """A footage link used without an agency's bearer token (401)."""
+    """A footage link used without an agency's bearer token: 401 and, like every other 401 of ucity, the
+    `Unauthorized` type and title (a client tells "log in" from "not allowed" by them, not by the status only)."""
 
     status = 401
+    type_uri = Unauthorized.type_uri
+    title = Unauthorized.title
     headers = Unauthorized.headers
 
     def __init__(self) -> None:
         super().__init__("unauthenticated", "기관 인증 필요", "authenticate with the bearer token of the grant's agency")
+
+
+class MissingGrant(AccessDenied):
+    """A footage link without its `grant` (absent or empty): 400, audited like every other attempt."""
+
+    status = 400
+    type_uri = BadRequest.type_uri
+    title = BadRequest.title
+
+    def __init__(self) -> None:
+        super().__init__("missing-grant", "grant 매개변수가 필요합니다", "the grant parameter is required")
 
 
 @dataclass(slots=True)
@@ -237,9 +252,19 @@ class GrantService:
         return grant
 
     async def revoke_for_event(self, tenant: str, event: str, actor: str, reason: str) -> list[Grant]:
+        """Revoke the event's live grants; the ones revoked here (the caller announces them to their agencies).
+
+        A grant revoked by hand meanwhile is skipped, not an error: the event is already closed, and one
+        409 must not leave the event's other grants live."""
         grants, _ = await self.query(tenant, GrantQuery(event_ids=(event,), valid_at=to_micros(self.clock.now()),
                                                         limit=10_000))
-        return [await self.revoke(tenant, g.id, actor, reason) for g in grants]
+        revoked = []
+        for grant in grants:
+            try:
+                revoked.append(await self.revoke(tenant, grant.id, actor, reason))
+            except InvalidGrantTransition:
+                continue
+        return revoked
 
     def _row(self, grant: Grant, action: str, actor: str, outcome: str = "ok", **detail: Any) -> AuditRow:
         return self.audit.row(grant.tenant, "grant", action, actor, agency=grant.agency, event=grant.event,
@@ -265,10 +290,14 @@ class GrantService:
     # -- access ----------------------------------------------------------------------------------------
     async def access(self, token: str, camera: str, kind: str, principal: Principal | None,
                      default_tenant: str) -> AccessResult:
-        """Check a footage link (see the module docstring); every attempt is audited, then denied or allowed."""
+        """Check a footage link (see the module docstring); every attempt is audited, then denied or allowed,
+        an empty or absent token included (`missing-grant`, 400). Nothing of a token is audited but what its
+        verified payload names, and never the token itself: it is the credential."""
         camera_id = local_id(camera_entity_id(camera))
         payload: dict[str, Any] = {}
         try:
+            if not token:
+                raise MissingGrant()
             payload = self.signer.verify(token)
             if principal is None:
                 raise AccessUnauthenticated()

@@ -38,10 +38,11 @@ from typing import Any
 from shapely.geometry import shape
 
 from ucity.alarms.contacts import NotifierConfig
-from ucity.alarms.dispatch import Dispatcher
+from ucity.alarms.dispatch import KST, Dispatcher
 from ucity.alarms.model import ACTIVE_STATUSES
 from ucity.alarms.notifiers import build_notifier
 from ucity.alarms.notifiers.base import DeliveryResult, Notification, Notifier, Outbox
+from ucity.core.clock import parse_iso
 from ucity.core.config import OpsSettings, RetrySettings
 from ucity.ngsild.context import core_context
 from ucity.ngsild.geo import haversine_m, parse_geoquery
@@ -50,6 +51,7 @@ from ucity.ops.agencies import Agency
 from ucity.ops.auth import Permission, Principal
 from ucity.ops.events import SERVICES, Event, type_name
 from ucity.ops.nearest import LOCATION, METRES_PER_DEG, NearCamera, iri
+from ucity.rules.events import LEVEL_NAMES
 from ucity.store.base import AlarmQuery, Doc, EntityQuery, Store, TypeExpr
 
 log = logging.getLogger(__name__)
@@ -115,14 +117,18 @@ def build_package(event: Event, agency: Agency, service: str, linkage_id: str, c
 
 
 def compose(event: Event, service: str) -> tuple[dict[str, str], dict[str, str]]:
-    """(subject, text) in Korean and English."""
+    """(subject, text) in Korean and English, for people: the level's name in each language and the time in
+    Korea time, as the alarm notifications write them (alarms/dispatch.py). The package's fields stay
+    machine-readable (level codes, UTC)."""
     names, where = type_name(event.type_code), event.address or ""
-    subject = {lang: f"[{SERVICES[service][lang]}] {names[lang]} {where}".strip() for lang in ("ko", "en")}
+    level = LEVEL_NAMES[event.level]
+    when = parse_iso(event.occurred_at).astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
+    place = f" {where}" if where else ""
+    subject = {lang: f"[{SERVICES[service][lang]}] {names[lang]}{place}" for lang in ("ko", "en")}
     text = {
-        "ko": f"{SERVICES[service]['ko']}: {names['ko']} (단계 {event.level}) {where}, 발생 {event.occurred_at} (UTC). "
-              f"사건 {event.id}",
-        "en": f"{SERVICES[service]['en']}: {names['en']} (level {event.level}) {where}, occurred {event.occurred_at} "
-              f"(UTC). Event {event.id}",
+        "ko": f"{SERVICES[service]['ko']}: {names['ko']} (단계 {level['ko']}){place}, 발생 {when}. 사건 {event.id}",
+        "en": f"{SERVICES[service]['en']}: {names['en']} (level {level['en']}){place}, occurred {when}. "
+              f"Event {event.id}",
     }
     return subject, text
 

@@ -53,13 +53,15 @@ def facility_entity(f: Facility) -> Entity:
 
 
 def camera_entity(c: Camera) -> Entity:
-    """A CCTV camera: Smart Data Models Camera + the national CCTV dataset's fields."""
+    """A CCTV camera: Smart Data Models Camera + the national CCTV dataset's fields. No `streamURL`: a camera's
+    URLs may carry credentials and are never NGSI-LD data (ucity/ops/cameras.py keeps them apart, written
+    through the operations camera API); simulated cameras have none, so their footage links answer 404."""
     return {
         "id": entity_id("Camera", c.id), "type": "Camera",
         "cameraName": prop(f"{c.dong} {c.purpose_ko} {c.id}"), "cameraType": prop(c.camera_type),
         "cameraUsage": prop(c.usage), "installationPurpose": prop(c.purpose_ko),
         "cameraOrientation": prop({"comments": c.direction_ko}), "heading": prop(c.heading_deg, unitCode="DD"),
-        "fieldOfView": prop(c.fov_deg, unitCode="DD"), "streamURL": prop(c.stream_url),
+        "fieldOfView": prop(c.fov_deg, unitCode="DD"),
         "resolution": prop(round(c.pixels_10k / 100.0, 2), unitCode="MP"), "retentionDays": prop(c.retention_days),
         "installationDate": prop(c.installed), "managingAgency": prop(c.agency), "agencyPhone": prop(c.agency_phone),
         "address": prop(address(c.dong, c.road_address)), "lotAddress": prop(c.lot_address),

@@ -1,0 +1,278 @@
+"""Camera stream and still URLs (they may carry the VMS's credentials) never reach the NGSI-LD API: not in an
+entity, a query, `q`, the temporal API or a notification, whether the camera came through the operations API
+or a CSV import. The admin camera API still shows them and footage links still redirect to them (QA finding
+4). Camera entities of the old layout have theirs moved out, history included, once per tenant."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.alarms.receiver import Receiver
+from tests.ops.support import POINT, T0, TENANT, TOKENS, agency, ops_settings
+from ucity.core.clock import FakeClock
+from ucity.core.config import Settings
+from ucity.ops.cameras import GLOBAL, MIGRATION_KIND
+from ucity.server import create_app
+
+B = "/ngsi-ld/v1"
+STREAM = "rtsp://admin:pw1@vms.example/live/gate-1"
+STILL = "https://viewer:pw2@vms.example/still/gate-1.jpg"
+SECRETS = ("pw1@", "pw2@", "pw3@", "vms.example")  # none of it may appear in anything NGSI-LD serves
+WAIT_S = 30.0  # the longest a notification may take to arrive (a generous bound, not a timing assertion)
+
+
+def bearer(role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {TOKENS[role]}"}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return ops_settings(tmp_path, agencies=[agency("police-112", "police", ["112_VIDEO", "112_DISPATCH"])])
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as started:
+        yield started
+
+
+def secret_free(text: str) -> bool:
+    return not any(s in text for s in SECRETS)
+
+
+def ngsi_ld_views(http: TestClient, entity: str, headers: dict[str, str] | None = None) -> list[str]:
+    """What an anonymous NGSI-LD client can read of a camera: entity, query with `attrs` and `q`, history."""
+    headers = headers or {}
+    out = []
+    for path, params in (
+            (f"{B}/entities/{entity}", {}),
+            (f"{B}/entities/{entity}", {"options": "keyValues,sysAttrs"}),
+            (f"{B}/entities", {"type": "Camera", "attrs": "streamURL,stillImageURL", "options": "keyValues"}),
+            (f"{B}/entities", {"type": "Camera", "q": "streamURL"}),
+            (f"{B}/entities", {"type": "Camera", "q": "stillImageURL"}),
+            (f"{B}/temporal/entities/{entity}", {}),
+            (f"{B}/temporal/entities", {"type": "Camera", "attrs": "streamURL,stillImageURL"}),
+    ):
+        resp = http.get(path, params=params, headers=headers)
+        assert resp.status_code in (200, 404), (path, params, resp.text)
+        out.append(resp.text)
+    return out
+
+
+def query(http: TestClient, q: str, headers: dict[str, str] | None = None) -> list[Any]:
+    resp = http.get(f"{B}/entities", params={"type": "Camera", "q": q}, headers=headers or {})
+    assert resp.status_code == 200, resp.text
+    found: list[Any] = resp.json()
+    return found
+
+
+def wait_for(receiver: Receiver, count: int) -> list[Any]:
+    deadline = time.monotonic() + WAIT_S
+    while len(receiver.on("/camera")) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return [r.json for r in receiver.on("/camera")]
+
+
+def follow(http: TestClient, link: str, role: str = "police") -> Any:
+    parts = urlsplit(link)
+    return http.get(f"{parts.path}?{parts.query}", headers=bearer(role), follow_redirects=False)
+
+
+def grant_links(http: TestClient, cameras: list[str]) -> dict[str, dict[str, str]]:
+    event = http.post("/api/v1/events", json={"service": "112_DISPATCH", "typeCode": "robbery",
+                                              "location": {"lon": POINT[0], "lat": POINT[1]}}, headers=bearer("operator"))
+    assert event.status_code == 201, event.text
+    grant = http.post("/api/v1/grants", json={"agency": "police-112", "event": event.json()["id"], "cameras": cameras},
+                      headers=bearer("operator"))
+    assert grant.status_code == 201, grant.text
+    return {entry["camera"]: entry for entry in grant.json()["links"]}
+
+
+CSV_HEADER = ["관리번호", "관리기관명", "소재지도로명주소", "설치목적구분", "카메라대수", "촬영방면정보", "WGS84위도",
+              "WGS84경도"]
+
+
+def csv_file() -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(CSV_HEADER)
+    writer.writerow(["0001", "서울특별시 구로구청", "서울특별시 구로구 디지털로 300", "생활방범", "2", "북측 방면", "37.4954",
+                     "126.8874"])
+    return out.getvalue().encode("utf-8")
+
+
+def test_urls_of_cameras_registered_through_the_ops_api_never_reach_ngsi_ld(settings: Settings,
+                                                                            receiver: Receiver) -> None:
+    with TestClient(create_app(settings, FakeClock(T0)), base_url="http://127.0.0.1:8000") as http:
+        sub = http.post(f"{B}/subscriptions", json={
+            "type": "Subscription", "entities": [{"type": "Camera"}],
+            "notification": {"endpoint": {"uri": f"{receiver.url}/camera"}}})
+        assert sub.status_code == 201, sub.text
+
+        camera = {"id": "gate-1", "lon": POINT[0], "lat": POINT[1], "cameraType": "FIXED", "heading": 90,
+                  "fieldOfView": 70, "streamURL": STREAM, "stillImageURL": STILL}
+        created = http.post("/api/v1/cameras", json=camera, headers=bearer("admin"))
+        assert created.status_code == 201
+        assert (created.json()["streamURL"], created.json()["stillImageURL"]) == (STREAM, STILL)
+        changed = http.patch("/api/v1/cameras/gate-1", json={"streamURL": STREAM.replace("pw1", "pw3"),
+                                                              "status": "fault"}, headers=bearer("admin"))
+        assert changed.status_code == 200 and changed.json()["streamURL"] == STREAM.replace("pw1", "pw3")
+        imported = http.post("/api/v1/cameras/import", content=csv_file(), params={"prefix": "csv-"},
+                             headers={**bearer("admin"), "Content-Type": "text/csv"})
+        assert imported.status_code == 200 and imported.json()["camerasCreated"] == 2, imported.text
+        url_only = http.patch("/api/v1/cameras/csv-0001-1", json={"streamURL": "rtsp://u:pw3@vms.example/live/c1"},
+                              headers=bearer("admin"))
+        assert url_only.status_code == 200 and url_only.json()["streamURL"] == "rtsp://u:pw3@vms.example/live/c1"
+
+        # Nothing NGSI-LD serves holds a URL: entity, `attrs`, `q`, history ...
+        for entity in ("urn:ngsi-ld:Camera:gate-1", "urn:ngsi-ld:Camera:csv-0001-1", "urn:ngsi-ld:Camera:csv-0001-2"):
+            for text in ngsi_ld_views(http, entity):
+                assert secret_free(text), text
+        stored = http.get(f"{B}/entities/urn:ngsi-ld:Camera:gate-1", params={"options": "keyValues"}).json()
+        assert stored["heading"] == 90 and stored["status"] == "fault"  # the camera itself is there
+        assert "streamURL" not in stored and "stillImageURL" not in stored
+        assert query(http, "streamURL") == [] and query(http, "stillImageURL") == []
+        # ... nor a notification (the create, the patch, the import's batch)
+        notifications = wait_for(receiver, 3)
+        assert len(notifications) >= 3
+        assert {e["id"] for n in notifications for e in n["data"]} == {
+            "urn:ngsi-ld:Camera:gate-1", "urn:ngsi-ld:Camera:csv-0001-1", "urn:ngsi-ld:Camera:csv-0001-2"}
+        assert all(secret_free(r.body.decode()) for r in receiver.on("/camera"))
+
+        # The admin camera API shows the URLs; an operator sees only whether there is a still.
+        admin_view = http.get("/api/v1/cameras/gate-1", headers=bearer("admin")).json()
+        assert (admin_view["streamURL"], admin_view["stillImageURL"]) == (STREAM.replace("pw1", "pw3"), STILL)
+        operator_view = http.get("/api/v1/cameras/gate-1", headers=bearer("operator")).json()
+        assert "streamURL" not in operator_view and operator_view["hasStill"] is True
+        listed = http.get("/api/v1/cameras", params={"limit": "50"}, headers=bearer("admin")).json()["cameras"]
+        assert {c["id"]: c["streamURL"] for c in listed} == {
+            "gate-1": STREAM.replace("pw1", "pw3"), "csv-0001-1": "rtsp://u:pw3@vms.example/live/c1", "csv-0001-2": None}
+
+        # A footage link still redirects to the URL; a camera without one answers 404.
+        links = grant_links(http, ["gate-1", "csv-0001-2"])
+        stream = follow(http, links["gate-1"]["stream"])
+        assert stream.status_code == 307 and stream.headers["location"] == STREAM.replace("pw1", "pw3")
+        still = follow(http, links["gate-1"]["still"])
+        assert still.status_code == 307 and still.headers["location"] == STILL
+        none = follow(http, links["csv-0001-2"]["stream"])
+        assert none.status_code == 404 and "no stream URL" in none.json()["detail"]
+
+        # null removes a URL (the entity is not touched); a re-import replaces a camera, URLs included.
+        removed = http.patch("/api/v1/cameras/gate-1", json={"stillImageURL": None}, headers=bearer("admin"))
+        assert removed.status_code == 200 and removed.json()["stillImageURL"] is None
+        assert removed.json()["streamURL"] == STREAM.replace("pw1", "pw3")
+        assert follow(http, links["gate-1"]["still"]).status_code == 404
+        again = http.post("/api/v1/cameras/import", content=csv_file(), params={"prefix": "csv-"},
+                          headers={**bearer("admin"), "Content-Type": "text/csv"})
+        assert again.status_code == 200 and again.json()["camerasUpdated"] == 2
+        assert http.get("/api/v1/cameras/csv-0001-1", headers=bearer("admin")).json()["streamURL"] is None
+        assert http.delete("/api/v1/cameras/gate-1", headers=bearer("admin")).status_code == 204
+        assert ("urn:ngsi-ld:Camera:gate-1" not in
+                [k for _, k, _ in http.portal.call(http.app.state.ucity.store.list_docs, "camera-access")])
+
+
+def old_camera(camera_id: str, stream: str, still: str | None = None) -> dict[str, Any]:
+    """A Camera entity as the simulator and the registry wrote them before: the URLs as attributes."""
+    entity: dict[str, Any] = {"id": f"urn:ngsi-ld:Camera:{camera_id}", "type": "Camera",
+                              "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": list(POINT)}},
+                              "cameraType": {"type": "Property", "value": "PTZ"},
+                              "streamURL": {"type": "Property", "value": stream}}
+    if still is not None:
+        entity["stillImageURL"] = {"type": "Property", "value": still}
+    return entity
+
+
+def forget_migration(http: TestClient, *tenants: str) -> None:
+    """Make the store look as the previous version left it: no record of this layout's first start."""
+    store = http.app.state.ucity.store
+    for tenant, key in ((GLOBAL, "since"), *((t, "done") for t in tenants)):
+        http.portal.call(store.delete_doc, MIGRATION_KIND, tenant, key)
+
+
+def test_old_camera_entities_have_their_urls_moved_out_history_included(settings: Settings,
+                                                                        receiver: Receiver) -> None:
+    clock = FakeClock(T0)
+    city2 = {"NGSILD-Tenant": "city2"}
+    # The previous version: URLs in the entities (one changed once, one camera deleted since), in two tenants.
+    with TestClient(create_app(settings, clock), base_url="http://127.0.0.1:8000") as http:
+        for entity in (old_camera("old-1", "rtsp://admin:pw1@vms.example/live/1", "https://vms.example/still/1.jpg"),
+                       old_camera("old-2", "rtsp://admin:pw1@vms.example/live/2-first"),
+                       old_camera("old-3", "rtsp://admin:pw1@vms.example/live/3"),
+                       old_camera("bad-4", "javascript:alert(1)")):
+            assert http.post(f"{B}/entities", json=entity).status_code == 201
+        clock.advance(1)
+        assert http.patch(f"{B}/entities/urn:ngsi-ld:Camera:old-2/attrs", json={
+            "streamURL": {"type": "Property", "value": "rtsp://admin:pw1@vms.example/live/2"}}).status_code == 204
+        assert http.delete(f"{B}/entities/urn:ngsi-ld:Camera:old-3").status_code == 204
+        assert http.post(f"{B}/entities", json=old_camera("c2-1", "rtsp://admin:pw1@vms.example/live/c2"),
+                         headers=city2).status_code == 201
+        history = http.get(f"{B}/temporal/entities/urn:ngsi-ld:Camera:old-2", params={"attrs": "streamURL"}).text
+        assert "2-first" in history  # what the previous version left readable, deleted cameras' too
+        assert "live/3" in http.get(f"{B}/temporal/entities/urn:ngsi-ld:Camera:old-3").text
+        forget_migration(http, TENANT, "city2")
+    clock.advance(60)
+
+    # This version's first start: the default tenant is migrated at once.
+    with TestClient(create_app(settings, clock), base_url="http://127.0.0.1:8000") as http:
+        sub = http.post(f"{B}/subscriptions", json={
+            "type": "Subscription", "entities": [{"type": "Camera"}],
+            "notification": {"endpoint": {"uri": f"{receiver.url}/camera"}}})
+        assert sub.status_code == 201, sub.text
+        for entity in ("urn:ngsi-ld:Camera:old-1", "urn:ngsi-ld:Camera:old-2", "urn:ngsi-ld:Camera:old-3",
+                       "urn:ngsi-ld:Camera:bad-4"):
+            for text in ngsi_ld_views(http, entity):
+                assert secret_free(text) and "javascript" not in text, text
+        kept = http.get(f"{B}/entities/urn:ngsi-ld:Camera:old-1", params={"options": "keyValues"}).json()
+        assert kept["cameraType"] == "PTZ" and "streamURL" not in kept
+        admin = http.get("/api/v1/cameras/old-2", headers=bearer("admin")).json()
+        assert admin["streamURL"] == "rtsp://admin:pw1@vms.example/live/2"  # the current value, not the first
+        admin = http.get("/api/v1/cameras/old-1", headers=bearer("admin")).json()
+        assert (admin["streamURL"], admin["stillImageURL"]) == ("rtsp://admin:pw1@vms.example/live/1",
+                                                                "https://vms.example/still/1.jpg")
+        bad = http.get("/api/v1/cameras/bad-4", headers=bearer("admin")).json()
+        assert bad["streamURL"] is None  # not a URL the footage redirect may send anyone to: dropped
+        links = grant_links(http, ["old-1"])
+        stream = follow(http, links["old-1"]["stream"])
+        assert stream.status_code == 307 and stream.headers["location"] == "rtsp://admin:pw1@vms.example/live/1"
+
+        # Another tenant is migrated on its first use by the operations centre.
+        assert "pw1@" in http.get(f"{B}/entities/urn:ngsi-ld:Camera:c2-1", headers=city2).text
+        other = http.get("/api/v1/cameras/c2-1", headers={**bearer("admin"), **city2})
+        assert other.status_code == 200 and other.json()["streamURL"] == "rtsp://admin:pw1@vms.example/live/c2"
+        for text in ngsi_ld_views(http, "urn:ngsi-ld:Camera:c2-1", city2):
+            assert secret_free(text), text
+
+        # The migration's writes were ordinary: no notification carried a URL (there was none to carry).
+        assert all(secret_free(r.body.decode()) for r in receiver.on("/camera"))
+        marks = {(t, k): d for t, k, d in http.portal.call(http.app.state.ucity.store.list_docs, MIGRATION_KIND)}
+        done = marks[(TENANT, "done")]
+        assert (done["moved"], done["stripped"], done["unusable"]) == (2, 3, 1)  # old-1, old-2; bad-4's dropped
+        assert marks[(TENANT, "done")]["historyPurged"] > 0
+
+        # After the upgrade, a streamURL an NGSI-LD client writes is its own data: the footage path ignores it.
+        assert http.post(f"{B}/entities", json=old_camera("new-5", "https://evil.example/phish")).status_code == 201
+        links = grant_links(http, ["new-5"])
+        assert follow(http, links["new-5"]["stream"]).status_code == 404
+    clock.advance(60)
+
+    # Idempotent: the next start moves nothing more (and does not take the client's URL either).
+    with TestClient(create_app(settings, clock), base_url="http://127.0.0.1:8000") as http:
+        forget_done = {(t, k) for t, k, _ in http.portal.call(http.app.state.ucity.store.list_docs, MIGRATION_KIND)}
+        assert (TENANT, "done") in forget_done and (GLOBAL, "since") in forget_done
+        assert http.get("/api/v1/cameras/new-5", headers=bearer("admin")).json()["streamURL"] is None
+        assert http.get("/api/v1/cameras/old-2", headers=bearer("admin")).json()["streamURL"] == \
+            "rtsp://admin:pw1@vms.example/live/2"
+        # a forced re-run over the same data changes nothing and keeps the client's attribute in place
+        center = http.app.state.ucity.ops
+        report = http.portal.call(center.cameras.migrate, TENANT)
+        assert report == {"moved": 0, "stripped": 0, "unusable": 0, "historyPurged": 0}
+        assert "evil.example" in http.get(f"{B}/entities/urn:ngsi-ld:Camera:new-5").text
