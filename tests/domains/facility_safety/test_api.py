@@ -3,6 +3,7 @@ the district summary, CSV exports, per-facility thresholds; and the domain hooks
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -158,3 +159,65 @@ def test_domains_are_loaded_by_name_and_only_when_enabled(tmp_path: Path) -> Non
         Ucity(domain_settings(tmp_path / "y", grade={"window_days": -1}))
     with pytest.raises(ValueError, match="not a package name"):
         load_settings(domains={"enabled": ["../etc"]})
+
+
+def test_dates_of_completed_inspections_and_the_year_built_cannot_lie_in_the_future(client: TestClient) -> None:
+    """QA finding 11: a typo such as 2099 must not set the legal grade nor make an overdue facility look fine."""
+    for wrong in ({"legalSafetyGradeDate": "2099-01-01"}, {"lastInspections": {"periodic": "2026-03-03"}},
+                  {"yearBuilt": 2027}):
+        refused = client.post(f"{API}/facilities", json=facility_body(**wrong))
+        assert refused.status_code == 400, wrong
+        detail = refused.json()["detail"]
+        assert " / " in detail and re.search("[가-힣]", detail.split(" / ")[0]), detail  # Korean / English
+    register(client)
+    inspections = f"{API}/facilities/{FACILITY}/inspections"
+    future = {"kind": "periodic", "completedOn": "2099-01-01", "grade": "A", "inspector": "x"}
+    refused = client.post(inspections, json=future, headers=ACTOR)
+    assert refused.status_code == 400
+    assert refused.json()["detail"] == ("오늘(2026-03-02, 한국 시간) 이후의 날짜는 받을 수 없음: completedOn 2099-01-01 / "
+                                        "a date after today (2026-03-02, Asia/Seoul) is refused: completedOn 2099-01-01")
+    assert client.post(inspections, json={**future, "completedOn": "2026-03-03"}, headers=ACTOR).status_code == 400
+    facility = client.get(f"{API}/facilities/{FACILITY}").json()
+    assert (facility["legalSafetyGrade"], facility["legalSafetyGradeDate"]) == ("B", "2023-01-10")
+    periodic = next(i for i in facility["inspections"] if i["kind"] == "periodic")
+    assert periodic["status"] == "overdue"
+    assert client.get(f"{API}/facilities/{FACILITY}/inspections").json()["records"] == []
+    # today (Asia/Seoul) is a valid completion date
+    assert client.post(inspections, json={**future, "completedOn": "2026-03-02"}, headers=ACTOR).status_code == 201
+
+    # a task completed with a future official inspection is refused as a whole: the task stays in progress
+    task = client.post(f"{API}/tasks", json={"facility": FACILITY, "kind": "manual"}, headers=ACTOR).json()
+    client.post(f"{API}/tasks/{task['id']}/start", headers=ACTOR)
+    result = {"summary": "점검 완료", "condition": "normal", "inspector": "inspector-lee",
+              "inspection": {"kind": "precise", "completedOn": "2099-02-27", "grade": "A"}}
+    assert client.post(f"{API}/tasks/{task['id']}/complete", json=result, headers=ACTOR).status_code == 400
+    assert client.get(f"{API}/tasks/{task['id']}").json()["status"] == "in-progress"
+    result["inspection"]["completedOn"] = "2026-02-27"
+    assert client.post(f"{API}/tasks/{task['id']}/complete", json=result, headers=ACTOR).status_code == 200
+
+
+def test_today_is_the_date_in_seoul(tmp_path: Path) -> None:
+    late_evening_utc = datetime(2026, 3, 1, 20, 0, tzinfo=UTC)  # 2026-03-02 05:00 KST
+    with TestClient(create_app(domain_settings(tmp_path), clock=FakeClock(late_evening_utc)),
+                    base_url="http://127.0.0.1:8000") as c:
+        register(c)
+        body = {"kind": "periodic", "completedOn": "2026-03-02", "grade": "B", "inspector": "x"}
+        assert c.post(f"{API}/facilities/{FACILITY}/inspections", json=body, headers=ACTOR).status_code == 201
+        body["completedOn"] = "2026-03-03"
+        assert c.post(f"{API}/facilities/{FACILITY}/inspections", json=body, headers=ACTOR).status_code == 400
+
+
+def test_a_refused_task_move_says_what_was_refused(client: TestClient) -> None:
+    """QA finding C2: the 409 names the move in both languages."""
+    register(client)
+    task = client.post(f"{API}/tasks", json={"facility": FACILITY, "kind": "manual"}, headers=ACTOR).json()
+    client.post(f"{API}/tasks/{task['id']}/start", headers=ACTOR)
+    again = client.post(f"{API}/tasks/{task['id']}/start", headers=ACTOR)
+    assert again.status_code == 409
+    assert again.json()["detail"] == "진행 중인 작업은 시작할 수 없음 / cannot start a task that is in-progress"
+    done = {"summary": "이상 없음", "condition": "normal", "inspector": "inspector-lee"}
+    assert client.post(f"{API}/tasks/{task['id']}/complete", json=done, headers=ACTOR).status_code == 200
+    twice = client.post(f"{API}/tasks/{task['id']}/complete", json=done, headers=ACTOR)
+    assert twice.json()["detail"] == "완료된 작업은 완료할 수 없음 / cannot complete a task that is completed"
+    cancel = client.post(f"{API}/tasks/{task['id']}/cancel", headers=ACTOR)
+    assert cancel.json()["detail"] == "완료된 작업은 취소할 수 없음 / cannot cancel a task that is completed"

@@ -19,7 +19,6 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
-from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ValidationError
 
@@ -122,7 +121,7 @@ class FacilitySafetyApi:
         return facility
 
     def _today(self) -> date:
-        return self.s.clock.now().astimezone(ZoneInfo(self.s.cfg.grade.timezone)).date()
+        return self.s.today()
 
     # -- facilities ---------------------------------------------------------------------------------------------
     async def list_facilities(self, req: Req) -> Resp:
@@ -149,18 +148,20 @@ class FacilitySafetyApi:
         body = _model(req, FacilityIn)
         if body.structure_class is not None and body.structure_class not in self.s.cfg.classes:
             raise bad("알 수 없는 구조 등급", f"structureClass must be one of {', '.join(self.s.cfg.classes)}")
+        # dates of inspections already done, and the year of construction, cannot lie in the future
+        self.s.refuse_future({"legalSafetyGradeDate": body.legal_grade_date,
+                              **{f"lastInspections.{k}": d for k, d in body.last_inspections.items()}})
+        if body.year_built is not None and body.year_built > self._today().year:
+            raise bad(f"준공연도 {body.year_built}년은 올해({self._today().year}년) 이후임",
+                      f"yearBuilt {body.year_built} is after the current year ({self._today().year})")
         existed = self.s.registry.facility(tenant, body.id) is not None
-        outcome = (await self.s.store.mutate(tenant, [Mutation(body.id, merge_op(_building(body), True))],
-                                             Context(actor="facility-safety-api")))[0]
+        outcome = (await self.s.registry.write(self.s.store, tenant,
+                                               [Mutation(body.id, merge_op(_building(body), True))],
+                                               Context(actor="facility-safety-api")))[0]
         if isinstance(outcome, Exception):
             raise outcome
         assert outcome.doc is not None
         facility = facility_from_doc(tenant, outcome.doc)
-        old = self.s.registry.facility(tenant, body.id)
-        if old is not None:
-            facility.data_grade, facility.data_score = old.data_grade, old.data_score
-            facility.data_grade_at, facility.emergency_recommended = old.data_grade_at, old.emergency_recommended
-        self.s.registry.put_facility(facility)
         return Resp(status=200 if existed else 201, body=facility.to_wire(),
                     headers={} if existed else {"Location": f"{BASE}/facilities/{body.id}"})
 
@@ -402,6 +403,8 @@ class FacilitySafetyApi:
         task, actor = self._task(req), _actor(req)
         result = _model(req, TaskResultIn)
         facility = self.s.registry.facility(task.tenant, task.facility)
+        if result.inspection is not None:  # refused before the task moves, so a 400 leaves it as it was
+            self.s.refuse_future({"inspection.completedOn": result.inspection.completed_on})
         now = to_iso(self.s.clock.now())
         task.move(ACTIVE, COMPLETED, now, "completed", actor, condition=result.condition)
         task.result = {**result.model_dump(mode="json", by_alias=True, exclude={"inspection"}), "completedAt": now}

@@ -3,7 +3,10 @@
 The result is written on the facility's `Building` entity with the computation time as
 `observedAt`, so the temporal API keeps its history: `dataSafetyGrade`, `dataSafetyScore`,
 `emergencyInspectionRecommended` and the whole explanation as the JsonProperty
-`dataSafetyGradeExplanation`. The legal grade (`legalSafetyGrade`) is never written here.
+`dataSafetyGradeExplanation`; a computation without a grade (no scored sensor) removes the current
+`dataSafetyGrade` and `dataSafetyScore` (their history stays). The write goes through
+`Registry.write`, so the facility lists, summary and exports read the committed result at once. The
+legal grade (`legalSafetyGrade`) is never written here.
 
 The same pass writes SHM-R2's crack growth rate (`crackOpeningRate`, mm per 30 days, the Theil–Sen
 slope of the compensated crack) on each crack sensor that has a thermal model; the rule
@@ -68,23 +71,26 @@ class Grader:
 
     async def _record(self, facility: Facility, result: dict[str, Any], rates: dict[str, dict[str, Any]],
                       now: datetime) -> None:
+        """Write the result on the facility's entity; the registry's record of it follows from the committed
+        document (Registry.write), so the API's lists, summary and exports show what the entity says."""
         at = to_iso(now)
         items: list[tuple[str, dict[str, Any]]] = []
+        drops: list[tuple[str, str | None]] = []
         if result["grade"] is not None:
             items += [(iri("dataSafetyGrade"), {"type": "Property", "value": result["grade"], "observedAt": at}),
                       (iri("dataSafetyScore"), {"type": "Property", "value": result["score"], "observedAt": at})]
+        else:  # no grade now (no scored sensor): an older grade must not stand for the current one
+            drops += [(iri("dataSafetyGrade"), None), (iri("dataSafetyScore"), None)]
         items += [(iri("dataSafetyGradeExplanation"), {"type": "JsonProperty", "json": result, "observedAt": at}),
                   (iri("emergencyInspectionRecommended"),
                    {"type": "Property", "value": result["emergency"]["recommended"], "observedAt": at})]
-        mutations = [Mutation(facility.id, write_op(items))]
+        mutations = [Mutation(facility.id, write_op(items, drops))]
         for sensor_id, rate in rates.items():
             mutations.append(Mutation(sensor_id, write_op([(iri(CRACK_RATE_ATTR), _rate_instance(rate, at))])))
-        outcomes = await self.store.mutate(facility.tenant, mutations, Context(actor=ACTOR))
+        outcomes = await self.registry.write(self.store, facility.tenant, mutations, Context(actor=ACTOR))
         for outcome in outcomes:
             if isinstance(outcome, Exception):
                 raise outcome
-        facility.data_grade, facility.data_score = result["grade"], result["score"]
-        facility.data_grade_at, facility.emergency_recommended = at, bool(result["emergency"]["recommended"])
 
     # -- one sensor --------------------------------------------------------------------------------------------
     async def sensor_evidence(self, sensor: Sensor, start: datetime, now: datetime

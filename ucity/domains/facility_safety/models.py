@@ -181,7 +181,8 @@ def facility_from_doc(tenant: str, doc: Doc) -> Facility:
     address = value(doc, "address")
     year = value(doc, "yearBuilt")
     score = value(doc, "dataSafetyScore")
-    grade_instance = default_instance(doc, "dataSafetyGrade")
+    # when it was last computed: a computation without a grade (no scored sensor) writes only the explanation
+    grade_instance = default_instance(doc, "dataSafetyGrade") or default_instance(doc, "dataSafetyGradeExplanation")
     return Facility(
         tenant=tenant, id=doc["id"], name=str(value(doc, "name") or ""), facility_type=facility_type_of(doc),
         facility_class=facility_class_of(doc), structure_class=_text(value(doc, "structureClass")),

@@ -1,22 +1,27 @@
 """The facilities and sensors of every tenant, in memory, kept in step with the store.
 
 Loaded from the stored entities at start (per known tenant) and updated from every committed
-change, so the domain never scans the store on the hot path. What the entities say about
-themselves (name, type, member, facility) is taken from each change; what the domain computes
-(thermal models, stuck flags, the data grade) is kept from memory, because a change published
-after the domain's own write may carry an older copy of it.
+change, so the domain never scans the store on the hot path.
+
+A facility's record is made from its committed document alone (legal grade, inspections, and the
+data grade the domain writes on it): the registry, the entity and a restart agree. The domain's own
+facility writes go through `Registry.write`, which takes the committed document in at once and
+keeps the changes committed before it, still waiting to be published, from overwriting it.
+
+A sensor's record keeps what the domain computes (thermal models, stuck flags) in memory, because a
+change published after the domain's own write may carry an older copy of it; what the entity says
+about itself (name, type, member, facility) is taken from each change, on the same object.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
 
-from ucity.core.bus import EntityChange
+from ucity.core.bus import Context, EntityChange
 from ucity.domains.facility_safety.config import FacilitySafetyConfig
 from ucity.domains.facility_safety.models import Facility, Sensor, facility_from_doc, iri, is_facility, sensor_from_doc
 from ucity.domains.facility_safety.rules import ASSESSED
-from ucity.store.base import Doc, EntityQuery, Store, TypeExpr
+from ucity.store.base import Doc, EntityQuery, Mutation, Outcome, Store, TypeExpr
 
 PAGE = 1000
 
@@ -30,6 +35,10 @@ class Registry:
         self._facilities: dict[tuple[str, str], Facility] = {}
         self._sensors: dict[tuple[str, str], Sensor] = {}
         self.tenants: set[str] = set()
+        # The domain's own facility writes (`write`): a committed document taken in before its change was
+        # published, and the facility documents published while a write is in flight.
+        self._ahead: dict[tuple[str, str], Doc] = {}
+        self._watchers: dict[tuple[str, str], list[list[Doc | None]]] = {}
 
     # -- loading ------------------------------------------------------------------------------------------------
     async def load(self, store: Store, tenant: str) -> None:
@@ -55,6 +64,8 @@ class Registry:
         """Take in one committed change; the sensor it concerns, if it is one."""
         types = change.types
         key = (change.tenant, change.entity_id)
+        if self.facility_type in types and not self._in_order(key, change.after):
+            return None  # committed before the domain's own write of this facility, which is held already
         if change.after is None:
             self._facilities.pop(key, None)
             self._sensors.pop(key, None)
@@ -65,16 +76,58 @@ class Registry:
             return self._put_sensor(change.tenant, change.after)
         return None
 
+    def _in_order(self, key: tuple[str, str], doc: Doc | None) -> bool:
+        """Whether a published facility document is newer than the one held (see `write`)."""
+        for seen in self._watchers.get(key, ()):
+            seen.append(doc)
+        ahead = self._ahead.get(key)
+        if ahead is None:
+            return True
+        if doc is ahead or doc == ahead:  # the domain's own write, published: from now on changes are newer
+            del self._ahead[key]
+            return True
+        return False
+
+    async def write(self, store: Store, tenant: str, mutations: list[Mutation], context: Context
+                    ) -> list[Outcome | Exception]:
+        """The domain's own write of facilities (and other entities): committed, then at once in the registry.
+
+        A facility's record is made from its committed document only, so the registry, the entity and a
+        restart agree. Taking the outcome in now (an API reading it right after the write sees it) must not
+        let the changes still queued for publication overwrite it: published in commit order, those older
+        than this write come first. So the registry watches the facility's published documents while the
+        write is in flight. If this write's own document was among them, it is in and the registry is as new
+        or newer. Otherwise it is taken in now, and published documents of the facility are passed over
+        until its own arrives.
+        """
+        keys = {(tenant, m.entity_id) for m in mutations}
+        seen: dict[tuple[str, str], list[Doc | None]] = {k: [] for k in keys}
+        for key in keys:
+            self._watchers.setdefault(key, []).append(seen[key])
+        try:
+            outcomes = await store.mutate(tenant, mutations, context)
+        finally:
+            for key in keys:
+                rest = [w for w in self._watchers[key] if w is not seen[key]]
+                if rest:
+                    self._watchers[key] = rest
+                else:
+                    del self._watchers[key]
+        for mutation, outcome in zip(mutations, outcomes, strict=True):
+            if isinstance(outcome, Exception) or not outcome.changed or outcome.doc is None:
+                continue
+            doc, key = outcome.doc, (tenant, mutation.entity_id)
+            if self.facility_type not in doc.get("type", ()) or any(d is doc or d == doc for d in seen[key]):
+                continue
+            self._ahead[key] = doc
+            self._put_facility(tenant, doc)  # a new tenant is adopted when the change is published (service)
+        return outcomes
+
     def _put_facility(self, tenant: str, doc: Doc) -> None:
         key = (tenant, doc["id"])
         if not is_facility(doc) and key not in self._facilities:
             return
-        fresh = facility_from_doc(tenant, doc)
-        old = self._facilities.get(key)
-        if old is not None:  # the domain's own results are newest in memory
-            fresh = replace(fresh, data_grade=old.data_grade, data_score=old.data_score,
-                            data_grade_at=old.data_grade_at, emergency_recommended=old.emergency_recommended)
-        self._facilities[key] = fresh
+        self._facilities[key] = facility_from_doc(tenant, doc)
 
     def _put_sensor(self, tenant: str, doc: Doc) -> Sensor:
         key = (tenant, doc["id"])
@@ -91,10 +144,6 @@ class Registry:
     # -- reading ------------------------------------------------------------------------------------------------
     def facility(self, tenant: str, facility_id: str | None) -> Facility | None:
         return self._facilities.get((tenant, facility_id)) if facility_id else None
-
-    def put_facility(self, facility: Facility) -> None:
-        self._facilities[(facility.tenant, facility.id)] = facility
-        self.tenants.add(facility.tenant)
 
     def put_sensor_doc(self, tenant: str, doc: Doc) -> Sensor:
         """Take in a sensor the domain itself just wrote (its change arrives later on the bus)."""

@@ -24,7 +24,7 @@ import hashlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 from ucity.core.bus import Context, EntitiesChanged
 from ucity.core.clock import TimerHandle, parse_iso, to_iso
 from ucity.core.errors import NotFound
+from ucity.core.params import bad
 from ucity.core.platform import Platform
 from ucity.domains.facility_safety import evidence
 from ucity.domains.facility_safety.assess import Reading, assess, assessed_attr, instance, neutral, readings_of, write_op
@@ -482,9 +483,27 @@ class FacilitySafety:
         return False
 
     # -- official inspections (§2.2) -------------------------------------------------------------------------------
+    def today(self) -> date:
+        """Today in the domain's time zone (Asia/Seoul) on the platform clock: the schedule's today."""
+        return self.clock.now().astimezone(ZoneInfo(self.cfg.grade.timezone)).date()
+
+    def refuse_future(self, days: dict[str, date | None]) -> None:
+        """400 for a date after today where only a past event can be meant (an inspection's completion).
+
+        A typo such as 2099 for 2019 would otherwise set the legal grade and make an overdue facility's
+        schedule look fine for decades.
+        """
+        today = self.today()
+        late = [f"{name} {day.isoformat()}" for name, day in days.items() if day is not None and day > today]
+        if late:
+            listed = ", ".join(late)
+            raise bad(f"오늘({today.isoformat()}, 한국 시간) 이후의 날짜는 받을 수 없음: {listed}",
+                      f"a date after today ({today.isoformat()}, Asia/Seoul) is refused: {listed}")
+
     async def record_inspection(self, facility: Facility, body: InspectionIn, actor: str,
                                 task_id: str | None) -> Facility:
         """Record a completed official inspection: its date for the schedule, the legal grade it set, a record."""
+        self.refuse_future({"completedOn": body.completed_on})
         day = body.completed_on.isoformat()
         attrs: dict[str, Any] = {}
         if body.kind in LAST_INSPECTION_ATTR:
@@ -494,16 +513,12 @@ class FacilitySafety:
             attrs[iri("legalSafetyGradeDate")] = [prop(day)]
         ctx = Context(actor=actor)
         if attrs:
-            outcome = (await self.store.mutate(facility.tenant, [Mutation(facility.id, merge_op({"attrs": attrs}))],
-                                               ctx))[0]
+            outcome = (await self.registry.write(self.store, facility.tenant,
+                                                 [Mutation(facility.id, merge_op({"attrs": attrs}))], ctx))[0]
             if isinstance(outcome, Exception):
                 raise outcome
             assert outcome.doc is not None
-            fresh = facility_from_doc(facility.tenant, outcome.doc)
-            fresh.data_grade, fresh.data_score = facility.data_grade, facility.data_score
-            fresh.data_grade_at, fresh.emergency_recommended = facility.data_grade_at, facility.emergency_recommended
-            self.registry.put_facility(fresh)
-            facility = fresh
+            facility = facility_from_doc(facility.tenant, outcome.doc)
         record = {**body.model_dump(mode="json", by_alias=True), "recordedBy": actor, "recordedAt":
                   to_iso(self.clock.now()), "task": task_id}
         inst = {"type": "Property", "value": record, "observedAt": f"{day}T00:00:00.000000Z",

@@ -29,6 +29,17 @@ TITLES = {
 }
 
 
+# The history's action (past tense) -> the verb in Korean and English, for the 409 of a refused move.
+VERBS = {"started": ("시작", "start"), "completed": ("완료", "complete"), "cancelled": ("취소", "cancel")}
+STATUS_KO = {OPEN: "열린", IN_PROGRESS: "진행 중인", COMPLETED: "완료된", CANCELLED: "취소된"}
+
+
+def refusal(action: str, status: str) -> str:
+    """The detail of a refused move, e.g. "완료된 작업은 완료할 수 없음 / cannot complete a task that is completed"."""
+    ko, en = VERBS.get(action, (action, action))
+    return f"{STATUS_KO.get(status, status)} 작업은 {ko}할 수 없음 / cannot {en} a task that is {status}"
+
+
 class InvalidMove(UcityError):
     status = 409
     type_uri = "urn:ucity:errors:InvalidTransition"
@@ -70,7 +81,7 @@ class Task:
 
     def move(self, allowed: tuple[str, ...], to: str, at: str, action: str, actor: str, **detail: Any) -> None:
         if self.status not in allowed:
-            raise InvalidMove(f"작업 상태 {self.status}에서 {action} 불가 / cannot {action} a task that is {self.status}")
+            raise InvalidMove(refusal(action, self.status))
         self.status = to
         if to in (COMPLETED, CANCELLED):
             self.closed_at = at
