@@ -82,8 +82,10 @@ def test_a_field_task_closes_the_loop_with_photos_and_an_official_inspection(cli
     task = created.json()
     assert client.post(f"{API}/tasks", json={"facility": FACILITY, "kind": "field-check"},
                        headers=ACTOR).status_code == 409
-    started = client.post(f"{API}/tasks/{task['id']}/start", json={"assignee": "inspector-lee"}, headers=ACTOR)
+    started = client.post(f"{API}/tasks/{task['id']}/start", json={"assignee": "inspector-lee"},
+                          headers={"X-Ucity-Actor": "%EA%B9%80%EC%A0%90%EA%B2%80"})  # 김점검, percent-encoded
     assert started.json()["status"] == "in-progress" and started.json()["assignee"] == "inspector-lee"
+    assert started.json()["history"][-1]["actor"] == "김점검"  # stored as typed, not as the escapes
     assert client.post(f"{API}/tasks/{task['id']}/start", headers=ACTOR).status_code == 409
 
     photos = f"{API}/tasks/{task['id']}/photos"

@@ -27,7 +27,7 @@ from ucity.core.bus import Context
 from ucity.core.clock import from_micros, to_iso, to_micros
 from ucity.core.errors import AlreadyExists, NotFound, UcityError
 from ucity.core.http import ApiRoute, Req, Resp
-from ucity.core.params import bad, int_param, json_body, time_param
+from ucity.core.params import actor_header, bad, int_param, json_body, time_param
 from ucity.domains.facility_safety import evidence
 from ucity.domains.facility_safety.config import LadderSet
 from ucity.domains.facility_safety.grade import UNITS
@@ -57,7 +57,6 @@ if TYPE_CHECKING:
     from ucity.domains.facility_safety.service import FacilitySafety
 
 BASE = "/api/v1/facility-safety"
-ACTOR_HEADER = "x-ucity-actor"
 ACTIVE_ALARM_STATUSES = tuple(s for s in STATUSES if s.startswith("active"))
 SDM_CATEGORY = {"bridge": "bridge", "footbridge": "bridge", "retainingWall": "civic", "school": "school",
                 "daycareCenter": "kindergarten", "pumpStation": "service", "apartment": "apartments",
@@ -93,10 +92,7 @@ def _period(req: Req, default_s: int) -> int:
 
 
 def _actor(req: Req) -> str:
-    actor = (req.header(ACTOR_HEADER) or "").strip()
-    if not actor or len(actor) > 200:
-        raise bad("X-Ucity-Actor 헤더가 필요합니다", "the X-Ucity-Actor header names who acts")
-    return actor
+    return actor_header(req)  # percent-encoded or raw UTF-8 (a Korean engineer's name), at most 200 characters
 
 
 def _prop(value: Any, **extra: Any) -> list[dict[str, Any]]:
