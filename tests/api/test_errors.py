@@ -181,3 +181,13 @@ def test_problem_details_media_type(client: TestClient, method: str, path: str, 
     assert response.headers["content-type"] == media_type
     body = response.json()
     assert body["status"] == status and body["type"] and body["title"]
+
+
+@pytest.mark.parametrize("path", ["/api/v1/notifiers", "/api/v1/recipients"])
+def test_a_body_that_is_not_json_is_415_on_the_platform_apis(client: TestClient, path: str) -> None:
+    # As /ngsi-ld and /iot answer; before, /api/v1 parsed any declared media type as JSON (QA finding 14).
+    headers = {"X-Ucity-Actor": "kim", "Content-Type": "text/plain"}
+    response = client.post(path, content=b'{"id": "x", "type": "webhook"}', headers=headers)
+    assert response.status_code == 415, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["type"] == "https://uri.etsi.org/ngsi-ld/errors/UnsupportedMediaType"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ucity.core.errors import BadRequest, InvalidRequest
+from ucity.core.errors import BadRequest, InvalidRequest, UnsupportedMediaType
 from ucity.core.http import Req
 from ucity.core.params import (
     actor_header,
@@ -38,10 +38,14 @@ def test_json_body() -> None:
     assert json_body(req(b"[1, 2]")) == [1, 2]
     with pytest.raises(InvalidRequest, match="malformed JSON"):
         json_body(req(b"{nope"))
-    assert json_body(req(b'{"a": 1}', "application/json; charset=utf-8"), json_only=True) == {"a": 1}
-    assert json_body(req(b'{"a": 1}', "text/plain")) == {"a": 1}  # only checked when asked
-    with pytest.raises(BadRequest, match="application/json"):
-        json_body(req(b'{"a": 1}', "text/plain"), json_only=True)
+    assert json_body(req(b'{"a": 1}', "application/json; charset=utf-8")) == {"a": 1}
+    assert json_body(req(b'{"a": 1}', "application/merge-patch+json")) == {"a": 1}
+    for media_type in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"):
+        with pytest.raises(UnsupportedMediaType, match="must be application/json"):  # 415, as /ngsi-ld and /iot
+            json_body(req(b'{"a": 1}', media_type))
+        with pytest.raises(UnsupportedMediaType):
+            json_object(req(b'{"a": 1}', media_type))
+    assert json_body(req(b'{"a": 1}', "text/plain"), json_only=False) == {"a": 1}  # a handler that checks itself
 
 
 def test_json_object() -> None:

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 import orjson
 
 from ucity.core.clock import parse_iso, to_micros
-from ucity.core.errors import BadRequest, InvalidRequest
+from ucity.core.errors import BadRequest, InvalidRequest, UnsupportedMediaType
 from ucity.core.http import Req
 
 _INTEGER = re.compile(r"[+-]?[0-9]{1,18}")
@@ -28,12 +28,16 @@ def bad(ko: str, en: str) -> BadRequest:
     return BadRequest(f"{ko} / {en}")
 
 
-def json_body(req: Req, *, json_only: bool = False) -> Any:
-    """The body as JSON ({} when empty). `json_only`: refuse a declared media type other than JSON."""
+def json_body(req: Req, *, json_only: bool = True) -> Any:
+    """The body as JSON ({} when empty). A declared media type other than JSON (`application/json` or a
+    `+json` type) is a 415, as the NGSI-LD and IoT Agent endpoints answer; no Content-Type is taken as
+    JSON. `json_only=False` skips that check (a handler that reads other media types itself)."""
     if not req.body:
         return {}
-    if json_only and (req.header("content-type") or "").split(";")[0].strip().lower() not in ("application/json", ""):
-        raise bad("JSON 본문이 필요합니다", "the body must be application/json")
+    if json_only:
+        declared = (req.header("content-type") or "").split(";")[0].strip().lower()
+        if declared and declared != "application/json" and not declared.endswith("+json"):
+            raise UnsupportedMediaType(f"JSON 본문이 필요합니다 / the body must be application/json, not {declared}")
     try:
         return orjson.loads(req.body)
     except orjson.JSONDecodeError as exc:

@@ -67,7 +67,7 @@ M = TypeVar("M", bound=BaseModel)
 
 def _model(req: Req, model: type[M]) -> M:
     try:
-        return model.model_validate(json_body(req, json_only=True))
+        return model.model_validate(json_body(req))
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
         raise bad("잘못된 값", f"invalid value: {problems}") from exc
@@ -388,7 +388,7 @@ class FacilitySafetyApi:
 
     async def start_task(self, req: Req) -> Resp:
         task, actor = self._task(req), _actor(req)
-        body = json_body(req, json_only=True)
+        body = json_body(req)
         assignee = body.get("assignee") if isinstance(body, dict) else None
         task.move((OPEN,), IN_PROGRESS, to_iso(self.s.clock.now()), "started", actor, assignee=assignee or actor)
         task.assignee = str(assignee or actor)
@@ -412,7 +412,7 @@ class FacilitySafetyApi:
 
     async def cancel_task(self, req: Req) -> Resp:
         task, actor = self._task(req), _actor(req)
-        body = json_body(req, json_only=True)
+        body = json_body(req)
         reason = body.get("reason", "") if isinstance(body, dict) else ""
         task.move(ACTIVE, CANCELLED, to_iso(self.s.clock.now()), "cancelled", actor, reason=str(reason)[:2000])
         await self.s.tasks.save(task)
