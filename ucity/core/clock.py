@@ -3,6 +3,12 @@
 `SystemClock` is the real one. `FakeClock` starts at a given instant and only moves when a test
 calls `advance`; timers scheduled with `call_at` fire during `advance`, in time order, so
 time-dependent logic (inactivity, escalation, throttling) is tested without sleeping.
+
+Date-times from input go through `parse_iso`, which refuses (ValueError, which the APIs answer with
+400 and ingest counts as `invalid-time`) instants outside MIN_INSTANT..MAX_INSTANT in UTC, years
+0002 to 9998: `datetime` ends at years 1 and 9999, and a value at its edge (9999-12-31T23:59:59Z,
+or 0001-01-01T00:00:00+09:00, in year 0 in UTC) made later arithmetic raise OverflowError, once at
+every start (ingest health). What the platform stored itself is read back with `parse_iso_clamped`.
 """
 
 from __future__ import annotations
@@ -83,19 +89,67 @@ class FakeClock:
 def to_iso(instant: datetime) -> str:
     """UTC ISO 8601 with microseconds and Z: the one wire and storage format of ucity."""
     utc = instant.astimezone(UTC)
-    if utc.year >= 1000:  # isoformat is twice as fast as strftime; it pads years below 1000, strftime does not
+    if utc.year >= 1000:  # isoformat is twice as fast as strftime
         return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Four digits, as ISO 8601 and `parse_iso` need (strftime's %Y does not pad): stored times then sort as text.
+    return f"{utc.year:04d}" + utc.strftime("-%m-%dT%H:%M:%S.%fZ")
+
+
+# The instants ucity takes from input (UTC): a year of headroom inside what `datetime` holds (years 1-9999), so
+# that the arithmetic done on them (health deadlines, rule dwell times, windows a few days back, a local
+# date one day before) cannot overflow. Nothing a city records is near either end; docs/devices.md.
+MIN_INSTANT = datetime(2, 1, 1, tzinfo=UTC)
+MAX_INSTANT = datetime(9998, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+RANGE_TEXT = "0002-01-01T00:00:00Z to 9998-12-31T23:59:59.999999Z"
 
 
 def parse_iso(text: str) -> datetime:
-    """Parse an ISO 8601 date-time; naive values are taken as UTC."""
+    """Parse an ISO 8601 date-time; naive values are taken as UTC. ValueError (as for text that is no date-time)
+    for an instant outside MIN_INSTANT..MAX_INSTANT in UTC: e.g. 0001-01-01T00:00:00+09:00, which is in year 0
+    in UTC, or 9999-12-31T23:59:59Z, which leaves no room for arithmetic. The offset as given is kept."""
     value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not value.tzinfo:
+        value = value.replace(tzinfo=UTC)
+    if not 2 < value.year < 9998:  # (an offset is under a day: years 3-9997 are inside whatever it is)
+        check_instant(value, text)
+    return value
+
+
+def check_instant(value: datetime, text: object = None) -> datetime:
+    """`value` (aware) if it lies within MIN_INSTANT..MAX_INSTANT, else ValueError("date-time ... out of range")."""
+    try:
+        inside = MIN_INSTANT <= value.astimezone(UTC) <= MAX_INSTANT
+    except OverflowError:  # beyond year 1-9999 once converted to UTC
+        inside = False
+    if not inside:
+        shown = text if text is not None else value.isoformat()
+        raise ValueError(f"date-time {shown!r} out of range: ucity takes {RANGE_TEXT}")
+    return value
+
+
+def parse_iso_clamped(text: str) -> datetime:
+    """An ISO 8601 date-time moved into MIN_INSTANT..MAX_INSTANT instead of refused (ValueError only for text
+    that is no date-time). For what the platform stored itself, since data written before the range was
+    enforced (e.g. an observedAt of 9999-12-31T23:59:59Z) must not stop a restart; and for query bounds,
+    where a bound beyond the range selects the same as the range's end."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    return clamp_instant(value if value.tzinfo else value.replace(tzinfo=UTC))
+
+
+def clamp_instant(value: datetime) -> datetime:
+    """`value` (aware) moved into MIN_INSTANT..MAX_INSTANT: for query bounds, where an instant beyond the range
+    means "everything stored" (no stored time lies outside it), not an error."""
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        return MIN_INSTANT if value.year < 5000 else MAX_INSTANT
+    return MIN_INSTANT if utc < MIN_INSTANT else MAX_INSTANT if utc > MAX_INSTANT else value
 
 
 def to_micros(instant: datetime) -> int:
-    return int((instant - _EPOCH) / timedelta(microseconds=1))
+    # Integer division: exact at any year (a float quotient is off by a microsecond or more beyond 2^53 µs,
+    # about years before 1685 and after 2255), and so equal to what iso_micros gives for the same time.
+    return (instant - _EPOCH) // _MICROSECOND
 
 
 def from_micros(micros: int) -> datetime:
@@ -105,14 +159,19 @@ def from_micros(micros: int) -> datetime:
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EPOCH_NAIVE = datetime(1970, 1, 1)
 _MICROSECOND = timedelta(microseconds=1)
+_MIN_MICROS = to_micros(MIN_INSTANT)
+_MAX_MICROS = to_micros(MAX_INSTANT)
 
 
 def iso_micros(text: str) -> int:
-    """`to_micros(parse_iso(text))`, with a fast path for the form the platform writes (`to_iso`:
-    `...SS.ffffffZ`): every history row and every alarm save converts such times."""
+    """`to_micros(parse_iso(text))` (ValueError out of range, as parse_iso), with a fast path for the form the
+    platform writes (`to_iso`: `...SS.ffffffZ`): every history row and every alarm save converts such times."""
     if len(text) == 27 and text[-1] == "Z":
         try:
-            return (datetime.fromisoformat(text[:-1]) - _EPOCH_NAIVE) // _MICROSECOND
+            micros = (datetime.fromisoformat(text[:-1]) - _EPOCH_NAIVE) // _MICROSECOND
         except ValueError:
             pass
+        else:
+            if _MIN_MICROS <= micros <= _MAX_MICROS:
+                return micros
     return to_micros(parse_iso(text))

@@ -109,6 +109,9 @@ class IngestSettings(_Section):
     offline_after_intervals: int = Field(3, ge=1, description="silent for this many intervals -> offline")
     reject_log_interval_s: float = Field(300.0, gt=0, description="log rejected measures once per device per interval")
     max_batch: int = Field(500, ge=1, description="most MQTT messages committed in one store call")
+    max_future_s: float = Field(86400.0, gt=0, le=3.2e9, description="a measure time (TimeInstant / observedAt) "
+                                "more than this ahead of the platform clock is rejected as invalid-time (the "
+                                "fields kept with the receive time); ucity's choice, not a FIWARE value")
 
 
 class MqttSettings(_Section):

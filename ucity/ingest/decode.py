@@ -4,7 +4,11 @@ A FIWARE IoT Agent JSON measure is one JSON object `{object_id: value, ...}`; a 
 array of them (several observations in one request). Each field is mapped to its attribute name
 by the device profile (object_id, else the name itself, else passed through unchanged), typed per
 the provisioned IoT Agent type, and given the measure's time as `observedAt`: `TimeInstant` (or
-`observedAt`) in the measure, else the receive time passed in by the caller.
+`observedAt`) in the measure, else the receive time passed in by the caller. A measure time that
+is no date-time, out of the range ucity stores (`clock.MIN_INSTANT..MAX_INSTANT` in UTC), or later
+than `latest` (the caller's clock plus `ingest.max_future_s`) is rejected as `invalid-time` and the
+measure's fields are kept with the receive time: a device clock set to 9999 must neither poison a
+batch nor become the attribute's current time for ever.
 
 Invalid input never discards valid input: every bad field (or bad measure in an array) becomes a
 `Rejection` with a short reason code, counted per device by stats.py, and the rest is kept.
@@ -23,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 
-from ucity.core.clock import to_iso
+from ucity.core.clock import check_instant, to_iso
 from ucity.core.errors import BadRequest
 from ucity.core.frozen import fast_init
 from ucity.ingest.model import AttrSpec, Command, DeviceProfile, StaticAttr
@@ -43,6 +47,7 @@ UNKNOWN_ATTRIBUTE = "unknown-attribute"
 UNKNOWN_DEVICE = "unknown-device"
 UNKNOWN_TOPIC = "unknown-topic"
 UNKNOWN_COMMAND = "unknown-command"
+INTERNAL_ERROR = "internal-error"  # ucity failed on the payload (a bug, logged with its traceback)
 
 
 class DecodeError(ValueError):
@@ -118,12 +123,14 @@ def parse_single_value(raw: bytes) -> Any:
         raise DecodeError(MALFORMED_JSON, "the payload is neither JSON nor UTF-8 text") from exc
 
 
-def decode_payload(payload: Any, profile: DeviceProfile, received_at: datetime, received_iso: str | None = None) -> Decoded:
+def decode_payload(payload: Any, profile: DeviceProfile, received_at: datetime, received_iso: str | None = None,
+                   latest: str | None = None) -> Decoded:
     """A parsed measure payload (an object or an array of objects) for one device. `received_iso`:
-    `received_at` already formatted (a caller decoding many payloads formats it once)."""
+    `received_at` already formatted (a caller decoding many payloads formats it once). `latest`: the latest
+    measure time taken, in `to_iso` form (None: no bound but the range)."""
     received = received_iso or to_iso(received_at)
     if isinstance(payload, dict):  # the common case: one measure
-        observation, rejected = decode_measure(payload, profile, received_at, None, received)
+        observation, rejected = decode_measure(payload, profile, received_at, None, received, latest)
         observations: tuple[Observation, ...] = (observation,) if observation is not None else ()
         return Decoded(observations, tuple(rejected), len(observation.attrs) if observation is not None else 0)
     measures = payload if isinstance(payload, list) else [payload]
@@ -135,7 +142,7 @@ def decode_payload(payload: Any, profile: DeviceProfile, received_at: datetime, 
             kind = type(measure).__name__ if measure is not None else "null"
             rejections.append(Rejection(NOT_AN_OBJECT, f"a measure must be a JSON object, got {kind}", index_of(position)))
             continue
-        observation, rejected = decode_measure(measure, profile, received_at, index_of(position), received)
+        observation, rejected = decode_measure(measure, profile, received_at, index_of(position), received, latest)
         rejections.extend(rejected)
         if observation is not None:
             found.append(observation)
@@ -144,12 +151,13 @@ def decode_payload(payload: Any, profile: DeviceProfile, received_at: datetime, 
 
 def decode_measure(
     measure: Mapping[str, Any], profile: DeviceProfile, received_at: datetime, index: int | None = None,
-    received_iso: str | None = None,
+    received_iso: str | None = None, latest: str | None = None,
 ) -> tuple[Observation | None, list[Rejection]]:
     """One measure object: its observation (None if no field was valid) and what was rejected."""
     rejections: list[Rejection] = []
     plan = _plan(profile)
-    observed_at = _measure_time(measure, profile, plan, index, rejections) or received_iso or to_iso(received_at)
+    observed_at = (_measure_time(measure, profile, plan, index, rejections, latest) or received_iso
+                   or to_iso(received_at))
     fields = plan.fields
     attrs: dict[str, dict[str, Any]] = {}
     plain = True
@@ -185,17 +193,26 @@ def decode_measure(
 
 def _measure_time(
     measure: Mapping[str, Any], profile: DeviceProfile, plan: _Plan, index: int | None, rejections: list[Rejection],
+    latest: str | None = None,
 ) -> str | None:
-    """The measure's own time if it carries a valid one (None: use the receive time)."""
+    """The measure's own time if it carries a valid one, not after `latest` (None: use the receive time)."""
     time_keys = plan.time_keys
     for key, value in measure.items():
         if key not in time_keys:
             continue
         try:
-            return iso_time(value, profile.timezone)
+            observed = iso_time(value, profile.timezone)
         except DecodeError as exc:
             # The other fields are still kept, stamped with the receive time (documented in docs/devices.md).
             rejections.append(Rejection(exc.reason, exc.detail, index, key))
+            continue
+        # Both in to_iso form (four-digit years): text order is time order. A far-future time would stay the
+        # attribute's current one, every later real measure going to history only.
+        if latest is not None and observed > latest:
+            rejections.append(Rejection(INVALID_TIME, f"{_show(value)} is after {latest}, the platform clock plus "
+                                        "ingest.max_future_s", index, key))
+            continue
+        return observed
     return None
 
 
@@ -401,7 +418,8 @@ KNOWN_TYPES = frozenset(_CONVERTERS)
 def iso_time(value: Any, timezone: str | None = None) -> str:
     """`to_iso(parse_time(value, timezone))`; the UTC forms devices and ucity send (`...SS[.fff[fff]]Z`)
     are checked and completed without the round trip through a datetime."""
-    if isinstance(value, str) and value[-1:] == "Z" and value[:1] != "0":
+    # (Years 1000-8999 only: the others may be out of range, checked by parse_time.)
+    if isinstance(value, str) and value[-1:] == "Z" and "1" <= value[:1] <= "8":
         size = len(value)
         if (size in (20, 24, 27) and value[4] == value[7] == "-" and value[10] == "T" and value[13] == value[16] == ":"
                 and (size == 20 or value[19] == ".") and _is_iso(value[:-1])):
@@ -427,6 +445,10 @@ def parse_time(value: Any, timezone: str | None = None) -> datetime:
         raise DecodeError(INVALID_TIME, f"not an ISO 8601 date-time: {_show(value)}") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=_zone(timezone))
+    try:
+        check_instant(parsed, value)  # e.g. 0001-01-01T00:00:00+09:00 is in year 0 in UTC: OverflowError below
+    except ValueError as exc:
+        raise DecodeError(INVALID_TIME, str(exc)) from None
     return parsed.astimezone(UTC)
 
 

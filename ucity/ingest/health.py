@@ -18,6 +18,11 @@ One timer per device, lazily re-armed: a report only moves `last_reported`; when
 it checks the real deadline and re-arms if the device reported meanwhile. That keeps the hot path
 free of timer churn. At start the state is restored from the stored entities (last `observedAt`
 of their measured attributes and their `deviceState`).
+
+Times from the store are not trusted to be sane: data written before ucity bounded measure times
+(clock.MIN_INSTANT..MAX_INSTANT, `ingest.max_future_s`) may carry an observedAt of 9999-12-31.
+A restored last report is never later than now (a report cannot come from the future), and the
+deadline arithmetic saturates instead of raising: a bad record must not stop the server starting.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ucity.core.bus import Bus, Context, Event
-from ucity.core.clock import Clock, TimerHandle, parse_iso, to_iso
+from ucity.core.clock import MAX_INSTANT, Clock, TimerHandle, parse_iso_clamped, to_iso
 from ucity.core.config import IngestSettings
 from ucity.ingest.decode import COMMAND_INFO, COMMAND_STATUS
 from ucity.ingest.model import DeviceProfile
@@ -42,6 +47,7 @@ ONLINE, OFFLINE, UNKNOWN = "online", "offline", "unknown"
 DEVICE_STATE = "deviceState"
 BATTERY_NAMES = ("batteryLevel", "battery")
 RSSI_NAMES = ("rssi", "RSSI")
+LONGEST_INTERVAL = timedelta(days=36525)  # an expected interval beyond a century is taken as a century
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +115,8 @@ class HealthMonitor:
         record = self.track(profile)
         if doc is None:
             return
-        record.last_reported = _last_observed(doc, profile)
+        last = _last_observed(doc, profile)
+        record.last_reported = min(last, self.clock.now()) if last is not None else None
         record.status = str(_value(doc, DEVICE_STATE) or UNKNOWN)
         record.battery = next((v for v in (_value(doc, n) for n in BATTERY_NAMES) if v is not None), None)
         record.rssi = next((v for v in (_value(doc, n) for n in RSSI_NAMES) if v is not None), None)
@@ -139,7 +146,7 @@ class HealthMonitor:
     def interval_of(self, profile: DeviceProfile) -> timedelta:
         seconds = (profile.expected_interval_s or self.settings.intervals_by_type.get(profile.entity_type)
                    or self.settings.default_interval_s)
-        return timedelta(seconds=seconds)
+        return timedelta(seconds=min(seconds, LONGEST_INTERVAL.total_seconds()))  # (min: no OverflowError)
 
     def track(self, profile: DeviceProfile) -> DeviceHealth:
         """Start (or refresh, after a provisioning change) watching a device."""
@@ -205,7 +212,12 @@ class HealthMonitor:
 
     # -- timers --------------------------------------------------------------------------------------
     def _deadline(self, record: DeviceHealth) -> datetime:
-        return (record.last_reported or record.since) + record.interval * self.settings.offline_after_intervals
+        """When the device goes offline without a report; MAX_INSTANT (never, in practice) if that is beyond
+        what a datetime holds, rather than OverflowError in a timer or at start."""
+        try:
+            return (record.last_reported or record.since) + record.interval * self.settings.offline_after_intervals
+        except OverflowError:
+            return MAX_INSTANT
 
     def _arm(self, record: DeviceHealth) -> None:
         if record.timer is None and record.status != OFFLINE and self._running and self._owned(record):
@@ -284,4 +296,17 @@ def _last_observed(doc: Doc, profile: DeviceProfile) -> datetime | None:
         skip |= {expand(command.name), expand(command.name + COMMAND_STATUS), expand(command.name + COMMAND_INFO)}
     times = [i["observedAt"] for iri, instances in doc.get("attrs", {}).items() if iri not in skip
              for i in instances if i.get("observedAt")]
-    return parse_iso(max(times)) if times else None
+    if not times:
+        return None
+    try:  # stored times are in to_iso form: the greatest text is the newest
+        return parse_iso_clamped(max(times))
+    except (TypeError, ValueError):  # a malformed stored time: the newest of those that parse
+        parsed = [_parsed(t) for t in times]
+        return max((t for t in parsed if t is not None), default=None)
+
+
+def _parsed(text: Any) -> datetime | None:
+    try:
+        return parse_iso_clamped(text)
+    except (TypeError, ValueError, AttributeError):
+        return None

@@ -24,8 +24,12 @@ those: every readable event reads the socket in 256 KiB chunks and splits them i
 acknowledgements leave in one write.
 
 Garbage never stops the consumer: every failure is counted per device with its reason and the
-loop goes on. A lost connection is retried with jittered exponential backoff (the connection
-state change is logged once, not every attempt).
+loop goes on. No message can lose its batch: each is prepared on its own (`_prepare`, and
+`_prepare_each` if preparing the batch's measures together fails); a message ucity itself fails
+on is rejected as `internal-error` and acknowledged (redelivered, it would only fail again), one
+the store cannot take now is left unacknowledged for redelivery (`_failed`). A lost connection is
+retried with jittered exponential backoff (the connection state change is logged once, not every
+attempt).
 
 Commands: a device's `commands` are attributes of its entity. Writing one through NGSI-LD (a
 PATCH seen on the bus as `EntitiesChanged`) sets `<cmd>_status` to PENDING and publishes
@@ -59,6 +63,7 @@ from ucity.core.frozen import fast_init
 from ucity.ingest.decode import (
     COMMAND_INFO,
     COMMAND_STATUS,
+    INTERNAL_ERROR,
     NOT_AN_OBJECT,
     UNKNOWN_COMMAND,
     DecodeError,
@@ -486,44 +491,107 @@ class MqttSource:
             batch = [self._pending.popleft() for _ in range(count)]
             rejected: list[tuple[Key, Rejection]] = []
             cuts: list[int] = []
+            held: set[int] = set()  # positions in `batch` left unacknowledged, for the broker to deliver again
+            # No failure drops a batch: `_prepare` handles each message on its own, and if preparing the batch's
+            # measures together fails (autoprovisioning writes to the store), they are prepared one by one, so
+            # that only the messages that fail themselves are affected (`_failed`).
+            items = await self._prepare(batch, rejected, cuts, held)
             try:
-                items = await self._prepare(batch, rejected, cuts)
                 prepared = await self.service.prepare([item for item in items if item is not None])
             except Exception:
-                log.exception("MQTT batch of %d message(s) not processed", len(batch))
-                self.processed += len(batch)
-                continue
+                log.exception("MQTT batch of %d message(s): preparing its measures failed; preparing them one by one",
+                              len(batch))
+                items, prepared, rejected, cuts = await self._prepare_each(batch, items, rejected, cuts, held)
             # The commit task's first step queues the batch's writes to the store; tasks start in the order
             # they are created, so batches reach the store (and are committed and acknowledged) in order.
             previous = inflight[-1] if inflight else None
             # Without rejections of its own there is nothing to interleave: no call per measure.
             counter = self._counter(rejected, cuts) if rejected else None
-            inflight.append(asyncio.create_task(self._commit(batch, items, prepared, counter, previous)))
+            inflight.append(asyncio.create_task(self._commit(batch, items, prepared, counter, previous, held)))
             while inflight and (len(inflight) >= PIPELINE or inflight[0].done()):
                 await inflight.popleft()
 
     async def _prepare(self, batch: list[Incoming], rejected: list[tuple[Key, Rejection]],
-                       cuts: list[int]) -> list[Received | None]:
+                       cuts: list[int], held: set[int]) -> list[Received | None]:
         """Each message as a measure to commit, or None when it was handled here (command results written,
-        garbage added to `rejected`: counted with the batch's decode rejections, so in arrival order)."""
+        garbage added to `rejected`: counted with the batch's decode rejections, so in arrival order).
+        A message this fails on does not affect the others: it is held or rejected (`_failed`)."""
         items: list[Received | None] = []
         topics = self._topics
-        for item in batch:
+        for index, item in enumerate(batch):
             try:
-                topic = topics[item.topic]
-            except KeyError:
-                topic = self._parse_topic(item.topic)
-            if topic is None:
-                rejected.append(unknown_device("", item.topic[:100], f"not an IoT Agent topic: {item.topic[:100]}"))
+                try:
+                    topic = topics[item.topic]
+                except KeyError:
+                    topic = self._parse_topic(item.topic)
+                if topic is None:
+                    rejected.append(unknown_device("", item.topic[:100], f"not an IoT Agent topic: {item.topic[:100]}"))
+                    items.append(None)
+                elif topic.kind == "cmdexe":
+                    await self._command_result(topic, item.payload, rejected)
+                    items.append(None)
+                else:
+                    items.append(self._measure(topic, item.payload, rejected))
+            except Exception as exc:
+                del items[index:]  # (appended nothing, or the item it failed after)
                 items.append(None)
-            elif topic.kind == "cmdexe":
-                await self._command_result(topic, item.payload, rejected)
-                items.append(None)
-            else:
-                items.append(self._measure(topic, item.payload, rejected))
+                if self._failed(item, exc, rejected):
+                    held.add(index)
             if items[-1] is not None:
                 cuts.append(len(rejected))  # what was rejected before this measure, in arrival order
         return items
+
+    async def _prepare_each(self, batch: list[Incoming], items: list[Received | None],
+                            rejected: list[tuple[Key, Rejection]], cuts: list[int], held: set[int],
+                            ) -> tuple[list[Received | None], Prepared, list[tuple[Key, Rejection]], list[int]]:
+        """`service.prepare` of each measure on its own, after it failed for the batch: the measures it fails on
+        again are held or rejected (`_failed`), in arrival order among the batch's rejections; the rest go on."""
+        kept: list[Received | None] = list(items)
+        ok: list[Received] = []
+        decoded = []
+        order: list[tuple[Key, Rejection]] = []
+        new_cuts: list[int] = []
+        done = 0
+        measures = iter(cuts)
+        for index, item in enumerate(items):
+            if item is None:
+                continue
+            upto = next(measures)
+            order.extend(rejected[done:upto])
+            done = upto
+            try:
+                one = await self.service.prepare([item])
+            except Exception as exc:
+                kept[index] = None
+                if self._failed(batch[index], exc, order, stats_key(item.device.profile)):
+                    held.add(index)
+                continue
+            new_cuts.append(len(order))
+            ok.append(item)
+            decoded.extend(one.decoded)
+        order.extend(rejected[done:])
+        return kept, Prepared(ok, decoded), order, new_cuts
+
+    def _failed(self, item: Incoming, exc: Exception, rejected: list[tuple[Key, Rejection]],
+                key: Key | None = None) -> bool:
+        """A message ucity failed on (not one it found invalid: decode turns those into rejections). True: hold it,
+        unacknowledged, for the broker to deliver again, when the store is unavailable (the store's state, not
+        the message's: redelivered until the store is back, as a batch whose commit failed). Any other failure
+        is the message's own and would fail again on every delivery: rejected as `internal-error` (counted,
+        acknowledged, logged with its traceback), so that a poison message cannot loop."""
+        if isinstance(exc, Unavailable):
+            log.warning("MQTT message on %s not processed (%s); leaving it for redelivery", item.topic[:100], exc)
+            return True
+        log.error("MQTT message on %s not processed; rejected as %s", item.topic[:100], INTERNAL_ERROR,
+                  exc_info=exc)
+        if key is None:  # counted under the device's tenant when the topic names a device ucity knows or would create
+            topic = parse_topic(item.topic)
+            key = ("", topic.apikey if topic else "", topic.device_id if topic else item.topic[:100])
+            with contextlib.suppress(Exception):
+                key = stats_key(self.service.resolve(key[1], key[2]).profile) if topic is not None else key
+        rejected.append((key, Rejection(INTERNAL_ERROR, f"ucity failed on this message ({type(exc).__name__}); "
+                                                        "see the server log")))
+        return False
 
     def _parse_topic(self, name: str) -> Topic | None:
         """`parse_topic`, remembered: a device sends on the same topic again and again. Bounded (a flood of
@@ -548,15 +616,16 @@ class MqttSource:
         return count
 
     async def _commit(self, batch: list[Incoming], items: list[Received | None], prepared: Prepared,
-                      count: Callable[[int], None] | None, previous: asyncio.Task[None] | None) -> None:
+                      count: Callable[[int], None] | None, previous: asyncio.Task[None] | None,
+                      held: set[int] | None = None) -> None:
         """Commit a batch's measures (one store call), then acknowledge what was committed or rejected.
         Counting happens in batch order: the store answers batches in the order they were queued."""
         try:
             if previous is not None and not any(d.observations for d in prepared.decoded):
                 await asyncio.wait([previous])  # nothing to commit: wait for the previous batch's turn
             results = await self.service.commit(prepared, before_account=count)
-            if any(isinstance(r.outcome, Unavailable) for r in results):
-                self._ack_committed(batch, items, results)
+            if held or any(isinstance(r.outcome, Unavailable) for r in results):
+                self._ack_committed(batch, items, results, held or set())
             else:
                 self._ack(batch)
             self.batches += 1
@@ -567,11 +636,14 @@ class MqttSource:
         finally:
             self.processed += len(batch)
 
-    def _ack_committed(self, batch: list[Incoming], items: list[Received | None], results: list[IngestResult]) -> None:
-        """Acknowledge all but the messages the store could not commit; reconnect for those."""
+    def _ack_committed(self, batch: list[Incoming], items: list[Received | None], results: list[IngestResult],
+                       held: set[int]) -> None:
+        """Acknowledge all but the messages the store could not commit (or `held`); reconnect for those."""
         outcomes = iter(results)
         done = []
-        for incoming, item in zip(batch, items, strict=True):
+        for index, (incoming, item) in enumerate(zip(batch, items, strict=True)):
+            if index in held:
+                continue
             if item is None or not isinstance(next(outcomes).outcome, Unavailable):
                 done.append(incoming)
         self._ack(done)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ucity.core.bus import Context
@@ -21,7 +21,7 @@ from ucity.core.clock import to_iso
 from ucity.core.errors import AlreadyExists, NotFound
 from ucity.core.frozen import fast_init
 from ucity.core.platform import Platform
-from ucity.ingest.decode import UNKNOWN_DEVICE, Decoded, Rejection, decode_payload
+from ucity.ingest.decode import INTERNAL_ERROR, UNKNOWN_DEVICE, Decoded, Rejection, decode_payload
 from ucity.ingest.health import HealthMonitor
 from ucity.ingest.model import Device, DeviceProfile, ServiceGroup, build_profile, entity_id_for
 from ucity.ingest.registry import DeviceRegistry
@@ -86,6 +86,7 @@ class IngestService:
         self.stats = IngestStats(platform.clock, settings.reject_log_interval_s)
         self.writer = MeasureWriter(store)
         self.monitor = HealthMonitor(platform.clock, platform.bus, self.writer, settings)
+        self.max_future = timedelta(seconds=settings.max_future_s)
         from ucity.ingest.http import IngestHttp
 
         self.http = IngestHttp(self)
@@ -131,10 +132,21 @@ class IngestService:
         return await self.commit(await self.prepare(items))
 
     async def prepare(self, items: list[Received]) -> Prepared:
-        """Decode (pure) and register the autoprovisioned devices that sent something valid."""
+        """Decode (pure) and register the autoprovisioned devices that sent something valid.
+
+        Decoding one payload cannot fail the others: an exception there (a bug: decode turns every bad
+        input into a Rejection) rejects that payload alone as `internal-error`, logged with its traceback."""
         now = self.platform.clock.now()
         received = to_iso(now)
-        decoded = [decode_payload(item.payload, item.device.profile, now, received) for item in items]
+        latest = to_iso(now + self.max_future)
+        decoded = []
+        for item in items:
+            try:
+                decoded.append(decode_payload(item.payload, item.device.profile, now, received, latest))
+            except Exception as exc:  # never seen in tests: decode's own checks come first
+                log.exception("measure of %s not decoded", item.device.profile.device_id)
+                decoded.append(Decoded((), (Rejection(INTERNAL_ERROR, f"ucity could not decode it ({type(exc).__name__}); "
+                                                      "see the server log"),), 0))
         fresh = [i.device for i, d in zip(items, decoded, strict=True) if d.values and i.device.new_device is not None]
         if fresh:
             await self._autoprovision(fresh)

@@ -143,7 +143,9 @@ def normalize_time(value: Any, member: str) -> str:
         return known
     try:
         normalized = to_iso(parse_iso(value))
-    except ValueError as exc:
+    except ValueError as exc:  # not a date-time, or out of range (clock.parse_iso: 0002..9998 in UTC)
+        if "out of range" in str(exc):
+            raise BadRequest(f"{member}: {exc}") from exc
         raise BadRequest(f"{member} is not a valid ISO 8601 date-time: {value!r}") from exc
     if len(_TIMES) >= 4096:
         _TIMES.clear()

@@ -60,7 +60,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 from ucity.core.bus import EntitiesChanged, EntityChange
-from ucity.core.clock import TimerHandle, parse_iso, to_iso
+from ucity.core.clock import TimerHandle, parse_iso, parse_iso_clamped, to_iso
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound, OperationNotSupported
 from ucity.core.http import Req, Resp
 from ucity.core.ids import uuid4_texts
@@ -407,7 +407,7 @@ def merged_document(doc: Doc, fragment: Any, ctx: Ctx, now: datetime) -> Doc:
 
 
 def status_of(doc: Mapping[str, Any], now: datetime) -> str:
-    if "expiresAt" in doc and parse_iso(doc["expiresAt"]) <= now:
+    if "expiresAt" in doc and parse_iso_clamped(doc["expiresAt"]) <= now:  # stored: tolerant of old data
         return "expired"
     return "active" if doc.get("isActive", True) else "paused"
 
@@ -546,7 +546,7 @@ class Subscription:
             render=RenderOptions(fmt=params.get("format", "normalized"), sys_attrs=params.get("sysAttrs", False),
                                  attrs=frozenset(attrs) if attrs else None, lang=doc.get("lang"),
                                  dataset_ids=frozenset(doc["datasetId"]) if "datasetId" in doc else None),
-            expires_at=parse_iso(doc["expiresAt"]) if "expiresAt" in doc else None,
+            expires_at=parse_iso_clamped(doc["expiresAt"]) if "expiresAt" in doc else None,  # never refused on load
         )
 
     @property

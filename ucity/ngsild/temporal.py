@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from ucity.core.clock import from_micros, parse_iso, to_iso, to_micros
+from ucity.core.clock import from_micros, parse_iso_clamped, to_iso, to_micros
 from ucity.core.errors import BadRequest, NotFound
 from ucity.core.http import Req, Resp
 from ucity.ngsild.api import NgsiLdApi, check_selection, query_selectors
@@ -97,7 +97,9 @@ def parse_time(value: Any, name: str) -> int:
     if not isinstance(value, str) or not value:
         raise BadRequest(f"{name} must be an ISO 8601 date-time, got {value!r}")
     try:
-        return to_micros(parse_iso(value))
+        # A bound beyond the range ucity stores (clock.MIN_INSTANT..MAX_INSTANT) selects the same as the range's
+        # end, as the q language does: `timeAt=0001-01-01T00:00:00Z` stays "from the beginning".
+        return to_micros(parse_iso_clamped(value))
     except ValueError as exc:
         raise BadRequest(f"{name} is not a valid ISO 8601 date-time: {value!r}") from exc
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ucity.core.clock import parse_iso, to_iso
+from ucity.core.clock import parse_iso_clamped, to_iso
 from ucity.core.frozen import fast_init
 from ucity.ngsild.geo import GeoQuery, parse_geoquery
 from ucity.rules import schedule
@@ -100,7 +100,7 @@ class Pending:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Pending:
-        return cls(parse_iso(data["since"]), parse_iso(data["last"]), int(data["samples"]), data.get("peak"))
+        return cls(parse_iso_clamped(data["since"]), parse_iso_clamped(data["last"]), int(data["samples"]), data.get("peak"))
 
 
 def _worse(a: float | None, b: float | None) -> float | None:
@@ -143,7 +143,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _time(value: Any) -> datetime | None:
-    return parse_iso(value) if isinstance(value, str) else None
+    return parse_iso_clamped(value) if isinstance(value, str) else None  # stored state: read back, never refused
 
 
 @dataclass(frozen=True, slots=True)

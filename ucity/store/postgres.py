@@ -47,7 +47,7 @@ import asyncpg
 import orjson
 
 from ucity.core.bus import Context, EntityChange
-from ucity.core.clock import Clock, SystemClock, iso_micros, parse_iso, to_iso, to_micros
+from ucity.core.clock import Clock, SystemClock, iso_micros, parse_iso, parse_iso_clamped, to_iso, to_micros
 from ucity.core.errors import BadRequest, UcityError, Unavailable
 from ucity.ngsild.qpg import compile_q_postgres
 from ucity.store import postgres_ops as ops_sql
@@ -1086,7 +1086,7 @@ class PostgresStore(Store):
                 return False
             merged = merge_instance(row[2], instance, now)
             observed = merged.get("observedAt")
-            ts = to_micros(parse_iso(observed)) if observed else row[1]
+            ts = to_micros(parse_iso_clamped(observed)) if observed else row[1]  # may be a stored time
             await self._ensure_partitions(conn, tx, {month_of(ts)})
             await conn.execute("UPDATE instances SET doc = $1, ts = $2, vnum = $3, observed = $4 WHERE iid = $5 AND ts = $6",
                                merged, ts, vnum(merged), bool(observed), row[0], row[1])

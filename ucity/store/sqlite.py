@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from ucity.core.bus import Context, EntityChange
-from ucity.core.clock import Clock, SystemClock, iso_micros, parse_iso, to_iso, to_micros
+from ucity.core.clock import Clock, SystemClock, iso_micros, parse_iso, parse_iso_clamped, to_iso, to_micros
 from ucity.core.errors import UcityError, Unavailable
 from ucity.core.ids import uuid4_texts
 from ucity.ngsild.qsql import register_sqlite_functions
@@ -912,7 +912,7 @@ class SqliteStore(Store):
             old.setdefault("instanceId", instance_id)
             merged = _merge_instance(old, instance, now)
             observed = merged.get("observedAt")
-            ts = to_micros(parse_iso(observed)) if observed else old_ts
+            ts = to_micros(parse_iso_clamped(observed)) if observed else old_ts  # may be a stored time
             if stored_id is None:  # derived from the rid, never stored
                 del merged["instanceId"]
             conn.execute("UPDATE instance_docs SET doc=?, ts=? WHERE rid=?", (orjson.dumps(merged).decode(), ts, rid))
