@@ -48,6 +48,20 @@ def test_demo_serves_the_city_and_stops_by_itself(tmp_path: Path) -> None:
     response = httpx.get(f"http://127.0.0.1:{port}/ngsi-ld/v1/entities",
                          params={"type": "Camera", "count": "true", "limit": "0"})
     assert response.headers["NGSILD-Results-Count"] == "82"
+    # The operations features work in a demo: the token it printed is an admin's, and the two agencies exist.
+    while not any("streaming live" in line for line in lines) and time.monotonic() < deadline:
+        line = proc.stdout.readline()  # the rest of the banner
+        if not line:
+            break
+        lines.append(line)
+    output = "".join(lines)
+    token = re.search(r"operations token \(admin, this run only\): (uct_demo_\S+)", output)
+    assert token, output
+    auth = {"Authorization": f"Bearer {token.group(1)}"}
+    agencies = httpx.get(f"http://127.0.0.1:{port}/api/v1/agencies", headers=auth)
+    assert agencies.status_code == 200, agencies.text
+    assert {"fire-119", "police-112"} <= {a["id"] for a in agencies.json()}
+    assert httpx.get(f"http://127.0.0.1:{port}/api/v1/agencies").status_code == 401
     proc.wait(timeout=60)
     rest = proc.stdout.read()  # through the same buffered reader as the lines above
     assert proc.returncode == 0, output + rest

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
+import secrets
 import sys
 import time
 from dataclasses import dataclass
@@ -42,6 +44,7 @@ class DemoOptions:
     data_dir: Path = Path("ucity-demo-data")
     mqtt: str | None = None
     quiet: bool = False
+    admin_token: str | None = None  # the demo's own, when it made one (shown in the banner)
 
 
 def demo_settings(options: DemoOptions) -> Any:
@@ -50,9 +53,38 @@ def demo_settings(options: DemoOptions) -> Any:
     if options.mqtt:
         overrides["mqtt"] = {"url": options.mqtt}
     settings = load_settings(options.config, **overrides)
+    extra: dict[str, Any] = {}
     if not settings.domains.enabled:  # the demo shows the domain services unless a config names its own
-        settings = load_settings(options.config, **overrides, domains={"enabled": ["facility_safety"]})
+        extra["domains"] = {"enabled": ["facility_safety"]}
+    if "max_future_s" not in settings.ingest.model_fields_set:
+        # The simulated city runs at ×speed, from --start: its devices' times run ahead of the server's clock,
+        # which ingest.max_future_s (one day) would refuse after a few hours at ×10. They are simulation times.
+        extra["ingest"] = {"max_future_s": DEMO_MAX_FUTURE_S}
+    if settings.ops.admin_token is None and options.admin_token:
+        # The dashboard's operations features (situation panel, share with an agency) take a bearer token: a
+        # fresh admin token per demo run (`run_demo`), shown in the banner, and the district's two agencies
+        # (no webhooks).
+        extra["ops"] = {"admin_token": options.admin_token,
+                        **({} if settings.ops.agencies else {"agencies": DEMO_AGENCIES})}
+    if extra:
+        settings = load_settings(options.config, **_merged(overrides, extra))
     return settings
+
+
+def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+DEMO_MAX_FUTURE_S = 3.0e9  # about 95 years: any --start and --speed a demo is run with
+DEMO_AGENCIES = [
+    {"id": "fire-119", "kind": "fire", "name": {"ko": "구로소방서 상황실", "en": "Guro fire station"},
+     "services": ["119_DISPATCH", "DISASTER"], "autoServices": ["119_DISPATCH"]},
+    {"id": "police-112", "kind": "police", "name": {"ko": "서울경찰청 112치안종합상황실", "en": "Seoul police 112 room"},
+     "services": ["112_VIDEO", "112_DISPATCH", "VULNERABLE"]},
+]
 
 
 async def start_server(options: DemoOptions) -> tuple[uvicorn.Server, asyncio.Task[None]]:
@@ -88,6 +120,9 @@ def process_started() -> float:
 def run_demo(city_cfg: CityConfig, cfg: RunConfig, options: DemoOptions, console: Console) -> int:
     """The demo; the simulator in a forked child process on Linux, else on the server's loop."""
     started = process_started()
+    if options.admin_token is None and load_settings(options.config).ops.admin_token is None:
+        # made before the fork: the server takes it, the simulator's banner shows it
+        options = dataclasses.replace(options, admin_token="uct_demo_" + secrets.token_urlsafe(18))
     if sys.platform != "linux":
         try:
             return asyncio.run(run_in_process(city_cfg, cfg, options, console, started))
@@ -188,5 +223,7 @@ def banner(console: Console, options: DemoOptions, report: RunReport, ready_s: f
     console.print(f"  NGSI-LD API     {base}/ngsi-ld/v1/entities?type=Building")
     console.print(f"  device health   {base}/api/v1/devices/health")
     console.print(f"  API docs        {base}/docs")
+    if options.admin_token:
+        console.print(f"  operations token (admin, this run only): {options.admin_token}")
     until = f"for {cfg.duration_s:g} s" if cfg.duration_s else "until Ctrl-C"
     console.print(f"streaming live at ×{cfg.speed:g} {until}\n")
