@@ -1121,3 +1121,23 @@ def test_no_tenant_header_means_the_default_tenant(client: TestClient, settings:
     create(client, building())
     default = {"NGSILD-Tenant": settings.ngsild.default_tenant}
     assert query_ids(client, headers=default, type="Building") == [B1]
+
+
+def test_integers_keep_64_bits_exactly_and_wider_ones_are_refused(client: TestClient) -> None:
+    # orjson reads a wider integer as a float, silently (QA finding 19): it is refused instead.
+    widest = 2**63 - 1
+    body = f'{{"id": "{B1}", "type": "Building", "n": {{"type": "Property", "value": {widest}}}, ' \
+           f'"m": {{"type": "Property", "value": {-2**63}}}, "code": {{"type": "Property", "value": "1234567890123456789012"}}}}'
+    assert client.post(ENTITIES, content=body, headers={"Content-Type": "application/json"}).status_code == 201
+    got = retrieve(client, B1)
+    assert got["n"]["value"] == widest and got["m"]["value"] == -2**63  # exact
+    assert got["code"]["value"] == "1234567890123456789012"  # long digit runs in strings are fine
+    for value in (str(2**63), str(-2**63 - 1), "123456789012345678901234567890"):
+        wide = f'{{"id": "urn:ngsi-ld:Building:w", "type": "Building", "n": {{"type": "Property", "value": {value}}}}}'
+        response = client.post(ENTITIES, content=wide, headers={"Content-Type": "application/json"})
+        assert_problem(response, 400, "BadRequestData")
+        assert "does not fit in 64 bits" in response.json()["detail"]
+    patch = client.patch(f"{ENTITIES}/{B1}/attrs", content='{"n": {"type": "Property", "value": 1e30}}',
+                         headers={"Content-Type": "application/json"})
+    assert patch.status_code == 204  # a float stays a float
+    assert retrieve(client, B1)["n"]["value"] == 1e30

@@ -6,6 +6,7 @@ Shared by every NGSI-LD handler so that each rule of the spec (415, 406, Link he
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -67,9 +68,33 @@ def read_body(req: Req, allowed: tuple[str, ...] = (JSON, JSONLD)) -> Any:
     if not req.body:
         raise InvalidRequest("the request body is empty")
     try:
-        return orjson.loads(req.body)
+        body = orjson.loads(req.body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
+    if _LONG_DIGITS.search(req.body):  # rare: only then is the body read again to look at its integers
+        _refuse_wide_integers(req.body)
+    return body
+
+
+# orjson reads an integer beyond 64 bits as a float, silently: 123456789012345678901234567890 would be stored
+# and returned as 1.2345678901234568e+29. A run of 19 digits (where 64-bit integers end) makes `read_body` look
+# at the body's integers exactly, and refuse one that does not fit.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+_INT64 = range(-(2**63), 2**63)
+
+
+def _refuse_wide_integers(raw: bytes) -> None:
+    def integer(text: str) -> int:
+        value = int(text)
+        if value not in _INT64:
+            raise BadRequest(f"the integer {text[:40]}{'…' if len(text) > 40 else ''} does not fit in 64 bits; "
+                             "send it as a string, or as a number with a fraction or exponent")
+        return value
+
+    try:
+        json.loads(raw, parse_int=integer)
+    except RecursionError:  # nested deeper than the standard library reads (orjson took it): not checked
+        pass
 
 
 def link_context(req: Req) -> str | None:
