@@ -91,7 +91,7 @@ class IngestStats:
             target.rejected += len(rejections)
             target.reasons.update(r.reason for r in rejections)
             target.last_rejected = now
-        counters.last_rejection = rejections[-1].to_wire()
+        counters.last_rejection = self.totals.last_rejection = rejections[-1].to_wire()  # the latest, also in totals
         counters.unlogged += len(rejections)
         if counters.last_logged is None or now - counters.last_logged >= self.log_interval:
             first = rejections[0]
