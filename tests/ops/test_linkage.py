@@ -58,9 +58,10 @@ async def nearest_ids(ops: Ops) -> list[str]:
 # -- 119 ---------------------------------------------------------------------------------------------------
 async def test_119_package_reaches_the_webhook_with_links_that_expire(make_ops: MakeOps, receiver: Receiver) -> None:
     async with make_ops(**fire_and_police(receiver)) as ops:
-        first = (await nearest_ids(ops))[1]
+        first, streamless = (await nearest_ids(ops))[1:3]
         await ops.call("patch_camera", "PATCH", "/", {"stillImageURL": "https://vms.guro.example/still/x.jpg"},
                        role="admin", cameraId=first)
+        await ops.call("patch_camera", "PATCH", "/", {"streamURL": None}, role="admin", cameraId=streamless)
         created = await ops.call("create_event", "POST", "/api/v1/events", event_body("119_DISPATCH", "fire"))
         assert created.status == 201
         event_id = created.body["id"]
@@ -84,6 +85,8 @@ async def test_119_package_reaches_the_webhook_with_links_that_expire(make_ops: 
         assert package["event"]["level"] == "warning" and package["event"]["occurredAt"] == "2026-03-02T00:00:00.000000Z"
         assert package["event"]["id"] == event_id and package["event"]["details"] == "3층 창문에서 연기"
         assert [c["id"] for c in package["cameras"]] == await nearest_ids(ops)
+        # a link only where there is footage: no stream link for the camera without a stream (it could only 404)
+        assert [c["id"] for c in package["cameras"] if c["stream"] is None] == [streamless]
         assert package["still"] == {"camera": first, "url": package["cameras"][1]["still"]}  # PLAT-R7
         assert set(package["surroundings"]) == {"traffic", "parking", "hydrants", "activeAlarms", "radiusM"}
         assert package["grant"]["expiresAt"] == "2026-03-02T00:30:00.000000Z"  # 30 minutes

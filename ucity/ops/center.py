@@ -321,17 +321,21 @@ class OperationsCenter:
             by_camera = {entry["camera"]: entry for entry in links(base_url or self.base_url, issued.token,
                                                                    issued.grant.cameras)}
             footage = {n.camera.id: by_camera[local_id(n.camera.id)] for n in near if local_id(n.camera.id) in by_camera}
-            await self._drop_missing_stills(event.tenant, footage)
+            await self._drop_missing_links(event.tenant, footage)
             grant = {"id": issued.grant.id, "expiresAt": issued.grant.expires_at, "token": issued.token}
         extra = await lk.gather_sections(self.store, event.tenant, event, link["service"], self.settings)
         return lk.build_package(event, agency, link["service"], link["id"], lk.camera_entries(near, footage), grant,
                                 extra)
 
-    async def _drop_missing_stills(self, tenant: str, footage: dict[str, dict[str, str]]) -> None:
-        """A still link only for cameras that have a still image source (PLAT-R7: a still when available)."""
+    async def _drop_missing_links(self, tenant: str, footage: dict[str, dict[str, str]]) -> None:
+        """A stream link only for cameras that have a stream, a still link only for those with a still image
+        source (PLAT-R7: a still when available): an agency is never sent a link that can only answer 404."""
         for camera_id, entry in footage.items():
             doc = await self.store.get_entity(tenant, camera_id)
-            if doc is None or (await self.cameras.urls(tenant, camera_id))[1] is None:
+            stream, still = (None, None) if doc is None else await self.cameras.urls(tenant, camera_id)
+            if stream is None:
+                entry.pop("stream", None)
+            if still is None:
                 entry.pop("still", None)
 
     async def package(self, tenant: str, event_id: str, linkage_id: str, principal: Principal,
