@@ -8,16 +8,14 @@ garbage in a batch is counted with its reason, acknowledged, and does not hold u
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.ingest.support import FakeClient, Message, run, source_for
 from ucity.app import Ucity
 from ucity.core.bus import Context, EntityChange
 from ucity.core.clock import FakeClock
@@ -29,35 +27,6 @@ from ucity.ingest.schema import parse_device, parse_group
 START = datetime(2026, 5, 1, tzinfo=UTC)
 SEQ = "https://uri.etsi.org/ngsi-ld/default-context/seq"
 TENANT = "guro"
-
-
-@dataclass
-class Message:
-    """What paho hands the source: a PUBLISH's topic, payload, packet id and QoS."""
-
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int = 1
-
-
-class FakePaho:
-    def __init__(self, log: list[tuple[str, Any]]) -> None:
-        self.log = log
-        self.disconnects = 0
-
-    def ack(self, mid: int, qos: int) -> None:
-        self.log.append(("ack", mid))
-
-    def disconnect(self) -> None:
-        self.disconnects += 1
-
-
-class FakeClient:
-    fast = False  # acknowledgements through paho's public ack()
-
-    def __init__(self, log: list[tuple[str, Any]]) -> None:
-        self._client = FakePaho(log)
 
 
 @pytest.fixture
@@ -82,25 +51,6 @@ async def city(tmp_path: Path) -> AsyncIterator[tuple[Ucity, list[tuple[str, Any
         yield app, log
     finally:
         await app.stop()
-
-
-def source_for(app: Ucity, log: list[tuple[str, Any]], max_batch: int) -> MqttSource:
-    source = MqttSource(app.ingest, MqttSettings(url="mqtt://127.0.0.1:1883"), max_batch=max_batch)
-    source._client = source._ack_client = FakeClient(log)  # type: ignore[assignment]
-    return source
-
-
-async def run(source: MqttSource, messages: list[Message]) -> None:
-    """Hand the messages to the source as paho would, and let its worker (no broker connection) take them."""
-    for message in messages:
-        source._on_paho_message(message)
-    worker = asyncio.create_task(source._worker())
-    try:
-        await source.drain()
-    finally:
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
 
 
 def measure(device: str, seq: int, mid: int) -> Message:

@@ -10,8 +10,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,17 +18,17 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.ingest.support import FakeClient, Message, run, source_for
 from ucity.app import Ucity
 from ucity.core.bus import Context, EntityChange
 from ucity.core.clock import MAX_INSTANT, FakeClock, to_iso, to_micros
-from ucity.core.config import MqttSettings, Settings, load_settings
+from ucity.core.config import Settings, load_settings
 from ucity.core.errors import Unavailable
 from ucity.core.http import Req, Resp
 from ucity.ingest import DeviceStatusChanged
 from ucity.ingest.decode import INTERNAL_ERROR, INVALID_TIME, DecodeError, decode_payload, iso_time, parse_time
 from ucity.ingest.health import LONGEST_INTERVAL
 from ucity.ingest.model import AttrSpec, Device, ServiceGroup, build_profile
-from ucity.ingest.mqtt import MqttSource
 from ucity.ingest.writer import attrs_op
 
 START = datetime(2026, 12, 6, 23, 0, tzinfo=UTC)
@@ -205,48 +203,6 @@ async def test_a_payload_decode_fails_on_is_rejected_alone(city: tuple[Ucity, Fa
 
 
 # -- MQTT (the broker replaced by a fake paho client that records acknowledgements) -------------------
-class FakePaho:
-    def __init__(self, log: list[tuple[str, Any]]) -> None:
-        self.log = log
-        self.disconnects = 0
-
-    def ack(self, mid: int, qos: int) -> None:
-        self.log.append(("ack", mid))
-
-    def disconnect(self) -> None:
-        self.disconnects += 1
-
-
-class FakeClient:
-    fast = False  # acknowledgements through paho's public ack()
-
-    def __init__(self, log: list[tuple[str, Any]]) -> None:
-        self._client = FakePaho(log)
-
-
-class Message:
-    def __init__(self, topic: str, payload: bytes, mid: int) -> None:
-        self.topic, self.payload, self.mid, self.qos = topic, payload, mid, 1
-
-
-def source_for(app: Ucity, log: list[tuple[str, Any]], max_batch: int = 500) -> MqttSource:
-    source = MqttSource(app.ingest, MqttSettings(url="mqtt://127.0.0.1:1883"), max_batch=max_batch)
-    source._client = source._ack_client = FakeClient(log)  # type: ignore[assignment]
-    return source
-
-
-async def run(source: MqttSource, messages: list[Message]) -> None:
-    for message in messages:
-        source._on_paho_message(message)
-    worker = asyncio.create_task(source._worker())
-    try:
-        await source.drain()
-    finally:
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
-
-
 def acks(log: list[tuple[str, Any]]) -> list[int]:
     return sorted(mid for kind, mid in log if kind == "ack")
 
