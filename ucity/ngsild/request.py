@@ -6,6 +6,7 @@ Shared by every NGSI-LD handler so that each rule of the spec (415, 406, Link he
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -91,10 +92,8 @@ def _refuse_wide_integers(raw: bytes) -> None:
                              "send it as a string, or as a number with a fraction or exponent")
         return value
 
-    try:
+    with contextlib.suppress(RecursionError):  # nested deeper than the standard library reads (orjson took it)
         json.loads(raw, parse_int=integer)
-    except RecursionError:  # nested deeper than the standard library reads (orjson took it): not checked
-        pass
 
 
 def link_context(req: Req) -> str | None:
