@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from ucity.core.clock import FakeClock
 from ucity.core.config import Settings, load_settings
 from ucity.core.http import Req, Resp
 from ucity.rules.events import RuleCleared, RuleMatched
+from ucity.store.base import Mutation, Outcome
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 TENANT = "urn:ngsi-ld:tenant:default"
@@ -113,3 +115,24 @@ class City:
         assert resp.status == 200, resp.body
         alarms: list[dict[str, Any]] = resp.body["alarms"]
         return alarms
+
+
+ALERT = "urn:ngsi-ld:Alert:"
+
+
+def gate_alert_writes(city: City, outcome: Callable[[], list[Outcome | Exception]] | None = None) -> asyncio.Event:
+    """Alert writes (the store writes of `Alert` entities) wait for the returned gate; with `outcome`, they then
+    return it instead of writing."""
+    store = city.ucity.store
+    mutate = store.mutate
+    gate = asyncio.Event()
+
+    async def gated(tenant: str, mutations: list[Mutation], context: Context) -> list[Outcome | Exception]:
+        if any(m.entity_id.startswith(ALERT) for m in mutations):
+            await gate.wait()
+            if outcome is not None:
+                return outcome()
+        return await mutate(tenant, mutations, context)
+
+    store.mutate = gated  # type: ignore[method-assign]
+    return gate

@@ -12,7 +12,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from tests.alarms.support import SENSOR, T0, City, alarm_settings, cleared, matched
+from tests.alarms.support import SENSOR, T0, City, alarm_settings, cleared, gate_alert_writes, matched
 from tests.alarms.test_alert_batch import announced
 from ucity.alarms import AlarmChanged
 from ucity.alarms.alert import alert_doc
@@ -61,21 +61,6 @@ class Log:
     @property
     def writes(self) -> list[list[str]]:
         return [ids for kind, ids in self.entries if kind == "alerts"]
-
-
-def hold_alert_writes(city: City) -> asyncio.Event:
-    """Alert writes (the store writes of `Alert` entities) wait until the returned gate opens."""
-    store = city.ucity.store
-    mutate = store.mutate
-    gate = asyncio.Event()
-
-    async def gated(tenant: str, mutations: list[Mutation], context: Context) -> list[Outcome | Exception]:
-        if any(m.entity_id.startswith(ALERT) for m in mutations):
-            await gate.wait()
-        return await mutate(tenant, mutations, context)
-
-    store.mutate = gated  # type: ignore[method-assign]
-    return gate
 
 
 async def until(condition: Any) -> None:
@@ -241,7 +226,7 @@ async def test_a_pause_ends_at_the_delay_or_when_drained(city: City) -> None:
     log = Log(city)
     service = city.alarms
     bus = city.ucity.platform.bus
-    gate = hold_alert_writes(city)
+    gate = gate_alert_writes(city)
     sensors = [f"urn:ngsi-ld:Device:tilt-{n}" for n in range(3 * _ALERT_WRITE)]
     for sensor in sensors:
         service.raise_signal(Signal.of(matched(entity=sensor, level="warning")))

@@ -7,17 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from tests.alarms.support import SENSOR, TENANT, City, matched
+from tests.alarms.support import SENSOR, TENANT, City, gate_alert_writes, matched
 from ucity.alarms import AlarmChanged
-from ucity.core.bus import Context
-from ucity.store.base import Mutation, Outcome
-
-ALERT = "urn:ngsi-ld:Alert:"
 
 
 class Recorder:
@@ -48,23 +43,6 @@ class Recorder:
             self.log.extend(f"changed:{name}" for name in event.events)
 
         city.ucity.platform.bus.subscribe(AlarmChanged, on_changed)
-
-
-def gate_alert_writes(city: City, outcome: Callable[[], list[Outcome | Exception]] | None = None) -> asyncio.Event:
-    """Alert writes wait for the returned gate; with `outcome`, they then return it instead of writing."""
-    store = city.ucity.store
-    mutate = store.mutate
-    gate = asyncio.Event()
-
-    async def gated(tenant: str, mutations: list[Mutation], context: Context) -> list[Outcome | Exception]:
-        if any(m.entity_id.startswith(ALERT) for m in mutations):
-            await gate.wait()
-            if outcome is not None:
-                return outcome()
-        return await mutate(tenant, mutations, context)
-
-    store.mutate = gated
-    return gate
 
 
 async def test_the_stream_does_not_wait_for_the_alert_entity(city: City) -> None:
