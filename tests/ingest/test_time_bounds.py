@@ -30,6 +30,8 @@ from ucity.ingest.decode import INTERNAL_ERROR, INVALID_TIME, DecodeError, decod
 from ucity.ingest.health import LONGEST_INTERVAL
 from ucity.ingest.model import AttrSpec, Device, ServiceGroup, build_profile
 from ucity.ingest.writer import attrs_op
+from ucity.ngsild.ops import merge_op
+from ucity.store.base import Mutation
 
 START = datetime(2026, 12, 6, 23, 0, tzinfo=UTC)
 START_ISO = "2026-12-06T23:00:00.000000Z"
@@ -162,6 +164,28 @@ async def test_a_far_future_time_neither_sticks_nor_freezes_the_current_value(ci
     await post(app, "d1", {"b": 0.6})  # a real measure later than all of them becomes the current value
     assert (await current(app, "d1", BATTERY))["value"] == 0.6
     assert reasons(app) == {INVALID_TIME: 2}
+
+
+async def test_a_far_future_time_written_through_ngsi_ld_does_not_freeze_the_device(
+        city: tuple[Ucity, FakeClock]) -> None:
+    """NGSI-LD takes any time in range: an observedAt of 9000 written there must not turn every later measure of
+    the device into history only. A current time beyond ingest.max_future_s does not make a measure late."""
+    app, clock = city
+    assert (await post(app, "d1", {"b": 0.3})).body["rejected"] == []
+    far = "9000-01-01T00:00:00.000000Z"
+    (written,) = await app.store.mutate(TENANT, [Mutation("urn:ngsi-ld:Thing:d1", merge_op(
+        {"attrs": {BATTERY: [{"type": "Property", "value": 0.1, "observedAt": far}]}}))], Context(actor="client"))
+    assert not isinstance(written, Exception)
+    assert (await current(app, "d1", BATTERY))["observedAt"] == far
+    clock.advance(timedelta(minutes=1))
+    assert (await post(app, "d1", {"b": 0.4})).body["rejected"] == []
+    assert (await current(app, "d1", BATTERY))["value"] == 0.4  # the device's measure is current again
+    # within the horizon, an older measure still goes to history only (a device emptying its buffer)
+    ahead = to_iso(START + timedelta(hours=5))
+    assert (await post(app, "d1", {"b": 0.5, "TimeInstant": ahead})).body["rejected"] == []
+    assert (await post(app, "d1", {"b": 0.45, "TimeInstant": to_iso(START + timedelta(hours=1))})).body["rejected"] == []
+    assert await current(app, "d1", BATTERY) | {"createdAt": 0, "modifiedAt": 0} == {
+        "type": "Property", "value": 0.5, "observedAt": ahead, "createdAt": 0, "modifiedAt": 0}
 
 
 async def test_max_future_is_a_setting(tmp_path: Path) -> None:

@@ -95,7 +95,7 @@ class Worker:
         self.stream = stream
         self.settings = settings
         self.id = worker_name(settings.worker_id)
-        self.writer = MeasureWriter(app.store)
+        self.writer = MeasureWriter(app.store, app.platform.clock, app.settings.ingest.max_future_s)
         self._leases: dict[int, int] = {}  # partition -> revision of our lease entry
         self._renewed: dict[int, float] = {}  # partition -> monotonic time of the last renewal
         self._tasks: dict[int, list[asyncio.Task[None]]] = {}

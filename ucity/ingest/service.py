@@ -84,7 +84,7 @@ class IngestService:
         self.default_tenant = platform.settings.ngsild.default_tenant
         self.registry = DeviceRegistry(store)
         self.stats = IngestStats(platform.clock, settings.reject_log_interval_s)
-        self.writer = MeasureWriter(store)
+        self.writer = MeasureWriter(store, platform.clock, settings.max_future_s)
         self.monitor = HealthMonitor(platform.clock, platform.bus, self.writer, settings)
         self.max_future = timedelta(seconds=settings.max_future_s)
         from ucity.ingest.http import IngestHttp

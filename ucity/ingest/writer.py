@@ -20,10 +20,12 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
 from ucity.core.bus import Context
+from ucity.core.clock import Clock, to_iso
 from ucity.core.frozen import fast_init
 from ucity.ingest.decode import DecodeError, Observation, command_instances, static_instances
 from ucity.ingest.model import DeviceProfile
@@ -79,9 +81,10 @@ def _expanded(attrs: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]
 
 # -- mutations ----------------------------------------------------------------------------------------
 def measure_op(profile: DeviceProfile, observations: Iterable[Observation],
-               extra: dict[str, dict[str, Any]] | None = None) -> ApplyFn:
+               extra: dict[str, dict[str, Any]] | None = None, horizon: str | None = None) -> ApplyFn:
     """Create the entity if missing, then merge the observations oldest first (NGSI-LD merge semantics),
-    then `extra` (attribute name -> instance)."""
+    then `extra` (attribute name -> instance). `horizon` (ISO, as stored): a current observedAt beyond it
+    (written through NGSI-LD, which takes any time) does not make a measure late: see `_merge_observation`."""
     ordered = tuple(observations)
     if len(ordered) > 1:
         ordered = tuple(sorted(ordered, key=lambda o: o.observed_at))
@@ -107,7 +110,7 @@ def measure_op(profile: DeviceProfile, observations: Iterable[Observation],
         merged = False
         for observation in ordered:
             if _merge_observation(doc, owned, observation.attrs, now, touched, instances, late_history,
-                                  observation.plain):
+                                  observation.plain, horizon):
                 merged = True
                 doc["modifiedAt"] = now
         if extra and _merge_observation(doc, owned, extra, now, touched, instances, late_history):
@@ -126,6 +129,7 @@ def measure_op(profile: DeviceProfile, observations: Iterable[Observation],
 def _merge_observation(
     doc: Doc, owned: set[str] | None, attrs: dict[str, dict[str, Any]], now: str, touched: set[str],
     history: list[tuple[str, dict[str, Any]]], late: list[tuple[str, dict[str, Any]]], plain: bool = False,
+    horizon: str | None = None,
 ) -> bool:
     """Merge one decoded measure into the working copy (`ops.merge_attrs` semantics). An instance older
     than the attribute's current one goes to `late` (history only). Returns whether any was merged.
@@ -141,7 +145,10 @@ def _merge_observation(
             index = 0 if current[0].get("datasetId") is None else find_instance(current, None)
             if index is not None:
                 current_time = current[index].get("observedAt")
-                if current_time is not None and instance["observedAt"] < current_time:
+                # Late (history only) when older than the current value, unless that one lies beyond the
+                # horizon (ingest.max_future_s ahead): a time no device may send would freeze the attribute.
+                if current_time is not None and instance["observedAt"] < current_time and (
+                        horizon is None or current_time <= horizon):
                     late.append((iri, stamp_copy(instance, now)))
                     continue
         merged = True
@@ -214,8 +221,10 @@ class MeasureWriter:
 
     writes_extra = True  # DeviceWrite.extra is written (a writer that only forwards writes may not)
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, clock: Clock | None = None, max_future_s: float | None = None) -> None:
         self.store = store
+        self.clock = clock
+        self.max_future = timedelta(seconds=max_future_s) if max_future_s is not None else None
 
     async def write(self, writes: list[DeviceWrite]) -> list[Outcome | Exception]:
         """One result per write, in order, each available only after its commit."""
@@ -223,10 +232,11 @@ class MeasureWriter:
         for index, write in enumerate(writes):
             by_tenant.setdefault(write.profile.tenant, []).append(index)
         results: list[Outcome | Exception] = [Exception("not written")] * len(writes)
+        horizon = to_iso(self.clock.now() + self.max_future) if self.clock and self.max_future is not None else None
 
         async def run(tenant: str, indexes: list[int]) -> None:
             mutations = [Mutation(writes[i].profile.entity_id,
-                                  measure_op(writes[i].profile, writes[i].observations, writes[i].extra))
+                                  measure_op(writes[i].profile, writes[i].observations, writes[i].extra, horizon))
                          for i in indexes]
             outcomes = await self.store.mutate(tenant, mutations, Context(actor=INGEST_ACTOR))
             for index, outcome in zip(indexes, outcomes, strict=True):
