@@ -66,16 +66,9 @@ def demo_settings(options: DemoOptions) -> Any:
         # (no webhooks).
         extra["ops"] = {"admin_token": options.admin_token,
                         **({} if settings.ops.agencies else {"agencies": DEMO_AGENCIES})}
-    if extra:
-        settings = load_settings(options.config, **_merged(overrides, extra))
+    if extra:  # sections of their own (domains, ingest, ops): none of `overrides`'
+        settings = load_settings(options.config, **overrides, **extra)
     return settings
-
-
-def _merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = {**out[key], **value} if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 DEMO_MAX_FUTURE_S = 3.0e9  # about 95 years: any --start and --speed a demo is run with
