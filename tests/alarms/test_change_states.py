@@ -19,6 +19,7 @@ from tests.alarms.support import cleared as cleared_event
 from ucity.alarms import AlarmChanged
 from ucity.alarms.alert import alert_doc
 from ucity.alarms.service import Signal
+from ucity.core.errors import Unavailable
 from ucity.core.http import Req
 
 POINT = {"type": "Point", "coordinates": [126.9, 37.5]}
@@ -161,6 +162,41 @@ async def test_a_change_decided_while_the_first_is_enriched_keeps_its_own_state_
         (("raised",), "warning", POINT, True), (("escalated",), "serious", POINT, True)]
     stored = await city.ucity.store.get_alarm(TENANT, alarm.id)
     assert stored is not None and (stored["level"], stored["location"], stored["count"]) == ("serious", POINT, 2)
+
+
+async def test_a_new_alarm_whose_entity_cannot_be_read_is_saved_and_announced_without_the_entity(
+        city: City, caplog: pytest.LogCaptureFixture) -> None:
+    """The entity read of a raise the rule event did not describe fails (the store busy or restarting): the
+    raise is not dropped. It is saved and announced without the entity's type, location and parent, and the
+    change decided while it was read follows it, in order."""
+    store = city.ucity.store
+    get_entity = store.get_entity
+    reads: list[str] = []
+
+    async def failing(tenant: str, entity_id: str) -> Any:
+        reads.append(entity_id)
+        if reads == [SENSOR]:  # the alarm's read (the operations centre reads it too, later)
+            raise Unavailable("the store is not running")
+        return await get_entity(tenant, entity_id)
+
+    store.get_entity = failing  # type: ignore[method-assign]
+    told = Told(city)
+    with caplog.at_level(logging.WARNING, logger="ucity.alarms.service"):
+        decide(city, matched(level="warning", entity_types=(), location=POINT))  # not described: read first
+        alarm = city.active()
+        city.clock.advance(1)
+        decide(city, matched(level="serious", entity_types=()))  # waits behind the raise
+        await city.settle()
+    assert reads[0] == SENSOR
+    assert [(event, data["level"], data["count"], data["entity_type"], data["location"], data["enriched"])
+            for event, data in told.streamed()] == [("alarm.raised", "warning", 1, "", POINT, False),
+                                                    ("alarm.escalated", "serious", 2, "", POINT, False)]
+    assert [events for events, _ in told.changed] == [("raised",), ("escalated",)]
+    stored = await store.get_alarm(TENANT, alarm.id)
+    assert stored is not None and (stored["level"], stored["count"], stored["enriched"]) == ("serious", 2, False)
+    assert [h["action"] for h in await city.history(alarm.id)] == ["raised", "escalated"]
+    assert await city.alert(alarm.id) is not None  # its Alert entity too
+    assert "could not be read" in caplog.text
 
 
 async def test_a_retried_save_still_announces_each_changes_own_state(city: City,

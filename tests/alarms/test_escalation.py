@@ -11,6 +11,8 @@ import pytest
 
 from tests.alarms.support import T0, City, alarm_settings, cleared, matched
 from ucity.alarms.contacts import ReadOnly
+from ucity.alarms.escalation import Escalator
+from ucity.alarms.model import Alarm
 from ucity.core.errors import BadRequest
 
 CHAIN = {"id": "elderly-serious", "rule": "inactivity", "level": "serious",
@@ -140,3 +142,37 @@ async def test_derived_alarms_escalate_only_with_a_chain_of_their_own(city: City
     await city.publish(matched("urn:ngsi-ld:Device:s2", "serious", parent_id="urn:ngsi-ld:Building:b1"))
     assert [subject for _, subject in recorded(city, "sms")] == [
         "[심각] 경보 격상: derived:safety @ urn:ngsi-ld:Building:b1"]
+
+
+async def test_the_escalator_never_changes_an_escalation_state_in_place(city: City) -> None:
+    """Each change of the state is a new dict (a step moving on, a re-opened alarm resuming): a state that an
+    announced change or anyone else holds stays as it was."""
+    await contacts(city)
+    await city.publish(matched("urn:ngsi-ld:Person:p1", "serious", "inactivity"))  # step 0 fires at once
+    alarm = city.active("urn:ngsi-ld:Person:p1", "inactivity")
+    first = alarm.escalation
+    kept = dict(first)
+    await city.advance(300)  # step 1
+    assert alarm.escalation is not first and first == kept and alarm.escalation["next_step"] == 2
+    second, kept = alarm.escalation, dict(alarm.escalation)
+    await city.publish(cleared("urn:ngsi-ld:Person:p1", "inactivity"))
+    await city.advance(60)
+    await city.publish(matched("urn:ngsi-ld:Person:p1", "serious", "inactivity"))  # re-opened: resumes
+    assert alarm.escalation is not second and second == kept
+    assert alarm.escalation["started_at"] == "2026-03-02T00:01:00.000000Z"  # step 2 keeps its 600 s from step 1
+    assert alarm.escalation["next_step"] == 2
+
+    # The escalator alone (no alarm service copying around it): a step and a resume give the alarm new dicts.
+    other = Alarm.from_doc({**alarm.to_doc(), "id": "other", "escalation": None})
+    steps: list[int] = []
+    escalator = Escalator(city.clock, city.alarms.contacts, lambda _alarm, _chain, index, _step: steps.append(index))
+    escalator.begin(other, "raised")  # step 0 is due at once
+    begun = other.escalation
+    assert steps == [0] and begun is not None and begun["next_step"] == 1
+    kept = dict(begun)
+    await city.advance(300)
+    assert steps == [0, 1] and other.escalation is not begun and begun == kept
+    stepped, kept = other.escalation, dict(other.escalation)
+    escalator.resume(other)
+    assert other.escalation is not stepped and stepped == kept
+    escalator.stop_all()

@@ -144,3 +144,17 @@ def test_typing_helpers() -> None:
     assert command_instances((Command("ping"),)) == {
         "ping": {"type": "Property", "value": ""}, "ping_status": {"type": "Property", "value": "UNKNOWN"},
         "ping_info": {"type": "Property", "value": ""}}
+
+
+def test_text_or_names_holding_a_nul_character_are_rejected() -> None:
+    """PostgreSQL cannot store U+0000 in a document: a value or name holding one failed its whole store call on
+    every delivery (over MQTT: redelivered without end, its batch with it). It is rejected, on both backends."""
+    decoded = decode_payload({"t": 21.5, "s": "a\x00b", "extra": {"k": ["x", "\x00"]}, "k\x00ey": 1, "free": "ok",
+                              "n": 3}, profile(), NOW)
+    (observation,) = decoded.observations
+    assert set(observation.attrs) == {"temperature", "free", "count"}
+    assert sorted((r.field, r.reason) for r in decoded.rejections) == [
+        ("extra", "invalid-text"), ("k\x00ey", "invalid-name"), ("s", "invalid-text")]
+    assert decode_payload({"s": "no NUL: \\u0000 as text is fine"}, profile(), NOW).rejections == ()
+    single = decode_payload({"s": parse_single_value(b"on\x00off")}, profile(), NOW)
+    assert [r.reason for r in single.rejections] == ["invalid-text"] and not single.observations

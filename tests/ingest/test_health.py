@@ -15,7 +15,7 @@ from ucity.app import Ucity
 from ucity.core.bus import EntitiesChanged, EntityChange
 from ucity.core.clock import FakeClock, to_iso
 from ucity.core.config import Settings, load_settings
-from ucity.core.errors import BadRequest
+from ucity.core.errors import BadRequest, Unavailable
 from ucity.core.http import Req, Resp
 from ucity.ingest import DeviceStatusChanged
 
@@ -67,8 +67,8 @@ async def measure(app: Ucity, device: str, body: Any) -> None:
     assert response.status == 200, response.body
 
 
-async def state(app: Ucity, entity_id: str = ENTITY) -> Any:
-    doc = await app.store.get_entity("guro", entity_id)
+async def state(app: Ucity, entity_id: str = ENTITY, tenant: str = "guro") -> Any:
+    doc = await app.store.get_entity(tenant, entity_id)
     assert doc is not None
     (instance,) = doc["attrs"]["https://uri.etsi.org/ngsi-ld/default-context/deviceState"]
     return instance["value"], instance["observedAt"]
@@ -253,3 +253,59 @@ async def test_the_measure_that_brings_a_device_online_writes_its_state(
     await measure(app, "p1", {"o": True})
     await settle(app)
     assert state_iri not in changes[-1].attrs and [e.status for e in events] == ["online", "offline"] * 2 + ["online"]
+
+
+async def test_a_start_interrupted_while_device_states_load_loses_no_offline_alarm(tmp_path: Path) -> None:
+    """The store fails while the device states of the second tenant are read at start (the start fails). The
+    first tenant's silent device must not have gone offline meanwhile: its `deviceState` offline written and
+    its event published to an alarm service being stopped, the next start would take the stored offline state
+    as announced already, and its device-offline alarm would never be raised. Both devices are announced
+    offline, and alarmed, by the next start that succeeds."""
+    clock = FakeClock(START)
+    first = Ucity(make_settings(tmp_path), clock=clock)
+    await first.start()
+    try:
+        await provision(first, [{"device_id": "p1"}])
+        other = {**H, "fiware-service": "mapo"}
+        groups = {"services": [{"apikey": "mk", "entity_type": "ParkingSpot", "autoprovision": False}]}
+        for handler, path, body in ((first.ingest.http.create_groups, "/iot/services", groups),
+                                    (first.ingest.http.create_devices, "/iot/devices", {"devices": [{"device_id": "m1"}]})):
+            req = Req("POST", path, headers=other, body=orjson.dumps(body))
+            assert (await handler(req)).status == 201
+        await measure(first, "p1", {"o": True})
+        req = Req("POST", "/iot/json", params={"k": ["mk"], "i": ["m1"]}, headers=other, body=b'{"o": true}')
+        assert (await first.ingest.http.measure(req)).status == 200
+        await settle(first)
+    finally:
+        await first.stop()
+
+    clock.advance(600)  # down for 10 minutes: both devices silent for longer than 3 intervals
+    second = Ucity(make_settings(tmp_path), clock=clock)
+    query = second.store.query_entities
+    reads: list[str] = []
+
+    async def failing(tenant: str, q: Any) -> Any:
+        if q.ids:  # the device states (health), one read per tenant: the second one fails
+            reads.append(tenant)
+            if len(reads) == 2:
+                raise Unavailable("the database is unreachable")
+        return await query(tenant, q)
+
+    second.store.query_entities = failing  # type: ignore[method-assign]
+    with pytest.raises(Unavailable):
+        await second.start()
+    assert len(reads) == 2
+    await second.ingest.monitor.drain()  # whatever the failed start left running (it must have left nothing)
+
+    clock.advance(1)
+    third = Ucity(make_settings(tmp_path), clock=clock)
+    await third.start()
+    try:
+        await settle(third)
+        await third.alarms.drain()
+        for tenant, entity in (("guro", ENTITY), ("mapo", "urn:ngsi-ld:ParkingSpot:m1")):
+            assert (await state(third, entity, tenant))[0] == "offline"
+            assert third.alarms.active_alarm(tenant, entity, "device-offline") is not None, entity
+    finally:
+        await third.stop()
+    assert not second.ingest.monitor.summary("guro")["devices"]  # the failed start had judged no device

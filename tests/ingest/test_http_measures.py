@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.testclient import TestClient
 
 from tests.ingest.support import ENTITIES, IOT, TEMPORAL, provision
+from ucity.core.errors import BadRequest, Unavailable
 
 TENANT = {"fiware-service": "guro"}
 LD = {"NGSILD-Tenant": "guro"}
@@ -102,3 +105,42 @@ def test_autoprovision_creates_the_device_on_its_first_valid_measure(client: Tes
 def test_about(client: TestClient) -> None:
     body = client.get("/iot/about").json()
     assert "libVersion" in body and body["baseRoot"] == "/"
+
+
+def test_a_write_the_store_refuses_is_a_problem_naming_the_values_and_is_counted(client: TestClient) -> None:
+    """A write outcome that is an error other than Unavailable (the store refused the write for the device's
+    entity): the sender gets ProblemDetails with that error's status and every value not written, listed after
+    the values decode rejected; the stats count them (reason not-written), nothing is dropped silently. A
+    failure of ucity's own is a 500 with the same list; a store that cannot take it now stays a 503."""
+    setup_station(client)
+    writer = client.app.state.ucity.ingest.writer  # type: ignore[attr-defined]
+    answer: list[Exception] = []
+
+    async def refusing(writes: list[Any]) -> list[Any]:
+        return [answer[0] for _ in writes]
+
+    writer.write = refusing
+    answer.append(BadRequest("attribute temperature is a Relationship here"))
+    response = client.post("/iot/json?k=wk&i=ws-01", json=[{"t": 1.5, "h": "wet", "TimeInstant": "2026-03-01T00:00:00Z"},
+                                                          {"b": 0.5, "TimeInstant": "2026-03-01T00:10:00Z"}])
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert (body["type"], body["title"]) == ("https://uri.etsi.org/ngsi-ld/errors/BadRequestData", "Bad request data")
+    assert body["detail"] == "the measures were not written: attribute temperature is a Relationship here"
+    assert [(r["reason"], r.get("attribute")) for r in body["rejected"]] == [
+        ("type-mismatch", "h"), ("not-written", "temperature"), ("not-written", "batteryLevel")]
+    assert body["rejected"][2]["detail"] == ("measure of 2026-03-01T00:10:00.000000Z not written: "
+                                             "attribute temperature is a Relationship here")
+
+    answer[0] = KeyError("a bug")
+    response = client.post("/iot/json?k=wk&i=ws-01", json={"t": 2})
+    assert response.status_code == 500 and response.json()["rejected"][0]["reason"] == "not-written"
+    assert "KeyError" in response.json()["rejected"][0]["detail"]
+
+    answer[0] = Unavailable("the store could not commit: disk I/O error")
+    assert client.post("/iot/json?k=wk&i=ws-01", json={"t": 3}).status_code == 503  # send it again: not counted
+
+    stats = client.get("/api/v1/ingest/stats", headers=TENANT).json()
+    (row,) = [d for d in stats["devices"] if d["device_id"] == "ws-01"]
+    assert (row["accepted"], row["measures"], row["reasons"]) == (0, 0, {"type-mismatch": 1, "not-written": 3})
+    assert "temperature" not in client.get(ENTITIES + ENTITY, headers=LD).json()  # nothing was written

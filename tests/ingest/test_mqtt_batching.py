@@ -20,7 +20,7 @@ from ucity.app import Ucity
 from ucity.core.bus import Context, EntityChange
 from ucity.core.clock import FakeClock
 from ucity.core.config import MqttSettings, load_settings
-from ucity.core.errors import Unavailable
+from ucity.core.errors import BadRequest, Unavailable
 from ucity.ingest.mqtt import MqttSource, puback_packets
 from ucity.ingest.schema import parse_device, parse_group
 
@@ -159,3 +159,136 @@ async def test_messages_kept_by_the_broker_belong_to_the_new_connection(
     source._ack_client = FakeClient(log)  # type: ignore[assignment]
     source._ack([item])
     assert [mid for kind, mid in log if kind == "ack"] == [7]
+
+
+POISON = 666  # a `seq` value the patched writer below fails on, on every delivery
+
+
+def failing_on_poison(app: Ucity, error: Exception) -> list[int]:
+    """The writer raises `error` for any write holding a measure of seq POISON; returns the sizes of the writes."""
+    write = app.ingest.writer.write
+    sizes: list[int] = []
+
+    async def writer(writes: list[Any]) -> list[Any]:
+        sizes.append(len(writes))
+        if any(o.attrs.get("seq", {}).get("value") == POISON for w in writes for o in w.observations):
+            raise error
+        return await write(writes)
+
+    app.ingest.writer.write = writer  # type: ignore[method-assign]
+    return sizes
+
+
+async def test_a_batch_whose_commit_fails_is_committed_one_by_one_and_only_the_poison_is_rejected(
+        city: tuple[Ucity, list[tuple[str, Any]]]) -> None:
+    """A commit that raises something other than Unavailable would raise again on every delivery: the batch's
+    messages are committed one at a time, the one that fails alone is rejected as internal-error and
+    acknowledged, its neighbours (and the garbage among them) are committed, counted and acknowledged."""
+    app, log = city
+    source = source_for(app, log, max_batch=100)
+    sizes = failing_on_poison(app, RuntimeError("a bug this message triggers"))
+    await run(source, [measure("d1", 1, 1), Message("/k/d1/attrs", b"not json", 2), measure("d2", POISON % 60, 3),
+                       Message("/k/d2/attrs", b'{"s": %d}' % POISON, 4), measure("d3", 5, 5), measure("d1", 6, 6)])
+
+    assert sorted(mid for kind, mid in log if kind == "ack") == [1, 2, 3, 4, 5, 6]  # nothing held for ever
+    assert source.not_committed == 0
+    assert isinstance(source._ack_client, FakeClient) and source._ack_client._client.disconnects == 0
+    assert sizes == [5, 1, 1, 1, 1, 1]  # the batch, then each of its five measures alone
+    assert [entry for kind, entry in log if kind == "commit"] == [
+        ("urn:ngsi-ld:Counter:d1", 1), ("urn:ngsi-ld:Counter:d2", POISON % 60), ("urn:ngsi-ld:Counter:d3", 5),
+        ("urn:ngsi-ld:Counter:d1", 6)]
+    totals = app.ingest.stats.snapshot(TENANT)["totals"]
+    assert (totals["measures"], totals["reasons"]) == (4, {"malformed-json": 1, "internal-error": 1})
+    counters = app.ingest.stats.device((TENANT, "k", "d2"))
+    assert counters is not None and counters.last_rejection is not None
+    assert counters.last_rejection["reason"] == "internal-error"
+    assert "RuntimeError" in counters.last_rejection["detail"]
+    # The garbage (d1) is counted once, in arrival order: before d1's last measure was accepted.
+    d1 = app.ingest.stats.device((TENANT, "k", "d1"))
+    assert d1 is not None and (d1.measures, d1.rejected) == (2, 1)
+
+
+async def test_a_batch_whose_commit_raises_unavailable_is_still_held_for_redelivery(
+        city: tuple[Ucity, list[tuple[str, Any]]]) -> None:
+    """The store that cannot take a batch now (Unavailable raised, not a failure of the messages): nothing is
+    rejected, the messages are left unacknowledged and the connection dropped, as before."""
+    app, log = city
+    source = source_for(app, log, max_batch=100)
+    sizes = failing_on_poison(app, Unavailable("12000 writes are waiting for a commit; retry shortly"))
+    await run(source, [measure("d1", 1, 1), Message("/k/d2/attrs", b'{"s": %d}' % POISON, 2)])
+
+    assert [mid for kind, mid in log if kind == "ack"] == []
+    assert sizes == [2]  # not retried one by one
+    assert source.not_committed == 2
+    assert isinstance(source._ack_client, FakeClient) and source._ack_client._client.disconnects == 1
+    assert app.ingest.stats.snapshot(TENANT)["totals"]["rejected"] == 0
+
+
+async def test_a_message_failing_alone_on_an_unavailable_store_is_held_and_its_neighbours_committed(
+        city: tuple[Ucity, list[tuple[str, Any]]]) -> None:
+    app, log = city
+    source = source_for(app, log, max_batch=100)
+    write = app.ingest.writer.write
+    calls = 0
+
+    async def writer(writes: list[Any]) -> list[Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("the batch fails")
+        if any(w.profile.device_id == "d2" for w in writes):
+            raise Unavailable("the store is not running")
+        return await write(writes)
+
+    app.ingest.writer.write = writer  # type: ignore[method-assign]
+    await run(source, [measure("d1", 1, 1), measure("d2", 2, 2), measure("d3", 3, 3)])
+
+    assert sorted(mid for kind, mid in log if kind == "ack") == [1, 3]
+    assert source.not_committed == 1
+    assert isinstance(source._ack_client, FakeClient) and source._ack_client._client.disconnects == 1
+    assert app.ingest.stats.snapshot(TENANT)["totals"]["rejected"] == 0
+
+
+async def test_a_write_the_store_refuses_is_counted_as_not_written_and_acknowledged(
+        city: tuple[Ucity, list[tuple[str, Any]]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write outcome that is an error other than Unavailable would be refused again on redelivery: the
+    message is acknowledged, and its values are counted as rejected (reason not-written), not dropped."""
+    app, log = city
+    source = source_for(app, log, max_batch=100)
+    write = app.ingest.writer.write
+
+    async def refusing(writes: list[Any]) -> list[Any]:
+        outcomes = await write([w for w in writes if w.profile.device_id != "d2"])
+        return [BadRequest("attribute seq is a Relationship") if w.profile.device_id == "d2" else outcomes.pop(0)
+                for w in writes]
+
+    monkeypatch.setattr(app.ingest.writer, "write", refusing)
+    await run(source, [measure("d1", 1, 1), measure("d2", 2, 2)])
+
+    assert sorted(mid for kind, mid in log if kind == "ack") == [1, 2]
+    assert source.not_committed == 0
+    counters = app.ingest.stats.device((TENANT, "k", "d2"))
+    assert counters is not None and (counters.measures, counters.rejected) == (0, 1)
+    assert counters.reasons == {"not-written": 1}
+    assert counters.last_rejection == {
+        "reason": "not-written", "attribute": "seq",
+        "detail": "measure of 2026-05-01T00:00:02.000000Z not written: attribute seq is a Relationship"}
+    assert app.ingest.stats.snapshot(TENANT)["totals"]["reasons"] == {"not-written": 1}
+
+
+async def test_text_with_a_nul_character_is_rejected_not_held_for_redelivery(
+        city: tuple[Ucity, list[tuple[str, Any]]]) -> None:
+    """U+0000 in a text: PostgreSQL fails the whole store call on it, every time, and the store reports that as
+    unavailable, so the batch (every device's messages in it) was held for redelivery without end. Decode
+    rejects it (invalid-text); the rest of the message and its neighbours are committed and acknowledged."""
+    app, log = city
+    source = source_for(app, log, max_batch=100)
+    await run(source, [measure("d1", 1, 1), Message("/k/d2/attrs", b'{"note": "a\\u0000b", "s": 2}', 2),
+                       Message("/k/d3/attrs", b'{"note": ["\\u0000"]}', 3), measure("d1", 4, 4)])
+
+    assert sorted(mid for kind, mid in log if kind == "ack") == [1, 2, 3, 4]
+    assert source.not_committed == 0
+    assert isinstance(source._ack_client, FakeClient) and source._ack_client._client.disconnects == 0
+    assert [entry for kind, entry in log if kind == "commit"] == [
+        ("urn:ngsi-ld:Counter:d1", 1), ("urn:ngsi-ld:Counter:d2", 2), ("urn:ngsi-ld:Counter:d1", 4)]
+    assert app.ingest.stats.snapshot(TENANT)["totals"]["reasons"] == {"invalid-text": 2}

@@ -8,6 +8,11 @@ unacknowledged. Acknowledging or clearing stops it; a reactivated alarm resumes 
 The state (`alarm.escalation`: chain id, level, started_at, next_step) is part of the stored
 alarm, so a restart re-arms the timers; steps that fell due while the process was down fire at
 once on start, in order (the alarm has been unanswered that long).
+
+The state is never changed in place: each change gives the alarm a new dict. The alarm service
+announces each change with the alarm as that change left it, a shallow copy (`Alarm.to_doc`)
+that shares the dict with the alarm; a dict changed in place would change what earlier changes
+announce.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ class Escalator:
         done = state["next_step"]
         if 0 < done < len(chain.steps):
             start = self.clock.now() - timedelta(seconds=chain.steps[done - 1].delay_s)
-            state["started_at"] = to_iso(start)
+            alarm.escalation = {**state, "started_at": to_iso(start)}
         self.arm(alarm)
 
     def arm(self, alarm: Alarm) -> None:
@@ -84,13 +89,16 @@ class Escalator:
             self._fire(alarm)
 
     def _fire(self, alarm: Alarm) -> None:
-        """Run the next step, then arm the one after it."""
+        """Run the next step, then arm the one after it.
+
+        `on_step` runs before the state moves on: the change it decides (the service's `notified`) is the
+        one that moves it, and the alarm's earlier changes keep the state from before the step."""
         state, chain = alarm.escalation, self._chain(alarm)
         if state is None or chain is None:
             return
         index = state["next_step"]
-        state["next_step"] = index + 1
         self.on_step(alarm, chain, index, chain.steps[index])
+        alarm.escalation = {**state, "next_step": index + 1}
         self.arm(alarm)
 
     def _chain(self, alarm: Alarm) -> EscalationChain | None:

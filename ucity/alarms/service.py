@@ -15,9 +15,10 @@ How a change flows, and why:
    (`save_alarms`: the alarm rows and their new history entries, one commit), then announced in
    decision order: the SSE stream, queued notifications, propagation to the parent. A new alarm
    whose rule event did not describe its entity is enriched first (type, location, parent; the
-   alarm's later changes wait behind it). Rounds overlap: the next one is saved without waiting for
-   this one's commit (the store commits calls in the order they came) and announces after it, so
-   one alarm's changes reach the stream in decision order. Then the announced changes wait for the
+   alarm's later changes wait behind it; a read that fails leaves them out, never the alarm). Rounds
+   overlap: the next one is saved without waiting for this one's commit (the store commits calls in
+   the order they came) and announces after it, so one alarm's changes reach the stream in decision
+   order. Then the announced changes wait for the
    Alert projection (`_schedule_alerts`): once no round has begun for `_ALERT_QUIET_S` (at most
    `_ALERT_DELAY_S` after the oldest waiting change; at once for an operator's action, and on
    `drain`), one task writes what changed in their alarms' `Alert` entities (each alarm's once, its
@@ -65,7 +66,7 @@ from ucity.alarms.model import ACTIVE_UNACK, CLEARED_ACK, CLEARED_UNACK, CLOSED,
 from ucity.alarms.notifiers.sse import SseHub
 from ucity.core.bus import Context, Event
 from ucity.core.clock import Clock, SystemClock, TimerHandle, parse_iso, to_iso
-from ucity.core.errors import NotFound
+from ucity.core.errors import NotFound, UcityError
 from ucity.core.ids import uuid4_texts
 from ucity.core.platform import Platform
 from ucity.ingest import DeviceStatusChanged
@@ -420,8 +421,6 @@ class AlarmService:
         if up:
             self.escalator.begin(alarm, "escalated")
         elif alarm.status == ACTIVE_UNACK:
-            if alarm.escalation is not None:  # resumed in place: the changes copied before keep theirs
-                alarm.escalation = {**alarm.escalation}
             self.escalator.resume(alarm)
 
     @staticmethod
@@ -464,11 +463,7 @@ class AlarmService:
 
     # -- escalation steps --------------------------------------------------------------------------
     def _step(self, alarm: Alarm, chain: EscalationChain, index: int, step: EscalationStep) -> None:
-        self._seal(alarm)
-        state = alarm.escalation
-        if state is not None:  # the escalator moved its next step on in place before this call: the changes
-            alarm.escalation = {**state}  # copied or announced before share that dict and get it back as they
-            state["next_step"] = index  # left it; the alarm goes on with a copy (see `_seal`)
+        self._seal(alarm)  # the escalator moves its next step on after this call: this change's state
         now = to_iso(self.clock.now())
         entry = alarm.entry(now, "notified", SYSTEM, chain=chain.id, step=index, group=step.group,
                             delay_s=step.delay_s)
@@ -550,10 +545,9 @@ class AlarmService:
         `_refresh_derived`; the entity read of `_enrich_first` fills in what it found afterwards.
 
         The copy is `to_doc`, shallow: what it shares with the alarm must never change in place. Every field
-        is replaced whole when it changes (`_step` makes a new list of notified groups), but for the
-        escalation state, which the escalator changes in place (escalation.py: the next step in `_fire`, the
-        start in `resume`): `_step` and `_reopen` give the alarm a new dict there. Copying the dict with each
-        change instead cost about 1,200 more CPU instructions per change (`_save`), measured."""
+        is replaced whole when it changes (`_step` makes a new list of notified groups; the escalator gives
+        the alarm a new escalation dict for each change of it, escalation.py). Copying those with each change
+        instead cost about 1,200 more CPU instructions per change (`_save`), measured."""
         item = self._unsealed.pop(alarm.id, None)
         if item is None:
             return None
@@ -576,18 +570,21 @@ class AlarmService:
 
     async def _enrich_first(self, item: _Pending) -> None:
         """Read the entity of a new alarm that the rule event did not describe, then queue its save and the
-        changes of the alarm decided meanwhile, in order."""
+        changes of the alarm decided meanwhile, in order.
+
+        A read that fails (the store busy or restarting) does not hold the alarm back: it is saved and
+        announced without what the entity would have added (type, location, parent: the event's, if any;
+        `enriched` stays false), as the rest of its changes. Dropping the change lost the raise for good:
+        the alarm stayed active in memory, never stored nor told, and its later changes were saved without it.
+        Not retried: the alarm is what matters, and a retry would hold it and its later changes back."""
         alarm = item.alarm
+        found: Doc | None = None
         try:
             found = await self._enrich(alarm)
-        except Exception:
-            log.exception("alarm %s could not be saved", alarm.id)
-            item.finish()
-            if self._unsealed.get(alarm.id) is item:
-                del self._unsealed[alarm.id]
-            found = None
-        else:
-            self._queue(item)
+        except Exception as exc:
+            log.warning("alarm %s: its entity %s could not be read (%s); saved without its type, location and "
+                        "parent", alarm.id, alarm.entity_id, exc, exc_info=not isinstance(exc, UcityError))
+        self._queue(item)
         later = self._enriching.pop(alarm.id, [])
         if found is not None:  # the changes copied meanwhile (`_seal`) show what was read, as the alarm does now
             for waited in (item, *later):

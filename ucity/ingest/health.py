@@ -101,25 +101,37 @@ class HealthMonitor:
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def restore(self, profiles: Iterable[DeviceProfile], store: Store) -> None:
-        """Track every device, with its last report and state read from its stored entity."""
-        self._running = True
+        """Track every device, with its last report and state read from its stored entity.
+
+        Two phases: every tenant's entities are read (what health needs of each kept, `_Stored`) before any
+        device is tracked or judged; then all are applied at once, without an await, so nothing can interrupt
+        it. A start interrupted while the states load (the store failing on a later tenant) used to leave the
+        earlier tenants judged: their silent devices set offline, their `deviceState` written and their events
+        published while the failed start stopped the alarm service. The next start then read the stored
+        offline state as announced already, and their device-offline alarms were never raised. Now such a
+        start has judged nothing: the next one finds the states as they were and announces every change."""
         by_tenant: dict[str, list[DeviceProfile]] = {}
         for profile in profiles:
             by_tenant.setdefault(profile.tenant, []).append(profile)
+        stored: list[tuple[DeviceProfile, _Stored | None]] = []
         for tenant, group in by_tenant.items():
             docs = await _entities(store, tenant, [p.entity_id for p in group])
             for profile in group:
-                self._restore_one(profile, docs.get(profile.entity_id))
+                doc = docs.get(profile.entity_id)
+                stored.append((profile, _stored(doc, profile) if doc is not None else None))
+        self._running = True
+        for profile, state in stored:
+            self._restore_one(profile, state)
 
-    def _restore_one(self, profile: DeviceProfile, doc: Doc | None) -> None:
+    def _restore_one(self, profile: DeviceProfile, state: _Stored | None) -> None:
         record = self.track(profile)
-        if doc is None:
+        if state is None:
             return
-        last = _last_observed(doc, profile)
+        last = state.last_reported
         record.last_reported = min(last, self.clock.now()) if last is not None else None
-        record.status = str(_value(doc, DEVICE_STATE) or UNKNOWN)
-        record.battery = next((v for v in (_value(doc, n) for n in BATTERY_NAMES) if v is not None), None)
-        record.rssi = next((v for v in (_value(doc, n) for n in RSSI_NAMES) if v is not None), None)
+        record.status = state.status
+        record.battery = state.battery
+        record.rssi = state.rssi
         if record.status == ONLINE and record.last_reported is None:
             record.status = UNKNOWN
         if record.timer is not None:  # armed by track() from now; the real deadline is from the last report
@@ -274,6 +286,22 @@ def _state(status: str, now: str) -> dict[str, dict[str, Any]]:
 
 
 # -- reading stored entities ------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """What health restores of a device's stored entity (read first, applied later: `restore`)."""
+
+    last_reported: datetime | None
+    status: str
+    battery: Any
+    rssi: Any
+
+
+def _stored(doc: Doc, profile: DeviceProfile) -> _Stored:
+    return _Stored(_last_observed(doc, profile), str(_value(doc, DEVICE_STATE) or UNKNOWN),
+                   next((v for v in (_value(doc, n) for n in BATTERY_NAMES) if v is not None), None),
+                   next((v for v in (_value(doc, n) for n in RSSI_NAMES) if v is not None), None))
+
+
 async def _entities(store: Store, tenant: str, ids: list[str], chunk: int = 500) -> dict[str, Doc]:
     found: dict[str, Doc] = {}
     for start in range(0, len(ids), chunk):

@@ -9,7 +9,11 @@ Routes (server.py maps them):
 * `GET /api/v1/devices/health`, `GET /api/v1/ingest/stats`.
 
 A measure is answered 200 only after its commit. Partly invalid measures: 200, the valid fields
-committed, the rejected ones listed in the body. Nothing valid at all: 400 with the same list.
+committed, the rejected ones listed in the body. Nothing valid at all: 400 with the same list. A
+write the store cannot take now: 503 (send it again). A write the store refused (its error for the
+device's entity): ProblemDetails with that error's status (500 when ucity itself failed), its
+`rejected` list naming every value not written (reason `not-written`, attribute, the measure's time)
+after those decode rejected; they are counted in the ingest stats too.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ucity import __version__
-from ucity.core.errors import BadRequest, InvalidRequest, NotFound, Unavailable, UnsupportedMediaType
+from ucity.core.errors import BadRequest, InvalidRequest, NotFound, UcityError, Unavailable, UnsupportedMediaType
 from ucity.core.http import Req, Resp
 from ucity.ingest.decode import DecodeError, Rejection, parse_json
 from ucity.ingest.model import DEFAULT_RESOURCE, DEFAULT_SERVICE_PATH, Device, ServiceGroup
@@ -30,7 +34,7 @@ from ucity.ingest.schema import (
     parse_device,
     parse_group,
 )
-from ucity.ingest.service import Received, stats_key
+from ucity.ingest.service import Received, not_written, stats_key
 from ucity.ngsild.request import int_param, media_type
 
 if TYPE_CHECKING:
@@ -74,12 +78,14 @@ class IngestHttp:
 
     # -- service groups ----------------------------------------------------------------------------------
     async def create_groups(self, req: Req) -> Resp:
+        """Provision service groups (FIWARE IoT Agent `services`): 201."""
         tenant, path = self.tenant(req), self.service_path(req) or DEFAULT_SERVICE_PATH
         groups = [parse_group(item, tenant, path) for item in list_body(self.body(req), "services")]
         await self.service.add_groups(groups)
         return Resp(201, None)
 
     async def list_groups(self, req: Req) -> Resp:
+        """The tenant's service groups, optionally one `apikey` / `resource`."""
         groups = self.registry.groups(self.tenant(req), self.service_path(req, listing=True))
         if req.param("apikey"):
             groups = [g for g in groups if g.apikey == req.param("apikey")]
@@ -97,6 +103,7 @@ class IngestHttp:
         return group
 
     async def update_group(self, req: Req) -> Resp:
+        """Change the service group that `apikey` (and `resource`) select; apikey and resource stay."""
         group = self._group(req)
         changes = self.body(req)
         if not isinstance(changes, dict):
@@ -107,12 +114,14 @@ class IngestHttp:
         return Resp(204, None)
 
     async def delete_group(self, req: Req) -> Resp:
+        """Remove the service group that `apikey` (and `resource`) select; `device=true` with its devices."""
         group = self._group(req)
         await self.service.remove_group(group, with_devices=(req.param("device") or "").lower() == "true")
         return Resp(204, None)
 
     # -- devices ------------------------------------------------------------------------------------------
     async def create_devices(self, req: Req) -> Resp:
+        """Provision devices (FIWARE IoT Agent `devices`): 201."""
         tenant, path = self.tenant(req), self.service_path(req) or DEFAULT_SERVICE_PATH
         devices = [self._parse_device(item, tenant, path) for item in list_body(self.body(req), "devices")]
         await self.service.add_devices(devices)
@@ -125,6 +134,7 @@ class IngestHttp:
         return parse_device(item, tenant, path, group)
 
     async def list_devices(self, req: Req) -> Resp:
+        """The tenant's provisioned devices."""
         devices = self.registry.devices(self.tenant(req), self.service_path(req, listing=True))
         return Resp(200, {"count": len(devices), "devices": [device_to_wire(d) for d in self.page(req, devices)]})
 
@@ -136,9 +146,11 @@ class IngestHttp:
         return device
 
     async def get_device(self, req: Req) -> Resp:
+        """One provisioned device."""
         return Resp(200, device_to_wire(self._device(req)))
 
     async def update_device(self, req: Req) -> Resp:
+        """Change a provisioned device (a new entity type gives it a new default entity id)."""
         device = self._device(req)
         changes = self.body(req)
         if not isinstance(changes, dict):
@@ -153,15 +165,18 @@ class IngestHttp:
         return Resp(204, None)
 
     async def delete_device(self, req: Req) -> Resp:
+        """Remove a provisioned device."""
         await self.service.remove_device(self._device(req))
         return Resp(204, None)
 
     # -- measures -----------------------------------------------------------------------------------------
     async def about(self, req: Req) -> Resp:
+        """The IoT Agent's version and protocols (FIWARE `/iot/about`)."""
         return Resp(200, {"libVersion": f"ucity {__version__}", "version": __version__, "baseRoot": "/",
                           "protocols": ["IoTA-JSON (HTTP)", "IoTA-JSON (MQTT)"]})
 
     async def measure(self, req: Req) -> Resp:
+        """Measures of a device (IoT Agent JSON), answered 200 after their commit with what was rejected."""
         apikey, device_id = req.param("k"), req.param("i")
         if not apikey or not device_id:
             raise BadRequest("a measure needs the query parameters k=<apikey> and i=<device_id>")
@@ -179,8 +194,11 @@ class IngestHttp:
             self.service.stats.rejected(stats_key(resolved.profile), [Rejection(exc.reason, exc.detail)], "http")
             raise InvalidRequest(exc.detail, rejected=[Rejection(exc.reason, exc.detail).to_wire()]) from exc
         result = (await self.service.ingest([Received(resolved, payload, "http")]))[0]
-        if isinstance(result.outcome, Exception):
+        if isinstance(result.outcome, Unavailable):
             raise Unavailable(f"the measures could not be committed: {result.outcome}")
+        if isinstance(result.outcome, Exception):
+            raise _refused(result.outcome, [r.to_wire() for r in (*result.decoded.rejections,
+                                                                   *not_written(result.decoded, result.outcome))])
         rejected = [r.to_wire() for r in result.decoded.rejections]
         if not result.decoded.values and rejected:
             raise BadRequest("no valid value in the measures", rejected=rejected)
@@ -189,13 +207,26 @@ class IngestHttp:
 
     # -- operations ---------------------------------------------------------------------------------------
     async def devices_health(self, req: Req) -> Resp:
+        """Device health: online / offline / unknown counts and each device, optionally one `status`."""
         return Resp(200, self.service.monitor.summary(self.tenant(req), req.param("status")))
 
     async def ingest_stats(self, req: Req) -> Resp:
+        """Ingest statistics: measures received, accepted and rejected (by reason), per device profile."""
         return Resp(200, self.service.stats.snapshot(self.tenant(req)))
+
+
+def _refused(error: Exception, rejected: list[dict[str, Any]]) -> UcityError:
+    """The ProblemDetails of measures whose write the store refused: the store's error (its status, type and
+    title: the entity's state refused them), or a 500 when ucity failed; `rejected` names every value."""
+    if not isinstance(error, UcityError):
+        return UcityError("the measures were not written: ucity failed on them; see the server log", rejected=rejected)
+    problem = UcityError(f"the measures were not written: {error.detail}", rejected=rejected)
+    problem.status, problem.type_uri, problem.title = error.status, error.type_uri, error.title
+    return problem
 
 
 def _same(changes: dict[str, Any], fixed: dict[str, str]) -> None:
     for key, value in fixed.items():
         if key in changes and changes[key] != value:
             raise BadRequest(f"{key} cannot be changed (delete and provision again)")
+

@@ -27,7 +27,11 @@ Garbage never stops the consumer: every failure is counted per device with its r
 loop goes on. No message can lose its batch: each is prepared on its own (`_prepare`, and
 `_prepare_each` if preparing the batch's measures together fails); a message ucity itself fails
 on is rejected as `internal-error` and acknowledged (redelivered, it would only fail again), one
-the store cannot take now is left unacknowledged for redelivery (`_failed`). A lost connection is
+the store cannot take now is left unacknowledged for redelivery (`_failed`). The same holds for the
+commit: a batch whose commit raises anything but `Unavailable` is committed again one message at a
+time (`_commit_each`), so that a message that fails on its own is rejected and acknowledged instead
+of holding its batch for redelivery for ever; a write the store refuses (an error other than
+`Unavailable` as its outcome) is counted as `not-written` and acknowledged. A lost connection is
 retried with jittered exponential backoff (the connection state change is logged once, not every
 attempt).
 
@@ -629,12 +633,70 @@ class MqttSource:
             else:
                 self._ack(batch)
             self.batches += 1
-        except Exception:  # the store failed: leave unacknowledged and reconnect, the broker delivers them again
-            log.exception("MQTT batch of %d message(s) not processed", len(batch))
+        except Unavailable as exc:  # the store cannot take them now: unacknowledged, the broker delivers them again
+            log.warning("MQTT batch of %d message(s) not committed (%s); reconnecting for their redelivery",
+                        len(batch), exc)
             self.not_committed += len(batch)
             self._reconnect()
+        except Exception:  # something in the batch ucity fails on, and would on every delivery: see `_commit_each`
+            log.exception("MQTT batch of %d message(s): its commit failed; committing its messages one by one",
+                          len(batch))
+            await self._commit_each(batch, items, prepared, count, held or set())
         finally:
             self.processed += len(batch)
+
+    async def _commit_each(self, batch: list[Incoming], items: list[Received | None], prepared: Prepared,
+                           count: Callable[[int], None] | None, held: set[int]) -> None:
+        """After the batch's commit raised something other than `Unavailable`: commit its measures one at a time,
+        in arrival order, so that only a message that fails on its own is affected, and no delivery can fail the
+        same way for ever (held, the batch came back and failed again on every delivery, blocking QoS 1 ingest).
+
+        Acknowledged: each message once its own commit returned (as after a batch, a write the store refused is
+        counted as `not-written`), the messages handled before (garbage, command results), and a message whose
+        own commit raises anything but `Unavailable`: rejected as `internal-error` (counted, logged with its
+        traceback, `_failed`). Held for redelivery: what the store cannot take now (`Unavailable`, raised or as
+        the outcome) and `held`. The batch's own rejections are counted in arrival order among the measures'
+        (`count` counts each once, also those a failed batch commit counted already). A batch commit that failed
+        after the store had committed (while counting) has its measures written again, which adds no history (an
+        instance is unique per entity, attribute, datasetId and observedAt, as for a redelivery), and may count
+        some of their figures twice: a bug's price, instead of a batch that never gets through.
+        Each commit waits for the one before, so a device's measures are committed in the order they arrived;
+        the next batch, queued meanwhile, may be committed before them (as when the broker delivers again),
+        and the store merges measures by their time, so the current state stays the newest."""
+        done: list[Incoming] = []
+        measures = iter(zip(prepared.items, prepared.decoded, strict=True))
+        k = 0  # the measure's index in `prepared`
+        for index, (incoming, item) in enumerate(zip(batch, items, strict=True)):
+            if index in held:
+                continue
+            if item is None:
+                done.append(incoming)
+                continue
+            received, decoded = next(measures)
+            if count is not None:
+                count(k)  # what arrived before this measure
+            k += 1
+            try:
+                (result,) = await self.service.commit(Prepared([received], [decoded]))
+            except Exception as exc:
+                own: list[tuple[Key, Rejection]] = []
+                if self._failed(incoming, exc, own, stats_key(received.device.profile)):
+                    continue  # Unavailable: held
+                for key, rejection in own:
+                    self.service.stats.rejected(key, [rejection], "mqtt")
+                done.append(incoming)
+                continue
+            if not isinstance(result.outcome, Unavailable):
+                done.append(incoming)
+        if count is not None:
+            count(len(prepared.items))  # what arrived after the last measure
+        self._ack(done)
+        self.batches += 1
+        if len(done) < len(batch):
+            self.not_committed += len(batch) - len(done)
+            log.warning("MQTT: %d message(s) not committed (store unavailable); reconnecting for their redelivery",
+                        len(batch) - len(done))
+            self._reconnect()
 
     def _ack_committed(self, batch: list[Incoming], items: list[Received | None], results: list[IngestResult],
                        held: set[int]) -> None:

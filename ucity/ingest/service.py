@@ -2,7 +2,8 @@
 
 Both sources (HTTP in http.py, MQTT in mqtt.py) hand measures to `IngestService.ingest`, which
 decodes them (pure), commits them in one store call, and only then counts them and tells the
-health monitor: what is counted as accepted has been committed.
+health monitor: what is counted as accepted has been committed. A write the store refused (an
+error other than `Unavailable`, which the sources retry) is counted as rejected (`not-written`).
 
 Provisioning goes through here too, so that a device's entity, its health record and the
 registry stay in step.
@@ -18,10 +19,10 @@ from typing import Any
 
 from ucity.core.bus import Context
 from ucity.core.clock import to_iso
-from ucity.core.errors import AlreadyExists, NotFound
+from ucity.core.errors import AlreadyExists, NotFound, UcityError, Unavailable
 from ucity.core.frozen import fast_init
 from ucity.core.platform import Platform
-from ucity.ingest.decode import INTERNAL_ERROR, UNKNOWN_DEVICE, Decoded, Rejection, decode_payload
+from ucity.ingest.decode import INTERNAL_ERROR, NOT_WRITTEN, UNKNOWN_DEVICE, Decoded, Rejection, decode_payload
 from ucity.ingest.health import HealthMonitor
 from ucity.ingest.model import Device, DeviceProfile, ServiceGroup, build_profile, entity_id_for
 from ucity.ingest.registry import DeviceRegistry
@@ -74,6 +75,18 @@ def stats_key(profile: DeviceProfile) -> Key:
 def unknown_device(apikey: str, device_id: str, detail: str) -> tuple[Key, Rejection]:
     """The stats key and rejection of a message for no known device (counted under no tenant)."""
     return ("", apikey, device_id), Rejection(UNKNOWN_DEVICE, detail)
+
+
+def not_written(decoded: Decoded, error: Exception) -> tuple[Rejection, ...]:
+    """The rejections of valid values whose write the store answered with `error` (not `Unavailable`, which
+    the sources retry): one per attribute value, each naming its attribute and the measure's time, so that
+    they are counted (`/api/v1/ingest/stats`, reason `not-written`) and listed to an HTTP sender like the
+    values decode rejected. The store's detail is the entity's (e.g. a conflicting attribute); any other
+    exception is ucity's own failure, told as such (its traceback is logged where it is counted)."""
+    cause = (error.detail if isinstance(error, UcityError)
+             else f"ucity failed on it ({type(error).__name__}); see the server log")
+    return tuple(Rejection(NOT_WRITTEN, f"measure of {observation.observed_at} not written: {cause}", field=name)
+                 for observation in decoded.observations for name in observation.attrs)
 
 
 class IngestService:
@@ -210,7 +223,12 @@ class IngestService:
             self.stats.rejected(stats_key(profile), rejections, item.transport)
         if outcome is not None:
             if isinstance(outcome, Exception):
-                log.warning("measures of %s not written: %s", profile.device_id, outcome)
+                # Unavailable: the store cannot take it now and the source has it sent again (MQTT redelivery,
+                # an HTTP 503). Anything else would fail again: the values are rejected, counted with a reason.
+                if not isinstance(outcome, Unavailable):
+                    if not isinstance(outcome, UcityError):  # ucity's own failure: its traceback, once
+                        log.error("measures of %s not written", profile.device_id, exc_info=outcome)
+                    self.stats.rejected(stats_key(profile), not_written(decoded, outcome), item.transport)
                 return
             measures, values = len(decoded.observations), decoded.values
             self.stats.accepted_device(stats_key(profile), measures, values, item.transport, now)
