@@ -1,8 +1,8 @@
 """The ASGI app: routes to framework-free handlers, error mapping, body limits, lifespan.
 
-This is the only module (with web/) that imports the web framework. NGSI-LD routes are plain
-Starlette routes (their contract is the ETSI spec, not OpenAPI); ucity's own endpoints are
-FastAPI routes documented at /docs.
+This is the only module (with web/) that imports the web framework. The APIs are plain Starlette
+routes from framework-free route tables (`TableRoute`); `document` describes every one of them at
+/docs and /openapi.json (ucity/openapi.py), next to FastAPI's own /health.
 """
 
 from __future__ import annotations
@@ -289,7 +289,7 @@ def ngsild_routes(settings: Settings) -> list[Route]:
     ]
     # Each NGSI-LD operation takes only the query parameters it defines (ngsild/request.py ROUTE_PARAMS).
     checked = [(path, method, with_route_params(method, path, handler)) for path, method, handler in table]
-    return routes_from(checked, settings, NGSI)
+    return routes_from(checked, settings, NGSI, "ngsi-ld")
 
 
 def ingest_routes(settings: Settings) -> list[Route]:
@@ -309,7 +309,7 @@ def ingest_routes(settings: Settings) -> list[Route]:
         ("/api/v1/devices/health", "GET", lambda u: u.ingest.http.devices_health),
         ("/api/v1/ingest/stats", "GET", lambda u: u.ingest.http.ingest_stats),
     ]
-    return routes_from(table, settings)
+    return routes_from(table, settings, tag="ingest")
 
 
 def rule_routes(settings: Settings) -> list[Route]:
@@ -324,7 +324,7 @@ def rule_routes(settings: Settings) -> list[Route]:
         ("/api/v1/rules/{ruleId}", "PUT", lambda u: u.rules_api.replace),
         ("/api/v1/rules/{ruleId}", "DELETE", lambda u: u.rules_api.delete),
     ]
-    return routes_from(table, settings)
+    return routes_from(table, settings, tag="rules")
 
 
 def alarm_routes(settings: Settings) -> list[Route]:
@@ -348,7 +348,7 @@ def alarm_routes(settings: Settings) -> list[Route]:
             (f"/api/v1/{name}/{{itemId}}", "PUT", _collection(name, "put")),
             (f"/api/v1/{name}/{{itemId}}", "DELETE", _collection(name, "delete")),
         ]
-    return routes_from(table, settings)
+    return routes_from(table, settings, tag="alarms")
 
 
 def ops_routes(settings: Settings) -> list[Route]:
@@ -361,17 +361,35 @@ def ops_routes(settings: Settings) -> list[Route]:
     return routes_from([(r.path, r.method, bound(r)) for r in ROUTES], settings)
 
 
-def document(app: FastAPI, fragment: dict[str, Any]) -> None:
-    """Add framework-free endpoints' OpenAPI `paths` and `components` to the app's /docs."""
+def document(app: FastAPI) -> None:
+    """/docs and /openapi.json: FastAPI's own routes (/health) and every API route mounted on the app, from the
+    route tables (`TableRoute`) and the documentation each API keeps as data (ucity/openapi.py); not the
+    dashboard's page and static files. Built on the first request; summaries come from the handlers of the
+    running platform, so a document asked for before it started is not kept."""
+    from ucity.openapi import Mounted, api_fragment
+
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
+            mounted: list[Mounted] = []
+            for route in app.router.routes:
+                if isinstance(route, TableRoute):
+                    mounted += [(route.path, method, h, route.tag) for method, h in route.handlers.items()]
+                elif type(route) is Route and route.include_in_schema:  # e.g. the alarm stream; not FastAPI's
+                    mounted += [(route.path, method, None, "") for method in sorted(route.methods or ()) if
+                                method != "HEAD"]
+            ucity = getattr(app.state, "ucity", None)
+            fragment = api_fragment(mounted, ucity)
             schema.setdefault("paths", {}).update(fragment["paths"])
+            schema["tags"] = [*schema.get("tags", []), *fragment["tags"]]
             components = schema.setdefault("components", {})
             for key, values in fragment["components"].items():
                 components.setdefault(key, {}).update(values)
+            if ucity is None:
+                app.openapi_schema = None
+                return schema
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -407,16 +425,28 @@ def stream_route() -> Route:
 RouteTable = list[tuple[str, str, Callable[[Ucity], Handler]]]
 
 
-def routes_from(table: RouteTable, settings: Settings, prefix: str = "") -> list[Route]:
-    """One Starlette route per path, dispatching on the method; order of first appearance kept."""
+class TableRoute(Route):
+    """A route of a framework-free route table: its handlers by method (`handlers`, each given the running
+    ucity) and its API's `tag` stay readable, so /openapi.json documents exactly what is mounted (`document`)."""
+
+    def __init__(self, path: str, endpoint: Callable[[Request], Awaitable[Response]], methods: list[str],
+                 handlers: dict[str, Callable[[Ucity], Handler]], tag: str) -> None:
+        super().__init__(path, endpoint, methods=methods)
+        self.handlers = handlers
+        self.tag = tag
+
+
+def routes_from(table: RouteTable, settings: Settings, prefix: str = "", tag: str = "") -> list[Route]:
+    """One Starlette route per path, dispatching on the method; order of first appearance kept. `tag`: the
+    API's name in /docs (empty: each route's documentation says it)."""
     routes: dict[str, dict[str, Callable[[Ucity], Handler]]] = {}
     for path, method, handler in table:
         routes.setdefault(path, {})[method] = handler
-    return [_method_route(prefix + path, methods, settings) for path, methods in routes.items()]
+    return [_method_route(prefix + path, methods, settings, tag=tag) for path, methods in routes.items()]
 
 
 def _method_route(path: str, methods: dict[str, Callable[[Ucity], Handler]], settings: Settings,
-                  limits: dict[str, int] | None = None) -> Route:
+                  limits: dict[str, int] | None = None, tag: str = "") -> Route:
     endpoints = {m: adapt(h, settings, (limits or {}).get(m)) for m, h in methods.items()}
 
     async def dispatch(request: Request) -> Response:
@@ -429,7 +459,8 @@ def _method_route(path: str, methods: dict[str, Callable[[Ucity], Handler]], set
             return problem_response(body, {"Allow": allowed}, request.url.path)
         return await endpoint(request)
 
-    return Route(path, dispatch, methods=[*methods, "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE", "POST", "GET"])
+    return TableRoute(path, dispatch, [*methods, "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE", "POST", "GET"], methods,
+                      tag)
 
 
 def domain_routes_mounted(settings: Settings) -> list[Route]:
@@ -449,7 +480,7 @@ def dashboard_routes(settings: Settings) -> list[BaseRoute]:
     """The dashboard at `/` with its static files and masked care areas (ucity/web/README.md)."""
     from ucity.web.routes import dashboard_routes as web_routes
 
-    return web_routes(lambda table: routes_from(table, settings))
+    return web_routes(lambda table: routes_from(table, settings, tag="dashboard"))
 
 
 def _on_platform(route: ApiRoute) -> Callable[[Ucity], Handler]:
@@ -518,9 +549,7 @@ def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = F
     app.router.routes.extend(domain_routes_mounted(settings))
     app.router.routes.extend(dashboard_routes(settings))
 
-    from ucity.ops.openapi import fragment
-
-    document(app, fragment())
+    document(app)
 
     @app.get("/health", tags=["platform"], summary="Liveness and readiness with detail")
     async def health(request: Request) -> Response:

@@ -26,12 +26,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ucity.alarms.contacts import Collection, NotifierConfig
-from ucity.alarms.model import ACTIVE_STATUSES, FALSE_OUTCOMES, STATUSES, Alarm
+from ucity.alarms.contacts import Collection, EscalationChain, NotifierConfig, RecipientGroup
+from ucity.alarms.model import ACTIVE_STATUSES, FALSE_OUTCOMES, OUTCOMES, STATUSES, Alarm
 from ucity.alarms.notifiers import known_provider
 from ucity.alarms.service import AlarmService
 from ucity.core.errors import AlreadyExists, NotFound
 from ucity.core.http import Req, Resp
+from ucity.core.openapi import ApiDocs, Doc
 from ucity.core.params import (
     actor_header,
     bad,
@@ -117,16 +118,19 @@ class AlarmApi:
 
     # -- alarms ------------------------------------------------------------------------------------
     async def list_alarms(self, req: Req) -> Resp:
+        """Alarms, newest first, with the filters given; `total` counts every match."""
         tenant, query = self.tenant(req), parse_query(req)
         docs, total = await self.service.store.query_alarms(tenant, query)
         return Resp(200, {"total": total, "limit": query.limit, "offset": query.offset,
                           "alarms": [self._wire(tenant, d) for d in docs]})
 
     async def stats(self, req: Req) -> Resp:
+        """Alarm statistics for the filters: counts, time to acknowledge, false-alarm rates."""
         tenant, query = self.tenant(req), parse_query(req)
         return Resp(200, stats_body(await self.service.store.alarm_stats(tenant, query, FALSE_OUTCOMES)))
 
     async def get_alarm(self, req: Req) -> Resp:
+        """One alarm with its history (audit trail) and comments."""
         tenant = self.tenant(req)
         alarm = await self.service.load(tenant, req.path_params["alarmId"])
         history = await self.service.store.alarm_history(tenant, alarm.id)
@@ -138,12 +142,15 @@ class AlarmApi:
         return Resp(200, alarm.to_wire())
 
     async def acknowledge(self, req: Req) -> Resp:
+        """Acknowledge an alarm (409 when its state does not allow it)."""
         return await self._act(req, "acknowledge")
 
     async def clear(self, req: Req) -> Resp:
+        """Clear an alarm (409 when its state does not allow it)."""
         return await self._act(req, "clear")
 
     async def close(self, req: Req) -> Resp:
+        """Close an alarm with its `outcome` and a `note` (409 when its state does not allow it)."""
         body = json_object(req)
         outcome, note = body.get("outcome"), body.get("note", "")
         if not isinstance(outcome, str) or not isinstance(note, str):
@@ -151,6 +158,7 @@ class AlarmApi:
         return await self._act(req, "close", outcome=outcome, note=note[:2000])
 
     async def assign(self, req: Req) -> Resp:
+        """Assign an alarm to `assignee` (null: unassign)."""
         body = json_object(req)
         assignee = body.get("assignee")
         if "assignee" not in body or not (assignee is None or (isinstance(assignee, str) and assignee.strip())):
@@ -158,12 +166,14 @@ class AlarmApi:
         return await self._act(req, "assign", assignee=assignee.strip()[:200] if assignee else None)
 
     async def comment(self, req: Req) -> Resp:
+        """Comment on an alarm."""
         text = json_object(req).get("text")
         if not isinstance(text, str) or not text.strip():
             raise bad("text(비어 있지 않은 문자열)가 필요합니다", "text (a non-empty string) is required")
         return await self._act(req, "comment", text=text.strip()[:4000])
 
     async def dead_letters(self, req: Req) -> Resp:
+        """Notifications given up after their retries."""
         letters = await self.service.dispatcher.dead_letters(self.tenant(req))
         return Resp(200, {"total": len(letters), "deadLetters": letters})
 
@@ -219,3 +229,57 @@ class AlarmApi:
             return Resp(204)
 
         return {"list": list_items, "create": create, "get": get_item, "put": put, "delete": delete}
+
+
+# -- /docs (ucity/openapi.py): what the route table in server.py does not say ------------------------------------
+FILTERS = ("status", "level", "kind", "type", "entity", "rule", "parent", "derived", "bbox", "from", "to", "limit",
+           "offset")
+_ACT = ("NGSILD-Tenant", "X-Ucity-Actor")
+_OBJECT: dict[str, Any] = {"type": "object"}
+_COLLECTIONS: dict[str, type[BaseModel]] = {"notifiers": NotifierConfig, "recipients": RecipientGroup,
+                                             "escalations": EscalationChain}
+OPENAPI = ApiDocs(
+    routes={
+        ("GET", "/api/v1/alarms"): Doc(params=FILTERS),
+        ("GET", "/api/v1/alarms/stats"): Doc(params=FILTERS),
+        ("POST", "/api/v1/alarms/{alarmId}/acknowledge"): Doc(headers=_ACT, required=_ACT[1:]),
+        ("POST", "/api/v1/alarms/{alarmId}/clear"): Doc(headers=_ACT, required=_ACT[1:]),
+        ("POST", "/api/v1/alarms/{alarmId}/close"): Doc(headers=_ACT, required=_ACT[1:], body={
+            **_OBJECT, "required": ["outcome"], "properties": {
+                "outcome": {"type": "string", "enum": list(OUTCOMES)}, "note": {"type": "string", "maxLength": 2000}}}),
+        ("POST", "/api/v1/alarms/{alarmId}/assign"): Doc(headers=_ACT, required=_ACT[1:], body={
+            **_OBJECT, "required": ["assignee"], "properties": {"assignee": {"type": ["string", "null"]}}}),
+        ("POST", "/api/v1/alarms/{alarmId}/comments"): Doc(headers=_ACT, required=_ACT[1:], body={
+            **_OBJECT, "required": ["text"], "properties": {"text": {"type": "string", "maxLength": 4000}}}),
+        ("GET", "/api/v1/stream"): Doc(
+            summary="The alarm event stream (server-sent events) for dashboards",
+            description="Every alarm change of the tenant as it happens. Browsers' EventSource cannot set "
+                        "headers: the tenant may also be the `tenant` query parameter, and `lastEventId` resumes "
+                        "like `Last-Event-ID`.",
+            params=("tenant", "lastEventId"), headers=("NGSILD-Tenant", "Last-Event-ID"), tag="alarms",
+            response_media="text/event-stream"),
+        **{key: doc for name, model in _COLLECTIONS.items() for key, doc in (
+            (("POST", f"/api/v1/{name}"), Doc(summary=f"Create one of the tenant's {name}", body=model,
+                                                 statuses=(201,))),
+            (("GET", f"/api/v1/{name}"), Doc(summary=f"The tenant's {name} and the configured ones")),
+            (("GET", f"/api/v1/{name}/{{itemId}}"), Doc(summary=f"One of the {name}")),
+            (("PUT", f"/api/v1/{name}/{{itemId}}"), Doc(
+                summary=f"Create or replace one of the tenant's {name} (configured ones are read-only: 409)",
+                body=model, statuses=(200, 201))),
+            (("DELETE", f"/api/v1/{name}/{{itemId}}"), Doc(summary=f"Delete one of the tenant's {name}",
+                                                           statuses=(204,))))},
+    },
+    params={
+        "status": "alarm status(es), or `active` / `cleared`", "level": "crisis level(s): " + ", ".join(LEVELS),
+        "kind": "kind(s): " + ", ".join(KINDS), "type": "entity type(s)", "entity": "entity id(s)",
+        "rule": "rule id(s)", "parent": "parent entity id(s) (e.g. the household)",
+        "derived": "`true`: only alarms derived from others; `false`: only the others",
+        "from": "raised at or after (ISO 8601)", "to": "raised before (ISO 8601)", "limit": "page size (1..1000, default 20)",
+        "tenant": "the tenant, when the NGSILD-Tenant header cannot be sent", "lastEventId": "resume after this event",
+        "Last-Event-ID": "resume after this event",
+        "X-Ucity-Actor": "who acts (required; a stand-in until ucity has users and roles)",
+    },
+    tags={"alarms": "Alarms raised by the rules and device health: list, statistics, acknowledge / clear / close / "
+                    "assign / comment, the live stream (SSE); contact data (notifiers, recipients, escalations) and "
+                    "dead letters (ucity/alarms/README.md)."},
+)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from ucity import __version__
 from ucity.core.errors import BadRequest, InvalidRequest, NotFound, UcityError, Unavailable, UnsupportedMediaType
 from ucity.core.http import Req, Resp
+from ucity.core.openapi import ApiDocs, Doc
 from ucity.ingest.decode import DecodeError, Rejection, parse_json
 from ucity.ingest.model import DEFAULT_RESOURCE, DEFAULT_SERVICE_PATH, Device, ServiceGroup
 from ucity.ingest.schema import (
@@ -230,3 +231,44 @@ def _same(changes: dict[str, Any], fixed: dict[str, str]) -> None:
         if key in changes and changes[key] != value:
             raise BadRequest(f"{key} cannot be changed (delete and provision again)")
 
+
+# -- /docs (ucity/openapi.py): what the route table in server.py does not say ------------------------------------
+_IOTA = ("fiware-service", "fiware-servicepath")
+_TENANT = ("fiware-service", "NGSILD-Tenant")
+_GROUP = ("apikey", "resource")
+
+
+def _listed(name: str) -> dict[str, Any]:
+    return {"type": "object", "required": [name], "properties": {name: {"type": "array", "items": {"type": "object"}}},
+            "description": "as the FIWARE IoT Agent's provisioning API (docs/devices.md)"}
+
+
+_CHANGES: dict[str, Any] = {"type": "object", "description": "the fields to change"}
+OPENAPI = ApiDocs(
+    routes={
+        ("POST", "/iot/services"): Doc(headers=_IOTA, body=_listed("services"), statuses=(201,)),
+        ("GET", "/iot/services"): Doc(params=(*_GROUP, "limit", "offset"), headers=_IOTA),
+        ("PUT", "/iot/services"): Doc(params=_GROUP, required=("apikey",), headers=_IOTA, body=_CHANGES,
+                                      statuses=(204,)),
+        ("DELETE", "/iot/services"): Doc(params=(*_GROUP, "device"), required=("apikey",), headers=_IOTA,
+                                         statuses=(204,)),
+        ("POST", "/iot/devices"): Doc(headers=_IOTA, body=_listed("devices"), statuses=(201,)),
+        ("GET", "/iot/devices"): Doc(params=("limit", "offset"), headers=_IOTA),
+        ("GET", "/iot/devices/{deviceId}"): Doc(headers=_IOTA),
+        ("PUT", "/iot/devices/{deviceId}"): Doc(headers=_IOTA, body=_CHANGES, statuses=(204,)),
+        ("DELETE", "/iot/devices/{deviceId}"): Doc(headers=_IOTA, statuses=(204,)),
+        ("POST", "/iot/json"): Doc(params=("k", "i"), required=("k", "i"), headers=(), body={
+            "type": ["object", "array"], "description": "a measure `{object_id: value, ...}` (`TimeInstant` its "
+                                                        "time) or an array of them"}),
+        ("GET", "/iot/about"): Doc(headers=()),
+        ("GET", "/api/v1/devices/health"): Doc(params=("status",), headers=_TENANT),
+        ("GET", "/api/v1/ingest/stats"): Doc(headers=_TENANT),
+    },
+    params={"fiware-service": "tenant (FIWARE header; NGSILD-Tenant also works; the default tenant when absent)",
+            "fiware-servicepath": "service path (default `/`; `/*` or `/#` when listing: every path)",
+            "apikey": "the service group's API key", "resource": "the service group's resource (default /iot/json)",
+            "device": "`true`: its devices too", "k": "API key of the device's service group", "i": "device id",
+            "status": "`online`, `offline` or `unknown`", "limit": "page size (default 1000)"},
+    tags={"ingest": "Devices in: FIWARE IoT Agent provisioning and IoT Agent JSON measures over HTTP (MQTT too, "
+                    "not described here), device health and ingest statistics (docs/devices.md)."},
+)

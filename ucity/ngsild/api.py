@@ -170,6 +170,7 @@ class NgsiLdApi:
 
     # -- entities ------------------------------------------------------------------------------
     async def create_entity(self, req: Req) -> Resp:
+        """Create an entity (§5.6.1): 201 with its Location; 409 if it exists."""
         body = read_body(req)
         _, ctx = await self.compile(req, body)
         doc = normalize_entity(body, ctx)
@@ -177,6 +178,7 @@ class NgsiLdApi:
         return self.no_content(req, 201, {"Location": ENTITIES + quote(doc["id"], safe=":")})
 
     async def retrieve_entity(self, req: Req) -> Resp:
+        """An entity (§5.7.1), in the representation `options` / `format` and `Accept` ask for."""
         accept = negotiate(req, allow_geojson=True)
         entity_id = check_entity_id(req.path_params["entityId"])
         tenant = await self.read_tenant(req)
@@ -193,11 +195,13 @@ class NgsiLdApi:
         return self.reply(req, entity, ctx_input, accept)
 
     async def delete_entity(self, req: Req) -> Resp:
+        """Delete an entity (§5.6.6)."""
         entity_id = check_entity_id(req.path_params["entityId"])
         await self.run_one(req, self.write_tenant(req), entity_id, ops.delete_op(entity_id))
         return self.no_content(req)
 
     async def merge_entity(self, req: Req) -> Resp:
+        """Merge into an entity (§5.6.17): attributes added or merged, `urn:ngsi-ld:null` deletes."""
         entity_id = check_entity_id(req.path_params["entityId"])
         body = read_body(req, (JSON, JSONLD, MERGE_PATCH))
         _, ctx = await self.compile(req, body)
@@ -209,6 +213,7 @@ class NgsiLdApi:
         return self.no_content(req)
 
     async def replace_entity(self, req: Req) -> Resp:
+        """Replace an entity (§5.6.18): its attributes become exactly the body's."""
         entity_id = check_entity_id(req.path_params["entityId"])
         body = read_body(req)
         _, ctx = await self.compile(req, body)
@@ -220,6 +225,7 @@ class NgsiLdApi:
         return self.no_content(req)
 
     async def append_attrs(self, req: Req) -> Resp:
+        """Append attributes to an entity (§5.6.3); `options=noOverwrite` keeps existing ones (207 then)."""
         entity_id = check_entity_id(req.path_params["entityId"])
         body = read_body(req)
         _, ctx = await self.compile(req, body)
@@ -233,6 +239,7 @@ class NgsiLdApi:
         return self.update_report(req, outcome)
 
     async def update_attrs(self, req: Req) -> Resp:
+        """Update existing attributes of an entity (§5.6.2); unknown ones are reported (207)."""
         entity_id = check_entity_id(req.path_params["entityId"])
         body = read_body(req)
         _, ctx = await self.compile(req, body)
@@ -263,6 +270,7 @@ class NgsiLdApi:
         return expand_attr_name(req.path_params["attrId"], ctx)
 
     async def partial_attr(self, req: Req) -> Resp:
+        """Partially update one attribute (§5.6.4): only the members given change."""
         entity_id = check_entity_id(req.path_params["entityId"])
         body = read_body(req, (JSON, JSONLD, MERGE_PATCH))
         _, ctx = await self.compile(req, body)
@@ -278,6 +286,7 @@ class NgsiLdApi:
         return self.no_content(req)
 
     async def replace_attr(self, req: Req) -> Resp:
+        """Replace one attribute (§5.6.19)."""
         entity_id = check_entity_id(req.path_params["entityId"])
         body = read_body(req)
         _, ctx = await self.compile(req, body)
@@ -290,6 +299,7 @@ class NgsiLdApi:
         return self.no_content(req)
 
     async def delete_attr(self, req: Req) -> Resp:
+        """Delete one attribute (§5.6.5), one dataset (`datasetId`) or all of them (`deleteAll=true`)."""
         entity_id = check_entity_id(req.path_params["entityId"])
         _, ctx = await self.compile(req)
         fn = ops.delete_attr_op(self._attr_target(req, ctx), req.param("datasetId"), bool_param(req, "deleteAll"))
@@ -339,6 +349,7 @@ class NgsiLdApi:
         return limit, offset, count
 
     async def query_entities(self, req: Req) -> Resp:
+        """Query entities (§5.7.2): by id, type, attributes, `q`, geo-query and scope, paged."""
         accept = negotiate(req, allow_geojson=True)
         ctx_input, ctx = await self.compile(req)
         params: dict[str, Any] = {k: req.param(k) for k in ("idPattern", "type", "q", "georel", "geometry",
@@ -405,6 +416,7 @@ class NgsiLdApi:
 
     # -- batch ---------------------------------------------------------------------------------
     async def batch(self, req: Req) -> Resp:
+        """Batch operation (§5.6.7-§5.6.10, §5.6.20): `create`, `upsert`, `update`, `merge` or `delete`."""
         kind = req.path_params["op"]
         handlers = {"create": self._batch_create, "upsert": self._batch_upsert, "update": self._batch_update,
                     "delete": self._batch_delete, "merge": self._batch_merge}
@@ -529,6 +541,7 @@ class NgsiLdApi:
 
     # -- discovery -----------------------------------------------------------------------------
     async def types(self, req: Req) -> Resp:
+        """The entity types in use (§5.7.5); `details=true` with their attributes."""
         accept = negotiate(req)
         tenant = await self.read_tenant(req)
         ctx_input, ctx = await self.compile(req)
@@ -542,6 +555,7 @@ class NgsiLdApi:
         return self.reply(req, body, ctx_input, accept)
 
     async def type_detail(self, req: Req) -> Resp:
+        """One entity type: its attributes and entity count (§5.7.7)."""
         accept = negotiate(req)
         tenant = await self.read_tenant(req)
         ctx_input, ctx = await self.compile(req)
@@ -557,6 +571,7 @@ class NgsiLdApi:
         return self.reply(req, body, ctx_input, accept)
 
     async def attributes(self, req: Req) -> Resp:
+        """The attributes in use (§5.7.8); `details=true` with their types."""
         accept = negotiate(req)
         tenant = await self.read_tenant(req)
         ctx_input, ctx = await self.compile(req)
@@ -570,6 +585,7 @@ class NgsiLdApi:
         return self.reply(req, body, ctx_input, accept)
 
     async def attribute_detail(self, req: Req) -> Resp:
+        """One attribute: its types and entity count (§5.7.10)."""
         accept = negotiate(req)
         tenant = await self.read_tenant(req)
         ctx_input, ctx = await self.compile(req)

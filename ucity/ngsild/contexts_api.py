@@ -40,12 +40,14 @@ class ContextsService:
         return {"ok": True, "cached": len(self.resolver.cached())}
 
     async def add(self, req: Req) -> Resp:
+        """Add a JSON-LD @context to the broker's store (§5.13.2): 201 with the URL it is served at."""
         body = read_body(req, (JSON, JSONLD))
         # The URL the client reached the broker at (server.public_url when configured, see server.adapt).
         url = await self.registry.add(body, base_url=req.base_url)
         return Resp(201, None, {"Location": url})
 
     async def list(self, req: Req) -> Resp:
+        """The stored @contexts (§5.13.3): URLs, or with `details=true` their kind and use."""
         negotiate(req)
         details = bool_param(req, "details")
         kind = req.param("kind")
@@ -53,6 +55,7 @@ class ContextsService:
         return Resp(200, body)
 
     async def retrieve(self, req: Req) -> Resp:
+        """One stored @context (§5.13.4), or with `details=true` what is known of it."""
         # A context document is JSON-LD, but served as the client asks (application/json by default,
         # as the conformance suite expects; JSON-LD processors ask for application/ld+json).
         accept = negotiate(req)
@@ -61,6 +64,7 @@ class ContextsService:
         return Resp(200, body, media_type=JSON if details else accept)
 
     async def delete(self, req: Req) -> Resp:
+        """Delete a stored @context (§5.13.5); `reload=true` fetches a cached one again instead."""
         await self.registry.delete(req.path_params["contextId"], reload=bool_param(req, "reload"))
         return Resp(204)
 

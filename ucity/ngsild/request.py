@@ -319,6 +319,7 @@ def with_route_params(method: str, path: str, handler_of: Callable[[Owner], Hand
 
         return checked
 
+    bind.__wrapped__ = handler_of  # type: ignore[attr-defined]  # the handler itself, for /docs (server.document)
     return bind
 
 

@@ -916,6 +916,7 @@ class SubscriptionService:
 
     # -- handlers ----------------------------------------------------------------------------------
     async def create(self, req: Req) -> Resp:
+        """Create a subscription (§5.8.1): notifications over HTTP(S) on matching changes."""
         body = read_body(req)
         ctx_input, ctx = await self.api.compile(req, body)
         tenant = self.api.write_tenant(req)
@@ -936,6 +937,7 @@ class SubscriptionService:
         return resp
 
     async def list_subscriptions(self, req: Req) -> Resp:
+        """The tenant's subscriptions (§5.8.4), paged."""
         accept = negotiate(req)
         tenant = await self._read_tenant(req)
         ctx_input, ctx = await self.api.compile(req)
@@ -949,6 +951,7 @@ class SubscriptionService:
         return add_links(self.api.reply(req, page, ctx_input, accept, headers=headers), links)
 
     async def retrieve(self, req: Req) -> Resp:
+        """One subscription (§5.8.3) with its notification status."""
         accept = negotiate(req)
         sub = await self._existing(req)
         ctx_input, ctx = await self.api.compile(req)
@@ -957,6 +960,7 @@ class SubscriptionService:
         return resp
 
     async def update(self, req: Req) -> Resp:
+        """Update a subscription (§5.8.2): the members given replace the current ones."""
         body = read_body(req, (JSON, JSONLD, MERGE_PATCH))
         _, ctx = await self.api.compile(req, body)
         sub = await self._existing(req)
@@ -969,6 +973,7 @@ class SubscriptionService:
         return resp
 
     async def delete(self, req: Req) -> Resp:
+        """Delete a subscription (§5.8.5)."""
         sub = await self._existing(req)
         await self._uninstall(sub.key)
         await self.api.store.delete_doc(KIND, sub.tenant, sub.id)

@@ -1,15 +1,13 @@
-"""The OpenAPI description of the operations API, built from the route table (api.ROUTES) and the input
-models, and merged into /docs by server.py. Framework-free: a dict, so the handlers stay plain functions
-and the documentation cannot drift from the routes that are mounted.
+"""The OpenAPI documentation of the operations API, from its route table (api.ROUTES) and input models.
+
+Each route's summary, tag, permission, query parameters, body model and statuses become a `Doc`
+(ucity/core/openapi.py), keyed by (method, path); server.py documents every route it mounts with
+them, so the operations API appears at /docs exactly as mounted. Every operation needs a bearer token.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Any
-
-from pydantic import BaseModel
-
+from ucity.core.openapi import ApiDocs, Doc
 from ucity.ops.api import ROUTES, Route
 
 PARAMS: dict[str, str] = {
@@ -23,47 +21,28 @@ PARAMS: dict[str, str] = {
     "action": "action(s)", "camera": "camera id(s)", "outcome": "ok, denied, held, failed ...",
     "order": "asc (default) or desc",
 }
-PROBLEM = {"description": "ProblemDetails (RFC 7807)",
-           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ProblemDetails"}}}}
-PROBLEM_SCHEMA = {"type": "object", "properties": {"type": {"type": "string"}, "title": {"type": "string"},
-                                                  "status": {"type": "integer"}, "detail": {"type": "string"}}}
+TAGS: dict[str, str] = {
+    "operations: events": "Situations of the operation centre: status machine, attachments, nearest cameras, "
+                          "linkage with agencies (docs/operations-center.md).",
+    "operations: cameras": "CCTV registry, import of the national dataset, footage links (a grant and the "
+                           "agency's token).",
+    "operations: agencies": "Linked agencies (112, 119 ...).",
+    "operations: grants": "Time-limited footage grants to agencies.",
+    "operations: audit": "The append-only audit log.",
+    "operations: auth": "Bearer tokens and roles.",
+}
 
 
-def _schema(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, str]:
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas.update(schema.pop("$defs", {}))
-    schemas[model.__name__] = schema
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-
-def _operation(route: Route, schemas: dict[str, Any]) -> dict[str, Any]:
-    params: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in re.findall(r"{(\w+)}", route.path)]
-    params += [{"name": name, "in": "query", "required": name == "grant", "schema": {"type": "string"},
-                "description": PARAMS.get(name, "")} for name in route.params]
-    params.append({"name": "NGSILD-Tenant", "in": "header", "required": False, "schema": {"type": "string"},
-                   "description": "tenant (default tenant when absent)"})
+def doc(route: Route) -> Doc:
+    """The documentation of one operations route."""
     who = f"Needs the permission `{route.permission}`." if route.permission else \
         "Needs a bearer token; footage links also need a valid `grant` of the caller's agency."
-    operation: dict[str, Any] = {
-        "tags": [f"operations: {route.tag}"], "summary": route.summary, "operationId": f"ops_{route.handler}",
-        "description": who, "parameters": params, "security": [{"bearer": []}],
-        "responses": {**{str(s): {"description": "OK"} for s in route.statuses},
-                      **{str(s): PROBLEM for s in (400, 401, 403, 404, 409)}},
-    }
-    if route.body is not None:
-        operation["requestBody"] = {"required": True, "content": {route.media: {"schema": _schema(route.body, schemas)}}}
-    elif route.media != "application/json":
-        operation["requestBody"] = {"required": True, "content": {route.media: {"schema": {"type": "string"}}}}
-    return operation
+    body = route.body if route.body is not None else (
+        {"type": "string"} if route.media != "application/json" else None)
+    return Doc(summary=route.summary, description=who, params=route.params, required=("grant",), body=body,
+               media=(route.media,), statuses=route.statuses, problems=("400", "401", "403", "404", "409", "5XX"),
+               tag=f"operations: {route.tag}", bearer=True, operation_id=f"ops_{route.handler}")
 
 
-def fragment() -> dict[str, Any]:
-    """`paths` and `components` to merge into the app's OpenAPI document."""
-    schemas: dict[str, Any] = {"ProblemDetails": PROBLEM_SCHEMA}
-    paths: dict[str, dict[str, Any]] = {}
-    for route in ROUTES:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, schemas)
-    return {"paths": paths, "components": {"schemas": schemas, "securitySchemes": {
-        "bearer": {"type": "http", "scheme": "bearer", "description": "ucity operations token (auth.py)"}}}}
+DOCS: dict[tuple[str, str], Doc] = {(r.method, r.path): doc(r) for r in ROUTES}
+OPENAPI = ApiDocs(routes=DOCS, params=PARAMS, tags=TAGS)

@@ -22,6 +22,7 @@ from typing import Any
 
 from ucity.core.errors import BadRequest, NotFound
 from ucity.core.http import Req, Resp
+from ucity.core.openapi import ApiDocs, Doc
 from ucity.ngsild.context import core_context
 from ucity.ngsild.request import int_param, read_body, tenant_of
 from ucity.rules.engine import RulesEngine
@@ -68,6 +69,7 @@ class RulesApi:
 
     # -- handlers -----------------------------------------------------------------------------------
     async def list(self, req: Req) -> Resp:
+        """The tenant's effective rules (its own and the defaults it does not override); `X-Total-Count`."""
         tenant = self.tenant(req)
         selected = [(r, o) for r, o in self.engine.rules(tenant) if _selected(req, r, o)]
         offset = int_param(req, "offset", 0)
@@ -76,29 +78,35 @@ class RulesApi:
         return Resp(200, page, {"X-Total-Count": str(len(selected))})
 
     async def retrieve(self, req: Req) -> Resp:
+        """One effective rule with its origin and active entity count."""
         tenant = self.tenant(req)
         rule, origin = self._found(tenant, req.path_params["ruleId"])
         return Resp(200, self.to_wire(tenant, rule, origin))
 
     async def create(self, req: Req) -> Resp:
+        """Create a rule (201, Location); 409 if the tenant has one with that id."""
         tenant = self.tenant(req)
         rule = await self.engine.create(tenant, self.parse(req, tenant))
         location = f"{req.base_url.rstrip('/')}{BASE}/{rule.id}"
         return Resp(201, self.to_wire(tenant, rule, "user"), {"Location": location})
 
     async def replace(self, req: Req) -> Resp:
+        """Replace a rule (a default rule's id: the tenant's override of it)."""
         tenant = self.tenant(req)
         rule = await self.engine.replace_rule(tenant, self.parse(req, tenant, req.path_params["ruleId"]))
         return Resp(200, self.to_wire(tenant, rule, "user"))
 
     async def delete(self, req: Req) -> Resp:
+        """Delete a rule (204); a default rule can only be disabled (422)."""
         await self.engine.delete(self.tenant(req), req.path_params["ruleId"])
         return Resp(204, None)
 
     async def enable(self, req: Req) -> Resp:
+        """Enable a rule."""
         return await self._set_enabled(req, True)
 
     async def disable(self, req: Req) -> Resp:
+        """Disable a rule (its alarms stop being raised)."""
         return await self._set_enabled(req, False)
 
     async def _set_enabled(self, req: Req, enabled: bool) -> Resp:
@@ -107,6 +115,7 @@ class RulesApi:
         return Resp(200, self.to_wire(tenant, rule, "user"))
 
     async def states(self, req: Req) -> Resp:
+        """The entities the rule currently tracks, with their state."""
         tenant = self.tenant(req)
         rule, _ = self._found(tenant, req.path_params["ruleId"])
         body = [{"entityId": entity_id, **state.to_json()} for entity_id, state in self.engine.states(tenant, rule.id)]
@@ -133,3 +142,20 @@ def _bool(text: str) -> bool:
     if text not in ("true", "false"):
         raise BadRequest(f"enabled must be true or false, got {text!r}")
     return text == "true"
+
+
+# -- /docs (ucity/openapi.py): what the route table in server.py does not say ------------------------------------
+_RULE: dict[str, Any] = {"type": "object", "description": "a rule in its JSON form (ucity/rules/README.md)"}
+OPENAPI = ApiDocs(
+    routes={
+        ("GET", BASE): Doc(params=(*FILTERS, "limit", "offset")),
+        ("POST", BASE): Doc(body=_RULE, statuses=(201,), problems=("400", "409", "4XX", "5XX")),
+        ("PUT", f"{BASE}/{{ruleId}}"): Doc(body=_RULE),
+        ("DELETE", f"{BASE}/{{ruleId}}"): Doc(statuses=(204,), problems=("404", "422", "4XX", "5XX")),
+    },
+    params={"type": "entity type the rule applies to", "attribute": "attribute the rule reads",
+            "kind": "`safety` or `fault`", "category": "the rule's category", "conditionType": "condition type",
+            "origin": "`user` or `default`", "enabled": "`true` or `false`", "limit": "page size (default 100, 1..1000)"},
+    tags={"rules": "Rules as data: thresholds, rates, silence ... over entity attributes, raising alarms "
+                   "(ucity/rules/README.md); default rules of the domains, overridable per tenant."},
+)

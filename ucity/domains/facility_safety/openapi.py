@@ -1,0 +1,73 @@
+"""The /docs data of the facility-safety API (ucity/openapi.py finds a domain's `openapi` module): what
+its route table (api.routes) does not say: summaries, query parameters, body models, statuses.
+The routes and their rules are in README.md ("API").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ucity.core.openapi import ApiDocs, Doc
+from ucity.domains.facility_safety.api import BASE
+from ucity.domains.facility_safety.config import LadderSet
+from ucity.domains.facility_safety.models import FacilityIn, InspectionIn, SensorAttachIn, TaskIn, TaskResultIn
+
+F = f"{BASE}/facilities/{{facilityId}}"
+T = f"{BASE}/tasks/{{taskId}}"
+ACT = ("NGSILD-Tenant", "X-Ucity-Actor")  # task changes say who acts
+CSV = "text/csv"
+
+
+def _act(summary: str, body: Any = None, statuses: tuple[int, ...] = (200,), media: str = "application/json") -> Doc:
+    return Doc(summary=summary, headers=ACT, required=ACT[1:], body=body, media=(media,), statuses=statuses)
+
+
+OPENAPI = ApiDocs(
+    routes={
+        ("GET", f"{BASE}/facilities"): Doc(summary="Facilities, with their grades",
+                                          params=("facilityType", "dataGrade", "legalGrade", "district")),
+        ("POST", f"{BASE}/facilities"): Doc(body=FacilityIn, statuses=(200, 201)),
+        ("GET", F): Doc(summary="A facility: sensors, series, grade and explanation, inspections, tasks, alarms",
+                        params=("from", "to", "period")),
+        ("GET", f"{F}/grade"): Doc(summary="The facility's data safety grade with its explanation"),
+        ("POST", f"{F}/grade"): Doc(summary="Recompute the facility's data safety grade now"),
+        ("GET", f"{F}/grades"): Doc(summary="The facility's grade history", params=("from", "to", "limit", "explain")),
+        ("POST", f"{F}/sensors"): Doc(summary="Attach a sensor to a structural member", body=SensorAttachIn),
+        ("GET", f"{F}/thresholds"): Doc(summary="The facility's own ladders (tilt, crack, vibration)"),
+        ("PUT", f"{F}/thresholds"): Doc(summary="Set the facility's own ladders", body=LadderSet),
+        ("DELETE", f"{F}/thresholds"): Doc(summary="Remove the facility's own ladders (the class's apply)",
+                                           statuses=(204,)),
+        ("GET", f"{F}/inspections"): Doc(summary="The facility's inspection schedule and records", params=("limit",)),
+        ("POST", f"{F}/inspections"): Doc(summary="Record an official inspection", headers=ACT, required=ACT[1:],
+                                          body=InspectionIn, statuses=(201,)),
+        ("GET", f"{BASE}/sensors/{{sensorId}}"): Doc(summary="A sensor with its models and ladder"),
+        ("POST", f"{BASE}/sensors/{{sensorId}}/thermal-fit"): Doc(summary="Fit the sensor's thermal model now"),
+        ("POST", f"{BASE}/grades/recompute"): Doc(summary="Recompute every facility's grade now"),
+        ("GET", f"{BASE}/inspections/schedule"): Doc(summary="The inspection schedule of every facility",
+                                                    params=("status",)),
+        ("GET", f"{BASE}/inspections/overdue"): Doc(summary="Overdue inspections"),
+        ("GET", f"{BASE}/tasks"): Doc(summary="Field tasks", params=("status", "facility", "kind")),
+        ("POST", f"{BASE}/tasks"): _act("Create a field task", TaskIn, (201,)),
+        ("GET", T): Doc(summary="A field task"),
+        ("POST", f"{T}/start"): _act("Start a task", {"type": "object", "properties": {
+            "assignee": {"type": "string", "description": "default: the actor"}}}),
+        ("POST", f"{T}/complete"): _act("Complete a task with its result (and an inspection it made)", TaskResultIn),
+        ("POST", f"{T}/cancel"): _act("Cancel a task", {"type": "object", "properties": {"reason": {"type": "string"}}}),
+        ("POST", f"{T}/photos"): _act("Upload photos of a task (JPEG, PNG, WebP; at most 10 MiB each, 20 per task)",
+                                      {"type": "object"}, (201,), "multipart/form-data"),
+        ("GET", f"{T}/photos/{{photoId}}"): Doc(summary="A photo of a task", response_media="image/*"),
+        ("GET", f"{BASE}/summary"): Doc(summary="The district: facilities by grade, alarms, overdue inspections, "
+                                                "recommendations, open tasks"),
+        ("GET", f"{BASE}/export/facilities.csv"): Doc(summary="Facilities as CSV (UTF-8 with BOM)",
+                                                      response_media=CSV),
+        ("GET", f"{BASE}/export/grades.csv"): Doc(summary="Grade history as CSV (UTF-8 with BOM)",
+                                                  params=("from", "to"), response_media=CSV),
+    },
+    params={"facilityType": "facility type", "dataGrade": "data safety grade (A..E, or `none`)",
+            "legalGrade": "legal safety grade (A..E, or `none`)", "district": "district", "period": "seconds or PT1H, PT15M, P1D",
+            "explain": "`true`: with each grade's explanation", "status": "status; for tasks also `active`",
+            "facility": "facility id", "kind": "kind", "limit": "page size"},
+    tags={"facility_safety": "Structural safety of facilities (retaining walls, buildings, bridges ...): sensors and "
+                             "their ladders, data safety grades, inspections, field tasks "
+                             "(ucity/domains/facility_safety/README.md)."},
+)
