@@ -5,6 +5,7 @@ or a CSV import. The admin camera API still shows them and footage links still r
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import time
@@ -18,10 +19,16 @@ from starlette.testclient import TestClient
 
 from tests.alarms.receiver import Receiver
 from tests.ops.support import POINT, T0, TENANT, TOKENS, agency, ops_settings
+from ucity.core.bus import Context
 from ucity.core.clock import FakeClock
 from ucity.core.config import Settings
-from ucity.ops.cameras import GLOBAL, MIGRATION_KIND
+from ucity.ngsild.context import core_context
+from ucity.ngsild.model import normalize_entity
+from ucity.ngsild.ops import append_op, create_op, delete_op
+from ucity.ops.cameras import GLOBAL, MIGRATION_KIND, CameraIn
 from ucity.server import create_app
+from ucity.store import open_store
+from ucity.store.base import Mutation, TemporalQuery
 
 B = "/ngsi-ld/v1"
 STREAM = "rtsp://admin:pw1@vms.example/live/gate-1"
@@ -191,11 +198,36 @@ def old_camera(camera_id: str, stream: str, still: str | None = None) -> dict[st
     return entity
 
 
-def forget_migration(http: TestClient, *tenants: str) -> None:
-    """Make the store look as the previous version left it: no record of this layout's first start."""
-    store = http.app.state.ucity.store
-    for tenant, key in ((GLOBAL, "since"), *((t, "done") for t in tenants)):
-        http.portal.call(store.delete_doc, MIGRATION_KIND, tenant, key)
+async def previous_version(settings: Settings, clock: FakeClock) -> None:
+    """What the previous layout left in the store: Camera entities with their URLs as attributes, and history."""
+    store = open_store(settings, clock)
+    await store.start()
+    ctx = core_context()
+
+    async def write(tenant: str, entity_id: str, apply: Any) -> None:
+        (result,) = await store.mutate(tenant, [Mutation(entity_id, apply)], Context(actor="ngsi-ld"))
+        assert not isinstance(result, Exception), result
+
+    try:
+        for entity in (old_camera("old-1", "rtsp://admin:pw1@vms.example/live/1", "https://vms.example/still/1.jpg"),
+                       old_camera("old-2", "rtsp://admin:pw1@vms.example/live/2-first"),
+                       old_camera("old-3", "rtsp://admin:pw1@vms.example/live/3"),
+                       old_camera("bad-4", "javascript:alert(1)")):
+            await write(TENANT, entity["id"], create_op(normalize_entity(entity, ctx)))
+        clock.advance(1)
+        await write(TENANT, "urn:ngsi-ld:Camera:old-2", append_op(normalize_entity({
+            "id": "urn:ngsi-ld:Camera:old-2", "streamURL": {"type": "Property",
+                                                           "value": "rtsp://admin:pw1@vms.example/live/2"}},
+            ctx, require_type=False)))
+        await write(TENANT, "urn:ngsi-ld:Camera:old-3", delete_op("urn:ngsi-ld:Camera:old-3"))
+        c2 = old_camera("c2-1", "rtsp://admin:pw1@vms.example/live/c2")
+        await write("city2", c2["id"], create_op(normalize_entity(c2, ctx)))
+        # what the previous version left readable: history, deleted cameras' too
+        history, _ = await store.temporal_query(TENANT, TemporalQuery(ids=("urn:ngsi-ld:Camera:old-2",
+                                                                            "urn:ngsi-ld:Camera:old-3")))
+        assert "2-first" in str(history) and "live/3" in str(history)
+    finally:
+        await store.stop()
 
 
 def test_old_camera_entities_have_their_urls_moved_out_history_included(settings: Settings,
@@ -203,22 +235,8 @@ def test_old_camera_entities_have_their_urls_moved_out_history_included(settings
     clock = FakeClock(T0)
     city2 = {"NGSILD-Tenant": "city2"}
     # The previous version: URLs in the entities (one changed once, one camera deleted since), in two tenants.
-    with TestClient(create_app(settings, clock), base_url="http://127.0.0.1:8000") as http:
-        for entity in (old_camera("old-1", "rtsp://admin:pw1@vms.example/live/1", "https://vms.example/still/1.jpg"),
-                       old_camera("old-2", "rtsp://admin:pw1@vms.example/live/2-first"),
-                       old_camera("old-3", "rtsp://admin:pw1@vms.example/live/3"),
-                       old_camera("bad-4", "javascript:alert(1)")):
-            assert http.post(f"{B}/entities", json=entity).status_code == 201
-        clock.advance(1)
-        assert http.patch(f"{B}/entities/urn:ngsi-ld:Camera:old-2/attrs", json={
-            "streamURL": {"type": "Property", "value": "rtsp://admin:pw1@vms.example/live/2"}}).status_code == 204
-        assert http.delete(f"{B}/entities/urn:ngsi-ld:Camera:old-3").status_code == 204
-        assert http.post(f"{B}/entities", json=old_camera("c2-1", "rtsp://admin:pw1@vms.example/live/c2"),
-                         headers=city2).status_code == 201
-        history = http.get(f"{B}/temporal/entities/urn:ngsi-ld:Camera:old-2", params={"attrs": "streamURL"}).text
-        assert "2-first" in history  # what the previous version left readable, deleted cameras' too
-        assert "live/3" in http.get(f"{B}/temporal/entities/urn:ngsi-ld:Camera:old-3").text
-        forget_migration(http, TENANT, "city2")
+    # Written straight into the store: this version deletes URL attributes that NGSI-LD clients write.
+    asyncio.run(previous_version(settings, clock))
     clock.advance(60)
 
     # This version's first start: the default tenant is migrated at once.
@@ -258,10 +276,12 @@ def test_old_camera_entities_have_their_urls_moved_out_history_included(settings
         assert (done["moved"], done["stripped"], done["unusable"]) == (2, 3, 1)  # old-1, old-2; bad-4's dropped
         assert marks[(TENANT, "done")]["historyPurged"] > 0
 
-        # After the upgrade, a streamURL an NGSI-LD client writes is its own data: the footage path ignores it.
+        # After the upgrade, a streamURL an NGSI-LD client writes is deleted, not moved: never a footage target.
         assert http.post(f"{B}/entities", json=old_camera("new-5", "https://evil.example/phish")).status_code == 201
+        http.portal.call(http.app.state.ucity.ops.cameras.idle)
         links = grant_links(http, ["new-5"])
         assert follow(http, links["new-5"]["stream"]).status_code == 404
+        assert "evil.example" not in http.get(f"{B}/entities/urn:ngsi-ld:Camera:new-5").text
     clock.advance(60)
 
     # Idempotent: the next start moves nothing more (and does not take the client's URL either).
@@ -271,8 +291,86 @@ def test_old_camera_entities_have_their_urls_moved_out_history_included(settings
         assert http.get("/api/v1/cameras/new-5", headers=bearer("admin")).json()["streamURL"] is None
         assert http.get("/api/v1/cameras/old-2", headers=bearer("admin")).json()["streamURL"] == \
             "rtsp://admin:pw1@vms.example/live/2"
-        # a forced re-run over the same data changes nothing and keeps the client's attribute in place
+        # a forced re-run over the same data changes nothing
         center = http.app.state.ucity.ops
         report = http.portal.call(center.cameras.migrate, TENANT)
         assert report == {"moved": 0, "stripped": 0, "unusable": 0, "historyPurged": 0}
-        assert "evil.example" in http.get(f"{B}/entities/urn:ngsi-ld:Camera:new-5").text
+        for text in ngsi_ld_views(http, "urn:ngsi-ld:Camera:new-5"):
+            assert "evil.example" not in text, text
+
+
+def test_a_camera_deleted_through_ngsi_ld_takes_its_urls_with_it(settings: Settings) -> None:
+    with TestClient(create_app(settings, FakeClock(T0)), base_url="http://127.0.0.1:8000") as http:
+        camera = {"id": "gate-1", "lon": POINT[0], "lat": POINT[1], "streamURL": STREAM, "stillImageURL": STILL}
+        assert http.post("/api/v1/cameras", json=camera, headers=bearer("admin")).status_code == 201
+        assert http.delete(f"{B}/entities/urn:ngsi-ld:Camera:gate-1").status_code == 204
+        store = http.app.state.ucity.store
+        http.portal.call(http.app.state.ucity.ops.cameras.idle)
+        assert [k for _, k, _ in http.portal.call(store.list_docs, "camera-access")] == []
+        # a camera created again under that id (through NGSI-LD, without URLs) has none: no old URL comes back
+        again = old_camera("gate-1", "rtsp://x/unused")
+        del again["streamURL"]
+        assert http.post(f"{B}/entities", json=again).status_code == 201
+        view = http.get("/api/v1/cameras/gate-1", headers=bearer("admin")).json()
+        assert (view["streamURL"], view["stillImageURL"], view["hasStill"]) == (None, None, False)
+        assert follow(http, grant_links(http, ["gate-1"])["gate-1"]["stream"]).status_code == 404
+
+
+def test_a_deletion_racing_a_registration_keeps_the_new_urls(settings: Settings) -> None:
+    """The record goes when the deletion commits, not when the bus gets to it: a camera registered again right
+    after keeps its own URLs, whatever the order the rest of ucity hears of the two writes in."""
+    with TestClient(create_app(settings, FakeClock(T0)), base_url="http://127.0.0.1:8000") as http:
+        ucity = http.app.state.ucity
+        camera = {"id": "gate-1", "lon": POINT[0], "lat": POINT[1], "streamURL": STREAM}
+        assert http.post("/api/v1/cameras", json=camera, headers=bearer("admin")).status_code == 201
+
+        async def delete_then_register() -> None:
+            # the deletion's bus event is still queued (nothing awaited between) when the camera API writes again
+            delete = ucity.store.mutate(TENANT, [Mutation("urn:ngsi-ld:Camera:gate-1",
+                                                          delete_op("urn:ngsi-ld:Camera:gate-1"))],
+                                        Context(actor="ngsi-ld"))
+            (deleted,) = await delete
+            assert not isinstance(deleted, Exception)
+            await ucity.ops.cameras.put(TENANT, [CameraIn(id="gate-1", lon=POINT[0], lat=POINT[1],
+                                                          streamURL="rtsp://vms.example/live/new")], "admin:admin")
+            await ucity.publisher.drain()
+            await ucity.ops.cameras.idle()
+
+        http.portal.call(delete_then_register)
+        view = http.get("/api/v1/cameras/gate-1", headers=bearer("admin")).json()
+        assert view["streamURL"] == "rtsp://vms.example/live/new"
+        stored = {k: d for _, k, d in http.portal.call(ucity.store.list_docs, "camera-access")}
+        assert stored["urn:ngsi-ld:Camera:gate-1"]["streamURL"] == "rtsp://vms.example/live/new"
+
+
+def test_urls_written_through_ngsi_ld_are_deleted_not_used(settings: Settings) -> None:
+    """A `streamURL` / `stillImageURL` an NGSI-LD client writes into a Camera (under the core context or another
+    one) is deleted from the entity and its history, audited, and never becomes a footage target: the NGSI-LD API
+    has no roles, so anybody could otherwise choose where the agencies' footage links lead."""
+    with TestClient(create_app(settings, FakeClock(T0)), base_url="http://127.0.0.1:8000") as http:
+        ucity = http.app.state.ucity
+        camera = {"id": "gate-1", "lon": POINT[0], "lat": POINT[1], "streamURL": STREAM}
+        assert http.post("/api/v1/cameras", json=camera, headers=bearer("admin")).status_code == 201
+        assert http.post(f"{B}/entities/urn:ngsi-ld:Camera:gate-1/attrs", json={
+            "streamURL": {"type": "Property", "value": "rtsp://admin:pw3@evil.example/live"}}).status_code == 204
+        # a client's own @context (here inline) maps the name elsewhere: still a URL attribute of a Camera
+        created = http.post(f"{B}/entities", json={
+            **old_camera("hub-7", "rtsp://admin:pw3@vms.example/live/7"),
+            "@context": [{"stillImageURL": "https://smartdatamodels.org/dataModel.Device/stillImageURL"}],
+            "stillImageURL": {"type": "Property", "value": "https://viewer:pw2@vms.example/7.jpg"}},
+            headers={"Content-Type": "application/ld+json"})
+        assert created.status_code == 201, created.text
+        http.portal.call(ucity.ops.cameras.idle)
+        for entity in ("urn:ngsi-ld:Camera:gate-1", "urn:ngsi-ld:Camera:hub-7"):
+            for text in ngsi_ld_views(http, entity):
+                assert secret_free(text) and "evil.example" not in text, text
+        # the registered URL stays the footage target; the client's is not one
+        assert http.get("/api/v1/cameras/gate-1", headers=bearer("admin")).json()["streamURL"] == STREAM
+        assert http.get("/api/v1/cameras/hub-7", headers=bearer("admin")).json()["streamURL"] is None
+        links = grant_links(http, ["gate-1", "hub-7"])
+        assert follow(http, links["gate-1"]["stream"]).headers["location"] == STREAM
+        assert follow(http, links["hub-7"]["stream"]).status_code == 404
+        lines = http.get("/api/v1/audit", params={"action": "url-removed"}, headers=bearer("admin")).json()["entries"]
+        assert sorted((a["camera"], tuple(a["attributes"]), a["actor"]) for a in lines) == [
+            ("gate-1", ("streamURL",), "ngsi-ld"), ("hub-7", ("stillImageURL", "streamURL"), "ngsi-ld")]
+        assert "PATCH /api/v1/cameras/{id}" in lines[0]["reason"] and secret_free(str(lines))

@@ -297,7 +297,12 @@ async def test_a_grant_made_while_its_event_closes_is_revoked_and_announced(make
             ("rejected", "event cancelled", None)]
         grants = (await ops.call("list_grants", params={"status": "active"})).body
         assert grants["total"] == 0  # nothing shared for a cancelled event
-        assert [r.json["event"] for r in receiver.on("/112")] == ["grant-revoked"]  # and no package
+        # no package; the police learn their request was rejected (QA 4) and the grant made meanwhile revoked
+        assert [r.json["event"] for r in receiver.on("/112")] == ["linkage-rejected", "grant-revoked"]
+        assert receiver.on("/112")[0].json["package"] == {
+            "linkage": {"id": linkage, "service": "112_VIDEO", "reason": "event cancelled",
+                        "decidedBy": "operator:op-kim"},
+            "event": {"id": held_event.body["id"], "status": "cancelled"}}
         assert [r.json["event"] for r in receiver.on("/119")] == ["grant-revoked"]
         revoked = await audit(ops, action="revoked")
         assert [(line["actor"], line["reason"]) for line in revoked] == [("system", "event cancelled")] * 2

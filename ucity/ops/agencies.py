@@ -4,7 +4,9 @@ An agency has the linkage services it receives, a webhook its event packages are
 every ucity webhook: ucity/alarms/notifiers/webhook.py) and optionally the services for which events
 are sent to it as soon as they are created (`autoServices`: e.g. a 119 room gets every 119_DISPATCH event,
 as in Daegu [V]). Configured agencies (`ops.agencies`) are read-only through the API; an admin adds
-others per tenant (`/api/v1/agencies`), kept in the store's document table.
+others per tenant (`/api/v1/agencies`), kept in the store's document table. A disabled (`enabled: false`)
+or deleted agency shares nothing: its live grants are revoked, its tokens and footage links refused
+(`refusal`; center.py, auth.py).
 """
 
 from __future__ import annotations
@@ -98,6 +100,17 @@ class AgencyRegistry:
         if agency is None:
             raise NotFound(f"기관 {agency_id} 없음 / agency {agency_id} does not exist")
         return agency
+
+    def refusal(self, tenant: str, agency_id: str) -> str | None:
+        """Why the agency may not act in the tenant now (its tokens and footage links are refused), or None."""
+        agency = self.get(tenant, agency_id)
+        if agency is None:
+            return "agency-unknown"
+        return None if agency.enabled else "agency-disabled"
+
+    def known_anywhere(self, agency_id: str) -> bool:
+        """Configured, or registered in some tenant (a token without a tenant may act in any of them)."""
+        return agency_id in self._config or any(a == agency_id for _, a in self._items)
 
     def source(self, tenant: str, agency_id: str) -> str:
         return "api" if (tenant, agency_id) in self._items else "configuration"

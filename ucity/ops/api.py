@@ -23,7 +23,7 @@ from ucity.core.params import bbox_param, int_param, json_object, micros_param, 
 from ucity.ngsild.request import tenant_of
 from ucity.ops import cameras as cam
 from ucity.ops.agencies import parse_agency
-from ucity.ops.auth import Forbidden, Permission, Principal, Role, TokenSpec, new_token_id
+from ucity.ops.auth import AgencyRefused, Forbidden, Permission, Principal, Role, TokenSpec, new_token_id
 from ucity.ops.center import OperationsCenter
 from ucity.ops.events import SERVICES, STATUSES, AttachmentIn, EventIn
 from ucity.ops.grants import links
@@ -106,15 +106,26 @@ class OpsApi:
     def __init__(self, center: OperationsCenter) -> None:
         self.center = center
 
-    def _ctx(self, req: Req, permission: Permission) -> tuple[str, Principal]:
+    async def _ctx(self, req: Req, permission: Permission) -> tuple[str, Principal]:
         tenant = tenant_of(req, self.center.default_tenant)[0]
-        principal = self.center.auth.authenticate(req, tenant)
+        principal = await self._authenticate(req, tenant)
         principal.require(permission)
         return tenant, principal
 
+    async def _authenticate(self, req: Req, tenant: str) -> Principal:
+        """The caller; a genuine token of a disabled or deleted agency is refused (403) and the attempt audited."""
+        try:
+            return self.center.auth.authenticate(req, tenant)
+        except AgencyRefused as refused:
+            who = refused.principal
+            await self.center.audit.append(self.center.audit.row(
+                tenant, "auth", "refused", who.actor, agency=who.agency, outcome="denied", reason=refused.reason,
+                token=who.id, method=req.method, path=req.path))
+            raise
+
     # -- events ----------------------------------------------------------------------------------------
     async def list_events(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.EVENTS_READ)
+        tenant, principal = await self._ctx(req, Permission.EVENTS_READ)
         query = OpsEventQuery(
             services=values_param(req, "service", tuple(SERVICES)), statuses=values_param(req, "status", STATUSES),
             levels=values_param(req, "level", LEVELS), type_codes=values_param(req, "type"), bbox=bbox_param(req.param("bbox")),
@@ -126,30 +137,30 @@ class OpsApi:
                           "events": [e.to_wire(principal) for e in events]})
 
     async def create_event(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.EVENTS_REPORT)
+        tenant, principal = await self._ctx(req, Permission.EVENTS_REPORT)
         event = await self.center.create_event(tenant, parse(req, EventIn), principal, req.base_url)
         event = await self.center.events.load(tenant, event.id)  # with the linkages its creation made
         return _created(event.to_wire(principal), f"/api/v1/events/{event.id}")
 
     async def get_event(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.EVENTS_READ)
+        tenant, principal = await self._ctx(req, Permission.EVENTS_READ)
         event = await self.center.events.visible(tenant, req.path_params["eventId"], principal)
         history = await self.center.events.trail(tenant, event.id)
         return Resp(200, event.to_wire(principal, history))
 
     async def event_status(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.EVENTS_MANAGE)
+        tenant, principal = await self._ctx(req, Permission.EVENTS_MANAGE)
         body = parse(req, StatusIn)
         event = await self.center.transition(tenant, req.path_params["eventId"], body.status, principal, body.note)
         return Resp(200, event.to_wire(principal))
 
     async def add_attachment(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.EVENTS_REPORT)
+        tenant, principal = await self._ctx(req, Permission.EVENTS_REPORT)
         event = await self.center.add_attachment(tenant, req.path_params["eventId"], parse(req, AttachmentIn), principal)
         return _created(event.attachments[-1], f"/api/v1/events/{event.id}")
 
     async def event_cameras(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.CAMERAS_READ)
+        tenant, principal = await self._ctx(req, Permission.CAMERAS_READ)
         event = await self.center.events.visible(tenant, req.path_params["eventId"], principal)
         selection = await self.center.nearest(event, int_param(req, "n", self.center.settings.nearest.count, 1,
                                                           self.center.settings.nearest.max_count),
@@ -163,7 +174,7 @@ class OpsApi:
 
     # -- linkages --------------------------------------------------------------------------------------
     async def request_linkage(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.LINKAGE_REQUEST)
+        tenant, principal = await self._ctx(req, Permission.LINKAGE_REQUEST)
         body = parse(req, LinkageIn)
         agency = body.agency or principal.agency
         if agency is None:
@@ -179,20 +190,20 @@ class OpsApi:
         return await self._decide(req, False)
 
     async def _decide(self, req: Req, approve: bool) -> Resp:
-        tenant, principal = self._ctx(req, Permission.EVENTS_MANAGE)
+        tenant, principal = await self._ctx(req, Permission.EVENTS_MANAGE)
         link = await self.center.decide(tenant, req.path_params["eventId"], req.path_params["linkageId"], approve,
                                         principal, parse(req, DecisionIn).reason, req.base_url)
         return Resp(200, link)
 
     async def linkage_package(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.EVENTS_READ)
+        tenant, principal = await self._ctx(req, Permission.EVENTS_READ)
         package = await self.center.package(tenant, req.path_params["eventId"], req.path_params["linkageId"],
                                             principal, req.base_url)
         return Resp(200, package)
 
     # -- cameras ---------------------------------------------------------------------------------------
     async def list_cameras(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.CAMERAS_READ)
+        tenant, principal = await self._ctx(req, Permission.CAMERAS_READ)
         near = req.param("near")
         if near is not None:
             lon, lat = _lon_lat(near)
@@ -208,12 +219,12 @@ class OpsApi:
                           "cameras": [await self.center.cameras.wire(tenant, d, admin) for d in docs]})
 
     async def get_camera(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.CAMERAS_READ)
+        tenant, principal = await self._ctx(req, Permission.CAMERAS_READ)
         doc = await self.center.cameras.get(tenant, req.path_params["cameraId"])
         return Resp(200, await self.center.cameras.wire(tenant, doc, principal.can(Permission.CAMERAS_ADMIN)))
 
     async def create_camera(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.CAMERAS_ADMIN)
+        tenant, principal = await self._ctx(req, Permission.CAMERAS_ADMIN)
         camera = parse(req, cam.CameraIn)
         if await self.center.store.get_entity(tenant, cam.entity_id(camera.id)) is not None:
             raise AlreadyExists(f"카메라 {camera.id} 이미 있음 / camera {camera.id} already exists")
@@ -226,7 +237,7 @@ class OpsApi:
         return _created(await self.center.cameras.wire(tenant, doc, True), f"/api/v1/cameras/{camera.id}")
 
     async def patch_camera(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.CAMERAS_ADMIN)
+        tenant, principal = await self._ctx(req, Permission.CAMERAS_ADMIN)
         fields = parse(req, cam.CameraFields)
         doc = await self.center.cameras.patch(tenant, req.path_params["cameraId"], fields, principal.actor)
         await self.center.audit.append(self.center.audit.row(
@@ -235,7 +246,7 @@ class OpsApi:
         return Resp(200, await self.center.cameras.wire(tenant, doc, True))
 
     async def delete_camera(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.CAMERAS_ADMIN)
+        tenant, principal = await self._ctx(req, Permission.CAMERAS_ADMIN)
         camera_id = req.path_params["cameraId"]
         await self.center.cameras.delete(tenant, camera_id, principal.actor)
         await self.center.audit.append(self.center.audit.row(tenant, "camera", "deleted", principal.actor,
@@ -243,7 +254,7 @@ class OpsApi:
         return Resp(204)
 
     async def import_cameras(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.CAMERAS_ADMIN)
+        tenant, principal = await self._ctx(req, Permission.CAMERAS_ADMIN)
         kind = (req.header("content-type") or "").split(";")[0].strip().lower()
         if kind not in ("text/csv", "application/csv", "text/plain"):
             raise UnsupportedMediaType("Content-Type: text/csv 필요 / send the file as text/csv")
@@ -274,7 +285,7 @@ class OpsApi:
 
     # -- agencies --------------------------------------------------------------------------------------
     async def list_agencies(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.AGENCIES_READ)
+        tenant, principal = await self._ctx(req, Permission.AGENCIES_READ)
         registry = self.center.agencies
         return Resp(200, [self._agency(tenant, a.id, principal) for a in registry.all(tenant)])
 
@@ -289,29 +300,29 @@ class OpsApi:
         return body
 
     async def get_agency(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.AGENCIES_READ)
+        tenant, principal = await self._ctx(req, Permission.AGENCIES_READ)
         return Resp(200, self._agency(tenant, req.path_params["agencyId"], principal))
 
     async def create_agency(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.AGENCIES_ADMIN)
+        tenant, principal = await self._ctx(req, Permission.AGENCIES_ADMIN)
         agency = parse_agency(json_object(req))
-        await self.center.agencies.put(tenant, agency, create_only=True)
+        await self.center.put_agency(tenant, agency, principal, create_only=True)
         return _created(self._agency(tenant, agency.id, principal), f"/api/v1/agencies/{agency.id}")
 
     async def put_agency(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.AGENCIES_ADMIN)
+        tenant, principal = await self._ctx(req, Permission.AGENCIES_ADMIN)
         agency = parse_agency(json_object(req), req.path_params["agencyId"])
-        created = await self.center.agencies.put(tenant, agency)
+        created = await self.center.put_agency(tenant, agency, principal)
         return Resp(201 if created else 200, self._agency(tenant, agency.id, principal))
 
     async def delete_agency(self, req: Req) -> Resp:
-        tenant, _ = self._ctx(req, Permission.AGENCIES_ADMIN)
-        await self.center.agencies.delete(tenant, req.path_params["agencyId"])
+        tenant, principal = await self._ctx(req, Permission.AGENCIES_ADMIN)
+        await self.center.delete_agency(tenant, req.path_params["agencyId"], principal)
         return Resp(204)
 
     # -- grants ----------------------------------------------------------------------------------------
     async def list_grants(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.EVENTS_READ)
+        tenant, principal = await self._ctx(req, Permission.EVENTS_READ)
         own = _own_agency(principal, Permission.GRANTS_READ_ALL)
         agencies = values_param(req, "agency") if own is None else (own,)
         status = req.param("status")
@@ -327,7 +338,7 @@ class OpsApi:
         return Resp(200, {"total": total, "grants": [g.wire(to_iso(now)) for g in grants]})
 
     async def create_grant(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.GRANTS_ISSUE)
+        tenant, principal = await self._ctx(req, Permission.GRANTS_ISSUE)
         body = parse(req, GrantIn)
         issued, found = await self.center.issue_grant(tenant, body.agency, body.event, body.cameras, principal,
                                                       body.minutes, body.purpose, req.base_url)
@@ -335,7 +346,7 @@ class OpsApi:
                         f"/api/v1/grants/{issued.grant.id}")
 
     async def get_grant(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.EVENTS_READ)
+        tenant, principal = await self._ctx(req, Permission.EVENTS_READ)
         grant = await self.center.grants.visible(tenant, req.path_params["grantId"], principal)
         body = grant.wire(self.center.grants.now())
         if body["status"] == "active":  # the holder may fetch its links again (tokens are never stored)
@@ -345,24 +356,24 @@ class OpsApi:
         return Resp(200, {**body, "audit": docs})
 
     async def renew_grant(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.EVENTS_READ)
+        tenant, principal = await self._ctx(req, Permission.EVENTS_READ)
         issued, found = await self.center.renew_grant(tenant, req.path_params["grantId"], principal,
                                                       parse(req, RenewIn).minutes, req.base_url)
         return Resp(200, {**issued.grant.wire(self.center.grants.now()), "token": issued.token, "links": found})
 
     async def revoke_grant(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.GRANTS_ISSUE)
+        tenant, principal = await self._ctx(req, Permission.GRANTS_ISSUE)
         return Resp(200, await self.center.revoke_grant(tenant, req.path_params["grantId"], principal,
                                                         parse(req, RevokeIn).reason))
 
     async def grant_stats(self, req: Req) -> Resp:
-        tenant, _ = self._ctx(req, Permission.GRANTS_READ_ALL)
+        tenant, _ = await self._ctx(req, Permission.GRANTS_READ_ALL)
         stats = await self.center.grants.stats(tenant, micros_param(req, "from"), micros_param(req, "to"))
         return Resp(200, {"from": req.param("from"), "to": req.param("to"), "agencies": stats})
 
     # -- audit -----------------------------------------------------------------------------------------
     async def list_audit(self, req: Req) -> Resp:
-        tenant, _ = self._ctx(req, Permission.AUDIT_READ)
+        tenant, _ = await self._ctx(req, Permission.AUDIT_READ)
         query = AuditQuery(
             kinds=values_param(req, "kind"), actions=values_param(req, "action"), agency_ids=values_param(req, "agency"),
             event_ids=values_param(req, "event"), grant_ids=values_param(req, "grant"), camera_ids=values_param(req, "camera"),
@@ -375,14 +386,14 @@ class OpsApi:
     # -- tokens ----------------------------------------------------------------------------------------
     async def me(self, req: Req) -> Resp:
         tenant = tenant_of(req, self.center.default_tenant)[0]
-        return Resp(200, self.center.auth.authenticate(req, tenant).describe())
+        return Resp(200, (await self._authenticate(req, tenant)).describe())
 
     async def list_tokens(self, req: Req) -> Resp:
-        self._ctx(req, Permission.TOKENS_ADMIN)
+        await self._ctx(req, Permission.TOKENS_ADMIN)
         return Resp(200, self.center.tokens.listing())
 
     async def create_token(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.TOKENS_ADMIN)
+        tenant, principal = await self._ctx(req, Permission.TOKENS_ADMIN)
         body = parse(req, TokenIn)
         try:
             spec = TokenSpec(id=body.id or new_token_id(), role=body.role, agency=body.agency, tenant=body.tenant,
@@ -402,7 +413,7 @@ class OpsApi:
                         f"/api/v1/auth/tokens/{spec.id}")
 
     async def delete_token(self, req: Req) -> Resp:
-        tenant, principal = self._ctx(req, Permission.TOKENS_ADMIN)
+        tenant, principal = await self._ctx(req, Permission.TOKENS_ADMIN)
         spec = await self.center.tokens.revoke(req.path_params["tokenId"])
         await self.center.audit.append(self.center.audit.row(tenant, "auth", "token-revoked", principal.actor,
                                                              agency=spec.agency, token=spec.id))
@@ -489,10 +500,11 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/agencies", "GET", "list_agencies", "List agencies", A, P.AGENCIES_READ),
     Route("/api/v1/agencies", "POST", "create_agency", "Register an agency", A, P.AGENCIES_ADMIN, statuses=(201,)),
     Route("/api/v1/agencies/{agencyId}", "GET", "get_agency", "An agency", A, P.AGENCIES_READ),
-    Route("/api/v1/agencies/{agencyId}", "PUT", "put_agency", "Create or replace an agency", A, P.AGENCIES_ADMIN,
-          statuses=(200, 201)),
-    Route("/api/v1/agencies/{agencyId}", "DELETE", "delete_agency", "Remove an agency", A, P.AGENCIES_ADMIN,
-          statuses=(204,)),
+    Route("/api/v1/agencies/{agencyId}", "PUT", "put_agency",
+          "Create or replace an agency; disabling one revokes its grants and refuses its tokens (403) until enabled",
+          A, P.AGENCIES_ADMIN, statuses=(200, 201)),
+    Route("/api/v1/agencies/{agencyId}", "DELETE", "delete_agency",
+          "Remove an agency, revoking its grants and its issued tokens", A, P.AGENCIES_ADMIN, statuses=(204,)),
     Route("/api/v1/grants", "GET", "list_grants", "List footage grants (an agency sees its own)", G, P.EVENTS_READ,
           params=("agency", "event", "status", "limit", "offset")),
     Route("/api/v1/grants", "POST", "create_grant", "Share cameras of an event with an agency (PLAT-R5)", G,

@@ -2,8 +2,9 @@
 
 Kinds of lines: `event` (created, status changes, level changes, attachments), `linkage` (requested,
 held, approved, rejected, delivered, failed), `grant` (issued, renewed, revoked, and every access to a
-stream or still, allowed or denied: PLAT-R5), `camera` (registered, imported, changed), `auth` (tokens
-issued or revoked). Nothing updates or deletes a line: the store contract has no such method and the
+stream or still, allowed, denied or failed: PLAT-R5), `camera` (registered, imported, changed, deleted,
+`url-removed`: a URL attribute an NGSI-LD client wrote), `auth` (tokens issued or revoked, `refused`: a
+token of a disabled or deleted agency). Nothing updates or deletes a line: the store contract has no such method and the
 SQLite table refuses it with triggers. The API only reads it (`GET /api/v1/audit`).
 """
 

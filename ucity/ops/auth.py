@@ -27,7 +27,7 @@ import logging
 import re
 import secrets
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -61,6 +61,18 @@ class Forbidden(UcityError):
     status = 403
     type_uri = "urn:ucity:errors:Forbidden"
     title = "Forbidden"
+
+
+class AgencyRefused(Forbidden):
+    """A known agency token whose agency is disabled or no longer exists (403 with `reason` agency-disabled /
+    agency-unknown): the token is genuine, its agency may not act now. Audited by the API (`auth` / `refused`)."""
+
+    def __init__(self, principal: Principal, reason: str) -> None:
+        what = ("사용 중지된 기관", "is disabled") if reason == "agency-disabled" else ("없는 기관", "does not exist")
+        super().__init__(f"{what[0]} {principal.agency}의 토큰 / the token's agency {principal.agency} {what[1]}",
+                         reason=reason)
+        self.principal = principal
+        self.reason = reason
 
 
 class Role(enum.StrEnum):
@@ -231,16 +243,34 @@ class TokenRegistry:
                              "removed from the configuration, not through the API")
         raise NotFound(f"토큰 {token_id} 없음 / token {token_id} does not exist")
 
+    def issued_agency_tokens(self) -> list[TokenSpec]:
+        """The issued (revocable) tokens that name an agency."""
+        return [s for s, _ in self._issued.values() if s.agency is not None]
+
+    def configured_agency_tokens(self) -> list[TokenSpec]:
+        """The configured tokens that name an agency (checked at start: center.py)."""
+        return [s for s in self._configured.values() if s.agency is not None]
+
     def _specs(self) -> Iterable[TokenSpec]:
         yield from self._configured.values()
         yield from (s for s, _ in self._issued.values())
 
 
-class Authenticator:
-    """Turns a request's `Authorization: Bearer <token>` into a Principal, or refuses it (401/403)."""
+# (tenant, agency id) -> why the agency may not act now ("agency-disabled", "agency-unknown"), or None
+AgencyRefusal = Callable[[str, str], str | None]
 
-    def __init__(self, sources: list[TokenSource]) -> None:
+
+class Authenticator:
+    """Turns a request's `Authorization: Bearer <token>` into a Principal, or refuses it (401/403).
+
+    An agency token is checked against its agency on every request (`agency_refusal`), rather than revoked when
+    the agency is disabled: configured tokens cannot be revoked at all, and re-enabling an agency gives its
+    terminals back without new tokens. Deleting an agency also revokes its issued tokens (center.py), so that
+    an agency created again under the same id does not bring old terminals back."""
+
+    def __init__(self, sources: list[TokenSource], agency_refusal: AgencyRefusal | None = None) -> None:
         self.sources = sources
+        self.agency_refusal: AgencyRefusal = agency_refusal or (lambda tenant, agency_id: None)
 
     def identify(self, req: Req) -> Principal | None:
         """The principal of a bearer token, or None without a known one (footage links audit that)."""
@@ -257,6 +287,10 @@ class Authenticator:
             raise Unauthorized("알 수 없거나 폐기된 토큰 / unknown or revoked token")
         if principal.tenant is not None and principal.tenant != tenant:
             raise Forbidden(f"이 토큰은 테넌트 {principal.tenant} 전용 / this token is for tenant {principal.tenant}")
+        if principal.agency is not None:
+            refusal = self.agency_refusal(tenant, principal.agency)
+            if refusal is not None:
+                raise AgencyRefused(principal, refusal)
         return principal
 
 

@@ -10,8 +10,11 @@ follows every write, whoever makes it.
 Stream and still URLs are not attributes: they may carry the VMS's credentials, and the NGSI-LD API
 serves entities, their history and notifications without a token. They are kept in the store's
 document table (kind `camera-access`, per tenant and camera entity id), all of them in memory, written by
-this registry only, and read by the admin camera API and the footage redirect (PLAT-R5). A `streamURL` an
-NGSI-LD client writes into a Camera entity itself is the client's own data: nothing here reads it.
+this registry only, and read by the admin camera API and the footage redirect (PLAT-R5). The registry
+follows the store's commits (`committed`): a Camera entity deleted by anybody (DELETE through NGSI-LD too)
+loses its record at once, and a `streamURL` / `stillImageURL` an NGSI-LD client writes into a Camera entity
+is deleted from it and from its history (audited), never moved into the record: the NGSI-LD API has no
+roles, and whoever could write it would choose where the agencies' footage links lead.
 Camera entities written before this layout carried them as attributes: `migrate` moves those into the
 private store and deletes them from the entities and their history (once per tenant; see there).
 
@@ -35,12 +38,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ucity.core.bus import Context
+from ucity.core.bus import Context, EntityChange
 from ucity.core.clock import Clock, SystemClock, to_iso
 from ucity.core.errors import BadRequest, NotFound
 from ucity.ngsild.context import core_context
 from ucity.ngsild.model import normalize_entity
 from ucity.ngsild.ops import delete_op, merge_op, replace_op
+from ucity.ops.audit import AuditLog
 from ucity.ops.nearest import CAMERA_TYPE, LOCATION, indexed, iri, is_camera
 from ucity.store.base import ApplyFn, Doc, EntityQuery, Mutation, Outcome, Store, TemporalQuery, TypeExpr
 
@@ -60,6 +64,8 @@ URL_FIELDS = ("streamURL", "stillImageURL")
 URL_IRIS = tuple(iri(name) for name in URL_FIELDS)
 URL_PATTERNS = {"streamURL": r"^(rtsp|rtsps|rtmp|https?)://", "stillImageURL": r"^https?://"}
 MIGRATION_ACTOR = "system:camera-access-migration"
+GUARD_ACTOR = "system:camera-access"  # removes the URL attributes an NGSI-LD client writes (CameraRegistry.committed)
+LAYOUT = 2  # of the `camera-access-migration` "done" marks: see CameraRegistry._load
 
 
 def entity_id(camera_id: str) -> str:
@@ -184,19 +190,29 @@ def camera_wire(doc: Doc, with_stream: bool, access: CameraAccess = NO_ACCESS) -
     return out
 
 
+def url_attrs(doc: Doc) -> list[str]:
+    """The attribute IRIs of a Camera entity that name a stream or still URL: `streamURL` / `stillImageURL` under
+    any @context (the core context's default vocabulary, Smart Data Models', a client's own), so the IRI's last
+    segment decides."""
+    return [attr for attr in doc.get("attrs", {}) if attr in URL_IRIS or _term(attr) in URL_FIELDS]
+
+
+def _term(iri_: str) -> str:
+    return iri_.rsplit("/", 1)[-1].rsplit("#", 1)[-1].rsplit(":", 1)[-1]
+
+
 def _legacy_urls(doc: Doc, since: str) -> tuple[dict[str, str | None], list[str]]:
-    """Of a Camera entity written before `since`: the URL attributes to move ({field: value, None if its value
-    is no usable URL}) and the attribute IRIs to delete. An attribute with an instance written at or after
-    `since` came from an NGSI-LD client after the upgrade: left alone, not moved (it would let any client
-    point a footage link anywhere)."""
+    """Of a Camera entity: the URL attributes written before `since` (this layout's first start) to move
+    ({field: value, None if its value is no usable URL}), and every URL attribute IRI to delete. An attribute
+    with an instance written at or after `since` came from an NGSI-LD client after the upgrade: deleted, not
+    moved (that would let any anonymous client point the agencies' footage links anywhere)."""
     moved: dict[str, str | None] = {}
-    drop: list[str] = []
+    drop = url_attrs(doc)
     attrs = doc.get("attrs", {})
     for name, attr in zip(URL_FIELDS, URL_IRIS, strict=True):
         instances = attrs.get(attr)
         if not instances or any(str(i.get("modifiedAt") or "") >= since for i in instances):
             continue
-        drop.append(attr)
         chosen = next((i for i in instances if "datasetId" not in i), instances[0])
         value = chosen.get("value")
         usable = isinstance(value, str) and len(value) <= 2000 and re.match(URL_PATTERNS[name], value)
@@ -204,14 +220,14 @@ def _legacy_urls(doc: Doc, since: str) -> tuple[dict[str, str | None], list[str]
     return moved, drop
 
 
-def _strip_op(since: str) -> ApplyFn:
-    """Delete the URL attributes written before `since` from a Camera entity: a normal update (subscriptions
-    see the attributes deleted, with no value; history gets no instance)."""
+def _strip_op() -> ApplyFn:
+    """Delete the URL attributes from a Camera entity: a normal update (subscriptions see the attributes deleted,
+    with no value; history gets no instance)."""
 
     def apply(before: Doc | None, now: str) -> Outcome:
         if before is None:
             return Outcome(None, "update", changed=False, result="gone")
-        _, drop = _legacy_urls(before, since)
+        drop = url_attrs(before)
         if not drop:
             return Outcome(before, "update", changed=False, result="unchanged")
         doc = dict(before)
@@ -225,13 +241,104 @@ def _strip_op(since: str) -> ApplyFn:
 class CameraRegistry:
     """Writes Camera entities (read through the store) and the cameras' private URLs (kept in memory)."""
 
-    def __init__(self, store: Store, clock: Clock | None = None) -> None:
+    def __init__(self, store: Store, clock: Clock | None = None, audit: AuditLog | None = None) -> None:
         self.store = store
         self.clock = clock or SystemClock()
+        self.audit = audit
         self._access: dict[tuple[str, str], CameraAccess] = {}  # (tenant, camera entity id)
         self._since: str | None = None  # when this layout first started: URLs written before it are moved
         self._migrated: set[str] = set()  # tenants whose Camera entities hold no URL of the old layout
         self._lock = asyncio.Lock()
+        self._doc_lock = asyncio.Lock()  # orders the store writes of the records (set_access, dropping one)
+        self._deleted: set[tuple[str, str]] = set()  # cameras whose last committed change deleted them
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._following = False
+        self._registered = False
+
+    # -- committed changes -----------------------------------------------------------------------------
+    def follow(self) -> None:
+        """Follow the store's commits from now on (`committed`); `stop` ends it."""
+        if not self._following:
+            self._following = True
+            if not self._registered:  # the store has no way to unregister a callback
+                self.store.on_commit(self.committed)
+                self._registered = True
+
+    async def stop(self) -> None:
+        self._following = False
+        await self.idle()
+
+    async def idle(self) -> None:
+        """Until the work the commits started (dropped records, removed URL attributes) is done."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    def committed(self, context: Context, changes: tuple[EntityChange, ...]) -> None:
+        """The store's commit callback: every committed write, whoever made it, in commit order, on the event loop
+        and before the write is acknowledged (so before the writer, or anybody it answers, can act on it).
+
+        * A Camera entity deleted (the camera API, or DELETE /ngsi-ld/v1/entities/{id}): its private record goes
+          at once from memory (a camera created again under the same id gets no old URL), then from the store.
+        * A Camera entity written with a `streamURL` / `stillImageURL` attribute (an NGSI-LD client; nothing of
+          ucity writes one): the attributes are deleted from the entity and their history, not moved into the
+          private record, since the NGSI-LD API has no roles and anybody could otherwise choose where the
+          agencies' footage links lead; audited and logged, naming the camera API that sets URLs.
+
+        Runs for every committed change (the ingest's too): a type test per change and nothing else."""
+        if not self._following:
+            return
+        for change in changes:
+            after = change.after
+            if after is None:
+                before = change.before
+                if before is not None and CAMERA_TYPE in before.get("type", ()):
+                    self._gone((change.tenant, change.entity_id))
+            elif CAMERA_TYPE in after.get("type", ()):
+                if self._deleted:
+                    self._deleted.discard((change.tenant, change.entity_id))
+                found = url_attrs(after)
+                if found:
+                    self._spawn(self._remove_urls(change.tenant, change.entity_id, found, context.actor))
+
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("camera URL upkeep failed", exc_info=task.exception())
+
+    def _gone(self, key: tuple[str, str]) -> None:
+        self._deleted.add(key)
+        if self._access.pop(key, None) is not None:
+            self._spawn(self._drop_doc(key))
+
+    async def _drop_doc(self, key: tuple[str, str]) -> None:
+        """Delete a deleted camera's record from the store, unless one was written since (a camera created again
+        under the same id with its own URLs: the store holds that one now)."""
+        async with self._doc_lock:
+            if key not in self._access:
+                await self.store.delete_docs(ACCESS_KIND, [key])
+
+    async def _remove_urls(self, tenant: str, entity: str, attrs: list[str], actor: str | None) -> None:
+        """Delete URL attributes an NGSI-LD client wrote into a Camera entity, and their whole history."""
+        await self._ready(tenant)  # old-layout URLs are moved first (the migration deletes these too)
+        (result,) = await self.store.mutate(tenant, [Mutation(entity, _strip_op())], Context(actor=GUARD_ACTOR))
+        if isinstance(result, Exception):
+            raise result
+        for attr in attrs:
+            await self.store.delete_history(tenant, entity, attr, all_datasets=True)
+        if result.result != "updated":
+            return  # the migration (or an earlier removal) deleted them
+        names = sorted({_term(a) for a in attrs})
+        log.warning("camera %s (tenant %s): %s written through NGSI-LD by %s deleted; camera URLs are set with "
+                    "PATCH /api/v1/cameras/{id} only", local_id(entity), tenant, ", ".join(names), actor or "?")
+        if self.audit is not None:
+            await self.audit.append(self.audit.row(
+                tenant, "camera", "url-removed", actor or "ngsi-ld", camera=local_id(entity), outcome="removed",
+                attributes=names, reason="private camera URLs are set through PATCH /api/v1/cameras/{id}"))
 
     # -- private URLs ----------------------------------------------------------------------------------
     async def load(self, *tenants: str) -> None:
@@ -243,13 +350,16 @@ class CameraRegistry:
 
     async def _load(self) -> None:
         self._access = {(t, k): CameraAccess.of(d) for t, k, d in await self.store.list_docs(ACCESS_KIND)}
+        await self._drop_orphans()
         marks = await self.store.list_docs(MIGRATION_KIND)
         since = next((str(d["at"]) for t, k, d in marks if (t, k) == (GLOBAL, "since")), None)
         if since is None:
             since = to_iso(self.clock.now())
             await self.store.put_doc(MIGRATION_KIND, GLOBAL, "since", {"at": since})
         self._since = since
-        self._migrated = {t for t, k, _ in marks if k == "done" and t != GLOBAL}
+        # Layout 2 also deletes (without moving) URL attributes an NGSI-LD client wrote after the upgrade, which
+        # layout 1 left in place: a tenant migrated by layout 1 is migrated again (it is idempotent).
+        self._migrated = {t for t, k, d in marks if k == "done" and t != GLOBAL and d.get("layout", 1) >= LAYOUT}
 
     async def _ready(self, tenant: str) -> None:
         """The tenant's old-layout URLs moved (once): before any URL is read or written there."""
@@ -260,14 +370,28 @@ class CameraRegistry:
                 await self._load()
             if tenant not in self._migrated:
                 report = await self.migrate(tenant)
-                await self.store.put_doc(MIGRATION_KIND, tenant, "done", {"at": to_iso(self.clock.now()), **report})
+                await self.store.put_doc(MIGRATION_KIND, tenant, "done", {"at": to_iso(self.clock.now()),
+                                                                          "layout": LAYOUT, **report})
                 self._migrated.add(tenant)
                 if any(report.values()):
                     log.warning("camera URLs of tenant %s moved out of NGSI-LD: %s", tenant, report)
 
+    async def _drop_orphans(self) -> None:
+        """Records of cameras that no longer exist (deleted while ucity was stopped, or just before a crash, the
+        record's own deletion not yet written): dropped, so no camera created later under that id inherits them."""
+        for tenant in sorted({t for t, _ in self._access}):
+            alive = set(await self.store.entity_ids(tenant, EntityQuery(types=TypeExpr(((CAMERA_TYPE,),)))))
+            orphans = [key for key in self._access if key[0] == tenant and key[1] not in alive]
+            if orphans:
+                await self.store.delete_docs(ACCESS_KIND, orphans)
+                for key in orphans:
+                    del self._access[key]
+                log.warning("camera URLs of %d deleted cameras of tenant %s dropped", len(orphans), tenant)
+
     async def migrate(self, tenant: str) -> dict[str, int]:
         """Move the URL attributes of the tenant's Camera entities written before this layout into the private
-        store, delete them from the entities (through `store.mutate`) and delete their whole history.
+        store, delete every URL attribute from the entities (through `store.mutate`; those written later by an
+        NGSI-LD client are not moved) and delete their whole history.
 
         Idempotent, and safe to stop anywhere: the URLs are stored before the entities lose them, a URL the
         private store has already is kept (it is the newer), and the history goes last. Called under the lock."""
@@ -276,14 +400,12 @@ class CameraRegistry:
         query = EntityQuery(types=TypeExpr(((CAMERA_TYPE,),)), attrs_any=URL_IRIS)
         ids = await self.store.entity_ids(tenant, query)
         moved = stripped = unusable = 0
-        kept: set[tuple[str, str]] = set()  # (entity, attribute) an NGSI-LD client wrote after the upgrade
         for start in range(0, len(ids), BATCH):
             batch = tuple(ids[start:start + BATCH])
             docs, _ = await self.store.query_entities(tenant, EntityQuery(ids=batch, limit=len(batch)))
             fresh: list[tuple[str, str, Doc]] = []
             for doc in docs:
-                found, drop = _legacy_urls(doc, since)
-                kept.update((doc["id"], a) for a in URL_IRIS if a in doc.get("attrs", {}) and a not in drop)
+                found, _ = _legacy_urls(doc, since)
                 unusable += sum(1 for v in found.values() if v is None)
                 access = CameraAccess(found.get("streamURL"), found.get("stillImageURL"))
                 if (tenant, doc["id"]) not in self._access and access != NO_ACCESS:
@@ -292,24 +414,24 @@ class CameraRegistry:
                 await self.store.put_docs(ACCESS_KIND, fresh)
                 self._access.update({(t, k): CameraAccess.of(d) for t, k, d in fresh})
                 moved += len(fresh)
-            results = await self.store.mutate(tenant, [Mutation(d["id"], _strip_op(since)) for d in docs],
+            results = await self.store.mutate(tenant, [Mutation(d["id"], _strip_op()) for d in docs],
                                               Context(actor=MIGRATION_ACTOR))
             for result in results:
                 if isinstance(result, Exception):
                     raise result
                 stripped += result.result == "updated"
-        purged = await self._purge_history(tenant, kept)
+        purged = await self._purge_history(tenant)
         return {"moved": moved, "stripped": stripped, "unusable": unusable, "historyPurged": purged}
 
-    async def _purge_history(self, tenant: str, kept: set[tuple[str, str]]) -> int:
-        """Delete the history of the URL attributes of every Camera entity (deleted ones too) but those kept."""
+    async def _purge_history(self, tenant: str) -> int:
+        """Delete the history of the URL attributes of every Camera entity (deleted ones too)."""
         targets: list[tuple[str, str]] = []
         offset = 0
         while True:
             page, _ = await self.store.temporal_query(tenant, TemporalQuery(
                 types=TypeExpr(((CAMERA_TYPE,),)), attrs=URL_IRIS, instances_only=True, last_n=1, limit_instances=1,
                 entity_limit=BATCH, entity_offset=offset))
-            targets += [(e.id, a) for e in page for a in e.attrs if (e.id, a) not in kept]
+            targets += [(e.id, a) for e in page for a in e.attrs]
             if len(page) < BATCH:
                 break
             offset += BATCH
@@ -337,17 +459,24 @@ class CameraRegistry:
         """Store the URLs of these cameras (entity id -> URLs; no URL deletes the record), in one commit each.
         The camera writes below use it; so may whoever provisions cameras written through NGSI-LD."""
         await self._ready(tenant)
-        put = [(tenant, eid, a.doc()) for eid, a in changed.items() if a != NO_ACCESS]
-        gone = [(tenant, eid) for eid, a in changed.items() if a == NO_ACCESS and (tenant, eid) in self._access]
-        if put:
-            await self.store.put_docs(ACCESS_KIND, put)
-        if gone:
-            await self.store.delete_docs(ACCESS_KIND, gone)
-        for eid, a in changed.items():
-            if a == NO_ACCESS:
-                self._access.pop((tenant, eid), None)
-            else:
-                self._access[(tenant, eid)] = a
+        # Not for a camera whose deletion committed meanwhile (a PATCH racing DELETE /ngsi-ld/v1/entities/{id}):
+        # its record would outlive it and go to a camera created later under that id.
+        late = [eid for eid in changed if (tenant, eid) in self._deleted]
+        if late:
+            log.warning("camera URLs of %s (tenant %s) not stored: the camera was deleted meanwhile", late, tenant)
+            changed = {eid: a for eid, a in changed.items() if eid not in late}
+        async with self._doc_lock:
+            put = [(tenant, eid, a.doc()) for eid, a in changed.items() if a != NO_ACCESS]
+            gone = [(tenant, eid) for eid, a in changed.items() if a == NO_ACCESS and (tenant, eid) in self._access]
+            if put:
+                await self.store.put_docs(ACCESS_KIND, put)
+            if gone:
+                await self.store.delete_docs(ACCESS_KIND, gone)
+            for eid, a in changed.items():
+                if a == NO_ACCESS:
+                    self._access.pop((tenant, eid), None)
+                else:
+                    self._access[(tenant, eid)] = a
 
     # -- cameras ---------------------------------------------------------------------------------------
     async def get(self, tenant: str, camera_id: str) -> Doc:
@@ -400,7 +529,9 @@ class CameraRegistry:
                                             Context(actor=actor))
         if isinstance(result, Exception):
             raise result
-        await self.set_access(tenant, {entity_id(camera_id): NO_ACCESS})
+        key = (tenant, entity_id(camera_id))
+        self._access.pop(key, None)  # (the commit's callback has done it already while following the store)
+        await self._drop_doc(key)  # deleted from the store before the camera API answers
 
 
 # -- CSV import ------------------------------------------------------------------------------------------

@@ -8,9 +8,14 @@ Flows:
   receives gets one for itself (the 112 room's report asks for the nearest CCTV at once, Daejeon [V]);
 * a linkage passes the gate (PLAT-R4) or is held -> on approval: the nearest cameras (PLAT-R3), a grant
   for them (PLAT-R5), the package (PLAT-R6/R7) queued to the agency's webhook, the event `sharing`;
-* an event is closed or cancelled -> its grants are revoked (each agency is told, `grant-revoked`, as for a
-  revocation by hand) and its held linkages rejected; a grant being made at that moment (an approval or a
-  direct share racing the close) is revoked and announced too, and that request answers 409.
+* an event is closed or cancelled -> its held linkages are rejected in the same write, then its grants are
+  revoked (each agency is told, `grant-revoked`, as for a revocation by hand; `linkage-rejected` for a
+  held request, as for an operator's rejection); a grant being made at that moment (an approval or a
+  direct share racing the close) is revoked and announced too, and that request answers 409;
+* an agency is disabled or deleted -> its live grants are revoked (announced as any revocation), its tokens
+  and links refused (a deleted agency's issued tokens revoked);
+* start (`sweep`) -> live grants of closed/cancelled events or of disabled/deleted agencies that a crash
+  left behind are revoked, orphaned agency tokens revoked, configured tokens of unknown agencies reported.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any, NoReturn
 from shapely.geometry import shape
 
 from ucity.alarms import AlarmChanged, AlarmService
-from ucity.core.clock import to_iso
+from ucity.core.clock import to_iso, to_micros
 from ucity.core.config import OPS_SECRET_PLACEHOLDER, Settings
 from ucity.core.errors import BadRequest, NotFound
 from ucity.core.platform import Platform
@@ -38,6 +43,7 @@ from ucity.ops.cameras import CameraRegistry, local_id
 from ucity.ops.cameras import entity_id as camera_entity_id
 from ucity.ops.events import (
     ACKNOWLEDGED,
+    FINAL,
     RECEIVED,
     SHARING,
     AttachmentIn,
@@ -51,10 +57,12 @@ from ucity.ops.events import (
 from ucity.ops.grants import Grant, GrantService, InvalidGrantTransition, Issued, TokenSigner, links
 from ucity.ops.nearest import CameraIndex, Selection, iri, measure
 from ucity.rules.events import level_rank
-from ucity.store.base import AuditRow, Doc, Store
+from ucity.store.base import AuditRow, Doc, GrantQuery, Store
 
 log = logging.getLogger(__name__)
 ALARM_SOURCE = "ucity-alarms"
+# AgencyRegistry.refusal -> the reason its grants are revoked with
+_AGENCY_REASONS = {"agency-disabled": "agency disabled", "agency-unknown": "agency deleted"}
 _TRIGGERS = frozenset({"raised", "escalated", "reactivated"})
 
 
@@ -80,14 +88,17 @@ class OperationsCenter:
         self.base_url = settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}"
         self.audit = AuditLog(store, self.clock)
         self.tokens = TokenRegistry(store, self.settings, self.clock)
-        self.auth = Authenticator([self.tokens])
         self.agencies = AgencyRegistry(store, self.settings.agencies)
+        # An agency token, and a footage link, work only while the agency exists and is enabled.
+        self.auth = Authenticator([self.tokens], self.agencies.refusal)
         self.events = EventService(store, self.clock, self.settings, self.audit,
                                    Pseudonymizer(_secret(settings, "pseudonym_secret")))
-        self.cameras = CameraRegistry(store, self.clock)
+        self.cameras = CameraRegistry(store, self.clock, self.audit)
         self.index = CameraIndex(store, platform.bus, self.settings.nearest)
         self.grants = GrantService(store, self.clock, self.settings, self.audit,
                                    TokenSigner(_secret(settings, "grant_secret")))
+        self.grants.agency_refusal = self.agencies.refusal
+        self.config_warnings: list[str] = []
         self.links = lk.AgencyLinks(alarms.dispatcher, self.agencies.get, settings.alarms.retry,
                                     settings.alarms.queue_size, self._delivered)
         self.agencies.on_change = self.links.forget
@@ -100,8 +111,11 @@ class OperationsCenter:
     async def start(self) -> None:
         await self.tokens.load()
         await self.agencies.load()
+        self.config_warnings = self._check_configured_tokens()
+        self.cameras.follow()  # deleted cameras lose their URLs; URLs written through NGSI-LD are deleted
         await self.cameras.load(self.default_tenant)  # camera URLs; moves old ones out of NGSI-LD
         await self.index.start(preload=(self.default_tenant,))
+        await self.sweep()
         self._unsubscribe = self.platform.bus.subscribe(AlarmChanged, self._on_alarm)
 
     async def stop(self) -> None:
@@ -109,11 +123,97 @@ class OperationsCenter:
             self._unsubscribe()
             self._unsubscribe = None
         await self._alarm_events_made()
+        await self.cameras.stop()
         await self.links.stop()
         await self.index.stop()
 
     def health(self) -> dict[str, Any]:
-        return {"ok": self._unsubscribe is not None, "cameraIndex": self.index.health()}
+        out: dict[str, Any] = {"ok": self._unsubscribe is not None, "cameraIndex": self.index.health()}
+        if self.config_warnings:
+            out["configWarnings"] = self.config_warnings
+        return out
+
+    def _check_configured_tokens(self) -> list[str]:
+        """A configured agency token whose agency is neither configured nor registered (in the token's tenant, or
+        in any tenant for a token without one): a warning, logged at start and shown in /health, not a refusal to
+        start. Such a token is refused at every use (403 agency-unknown, audited) until the agency exists, so it
+        opens nothing; and the agency may be one an admin registers through the API after the start, which a
+        configuration error would make impossible (and would stop the city's monitoring for one terminal's line)."""
+        warnings = []
+        for spec in self.tokens.configured_agency_tokens():
+            assert spec.agency is not None
+            known = self.agencies.get(spec.tenant, spec.agency) is not None if spec.tenant else \
+                self.agencies.known_anywhere(spec.agency)
+            if not known:
+                warnings.append(f"ops.tokens: token {spec.id} names agency {spec.agency}, which does not exist"
+                                + (f" in tenant {spec.tenant}" if spec.tenant else "")
+                                + ": it is refused (403 agency-unknown) until the agency is configured or registered")
+        for warning in warnings:
+            log.warning("%s", warning)
+        return warnings
+
+    async def sweep(self) -> None:
+        """At start: finish what a crash may have left half-done. Revoke (audited, announced) the live grants of
+        closed or cancelled events (closing an event and revoking its grants are separate writes) and of agencies
+        disabled or deleted (likewise), and the issued tokens of agencies that no longer exist."""
+        now = to_micros(self.clock.now())
+        for tenant in await self.store.live_grant_tenants(now):
+            grants, _ = await self.grants.query(tenant, GrantQuery(valid_at=now, limit=10_000))
+            finals: dict[str, str | None] = {}  # event id -> its final status (None: not final)
+            for grant in grants:
+                if grant.event not in finals:
+                    doc = await self.store.get_ops_event(tenant, grant.event)
+                    status = (doc or {}).get("status")
+                    finals[grant.event] = status if status in FINAL else None
+                refusal = self.agencies.refusal(tenant, grant.agency)
+                if finals[grant.event] is not None:
+                    reason = f"event {finals[grant.event]}"
+                elif refusal is not None:
+                    reason = _AGENCY_REASONS[refusal]
+                else:
+                    continue
+                with contextlib.suppress(InvalidGrantTransition):
+                    self._announce_revoked(await self.grants.revoke(tenant, grant.id, SYSTEM.actor, reason), reason)
+                    log.warning("start: grant %s of tenant %s revoked (%s)", grant.id, tenant, reason)
+        await self._revoke_orphan_tokens(SYSTEM.actor, self.default_tenant)
+
+    # -- agencies --------------------------------------------------------------------------------------
+    async def put_agency(self, tenant: str, agency: Agency, principal: Principal, create_only: bool = False) -> bool:
+        """Create or replace a tenant's agency; True when created. A disabled agency shares nothing any more: its
+        live grants are revoked (audited, each announced as any revocation), and its tokens and footage links are
+        refused while it stays disabled (auth.Authenticator, GrantService.access)."""
+        principal.require(Permission.AGENCIES_ADMIN)
+        created = await self.agencies.put(tenant, agency, create_only)
+        if not agency.enabled:
+            await self._revoke_agency_grants(tenant, agency.id, principal.actor, _AGENCY_REASONS["agency-disabled"])
+        return created
+
+    async def delete_agency(self, tenant: str, agency_id: str, principal: Principal) -> None:
+        """Delete a tenant's agency: its live grants are revoked as for a disabled one, and its issued tokens too
+        (an agency registered again under the same id must not bring old terminals back). The agency goes first:
+        from then on its tokens and links are refused, whatever a crash leaves to the next start's sweep."""
+        principal.require(Permission.AGENCIES_ADMIN)
+        await self.agencies.delete(tenant, agency_id)
+        await self._revoke_agency_grants(tenant, agency_id, principal.actor, _AGENCY_REASONS["agency-unknown"])
+        await self._revoke_orphan_tokens(principal.actor, tenant)
+
+    async def _revoke_agency_grants(self, tenant: str, agency_id: str, actor: str, reason: str) -> None:
+        for grant in await self.grants.revoke_for_agency(tenant, agency_id, actor, reason):
+            self._announce_revoked(grant, reason)
+
+    async def _revoke_orphan_tokens(self, actor: str, tenant: str) -> None:
+        """Revoke the issued tokens whose agency exists nowhere they could act (their tenant, or any tenant for a
+        token without one), each audited (`auth` / `token-revoked`, reason agency deleted)."""
+        for spec in self.tokens.issued_agency_tokens():
+            assert spec.agency is not None
+            alive = self.agencies.get(spec.tenant, spec.agency) is not None if spec.tenant else \
+                self.agencies.known_anywhere(spec.agency)
+            if alive:
+                continue
+            with contextlib.suppress(NotFound):  # revoked meanwhile by an admin
+                await self.tokens.revoke(spec.id)
+                await self.audit.append(self.audit.row(spec.tenant or tenant, "auth", "token-revoked", actor,
+                                                       agency=spec.agency, token=spec.id, reason="agency deleted"))
 
     async def settle(self, timeout: float = 10.0) -> None:
         """Until every alarm turned into an event and every agency outbox is idle or waiting on the clock (tests)."""
@@ -121,6 +221,8 @@ class OperationsCenter:
         deadline = loop.time() + timeout
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._alarm_events_made(), timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.cameras.idle(), timeout)
         while self.links.busy() and loop.time() < deadline:
             await asyncio.sleep(0.002)
 
@@ -148,29 +250,34 @@ class OperationsCenter:
 
     async def transition(self, tenant: str, event_id: str, status: str, principal: Principal, note: str = "") -> Event:
         principal.require(Permission.EVENTS_MANAGE)
-        event = await self.events.change(
-            tenant, event_id, lambda e: self.events.transition_rows(e, status, principal.actor, note))
+        rejected: list[dict[str, Any]] = []
+
+        def move(e: Event) -> list[AuditRow]:
+            rows = self.events.transition_rows(e, status, principal.actor, note)
+            if e.final:  # its held linkages are rejected in the same write: no crash leaves one waiting
+                for link in e.linkages:
+                    if link["status"] == lk.HELD:
+                        self._decide(link, lk.REJECTED, principal.actor, f"event {e.status}")
+                        rows.append(self._linkage_row(e, link, "rejected", principal.actor, reason=link["reason"]))
+                        rejected.append(link)
+            return rows
+
+        event = await self.events.change(tenant, event_id, move)
         if event.final:
-            await self._wind_up(event, principal)
+            await self._wind_up(event, principal, rejected)
         return event
 
-    async def _wind_up(self, event: Event, principal: Principal) -> None:
+    async def _wind_up(self, event: Event, principal: Principal, rejected: list[dict[str, Any]]) -> None:
         """A closed or cancelled event shares nothing any more: its grants are revoked and each revocation is
         announced to the grant's agency (`grant-revoked`) exactly as a revocation by hand, so a 112/119 terminal
-        drops the links it holds instead of believing them valid until they expire."""
+        drops the links it holds instead of believing them valid until they expire; each agency whose request
+        was still held is told it was rejected (`linkage-rejected`), as an operator's rejection. The status
+        change was the first write: grants a crash leaves live are revoked at the next start (`sweep`)."""
         reason = f"event {event.status}"
         for grant in await self.grants.revoke_for_event(event.tenant, event.id, principal.actor, reason):
             self._announce_revoked(grant, reason)
-
-        def reject_held(e: Event) -> list[AuditRow]:
-            rows = []
-            for link in e.linkages:
-                if link["status"] == lk.HELD:
-                    self._decide(link, lk.REJECTED, principal.actor, f"event {e.status}")
-                    rows.append(self._linkage_row(e, link, "rejected", principal.actor, reason=link["reason"]))
-            return rows
-
-        await self.events.change(event.tenant, event.id, reject_held)
+        for link in rejected:
+            self._announce_rejected(event, link)
 
     async def add_attachment(self, tenant: str, event_id: str, data: AttachmentIn, principal: Principal) -> Event:
         principal.require(Permission.EVENTS_REPORT)
@@ -264,6 +371,7 @@ class OperationsCenter:
         event = await self.events.change(tenant, event_id, apply)
         if approve:
             return await self._deliver(tenant, event_id, linkage_id, principal, base_url)
+        self._announce_rejected(event, event.linkage(linkage_id))
         return event.linkage(linkage_id)
 
     @staticmethod
@@ -305,6 +413,7 @@ class OperationsCenter:
 
         event = await self.events.change(tenant, event_id, record)
         if event.final:
+            self._announce_rejected(event, event.linkage(linkage_id))
             await self._revoke_late(event, issued)
         if agency.webhook:
             subject, text = lk.compose(event, link["service"])
@@ -384,7 +493,8 @@ class OperationsCenter:
         event = await self.events.load(tenant, event_id)
         if event.final:
             raise InvalidEventTransition(f"종결·취소된 사건 / the event is {event.status}")
-        self.agencies.require(tenant, agency_id)
+        if not self.agencies.require(tenant, agency_id).enabled:
+            raise BadRequest(f"기관 {agency_id} 사용 중지됨 / agency {agency_id} is disabled")
         for camera in cameras:
             await self.cameras.get(tenant, camera)
         issued = await self.grants.issue(tenant, agency_id, event_id, cameras, purpose or "operator share",
@@ -429,13 +539,23 @@ class OperationsCenter:
         self._notice(grant.tenant, grant.agency, "grant-revoked", {"grant": {"id": grant.id, "reason": reason},
                                                                    "event": {"id": grant.event}})
 
+    def _announce_rejected(self, event: Event, link: dict[str, Any]) -> None:
+        """The one `linkage-rejected` notice, whatever rejected a linkage (an operator, the event's end): the agency
+        that asked (a held request answered 202) learns that no package will come."""
+        self._notice(event.tenant, link["agency"], "linkage-rejected", {
+            "linkage": {"id": link["id"], "service": link["service"], "reason": link["reason"],
+                        "decidedBy": link["decidedBy"]},
+            "event": {"id": event.id, "status": event.status}})
+
     def _notice(self, tenant: str, agency_id: str, kind: str, package: dict[str, Any]) -> None:
-        """Tell an agency (if it has a webhook) that its grant changed."""
+        """Tell an agency (if it has a webhook) that its grant or request changed. A disabled or deleted agency is
+        sent nothing, as no package goes to it (the change is in the audit log either way)."""
         agency = self.agencies.get(tenant, agency_id)
-        if agency is None or not agency.webhook:
+        if agency is None or not agency.webhook or not agency.enabled:
             return
         names = {"grant-renewed": ("영상 공유 연장", "Footage grant renewed"),
-                 "grant-revoked": ("영상 공유 회수", "Footage grant revoked")}[kind]
+                 "grant-revoked": ("영상 공유 회수", "Footage grant revoked"),
+                 "linkage-rejected": ("연계 요청 거절", "Linkage request rejected")}[kind]
         subject = {"ko": names[0], "en": names[1]}
         self.links.send(agency_id, lk.PackageNotification(
             f"urn:ucity:notification:{uuid.uuid4().hex}", tenant, kind, to_iso(self.clock.now()), {}, subject,

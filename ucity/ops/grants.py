@@ -9,14 +9,17 @@ such a link resolves only when
 1. the token's signature is valid (nobody can forge or widen one),
 2. the grant exists and is not revoked, and neither the token nor the grant has expired,
 3. the camera is in the grant's scope, and
-4. the caller authenticates as the grant's agency (a link passed to another agency is useless).
+4. the caller authenticates as the grant's agency (a link passed to another agency is useless), and that
+   agency exists and is enabled, and the grant's event is neither closed nor cancelled (such grants are
+   revoked; these checks hold the links shut even before, or after a crash in between).
 
 Renewing extends the grant by another lifetime from now and gives a new token (old links still end
 at their own expiry); revoking ends every token of the grant at once. Closing or cancelling the event
-revokes its grants (center.py announces every revocation to the agency). Every issue, renewal,
-revocation and access (allowed or denied, with the reason; a link without its token too) is a line of
-the append-only audit log; per-agency request statistics are counted from it (the MOIS
-platform's "video-request statistics").
+revokes its grants (center.py announces every revocation to the agency); so does disabling or deleting
+the agency. A renewal and a revocation of one grant take turns (a lock per grant). Every issue, renewal,
+revocation and access (allowed or denied, with the reason; a link without its token, or tried while no
+`ops.grant_secret` is set, too) is a line of the append-only audit log; per-agency request statistics are
+counted from it (the MOIS platform's "video-request statistics").
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import hashlib
 import hmac
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Any
@@ -40,6 +44,7 @@ from ucity.ops.audit import AuditLog
 from ucity.ops.auth import Forbidden, Permission, Principal, Unauthorized
 from ucity.ops.cameras import entity_id as camera_entity_id
 from ucity.ops.cameras import local_id
+from ucity.ops.events import FINAL, KeyedLocks
 from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, GrantRow, Store
 
 log = logging.getLogger(__name__)
@@ -196,6 +201,12 @@ class GrantService:
         self.settings = settings
         self.audit = audit
         self.signer = signer
+        # Renew and revoke read a grant, change it and write it back: one at a time per grant, or a revocation
+        # racing a renewal (or a second revocation) is lost, or announced twice.
+        self._locks = KeyedLocks()
+        # Why the agency may not use footage now ("agency-disabled", "agency-unknown"), or None (center.py wires
+        # it to the agency registry): a disabled agency's links are refused even before its grants are revoked.
+        self.agency_refusal: Callable[[str, str], str | None] = lambda tenant, agency_id: None
 
     def now(self) -> str:
         return to_iso(self.clock.now())
@@ -227,9 +238,13 @@ class GrantService:
         return Issued(grant, token)
 
     async def renew(self, tenant: str, grant_id: str, principal: Principal, minutes: float | None = None) -> Issued:
-        grant = await self.visible(tenant, grant_id, principal)
         if not (principal.can(Permission.GRANTS_ISSUE) or principal.can(Permission.GRANTS_RENEW_OWN)):
             raise Forbidden("갱신 권한 없음 / the principal may not renew grants")
+        async with self._locks.hold((tenant, grant_id)):
+            return await self._renew(tenant, grant_id, principal, minutes)
+
+    async def _renew(self, tenant: str, grant_id: str, principal: Principal, minutes: float | None) -> Issued:
+        grant = await self.visible(tenant, grant_id, principal)
         now = self.now()
         if grant.state(now) != ACTIVE:
             raise InvalidGrantTransition(f"{grant.state(now)} 상태의 공유는 갱신할 수 없습니다 / a {grant.state(now)} "
@@ -243,6 +258,11 @@ class GrantService:
         return Issued(grant, token)
 
     async def revoke(self, tenant: str, grant_id: str, actor: str, reason: str = "") -> Grant:
+        """Revoke a grant (409 if it is revoked already: whoever comes second of two revocations learns it)."""
+        async with self._locks.hold((tenant, grant_id)):
+            return await self._revoke(tenant, grant_id, actor, reason)
+
+    async def _revoke(self, tenant: str, grant_id: str, actor: str, reason: str) -> Grant:
         grant = await self.load(tenant, grant_id)
         if grant.status == REVOKED:
             raise InvalidGrantTransition("이미 회수된 공유 / the grant is already revoked")
@@ -252,18 +272,29 @@ class GrantService:
         return grant
 
     async def revoke_for_event(self, tenant: str, event: str, actor: str, reason: str) -> list[Grant]:
-        """Revoke the event's live grants; the ones revoked here (the caller announces them to their agencies).
+        """Revoke the event's live grants; the ones revoked here (the caller announces them to their agencies)."""
+        return await self.revoke_live(tenant, GrantQuery(event_ids=(event,)), actor, reason)
 
-        A grant revoked by hand meanwhile is skipped, not an error: the event is already closed, and one
-        409 must not leave the event's other grants live."""
-        grants, _ = await self.query(tenant, GrantQuery(event_ids=(event,), valid_at=to_micros(self.clock.now()),
-                                                        limit=10_000))
+    async def revoke_for_agency(self, tenant: str, agency_id: str, actor: str, reason: str) -> list[Grant]:
+        """Revoke the agency's live grants in a tenant (it was disabled or deleted)."""
+        return await self.revoke_live(tenant, GrantQuery(agency_ids=(agency_id,)), actor, reason)
+
+    async def revoke_live(self, tenant: str, query: GrantQuery, actor: str, reason: str) -> list[Grant]:
+        """Revoke the live grants `query` selects; the ones revoked here.
+
+        A grant revoked by hand meanwhile is skipped, not an error (one 409 must not leave the others live), and
+        so is one the store fails to revoke, after logging it: the others still end, footage links check the
+        grant's agency themselves, and the next start revokes what is left (OperationsCenter.sweep)."""
+        query.valid_at, query.limit = to_micros(self.clock.now()), 10_000
+        grants, _ = await self.query(tenant, query)
         revoked = []
         for grant in grants:
             try:
                 revoked.append(await self.revoke(tenant, grant.id, actor, reason))
             except InvalidGrantTransition:
                 continue
+            except Exception:
+                log.exception("grant %s of tenant %s not revoked (%s)", grant.id, tenant, reason)
         return revoked
 
     def _row(self, grant: Grant, action: str, actor: str, outcome: str = "ok", **detail: Any) -> AuditRow:
@@ -298,11 +329,18 @@ class GrantService:
         try:
             if not token:
                 raise MissingGrant()
-            payload = self.signer.verify(token)
+            try:
+                payload = self.signer.verify(token)
+            except Unavailable:
+                # No ops.grant_secret: no link can be checked (503), but the attempt is still one (PLAT-R5).
+                await self._audit_access(default_tenant, payload, camera_id, kind, principal, "failed",
+                                         "grant-secret-not-configured")
+                raise
             if principal is None:
                 raise AccessUnauthenticated()
             grant = await self._grant_of(payload)
             self._check(grant, payload, camera_id, principal)
+            await self._check_event(grant)
         except AccessDenied as denied:
             await self._audit_access(str(payload.get("t") or default_tenant), payload, camera_id, kind, principal,
                                      "denied", denied.reason)
@@ -318,6 +356,10 @@ class GrantService:
 
     def _check(self, grant: Grant, payload: dict[str, Any], camera_id: str, principal: Principal) -> None:
         now = self.clock.now()
+        refusal = self.agency_refusal(grant.tenant, grant.agency)
+        if refusal is not None:  # its grants are being (or were) revoked; its terminals' links end at once
+            raise AccessDenied(refusal, "사용 중지되었거나 없는 기관의 공유",
+                               "the grant's agency is disabled or does not exist")
         if grant.status == REVOKED:
             raise AccessDenied("revoked", "회수된 공유", "the grant was revoked")
         if now.timestamp() >= float(payload.get("x", 0)) or to_iso(now) >= grant.expires_at:
@@ -327,6 +369,13 @@ class GrantService:
         if not principal.can(Permission.FOOTAGE_VIEW) or principal.agency != grant.agency or \
                 principal.tenant not in (None, grant.tenant):
             raise AccessDenied("other-agency", "다른 기관의 공유", "the grant belongs to another agency")
+
+    async def _check_event(self, grant: Grant) -> None:
+        """A live grant of a closed or cancelled event is one whose revocation has not happened yet (a crash between
+        the close and the revocation, repaired at the next start): its links are refused meanwhile."""
+        doc = await self.store.get_ops_event(grant.tenant, grant.event)
+        if doc is not None and doc.get("status") in FINAL:
+            raise AccessDenied("event-closed", "종결·취소된 사건의 공유", "the grant's event is closed or cancelled")
 
     async def _audit_access(self, tenant: str, payload: dict[str, Any], camera: str, kind: str,
                             principal: Principal | None, outcome: str, reason: str) -> None:

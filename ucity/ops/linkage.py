@@ -4,7 +4,9 @@ A linkage is one agency receiving one event through one service. Its life::
 
     requested --(gate passes, or an operator asked)--> approved -> queued -> delivered | failed
         \\--(gated service, crime type not in the list, asked by an agency or automatically)--> held
-    held --operator approves--> approved ...      held --operator rejects--> rejected
+    held --operator approves--> approved ...      held --operator rejects, or the event ends--> rejected
+
+A rejection is announced to the agency's webhook (`linkage-rejected`, center.py), as a revoked grant is.
 
 Gate (PLAT-R4): for the services in `ops.gated_services` (default the two police services), video is
 shared at once only for the event types in `ops.video_crime_types` (default Daejeon's 7 violent crimes

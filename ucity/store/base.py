@@ -502,6 +502,11 @@ class Store(ABC):
         """A page of grant documents, newest issued first, and their count if asked."""
 
     @abstractmethod
+    async def live_grant_tenants(self, valid_at: int) -> list[str]:
+        """The tenants with at least one grant active and unexpired at `valid_at` (micros): the operations
+        centre's start-up sweep looks there for grants a crash left live."""
+
+    @abstractmethod
     async def append_audit(self, rows: list[AuditRow]) -> None:
         """Append audit lines. The audit log has no update and no delete, in the contract and in the database."""
 

@@ -1205,6 +1205,9 @@ class PostgresStore(Store):
     async def query_grants(self, tenant: str, query: GrantQuery) -> tuple[list[Doc], int | None]:
         return await ops_sql.grant_page(self.pool, tenant, query)
 
+    async def live_grant_tenants(self, valid_at: int) -> list[str]:
+        return await ops_sql.live_grant_tenants(self.pool, valid_at)
+
     async def append_audit(self, rows: list[AuditRow]) -> None:
         await self._call(lambda conn, tx: ops_sql.insert_audit(conn, rows))
 

@@ -151,6 +151,12 @@ async def grant_page(pool: asyncpg.Pool, tenant: str, query: GrantQuery) -> tupl
                        query.offset, query.count)
 
 
+async def live_grant_tenants(pool: asyncpg.Pool, valid_at: int) -> list[str]:
+    rows = await pool.fetch("SELECT DISTINCT tenant FROM ops_grants WHERE status = 'active' AND expires_at > $1 "
+                            "ORDER BY tenant", valid_at)
+    return [str(r[0]) for r in rows]
+
+
 async def get_doc(pool: asyncpg.Pool, table: str, tenant: str, key: str) -> Doc | None:
     """The document of one event or grant (`table` is one of ucity's own table names, never input)."""
     doc: Doc | None = await pool.fetchval(f"SELECT doc FROM {table} WHERE tenant = $1 AND id = $2", tenant, key)

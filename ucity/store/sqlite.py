@@ -1047,6 +1047,10 @@ class SqliteStore(Store):
         result: tuple[list[Doc], int | None] = await self._read(lambda conn: ops_sql.grant_page(conn, tenant, query))
         return result
 
+    async def live_grant_tenants(self, valid_at: int) -> list[str]:
+        result: list[str] = await self._read(lambda conn: ops_sql.live_grant_tenants(conn, valid_at))
+        return result
+
     async def append_audit(self, rows: list[AuditRow]) -> None:
         await self._call(lambda conn: ops_sql.insert_audit(conn, rows), independent=True)
 

@@ -148,6 +148,12 @@ def grant_page(conn: sqlite3.Connection, tenant: str, query: GrantQuery) -> tupl
     return [orjson.loads(d) for d in docs], total
 
 
+def live_grant_tenants(conn: sqlite3.Connection, valid_at: int) -> list[str]:
+    rows = conn.execute("SELECT DISTINCT tenant FROM ops_grants WHERE status = 'active' AND expires_at > ? "
+                        "ORDER BY tenant", (valid_at,)).fetchall()
+    return [str(r[0]) for r in rows]
+
+
 def get_doc(conn: sqlite3.Connection, table: str, tenant: str, key: str) -> Doc | None:
     """The document of one event or grant (`table` is one of ucity's own table names, never input)."""
     row = conn.execute(f"SELECT doc FROM {table} WHERE tenant=? AND id=?", (tenant, key)).fetchone()
