@@ -32,6 +32,7 @@ class Ucity:
         self.store = open_store(settings, self.platform.clock)
         self.platform.add("store", self.store)
         self._add_bus(settings, role)
+        self._add_retention(role)
         # Consumers of committed changes start before the publisher and so stop after it: on stop the
         # publisher hands them every committed change (alarms consume what rules decide).
         self._add_alarms(settings)
@@ -51,6 +52,15 @@ class Ucity:
         self.platform.add("subscriptions", self.subscriptions)
         self._add_ingest(settings)
         self._add_cluster(settings, role)
+
+    def _add_retention(self, role: str) -> None:
+        """Retention limits (ucity/store/retention.py): right after the store (and the bus), before the domains,
+        which declare their defaults with it in `setup`; it stops after them, just before the store. A scale-out
+        worker keeps the declarations but does not sweep: the API process does."""
+        from ucity.store.retention import RetentionService
+
+        self.retention = RetentionService(self.platform, self.store, scheduled=role != "worker")
+        self.platform.add("retention", self.retention)
 
     def _add_rules(self, settings: Settings) -> None:
         """The rules engine (ucity/rules/README.md). Registered before the publisher so that, on stop,

@@ -1,4 +1,4 @@
-"""The `ucity` command line: serve, migrate, config validate."""
+"""The `ucity` command line: serve, migrate, retention sweep, config validate."""
 
 from __future__ import annotations
 
@@ -94,6 +94,40 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_retention_sweep(args: argparse.Namespace) -> int:
+    """One retention sweep now (ucity/store/retention.py), with the rules a server of this configuration has
+    (its domains' declared defaults included); `--dry-run` counts what would go."""
+    import asyncio
+
+    from rich.markup import escape
+
+    from ucity.app import Ucity
+    from ucity.store.retention import PurgeResult
+
+    settings = _settings(args)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logsafe.install()
+
+    async def sweep() -> list[PurgeResult]:
+        app = Ucity(settings)  # built, not started: only its store runs
+        await app.store.start()
+        try:
+            return await app.retention.sweep(dry_run=args.dry_run)
+        finally:
+            await app.store.stop()
+
+    results = asyncio.run(sweep())
+    if not results:
+        console.print("nothing to do: every retention limit is off (retention.* settings, docs/operations.md)")
+    verb = "would delete" if args.dry_run else "deleted"
+    for r in results:
+        related = f" (+{r.related} {'grants' if r.data == 'ops-events' else 'history entries'})" if r.related else ""
+        line = f"{r.data:<10} {r.rule}: {verb} {r.deleted}{related}, older than {r.cutoff} ({r.keep_days:g} days, {r.source})"
+        console.print(f"[red]{escape(line)}: {escape(r.error)}[/]" if r.error else escape(line),  # "[D]" is no markup
+                      soft_wrap=True)
+    return 1 if any(r.error for r in results) else 0
+
+
 def cmd_config_validate(args: argparse.Namespace) -> int:
     try:
         settings = _settings(args)
@@ -127,6 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate", help="create or upgrade the store schema")
     common(mig)
     mig.set_defaults(func=cmd_migrate)
+
+    retention = sub.add_parser("retention", help="retention limits (docs/operations.md)")
+    retention_sub = retention.add_subparsers(dest="retention_command", required=True)
+    sweep = retention_sub.add_parser("sweep", help="delete now what the retention limits no longer keep (a running "
+                                     "server also does it every retention.sweep_interval_s)")
+    common(sweep)
+    sweep.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
+    sweep.set_defaults(func=cmd_retention_sweep)
 
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True)

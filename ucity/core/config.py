@@ -293,6 +293,56 @@ class OpsSettings(_Section):
     agencies: list[dict[str, Any]] = Field([], description="configured agencies (read-only through the API)")
 
 
+class HistoryRetentionRule(_Section):
+    """How long the history of one entity type (optionally of some of its attributes only) is kept."""
+
+    type: str = Field(min_length=1, description="entity type: a short name of the core context (ParkingSpot) or "
+                      "a full IRI")
+    attrs: list[str] = Field([], description="attribute names (short or IRI) the rule is limited to; empty: every "
+                             "attribute. A rule with attrs wins over the type's rule without for those attributes")
+    keep_days: float = Field(gt=0, le=100_000, description="attribute instances older than this are deleted")
+
+    @field_validator("attrs")
+    @classmethod
+    def _attr_names(cls, value: list[str]) -> list[str]:
+        if any(not name for name in value) or len(set(value)) != len(value):
+            raise ValueError("attrs must be distinct, non-empty names")
+        return value
+
+
+class RetentionSettings(_Section):
+    """Retention limits (docs/operations.md "Retention"): what is deleted after how long. Every limit is off
+    (None: keep) by default: the kernel's data today is facility sensors, whose safety grades need long-term
+    trends, and operations records; no number here is an official value. Domains declare defaults for their
+    own entity types (`platform.get("retention").declare(...)`), which a `history` rule of the same type and
+    attributes here overrides."""
+
+    history: list[HistoryRetentionRule] = Field([], description="per entity type: {type, attrs, keep_days}")
+    default_history_days: float | None = Field(None, gt=0, le=100_000, description="history of types no rule names; "
+                                               "None: kept")
+    audit_days: float | None = Field(None, gt=0, le=100_000, description="operations audit lines; None: kept")
+    ops_closed_days: float | None = Field(None, gt=0, le=100_000, description="closed or cancelled operations events, "
+                                          "with their footage grants, after their last change; None: kept")
+    alarms_closed_days: float | None = Field(None, gt=0, le=100_000, description="closed alarms with their history, "
+                                             "after their closing; None: kept")
+    sweep_interval_s: float = Field(3600.0, ge=1, le=31_536_000, description="time between two sweeps (the first one a minute "
+                                    "after the start, or sooner when the interval is shorter)")
+    batch: int = Field(2000, ge=1, le=1_000_000, description="most rows one deletion removes: a sweep holds the "
+                       "store's writer one bounded transaction at a time (SQLite: about 3 CPU-us per history "
+                       "instance, 6 ms for 2,000)")
+
+    @field_validator("history")
+    @classmethod
+    def _one_rule_per_target(cls, value: list[HistoryRetentionRule]) -> list[HistoryRetentionRule]:
+        seen: set[tuple[str, frozenset[str]]] = set()
+        for rule in value:
+            key = (rule.type, frozenset(rule.attrs))
+            if key in seen:
+                raise ValueError(f"retention.history: two rules for type {rule.type!r} and attrs {sorted(rule.attrs)}")
+            seen.add(key)
+        return value
+
+
 class DomainsSettings(BaseModel):
     """Domain services (ucity/domains/README.md): which packages are loaded, and each one's own table.
 
@@ -342,6 +392,7 @@ class Settings(BaseSettings):
     alarms: AlarmSettings = AlarmSettings()
     domains: DomainsSettings = DomainsSettings()
     ops: OpsSettings = OpsSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:

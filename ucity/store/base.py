@@ -292,11 +292,11 @@ class GrantQuery:
 @dataclass(slots=True)
 class AuditRow:
     """One line of the operations audit log. The store appends it and numbers it (`seq`); nothing
-    changes or deletes it afterwards."""
+    changes it afterwards, and only retention deletes it, once older than `retention.audit_days`."""
 
     tenant: str
     at: int  # micros
-    kind: str  # event | grant | linkage | camera | auth
+    kind: str  # event | grant | linkage | camera | auth | retention
     action: str
     actor: str
     doc: Doc
@@ -322,6 +322,32 @@ class AuditQuery:
     offset: int = 0
     count: bool = False
     newest_first: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryScope:
+    """Which history series a retention purge covers (ucity/store/retention.py): the series of the entities
+    having one of `types` (of every entity when None), of the attributes `attrs` (of every attribute when
+    empty), except, for each (type, attributes) of `excluding`, the series of an entity having that type of
+    one of those attributes (of any attribute when empty). Names are expanded IRIs. The rule is decided
+    here, in Python, for both backends: they read a window of series with their entity's types and keep
+    the ones `covers` accepts."""
+
+    types: tuple[str, ...] | None
+    attrs: tuple[str, ...] = ()
+    excluding: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def covers(self, types: list[str], attr: str) -> bool:
+        """Whether the series of `attr` of an entity of `types` (its temporal types, [] if unknown) is covered."""
+        if self.types is not None and not any(t in self.types for t in types):
+            return False
+        if self.attrs and attr not in self.attrs:
+            return False
+        return not any(t in types and (not attrs or attr in attrs) for t, attrs in self.excluding)
+
+
+# Series one retention call reads to find the covered ones (on a reader connection, not in the writer).
+PURGE_SERIES_WINDOW = 5000
 
 
 @dataclass(slots=True)
@@ -423,6 +449,34 @@ class Store(ABC):
         """Merge `instance` into a recorded instance (its value members replaced, createdAt and
         instanceId kept, modifiedAt now); False if the attribute has no such instance."""
 
+    # -- retention (ucity/store/retention.py): bounded deletions of old records ------------------
+    @abstractmethod
+    async def purge_history(
+        self, scope: HistoryScope, before: int, limit: int, after: int = 0, dry_run: bool = False
+    ) -> tuple[int, int | None]:
+        """Delete at most `limit` attribute instances, of the series `scope` covers, whose time is before
+        `before` (µs): the time history is keyed and indexed by, the instance's observedAt, else the time it
+        was recorded. Series are visited in id order, at most PURGE_SERIES_WINDOW after the id `after` per
+        call. Returns (instances deleted, the `after` of the next call, None once every series was visited).
+        Series and temporal entities stay (a series may be left without instances). `dry_run`: count only."""
+
+    @abstractmethod
+    async def purge_audit(self, before: int, limit: int, dry_run: bool = False) -> int:
+        """Delete at most `limit` audit lines (every tenant) recorded before `before` (µs); the count. The newest
+        line always stays, so that line numbers never start again. The only deletion the audit log allows: the
+        database refuses any other. `dry_run`: count only."""
+
+    @abstractmethod
+    async def purge_ops_events(self, before: int, limit: int, dry_run: bool = False) -> tuple[int, int]:
+        """Delete at most `limit` closed or cancelled operations events (every tenant) last changed before
+        `before` (µs), with their footage grants; (events, grants). Their audit lines stay (`purge_audit`).
+        `dry_run`: count only."""
+
+    @abstractmethod
+    async def purge_alarms(self, before: int, limit: int, dry_run: bool = False) -> tuple[int, int]:
+        """Delete at most `limit` closed alarms (every tenant) closed before `before` (µs), with their history;
+        (alarms, history entries). Alarms not closed are never deleted. `dry_run`: count only."""
+
     # -- small documents: subscriptions, hosted contexts --------------------------------------
     @abstractmethod
     async def put_doc(self, kind: str, tenant: str, key: str, doc: Doc) -> None: ...
@@ -508,7 +562,8 @@ class Store(ABC):
 
     @abstractmethod
     async def append_audit(self, rows: list[AuditRow]) -> None:
-        """Append audit lines. The audit log has no update and no delete, in the contract and in the database."""
+        """Append audit lines. The audit log has no update, in the contract and in the database; the only
+        deletion is retention's (`purge_audit`)."""
 
     @abstractmethod
     async def query_audit(self, tenant: str, query: AuditQuery) -> tuple[list[Doc], int | None]:

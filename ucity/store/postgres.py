@@ -52,6 +52,7 @@ from ucity.core.errors import BadRequest, UcityError, Unavailable
 from ucity.ngsild.qpg import compile_q_postgres
 from ucity.store import postgres_ops as ops_sql
 from ucity.store.base import (
+    PURGE_SERIES_WINDOW,
     AggregatedEntity,
     AggregateSeries,
     Aggregation,
@@ -64,6 +65,7 @@ from ucity.store.base import (
     EntityQuery,
     GrantQuery,
     GrantRow,
+    HistoryScope,
     HistorySeries,
     Mutation,
     OpsEventQuery,
@@ -1217,6 +1219,55 @@ class PostgresStore(Store):
     async def audit_counts(self, tenant: str, query: AuditQuery) -> list[tuple[str, str, str, int]]:
         return await ops_sql.audit_counts(self.pool, tenant, query)
 
+    # -- retention (ucity/store/retention.py): bounded deletions, each one writer call ------------------
+    async def purge_history(
+        self, scope: HistoryScope, before: int, limit: int, after: int = 0, dry_run: bool = False
+    ) -> tuple[int, int | None]:
+        # The window of series is read on the readers' pool: the writer only deletes.
+        sids, last, full = await _purge_window(self.pool, scope, after)
+        following = last if full else None
+        if not sids:
+            return 0, following
+        if dry_run:
+            counted = await self.pool.fetchval(
+                "SELECT count(*) FROM instances WHERE sid = ANY($1::bigint[]) AND ts < $2", sids, before)
+            return int(counted), following
+
+        async def run(conn: asyncpg.Connection, tx: _Tx) -> int:
+            # Partition by partition, oldest first, each by its rows' ctids (a TID scan). One statement over the
+            # partitioned table joined the chosen rows back to every partition, which PostgreSQL 15 planned as a
+            # hash join over a sequential scan of the whole history: 230-270 ms per 2,000 rows of 400,000 in 16
+            # months, against 4-7 ms this way (measured, alternated, inside rolled-back transactions).
+            deleted = 0
+            for table in _purge_partitions(await conn.fetch(_PARTITIONS), before):
+                deleted += _count(await conn.execute(
+                    f"DELETE FROM {table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {table} WHERE sid = ANY($1::bigint[]) "
+                    "AND ts < $2 LIMIT $3))", sids, before, limit - deleted))
+                if deleted >= limit:
+                    break
+            return deleted
+
+        deleted: int = await self._call(run)
+        return deleted, (after if deleted >= limit else following)  # a full batch: the same window again
+
+    async def purge_audit(self, before: int, limit: int, dry_run: bool = False) -> int:
+        if dry_run:
+            return await ops_sql.purge_audit(self.pool, before, limit, True)
+        result: int = await self._call(lambda conn, tx: ops_sql.purge_audit(conn, before, limit, False))
+        return result
+
+    async def purge_ops_events(self, before: int, limit: int, dry_run: bool = False) -> tuple[int, int]:
+        if dry_run:
+            return await ops_sql.purge_events(self.pool, before, limit, True)
+        result: tuple[int, int] = await self._call(lambda conn, tx: ops_sql.purge_events(conn, before, limit, False))
+        return result
+
+    async def purge_alarms(self, before: int, limit: int, dry_run: bool = False) -> tuple[int, int]:
+        if dry_run:
+            return await _purge_alarms(self.pool, before, limit, True)
+        result: tuple[int, int] = await self._call(lambda conn, tx: _purge_alarms(conn, before, limit, False))
+        return result
+
 
 _ALARM_UPSERT = numbered(
     f"INSERT INTO alarms ({ALARM_COLUMNS}) VALUES ({','.join('?' * len(ALARM_COLUMNS.split(',')))}) "
@@ -1350,6 +1401,56 @@ _TEXT_SQL: dict[str, tuple[str, ...]] = {
 _OTHER_SQL: dict[str, tuple[str, ...]] = {
     **_TEXT_SQL, "distinctCount": (f"count(DISTINCT {_VALUE_JSON})",), "min": ("NULL",), "max": ("NULL",),
 }
+
+
+# -- retention ------------------------------------------------------------------------------------------
+async def _purge_window(pool: asyncpg.Pool, scope: HistoryScope, after: int) -> tuple[list[int], int, bool]:
+    """(ids of the series `scope` covers among the PURGE_SERIES_WINDOW after `after`, the window's last id,
+    whether the window was full: more series may follow)."""
+    rows = await pool.fetch(
+        "SELECT s.sid, s.attr, te.types FROM (SELECT sid, tenant, entity_id, attr FROM series WHERE sid > $1 "
+        "ORDER BY sid LIMIT $2) s LEFT JOIN temporal_entities te ON te.tenant = s.tenant AND te.id = s.entity_id",
+        after, PURGE_SERIES_WINDOW)
+    if not rows:
+        return [], after, False
+    sids = sorted(int(r[0]) for r in rows if scope.covers(list(r[2] or ()), r[1]))
+    return sids, max(int(r[0]) for r in rows), len(rows) == PURGE_SERIES_WINDOW
+
+
+_PARTITIONS = ("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+               "WHERE i.inhparent = 'instances'::regclass")
+
+
+def _purge_partitions(rows: list[asyncpg.Record], before: int) -> list[str]:
+    """The history partitions that may hold rows older than `before`, oldest first, the default one (rows
+    written from outside the store, of any time) last. Names are the store's own (`instances_pYYYYMM`)."""
+    months = sorted(str(r[0]) for r in rows if str(r[0]).startswith("instances_p") and str(r[0])[-6:].isdigit())
+    chosen = [name for name in months if int(partition_bounds((int(name[-6:-2]), int(name[-2:])))[0]) < before]
+    return chosen + [str(r[0]) for r in rows if r[0] == "instances_default"]
+
+
+_CLOSED_ALARMS = "status = 'closed' AND closed_at < $1"  # as the partial index alarms_closed (migration 3)
+
+
+async def _purge_alarms(conn: asyncpg.Connection | asyncpg.Pool, before: int, limit: int,
+                        dry_run: bool) -> tuple[int, int]:
+    """Delete at most `limit` alarms closed before `before`, with their history entries."""
+    if dry_run:
+        row = await conn.fetchrow(
+            f"SELECT count(*), coalesce(sum((SELECT count(*) FROM alarm_history h WHERE h.tenant = a.tenant AND "
+            f"h.alarm_id = a.id)), 0) FROM alarms a WHERE {_CLOSED_ALARMS}", before)
+        return int(row[0]), int(row[1])
+    keys = await conn.fetch(f"SELECT tenant, id FROM alarms WHERE {_CLOSED_ALARMS} LIMIT $2", before, limit)
+    if not keys:
+        return 0, 0
+    tenants, ids = [k[0] for k in keys], [k[1] for k in keys]
+    entries = _count(await conn.execute(
+        "DELETE FROM alarm_history h USING unnest($1::text[], $2::text[]) AS k(t, i) WHERE h.tenant = k.t "
+        "AND h.alarm_id = k.i", tenants, ids))
+    alarms = _count(await conn.execute(
+        "DELETE FROM alarms a USING unnest($1::text[], $2::text[]) AS k(t, i) WHERE a.tenant = k.t AND a.id = k.i",
+        tenants, ids))
+    return alarms, entries
 
 
 async def _temporal_entities(

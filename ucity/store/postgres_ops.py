@@ -2,7 +2,8 @@
 
 The PostgreSQL twin of sqlite_ops.py: the same columns and filters. Writes are functions of the
 writer's connection inside its group-committed transaction; reads take a pool connection. The
-audit log is only ever inserted into (a trigger of migration 2 refuses updates and deletes).
+audit log is only ever inserted into (a trigger of migration 2 refuses updates and deletes), but for
+retention's deletion of lines past its cutoff (`purge_audit`, migration 3).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import asyncpg
 
 from ucity.core.clock import from_micros, to_iso
 from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, GrantRow, OpsEventQuery, OpsEventRow
-from ucity.store.sql import in_list, numbered
+from ucity.store.sql import AUDIT_TENANTS, in_list, numbered
 
 _EVENT_COLUMNS = ("tenant, id, service, type_code, level, status, source_system, source_ref, occurred_at, "
                   "reported_at, updated_at, lon, lat, agencies, doc")
@@ -161,3 +162,60 @@ async def get_doc(pool: asyncpg.Pool, table: str, tenant: str, key: str) -> Doc 
     """The document of one event or grant (`table` is one of ucity's own table names, never input)."""
     doc: Doc | None = await pool.fetchval(f"SELECT doc FROM {table} WHERE tenant = $1 AND id = $2", tenant, key)
     return doc
+
+
+# -- retention (ucity/store/retention.py) -------------------------------------------------------------
+
+
+def _deleted(status: str) -> int:
+    """The row count of a command status (`DELETE 12`)."""
+    return int(status.rsplit(" ", 1)[-1]) if status else 0
+
+
+async def purge_audit(conn: asyncpg.Connection | asyncpg.Pool, before: int, limit: int, dry_run: bool) -> int:
+    """Delete at most `limit` lines recorded before `before`, tenant by tenant through (tenant, at); never the
+    newest line (as on SQLite, where numbering would start again). The trigger of migration 3 lets a line go
+    only while `ucity.audit_purge_before` is set, for this transaction only."""
+    newest = await conn.fetchval("SELECT max(seq) FROM ops_audit")
+    if newest is None:
+        return 0
+    tenants = [r[0] for r in await conn.fetch(AUDIT_TENANTS)]
+    if dry_run:
+        return sum([int(await conn.fetchval(
+            "SELECT count(*) FROM ops_audit WHERE tenant = $1 AND at < $2 AND seq < $3", t, before, newest))
+            for t in tenants])
+    deleted = 0
+    await conn.execute("SELECT set_config('ucity.audit_purge_before', $1, true)", str(before))
+    for tenant in tenants:
+        if deleted >= limit:
+            break
+        deleted += _deleted(await conn.execute(
+            "DELETE FROM ops_audit WHERE seq IN (SELECT seq FROM ops_audit WHERE tenant = $1 AND at < $2 AND seq < $3 "
+            "LIMIT $4)", tenant, before, newest, limit - deleted))
+    # (A failed DELETE aborts the transaction, which takes the setting with it.)
+    await conn.execute("SELECT set_config('ucity.audit_purge_before', '', true)")
+    return deleted
+
+
+_FINAL_EVENTS = "status IN ('closed', 'cancelled') AND updated_at < $1"  # as the partial index ops_events_final
+
+
+async def purge_events(conn: asyncpg.Connection | asyncpg.Pool, before: int, limit: int,
+                       dry_run: bool) -> tuple[int, int]:
+    """Delete at most `limit` closed or cancelled events last changed before `before`, with their grants."""
+    if dry_run:
+        row = await conn.fetchrow(
+            f"SELECT count(*), coalesce(sum((SELECT count(*) FROM ops_grants g WHERE g.tenant = e.tenant AND "
+            f"g.event_id = e.id)), 0) FROM ops_events e WHERE {_FINAL_EVENTS}", before)
+        return int(row[0]), int(row[1])
+    keys = await conn.fetch(f"SELECT tenant, id FROM ops_events WHERE {_FINAL_EVENTS} LIMIT $2", before, limit)
+    if not keys:
+        return 0, 0
+    tenants, ids = [k[0] for k in keys], [k[1] for k in keys]
+    grants = _deleted(await conn.execute(
+        "DELETE FROM ops_grants g USING unnest($1::text[], $2::text[]) AS k(t, i) WHERE g.tenant = k.t "
+        "AND g.event_id = k.i", tenants, ids))
+    events = _deleted(await conn.execute(
+        "DELETE FROM ops_events e USING unnest($1::text[], $2::text[]) AS k(t, i) WHERE e.tenant = k.t AND e.id = k.i",
+        tenants, ids))
+    return events, grants

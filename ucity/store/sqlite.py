@@ -31,6 +31,7 @@ from ucity.core.ids import uuid4_texts
 from ucity.ngsild.qsql import register_sqlite_functions
 from ucity.store import sqlite_ops as ops_sql
 from ucity.store.base import (
+    PURGE_SERIES_WINDOW,
     AggregatedEntity,
     AggregateSeries,
     Aggregation,
@@ -43,6 +44,7 @@ from ucity.store.base import (
     EntityQuery,
     GrantQuery,
     GrantRow,
+    HistoryScope,
     HistorySeries,
     Mutation,
     OpsEventQuery,
@@ -1061,6 +1063,90 @@ class SqliteStore(Store):
     async def audit_counts(self, tenant: str, query: AuditQuery) -> list[tuple[str, str, str, int]]:
         result: list[tuple[str, str, str, int]] = await self._read(lambda conn: ops_sql.audit_counts(conn, tenant, query))
         return result
+
+    # -- retention (ucity/store/retention.py): bounded deletions, each one writer call ------------------
+    async def purge_history(
+        self, scope: HistoryScope, before: int, limit: int, after: int = 0, dry_run: bool = False
+    ) -> tuple[int, int | None]:
+        # The window of series is read on a reader connection: the writer only deletes.
+        sids, last, full = await self._read(lambda conn: _purge_window(conn, scope, after))
+        following = last if full else None
+        if not sids:
+            return 0, following
+        chosen = orjson.dumps(sids).decode()
+        if dry_run:
+            counted: int = await self._read(lambda conn: int(conn.execute(
+                "SELECT count(*) FROM instance_keys WHERE sid IN (SELECT value FROM json_each(?)) AND ts < ?",
+                (chosen, before)).fetchone()[0]))
+            return counted, following
+        # Key rows by the primary key (sid, ts, seq), at most `limit`; the trigger of migration 6 deletes each
+        # one's document. Not `independent`: the batch's pending history rows are written first.
+        deleted: int = await self._call(lambda conn: conn.execute(
+            "DELETE FROM instance_keys WHERE (sid, ts, seq) IN (SELECT sid, ts, seq FROM instance_keys "
+            "WHERE sid IN (SELECT value FROM json_each(?)) AND ts < ? LIMIT ?)", (chosen, before, limit)).rowcount)
+        return deleted, (after if deleted >= limit else following)  # a full batch: the same window again
+
+    async def purge_audit(self, before: int, limit: int, dry_run: bool = False) -> int:
+        if dry_run:
+            counted: int = await self._read(lambda conn: ops_sql.purge_audit(conn, before, limit, True))
+            return counted
+        result: int = await self._call(lambda conn: ops_sql.purge_audit(conn, before, limit, False), independent=True)
+        return result
+
+    async def purge_ops_events(self, before: int, limit: int, dry_run: bool = False) -> tuple[int, int]:
+        if dry_run:
+            counted: tuple[int, int] = await self._read(lambda conn: ops_sql.purge_events(conn, before, limit, True))
+            return counted
+        result: tuple[int, int] = await self._call(lambda conn: ops_sql.purge_events(conn, before, limit, False),
+                                                   independent=True)
+        return result
+
+    async def purge_alarms(self, before: int, limit: int, dry_run: bool = False) -> tuple[int, int]:
+        if dry_run:
+            counted: tuple[int, int] = await self._read(lambda conn: _purge_alarms(conn, before, limit, True))
+            return counted
+        result: tuple[int, int] = await self._call(lambda conn: _purge_alarms(conn, before, limit, False),
+                                                   independent=True)
+        return result
+
+
+# -- retention ------------------------------------------------------------------------------------------
+def _purge_window(conn: sqlite3.Connection, scope: HistoryScope, after: int) -> tuple[list[int], int, bool]:
+    """(ids of the series `scope` covers among the PURGE_SERIES_WINDOW after `after`, the window's last id,
+    whether the window was full: more series may follow)."""
+    rows = conn.execute(
+        "SELECT s.sid, s.attr, te.types FROM (SELECT sid, tenant, entity_id, attr FROM series WHERE sid > ? "
+        "ORDER BY sid LIMIT ?) s LEFT JOIN temporal_entities te ON te.tenant = s.tenant AND te.id = s.entity_id",
+        (after, PURGE_SERIES_WINDOW)).fetchall()
+    if not rows:
+        return [], after, False
+    types_of: dict[str | None, list[str]] = {None: []}  # an entity's series come together: its types parsed once
+    sids: list[int] = []
+    for sid, attr, types in rows:
+        parsed = types_of.get(types)
+        if parsed is None:
+            parsed = types_of[types] = orjson.loads(types)
+        if scope.covers(parsed, attr):
+            sids.append(int(sid))
+    return sorted(sids), max(int(r[0]) for r in rows), len(rows) == PURGE_SERIES_WINDOW
+
+
+_CLOSED_ALARMS = "status = 'closed' AND closed_at < ?"  # as the partial index alarms_closed (migration 7)
+
+
+def _purge_alarms(conn: sqlite3.Connection, before: int, limit: int, dry_run: bool) -> tuple[int, int]:
+    """Delete at most `limit` alarms closed before `before`, with their history entries."""
+    if dry_run:
+        alarms, entries = conn.execute(
+            f"SELECT count(*), coalesce(sum((SELECT count(*) FROM alarm_history h WHERE h.tenant = a.tenant AND "
+            f"h.alarm_id = a.id)), 0) FROM alarms a WHERE {_CLOSED_ALARMS}", (before,)).fetchone()
+        return int(alarms), int(entries)
+    keys = conn.execute(f"SELECT tenant, id FROM alarms WHERE {_CLOSED_ALARMS} LIMIT ?", (before, limit)).fetchall()
+    if not keys:
+        return 0, 0
+    entries = conn.executemany("DELETE FROM alarm_history WHERE tenant = ? AND alarm_id = ?", keys).rowcount
+    alarms = conn.executemany("DELETE FROM alarms WHERE tenant = ? AND id = ?", keys).rowcount
+    return alarms, entries
 
 
 # -- alarms: columns, filters and statistics SQL are shared (ucity/store/sql.py) -------------------------

@@ -2,7 +2,8 @@
 
 Functions of a connection: `SqliteStore` runs the writes in its group-committing writer thread and
 the reads on its reader connections. The audit log is only ever inserted into (the table's triggers
-refuse updates and deletes, migration 4).
+refuse updates and deletes, migration 4), but for retention's deletion of lines past its cutoff
+(`purge_audit`, migration 7).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import orjson
 
 from ucity.core.clock import from_micros, to_iso
 from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, GrantRow, OpsEventQuery, OpsEventRow
+from ucity.store.sql import AUDIT_TENANTS
 
 _EVENT_COLUMNS = ("tenant, id, service, type_code, level, status, source_system, source_ref, occurred_at, "
                   "reported_at, updated_at, lon, lat, agencies, doc")
@@ -158,3 +160,49 @@ def get_doc(conn: sqlite3.Connection, table: str, tenant: str, key: str) -> Doc 
     """The document of one event or grant (`table` is one of ucity's own table names, never input)."""
     row = conn.execute(f"SELECT doc FROM {table} WHERE tenant=? AND id=?", (tenant, key)).fetchone()
     return orjson.loads(row[0]) if row else None
+
+
+# -- retention (ucity/store/retention.py) -------------------------------------------------------------
+
+
+def purge_audit(conn: sqlite3.Connection, before: int, limit: int, dry_run: bool) -> int:
+    """Delete at most `limit` lines recorded before `before`, tenant by tenant through (tenant, at); never the
+    newest line (SQLite numbers a line max(seq) + 1: the numbering must not start again). The trigger of
+    migration 7 lets a line go only while `meta.audit_purge_before` is set, which it is in this transaction only."""
+    newest = conn.execute("SELECT max(seq) FROM ops_audit").fetchone()[0]
+    if newest is None:
+        return 0
+    tenants = [r[0] for r in conn.execute(AUDIT_TENANTS)]
+    if dry_run:
+        return sum(int(conn.execute("SELECT count(*) FROM ops_audit WHERE tenant = ? AND at < ? AND seq < ?",
+                                    (t, before, newest)).fetchone()[0]) for t in tenants)
+    deleted = 0
+    conn.execute("INSERT OR REPLACE INTO meta VALUES ('audit_purge_before', ?)", (str(before),))
+    try:
+        for tenant in tenants:
+            if deleted >= limit:
+                break
+            deleted += conn.execute(
+                "DELETE FROM ops_audit WHERE seq IN (SELECT seq FROM ops_audit WHERE tenant = ? AND at < ? AND seq < ? "
+                "LIMIT ?)", (tenant, before, newest, limit - deleted)).rowcount
+    finally:
+        conn.execute("DELETE FROM meta WHERE key = 'audit_purge_before'")
+    return deleted
+
+
+_FINAL_EVENTS = "status IN ('closed', 'cancelled') AND updated_at < ?"  # as the partial index ops_events_final
+
+
+def purge_events(conn: sqlite3.Connection, before: int, limit: int, dry_run: bool) -> tuple[int, int]:
+    """Delete at most `limit` closed or cancelled events last changed before `before`, with their grants."""
+    if dry_run:
+        events, grants = conn.execute(
+            f"SELECT count(*), coalesce(sum((SELECT count(*) FROM ops_grants g WHERE g.tenant = e.tenant AND "
+            f"g.event_id = e.id)), 0) FROM ops_events e WHERE {_FINAL_EVENTS}", (before,)).fetchone()
+        return int(events), int(grants)
+    keys = conn.execute(f"SELECT tenant, id FROM ops_events WHERE {_FINAL_EVENTS} LIMIT ?", (before, limit)).fetchall()
+    if not keys:
+        return 0, 0
+    grants = conn.executemany("DELETE FROM ops_grants WHERE tenant = ? AND event_id = ?", keys).rowcount
+    events = conn.executemany("DELETE FROM ops_events WHERE tenant = ? AND id = ?", keys).rowcount
+    return events, grants

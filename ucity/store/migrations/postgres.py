@@ -197,4 +197,25 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
                FOR EACH STATEMENT EXECUTE FUNCTION ops_audit_append_only()""",
         ],
     ),
+    (
+        3,
+        [
+            # Retention (ucity/store/retention.py), SQLite's migration 7. Updates and TRUNCATE stay refused; a row
+            # may be deleted only when older than the cutoff the purge sets for its own transaction
+            # (set_config(..., true)), so any other DELETE is still refused.
+            "DROP TRIGGER ops_audit_no_change ON ops_audit",
+            """CREATE TRIGGER ops_audit_no_change BEFORE UPDATE OR TRUNCATE ON ops_audit
+               FOR EACH STATEMENT EXECUTE FUNCTION ops_audit_append_only()""",
+            """CREATE FUNCTION ops_audit_purge_only() RETURNS trigger LANGUAGE plpgsql AS $$
+               DECLARE cutoff text := coalesce(current_setting('ucity.audit_purge_before', true), '');
+               BEGIN
+                 IF cutoff <> '' AND old.at < cutoff::bigint THEN RETURN old; END IF;
+                 RAISE EXCEPTION 'ops_audit is append-only (retention deletes only lines past its cutoff)';
+               END $$""",
+            """CREATE TRIGGER ops_audit_no_delete BEFORE DELETE ON ops_audit
+               FOR EACH ROW EXECUTE FUNCTION ops_audit_purge_only()""",
+            "CREATE INDEX ops_events_final ON ops_events (updated_at) WHERE status IN ('closed', 'cancelled')",
+            "CREATE INDEX alarms_closed ON alarms (closed_at) WHERE status = 'closed'",
+        ],
+    ),
 ]

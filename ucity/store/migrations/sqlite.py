@@ -247,4 +247,20 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "INSERT OR REPLACE INTO meta VALUES ('instance_rid', (SELECT coalesce(max(rid), 0) FROM instance_docs))",
         ],
     ),
+    (
+        7,
+        [
+            # Retention (ucity/store/retention.py). The audit log stays append-only, but lines older than the
+            # retention cutoff may go: the purge writes the cutoff into `meta` in its own transaction, deletes,
+            # and removes it again before the commit, so any other DELETE (a bug, a console) is still refused.
+            "DROP TRIGGER ops_audit_no_delete",
+            """CREATE TRIGGER ops_audit_no_delete BEFORE DELETE ON ops_audit
+               WHEN old.at >= coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'audit_purge_before'),
+                                       -9223372036854775808)
+               BEGIN SELECT RAISE(ABORT, 'ops_audit is append-only (retention deletes only lines past its cutoff)'); END""",
+            # The closed records a purge looks for, oldest first, without reading the open ones.
+            "CREATE INDEX ops_events_final ON ops_events (updated_at) WHERE status IN ('closed', 'cancelled')",
+            "CREATE INDEX alarms_closed ON alarms (closed_at) WHERE status = 'closed'",
+        ],
+    ),
 ]

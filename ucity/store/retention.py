@@ -1,0 +1,328 @@
+"""Retention limits: the platform component that deletes what is kept no longer (docs/operations.md, "Retention").
+
+Location and care data are personal data: kept only as long as a rule says (e.g. SAFE-R1: a safe-return
+session's raw track at most 6 months). What it deletes, each after its own number of days:
+
+* history (attribute instances) per entity type, optionally per attribute: `retention.history` rules and
+  the defaults domains declare for their own types (`platform.get("retention").declare(...)`, settings
+  override them), and `retention.default_history_days` for every series no rule covers;
+* the operations audit log (`audit_days`), closed or cancelled operations events with their footage grants
+  (`ops_closed_days`), closed alarms with their history (`alarms_closed_days`).
+
+Everything is kept by default. A sweep runs every `sweep_interval_s` on the platform clock (the first one a
+minute after the start), one bounded store call at a time (`batch` rows: the single SQLite writer is never
+held for long, and other writes go between two calls), and writes one audit line per rule that deleted
+something: what kind of data, which rule and its source, the cutoff, how many. Never the data itself. A
+store error is logged, counted in `health()` and tried again at the next sweep; it never stops the server.
+
+The rules, in short: an instance's age is its observedAt, else the time it was recorded (what history is
+keyed and indexed by); a rule with attributes wins over its type's rule without for those attributes; an
+entity of several types gets every rule of its types, so the shortest keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from ucity.core.clock import TimerHandle, to_iso, to_micros
+from ucity.core.platform import Platform
+from ucity.store.base import AuditRow, HistoryScope, Store
+
+log = logging.getLogger(__name__)
+ACTOR = "ucity-retention"
+# The first sweep after a start: soon, so that a server restarted more often than the interval still
+# sweeps, but not in the middle of the start (restoring rule and alarm states).
+FIRST_SWEEP_S = 60.0
+MAX_DAYS = 100_000  # as the settings allow: a cutoff further back than that would not fit a datetime
+
+
+def _expand(name: str) -> str:
+    """The stored (expanded) name of a type or attribute, through the core context (an IRI stays as it is)."""
+    from ucity.ngsild.context import core_context
+
+    return core_context().expand_term(name)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRule:
+    """How long the history of an entity type (of some of its attributes only, if `attrs`) is kept."""
+
+    type: str  # expanded IRI
+    attrs: tuple[str, ...]  # expanded IRIs, sorted; () = every attribute
+    keep_days: float
+    source: str  # "settings", or the rule a domain cites ("SAFE-R1 [D]")
+
+    def describe(self) -> str:
+        return self.type + (f" ({', '.join(self.attrs)})" if self.attrs else "")
+
+
+@dataclass(slots=True)
+class PurgeResult:
+    """What one rule of a sweep deleted (or, in a dry run, would delete)."""
+
+    data: str  # history | audit | ops-events | alarms
+    rule: str
+    source: str
+    keep_days: float
+    cutoff: str
+    deleted: int = 0
+    related: int = 0  # footage grants of the events, history entries of the alarms
+    error: str | None = None
+
+    def audit_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"data": self.data, "rule": self.rule, "source": self.source, "keepDays": self.keep_days,
+                               "cutoff": self.cutoff, "deleted": self.deleted}
+        if self.data == "ops-events":
+            doc["grantsDeleted"] = self.related
+        elif self.data == "alarms":
+            doc["historyDeleted"] = self.related
+        if self.error is not None:
+            doc["error"] = self.error
+        return doc
+
+
+@dataclass(slots=True)
+class _Totals:
+    sweeps: int = 0
+    failures: int = 0
+    deleted: dict[str, int] = field(default_factory=dict)
+    last: dict[str, int] = field(default_factory=dict)
+    last_sweep: str | None = None
+    last_error: str | None = None
+
+
+class RetentionService:
+    """The platform component `retention`: rules, sweeps on the platform clock, their audit lines."""
+
+    def __init__(self, platform: Platform, store: Store, scheduled: bool = True) -> None:
+        self.platform = platform
+        self.clock = platform.clock
+        self.store = store
+        self.settings = platform.settings.retention
+        self.tenant = platform.settings.ngsild.default_tenant  # where the sweeps' audit lines go
+        self.scheduled = scheduled  # False: sweeps only when asked (a scale-out worker, the CLI)
+        self._declared: dict[tuple[str, tuple[str, ...]], HistoryRule] = {}
+        self._configured: dict[tuple[str, tuple[str, ...]], HistoryRule] = {}
+        for rule in self.settings.history:
+            made = HistoryRule(_expand(rule.type), tuple(sorted({_expand(a) for a in rule.attrs})), rule.keep_days,
+                               "settings")
+            if (made.type, made.attrs) in self._configured:
+                raise ValueError(f"retention.history: two rules for {made.describe()}")
+            self._configured[(made.type, made.attrs)] = made
+        self._running = False
+        self._stopping = False
+        self._timer: TimerHandle | None = None
+        self._next: datetime | None = None
+        self._task: asyncio.Task[list[PurgeResult]] | None = None
+        self._totals = _Totals()
+
+    # -- rules -------------------------------------------------------------------------------------------
+    def declare(self, entity_type: str, keep_days: float, *, attrs: Iterable[str] = (), source: str) -> None:
+        """A domain's default for its own entity type (its attributes `attrs` only, if given): history older
+        than `keep_days` is deleted. `source` cites the rule (e.g. "SAFE-R1 [D]"). A `retention.history` rule
+        for the same type and attributes overrides it; of two declarations for the same, the shorter stays."""
+        if not 0 < keep_days <= MAX_DAYS:
+            raise ValueError(f"retention for {entity_type}: keep_days must be positive (at most {MAX_DAYS}), "
+                             f"not {keep_days}")
+        if not source:
+            raise ValueError(f"retention for {entity_type}: name the rule's source")
+        rule = HistoryRule(_expand(entity_type), tuple(sorted({_expand(a) for a in attrs})), float(keep_days), source)
+        key = (rule.type, rule.attrs)
+        known = self._declared.get(key)
+        if known is not None and known.keep_days <= rule.keep_days:
+            if known != rule:
+                log.warning("retention of %s: %s days (%s) kept, %s days (%s) ignored", rule.describe(),
+                            known.keep_days, known.source, rule.keep_days, rule.source)
+            return
+        self._declared[key] = rule
+        self._arm(min(FIRST_SWEEP_S, self.settings.sweep_interval_s))
+
+    def rules(self) -> list[HistoryRule]:
+        """The history rules in force: the declared defaults, each overridden by a settings rule of the same
+        type and attributes (its source then says what it overrides)."""
+        merged = dict(self._declared)
+        for key, rule in self._configured.items():
+            declared = self._declared.get(key)
+            merged[key] = rule if declared is None else HistoryRule(
+                rule.type, rule.attrs, rule.keep_days,
+                f"settings (overrides {declared.source}: {declared.keep_days:g} days)")
+        return sorted(merged.values(), key=lambda r: (r.type, r.attrs))
+
+    @property
+    def active(self) -> bool:
+        """Whether there is anything to delete at all (else no sweep is scheduled)."""
+        s = self.settings
+        return bool(self._declared or self._configured) or any(
+            days is not None for days in (s.default_history_days, s.audit_days, s.ops_closed_days, s.alarms_closed_days))
+
+    def _history_jobs(self) -> list[tuple[str, str, float, HistoryScope]]:
+        """(rule, source, days, scope) per history rule, and for the default. A type's rule without attributes
+        leaves the attributes of that type's rules with attributes to them (the more specific rule wins)."""
+        rules = self.rules()
+        jobs: list[tuple[str, str, float, HistoryScope]] = []
+        for rule in rules:
+            excluding = () if rule.attrs else tuple((o.type, o.attrs) for o in rules if o.type == rule.type and o.attrs)
+            jobs.append((rule.describe(), rule.source, rule.keep_days, HistoryScope((rule.type,), rule.attrs, excluding)))
+        if self.settings.default_history_days is not None:
+            jobs.append(("every type without a rule", "settings", self.settings.default_history_days,
+                         HistoryScope(None, (), tuple((r.type, r.attrs) for r in rules))))
+        return jobs
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self._running, self._stopping = True, False
+        self._arm(min(FIRST_SWEEP_S, self.settings.sweep_interval_s))
+
+    async def stop(self) -> None:
+        self._running, self._stopping = False, True  # a sweep under way ends after its current store call
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._next = None
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def health(self) -> dict[str, Any]:
+        """Always ok (a failed sweep is retried, it does not make the server unready): counts and the last error."""
+        t = self._totals
+        return {"ok": True, "active": self.active, "scheduled": self.scheduled, "historyRules": len(self.rules()),
+                "sweeps": t.sweeps, "running": self._task is not None and not self._task.done(),
+                "lastSweep": t.last_sweep, "nextSweep": to_iso(self._next) if self._next else None,
+                "lastDeleted": dict(t.last), "deleted": dict(t.deleted), "failures": t.failures,
+                "lastError": t.last_error}
+
+    def _arm(self, delay_s: float) -> None:
+        if not (self._running and self.scheduled and self.active) or self._timer is not None:
+            return
+        self._next = self.clock.now() + timedelta(seconds=delay_s)
+        self._timer = self.clock.call_at(self._next, self._due)
+
+    def _due(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a fake clock moved by a thread outside the loop (a test): sweep on the loop
+            if self.platform.loop is not None:
+                self.platform.loop.call_soon_threadsafe(self._due)
+            return
+        self._timer = None
+        self._next = None
+        if not self._running:
+            return
+        if self._task is not None and not self._task.done():  # a sweep still under way: the next one later
+            self._arm(self.settings.sweep_interval_s)
+            return
+        self._task = loop.create_task(self._scheduled_sweep(), name="ucity-retention-sweep")
+
+    async def _scheduled_sweep(self) -> list[PurgeResult]:
+        try:
+            return await self.sweep()
+        except Exception:  # sweep() keeps each rule's failure to itself; this is a last guard for the server
+            log.exception("retention sweep failed")
+            return []
+        finally:
+            self._arm(self.settings.sweep_interval_s)
+
+    async def settle(self) -> None:
+        """Until the sweep under way (if any) has finished (tests: after moving the clock past a sweep)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    # -- sweeping ------------------------------------------------------------------------------------------
+    async def sweep(self, dry_run: bool = False) -> list[PurgeResult]:
+        """One pass over every rule, each deleting in batches until nothing older than its cutoff is left. A
+        dry run counts what would go, deletes nothing and writes no audit line. The audit log's own rule runs
+        last, so that this sweep's lines are written before it (they are new: it never deletes them)."""
+        now = self.clock.now()
+        s = self.settings
+        results: list[PurgeResult] = []
+        jobs: list[tuple[PurgeResult, HistoryScope | None]] = [
+            (PurgeResult("history", rule, source, days, _cutoff(now, days)), scope)
+            for rule, source, days, scope in self._history_jobs()]
+        for data, limit in (("ops-events", s.ops_closed_days), ("alarms", s.alarms_closed_days), ("audit", s.audit_days)):
+            if limit is not None:
+                jobs.append((PurgeResult(data, f"retention.{_SETTING[data]}", "settings", limit, _cutoff(now, limit)), None))
+        for result, scope in jobs:
+            if self._stopping:
+                break
+            await self._purge(result, scope, now, dry_run)
+            results.append(result)
+            if not dry_run and (result.deleted or result.related or result.error):
+                await self._record(result)
+        if not dry_run:
+            self._count(results, now)
+        return results
+
+    async def _purge(self, result: PurgeResult, scope: HistoryScope | None, now: datetime, dry_run: bool) -> None:
+        """Run one rule in batches of `retention.batch`, yielding to the loop between them; a failure is logged
+        and kept in `result` (the next sweep starts over)."""
+        before = to_micros(now - timedelta(days=result.keep_days))
+        batch = self.settings.batch
+        try:
+            if scope is not None:
+                cursor: int | None = 0
+                while cursor is not None and not self._stopping:
+                    deleted, cursor = await self.store.purge_history(scope, before, batch, cursor, dry_run)
+                    result.deleted += deleted
+                    await asyncio.sleep(0)
+                return
+            while not self._stopping:
+                if result.data == "audit":
+                    deleted, related = await self.store.purge_audit(before, batch, dry_run), 0
+                elif result.data == "ops-events":
+                    deleted, related = await self.store.purge_ops_events(before, batch, dry_run)
+                else:
+                    deleted, related = await self.store.purge_alarms(before, batch, dry_run)
+                result.deleted += deleted
+                result.related += related
+                if dry_run or deleted < batch:
+                    return
+                await asyncio.sleep(0)
+        except Exception as exc:  # the store failed (down, locked, full disk): the next sweep tries again
+            log.exception("retention of %s %s failed after %d deletions", result.data, result.rule, result.deleted)
+            result.error = f"{type(exc).__name__}: {exc}"[:300]
+        finally:
+            if result.deleted or result.related:
+                log.info("retention: %s %s%s: %d deleted%s (older than %s, %s)", result.data, result.rule,
+                         " (dry run)" if dry_run else "", result.deleted,
+                         f", {result.related} related" if result.related else "", result.cutoff, result.source)
+
+    async def _record(self, result: PurgeResult) -> None:
+        """The audit line of one rule's deletions: what, by which rule, the cutoff and the counts, never the data."""
+        row = AuditRow(self.tenant, to_micros(self.clock.now()), "retention", "purged", ACTOR, result.audit_doc(),
+                       outcome="failed" if result.error else "ok")
+        try:
+            await self.store.append_audit([row])
+        except Exception:
+            log.exception("the audit line of a retention purge was not written: %s", result.audit_doc())
+
+    def _count(self, results: list[PurgeResult], now: datetime) -> None:
+        t = self._totals
+        t.sweeps += 1
+        t.last_sweep = to_iso(now)
+        t.last = {}
+        for r in results:
+            key = _HEALTH_KEY[r.data]
+            t.last[key] = t.last.get(key, 0) + r.deleted
+            t.deleted[key] = t.deleted.get(key, 0) + r.deleted
+            if r.data in _RELATED_KEY:
+                related = _RELATED_KEY[r.data]
+                t.last[related] = t.last.get(related, 0) + r.related
+                t.deleted[related] = t.deleted.get(related, 0) + r.related
+            if r.error is not None:
+                t.failures += 1
+                t.last_error = f"{r.data} {r.rule}: {r.error}"
+
+
+_SETTING = {"ops-events": "ops_closed_days", "alarms": "alarms_closed_days", "audit": "audit_days"}
+_HEALTH_KEY = {"history": "historyInstances", "audit": "auditLines", "ops-events": "opsEvents", "alarms": "alarms"}
+_RELATED_KEY = {"ops-events": "grants", "alarms": "alarmHistory"}
+
+
+def _cutoff(now: datetime, days: float) -> str:
+    return to_iso(now - timedelta(days=days))
