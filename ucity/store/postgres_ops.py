@@ -14,7 +14,7 @@ import asyncpg
 
 from ucity.core.clock import from_micros, to_iso
 from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, GrantRow, OpsEventQuery, OpsEventRow
-from ucity.store.sql import AUDIT_TENANTS, in_list, numbered
+from ucity.store.sql import AUDIT_TENANTS, in_list, numbered, row_count
 
 _EVENT_COLUMNS = ("tenant, id, service, type_code, level, status, source_system, source_ref, occurred_at, "
                   "reported_at, updated_at, lon, lat, agencies, doc")
@@ -167,11 +167,6 @@ async def get_doc(pool: asyncpg.Pool, table: str, tenant: str, key: str) -> Doc 
 # -- retention (ucity/store/retention.py) -------------------------------------------------------------
 
 
-def _deleted(status: str) -> int:
-    """The row count of a command status (`DELETE 12`)."""
-    return int(status.rsplit(" ", 1)[-1]) if status else 0
-
-
 async def purge_audit(conn: asyncpg.Connection | asyncpg.Pool, before: int, limit: int, dry_run: bool) -> int:
     """Delete at most `limit` lines recorded before `before`, tenant by tenant through (tenant, at); never the
     newest line (as on SQLite, where numbering would start again). The trigger of migration 3 lets a line go
@@ -189,7 +184,7 @@ async def purge_audit(conn: asyncpg.Connection | asyncpg.Pool, before: int, limi
     for tenant in tenants:
         if deleted >= limit:
             break
-        deleted += _deleted(await conn.execute(
+        deleted += row_count(await conn.execute(
             "DELETE FROM ops_audit WHERE seq IN (SELECT seq FROM ops_audit WHERE tenant = $1 AND at < $2 AND seq < $3 "
             "LIMIT $4)", tenant, before, newest, limit - deleted))
     # (A failed DELETE aborts the transaction, which takes the setting with it.)
@@ -203,19 +198,28 @@ _FINAL_EVENTS = "status IN ('closed', 'cancelled') AND updated_at < $1"  # as th
 async def purge_events(conn: asyncpg.Connection | asyncpg.Pool, before: int, limit: int,
                        dry_run: bool) -> tuple[int, int]:
     """Delete at most `limit` closed or cancelled events last changed before `before`, with their grants."""
+    return await purge_closed(conn, ("ops_events", _FINAL_EVENTS), ("ops_grants", "event_id"), before, limit, dry_run)
+
+
+async def purge_closed(conn: asyncpg.Connection | asyncpg.Pool, records: tuple[str, str], related: tuple[str, str],
+                       before: int, limit: int, dry_run: bool) -> tuple[int, int]:
+    """Delete at most `limit` rows of `records` (table, condition on `before` as $1) with the rows of `related`
+    (table, column naming the record's id, same tenant); (records, related rows) deleted, or counted in a dry run.
+    The tables and conditions are ucity's own, never input."""
+    (table, where), (child, key) = records, related
     if dry_run:
         row = await conn.fetchrow(
-            f"SELECT count(*), coalesce(sum((SELECT count(*) FROM ops_grants g WHERE g.tenant = e.tenant AND "
-            f"g.event_id = e.id)), 0) FROM ops_events e WHERE {_FINAL_EVENTS}", before)
+            f"SELECT count(*), coalesce(sum((SELECT count(*) FROM {child} c WHERE c.tenant = r.tenant AND "
+            f"c.{key} = r.id)), 0) FROM {table} r WHERE {where}", before)
         return int(row[0]), int(row[1])
-    keys = await conn.fetch(f"SELECT tenant, id FROM ops_events WHERE {_FINAL_EVENTS} LIMIT $2", before, limit)
+    keys = await conn.fetch(f"SELECT tenant, id FROM {table} WHERE {where} LIMIT $2", before, limit)
     if not keys:
         return 0, 0
     tenants, ids = [k[0] for k in keys], [k[1] for k in keys]
-    grants = _deleted(await conn.execute(
-        "DELETE FROM ops_grants g USING unnest($1::text[], $2::text[]) AS k(t, i) WHERE g.tenant = k.t "
-        "AND g.event_id = k.i", tenants, ids))
-    events = _deleted(await conn.execute(
-        "DELETE FROM ops_events e USING unnest($1::text[], $2::text[]) AS k(t, i) WHERE e.tenant = k.t AND e.id = k.i",
+    children = row_count(await conn.execute(
+        f"DELETE FROM {child} c USING unnest($1::text[], $2::text[]) AS k(t, i) WHERE c.tenant = k.t "
+        f"AND c.{key} = k.i", tenants, ids))
+    count = row_count(await conn.execute(
+        f"DELETE FROM {table} r USING unnest($1::text[], $2::text[]) AS k(t, i) WHERE r.tenant = k.t AND r.id = k.i",
         tenants, ids))
-    return events, grants
+    return count, children

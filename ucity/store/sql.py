@@ -238,3 +238,8 @@ def alarm_false_rate_sql(where: str, column: str, false_outcomes: tuple[str, ...
 AUDIT_TENANTS = ("WITH RECURSIVE t(x) AS (SELECT min(tenant) FROM ops_audit UNION ALL "
                  "SELECT (SELECT min(tenant) FROM ops_audit WHERE tenant > t.x) FROM t WHERE t.x IS NOT NULL) "
                  "SELECT x FROM t WHERE x IS NOT NULL")
+
+
+def row_count(status: str) -> int:
+    """The row count of a PostgreSQL command status such as `DELETE 3` (0 for an empty status)."""
+    return int(status.rsplit(" ", 1)[-1]) if status else 0

@@ -1136,17 +1136,7 @@ _CLOSED_ALARMS = "status = 'closed' AND closed_at < ?"  # as the partial index a
 
 def _purge_alarms(conn: sqlite3.Connection, before: int, limit: int, dry_run: bool) -> tuple[int, int]:
     """Delete at most `limit` alarms closed before `before`, with their history entries."""
-    if dry_run:
-        alarms, entries = conn.execute(
-            f"SELECT count(*), coalesce(sum((SELECT count(*) FROM alarm_history h WHERE h.tenant = a.tenant AND "
-            f"h.alarm_id = a.id)), 0) FROM alarms a WHERE {_CLOSED_ALARMS}", (before,)).fetchone()
-        return int(alarms), int(entries)
-    keys = conn.execute(f"SELECT tenant, id FROM alarms WHERE {_CLOSED_ALARMS} LIMIT ?", (before, limit)).fetchall()
-    if not keys:
-        return 0, 0
-    entries = conn.executemany("DELETE FROM alarm_history WHERE tenant = ? AND alarm_id = ?", keys).rowcount
-    alarms = conn.executemany("DELETE FROM alarms WHERE tenant = ? AND id = ?", keys).rowcount
-    return alarms, entries
+    return ops_sql.purge_closed(conn, ("alarms", _CLOSED_ALARMS), ("alarm_history", "alarm_id"), before, limit, dry_run)
 
 
 # -- alarms: columns, filters and statistics SQL are shared (ucity/store/sql.py) -------------------------

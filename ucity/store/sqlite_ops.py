@@ -195,14 +195,23 @@ _FINAL_EVENTS = "status IN ('closed', 'cancelled') AND updated_at < ?"  # as the
 
 def purge_events(conn: sqlite3.Connection, before: int, limit: int, dry_run: bool) -> tuple[int, int]:
     """Delete at most `limit` closed or cancelled events last changed before `before`, with their grants."""
+    return purge_closed(conn, ("ops_events", _FINAL_EVENTS), ("ops_grants", "event_id"), before, limit, dry_run)
+
+
+def purge_closed(conn: sqlite3.Connection, records: tuple[str, str], related: tuple[str, str], before: int,
+                 limit: int, dry_run: bool) -> tuple[int, int]:
+    """Delete at most `limit` rows of `records` (table, condition on `before`) with the rows of `related` (table,
+    column naming the record's id, same tenant); (records, related rows) deleted, or counted in a dry run. The
+    tables and conditions are ucity's own, never input."""
+    (table, where), (child, key) = records, related
     if dry_run:
-        events, grants = conn.execute(
-            f"SELECT count(*), coalesce(sum((SELECT count(*) FROM ops_grants g WHERE g.tenant = e.tenant AND "
-            f"g.event_id = e.id)), 0) FROM ops_events e WHERE {_FINAL_EVENTS}", (before,)).fetchone()
-        return int(events), int(grants)
-    keys = conn.execute(f"SELECT tenant, id FROM ops_events WHERE {_FINAL_EVENTS} LIMIT ?", (before, limit)).fetchall()
+        count, children = conn.execute(
+            f"SELECT count(*), coalesce(sum((SELECT count(*) FROM {child} c WHERE c.tenant = r.tenant AND "
+            f"c.{key} = r.id)), 0) FROM {table} r WHERE {where}", (before,)).fetchone()
+        return int(count), int(children)
+    keys = conn.execute(f"SELECT tenant, id FROM {table} WHERE {where} LIMIT ?", (before, limit)).fetchall()
     if not keys:
         return 0, 0
-    grants = conn.executemany("DELETE FROM ops_grants WHERE tenant = ? AND event_id = ?", keys).rowcount
-    events = conn.executemany("DELETE FROM ops_events WHERE tenant = ? AND id = ?", keys).rowcount
-    return events, grants
+    children = conn.executemany(f"DELETE FROM {child} WHERE tenant = ? AND {key} = ?", keys).rowcount
+    count = conn.executemany(f"DELETE FROM {table} WHERE tenant = ? AND id = ?", keys).rowcount
+    return count, children
