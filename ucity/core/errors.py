@@ -14,6 +14,7 @@ The tree::
     ├── UnsupportedMediaType        415 UnsupportedMediaType
     ├── OperationNotSupported       422 OperationNotSupported
     ├── LdContextNotAvailable       503 LdContextNotAvailable
+    ├── WriteRefused                500 InternalError (the store refused one write, and would again)
     └── Unavailable                 503 ServiceUnavailable
 
 Errors are turned into RFC 7807 ProblemDetails in exactly one place (`to_problem`), called by
@@ -116,6 +117,13 @@ class LdContextNotAvailable(UcityError):
     status = 503
     type_uri = NGSI_ERRORS + "LdContextNotAvailable"
     title = "@context not available"
+
+
+class WriteRefused(UcityError):
+    """A write the store refused and would refuse again (its database rejected the data, or ucity failed on it):
+    unlike `Unavailable`, sending it again cannot help, so a source must not hold it for redelivery."""
+
+    title = "The store refused the write"
 
 
 class Unavailable(UcityError):

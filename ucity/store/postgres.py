@@ -48,7 +48,7 @@ import orjson
 
 from ucity.core.bus import Context, EntityChange
 from ucity.core.clock import Clock, SystemClock, iso_micros, parse_iso, parse_iso_clamped, to_iso, to_micros
-from ucity.core.errors import BadRequest, UcityError, Unavailable
+from ucity.core.errors import BadRequest, UcityError, Unavailable, WriteRefused
 from ucity.ngsild.qpg import compile_q_postgres
 from ucity.store import postgres_ops as ops_sql
 from ucity.store.base import (
@@ -114,6 +114,20 @@ _RETRY = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
                 asyncpg.ConnectionDoesNotExistError, asyncio.TimeoutError)
 _BATCH_ATTEMPTS = 5
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a failed write would fail the same way again: data PostgreSQL rejects (class 22 data exceptions,
+    e.g. a NUL character in text; class 23 integrity constraints) or ucity's own failure on it (not a database,
+    driver or connection error at all). Anything else (connection, resources, operator intervention, ...) may
+    pass: the write is `Unavailable`, to be sent again."""
+    if isinstance(exc, asyncpg.DataError | asyncpg.IntegrityConstraintViolationError):
+        return True
+    if isinstance(exc, (Unavailable, *_UNREACHABLE)):
+        return False
+    # Any other error of the driver (the server's, or the client's own, e.g. a connection left mid-operation
+    # when it was lost: InternalClientError) is the database's or the connection's, not the write's.
+    return not type(exc).__module__.startswith("asyncpg")
 # A batch waits for more writes only while they keep coming: each within this of the previous one (and all
 # within `group_commit_ms` of the first), as in the SQLite store. On the event loop a wait this short lasts
 # one pass of the loop (uvloop's timers count whole milliseconds, so it fires on the next pass, after the
@@ -505,7 +519,12 @@ class PostgresStore(Store):
         if self._arrived is not None:
             _settle(self._arrived)
 
-    async def _commit_batch(self, batch: list[_Item]) -> None:
+    async def _commit_batch(self, batch: list[_Item], resolve: bool = True) -> None:
+        """Commit `batch` in one transaction (retried on a deadlock or serialization failure), then hand its items
+        to their callers (`_resolve`), unless `resolve` is False (`_commit_each`'s parts, which its group resolves).
+        On a failure every item is tried alone; a lone group of several mutations that fails in a way that would
+        recur (`_refused`) is committed a mutation at a time, so that one poison write does not fail, or hold for
+        ever, the others sent with it."""
         for attempt in range(_BATCH_ATTEMPTS):
             tx = _Tx()
             try:
@@ -528,18 +547,36 @@ class PostgresStore(Store):
                 if len(batch) > 1:
                     for item in batch:
                         self._reset([item])
-                        await self._commit_batch([item])
+                        await self._commit_batch([item], resolve)
                     return
-                self._fail_item(batch[0], exc)
+                item = batch[0]
+                if isinstance(item, _Group) and len(item.mutations) > 1 and _refused(exc):
+                    await self._commit_each(item)
+                else:
+                    self._fail_item(item, exc)
             else:
                 self._learn(tx)
                 self.commits += 1
                 self.committed_ops += len(batch)
-            self._resolve(batch)
+            if resolve:
+                self._resolve(batch)
             return
         for item in batch:
-            self._fail_item(item, RuntimeError("too many conflicting transactions"))
-        self._resolve(batch)
+            self._fail_item(item, Unavailable("too many conflicting transactions"))
+        if resolve:
+            self._resolve(batch)
+
+    async def _commit_each(self, group: _Group) -> None:
+        """Commit the group's mutations one per transaction, in order: each gets its own outcome (`WriteRefused`
+        for the one the store refuses), and the group's changes are those committed."""
+        results: list[Outcome | Exception] = []
+        changes: list[EntityChange] = []
+        for mutation in group.mutations:
+            part = _Group(group.tenant, [mutation], group.context, group.future)
+            await self._commit_batch([part], resolve=False)
+            results += part.results
+            changes += part.changes
+        group.results, group.changes = results, changes
 
     async def _transact(self, conn: asyncpg.Connection, batch: list[_Item], tx: _Tx) -> None:
         """BEGIN, the batch, COMMIT. When the next batch is already queued, its BEGIN goes with this COMMIT
@@ -600,8 +637,10 @@ class PostgresStore(Store):
 
     @staticmethod
     def _fail_item(item: _Item, exc: BaseException) -> None:
-        error = Unavailable(f"the store could not commit: {exc}")
+        error: UcityError = exc if isinstance(exc, Unavailable) else Unavailable(f"the store could not commit: {exc}")
         if isinstance(item, _Group):
+            if _refused(exc):  # it would fail again: not to be sent again (a `_Call` keeps Unavailable)
+                error = WriteRefused(f"the store refused the write: {type(exc).__name__}: {exc}")
             item.results = [error] * len(item.mutations)
             item.changes = []
         else:

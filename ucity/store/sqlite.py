@@ -26,7 +26,7 @@ import orjson
 
 from ucity.core.bus import Context, EntityChange
 from ucity.core.clock import Clock, SystemClock, iso_micros, parse_iso, parse_iso_clamped, to_iso, to_micros
-from ucity.core.errors import UcityError, Unavailable
+from ucity.core.errors import UcityError, Unavailable, WriteRefused
 from ucity.core.ids import uuid4_texts
 from ucity.ngsild.qsql import register_sqlite_functions
 from ucity.store import sqlite_ops as ops_sql
@@ -173,6 +173,14 @@ class _Work:
     # single-attribute PATCH of a group commit cost about 4.5 µs each in the writer (measured, one thread).
     now: str = ""
     created: int = 0
+
+
+def _refused(exc: Exception) -> bool:
+    """Whether a failed write would fail the same way again: data SQLite rejects (a constraint, a value it cannot
+    bind) or ucity's own failure on it (not an sqlite3 error at all). An OperationalError (locked, disk full, I/O)
+    or another DatabaseError may pass: the write is `Unavailable`, to be sent again."""
+    return isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.ProgrammingError
+                      | sqlite3.InterfaceError) or not isinstance(exc, sqlite3.Error)
 
 
 def instance_id(rid: int) -> str:
@@ -337,7 +345,11 @@ class SqliteStore(Store):
             batch.append(item)
         return batch, False
 
-    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Group | _Call]) -> None:
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Group | _Call], resolve: bool = True) -> None:
+        """Commit `batch` in one transaction, then hand its items to the loop (`_resolve`), unless `resolve` is
+        False (`_commit_each`'s parts, which its group resolves). On a failure every item is tried alone; a lone
+        group of several mutations that fails in a way that would recur (`_refused`) is committed a mutation at a
+        time, so that one poison write does not fail, or hold for ever, the others sent with it."""
         work = _Work()
         work.next_rid, work.saved_rid = self._rids
         try:
@@ -357,17 +369,34 @@ class SqliteStore(Store):
             if len(batch) > 1:
                 for item in batch:
                     self._reset(item)
-                    self._commit_batch(conn, [item])
+                    self._commit_batch(conn, [item], resolve)
                 return
-            self._fail_item(batch[0], exc)
+            item = batch[0]
+            if isinstance(item, _Group) and len(item.mutations) > 1 and _refused(exc):
+                self._commit_each(conn, item)
+            else:
+                self._fail_item(item, exc)
         else:
             self.commits += 1
             self.committed_ops += len(batch)
             self._tenants |= work.tenants
             self._rids = (work.next_rid, work.saved_rid)  # the writer is the only one to give rids
             self._remember(work)
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._resolve, batch)
+        if resolve:
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._resolve, batch)
+
+    def _commit_each(self, conn: sqlite3.Connection, group: _Group) -> None:
+        """Commit the group's mutations one per transaction, in order: each gets its own outcome (`WriteRefused`
+        for the one the store refuses), and the group's changes are those committed."""
+        results: list[Outcome | Exception] = []
+        changes: list[EntityChange] = []
+        for mutation in group.mutations:
+            part = _Group(group.tenant, [mutation], group.context, group.future)
+            self._commit_batch(conn, [part], resolve=False)
+            results += part.results
+            changes += part.changes
+        group.results, group.changes = results, changes
 
     @staticmethod
     def _reset(item: _Group | _Call) -> None:
@@ -379,8 +408,10 @@ class SqliteStore(Store):
 
     @staticmethod
     def _fail_item(item: _Group | _Call, exc: Exception) -> None:
-        error = Unavailable(f"the store could not commit: {exc}")
+        error: UcityError = Unavailable(f"the store could not commit: {exc}")
         if isinstance(item, _Group):
+            if _refused(exc):  # it would fail again: not to be sent again (a `_Call` keeps Unavailable)
+                error = WriteRefused(f"the store refused the write: {type(exc).__name__}: {exc}")
             item.results = [error] * len(item.mutations)
             item.changes = []
         else:
