@@ -276,27 +276,23 @@ def test_old_camera_entities_have_their_urls_moved_out_history_included(settings
         assert (done["moved"], done["stripped"], done["unusable"]) == (2, 3, 1)  # old-1, old-2; bad-4's dropped
         assert marks[(TENANT, "done")]["historyPurged"] > 0
 
-        # After the upgrade, a streamURL an NGSI-LD client writes is deleted, not moved: never a footage target.
-        assert http.post(f"{B}/entities", json=old_camera("new-5", "https://evil.example/phish")).status_code == 201
-        http.portal.call(http.app.state.ucity.ops.cameras.idle)
-        links = grant_links(http, ["new-5"])
-        assert follow(http, links["new-5"]["stream"]).status_code == 404
-        assert "evil.example" not in http.get(f"{B}/entities/urn:ngsi-ld:Camera:new-5").text
+        # After the upgrade, a streamURL an NGSI-LD client writes is refused, not moved: never stored at all.
+        refused = http.post(f"{B}/entities", json=old_camera("new-5", "https://evil.example/phish"))
+        assert refused.status_code == 400 and "PATCH /api/v1/cameras/{id}" in refused.json()["detail"]
+        assert http.get(f"{B}/entities/urn:ngsi-ld:Camera:new-5").status_code == 404
     clock.advance(60)
 
     # Idempotent: the next start moves nothing more (and does not take the client's URL either).
     with TestClient(create_app(settings, clock), base_url="http://127.0.0.1:8000") as http:
         forget_done = {(t, k) for t, k, _ in http.portal.call(http.app.state.ucity.store.list_docs, MIGRATION_KIND)}
         assert (TENANT, "done") in forget_done and (GLOBAL, "since") in forget_done
-        assert http.get("/api/v1/cameras/new-5", headers=bearer("admin")).json()["streamURL"] is None
+        assert http.get("/api/v1/cameras/new-5", headers=bearer("admin")).status_code == 404
         assert http.get("/api/v1/cameras/old-2", headers=bearer("admin")).json()["streamURL"] == \
             "rtsp://admin:pw1@vms.example/live/2"
         # a forced re-run over the same data changes nothing
         center = http.app.state.ucity.ops
         report = http.portal.call(center.cameras.migrate, TENANT)
         assert report == {"moved": 0, "stripped": 0, "unusable": 0, "historyPurged": 0}
-        for text in ngsi_ld_views(http, "urn:ngsi-ld:Camera:new-5"):
-            assert "evil.example" not in text, text
 
 
 def test_a_camera_deleted_through_ngsi_ld_takes_its_urls_with_it(settings: Settings) -> None:
@@ -343,34 +339,42 @@ def test_a_deletion_racing_a_registration_keeps_the_new_urls(settings: Settings)
         assert stored["urn:ngsi-ld:Camera:gate-1"]["streamURL"] == "rtsp://vms.example/live/new"
 
 
-def test_urls_written_through_ngsi_ld_are_deleted_not_used(settings: Settings) -> None:
-    """A `streamURL` / `stillImageURL` an NGSI-LD client writes into a Camera (under the core context or another
-    one) is deleted from the entity and its history, audited, and never becomes a footage target: the NGSI-LD API
-    has no roles, so anybody could otherwise choose where the agencies' footage links lead."""
+def test_urls_written_through_ngsi_ld_are_refused_never_stored(settings: Settings, receiver: Receiver) -> None:
+    """A write that puts a `streamURL` / `stillImageURL` into a Camera through NGSI-LD (under the core context or
+    another one; a create, an attribute update, a batch) is refused with 400 before anything is stored: no
+    reader, subscriber or history sees it, and it never becomes a footage target. The NGSI-LD API has no roles:
+    anybody could otherwise read the credentials such URLs carry, or choose where the agencies' links lead."""
     with TestClient(create_app(settings, FakeClock(T0)), base_url="http://127.0.0.1:8000") as http:
-        ucity = http.app.state.ucity
+        sub = http.post(f"{B}/subscriptions", json={
+            "type": "Subscription", "entities": [{"type": "Camera"}],
+            "notification": {"endpoint": {"uri": f"{receiver.url}/camera"}}})
+        assert sub.status_code == 201, sub.text
         camera = {"id": "gate-1", "lon": POINT[0], "lat": POINT[1], "streamURL": STREAM}
         assert http.post("/api/v1/cameras", json=camera, headers=bearer("admin")).status_code == 201
-        assert http.post(f"{B}/entities/urn:ngsi-ld:Camera:gate-1/attrs", json={
-            "streamURL": {"type": "Property", "value": "rtsp://admin:pw3@evil.example/live"}}).status_code == 204
+        update = http.post(f"{B}/entities/urn:ngsi-ld:Camera:gate-1/attrs", json={
+            "streamURL": {"type": "Property", "value": "rtsp://admin:pw3@evil.example/live"}})
+        assert update.status_code == 400 and "streamURL" in update.json()["detail"], update.text
         # a client's own @context (here inline) maps the name elsewhere: still a URL attribute of a Camera
         created = http.post(f"{B}/entities", json={
             **old_camera("hub-7", "rtsp://admin:pw3@vms.example/live/7"),
             "@context": [{"stillImageURL": "https://smartdatamodels.org/dataModel.Device/stillImageURL"}],
             "stillImageURL": {"type": "Property", "value": "https://viewer:pw2@vms.example/7.jpg"}},
             headers={"Content-Type": "application/ld+json"})
-        assert created.status_code == 201, created.text
-        http.portal.call(ucity.ops.cameras.idle)
-        for entity in ("urn:ngsi-ld:Camera:gate-1", "urn:ngsi-ld:Camera:hub-7"):
-            for text in ngsi_ld_views(http, entity):
-                assert secret_free(text) and "evil.example" not in text, text
-        # the registered URL stays the footage target; the client's is not one
+        assert created.status_code == 400, created.text
+        assert http.get(f"{B}/entities/urn:ngsi-ld:Camera:hub-7").status_code == 404
+        # in a batch, only the entity that carries one is refused
+        batch = http.post(f"{B}/entityOperations/upsert", json=[
+            {k: v for k, v in old_camera("hub-8", STREAM).items() if k != "streamURL"},
+            old_camera("hub-9", "rtsp://admin:pw3@evil.example/live/9")])
+        assert batch.status_code == 207, batch.text
+        assert [e["entityId"] for e in batch.json()["errors"]] == ["urn:ngsi-ld:Camera:hub-9"]
+        assert http.get(f"{B}/entities/urn:ngsi-ld:Camera:hub-8").status_code == 200
+        for text in ngsi_ld_views(http, "urn:ngsi-ld:Camera:gate-1"):
+            assert secret_free(text) and "evil.example" not in text, text
+        # the registered URL stays the footage target
         assert http.get("/api/v1/cameras/gate-1", headers=bearer("admin")).json()["streamURL"] == STREAM
-        assert http.get("/api/v1/cameras/hub-7", headers=bearer("admin")).json()["streamURL"] is None
-        links = grant_links(http, ["gate-1", "hub-7"])
+        links = grant_links(http, ["gate-1"])
         assert follow(http, links["gate-1"]["stream"]).headers["location"] == STREAM
-        assert follow(http, links["hub-7"]["stream"]).status_code == 404
-        lines = http.get("/api/v1/audit", params={"action": "url-removed"}, headers=bearer("admin")).json()["entries"]
-        assert sorted((a["camera"], tuple(a["attributes"]), a["actor"]) for a in lines) == [
-            ("gate-1", ("streamURL",), "ngsi-ld"), ("hub-7", ("stillImageURL", "streamURL"), "ngsi-ld")]
-        assert "PATCH /api/v1/cameras/{id}" in lines[0]["reason"] and secret_free(str(lines))
+        notes = wait_for(receiver, 2)  # gate-1 registered, hub-8 created: the commits there were
+        assert {n["data"][0]["id"] for n in notes} == {"urn:ngsi-ld:Camera:gate-1", "urn:ngsi-ld:Camera:hub-8"}
+        assert all(secret_free(r.body.decode()) and "evil" not in r.body.decode() for r in receiver.on("/camera"))

@@ -2,8 +2,8 @@
 
 Kinds of lines: `event` (created, status changes, level changes, attachments), `linkage` (requested,
 held, approved, rejected, delivered, failed), `grant` (issued, renewed, revoked, and every access to a
-stream or still, allowed, denied or failed: PLAT-R5), `camera` (registered, imported, changed, deleted,
-`url-removed`: a URL attribute an NGSI-LD client wrote), `auth` (tokens issued or revoked, `refused`: a
+stream or still, allowed, denied or failed: PLAT-R5), `camera` (registered, imported, changed, deleted),
+`auth` (tokens issued or revoked, `refused`: a
 token of a disabled or deleted agency), `retention` (a retention sweep's deletions: what, by which rule, how many).
 Nothing updates a line, and only retention deletes one, once older than `retention.audit_days` (docs/operations.md
 §8): the store contract has no other such method, and both databases refuse any other change with triggers. The API

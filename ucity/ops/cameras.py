@@ -64,7 +64,6 @@ URL_FIELDS = ("streamURL", "stillImageURL")
 URL_IRIS = tuple(iri(name) for name in URL_FIELDS)
 URL_PATTERNS = {"streamURL": r"^(rtsp|rtsps|rtmp|https?)://", "stillImageURL": r"^https?://"}
 MIGRATION_ACTOR = "system:camera-access-migration"
-GUARD_ACTOR = "system:camera-access"  # removes the URL attributes an NGSI-LD client writes (CameraRegistry.committed)
 LAYOUT = 2  # of the `camera-access-migration` "done" marks: see CameraRegistry._load
 
 
@@ -197,6 +196,23 @@ def url_attrs(doc: Doc) -> list[str]:
     return [attr for attr in doc.get("attrs", {}) if attr in URL_IRIS or _term(attr) in URL_FIELDS]
 
 
+def refuse_urls(tenant: str, entity_id: str, after: Doc, touched: frozenset[str]) -> BadRequest | None:
+    """The store's write check (Store.add_write_check): a write that puts a `streamURL` / `stillImageURL` (under
+    any @context, `url_attrs`) into a Camera entity is refused with 400 before anything is stored, so no reader,
+    subscriber or history ever sees it: the NGSI-LD API has no roles, and anybody could otherwise read the
+    credentials such URLs carry, or choose where the agencies' footage links lead. Nothing of ucity writes one
+    (the URLs are private: `set_access`); the migration's deletion of old ones touches attributes it removes."""
+    if CAMERA_TYPE not in after.get("type", ()):
+        return None
+    attrs = after.get("attrs", {})
+    found = sorted({_term(a) for a in touched if a in attrs and (a in URL_IRIS or _term(a) in URL_FIELDS)})
+    if not found:
+        return None
+    return BadRequest(f"카메라 영상 주소({', '.join(found)})는 NGSI-LD로 쓸 수 없습니다: PATCH /api/v1/cameras/{{id}}로 "
+                      f"설정하십시오 / camera {', '.join(found)} cannot be written through NGSI-LD (private: it may carry "
+                      f"credentials); set it with PATCH /api/v1/cameras/{{id}}")
+
+
 def _term(iri_: str) -> str:
     return iri_.rsplit("/", 1)[-1].rsplit("#", 1)[-1].rsplit(":", 1)[-1]
 
@@ -262,6 +278,7 @@ class CameraRegistry:
             self._following = True
             if not self._registered:  # the store has no way to unregister a callback
                 self.store.on_commit(self.committed)
+                self.store.add_write_check(refuse_urls)
                 self._registered = True
 
     async def stop(self) -> None:
@@ -279,12 +296,10 @@ class CameraRegistry:
 
         * A Camera entity deleted (the camera API, or DELETE /ngsi-ld/v1/entities/{id}): its private record goes
           at once from memory (a camera created again under the same id gets no old URL), then from the store.
-        * A Camera entity written with a `streamURL` / `stillImageURL` attribute (an NGSI-LD client; nothing of
-          ucity writes one): the attributes are deleted from the entity and their history, not moved into the
-          private record, since the NGSI-LD API has no roles and anybody could otherwise choose where the
-          agencies' footage links lead; audited and logged, naming the camera API that sets URLs.
 
-        Runs for every committed change (the ingest's too): a type test per change and nothing else."""
+        (A Camera write carrying a `streamURL` / `stillImageURL` never commits: `refuse_urls`, the store's write
+        check, refuses it before.) Runs for every committed change (the ingest's too): a type test per change and
+        nothing else."""
         if not self._following:
             return
         for change in changes:
@@ -293,12 +308,8 @@ class CameraRegistry:
                 before = change.before
                 if before is not None and CAMERA_TYPE in before.get("type", ()):
                     self._gone((change.tenant, change.entity_id))
-            elif CAMERA_TYPE in after.get("type", ()):
-                if self._deleted:
-                    self._deleted.discard((change.tenant, change.entity_id))
-                found = url_attrs(after)
-                if found:
-                    self._spawn(self._remove_urls(change.tenant, change.entity_id, found, context.actor))
+            elif self._deleted and CAMERA_TYPE in after.get("type", ()):
+                self._deleted.discard((change.tenant, change.entity_id))
 
     def _spawn(self, work: Any) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -321,24 +332,6 @@ class CameraRegistry:
         async with self._doc_lock:
             if key not in self._access:
                 await self.store.delete_docs(ACCESS_KIND, [key])
-
-    async def _remove_urls(self, tenant: str, entity: str, attrs: list[str], actor: str | None) -> None:
-        """Delete URL attributes an NGSI-LD client wrote into a Camera entity, and their whole history."""
-        await self._ready(tenant)  # old-layout URLs are moved first (the migration deletes these too)
-        (result,) = await self.store.mutate(tenant, [Mutation(entity, _strip_op())], Context(actor=GUARD_ACTOR))
-        if isinstance(result, Exception):
-            raise result
-        for attr in attrs:
-            await self.store.delete_history(tenant, entity, attr, all_datasets=True)
-        if result.result != "updated":
-            return  # the migration (or an earlier removal) deleted them
-        names = sorted({_term(a) for a in attrs})
-        log.warning("camera %s (tenant %s): %s written through NGSI-LD by %s deleted; camera URLs are set with "
-                    "PATCH /api/v1/cameras/{id} only", local_id(entity), tenant, ", ".join(names), actor or "?")
-        if self.audit is not None:
-            await self.audit.append(self.audit.row(
-                tenant, "camera", "url-removed", actor or "ngsi-ld", camera=local_id(entity), outcome="removed",
-                attributes=names, reason="private camera URLs are set through PATCH /api/v1/cameras/{id}"))
 
     # -- private URLs ----------------------------------------------------------------------------------
     async def load(self, *tenants: str) -> None:

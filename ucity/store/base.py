@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ucity.core.bus import Context, EntityChange
+from ucity.core.errors import UcityError
 from ucity.core.frozen import fast_init
 
 Doc = dict[str, Any]
@@ -366,8 +367,22 @@ class AggregatedEntity:
     attrs: dict[str, list[AggregateSeries]] = field(default_factory=dict)
 
 
+# A check of every entity write, after its mutation is applied and before anything is written:
+# (tenant, entity id, the document as the write leaves it, the attributes it touched) -> the error that refuses
+# the write (its mutation's outcome; the rest of the call is unaffected), or None.
+WriteCheck = Callable[[str, str, "Doc", frozenset[str]], UcityError | None]
+
+
 class Store(ABC):
     """The backend-neutral store. All methods are coroutines and never block the event loop."""
+
+    write_checks: tuple[WriteCheck, ...] = ()
+
+    def add_write_check(self, check: WriteCheck) -> None:
+        """Run `check` on every entity write (not deletions) from now on, in the writer (the SQLite store's
+        thread): it must be quick, pure and thread-safe. For what must never be stored, whoever writes it
+        (e.g. camera URLs through NGSI-LD): refused before the write, no subscriber or history ever sees it."""
+        self.write_checks = (*self.write_checks, check)
 
     @abstractmethod
     async def start(self) -> None: ...

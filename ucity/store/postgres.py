@@ -746,6 +746,11 @@ class PostgresStore(Store):
         if not outcome.changed:
             return outcome
         after = outcome.doc
+        if self.write_checks and after is not None:
+            for check in self.write_checks:
+                refused = check(group.tenant, mutation.entity_id, after, outcome.attrs)
+                if refused is not None:
+                    return refused
         entity.doc = after
         touched[key] = entity
         if after is not None and (before is None or before.get("type") != after.get("type")):

@@ -531,6 +531,11 @@ class SqliteStore(Store):
             return exc
         if not outcome.changed:
             return outcome
+        if self.write_checks and outcome.doc is not None:
+            for check in self.write_checks:
+                refused = check(item.tenant, mutation.entity_id, outcome.doc, outcome.attrs)
+                if refused is not None:
+                    return refused
         eid = self._write_entity(conn, item.tenant, mutation.entity_id, eid, before, outcome.doc, work, outcome.attrs)
         # The next mutation of this entity in the batch starts from this outcome (apply functions never
         # change the document they are given, so it is also the `after` published below).
