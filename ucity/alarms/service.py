@@ -2,7 +2,9 @@
 
 Inputs (bus): `RuleMatched` raises, repeats or escalates; `RuleCleared` clears; the ingest's
 `DeviceStatusChanged` raises (offline) and clears (online) a `fault` alarm of rule
-`device-offline`. Operators act through the API (api.py).
+`device-offline`; `DeviceStatusesRestored` (once per health restore, at start) reconciles those
+alarms with the restored device states, which a crash may have left without their alarm's change
+(`_on_restored`). Operators act through the API (api.py).
 
 How a change flows, and why:
 
@@ -70,9 +72,10 @@ from ucity.core.errors import NotFound, UcityError
 from ucity.core.ids import uuid4_texts
 from ucity.core.platform import Platform
 from ucity.ingest import DeviceStatusChanged
+from ucity.ingest.health import DeviceStatusesRestored, RestoredStatus
 from ucity.ngsild.context import core_context
 from ucity.rules.events import LEVELS, RuleCleared, RuleMatched, level_rank
-from ucity.store.base import AlarmRow, Doc, Store
+from ucity.store.base import AlarmQuery, AlarmRow, Doc, Store
 
 log = logging.getLogger(__name__)
 DEVICE_OFFLINE_RULE = "device-offline"
@@ -211,6 +214,9 @@ class AlarmService:
         self._drainers: list[Callable[[], Awaitable[None]]] = []
         self._unsubscribe: list[Callable[[], None]] = []
         self._closed_lock = asyncio.Lock()  # comments on closed alarms (not in memory) one at a time
+        # While `_on_restored` reads closed alarms: the entities a `DeviceStatusChanged` came for meanwhile (that
+        # event decided their alarm; the reconciliation leaves them alone).
+        self._device_news: set[tuple[str, str]] | None = None
         # Distributed mode (ucity/cluster): the entities whose alarms this process escalates, by (tenant,
         # entity id); their signals come from this process's rules. Every process still reads all alarms.
         self.owns: Callable[[str, str], bool] = lambda tenant, entity_id: True
@@ -226,7 +232,8 @@ class AlarmService:
             self._index(Alarm.from_doc(doc))
         bus = self.platform.bus
         self._unsubscribe = [bus.subscribe(RuleMatched, self._on_matched), bus.subscribe(RuleCleared, self._on_cleared),
-                             bus.subscribe(DeviceStatusChanged, self._on_device)]
+                             bus.subscribe(DeviceStatusChanged, self._on_device),
+                             bus.subscribe(DeviceStatusesRestored, self._on_restored)]
         self._arm_escalations()
 
     def _arm_escalations(self) -> None:
@@ -327,24 +334,119 @@ class AlarmService:
         self.clear_by_rule(event.tenant, event.entity_id, event.rule_id, dict(event.evidence))
 
     async def _on_device(self, event: DeviceStatusChanged) -> None:
+        if self._device_news is not None:
+            self._device_news.add((event.tenant, event.entity_id))
         if event.status == "offline":
-            last = event.last_reported or "-"
-            self.raise_signal(Signal(
-                event.tenant, DEVICE_OFFLINE_RULE, event.entity_id, None, FAULT, event.context, "deviceFault",
-                evidence={"device_id": event.device_id, "last_reported": event.last_reported, "subCategory": "deviceOffline"},
-                description={"ko": f"장치 {event.device_id} 통신 두절 (마지막 보고 {last})",
-                             "en": f"Device {event.device_id} offline (last reported {last})"}))
+            self._device_offline(event.tenant, event.device_id, event.entity_id, event.last_reported, event.context)
         elif event.status == "online":
             self.clear_by_rule(event.tenant, event.entity_id, DEVICE_OFFLINE_RULE,
                                {"device_id": event.device_id, "last_reported": event.last_reported})
 
+    def _device_offline(self, tenant: str, device_id: str, entity_id: str, last_reported: str | None,
+                        context: Context, at: datetime | None = None) -> Alarm:
+        last = last_reported or "-"
+        return self.raise_signal(Signal(
+            tenant, DEVICE_OFFLINE_RULE, entity_id, None, FAULT, context, "deviceFault",
+            evidence={"device_id": device_id, "last_reported": last_reported, "subCategory": "deviceOffline"},
+            description={"ko": f"장치 {device_id} 통신 두절 (마지막 보고 {last})",
+                         "en": f"Device {device_id} offline (last reported {last})"}), at=at)
+
+    async def _on_restored(self, event: DeviceStatusesRestored) -> None:
+        """Reconcile the device-offline alarms with the device states a start restored (see
+        `DeviceStatusesRestored`): a crash between a `deviceState` commit and its alarm's save lost the alarm's
+        change, and the restore takes the stored state as announced.
+
+        * An `online` or `unknown` device with an active device-offline alarm: cleared, as a device coming back
+          online clears it (its clear was lost).
+        * An `offline` device without an active one: raised as its transition would have raised it, at the
+          stored `deviceState`'s time. Unless that offline spell was announced already: an alarm of the key
+          seen (raised, re-opened) at or after that time that someone cleared (in memory) or closed (in the
+          store: one query per tenant and 500 such devices, never a read per device; a query that fails
+          raises them, a duplicate being better than a lost alarm). An operator who closes the alarm of a
+          device that stays offline is not contradicted by every restart.
+
+        Idempotent: a second start finds the alarms the first one left. Cheap at 100,000 devices: dict look-ups
+        in the in-memory open alarms; the store is asked only about offline devices without an open alarm."""
+        candidates: list[RestoredStatus] = []
+        cleared: list[str] = []
+        active = self._active
+        for device in event.devices:
+            alarm = active.get((device.tenant, device.entity_id, DEVICE_OFFLINE_RULE))
+            if device.status == "offline":
+                if alarm is None and not self._seen_since(device):
+                    candidates.append(device)
+            elif alarm is not None:
+                last = to_iso(device.last_reported) if device.last_reported is not None else None
+                self.clear_by_rule(device.tenant, device.entity_id, DEVICE_OFFLINE_RULE,
+                                   {"device_id": device.device_id, "last_reported": last, "reconciled": True})
+                cleared.append(device.device_id)
+        if cleared:  # one line, not one per device (a lost storm of changes is thousands)
+            log.warning("start: %d device(s) online or unknown with an active device-offline alarm (its clear was "
+                        "lost): cleared, e.g. %s", len(cleared), ", ".join(cleared[:5]))
+        if not candidates:
+            return
+        self._device_news = news = set[tuple[str, str]]()
+        try:
+            closed = await self._closed_offline_alarms(candidates)
+        finally:
+            self._device_news = None
+        now = self.clock.now()
+        raised: list[str] = []
+        for device in candidates:
+            key = (device.tenant, device.entity_id)
+            seen = closed.get(key)
+            if key in news or (seen is not None and device.changed_at is not None and seen >= device.changed_at):
+                continue
+            if (device.tenant, device.entity_id, DEVICE_OFFLINE_RULE) in self._active:
+                continue
+            at = _parsed_time(device.changed_at)
+            last = to_iso(device.last_reported) if device.last_reported is not None else None
+            self._device_offline(device.tenant, device.device_id, device.entity_id, last, event.context,
+                                 at=min(at, now) if at is not None else None)
+            raised.append(device.device_id)
+        if raised:
+            log.warning("start: %d device(s) offline without a device-offline alarm (its raise was lost): raised, "
+                        "e.g. %s", len(raised), ", ".join(raised[:5]))
+
+    def _seen_since(self, device: RestoredStatus) -> bool:
+        """Whether the device's latest cleared (not closed) device-offline alarm was seen at or after its stored
+        offline state was set: that spell was announced, and someone cleared the alarm since."""
+        cleared = self._cleared.get((device.tenant, device.entity_id, DEVICE_OFFLINE_RULE))
+        return cleared is not None and device.changed_at is not None and cleared.last_seen >= device.changed_at
+
+    async def _closed_offline_alarms(self, devices: list[RestoredStatus], chunk: int = 500) -> dict[tuple[str, str], str]:
+        """(tenant, entity) -> the latest `last_seen` of its closed device-offline alarms, for these devices."""
+        by_tenant: dict[str, list[str]] = {}
+        for device in devices:
+            by_tenant.setdefault(device.tenant, []).append(device.entity_id)
+        seen: dict[tuple[str, str], str] = {}
+        for tenant, entity_ids in by_tenant.items():
+            for start in range(0, len(entity_ids), chunk):
+                query = AlarmQuery(statuses=(CLOSED,), rule_ids=(DEVICE_OFFLINE_RULE,),
+                                   entity_ids=tuple(entity_ids[start:start + chunk]), limit=chunk)
+                try:
+                    while True:
+                        docs, _ = await self.store.query_alarms(tenant, query)
+                        for doc in docs:
+                            key = (tenant, doc["entity_id"])
+                            if doc.get("last_seen") and doc["last_seen"] > seen.get(key, ""):
+                                seen[key] = doc["last_seen"]
+                        if len(docs) < query.limit:
+                            break
+                        query.offset += query.limit
+                except Exception as exc:
+                    log.warning("closed device-offline alarms of %s could not be read (%s): the offline devices "
+                                "without an open alarm are alarmed", tenant, exc)
+        return seen
+
     # -- decisions (synchronous) -------------------------------------------------------------------
-    def raise_signal(self, signal: Signal, follow: bool = False) -> Alarm:
+    def raise_signal(self, signal: Signal, follow: bool = False, at: datetime | None = None) -> Alarm:
         """Raise, repeat, escalate or re-open the alarm of (tenant, entity, rule).
 
-        `follow`: a re-opened alarm takes the signal's level even if lower (derived alarms).
+        `follow`: a re-opened alarm takes the signal's level even if lower (derived alarms). `at`: when the
+        condition began, if earlier than now (a device-offline alarm a crash lost, raised at start).
         """
-        now = to_iso(self.clock.now())
+        now = to_iso(at or self.clock.now())
         key = (signal.tenant, signal.entity_id, signal.rule_id)
         alarm = self._active.get(key)
         if alarm is not None:
@@ -352,7 +454,7 @@ class AlarmService:
             self._repeat(alarm, signal, now)
             return alarm
         alarm = self._cleared.get(key)
-        if alarm is not None and alarm.kind == signal.kind and self._in_window(alarm):
+        if alarm is not None and alarm.kind == signal.kind and self._in_window(alarm, at):
             self._seal(alarm)
             self._reopen(alarm, signal, now, follow)
             return alarm
@@ -369,10 +471,10 @@ class AlarmService:
         self._commit(alarm, _Change([entry], ["cleared"], follow_up="cleared"))
         return alarm
 
-    def _in_window(self, alarm: Alarm) -> bool:
+    def _in_window(self, alarm: Alarm, at: datetime | None = None) -> bool:
         if alarm.cleared_at is None:
             return False
-        age = (self.clock.now() - parse_iso(alarm.cleared_at)).total_seconds()
+        age = ((at or self.clock.now()) - parse_iso(alarm.cleared_at)).total_seconds()
         return age <= self.settings.dedupe_window_s
 
     def _new_id(self) -> str:
@@ -914,6 +1016,16 @@ def _fill(doc: Doc, found: Doc) -> None:
         doc["location"] = found.get("location")
     if doc["parent_id"] is None:
         doc["parent_id"] = found.get("parent_id")
+
+
+def _parsed_time(text: str | None) -> datetime | None:
+    """A stored time (to_iso form), None if absent or unreadable (the reconciliation then uses now)."""
+    if text is None:
+        return None
+    try:
+        return parse_iso(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def _default_value(doc: Doc, iri: str) -> Any:

@@ -14,6 +14,13 @@ attribute, datasetId and observedAt, and an alarm exists once per entity and rul
 
 When its partitions change, a worker stops taking batches, lets the running ones finish, and
 re-reads the rule states, open alarms and device health of what it owns now (`owns`).
+
+If that re-read fails (the store restarting), the worker keeps its leases and stays up, but judges
+nothing and takes no batch until a re-read succeeds: it is retried with jittered exponential
+backoff (`_RELOAD_RETRY_MIN_S` up to `_RELOAD_RETRY_MAX_S`, on `retry_clock`), and `health()` shows
+it pending. Before, the failure ended the rebalance: the gained partitions stayed leased with no
+consumer and no state (their devices without health timers, their messages never taken), and the
+rule and alarm states the failed re-read had already cleared were used as they were.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import re
 import socket
 import time
@@ -37,6 +45,7 @@ from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
 from ucity.cluster.jetstream import JetStream
 from ucity.cluster.messages import MessageError, decode_changes, decode_writes
 from ucity.cluster.partitions import assigned, partition_of
+from ucity.core.clock import Clock, SystemClock
 from ucity.core.config import BusSettings
 from ucity.core.errors import Unavailable
 from ucity.ingest.writer import DeviceWrite, MeasureWriter
@@ -47,6 +56,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MEMBER = "member."
 PARTITION = "partition."
+# A failed re-read of the owned state is retried after 0.5 s, doubling up to 30 s (half of each step random, so
+# that workers the same store failure hit do not retry in step).
+_RELOAD_RETRY_MIN_S = 0.5
+_RELOAD_RETRY_MAX_S = 30.0
+
+
+def retry_delay(attempt: int) -> float:
+    """Exponential backoff with equal jitter for the `attempt`-th retry (1, 2, ...), capped."""
+    step = min(_RELOAD_RETRY_MAX_S, _RELOAD_RETRY_MIN_S * 2.0 ** min(attempt - 1, 30))
+    return step / 2 + random.uniform(0, step / 2)
 
 
 def worker_name(configured: str) -> str:
@@ -103,6 +122,19 @@ class Worker:
         self._balancer: asyncio.Task[None] | None = None
         self._stopping = False
         self._rules_seen: bytes | None = None  # the stored rules as last read
+        # The owned state (rule states, open alarms, device health) as the last re-read left it: set when it
+        # succeeded; cleared while a failed one waits for its retry (`_retry_reload`), during which this worker
+        # owns nothing (`owns`) and its consumers wait. `_reloading` makes re-reads (and rule reloads) one at a time.
+        self._loaded = asyncio.Event()
+        self._loaded.set()
+        self._quiet = False  # between a failed re-read and the next attempt: `owns` nothing
+        self._reloading = asyncio.Lock()
+        self._retry: asyncio.Task[None] | None = None
+        self.reload_failures = 0  # consecutive failed re-reads (0: loaded)
+        self.reload_error = ""
+        # The retry backoff's clock: real time, like the lease renewal (a fake platform clock must not hold a
+        # retry until it moves); tests set it.
+        self.retry_clock: Clock = SystemClock()
         self.stats = {"observations": 0, "events": 0, "acked": 0, "redelivered": 0, "dropped": 0, "rebalances": 0}
         self._own_nothing()  # before the platform starts them: no state is loaded, no timer armed
 
@@ -117,10 +149,12 @@ class Worker:
 
     async def stop(self) -> None:
         self._stopping = True
-        if self._balancer is not None:
-            self._balancer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._balancer
+        for task in (self._balancer, self._retry):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._loaded.set()  # consumers waiting for a re-read see `_stopping` and end
         async with self._gate.exclusive():
             await self._stop_partitions(list(self._tasks))
             await self._settle()
@@ -130,15 +164,21 @@ class Worker:
             await self.stream.leases.delete(MEMBER + self.id)
 
     def health(self) -> dict[str, Any]:
+        """`reloadPending`: the owned state could not be read (`reloadFailures` times, the last `reloadError`);
+        the worker holds its partitions but takes no batch until a retry succeeds. Still ok: it renews its
+        leases and recovers by itself once the store answers."""
         return {"ok": self._balancer is not None and not self._balancer.done(), "worker": self.id,
-                "partitions": sorted(self._leases), **self.stats}
+                "partitions": sorted(self._leases), "reloadPending": not self._loaded.is_set(),
+                "reloadFailures": self.reload_failures, "reloadError": self.reload_error, **self.stats}
 
     @property
     def partitions(self) -> set[int]:
         return set(self._leases)
 
     def owns(self, tenant: str, entity_id: str) -> bool:
-        return partition_of(tenant, entity_id, self.settings.partitions) in self._leases
+        """Nothing while a re-read is pending: health, rules and alarm escalation do not judge from the state a
+        failed re-read left (cleared, partly read); the re-read that succeeds judges it all again."""
+        return not self._quiet and partition_of(tenant, entity_id, self.settings.partitions) in self._leases
 
     def _own_nothing(self) -> None:
         """Until the first leases, this process judges no entity (its rules, alarms and health stay quiet)."""
@@ -172,8 +212,8 @@ class Worker:
         from ucity.rules.engine import RULE_KIND
 
         stored = orjson.dumps(await self.app.store.list_docs(RULE_KIND))
-        if self._rules_seen is not None and stored != self._rules_seen:
-            async with self._gate.exclusive():
+        if self._rules_seen is not None and stored != self._rules_seen and self._loaded.is_set():
+            async with self._reloading, self._gate.exclusive():
                 await self.app.rules.reload()
             log.info("worker %s: rules changed; reloaded", self.id)
         self._rules_seen = stored
@@ -218,7 +258,7 @@ class Worker:
 
     async def _rebalance(self, lost: list[int], released: list[int], gained: list[int]) -> None:
         self.stats["rebalances"] += 1
-        async with self._gate.exclusive():
+        async with self._reloading, self._gate.exclusive():
             await self._stop_partitions([*lost, *released])
             await self._settle()  # what the leaving partitions caused is written before another takes them
             for partition in lost:
@@ -226,16 +266,53 @@ class Worker:
                 self._renewed.pop(partition, None)
             for partition in released:
                 await self._release(partition)
-            await self._reload()
-            for partition in gained:
+            await self._try_reload()
+            for partition in gained:  # (their consumers wait for the state while a re-read is pending)
                 self._tasks[partition] = [
                     asyncio.create_task(self._consume(partition, "obs"), name=f"ucity-obs-{partition}"),
                     asyncio.create_task(self._consume(partition, "events"), name=f"ucity-events-{partition}")]
         log.info("worker %s now owns partitions %s (lost %s, released %s, gained %s)", self.id,
                  sorted(self._leases), lost, released, gained)
 
+    async def _try_reload(self) -> bool:
+        """`_reload` (under the gate and `_reloading`); on failure the worker waits for `_retry_reload`."""
+        self._quiet = False  # the re-read judges with what it owns now (`owns`); consumers still wait
+        try:
+            await self._reload()
+        except Exception as exc:  # the store failing (Unavailable, a lost connection ...), or a bug: retried
+            self._quiet = True
+            self._loaded.clear()
+            self.reload_failures += 1
+            self.reload_error = f"{type(exc).__name__}: {exc}"
+            if self.reload_failures == 1:  # logged when it starts failing and when it recovers, not per retry
+                log.warning("worker %s: reading the state of partitions %s failed (%s); taking no batch and retrying "
+                            "with backoff", self.id, sorted(self._leases), self.reload_error,
+                            exc_info=not isinstance(exc, Unavailable))
+            if self._retry is None or self._retry.done():
+                self._retry = asyncio.create_task(self._retry_reload(), name="ucity-worker-reload")
+            return False
+        if self.reload_failures:
+            log.info("worker %s: state of partitions %s read after %d failed attempt(s)", self.id,
+                     sorted(self._leases), self.reload_failures)
+        self.reload_failures, self.reload_error = 0, ""
+        self._loaded.set()
+        return True
+
+    async def _retry_reload(self) -> None:
+        """Retry the re-read with jittered, capped exponential backoff until it succeeds (a rebalance meanwhile
+        re-reads too; whichever succeeds ends the wait)."""
+        from ucity.alarms.notifiers.base import clock_sleep
+
+        while not self._loaded.is_set() and not self._stopping:
+            await clock_sleep(self.retry_clock, retry_delay(self.reload_failures))
+            async with self._reloading, self._gate.exclusive():
+                if self._loaded.is_set() or self._stopping:
+                    return
+                await self._try_reload()
+
     async def _reload(self) -> None:
         """Read what the owned entities' previous owners last wrote: rule states, open alarms, device health."""
+        await self.app.ingest.monitor.drain()  # its state writes under way are read back, not overwritten
         await self.app.rules.reload()
         await self.app.alarms.reload()
         ingest = self.app.ingest
@@ -260,6 +337,9 @@ class Worker:
             return
         try:
             while partition in self._leases and not self._stopping:
+                if not self._loaded.is_set():  # a failed re-read: no batch until it is retried successfully
+                    await self._loaded.wait()
+                    continue
                 try:
                     messages = await subscription.fetch(self.settings.max_batch, timeout=1.0)
                 except (TimeoutError, NatsTimeout):
@@ -268,20 +348,30 @@ class Worker:
                     log.warning("worker %s: fetch from %s partition %d failed: %s", self.id, kind, partition, exc)
                     await asyncio.sleep(0.5)
                     continue
-                async with self._gate.batch():
-                    if partition not in self._leases or not self._fresh(partition):
-                        continue  # not ours any more: unacknowledged, they go to the next owner
-                    try:
-                        await (self._observations(messages) if kind == "obs" else self._events(messages))
-                    except Exception:  # the store is down or refuses more: the batch comes again
-                        log.exception("worker %s: %s batch of partition %d failed; it comes again", self.id, kind,
-                                      partition)
-                        for message in messages:
-                            with contextlib.suppress(NatsError):
-                                await message.nak(delay=1.0)
+                await self._batch(partition, kind, messages)
         finally:
             with contextlib.suppress(NatsError, asyncio.TimeoutError):
                 await subscription.unsubscribe()
+
+    async def _batch(self, partition: int, kind: str, messages: list[Msg]) -> None:
+        """Commit a fetched batch while the partition is ours. A batch fetched just before a re-read failed waits
+        for the retry that succeeds and then goes first (a nak would let the partition's newer messages overtake
+        it; if it waits past ack_wait, its redelivery is committed again, which is harmless)."""
+        while True:
+            await self._loaded.wait()
+            async with self._gate.batch():
+                if partition not in self._leases or not self._fresh(partition) or self._stopping:
+                    return  # not ours any more: unacknowledged, they go to the next owner
+                if not self._loaded.is_set():
+                    continue  # the re-read failed while this batch waited for the gate: out of it, and wait
+                try:
+                    await (self._observations(messages) if kind == "obs" else self._events(messages))
+                except Exception:  # the store is down or refuses more: the batch comes again
+                    log.exception("worker %s: %s batch of partition %d failed; it comes again", self.id, kind, partition)
+                    for message in messages:
+                        with contextlib.suppress(NatsError):
+                            await message.nak(delay=1.0)
+                return
 
     async def _observations(self, messages: list[Msg]) -> None:
         writes: list[DeviceWrite] = []
