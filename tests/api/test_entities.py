@@ -1141,3 +1141,24 @@ def test_integers_keep_64_bits_exactly_and_wider_ones_are_refused(client: TestCl
                          headers={"Content-Type": "application/json"})
     assert patch.status_code == 204  # a float stays a float
     assert retrieve(client, B1)["n"]["value"] == 1e30
+
+
+def test_a_nul_character_in_any_text_is_refused_alike_on_both_backends(client: TestClient) -> None:
+    # PostgreSQL's jsonb cannot hold U+0000: the write failed there, every time, while SQLite took it.
+    for body in (
+        {"id": B1, "type": "Building", "name": {"type": "Property", "value": "a\x00b"}},
+        {"id": B1, "type": "Building", "n": {"type": "Property", "value": {"deep": ["x", "y\x00"]}}},
+        {"id": B1, "type": "Building", "n": {"type": "Property", "value": {"k\x00": 1}}},
+    ):
+        response = client.post(ENTITIES, json=body)
+        assert_problem(response, 400, "BadRequestData")
+        assert "U+0000" in response.json()["detail"]
+    assert client.get(f"{ENTITIES}/{B1}").status_code == 404
+    batch = client.post(f"{BATCH}/upsert", json=[building(), {
+        "id": "urn:ngsi-ld:Building:n", "type": "Building", "name": {"type": "Property", "value": "\x00"}}])
+    assert_problem(batch, 400, "BadRequestData")
+    # the text of an escape (a backslash, then `u0000`) is no NUL: kept as sent
+    text = "C:\\u0000"
+    created = client.post(ENTITIES, json={"id": B1, "type": "Building", "path": {"type": "Property", "value": text}})
+    assert created.status_code == 201, created.text
+    assert retrieve(client, B1)["path"]["value"] == text

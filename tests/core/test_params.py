@@ -48,6 +48,13 @@ def test_json_body() -> None:
     assert json_body(req(b'{"a": 1}', "text/plain"), json_only=False) == {"a": 1}  # a handler that checks itself
 
 
+def test_json_body_refuses_a_nul_character_anywhere() -> None:
+    for body in (rb'{"a": "x\u0000"}', rb'["ok", {"deep": ["\u0000"]}]', rb'{"k\u0000": 1}', rb'"\u0000"'):
+        with pytest.raises(BadRequest, match="U\\+0000"):
+            json_body(req(body))
+    assert json_body(req(rb'{"path": "C:\\u0000"}')) == {"path": "C:\\u0000"}  # an escaped backslash: text
+
+
 def test_json_object() -> None:
     assert json_object(req(b'{"a": 1}')) == {"a": 1}
     assert json_object(req()) == {}

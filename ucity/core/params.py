@@ -39,9 +39,30 @@ def json_body(req: Req, *, json_only: bool = True) -> Any:
         if declared and declared != "application/json" and not declared.endswith("+json"):
             raise UnsupportedMediaType(f"JSON 본문이 필요합니다 / the body must be application/json, not {declared}")
     try:
-        return orjson.loads(req.body)
+        body = orjson.loads(req.body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"JSON 형식 오류 / malformed JSON: {exc}") from exc
+    refuse_nul(req.body, body)
+    return body
+
+
+def holds_nul(value: Any) -> bool:
+    """Whether a parsed JSON value holds a NUL character (U+0000) in any text or key. PostgreSQL's jsonb and
+    text cannot hold one: its write would fail on that backend every time (SQLite would take it)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in key or holds_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(holds_nul(item) for item in value)
+    return False
+
+
+def refuse_nul(raw: bytes, parsed: Any) -> None:
+    """400 for a JSON body with a NUL character in any text or key (`holds_nul`), alike on both backends. Only a
+    body holding the escape `\\u0000` (the only way JSON carries one) is walked."""
+    if b"\\u0000" in raw and holds_nul(parsed):
+        raise BadRequest("텍스트에 NUL 문자(U+0000)는 쓸 수 없습니다 / text may not hold a NUL character (U+0000)")
 
 
 def json_object(req: Req) -> dict[str, Any]:

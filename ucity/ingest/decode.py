@@ -30,6 +30,7 @@ import orjson
 from ucity.core.clock import check_instant, to_iso
 from ucity.core.errors import BadRequest
 from ucity.core.frozen import fast_init
+from ucity.core.params import holds_nul
 from ucity.ingest.model import AttrSpec, Command, DeviceProfile, StaticAttr
 from ucity.ngsild.model import ENTITY_RESERVED, NULL, check_entity_id, check_name
 
@@ -181,7 +182,7 @@ def decode_measure(
             rejections.append(Rejection(NULL_VALUE, f"{key!r} is null", index, key))
             continue
         kind = type(value)
-        if (kind is str and "\x00" in value) or ((kind is dict or kind is list) and _holds_nul(value)):
+        if (kind is str and "\x00" in value) or ((kind is dict or kind is list) and holds_nul(value)):
             rejections.append(Rejection(INVALID_TEXT, f"{key!r} holds a NUL character (U+0000), which ucity cannot "
                                         "store", index, key))
             continue
@@ -274,15 +275,6 @@ def _field(key: str, profile: DeviceProfile, time_keys: frozenset[str]) -> Entry
     return name, convert, spec.unit_code if spec is not None else None
 
 
-def _holds_nul(value: dict[str, Any] | list[Any]) -> bool:
-    """Whether a structured value holds a NUL character in any text or key (orjson writes it as an escape).
-
-    PostgreSQL's jsonb cannot hold one: the write fails, the whole store call with it, every time. Over MQTT
-    that was a message held for redelivery without end (the store reports it as unavailable), and its batch
-    with it; so it is rejected here, on both backends alike."""
-    return b"\\u0000" in orjson.dumps(value)
-
-
 def _untyped(name: str, value: Any) -> dict[str, Any]:
     """An attribute without a known IoT Agent type: passed through (a GeoJSON `location` as geometry)."""
     if name == "location" and isinstance(value, dict) and "coordinates" in value:
@@ -305,7 +297,7 @@ _VALID_NAMES: set[str] = set()
 def _check_new_attr_name(name: str) -> None:
     if name in ENTITY_RESERVED or name.startswith("@") or name in TIME_KEYS:
         raise DecodeError(INVALID_NAME, f"{name!r} is reserved and cannot be an attribute name")
-    if "\x00" in name:  # as for values (`_holds_nul`): no store write could take it
+    if "\x00" in name:  # as for values (`holds_nul`): no store write could take it
         raise DecodeError(INVALID_NAME, f"{name!r} holds a NUL character (U+0000)")
     try:
         check_name(name)

@@ -24,6 +24,7 @@ from ucity.core.errors import (
     UnsupportedMediaType,
 )
 from ucity.core.http import Req, Resp
+from ucity.core.params import refuse_nul
 from ucity.ngsild.context import CORE_CONTEXT_URLS
 
 CORE_CONTEXT_URL = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.9.jsonld"
@@ -74,6 +75,7 @@ def read_body(req: Req, allowed: tuple[str, ...] = (JSON, JSONLD)) -> Any:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
     if _LONG_DIGITS.search(req.body):  # rare: only then is the body read again to look at its integers
         _refuse_wide_integers(req.body)
+    refuse_nul(req.body, body)
     return body
 
 
