@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from ucity.core.clock import to_iso
 from ucity.ingest.decode import (
     DecodeError,
     command_instances,
     decode_payload,
+    measures_in,
     parse_json,
     parse_single_value,
     parse_time,
@@ -88,7 +90,14 @@ def test_an_array_is_several_observations_each_with_its_time() -> None:
     payload = [{"t": 1, "TimeInstant": "2026-02-01T00:00:00Z"}, {"t": 2, "TimeInstant": "2026-02-01T00:10:00Z"}, {"t": 3}]
     decoded = decode_payload(payload, profile(), NOW)
     assert [(o.observed_at, o.attrs["temperature"]["value"]) for o in decoded.observations] == [
-        ("2026-02-01T00:00:00.000000Z", 1), ("2026-02-01T00:10:00.000000Z", 2), (NOW_ISO, 3)]
+        ("2026-02-01T00:00:00.000000Z", 1), ("2026-02-01T00:10:00.000000Z", 2), (to_iso(NOW + timedelta(microseconds=2)), 3)]
+
+
+def test_measures_of_an_array_without_their_own_time_each_get_their_own_instant() -> None:
+    # one per position, so that none replaces another in history (unique per observedAt): QA2 finding 1
+    decoded = decode_payload([{"t": 1}, {"t": 2}, {"t": 3}], profile(), NOW)
+    assert [o.observed_at for o in decoded.observations] == [to_iso(NOW + timedelta(microseconds=k)) for k in range(3)]
+    assert measures_in([{"t": 1}, {"t": 2}, {"t": 3}]) == 3 and measures_in({"t": 1}) == 1 and measures_in([]) == 1
 
 
 def test_invalid_fields_are_rejected_with_reasons_and_valid_ones_kept() -> None:

@@ -144,3 +144,23 @@ def test_a_write_the_store_refuses_is_a_problem_naming_the_values_and_is_counted
     (row,) = [d for d in stats["devices"] if d["device_id"] == "ws-01"]
     assert (row["accepted"], row["measures"], row["reasons"]) == (0, 0, {"type-mismatch": 1, "not-written": 3})
     assert "temperature" not in client.get(ENTITIES + ENTITY, headers=LD).json()  # nothing was written
+
+
+def test_measures_without_their_own_time_received_together_are_all_kept(client: TestClient) -> None:
+    """QA2 finding 1: measures without TimeInstant received together (an array, one MQTT batch, one clock tick)
+    shared their receive time, and an attribute instance is unique per observedAt: all but one were acknowledged,
+    counted as accepted, and lost. Each now gets its own instant, strictly after the last one given."""
+    from ucity.ingest.service import Received
+
+    setup_station(client)
+    response = client.post("/iot/json?k=wk&i=ws-01", json=[{"t": 1}, {"t": 2}, {"t": 3}])
+    assert response.status_code == 200 and response.json()["accepted"] == 3
+    ingest = client.app.state.ucity.ingest  # type: ignore[attr-defined]
+    batch = [Received(ingest.resolve("wk", "ws-01"), {"t": t}, "mqtt") for t in range(4, 9)]  # one MQTT batch
+    results = client.portal.call(ingest.ingest, batch)
+    assert all(not isinstance(r.outcome, Exception) for r in results)
+    history = client.get(TEMPORAL + ENTITY, headers=LD, params={"attrs": "temperature", "lastN": "100"}).json()
+    instances = sorted((i["observedAt"], i["value"]) for i in history["temperature"])
+    assert [value for _, value in instances] == list(range(1, 9))  # every value, in the order received
+    assert len({at for at, _ in instances}) == 8
+    assert client.get(ENTITIES + ENTITY, headers=LD).json()["temperature"]["value"] == 8  # the last received

@@ -133,13 +133,18 @@ def reasons(app: Ucity) -> dict[str, int]:
 # -- HTTP ------------------------------------------------------------------------------------------
 async def test_http_measure_with_an_out_of_range_time_is_200_with_invalid_time(city: tuple[Ucity, FakeClock]) -> None:
     app, _ = city
+    previous = ""
     for n, text in enumerate(OUT_OF_RANGE):  # QA finding 3: 500, and the valid field lost
         response = await post(app, "d1", {"v": n, "TimeInstant": text})
         assert response.status == 200, response.body
         assert response.body["accepted"] == 1
         assert [(r["reason"], r["attribute"]) for r in response.body["rejected"]] == [(INVALID_TIME, "TimeInstant")]
-        assert await current(app, "d1", V) | {"createdAt": 0, "modifiedAt": 0} == {
-            "type": "Property", "value": n, "observedAt": START_ISO, "createdAt": 0, "modifiedAt": 0}
+        got = await current(app, "d1", V)
+        assert got | {"createdAt": 0, "modifiedAt": 0, "observedAt": 0} == {
+            "type": "Property", "value": n, "observedAt": 0, "createdAt": 0, "modifiedAt": 0}
+        # the receive time: the frozen clock's, each measure a microsecond after the one before (its own instant)
+        assert previous < got["observedAt"] < to_iso(START + timedelta(seconds=1)) and got["observedAt"] >= START_ISO
+        previous = got["observedAt"]
     # A DateTime attribute out of range: that field is rejected, x (an untyped field) is committed.
     response = await post(app, "d1", {"d": "0001-01-01T00:00:00+09:00", "x": 1})
     assert response.status == 200, response.body
@@ -264,7 +269,7 @@ async def test_qa_mqtt_poison_message_does_not_lose_its_batch(city: tuple[Ucity,
     totals = app.ingest.stats.snapshot(TENANT)["totals"]
     assert (totals["measures"], totals["accepted"]) == (201, 201)
     assert (await current(app, "dev-1", V))["value"] == 9999  # received last (at START), so the newest
-    assert (await current(app, "dev-1", V))["observedAt"] == START_ISO
+    assert START_ISO <= (await current(app, "dev-1", V))["observedAt"] < to_iso(START + timedelta(seconds=1))
 
 
 async def test_mqtt_a_message_ucity_fails_on_is_rejected_alone(city: tuple[Ucity, FakeClock],

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -129,9 +129,13 @@ def parse_single_value(raw: bytes) -> Any:
 def decode_payload(payload: Any, profile: DeviceProfile, received_at: datetime, received_iso: str | None = None,
                    latest: str | None = None) -> Decoded:
     """A parsed measure payload (an object or an array of objects) for one device. `received_iso`:
-    `received_at` already formatted (a caller decoding many payloads formats it once). `latest`: the latest
-    measure time taken, in `to_iso` form (None: no bound but the range)."""
-    received = received_iso or to_iso(received_at)
+    `received_at` already formatted, if the caller has it (else formatted only for a measure without its own
+    time). `latest`: the latest measure time taken, in `to_iso` form (None: no bound but the range).
+
+    The measures of an array that carry no time of their own get `received_at` plus their position in
+    microseconds: each its own instant, so none replaces another in history (an attribute instance is unique
+    per observedAt). A caller decoding several payloads gives each its own `received_at` (`receive_times`)."""
+    received = received_iso
     if isinstance(payload, dict):  # the common case: one measure
         observation, rejected = decode_measure(payload, profile, received_at, None, received, latest)
         observations: tuple[Observation, ...] = (observation,) if observation is not None else ()
@@ -145,11 +149,18 @@ def decode_payload(payload: Any, profile: DeviceProfile, received_at: datetime, 
             kind = type(measure).__name__ if measure is not None else "null"
             rejections.append(Rejection(NOT_AN_OBJECT, f"a measure must be a JSON object, got {kind}", index_of(position)))
             continue
-        observation, rejected = decode_measure(measure, profile, received_at, index_of(position), received, latest)
+        at = received_at + timedelta(microseconds=position) if position else received_at
+        observation, rejected = decode_measure(measure, profile, at, index_of(position), received if not position
+                                               else None, latest)
         rejections.extend(rejected)
         if observation is not None:
             found.append(observation)
     return Decoded(tuple(found), tuple(rejections))
+
+
+def measures_in(payload: Any) -> int:
+    """How many measures a payload holds (its receive times to reserve: `decode_payload`)."""
+    return len(payload) if isinstance(payload, list) and payload else 1
 
 
 def decode_measure(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ucity.core.bus import Context
@@ -22,7 +22,15 @@ from ucity.core.clock import to_iso
 from ucity.core.errors import AlreadyExists, NotFound, UcityError, Unavailable
 from ucity.core.frozen import fast_init
 from ucity.core.platform import Platform
-from ucity.ingest.decode import INTERNAL_ERROR, NOT_WRITTEN, UNKNOWN_DEVICE, Decoded, Rejection, decode_payload
+from ucity.ingest.decode import (
+    INTERNAL_ERROR,
+    NOT_WRITTEN,
+    UNKNOWN_DEVICE,
+    Decoded,
+    Rejection,
+    decode_payload,
+    measures_in,
+)
 from ucity.ingest.health import HealthMonitor
 from ucity.ingest.model import Device, DeviceProfile, ServiceGroup, build_profile, entity_id_for
 from ucity.ingest.registry import DeviceRegistry
@@ -32,6 +40,7 @@ from ucity.ingest.writer import INGEST_ACTOR, DeviceWrite, MeasureWriter, provis
 from ucity.store.base import Mutation, Outcome, Store
 
 log = logging.getLogger(__name__)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 @fast_init
@@ -100,6 +109,7 @@ class IngestService:
         self.writer = MeasureWriter(store, platform.clock, settings.max_future_s)
         self.monitor = HealthMonitor(platform.clock, platform.bus, self.writer, settings)
         self.max_future = timedelta(seconds=settings.max_future_s)
+        self._received = datetime.min.replace(tzinfo=UTC)  # the last receive time given (`prepare`)
         from ucity.ingest.http import IngestHttp
 
         self.http = IngestHttp(self)
@@ -150,12 +160,17 @@ class IngestService:
         Decoding one payload cannot fail the others: an exception there (a bug: decode turns every bad
         input into a Rejection) rejects that payload alone as `internal-error`, logged with its traceback."""
         now = self.platform.clock.now()
-        received = to_iso(now)
         latest = to_iso(now + self.max_future)
         decoded = []
         for item in items:
+            # Each measure its own receive time (the time of a measure without TimeInstant), strictly after the
+            # last one given: measures received together (a batch, an array), or in one clock tick, would share
+            # it, and all but one would replace each other in history (unique per observedAt): lost once acked.
+            size = measures_in(item.payload)
+            at = now if now > self._received else self._received + _MICROSECOND
+            self._received = at + _MICROSECOND * (size - 1)
             try:
-                decoded.append(decode_payload(item.payload, item.device.profile, now, received, latest))
+                decoded.append(decode_payload(item.payload, item.device.profile, at, None, latest))
             except Exception as exc:  # never seen in tests: decode's own checks come first
                 log.exception("measure of %s not decoded", item.device.profile.device_id)
                 decoded.append(Decoded((), (Rejection(INTERNAL_ERROR, f"ucity could not decode it ({type(exc).__name__}); "
