@@ -118,6 +118,8 @@ async def test_rejections_in_one_batch_are_counted_in_arrival_order(city: tuple[
     assert counters.last_rejection is not None and counters.last_rejection["reason"] == "malformed-json"
     assert app.ingest.stats.totals.last_rejection == counters.last_rejection  # the totals show the latest too
     assert app.ingest.stats.snapshot()["totals"]["lastRejection"]["reason"] == "malformed-json"
+    # a tenant's totals (GET /api/v1/ingest/stats sends the request's tenant) too; QA2 finding 8: always null
+    assert app.ingest.stats.snapshot(TENANT)["totals"]["lastRejection"]["reason"] == "malformed-json"
 
 
 async def test_messages_the_store_could_not_commit_are_not_acknowledged_and_the_connection_is_dropped(

@@ -125,7 +125,8 @@ def _add(total: DeviceCounters, part: DeviceCounters) -> None:
     total.rejected += part.rejected
     total.reasons.update(part.reasons)
     total.by_transport.update(part.by_transport)
-    for name in ("last_accepted", "last_rejected"):
-        mine, theirs = getattr(total, name), getattr(part, name)
-        if theirs is not None and (mine is None or theirs > mine):
-            setattr(total, name, theirs)
+    if part.last_accepted is not None and (total.last_accepted is None or part.last_accepted > total.last_accepted):
+        total.last_accepted = part.last_accepted
+    if part.last_rejected is not None and (total.last_rejected is None or part.last_rejected > total.last_rejected):
+        total.last_rejected = part.last_rejected
+        total.last_rejection = part.last_rejection  # the latest rejection goes with the latest time
