@@ -15,6 +15,7 @@ from tests.alarms.receiver import Receiver
 from tests.ops.conftest import MakeOps
 from tests.ops.support import TENANT, Ops, agency, ops_settings
 from tests.ops.test_linkage import audit, event_body, fire_and_police, link_parts, nearest_ids, open_link
+from ucity.core.clock import to_iso
 from ucity.core.errors import UcityError
 from ucity.core.http import Req, Resp
 from ucity.ops.grants import InvalidGrantTransition
@@ -148,6 +149,58 @@ async def as_token_role(ops: Ops, name: str, role: str) -> Any:
         return exc
 
 
+async def test_a_disabled_agency_is_sent_nothing_and_its_linkage_is_refused_as_disabled(make_ops: MakeOps,
+                                                                                          receiver: Receiver) -> None:
+    coast = agency("coast-122", "other", ["112_VIDEO", "DISASTER"], receiver.url + "/coast")
+    async with make_ops() as ops:
+        await ops.call("create_agency", "POST", "/", coast, role="admin")
+        created = await ops.call("create_event", "POST", "/api/v1/events", event_body("112_VIDEO", "robbery"))
+        event_id = created.body["id"]
+        shared = await ops.call("request_linkage", "POST", "/", {"agency": "coast-122"}, eventId=event_id)
+        assert shared.status == 201 and [r.json["event"] for r in receiver.on("/coast")] == ["linkage"]
+        # disabling revokes its grant, and tells it nothing (QA2 D2: operations-center.md §1 and §4 now agree)
+        await ops.call("put_agency", "PUT", "/", {**coast, "enabled": False}, role="admin", agencyId="coast-122")
+        assert (await ops.call("get_grant", grantId=shared.body["grant"])).body["status"] == "revoked"
+        # a linkage for it is refused because it is disabled, not for a service it does receive (QA2 6) ...
+        with pytest.raises(UcityError) as refused:
+            await ops.call("request_linkage", "POST", "/", {"agency": "coast-122"}, eventId=event_id)
+        assert refused.value.status == 400 and refused.value.extra["reason"] == "agency-disabled"
+        assert refused.value.detail == "기관 coast-122 사용 중지됨 / agency coast-122 is disabled"
+        # ... audited as a denied request (not counted as a request in the statistics), with no linkage made
+        [line] = await audit(ops, kind="linkage", outcome="denied")
+        assert (line["action"], line["agency"], line["event"], line["reason"], line["service"], line["actor"]) == (
+            "requested", "coast-122", event_id, "agency-disabled", "112_VIDEO", "operator:op-kim")
+        assert (await ops.call("grant_stats")).body["agencies"]["coast-122"]["requested"] == 1
+        assert len((await ops.call("get_event", eventId=event_id)).body["linkages"]) == 1
+        # deleting it tells it nothing either
+        await ops.call("delete_agency", "DELETE", "/", role="admin", agencyId="coast-122")
+        assert [r.json["event"] for r in receiver.on("/coast")] == ["linkage"]
+
+
+async def test_approving_a_held_linkage_of_a_disabled_agency_is_refused_before_anything_is_written(
+        make_ops: MakeOps) -> None:
+    coast = agency("coast-122", "other", ["112_VIDEO"], autoServices=["112_VIDEO"])
+    async with make_ops() as ops:
+        await ops.call("create_agency", "POST", "/", coast, role="admin")
+        created = await ops.call("create_event", "POST", "/api/v1/events", event_body("112_VIDEO", "noise"))
+        event_id, [held] = created.body["id"], created.body["linkages"]
+        assert (held["agency"], held["status"]) == ("coast-122", "held")
+        await ops.call("put_agency", "PUT", "/", {**coast, "enabled": False}, role="admin", agencyId="coast-122")
+        with pytest.raises(UcityError) as refused:
+            await ops.call("approve_linkage", "POST", "/", {}, eventId=event_id, linkageId=held["id"])
+        assert refused.value.status == 400 and refused.value.extra["reason"] == "agency-disabled"
+        # still waiting (not left `approved` with nothing sent), the refusal audited, no grant issued
+        [link] = (await ops.call("get_event", eventId=event_id)).body["linkages"]
+        assert (link["status"], link["decidedAt"]) == ("held", None)
+        lines = [(a["action"], a["outcome"], a.get("reason")) for a in await audit(ops, kind="linkage")]
+        assert lines == [("requested", "held", "crime-type-not-listed"), ("approved", "denied", "agency-disabled")]
+        assert (await ops.call("list_grants", params={"event": event_id})).body["total"] == 0
+        # enabled again, the operator's approval goes through
+        await ops.call("put_agency", "PUT", "/", coast, role="admin", agencyId="coast-122")
+        approved = await ops.call("approve_linkage", "POST", "/", {}, eventId=event_id, linkageId=held["id"])
+        assert approved.body["status"] == "ready"
+
+
 # -- 2. one grant, one writer ------------------------------------------------------------------------------------
 async def test_a_renewal_and_a_revocation_at_once_both_count(make_ops: MakeOps, receiver: Receiver) -> None:
     async with make_ops(**fire_and_police(receiver)) as ops:
@@ -272,6 +325,31 @@ async def test_held_requests_rejected_by_the_close_or_an_operator_are_announced(
         trail = [(h["kind"], h["action"]) for h in event["history"]]
         assert trail[-2:] == [("event", "status"), ("linkage", "rejected")]
         assert trail[-1] != trail[-2] and event["history"][-1]["at"] == event["history"][-2]["at"]
+
+
+async def test_a_rejected_linkage_records_when_it_was_decided(make_ops: MakeOps, receiver: Receiver) -> None:
+    # QA2 7: approved linkages carried decidedAt, rejected ones kept null (PLAT-R4: who decided, and when)
+    async with make_ops(**fire_and_police(receiver)) as ops:
+        by_operator, by_cancel, by_close = [
+            (await ops.call("create_event", "POST", "/api/v1/events", event_body("112_VIDEO", "noise"),
+                            role="police")).body for _ in range(3)]
+        await ops.advance(60)
+        rejected = await ops.call("reject_linkage", "POST", "/", {"reason": "영상 불필요"},
+                                  eventId=by_operator["id"], linkageId=by_operator["linkages"][0]["id"])
+        assert (rejected.body["status"], rejected.body["decidedAt"]) == ("rejected", to_iso(ops.clock.now()))
+        operator_time = to_iso(ops.clock.now())
+        await ops.advance(60)
+        await ops.call("event_status", "POST", "/", {"status": "cancelled"}, eventId=by_cancel["id"])
+        cancel_time = to_iso(ops.clock.now())
+        await ops.advance(60)
+        for status in ("dispatched", "closed"):
+            await ops.call("event_status", "POST", "/", {"status": status}, eventId=by_close["id"])
+        close_time = to_iso(ops.clock.now())
+        decided = [(await ops.call("get_event", eventId=e["id"])).body["linkages"][0]
+                   for e in (by_operator, by_cancel, by_close)]
+        assert [(x["status"], x["decidedBy"], x["decidedAt"]) for x in decided] == [
+            ("rejected", "operator:op-kim", operator_time), ("rejected", "operator:op-kim", cancel_time),
+            ("rejected", "operator:op-kim", close_time)]
 
 
 # -- 5. no grant secret ------------------------------------------------------------------------------------------

@@ -12,8 +12,9 @@ Flows:
   revoked (each agency is told, `grant-revoked`, as for a revocation by hand; `linkage-rejected` for a
   held request, as for an operator's rejection); a grant being made at that moment (an approval or a
   direct share racing the close) is revoked and announced too, and that request answers 409;
-* an agency is disabled or deleted -> its live grants are revoked (announced as any revocation), its tokens
-  and links refused (a deleted agency's issued tokens revoked);
+* an agency is disabled or deleted -> its live grants are revoked (audited; not announced: nothing is sent to
+  a disabled or deleted agency), its tokens, links and new linkages refused (a deleted agency's issued tokens
+  revoked);
 * start (`sweep`) -> live grants of closed/cancelled events or of disabled/deleted agencies that a crash
   left behind are revoked, orphaned agency tokens revoked, configured tokens of unknown agencies reported.
 """
@@ -64,6 +65,16 @@ ALARM_SOURCE = "ucity-alarms"
 # AgencyRegistry.refusal -> the reason its grants are revoked with
 _AGENCY_REASONS = {"agency-disabled": "agency disabled", "agency-unknown": "agency deleted"}
 _TRIGGERS = frozenset({"raised", "escalated", "reactivated"})
+
+
+class AgencyDisabled(BadRequest):
+    """A linkage for a disabled agency: refused as such (400, `reason` agency-disabled, as `POST /grants` says it),
+    not as a service the agency does not receive; `request_linkage` and `decide` audit it as a denied request or
+    approval."""
+
+    def __init__(self, agency_id: str) -> None:
+        super().__init__(f"기관 {agency_id} 사용 중지됨 / agency {agency_id} is disabled",
+                         reason="agency-disabled")
 
 
 def _secret(settings: Settings, name: str) -> bytes | None:
@@ -180,8 +191,9 @@ class OperationsCenter:
     # -- agencies --------------------------------------------------------------------------------------
     async def put_agency(self, tenant: str, agency: Agency, principal: Principal, create_only: bool = False) -> bool:
         """Create or replace a tenant's agency; True when created. A disabled agency shares nothing any more: its
-        live grants are revoked (audited, each announced as any revocation), and its tokens and footage links are
-        refused while it stays disabled (auth.Authenticator, GrantService.access)."""
+        live grants are revoked (audited; `_notice` sends nothing to a disabled agency), and its tokens, footage
+        links and linkages are refused while it stays disabled (auth.Authenticator, GrantService.access,
+        `_receiving`)."""
         principal.require(Permission.AGENCIES_ADMIN)
         created = await self.agencies.put(tenant, agency, create_only)
         if not agency.enabled:
@@ -303,7 +315,15 @@ class OperationsCenter:
         if not principal.can(Permission.EVENTS_MANAGE) and principal.agency not in (None, agency_id):
             raise BadRequest("기관은 자기 기관에만 요청할 수 있습니다 / an agency asks for itself only")
         event = await self.events.visible(tenant, event_id, principal)
-        agency = self._receiving(tenant, agency_id, service or event.service)
+        try:
+            agency = self._receiving(tenant, agency_id, service or event.service)
+        except AgencyDisabled:
+            # Audited as the other refusals of a disabled agency (its tokens, its footage links); outcome `denied`
+            # is no request in the statistics.
+            await self.audit.append(self.audit.row(
+                tenant, "linkage", "requested", principal.actor, agency=agency_id, event=event.id, outcome="denied",
+                reason="agency-disabled", service=service or event.service, automatic=automatic))
+            raise
         held = lk.gate(service or event.service, event.type_code, self.settings, principal, automatic)
         link_id, now = f"lk-{uuid.uuid4().hex[:12]}", to_iso(self.clock.now())
         link: dict[str, Any] = {
@@ -346,18 +366,24 @@ class OperationsCenter:
         return link
 
     def _receiving(self, tenant: str, agency_id: str, service: str) -> Agency:
+        """The agency a linkage goes to: 404 if it does not exist, AgencyDisabled, 400 if it lacks the service."""
         agency = self.agencies.get(tenant, agency_id)
         if agency is None:
             raise NotFound(f"기관 {agency_id} 없음 / agency {agency_id} does not exist")
-        if not agency.enabled or service not in agency.services:
+        if not agency.enabled:
+            raise AgencyDisabled(agency_id)
+        if service not in agency.services:
             raise BadRequest(f"{agency_id}은(는) {service} 서비스를 받지 않습니다 / agency {agency_id} does not "
                              f"receive {service}")
         return agency
 
     async def decide(self, tenant: str, event_id: str, linkage_id: str, approve: bool, principal: Principal,
                      reason: str = "", base_url: str | None = None) -> dict[str, Any]:
-        """An operator approves or rejects a held linkage (PLAT-R4)."""
+        """An operator approves or rejects a held linkage (PLAT-R4). An approval for an agency that cannot receive
+        it (disabled meanwhile, deleted, the service removed) is refused before anything is written: the linkage
+        stays held, rather than `approved` with nothing ever sent."""
         principal.require(Permission.EVENTS_MANAGE)
+        refused: list[AuditRow] = []
 
         def apply(e: Event) -> list[AuditRow]:
             link = e.linkage(linkage_id)
@@ -365,18 +391,30 @@ class OperationsCenter:
                 raise InvalidEventTransition(f"대기 중이 아닌 연계 / the linkage is {link['status']}, not held")
             if approve and e.final:
                 raise InvalidEventTransition(f"종결·취소된 사건 / the event is {e.status}")
+            if approve:
+                try:
+                    self._receiving(tenant, link["agency"], link["service"])
+                except AgencyDisabled:
+                    refused.append(self._linkage_row(e, link, "approved", principal.actor, "denied",
+                                                     reason="agency-disabled"))
+                    raise
             self._decide(link, lk.APPROVED if approve else lk.REJECTED, principal.actor, reason or link["reason"])
             return [self._linkage_row(e, link, "approved" if approve else "rejected", principal.actor, reason=reason)]
 
-        event = await self.events.change(tenant, event_id, apply)
+        try:
+            event = await self.events.change(tenant, event_id, apply)
+        except AgencyDisabled:
+            await self.audit.append(*refused)
+            raise
         if approve:
             return await self._deliver(tenant, event_id, linkage_id, principal, base_url)
         self._announce_rejected(event, event.linkage(linkage_id))
         return event.linkage(linkage_id)
 
-    @staticmethod
-    def _decide(link: dict[str, Any], status: str, actor: str, reason: str | None) -> None:
-        link.update(status=status, decidedBy=actor, reason=reason)
+    def _decide(self, link: dict[str, Any], status: str, actor: str, reason: str | None) -> None:
+        """Every decision (approval, an operator's rejection, the rejection at the event's end) records who and when:
+        the decision is part of the audit-relevant record of PLAT-R4."""
+        link.update(status=status, decidedBy=actor, decidedAt=to_iso(self.clock.now()), reason=reason)
 
     def _linkage_row(self, event: Event, link: dict[str, Any], action: str, actor: str, outcome: str = "ok",
                      **detail: Any) -> AuditRow:
