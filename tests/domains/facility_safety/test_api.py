@@ -150,6 +150,19 @@ def test_summary_csv_thresholds_and_rules(client: TestClient) -> None:
     assert client.get(f"{API}/facilities/{FACILITY}/thresholds").json()["override"] is None
 
 
+def test_csv_exports_write_booleans_as_a_spreadsheet_expects(client: TestClient) -> None:
+    """QA finding C3: grades.csv wrote Python's `False`; every CSV of the domain writes `true` / `false`."""
+    register(client)
+    graded = client.post(f"{API}/facilities/{FACILITY}/grade")
+    assert graded.status_code == 200 and graded.json()["emergency"]["recommended"] is False
+    grades = client.get(f"{API}/export/grades.csv").content.decode("utf-8-sig").splitlines()
+    column = grades[0].split(",").index("emergencyInspectionRecommended")
+    assert [line.split(",")[column] for line in grades[1:]] == ["false"]
+    facilities = client.get(f"{API}/export/facilities.csv").content.decode("utf-8-sig").splitlines()
+    column = facilities[0].split(",").index("emergencyInspectionRecommended")
+    assert [line.split(",")[column] for line in facilities[1:]] == ["false"]
+
+
 def test_domains_are_loaded_by_name_and_only_when_enabled(tmp_path: Path) -> None:
     plain = load_settings(environment="test", data_dir=str(tmp_path / "plain"), store={"group_commit_ms": 1.0})
     with TestClient(create_app(plain)) as bare:

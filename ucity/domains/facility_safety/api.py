@@ -531,6 +531,10 @@ class FacilitySafetyApi:
 
 
 def _cell(value: Any) -> str:
+    """One CSV cell as a spreadsheet user reads it: booleans as `true`/`false` (never Python's `True`), the
+    convention of every CSV of the domain, whichever export the value comes from."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
     text = "" if value is None else str(value)
     # A spreadsheet runs a cell that starts with = + - @ as a formula: prefix it (CSV injection).
     return "'" + text if text[:1] in ("=", "+", "-", "@") and not _is_number(text) else text

@@ -123,7 +123,12 @@ def instance(a: Assessed, dataset_id: str | None) -> dict[str, Any]:
 
 
 def neutral(channel: str, at: datetime, dataset_id: str | None) -> dict[str, Any]:
-    """A zero on a ladder a sensor leaves: clears that ladder's rule before its instance is removed."""
+    """A zero on a ladder a sensor leaves: clears that ladder's rule before its instance is removed.
+
+    `at` must not be older than what that ladder's rule last evaluated: the rules engine ignores an older
+    observation, and the old rule's alarm would stay active with nothing left to clear it (the domain writes
+    the zero at the handover's time, README "Per building class and per facility").
+    """
     return instance(Assessed(channel, 0.0, at, "none"), dataset_id)
 
 

@@ -102,7 +102,13 @@ class FacilitySafety:
         self.class_variants = {(c, ch): v for c in cfg.classes for ch in CHANNELS
                                if (v := class_variant(cfg, ch, c)) is not None}
         self.facility_variants: dict[tuple[str, str, str], Variant] = {}  # (tenant, facility, channel)
+        # channel -> (rule id, datasetId) of the ladders shared by many facilities: the default and the classes'
+        self.shared_ladders = {ch: ((RULE_IDS[ch], None), *((v.rule_id, v.dataset_id) for (_, c), v in
+                                                           self.class_variants.items() if c == ch))
+                               for ch in CHANNELS}
         self.rule_ids: set[str] = set()
+        # (tenant, sensor, rule) -> time of the zero that ends that ladder, until the rules engine has evaluated it
+        self._handovers: dict[tuple[str, str, str], datetime] = {}
         self.measured = frozenset(v for k, v in cfg.attributes.model_dump().items() if k not in ("humidity",))
         self._seeded: dict[str, set[str]] = {}
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
@@ -291,7 +297,7 @@ class FacilitySafety:
         for sensor, readings in items:
             self.stats["readings"] += len(readings)
             fitted = await self.ensure_models(sensor, now)
-            writes = self._sensor_writes(sensor, readings)
+            writes = self._sensor_writes(sensor, readings, now)
             if fitted:
                 writes.append((iri("thermalCompensation"), self.models_instance(sensor, now)))
             if writes:
@@ -299,7 +305,7 @@ class FacilitySafety:
         if mutations:
             _check(await self.store.mutate(tenant, mutations, ctx))
 
-    def _sensor_writes(self, sensor: Sensor, readings: list[Reading]) -> list[Write]:
+    def _sensor_writes(self, sensor: Sensor, readings: list[Reading], now: datetime) -> list[Write]:
         """The instances (and dropped datasets) one sensor's readings produce, in time order."""
         names = self.cfg.attributes
         out: list[Write] = []
@@ -313,23 +319,53 @@ class FacilitySafety:
             assessed, skipped = assess(sensor, reading, temperature, names)
             self.stats["skipped"] += len(skipped)
             for a in assessed:
-                dataset, moves = self._placement(sensor, a.channel, a.at)
+                dataset, moves = self._placement(sensor, a.channel, max(a.at, now))
                 out.extend(moves)
                 out.append((assessed_attr(a.channel), instance(a, dataset)))
                 self.stats["assessed"] += 1
         return out
 
     def _placement(self, sensor: Sensor, channel: str, at: datetime) -> tuple[str | None, list[Write]]:
-        """The datasetId of the ladder that applies now, and the writes that move the sensor off a stale one:
-        a zero there (its rule clears) and the removal of that instance."""
+        """The datasetId of the ladder that applies now, and the writes that move the sensor off the others:
+        a zero there at `at` (its rule clears) and the removal of that instance.
+
+        `at` is the handover's time, the platform clock's now (or the reading's time if later), never the time of
+        the reading that caused it: a buffered reading older than the old ladder's last one gave a zero the
+        rules engine ignored as late, and the old rule's alarm stayed active for ever (QA finding 9).
+
+        A ladder is left when the sensor has an instance on it, or when its rule still holds a level or a
+        running excursion for the sensor with no zero of ours on its way (what that bug left behind: an alarm
+        whose instance is gone), so such an alarm is cleared by the sensor's next reading, after a restart too.
+        """
         variant = self.variant_for(sensor, channel)
         dataset = variant.dataset_id if variant else None
         attr = assessed_attr(channel)
         moves: list[Write] = []
-        for stale in sorted(sensor.written_datasets.get(channel, set()) - {dataset}, key=str):
+        ladders = self._ladders(sensor, channel)
+        left = (sensor.written_datasets.get(channel, set()) | set(ladders)) - {dataset}
+        for stale in sorted(left, key=str):
             moves += [(attr, neutral(channel, at, stale)), (DROP, (attr, stale))]
+            if stale in ladders:
+                self._handovers[(sensor.tenant, sensor.id, ladders[stale])] = at
         sensor.written_datasets[channel] = {dataset}
         return dataset, moves
+
+    def _ladders(self, sensor: Sensor, channel: str) -> dict[str | None, str]:
+        """datasetId -> rule id, of the default and class ladders of the channel whose rule holds a level or a
+        running excursion for the sensor that no zero already written will end (a few in-memory look-ups per
+        assessed value). A facility's own ladder is left through its instance, or cleared by disabling its rule
+        when the thresholds are removed."""
+        out: dict[str | None, str] = {}
+        for rule_id, dataset in self.shared_ladders[channel]:
+            state = self.engine.state(sensor.tenant, rule_id, sensor.id)
+            key = (sensor.tenant, sensor.id, rule_id)
+            if state is None or (state.level is None and not state.pending):
+                self._handovers.pop(key, None)
+                continue
+            sent = self._handovers.get(key)
+            if sent is None or (state.last_at is not None and state.last_at >= sent):  # none, or it was ignored
+                out[dataset] = rule_id
+        return out
 
     def _temperature(self, sensor: Sensor, reading: Reading) -> float | None:
         name = self.cfg.attributes.temperature
