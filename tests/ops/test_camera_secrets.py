@@ -369,6 +369,13 @@ def test_urls_written_through_ngsi_ld_are_refused_never_stored(settings: Setting
         assert batch.status_code == 207, batch.text
         assert [e["entityId"] for e in batch.json()["errors"]] == ["urn:ngsi-ld:Camera:hub-9"]
         assert http.get(f"{B}/entities/urn:ngsi-ld:Camera:hub-8").status_code == 200
+        # a sub-attribute of that name carries the same credentials (QA2 finding 2); a camera with more types too
+        nested = http.post(f"{B}/entities/urn:ngsi-ld:Camera:hub-8/attrs", json={"info": {
+            "type": "Property", "value": 1, "streamURL": {"type": "Property", "value": "rtsp://u:pw9@evil.example/n"}}})
+        assert nested.status_code == 400 and "streamURL" in nested.json()["detail"], nested.text
+        typed = http.post(f"{B}/entities", json={**old_camera("hub-10", "rtsp://u:pw8@evil.example/t"),
+                                                 "type": ["Thing", "Camera"]})
+        assert typed.status_code == 400, typed.text
         for text in ngsi_ld_views(http, "urn:ngsi-ld:Camera:gate-1"):
             assert secret_free(text) and "evil.example" not in text, text
         # the registered URL stays the footage target

@@ -193,7 +193,7 @@ def url_attrs(doc: Doc) -> list[str]:
     """The attribute IRIs of a Camera entity that name a stream or still URL: `streamURL` / `stillImageURL` under
     any @context (the core context's default vocabulary, Smart Data Models', a client's own), so the IRI's last
     segment decides."""
-    return [attr for attr in doc.get("attrs", {}) if attr in URL_IRIS or _term(attr) in URL_FIELDS]
+    return [attr for attr in doc.get("attrs", {}) if _is_url(attr)]
 
 
 def refuse_urls(tenant: str, entity_id: str, after: Doc, touched: frozenset[str]) -> BadRequest | None:
@@ -205,12 +205,18 @@ def refuse_urls(tenant: str, entity_id: str, after: Doc, touched: frozenset[str]
     if CAMERA_TYPE not in after.get("type", ()):
         return None
     attrs = after.get("attrs", {})
-    found = sorted({_term(a) for a in touched if a in attrs and (a in URL_IRIS or _term(a) in URL_FIELDS)})
+    found = sorted({_term(a) for a in touched if a in attrs and _is_url(a)}
+                   # a sub-attribute of that name (e.g. `info.streamURL`) carries the same credentials
+                   | {_term(m) for a in touched for i in attrs.get(a, ()) for m in i if _is_url(m)})
     if not found:
         return None
     return BadRequest(f"카메라 영상 주소({', '.join(found)})는 NGSI-LD로 쓸 수 없습니다: PATCH /api/v1/cameras/{{id}}로 "
                       f"설정하십시오 / camera {', '.join(found)} cannot be written through NGSI-LD (private: it may carry "
                       f"credentials); set it with PATCH /api/v1/cameras/{{id}}")
+
+
+def _is_url(name: str) -> bool:
+    return name in URL_IRIS or _term(name) in URL_FIELDS
 
 
 def _term(iri_: str) -> str:
