@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -14,6 +15,9 @@ from ucity import __version__
 from ucity.core import logsafe
 from ucity.core.config import Settings, load_settings
 from ucity.store import display_url
+
+if TYPE_CHECKING:
+    from ucity.store.base import Store
 
 console = Console(stderr=True)
 
@@ -29,7 +33,17 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["server"] = server
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
-    return load_settings(args.config, **overrides)
+    settings = load_settings(args.config, **overrides)
+    from rich.markup import escape
+
+    from ucity.store.retention import settings_rules
+
+    try:  # what the settings model cannot judge alone (core/ cannot expand names): refused by every command alike
+        settings_rules(settings.retention)
+    except ValueError as exc:
+        console.print(f"[red]invalid configuration:[/] {escape(str(exc))}", soft_wrap=True)
+        raise SystemExit(1) from None
+    return settings
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -102,21 +116,33 @@ def cmd_retention_sweep(args: argparse.Namespace) -> int:
     from rich.markup import escape
 
     from ucity.app import Ucity
-    from ucity.store.retention import PurgeResult
+    from ucity.store.retention import PurgeResult, audit_caveats
 
     settings = _settings(args)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logsafe.install()
+    store = escape(display_url(settings.store_url))
 
-    async def sweep() -> list[PurgeResult]:
+    async def sweep() -> list[PurgeResult] | None:
         app = Ucity(settings)  # built, not started: only its store runs
-        await app.store.start()
+        try:
+            await app.store.start()
+        except Exception as exc:  # down, refused, unwritable: one line for cron mail, the traceback only at DEBUG
+            logging.getLogger(__name__).debug("the store did not start", exc_info=True)
+            console.print(f"[red]cannot open the store {store}: {escape(_one_line(exc))}[/]", soft_wrap=True)
+            await _stop_quietly(app.store)
+            return None
         try:
             return await app.retention.sweep(dry_run=args.dry_run)
         finally:
-            await app.store.stop()
+            await _stop_quietly(app.store)
 
     results = asyncio.run(sweep())
+    if results is None:
+        return 1
+    if args.dry_run:  # someone trying limits out: what the server logs at its start
+        for caveat in audit_caveats(settings.retention):
+            console.print(f"[yellow]note:[/] {escape(caveat)}", soft_wrap=True)
     if not results:
         console.print("nothing to do: every retention limit is off (retention.* settings, docs/operations.md)")
     verb = "would delete" if args.dry_run else "deleted"
@@ -126,6 +152,20 @@ def cmd_retention_sweep(args: argparse.Namespace) -> int:
         console.print(f"[red]{escape(line)}: {escape(r.error)}[/]" if r.error else escape(line),  # "[D]" is no markup
                       soft_wrap=True)
     return 1 if any(r.error for r in results) else 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error as one console line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+async def _stop_quietly(store: Store) -> None:
+    """Stop a store that may have lost its database: a failure to close is logged, never a traceback."""
+    try:
+        await store.stop()
+    except Exception as exc:
+        logging.getLogger(__name__).warning("the store did not stop cleanly: %s", _one_line(exc))
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:

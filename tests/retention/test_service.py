@@ -14,6 +14,7 @@ import pytest
 from pydantic import ValidationError
 from starlette.testclient import TestClient
 
+from tests.conftest import free_port
 from ucity.app import Ucity
 from ucity.cli import main
 from ucity.core.clock import FakeClock, to_iso, to_micros
@@ -215,6 +216,24 @@ async def test_closed_records_and_audit_lines_go_the_sweep_lines_stay(tmp_path: 
             "opsEvents": 1, "grants": 0, "alarms": 1, "alarmHistory": 1, "auditLines": 2}
 
 
+@pytest.mark.parametrize(("limits", "warned"), [
+    ({"audit_days": 30}, True),  # events closed are kept for ever, their lines 30 days
+    ({"audit_days": 30, "ops_closed_days": 90}, True),
+    ({"audit_days": 400, "ops_closed_days": 365}, False),
+    ({"ops_closed_days": 90}, False),  # audit lines kept
+])
+async def test_an_audit_limit_shorter_than_closed_events_is_warned_at_the_start(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, limits: dict[str, Any], warned: bool) -> None:
+    """QA D4: nobody was told that a closed event kept longer than its audit lines loses its trail."""
+    with caplog.at_level("WARNING", logger="ucity.store.retention"):
+        async with running(tmp_path, **limits):
+            pass
+    notes = [r.getMessage() for r in caplog.records if r.name == "ucity.store.retention"]
+    assert len(notes) == int(warned)
+    if warned:
+        assert "retention.audit_days (30 days) is shorter than retention.ops_closed_days" in notes[0]
+
+
 async def test_a_store_failure_is_logged_counted_and_retried(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async with running(tmp_path, history=[{"type": "Tracker", "keep_days": 30}], audit_days=30) as (app, clock):
         await history(app, "urn:ngsi-ld:Tracker:1", [TRACKER], [("", d) for d in (90, 1)])
@@ -247,6 +266,37 @@ async def test_dry_run_counts_and_changes_nothing(tmp_path: Path) -> None:
         assert await retention_lines(app) == [] and app.platform.health()["retention"]["sweeps"] == 0
 
 
+async def test_a_dry_run_counts_what_the_sweep_then_deletes(tmp_path: Path) -> None:
+    """QA D3: the rules of an entity of several types overlap, and the dry run counted the same instances under
+    each of them (40 said, 31 deleted). It counts what the sweep, running the rules in turn, deletes."""
+    car, vehicle, speed, fuel = f"{VOCAB}Car", f"{VOCAB}Vehicle", f"{VOCAB}speed", f"{VOCAB}fuel"
+    location = "https://uri.etsi.org/ngsi-ld/location"
+    settings = {"history": [{"type": "Vehicle", "keep_days": 30}, {"type": "Vehicle", "attrs": ["location"], "keep_days": 10},
+                            {"type": "Car", "keep_days": 5}, {"type": "Car", "attrs": ["speed"], "keep_days": 100}],
+                "default_history_days": 365, "batch": 3}
+    ages = (1, 8, 20, 40, 120, 400)
+    async with running(tmp_path, **settings) as (app, _):
+        for entity, types in (("urn:ngsi-ld:Vehicle:both", [vehicle, car]), ("urn:ngsi-ld:Vehicle:v", [vehicle]),
+                              ("urn:ngsi-ld:Car:c", [car]), ("urn:ngsi-ld:Thing:t", [f"{VOCAB}Thing"])):
+            for attr in (location, speed, fuel):
+                await history(app, entity, types, [("", d) for d in ages], attr=attr)
+
+        dry = {r.rule: r.deleted for r in await app.retention.sweep(dry_run=True)}
+        done = {r.rule: r.deleted for r in await app.retention.sweep()}
+
+        assert dry == done
+        left = {(e, a): await kept(app, e, a) for e in ("urn:ngsi-ld:Vehicle:both", "urn:ngsi-ld:Vehicle:v",
+                                                        "urn:ngsi-ld:Car:c", "urn:ngsi-ld:Thing:t")
+                for a in (location, speed, fuel)}
+        assert sum(done.values()) == 4 * 3 * len(ages) - sum(len(v) for v in left.values())
+        # the shortest of an entity's rules keeps: Car's 5 days, but its speed rule's 100 meets Vehicle's 30
+        assert left[("urn:ngsi-ld:Vehicle:both", fuel)] == [1]
+        assert left[("urn:ngsi-ld:Vehicle:both", location)] == [1]
+        assert left[("urn:ngsi-ld:Vehicle:both", speed)] == [20, 8, 1]
+        assert left[("urn:ngsi-ld:Car:c", speed)] == [40, 20, 8, 1]
+        assert left[("urn:ngsi-ld:Thing:t", fuel)] == [120, 40, 20, 8, 1]
+
+
 # -- settings ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("retention", [
     {"keep_forever": True},
@@ -267,6 +317,47 @@ async def test_dry_run_counts_and_changes_nothing(tmp_path: Path) -> None:
 def test_invalid_settings_are_refused(tmp_path: Path, retention: dict[str, Any]) -> None:
     with pytest.raises(ValidationError):
         make_settings(tmp_path, **retention)
+
+
+SAME_ONCE_EXPANDED = [
+    ([{"type": "Vehicle", "keep_days": 3}, {"type": f"{VOCAB}Vehicle", "keep_days": 5}],
+     ['rules 1 (type "Vehicle")', f'2 (type "{VOCAB}Vehicle")']),
+    ([{"type": "Vehicle", "attrs": ["location"], "keep_days": 3},
+      {"type": "Tracker", "keep_days": 4},
+      {"type": "Vehicle", "attrs": ["https://uri.etsi.org/ngsi-ld/location"], "keep_days": 5}],
+     ['rules 1 (type "Vehicle", attrs ["location"])',
+      '3 (type "Vehicle", attrs ["https://uri.etsi.org/ngsi-ld/location"])']),
+    ([{"type": "Vehicle", "attrs": ["location", "https://uri.etsi.org/ngsi-ld/location"], "keep_days": 3}],
+     ["rule 1", "names an attribute twice"]),
+]
+
+
+def _toml(rules: list[dict[str, Any]]) -> str:
+    text = 'environment = "test"\n'
+    for rule in rules:
+        attrs = ", ".join(f'"{a}"' for a in rule.get("attrs", []))
+        text += f'[[retention.history]]\ntype = "{rule["type"]}"\nattrs = [{attrs}]\nkeep_days = {rule["keep_days"]}\n'
+    return text
+
+
+@pytest.mark.parametrize(("rules", "named"), SAME_ONCE_EXPANDED)
+def test_rules_the_same_once_names_are_expanded_are_refused_by_every_command(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], rules: list[dict[str, Any]], named: list[str]) -> None:
+    """QA 5: `config validate` said valid for `Vehicle` next to its IRI, then `serve` and `retention sweep` died
+    with a ValueError traceback. Every command refuses it now, in one line naming both rules."""
+    config = tmp_path / "ucity.toml"
+    config.write_text(_toml(rules))
+    common = ["--config", str(config), "--data-dir", str(tmp_path / "data")]
+    for command in (["config", "validate", *common], ["serve", *common, "--port", "0"], ["retention", "sweep", *common]):
+        with pytest.raises(SystemExit) as exited:
+            main(command)
+        assert exited.value.code == 1
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 3 and len(set(errors)) == 1 and "Traceback" not in errors[0]
+    assert errors[0].startswith("invalid configuration: retention.history: ")
+    assert all(name in errors[0] for name in named)
+    with pytest.raises(ValueError, match=r"retention\.history"):  # the service checks the same itself
+        Ucity(load_settings(config, data_dir=str(tmp_path / "data")))
 
 
 def test_settings_defaults_keep_everything(tmp_path: Path) -> None:
@@ -335,3 +426,22 @@ def test_cli_sweep_once(tmp_path: Path, capsys: pytest.CaptureFixture[str], monk
     assert f"history    {TRACKER}: deleted 1" in capsys.readouterr().err
     assert main(args) == 0
     assert "deleted 0" in capsys.readouterr().err
+
+
+def test_cli_sweep_says_in_one_line_that_the_store_is_unreachable(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, store_backend: str) -> None:
+    """QA C4: with the database down, `ucity retention sweep` printed a whole traceback (cron mail). One line
+    and exit code 1."""
+    config = tmp_path / "ucity.toml"
+    config.write_text('environment = "test"\n[retention]\naudit_days = 30\n')
+    data = tmp_path / "data"
+    if store_backend == "postgresql":  # nobody listens there
+        monkeypatch.setenv("UCITY_STORE__URL", f"postgresql://ucity:pw@127.0.0.1:{free_port()}/ucity")
+    else:  # the data directory is a file: the database cannot be created
+        data.write_text("not a directory")
+    for extra in ([], ["--dry-run"]):
+        assert main(["retention", "sweep", "--config", str(config), "--data-dir", str(data), *extra]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+        (line,) = [text for text in err.splitlines() if "cannot open the store" in text]
+        assert "Error" in line and ("pw" not in line or store_backend == "sqlite")  # what failed, no password

@@ -180,6 +180,35 @@ async def test_audit_lines_past_the_cutoff_go_the_newest_always_stays(store: Sto
     assert new["seq"] > left["seq"]
 
 
+async def test_the_lines_of_an_event_still_open_stay(store: Store) -> None:
+    """QA D4: an audit limit shorter than an event's life emptied the trail of an event still open (and the
+    lines of its live grants). Those stay, however old; a closed, cancelled or deleted event's lines go."""
+    for row in (event("open", "dispatched", 1), event("closed", "closed", 1), event("cancelled", "cancelled", 1),
+                OpsEventRow(T2, "open", "112_VIDEO", "theft", "warning", "closed", "operator", "", 0, 0, 0, None, (),
+                            {"id": "open"})):  # the same id, closed, in another tenant
+        await store.save_ops_event(row, [])
+    lines = [AuditRow(tenant, to_micros(days_ago(400)), kind, "x", "op", {"n": n}, event_id=event_id)
+             for n, (tenant, kind, event_id) in enumerate([
+                 (T, "event", "open"), (T, "grant", "open"), (T, "linkage", "open"), (T, "event", "closed"),
+                 (T, "event", "cancelled"), (T, "event", "deleted-long-ago"), (T, "camera", None),
+                 (T2, "event", "open")])]
+    await store.append_audit([*lines, audit(0)])
+
+    assert await store.purge_audit(cutoff(100), 1000, dry_run=True) == 5
+    assert await store.purge_audit(cutoff(100), 2) == 2  # bounded as before
+    assert await store.purge_audit(cutoff(100), 1000) == 3
+    assert await store.purge_audit(cutoff(100), 1000) == 0
+    docs, _ = await store.query_audit(T, AuditQuery(event_ids=("open",)))
+    assert sorted(d["kind"] for d in docs) == ["event", "grant", "linkage"]  # the open event's trail is whole
+    left, _ = await store.query_audit(T, AuditQuery())
+    assert len(left) == 4
+    assert await store.query_audit(T2, AuditQuery()) == ([], None)
+
+    # once the event is closed, its lines go as any other
+    await store.save_ops_event(event("open", "closed", 1), [])
+    assert await store.purge_audit(cutoff(100), 1000) == 3
+
+
 async def test_the_audit_log_refuses_any_other_delete(store: Store) -> None:
     await store.append_audit([audit(400), audit(1)])
     assert await store.purge_audit(cutoff(100), 1000) == 1

@@ -167,26 +167,32 @@ async def get_doc(pool: asyncpg.Pool, table: str, tenant: str, key: str) -> Doc 
 # -- retention (ucity/store/retention.py) -------------------------------------------------------------
 
 
+# The lines a purge may take: past the cutoff, not the newest, and not of an event still open (not closed or
+# cancelled), as on SQLite (sqlite_ops._PURGEABLE_AUDIT): an open event's trail and live grants stay.
+_PURGEABLE_AUDIT = ("a.tenant = $1 AND a.at < $2 AND a.seq < $3 AND NOT EXISTS (SELECT 1 FROM ops_events e "
+                    "WHERE e.tenant = a.tenant AND e.id = a.event_id AND e.status NOT IN ('closed', 'cancelled'))")
+
+
 async def purge_audit(conn: asyncpg.Connection | asyncpg.Pool, before: int, limit: int, dry_run: bool) -> int:
     """Delete at most `limit` lines recorded before `before`, tenant by tenant through (tenant, at); never the
-    newest line (as on SQLite, where numbering would start again). The trigger of migration 3 lets a line go
-    only while `ucity.audit_purge_before` is set, for this transaction only."""
+    newest line (as on SQLite, where numbering would start again), nor a line of an event not closed or cancelled.
+    The trigger of migration 3 lets a line go only while `ucity.audit_purge_before` is set, for this transaction
+    only."""
     newest = await conn.fetchval("SELECT max(seq) FROM ops_audit")
     if newest is None:
         return 0
     tenants = [r[0] for r in await conn.fetch(AUDIT_TENANTS)]
     if dry_run:
         return sum([int(await conn.fetchval(
-            "SELECT count(*) FROM ops_audit WHERE tenant = $1 AND at < $2 AND seq < $3", t, before, newest))
-            for t in tenants])
+            f"SELECT count(*) FROM ops_audit a WHERE {_PURGEABLE_AUDIT}", t, before, newest)) for t in tenants])
     deleted = 0
     await conn.execute("SELECT set_config('ucity.audit_purge_before', $1, true)", str(before))
     for tenant in tenants:
         if deleted >= limit:
             break
         deleted += row_count(await conn.execute(
-            "DELETE FROM ops_audit WHERE seq IN (SELECT seq FROM ops_audit WHERE tenant = $1 AND at < $2 AND seq < $3 "
-            "LIMIT $4)", tenant, before, newest, limit - deleted))
+            f"DELETE FROM ops_audit WHERE seq IN (SELECT a.seq FROM ops_audit a WHERE {_PURGEABLE_AUDIT} LIMIT $4)",
+            tenant, before, newest, limit - deleted))
     # (A failed DELETE aborts the transaction, which takes the setting with it.)
     await conn.execute("SELECT set_config('ucity.audit_purge_before', '', true)")
     return deleted

@@ -17,12 +17,14 @@ store error is logged, counted in `health()` and tried again at the next sweep; 
 
 The rules, in short: an instance's age is its observedAt, else the time it was recorded (what history is
 keyed and indexed by); a rule with attributes wins over its type's rule without for those attributes; an
-entity of several types gets every rule of its types, so the shortest keeps.
+entity of several types gets every rule of its types, so the shortest keeps. The audit lines of an event not
+closed or cancelled stay, however old: they are its trail and the record of its live footage grants.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ucity.core.clock import TimerHandle, to_iso, to_micros
+from ucity.core.config import HistoryRetentionRule, RetentionSettings
 from ucity.core.platform import Platform
 from ucity.store.base import AuditRow, HistoryScope, Store
 
@@ -59,6 +62,47 @@ class HistoryRule:
 
     def describe(self) -> str:
         return self.type + (f" ({', '.join(self.attrs)})" if self.attrs else "")
+
+
+def settings_rules(settings: RetentionSettings) -> list[HistoryRule]:
+    """The `retention.history` rules of the settings, names expanded; a ValueError (one line, naming the rules
+    as written) for two rules that are the same once expanded (`Vehicle` and its IRI), or one naming an attribute
+    twice. The settings model can only compare names as written: core/ imports nothing else of ucity, so it
+    cannot expand them. Every command that loads settings runs this (ucity/cli.py: `config validate` refuses
+    what `serve` would), and so does the service."""
+    made: dict[tuple[str, tuple[str, ...]], tuple[int, HistoryRule]] = {}
+    for n, rule in enumerate(settings.history, 1):
+        attrs = [_expand(a) for a in rule.attrs]
+        if len(set(attrs)) != len(attrs):
+            raise ValueError(f"retention.history: rule {n} ({_written(rule)}) names an attribute twice once names "
+                             f"are expanded ({', '.join(attrs)})")
+        one = HistoryRule(_expand(rule.type), tuple(sorted(attrs)), rule.keep_days, "settings")
+        known = made.get((one.type, one.attrs))
+        if known is not None:
+            first = known[0]
+            raise ValueError(f"retention.history: rules {first} ({_written(settings.history[first - 1])}) and {n} "
+                             f"({_written(rule)}) are the same once names are expanded ({one.describe()}): keep one")
+        made[(one.type, one.attrs)] = (n, one)
+    return [rule for _, rule in made.values()]
+
+
+def _written(rule: HistoryRetentionRule) -> str:
+    """A settings rule as the file has it: `type "Vehicle", attrs ["location"]`."""
+    attrs = f", attrs [{', '.join(json.dumps(a) for a in rule.attrs)}]" if rule.attrs else ""
+    return f"type {json.dumps(rule.type)}{attrs}"
+
+
+def audit_caveats(settings: RetentionSettings) -> list[str]:
+    """What an operator should know about `audit_days` (the server logs it at its start, a CLI dry run prints it):
+    the lines of events not closed or cancelled always stay, but a closed event kept longer than its lines loses
+    its trail."""
+    audit, events = settings.audit_days, settings.ops_closed_days
+    if audit is None or (events is not None and audit >= events):
+        return []
+    kept = "unset: closed events are kept" if events is None else f"{events:g} days"
+    return [f"retention.audit_days ({audit:g} days) is shorter than retention.ops_closed_days ({kept}): a closed "
+            "event kept longer than its audit lines loses its trail (the lines of events not closed or cancelled "
+            "always stay); set audit_days above ops_closed_days plus the longest event (docs/operations.md §8)"]
 
 
 @dataclass(slots=True)
@@ -107,13 +151,7 @@ class RetentionService:
         self.tenant = platform.settings.ngsild.default_tenant  # where the sweeps' audit lines go
         self.scheduled = scheduled  # False: sweeps only when asked (a scale-out worker, the CLI)
         self._declared: dict[tuple[str, tuple[str, ...]], HistoryRule] = {}
-        self._configured: dict[tuple[str, tuple[str, ...]], HistoryRule] = {}
-        for rule in self.settings.history:
-            made = HistoryRule(_expand(rule.type), tuple(sorted({_expand(a) for a in rule.attrs})), rule.keep_days,
-                               "settings")
-            if (made.type, made.attrs) in self._configured:
-                raise ValueError(f"retention.history: two rules for {made.describe()}")
-            self._configured[(made.type, made.attrs)] = made
+        self._configured = {(rule.type, rule.attrs): rule for rule in settings_rules(self.settings)}
         self._running = False
         self._stopping = False
         self._timer: TimerHandle | None = None
@@ -175,6 +213,8 @@ class RetentionService:
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     async def start(self) -> None:
+        for caveat in audit_caveats(self.settings) if self.scheduled else ():  # workers never sweep
+            log.warning("%s", caveat)
         self._running, self._stopping = True, False
         self._arm(min(FIRST_SWEEP_S, self.settings.sweep_interval_s))
 
@@ -247,10 +287,13 @@ class RetentionService:
         for data, limit in (("ops-events", s.ops_closed_days), ("alarms", s.alarms_closed_days), ("audit", s.audit_days)):
             if limit is not None:
                 jobs.append((PurgeResult(data, f"retention.{_SETTING[data]}", "settings", limit, _cutoff(now, limit)), None))
+        earlier: list[tuple[HistoryScope, int]] = []  # the history rules run so far, with their cutoffs (µs)
         for result, scope in jobs:
             if self._stopping:
                 break
-            await self._purge(result, scope, now, dry_run)
+            await self._purge(result, scope, now, dry_run, tuple(earlier))
+            if scope is not None:
+                earlier.append((scope, _before(now, result.keep_days)))
             results.append(result)
             if not dry_run and (result.deleted or result.related or result.error):
                 await self._record(result)
@@ -258,12 +301,17 @@ class RetentionService:
             self._count(results, now)
         return results
 
-    async def _purge(self, result: PurgeResult, scope: HistoryScope | None, now: datetime, dry_run: bool) -> None:
+    async def _purge(self, result: PurgeResult, scope: HistoryScope | None, now: datetime, dry_run: bool,
+                     earlier: tuple[tuple[HistoryScope, int], ...] = ()) -> None:
         """Run one rule in batches of `retention.batch`, yielding to the loop between them; a failure is logged
-        and kept in `result` (the next sweep starts over)."""
-        before = to_micros(now - timedelta(days=result.keep_days))
+        and kept in `result` (the next sweep starts over). `earlier`: the history rules this sweep ran before
+        (their scopes and cutoffs), which a dry run must not count again."""
+        before = _before(now, result.keep_days)
         batch = self.settings.batch
         try:
+            if scope is not None and dry_run:
+                result.deleted += await self._dry_history(scope, before, earlier)
+                return
             if scope is not None:
                 cursor: int | None = 0
                 while cursor is not None and not self._stopping:
@@ -291,6 +339,31 @@ class RetentionService:
                 log.info("retention: %s %s%s: %d deleted%s (older than %s, %s)", result.data, result.rule,
                          " (dry run)" if dry_run else "", result.deleted,
                          f", {result.related} related" if result.related else "", result.cutoff, result.source)
+
+    async def _dry_history(self, scope: HistoryScope, before: int, earlier: tuple[tuple[HistoryScope, int], ...]) -> int:
+        """What the sweep would delete under `scope`: its instances older than `before` that the rules it runs
+        first have not deleted already. The rules of an entity of several types overlap (a [Vehicle, Car] entity
+        has both types' rules), and a series an earlier rule covers keeps only what is younger than that rule's
+        cutoff by the time this one runs: counted under each rule, the QA's dry run said 40 where the sweep then
+        deleted 31. So: the series no earlier rule emptied past `before` count what is older than `before`, less,
+        for those an earlier rule did cover, what is older than the latest such cutoff (one more pass per cutoff
+        actually found, none for entities of one type)."""
+        share = _Share(scope.types, scope.attrs, scope.excluding, earlier, before)
+        counted = await self._count_history(share, before)
+        for cutoff in sorted(share.seen):
+            exactly = _Share(scope.types, scope.attrs, scope.excluding, earlier, before, cutoff)
+            counted -= await self._count_history(exactly, cutoff)
+        return counted
+
+    async def _count_history(self, scope: HistoryScope, before: int) -> int:
+        """A dry run's count of the instances `scope` covers older than `before`, over every window of series."""
+        counted = 0
+        cursor: int | None = 0
+        while cursor is not None and not self._stopping:
+            found, cursor = await self.store.purge_history(scope, before, self.settings.batch, cursor, True)
+            counted += found
+            await asyncio.sleep(0)
+        return counted
 
     async def _record(self, result: PurgeResult) -> None:
         """The audit line of one rule's deletions: what, by which rule, the cutoff and the counts, never the data."""
@@ -326,3 +399,33 @@ _RELATED_KEY = {"ops-events": "grants", "alarms": "alarmHistory"}
 
 def _cutoff(now: datetime, days: float) -> str:
     return to_iso(now - timedelta(days=days))
+
+
+def _before(now: datetime, days: float) -> int:
+    """A rule's cutoff in µs, as the store compares it."""
+    return to_micros(now - timedelta(days=days))
+
+
+@dataclass(frozen=True, slots=True)
+class _Share(HistoryScope):
+    """A dry run's share of one history rule's series (`_dry_history`), told apart by the latest cutoff of the
+    `earlier` rules that cover a series too (what they left of it is younger): with `exactly`, the series whose
+    latest such cutoff is that one; else those with none or one before `below`, each such cutoff noted in `seen`
+    (the store calls `covers` once per series and window, one call at a time)."""
+
+    earlier: tuple[tuple[HistoryScope, int], ...] = ()
+    below: int = 0
+    exactly: int | None = None
+    seen: set[int] = field(default_factory=set, compare=False)
+
+    def covers(self, types: list[str], attr: str) -> bool:
+        if not HistoryScope.covers(self, types, attr):  # (no zero-argument super() in a slots dataclass)
+            return False
+        latest = max((cutoff for scope, cutoff in self.earlier if scope.covers(types, attr)), default=None)
+        if self.exactly is not None:
+            return latest == self.exactly
+        if latest is not None and latest >= self.below:
+            return False  # an earlier rule has already deleted everything this one would
+        if latest is not None:
+            self.seen.add(latest)
+        return True

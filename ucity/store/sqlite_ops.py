@@ -165,16 +165,25 @@ def get_doc(conn: sqlite3.Connection, table: str, tenant: str, key: str) -> Doc 
 # -- retention (ucity/store/retention.py) -------------------------------------------------------------
 
 
+# The lines a purge may take: past the cutoff, not the newest, and not of an event still open (not closed or
+# cancelled): those are its trail (`GET /api/v1/events/{id}`) and the record of its live grants, kept however
+# old (QA D4: a 173-second audit_days emptied an open event's history). One primary-key probe per line that
+# names an event.
+_PURGEABLE_AUDIT = ("a.tenant = ? AND a.at < ? AND a.seq < ? AND NOT EXISTS (SELECT 1 FROM ops_events e "
+                    "WHERE e.tenant = a.tenant AND e.id = a.event_id AND e.status NOT IN ('closed', 'cancelled'))")
+
+
 def purge_audit(conn: sqlite3.Connection, before: int, limit: int, dry_run: bool) -> int:
     """Delete at most `limit` lines recorded before `before`, tenant by tenant through (tenant, at); never the
-    newest line (SQLite numbers a line max(seq) + 1: the numbering must not start again). The trigger of
-    migration 7 lets a line go only while `meta.audit_purge_before` is set, which it is in this transaction only."""
+    newest line (SQLite numbers a line max(seq) + 1: the numbering must not start again), nor a line of an event
+    not closed or cancelled. The trigger of migration 7 lets a line go only while `meta.audit_purge_before` is
+    set, which it is in this transaction only."""
     newest = conn.execute("SELECT max(seq) FROM ops_audit").fetchone()[0]
     if newest is None:
         return 0
     tenants = [r[0] for r in conn.execute(AUDIT_TENANTS)]
     if dry_run:
-        return sum(int(conn.execute("SELECT count(*) FROM ops_audit WHERE tenant = ? AND at < ? AND seq < ?",
+        return sum(int(conn.execute(f"SELECT count(*) FROM ops_audit a WHERE {_PURGEABLE_AUDIT}",
                                     (t, before, newest)).fetchone()[0]) for t in tenants)
     deleted = 0
     conn.execute("INSERT OR REPLACE INTO meta VALUES ('audit_purge_before', ?)", (str(before),))
@@ -183,8 +192,8 @@ def purge_audit(conn: sqlite3.Connection, before: int, limit: int, dry_run: bool
             if deleted >= limit:
                 break
             deleted += conn.execute(
-                "DELETE FROM ops_audit WHERE seq IN (SELECT seq FROM ops_audit WHERE tenant = ? AND at < ? AND seq < ? "
-                "LIMIT ?)", (tenant, before, newest, limit - deleted)).rowcount
+                f"DELETE FROM ops_audit WHERE seq IN (SELECT a.seq FROM ops_audit a WHERE {_PURGEABLE_AUDIT} LIMIT ?)",
+                (tenant, before, newest, limit - deleted)).rowcount
     finally:
         conn.execute("DELETE FROM meta WHERE key = 'audit_purge_before'")
     return deleted
