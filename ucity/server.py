@@ -28,7 +28,7 @@ from ucity.app import Ucity
 from ucity.core import gc_tuning
 from ucity.core.clock import Clock
 from ucity.core.config import Settings
-from ucity.core.errors import PayloadTooLarge, UcityError, http_problem
+from ucity.core.errors import BadRequest, PayloadTooLarge, UcityError, http_problem
 from ucity.core.http import ApiRoute, Req, Resp
 from ucity.ngsild.request import ROUTE_PARAMS, check_params, with_route_params
 
@@ -66,6 +66,7 @@ def adapt(handler_of: Callable[[Ucity], Handler], settings: Settings,
     async def endpoint(request: Request) -> Response:
         ucity: Ucity = request.app.state.ucity
         try:
+            refuse_nul_target(request.scope)
             body = await read_limited(request, limit)
             req = Req(
                 method=request.method, path=request.url.path,
@@ -80,6 +81,20 @@ def adapt(handler_of: Callable[[Ucity], Handler], settings: Settings,
         return to_response(resp)
 
     return endpoint
+
+
+def refuse_nul_target(scope: Scope) -> None:
+    """400 BadRequestData for a NUL character (U+0000) in the request's path or query string, for every API.
+
+    No identifier, name, expression or value that ucity's APIs take in a URL may hold one: PostgreSQL's text
+    cannot (a lookup failed there with 500, SQLite answered), and bodies are refused alike (`refuse_nul`).
+    Here, before any handler, so that no handler has to remember it: a NUL reaches the path only as `%00`
+    (the server decodes it into `scope["path"]`; HTTP does not carry a raw one) and the query string only as
+    the bytes `%00`, so two substring searches, with nothing parsed, suffice (about 0.25 CPU-µs a request).
+    """
+    if "\x00" in scope["path"] or b"%00" in scope["query_string"]:
+        raise BadRequest("경로나 쿼리에 NUL 문자(U+0000)는 쓸 수 없습니다 / "
+                         "the path and query parameters may not hold a NUL character (U+0000, %00)")
 
 
 def error_response(exc: Exception, method: str, path: str, tenant: str | None) -> Response:
@@ -146,6 +161,7 @@ class FastRoutes:
                     handler_of: Callable[[Ucity], Handler], path_params: dict[str, str], path: str) -> None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         try:
+            refuse_nul_target(scope)
             declared = headers.get("content-length")
             limit = self.settings.server.max_body_bytes
             if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -554,6 +570,9 @@ def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = F
     @app.get("/health", tags=["platform"], summary="Liveness and readiness with detail")
     async def health(request: Request) -> Response:
         ucity: Ucity = request.app.state.ucity
+        probe = getattr(ucity.store, "probe", None)  # PostgreSQL: can the database be reached now (at most 0.5 s)
+        if probe is not None:
+            await probe()
         detail = ucity.platform.health()
         ready = all(part.get("ok", False) for part in detail.values())
         body = {"status": "ok" if ready else "degraded", "live": True, "ready": ready, "version": __version__,

@@ -258,6 +258,21 @@ def test_aggregation_defaults_to_the_whole_requested_interval(client: TestClient
     assert body["speed"]["stddev"][0][0] == pytest.approx(2 ** 0.5)
 
 
+def test_a_zero_aggregation_period_is_the_whole_interval_and_a_negative_one_is_refused(client: TestClient) -> None:
+    # CIM 009: a duration of 0 ("PT0S" or "P0D") is valid and spans the whole time range of the query (the
+    # default). QA2 finding 11 asked for a 400; its entity had no history left to aggregate (every period gave {}).
+    post_temporal(client, sensor(speed=[obs(v, h) for h, v in [(1, 2), (2, 4), (3, 9)]]))
+    whole = get_temporal(client, options="aggregatedValues", aggrMethods="avg,totalCount")
+    assert whole["speed"]["avg"] == [[5.0, t(1), t(3)]] and whole["speed"]["totalCount"] == [[3, t(1), t(3)]]
+    for zero in ("PT0S", "P0D", "P0W", "PT0.0S", "P0DT0H"):
+        assert get_temporal(client, options="aggregatedValues", aggrMethods="avg,totalCount",
+                            aggrPeriodDuration=zero) == whole, zero
+    for negative in ("-P1D", "P-1D", "PT-1S", "-PT0S"):
+        response = client.get(temporal_url(S1), params={"options": "aggregatedValues", "aggrMethods": "avg",
+                                                        "aggrPeriodDuration": negative})
+        assert "aggrPeriodDuration" in assert_problem(response, 400, "BadRequestData")["detail"], negative
+
+
 # -- paging instances by time (206) ---------------------------------------------------------------------
 def test_more_instances_than_a_page_is_206_with_a_content_range(paged: TestClient) -> None:
     post_temporal(paged, sensor(speed=[obs(h, h) for h in range(7)], mode=[obs("x", 0), obs("y", 6)]))
@@ -365,6 +380,27 @@ def test_patch_one_instance_changes_its_value_and_time(hourly: TestClient) -> No
     wrapped = {"speed": [{"type": "Property", "value": 7}]}  # the attribute fragment form
     assert hourly.patch(temporal_url(S1, "attrs", "speed", first), json=wrapped).status_code == 204
     assert values(get_temporal(hourly)["speed"])[-1] == 7
+    concise = {"speed": 8, "@context": CORE}  # a concise fragment: the value alone
+    assert hourly.patch(temporal_url(S1, "attrs", "speed", first), json=concise,
+                        headers={"Content-Type": "application/ld+json"}).status_code == 204
+    assert values(get_temporal(hourly)["speed"])[-1] == 8
+    expanded = {DEFAULT_VOCAB + "speed": {"type": "Property", "value": 9}}  # the attribute named by its IRI
+    assert hourly.patch(temporal_url(S1, "attrs", "speed", first), json=expanded).status_code == 204
+    assert values(get_temporal(hourly)["speed"])[-1] == 9
+
+
+@pytest.mark.parametrize("body", [
+    {"temperature": {"type": "Property", "value": 99}},  # another attribute's fragment (QA2 finding 10)
+    {"mode": [{"type": "Property", "value": "z"}]},
+    {"speed": {"type": "Property", "value": 99}, "mode": {"type": "Property", "value": "z"}},
+    {"temperature": 99},
+    {},
+])
+def test_patch_one_instance_with_a_fragment_of_another_attribute_is_400(hourly: TestClient, body: Any) -> None:
+    before = get_temporal(hourly)["speed"]
+    response = hourly.patch(temporal_url(S1, "attrs", "speed", before[0]["instanceId"]), json=body)
+    assert "speed" in assert_problem(response, 400, "BadRequestData")["detail"]
+    assert get_temporal(hourly)["speed"] == before  # the instance stays as it was
 
 
 def test_patch_or_delete_unknown_instance_is_404(hourly: TestClient) -> None:

@@ -476,6 +476,12 @@ def _looks_like_instance(value: dict[str, Any]) -> bool:
     return not _INSTANCE_MEMBERS.isdisjoint(value)
 
 
+def looks_like_instance(value: dict[str, Any]) -> bool:
+    """Whether a JSON object is an attribute instance (it has `type`, `value`, `object`, ...), not an object of
+    attributes by name: how a body that may be either (a temporal instance PATCH) is told apart."""
+    return not _INSTANCE_MEMBERS.isdisjoint(value)
+
+
 _INFERRED = (("Relationship", "object"), ("LanguageProperty", "languageMap"), ("ListProperty", "valueList"),
              ("JsonProperty", "json"), ("VocabProperty", "vocab"), ("ListRelationship", "objectList"))
 _INFERRED_KEYS = frozenset(key for _, key in _INFERRED)

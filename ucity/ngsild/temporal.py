@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 from urllib.parse import quote
 
@@ -40,6 +40,7 @@ from ucity.ngsild.model import (
     check_name,
     expand_types,
     is_uri,
+    looks_like_instance,
     normalize_instance,
     render_instance,
 )
@@ -243,20 +244,28 @@ def normalize_temporal(body: Any, ctx: Ctx, *, require_type: bool) -> tuple[str,
     return entity_id, types, rows
 
 
-def instance_fragment(body: Any, name: str, iri: str) -> Any:
-    """The instance of a PATCH body: the body itself, or wrapped as {attrId: instance or [instance]}."""
+def instance_fragment(body: Any, name: str, iri: str, expand: Callable[[str], str]) -> Any:
+    """The instance of a temporal instance PATCH body (CIM 009 "Modify Attribute instance"): an attribute fragment
+    of attribute `name` (IRI `iri`), {attrId: instance or [instance]}, or, as ucity also takes, the instance itself
+    (an object with `type`, `value`, `object`, ...). An object of attributes that names any other attribute
+    (`expand` gives a key's IRI) is a 400: taken as the instance, it would replace the recorded one with an object
+    value made of the whole body."""
     if not isinstance(body, dict):
         raise BadRequest("the body must be a JSON object")
     fragment = {k: v for k, v in body.items() if k != "@context"}
-    for key in (name, iri):
-        if key in fragment and len(fragment) == 1 and isinstance(fragment[key], (dict, list)):
-            inner = fragment[key]
-            if isinstance(inner, list):
-                if len(inner) != 1:
-                    raise BadRequest("modifying an instance takes exactly one attribute instance")
-                inner = inner[0]
-            return inner
-    return fragment
+    if looks_like_instance(fragment):
+        return fragment
+    others = sorted(key for key in fragment if key not in (name, iri) and expand(key) != iri)
+    if others or len(fragment) != 1:
+        named = ", ".join(others) if others else ", ".join(sorted(fragment)) or "no attribute"
+        raise BadRequest(f"the body must be a fragment of attribute {name} (the one in the path) or one of its "
+                         f"instances; it names {named}")
+    inner = next(iter(fragment.values()))
+    if isinstance(inner, list):
+        if len(inner) != 1:
+            raise BadRequest("modifying an instance takes exactly one attribute instance")
+        inner = inner[0]
+    return inner
 
 
 # -- paging (pure) -----------------------------------------------------------------------------
@@ -449,7 +458,8 @@ class TemporalApi:
         _, ctx = await self.api.compile(req, body)
         name = req.path_params["attrId"]
         iri = self._attr(req, ctx)
-        instance = normalize_instance(name, instance_fragment(body, name, iri), ctx)
+        fragment = instance_fragment(body, name, iri, lambda key: str(ctx.expand_term(key)))
+        instance = normalize_instance(name, fragment, ctx)
         tenant = self.api.write_tenant(req)
         instance_id = req.path_params["instanceId"]
         if not await self.store.replace_history_instance(tenant, entity_id, iri, instance_id, instance):

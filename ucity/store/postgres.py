@@ -22,7 +22,8 @@ batch's COMMIT, one round trip):
 
 A deadlock with another process retries the whole batch: the apply functions are pure. Any other database failure
 retries the items one at a time, so one bad item fails alone. Reads use the pool and never wait
-for the writer.
+for the writer. A read that cannot reach the database is `Unavailable` (503, `_reading`), and the store's health
+is not ok from such a failure (of a read, a commit or `/health`'s own `probe`) until one reaches it again.
 
 History is partitioned by month on the observation time; a month's partition is created by the
 transaction that first writes into it (under an advisory lock, so processes never race on it).
@@ -34,13 +35,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -114,6 +116,32 @@ _RETRY = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
                 asyncpg.ConnectionDoesNotExistError, asyncio.TimeoutError)
 _BATCH_ATTEMPTS = 5
+# A read that fails with one of these failed because the database cannot be reached (stopped, restarting,
+# the network): `Unavailable` (503, retry later), not an internal error, and the store's health says so.
+# A fast shutdown ends the open sessions with 57P01 (AdminShutdownError) before connections are refused.
+_READ_UNREACHABLE = (*_UNREACHABLE, asyncpg.AdminShutdownError, asyncpg.CrashShutdownError)
+# The readiness probe of `/health` (`probe`): one `SELECT 1`, given up after this long. A probe that times out
+# (every read connection busy, a slow network) says nothing about reachability: the health is left as it was.
+PROBE_TIMEOUT_S = 0.5
+_Read = TypeVar("_Read", bound=Callable[..., Awaitable[Any]])
+
+
+def _reading(read: _Read) -> _Read:
+    """A read of the store that answers `Unavailable` (503 ServiceUnavailable, Retry-After) when the database
+    cannot be reached, instead of the driver's error (a 500 InternalError), and keeps the store's health in step
+    with what reads find: unreachable after such a failure, reachable again after a read that worked."""
+
+    @functools.wraps(read)
+    async def reading(self: PostgresStore, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = await read(self, *args, **kwargs)
+        except _READ_UNREACHABLE as exc:
+            self._mark_unreachable(exc)
+            raise Unavailable(f"the database cannot be reached: {type(exc).__name__}") from exc
+        self._unreachable = None
+        return result
+
+    return reading  # type: ignore[return-value]
 
 
 def _refused(exc: BaseException) -> bool:
@@ -393,6 +421,9 @@ class PostgresStore(Store):
         self.committed_ops = 0
         self.retries = 0
         self._failed: BaseException | None = None
+        # Why the database was last found unreachable (a read, a commit or `probe` failed so), until one succeeds.
+        self._unreachable: str | None = None
+        self._probe: asyncio.Task[None] | None = None  # the probe in flight: concurrent /health calls share it
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
@@ -407,6 +438,11 @@ class PostgresStore(Store):
         self._writer = asyncio.create_task(self._write_loop(), name="ucity-postgres-writer")
 
     async def stop(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(BaseException):
+                await self._probe
+            self._probe = None
         if self._writer is not None:
             self._enqueue(None)
             with contextlib.suppress(asyncio.CancelledError):
@@ -419,10 +455,41 @@ class PostgresStore(Store):
         self._pool = self._write_pool = None
 
     def health(self) -> dict[str, Any]:
+        """Not ok while the database is unreachable: the last read, commit or probe (`probe`) failed to reach it
+        (`unreachable` says how), until one succeeds."""
         alive = self._writer is not None and not self._writer.done()
-        return {"ok": alive and self._failed is None, "backend": "postgresql", "database": safe_location(self.url),
-                "commits": self.commits, "committed_operations": self.committed_ops, "retries": self.retries,
-                "queued": self._queue.qsize()}
+        health = {"ok": alive and self._failed is None and self._unreachable is None, "backend": "postgresql",
+                  "database": safe_location(self.url), "commits": self.commits,
+                  "committed_operations": self.committed_ops, "retries": self.retries, "queued": self._queue.qsize()}
+        if self._unreachable is not None:
+            health["unreachable"] = self._unreachable
+        return health
+
+    async def probe(self) -> None:
+        """Check that the database answers (`SELECT 1` on a read connection), for `/health` (server.py), which
+        awaits it before it reads `health()`: so a stopped database shows within one call, even when nothing
+        else reads or writes. Bounded by PROBE_TIMEOUT_S; one probe at a time, shared by concurrent callers."""
+        if self._pool is None:
+            return
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.create_task(self._run_probe(self._pool), name="ucity-postgres-probe")
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._probe), PROBE_TIMEOUT_S)
+
+    async def _run_probe(self, pool: asyncpg.Pool) -> None:
+        try:
+            await pool.fetchval("SELECT 1")
+        except _READ_UNREACHABLE as exc:
+            self._mark_unreachable(exc)
+        except Exception:  # anything else is no news about reachability
+            log.warning("the database probe failed", exc_info=True)
+        else:
+            self._unreachable = None
+
+    def _mark_unreachable(self, exc: BaseException) -> None:
+        if self._unreachable is None:  # once per spell: every read fails alike meanwhile
+            log.error("the store is not ready until the database can be reached again: %s: %s", type(exc).__name__, exc)
+        self._unreachable = f"{type(exc).__name__}: {exc}"[:300]
 
     def on_commit(self, callback: Callable[[Context, tuple[EntityChange, ...]], None]) -> None:
         self._commit_callbacks.append(callback)
@@ -538,6 +605,7 @@ class PostgresStore(Store):
                 continue
             except _UNREACHABLE as exc:
                 log.error("the database is unreachable: %s", exc)
+                self._mark_unreachable(exc)
                 await self._release()  # the next batch connects again
                 for item in batch:
                     self._fail_item(item, exc)
@@ -556,6 +624,7 @@ class PostgresStore(Store):
                     self._fail_item(item, exc)
             else:
                 self._learn(tx)
+                self._unreachable = None
                 self.commits += 1
                 self.committed_ops += len(batch)
             if resolve:
@@ -945,6 +1014,7 @@ class PostgresStore(Store):
             raise BadRequest(f"invalid regular expression: {exc}") from exc
         return rows
 
+    @_reading
     async def get_entity(self, tenant: str, entity_id: str) -> Doc | None:
         doc: Doc | None = await self.pool.fetchval(
             "SELECT doc FROM entities WHERE tenant = $1 AND id = $2", tenant, entity_id)
@@ -980,6 +1050,7 @@ class PostgresStore(Store):
             params.extend([tenant, query.geo_attr, *gparams])
         return " AND ".join(clauses), params
 
+    @_reading
     async def query_entities(self, tenant: str, query: EntityQuery) -> tuple[list[Doc], int | None]:
         where, params = self._where(tenant, query)
         total = None
@@ -993,13 +1064,16 @@ class PostgresStore(Store):
             docs = [r[0] for r in rows]
         return docs, total
 
+    @_reading
     async def entity_ids(self, tenant: str, query: EntityQuery) -> list[str]:
         where, params = self._where(tenant, query)
         return [r[0] for r in await self._fetch(f"SELECT e.id FROM entities e WHERE {where} ORDER BY e.id", params)]
 
+    @_reading
     async def tenant_exists(self, tenant: str) -> bool:
         return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant = $1)", tenant))
 
+    @_reading
     async def types_summary(self, tenant: str) -> list[tuple[str, list[str], int]]:
         counts = {r[0]: int(r[1]) for r in await self.pool.fetch(
             "SELECT t, count(DISTINCT e.eid) FROM entities e, unnest(e.types) AS t WHERE e.tenant = $1 GROUP BY t",
@@ -1011,6 +1085,7 @@ class PostgresStore(Store):
             attrs[t].add(key)
         return [(t, sorted(attrs[t]), c) for t, c in sorted(counts.items())]
 
+    @_reading
     async def attributes_summary(self, tenant: str) -> list[tuple[str, list[str], list[str], int]]:
         info: dict[str, tuple[set[str], set[str], set[int]]] = {}
         for key, kind, types, eid in await self.pool.fetch(
@@ -1047,10 +1122,12 @@ class PostgresStore(Store):
 
         await self._call(run)
 
+    @_reading
     async def temporal_entity_exists(self, tenant: str, entity_id: str) -> bool:
         return bool(await self.pool.fetchval(
             "SELECT EXISTS (SELECT 1 FROM temporal_entities WHERE tenant = $1 AND id = $2)", tenant, entity_id))
 
+    @_reading
     async def temporal_query(self, tenant: str, query: TemporalQuery) -> tuple[list[TemporalEntity], int | None]:
         async with self.pool.acquire() as conn:
             entities, total = await _temporal_entities(conn, tenant, query)
@@ -1065,6 +1142,7 @@ class PostgresStore(Store):
                 out.append(entity)
         return out, total
 
+    @_reading
     async def temporal_aggregate(
         self, tenant: str, query: TemporalQuery, aggregation: Aggregation
     ) -> tuple[list[AggregatedEntity], int | None]:
@@ -1169,6 +1247,7 @@ class PostgresStore(Store):
 
         await self._call(run, _Rows(_write_doc_ops, op))
 
+    @_reading
     async def list_docs(self, kind: str) -> list[tuple[str, str, Doc]]:
         return [(r[0], r[1], r[2]) for r in await self.pool.fetch(
             "SELECT tenant, key, doc FROM docs WHERE kind = $1 ORDER BY tenant, key", kind)]
@@ -1191,14 +1270,17 @@ class PostgresStore(Store):
 
         await self._call(run, _Rows(_save_alarm_lists, values))
 
+    @_reading
     async def get_alarm(self, tenant: str, alarm_id: str) -> Doc | None:
         doc: Doc | None = await self.pool.fetchval("SELECT doc FROM alarms WHERE tenant = $1 AND id = $2", tenant, alarm_id)
         return doc
 
+    @_reading
     async def alarm_history(self, tenant: str, alarm_id: str) -> list[Doc]:
         return [r[0] for r in await self.pool.fetch(
             "SELECT doc FROM alarm_history WHERE tenant = $1 AND alarm_id = $2 ORDER BY seq", tenant, alarm_id)]
 
+    @_reading
     async def query_alarms(self, tenant: str, query: AlarmQuery) -> tuple[list[Doc], int | None]:
         where, params = alarm_where(tenant, query)
         total = None
@@ -1209,10 +1291,12 @@ class PostgresStore(Store):
             [*params, query.limit, query.offset])]
         return docs, total
 
+    @_reading
     async def open_alarms(self) -> list[tuple[str, Doc]]:
         return [(r[0], r[1]) for r in await self.pool.fetch(
             "SELECT tenant, doc FROM alarms WHERE status <> 'closed' ORDER BY raised_at")]
 
+    @_reading
     async def alarm_stats(self, tenant: str, query: AlarmQuery, false_outcomes: tuple[str, ...]) -> AlarmStats:
         where, params = alarm_where(tenant, query)
         stats = AlarmStats()
@@ -1237,30 +1321,37 @@ class PostgresStore(Store):
     async def save_ops_event(self, row: OpsEventRow, audit: list[AuditRow]) -> None:
         await self._call(lambda conn, tx: ops_sql.save_event(conn, row, audit))
 
+    @_reading
     async def get_ops_event(self, tenant: str, event_id: str) -> Doc | None:
         return await ops_sql.get_doc(self.pool, "ops_events", tenant, event_id)
 
+    @_reading
     async def query_ops_events(self, tenant: str, query: OpsEventQuery) -> tuple[list[Doc], int | None]:
         return await ops_sql.event_page(self.pool, tenant, query)
 
     async def save_grant(self, row: GrantRow, audit: list[AuditRow]) -> None:
         await self._call(lambda conn, tx: ops_sql.save_grant(conn, row, audit))
 
+    @_reading
     async def get_grant(self, tenant: str, grant_id: str) -> Doc | None:
         return await ops_sql.get_doc(self.pool, "ops_grants", tenant, grant_id)
 
+    @_reading
     async def query_grants(self, tenant: str, query: GrantQuery) -> tuple[list[Doc], int | None]:
         return await ops_sql.grant_page(self.pool, tenant, query)
 
+    @_reading
     async def live_grant_tenants(self, valid_at: int) -> list[str]:
         return await ops_sql.live_grant_tenants(self.pool, valid_at)
 
     async def append_audit(self, rows: list[AuditRow]) -> None:
         await self._call(lambda conn, tx: ops_sql.insert_audit(conn, rows))
 
+    @_reading
     async def query_audit(self, tenant: str, query: AuditQuery) -> tuple[list[Doc], int | None]:
         return await ops_sql.audit_page(self.pool, tenant, query)
 
+    @_reading
     async def audit_counts(self, tenant: str, query: AuditQuery) -> list[tuple[str, str, str, int]]:
         return await ops_sql.audit_counts(self.pool, tenant, query)
 
