@@ -7,7 +7,10 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 NATS_SERVER = shutil.which("nats-server") or ("/usr/sbin/nats-server" if Path("/usr/sbin/nats-server").exists()
                                               else None)
@@ -61,3 +64,15 @@ class NatsServer:
                 self.proc.wait(timeout=10)
         self.proc = None
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def running_nats() -> Iterator[NatsServer]:
+    """A started server for a fixture to yield from (skips the test where `nats-server` is missing), stopped after."""
+    if NATS_SERVER is None:
+        pytest.skip("nats-server is not installed (scripts/test installs it)")
+    server = NatsServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -226,7 +226,8 @@ class PostgresServer:
         """Done with a database: a migrated one is emptied for the next test, any other dropped."""
         self._jobs.put(("recycle" if name in self._recyclable else "drop", name))
 
-    def stop(self) -> None:
+    def release_helpers(self) -> None:
+        """End the clone-ahead thread and close the admin connection (a stop would break them)."""
         if self._cloner is not None:
             self._jobs.put(None)
             self._cloner.join(timeout=60)
@@ -234,6 +235,9 @@ class PostgresServer:
         if self.admin is not None:
             self.admin.close()
             self.admin = None
+
+    def stop(self) -> None:
+        self.release_helpers()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)  # "fast" shutdown: disconnects any session left
             try:

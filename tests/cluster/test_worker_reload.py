@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.ingest.test_health import ENTITY, START, measure, provision
-from tests.natsserver import NATS_SERVER, NatsServer
+from tests.natsserver import NatsServer, running_nats
 from ucity.app import Ucity
 from ucity.cluster.worker import _RELOAD_RETRY_MAX_S, retry_delay
 from ucity.core.clock import FakeClock
@@ -25,14 +25,7 @@ from ucity.ingest import DeviceStatusChanged
 
 @pytest.fixture(scope="module")
 def nats_server() -> Iterator[NatsServer]:
-    if NATS_SERVER is None:
-        pytest.skip("nats-server is not installed (scripts/test installs it)")
-    server = NatsServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running_nats()
 
 
 def settings(tmp_path: Path, store_url: str, bus_url: str = "") -> Settings:

@@ -37,7 +37,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import free_port
 from tests.integration.test_mqtt import Broker
-from tests.natsserver import NATS_SERVER, NatsServer
+from tests.natsserver import NATS_SERVER, NatsServer, running_nats
 from tests.pgserver import PostgresServer, SyncPg
 
 pytestmark = [pytest.mark.integration]
@@ -222,12 +222,7 @@ class Load:
 
 @pytest.fixture
 def nats_server() -> Iterator[NatsServer]:
-    server = NatsServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running_nats()
 
 
 @pytest.fixture

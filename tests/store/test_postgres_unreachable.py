@@ -32,15 +32,7 @@ class Cluster:
         self.server = PostgresServer(bin_dir)
         self.server.start()
         self.url = self.server.dsn(self.server.create_database())
-        # Its helpers (the clone-ahead thread, the admin connection) would break on the stop: done with them.
-        s = self.server
-        if s._cloner is not None:
-            s._jobs.put(None)
-            s._cloner.join(timeout=60)
-            s._cloner = None
-        if s.admin is not None:
-            s.admin.close()
-            s.admin = None
+        self.server.release_helpers()  # its clone-ahead thread and admin connection would break on the stop
 
     def stop(self) -> None:
         proc = self.server.proc

@@ -9,18 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest
 
-from tests.conftest import StoreFactory
+from tests.store.test_sqlite_store import store
 from ucity.core.bus import Context, EntityChange
-from ucity.core.clock import FakeClock
 from ucity.core.errors import Unavailable, WriteRefused
 from ucity.ngsild import ops
 from ucity.store.base import Doc, Mutation, Outcome, Store
 
+__all__ = ["store"]  # the fixture (each backend), imported for pytest
 T = "urn:ngsi-ld:tenant:default"
 SENSOR = "https://example.org/Sensor"
 LEVEL = "https://example.org/level"
@@ -39,14 +37,6 @@ def failing(n: int, error: Exception) -> Mutation:
         raise error
 
     return Mutation(f"urn:ngsi-ld:Sensor:{n}", apply)
-
-
-@pytest.fixture
-async def store(make_store: StoreFactory) -> AsyncIterator[Store]:
-    s = make_store(FakeClock(), group_commit_ms=5, group_commit_max=500)
-    await s.start()
-    yield s
-    await s.stop()
 
 
 async def test_a_write_ucity_fails_on_is_refused_alone_and_its_group_commits(store: Store) -> None:
