@@ -33,14 +33,17 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["server"] = server
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
-    settings = load_settings(args.config, **overrides)
     from rich.markup import escape
 
     from ucity.store.retention import settings_rules
 
-    try:  # what the settings model cannot judge alone (core/ cannot expand names): refused by every command alike
+    # An invalid configuration stops every command alike: what is wrong, exit 1, no traceback. Settings the model
+    # refuses (pydantic names each field), a file that cannot be read, and what the model cannot judge alone
+    # (core/ cannot expand names: retention rules the same once expanded).
+    try:
+        settings = load_settings(args.config, **overrides)
         settings_rules(settings.retention)
-    except ValueError as exc:
+    except (ValidationError, OSError, ValueError) as exc:
         console.print(f"[red]invalid configuration:[/] {escape(str(exc))}", soft_wrap=True)
         raise SystemExit(1) from None
     return settings
@@ -169,11 +172,7 @@ async def _stop_quietly(store: Store) -> None:
 
 
 def cmd_config_validate(args: argparse.Namespace) -> int:
-    try:
-        settings = _settings(args)
-    except (ValidationError, OSError, ValueError) as exc:
-        console.print(f"[red]invalid configuration[/]\n{exc}")
-        return 1
+    settings = _settings(args)  # an invalid one: said, and exit 1
     console.print("[green]configuration is valid[/]")
     print(settings.model_dump_json(indent=2))
     return 0

@@ -445,3 +445,19 @@ def test_cli_sweep_says_in_one_line_that_the_store_is_unreachable(
         assert "Traceback" not in err
         (line,) = [text for text in err.splitlines() if "cannot open the store" in text]
         assert "Error" in line and ("pw" not in line or store_backend == "sqlite")  # what failed, no password
+
+
+@pytest.mark.parametrize("text", ["[retention]\nbatch = 0\n", "[retention]\nsweep_intervall_s = 60\n", "[store\n"])
+def test_any_invalid_configuration_stops_every_command_in_one_message_without_a_traceback(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str) -> None:
+    """QA2: a value the settings model refuses (`batch = 0`), a misspelled key, a file that is no TOML: `serve`
+    died with a pydantic traceback, only `config validate` said what was wrong."""
+    config = tmp_path / "ucity.toml"
+    config.write_text(text)
+    common = ["--config", str(config), "--data-dir", str(tmp_path / "data")]
+    for command in (["config", "validate", *common], ["serve", *common, "--port", "0"], ["retention", "sweep", *common]):
+        with pytest.raises(SystemExit) as exited:
+            main(command)
+        assert exited.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("invalid configuration:") == 3 and "Traceback" not in err
