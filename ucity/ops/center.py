@@ -532,7 +532,7 @@ class OperationsCenter:
         if event.final:
             raise InvalidEventTransition(f"종결·취소된 사건 / the event is {event.status}")
         if not self.agencies.require(tenant, agency_id).enabled:
-            raise BadRequest(f"기관 {agency_id} 사용 중지됨 / agency {agency_id} is disabled")
+            raise AgencyDisabled(agency_id)
         for camera in cameras:
             await self.cameras.get(tenant, camera)
         issued = await self.grants.issue(tenant, agency_id, event_id, cameras, purpose or "operator share",
