@@ -566,6 +566,8 @@ def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = F
     app.router.routes.extend(dashboard_routes(settings))
 
     document(app)
+    from ucity.web.apidocs import serve_docs_offline  # /docs from the package, no CDN (ucity/web/apidocs.py)
+    serve_docs_offline(app)
 
     @app.get("/health", tags=["platform"], summary="Liveness and readiness with detail")
     async def health(request: Request) -> Response:
