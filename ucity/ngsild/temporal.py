@@ -3,7 +3,9 @@
 (`aggregatedValues`, §4.5.19) temporal representations.
 
 History is written by every entity write (the store appends each written instance) and directly
-by `POST /temporal/entities`, which never changes the current state. Reading selects entities like
+by `POST /temporal/entities`, which never changes the current state. Direct history writes (POST, append,
+instance PATCH) pass the store's write checks like entity writes (`_check_writes`): e.g. a Camera's
+`streamURL` is refused with 400 before anything is recorded. Reading selects entities like
 an entity query (`q`, geo-queries and `scopeQ` are evaluated on the *current* state of entities,
 so they only select entities that still exist), then a time window over one time property:
 
@@ -407,6 +409,7 @@ class TemporalApi:
         _, ctx = await self.api.compile(req, body)
         entity_id, types, rows = normalize_temporal(body, ctx, require_type=True)
         tenant = self.api.write_tenant(req)
+        await self._check_writes(tenant, entity_id, types, rows)
         existed = await self.store.temporal_entity_exists(tenant, entity_id)
         await self.store.append_history(tenant, entity_id, types, rows)
         if existed:
@@ -426,6 +429,7 @@ class TemporalApi:
             raise BadRequest("the body has no attribute instances to add")
         tenant = self.api.write_tenant(req)
         await self._require(tenant, entity_id)
+        await self._check_writes(tenant, entity_id, types, rows)
         await self.store.append_history(tenant, entity_id, types, rows)
         return self.api.no_content(req)
 
@@ -462,6 +466,7 @@ class TemporalApi:
         instance = normalize_instance(name, fragment, ctx)
         tenant = self.api.write_tenant(req)
         instance_id = req.path_params["instanceId"]
+        await self._check_writes(tenant, entity_id, [], [(iri, instance)])
         if not await self.store.replace_history_instance(tenant, entity_id, iri, instance_id, instance):
             await self._require(tenant, entity_id)
             raise NotFound(f"attribute {name} of {entity_id} has no instance {instance_id}")
@@ -478,6 +483,32 @@ class TemporalApi:
             await self._require(tenant, entity_id)
             raise NotFound(f"attribute {req.path_params['attrId']} of {entity_id} has no instance {instance_id}")
         return self.api.no_content(req)
+
+    async def _check_writes(self, tenant: str, entity_id: str, types: list[str], rows: Rows) -> None:
+        """History is held to the store's write checks (`Store.add_write_check`) like the current state: the
+        instances a temporal write adds are checked as if written to the entity, with every type it has (the
+        body's, its history's and its current state's: a POST naming another type adds to the same history),
+        and a refusal is raised before anything is stored; e.g. a Camera's `streamURL` (ucity/ops/cameras.py)."""
+        checks = self.store.write_checks
+        if not checks or not rows:
+            return
+        attrs: dict[str, list[dict[str, Any]]] = {}
+        for iri, instance in rows:
+            attrs.setdefault(iri, []).append(instance)
+        doc = {"id": entity_id, "type": [*dict.fromkeys([*types, *await self._types(tenant, entity_id)])],
+               "attrs": attrs}
+        for check in checks:
+            refused = check(tenant, entity_id, doc, frozenset(attrs))
+            if refused is not None:
+                raise refused
+
+    async def _types(self, tenant: str, entity_id: str) -> list[str]:
+        """The type IRIs an entity has now and in its history."""
+        current = await self.store.get_entity(tenant, entity_id)
+        # an attribute no entity has: the entity's head (id, types) without reading any of its history
+        head = TemporalQuery(ids=(entity_id,), attrs=("urn:ucity:no-attribute",), limit_instances=1, entity_limit=1)
+        found, _ = await self.store.temporal_query(tenant, head)
+        return [*(current or {}).get("type", ()), *(t for entity in found for t in entity.types)]
 
     async def _require(self, tenant: str, entity_id: str) -> None:
         if not await self.store.temporal_entity_exists(tenant, entity_id):

@@ -199,7 +199,8 @@ def url_attrs(doc: Doc) -> list[str]:
 def refuse_urls(tenant: str, entity_id: str, after: Doc, touched: frozenset[str]) -> BadRequest | None:
     """The store's write check (Store.add_write_check): a write that puts a `streamURL` / `stillImageURL` (under
     any @context, `url_attrs`) into a Camera entity is refused with 400 before anything is stored, so no reader,
-    subscriber or history ever sees it: the NGSI-LD API has no roles, and anybody could otherwise read the
+    subscriber or history ever sees it (the temporal API's own history writes run it too: temporal.py
+    `_check_writes`): the NGSI-LD API has no roles, and anybody could otherwise read the
     credentials such URLs carry, or choose where the agencies' footage links lead. Nothing of ucity writes one
     (the URLs are private: `set_access`); the migration's deletion of old ones touches attributes it removes."""
     if CAMERA_TYPE not in after.get("type", ()):

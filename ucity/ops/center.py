@@ -68,9 +68,9 @@ _TRIGGERS = frozenset({"raised", "escalated", "reactivated"})
 
 
 class AgencyDisabled(BadRequest):
-    """A linkage for a disabled agency: refused as such (400, `reason` agency-disabled, as `POST /grants` says it),
-    not as a service the agency does not receive; `request_linkage` and `decide` audit it as a denied request or
-    approval."""
+    """A linkage or a grant for a disabled agency: refused as such (400, `reason` agency-disabled), not as a service
+    the agency does not receive; `request_linkage` and `decide` audit it as a denied request or approval,
+    `issue_grant` as a denied issue (`grant` / `issued`, outcome `denied`)."""
 
     def __init__(self, agency_id: str) -> None:
         super().__init__(f"기관 {agency_id} 사용 중지됨 / agency {agency_id} is disabled",
@@ -532,6 +532,12 @@ class OperationsCenter:
         if event.final:
             raise InvalidEventTransition(f"종결·취소된 사건 / the event is {event.status}")
         if not self.agencies.require(tenant, agency_id).enabled:
+            # Audited as a linkage for it is (`request_linkage`): outcome `denied`, no grant made, not counted as
+            # issued in the statistics.
+            await self.audit.append(self.audit.row(
+                tenant, "grant", "issued", principal.actor, agency=agency_id, event=event.id, outcome="denied",
+                reason="agency-disabled", cameras=[local_id(camera_entity_id(c)) for c in cameras],
+                purpose=purpose or "operator share"))
             raise AgencyDisabled(agency_id)
         for camera in cameras:
             await self.cameras.get(tenant, camera)

@@ -349,6 +349,19 @@ class HistoryScope:
 
 # Series one retention call reads to find the covered ones (on a reader connection, not in the writer).
 PURGE_SERIES_WINDOW = 5000
+# What retention purges deleted per tenant: tenant -> [records, related rows] (related: the grants of events, the
+# history entries of alarms; 0 for history instances and audit lines). A purge given one adds what it deleted to it
+# (not a dry run's counts), so that each tenant's deletions are audited in that tenant (retention.py).
+TenantCounts = dict[str, list[int]]
+
+
+def add_counts(into: TenantCounts | None, counts: TenantCounts) -> None:
+    """Add `counts` (one purge call's, per tenant) to `into`, if given."""
+    if into is not None:
+        for tenant, (records, related) in counts.items():
+            mine = into.setdefault(tenant, [0, 0])
+            mine[0] += records
+            mine[1] += related
 
 
 @dataclass(slots=True)
@@ -381,7 +394,8 @@ class Store(ABC):
     def add_write_check(self, check: WriteCheck) -> None:
         """Run `check` on every entity write (not deletions) from now on, in the writer (the SQLite store's
         thread): it must be quick, pure and thread-safe. For what must never be stored, whoever writes it
-        (e.g. camera URLs through NGSI-LD): refused before the write, no subscriber or history ever sees it."""
+        (e.g. camera URLs through NGSI-LD): refused before the write, no subscriber or history ever sees it. The
+        temporal API runs the same checks before its history-only writes (ucity/ngsild/temporal.py)."""
         self.write_checks = (*self.write_checks, check)
 
     @abstractmethod
@@ -467,28 +481,33 @@ class Store(ABC):
     # -- retention (ucity/store/retention.py): bounded deletions of old records ------------------
     @abstractmethod
     async def purge_history(
-        self, scope: HistoryScope, before: int, limit: int, after: int = 0, dry_run: bool = False
+        self, scope: HistoryScope, before: int, limit: int, after: int = 0, dry_run: bool = False,
+        tenants: TenantCounts | None = None,
     ) -> tuple[int, int | None]:
         """Delete at most `limit` attribute instances, of the series `scope` covers, whose time is before
         `before` (µs): the time history is keyed and indexed by, the instance's observedAt, else the time it
         was recorded. Series are visited in id order, at most PURGE_SERIES_WINDOW after the id `after` per
         call. Returns (instances deleted, the `after` of the next call, None once every series was visited).
-        Series and temporal entities stay (a series may be left without instances). `dry_run`: count only."""
+        Series and temporal entities stay (a series may be left without instances). `dry_run`: count only.
+        `tenants` (this and the other purges): the deletions are also added to it per tenant (`TenantCounts`)."""
 
     @abstractmethod
-    async def purge_audit(self, before: int, limit: int, dry_run: bool = False) -> int:
+    async def purge_audit(self, before: int, limit: int, dry_run: bool = False,
+                          tenants: TenantCounts | None = None) -> int:
         """Delete at most `limit` audit lines (every tenant) recorded before `before` (µs); the count. The newest
         line always stays, so that line numbers never start again. The only deletion the audit log allows: the
         database refuses any other. `dry_run`: count only."""
 
     @abstractmethod
-    async def purge_ops_events(self, before: int, limit: int, dry_run: bool = False) -> tuple[int, int]:
+    async def purge_ops_events(self, before: int, limit: int, dry_run: bool = False,
+                               tenants: TenantCounts | None = None) -> tuple[int, int]:
         """Delete at most `limit` closed or cancelled operations events (every tenant) last changed before
         `before` (µs), with their footage grants; (events, grants). Their audit lines stay (`purge_audit`).
         `dry_run`: count only."""
 
     @abstractmethod
-    async def purge_alarms(self, before: int, limit: int, dry_run: bool = False) -> tuple[int, int]:
+    async def purge_alarms(self, before: int, limit: int, dry_run: bool = False,
+                           tenants: TenantCounts | None = None) -> tuple[int, int]:
         """Delete at most `limit` closed alarms (every tenant) closed before `before` (µs), with their history;
         (alarms, history entries). Alarms not closed are never deleted. `dry_run`: count only."""
 
