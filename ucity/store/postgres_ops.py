@@ -13,7 +13,17 @@ from typing import Any
 import asyncpg
 
 from ucity.core.clock import from_micros, to_iso
-from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, GrantRow, OpsEventQuery, OpsEventRow
+from ucity.store.base import (
+    AuditQuery,
+    AuditRow,
+    Doc,
+    GrantQuery,
+    GrantRow,
+    OpsEventQuery,
+    OpsEventRow,
+    TenantCounts,
+    add_counts,
+)
 from ucity.store.sql import AUDIT_TENANTS, in_list, numbered, row_count
 
 _EVENT_COLUMNS = ("tenant, id, service, type_code, level, status, source_system, source_ref, occurred_at, "
@@ -173,11 +183,12 @@ _PURGEABLE_AUDIT = ("a.tenant = $1 AND a.at < $2 AND a.seq < $3 AND NOT EXISTS (
                     "WHERE e.tenant = a.tenant AND e.id = a.event_id AND e.status NOT IN ('closed', 'cancelled'))")
 
 
-async def purge_audit(conn: asyncpg.Connection | asyncpg.Pool, before: int, limit: int, dry_run: bool) -> int:
+async def purge_audit(conn: asyncpg.Connection | asyncpg.Pool, before: int, limit: int, dry_run: bool,
+                      counts: TenantCounts | None = None) -> int:
     """Delete at most `limit` lines recorded before `before`, tenant by tenant through (tenant, at); never the
     newest line (as on SQLite, where numbering would start again), nor a line of an event not closed or cancelled.
     The trigger of migration 3 lets a line go only while `ucity.audit_purge_before` is set, for this transaction
-    only."""
+    only. `counts`: each tenant's deletions are added to it."""
     newest = await conn.fetchval("SELECT max(seq) FROM ops_audit")
     if newest is None:
         return 0
@@ -190,9 +201,12 @@ async def purge_audit(conn: asyncpg.Connection | asyncpg.Pool, before: int, limi
     for tenant in tenants:
         if deleted >= limit:
             break
-        deleted += row_count(await conn.execute(
+        gone = row_count(await conn.execute(
             f"DELETE FROM ops_audit WHERE seq IN (SELECT a.seq FROM ops_audit a WHERE {_PURGEABLE_AUDIT} LIMIT $4)",
             tenant, before, newest, limit - deleted))
+        deleted += gone
+        if gone:
+            add_counts(counts, {tenant: [gone, 0]})
     # (A failed DELETE aborts the transaction, which takes the setting with it.)
     await conn.execute("SELECT set_config('ucity.audit_purge_before', '', true)")
     return deleted
@@ -202,16 +216,17 @@ _FINAL_EVENTS = "status IN ('closed', 'cancelled') AND updated_at < $1"  # as th
 
 
 async def purge_events(conn: asyncpg.Connection | asyncpg.Pool, before: int, limit: int,
-                       dry_run: bool) -> tuple[int, int]:
+                       dry_run: bool, counts: TenantCounts | None = None) -> tuple[int, int]:
     """Delete at most `limit` closed or cancelled events last changed before `before`, with their grants."""
-    return await purge_closed(conn, ("ops_events", _FINAL_EVENTS), ("ops_grants", "event_id"), before, limit, dry_run)
+    return await purge_closed(conn, ("ops_events", _FINAL_EVENTS), ("ops_grants", "event_id"), before, limit, dry_run,
+                              counts)
 
 
 async def purge_closed(conn: asyncpg.Connection | asyncpg.Pool, records: tuple[str, str], related: tuple[str, str],
-                       before: int, limit: int, dry_run: bool) -> tuple[int, int]:
+                       before: int, limit: int, dry_run: bool, counts: TenantCounts | None = None) -> tuple[int, int]:
     """Delete at most `limit` rows of `records` (table, condition on `before` as $1) with the rows of `related`
     (table, column naming the record's id, same tenant); (records, related rows) deleted, or counted in a dry run.
-    The tables and conditions are ucity's own, never input."""
+    The tables and conditions are ucity's own, never input. `counts`: each tenant's deletions are added to it."""
     (table, where), (child, key) = records, related
     if dry_run:
         row = await conn.fetchrow(
@@ -222,10 +237,12 @@ async def purge_closed(conn: asyncpg.Connection | asyncpg.Pool, records: tuple[s
     if not keys:
         return 0, 0
     tenants, ids = [k[0] for k in keys], [k[1] for k in keys]
-    children = row_count(await conn.execute(
-        f"DELETE FROM {child} c USING unnest($1::text[], $2::text[]) AS k(t, i) WHERE c.tenant = k.t "
-        f"AND c.{key} = k.i", tenants, ids))
-    count = row_count(await conn.execute(
-        f"DELETE FROM {table} r USING unnest($1::text[], $2::text[]) AS k(t, i) WHERE r.tenant = k.t AND r.id = k.i",
-        tenants, ids))
-    return count, children
+    mine: TenantCounts = {}
+    # Each statement counts its deletions per tenant itself (one row back per tenant, not one per deleted row).
+    deleting = ("WITH gone AS (DELETE FROM {0} x USING unnest($1::text[], $2::text[]) AS k(t, i) WHERE x.tenant = k.t "
+                "AND x.{1} = k.i RETURNING x.tenant) SELECT tenant, count(*) FROM gone GROUP BY tenant")
+    for column, (rows_of, id_column) in ((1, (child, key)), (0, (table, "id"))):  # the related rows first
+        for tenant, gone in await conn.fetch(deleting.format(rows_of, id_column), tenants, ids):
+            mine.setdefault(str(tenant), [0, 0])[column] += int(gone)
+    add_counts(counts, mine)
+    return sum(c[0] for c in mine.values()), sum(c[1] for c in mine.values())

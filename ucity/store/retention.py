@@ -12,7 +12,8 @@ session's raw track at most 6 months). What it deletes, each after its own numbe
 Everything is kept by default. A sweep runs every `sweep_interval_s` on the platform clock (the first one a
 minute after the start), one bounded store call at a time (`batch` rows: the single SQLite writer is never
 held for long, and other writes go between two calls), and writes one audit line per rule that deleted
-something: what kind of data, which rule and its source, the cutoff, how many. Never the data itself. A
+something, in each tenant whose data it deleted (with that tenant's counts: a tenant's auditors see their own
+deletions): what kind of data, which rule and its source, the cutoff, how many. Never the data itself. A
 store error is logged, counted in `health()` and tried again at the next sweep; it never stops the server.
 
 The rules, in short: an instance's age is its observedAt, else the time it was recorded (what history is
@@ -34,7 +35,7 @@ from typing import Any
 from ucity.core.clock import TimerHandle, to_iso, to_micros
 from ucity.core.config import HistoryRetentionRule, RetentionSettings
 from ucity.core.platform import Platform
-from ucity.store.base import AuditRow, HistoryScope, Store
+from ucity.store.base import AuditRow, HistoryScope, Store, TenantCounts
 
 log = logging.getLogger(__name__)
 ACTOR = "ucity-retention"
@@ -117,14 +118,17 @@ class PurgeResult:
     deleted: int = 0
     related: int = 0  # footage grants of the events, history entries of the alarms
     error: str | None = None
+    tenants: TenantCounts = field(default_factory=dict)  # what was deleted per tenant: [deleted, related]
 
-    def audit_doc(self) -> dict[str, Any]:
+    def audit_doc(self, counts: list[int] | None = None) -> dict[str, Any]:
+        """The audit line's detail: with `counts` ([deleted, related] of one tenant) that tenant's, else the totals."""
+        deleted, related = counts if counts is not None else (self.deleted, self.related)
         doc: dict[str, Any] = {"data": self.data, "rule": self.rule, "source": self.source, "keepDays": self.keep_days,
-                               "cutoff": self.cutoff, "deleted": self.deleted}
+                               "cutoff": self.cutoff, "deleted": deleted}
         if self.data == "ops-events":
-            doc["grantsDeleted"] = self.related
+            doc["grantsDeleted"] = related
         elif self.data == "alarms":
-            doc["historyDeleted"] = self.related
+            doc["historyDeleted"] = related
         if self.error is not None:
             doc["error"] = self.error
         return doc
@@ -148,7 +152,7 @@ class RetentionService:
         self.clock = platform.clock
         self.store = store
         self.settings = platform.settings.retention
-        self.tenant = platform.settings.ngsild.default_tenant  # where the sweeps' audit lines go
+        self.tenant = platform.settings.ngsild.default_tenant  # where a failed rule's line goes (also)
         self.scheduled = scheduled  # False: sweeps only when asked (a scale-out worker, the CLI)
         self._declared: dict[tuple[str, tuple[str, ...]], HistoryRule] = {}
         self._configured = {(rule.type, rule.attrs): rule for rule in settings_rules(self.settings)}
@@ -315,17 +319,18 @@ class RetentionService:
             if scope is not None:
                 cursor: int | None = 0
                 while cursor is not None and not self._stopping:
-                    deleted, cursor = await self.store.purge_history(scope, before, batch, cursor, dry_run)
+                    deleted, cursor = await self.store.purge_history(scope, before, batch, cursor, dry_run,
+                                                                     tenants=result.tenants)
                     result.deleted += deleted
                     await asyncio.sleep(0)
                 return
             while not self._stopping:
                 if result.data == "audit":
-                    deleted, related = await self.store.purge_audit(before, batch, dry_run), 0
+                    deleted, related = await self.store.purge_audit(before, batch, dry_run, result.tenants), 0
                 elif result.data == "ops-events":
-                    deleted, related = await self.store.purge_ops_events(before, batch, dry_run)
+                    deleted, related = await self.store.purge_ops_events(before, batch, dry_run, result.tenants)
                 else:
-                    deleted, related = await self.store.purge_alarms(before, batch, dry_run)
+                    deleted, related = await self.store.purge_alarms(before, batch, dry_run, result.tenants)
                 result.deleted += deleted
                 result.related += related
                 if dry_run or deleted < batch:
@@ -366,13 +371,19 @@ class RetentionService:
         return counted
 
     async def _record(self, result: PurgeResult) -> None:
-        """The audit line of one rule's deletions: what, by which rule, the cutoff and the counts, never the data."""
-        row = AuditRow(self.tenant, to_micros(self.clock.now()), "retention", "purged", ACTOR, result.audit_doc(),
-                       outcome="failed" if result.error else "ok")
+        """The audit lines of one rule's deletions: what, by which rule, the cutoff and the counts, never the data;
+        one in each tenant whose data it deleted, with that tenant's counts. A failed rule's line (with the error)
+        is also written in the default tenant, where the platform's operators look, with what it deleted there."""
+        counts = dict(result.tenants)
+        if result.error is not None or not counts:
+            counts.setdefault(self.tenant, [0, 0] if counts else [result.deleted, result.related])
+        at = to_micros(self.clock.now())
+        rows = [AuditRow(tenant, at, "retention", "purged", ACTOR, result.audit_doc(mine),
+                         outcome="failed" if result.error else "ok") for tenant, mine in sorted(counts.items())]
         try:
-            await self.store.append_audit([row])
+            await self.store.append_audit(rows)
         except Exception:
-            log.exception("the audit line of a retention purge was not written: %s", result.audit_doc())
+            log.exception("the audit lines of a retention purge were not written: %s", result.audit_doc())
 
     def _count(self, results: list[PurgeResult], now: datetime) -> None:
         t = self._totals

@@ -53,7 +53,9 @@ from ucity.store.base import (
     Store,
     TemporalEntity,
     TemporalQuery,
+    TenantCounts,
     TypeExpr,
+    add_counts,
 )
 from ucity.store.migrations.sqlite import MIGRATIONS
 from ucity.store.sql import ALARM_COLUMNS as _ALARM_COLUMNS
@@ -1102,77 +1104,102 @@ class SqliteStore(Store):
 
     # -- retention (ucity/store/retention.py): bounded deletions, each one writer call ------------------
     async def purge_history(
-        self, scope: HistoryScope, before: int, limit: int, after: int = 0, dry_run: bool = False
+        self, scope: HistoryScope, before: int, limit: int, after: int = 0, dry_run: bool = False,
+        tenants: TenantCounts | None = None,
     ) -> tuple[int, int | None]:
         # The window of series is read on a reader connection: the writer only deletes.
-        sids, last, full = await self._read(lambda conn: _purge_window(conn, scope, after))
+        tenant_of, last, full = await self._read(lambda conn: _purge_window(conn, scope, after))
         following = last if full else None
-        if not sids:
+        if not tenant_of:
             return 0, following
-        chosen = orjson.dumps(sids).decode()
+        chosen = orjson.dumps(sorted(tenant_of)).decode()
         if dry_run:
             counted: int = await self._read(lambda conn: int(conn.execute(
                 "SELECT count(*) FROM instance_keys WHERE sid IN (SELECT value FROM json_each(?)) AND ts < ?",
                 (chosen, before)).fetchone()[0]))
             return counted, following
         # Key rows by the primary key (sid, ts, seq), at most `limit`; the trigger of migration 6 deletes each
-        # one's document. Not `independent`: the batch's pending history rows are written first.
-        deleted: int = await self._call(lambda conn: conn.execute(
+        # one's document. Not `independent`: the batch's pending history rows are written first. The deleted
+        # rows' series (at most `limit` ids) tell whose they were.
+        gone: list[tuple[int]] = await self._call(lambda conn: conn.execute(
             "DELETE FROM instance_keys WHERE (sid, ts, seq) IN (SELECT sid, ts, seq FROM instance_keys "
-            "WHERE sid IN (SELECT value FROM json_each(?)) AND ts < ? LIMIT ?)", (chosen, before, limit)).rowcount)
+            "WHERE sid IN (SELECT value FROM json_each(?)) AND ts < ? LIMIT ?) RETURNING sid",
+            (chosen, before, limit)).fetchall())
+        counts: TenantCounts = {}
+        for (sid,) in gone:
+            counts.setdefault(tenant_of[int(sid)], [0, 0])[0] += 1
+        add_counts(tenants, counts)
+        deleted = len(gone)
         return deleted, (after if deleted >= limit else following)  # a full batch: the same window again
 
-    async def purge_audit(self, before: int, limit: int, dry_run: bool = False) -> int:
+    async def purge_audit(self, before: int, limit: int, dry_run: bool = False,
+                          tenants: TenantCounts | None = None) -> int:
         if dry_run:
             counted: int = await self._read(lambda conn: ops_sql.purge_audit(conn, before, limit, True))
             return counted
-        result: int = await self._call(lambda conn: ops_sql.purge_audit(conn, before, limit, False), independent=True)
+        result: int = await self._purge(lambda conn, counts: ops_sql.purge_audit(conn, before, limit, False, counts),
+                                        tenants)
         return result
 
-    async def purge_ops_events(self, before: int, limit: int, dry_run: bool = False) -> tuple[int, int]:
+    async def purge_ops_events(self, before: int, limit: int, dry_run: bool = False,
+                               tenants: TenantCounts | None = None) -> tuple[int, int]:
         if dry_run:
             counted: tuple[int, int] = await self._read(lambda conn: ops_sql.purge_events(conn, before, limit, True))
             return counted
-        result: tuple[int, int] = await self._call(lambda conn: ops_sql.purge_events(conn, before, limit, False),
-                                                   independent=True)
+        result: tuple[int, int] = await self._purge(
+            lambda conn, counts: ops_sql.purge_events(conn, before, limit, False, counts), tenants)
         return result
 
-    async def purge_alarms(self, before: int, limit: int, dry_run: bool = False) -> tuple[int, int]:
+    async def purge_alarms(self, before: int, limit: int, dry_run: bool = False,
+                           tenants: TenantCounts | None = None) -> tuple[int, int]:
         if dry_run:
             counted: tuple[int, int] = await self._read(lambda conn: _purge_alarms(conn, before, limit, True))
             return counted
-        result: tuple[int, int] = await self._call(lambda conn: _purge_alarms(conn, before, limit, False),
-                                                   independent=True)
+        result: tuple[int, int] = await self._purge(
+            lambda conn, counts: _purge_alarms(conn, before, limit, False, counts), tenants)
+        return result
+
+    async def _purge(self, fn: Callable[[sqlite3.Connection, TenantCounts], Any], tenants: TenantCounts | None) -> Any:
+        """One purge in the writer, on its own; its per-tenant counts (fresh for each run) added to `tenants`."""
+
+        def run(conn: sqlite3.Connection) -> tuple[Any, TenantCounts]:
+            counts: TenantCounts = {}
+            return fn(conn, counts), counts
+
+        result, counts = await self._call(run, independent=True)
+        add_counts(tenants, counts)
         return result
 
 
 # -- retention ------------------------------------------------------------------------------------------
-def _purge_window(conn: sqlite3.Connection, scope: HistoryScope, after: int) -> tuple[list[int], int, bool]:
-    """(ids of the series `scope` covers among the PURGE_SERIES_WINDOW after `after`, the window's last id,
+def _purge_window(conn: sqlite3.Connection, scope: HistoryScope, after: int) -> tuple[dict[int, str], int, bool]:
+    """(the series `scope` covers among the PURGE_SERIES_WINDOW after `after`, id -> tenant; the window's last id;
     whether the window was full: more series may follow)."""
     rows = conn.execute(
-        "SELECT s.sid, s.attr, te.types FROM (SELECT sid, tenant, entity_id, attr FROM series WHERE sid > ? "
+        "SELECT s.sid, s.attr, te.types, s.tenant FROM (SELECT sid, tenant, entity_id, attr FROM series WHERE sid > ? "
         "ORDER BY sid LIMIT ?) s LEFT JOIN temporal_entities te ON te.tenant = s.tenant AND te.id = s.entity_id",
         (after, PURGE_SERIES_WINDOW)).fetchall()
     if not rows:
-        return [], after, False
+        return {}, after, False
     types_of: dict[str | None, list[str]] = {None: []}  # an entity's series come together: its types parsed once
-    sids: list[int] = []
-    for sid, attr, types in rows:
+    chosen: dict[int, str] = {}
+    for sid, attr, types, tenant in rows:
         parsed = types_of.get(types)
         if parsed is None:
             parsed = types_of[types] = orjson.loads(types)
         if scope.covers(parsed, attr):
-            sids.append(int(sid))
-    return sorted(sids), max(int(r[0]) for r in rows), len(rows) == PURGE_SERIES_WINDOW
+            chosen[int(sid)] = str(tenant)
+    return chosen, max(int(r[0]) for r in rows), len(rows) == PURGE_SERIES_WINDOW
 
 
 _CLOSED_ALARMS = "status = 'closed' AND closed_at < ?"  # as the partial index alarms_closed (migration 7)
 
 
-def _purge_alarms(conn: sqlite3.Connection, before: int, limit: int, dry_run: bool) -> tuple[int, int]:
+def _purge_alarms(conn: sqlite3.Connection, before: int, limit: int, dry_run: bool,
+                  counts: TenantCounts | None = None) -> tuple[int, int]:
     """Delete at most `limit` alarms closed before `before`, with their history entries."""
-    return ops_sql.purge_closed(conn, ("alarms", _CLOSED_ALARMS), ("alarm_history", "alarm_id"), before, limit, dry_run)
+    return ops_sql.purge_closed(conn, ("alarms", _CLOSED_ALARMS), ("alarm_history", "alarm_id"), before, limit, dry_run,
+                                counts)
 
 
 # -- alarms: columns, filters and statistics SQL are shared (ucity/store/sql.py) -------------------------

@@ -14,7 +14,17 @@ from typing import Any
 import orjson
 
 from ucity.core.clock import from_micros, to_iso
-from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, GrantRow, OpsEventQuery, OpsEventRow
+from ucity.store.base import (
+    AuditQuery,
+    AuditRow,
+    Doc,
+    GrantQuery,
+    GrantRow,
+    OpsEventQuery,
+    OpsEventRow,
+    TenantCounts,
+    add_counts,
+)
 from ucity.store.sql import AUDIT_TENANTS
 
 _EVENT_COLUMNS = ("tenant, id, service, type_code, level, status, source_system, source_ref, occurred_at, "
@@ -173,11 +183,12 @@ _PURGEABLE_AUDIT = ("a.tenant = ? AND a.at < ? AND a.seq < ? AND NOT EXISTS (SEL
                     "WHERE e.tenant = a.tenant AND e.id = a.event_id AND e.status NOT IN ('closed', 'cancelled'))")
 
 
-def purge_audit(conn: sqlite3.Connection, before: int, limit: int, dry_run: bool) -> int:
+def purge_audit(conn: sqlite3.Connection, before: int, limit: int, dry_run: bool,
+                counts: TenantCounts | None = None) -> int:
     """Delete at most `limit` lines recorded before `before`, tenant by tenant through (tenant, at); never the
     newest line (SQLite numbers a line max(seq) + 1: the numbering must not start again), nor a line of an event
     not closed or cancelled. The trigger of migration 7 lets a line go only while `meta.audit_purge_before` is
-    set, which it is in this transaction only."""
+    set, which it is in this transaction only. `counts`: each tenant's deletions are added to it."""
     newest = conn.execute("SELECT max(seq) FROM ops_audit").fetchone()[0]
     if newest is None:
         return 0
@@ -191,9 +202,12 @@ def purge_audit(conn: sqlite3.Connection, before: int, limit: int, dry_run: bool
         for tenant in tenants:
             if deleted >= limit:
                 break
-            deleted += conn.execute(
+            gone = conn.execute(
                 f"DELETE FROM ops_audit WHERE seq IN (SELECT a.seq FROM ops_audit a WHERE {_PURGEABLE_AUDIT} LIMIT ?)",
                 (tenant, before, newest, limit - deleted)).rowcount
+            deleted += gone
+            if gone:
+                add_counts(counts, {tenant: [gone, 0]})
     finally:
         conn.execute("DELETE FROM meta WHERE key = 'audit_purge_before'")
     return deleted
@@ -202,16 +216,18 @@ def purge_audit(conn: sqlite3.Connection, before: int, limit: int, dry_run: bool
 _FINAL_EVENTS = "status IN ('closed', 'cancelled') AND updated_at < ?"  # as the partial index ops_events_final
 
 
-def purge_events(conn: sqlite3.Connection, before: int, limit: int, dry_run: bool) -> tuple[int, int]:
+def purge_events(conn: sqlite3.Connection, before: int, limit: int, dry_run: bool,
+                 counts: TenantCounts | None = None) -> tuple[int, int]:
     """Delete at most `limit` closed or cancelled events last changed before `before`, with their grants."""
-    return purge_closed(conn, ("ops_events", _FINAL_EVENTS), ("ops_grants", "event_id"), before, limit, dry_run)
+    return purge_closed(conn, ("ops_events", _FINAL_EVENTS), ("ops_grants", "event_id"), before, limit, dry_run,
+                        counts)
 
 
 def purge_closed(conn: sqlite3.Connection, records: tuple[str, str], related: tuple[str, str], before: int,
-                 limit: int, dry_run: bool) -> tuple[int, int]:
+                 limit: int, dry_run: bool, counts: TenantCounts | None = None) -> tuple[int, int]:
     """Delete at most `limit` rows of `records` (table, condition on `before`) with the rows of `related` (table,
     column naming the record's id, same tenant); (records, related rows) deleted, or counted in a dry run. The
-    tables and conditions are ucity's own, never input."""
+    tables and conditions are ucity's own, never input. `counts`: each tenant's deletions are added to it."""
     (table, where), (child, key) = records, related
     if dry_run:
         count, children = conn.execute(
@@ -221,6 +237,12 @@ def purge_closed(conn: sqlite3.Connection, records: tuple[str, str], related: tu
     keys = conn.execute(f"SELECT tenant, id FROM {table} WHERE {where} LIMIT ?", (before, limit)).fetchall()
     if not keys:
         return 0, 0
-    children = conn.executemany(f"DELETE FROM {child} WHERE tenant = ? AND {key} = ?", keys).rowcount
-    count = conn.executemany(f"DELETE FROM {table} WHERE tenant = ? AND id = ?", keys).rowcount
-    return count, children
+    by_tenant: dict[str, list[tuple[str, str]]] = {}
+    for tenant, record in keys:
+        by_tenant.setdefault(tenant, []).append((tenant, record))
+    mine: TenantCounts = {}
+    for tenant, group in by_tenant.items():  # one statement of each per tenant: each tenant's own counts
+        gone = conn.executemany(f"DELETE FROM {child} WHERE tenant = ? AND {key} = ?", group).rowcount
+        mine[tenant] = [conn.executemany(f"DELETE FROM {table} WHERE tenant = ? AND id = ?", group).rowcount, gone]
+    add_counts(counts, mine)
+    return sum(c[0] for c in mine.values()), sum(c[1] for c in mine.values())
