@@ -30,7 +30,7 @@ from ucity.core.http import ApiRoute, Req, Resp
 from ucity.core.params import actor_header, bad, int_param, json_body, time_param
 from ucity.domains.facility_safety import evidence
 from ucity.domains.facility_safety.config import LadderSet
-from ucity.domains.facility_safety.grade import UNITS
+from ucity.domains.facility_safety.grade import UNITS, shown_score
 from ucity.domains.facility_safety.inspections import overdue, schedule
 from ucity.domains.facility_safety.models import (
     LAST_INSPECTION_ATTR,
@@ -230,7 +230,7 @@ class FacilitySafetyApi:
             for inst in instances:
                 at = inst.get("observedAt")
                 if at:
-                    rows.setdefault(at, {"at": at})[name] = inst.get("json", inst.get("value"))
+                    rows.setdefault(at, {"at": at})[name] = _shown(name, inst.get("json", inst.get("value")))
         return [rows[k] for k in sorted(rows)]
 
     async def _alarms(self, tenant: str, entity_ids: list[str]) -> list[dict[str, Any]]:
@@ -528,6 +528,15 @@ class FacilitySafetyApi:
             data = b"\xef\xbb\xbf" + data
         return Resp(body=data, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _shown(name: str, value: Any) -> Any:
+    """A recorded grade value as the grade itself shows it: a score rounded as `grade.shown_score` does (history
+    written by other clients or older versions may hold one unrounded, e.g. 73.33333333333333), both in the grade
+    history (JSON) and in grades.csv."""
+    if name == "dataSafetyScore" and isinstance(value, int | float) and not isinstance(value, bool):
+        return shown_score(value)
+    return value
 
 
 def _cell(value: Any) -> str:

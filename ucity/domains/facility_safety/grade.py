@@ -30,6 +30,7 @@ from typing import Any
 GRADE_NAMES = {"A": {"ko": "우수", "en": "excellent"}, "B": {"ko": "양호", "en": "good"},
                "C": {"ko": "보통", "en": "fair"}, "D": {"ko": "미흡", "en": "poor"}, "E": {"ko": "불량", "en": "unsafe"}}
 BANDS = "abcde"
+SCORE_DECIMALS = 4  # a facility score as every output shows it: the grade, its history, the CSV exports
 UNITS = {"tilt": "rad", "crack": "mm", "vibration": "mm/s"}
 CHANNEL_NAMES = {"tilt": {"ko": "기울기", "en": "tilt"}, "crack": {"ko": "균열", "en": "crack"},
                  "vibration": {"ko": "진동", "en": "vibration"}}
@@ -93,6 +94,11 @@ def event_score(count: int, bands: Sequence[tuple[int, int]]) -> int:
         if count >= at_least:
             score = points
     return score
+
+
+def shown_score(score: float) -> float:
+    """A facility score (or weighted mean) rounded as ucity shows and records it (`SCORE_DECIMALS`)."""
+    return round(score, SCORE_DECIMALS)
 
 
 def grade_for(score: float, bounds: Sequence[float]) -> str:
@@ -165,7 +171,7 @@ def grade_facility(sensors: Sequence[SensorEvidence], policy: GradePolicy, legal
     cap = max(mains) - policy.main_cap_offset if mains else None
     score = max(mean, cap) if cap is not None else mean
     grade = grade_for(score, policy.bounds)
-    out.update(grade=grade, score=round(score, 4), weightedMean=round(mean, 4), mainCap=cap,
+    out.update(grade=grade, score=shown_score(score), weightedMean=shown_score(mean), mainCap=cap,
                capApplied=cap is not None and cap > mean)
     out["emergency"] = _emergency(grade, legal_grade, emergency_grades, steps_worse)
     out["summary"] = summary(out)
