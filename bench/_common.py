@@ -239,6 +239,7 @@ def settings_env(url: str, data_dir: Path, extra: dict[str, str] | None = None) 
     env = {k: v for k, v in os.environ.items() if not k.startswith("UCITY_")}
     env.update({"UCITY_DATA_DIR": str(data_dir), "UCITY_STORE__URL": url, "UCITY_LOG_LEVEL": "WARNING",
                 "UCITY_ENVIRONMENT": "production",
+                "UCITY_SERVER__REQUIRE_AUTH": "false",  # no token guard, as the embedded default (README Performance)
                 # The load generator receives the notifications on loopback, which production refuses unless
                 # allowed (a deployment lists its receivers' networks the same way).
                 "UCITY_SUBSCRIPTIONS__ALLOWED_NETWORKS": '["127.0.0.0/8"]'})

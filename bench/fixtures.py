@@ -52,4 +52,7 @@ RULE = {
 def in_process_settings(data_dir: Path, url: str) -> Any:
     from ucity.core.config import load_settings
 
-    return load_settings(environment="production", data_dir=str(data_dir), log_level="WARNING", store={"url": url})
+    # Without the token guard (server.require_auth, on by default in production): the targets are those of the
+    # embedded default, which has none; README's Performance section says what the guard adds.
+    return load_settings(environment="production", data_dir=str(data_dir), log_level="WARNING", store={"url": url},
+                         server={"require_auth": False})

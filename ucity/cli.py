@@ -60,6 +60,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     console.print(f"[bold]ucity {__version__}[/] store {display_url(settings.store_url)}")
     console.print(f"NGSI-LD API  http://{settings.server.host}:{settings.server.port}/ngsi-ld/v1/")
     console.print(f"API docs     http://{settings.server.host}:{settings.server.port}/docs")
+    console.print("API access   " + ("bearer tokens (server.require_auth)" if settings.auth_required else
+                                     "open: only the operations API checks tokens (server.require_auth off)"))
     uvicorn.run(create_app(settings, tune_gc=True), host=settings.server.host, port=settings.server.port,
                 log_level=settings.log_level.lower(), access_log=False,
                 timeout_graceful_shutdown=5)  # open SSE streams must not hold a shutdown

@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ucity import __version__
+from ucity.access import Guard, access_table
 from ucity.app import Ucity
 from ucity.core import gc_tuning
 from ucity.core.clock import Clock
@@ -241,11 +242,20 @@ async def send_resp(send: Send, resp: Resp) -> None:
 
 
 class UcityApp(FastAPI):
-    """The FastAPI app, with the fast routes (`FastRoutes`) answered before any of its layers."""
+    """The FastAPI app, with the access guard (`server.require_auth`, ucity/access.py) asked first for every
+    HTTP request and the fast routes (`FastRoutes`) answered before any of FastAPI's layers."""
 
     fast_routes: FastRoutes | None = None
+    guard: Guard | None = None  # None: server.require_auth is off, and a request costs this one test
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.guard is not None and scope["type"] == "http":
+            try:
+                scope = await self.guard.admit(self.state.ucity, scope)
+            except Exception as exc:
+                tenant = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"ngsild-tenant"), None)
+                await error_response(exc, scope["method"], scope["path"], tenant)(scope, receive, send)
+                return
         fast = self.fast_routes
         if fast is not None and not self.root_path and (route := fast.match(scope)) is not None:
             scope["app"] = self
@@ -522,13 +532,15 @@ def ngsi_path(path: str) -> str:
     return path
 
 
-# Said once at every production start, until ucity has users and roles for these APIs (docs/operations.md §4).
+# Said once at every production start with `server.require_auth` off (docs/operations.md §4).
 UNAUTHENTICATED_APIS = (
-    "production: only the operations API (/api/v1/events, grants, cameras, agencies, audit, auth) checks tokens; "
-    "the NGSI-LD API, alarms and their stream, rules, notifiers, recipients, escalations, device provisioning and "
-    "the domains' APIs have no authentication yet and serve personal data (locations, contacts) to whoever reaches "
-    "this port: keep it on the operation centre's network behind an authenticating proxy (docs/operations.md, "
-    "'What is protected as shipped')")
+    "production with server.require_auth = false: only the operations API (/api/v1/events, grants, cameras, "
+    "agencies, audit, auth) checks tokens; the NGSI-LD API, alarms and their stream, rules, notifiers, recipients, "
+    "escalations, device provisioning and the domains' APIs serve personal data (locations, contacts) to whoever "
+    "reaches this port: keep it on the operation centre's network behind an authenticating proxy, or turn "
+    "server.require_auth on (docs/operations.md, 'What is protected as shipped')")
+NO_TOKENS = ("server.require_auth is on but no token is configured (ops.admin_token, ops.tokens) or issued: every API "
+             "answers 401 (docs/operations.md §4)")
 
 
 def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = False) -> FastAPI:
@@ -543,8 +555,10 @@ def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = F
         ucity = Ucity(settings, clock)
         app.state.ucity = ucity
         await ucity.start()
-        if settings.environment == "production":
+        if settings.environment == "production" and not settings.auth_required:
             log.warning(UNAUTHENTICATED_APIS)
+        if settings.auth_required and not ucity.ops.tokens.listing():
+            log.warning(NO_TOKENS)
         previous = gc_tuning.settle() if tune_gc else None
         try:
             yield
@@ -598,4 +612,6 @@ def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = F
 
     app.add_middleware(TrailingSlash)
     app.fast_routes = FastRoutes(settings)
+    if settings.auth_required:
+        app.guard = Guard(access_table(settings), settings.ngsild.default_tenant)
     return app

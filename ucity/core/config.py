@@ -29,6 +29,10 @@ class ServerSettings(_Section):
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=1024, description="larger bodies get 413")
     public_url: str | None = Field(None, description="base URL used in Location headers and hosted @context URLs")
+    require_auth: bool | None = Field(
+        None, description="every API asks for `Authorization: Bearer <token>` (the ops tokens; docs/operations.md "
+                          "§4) but /health, device measures, footage links, the dashboard page and the API "
+                          "documentation; unset means on in production, off otherwise")
 
 
 class StoreSettings(_Section):
@@ -414,6 +418,13 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings, env_settings)
+
+    @property
+    def auth_required(self) -> bool:
+        """`server.require_auth`, or its default: on in production, off otherwise."""
+        if self.server.require_auth is not None:
+            return self.server.require_auth
+        return self.environment == "production"
 
     @property
     def store_url(self) -> str:

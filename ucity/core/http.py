@@ -57,9 +57,12 @@ class ApiRoute:
     be declared before the platform exists (server.py mounts them when it builds the app) and the
     handler is found on a component the domain registered in its `setup`. `max_body_bytes` replaces
     `server.max_body_bytes` for this route (e.g. photo uploads); None keeps the server's limit.
+    `permission`: what a bearer token needs here when `server.require_auth` is on (a `Permission` of
+    ucity/ops/auth.py, e.g. "config:admin"); None: `data:read` for GET and HEAD, `data:write` otherwise.
     """
 
     method: str
     path: str
     handler: Callable[[Any], Handler]
     max_body_bytes: int | None = None
+    permission: str | None = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 import orjson
 
@@ -153,13 +153,36 @@ def header_text(value: str) -> str:
 
 
 def actor_header(req: Req, required: bool = True, default: str = "") -> str:
-    """Who acts (`X-Ucity-Actor`, percent-encoded UTF-8 or raw UTF-8; at most 200 characters), a stand-in
-    until ucity has users and roles. `required`: a 400 when it is missing."""
-    actor = header_text((req.header(ACTOR_HEADER) or "").strip()).strip()
+    """Who acts: the one place every API reads its actor (Context.actor, audit lines, alarm actions).
+
+    With `server.require_auth` on, the access guard (ucity/access.py) has replaced the header by the bearer
+    token's actor (`principal_actor`), so this is the authenticated principal; with it off, it is what the
+    client sent (`X-Ucity-Actor`, percent-encoded UTF-8 or raw UTF-8; at most 200 characters).
+    `required`: a 400 when it is missing."""
+    actor = actor_text(req.header(ACTOR_HEADER) or "")
     if not actor:
         if required:
             raise bad("X-Ucity-Actor 헤더가 필요합니다", "the X-Ucity-Actor header names who acts (required)")
         return default
+    return actor
+
+
+def actor_text(raw: str) -> str:
+    """An `X-Ucity-Actor` value as text ("" when blank); 400 beyond 200 characters or with control characters."""
+    actor = header_text(raw.strip()).strip()
     if len(actor) > ACTOR_MAX or any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in actor):
         raise bad("X-Ucity-Actor 값이 잘못되었습니다", f"X-Ucity-Actor must be at most {ACTOR_MAX} printable characters")
     return actor
+
+
+def principal_actor(actor: str, display: str | None) -> str:
+    """The actor of an authenticated request: the token's (`operator:tok-1`), and the `X-Ucity-Actor` the client
+    sent, if any, only as a display name in parentheses (`operator:tok-1 (김민수)`), shortened to fit 200."""
+    name = actor_text(display or "")
+    room = ACTOR_MAX - len(actor) - 3
+    return f"{actor} ({name[:room]})" if name and room > 0 else actor
+
+
+def actor_header_value(actor: str) -> bytes:
+    """`actor` as an `X-Ucity-Actor` header value that `actor_header` reads back exactly (percent-encoded UTF-8)."""
+    return quote(actor, safe="").encode("ascii")

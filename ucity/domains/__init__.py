@@ -6,7 +6,9 @@ A domain plugs in without a kernel change (README.md here):
   component(s) on the platform (`platform.add`), its default rules with the rules engine, and so on;
   `config` is the `[domains.<name>]` table of the settings, validated by the domain;
 * optionally `routes(config) -> list[ApiRoute]`: its HTTP endpoints, declared as data and mounted
-  by server.py when the app is built (the handler is looked up on the platform per request);
+  by server.py when the app is built (the handler is looked up on the platform per request); with
+  `server.require_auth` on they need `data:read` (GET, HEAD) or `data:write`, unless a route names
+  its own `permission` (e.g. `ApiRoute("PUT", path, handler, permission="config:admin")`; ucity/access.py);
 * its name in `domains.enabled`.
 
 `app.py` calls `setup_domains`, `server.py` calls `domain_routes`. Domains import only the public

@@ -11,7 +11,12 @@ Roles (issue 5):
 * `operator`: the integrated operation centre's staff: every event, sharing, approvals, personal data;
 * `agency` (with `agency`: its id): police 112, fire 119, disaster rooms ... see the events shared with
   or reported by their agency, report events, ask for video, open footage with their grants;
-* `admin`: everything, plus cameras, agencies, tokens and the audit log.
+* `admin`: everything, plus cameras, agencies, tokens and the audit log;
+* `reader`: `data:read` only, for read-only clients (a data portal, a video wall); no operations endpoint.
+
+The platform's other APIs (NGSI-LD, alarms, rules, provisioning, domains ...) take the same tokens when
+`server.require_auth` is on, with the coarse permissions `data:read|write` and `config:read|admin`
+(ucity/access.py).
 
 Tokens come from configuration (`ops.admin_token`, `ops.tokens`) or are issued by an admin through the
 API; an issued token is shown once, and only its SHA-256 is kept (tokens are 256-bit random values, so a
@@ -79,6 +84,7 @@ class Role(enum.StrEnum):
     OPERATOR = "operator"
     AGENCY = "agency"
     ADMIN = "admin"
+    READER = "reader"  # read-only data clients (a data portal, a video wall): data:read alone
 
 
 class Permission(enum.StrEnum):
@@ -98,15 +104,22 @@ class Permission(enum.StrEnum):
     AUDIT_READ = "audit:read"
     PERSONAL_READ = "personal:read"  # personal data unmasked (PLAT-R10)
     TOKENS_ADMIN = "tokens:admin"
+    # The platform's other APIs (ucity/access.py maps every mounted route to one of these):
+    DATA_READ = "data:read"  # NGSI-LD, alarms and their stream, device health, ingest stats, domains, care areas
+    DATA_WRITE = "data:write"  # writes to those (entities, subscriptions, alarm actions, domain writes)
+    CONFIG_READ = "config:read"  # rules, escalations, notifiers, recipients, device provisioning, dead letters
+    CONFIG_ADMIN = "config:admin"  # changes to those, and the replay of dead letters
 
 
 P = Permission
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OPERATOR: frozenset({P.EVENTS_READ, P.EVENTS_READ_ALL, P.EVENTS_REPORT, P.EVENTS_MANAGE, P.LINKAGE_REQUEST,
-                              P.CAMERAS_READ, P.AGENCIES_READ, P.GRANTS_READ_ALL, P.GRANTS_ISSUE, P.PERSONAL_READ}),
+                              P.CAMERAS_READ, P.AGENCIES_READ, P.GRANTS_READ_ALL, P.GRANTS_ISSUE, P.PERSONAL_READ,
+                              P.DATA_READ, P.DATA_WRITE, P.CONFIG_READ}),
     Role.AGENCY: frozenset({P.EVENTS_READ, P.EVENTS_REPORT, P.LINKAGE_REQUEST, P.CAMERAS_READ, P.AGENCIES_READ,
                             P.GRANTS_RENEW_OWN, P.FOOTAGE_VIEW}),
     Role.ADMIN: frozenset(Permission),
+    Role.READER: frozenset({P.DATA_READ}),
 }
 
 
@@ -195,6 +208,7 @@ class TokenRegistry:
         self._clock = clock
         self._configured: dict[str, TokenSpec] = {}
         self._issued: dict[str, tuple[TokenSpec, Doc]] = {}  # hash -> (spec, stored document)
+        self._principals: dict[str, Principal] = {}  # hash -> the principal of a known token, once looked up
         for raw in settings.tokens:
             try:
                 spec = ConfiguredToken.model_validate(raw)
@@ -211,8 +225,14 @@ class TokenRegistry:
 
     def lookup(self, token: str) -> Principal | None:
         digest = token_hash(token)
+        found = self._principals.get(digest)  # every request of every API asks (server.require_auth)
+        if found is not None:
+            return found
         spec = self._configured.get(digest) or (self._issued[digest][0] if digest in self._issued else None)
-        return spec.principal() if spec is not None else None
+        if spec is None:
+            return None  # unknown tokens are not remembered: clients choose them
+        principal = self._principals[digest] = spec.principal()
+        return principal
 
     def listing(self) -> list[dict[str, Any]]:
         configured = [{**s.model_dump(mode="json"), "source": "configuration"} for s in self._configured.values()]
@@ -237,6 +257,7 @@ class TokenRegistry:
             if spec.id == token_id:
                 await self._store.delete_doc(TOKENS_KIND, GLOBAL, token_id)
                 del self._issued[digest]
+                self._principals.pop(digest, None)
                 return spec
         if any(s.id == token_id for s in self._configured.values()):
             raise BadRequest(f"{token_id}: 설정 파일의 토큰은 API로 폐기할 수 없습니다 / a configured token is "
@@ -277,21 +298,35 @@ class Authenticator:
         scheme, _, token = (req.header("authorization") or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        return next((p for p in (s.lookup(token.strip()) for s in self.sources) if p is not None), None)
+        token = token.strip()
+        for source in self.sources:  # a loop, not generators: every request of every API may ask
+            principal = source.lookup(token)
+            if principal is not None:
+                return principal
+        return None
 
     def authenticate(self, req: Req, tenant: str) -> Principal:
+        principal = self.bearer(req)
+        self.admit(principal, tenant)
+        return principal
+
+    def bearer(self, req: Req) -> Principal:
+        """The principal of the request's bearer token; 401 without a token or with an unknown one."""
         if not (req.header("authorization") or "").strip():
             raise Unauthorized("Authorization: Bearer <토큰> 필요 / an Authorization: Bearer <token> header is required")
         principal = self.identify(req)
         if principal is None:
             raise Unauthorized("알 수 없거나 폐기된 토큰 / unknown or revoked token")
+        return principal
+
+    def admit(self, principal: Principal, tenant: str) -> None:
+        """403 for a token of another tenant, or of an agency that may not act now (AgencyRefused)."""
         if principal.tenant is not None and principal.tenant != tenant:
             raise Forbidden(f"이 토큰은 테넌트 {principal.tenant} 전용 / this token is for tenant {principal.tenant}")
         if principal.agency is not None:
             refusal = self.agency_refusal(tenant, principal.agency)
             if refusal is not None:
                 raise AgencyRefused(principal, refusal)
-        return principal
 
 
 def new_token_id() -> str:

@@ -32,6 +32,15 @@ class SimulatorError(Exception):
     """The server refused the simulated city in a way the simulator cannot work around."""
 
 
+def check_access(resp: httpx.Response, what: str) -> None:
+    """A SimulatorError that says what to do when the server wants a token (401) or a better one (403)."""
+    if resp.status_code == 401:
+        raise SimulatorError(f"{what}: the server asks for a bearer token (server.require_auth): pass --token "
+                             "or set UCITY_TOKEN (an admin token)")
+    if resp.status_code == 403:
+        raise SimulatorError(f"{what}: the token may not do this: {resp.text[:300]}")
+
+
 @dataclass
 class SendStats:
     """What has been sent, for the progress display and the final report."""
@@ -92,6 +101,7 @@ class CityApi:
         async with self.slots:
             resp = await self.client.post(f"{NGSI}/entityOperations/upsert", content=orjson.dumps(batch),
                                           headers={"Content-Type": "application/json", **self.ngsi_headers()})
+        check_access(resp, "NGSI-LD upsert")
         if resp.status_code == 207:
             body = resp.json()
             log.warning("upsert: %d errors, first: %s", len(body.get("errors", [])), body.get("errors", [{}])[0])
@@ -109,6 +119,7 @@ class CityApi:
         created = 0
         for group in groups:
             resp = await self.client.post("/iot/services", json={"services": [group]}, headers=iota.headers(self.cfg))
+            check_access(resp, "service group provisioning")
             if resp.status_code in (404, 405):
                 raise SimulatorError("the server has no IoT Agent provisioning API at /iot/services")
             if resp.status_code not in (200, 201, 204, 409):
@@ -132,6 +143,7 @@ class CityApi:
     async def _post_devices(self, batch: list[dict[str, Any]]) -> int:
         resp = await self.client.post("/iot/devices", content=orjson.dumps({"devices": batch}),
                                       headers={"Content-Type": "application/json", **iota.headers(self.cfg)})
+        check_access(resp, "device provisioning")
         if resp.status_code in (200, 201, 204):
             return len(batch)
         if resp.status_code != 409:

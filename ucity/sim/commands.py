@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -34,6 +35,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     _city_options(sim)
     _run_options(sim)
     sim.add_argument("--tenant", help="NGSILD-Tenant / fiware-service to write into (default tenant when absent)")
+    _token_option(sim)
     sim.add_argument("--no-provision", action="store_true", help="skip provisioning (already done)")
     sim.add_argument("--static-only", action="store_true", help="only upsert the static entities, no devices")
     sim.set_defaults(func=cmd_simulate)
@@ -50,7 +52,23 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                                                     "devices publish there")
     _city_options(demo)
     _run_options(demo, default_scenarios=["all"])
+    _token_option(demo)
     demo.set_defaults(func=cmd_demo)
+
+
+TOKEN_ENV = "UCITY_TOKEN"
+
+
+def _token_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token", default=None,
+                   help=f"bearer token sent with every request, for a server with server.require_auth on "
+                        f"(an admin token: provisioning needs config:admin); default ${TOKEN_ENV}, which keeps it "
+                        "out of the process list. The demo uses its own admin token when none is given")
+
+
+def token_of(args: argparse.Namespace) -> str | None:
+    """--token, else $UCITY_TOKEN, else None."""
+    return getattr(args, "token", None) or os.environ.get(TOKEN_ENV) or None
 
 
 def _city_options(p: argparse.ArgumentParser) -> None:
@@ -94,7 +112,8 @@ def run_config(args: argparse.Namespace, url: str, mqtt: str | None) -> RunConfi
     static_only = getattr(args, "static_only", False)
     return RunConfig(url=url, mqtt_url=mqtt, speed=args.speed, duration_s=args.duration,
                      start=parse_start(args.start), scenarios=tuple(scenarios), tenant=getattr(args, "tenant", None),
-                     provision=not getattr(args, "no_provision", False), devices=not static_only)
+                     provision=not getattr(args, "no_provision", False), devices=not static_only,
+                     token=token_of(args))
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:

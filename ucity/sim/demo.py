@@ -116,6 +116,7 @@ def run_demo(city_cfg: CityConfig, cfg: RunConfig, options: DemoOptions, console
     if options.admin_token is None and load_settings(options.config).ops.admin_token is None:
         # made before the fork: the server takes it, the simulator's banner shows it
         options = dataclasses.replace(options, admin_token="uct_demo_" + secrets.token_urlsafe(18))
+    cfg = dataclasses.replace(cfg, token=cfg.token or simulator_token(options))
     if sys.platform != "linux":
         try:
             return asyncio.run(run_in_process(city_cfg, cfg, options, console, started))
@@ -134,6 +135,15 @@ def run_demo(city_cfg: CityConfig, cfg: RunConfig, options: DemoOptions, console
         if child.is_alive():
             child.terminate()
     return 0 if child.exitcode in (0, None) else int(child.exitcode)
+
+
+def simulator_token(options: DemoOptions) -> str | None:
+    """The token the demo's simulator sends (provisioning needs one when server.require_auth is on): the demo's
+    own admin token, else the configured `ops.admin_token`."""
+    if options.admin_token:
+        return options.admin_token
+    configured = load_settings(options.config).ops.admin_token
+    return configured.get_secret_value() if configured is not None else None
 
 
 async def serve_while(child: multiprocessing.process.BaseProcess, options: DemoOptions) -> None:

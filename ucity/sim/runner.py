@@ -77,6 +77,7 @@ class RunConfig:
     start: datetime | None = None  # simulated start; None = now
     scenarios: tuple[str, ...] = ()
     tenant: str | None = None  # NGSILD-Tenant and fiware-service
+    token: str | None = field(default=None, repr=False)  # bearer token (server.require_auth); never printed
     provision: bool = True
     devices: bool = True  # provision devices and stream measures (False: static entities only)
     stream: bool = True
@@ -121,6 +122,12 @@ class RunReport:
         return lines
 
 
+def auth_headers(token: str | None) -> dict[str, str]:
+    """`Authorization: Bearer <token>` for every request of a run (provisioning and NGSI-LD need it when the
+    server has `server.require_auth` on; device measures carry their API key and ignore it)."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
 class Runner:
     """One simulation run against one server."""
 
@@ -138,7 +145,7 @@ class Runner:
         self.devices: dict[str, SimDevice] = {d.device_id: d for d in city_devices(city)}
         self.pending: dict[str, list[dict[str, Any]]] = defaultdict(list)
         self.client = httpx.AsyncClient(
-            base_url=config.url, timeout=httpx.Timeout(60.0, connect=10.0),
+            base_url=config.url, timeout=httpx.Timeout(60.0, connect=10.0), headers=auth_headers(config.token),
             limits=httpx.Limits(max_connections=config.concurrency, max_keepalive_connections=config.concurrency))
         self.sink = sink
 

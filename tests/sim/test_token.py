@@ -1,0 +1,57 @@
+"""The simulator sends a bearer token (`--token` / `UCITY_TOKEN`) to a server with `server.require_auth` on."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer
+from ucity.core.clock import FakeClock
+from ucity.core.config import load_settings
+from ucity.sim.city import CityConfig, build_city
+from ucity.sim.client import SimulatorError
+from ucity.sim.commands import run_config
+from ucity.sim.runner import RunConfig, Runner
+
+ADMIN = "sim-admin-token-0123456789abcdef"
+START = datetime(2026, 11, 18, 1, 0, tzinfo=UTC)
+
+
+def parsed(*argv: str) -> argparse.Namespace:
+    from ucity.cli import build_parser
+
+    return build_parser().parse_args(["simulate", *argv])
+
+
+def test_the_token_comes_from_the_option_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UCITY_TOKEN", raising=False)
+    assert run_config(parsed(), "http://x", None).token is None
+    monkeypatch.setenv("UCITY_TOKEN", "from-env")
+    assert run_config(parsed(), "http://x", None).token == "from-env"
+    assert run_config(parsed("--token", "from-option"), "http://x", None).token == "from-option"
+    assert "from-option" not in repr(run_config(parsed("--token", "from-option"), "http://x", None))
+
+
+async def provision(url: str, token: str | None) -> Runner:
+    clock = FakeClock(START)
+    city = build_city(CityConfig(seed=7, scale=0.02, reference_date=date(2026, 11, 1)))
+    async with Runner(city, RunConfig(url=url, stream=False, token=token), clock=clock) as runner:
+        await runner.run()
+    return runner
+
+
+async def test_provisioning_a_guarded_server_needs_the_token(tmp_path: Path) -> None:
+    settings = load_settings(environment="test", data_dir=str(tmp_path / "data"), server={"require_auth": True},
+                             ops={"admin_token": ADMIN})
+    with LiveServer(settings) as server:
+        with pytest.raises(SimulatorError, match="--token or set UCITY_TOKEN"):
+            await provision(server.url, None)
+        runner = await provision(server.url, ADMIN)
+        assert runner.report.entities > 0 and runner.report.devices > 0
+        async with httpx.AsyncClient(base_url=server.url) as http:
+            listed = await http.get("/iot/devices", headers={"Authorization": f"Bearer {ADMIN}"})
+        assert listed.status_code == 200 and listed.json()["count"] == runner.report.devices
