@@ -254,8 +254,18 @@ async def test_live_alarm_acknowledge_facility_chart_and_language(server: LiveSe
     assert any("확인" in line and OPERATOR in line for line in trail) and any("발생" in line for line in trail)
     # -- the operation centre: the alarm's event, its nearest cameras with distance, sharing with 119 -------------
     ops = "#detail [data-role='ops']"
-    await page.fill(f"{ops} input[name='token']", OPS_TOKEN)
-    await page.click(f"{ops} [data-role='token-form'] button[type='submit']")
+    # No token yet: the section says so and the top bar's sign-in opens (the one place to enter a token).
+    await page.wait_for_selector(f"{ops} [data-role='sign-in-needed']")
+    assert await page.locator(f"{ops} input").count() == 0
+    await page.wait_for_selector("#auth[data-state='signing-in'] #auth-form:not([hidden])")
+    assert await page.get_attribute("#auth-token", "type") == "password"
+    assert await page.get_attribute("#auth-token", "autocomplete") == "off"
+    await page.fill("#auth-token", OPS_TOKEN)
+    await page.click("#auth-form button[type='submit']")
+    await page.wait_for_selector("#auth[data-state='signed-in'] #auth-user:not([hidden])")
+    assert await page.text_content("#auth-user") == f"{OPERATOR} · 운영자"
+    assert await page.evaluate("() => sessionStorage.getItem('ucity.token')") == OPS_TOKEN
+    assert await page.evaluate("() => localStorage.getItem('ucity.token')") is None
     await page.wait_for_selector(f"{ops} [data-role='cameras'] tr[data-camera]")
     event_id = await page.get_attribute(f"{ops} [data-role='event']", "data-event-id")
     event = httpx.get(f"{server.url}/api/v1/events/{event_id}", headers=AUTH).json()

@@ -1,6 +1,7 @@
-// The operator's actions on an alarm, through /api/v1/alarms/{id}/... (actor: X-Ucity-Actor).
-import { postJSON } from './api.js';
-import { t } from './i18n.js';
+// The operator's actions on an alarm, through /api/v1/alarms/{id}/... (actor: the signed-in token's
+// principal when the server requires sign-in; X-Ucity-Actor, the name in the top bar, as display name).
+// A refusal (403: the role may not act on alarms) is said in a toast, not a broken panel.
+import { errorText, postJSON } from './api.js';
 import { toast } from './ui.js';
 
 const BASE = '/api/v1/alarms';
@@ -9,8 +10,9 @@ async function act(id, path, body) {
   try {
     return await postJSON(`${BASE}/${encodeURIComponent(id)}/${path}`, body);
   } catch (error) {
-    toast(t('error.action', { detail: error.message }));
-    throw error;
+    toast(errorText(error), 6000);
+    return null; // said; the caller reloads what it shows either way
+
   }
 }
 

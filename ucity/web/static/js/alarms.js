@@ -1,6 +1,6 @@
 // The alarm list: filters map to /api/v1/alarms query parameters; reloaded on every stream event.
 import * as actions from './actions.js';
-import { getJSON } from './api.js';
+import { errorText, getJSON } from './api.js';
 import { pick, t } from './i18n.js';
 import { kst } from './time.js';
 import { h, throttle } from './ui.js';
@@ -46,8 +46,11 @@ export class AlarmList {
       this.total = body.total;
       this.render(new Set(fresh));
     } catch (error) {
-      this.count.textContent = `${t('alarms.loadError')}: ${error.message}`;
+      this.count.textContent = `${t('alarms.loadError')}: ${errorText(error)}`;
+      this.count.dataset.error = String(error.status || 'network');
+      return;
     }
+    delete this.count.dataset.error;
   }
 
   render(fresh = new Set()) {

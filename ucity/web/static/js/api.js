@@ -1,37 +1,72 @@
-// ucity's public APIs as the browser uses them: JSON GET/POST, NGSI-LD paging, tenant and actor.
+// ucity's public APIs as the browser uses them: JSON GET/POST, NGSI-LD paging, tenant, actor and token.
+import { t } from './i18n.js';
+
 const pageParams = new URLSearchParams(location.search);
 export const tenant = pageParams.get('tenant') || '';
 const NGSI = '/ngsi-ld/v1';
 const PAGE = 1000;
 
 export class ApiError extends Error {
-  constructor(status, detail) { super(detail); this.status = status; }
+  constructor(status, detail, problem = null) {
+    super(detail);
+    this.status = status;
+    this.problem = problem; // the ProblemDetails body (a 403 names the missing `permission`)
+  }
 }
 
 export function actor() {
   return (localStorage.getItem('ucity.actor') || '').trim() || 'operator';
 }
 
-// The operations API (events, cameras, agencies, grants, audit) takes a bearer token with a role;
-// the operator enters it once per browser session (never stored beyond it).
+// The bearer token (the operations API always takes one; with `server.require_auth` every API does).
+// The operator signs in once per browser session in the top bar (auth.js): sessionStorage only, never a
+// URL, never localStorage.
 export function token() { return sessionStorage.getItem('ucity.token') || ''; }
 export function setToken(value) {
-  if (value) sessionStorage.setItem('ucity.token', value.trim()); else sessionStorage.removeItem('ucity.token');
+  if (value && value.trim()) sessionStorage.setItem('ucity.token', value.trim()); else sessionStorage.removeItem('ucity.token');
 }
 
-function headers(extra = {}) {
+// 401 from any API: the token sent (if it is still the current one) is forgotten and the listeners
+// (the top bar's sign-in) are told. `sent`: the token the request carried.
+const unauthorizedListeners = [];
+export function onUnauthorized(fn) { unauthorizedListeners.push(fn); }
+export function unauthorized(sent, detail) {
+  if (sent && sent === token()) setToken('');
+  for (const fn of unauthorizedListeners) fn(detail);
+}
+
+export function authHeaders(extra = {}) {
   const out = { Accept: 'application/json', ...extra };
   if (tenant) out['NGSILD-Tenant'] = tenant;
   if (token()) out.Authorization = `Bearer ${token()}`;
   return out;
 }
+const headers = authHeaders;
 
-async function parse(response) {
+// `quiet`: a 401 is the caller's business (a probe, the sign-in check), not a reason to ask for sign-in.
+async function parse(response, sent, quiet = false) {
   if (response.status === 204) return null;
   const text = await response.text();
-  const body = text ? JSON.parse(text) : null;
-  if (!response.ok) throw new ApiError(response.status, (body && (body.detail || body.title)) || response.statusText);
+  let body = null;
+  try { body = text ? JSON.parse(text) : null; } catch { body = null; }
+  if (!response.ok) {
+    const detail = (body && (body.detail || body.title)) || response.statusText;
+    if (response.status === 401 && !quiet) unauthorized(sent, detail);
+    throw new ApiError(response.status, detail, body);
+  }
   return body;
+}
+
+// What to tell the operator about a failed call: a 403 says what the role may not do (the problem's
+// detail and the missing permission), anything else the server's detail.
+export function errorText(error) {
+  if (error instanceof ApiError && error.status === 403) {
+    const permission = error.problem?.permission;
+    return t('auth.forbidden', { detail: permission && !error.message.includes(permission) ? `${error.message} (${permission})` : error.message });
+  }
+  if (error instanceof ApiError && error.status === 401) return t('auth.required');
+  if (error instanceof ApiError) return t('error.action', { detail: error.message });
+  return t('error.network');
 }
 
 // A route the server does not have answers 404 "no resource at <path>" (server.py).
@@ -39,18 +74,20 @@ export function missingRoute(error) {
   return error instanceof ApiError && error.status === 404 && error.message.startsWith('no resource at');
 }
 
-export async function getJSON(path, accept) {
-  return parse(await fetch(path, { headers: headers(accept ? { Accept: accept } : {}) }));
+export async function getJSON(path, accept, { quiet = false } = {}) {
+  const sent = token();
+  return parse(await fetch(path, { headers: headers(accept ? { Accept: accept } : {}) }), sent, quiet);
 }
 
 export async function postJSON(path, body) {
+  const sent = token();
   const response = await fetch(path, {
     method: 'POST', body: JSON.stringify(body ?? {}),
     // A header carries only ISO-8859-1: a Korean operator's name goes percent-encoded (UTF-8), which the
     // server decodes (ucity.core.params.header_text).
     headers: headers({ 'Content-Type': 'application/json', 'X-Ucity-Actor': encodeURIComponent(actor()) }),
   });
-  return parse(response);
+  return parse(response, sent);
 }
 
 // Does a route exist? (404 "no resource at" for a path no route serves; any other answer means it does.)
@@ -82,8 +119,4 @@ export async function entity(id, attrs) {
 export async function temporal(id, attrs, lastN = 300) {
   const query = new URLSearchParams({ attrs: attrs.join(','), options: 'temporalValues', lastN });
   return getJSON(`${NGSI}/temporal/entities/${encodeURIComponent(id)}?${query}`);
-}
-
-export function streamUrl() {
-  return tenant ? `/api/v1/stream?tenant=${encodeURIComponent(tenant)}` : '/api/v1/stream';
 }

@@ -2,7 +2,7 @@
 // operation-center part: nearest cameras, sharing with an agency), or a facility (facility.js).
 import * as actions from './actions.js';
 import { alarmTitle, levelBadge, shortId } from './alarms.js';
-import { entity, getJSON } from './api.js';
+import { entity, errorText, getJSON } from './api.js';
 import { onLangChange, pick, t } from './i18n.js';
 import { FacilityView } from './facility.js';
 import { opsSection } from './ops.js';
@@ -19,7 +19,7 @@ export class DetailPanel {
     this.opener = null;
     closeButton.addEventListener('click', () => this.close());
     panel.addEventListener('keydown', (event) => { if (event.key === 'Escape') this.close(); });
-    this.refresh = debounce(() => this.view && this.view.render(), 200);
+    this.refresh = debounce(() => this.view && this.draw(this.view), 200);
     onLangChange(() => this.refresh());
   }
 
@@ -29,7 +29,14 @@ export class DetailPanel {
     this.panel.hidden = false;
     this.panel.dataset.kind = view.kind;
     this.panel.dataset.key = view.key;
-    return view.render().then(() => this.title.focus());
+    return this.draw(view).then(() => this.title.focus());
+  }
+
+  // A view that cannot be read (not signed in, a role without access) says why instead of breaking.
+  draw(view) {
+    return view.render().catch((error) => {
+      if (this.view === view) this.body.replaceChildren(h('p', { class: 'error', 'data-role': 'detail-error' }, errorText(error)));
+    });
   }
 
   close() {
@@ -81,7 +88,14 @@ class SituationView {
 
   async render() {
     const { title, body } = this.panel;
-    const alarms = await this.alarms();
+    let alarms;
+    try {
+      alarms = await this.alarms();
+    } catch (error) { // not signed in, or a role that may not read alarms: said, not a broken panel
+      title.replaceChildren(t('event.title'), ' · ', shortId(this.key));
+      body.replaceChildren(h('p', { class: 'error', 'data-role': 'detail-error' }, errorText(error)));
+      return;
+    }
     this.ids = new Set(alarms.map((a) => a.id));
     const asset = await entity(this.key, ['name', 'cameraName', 'address']).catch(() => null);
     const worst = alarms[0];

@@ -1,6 +1,6 @@
 // System health: devices offline, ingest rate, notification failures, from /health,
 // /api/v1/devices/health and /api/v1/notifications/dead-letters; polled.
-import { getJSON } from './api.js';
+import { errorText, getJSON } from './api.js';
 import { t } from './i18n.js';
 import { kst } from './time.js';
 import { h, kv } from './ui.js';
@@ -25,12 +25,24 @@ export class HealthPanel {
     const accepted = health.components?.ingest?.accepted ?? 0;
     const rate = this.previous && now > this.previous.at ? Math.max(0, (accepted - this.previous.accepted) / ((now - this.previous.at) / 1000)) : null;
     this.previous = { at: now, accepted };
+    this.error = null;
     this.state = { health, devices, dead, rate, at: now };
     this.render();
   }
 
+  // The poll failed (not signed in, a role without device health, the server away): said in the panel.
+  fail(error) {
+    this.state = null;
+    this.error = error;
+    this.render();
+  }
+
   render() {
-    if (!this.state) return;
+    if (!this.state) {
+      if (this.error) this.body.replaceChildren(h('p', { class: 'error', 'data-role': 'health-error' }, errorText(this.error)));
+      return;
+    }
+    this.error = null;
     const { health, devices, dead, rate, at } = this.state;
     const subs = health.components?.subscriptions || {};
     const failures = (dead.total || 0) + (subs.failing || 0);

@@ -1,11 +1,12 @@
 // Starts the dashboard: map, alarm list, facilities, health, detail panel, live stream, language.
 import { AlarmList } from './alarms.js';
+import { SignIn } from './auth.js';
 import { Cue } from './cue.js';
 import { DetailPanel } from './detail.js';
 import { FacilityList } from './facility.js';
 import { HealthPanel } from './health.js';
 import { apply, config, onLangChange, setLang } from './i18n.js';
-import { connect } from './live.js';
+import { LiveStream } from './live.js';
 import { CityMap } from './map.js';
 import { openEvents } from './ops.js';
 import * as store from './store.js';
@@ -70,25 +71,43 @@ async function start() {
   onLangChange(() => { alarms.render(); facilities.render(); health.render(); });
 
   let connectedBefore = false;
-  const source = connect((type, alarm) => {
+  // After a reconnection the server replays from Last-Event-ID; reloading as well covers a replay
+  // buffer that has moved on.
+  const live = new LiveStream((type, alarm) => {
     store.apply(alarm);
     alarms.reload();
     detail.alarmChanged(alarm);
     if (cue.wants(type, alarm)) cue.show(alarm);
-  }, $('live-state'));
-  // After a reconnection the server replays from Last-Event-ID; reloading as well covers a replay
-  // buffer that has moved on.
-  source.addEventListener('open', () => { if (connectedBefore) { store.load(); alarms.load(); } connectedBefore = true; });
+  }, $('live-state'), { onOpen: () => { if (connectedBefore) { store.load().catch(() => {}); alarms.load(); } connectedBefore = true; } });
 
-  await Promise.all([store.load(), alarms.load(), health.poll().catch(() => {})]);
-  setInterval(() => health.poll().catch(() => {}), HEALTH_POLL_MS);
-  await map.loadStatic();
-  facilities.set(map.data.facilities);
+  // Everything the page reads; each part fails on its own (a 401 opens the sign-in, a 403 is said where
+  // it happens), and all of it is read again after sign-in.
+  let mapLoaded = false;
   const events = async () => map.setOpsEvents(await openEvents());
-  await events();
-  setInterval(async () => { await map.refreshDynamic(); facilities.set(map.data.facilities); await events(); }, config.refreshSeconds * 1000);
+  const loadAll = async () => {
+    await Promise.all([store.load().catch(() => {}), alarms.load(), health.poll().catch((error) => health.fail(error))]);
+    try {
+      if (mapLoaded) await map.refreshDynamic(); else { await map.loadStatic(); mapLoaded = true; }
+    } catch (error) { console.warn('map layers:', error.message); }
+    facilities.set(map.data.facilities || []);
+    await events().catch(() => {});
+  };
+  const auth = new SignIn({ root: $('auth'), form: $('auth-form'), input: $('auth-token'), message: $('auth-message'),
+    open: $('auth-open'), user: $('auth-user'), signOut: $('auth-signout'),
+    onSignedIn: async () => { live.restart(); await loadAll(); detail.refresh(); } });
+  await auth.start();
+  live.start();
+
+  await loadAll();
+  setInterval(() => health.poll().catch((error) => health.fail(error)), HEALTH_POLL_MS);
+  setInterval(async () => {
+    if (!mapLoaded) return;
+    try { await map.refreshDynamic(); } catch (error) { console.warn('map layers:', error.message); }
+    facilities.set(map.data.facilities || []);
+    await events().catch(() => {});
+  }, config.refreshSeconds * 1000);
   document.body.dataset.ready = 'true';
-  window.ucity = { map, store, alarms, detail, health };
+  window.ucity = { map, store, alarms, detail, health, live, auth };
 }
 
 start().catch((error) => {

@@ -1,42 +1,43 @@
 // The operation-center part of a situation (ucity/ops, issue 5): its event, the nearest cameras
 // with their distance, "share with agency" (a footage grant), and the event's audit trail.
-// The operations API takes a bearer token; without one the section asks for it.
-import { ApiError, getJSON, missingRoute, postJSON, setToken, token } from './api.js';
+// The operations API takes a bearer token; without one the section points to the top bar's sign-in.
+import { ApiError, errorText, getJSON, missingRoute, postJSON, token } from './api.js';
+import { promptSignIn } from './auth.js';
 import { pick, t } from './i18n.js';
 import { kst } from './time.js';
 import { h, toast } from './ui.js';
 
 const OPEN_EVENTS = 'received,acknowledged,sharing,dispatched';
-let available = null; // null: not asked yet
+let available = null; // null: not asked yet; false: this server has no operations API
+let refused = { token: null, error: null }; // a 403 for the current token: its role has no operations access
 
 async function probe() {
-  if (available !== null) return available;
+  if (available === false) return false;
+  if (available !== null && refused.token === token()) return available;
+  refused = { token: token(), error: null };
   try {
-    await getJSON('/api/v1/events?limit=1');
+    await getJSON('/api/v1/events?limit=1', null, { quiet: true }); // 401 without a token: the route exists
     available = true;
   } catch (error) {
     available = !missingRoute(error);
+    if (error instanceof ApiError && error.status === 403) refused.error = error;
   }
   return available;
 }
 
 // Open events, for matching situations to events and for events without an alarm (e.g. a 112 report).
 export async function openEvents() {
-  if (!(await probe()) || !token()) return [];
+  if (!(await probe()) || !token() || refused.error) return [];
   try {
     return (await getJSON(`/api/v1/events?status=${OPEN_EVENTS}&limit=1000`)).events;
   } catch { return []; }
 }
 
-function tokenForm(onSaved, message) {
-  return h('form', { class: 'form-row', 'data-role': 'token-form', onsubmit: (event) => {
-    event.preventDefault();
-    setToken(new FormData(event.target).get('token'));
-    onSaved();
-  } },
-  message ? h('p', { class: 'error' }, message) : '',
-  h('label', {}, t('ops.token'), h('input', { name: 'token', type: 'password', autocomplete: 'off', required: true })),
-  h('button', { type: 'submit' }, t('ops.signIn')));
+// No token (or a refused one): the operations part says so and opens the top bar's sign-in.
+function signInNotice(message) {
+  return h('div', { class: 'notice', 'data-role': 'sign-in-needed' },
+    h('p', {}, message || t('ops.signInNeeded')),
+    h('button', { type: 'button', 'data-action': 'sign-in', onclick: () => promptSignIn('', true) }, t('auth.signIn')));
 }
 
 // The event of a situation: one made from any of its alarms (PLAT-R9).
@@ -56,7 +57,12 @@ export async function opsSection(situation, panel) {
     return section;
   }
   if (!token()) {
-    section.append(h('h3', {}, t('event.operations')), tokenForm(rerender));
+    section.append(h('h3', {}, t('event.operations')), signInNotice());
+    promptSignIn('', false);
+    return section;
+  }
+  if (refused.error) { // signed in, with a role that has no operations endpoint (e.g. a reader)
+    section.append(h('h3', {}, t('event.operations')), h('p', { class: 'error', 'data-role': 'ops-error' }, errorText(refused.error)));
     return section;
   }
   try {
@@ -64,10 +70,9 @@ export async function opsSection(situation, panel) {
     section.append(...await eventBlock(event, situation, rerender));
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
-      setToken('');
-      section.append(h('h3', {}, t('event.operations')), tokenForm(rerender, error.message));
+      section.append(h('h3', {}, t('event.operations')), signInNotice(t('auth.required')));
     } else {
-      section.append(h('p', { class: 'error' }, t('error.action', { detail: error.message })));
+      section.append(h('h3', {}, t('event.operations')), h('p', { class: 'error', 'data-role': 'ops-error' }, errorText(error)));
     }
   }
   return section;
@@ -124,7 +129,7 @@ async function shareForm(event, selection, rerender) {
       toast(t('event.shared', { agency: pick(agency?.name) || grant.agency }));
       rerender();
     } catch (error) {
-      toast(t('error.action', { detail: error.message }));
+      toast(errorText(error));
     }
   } },
   h('div', { class: 'form-row' },

@@ -1,0 +1,332 @@
+"""The dashboard's one sign-in and its alarm stream read with fetch(), in Debian's Chromium (Playwright).
+
+* The stream is read with fetch(), not EventSource: the token goes in the Authorization header, never in a
+  URL, and a reconnection sends Last-Event-ID so the server replays what the page missed (auth off: the
+  stream takes the header all the same, so this runs today).
+* Its `text/event-stream` parser (static/js/sse.js) follows the WHATWG rules: CRLF / CR / LF, a CRLF split
+  between two reads, comments, multi-line data, `id` that persists, `retry`, a BOM, a last event that never
+  ended.
+* With `server.require_auth` (every API needs a bearer token; helper H1's setting) a page without a token
+  shows the sign-in in the top bar, loads the alarms and opens the stream once signed in, receives a raised
+  alarm through it, signs out, and a `reader` sees the alarms but is told why acknowledging is refused.
+  That test is skipped while the setting is not in the tree.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer
+from ucity.core.config import ServerSettings, load_settings
+
+playwright_api = pytest.importorskip("playwright.async_api")
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+OPERATOR = "상황실 김운영"
+ADMIN_TOKEN = "uct_dashboard-auth-admin-token-0123456789abcdef"
+OPS_TOKEN = "uct_dashboard-auth-operator-token-0123456789abc"
+READER_TOKEN = "uct_dashboard-auth-reader-token-0123456789abcd"
+WAIT_MS = 30_000  # what happens at once, on a loaded machine
+REQUIRE_AUTH = "require_auth" in ServerSettings.model_fields  # helper H1's setting
+RULE = {"id": "dash-auth-tilt", "name": {"ko": "기울기 주의", "en": "Tilt caution"}, "entityTypes": ["StructuralSensor"],
+        "condition": {"type": "threshold", "attribute": "tilt", "edges": [{"level": "caution", "at": 1.0}],
+                      "hysteresis": 0.1}, "persistence": {"samples": 1}}
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+]
+
+
+def live_server(tmp_path_factory: pytest.TempPathFactory, require_auth: bool) -> LiveServer:
+    data = tmp_path_factory.mktemp("dashboard-auth") / "data"
+    tokens: list[dict[str, Any]] = [
+        {"id": "op-kim", "token": OPS_TOKEN, "role": "operator", "name": OPERATOR},
+        {"id": "admin", "token": ADMIN_TOKEN, "role": "admin", "name": "관리자"}]
+    server: dict[str, Any] = {}
+    if require_auth:
+        server = {"require_auth": True}
+        tokens.append({"id": "viewer", "token": READER_TOKEN, "role": "reader", "name": "조회 전용"})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("UCITY_WEB__TILE_URL", "none")
+        patch.delenv("UCITY_STORE__URL", raising=False)
+        patch.delenv("UCITY_SERVER__REQUIRE_AUTH", raising=False)
+        settings = load_settings(environment="test", data_dir=str(data), store={"group_commit_ms": 1.0}, server=server,
+                                 ops={"grant_secret": "dashboard-auth-grant-secret-0123456789",
+                                      "pseudonym_secret": "dashboard-auth-pseudonyms-0123", "tokens": tokens})
+        return LiveServer(settings)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Auth off (as in development and tests): only the operations API needs a token."""
+    with live_server(tmp_path_factory, require_auth=False) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    if not REQUIRE_AUTH:
+        pytest.skip("server.require_auth (helper H1) is not in this tree yet")
+    with live_server(tmp_path_factory, require_auth=True) as live:
+        yield live
+
+
+@pytest.fixture(autouse=True)
+def one_backend(store_backend: str) -> None:
+    """The page reads only through the HTTP APIs (their backend parity is the API tests' concern)."""
+    if store_backend != "sqlite":
+        pytest.skip("browser tests run once, on the embedded store")
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as pw:
+        chromium = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            yield chromium
+        finally:
+            await chromium.close()
+
+
+async def open_page(browser: Any, url: str, live: bool = True) -> Any:
+    page = await browser.new_page(viewport={"width": 1366, "height": 768}, locale="ko-KR", timezone_id="Europe/Berlin")
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.errors = errors
+    page.requests = []
+    page.on("request", lambda request: page.requests.append(request))
+    await page.goto(url + "/")
+    await page.wait_for_selector("body[data-ready='true']", timeout=20_000)
+    if live:
+        await page.wait_for_selector("#live-state[data-state='open']", timeout=10_000)
+    # What arrives on the stream, as the page's stream reader dispatched it.
+    await page.evaluate("""() => { window.__streamed = [];
+      window.ucity.live.onEvent = (e) => window.__streamed.push(
+        { id: e.lastEventId, type: e.type, data: JSON.parse(e.data) }); }""")
+    return page
+
+
+async def sign_in(page: Any, token: str) -> None:
+    if await page.is_visible("#auth-open"):
+        await page.click("#auth-open")
+    await page.fill("#auth-token", token)
+    await page.click("#auth-form button[type='submit']")
+    await page.wait_for_selector("#auth[data-state='signed-in'] #auth-user:not([hidden])", timeout=WAIT_MS)
+
+
+def auth(token: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def raise_alarm(url: str, name: str, token: str | None = None) -> str:
+    """A `caution` alarm on a new structural sensor (the rule is made once); its id."""
+    headers = auth(token)
+    if httpx.get(f"{url}/api/v1/rules/{RULE['id']}", headers=headers).status_code == 404:
+        made = httpx.post(f"{url}/api/v1/rules", json=RULE, headers=headers)
+        assert made.status_code == 201, made.text
+    entity = f"urn:ngsi-ld:StructuralSensor:{name}"
+    made = httpx.post(f"{url}/ngsi-ld/v1/entities", headers=headers,
+                      json={"id": entity, "type": "StructuralSensor", "tilt": {"type": "Property", "value": 0.1}})
+    assert made.status_code == 201, made.text
+    patched = httpx.patch(f"{url}/ngsi-ld/v1/entities/{entity}/attrs", headers=headers,
+                          json={"tilt": {"type": "Property", "value": 1.5}})
+    assert patched.status_code == 204, patched.text
+    deadline = time.monotonic() + WAIT_MS / 1000
+    while time.monotonic() < deadline:
+        alarms = httpx.get(f"{url}/api/v1/alarms", params={"entity": entity}, headers=headers).json()["alarms"]
+        if alarms:
+            return str(alarms[0]["id"])
+        time.sleep(0.05)
+    raise AssertionError(f"no alarm on {entity}")
+
+
+async def streamed(page: Any, alarm_id: str, type_: str) -> dict[str, Any]:
+    """The first event of `type_` about the alarm that reached the page through its stream."""
+    await page.wait_for_function("([id, type]) => window.__streamed.some((e) => e.data.id === id && e.type === type)",
+                                 arg=[alarm_id, type_], timeout=WAIT_MS)
+    events: list[dict[str, Any]] = await page.evaluate("() => window.__streamed")
+    return next(e for e in events if e["data"]["id"] == alarm_id and e["type"] == type_)
+
+
+def stream_requests(page: Any) -> list[Any]:
+    return [r for r in page.requests if urlsplit(r.url).path == "/api/v1/stream"]
+
+
+async def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
+
+
+PARSE = """async (chunks) => {
+  const { SseParser } = await import('/static/js/sse.js');
+  const events = []; const retries = [];
+  const parser = new SseParser((e) => events.push(e), (ms) => retries.push(ms));
+  for (const chunk of chunks) parser.feed(chunk);
+  parser.end();
+  return { events, retries, last: parser.lastEventId };
+}"""
+
+
+async def test_the_stream_parser_follows_the_whatwg_rules(server: LiveServer, browser: Any) -> None:
+    page = await open_page(browser, server.url)
+    result = await page.evaluate(PARSE, [
+        "\ufeffretry: 1500\n: ucity alarm stream\n\n",          # BOM, retry, a comment: no event
+        "id: 7\nevent: alarm.raised\ndata: {\"a\":\r",           # CR at the end of a read ...
+        "\ndata:  1}\r\n\r\n",                                 # ... and its LF at the start of the next; one space goes
+        ": heartbeat\r\rdata\rdata: x\r\r",                    # CR line ends; `data` without a colon is an empty line
+        "id: 8\nevent: alarm.cleared\n\n",                     # no data: not dispatched, but the id is kept
+        "data: after\n\n",
+        "id: 9\ndata: never ended",                            # the stream ends mid-event: dropped
+    ])
+    assert [(e["type"], e["data"], e["lastEventId"]) for e in result["events"]] == [
+        ("alarm.raised", '{"a":\n 1}', "7"), ("message", "\nx", "7"), ("message", "after", "8")]
+    assert result["retries"] == [1500] and result["last"] == "9"
+    assert page.errors == []
+
+
+BACKOFF = """async () => {
+  const { LiveStream } = await import('/static/js/live.js');
+  const state = document.createElement('span');
+  const sse = 'retry: 1000\\n: hi\\n\\nid: 5\\nevent: alarm.raised\\ndata: {"id": "a"}\\n\\n';
+  const script = ['fail', 'fail', 'fail', 'fail', 'fail', 'fail', 'stream', 'fail', 'unauthorized'];
+  const out = window.__backoff = { calls: [], waits: [], alarms: [], states: [], done: false };
+  const stream = new LiveStream((type, alarm) => out.alarms.push([type, alarm.id]), state, {
+    onOpen: () => out.states.push('open'),
+    wait: async (ms) => { out.waits.push(ms); out.states.push(state.dataset.state); },
+    fetch: async (path, init) => {
+      out.calls.push({ path, lastId: init.headers['Last-Event-ID'] ?? null });
+      const next = script.shift();
+      if (next === 'fail') throw new TypeError('Failed to fetch');
+      if (next === 'stream') return new Response(sse, { headers: { 'Content-Type': 'text/event-stream' } });
+      setTimeout(() => { out.done = true; out.final = state.dataset.state; });
+      return new Response(JSON.stringify({ status: 401, title: 'Authentication required', detail: 'no token' }),
+                          { status: 401, headers: { 'Content-Type': 'application/problem+json' } });
+    },
+  });
+  stream.start();
+}"""
+
+
+async def test_the_stream_backs_off_up_to_a_cap_and_stops_on_401(server: LiveServer, browser: Any) -> None:
+    """The reconnection schedule with stand-ins for fetch() and the timer (nothing waits for real)."""
+    page = await open_page(browser, server.url)
+    await page.evaluate(BACKOFF)
+    await page.wait_for_function("() => window.__backoff.done", timeout=WAIT_MS)
+    out = await page.evaluate("() => window.__backoff")
+    # 2 s (the default retry) doubled per failed attempt, capped at 30 s; a stream that opened and ended
+    # waits its own `retry:` (1 s) and resets the doubling.
+    assert out["waits"] == [2000, 4000, 8000, 16000, 30000, 30000, 1000, 1000]
+    assert set(out["states"]) == {"closed", "open"} and out["final"] == "closed"
+    assert out["alarms"] == [["raised", "a"]]
+    assert [c["lastId"] for c in out["calls"]] == [None] * 7 + ["5", "5"]  # resumes after what it saw
+    assert {c["path"] for c in out["calls"]} == {"/api/v1/stream"} and len(out["calls"]) == 9  # 401: no retry
+    await page.wait_for_selector("#auth[data-state='signing-in'] #auth-form:not([hidden])")  # and asks for sign-in
+    assert page.errors == []
+
+
+async def test_the_stream_sends_the_token_in_a_header_and_resumes_with_last_event_id(server: LiveServer,
+                                                                                         browser: Any) -> None:
+    page = await open_page(browser, server.url)
+    # Auth off: nothing asked for a token yet, so the top bar offers the sign-in without pressing it.
+    assert await page.get_attribute("#auth", "data-state") == "signed-out" and await page.is_visible("#auth-open")
+    await sign_in(page, OPS_TOKEN)
+    assert await page.text_content("#auth-user") == f"{OPERATOR} · 운영자"
+    await page.wait_for_selector("#live-state[data-state='open']", timeout=WAIT_MS)
+    alarm = raise_alarm(server.url, "resume-1")
+    raised = await streamed(page, alarm, "alarm.raised")
+    await page.wait_for_selector(f"#alarm-list [data-alarm-id='{alarm}']", timeout=WAIT_MS)
+
+    # Off the stream while the alarm is acknowledged; back on, the server replays it from Last-Event-ID.
+    await page.evaluate("() => window.ucity.live.stop()")
+    assert await page.get_attribute("#live-state", "data-state") == "closed"
+    acked = httpx.post(f"{server.url}/api/v1/alarms/{alarm}/acknowledge", headers={"X-Ucity-Actor": quote(OPERATOR)})
+    assert acked.status_code == 200, acked.text
+    before = len(stream_requests(page))
+    await page.evaluate("() => window.ucity.live.start()")
+    replayed = await streamed(page, alarm, "alarm.acknowledged")
+    assert int(replayed["id"]) > int(raised["id"])
+    await page.wait_for_selector("#live-state[data-state='open']", timeout=WAIT_MS)
+    resumed = stream_requests(page)[before]
+    headers = await resumed.all_headers()
+    assert headers.get("last-event-id") == raised["id"]
+    assert headers.get("authorization") == f"Bearer {OPS_TOKEN}" and headers.get("accept") == "text/event-stream"
+    assert all(urlsplit(r.url).query == "" for r in stream_requests(page))  # no tenant, no token, no id in the URL
+    assert not [r.url for r in page.requests if OPS_TOKEN in r.url]
+    await page.wait_for_selector(f"#alarm-list [data-alarm-id='{alarm}'][data-status='active-acknowledged']",
+                                 timeout=WAIT_MS)
+    assert page.errors == []
+
+
+async def test_entity_type_labels_in_korean_and_english(server: LiveServer, browser: Any) -> None:
+    page = await open_page(browser, server.url)
+    option = "#alarm-filters select[name='type'] option[value='StructuralSensor']"
+    assert await page.text_content(option) == "구조물 계측 센서"
+    await page.click("button[data-lang='en']")
+    assert await page.text_content(option) == "Structural sensor"
+    await page.click("button[data-lang='ko']")
+    assert await page.text_content(option) == "구조물 계측 센서"
+    assert page.errors == []
+
+
+async def test_sign_in_when_every_api_needs_a_token(auth_server: LiveServer, browser: Any) -> None:
+    """Needs helper H1's `server.require_auth`: skipped without it."""
+    url = auth_server.url
+    assert httpx.get(f"{url}/api/v1/alarms").status_code == 401
+    first = raise_alarm(url, "auth-1", ADMIN_TOKEN)
+    page = await open_page(browser, url, live=False)
+    # No token: the sign-in is open in the top bar, nothing is read, the stream is closed.
+    await page.wait_for_selector("#auth[data-state='signing-in'] #auth-form:not([hidden])", timeout=WAIT_MS)
+    assert (await page.text_content("#auth-message") or "").startswith("로그인이 필요합니다")
+    await page.wait_for_selector("#live-state[data-state='closed']", timeout=WAIT_MS)
+    assert await page.locator("#alarm-list [data-alarm-id]").count() == 0
+    assert await page.get_attribute("#alarm-count", "data-error") == "401"
+    await shot(page, "dashboard-sign-in")
+
+    await sign_in(page, OPS_TOKEN)
+    assert await page.text_content("#auth-user") == f"{OPERATOR} · 운영자"
+    await page.wait_for_selector(f"#alarm-list [data-alarm-id='{first}']", timeout=WAIT_MS)
+    await page.wait_for_selector("#live-state[data-state='open']", timeout=WAIT_MS)
+    await page.wait_for_selector("#health-body .health-block", state="attached", timeout=WAIT_MS)  # health reloaded
+    second = raise_alarm(url, "auth-2", ADMIN_TOKEN)
+    await streamed(page, second, "alarm.raised")  # through the stream, with the token in its header
+    await page.wait_for_selector(f"#alarm-list [data-alarm-id='{second}']", timeout=WAIT_MS)
+    headers = await stream_requests(page)[-1].all_headers()
+    assert headers.get("authorization") == f"Bearer {OPS_TOKEN}"
+    assert not [r.url for r in page.requests if OPS_TOKEN in r.url]
+    await shot(page, "dashboard-signed-in")
+
+    # Sign out: the token is gone and the page is back at the sign-in, with nothing read on show.
+    async with page.expect_navigation():
+        await page.click("#auth-signout")
+    await page.wait_for_selector("body[data-ready='true']", timeout=20_000)
+    await page.wait_for_selector("#auth[data-state='signing-in'] #auth-form:not([hidden])", timeout=WAIT_MS)
+    assert await page.evaluate("() => sessionStorage.getItem('ucity.token')") is None
+    assert await page.locator("#alarm-list [data-alarm-id]").count() == 0
+
+    # A reader sees the alarms; acknowledging is refused with what the role may not do.
+    await sign_in(page, READER_TOKEN)
+    assert (await page.text_content("#auth-user") or "").endswith("· 조회자")
+    await page.click(f"#alarm-list [data-alarm-id='{second}'] [data-action='acknowledge']")
+    toast = page.locator(".toast").filter(has_text="이 역할로는 할 수 없습니다")
+    await toast.wait_for(timeout=WAIT_MS)
+    state = httpx.get(f"{url}/api/v1/alarms/{second}", headers=auth(ADMIN_TOKEN)).json()
+    assert state["status"] == "active-unacknowledged"
+    await shot(page, "dashboard-reader-refused")
+    # The situation opens; its operation-centre part (no operations endpoint for a reader) says why it is empty.
+    await page.click(f"#alarm-list [data-alarm-id='{second}'] [data-action='details']")
+    await page.wait_for_selector(f"#detail .alarm-detail[data-alarm-id='{second}']", timeout=WAIT_MS)
+    refused = page.locator("#detail [data-role='ops'] [data-role='ops-error']")
+    await refused.wait_for(timeout=WAIT_MS)
+    assert (await refused.text_content() or "").startswith("이 역할로는 할 수 없습니다: ")
+    assert page.errors == []
