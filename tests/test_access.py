@@ -15,6 +15,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 from fastapi.routing import APIRoute
+from openapi_spec_validator import validate
 from starlette.routing import Mount, Route
 from starlette.testclient import TestClient
 
@@ -314,3 +315,21 @@ def test_a_hosted_context_is_open_to_fetch_but_not_to_list_or_change(http: TestC
     assert http.get(f"{NGSI}/jsonldContexts").status_code == 401
     assert http.delete(location).status_code == 401
     assert http.delete(location, headers=bearer(READER)).status_code == 403
+
+
+def test_the_openapi_document_marks_what_the_guard_checks(http: TestClient) -> None:
+    document = http.get("/openapi.json").json()
+    validate(document)
+    entities = document["paths"]["/ngsi-ld/v1/entities"]
+    assert entities["get"]["security"] == [{"bearer": []}] and "data:read" in entities["get"]["description"]
+    assert "data:write" in entities["post"]["description"] and "401" in entities["post"]["responses"]
+    assert "config:admin" in document["paths"]["/api/v1/rules"]["post"]["description"]
+    assert "security" not in document["paths"]["/health"]["get"]
+    assert "security" not in document["paths"]["/iot/json"]["post"]
+
+
+def test_without_the_guard_the_document_asks_for_no_token(tmp_path: Path) -> None:
+    settings = load_settings(environment="test", data_dir=str(tmp_path / "data"))
+    with TestClient(create_app(settings)) as client:
+        document = client.get("/openapi.json").json()
+    assert "security" not in document["paths"]["/ngsi-ld/v1/entities"]["get"]

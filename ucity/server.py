@@ -413,12 +413,38 @@ def document(app: FastAPI) -> None:
             components = schema.setdefault("components", {})
             for key, values in fragment["components"].items():
                 components.setdefault(key, {}).update(values)
+            guard: Guard | None = getattr(app, "guard", None)
+            if guard is not None:  # server.require_auth: say which operations need the bearer token
+                guarded(schema, guard)
             if ucity is None:
                 app.openapi_schema = None
                 return schema
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def guarded(schema: dict[str, Any], guard: Guard) -> None:
+    """Mark the operations the token guard checks (ucity/access.py) with the bearer scheme and its 401 / 403, the
+    permission they need in their description; the operations API marks its own (ucity/ops/openapi.py)."""
+    for path, methods in schema.get("paths", {}).items():
+        for method, op in methods.items():
+            if not isinstance(op, dict) or "responses" not in op:
+                continue
+            rule = guard.table.rule(method.upper(), path)
+            if rule.kind in ("exempt", "self"):
+                continue
+            op["security"] = [{"bearer": []}]
+            for status in ("401", "403"):
+                op["responses"].setdefault(status, {"description": STATUS_TEXT_AUTH[status]})
+            permission = rule.permission(method.upper(), path)
+            if permission is not None:
+                needs = f"Needs a bearer token with `{permission}` (server.require_auth)."
+                op["description"] = f"{op['description']}\n\n{needs}" if op.get("description") else needs
+
+
+STATUS_TEXT_AUTH = {"401": "No known bearer token (server.require_auth)",
+                    "403": "The token's role lacks the permission, or its tenant or agency may not act"}
 
 
 def _collection(name: str, operation: str) -> Callable[[Ucity], Handler]:
