@@ -166,9 +166,10 @@ def test_a_token_of_another_tenant_is_refused(http: TestClient) -> None:
     assert http.get("/iot/devices", headers=bearer(OTHER, **{"fiware-service": "elsewhere"})).status_code == 403
     assert http.get("/api/v1/rules", headers=bearer(OTHER, **{"NGSILD-Tenant": "elsewhere"})).status_code == 403
     lines = refusals(http, SECOND)  # in the token's own tenant, with the one it asked for
+    # one line per token, reason and permission per minute: the refusal of GET /api/v1/rules (config:read again,
+    # just after /iot/devices) is counted, not written
     assert [(line["actor"], line["reason"], line["requestedTenant"]) for line in lines] == [
-        ("operator:op-two", "tenant", TENANT), ("operator:op-two", "tenant", "elsewhere"),
-        ("operator:op-two", "tenant", "elsewhere")]
+        ("operator:op-two", "tenant", TENANT), ("operator:op-two", "tenant", "elsewhere")]
     assert refusals(http) == []
 
 
@@ -333,3 +334,80 @@ def test_without_the_guard_the_document_asks_for_no_token(tmp_path: Path) -> Non
     with TestClient(create_app(settings)) as client:
         document = client.get("/openapi.json").json()
     assert "security" not in document["paths"]["/ngsi-ld/v1/entities"]["get"]
+
+
+def test_a_stream_ends_once_its_token_is_revoked(tmp_path: Path) -> None:
+    settings = auth_settings(tmp_path)
+    settings.alarms.sse_heartbeat_s = 0.1  # the check runs before every write, heartbeats included
+    with LiveServer(settings) as server, httpx.Client(base_url=server.url, timeout=10) as client:
+        issued = client.post("/api/v1/auth/tokens", json={"id": "wall-2", "role": "reader"}, headers=bearer(ADMIN))
+        assert issued.status_code == 201, issued.text
+        with client.stream("GET", "/api/v1/stream", headers=bearer(issued.json()["token"])) as response:
+            assert response.status_code == 200
+            lines = response.iter_lines()
+            assert any("ucity alarm stream" in next(lines) for _ in range(5))
+            assert [line for line in (next(lines) for _ in range(6)) if line].count(": heartbeat") == 3  # kept alive
+            assert client.delete("/api/v1/auth/tokens/wall-2", headers=bearer(ADMIN)).status_code in (200, 204)
+            rest = []
+            for line in lines:  # it ends: a stream that went on would give 100 lines in about 5 s
+                rest.append(line)
+                if len(rest) >= 100:
+                    break
+        assert [line for line in rest if line].count(": heartbeat") <= 1  # at most one written before the revocation
+        # a token that stays valid keeps its stream past as many heartbeats
+        with client.stream("GET", "/api/v1/stream", headers=bearer(READER)) as response:
+            lines = response.iter_lines()
+            assert [line for line in (next(lines) for _ in range(20)) if line].count(": heartbeat") >= 8
+
+
+# -- QA3 findings --------------------------------------------------------------------------------------
+def test_a_blank_tenant_parameter_cannot_lead_a_bound_token_to_the_default_tenant(tmp_path: Path) -> None:
+    """QA3 F1: `?tenant=city-two&tenant=` read as city-two by the guard and as the default tenant by the stream."""
+    with LiveServer(auth_settings(tmp_path)) as server, httpx.Client(base_url=server.url, timeout=5) as client:
+        for query in ("tenant=city-two&tenant=", "tenant=city-two&tenant"):
+            refused = client.get(f"/api/v1/stream?{query}", headers=bearer(OTHER))
+            assert refused.status_code == 403, query
+        with client.stream("GET", f"/api/v1/stream?tenant={SECOND}", headers=bearer(OTHER)) as response:
+            assert response.status_code == 200
+
+
+def test_the_hosted_context_list_stays_guarded_with_trailing_slashes(http: TestClient) -> None:
+    """QA3 F4: `/jsonldContexts/` was exempt as a document, then routed to the list."""
+    for path in (f"{NGSI}/jsonldContexts/", f"{NGSI}/jsonldContexts///", f"{NGSI}/jsonldContexts/?details=true"):
+        assert http.get(path).status_code == 401, path
+
+
+def test_a_query_with_a_trailing_slash_is_still_a_read(http: TestClient) -> None:
+    """QA3 F11: a reader's POST .../entityOperations/query/ was taken for a write."""
+    body = {"type": "Query", "entities": [{"type": "Device"}]}
+    assert http.post(f"{NGSI}/entityOperations/query/", json=body, headers=bearer(READER)).status_code == 200
+
+
+def test_refusals_of_one_token_are_audited_once_a_minute_with_a_count(http: TestClient) -> None:
+    """QA3 F6: every 403 wrote an audit line, so one token could flood the audit log."""
+    guard = http.app.guard  # type: ignore[attr-defined]
+    now = [1000.0]
+    guard.now = lambda: now[0]
+    for _ in range(30):
+        assert http.post(f"{NGSI}/entities", json=ENTITY, headers=bearer(READER)).status_code == 403
+    lines = [line for line in refusals(http) if line["actor"] == "reader:wall"]
+    assert len(lines) == 1
+    now[0] += 61
+    assert http.post(f"{NGSI}/entities", json=ENTITY, headers=bearer(READER)).status_code == 403
+    lines = [line for line in refusals(http) if line["actor"] == "reader:wall"]
+    assert len(lines) == 2 and any(line.get("detail", line).get("alsoRefused") == 29 for line in lines)
+    # a refusal for another permission is a line of its own at once
+    assert http.post("/api/v1/rules", json={}, headers=bearer(READER)).status_code == 403
+    lines = [line for line in refusals(http) if line["actor"] == "reader:wall"]
+    assert len(lines) == 3
+
+
+def test_a_display_name_cannot_rewrite_the_recorded_actor() -> None:
+    """QA3 F9: `x) admin:admin (y` read as two actors; U+202E turned the line around."""
+    from ucity.core.errors import BadRequest
+    from ucity.core.params import actor_text, principal_actor
+
+    assert principal_actor("operator:op1", "x) admin:admin (y") == "operator:op1 (x admin:admin y)"
+    assert principal_actor("operator:op1", "김민수") == "operator:op1 (김민수)"
+    with pytest.raises(BadRequest):
+        actor_text("abc\u202edef")

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, MutableMapping
+import time
+from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
@@ -45,7 +46,7 @@ class Rule:
     write: Permission | None = None
 
     def permission(self, method: str, path: str) -> Permission | None:
-        return self.read if method in ("GET", "HEAD") or path in READ_POSTS else self.write
+        return self.read if method in ("GET", "HEAD") or ngsi_path(path) in READ_POSTS else self.write
 
 
 EXEMPT = Rule("exempt")
@@ -58,6 +59,8 @@ CONFIG = Rule("config", P.CONFIG_READ, P.CONFIG_ADMIN)
 EXEMPT_PATHS = frozenset({"/health", "/", "/favicon.ico", "/openapi.json"})
 # Device measures carry the device's API key, as FIWARE's IoT Agent does.
 EXEMPT_ROUTES = frozenset({("POST", "/iot/json")})
+NGSI_PREFIX = "/ngsi-ld/v1"
+REFUSAL_AUDIT_S = 60.0  # one audit line per token, reason and permission per minute (the others are counted)
 # One hosted @context document (not the list): notifications and entities name it in their Link header, so their
 # receivers, outside ucity and without a token, must be able to fetch it; it is vocabulary, never data.
 HOSTED_CONTEXT = "/ngsi-ld/v1/jsonldContexts/"
@@ -65,6 +68,14 @@ HOSTED_CONTEXT = "/ngsi-ld/v1/jsonldContexts/"
 WANTED = frozenset({b"authorization", b"ngsild-tenant", b"fiware-service", b"x-ucity-actor"})
 # NGSI-LD queries sent as a POST body: reads.
 READ_POSTS = frozenset({"/ngsi-ld/v1/entityOperations/query", "/ngsi-ld/v1/temporal/entityOperations/query"})
+
+
+def ngsi_path(path: str) -> str:
+    """An NGSI-LD path without its trailing slashes (`/ngsi-ld/v1/entities/` is `/ngsi-ld/v1/entities`): some
+    clients add one, and server.py's `TrailingSlash` routes them as without."""
+    if path.startswith(NGSI_PREFIX) and len(path) > len(NGSI_PREFIX) + 1 and path.endswith("/"):
+        return path.rstrip("/")
+    return path
 
 
 def ops_prefixes() -> tuple[str, ...]:
@@ -115,10 +126,13 @@ class AccessTable:
         self.domains = [(_template(path), rules) for path, rules in by_path.items()]
 
     def rule(self, method: str, path: str) -> Rule:
+        """The rule of a request, its path read as the router will route it (`ngsi_path`: the trailing slash of
+        an NGSI-LD path goes, server.py `TrailingSlash`)."""
+        path = ngsi_path(path)
         if path in EXEMPT_PATHS or (method, path) in EXEMPT_ROUTES:
             return EXEMPT
-        if path.startswith(HOSTED_CONTEXT) and method in ("GET", "HEAD"):
-            return EXEMPT
+        if method in ("GET", "HEAD") and path.startswith(HOSTED_CONTEXT) and "/" not in path[len(HOSTED_CONTEXT):]:
+            return EXEMPT  # one document, never the list
         for prefix, rule in ACCESS:
             if path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/"):
                 return rule
@@ -134,17 +148,22 @@ def requested_tenant(path: str, headers: dict[str, str], query: bytes) -> str | 
     if path.startswith("/iot/"):
         return headers.get("fiware-service") or headers.get("ngsild-tenant")
     if path == "/api/v1/stream" and "ngsild-tenant" not in headers and query:
-        return dict(parse_qsl(query.decode("latin-1"))).get("tenant")
+        # Blank values kept, and a blank tenant is no tenant, as the stream's handler reads it (Starlette's
+        # query_params): `?tenant=a&tenant=` is the default tenant there, so it must not be `a` here.
+        return dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)).get("tenant") or None
     return headers.get("ngsild-tenant")
 
 
 class Guard:
     """Admits a request to every API but the operations API (which checks itself), or refuses it."""
 
-    def __init__(self, table: AccessTable, default_tenant: str) -> None:
+    def __init__(self, table: AccessTable, default_tenant: str, now: Callable[[], float] = time.monotonic) -> None:
         self.table = table
         self.default_tenant = default_tenant
         self._actors: dict[tuple[str, str | None], bytes] = {}
+        self.now = now  # seconds, for the pacing of refusal audit lines
+        # (token, reason, permission) -> (when its last audit line was written, refusals not audited since)
+        self._refused: dict[tuple[str, str, str | None], tuple[float, int]] = {}
 
     async def admit(self, ucity: Any, scope: Scope) -> Scope:
         """The request's scope, its `X-Ucity-Actor` replaced by the bearer token's actor (`principal_actor`) and
@@ -210,6 +229,18 @@ class Guard:
             detail["requestedTenant"] = tenant[:255]
         if reason == "permission" and permission is not None:
             detail["permission"] = str(permission)
+        # One line per token, reason and permission per REFUSAL_AUDIT_S, counting the refusals in between: a
+        # token can no longer fill the audit log with 403s (QA3: 360 lines/s from one client).
+        key, now = (principal.id, reason, str(permission) if permission is not None else None), self.now()
+        last = self._refused.get(key)
+        if last is not None and now - last[0] < REFUSAL_AUDIT_S:
+            self._refused[key] = (last[0], last[1] + 1)
+            return
+        if len(self._refused) >= 4096:
+            self._refused.clear()
+        self._refused[key] = (now, 0)
+        if last is not None and last[1]:
+            detail["alsoRefused"] = last[1]  # refusals of the same kind since the previous line, not audited
         audit = ucity.ops.audit
         await audit.append(audit.row(where, "auth", "refused", principal.actor, agency=principal.agency,
                                      outcome="denied", reason=reason, **detail))

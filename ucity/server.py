@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ucity import __version__
-from ucity.access import Guard, access_table
+from ucity.access import Guard, access_table, ngsi_path
 from ucity.app import Ucity
 from ucity.core import gc_tuning
 from ucity.core.clock import Clock
@@ -468,10 +468,34 @@ def stream_route() -> Route:
         except UcityError as exc:
             return problem_response(exc.to_problem(), None, request.url.path)
         last = request.headers.get("last-event-id") or request.query_params.get("lastEventId")
-        return StreamingResponse(ucity.alarms.sse.stream(tenant, last), media_type="text/event-stream",
+        chunks = ucity.alarms.sse.stream(tenant, last)
+        if request.scope.get("ucity.principal") is not None:  # opened with a token (server.require_auth)
+            req = Req(method="GET", path=request.url.path, headers={"authorization": headers.get("authorization", "")})
+            chunks = while_admitted(chunks, lambda: still_admitted(ucity, req, tenant))
+        return StreamingResponse(chunks, media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     return Route("/api/v1/stream", stream, methods=["GET"])
+
+
+def still_admitted(ucity: Ucity, req: Req, tenant: str) -> bool:
+    """Does the bearer token that opened a stream still admit it (not revoked, its agency not disabled)?"""
+    auth = ucity.ops.auth
+    principal = auth.identify(req)  # the tenant it was admitted for cannot change while it streams
+    return principal is not None and (principal.agency is None or auth.agency_refusal(tenant, principal.agency) is None)
+
+
+async def while_admitted(chunks: AsyncIterator[bytes], admitted: Callable[[], bool]) -> AsyncIterator[bytes]:
+    """A stream opened with a bearer token ends once the token no longer admits it: checked before every write,
+    events and heartbeats alike, so a revoked token's stream ends within `alarms.sse_heartbeat_s` (15 s)."""
+    try:
+        async for chunk in chunks:
+            if not admitted():
+                log.info("alarm stream ended: its bearer token no longer admits it")
+                return
+            yield chunk
+    finally:
+        await chunks.aclose()  # type: ignore[attr-defined]
 
 
 RouteTable = list[tuple[str, str, Callable[[Ucity], Handler]]]
@@ -551,11 +575,6 @@ class TrailingSlash:
         await self.app(scope, receive, send)
 
 
-def ngsi_path(path: str) -> str:
-    """An NGSI-LD path without its trailing slash (`/ngsi-ld/v1/entities/` is `/ngsi-ld/v1/entities`)."""
-    if path.startswith(NGSI) and len(path) > len(NGSI) + 1 and path.endswith("/"):
-        return path.rstrip("/")
-    return path
 
 
 # Said once at every production start with `server.require_auth` off (docs/operations.md §4).

@@ -167,10 +167,14 @@ def actor_header(req: Req, required: bool = True, default: str = "") -> str:
     return actor
 
 
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
 def actor_text(raw: str) -> str:
-    """An `X-Ucity-Actor` value as text ("" when blank); 400 beyond 200 characters or with control characters."""
+    """An `X-Ucity-Actor` value as text ("" when blank); 400 beyond 200 characters, or with control characters or
+    bidirectional-text controls (which make an audit line read other than it is stored, e.g. U+202E)."""
     actor = header_text(raw.strip()).strip()
-    if len(actor) > ACTOR_MAX or any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in actor):
+    if len(actor) > ACTOR_MAX or any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 or c in BIDI_CONTROLS for c in actor):
         raise bad("X-Ucity-Actor 값이 잘못되었습니다", f"X-Ucity-Actor must be at most {ACTOR_MAX} printable characters")
     return actor
 
@@ -178,7 +182,7 @@ def actor_text(raw: str) -> str:
 def principal_actor(actor: str, display: str | None) -> str:
     """The actor of an authenticated request: the token's (`operator:tok-1`), and the `X-Ucity-Actor` the client
     sent, if any, only as a display name in parentheses (`operator:tok-1 (김민수)`), shortened to fit 200."""
-    name = actor_text(display or "")
+    name = actor_text(display or "").replace("(", "").replace(")", "").strip()  # no `x) admin:admin (y` in it
     room = ACTOR_MAX - len(actor) - 3
     return f"{actor} ({name[:room]})" if name and room > 0 else actor
 
