@@ -295,6 +295,9 @@ class OpsSettings(_Section):
     tokens: list[dict[str, Any]] = Field([], description="configured bearer tokens: {id, token, role, agency, "
                                          "tenant, name}")
     agencies: list[dict[str, Any]] = Field([], description="configured agencies (read-only through the API)")
+    token_refresh_s: float = Field(10.0, gt=0, le=3600, description="how often each API process re-reads the "
+                                   "tokens issued through the API from the store [D]: a token issued or revoked by "
+                                   "another process works, or stops working, here within this bound")
 
 
 class HistoryRetentionRule(_Section):

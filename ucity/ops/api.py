@@ -389,8 +389,8 @@ class OpsApi:
         return Resp(200, (await self._authenticate(req, tenant)).describe())
 
     async def list_tokens(self, req: Req) -> Resp:
-        await self._ctx(req, Permission.TOKENS_ADMIN)
-        return Resp(200, self.center.tokens.listing())
+        _, principal = await self._ctx(req, Permission.TOKENS_ADMIN)
+        return Resp(200, self.center.tokens.listing(principal.tenant))  # a tenant-bound admin: its tenant's only
 
     async def create_token(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.TOKENS_ADMIN)
@@ -400,6 +400,15 @@ class OpsApi:
                              name=body.name)
         except ValidationError as exc:
             raise validation_problem(exc) from exc
+        if principal.tenant is not None and spec.tenant != principal.tenant:
+            # An admin bound to a tenant would otherwise escape it: a token for no tenant reads every tenant.
+            await self.center.audit.append(self.center.audit.row(
+                tenant, "auth", "refused", principal.actor, outcome="denied", reason="token-tenant", token=principal.id,
+                requestedTenant=spec.tenant, method=req.method, path=req.path))
+            raise Forbidden(f"테넌트 {principal.tenant} 전용 토큰은 테넌트 {principal.tenant}의 토큰만 발급할 수 있습니다 "
+                            f"(\"tenant\": \"{principal.tenant}\") / a token bound to tenant {principal.tenant} issues "
+                            f"tokens bound to tenant {principal.tenant} only (\"tenant\": \"{principal.tenant}\")",
+                            reason="token-tenant")
         if spec.agency is not None:
             # A token for an agency nobody configured would authenticate as nobody's terminal: refused with the
             # 404 that POST /grants and POST /events/{id}/linkages give for the same unknown agency. It is looked
@@ -414,7 +423,8 @@ class OpsApi:
 
     async def delete_token(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.TOKENS_ADMIN)
-        spec = await self.center.tokens.revoke(req.path_params["tokenId"])
+        # A tenant-bound admin revokes its tenant's tokens only; another tenant's is 404, as if it did not exist.
+        spec = await self.center.tokens.revoke(req.path_params["tokenId"], principal.tenant)
         await self.center.audit.append(self.center.audit.row(tenant, "auth", "token-revoked", principal.actor,
                                                              agency=spec.agency, token=spec.id))
         return Resp(204)

@@ -20,12 +20,21 @@ The platform's other APIs (NGSI-LD, alarms, rules, provisioning, domains ...) ta
 
 Tokens come from configuration (`ops.admin_token`, `ops.tokens`) or are issued by an admin through the
 API; an issued token is shown once, and only its SHA-256 is kept (tokens are 256-bit random values, so a
-plain hash is enough). Personal data (reporter phone, subject names) is masked for principals without
-`personal:read` (PLAT-R10, `mask_*`).
+plain hash is enough). Each process re-reads the issued tokens from the store every `ops.token_refresh_s` (10 s)
+on the platform clock, so that a token issued or revoked through another API process on the same store works, or
+stops working, here within that bound (at once in the process that issued or revoked it). An unknown token never
+makes a store read: clients choose them, and a read per request would let anyone load the database.
+
+An admin bound to a tenant (`tenant: citya`) administers the tokens of that tenant only: it issues tokens bound to
+it (any other: 403, audited), lists only them, and revokes only them (another tenant's token: 404, as if absent).
+
+Personal data (reporter phone, subject names) is masked for principals without `personal:read` (PLAT-R10,
+`mask_*`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import logging
@@ -34,11 +43,12 @@ import secrets
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ucity.core.clock import Clock, to_iso
+from ucity.core.clock import Clock, TimerHandle, to_iso
 from ucity.core.config import OpsSettings
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound, UcityError
 from ucity.core.http import Req
@@ -201,11 +211,23 @@ class TokenSource(Protocol):
 
 
 class TokenRegistry:
-    """Configured tokens (read-only) and tokens issued through the API (persisted as hashes)."""
+    """Configured tokens (read-only) and tokens issued through the API (persisted as hashes, re-read from the store
+    every `ops.token_refresh_s` once started, so that several API processes on one store agree within that bound)."""
 
     def __init__(self, store: Store, settings: OpsSettings, clock: Clock) -> None:
         self._store = store
         self._clock = clock
+        self.refresh_s = settings.token_refresh_s
+        self._lock = asyncio.Lock()  # a refresh does not undo an issue or a revocation made while it read
+        self._running = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: TimerHandle | None = None
+        self._next: datetime | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._refreshes = 0
+        self._failures = 0
+        self._last_refresh: str | None = None
+        self._last_error: str | None = None
         self._configured: dict[str, TokenSpec] = {}
         self._issued: dict[str, tuple[TokenSpec, Doc]] = {}  # hash -> (spec, stored document)
         self._principals: dict[str, Principal] = {}  # hash -> the principal of a known token, once looked up
@@ -220,8 +242,79 @@ class TokenRegistry:
                 id="admin", role=Role.ADMIN, name="configured admin (ops.admin_token)")
 
     async def load(self) -> None:
-        for _, _, doc in await self._store.list_docs(TOKENS_KIND):
-            self._issued[doc["sha256"]] = (TokenSpec.model_validate(doc["spec"]), doc)
+        """(Re-)read the issued tokens from the store: the ones issued elsewhere are added, the ones revoked
+        elsewhere (gone from the store) stop working here at once."""
+        async with self._lock:
+            await self._reload()
+
+    async def _reload(self) -> None:  # (under the lock)
+        issued = {doc["sha256"]: (TokenSpec.model_validate(doc["spec"]), doc)
+                  for _, _, doc in await self._store.list_docs(TOKENS_KIND)}
+        for digest, (spec, _) in self._issued.items():
+            if (digest not in issued or issued[digest][0] != spec) and digest not in self._configured:
+                self._principals.pop(digest, None)
+        self._issued = issued
+        self._last_refresh = to_iso(self._clock.now())
+
+    # -- the periodic refresh (on the platform clock, so tests move it) -------------------------------------
+    async def start(self) -> None:
+        await self.load()
+        self._loop = asyncio.get_running_loop()
+        self._running = True
+        self._arm()
+
+    async def stop(self) -> None:
+        self._running = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._next = None
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def settle(self) -> None:
+        """Until the refresh under way (if any) has finished (tests: after moving the clock past one)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def health(self) -> dict[str, Any]:
+        return {"issued": len(self._issued), "refreshS": self.refresh_s, "lastRefresh": self._last_refresh,
+                "nextRefresh": to_iso(self._next) if self._next else None, "refreshes": self._refreshes,
+                "failures": self._failures, "lastError": self._last_error}
+
+    def _arm(self) -> None:
+        if not self._running or self._timer is not None:
+            return
+        self._next = self._clock.now() + timedelta(seconds=self.refresh_s)
+        self._timer = self._clock.call_at(self._next, self._due)
+
+    def _due(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a fake clock moved by a thread outside the loop (a test): refresh on the loop
+            if self._loop is not None and self._running:
+                self._loop.call_soon_threadsafe(self._due)
+            return
+        self._timer = None
+        self._next = None
+        if not self._running:
+            return
+        if self._task is not None and not self._task.done():  # a slow store: the next refresh after this one
+            self._arm()
+            return
+        self._task = loop.create_task(self._scheduled_refresh(), name="ucity-token-refresh")
+
+    async def _scheduled_refresh(self) -> None:
+        try:
+            await self.load()
+            self._refreshes += 1
+        except Exception as exc:  # the store is down: the tokens known stay as they are, the next period retries
+            self._failures += 1
+            self._last_error = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("re-reading the issued tokens failed (retried in %ss): %s", self.refresh_s, self._last_error)
+        finally:
+            self._arm()
 
     def lookup(self, token: str) -> Principal | None:
         digest = token_hash(token)
@@ -234,32 +327,44 @@ class TokenRegistry:
         principal = self._principals[digest] = spec.principal()
         return principal
 
-    def listing(self) -> list[dict[str, Any]]:
-        configured = [{**s.model_dump(mode="json"), "source": "configuration"} for s in self._configured.values()]
+    def listing(self, tenant: str | None = None) -> list[dict[str, Any]]:
+        """Every token (never its value or hash); with `tenant` (a tenant-bound admin's), only that tenant's."""
+        configured = [{**s.model_dump(mode="json"), "source": "configuration"} for s in self._configured.values()
+                      if tenant is None or s.tenant == tenant]
         issued = [{**s.model_dump(mode="json"), "source": "api", "createdAt": d["createdAt"],
-                   "createdBy": d["createdBy"]} for s, d in self._issued.values()]
+                   "createdBy": d["createdBy"]} for s, d in self._issued.values() if tenant is None or s.tenant == tenant]
         return sorted([*configured, *issued], key=lambda t: str(t["id"]))
 
     async def issue(self, spec: TokenSpec, actor: str) -> str:
-        """A new random token for `spec` (returned once); 409 if the id is taken."""
-        if any(s.id == spec.id for s in self._specs()):
-            raise AlreadyExists(f"토큰 {spec.id} 이미 있음 / token {spec.id} already exists")
+        """A new random token for `spec` (returned once); 409 if the id is taken. The issued tokens are re-read
+        first (an admin's call, not every request's), so that an id another process issued since the last refresh
+        is not overwritten; two processes issuing one id at the same instant remain a (documented) race."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         digest = token_hash(token)
         doc: Doc = {"sha256": digest, "spec": spec.model_dump(mode="json"), "createdAt": to_iso(self._clock.now()),
                     "createdBy": actor}
-        await self._store.put_doc(TOKENS_KIND, GLOBAL, spec.id, doc)
-        self._issued[digest] = (spec, doc)
+        async with self._lock:
+            await self._reload()
+            if any(s.id == spec.id for s in self._specs()):
+                raise AlreadyExists(f"토큰 {spec.id} 이미 있음 / token {spec.id} already exists")
+            await self._store.put_doc(TOKENS_KIND, GLOBAL, spec.id, doc)
+            self._issued[digest] = (spec, doc)
         return token
 
-    async def revoke(self, token_id: str) -> TokenSpec:
-        for digest, (spec, _) in list(self._issued.items()):
-            if spec.id == token_id:
-                await self._store.delete_doc(TOKENS_KIND, GLOBAL, token_id)
-                del self._issued[digest]
-                self._principals.pop(digest, None)
-                return spec
-        if any(s.id == token_id for s in self._configured.values()):
+    async def revoke(self, token_id: str, tenant: str | None = None) -> TokenSpec:
+        """Revoke an issued token (here at once, in other processes within `refresh_s`). With `tenant` (a
+        tenant-bound admin's), a token of another tenant, or of none, is answered 404 as if it did not exist."""
+        async with self._lock:
+            for attempt in range(2):
+                if attempt:  # issued by another process since the last refresh: the store knows it (an admin's
+                    await self._reload()  # call, not every request's, may read the store)
+                for digest, (spec, _) in list(self._issued.items()):
+                    if spec.id == token_id and (tenant is None or spec.tenant == tenant):
+                        await self._store.delete_doc(TOKENS_KIND, GLOBAL, token_id)
+                        self._issued.pop(digest, None)
+                        self._principals.pop(digest, None)
+                        return spec
+        if any(s.id == token_id and (tenant is None or s.tenant == tenant) for s in self._configured.values()):
             raise BadRequest(f"{token_id}: 설정 파일의 토큰은 API로 폐기할 수 없습니다 / a configured token is "
                              "removed from the configuration, not through the API")
         raise NotFound(f"토큰 {token_id} 없음 / token {token_id} does not exist")

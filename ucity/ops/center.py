@@ -120,7 +120,7 @@ class OperationsCenter:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
-        await self.tokens.load()
+        await self.tokens.start()  # loads the issued tokens, then re-reads them every ops.token_refresh_s
         await self.agencies.load()
         self.config_warnings = self._check_configured_tokens()
         self.cameras.follow()  # deleted cameras lose their URLs; URLs written through NGSI-LD are deleted
@@ -137,9 +137,11 @@ class OperationsCenter:
         await self.cameras.stop()
         await self.links.stop()
         await self.index.stop()
+        await self.tokens.stop()
 
     def health(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"ok": self._unsubscribe is not None, "cameraIndex": self.index.health()}
+        out: dict[str, Any] = {"ok": self._unsubscribe is not None, "cameraIndex": self.index.health(),
+                               "tokens": self.tokens.health()}
         if self.config_warnings:
             out["configWarnings"] = self.config_warnings
         return out
@@ -235,6 +237,8 @@ class OperationsCenter:
             await asyncio.wait_for(self._alarm_events_made(), timeout)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.cameras.idle(), timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.tokens.settle(), timeout)
         while self.links.busy() and loop.time() < deadline:
             await asyncio.sleep(0.002)
 
