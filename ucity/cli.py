@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 from rich.console import Console
@@ -84,7 +85,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logsafe.install()
     console.print(f"[bold]ucity {__version__}[/] worker, store {display_url(settings.store_url)}, "
-                  f"bus {settings.bus.url}")
+                  f"bus {logsafe.redact(settings.bus.url)}")  # nats://user:password@ stays out of the console
     asyncio.run(run_worker(Ucity(settings, role="worker")))
     return 0
 
@@ -176,8 +177,41 @@ async def _stop_quietly(store: Store) -> None:
 def cmd_config_validate(args: argparse.Namespace) -> int:
     settings = _settings(args)  # an invalid one: said, and exit 1
     console.print("[green]configuration is valid[/]")
-    print(settings.model_dump_json(indent=2))
+    print(json.dumps(masked_settings(settings), indent=2, ensure_ascii=False))
     return 0
+
+
+SECRET_MASK = "**********"  # what pydantic shows for a SecretStr
+# Setting names whose value is a secret wherever they occur, SecretStr or not: `ops.tokens[].token`, a domain's
+# or an agency's `password`, `api_key`, `*_token`, `*_secret`... (QA3 F8: the configured tokens were printed).
+_SECRET_WORDS = ("token", "secret", "password", "passwd", "pwd", "apikey", "api_key", "credential", "credentials",
+                 "private_key")
+_SECRET_EXACT = ("k", "key", "auth", "authorization")
+
+
+def _secret_name(name: str) -> bool:
+    lowered = name.lower().replace("-", "_")
+    return lowered in _SECRET_EXACT or any(lowered == w or lowered.endswith("_" + w) for w in _SECRET_WORDS)
+
+
+def _masked(value: Any, secret: bool = False) -> Any:
+    if isinstance(value, dict):
+        return {k: _masked(v, secret or _secret_name(str(k))) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v, secret) for v in value]
+    if secret and value not in (None, "", SECRET_MASK) and not isinstance(value, bool):
+        return SECRET_MASK
+    if isinstance(value, str):
+        return logsafe.redact(value)  # URLs: user information and secret query values (store, bus, mqtt, hooks)
+    return value
+
+
+def masked_settings(settings: Settings) -> dict[str, Any]:
+    """The effective settings as `config validate` prints them: no secret, whether the model keeps it as a
+    SecretStr or not. Values under a secret-named key become `**********` (unset ones stay null/empty, so
+    one sees what is configured), and every other text is masked as logs are (ucity/core/logsafe.py)."""
+    result: dict[str, Any] = _masked(settings.model_dump(mode="json"))
+    return result
 
 
 def build_parser() -> argparse.ArgumentParser:

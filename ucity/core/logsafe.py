@@ -20,8 +20,9 @@ from __future__ import annotations
 import logging
 import re
 
-# scheme://userinfo@ : everything between the scheme's // and the first @ before the host's end
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s@?#]+@")
+# scheme://userinfo@ : everything between the scheme's // and the last @ before the authority's end (/ ? # or a
+# space), as URL parsers (urllib, libpq, asyncpg) read it: a password with a raw @ (`u:p@ss@host`) is masked whole
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.\-]*://)[^/\s?#]+@")
 _SECRET_NAMES = ("k", "key", "apikey", "api_key", "api-key", "token", "access_token", "auth", "authorization",
                  "secret", "password", "passwd", "pass", "pwd", "sig", "signature", "credential", "credentials")
 _SECRET_PARAM = re.compile(r"(?i)([?&;](?:" + "|".join(re.escape(n) for n in _SECRET_NAMES) + r")=)[^&#\s\"']*")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 from rich.console import Console
+from rich.markup import escape
 
 from ucity.core import logsafe
 from ucity.sim.city import CityConfig, build_city
@@ -123,10 +124,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         cfg = run_config(args, args.url, args.mqtt)
         report = asyncio.run(simulate(city_config(args), cfg, quiet=args.quiet))
     except (SimulatorError, ValueError) as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]")  # a server's detail may hold [brackets]
         return 2
     except httpx.HTTPError as exc:
-        console.print(f"[red]cannot talk to {args.url}: {exc!r}[/] (is `ucity serve` running?)")
+        console.print(f"[red]cannot talk to {escape(logsafe.redact(args.url))}: {escape(logsafe.redact(repr(exc)))}[/] "
+                      "(is `ucity serve` running?)")
         return 2
     except KeyboardInterrupt:
         return 130
@@ -158,7 +160,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                               mqtt=args.mqtt, quiet=args.quiet)
         return run_demo(city_config(args), cfg, options, console)
     except (SimulatorError, ValueError) as exc:
-        console.print(f"[red]{exc}[/]")
+        console.print(f"[red]{escape(str(exc))}[/]")
         return 2
     except KeyboardInterrupt:
         return 0

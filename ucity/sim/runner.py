@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import httpx
 
 from ucity.sim import iota, scenarios
-from ucity.sim.client import CityApi, HttpSink, MeasureSink, MqttSink, SendStats
+from ucity.sim.client import CityApi, HttpSink, MeasureSink, MqttSink, SendStats, gather_all
 from ucity.sim.devices import SimDevice, city_devices
 from ucity.sim.display import KST, Display, NullDisplay, Snapshot
 from ucity.sim.entities import city_entities
@@ -172,7 +172,7 @@ class Runner:
         jobs: list[Awaitable[None]] = [self._entities(api, entities)]
         if self.config.devices:
             jobs.append(self._devices(api))
-        await asyncio.gather(*jobs)
+        await gather_all(*jobs)  # a refusal of one (e.g. 403 on the devices) cancels and awaits the other
         self.display.provisioned()
         self.report.provision_s = time.perf_counter() - started
         return self.report
@@ -232,7 +232,7 @@ class Runner:
                 if ok:
                     self.report.stats.by_type[device.profile.entity_type] += len(measures[i:i + size])
 
-        await asyncio.gather(*(send(self.devices[d], m) for d, m in queued.items()))
+        await gather_all(*(send(self.devices[d], m) for d, m in queued.items()))
 
     async def stream(self) -> RunReport:
         """Stream until the duration is over or `stop` is set; returns the report."""
