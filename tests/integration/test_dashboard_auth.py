@@ -10,6 +10,11 @@
   shows the sign-in in the top bar, loads the alarms and opens the stream once signed in, receives a raised
   alarm through it, signs out, and a `reader` sees the alarms but is told why acknowledging is refused.
   That test is skipped while the setting is not in the tree.
+* A token revoked through /api/v1/auth/tokens while the page is signed in with it signs the page out: the
+  alarms read with it leave the screen, the stream stops ("중지됨", not "재연결 중") and the top bar says the
+  token is no longer valid. The sign-in's messages: an unknown token stays "unknown" when the next poll
+  answers 401, a token of another tenant is told so (the server's 403 detail) with the `?tenant=` to use,
+  and the tooltip of a refused attempt is gone once signed in.
 """
 
 from __future__ import annotations
@@ -99,14 +104,14 @@ async def browser() -> AsyncIterator[Any]:
             await chromium.close()
 
 
-async def open_page(browser: Any, url: str, live: bool = True) -> Any:
+async def open_page(browser: Any, url: str, live: bool = True, path: str = "/") -> Any:
     page = await browser.new_page(viewport={"width": 1366, "height": 768}, locale="ko-KR", timezone_id="Europe/Berlin")
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     page.errors = errors
     page.requests = []
     page.on("request", lambda request: page.requests.append(request))
-    await page.goto(url + "/")
+    await page.goto(url + path)
     await page.wait_for_selector("body[data-ready='true']", timeout=20_000)
     if live:
         await page.wait_for_selector("#live-state[data-state='open']", timeout=10_000)
@@ -209,11 +214,12 @@ BACKOFF = """async () => {
       const next = script.shift();
       if (next === 'fail') throw new TypeError('Failed to fetch');
       if (next === 'stream') return new Response(sse, { headers: { 'Content-Type': 'text/event-stream' } });
-      setTimeout(() => { out.done = true; out.final = state.dataset.state; });
+      out.done = true;
       return new Response(JSON.stringify({ status: 401, title: 'Authentication required', detail: 'no token' }),
                           { status: 401, headers: { 'Content-Type': 'application/problem+json' } });
     },
   });
+  window.__backoffStream = stream;
   stream.start();
 }"""
 
@@ -222,12 +228,12 @@ async def test_the_stream_backs_off_up_to_a_cap_and_stops_on_401(server: LiveSer
     """The reconnection schedule with stand-ins for fetch() and the timer (nothing waits for real)."""
     page = await open_page(browser, server.url)
     await page.evaluate(BACKOFF)
-    await page.wait_for_function("() => window.__backoff.done", timeout=WAIT_MS)
-    out = await page.evaluate("() => window.__backoff")
+    await page.wait_for_function("() => window.__backoff.done && !window.__backoffStream.running", timeout=WAIT_MS)
+    out = await page.evaluate("() => ({ ...window.__backoff, final: window.__backoffStream.stateElement.dataset.state })")
     # 2 s (the default retry) doubled per failed attempt, capped at 30 s; a stream that opened and ended
     # waits its own `retry:` (1 s) and resets the doubling.
     assert out["waits"] == [2000, 4000, 8000, 16000, 30000, 30000, 1000, 1000]
-    assert set(out["states"]) == {"closed", "open"} and out["final"] == "closed"
+    assert set(out["states"]) == {"reconnecting", "open"} and out["final"] == "closed"  # 401: stopped, not retrying
     assert out["alarms"] == [["raised", "a"]]
     assert [c["lastId"] for c in out["calls"]] == [None] * 7 + ["5", "5"]  # resumes after what it saw
     assert {c["path"] for c in out["calls"]} == {"/api/v1/stream"} and len(out["calls"]) == 9  # 401: no retry
@@ -330,3 +336,98 @@ async def test_sign_in_when_every_api_needs_a_token(auth_server: LiveServer, bro
     await refused.wait_for(timeout=WAIT_MS)
     assert (await refused.text_content() or "").startswith("이 역할로는 할 수 없습니다: ")
     assert page.errors == []
+
+
+def issue(url: str, **spec: Any) -> str:
+    """A token issued by the admin through the API (shown once)."""
+    made = httpx.post(f"{url}/api/v1/auth/tokens", json=spec, headers=auth(ADMIN_TOKEN))
+    assert made.status_code == 201, made.text
+    return str(made.json()["token"])
+
+
+async def message(page: Any, reason: str) -> str:
+    """The top bar's message once it gives `reason` (its catalogue key)."""
+    await page.wait_for_selector(f"#auth-message[data-reason='{reason}']:not([hidden])", timeout=WAIT_MS)
+    return await page.text_content("#auth-message") or ""
+
+
+async def a_401_arrives(page: Any) -> None:
+    """What the health poll does every 5 s, now (no waiting): an API answers the page without a token 401."""
+    await page.evaluate("() => Promise.all([window.ucity.health.poll().catch(() => {}), window.ucity.alarms.load()])")
+
+
+async def test_a_revoked_token_signs_the_page_out(auth_server: LiveServer, browser: Any) -> None:
+    """F7: revoked while signed in, the page is as after signing out, and says the token is no longer valid."""
+    url = auth_server.url
+    token = issue(url, id="dash-revoked", role="operator", name="폐기 대상")
+    first = raise_alarm(url, "revoke-1", ADMIN_TOKEN)
+    page = await open_page(browser, url, live=False)
+    await sign_in(page, token)
+    await page.wait_for_selector(f"#alarm-list [data-alarm-id='{first}']", timeout=WAIT_MS)
+    await page.wait_for_selector("#live-state[data-state='open']", timeout=WAIT_MS)
+    await page.evaluate("() => { window.__before = true; }")  # gone once the page has reloaded
+
+    revoked = httpx.delete(f"{url}/api/v1/auth/tokens/dash-revoked", headers=auth(ADMIN_TOKEN))
+    assert revoked.status_code == 204, revoked.text
+    # The next 401 (the stream's reconnection, or the health poll within 5 s) signs the page out.
+    text = await message(page, "auth.expired")
+    assert text == "토큰이 더 이상 유효하지 않습니다. 다시 로그인하세요"
+    assert await page.evaluate("() => window.__before") is None  # reloaded: nothing read with the token is kept
+    assert await page.evaluate("() => sessionStorage.getItem('ucity.token')") is None
+    await page.wait_for_selector("#auth[data-state='signing-in'] #auth-form:not([hidden])", timeout=WAIT_MS)
+    await page.wait_for_selector("#live-state[data-state='closed']", timeout=WAIT_MS)  # stopped, not reconnecting
+    assert await page.text_content("#live-state") == "중지됨"
+    await page.wait_for_selector("#alarm-count[data-error='401']", timeout=WAIT_MS)
+    assert await page.locator("#alarm-list [data-alarm-id]").count() == 0
+    # An alarm raised now reaches nobody on this page; the expired notice is not replaced by a later 401.
+    later = raise_alarm(url, "revoke-2", ADMIN_TOKEN)
+    await a_401_arrives(page)
+    assert await page.locator(f"#alarm-list [data-alarm-id='{later}']").count() == 0
+    assert await message(page, "auth.expired") == text
+    await page.click("button[data-lang='en']")
+    assert await message(page, "auth.expired") == "The token is no longer valid; sign in again"
+    assert await page.text_content("#live-state") == "Stopped"
+    await shot(page, "dashboard-token-revoked")
+    # Signing in again with a valid token works as ever.
+    await sign_in(page, OPS_TOKEN)
+    await page.wait_for_selector(f"#alarm-list [data-alarm-id='{later}']", timeout=WAIT_MS)
+    await page.wait_for_selector("#live-state[data-state='open']", timeout=WAIT_MS)
+    assert page.errors == []
+
+
+async def test_the_sign_in_says_why_a_token_is_refused(auth_server: LiveServer, browser: Any) -> None:
+    """F12: an unknown token, a token of another tenant, the stopped stream and the tooltip after sign-in."""
+    url = auth_server.url
+    page = await open_page(browser, url, live=False)
+    await message(page, "auth.required")
+    # (c) a stream refused with 401 is stopped, not "reconnecting".
+    await page.wait_for_selector("#live-state[data-state='closed']", timeout=WAIT_MS)
+    assert await page.text_content("#live-state") == "중지됨"
+
+    # (a) an unknown token: the message stays when the next poll answers 401.
+    await page.fill("#auth-token", "uct_no-such-token-0123456789abcdef")
+    await page.click("#auth-form button[type='submit']")
+    assert (await message(page, "auth.rejected")).startswith("알 수 없는 토큰입니다")
+    assert await page.get_attribute("#auth-message", "title") == "알 수 없거나 폐기된 토큰 / unknown or revoked token"
+    await a_401_arrives(page)
+    assert (await message(page, "auth.rejected")).startswith("알 수 없는 토큰입니다")
+
+    # (b) a token of tenant citya on the page without ?tenant=: the server's 403 and where to go.
+    citya = issue(url, id="dash-citya", role="operator", tenant="citya", name="A시 운영")
+    await page.fill("#auth-token", citya)
+    await page.click("#auth-form button[type='submit']")
+    text = await message(page, "auth.otherTenant")
+    assert "this token is for tenant citya" in text and "?tenant=citya" in text, text
+    await a_401_arrives(page)
+    assert await message(page, "auth.otherTenant") == text
+    assert await page.evaluate("() => sessionStorage.getItem('ucity.token')") is None
+    other = await open_page(browser, url, live=False, path="/?tenant=citya")
+    await sign_in(other, citya)  # the hint was right
+    await other.wait_for_selector("#live-state[data-state='open']", timeout=WAIT_MS)
+
+    # (d) signed in: no tooltip of the refused attempts is left.
+    await sign_in(page, OPS_TOKEN)
+    await page.wait_for_selector("#live-state[data-state='open']", timeout=WAIT_MS)
+    assert await page.get_attribute("#auth-message", "title") is None
+    assert await page.is_hidden("#auth-message")
+    assert page.errors == [] and other.errors == []

@@ -79,10 +79,12 @@ def test_catalogues_have_the_same_keys_and_cover_every_key_used() -> None:
     used |= {key for pair in re.findall(r'data-i18n-attr="([^"]+)"', template) for key in re.findall(r":([\w.-]+)", pair)}
     for script in (STATIC / "js").glob("*.js"):
         used |= set(re.findall(r"\bt\('([\w.-]+)'", script.read_text()))
+        used |= set(re.findall(r"\bkey: '([\w.-]+)'", script.read_text()))  # the sign-in's {key, vars} messages
     dynamic = {k for k in used if "{" in k}
     missing = sorted(k for k in used - dynamic if k not in ko and "+" not in k)
     assert not missing, f"keys used but not in the catalogue: {missing}"
-    for prefix, names in (("level.", ("interest", "caution", "warning", "serious", "fault")),
+    for prefix, names in (("live.", ("connecting", "open", "reconnecting", "closed", "denied")),
+                          ("level.", ("interest", "caution", "warning", "serious", "fault")),
                           ("status.", ("active-unacknowledged", "active-acknowledged", "cleared-unacknowledged",
                                        "cleared-acknowledged", "closed")),
                           ("outcome.", ("real", "false-user", "false-device", "test", "duplicate"))):

@@ -26,13 +26,13 @@ export function setToken(value) {
   if (value && value.trim()) sessionStorage.setItem('ucity.token', value.trim()); else sessionStorage.removeItem('ucity.token');
 }
 
-// 401 from any API: the token sent (if it is still the current one) is forgotten and the listeners
-// (the top bar's sign-in) are told. `sent`: the token the request carried.
+// 401 from any API: the listeners (the top bar's sign-in, auth.js) are told the server's detail and the
+// token the request carried (`sent`, '' for none); they decide what it means: no token yet, a token being
+// checked, a stale answer for a token no longer in use, or the signed-in token refused (revoked).
 const unauthorizedListeners = [];
 export function onUnauthorized(fn) { unauthorizedListeners.push(fn); }
 export function unauthorized(sent, detail) {
-  if (sent && sent === token()) setToken('');
-  for (const fn of unauthorizedListeners) fn(detail);
+  for (const fn of unauthorizedListeners) fn(detail, sent || '');
 }
 
 export function authHeaders(extra = {}) {

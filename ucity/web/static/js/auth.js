@@ -1,37 +1,60 @@
 // One sign-in for the whole page, in the top bar. When any API answers 401 the sign-in form shows
-// (with the server's reason); the token typed is checked with GET /api/v1/auth/me, kept in
+// (with the server's reason in its tooltip); the token typed is checked with GET /api/v1/auth/me, kept in
 // sessionStorage only (api.js), and the page reloads its data (main.js `onSignedIn`). Signed in, the
 // top bar shows who (name and role) and a sign-out button, which forgets the token and reloads the page
-// (nothing read with the token stays on screen).
-import { ApiError, getJSON, onUnauthorized, setToken, token } from './api.js';
+// (nothing read with the token stays on screen). A 401 for the signed-in token (revoked, or unknown to the
+// server now) does the same as signing out, and the reloaded page says the token is no longer valid.
+import { ApiError, getJSON, onUnauthorized, setToken, tenant, token } from './api.js';
 import { onLangChange, t, tOr } from './i18n.js';
 
 const ME = '/api/v1/auth/me';
+const NOTICE = 'ucity.signin.notice'; // sessionStorage: why the page was reloaded ('expired'); never a token
 let instance = null;
 
 // Open the top bar's sign-in (a panel that needs a token points there: there is no second place to type one).
 export function promptSignIn(reason = '', focus = true) { instance?.prompt(reason, focus); }
 
+// The top bar's message for a 403 from /auth/me: the server's detail, and for a token of one tenant on a page
+// opened without `?tenant=` (no `reason`: not an agency refusal) where to go instead.
+function refusal(error) {
+  const detail = error.message;
+  if (tenant || error.problem?.reason) return { key: 'auth.refused', vars: { detail } };
+  const named = /tenant\s+([\w-]+)\s*$/.exec(detail);
+  return { key: 'auth.otherTenant', vars: { detail, tenant: named ? named[1] : '…' } };
+}
+
 export class SignIn {
-  constructor({ root, form, input, message, open, user, signOut, onSignedIn = () => {} }) {
-    Object.assign(this, { root, form, input, message, openButton: open, user, signOutButton: signOut, onSignedIn });
+  constructor({ root, form, input, message, open, user, signOut, onSignedIn = () => {}, onSignedOut = () => {} }) {
+    Object.assign(this, { root, form, input, message, openButton: open, user, signOutButton: signOut, onSignedIn, onSignedOut });
     this.principal = null;
-    this.reason = '';
+    this.reason = null; // {key, vars}: shown in the current language
+    this.detail = ''; // the server's own words (the message's tooltip)
+    this.pending = ''; // the token being checked by submit()
     instance = this;
     form.addEventListener('submit', (event) => { event.preventDefault(); this.submit(); });
     open.addEventListener('click', () => this.prompt('', true));
     signOut.addEventListener('click', () => this.signOut());
-    onUnauthorized((detail) => this.required(detail));
+    onUnauthorized((detail, sent) => this.required(detail, sent));
     onLangChange(() => this.render());
   }
 
   // Who the stored token is (if any); a token the server no longer knows is forgotten.
   async start() {
+    if (sessionStorage.getItem(NOTICE) === 'expired') {
+      sessionStorage.removeItem(NOTICE);
+      this.reason = { key: 'auth.expired' };
+      this.open = true;
+    }
     if (!token()) { this.render(); return null; }
     try {
       this.principal = await getJSON(ME, null, { quiet: true });
     } catch (error) {
-      if (error instanceof ApiError && error.status === 401) { setToken(''); this.reason = t('auth.expired'); this.show(true); }
+      if (error instanceof ApiError && error.status === 401) {
+        setToken('');
+        this.reason = { key: 'auth.expired' };
+        this.detail = error.message;
+        this.show(true);
+      }
     }
     this.render();
     return this.principal;
@@ -39,18 +62,35 @@ export class SignIn {
 
   get signedIn() { return Boolean(this.principal && token()); }
 
-  // Some API answered 401: the token is missing or no longer valid. The server's own words go in the
-  // message's title; the message itself stays short.
-  required(detail) {
-    if (!token()) this.principal = null; // the server refused the token we had (api.js forgot it)
-    this.reason = t('auth.required');
-    this.message.title = detail || '';
+  // Some API answered 401 (`sent`: the token it carried). The server's own words go in the message's
+  // tooltip; the message itself stays short, and a more telling one already shown (an unknown token, a
+  // token of another tenant, an expired one) is not replaced by "sign-in required".
+  required(detail, sent = '') {
+    if (this.pending) return; // a token is being checked: its own answer decides
+    if (sent !== token()) return; // an answer for a token no longer in use (or sent before sign-in)
+    if (sent && this.principal) { this.expire(); return; } // the signed-in token was refused: revoked
+    if (sent) setToken(''); // a stored token never confirmed
+    this.principal = null;
+    if (!this.reason || this.reason.key === 'auth.required') {
+      this.reason = { key: 'auth.required' };
+      this.detail = detail || '';
+    }
     this.show(false);
+  }
+
+  // The signed-in token is no longer valid: as signing out (the stream stops, the page reloads, so
+  // nothing read with the token stays on screen), and the reloaded page says why.
+  expire() {
+    setToken('');
+    this.principal = null;
+    sessionStorage.setItem(NOTICE, 'expired');
+    this.onSignedOut();
+    location.reload();
   }
 
   // Open the form (from the button, or from a panel that needs a token); `focus` when the user asked.
   prompt(reason = '', focus = false) {
-    if (reason) this.reason = reason;
+    if (reason) this.reason = { key: reason };
     this.show(focus);
   }
 
@@ -65,19 +105,26 @@ export class SignIn {
     const value = this.input.value.trim();
     if (!value) return;
     setToken(value);
+    this.pending = value;
     this.input.value = '';
     try {
       this.principal = await getJSON(ME, null, { quiet: true });
     } catch (error) {
       setToken('');
       this.principal = null;
-      this.reason = error instanceof ApiError && error.status === 401 ? t('auth.rejected') : t('error.action', { detail: error.message });
+      if (error instanceof ApiError && error.status === 401) this.reason = { key: 'auth.rejected' };
+      else if (error instanceof ApiError && error.status === 403) this.reason = refusal(error);
+      else this.reason = { key: 'error.action', vars: { detail: error.message } };
+      this.detail = error.message || '';
       this.open = true;
       this.render();
       this.input.focus();
       return;
+    } finally {
+      this.pending = '';
     }
-    this.reason = '';
+    this.reason = null;
+    this.detail = '';
     this.open = false;
     this.render();
     this.onSignedIn(this.principal);
@@ -86,6 +133,7 @@ export class SignIn {
   signOut() {
     setToken('');
     this.principal = null;
+    this.onSignedOut();
     location.reload();
   }
 
@@ -96,8 +144,11 @@ export class SignIn {
     this.openButton.hidden = signedIn || this.open;
     this.user.hidden = !signedIn;
     this.signOutButton.hidden = !signedIn;
-    this.message.hidden = signedIn || !this.reason;
-    this.message.textContent = this.reason;
+    const shown = !signedIn && this.reason;
+    this.message.hidden = !shown;
+    this.message.textContent = shown ? t(this.reason.key, this.reason.vars) : '';
+    this.message.dataset.reason = shown ? this.reason.key : '';
+    if (shown && this.detail) this.message.title = this.detail; else this.message.removeAttribute('title');
     if (signedIn) {
       const p = this.principal;
       const role = tOr(`auth.role.${p.role}`, p.role);

@@ -4,7 +4,8 @@
 // server replays what was missed. A stream that ends or fails is reconnected after the server's
 // `retry:` time, doubling on each failure up to a cap; silence longer than WATCHDOG_MS (the server sends
 // a heartbeat comment when idle) counts as a dead connection. 401 stops it and asks for sign-in; 403
-// stops it with a notice (the role may not read alarms).
+// stops it with a notice (the role may not read alarms). The top bar's state: connecting, open,
+// reconnecting (waiting to try again), closed (stopped: signed out, or a 401) or denied (403).
 import { authHeaders, token, unauthorized } from './api.js';
 import { t } from './i18n.js';
 import { SseParser } from './sse.js';
@@ -89,7 +90,7 @@ export class LiveStream {
         clearTimeout(watchdog);
       }
       if (!current()) return;
-      this.state('closed');
+      this.state('reconnecting');
       await this.wait(this.delay());
     }
   }

@@ -94,7 +94,8 @@ async function start() {
   };
   const auth = new SignIn({ root: $('auth'), form: $('auth-form'), input: $('auth-token'), message: $('auth-message'),
     open: $('auth-open'), user: $('auth-user'), signOut: $('auth-signout'),
-    onSignedIn: async () => { live.restart(); await loadAll(); detail.refresh(); } });
+    onSignedIn: async () => { live.restart(); await loadAll(); detail.refresh(); },
+    onSignedOut: () => live.stop('closed') }); // then the page reloads: nothing read with the token stays
   await auth.start();
   live.start();
 
