@@ -43,15 +43,15 @@ import secrets
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ucity.core.clock import Clock, TimerHandle, to_iso
+from ucity.core.clock import Clock, to_iso
 from ucity.core.config import OpsSettings
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound, UcityError
 from ucity.core.http import Req
+from ucity.core.periodic import Periodic
 from ucity.store.base import Doc, Store
 
 log = logging.getLogger(__name__)
@@ -219,11 +219,7 @@ class TokenRegistry:
         self._clock = clock
         self.refresh_s = settings.token_refresh_s
         self._lock = asyncio.Lock()  # a refresh does not undo an issue or a revocation made while it read
-        self._running = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: TimerHandle | None = None
-        self._next: datetime | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._refresh = Periodic(clock, "ucity-token-refresh", self._scheduled_refresh, lambda: self.refresh_s)
         self._refreshes = 0
         self._failures = 0
         self._last_refresh: str | None = None
@@ -259,51 +255,20 @@ class TokenRegistry:
     # -- the periodic refresh (on the platform clock, so tests move it) -------------------------------------
     async def start(self) -> None:
         await self.load()
-        self._loop = asyncio.get_running_loop()
-        self._running = True
-        self._arm()
+        self._refresh.start()
 
     async def stop(self) -> None:
-        self._running = False
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._next = None
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._refresh.stop()
 
     async def settle(self) -> None:
         """Until the refresh under way (if any) has finished (tests: after moving the clock past one)."""
-        while self._task is not None and not self._task.done():
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._refresh.settle()
 
     def health(self) -> dict[str, Any]:
+        nxt = self._refresh.next
         return {"issued": len(self._issued), "refreshS": self.refresh_s, "lastRefresh": self._last_refresh,
-                "nextRefresh": to_iso(self._next) if self._next else None, "refreshes": self._refreshes,
+                "nextRefresh": to_iso(nxt) if nxt else None, "refreshes": self._refreshes,
                 "failures": self._failures, "lastError": self._last_error}
-
-    def _arm(self) -> None:
-        if not self._running or self._timer is not None:
-            return
-        self._next = self._clock.now() + timedelta(seconds=self.refresh_s)
-        self._timer = self._clock.call_at(self._next, self._due)
-
-    def _due(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # a fake clock moved by a thread outside the loop (a test): refresh on the loop
-            if self._loop is not None and self._running:
-                self._loop.call_soon_threadsafe(self._due)
-            return
-        self._timer = None
-        self._next = None
-        if not self._running:
-            return
-        if self._task is not None and not self._task.done():  # a slow store: the next refresh after this one
-            self._arm()
-            return
-        self._task = loop.create_task(self._scheduled_refresh(), name="ucity-token-refresh")
 
     async def _scheduled_refresh(self) -> None:
         try:
@@ -313,8 +278,6 @@ class TokenRegistry:
             self._failures += 1
             self._last_error = f"{type(exc).__name__}: {exc}"[:500]
             log.warning("re-reading the issued tokens failed (retried in %ss): %s", self.refresh_s, self._last_error)
-        finally:
-            self._arm()
 
     def lookup(self, token: str) -> Principal | None:
         digest = token_hash(token)

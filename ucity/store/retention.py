@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ucity.core.clock import TimerHandle, to_iso, to_micros
+from ucity.core.clock import to_iso, to_micros
 from ucity.core.config import HistoryRetentionRule, RetentionSettings
+from ucity.core.periodic import Periodic
 from ucity.core.platform import Platform
 from ucity.store.base import AuditRow, HistoryScope, Store, TenantCounts
 
@@ -156,11 +157,9 @@ class RetentionService:
         self.scheduled = scheduled  # False: sweeps only when asked (a scale-out worker, the CLI)
         self._declared: dict[tuple[str, tuple[str, ...]], HistoryRule] = {}
         self._configured = {(rule.type, rule.attrs): rule for rule in settings_rules(self.settings)}
-        self._running = False
         self._stopping = False
-        self._timer: TimerHandle | None = None
-        self._next: datetime | None = None
-        self._task: asyncio.Task[list[PurgeResult]] | None = None
+        self._sweeps = Periodic(self.clock, "ucity-retention-sweep", self._scheduled_sweep,
+                                lambda: self.settings.sweep_interval_s, lambda: self.scheduled and self.active)
         self._totals = _Totals()
 
     # -- rules -------------------------------------------------------------------------------------------
@@ -182,7 +181,7 @@ class RetentionService:
                             known.keep_days, known.source, rule.keep_days, rule.source)
             return
         self._declared[key] = rule
-        self._arm(min(FIRST_SWEEP_S, self.settings.sweep_interval_s))
+        self._sweeps.arm(min(FIRST_SWEEP_S, self.settings.sweep_interval_s))
 
     def rules(self) -> list[HistoryRule]:
         """The history rules in force: the declared defaults, each overridden by a settings rule of the same
@@ -219,63 +218,28 @@ class RetentionService:
     async def start(self) -> None:
         for caveat in audit_caveats(self.settings) if self.scheduled else ():  # workers never sweep
             log.warning("%s", caveat)
-        self._running, self._stopping = True, False
-        self._arm(min(FIRST_SWEEP_S, self.settings.sweep_interval_s))
+        self._stopping = False
+        self._sweeps.start(min(FIRST_SWEEP_S, self.settings.sweep_interval_s))
 
     async def stop(self) -> None:
-        self._running, self._stopping = False, True  # a sweep under way ends after its current store call
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._next = None
-        if self._task is not None:
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        self._stopping = True  # a sweep under way ends after its current store call
+        await self._sweeps.stop()
 
     def health(self) -> dict[str, Any]:
         """Always ok (a failed sweep is retried, it does not make the server unready): counts and the last error."""
         t = self._totals
         return {"ok": True, "active": self.active, "scheduled": self.scheduled, "historyRules": len(self.rules()),
-                "sweeps": t.sweeps, "running": self._task is not None and not self._task.done(),
-                "lastSweep": t.last_sweep, "nextSweep": to_iso(self._next) if self._next else None,
+                "sweeps": t.sweeps, "running": self._sweeps.busy,
+                "lastSweep": t.last_sweep, "nextSweep": to_iso(self._sweeps.next) if self._sweeps.next else None,
                 "lastDeleted": dict(t.last), "deleted": dict(t.deleted), "failures": t.failures,
                 "lastError": t.last_error}
 
-    def _arm(self, delay_s: float) -> None:
-        if not (self._running and self.scheduled and self.active) or self._timer is not None:
-            return
-        self._next = self.clock.now() + timedelta(seconds=delay_s)
-        self._timer = self.clock.call_at(self._next, self._due)
-
-    def _due(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # a fake clock moved by a thread outside the loop (a test): sweep on the loop
-            if self.platform.loop is not None:
-                self.platform.loop.call_soon_threadsafe(self._due)
-            return
-        self._timer = None
-        self._next = None
-        if not self._running:
-            return
-        if self._task is not None and not self._task.done():  # a sweep still under way: the next one later
-            self._arm(self.settings.sweep_interval_s)
-            return
-        self._task = loop.create_task(self._scheduled_sweep(), name="ucity-retention-sweep")
-
     async def _scheduled_sweep(self) -> list[PurgeResult]:
-        try:
-            return await self.sweep()
-        except Exception:  # sweep() keeps each rule's failure to itself; this is a last guard for the server
-            log.exception("retention sweep failed")
-            return []
-        finally:
-            self._arm(self.settings.sweep_interval_s)
+        return await self.sweep()  # each rule's failure stays its own; Periodic logs anything else
 
     async def settle(self) -> None:
         """Until the sweep under way (if any) has finished (tests: after moving the clock past a sweep)."""
-        while self._task is not None and not self._task.done():
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self._sweeps.settle()
 
     # -- sweeping ------------------------------------------------------------------------------------------
     async def sweep(self, dry_run: bool = False) -> list[PurgeResult]:
