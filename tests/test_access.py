@@ -411,3 +411,18 @@ def test_a_display_name_cannot_rewrite_the_recorded_actor() -> None:
     assert principal_actor("operator:op1", "김민수") == "operator:op1 (김민수)"
     with pytest.raises(BadRequest):
         actor_text("abc\u202edef")
+
+
+def test_health_is_open_but_its_detail_needs_a_token_that_reads(http: TestClient) -> None:
+    """Liveness and readiness probes have no token; the component detail (devices, ingest, configuration
+    warnings naming agencies) is not for anyone who reaches the port."""
+    bare = http.get("/health")
+    assert bare.status_code == 200 and bare.json()["ready"] is True and "components" not in bare.json()
+    assert "components" not in http.get("/health", headers=bearer("x" * 32)).json()  # an unknown token
+    assert "components" not in http.get("/health", headers=bearer(AGENCY)).json()  # reads neither data nor config
+    for token in (READER, OPERATOR, ADMIN):
+        assert "store" in http.get("/health", headers=bearer(token)).json()["components"]
+
+
+def test_without_the_guard_health_shows_its_detail_to_anyone(client: TestClient) -> None:
+    assert "components" in client.get("/health").json()

@@ -32,6 +32,7 @@ from ucity.core.config import Settings
 from ucity.core.errors import BadRequest, PayloadTooLarge, UcityError, http_problem
 from ucity.core.http import ApiRoute, Req, Resp
 from ucity.ngsild.request import ROUTE_PARAMS, check_params, with_route_params
+from ucity.ops.auth import Permission
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Req], Awaitable[Resp]]
@@ -478,6 +479,14 @@ def stream_route() -> Route:
     return Route("/api/v1/stream", stream, methods=["GET"])
 
 
+def health_detail_allowed(ucity: Ucity, request: Request) -> bool:
+    """With the token guard on, `/health` stays open (liveness and readiness probes have no token), but its
+    component detail (devices, ingest, configuration warnings) is for a token that reads data or configuration."""
+    principal = ucity.ops.auth.identify(Req(method="GET", path="/health",
+                                            headers={"authorization": request.headers.get("authorization", "")}))
+    return principal is not None and (principal.can(Permission.DATA_READ) or principal.can(Permission.CONFIG_READ))
+
+
 def still_admitted(ucity: Ucity, req: Req, tenant: str) -> bool:
     """Does the bearer token that opened a stream still admit it (not revoked, its agency not disabled)?"""
     auth = ucity.ops.auth
@@ -636,8 +645,10 @@ def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = F
             await probe()
         detail = ucity.platform.health()
         ready = all(part.get("ok", False) for part in detail.values())
-        body = {"status": "ok" if ready else "degraded", "live": True, "ready": ready, "version": __version__,
-                "components": detail}
+        body: dict[str, Any] = {"status": "ok" if ready else "degraded", "live": True, "ready": ready,
+                                "version": __version__}
+        if app.guard is None or health_detail_allowed(ucity, request):
+            body["components"] = detail
         return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json")
 
     @app.exception_handler(StarletteHTTPException)

@@ -1,6 +1,6 @@
 // System health: devices offline, ingest rate, notification failures, from /health,
 // /api/v1/devices/health and /api/v1/notifications/dead-letters; polled.
-import { errorText, getJSON } from './api.js';
+import { authHeaders, errorText, getJSON } from './api.js';
 import { t } from './i18n.js';
 import { kst } from './time.js';
 import { h, kv } from './ui.js';
@@ -17,7 +17,8 @@ export class HealthPanel {
 
   async poll() {
     const [health, devices, dead] = await Promise.all([
-      fetch('/health').then((r) => r.json()),
+      // open to anyone, but with the token guard on its component detail needs a token that reads data
+      fetch('/health', { headers: authHeaders() }).then((r) => r.json()),
       getJSON('/api/v1/devices/health?status=offline'),
       getJSON('/api/v1/notifications/dead-letters').catch(() => ({ total: 0, deadLetters: [] })),
     ]);
