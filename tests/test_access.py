@@ -162,6 +162,7 @@ def test_a_token_of_another_tenant_is_refused(http: TestClient) -> None:
     assert http.get(f"{NGSI}/entities", params={"type": "Device"}, headers=bearer(OTHER, **two)).status_code == 200
     refused = http.get(f"{NGSI}/entities", params={"type": "Device"}, headers=bearer(OTHER))  # the default tenant
     assert refused.status_code == 403 and "city-two" in refused.json()["detail"]
+    assert refused.json()["reason"] == "tenant" and refused.json()["tokenTenant"] == SECOND  # for clients to act on
     assert http.get("/iot/devices", headers=bearer(OTHER, **{"fiware-service": SECOND})).status_code == 200
     assert http.get("/iot/devices", headers=bearer(OTHER, **{"fiware-service": "elsewhere"})).status_code == 403
     assert http.get("/api/v1/rules", headers=bearer(OTHER, **{"NGSILD-Tenant": "elsewhere"})).status_code == 403

@@ -390,7 +390,8 @@ class Authenticator:
     def admit(self, principal: Principal, tenant: str) -> None:
         """403 for a token of another tenant, or of an agency that may not act now (AgencyRefused)."""
         if principal.tenant is not None and principal.tenant != tenant:
-            raise Forbidden(f"이 토큰은 테넌트 {principal.tenant} 전용 / this token is for tenant {principal.tenant}")
+            raise Forbidden(f"이 토큰은 테넌트 {principal.tenant} 전용 / this token is for tenant {principal.tenant}",
+                            reason="tenant", tokenTenant=principal.tenant)
         if principal.agency is not None:
             refusal = self.agency_refusal(tenant, principal.agency)
             if refusal is not None:

@@ -15,12 +15,12 @@ let instance = null;
 export function promptSignIn(reason = '', focus = true) { instance?.prompt(reason, focus); }
 
 // The top bar's message for a 403 from /auth/me: the server's detail, and for a token of one tenant on a page
-// opened without `?tenant=` (no `reason`: not an agency refusal) where to go instead.
+// opened without `?tenant=` (the problem's `tokenTenant`) where to go instead.
 function refusal(error) {
   const detail = error.message;
-  if (tenant || error.problem?.reason) return { key: 'auth.refused', vars: { detail } };
-  const named = /tenant\s+([\w-]+)\s*$/.exec(detail);
-  return { key: 'auth.otherTenant', vars: { detail, tenant: named ? named[1] : '…' } };
+  const other = error.problem?.tokenTenant; // a token of one tenant: the server names it (reason token-tenant)
+  if (tenant || !other) return { key: 'auth.refused', vars: { detail } };
+  return { key: 'auth.otherTenant', vars: { detail, tenant: other } };
 }
 
 export class SignIn {
