@@ -16,7 +16,11 @@ such a link resolves only when
 Renewing extends the grant by another lifetime from now and gives a new token (old links still end
 at their own expiry); revoking ends every token of the grant at once. Closing or cancelling the event
 revokes its grants (center.py announces every revocation to the agency); so does disabling or deleting
-the agency. A renewal and a revocation of one grant take turns (a lock per grant). Every issue, renewal,
+the agency. A renewal and a revocation of one grant take turns: a lock per grant within a process, and across
+API processes on one database a conditional write (the stored document's `version`, bumped by every change;
+`Store.save_grant(..., expected_version)`): a write of a grant changed since it was read is refused, and the
+change is re-read and re-decided (a renewal of a grant found revoked is a 409, as is a second revocation),
+so a revoked grant never comes back to life. Every issue, renewal,
 revocation and access (allowed or denied, with the reason; a link without its token, or tried while no
 `ops.grant_secret` is set, too) is a line of the append-only audit log; per-agency request statistics are
 counted from it (the MOIS platform's "video-request statistics").
@@ -107,6 +111,7 @@ class Grant:
     revoked_at: str | None = None
     revoked_by: str | None = None
     revoke_reason: str | None = None
+    version: int = 0  # bumped by every write after the first; 0 in documents older than it
 
     def state(self, now: str) -> str:
         if self.status == REVOKED:
@@ -202,7 +207,8 @@ class GrantService:
         self.audit = audit
         self.signer = signer
         # Renew and revoke read a grant, change it and write it back: one at a time per grant, or a revocation
-        # racing a renewal (or a second revocation) is lost, or announced twice.
+        # racing a renewal (or a second revocation) is lost, or announced twice. The lock orders this process's
+        # changes; the conditional write (`_save`) orders those of several processes on one database.
         self._locks = KeyedLocks()
         # Why the agency may not use footage now ("agency-disabled", "agency-unknown"), or None (center.py wires
         # it to the agency registry): a disabled agency's links are refused even before its grants are revoked.
@@ -241,9 +247,18 @@ class GrantService:
         if not (principal.can(Permission.GRANTS_ISSUE) or principal.can(Permission.GRANTS_RENEW_OWN)):
             raise Forbidden("갱신 권한 없음 / the principal may not renew grants")
         async with self._locks.hold((tenant, grant_id)):
-            return await self._renew(tenant, grant_id, principal, minutes)
+            while True:  # until written, or refused: a write refused as stale re-reads and re-decides
+                issued = await self._renew(tenant, grant_id, principal, minutes)
+                if issued is not None:
+                    return issued
 
-    async def _renew(self, tenant: str, grant_id: str, principal: Principal, minutes: float | None) -> Issued:
+    async def _save(self, grant: Grant, now: str, audit: list[AuditRow]) -> bool:
+        """Write a changed grant if nobody changed it since it was read (another API process): False if refused."""
+        read = grant.version
+        grant.version = read + 1
+        return await self.store.save_grant(grant.to_row(now), audit, expected_version=read)
+
+    async def _renew(self, tenant: str, grant_id: str, principal: Principal, minutes: float | None) -> Issued | None:
         grant = await self.visible(tenant, grant_id, principal)
         now = self.now()
         if grant.state(now) != ACTIVE:
@@ -254,21 +269,26 @@ class GrantService:
         grant.renewals += 1
         token = self.token(grant)
         row = self._row(grant, "renewed", principal.actor, previous=previous, end=grant.expires_at)
-        await self.store.save_grant(grant.to_row(now), [row])
+        if not await self._save(grant, now, [row]):
+            return None
         return Issued(grant, token)
 
     async def revoke(self, tenant: str, grant_id: str, actor: str, reason: str = "") -> Grant:
         """Revoke a grant (409 if it is revoked already: whoever comes second of two revocations learns it)."""
         async with self._locks.hold((tenant, grant_id)):
-            return await self._revoke(tenant, grant_id, actor, reason)
+            while True:  # until written, or refused: a write refused as stale re-reads and re-decides
+                grant = await self._revoke(tenant, grant_id, actor, reason)
+                if grant is not None:
+                    return grant
 
-    async def _revoke(self, tenant: str, grant_id: str, actor: str, reason: str) -> Grant:
+    async def _revoke(self, tenant: str, grant_id: str, actor: str, reason: str) -> Grant | None:
         grant = await self.load(tenant, grant_id)
         if grant.status == REVOKED:
             raise InvalidGrantTransition("이미 회수된 공유 / the grant is already revoked")
         now = self.now()
         grant.status, grant.revoked_at, grant.revoked_by, grant.revoke_reason = REVOKED, now, actor, reason or None
-        await self.store.save_grant(grant.to_row(now), [self._row(grant, "revoked", actor, reason=reason)])
+        if not await self._save(grant, now, [self._row(grant, "revoked", actor, reason=reason)]):
+            return None
         return grant
 
     async def revoke_for_event(self, tenant: str, event: str, actor: str, reason: str) -> list[Grant]:

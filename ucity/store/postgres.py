@@ -1331,8 +1331,9 @@ class PostgresStore(Store):
     async def query_ops_events(self, tenant: str, query: OpsEventQuery) -> tuple[list[Doc], int | None]:
         return await ops_sql.event_page(self.pool, tenant, query)
 
-    async def save_grant(self, row: GrantRow, audit: list[AuditRow]) -> None:
-        await self._call(lambda conn, tx: ops_sql.save_grant(conn, row, audit))
+    async def save_grant(self, row: GrantRow, audit: list[AuditRow], expected_version: int | None = None) -> bool:
+        saved: bool = await self._call(lambda conn, tx: ops_sql.save_grant(conn, row, audit, expected_version))
+        return saved
 
     @_reading
     async def get_grant(self, tenant: str, grant_id: str) -> Doc | None:

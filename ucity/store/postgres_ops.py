@@ -144,10 +144,24 @@ async def event_page(pool: asyncpg.Pool, tenant: str, query: OpsEventQuery) -> t
 
 
 # -- grants -----------------------------------------------------------------------------------------
-async def save_grant(conn: asyncpg.Connection, row: GrantRow, audit: list[AuditRow]) -> None:
-    await conn.execute(_GRANT_UPSERT, row.tenant, row.id, row.agency_id, row.event_id, row.status, row.issued_at,
-                       row.expires_at, row.updated_at, row.doc)
+# A conditional write of a grant (optimistic concurrency, base.Store.save_grant): the version is the document's
+# `version`, 0 for documents written before it existed (no migration). The UPDATE takes the row lock, so of two
+# processes' writes of one version only the first matches.
+_GRANT_UPDATE_IF = ("UPDATE ops_grants SET agency_id = $3, event_id = $4, status = $5, issued_at = $6, "
+                    "expires_at = $7, updated_at = $8, doc = $9 WHERE tenant = $1 AND id = $2 "
+                    "AND coalesce((doc->>'version')::bigint, 0) = $10")
+
+
+async def save_grant(conn: asyncpg.Connection, row: GrantRow, audit: list[AuditRow],
+                     expected_version: int | None = None) -> bool:
+    values = (row.tenant, row.id, row.agency_id, row.event_id, row.status, row.issued_at, row.expires_at,
+              row.updated_at, row.doc)
+    if expected_version is None:
+        await conn.execute(_GRANT_UPSERT, *values)
+    elif row_count(await conn.execute(_GRANT_UPDATE_IF, *values, expected_version)) != 1:
+        return False  # changed (or deleted) since it was read: nothing written, no audit line
     await insert_audit(conn, audit)
+    return True
 
 
 async def grant_page(pool: asyncpg.Pool, tenant: str, query: GrantQuery) -> tuple[list[Doc], int | None]:

@@ -1076,8 +1076,10 @@ class SqliteStore(Store):
         result: tuple[list[Doc], int | None] = await self._read(lambda conn: ops_sql.event_page(conn, tenant, query))
         return result
 
-    async def save_grant(self, row: GrantRow, audit: list[AuditRow]) -> None:
-        await self._call(lambda conn: ops_sql.save_grant(conn, row, audit), independent=True)
+    async def save_grant(self, row: GrantRow, audit: list[AuditRow], expected_version: int | None = None) -> bool:
+        saved: bool = await self._call(lambda conn: ops_sql.save_grant(conn, row, audit, expected_version),
+                                       independent=True)
+        return saved
 
     async def get_grant(self, tenant: str, grant_id: str) -> Doc | None:
         result: Doc | None = await self._read(lambda conn: ops_sql.get_doc(conn, "ops_grants", tenant, grant_id))

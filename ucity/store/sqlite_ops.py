@@ -141,11 +141,24 @@ def event_page(conn: sqlite3.Connection, tenant: str, query: OpsEventQuery) -> t
 
 
 # -- grants -----------------------------------------------------------------------------------------
-def save_grant(conn: sqlite3.Connection, row: GrantRow, audit: list[AuditRow]) -> None:
-    conn.execute(f"INSERT OR REPLACE INTO ops_grants ({_GRANT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                 (row.tenant, row.id, row.agency_id, row.event_id, row.status, row.issued_at, row.expires_at,
-                  row.updated_at, _dumps(row.doc)))
+# A conditional write of a grant (optimistic concurrency, base.Store.save_grant): the version is the document's
+# `version`, 0 for documents written before it existed (no migration).
+_GRANT_UPDATE_IF = ("UPDATE ops_grants SET agency_id=?, event_id=?, status=?, issued_at=?, expires_at=?, updated_at=?, "
+                    "doc=? WHERE tenant=? AND id=? AND coalesce(json_extract(doc, '$.version'), 0) = ?")
+
+
+def save_grant(conn: sqlite3.Connection, row: GrantRow, audit: list[AuditRow],
+               expected_version: int | None = None) -> bool:
+    if expected_version is None:
+        conn.execute(f"INSERT OR REPLACE INTO ops_grants ({_GRANT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+                     (row.tenant, row.id, row.agency_id, row.event_id, row.status, row.issued_at, row.expires_at,
+                      row.updated_at, _dumps(row.doc)))
+    elif conn.execute(_GRANT_UPDATE_IF, (row.agency_id, row.event_id, row.status, row.issued_at, row.expires_at,
+                                         row.updated_at, _dumps(row.doc), row.tenant, row.id,
+                                         expected_version)).rowcount != 1:
+        return False  # changed (or deleted) since it was read: nothing written, no audit line
     insert_audit(conn, audit)
+    return True
 
 
 def grant_page(conn: sqlite3.Connection, tenant: str, query: GrantQuery) -> tuple[list[Doc], int | None]:
