@@ -195,6 +195,9 @@ def test_exempt_paths_stay_open(http: TestClient) -> None:
     assert http.post("/iot/devices", json={"devices": [device]}, headers=bearer(ADMIN)).status_code == 201
     assert http.post("/iot/json", params={"k": "acc-key", "i": "acc-1"}, json={"t": 21.5}).status_code in (200, 204)
     assert http.post("/iot/json", params={"k": "wrong", "i": "acc-1"}, json={"t": 1}).status_code != 401
+    about = http.get("/iot/about")  # the agent's version, open as FIWARE's IoT Agent has it
+    assert about.status_code == 200 and about.json()["version"]
+    assert http.post("/iot/about").status_code == 401  # only the read is open
     # footage links check their signed grant themselves (the operations API audits the attempt)
     footage = http.get("/api/v1/cameras/cam-1/still", params={"grant": "nope"})
     assert footage.status_code != 401 and "www-authenticate" not in footage.headers

@@ -58,7 +58,8 @@ CONFIG = Rule("config", P.CONFIG_READ, P.CONFIG_ADMIN)
 # Open to anyone: liveness, the dashboard's page and static files, the API documentation (no data in them).
 EXEMPT_PATHS = frozenset({"/health", "/", "/favicon.ico", "/openapi.json"})
 # Device measures carry the device's API key, as FIWARE's IoT Agent does.
-EXEMPT_ROUTES = frozenset({("POST", "/iot/json")})
+EXEMPT_ROUTES = frozenset({("POST", "/iot/json"),
+                           ("GET", "/iot/about"), ("HEAD", "/iot/about")})  # the agent's version, open as FIWARE's
 NGSI_PREFIX = "/ngsi-ld/v1"
 REFUSAL_AUDIT_S = 60.0  # one audit line per token, reason and permission per minute (the others are counted)
 # One hosted @context document (not the list): notifications and entities name it in their Link header, so their
@@ -103,7 +104,6 @@ ACCESS: tuple[tuple[str, Rule], ...] = (
     ("/api/v1/notifications/dead-letters", CONFIG),  # list and replay
     ("/iot/devices", CONFIG),
     ("/iot/services", CONFIG),
-    ("/iot/about", CONFIG),
     *((prefix, SELF) for prefix in ops_prefixes()),
 )
 
