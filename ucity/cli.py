@@ -182,21 +182,13 @@ def cmd_config_validate(args: argparse.Namespace) -> int:
 
 
 SECRET_MASK = "**********"  # what pydantic shows for a SecretStr
-# Setting names whose value is a secret wherever they occur, SecretStr or not: `ops.tokens[].token`, a domain's
-# or an agency's `password`, `api_key`, `*_token`, `*_secret`... (QA3 F8: the configured tokens were printed).
-_SECRET_WORDS = ("token", "secret", "password", "passwd", "pwd", "apikey", "api_key", "credential", "credentials",
-                 "private_key")
-_SECRET_EXACT = ("k", "key", "auth", "authorization")
-
-
-def _secret_name(name: str) -> bool:
-    lowered = name.lower().replace("-", "_")
-    return lowered in _SECRET_EXACT or any(lowered == w or lowered.endswith("_" + w) for w in _SECRET_WORDS)
 
 
 def _masked(value: Any, secret: bool = False) -> Any:
     if isinstance(value, dict):
-        return {k: _masked(v, secret or _secret_name(str(k))) for k, v in value.items()}
+        # secret-named keys wherever they occur, SecretStr or not: `ops.tokens[].token`, a domain's or an agency's
+        # `password`, `api_key`, `*_token`, `*_secret`... (QA3 F8: the configured tokens were printed)
+        return {k: _masked(v, secret or logsafe.secret_name(str(k))) for k, v in value.items()}
     if isinstance(value, list):
         return [_masked(v, secret) for v in value]
     if secret and value not in (None, "", SECRET_MASK) and not isinstance(value, bool):

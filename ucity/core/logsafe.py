@@ -27,6 +27,17 @@ _SECRET_NAMES = ("k", "key", "apikey", "api_key", "api-key", "token", "access_to
                  "secret", "password", "passwd", "pass", "pwd", "sig", "signature", "credential", "credentials")
 _SECRET_PARAM = re.compile(r"(?i)([?&;](?:" + "|".join(re.escape(n) for n in _SECRET_NAMES) + r")=)[^&#\s\"']*")
 MASK = "***"
+# Of those, the ones that also name a secret at the end of a longer name (`admin_token`, `webhook_secret`);
+# `k`, `key`, `auth`, `pass` and `sig` are too short for that (`require_auth` is no secret).
+_SECRET_SUFFIXES = ("apikey", "api_key", "token", "secret", "password", "passwd", "pwd", "credential", "credentials",
+                    "private_key")
+
+
+def secret_name(name: str) -> bool:
+    """Whether a setting, parameter or field of that name holds a secret (`config validate` masks its value)."""
+    lowered = name.lower().replace("-", "_")
+    return lowered in _SECRET_NAMES or lowered == "private_key" or any(
+        lowered.endswith("_" + suffix) for suffix in _SECRET_SUFFIXES)
 
 
 def redact(text: str) -> str:
