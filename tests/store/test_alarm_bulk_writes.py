@@ -4,6 +4,7 @@ their history in one call (a later save of an alarm wins, history entries add up
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -83,3 +84,24 @@ async def test_an_alarm_saved_again_is_updated_in_place_with_every_column(store:
     assert sorted(d["id"] for d in docs) == ["alarm-0", "alarm-2"]
     assert [h["action"] for h in await store.alarm_history(T, "alarm-1")] == ["raised", "cleared"]
     assert [doc["id"] for _, doc in await store.open_alarms()] == ["alarm-0", "alarm-2", "alarm-1"]
+
+
+async def test_save_alarms_writes_its_documents_in_the_same_commit(store: Store) -> None:
+    """The queued notifications of alarm changes (ucity/alarms/journal.py) are committed with the alarm rows; calls
+    of one group commit keep their order (a later save of an alarm wins) whether or not they carry documents."""
+    commits = getattr(store, "commits", None)
+    await store.save_alarms([(alarm(1), [entry(1, "raised")])], [("outbox", T, "n1", {"n": 1})])
+    if commits is not None:
+        assert store.commits - commits == 1  # type: ignore[attr-defined]
+    assert await store.list_docs("outbox") == [(T, "n1", {"n": 1})]
+    await asyncio.gather(  # queued together: one batch (PostgreSQL merges their rows)
+        store.save_alarms([(alarm(2, updated=1), [entry(1, "raised")])], [("outbox", T, "n2", {"n": 2})]),
+        store.save_alarms([(alarm(2, "cleared-unacknowledged", 2), [entry(2, "cleared")])]),
+        store.save_alarms([(alarm(2, "cleared-acknowledged", 3), [entry(3, "acknowledged")])],
+                          [("outbox", T, "n3", {"n": 3}), ("outbox", T, "n2", {"n": 22})]))
+    stored = await store.get_alarm(T, "alarm-2")
+    assert stored is not None and stored["status"] == "cleared-acknowledged"
+    assert [h["action"] for h in await store.alarm_history(T, "alarm-2")] == ["raised", "cleared", "acknowledged"]
+    assert sorted((k, d["n"]) for _, k, d in await store.list_docs("outbox")) == [("n1", 1), ("n2", 22), ("n3", 3)]
+    await store.save_alarms([], [("outbox", T, "n4", {"n": 4})])  # documents alone
+    assert len(await store.list_docs("outbox")) == 4

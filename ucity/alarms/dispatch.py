@@ -4,6 +4,10 @@ A recipient group names people (each with contacts: a notifier and an address) a
 endpoints (webhooks). Each (tenant, notifier) gets its own `Outbox`, so one receiver that is
 down delays nothing else. Texts are Korean and English; times are shown in Korea time (KST,
 UTC+9, no daylight saving) while the JSON keeps UTC.
+
+The queues are durable (ucity/alarms/journal.py): the alarms service writes an alarm change's notifications
+(`prepare`, `entries`) in the change's own commit, then queues them (`enqueue`); `resume` queues again, at
+start, what the store holds and this process does not.
 """
 
 from __future__ import annotations
@@ -11,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import timedelta, timezone
 from typing import Any
 
 import httpx
 
 from ucity.alarms.contacts import Contacts, RecipientGroup
+from ucity.alarms.journal import ALARM, KIND, Journal, Pending
 from ucity.alarms.model import FAULT_NAME, STATUS_NAMES, Alarm
 from ucity.alarms.notifiers import Notifier, NotifierDeps, build_notifier
 from ucity.alarms.notifiers.base import Notification, Outbox, Recipient
@@ -71,6 +77,10 @@ class Dispatcher:
         self._instances: dict[tuple[str, str], Notifier] = {}
         self._outboxes: dict[tuple[str, str], Outbox] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.journal = Journal(store, clock)
+        self.owns: Callable[[str, str], bool] = lambda tenant, entity_id: True  # set through AlarmService.owns
+        # How the other senders of ucity queue again what they journaled (channel -> resume one entry).
+        self.resumers: dict[str, Callable[[Pending], None]] = {ALARM: self._resume_alarm}
         contacts.notifiers.on_change = self._forget
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -123,7 +133,8 @@ class Dispatcher:
                 await self.dead_letter(notification, notifier_id, attempts, error)
 
             box = self._outboxes[key] = Outbox(f"{tenant}/{notifier_id}", lambda: self.notifier(tenant, notifier_id),
-                                               self.clock, self.settings.retry, self.settings.queue_size, dead)
+                                               self.clock, self.settings.retry, self.settings.queue_size, dead,
+                                               self.journal)
         return box
 
     def describe(self, tenant: str, notifier_id: str) -> dict[str, Any]:
@@ -134,24 +145,89 @@ class Dispatcher:
                 "delivery": box.stats.to_wire(box.queued) if box else None}
 
     # -- fan-out -----------------------------------------------------------------------------------
-    def notify_group(self, alarm: Alarm, group_id: str, event: str, step: int | None = None) -> int:
-        """Queue the notifications of one alarm event for one group; returns how many were queued."""
+    def prepare(self, alarm: Alarm, group_id: str, event: str, step: int | None = None) -> list[tuple[str, Notification]]:
+        """The notifications of one alarm event for one group, as (notifier id, notification); nothing queued."""
         group = self.contacts.recipients.get(alarm.tenant, group_id)
         if group is None:
             log.warning("alarm %s: recipient group %s does not exist; nobody notified", alarm.id, group_id)
-            return 0
+            return []
         subject, text = compose(alarm, event)
         wire = alarm.to_wire()
-        queued = 0
+        prepared = []
         for notifier_id, recipient in _targets(group):
-            notification = Notification(f"urn:ucity:notification:{uuid.uuid4().hex}", alarm.tenant, event,
-                                        to_iso(self.clock.now()), wire, subject, text, group_id, step, recipient)
             if self.contacts.notifiers.get(alarm.tenant, notifier_id) is None:
                 log.warning("group %s names notifier %s, which does not exist", group_id, notifier_id)
                 continue
-            self.outbox(alarm.tenant, notifier_id).put(notification)
-            queued += 1
-        return queued
+            prepared.append((notifier_id, Notification(
+                f"urn:ucity:notification:{uuid.uuid4().hex}", alarm.tenant, event, to_iso(self.clock.now()), wire,
+                subject, text, group_id, step, recipient)))
+        return prepared
+
+    def entries(self, alarm: Alarm, prepared: list[tuple[str, Notification]]) -> list[tuple[str, str, str, Doc]]:
+        """The stored outbox entries of prepared notifications, as (kind, tenant, key, doc), for the alarm's save."""
+        return [(KIND, *self.journal.entry(ALARM, notifier_id, alarm.entity_id, notification))
+                for notifier_id, notification in prepared]
+
+    def enqueue(self, prepared: list[tuple[str, Notification]], entries: list[tuple[str, str, str, Doc]],
+                box: Callable[[str, str], Outbox] | None = None) -> int:
+        """Queue prepared notifications whose `entries` are stored (each its own, in order), each in the outbox
+        `box(tenant, endpoint)` (default: the alarm notifier's)."""
+        box = box or self.outbox
+        for (endpoint, notification), (_, _, _, entry) in zip(prepared, entries, strict=True):
+            self.journal.held.add(notification.id)
+            box(notification.tenant, endpoint).put(notification, entry=entry)
+        return len(prepared)
+
+    def notify_group(self, alarm: Alarm, group_id: str, event: str, step: int | None = None) -> int:
+        """Store and queue the notifications of one alarm event for one group, outside an alarm's save (the
+        alarms service stores them with the change); returns how many there are."""
+        prepared = self.prepare(alarm, group_id, event, step)
+        self.store_and_enqueue(ALARM, alarm.entity_id, prepared, self.outbox)
+        return len(prepared)
+
+    def store_and_enqueue(self, channel: str, entity: str, prepared: list[tuple[str, Notification]],
+                          box: Callable[[str, str], Outbox]) -> None:
+        """Store the outbox entries of (endpoint, notification) pairs, then queue them in `box(tenant, endpoint)`
+        (other senders of ucity: the agencies' packages). If the store fails they go all the same (logged,
+        counted): nothing is dropped, but a restart before they are sent would not send them."""
+        if prepared:
+            self._spawn(self._store_and_enqueue(channel, entity, prepared, box))
+
+    async def _store_and_enqueue(self, channel: str, entity: str, prepared: list[tuple[str, Notification]],
+                                 box: Callable[[str, str], Outbox]) -> None:
+        entries = [(KIND, *self.journal.entry(channel, endpoint, entity, notification))
+                   for endpoint, notification in prepared]
+        try:
+            await self.journal.add([(tenant, key, doc) for _, tenant, key, doc in entries])
+        except Exception as exc:
+            self.journal.failures += 1
+            log.warning("%d notifications could not be stored, sent from memory: %s", len(prepared), exc)
+        self.enqueue(prepared, entries, box)
+
+    # -- after a restart -----------------------------------------------------------------------------
+    async def resume(self, owns: Callable[[str, str], bool], channels: set[str] | None = None) -> int:
+        """Queue again the stored entries (of `channels`, default all) of the entities this process owns that it
+        does not hold: at start, and when a worker's partitions changed; returns how many. Each keeps its id and
+        its attempts so far. Each channel's sender resumes its own once what it needs is loaded."""
+        resumed = 0
+        for pending in await self.journal.pending():
+            if channels is not None and pending.channel not in channels:
+                continue
+            if pending.id in self.journal.held or not owns(pending.tenant, pending.entity):
+                continue
+            resume = self.resumers.get(pending.channel)
+            if resume is None:
+                log.error("outbox entry %s: unknown channel %s; left in the store", pending.id, pending.channel)
+                continue
+            self.journal.held.add(pending.id)
+            resume(pending)
+            resumed += 1
+        if resumed:
+            log.info("%d queued notifications read back from the store; sending them", resumed)
+        return resumed
+
+    def _resume_alarm(self, pending: Pending) -> None:
+        self.outbox(pending.tenant, pending.endpoint).put(pending.notification(), pending.attempts, pending.entry)
 
     # -- dead letters ------------------------------------------------------------------------------
     async def dead_letter(self, notification: Notification, notifier_id: str, attempts: int, error: str) -> None:
@@ -169,6 +245,10 @@ class Dispatcher:
     # -- for tests and shutdown --------------------------------------------------------------------
     def busy(self) -> bool:
         return any(box.busy for box in self._outboxes.values()) or bool(self._tasks)
+
+    def storing(self) -> bool:
+        """Whether notifications wait for their outbox entries to be stored before they are queued."""
+        return bool(self._tasks)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

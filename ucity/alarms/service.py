@@ -64,7 +64,9 @@ from ucity.alarms.alert import write_alerts
 from ucity.alarms.contacts import Contacts, EscalationChain, EscalationStep
 from ucity.alarms.dispatch import Dispatcher
 from ucity.alarms.escalation import Escalator
+from ucity.alarms.journal import ALARM
 from ucity.alarms.model import ACTIVE_UNACK, CLEARED_ACK, CLEARED_UNACK, CLOSED, DERIVED_PREFIX, FAULT, SAFETY, SYSTEM, Alarm
+from ucity.alarms.notifiers.base import Notification
 from ucity.alarms.notifiers.sse import SseHub
 from ucity.core.bus import Context, Event
 from ucity.core.clock import Clock, SystemClock, TimerHandle, parse_iso, to_iso
@@ -159,6 +161,10 @@ class _Pending:
     # save failed.
     doc: Doc | None = None
     wire: dict[str, Any] | None = None  # its API form, announced
+    # The notifications the change sends, as (notifier id, notification), and their outbox entries, stored with
+    # the alarm's row (ucity/alarms/journal.py) and queued when it is announced.
+    outgoing: list[tuple[str, Notification]] = field(default_factory=list)
+    entries: list[tuple[str, str, str, Doc]] = field(default_factory=list)
 
     @property
     def context(self) -> Context:
@@ -219,17 +225,27 @@ class AlarmService:
         self._device_news: set[tuple[str, str]] | None = None
         # Distributed mode (ucity/cluster): the entities whose alarms this process escalates, by (tenant,
         # entity id); their signals come from this process's rules. Every process still reads all alarms.
-        self.owns: Callable[[str, str], bool] = lambda tenant, entity_id: True
         # A rule event without a parent means "none" only if the rules engine looks for every relationship
         # the alarms would (see _described).
         self._rules_find_parents = set(s.parent_relationships) <= set(platform.settings.rules.parent_relationships)
 
     # -- lifecycle ---------------------------------------------------------------------------------
+    @property
+    def owns(self) -> Callable[[str, str], bool]:
+        """Whether this process judges an entity's alarms (escalates, sends their queued notifications after a
+        restart): always alone; a worker by partition; an API process beside workers never."""
+        return self.dispatcher.owns
+
+    @owns.setter
+    def owns(self, owns: Callable[[str, str], bool]) -> None:
+        self.dispatcher.owns = owns
+
     async def start(self) -> None:
         await self.contacts.load()
         await self.dispatcher.start()
         for _, doc in await self.store.open_alarms():
             self._index(Alarm.from_doc(doc))
+        await self.dispatcher.resume(self.owns, {ALARM})  # what a stop or crash left queued (ops: its own)
         bus = self.platform.bus
         self._unsubscribe = [bus.subscribe(RuleMatched, self._on_matched), bus.subscribe(RuleCleared, self._on_cleared),
                              bus.subscribe(DeviceStatusChanged, self._on_device),
@@ -252,6 +268,7 @@ class AlarmService:
         for _, doc in await self.store.open_alarms():
             self._index(Alarm.from_doc(doc))
         self._arm_escalations()
+        await self.dispatcher.resume(self.owns)  # what the previous owner left queued
 
     async def stop(self) -> None:
         for unsubscribe in self._unsubscribe:
@@ -267,7 +284,10 @@ class AlarmService:
     def health(self) -> dict[str, Any]:
         return {"ok": bool(self._unsubscribe), "open": len(self._open), "active": len(self._active),
                 "escalationTimers": self.escalator.pending, "streamClients": self.sse.clients,
-                "alertsWaiting": len(self._alert_queue)}  # announced changes whose Alert waits for quiet
+                "alertsWaiting": len(self._alert_queue),  # announced changes whose Alert waits for quiet
+                # queued notifications held here (also stored), and failed writes of their stored entries
+                "notificationsQueued": len(self.dispatcher.journal.held),
+                "outboxStoreFailures": self.dispatcher.journal.failures}
 
     def add_drainer(self, drain: Callable[[], Awaitable[None]]) -> None:
         """Work an `AlarmChanged` consumer does after its handler returned, which `drain` also awaits."""
@@ -718,7 +738,7 @@ class AlarmService:
                     continue
                 try:
                     item.wire = item.alarm.to_wire(item.doc)
-                    self._announce(item.alarm, item.change, item.doc, item.wire)
+                    self._announce(item)
                 except Exception:  # a notifier's or the parent's bug must not silence the round's other alarms
                     log.exception("alarm %s: announcing %s failed", item.alarm.id, item.change.events)
                 if item.wire is not None:
@@ -746,16 +766,22 @@ class AlarmService:
                 if doc is None:  # the alarm's latest change: copied now (`_seal`)
                     unsealed.pop(alarm.id, None)
                     doc = item.doc = alarm.to_doc()
-                saves.append((alarm.to_row(doc), [e.to_doc() for e in item.change.entries]))
+                save = (alarm.to_row(doc), [e.to_doc() for e in item.change.entries])
+                self._prepare(item, doc)
             except Exception:
                 log.exception("alarm %s could not be saved", alarm.id)
                 item.doc = None
                 continue
+            saves.append(save)
             made.append(item)
         if not saves:
             return
+        docs = [entry for item in made for entry in item.entries]
         try:
-            await self.store.save_alarms(saves)
+            if docs:
+                await self.store.save_alarms(saves, docs)
+            else:
+                await self.store.save_alarms(saves)
             return
         except Exception as exc:
             if len(saves) == 1:
@@ -766,7 +792,8 @@ class AlarmService:
         # committed after it, must not take back. What is announced stays each change's own state (`doc`).
         for n, item in enumerate(made):
             saves[n] = (item.alarm.to_row(), saves[n][1])
-        results = await asyncio.gather(*(self.store.save_alarm(row, history) for row, history in saves),
+        results = await asyncio.gather(*(self.store.save_alarms([save], item.entries) if item.entries
+                                         else self.store.save_alarm(*save) for item, save in zip(made, saves, strict=True)),
                                        return_exceptions=True)
         for item, result in zip(made, results, strict=True):
             if isinstance(result, BaseException):
@@ -910,18 +937,29 @@ class AlarmService:
             if isinstance(result, Exception):
                 log.error("Alert entity of alarm %s not written: %s", item.alarm.id, result)
 
-    def _announce(self, alarm: Alarm, change: _Change, doc: Doc, wire: dict[str, Any]) -> None:
-        """Tell the stream and the notifiers of a saved change, with the alarm as the change left it (`doc`,
-        `wire`), then update the parent's derived alarm from the alarms as they are now."""
-        for event in change.events:
-            self.sse.publish(alarm.tenant, event, wire)
+    def _prepare(self, item: _Pending, doc: Doc) -> None:
+        """The notifications of a change about to be saved, with the alarm as the change leaves it (`doc`), and
+        their outbox entries, which its save stores."""
+        change = item.change
+        item.outgoing, item.entries = [], []
         if change.notify or (change.follow_up and doc["notified_groups"]):  # most changes tell no group
             state = Alarm.from_doc(doc)
             for group, step, event in change.notify:
-                self.dispatcher.notify_group(state, group, event, step)
+                item.outgoing += self.dispatcher.prepare(state, group, event, step)
             if change.follow_up:
                 for group in state.notified_groups:  # the groups told before this change
-                    self.dispatcher.notify_group(state, group, change.follow_up)
+                    item.outgoing += self.dispatcher.prepare(state, group, change.follow_up)
+            item.entries = self.dispatcher.entries(state, item.outgoing)
+
+    def _announce(self, item: _Pending) -> None:
+        """Tell the stream and the notifiers of a saved change, with the alarm as the change left it (`doc`,
+        `wire`), then update the parent's derived alarm from the alarms as they are now."""
+        alarm, change, wire = item.alarm, item.change, item.wire
+        assert wire is not None  # set by `_save_round` before it announces
+        for event in change.events:
+            self.sse.publish(alarm.tenant, event, wire)
+        if item.outgoing:
+            self.dispatcher.enqueue(item.outgoing, item.entries)
         if _PROPAGATING.intersection(change.events) or change.enrich:
             self._propagate(alarm)
 

@@ -32,6 +32,7 @@ from typing import Any, NoReturn
 from shapely.geometry import shape
 
 from ucity.alarms import AlarmChanged, AlarmService
+from ucity.alarms.journal import AGENCY
 from ucity.core.clock import to_iso, to_micros
 from ucity.core.config import OPS_SECRET_PLACEHOLDER, Settings
 from ucity.core.errors import BadRequest, NotFound
@@ -128,6 +129,8 @@ class OperationsCenter:
         await self.index.start(preload=(self.default_tenant,))
         await self.sweep()
         self._unsubscribe = self.platform.bus.subscribe(AlarmChanged, self._on_alarm)
+        # Packages a stop or crash left queued (ucity/alarms/journal.py), now that the agencies are loaded.
+        await self.links.dispatcher.resume(self.links.owns, {AGENCY})
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:

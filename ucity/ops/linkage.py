@@ -26,7 +26,8 @@ and per service:
 
 Delivery uses the alarms' notifier contract: a `WebhookNotifier` (signed `X-Ucity-Signature`, same
 secret as alarm webhooks) behind an `Outbox` per agency (bounded queue, retries with backoff on the
-platform clock, dead letters listed at `/api/v1/notifications/dead-letters`).
+platform clock, dead letters listed at `/api/v1/notifications/dead-letters`). A queued package is also
+stored (ucity/alarms/journal.py) until delivered or dead-lettered: a restart sends it (same id).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from shapely.geometry import shape
 
 from ucity.alarms.contacts import NotifierConfig
 from ucity.alarms.dispatch import KST, Dispatcher
+from ucity.alarms.journal import AGENCY, Pending, notification_fields
 from ucity.alarms.model import ACTIVE_STATUSES
 from ucity.alarms.notifiers import build_notifier
 from ucity.alarms.notifiers.base import DeliveryResult, Notification, Notifier, Outbox
@@ -229,17 +231,29 @@ class AgencyLinks:
         self.on_result = on_result
         self._notifiers: dict[tuple[str, str], Notifier] = {}
         self._outboxes: dict[tuple[str, str], Outbox] = {}
+        dispatcher.resumers[AGENCY] = self._resume
 
     def send(self, agency_id: str, notification: PackageNotification) -> None:
-        key = (notification.tenant, agency_id)
+        """Store the package's outbox entry (ucity/alarms/journal.py: a restart sends it), then queue it."""
+        self.dispatcher.store_and_enqueue(AGENCY, str(notification.package.get("event", {}).get("id", "")),
+                                          [(agency_id, notification)], self._box)
+
+    def _box(self, tenant: str, agency_id: str) -> Outbox:
+        key = (tenant, agency_id)
         box = self._outboxes.get(key)
         if box is None:
             async def dead(given_up: Notification, name: str, attempts: int, error: str) -> None:
                 await self._dead(given_up, f"agency:{agency_id}", attempts, error)
 
             box = self._outboxes[key] = Outbox(f"{key[0]}/agency:{agency_id}", lambda: self._notifier(key),
-                                               self.dispatcher.clock, self.retry, self.queue_size, dead)
-        box.put(notification)
+                                               self.dispatcher.clock, self.retry, self.queue_size, dead,
+                                               self.dispatcher.journal)
+        return box
+
+    def _resume(self, pending: Pending) -> None:
+        """A package a restart left queued (`Dispatcher.resume`): queued again with its attempts so far."""
+        notification = PackageNotification(**notification_fields(pending.doc))
+        self._box(pending.tenant, pending.endpoint).put(notification, pending.attempts, pending.entry)
 
     def _notifier(self, key: tuple[str, str]) -> Notifier | None:
         notifier = self._notifiers.get(key)
@@ -260,7 +274,12 @@ class AgencyLinks:
         self._notifiers.pop((tenant, agency_id), None)
 
     def busy(self) -> bool:
-        return any(box.busy for box in self._outboxes.values())
+        return self.dispatcher.storing() or any(box.busy for box in self._outboxes.values())
+
+    def owns(self, tenant: str, entity_id: str) -> bool:
+        """Whether this process sends again, after a restart, the packages of an event (the alarms' owner of it:
+        every process alone, a worker by partition; an API process beside workers none)."""
+        return bool(self.dispatcher.owns(tenant, entity_id))
 
     def describe(self, tenant: str, agency_id: str) -> dict[str, Any] | None:
         box = self._outboxes.get((tenant, agency_id))

@@ -10,7 +10,7 @@ commit. Queries are described by `EntityQuery` and run in the database.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -527,14 +527,19 @@ class Store(ABC):
     async def save_alarm(self, row: AlarmRow, history: list[Doc]) -> None:
         """Insert or replace an alarm and append its new history entries (each with a `seq`), atomically."""
 
-    async def save_alarms(self, saves: list[tuple[AlarmRow, list[Doc]]]) -> None:
-        """`save_alarm` of each (row, history), in order (a later save of the same alarm wins), all or none.
+    async def save_alarms(self, saves: list[tuple[AlarmRow, list[Doc]]],
+                          docs: Sequence[tuple[str, str, str, Doc]] = ()) -> None:
+        """`save_alarm` of each (row, history), in order (a later save of the same alarm wins), all or none,
+        with `docs` (kind, tenant, key, doc) put in the same commit (the changes' queued notifications).
 
         One store call for the alarms decided together (an alarm storm), not one each: per alarm that
         spares a queued write, a future and a wake-up of its waiter, on the event loop and in the writer.
-        This default saves them one by one (each alarm atomically); the stores write them in one commit."""
+        This default saves them one by one (each alarm atomically), then the documents; the stores write
+        it all in one commit."""
         for row, history in saves:
             await self.save_alarm(row, history)
+        for kind, tenant, key, doc in docs:
+            await self.put_doc(kind, tenant, key, doc)
 
     async def put_docs(self, kind: str, docs: list[tuple[str, str, Doc]]) -> None:
         """`put_doc` of each (tenant, key, doc) of one kind, in order; the stores write them in one commit

@@ -39,7 +39,7 @@ import functools
 import itertools
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -1258,19 +1258,21 @@ class PostgresStore(Store):
     async def save_alarm(self, row: AlarmRow, history: list[Doc]) -> None:
         await self.save_alarms([(row, history)])
 
-    async def save_alarms(self, saves: list[tuple[AlarmRow, list[Doc]]]) -> None:
+    async def save_alarms(self, saves: list[tuple[AlarmRow, list[Doc]]],
+                          docs: Sequence[tuple[str, str, str, Doc]] = ()) -> None:
         # One call for the alarms decided together (one future, one queue item), their rows merged with the
-        # batch's other alarm saves (`_save_alarm_lists`), in order.
-        if not saves:
+        # batch's other alarm saves (`_save_alarm_lists`), in order; `docs` in the same commit.
+        if not saves and not docs:
             return
         values = [(alarm_values(row), [(row.tenant, row.id, int(h["seq"]), to_micros(parse_iso(h["at"])),
                                         str(h["action"]), str(h.get("actor") or ""), h) for h in history])
                   for row, history in saves]
+        call = _AlarmSaves(values, _DocOps(puts=list(docs)) if docs else None)
 
         async def run(conn: asyncpg.Connection, tx: _Tx) -> None:  # the same write; `_run_batch` uses `rows`
-            await _save_alarms(conn, values)
+            await _save_alarm_lists(conn, [call])
 
-        await self._call(run, _Rows(_save_alarm_lists, values))
+        await self._call(run, _Rows(_save_alarm_lists, call))
 
     @_reading
     async def get_alarm(self, tenant: str, alarm_id: str) -> Doc | None:
@@ -1488,9 +1490,22 @@ async def _write_doc_ops(conn: asyncpg.Connection, ops: list[_DocOps]) -> None:
     await flush()
 
 
-async def _save_alarm_lists(conn: asyncpg.Connection, lists: list[list[tuple[list[Any], list[tuple[Any, ...]]]]]) -> None:
-    """The saves of a batch's `save_alarms` calls (each a list of saves), in batch order."""
-    await _save_alarms(conn, [save for saves in lists for save in saves])
+@dataclass
+class _AlarmSaves:
+    """One `save_alarms` call: its alarm saves (row values, history entries) and its documents."""
+
+    saves: list[tuple[list[Any], list[tuple[Any, ...]]]]
+    docs: _DocOps | None = None
+
+
+async def _save_alarm_lists(conn: asyncpg.Connection, calls: list[_AlarmSaves]) -> None:
+    """The saves of a batch's `save_alarms` calls, in batch order, then their documents (in the same commit)."""
+    saves = [save for call in calls for save in call.saves]
+    if saves:
+        await _save_alarms(conn, saves)
+    ops = [call.docs for call in calls if call.docs is not None]
+    if ops:
+        await _write_doc_ops(conn, ops)
 
 
 async def _save_alarms(conn: asyncpg.Connection, saves: list[tuple[list[Any], list[tuple[Any, ...]]]]) -> None:

@@ -966,9 +966,7 @@ class SqliteStore(Store):
     # -- documents ---------------------------------------------------------------------------
     async def put_doc(self, kind: str, tenant: str, key: str, doc: Doc) -> None:
         text = orjson.dumps(doc).decode()
-        await self._call(lambda conn: conn.execute(
-            "INSERT INTO docs VALUES (?,?,?,?) ON CONFLICT (kind, tenant, key) DO UPDATE SET doc=excluded.doc",
-            (kind, tenant, key, text)) and None, independent=True)
+        await self._call(lambda conn: conn.execute(_DOC_PUT, (kind, tenant, key, text)) and None, independent=True)
 
     async def delete_doc(self, kind: str, tenant: str, key: str) -> bool:
         result: bool = await self._call(lambda conn: conn.execute(
@@ -980,9 +978,7 @@ class SqliteStore(Store):
             return
         dumps = orjson.dumps
         rows = [(kind, tenant, key, dumps(doc).decode()) for tenant, key, doc in docs]
-        await self._call(lambda conn: conn.executemany(
-            "INSERT INTO docs VALUES (?,?,?,?) ON CONFLICT (kind, tenant, key) DO UPDATE SET doc=excluded.doc",
-            rows) and None, independent=True)
+        await self._call(lambda conn: conn.executemany(_DOC_PUT, rows) and None, independent=True)
 
     async def delete_docs(self, kind: str, keys: list[tuple[str, str]]) -> None:
         if not keys:
@@ -1003,20 +999,25 @@ class SqliteStore(Store):
     async def save_alarm(self, row: AlarmRow, history: list[Doc]) -> None:
         await self.save_alarms([(row, history)])
 
-    async def save_alarms(self, saves: list[tuple[AlarmRow, list[Doc]]]) -> None:
+    async def save_alarms(self, saves: list[tuple[AlarmRow, list[Doc]]],
+                          docs: Sequence[tuple[str, str, str, Doc]] = ()) -> None:
         # One call, one executemany per table, whatever the number of alarms: in an alarm storm a call per
         # alarm cost a queue item, a future and a wake-up each, and the writer a GIL hand-over per statement.
-        if not saves:
+        if not saves and not docs:
             return
         dumps = orjson.dumps
         rows = [_alarm_values(row) for row, _ in saves]
         entries = [(row.tenant, row.id, int(h["seq"]), iso_micros(h["at"]), str(h["action"]),
                     str(h.get("actor") or ""), dumps(h).decode()) for row, history in saves for h in history]
+        puts = [(kind, tenant, key, dumps(doc).decode()) for kind, tenant, key, doc in docs]
 
         def run(conn: sqlite3.Connection) -> None:
-            conn.executemany(_ALARM_UPSERT, rows)
+            if rows:
+                conn.executemany(_ALARM_UPSERT, rows)
             if entries:
                 conn.executemany("INSERT OR REPLACE INTO alarm_history VALUES (?,?,?,?,?,?,?)", entries)
+            if puts:
+                conn.executemany(_DOC_PUT, puts)
 
         await self._call(run, independent=True)
 
@@ -1203,6 +1204,8 @@ def _purge_alarms(conn: sqlite3.Connection, before: int, limit: int, dry_run: bo
     return ops_sql.purge_closed(conn, ("alarms", _CLOSED_ALARMS), ("alarm_history", "alarm_id"), before, limit, dry_run,
                                 counts)
 
+
+_DOC_PUT = "INSERT INTO docs VALUES (?,?,?,?) ON CONFLICT (kind, tenant, key) DO UPDATE SET doc=excluded.doc"
 
 # -- alarms: columns, filters and statistics SQL are shared (ucity/store/sql.py) -------------------------
 # An update in place: `INSERT OR REPLACE` deleted the row and inserted it again, with each of its index

@@ -7,8 +7,9 @@ platform clock (tests move a fake clock); after the last attempt, or when the no
 retry cannot help, the notification becomes a dead letter: stored and listed by the API, never
 silently lost. A full queue turns its oldest notification into a dead letter too.
 
-Queued notifications live in memory: a restart loses those not yet delivered (escalation steps
-that were due are re-fired from the store on start; see escalation.py).
+An outbox given a `Journal` (ucity/alarms/journal.py) keeps its queue in the store as well: an item's stored
+entry is rewritten after each failed attempt and deleted once the item is delivered or is a dead letter, so
+that a restart sends what was queued and not yet delivered.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ucity.core.clock import Clock, to_iso
 from ucity.core.config import RetrySettings
+
+if TYPE_CHECKING:
+    from ucity.alarms.journal import Journal
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +110,16 @@ class _Item:
     notification: Notification
     attempts: int = 0
     errors: list[str] = field(default_factory=list)
+    entry: dict[str, Any] | None = None  # its stored outbox entry (None: not journaled)
 
 
 class Outbox:
     """One endpoint's bounded queue, worker task and retry policy."""
 
     def __init__(self, name: str, notifier: Callable[[], Notifier | None], clock: Clock, retry: RetrySettings,
-                 size: int, dead_letter: DeadLetterFn) -> None:
+                 size: int, dead_letter: DeadLetterFn, journal: Journal | None = None) -> None:
         self.name = name
+        self._journal = journal
         self.stats = OutboxStats()
         self._notifier = notifier
         self._clock = clock
@@ -131,11 +137,13 @@ class Outbox:
         """Sending now or holding work (for tests: `idle` means nothing moves without the clock)."""
         return self.stats.state == "sending" or (self.stats.state == "idle" and not self._queue.empty())
 
-    def put(self, notification: Notification) -> None:
+    def put(self, notification: Notification, attempts: int = 0, entry: dict[str, Any] | None = None) -> None:
+        """Queue a notification; `attempts` already made (one read back from the store), `entry` its stored
+        outbox entry when the outbox has a journal."""
         if self._queue.full():
             oldest = self._queue.get_nowait()  # never block an alarm: the oldest gives way, as a dead letter
             self._spawn_dead(oldest, "queue full")
-        self._queue.put_nowait(_Item(notification))
+        self._queue.put_nowait(_Item(notification, attempts, entry=entry))
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based)."""
@@ -161,11 +169,14 @@ class Outbox:
             result = await notifier.send(item.notification)
             if result.ok:
                 self._succeeded()
+                await self._settled(item)
                 return
             self._failed(item, result.detail)
             if not result.retry or item.attempts >= self._retry.max_attempts:
                 await self._dead(item, result.detail)
                 return
+            if self._journal is not None:
+                await self._journal.attempted(item.notification, item.entry, item.attempts, result.detail)
             self.stats.state = "backoff"
             await clock_sleep(self._clock, self.backoff(item.attempts), self._woken)
 
@@ -189,14 +200,24 @@ class Outbox:
         self.stats.last_error = detail
         item.errors.append(detail)
 
+    async def _settled(self, item: _Item) -> None:
+        """Delivered, or kept as a dead letter: its stored entry goes."""
+        if self._journal is not None and item.entry is not None:
+            await self._journal.done(item.notification)
+
     async def _dead(self, item: _Item, detail: str) -> None:
         self.stats.dead += 1
         await self._dead_letter(item.notification, self.name, item.attempts, detail)
+        await self._settled(item)  # not reached when the dead letter could not be written: the entry stays
 
     def _spawn_dead(self, item: _Item, detail: str) -> None:
         self.stats.dead += 1
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(
-            self._dead_letter(item.notification, self.name, item.attempts, detail))
+
+        async def dead() -> None:
+            await self._dead_letter(item.notification, self.name, item.attempts, detail)
+            await self._settled(item)
+
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(dead())
         task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
 
     async def close(self) -> None:
