@@ -196,3 +196,25 @@ async def test_the_operations_centre_refreshes_its_tokens_on_the_platform_clock(
         await ops.advance(ops.ucity.settings.ops.token_refresh_s)
         assert (await call(ops, "list_events", token)).status == 401
         assert ops.center.health()["tokens"]["refreshes"] >= 2
+
+
+async def test_one_token_id_issued_on_two_processes_at_once_is_given_once(two_processes: Any) -> None:
+    """Both processes have re-read the tokens and found the id free; the store takes the first write only, and the
+    second process answers 409 instead of overwriting the first token (whose holder would be locked out)."""
+    clock, a, b = two_processes
+    reload = b._reload
+
+    async def already_read() -> None:  # b's re-read happened before a's write landed
+        return None
+
+    b._reload = already_read
+    first = await a.issue(TokenSpec(id="duty-desk", role="operator"), "admin:kim")
+    with pytest.raises(UcityError) as refused:
+        await b.issue(TokenSpec(id="duty-desk", role="reader"), "admin:lee")
+    assert refused.value.status == 409 and "already exists" in refused.value.detail
+    b._reload = reload
+    clock.advance(10)
+    await b.settle()
+    found = b.lookup(first)
+    assert found is not None and found.role == "operator"  # the first token stands, on both processes
+    assert [t["createdBy"] for t in b.listing() if t["id"] == "duty-desk"] == ["admin:kim"]

@@ -105,3 +105,18 @@ async def test_save_alarms_writes_its_documents_in_the_same_commit(store: Store)
     assert sorted((k, d["n"]) for _, k, d in await store.list_docs("outbox")) == [("n1", 1), ("n2", 22), ("n3", 3)]
     await store.save_alarms([], [("outbox", T, "n4", {"n": 4})])  # documents alone
     assert len(await store.list_docs("outbox")) == 4
+
+
+async def test_insert_doc_puts_only_when_the_key_is_free(make_store: StoreFactory) -> None:
+    """Two stores on one database (two processes): the first insert of a key wins, the second is told."""
+    a, b = make_store(FakeClock()), make_store(FakeClock())
+    await a.start()
+    await b.start()
+    try:
+        assert await a.insert_doc("tokens", T, "duty", {"by": "a"}) is True
+        assert await b.insert_doc("tokens", T, "duty", {"by": "b"}) is False
+        assert await b.insert_doc("tokens", "other", "duty", {"by": "b"}) is True  # another tenant: another key
+        assert sorted((t, d["by"]) for t, _, d in await a.list_docs("tokens")) == [("other", "b"), (T, "a")]
+    finally:
+        await a.stop()
+        await b.stop()

@@ -301,7 +301,8 @@ class TokenRegistry:
     async def issue(self, spec: TokenSpec, actor: str) -> str:
         """A new random token for `spec` (returned once); 409 if the id is taken. The issued tokens are re-read
         first (an admin's call, not every request's), so that an id another process issued since the last refresh
-        is not overwritten; two processes issuing one id at the same instant remain a (documented) race."""
+        is refused here; two processes issuing one id at the same instant are decided by the store (`insert_doc`:
+        the first write wins, the other is answered 409 too)."""
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         digest = token_hash(token)
         doc: Doc = {"sha256": digest, "spec": spec.model_dump(mode="json"), "createdAt": to_iso(self._clock.now()),
@@ -310,7 +311,8 @@ class TokenRegistry:
             await self._reload()
             if any(s.id == spec.id for s in self._specs()):
                 raise AlreadyExists(f"토큰 {spec.id} 이미 있음 / token {spec.id} already exists")
-            await self._store.put_doc(TOKENS_KIND, GLOBAL, spec.id, doc)
+            if not await self._store.insert_doc(TOKENS_KIND, GLOBAL, spec.id, doc):
+                raise AlreadyExists(f"토큰 {spec.id} 이미 있음 / token {spec.id} already exists")
             self._issued[digest] = (spec, doc)
         return token
 

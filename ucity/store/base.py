@@ -516,6 +516,11 @@ class Store(ABC):
     async def put_doc(self, kind: str, tenant: str, key: str, doc: Doc) -> None: ...
 
     @abstractmethod
+    async def insert_doc(self, kind: str, tenant: str, key: str, doc: Doc) -> bool:
+        """Put a document only if none is stored under (kind, tenant, key); whether it was put. Atomic across
+        processes on one store (two API processes issuing one token id: one wins, the other is told)."""
+
+    @abstractmethod
     async def delete_doc(self, kind: str, tenant: str, key: str) -> bool: ...
 
     @abstractmethod

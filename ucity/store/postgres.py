@@ -1230,6 +1230,15 @@ class PostgresStore(Store):
     async def put_doc(self, kind: str, tenant: str, key: str, doc: Doc) -> None:
         await self._doc_call(_DocOps(puts=[(kind, tenant, key, doc)]))
 
+    async def insert_doc(self, kind: str, tenant: str, key: str, doc: Doc) -> bool:
+        async def run(conn: asyncpg.Connection, tx: _Tx) -> bool:  # an ordinary call: its answer is needed
+            return row_count(await conn.execute(
+                "INSERT INTO docs VALUES ($1, $2, $3, $4) ON CONFLICT (kind, tenant, key) DO NOTHING",
+                kind, tenant, key, doc)) > 0
+
+        inserted: bool = await self._call(run)
+        return inserted
+
     async def delete_doc(self, kind: str, tenant: str, key: str) -> bool:
         op = _DocOps(deletes=[(kind, tenant, key)], count=True)
         await self._doc_call(op)

@@ -968,6 +968,13 @@ class SqliteStore(Store):
         text = orjson.dumps(doc).decode()
         await self._call(lambda conn: conn.execute(_DOC_PUT, (kind, tenant, key, text)) and None, independent=True)
 
+    async def insert_doc(self, kind: str, tenant: str, key: str, doc: Doc) -> bool:
+        text = orjson.dumps(doc).decode()
+        inserted: bool = await self._call(lambda conn: conn.execute(
+            "INSERT INTO docs VALUES (?,?,?,?) ON CONFLICT (kind, tenant, key) DO NOTHING",
+            (kind, tenant, key, text)).rowcount > 0, independent=True)
+        return inserted
+
     async def delete_doc(self, kind: str, tenant: str, key: str) -> bool:
         result: bool = await self._call(lambda conn: conn.execute(
             "DELETE FROM docs WHERE kind=? AND tenant=? AND key=?", (kind, tenant, key)).rowcount > 0, independent=True)
