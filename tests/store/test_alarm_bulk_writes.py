@@ -120,3 +120,19 @@ async def test_insert_doc_puts_only_when_the_key_is_free(make_store: StoreFactor
     finally:
         await a.stop()
         await b.stop()
+
+
+async def test_replace_doc_if_writes_only_over_the_same_member_value(store: Store) -> None:
+    """Another process's update (a new `modifiedAt`) or deletion is not taken back by a write of an older copy."""
+    await store.put_doc("subs", T, "s1", {"modifiedAt": "t1", "timesSent": 0})
+    assert await store.replace_doc_if("subs", T, "s1", {"modifiedAt": "t1", "timesSent": 5}, "modifiedAt") is True
+    await store.put_doc("subs", T, "s1", {"modifiedAt": "t2", "timesSent": 5, "q": "new"})  # updated elsewhere
+    assert await store.replace_doc_if("subs", T, "s1", {"modifiedAt": "t1", "timesSent": 6}, "modifiedAt") is False
+    assert await store.list_docs("subs") == [(T, "s1", {"modifiedAt": "t2", "timesSent": 5, "q": "new"})]
+    await store.delete_doc("subs", T, "s1")  # deleted elsewhere
+    assert await store.replace_doc_if("subs", T, "s1", {"modifiedAt": "t2", "timesSent": 7}, "modifiedAt") is False
+    assert await store.list_docs("subs") == []
+    await store.put_doc("subs", T, "s2", {"n": 1})  # no such member: equal to an absent one
+    assert await store.replace_doc_if("subs", T, "s2", {"n": 2}, "modifiedAt") is True
+    with pytest.raises(ValueError, match="not a member name"):
+        await store.replace_doc_if("subs", T, "s2", {"n": 3}, "a') OR ('1")

@@ -8,17 +8,26 @@ Each is a collection of validated documents with an `id`:
   persisted in the store's document table.
 
 A tenant's own entry and a configured one never share an id (a PUT of a configured id is a 409).
+
+Every process (API processes and workers on one store) keeps the tenants' entries in memory and, once started,
+re-reads them from the store every `ops.token_refresh_s` (10 s, the bound of the issued tokens too), so that an
+entry created, changed or deleted through another process is used here within that bound (at once in the process
+that changed it); `on_change` is called for each entry that changed, appeared or disappeared (the dispatcher
+builds a changed notifier again).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ucity.core.clock import Clock
 from ucity.core.errors import BadRequest, NotFound, UcityError
+from ucity.core.refresh import Refresh
 from ucity.rules.events import LEVELS
 from ucity.store.base import Store
 
@@ -141,11 +150,24 @@ class Collection(Generic[M]):
         except ValidationError as exc:
             raise ValueError(f"alarms.{kind.split('-', 1)[1]} in the configuration: {exc}") from exc
         self._items: dict[tuple[str, str], M] = {}
+        self._lock = asyncio.Lock()  # a re-read does not undo a put or a delete made while it read
         self.on_change: Callable[[str, str], None] = lambda tenant, item_id: None
 
     async def load(self) -> None:
-        for tenant, key, doc in await self._store.list_docs(self.kind):
-            self._items[(tenant, key)] = self.model.model_validate(doc)
+        """(Re-)read the tenants' entries from the store: `on_change` for each that changed, appeared or went."""
+        async with self._lock:
+            await self._sync()
+
+    async def _sync(self) -> None:  # (under the lock)
+        items = {(t, k): self.model.model_validate(doc) for t, k, doc in await self._store.list_docs(self.kind)}
+        changed = sorted(key for key in self._items.keys() | items.keys() if self._items.get(key) != items.get(key))
+        self._items = items
+        for key in changed:
+            self.on_change(*key)
+
+    def own_count(self) -> int:
+        """How many entries the tenants have (the configured ones not counted)."""
+        return len(self._items)
 
     def get(self, tenant: str, item_id: str) -> M | None:
         return self._items.get((tenant, item_id)) or self._config.get(item_id)
@@ -173,20 +195,26 @@ class Collection(Generic[M]):
         if item.id in self._config:
             raise ReadOnly(f"{item.id}: 설정 파일에 정의되어 API로 바꿀 수 없습니다 / defined in the configuration "
                            "file, read-only through the API")
-        created = (tenant, item.id) not in self._items
-        await self._store.put_doc(self.kind, tenant, item.id, item.model_dump(mode="json"))
-        self._items[(tenant, item.id)] = item
-        self.on_change(tenant, item.id)
+        async with self._lock:
+            created = (tenant, item.id) not in self._items
+            await self._store.put_doc(self.kind, tenant, item.id, item.model_dump(mode="json"))
+            self._items[(tenant, item.id)] = item
+            self.on_change(tenant, item.id)
         return created
 
     async def delete(self, tenant: str, item_id: str) -> None:
         if item_id in self._config:
             raise ReadOnly(f"{item_id}: 설정 파일에 정의됨 / defined in the configuration file")
-        if (tenant, item_id) not in self._items:
-            raise NotFound(f"{item_id}: 없음 / not found")
-        await self._store.delete_doc(self.kind, tenant, item_id)
-        del self._items[(tenant, item_id)]
-        self.on_change(tenant, item_id)
+        async with self._lock:
+            if (tenant, item_id) not in self._items:
+                # Created through another process since the last re-read? The store knows (an admin's call may
+                # read it).
+                await self._sync()
+            if (tenant, item_id) not in self._items:
+                raise NotFound(f"{item_id}: 없음 / not found")
+            await self._store.delete_doc(self.kind, tenant, item_id)
+            del self._items[(tenant, item_id)]
+            self.on_change(tenant, item_id)
 
 
 class Contacts:
@@ -197,11 +225,43 @@ class Contacts:
         self.notifiers = Collection("alarm-notifiers", NotifierConfig, store, notifiers)
         self.recipients = Collection("alarm-recipients", RecipientGroup, store, recipients)
         self.escalations = Collection("alarm-escalations", EscalationChain, store, escalations)
+        self.refresh_s = 10.0
+        self._refresh: Refresh | None = None  # (made by `start`, which knows the platform clock)
 
     async def load(self) -> None:
+        """(Re-)read the three collections from the store."""
         await self.notifiers.load()
         await self.recipients.load()
         await self.escalations.load()
+        if self._refresh is not None:
+            self._refresh.loaded()
+
+    # -- the periodic re-read (on the platform clock, so tests move it) -----------------------------------
+    async def start(self, clock: Clock, refresh_s: float) -> None:
+        """Load, then re-read every `refresh_s` on `clock` (changes made through other processes on the store)."""
+        self.refresh_s = refresh_s
+        if self._refresh is None:
+            self._refresh = Refresh(clock, "ucity-contacts-refresh", "the alarm contact data", self._reread,
+                                    lambda: self.refresh_s)
+        await self.load()
+        self._refresh.start()
+
+    async def stop(self) -> None:
+        if self._refresh is not None:
+            await self._refresh.stop()
+
+    async def settle(self) -> None:
+        """Until the re-read under way (if any) has finished (tests: after moving the clock past one)."""
+        if self._refresh is not None:
+            await self._refresh.settle()
+
+    def health(self) -> dict[str, Any]:
+        counts = {"notifiers": self.notifiers.own_count(), "recipients": self.recipients.own_count(),
+                  "escalations": self.escalations.own_count()}
+        return {**counts, **(self._refresh.health() if self._refresh is not None else {})}
+
+    async def _reread(self) -> None:
+        await self.load()
 
     def chain_for(self, tenant: str, rule_id: str, level: str | None) -> EscalationChain | None:
         """The most specific chain: rule and level, then rule, then level, then any (ties: by id)."""

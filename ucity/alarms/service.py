@@ -241,7 +241,7 @@ class AlarmService:
         self.dispatcher.owns = owns
 
     async def start(self) -> None:
-        await self.contacts.load()
+        await self.contacts.start(self.clock, self.platform.settings.ops.token_refresh_s)  # re-read every period
         await self.dispatcher.start()
         for _, doc in await self.store.open_alarms():
             self._index(Alarm.from_doc(doc))
@@ -275,6 +275,7 @@ class AlarmService:
             unsubscribe()
         self._unsubscribe = []
         self.escalator.stop_all()
+        await self.contacts.stop()
         await self.drain()  # writes the Alerts still waiting, too
         if self._alert_timer is not None:
             self._alert_timer.cancel()
@@ -284,6 +285,7 @@ class AlarmService:
     def health(self) -> dict[str, Any]:
         return {"ok": bool(self._unsubscribe), "open": len(self._open), "active": len(self._active),
                 "escalationTimers": self.escalator.pending, "streamClients": self.sse.clients,
+                "contacts": self.contacts.health(),
                 "alertsWaiting": len(self._alert_queue),  # announced changes whose Alert waits for quiet
                 # queued notifications held here (also stored), and failed writes of their stored entries
                 "notificationsQueued": len(self.dispatcher.journal.held),
@@ -320,6 +322,7 @@ class AlarmService:
         """`drain`, then until every notifier endpoint is idle or waiting on the clock (tests)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        await self.contacts.settle()
         await self.drain()
         while self.dispatcher.busy() and loop.time() < deadline:
             await asyncio.sleep(0.002)

@@ -95,6 +95,8 @@ class SubscriptionSettings(_Section):
     max_retries: int = Field(5, ge=0, description="retries of a failed notification, with backoff")
     retry_base_s: float = Field(0.5, gt=0)
     queue_size: int = Field(10000, ge=1, description="pending notifications per subscription")
+    refresh_s: float = Field(10.0, gt=0, description="each process re-reads the subscriptions other processes "
+                                                     "created, changed or deleted this often (a ucity choice)")
     block_private_networks: bool | None = Field(
         None, description="refuse notification endpoints that are or resolve to loopback/private/link-local "
                           "addresses (server-side request forgery); unset means on in production, off otherwise")
@@ -295,9 +297,10 @@ class OpsSettings(_Section):
     tokens: list[dict[str, Any]] = Field([], description="configured bearer tokens: {id, token, role, agency, "
                                          "tenant, name}")
     agencies: list[dict[str, Any]] = Field([], description="configured agencies (read-only through the API)")
-    token_refresh_s: float = Field(10.0, gt=0, le=3600, description="how often each API process re-reads the "
-                                   "tokens issued through the API from the store [D]: a token issued or revoked by "
-                                   "another process works, or stops working, here within this bound")
+    token_refresh_s: float = Field(10.0, gt=0, le=3600, description="how often each process re-reads from the "
+                                   "store what other processes change through the API [D]: issued tokens, agencies, "
+                                   "camera URLs and alarm contact data; a change made through another process is "
+                                   "seen here within this bound")
 
 
 class HistoryRetentionRule(_Section):

@@ -18,7 +18,10 @@ What lives here, in order:
   keep-alive HTTP/1.1 client (httpx cost as much CPU per POST as matching and rendering);
 * `SubscriptionService`: the CRUD handlers, the bus consumer, periodic (`timeInterval`)
   notifications and throttling on platform-clock timers, and persistence of the documents (the
-  delivery counters at most every `STATS_FLUSH_S` seconds).
+  delivery counters at most every `STATS_FLUSH_S` seconds, and only over the definition this process
+  holds: `replace_doc_if` on `modifiedAt`). Every process re-reads the stored subscriptions every
+  `subscriptions.refresh_s` (`ucity.core.refresh.Refresh`): what other processes on the store created,
+  changed or deleted is applied here within that bound (docs/operations.md, scale-out).
 
 Choices where the spec leaves room:
 
@@ -66,6 +69,7 @@ from ucity.core.http import Req, Resp
 from ucity.core.ids import uuid4_texts
 from ucity.core.netguard import AddressGuard, RefusedAddress
 from ucity.core.platform import Platform
+from ucity.core.refresh import Refresh
 from ucity.ngsild.geo import GeoQuery, GeoQueryError, parse_geoquery_json
 from ucity.ngsild.model import NULL, Ctx, RenderOptions, check_name, is_uri, normalize_time, render_entity
 from ucity.ngsild.notify_http import DeliveryError, NotifyClient
@@ -866,6 +870,12 @@ class SubscriptionService:
         # Matches of the batches published since the loop last ran, notified together (see _on_changes).
         self._matched: dict[Key, list[dict[str, Any]]] = {}
         self._notify_soon: asyncio.Handle | None = None
+        # Other processes on the store (API processes, workers) create, change and delete subscriptions too: each
+        # process re-reads them every `subscriptions.refresh_s`. The lock orders this process's own changes and a
+        # re-read, so that a re-read never undoes a change made here while it read.
+        self._lock = asyncio.Lock()
+        self.refresh = Refresh(self.clock, "ucity-subscriptions-refresh", "the NGSI-LD subscriptions", self._reread,
+                               lambda: self.settings.refresh_s)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -876,9 +886,34 @@ class SubscriptionService:
                 self._install(Subscription.compile(tenant, doc, await self._notify_ctx(doc, strict=False)))
             except Exception:
                 log.exception("subscription %s of tenant %s could not be restored", doc.get("id"), tenant)
+        self.refresh.loaded()
+        self.refresh.start()
         self._unsubscribe = self.platform.bus.subscribe(EntitiesChanged, self._on_changes)
 
+    async def _reread(self) -> None:
+        """What other processes created, changed (a new `modifiedAt`) or deleted since the last read, applied here.
+        A changed one keeps this process's delivery counters and throttle, as an update made here does."""
+        async with self._lock:
+            stored = {(tenant, key): doc for tenant, key, doc in await self.api.store.list_docs(KIND)}
+            for key in [key for key in self.subs if key not in stored]:
+                await self._uninstall(key)
+            for (tenant, _), doc in stored.items():
+                sub = self.subs.get((tenant, str(doc.get("id"))))
+                if sub is not None and sub.doc.get("modifiedAt") == doc.get("modifiedAt"):
+                    continue
+                try:
+                    fresh = Subscription.compile(tenant, doc, await self._notify_ctx(doc, strict=False))
+                except Exception:
+                    log.exception("subscription %s of tenant %s, changed elsewhere, could not be read", doc.get("id"),
+                                  tenant)
+                    continue
+                if sub is None:
+                    self._install(fresh)
+                else:
+                    self._replace(sub, fresh)
+
     async def stop(self) -> None:
+        await self.refresh.stop()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -901,7 +936,8 @@ class SubscriptionService:
     def health(self) -> dict[str, Any]:
         return {"ok": self._unsubscribe is not None, "subscriptions": len(self.subs),
                 "queued": sum(o.queue.qsize() for o in self._outboxes.values()),
-                "dropped": sum(o.dropped for o in self._outboxes.values()), "failing": len(self._failing)}
+                "dropped": sum(o.dropped for o in self._outboxes.values()), "failing": len(self._failing),
+                "refresh": self.refresh.health()}
 
     async def _notify_ctx(self, doc: Doc, strict: bool) -> Any:
         ctx_input = doc.get("jsonldContext", doc.get("context"))
@@ -925,14 +961,13 @@ class SubscriptionService:
         if (tenant, doc["id"]) in self.subs:
             raise AlreadyExists(f"subscription {doc['id']} already exists")
         sub = Subscription.compile(tenant, doc, await self._notify_ctx(doc, strict=True))
-        if sub.key in self.subs:  # created meanwhile by a concurrent request
-            raise AlreadyExists(f"subscription {doc['id']} already exists")
-        self._install(sub)
-        try:
-            await self.api.store.put_doc(KIND, tenant, sub.id, doc)
-        except Exception:
-            await self._uninstall(sub.key)
-            raise
+        async with self._lock:
+            if sub.key in self.subs:  # created meanwhile by a concurrent request
+                raise AlreadyExists(f"subscription {doc['id']} already exists")
+            # Created meanwhile through another process (not read here yet): the store decides.
+            if not await self.api.store.insert_doc(KIND, tenant, sub.id, doc):
+                raise AlreadyExists(f"subscription {doc['id']} already exists")
+            self._install(sub)
         resp: Resp = self.api.no_content(req, 201, {"Location": SUBSCRIPTIONS + quote(sub.id, safe=":")})
         return resp
 
@@ -963,20 +998,25 @@ class SubscriptionService:
         """Update a subscription (§5.8.2): the members given replace the current ones."""
         body = read_body(req, (JSON, JSONLD, MERGE_PATCH))
         _, ctx = await self.api.compile(req, body)
-        sub = await self._existing(req)
-        doc = merged_document(sub.doc, body, ctx, self.clock.now())
-        self._check_endpoint(doc)
-        fresh = Subscription.compile(sub.tenant, doc, await self._notify_ctx(doc, strict=True))
-        await self.api.store.put_doc(KIND, sub.tenant, sub.id, doc)
-        self._replace(sub, fresh)
+        while True:
+            sub = await self._existing(req)
+            doc = merged_document(sub.doc, body, ctx, self.clock.now())
+            self._check_endpoint(doc)
+            fresh = Subscription.compile(sub.tenant, doc, await self._notify_ctx(doc, strict=True))
+            async with self._lock:
+                if self.subs.get(sub.key) is sub:  # else changed meanwhile (here, or by a re-read): merge again
+                    await self.api.store.put_doc(KIND, sub.tenant, sub.id, doc)
+                    self._replace(sub, fresh)
+                    break
         resp: Resp = self.api.no_content(req)
         return resp
 
     async def delete(self, req: Req) -> Resp:
         """Delete a subscription (§5.8.5)."""
         sub = await self._existing(req)
-        await self._uninstall(sub.key)
-        await self.api.store.delete_doc(KIND, sub.tenant, sub.id)
+        async with self._lock:
+            await self._uninstall(sub.key)
+            await self.api.store.delete_doc(KIND, sub.tenant, sub.id)
         resp: Resp = self.api.no_content(req)
         return resp
 
@@ -1308,8 +1348,11 @@ class SubscriptionService:
         dirty, self._dirty = self._dirty, set()
         for key in dirty:
             sub = self.subs.get(key)
-            if sub is not None:
-                await self.api.store.put_doc(KIND, sub.tenant, sub.id, sub.doc)
+            # Only over the definition this process holds: a subscription another process changed or deleted
+            # since is neither taken back nor revived (the next re-read brings the change here).
+            if sub is not None and not await self.api.store.replace_doc_if(KIND, sub.tenant, sub.id, sub.doc,
+                                                                         "modifiedAt"):
+                log.debug("subscription %s changed elsewhere; its counters here are not written", sub.id)
 
     # The route table calls the handlers by their operation names; `list` is defined last so that
     # it does not shadow the builtin in the annotations above.

@@ -7,21 +7,33 @@ as in Daegu [V]). Configured agencies (`ops.agencies`) are read-only through the
 others per tenant (`/api/v1/agencies`), kept in the store's document table. A disabled (`enabled: false`)
 or deleted agency shares nothing: its live grants are revoked, its tokens and footage links refused
 (`refusal`; center.py, auth.py).
+
+Every process keeps the tenants' agencies in memory and re-reads them from the store every `ops.token_refresh_s`
+(10 s, the bound of the issued tokens too), so that an agency created, changed, disabled or deleted through
+another API process on the same store is seen here within that bound (at once in the process that changed it):
+`on_change` is called for each agency that changed, appeared or disappeared (the agency links rebuild its
+notifier), and `on_refused` for each that a re-read found newly disabled or deleted (center.py revokes its live
+grants here too: grants this process issued before it learnt of the change would otherwise stay live).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ucity.alarms.contacts import ReadOnly, validation_problem
+from ucity.core.clock import Clock, SystemClock
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound
+from ucity.core.refresh import Refresh
 from ucity.ops.events import SERVICES
 from ucity.store.base import Store
 
+log = logging.getLogger(__name__)
 KIND = "ops-agencies"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 
@@ -76,22 +88,85 @@ def parse_agency(body: Any, agency_id: str | None = None) -> Agency:
         raise validation_problem(exc) from exc
 
 
-class AgencyRegistry:
-    """Configured agencies (all tenants) and each tenant's own."""
+Key = tuple[str, str]  # (tenant, agency id)
 
-    def __init__(self, store: Store, configured: list[dict[str, Any]]) -> None:
+
+class AgencyRegistry:
+    """Configured agencies (all tenants) and each tenant's own (re-read from the store every `refresh_s` once
+    started, so that several API processes on one store agree within that bound)."""
+
+    def __init__(self, store: Store, configured: list[dict[str, Any]], clock: Clock | None = None,
+                 refresh_s: float = 10.0) -> None:
         self._store = store
         try:
             self._config = {a.id: a for a in (Agency.model_validate(raw) for raw in configured)}
         except ValidationError as exc:
             raise ValueError(f"ops.agencies in the configuration: {exc}") from exc
-        self._items: dict[tuple[str, str], Agency] = {}
+        self._items: dict[Key, Agency] = {}
+        self._lock = asyncio.Lock()  # a re-read does not undo a put or a delete made while it read
+        self.refresh_s = refresh_s
+        self._refresh = Refresh(clock or SystemClock(), "ucity-agency-refresh", "the agencies", self._reread,
+                                lambda: self.refresh_s)
         self.on_change: Callable[[str, str], None] = lambda tenant, agency_id: None
+        # (tenant, agency id, refusal): an agency that a read of the store found newly disabled or deleted
+        self.on_refused: Callable[[str, str, str], Awaitable[None]] | None = None
 
     async def load(self) -> None:
-        for tenant, key, doc in await self._store.list_docs(KIND):
-            self._items[(tenant, key)] = Agency.model_validate(doc)
+        """(Re-)read the tenants' agencies from the store (`on_refused` is left to the caller's start sweep)."""
+        async with self._lock:
+            await self._sync()
 
+    async def _sync(self) -> list[tuple[str, str, str]]:
+        """Replace the tenants' agencies by the store's (under the lock): `on_change` for each that differs; the
+        ones now refused that were not (for `on_refused`)."""
+        items = {(t, k): Agency.model_validate(doc) for t, k, doc in await self._store.list_docs(KIND)}
+        changed = sorted(key for key in self._items.keys() | items.keys() if self._items.get(key) != items.get(key))
+        before = {key: self.refusal(*key) for key in changed}
+        self._items = items
+        self._refresh.loaded()
+        newly: list[tuple[str, str, str]] = []
+        for key in changed:
+            self.on_change(*key)
+            reason = self.refusal(*key)
+            if reason is not None and before[key] is None:
+                newly.append((*key, reason))
+        return newly
+
+    async def _refused(self, newly: list[tuple[str, str, str]]) -> None:
+        """`on_refused` of each agency newly refused (outside the lock: it revokes grants)."""
+        for tenant, agency_id, reason in newly:
+            if self.on_refused is None:
+                return
+            if self.refusal(tenant, agency_id) is None:  # enabled again here meanwhile (this process's own put)
+                continue
+            try:
+                await self.on_refused(tenant, agency_id, reason)
+            except Exception:  # the next start's sweep revokes what is left
+                log.exception("agency %s of tenant %s is refused (%s): revoking its grants here failed", agency_id,
+                              tenant, reason)
+
+    async def _reread(self) -> None:
+        async with self._lock:
+            newly = await self._sync()
+        await self._refused(newly)
+
+    # -- the periodic re-read (on the platform clock, so tests move it) --------------------------------------
+    async def start(self) -> None:
+        """Load, then re-read every `refresh_s`."""
+        await self.load()
+        self._refresh.start()
+
+    async def stop(self) -> None:
+        await self._refresh.stop()
+
+    async def settle(self) -> None:
+        """Until the re-read under way (if any) has finished (tests: after moving the clock past one)."""
+        await self._refresh.settle()
+
+    def health(self) -> dict[str, Any]:
+        return {"registered": len(self._items), **self._refresh.health()}
+
+    # -- reads -------------------------------------------------------------------------------------------------
     def get(self, tenant: str, agency_id: str) -> Agency | None:
         return self._items.get((tenant, agency_id)) or self._config.get(agency_id)
 
@@ -119,23 +194,42 @@ class AgencyRegistry:
         mine = [a for (t, _), a in self._items.items() if t == tenant]
         return sorted([*self._config.values(), *mine], key=lambda a: a.id)
 
+    # -- writes (an admin's calls: each reads the store first, so that an agency created or deleted through
+    # another process since the last re-read is not overwritten unknowingly, nor answered 404) ----------------
     async def put(self, tenant: str, agency: Agency, create_only: bool = False) -> bool:
         """Create or replace; True when created. 409 for a configured id (or an existing one if `create_only`)."""
         if agency.id in self._config:
             raise ReadOnly(f"{agency.id}: 설정 파일에 정의됨 / defined in the configuration file, read-only")
-        created = (tenant, agency.id) not in self._items
-        if create_only and not created:
-            raise AlreadyExists(f"기관 {agency.id} 이미 있음 / agency {agency.id} already exists")
-        await self._store.put_doc(KIND, tenant, agency.id, agency.model_dump(mode="json"))
-        self._items[(tenant, agency.id)] = agency
-        self.on_change(tenant, agency.id)
+        newly: list[tuple[str, str, str]] = []
+        try:
+            async with self._lock:
+                newly = await self._sync()
+                created = (tenant, agency.id) not in self._items
+                exists = AlreadyExists(f"기관 {agency.id} 이미 있음 / agency {agency.id} already exists")
+                if create_only and not created:
+                    raise exists
+                if create_only:  # created meanwhile through another process: the store decides (first wins)
+                    if not await self._store.insert_doc(KIND, tenant, agency.id, agency.model_dump(mode="json")):
+                        raise exists
+                else:
+                    await self._store.put_doc(KIND, tenant, agency.id, agency.model_dump(mode="json"))
+                self._items[(tenant, agency.id)] = agency
+                self.on_change(tenant, agency.id)
+        finally:
+            await self._refused(newly)
         return created
 
     async def delete(self, tenant: str, agency_id: str) -> None:
         if agency_id in self._config:
             raise ReadOnly(f"{agency_id}: 설정 파일에 정의됨 / defined in the configuration file, read-only")
-        if (tenant, agency_id) not in self._items:
-            raise NotFound(f"기관 {agency_id} 없음 / agency {agency_id} does not exist")
-        await self._store.delete_doc(KIND, tenant, agency_id)
-        del self._items[(tenant, agency_id)]
-        self.on_change(tenant, agency_id)
+        newly: list[tuple[str, str, str]] = []
+        try:
+            async with self._lock:
+                newly = await self._sync()
+                if (tenant, agency_id) not in self._items:
+                    raise NotFound(f"기관 {agency_id} 없음 / agency {agency_id} does not exist")
+                await self._store.delete_doc(KIND, tenant, agency_id)
+                del self._items[(tenant, agency_id)]
+                self.on_change(tenant, agency_id)
+        finally:
+            await self._refused(newly)

@@ -51,7 +51,7 @@ from ucity.core.clock import Clock, to_iso
 from ucity.core.config import OpsSettings
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound, UcityError
 from ucity.core.http import Req
-from ucity.core.periodic import Periodic
+from ucity.core.refresh import Refresh
 from ucity.store.base import Doc, Store
 
 log = logging.getLogger(__name__)
@@ -219,11 +219,7 @@ class TokenRegistry:
         self._clock = clock
         self.refresh_s = settings.token_refresh_s
         self._lock = asyncio.Lock()  # a refresh does not undo an issue or a revocation made while it read
-        self._refresh = Periodic(clock, "ucity-token-refresh", self._scheduled_refresh, lambda: self.refresh_s)
-        self._refreshes = 0
-        self._failures = 0
-        self._last_refresh: str | None = None
-        self._last_error: str | None = None
+        self._refresh = Refresh(clock, "ucity-token-refresh", "the issued tokens", self.load, lambda: self.refresh_s)
         self._configured: dict[str, TokenSpec] = {}
         self._issued: dict[str, tuple[TokenSpec, Doc]] = {}  # hash -> (spec, stored document)
         self._principals: dict[str, Principal] = {}  # hash -> the principal of a known token, once looked up
@@ -250,7 +246,7 @@ class TokenRegistry:
             if (digest not in issued or issued[digest][0] != spec) and digest not in self._configured:
                 self._principals.pop(digest, None)
         self._issued = issued
-        self._last_refresh = to_iso(self._clock.now())
+        self._refresh.loaded()
 
     # -- the periodic refresh (on the platform clock, so tests move it) -------------------------------------
     async def start(self) -> None:
@@ -265,19 +261,7 @@ class TokenRegistry:
         await self._refresh.settle()
 
     def health(self) -> dict[str, Any]:
-        nxt = self._refresh.next
-        return {"issued": len(self._issued), "refreshS": self.refresh_s, "lastRefresh": self._last_refresh,
-                "nextRefresh": to_iso(nxt) if nxt else None, "refreshes": self._refreshes,
-                "failures": self._failures, "lastError": self._last_error}
-
-    async def _scheduled_refresh(self) -> None:
-        try:
-            await self.load()
-            self._refreshes += 1
-        except Exception as exc:  # the store is down: the tokens known stay as they are, the next period retries
-            self._failures += 1
-            self._last_error = f"{type(exc).__name__}: {exc}"[:500]
-            log.warning("re-reading the issued tokens failed (retried in %ss): %s", self.refresh_s, self._last_error)
+        return {"issued": len(self._issued), **self._refresh.health()}
 
     def lookup(self, token: str) -> Principal | None:
         digest = token_hash(token)

@@ -10,7 +10,10 @@ follows every write, whoever makes it.
 Stream and still URLs are not attributes: they may carry the VMS's credentials, and the NGSI-LD API
 serves entities, their history and notifications without a token. They are kept in the store's
 document table (kind `camera-access`, per tenant and camera entity id), all of them in memory, written by
-this registry only, and read by the admin camera API and the footage redirect (PLAT-R5). The registry
+this registry only, and read by the admin camera API and the footage redirect (PLAT-R5). Every process re-reads
+them from the store every `ops.token_refresh_s` (10 s), so that a URL set, changed or removed, or a record dropped,
+through another API process on the same store is what this process's footage links lead to within that bound (at
+once in the process that made the change); a record this process is dropping stays dropped. The registry
 follows the store's commits (`committed`): a Camera entity deleted by anybody (DELETE through NGSI-LD too)
 loses its record at once, and a `streamURL` / `stillImageURL` an NGSI-LD client writes into a Camera entity
 is deleted from it and from its history (audited), never moved into the record: the NGSI-LD API has no
@@ -41,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ucity.core.bus import Context, EntityChange
 from ucity.core.clock import Clock, SystemClock, to_iso
 from ucity.core.errors import BadRequest, NotFound
+from ucity.core.refresh import Refresh
 from ucity.ngsild.context import core_context
 from ucity.ngsild.model import normalize_entity
 from ucity.ngsild.ops import delete_op, merge_op, replace_op
@@ -264,16 +268,22 @@ def _strip_op() -> ApplyFn:
 class CameraRegistry:
     """Writes Camera entities (read through the store) and the cameras' private URLs (kept in memory)."""
 
-    def __init__(self, store: Store, clock: Clock | None = None, audit: AuditLog | None = None) -> None:
+    def __init__(self, store: Store, clock: Clock | None = None, audit: AuditLog | None = None,
+                 refresh_s: float = 10.0) -> None:
         self.store = store
         self.clock = clock or SystemClock()
+        self.refresh_s = refresh_s
+        self._refresh = Refresh(self.clock, "ucity-camera-url-refresh", "the camera URLs", self._reread,
+                                lambda: self.refresh_s)
         self.audit = audit
         self._access: dict[tuple[str, str], CameraAccess] = {}  # (tenant, camera entity id)
         self._since: str | None = None  # when this layout first started: URLs written before it are moved
         self._migrated: set[str] = set()  # tenants whose Camera entities hold no URL of the old layout
         self._lock = asyncio.Lock()
-        self._doc_lock = asyncio.Lock()  # orders the store writes of the records (set_access, dropping one)
+        # Orders the store writes of the records (set_access, dropping one, migrating) and the re-reads of them.
+        self._doc_lock = asyncio.Lock()
         self._deleted: set[tuple[str, str]] = set()  # cameras whose last committed change deleted them
+        self._dropping: set[tuple[str, str]] = set()  # records being dropped here: a re-read does not bring them back
         self._tasks: set[asyncio.Task[None]] = set()
         self._following = False
         self._registered = False
@@ -290,10 +300,13 @@ class CameraRegistry:
 
     async def stop(self) -> None:
         self._following = False
+        await self._refresh.stop()
         await self.idle()
 
     async def idle(self) -> None:
-        """Until the work the commits started (dropped records, removed URL attributes) is done."""
+        """Until the work the commits started (dropped records, removed URL attributes) and the re-read under way
+        (if any) are done."""
+        await self._refresh.settle()
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
@@ -330,15 +343,21 @@ class CameraRegistry:
 
     def _gone(self, key: tuple[str, str]) -> None:
         self._deleted.add(key)
-        if self._access.pop(key, None) is not None:
-            self._spawn(self._drop_doc(key))
+        self._access.pop(key, None)
+        # Dropped from the store even if this process did not know of a record: another process may have written
+        # one since this one's last re-read.
+        self._dropping.add(key)
+        self._spawn(self._drop_doc(key))
 
     async def _drop_doc(self, key: tuple[str, str]) -> None:
         """Delete a deleted camera's record from the store, unless one was written since (a camera created again
-        under the same id with its own URLs: the store holds that one now)."""
-        async with self._doc_lock:
-            if key not in self._access:
-                await self.store.delete_docs(ACCESS_KIND, [key])
+        under the same id with its own URLs: the store holds that one now). The caller put `key` in `_dropping`."""
+        try:
+            async with self._doc_lock:
+                if key not in self._access:
+                    await self.store.delete_docs(ACCESS_KIND, [key])
+        finally:
+            self._dropping.discard(key)
 
     # -- private URLs ----------------------------------------------------------------------------------
     async def load(self, *tenants: str) -> None:
@@ -349,8 +368,10 @@ class CameraRegistry:
             await self._ready(tenant)
 
     async def _load(self) -> None:
-        self._access = {(t, k): CameraAccess.of(d) for t, k, d in await self.store.list_docs(ACCESS_KIND)}
-        await self._drop_orphans()
+        async with self._doc_lock:
+            self._access = {(t, k): CameraAccess.of(d) for t, k, d in await self.store.list_docs(ACCESS_KIND)}
+            self._refresh.loaded()
+            await self._drop_orphans()
         marks = await self.store.list_docs(MIGRATION_KIND)
         since = next((str(d["at"]) for t, k, d in marks if (t, k) == (GLOBAL, "since")), None)
         if since is None:
@@ -360,6 +381,23 @@ class CameraRegistry:
         # Layout 2 also deletes (without moving) URL attributes an NGSI-LD client wrote after the upgrade, which
         # layout 1 left in place: a tenant migrated by layout 1 is migrated again (it is idempotent).
         self._migrated = {t for t, k, d in marks if k == "done" and t != GLOBAL and d.get("layout", 1) >= LAYOUT}
+
+    # -- the periodic re-read (on the platform clock, so tests move it) -----------------------------------
+    def start_refresh(self) -> None:
+        """Re-read the records every `refresh_s` from now on (after `load`; `stop` ends it)."""
+        self._refresh.start()
+
+    async def _reread(self) -> None:
+        """Take the store's records: those another process wrote, changed or dropped since. Under the lock that
+        this process's own writes of records take, so none of them is undone; records being dropped here (a
+        camera deleted here: `_gone`, `delete`) stay dropped."""
+        async with self._doc_lock:
+            docs = await self.store.list_docs(ACCESS_KIND)
+            self._access = {(t, k): CameraAccess.of(d) for t, k, d in docs if (t, k) not in self._dropping}
+            self._refresh.loaded()
+
+    def health(self) -> dict[str, Any]:
+        return {"records": len(self._access), **self._refresh.health()}
 
     async def _ready(self, tenant: str) -> None:
         """The tenant's old-layout URLs moved (once): before any URL is read or written there."""
@@ -411,8 +449,9 @@ class CameraRegistry:
                 if (tenant, doc["id"]) not in self._access and access != NO_ACCESS:
                     fresh.append((tenant, doc["id"], access.doc()))
             if fresh:
-                await self.store.put_docs(ACCESS_KIND, fresh)
-                self._access.update({(t, k): CameraAccess.of(d) for t, k, d in fresh})
+                async with self._doc_lock:  # (a re-read under way does not drop them from memory)
+                    await self.store.put_docs(ACCESS_KIND, fresh)
+                    self._access.update({(t, k): CameraAccess.of(d) for t, k, d in fresh})
                 moved += len(fresh)
             results = await self.store.mutate(tenant, [Mutation(d["id"], _strip_op()) for d in docs],
                                               Context(actor=MIGRATION_ACTOR))
@@ -530,6 +569,7 @@ class CameraRegistry:
         if isinstance(result, Exception):
             raise result
         key = (tenant, entity_id(camera_id))
+        self._dropping.add(key)
         self._access.pop(key, None)  # (the commit's callback has done it already while following the store)
         await self._drop_doc(key)  # deleted from the store before the camera API answers
 

@@ -100,12 +100,13 @@ class OperationsCenter:
         self.base_url = settings.server.public_url or f"http://{settings.server.host}:{settings.server.port}"
         self.audit = AuditLog(store, self.clock)
         self.tokens = TokenRegistry(store, self.settings, self.clock)
-        self.agencies = AgencyRegistry(store, self.settings.agencies)
+        # Agencies and camera URLs are re-read from the store as often as the issued tokens (other API processes).
+        self.agencies = AgencyRegistry(store, self.settings.agencies, self.clock, self.settings.token_refresh_s)
         # An agency token, and a footage link, work only while the agency exists and is enabled.
         self.auth = Authenticator([self.tokens], self.agencies.refusal)
         self.events = EventService(store, self.clock, self.settings, self.audit,
                                    Pseudonymizer(_secret(settings, "pseudonym_secret")))
-        self.cameras = CameraRegistry(store, self.clock, self.audit)
+        self.cameras = CameraRegistry(store, self.clock, self.audit, self.settings.token_refresh_s)
         self.index = CameraIndex(store, platform.bus, self.settings.nearest)
         self.grants = GrantService(store, self.clock, self.settings, self.audit,
                                    TokenSigner(_secret(settings, "grant_secret")))
@@ -114,6 +115,7 @@ class OperationsCenter:
         self.links = lk.AgencyLinks(alarms.dispatcher, self.agencies.get, settings.alarms.retry,
                                     settings.alarms.queue_size, self._delivered)
         self.agencies.on_change = self.links.forget
+        self.agencies.on_refused = self._agency_refused
         self._alarm_locks = KeyedLocks()
         self._alarm_tasks: set[asyncio.Task[None]] = set()
         alarms.add_drainer(self._alarm_events_made)  # the alarms' drain covers the events they make here
@@ -122,10 +124,11 @@ class OperationsCenter:
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
         await self.tokens.start()  # loads the issued tokens, then re-reads them every ops.token_refresh_s
-        await self.agencies.load()
+        await self.agencies.start()  # loads the agencies, then re-reads them every ops.token_refresh_s
         self.config_warnings = self._check_configured_tokens()
         self.cameras.follow()  # deleted cameras lose their URLs; URLs written through NGSI-LD are deleted
         await self.cameras.load(self.default_tenant)  # camera URLs; moves old ones out of NGSI-LD
+        self.cameras.start_refresh()  # re-reads the camera URLs every ops.token_refresh_s
         await self.index.start(preload=(self.default_tenant,))
         await self.sweep()
         self._unsubscribe = self.platform.bus.subscribe(AlarmChanged, self._on_alarm)
@@ -136,6 +139,7 @@ class OperationsCenter:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        await self.agencies.stop()
         await self._alarm_events_made()
         await self.cameras.stop()
         await self.links.stop()
@@ -144,7 +148,8 @@ class OperationsCenter:
 
     def health(self) -> dict[str, Any]:
         out: dict[str, Any] = {"ok": self._unsubscribe is not None, "cameraIndex": self.index.health(),
-                               "tokens": self.tokens.health()}
+                               "tokens": self.tokens.health(), "agencies": self.agencies.health(),
+                               "cameraUrls": self.cameras.health()}
         if self.config_warnings:
             out["configWarnings"] = self.config_warnings
         return out
@@ -214,6 +219,15 @@ class OperationsCenter:
         await self._revoke_agency_grants(tenant, agency_id, principal.actor, _AGENCY_REASONS["agency-unknown"])
         await self._revoke_orphan_tokens(principal.actor, tenant)
 
+    async def _agency_refused(self, tenant: str, agency_id: str, refusal: str) -> None:
+        """An agency found disabled or deleted by a read of the store (AgencyRegistry: changed through another API
+        process): its live grants are revoked here too, by `system`. Those the other process revoked are skipped
+        (GrantService.revoke_live: a grant is revoked once, audited once), so this revokes the grants this process
+        issued before it learnt of the change. Its issued tokens are left to the process that deleted it, which
+        revokes them in the store (the token refresh brings that here): revoking them here too would revoke the
+        tokens of an agency created again under that id meanwhile."""
+        await self._revoke_agency_grants(tenant, agency_id, SYSTEM.actor, _AGENCY_REASONS[refusal])
+
     async def _revoke_agency_grants(self, tenant: str, agency_id: str, actor: str, reason: str) -> None:
         for grant in await self.grants.revoke_for_agency(tenant, agency_id, actor, reason):
             self._announce_revoked(grant, reason)
@@ -242,6 +256,8 @@ class OperationsCenter:
             await asyncio.wait_for(self.cameras.idle(), timeout)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.tokens.settle(), timeout)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.agencies.settle(), timeout)
         while self.links.busy() and loop.time() < deadline:
             await asyncio.sleep(0.002)
 

@@ -355,6 +355,13 @@ PURGE_SERIES_WINDOW = 5000
 TenantCounts = dict[str, list[int]]
 
 
+def member_name(member: str) -> str:
+    """A document's top-level member name for `replace_doc_if`: letters and digits only (never a request's text)."""
+    if not member.isalnum() or not member.isascii():
+        raise ValueError(f"not a member name: {member!r}")
+    return member
+
+
 def add_counts(into: TenantCounts | None, counts: TenantCounts) -> None:
     """Add `counts` (one purge call's, per tenant) to `into`, if given."""
     if into is not None:
@@ -519,6 +526,12 @@ class Store(ABC):
     async def insert_doc(self, kind: str, tenant: str, key: str, doc: Doc) -> bool:
         """Put a document only if none is stored under (kind, tenant, key); whether it was put. Atomic across
         processes on one store (two API processes issuing one token id: one wins, the other is told)."""
+
+    @abstractmethod
+    async def replace_doc_if(self, kind: str, tenant: str, key: str, doc: Doc, member: str) -> bool:
+        """Replace a stored document only if its top-level `member` (a name of letters and digits) still has the
+        value `doc` has; whether it did. A process writing its own counters into a shared document (subscription
+        delivery counters) neither revives one another process deleted nor takes back another's update of it."""
 
     @abstractmethod
     async def delete_doc(self, kind: str, tenant: str, key: str) -> bool: ...

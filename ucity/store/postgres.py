@@ -79,6 +79,7 @@ from ucity.store.base import (
     TenantCounts,
     TypeExpr,
     add_counts,
+    member_name,
 )
 from ucity.store.migrations.postgres import MIGRATIONS
 from ucity.store.sql import (
@@ -1238,6 +1239,18 @@ class PostgresStore(Store):
 
         inserted: bool = await self._call(run)
         return inserted
+
+    async def replace_doc_if(self, kind: str, tenant: str, key: str, doc: Doc, member: str) -> bool:
+        member_name(member)
+
+        async def run(conn: asyncpg.Connection, tx: _Tx) -> bool:  # an ordinary call: its answer is needed
+            return row_count(await conn.execute(
+                "UPDATE docs SET doc = $4 WHERE kind = $1 AND tenant = $2 AND key = $3 "
+                "AND (doc -> $5::text) IS NOT DISTINCT FROM $6::jsonb", kind, tenant, key, doc, member,
+                doc.get(member))) > 0
+
+        replaced: bool = await self._call(run)
+        return replaced
 
     async def delete_doc(self, kind: str, tenant: str, key: str) -> bool:
         op = _DocOps(deletes=[(kind, tenant, key)], count=True)

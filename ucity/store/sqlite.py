@@ -56,6 +56,7 @@ from ucity.store.base import (
     TenantCounts,
     TypeExpr,
     add_counts,
+    member_name,
 )
 from ucity.store.migrations.sqlite import MIGRATIONS
 from ucity.store.sql import ALARM_COLUMNS as _ALARM_COLUMNS
@@ -974,6 +975,14 @@ class SqliteStore(Store):
             "INSERT INTO docs VALUES (?,?,?,?) ON CONFLICT (kind, tenant, key) DO NOTHING",
             (kind, tenant, key, text)).rowcount > 0, independent=True)
         return inserted
+
+    async def replace_doc_if(self, kind: str, tenant: str, key: str, doc: Doc, member: str) -> bool:
+        path = f"$.{member_name(member)}"
+        text, expected = orjson.dumps(doc).decode(), orjson.dumps(doc.get(member)).decode()
+        replaced: bool = await self._call(lambda conn: conn.execute(
+            "UPDATE docs SET doc=? WHERE kind=? AND tenant=? AND key=? AND json_extract(doc, ?) IS json_extract(?, '$')",
+            (text, kind, tenant, key, path, expected)).rowcount > 0, independent=True)
+        return replaced
 
     async def delete_doc(self, kind: str, tenant: str, key: str) -> bool:
         result: bool = await self._call(lambda conn: conn.execute(
