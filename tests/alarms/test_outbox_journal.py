@@ -170,3 +170,17 @@ def test_entries_keep_the_order_they_were_queued_in() -> None:
     notes = [Notification(f"n{i}", TENANT, "raised", "t", {}, {}, {}) for i in range(3)]
     orders = [journal.entry("alarm", "room", SENSOR, n)[2]["order"] for n in notes]
     assert orders == sorted(orders) and len(set(orders)) == 3
+
+
+async def test_a_failure_preparing_notifications_does_not_keep_the_alarm_from_being_saved(
+        city: City, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    await hook(city, receiver)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in a group")
+
+    city.alarms.dispatcher.prepare = broken
+    await city.publish(matched(level="serious"))
+    alarm = city.active()
+    assert alarm is not None and await city.ucity.store.get_alarm(TENANT, alarm.id) is not None
+    assert "notifications could not be prepared" in caplog.text and receiver.on("/room") == []

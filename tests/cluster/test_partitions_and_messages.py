@@ -7,7 +7,15 @@ from collections import Counter
 
 import pytest
 
-from ucity.cluster.messages import MessageError, decode_changes, decode_writes, encode_changes, encode_writes
+from ucity.cluster.messages import (
+    MessageError,
+    decode_changes,
+    decode_event,
+    decode_writes,
+    encode_alarms,
+    encode_changes,
+    encode_writes,
+)
 from ucity.cluster.partitions import assigned, owners, partition_of
 from ucity.core.bus import Context, EntityChange
 from ucity.ingest.decode import Observation
@@ -62,3 +70,16 @@ def test_entity_changes_round_trip_and_garbage_is_refused() -> None:
             decode_writes(garbage)
         with pytest.raises(MessageError):
             decode_changes(garbage)
+
+
+def test_alarm_messages_share_the_event_stream_and_garbage_is_refused() -> None:
+    context = Context(actor="operator-kim")
+    decoded = decode_event(encode_alarms(context, [("t", "alarm-1"), ("t", "alarm-2")]))
+    assert isinstance(decoded, tuple) and decoded[1] == [("t", "alarm-1"), ("t", "alarm-2")]
+    assert decoded[0].actor == "operator-kim" and decoded[0].id == context.id
+    change = EntityChange("t", "urn:x:1", "create", None, {"id": "urn:x:1", "attrs": {}}, frozenset(), ())
+    assert decode_event(encode_changes(context, [change])).changes == (change,)  # type: ignore[union-attr]
+    for garbage in (b"", b"[]", b'{"v": 99, "ctx": [null, null, null], "alarms": []}', b'{"v": 1, "alarms": []}',
+                    b'{"v": 1, "ctx": [null, null, null], "alarms": [["t"]]}'):
+        with pytest.raises(MessageError):
+            decode_event(garbage)

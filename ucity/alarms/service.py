@@ -337,9 +337,10 @@ class AlarmService:
         return self._active.get((tenant, entity_id, rule_id))
 
     async def load(self, tenant: str, alarm_id: str) -> Alarm:
-        """An alarm, open (from memory) or closed (from the store); 404 if unknown."""
+        """An alarm, open and judged here (from memory), else from the store (closed, or judged by another
+        process: an API process beside workers holds only the copy it read at start); 404 if unknown."""
         alarm = self.get_open(tenant, alarm_id)
-        if alarm is not None:
+        if alarm is not None and self.owns(alarm.tenant, alarm.entity_id):
             return alarm
         doc = await self.store.get_alarm(tenant, alarm_id)
         if doc is None:
@@ -601,7 +602,10 @@ class AlarmService:
     async def act(self, tenant: str, alarm_id: str, action: str, actor: str, **args: Any) -> Alarm:
         """acknowledge | clear | close(outcome, note) | assign(assignee) | comment(text), by `actor`."""
         alarm = self.get_open(tenant, alarm_id)
-        if alarm is None:  # closed (or unknown): only a comment is possible; one writer at a time
+        # Closed (or unknown): only a comment is possible. Or judged by another process (a worker, in scale-out):
+        # the stored alarm, not this process's older copy; the worker reads it again once this is saved
+        # (`adopt`, told through the event stream). One writer at a time here.
+        if alarm is None or not self.owns(alarm.tenant, alarm.entity_id):
             async with self._closed_lock:
                 await self._persisted()  # a close just decided is saved before the alarm is read back
                 alarm = await self.load(tenant, alarm_id)
@@ -609,6 +613,30 @@ class AlarmService:
             return alarm
         await self._apply(alarm, action, actor, args)
         return alarm
+
+    async def adopt(self, tenant: str, alarm_id: str) -> None:
+        """Another process changed an alarm this one judges (an operator's action through an API process, in
+        scale-out): the stored alarm replaces the copy in memory, and its escalation follows its status (an
+        acknowledged one stops; an active unacknowledged one goes on from its stored chain state)."""
+        await self._persisted()  # this process's own changes decided before are saved first
+        doc = await self.store.get_alarm(tenant, alarm_id)
+        if doc is None:
+            return
+        fresh = Alarm.from_doc(doc)
+        old = self._open.get(alarm_id)
+        if old is not None:
+            self._seal(old)  # a change of the old copy waiting for its round keeps its state
+            self.escalator.stop(old)
+            for index in (self._active, self._cleared):
+                if index.get(old.key) is old:
+                    del index[old.key]
+        self._index(fresh)
+        if not self.owns(fresh.tenant, fresh.entity_id):
+            return
+        if fresh.status == ACTIVE_UNACK:
+            self.escalator.arm(fresh)
+        if old is None or (old.active, old.level) != (fresh.active, fresh.level):
+            self._propagate(fresh)  # the parent's derived alarm follows (cleared or closed by the operator)
 
     async def _apply(self, alarm: Alarm, action: str, actor: str, args: dict[str, Any]) -> None:
         self._seal(alarm)
@@ -770,11 +798,15 @@ class AlarmService:
                     unsealed.pop(alarm.id, None)
                     doc = item.doc = alarm.to_doc()
                 save = (alarm.to_row(doc), [e.to_doc() for e in item.change.entries])
-                self._prepare(item, doc)
             except Exception:
                 log.exception("alarm %s could not be saved", alarm.id)
                 item.doc = None
                 continue
+            try:
+                self._prepare(item, doc)
+            except Exception:  # a notifier's or a group's bug must not keep the alarm from being saved
+                log.exception("alarm %s: its notifications could not be prepared", alarm.id)
+                item.outgoing, item.entries = [], []
             saves.append(save)
             made.append(item)
         if not saves:
@@ -963,7 +995,9 @@ class AlarmService:
             self.sse.publish(alarm.tenant, event, wire)
         if item.outgoing:
             self.dispatcher.enqueue(item.outgoing, item.entries)
-        if _PROPAGATING.intersection(change.events) or change.enrich:
+        # A process that does not judge the alarm (an API process acting for an operator, in scale-out) leaves the
+        # parent's derived alarm to the worker that does (`adopt`).
+        if (_PROPAGATING.intersection(change.events) or change.enrich) and self.owns(alarm.tenant, alarm.entity_id):
             self._propagate(alarm)
 
     def _described(self, signal: Signal) -> bool:

@@ -3,7 +3,9 @@
 An observation message carries the device writes of one partition that one ingest batch produced:
 for each, the part of the device profile a worker needs to create the entity (the rest stays with
 the decoder) and the decoded observations. An event message carries committed entity changes of
-one partition. Both carry the Context of the request or reading that caused them.
+one partition; an alarm message (on the same stream) names alarms an API process changed (an operator's
+action) whose entities are in that partition, for their owner to read again. All carry the Context of the
+request or reading that caused them.
 """
 
 from __future__ import annotations
@@ -96,3 +98,22 @@ def decode_changes(data: bytes) -> EntitiesChanged:
         return EntitiesChanged(_context_from(wire["ctx"]), changes)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise MessageError(f"not an event message: {exc}") from exc
+
+
+# -- alarms another process changed -------------------------------------------------------------------------
+def encode_alarms(context: Context, alarms: list[tuple[str, str]]) -> bytes:
+    """(tenant, alarm id) pairs: read them again from the store (their owner holds them in memory)."""
+    return _dumps({"v": VERSION, "ctx": _context(context), "alarms": [list(pair) for pair in alarms]})
+
+
+def decode_event(data: bytes) -> EntitiesChanged | tuple[Context, list[tuple[str, str]]]:
+    """An event message: entity changes, or (context, alarms) of an alarm message."""
+    try:
+        wire = orjson.loads(data)
+        if isinstance(wire, dict) and "alarms" in wire:
+            if wire.get("v") != VERSION:
+                raise MessageError(f"alarm message of version {wire.get('v')!r}")
+            return _context_from(wire["ctx"]), [(str(tenant), str(alarm)) for tenant, alarm in wire["alarms"]]
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise MessageError(f"not an alarm message: {exc}") from exc
+    return decode_changes(data)

@@ -8,7 +8,11 @@ Provisioning and command status writes (`apply`) still go to the store directly.
 
 `ChangeForwarder` runs in the API process: the changes it commits itself (NGSI-LD writes,
 provisioning) are published on the event stream of their partitions, where the owning worker's
-rules engine sees them. The API process's own rules engine and alarm service own no entity.
+rules engine sees them. The API process's own rules engine and alarm service own no entity. The
+alarms it changes itself (an operator acknowledges, clears, closes, assigns, comments) are named on
+the event stream of their entity's partition too, and the owning worker reads them again from the
+store (`AlarmService.adopt`), so that it neither escalates an acknowledged alarm nor saves its own
+older copy over the operator's action.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ucity.cluster.jetstream import JetStream
-from ucity.cluster.messages import encode_changes, encode_writes
+from ucity.cluster.messages import encode_alarms, encode_changes, encode_writes
 from ucity.cluster.partitions import partition_of
 from ucity.core.bus import Bus, Context, EntitiesChanged, EntityChange
 from ucity.core.errors import Unavailable
@@ -71,9 +75,20 @@ class ChangeForwarder:
         self._unsubscribe: Callable[[], None] | None = None
         self.forwarded = 0
         self.lost = 0
+        self.alarms_forwarded = 0
+        self.alarms_lost = 0
 
     async def start(self) -> None:
-        self._unsubscribe = self.bus.subscribe(EntitiesChanged, self._forward)
+        from ucity.alarms import AlarmChanged
+
+        unsubscribe = [self.bus.subscribe(EntitiesChanged, self._forward),
+                       self.bus.subscribe(AlarmChanged, self._forward_alarm)]
+
+        def stop_all() -> None:
+            for stop in unsubscribe:
+                stop()
+
+        self._unsubscribe = stop_all
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:
@@ -81,7 +96,21 @@ class ChangeForwarder:
             self._unsubscribe = None
 
     def health(self) -> dict[str, Any]:
-        return {"ok": self._unsubscribe is not None, "forwarded": self.forwarded, "lost": self.lost}
+        return {"ok": self._unsubscribe is not None, "forwarded": self.forwarded, "lost": self.lost,
+                "alarmsForwarded": self.alarms_forwarded, "alarmsLost": self.alarms_lost}
+
+    async def _forward_alarm(self, event: Any) -> None:
+        """An alarm this process changed (it decides none itself): its owner reads it again."""
+        alarm = event.alarm
+        partition = partition_of(event.tenant, str(alarm["entity_id"]), self.partitions)
+        try:
+            await self.stream.publish("events", partition, encode_alarms(event.context, [(event.tenant, alarm["id"])]),
+                                      msg_id=f"{event.context.id}.alarm")
+            self.alarms_forwarded += 1
+        except Unavailable as exc:
+            # Saved but not told: the owner learns of it at its next rebalance (docs/operations.md).
+            self.alarms_lost += 1
+            log.error("alarm %s changed here, not forwarded to partition %d: %s", alarm["id"], partition, exc)
 
     async def _forward(self, event: EntitiesChanged) -> None:
         by_partition: dict[int, list[EntityChange]] = {}

@@ -1,0 +1,99 @@
+"""Scale-out: an operator's action on an alarm goes through an API process, while a worker judges the alarm (its
+escalation, its next changes). The API process acts on the stored alarm (not the copy it read at start), and the
+worker reads the alarm again once told through the event stream: an acknowledged alarm escalates no further, and
+the worker's later changes start from the operator's. Real NATS JetStream and PostgreSQL on loopback; one fake
+platform clock for both processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.alarms.support import T0, matched
+from tests.natsserver import NatsServer, running_nats
+from ucity.app import Ucity
+from ucity.core.clock import FakeClock
+from ucity.core.config import Settings, load_settings
+
+TENANT = "urn:ngsi-ld:tenant:default"
+ENTITY = "urn:ngsi-ld:Building:b1"
+WAIT_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def nats_server() -> Iterator[NatsServer]:
+    yield from running_nats()
+
+
+def settings(tmp_path: Path, store_url: str, bus_url: str) -> Settings:
+    contacts = {
+        "notifiers": [{"id": "sms", "type": "sms"}],
+        "recipients": [{"id": "duty", "members": [{"name": "김당직", "contacts": [{"notifier": "sms", "address": "010-1"}]}]},
+                       {"id": "boss", "members": [{"name": "박과장", "contacts": [{"notifier": "sms", "address": "010-2"}]}]}],
+        "escalations": [{"id": "all", "steps": [{"delay_s": 0, "group": "duty"}, {"delay_s": 300, "group": "boss"}]}],
+    }
+    return load_settings(environment="test", data_dir=str(tmp_path / "data"),
+                         store={"url": store_url, "group_commit_ms": 1.0},
+                         bus={"url": bus_url, "partitions": 4, "lease_s": 3, "ack_wait_s": 2, "worker_id": "w1"},
+                         alarms={"webhook_secret": "test-webhook-secret-0123456789", **contacts})
+
+
+def sent_to(app: Ucity) -> list[str]:
+    instance: Any = app.alarms.dispatcher.notifier(TENANT, "sms")
+    return [r["to"] for r in instance.recorded]
+
+
+async def until(condition: Any, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + WAIT_S
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {WAIT_S} s: {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_an_acknowledgement_through_the_api_process_stops_the_workers_escalation(
+        tmp_path: Path, postgres_url: str, nats_server: NatsServer) -> None:
+    clock = FakeClock(T0)
+    worker = Ucity(settings(tmp_path, postgres_url, nats_server.url), clock=clock, role="worker")
+    await worker.start()
+    api: Ucity | None = None
+    try:
+        await until(lambda: worker.worker.owns(TENANT, ENTITY), "the worker owns the entity")
+        await worker.platform.bus.publish(matched(ENTITY, "warning", "tilt", entity_types=("Building",)))
+        await worker.alarms.settle()
+        alarm = worker.alarms.active_alarm(TENANT, ENTITY, "tilt")
+        assert alarm is not None and sent_to(worker) == ["010-1"]  # the first step, from the worker
+
+        api = Ucity(settings(tmp_path, postgres_url, nats_server.url), clock=clock)  # reads the open alarm
+        await api.start()
+        await worker.platform.bus.publish(matched(ENTITY, "serious", "tilt", entity_types=("Building",)))
+        await worker.alarms.settle()  # the worker raised its level; the API process's copy is older
+        assert api.alarms.get_open(TENANT, alarm.id).level == "warning"  # type: ignore[union-attr]
+        assert (await api.alarms.load(TENANT, alarm.id)).level == "serious"  # read: the stored one
+
+        assert sent_to(worker) == ["010-1", "010-1"]  # raised, then escalated: the chain begins again
+        acted = await api.alarms.act(TENANT, alarm.id, "acknowledge", "operator-kim")
+        assert (acted.status, acted.level) == ("active-acknowledged", "serious")  # not taken back to warning
+        await until(lambda: worker.alarms.get_open(TENANT, alarm.id).status == "active-acknowledged",  # type: ignore[union-attr]
+                    "the worker read the acknowledged alarm again")
+        assert worker.alarms.escalator.pending == 0
+        assert worker.worker.stats["alarms"] == 1
+
+        clock.advance(301)  # the second step's delay: acknowledged, so nobody more is told
+        await worker.alarms.settle()
+        await worker.platform.bus.publish(matched(ENTITY, "serious", "tilt", entity_types=("Building",)))
+        await worker.alarms.settle()  # the worker's next change starts from the acknowledged alarm
+        assert sent_to(worker) == ["010-1", "010-1"]  # no step to the boss (010-2) after the acknowledgement
+        await api.alarms.settle()
+        assert sent_to(api) == ["010-1"]  # the acknowledgement, told to the group already notified, by the API process
+        stored = await worker.store.get_alarm(TENANT, alarm.id)
+        assert stored is not None and stored["status"] == "active-acknowledged"
+        assert api.platform.health()["forwarder"]["alarmsForwarded"] >= 1
+    finally:
+        if api is not None:
+            await api.stop()
+        await worker.stop()
