@@ -149,11 +149,15 @@ class Ucity:
         from ucity.cluster.worker import Worker
 
         self.ingest.writer = StreamMeasureWriter(self.store, self.stream, settings.bus.partitions)
+        from ucity.cluster.live import AlarmFanout
+
+        # Every process's alarm stream events reach every API process's stream clients.
+        self.platform.add("alarmFanout", AlarmFanout(self.alarms.sse, self.stream, receive=role != "worker"))
         if role == "worker":
             self.worker = Worker(self, self.stream, settings.bus)
             self.platform.add("worker", self.worker)
             return
-        for component in (self.rules, self.alarms, self.ingest.monitor):
+        for component in (self.rules, self.alarms, self.ingest.monitor, self.subscriptions):
             component.owns = owns_nothing
 
     async def start(self) -> None:

@@ -130,3 +130,17 @@ async def test_one_id_created_on_both_processes_is_created_once(two: tuple[Broke
         await b.call(b.ucity.subscriptions.create, "POST", SUBS, body)
     await refreshed(a, b)
     assert await known(b, "urn:ngsi-ld:Subscription:duty")
+
+
+async def test_a_periodic_subscription_held_by_both_is_sent_by_its_owner_only(two: tuple[Broker, Broker],
+                                                                               receiver: Receiver) -> None:
+    a, b = two
+    a.ucity.subscriptions.owns = lambda tenant, key: False  # A as an API process beside workers
+    await a.create(B1, temperature=prop(1))
+    sub_id = await a.subscribe(subscription(f"{receiver.url}/every", timeInterval=60))
+    await refreshed(a, b)  # both hold it now (B read it on its refresh, at 09:00:10)
+    assert await known(b, sub_id)
+    for period in (1, 2):  # A's periods fall due too (its timers run), but only B queues a notification
+        a.clock.advance(60)
+        await receiver.await_("/every", period)
+        assert (a.sub(sub_id).notifications, b.sub(sub_id).notifications) == (0, period)

@@ -97,3 +97,35 @@ async def test_an_acknowledgement_through_the_api_process_stops_the_workers_esca
         if api is not None:
             await api.stop()
         await worker.stop()
+
+
+async def test_the_api_processs_alarm_stream_shows_the_workers_alarms(
+        tmp_path: Path, postgres_url: str, nats_server: NatsServer) -> None:
+    clock = FakeClock(T0)
+    worker = Ucity(settings(tmp_path, postgres_url, nats_server.url), clock=clock, role="worker")
+    api = Ucity(settings(tmp_path, postgres_url, nats_server.url), clock=clock)
+    await worker.start()
+    await api.start()
+    try:
+        await until(lambda: worker.worker.owns(TENANT, ENTITY), "the worker owns the entity")
+        await worker.platform.bus.publish(matched(ENTITY, "warning", "tilt", entity_types=("Building",)))
+        await worker.alarms.settle()
+        alarm = worker.alarms.active_alarm(TENANT, ENTITY, "tilt")
+        assert alarm is not None
+
+        def streamed() -> list[tuple[str, str, str]]:
+            return [(e.event, e.data["id"], e.data["status"]) for e in api.alarms.sse.backlog(TENANT, "0")]
+
+        await until(lambda: ("alarm.raised", alarm.id, "active-unacknowledged") in streamed(),
+                    "the worker's alarm on the API process's stream")
+        await api.alarms.act(TENANT, alarm.id, "acknowledge", "operator-kim")
+        await until(lambda: worker.alarms.get_open(TENANT, alarm.id).status == "active-acknowledged",  # type: ignore[union-attr]
+                    "the worker read the acknowledged alarm again")
+        assert [e for e in streamed() if e[0] == "alarm.acknowledged"] == [
+            ("alarm.acknowledged", alarm.id, "active-acknowledged")]  # its own event once: not echoed back
+        assert worker.alarms.sse.backlog(TENANT, "0")[-1].event == "alarm.raised"  # workers stream only their own
+        assert api.platform.health()["alarmFanout"]["received"] >= 1
+        assert worker.platform.health()["alarmFanout"]["sent"] >= 1
+    finally:
+        await api.stop()
+        await worker.stop()

@@ -18,10 +18,12 @@ Leases and membership live in the key-value bucket `ucity_leases` (entries expir
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
@@ -121,6 +123,26 @@ class JetStream:
             self.publish_failures += 1
             raise Unavailable(f"the message bus did not take the message: {exc or type(exc).__name__}") from exc
         self.published += 1
+
+    async def broadcast(self, name: str, payload: bytes) -> None:
+        """Send a message to every process listening (`listen`), now and at most once: plain NATS, not stored."""
+        if self._nc is None:
+            raise Unavailable("the NATS connection is not started")
+        try:
+            await self._nc.publish(f"ucity.live.{name}", payload)
+        except NatsError as exc:
+            raise Unavailable(f"the message bus did not take the message: {exc or type(exc).__name__}") from exc
+
+    async def listen(self, name: str, handler: Callable[[bytes], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """Receive the `broadcast` messages of a name from now on; returns what stops it."""
+        if self._nc is None:
+            raise Unavailable("the NATS connection is not started")
+
+        async def on_message(message: Msg) -> None:
+            await handler(message.data)
+
+        subscription = await self._nc.subscribe(f"ucity.live.{name}", cb=on_message)
+        return subscription.unsubscribe
 
     async def consumer(self, kind: str, partition: int) -> JetStreamContext.PullSubscription:
         """The durable pull consumer of one partition of a stream (created on first use)."""

@@ -182,7 +182,7 @@ class Worker:
 
     def _own_nothing(self) -> None:
         """Until the first leases, this process judges no entity (its rules, alarms and health stay quiet)."""
-        for component in (self.app.rules, self.app.alarms, self.app.ingest.monitor):
+        for component in (self.app.rules, self.app.alarms, self.app.ingest.monitor, self.app.subscriptions):
             component.owns = self.owns
 
     # -- leases ------------------------------------------------------------------------------------

@@ -874,6 +874,9 @@ class SubscriptionService:
         # process re-reads them every `subscriptions.refresh_s`. The lock orders this process's own changes and a
         # re-read, so that a re-read never undoes a change made here while it read.
         self._lock = asyncio.Lock()
+        # Whether this process sends a periodic (`timeInterval`) subscription's notifications: always alone; in
+        # scale-out one worker, by the partition of (tenant, subscription id); an API process beside workers never.
+        self.owns: Callable[[str, str], bool] = lambda tenant, key: True
         self.refresh = Refresh(self.clock, "ucity-subscriptions-refresh", "the NGSI-LD subscriptions", self._reread,
                                lambda: self.settings.refresh_s)
 
@@ -1216,7 +1219,7 @@ class SubscriptionService:
             return  # no more periods; a PATCH of expiresAt installs the subscription again
         # The next one is due one interval after this one was due, so periods do not drift.
         self._schedule_periodic(sub, when)
-        if sub.live(now):
+        if sub.live(now) and self.owns(sub.tenant, sub.id):  # every process holds it: one sends
             self._spawn(self._periodic(sub))
 
     async def _periodic(self, sub: Subscription) -> None:

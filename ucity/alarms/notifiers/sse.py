@@ -28,7 +28,7 @@ import asyncio
 import contextlib
 import itertools
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,12 +72,22 @@ class SseHub:
         self.heartbeat_s = heartbeat_s
         self.max_stream_s = max_stream_s
         self.dropped_clients = 0
+        # Called with (tenant, event, data) for every event this process publishes itself (scale-out: sent on to
+        # the API processes' hubs, ucity/cluster/live.py); not for events `relay` brings from other processes.
+        self.on_publish: list[Callable[[str, str, dict[str, Any]], None]] = []
 
     @property
     def clients(self) -> int:
         return len(self._clients)
 
     def publish(self, tenant: str, event: str, data: dict[str, Any]) -> StreamEvent:
+        for listener in self.on_publish:
+            listener(tenant, event, data)
+        return self.relay(tenant, event, data)
+
+    def relay(self, tenant: str, event: str, data: dict[str, Any]) -> StreamEvent:
+        """Stream an event to this hub's clients (and its ring), without telling `on_publish`: one another process
+        published (a worker's alarm, in scale-out)."""
         item = StreamEvent(next(self._seq), tenant, f"alarm.{event}", data)
         self._ring.append(item)
         for client in list(self._clients):
