@@ -165,8 +165,14 @@ class Dispatcher:
 
     def entries(self, alarm: Alarm, prepared: list[tuple[str, Notification]]) -> list[tuple[str, str, str, Doc]]:
         """The stored outbox entries of prepared notifications, as (kind, tenant, key, doc), for the alarm's save."""
-        return [(KIND, *self.journal.entry(ALARM, notifier_id, alarm.entity_id, notification))
-                for notifier_id, notification in prepared]
+        return self.journal_entries(ALARM, alarm.entity_id, prepared)
+
+    def journal_entries(self, channel: str, entity: str,
+                        prepared: list[tuple[str, Notification]]) -> list[tuple[str, str, str, Doc]]:
+        """The stored outbox entries of (endpoint, notification) pairs of a channel, as (kind, tenant, key, doc), for
+        a sender to write in the commit that decides them (then `enqueue`)."""
+        return [(KIND, *self.journal.entry(channel, endpoint, entity, notification))
+                for endpoint, notification in prepared]
 
     def enqueue(self, prepared: list[tuple[str, Notification]], entries: list[tuple[str, str, str, Doc]],
                 box: Callable[[str, str], Outbox] | None = None) -> int:
@@ -195,8 +201,7 @@ class Dispatcher:
 
     async def _store_and_enqueue(self, channel: str, entity: str, prepared: list[tuple[str, Notification]],
                                  box: Callable[[str, str], Outbox]) -> None:
-        entries = [(KIND, *self.journal.entry(channel, endpoint, entity, notification))
-                   for endpoint, notification in prepared]
+        entries = self.journal_entries(channel, entity, prepared)
         try:
             await self.journal.add([(tenant, key, doc) for _, tenant, key, doc in entries])
         except Exception as exc:

@@ -114,6 +114,7 @@ class OperationsCenter:
         self.config_warnings: list[str] = []
         self.links = lk.AgencyLinks(alarms.dispatcher, self.agencies.get, settings.alarms.retry,
                                     settings.alarms.queue_size, self._delivered)
+        self.links.token_of = self._grant_token
         self.agencies.on_change = self.links.forget
         self.agencies.on_refused = self._agency_refused
         self._alarm_locks = KeyedLocks()
@@ -472,15 +473,21 @@ class OperationsCenter:
                 rows += self.events.transition_rows(e, SHARING, principal.actor, f"linkage {linkage_id}")
             return rows
 
-        event = await self.events.change(tenant, event_id, record)
-        if event.final:
-            self._announce_rejected(event, event.linkage(linkage_id))
-            await self._revoke_late(event, issued)
+        # The package's outbox entry is written in the linkage's own commit (ucity/alarms/journal.py): once the
+        # linkage says `queued`, a restart sends the package.
+        prepared: list[Any] = []
+        entries: list[Any] = []
         if agency.webhook:
             subject, text = lk.compose(event, link["service"])
-            self.links.send(agency.id, lk.PackageNotification(
+            prepared, entries = self.links.prepare(agency.id, lk.PackageNotification(
                 f"urn:ucity:notification:{uuid.uuid4().hex}", tenant, "linkage", to_iso(self.clock.now()), {},
                 subject, text, package=package, linkage=linkage_id))
+        event = await self.events.change(tenant, event_id, record, lambda e: [] if e.final else entries)
+        if event.final:  # rejected: nothing goes out
+            self._announce_rejected(event, event.linkage(linkage_id))
+            await self._revoke_late(event, issued)
+        elif prepared:
+            self.links.enqueue(prepared, entries)
         return {**event.linkage(linkage_id), "package": package}
 
     async def _package(self, event: Event, agency: Agency, link: dict[str, Any], issued: Issued | None,
@@ -627,6 +634,13 @@ class OperationsCenter:
         self.links.send(agency_id, lk.PackageNotification(
             f"urn:ucity:notification:{uuid.uuid4().hex}", tenant, kind, to_iso(self.clock.now()), {}, subject,
             subject, package=package))
+
+    async def _grant_token(self, tenant: str, grant_id: str) -> str | None:
+        """A grant's footage token, signed again from the stored grant (packages keep none: linkage.redact)."""
+        try:
+            return self.grants.token(await self.grants.load(tenant, grant_id))
+        except NotFound:
+            return None
 
     async def open_footage(self, token: str, camera: str, kind: str, principal: Principal | None) -> str:
         """The camera URL a valid footage link resolves to (the access is audited either way)."""

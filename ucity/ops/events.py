@@ -471,14 +471,16 @@ class EventService:
         return docs
 
     # -- change ----------------------------------------------------------------------------------------
-    async def change(self, tenant: str, event_id: str, change: Change) -> Event:
-        """Apply `change` to the stored event under its lock; save it with the audit lines it returns."""
+    async def change(self, tenant: str, event_id: str, change: Change,
+                     docs: Callable[[Event], list[tuple[str, str, str, Doc]]] | None = None) -> Event:
+        """Apply `change` to the stored event under its lock; save it with the audit lines it returns, and with the
+        documents `docs` gives for the changed event (a linkage's queued package), in one commit."""
         async with self._locks.hold((tenant, event_id)):
             event = await self.load(tenant, event_id)
             rows = change(event)
             if rows:
                 event.updated_at = self.now()
-                await self._save(event, rows)
+                await self._save(event, rows, docs(event) if docs is not None else [])
             return event
 
     def transition_rows(self, event: Event, target: str, actor: str, note: str = "") -> list[AuditRow]:
@@ -504,8 +506,8 @@ class EventService:
         previous, event.level = event.level, level
         return [self.audit.row(event.tenant, "event", "level", actor, event=event.id, previous=previous, level=level)]
 
-    async def _save(self, event: Event, rows: list[AuditRow]) -> None:
-        await self.store.save_ops_event(event.to_row(), rows)
+    async def _save(self, event: Event, rows: list[AuditRow], docs: list[tuple[str, str, str, Doc]] | None = None) -> None:
+        await self.store.save_ops_event(event.to_row(), rows, docs or [])
         doc = normalize_entity(event_entity(event), core_context())
         (result,) = await self.store.mutate(event.tenant, [Mutation(event.entity_id, replace_op(doc, True))],
                                             Context(actor="ucity-ops"))

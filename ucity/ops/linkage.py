@@ -35,9 +35,10 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
 from shapely.geometry import shape
 
 from ucity.alarms.contacts import NotifierConfig
@@ -192,6 +193,29 @@ async def nearby_alarms(store: Store, tenant: str, lon: float, lat: float, radiu
 
 # -- delivery ------------------------------------------------------------------------------------------
 ResultFn = Callable[[PackageNotification, bool, str], Awaitable[None]]
+# Stands for a package's footage token wherever the package is kept (the outbox, its stored entry, a dead letter):
+# a token opens footage until its grant expires, and ucity stores none (docs/operations-center.md).
+TOKEN_PLACEHOLDER = "{footage-token}"
+
+
+def redact(notification: PackageNotification) -> PackageNotification:
+    """The package with its grant's footage token (`grant.token`, and in every link) replaced by the placeholder."""
+    grant = notification.package.get("grant")
+    token = grant.get("token") if isinstance(grant, dict) else None
+    if not token or token == TOKEN_PLACEHOLDER:
+        return notification
+    text = orjson.dumps(notification.package).replace(str(token).encode(), TOKEN_PLACEHOLDER.encode())
+    return replace(notification, package=orjson.loads(text))
+
+
+def _event_of(notification: PackageNotification) -> str:
+    """The event a package is about (its owner sends it again after a restart, in scale-out)."""
+    event = notification.package.get("event")
+    return str(event.get("id", "")) if isinstance(event, dict) else ""
+
+
+async def _no_token(tenant: str, grant_id: str) -> str | None:
+    return None
 
 
 class _Tracked:
@@ -200,13 +224,17 @@ class _Tracked:
     kind = "webhook"
     sends = True
 
-    def __init__(self, inner: Notifier, on_result: ResultFn) -> None:
+    def __init__(self, inner: Notifier, on_result: ResultFn,
+                 unredact: Callable[[PackageNotification], Awaitable[PackageNotification]]) -> None:
         self.id = inner.id
         self._inner = inner
         self._on_result = on_result
+        self._unredact = unredact
 
     async def send(self, notification: Notification) -> DeliveryResult:
-        result = await self._inner.send(notification)
+        # What goes out carries the footage token; what is queued, stored and dead-lettered does not.
+        sent = await self._unredact(notification) if isinstance(notification, PackageNotification) else notification
+        result = await self._inner.send(sent)
         if result.ok and isinstance(notification, PackageNotification):
             await self._on_result(notification, True, result.detail)
         return result
@@ -232,11 +260,24 @@ class AgencyLinks:
         self._notifiers: dict[tuple[str, str], Notifier] = {}
         self._outboxes: dict[tuple[str, str], Outbox] = {}
         dispatcher.resumers[AGENCY] = self._resume
+        # The footage token of a grant, signed again (None: no such grant): packages are stored and queued without
+        # it (`redact`) and get it back when sent. Set by the operations centre.
+        self.token_of: Callable[[str, str], Awaitable[str | None]] = _no_token
 
     def send(self, agency_id: str, notification: PackageNotification) -> None:
         """Store the package's outbox entry (ucity/alarms/journal.py: a restart sends it), then queue it."""
-        self.dispatcher.store_and_enqueue(AGENCY, str(notification.package.get("event", {}).get("id", "")),
-                                          [(agency_id, notification)], self._box)
+        notification = redact(notification)
+        self.dispatcher.store_and_enqueue(AGENCY, _event_of(notification), [(agency_id, notification)], self._box)
+
+    def prepare(self, agency_id: str, notification: PackageNotification) -> tuple[
+            list[tuple[str, Notification]], list[tuple[str, str, str, Doc]]]:
+        """A package and its outbox entry, for the commit that decides it (`EventService.change`), then `enqueue`."""
+        prepared: list[tuple[str, Notification]] = [(agency_id, redact(notification))]
+        return prepared, self.dispatcher.journal_entries(AGENCY, _event_of(notification), prepared)
+
+    def enqueue(self, prepared: list[tuple[str, Notification]], entries: list[tuple[str, str, str, Doc]]) -> None:
+        """Queue prepared packages whose entries are stored."""
+        self.dispatcher.enqueue(prepared, entries, self._box)
 
     def _box(self, tenant: str, agency_id: str) -> Outbox:
         key = (tenant, agency_id)
@@ -261,13 +302,26 @@ class AgencyLinks:
         deps = self.dispatcher.notifier_deps()
         if notifier is None and agency is not None and agency.webhook and agency.enabled and deps is not None:
             config = NotifierConfig(id=f"agency-{agency.id}", type="webhook", url=agency.webhook, headers=agency.headers)
-            notifier = self._notifiers[key] = _Tracked(build_notifier(config, deps), self.on_result)
+            notifier = self._notifiers[key] = _Tracked(build_notifier(config, deps), self.on_result, self._unredact)
         return notifier
 
     async def _dead(self, notification: Notification, name: str, attempts: int, error: str) -> None:
         await self.dispatcher.dead_letter(notification, name, attempts, error)
         if isinstance(notification, PackageNotification):
             await self.on_result(notification, False, error)
+
+    async def _unredact(self, notification: PackageNotification) -> PackageNotification:
+        """The package as sent: the footage token put back, signed again from the stored grant."""
+        grant = notification.package.get("grant")
+        if not isinstance(grant, dict) or grant.get("token") != TOKEN_PLACEHOLDER:
+            return notification
+        token = await self.token_of(notification.tenant, str(grant.get("id")))
+        if token is None:
+            log.warning("package %s: its grant %s is gone; sent without footage links", notification.id,
+                        grant.get("id"))
+            token = ""
+        text = orjson.dumps(notification.package).replace(TOKEN_PLACEHOLDER.encode(), token.encode())
+        return replace(notification, package=orjson.loads(text))
 
     def forget(self, tenant: str, agency_id: str) -> None:
         """The agency changed: the next delivery builds its notifier again (new URL or headers)."""

@@ -591,8 +591,10 @@ class Store(ABC):
 
     # -- operations centre -----------------------------------------------------------------------
     @abstractmethod
-    async def save_ops_event(self, row: OpsEventRow, audit: list[AuditRow]) -> None:
-        """Insert or replace an event and append its audit lines, atomically."""
+    async def save_ops_event(self, row: OpsEventRow, audit: list[AuditRow],
+                             docs: Sequence[tuple[str, str, str, Doc]] = ()) -> None:
+        """Insert or replace an event and append its audit lines, atomically, with `docs` (kind, tenant, key, doc)
+        put in the same commit (the package a linkage queues for its agency)."""
 
     @abstractmethod
     async def get_ops_event(self, tenant: str, event_id: str) -> Doc | None: ...

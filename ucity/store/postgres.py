@@ -1344,8 +1344,14 @@ class PostgresStore(Store):
 
 
     # -- operations centre (SQL in postgres_ops.py) ------------------------------------------------
-    async def save_ops_event(self, row: OpsEventRow, audit: list[AuditRow]) -> None:
-        await self._call(lambda conn, tx: ops_sql.save_event(conn, row, audit))
+    async def save_ops_event(self, row: OpsEventRow, audit: list[AuditRow],
+                             docs: Sequence[tuple[str, str, str, Doc]] = ()) -> None:
+        async def run(conn: asyncpg.Connection, tx: _Tx) -> None:
+            await ops_sql.save_event(conn, row, audit)
+            if docs:
+                await conn.executemany(_DOC_PUT, list(docs))
+
+        await self._call(run)
 
     @_reading
     async def get_ops_event(self, tenant: str, event_id: str) -> Doc | None:

@@ -1082,8 +1082,16 @@ class SqliteStore(Store):
         return result
 
     # -- operations centre (SQL in sqlite_ops.py) --------------------------------------------------
-    async def save_ops_event(self, row: OpsEventRow, audit: list[AuditRow]) -> None:
-        await self._call(lambda conn: ops_sql.save_event(conn, row, audit), independent=True)
+    async def save_ops_event(self, row: OpsEventRow, audit: list[AuditRow],
+                             docs: Sequence[tuple[str, str, str, Doc]] = ()) -> None:
+        puts = [(kind, tenant, key, orjson.dumps(doc).decode()) for kind, tenant, key, doc in docs]
+
+        def run(conn: sqlite3.Connection) -> None:
+            ops_sql.save_event(conn, row, audit)
+            if puts:
+                conn.executemany(_DOC_PUT, puts)
+
+        await self._call(run, independent=True)
 
     async def get_ops_event(self, tenant: str, event_id: str) -> Doc | None:
         result: Doc | None = await self._read(lambda conn: ops_sql.get_doc(conn, "ops_events", tenant, event_id))
