@@ -310,3 +310,42 @@ async def test_a_start_interrupted_while_device_states_load_loses_no_offline_ala
     finally:
         await third.stop()
     assert not second.ingest.monitor.summary("guro")["devices"]  # the failed start had judged no device
+
+
+async def test_a_device_whose_clock_runs_behind_stays_online_across_a_restart(tmp_path: Path) -> None:
+    """QA4 F4: what is restored is when ucity received the last report (its write time), not the device's own
+    observedAt: a device whose clock is 10 minutes behind reported a second before the restart, not 10 minutes."""
+    clock = FakeClock(START)
+    first = Ucity(make_settings(tmp_path), clock=clock)  # ParkingSpot: every 60 s, offline after 3 intervals
+    await first.start()
+    await provision(first, [{"device_id": "lag"}, {"device_id": "ahead"}])
+    await measure(first, "lag", {"o": True, "TimeInstant": "2026-04-30T23:50:00Z"})  # its clock: 10 min behind
+    await measure(first, "ahead", {"o": True, "TimeInstant": "2026-05-01T00:02:00Z"})  # 2 min ahead (allowed)
+    await settle(first)
+    assert first.ingest.monitor.get("guro", "lag").status == "online"  # type: ignore[union-attr]
+    await first.stop()
+
+    clock.advance(1)
+    events: list[DeviceStatusChanged] = []
+
+    async def collect(event: DeviceStatusChanged) -> None:
+        events.append(event)
+
+    second = Ucity(make_settings(tmp_path), clock=clock)
+    second.platform.bus.subscribe(DeviceStatusChanged, collect)
+    await second.start()
+    try:
+        await settle(second)
+        assert events == []
+        record = second.ingest.monitor.get("guro", "lag")
+        assert record is not None and record.status == "online"
+        assert record.last_reported == START  # received then
+        clock.advance(178)  # (restarted 1 s after the reports) 180 s after they were received: both go offline
+        # together; by the devices' clocks "lag" would have been silent for 10 min already and "ahead" would go later
+        await settle(second)
+        assert events == []
+        clock.advance(1)
+        await settle(second)
+        assert sorted((e.device_id, e.status) for e in events) == [("ahead", "offline"), ("lag", "offline")]
+    finally:
+        await second.stop()

@@ -16,8 +16,8 @@ Rules (docs/devices.md):
 
 One timer per device, lazily re-armed: a report only moves `last_reported`; when the timer fires
 it checks the real deadline and re-arms if the device reported meanwhile. That keeps the hot path
-free of timer churn. At start the state is restored from the stored entities (last `observedAt`
-of their measured attributes and their `deviceState`), and `DeviceStatusesRestored` lists the
+free of timer churn. At start the state is restored from the stored entities (when the last report
+was received: the newest write time of their measured attributes, and their `deviceState`), and `DeviceStatusesRestored` lists the
 devices whose stored status the restore kept: a state is committed before its event goes out, so a
 crash in between leaves it without its alarm's change, which the alarms then reconcile.
 
@@ -369,12 +369,16 @@ def _value(doc: Doc, name: str) -> Any:
 
 
 def _last_observed(doc: Doc, profile: DeviceProfile) -> datetime | None:
-    """The newest observedAt among the measured attributes (not deviceState, not command results)."""
-    skip = {expand(DEVICE_STATE)}
+    """When the device last reported, as stored: the newest write time (`modifiedAt`, the store's clock when the
+    measure was committed, a moment after it was received) among the measured attributes (not deviceState, not
+    command results, not static attributes); `observedAt` only for an instance without one. The device's own
+    `observedAt` is not its report's time: a device whose clock runs behind would look silent after a restart and
+    go offline (QA4 F4), one whose clock runs ahead would look alive for too long."""
+    skip = {expand(DEVICE_STATE)} | {expand(static.name) for static in profile.static_attributes}
     for command in profile.commands:
         skip |= {expand(command.name), expand(command.name + COMMAND_STATUS), expand(command.name + COMMAND_INFO)}
-    times = [i["observedAt"] for iri, instances in doc.get("attrs", {}).items() if iri not in skip
-             for i in instances if i.get("observedAt")]
+    times = [i.get("modifiedAt") or i["observedAt"] for iri, instances in doc.get("attrs", {}).items()
+             if iri not in skip for i in instances if i.get("modifiedAt") or i.get("observedAt")]
     if not times:
         return None
     try:  # stored times are in to_iso form: the greatest text is the newest

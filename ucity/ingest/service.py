@@ -21,6 +21,7 @@ from ucity.core.bus import Context
 from ucity.core.clock import to_iso
 from ucity.core.errors import AlreadyExists, NotFound, UcityError, Unavailable
 from ucity.core.frozen import fast_init
+from ucity.core.periodic import Periodic
 from ucity.core.platform import Platform
 from ucity.ingest.decode import (
     INTERNAL_ERROR,
@@ -106,6 +107,8 @@ class IngestService:
         self.default_tenant = platform.settings.ngsild.default_tenant
         self.registry = DeviceRegistry(store)
         self.stats = IngestStats(platform.clock, settings.reject_log_interval_s)
+        self._stats_log = Periodic(platform.clock, "ucity-ingest-reject-log", self._flush_stats,
+                                   lambda: settings.reject_log_interval_s)
         self.writer = MeasureWriter(store, platform.clock, settings.max_future_s)
         self.monitor = HealthMonitor(platform.clock, platform.bus, self.writer, settings)
         self.max_future = timedelta(seconds=settings.max_future_s)
@@ -117,9 +120,15 @@ class IngestService:
     async def start(self) -> None:
         await self.registry.load()
         await self.monitor.restore(self.registry.profiles(), self.store)
+        self._stats_log.start()
 
     async def stop(self) -> None:
+        await self._stats_log.stop()
+        self.stats.flush_all()  # what the log has not said yet, before the counters go with the process
         await self.monitor.stop()
+
+    async def _flush_stats(self) -> None:
+        self.stats.flush()
 
     def health(self) -> dict[str, Any]:
         summary = self.stats.totals

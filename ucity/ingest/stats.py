@@ -2,7 +2,9 @@
 
 Served at `/api/v1/ingest/stats`. Rejections are logged once per device per interval (with the
 count since the last log line), so a device that sends garbage every second cannot flood the
-log (DESIGN §5.14: log transitions, not repeats). Keys come partly from the network (apikeys and
+log (DESIGN §5.14: log transitions, not repeats). What a device's interval has not logged yet is
+written out by `flush`: every interval (the ingest service's timer, so a device that stops sending
+garbage still gets its count logged) and when the process stops (QA4 F5). Keys come partly from the network (apikeys and
 device ids of unknown devices), so the number of tracked keys is capped; beyond the cap unknown
 senders are counted together under one key.
 """
@@ -99,6 +101,31 @@ class IngestStats:
                         transport, counters.unlogged, key[2], key[1], first.reason, first.detail)
             counters.last_logged = now
             counters.unlogged = 0
+
+    def flush(self) -> int:
+        """Log the rejections not logged yet of every device whose interval has passed (all of them when
+        `everything`: at stop); returns how many lines."""
+        return self._flush(everything=False)
+
+    def flush_all(self) -> int:
+        """At stop: every device's rejections not logged yet, whatever its interval."""
+        return self._flush(everything=True)
+
+    def _flush(self, everything: bool) -> int:
+        now = self.clock.now()
+        lines = 0
+        for key, counters in self._devices.items():
+            if not counters.unlogged:
+                continue
+            if not everything and counters.last_logged is not None and now - counters.last_logged < self.log_interval:
+                continue
+            latest = counters.last_rejection or {}
+            log.warning("ingest rejected %d value(s) of device %s (apikey %s) since the last report; latest: %s: %s",
+                        counters.unlogged, key[2], key[1], latest.get("reason"), latest.get("detail"))
+            counters.last_logged = now
+            counters.unlogged = 0
+            lines += 1
+        return lines
 
     def device(self, key: Key) -> DeviceCounters | None:
         return self._devices.get(key)
