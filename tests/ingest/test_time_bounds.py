@@ -28,7 +28,7 @@ from ucity.core.http import Req, Resp
 from ucity.ingest import DeviceStatusChanged
 from ucity.ingest.decode import INTERNAL_ERROR, INVALID_TIME, DecodeError, decode_payload, iso_time, parse_time
 from ucity.ingest.health import LONGEST_INTERVAL
-from ucity.ingest.model import AttrSpec, Device, ServiceGroup, build_profile
+from ucity.ingest.model import AttrSpec, Device, DeviceProfile, ServiceGroup, build_profile
 from ucity.ingest.writer import attrs_op
 from ucity.ngsild.ops import merge_op
 from ucity.store.base import Mutation
@@ -334,7 +334,8 @@ async def test_mqtt_a_batch_whose_preparation_fails_is_prepared_message_by_messa
 async def test_a_stored_far_future_report_does_not_stop_the_start(tmp_path: Path, store_backend: str,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """QA finding 1: data written before the bounds (an observedAt of 9999-12-31) made `_deadline` raise
-    OverflowError at start, and the server stayed down. Now the last report counts as now."""
+    OverflowError at start, and the server stayed down. Now the start goes on (the last report is the write time;
+    an instance without one whose observedAt lies ahead counts as now)."""
     clock = FakeClock(START)
     first = Ucity(make_settings(tmp_path), clock=clock)
     await first.start()
@@ -371,15 +372,16 @@ async def test_a_stored_far_future_report_does_not_stop_the_start(tmp_path: Path
     try:
         record = second.ingest.monitor.get(TENANT, "d1")
         assert record is not None and record.status == "online"
-        assert record.last_reported == START + timedelta(seconds=30)  # the far-future time taken as now
-        clock.advance(179)
+        # The last report is when it was written (QA4 F4), not the far-future observedAt it carries.
+        assert record.last_reported == START
+        clock.advance(149)
         await second.ingest.monitor.drain()
         assert events == []
-        clock.advance(1)  # 3 intervals of 60 s after the restart
+        clock.advance(1)  # 3 intervals of 60 s after the write
         await second.ingest.monitor.drain()
         assert [(e.device_id, e.status) for e in events] == [("d1", "offline")]
         summary = second.ingest.monitor.summary(TENANT)
-        assert summary["devices"][0]["lastReported"] == to_iso(START + timedelta(seconds=30))
+        assert summary["devices"][0]["lastReported"] == to_iso(START)
     finally:
         await second.stop()
 
@@ -400,3 +402,21 @@ async def test_health_deadlines_saturate_instead_of_overflowing(city: tuple[Ucit
     clock.advance(timedelta(days=1))
     await monitor.drain()
     assert record.status == "online"
+
+
+def test_the_last_report_is_the_newest_write_time_and_observed_at_only_without_one() -> None:
+    from ucity.ingest.health import _last_observed
+
+    profile = DeviceProfile(tenant=TENANT, service_path="/", apikey="pk", device_id="d1",
+                            entity_id="urn:ngsi-ld:Device:d1", entity_type="Device")
+    base = "https://uri.etsi.org/ngsi-ld/default-context/"
+    doc = {"attrs": {
+        base + "a": [{"type": "Property", "value": 1, "observedAt": "2026-01-01T00:00:00.000000Z",
+                      "modifiedAt": "2026-05-01T00:00:05.000000Z"}],
+        base + "b": [{"type": "Property", "value": 2, "observedAt": "9999-12-31T23:59:59.000000Z",
+                      "modifiedAt": "2026-05-01T00:00:01.000000Z"}],
+        base + "deviceState": [{"type": "Property", "value": "online", "observedAt": "2026-06-01T00:00:00.000000Z",
+                                "modifiedAt": "2026-06-01T00:00:00.000000Z"}]}}
+    assert _last_observed(doc, profile) == datetime(2026, 5, 1, 0, 0, 5, tzinfo=UTC)
+    old = {"attrs": {base + "a": [{"type": "Property", "value": 1, "observedAt": "2026-05-01T00:00:07.000000Z"}]}}
+    assert _last_observed(old, profile) == datetime(2026, 5, 1, 0, 0, 7, tzinfo=UTC)  # written before modifiedAt
