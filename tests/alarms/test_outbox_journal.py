@@ -16,6 +16,7 @@ from tests.alarms.support import SENSOR, T0, TENANT, City, alarm_settings, match
 from ucity.alarms.journal import KIND, Journal, notification_doc, notification_fields
 from ucity.alarms.notifiers.base import Notification, Recipient
 from ucity.core.clock import FakeClock
+from ucity.core.errors import NotFound
 from ucity.ops.linkage import PackageNotification
 
 
@@ -184,3 +185,21 @@ async def test_a_failure_preparing_notifications_does_not_keep_the_alarm_from_be
     alarm = city.active()
     assert alarm is not None and await city.ucity.store.get_alarm(TENANT, alarm.id) is not None
     assert "notifications could not be prepared" in caplog.text and receiver.on("/room") == []
+
+
+async def test_a_dead_letter_replayed_goes_again_with_its_id(city: City, receiver: Receiver) -> None:
+    receiver.status["/room"] = 400  # a retry cannot help: a dead letter at once
+    await hook(city, receiver)
+    await city.publish(matched(level="serious"))
+    (letter,) = (await city.call("dead_letters")).body["deadLetters"]
+    assert await stored(city) == []
+    receiver.status["/room"] = 200  # the receiver is fixed
+    resp = await city.call("replay_dead_letter", "POST", "/", letterId=letter["id"])
+    assert resp.status == 202 and resp.body == {"id": letter["id"], "notifier": "room", "queued": True}
+    await city.settle()
+    refused, sent = receiver.on("/room")
+    assert sent.headers["x-ucity-delivery"] == refused.headers["x-ucity-delivery"] == letter["id"]
+    assert sent.json["alarm"]["id"] == letter["notification"]["alarm"]["id"] and sent.json["group"] == "duty"
+    assert (await city.call("dead_letters")).body["deadLetters"] == [] and await stored(city) == []
+    with pytest.raises(NotFound):
+        await city.call("replay_dead_letter", "POST", "/", letterId=letter["id"])

@@ -67,6 +67,19 @@ async def measure(app: Ucity, device: str, body: Any) -> None:
     assert response.status == 200, response.body
 
 
+async def started_collecting(tmp_path: Path, clock: FakeClock) -> tuple[Ucity, list[DeviceStatusChanged]]:
+    """A started platform on the data dir (a restart) and the device status events it publishes."""
+    events: list[DeviceStatusChanged] = []
+
+    async def collect(event: DeviceStatusChanged) -> None:
+        events.append(event)
+
+    app = Ucity(make_settings(tmp_path), clock=clock)
+    app.platform.bus.subscribe(DeviceStatusChanged, collect)
+    await app.start()
+    return app, events
+
+
 async def state(app: Ucity, entity_id: str = ENTITY, tenant: str = "guro") -> Any:
     doc = await app.store.get_entity(tenant, entity_id)
     assert doc is not None
@@ -154,14 +167,7 @@ async def test_state_is_restored_from_the_store_at_start(tmp_path: Path) -> None
     await first.stop()
 
     clock.advance(120)  # down for 2 minutes: p1 silent 220 s (offline), p2 silent 120 s (still online)
-    events: list[DeviceStatusChanged] = []
-
-    async def collect(event: DeviceStatusChanged) -> None:
-        events.append(event)
-
-    second = Ucity(make_settings(tmp_path), clock=clock)
-    second.platform.bus.subscribe(DeviceStatusChanged, collect)
-    await second.start()
+    second, events = await started_collecting(tmp_path, clock)
     try:
         await settle(second)
         assert [(e.device_id, e.status, e.last_reported) for e in events] == [
@@ -326,14 +332,7 @@ async def test_a_device_whose_clock_runs_behind_stays_online_across_a_restart(tm
     await first.stop()
 
     clock.advance(1)
-    events: list[DeviceStatusChanged] = []
-
-    async def collect(event: DeviceStatusChanged) -> None:
-        events.append(event)
-
-    second = Ucity(make_settings(tmp_path), clock=clock)
-    second.platform.bus.subscribe(DeviceStatusChanged, collect)
-    await second.start()
+    second, events = await started_collecting(tmp_path, clock)
     try:
         await settle(second)
         assert events == []

@@ -113,3 +113,30 @@ async def test_no_footage_token_is_stored_with_a_package_or_its_dead_letter(make
         letters = await ops.ucity.alarms.dispatcher.dead_letters("urn:ngsi-ld:tenant:default")
         assert len(letters) == 1 and token not in orjson.dumps(letters).decode()
         assert receiver.on("/119")[-1].json["package"]["grant"]["token"] == token  # every attempt: the same token
+
+
+async def test_a_dead_lettered_package_replayed_is_delivered_and_its_linkage_too(make_ops: MakeOps,
+                                                                                 receiver: Receiver) -> None:
+    receiver.status["/119"] = 503
+    async with make_ops(**fire_and_police(receiver)) as ops:
+        created = await ops.call("create_event", "POST", "/api/v1/events", event_body("119_DISPATCH", "fire"))
+        await ops.settle()
+        await ops.advance(2)
+        await ops.advance(4)  # retries run out
+        event = (await ops.call("get_event", eventId=created.body["id"])).body
+        assert event["linkages"][0]["status"] == "failed"
+        dispatcher = ops.ucity.alarms.dispatcher
+        (letter,) = await dispatcher.dead_letters("urn:ngsi-ld:tenant:default")
+        assert letter["notifier"] == "agency:fire-119" and letter["linkage"] == event["linkages"][0]["id"]
+        receiver.status["/119"] = 200
+        replayed = await dispatcher.replay("urn:ngsi-ld:tenant:default", letter["id"])
+        assert replayed["queued"] is True
+        await ops.settle()
+        last = receiver.on("/119")[-1]
+        assert last.headers["x-ucity-delivery"] == letter["id"]
+        token = last.json["package"]["grant"]["token"]
+        assert token != TOKEN_PLACEHOLDER and token in last.json["package"]["cameras"][0]["stream"]
+        event = (await ops.call("get_event", eventId=created.body["id"])).body
+        assert event["linkages"][0]["status"] == "delivered"
+        assert await dispatcher.dead_letters("urn:ngsi-ld:tenant:default") == []
+        assert await ops.ucity.store.list_docs(KIND) == []

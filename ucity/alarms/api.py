@@ -12,7 +12,8 @@
   comments {text}`: 409 when the state does not allow it.
 * `/api/v1/notifiers`, `/api/v1/recipients`, `/api/v1/escalations`: list, create (POST), get,
   create-or-replace (PUT), delete; configured entries are read-only (409).
-* `GET /api/v1/notifications/dead-letters`: notifications given up after their retries.
+* `GET /api/v1/notifications/dead-letters`: notifications given up after their retries;
+  `POST /api/v1/notifications/dead-letters/{id}/replay`: queue one again (202).
 
 The tenant is the `NGSILD-Tenant` header. The actor of an action is the `X-Ucity-Actor` header
 (required): a stand-in until ucity has users and roles, which will then supply it.
@@ -177,6 +178,10 @@ class AlarmApi:
         letters = await self.service.dispatcher.dead_letters(self.tenant(req))
         return Resp(200, {"total": len(letters), "deadLetters": letters})
 
+    async def replay_dead_letter(self, req: Req) -> Resp:
+        """Queue a dead letter again (its receiver is back): 202, the same notification and id."""
+        return Resp(202, await self.service.dispatcher.replay(self.tenant(req), req.path_params["letterId"]))
+
     # -- contact data ------------------------------------------------------------------------------
     def collection_handlers(self, name: str) -> dict[str, Handler]:
         """list, create, get, put, delete handlers of one collection (notifiers, recipients, escalations)."""
@@ -251,6 +256,11 @@ OPENAPI = ApiDocs(
             **_OBJECT, "required": ["assignee"], "properties": {"assignee": {"type": ["string", "null"]}}}),
         ("POST", "/api/v1/alarms/{alarmId}/comments"): Doc(headers=_ACT, required=_ACT[1:], body={
             **_OBJECT, "required": ["text"], "properties": {"text": {"type": "string", "maxLength": 4000}}}),
+        ("POST", "/api/v1/notifications/dead-letters/{letterId}/replay"): Doc(
+            summary="Queue a dead letter again",
+            description="Once its receiver is back: the same notification (same id, so receivers can drop a copy) "
+                        "to the same endpoint, its attempts counted from zero; the dead letter goes once the "
+                        "notification is queued (and stored: a restart sends it).", statuses=(202,)),
         ("GET", "/api/v1/stream"): Doc(
             summary="The alarm event stream (server-sent events) for dashboards",
             description="Every alarm change of the tenant as it happens. Browsers' EventSource cannot set "

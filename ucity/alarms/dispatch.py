@@ -22,12 +22,13 @@ from typing import Any
 import httpx
 
 from ucity.alarms.contacts import Contacts, RecipientGroup
-from ucity.alarms.journal import ALARM, KIND, Journal, Pending
+from ucity.alarms.journal import AGENCY, ALARM, KIND, Journal, Pending, notification_fields
 from ucity.alarms.model import FAULT_NAME, STATUS_NAMES, Alarm
 from ucity.alarms.notifiers import Notifier, NotifierDeps, build_notifier
 from ucity.alarms.notifiers.base import Notification, Outbox, Recipient
 from ucity.core.clock import Clock, parse_iso, to_iso
 from ucity.core.config import WEBHOOK_SECRET_PLACEHOLDER, AlarmSettings
+from ucity.core.errors import NotFound
 from ucity.rules.events import LEVEL_NAMES
 from ucity.store.base import Doc, Store
 
@@ -241,7 +242,43 @@ class Dispatcher:
                     attempts, error)
         doc = {"id": notification.id, "notifier": notifier_id, "attempts": attempts, "error": error,
                "failedAt": to_iso(self.clock.now()), "notification": notification.payload()}
+        linkage = getattr(notification, "linkage", None)
+        if linkage is not None:  # a package's linkage: a replayed package marks it delivered
+            doc["linkage"] = linkage
         await self.store.put_doc(DEAD_LETTERS, notification.tenant, notification.id, doc)
+
+    async def replay(self, tenant: str, letter_id: str) -> Doc:
+        """Queue a dead letter again (an operator, once its receiver is back): the same notification, id and
+        endpoint, attempts from zero. Its outbox entry is stored before the dead letter is deleted, so a crash in
+        between sends it and keeps the letter, never loses both. 404 for an unknown letter."""
+        letter = next((doc for t, key, doc in await self.store.list_docs(DEAD_LETTERS)
+                       if t == tenant and key == letter_id), None)
+        if letter is None:
+            raise NotFound(f"실패 알림 {letter_id} 없음 / dead letter {letter_id} does not exist")
+        notifier = str(letter["notifier"])
+        channel, endpoint = (AGENCY, notifier.removeprefix("agency:")) if notifier.startswith("agency:") \
+            else (ALARM, notifier)
+        stored = dict(letter["notification"])
+        if letter.get("linkage") is not None:
+            stored["linkage"] = letter["linkage"]
+        if channel == AGENCY:
+            event = stored.get("package", {}).get("event")
+            entity = str(event.get("id", "")) if isinstance(event, dict) else ""
+        else:
+            entity = str((stored.get("alarm") or {}).get("entity_id", ""))
+        resume = self.resumers.get(channel)
+        if resume is None:  # the operations centre is not running here
+            raise NotFound(f"실패 알림 {letter_id}의 채널 없음 / no sender of dead letter {letter_id} runs here")
+        notification = Notification(**{k: v for k, v in notification_fields(stored).items()
+                                       if k not in ("package", "linkage")})
+        _, key, entry = self.journal.entry(channel, endpoint, entity, notification)
+        entry["notification"] = stored  # as the letter kept it (a package's own fields too)
+        await self.journal.add([(tenant, key, entry)])
+        await self.store.delete_doc(DEAD_LETTERS, tenant, letter_id)
+        self.journal.held.add(notification.id)
+        resume(Pending(channel, endpoint, entity, 0, stored, entry))
+        log.info("dead letter %s to %s queued again", letter_id, notifier)
+        return {"id": letter_id, "notifier": notifier, "queued": True}
 
     async def dead_letters(self, tenant: str) -> list[Doc]:
         docs = [doc for t, _, doc in await self.store.list_docs(DEAD_LETTERS) if t == tenant]

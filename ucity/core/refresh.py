@@ -75,3 +75,24 @@ class Refresh:
         if self.failing:
             log.info("re-reading %s works again", self.what)
             self.failing = False
+
+
+class Refreshed:
+    """A component whose copy `load` reads whole and whose `_refresh` (a `Refresh`) re-reads it: `start` loads, then
+    re-reads every period; `stop` ends that; `settle` waits for a re-read under way (tests)."""
+
+    _refresh: Refresh
+
+    async def load(self) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        await self.load()
+        self._refresh.start()
+
+    async def stop(self) -> None:
+        await self._refresh.stop()
+
+    async def settle(self) -> None:
+        """Until the re-read under way (if any) has finished (tests: after moving the clock past one)."""
+        await self._refresh.settle()

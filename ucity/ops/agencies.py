@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ucity.alarms.contacts import ReadOnly, validation_problem
 from ucity.core.clock import Clock, SystemClock
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound
-from ucity.core.refresh import Refresh
+from ucity.core.refresh import Refresh, Refreshed
 from ucity.ops.events import SERVICES
 from ucity.store.base import Store
 
@@ -91,7 +91,7 @@ def parse_agency(body: Any, agency_id: str | None = None) -> Agency:
 Key = tuple[str, str]  # (tenant, agency id)
 
 
-class AgencyRegistry:
+class AgencyRegistry(Refreshed):
     """Configured agencies (all tenants) and each tenant's own (re-read from the store every `refresh_s` once
     started, so that several API processes on one store agree within that bound)."""
 
@@ -150,19 +150,7 @@ class AgencyRegistry:
             newly = await self._sync()
         await self._refused(newly)
 
-    # -- the periodic re-read (on the platform clock, so tests move it) --------------------------------------
-    async def start(self) -> None:
-        """Load, then re-read every `refresh_s`."""
-        await self.load()
-        self._refresh.start()
-
-    async def stop(self) -> None:
-        await self._refresh.stop()
-
-    async def settle(self) -> None:
-        """Until the re-read under way (if any) has finished (tests: after moving the clock past one)."""
-        await self._refresh.settle()
-
+    # -- the periodic re-read (on the platform clock, so tests move it): start, stop, settle of `Refreshed` ------
     def health(self) -> dict[str, Any]:
         return {"registered": len(self._items), **self._refresh.health()}
 

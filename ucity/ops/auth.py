@@ -51,7 +51,7 @@ from ucity.core.clock import Clock, to_iso
 from ucity.core.config import OpsSettings
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound, UcityError
 from ucity.core.http import Req
-from ucity.core.refresh import Refresh
+from ucity.core.refresh import Refresh, Refreshed
 from ucity.store.base import Doc, Store
 
 log = logging.getLogger(__name__)
@@ -210,7 +210,7 @@ class TokenSource(Protocol):
     def lookup(self, token: str) -> Principal | None: ...
 
 
-class TokenRegistry:
+class TokenRegistry(Refreshed):
     """Configured tokens (read-only) and tokens issued through the API (persisted as hashes, re-read from the store
     every `ops.token_refresh_s` once started, so that several API processes on one store agree within that bound)."""
 
@@ -248,18 +248,7 @@ class TokenRegistry:
         self._issued = issued
         self._refresh.loaded()
 
-    # -- the periodic refresh (on the platform clock, so tests move it) -------------------------------------
-    async def start(self) -> None:
-        await self.load()
-        self._refresh.start()
-
-    async def stop(self) -> None:
-        await self._refresh.stop()
-
-    async def settle(self) -> None:
-        """Until the refresh under way (if any) has finished (tests: after moving the clock past one)."""
-        await self._refresh.settle()
-
+    # -- the periodic refresh (on the platform clock, so tests move it): start, stop, settle of `Refreshed` -----
     def health(self) -> dict[str, Any]:
         return {"issued": len(self._issued), **self._refresh.health()}
 

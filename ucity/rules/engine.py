@@ -13,7 +13,10 @@ State: one `RuleState` per (tenant, rule, entity) in memory, snapshotted to the 
 published, when a transition matters for a restart (a level change, the start or end of a
 running duration, a timer set or dropped); otherwise in batches at most every
 `rules.snapshot_interval_s`; and all on stop. Publishing before writing means a crash in between
-repeats a match rather than losing it (the alarms service keeps one alarm per entity and rule).
+repeats a match rather than losing it (the alarms service keeps one alarm per entity and rule). The
+alarm a match raises is saved by another commit, which a crash can lose while the state was written:
+`resume` publishes `RuleStatesRestored` with the matches the states hold, and the alarms service raises
+the missing ones.
 
 Time: a state that must wake (a duration, an inactivity step, a dwell) has a timer on the platform
 clock. On start the snapshots are read back and the timers re-armed; a timer that came due while
@@ -56,7 +59,7 @@ from ucity.rules.evaluate import (
     evaluate,
     tick,
 )
-from ucity.rules.events import LEVEL_NAMES, RuleCleared, RuleMatched, RuleSpike
+from ucity.rules.events import LEVEL_NAMES, RuleCleared, RuleMatched, RuleSpike, RuleStatesRestored
 from ucity.rules.model import Composite, Inactivity, Rule, RuleError, rule_from_json, rule_to_json
 from ucity.store.base import Doc, Store
 
@@ -301,11 +304,26 @@ class RulesEngine:
         await self.resume()
 
     async def resume(self) -> None:
-        """Run the timers that came due while the process was down (call once all components run)."""
+        """Run the timers that came due while the process was down (call once all components run), then tell
+        the alarms which matches the states hold (`RuleStatesRestored`)."""
         overdue, self._overdue = self._overdue, []
         for key in overdue:
             self._fire(key)
         await self._flush()
+        matches = []
+        for key, track in self._tracks.items():
+            comp = self._rule_for(key)
+            state = track.state
+            if comp is None or state.level is None or not self.owns(key[0], key[2]):
+                continue
+            tenant, rule_id, entity_id = key
+            since = to_iso(state.since) if state.since is not None else ""
+            matches.append(RuleMatched(Context(parent_id=track.context_id, actor=ACTOR), tenant, rule_id, entity_id,
+                                       state.level, comp.rule.kind, comp.rule.category, tuple(track.types), since,
+                                       {"ruleName": comp.rule.name.as_dict(), "restored": True}, track.location,
+                                       track.parent, _description(comp.rule, state.level)))
+        if matches:
+            await self.bus.publish(RuleStatesRestored(Context(actor=ACTOR), tuple(matches)))
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:

@@ -73,3 +73,14 @@ class RuleSpike(Event):
     category: str = ""
     observed_at: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleStatesRestored(Event):
+    """The rules engine read its states back (a start, a worker's new partitions): the matches they hold, each as
+    the `RuleMatched` that raised it (`observed_at`: when its level was reached). A match is published before its
+    state is written, but the alarm it raises is saved by another commit: a crash can leave a state that holds a
+    match whose alarm was never saved, and a later reading at the same level is a repeat that raises nothing. The
+    alarms service raises what is missing (`AlarmService._on_rules_restored`)."""
+
+    matches: tuple[RuleMatched, ...] = ()
