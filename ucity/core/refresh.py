@@ -82,9 +82,7 @@ class Refreshed:
     re-reads every period; `stop` ends that; `settle` waits for a re-read under way (tests)."""
 
     _refresh: Refresh
-
-    async def load(self) -> None:
-        raise NotImplementedError
+    load: Callable[[], Awaitable[None]]  # the component's own: reads its copy whole
 
     async def start(self) -> None:
         await self.load()

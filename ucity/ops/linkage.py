@@ -204,7 +204,13 @@ def redact(notification: PackageNotification) -> PackageNotification:
     token = grant.get("token") if isinstance(grant, dict) else None
     if not token or token == TOKEN_PLACEHOLDER:
         return notification
-    text = orjson.dumps(notification.package).replace(str(token).encode(), TOKEN_PLACEHOLDER.encode())
+    return _swapped(notification, str(token), TOKEN_PLACEHOLDER)
+
+
+def _swapped(notification: PackageNotification, old: str, new: str) -> PackageNotification:
+    """The notification with every occurrence of `old` in its package (the token, in `grant` and in each link)
+    replaced by `new`."""
+    text = orjson.dumps(notification.package).replace(old.encode(), new.encode())
     return replace(notification, package=orjson.loads(text))
 
 
@@ -320,8 +326,7 @@ class AgencyLinks:
             log.warning("package %s: its grant %s is gone; sent without footage links", notification.id,
                         grant.get("id"))
             token = ""
-        text = orjson.dumps(notification.package).replace(TOKEN_PLACEHOLDER.encode(), token.encode())
-        return replace(notification, package=orjson.loads(text))
+        return _swapped(notification, TOKEN_PLACEHOLDER, token)
 
     def forget(self, tenant: str, agency_id: str) -> None:
         """The agency changed: the next delivery builds its notifier again (new URL or headers)."""
