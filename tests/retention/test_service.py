@@ -461,3 +461,26 @@ def test_any_invalid_configuration_stops_every_command_in_one_message_without_a_
         assert exited.value.code == 1
     err = capsys.readouterr().err
     assert err.count("invalid configuration:") == 3 and "Traceback" not in err
+
+
+async def test_dead_letters_go_after_their_limit_with_an_audit_line_per_tenant(tmp_path: Path) -> None:
+    """Dead letters hold recipients' names and addresses: `retention.dead_letters_days` deletes those that failed
+    before it (by `failedAt`), in batches, each tenant's counted in its own audit line."""
+    from ucity.alarms.dispatch import DEAD_LETTERS
+    from ucity.store.retention import DEAD_LETTERS as KIND
+
+    assert KIND == DEAD_LETTERS  # the store layer names the alarms' kind without importing them
+    other = "urn:ngsi-ld:tenant:anyang"
+    async with running(tmp_path, dead_letters_days=30, batch=2) as (app, clock):
+        for tenant, key, days in ((T, "n1", 40), (T, "n2", 31), (T, "n3", 5), (other, "n4", 100)):
+            await app.store.put_doc(KIND, tenant, key, {"id": key, "failedAt": to_iso(NOW - timedelta(days=days)),
+                                                        "notification": {"recipient": {"address": "010-0000-0000"}}})
+        dry = await app.retention.sweep(dry_run=True)
+        assert [(r.data, r.deleted) for r in dry if r.data == "dead-letters"] == [("dead-letters", 3)]
+        await sweep_due(app, clock, 60)
+        assert sorted((t, k) for t, k, _ in await app.store.list_docs(KIND)) == [(T, "n3")]
+        (line,) = [line for line in await retention_lines(app) if line["data"] == "dead-letters"]
+        assert (line["deleted"], line["rule"]) == (2, "retention.dead_letters_days")
+        docs, _ = await app.store.query_audit(other, AuditQuery(kinds=("retention",)))
+        assert [(d["data"], d["deleted"]) for d in docs] == [("dead-letters", 1)]
+        assert app.platform.health()["retention"]["lastDeleted"]["deadLetters"] == 3

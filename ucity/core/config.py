@@ -335,6 +335,9 @@ class RetentionSettings(_Section):
                                           "with their footage grants, after their last change; None: kept")
     alarms_closed_days: float | None = Field(None, gt=0, le=100_000, description="closed alarms with their history, "
                                              "after their closing; None: kept")
+    dead_letters_days: float | None = Field(None, gt=0, le=100_000, description="dead letters (notifications and "
+                                            "agency packages given up on, with their recipients' names and "
+                                            "addresses) after their failure; None: kept")
     sweep_interval_s: float = Field(3600.0, ge=1, le=31_536_000, description="time between two sweeps (the first one a minute "
                                     "after the start, or sooner when the interval is shorter)")
     batch: int = Field(2000, ge=1, le=1_000_000, description="most rows one deletion removes: a sweep holds the "

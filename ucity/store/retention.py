@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ucity.core.clock import to_iso, to_micros
+from ucity.core.clock import from_micros, to_iso, to_micros
 from ucity.core.config import HistoryRetentionRule, RetentionSettings
 from ucity.core.periodic import Periodic
 from ucity.core.platform import Platform
-from ucity.store.base import AuditRow, HistoryScope, Store, TenantCounts
+from ucity.store.base import AuditRow, HistoryScope, Store, TenantCounts, add_counts
 
 log = logging.getLogger(__name__)
 ACTOR = "ucity-retention"
@@ -199,7 +199,8 @@ class RetentionService:
         """Whether there is anything to delete at all (else no sweep is scheduled)."""
         s = self.settings
         return bool(self._declared or self._configured) or any(
-            days is not None for days in (s.default_history_days, s.audit_days, s.ops_closed_days, s.alarms_closed_days))
+            days is not None for days in (s.default_history_days, s.audit_days, s.ops_closed_days, s.alarms_closed_days,
+                                          s.dead_letters_days))
 
     def _history_jobs(self) -> list[tuple[str, str, float, HistoryScope]]:
         """(rule, source, days, scope) per history rule, and for the default. A type's rule without attributes
@@ -252,7 +253,8 @@ class RetentionService:
         jobs: list[tuple[PurgeResult, HistoryScope | None]] = [
             (PurgeResult("history", rule, source, days, _cutoff(now, days)), scope)
             for rule, source, days, scope in self._history_jobs()]
-        for data, limit in (("ops-events", s.ops_closed_days), ("alarms", s.alarms_closed_days), ("audit", s.audit_days)):
+        for data, limit in (("ops-events", s.ops_closed_days), ("alarms", s.alarms_closed_days),
+                            ("dead-letters", s.dead_letters_days), ("audit", s.audit_days)):
             if limit is not None:
                 jobs.append((PurgeResult(data, f"retention.{_SETTING[data]}", "settings", limit, _cutoff(now, limit)), None))
         earlier: list[tuple[HistoryScope, int]] = []  # the history rules run so far, with their cutoffs (µs)
@@ -293,6 +295,8 @@ class RetentionService:
                     deleted, related = await self.store.purge_audit(before, batch, dry_run, result.tenants), 0
                 elif result.data == "ops-events":
                     deleted, related = await self.store.purge_ops_events(before, batch, dry_run, result.tenants)
+                elif result.data == "dead-letters":
+                    deleted, related = await self._purge_dead_letters(before, batch, dry_run, result.tenants), 0
                 else:
                     deleted, related = await self.store.purge_alarms(before, batch, dry_run, result.tenants)
                 result.deleted += deleted
@@ -308,6 +312,22 @@ class RetentionService:
                 log.info("retention: %s %s%s: %d deleted%s (older than %s, %s)", result.data, result.rule,
                          " (dry run)" if dry_run else "", result.deleted,
                          f", {result.related} related" if result.related else "", result.cutoff, result.source)
+
+    async def _purge_dead_letters(self, before: int, limit: int, dry_run: bool, tenants: TenantCounts) -> int:
+        """Delete at most `limit` dead letters (every tenant) that failed before `before` (µs); how many (a dry run:
+        how many there are). They are documents (kind `DEAD_LETTERS`, failure time `failedAt`): few, read whole."""
+        cutoff = to_iso(from_micros(before))
+        old = [(tenant, key) for tenant, key, doc in await self.store.list_docs(DEAD_LETTERS)
+               if str(doc.get("failedAt") or "") < cutoff]
+        if dry_run:  # counts them all, as the other purges' dry runs do
+            return len(old)
+        old = old[:limit]
+        if not old:
+            return 0
+        await self.store.delete_docs(DEAD_LETTERS, old)
+        for tenant, _ in old:
+            add_counts(tenants, {tenant: [1, 0]})
+        return len(old)
 
     async def _dry_history(self, scope: HistoryScope, before: int, earlier: tuple[tuple[HistoryScope, int], ...]) -> int:
         """What the sweep would delete under `scope`: its instances older than `before` that the rules it runs
@@ -367,8 +387,13 @@ class RetentionService:
                 t.last_error = f"{r.data} {r.rule}: {r.error}"
 
 
-_SETTING = {"ops-events": "ops_closed_days", "alarms": "alarms_closed_days", "audit": "audit_days"}
-_HEALTH_KEY = {"history": "historyInstances", "audit": "auditLines", "ops-events": "opsEvents", "alarms": "alarms"}
+_SETTING = {"ops-events": "ops_closed_days", "alarms": "alarms_closed_days", "audit": "audit_days",
+            "dead-letters": "dead_letters_days"}
+_HEALTH_KEY = {"history": "historyInstances", "audit": "auditLines", "ops-events": "opsEvents", "alarms": "alarms",
+               "dead-letters": "deadLetters"}
+# The document kind of the alarms' dead letters (ucity/alarms/dispatch.py `DEAD_LETTERS`; the store layer does not
+# import the alarms: a test checks that both say the same).
+DEAD_LETTERS = "alarm-dead-letter"
 _RELATED_KEY = {"ops-events": "grants", "alarms": "alarmHistory"}
 
 
