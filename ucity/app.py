@@ -137,7 +137,11 @@ class Ucity:
             return
         from ucity.cluster.producer import ChangeForwarder
 
-        self.platform.add("forwarder", ChangeForwarder(self.platform.bus, self.stream, settings.bus.partitions))
+        forwarder = ChangeForwarder(self.platform.bus, self.stream, settings.bus.partitions)
+        self.platform.add("forwarder", forwarder)
+        # The notifications this process stores (an operator's follow-ups, the agencies' packages) are sent by the
+        # worker owning their entity, which also sends them again after a crash.
+        self.alarms.dispatcher.hand_over = forwarder.hand_over
 
     def _add_cluster(self, settings: Settings, role: str) -> None:
         """Scale-out: measures go onto the observation stream (in every process that ingests); a `worker`

@@ -14,6 +14,7 @@ from ucity.cluster.messages import (
     decode_writes,
     encode_alarms,
     encode_changes,
+    encode_notifications,
     encode_writes,
 )
 from ucity.cluster.partitions import assigned, owners, partition_of
@@ -75,8 +76,10 @@ def test_entity_changes_round_trip_and_garbage_is_refused() -> None:
 def test_alarm_messages_share_the_event_stream_and_garbage_is_refused() -> None:
     context = Context(actor="operator-kim")
     decoded = decode_event(encode_alarms(context, [("t", "alarm-1"), ("t", "alarm-2")]))
-    assert isinstance(decoded, tuple) and decoded[1] == [("t", "alarm-1"), ("t", "alarm-2")]
-    assert decoded[0].actor == "operator-kim" and decoded[0].id == context.id
+    assert isinstance(decoded, tuple) and decoded[0] == "alarms" and decoded[2] == [("t", "alarm-1"), ("t", "alarm-2")]
+    assert decoded[1].actor == "operator-kim" and decoded[1].id == context.id
+    handed = decode_event(encode_notifications(context, [("t", "urn:ucity:notification:1")]))
+    assert handed == ("notifications", handed[1], [("t", "urn:ucity:notification:1")])  # type: ignore[index]
     change = EntityChange("t", "urn:x:1", "create", None, {"id": "urn:x:1", "attrs": {}}, frozenset(), ())
     assert decode_event(encode_changes(context, [change])).changes == (change,)  # type: ignore[union-attr]
     for garbage in (b"", b"[]", b'{"v": 99, "ctx": [null, null, null], "alarms": []}', b'{"v": 1, "alarms": []}',

@@ -80,6 +80,9 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self.journal = Journal(store, clock)
         self.owns: Callable[[str, str], bool] = lambda tenant, entity_id: True  # set through AlarmService.owns
+        # Scale-out, in an API process: (tenant, entity, notification id, send it here instead) -> hand a stored
+        # notification to the worker owning its entity (ucity/cluster/producer.py); None: send everything here.
+        self.hand_over: Callable[[str, str, str, Callable[[], None]], None] | None = None
         # How the other senders of ucity queue again what they journaled (channel -> resume one entry).
         self.resumers: dict[str, Callable[[Pending], None]] = {ALARM: self._resume_alarm}
         contacts.notifiers.on_change = self._forget
@@ -176,13 +179,23 @@ class Dispatcher:
                 for endpoint, notification in prepared]
 
     def enqueue(self, prepared: list[tuple[str, Notification]], entries: list[tuple[str, str, str, Doc]],
-                box: Callable[[str, str], Outbox] | None = None) -> int:
+                box: Callable[[str, str], Outbox] | None = None, stored: bool = True) -> int:
         """Queue prepared notifications whose `entries` are stored (each its own, in order), each in the outbox
-        `box(tenant, endpoint)` (default: the alarm notifier's)."""
+        `box(tenant, endpoint)` (default: the alarm notifier's). In scale-out, an API process hands stored ones of
+        entities it does not own to their owner (`hand_over`): the worker that would send them again after a
+        crash sends them in the first place, so no API process holds work nobody resumes."""
         box = box or self.outbox
         for (endpoint, notification), (_, _, _, entry) in zip(prepared, entries, strict=True):
-            self.journal.held.add(notification.id)
-            box(notification.tenant, endpoint).put(notification, entry=entry)
+            def local(notification: Notification = notification, endpoint: str = endpoint,
+                      entry: Doc = entry) -> None:
+                self.journal.held.add(notification.id)
+                box(notification.tenant, endpoint).put(notification, entry=entry)
+
+            entity = str(entry.get("entity", ""))
+            if self.hand_over is not None and stored and not self.owns(notification.tenant, entity):
+                self.hand_over(notification.tenant, entity, notification.id, local)
+            else:
+                local()
         return len(prepared)
 
     def notify_group(self, alarm: Alarm, group_id: str, event: str, step: int | None = None) -> int:
@@ -208,16 +221,22 @@ class Dispatcher:
         except Exception as exc:
             self.journal.failures += 1
             log.warning("%d notifications could not be stored, sent from memory: %s", len(prepared), exc)
+            self.enqueue(prepared, entries, box, stored=False)
+            return
         self.enqueue(prepared, entries, box)
 
     # -- after a restart -----------------------------------------------------------------------------
-    async def resume(self, owns: Callable[[str, str], bool], channels: set[str] | None = None) -> int:
-        """Queue again the stored entries (of `channels`, default all) of the entities this process owns that it
-        does not hold: at start, and when a worker's partitions changed; returns how many. Each keeps its id and
-        its attempts so far. Each channel's sender resumes its own once what it needs is loaded."""
+    async def resume(self, owns: Callable[[str, str], bool], channels: set[str] | None = None,
+                     ids: set[str] | None = None) -> int:
+        """Queue again the stored entries (of `channels`, default all; of `ids`, default all) of the entities this
+        process owns that it does not hold: at start, when a worker's partitions changed, and when an API process
+        hands some over; returns how many. Each keeps its id and its attempts so far. Each channel's sender
+        resumes its own once what it needs is loaded."""
         resumed = 0
         for pending in await self.journal.pending():
             if channels is not None and pending.channel not in channels:
+                continue
+            if ids is not None and pending.id not in ids:
                 continue
             if pending.id in self.journal.held or not owns(pending.tenant, pending.entity):
                 continue

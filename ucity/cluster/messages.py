@@ -100,20 +100,30 @@ def decode_changes(data: bytes) -> EntitiesChanged:
         raise MessageError(f"not an event message: {exc}") from exc
 
 
-# -- alarms another process changed -------------------------------------------------------------------------
+# -- alarms another process changed, notifications it handed over ------------------------------------------
+ALARMS, NOTIFICATIONS = "alarms", "notifications"
+
+
 def encode_alarms(context: Context, alarms: list[tuple[str, str]]) -> bytes:
     """(tenant, alarm id) pairs: read them again from the store (their owner holds them in memory)."""
-    return _dumps({"v": VERSION, "ctx": _context(context), "alarms": [list(pair) for pair in alarms]})
+    return _dumps({"v": VERSION, "ctx": _context(context), ALARMS: [list(pair) for pair in alarms]})
 
 
-def decode_event(data: bytes) -> EntitiesChanged | tuple[Context, list[tuple[str, str]]]:
-    """An event message: entity changes, or (context, alarms) of an alarm message."""
+def encode_notifications(context: Context, notifications: list[tuple[str, str]]) -> bytes:
+    """(tenant, notification id) pairs: stored outbox entries (ucity/alarms/journal.py) for the owner to send."""
+    return _dumps({"v": VERSION, "ctx": _context(context), NOTIFICATIONS: [list(pair) for pair in notifications]})
+
+
+def decode_event(data: bytes) -> EntitiesChanged | tuple[str, Context, list[tuple[str, str]]]:
+    """An event message: entity changes, or (kind, context, (tenant, id) pairs) of an alarm (`ALARMS`) or
+    notification (`NOTIFICATIONS`) message."""
     try:
         wire = orjson.loads(data)
-        if isinstance(wire, dict) and "alarms" in wire:
+        kind = next((k for k in (ALARMS, NOTIFICATIONS) if isinstance(wire, dict) and k in wire), None)
+        if kind is not None:
             if wire.get("v") != VERSION:
-                raise MessageError(f"alarm message of version {wire.get('v')!r}")
-            return _context_from(wire["ctx"]), [(str(tenant), str(alarm)) for tenant, alarm in wire["alarms"]]
+                raise MessageError(f"{kind} message of version {wire.get('v')!r}")
+            return kind, _context_from(wire["ctx"]), [(str(tenant), str(key)) for tenant, key in wire[kind]]
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise MessageError(f"not an alarm message: {exc}") from exc
+        raise MessageError(f"not an alarm or notification message: {exc}") from exc
     return decode_changes(data)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ucity.cluster.jetstream import JetStream
-from ucity.cluster.messages import encode_alarms, encode_changes, encode_writes
+from ucity.cluster.messages import encode_alarms, encode_changes, encode_notifications, encode_writes
 from ucity.cluster.partitions import partition_of
 from ucity.core.bus import Bus, Context, EntitiesChanged, EntityChange
 from ucity.core.errors import Unavailable
@@ -77,6 +77,9 @@ class ChangeForwarder:
         self.lost = 0
         self.alarms_forwarded = 0
         self.alarms_lost = 0
+        self.handed_over = 0
+        self.sent_here = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         from ucity.alarms import AlarmChanged
@@ -94,10 +97,31 @@ class ChangeForwarder:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def health(self) -> dict[str, Any]:
         return {"ok": self._unsubscribe is not None, "forwarded": self.forwarded, "lost": self.lost,
-                "alarmsForwarded": self.alarms_forwarded, "alarmsLost": self.alarms_lost}
+                "alarmsForwarded": self.alarms_forwarded, "alarmsLost": self.alarms_lost,
+                "notificationsHandedOver": self.handed_over, "notificationsSentHere": self.sent_here}
+
+    def hand_over(self, tenant: str, entity: str, notification_id: str, here: Callable[[], None]) -> None:
+        """`Dispatcher.hand_over`: a stored notification of an entity (or event) the workers own goes to the worker
+        of its partition, which sends it (and would send it again after a crash); if the stream does not take the
+        message, this process sends it itself (`here`)."""
+        task = asyncio.get_running_loop().create_task(self._hand_over(tenant, entity, notification_id, here))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _hand_over(self, tenant: str, entity: str, notification_id: str, here: Callable[[], None]) -> None:
+        try:
+            await self.stream.publish("events", partition_of(tenant, entity, self.partitions),
+                                      encode_notifications(Context(actor="ucity-alarms"), [(tenant, notification_id)]),
+                                      msg_id=f"{notification_id}.notification")
+            self.handed_over += 1
+        except Unavailable as exc:
+            self.sent_here += 1
+            log.warning("notification %s not handed over (%s): sent from this process", notification_id, exc)
+            here()
 
     async def _forward_alarm(self, event: Any) -> None:
         """An alarm this process changed (it decides none itself): its owner reads it again."""

@@ -43,7 +43,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import KeyWrongLastSequenceError, NoKeysError
 
 from ucity.cluster.jetstream import JetStream
-from ucity.cluster.messages import MessageError, decode_event, decode_writes
+from ucity.cluster.messages import ALARMS, MessageError, decode_event, decode_writes
 from ucity.cluster.partitions import assigned, partition_of
 from ucity.core.clock import Clock, SystemClock
 from ucity.core.config import BusSettings
@@ -135,7 +135,8 @@ class Worker:
         # The retry backoff's clock: real time, like the lease renewal (a fake platform clock must not hold a
         # retry until it moves); tests set it.
         self.retry_clock: Clock = SystemClock()
-        self.stats = {"observations": 0, "events": 0, "alarms": 0, "acked": 0, "redelivered": 0, "dropped": 0, "rebalances": 0}
+        self.stats = {"observations": 0, "events": 0, "alarms": 0, "notifications": 0, "acked": 0, "redelivered": 0,
+                      "dropped": 0, "rebalances": 0}
         self._own_nothing()  # before the platform starts them: no state is loaded, no timer armed
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -407,11 +408,15 @@ class Worker:
             except MessageError as exc:
                 await self._drop(message, exc)
                 continue
-            if isinstance(event, tuple):  # alarms an API process changed: read them again
-                for tenant, alarm_id in event[1]:
-                    await self.app.alarms.adopt(tenant, alarm_id)
+            if isinstance(event, tuple):
+                kind, _, pairs = event
+                if kind == ALARMS:  # alarms an API process changed: read them again
+                    for tenant, alarm_id in pairs:
+                        await self.app.alarms.adopt(tenant, alarm_id)
+                else:  # notifications an API process stored for this worker to send
+                    await self.app.alarms.dispatcher.resume(self.owns, ids={key for _, key in pairs})
                 good.append(message)
-                self.stats["alarms"] += len(event[1])
+                self.stats[kind] += len(pairs)
                 continue
             await self.app.rules.observe(event)
             good.append(message)
