@@ -119,6 +119,7 @@ class Cluster:
         """partition -> worker, as the lease bucket has it now."""
         async def read() -> dict[str, str]:
             import nats
+            from nats.js.errors import KeyNotFoundError
 
             nc = await nats.connect(self.nats.url)
             try:
@@ -130,7 +131,10 @@ class Cluster:
                 out = {}
                 for key in keys:
                     if key.startswith("partition."):
-                        entry = await kv.get(key)
+                        try:
+                            entry = await kv.get(key)
+                        except KeyNotFoundError:  # released between the listing and this read (a rebalance)
+                            continue
                         out[key] = (entry.value or b"").decode()
                 return out
             finally:
