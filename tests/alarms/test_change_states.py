@@ -207,11 +207,11 @@ async def test_a_retried_save_still_announces_each_changes_own_state(city: City,
     save_alarms = store.save_alarms
     calls: list[int] = []
 
-    async def failing_once(saves: list[Any]) -> None:
+    async def failing_once(saves: list[Any], docs: Any = ()) -> None:
         calls.append(len(saves))
         if len(calls) == 1:
             raise RuntimeError("connection reset")
-        await save_alarms(saves)
+        await save_alarms(saves, docs)
 
     store.save_alarms = failing_once  # type: ignore[method-assign]
     told = Told(city)

@@ -33,8 +33,8 @@ class Recorder:
         store = city.ucity.store
         save_alarms = store.save_alarms
 
-        async def record_save(saves: list[Any]) -> None:
-            await save_alarms(saves)
+        async def record_save(saves: list[Any], docs: Any = ()) -> None:
+            await save_alarms(saves, docs)
             self.log.extend("saved" for _ in saves)
 
         store.save_alarms = record_save  # type: ignore[method-assign]

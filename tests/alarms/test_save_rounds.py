@@ -27,12 +27,12 @@ class Saves:
         store = city.ucity.store
         save_alarms, save_alarm = store.save_alarms, store.save_alarm
 
-        async def bulk(saves: list[Any]) -> None:
+        async def bulk(saves: list[Any], docs: Any = ()) -> None:
             self.calls.append([row.id for row, _ in saves])
             gate, self.gate = self.gate, None
             if gate is not None:
                 await gate.wait()
-            await save_alarms(saves)
+            await save_alarms(saves, docs)
 
         async def single(row: Any, history: list[Any]) -> None:
             self.singles.append(row.id)
@@ -69,10 +69,10 @@ async def test_an_alarm_that_cannot_be_saved_fails_alone(city: City, caplog: pyt
     save_alarms, save_alarm = store.save_alarms, store.save_alarm
     bad = SENSORS[3]
 
-    async def bulk(entries: list[Any]) -> None:
+    async def bulk(entries: list[Any], docs: Any = ()) -> None:
         if any(row.entity_id == bad for row, _ in entries):
             raise RuntimeError("row too large")
-        await save_alarms(entries)
+        await save_alarms(entries, docs)
 
     async def single(row: Any, history: list[Any]) -> None:
         if row.entity_id == bad:

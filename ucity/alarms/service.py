@@ -853,10 +853,7 @@ class AlarmService:
             return
         docs = [entry for item in made for entry in item.entries]
         try:
-            if docs:
-                await self.store.save_alarms(saves, docs)
-            else:
-                await self.store.save_alarms(saves)
+            await self.store.save_alarms(saves, docs)
             return
         except Exception as exc:
             if len(saves) == 1:
