@@ -145,6 +145,28 @@ async def test_resume_sends_only_what_this_process_owns_and_does_not_hold(tmp_pa
         assert await stored(city) == []
 
 
+async def test_an_entry_settled_while_resume_reads_the_store_is_not_sent_again(city: City, receiver: Receiver) -> None:
+    """A delivery that ends while `resume` reads the entries (at start, behind a notice sent before it; at a worker's
+    rebalance) leaves its entry in what the read returns; it is not queued a second time."""
+    receiver.status["/room"] = 503
+    await hook(city, receiver)
+    await city.publish(matched(level="serious"))
+    (entry,) = await stored(city)
+    journal = city.alarms.dispatcher.journal
+    settled = entry["notification"]["id"]
+    assert journal.held == {settled}
+    read = journal.pending
+
+    async def settling_meanwhile() -> Any:
+        found = await read()
+        journal.held.discard(settled)  # as `Journal.done`, whose delete comes after the read
+        return found
+
+    journal.pending = settling_meanwhile  # type: ignore[method-assign]
+    assert await city.alarms.dispatcher.resume(lambda tenant, entity: True) == 0
+    assert len(receiver.on("/room")) == 1
+
+
 async def test_an_unreadable_or_unknown_entry_is_left_in_the_store(city: City, caplog: pytest.LogCaptureFixture) -> None:
     store = city.ucity.store
     await store.put_doc(KIND, TENANT, "broken", {"channel": "alarm"})

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.alarms.receiver import Receiver
 from tests.ops.conftest import MakeOps
@@ -48,28 +49,88 @@ async def test_a_delivered_package_leaves_no_entry(make_ops: MakeOps, receiver: 
         assert await ops.ucity.store.list_docs(KIND) == []
 
 
-async def test_a_notice_whose_entry_cannot_be_stored_still_goes(make_ops: MakeOps, receiver: Receiver) -> None:
-    """A grant notice (stored on its own, after the grant's commit): if its entry cannot be written it is sent from
-    memory, counted."""
+async def test_grant_notices_are_committed_with_the_grant_change(make_ops: MakeOps, receiver: Receiver) -> None:
+    """A `grant-renewed` or `grant-revoked` notice's outbox entry is written in the commit that renews or revokes the
+    grant: no crash between the two leaves a changed grant whose agency is never told. The renewal's entry keeps no
+    token; the agency receives the new one."""
     async with make_ops(**fire_and_police(receiver)) as ops:
         event = await ops.call("create_event", "POST", "/api/v1/events", event_body("112_DISPATCH", "robbery"))
         grant = await ops.call("create_grant", "POST", "/api/v1/grants", {
             "agency": "police-112", "event": event.body["id"], "cameras": (await nearest_ids(ops))[:1],
             "purpose": "도주로 확인"})
         store = ops.ucity.store
-        put_docs = store.put_docs
+        save = store.save_grant
+        calls: list[tuple[list[str], list[Any]]] = []
 
-        async def failing(kind: str, docs: list[Any]) -> None:
-            if kind == KIND:
-                raise OSError("disk full")
-            await put_docs(kind, docs)
+        async def recording(row: Any, audit: Any, expected_version: Any = None, docs: Any = ()) -> bool:
+            calls.append(([line.action for line in audit], list(docs)))
+            return await save(row, audit, expected_version, docs)
 
-        store.put_docs = failing  # type: ignore[method-assign]
-        await ops.call("revoke_grant", "POST", "/", {"reason": "오인 신고"}, grantId=grant.body["id"])
+        store.save_grant = recording  # type: ignore[method-assign]
+        receiver.status["/112"] = 503  # held in the outbox: the stored entry can be read
+        renewed = await ops.call("renew_grant", "POST", "/", {}, role="police", grantId=grant.body["id"])
         await ops.settle()
-        notices = [r.json for r in receiver.on("/112") if r.json["event"] == "grant-revoked"]
-        assert len(notices) == 1  # sent from memory: nothing dropped
-        assert ops.ucity.alarms.health()["outboxStoreFailures"] == 1
+        [(actions, docs)] = calls
+        assert actions == ["renewed"] and [kind for kind, _, _, _ in docs] == [KIND]
+        [(_, _, entry)] = await store.list_docs(KIND)
+        assert entry["notification"]["event"] == "grant-renewed"
+        token = receiver.on("/112")[-1].json["package"]["grant"]["token"]
+        assert token in renewed.body["links"][0]["stream"] and token not in orjson.dumps(entry).decode()
+        receiver.status["/112"] = 200
+        await ops.call("revoke_grant", "POST", "/", {"reason": "오인 신고"}, grantId=grant.body["id"])
+        await ops.advance(2)
+        assert calls[-1][0] == ["revoked"] and [kind for kind, _, _, _ in calls[-1][1]] == [KIND]
+        notices = [r.json["event"] for r in receiver.on("/112") if r.json["event"].startswith("grant-")]
+        assert notices == ["grant-renewed", "grant-renewed", "grant-revoked"]  # refused once, then sent; revoked
+        assert await store.list_docs(KIND) == []
+
+
+async def test_a_grant_change_that_is_not_committed_sends_no_notice(make_ops: MakeOps, receiver: Receiver) -> None:
+    async with make_ops(**fire_and_police(receiver)) as ops:
+        event = await ops.call("create_event", "POST", "/api/v1/events", event_body("112_DISPATCH", "robbery"))
+        grant = await ops.call("create_grant", "POST", "/api/v1/grants", {
+            "agency": "police-112", "event": event.body["id"], "cameras": (await nearest_ids(ops))[:1]})
+        store = ops.ucity.store
+
+        async def failing(*args: Any, **kwargs: Any) -> bool:
+            raise OSError("disk full")
+
+        store.save_grant = failing  # type: ignore[method-assign]
+        with pytest.raises(OSError):
+            await ops.call("revoke_grant", "POST", "/", {"reason": "오인 신고"}, grantId=grant.body["id"])
+        await ops.settle()
+        assert [r.json["event"] for r in receiver.on("/112") if r.json["event"] == "grant-revoked"] == []
+        assert await store.list_docs(KIND) == []
+
+
+async def test_a_rejection_notice_is_committed_with_the_rejection(make_ops: MakeOps, receiver: Receiver) -> None:
+    """An operator's rejection of a held request, and the event's end rejecting another: each `linkage-rejected`
+    notice's entry is in the commit that rejects the linkage."""
+    async with make_ops(**fire_and_police(receiver)) as ops:
+        store = ops.ucity.store
+        save = store.save_ops_event
+        calls: list[tuple[list[str], list[str]]] = []
+
+        async def recording(row: Any, audit: Any, docs: Any = ()) -> None:
+            calls.append(([line.action for line in audit], [kind for kind, _, _, _ in docs]))
+            await save(row, audit, docs)
+
+        store.save_ops_event = recording  # type: ignore[method-assign]
+        for end in ("operator", "event"):
+            created = await ops.call("create_event", "POST", "/api/v1/events", event_body("112_VIDEO", "noise"),
+                                     role="police")
+            [held] = created.body["linkages"]
+            calls.clear()
+            if end == "operator":
+                await ops.call("reject_linkage", "POST", "/", {"reason": "범죄 아님"}, eventId=created.body["id"],
+                               linkageId=held["id"])
+            else:
+                await ops.call("event_status", "POST", "/", {"status": "cancelled"}, eventId=created.body["id"])
+            await ops.settle()
+            assert [kinds for actions, kinds in calls if "rejected" in actions] == [[KIND]], end
+            notice = receiver.on("/112")[-1].json
+            assert (notice["event"], notice["package"]["linkage"]["id"]) == ("linkage-rejected", held["id"]), end
+        assert await store.list_docs(KIND) == []
 
 
 async def test_the_package_entry_is_committed_with_the_queued_linkage(make_ops: MakeOps, receiver: Receiver) -> None:

@@ -233,12 +233,15 @@ class Dispatcher:
         hands some over; returns how many. Each keeps its id and its attempts so far. Each channel's sender
         resumes its own once what it needs is loaded."""
         resumed = 0
+        # Held when the read starts, or since: one held then and settled (delivered, its entry deleted) while the
+        # read ran may still be in what it returns, and must not be sent again.
+        holding = set(self.journal.held)
         for pending in await self.journal.pending():
             if channels is not None and pending.channel not in channels:
                 continue
             if ids is not None and pending.id not in ids:
                 continue
-            if pending.id in self.journal.held or not owns(pending.tenant, pending.entity):
+            if pending.id in holding or pending.id in self.journal.held or not owns(pending.tenant, pending.entity):
                 continue
             resume = self.resumers.get(pending.channel)
             if resume is None:

@@ -195,14 +195,14 @@ class OperationsCenter:
                 else:
                     continue
                 with contextlib.suppress(InvalidGrantTransition):
-                    self._announce_revoked(await self.grants.revoke(tenant, grant.id, SYSTEM.actor, reason), reason)
+                    await self.grants.revoke(tenant, grant.id, SYSTEM.actor, reason, self._revoked_notice(reason))
                     log.warning("start: grant %s of tenant %s revoked (%s)", grant.id, tenant, reason)
         await self._revoke_orphan_tokens(SYSTEM.actor, self.default_tenant)
 
     # -- agencies --------------------------------------------------------------------------------------
     async def put_agency(self, tenant: str, agency: Agency, principal: Principal, create_only: bool = False) -> bool:
         """Create or replace a tenant's agency; True when created. A disabled agency shares nothing any more: its
-        live grants are revoked (audited; `_notice` sends nothing to a disabled agency), and its tokens, footage
+        live grants are revoked (audited; `_prepare_notice` sends nothing to a disabled agency), and its tokens, footage
         links and linkages are refused while it stays disabled (auth.Authenticator, GrantService.access,
         `_receiving`)."""
         principal.require(Permission.AGENCIES_ADMIN)
@@ -230,8 +230,7 @@ class OperationsCenter:
         await self._revoke_agency_grants(tenant, agency_id, SYSTEM.actor, _AGENCY_REASONS[refusal])
 
     async def _revoke_agency_grants(self, tenant: str, agency_id: str, actor: str, reason: str) -> None:
-        for grant in await self.grants.revoke_for_agency(tenant, agency_id, actor, reason):
-            self._announce_revoked(grant, reason)
+        await self.grants.revoke_for_agency(tenant, agency_id, actor, reason, self._revoked_notice(reason))
 
     async def _revoke_orphan_tokens(self, actor: str, tenant: str) -> None:
         """Revoke the issued tokens whose agency exists nowhere they could act (their tenant, or any tenant for a
@@ -298,22 +297,23 @@ class OperationsCenter:
                         rejected.append(link)
             return rows
 
-        event = await self.events.change(tenant, event_id, move)
+        # Each agency whose request was still held is told it was rejected (`linkage-rejected`), as by an
+        # operator's rejection; the notices are stored in the commit that rejects them.
+        notices: list[lk.Prepared] = []
+        event = await self.events.change(tenant, event_id, move, self._rejection_notices(rejected, notices))
+        for notice in notices:
+            notice.send()
         if event.final:
-            await self._wind_up(event, principal, rejected)
+            await self._wind_up(event, principal)
         return event
 
-    async def _wind_up(self, event: Event, principal: Principal, rejected: list[dict[str, Any]]) -> None:
+    async def _wind_up(self, event: Event, principal: Principal) -> None:
         """A closed or cancelled event shares nothing any more: its grants are revoked and each revocation is
         announced to the grant's agency (`grant-revoked`) exactly as a revocation by hand, so a 112/119 terminal
-        drops the links it holds instead of believing them valid until they expire; each agency whose request
-        was still held is told it was rejected (`linkage-rejected`), as an operator's rejection. The status
-        change was the first write: grants a crash leaves live are revoked at the next start (`sweep`)."""
+        drops the links it holds instead of believing them valid until they expire. The status change was the
+        first write: grants a crash leaves live are revoked at the next start (`sweep`)."""
         reason = f"event {event.status}"
-        for grant in await self.grants.revoke_for_event(event.tenant, event.id, principal.actor, reason):
-            self._announce_revoked(grant, reason)
-        for link in rejected:
-            self._announce_rejected(event, link)
+        await self.grants.revoke_for_event(event.tenant, event.id, principal.actor, reason, self._revoked_notice(reason))
 
     async def add_attachment(self, tenant: str, event_id: str, data: AttachmentIn, principal: Principal) -> Event:
         principal.require(Permission.EVENTS_REPORT)
@@ -425,14 +425,18 @@ class OperationsCenter:
             self._decide(link, lk.APPROVED if approve else lk.REJECTED, principal.actor, reason or link["reason"])
             return [self._linkage_row(e, link, "approved" if approve else "rejected", principal.actor, reason=reason)]
 
+        notices: list[lk.Prepared] = []
         try:
-            event = await self.events.change(tenant, event_id, apply)
+            event = await self.events.change(
+                tenant, event_id, apply,
+                None if approve else lambda e: self._rejection_notices([e.linkage(linkage_id)], notices)(e))
         except AgencyDisabled:
             await self.audit.append(*refused)
             raise
         if approve:
             return await self._deliver(tenant, event_id, linkage_id, principal, base_url)
-        self._announce_rejected(event, event.linkage(linkage_id))
+        for notice in notices:
+            notice.send()
         return event.linkage(linkage_id)
 
     def _decide(self, link: dict[str, Any], status: str, actor: str, reason: str | None) -> None:
@@ -475,19 +479,24 @@ class OperationsCenter:
 
         # The package's outbox entry is written in the linkage's own commit (ucity/alarms/journal.py): once the
         # linkage says `queued`, a restart sends the package.
-        prepared: list[Any] = []
-        entries: list[Any] = []
+        made = lk.NOTHING
         if agency.webhook:
             subject, text = lk.compose(event, link["service"])
-            prepared, entries = self.links.prepare(agency.id, lk.PackageNotification(
+            made = self.links.prepare(agency.id, lk.PackageNotification(
                 f"urn:ucity:notification:{uuid.uuid4().hex}", tenant, "linkage", to_iso(self.clock.now()), {},
                 subject, text, package=package, linkage=linkage_id))
-        event = await self.events.change(tenant, event_id, record, lambda e: [] if e.final else entries)
+        rejection: list[lk.Prepared] = []  # rejected instead (the event ended meanwhile): the agency is told so
+
+        def outbox(e: Event) -> list[tuple[str, str, str, Doc]]:
+            return self._rejection_notices([e.linkage(linkage_id)], rejection)(e) if e.final else made.entries
+
+        event = await self.events.change(tenant, event_id, record, outbox)
         if event.final:  # rejected: nothing goes out
-            self._announce_rejected(event, event.linkage(linkage_id))
+            for notice in rejection:
+                notice.send()
             await self._revoke_late(event, issued)
-        elif prepared:
-            self.links.enqueue(prepared, entries)
+        else:
+            made.send()
         return {**event.linkage(linkage_id), "package": package}
 
     async def _package(self, event: Event, agency: Agency, link: dict[str, Any], issued: Issued | None,
@@ -589,49 +598,60 @@ class OperationsCenter:
         if issued is not None:
             reason = f"event {event.status}"
             with contextlib.suppress(InvalidGrantTransition):  # the close's own revocation came first
-                self._announce_revoked(await self.grants.revoke(event.tenant, issued.grant.id, SYSTEM.actor, reason),
-                                       reason)
+                await self.grants.revoke(event.tenant, issued.grant.id, SYSTEM.actor, reason, self._revoked_notice(reason))
         raise InvalidEventTransition(f"종결·취소된 사건 / the event is {event.status}")
 
     async def renew_grant(self, tenant: str, grant_id: str, principal: Principal, minutes: float | None,
                           base_url: str | None) -> tuple[Issued, list[dict[str, str]]]:
-        issued = await self.grants.renew(tenant, grant_id, principal, minutes)
-        found = links(base_url or self.base_url, issued.token, issued.grant.cameras)
-        self._notice(issued.grant.tenant, issued.grant.agency, "grant-renewed", {
-            "grant": {"id": issued.grant.id, "expiresAt": issued.grant.expires_at, "token": issued.token},
-            "event": {"id": issued.grant.event}, "links": found})
-        return issued, found
+        def renewed(grant: Grant, token: str) -> lk.Prepared:
+            return self._prepare_notice(grant.tenant, grant.agency, "grant-renewed", {
+                "grant": {"id": grant.id, "expiresAt": grant.expires_at, "token": token},
+                "event": {"id": grant.event}, "links": links(base_url or self.base_url, token, grant.cameras)})
+
+        issued = await self.grants.renew(tenant, grant_id, principal, minutes, renewed)
+        return issued, links(base_url or self.base_url, issued.token, issued.grant.cameras)
 
     async def revoke_grant(self, tenant: str, grant_id: str, principal: Principal, reason: str) -> Doc:
         principal.require(Permission.GRANTS_ISSUE)
-        grant = await self.grants.revoke(tenant, grant_id, principal.actor, reason)
-        self._announce_revoked(grant, reason)
+        grant = await self.grants.revoke(tenant, grant_id, principal.actor, reason, self._revoked_notice(reason))
         return grant.wire(to_iso(self.clock.now()))
 
-    def _announce_revoked(self, grant: Grant, reason: str) -> None:
-        """The one `grant-revoked` notice, whatever revoked the grant (an operator, the event's end)."""
-        self._notice(grant.tenant, grant.agency, "grant-revoked", {"grant": {"id": grant.id, "reason": reason},
-                                                                   "event": {"id": grant.event}})
+    def _revoked_notice(self, reason: str) -> Callable[[Grant, str], lk.Prepared]:
+        """The one `grant-revoked` notice, whatever revoked the grant (an operator, the event's end, the agency
+        disabled), stored in the revocation's commit (GrantService)."""
+        def notice(grant: Grant, token: str) -> lk.Prepared:
+            return self._prepare_notice(grant.tenant, grant.agency, "grant-revoked", {
+                "grant": {"id": grant.id, "reason": reason}, "event": {"id": grant.event}})
 
-    def _announce_rejected(self, event: Event, link: dict[str, Any]) -> None:
-        """The one `linkage-rejected` notice, whatever rejected a linkage (an operator, the event's end): the agency
-        that asked (a held request answered 202) learns that no package will come."""
-        self._notice(event.tenant, link["agency"], "linkage-rejected", {
-            "linkage": {"id": link["id"], "service": link["service"], "reason": link["reason"],
-                        "decidedBy": link["decidedBy"]},
-            "event": {"id": event.id, "status": event.status}})
+        return notice
 
-    def _notice(self, tenant: str, agency_id: str, kind: str, package: dict[str, Any]) -> None:
-        """Tell an agency (if it has a webhook) that its grant or request changed. A disabled or deleted agency is
-        sent nothing, as no package goes to it (the change is in the audit log either way)."""
+    def _rejection_notices(self, rejected: list[dict[str, Any]],
+                           made: list[lk.Prepared]) -> Callable[[Event], list[tuple[str, str, str, Doc]]]:
+        """For `EventService.change`: the one `linkage-rejected` notice of each linkage in `rejected` (filled in by
+        the change; an operator's rejection or the event's end), kept in `made` to be sent once the change is
+        committed; their outbox entries go in its commit. The agency that asked (a held request answered 202)
+        learns that no package will come."""
+        def entries(event: Event) -> list[tuple[str, str, str, Doc]]:
+            made[:] = [self._prepare_notice(event.tenant, link["agency"], "linkage-rejected", {
+                "linkage": {"id": link["id"], "service": link["service"], "reason": link["reason"],
+                            "decidedBy": link["decidedBy"]},
+                "event": {"id": event.id, "status": event.status}}) for link in rejected]
+            return lk.entries_of(made)
+
+        return entries
+
+    def _prepare_notice(self, tenant: str, agency_id: str, kind: str, package: dict[str, Any]) -> lk.Prepared:
+        """A notice telling an agency (if it has a webhook) that its grant or request changed, for the commit of that
+        change. A disabled or deleted agency is sent nothing, as no package goes to it (the change is in the audit
+        log either way)."""
         agency = self.agencies.get(tenant, agency_id)
         if agency is None or not agency.webhook or not agency.enabled:
-            return
+            return lk.NOTHING
         names = {"grant-renewed": ("영상 공유 연장", "Footage grant renewed"),
                  "grant-revoked": ("영상 공유 회수", "Footage grant revoked"),
                  "linkage-rejected": ("연계 요청 거절", "Linkage request rejected")}[kind]
         subject = {"ko": names[0], "en": names[1]}
-        self.links.send(agency_id, lk.PackageNotification(
+        return self.links.prepare(agency_id, lk.PackageNotification(
             f"urn:ucity:notification:{uuid.uuid4().hex}", tenant, kind, to_iso(self.clock.now()), {}, subject,
             subject, package=package))
 

@@ -37,7 +37,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -50,6 +50,9 @@ from ucity.ops.cameras import entity_id as camera_entity_id
 from ucity.ops.cameras import local_id
 from ucity.ops.events import FINAL, KeyedLocks
 from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, GrantRow, Store
+
+if TYPE_CHECKING:
+    from ucity.ops.linkage import Prepared
 
 log = logging.getLogger(__name__)
 ACTIVE, REVOKED, EXPIRED = "active", "revoked", "expired"
@@ -199,6 +202,12 @@ STATS = ("requested", "held", "approved", "rejected", "delivered", "failed", "gr
          "accessAllowed", "accessDenied")
 
 
+# The notice of a grant's change for its agency (center.py), made before the grant's save: its outbox entry is
+# written in that commit and it is queued once the commit is made (`Prepared.send`). Given the changed grant and
+# its footage token (a renewal's new one; revocations: "").
+Notice = Callable[[Grant, str], "Prepared"]
+
+
 class GrantService:
     def __init__(self, store: Store, clock: Clock, settings: OpsSettings, audit: AuditLog, signer: TokenSigner) -> None:
         self.store = store
@@ -243,22 +252,32 @@ class GrantService:
         await self.store.save_grant(grant.to_row(self.now()), [row])
         return Issued(grant, token)
 
-    async def renew(self, tenant: str, grant_id: str, principal: Principal, minutes: float | None = None) -> Issued:
+    async def renew(self, tenant: str, grant_id: str, principal: Principal, minutes: float | None = None,
+                    notice: Notice | None = None) -> Issued:
         if not (principal.can(Permission.GRANTS_ISSUE) or principal.can(Permission.GRANTS_RENEW_OWN)):
             raise Forbidden("갱신 권한 없음 / the principal may not renew grants")
         async with self._locks.hold((tenant, grant_id)):
             while True:  # until written, or refused: a write refused as stale re-reads and re-decides
-                issued = await self._renew(tenant, grant_id, principal, minutes)
+                issued = await self._renew(tenant, grant_id, principal, minutes, notice)
                 if issued is not None:
                     return issued
 
-    async def _save(self, grant: Grant, now: str, audit: list[AuditRow]) -> bool:
-        """Write a changed grant if nobody changed it since it was read (another API process): False if refused."""
+    async def _save(self, grant: Grant, now: str, audit: list[AuditRow], notice: Notice | None, token: str = "") -> bool:
+        """Write a changed grant if nobody changed it since it was read (another API process), with the outbox entry
+        of its agency's notice in the same commit, then queue the notice: False if refused (nothing written, nothing
+        sent)."""
         read = grant.version
         grant.version = read + 1
-        return await self.store.save_grant(grant.to_row(now), audit, expected_version=read)
+        made = notice(grant, token) if notice is not None else None
+        if not await self.store.save_grant(grant.to_row(now), audit, expected_version=read,
+                                           docs=made.entries if made is not None else ()):
+            return False
+        if made is not None:
+            made.send()
+        return True
 
-    async def _renew(self, tenant: str, grant_id: str, principal: Principal, minutes: float | None) -> Issued | None:
+    async def _renew(self, tenant: str, grant_id: str, principal: Principal, minutes: float | None,
+                     notice: Notice | None) -> Issued | None:
         grant = await self.visible(tenant, grant_id, principal)
         now = self.now()
         if grant.state(now) != ACTIVE:
@@ -269,37 +288,42 @@ class GrantService:
         grant.renewals += 1
         token = self.token(grant)
         row = self._row(grant, "renewed", principal.actor, previous=previous, end=grant.expires_at)
-        if not await self._save(grant, now, [row]):
+        if not await self._save(grant, now, [row], notice, token):
             return None
         return Issued(grant, token)
 
-    async def revoke(self, tenant: str, grant_id: str, actor: str, reason: str = "") -> Grant:
-        """Revoke a grant (409 if it is revoked already: whoever comes second of two revocations learns it)."""
+    async def revoke(self, tenant: str, grant_id: str, actor: str, reason: str = "",
+                     notice: Notice | None = None) -> Grant:
+        """Revoke a grant (409 if it is revoked already: whoever comes second of two revocations learns it); its
+        agency's `notice` is stored in the revocation's commit."""
         async with self._locks.hold((tenant, grant_id)):
             while True:  # until written, or refused: a write refused as stale re-reads and re-decides
-                grant = await self._revoke(tenant, grant_id, actor, reason)
+                grant = await self._revoke(tenant, grant_id, actor, reason, notice)
                 if grant is not None:
                     return grant
 
-    async def _revoke(self, tenant: str, grant_id: str, actor: str, reason: str) -> Grant | None:
+    async def _revoke(self, tenant: str, grant_id: str, actor: str, reason: str, notice: Notice | None) -> Grant | None:
         grant = await self.load(tenant, grant_id)
         if grant.status == REVOKED:
             raise InvalidGrantTransition("이미 회수된 공유 / the grant is already revoked")
         now = self.now()
         grant.status, grant.revoked_at, grant.revoked_by, grant.revoke_reason = REVOKED, now, actor, reason or None
-        if not await self._save(grant, now, [self._row(grant, "revoked", actor, reason=reason)]):
+        if not await self._save(grant, now, [self._row(grant, "revoked", actor, reason=reason)], notice):
             return None
         return grant
 
-    async def revoke_for_event(self, tenant: str, event: str, actor: str, reason: str) -> list[Grant]:
-        """Revoke the event's live grants; the ones revoked here (the caller announces them to their agencies)."""
-        return await self.revoke_live(tenant, GrantQuery(event_ids=(event,)), actor, reason)
+    async def revoke_for_event(self, tenant: str, event: str, actor: str, reason: str,
+                               notice: Notice | None = None) -> list[Grant]:
+        """Revoke the event's live grants, each with its agency's `notice`; the ones revoked here."""
+        return await self.revoke_live(tenant, GrantQuery(event_ids=(event,)), actor, reason, notice)
 
-    async def revoke_for_agency(self, tenant: str, agency_id: str, actor: str, reason: str) -> list[Grant]:
+    async def revoke_for_agency(self, tenant: str, agency_id: str, actor: str, reason: str,
+                                notice: Notice | None = None) -> list[Grant]:
         """Revoke the agency's live grants in a tenant (it was disabled or deleted)."""
-        return await self.revoke_live(tenant, GrantQuery(agency_ids=(agency_id,)), actor, reason)
+        return await self.revoke_live(tenant, GrantQuery(agency_ids=(agency_id,)), actor, reason, notice)
 
-    async def revoke_live(self, tenant: str, query: GrantQuery, actor: str, reason: str) -> list[Grant]:
+    async def revoke_live(self, tenant: str, query: GrantQuery, actor: str, reason: str,
+                          notice: Notice | None = None) -> list[Grant]:
         """Revoke the live grants `query` selects; the ones revoked here.
 
         A grant revoked by hand meanwhile is skipped, not an error (one 409 must not leave the others live), and
@@ -310,7 +334,7 @@ class GrantService:
         revoked = []
         for grant in grants:
             try:
-                revoked.append(await self.revoke(tenant, grant.id, actor, reason))
+                revoked.append(await self.revoke(tenant, grant.id, actor, reason, notice))
             except InvalidGrantTransition:
                 continue
             except Exception:

@@ -252,6 +252,28 @@ class _Tracked:
         await self._inner.close()
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """Packages or notices for agencies, made before the commit that decides them: `entries` (their outbox
+    entries, ucity/alarms/journal.py) are written in that commit, so that once it is made a restart sends them;
+    then `send` queues them. A commit that fails or is refused leaves them unsent and unstored."""
+
+    prepared: list[tuple[str, Notification]] = field(default_factory=list)
+    entries: list[tuple[str, str, str, Doc]] = field(default_factory=list)
+    links: AgencyLinks | None = None
+
+    def send(self) -> None:
+        if self.prepared and self.links is not None:
+            self.links.enqueue(self.prepared, self.entries)
+
+
+NOTHING = Prepared()
+
+
+def entries_of(made: list[Prepared]) -> list[tuple[str, str, str, Doc]]:
+    return [entry for one in made for entry in one.entries]
+
+
 class AgencyLinks:
     """One outbox per (tenant, agency): packages and grant notices reach each agency in order, and an
     agency that is down delays only itself."""
@@ -270,16 +292,11 @@ class AgencyLinks:
         # it (`redact`) and get it back when sent. Set by the operations centre.
         self.token_of: Callable[[str, str], Awaitable[str | None]] = _no_token
 
-    def send(self, agency_id: str, notification: PackageNotification) -> None:
-        """Store the package's outbox entry (ucity/alarms/journal.py: a restart sends it), then queue it."""
-        notification = redact(notification)
-        self.dispatcher.store_and_enqueue(AGENCY, _event_of(notification), [(agency_id, notification)], self._box)
-
-    def prepare(self, agency_id: str, notification: PackageNotification) -> tuple[
-            list[tuple[str, Notification]], list[tuple[str, str, str, Doc]]]:
-        """A package and its outbox entry, for the commit that decides it (`EventService.change`), then `enqueue`."""
+    def prepare(self, agency_id: str, notification: PackageNotification) -> Prepared:
+        """A package (or a notice) and its outbox entry, for the commit that decides it (`EventService.change`,
+        `GrantService`'s saves); `Prepared.send` queues it once that commit is made."""
         prepared: list[tuple[str, Notification]] = [(agency_id, redact(notification))]
-        return prepared, self.dispatcher.journal_entries(AGENCY, _event_of(notification), prepared)
+        return Prepared(prepared, self.dispatcher.journal_entries(AGENCY, _event_of(notification), prepared), self)
 
     def enqueue(self, prepared: list[tuple[str, Notification]], entries: list[tuple[str, str, str, Doc]]) -> None:
         """Queue prepared packages whose entries are stored."""

@@ -604,12 +604,15 @@ class Store(ABC):
         """A page of event documents, newest reported first, and their count if asked."""
 
     @abstractmethod
-    async def save_grant(self, row: GrantRow, audit: list[AuditRow], expected_version: int | None = None) -> bool:
-        """Insert or replace a footage grant and append its audit lines, atomically; True if written.
+    async def save_grant(self, row: GrantRow, audit: list[AuditRow], expected_version: int | None = None,
+                         docs: Sequence[tuple[str, str, str, Doc]] = ()) -> bool:
+        """Insert or replace a footage grant and append its audit lines, atomically, with `docs` (kind, tenant, key,
+        doc) put in the same commit (the notice its change queues for its agency); True if written.
 
         With `expected_version` the write is conditional (optimistic concurrency across API processes): the
         stored grant is replaced only if its document's `version` (0 when absent: rows older than it) is still
-        `expected_version`, and nothing is written, audit lines included, otherwise (False: re-read, re-decide)."""
+        `expected_version`, and nothing is written, audit lines and `docs` included, otherwise (False: re-read,
+        re-decide)."""
 
     @abstractmethod
     async def get_grant(self, tenant: str, grant_id: str) -> Doc | None: ...

@@ -1361,8 +1361,16 @@ class PostgresStore(Store):
     async def query_ops_events(self, tenant: str, query: OpsEventQuery) -> tuple[list[Doc], int | None]:
         return await ops_sql.event_page(self.pool, tenant, query)
 
-    async def save_grant(self, row: GrantRow, audit: list[AuditRow], expected_version: int | None = None) -> bool:
-        saved: bool = await self._call(lambda conn, tx: ops_sql.save_grant(conn, row, audit, expected_version))
+    async def save_grant(self, row: GrantRow, audit: list[AuditRow], expected_version: int | None = None,
+                         docs: Sequence[tuple[str, str, str, Doc]] = ()) -> bool:
+        async def run(conn: asyncpg.Connection, tx: _Tx) -> bool:
+            if not await ops_sql.save_grant(conn, row, audit, expected_version):
+                return False
+            if docs:
+                await conn.executemany(_DOC_PUT, list(docs))
+            return True
+
+        saved: bool = await self._call(run)
         return saved
 
     @_reading

@@ -1101,9 +1101,18 @@ class SqliteStore(Store):
         result: tuple[list[Doc], int | None] = await self._read(lambda conn: ops_sql.event_page(conn, tenant, query))
         return result
 
-    async def save_grant(self, row: GrantRow, audit: list[AuditRow], expected_version: int | None = None) -> bool:
-        saved: bool = await self._call(lambda conn: ops_sql.save_grant(conn, row, audit, expected_version),
-                                       independent=True)
+    async def save_grant(self, row: GrantRow, audit: list[AuditRow], expected_version: int | None = None,
+                         docs: Sequence[tuple[str, str, str, Doc]] = ()) -> bool:
+        puts = [(kind, tenant, key, orjson.dumps(doc).decode()) for kind, tenant, key, doc in docs]
+
+        def run(conn: sqlite3.Connection) -> bool:
+            if not ops_sql.save_grant(conn, row, audit, expected_version):
+                return False
+            if puts:
+                conn.executemany(_DOC_PUT, puts)
+            return True
+
+        saved: bool = await self._call(run, independent=True)
         return saved
 
     async def get_grant(self, tenant: str, grant_id: str) -> Doc | None:
