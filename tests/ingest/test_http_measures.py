@@ -86,7 +86,11 @@ def test_errors_are_problem_details(client: TestClient) -> None:
     assert client.post("/iot/json?i=ws-01", json={"t": 1}).status_code == 400
 
     stats = client.get("/api/v1/ingest/stats", headers=TENANT).json()
-    assert stats["totals"]["reasons"] == {"type-mismatch": 1, "malformed-json": 1, "unknown-device": 2}
+    # the unknown device of its apikey is the tenant's; an apikey nobody has is the platform's (default tenant)
+    assert stats["totals"]["reasons"] == {"type-mismatch": 1, "malformed-json": 1, "unknown-device": 1}
+    assert [(r["service"], r["apikey"]) for r in stats["devices"] if r["device_id"] == "nope"] == [("guro", "wk")]
+    platform = client.get("/api/v1/ingest/stats").json()
+    assert [(r["service"], r["apikey"], r["device_id"]) for r in platform["devices"]] == [(None, "nokey", "ws-01")]
     assert client.get(ENTITIES + ENTITY, headers=LD).json().get("temperature") is None
 
 

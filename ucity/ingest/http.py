@@ -26,6 +26,7 @@ from ucity.core.http import Req, Resp
 from ucity.core.openapi import ApiDocs, Doc
 from ucity.ingest.decode import DecodeError, Rejection, parse_json
 from ucity.ingest.model import DEFAULT_RESOURCE, DEFAULT_SERVICE_PATH, Device, ServiceGroup
+from ucity.ingest.registry import in_path
 from ucity.ingest.schema import (
     check_service_path,
     check_tenant,
@@ -99,7 +100,8 @@ class IngestHttp:
         if not apikey:
             raise BadRequest("the query parameters apikey (and resource, default /iot/json) select the service group")
         group = self.registry.group(req.param("resource") or DEFAULT_RESOURCE, apikey)
-        if group is None or group.tenant != self.tenant(req):
+        if group is None or group.tenant != self.tenant(req) or not in_path(group.service_path, self.service_path(
+                req, listing=True)):
             raise NotFound(f"no service group with apikey {apikey} and resource {req.param('resource') or DEFAULT_RESOURCE}")
         return group
 
@@ -130,7 +132,7 @@ class IngestHttp:
 
     def _parse_device(self, item: dict[str, Any], tenant: str, path: str) -> Device:
         apikey = item.get("apikey")
-        group = (self.registry.group_for_apikey(apikey) if isinstance(apikey, str) and apikey
+        group = (self.registry.group_for_apikey(apikey, tenant=tenant) if isinstance(apikey, str) and apikey
                  else self.registry.default_group(tenant, path))
         return parse_device(item, tenant, path, group)
 
@@ -142,7 +144,9 @@ class IngestHttp:
     def _device(self, req: Req) -> Device:
         device_id = req.path_params["deviceId"]
         device = self.registry.device(self.tenant(req), device_id)
-        if device is None:
+        # In the scope of the request's fiware-servicepath when it names one (IoT Agent: every operation is in the
+        # scope of its fiware-service and fiware-servicepath); without it, or with `/*` or `/#`, any of the tenant's.
+        if device is None or not in_path(device.service_path, self.service_path(req, listing=True)):
             raise NotFound(f"device {device_id} does not exist")
         return device
 
@@ -161,7 +165,8 @@ class IngestHttp:
         if "entity_type" in changes and "entity_name" not in changes:
             wire.pop("entity_name")  # a new type gives a new default entity id
         merged = {**wire, **changes}
-        new = parse_device(merged, device.tenant, device.service_path, self.registry.group_for_apikey(device.apikey))
+        new = parse_device(merged, device.tenant, device.service_path,
+                           self.registry.group_for_apikey(device.apikey, tenant=device.tenant))
         await self.service.replace_device(device, new)
         return Resp(204, None)
 
@@ -213,7 +218,8 @@ class IngestHttp:
 
     async def ingest_stats(self, req: Req) -> Resp:
         """Ingest statistics: measures received, accepted and rejected (by reason), per device profile."""
-        return Resp(200, self.service.stats.snapshot(self.tenant(req)))
+        tenant = self.tenant(req)
+        return Resp(200, self.service.stats.snapshot(tenant, platform=tenant == self.service.default_tenant))
 
 
 def _refused(error: Exception, rejected: list[dict[str, Any]]) -> UcityError:

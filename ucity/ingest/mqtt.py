@@ -718,7 +718,7 @@ class MqttSource:
         try:
             resolved = self.service.resolve(topic.apikey, topic.device_id)
         except UcityError as exc:
-            rejected.append(unknown_device(topic.apikey, topic.device_id, exc.detail))
+            rejected.append(self.service.unknown(topic.apikey, topic.device_id, exc.detail))
             return None
         try:
             value = (parse_json(payload) if topic.object_id is None
@@ -766,7 +766,7 @@ class MqttSource:
     async def _command_result(self, topic: Topic, payload: bytes, rejected: list[tuple[Key, Rejection]]) -> None:
         profile = self.service.registry.profile(topic.apikey, topic.device_id)
         if profile is None:
-            rejected.append(unknown_device(topic.apikey, topic.device_id, "command result of an unknown device"))
+            rejected.append(self.service.unknown(topic.apikey, topic.device_id, "command result of an unknown device"))
             return
         try:
             results = parse_json(payload)

@@ -82,9 +82,10 @@ def stats_key(profile: DeviceProfile) -> Key:
     return (profile.tenant, profile.apikey, profile.device_id)
 
 
-def unknown_device(apikey: str, device_id: str, detail: str) -> tuple[Key, Rejection]:
-    """The stats key and rejection of a message for no known device (counted under no tenant)."""
-    return ("", apikey, device_id), Rejection(UNKNOWN_DEVICE, detail)
+def unknown_device(apikey: str, device_id: str, detail: str, tenant: str = "") -> tuple[Key, Rejection]:
+    """The stats key and rejection of a message for no known device: counted under the tenant whose apikey it
+    names (`IngestService.unknown`), or under no tenant for an apikey nobody has."""
+    return (tenant, apikey, device_id), Rejection(UNKNOWN_DEVICE, detail)
 
 
 def not_written(decoded: Decoded, error: Exception) -> tuple[Rejection, ...]:
@@ -155,8 +156,14 @@ class IngestService:
                         autoprovisioned=True)
         return Resolved(build_profile(device, group), device)
 
+    def unknown(self, apikey: str, device_id: str, detail: str) -> tuple[Key, Rejection]:
+        """`unknown_device`, counted under the tenant that has the apikey (if exactly one has): shown to it, and to
+        no other (`IngestStats.snapshot`: rows under no tenant are the platform's, shown to the default tenant)."""
+        tenants = self.registry.apikey_tenants(apikey)
+        return unknown_device(apikey, device_id, detail, next(iter(tenants)) if len(tenants) == 1 else "")
+
     def reject_unknown(self, apikey: str, device_id: str, detail: str, transport: str) -> None:
-        key, rejection = unknown_device(apikey, device_id, detail)
+        key, rejection = self.unknown(apikey, device_id, detail)
         self.stats.rejected(key, [rejection], transport)
 
     async def ingest(self, items: list[Received]) -> list[IngestResult]:

@@ -133,12 +133,13 @@ class IngestStats:
     def forget(self, key: Key) -> None:
         self._devices.pop(key, None)
 
-    def snapshot(self, tenant: str | None = None) -> dict[str, Any]:
-        """Totals and the per-device counters (of one tenant plus unknown senders, if a tenant is given)."""
+    def snapshot(self, tenant: str | None = None, platform: bool = True) -> dict[str, Any]:
+        """Totals and the per-device counters (of one tenant, if a tenant is given; with the rows of senders whose
+        apikey no tenant has if `platform`: the platform's own, not any tenant's to see)."""
         rows = []
         totals = self.totals if tenant is None else DeviceCounters()
         for (row_tenant, apikey, device_id), counters in sorted(self._devices.items()):
-            if tenant is not None and row_tenant not in (tenant, ""):
+            if tenant is not None and row_tenant != tenant and not (platform and row_tenant == ""):
                 continue
             rows.append({"service": row_tenant or None, "apikey": apikey, "device_id": device_id, **counters.to_wire()})
             if tenant is not None:
