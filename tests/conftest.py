@@ -36,6 +36,7 @@ BACKENDS = ("sqlite", "postgresql")
 BACKEND_FREE = ("tests/ngsild/", "tests/core/", "tests/cluster/", "tests/rules/test_evaluate.py", "tests/rules/test_model.py",
                 "tests/ingest/test_decode.py", "tests/ingest/test_mqtt_topics.py", "tests/sim/test_signals.py",
                 "tests/store/test_postgres_store.py", "tests/store/test_sqlite_history_layout.py",
+                "tests/store/test_sqlite_exclusive.py",
                 "tests/store/test_sqlite_history_rows.py", "tests/store/test_sqlite_independent_calls.py",
                 "tests/store/test_sqlite_writer_paths.py",
                 "tests/integration/test_dashboard.py",

@@ -632,7 +632,9 @@ class Broker:
 
 
 def fake_clock_settings(tmp_path: Path, **subscriptions: Any) -> Settings:
-    return load_settings(environment="test", data_dir=str(tmp_path / "data"), store={"group_commit_ms": 1.0},
+    # not exclusive: test_subscriptions_processes plays two processes on one store with these settings
+    return load_settings(environment="test", data_dir=str(tmp_path / "data"),
+                         store={"group_commit_ms": 1.0, "exclusive": False},
                          subscriptions={"max_retries": 3, "retry_base_s": 1.0, **subscriptions})
 
 

@@ -57,6 +57,10 @@ class StoreSettings(_Section):
     series_cache: int = Field(1_000_000, ge=0, description="temporal series (one per attribute instance of an "
                               "entity) whose ids the writer keeps, about 100 bytes each; the ones cached first are "
                               "dropped beyond it. Set it at or above the city's series (devices x attributes)")
+    exclusive: bool = Field(True, description="SQLite: the process owns the file (a lock on <file>.lock): a second "
+                            "ucity process on the same file is refused at start, as the writer's caches hold only if "
+                            "it is the file's only writer. false only for tests that play several processes on one "
+                            "file; several processes need PostgreSQL")
 
     @field_validator("url")
     @classmethod

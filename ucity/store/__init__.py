@@ -14,7 +14,8 @@ def open_store(settings: Settings, clock: Clock | None = None) -> Store:
         from ucity.store.sqlite import SqliteStore, sqlite_path
 
         return SqliteStore(sqlite_path(url), clock, settings.store.group_commit_ms, settings.store.group_commit_max,
-                           settings.store.max_queued, settings.store.entity_cache, settings.store.series_cache)
+                           settings.store.max_queued, settings.store.entity_cache, settings.store.series_cache,
+                           exclusive=settings.store.exclusive)
     if url.startswith(("postgresql://", "postgres://")):
         from ucity.store.postgres import PostgresStore
 

@@ -11,7 +11,9 @@ never block the writer) and run off the event loop.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -226,8 +228,10 @@ class SqliteStore(Store):
         max_queued: int = 0,
         entity_cache: int = 10_000,
         series_cache: int = 1_000_000,
+        exclusive: bool = False,
     ) -> None:
         self.path = str(path)
+        self.exclusive = exclusive  # own the file (`_own_file`); `ucity serve` does (store.exclusive)
         self.max_queued = max_queued  # 0: unbounded
         # The documents of the entities written last, parsed, as committed (eid, document): the writer
         # thread is the only writer of `entities`, so a device reporting again is neither read nor parsed
@@ -262,16 +266,36 @@ class SqliteStore(Store):
         # again (at start, after a failed commit, after a batch whose call wrote the tables itself).
         self._rids = (0, 0)
         self._failed: BaseException | None = None
+        self._lock_file: int | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            if self.exclusive:
+                self._own_file()
         self._loop = asyncio.get_running_loop()
         conn = open_connection(self.path)
         migrate(conn)
         self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="ucity-sqlite-writer", daemon=True)
         self._writer.start()
+
+    def _own_file(self) -> None:
+        """Take the file for this store alone (an exclusive `flock` on `<file>.lock`, released at stop or when the
+        process ends, however it ends): the writer's caches of entities, series and instance ids hold only if no
+        other writer changes the file, so a second ucity process (or store) on the same file is refused at start
+        with the first one's pid, instead of both writing (docs/storage.md)."""
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise Unavailable(f"SQLite file {self.path} is in use by another ucity process (pid {holder}); one process "
+                              "owns a SQLite file: stop it, or use PostgreSQL for several processes") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_file = fd
 
     async def stop(self) -> None:
         if self._writer is not None:
@@ -282,6 +306,9 @@ class SqliteStore(Store):
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+        if self._lock_file is not None:
+            os.close(self._lock_file)  # and with it the lock
+            self._lock_file = None
 
     def health(self) -> dict[str, Any]:
         alive = self._writer is not None and self._writer.is_alive()
