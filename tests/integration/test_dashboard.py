@@ -284,6 +284,12 @@ async def test_live_alarm_acknowledge_facility_chart_and_language(server: LiveSe
     assert grant["agency"] == "guro-119" and grant["status"] == "active" and grant["issuedBy"] == "operator:op-kim"
     assert grant["cameras"] == [c for c, _ in shown[:3]] and grant["purpose"] == "현장 확인"
     await page.wait_for_selector(f"{ops} [data-role='audit'] tr[data-kind='grant'][data-action='issued']")
+    # the trail in words, not codes (QA7): the share, and the status change it made with its from -> to
+    audit = f"{ops} [data-role='audit']"
+    assert await page.text_content(f"{audit} tr[data-kind='grant'][data-action='issued'] td:nth-child(2)") == "영상 공유"
+    moved = f"{audit} tr[data-kind='event'][data-action='status']"
+    assert await page.text_content(f"{moved} td:nth-child(2)") == "상태 변경"
+    assert (await page.text_content(f"{moved} td:nth-child(4)")).startswith("접수 → 영상 공유 중")
     await shot(page, "dashboard-event")
     # An event that no alarm stands for (a 112 report) gets its own icon once the page has the token.
     report = {"service": "112_DISPATCH", "typeCode": "assault", "level": "caution", "location": {"lon": 126.86, "lat": 37.49},

@@ -62,7 +62,10 @@ export class CityMap {
     };
     this.eventsRenderer = L.canvas({ padding: 0.2 });
     store.onChange(throttle(() => this.renderEvents(), 400));
-    onLangChange(() => { this.renderFacilities(); this.renderParking(); this.renderCare(); this.renderEvents(); });
+    onLangChange(() => {
+      this.renderFacilities(); this.renderParking(); this.renderCare(); this.renderEvents();
+      this.layers.cameras.redraw(); this.layers.boards.redraw(); // their count titles are in the language too
+    });
   }
 
   // Tiles when configured and reachable; otherwise a plain background (the outline still shows).
@@ -246,7 +249,9 @@ export class CityMap {
     for (const event of others) {
       const [lon, lat] = event.location.coordinates;
       const icon = L.divIcon({ className: `evt-icon lvl-${event.level}`, iconSize: [30, 30], html: '<span aria-hidden="true">★</span>' });
-      const marker = L.marker([lat, lon], { icon, title: `${t(`level.${event.level}`)}: ${event.typeCode}`, zIndexOffset: 900 });
+      // The more serious on top, as the alarm icons (a serious report is never hidden under a lesser one at its spot).
+      const marker = L.marker([lat, lon], { icon, title: `${t(`level.${event.level}`)}: ${event.typeCode}`,
+        riseOnHover: true, zIndexOffset: 900 + store.rank(event) * 100 });
       marker.on('click', () => this.onEvent(event));
       marker.on('add', () => { const el = marker.getElement(); if (el) { el.dataset.event = event.id; el.dataset.level = event.level; } });
       layer.addLayer(marker);

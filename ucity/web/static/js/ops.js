@@ -3,7 +3,7 @@
 // The operations API takes a bearer token; without one the section points to the top bar's sign-in.
 import { ApiError, errorText, getJSON, missingRoute, postJSON, token } from './api.js';
 import { promptSignIn } from './auth.js';
-import { pick, t } from './i18n.js';
+import { pick, t, tOr } from './i18n.js';
 import { kst } from './time.js';
 import { h, toast } from './ui.js';
 
@@ -149,6 +149,16 @@ async function auditTable(event) {
   const rows = [...(detail.history || [])].sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0)).reverse();
   if (!rows.length) return h('p', { class: 'notice' }, t('health.none'));
   return h('table', { class: 'history', 'data-role': 'audit' }, h('tbody', {}, rows.map((r) => h('tr', { dataset: { kind: r.kind, action: r.action } },
-    h('td', {}, kst(r.at)), h('td', {}, `${r.kind} · ${r.action}`), h('td', {}, r.actor || ''),
-    h('td', {}, [r.agency, r.grant, r.camera, r.outcome, r.status].filter(Boolean).join(' · '))))));
+    h('td', {}, kst(r.at)), h('td', {}, tOr(`audit.${r.kind}.${r.action}`, `${r.kind} · ${r.action}`)), h('td', {}, r.actor || ''),
+    h('td', {}, auditDetail(r))))));
+}
+
+// What a line adds to its action: a status change's from → to, a level, the agency, grant, camera, outcome, note.
+function auditDetail(r) {
+  const status = (code) => tOr(`estatus.${code}`, code);
+  const parts = [];
+  if (r.from || r.to) parts.push(`${status(r.from || '')} → ${status(r.to || '')}`);
+  if (r.level) parts.push(tOr(`level.${r.level}`, r.level));
+  parts.push(...[r.agency, r.grant, r.camera, r.status, r.outcome !== 'ok' ? r.outcome : null, r.reason, r.note]);
+  return parts.filter(Boolean).join(' · ');
 }
