@@ -296,8 +296,8 @@ async def test_live_alarm_acknowledge_facility_chart_and_language(server: LiveSe
               "details": "폭행 신고"}
     created = httpx.post(f"{server.url}/api/v1/events", json=report, headers=AUTH)
     assert created.status_code == 201, created.text
-    await page.wait_for_selector(f".evt-icon[data-event='{created.json()['id']}'][data-level='caution']", timeout=LIVE_WAIT_MS)
-
+    report_id = created.json()["id"]
+    await page.wait_for_selector(f".evt-icon[data-event='{report_id}'][data-level='caution']", timeout=LIVE_WAIT_MS)
     facility = alarm["parent_id"]
     graded = httpx.post(f"{server.url}{FACILITIES}/{facility}/grade", headers={"X-Ucity-Actor": quote(OPERATOR)})
     assert graded.status_code == 200, graded.text  # the data grade now, with its explanation
@@ -322,6 +322,24 @@ async def test_live_alarm_acknowledge_facility_chart_and_language(server: LiveSe
     assert all(f"{i['due'] or '–'}" in row for i, row in zip(detail["inspections"], rows, strict=True)), rows
     await page.eval_on_selector("#detail-body", "el => { el.scrollTop = el.scrollHeight; }")
     await shot(page, "dashboard-facility-grade")
+
+    # the operator is told of the new report (QA7 F11) and works it from its panel: acknowledges it, shares footage
+    # with 119, and revokes the share from the event's grants table
+    arrival = await page.wait_for_selector("[data-role='ops-arrival']")
+    assert "새 신고" in (await arrival.text_content() or "")
+    await page.click(f".evt-icon[data-event='{report_id}']")
+    await page.click(f"{ops} [data-role='event-status'] button[data-status='acknowledged']")
+    await wait_for(lambda: httpx.get(f"{server.url}/api/v1/events/{report_id}", headers=AUTH).json()["status"]
+                   == "acknowledged" or None, "the report acknowledged from the dashboard", 5)
+    await page.wait_for_selector(f"{ops} [data-role='event'][data-event-id='{report_id}']")
+    await page.select_option(f"{ops} select[name='agency']", "guro-119")
+    await page.click(f"{ops} [data-action='share']")
+    grant_row = await page.wait_for_selector(f"{ops} [data-role='grants'] tr[data-status='active']")
+    shared = await grant_row.get_attribute("data-grant")
+    await page.click(f"{ops} [data-role='grants'] tr[data-grant='{shared}'] [data-action='revoke']")
+    await wait_for(lambda: httpx.get(f"{server.url}/api/v1/grants/{shared}", headers=AUTH).json()["status"]
+                   == "revoked" or None, "the share revoked from the dashboard", 5)
+    await page.wait_for_selector(f"{ops} [data-role='grants'] tr[data-grant='{shared}'][data-status='revoked']")
 
     # -- English, live, and kept after a reload; times still in KST -------------------------------------------
     await page.click("#detail-close")

@@ -8,7 +8,7 @@ import { HealthPanel } from './health.js';
 import { apply, config, onLangChange, setLang } from './i18n.js';
 import { LiveStream } from './live.js';
 import { CityMap } from './map.js';
-import { openEvents } from './ops.js';
+import { announceArrivals, openEvents } from './ops.js';
 import * as store from './store.js';
 
 const $ = (id) => document.getElementById(id);
@@ -83,7 +83,7 @@ async function start() {
   // Everything the page reads; each part fails on its own (a 401 opens the sign-in, a 403 is said where
   // it happens), and all of it is read again after sign-in.
   let mapLoaded = false;
-  const events = async () => map.setOpsEvents(await openEvents());
+  const events = async () => { const list = await openEvents(); map.setOpsEvents(list); announceArrivals(list); };
   const loadAll = async () => {
     await Promise.all([store.load().catch(() => {}), alarms.load(), health.poll().catch((error) => health.fail(error))]);
     try {

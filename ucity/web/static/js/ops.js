@@ -33,6 +33,34 @@ export async function openEvents() {
   } catch { return []; }
 }
 
+// Tell the operator of what arrived since the last read of the open events: a report that no alarm made (a 112
+// or 119 report, an agency's event: alarms have their own cue) and a request the 112 gate holds for approval.
+// The first read only learns what is there. Returns the messages shown (for tests).
+let known = null;
+export function announceArrivals(events) {
+  const now = { events: new Set(), held: new Set() };
+  const messages = [];
+  for (const e of events) {
+    const what = `${pick(e.serviceName) || e.service} · ${pick(e.typeName) || e.typeCode}`;
+    now.events.add(e.id);
+    if (known && !e.alarm && !known.events.has(e.id)) messages.push(t('ops.newReport', { what }));
+    for (const l of e.linkages || []) {
+      if (l.status !== 'held') continue;
+      now.held.add(l.id);
+      if (known && !known.held.has(l.id)) messages.push(t('ops.heldRequest', { what: `${l.agency} · ${what}` }));
+    }
+  }
+  known = now;
+  for (const text of messages) alertToast(text);
+  return messages;
+}
+
+function alertToast(text) {
+  const el = h('div', { class: 'toast toast-alert', role: 'alert', 'data-role': 'ops-arrival' }, text);
+  document.body.append(el);
+  setTimeout(() => el.remove(), 15000);
+}
+
 // No token (or a refused one): the operations part says so and opens the top bar's sign-in.
 function signInNotice(message) {
   return h('div', { class: 'notice', 'data-role': 'sign-in-needed' },
@@ -90,7 +118,10 @@ async function eventBlock(event, situation, rerender) {
     : await nearPoint(situation);
   out.push(h('h3', {}, t('event.cameras')), camerasTable(selection));
   if (event) {
+    out.push(statusForm(event, rerender));
+    out.push(h('h3', {}, t('ops.linkages')), linkagesTable(event, rerender));
     out.push(h('h3', {}, t('event.sharing')), await shareForm(event, selection, rerender));
+    out.push(h('h3', {}, t('ops.grants')), await grantsTable(event, rerender));
     out.push(h('h3', {}, t('event.audit')), await auditTable(event));
   } else {
     out.push(h('p', { class: 'notice' }, t('event.noEvent')));
@@ -114,8 +145,74 @@ function camerasTable(selection) {
       h('td', {}, c.covers === true ? '✓' : c.covers === false ? '–' : '?')))));
 }
 
+// An operator's action on the event (a POST), then the panel again; a refusal is said, not thrown.
+async function act(path, body, rerender) {
+  try {
+    await postJSON(path, body);
+    toast(t('ops.done'));
+    rerender();
+  } catch (error) {
+    toast(errorText(error));
+  }
+}
+
+const ORDER = ['received', 'acknowledged', 'sharing', 'dispatched', 'closed'];
+const FINAL = new Set(['closed', 'cancelled']);
+
+// The moves of the status machine (events.py check_transition) the event can still make, with a note for the trail.
+// `sharing` is not offered: a share makes it.
+function statusForm(event, rerender) {
+  if (FINAL.has(event.status)) return h('p', { class: 'notice', 'data-role': 'event-final' }, t('ops.final'));
+  const at = ORDER.indexOf(event.status);
+  const moves = ['acknowledged', 'dispatched', 'closed']
+    .filter((s) => ORDER.indexOf(s) > at && !(s === 'closed' && event.status === 'received')).concat(['cancelled']);
+  const note = h('input', { name: 'note', maxlength: 2000, placeholder: t('ops.note'), 'aria-label': t('ops.note') });
+  const path = `/api/v1/events/${encodeURIComponent(event.id)}/status`;
+  return h('div', { class: 'form-row actions', 'data-role': 'event-status' }, note, moves.map((status) => h('button', {
+    type: 'button', class: status === 'cancelled' ? 'danger' : '', dataset: { status },
+    onclick: () => act(path, { status, note: note.value }, rerender),
+  }, t(`estatus.to.${status}`))));
+}
+
+// The agencies linked to the event: service, status, and for a request the 112 gate holds, approve or reject (PLAT-R4).
+function linkagesTable(event, rerender) {
+  const linkages = event.linkages || [];
+  if (!linkages.length) return h('p', { class: 'notice' }, t('ops.noLinkages'));
+  const reason = h('input', { name: 'reason', maxlength: 1000, placeholder: t('ops.reason'), 'aria-label': t('ops.reason') });
+  const base = `/api/v1/events/${encodeURIComponent(event.id)}/linkages`;
+  const table = h('table', { class: 'history', 'data-role': 'linkages' }, h('tbody', {}, linkages.map((l) => h('tr', {
+    dataset: { linkage: l.id, status: l.status } },
+  h('td', {}, l.agency), h('td', {}, l.service), h('td', { class: l.status === 'held' || l.status === 'failed' ? 'attention' : '' },
+    tOr(`lstatus.${l.status}`, l.status)), h('td', {}, l.reason || ''),
+  h('td', {}, l.status === 'held' ? [
+    h('button', { type: 'button', class: 'primary', 'data-action': 'approve',
+      onclick: () => act(`${base}/${encodeURIComponent(l.id)}/approve`, { reason: reason.value }, rerender) }, t('action.approve')),
+    h('button', { type: 'button', 'data-action': 'reject',
+      onclick: () => act(`${base}/${encodeURIComponent(l.id)}/reject`, { reason: reason.value }, rerender) }, t('action.reject')),
+  ] : '')))));
+  return linkages.some((l) => l.status === 'held') ? h('div', {}, table, reason) : table;
+}
+
+// The event's footage grants: agency, until when, and renew or revoke for the live ones (PLAT-R5).
+async function grantsTable(event, rerender) {
+  const grants = (await getJSON(`/api/v1/grants?event=${encodeURIComponent(event.id)}`).catch(() => ({ grants: [] }))).grants || [];
+  if (!grants.length) return h('p', { class: 'notice' }, t('ops.noGrants'));
+  return h('table', { class: 'history', 'data-role': 'grants' }, h('tbody', {}, grants.map((g) => h('tr', {
+    dataset: { grant: g.id, status: g.status } },
+  h('td', {}, g.agency), h('td', {}, tOr(`gstatus.${g.status}`, g.status)), h('td', {}, t('ops.until', { time: kst(g.expiresAt) })),
+  h('td', {}, `${(g.cameras || []).length} CCTV`),
+  h('td', {}, g.status === 'active' ? [
+    h('button', { type: 'button', 'data-action': 'renew',
+      onclick: () => act(`/api/v1/grants/${encodeURIComponent(g.id)}/renew`, {}, rerender) }, t('action.renew')),
+    h('button', { type: 'button', class: 'danger', 'data-action': 'revoke',
+      onclick: () => act(`/api/v1/grants/${encodeURIComponent(g.id)}/revoke`, { reason: t('ops.revokedByOperator') }, rerender) },
+    t('action.revoke')),
+  ] : '')))));
+}
+
 async function shareForm(event, selection, rerender) {
-  const agencies = await getJSON('/api/v1/agencies').catch(() => []);
+  // Only agencies that can receive: a disabled one is refused by the API anyway.
+  const agencies = (await getJSON('/api/v1/agencies').catch(() => [])).filter((a) => a.enabled !== false);
   const cameras = selection.cameras || [];
   if (!agencies.length || !cameras.length) return h('p', { class: 'notice' }, t(agencies.length ? 'event.noCameras' : 'ops.noAgencies'));
   return h('form', { class: 'share', 'data-role': 'share', onsubmit: async (e) => {
