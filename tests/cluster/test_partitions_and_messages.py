@@ -49,7 +49,9 @@ def test_a_worker_joining_moves_few_partitions() -> None:
 def test_device_writes_travel_with_what_a_worker_needs_to_create_the_entity() -> None:
     profile = DeviceProfile(tenant="guro", service_path="/", apikey="k", device_id="d1",
                             entity_id="urn:ngsi-ld:Thermometer:d1", entity_type="Thermometer",
-                            static_attributes=(StaticAttr("location", "geo:point", "37.5, 126.9"),),
+                            static_attributes=(StaticAttr("location", "geo:point", "37.5, 126.9"),
+                                               StaticAttr("model", "Text", ["TH-1", "rev2"],
+                                                          {"unitCode": {"type": "Text", "value": "CEL"}})),
                             commands=(Command("reset"),), timezone="Asia/Seoul", expected_interval_s=60.0)
     write = DeviceWrite(profile, (Observation("2026-01-01T00:00:00.000000Z",
                                               {"temperature": {"type": "Property", "value": 2 ** 70}}),))
@@ -58,6 +60,7 @@ def test_device_writes_travel_with_what_a_worker_needs_to_create_the_entity() ->
     assert got_context == context
     assert back.observations == write.observations
     assert entity_template(back.profile) == entity_template(profile)
+    assert back.profile.static_attributes == profile.static_attributes  # static metadata included
     assert (back.profile.tenant, back.profile.entity_id, back.profile.expected_interval_s) == ("guro", profile.entity_id, 60.0)
 
 

@@ -47,10 +47,11 @@ def test_mqtt_settings() -> None:
 
 
 def test_shared_subscriptions_share_every_filter_and_still_parse() -> None:
-    assert topic_filters() == ["/+/+/attrs", "/+/+/attrs/+", "/json/+/+/attrs", "/json/+/+/attrs/+", "/+/+/cmdexe"]
+    assert topic_filters() == ["/+/+/attrs", "/+/+/attrs/+", "/json/+/+/attrs", "/json/+/+/attrs/+", "/+/+/cmdexe",
+                               "/json/+/+/cmdexe"]
     assert topic_filters("ucity") == ["$share/ucity//+/+/attrs", "$share/ucity//+/+/attrs/+",
                                       "$share/ucity//json/+/+/attrs", "$share/ucity//json/+/+/attrs/+",
-                                      "$share/ucity//+/+/cmdexe"]
+                                      "$share/ucity//+/+/cmdexe", "$share/ucity//json/+/+/cmdexe"]
     # The broker delivers with the publish topic, not the filter: parsing is unchanged.
     assert parse_topic("/k1/d1/attrs") == Topic("k1", "d1", "attrs")
 

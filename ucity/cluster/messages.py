@@ -47,7 +47,8 @@ def _context_from(wire: Any) -> Context:
 def _profile(profile: DeviceProfile) -> dict[str, Any]:
     return {"tenant": profile.tenant, "service_path": profile.service_path, "apikey": profile.apikey,
             "device_id": profile.device_id, "entity_id": profile.entity_id, "entity_type": profile.entity_type,
-            "statics": [[s.name, s.type, s.value] for s in profile.static_attributes],
+            "statics": [[s.name, s.type, s.value, dict(s.metadata) if s.metadata else None]
+                        for s in profile.static_attributes],
             "commands": [[c.name, c.type] for c in profile.commands], "timezone": profile.timezone,
             "interval": profile.expected_interval_s}
 
@@ -57,7 +58,7 @@ def _profile_from(wire: dict[str, Any]) -> DeviceProfile:
     return DeviceProfile(
         tenant=wire["tenant"], service_path=wire["service_path"], apikey=wire["apikey"], device_id=wire["device_id"],
         entity_id=wire["entity_id"], entity_type=wire["entity_type"],
-        static_attributes=tuple(StaticAttr(n, t, v) for n, t, v in wire["statics"]),
+        static_attributes=tuple(StaticAttr(*s) for s in wire["statics"]),  # [name, type, value(, metadata)]
         commands=tuple(Command(n, t) for n, t in wire["commands"]), timezone=wire["timezone"],
         expected_interval_s=wire["interval"])
 

@@ -32,7 +32,16 @@ from ucity.core.errors import BadRequest
 from ucity.core.frozen import fast_init
 from ucity.core.params import holds_nul
 from ucity.ingest.model import AttrSpec, Command, DeviceProfile, StaticAttr
-from ucity.ngsild.model import ENTITY_RESERVED, NULL, check_entity_id, check_name
+from ucity.ngsild.model import (
+    ENTITY_RESERVED,
+    NULL,
+    RESERVED,
+    check_entity_id,
+    check_name,
+    expand_name,
+    is_uri,
+    normalize_instance,
+)
 
 TIME_KEYS = ("TimeInstant", "observedAt")
 
@@ -491,16 +500,71 @@ def _show(value: Any, limit: int = 60) -> str:
 
 # -- provisioning-time instances ---------------------------------------------------------------------
 def static_instances(statics: tuple[StaticAttr, ...], timezone: str | None = None) -> dict[str, dict[str, Any]]:
-    """The static attributes as NGSI-LD instances; raises DecodeError for the first invalid one."""
+    """The static attributes as NGSI-LD instances; raises DecodeError for the first invalid one.
+
+    As the IoT Agent, which adds static attributes "as is": an array or object value is kept as it is
+    (a Property holding it, a Relationship for an array of URIs) where the type's converter takes no such
+    value (the IoT Agent's own example is `{"type": "Text", "value": ["actuator", "sensor"]}`); the
+    geo types still need valid geometry. Metadata: `unitCode` becomes the instance's unitCode, each other
+    item a sub-property (a sub-relationship for `"type": "Relationship"`) with the item's `value`."""
     out: dict[str, dict[str, Any]] = {}
     for static in statics:
         _check_attr_name(static.name)
         if static.value is None:
             raise DecodeError(NULL_VALUE, f"static attribute {static.name!r} has no value")
-        converted = typed_instance(static.type if static.type in KNOWN_TYPES else None, static.value, timezone,
-                                   static.name)
+        try:
+            converted = typed_instance(static.type if static.type in KNOWN_TYPES else None, static.value, timezone,
+                                       static.name)
+        except DecodeError:
+            if not isinstance(static.value, (list, dict)) or static.type in _GEO_TYPES:
+                raise
+            converted = _structured_static(static)
+        if static.metadata:
+            _static_metadata(converted, static)
         out[static.name] = converted
     return out
+
+
+_GEO_TYPES = frozenset({"geo:point", "geo:json", "GeoProperty"})
+
+
+def _structured_static(static: StaticAttr) -> dict[str, Any]:
+    """An array or object value of a static attribute, kept as it is."""
+    if holds_nul(static.value):
+        raise DecodeError(INVALID_TEXT, f"static attribute {static.name!r} holds a NUL character (U+0000)")
+    if static.type == "Relationship":
+        if not isinstance(static.value, list) or not static.value or not all(is_uri(v) for v in static.value):
+            raise DecodeError(TYPE_MISMATCH, f"a Relationship needs a URI or an array of URIs, got {_show(static.value)}")
+        return {"type": "Relationship", "object": list(static.value)}
+    return _property(static.value)
+
+
+def _static_metadata(instance: dict[str, Any], static: StaticAttr) -> None:
+    """Add a static attribute's IoT Agent metadata to its instance (see `static_instances`)."""
+    from ucity.ngsild.context import core_context
+
+    assert static.metadata is not None
+    for key, item in static.metadata.items():
+        where = f"static attribute {static.name!r}, metadata {key!r}"
+        value = item.get("value") if isinstance(item, dict) else item  # IoT Agent form {"type": .., "value": ..}
+        if key == "unitCode":
+            if not isinstance(value, str) or not value:
+                raise DecodeError(TYPE_MISMATCH, f"{where}: a unit code is a text, got {_show(value)}")
+            instance["unitCode"] = value
+            continue
+        if key in RESERVED or key in TIME_KEYS or key.startswith("@"):
+            raise DecodeError(INVALID_NAME, f"{where}: {key!r} is reserved and cannot name metadata")
+        if value is None:
+            raise DecodeError(NULL_VALUE, f"{where} has no value")
+        if holds_nul(value) or "\x00" in key:
+            raise DecodeError(INVALID_TEXT, f"{where} holds a NUL character (U+0000)")
+        relationship = isinstance(item, dict) and item.get("type") == "Relationship"
+        sub = {"type": "Relationship", "object": value} if relationship else {"type": "Property", "value": value}
+        try:
+            ctx = core_context()
+            instance[expand_name(key, ctx, "metadata")] = normalize_instance(key, sub, ctx)
+        except BadRequest as exc:
+            raise DecodeError(TYPE_MISMATCH, f"{where}: {exc.detail}") from exc
 
 
 COMMAND_STATUS = "_status"

@@ -5,7 +5,8 @@ Routes (server.py maps them):
 * `/iot/services` POST / GET / PUT / DELETE (`?resource=&apikey=`), `/iot/devices` POST / GET,
   `/iot/devices/{deviceId}` GET / PUT / DELETE: FIWARE IoT Agent provisioning. The tenant is the
   `fiware-service` header (the NGSI-LD default tenant when absent), `fiware-servicepath` is kept.
-* `POST /iot/json?k=<apikey>&i=<device_id>`: measures; `GET /iot/about`.
+* `POST /iot/json?k=<apikey>&i=<device_id>[&t=<time>]`: measures (`t`: the time of the measures that carry
+  none of their own, instead of the receive time); `GET /iot/about`.
 * `GET /api/v1/devices/health`, `GET /api/v1/ingest/stats`.
 
 A measure is answered 200 only after its commit. Partly invalid measures: 200, the valid fields
@@ -18,20 +19,23 @@ after those decode rejected; they are counted in the ingest stats too.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from ucity import __version__
+from ucity.core.clock import to_iso
 from ucity.core.errors import BadRequest, InvalidRequest, NotFound, UcityError, Unavailable, UnsupportedMediaType
 from ucity.core.http import Req, Resp
 from ucity.core.openapi import ApiDocs, Doc
-from ucity.ingest.decode import DecodeError, Rejection, parse_json
-from ucity.ingest.model import DEFAULT_RESOURCE, DEFAULT_SERVICE_PATH, Device, ServiceGroup
+from ucity.ingest.decode import INVALID_TIME, TIME_KEYS, DecodeError, Rejection, parse_json, parse_time
+from ucity.ingest.model import DEFAULT_RESOURCE, DEFAULT_SERVICE_PATH, Device, DeviceProfile, ServiceGroup
 from ucity.ingest.registry import in_path
 from ucity.ingest.schema import (
     check_service_path,
     check_tenant,
     device_to_wire,
     group_to_wire,
+    legacy_group_type,
     list_body,
     parse_device,
     parse_group,
@@ -112,7 +116,7 @@ class IngestHttp:
         if not isinstance(changes, dict):
             raise BadRequest("the body must be a JSON object with the fields to change")
         _same(changes, {"apikey": group.apikey, "resource": group.resource})
-        merged = {**group_to_wire(group), **changes}
+        merged = {**group_to_wire(group), **legacy_group_type(changes)}
         await self.service.replace_group(parse_group(merged, group.tenant, group.service_path))
         return Resp(204, None)
 
@@ -160,7 +164,9 @@ class IngestHttp:
         changes = self.body(req)
         if not isinstance(changes, dict):
             raise BadRequest("the body must be a JSON object with the fields to change")
-        _same(changes, {"device_id": device.device_id})
+        # The apikey too (docs/devices.md): a device moved to another apikey would leave its group, and its
+        # measures would be read by another group's mappings; delete it and provision it again instead.
+        _same(changes, {"device_id": device.device_id, "apikey": device.apikey})
         wire = device_to_wire(device)
         if "entity_type" in changes and "entity_name" not in changes:
             wire.pop("entity_name")  # a new type gives a new default entity id
@@ -199,6 +205,9 @@ class IngestHttp:
         except DecodeError as exc:
             self.service.stats.rejected(stats_key(resolved.profile), [Rejection(exc.reason, exc.detail)], "http")
             raise InvalidRequest(exc.detail, rejected=[Rejection(exc.reason, exc.detail).to_wire()]) from exc
+        stamp = req.param("t")
+        if stamp:
+            payload = self._stamped(payload, stamp, resolved.profile)
         result = (await self.service.ingest([Received(resolved, payload, "http")]))[0]
         if isinstance(result.outcome, Unavailable):
             raise Unavailable(f"the measures could not be committed: {result.outcome}")
@@ -210,6 +219,32 @@ class IngestHttp:
             raise BadRequest("no valid value in the measures", rejected=rejected)
         return Resp(200, {"entityId": resolved.profile.entity_id, "measures": len(result.decoded.observations),
                           "accepted": result.decoded.values, "rejected": rejected})
+
+    def _stamped(self, payload: Any, stamp: str, profile: DeviceProfile) -> Any:
+        """The payload with the `t` query parameter (FIWARE: "Timestamp of the measure. Will override the
+        automatic IoTAgent timestamp") as the `TimeInstant` of each measure that has no time of its own; the
+        measures of an array each a microsecond after the one before, as for the receive time (an attribute's
+        history holds one instance per observedAt). A measure's own `TimeInstant` (or `observedAt`, or a key
+        provisioned as one) still wins: it is the more precise. `t` is checked as a measure time is (ISO 8601,
+        without offset in the device's timezone, in the stored range, at most `ingest.max_future_s` ahead);
+        an invalid `t` refuses the request (400, counted as `invalid-time`), since no measure has a time then."""
+        try:
+            at = parse_time(stamp, profile.timezone)
+            latest = self.service.platform.clock.now() + self.service.max_future
+            if at > latest:
+                raise DecodeError(INVALID_TIME, f"{stamp!r} is after {to_iso(latest)}, the platform clock plus "
+                                                "ingest.max_future_s")
+        except DecodeError as exc:
+            rejection = Rejection(INVALID_TIME, f"query parameter t: {exc.detail}", field="t")
+            self.service.stats.rejected(stats_key(profile), [rejection], "http")
+            raise BadRequest(f"t: 측정 시각이 올바르지 않음 / invalid measure time: {exc.detail}",
+                             rejected=[rejection.to_wire()]) from exc
+        time_keys = set(TIME_KEYS) | {k for k, spec in profile.by_object_id.items() if spec.name in TIME_KEYS}
+        measures = payload if isinstance(payload, list) else [payload]
+        for position, measure in enumerate(measures):
+            if isinstance(measure, dict) and time_keys.isdisjoint(measure):
+                measure["TimeInstant"] = to_iso(at + timedelta(microseconds=position))
+        return payload
 
     # -- operations ---------------------------------------------------------------------------------------
     async def devices_health(self, req: Req) -> Resp:
@@ -235,7 +270,8 @@ def _refused(error: Exception, rejected: list[dict[str, Any]]) -> UcityError:
 def _same(changes: dict[str, Any], fixed: dict[str, str]) -> None:
     for key, value in fixed.items():
         if key in changes and changes[key] != value:
-            raise BadRequest(f"{key} cannot be changed (delete and provision again)")
+            raise BadRequest(f"{key}은(는) 바꿀 수 없음 (삭제 후 다시 등록) / {key} cannot be changed (delete and "
+                             "provision again)")
 
 
 # -- /docs (ucity/openapi.py): what the route table in server.py does not say ------------------------------------
@@ -263,7 +299,7 @@ OPENAPI = ApiDocs(
         ("GET", "/iot/devices/{deviceId}"): Doc(headers=_IOTA),
         ("PUT", "/iot/devices/{deviceId}"): Doc(headers=_IOTA, body=_CHANGES, statuses=(204,)),
         ("DELETE", "/iot/devices/{deviceId}"): Doc(headers=_IOTA, statuses=(204,)),
-        ("POST", "/iot/json"): Doc(params=("k", "i"), required=("k", "i"), headers=(), body={
+        ("POST", "/iot/json"): Doc(params=("k", "i", "t"), required=("k", "i"), headers=(), body={
             "type": ["object", "array"], "description": "a measure `{object_id: value, ...}` (`TimeInstant` its "
                                                         "time) or an array of them"}),
         ("GET", "/iot/about"): Doc(headers=()),
@@ -274,6 +310,7 @@ OPENAPI = ApiDocs(
             "fiware-servicepath": "service path (default `/`; `/*` or `/#` when listing: every path)",
             "apikey": "the service group's API key", "resource": "the service group's resource (default /iot/json)",
             "device": "`true`: its devices too", "k": "API key of the device's service group", "i": "device id",
+            "t": "time of the measures without a TimeInstant of their own (ISO 8601; default: the receive time)",
             "status": "`online`, `offline` or `unknown`", "limit": "page size (default 1000)"},
     tags={"ingest": "Devices in: FIWARE IoT Agent provisioning and IoT Agent JSON measures over HTTP (MQTT too, "
                     "not described here), device health and ingest statistics (docs/devices.md)."},

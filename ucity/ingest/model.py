@@ -41,9 +41,15 @@ class StaticAttr:
     name: str
     type: str
     value: Any
+    # IoT Agent metadata as provisioned (`{"unitCode": {"type": "Text", "value": "CEL"}, ...}`): on the entity,
+    # `unitCode` and one sub-property per other item (decode.static_instances)
+    metadata: Mapping[str, Any] | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "value": self.value}
+        out = {"name": self.name, "type": self.type, "value": self.value}
+        if self.metadata:
+            out["metadata"] = dict(self.metadata)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """The MQTT source of ingest: an aiomqtt client of a real broker (FIWARE IoT Agent JSON topics).
 
 Subscribes with QoS 1 to `/+/+/attrs`, `/+/+/attrs/+`, `/json/+/+/attrs`, `/json/+/+/attrs/+`
-(measures) and `/+/+/cmdexe` (command results); with `mqtt.shared_group` as shared subscriptions
+(measures) and `/+/+/cmdexe`, `/json/+/+/cmdexe` (command results: the IoT Agent JSON manual has
+devices publish them on `/json/<apikey>/<device_id>/cmdexe`); with `mqtt.shared_group` as shared subscriptions
 (`$share/<group>/...`), so that several ucity processes share the measures (docs/operations.md).
 Messages are queued and committed in batches (one store call for everything that arrived
 meanwhile, at most `ingest.max_batch`). QoS 1 messages are acknowledged manually, after their
@@ -81,7 +82,8 @@ from ucity.ingest.stats import Key
 from ucity.ingest.writer import INGEST_ACTOR, attrs_op, expand
 
 log = logging.getLogger(__name__)
-SUBSCRIPTIONS = ("/+/+/attrs", "/+/+/attrs/+", "/json/+/+/attrs", "/json/+/+/attrs/+", "/+/+/cmdexe")
+SUBSCRIPTIONS = ("/+/+/attrs", "/+/+/attrs/+", "/json/+/+/attrs", "/json/+/+/attrs/+", "/+/+/cmdexe",
+                 "/json/+/+/cmdexe")
 QOS = 1
 PUBLISH_TIMEOUT_S = 10.0
 PIPELINE = 2  # batches in flight: one committing while the next is decoded
@@ -112,7 +114,10 @@ def parse_topic(topic: str) -> Topic | None:
     if len(parts) < 4 or parts[0] != "":
         return None
     rest = parts[1:]
-    if rest[0] == "json" and len(rest) in (4, 5) and rest[3] == "attrs":
+    # `/json/<apikey>/<device_id>/...` (the IoT Agent JSON manual's form); an apikey "json" still works without it.
+    # `/json/k/attrs/cmdexe` could be either: the prefixed command result is taken (a device id "attrs" and an
+    # attribute "cmdexe" of apikey "json" are both unlikely, and the manual names only the prefixed topics).
+    if rest[0] == "json" and ((len(rest) in (4, 5) and rest[3] == "attrs") or (len(rest) == 4 and rest[3] == "cmdexe")):
         rest = rest[1:]
     if not rest[0] or not rest[1]:
         return None

@@ -6,14 +6,21 @@ wire form (snake_case fields as the IoT Agent uses them, plus `service` and `ser
 stored group or device reads back exactly as it was provisioned.
 
 Fields of the IoT Agent that ucity does not use (cbroker, token, lazy, internal_attributes,
-polling, endpoint ...) are accepted and ignored.
+polling, endpoint ...) are accepted and ignored. Fields that would change the stored values if they
+were ignored are refused with a 400 instead: an attribute's or command's `expression` (JEXL), an
+attribute's `entity_name` / `entity_type` (multi-entity), `explicitAttrs` as a JEXL expression, and a
+`timezone` that is no IANA time zone (its DateTime values would silently be read as UTC). A stored
+document is read back leniently (`stored=True`): a timezone stored before it was checked is kept
+(and logged), so that the device does not vanish at the next start.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -31,6 +38,8 @@ from ucity.ingest.model import (
 )
 from ucity.ngsild.model import check_entity_id, check_name, is_uri
 
+log = logging.getLogger(__name__)
+
 # apikeys and device ids are MQTT topic levels: no '/', '+', '#', no whitespace.
 _TOPIC_SAFE = re.compile(r"^[A-Za-z0-9_.:@~\-]{1,256}$")
 _TENANT = re.compile(r"^[A-Za-z0-9_:\-./]{1,255}$")
@@ -46,17 +55,23 @@ class AttrIn(_In):
     name: str = Field(min_length=1)
     type: str = "Text"
     metadata: dict[str, Any] | None = None
+    # IoT Agent features ucity does not implement: refused (`_unsupported`), as ignoring them stores wrong data
+    expression: Any = None
+    entity_name: Any = None
+    entity_type: Any = None
 
 
 class StaticIn(_In):
     name: str = Field(min_length=1)
     type: str = "Text"
     value: Any = None
+    metadata: dict[str, Any] | None = None
 
 
 class CommandIn(_In):
     name: str = Field(min_length=1)
     type: str = "command"
+    expression: Any = None
 
 
 class GroupIn(_In):
@@ -71,6 +86,8 @@ class GroupIn(_In):
     expected_interval_s: float | None = Field(None, gt=0)
     timezone: str | None = None
     description: str | None = None
+    entity_name_exp: Any = Field(None, alias="entityNameExp")  # refused (parse_group)
+    payload_type: Any = Field(None, alias="payloadType")  # only "iotagent" (`_check_payload_type`)
 
 
 class DeviceIn(_In):
@@ -87,6 +104,7 @@ class DeviceIn(_In):
     explicit_attrs: bool | None = Field(None, alias="explicitAttrs")
     expected_interval_s: float | None = Field(None, gt=0)
     autoprovisioned: bool = False
+    payload_type: Any = Field(None, alias="payloadType")
 
 
 # -- headers -------------------------------------------------------------------------------------------
@@ -117,9 +135,29 @@ def _validate(model: type[_In], body: Any, what: str) -> Any:
         raise BadRequest(f"invalid {what}: {problems}") from exc
 
 
+def _given(value: Any) -> bool:
+    return value is not None and value != ""
+
+
+def _unsupported(what: str, name: str, field: str, korean: str, english: str) -> BadRequest:
+    return BadRequest(f"{what} {name!r}: {field}은(는) 지원하지 않음 ({korean}) / {field} is not supported by ucity "
+                      f"({english}); see the differences from the IoT Agent in docs/devices.md")
+
+
+_EXPRESSION = ("JEXL 식 변환 없음, 값은 보낸 그대로 저장", "no JEXL transformation: values are stored as sent, so "
+               "send them already converted")
+_MULTI_ENTITY = ("다중 엔티티 없음, 값은 장치 엔티티에 저장", "no multi-entity: every value goes to the device's own "
+                 "entity; provision a device per entity instead")
+
+
 def _attrs(items: list[AttrIn]) -> tuple[AttrSpec, ...]:
     specs = []
     for item in items:
+        if _given(item.expression):
+            raise _unsupported("attribute", item.name, "expression", *_EXPRESSION)
+        for field in ("entity_name", "entity_type"):
+            if _given(getattr(item, field)):
+                raise _unsupported("attribute", item.name, field, *_MULTI_ENTITY)
         unit = (item.metadata or {}).get("unitCode")
         unit_code = unit.get("value") if isinstance(unit, dict) else unit if isinstance(unit, str) else None
         spec = AttrSpec(item.object_id or item.name, item.name, item.type, unit_code)
@@ -132,12 +170,16 @@ def _attrs(items: list[AttrIn]) -> tuple[AttrSpec, ...]:
 
 
 def _statics(items: list[StaticIn], timezone: str | None) -> tuple[StaticAttr, ...]:
-    statics = tuple(StaticAttr(i.name, i.type, i.value) for i in items)
+    statics = tuple(StaticAttr(i.name, i.type, i.value, i.metadata or None) for i in items)
     _decode_check(lambda: static_instances(statics, timezone))
     return statics
 
 
 def _commands(items: list[CommandIn]) -> tuple[Command, ...]:
+    for item in items:
+        if _given(item.expression):
+            raise _unsupported("command", item.name, "expression", "명령 값은 보낸 그대로 장치에 전달",
+                               "the command's value is published to the device as written")
     commands = tuple(Command(i.name, i.type) for i in items)
     _decode_check(lambda: command_instances(commands))
     return commands
@@ -150,24 +192,80 @@ def _decode_check(check: Callable[[], object]) -> None:
         raise BadRequest(exc.detail) from exc
 
 
-def parse_group(body: Any, tenant: str, service_path: str) -> ServiceGroup:
-    data: GroupIn = _validate(GroupIn, body, "service group")
+def check_timezone(value: str | None, stored: bool = False) -> str | None:
+    """An IANA time zone name (`Asia/Seoul`), None or "" for none. 400 for any other: a DateTime value
+    without offset would be read in UTC instead (9 hours off for a mistyped Asia/Seoul). `stored`: a
+    document stored before the check keeps its value (logged; such values are read as UTC)."""
+    if value is None or value == "":
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        if stored:
+            log.warning("stored timezone %r is not an IANA time zone: its values without offset are read as UTC",
+                        value[:100])
+            return value
+        raise BadRequest(f"알 수 없는 시간대 {value!r} / unknown timezone {value!r}: an IANA time zone name such as "
+                         "Asia/Seoul") from exc
+    return value
+
+
+def _check_explicit_attrs(body: Any) -> None:
+    """`explicitAttrs` as a JEXL expression (`"['temperature']"`, IoT Agent cases 3 to 5): a clear 400."""
+    value = body.get("explicitAttrs") if isinstance(body, dict) else None
+    if isinstance(value, (str, list, dict)) and str(value).strip().lower() not in ("true", "false"):
+        raise BadRequest("explicitAttrs는 true/false만 지원 / explicitAttrs takes true or false; a JEXL expression or "
+                         f"list of attribute names ({str(value)[:60]!r}) is not supported by ucity (docs/devices.md)")
+
+
+def _check_payload_type(value: Any) -> None:
+    """`payloadType` `ngsiv2` / `ngsild` (measures that are NGSI entities): their keys would be stored as attributes."""
+    if _given(value) and value != "iotagent":
+        raise BadRequest(f"payloadType {str(value)[:40]!r}은(는) 지원하지 않음 / payloadType {str(value)[:40]!r} is not "
+                         "supported by ucity: measures are IoT Agent JSON key-value objects (payloadType iotagent)")
+
+
+def legacy_group_type(body: Any) -> Any:
+    """A group body with the IoT Agent's legacy `type` (its own API examples use it) as `entity_type`, when no
+    `entity_type` is given; both given and different: 400 (which one would be meant?)."""
+    if not isinstance(body, dict) or body.get("type") is None:
+        return body
+    legacy, given = body["type"], body.get("entity_type")
+    if given is not None and given != legacy:
+        raise BadRequest(f"type {legacy!r}와 entity_type {given!r}가 다름 / type {legacy!r} (the IoT Agent's legacy "
+                         f"name of entity_type) and entity_type {given!r} differ: give entity_type only")
+    return {**body, "entity_type": legacy}
+
+
+def parse_group(body: Any, tenant: str, service_path: str, stored: bool = False) -> ServiceGroup:
+    _check_explicit_attrs(body)
+    data: GroupIn = _validate(GroupIn, legacy_group_type(body), "service group")
+    if _given(data.entity_name_exp):
+        raise _unsupported("service group", data.apikey, "entityNameExp", "자동 등록 장치의 엔티티 ID는 "
+                           "urn:ngsi-ld:<entity_type>:<device_id>", "an autoprovisioned device's entity id is "
+                           "urn:ngsi-ld:<entity_type>:<device_id>; provision the device with its entity_name instead")
+    _check_payload_type(data.payload_type)
     check_topic_safe(data.apikey, "apikey")
     if not data.resource.startswith("/"):
         raise BadRequest(f"resource must be a path starting with '/', got {data.resource!r}")
     check_name(data.entity_type, "entity_type")
+    timezone = check_timezone(data.timezone, stored)
     return ServiceGroup(
         tenant=tenant, service_path=service_path, apikey=data.apikey, resource=data.resource,
         entity_type=data.entity_type, attributes=_attrs(data.attributes),
-        static_attributes=_statics(data.static_attributes, data.timezone), commands=_commands(data.commands),
+        static_attributes=_statics(data.static_attributes, timezone), commands=_commands(data.commands),
         autoprovision=data.autoprovision, explicit_attrs=data.explicit_attrs,
-        expected_interval_s=data.expected_interval_s, timezone=data.timezone, description=data.description,
+        expected_interval_s=data.expected_interval_s, timezone=timezone, description=data.description,
     )
 
 
-def parse_device(body: Any, tenant: str, service_path: str, group: ServiceGroup | None) -> Device:
+def parse_device(body: Any, tenant: str, service_path: str, group: ServiceGroup | None,
+                 stored: bool = False) -> Device:
     """A device; apikey and entity_type default to its service group's."""
+    _check_explicit_attrs(body)
     data: DeviceIn = _validate(DeviceIn, body, "device")
+    _check_payload_type(data.payload_type)
+    timezone = check_timezone(data.timezone, stored)
     check_topic_safe(data.device_id, "device_id")
     apikey = data.apikey or (group.apikey if group else None)
     if not apikey:
@@ -178,8 +276,8 @@ def parse_device(body: Any, tenant: str, service_path: str, group: ServiceGroup 
     return Device(
         tenant=tenant, service_path=service_path, device_id=data.device_id, apikey=apikey,
         entity_name=entity_name(data.entity_name, entity_type, data.device_id), entity_type=entity_type,
-        attributes=_attrs(data.attributes), static_attributes=_statics(data.static_attributes, data.timezone),
-        commands=_commands(data.commands), timezone=data.timezone, transport=data.transport, protocol=data.protocol,
+        attributes=_attrs(data.attributes), static_attributes=_statics(data.static_attributes, timezone),
+        commands=_commands(data.commands), timezone=timezone, transport=data.transport, protocol=data.protocol,
         explicit_attrs=data.explicit_attrs, expected_interval_s=data.expected_interval_s,
         autoprovisioned=data.autoprovisioned,
     )
@@ -239,8 +337,8 @@ def _put_optional(out: dict[str, Any], **values: Any) -> None:
 
 
 def group_from_doc(tenant: str, doc: dict[str, Any]) -> ServiceGroup:
-    return parse_group(doc, tenant, doc.get("service_path") or "/")
+    return parse_group(doc, tenant, doc.get("service_path") or "/", stored=True)
 
 
 def device_from_doc(tenant: str, doc: dict[str, Any]) -> Device:
-    return parse_device(doc, tenant, doc.get("service_path") or "/", None)
+    return parse_device(doc, tenant, doc.get("service_path") or "/", None, stored=True)
