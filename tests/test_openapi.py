@@ -121,7 +121,7 @@ def test_a_sample_of_parameters_bodies_and_responses(started: tuple[TestClient, 
     assert "text/event-stream" in paths["/api/v1/stream"]["get"]["responses"]["200"]["content"]
 
     measure = paths["/iot/json"]["post"]
-    assert {n: p["required"] for n, p in params(measure).items()} == {"k": True, "i": True}
+    assert {n: p["required"] for n, p in params(measure).items()} == {"k": True, "i": True, "t": False}
     rules = paths["/api/v1/rules"]["get"]  # the summary is the handler's docstring's first line
     assert rules["summary"] == inspect.getdoc(RulesApi.list).splitlines()[0]  # type: ignore[union-attr]
     assert rules["tags"] == ["rules"] and "enabled" in params(rules)
