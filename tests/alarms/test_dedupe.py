@@ -30,7 +30,9 @@ async def test_repeats_update_one_alarm_and_higher_levels_escalate_it(city: City
     (row,) = alarms
     assert (row["id"], row["level"], row["count"], row["status"]) == (alarm.id, "serious", 4, m.ACTIVE_UNACK)
     assert (row["raised_at"], row["last_seen"]) == ("2026-03-02T00:00:00.000000Z", "2026-03-02T00:00:30.000000Z")
-    assert row["evidence"] == {"value": 0.9} and row["location"] == POINT and row["entity_type"] == "Device"
+    # The peak's evidence stays; the lower match is beside it (QA5 F10).
+    assert row["evidence"] == {"value": 1.2, "latest": {"level": "warning", "value": 0.9}}
+    assert row["location"] == POINT and row["entity_type"] == "Device"
     assert [(h["action"], h.get("previous"), h.get("level")) for h in await city.history(alarm.id)] == [
         ("raised", None, "caution"), ("escalated", "caution", "serious")]
 

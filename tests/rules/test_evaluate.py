@@ -141,8 +141,8 @@ def test_ending_excursion_above_a_confirmed_level_is_a_spike_of_that_level() -> 
 
 def test_duration_persistence_raises_on_the_timer_at_the_due_instant() -> None:
     rule = tilt_rule(samples=None, duration=900)
-    state, steps = feed(rule, [(T0, 0.007)])
-    assert levels(steps) == [None]
+    state, decisions = evaluate(rule, RuleState(), Observation("tiltX", 0.007, T0), T0)  # live: now = observedAt
+    assert decisions == []
     assert state.wake_at == T0 + timedelta(seconds=900)
     state, decisions = tick(rule, state, T0 + timedelta(seconds=899))
     assert decisions == [] and state.wake_at == T0 + timedelta(seconds=900)
@@ -160,7 +160,7 @@ def test_samples_or_duration_whichever_first() -> None:
     rule = tilt_rule(samples=3, duration=900)
     _, steps = feed(rule, every(1, [0.007, 0.007, 0.007]))
     assert levels(steps) == [None, None, "serious"]  # three samples in 2 minutes
-    state, _ = feed(rule, [(T0, 0.007)])
+    state, _ = evaluate(rule, RuleState(), Observation("tiltX", 0.007, T0), T0)  # live: now = observedAt
     _, decisions = tick(rule, state, T0 + timedelta(minutes=15))
     assert [d.level for d in decisions if isinstance(d, Matched)] == ["serious"]  # one sample, 15 minutes
 

@@ -580,7 +580,7 @@ class AlarmService:
 
     def _reopen(self, alarm: Alarm, signal: Signal, now: str, follow: bool) -> None:
         change = _Change([m.reactivate(alarm, now, evidence=signal.evidence)], ["reactivated"])
-        self._observe(alarm, signal, now)
+        self._observe(alarm, signal, now, follow)
         up = self._level(alarm, signal, now, change, follow)
         self._index(alarm)
         self._commit(alarm, change)
@@ -589,13 +589,25 @@ class AlarmService:
         elif alarm.status == ACTIVE_UNACK:
             self.escalator.resume(alarm)
 
-    @staticmethod
-    def _observe(alarm: Alarm, signal: Signal, now: str) -> None:
+    def _observe(self, alarm: Alarm, signal: Signal, now: str, follow: bool = False) -> None:
+        """A repeat: count it; the evidence and description become the signal's, unless the alarm keeps a
+        higher level than the signal's (see `_level`): then they stay those of the level the alarm shows (the
+        peak: its value and time), and the lower match is added as `evidence.latest` (QA5 F10)."""
         alarm.count += 1
         alarm.last_seen = now
-        alarm.evidence = signal.evidence or alarm.evidence
         alarm.location = signal.location or alarm.location
+        if self._keeps_level(alarm, signal, follow):
+            alarm.evidence = {**alarm.evidence, "latest": _latest(signal)}  # a new dict: saved copies keep theirs
+            return
+        alarm.evidence = signal.evidence or alarm.evidence
         alarm.description = signal.description or alarm.description
+
+    def _keeps_level(self, alarm: Alarm, signal: Signal, follow: bool) -> bool:
+        """Whether a signal of a lower level leaves the alarm at its level (the default: no downgrade while
+        active, and none on re-opening unless `follow`)."""
+        return (signal.level is not None and alarm.level is not None
+                and level_rank(signal.level) < level_rank(alarm.level)
+                and not (follow or self.settings.downgrade_while_active))
 
     def _level(self, alarm: Alarm, signal: Signal, now: str, change: _Change, follow: bool = False) -> bool:
         """Apply a new level (safety only); True if it went up. `follow`: down too (derived alarms)."""
@@ -1116,6 +1128,14 @@ class AlarmService:
         self._commit(derived, change)
         if up:
             self.escalator.begin(derived, "escalated")
+
+
+def _latest(signal: Signal) -> dict[str, Any]:
+    """The newest match of an alarm that keeps a higher level: its level, description and evidence (without
+    what the peak's evidence already has: the rule's name and edges)."""
+    evidence = {k: v for k, v in (signal.evidence or {}).items() if k not in ("ruleName", "edges", "latest")}
+    described = {"description": dict(signal.description)} if signal.description else {}
+    return {"level": signal.level, **described, **evidence}
 
 
 def _fill(doc: Doc, found: Doc) -> None:

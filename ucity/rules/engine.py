@@ -461,7 +461,7 @@ class RulesEngine:
                 touched |= self._process(change, event.context, now)
             except Exception:  # one bad entity must not stop the rest of the batch
                 log.exception("rules failed on %s", change.entity_id)
-        for key in touched:  # a duration met by the time the batch arrived
+        for key in touched:  # a timer due by the time the batch arrived (a late sample's runs behind: evaluate._due)
             track = self._tracks.get(key)
             if track is not None and track.state.wake_at is not None and track.state.wake_at <= now:
                 self._fire(key, event.context)

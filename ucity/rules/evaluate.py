@@ -17,6 +17,12 @@ Decisions:
 Observation times: an `observedAt` later than `now` counts as `now` (a device clock running
 ahead must not push a duration into the future); an observation older than the newest one
 already evaluated for the same state is ignored, so the order of samples is the order of time.
+
+Persistence by duration: met by a sample observed `durationSeconds` after the first one (observation
+time only), or by the timer when no sample contradicts the level. The timer runs behind by how late
+the newest sample was (`Pending.lag`, see `_due`): a late reading (a replayed or store-and-forward
+backlog) waits for the readings observed after it, so the decision is the same whether a backlog comes
+in one request or one reading per request (QA5 F2).
 """
 
 from __future__ import annotations
@@ -85,22 +91,31 @@ DEFAULT_ENV = Env()
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A level indicated but not yet confirmed: since when, how many samples, the worst value."""
+    """A level indicated but not yet confirmed: since when, how many samples, the worst value.
+
+    `lag` is how late the newest of its samples was when it was evaluated (platform clock minus its
+    observation time, seconds): the timer of a duration runs that much behind (see `_due`), so a late
+    (replayed, store-and-forward) sample waits for the samples after it instead of meeting the duration
+    at once.
+    """
 
     since: datetime
     last: datetime
     samples: int
     peak: float | None
+    lag: float = 0.0
 
-    def add(self, at: datetime, value: float | None) -> Pending:
-        return Pending(self.since, at, self.samples + 1, _worse(self.peak, value))
+    def add(self, at: datetime, value: float | None, lag: float = 0.0) -> Pending:
+        return Pending(self.since, at, self.samples + 1, _worse(self.peak, value), lag)
 
     def to_json(self) -> dict[str, Any]:
-        return {"since": to_iso(self.since), "last": to_iso(self.last), "samples": self.samples, "peak": self.peak}
+        return {"since": to_iso(self.since), "last": to_iso(self.last), "samples": self.samples, "peak": self.peak,
+                "lag": self.lag}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Pending:
-        return cls(parse_iso_clamped(data["since"]), parse_iso_clamped(data["last"]), int(data["samples"]), data.get("peak"))
+        return cls(parse_iso_clamped(data["since"]), parse_iso_clamped(data["last"]), int(data["samples"]), data.get("peak"),
+                   float(data.get("lag") or 0.0))  # snapshots written before `lag` existed: 0 (live)
 
 
 def _worse(a: float | None, b: float | None) -> float | None:
@@ -179,17 +194,18 @@ def evaluate(rule: Rule, state: RuleState, obs: Observation, now: datetime, env:
     if state.last_at is not None and at < state.last_at:
         return state, []
     cond = rule.condition
+    lag = (now - at).total_seconds()  # how late the sample is: a duration's timer waits that much longer
     if isinstance(cond, Threshold):
-        return _threshold(rule, cond, state, obs, at)
+        return _threshold(rule, cond, state, obs, at, lag)
     if isinstance(cond, RateOfChange):
-        return _rate(rule, cond, state, obs, at)
+        return _rate(rule, cond, state, obs, at, lag)
     if isinstance(cond, Inactivity):
         return _inactivity(cond, state, obs, at, env)
     if isinstance(cond, Geofence):
         return _geofence(cond, state, obs, at)
     if isinstance(cond, EventMatch):
-        return _event(rule, cond, state, obs, at)
-    return _composite(rule, cond, state, obs, at)
+        return _event(rule, cond, state, obs, at, lag)
+    return _composite(rule, cond, state, obs, at, lag)
 
 
 def tick(rule: Rule, state: RuleState, now: datetime, env: Env = DEFAULT_ENV) -> Result:
@@ -260,15 +276,30 @@ def _rank(level: str | None) -> int:
 
 
 def _persisted(persistence: Persistence | None, pending: Pending, at: datetime) -> bool:
+    """Met by the samples: their count, or a sample observed `durationSeconds` or more after the first one."""
     if persistence is None:
         return True
     if persistence.samples is not None and pending.samples >= persistence.samples:
         return True
-    return persistence.duration_seconds is not None and at >= _due(pending, persistence.duration_seconds)
+    return persistence.duration_seconds is not None and at >= _held(pending, persistence.duration_seconds)
+
+
+def _held(pending: Pending, seconds: float) -> datetime:
+    """The observation time at which the level has held `seconds` (the instant a timer match is stamped)."""
+    return pending.since + timedelta(seconds=seconds)
 
 
 def _due(pending: Pending, seconds: float) -> datetime:
-    return pending.since + timedelta(seconds=seconds)
+    """When, on the platform clock, a duration counts as met without a later sample (the timer).
+
+    The remaining duration is counted from when the newest sample was evaluated, not from when it was
+    observed: `since + seconds + lag`, i.e. `evaluated + (seconds - (last - since))`. A live sample
+    (lag about 0) is due at `since + seconds`, as before; a late one (a replayed or store-and-forward
+    backlog) waits for the samples observed after it, which are on their way too, so a single old
+    reading cannot meet the duration at once, and the outcome does not depend on whether the backlog
+    came in one request or one reading per request (QA5 F2).
+    """
+    return pending.since + timedelta(seconds=seconds + pending.lag)
 
 
 def _next_wake(persistence: Persistence | None, pending: Mapping[str, Pending]) -> datetime | None:
@@ -279,7 +310,7 @@ def _next_wake(persistence: Persistence | None, pending: Mapping[str, Pending]) 
 
 
 def _settle(rule: Rule, state: RuleState, raw: str | None, at: datetime, value: float | None,
-            evidence: dict[str, Any]) -> Result:
+            evidence: dict[str, Any], lag: float = 0.0) -> Result:
     """Move a level-producing rule to the level `raw` indicates, honouring its persistence."""
     confirmed = state.level
     indicated = [lv for lv in LEVELS if _rank(confirmed) < level_rank(lv) <= _rank(raw)]
@@ -293,12 +324,15 @@ def _settle(rule: Rule, state: RuleState, raw: str | None, at: datetime, value: 
             del pending[lv]
     for lv in indicated:
         previous = pending.get(lv)
-        pending[lv] = Pending(at, at, 1, value) if previous is None else previous.add(at, value)
+        pending[lv] = Pending(at, at, 1, value, lag) if previous is None else previous.add(at, value, lag)
     level = raw if _rank(raw) < _rank(confirmed) else confirmed
     ready = [lv for lv, p in pending.items() if _persisted(rule.persistence, p, at)]
     if ready:
         level = max(ready, key=level_rank)
         evidence = {**evidence, **_persistence_evidence(pending[level], rule.persistence)}
+        if rule.persistence is not None:
+            met = rule.persistence.samples is not None and pending[level].samples >= rule.persistence.samples
+            evidence["confirmedBy"] = "samples" if met else "duration"
         pending = {lv: p for lv, p in pending.items() if level_rank(lv) > level_rank(level)}
     new = replace(state, pending=pending, last_at=at, wake_at=_next_wake(rule.persistence, pending))
     return _transition(new, confirmed, level, at, evidence, decisions)
@@ -339,15 +373,17 @@ def _pending_tick(rule: Rule, state: RuleState, now: datetime) -> Result:
         return replace(state, wake_at=_next_wake(persistence, state.pending)), []
     level = max(ready, key=level_rank)
     held = state.pending[level]
-    at = _due(held, seconds)
+    at = _held(held, seconds)  # stamped in observation time, like a match by a sample
     pending = {lv: p for lv, p in state.pending.items() if level_rank(lv) > level_rank(level)}
-    evidence = {"heldSince": to_iso(held.since), "heldSeconds": seconds, "samples": held.samples, "peak": held.peak}
+    # No sample contradicted the level for `seconds` (counted as `_due` says); `lastSampleAt` shows what was seen.
+    evidence = {"heldSince": to_iso(held.since), "heldSeconds": seconds, "samples": held.samples, "peak": held.peak,
+                "lastSampleAt": to_iso(held.last), "confirmedBy": "timer"}
     new = replace(state, pending=pending, wake_at=_next_wake(persistence, pending))
     return _transition(new, state.level, level, at, evidence, [])
 
 
 # -- threshold ----------------------------------------------------------------------------------
-def _threshold(rule: Rule, cond: Threshold, state: RuleState, obs: Observation, at: datetime) -> Result:
+def _threshold(rule: Rule, cond: Threshold, state: RuleState, obs: Observation, at: datetime, lag: float) -> Result:
     value = number(obs.value)
     if value is None:
         return state, []
@@ -356,7 +392,7 @@ def _threshold(rule: Rule, cond: Threshold, state: RuleState, obs: Observation, 
         return _quiet(state, at), []  # the common case: normal, and nothing under way
     evidence = {"attribute": cond.attribute, "value": value, "observedAt": to_iso(at), "direction": cond.direction,
                 "edges": {e.level: e.at for e in cond.edges}}
-    return _settle(rule, state, raw, at, value, evidence)
+    return _settle(rule, state, raw, at, value, evidence, lag)
 
 
 def _quiet(state: RuleState, at: datetime) -> RuleState:
@@ -375,7 +411,7 @@ def theil_sen(points: list[tuple[float, float]]) -> float | None:
     return statistics.median(slopes) if slopes else None
 
 
-def _rate(rule: Rule, cond: RateOfChange, state: RuleState, obs: Observation, at: datetime) -> Result:
+def _rate(rule: Rule, cond: RateOfChange, state: RuleState, obs: Observation, at: datetime, lag: float) -> Result:
     value = number(obs.value)
     if value is None:
         return state, []
@@ -391,20 +427,20 @@ def _rate(rule: Rule, cond: RateOfChange, state: RuleState, obs: Observation, at
     evidence = {"attribute": cond.attribute, "value": value, "observedAt": to_iso(at), "rate": rate,
                 "perSeconds": cond.per_seconds, "windowSeconds": cond.window_seconds, "samplesInWindow": len(points),
                 "edges": {e.level: e.at for e in cond.edges}}
-    return _settle(rule, state, raw, at, rate, evidence)
+    return _settle(rule, state, raw, at, rate, evidence, lag)
 
 
 # -- event and composite ------------------------------------------------------------------------
-def _event(rule: Rule, cond: EventMatch, state: RuleState, obs: Observation, at: datetime) -> Result:
+def _event(rule: Rule, cond: EventMatch, state: RuleState, obs: Observation, at: datetime, lag: float) -> Result:
     matches = compare(cond.when, obs.value)
     evidence = {"attribute": cond.attribute, "value": obs.value, "observedAt": to_iso(at)}
     if not cond.latch:
         decisions: list[Decision] = [Matched(cond.level, at, None, evidence)] if matches else []
         return replace(state, last_at=at), decisions
-    return _settle(rule, state, cond.level if matches else None, at, number(obs.value), evidence)
+    return _settle(rule, state, cond.level if matches else None, at, number(obs.value), evidence, lag)
 
 
-def _composite(rule: Rule, cond: Composite, state: RuleState, obs: Observation, at: datetime) -> Result:
+def _composite(rule: Rule, cond: Composite, state: RuleState, obs: Observation, at: datetime, lag: float) -> Result:
     values = {**obs.values, obs.attribute: obs.value}
     results = [compare(t, values.get(t.attribute)) for t in cond.terms]
     holds = all(results) if cond.mode == "and" else any(results)
@@ -412,7 +448,7 @@ def _composite(rule: Rule, cond: Composite, state: RuleState, obs: Observation, 
                 "terms": [{"attribute": t.attribute, "op": t.op, "value": _json_operand(t.value), "holds": r}
                           for t, r in zip(cond.terms, results, strict=True)],
                 "observedAt": to_iso(at)}
-    return _settle(rule, state, cond.level if holds else None, at, None, evidence)
+    return _settle(rule, state, cond.level if holds else None, at, None, evidence, lag)
 
 
 def _json_operand(value: Any) -> Any:
