@@ -104,8 +104,9 @@ async def test_the_ngsi_ld_entity_has_no_personal_data(make_ops: MakeOps) -> Non
         for personal in ("김영희", "010-2345-6789", "박보호", "010-9876-5432", "파란 점퍼"):
             assert personal not in text
         values = {k.rsplit("/", 1)[-1]: v[0] for k, v in doc["attrs"].items()}
-        assert values["subjectRef"]["value"] == event["subject"]["ref"]
-        assert values["location"]["value"] == {"type": "Point", "coordinates": list(POINT)}
+        # no pseudonym, and a vulnerable person's event is only in a coarse cell, without address (QA7 F3)
+        assert "subjectRef" not in values and "address" not in values and event["subject"]["ref"] not in text
+        assert values["location"]["value"] == {"type": "Point", "coordinates": [126.8875, 37.4975]}
         assert values["severity"]["value"] == "critical" and values["status"]["value"] == "received"
         assert values["description"]["languageMap"] == {"ko": "사회적 약자 지원: 실종", "en": "Support for vulnerable people: "
                                                                                           "Missing person"}
@@ -118,9 +119,10 @@ async def test_the_ngsi_ld_entity_has_no_personal_data(make_ops: MakeOps) -> Non
 async def test_the_subject_pseudonym_links_one_persons_events(make_ops: MakeOps) -> None:
     async with make_ops(cameras=False, **AGENCIES) as ops:
         first = (await ops.call("create_event", "POST", "/api/v1/events", report())).body
-        second = (await ops.call("create_event", "POST", "/api/v1/events", report(typeCode="geofence_exit"))).body
+        second = (await ops.call("create_event", "POST", "/api/v1/events", report(typeCode="geofence_exit",
+                                                                                 sourceRef="SR-2026-0043"))).body
         other = (await ops.call("create_event", "POST", "/api/v1/events", report(
-            subject={"name": "이철수", "phone": "010-1111-2222"}))).body
+            subject={"name": "이철수", "phone": "010-1111-2222"}, sourceRef="SR-2026-0044"))).body
         assert first["subject"]["ref"] == second["subject"]["ref"] != other["subject"]["ref"]
         assert first["subject"]["ref"].startswith("psn-") and len(first["subject"]["ref"]) == 24
 

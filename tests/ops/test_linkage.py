@@ -187,7 +187,7 @@ async def test_revoked_grant_links_fail_and_the_agency_is_told(make_ops: MakeOps
         assert denied.status == 403 and denied.extra["reason"] == "revoked"
         notices = [r.json for r in receiver.on("/112") if r.json["event"] == "grant-revoked"]
         assert notices and notices[0]["package"]["grant"] == {"id": grant.body["id"], "reason": "오인 신고"}
-        lines = await audit(ops, grant=grant.body["id"])
+        lines = await audit(ops, grant=grant.body["id"], kind="grant")  # (the share's linkage lines aside)
         assert [(line["action"], line["outcome"], line["actor"]) for line in lines] == [
             ("issued", "ok", "operator:op-kim"), ("access", "ok", "agency:police-terminal"),
             ("revoked", "ok", "operator:op-kim"), ("access", "denied", "agency:police-terminal")]

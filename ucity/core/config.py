@@ -282,6 +282,11 @@ class OpsSettings(_Section):
                                                "into a pseudonym; same rules as grant_secret")
     grant_minutes: float = Field(30.0, gt=0, le=1440, description="lifetime of a grant and of each renewal (PLAT-R5)")
     grant_max_minutes: float = Field(240.0, gt=0, le=10080, description="longest lifetime one request may ask for")
+    grant_max_renewals: int = Field(3, ge=0, le=1000, description="renewals an agency may make of its own grant "
+                                    "[D]; then only an operator (grants:issue) renews it (0: agencies never renew)")
+    grant_max_total_minutes: float = Field(480.0, gt=0, le=525_600, description="an agency's own renewal never "
+                                           "takes a grant past this long after its issue [D] (it is shortened to "
+                                           "that end, refused once there); operators' renewals are not bound")
     video_crime_types: list[str] = Field(DEFAULT_VIDEO_CRIME_TYPES, description="event type codes for which "
                                          "police video is shared without operator approval (PLAT-R4)")
     gated_services: list[str] = Field(["112_VIDEO", "112_DISPATCH"], description="linkage services that the "

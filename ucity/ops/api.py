@@ -23,9 +23,10 @@ from ucity.core.params import bbox_param, int_param, json_object, micros_param, 
 from ucity.ngsild.request import tenant_of
 from ucity.ops import cameras as cam
 from ucity.ops.agencies import parse_agency
+from ucity.ops.audit import RefusalPacer
 from ucity.ops.auth import AgencyRefused, Forbidden, Permission, Principal, Role, TokenSpec, new_token_id
 from ucity.ops.center import OperationsCenter
-from ucity.ops.events import SERVICES, STATUSES, AttachmentIn, EventIn
+from ucity.ops.events import READ_ACTIONS, SERVICES, STATUSES, AttachmentIn, EventIn
 from ucity.ops.grants import links
 from ucity.ops.nearest import CAMERA_TYPE, Selection
 from ucity.rules.events import LEVELS
@@ -105,23 +106,61 @@ def _selection(selection: Selection) -> dict[str, Any]:
 class OpsApi:
     def __init__(self, center: OperationsCenter) -> None:
         self.center = center
+        self._pacer = RefusalPacer(lambda: center.clock.now().timestamp())
 
     async def _ctx(self, req: Req, permission: Permission) -> tuple[str, Principal]:
         tenant = tenant_of(req, self.center.default_tenant)[0]
         principal = await self._authenticate(req, tenant)
-        principal.require(permission)
+        try:
+            principal.require(permission)
+        except Forbidden:
+            await self._refused(req, tenant, principal, "permission", permission)
+            raise
         return tenant, principal
 
     async def _authenticate(self, req: Req, tenant: str) -> Principal:
-        """The caller; a genuine token of a disabled or deleted agency is refused (403) and the attempt audited."""
+        """The caller (401 without a known token); a genuine token of a disabled or deleted agency, or of another
+        tenant, is refused (403) and the attempt audited."""
+        auth = self.center.auth
+        principal = auth.bearer(req)
         try:
-            return self.center.auth.authenticate(req, tenant)
+            auth.admit(principal, tenant)
         except AgencyRefused as refused:
             who = refused.principal
             await self.center.audit.append(self.center.audit.row(
                 tenant, "auth", "refused", who.actor, agency=who.agency, outcome="denied", reason=refused.reason,
                 token=who.id, method=req.method, path=req.path))
             raise
+        except Forbidden:
+            await self._refused(req, tenant, principal, "tenant", None)
+            raise
+        return principal
+
+    async def _refused(self, req: Req, tenant: str, principal: Principal, reason: str,
+                       permission: Permission | None) -> None:
+        """A 403 for a token without the permission, or of another tenant, audited (`auth` / `refused`) as the guard
+        of the other APIs audits its own (ucity/access.py, QA7 F6): in the tenant asked for, or a tenant-bound
+        token's own; one line per token, reason and permission a minute (`RefusalPacer`), counting the others."""
+        earlier = self._pacer.admit((principal.id, reason, str(permission) if permission is not None else None))
+        if earlier is None:
+            return
+        detail: dict[str, Any] = {"token": principal.id, "method": req.method, "path": req.path[:500]}
+        if reason == "tenant":
+            detail["requestedTenant"] = tenant[:255]
+        if permission is not None:
+            detail["permission"] = str(permission)
+        if earlier:
+            detail["alsoRefused"] = earlier  # refusals of the same kind since the previous line, not audited
+        await self.center.audit.append(self.center.audit.row(
+            principal.tenant or tenant, "auth", "refused", principal.actor, agency=principal.agency, outcome="denied",
+            reason=reason, **detail))
+
+    async def _token_read(self, tenant: str, principal: Principal, grant: str, agency: str, event: str, via: str,
+                          **detail: Any) -> None:
+        """A live footage token shown again (QA7 F2): who, which grant, through what; never the token."""
+        await self.center.audit.append(self.center.audit.row(
+            tenant, "grant", "token-read", principal.actor, agency=agency, event=event, grant=grant, outcome="ok",
+            via=via, **detail))
 
     # -- events ----------------------------------------------------------------------------------------
     async def list_events(self, req: Req) -> Resp:
@@ -133,26 +172,36 @@ class OpsApi:
             limit=int_param(req, "limit", 20, 1, MAX_LIMIT), offset=int_param(req, "offset", 0, 0, 10**9), count=True,
             agency=_own_agency(principal, Permission.EVENTS_READ_ALL))
         events, total = await self.center.events.query(tenant, query)
+        # Masked for everybody: a list is no place to read personal data (GET /events/{id} is, audited), and the
+        # dashboard polls it (QA7 F2).
         return Resp(200, {"total": total, "limit": query.limit, "offset": query.offset,
-                          "events": [e.to_wire(principal) for e in events]})
+                          "events": [e.to_wire(principal, unmask=False) for e in events]})
 
     async def create_event(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.EVENTS_REPORT)
-        event = await self.center.create_event(tenant, parse(req, EventIn), principal, req.base_url)
+        event, created = await self.center.report_event(tenant, parse(req, EventIn), principal, req.base_url)
         event = await self.center.events.load(tenant, event.id)  # with the linkages its creation made
+        if not created:  # its sourceRef reported again (a retry): the event the first report made, 200
+            return Resp(200, event.to_wire(principal), {"Location": f"/api/v1/events/{event.id}"})
         return _created(event.to_wire(principal), f"/api/v1/events/{event.id}")
 
     async def get_event(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.EVENTS_READ)
         event = await self.center.events.visible(tenant, req.path_params["eventId"], principal)
-        history = await self.center.events.trail(tenant, event.id)
+        if event.personal and principal.can(Permission.PERSONAL_READ):
+            # PLAT-R10 / QA7 F2: who read whose personal data, when; which parts, never their values. Written
+            # before the data is shown: no line, no data.
+            await self.center.audit.append(self.center.audit.row(
+                tenant, "event", "personal-read", principal.actor, agency=principal.agency, event=event.id,
+                outcome="ok", personal={role: sorted(values) for role, values in sorted(event.personal.items())}))
+        history = await self.center.events.trail(tenant, event.id, principal)  # an agency's: what concerns it
         return Resp(200, event.to_wire(principal, history))
 
     async def event_status(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.EVENTS_MANAGE)
         body = parse(req, StatusIn)
         event = await self.center.transition(tenant, req.path_params["eventId"], body.status, principal, body.note)
-        return Resp(200, event.to_wire(principal))
+        return Resp(200, event.to_wire(principal, unmask=False))
 
     async def add_attachment(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.EVENTS_REPORT)
@@ -199,6 +248,9 @@ class OpsApi:
         tenant, principal = await self._ctx(req, Permission.EVENTS_READ)
         package = await self.center.package(tenant, req.path_params["eventId"], req.path_params["linkageId"],
                                             principal, req.base_url)
+        if package.get("grant"):  # it holds the grant's footage token
+            await self._token_read(tenant, principal, package["grant"]["id"], package["agency"],
+                                   package["event"]["id"], "package", linkage=package["linkage"])
         return Resp(200, package)
 
     # -- cameras ---------------------------------------------------------------------------------------
@@ -350,10 +402,11 @@ class OpsApi:
         grant = await self.center.grants.visible(tenant, req.path_params["grantId"], principal)
         body = grant.wire(self.center.grants.now())
         if body["status"] == "active":  # the holder may fetch its links again (tokens are never stored)
+            await self._token_read(tenant, principal, grant.id, grant.agency, grant.event, "grant")
             token = self.center.grants.token(grant)
             body.update(token=token, links=links(req.base_url, token, grant.cameras))
         docs, _ = await self.center.audit.query(tenant, AuditQuery(grant_ids=(grant.id,), limit=10_000))
-        return Resp(200, {**body, "audit": docs})
+        return Resp(200, {**body, "audit": [d for d in docs if d.get("action") not in READ_ACTIONS]})
 
     async def renew_grant(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.EVENTS_READ)
@@ -471,9 +524,11 @@ P = Permission
 ROUTES: tuple[Route, ...] = (
     Route("/api/v1/events", "GET", "list_events", "List events (an agency sees its own)", E, P.EVENTS_READ,
           params=("service", "status", "level", "type", "bbox", "from", "to", "limit", "offset")),
-    Route("/api/v1/events", "POST", "create_event", "Create an event (PLAT-R1/R2)", E, P.EVENTS_REPORT, EventIn,
-          statuses=(201,)),
-    Route("/api/v1/events/{eventId}", "GET", "get_event", "An event with its audit trail", E, P.EVENTS_READ),
+    Route("/api/v1/events", "POST", "create_event", "Create an event (PLAT-R1/R2); a sourceRef reported again gives "
+          "its event (200)", E, P.EVENTS_REPORT, EventIn, statuses=(200, 201)),
+    Route("/api/v1/events/{eventId}", "GET", "get_event",
+          "An event with its audit trail (an agency's: what concerns it); personal data shown unmasked is audited", E,
+          P.EVENTS_READ),
     Route("/api/v1/events/{eventId}/status", "POST", "event_status", "Move an event along its status machine", E,
           P.EVENTS_MANAGE, StatusIn),
     Route("/api/v1/events/{eventId}/attachments", "POST", "add_attachment", "Add attachment metadata", E,

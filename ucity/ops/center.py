@@ -8,6 +8,12 @@ Flows:
   receives gets one for itself (the 112 room's report asks for the nearest CCTV at once, Daejeon [V]);
 * a linkage passes the gate (PLAT-R4) or is held -> on approval: the nearest cameras (PLAT-R3), a grant
   for them (PLAT-R5), the package (PLAT-R6/R7) queued to the agency's webhook, the event `sharing`;
+* an event is reported with a `sourceRef` that made an event already (a 112 terminal's retry) -> that event,
+  nothing new (`report_event`);
+* an operator shares cameras directly (`issue_grant`) -> a grant and a `direct` linkage whose package goes to the
+  agency as a linkage's does, so the agency sees the event;
+* the alarm that made an event is closed -> the event is closed (or cancelled, for a false alarm) by `system`,
+  unless an operator or agency took it up (`_alarm_closed`);
 * an event is closed or cancelled -> its held linkages are rejected in the same write, then its grants are
   revoked (each agency is told, `grant-revoked`, as for a revocation by hand; `linkage-rejected` for a
   held request, as for an operator's rejection); a grant being made at that moment (an approval or a
@@ -26,7 +32,7 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, NoReturn
 
 from shapely.geometry import shape
@@ -45,6 +51,8 @@ from ucity.ops.cameras import CameraRegistry, local_id
 from ucity.ops.cameras import entity_id as camera_entity_id
 from ucity.ops.events import (
     ACKNOWLEDGED,
+    CANCELLED,
+    CLOSED,
     FINAL,
     RECEIVED,
     SHARING,
@@ -59,13 +67,24 @@ from ucity.ops.events import (
 from ucity.ops.grants import Grant, GrantService, InvalidGrantTransition, Issued, TokenSigner, links
 from ucity.ops.nearest import CameraIndex, Selection, iri, measure
 from ucity.rules.events import level_rank
-from ucity.store.base import AuditRow, Doc, GrantQuery, Store
+from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, Store
 
 log = logging.getLogger(__name__)
 ALARM_SOURCE = "ucity-alarms"
 # AgencyRegistry.refusal -> the reason its grants are revoked with
 _AGENCY_REASONS = {"agency-disabled": "agency disabled", "agency-unknown": "agency deleted"}
 _TRIGGERS = frozenset({"raised", "escalated", "reactivated"})
+# Closing outcomes of an alarm (ucity/alarms/model.py OUTCOMES) that mean there was nothing to handle: its event
+# is cancelled rather than closed (_alarm_closed).
+_NOT_REAL = frozenset({"false-user", "false-device", "test", "duplicate"})
+# Audit lines (kind, action) of an event's trail that show somebody handling it (_taken_up).
+_HANDLING = frozenset({("event", "status"), ("event", "attachment-added"), ("linkage", "requested"),
+                       ("linkage", "approved"), ("linkage", "rejected"), ("linkage", "queued"), ("linkage", "ready"),
+                       ("grant", "issued"), ("grant", "renewed"), ("grant", "revoked")})
+
+
+class _TakenUp(Exception):
+    """An event moved while its alarm's close was being followed (_alarm_closed): left to whoever moved it."""
 
 
 class AgencyDisabled(BadRequest):
@@ -118,6 +137,7 @@ class OperationsCenter:
         self.agencies.on_change = self.links.forget
         self.agencies.on_refused = self._agency_refused
         self._alarm_locks = KeyedLocks()
+        self._source_locks = KeyedLocks()  # reports of one (tenant, source system, source reference): report_event
         self._alarm_tasks: set[asyncio.Task[None]] = set()
         alarms.add_drainer(self._alarm_events_made)  # the alarms' drain covers the events they make here
         self._unsubscribe: Callable[[], None] | None = None
@@ -264,8 +284,36 @@ class OperationsCenter:
     # -- events ----------------------------------------------------------------------------------------
     async def create_event(self, tenant: str, data: EventIn, principal: Principal, base_url: str | None = None,
                            alarm_id: str | None = None) -> Event:
+        event, _ = await self.report_event(tenant, data, principal, base_url, alarm_id)
+        return event
+
+    async def report_event(self, tenant: str, data: EventIn, principal: Principal, base_url: str | None = None,
+                           alarm_id: str | None = None) -> tuple[Event, bool]:
+        """Create an event, or find the one its source reference made: (event, created).
+
+        A report with a `sourceRef` is idempotent on (tenant, source system, source reference): a 112/119 terminal
+        that retries after a timeout, or reports the same case number again, gets the event the first report made
+        (whatever its status since: a case number names one case), with no second event, linkage or grant; the
+        repeat is audited (`event` / `created`, outcome `duplicate`). An agency's source system is always
+        `agency:<id>`, so one agency's case numbers never match another's. Reports are taken one at a time per key
+        in this process (a retry racing the first report waits for it and gets its event); across API processes on
+        one database two reports at the very same moment may still make two events (the store has no unique key).
+        Events of alarms are made once per alarm by `_alarm_event`."""
         principal.require(Permission.EVENTS_REPORT)
-        event = await self.events.create(self.events.build(tenant, data, principal, alarm_id), principal)
+        event = self.events.build(tenant, data, principal, alarm_id)
+        if alarm_id is not None or not event.source_ref:
+            return await self._create(event, principal, base_url), True
+        async with self._source_locks.hold((tenant, event.source_system, event.source_ref)):
+            existing = await self.events.by_source(tenant, event.source_system, event.source_ref)
+            if existing is not None and existing.visible_to(principal):
+                await self.audit.append(self.audit.row(
+                    tenant, "event", "created", principal.actor, event=existing.id, agency=event.reporter_agency,
+                    outcome="duplicate", sourceSystem=event.source_system, sourceRef=event.source_ref))
+                return existing, False
+            return await self._create(event, principal, base_url), True
+
+    async def _create(self, event: Event, principal: Principal, base_url: str | None) -> Event:
+        event = await self.events.create(event, principal)
         await self._auto_link(event, principal, base_url)
         return event
 
@@ -285,10 +333,17 @@ class OperationsCenter:
 
     async def transition(self, tenant: str, event_id: str, status: str, principal: Principal, note: str = "") -> Event:
         principal.require(Permission.EVENTS_MANAGE)
+        return await self._move(tenant, event_id, lambda e: self.events.transition_rows(e, status, principal.actor, note),
+                                principal)
+
+    async def _move(self, tenant: str, event_id: str, moves: Callable[[Event], list[AuditRow]],
+                    principal: Principal) -> Event:
+        """Apply status `moves` to the event; a move to a final status rejects its held linkages in the same write
+        and then revokes its grants (`_wind_up`), each agency told."""
         rejected: list[dict[str, Any]] = []
 
         def move(e: Event) -> list[AuditRow]:
-            rows = self.events.transition_rows(e, status, principal.actor, note)
+            rows = moves(e)
             if e.final:  # its held linkages are rejected in the same write: no crash leaves one waiting
                 for link in e.linkages:
                     if link["status"] == lk.HELD:
@@ -510,8 +565,11 @@ class OperationsCenter:
             await self._drop_missing_links(event.tenant, footage)
             grant = {"id": issued.grant.id, "expiresAt": issued.grant.expires_at, "token": issued.token}
         extra = await lk.gather_sections(self.store, event.tenant, event, link["service"], self.settings)
-        return lk.build_package(event, agency, link["service"], link["id"], lk.camera_entries(near, footage), grant,
-                                extra)
+        package = lk.build_package(event, agency, link["service"], link["id"], lk.camera_entries(near, footage), grant,
+                                   extra)
+        if link.get("direct"):
+            package["direct"] = True  # an operator's share (issue_grant), not a request of the agency's service
+        return package
 
     async def _drop_missing_links(self, tenant: str, footage: dict[str, dict[str, str]]) -> None:
         """A stream link only for cameras that have a stream, a still link only for those with a still image
@@ -539,10 +597,16 @@ class OperationsCenter:
         if link.get("grant") and event.point:
             grant = await self.grants.load(tenant, link["grant"])
             issued = Issued(grant, self.grants.token(grant))
-            grid = await self.index.grid(tenant)
-            found = (grid.get(camera_entity_id(c)) for c in grant.cameras)
-            near = [measure(camera, *event.point) for camera in found if camera is not None]
+            near = await self._measured(event, grant)
         return await self._package(event, agency, link, issued, near, base_url)
+
+    async def _measured(self, event: Event, grant: Grant) -> list[Any]:
+        """A grant's cameras measured from the event (distance, bearing), as a package lists them."""
+        if event.point is None:
+            return []
+        grid = await self.index.grid(event.tenant)
+        found = (grid.get(camera_entity_id(c)) for c in grant.cameras)
+        return [measure(camera, *event.point) for camera in found if camera is not None]
 
     async def _delivered(self, notification: lk.PackageNotification, ok: bool, detail: str) -> None:
         """The outbox's final word on a package: delivered, or a dead letter."""
@@ -565,12 +629,20 @@ class OperationsCenter:
     # -- grants ----------------------------------------------------------------------------------------
     async def issue_grant(self, tenant: str, agency_id: str, event_id: str, cameras: list[str], principal: Principal,
                           minutes: float | None, purpose: str, base_url: str | None) -> tuple[Issued, list[dict[str, str]]]:
-        """An operator shares some cameras of an event with an agency directly."""
+        """An operator shares some cameras of an event with an agency directly.
+
+        The share is a linkage of the event (`direct`: true, decided by the operator, no gate: the operator's
+        decision is the approval PLAT-R4 asks for): the agency sees the event as for any linkage (its list, `GET
+        /events/{id}`, the package at `.../linkages/{id}/package`), and its webhook gets the package with the
+        footage links (`linkage`, as for a linkage), its outbox entry stored in the commit that adds the linkage.
+        Its service is the event's if the agency receives it, else the agency's first: it only chooses the
+        package's sections."""
         principal.require(Permission.GRANTS_ISSUE)
         event = await self.events.load(tenant, event_id)
         if event.final:
             raise InvalidEventTransition(f"종결·취소된 사건 / the event is {event.status}")
-        if not self.agencies.require(tenant, agency_id).enabled:
+        agency = self.agencies.require(tenant, agency_id)
+        if not agency.enabled:
             # Audited as a linkage for it is (`request_linkage`): outcome `denied`, no grant made, not counted as
             # issued in the statistics.
             await self.audit.append(self.audit.row(
@@ -580,16 +652,39 @@ class OperationsCenter:
             raise AgencyDisabled(agency_id)
         for camera in cameras:
             await self.cameras.get(tenant, camera)
-        issued = await self.grants.issue(tenant, agency_id, event_id, cameras, purpose or "operator share",
-                                         principal.actor, minutes)
+        link_id, purpose = f"lk-{uuid.uuid4().hex[:12]}", purpose or "operator share"
+        issued = await self.grants.issue(tenant, agency_id, event_id, cameras, purpose, principal.actor, minutes,
+                                         linkage=link_id)
+        now = to_iso(self.clock.now())
+        link: dict[str, Any] = {
+            "id": link_id, "agency": agency.id,
+            "service": event.service if event.service in agency.services else agency.services[0],
+            "status": lk.QUEUED if agency.webhook else lk.READY, "requestedBy": principal.actor, "requestedAt": now,
+            "automatic": False, "direct": True, "purpose": purpose, "reason": None, "decidedBy": principal.actor,
+            "decidedAt": now, "grant": issued.grant.id, "cameras": issued.grant.cameras, "deliveredAt": None,
+            "error": None}
+        package = await self._package(event, agency, link, issued, await self._measured(event, issued.grant), base_url)
+        made = lk.NOTHING
+        if agency.webhook:
+            subject, text = lk.compose(event, link["service"])
+            made = self.links.prepare(agency.id, lk.PackageNotification(
+                f"urn:ucity:notification:{uuid.uuid4().hex}", tenant, "linkage", now, {}, subject, text,
+                package=package, linkage=link_id))
 
         def share(e: Event) -> list[AuditRow]:
-            return self.events.transition_rows(e, SHARING, principal.actor, f"grant {issued.grant.id}") \
-                if e.status in (RECEIVED, ACKNOWLEDGED) else []
+            if e.final:  # closed meanwhile: nothing is added or sent, the grant is revoked below
+                return []
+            e.linkages.append(link)
+            rows = [self._linkage_row(e, link, "queued" if agency.webhook else "ready", principal.actor,
+                                      cameras=link["cameras"], direct=True)]
+            if e.status in (RECEIVED, ACKNOWLEDGED):
+                rows += self.events.transition_rows(e, SHARING, principal.actor, f"grant {issued.grant.id}")
+            return rows
 
-        event = await self.events.change(tenant, event_id, share)
+        event = await self.events.change(tenant, event_id, share, lambda e: made.entries)
         if event.final:
             await self._revoke_late(event, issued)
+        made.send()
         return issued, links(base_url or self.base_url, issued.token, issued.grant.cameras)
 
     async def _revoke_late(self, event: Event, issued: Issued | None) -> NoReturn:
@@ -677,6 +772,9 @@ class OperationsCenter:
     async def _on_alarm(self, change: AlarmChanged) -> None:
         alarm = change.alarm
         level = alarm.get("level")
+        if "closed" in change.events and not alarm.get("derived") and alarm.get("kind") == "safety":
+            self._alarm_task(self._alarm_closed(change))
+            return
         if alarm.get("derived") or alarm.get("kind") != "safety" or level is None or not _TRIGGERS & set(change.events):
             return  # a parent's derived alarm repeats its children's; their own alarms make the events
         if level_rank(level) < level_rank(self.settings.alarm_event_min_level):
@@ -685,7 +783,10 @@ class OperationsCenter:
         # nearest cameras, linkages) would hold up that alarm's next change, and in an alarm storm every
         # alarm's: the event is made in a task. Tasks start in the order they are created and take the
         # alarm's lock first, so one alarm's changes still make its event in order.
-        task = asyncio.get_running_loop().create_task(self._alarm_event(change, level))
+        self._alarm_task(self._alarm_event(change, level))
+
+    def _alarm_task(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
         self._alarm_tasks.add(task)
         task.add_done_callback(self._alarm_done)
 
@@ -719,6 +820,47 @@ class OperationsCenter:
                            address=await self._address(change.tenant, alarm.get("entity_id")),
                            details=_alarm_details(alarm), sourceSystem=ALARM_SOURCE, sourceRef=alarm["id"])
             await self.create_event(change.tenant, data, SYSTEM, alarm_id=alarm["id"])
+
+    async def _alarm_closed(self, change: AlarmChanged) -> None:
+        """The alarm that made an event is closed: the event follows, unless somebody took it up.
+
+        Nobody acted on it (every status move, linkage and grant of its trail by the system or the automatic
+        linkage): it is closed by `system` (through `acknowledged` when still `received`: closing needs an
+        acknowledgement), or cancelled when the alarm was closed as false, test or duplicate; the note names the
+        alarm and its outcome, and its grants are revoked and its held linkages rejected as for any close, each
+        agency told. An operator or an agency acted on it (acknowledged, shared, dispatched, asked for a linkage):
+        it is theirs to close; its trail gets an `alarm-closed` line (by `system`) and it stays as it is."""
+        alarm, tenant = change.alarm, change.tenant
+        async with self._alarm_locks.hold((tenant, alarm["id"])):  # after the task that made the event
+            event = await self.events.by_source(tenant, ALARM_SOURCE, alarm["id"])
+            if event is None or event.final:
+                return
+            outcome = str(alarm.get("outcome") or "")
+            note = f"경보 종결 alarm closed: {alarm['id']}" + (f" ({outcome})" if outcome else "")
+            if await self._taken_up(event):
+                await self.audit.append(self.audit.row(tenant, "event", "alarm-closed", SYSTEM.actor, event=event.id,
+                                                       alarm=alarm["id"], alarmOutcome=outcome or None, note=note))
+                return
+            target = CANCELLED if outcome in _NOT_REAL else CLOSED
+            seen = event.status
+
+            def follow(e: Event) -> list[AuditRow]:
+                if e.status != seen:  # somebody moved it since the trail was read: theirs to close
+                    raise _TakenUp
+                rows = []
+                if target == CLOSED and e.status == RECEIVED:
+                    rows += self.events.transition_rows(e, ACKNOWLEDGED, SYSTEM.actor, note)
+                return rows + self.events.transition_rows(e, target, SYSTEM.actor, note)
+
+            with contextlib.suppress(_TakenUp):
+                await self._move(tenant, event.id, follow, SYSTEM)
+
+    async def _taken_up(self, event: Event) -> bool:
+        """Whether anybody but the system acted on the event: a status move, an attachment, a linkage, a grant (reads,
+        footage accesses and deliveries are no handling)."""
+        lines, _ = await self.audit.query(event.tenant, AuditQuery(event_ids=(event.id,), limit=10_000))
+        return any((line.get("kind"), line.get("action")) in _HANDLING and line.get("actor") not in
+                   (SYSTEM.actor, AUTO.actor) for line in lines)
 
     async def _address(self, tenant: str, entity_id: Any) -> str | None:
         doc = await self.store.get_entity(tenant, str(entity_id)) if entity_id else None

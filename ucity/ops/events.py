@@ -15,8 +15,14 @@ acknowledges it); closing needs at least an acknowledgement; `closed` and `cance
 move is an audit line with its actor (the event's trail, `GET /api/v1/events/{id}`).
 
 Personal data (the subject's and reporter's name and phone) lives only in the event record, never in
-the NGSI-LD entity (that API has no roles); the entity and the packages carry the subject's pseudonym,
-an HMAC of the identity under `ops.pseudonym_secret`, so one person's events link up without naming them.
+the NGSI-LD entity (that API has only the coarse `data:read`, which readers hold); the packages carry the
+subject's pseudonym, an HMAC of the identity under `ops.pseudonym_secret`, so one person's events link up
+without naming them. The entity carries no pseudonym, and a sensitive event (`is_sensitive`: police
+matters, vulnerable people, listed crimes, events about a person) no address, no source reference and
+only a coarse cell as its location (QA7 F3; `event_entity`).
+
+An agency reads an event's trail filtered to what concerns it (`trail_for`, QA7 F1): the event's own lines
+without the operators' notes, and the lines of its own linkages, grants and footage accesses.
 """
 
 from __future__ import annotations
@@ -25,9 +31,10 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
@@ -82,6 +89,19 @@ TYPE_NAMES: dict[str, dict[str, str]] = {
     "geofence_exit": {"ko": "안심구역 이탈", "en": "Left the safe zone"},
     "sos": {"ko": "긴급호출", "en": "SOS"},
 }
+
+# Sensitive events (QA7 F3): their `CityEvent` entity has no address, no source reference and a coarse location.
+# The police services and support for vulnerable people: where such an event is, is where a victim, a suspect or a
+# vulnerable person is.
+SENSITIVE_SERVICES = frozenset({"112_VIDEO", "112_DISPATCH", "VULNERABLE"})
+# Types about one person (health, a missing or lost person, a call for help, violence against a person), sensitive
+# whatever the service; the crime types of `ops.video_crime_types` (PLAT-R4) are too.
+PERSON_TYPES = frozenset({"murder", "robbery", "pickpocketing", "theft", "kidnapping", "sexual_violence",
+                          "domestic_violence", "assault", "medical", "missing_person", "geofence_exit", "sos"})
+# Types whose very name reveals a victim's situation protected by law (성폭력처벌법, 가정폭력처벌법 confidentiality of
+# victims): the entity does not even carry the type, only the service.
+PROTECTED_TYPES = frozenset({"sexual_violence", "domestic_violence"})
+COARSE_CELL_DEG = 0.005  # [D] a sensitive event's location: the centre of its 0.005° cell (about 550 m x 440 m)
 
 RECEIVED, ACKNOWLEDGED, SHARING, DISPATCHED, CLOSED, CANCELLED = (
     "received", "acknowledged", "sharing", "dispatched", "closed", "cancelled")
@@ -279,9 +299,13 @@ class Event:
             to_micros(parse_iso(self.updated_at)), self.point, self.agencies, self.to_doc())
 
     # -- API form --------------------------------------------------------------------------------------
-    def to_wire(self, principal: Principal, history: list[Doc] | None = None) -> Doc:
-        """The API form; personal data masked unless the principal has `personal:read` (PLAT-R10)."""
-        unmasked = principal.can(Permission.PERSONAL_READ)
+    def to_wire(self, principal: Principal, history: list[Doc] | None = None, unmask: bool = True) -> Doc:
+        """The API form; personal data masked unless the principal has `personal:read` (PLAT-R10) and `unmask`
+        (lists and write responses mask for everybody: unmasked data is read, and audited, one event at a time).
+        A principal without `events:read-all` (an agency) sees its own linkages only, and of the agencies only
+        the reporting one and itself (QA7 F1)."""
+        unmasked = unmask and principal.can(Permission.PERSONAL_READ)
+        every = principal.can(Permission.EVENTS_READ_ALL)
         wire: Doc = {
             "id": self.id, "entityId": self.entity_id, "service": self.service, "serviceName": SERVICES[self.service],
             "typeCode": self.type_code, "typeName": type_name(self.type_code), "level": self.level,
@@ -291,9 +315,9 @@ class Event:
             "source": {"system": self.source_system, "ref": self.source_ref}, "reportedBy": self.reported_by,
             "reporterAgency": self.reporter_agency, "subject": self.subject, "alarm": self.alarm_id,
             "personal": {k: (dict(v) if unmasked else mask_personal(v)) for k, v in self.personal.items()},
-            "attachments": self.attachments, "agencies": list(self.agencies),
-            "linkages": [link for link in self.linkages
-                         if principal.can(Permission.EVENTS_READ_ALL) or link["agency"] == principal.agency],
+            "attachments": self.attachments,
+            "agencies": [a for a in self.agencies if every or a in (principal.agency, self.reporter_agency)],
+            "linkages": [link for link in self.linkages if every or link["agency"] == principal.agency],
         }
         if history is not None:
             wire["history"] = history
@@ -322,29 +346,77 @@ def _date(value: str) -> dict[str, Any]:
     return {"type": "Property", "value": {"@type": "DateTime", "@value": value}}
 
 
-def event_entity(event: Event) -> dict[str, Any]:
-    """The event as NGSI-LD `CityEvent` (core-context names): no personal data, no free text."""
-    names = type_name(event.type_code)
+def is_sensitive(event: Event, crime_types: Iterable[str] = ()) -> bool:
+    """Whether where the event is tells about a person (QA7 F3): a police service or support for vulnerable people,
+    a type about one person or one of the listed crime types (`ops.video_crime_types`), or an event with a subject."""
+    return (event.service in SENSITIVE_SERVICES or event.type_code in PERSON_TYPES or event.type_code in crime_types
+            or event.subject is not None)
+
+
+def coarse_point(point: tuple[float, float], cell: float = COARSE_CELL_DEG) -> tuple[float, float]:
+    """The centre of the `cell`-degree cell that holds `point` (the same for every point of the cell)."""
+    lon, lat = ((math.floor(v / cell) + 0.5) * cell for v in point)
+    return round(lon, 6), round(lat, 6)
+
+
+def event_entity(event: Event, crime_types: Iterable[str] = ()) -> dict[str, Any]:
+    """The event as NGSI-LD `CityEvent` (core-context names), for anybody with `data:read` (readers: a data portal,
+    a video wall): no personal data, no pseudonym, no free text. A sensitive event (`is_sensitive`) has no address
+    and no source reference (a 112 case number), and as location the centre of its `COARSE_CELL_DEG` cell
+    (`locationCellDeg` says so); a protected type (`PROTECTED_TYPES`) is not named at all, only its service."""
+    sensitive = is_sensitive(event, crime_types)
+    names = None if event.type_code in PROTECTED_TYPES else type_name(event.type_code)
     entity: dict[str, Any] = {
         "id": event.entity_id, "type": ENTITY_TYPE,
-        "service": _prop(event.service), "eventType": _prop(event.type_code), "level": _prop(event.level),
+        "service": _prop(event.service), "level": _prop(event.level),
         "severity": _prop(SEVERITY[event.level]), "status": _prop(event.status),
         "occurredAt": _date(event.occurred_at), "reportedAt": _date(event.reported_at),
         "sourceSystem": _prop(event.source_system or "ucity"),
         "description": {"type": "LanguageProperty", "languageMap": {
-            lang: f"{SERVICES[event.service][lang]}: {names[lang]}" for lang in ("ko", "en")}},
+            lang: SERVICES[event.service][lang] + (f": {names[lang]}" if names else "") for lang in ("ko", "en")}},
     }
-    if event.source_ref:
+    if names is not None:
+        entity["eventType"] = _prop(event.type_code)
+    if event.source_ref and not sensitive:
         entity["sourceRef"] = _prop(event.source_ref)
     if event.point:
-        entity["location"] = {"type": "GeoProperty", "value": point_geojson(event.point)}
-    if event.address:
+        point = coarse_point(event.point) if sensitive else event.point
+        entity["location"] = {"type": "GeoProperty", "value": point_geojson(point)}
+        if sensitive:
+            entity["locationCellDeg"] = _prop(COARSE_CELL_DEG)
+    if event.address and not sensitive:
         entity["address"] = _prop({"streetAddress": event.address})
-    if event.subject and event.subject.get("ref"):
-        entity["subjectRef"] = _prop(event.subject["ref"])
     if event.alarm_id:
         entity["refAlert"] = {"type": "Relationship", "object": f"urn:ngsi-ld:Alert:{event.alarm_id}"}
     return entity
+
+
+# -- the trail an agency reads (QA7 F1) -----------------------------------------------------------------
+# The event's own lines an agency reads (without the operators' `note`); anything else of kind `event` (reads of
+# personal data ...) and every other kind but its own linkages and grants stays with operators.
+AGENCY_EVENT_ACTIONS = frozenset({"created", "status", "level", "attachment-added", "alarm-closed"})
+INTERNAL_DETAIL = frozenset({"note"})
+# Reads (QA7 F2): in the audit log (`GET /api/v1/audit`, audit:read), not in the trails shown with an event or a grant:
+# showing a trail would otherwise add to it, and the people whose reads they record need not browse them.
+READ_ACTIONS = frozenset({"personal-read", "token-read"})
+
+
+def trail_for(docs: list[Doc], principal: Principal) -> list[Doc]:
+    """What `principal` may read of an event's audit lines: all of them with `events:read-all` (operators), else
+    (an agency) the event's own lines without internal notes and the lines of its own linkages, grants and footage
+    accesses (`agency` is the principal's). Read lines (`READ_ACTIONS`) are left out for everybody."""
+    docs = [d for d in docs if d.get("action") not in READ_ACTIONS]
+    if principal.can(Permission.EVENTS_READ_ALL):
+        return docs
+    own = principal.agency
+    out: list[Doc] = []
+    for doc in docs:
+        kind = doc.get("kind")
+        if kind == "event" and doc.get("action") in AGENCY_EVENT_ACTIONS:
+            out.append({k: v for k, v in doc.items() if k not in INTERNAL_DETAIL})
+        elif kind in ("linkage", "grant") and own is not None and doc.get("agency") == own:
+            out.append(doc)
+    return out
 
 
 class Pseudonymizer:
@@ -466,9 +538,10 @@ class EventService:
         events, _ = await self.query(tenant, OpsEventQuery(source_system=system, source_ref=ref, limit=1))
         return events[0] if events else None
 
-    async def trail(self, tenant: str, event_id: str) -> list[Doc]:
+    async def trail(self, tenant: str, event_id: str, principal: Principal | None = None) -> list[Doc]:
+        """The event's audit lines; with `principal`, what it may read of them (`trail_for`)."""
         docs, _ = await self.audit.query(tenant, AuditQuery(event_ids=(event_id,), limit=10_000))
-        return docs
+        return docs if principal is None else trail_for(docs, principal)
 
     # -- change ----------------------------------------------------------------------------------------
     async def change(self, tenant: str, event_id: str, change: Change,
@@ -508,7 +581,7 @@ class EventService:
 
     async def _save(self, event: Event, rows: list[AuditRow], docs: list[tuple[str, str, str, Doc]] | None = None) -> None:
         await self.store.save_ops_event(event.to_row(), rows, docs or [])
-        doc = normalize_entity(event_entity(event), core_context())
+        doc = normalize_entity(event_entity(event, self.settings.video_crime_types), core_context())
         (result,) = await self.store.mutate(event.tenant, [Mutation(event.entity_id, replace_op(doc, True))],
                                             Context(actor="ucity-ops"))
         if isinstance(result, Exception):

@@ -14,7 +14,11 @@ such a link resolves only when
    revoked; these checks hold the links shut even before, or after a crash in between).
 
 Renewing extends the grant by another lifetime from now and gives a new token (old links still end
-at their own expiry); revoking ends every token of the grant at once. Closing or cancelling the event
+at their own expiry). An operator (grants:issue) renews without limit; the grant's agency renews its own grant at
+most `ops.grant_max_renewals` times (default 3 [D]) and never past `ops.grant_max_total_minutes` after the issue
+(default 480 [D]; the renewal is shortened to that end): beyond, 409 `RenewalRefused`, audited, and the agency asks
+an operator (ucity's choice, not an official value: a grant should not outlive the need an operator judged).
+Revoking ends every token of the grant at once. Closing or cancelling the event
 revokes its grants (center.py announces every revocation to the agency); so does disabling or deleting
 the agency. A renewal and a revocation of one grant take turns: a lock per grant within a process, and across
 API processes on one database a conditional write (the stored document's `version`, bumped by every change;
@@ -36,7 +40,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -63,6 +67,19 @@ class InvalidGrantTransition(UcityError):
     status = 409
     type_uri = "urn:ucity:errors:InvalidGrantTransition"
     title = "Invalid grant transition"
+
+
+class RenewalRefused(InvalidGrantTransition):
+    """An agency's own renewal beyond the renewal policy (`ops.grant_max_renewals`, `ops.grant_max_total_minutes`):
+    409 with `reason` renewal-limit or lifetime-limit, audited (`grant` / `renewed`, outcome `denied`). An operator
+    (grants:issue) may still renew the grant."""
+
+    type_uri = "urn:ucity:errors:RenewalRefused"
+    title = "Grant renewal refused"
+
+    def __init__(self, reason: str, ko: str, en: str) -> None:
+        super().__init__(f"{ko} / {en}", reason=reason)
+        self.reason = reason
 
 
 class AccessDenied(Forbidden):
@@ -110,6 +127,7 @@ class Grant:
     expires_at: str
     issued_by: str
     renewals: int = 0
+    agency_renewals: int = 0  # the renewals the grant's agency made itself (bounded: ops.grant_max_renewals)
     linkage: str | None = None
     revoked_at: str | None = None
     revoked_by: str | None = None
@@ -136,6 +154,7 @@ class Grant:
         return {"id": self.id, "agency": self.agency, "event": self.event, "cameras": self.cameras,
                 "purpose": self.purpose, "status": self.state(now), "issuedAt": self.issued_at,
                 "expiresAt": self.expires_at, "issuedBy": self.issued_by, "renewals": self.renewals,
+                "agencyRenewals": self.agency_renewals,
                 "linkage": self.linkage, "revokedAt": self.revoked_at, "revokedBy": self.revoked_by,
                 "revokeReason": self.revoke_reason}
 
@@ -284,13 +303,43 @@ class GrantService:
             raise InvalidGrantTransition(f"{grant.state(now)} 상태의 공유는 갱신할 수 없습니다 / a {grant.state(now)} "
                                          "grant cannot be renewed: request a new one")
         previous = grant.expires_at
-        grant.expires_at = to_iso(self.clock.now() + self._lifetime(minutes))
+        end = self.clock.now() + self._lifetime(minutes)
+        own = not principal.can(Permission.GRANTS_ISSUE)
+        if own:
+            end = await self._bounded(grant, end, principal)
+            grant.agency_renewals += 1
+        grant.expires_at = to_iso(end)
         grant.renewals += 1
         token = self.token(grant)
-        row = self._row(grant, "renewed", principal.actor, previous=previous, end=grant.expires_at)
+        detail: dict[str, Any] = {"previous": previous, "end": grant.expires_at}
+        if own:
+            detail["agencyRenewals"] = grant.agency_renewals
+        row = self._row(grant, "renewed", principal.actor, **detail)
         if not await self._save(grant, now, [row], notice, token):
             return None
         return Issued(grant, token)
+
+    async def _bounded(self, grant: Grant, end: datetime, principal: Principal) -> datetime:
+        """The end an agency's own renewal may give the grant (PLAT-R5: footage for as long as the need, which an
+        operator judges): at most `ops.grant_max_renewals` of them, none past `ops.grant_max_total_minutes` after
+        the issue (shortened to that end). A renewal beyond (the budget spent, or the grant running to that limit
+        already) is refused with 409 and audited."""
+        limit = parse_iso(grant.issued_at) + timedelta(minutes=self.settings.grant_max_total_minutes)
+        refusal = None
+        if grant.agency_renewals >= self.settings.grant_max_renewals:
+            refusal = RenewalRefused(
+                "renewal-limit", f"기관의 갱신 한도({self.settings.grant_max_renewals}회) 초과: 운영자에게 요청하십시오",
+                f"the agency's renewal limit ({self.settings.grant_max_renewals}) is reached: ask an operator")
+        elif parse_iso(grant.expires_at) >= limit:
+            refusal = RenewalRefused(
+                "lifetime-limit", f"공유 최대 기간({self.settings.grant_max_total_minutes:g}분)에 도달: 운영자에게 "
+                "요청하십시오", f"the grant has reached its longest lifetime ({self.settings.grant_max_total_minutes:g} "
+                "min after issue): ask an operator")
+        if refusal is not None:
+            await self.audit.append(self._row(grant, "renewed", principal.actor, "denied", reason=refusal.reason,
+                                              agencyRenewals=grant.agency_renewals))
+            raise refusal
+        return min(end, limit)
 
     async def revoke(self, tenant: str, grant_id: str, actor: str, reason: str = "",
                      notice: Notice | None = None) -> Grant:
