@@ -46,7 +46,7 @@ from ucity.core.platform import Platform
 from ucity.ops import linkage as lk
 from ucity.ops.agencies import Agency, AgencyRegistry
 from ucity.ops.audit import AuditLog
-from ucity.ops.auth import AUTO, SYSTEM, Authenticator, Permission, Principal, TokenRegistry
+from ucity.ops.auth import AUTO, SYSTEM, Authenticator, Forbidden, Permission, Principal, TokenRegistry
 from ucity.ops.cameras import CameraRegistry, local_id
 from ucity.ops.cameras import entity_id as camera_entity_id
 from ucity.ops.events import (
@@ -300,6 +300,7 @@ class OperationsCenter:
         one database two reports at the very same moment may still make two events (the store has no unique key).
         Events of alarms are made once per alarm by `_alarm_event`."""
         principal.require(Permission.EVENTS_REPORT)
+        self._may_report(tenant, data.service, principal)
         event = self.events.build(tenant, data, principal, alarm_id)
         if alarm_id is not None or not event.source_ref:
             return await self._create(event, principal, base_url), True
@@ -311,6 +312,21 @@ class OperationsCenter:
                     outcome="duplicate", sourceSystem=event.source_system, sourceRef=event.source_ref))
                 return existing, False
             return await self._create(event, principal, base_url), True
+
+    def _may_report(self, tenant: str, service: str, principal: Principal) -> None:
+        """An agency reports only in a tenant where it is registered (an agency of the configuration is in every
+        tenant: bind its tokens to a tenant to keep them to one), and only events of the services it receives (QA7
+        F8): a police terminal's token cannot open a 119 event, whose automatic linkages would share footage with the
+        fire service with no operator involved. Operators and systems report any service."""
+        if principal.agency is None:
+            return
+        agency = self.agencies.get(tenant, principal.agency)
+        if agency is None:
+            raise Forbidden(f"기관 {principal.agency}은(는) 이 지자체(tenant)에 등록되어 있지 않습니다 / agency "
+                            f"{principal.agency} is not registered in this tenant")
+        if service not in agency.services:
+            raise Forbidden(f"기관 {agency.id}은(는) {service} 서비스의 사건을 신고할 수 없습니다 / agency {agency.id} "
+                            f"may report only events of its services ({', '.join(agency.services)}), not {service}")
 
     async def _create(self, event: Event, principal: Principal, base_url: str | None) -> Event:
         event = await self.events.create(event, principal)
