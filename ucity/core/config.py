@@ -122,6 +122,10 @@ class IngestSettings(_Section):
     max_future_s: float = Field(86400.0, gt=0, le=3.2e9, description="a measure time (TimeInstant / observedAt) "
                                 "more than this ahead of the platform clock is rejected as invalid-time (the "
                                 "fields kept with the receive time); ucity's choice, not a FIWARE value")
+    clock_ahead_warn_s: float = Field(300.0, gt=0, le=3.2e9, description="a measure time more than this ahead of "
+                                      "the platform clock (but within max_future_s) is taken and counted as a "
+                                      "clock-ahead warning (a device clock or time zone off, e.g. local time sent "
+                                      "without its offset); ucity's choice, not a FIWARE value")
 
 
 class MqttSettings(_Section):

@@ -10,6 +10,10 @@ than `latest` (the caller's clock plus `ingest.max_future_s`) is rejected as `in
 measure's fields are kept with the receive time: a device clock set to 9999 must neither poison a
 batch nor become the attribute's current time for ever.
 
+Within one payload, a value replaced by a later measure's value of the same attribute at the same time
+(history keeps one instance per attribute and observedAt) is dropped as `duplicate-time`, so that what
+is counted as accepted is what is kept.
+
 Invalid input never discards valid input: every bad field (or bad measure in an array) becomes a
 `Rejection` with a short reason code, counted per device by stats.py, and the rest is kept.
 This runs per reading, so it stays plain dicts and small functions (no pydantic on the hot path).
@@ -60,6 +64,9 @@ UNKNOWN_COMMAND = "unknown-command"
 INTERNAL_ERROR = "internal-error"  # ucity failed on the payload (a bug, logged with its traceback)
 NOT_WRITTEN = "not-written"  # valid values the store refused to write (its error as detail)
 INVALID_TEXT = "invalid-text"  # text holding a NUL character (U+0000), which PostgreSQL cannot store
+# A value replaced by a later value of the same attribute at the same time in the same payload: an attribute's
+# history holds one instance per observedAt (docs/conformance.md item 10), so only the later one is kept.
+DUPLICATE_TIME = "duplicate-time"
 
 
 class DecodeError(ValueError):
@@ -152,6 +159,7 @@ def decode_payload(payload: Any, profile: DeviceProfile, received_at: datetime, 
     measures = payload if isinstance(payload, list) else [payload]
     index_of: Callable[[int], int | None] = (lambda i: i) if isinstance(payload, list) else (lambda i: None)
     found: list[Observation] = []
+    positions: list[int] = []
     rejections: list[Rejection] = []
     for position, measure in enumerate(measures):
         if not isinstance(measure, dict):
@@ -164,7 +172,38 @@ def decode_payload(payload: Any, profile: DeviceProfile, received_at: datetime, 
         rejections.extend(rejected)
         if observation is not None:
             found.append(observation)
+            positions.append(position)
+    if len(found) > 1 and len({o.observed_at for o in found}) < len(found):
+        found = _without_replaced(found, positions, rejections)
     return Decoded(tuple(found), tuple(rejections))
+
+
+def _without_replaced(found: list[Observation], positions: list[int], rejections: list[Rejection]) -> list[Observation]:
+    """The observations without the values a later measure of the payload replaces: the same attribute at the same
+    time. The store keeps one instance per attribute and observedAt (the later one, as merged in order), so
+    counting both as accepted told the sender two values were kept where one was (QA6 15); each replaced value
+    is a `duplicate-time` rejection instead, naming the measure whose value is kept."""
+    kept_by: dict[tuple[str, str], int] = {}  # (attribute, time) -> position of the measure whose value is kept
+    kept: list[Observation] = []
+    replaced: list[Rejection] = []
+    for observation, position in zip(reversed(found), reversed(positions), strict=True):
+        at = observation.observed_at
+        attrs = observation.attrs
+        gone = [name for name in attrs if (name, at) in kept_by]
+        for name in attrs:
+            kept_by.setdefault((name, at), position)
+        if gone:
+            replaced.extend(Rejection(DUPLICATE_TIME, f"{name!r} at {at} is replaced by measure {kept_by[name, at]}'s "
+                                      "value at the same time: an attribute keeps one value per time", position, name)
+                            for name in gone)
+            attrs = {name: instance for name, instance in attrs.items() if name not in gone}
+            if not attrs:
+                continue
+            observation = Observation(at, attrs, observation.plain)
+        kept.append(observation)
+    rejections.extend(sorted(replaced, key=lambda r: r.measure or 0))
+    kept.reverse()
+    return kept
 
 
 def measures_in(payload: Any) -> int:
@@ -209,7 +248,13 @@ def decode_measure(
         try:
             instance = convert(value, profile.timezone) if convert is not None else _untyped(name, value)
         except DecodeError as exc:
-            rejections.append(Rejection(exc.reason, exc.detail, index, key))
+            detail = exc.detail
+            if kind is list and exc.reason == TYPE_MISMATCH:  # e.g. FIWARE's [{"timestamp": .., "value": ..}]
+                shown = orjson.dumps(key).decode()
+                detail += (f"; an array is one value of {shown} (as the IoT Agent stores a single-measure array), not "
+                           f"several: send timed values as measures [{{{shown}: <value>, \"TimeInstant\": <time>}}, "
+                           "...] (docs/devices.md)")
+            rejections.append(Rejection(exc.reason, detail, index, key))
             continue
         if unit_code:
             instance["unitCode"] = unit_code
@@ -393,11 +438,14 @@ def _datetime(value: Any, timezone: str | None) -> dict[str, Any]:
 
 
 def _geo_point(value: Any, _tz: str | None) -> dict[str, Any]:
-    """`"lat, lon"` (the IoT Agent geo:point form) or a GeoJSON Point -> a GeoProperty Point."""
+    """`"lat, lon"` (NGSI-v2's geo:point text, latitude first), a GeoJSON Point, or an array `[lon, lat]` (the
+    IoT Agent's NGSI-LD form: GeoJSON coordinates, longitude first) -> a GeoProperty Point."""
     if isinstance(value, dict):
         if value.get("type") != "Point":
             raise DecodeError(INVALID_GEO, f"geo:point expects \"lat,lon\" or a GeoJSON Point, got {_show(value)}")
         return _geo_json(value, _tz)
+    if isinstance(value, list):
+        return _point_array(value)
     if not isinstance(value, str):
         raise DecodeError(INVALID_GEO, f"geo:point expects \"lat,lon\", got {_show(value)}")
     parts = value.split(",")
@@ -408,6 +456,41 @@ def _geo_point(value: Any, _tz: str | None) -> dict[str, Any]:
     if not (math.isfinite(lat) and math.isfinite(lon) and -90 <= lat <= 90 and -180 <= lon <= 180):
         raise DecodeError(INVALID_GEO, f"geo:point out of range (lat -90..90, lon -180..180): {_show(value)}")
     return {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}}
+
+
+def _point_array(value: list[Any]) -> dict[str, Any]:
+    """`[lon, lat]` or `[lon, lat, altitude]`: GeoJSON coordinates, as the IoT Agent (NGSI-LD) takes an array for
+    a point. Longitude first, unlike geo:point's text: the hint names a swapped pair when that would fit."""
+    if not (2 <= len(value) <= 3 and all(type(v) in (int, float) and math.isfinite(v) for v in value)):
+        raise DecodeError(INVALID_GEO, f"a point array is [lon, lat] (GeoJSON order), got {_show(value)}")
+    lon, lat = value[0], value[1]
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        swapped = " (was it [lat, lon]? an array is longitude first)" if -90 <= lon <= 90 and -180 <= lat <= 180 else ""
+        raise DecodeError(INVALID_GEO, f"a point array is [lon, lat] (GeoJSON order), out of range (lon -180..180, "
+                                       f"lat -90..90): {_show(value)}{swapped}")
+    return {"type": "GeoProperty", "value": {"type": "Point", "coordinates": list(value)}}
+
+
+def _geometry_of(kind: str) -> Callable[[Any, str | None], dict[str, Any]]:
+    """The converter of an attribute typed with a GeoJSON geometry name (`Point`, `LineString` ... as the IoT
+    Agent takes for NGSI-LD): a GeoJSON geometry of that type (object or JSON text), or its `coordinates` as
+    GeoJSON nests them (longitude first) -> a GeoProperty. Not a "x, y" text: the IoT Agent reads it longitude
+    first, geo:point's text is latitude first; ucity takes neither guess for these types."""
+
+    def convert(value: Any, _tz: str | None) -> dict[str, Any]:
+        if kind == "Point" and isinstance(value, list):
+            return _point_array(value)
+        if isinstance(value, list):
+            value = {"type": kind, "coordinates": value}
+        elif isinstance(value, str) and not value.lstrip().startswith("{"):
+            raise DecodeError(INVALID_GEO, f"{kind} expects a GeoJSON {kind} or its coordinates (longitude first), "
+                                           f"got {_show(value)}; for \"lat,lon\" text use the type geo:point")
+        instance = _geo_json(value, _tz)
+        if instance["value"].get("type") != kind:
+            raise DecodeError(INVALID_GEO, f"{kind} expects a GeoJSON {kind}, got {_show(value)}")
+        return instance
+
+    return convert
 
 
 def _geo_json(value: Any, _tz: str | None) -> dict[str, Any]:
@@ -440,6 +523,8 @@ _CONVERTERS: dict[str, Callable[[Any, str | None], dict[str, Any]]] = {
     "DateTime": _datetime, "ISO8601": _datetime,
     "geo:point": _geo_point,
     "geo:json": _geo_json, "GeoProperty": _geo_json,
+    **{kind: _geometry_of(kind) for kind in ("Point", "LineString", "Polygon", "MultiPoint", "MultiLineString",
+                                             "MultiPolygon")},
     "Relationship": _relationship,
 }
 KNOWN_TYPES = frozenset(_CONVERTERS)
@@ -525,7 +610,8 @@ def static_instances(statics: tuple[StaticAttr, ...], timezone: str | None = Non
     return out
 
 
-_GEO_TYPES = frozenset({"geo:point", "geo:json", "GeoProperty"})
+_GEO_TYPES = frozenset({"geo:point", "geo:json", "GeoProperty", "Point", "LineString", "Polygon", "MultiPoint",
+                        "MultiLineString", "MultiPolygon"})
 
 
 def _structured_static(static: StaticAttr) -> dict[str, Any]:

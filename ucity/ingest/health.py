@@ -13,6 +13,8 @@ Rules (docs/devices.md):
   (Smart Data Models Device) with the time of the change as `observedAt`. The alarms issue turns
   `offline` into an alarm of kind `fault`.
 * Battery level and RSSI are remembered when a device sends them (`batteryLevel`, `rssi`).
+* `clockAheadS`: how far ahead of the platform clock the newest measure of the device's latest timed
+  report was, when more than `ingest.clock_ahead_warn_s` (else null): its clock or time zone is off.
 
 One timer per device, lazily re-armed: a report only moves `last_reported`; when the timer fires
 it checks the real deadline and re-arms if the device reported meanwhile. That keeps the hot path
@@ -105,6 +107,7 @@ class DeviceHealth:
     rssi: Any = None
     rssi_at: datetime | None = None
     timer: TimerHandle | None = None
+    clock_ahead_s: float | None = None  # the latest timed report's offset beyond ingest.clock_ahead_warn_s
 
     def to_wire(self, offline_after: int) -> dict[str, Any]:
         return {
@@ -114,7 +117,7 @@ class DeviceHealth:
             "lastReported": to_iso(self.last_reported) if self.last_reported else None,
             "expectedIntervalSeconds": self.interval.total_seconds(),
             "offlineAfterSeconds": (self.interval * offline_after).total_seconds(),
-            "batteryLevel": self.battery, "rssi": self.rssi,
+            "batteryLevel": self.battery, "rssi": self.rssi, "clockAheadS": self.clock_ahead_s,
         }
 
 
@@ -234,12 +237,17 @@ class HealthMonitor:
         return _state(ONLINE, now)
 
     def reported(self, profile: DeviceProfile, attrs: dict[str, dict[str, Any]], now: datetime | None = None,
-                 state_written: bool = False) -> None:
+                 state_written: bool = False, clock_ahead_s: float | None = None, timed: bool = False) -> None:
         """A committed report of a device (attribute name -> instance of its newest measure, as ingest decoded
-        it), at `now` (default: the clock's now); only the few names health reads are looked at."""
+        it), at `now` (default: the clock's now); only the few names health reads are looked at.
+        `timed`: the caller checked the report's measure times, and `clock_ahead_s` is how far they were ahead
+        of the platform clock beyond `ingest.clock_ahead_warn_s` (None: not). Untimed (a heartbeat, or a
+        caller that does not check, as a scale-out worker) leaves the last one shown."""
         record = self._devices.get((profile.tenant, profile.device_id)) or self.track(profile)
         now = now or self.clock.now()
         record.last_reported = now
+        if timed:
+            record.clock_ahead_s = clock_ahead_s
         for name in BATTERY_NAMES:
             if name in attrs:
                 record.battery, record.battery_at = attrs[name].get("value"), now
@@ -262,6 +270,7 @@ class HealthMonitor:
             counts[record.status] = counts.get(record.status, 0) + 1
         shown = [r for r in records if status is None or r.status == status]
         return {"total": len(records), "counts": counts, "offlineAfterIntervals": self.settings.offline_after_intervals,
+                "clockAhead": sum(1 for r in records if r.clock_ahead_s is not None),
                 "devices": [r.to_wire(self.settings.offline_after_intervals) for r in shown]}
 
     # -- timers --------------------------------------------------------------------------------------

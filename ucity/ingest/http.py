@@ -10,11 +10,12 @@ Routes (server.py maps them):
 * `GET /api/v1/devices/health`, `GET /api/v1/ingest/stats`.
 
 A measure is answered 200 only after its commit. Partly invalid measures: 200, the valid fields
-committed, the rejected ones listed in the body. Nothing valid at all: 400 with the same list. A
-write the store cannot take now: 503 (send it again). A write the store refused (its error for the
-device's entity): ProblemDetails with that error's status (500 when ucity itself failed), its
-`rejected` list naming every value not written (reason `not-written`, attribute, the measure's time)
-after those decode rejected; they are counted in the ingest stats too.
+committed, the rejected ones listed in the body; measures taken whose time is more than
+`ingest.clock_ahead_warn_s` ahead of the platform clock are named in `warnings` (`clock-ahead`).
+Nothing valid at all: 400 with the same list. A write the store cannot take now: 503 (send it again).
+A write the store refused (its error for the device's entity): ProblemDetails with that error's status
+(500 when ucity itself failed), its `rejected` list naming every value not written (reason `not-written`,
+attribute, the measure's time) after those decode rejected; they are counted in the ingest stats too.
 """
 
 from __future__ import annotations
@@ -217,8 +218,12 @@ class IngestHttp:
         rejected = [r.to_wire() for r in result.decoded.rejections]
         if not result.decoded.values and rejected:
             raise BadRequest("no valid value in the measures", rejected=rejected)
-        return Resp(200, {"entityId": resolved.profile.entity_id, "measures": len(result.decoded.observations),
-                          "accepted": result.decoded.values, "rejected": rejected})
+        body = {"entityId": resolved.profile.entity_id, "measures": len(result.decoded.observations),
+                "accepted": result.decoded.values, "rejected": rejected}
+        warnings = self.service.clock_ahead_warnings(result.decoded) if result.outcome is not None else []
+        if warnings:  # (only when there are any: the common answer keeps its four members)
+            body["warnings"] = warnings
+        return Resp(200, body)
 
     def _stamped(self, payload: Any, stamp: str, profile: DeviceProfile) -> Any:
         """The payload with the `t` query parameter (FIWARE: "Timestamp of the measure. Will override the

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ucity.core.bus import Context
-from ucity.core.clock import to_iso
+from ucity.core.clock import parse_iso_clamped, to_iso
 from ucity.core.errors import AlreadyExists, NotFound, UcityError, Unavailable
 from ucity.core.frozen import fast_init
 from ucity.core.periodic import Periodic
@@ -36,7 +36,7 @@ from ucity.ingest.health import HealthMonitor
 from ucity.ingest.model import Device, DeviceProfile, ServiceGroup, build_profile, entity_id_for
 from ucity.ingest.registry import DeviceRegistry
 from ucity.ingest.schema import check_topic_safe
-from ucity.ingest.stats import IngestStats, Key
+from ucity.ingest.stats import CLOCK_AHEAD, IngestStats, Key
 from ucity.ingest.writer import INGEST_ACTOR, DeviceWrite, MeasureWriter, provision_op
 from ucity.store.base import Mutation, Outcome, Store
 
@@ -78,6 +78,19 @@ class Prepared:
     decoded: list[Decoded]
 
 
+def clock_ahead_of(decoded: Decoded, ahead: str, now: datetime) -> tuple[int, str, float]:
+    """How many of the decoded measures have a time after `ahead` (ISO, decode's `to_iso` form, so text order is
+    time order), the newest such time, and how many seconds it is after `now` ((0, "", 0.0) when none is)."""
+    observations = decoded.observations
+    if len(observations) == 1 and observations[0].observed_at <= ahead:  # the common case, without a list
+        return 0, "", 0.0
+    times = [o.observed_at for o in observations if o.observed_at > ahead]
+    if not times:
+        return 0, "", 0.0
+    newest = max(times)
+    return len(times), newest, (parse_iso_clamped(newest) - now).total_seconds()
+
+
 def stats_key(profile: DeviceProfile) -> Key:
     return (profile.tenant, profile.apikey, profile.device_id)
 
@@ -107,12 +120,13 @@ class IngestService:
         self.store = store
         self.default_tenant = platform.settings.ngsild.default_tenant
         self.registry = DeviceRegistry(store)
-        self.stats = IngestStats(platform.clock, settings.reject_log_interval_s)
+        self.stats = IngestStats(platform.clock, settings.reject_log_interval_s, settings.clock_ahead_warn_s)
         self._stats_log = Periodic(platform.clock, "ucity-ingest-reject-log", self._flush_stats,
                                    lambda: settings.reject_log_interval_s)
         self.writer = MeasureWriter(store, platform.clock, settings.max_future_s)
         self.monitor = HealthMonitor(platform.clock, platform.bus, self.writer, settings)
         self.max_future = timedelta(seconds=settings.max_future_s)
+        self.clock_ahead_warn = timedelta(seconds=settings.clock_ahead_warn_s)
         self._received = datetime.min.replace(tzinfo=UTC)  # the last receive time given (`prepare`)
         from ucity.ingest.http import IngestHttp
 
@@ -218,12 +232,13 @@ class IngestService:
         by_index: dict[int, Outcome | Exception] = dict(zip(to_write, outcomes, strict=True))
         results = []
         counted = self.platform.clock.now()
+        ahead = to_iso(counted + self.clock_ahead_warn)  # a committed measure time after it: a clock-ahead warning
         accepted: dict[str, list[int]] = {}  # transport -> [measures, values] committed: the totals, once per batch
         for k, (item, dec) in enumerate(zip(items, decoded, strict=True)):
             outcome = by_index.get(k)
             if before_account is not None:
                 before_account(k)
-            self._account(item, dec, outcome, counted, accepted, k in online)
+            self._account(item, dec, outcome, counted, accepted, k in online, ahead)
             results.append(IngestResult(dec, outcome))
         if accepted:
             self.stats.accepted_totals(accepted, counted)
@@ -245,11 +260,14 @@ class IngestService:
             self.monitor.track(resolved.profile)
 
     def _account(self, item: Received, decoded: Decoded, outcome: Outcome | Exception | None,
-                 now: datetime, accepted: dict[str, list[int]], state_written: bool = False) -> None:
+                 now: datetime, accepted: dict[str, list[int]], state_written: bool = False,
+                 ahead: str | None = None) -> None:
         """Count one item and tell health; the totals of what was committed are added to `accepted`
-        (transport -> [measures, values]) for the caller to count once per batch."""
+        (transport -> [measures, values]) for the caller to count once per batch. `ahead` (ISO, as decode
+        writes times): committed measures with a later time are counted as `clock-ahead` warnings."""
         profile = item.device.profile
         rejections = decoded.rejections
+        clock_ahead_s: float | None = None
         if rejections:
             self.stats.rejected(stats_key(profile), rejections, item.transport)
         if outcome is not None:
@@ -269,6 +287,8 @@ class IngestService:
             else:
                 sums[0] += measures
                 sums[1] += values
+            if ahead is not None:
+                clock_ahead_s = self._clock_ahead(item, decoded, ahead, now)
         if decoded.values or not rejections:
             observations = decoded.observations
             if not observations:
@@ -277,7 +297,28 @@ class IngestService:
                 newest = observations[0].attrs
             else:
                 newest = max(observations, key=lambda o: o.observed_at).attrs
-            self.monitor.reported(profile, newest, now, state_written)
+            self.monitor.reported(profile, newest, now, state_written, clock_ahead_s,
+                                  timed=bool(observations) and outcome is not None)
+
+    def _clock_ahead(self, item: Received, decoded: Decoded, ahead: str, now: datetime) -> float | None:
+        """Count the committed measures whose time is after `ahead` (taken: within ingest.max_future_s) as
+        `clock-ahead` warnings; returns how far ahead of `now` the newest of them is (None: none is)."""
+        count, newest, offset = clock_ahead_of(decoded, ahead, now)
+        if not count:
+            return None
+        self.stats.clock_ahead(stats_key(item.device.profile), count, offset, newest, item.transport, now)
+        return offset
+
+    def clock_ahead_warnings(self, decoded: Decoded) -> list[dict[str, Any]]:
+        """The `warnings` of an HTTP answer: its measures more than ingest.clock_ahead_warn_s ahead (taken)."""
+        now = self.platform.clock.now()
+        count, newest, offset = clock_ahead_of(decoded, to_iso(now + self.clock_ahead_warn), now)
+        if not count:
+            return []
+        return [{"reason": CLOCK_AHEAD, "measures": count, "aheadSeconds": round(offset, 3), "observedAt": newest,
+                 "detail": f"측정 시각이 플랫폼 시계보다 {offset:.0f}초 앞섬: 저장했으나 장치의 시계나 시간대를 확인 "
+                           f"(오프셋 없는 한국 시간?) / measure time {offset:.0f} s ahead of the platform clock: taken, "
+                           "but check the device's clock or time zone (local time sent without its offset?)"}]
 
     # -- provisioning --------------------------------------------------------------------------------------
     async def add_groups(self, groups: list[ServiceGroup]) -> None:

@@ -7,6 +7,10 @@ written out by `flush`: every interval (the ingest service's timer, so a device 
 garbage still gets its count logged) and when the process stops (QA4 F5). Keys come partly from the network (apikeys and
 device ids of unknown devices), so the number of tracked keys is capped; beyond the cap unknown
 senders are counted together under one key.
+
+Warnings are counted apart from rejections: `clock-ahead`, a measure taken (its time within
+`ingest.max_future_s`) but more than `ingest.clock_ahead_warn_s` ahead of the platform clock, logged
+the same way (once per device per interval, with the count since the last line).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from ucity.core.clock import Clock, to_iso
 from ucity.ingest.decode import Rejection
 
 log = logging.getLogger(__name__)
+CLOCK_AHEAD = "clock-ahead"  # a warning: a measure time taken, but more than ingest.clock_ahead_warn_s ahead
 MAX_KEYS = 100_000
 OVERFLOW = ("", "*", "*")
 
@@ -37,6 +42,12 @@ class DeviceCounters:
     last_rejection: dict[str, Any] | None = None
     last_logged: datetime | None = None
     unlogged: int = 0
+    # Warnings: measures taken (counted in `measures`/`accepted` too), but suspect: `clock-ahead`
+    warnings: Counter[str] = field(default_factory=Counter)
+    last_warned: datetime | None = None
+    last_clock_ahead: dict[str, Any] | None = None  # the latest: aheadSeconds, observedAt, receivedAt
+    warn_logged: datetime | None = None
+    warn_unlogged: int = 0
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -45,6 +56,7 @@ class DeviceCounters:
             "lastAccepted": to_iso(self.last_accepted) if self.last_accepted else None,
             "lastRejected": to_iso(self.last_rejected) if self.last_rejected else None,
             "lastRejection": self.last_rejection,
+            "warnings": dict(self.warnings), "lastClockAhead": self.last_clock_ahead,
         }
 
 
@@ -52,9 +64,10 @@ Key = tuple[str, str, str]  # (tenant or "" when unknown, apikey, device_id)
 
 
 class IngestStats:
-    def __init__(self, clock: Clock, log_interval_s: float = 300.0) -> None:
+    def __init__(self, clock: Clock, log_interval_s: float = 300.0, clock_ahead_warn_s: float = 300.0) -> None:
         self.clock = clock
         self.log_interval = timedelta(seconds=log_interval_s)
+        self.clock_ahead_warn_s = clock_ahead_warn_s
         self._devices: dict[Key, DeviceCounters] = {}
         self.totals = DeviceCounters()
 
@@ -102,6 +115,33 @@ class IngestStats:
             counters.last_logged = now
             counters.unlogged = 0
 
+    def clock_ahead(self, key: Key, measures: int, ahead_s: float, observed_at: str, transport: str,
+                    now: datetime) -> None:
+        """Count committed measures whose time lies more than `ingest.clock_ahead_warn_s` ahead of the platform
+        clock (`ahead_s`: the largest offset among them, `observed_at` its time): taken, not rejected, but the
+        device's clock or time zone is likely wrong (QA5 F8: Korean local time sent without its offset is 9 h
+        ahead; windows that end at now ignore such readings). Logged as the rejections are: once per device per
+        interval, with the count since the last line."""
+        counters = self._counters(key)
+        latest = {"aheadSeconds": round(ahead_s, 3), "observedAt": observed_at, "receivedAt": to_iso(now)}
+        for target in (counters, self.totals):
+            target.warnings[CLOCK_AHEAD] += measures
+            target.last_warned = now
+            target.last_clock_ahead = latest
+        counters.warn_unlogged += measures
+        if counters.warn_logged is None or now - counters.warn_logged >= self.log_interval:
+            self._log_clock_ahead(key, counters, transport)
+            counters.warn_logged = now
+
+    def _log_clock_ahead(self, key: Key, counters: DeviceCounters, transport: str = "") -> None:
+        latest = counters.last_clock_ahead or {}
+        log.warning("ingest%s took %d measure(s) of device %s (apikey %s) more than %g s ahead of the platform clock "
+                    "since the last report; latest %s s ahead (observedAt %s): is its clock or time zone wrong "
+                    "(local time sent without its offset)?", f" ({transport})" if transport else "",
+                    counters.warn_unlogged, key[2], key[1], self.clock_ahead_warn_s, latest.get("aheadSeconds"),
+                    latest.get("observedAt"))
+        counters.warn_unlogged = 0
+
     def flush(self) -> int:
         """Log the rejections not logged yet of every device whose interval has passed (all of them when
         `everything`: at stop); returns how many lines."""
@@ -115,6 +155,11 @@ class IngestStats:
         now = self.clock.now()
         lines = 0
         for key, counters in self._devices.items():
+            if counters.warn_unlogged and (everything or counters.warn_logged is None
+                                           or now - counters.warn_logged >= self.log_interval):
+                self._log_clock_ahead(key, counters)
+                counters.warn_logged = now
+                lines += 1
             if not counters.unlogged:
                 continue
             if not everything and counters.last_logged is not None and now - counters.last_logged < self.log_interval:
@@ -158,3 +203,7 @@ def _add(total: DeviceCounters, part: DeviceCounters) -> None:
     if part.last_rejected is not None and (total.last_rejected is None or part.last_rejected > total.last_rejected):
         total.last_rejected = part.last_rejected
         total.last_rejection = part.last_rejection  # the latest rejection goes with the latest time
+    total.warnings.update(part.warnings)
+    if part.last_warned is not None and (total.last_warned is None or part.last_warned > total.last_warned):
+        total.last_warned = part.last_warned
+        total.last_clock_ahead = part.last_clock_ahead

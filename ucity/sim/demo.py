@@ -58,8 +58,11 @@ def demo_settings(options: DemoOptions) -> Any:
         extra["domains"] = {"enabled": ["facility_safety"]}
     if "max_future_s" not in settings.ingest.model_fields_set:
         # The simulated city runs at ×speed, from --start: its devices' times run ahead of the server's clock,
-        # which ingest.max_future_s (one day) would refuse after a few hours at ×10. They are simulation times.
-        extra["ingest"] = {"max_future_s": DEMO_MAX_FUTURE_S}
+        # which ingest.max_future_s (one day) would refuse after a few hours at ×10. They are simulation times
+        # (nor are they a wrong device clock: no clock-ahead warning for them either).
+        extra["ingest"] = {"max_future_s": DEMO_MAX_FUTURE_S,
+                           **({} if "clock_ahead_warn_s" in settings.ingest.model_fields_set
+                              else {"clock_ahead_warn_s": DEMO_MAX_FUTURE_S})}
     if settings.ops.admin_token is None and options.admin_token:
         # The dashboard's operations features (situation panel, share with an agency) take a bearer token: a
         # fresh admin token per demo run (`run_demo`), shown in the banner, and the district's two agencies
