@@ -46,7 +46,7 @@ def facility_body(**extra: Any) -> dict[str, Any]:
 def register(client: TestClient) -> None:
     assert client.post(f"{API}/facilities", json=facility_body()).status_code == 201
     attached = client.post(f"{API}/facilities/{FACILITY}/sensors", json={"sensor": SENSOR, "member": "main",
-                                                                         "kind": "tilt"})
+                                                                         "kind": "tilt", "create": True})
     assert attached.status_code == 200, attached.text
     assert attached.json()["ladder"]["rule"] == "shm-tilt"
 

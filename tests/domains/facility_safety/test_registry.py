@@ -27,7 +27,8 @@ async def test_a_grade_on_demand_shows_in_the_list_detail_filter_summary_and_exp
         body = {"id": FACILITY, "name": "구로 옹벽 1", "facilityType": "retainingWall", "legalSafetyGrade": "B",
                 "legalSafetyGradeDate": "2025-11-10"}
         assert (await site.api("put_facility", "POST", body)).status == 201
-        attached = await site.api("attach_sensor", "POST", {"sensor": SENSOR, "member": "main", "kind": "tilt"},
+        attached = await site.api("attach_sensor", "POST", {"sensor": SENSOR, "member": "main", "kind": "tilt",
+                                                     "create": True},
                                   facilityId=FACILITY)
         assert attached.status == 200
         for minutes in (20, 10, 0):  # 4 mrad: above the warning edge (1/300) on three samples

@@ -19,17 +19,18 @@ import re
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ValidationError
 
 from ucity.alarms import STATUSES
 from ucity.core.bus import Context
-from ucity.core.clock import from_micros, to_iso, to_micros
+from ucity.core.clock import from_micros, parse_iso, to_iso, to_micros
 from ucity.core.errors import AlreadyExists, NotFound, UcityError
 from ucity.core.http import ApiRoute, Req, Resp
 from ucity.core.params import actor_header, bad, int_param, json_body, time_param
 from ucity.domains.facility_safety import evidence
-from ucity.domains.facility_safety.config import LadderSet
+from ucity.domains.facility_safety.config import LadderSet, with_domain_bands
 from ucity.domains.facility_safety.grade import UNITS, shown_score
 from ucity.domains.facility_safety.inspections import overdue, schedule
 from ucity.domains.facility_safety.models import (
@@ -43,6 +44,7 @@ from ucity.domains.facility_safety.models import (
     TaskResultIn,
     facility_from_doc,
     iri,
+    is_facility,
     short,
 )
 from ucity.domains.facility_safety.photos import parse_multipart
@@ -51,12 +53,14 @@ from ucity.domains.facility_safety.tasks import ACTIVE, CANCELLED, COMPLETED, IN
 from ucity.ngsild.ops import merge_op
 from ucity.ngsild.request import tenant_of
 from ucity.rules import rule_to_json
-from ucity.store.base import Aggregation, AlarmQuery, Mutation, TemporalQuery
+from ucity.store.base import Aggregation, AlarmQuery, ApplyFn, Doc, EntityQuery, Mutation, Outcome, TemporalQuery
 
 if TYPE_CHECKING:
     from ucity.domains.facility_safety.service import FacilitySafety
 
 BASE = "/api/v1/facility-safety"
+ANONYMOUS = "anonymous"
+CONFIG_ADMIN = "config:admin"  # what `PUT /api/v1/rules/{id}` needs (ucity/access.py): facility thresholds replace rules
 ACTIVE_ALARM_STATUSES = tuple(s for s in STATUSES if s.startswith("active"))
 SDM_CATEGORY = {"bridge": "bridge", "footbridge": "bridge", "retainingWall": "civic", "school": "school",
                 "daycareCenter": "kindergarten", "pumpStation": "service", "apartment": "apartments",
@@ -93,6 +97,13 @@ def _period(req: Req, default_s: int) -> int:
 
 def _actor(req: Req) -> str:
     return actor_header(req)  # percent-encoded or raw UTF-8 (a Korean engineer's name), at most 200 characters
+
+
+def _writer(req: Req) -> str:
+    """Who writes a facility, a sensor's attachment or thresholds: the bearer token's principal with
+    `server.require_auth` on (the access guard puts it in `X-Ucity-Actor`), else the header if sent, else
+    `anonymous` (never the domain's own name: a write through the API is the caller's)."""
+    return actor_header(req, required=False, default=ANONYMOUS)
 
 
 def _prop(value: Any, **extra: Any) -> list[dict[str, Any]]:
@@ -152,8 +163,8 @@ class FacilitySafetyApi:
                       f"yearBuilt {body.year_built} is after the current year ({self._today().year})")
         existed = self.s.registry.facility(tenant, body.id) is not None
         outcome = (await self.s.registry.write(self.s.store, tenant,
-                                               [Mutation(body.id, merge_op(_building(body), True))],
-                                               Context(actor="facility-safety-api")))[0]
+                                               [Mutation(body.id, _official_kept(body, merge_op(_building(body), True)))],
+                                               Context(actor=_writer(req))))[0]
         if isinstance(outcome, Exception):
             raise outcome
         assert outcome.doc is not None
@@ -170,7 +181,7 @@ class FacilitySafetyApi:
         series_from = time_param(req, "from") or series_to - timedelta(days=7)
         period = _period(req, 3600)
         body = facility.to_wire()
-        body["sensors"] = [self._sensor_wire(s) for s in sensors]
+        body["sensors"] = await self._sensors_wire(tenant, sensors)
         body["series"] = await self._series(tenant, [s.id for s in sensors], series_from, series_to, period)
         body["grade"] = await self._explanation(tenant, facility.id)
         body["gradeHistory"] = await self._grade_history(tenant, facility.id, None, None, 30)
@@ -186,6 +197,21 @@ class FacilitySafetyApi:
             wire["ladder"] = {"channel": sensor.kind, "unit": UNITS[sensor.kind], "rule": self.s.rule_for(sensor, sensor.kind),
                               "edges": dict(ladder.edges()), "hysteresis": ladder.hysteresis}
         return wire
+
+    async def _sensors_wire(self, tenant: str, sensors: list[Sensor]) -> list[dict[str, Any]]:
+        """The sensors with their `health` read from their entities (one query): what ingest's device health
+        wrote (`deviceState` online / offline and since when), when the sensor last reported a measure and its
+        newest `batteryLevel`; times in UTC."""
+        docs: dict[str, Any] = {}
+        ids = [s.id for s in sensors]
+        for offset in range(0, len(ids), 500):
+            chunk = tuple(ids[offset:offset + 500])
+            found, _ = await self.s.store.query_entities(tenant, EntityQuery(ids=chunk, limit=len(chunk)))
+            docs.update({d["id"]: d for d in found})
+        names = self.s.cfg.attributes
+        measured = [iri(n) for n in (*sorted(self.s.measured), names.humidity)]
+        return [{**self._sensor_wire(s), "health": sensor_health(docs.get(s.id), measured, iri(names.battery))}
+                for s in sensors]
 
     async def _series(self, tenant: str, ids: list[str], start: datetime, end: datetime,
                       period_s: int) -> dict[str, Any]:
@@ -263,27 +289,41 @@ class FacilitySafetyApi:
 
     # -- sensors, thresholds ---------------------------------------------------------------------------------------
     async def attach_sensor(self, req: Req) -> Resp:
+        """Attach an existing sensor entity (a provisioned device's, or one an NGSI-LD client wrote) to a member;
+        404 for an unknown id (a typo must not create a phantom main member), unless the body says `create`."""
         facility = self._facility(req)
-        body = _model(req, SensorAttachIn)
+        body = _model(req, SensorAttachBody)
         attrs: dict[str, Any] = {iri("controlledAsset"): [{"type": "Relationship", "object": facility.id}],
                                  iri("structuralMember"): _prop(body.member)}
         if body.kind:
             attrs[iri("sensorKind")] = _prop(body.kind)
         new = {"id": body.sensor, "type": [iri(self.s.cfg.sensor_types[0])], "attrs": attrs}
-        outcome = (await self.s.store.mutate(facility.tenant, [Mutation(body.sensor, merge_op(new, True))],
-                                             Context(actor="facility-safety-api")))[0]
+        outcome = (await self.s.store.mutate(facility.tenant, [Mutation(body.sensor, _known_sensor(
+            body.sensor, merge_op(new, True), body.create))], Context(actor=_writer(req))))[0]
         if isinstance(outcome, Exception):
             raise outcome
         assert outcome.doc is not None
         sensor = self.s.registry.put_sensor_doc(facility.tenant, outcome.doc)
-        return Resp(body=self._sensor_wire(sensor))
+        return Resp(body=(await self._sensors_wire(facility.tenant, [sensor]))[0])
+
+    async def detach_sensor(self, req: Req) -> Resp:
+        """Take a sensor off the facility (service.detach_sensor): 404 unless it is attached to this facility."""
+        facility = self._facility(req)
+        sensor_id = req.path_params["sensorId"]
+        sensor = self.s.registry.sensor(facility.tenant, sensor_id)
+        if sensor is None or sensor.facility_id != facility.id:
+            raise NotFound(f"센서 {sensor_id}는 시설물 {facility.id}에 연결되어 있지 않음 / "
+                           f"sensor {sensor_id} is not attached to facility {facility.id}")
+        actor = _writer(req)
+        await self.s.run(lambda: self.s.detach_sensor(sensor, facility.id, actor))
+        return Resp(status=204)
 
     async def get_sensor(self, req: Req) -> Resp:
         tenant = self.tenant(req)
         sensor = self.s.registry.sensor(tenant, req.path_params["sensorId"])
         if sensor is None:
             raise NotFound(f"센서 {req.path_params['sensorId']} 없음 / sensor is not known")
-        return Resp(body=self._sensor_wire(sensor))
+        return Resp(body=(await self._sensors_wire(tenant, [sensor]))[0])
 
     async def fit_sensor(self, req: Req) -> Resp:
         tenant = self.tenant(req)
@@ -291,12 +331,14 @@ class FacilitySafetyApi:
         if sensor is None:
             raise NotFound(f"센서 {req.path_params['sensorId']} 없음 / sensor is not known")
 
+        actor = _writer(req)
+
         async def job() -> None:
             now = self.s.clock.now()
             await self.s.ensure_models(sensor, now, force=True)
             await self.s.store.mutate(tenant, [Mutation(sensor.id, merge_op(
                 {"attrs": {iri("thermalCompensation"): [self.s.models_instance(sensor, now)]}}))],
-                Context(actor="facility-safety-api"))
+                Context(actor=actor))
 
         await self.s.run(job)
         return Resp(body=self._sensor_wire(sensor))
@@ -309,8 +351,12 @@ class FacilitySafetyApi:
 
     async def put_thresholds(self, req: Req) -> Resp:
         facility = self._facility(req)
-        override = _model(req, LadderSet)
-        rules = await self.s.run(lambda: self.s.set_override(facility.tenant, facility.id, override))
+        try:  # a ladder given without hysteresis keeps the band of the ladder it replaces (QA5 F7, config.py)
+            override = with_domain_bands(self.s.cfg, self.s.class_of(facility), _model(req, LadderSet))
+        except ValueError as exc:
+            raise bad("잘못된 값", f"invalid value: {exc}") from exc
+        actor = _writer(req)
+        rules = await self.s.run(lambda: self.s.set_override(facility.tenant, facility.id, override, actor))
         return Resp(body={"facility": facility.id, "override": override.model_dump(mode="json", exclude_none=True),
                           "rules": rules})
 
@@ -318,7 +364,8 @@ class FacilitySafetyApi:
         facility = self._facility(req)
         if (facility.tenant, facility.id) not in self.s.overrides:
             raise NotFound(f"{facility.id}: 시설물별 기준 없음 / the facility has no thresholds of its own")
-        await self.s.run(lambda: self.s.set_override(facility.tenant, facility.id, None))
+        actor = _writer(req)
+        await self.s.run(lambda: self.s.set_override(facility.tenant, facility.id, None, actor))
         return Resp(status=204)
 
     # -- inspections ------------------------------------------------------------------------------------------------
@@ -490,10 +537,11 @@ class FacilitySafetyApi:
 
     # -- exports ----------------------------------------------------------------------------------------------------
     async def export_facilities(self, req: Req) -> Resp:
-        tenant = self.tenant(req)
+        """One row per facility; times in the domain's time zone (Asia/Seoul), named in the header (QA5 F13a)."""
+        tenant, zone = self.tenant(req), self.s.cfg.grade.timezone
         today = self._today()
         rows: list[list[Any]] = [["id", "name", "facilityType", "facilityClass", "structureClass", "district", "legalSafetyGrade",
-                 "legalSafetyGradeDate", "dataSafetyGrade", "dataSafetyScore", "dataSafetyGradeAt",
+                 "legalSafetyGradeDate", "dataSafetyGrade", "dataSafetyScore", f"dataSafetyGradeAt ({zone})",
                  "emergencyInspectionRecommended", "sensors", "nextInspectionDue", "overdueInspections", "openTasks"]]
         for f in self.s.registry.facilities(tenant):
             items = schedule(f, today, self.s.cfg.inspections)
@@ -501,7 +549,7 @@ class FacilitySafetyApi:
             rows.append([f.id, f.name, f.facility_type, f.facility_class or "", f.structure_class or "",
                          f.district or "", f.legal_grade or "",
                          f.legal_grade_date.isoformat() if f.legal_grade_date else "", f.data_grade or "",
-                         "" if f.data_score is None else f"{f.data_score:.4f}", f.data_grade_at or "",
+                         "" if f.data_score is None else f"{f.data_score:.4f}", local(f.data_grade_at, zone),
                          "true" if f.emergency_recommended else "false",
                          len(self.s.registry.sensors_of(tenant, f.id)), dues[0] if dues else "",
                          ";".join(i.kind for i in items if i.status == "overdue"),
@@ -509,13 +557,14 @@ class FacilitySafetyApi:
         return self._csv(rows, f"facility-safety-{today.isoformat()}.csv")
 
     async def export_grades(self, req: Req) -> Resp:
-        tenant = self.tenant(req)
+        """The grade history; `from` / `to` in UTC or with an offset, as the JSON API; `at` in Asia/Seoul."""
+        tenant, zone = self.tenant(req), self.s.cfg.grade.timezone
         start, end = time_param(req, "from"), time_param(req, "to")
-        rows = [["facility", "name", "at", "dataSafetyGrade", "dataSafetyScore", "emergencyInspectionRecommended",
-                 "legalSafetyGrade"]]
+        rows = [["facility", "name", f"at ({zone})", "dataSafetyGrade", "dataSafetyScore",
+                 "emergencyInspectionRecommended", "legalSafetyGrade"]]
         for f in self.s.registry.facilities(tenant):
             for row in await self._grade_history(tenant, f.id, start, end, 5000):
-                rows.append([f.id, f.name, row["at"], row.get("dataSafetyGrade", ""), row.get("dataSafetyScore", ""),
+                rows.append([f.id, f.name, local(row["at"], zone), row.get("dataSafetyGrade", ""), row.get("dataSafetyScore", ""),
                              row.get("emergencyInspectionRecommended", ""), f.legal_grade or ""])
         return self._csv(rows, "facility-safety-grades.csv")
 
@@ -568,6 +617,110 @@ def _conflict(ko: str, en: str) -> UcityError:
     return InvalidMove(f"{ko} / {en}")
 
 
+class OfficialRecordOnly(UcityError):
+    """A registration update that would change the legal grade or an inspection date (QA5 F5)."""
+
+    status = 409
+    type_uri = "urn:ucity:errors:OfficialRecordOnly"
+    title = "Only an official inspection changes this"
+
+
+class SensorAttachBody(SensorAttachIn):
+    """`POST /facilities/{id}/sensors`: `create` true makes a StructuralSensor entity for an id that does not exist
+    (a sensor an NGSI-LD client will write); without it an unknown id is refused (404)."""
+
+    create: bool = False
+
+
+def official_changes(before: Facility, body: FacilityIn) -> list[str]:
+    """What a registration body would change of the official record of an existing facility: its legal grade,
+    the grade's date, the last inspections. A value the body leaves out or repeats changes nothing."""
+    out = []
+    if body.legal_grade is not None and body.legal_grade != before.legal_grade:
+        out.append(f"legalSafetyGrade {before.legal_grade or '-'} -> {body.legal_grade}")
+    if body.legal_grade_date is not None and body.legal_grade_date != before.legal_grade_date:
+        old = before.legal_grade_date.isoformat() if before.legal_grade_date else "-"
+        out.append(f"legalSafetyGradeDate {old} -> {body.legal_grade_date.isoformat()}")
+    for kind, day in sorted(body.last_inspections.items()):
+        had = before.last_inspections.get(kind)
+        if day != had:
+            out.append(f"lastInspections.{kind} {had.isoformat() if had else '-'} -> {day.isoformat()}")
+    return out
+
+
+def _official_kept(body: FacilityIn, apply: ApplyFn) -> ApplyFn:
+    """The registration write, refused (409) when the facility exists and the body changes its official record:
+    only an official inspection does that (`POST /facilities/{id}/inspections`, recorded with its actor). Checked
+    on the committed document inside the write, so no other write slips between the check and the merge."""
+
+    def guarded(before: Doc | None, now: str) -> Outcome:
+        if before is not None and is_facility(before):
+            changes = official_changes(facility_from_doc("", before), body)
+            if changes:
+                listed = "; ".join(changes)
+                use = f"POST {BASE}/facilities/{body.id}/inspections"
+                raise OfficialRecordOnly(
+                    f"등록된 시설물의 법정 안전등급과 점검일은 공식 점검 기록으로만 바뀝니다({use}): {listed} / the legal "
+                    f"safety grade and inspection dates of a registered facility change only with an official "
+                    f"inspection record ({use}): {listed}", fields=changes, inspectionsApi=use)
+        return apply(before, now)
+
+    return guarded
+
+
+def _known_sensor(sensor_id: str, apply: ApplyFn, create: bool) -> ApplyFn:
+    """The attachment write, refused (404) for a sensor entity that does not exist unless `create` says so."""
+
+    def guarded(before: Doc | None, now: str) -> Outcome:
+        if before is None and not create:
+            raise NotFound(f"센서 {sensor_id} 없음: 기기를 먼저 등록하거나(/iot/devices) 새 센서 개체를 만들려면 "
+                           f'"create": true / sensor {sensor_id} does not exist: provision its device first '
+                           f'(/iot/devices), or send "create": true to create a new sensor entity')
+        return apply(before, now)
+
+    return guarded
+
+
+def sensor_health(doc: Doc | None, measured: list[str], battery: str) -> dict[str, Any]:
+    """A sensor's health from its entity: `status` (ingest's `deviceState`: online / offline; `unknown` without
+    one, e.g. a sensor written by an NGSI-LD client), `since` (when that state was set), `lastReportedAt` (when
+    its newest measure was received: the newest write time among its measured attributes, as device health
+    counts a report), `batteryLevel` and `batteryAt`. Times ISO 8601 UTC; None when unknown."""
+    attrs = (doc or {}).get("attrs", {})
+
+    def default(name: str) -> dict[str, Any] | None:
+        return next((i for i in attrs.get(name, ()) if "datasetId" not in i), None)
+
+    state = default(iri("deviceState")) or {}
+    times = [t for name in measured for i in attrs.get(name, ()) if "datasetId" not in i
+             if isinstance(t := i.get("modifiedAt") or i.get("observedAt"), str)]
+    cell = default(battery) or {}
+    return {"status": state.get("value") if state.get("value") in ("online", "offline") else "unknown",
+            "since": _utc(state.get("observedAt")), "lastReportedAt": _utc(max(times) if times else None),
+            "batteryLevel": cell.get("value"), "batteryAt": _utc(cell.get("observedAt") or cell.get("modifiedAt"))}
+
+
+def _utc(text: Any) -> str | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        return to_iso(parse_iso(text))
+    except (TypeError, ValueError):
+        return None
+
+
+def local(text: Any, zone: str) -> str:
+    """A stored UTC time as people read it in a spreadsheet: `2026-03-02 10:00:00` in the domain's time zone
+    (`grade.timezone`, Asia/Seoul; the CSV header names it), which Excel takes as a date-time; "" for none, and a
+    value that is not a time as it is. The JSON API keeps UTC."""
+    if not isinstance(text, str) or not text:
+        return ""
+    try:
+        return parse_iso(text).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError):
+        return text
+
+
 def _building(body: FacilityIn) -> dict[str, Any]:
     """The stored (expanded) form of the attributes a registered facility has."""
     attrs: dict[str, Any] = {
@@ -599,8 +752,8 @@ def routes(photo_limit: int) -> list[ApiRoute]:
         ("GET", f"{BASE}/facilities", "list_facilities"), ("POST", f"{BASE}/facilities", "put_facility"),
         ("GET", f"{f}/grade", "get_grade"), ("POST", f"{f}/grade", "recompute_grade"),
         ("GET", f"{f}/grades", "grade_history"), ("POST", f"{f}/sensors", "attach_sensor"),
-        ("GET", f"{f}/thresholds", "get_thresholds"), ("PUT", f"{f}/thresholds", "put_thresholds"),
-        ("DELETE", f"{f}/thresholds", "delete_thresholds"),
+        ("DELETE", f"{f}/sensors/{{sensorId}}", "detach_sensor"),
+        ("GET", f"{f}/thresholds", "get_thresholds"),
         ("GET", f"{f}/inspections", "facility_inspections"), ("POST", f"{f}/inspections", "record_inspection"),
         ("GET", f, "get_facility"),
         ("GET", f"{BASE}/sensors/{{sensorId}}", "get_sensor"),
@@ -617,5 +770,8 @@ def routes(photo_limit: int) -> list[ApiRoute]:
         ("GET", f"{BASE}/export/grades.csv", "export_grades"),
     ]
     out = [ApiRoute(method, path, h(name)) for method, path, name in table]
+    # A facility's own thresholds replace its alarm rules: the permission of editing rules (QA5 F6).
+    out += [ApiRoute("PUT", f"{f}/thresholds", h("put_thresholds"), permission=CONFIG_ADMIN),
+            ApiRoute("DELETE", f"{f}/thresholds", h("delete_thresholds"), permission=CONFIG_ADMIN)]
     out.append(ApiRoute("POST", f"{t}/photos", h("upload_photo"), max_body_bytes=photo_limit))
     return out

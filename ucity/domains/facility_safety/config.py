@@ -9,6 +9,7 @@ refused at start instead of silently falling back to a default.
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,6 +25,27 @@ class ConfigError(ValueError):
     """The facility-safety settings are not valid (raised by `setup`, so the app does not start)."""
 
 
+def band_problem(edges: tuple[tuple[str, float], ...], band: float, inherited: bool = False) -> str | None:
+    """Why a clearing band does not fit a ladder (Korean / English), or None.
+
+    A raised level clears only below edge − band, so a band at or above the first edge can never clear
+    (the value cannot go below 0 on a change ladder) and a band at or above a gap between two edges keeps
+    the lower level from ever being reported on the way down (QA5 F7). The band must be below the smallest
+    gap: 0 to the first edge, and between neighbouring edges.
+    """
+    gaps = [(f"0–{edges[0][0]}", edges[0][1])] + [(f"{lo}–{hi}", b - a) for (lo, a), (hi, b) in pairwise(edges)]
+    where, smallest = min(gaps, key=lambda g: g[1])
+    if band < smallest:
+        return None
+    if inherited:
+        return (f"상속된 해제 폭(hysteresis) {band:g}이(가) 가장 작은 간격 {smallest:g}({where}) 이상: hysteresis를 "
+                f"직접 지정해야 함 / the inherited clearing band (hysteresis) {band:g} is not below the smallest gap "
+                f"{smallest:g} ({where}) of these edges: give a hysteresis below it")
+    return (f"해제 폭(hysteresis) {band:g}은(는) 가장 작은 간격 {smallest:g}({where})보다 작아야 함: 그렇지 않으면 경보가 "
+            f"해제되지 않음 / hysteresis {band:g} must be below the smallest gap {smallest:g} ({where}), "
+            f"else the alarm could never clear")
+
+
 class Ladder(BaseModel):
     """Four raise edges on the crisis ladder (value ≥ edge), plus the clearing band below each."""
 
@@ -32,14 +54,29 @@ class Ladder(BaseModel):
     caution: float = Field(gt=0)
     warning: float = Field(gt=0)
     serious: float = Field(gt=0)
-    hysteresis: float = Field(0.0, ge=0, description="a raised level holds until the value is below edge − hysteresis")
+    hysteresis: float = Field(0.0, ge=0, description="a raised level holds until the value is below edge − hysteresis; "
+                              "must be below the smallest gap (0 to interest, and between edges); a ladder given "
+                              "without it keeps the band of the ladder it replaces")
 
     @model_validator(mode="after")
     def _rising(self) -> Ladder:
         edges = [self.interest, self.caution, self.warning, self.serious]
         if edges != sorted(set(edges)):
             raise ValueError("ladder edges must rise strictly: interest < caution < warning < serious")
+        problem = band_problem(self.edges(), self.hysteresis)
+        if problem is not None:
+            raise ValueError(problem)
         return self
+
+    def with_band(self, band: float) -> Ladder:
+        """This ladder with `band` as its hysteresis when none was given (QA5 F7), checked against its gaps."""
+        if "hysteresis" in self.model_fields_set:
+            return self
+        problem = band_problem(self.edges(), band, inherited=True)
+        if problem is not None:
+            raise ValueError(problem)
+        return Ladder(interest=self.interest, caution=self.caution, warning=self.warning, serious=self.serious,
+                      hysteresis=band)
 
     def edges(self) -> tuple[tuple[str, float], ...]:
         return (("interest", self.interest), ("caution", self.caution), ("warning", self.warning),
@@ -73,6 +110,31 @@ class LadderSet(BaseModel):
     crack: Ladder | None = None
     vibration: Ladder | None = None
     persistence: PersistenceConfig | None = None
+
+    def with_bands(self, bands: dict[str, float]) -> LadderSet:
+        """Each ladder given without `hysteresis` takes `bands[channel]` (QA5 F7: not 0.0); ValueError (ko / en) when
+        that band does not fit the ladder's edges."""
+        updates: dict[str, Ladder] = {}
+        for channel, band in bands.items():
+            ladder: Ladder | None = getattr(self, channel, None)
+            if ladder is not None and "hysteresis" not in ladder.model_fields_set:
+                try:
+                    updates[channel] = ladder.with_band(band)
+                except ValueError as exc:
+                    raise ValueError(f"{channel}: {exc}") from exc
+        return self.model_copy(update=updates) if updates else self
+
+
+CHANNELS = ("tilt", "crack", "vibration")
+SHIPPED_LADDERS = {"tilt": d.TILT_LADDER, "crack": d.CRACK_LADDER, "vibration": d.VIBRATION_LADDER}
+
+
+def with_domain_bands(cfg: FacilitySafetyConfig, class_name: str, override: LadderSet) -> LadderSet:
+    """A facility's thresholds with each ladder given without `hysteresis` taking the band of the ladder it replaces
+    (its class's, which is the domain default unless the class sets its own): an override of the edges alone must
+    not get a band of 0 (QA5 F7). ValueError (ko / en) when that band does not fit the override's edges."""
+    bands = {channel: d.effective(cfg, channel, class_name)[0].hysteresis for channel in CHANNELS}
+    return override.with_bands(bands)
 
 
 class ClassProfile(LadderSet):
@@ -111,7 +173,9 @@ class HealthConfig(BaseModel):
     check_interval_s: float = Field(d.HEALTH_CHECK_INTERVAL_S, gt=0, description="how often the stuck check runs")
     silent_rule_enabled: bool = Field(False, description="the rules-engine silence fault (shm-sensor-silent); off by "
                                       "default because ingest's device health already raises `device-offline`")
-    expected_interval_s: float = Field(d.EXPECTED_INTERVAL_S, gt=0, description="a sensor's reporting interval")
+    expected_interval_s: float = Field(d.EXPECTED_INTERVAL_S, gt=0, description="a sensor's reporting interval when "
+                                       "ingest knows none for its device (provisioned expected_interval_s, then "
+                                       "ingest.intervals_by_type): the grade's completeness uses the device's own")
     offline_after_intervals: int = Field(d.OFFLINE_AFTER_INTERVALS, ge=1)
 
 
@@ -150,6 +214,11 @@ class GradeConfig(BaseModel):
     event_scores: list[tuple[int, int]] = Field(list(d.EVENT_SCORES), description="(at least this many events, score), "
                                                 "checked from the last")
     count_spikes: bool = Field(False, description="spikes (SHM-R4) count as events too")
+    min_main_coverage: float = Field(d.GRADE_COMPLETENESS, ge=0, le=1, description="share of the facility's attached "
+                                     "main-member sensors that must be scored (QA5 F4); below it the grade is "
+                                     "'insufficient-data': withheld unless it recommends an emergency inspection. "
+                                     "Default 0.8 = §2.5's '≥ 80 % completeness' applied to members [D]; 0 turns "
+                                     "the check off")
     member_weights: dict[str, float] = Field(dict(d.MEMBER_WEIGHTS))
     main_cap_offset: float = Field(d.MAIN_CAP_OFFSET, ge=0, description="facility score >= worst main sensor − this")
     grade_bounds: tuple[float, float, float, float] = Field(d.GRADE_BOUNDS, description="upper scores of A, B, C, D")
@@ -260,6 +329,35 @@ class FacilitySafetyConfig(BaseModel):
     photos: PhotoConfig = PhotoConfig()
     csv_bom: bool = Field(True, description="start CSV exports with a UTF-8 BOM (Korean Excel needs it)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bands(cls, data: Any) -> Any:
+        """A ladder table given without `hysteresis` keeps the band of the ladder it replaces (QA5 F7): a top-level
+        ladder the shipped default band of its channel (rules.py), a class's ladder the band of the class's default
+        ladder (× `vibration_factor` for vibration). A band that does not fit the edges is refused."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        bands: dict[str, float] = {}
+        for channel in CHANNELS:
+            band = SHIPPED_LADDERS[channel]["hysteresis"]
+            data[channel] = _inherit(data.get(channel), band, channel)
+            bands[channel] = _band_of(data.get(channel), band)
+        classes = data.get("classes")
+        if isinstance(classes, dict):
+            resolved: dict[str, Any] = {}
+            for name, profile in classes.items():
+                if isinstance(profile, dict):
+                    profile = dict(profile)
+                    factor = profile.get("vibration_factor", 1.0)
+                    for channel in CHANNELS:
+                        scale = factor if channel == "vibration" and isinstance(factor, int | float) else 1.0
+                        profile[channel] = _inherit(profile.get(channel), bands[channel] * scale,
+                                                    f"classes.{name}.{channel}")
+                resolved[name] = profile
+            data["classes"] = resolved
+        return {k: v for k, v in data.items() if v is not None or k not in CHANNELS}
+
     @model_validator(mode="after")
     def _classes(self) -> FacilitySafetyConfig:
         for name in self.classes:
@@ -273,10 +371,33 @@ class FacilitySafetyConfig(BaseModel):
         return self
 
 
+def _inherit(raw: Any, band: float, where: str) -> Any:
+    """A raw ladder table without `hysteresis` validated with `band` as its band; anything else as given."""
+    if not isinstance(raw, dict) or "hysteresis" in raw:
+        return raw
+    try:
+        ladder = Ladder.model_validate(raw)
+    except ValidationError:
+        return raw  # the normal validation says what is wrong with it
+    try:
+        return ladder.with_band(band)
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+
+
+def _band_of(raw: Any, default: float) -> float:
+    if isinstance(raw, Ladder):
+        return raw.hysteresis
+    if isinstance(raw, dict) and isinstance(raw.get("hysteresis"), int | float):
+        return float(raw["hysteresis"])
+    return default
+
+
 def load_config(raw: dict[str, Any]) -> FacilitySafetyConfig:
     """The validated settings; ConfigError says which key is wrong."""
     try:
         return FacilitySafetyConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}".removeprefix(": ")
+                             for e in exc.errors())
         raise ConfigError(f"domains.facility_safety: {problems}") from exc

@@ -7,7 +7,8 @@ Per sensor, over a rolling window (default 30 days):
 2. `trend`: the Theil–Sen slope of the compensated value's bucket means, extrapolated
    `trend_horizon_days` (365) ahead from the current value and banded again; only with a thermal
    model (a raw trend is mostly the season) and ≥ 80 % of the expected samples;
-3. `events`: confirmed matches at caution or above in the window: 0 -> 1, 1–2 -> 3, ≥ 3 -> 5;
+3. `events`: confirmed excursions at caution or above in the window, each counted once at its peak
+   level however many steps it took (QA5 F11): 0 -> 1, 1–2 -> 3, ≥ 3 -> 5;
 
 sensor score = the worst of these. Facility score = the mean of the sensor scores weighted by
 member (main 1.0, auxiliary 0.5), but never below the worst main-member sensor minus 1, so one
@@ -16,6 +17,12 @@ failing main member is not averaged away. Grade: ≤ 1.5 A, ≤ 2.5 B, ≤ 3.5 C
 Deviation, for safety ([D]): completeness gates only the trend. A sensor with little history
 still gives its level and its events, so a new sensor on a failing wall is never ignored; the
 explanation says which parts were scored. A stuck sensor (SHM-R6) is not scored.
+
+Coverage (QA5 F4): scored main-member sensors / attached main-member sensors (all sensors when the
+facility has no main member). Below `min_main_coverage` (default 0.8, §2.5's 80 % applied to members,
+[D]) the result's status is `insufficient-data` and the grade is **withheld** (`grade` None, the letter
+kept as `provisionalGrade`), unless it already recommends an emergency inspection: silent sensors cannot
+show a facility is safe, but the ones that report can show it is not, so such a grade stands, flagged.
 
 Every number that produced the grade is in the explanation, with a sentence in Korean and English.
 """
@@ -45,6 +52,7 @@ class GradePolicy:
     bounds: tuple[float, float, float, float]
     horizon_days: float
     min_buckets: int
+    min_main_coverage: float = 0.0  # share of main members that must be scored; 0: no minimum
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +83,9 @@ class SensorEvidence:
     expected: int = 0
     stuck: bool = False
     name: str = ""
+    matches: int = 0  # confirmed steps (`matched`) at or above the event level in the window, for the explanation
+    interval_s: float | None = None  # the reporting interval completeness used
+    interval_source: str = ""  # where it comes from (device, ingest.intervals_by_type, health.expected_interval_s)
 
 
 def band(value: float, edges: Sequence[tuple[str, float]]) -> int:
@@ -143,13 +154,15 @@ def score_sensor(ev: SensorEvidence, policy: GradePolicy) -> dict[str, Any]:
     weight = policy.member_weights.get(ev.member, 1.0)
     channels = [score_channel(ch, policy) for ch in ev.channels]
     events = {"score": event_score(ev.events, policy.event_scores), "count": ev.events,
-              "byLevel": dict(sorted(ev.event_levels.items())), "spikes": ev.spikes}
+              "byLevel": dict(sorted(ev.event_levels.items())), "spikes": ev.spikes, "matchedSteps": ev.matches,
+              "counting": "one per excursion at its peak level"}
     parts = [p for ch in channels for p in (ch["level"]["score"], ch["trend"]["score"]) if p is not None]
     scored = not ev.stuck and (bool(parts) or ev.events > 0)
     score = max([*parts, events["score"]]) if scored else None
     return {"sensor": ev.sensor_id, "name": ev.name, "kind": ev.kind, "member": ev.member, "weight": weight,
             "score": score, "scored": scored, "stuck": ev.stuck, "channels": channels, "events": events,
-            "completeness": ev.completeness, "samplesReceived": ev.received, "samplesExpected": ev.expected}
+            "completeness": ev.completeness, "samplesReceived": ev.received, "samplesExpected": ev.expected,
+            "expectedIntervalS": ev.interval_s, "intervalSource": ev.interval_source}
 
 
 # -- the facility --------------------------------------------------------------------------------------------
@@ -158,9 +171,10 @@ def grade_facility(sensors: Sequence[SensorEvidence], policy: GradePolicy, legal
     """The facility's score, grade, emergency recommendation and full explanation."""
     rows = [score_sensor(s, policy) for s in sensors]
     scored = [r for r in rows if r["score"] is not None]
-    out: dict[str, Any] = {"sensors": rows, "legalGrade": legal_grade}
+    cov = coverage(rows, policy.min_main_coverage)
+    out: dict[str, Any] = {"sensors": rows, "legalGrade": legal_grade, "coverage": cov, "gradeWithheld": False}
     if not scored:
-        out.update(grade=None, score=None, weightedMean=None, mainCap=None, capApplied=False,
+        out.update(grade=None, score=None, weightedMean=None, mainCap=None, capApplied=False, status="no-data",
                    emergency={"recommended": False, "reasons": []})
         out["summary"] = {"ko": "데이터 안전등급 산정 불가: 점수를 낸 센서가 없음",
                           "en": "No data safety grade: no sensor could be scored"}
@@ -172,10 +186,26 @@ def grade_facility(sensors: Sequence[SensorEvidence], policy: GradePolicy, legal
     score = max(mean, cap) if cap is not None else mean
     grade = grade_for(score, policy.bounds)
     out.update(grade=grade, score=shown_score(score), weightedMean=shown_score(mean), mainCap=cap,
-               capApplied=cap is not None and cap > mean)
+               capApplied=cap is not None and cap > mean, status="ok")
     out["emergency"] = _emergency(grade, legal_grade, emergency_grades, steps_worse)
+    if not cov["sufficient"]:
+        out["status"] = "insufficient-data"
+        if not out["emergency"]["recommended"]:  # silent members cannot show the facility is safe: withheld
+            out.update(grade=None, score=None, provisionalGrade=grade, provisionalScore=shown_score(score),
+                       gradeWithheld=True)
     out["summary"] = summary(out)
     return out
+
+
+def coverage(rows: Sequence[dict[str, Any]], minimum: float) -> dict[str, Any]:
+    """Scored / attached main-member sensors (every sensor when none is main), and whether that is enough."""
+    mains = [r for r in rows if r["member"] == "main"]
+    members = mains or list(rows)
+    scored = sum(1 for r in members if r["scored"])
+    share = scored / len(members) if members else None
+    return {"basis": "main" if mains else "all", "scored": scored, "attached": len(members), "share": share,
+            "minimum": minimum, "sufficient": share is None or share >= minimum - 1e-9,
+            "unscored": [r["sensor"] for r in members if not r["scored"]]}
 
 
 def _emergency(grade: str, legal: str | None, emergency_grades: Sequence[str], steps_worse: int) -> dict[str, Any]:
@@ -191,15 +221,24 @@ def _emergency(grade: str, legal: str | None, emergency_grades: Sequence[str], s
 # -- words ---------------------------------------------------------------------------------------------------
 def summary(result: dict[str, Any]) -> dict[str, str]:
     """A short account in Korean and English naming every scored sensor and its numbers."""
-    grade = result["grade"]
-    head_en = (f"Data safety grade {grade} ({GRADE_NAMES[grade]['en']}), score {result['score']:.2f}: weighted mean "
-               f"{result['weightedMean']:.2f}")
-    head_ko = (f"데이터 안전등급 {grade}({GRADE_NAMES[grade]['ko']}), 점수 {result['score']:.2f}: 가중평균 "
-               f"{result['weightedMean']:.2f}")
+    withheld = result.get("gradeWithheld", False)
+    grade = result["provisionalGrade"] if withheld else result["grade"]
+    score = result["provisionalScore"] if withheld else result["score"]
+    if withheld:
+        head_en = (f"Data safety grade withheld (insufficient data); provisional grade {grade} "
+                   f"({GRADE_NAMES[grade]['en']}), score {score:.2f}: weighted mean {result['weightedMean']:.2f}")
+        head_ko = (f"데이터 안전등급 보류(데이터 부족); 잠정 등급 {grade}({GRADE_NAMES[grade]['ko']}), 점수 {score:.2f}: "
+                   f"가중평균 {result['weightedMean']:.2f}")
+    else:
+        head_en = (f"Data safety grade {grade} ({GRADE_NAMES[grade]['en']}), score {score:.2f}: weighted mean "
+                   f"{result['weightedMean']:.2f}")
+        head_ko = (f"데이터 안전등급 {grade}({GRADE_NAMES[grade]['ko']}), 점수 {score:.2f}: 가중평균 "
+                   f"{result['weightedMean']:.2f}")
     if result["capApplied"]:
         head_en += f", raised to {result['mainCap']:.2f} by the worst main member"
         head_ko += f", 최악 주부재 기준 하한 {result['mainCap']:.2f} 적용"
-    parts_en, parts_ko = [head_en + "."], [head_ko + "."]
+    cov_en, cov_ko = _coverage_words(result)
+    parts_en, parts_ko = [head_en + ".", cov_en], [head_ko + ".", cov_ko]
     for row in result["sensors"]:
         en, ko = _sensor_words(row)
         parts_en.append(en)
@@ -213,12 +252,29 @@ def summary(result: dict[str, Any]) -> dict[str, str]:
     return {"ko": " ".join(parts_ko), "en": " ".join(parts_en)}
 
 
+def _coverage_words(result: dict[str, Any]) -> tuple[str, str]:
+    cov = result["coverage"]
+    what_en, what_ko = ("main members", "주부재") if cov["basis"] == "main" else ("sensors", "센서")
+    share = f"{cov['share']:.0%}" if cov["share"] is not None else "-"
+    en = f"Coverage: {cov['scored']} of {cov['attached']} {what_en} scored ({share})"
+    ko = f"채점 범위: {what_ko} {cov['attached']}개 중 {cov['scored']}개({share})"
+    if result.get("status") == "insufficient-data":
+        en += f", below the minimum {cov['minimum']:.0%}: insufficient data"
+        ko += f", 최소 {cov['minimum']:.0%} 미만: 데이터 부족"
+        if not result.get("gradeWithheld"):
+            en += "; the grade stands because it already recommends an emergency inspection"
+            ko += "; 긴급점검 권고 등급이므로 등급 유지"
+    return en + ".", ko + "."
+
+
 def _sensor_words(row: dict[str, Any]) -> tuple[str, str]:
     ident = row["name"] or row["sensor"]
     member = MEMBER_NAMES.get(row["member"], {"ko": row["member"], "en": row["member"]})
     if not row["scored"]:
         why_en = "stuck value, not scored" if row["stuck"] else "no data to score"
         why_ko = "값 고정, 제외" if row["stuck"] else "점수 낼 데이터 없음"
+        if row["kind"] is None:
+            why_en, why_ko = "kind unknown (no sensorKind, no measure yet), not scored", "종류 미상(측정값 없음), 제외"
         return f"{ident} ({member['en']}): {why_en}.", f"{ident}({member['ko']}): {why_ko}."
     en, ko = [], []
     for ch in row["channels"]:
@@ -233,7 +289,9 @@ def _sensor_words(row: dict[str, Any]) -> tuple[str, str]:
             ko.append(f"추세 연 {trend['slopePerYear']:+.4g} {ch['unit']} → {trend['horizonDays']:g}일 후 "
                       f"{trend['projected']:.4g}({trend['score']}점)")
     ev = row["events"]
-    en.append(f"{ev['count']} caution+ event(s) ({ev['score']})")
-    ko.append(f"주의 이상 사건 {ev['count']}건({ev['score']}점)")
+    steps_en = f", {ev['matchedSteps']} level step(s)" if ev.get("matchedSteps", 0) > ev["count"] else ""
+    steps_ko = f", 단계 변화 {ev['matchedSteps']}회" if ev.get("matchedSteps", 0) > ev["count"] else ""
+    en.append(f"{ev['count']} caution+ event(s) ({ev['score']}){steps_en}")
+    ko.append(f"주의 이상 사건 {ev['count']}건({ev['score']}점){steps_ko}")
     return (f"{ident} ({member['en']}, weight {row['weight']:g}): {'; '.join(en)}; score {row['score']}.",
             f"{ident}({member['ko']}, 가중치 {row['weight']:g}): {'; '.join(ko)}; 점수 {row['score']}.")

@@ -3,14 +3,24 @@
 The result is written on the facility's `Building` entity with the computation time as
 `observedAt`, so the temporal API keeps its history: `dataSafetyGrade`, `dataSafetyScore`,
 `emergencyInspectionRecommended` and the whole explanation as the JsonProperty
-`dataSafetyGradeExplanation`; a computation without a grade (no scored sensor) removes the current
-`dataSafetyGrade` and `dataSafetyScore` (their history stays). The write goes through
+`dataSafetyGradeExplanation`, with `dataSafetyGradeStatus` (ok / insufficient-data / no-data) and
+`dataSafetyCoverage` (scored / attached main members, QA5 F4); a computation without a grade (no scored
+sensor, or a grade withheld for insufficient data) removes the current `dataSafetyGrade` and
+`dataSafetyScore` (their history stays). The write goes through
 `Registry.write`, so the facility lists, summary and exports read the committed result at once. The
 legal grade (`legalSafetyGrade`) is never written here.
 
 The same pass writes SHM-R2's crack growth rate (`crackOpeningRate`, mm per 30 days, the Theil–Sen
 slope of the compensated crack) on each crack sensor that has a thermal model; the rule
 `shm-crack-rate` raises caution on it.
+
+Completeness (received / expected samples in the window) uses each sensor's **own** reporting interval
+(QA5 F1): the `expected_interval_s` provisioned for its device (or the device's service group) in ingest's
+device registry, else `ingest.intervals_by_type[<entity type>]`, else the domain's
+`health.expected_interval_s` (600 s). An hourly LoRa sensor is complete with 720 readings in 30 days.
+
+Events are counted per **excursion** (QA5 F11): the steps of one excursion of a rule (caution → warning →
+serious → warning → caution → cleared) are one event at its peak level; a spike is one excursion.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ucity.core.bus import Context
 from ucity.core.clock import to_iso, to_micros
@@ -31,10 +41,39 @@ from ucity.domains.facility_safety.models import Facility, Sensor, iri
 from ucity.domains.facility_safety.registry import Registry
 from ucity.domains.facility_safety.rules import ASSESSED, CRACK, CRACK_RATE_ATTR, TILT
 from ucity.rules import level_rank
-from ucity.store.base import Mutation, Store
+from ucity.store.base import Mutation, Store, TemporalQuery
+
+if TYPE_CHECKING:
+    from ucity.core.platform import Platform
 
 ACTOR = "facility-safety"
 LadderOf = Callable[[Sensor, str], Ladder]
+IntervalOf = Callable[[Sensor], "tuple[float, str] | None"]  # a sensor's own interval (s) and where it comes from
+DEVICE_INTERVAL = "device"  # provisioned expected_interval_s of the device or its service group (ingest)
+TYPE_INTERVAL = "ingest.intervals_by_type"
+DOMAIN_INTERVAL = "health.expected_interval_s"
+LEVELS = ("interest", "caution", "warning", "serious")
+
+
+def ingest_interval(platform: Platform) -> IntervalOf:
+    """A sensor's expected reporting interval as ingest's device registry knows it (QA5 F1).
+
+    The provisioned `expected_interval_s` of the device whose entity the sensor is (or of its service group),
+    else `ingest.intervals_by_type` for its entity type; None when ingest does not know the entity (a sensor
+    written by an NGSI-LD client), so the domain's `health.expected_interval_s` applies. Ingest is looked up
+    at each call: it is registered after the domains.
+    """
+    def interval_of(sensor: Sensor) -> tuple[float, str] | None:
+        registry = getattr(platform.services.get("ingest"), "registry", None)
+        profile = registry.profile_by_entity(sensor.tenant, sensor.id) if registry is not None else None
+        if profile is None:
+            return None
+        if profile.expected_interval_s:
+            return float(profile.expected_interval_s), DEVICE_INTERVAL
+        by_type = platform.settings.ingest.intervals_by_type.get(profile.entity_type)
+        return (float(by_type), TYPE_INTERVAL) if by_type else None
+
+    return interval_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,23 +83,35 @@ class Graded:
 
 
 class Grader:
-    def __init__(self, store: Store, registry: Registry, cfg: FacilitySafetyConfig, ladder_of: LadderOf) -> None:
+    def __init__(self, store: Store, registry: Registry, cfg: FacilitySafetyConfig, ladder_of: LadderOf,
+                 interval_of: IntervalOf | None = None) -> None:
         self.store = store
         self.registry = registry
         self.cfg = cfg
         self.ladder_of = ladder_of
+        self.interval_of = interval_of
         g = cfg.grade
         self.policy = GradePolicy(tuple(tuple(x) for x in g.event_scores), dict(g.member_weights),  # type: ignore[misc]
-                                  g.main_cap_offset, g.grade_bounds, g.trend_horizon_days, g.trend_min_buckets)
+                                  g.main_cap_offset, g.grade_bounds, g.trend_horizon_days, g.trend_min_buckets,
+                                  g.min_main_coverage)
+
+    def expected_interval(self, sensor: Sensor) -> tuple[float, str]:
+        """The sensor's own reporting interval (s) and its source; the domain setting when nothing else says."""
+        own = self.interval_of(sensor) if self.interval_of is not None else None
+        return own if own is not None else (self.cfg.health.expected_interval_s, DOMAIN_INTERVAL)
 
     # -- one facility ------------------------------------------------------------------------------------------
     async def grade(self, facility: Facility, now: datetime) -> Graded:
         g = self.cfg.grade
         start = now - timedelta(days=g.window_days)
-        sensors = [s for s in self.registry.sensors_of(facility.tenant, facility.id) if s.kind]
+        attached = self.registry.sensors_of(facility.tenant, facility.id)
+        sensors = [s for s in attached if s.kind]
         gathered = [await self.sensor_evidence(s, start, now) for s in sensors]
-        result = grade_facility([e for e, _ in gathered], self.policy, facility.legal_grade, g.emergency_grades,
-                                g.emergency_steps_worse)
+        # a sensor of unknown kind (no sensorKind, never reported a measure) is attached but cannot be scored:
+        # it counts against the coverage (QA5 F4)
+        unknown = [SensorEvidence(s.id, s.member, None, (), 0, name=s.name) for s in attached if not s.kind]
+        result = grade_facility([e for e, _ in gathered] + unknown, self.policy, facility.legal_grade,
+                                g.emergency_grades, g.emergency_steps_worse)
         result.update(facility=facility.id, name=facility.name, computedAt=to_iso(now),
                       window={"from": to_iso(start), "to": to_iso(now), "days": g.window_days},
                       method="domain-rules §2.5 [D]: max(level, trend, events) per sensor; member-weighted mean, "
@@ -79,8 +130,18 @@ class Grader:
         if result["grade"] is not None:
             items += [(iri("dataSafetyGrade"), {"type": "Property", "value": result["grade"], "observedAt": at}),
                       (iri("dataSafetyScore"), {"type": "Property", "value": result["score"], "observedAt": at})]
-        else:  # no grade now (no scored sensor): an older grade must not stand for the current one
+        else:  # no grade now (no scored sensor, or withheld for insufficient data): an older grade must not stand
             drops += [(iri("dataSafetyGrade"), None), (iri("dataSafetyScore"), None)]
+        cov = result["coverage"]
+        items.append((iri("dataSafetyGradeStatus"), {"type": "Property", "value": result["status"], "observedAt": at}))
+        if cov["share"] is not None:
+            items.append((iri("dataSafetyCoverage"), {
+                "type": "Property", "value": round(cov["share"], 4), "observedAt": at,
+                iri("scored"): {"type": "Property", "value": cov["scored"]},
+                iri("attached"): {"type": "Property", "value": cov["attached"]},
+                iri("basis"): {"type": "Property", "value": cov["basis"]}}))
+        else:  # no sensor attached: no share to state
+            drops.append((iri("dataSafetyCoverage"), None))
         items += [(iri("dataSafetyGradeExplanation"), {"type": "JsonProperty", "json": result, "observedAt": at}),
                   (iri("emergencyInspectionRecommended"),
                    {"type": "Property", "value": result["emergency"]["recommended"], "observedAt": at})]
@@ -99,7 +160,8 @@ class Grader:
         g = self.cfg.grade
         assert sensor.kind is not None
         raw = self._raw_attrs(sensor.kind)
-        expected = int(g.window_days * 86400 / self.cfg.health.expected_interval_s)
+        interval, interval_source = self.expected_interval(sensor)
+        expected = int(g.window_days * 86400 / interval)
         counted = await evidence.counts(self.store, sensor.tenant, [sensor.id], [raw[0]], start, now)
         received = int(counted.get(sensor.id, {}).get(raw[0], {}).get("totalCount") or 0)
         completeness = min(1.0, received / expected) if expected else None
@@ -112,9 +174,10 @@ class Grader:
         channel = ChannelEvidence(sensor.kind, ladder.edges(), tuple(v for _, v in recent),
                                   to_iso(recent[-1][0]) if recent else None, fresh,
                                   "thermal" if compensated else "none", tuple(points), status)
-        counted_events, by_level, spikes = await self._events(sensor, start, now)
+        counted_events, by_level, spikes, matches = await self._events(sensor, start, now)
         ev = SensorEvidence(sensor.id, sensor.member, sensor.kind, (channel,), counted_events, by_level, spikes,
-                            completeness, received, expected, sensor.stuck, sensor.name)
+                            completeness, received, expected, sensor.stuck, sensor.name, matches=matches,
+                            interval_s=interval, interval_source=interval_source)
         return ev, self._crack_rate(sensor, points, status) if sensor.kind == CRACK else None
 
     def _raw_attrs(self, kind: str) -> list[str]:
@@ -146,24 +209,49 @@ class Grader:
                 points.append(((bucket - origin) / 86_400e6, value))
         return points, "ok"
 
-    async def _events(self, sensor: Sensor, start: datetime, now: datetime) -> tuple[int, dict[str, int], int]:
+    async def _events(self, sensor: Sensor, start: datetime, now: datetime
+                      ) -> tuple[int, dict[str, int], int, int]:
+        """(events, events by peak level, spikes, matched steps at or above the event level) in the window.
+
+        One excursion of a rule is one event at its peak level (QA5 F11; §2.5 counts 주의+ *events*): a
+        `matched` without a previous level opens an excursion, later `matched` steps of that rule (up or down)
+        raise its peak, `cleared` closes it. An excursion already running when the window starts counts once,
+        at the highest level its steps in the window name (their `previous` included). A spike is one excursion
+        (scored only with `count_spikes`).
+        """
         g = self.cfg.grade
         floor = level_rank(g.event_min_level)
-        counted, spikes = 0, 0
+        spikes, matches = 0, 0
+        peaks: list[str] = []  # the peak level of each excursion
+        open_: dict[str, int] = {}  # rule -> index in peaks of its running excursion
+        for _, record in await _timed_events(self.store, sensor.tenant, sensor.id, start, now):
+            rule, event, level = str(record.get("rule")), record.get("event"), record.get("level")
+            if event == "cleared":
+                open_.pop(rule, None)
+                continue
+            if record.get("kind") != "safety" or level not in LEVELS:
+                continue
+            if event == "spike":
+                spikes += 1
+                if g.count_spikes:
+                    peaks.append(level)
+                continue
+            if event != "matched":
+                continue
+            matches += level_rank(level) >= floor
+            previous = record.get("previous")
+            index = open_.get(rule)
+            if index is None or previous is None:  # a new excursion (or one running since before the window)
+                open_[rule] = index = len(peaks)
+                peaks.append(level)
+            for candidate in (level, previous):
+                if candidate in LEVELS and level_rank(candidate) > level_rank(peaks[index]):
+                    peaks[index] = candidate
+        counted = [p for p in peaks if level_rank(p) >= floor]
         by_level: dict[str, int] = {}
-        for record in await evidence.events(self.store, sensor.tenant, sensor.id, start, now):
-            level = record.get("level")
-            if record.get("kind") == "safety" and level in ("interest", "caution", "warning", "serious"):
-                if record.get("event") == "spike":
-                    spikes += 1
-                    if not g.count_spikes:
-                        continue
-                elif record.get("event") != "matched":
-                    continue
-                if level_rank(level) >= floor:
-                    counted += 1
-                    by_level[level] = by_level.get(level, 0) + 1
-        return counted, by_level, spikes
+        for level in counted:
+            by_level[level] = by_level.get(level, 0) + 1
+        return len(counted), by_level, spikes, matches
 
     def _crack_rate(self, sensor: Sensor, points: list[tuple[float, float]], status: str) -> dict[str, Any] | None:
         g = self.cfg.grade
@@ -172,6 +260,18 @@ class Grader:
         per_day = theil_sen(points)
         return {"value": per_day * g.crack_rate_days, "perDays": g.crack_rate_days, "slopePerDay": per_day,
                 "buckets": len(points)}
+
+
+async def _timed_events(store: Store, tenant: str, entity_id: str, start: datetime, end: datetime
+                        ) -> list[tuple[int, dict[str, Any]]]:
+    """The sensor's logged rule events (`safetyEvent`) in the window with their times, oldest first; at one
+    instant a clearing goes before a match (a clear and a new raise at once are two excursions)."""
+    query = TemporalQuery(ids=(entity_id,), attrs=(iri(evidence.EVENT_ATTR),), time_from=to_micros(start),
+                          time_to=to_micros(end), limit_instances=evidence.MAX_PERIODS)
+    entities, _ = await store.temporal_query(tenant, query)
+    rows = [(micros, inst["value"]) for entity in entities for series in entity.attrs.values()
+            for micros, inst in zip(series.times, series.instances, strict=True) if isinstance(inst.get("value"), dict)]
+    return sorted(rows, key=lambda row: (row[0], row[1].get("event") != "cleared"))
 
 
 def _rate_instance(rate: dict[str, Any], at: str) -> dict[str, Any]:

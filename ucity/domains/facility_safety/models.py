@@ -16,7 +16,8 @@ Entities (names in the NGSI-LD core context; docs in README.md):
   official inspections (`lastPeriodicInspectionDate`, `lastPreciseInspectionDate`,
   `lastPreciseDiagnosisDate`, or `lastInspectionDate` with `inspectionType`), `structureClass`
   (residential / industrial / heritage, SHM-R3), and what the domain writes: `dataSafetyGrade`,
-  `dataSafetyScore`, `dataSafetyGradeExplanation`, `emergencyInspectionRecommended`;
+  `dataSafetyScore`, `dataSafetyGradeExplanation`, `dataSafetyGradeStatus`, `dataSafetyCoverage`,
+  `emergencyInspectionRecommended`;
 * a sensor is a `StructuralSensor` (the device's entity) with `controlledAsset` -> its facility,
   `structuralMember` main / auxiliary, `sensorKind` tilt / crack / vibration, its measures, and
   what the domain writes: the assessed values, `thermalCompensation`, `sensorStuck`,
@@ -127,6 +128,8 @@ class Facility:
     data_score: float | None = None
     data_grade_at: str | None = None
     emergency_recommended: bool = False
+    data_grade_status: str | None = None  # ok | insufficient-data | no-data (QA5 F4)
+    data_coverage: float | None = None  # scored / attached main-member sensors
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -138,6 +141,7 @@ class Facility:
             "lastInspections": {k: v.isoformat() for k, v in sorted(self.last_inspections.items())},
             "dataSafetyGrade": self.data_grade, "dataSafetyScore": self.data_score,
             "dataSafetyGradeAt": self.data_grade_at, "emergencyInspectionRecommended": self.emergency_recommended,
+            "dataSafetyGradeStatus": self.data_grade_status, "dataSafetyCoverage": self.data_coverage,
         }
 
 
@@ -194,6 +198,8 @@ def facility_from_doc(tenant: str, doc: Doc) -> Facility:
         data_score=float(score) if isinstance(score, int | float) else None,
         data_grade_at=grade_instance.get("observedAt") if grade_instance else None,
         emergency_recommended=value(doc, "emergencyInspectionRecommended") is True,
+        data_grade_status=_text(value(doc, "dataSafetyGradeStatus")),
+        data_coverage=float(cov) if isinstance(cov := value(doc, "dataSafetyCoverage"), int | float) else None,
     )
 
 

@@ -8,14 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 from ucity.core.openapi import ApiDocs, Doc
-from ucity.domains.facility_safety.api import BASE
+from ucity.domains.facility_safety.api import BASE, SensorAttachBody
 from ucity.domains.facility_safety.config import LadderSet
-from ucity.domains.facility_safety.models import FacilityIn, InspectionIn, SensorAttachIn, TaskIn, TaskResultIn
+from ucity.domains.facility_safety.models import FacilityIn, InspectionIn, TaskIn, TaskResultIn
 
 F = f"{BASE}/facilities/{{facilityId}}"
 T = f"{BASE}/tasks/{{taskId}}"
 ACT = ("NGSILD-Tenant", "X-Ucity-Actor")  # task changes say who acts
 CSV = "text/csv"
+THRESHOLDS_NOTE = ("They replace the facility's alarm rules, so with `server.require_auth` on they need `config:admin`, as "
+                   "`PUT /api/v1/rules/{ruleId}` does; each change is an audit line (`GET /api/v1/audit?kind="
+                   "facility-safety`) with its actor and the old and new ladders.")
 
 
 def _act(summary: str, body: Any = None, statuses: tuple[int, ...] = (200,), media: str = "application/json") -> Doc:
@@ -26,17 +29,32 @@ OPENAPI = ApiDocs(
     routes={
         ("GET", f"{BASE}/facilities"): Doc(summary="Facilities, with their grades",
                                           params=("facilityType", "dataGrade", "legalGrade", "district")),
-        ("POST", f"{BASE}/facilities"): Doc(body=FacilityIn, statuses=(200, 201)),
+        ("POST", f"{BASE}/facilities"): Doc(
+            summary="Register a facility (201) or update it (200)",
+            description="On an existing facility, a `legalSafetyGrade`, `legalSafetyGradeDate` or `lastInspections` "
+                        "value that differs from the record is refused (409): only an official inspection "
+                        "(`POST .../facilities/{facilityId}/inspections`) changes them.",
+            body=FacilityIn, statuses=(200, 201)),
         ("GET", F): Doc(summary="A facility: sensors, series, grade and explanation, inspections, tasks, alarms",
                         params=("from", "to", "period")),
         ("GET", f"{F}/grade"): Doc(summary="The facility's data safety grade with its explanation"),
         ("POST", f"{F}/grade"): Doc(summary="Recompute the facility's data safety grade now"),
         ("GET", f"{F}/grades"): Doc(summary="The facility's grade history", params=("from", "to", "limit", "explain")),
-        ("POST", f"{F}/sensors"): Doc(summary="Attach a sensor to a structural member", body=SensorAttachIn),
+        ("POST", f"{F}/sensors"): Doc(summary="Attach a sensor to a structural member",
+                                      description="The sensor entity must exist (a provisioned device's): an unknown "
+                                                  "id is 404 unless `create` is true, which creates a StructuralSensor "
+                                                  "entity for a sensor an NGSI-LD client will write.",
+                                      body=SensorAttachBody),
+        ("DELETE", f"{F}/sensors/{{sensorId}}"): Doc(
+            summary="Detach a sensor from the facility (a replaced or removed device)",
+            description="Its relationship and member go; the ladders it was assessed on end with a zero (their "
+                        "rules clear), the grade stops counting it, its history stays. 404 unless it is attached "
+                        "to this facility. Audited (`kind=facility-safety`).", statuses=(204,)),
         ("GET", f"{F}/thresholds"): Doc(summary="The facility's own ladders (tilt, crack, vibration)"),
-        ("PUT", f"{F}/thresholds"): Doc(summary="Set the facility's own ladders", body=LadderSet),
+        ("PUT", f"{F}/thresholds"): Doc(summary="Set the facility's own ladders", body=LadderSet,
+                                        description=THRESHOLDS_NOTE),
         ("DELETE", f"{F}/thresholds"): Doc(summary="Remove the facility's own ladders (the class's apply)",
-                                           statuses=(204,)),
+                                           description=THRESHOLDS_NOTE, statuses=(204,)),
         ("GET", f"{F}/inspections"): Doc(summary="The facility's inspection schedule and records", params=("limit",)),
         ("POST", f"{F}/inspections"): Doc(summary="Record an official inspection", headers=ACT, required=ACT[1:],
                                           body=InspectionIn, statuses=(201,)),
@@ -58,9 +76,9 @@ OPENAPI = ApiDocs(
         ("GET", f"{T}/photos/{{photoId}}"): Doc(summary="A photo of a task", response_media="image/*"),
         ("GET", f"{BASE}/summary"): Doc(summary="The district: facilities by grade, alarms, overdue inspections, "
                                                 "recommendations, open tasks"),
-        ("GET", f"{BASE}/export/facilities.csv"): Doc(summary="Facilities as CSV (UTF-8 with BOM)",
+        ("GET", f"{BASE}/export/facilities.csv"): Doc(summary="Facilities as CSV (UTF-8 with BOM; times in Asia/Seoul)",
                                                       response_media=CSV),
-        ("GET", f"{BASE}/export/grades.csv"): Doc(summary="Grade history as CSV (UTF-8 with BOM)",
+        ("GET", f"{BASE}/export/grades.csv"): Doc(summary="Grade history as CSV (UTF-8 with BOM; times in Asia/Seoul)",
                                                   params=("from", "to"), response_media=CSV),
     },
     params={"facilityType": "facility type", "dataGrade": "data safety grade (A..E, or `none`)",

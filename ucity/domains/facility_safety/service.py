@@ -37,7 +37,7 @@ from ucity.core.platform import Platform
 from ucity.domains.facility_safety import evidence
 from ucity.domains.facility_safety.assess import Reading, assess, assessed_attr, instance, neutral, readings_of, write_op
 from ucity.domains.facility_safety.config import FacilitySafetyConfig, Ladder, LadderSet
-from ucity.domains.facility_safety.grading import Grader
+from ucity.domains.facility_safety.grading import Grader, ingest_interval
 from ucity.domains.facility_safety.models import (
     GRADES,
     LAST_INSPECTION_ATTR,
@@ -45,6 +45,7 @@ from ucity.domains.facility_safety.models import (
     InspectionIn,
     Sensor,
     facility_from_doc,
+    facility_of,
     iri,
     prop,
 )
@@ -69,6 +70,7 @@ from ucity.domains.facility_safety.rules import (
 from ucity.domains.facility_safety.tasks import COMPLETED, TaskBook
 from ucity.domains.facility_safety.thermal import FitPolicy, NoModel, fit, pair_hours
 from ucity.ngsild.ops import merge_op
+from ucity.ops.audit import AuditLog
 from ucity.rules import LEVELS, Rule, RuleCleared, RuleMatched, RuleSpike, level_rank
 from ucity.store.base import ApplyFn, Mutation, Outcome, Store
 
@@ -76,6 +78,7 @@ log = logging.getLogger(__name__)
 ACTOR = "facility-safety"
 TENANTS_KIND = "facility-safety-tenant"
 OVERRIDES_KIND = "facility-safety-thresholds"
+AUDIT_KIND = "facility-safety"  # the domain's lines in the operations audit log
 SEED_KIND = "facility-safety-seed"
 STATE_KIND = "facility-safety-state"
 Job = Callable[[], Awaitable[None]]
@@ -97,7 +100,8 @@ class FacilitySafety:
         self.tasks = TaskBook(self.store)
         self.photos = PhotoStore(platform.settings.data_dir / cfg.photos.directory, cfg.photos.max_bytes,
                                  cfg.photos.types)
-        self.grader = Grader(self.store, self.registry, cfg, self.ladder_of)
+        self.grader = Grader(self.store, self.registry, cfg, self.ladder_of, ingest_interval(platform))  # QA5 F1
+        self.audit = AuditLog(self.store, self.clock)  # the operations audit log (ucity/ops/audit.py)
         self.overrides: dict[tuple[str, str], LadderSet] = {}
         self.class_variants = {(c, ch): v for c in cfg.classes for ch in CHANNELS
                                if (v := class_variant(cfg, ch, c)) is not None}
@@ -651,7 +655,11 @@ class FacilitySafety:
                 self._arm_health()
 
     # -- facility thresholds (per facility configuration) ------------------------------------------------------------
-    async def set_override(self, tenant: str, facility_id: str, override: LadderSet | None) -> list[str]:
+    async def set_override(self, tenant: str, facility_id: str, override: LadderSet | None,
+                           actor: str = ACTOR) -> list[str]:
+        """Set (or, with None, remove) a facility's own ladders: they replace alarm rules, so the change is a line
+        of the operations audit log (`GET /api/v1/audit?kind=facility-safety`) with its actor, old and new."""
+        old = self.overrides.get((tenant, facility_id))
         if override is None:
             await self.store.delete_doc(OVERRIDES_KIND, tenant, facility_id)
             self.overrides.pop((tenant, facility_id), None)
@@ -660,10 +668,48 @@ class FacilitySafety:
             self.overrides[(tenant, facility_id)] = override
         ids = self._refresh_facility_rules()
         await self._seed(tenant)
-        return sorted(i for i in ids if facility_id in self._variant_owner(i))
+        rules = sorted(i for i in ids if facility_id in self._variant_owner(i))
+        await self.audit.append(self.audit.row(
+            tenant, AUDIT_KIND, "thresholds-removed" if override is None else "thresholds-set", actor, outcome="ok",
+            facility=facility_id, old=_ladders_json(old), new=_ladders_json(override), rules=rules))
+        return rules
+
+    # -- sensors leaving a facility ----------------------------------------------------------------------------------
+    async def detach_sensor(self, sensor: Sensor, facility_id: str, actor: str) -> Sensor:
+        """Take a sensor off its facility (a replaced or removed device): its relationship to the facility and its
+        member go, and every ladder it was assessed on ends as at a handover, with a zero at now (its rules clear:
+        an active alarm becomes cleared-unacknowledged) and the removal of that instance. The facility's grade no
+        longer counts it; its history stays. A detached sensor that still reports is assessed on the default
+        ladder of an unattached sensor, like any structural sensor without a facility."""
+        now = self.clock.now()
+        writes: list[Write] = []
+        for channel in CHANNELS:
+            attr = assessed_attr(channel)
+            ladders = self._ladders(sensor, channel)
+            for stale in sorted(sensor.written_datasets.get(channel, set()) | set(ladders), key=str):
+                writes += [(attr, neutral(channel, now, stale)), (DROP, (attr, stale))]
+                if stale in ladders:
+                    self._handovers[(sensor.tenant, sensor.id, ladders[stale])] = now
+        doc = await self.store.get_entity(sensor.tenant, sensor.id)
+        links = [name for name in self.cfg.facility_relationships if facility_of(doc or {}, [name]) == facility_id]
+        writes += [(DROP, (iri(name), None)) for name in [*links, "structuralMember"]]
+        outcome = (await self.store.mutate(sensor.tenant, [Mutation(sensor.id, _op(writes))], Context(actor=actor)))[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        for channel in CHANNELS:
+            sensor.written_datasets.pop(channel, None)
+        if outcome.doc is not None:
+            sensor = self.registry.put_sensor_doc(sensor.tenant, outcome.doc)
+        await self.audit.append(self.audit.row(sensor.tenant, AUDIT_KIND, "sensor-detached", actor, outcome="ok",
+                                               facility=facility_id, sensor=sensor.id))
+        return sensor
 
     def _variant_owner(self, rule_id: str) -> str:
         return next((f for (_, f, _), v in self.facility_variants.items() if v.rule_id == rule_id), "")
+
+
+def _ladders_json(ladders: LadderSet | None) -> dict[str, Any] | None:
+    return ladders.model_dump(mode="json", exclude_none=True) if ladders is not None else None
 
 
 def _op(writes: list[Write]) -> ApplyFn:
