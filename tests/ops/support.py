@@ -51,7 +51,8 @@ def ops_settings(tmp_path: Path, **ops: Any) -> Settings:
     return load_settings(environment="test", data_dir=str(tmp_path / "data"), store={"group_commit_ms": 1.0},
                          alarms={"webhook_secret": WEBHOOK_SECRET, "retry": {"max_attempts": 3, "base_s": 2.0}},
                          ops={"grant_secret": GRANT_SECRET, "pseudonym_secret": "test-pseudonym-secret-0123456789",
-                              "admin_token": TOKENS["admin"], "tokens": tokens, **ops})
+                              "admin_token": TOKENS["admin"], "tokens": tokens,
+                              "retry": {"max_attempts": 3, "base_s": 2.0}, **ops})
 
 
 def agency(agency_id: str, kind: str, services: list[str], webhook: str | None = None, **extra: Any) -> dict[str, Any]:

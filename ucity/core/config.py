@@ -191,6 +191,16 @@ class RetrySettings(_Section):
     max_s: float = Field(300.0, gt=0, description="longest wait between two attempts")
 
 
+class AgencyRetrySettings(RetrySettings):
+    """Retries of a package or notice to an agency's webhook before it is a dead letter [D]: 12 attempts, 2 s apart
+    doubling to at most 2 min, about 12 minutes in all, so that a 112/119 system restarting or a network outage of a
+    few minutes needs no administrator (alarm notifications keep `alarms.retry`)."""
+
+    max_attempts: int = Field(12, ge=1, description="attempts in all, the first one included")
+    base_s: float = Field(2.0, gt=0, description="wait before the first retry; doubles each time")
+    max_s: float = Field(120.0, gt=0, description="longest wait between two attempts")
+
+
 class SmtpSettings(_Section):
     """The SMTP server alarm e-mails go through."""
 
@@ -291,6 +301,7 @@ class OpsSettings(_Section):
     grant_max_total_minutes: float = Field(480.0, gt=0, le=525_600, description="an agency's own renewal never "
                                            "takes a grant past this long after its issue [D] (it is shortened to "
                                            "that end, refused once there); operators' renewals are not bound")
+    retry: AgencyRetrySettings = AgencyRetrySettings()
     video_crime_types: list[str] = Field(DEFAULT_VIDEO_CRIME_TYPES, description="event type codes for which "
                                          "police video is shared without operator approval (PLAT-R4)")
     gated_services: list[str] = Field(["112_VIDEO", "112_DISPATCH"], description="linkage services that the "

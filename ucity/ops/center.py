@@ -131,7 +131,7 @@ class OperationsCenter:
                                    TokenSigner(_secret(settings, "grant_secret")))
         self.grants.agency_refusal = self.agencies.refusal
         self.config_warnings: list[str] = []
-        self.links = lk.AgencyLinks(alarms.dispatcher, self.agencies.get, settings.alarms.retry,
+        self.links = lk.AgencyLinks(alarms.dispatcher, self.agencies.get, self.settings.retry,
                                     settings.alarms.queue_size, self._delivered)
         self.links.token_of = self._grant_token
         self.agencies.on_change = self.links.forget
