@@ -10,7 +10,9 @@ F7: the thresholds API refuses a band at or above the first edge (400, Korean an
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -101,6 +103,16 @@ async def test_one_reporting_main_sensor_of_five_gives_no_grade_but_insufficient
         wire = (await site.api("get_facility", facilityId=facility_id)).body
         assert wire["dataSafetyGrade"] is None and wire["dataSafetyGradeStatus"] == "insufficient-data"
         assert wire["dataSafetyCoverage"] == 0.2
+        # where the office looks: the list's filter, the summary's count, the CSV's columns
+        listed = (await site.api("list_facilities", params={"dataGradeStatus": "insufficient-data"})).body
+        assert [f["id"] for f in listed["facilities"]] == [facility_id]
+        assert (await site.api("list_facilities", params={"dataGradeStatus": "ok"})).body["total"] == 0
+        assert (await site.api("summary")).body["byDataGradeStatus"] == {"insufficient-data": 1}
+        export = await site.api("export_facilities")
+        text = export.body.decode("utf-8-sig") if isinstance(export.body, bytes) else str(export.body)
+        header, row = list(csv.reader(io.StringIO(text)))[:2]
+        assert row[header.index("dataSafetyGradeStatus")] == "insufficient-data"
+        assert row[header.index("dataSafetyCoverage")] == "0.2000"
 
         await site.run(LIVE + HOUR, LIVE + 2 * HOUR)  # all five report: graded
         result = (await site.api("recompute_grade", "POST", facilityId=facility_id)).body

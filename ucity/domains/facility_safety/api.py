@@ -133,7 +133,7 @@ class FacilitySafetyApi:
     # -- facilities ---------------------------------------------------------------------------------------------
     async def list_facilities(self, req: Req) -> Resp:
         tenant = self.tenant(req)
-        wanted = {k: req.param(k) for k in ("facilityType", "dataGrade", "legalGrade", "district")}
+        wanted = {k: req.param(k) for k in ("facilityType", "dataGrade", "legalGrade", "district", "dataGradeStatus")}
         rows = []
         for f in self.s.registry.facilities(tenant):
             wire = f.to_wire()
@@ -142,6 +142,8 @@ class FacilitySafetyApi:
             if wanted["dataGrade"] and (f.data_grade or "none") != wanted["dataGrade"]:
                 continue
             if wanted["legalGrade"] and (f.legal_grade or "none") != wanted["legalGrade"]:
+                continue
+            if wanted["dataGradeStatus"] and (f.data_grade_status or "no-data") != wanted["dataGradeStatus"]:
                 continue
             if wanted["district"] and f.district != wanted["district"]:
                 continue
@@ -516,6 +518,8 @@ class FacilitySafetyApi:
         open_tasks = self.s.tasks.list(tenant, ACTIVE)
         return Resp(body={
             "facilities": len(facilities), "byDataGrade": by_data, "byLegalGrade": by_legal,
+            # how many grades rest on enough of their main members (QA5 F4): withheld ones are `insufficient-data`
+            "byDataGradeStatus": _count(f.data_grade_status or "no-data" for f in facilities),
             "legalByData": matrix,
             "activeAlarms": {"total": stats.total if stats else 0,
                              "byLevel": {("fault" if k in ("", None) else k): v
@@ -541,7 +545,8 @@ class FacilitySafetyApi:
         tenant, zone = self.tenant(req), self.s.cfg.grade.timezone
         today = self._today()
         rows: list[list[Any]] = [["id", "name", "facilityType", "facilityClass", "structureClass", "district", "legalSafetyGrade",
-                 "legalSafetyGradeDate", "dataSafetyGrade", "dataSafetyScore", f"dataSafetyGradeAt ({zone})",
+                 "legalSafetyGradeDate", "dataSafetyGrade", "dataSafetyScore", "dataSafetyGradeStatus",
+                 "dataSafetyCoverage", f"dataSafetyGradeAt ({zone})",
                  "emergencyInspectionRecommended", "sensors", "nextInspectionDue", "overdueInspections", "openTasks"]]
         for f in self.s.registry.facilities(tenant):
             items = schedule(f, today, self.s.cfg.inspections)
@@ -549,7 +554,8 @@ class FacilitySafetyApi:
             rows.append([f.id, f.name, f.facility_type, f.facility_class or "", f.structure_class or "",
                          f.district or "", f.legal_grade or "",
                          f.legal_grade_date.isoformat() if f.legal_grade_date else "", f.data_grade or "",
-                         "" if f.data_score is None else f"{f.data_score:.4f}", local(f.data_grade_at, zone),
+                         "" if f.data_score is None else f"{f.data_score:.4f}", f.data_grade_status or "",
+                         "" if f.data_coverage is None else f"{f.data_coverage:.4f}", local(f.data_grade_at, zone),
                          "true" if f.emergency_recommended else "false",
                          len(self.s.registry.sensors_of(tenant, f.id)), dues[0] if dues else "",
                          ";".join(i.kind for i in items if i.status == "overdue"),
