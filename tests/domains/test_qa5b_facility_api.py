@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +17,15 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.domains.facility_safety.support import TENANT, Site, domain_settings, iri, posix, with_read
-from ucity.core.bus import Context, EntitiesChanged
+from ucity.core.bus import EntitiesChanged
 from ucity.core.clock import FakeClock, to_iso
 from ucity.core.config import Settings, load_settings
 from ucity.core.errors import NotFound
-from ucity.ngsild.ops import merge_op
 from ucity.server import create_app
 from ucity.sim.city import CityConfig, build_city
 from ucity.sim.devices import shm_device
 from ucity.sim.model import City
-from ucity.store.base import AuditQuery, Mutation
+from ucity.store.base import AuditQuery
 
 API = "/api/v1/facility-safety"
 FACILITY = "urn:ngsi-ld:Building:qa5-wall-1"
@@ -154,14 +153,7 @@ async def test_a_detached_sensor_leaves_the_facility_its_alarm_and_its_grade(tmp
         attached = await site.api("attach_sensor", "POST", {"sensor": SENSOR, "kind": "tilt", "create": True},
                                   facilityId=FACILITY)
         assert attached.status == 200
-        for minutes in (20, 10, 0):  # 4 mrad on three samples: warning
-            at = to_iso(NOW - timedelta(minutes=minutes))
-            attrs = {iri(n): [{"type": "Property", "value": v, "observedAt": at}] for n, v in
-                     (("tiltX", 0.004), ("tiltY", 0.0))}
-            [outcome] = await site.ucity.store.mutate(TENANT, [Mutation(SENSOR, merge_op({"attrs": attrs}))],
-                                                      Context(actor="test"))
-            assert not isinstance(outcome, Exception)
-            await site.settle()
+        await site.write_tilt(SENSOR, NOW, (20, 10, 0), 0.004)  # 4 mrad on three samples: warning
         [alarm] = [a for a in await site.alarms(entity=SENSOR) if a["rule_id"] == "shm-tilt"]
         assert alarm["status"].startswith("active")
         other = "urn:ngsi-ld:Building:qa5-other"

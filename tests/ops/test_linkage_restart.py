@@ -16,6 +16,19 @@ from ucity.alarms.journal import KIND
 from ucity.ops.linkage import TOKEN_PLACEHOLDER
 
 
+def record_event_saves(store: Any) -> list[tuple[list[str], list[str]]]:
+    """Record each `save_ops_event` of `store` as (audit actions, kinds of the documents in its commit)."""
+    save = store.save_ops_event
+    calls: list[tuple[list[str], list[str]]] = []
+
+    async def recording(row: Any, audit: Any, docs: Any = ()) -> None:
+        calls.append(([line.action for line in audit], [kind for kind, _, _, _ in docs]))
+        await save(row, audit, docs)
+
+    store.save_ops_event = recording
+    return calls
+
+
 async def test_a_package_queued_at_a_stop_is_delivered_after_the_restart(make_ops: MakeOps,
                                                                          receiver: Receiver) -> None:
     receiver.status["/119"] = 503
@@ -108,14 +121,7 @@ async def test_a_rejection_notice_is_committed_with_the_rejection(make_ops: Make
     notice's entry is in the commit that rejects the linkage."""
     async with make_ops(**fire_and_police(receiver)) as ops:
         store = ops.ucity.store
-        save = store.save_ops_event
-        calls: list[tuple[list[str], list[str]]] = []
-
-        async def recording(row: Any, audit: Any, docs: Any = ()) -> None:
-            calls.append(([line.action for line in audit], [kind for kind, _, _, _ in docs]))
-            await save(row, audit, docs)
-
-        store.save_ops_event = recording  # type: ignore[method-assign]
+        calls = record_event_saves(store)
         for end in ("operator", "event"):
             created = await ops.call("create_event", "POST", "/api/v1/events", event_body("112_VIDEO", "noise"),
                                      role="police")
@@ -138,14 +144,7 @@ async def test_the_package_entry_is_committed_with_the_queued_linkage(make_ops: 
     leave a queued linkage without a package to send."""
     async with make_ops(**fire_and_police(receiver)) as ops:
         store = ops.ucity.store
-        save = store.save_ops_event
-        calls: list[tuple[list[str], list[str]]] = []
-
-        async def recording(row: Any, audit: Any, docs: Any = ()) -> None:
-            calls.append(([line.action for line in audit], [kind for kind, _, _, _ in docs]))
-            await save(row, audit, docs)
-
-        store.save_ops_event = recording  # type: ignore[method-assign]
+        calls = record_event_saves(store)
         await ops.call("create_event", "POST", "/api/v1/events", event_body("119_DISPATCH", "fire"))
         await ops.settle()
         queued = [call for call in calls if "queued" in call[0]]

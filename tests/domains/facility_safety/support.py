@@ -23,7 +23,7 @@ from ucity.core.config import Settings, load_settings
 from ucity.core.http import Req, Resp
 from ucity.domains.facility_safety.service import FacilitySafety
 from ucity.ngsild.context import core_context
-from ucity.ngsild.ops import create_op
+from ucity.ngsild.ops import create_op, merge_op
 from ucity.sim import iota
 from ucity.sim.devices import Reading, SimDevice
 from ucity.sim.entities import facility_entity
@@ -171,6 +171,16 @@ class Site:
         return Req(method, path, params={k: [v] for k, v in (params or {}).items()},
                    headers={"content-type": "application/json", **(headers or {})},
                    body=orjson.dumps(body) if body is not None else b"", path_params=path_params)
+
+    async def write_tilt(self, sensor: str, at: datetime, minutes: tuple[int, ...], x: float, y: float = 0.0) -> None:
+        """Tilt samples of `sensor` written straight to the store, one commit each, at `at` minus each of `minutes`."""
+        for minute in minutes:
+            when = to_iso(at - timedelta(minutes=minute))
+            attrs = {iri(n): [{"type": "Property", "value": v, "observedAt": when}] for n, v in (("tiltX", x), ("tiltY", y))}
+            [outcome] = await self.ucity.store.mutate(TENANT, [Mutation(sensor, merge_op({"attrs": attrs}))],
+                                                      Context(actor="test"))
+            assert not isinstance(outcome, Exception)
+            await self.settle()
 
     async def api(self, name: str, method: str = "GET", body: Any = None, params: dict[str, str] | None = None,
                   headers: dict[str, str] | None = None, **path_params: str) -> Resp:

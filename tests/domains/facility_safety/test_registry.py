@@ -5,13 +5,12 @@ writes against the changes still waiting to be published never loses or rolls ba
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from tests.domains.facility_safety.support import OFFICER, TENANT, Site, domain_settings, iri
 from ucity.core.bus import Context, EntityChange
-from ucity.core.clock import to_iso
 from ucity.domains.facility_safety.config import FacilitySafetyConfig
 from ucity.domains.facility_safety.registry import Registry
 from ucity.ngsild.ops import merge_op
@@ -31,14 +30,7 @@ async def test_a_grade_on_demand_shows_in_the_list_detail_filter_summary_and_exp
                                                      "create": True},
                                   facilityId=FACILITY)
         assert attached.status == 200
-        for minutes in (20, 10, 0):  # 4 mrad: above the warning edge (1/300) on three samples
-            at = to_iso(NOW - timedelta(minutes=minutes))
-            attrs = {iri(n): [{"type": "Property", "value": v, "observedAt": at}] for n, v in
-                     (("tiltX", 0.004), ("tiltY", 0.0))}
-            [outcome] = await site.ucity.store.mutate(TENANT, [Mutation(SENSOR, merge_op({"attrs": attrs}))],
-                                                      Context(actor="test"))
-            assert not isinstance(outcome, Exception)
-            await site.settle()
+        await site.write_tilt(SENSOR, NOW, (20, 10, 0), 0.004)  # 4 mrad: above the warning edge (1/300) on three samples
 
         graded = (await site.api("recompute_grade", "POST", headers=OFFICER, facilityId=FACILITY)).body
         assert graded["grade"] in ("D", "E") and graded["emergency"]["recommended"] is True
