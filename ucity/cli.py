@@ -125,6 +125,9 @@ def cmd_retention_sweep(args: argparse.Namespace) -> int:
     from ucity.store.retention import PurgeResult, audit_caveats
 
     settings = _settings(args)
+    # Beside a running server (cron), as documented: a sweep deletes only what no writer caches (history rows by
+    # time, closed records, audit lines), so it does not take the SQLite file for itself (store.exclusive).
+    settings = settings.model_copy(update={"store": settings.store.model_copy(update={"exclusive": False})})
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logsafe.install()
     store = escape(display_url(settings.store_url))

@@ -428,6 +428,29 @@ def test_cli_sweep_once(tmp_path: Path, capsys: pytest.CaptureFixture[str], monk
     assert "deleted 0" in capsys.readouterr().err
 
 
+def test_cli_sweep_runs_beside_a_running_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """QA8 F7: the sweep may run from cron while the server runs (docs/operations.md §8); the server owns the SQLite
+    file (store.exclusive), the sweep does not take it for itself."""
+    config = tmp_path / "ucity.toml"
+    config.write_text('environment = "test"\n[retention]\naudit_days = 30\n')
+    settings = load_settings(config, data_dir=str(tmp_path / "data"))
+    assert settings.store.exclusive is True
+
+    import asyncio
+
+    async def beside_the_server() -> int:
+        server = Ucity(settings)
+        await server.store.start()  # as `ucity serve` holds it
+        try:
+            return await asyncio.to_thread(main, ["retention", "sweep", "--config", str(config), "--data-dir",
+                                                  str(tmp_path / "data")])
+        finally:
+            await server.store.stop()
+
+    assert asyncio.run(beside_the_server()) == 0
+    assert "in use by another" not in capsys.readouterr().err
+
+
 def test_cli_sweep_says_in_one_line_that_the_store_is_unreachable(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, store_backend: str) -> None:
     """QA C4: with the database down, `ucity retention sweep` printed a whole traceback (cron mail). One line
