@@ -317,6 +317,11 @@ async def test_live_alarm_acknowledge_facility_chart_and_language(server: LiveSe
     assert await page.text_content("[data-role='data-grade'] .grade") == (grade or "–")
     assert await page.text_content("[data-role='explanation'] p") == detail["grade"]["summary"]["ko"]
     assert await page.locator(f"[data-role='explanation'] tr[data-sensor='{alarm['entity_id']}']").count() == 1
+    # the grade's state and coverage (QA5 F4), so that a withheld grade is not read as "no data"
+    state = page.locator("[data-role='data-grade'] + [data-role='grade-status']")
+    assert await state.get_attribute("data-status") == detail["grade"]["status"]
+    cov = detail["grade"]["coverage"]
+    assert f"{cov['attached']}개 중 {cov['scored']}개 ({int(cov['share'] * 100 + 0.5)}%" in (await state.text_content() or "")
     rows = await page.locator("[data-role='inspections'] tr").all_text_contents()
     assert len(rows) == len(detail["inspections"]) >= 1
     assert all(f"{i['due'] or '–'}" in row for i, row in zip(detail["inspections"], rows, strict=True)), rows
@@ -327,7 +332,12 @@ async def test_live_alarm_acknowledge_facility_chart_and_language(server: LiveSe
     # with 119, and revokes the share from the event's grants table
     arrival = await page.wait_for_selector("[data-role='ops-arrival']")
     assert "새 신고" in (await arrival.text_content() or "")
+    # the icon and the panel name the event in words (QA7): service and type, not "assault" or "CityEvent:<hex>"
+    assert await page.get_attribute(f".evt-icon[data-event='{report_id}']", "title") == "주의: 112 긴급출동 지원 · 폭행"
     await page.click(f".evt-icon[data-event='{report_id}']")
+    await page.wait_for_selector(f"{ops} [data-role='event'][data-event-id='{report_id}']")
+    assert await page.text_content("#detail-title") == "상황 상세 · 112 긴급출동 지원 · 폭행"
+    assert await page.locator("#detail h3", has_text="이 상황의 알람").count() == 0  # no alarm made it: no empty heading
     await page.click(f"{ops} [data-role='event-status'] button[data-status='acknowledged']")
     await wait_for(lambda: httpx.get(f"{server.url}/api/v1/events/{report_id}", headers=AUTH).json()["status"]
                    == "acknowledged" or None, "the report acknowledged from the dashboard", 5)
@@ -335,6 +345,11 @@ async def test_live_alarm_acknowledge_facility_chart_and_language(server: LiveSe
     await page.select_option(f"{ops} select[name='agency']", "guro-119")
     await page.click(f"{ops} [data-action='share']")
     grant_row = await page.wait_for_selector(f"{ops} [data-role='grants'] tr[data-status='active']")
+    # the share moved the event to `sharing`: the panel says so (it read the event again), not the icon's "received"
+    status = f"{ops} [data-role='event'][data-event-id='{report_id}'] [data-role='event-status-name']"
+    await page.wait_for_selector(f"{status}[data-status='sharing']")
+    assert await page.text_content(status) == "영상 공유 중"
+    assert await page.locator(f"{ops} [data-role='event-status'] button[data-status='acknowledged']").count() == 0
     shared = await grant_row.get_attribute("data-grant")
     await page.click(f"{ops} [data-role='grants'] tr[data-grant='{shared}'] [data-action='revoke']")
     await wait_for(lambda: httpx.get(f"{server.url}/api/v1/grants/{shared}", headers=AUTH).json()["status"]

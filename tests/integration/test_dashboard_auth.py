@@ -41,6 +41,7 @@ OPERATOR = "상황실 김운영"
 ADMIN_TOKEN = "uct_dashboard-auth-admin-token-0123456789abcdef"
 OPS_TOKEN = "uct_dashboard-auth-operator-token-0123456789abc"
 READER_TOKEN = "uct_dashboard-auth-reader-token-0123456789abcd"
+AGENCY_TOKEN = "uct_dashboard-auth-agency-token-0123456789abcd"
 WAIT_MS = 30_000  # what happens at once, on a loaded machine
 REQUIRE_AUTH = "require_auth" in ServerSettings.model_fields  # helper H1's setting
 RULE = {"id": "dash-auth-tilt", "name": {"ko": "기울기 주의", "en": "Tilt caution"}, "entityTypes": ["StructuralSensor"],
@@ -62,13 +63,17 @@ def live_server(tmp_path_factory: pytest.TempPathFactory, require_auth: bool) ->
     if require_auth:
         server = {"require_auth": True}
         tokens.append({"id": "viewer", "token": READER_TOKEN, "role": "reader", "name": "조회 전용"})
+        tokens.append({"id": "police-room", "token": AGENCY_TOKEN, "role": "agency", "agency": "guro-112",
+                       "name": "구로서 상황실"})
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("UCITY_WEB__TILE_URL", "none")
         patch.delenv("UCITY_STORE__URL", raising=False)
         patch.delenv("UCITY_SERVER__REQUIRE_AUTH", raising=False)
         settings = load_settings(environment="test", data_dir=str(data), store={"group_commit_ms": 1.0}, server=server,
                                  ops={"grant_secret": "dashboard-auth-grant-secret-0123456789",
-                                      "pseudonym_secret": "dashboard-auth-pseudonyms-0123", "tokens": tokens})
+                                      "pseudonym_secret": "dashboard-auth-pseudonyms-0123", "tokens": tokens,
+                                      "agencies": [{"id": "guro-112", "kind": "police", "services": ["112_DISPATCH"],
+                                                    "name": {"ko": "구로경찰서", "en": "Guro police station"}}]})
         return LiveServer(settings)
 
 
@@ -320,22 +325,65 @@ async def test_sign_in_when_every_api_needs_a_token(auth_server: LiveServer, bro
     assert await page.evaluate("() => sessionStorage.getItem('ucity.token')") is None
     assert await page.locator("#alarm-list [data-alarm-id]").count() == 0
 
-    # A reader sees the alarms; acknowledging is refused with what the role may not do.
+    # A reader sees the alarms but is offered no action it may not take (QA7: data:write, from /auth/me).
     await sign_in(page, READER_TOKEN)
     assert (await page.text_content("#auth-user") or "").endswith("· 조회자")
-    await page.click(f"#alarm-list [data-alarm-id='{second}'] [data-action='acknowledge']")
-    toast = page.locator(".toast").filter(has_text="이 역할로는 할 수 없습니다")
-    await toast.wait_for(timeout=WAIT_MS)
-    state = httpx.get(f"{url}/api/v1/alarms/{second}", headers=auth(ADMIN_TOKEN)).json()
-    assert state["status"] == "active-unacknowledged"
-    await shot(page, "dashboard-reader-refused")
-    # The situation opens; its operation-centre part (no operations endpoint for a reader) says why it is empty.
-    await page.click(f"#alarm-list [data-alarm-id='{second}'] [data-action='details']")
-    await page.wait_for_selector(f"#detail .alarm-detail[data-alarm-id='{second}']", timeout=WAIT_MS)
+    row = f"#alarm-list [data-alarm-id='{second}']"
+    await page.wait_for_selector(f"{row} [data-action='details']", timeout=WAIT_MS)
+    assert await page.locator(f"{row} [data-action='acknowledge']").count() == 0
+    await shot(page, "dashboard-reader")
+    # The situation opens read-only; its operation-centre part (no operations endpoint for a reader) says why it
+    # is empty, in the page's language only (the server's "한국어 / English" detail split, QA7).
+    await page.click(f"{row} [data-action='details']")
+    block = f"#detail .alarm-detail[data-alarm-id='{second}']"
+    await page.wait_for_selector(block, timeout=WAIT_MS)
+    assert await page.text_content(f"{block} [data-role='read-only']") == "이 역할은 조회만 할 수 있습니다"
+    for action in ("acknowledge", "clear", "assign", "comment", "close"):
+        assert await page.locator(f"{block} [data-action='{action}']").count() == 0, action
     refused = page.locator("#detail [data-role='ops'] [data-role='ops-error']")
     await refused.wait_for(timeout=WAIT_MS)
-    assert (await refused.text_content() or "").startswith("이 역할로는 할 수 없습니다: ")
+    text = await refused.text_content() or ""
+    assert text.startswith("이 역할로는 할 수 없습니다: 권한 없음: events:read") and " / " not in text, text
+    # Were the action called all the same (a stale page), the server refuses it, said in one language.
+    said = await page.evaluate("""async (id) => { const actions = await import('/static/js/actions.js');
+      await actions.acknowledge(id); return [...document.querySelectorAll('.toast')].map((t) => t.textContent); }""", second)
+    assert any(t.startswith("이 역할로는 할 수 없습니다: 권한 없음: data:write") and " / " not in t for t in said), said
+    state = httpx.get(f"{url}/api/v1/alarms/{second}", headers=auth(ADMIN_TOKEN)).json()
+    assert state["status"] == "active-unacknowledged"
     assert page.errors == []
+
+
+async def test_an_operator_is_offered_the_actions_and_an_agency_is_told_the_page_is_not_for_it(
+        auth_server: LiveServer, browser: Any) -> None:
+    """QA7: actions follow the role's permissions (/auth/me); an agency's token gets a clear notice, not a broken page."""
+    url = auth_server.url
+    alarm = raise_alarm(url, "roles-1", ADMIN_TOKEN)
+    page = await open_page(browser, url, live=False)
+    await sign_in(page, OPS_TOKEN)
+    await page.wait_for_selector(f"#alarm-list [data-alarm-id='{alarm}'] [data-action='acknowledge']", timeout=WAIT_MS)
+    assert await page.is_hidden("#role-notice")
+
+    police = await open_page(browser, url, live=False)
+    before = len(police.requests)
+    await sign_in(police, AGENCY_TOKEN)
+    assert await police.text_content("#auth-user") == "구로서 상황실 · 유관기관 · guro-112"
+    notice = police.locator("#role-notice")
+    await notice.wait_for(timeout=WAIT_MS)
+    assert (await notice.text_content() or "").strip().startswith("이 대시보드는 통합관제센터 운영 요원")
+    assert await police.is_hidden("main.layout")
+    assert await police.get_attribute("#live-state", "data-state") == "closed"
+    await police.click("button[data-lang='en']")
+    assert (await notice.text_content() or "").strip().startswith("This dashboard is for the operation centre's staff")
+    # nothing the token may not read is asked for after sign-in: no alarms, no stream, no map layers
+    asked = [urlsplit(r.url).path for r in police.requests[before:]]
+    assert not [a for a in asked if a.startswith(("/api/v1/alarms", "/api/v1/stream", "/ngsi-ld/"))], asked
+    await shot(police, "dashboard-agency")
+    # signing out still works from the top bar
+    async with police.expect_navigation():
+        await police.click("#auth-signout")
+    await police.wait_for_selector("body[data-ready='true']", timeout=20_000)
+    assert await police.is_hidden("#role-notice")
+    assert page.errors == [] and police.errors == []
 
 
 def issue(url: str, **spec: Any) -> str:
@@ -417,9 +465,15 @@ async def test_the_sign_in_says_why_a_token_is_refused(auth_server: LiveServer, 
     await page.fill("#auth-token", citya)
     await page.click("#auth-form button[type='submit']")
     text = await message(page, "auth.otherTenant")
-    assert "this token is for tenant citya" in text and "?tenant=citya" in text, text
+    assert "이 토큰은 테넌트 citya 전용" in text and "?tenant=citya" in text, text
+    assert "this token is for tenant" not in text  # one language (QA7); the server's whole words are the tooltip
+    assert "this token is for tenant citya" in (await page.get_attribute("#auth-message", "title") or "")
     await a_401_arrives(page)
     assert await message(page, "auth.otherTenant") == text
+    await page.click("button[data-lang='en']")
+    english = await message(page, "auth.otherTenant")
+    assert "this token is for tenant citya" in english and "테넌트" not in english, english
+    await page.click("button[data-lang='ko']")
     assert await page.evaluate("() => sessionStorage.getItem('ucity.token')") is None
     other = await open_page(browser, url, live=False, path="/?tenant=citya")
     await sign_in(other, citya)  # the hint was right
@@ -431,3 +485,72 @@ async def test_the_sign_in_says_why_a_token_is_refused(auth_server: LiveServer, 
     assert await page.get_attribute("#auth-message", "title") is None
     assert await page.is_hidden("#auth-message")
     assert page.errors == [] and other.errors == []
+
+
+ERRORS = """async () => {
+  const { ApiError, errorText, localText } = await import('/static/js/api.js');
+  const { setLang } = await import('/static/js/i18n.js');
+  const cases = () => [
+    errorText(new ApiError(403, '권한 없음: data:write / the reader role does not have data:write',
+                           { permission: 'data:write' })),
+    errorText(new ApiError(400, '기관 tmp-agency 사용 중지됨 / agency tmp-agency is disabled')),
+    errorText(new ApiError(409, 'no slash here')),
+    localText('a / b / c'),
+    errorText(new ApiError(403, 'forbidden', { permission: 'events:manage' })),
+  ];
+  const ko = cases(); setLang('en'); const en = cases(); setLang('ko');
+  return { ko, en };
+}"""
+
+
+async def test_server_texts_show_the_part_of_the_page_language(server: LiveServer, browser: Any) -> None:
+    """QA7: the server's "한국어 / English" details in a one-language screen show that language's part."""
+    page = await open_page(browser, server.url, live=False)
+    said = await page.evaluate(ERRORS)
+    assert said["ko"] == ["이 역할로는 할 수 없습니다: 권한 없음: data:write", "처리하지 못했습니다: 기관 tmp-agency 사용 중지됨",
+                          "처리하지 못했습니다: no slash here", "a / b / c",
+                          "이 역할로는 할 수 없습니다: forbidden (events:manage)"]
+    assert said["en"] == ["Your role may not do this: the reader role does not have data:write",
+                          "Could not do that: agency tmp-agency is disabled", "Could not do that: no slash here", "a / b / c",
+                          "Your role may not do this: forbidden (events:manage)"]
+    assert page.errors == []
+
+
+GRADE_STATES = """async () => {
+  const { gradeStatusLine } = await import('/static/js/facility.js');
+  const { setLang } = await import('/static/js/i18n.js');
+  const cov = (scored, attached, basis = 'main') => ({ basis, scored, attached, share: attached ? scored / attached : null,
+    minimum: 0.8, sufficient: scored / attached >= 0.8, unscored: [] });
+  const safeties = [
+    { grade: { status: 'ok', grade: 'B', coverage: cov(5, 5), gradeWithheld: false } },
+    { grade: { status: 'insufficient-data', grade: null, provisionalGrade: 'C', gradeWithheld: true, coverage: cov(3, 5) } },
+    { grade: { status: 'insufficient-data', grade: 'E', gradeWithheld: false, coverage: cov(1, 4) } },
+    { grade: { status: 'no-data', grade: null, coverage: cov(0, 2, 'all') } },
+    { dataSafetyGrade: null, dataSafetyGradeStatus: 'insufficient-data', dataSafetyCoverage: 0.5 },
+  ];
+  const line = (s) => { const el = gradeStatusLine(s); return [el.dataset?.status, el.textContent]; };
+  const ko = safeties.map(line); setLang('en'); const en = safeties.map(line); setLang('ko');
+  return { ko, en, none: gradeStatusLine({}) };
+}"""
+
+
+async def test_the_facility_panel_tells_a_withheld_grade_from_no_data(server: LiveServer, browser: Any) -> None:
+    """QA5 F4 on the dashboard: the grade's status (ok / insufficient-data / no-data) and coverage, ko and en."""
+    page = await open_page(browser, server.url, live=False)
+    said = await page.evaluate(GRADE_STATES)
+    assert said["ko"] == [
+        ["ok", "산정됨 · 채점 범위: 주부재 5개 중 5개 (100%, 최소 80%)"],
+        ["insufficient-data", "등급 보류: 데이터 부족 · 잠정 등급 C · 채점 범위: 주부재 5개 중 3개 (60%, 최소 80%)"],
+        ["insufficient-data", "데이터 부족이나 긴급점검 권고로 등급 유지 · 채점 범위: 주부재 4개 중 1개 (25%, 최소 80%)"],
+        ["no-data", "데이터 없음: 채점된 센서 없음 · 채점 범위: 센서 2개 중 0개 (0%, 최소 80%)"],
+        ["insufficient-data", "등급 보류: 데이터 부족 · 채점 범위 50%"]]
+    assert said["en"] == [
+        ["ok", "Graded · Coverage: 5 of 5 main members scored (100%, minimum 80%)"],
+        ["insufficient-data", "Grade withheld: insufficient data · provisional grade C · Coverage: 3 of 5 main members scored "
+                              "(60%, minimum 80%)"],
+        ["insufficient-data", "Insufficient data; the grade stands (emergency inspection recommended) · Coverage: 1 of 4 "
+                              "main members scored (25%, minimum 80%)"],
+        ["no-data", "No data: no sensor could be scored · Coverage: 0 of 2 sensors scored (0%, minimum 80%)"],
+        ["insufficient-data", "Grade withheld: insufficient data · coverage 50%"]]
+    assert said["none"] == ""
+    assert page.errors == []

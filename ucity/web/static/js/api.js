@@ -1,5 +1,5 @@
 // ucity's public APIs as the browser uses them: JSON GET/POST, NGSI-LD paging, tenant, actor and token.
-import { t } from './i18n.js';
+import { currentLang, t } from './i18n.js';
 
 const pageParams = new URLSearchParams(location.search);
 export const tenant = pageParams.get('tenant') || '';
@@ -59,13 +59,22 @@ async function parse(response, sent, quiet = false) {
 
 // What to tell the operator about a failed call: a 403 says what the role may not do (the problem's
 // detail and the missing permission), anything else the server's detail.
+// The server's texts are "한국어 / English": a one-language screen shows the part of its language (QA7). A text of
+// any other shape (no " / ", or more than one) is shown whole.
+export function localText(text, lang = currentLang()) {
+  const parts = String(text ?? '').split(' / ');
+  if (parts.length !== 2) return String(text ?? '');
+  return lang === 'en' ? parts[1] : parts[0];
+}
+
 export function errorText(error) {
   if (error instanceof ApiError && error.status === 403) {
     const permission = error.problem?.permission;
-    return t('auth.forbidden', { detail: permission && !error.message.includes(permission) ? `${error.message} (${permission})` : error.message });
+    const detail = localText(error.message);
+    return t('auth.forbidden', { detail: permission && !detail.includes(permission) ? `${detail} (${permission})` : detail });
   }
   if (error instanceof ApiError && error.status === 401) return t('auth.required');
-  if (error instanceof ApiError) return t('error.action', { detail: error.message });
+  if (error instanceof ApiError) return t('error.action', { detail: localText(error.message) });
   return t('error.network');
 }
 

@@ -4,7 +4,7 @@
 // top bar shows who (name and role) and a sign-out button, which forgets the token and reloads the page
 // (nothing read with the token stays on screen). A 401 for the signed-in token (revoked, or unknown to the
 // server now) does the same as signing out, and the reloaded page says the token is no longer valid.
-import { ApiError, getJSON, onUnauthorized, setToken, tenant, token } from './api.js';
+import { ApiError, getJSON, localText, onUnauthorized, setToken, tenant, token } from './api.js';
 import { onLangChange, t, tOr } from './i18n.js';
 
 const ME = '/api/v1/auth/me';
@@ -13,6 +13,18 @@ let instance = null;
 
 // Open the top bar's sign-in (a panel that needs a token points there: there is no second place to type one).
 export function promptSignIn(reason = '', focus = true) { instance?.prompt(reason, focus); }
+
+// May the signed-in principal do this? (its `permissions` from /auth/me). Not signed in: the page does not
+// know, and the server decides (with sign-in off the alarm actions need no token). Used to hide the actions a
+// role cannot take (a reader's acknowledge buttons, QA7), never as the check itself: the server makes that.
+export function can(permission) {
+  const p = instance?.signedIn ? instance.principal : null;
+  return !p || !Array.isArray(p.permissions) || p.permissions.includes(permission);
+}
+
+// The dashboard reads the platform's data (data:read): a token without it (an agency's, a 112/119 terminal's)
+// has nothing to see here.
+export function mayUseDashboard() { return can('data:read'); }
 
 // The top bar's message for a 403 from /auth/me: the server's detail, and for a token of one tenant on a page
 // opened without `?tenant=` (the problem's `tokenTenant`) where to go instead.
@@ -146,7 +158,9 @@ export class SignIn {
     this.signOutButton.hidden = !signedIn;
     const shown = !signedIn && this.reason;
     this.message.hidden = !shown;
-    this.message.textContent = shown ? t(this.reason.key, this.reason.vars) : '';
+    // the server's "한국어 / English" detail: the current language's part (the whole words stay in the tooltip)
+    const vars = shown && this.reason.vars?.detail ? { ...this.reason.vars, detail: localText(this.reason.vars.detail) } : this.reason?.vars;
+    this.message.textContent = shown ? t(this.reason.key, vars) : '';
     this.message.dataset.reason = shown ? this.reason.key : '';
     if (shown && this.detail) this.message.title = this.detail; else this.message.removeAttribute('title');
     if (signedIn) {

@@ -5,7 +5,7 @@ import { alarmTitle, levelBadge, shortId } from './alarms.js';
 import { entity, errorText, getJSON } from './api.js';
 import { onLangChange, pick, t } from './i18n.js';
 import { FacilityView } from './facility.js';
-import { opsSection } from './ops.js';
+import { eventLabel, opsSection } from './ops.js';
 import * as store from './store.js';
 import { kst } from './time.js';
 import { debounce, h, kv } from './ui.js';
@@ -92,20 +92,21 @@ class SituationView {
     try {
       alarms = await this.alarms();
     } catch (error) { // not signed in, or a role that may not read alarms: said, not a broken panel
-      title.replaceChildren(t('event.title'), ' · ', shortId(this.key));
+      title.replaceChildren(t('event.title'), ' · ', this.event ? eventLabel(this.event) : shortId(this.key));
       body.replaceChildren(h('p', { class: 'error', 'data-role': 'detail-error' }, errorText(error)));
       return;
     }
     this.ids = new Set(alarms.map((a) => a.id));
     const asset = await entity(this.key, ['name', 'cameraName', 'address']).catch(() => null);
     const worst = alarms[0];
-    title.replaceChildren(t('event.title'), ' · ', asset?.name || shortId(this.key));
+    // An operation-center event's entity has no name: its service and type, not "CityEvent:<hex>" (QA7).
+    title.replaceChildren(t('event.title'), ' · ', asset?.name || (this.event ? eventLabel(this.event) : shortId(this.key)));
     const situation = { key: this.key, alarms, event: this.event, location: alarms.find((a) => a.location)?.location || this.event?.location };
     body.replaceChildren(
       h('div', { class: 'form-row' }, worst ? levelBadge(worst) : '',
         asset?.address ? h('span', {}, [asset.address.addressLocality, asset.address.district, asset.address.streetAddress].filter(Boolean).join(' ')) : '',
         h('button', { type: 'button', onclick: () => this.panel.map.flyTo(situation) }, t('field.location'))),
-      h('h3', {}, t('event.alarms')),
+      alarms.length ? h('h3', {}, t('event.alarms')) : '', // an event no alarm made (a 112 report): no empty heading
       ...alarms.map((alarm) => this.alarmBlock(alarm)),
       await opsSection(situation, this.panel));
   }
@@ -132,7 +133,8 @@ class SituationView {
       can.assign && h('form', { class: 'form-row', onsubmit: run((f) => actions.assign(alarm.id, f.get('assignee'))) },
         h('label', {}, t('field.assignee'), h('input', { name: 'assignee', value: alarm.assignee || '' })),
         h('button', { type: 'submit', 'data-action': 'assign' }, t('action.assign'))),
-      h('form', { class: 'form-row', onsubmit: run((f) => actions.comment(alarm.id, f.get('text'))) },
+      can.readOnly && h('p', { class: 'notice', 'data-role': 'read-only' }, t('auth.readOnly')),
+      can.comment && h('form', { class: 'form-row', onsubmit: run((f) => actions.comment(alarm.id, f.get('text'))) },
         h('label', {}, t('field.comment'), h('input', { name: 'text', required: true, maxlength: 4000 })),
         h('button', { type: 'submit', 'data-action': 'comment' }, t('action.comment'))),
       can.close && h('form', { class: 'form-row', onsubmit: run((f) => actions.close(alarm.id, f.get('outcome'), f.get('note'))) },

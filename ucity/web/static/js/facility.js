@@ -82,7 +82,7 @@ export class FacilityView {
     body.replaceChildren(
       kv([
         [t('field.class'), facility.facilityClass], [t('field.legalGrade'), facility.legalSafetyGrade],
-        [t('field.dataGrade'), safety?.grade?.grade ?? facility.dataSafetyGrade],
+        [t('field.dataGrade'), safety?.grade?.grade ?? facility.dataSafetyGrade ?? gradeStateWord(gradeState(safety, facility))],
         [t('field.lastInspection'), facility.lastInspectionDate], [t('field.nextInspection'), facility.nextInspectionDate],
         [t('field.yearBuilt'), facility.yearBuilt], [t('field.sensors'), sensors.length],
       ]),
@@ -130,6 +130,7 @@ export class FacilityView {
       h('p', { 'data-role': 'data-grade' }, h('span', { class: `grade grade-${grade || 'none'}` }, grade || '–'),
         score != null ? ` ${t('facility.score')} ${Number(score).toFixed(2)}` : '',
         (safety.grade ? safety.grade.emergency?.recommended : safety.emergencyInspectionRecommended) ? h('strong', { class: 'bad-text' }, ` · ${t('facility.emergency')}`) : ''),
+      gradeStatusLine(safety),
     ];
     if (safety.grade) out.push(h('h3', {}, t('facility.explanation')), explanation(safety.grade));
     const history = safety.gradeHistory || [];
@@ -150,6 +151,50 @@ export class FacilityView {
     }
     return out;
   }
+}
+
+// The data grade's state (QA5 F4) from the grade result (`status`, `coverage`, `provisionalGrade`), else the
+// facility's `dataSafetyGradeStatus` / `dataSafetyCoverage`: ok, insufficient-data (too few main members scored:
+// the grade is withheld, its letter kept as provisional, unless it recommends an emergency inspection) or
+// no-data (no sensor scored). So that a withheld grade is not read as "no data".
+export function gradeState(safety, facility = {}) {
+  const result = safety?.grade || null;
+  const cov = result?.coverage || null;
+  return {
+    status: result?.status ?? safety?.dataSafetyGradeStatus ?? facility?.dataSafetyGradeStatus ?? null,
+    share: cov ? cov.share : safety?.dataSafetyCoverage ?? facility?.dataSafetyCoverage ?? null,
+    scored: cov?.scored ?? null, attached: cov?.attached ?? null, basis: cov?.basis ?? null, minimum: cov?.minimum ?? null,
+    provisional: result?.provisionalGrade ?? null,
+    withheld: Boolean(result?.gradeWithheld) || (!result && (safety?.dataSafetyGradeStatus ?? facility?.dataSafetyGradeStatus) === 'insufficient-data'
+      && (safety?.dataSafetyGrade ?? facility?.dataSafetyGrade) == null),
+  };
+}
+
+const percent = (share) => `${Math.round(Number(share) * 100)}%`;
+
+// One word for the state (the facility's key-value list, when there is no letter to show).
+export function gradeStateWord(state) {
+  if (!state.status) return null;
+  if (state.status === 'insufficient-data') return t(state.withheld ? 'grade.status.withheld' : 'grade.status.insufficientStands');
+  return tOr(`grade.status.${state.status}`, state.status);
+}
+
+// The state and the coverage as a line under the grade: "보류: 데이터 부족 · 잠정 등급 C · 채점 범위: 주부재 5개 중 3개 (60%, 최소 80%)".
+export function gradeStatusLine(safety, facility = {}) {
+  const state = gradeState(safety, facility);
+  if (!state.status && state.share == null) return '';
+  const parts = [];
+  if (state.status) parts.push(gradeStateWord(state));
+  if (state.provisional) parts.push(t('grade.provisional', { grade: state.provisional }));
+  if (state.attached != null && state.scored != null) {
+    parts.push(t('grade.coverageOf', { scored: state.scored, attached: state.attached,
+      what: t(state.basis === 'all' ? 'grade.basis.all' : 'grade.basis.main'),
+      share: state.share != null ? percent(state.share) : '–', minimum: state.minimum != null ? percent(state.minimum) : '–' }));
+  } else if (state.share != null) {
+    parts.push(t('grade.coverage', { share: percent(state.share) }));
+  }
+  return h('p', { class: state.status && state.status !== 'ok' ? 'notice attention' : 'notice', 'data-role': 'grade-status',
+    dataset: { status: state.status || '', coverage: state.share ?? '' } }, parts.join(' · '));
 }
 
 // The grade's explanation: its summary, then one row per sensor with the numbers that produced it.

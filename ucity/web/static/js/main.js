@@ -1,6 +1,6 @@
 // Starts the dashboard: map, alarm list, facilities, health, detail panel, live stream, language.
 import { AlarmList } from './alarms.js';
-import { SignIn } from './auth.js';
+import { SignIn, mayUseDashboard } from './auth.js';
 import { Cue } from './cue.js';
 import { DetailPanel } from './detail.js';
 import { FacilityList } from './facility.js';
@@ -92,17 +92,33 @@ async function start() {
     facilities.set(map.data.facilities || []);
     await events().catch(() => {});
   };
-  const auth = new SignIn({ root: $('auth'), form: $('auth-form'), input: $('auth-token'), message: $('auth-message'),
+  // A signed-in token without data:read (an agency's 112/119 terminal token) has nothing to see here: the page
+  // says the dashboard is for the operation centre, and reads nothing (no alarms, stream, map layers or polls).
+  const forRole = () => {
+    const ok = !auth?.signedIn || mayUseDashboard();
+    $('role-notice').hidden = ok;
+    document.querySelector('main.layout').hidden = !ok;
+    document.body.dataset.role = ok ? '' : 'not-for-role';
+    return ok;
+  };
+  let auth = null;
+  auth = new SignIn({ root: $('auth'), form: $('auth-form'), input: $('auth-token'), message: $('auth-message'),
     open: $('auth-open'), user: $('auth-user'), signOut: $('auth-signout'),
-    onSignedIn: async () => { live.restart(); await loadAll(); detail.refresh(); },
+    onSignedIn: async () => {
+      if (!forRole()) { live.stop('closed'); return; }
+      live.restart(); await loadAll(); detail.refresh();
+    },
     onSignedOut: () => live.stop('closed') }); // then the page reloads: nothing read with the token stays
   await auth.start();
-  live.start();
-
-  await loadAll();
-  setInterval(() => health.poll().catch((error) => health.fail(error)), HEALTH_POLL_MS);
+  if (forRole()) {
+    live.start();
+    await loadAll();
+  } else {
+    live.stop('closed');
+  }
+  setInterval(() => { if (forRole()) health.poll().catch((error) => health.fail(error)); }, HEALTH_POLL_MS);
   setInterval(async () => {
-    if (!mapLoaded) return;
+    if (!mapLoaded || !forRole()) return;
     try { await map.refreshDynamic(); } catch (error) { console.warn('map layers:', error.message); }
     facilities.set(map.data.facilities || []);
     await events().catch(() => {});

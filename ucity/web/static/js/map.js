@@ -5,6 +5,7 @@ import { allEntities, getJSON } from './api.js';
 import { ClusterLayer } from './cluster.js';
 import { convexHull, pointOf, snapToCell } from './geometry.js';
 import { config, onLangChange, t } from './i18n.js';
+import { eventLabel } from './ops.js';
 import * as store from './store.js';
 import { throttle } from './ui.js';
 
@@ -250,7 +251,7 @@ export class CityMap {
       const [lon, lat] = event.location.coordinates;
       const icon = L.divIcon({ className: `evt-icon lvl-${event.level}`, iconSize: [30, 30], html: '<span aria-hidden="true">★</span>' });
       // The more serious on top, as the alarm icons (a serious report is never hidden under a lesser one at its spot).
-      const marker = L.marker([lat, lon], { icon, title: `${t(`level.${event.level}`)}: ${event.typeCode}`,
+      const marker = L.marker([lat, lon], { icon, title: `${t(`level.${event.level}`)}: ${eventLabel(event)}`,
         riseOnHover: true, zIndexOffset: 900 + store.rank(event) * 100 });
       marker.on('click', () => this.onEvent(event));
       marker.on('add', () => { const el = marker.getElement(); if (el) { el.dataset.event = event.id; el.dataset.level = event.level; } });

@@ -2,7 +2,7 @@
 // with their distance, "share with agency" (a footage grant), and the event's audit trail.
 // The operations API takes a bearer token; without one the section points to the top bar's sign-in.
 import { ApiError, errorText, getJSON, missingRoute, postJSON, token } from './api.js';
-import { promptSignIn } from './auth.js';
+import { can, promptSignIn } from './auth.js';
 import { pick, t, tOr } from './i18n.js';
 import { kst } from './time.js';
 import { h, toast } from './ui.js';
@@ -41,7 +41,7 @@ export function announceArrivals(events) {
   const now = { events: new Set(), held: new Set() };
   const messages = [];
   for (const e of events) {
-    const what = `${pick(e.serviceName) || e.service} · ${pick(e.typeName) || e.typeCode}`;
+    const what = eventLabel(e);
     now.events.add(e.id);
     if (known && !e.alarm && !known.events.has(e.id)) messages.push(t('ops.newReport', { what }));
     for (const l of e.linkages || []) {
@@ -77,6 +77,18 @@ async function eventOf(situation) {
   return (await openEvents()).find((e) => e.alarm && ids.has(e.alarm)) || null;
 }
 
+// What the event is called on screen: its service and type in the current language (the API gives both names),
+// never the bare type code (QA7).
+export function eventLabel(event) {
+  return `${pick(event.serviceName) || event.service} · ${pick(event.typeName) || event.typeCode}`;
+}
+
+// The event as it is now: a share or a status move since the list (or the map's icon) was read changes its
+// status, linkages and trail, so the panel reads it again each time it is drawn (QA7: "received" after a share).
+async function current(event) {
+  return event ? getJSON(`/api/v1/events/${encodeURIComponent(event.id)}`) : null;
+}
+
 export async function opsSection(situation, panel) {
   const section = h('section', { class: 'ops', 'data-role': 'ops' });
   const rerender = () => panel.refresh();
@@ -94,7 +106,7 @@ export async function opsSection(situation, panel) {
     return section;
   }
   try {
-    const event = await eventOf(situation);
+    const event = await current(await eventOf(situation));
     section.append(...await eventBlock(event, situation, rerender));
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
@@ -111,16 +123,19 @@ async function eventBlock(event, situation, rerender) {
   if (event) {
     out.push(h('h3', {}, t('event.operations')), h('p', { 'data-role': 'event', dataset: { eventId: event.id } },
       h('span', { class: `lvl lvl-${event.level}` }, t(`level.${event.level}`)), ' ',
-      `${pick(event.serviceName)} · ${pick(event.typeName) || event.typeCode} · ${pick(event.statusName) || event.status} · ${kst(event.reportedAt)}`));
+      `${eventLabel(event)} · `, h('span', { 'data-role': 'event-status-name', dataset: { status: event.status } },
+        pick(event.statusName) || event.status), ` · ${kst(event.reportedAt)}`));
   }
   const selection = event
     ? await getJSON(`/api/v1/events/${encodeURIComponent(event.id)}/cameras`)
     : await nearPoint(situation);
   out.push(h('h3', {}, t('event.cameras')), camerasTable(selection));
   if (event) {
-    out.push(statusForm(event, rerender));
+    // Only the actions the signed-in role may take (events:manage moves and approves, grants:issue shares, renews
+    // and revokes); the server checks them all the same.
+    if (can('events:manage')) out.push(statusForm(event, rerender));
     out.push(h('h3', {}, t('ops.linkages')), linkagesTable(event, rerender));
-    out.push(h('h3', {}, t('event.sharing')), await shareForm(event, selection, rerender));
+    if (can('grants:issue')) out.push(h('h3', {}, t('event.sharing')), await shareForm(event, selection, rerender));
     out.push(h('h3', {}, t('ops.grants')), await grantsTable(event, rerender));
     out.push(h('h3', {}, t('event.audit')), await auditTable(event));
   } else {
@@ -184,13 +199,13 @@ function linkagesTable(event, rerender) {
     dataset: { linkage: l.id, status: l.status } },
   h('td', {}, l.agency), h('td', {}, l.service), h('td', { class: l.status === 'held' || l.status === 'failed' ? 'attention' : '' },
     tOr(`lstatus.${l.status}`, l.status)), h('td', {}, l.reason || ''),
-  h('td', {}, l.status === 'held' ? [
+  h('td', {}, l.status === 'held' && can('events:manage') ? [
     h('button', { type: 'button', class: 'primary', 'data-action': 'approve',
       onclick: () => act(`${base}/${encodeURIComponent(l.id)}/approve`, { reason: reason.value }, rerender) }, t('action.approve')),
     h('button', { type: 'button', 'data-action': 'reject',
       onclick: () => act(`${base}/${encodeURIComponent(l.id)}/reject`, { reason: reason.value }, rerender) }, t('action.reject')),
   ] : '')))));
-  return linkages.some((l) => l.status === 'held') ? h('div', {}, table, reason) : table;
+  return linkages.some((l) => l.status === 'held') && can('events:manage') ? h('div', {}, table, reason) : table;
 }
 
 // The event's footage grants: agency, until when, and renew or revoke for the live ones (PLAT-R5).
@@ -201,7 +216,7 @@ async function grantsTable(event, rerender) {
     dataset: { grant: g.id, status: g.status } },
   h('td', {}, g.agency), h('td', {}, tOr(`gstatus.${g.status}`, g.status)), h('td', {}, t('ops.until', { time: kst(g.expiresAt) })),
   h('td', {}, `${(g.cameras || []).length} CCTV`),
-  h('td', {}, g.status === 'active' ? [
+  h('td', {}, g.status === 'active' && can('grants:issue') ? [
     h('button', { type: 'button', 'data-action': 'renew',
       onclick: () => act(`/api/v1/grants/${encodeURIComponent(g.id)}/renew`, {}, rerender) }, t('action.renew')),
     h('button', { type: 'button', class: 'danger', 'data-action': 'revoke',
@@ -242,7 +257,7 @@ async function shareForm(event, selection, rerender) {
 // The event's audit trail (GET /api/v1/events/{id}: every line of the audit log about it, with its actor),
 // newest first: status changes, linkages, grants issued and every footage access.
 async function auditTable(event) {
-  const detail = await getJSON(`/api/v1/events/${encodeURIComponent(event.id)}`);
+  const detail = event.history ? event : await getJSON(`/api/v1/events/${encodeURIComponent(event.id)}`);
   const rows = [...(detail.history || [])].sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0)).reverse();
   if (!rows.length) return h('p', { class: 'notice' }, t('health.none'));
   return h('table', { class: 'history', 'data-role': 'audit' }, h('tbody', {}, rows.map((r) => h('tr', { dataset: { kind: r.kind, action: r.action } },
