@@ -91,7 +91,7 @@ def int_param(req: Req, name: str, default: int, low: int, high: int) -> int:
     if text is None:
         return default
     if not _INTEGER.fullmatch(text):  # not int(): it also takes "1_000" and surrounding blanks
-        raise bad(f"{name}은 정수여야 합니다", f"{name} must be an integer")
+        raise bad(f"{name} 값은 정수여야 합니다", f"{name} must be an integer")
     value = int(text)
     if not low <= value <= high:
         raise bad(f"{name} 범위 오류: {low}..{high}", f"{name} must be between {low} and {high}")
@@ -106,7 +106,7 @@ def time_param(req: Req, name: str) -> datetime | None:
     try:
         return parse_iso(text)
     except ValueError:
-        raise bad(f"{name}은 ISO 8601 시각이어야 합니다", f"{name} must be an ISO 8601 date-time") from None
+        raise bad(f"{name} 값은 ISO 8601 시각이어야 합니다", f"{name} must be an ISO 8601 date-time") from None
 
 
 def micros_param(req: Req, name: str) -> int | None:

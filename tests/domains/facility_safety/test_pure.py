@@ -191,7 +191,8 @@ def test_default_rules_cite_their_sources_and_classes_get_variants() -> None:
     cfg = FacilitySafetyConfig()
     rules = {r.id: r for r in d.default_rules(cfg)}
     assert set(rules) == {"shm-tilt", "shm-crack", "shm-vibration", "shm-crack-rate", "shm-battery-low",
-                          "shm-sensor-stuck", "shm-sensor-silent"}
+                          "shm-sensor-stuck", "shm-sensor-silent", "shm-reading-suspect",
+                          "shm-sensor-offline"}  # the last two: QA5 F3, F12
     tilt = rules["shm-tilt"]
     assert [e.at for e in tilt.condition.edges] == [1 / 750, 1 / 500, 1 / 300, 1 / 150]  # type: ignore[union-attr]
     assert tilt.persistence is not None and (tilt.persistence.samples, tilt.persistence.duration_seconds) == (3, 900.0)

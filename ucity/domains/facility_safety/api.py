@@ -28,7 +28,7 @@ from ucity.core.bus import Context
 from ucity.core.clock import from_micros, parse_iso, to_iso, to_micros
 from ucity.core.errors import AlreadyExists, NotFound, UcityError
 from ucity.core.http import ApiRoute, Req, Resp
-from ucity.core.params import actor_header, bad, int_param, json_body, time_param
+from ucity.core.params import actor_header, bad, int_param, json_body
 from ucity.domains.facility_safety import evidence
 from ucity.domains.facility_safety.config import LadderSet, with_domain_bands
 from ucity.domains.facility_safety.grade import UNITS, shown_score
@@ -43,13 +43,24 @@ from ucity.domains.facility_safety.models import (
     TaskIn,
     TaskResultIn,
     facility_from_doc,
+    facility_of,
     iri,
     is_facility,
     short,
 )
 from ucity.domains.facility_safety.photos import parse_multipart
 from ucity.domains.facility_safety.rules import ASSESSED, CATEGORY, SOURCES
-from ucity.domains.facility_safety.tasks import ACTIVE, CANCELLED, COMPLETED, IN_PROGRESS, OPEN, InvalidMove, Task
+from ucity.domains.facility_safety.service import AUDIT_KIND
+from ucity.domains.facility_safety.tasks import (
+    ACTIVE,
+    CANCELLED,
+    COMPLETED,
+    IN_PROGRESS,
+    OPEN,
+    TITLES,
+    InvalidMove,
+    Task,
+)
 from ucity.ngsild.ops import merge_op
 from ucity.ngsild.request import tenant_of
 from ucity.rules import rule_to_json
@@ -65,6 +76,10 @@ ACTIVE_ALARM_STATUSES = tuple(s for s in STATUSES if s.startswith("active"))
 SDM_CATEGORY = {"bridge": "bridge", "footbridge": "bridge", "retainingWall": "civic", "school": "school",
                 "daycareCenter": "kindergarten", "pumpStation": "service", "apartment": "apartments",
                 "communityCenter": "civic", "building": "residential", "other": "civic"}
+GRADE_VALUES = ("A", "B", "C", "D", "E", "none")
+GRADE_STATUSES = ("ok", "insufficient-data", "no-data")
+SCHEDULE_STATUSES = ("ok", "due-soon", "overdue", "no-record")
+PAGE_DEFAULT, PAGE_MAX = 1000, 5000
 Handler = Callable[[Req], Awaitable[Resp]]
 M = TypeVar("M", bound=BaseModel)
 
@@ -93,6 +108,44 @@ def _period(req: Req, default_s: int) -> int:
     if not 60 <= seconds <= 31 * 86400:
         raise bad("period 범위 오류", "period must be between 1 minute and 31 days")
     return seconds
+
+
+def _time(req: Req, name: str) -> datetime | None:
+    """An ISO 8601 date-time parameter (None when absent); "to 값은" whatever the name (not "to은", QA5 F13e)."""
+    text = req.param(name)
+    if text is None:
+        return None
+    try:
+        return parse_iso(text)
+    except ValueError:
+        raise bad(f"{name} 값은 ISO 8601 시각이어야 합니다", f"{name} must be an ISO 8601 date-time") from None
+
+
+def _reversed(start: datetime, end: datetime) -> UcityError:
+    return bad(f"from 값이 to 값보다 늦음: {to_iso(start)} > {to_iso(end)}",
+               f"from is after to: {to_iso(start)} > {to_iso(end)}")
+
+
+def _window(req: Req) -> tuple[datetime | None, datetime | None]:
+    """`from` and `to`; `from` after `to` is a 400 (QA5 F13b), never an empty answer."""
+    start, end = _time(req, "from"), _time(req, "to")
+    if start is not None and end is not None and start > end:
+        raise _reversed(start, end)
+    return start, end
+
+
+def _one_of(req: Req, name: str, allowed: tuple[str, ...] | list[str]) -> str | None:
+    """A filter's value, 400 with the allowed values when it is none of them (QA5 F13b); None when absent."""
+    value = req.param(name)
+    if value is not None and value not in allowed:
+        listed = ", ".join(allowed)
+        raise bad(f"알 수 없는 {name} 값 {value!r} (허용: {listed})", f"unknown {name} {value!r} (allowed: {listed})")
+    return value
+
+
+def _page(req: Req) -> tuple[int, int]:
+    """`limit` (default 1000, at most 5000) and `offset` of a list; its `total` counts every match."""
+    return int_param(req, "limit", PAGE_DEFAULT, 1, PAGE_MAX), int_param(req, "offset", 0, 0, 10_000_000)
 
 
 def _actor(req: Req) -> str:
@@ -134,8 +187,16 @@ class FacilitySafetyApi:
     async def list_facilities(self, req: Req) -> Resp:
         tenant = self.tenant(req)
         wanted = {k: req.param(k) for k in ("facilityType", "dataGrade", "legalGrade", "district", "dataGradeStatus")}
+        facilities = self.s.registry.facilities(tenant)
+        # an unknown value is a 400 naming the allowed ones, not an empty list (QA5 F13b); a type some client
+        # wrote on its Building is allowed too
+        _one_of(req, "facilityType", sorted({*SDM_CATEGORY, *(f.facility_type for f in facilities)}))
+        _one_of(req, "dataGrade", GRADE_VALUES)
+        _one_of(req, "legalGrade", GRADE_VALUES)
+        _one_of(req, "dataGradeStatus", GRADE_STATUSES)
+        limit, offset = _page(req)
         rows = []
-        for f in self.s.registry.facilities(tenant):
+        for f in facilities:
             wire = f.to_wire()
             if wanted["facilityType"] and f.facility_type != wanted["facilityType"]:
                 continue
@@ -147,9 +208,11 @@ class FacilitySafetyApi:
                 continue
             if wanted["district"] and f.district != wanted["district"]:
                 continue
+            rows.append((f, wire))
+        page = rows[offset:offset + limit]
+        for f, wire in page:
             wire["sensors"] = len(self.s.registry.sensors_of(tenant, f.id))
-            rows.append(wire)
-        return Resp(body={"total": len(rows), "facilities": rows})
+        return Resp(body={"total": len(rows), "limit": limit, "offset": offset, "facilities": [w for _, w in page]})
 
     async def put_facility(self, req: Req) -> Resp:
         """Register a facility or update it: a Building entity with the domain's attributes (create or merge)."""
@@ -179,8 +242,11 @@ class FacilitySafetyApi:
         tenant = facility.tenant
         now = self.s.clock.now()
         sensors = self.s.registry.sensors_of(tenant, facility.id)
-        series_to = time_param(req, "to") or now
-        series_from = time_param(req, "from") or series_to - timedelta(days=7)
+        start, end = _window(req)
+        series_to = end or now
+        series_from = start or series_to - timedelta(days=7)
+        if series_from > series_to:  # `to` alone, before the default start
+            raise _reversed(series_from, series_to)
         period = _period(req, 3600)
         body = facility.to_wire()
         body["sensors"] = await self._sensors_wire(tenant, sensors)
@@ -281,7 +347,8 @@ class FacilitySafetyApi:
 
     async def grade_history(self, req: Req) -> Resp:
         facility = self._facility(req)
-        rows = await self._grade_history(facility.tenant, facility.id, time_param(req, "from"), time_param(req, "to"),
+        start, end = _window(req)
+        rows = await self._grade_history(facility.tenant, facility.id, start, end,
                                          int_param(req, "limit", 365, 1, 5000), req.param("explain") == "true")
         return Resp(body={"facility": facility.id, "grades": rows})
 
@@ -300,13 +367,61 @@ class FacilitySafetyApi:
         if body.kind:
             attrs[iri("sensorKind")] = _prop(body.kind)
         new = {"id": body.sensor, "type": [iri(self.s.cfg.sensor_types[0])], "attrs": attrs}
-        outcome = (await self.s.store.mutate(facility.tenant, [Mutation(body.sensor, _known_sensor(
-            body.sensor, merge_op(new, True), body.create))], Context(actor=_writer(req))))[0]
+        actor, tenant = _writer(req), facility.tenant
+        previous: list[str | None] = []
+        guarded = _known_sensor(body.sensor, merge_op(new, True), body.create, facility.id, body.move,
+                                self.s.cfg.facility_relationships,
+                                lambda fid: self.s.registry.facility(tenant, fid) is not None, previous)
+        outcome = (await self.s.store.mutate(tenant, [Mutation(body.sensor, guarded)], Context(actor=actor)))[0]
         if isinstance(outcome, Exception):
             raise outcome
         assert outcome.doc is not None
-        sensor = self.s.registry.put_sensor_doc(facility.tenant, outcome.doc)
-        return Resp(body=(await self._sensors_wire(facility.tenant, [sensor]))[0])
+        sensor = self.s.registry.put_sensor_doc(tenant, outcome.doc)
+        before = previous[0] if previous else None
+        if before is not None and before != facility.id:  # a move (or an orphan's typo corrected): audited
+            moved: dict[str, Any] = {"from": before, "to": facility.id,
+                                     "fromMonitored": self.s.registry.facility(tenant, before) is not None}
+            await self.s.audit.append(self.s.audit.row(tenant, AUDIT_KIND, "sensor-moved", actor, outcome="ok",
+                                                       facility=facility.id, sensor=sensor.id, **moved))
+        if body.replaced:  # a new device under the old id: its thermal history starts now
+            await self.s.run(lambda: self.s.reset_baseline(sensor, actor, "replaced (attach)"))
+        return Resp(body=(await self._sensors_wire(tenant, [sensor]))[0])
+
+    async def list_sensors(self, req: Req) -> Resp:
+        """`GET /sensors` (`orphan`, `facility`, `limit`, `offset`): the structural sensors; `orphan=true` those in no
+        monitored facility (no `controlledAsset`, or one naming no known facility, e.g. a typo; QA5 F9): they
+        can alarm but no grade counts them. Each orphan says why (`orphan`: `no-facility` / `unknown-facility`)."""
+        tenant = self.tenant(req)
+        flag = _one_of(req, "orphan", ("true", "false"))
+        wanted = req.param("facility")
+        limit, offset = _page(req)
+        rows = []
+        for sensor in self.s.registry.sensors(tenant):
+            why = None if sensor.facility_id is not None and self.s.registry.facility(tenant, sensor.facility_id) \
+                else ("no-facility" if sensor.facility_id is None else "unknown-facility")
+            if (flag == "true" and why is None) or (flag == "false" and why is not None):
+                continue
+            if wanted is not None and sensor.facility_id != wanted:
+                continue
+            rows.append((sensor, why))
+        page = rows[offset:offset + limit]
+        wires = await self._sensors_wire(tenant, [s for s, _ in page])
+        return Resp(body={"total": len(rows), "limit": limit, "offset": offset,
+                          "sensors": [{**w, "orphan": why} for w, (_, why) in zip(wires, page, strict=True)]})
+
+    async def reset_baseline(self, req: Req) -> Resp:
+        """`POST /sensors/{id}/reset-baseline` `{reason}`: the sensor's thermal model starts afresh (service)."""
+        tenant = self.tenant(req)
+        sensor = self.s.registry.sensor(tenant, req.path_params["sensorId"])
+        if sensor is None:
+            raise NotFound(f"센서 {req.path_params['sensorId']} 없음 / sensor is not known")
+        body = json_body(req)
+        reason = body.get("reason", "") if isinstance(body, dict) else ""
+        actor = _writer(req)
+        await self.s.run(lambda: self.s.reset_baseline(sensor, actor, str(reason)))
+        wire = (await self._sensors_wire(tenant, [sensor]))[0]
+        at = self.s.registry.baseline_at(tenant, sensor.id)
+        return Resp(body={**wire, "thermalBaselineAt": to_iso(at) if at else None})
 
     async def detach_sensor(self, req: Req) -> Resp:
         """Take a sensor off the facility (service.detach_sensor): 404 unless it is attached to this facility."""
@@ -390,7 +505,7 @@ class FacilitySafetyApi:
         today = self._today()
         items = [i.to_wire() for f in self.s.registry.facilities(tenant)
                  for i in schedule(f, today, self.s.cfg.inspections)]
-        status = req.param("status")
+        status = _one_of(req, "status", SCHEDULE_STATUSES)
         if status:
             items = [i for i in items if i["status"] == status]
         return Resp(body={"today": today.isoformat(), "total": len(items), "items": items})
@@ -409,12 +524,17 @@ class FacilitySafetyApi:
 
     async def list_tasks(self, req: Req) -> Resp:
         statuses = tuple(v for raw in req.params.get("status", []) for v in raw.split(",") if v)
-        unknown = [v for v in statuses if v not in (OPEN, IN_PROGRESS, COMPLETED, CANCELLED, "active")]
+        allowed = (OPEN, IN_PROGRESS, COMPLETED, CANCELLED, "active")
+        unknown = [v for v in statuses if v not in allowed]
         if unknown:
-            raise bad("알 수 없는 상태", f"unknown status: {', '.join(unknown)}")
+            raise bad(f"알 수 없는 status 값: {', '.join(unknown)} (허용: {', '.join(allowed)})",
+                      f"unknown status: {', '.join(unknown)} (allowed: {', '.join(allowed)})")
+        _one_of(req, "kind", tuple(TITLES))
+        limit, offset = _page(req)
         wanted = tuple(s for v in statuses for s in (ACTIVE if v == "active" else (v,)))
         tasks = self.s.tasks.list(self.tenant(req), wanted, req.param("facility"), req.param("kind"))
-        return Resp(body={"total": len(tasks), "tasks": [t.to_doc() for t in tasks]})
+        return Resp(body={"total": len(tasks), "limit": limit, "offset": offset,
+                          "tasks": [t.to_doc() for t in tasks[offset:offset + limit]]})
 
     async def create_task(self, req: Req) -> Resp:
         tenant = self.tenant(req)
@@ -451,7 +571,9 @@ class FacilitySafetyApi:
         if result.inspection is not None:  # refused before the task moves, so a 400 leaves it as it was
             self.s.refuse_future({"inspection.completedOn": result.inspection.completed_on})
         now = to_iso(self.s.clock.now())
-        task.move(ACTIVE, COMPLETED, now, "completed", actor, condition=result.condition)
+        # open -> completed is allowed (a trivial task closed at once, QA5 F13h); the history says it was not started
+        direct = {"withoutStart": True} if task.status == OPEN else {}
+        task.move(ACTIVE, COMPLETED, now, "completed", actor, condition=result.condition, **direct)
         task.result = {**result.model_dump(mode="json", by_alias=True, exclude={"inspection"}), "completedAt": now}
         if result.inspection is not None and facility is not None:
             await self.s.record_inspection(facility, result.inspection, actor, task.id)
@@ -565,7 +687,7 @@ class FacilitySafetyApi:
     async def export_grades(self, req: Req) -> Resp:
         """The grade history; `from` / `to` in UTC or with an offset, as the JSON API; `at` in Asia/Seoul."""
         tenant, zone = self.tenant(req), self.s.cfg.grade.timezone
-        start, end = time_param(req, "from"), time_param(req, "to")
+        start, end = _window(req)
         rows = [["facility", "name", f"at ({zone})", "dataSafetyGrade", "dataSafetyScore",
                  "emergencyInspectionRecommended", "legalSafetyGrade"]]
         for f in self.s.registry.facilities(tenant):
@@ -633,9 +755,21 @@ class OfficialRecordOnly(UcityError):
 
 class SensorAttachBody(SensorAttachIn):
     """`POST /facilities/{id}/sensors`: `create` true makes a StructuralSensor entity for an id that does not exist
-    (a sensor an NGSI-LD client will write); without it an unknown id is refused (404)."""
+    (a sensor an NGSI-LD client will write); without it an unknown id is refused (404). A sensor attached to another
+    monitored facility is refused (409) unless `move` is true (the move is audited). `replaced` true resets its
+    thermal model (a new device under the old id)."""
 
     create: bool = False
+    move: bool = False
+    replaced: bool = False
+
+
+class SensorOnOtherFacility(UcityError):
+    """Attaching a sensor that another facility holds, without `"move": true` (QA5 F9)."""
+
+    status = 409
+    type_uri = "urn:ucity:errors:SensorOnOtherFacility"
+    title = "The sensor is attached to another facility"
 
 
 def official_changes(before: Facility, body: FacilityIn) -> list[str]:
@@ -674,10 +808,20 @@ def _official_kept(body: FacilityIn, apply: ApplyFn) -> ApplyFn:
     return guarded
 
 
-def _known_sensor(sensor_id: str, apply: ApplyFn, create: bool) -> ApplyFn:
-    """The attachment write, refused (404) for a sensor entity that does not exist unless `create` says so."""
+def _known_sensor(sensor_id: str, apply: ApplyFn, create: bool, facility_id: str, move: bool,
+                  relationships: list[str], monitored: Callable[[str], bool], previous: list[str | None]) -> ApplyFn:
+    """The attachment write, refused (404) for a sensor entity that does not exist unless `create` says so, and
+    (409) for one attached to another monitored facility unless `move` says so. Checked on the committed document
+    inside the write; the facility it had is put in `previous`. A sensor whose facility is not monitored (an
+    orphan: a typo in `controlledAsset`) is attached without `move`."""
 
     def guarded(before: Doc | None, now: str) -> Outcome:
+        current = facility_of(before, relationships) if before is not None else None
+        previous[:] = [current]
+        if current is not None and current != facility_id and monitored(current) and not move:
+            raise SensorOnOtherFacility(
+                f"센서 {sensor_id}는 시설물 {current}에 연결되어 있음: 옮기려면 \"move\": true / sensor {sensor_id} is "
+                f'attached to facility {current}: send "move": true to move it', facility=current)
         if before is None and not create:
             raise NotFound(f"센서 {sensor_id} 없음: 기기를 먼저 등록하거나(/iot/devices) 새 센서 개체를 만들려면 "
                            f'"create": true / sensor {sensor_id} does not exist: provision its device first '
@@ -762,8 +906,10 @@ def routes(photo_limit: int) -> list[ApiRoute]:
         ("GET", f"{f}/thresholds", "get_thresholds"),
         ("GET", f"{f}/inspections", "facility_inspections"), ("POST", f"{f}/inspections", "record_inspection"),
         ("GET", f, "get_facility"),
+        ("GET", f"{BASE}/sensors", "list_sensors"),
         ("GET", f"{BASE}/sensors/{{sensorId}}", "get_sensor"),
         ("POST", f"{BASE}/sensors/{{sensorId}}/thermal-fit", "fit_sensor"),
+        ("POST", f"{BASE}/sensors/{{sensorId}}/reset-baseline", "reset_baseline"),
         ("POST", f"{BASE}/grades/recompute", "recompute_all"),
         ("GET", f"{BASE}/inspections/schedule", "inspection_schedule"),
         ("GET", f"{BASE}/inspections/overdue", "inspections_overdue"),

@@ -11,6 +11,15 @@ on the sensor entity, with the reading's `observedAt`; the rules engine runs the
 
 Each carries `compensation` (`thermal` | `none`) as a sub-property, and the datasetId of the
 ladder that applies to the sensor (none for the default ladder; rules.py explains variants).
+
+Plausibility and units (QA5 F3, `Checks`): each tilt axis, crack, PPV, dominant frequency and temperature
+value is taken in its instance's `unitCode` (converted to the channel's unit when the code is in the unit
+table; a reading without one is in the channel's unit) and must lie in its plausible range
+(`plausibility`). A value outside it, in a unit not in the table, or not a (finite) number is a *suspect*:
+it is not assessed (nor is the other axis of its tilt reading), the sensor's `readingSuspect` names why,
+and the fault rule `shm-reading-suspect` raises a fault. The thermal model works in the unit the device
+reports (its history is stored as sent), so a residual is converted after the model, never the raw
+value before it.
 """
 
 from __future__ import annotations
@@ -24,9 +33,9 @@ from typing import Any
 from ucity.core.bus import EntityChange
 from ucity.core.clock import parse_iso, to_iso
 from ucity.core.errors import NotFound
-from ucity.domains.facility_safety.config import AttributeNames
+from ucity.domains.facility_safety.config import AttributeNames, PlausibilityConfig
 from ucity.domains.facility_safety.models import Sensor, iri, short
-from ucity.domains.facility_safety.rules import ASSESSED, CRACK, TILT, VIBRATION
+from ucity.domains.facility_safety.rules import ASSESSED, CRACK, SUSPECT_OK, TILT, VIBRATION
 from ucity.domains.facility_safety.thermal import residual
 from ucity.ngsild.model import find_instance, stamp_copy
 from ucity.ngsild.ops import json_copy
@@ -35,12 +44,103 @@ from ucity.store.base import ApplyFn, Doc, Outcome
 UNIT_CODES = {TILT: "C81", CRACK: "MMT", VIBRATION: "C16"}  # UN/CEFACT: radian, millimetre, millimetre per second
 
 
+UNIT_NAMES = {"tilt": "rad", "crack": "mm", "vibration": "mm/s", "frequency": "Hz", "temperature": "°C"}
+REASONS = {"out-of-range": ("타당 범위 밖", "outside its plausible range"),
+           "unknown-unit": ("알 수 없는 단위", "in a unit not understood"),
+           "not-a-number": ("숫자가 아님", "not a number")}
+
+
+@dataclass(frozen=True, slots=True)
+class Suspect:
+    """A measured value that was not assessed, and why (QA5 F3)."""
+
+    attribute: str
+    value: Any
+    unit: str | None
+    reason: str  # out-of-range | unknown-unit | not-a-number
+    detail: str = ""
+
+    def text(self) -> str:
+        return f"{self.attribute} {self.reason}: {self.detail}"
+
+    def to_json(self) -> dict[str, Any]:
+        ko, en = REASONS[self.reason]
+        shown = self.value if _is_number(self.value) or isinstance(self.value, str | bool) or self.value is None \
+            else repr(self.value)[:80]
+        return {"attribute": self.attribute, "value": shown, "unitCode": self.unit, "reason": self.reason,
+                "detail": self.detail, "ko": f"{self.attribute}: {ko} ({self.detail})",
+                "en": f"{self.attribute}: {en} ({self.detail})"}
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
-    """The numeric measures of one sensor at one instant (short attribute name -> value)."""
+    """The numeric measures of one sensor at one instant (short attribute name -> value).
+
+    `values` are plausible and as sent (the device's unit); `scales` converts those not in the channel's
+    unit; `suspects` were left out; `checked`: the reading had a value the plausibility check looks at.
+    """
 
     at: datetime
     values: dict[str, float]
+    scales: dict[str, float] = field(default_factory=dict)
+    suspects: tuple[Suspect, ...] = ()
+    checked: bool = False
+    units: dict[str, str | None] = field(default_factory=dict)  # checked attribute -> its unitCode (None: none)
+
+
+class Checks:
+    """Plausible ranges and unit conversions of the measured attributes (QA5 F3; config `plausibility`)."""
+
+    def __init__(self, cfg: PlausibilityConfig, names: AttributeNames) -> None:
+        self.cfg = cfg
+        self.channel_of = {names.tilt_x: "tilt", names.tilt_y: "tilt", names.crack: "crack",
+                           names.vibration: "vibration", names.frequency: "frequency",
+                           names.temperature: "temperature"}
+        self.tables = {ch: cfg.unit_table(ch) for ch in set(self.channel_of.values())}
+
+    def scale(self, name: str, unit: str | None) -> float | None:
+        """The factor from `unit` to the channel's unit (1 without a unit); None for a unit not in the table."""
+        channel = self.channel_of.get(name)
+        if channel is None or unit is None:
+            return 1.0
+        found = self.tables[channel].get(unit)
+        return found[0] if found is not None else None
+
+    def check(self, name: str, raw: Any, unit: str | None) -> tuple[float, float] | Suspect:
+        """(value as sent, scale to the channel's unit), or why the value is suspect."""
+        channel = self.channel_of[name]
+        if not _is_number(raw):
+            return Suspect(name, raw, unit, "not-a-number", f"{type(raw).__name__} {str(raw)[:40]!r}")
+        conversion = (1.0, 0.0) if unit is None else self.tables[channel].get(unit)
+        if conversion is None:
+            known = ", ".join(sorted(self.tables[channel]))
+            return Suspect(name, raw, unit, "unknown-unit", f"unitCode {unit!r}, known: {known}")
+        scale, offset = conversion
+        value = float(raw) * scale + offset
+        low, high = self.cfg.range_of(channel)
+        if not (math.isfinite(value) and low <= value <= high):
+            return Suspect(name, raw, unit, "out-of-range",
+                           f"{value:g} {UNIT_NAMES[channel]}, plausible {low:g}..{high:g}")
+        return float(raw), (1.0 if channel == "temperature" else scale)  # the thermal model takes T as sent
+
+
+def observe(sensor: Sensor, reading: Reading) -> dict[str, Any] | None:
+    """The `readingSuspect` instance a reading writes (QA5 F3), None when nothing changes; updates the sensor.
+
+    A reading with a suspect value names them all (value: one line of reasons; `reasons` in full); the next
+    reading whose checked values are all plausible writes `ok`, which clears the fault.
+    """
+    sensor.units.update(reading.units)
+    if reading.suspects:
+        sensor.suspect = True
+        reasons = [s.to_json() for s in reading.suspects]
+        return {"type": "Property", "value": "; ".join(s.text() for s in reading.suspects)[:500],
+                "observedAt": to_iso(reading.at),
+                iri("reasons"): {"type": "Property", "value": reasons}}
+    if reading.checked and sensor.suspect:
+        sensor.suspect = False
+        return {"type": "Property", "value": SUSPECT_OK, "observedAt": to_iso(reading.at)}
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,17 +152,40 @@ class Assessed:
     detail: dict[str, float] = field(default_factory=dict)
 
 
-def readings_of(change: EntityChange, measured: frozenset[str], now: datetime) -> list[Reading]:
-    """The readings a committed change carries, oldest first (instances grouped by observedAt)."""
-    groups: dict[datetime, dict[str, float]] = {}
+def readings_of(change: EntityChange, measured: frozenset[str], now: datetime, checks: Checks | None = None
+                ) -> list[Reading]:
+    """The readings a committed change carries, oldest first (instances grouped by observedAt).
+
+    With `checks` (QA5 F3) a checked attribute's value that is implausible, in an unknown unit or not a number
+    becomes a `Suspect` of its reading instead of a value; without, non-numbers are passed over as before.
+    """
+    groups: dict[datetime, Reading] = {}
     for attr, instance in change.instances:
         name = short(attr)
-        number = instance.get("value")
-        if name not in measured or "datasetId" in instance or not _is_number(number):
+        if name not in measured or "datasetId" in instance or "value" not in instance:
             continue
+        number = instance.get("value")
         at = _time(instance, now)
-        groups.setdefault(at, {})[name] = float(number)  # type: ignore[arg-type]  # checked above
-    return [Reading(at, values) for at, values in sorted(groups.items())]
+        checked = checks is not None and checks.cfg.enabled and name in checks.channel_of
+        if not checked and not _is_number(number):
+            continue
+        group = groups.setdefault(at, Reading(at, {}))
+        if not checked:
+            group.values[name] = float(number)  # type: ignore[arg-type]  # checked above
+            continue
+        assert checks is not None
+        unit = instance.get("unitCode") if isinstance(instance.get("unitCode"), str) else None
+        result = checks.check(name, number, unit)
+        group.units[name] = unit
+        if isinstance(result, Suspect):
+            groups[at] = Reading(at, group.values, group.scales, (*group.suspects, result), True, group.units)
+            continue
+        group.values[name] = result[0]
+        if result[1] != 1.0:
+            group.scales[name] = result[1]
+        if not group.checked:
+            groups[at] = Reading(at, group.values, group.scales, group.suspects, True, group.units)
+    return [groups[at] for at in sorted(groups)]
 
 
 def _is_number(value: Any) -> bool:
@@ -82,32 +205,39 @@ def assess(sensor: Sensor, reading: Reading, temperature: float | None, names: A
     """The assessed values of one reading, and why a channel was left out (if one was)."""
     out: list[Assessed] = []
     skipped: list[str] = []
-    v = reading.values
-    if names.tilt_x in v or names.tilt_y in v:
-        x = _axis(v.get(names.tilt_x), temperature, sensor, names.tilt_x)
-        y = _axis(v.get(names.tilt_y), temperature, sensor, names.tilt_y)
+    v, k = reading.values, reading.scales
+    suspect = {s.attribute for s in reading.suspects}
+    if names.tilt_x in suspect or names.tilt_y in suspect:  # the other axis alone would understate the lean
+        skipped.append(f"{TILT}: suspect axis, not assessed")
+    elif names.tilt_x in v or names.tilt_y in v:
+        x = _axis(v.get(names.tilt_x), temperature, sensor, names.tilt_x, k)
+        y = _axis(v.get(names.tilt_y), temperature, sensor, names.tilt_y, k)
         if x is None or y is None:
             skipped.append(f"{TILT}: thermal model needs the temperature")
+        elif not math.isfinite(resultant := math.hypot(x[0], y[0])):
+            skipped.append(f"{TILT}: resultant not finite")
         else:
             method = "thermal" if "thermal" in (x[1], y[1]) else "none"
-            out.append(Assessed(TILT, math.hypot(x[0], y[0]), reading.at, method,
-                                {"residualX": x[0], "residualY": y[0]}))
+            out.append(Assessed(TILT, resultant, reading.at, method, {"residualX": x[0], "residualY": y[0]}))
     if names.crack in v:
         r = residual(v[names.crack], temperature, sensor.models.get(names.crack))
         if r is None:
             skipped.append(f"{CRACK}: thermal model needs the temperature")
         else:
-            out.append(Assessed(CRACK, r[0], reading.at, r[1]))
+            out.append(Assessed(CRACK, r[0] * k.get(names.crack, 1.0), reading.at, r[1]))
     if names.vibration in v:
-        detail = {"dominantFrequency": v[names.frequency]} if names.frequency in v else {}
-        out.append(Assessed(VIBRATION, v[names.vibration], reading.at, "none", detail))
+        detail = {"dominantFrequency": v[names.frequency] * k.get(names.frequency, 1.0)} \
+            if names.frequency in v else {}
+        out.append(Assessed(VIBRATION, v[names.vibration] * k.get(names.vibration, 1.0), reading.at, "none", detail))
     return out, skipped
 
 
-def _axis(raw: float | None, temperature: float | None, sensor: Sensor, name: str) -> tuple[float, str] | None:
+def _axis(raw: float | None, temperature: float | None, sensor: Sensor, name: str, scales: dict[str, float]
+          ) -> tuple[float, str] | None:
     if raw is None:
         return 0.0, "none"  # a single-axis sensor: the other axis does not lean
-    return residual(raw, temperature, sensor.models.get(name))
+    r = residual(raw, temperature, sensor.models.get(name))
+    return None if r is None else (r[0] * scales.get(name, 1.0), r[1])  # the model works in the device's unit
 
 
 def instance(a: Assessed, dataset_id: str | None) -> dict[str, Any]:

@@ -177,6 +177,59 @@ class HealthConfig(BaseModel):
                                        "ingest knows none for its device (provisioned expected_interval_s, then "
                                        "ingest.intervals_by_type): the grade's completeness uses the device's own")
     offline_after_intervals: int = Field(d.OFFLINE_AFTER_INTERVALS, ge=1)
+    offline_rule_enabled: bool = Field(True, description="shm-sensor-offline (QA5 F12): ingest's `deviceState` "
+                                       "offline on a structural sensor is a fault of the domain, told to the "
+                                       "`escalation.levels.fault` groups (the maintenance vendor); the kernel's "
+                                       "`device-offline` alarm has no chain of the domain")
+
+
+PlausibleRange = tuple[float, float]
+
+
+class PlausibilityConfig(BaseModel):
+    """QA5 F3: plausible ranges per channel and the units understood, all [D] (rules.py says why each).
+
+    A reading outside its range, in a unitCode not listed, or not a number is not assessed: the sensor is
+    suspect (`readingSuspect`, fault rule `shm-reading-suspect`), and the value stays out of the grade.
+    """
+
+    model_config = _STRICT
+    enabled: bool = Field(True, description="off: every numeric reading is assessed as sent (the old behaviour)")
+    tilt: PlausibleRange = Field(d.PLAUSIBLE_RANGES["tilt"], description="rad, each axis, change from the baseline")
+    crack: PlausibleRange = Field(d.PLAUSIBLE_RANGES["crack"], description="mm from the baseline; the lower end is the "
+                                  "tolerance for a negative (closing) value: beyond it the meter is suspect "
+                                  "(mounted reversed?), never assessed as abs()")
+    vibration: PlausibleRange = Field(d.PLAUSIBLE_RANGES["vibration"], description="PPV, mm/s")
+    frequency: PlausibleRange = Field(d.PLAUSIBLE_RANGES["frequency"], description="dominant frequency, Hz")
+    temperature: PlausibleRange = Field(d.PLAUSIBLE_RANGES["temperature"], description="°C")
+    units: dict[str, dict[str, tuple[float, float]]] = Field(
+        {}, description="extra unitCodes per channel (tilt, crack, vibration, frequency, temperature): code -> "
+        "(scale, offset) to the channel's unit, added to the shipped table (rules.UNITS)")
+
+    @field_validator("tilt", "crack", "vibration", "frequency", "temperature")
+    @classmethod
+    def _rising(cls, value: PlausibleRange) -> PlausibleRange:
+        if not value[0] < value[1]:
+            raise ValueError("a plausible range is [low, high] with low < high")
+        return value
+
+    @field_validator("units")
+    @classmethod
+    def _channels(cls, value: dict[str, dict[str, tuple[float, float]]]) -> dict[str, dict[str, tuple[float, float]]]:
+        unknown = sorted(set(value) - set(d.PLAUSIBLE_RANGES))
+        if unknown:
+            raise ValueError(f"units: unknown channels {', '.join(unknown)} (tilt, crack, vibration, frequency, "
+                             f"temperature)")
+        if any(scale == 0 for codes in value.values() for scale, _ in codes.values()):
+            raise ValueError("units: a scale of 0 is not a conversion")
+        return value
+
+    def range_of(self, channel: str) -> PlausibleRange:
+        found: PlausibleRange = getattr(self, channel)
+        return found
+
+    def unit_table(self, channel: str) -> dict[str, tuple[float, float]]:
+        return {**d.UNITS[channel], **self.units.get(channel, {})}
 
 
 class ThermalConfig(BaseModel):
@@ -321,6 +374,7 @@ class FacilitySafetyConfig(BaseModel):
     class_by_type: dict[str, str] = Field({}, description="facility type -> building class when the facility "
                                           "names none")
     health: HealthConfig = HealthConfig()
+    plausibility: PlausibilityConfig = PlausibilityConfig()
     thermal: ThermalConfig = ThermalConfig()
     grade: GradeConfig = GradeConfig()
     escalation: EscalationConfig = EscalationConfig()

@@ -66,7 +66,8 @@ class ChannelEvidence:
     fresh: bool  # the newest is recent enough to score
     compensation: str  # thermal | none
     trend_points: tuple[tuple[float, float], ...] = ()  # (days, compensated bucket mean)
-    trend_status: str = "not-applicable"  # ok | no-thermal-model | incomplete | too-few | not-applicable
+    trend_status: str = "not-applicable"  # ok | no-thermal-model | incomplete | too-few | unknown-unit | not-applicable
+    ahead_s: float | None = None  # the newest value is this far ahead of the computation (a device clock ahead)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ class SensorEvidence:
     matches: int = 0  # confirmed steps (`matched`) at or above the event level in the window, for the explanation
     interval_s: float | None = None  # the reporting interval completeness used
     interval_source: str = ""  # where it comes from (device, ingest.intervals_by_type, health.expected_interval_s)
+    suspect: bool = False  # its newest checked reading was implausible (QA5 F3): such values are never assessed
 
 
 def band(value: float, edges: Sequence[tuple[str, float]]) -> int:
@@ -129,6 +131,8 @@ def score_channel(ev: ChannelEvidence, policy: GradePolicy) -> dict[str, Any]:
         score = band(current, ev.edges)
         out["level"] = {"score": score, "band": BANDS[score - 1], "value": current, "samples": len(ev.recent),
                         "at": ev.recent_at}
+        if ev.ahead_s is not None:  # QA5 F8: taken, and said
+            out["level"]["aheadS"] = round(ev.ahead_s, 1)
     else:
         out["level"] = {"score": None, "reason": "no recent data" if ev.recent else "no data"}
     out["trend"] = _trend(ev, current, policy)
@@ -162,7 +166,7 @@ def score_sensor(ev: SensorEvidence, policy: GradePolicy) -> dict[str, Any]:
     return {"sensor": ev.sensor_id, "name": ev.name, "kind": ev.kind, "member": ev.member, "weight": weight,
             "score": score, "scored": scored, "stuck": ev.stuck, "channels": channels, "events": events,
             "completeness": ev.completeness, "samplesReceived": ev.received, "samplesExpected": ev.expected,
-            "expectedIntervalS": ev.interval_s, "intervalSource": ev.interval_source}
+            "expectedIntervalS": ev.interval_s, "intervalSource": ev.interval_source, "suspect": ev.suspect}
 
 
 # -- the facility --------------------------------------------------------------------------------------------
@@ -283,11 +287,18 @@ def _sensor_words(row: dict[str, Any]) -> tuple[str, str]:
         if level["score"] is not None:
             en.append(f"{name['en']} {level['value']:.6g} {ch['unit']} -> level {level['band']} ({level['score']})")
             ko.append(f"{name['ko']} {level['value']:.6g} {ch['unit']} → 수준 {level['band']}({level['score']}점)")
+            if level.get("aheadS") is not None:
+                hours_ahead = level["aheadS"] / 3600
+                en[-1] += f" (newest reading {hours_ahead:.1f} h ahead of the platform clock: device clock?)"
+                ko[-1] += f"(최신 측정 시각이 플랫폼 시계보다 {hours_ahead:.1f}시간 앞섬: 장치 시계 확인)"
         if trend["score"] is not None:
             en.append(f"trend {trend['slopePerYear']:+.4g} {ch['unit']}/year -> {trend['projected']:.4g} in "
                       f"{trend['horizonDays']:g} days ({trend['score']})")
             ko.append(f"추세 연 {trend['slopePerYear']:+.4g} {ch['unit']} → {trend['horizonDays']:g}일 후 "
                       f"{trend['projected']:.4g}({trend['score']}점)")
+    if row.get("suspect"):
+        en.append("newest reading implausible (suspect sensor), left out")
+        ko.append("최신 측정값 이상(센서 의심), 제외")
     ev = row["events"]
     steps_en = f", {ev['matchedSteps']} level step(s)" if ev.get("matchedSteps", 0) > ev["count"] else ""
     steps_ko = f", 단계 변화 {ev['matchedSteps']}회" if ev.get("matchedSteps", 0) > ev["count"] else ""

@@ -19,6 +19,14 @@ Completeness (received / expected samples in the window) uses each sensor's **ow
 device registry, else `ingest.intervals_by_type[<entity type>]`, else the domain's
 `health.expected_interval_s` (600 s). An hourly LoRa sensor is complete with 720 readings in 30 days.
 
+The level reads the newest assessed values whatever their time (QA5 F8): up to `ingest.max_future_s` (the bound
+ingest accepts, 24 h by default) ahead of the platform clock, so a device whose clock runs ahead (KST sent without
+an offset is 9 h ahead) is not graded "no data"; the level says how far ahead (`aheadS`). Events in that time count.
+
+A sensor reporting in another unit than its channel's (a provisioned `unitCode`, QA5 F3) has its trend converted
+with the unit table of `plausibility` (the thermal model works in the device's unit); a unit not in the table gives
+no trend (`unknown-unit`).
+
 Events are counted per **excursion** (QA5 F11): the steps of one excursion of a rule (caution → warning →
 serious → warning → caution → cleared) are one event at its peak level; a spike is one excursion.
 """
@@ -34,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from ucity.core.bus import Context
 from ucity.core.clock import to_iso, to_micros
 from ucity.domains.facility_safety import evidence
-from ucity.domains.facility_safety.assess import write_op
+from ucity.domains.facility_safety.assess import Checks, write_op
 from ucity.domains.facility_safety.config import FacilitySafetyConfig, Ladder
 from ucity.domains.facility_safety.grade import ChannelEvidence, GradePolicy, SensorEvidence, grade_facility, theil_sen
 from ucity.domains.facility_safety.models import Facility, Sensor, iri
@@ -84,8 +92,10 @@ class Graded:
 
 class Grader:
     def __init__(self, store: Store, registry: Registry, cfg: FacilitySafetyConfig, ladder_of: LadderOf,
-                 interval_of: IntervalOf | None = None) -> None:
+                 interval_of: IntervalOf | None = None, future_s: float = 86400.0) -> None:
         self.store = store
+        self.future = timedelta(seconds=future_s)  # ingest.max_future_s: newer readings were refused (QA5 F8)
+        self.checks = Checks(cfg.plausibility, cfg.attributes)
         self.registry = registry
         self.cfg = cfg
         self.ladder_of = ladder_of
@@ -165,19 +175,21 @@ class Grader:
         counted = await evidence.counts(self.store, sensor.tenant, [sensor.id], [raw[0]], start, now)
         received = int(counted.get(sensor.id, {}).get(raw[0], {}).get("totalCount") or 0)
         completeness = min(1.0, received / expected) if expected else None
+        # the newest values whatever their time (QA5 F8): a device clock ahead of ours is not "no data"
         recent = await evidence.newest(self.store, sensor.tenant, sensor.id, ASSESSED[sensor.kind], g.level_samples,
-                                       start, now)
+                                       start, now + self.future)
         fresh = bool(recent) and now - recent[-1][0] <= timedelta(hours=g.level_max_age_hours)
+        ahead = (recent[-1][0] - now).total_seconds() if recent and recent[-1][0] > now else None
         points, status = await self._trend(sensor, raw, start, now, completeness)
         ladder = self.ladder_of(sensor, sensor.kind)
         compensated = sensor.kind in (TILT, CRACK) and any(a in sensor.models for a in raw)
         channel = ChannelEvidence(sensor.kind, ladder.edges(), tuple(v for _, v in recent),
                                   to_iso(recent[-1][0]) if recent else None, fresh,
-                                  "thermal" if compensated else "none", tuple(points), status)
-        counted_events, by_level, spikes, matches = await self._events(sensor, start, now)
+                                  "thermal" if compensated else "none", tuple(points), status, ahead)
+        counted_events, by_level, spikes, matches = await self._events(sensor, start, now + self.future)
         ev = SensorEvidence(sensor.id, sensor.member, sensor.kind, (channel,), counted_events, by_level, spikes,
                             completeness, received, expected, sensor.stuck, sensor.name, matches=matches,
-                            interval_s=interval, interval_source=interval_source)
+                            interval_s=interval, interval_source=interval_source, suspect=sensor.suspect)
         return ev, self._crack_rate(sensor, points, status) if sensor.kind == CRACK else None
 
     def _raw_attrs(self, kind: str) -> list[str]:
@@ -199,11 +211,14 @@ class Grader:
         means = await evidence.bucket_means(self.store, sensor.tenant, sensor.id, [a for a, _ in modelled] + [temp],
                                             start, now, period)
         temps = dict(means.get(temp, []))
-        series = [(dict(means.get(a, [])), m) for a, m in modelled]
+        scales = {a: self.checks.scale(a, sensor.units.get(a)) for a, _ in modelled}  # QA5 F3: device unit -> channel's
+        if any(k is None for k in scales.values()):
+            return [], "unknown-unit"
+        series = [(dict(means.get(a, [])), m, scales[a] or 1.0) for a, m in modelled]
         origin = to_micros(start)
         points: list[tuple[float, float]] = []
         for bucket, t in sorted(temps.items()):
-            residuals = [s[bucket] - m.predict(t) for s, m in series if bucket in s]
+            residuals = [(s[bucket] - m.predict(t)) * k for s, m, k in series if bucket in s]
             if len(residuals) == len(series):
                 value = math.hypot(*residuals) if sensor.kind == TILT else residuals[0]
                 points.append(((bucket - origin) / 86_400e6, value))

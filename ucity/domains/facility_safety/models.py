@@ -257,6 +257,8 @@ class Sensor:
     written_datasets: dict[str, set[str | None]] = field(default_factory=dict)  # channel -> datasetIds it has
     last_temperature: tuple[datetime, float] | None = None
     fit_attempted: dict[str, datetime] = field(default_factory=dict)
+    suspect: bool = False  # its newest checked reading was implausible (`readingSuspect` not "ok", QA5 F3)
+    units: dict[str, str | None] = field(default_factory=dict)  # measured attribute -> unitCode of its readings
 
     def to_wire(self) -> dict[str, Any]:
         return {"id": self.id, "facility": self.facility_id, "member": self.member, "kind": self.kind,
@@ -293,7 +295,19 @@ def sensor_from_doc(tenant: str, doc: Doc, relationships: list[str], names: dict
     return Sensor(tenant=tenant, id=doc["id"], types=list(doc.get("type", [])),
                   facility_id=facility_of(doc, relationships), member=member if member in MEMBERS else "main",
                   kind=kind_of(doc, names), name=str(value(doc, "name") or ""), models=models, model_status=status,
-                  stuck=value(doc, "sensorStuck") is True)
+                  stuck=value(doc, "sensorStuck") is True,
+                  suspect=value(doc, "readingSuspect") not in (None, "ok"), units=_units(doc, names))
+
+
+def _units(doc: Doc, names: dict[str, str]) -> dict[str, str | None]:
+    """The unitCode of each measured attribute's current value (QA5 F3: the grade's trend converts with it)."""
+    out: dict[str, str | None] = {}
+    for key in ("tilt_x", "tilt_y", "crack", "vibration"):
+        instance = default_instance(doc, names[key]) if key in names else None
+        if instance is not None:
+            unit = instance.get("unitCode")
+            out[names[key]] = unit if isinstance(unit, str) else None
+    return out
 
 
 def models_of(raw: Any) -> tuple[dict[str, ThermalModel], dict[str, str]]:

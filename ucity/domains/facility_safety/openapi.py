@@ -28,7 +28,10 @@ def _act(summary: str, body: Any = None, statuses: tuple[int, ...] = (200,), med
 OPENAPI = ApiDocs(
     routes={
         ("GET", f"{BASE}/facilities"): Doc(summary="Facilities, with their grades",
-                                          params=("facilityType", "dataGrade", "legalGrade", "district")),
+                                          description="An unknown filter value is 400 naming the allowed ones; "
+                                                      "`total` counts every match, `limit` / `offset` page them.",
+                                          params=("facilityType", "dataGrade", "legalGrade", "district",
+                                                  "dataGradeStatus", "limit", "offset")),
         ("POST", f"{BASE}/facilities"): Doc(
             summary="Register a facility (201) or update it (200)",
             description="On an existing facility, a `legalSafetyGrade`, `legalSafetyGradeDate` or `lastInspections` "
@@ -43,8 +46,11 @@ OPENAPI = ApiDocs(
         ("POST", f"{F}/sensors"): Doc(summary="Attach a sensor to a structural member",
                                       description="The sensor entity must exist (a provisioned device's): an unknown "
                                                   "id is 404 unless `create` is true, which creates a StructuralSensor "
-                                                  "entity for a sensor an NGSI-LD client will write.",
-                                      body=SensorAttachBody),
+                                                  "entity for a sensor an NGSI-LD client will write. A sensor attached "
+                                                  "to another monitored facility is 409 unless `move` is true (the "
+                                                  "move is audited, `sensor-moved`). `replaced` true resets its "
+                                                  "thermal model (a new device under the old id).",
+                                      body=SensorAttachBody, statuses=(200, 404, 409)),
         ("DELETE", f"{F}/sensors/{{sensorId}}"): Doc(
             summary="Detach a sensor from the facility (a replaced or removed device)",
             description="Its relationship and member go; the ladders it was assessed on end with a zero (their "
@@ -58,18 +64,32 @@ OPENAPI = ApiDocs(
         ("GET", f"{F}/inspections"): Doc(summary="The facility's inspection schedule and records", params=("limit",)),
         ("POST", f"{F}/inspections"): Doc(summary="Record an official inspection", headers=ACT, required=ACT[1:],
                                           body=InspectionIn, statuses=(201,)),
+        ("GET", f"{BASE}/sensors"): Doc(summary="Structural sensors; `orphan=true`: those in no monitored facility",
+                                       description="An orphan has no `controlledAsset`, or one naming no monitored "
+                                                   "facility (a typo): it can alarm but no grade counts it. Each row's "
+                                                   "`orphan` says why (`no-facility`, `unknown-facility`) or is null.",
+                                       params=("orphan", "facility", "limit", "offset")),
         ("GET", f"{BASE}/sensors/{{sensorId}}"): Doc(summary="A sensor with its models and ladder"),
+        ("POST", f"{BASE}/sensors/{{sensorId}}/reset-baseline"): Doc(
+            summary="Start the sensor's thermal model afresh (a replaced device under the old id)",
+            description="Its models go and `thermalBaselineAt` is set to now: fits and the stuck check use its "
+                        "history from then on, so it is assessed raw until it has 30 days of its own. Audited "
+                        "(`sensor-baseline-reset`).",
+            body={"type": "object", "properties": {"reason": {"type": "string"}}}),
         ("POST", f"{BASE}/sensors/{{sensorId}}/thermal-fit"): Doc(summary="Fit the sensor's thermal model now"),
         ("POST", f"{BASE}/grades/recompute"): Doc(summary="Recompute every facility's grade now"),
         ("GET", f"{BASE}/inspections/schedule"): Doc(summary="The inspection schedule of every facility",
-                                                    params=("status",)),
+                                                    params=("status",),
+                                                    description="`status`: ok, due-soon, overdue, no-record (400 "
+                                                                "for another value)."),
         ("GET", f"{BASE}/inspections/overdue"): Doc(summary="Overdue inspections"),
-        ("GET", f"{BASE}/tasks"): Doc(summary="Field tasks", params=("status", "facility", "kind")),
+        ("GET", f"{BASE}/tasks"): Doc(summary="Field tasks", params=("status", "facility", "kind", "limit", "offset")),
         ("POST", f"{BASE}/tasks"): _act("Create a field task", TaskIn, (201,)),
         ("GET", T): Doc(summary="A field task"),
         ("POST", f"{T}/start"): _act("Start a task", {"type": "object", "properties": {
             "assignee": {"type": "string", "description": "default: the actor"}}}),
-        ("POST", f"{T}/complete"): _act("Complete a task with its result (and an inspection it made)", TaskResultIn),
+        ("POST", f"{T}/complete"): _act("Complete a task with its result (and an inspection it made); an open task "
+                                        "may be completed without a start (history: `withoutStart`)", TaskResultIn),
         ("POST", f"{T}/cancel"): _act("Cancel a task", {"type": "object", "properties": {"reason": {"type": "string"}}}),
         ("POST", f"{T}/photos"): _act("Upload photos of a task (JPEG, PNG, WebP; at most 10 MiB each, 20 per task)",
                                       {"type": "object"}, (201,), "multipart/form-data"),
@@ -84,7 +104,10 @@ OPENAPI = ApiDocs(
     params={"facilityType": "facility type", "dataGrade": "data safety grade (A..E, or `none`)",
             "legalGrade": "legal safety grade (A..E, or `none`)", "district": "district", "period": "seconds or PT1H, PT15M, P1D",
             "explain": "`true`: with each grade's explanation", "status": "status; for tasks also `active`",
-            "facility": "facility id", "kind": "kind", "limit": "page size"},
+            "facility": "facility id", "kind": "kind", "limit": "page size", "offset": "rows to skip",
+            "dataGradeStatus": "ok, insufficient-data, no-data",
+            "orphan": "`true`: only sensors in no monitored facility; `false`: only attached ones",
+            "from": "ISO 8601 date-time (not after `to`)", "to": "ISO 8601 date-time"},
     tags={"facility_safety": "Structural safety of facilities (retaining walls, buildings, bridges ...): sensors and "
                              "their ladders, data safety grades, inspections, field tasks "
                              "(ucity/domains/facility_safety/README.md)."},

@@ -16,14 +16,17 @@ about itself (name, type, member, facility) is taken from each change, on the sa
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from ucity.core.bus import Context, EntityChange
+from ucity.core.clock import parse_iso
 from ucity.domains.facility_safety.config import FacilitySafetyConfig
 from ucity.domains.facility_safety.models import Facility, Sensor, facility_from_doc, iri, is_facility, sensor_from_doc
 from ucity.domains.facility_safety.rules import ASSESSED
 from ucity.store.base import Doc, EntityQuery, Mutation, Outcome, Store, TypeExpr
 
 PAGE = 1000
+BASELINE_ATTR = "thermalBaselineAt"  # when the sensor's thermal history restarts (a replaced device, QA5 F9)
 
 
 class Registry:
@@ -34,6 +37,7 @@ class Registry:
         self.names = cfg.attributes.model_dump()
         self._facilities: dict[tuple[str, str], Facility] = {}
         self._sensors: dict[tuple[str, str], Sensor] = {}
+        self._baselines: dict[tuple[str, str], datetime] = {}  # sensor -> its `thermalBaselineAt`
         self.tenants: set[str] = set()
         # The domain's own facility writes (`write`): a committed document taken in before its change was
         # published, and the facility documents published while a write is in flight.
@@ -131,6 +135,9 @@ class Registry:
 
     def _put_sensor(self, tenant: str, doc: Doc) -> Sensor:
         key = (tenant, doc["id"])
+        baseline = _baseline_of(doc)
+        if baseline is not None:  # only ever moves forward: a change published late carries an older one, or none
+            self.set_baseline(tenant, doc["id"], baseline)
         fresh = sensor_from_doc(tenant, doc, self.cfg.facility_relationships, self.names)
         old = self._sensors.get(key)
         if old is None:
@@ -140,6 +147,16 @@ class Registry:
         old.types, old.facility_id, old.member, old.kind, old.name = (fresh.types, fresh.facility_id, fresh.member,
                                                                       fresh.kind, fresh.name)
         return old
+
+    def set_baseline(self, tenant: str, sensor_id: str, at: datetime) -> None:
+        key = (tenant, sensor_id)
+        held = self._baselines.get(key)
+        if held is None or at > held:
+            self._baselines[key] = at
+
+    def baseline_at(self, tenant: str, sensor_id: str) -> datetime | None:
+        """When the sensor's own history starts for its thermal model and stuck check (None: all of it)."""
+        return self._baselines.get((tenant, sensor_id))
 
     # -- reading ------------------------------------------------------------------------------------------------
     def facility(self, tenant: str, facility_id: str | None) -> Facility | None:
@@ -171,6 +188,16 @@ def written_datasets(doc: Doc) -> dict[str, set[str | None]]:
         if instances:
             out[channel] = {i.get("datasetId") for i in instances}
     return out
+
+
+def _baseline_of(doc: Doc) -> datetime | None:
+    for inst in doc.get("attrs", {}).get(iri(BASELINE_ATTR), []):
+        if "datasetId" not in inst and isinstance(inst.get("value"), str):
+            try:
+                return parse_iso(inst["value"])
+            except ValueError:
+                return None
+    return None
 
 
 async def _all(store: Store, tenant: str, types: tuple[str, ...]) -> list[Doc]:

@@ -16,6 +16,7 @@ set of rules changes only with the configuration, never with the sensors.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,30 @@ STUCK_MIN_SAMPLES = 12
 HEALTH_CHECK_INTERVAL_S = 3600.0
 EXPECTED_INTERVAL_S = 600.0  # 10-minute reports (§8.6 [D]); ingest's device health uses the device's own
 OFFLINE_AFTER_INTERVALS = 3
+# -- plausibility of readings (QA5 F3), all [D]: a value outside is a suspect sensor (fault), never a level ----
+# Ranges in the channel's unit (tilt per axis, rad; crack mm; PPV mm/s; dominant frequency Hz; temperature °C).
+# tilt ±0.1 rad (5.7°, 15 × the serious edge 1/150): a change from the installation baseline beyond it is a unit
+# error (0.5 = degrees sent as rad) or a broken sensor; a real lean that large is visible without sensors. crack
+# −0.25 mm (a closing crack and the thermal swing stay above it; a meter mounted reversed reports an opening as a
+# negative value and is flagged before the caution edge 0.3 mm) to 50 mm (the range of common crack meters). PPV
+# 0 (a peak velocity is a magnitude) to 250 mm/s (the range of common blast-monitoring geophones, ≈ 10 in/s: 4500
+# is µm/s sent as mm/s). Frequency 0 to 1000 Hz, temperature −50 to 80 °C (structural surfaces in Korea).
+PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
+    "tilt": (-0.1, 0.1), "crack": (-0.25, 50.0), "vibration": (0.0, 250.0), "frequency": (0.0, 1000.0),
+    "temperature": (-50.0, 80.0)}
+# unitCode (UN/CEFACT common code, or a plain symbol) -> (scale, offset) to the channel's unit: value·scale + offset.
+# A reading without a unitCode is taken in the channel's unit; any other code is not guessed (a fault).
+UNITS: dict[str, dict[str, tuple[float, float]]] = {
+    "tilt": {"C81": (1.0, 0.0), "rad": (1.0, 0.0), "C25": (1e-3, 0.0), "mrad": (1e-3, 0.0), "urad": (1e-6, 0.0),
+             "µrad": (1e-6, 0.0), "DD": (math.pi / 180, 0.0), "deg": (math.pi / 180, 0.0), "°": (math.pi / 180, 0.0)},
+    "crack": {"MMT": (1.0, 0.0), "mm": (1.0, 0.0), "4H": (1e-3, 0.0), "um": (1e-3, 0.0), "µm": (1e-3, 0.0),
+              "CMT": (10.0, 0.0), "cm": (10.0, 0.0), "MTR": (1000.0, 0.0), "m": (1000.0, 0.0)},
+    "vibration": {"C16": (1.0, 0.0), "mm/s": (1.0, 0.0), "um/s": (1e-3, 0.0), "µm/s": (1e-3, 0.0),
+                  "2M": (10.0, 0.0), "cm/s": (10.0, 0.0), "MTS": (1000.0, 0.0), "m/s": (1000.0, 0.0)},
+    "frequency": {"HTZ": (1.0, 0.0), "Hz": (1.0, 0.0), "KHZ": (1000.0, 0.0), "kHz": (1000.0, 0.0)},
+    "temperature": {"CEL": (1.0, 0.0), "°C": (1.0, 0.0), "KEL": (1.0, -273.15), "K": (1.0, -273.15),
+                    "FAH": (5 / 9, -32 * 5 / 9), "°F": (5 / 9, -32 * 5 / 9)},
+}
 # -- SHM-R7 thermal compensation ----------------------------------------------------------------------------
 THERMAL_MIN_DAYS = 30.0
 THERMAL_MIN_HOURS = 360  # hourly buckets with data: half of 30 days [D]
@@ -115,6 +140,8 @@ SOURCES: dict[str, tuple[str, str]] = {
     "SHM-R5": ("recipients officer / owner / vendor / advisory engineer / centre and residents [V] (Guro, Mapo, "
                "Gwanak), mapping to levels [D]", "D"),
     "SHM-R6": ("sensor health: silent > 3 intervals, battery < 20 %, zero variance 24 h -> fault [D]", "D"),
+    "QA5-F3": ("plausible range per channel and the attribute's unitCode: a reading outside, in an unknown unit "
+               "or not a number is a suspect sensor (fault), not a safety level [D]", "D"),
     "SHM-R7": ("thermal compensation a + b*T over >= 30 days (ideally 12 months) [P], method [D]", "D"),
 }
 
@@ -126,10 +153,15 @@ CRACK_RATE_RULE = "shm-crack-rate"
 BATTERY_RULE = "shm-battery-low"
 STUCK_RULE = "shm-sensor-stuck"
 SILENT_RULE = "shm-sensor-silent"
-FAULT_RULES = (BATTERY_RULE, STUCK_RULE, SILENT_RULE)
+SUSPECT_RULE = "shm-reading-suspect"  # QA5 F3: an implausible reading
+OFFLINE_RULE = "shm-sensor-offline"  # QA5 F12: ingest's deviceState offline, on the domain's maintenance chain
+FAULT_RULES = (BATTERY_RULE, STUCK_RULE, SILENT_RULE, SUSPECT_RULE, OFFLINE_RULE)
 ASSESSED = {TILT: "tiltAssessed", CRACK: "crackOpeningAssessed", VIBRATION: "vibrationPPVAssessed"}
 CRACK_RATE_ATTR = "crackOpeningRate"
 STUCK_ATTR = "sensorStuck"
+SUSPECT_ATTR = "readingSuspect"  # "ok", or why the newest reading was not assessed (QA5 F3)
+SUSPECT_OK = "ok"
+DEVICE_STATE_ATTR = "deviceState"  # written by ingest's device health (online / offline)
 DATASET_PREFIX = "urn:ngsi-ld:Dataset:facility-safety:"
 NAMES: dict[str, Text] = {
     TILT: Text(ko="기울기 변화(설치 기준)", en="Tilt change from the installation baseline"),
@@ -240,7 +272,11 @@ def fault_rules(cfg: FacilitySafetyConfig) -> tuple[Rule, ...]:
         id=BATTERY_RULE, name=Text(ko="센서 배터리 부족", en="Sensor battery low"), entity_types=types, kind="fault",
         category=CATEGORY, source=source("SHM-R6"), confidence="D", persistence=Persistence(samples=h.battery_samples),
         condition=Threshold(attribute=a.battery, direction="below", hysteresis=h.battery_hysteresis,
-                            edges=(Edge(level="interest", at=h.battery_low_below),)))
+                            edges=(Edge(level="interest", at=h.battery_low_below),)),
+        description=Text(ko=f"배터리 값({a.battery})이 {h.battery_low_below:g} 이하로 {h.battery_samples}회 연속: "
+                            f"고장(안전 단계 아님)",
+                         en=f"{a.battery} at or below {h.battery_low_below:g} on {h.battery_samples} consecutive "
+                            f"samples: a fault, never a safety level"))
     stuck = Rule(
         id=STUCK_RULE, name=Text(ko="센서 값 고정(의심)", en="Sensor value stuck (suspect)"), entity_types=types,
         kind="fault", category=CATEGORY, source=source("SHM-R6"), confidence="D",
@@ -251,7 +287,23 @@ def fault_rules(cfg: FacilitySafetyConfig) -> tuple[Rule, ...]:
         category=CATEGORY, source=source("SHM-R6"), confidence="D", enabled=h.silent_rule_enabled,
         condition=Inactivity(attributes=measured, steps=(
             Step(level="interest", after_seconds=h.expected_interval_s * h.offline_after_intervals),)))
-    return battery, stuck, silent
+    suspect = Rule(
+        id=SUSPECT_RULE, name=Text(ko="센서 측정값 이상(의심)", en="Implausible reading (suspect sensor)"),
+        entity_types=types, kind="fault", category=CATEGORY, source=source("SHM-R6", "QA5-F3"), confidence="D",
+        enabled=cfg.plausibility.enabled,
+        condition=EventMatch(attribute=SUSPECT_ATTR, when=Compare(op="!=", value=SUSPECT_OK), level="interest",
+                             latch=True),
+        description=Text(ko="범위를 벗어났거나 단위를 알 수 없거나 숫자가 아닌 측정값: 평가·등급에서 제외 (값은 이유)",
+                         en="a reading out of its plausible range, in an unknown unit or not a number: left out of "
+                            "the ladders and the grade (the value says why)"))
+    offline = Rule(
+        id=OFFLINE_RULE, name=Text(ko="센서 통신 두절(유지보수)", en="Sensor offline (maintenance)"), entity_types=types,
+        kind="fault", category=CATEGORY, source=source("SHM-R6"), confidence="D", enabled=h.offline_rule_enabled,
+        condition=EventMatch(attribute=DEVICE_STATE_ATTR, when=Compare(op="==", value="offline"), level="interest",
+                             latch=True),
+        description=Text(ko="수집(ingest)의 장치 상태가 offline: 유지보수 그룹에 통보",
+                         en="ingest's device state is offline: the domain's maintenance groups are told"))
+    return battery, stuck, silent, suspect, offline
 
 
 def default_rules(cfg: FacilitySafetyConfig) -> tuple[Rule, ...]:

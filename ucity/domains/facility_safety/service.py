@@ -35,7 +35,17 @@ from ucity.core.errors import NotFound
 from ucity.core.params import bad
 from ucity.core.platform import Platform
 from ucity.domains.facility_safety import evidence
-from ucity.domains.facility_safety.assess import Reading, assess, assessed_attr, instance, neutral, readings_of, write_op
+from ucity.domains.facility_safety.assess import (
+    Checks,
+    Reading,
+    assess,
+    assessed_attr,
+    instance,
+    neutral,
+    observe,
+    readings_of,
+    write_op,
+)
 from ucity.domains.facility_safety.config import FacilitySafetyConfig, Ladder, LadderSet
 from ucity.domains.facility_safety.grading import Grader, ingest_interval
 from ucity.domains.facility_safety.models import (
@@ -50,7 +60,7 @@ from ucity.domains.facility_safety.models import (
     prop,
 )
 from ucity.domains.facility_safety.photos import PhotoStore
-from ucity.domains.facility_safety.registry import Registry
+from ucity.domains.facility_safety.registry import BASELINE_ATTR, Registry
 from ucity.domains.facility_safety.rules import (
     CATEGORY,
     CHANNELS,
@@ -58,6 +68,7 @@ from ucity.domains.facility_safety.rules import (
     DATASET_PREFIX,
     RULE_IDS,
     STUCK_ATTR,
+    SUSPECT_ATTR,
     TILT,
     Variant,
     class_variant,
@@ -100,7 +111,8 @@ class FacilitySafety:
         self.tasks = TaskBook(self.store)
         self.photos = PhotoStore(platform.settings.data_dir / cfg.photos.directory, cfg.photos.max_bytes,
                                  cfg.photos.types)
-        self.grader = Grader(self.store, self.registry, cfg, self.ladder_of, ingest_interval(platform))  # QA5 F1
+        self.grader = Grader(self.store, self.registry, cfg, self.ladder_of, ingest_interval(platform),  # QA5 F1
+                             platform.settings.ingest.max_future_s)  # QA5 F8: newest reading within ingest's bound
         self.audit = AuditLog(self.store, self.clock)  # the operations audit log (ucity/ops/audit.py)
         self.overrides: dict[tuple[str, str], LadderSet] = {}
         self.class_variants = {(c, ch): v for c in cfg.classes for ch in CHANNELS
@@ -114,12 +126,14 @@ class FacilitySafety:
         # (tenant, sensor, rule) -> time of the zero that ends that ladder, until the rules engine has evaluated it
         self._handovers: dict[tuple[str, str, str], datetime] = {}
         self.measured = frozenset(v for k, v in cfg.attributes.model_dump().items() if k not in ("humidity",))
+        self.checks = Checks(cfg.plausibility, cfg.attributes)  # QA5 F3: plausible ranges and units
         self._seeded: dict[str, set[str]] = {}
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
         self._unsubscribe: list[Callable[[], None]] = []
         self._timers: dict[str, TimerHandle] = {}
-        self.stats = {"readings": 0, "assessed": 0, "skipped": 0, "fits": 0, "grades": 0, "events": 0, "errors": 0}
+        self.stats = {"readings": 0, "assessed": 0, "skipped": 0, "fits": 0, "grades": 0, "events": 0, "errors": 0,
+                      "implausible": 0}
         self._register(default_rules(cfg) + variant_rules(cfg, list(self.class_variants.values())))
         from ucity.domains.facility_safety.api import FacilitySafetyApi
 
@@ -283,7 +297,7 @@ class FacilitySafety:
             sensor = self.registry.apply(change)
             if sensor is None or sensor.kind is None:
                 continue
-            readings = readings_of(change, self.measured, now)
+            readings = readings_of(change, self.measured, now, self.checks)
             if readings:
                 work.setdefault(change.tenant, []).append((sensor, readings))
         for tenant, items in work.items():
@@ -315,6 +329,10 @@ class FacilitySafety:
         out: list[Write] = []
         for reading in readings:
             temperature = self._temperature(sensor, reading)
+            suspect = observe(sensor, reading)  # QA5 F3: implausible values -> readingSuspect (a fault)
+            self.stats["implausible"] += len(reading.suspects)
+            if suspect is not None:
+                out.append((iri(SUSPECT_ATTR), suspect))
             if sensor.stuck:
                 if not self._unstuck(sensor, reading):
                     self.stats["skipped"] += 1
@@ -421,6 +439,9 @@ class FacilitySafety:
 
     async def _hourly(self, sensor: Sensor, attrs: list[str], now: datetime) -> dict[str, list[Any]]:
         start = (now - timedelta(days=self.cfg.thermal.window_days)).replace(minute=0, second=0, microsecond=0)
+        baseline = self.registry.baseline_at(sensor.tenant, sensor.id)
+        if baseline is not None and baseline > start:  # a replaced device: the old one's history is not its own
+            start = baseline
         temp = self.cfg.attributes.temperature
         means = await evidence.bucket_means(self.store, sensor.tenant, sensor.id, [*attrs, temp], start, now, 3600)
         return {a: pair_hours(means.get(a, []), means.get(temp, [])) for a in attrs}
@@ -454,7 +475,11 @@ class FacilitySafety:
         kind = "matched" if isinstance(event, RuleMatched) else "spike" if isinstance(event, RuleSpike) else "cleared"
         record: dict[str, Any] = {"event": kind, "rule": event.rule_id,
                                   "previous": event.evidence.get("previous")}
-        if not isinstance(event, RuleCleared):
+        if isinstance(event, RuleSpike):  # the excursion's peak; the reading that ended it is `endValue` (QA5 F13e)
+            record.update(level=event.level, kind=event.kind,
+                          value=event.evidence.get("peak", event.evidence.get("value")),
+                          endValue=event.evidence.get("value"))
+        elif not isinstance(event, RuleCleared):
             record.update(level=event.level, kind=event.kind,
                           value=event.evidence.get("value", event.evidence.get("peak")))
         sensor = self.registry.sensor(event.tenant, event.entity_id)
@@ -589,7 +614,10 @@ class FacilitySafety:
         periods = max(1, round(h.stuck_hours))
         changed: list[str] = []
         for tenant in sorted(self.registry.tenants):
-            sensors = [s for s in self.registry.sensors(tenant) if s.kind]
+            since = now - timedelta(hours=h.stuck_hours)
+            # a sensor whose baseline was reset within the window (a replaced device) is judged on its own data only
+            sensors = [s for s in self.registry.sensors(tenant) if s.kind
+                       and not ((b := self.registry.baseline_at(tenant, s.id)) is not None and b > since)]
             stats = await evidence.period_stats(self.store, tenant, [s.id for s in sensors], self._stuck_names(),
                                                 now - timedelta(hours=h.stuck_hours), now,
                                                 ("min", "max", "totalCount"), h.stuck_hours * 3600 / periods)
@@ -702,6 +730,34 @@ class FacilitySafety:
             sensor = self.registry.put_sensor_doc(sensor.tenant, outcome.doc)
         await self.audit.append(self.audit.row(sensor.tenant, AUDIT_KIND, "sensor-detached", actor, outcome="ok",
                                                facility=facility_id, sensor=sensor.id))
+        return sensor
+
+    async def reset_baseline(self, sensor: Sensor, actor: str, reason: str = "") -> Sensor:
+        """Start a sensor's thermal model afresh (a replaced device that keeps the old id, a re-installed one; QA5 F9).
+
+        The models and their status go, and `thermalBaselineAt` (now) is written on the sensor: fits use only the
+        history from then on (`_hourly`), so the new device's readings are assessed raw on the same ladder until
+        it has its own 30 days, and the stuck check looks at its own readings only. A stuck flag is lifted.
+        Its history stays. Audited (`sensor-baseline-reset`, with the models that were dropped)."""
+        now = self.clock.now()
+        old = {a: m.to_json() for a, m in sorted(sensor.models.items())}
+        self.registry.set_baseline(sensor.tenant, sensor.id, now)
+        sensor.models.clear()
+        sensor.fit_attempted.clear()
+        sensor.last_temperature = None
+        sensor.model_status = {a: f"baseline reset at {to_iso(now)}: history from then on"
+                               for a in self.thermal_attrs(sensor)}
+        writes: list[Write] = [(iri("thermalCompensation"), self.models_instance(sensor, now)),
+                               (iri(BASELINE_ATTR), {"type": "Property", "value": to_iso(now), "observedAt": to_iso(now)})]
+        if sensor.stuck:
+            sensor.stuck, sensor.stuck_values = False, {}
+            writes.append((iri(STUCK_ATTR), _stuck_instance(False, [], now)))
+        outcome = (await self.store.mutate(sensor.tenant, [Mutation(sensor.id, _op(writes))], Context(actor=actor)))[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        await self.audit.append(self.audit.row(sensor.tenant, AUDIT_KIND, "sensor-baseline-reset", actor, outcome="ok",
+                                               facility=sensor.facility_id, sensor=sensor.id, reason=reason[:500],
+                                               baselineAt=to_iso(now), droppedModels=old))
         return sensor
 
     def _variant_owner(self, rule_id: str) -> str:

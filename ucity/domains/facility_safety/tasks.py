@@ -1,7 +1,9 @@
 """Field-inspection tasks: created by alarms (SHM-R5) and by the data grade (§2.5), closed by an officer.
 
 A task is `open` -> `in-progress` (started, assignee) -> `completed` (with a result and photos) or
-`cancelled`; any other move is a 409. At most one task of a kind is open per facility: a second
+`cancelled`; an engineer may also complete (or cancel) an `open` task at once, without starting it (a
+trivial check: the history's `completed` entry then says `withoutStart`, QA5 F13h); any other move
+(from `completed` or `cancelled`, or starting a started task) is a 409. At most one task of a kind is open per facility: a second
 reason (a warning after the caution that opened a field check) is added to the open task's
 history instead of opening another. Every move is a history entry with its time and actor.
 
