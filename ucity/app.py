@@ -87,6 +87,13 @@ class Ucity:
         from ucity.ingest.service import IngestService
 
         self.ingest = IngestService(self.platform, self.store)
+        self.registry_sync: Any = None
+        if self.stream is not None:  # scale-out: provisioning through any process is known to every process
+            from ucity.cluster.registry_sync import RegistrySync
+
+            self.registry_sync = RegistrySync(self.ingest.registry, self.stream, self.platform.clock,
+                                              lambda: settings.ingest.registry_refresh_s)
+            self.platform.add("registrySync", self.registry_sync)
         self.platform.add("ingest", self.ingest)
         self.mqtt: MqttSource | None = None
         if settings.mqtt.url:

@@ -14,7 +14,7 @@ from rich.console import Console
 
 from ucity import __version__
 from ucity.core import logsafe
-from ucity.core.config import Settings, load_settings
+from ucity.core.config import Settings, load_settings, missing_secret_warnings
 from ucity.store import display_url
 
 if TYPE_CHECKING:
@@ -63,10 +63,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     console.print(f"API docs     http://{settings.server.host}:{settings.server.port}/docs")
     console.print("API access   " + ("bearer tokens (server.require_auth)" if settings.auth_required else
                                      "open: only the operations API checks tokens (server.require_auth off)"))
-    uvicorn.run(create_app(settings, tune_gc=True), host=settings.server.host, port=settings.server.port,
+    app = create_app(settings, tune_gc=True)
+    # A start that fails (the database down, the SQLite file in use) is said in one line by the app
+    # (server.start_failure); uvicorn would print its traceback after it (QA8 F11). Exit 3, as uvicorn does.
+    logging.getLogger("uvicorn.error").addFilter(_StartTraceback(app))
+    uvicorn.run(app, host=settings.server.host, port=settings.server.port,
                 log_level=settings.log_level.lower(), access_log=False,
                 timeout_graceful_shutdown=5)  # open SSE streams must not hold a shutdown
     return 0
+
+
+class _StartTraceback(logging.Filter):
+    """Drops the traceback uvicorn logs when the app's start failed, once the app said why in one line
+    (`app.state.start_failure`); kept at DEBUG, where the app logged it too."""
+
+    def __init__(self, app: Any) -> None:
+        super().__init__()
+        self.app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        said = getattr(self.app.state, "start_failure", None) is not None
+        traceback = isinstance(record.msg, str) and record.msg.startswith("Traceback (most recent call last)")
+        return not (said and traceback and not logging.getLogger().isEnabledFor(logging.DEBUG))
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -86,12 +104,25 @@ def cmd_worker(args: argparse.Namespace) -> int:
     logsafe.install()
     console.print(f"[bold]ucity {__version__}[/] worker, store {display_url(settings.store_url)}, "
                   f"bus {logsafe.redact(settings.bus.url)}")  # nats://user:password@ stays out of the console
+    for warning in missing_secret_warnings(settings):  # production without a secret: what will fail (QA8 F6)
+        logging.getLogger(__name__).warning("%s", warning)
     asyncio.run(run_worker(Ucity(settings, role="worker")))
     return 0
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    try:
+        return _migrate(settings)
+    except Exception as exc:  # the database down, refused, unwritable: one line, no traceback (QA8 F11)
+        from rich.markup import escape
+
+        console.print(f"[red]cannot migrate the store {escape(display_url(settings.store_url))}: "
+                      f"{escape(logsafe.redact(_one_line(exc)))}[/]", soft_wrap=True)
+        return 1
+
+
+def _migrate(settings: Settings) -> int:
     url = settings.store_url
     if url.startswith(("postgresql://", "postgres://")):
         import asyncio
@@ -204,8 +235,12 @@ def _masked(value: Any, secret: bool = False) -> Any:
 def masked_settings(settings: Settings) -> dict[str, Any]:
     """The effective settings as `config validate` prints them: no secret, whether the model keeps it as a
     SecretStr or not. Values under a secret-named key become `**********` (unset ones stay null/empty, so
-    one sees what is configured), and every other text is masked as logs are (ucity/core/logsafe.py)."""
+    one sees what is configured), and every other text is masked as logs are (ucity/core/logsafe.py). Values
+    with an effective default (`server.require_auth`) show it."""
     result: dict[str, Any] = _masked(settings.model_dump(mode="json"))
+    # Unset, `server.require_auth` follows the environment (on in production): show what is in force, not null
+    # (QA8 F13).
+    result["server"]["require_auth"] = settings.auth_required
     return result
 
 

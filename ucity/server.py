@@ -26,13 +26,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ucity import __version__
 from ucity.access import Guard, access_table, ngsi_path
 from ucity.app import Ucity
-from ucity.core import gc_tuning
+from ucity.core import gc_tuning, logsafe
 from ucity.core.clock import Clock
-from ucity.core.config import Settings
+from ucity.core.config import Settings, missing_secret_warnings
 from ucity.core.errors import BadRequest, PayloadTooLarge, UcityError, http_problem
 from ucity.core.http import ApiRoute, Req, Resp
 from ucity.ngsild.request import ROUTE_PARAMS, check_params, with_route_params
 from ucity.ops.auth import Permission
+from ucity.store import display_url
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Req], Awaitable[Resp]]
@@ -598,6 +599,16 @@ NO_TOKENS = ("server.require_auth is on but no token is configured (ops.admin_to
              "answers 401 (docs/operations.md §4)")
 
 
+def start_failure(settings: Settings, exc: BaseException) -> str:
+    """Why the platform did not start, as one line for the console: the error's type and first line, and the store
+    (its password masked), the usual culprit. `ucity serve` (cli.py) leaves out the traceback uvicorn would print
+    again after it."""
+    lines = str(exc).strip().splitlines()
+    reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return (f"시작 실패 / ucity could not start (store {display_url(settings.store_url)}): "
+            f"{logsafe.redact(reason)}")
+
+
 def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = False) -> FastAPI:
     """The ucity ASGI app; the platform starts and stops with the app's lifespan.
 
@@ -609,11 +620,20 @@ def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = F
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ucity = Ucity(settings, clock)
         app.state.ucity = ucity
-        await ucity.start()
+        try:
+            await ucity.start()
+        except Exception as exc:  # the database down, the SQLite file in use...: one clear line (QA8 F11)
+            app.state.start_failure = start_failure(settings, exc)
+            log.error("%s", app.state.start_failure)
+            log.debug("the start failed", exc_info=True)  # the traceback, at DEBUG only
+            raise
         if settings.environment == "production" and not settings.auth_required:
             log.warning(UNAUTHENTICATED_APIS)
         if settings.auth_required and not ucity.ops.tokens.listing():
             log.warning(NO_TOKENS)
+        for warning in missing_secret_warnings(settings):  # production without a secret: what will fail (QA8 F6)
+            log.warning("%s", warning)
+            ucity.ops.config_warnings.append(warning)  # /health's configWarnings, with the ops centre's own
         previous = gc_tuning.settle() if tune_gc else None
         try:
             yield

@@ -12,4 +12,6 @@ provisioning) go onto an event stream, so that rules see them in the worker owni
     jetstream.py   the connection: streams, per-partition consumers, the lease bucket
     producer.py    the API side: measures onto the stream, committed changes onto the event stream
     worker.py      the worker side: leases, consumption, commit, acknowledgement
+    live.py        live alarm events relayed between processes over plain NATS (the dashboards' SSE)
+    registry_sync.py  provisioning changes told between processes; periodic re-read of the device registry
 """

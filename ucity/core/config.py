@@ -7,6 +7,7 @@ Precedence: init arguments > environment > TOML file > defaults.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -126,6 +127,10 @@ class IngestSettings(_Section):
                                       "the platform clock (but within max_future_s) is taken and counted as a "
                                       "clock-ahead warning (a device clock or time zone off, e.g. local time sent "
                                       "without its offset); ucity's choice, not a FIWARE value")
+    registry_refresh_s: float = Field(60.0, ge=0, le=86400, description="scale-out (bus.url set): how often each "
+                                      "process re-reads every service group and device from the store, in case a "
+                                      "provisioning message from another process was lost (those come at once); "
+                                      "0: never; a ucity choice")
 
 
 class MqttSettings(_Section):
@@ -464,13 +469,99 @@ class Settings(BaseSettings):
         return self.store.url or f"sqlite:///{self.data_dir / 'ucity.db'}"
 
 
+# What fails in production while a secret is not set (outside development there is no placeholder).
+MISSING_SECRETS = {
+    "ops.grant_secret": ("영상 공유 권한과 링크를 만들 수 없음(503)",
+                         "footage cannot be shared: every grant and footage link answers 503"),
+    "ops.pseudonym_secret": ("사람의 인적 정보가 있는 상황은 가명 처리할 수 없어 거부됨(503)",
+                             "an event naming a person cannot be pseudonymised: it answers 503"),
+    "alarms.webhook_secret": ("웹훅 알림과 기관 연계가 전송되지 않음",
+                              "webhook notifiers and agency links deliver nothing (unsigned webhooks are refused)"),
+}
+
+
+def missing_secret_warnings(settings: Settings) -> list[str]:
+    """One warning per secret a production process runs without, saying what will fail (QA8 F6: found at the
+    first incident otherwise). Said at the start of `serve` and `worker`, and listed in /health's
+    `configWarnings` (docs/operations.md §4)."""
+    if settings.environment != "production":
+        return []
+    values = {"ops.grant_secret": settings.ops.grant_secret, "ops.pseudonym_secret": settings.ops.pseudonym_secret,
+              "alarms.webhook_secret": settings.alarms.webhook_secret}
+    warnings = []
+    for name, value in values.items():
+        if value is None:
+            ko, en = MISSING_SECRETS[name]
+            env = "UCITY_" + name.upper().replace(".", "__")
+            warnings.append(f"{name} 미설정: {ko} / {name} ({env}) is not set: {en}")
+    return warnings
+
+
+# `UCITY_*` environment variables that are not settings of this model: read by other parts or tools, documented
+# where they are used. Any other `UCITY_*` name must be a setting (`unknown_environment`).
+NON_SETTING_VARIABLES = frozenset({
+    "UCITY_TOKEN",  # the simulator's and demo's bearer token (README, ucity/sim/commands.py)
+    "UCITY_TEST_BACKENDS", "UCITY_CLIENT_VENVS", "UCITY_FAULT_LOGS",  # the test suite (README, docs/clients.md)
+    "UCITY_BIN",  # the conformance runner (docs/conformance.md)
+    "UCITY_NATS_PASSWORD", "UCITY_NATS_ROUTE_PASSWORD",  # nats-server's configuration (docs/operations.md §2)
+})
+NON_SETTING_PREFIXES = (
+    "UCITY_WEB__",  # the dashboard's own settings (ucity/web/settings.py)
+    "UCITY_BENCH_",  # `ucity bench` and bench/
+    "UCITY_CONFORMANCE_",  # the conformance runner (docs/conformance.md)
+)
+
+
+def setting_variables() -> list[str]:
+    """Every environment name of a setting: `UCITY_<KEY>` and `UCITY_<SECTION>__<KEY>`."""
+    names = []
+    for name, info in Settings.model_fields.items():
+        names.append(f"UCITY_{name.upper()}")
+        section = info.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            names += [f"UCITY_{name.upper()}__{key.upper()}" for key in section.model_fields]
+    return names
+
+
+def unknown_environment(environ: Iterable[str]) -> list[str]:
+    """Why each `UCITY_*` variable of `environ` that is no setting (nor a documented non-setting variable) is
+    refused, naming the closest setting (QA8 F4: `UCITY_ENVIROMENT=production` was silently ignored, so a
+    production server ran as development). A misspelled key below a section (`UCITY_SERVER__REQUIRE_AUHT`) is the
+    section's own error (`_Section`)."""
+    import difflib
+
+    sections = {name.upper() for name, info in Settings.model_fields.items()
+                if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)}
+    tops = {name.upper() for name in Settings.model_fields}
+    known = setting_variables()
+    problems = []
+    for key in sorted(environ):
+        name = key.upper()  # pydantic-settings reads environment names in any case
+        if not name.startswith("UCITY_") or name in NON_SETTING_VARIABLES or name.startswith(NON_SETTING_PREFIXES):
+            continue
+        head, nested, _ = name[len("UCITY_"):].partition("__")
+        if (head in sections) if nested else (head in tops):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint_ko = f" {close[0]}을(를) 뜻했나요?" if close else ""
+        hint_en = f"; did you mean {close[0]}?" if close else ""
+        problems.append(f"알 수 없는 환경 변수 {key}: 설정이 아닙니다.{hint_ko} / unknown environment variable {key}: "
+                        f"no such setting{hint_en}")
+    return problems
+
+
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Settings from a TOML file (optional), the environment and explicit overrides."""
+    """Settings from a TOML file (optional), the environment and explicit overrides. A `UCITY_*` environment
+    variable that names no setting is an error (ValueError, `unknown_environment`), as a misspelled key is."""
+    import os
+
+    problems = unknown_environment(os.environ)
+    if problems:
+        raise ValueError("\n".join(problems))
     file_values: dict[str, Any] = {}
     if config_file is not None:
         with open(config_file, "rb") as fh:
             file_values = tomllib.load(fh)
-    import os
 
     env_keys = {k for k in os.environ if k.startswith("UCITY_")}
     # The environment beats the file: drop file values that an env var sets.

@@ -13,21 +13,55 @@ autoprovisioned for such an apikey (which tenant would it be?).
 
 Writes are serialised by one lock: a check-then-store (409 on a duplicate) must not interleave
 with another request doing the same.
+
+Several processes on one store (scale-out, ucity/cluster/registry_sync.py): `share` makes the registry tell each
+change it stores (`on_change`: (tenant, kind, key) of each group or device document) so that the other processes
+`reread` those documents, and keep a fingerprint of every device document so that `refresh` (the periodic full
+re-read, the safety net of that at-most-once message) skips the unchanged ones without parsing them or rebuilding
+their profiles. What is learnt so is indexed as the stored data of `load` is: its apikeys count in
+`apikey_tenants` (this process then refuses another tenant's group or device with one of them, 409), and an
+apikey found in several tenants (two processes provisioning it at once) is logged and never autoprovisioned.
+What another process changed reaches the service through `on_learnt` (device health follows it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
 
 from ucity.core.errors import AlreadyExists, BadRequest
 from ucity.ingest.model import Device, DeviceProfile, ServiceGroup, build_profile
 from ucity.ingest.schema import device_from_doc, device_to_wire, group_from_doc, group_to_wire
+from ucity.ingest.stats import masked_apikey
 from ucity.store.base import Store
 
 log = logging.getLogger(__name__)
 GROUP_KIND = "iot-service"
 DEVICE_KIND = "iot-device"
+KINDS = (GROUP_KIND, DEVICE_KIND)
+DocKey = tuple[str, str, str]  # (tenant, kind, key) of a stored group or device document
+
+
+@dataclass
+class Learnt:
+    """What a re-read of the store changed here: the profiles (re)built, the devices gone, the groups' apikeys."""
+
+    profiles: list[DeviceProfile] = field(default_factory=list)
+    removed: list[Device] = field(default_factory=list)
+    apikeys: set[str] = field(default_factory=set)  # of the groups changed
+
+    def __bool__(self) -> bool:
+        return bool(self.profiles or self.removed)
+
+
+def fingerprint(doc: Any) -> int:
+    """A stored document, as one number: equal documents give equal numbers (key order aside)."""
+    return hash(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS))
 
 
 def in_path(item_path: str, wanted: str | None) -> bool:
@@ -44,29 +78,223 @@ class DeviceRegistry:
         self._by_entity: dict[tuple[str, str], DeviceProfile] = {}  # (tenant, entity_id)
         self._device_apikeys: dict[str, dict[str, int]] = {}  # apikey -> tenant -> devices with it
         self._lock = asyncio.Lock()
+        # Shared with other processes (`share`): what this process stores is told, what they store re-read.
+        self.on_change: Callable[[list[DocKey]], None] | None = None
+        self.on_learnt: Callable[[Learnt], None] | None = None  # what a re-read changed (not the first load)
+        self._fingerprints: dict[tuple[str, str], int] | None = None  # (tenant, device id) -> its stored document's
+        self._reading = asyncio.Lock()  # one full read at a time
+        self._touched: list[set[DocKey]] = []  # per full read under way: documents written or re-read meanwhile
+        self._conflicts: set[str] = set()  # apikeys logged as used in several tenants
+        self._invalid: set[DocKey] = set()  # stored documents logged as invalid
+
+    def share(self, on_change: Callable[[list[DocKey]], None]) -> None:
+        """Several processes on one store: tell `on_change` what this process stores; keep the fingerprints that
+        `refresh` compares (before `load`)."""
+        self.on_change = on_change
+        if self._fingerprints is None:
+            self._fingerprints = {}
 
     async def load(self) -> None:
-        """Read every stored group and device; a document that no longer validates is skipped and logged."""
-        for tenant, key, doc in await self.store.list_docs(GROUP_KIND):
-            try:
-                group = group_from_doc(tenant, doc)
-            except BadRequest as exc:
-                log.error("stored service group %s/%s is invalid, skipped: %s", tenant, key, exc.detail)
-                continue
-            self._groups[(group.resource, group.apikey)] = group
-        for tenant, key, doc in await self.store.list_docs(DEVICE_KIND):
-            try:
-                device = device_from_doc(tenant, doc)
-            except BadRequest as exc:
-                log.error("stored device %s/%s is invalid, skipped: %s", tenant, key, exc.detail)
-                continue
-            self._index_device(device)
+        """Read every stored group and device; a document that no longer validates is skipped and logged. Again
+        later (a worker's rebalance): what differs from the store is applied, as `refresh` does."""
+        await self._read_all()
         for apikey in sorted({g.apikey for g in self._groups.values()} | set(self._device_apikeys)):
-            tenants = self.apikey_tenants(apikey)
-            if len(tenants) > 1:
-                log.error("apikey %s is used in several services (%s): each device keeps its own service's group, "
-                          "none is autoprovisioned for it; give each service its own apikey", apikey,
-                          ", ".join(sorted(tenants)))
+            self._log_conflict(apikey, always=True)
+
+    async def refresh(self) -> Learnt:
+        """Re-read every stored group and device and apply what differs (another process's changes whose message
+        was lost); an unchanged device costs a fingerprint. Apikeys newly in several tenants are logged."""
+        learnt = await self._read_all()
+        self._log_conflicts(learnt)
+        return learnt
+
+    async def reread(self, keys: list[DocKey]) -> Learnt:
+        """Re-read the named documents (another process changed them) and apply what differs."""
+        learnt = Learnt()
+        async with self._lock:  # read under the lock: no write of this process comes between read and apply
+            docs = await asyncio.gather(*(self.store.get_doc(kind, tenant, key) for tenant, kind, key in keys))
+            self._touch(keys)
+            groups = {(t, k): doc for (t, kind, k), doc in zip(keys, docs, strict=True) if kind == GROUP_KIND}
+            changed: set[str] = set()
+            if groups:
+                current = [g for g in self._groups.values() if (g.tenant, g.key) in groups]
+                target = {(g.tenant, g.key): g for g in current}
+                for (tenant, key), doc in groups.items():
+                    if doc is None:
+                        target.pop((tenant, key), None)
+                    elif (group := self._parse(tenant, GROUP_KIND, key, doc)) is not None:
+                        target[(tenant, key)] = group
+                changed = self._apply_groups(current, list(target.values()))
+            fresh: set[tuple[str, str]] = set()
+            for (tenant, kind, key), doc in zip(keys, docs, strict=True):
+                if kind == DEVICE_KIND:
+                    self._apply_device(tenant, key, doc, learnt, fresh)
+            self._refresh_learnt(changed, fresh, learnt)
+        self._log_conflicts(learnt)
+        self._learnt(learnt)
+        return learnt
+
+    async def _read_all(self) -> Learnt:
+        """Read every group and device outside the lock (a provisioning or an autoprovisioned device does not wait
+        for it), then apply under the lock what differs, but for the documents written or re-read meanwhile
+        (newer than this read)."""
+        learnt = Learnt()
+        async with self._reading:
+            touched: set[DocKey] = set()
+            self._touched.append(touched)
+            try:
+                group_docs = await self.store.list_docs(GROUP_KIND)
+                device_docs = await self.store.list_docs(DEVICE_KIND)
+                seen = {(tenant, key) for tenant, key, _ in device_docs}
+                device_docs = await self._differing(device_docs)
+            except BaseException:
+                self._touched.remove(touched)
+                raise
+            async with self._lock:
+                self._touched.remove(touched)
+                current = list(self._groups.values())
+                skip = {(g.tenant, g.key) for g in current if (g.tenant, GROUP_KIND, g.key) in touched}
+                skip |= {(t, k) for t, k, _ in group_docs if (t, GROUP_KIND, k) in touched}
+                target = [g for g in current if (g.tenant, g.key) in skip]
+                for tenant, key, doc in group_docs:
+                    if (tenant, key) in skip:
+                        continue
+                    group = self._parse(tenant, GROUP_KIND, key, doc)
+                    if group is not None:
+                        target.append(group)
+                    else:  # invalid now: what was known stays
+                        target.extend(g for g in current if (g.tenant, g.key) == (tenant, key))
+                changed = self._apply_groups(current, target)
+                fresh: set[tuple[str, str]] = set()
+                for tenant, key, doc in device_docs:
+                    if (tenant, DEVICE_KIND, key) not in touched:
+                        self._apply_device(tenant, key, doc, learnt, fresh)
+                for tenant, key in [k for k in self._devices if k not in seen]:
+                    if (tenant, DEVICE_KIND, key) not in touched:
+                        self._apply_device(tenant, key, None, learnt, fresh)
+                self._refresh_learnt(changed, fresh, learnt)
+        self._learnt(learnt)
+        return learnt
+
+    async def _differing(self, docs: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, str, dict[str, Any]]]:
+        """The stored devices whose fingerprint is not the one known (all of them if none is kept), computed before
+        the lock is taken and a slice at a time, so that 100,000 devices do not hold the event loop for long (a
+        device written or re-read meanwhile is skipped by the caller)."""
+        prints = self._fingerprints
+        if prints is None:
+            return docs
+        out = []
+        for start in range(0, len(docs), 2000):
+            for tenant, key, doc in docs[start:start + 2000]:
+                if prints.get((tenant, key)) != fingerprint(doc) or (tenant, key) not in self._devices:
+                    out.append((tenant, key, doc))
+            await asyncio.sleep(0)
+        return out
+
+    def _parse(self, tenant: str, kind: str, key: str, doc: dict[str, Any]) -> Any:
+        """The group or device of a stored document; None (logged once) when it no longer validates."""
+        try:
+            item = group_from_doc(tenant, doc) if kind == GROUP_KIND else device_from_doc(tenant, doc)
+        except BadRequest as exc:
+            if (tenant, kind, key) not in self._invalid:
+                self._invalid.add((tenant, kind, key))
+                if kind == GROUP_KIND:  # its key is resource|apikey
+                    resource, _, apikey = key.rpartition("|")
+                    log.error("stored service group %s/%s|%s is invalid, skipped: %s", tenant, resource,
+                              masked_apikey(apikey), exc.detail)
+                else:
+                    log.error("stored device %s/%s is invalid, skipped: %s", tenant, key, exc.detail)
+            return None
+        self._invalid.discard((tenant, kind, key))
+        return item
+
+    def _apply_groups(self, current: list[ServiceGroup], target: list[ServiceGroup]) -> set[str]:
+        """Make `target` the groups that `current` were (the others stay); the apikeys whose groups changed. In the
+        order given, the last of a (resource, apikey) wins, as at load (stored before the apikey rule)."""
+        before = {(g.resource, g.apikey): g for g in current}
+        after = {(g.resource, g.apikey): g for g in target}
+        changed: set[str] = set()
+        for key in before.keys() | after.keys():
+            old, new = before.get(key), after.get(key)
+            if old == new:
+                continue
+            if new is None:
+                self._groups.pop(key, None)
+            else:
+                self._groups[key] = new
+            changed.add(key[1])
+        return changed
+
+    def _apply_device(self, tenant: str, key: str, doc: dict[str, Any] | None, learnt: Learnt,
+                      fresh: set[tuple[str, str]]) -> None:
+        """Index the stored device (`doc`; None: gone) if it differs from the one known; `fresh` gets its key."""
+        old = self._devices.get((tenant, key))
+        prints = self._fingerprints
+        mark = None
+        if doc is not None and prints is not None:
+            mark = fingerprint(doc)
+            if old is not None and prints.get((tenant, key)) == mark:
+                return  # unchanged: neither parsed nor its profile rebuilt
+        device = self._parse(tenant, DEVICE_KIND, key, doc) if doc is not None else None
+        if doc is not None and device is None:
+            return  # invalid now: what was known stays
+        if device == old:
+            if prints is not None and mark is not None:
+                prints[(tenant, key)] = mark
+            return
+        if old is not None:
+            self._unindex_device(old)
+            if device is None:
+                learnt.removed.append(old)
+        if device is not None:
+            self._index_device(device)
+            fresh.add((tenant, device.device_id))
+            if prints is not None and mark is not None:
+                prints[(tenant, device.device_id)] = mark
+
+    def _refresh_learnt(self, apikeys: set[str], fresh: set[tuple[str, str]], learnt: Learnt) -> None:
+        """The profiles of the devices re-indexed (`fresh`) and of those whose group changed, once each."""
+        learnt.apikeys |= apikeys
+        if not apikeys and not fresh:
+            return
+        for key, device in list(self._devices.items()):
+            if key not in fresh:
+                if device.apikey not in apikeys:
+                    continue
+                self._index_device(device)
+            profile = self._profiles.get((device.apikey, device.device_id))
+            if profile is not None:
+                learnt.profiles.append(profile)
+
+    def _learnt(self, learnt: Learnt) -> None:
+        if learnt and self.on_learnt is not None:
+            self.on_learnt(learnt)
+
+    def _touch(self, keys: list[DocKey]) -> None:
+        """These documents were written or re-read here: a full read under way must not apply its older copy."""
+        for touched in self._touched:
+            touched.update(keys)
+
+    def _changed(self, keys: list[DocKey]) -> None:
+        """This process stored (or deleted) these documents: full reads under way skip them, the others are told."""
+        self._touch(keys)
+        if self.on_change is not None:
+            self.on_change(keys)
+
+    def _log_conflicts(self, learnt: Learnt) -> None:
+        for apikey in sorted({p.apikey for p in learnt.profiles} | {d.apikey for d in learnt.removed} | learnt.apikeys):
+            self._log_conflict(apikey)
+
+    def _log_conflict(self, apikey: str, always: bool = False) -> None:
+        tenants = self.apikey_tenants(apikey)
+        if len(tenants) <= 1:
+            self._conflicts.discard(apikey)
+            return
+        if always or apikey not in self._conflicts:
+            log.error("apikey %s is used in several services (%s): each device keeps its own service's group, "
+                      "none is autoprovisioned for it; give each service its own apikey", masked_apikey(apikey),
+                      ", ".join(sorted(tenants)))
+        self._conflicts.add(apikey)
 
     def apikey_tenants(self, apikey: str) -> set[str]:
         """The tenants whose groups or devices use `apikey` (one, but for data stored before the rule)."""
@@ -111,12 +339,18 @@ class DeviceRegistry:
                     raise AlreadyExists(f"a service group with resource {group.resource} and apikey {group.apikey} exists")
                 self._check_apikey(group.apikey, group.tenant, claimed)
                 seen.add(key)
-            for group in groups:
-                await self._store_group(group)
+            try:
+                for group in groups:
+                    await self._store_group(group)
+            finally:
+                self._changed([(g.tenant, GROUP_KIND, g.key) for g in groups])
 
     async def replace_group(self, group: ServiceGroup) -> None:
         async with self._lock:
-            await self._store_group(group)
+            try:
+                await self._store_group(group)
+            finally:
+                self._changed([(group.tenant, GROUP_KIND, group.key)])
 
     async def _store_group(self, group: ServiceGroup) -> None:
         await self.store.put_doc(GROUP_KIND, group.tenant, group.key, group_to_wire(group))
@@ -125,7 +359,10 @@ class DeviceRegistry:
 
     async def remove_group(self, group: ServiceGroup) -> None:
         async with self._lock:
-            await self.store.delete_doc(GROUP_KIND, group.tenant, group.key)
+            try:
+                await self.store.delete_doc(GROUP_KIND, group.tenant, group.key)
+            finally:
+                self._changed([(group.tenant, GROUP_KIND, group.key)])
             self._groups.pop((group.resource, group.apikey), None)
             self._refresh_profiles(group.apikey)
 
@@ -143,11 +380,15 @@ class DeviceRegistry:
             claimed: dict[str, str] = {}
             for device in devices:
                 self._check_new(device, seen, claimed)
-            # Concurrent puts share group commits: one transaction for a whole provisioning batch.
-            await asyncio.gather(*(self.store.put_doc(DEVICE_KIND, d.tenant, d.device_id, device_to_wire(d))
-                                   for d in devices))
-            for device in devices:
-                self._index_device(device)
+            wires = [device_to_wire(d) for d in devices]
+            try:
+                # Concurrent puts share group commits: one transaction for a whole provisioning batch.
+                await asyncio.gather(*(self.store.put_doc(DEVICE_KIND, d.tenant, d.device_id, wire)
+                                       for d, wire in zip(devices, wires, strict=True)))
+            finally:
+                self._changed([(d.tenant, DEVICE_KIND, d.device_id) for d in devices])
+            for device, wire in zip(devices, wires, strict=True):
+                self._index_device(device, wire)
 
     def _check_new(self, device: Device, seen: set[tuple[str, str]], claimed: dict[str, str]) -> None:
         key = (device.tenant, device.device_id)
@@ -172,12 +413,19 @@ class DeviceRegistry:
             await self._store_device(new)
 
     async def _store_device(self, device: Device) -> None:
-        await self.store.put_doc(DEVICE_KIND, device.tenant, device.device_id, device_to_wire(device))
-        self._index_device(device)
+        wire = device_to_wire(device)
+        try:
+            await self.store.put_doc(DEVICE_KIND, device.tenant, device.device_id, wire)
+        finally:
+            self._changed([(device.tenant, DEVICE_KIND, device.device_id)])
+        self._index_device(device, wire)
 
     async def remove_device(self, device: Device) -> None:
         async with self._lock:
-            await self.store.delete_doc(DEVICE_KIND, device.tenant, device.device_id)
+            try:
+                await self.store.delete_doc(DEVICE_KIND, device.tenant, device.device_id)
+            finally:
+                self._changed([(device.tenant, DEVICE_KIND, device.device_id)])
             self._unindex_device(device)
 
     # -- profiles (the hot path) ---------------------------------------------------------------------
@@ -190,10 +438,13 @@ class DeviceRegistry:
     def profiles(self) -> list[DeviceProfile]:
         return list(self._profiles.values())
 
-    def _index_device(self, device: Device) -> None:
+    def _index_device(self, device: Device, wire: dict[str, Any] | None = None) -> None:
+        """Index a device (`wire`: the document this process stored for it, whose fingerprint is kept)."""
         previous = self._devices.get((device.tenant, device.device_id))
         if previous is not None:
             self._count_apikey(previous, -1)
+        if wire is not None and self._fingerprints is not None:
+            self._fingerprints[(device.tenant, device.device_id)] = fingerprint(wire)
         self._count_apikey(device, 1)
         self._devices[(device.tenant, device.device_id)] = device
         profile = build_profile(device, self.group_for_apikey(device.apikey, tenant=device.tenant))
@@ -204,9 +455,13 @@ class DeviceRegistry:
         previous = self._devices.pop((device.tenant, device.device_id), None)
         if previous is not None:
             self._count_apikey(previous, -1)
-        profile = self._profiles.pop((device.apikey, device.device_id), None)
-        if profile is not None:
-            self._by_entity.pop((profile.tenant, profile.entity_id), None)
+        if self._fingerprints is not None:
+            self._fingerprints.pop((device.tenant, device.device_id), None)
+        profile = self._profiles.get((device.apikey, device.device_id))
+        if profile is not None and profile.tenant == device.tenant:  # (not another tenant's, stored before the rule)
+            del self._profiles[profile.key]
+            if self._by_entity.get((profile.tenant, profile.entity_id)) is profile:
+                del self._by_entity[(profile.tenant, profile.entity_id)]
 
     def _count_apikey(self, device: Device, step: int) -> None:
         tenants = self._device_apikeys.setdefault(device.apikey, {})

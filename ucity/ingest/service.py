@@ -34,7 +34,7 @@ from ucity.ingest.decode import (
 )
 from ucity.ingest.health import HealthMonitor
 from ucity.ingest.model import Device, DeviceProfile, ServiceGroup, build_profile, entity_id_for
-from ucity.ingest.registry import DeviceRegistry
+from ucity.ingest.registry import DeviceRegistry, Learnt
 from ucity.ingest.schema import check_topic_safe
 from ucity.ingest.stats import CLOCK_AHEAD, IngestStats, Key
 from ucity.ingest.writer import INGEST_ACTOR, DeviceWrite, MeasureWriter, provision_op
@@ -135,6 +135,9 @@ class IngestService:
     async def start(self) -> None:
         await self.registry.load()
         await self.monitor.restore(self.registry.profiles(), self.store)
+        # From now on, what a re-read of the store brings (another process's provisioning: ucity/cluster/
+        # registry_sync.py; a worker's rebalance) is watched by device health like this process's own provisioning.
+        self.registry.on_learnt = self._learnt
         self._stats_log.start()
 
     async def stop(self) -> None:
@@ -352,6 +355,14 @@ class IngestService:
         """Forget a device; its entity and history stay (they are the city's record)."""
         await self.registry.remove_device(device)
         self.monitor.forget(device.tenant, device.device_id)
+
+    def _learnt(self, learnt: Learnt) -> None:
+        """Devices another process provisioned, changed or removed (their entities are its work): health follows."""
+        for device in learnt.removed:
+            if self.registry.device(device.tenant, device.device_id) is None:
+                self.monitor.forget(device.tenant, device.device_id)
+        for profile in learnt.profiles:
+            self.monitor.track(profile)
 
     def _profile_of(self, device: Device) -> DeviceProfile:
         profile = self.registry.profile(device.apikey, device.device_id)

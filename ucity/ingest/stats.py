@@ -63,6 +63,22 @@ class DeviceCounters:
 Key = tuple[str, str, str]  # (tenant or "" when unknown, apikey, device_id)
 
 
+def masked_apikey(apikey: str) -> str:
+    """An apikey as logs show it (QA8 F9: it is the device's credential): a short prefix an operator recognises it
+    by, then `***` as logsafe masks the `k=` of URLs. At most 4 characters and never more than a quarter of the
+    key are shown (`a1b2***` for a 32-character key, `k***` for `keymq`)."""
+    if not apikey:
+        return apikey
+    return apikey[:min(4, len(apikey) // 4)] + "***"
+
+
+def _masked_detail(detail: object, apikey: str) -> object:
+    """A rejection's detail without the apikey (`no service group or device has apikey 'x'`)."""
+    if isinstance(detail, str) and apikey and apikey in detail:
+        return detail.replace(apikey, masked_apikey(apikey))
+    return detail
+
+
 class IngestStats:
     def __init__(self, clock: Clock, log_interval_s: float = 300.0, clock_ahead_warn_s: float = 300.0) -> None:
         self.clock = clock
@@ -111,7 +127,8 @@ class IngestStats:
         if counters.last_logged is None or now - counters.last_logged >= self.log_interval:
             first = rejections[0]
             log.warning("ingest (%s) rejected %d value(s) of device %s (apikey %s) since the last report; latest: %s: %s",
-                        transport, counters.unlogged, key[2], key[1], first.reason, first.detail)
+                        transport, counters.unlogged, key[2], masked_apikey(key[1]), first.reason,
+                        _masked_detail(first.detail, key[1]))
             counters.last_logged = now
             counters.unlogged = 0
 
@@ -138,7 +155,7 @@ class IngestStats:
         log.warning("ingest%s took %d measure(s) of device %s (apikey %s) more than %g s ahead of the platform clock "
                     "since the last report; latest %s s ahead (observedAt %s): is its clock or time zone wrong "
                     "(local time sent without its offset)?", f" ({transport})" if transport else "",
-                    counters.warn_unlogged, key[2], key[1], self.clock_ahead_warn_s, latest.get("aheadSeconds"),
+                    counters.warn_unlogged, key[2], masked_apikey(key[1]), self.clock_ahead_warn_s, latest.get("aheadSeconds"),
                     latest.get("observedAt"))
         counters.warn_unlogged = 0
 
@@ -166,7 +183,8 @@ class IngestStats:
                 continue
             latest = counters.last_rejection or {}
             log.warning("ingest rejected %d value(s) of device %s (apikey %s) since the last report; latest: %s: %s",
-                        counters.unlogged, key[2], key[1], latest.get("reason"), latest.get("detail"))
+                        counters.unlogged, key[2], masked_apikey(key[1]), latest.get("reason"),
+                        _masked_detail(latest.get("detail"), key[1]))
             counters.last_logged = now
             counters.unlogged = 0
             lines += 1

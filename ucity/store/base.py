@@ -432,6 +432,10 @@ class Store(ABC):
     async def tenant_exists(self, tenant: str) -> bool: ...
 
     @abstractmethod
+    async def tenants(self) -> list[str]:
+        """Every tenant that ever had an entity or history written (sorted): start-up upkeep that runs per tenant."""
+
+    @abstractmethod
     async def types_summary(self, tenant: str) -> list[tuple[str, list[str], int]]:
         """(type IRI, attribute IRIs, entity count) per type."""
 
@@ -539,6 +543,11 @@ class Store(ABC):
     @abstractmethod
     async def list_docs(self, kind: str) -> list[tuple[str, str, Doc]]:
         """(tenant, key, doc) for every stored document of a kind."""
+
+    async def get_doc(self, kind: str, tenant: str, key: str) -> Doc | None:
+        """The document stored under (kind, tenant, key), or None (the stores read the one row; this default reads
+        the whole kind)."""
+        return next((doc for t, k, doc in await self.list_docs(kind) if t == tenant and k == key), None)
 
     # -- alarms ------------------------------------------------------------------------------
     @abstractmethod

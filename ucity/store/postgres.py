@@ -119,6 +119,17 @@ _RETRY = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
 _UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.CannotConnectNowError,
                 asyncpg.ConnectionDoesNotExistError, asyncio.TimeoutError)
 _BATCH_ATTEMPTS = 5
+
+
+def _usable(conn: asyncpg.Connection) -> bool:
+    """Whether the writer's kept connection can still be used. A connection lost while idle (the database
+    restarted) is closed by asyncpg, which gives it back to the pool itself: the proxy kept is then detached,
+    and every call on it, `is_closed()` included, raises InterfaceError (QA8 F2: the first write after a
+    restart failed with 503 and marked the store unreachable)."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:  # "connection has been released back to the pool"
+        return False
 # A read that fails with one of these failed because the database cannot be reached (stopped, restarting,
 # the network): `Unavailable` (503, retry later), not an internal error, and the store's health says so.
 # A fast shutdown ends the open sessions with 57P01 (AdminShutdownError) before connections are refused.
@@ -667,7 +678,7 @@ class PostgresStore(Store):
                 await conn.execute("COMMIT")
         except BaseException:
             self._begun = False
-            if not conn.is_closed() and conn.is_in_transaction():
+            if _usable(conn) and conn.is_in_transaction():
                 with contextlib.suppress(Exception):  # a lost connection: the pool closes it
                     await conn.execute("ROLLBACK")
             raise
@@ -675,7 +686,7 @@ class PostgresStore(Store):
     async def _connection(self) -> asyncpg.Connection:
         """The writer's connection, kept from batch to batch: given back to the pool after each batch, it
         was reset (one more round trip per commit, `pg_advisory_unlock_all(); CLOSE ALL; ...`)."""
-        if self._conn is not None and self._conn.is_closed():
+        if self._conn is not None and not _usable(self._conn):
             await self._release()
         if self._conn is None:
             self._conn = await self.write_pool.acquire()
@@ -1077,6 +1088,10 @@ class PostgresStore(Store):
         return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM tenants WHERE tenant = $1)", tenant))
 
     @_reading
+    async def tenants(self) -> list[str]:
+        return [r[0] for r in await self.pool.fetch("SELECT tenant FROM tenants ORDER BY tenant")]
+
+    @_reading
     async def types_summary(self, tenant: str) -> list[tuple[str, list[str], int]]:
         counts = {r[0]: int(r[1]) for r in await self.pool.fetch(
             "SELECT t, count(DISTINCT e.eid) FROM entities e, unnest(e.types) AS t WHERE e.tenant = $1 GROUP BY t",
@@ -1275,6 +1290,12 @@ class PostgresStore(Store):
     async def list_docs(self, kind: str) -> list[tuple[str, str, Doc]]:
         return [(r[0], r[1], r[2]) for r in await self.pool.fetch(
             "SELECT tenant, key, doc FROM docs WHERE kind = $1 ORDER BY tenant, key", kind)]
+
+    @_reading
+    async def get_doc(self, kind: str, tenant: str, key: str) -> Doc | None:
+        doc: Doc | None = await self.pool.fetchval(
+            "SELECT doc FROM docs WHERE kind = $1 AND tenant = $2 AND key = $3", kind, tenant, key)
+        return doc
 
     # -- alarms ------------------------------------------------------------------------------
     async def save_alarm(self, row: AlarmRow, history: list[Doc]) -> None:

@@ -309,8 +309,8 @@ class RetentionService:
             result.error = f"{type(exc).__name__}: {exc}"[:300]
         finally:
             if result.deleted or result.related:
-                log.info("retention: %s %s%s: %d deleted%s (older than %s, %s)", result.data, result.rule,
-                         " (dry run)" if dry_run else "", result.deleted,
+                log.info("retention: %s %s%s: %s %d%s (older than %s, %s)", result.data, result.rule,
+                         " (dry run)" if dry_run else "", "would delete" if dry_run else "deleted", result.deleted,
                          f", {result.related} related" if result.related else "", result.cutoff, result.source)
 
     async def _purge_dead_letters(self, before: int, limit: int, dry_run: bool, tenants: TenantCounts) -> int:

@@ -830,6 +830,13 @@ class SqliteStore(Store):
         result: bool = await self._read(run)
         return result
 
+    async def tenants(self) -> list[str]:
+        def run(conn: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in conn.execute("SELECT tenant FROM tenants ORDER BY tenant")]
+
+        result: list[str] = await self._read(run)
+        return result
+
     async def types_summary(self, tenant: str) -> list[tuple[str, list[str], int]]:
         def run(conn: sqlite3.Connection) -> list[tuple[str, list[str], int]]:
             counts = dict(conn.execute(
@@ -1036,6 +1043,14 @@ class SqliteStore(Store):
                 "SELECT tenant, key, doc FROM docs WHERE kind=? ORDER BY tenant, key", (kind,))]
 
         result: list[tuple[str, str, Doc]] = await self._read(run)
+        return result
+
+    async def get_doc(self, kind: str, tenant: str, key: str) -> Doc | None:
+        def run(conn: sqlite3.Connection) -> Doc | None:
+            row = conn.execute("SELECT doc FROM docs WHERE kind=? AND tenant=? AND key=?", (kind, tenant, key)).fetchone()
+            return orjson.loads(row[0]) if row is not None else None
+
+        result: Doc | None = await self._read(run)
         return result
 
     # -- alarms ------------------------------------------------------------------------------
