@@ -36,7 +36,7 @@ from ucity.ingest.health import HealthMonitor
 from ucity.ingest.model import Device, DeviceProfile, ServiceGroup, build_profile, entity_id_for
 from ucity.ingest.registry import DeviceRegistry, Learnt
 from ucity.ingest.schema import check_topic_safe
-from ucity.ingest.stats import CLOCK_AHEAD, IngestStats, Key
+from ucity.ingest.stats import CLOCK_AHEAD, IngestStats, Key, masked_apikey
 from ucity.ingest.writer import INGEST_ACTOR, DeviceWrite, MeasureWriter, provision_op
 from ucity.store.base import Mutation, Outcome, Store
 
@@ -259,7 +259,8 @@ class IngestService:
                 await self.registry.add_devices([device])
             except AlreadyExists:
                 continue  # another message of the same device won the race
-            log.info("autoprovisioned device %s (apikey %s) as %s", device.device_id, device.apikey, device.entity_name)
+            log.info("autoprovisioned device %s (apikey %s) as %s", device.device_id, masked_apikey(device.apikey),
+                     device.entity_name)
             self.monitor.track(resolved.profile)
 
     def _account(self, item: Received, decoded: Decoded, outcome: Outcome | Exception | None,
