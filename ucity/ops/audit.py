@@ -9,7 +9,9 @@ stream or still, allowed, denied or failed: PLAT-R5; `token-read`: a live footag
 `auth` (tokens issued or revoked, `refused`: a 403 for a known token, with `reason` agency-disabled /
 agency-unknown (every one), `permission` (with the `permission` missing) or `tenant` (with `requestedTenant`),
 those two paced by `RefusalPacer`: one line per token, reason and permission per minute, with `alsoRefused`),
-`retention` (a retention sweep's deletions: what, by which rule, how many), `facility-safety` (a facility's
+`retention` (a retention sweep's deletions: what, by which rule, how many; `privacy-migration`: the start-up
+migration of `CityEvent` entities and history to the private form, ucity/ops/event_privacy.py, counts only),
+`facility-safety` (a facility's
 thresholds set or removed, a sensor detached: ucity/domains/facility_safety).
 
 Conventions of a line: `actor` (who: `role:token-id`, `system`, `anonymous`), the platform clock's time (when), and

@@ -21,6 +21,8 @@ Flows:
 * an agency is disabled or deleted -> its live grants are revoked (audited; not announced: nothing is sent to
   a disabled or deleted agency), its tokens, links and new linkages refused (a deleted agency's issued tokens
   revoked);
+* start (`event_privacy`) -> `CityEvent` entities an earlier version wrote are written again in the private form
+  and their history loses the pseudonym and sensitive events' places (once per tenant);
 * start (`sweep`) -> live grants of closed/cancelled events or of disabled/deleted agencies that a crash
   left behind are revoked, orphaned agency tokens revoked, configured tokens of unknown agencies reported.
 """
@@ -49,6 +51,7 @@ from ucity.ops.audit import AuditLog
 from ucity.ops.auth import AUTO, SYSTEM, Authenticator, Forbidden, Permission, Principal, TokenRegistry
 from ucity.ops.cameras import CameraRegistry, local_id
 from ucity.ops.cameras import entity_id as camera_entity_id
+from ucity.ops.event_privacy import EventPrivacyMigration
 from ucity.ops.events import (
     ACKNOWLEDGED,
     CANCELLED,
@@ -63,6 +66,7 @@ from ucity.ops.events import (
     InvalidEventTransition,
     KeyedLocks,
     Pseudonymizer,
+    is_null_island,
 )
 from ucity.ops.grants import Grant, GrantService, InvalidGrantTransition, Issued, TokenSigner, links
 from ucity.ops.nearest import CameraIndex, Selection, iri, measure
@@ -125,6 +129,7 @@ class OperationsCenter:
         self.auth = Authenticator([self.tokens], self.agencies.refusal)
         self.events = EventService(store, self.clock, self.settings, self.audit,
                                    Pseudonymizer(_secret(settings, "pseudonym_secret")))
+        self.privacy = EventPrivacyMigration(self.events, self.audit)
         self.cameras = CameraRegistry(store, self.clock, self.audit, self.settings.token_refresh_s)
         self.index = CameraIndex(store, platform.bus, self.settings.nearest)
         self.grants = GrantService(store, self.clock, self.settings, self.audit,
@@ -152,6 +157,8 @@ class OperationsCenter:
         self.cameras.start_refresh()  # re-reads the camera URLs every ops.token_refresh_s
         await self.index.start(preload=(self.default_tenant,))
         await self.sweep()
+        # CityEvent entities and history an earlier version wrote (pseudonym, exact places): once per tenant
+        await self.privacy.run()
         self._unsubscribe = self.platform.bus.subscribe(AlarmChanged, self._on_alarm)
         # Packages a stop or crash left queued (ucity/alarms/journal.py), now that the agencies are loaded.
         await self.links.dispatcher.resume(self.links.owns, {AGENCY})
@@ -901,7 +908,9 @@ def _alarm_point(alarm: dict[str, Any]) -> dict[str, Any] | None:
         centre = shape(geometry).centroid
     except (ValueError, TypeError, AttributeError):
         return None
-    return None if centre.is_empty else {"lon": centre.x, "lat": centre.y}
+    if centre.is_empty or is_null_island((centre.x, centre.y)):
+        return None  # an entity at 0,0 has no known place (a device without a fix): the event is made without one
+    return {"lon": centre.x, "lat": centre.y}
 
 
 def _alarm_details(alarm: dict[str, Any]) -> str:

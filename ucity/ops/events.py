@@ -228,7 +228,15 @@ def parse_point(value: dict[str, Any]) -> tuple[float, float]:
         raise ValueError("location needs numeric lon and lat")
     if not (-180 <= lon <= 180 and -90 <= lat <= 90):
         raise ValueError("lon must be in [-180, 180] and lat in [-90, 90]")
+    if is_null_island((lon, lat)):
+        raise ValueError("위치 0,0(경도 0, 위도 0)은 받지 않습니다: 좌표가 비어 있던 값입니다 / location 0,0 (lon 0, lat 0, "
+                         "'Null Island' in the Atlantic) is refused: it is what a client sends for a missing position")
     return float(lon), float(lat)
+
+
+def is_null_island(point: tuple[float, float]) -> bool:
+    """lon 0, lat 0: no city's place, but what a client with no fix sends (zeros for a missing position)."""
+    return point[0] == 0 and point[1] == 0
 
 
 # -- the event -----------------------------------------------------------------------------------------

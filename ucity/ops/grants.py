@@ -60,6 +60,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ACTIVE, REVOKED, EXPIRED = "active", "revoked", "expired"
+# A grant that cannot be renewed, in the refusal's words (an/a: "an expired grant", "a revoked grant")
+_ENDED = {EXPIRED: ("만료된", "an expired"), REVOKED: ("회수된", "a revoked")}
 TOKEN_VERSION = "v1"
 
 
@@ -300,8 +302,8 @@ class GrantService:
         grant = await self.visible(tenant, grant_id, principal)
         now = self.now()
         if grant.state(now) != ACTIVE:
-            raise InvalidGrantTransition(f"{grant.state(now)} 상태의 공유는 갱신할 수 없습니다 / a {grant.state(now)} "
-                                         "grant cannot be renewed: request a new one")
+            ko, en = _ENDED[grant.state(now)]
+            raise InvalidGrantTransition(f"{ko} 공유는 갱신할 수 없습니다 / {en} grant cannot be renewed: request a new one")
         previous = grant.expires_at
         end = self.clock.now() + self._lifetime(minutes)
         own = not principal.can(Permission.GRANTS_ISSUE)
