@@ -26,6 +26,39 @@ log = logging.getLogger(__name__)
 NAME = "alarms"
 
 
+class Broadcaster:
+    """Messages out on one plain NATS subject (`JetStream.broadcast`: at most once, not stored), each sent in a task so
+    that the caller (an alarm's publication, a provisioning write) never waits for NATS; counted, and a lost one
+    logged (the first, then every 1000th). Each message names this process (`origin`): its own come back to it."""
+
+    def __init__(self, stream: JetStream, name: str, lost_text: str) -> None:
+        self.stream = stream
+        self.name = name
+        self.lost_text = lost_text
+        self.origin = uuid.uuid4().hex
+        self.sent = self.lost = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def send(self, message: dict[str, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._broadcast(orjson.dumps({"origin": self.origin,
+                                                                                    **message})))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Until the messages being sent are sent (or lost)."""
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _broadcast(self, payload: bytes) -> None:
+        try:
+            await self.stream.broadcast(self.name, payload)
+            self.sent += 1
+        except Unavailable as exc:
+            self.lost += 1
+            if self.lost == 1 or self.lost % 1000 == 0:
+                log.warning("%s (%d so far): %s", self.lost_text, self.lost, exc)
+
+
 class AlarmFanout:
     """A platform component: this process's alarm stream events out to the others; theirs in (API processes)."""
 
@@ -33,9 +66,9 @@ class AlarmFanout:
         self.hub = hub
         self.stream = stream
         self.receive = receive
-        self.origin = uuid.uuid4().hex  # this process: its own events come back and are skipped
-        self.sent = self.received = self.lost = self.refused = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.out = Broadcaster(stream, NAME, "alarm stream event not sent to the other processes")
+        self.origin = self.out.origin  # this process: its own events come back and are skipped
+        self.received = self.refused = 0
         self._stop: Callable[[], Awaitable[None]] | None = None
 
     async def start(self) -> None:
@@ -49,26 +82,14 @@ class AlarmFanout:
         if self._stop is not None:
             await self._stop()
             self._stop = None
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.out.drain()
 
     def health(self) -> dict[str, Any]:
-        return {"ok": True, "receiving": self._stop is not None, "sent": self.sent, "received": self.received,
-                "lost": self.lost, "refused": self.refused}
+        return {"ok": True, "receiving": self._stop is not None, "sent": self.out.sent, "received": self.received,
+                "lost": self.out.lost, "refused": self.refused}
 
     def _send(self, tenant: str, event: str, data: dict[str, Any]) -> None:
-        payload = orjson.dumps({"origin": self.origin, "tenant": tenant, "event": event, "data": data})
-        task = asyncio.get_running_loop().create_task(self._broadcast(payload))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _broadcast(self, payload: bytes) -> None:
-        try:
-            await self.stream.broadcast(NAME, payload)
-            self.sent += 1
-        except Unavailable as exc:
-            self.lost += 1
-            if self.lost == 1 or self.lost % 1000 == 0:
-                log.warning("alarm stream event not sent to the other processes (%d so far): %s", self.lost, exc)
+        self.out.send({"tenant": tenant, "event": event, "data": data})
 
     async def _received(self, payload: bytes) -> None:
         try:

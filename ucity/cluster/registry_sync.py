@@ -15,17 +15,15 @@ unchanged device costs a fingerprint (docs/operations.md §1 gives the cost at 1
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 
 from ucity.cluster.jetstream import JetStream
+from ucity.cluster.live import Broadcaster
 from ucity.core.clock import Clock
-from ucity.core.errors import Unavailable
 from ucity.core.refresh import Refresh
 from ucity.ingest.registry import KINDS, DeviceRegistry, DocKey
 
@@ -42,9 +40,10 @@ class RegistrySync:
         self.registry = registry
         self.stream = stream
         self.refresh_s = refresh_s
-        self.origin = uuid.uuid4().hex  # this process: its own messages come back and are skipped
-        self.sent = self.received = self.lost = self.refused = self.failed = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.out = Broadcaster(stream, NAME, "a provisioning change was not told to the other processes (they re-read "
+                                             "every ingest.registry_refresh_s)")
+        self.origin = self.out.origin  # this process: its own messages come back and are skipped
+        self.received = self.refused = self.failed = 0
         self._stop: Callable[[], Awaitable[None]] | None = None
         self._refresh = Refresh(clock, "ucity-registry-refresh", "the service groups and devices", self._reread_all,
                                 refresh_s)
@@ -62,37 +61,25 @@ class RegistrySync:
         if self._stop is not None:
             await self._stop()
             self._stop = None
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.out.drain()
 
     async def settle(self) -> None:
         """Until the periodic re-read under way (if any) and the messages being sent are done (tests)."""
         await self._refresh.settle()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.out.drain()
 
     def health(self) -> dict[str, Any]:
-        return {"ok": True, "receiving": self._stop is not None, "sent": self.sent, "received": self.received,
-                "lost": self.lost, "refused": self.refused, "failed": self.failed, **self._refresh.health()}
+        return {"ok": True, "receiving": self._stop is not None, "sent": self.out.sent, "received": self.received,
+                "lost": self.out.lost, "refused": self.refused, "failed": self.failed, **self._refresh.health()}
 
     # -- out ---------------------------------------------------------------------------------------------------
     def _send(self, keys: list[DocKey]) -> None:
-        message: dict[str, Any] = {"origin": self.origin}
+        message: dict[str, Any] = {}
         if len(keys) > MAX_KEYS:
             message["all"] = True
         else:
             message["changes"] = [list(key) for key in keys]
-        task = asyncio.get_running_loop().create_task(self._broadcast(orjson.dumps(message)))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _broadcast(self, payload: bytes) -> None:
-        try:
-            await self.stream.broadcast(NAME, payload)
-            self.sent += 1
-        except Unavailable as exc:
-            self.lost += 1
-            if self.lost == 1 or self.lost % 1000 == 0:
-                log.warning("a provisioning change was not told to the other processes (%d so far; they re-read "
-                            "every ingest.registry_refresh_s): %s", self.lost, exc)
+        self.out.send(message)
 
     # -- in ----------------------------------------------------------------------------------------------------
     async def _received(self, payload: bytes) -> None:

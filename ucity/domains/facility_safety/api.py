@@ -28,7 +28,7 @@ from ucity.core.bus import Context
 from ucity.core.clock import from_micros, parse_iso, to_iso, to_micros
 from ucity.core.errors import AlreadyExists, NotFound, UcityError
 from ucity.core.http import ApiRoute, Req, Resp
-from ucity.core.params import actor_header, bad, int_param, json_body
+from ucity.core.params import actor_header, bad, int_param, json_body, time_param
 from ucity.domains.facility_safety import evidence
 from ucity.domains.facility_safety.config import LadderSet, with_domain_bands
 from ucity.domains.facility_safety.grade import UNITS, shown_score
@@ -110,17 +110,6 @@ def _period(req: Req, default_s: int) -> int:
     return seconds
 
 
-def _time(req: Req, name: str) -> datetime | None:
-    """An ISO 8601 date-time parameter (None when absent); "to 값은" whatever the name (not "to은", QA5 F13e)."""
-    text = req.param(name)
-    if text is None:
-        return None
-    try:
-        return parse_iso(text)
-    except ValueError:
-        raise bad(f"{name} 값은 ISO 8601 시각이어야 합니다", f"{name} must be an ISO 8601 date-time") from None
-
-
 def _reversed(start: datetime, end: datetime) -> UcityError:
     return bad(f"from 값이 to 값보다 늦음: {to_iso(start)} > {to_iso(end)}",
                f"from is after to: {to_iso(start)} > {to_iso(end)}")
@@ -128,7 +117,7 @@ def _reversed(start: datetime, end: datetime) -> UcityError:
 
 def _window(req: Req) -> tuple[datetime | None, datetime | None]:
     """`from` and `to`; `from` after `to` is a 400 (QA5 F13b), never an empty answer."""
-    start, end = _time(req, "from"), _time(req, "to")
+    start, end = time_param(req, "from"), time_param(req, "to")
     if start is not None and end is not None and start > end:
         raise _reversed(start, end)
     return start, end
