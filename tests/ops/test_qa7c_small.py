@@ -63,3 +63,20 @@ async def test_renewing_an_ended_grant_is_refused_in_plain_english(make_ops: Mak
         assert expired.status == 409
         assert expired.detail == ("만료된 공유는 갱신할 수 없습니다 / an expired grant cannot be renewed: "
                                   "request a new one")
+
+
+async def test_an_attachment_url_is_an_http_address_of_another_host(make_ops: MakeOps) -> None:
+    """QA7 F7: an attachment's URL goes in other agencies' packages and on the dashboard: a `javascript:` link, or an
+    address that points a receiver at its own machine (loopback, link-local cloud metadata), is refused."""
+    async with make_ops(cameras=False) as ops:
+        event_id = (await ops.call("create_event", "POST", "/api/v1/events", event_body("DISASTER", "flood"))).body["id"]
+        for url in ("javascript:alert(1)", "data:text/html,<b>x</b>", "file:///etc/passwd", "http://169.254.169.254/",
+                    "http://127.0.0.1:8000/x", "http://localhost/x", "https://[::1]/x", "http://0.0.0.0/", "ftp://x.kr/a"):
+            refused = await error(ops, "add_attachment", {"name": "x.jpg", "url": url}, eventId=event_id)
+            assert refused.status == 400, url
+        kept = await ops.call("add_attachment", "POST", "/", {"name": "photo.jpg", "url": "https://files.guro.go.kr/a.jpg"},
+                              eventId=event_id)
+        assert kept.status == 201 and kept.body["url"] == "https://files.guro.go.kr/a.jpg"
+        internal = await ops.call("add_attachment", "POST", "/", {"name": "cctv.jpg", "url": "http://10.1.2.3/still.jpg"},
+                                  eventId=event_id)
+        assert internal.status == 201  # the city's own file server on its network is fine

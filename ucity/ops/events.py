@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import logging
 import math
 import uuid
@@ -39,6 +40,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -170,6 +172,30 @@ class AttachmentIn(BaseModel):
     url: str | None = Field(None, max_length=2000)
     sizeBytes: int | None = Field(None, ge=0)
     description: str | None = Field(None, max_length=2000)
+
+    @field_validator("url")
+    @classmethod
+    def _web_address(cls, value: str | None) -> str | None:
+        """An http(s) address of a host (QA7 F7): an attachment's URL goes in other agencies' packages and on the
+        dashboard, so no `javascript:` / `data:` / `file:` link, and no loopback, link-local (cloud metadata
+        169.254.169.254) or unspecified address that would point a receiver at its own machine."""
+        if value is None:
+            return None
+        parts = urlsplit(value.strip())
+        if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+            raise ValueError("첨부 URL은 http(s) 주소여야 합니다 / an attachment url must be an http(s) address")
+        try:
+            address = ipaddress.ip_address(parts.hostname)
+        except ValueError:
+            host = parts.hostname.lower().rstrip(".")
+            if host == "localhost" or host.endswith(".localhost"):
+                raise ValueError("첨부 URL이 로컬 호스트를 가리킵니다 / an attachment url must not name the local host") \
+                    from None
+            return value.strip()
+        if address.is_loopback or address.is_link_local or address.is_unspecified or address.is_multicast:
+            raise ValueError("첨부 URL이 루프백·링크 로컬 주소를 가리킵니다 / an attachment url must not be a loopback, "
+                             "link-local or unspecified address")
+        return value.strip()
 
 
 class EventIn(BaseModel):
