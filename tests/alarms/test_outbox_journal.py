@@ -4,9 +4,11 @@ Real webhooks to a local HTTP receiver; both store backends; fake time."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -165,6 +167,32 @@ async def test_an_entry_settled_while_resume_reads_the_store_is_not_sent_again(c
     journal.pending = settling_meanwhile  # type: ignore[method-assign]
     assert await city.alarms.dispatcher.resume(lambda tenant, entity: True) == 0
     assert len(receiver.on("/room")) == 1
+
+
+async def test_a_settled_entry_stays_held_until_its_deletion_is_written(city: City, receiver: Receiver) -> None:
+    """The other order of the race above: a delivery settles, and a resume reads before the entry's deletion is
+    written. The notification is held until then, so the resume skips it (a start's sweep notice was sent twice)."""
+    receiver.status["/room"] = 503
+    await hook(city, receiver)
+    await city.publish(matched(level="serious"))
+    (entry,) = await stored(city)
+    journal, store = city.alarms.dispatcher.journal, city.ucity.store
+    settled = SimpleNamespace(id=entry["notification"]["id"], tenant=TENANT)
+    written = asyncio.Event()
+    delete = store.delete_doc
+
+    async def slow_delete(*args: Any) -> None:
+        await written.wait()
+        await delete(*args)
+
+    store.delete_doc = slow_delete  # type: ignore[method-assign]
+    done = asyncio.get_running_loop().create_task(journal.done(settled))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert settled.id in journal.held  # the deletion is not written yet
+    assert await city.alarms.dispatcher.resume(lambda tenant, entity: True) == 0
+    written.set()
+    await done
+    assert settled.id not in journal.held and await stored(city) == []
 
 
 async def test_an_unreadable_or_unknown_entry_is_left_in_the_store(city: City, caplog: pytest.LogCaptureFixture) -> None:

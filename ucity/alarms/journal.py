@@ -108,9 +108,12 @@ class Journal:
         await self._write(self.store.put_doc(KIND, notification.tenant, notification.id, entry), notification)
 
     async def done(self, notification: Notification) -> None:
-        """Delivered or given up on (the dead letter is written first): the entry goes."""
-        self.held.discard(notification.id)
+        """Delivered or given up on (the dead letter is written first): the entry goes, and then the notification is
+        no longer held. In that order: a `Dispatcher.resume` reading the entries meanwhile either finds it held or
+        reads after the deletion, and never sends a delivered notification again (found at a start, when the sweep's
+        notices are delivered while the start-up resume reads)."""
         await self._write(self.store.delete_doc(KIND, notification.tenant, notification.id), notification)
+        self.held.discard(notification.id)
 
     async def _write(self, write: Any, notification: Notification) -> None:
         try:
