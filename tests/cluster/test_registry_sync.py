@@ -5,7 +5,6 @@ message lost, B's periodic re-read (`ingest.registry_refresh_s`, on the fake pla
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.cluster.test_alarm_actions import until
 from tests.ingest.support import Message, run, source_for
 from tests.ingest.test_health import START, H, call, provision
 from tests.natsserver import NatsServer, running_nats
@@ -22,8 +22,6 @@ from ucity.core.config import Settings, load_settings
 from ucity.core.errors import AlreadyExists, UcityError
 from ucity.core.http import Req
 from ucity.ingest.decode import UNKNOWN_DEVICE
-
-WAIT_S = 30.0
 
 
 @pytest.fixture(scope="module")
@@ -35,14 +33,6 @@ def settings(tmp_path: Path, name: str, store_url: str, bus_url: str, refresh_s:
     return load_settings(environment="test", data_dir=str(tmp_path / name), store={"url": store_url, "group_commit_ms": 1.0},
                          ingest={"registry_refresh_s": refresh_s},
                          bus={"url": bus_url, "partitions": 4, "lease_s": 3, "ack_wait_s": 2})
-
-
-async def until(condition: Any, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + WAIT_S
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not within {WAIT_S} s: {what}")
-        await asyncio.sleep(0.01)
 
 
 async def http_measure(app: Ucity, device: str, body: Any) -> int:

@@ -5,8 +5,6 @@ test_postgres_unreachable), restarted with a "fast" shutdown as `pg_ctl -m fast 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from starlette.testclient import TestClient
 
@@ -17,35 +15,15 @@ from ucity.server import create_app
 ENTITIES = "/ngsi-ld/v1/entities"
 
 
-@pytest.fixture(scope="module")
-def restartable() -> Iterator[Cluster]:
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture
-def cluster_up(request: pytest.FixtureRequest, store_backend: str) -> Iterator[Cluster]:
-    if store_backend != "postgresql":
-        pytest.skip("PostgreSQL's own (runs once, on the [postgresql] backend)")
-    cluster: Cluster = request.getfixturevalue("restartable")
-    yield cluster
-    proc = cluster.server.proc
-    if proc is None or proc.poll() is not None:
-        cluster.start()
-
-
 def test_the_first_write_after_a_database_restart_succeeds(
-        cluster_up: Cluster, tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("UCITY_STORE__URL", cluster_up.url)
+        running: Cluster, tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("UCITY_STORE__URL", running.url)
     settings = load_settings(environment="test", data_dir=str(tmp_path), store={"group_commit_ms": 1.0})
     with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
         # the writer keeps its connection from batch to batch: a first write makes it hold one
         assert client.post(ENTITIES, json={"id": "urn:ngsi-ld:Thing:before", "type": "Thing"}).status_code == 201
-        cluster_up.stop()
-        cluster_up.start()
+        running.stop()
+        running.start()
         health = client.get("/health")
         assert health.status_code == 200, health.text
         for n in (1, 2):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
 
 import pytest
 from starlette.testclient import TestClient
@@ -53,27 +52,6 @@ class Cluster:
         if self.server.proc is not None and self.server.proc.poll() is not None:
             self.server.proc = None  # stopped by a failed test: nothing to stop
         self.server.stop()
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    c = Cluster()
-    try:
-        yield c
-    finally:
-        c.close()
-
-
-@pytest.fixture
-def running(request: pytest.FixtureRequest, store_backend: str) -> Iterator[Cluster]:
-    """The cluster, up again at the end of the test whatever happened."""
-    if store_backend != "postgresql":
-        pytest.skip("PostgreSQL's own (runs once, on the [postgresql] backend)")
-    cluster: Cluster = request.getfixturevalue("cluster")
-    yield cluster
-    proc = cluster.server.proc
-    if proc is None or proc.poll() is not None:
-        cluster.start()
 
 
 async def test_reads_are_unavailable_and_health_says_so_until_the_database_is_back(running: Cluster) -> None:

@@ -169,6 +169,14 @@ class FacilitySafetyApi:
             raise NotFound(f"시설물 {facility_id} 없음 / facility {facility_id} is not monitored")
         return facility
 
+    def _sensor(self, req: Req) -> tuple[str, Sensor]:
+        """(tenant, the sensor of the path's `sensorId`); 404 for a sensor the domain does not know."""
+        tenant = self.tenant(req)
+        sensor = self.s.registry.sensor(tenant, req.path_params["sensorId"])
+        if sensor is None:
+            raise NotFound(f"센서 {req.path_params['sensorId']} 없음 / sensor is not known")
+        return tenant, sensor
+
     def _today(self) -> date:
         return self.s.today()
 
@@ -400,10 +408,7 @@ class FacilitySafetyApi:
 
     async def reset_baseline(self, req: Req) -> Resp:
         """`POST /sensors/{id}/reset-baseline` `{reason}`: the sensor's thermal model starts afresh (service)."""
-        tenant = self.tenant(req)
-        sensor = self.s.registry.sensor(tenant, req.path_params["sensorId"])
-        if sensor is None:
-            raise NotFound(f"센서 {req.path_params['sensorId']} 없음 / sensor is not known")
+        tenant, sensor = self._sensor(req)
         body = json_body(req)
         reason = body.get("reason", "") if isinstance(body, dict) else ""
         actor = _writer(req)
@@ -425,17 +430,11 @@ class FacilitySafetyApi:
         return Resp(status=204)
 
     async def get_sensor(self, req: Req) -> Resp:
-        tenant = self.tenant(req)
-        sensor = self.s.registry.sensor(tenant, req.path_params["sensorId"])
-        if sensor is None:
-            raise NotFound(f"센서 {req.path_params['sensorId']} 없음 / sensor is not known")
+        tenant, sensor = self._sensor(req)
         return Resp(body=(await self._sensors_wire(tenant, [sensor]))[0])
 
     async def fit_sensor(self, req: Req) -> Resp:
-        tenant = self.tenant(req)
-        sensor = self.s.registry.sensor(tenant, req.path_params["sensorId"])
-        if sensor is None:
-            raise NotFound(f"센서 {req.path_params['sensorId']} 없음 / sensor is not known")
+        tenant, sensor = self._sensor(req)
 
         actor = _writer(req)
 
