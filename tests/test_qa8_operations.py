@@ -10,6 +10,8 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -197,3 +199,150 @@ def test_the_rules_readme_says_name_is_required_as_the_api_does(client: TestClie
     refused = client.post("/api/v1/rules", json=tilt_body(name=None))
     assert refused.status_code == 400 and "name: Field required" in refused.json()["detail"], refused.text
     assert client.post("/api/v1/rules", json=tilt_body(description=None)).status_code == 201  # `{}` by default
+
+
+# -- F12: liveness and readiness probes for orchestrators ------------------------------------------------
+def _store_down(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dependency down as readiness sees it (the database unreachable: `components.store.ok` false)."""
+    platform = client.app.state.ucity.platform  # type: ignore[attr-defined]
+    healthy = platform.health
+    monkeypatch.setattr(platform, "health", lambda: {**healthy(), "store": {"ok": False, "unreachable": "down"}})
+
+
+def test_liveness_stays_200_while_readiness_and_health_answer_503(client: TestClient,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    assert client.get("/health/live").json() == {"status": "ok", "live": True, "version": client.get(
+        "/health").json()["version"]}
+    assert client.get("/health/ready").status_code == 200 and client.get("/health/ready").json()["ready"] is True
+    _store_down(client, monkeypatch)
+    assert client.get("/health/live").status_code == 200  # a liveness probe must not restart this process
+    for path in ("/health", "/health/ready"):
+        answer = client.get(path)
+        assert answer.status_code == 503 and answer.json()["ready"] is False, path
+        assert answer.json()["components"]["store"]["ok"] is False
+
+
+def test_the_probes_need_no_token_and_show_no_detail_without_one(tmp_path: Path) -> None:
+    settings = load_settings(environment="test", data_dir=str(tmp_path / "data"), store={"group_commit_ms": 1.0},
+                             server={"require_auth": True}, ops={"admin_token": ADMIN})
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
+        assert client.get("/ngsi-ld/v1/types").status_code == 401  # the guard is on
+        for path in ("/health/live", "/health/ready"):
+            answer = client.get(path)
+            assert answer.status_code == 200 and "components" not in answer.json(), path
+        detail = client.get("/health/ready", headers={"Authorization": f"Bearer {ADMIN}"}).json()
+        assert "store" in detail["components"]
+        paths = client.get("/openapi.json").json()["paths"]
+        assert "/health/live" in paths and "/health/ready" in paths
+
+
+# -- F12: files ucity creates are the service account's alone -----------------------------------------------
+@pytest.mark.usefixtures("_no_store_from_the_environment")
+def test_migrate_creates_the_data_dir_0700_and_the_database_0600(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    previous = os.umask(0o022)  # the usual umask: 0755 directories, 0644 files
+    try:
+        assert main(["migrate", "--data-dir", str(data)]) == 0
+        assert os.umask(0o022) == 0o022  # main() leaves the caller's umask as it was
+    finally:
+        os.umask(previous)
+    assert (data.stat().st_mode & 0o777) == 0o700
+    created = list(data.iterdir())
+    assert created and all((p.stat().st_mode & 0o777) == 0o600 for p in created), \
+        {p.name: oct(p.stat().st_mode & 0o777) for p in created}
+
+
+@pytest.mark.usefixtures("_no_store_from_the_environment")
+def test_serve_logs_json_lines_with_access_lines_and_keeps_its_files_private(tmp_path: Path) -> None:
+    """`ucity serve` with `log.format = "json"` and `log.access = true`: stderr is JSON lines only (the banner
+    included), uvicorn's own and access lines among them, UTC times, the device apikey masked; the SQLite files
+    (-wal, -shm, .lock) are 0600 in a 0700 directory although started under umask 022."""
+    import urllib.error
+    import urllib.request
+
+    port, data = _closed_port(), tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UCITY_")}
+    env.update({"PYTHONPATH": str(REPO), "UCITY_LOG__FORMAT": "json", "UCITY_LOG__ACCESS": "true", "TZ": "Asia/Seoul",
+                "UCITY_ENVIRONMENT": "test"})
+    proc = subprocess.Popen([sys.executable, "-c", "import os, sys; os.umask(0o022); from ucity.cli import main; "
+                             "sys.exit(main(sys.argv[1:]))", "serve", "--port", str(port), "--data-dir", str(data)],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        live = None
+        for _ in range(600):  # the start, up to 60 s on a busy machine
+            try:
+                live = urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=2)
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert proc.poll() is None, proc.communicate()
+                time.sleep(0.1)  # waiting for another process to listen: no platform time involved
+        assert live is not None and live.status == 200
+        with pytest.raises(urllib.error.HTTPError):  # no such device: 404, logged with the apikey masked
+            urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{port}/iot/json?k=Secret-Key-q8w7&i=spot-1", data=b'{"t": 1}',
+                headers={"Content-Type": "application/json"}), timeout=10)
+        modes = {p.name: p.stat().st_mode & 0o777 for p in data.iterdir()}
+        assert (data.stat().st_mode & 0o777) == 0o700
+        assert {"ucity.db", "ucity.db-wal", "ucity.db-shm", "ucity.db.lock"} <= set(modes), modes
+        assert all(mode == 0o600 for mode in modes.values()), modes
+    finally:
+        proc.terminate()
+        _out, err = proc.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"time", "level", "logger", "message"} <= set(r) and r["time"].endswith("Z") for r in records)
+    assert any(r["logger"] == "ucity.cli" and r["message"].startswith("ucity ") for r in records)  # the banner
+    access = [r for r in records if r["logger"] == "uvicorn.access"]
+    assert {"method": "GET", "path": "/health/live", "status": 200}.items() <= access[0]["http"].items()
+    assert any(r["http"]["path"] == "/iot/json?k=***&i=spot-1" and r["http"]["status"] == 404 for r in access)
+    assert "Secret-Key-q8w7" not in err
+
+
+# -- F11: a worker that cannot reach its database says so in one line --------------------------------------
+@pytest.fixture
+def nats_url() -> Iterator[str]:
+    from tests.natsserver import running_nats
+
+    for server in running_nats():
+        yield server.url
+
+
+@pytest.mark.usefixtures("_no_store_from_the_environment")
+def test_a_worker_with_the_database_down_says_one_line_and_exits_3(tmp_path: Path, nats_url: str) -> None:
+    url = f"postgresql://ucity:{PG_PASSWORD}@127.0.0.1:{_closed_port()}/ucity"
+    worked = _cli(["worker"], {"UCITY_STORE__URL": url, "UCITY_BUS__URL": nats_url, "PYTHONPATH": str(REPO)},
+                  tmp_path)
+    output = worked.stdout + worked.stderr
+    assert worked.returncode == 3, output
+    assert "Traceback" not in output and PG_PASSWORD not in output, output
+    failure = [line for line in output.splitlines() if "could not start" in line]
+    assert failure and "ucity worker could not start (store postgresql://ucity:***@127.0.0.1" in failure[0]
+    assert "ConnectionRefusedError" in output
+
+
+async def test_a_worker_logs_its_stop_on_sigterm(caplog: pytest.LogCaptureFixture) -> None:
+    """QA8 F11: a worker stopped by SIGTERM said nothing; now it says that it hands its partitions over, then
+    that it stopped (run_worker's own signal handler: the signal never reaches pytest)."""
+    import asyncio
+    import signal
+
+    from ucity.cluster.worker import run_worker
+
+    started, calls = asyncio.Event(), []
+
+    class App:  # run_worker needs only start and stop
+        async def start(self) -> None:
+            calls.append("start")
+            started.set()
+
+        async def stop(self) -> None:
+            calls.append("stop")
+
+    with caplog.at_level(logging.INFO, logger="ucity.cluster.worker"):
+        running_worker = asyncio.create_task(run_worker(App()))  # type: ignore[arg-type]
+        await started.wait()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.wait_for(running_worker, 10)
+    assert calls == ["start", "stop"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "ucity.cluster.worker"]
+    assert logged == ["worker started", "worker stopping (SIGTERM): handing its partitions over", "worker stopped"]

@@ -56,7 +56,7 @@ DATA = Rule("data", P.DATA_READ, P.DATA_WRITE)
 CONFIG = Rule("config", P.CONFIG_READ, P.CONFIG_ADMIN)
 
 # Open to anyone: liveness, the dashboard's page and static files, the API documentation (no data in them).
-EXEMPT_PATHS = frozenset({"/health", "/", "/favicon.ico", "/openapi.json"})
+EXEMPT_PATHS = frozenset({"/health", "/health/live", "/health/ready", "/", "/favicon.ico", "/openapi.json"})
 # Device measures carry the device's API key, as FIWARE's IoT Agent does.
 EXEMPT_ROUTES = frozenset({("POST", "/iot/json"),
                            ("GET", "/iot/about"), ("HEAD", "/iot/about")})  # the agent's version, open as FIWARE's

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from ucity import __version__
-from ucity.core import logsafe
+from ucity.core import logsafe, logsetup
 from ucity.core.config import Settings, load_settings, missing_secret_warnings
 from ucity.store import display_url
 
@@ -56,21 +58,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ucity.server import create_app
 
     settings = _settings(args)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logsafe.install()
-    console.print(f"[bold]ucity {__version__}[/] store {display_url(settings.store_url)}")
-    console.print(f"NGSI-LD API  http://{settings.server.host}:{settings.server.port}/ngsi-ld/v1/")
-    console.print(f"API docs     http://{settings.server.host}:{settings.server.port}/docs")
-    console.print("API access   " + ("bearer tokens (server.require_auth)" if settings.auth_required else
-                                     "open: only the operations API checks tokens (server.require_auth off)"))
+    logsetup.configure(settings.log_level, settings.log.format)  # UTC times, text or JSON, secrets masked
+    say = _banner(settings)
+    say(f"[bold]ucity {__version__}[/] store {display_url(settings.store_url)}")
+    say(f"NGSI-LD API  http://{settings.server.host}:{settings.server.port}/ngsi-ld/v1/")
+    say(f"API docs     http://{settings.server.host}:{settings.server.port}/docs")
+    say("API access   " + ("bearer tokens (server.require_auth)" if settings.auth_required else
+                           "open: only the operations API checks tokens (server.require_auth off)"))
     app = create_app(settings, tune_gc=True)
     # A start that fails (the database down, the SQLite file in use) is said in one line by the app
     # (server.start_failure); uvicorn would print its traceback after it (QA8 F11). Exit 3, as uvicorn does.
     logging.getLogger("uvicorn.error").addFilter(_StartTraceback(app))
-    uvicorn.run(app, host=settings.server.host, port=settings.server.port,
-                log_level=settings.log_level.lower(), access_log=False,
+    # log_config=None: uvicorn's records, its access log included (`log.access`), go through the root handler
+    # logsetup configured (its own configuration would write local times, unmasked, in its own format).
+    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_config=None,
+                log_level=settings.log_level.lower(), access_log=settings.log.access,
                 timeout_graceful_shutdown=5)  # open SSE streams must not hold a shutdown
     return 0
+
+
+def _banner(settings: Settings) -> Callable[[str], None]:
+    """How a command says what it runs: on the console, or with `log.format = "json"` as log records (stderr
+    then holds JSON lines only, for the log collector)."""
+    if settings.log.format != "json":
+        return console.print
+    from rich.text import Text
+
+    def say(markup: str) -> None:
+        logging.getLogger("ucity.cli").info("%s", Text.from_markup(markup).plain)
+
+    return say
 
 
 class _StartTraceback(logging.Filter):
@@ -91,7 +108,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import asyncio
 
     from ucity.app import Ucity
-    from ucity.cluster.worker import run_worker
+    from ucity.cluster.worker import StartFailed, run_worker
 
     settings = _settings(args)
     if not settings.bus.url:
@@ -100,13 +117,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if settings.store_url.startswith("sqlite://"):
         console.print("[red]ucity worker needs the store all processes share: store.url = postgresql://...[/]")
         return 2
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logsafe.install()
-    console.print(f"[bold]ucity {__version__}[/] worker, store {display_url(settings.store_url)}, "
-                  f"bus {logsafe.redact(settings.bus.url)}")  # nats://user:password@ stays out of the console
+    logsetup.configure(settings.log_level, settings.log.format)  # UTC times, text or JSON, secrets masked
+    _banner(settings)(f"[bold]ucity {__version__}[/] worker, store {display_url(settings.store_url)}, "
+                      f"bus {logsafe.redact(settings.bus.url)}")  # nats://user:password@ stays out of the console
     for warning in missing_secret_warnings(settings):  # production without a secret: what will fail (QA8 F6)
         logging.getLogger(__name__).warning("%s", warning)
-    asyncio.run(run_worker(Ucity(settings, role="worker")))
+    try:
+        asyncio.run(run_worker(Ucity(settings, role="worker")))
+    except StartFailed as exc:  # the database or NATS down: one line, as `ucity serve` (QA8 F11), exit 3 as it
+        from rich.markup import escape
+
+        console.print(f"[red]시작 실패 / ucity worker could not start (store {escape(display_url(settings.store_url))}, "
+                      f"bus {escape(logsafe.redact(settings.bus.url))}): {escape(logsafe.redact(str(exc)))}[/]",
+                      soft_wrap=True)
+        return 3
     return 0
 
 
@@ -159,8 +183,7 @@ def cmd_retention_sweep(args: argparse.Namespace) -> int:
     # Beside a running server (cron), as documented: a sweep deletes only what no writer caches (history rows by
     # time, closed records, audit lines), so it does not take the SQLite file for itself (store.exclusive).
     settings = settings.model_copy(update={"store": settings.store.model_copy(update={"exclusive": False})})
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logsafe.install()
+    logsetup.configure(settings.log_level, settings.log.format)  # UTC times, text or JSON, secrets masked
     store = escape(display_url(settings.store_url))
 
     async def sweep() -> list[PurgeResult] | None:
@@ -290,9 +313,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Files and directories a command creates are its service account's alone (0600 / 0700): the SQLite store with its
+# -wal, -shm and .lock files, uploaded photos, anything a command writes. They hold personal data (locations,
+# contacts, events); the usual umask 022 made them readable by every account of the host (QA8 F12).
+PRIVATE_UMASK = 0o077
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result: int = args.func(args)
+    previous = os.umask(PRIVATE_UMASK)
+    try:
+        result: int = args.func(args)
+    finally:
+        os.umask(previous)  # main() called in-process (tests, an embedding tool) leaves the caller's umask
     return result
 
 

@@ -658,8 +658,7 @@ def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = F
     from ucity.web.apidocs import serve_docs_offline  # /docs from the package, no CDN (ucity/web/apidocs.py)
     serve_docs_offline(app)
 
-    @app.get("/health", tags=["platform"], summary="Liveness and readiness with detail")
-    async def health(request: Request) -> Response:
+    async def readiness(request: Request) -> Response:
         ucity: Ucity = request.app.state.ucity
         probe = getattr(ucity.store, "probe", None)  # PostgreSQL: can the database be reached now (at most 0.5 s)
         if probe is not None:
@@ -671,6 +670,21 @@ def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = F
         if app.guard is None or health_detail_allowed(ucity, request):
             body["components"] = detail
         return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json")
+
+    @app.get("/health", tags=["platform"], summary="Liveness and readiness with detail (503 while not ready)")
+    async def health(request: Request) -> Response:
+        return await readiness(request)
+
+    # Probes for orchestrators (docs/operations.md §4, QA8 F12): a liveness probe on /health, which answers 503
+    # while a dependency (the database) is down, would restart a process that is fine and waits for it.
+    @app.get("/health/live", tags=["platform"], summary="Liveness: 200 while the process serves requests")
+    async def health_live(request: Request) -> Response:
+        return Response(orjson.dumps({"status": "ok", "live": True, "version": __version__}),
+                        media_type="application/json")  # no dependency asked: they are readiness's business
+
+    @app.get("/health/ready", tags=["platform"], summary="Readiness: /health's checks (503 while not ready)")
+    async def health_ready(request: Request) -> Response:
+        return await readiness(request)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -450,16 +450,41 @@ class Worker:
             log.info("worker %s: %d message(s) delivered again (their worker died or stalled)", self.id, again)
 
 
+class StartFailed(RuntimeError):
+    """The worker did not start (its store or bus unreachable, refused): the reason in one line; `ucity worker`
+    says it and exits 3, as `ucity serve` does (QA8 F11: a traceback before). The traceback is logged at DEBUG."""
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as one line: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 async def run_worker(app: Ucity) -> None:
-    """Run a worker process until SIGTERM or SIGINT, then hand its partitions over."""
+    """Run a worker process until SIGTERM or SIGINT, then hand its partitions over. StartFailed if it cannot
+    start: systemd's `Restart=` (deploy/ucity-worker.service) tries again later."""
     import signal
 
     stop = asyncio.Event()
+    received: list[str] = []
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        stop.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await app.start()
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await app.start()
+    except Exception as exc:
+        log.debug("the worker did not start", exc_info=True)
+        raise StartFailed(one_line(exc)) from exc
+    log.info("worker started")
     try:
         await stop.wait()
+        log.info("worker stopping (%s): handing its partitions over", received[0] if received else "stop")
     finally:
         await app.stop()
+        log.info("worker stopped")

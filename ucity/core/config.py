@@ -36,6 +36,17 @@ class ServerSettings(_Section):
                           "documentation; unset means on in production, off otherwise")
 
 
+class LogSettings(_Section):
+    """The process's log lines (ucity/core/logsetup.py; the level is the top-level `log_level`)."""
+
+    format: Literal["text", "json"] = Field("text", description="text: `<UTC time> LEVEL logger: message` lines; "
+                                            "json: one object per line (time, level, logger, message, exception, "
+                                            "http) for a log collector. Times are UTC ISO 8601 in both")
+    access: bool = Field(False, description="`ucity serve` logs one line per HTTP request (client address, method, "
+                         "path with secret query values masked, status) at INFO on logger uvicorn.access; off by "
+                         "default: a device fleet's measures would make most of the log")
+
+
 class StoreSettings(_Section):
     url: str = Field("", description="sqlite:///path.db or postgresql://user:password@host:port/db; empty means "
                      "<data_dir>/ucity.db")
@@ -423,6 +434,7 @@ class Settings(BaseSettings):
     environment: Literal["development", "production", "test"] = "development"
     data_dir: Path = Path("ucity-data")
     log_level: str = "INFO"
+    log: LogSettings = LogSettings()
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
     ngsild: NgsiLdSettings = NgsiLdSettings()
@@ -506,10 +518,16 @@ NON_SETTING_VARIABLES = frozenset({
     "UCITY_NATS_PASSWORD", "UCITY_NATS_ROUTE_PASSWORD",  # nats-server's configuration (docs/operations.md §2)
 })
 NON_SETTING_PREFIXES = (
-    "UCITY_WEB__",  # the dashboard's own settings (ucity/web/settings.py)
     "UCITY_BENCH_",  # `ucity bench` and bench/
     "UCITY_CONFORMANCE_",  # the conformance runner (docs/conformance.md)
 )
+# Sections read by other parts from `UCITY_<SECTION>__<KEY>`, with their keys: `UCITY_WEB__*` is the dashboard's
+# (ucity/web/settings.py `WebSettings`, which core/ may not import; tests/core/test_environment.py keeps the two
+# lists equal). A key not listed is refused as a misspelled setting is (`UCITY_WEB__TILE_URLL` was ignored).
+OTHER_SECTIONS: dict[str, frozenset[str]] = {
+    "WEB": frozenset({"TILE_URL", "TILE_ATTRIBUTION", "TILE_MAX_ZOOM", "DEFAULT_LANGUAGE", "CARE_CELL_M",
+                      "CARE_MIN_COUNT", "REFRESH_S"}),
+}
 
 
 def setting_variables() -> list[str]:
@@ -520,16 +538,25 @@ def setting_variables() -> list[str]:
         section = info.annotation
         if isinstance(section, type) and issubclass(section, BaseModel):
             names += [f"UCITY_{name.upper()}__{key.upper()}" for key in section.model_fields]
-    return names
+    return names + [f"UCITY_{section}__{key}" for section, keys in OTHER_SECTIONS.items() for key in sorted(keys)]
+
+
+def _refusal(key: str, why_ko: str, why_en: str, known: list[str]) -> str:
+    """One line (Korean / English) refusing the environment variable `key`, naming the closest known name."""
+    import difflib
+
+    close = difflib.get_close_matches(key.upper(), known, n=1, cutoff=0.6)
+    hint_ko = f" {close[0]}을(를) 뜻했나요?" if close else ""
+    hint_en = f"; did you mean {close[0]}?" if close else ""
+    return f"알 수 없는 환경 변수 {key}: {why_ko}.{hint_ko} / unknown environment variable {key}: {why_en}{hint_en}"
 
 
 def unknown_environment(environ: Iterable[str]) -> list[str]:
     """Why each `UCITY_*` variable of `environ` that is no setting (nor a documented non-setting variable) is
     refused, naming the closest setting (QA8 F4: `UCITY_ENVIROMENT=production` was silently ignored, so a
-    production server ran as development). A misspelled key below a section (`UCITY_SERVER__REQUIRE_AUHT`) is the
-    section's own error (`_Section`)."""
-    import difflib
-
+    production server ran as development). A misspelled key below a section of the settings
+    (`UCITY_SERVER__REQUIRE_AUHT`) is the section's own error (`_Section`); one below another part's section
+    (`UCITY_WEB__TILE_URLL`, `OTHER_SECTIONS`) is refused here."""
     sections = {name.upper() for name, info in Settings.model_fields.items()
                 if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)}
     tops = {name.upper() for name in Settings.model_fields}
@@ -539,14 +566,37 @@ def unknown_environment(environ: Iterable[str]) -> list[str]:
         name = key.upper()  # pydantic-settings reads environment names in any case
         if not name.startswith("UCITY_") or name in NON_SETTING_VARIABLES or name.startswith(NON_SETTING_PREFIXES):
             continue
-        head, nested, _ = name[len("UCITY_"):].partition("__")
+        head, nested, rest = name[len("UCITY_"):].partition("__")
+        if nested and head in OTHER_SECTIONS:
+            if rest not in OTHER_SECTIONS[head]:
+                problems.append(_refusal(key, f"{head.lower()} 설정에 없는 키입니다",
+                                         f"no such key in the {head.lower()} settings", known))
+            continue
         if (head in sections) if nested else (head in tops):
             continue
-        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-        hint_ko = f" {close[0]}을(를) 뜻했나요?" if close else ""
-        hint_en = f"; did you mean {close[0]}?" if close else ""
-        problems.append(f"알 수 없는 환경 변수 {key}: 설정이 아닙니다.{hint_ko} / unknown environment variable {key}: "
-                        f"no such setting{hint_en}")
+        problems.append(_refusal(key, "설정이 아닙니다", "no such setting", known))
+    return problems
+
+
+def unknown_domain_environment(environ: Iterable[str], settings: Settings) -> list[str]:
+    """`UCITY_DOMAINS__<NAME>...` variables naming no domain package and no enabled domain: a misspelled domain
+    (`FACILITY_SAFTY`) or key (`ENABLEDD`) would only be warned about at the start, and the domain run on its
+    defaults. A variable of a domain package that exists but is not enabled is left alone (a deployment may keep
+    a disabled domain's settings); the start warns that it has no effect."""
+    enabled = {name.upper() for name in settings.domains.enabled}
+    packages = Path(__file__).resolve().parent.parent / "domains"
+    enabled |= {p.name.upper() for p in packages.iterdir() if (p / "__init__.py").is_file()} \
+        if packages.is_dir() else set()
+    known = ["UCITY_DOMAINS__ENABLED"] + [f"UCITY_DOMAINS__{name}" for name in sorted(enabled)]
+    problems = []
+    for key in sorted(environ):
+        head, nested, rest = key.upper()[len("UCITY_"):].partition("__")
+        domain = rest.partition("__")[0]
+        if key.upper().startswith("UCITY_") and nested and head == "DOMAINS" and domain != "ENABLED" \
+                and domain not in enabled:
+            listed = settings.domains.enabled
+            problems.append(_refusal(key, f"그런 도메인이 없습니다(domains.enabled = {listed})",
+                                     f"no domain {domain.lower()!r} (domains.enabled = {listed})", known))
     return problems
 
 
@@ -573,7 +623,11 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
         if isinstance(node, dict):
             node.pop(parts[-1], None)
     merged = _deep_merge(file_values, overrides)
-    return Settings(**merged)
+    settings = Settings(**merged)
+    problems = unknown_domain_environment(os.environ, settings)
+    if problems:
+        raise ValueError("\n".join(problems))
+    return settings
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
