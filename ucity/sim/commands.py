@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +15,7 @@ import httpx
 from rich.console import Console
 from rich.markup import escape
 
-from ucity.core import logsafe
+from ucity.core import logsafe, logsetup
 from ucity.sim.city import CityConfig, build_city
 from ucity.sim.client import SimulatorError
 from ucity.sim.display import KST, RichDisplay
@@ -118,8 +117,7 @@ def run_config(args: argparse.Namespace, url: str, mqtt: str | None) -> RunConfi
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING)
-    logsafe.install()
+    logsetup.configure("WARNING")  # UTC ISO times and secrets masked, as the server's lines (ucity/core/logsetup.py)
     try:
         cfg = run_config(args, args.url, args.mqtt)
         report = asyncio.run(simulate(city_config(args), cfg, quiet=args.quiet))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import multiprocessing
 import os
 import secrets
@@ -26,7 +25,7 @@ import httpx
 import uvicorn
 from rich.console import Console
 
-from ucity.core import logsafe
+from ucity.core import logsetup
 from ucity.core.config import load_settings
 from ucity.sim.city import CityConfig, build_city
 from ucity.sim.client import SimulatorError
@@ -88,8 +87,7 @@ async def start_server(options: DemoOptions) -> tuple[uvicorn.Server, asyncio.Ta
     from ucity.server import create_app
 
     settings = demo_settings(options)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logsafe.install()
+    logsetup.configure("WARNING", settings.log.format)  # the server's format: UTC ISO times, secrets masked
     config = uvicorn.Config(create_app(settings), host=options.host, port=options.port, log_level="warning",
                             access_log=False, lifespan="on", timeout_graceful_shutdown=5)
     server = uvicorn.Server(config)
