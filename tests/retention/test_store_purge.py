@@ -123,7 +123,8 @@ async def test_a_batch_never_deletes_more_than_its_limit(store: Store) -> None:
 
 
 async def test_temporal_reads_after_a_purge(store: Store) -> None:
-    """Series and temporal entities stay; a series without instances is simply not shown."""
+    """The temporal entity stays while it has history left; an emptied series is not shown (and goes: QA10 F8,
+    tests/retention/test_emptied_series.py)."""
     entity = "urn:ngsi-ld:Tracker:1"
     await store.append_history(T, entity, [TRACKER], [(LOCATION, reading("old", 90)), (BATTERY, reading(5, 90)),
                                                       (BATTERY, reading(6, 1))])

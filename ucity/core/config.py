@@ -104,6 +104,10 @@ class NgsiLdSettings(_Section):
     context_allowed_networks: Networks = Field(
         [], description="networks (CIDR) remote @context URLs may be in even when private ones are refused, "
                         "e.g. the city's own @context server")
+    max_future_s: float = Field(86400.0, gt=0, le=3.2e9, description="an observedAt more than this ahead of the "
+                                "platform clock is refused (400) on every NGSI-LD write that records history: "
+                                "retention deletes by that time, so a far-future one would be kept for ever; "
+                                "ucity's choice [D], as ingest.max_future_s")
 
 
 class SubscriptionSettings(_Section):

@@ -10,12 +10,14 @@ import dataclasses
 import re
 import uuid
 from collections.abc import Mapping
+from datetime import timedelta
 from itertools import repeat
 from operator import contains
 from typing import Any
 from urllib.parse import quote
 
 from ucity.core.bus import Context
+from ucity.core.clock import Clock, SystemClock, to_iso
 from ucity.core.config import NgsiLdSettings
 from ucity.core.errors import BadRequest, InvalidRequest, NonexistentTenant, NotFound, UcityError
 from ucity.core.http import Req, Resp
@@ -70,10 +72,21 @@ _READ_OPTIONS = frozenset({*_FORMATS, "sysAttrs", "temporalValues", "aggregatedV
 class NgsiLdApi:
     """The NGSI-LD entity API over a store and a context resolver."""
 
-    def __init__(self, store: Store, resolver: Any, settings: NgsiLdSettings) -> None:
+    def __init__(self, store: Store, resolver: Any, settings: NgsiLdSettings, clock: Clock | None = None) -> None:
         self.store = store
         self.resolver = resolver
         self.settings = settings
+        # The platform clock (the store's) bounds observedAt: `ngsild.max_future_s` (QA10 F1).
+        self.clock: Clock = clock or getattr(store, "clock", None) or SystemClock()
+        self.max_future = timedelta(seconds=settings.max_future_s)
+
+    def horizon(self) -> str:
+        """The latest observedAt a write may record now (stored form: times sort as text)."""
+        return to_iso(self.clock.now() + self.max_future)
+
+    def check_future(self, attrs: Mapping[str, Any]) -> None:
+        """400 for an attribute instance whose observedAt is after `horizon()` (QA10 F1)."""
+        check_future(attrs, self.horizon(), self.settings.max_future_s)
 
     # -- shared helpers ------------------------------------------------------------------------
     async def compile(self, req: Req, body: Any = None) -> tuple[Any, Any]:
@@ -174,6 +187,7 @@ class NgsiLdApi:
         body = read_body(req)
         _, ctx = await self.compile(req, body)
         doc = normalize_entity(body, ctx)
+        self.check_future(doc["attrs"])
         await self.run_one(req, self.write_tenant(req), doc["id"], ops.create_op(doc))
         return self.no_content(req, 201, {"Location": ENTITIES + quote(doc["id"], safe=":")})
 
@@ -209,6 +223,7 @@ class NgsiLdApi:
             raise BadRequest("a merge body must be a JSON object")
         ops.check_same_id(body.get("id"), entity_id)
         doc = normalize_entity({**body, "id": entity_id}, ctx, require_type=False, allow_null=True)
+        self.check_future(doc["attrs"])
         await self.run_one(req, self.write_tenant(req), entity_id, ops.merge_op(doc))
         return self.no_content(req)
 
@@ -221,6 +236,7 @@ class NgsiLdApi:
             raise BadRequest("the body must be a JSON object")
         ops.check_same_id(body.get("id"), entity_id)
         doc = normalize_entity({**body, "id": entity_id}, ctx, require_type=False)
+        self.check_future(doc["attrs"])
         await self.run_one(req, self.write_tenant(req), entity_id, ops.replace_op(doc))
         return self.no_content(req)
 
@@ -233,6 +249,7 @@ class NgsiLdApi:
             raise BadRequest("the body must be a JSON object of attributes")
         ops.check_same_id(body.get("id"), entity_id)
         doc = normalize_entity({**body, "id": entity_id}, ctx, require_type=False)
+        self.check_future(doc["attrs"])
         overwrite = "noOverwrite" not in options(req)
         fn = ops.of_type(ops.append_op(doc, overwrite), self.type_selector(req, ctx))
         outcome = await self.run_one(req, self.write_tenant(req), entity_id, fn)
@@ -247,6 +264,7 @@ class NgsiLdApi:
             raise BadRequest("the body must be a JSON object of attributes")
         ops.check_same_id(body.get("id"), entity_id)
         doc = normalize_entity({**body, "id": entity_id}, ctx, require_type=False, allow_null=True)
+        self.check_future(doc["attrs"])
         fn = ops.of_type(ops.update_op(doc), self.type_selector(req, ctx))
         outcome = await self.run_one(req, self.write_tenant(req), entity_id, fn)
         return self.update_report(req, outcome)
@@ -281,6 +299,7 @@ class NgsiLdApi:
         instance = normalize_instance(name, patch, ctx, allow_null=True) if _has_value(patch) else _subs_only(name, patch, ctx)
         if "type" not in patch:
             instance.pop("type", None)
+        self.check_future({name: [instance]})
         await self.run_one(req, self.write_tenant(req), entity_id,
                            ops.partial_attr_op(self._attr_target(req, ctx), instance, patch.get("datasetId")))
         return self.no_content(req)
@@ -295,6 +314,7 @@ class NgsiLdApi:
         name = req.path_params["attrId"]
         value = {k: v for k, v in body.items() if k != "@context"}
         instances = normalize_attribute(name, value, ctx)
+        self.check_future({name: instances})
         await self.run_one(req, self.write_tenant(req), entity_id, ops.replace_attr_op(self._attr_target(req, ctx), instances))
         return self.no_content(req)
 
@@ -448,7 +468,8 @@ class NgsiLdApi:
                 docs, flags, failed = normalize_owned_batch(body, ctx, require_type, allow_null)
                 if plain is not None:
                     plain.extend(flags)
-                return docs, [{"entityId": entity_id, "error": exc.to_problem()} for entity_id, exc in failed]
+                return self._drop_future(docs, [{"entityId": entity_id, "error": exc.to_problem()}
+                                                for entity_id, exc in failed], plain)
         docs = []
         errors: list[dict[str, Any]] = []
         link_ctx = None
@@ -470,7 +491,32 @@ class NgsiLdApi:
             docs.append((entity_id if entity_id.__class__ is str else str(entity_id), doc))
             if plain is not None:
                 plain.append(only_plain)
-        return docs, errors
+        return self._drop_future(docs, errors, plain)
+
+    def _drop_future(self, docs: list[tuple[str, Doc]], errors: list[dict[str, Any]], plain: list[bool] | None
+                     ) -> tuple[list[tuple[str, Doc]], list[dict[str, Any]]]:
+        """The batch's entities without those that have an observedAt after `horizon()`: each of those is an
+        error of its own (400 BadRequestData in the 207), as any other invalid entity of a batch (QA10 F1)."""
+        horizon = self.horizon()
+        future: set[int] = set()
+        # `check_future` inline, and only for the entities it refuses: this runs for every instance of a batch
+        for n, (_, doc) in enumerate(docs):
+            for instances in doc["attrs"].values():
+                for instance in instances:
+                    observed = instance.get("observedAt")
+                    if observed is not None and observed > horizon:
+                        future.add(n)
+        for n in sorted(future):
+            entity_id, doc = docs[n]
+            try:
+                check_future(doc["attrs"], horizon, self.settings.max_future_s)
+            except BadRequest as exc:
+                errors.append({"entityId": entity_id, "error": exc.to_problem()})
+        if not future:
+            return docs, errors
+        if plain is not None:  # one flag per document, in the same order
+            plain[:] = [flag for n, flag in enumerate(plain) if n not in future]
+        return [item for n, item in enumerate(docs) if n not in future], errors
 
     async def _execute(self, req: Req, docs: list[tuple[str, Doc]], errors: list[dict[str, Any]],
                        make: Any, flags: list[bool] | None = None) -> tuple[list[str], list[str], list[dict[str, Any]]]:
@@ -674,6 +720,20 @@ def check_batch(req: Req, kind: str, body: Any) -> None:
         raise BadRequest(f"every item of a batch {kind} must be one of its {what} (no null or other values)")
     if kind != "delete":
         request_context(req, body)  # 400 for ld+json with a Link header, or json with an @context
+
+
+def check_future(attrs: Mapping[str, Any], horizon: str, max_future_s: float) -> None:
+    """400 BadRequestData for an attribute instance (of `attrs`, name -> instances in stored form) whose
+    observedAt is after `horizon` (the platform clock plus `ngsild.max_future_s`). History is keyed by
+    observedAt and retention deletes by it: an instance dated 2099 would outlive every retention limit
+    (QA10 F1). Stored times have one format (`to_iso`), so they compare as text."""
+    for name, instances in attrs.items():
+        for instance in instances:
+            observed = instance.get("observedAt") if instance.__class__ is dict else None
+            if observed is not None and observed > horizon:
+                raise BadRequest(f"{name}: 관측 시각(observedAt)이 너무 먼 미래임 / observedAt too far in the future: "
+                                 f"{observed} is after {horizon}, the platform clock plus ngsild.max_future_s "
+                                 f"({max_future_s:g} s)")
 
 
 def _skipped(outcome: Outcome) -> UcityError | None:

@@ -20,6 +20,12 @@ The rules, in short: an instance's age is its observedAt, else the time it was r
 keyed and indexed by); a rule with attributes wins over its type's rule without for those attributes; an
 entity of several types gets every rule of its types, so the shortest keeps. The audit lines of an event not
 closed or cancelled stay, however old: they are its trail and the record of its live footage grants.
+
+What a sweep deletes leaves the store: a series left without instances goes with them, and so does the
+temporal entity of an entity left with neither history nor a current state (the store's `purge_history`, QA10
+F8); after a sweep that deleted anything, the store's `release_deleted` (SQLite: a WAL checkpoint that
+truncates the -wal file, QA10 F7) runs. An observedAt far in the future would escape every rule: NGSI-LD
+writes refuse one beyond `ngsild.max_future_s`, device measures beyond `ingest.max_future_s` (QA10 F1).
 """
 
 from __future__ import annotations
@@ -269,7 +275,20 @@ class RetentionService:
                 await self._record(result)
         if not dry_run:
             self._count(results, now)
+            if any(r.deleted or r.related for r in results):
+                await self._release()
         return results
+
+    async def _release(self) -> None:
+        """Make what the sweep deleted leave the store's files now (SQLite: a WAL checkpoint that truncates the
+        -wal file, QA10 F7), where the store does such a thing; a failure is logged, the next sweep tries again."""
+        release = getattr(self.store, "release_deleted", None)
+        if release is None:
+            return
+        try:
+            await release()
+        except Exception:
+            log.exception("retention: releasing the deleted rows from the store's files failed")
 
     async def _purge(self, result: PurgeResult, scope: HistoryScope | None, now: datetime, dry_run: bool,
                      earlier: tuple[tuple[HistoryScope, int], ...] = ()) -> None:
