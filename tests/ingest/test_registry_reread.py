@@ -118,16 +118,16 @@ async def test_a_full_read_under_way_does_not_undo_a_newer_reread(two: Any) -> N
     await a.add_devices([device("p1")])
     await b.refresh()
     read, release = asyncio.Event(), asyncio.Event()
-    list_docs = b.store.list_docs
+    list_docs_page = b.store.list_docs_page
 
-    async def slow(kind: str) -> Any:
-        docs = await list_docs(kind)
+    async def slow(kind: str, after: Any, limit: int) -> Any:
+        docs = await list_docs_page(kind, after, limit)
         if kind == DEVICE_KIND:
             read.set()
             await release.wait()
         return docs
 
-    b.store.list_docs = slow
+    b.store.list_docs_page = slow
     full = asyncio.create_task(b.refresh())
     await read.wait()  # the full read has p1; then p1 is deleted and b re-reads it
     told.clear()

@@ -8,8 +8,10 @@ documents again from the store (`Store.get_doc`) and indexes or unindexes them. 
 message that is not ucity's makes nothing but a re-read), and it is sent after the commit, so the re-read finds it.
 
 Plain NATS is at most once: a process cut from NATS for a moment misses changes. Every `ingest.registry_refresh_s`
-(default 60 s; 0: never) each process therefore re-reads every group and device and applies what differs; an
-unchanged device costs a fingerprint (docs/operations.md §1 gives the cost at 100,000 devices). More than
+(default 60 s; 0: never) each process therefore re-reads every group and device and applies what differs, a page
+at a time with the event loop free in between; an unchanged device costs a fingerprint (docs/operations.md §1 gives
+the cost at 100,000 devices). What this cannot mend, two processes creating one device id at the same instant, the
+store settles: creation is insert-if-absent, and the loser answers 409 (ucity/ingest/registry.py). More than
 `MAX_KEYS` changes at once (a large provisioning batch) are told as one "re-read everything".
 """
 

@@ -9,7 +9,8 @@ Routes (server.py maps them):
   none of their own, instead of the receive time); `GET /iot/about`.
 * `GET /api/v1/devices/health`, `GET /api/v1/ingest/stats`.
 
-A measure is answered 200 only after its commit. Partly invalid measures: 200, the valid fields
+The provisioning routes' errors carry the FIWARE IoT Agent's `name` and `message` beside the ProblemDetails
+members (errors.py). A measure is answered 200 only after its commit. Partly invalid measures: 200, the valid fields
 committed, the rejected ones listed in the body; measures taken whose time is more than
 `ingest.clock_ahead_warn_s` ahead of the platform clock are named in `warnings` (`clock-ahead`).
 Nothing valid at all: 400 with the same list. A write the store cannot take now: 503 (send it again).
@@ -29,6 +30,7 @@ from ucity.core.errors import BadRequest, InvalidRequest, NotFound, UcityError, 
 from ucity.core.http import Req, Resp
 from ucity.core.openapi import ApiDocs, Doc
 from ucity.ingest.decode import INVALID_TIME, TIME_KEYS, DecodeError, Rejection, parse_json, parse_time
+from ucity.ingest.errors import DEVICES, GROUPS, iota_errors
 from ucity.ingest.model import DEFAULT_RESOURCE, DEFAULT_SERVICE_PATH, Device, DeviceProfile, ServiceGroup
 from ucity.ingest.registry import in_path
 from ucity.ingest.schema import (
@@ -84,6 +86,7 @@ class IngestHttp:
         return items[offset:offset + limit]
 
     # -- service groups ----------------------------------------------------------------------------------
+    @iota_errors(GROUPS)
     async def create_groups(self, req: Req) -> Resp:
         """Provision service groups (FIWARE IoT Agent `services`): 201."""
         tenant, path = self.tenant(req), self.service_path(req) or DEFAULT_SERVICE_PATH
@@ -91,6 +94,7 @@ class IngestHttp:
         await self.service.add_groups(groups)
         return Resp(201, None)
 
+    @iota_errors(GROUPS)
     async def list_groups(self, req: Req) -> Resp:
         """The tenant's service groups, optionally one `apikey` / `resource`."""
         groups = self.registry.groups(self.tenant(req), self.service_path(req, listing=True))
@@ -110,6 +114,7 @@ class IngestHttp:
             raise NotFound(f"no service group with apikey {apikey} and resource {req.param('resource') or DEFAULT_RESOURCE}")
         return group
 
+    @iota_errors(GROUPS)
     async def update_group(self, req: Req) -> Resp:
         """Change the service group that `apikey` (and `resource`) select; apikey and resource stay."""
         group = self._group(req)
@@ -121,6 +126,7 @@ class IngestHttp:
         await self.service.replace_group(parse_group(merged, group.tenant, group.service_path))
         return Resp(204, None)
 
+    @iota_errors(GROUPS)
     async def delete_group(self, req: Req) -> Resp:
         """Remove the service group that `apikey` (and `resource`) select; `device=true` with its devices."""
         group = self._group(req)
@@ -128,6 +134,7 @@ class IngestHttp:
         return Resp(204, None)
 
     # -- devices ------------------------------------------------------------------------------------------
+    @iota_errors(DEVICES)
     async def create_devices(self, req: Req) -> Resp:
         """Provision devices (FIWARE IoT Agent `devices`): 201."""
         tenant, path = self.tenant(req), self.service_path(req) or DEFAULT_SERVICE_PATH
@@ -141,6 +148,7 @@ class IngestHttp:
                  else self.registry.default_group(tenant, path))
         return parse_device(item, tenant, path, group)
 
+    @iota_errors(DEVICES)
     async def list_devices(self, req: Req) -> Resp:
         """The tenant's provisioned devices."""
         devices = self.registry.devices(self.tenant(req), self.service_path(req, listing=True))
@@ -155,10 +163,12 @@ class IngestHttp:
             raise NotFound(f"device {device_id} does not exist")
         return device
 
+    @iota_errors(DEVICES)
     async def get_device(self, req: Req) -> Resp:
         """One provisioned device."""
         return Resp(200, device_to_wire(self._device(req)))
 
+    @iota_errors(DEVICES)
     async def update_device(self, req: Req) -> Resp:
         """Change a provisioned device (a new entity type gives it a new default entity id)."""
         device = self._device(req)
@@ -177,6 +187,7 @@ class IngestHttp:
         await self.service.replace_device(device, new)
         return Resp(204, None)
 
+    @iota_errors(DEVICES)
     async def delete_device(self, req: Req) -> Resp:
         """Remove a provisioned device."""
         await self.service.remove_device(self._device(req))

@@ -12,13 +12,16 @@ apikey in several tenants, is logged at start, each device keeps its own tenant'
 autoprovisioned for such an apikey (which tenant would it be?).
 
 Writes are serialised by one lock: a check-then-store (409 on a duplicate) must not interleave
-with another request doing the same.
+with another request doing the same. Another process on the same store is not held by that lock, so a creation is
+insert-if-absent in the store (`Store.insert_doc`): of two processes creating one device id (or group) at the same
+instant, one stores it, the other answers 409 and applies the stored document.
 
 Several processes on one store (scale-out, ucity/cluster/registry_sync.py): `share` makes the registry tell each
 change it stores (`on_change`: (tenant, kind, key) of each group or device document) so that the other processes
 `reread` those documents, and keep a fingerprint of every device document so that `refresh` (the periodic full
 re-read, the safety net of that at-most-once message) skips the unchanged ones without parsing them or rebuilding
-their profiles. What is learnt so is indexed as the stored data of `load` is: its apikeys count in
+their profiles; it reads a page at a time (`Store.list_docs_page`) and applies a slice at a time, yielding to the
+event loop in between. What is learnt so is indexed as the stored data of `load` is: its apikeys count in
 `apikey_tenants` (this process then refuses another tenant's group or device with one of them, 409), and an
 apikey found in several tenants (two processes provisioning it at once) is logged and never autoprovisioned.
 What another process changed reaches the service through `on_learnt` (device health follows it).
@@ -35,6 +38,7 @@ from typing import Any
 import orjson
 
 from ucity.core.errors import AlreadyExists, BadRequest
+from ucity.ingest.errors import DuplicateDeviceId, DuplicateGroup
 from ucity.ingest.model import Device, DeviceProfile, ServiceGroup, build_profile
 from ucity.ingest.schema import device_from_doc, device_to_wire, group_from_doc, group_to_wire
 from ucity.ingest.stats import masked_apikey
@@ -45,6 +49,9 @@ GROUP_KIND = "iot-service"
 DEVICE_KIND = "iot-device"
 KINDS = (GROUP_KIND, DEVICE_KIND)
 DocKey = tuple[str, str, str]  # (tenant, kind, key) of a stored group or device document
+READ_PAGE = 200  # devices per page of a full read (a keyset page: `Store.list_docs_page`)
+APPLY_SLICE = 100  # changed devices applied between two yields to the event loop
+UNSEEN_SLICE = 2_000  # known devices looked up in what a full read saw between two yields
 
 
 @dataclass
@@ -113,45 +120,50 @@ class DeviceRegistry:
         learnt = Learnt()
         async with self._lock:  # read under the lock: no write of this process comes between read and apply
             docs = await asyncio.gather(*(self.store.get_doc(kind, tenant, key) for tenant, kind, key in keys))
-            self._touch(keys)
-            groups = {(t, k): doc for (t, kind, k), doc in zip(keys, docs, strict=True) if kind == GROUP_KIND}
-            changed: set[str] = set()
-            if groups:
-                current = [g for g in self._groups.values() if (g.tenant, g.key) in groups]
-                target = {(g.tenant, g.key): g for g in current}
-                for (tenant, key), doc in groups.items():
-                    if doc is None:
-                        target.pop((tenant, key), None)
-                    elif (group := self._parse(tenant, GROUP_KIND, key, doc)) is not None:
-                        target[(tenant, key)] = group
-                changed = self._apply_groups(current, list(target.values()))
-            fresh: set[tuple[str, str]] = set()
-            for (tenant, kind, key), doc in zip(keys, docs, strict=True):
-                if kind == DEVICE_KIND:
-                    self._apply_device(tenant, key, doc, learnt, fresh)
-            self._refresh_learnt(changed, fresh, learnt)
+            self._apply_docs(keys, docs, learnt)
         self._log_conflicts(learnt)
         self._learnt(learnt)
         return learnt
 
+    def _apply_docs(self, keys: list[DocKey], docs: list[dict[str, Any] | None], learnt: Learnt) -> None:
+        """Apply these stored documents (None: gone), read under the lock, where they differ from what is known."""
+        self._touch(keys)
+        groups = {(t, k): doc for (t, kind, k), doc in zip(keys, docs, strict=True) if kind == GROUP_KIND}
+        changed: set[str] = set()
+        if groups:
+            current = [g for g in self._groups.values() if (g.tenant, g.key) in groups]
+            target = {(g.tenant, g.key): g for g in current}
+            for (tenant, key), doc in groups.items():
+                if doc is None:
+                    target.pop((tenant, key), None)
+                elif (group := self._parse(tenant, GROUP_KIND, key, doc)) is not None:
+                    target[(tenant, key)] = group
+            changed = self._apply_groups(current, list(target.values()))
+        fresh: dict[tuple[str, str], None] = {}
+        for (tenant, kind, key), doc in zip(keys, docs, strict=True):
+            if kind == DEVICE_KIND:
+                self._apply_device(tenant, key, doc, learnt, fresh)
+        self._refresh_learnt(changed, fresh, learnt)
+
     async def _read_all(self) -> Learnt:
         """Read every group and device outside the lock (a provisioning or an autoprovisioned device does not wait
         for it), then apply under the lock what differs, but for the documents written or re-read meanwhile
-        (newer than this read)."""
+        (newer than this read). The devices are read a page at a time (`READ_PAGE`, a keyset cursor) and applied a
+        slice at a time, yielding to the event loop in between: at 100,000 devices one `list_docs` held the loop
+        for up to a second (mostly the garbage collector walking the 100,000 documents held at once)."""
         learnt = Learnt()
         async with self._reading:
             touched: set[DocKey] = set()
             self._touched.append(touched)
             try:
                 group_docs = await self.store.list_docs(GROUP_KIND)
-                device_docs = await self.store.list_docs(DEVICE_KIND)
-                seen = {(tenant, key) for tenant, key, _ in device_docs}
-                device_docs = await self._differing(device_docs)
+                device_docs, seen = await self._read_devices()
+                gone = await self._unseen(seen)
             except BaseException:
                 self._touched.remove(touched)
                 raise
             async with self._lock:
-                self._touched.remove(touched)
+                self._touched.remove(touched)  # nothing touches while the lock is held, even across the yields
                 current = list(self._groups.values())
                 skip = {(g.tenant, g.key) for g in current if (g.tenant, GROUP_KIND, g.key) in touched}
                 skip |= {(t, k) for t, k, _ in group_docs if (t, GROUP_KIND, k) in touched}
@@ -165,31 +177,53 @@ class DeviceRegistry:
                     else:  # invalid now: what was known stays
                         target.extend(g for g in current if (g.tenant, g.key) == (tenant, key))
                 changed = self._apply_groups(current, target)
-                fresh: set[tuple[str, str]] = set()
-                for tenant, key, doc in device_docs:
-                    if (tenant, DEVICE_KIND, key) not in touched:
-                        self._apply_device(tenant, key, doc, learnt, fresh)
-                for tenant, key in [k for k in self._devices if k not in seen]:
-                    if (tenant, DEVICE_KIND, key) not in touched:
+                fresh: dict[tuple[str, str], None] = {}
+                for start in range(0, len(device_docs), APPLY_SLICE):
+                    if start:
+                        await asyncio.sleep(0)  # under the lock: measures are resolved meanwhile, nothing written
+                    for tenant, key, doc in device_docs[start:start + APPLY_SLICE]:
+                        if (tenant, DEVICE_KIND, key) not in touched:
+                            self._apply_device(tenant, key, doc, learnt, fresh)
+                for tenant, key in gone:  # (a device indexed since `_unseen` was touched: skipped)
+                    if (tenant, key) in self._devices and (tenant, DEVICE_KIND, key) not in touched:
                         self._apply_device(tenant, key, None, learnt, fresh)
                 self._refresh_learnt(changed, fresh, learnt)
         self._learnt(learnt)
         return learnt
 
-    async def _differing(self, docs: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, str, dict[str, Any]]]:
-        """The stored devices whose fingerprint is not the one known (all of them if none is kept), computed before
-        the lock is taken and a slice at a time, so that 100,000 devices do not hold the event loop for long (a
-        device written or re-read meanwhile is skipped by the caller)."""
+    async def _read_devices(self) -> tuple[list[tuple[str, str, dict[str, Any]]], dict[str, set[str]]]:
+        """Every stored device, a page at a time: those whose fingerprint is not the one known (all of them if none
+        is kept), and the keys of all, by tenant. A page's documents are dropped once compared: the unchanged ones
+        are never held all at once (a device written or re-read meanwhile is skipped by the caller)."""
         prints = self._fingerprints
-        if prints is None:
-            return docs
-        out = []
-        for start in range(0, len(docs), 2000):
-            for tenant, key, doc in docs[start:start + 2000]:
-                if prints.get((tenant, key)) != fingerprint(doc) or (tenant, key) not in self._devices:
+        known = self._devices
+        out: list[tuple[str, str, dict[str, Any]]] = []
+        seen: dict[str, set[str]] = {}
+        after: tuple[str, str] | None = None
+        while True:
+            page = await self.store.list_docs_page(DEVICE_KIND, after, READ_PAGE)  # yields to the loop
+            for tenant, key, doc in page:
+                keys = seen.get(tenant)
+                if keys is None:
+                    keys = seen[tenant] = set()
+                keys.add(key)
+                if prints is None or prints.get((tenant, key)) != fingerprint(doc) or (tenant, key) not in known:
                     out.append((tenant, key, doc))
-            await asyncio.sleep(0)
-        return out
+            if len(page) < READ_PAGE:
+                return out, seen
+            after = (page[-1][0], page[-1][1])
+            del page
+
+    async def _unseen(self, seen: dict[str, set[str]]) -> list[tuple[str, str]]:
+        """The devices known here that the full read did not see (gone from the store), found a slice at a time
+        before the lock is taken. A device indexed after this is one written or re-read meanwhile: touched."""
+        known = list(self._devices)
+        gone: list[tuple[str, str]] = []
+        for start in range(0, len(known), UNSEEN_SLICE):
+            if start:
+                await asyncio.sleep(0)
+            gone.extend(k for k in known[start:start + UNSEEN_SLICE] if k[1] not in seen.get(k[0], ()))
+        return gone
 
     def _parse(self, tenant: str, kind: str, key: str, doc: dict[str, Any]) -> Any:
         """The group or device of a stored document; None (logged once) when it no longer validates."""
@@ -226,7 +260,7 @@ class DeviceRegistry:
         return changed
 
     def _apply_device(self, tenant: str, key: str, doc: dict[str, Any] | None, learnt: Learnt,
-                      fresh: set[tuple[str, str]]) -> None:
+                      fresh: dict[tuple[str, str], None]) -> None:
         """Index the stored device (`doc`; None: gone) if it differs from the one known; `fresh` gets its key."""
         old = self._devices.get((tenant, key))
         prints = self._fingerprints
@@ -248,14 +282,20 @@ class DeviceRegistry:
                 learnt.removed.append(old)
         if device is not None:
             self._index_device(device)
-            fresh.add((tenant, device.device_id))
+            fresh[(tenant, device.device_id)] = None
             if prints is not None and mark is not None:
                 prints[(tenant, device.device_id)] = mark
 
-    def _refresh_learnt(self, apikeys: set[str], fresh: set[tuple[str, str]], learnt: Learnt) -> None:
-        """The profiles of the devices re-indexed (`fresh`) and of those whose group changed, once each."""
+    def _refresh_learnt(self, apikeys: set[str], fresh: dict[tuple[str, str], None], learnt: Learnt) -> None:
+        """The profiles of the devices re-indexed (`fresh`, in the order applied) and of those whose group changed,
+        once each."""
         learnt.apikeys |= apikeys
-        if not apikeys and not fresh:
+        if not apikeys:  # no group changed: only the fresh ones, not a walk over every device
+            for key in fresh:
+                device = self._devices.get(key)
+                profile = self._profiles.get((device.apikey, device.device_id)) if device is not None else None
+                if profile is not None:
+                    learnt.profiles.append(profile)
             return
         for key, device in list(self._devices.items()):
             if key not in fresh:
@@ -330,20 +370,63 @@ class DeviceRegistry:
         return candidates[0] if len(candidates) == 1 else None
 
     async def add_groups(self, groups: list[ServiceGroup]) -> None:
-        async with self._lock:
-            seen: set[tuple[str, str]] = set()
-            claimed: dict[str, str] = {}
-            for group in groups:
-                key = (group.resource, group.apikey)
-                if key in self._groups or key in seen:
-                    raise AlreadyExists(f"a service group with resource {group.resource} and apikey {group.apikey} exists")
-                self._check_apikey(group.apikey, group.tenant, claimed)
-                seen.add(key)
-            try:
+        """Store new groups, all or none: 409 (`DuplicateGroup`) if one exists, here or stored meanwhile by another
+        process (then learnt here at once)."""
+        learnt = Learnt()
+        try:
+            async with self._lock:
+                seen: set[tuple[str, str]] = set()
+                claimed: dict[str, str] = {}
                 for group in groups:
-                    await self._store_group(group)
-            finally:
-                self._changed([(g.tenant, GROUP_KIND, g.key) for g in groups])
+                    key = (group.resource, group.apikey)
+                    if key in self._groups or key in seen:
+                        raise DuplicateGroup(group.resource, group.apikey)
+                    self._check_apikey(group.apikey, group.tenant, claimed)
+                    seen.add(key)
+                items = [(GROUP_KIND, g.tenant, g.key, group_to_wire(g)) for g in groups]
+                lost = await self._insert(items, learnt)
+                if lost is not None:
+                    raise DuplicateGroup(groups[lost].resource, groups[lost].apikey)
+                for group in groups:
+                    self._groups[(group.resource, group.apikey)] = group
+                    self._refresh_profiles(group.apikey)
+        finally:
+            self._log_conflicts(learnt)
+            self._learnt(learnt)
+
+    async def _insert(self, items: list[tuple[str, str, str, dict[str, Any]]], learnt: Learnt) -> int | None:
+        """Insert new documents (kind, tenant, key, doc) of one kind, each only if none is stored under its key
+        (under the lock, after the checks against what this process knows): None if all were, else the index of
+        one that another process stored meanwhile (two processes creating one device id at the same instant: one
+        wins, the other is told 409). Then none of them is kept, as when the checks find a duplicate, and what is
+        stored under the keys lost is applied here (`learnt`). A stored document that does not validate (logged
+        at load, unknown here: a GET or DELETE cannot reach it) is replaced, as before this check, so that
+        provisioning it again is the way out."""
+        keys: list[DocKey] = [(tenant, kind, key) for kind, tenant, key, _ in items]
+        told = keys  # on a store failure, every key: a re-read of them is harmless
+        try:
+            # Concurrent inserts share group commits: one transaction for a whole provisioning batch.
+            inserted = list(await asyncio.gather(*(self.store.insert_doc(*item) for item in items)))
+            for k in [k for k, ok in enumerate(inserted) if not ok]:
+                kind, tenant, key, wire = items[k]
+                doc = await self.store.get_doc(kind, tenant, key)
+                if doc is None:  # deleted meanwhile: free again
+                    inserted[k] = await self.store.insert_doc(kind, tenant, key, wire)
+                elif self._parse(tenant, kind, key, doc) is None:
+                    await self.store.put_doc(kind, tenant, key, wire)
+                    inserted[k] = True
+            done = [keys[k] for k, ok in enumerate(inserted) if ok]
+            lost = [keys[k] for k, ok in enumerate(inserted) if not ok]
+            if not lost:
+                told = done
+                return None
+            await self.store.delete_docs(items[0][0], [(tenant, key) for tenant, _, key in done])
+            told = done  # inserted, then deleted: another process may have read them in between
+            stored = await asyncio.gather(*(self.store.get_doc(kind, tenant, key) for tenant, kind, key in lost))
+            self._apply_docs(lost, list(stored), learnt)
+            return inserted.index(False)
+        finally:
+            self._changed(told)
 
     async def replace_group(self, group: ServiceGroup) -> None:
         async with self._lock:
@@ -375,25 +458,33 @@ class DeviceRegistry:
         return self._devices.get((tenant, device_id))
 
     async def add_devices(self, devices: list[Device]) -> None:
+        """Store new devices, all or none: 409 if one exists (`DuplicateDeviceId` for its id in the tenant, here or
+        stored meanwhile by another process, then learnt here at once) or conflicts (apikey, entity)."""
+        learnt = Learnt()
+        try:
+            await self._add_devices(devices, learnt)
+        finally:
+            self._log_conflicts(learnt)
+            self._learnt(learnt)
+
+    async def _add_devices(self, devices: list[Device], learnt: Learnt) -> None:
         async with self._lock:
             seen: set[tuple[str, str]] = set()
             claimed: dict[str, str] = {}
             for device in devices:
                 self._check_new(device, seen, claimed)
             wires = [device_to_wire(d) for d in devices]
-            try:
-                # Concurrent puts share group commits: one transaction for a whole provisioning batch.
-                await asyncio.gather(*(self.store.put_doc(DEVICE_KIND, d.tenant, d.device_id, wire)
-                                       for d, wire in zip(devices, wires, strict=True)))
-            finally:
-                self._changed([(d.tenant, DEVICE_KIND, d.device_id) for d in devices])
+            lost = await self._insert([(DEVICE_KIND, d.tenant, d.device_id, w) for d, w in zip(devices, wires, strict=True)],
+                                      learnt)
+            if lost is not None:
+                raise DuplicateDeviceId(devices[lost].device_id)
             for device, wire in zip(devices, wires, strict=True):
                 self._index_device(device, wire)
 
     def _check_new(self, device: Device, seen: set[tuple[str, str]], claimed: dict[str, str]) -> None:
         key = (device.tenant, device.device_id)
         if key in self._devices or key in seen:
-            raise AlreadyExists(f"device {device.device_id} already exists")
+            raise DuplicateDeviceId(device.device_id)
         self._check_apikey(device.apikey, device.tenant, claimed)
         if (device.apikey, device.device_id) in self._profiles:
             raise AlreadyExists(f"device {device.device_id} already exists with apikey {device.apikey} in another service")

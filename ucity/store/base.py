@@ -544,6 +544,17 @@ class Store(ABC):
     async def list_docs(self, kind: str) -> list[tuple[str, str, Doc]]:
         """(tenant, key, doc) for every stored document of a kind."""
 
+    async def list_docs_page(self, kind: str, after: tuple[str, str] | None, limit: int) -> list[tuple[str, str, Doc]]:
+        """(tenant, key, doc) of at most `limit` documents of a kind, in (tenant, key) order, those after the
+        (tenant, key) `after` (None: from the first): a keyset page. Reading a whole kind page by page (the
+        device registry's periodic re-read) holds neither the database nor the event loop for long, and sees
+        every document that stays stored meanwhile exactly once. The stores read the one page; this default
+        reads the whole kind."""
+        rows = await self.list_docs(kind)
+        if after is not None:
+            rows = [row for row in rows if (row[0], row[1]) > after]
+        return rows[:limit]
+
     async def get_doc(self, kind: str, tenant: str, key: str) -> Doc | None:
         """The document stored under (kind, tenant, key), or None (the stores read the one row; this default reads
         the whole kind)."""

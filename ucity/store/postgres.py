@@ -1292,6 +1292,17 @@ class PostgresStore(Store):
             "SELECT tenant, key, doc FROM docs WHERE kind = $1 ORDER BY tenant, key", kind)]
 
     @_reading
+    async def list_docs_page(self, kind: str, after: tuple[str, str] | None, limit: int) -> list[tuple[str, str, Doc]]:
+        if after is None:
+            rows = await self.pool.fetch(
+                "SELECT tenant, key, doc FROM docs WHERE kind = $1 ORDER BY tenant, key LIMIT $2", kind, limit)
+        else:  # (tenant, key) are COLLATE "C", as the primary key's order: the row comparison walks that index
+            rows = await self.pool.fetch(
+                "SELECT tenant, key, doc FROM docs WHERE kind = $1 AND (tenant, key) > ($2, $3) "
+                "ORDER BY tenant, key LIMIT $4", kind, after[0], after[1], limit)
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    @_reading
     async def get_doc(self, kind: str, tenant: str, key: str) -> Doc | None:
         doc: Doc | None = await self.pool.fetchval(
             "SELECT doc FROM docs WHERE kind = $1 AND tenant = $2 AND key = $3", kind, tenant, key)

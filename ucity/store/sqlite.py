@@ -1048,6 +1048,17 @@ class SqliteStore(Store):
         result: list[tuple[str, str, Doc]] = await self._read(run)
         return result
 
+    async def list_docs_page(self, kind: str, after: tuple[str, str] | None, limit: int) -> list[tuple[str, str, Doc]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[str, str, Doc]]:
+            rows = (conn.execute("SELECT tenant, key, doc FROM docs WHERE kind=? ORDER BY tenant, key LIMIT ?",
+                                 (kind, limit)) if after is None else
+                    conn.execute("SELECT tenant, key, doc FROM docs WHERE kind=? AND (tenant, key) > (?, ?) "
+                                 "ORDER BY tenant, key LIMIT ?", (kind, after[0], after[1], limit)))
+            return [(t, k, orjson.loads(d)) for t, k, d in rows]
+
+        result: list[tuple[str, str, Doc]] = await self._read(run)
+        return result
+
     async def get_doc(self, kind: str, tenant: str, key: str) -> Doc | None:
         def run(conn: sqlite3.Connection) -> Doc | None:
             row = conn.execute("SELECT doc FROM docs WHERE kind=? AND tenant=? AND key=?", (kind, tenant, key)).fetchone()
