@@ -38,6 +38,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["data_dir"] = args.data_dir
     from rich.markup import escape
 
+    from ucity.alarms.contacts import settings_problems
     from ucity.store.retention import settings_rules
 
     # An invalid configuration stops every command alike: what is wrong, exit 1, no traceback. Settings the model
@@ -46,6 +47,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     try:
         settings = load_settings(args.config, **overrides)
         settings_rules(settings.retention)
+        alarm_problems = settings_problems(settings)  # notifiers, recipients, escalations as the API checks them
+        if alarm_problems:
+            raise ValueError("\n".join(["the alarm contact data (alarms.*):", *alarm_problems]))
     except (ValidationError, OSError, ValueError) as exc:
         console.print(f"[red]invalid configuration:[/] {escape(str(exc))}", soft_wrap=True)
         raise SystemExit(1) from None

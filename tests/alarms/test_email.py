@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,8 @@ async def test_alarm_mail_in_korean_and_english(mail: tuple[City, Mailbox]) -> N
     assert "설명: 교량 기울기 심각" in body and "Description: Bridge tilt serious" in body
     assert "발생 시각: 2026-03-02 09:00:00 KST" in body and "Raised at: 2026-03-02 09:00:00 KST" in body
     assert body.index("경보 발생") < body.index("Alarm raised")  # Korean first
+    # RFC 5322 with a zone (QA9 F12): not "-0000" ("no zone information"); the send time, on the wall clock.
+    assert not message["Date"].endswith("-0000") and parsedate_to_datetime(message["Date"]).tzinfo is not None
 
     # 550 for a mailbox: retrying cannot help, so it is a dead letter at once.
     (letter,) = (await city.call("dead_letters")).body["deadLetters"]

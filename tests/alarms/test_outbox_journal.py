@@ -117,8 +117,11 @@ async def test_the_entries_are_written_in_the_alarm_changes_commit(city: City, r
     (delivered,) = receiver.on("/room")
     # The raise and its first escalation step (both rows of the alarm), with the step's notification.
     assert calls[0] == ([alarm.id, alarm.id], [delivered.json["id"]])
+    before = len(calls)
     await city.act(alarm.id, "acknowledge")  # the follow-up to the group already told: in the ack's own save
-    assert calls[-1][0] == [alarm.id] and len(calls[-1][1]) == 1
+    # (then the record of its delivery in the alarm's history, a save of its own without notifications)
+    assert calls[before][0] == [alarm.id] and len(calls[before][1]) == 1
+    assert calls[-1] == ([alarm.id], [])
     assert receiver.on("/room")[-1].json["event"] == "acknowledged"
 
 
@@ -253,3 +256,32 @@ async def test_a_dead_letter_replayed_goes_again_with_its_id(city: City, receive
     assert (await city.call("dead_letters")).body["deadLetters"] == [] and await stored(city) == []
     with pytest.raises(NotFound):
         await city.call("replay_dead_letter", "POST", "/", letterId=letter["id"])
+
+
+async def test_a_dead_letter_taken_while_a_replay_reads_it_is_not_sent_by_the_replay(city: City,
+                                                                                     receiver: Receiver) -> None:
+    """An operator's resend (ucity/ops) claims a dead letter by deleting it; an admin replay that read the letter
+    just before must not send it a second time, nor leave an outbox entry that a restart would send."""
+    receiver.status["/room"] = 400
+    await hook(city, receiver)
+    await city.publish(matched(level="serious"))
+    (letter,) = (await city.call("dead_letters")).body["deadLetters"]
+    receiver.status["/room"] = 200
+    store = city.ucity.store
+    reads = store.list_docs
+
+    async def read_then_taken(kind: str) -> Any:
+        docs = await reads(kind)
+        if kind == "alarm-dead-letter":  # the resend's claim lands right after the replay read the letter
+            await store.delete_doc(kind, TENANT, letter["id"])
+        return docs
+
+    store.list_docs = read_then_taken
+    try:
+        with pytest.raises(NotFound):
+            await city.call("replay_dead_letter", "POST", "/", letterId=letter["id"])
+    finally:
+        store.list_docs = reads
+    await city.settle()
+    assert len(receiver.on("/room")) == 1  # only the first, refused attempt
+    assert await stored(city) == []

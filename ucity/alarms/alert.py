@@ -12,11 +12,19 @@ Attributes:
                 (not in the SDM enumeration: SDM has no device-fault category)
   subCategory   `evidence.subCategory` of the rule event if given, else the rule id
   severity      low / medium / high / critical from the level; faults: informational
-  alertSource   Relationship to the entity the alarm is about
+  alertSource   Relationship to the entity the alarm is about; absent for a personal entity type (below)
   dateIssued, validFrom   when it was raised; validTo   when it was cleared (absent while active)
   description   LanguageProperty (ko, en)
-  location      GeoProperty: the rule event's location, else the entity's
+  location      GeoProperty: the rule event's location, else the entity's; for a personal entity type the
+                centre of its coarse cell, with `locationCellDeg` saying so (below)
   level (safety only), kind, status, rule, outcome (when closed)
+
+Personal entities (QA10 F2): where an alarm about a person (its entity's type in `alarms.personal_entity_types`,
+default `Person` [D]) is, is where that person is, and every `data:read` holder reads Alerts (a sensitive
+`CityEvent`'s `refAlert` leads to it). Such an Alert carries no `alertSource` (the person's id) and as
+`location` the centre of the `alarms.personal_location_cell_deg` cell holding it (0.005°, the cell of the
+operations centre's sensitive events), with `locationCellDeg`. The alarm itself (API, with its permissions)
+keeps the exact place and the entity.
 
 A mere repeat of the condition (count, last seen) updates the alarm, not the entity: the Alert
 changes when the alarm's state does, so its history and NGSI-LD subscriptions stay meaningful.
@@ -33,10 +41,12 @@ write) the whole entity is normalized and the mutation compares it with the stor
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from ucity.alarms.model import FAULT, Alarm
+from ucity.alarms.model import FAULT, Alarm, geometry_bbox
 from ucity.core.bus import Context
 from ucity.ngsild.context import core_context
 from ucity.ngsild.model import expand_name, normalize_entity, stamp_copy
@@ -54,19 +64,48 @@ def _prop(value: Any) -> dict[str, Any]:
     return {"type": "Property", "value": value}
 
 
-def alert_inputs(alarm: Alarm) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class AlertPrivacy:
+    """Which alarms are about a person (`alarms.personal_entity_types`) and how coarse their Alert's place is
+    (`alarms.personal_location_cell_deg`); the defaults are the settings' [D]."""
+
+    personal_types: frozenset[str] = frozenset({"Person"})
+    cell_deg: float = 0.005
+
+    def personal(self, alarm: Alarm) -> bool:
+        return bool(alarm.entity_type) and alarm.entity_type in self.personal_types
+
+    def coarse(self, location: Any) -> dict[str, Any] | None:
+        """The centre of the cell holding the location (of its bounding box's centre for other geometries)."""
+        box = geometry_bbox(location) if isinstance(location, dict) else None
+        if box is None:
+            return None
+        cell = self.cell_deg
+        lon, lat = (round((math.floor(v / cell) + 0.5) * cell, 6) for v in ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+        return {"type": "Point", "coordinates": [lon, lat]}
+
+
+DEFAULT_PRIVACY = AlertPrivacy()
+
+
+def alert_inputs(alarm: Alarm, privacy: AlertPrivacy = DEFAULT_PRIVACY) -> dict[str, Any]:
     """What each Alert attribute shows, as plain values (short name -> value), in the entity's order.
 
     Cheap to make and to compare (strings, the description, the alarm's location): a change
     compares these with the ones last written and builds NGSI-LD attributes only for those that differ,
-    instead of building and comparing the whole entity per change.
+    instead of building and comparing the whole entity per change. An alarm about a person (`privacy`) shows
+    no entity and a coarse place.
     """
     sub_category = alarm.evidence.get("subCategory")
+    personal = privacy.personal(alarm)
     inputs: dict[str, Any] = {
         "category": alarm.category or ("deviceFault" if alarm.kind == FAULT else "security"),
         "subCategory": sub_category if isinstance(sub_category, str) and sub_category else alarm.rule_id,
         "severity": alarm.severity,
-        "alertSource": alarm.entity_id,
+    }
+    if not personal:
+        inputs["alertSource"] = alarm.entity_id
+    inputs |= {
         "dateIssued": alarm.raised_at,
         "validFrom": alarm.raised_at,
         "kind": alarm.kind,
@@ -80,7 +119,11 @@ def alert_inputs(alarm: Alarm) -> dict[str, Any]:
     if alarm.description:
         inputs["description"] = dict(alarm.description)  # a copy: what was written must not change with the alarm
     if alarm.location:
-        inputs["location"] = alarm.location
+        coarse = privacy.coarse(alarm.location) if personal else None
+        if coarse is not None:
+            inputs["location"], inputs["locationCellDeg"] = coarse, privacy.cell_deg
+        elif not personal:
+            inputs["location"] = alarm.location
     if alarm.outcome:
         inputs["outcome"] = alarm.outcome
     return inputs
@@ -112,14 +155,14 @@ def _entity(alert_id: str, inputs: dict[str, Any]) -> dict[str, Any]:
     return entity
 
 
-def alert_entity(alarm: Alarm) -> dict[str, Any]:
+def alert_entity(alarm: Alarm, privacy: AlertPrivacy = DEFAULT_PRIVACY) -> dict[str, Any]:
     """The Alert in NGSI-LD normalized form with short (core-context) names."""
-    return _entity(alarm.alert_id, alert_inputs(alarm))
+    return _entity(alarm.alert_id, alert_inputs(alarm, privacy))
 
 
-def alert_doc(alarm: Alarm) -> Doc:
+def alert_doc(alarm: Alarm, privacy: AlertPrivacy = DEFAULT_PRIVACY) -> Doc:
     """The stored (expanded) form, through the same validation as any NGSI-LD write."""
-    return normalize_entity(alert_entity(alarm), core_context())
+    return normalize_entity(alert_entity(alarm, privacy), core_context())
 
 
 def _same(stored: list[dict[str, Any]], new: list[dict[str, Any]]) -> bool:
@@ -163,11 +206,11 @@ def sync_op(new: Doc, removed: frozenset[str] | None, whole: Callable[[], Doc] |
     return apply
 
 
-def alert_mutation(alarm: Alarm) -> tuple[Mutation, dict[str, Any]] | None:
+def alert_mutation(alarm: Alarm, privacy: AlertPrivacy = DEFAULT_PRIVACY) -> tuple[Mutation, dict[str, Any]] | None:
     """The mutation that brings the alarm's stored Alert up to date, and the inputs it writes; None if
     nothing changed since the last write. Forgets `alarm.alert_written` until the caller records the
     write's success (`_record`), so that a failed or interrupted write is followed by a whole one."""
-    inputs = alert_inputs(alarm)
+    inputs = alert_inputs(alarm, privacy)
     previous, alarm.alert_written = alarm.alert_written, None
     ctx = core_context()
     if previous is None:
@@ -189,8 +232,8 @@ def _record(alarm: Alarm, inputs: dict[str, Any], result: Outcome | Exception) -
         alarm.alert_written = inputs
 
 
-async def write_alerts(store: Store, tenant: str, alarms: list[Alarm],
-                       context: Context) -> list[Outcome | Exception | None]:
+async def write_alerts(store: Store, tenant: str, alarms: list[Alarm], context: Context,
+                       privacy: AlertPrivacy = DEFAULT_PRIVACY) -> list[Outcome | Exception | None]:
     """Create the Alerts or write what changed in them, in one store write (alarms of one tenant, each at
     most once); per alarm, None if nothing changed.
 
@@ -201,7 +244,7 @@ async def write_alerts(store: Store, tenant: str, alarms: list[Alarm],
     planned: list[tuple[int, tuple[Mutation, dict[str, Any]]]] = []
     for i, alarm in enumerate(alarms):
         try:
-            made = alert_mutation(alarm)
+            made = alert_mutation(alarm, privacy)
         except Exception as exc:  # an Alert that cannot be made (invalid data) fails alone, not its neighbours
             results[i] = exc
             continue
@@ -223,7 +266,8 @@ async def write_alerts(store: Store, tenant: str, alarms: list[Alarm],
     return results
 
 
-async def write_alert(store: Store, alarm: Alarm, context: Context) -> Outcome | Exception | None:
+async def write_alert(store: Store, alarm: Alarm, context: Context,
+                      privacy: AlertPrivacy = DEFAULT_PRIVACY) -> Outcome | Exception | None:
     """Create the Alert or write what changed in it (one entity per alarm, ever); None if nothing did."""
-    (result,) = await write_alerts(store, alarm.tenant, [alarm], context)
+    (result,) = await write_alerts(store, alarm.tenant, [alarm], context, privacy)
     return result

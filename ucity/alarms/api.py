@@ -17,6 +17,13 @@
 
 The tenant is the `NGSILD-Tenant` header. The actor of an action is the `X-Ucity-Actor` header
 (required): a stand-in until ucity has users and roles, which will then supply it.
+
+With `server.require_auth` on, what a caller sees depends on its token (ucity/ops/auth.py): alarm comments and
+close notes are free text that may name people (phone numbers) and are shown to `personal:read` only (others get
+them withheld, `withheld: ["text"]`); a webhook's url may hold its receiver's credentials and is shown whole to
+`config:admin` only (others get it masked, notifiers/webhook.py `mask_url`). Every change of the contact data and
+every dead-letter replay is a line of the operations audit log (kind `config`: the actor and the id, never
+contact data, urls or secrets).
 """
 
 from __future__ import annotations
@@ -27,9 +34,17 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ucity.alarms.contacts import Collection, EscalationChain, NotifierConfig, RecipientGroup
+from ucity.alarms.contacts import (
+    SILENT_REFUSAL_EN,
+    SILENT_REFUSAL_KO,
+    Collection,
+    EscalationChain,
+    NotifierConfig,
+    RecipientGroup,
+)
 from ucity.alarms.model import ACTIVE_STATUSES, FALSE_OUTCOMES, OUTCOMES, STATUSES, Alarm
-from ucity.alarms.notifiers import known_provider
+from ucity.alarms.notifiers import known_provider, webhook_guard, webhook_refusal
+from ucity.alarms.notifiers.webhook import mask_url
 from ucity.alarms.service import AlarmService
 from ucity.core.errors import AlreadyExists, NotFound
 from ucity.core.http import Req, Resp
@@ -44,11 +59,19 @@ from ucity.core.params import (
     values_param,
 )
 from ucity.ngsild.request import tenant_of
+from ucity.ops.audit import AuditLog
+from ucity.ops.auth import Permission
 from ucity.rules.events import KINDS, LEVELS
 from ucity.store.base import AlarmQuery, AlarmStats
 
 MAX_LIMIT = 1000
 Handler = Callable[[Req], Awaitable[Resp]]
+AUDIT_KIND = "config"  # the lines of configuration changes in the operations audit log (ucity/ops/audit.py)
+# The audit action's noun of each collection: `notifier-created`, `recipient-group-deleted`, `escalation-changed`.
+AUDIT_NOUN = {"notifiers": "notifier", "recipients": "recipient-group", "escalations": "escalation"}
+BUILTIN_RULES = frozenset({"device-offline"})  # rule ids the platform raises without a rule (service.py)
+WITHHELD = {"ko": "개인정보가 있을 수 있어 personal:read 권한에만 보입니다",
+            "en": "free text may hold personal data: shown to personal:read only"}
 
 
 def _derived(req: Req) -> bool | None:
@@ -104,6 +127,44 @@ class AlarmApi:
     def __init__(self, service: AlarmService, default_tenant: str) -> None:
         self.service = service
         self.default_tenant = default_tenant
+        settings = service.platform.settings
+        self.settings = settings
+        self.audit = AuditLog(service.store, service.clock)  # the operations audit log (kind `config`)
+        self._rules_read = False
+        self.guard = webhook_guard(settings)  # SSRF guard of webhook urls: on in production (notifiers/__init__.py)
+        service.dispatcher.guard = self.guard  # and of each POST: a name that resolves to a private address later
+        # What the contact data's warnings judge by (logged at start, /health alarms.contacts.configWarnings).
+        service.contacts.development = settings.environment == "development"
+        service.contacts.rule_known = self.rule_known
+
+    def rule_known(self, tenant: str, rule_id: str) -> bool:
+        """Whether alarms of `rule_id` can exist in `tenant`: a rule of the rules engine, or one the platform raises
+        itself (device-offline, derived alarms)."""
+        if rule_id in BUILTIN_RULES or rule_id.startswith("derived:"):
+            return True
+        rules = self.service.platform.services.get("rules")
+        if rules is None:
+            return True
+        if not self._rules_read:  # before the engine has read the stored rules (it starts after the alarms)
+            self._rules_read = bool(rules.health()["ok"])  # nothing is called unknown
+            if not self._rules_read:
+                return True
+        return rules.effective(tenant, rule_id) is not None
+
+    def may(self, req: Req, permission: Permission) -> bool:
+        """Whether the caller has `permission`: its bearer token's (server.require_auth on); everyone without the
+        token guard (every API but the operations one is open then, docs/operations.md §4)."""
+        if not self.settings.auth_required:
+            return True
+        ops = self.service.platform.services.get("ops")
+        principal = ops.auth.identify(req) if ops is not None else None
+        return principal is not None and principal.can(permission)
+
+    async def audit_config(self, req: Req, tenant: str, action: str, **detail: Any) -> None:
+        """One `config` line of the operations audit log: who changed which entry (never contact data, urls or
+        secrets: the callers pass ids only)."""
+        actor = actor_header(req, required=False, default="anonymous")
+        await self.audit.append(self.audit.row(tenant, AUDIT_KIND, action, actor, outcome="ok", **detail))
 
     def tenant(self, req: Req) -> str:
         return tenant_of(req, self.default_tenant)[0]
@@ -135,6 +196,8 @@ class AlarmApi:
         tenant = self.tenant(req)
         alarm = await self.service.load(tenant, req.path_params["alarmId"])
         history = await self.service.store.alarm_history(tenant, alarm.id)
+        if not self.may(req, Permission.PERSONAL_READ):  # QA10 F3: comments and close notes are free text
+            history = [withheld(entry) for entry in history]
         comments = [h for h in history if h["action"] == "commented"]
         return Resp(200, {**alarm.to_wire(), "history": history, "comments": comments})
 
@@ -180,7 +243,10 @@ class AlarmApi:
 
     async def replay_dead_letter(self, req: Req) -> Resp:
         """Queue a dead letter again (its receiver is back): 202, the same notification and id."""
-        return Resp(202, await self.service.dispatcher.replay(self.tenant(req), req.path_params["letterId"]))
+        tenant, letter_id = self.tenant(req), req.path_params["letterId"]
+        replayed = await self.service.dispatcher.replay(tenant, letter_id)
+        await self.audit_config(req, tenant, "dead-letter-replayed", id=letter_id)
+        return Resp(202, replayed)
 
     # -- contact data ------------------------------------------------------------------------------
     def collection_handlers(self, name: str) -> dict[str, Handler]:
@@ -189,31 +255,52 @@ class AlarmApi:
         collection: Collection[Any] = getattr(contacts, name)
         path_key = "itemId"
 
-        def present(tenant: str, item: BaseModel, source: str) -> dict[str, Any]:
+        noun = AUDIT_NOUN[name]
+
+        def present(req: Req, tenant: str, item: BaseModel, source: str) -> dict[str, Any]:
             body = {**item.model_dump(mode="json"), "source": source}
             if isinstance(item, NotifierConfig):
                 # Header values may hold a receiver's credentials: shown masked, like every secret.
                 body["headers"] = {name: "***" for name in item.headers}
                 body.update(self.service.dispatcher.describe(tenant, item.id))
+                if item.url and not self.may(req, Permission.CONFIG_ADMIN):  # F10: a token in its query or path
+                    body["url"] = mask_url(item.url)
+                    body["urlMasked"] = True
             return body
 
         def validated(tenant: str, body: Any, item_id: str | None) -> Any:
             item = collection.parse(body, item_id)
-            if isinstance(item, NotifierConfig) and not known_provider(item.type, item.provider):
-                raise bad("등록되지 않은 제공자", f"no {item.type} provider {item.provider!r} is registered")
+            if isinstance(item, NotifierConfig):
+                if not known_provider(item.type, item.provider):
+                    raise bad("등록되지 않은 제공자", f"no {item.type} provider {item.provider!r} is registered")
+                if item.type in ("sms", "push") and item.provider == "" and self.settings.environment == "production":
+                    raise bad(SILENT_REFUSAL_KO, SILENT_REFUSAL_EN)  # F3: it would tell nobody, silently
+                why = webhook_refusal(self.guard, item.url) if item.url else None
+                if why:
+                    raise bad("웹훅 주소가 내부망(사설·루프백·링크 로컬) 주소입니다", why)
             contacts.check_references(tenant, item)
+            if isinstance(item, EscalationChain):
+                contacts.check_chain(tenant, item)
             return item
+
+        def warned(tenant: str, item: BaseModel, body: dict[str, Any]) -> dict[str, Any]:
+            """F8: a chain for a rule that does not exist (yet) is kept, with a warning (rules may come later)."""
+            if isinstance(item, EscalationChain):
+                warning = contacts.unknown_rule_warning(item, lambda rule: self.rule_known(tenant, rule))
+                if warning is not None:
+                    body["warnings"] = [warning]
+            return body
 
         async def list_items(req: Req) -> Resp:
             tenant = self.tenant(req)
-            return Resp(200, [present(tenant, item, source) for item, source in collection.all(tenant)])
+            return Resp(200, [present(req, tenant, item, source) for item, source in collection.all(tenant)])
 
         async def get_item(req: Req) -> Resp:
             tenant, item_id = self.tenant(req), req.path_params[path_key]
             item = collection.get(tenant, item_id)
             if item is None:
                 raise NotFound(f"{item_id}: 없음 / not found")
-            return Resp(200, present(tenant, item, collection.source(tenant, item_id)))
+            return Resp(200, present(req, tenant, item, collection.source(tenant, item_id)))
 
         async def create(req: Req) -> Resp:
             tenant = self.tenant(req)
@@ -221,19 +308,34 @@ class AlarmApi:
             if collection.get(tenant, item.id) is not None:
                 raise AlreadyExists(f"{item.id}: 이미 있음 / already exists")
             await collection.put(tenant, item)
-            return Resp(201, present(tenant, item, "api"), {"Location": f"/api/v1/{name}/{item.id}"})
+            await self.audit_config(req, tenant, f"{noun}-created", id=item.id)
+            return Resp(201, warned(tenant, item, present(req, tenant, item, "api")),
+                        {"Location": f"/api/v1/{name}/{item.id}"})
 
         async def put(req: Req) -> Resp:
             tenant = self.tenant(req)
             item = validated(tenant, json_object(req), req.path_params[path_key])
             created = await collection.put(tenant, item)
-            return Resp(201 if created else 200, present(tenant, item, "api"))
+            await self.audit_config(req, tenant, f"{noun}-{'created' if created else 'changed'}", id=item.id)
+            return Resp(201 if created else 200, warned(tenant, item, present(req, tenant, item, "api")))
 
         async def delete(req: Req) -> Resp:
-            await collection.delete(self.tenant(req), req.path_params[path_key])
+            tenant, item_id = self.tenant(req), req.path_params[path_key]
+            if collection.get(tenant, item_id) is not None and collection.source(tenant, item_id) == "api":
+                contacts.check_unused(tenant, name, item_id)  # F5: 409 naming who still points at it
+            await collection.delete(tenant, item_id)
+            await self.audit_config(req, tenant, f"{noun}-deleted", id=item_id)
             return Resp(204)
 
         return {"list": list_items, "create": create, "get": get_item, "put": put, "delete": delete}
+
+
+def withheld(entry: dict[str, Any]) -> dict[str, Any]:
+    """A history entry without its free text (a comment's `text`, a close's `note`), saying so."""
+    hidden = [key for key in ("text", "note") if key in entry]
+    if not hidden:
+        return entry
+    return {**{k: v for k, v in entry.items() if k not in hidden}, "withheld": hidden, "withheldReason": WITHHELD}
 
 
 # -- /docs (ucity/openapi.py): what the route table in server.py does not say ------------------------------------

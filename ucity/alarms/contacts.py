@@ -19,6 +19,8 @@ builds a changed notifier again).
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import re
 from collections.abc import Callable
 from typing import Any, Generic, Literal, TypeVar
@@ -31,6 +33,7 @@ from ucity.core.refresh import Refresh
 from ucity.rules.events import LEVELS
 from ucity.store.base import Store
 
+log = logging.getLogger(__name__)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 ANY = "*"
 FAULT_LEVEL = "fault"  # the "level" an escalation chain uses for fault alarms
@@ -40,6 +43,38 @@ class ReadOnly(UcityError):
     status = 409
     type_uri = "urn:ucity:errors:ReadOnly"
     title = "Defined in configuration"
+
+
+class InUse(UcityError):
+    """A delete (or replace) that would leave another entry pointing at nothing (409, `usedBy` names them)."""
+
+    status = 409
+    type_uri = "urn:ucity:errors:InUse"
+    title = "Referenced by other entries"
+
+
+class Duplicate(UcityError):
+    """Two escalation chains for the same rule and level (409): which one applies would be an accident of ids."""
+
+    status = 409
+    type_uri = "urn:ucity:errors:DuplicateChain"
+    title = "Escalation chain already defined"
+
+
+# An e-mail address as a mail server takes it: one `@`, no space, control character or address-list syntax
+# (`<>,;:"()[]\`), a domain of dot-separated labels with a top level (`not-an-email` fails only at send otherwise).
+_EMAIL = re.compile(r"^[^\s@<>,;:\"()\[\]\\]{1,64}@(?=.{1,253}$)(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}$")
+SILENT_PROVIDERS = ("", "recording")  # sms/push providers that record and send nothing (notifiers/recording.py)
+
+
+def valid_email(address: str) -> bool:
+    """Whether `address` looks like an e-mail address a mail server would take (F11: checked when entered)."""
+    return bool(_EMAIL.match(address)) and not any(ord(c) < 0x20 or c == "\x7f" for c in address)
+
+
+def sends_nothing(item: NotifierConfig) -> bool:
+    """An sms/push notifier on the built-in recording provider: it records and sends nothing."""
+    return item.type in ("sms", "push") and item.provider in SILENT_PROVIDERS
 
 
 def _check_id(value: str) -> str:
@@ -165,6 +200,10 @@ class Collection(Generic[M]):
         for key in changed:
             self.on_change(*key)
 
+    def tenants(self) -> set[str]:
+        """The tenants that have entries of their own."""
+        return {tenant for tenant, _ in self._items}
+
     def own_count(self) -> int:
         """How many entries the tenants have (the configured ones not counted)."""
         return len(self._items)
@@ -227,6 +266,11 @@ class Contacts:
         self.escalations = Collection("alarm-escalations", EscalationChain, store, escalations)
         self.refresh_s = 10.0
         self._refresh: Refresh | None = None  # (made by `start`, which knows the platform clock)
+        # What `config_warnings` judges by (set by the platform, ucity/alarms/api.py `AlarmApi`): outside
+        # development a notifier that sends nothing is a warning; `rule_known(tenant, rule id)` tells a chain's rule.
+        self.development = True
+        self.rule_known: Callable[[str, str], bool] | None = None
+        self._said: set[str] = set()  # the warnings logged already (each once, while it holds)
 
     async def load(self) -> None:
         """(Re-)read the three collections from the store."""
@@ -235,6 +279,7 @@ class Contacts:
         await self.escalations.load()
         if self._refresh is not None:
             self._refresh.loaded()
+            self._say_warnings()
 
     # -- the periodic re-read (on the platform clock, so tests move it) -----------------------------------
     async def start(self, clock: Clock, refresh_s: float) -> None:
@@ -258,7 +303,21 @@ class Contacts:
     def health(self) -> dict[str, Any]:
         counts = {"notifiers": self.notifiers.own_count(), "recipients": self.recipients.own_count(),
                   "escalations": self.escalations.own_count()}
-        return {**counts, **(self._refresh.health() if self._refresh is not None else {})}
+        warnings = self.warnings()
+        return {**counts, **(self._refresh.health() if self._refresh is not None else {}),
+                **({"configWarnings": warnings} if warnings else {})}
+
+    def warnings(self) -> list[str]:
+        return self.config_warnings(self.development, self.rule_known)
+
+    def _say_warnings(self) -> None:
+        """Log each warning once when it appears (at start; a chain's unknown rule once the rules engine has read
+        its rules, at the first re-read after the start); /health lists them while they hold."""
+        warnings = self.warnings()
+        for warning in warnings:
+            if warning not in self._said:
+                log.warning("%s", warning)
+        self._said = set(warnings)
 
     async def _reread(self) -> None:
         await self.load()
@@ -274,12 +333,164 @@ class Contacts:
         return fits[0] if fits else None
 
     def check_references(self, tenant: str, item: BaseModel) -> None:
-        """A group's notifiers and a chain's groups must exist (400 otherwise)."""
+        """A group's notifiers and a chain's groups must exist, and a member's e-mail contact must be an e-mail
+        address (400 otherwise)."""
         missing: list[str] = []
         if isinstance(item, RecipientGroup):
-            names = [*item.notifiers, *(c.notifier for m in item.members for c in m.contacts)]
-            missing = [n for n in names if self.notifiers.get(tenant, n) is None]
+            missing = [n for n in group_notifiers(item) if self.notifiers.get(tenant, n) is None]
+            for problem in bad_addresses(item, lambda n: self.notifiers.get(tenant, n)):
+                raise BadRequest(problem)
         elif isinstance(item, EscalationChain):
             missing = [s.group for s in item.steps if self.recipients.get(tenant, s.group) is None]
         if missing:
             raise BadRequest(f"알 수 없는 참조 / unknown references: {', '.join(sorted(set(missing)))}")
+
+    def check_chain(self, tenant: str, chain: EscalationChain) -> None:
+        """409 when another chain of the tenant (or a configured one) has the same rule and level."""
+        for other, _ in self.escalations.all(tenant):
+            if other.id != chain.id and (other.rule, other.level) == (chain.rule, chain.level):
+                raise Duplicate(f"규칙 {chain.rule}, 단계 {chain.level}의 에스컬레이션은 이미 {other.id}에 있습니다 / "
+                                f"escalation chain {other.id} already covers rule {chain.rule!r} at level "
+                                f"{chain.level!r}", existing=other.id)
+
+    def users(self, tenant: str, kind: str, item_id: str) -> list[dict[str, str]]:
+        """The entries that point at `item_id` of collection `kind` (`notifiers`: recipient groups; `recipients`:
+        escalation chains), the tenant's and the configured ones."""
+        if kind == "notifiers":
+            return [{"collection": "recipients", "id": g.id} for g, _ in self.recipients.all(tenant)
+                    if item_id in group_notifiers(g)]
+        if kind == "recipients":
+            return [{"collection": "escalations", "id": c.id} for c, _ in self.escalations.all(tenant)
+                    if any(step.group == item_id for step in c.steps)]
+        return []
+
+    def check_unused(self, tenant: str, kind: str, item_id: str) -> None:
+        """F5: 409 for deleting an entry others still point at (the next alarm would notify nobody)."""
+        users = self.users(tenant, kind, item_id)
+        if users:
+            names = ", ".join(f"{u['collection']}/{u['id']}" for u in users)
+            raise InUse(f"{item_id}을(를) 쓰는 항목이 있어 삭제할 수 없습니다: {names} / {item_id} is still used by "
+                        f"{names}: change or delete them first", usedBy=users)
+
+    def unknown_rule_warning(self, chain: EscalationChain, rule_known: Callable[[str], bool]) -> str | None:
+        """A warning for a chain that names a rule nobody has (yet): it applies to no alarm until one exists."""
+        if chain.rule == ANY or chain.rule.startswith("derived:") or rule_known(chain.rule):
+            return None
+        return (f"에스컬레이션 {chain.id}: 규칙 {chain.rule}이(가) 없어 아직 어떤 경보에도 적용되지 않습니다 / "
+                f"escalation chain {chain.id}: no rule {chain.rule!r} exists (yet): it applies to no alarm until one "
+                "does")
+
+    def config_warnings(self, development: bool, rule_known: Callable[[str, str], bool] | None = None) -> list[str]:
+        """What a running configuration should not be, as warnings (logged at start, /health `configWarnings`):
+        outside development, sms/push notifiers that send nothing (the recording provider); chains for rules
+        that do not exist (when `rule_known(tenant, rule)` is given)."""
+        warnings: list[str] = []
+        tenants = sorted(self.notifiers.tenants() | self.escalations.tenants())
+        if not development:
+            silent = sorted({(("" if source == "configuration" else t), n.id)
+                             for t in [*tenants, ""] for n, source in self.notifiers.all(t) if sends_nothing(n)})
+            for tenant, notifier_id in silent:
+                where = f" (tenant {tenant})" if tenant else ""
+                warnings.append(f"알림 수단 {notifier_id}{where}은(는) 기록만 하고 실제로 보내지 않습니다(provider "
+                                f"recording) / notifier {notifier_id}{where} sends nothing: the recording provider "
+                                "only records its messages; plug a real provider in (register_provider)")
+        if rule_known is not None:
+            seen: set[tuple[str, str]] = set()
+            for tenant in [*tenants, ""]:
+                for chain, source in self.escalations.all(tenant):
+                    key = ("" if source == "configuration" else tenant, chain.id)
+                    if key in seen:
+                        continue
+                    seen.add(key)
+                    warning = self.unknown_rule_warning(chain, functools.partial(rule_known, tenant))
+                    if warning is not None:
+                        warnings.append(warning + (f" (tenant {tenant})" if key[0] else ""))
+        return warnings
+
+
+def group_notifiers(group: RecipientGroup) -> list[str]:
+    """The notifier ids a recipient group uses: its group endpoints and its members' contacts."""
+    return [*group.notifiers, *(c.notifier for m in group.members for c in m.contacts)]
+
+
+def bad_addresses(group: RecipientGroup, notifier: Callable[[str], NotifierConfig | None]) -> list[str]:
+    """F11: a member's contact on an e-mail notifier whose address is no e-mail address (one line each)."""
+    problems = []
+    for member in group.members:
+        for contact in member.contacts:
+            found = notifier(contact.notifier)
+            if found is not None and found.type == "email" and not valid_email(contact.address):
+                problems.append(f"{member.name}의 {contact.notifier} 주소가 올바른 전자우편 주소가 아닙니다 / the "
+                                f"{contact.notifier} address of member {member.name!r} is not an e-mail address")
+    return problems
+
+
+def _pydantic_lines(where: str, exc: ValidationError) -> list[str]:
+    return [f"{where}: {'.'.join(str(p) for p in e['loc']) or 'value'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()]
+
+
+def configuration_problems(notifiers: list[dict[str, Any]], recipients: list[dict[str, Any]],
+                           escalations: list[dict[str, Any]], production: bool,
+                           endpoint_check: Callable[[str], str | None] | None = None) -> list[str]:
+    """F7: the configured notifiers, recipient groups and escalation chains (`alarms.*` in the TOML file) checked
+    as the API checks them: one line per problem (`ucity config validate` and `ucity serve` say them and exit 1).
+    `endpoint_check(url)`: why a webhook url is refused (the SSRF guard of production), or None."""
+    problems: list[str] = []
+    parsed: dict[str, dict[str, Any]] = {"notifiers": {}, "recipients": {}, "escalations": {}}
+    models: dict[str, type[_Doc]] = {"notifiers": NotifierConfig, "recipients": RecipientGroup,
+                                     "escalations": EscalationChain}
+    for name, raws in (("notifiers", notifiers), ("recipients", recipients), ("escalations", escalations)):
+        for index, raw in enumerate(raws):
+            label = f"alarms.{name}[{index}]" + (f" ({raw['id']})" if isinstance(raw, dict) and "id" in raw else "")
+            try:
+                item = models[name].model_validate(raw)
+            except ValidationError as exc:
+                problems.extend(_pydantic_lines(label, exc))
+                continue
+            if item.id in parsed[name]:
+                problems.append(f"{label}: id {item.id!r} is defined twice")
+                continue
+            parsed[name][item.id] = (label, item)
+    for label, notifier in parsed["notifiers"].values():
+        if production and sends_nothing(notifier) and notifier.provider == "":
+            problems.append(f"{label}: {SILENT_REFUSAL_EN}")
+        if notifier.type == "webhook" and endpoint_check is not None and notifier.url:
+            why = endpoint_check(notifier.url)
+            if why:
+                problems.append(f"{label}: url: {why}")
+    for label, group in parsed["recipients"].values():
+        missing = sorted({n for n in group_notifiers(group) if n not in parsed["notifiers"]})
+        if missing:
+            problems.append(f"{label}: unknown notifiers {', '.join(missing)} (configured groups use configured "
+                            "notifiers)")
+        problems.extend(f"{label}: {p.split(' / ', 1)[-1]}" for p in bad_addresses(
+            group, lambda n: parsed["notifiers"][n][1] if n in parsed["notifiers"] else None))
+    chains: dict[tuple[str, str], str] = {}
+    for label, chain in parsed["escalations"].values():
+        missing = sorted({s.group for s in chain.steps if s.group not in parsed["recipients"]})
+        if missing:
+            problems.append(f"{label}: unknown recipient groups {', '.join(missing)}")
+        other = chains.setdefault((chain.rule, chain.level), chain.id)
+        if other != chain.id:
+            problems.append(f"{label}: chain {other} already covers rule {chain.rule!r} at level {chain.level!r}")
+    return problems
+
+
+SILENT_REFUSAL_KO = ("SMS/푸시 제공자가 지정되지 않아 기록만 하고 보내지 않습니다. 실제 제공자를 지정하거나, 보내지 않을 것이면 "
+                     "provider를 \"recording\"으로 명시하십시오")
+SILENT_REFUSAL_EN = ("an sms/push notifier without a provider sends nothing (the recording provider) outside "
+                     "development: name the city's provider, or set provider \"recording\" explicitly to keep one "
+                     "that sends nothing")
+
+
+def settings_problems(settings: Any) -> list[str]:
+    """`configuration_problems` of a whole configuration (`ucity config validate`, `ucity serve`: ucity/cli.py),
+    webhook urls judged by the guard the platform will use (production: no loopback/private/link-local)."""
+    from ucity.alarms.notifiers import webhook_guard, webhook_refusal
+
+    guard = webhook_guard(settings)
+    alarms = settings.alarms
+    return configuration_problems(alarms.notifiers, alarms.recipients, alarms.escalations,
+                                  settings.environment == "production",
+                                  None if guard is None else functools.partial(webhook_refusal, guard))

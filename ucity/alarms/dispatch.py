@@ -7,7 +7,9 @@ UTC+9, no daylight saving) while the JSON keeps UTC.
 
 The queues are durable (ucity/alarms/journal.py): the alarms service writes an alarm change's notifications
 (`prepare`, `entries`) in the change's own commit, then queues them (`enqueue`); `resume` queues again, at
-start, what the store holds and this process does not.
+start, what the store holds and this process does not. When an alarm notification settles (delivered, taken by a
+recording notifier, or a dead letter), `on_settled` tells the alarms service, which records it in the alarm's
+history (QA9 F6); /health counts the recent dead letters (`recent_dead_letters`).
 """
 
 from __future__ import annotations
@@ -15,20 +17,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
 
 from ucity.alarms.contacts import Contacts, RecipientGroup
 from ucity.alarms.journal import AGENCY, ALARM, KIND, Journal, Pending, notification_fields
-from ucity.alarms.model import FAULT_NAME, STATUS_NAMES, Alarm
+from ucity.alarms.model import FAULT_NAME, OUTCOME_NAMES, STATUS_NAMES, SYSTEM, Alarm, geometry_bbox
 from ucity.alarms.notifiers import Notifier, NotifierDeps, build_notifier
-from ucity.alarms.notifiers.base import Notification, Outbox, Recipient
+from ucity.alarms.notifiers.base import DeliveryResult, Notification, Outbox, Recipient
 from ucity.core.clock import Clock, parse_iso, to_iso
 from ucity.core.config import WEBHOOK_SECRET_PLACEHOLDER, AlarmSettings
 from ucity.core.errors import NotFound
+from ucity.core.netguard import AddressGuard
 from ucity.rules.events import LEVEL_NAMES
 from ucity.store.base import Doc, Store
 
@@ -46,21 +50,122 @@ EVENT_NAMES: dict[str, dict[str, str]] = {
 }
 
 
+# What each event's message says happened, when (Asia/Seoul) and by whom: (label of its time, the alarm field with
+# the time, the alarm field with the actor, label of the actor), per language. None: the raise itself.
+_WHEN: dict[str, tuple[dict[str, str], str, str | None, dict[str, str]]] = {
+    "escalated": ({"ko": "격상 시각", "en": "Escalated at"}, "updated_at", None, {"ko": "처리", "en": "By"}),
+    "step": ({"ko": "통보 시각", "en": "Notified at"}, "updated_at", None, {"ko": "처리", "en": "By"}),
+    "reactivated": ({"ko": "재발생 시각", "en": "Active again at"}, "updated_at", None, {"ko": "처리", "en": "By"}),
+    "acknowledged": ({"ko": "확인 시각", "en": "Acknowledged at"}, "acked_at", "acked_by",
+                     {"ko": "확인자", "en": "Acknowledged by"}),
+    "cleared": ({"ko": "해제 시각", "en": "Cleared at"}, "cleared_at", "cleared_by", {"ko": "해제자", "en": "Cleared by"}),
+    "closed": ({"ko": "종결 시각", "en": "Closed at"}, "closed_at", "closed_by", {"ko": "종결자", "en": "Closed by"}),
+}
+_SYSTEM_NAME = {"ko": "시스템(자동)", "en": "system (automatic)"}
+_DIRECTION = {"above": "≥ {}", "below": "≤ {}", "abs": "|x| ≥ {}"}
+_LABELS = {"ko": {"entity": "대상", "name": "이름", "location": "위치", "rule": "규칙", "level": "단계", "status": "상태",
+                  "raised": "발생 시각", "measured": "측정값", "threshold": "기준", "rate": "변화율",
+                  "last": "마지막 보고", "description": "설명", "outcome": "결과", "alarm": "경보",
+                  "lat": "위도", "lon": "경도", "centre": "중심"},
+           "en": {"entity": "Entity", "name": "Name", "location": "Location", "rule": "Rule", "level": "Level",
+                  "status": "Status", "raised": "Raised at", "measured": "Measured", "threshold": "Threshold",
+                  "rate": "Rate", "last": "Last reported", "description": "Description",
+                  "outcome": "Outcome", "alarm": "Alarm", "lat": "lat", "lon": "lon", "centre": "centre"}}
+
+
+def kst(text: str | None) -> str:
+    """A stored UTC time as Korea time for people (`2026-03-02 09:00:00 KST`); '-' when absent or unreadable."""
+    if not text:
+        return "-"
+    try:
+        return parse_iso(text).astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
+    except (TypeError, ValueError):
+        return str(text)
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _measured(evidence: dict[str, Any], level: str | None, lang: str) -> list[str]:
+    """The lines saying what was measured and against which threshold (from the rule's evidence, when it has it)."""
+    labels, lines = _LABELS[lang], []
+    attribute = evidence.get("attribute")
+    prefix = f"{attribute} = " if isinstance(attribute, str) else ""
+    value = evidence.get("value")
+    at = f" ({kst(evidence['observedAt'])})" if isinstance(evidence.get("observedAt"), str) else ""
+    if isinstance(value, (bool, int, float, str)):
+        lines.append(f"{labels['measured']}: {prefix}{_number(value)}{at}")
+    elif isinstance(evidence.get("values"), dict):  # a composite condition: each term's value
+        values = ", ".join(f"{k} = {_number(v)}" for k, v in evidence["values"].items())
+        lines.append(f"{labels['measured']}: {values}{at}")
+    rate = evidence.get("rate")
+    if isinstance(rate, (int, float)) and not isinstance(rate, bool):
+        per = evidence.get("perSeconds")
+        unit = "" if not per else f" ({_number(per)}초당)" if lang == "ko" else f" (per {_number(per)} s)"
+        lines.append(f"{labels['rate']}: {_number(rate)}{unit}")
+    edges = evidence.get("edges")
+    direction = evidence.get("direction")
+    if isinstance(edges, dict) and level in edges:
+        form = _DIRECTION.get(direction if isinstance(direction, str) else "", "{}")
+        lines.append(f"{labels['threshold']}: {form.format(_number(edges[level]))}")
+    if "lastReported" in evidence:  # an inactivity rule: when the entity last reported
+        lines.append(f"{labels['last']}: {kst(evidence.get('lastReported'))}")
+    return lines
+
+
+def _place(location: Any, lang: str) -> str | None:
+    """A GeoJSON location as text (a point's latitude and longitude; another geometry's centre), None without one."""
+    box = geometry_bbox(location) if isinstance(location, dict) else None
+    if box is None:
+        return None
+    labels = _LABELS[lang]
+    lon, lat = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    centre = "" if box[0] == box[2] and box[1] == box[3] else f" ({labels['centre']})"
+    return f"{labels['lat']} {lat:.6f}, {labels['lon']} {lon:.6f}{centre}"
+
+
+def _actor(actor: Any, lang: str) -> str:
+    return _SYSTEM_NAME[lang] if not actor or actor == SYSTEM else str(actor)
+
+
 def compose(alarm: Alarm, event: str) -> tuple[dict[str, str], dict[str, str]]:
-    """(subject, text), each {"ko": ..., "en": ...}."""
+    """(subject, text), each {"ko": ..., "en": ...}: what happened, to what (name, place), the measured value and
+    the threshold of the level when the rule gave them, and for a change after the raise when (Asia/Seoul) and
+    by whom (QA9 F12)."""
     level = LEVEL_NAMES[alarm.level] if alarm.level else FAULT_NAME
     names = EVENT_NAMES.get(event, EVENT_NAMES["step"])
     subject = {lang: f"[{level[lang]}] {names[lang]}: {alarm.rule_id} @ {alarm.entity_id}" for lang in ("ko", "en")}
-    when = parse_iso(alarm.raised_at).astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
-    labels = {"ko": ("대상", "규칙", "단계", "상태", "발생 시각", "설명", "경보"),
-              "en": ("Entity", "Rule", "Level", "Status", "Raised at", "Description", "Alarm")}
+    found = alarm.evidence.get("ruleName")
+    rule_name: dict[str, Any] = found if isinstance(found, dict) else {}
+    when = _WHEN.get(event)
     text = {}
-    for lang, (entity, rule, lvl, status, raised, description, alarm_label) in labels.items():
-        lines = [f"{names[lang]} — {level[lang]}", f"{entity}: {alarm.entity_id}", f"{rule}: {alarm.rule_id}",
-                 f"{lvl}: {level[lang]}", f"{status}: {STATUS_NAMES[alarm.status][lang]}", f"{raised}: {when}"]
+    for lang, labels in _LABELS.items():
+        lines = [f"{names[lang]} — {level[lang]}", f"{labels['entity']}: {alarm.entity_id}"]
+        if alarm.entity_name:
+            lines.append(f"{labels['name']}: {alarm.entity_name}")
+        place = _place(alarm.location, lang)
+        if place:
+            lines.append(f"{labels['location']}: {place}")
+        shown = rule_name.get(lang) if isinstance(rule_name.get(lang), str) else None
+        lines += [f"{labels['rule']}: {f'{shown} ({alarm.rule_id})' if shown else alarm.rule_id}",
+                  f"{labels['level']}: {level[lang]}"]
+        lines += _measured(alarm.evidence, alarm.level, lang)
+        lines += [f"{labels['status']}: {STATUS_NAMES[alarm.status][lang]}", f"{labels['raised']}: {kst(alarm.raised_at)}"]
+        if when is not None:
+            label, at_field, by_field, by_label = when
+            at = getattr(alarm, at_field)
+            if event == "escalated" and alarm.escalation and alarm.escalation.get("level") == alarm.level:
+                at = alarm.escalation.get("started_at") or at  # when it reached this level
+            lines.append(f"{label[lang]}: {kst(at)}")
+            lines.append(f"{by_label[lang]}: {_actor(getattr(alarm, by_field) if by_field else None, lang)}")
+        if event == "closed" and alarm.outcome in OUTCOME_NAMES:
+            lines.append(f"{labels['outcome']}: {OUTCOME_NAMES[alarm.outcome][lang]}")
         if alarm.description.get(lang):
-            lines.append(f"{description}: {alarm.description[lang]}")
-        lines.append(f"{alarm_label}: {alarm.id}")
+            lines.append(f"{labels['description']}: {alarm.description[lang]}")
+        lines.append(f"{labels['alarm']}: {alarm.id}")
         text[lang] = "\n".join(lines)
     return subject, text
 
@@ -80,12 +185,21 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self.journal = Journal(store, clock)
         self.owns: Callable[[str, str], bool] = lambda tenant, entity_id: True  # set through AlarmService.owns
+        # The SSRF guard webhook notifiers check their receiver's address with before each POST (set by AlarmApi
+        # from `subscriptions.block_private_networks`; None: no check, as outside production).
+        self.guard: AddressGuard | None = None
         # Scale-out, in an API process: (tenant, entity, notification id, send it here instead) -> hand a stored
         # notification to the worker owning its entity (ucity/cluster/producer.py); None: send everything here.
         self.hand_over: Callable[[str, str, str, Callable[[], None]], None] | None = None
         # How the other senders of ucity queue again what they journaled (channel -> resume one entry).
         self.resumers: dict[str, Callable[[Pending], None]] = {ALARM: self._resume_alarm}
         contacts.notifiers.on_change = self._forget
+        # An alarm notification settled, as (notification, notifier id, action, detail): delivered, not-sent (a
+        # recording notifier) or delivery-failed (a dead letter); the alarms service records it in the alarm's history.
+        self.on_settled: Callable[[Notification, str, str, dict[str, Any]], None] | None = None
+        # When the dead letters (of every sender) of the last `alarms.dead_letters_recent_s` failed, oldest first:
+        # the stored ones at start, then this process's (/health).
+        self._dead_times: deque[datetime] = deque()
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -114,13 +228,14 @@ class Dispatcher:
             config = self.contacts.notifiers.get(tenant, notifier_id)
             if config is None or not config.enabled or self._http is None:
                 return None
-            deps = NotifierDeps(self.settings, self.clock, self._http, self._secret)
+            deps = NotifierDeps(self.settings, self.clock, self._http, self._secret, self.guard)
             instance = self._instances[key] = build_notifier(config, deps)
         return instance
 
     def notifier_deps(self) -> NotifierDeps | None:
         """What another sender of ucity (the operations centre's agency links) needs to build notifiers that
-        sign and time out like these and share their connections; None while stopped."""
+        sign and time out like these and share their connections; None while stopped. Without the webhook guard:
+        agency endpoints are the operations centre's configuration (often on the city's private network)."""
         return None if self._http is None else NotifierDeps(self.settings, self.clock, self._http, self._secret)
 
     def _forget(self, tenant: str, notifier_id: str) -> None:
@@ -135,11 +250,25 @@ class Dispatcher:
         if box is None:
             async def dead(notification: Notification, name: str, attempts: int, error: str) -> None:
                 await self.dead_letter(notification, notifier_id, attempts, error)
+                self._tell(notification, notifier_id, "delivery-failed",
+                           {"deadLetter": notification.id, "attempts": attempts, "error": error[:200]})
+
+            def delivered(notification: Notification, notifier: Notifier, result: DeliveryResult) -> None:
+                self._tell(notification, notifier_id, "delivered" if notifier.sends else "not-sent",
+                           {"result": result.detail[:200]} if result.detail else {})
 
             box = self._outboxes[key] = Outbox(f"{tenant}/{notifier_id}", lambda: self.notifier(tenant, notifier_id),
                                                self.clock, self.settings.retry, self.settings.queue_size, dead,
-                                               self.journal)
+                                               self.journal, delivered)
         return box
+
+    def _tell(self, notification: Notification, notifier_id: str, action: str, detail: dict[str, Any]) -> None:
+        if self.on_settled is None:
+            return
+        try:
+            self.on_settled(notification, notifier_id, action, detail)
+        except Exception:  # its record is behind; the delivery went as it went
+            log.exception("notification %s: its %s could not be recorded", notification.id, action)
 
     def describe(self, tenant: str, notifier_id: str) -> dict[str, Any]:
         """What the API shows of a notifier beyond its document: delivery counters, recordings."""
@@ -268,6 +397,27 @@ class Dispatcher:
         if linkage is not None:  # a package's linkage: a replayed package marks it delivered
             doc["linkage"] = linkage
         await self.store.put_doc(DEAD_LETTERS, notification.tenant, notification.id, doc)
+        self._dead_times.append(self.clock.now())
+
+    async def count_dead_letters(self, window_s: float) -> None:
+        """At start: the stored dead letters that failed within the last `window_s` count as recent (/health)."""
+        since = self.clock.now() - timedelta(seconds=window_s)
+        times = []
+        for _, _, doc in await self.store.list_docs(DEAD_LETTERS):
+            try:
+                at = parse_iso(str(doc["failedAt"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if at >= since:
+                times.append(at)
+        self._dead_times = deque(sorted(times))
+
+    def recent_dead_letters(self, window_s: float) -> tuple[int, str | None]:
+        """How many dead letters failed within the last `window_s`, and when the latest did (None: none)."""
+        since = self.clock.now() - timedelta(seconds=window_s)
+        while self._dead_times and self._dead_times[0] < since:
+            self._dead_times.popleft()
+        return len(self._dead_times), to_iso(self._dead_times[-1]) if self._dead_times else None
 
     async def replay(self, tenant: str, letter_id: str) -> Doc:
         """Queue a dead letter again (an operator, once its receiver is back): the same notification, id and
@@ -296,7 +446,13 @@ class Dispatcher:
         _, key, entry = self.journal.entry(channel, endpoint, entity, notification)
         entry["notification"] = stored  # as the letter kept it (a package's own fields too)
         await self.journal.add([(tenant, key, entry)])
-        await self.store.delete_doc(DEAD_LETTERS, tenant, letter_id)
+        if not await self.store.delete_doc(DEAD_LETTERS, tenant, letter_id):
+            # Taken meanwhile: an operator's resend of the same package (ucity/ops, which claims the letter by
+            # deleting it) or retention. That one goes, this one does not: the letter is sent once. The entry just
+            # written has the same key as a resend's; it is removed only if nothing here queued it.
+            if notification.id not in self.journal.held:
+                await self.store.delete_doc(KIND, tenant, key)
+            raise NotFound(f"실패 알림 {letter_id} 없음 / dead letter {letter_id} does not exist")
         self.journal.held.add(notification.id)
         resume(Pending(channel, endpoint, entity, 0, stored, entry))
         log.info("dead letter %s to %s queued again", letter_id, notifier)

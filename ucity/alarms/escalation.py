@@ -3,7 +3,8 @@
 A chain (contacts.py) is chosen per rule and level when an alarm is raised or reaches a new
 level; step `i` fires at `started_at + steps[i].delay_s` while the alarm is active and
 unacknowledged. Acknowledging or clearing stops it; a reactivated alarm resumes where it stopped
-(the next step keeps its spacing from the previous one, counted from the reactivation).
+(the next step keeps its spacing from the previous one, counted from the reactivation); the groups
+already told hear of the reactivation from the alarms service (`_reopen`), not from a step.
 
 The state (`alarm.escalation`: chain id, level, started_at, next_step) is part of the stored
 alarm, so a restart re-arms the timers; steps that fell due while the process was down fire at

@@ -102,6 +102,7 @@ class Alarm:
     last_seen: str
     count: int = 1
     entity_type: str = ""
+    entity_name: str = ""  # the entity's `name` when known (messages); never for personal entity types
     category: str = ""
     description: dict[str, str] = field(default_factory=dict)
     location: dict[str, Any] | None = None
@@ -193,7 +194,7 @@ class Alarm:
 
 _PERSISTED = (
     "id", "tenant", "entity_id", "rule_id", "kind", "level", "status", "raised_at", "updated_at", "last_seen",
-    "count", "entity_type", "category", "description", "location", "evidence", "parent_id", "depth", "children",
+    "count", "entity_type", "entity_name", "category", "description", "location", "evidence", "parent_id", "depth", "children",
     "assignee", "outcome", "acked_at", "acked_by", "cleared_at", "cleared_by", "closed_at", "closed_by",
     "escalation", "notified_groups", "history_seq", "cause", "enriched",
 )

@@ -60,7 +60,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ucity.alarms import model as m
-from ucity.alarms.alert import write_alerts
+from ucity.alarms.alert import AlertPrivacy, write_alerts
 from ucity.alarms.contacts import Contacts, EscalationChain, EscalationStep
 from ucity.alarms.dispatch import Dispatcher
 from ucity.alarms.escalation import Escalator
@@ -128,13 +128,16 @@ class Signal:
     parent_id: str | None = None
     description: dict[str, str] = field(default_factory=dict)
     depth: int = 0
+    entity_name: str = ""  # the entity's name for people's messages, when the source knows it
 
     @classmethod
     def of(cls, event: RuleMatched) -> Signal:
         kind = FAULT if event.kind == FAULT else SAFETY
+        # The entity's name: an event field if the rules engine gives one, else its evidence's `entityName`.
+        name = getattr(event, "entity_name", None) or event.evidence.get("entityName")
         return cls(event.tenant, event.rule_id, event.entity_id, event.level if kind == SAFETY else None, kind,
                    event.context, event.category, tuple(event.entity_types), dict(event.evidence), event.location,
-                   event.parent_id, dict(event.description))
+                   event.parent_id, dict(event.description), entity_name=name if isinstance(name, str) else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,6 +202,13 @@ class AlarmService:
         self.dispatcher = Dispatcher(self.clock, store, s, self.contacts, platform.settings.environment == "development")
         self.escalator = Escalator(self.clock, self.contacts, self._step)
         self.sse = SseHub(s.sse_buffer, s.sse_client_queue, s.sse_heartbeat_s, s.sse_max_stream_s)
+        # Alarms about a person: no entity and a coarse place in their Alert, no name in their messages (QA10 F2).
+        self.privacy = AlertPrivacy(frozenset(s.personal_entity_types), s.personal_location_cell_deg)
+        self.dispatcher.on_settled = self._settled
+        # Delivery records of alarms not judged here in memory (closed, or another process's), one at a time under
+        # `_closed_lock`; outside `_tasks`, which an operator's action on such an alarm waits for under that lock.
+        self._side: set[asyncio.Task[None]] = set()
+        self._distributed = False
         self._open: dict[str, Alarm] = {}  # every alarm not closed, by id
         self._active: dict[m.Key, Alarm] = {}
         self._cleared: dict[m.Key, Alarm] = {}  # the latest cleared (not closed) alarm of a key
@@ -234,6 +244,9 @@ class AlarmService:
         # While `_on_restored` reads closed alarms: the entities a `DeviceStatusChanged` came for meanwhile (that
         # event decided their alarm; the reconciliation leaves them alone).
         self._device_news: set[tuple[str, str]] | None = None
+        # (tenant, entity id) -> whether a domain raises that device's offline fault itself, with its own chain
+        # (facility safety's shm-sensor-offline): `device-offline` is then not raised, one alarm per offline device
+        self.offline_owners: list[Callable[[str, str], bool]] = []
         # Distributed mode (ucity/cluster): the entities whose alarms this process escalates, by (tenant,
         # entity id); their signals come from this process's rules. Every process still reads all alarms.
         # A rule event without a parent means "none" only if the rules engine looks for every relationship
@@ -250,10 +263,12 @@ class AlarmService:
     @owns.setter
     def owns(self, owns: Callable[[str, str], bool]) -> None:
         self.dispatcher.owns = owns
+        self._distributed = True  # other processes change alarms too (scale-out): see `_settled`
 
     async def start(self) -> None:
         await self.contacts.start(self.clock, self.platform.settings.ops.token_refresh_s)  # re-read every period
         await self.dispatcher.start()
+        await self.dispatcher.count_dead_letters(self.settings.dead_letters_recent_s)  # /health: the recent ones
         for _, doc in await self.store.open_alarms():
             self._index(Alarm.from_doc(doc))
         await self.dispatcher.resume(self.owns, {ALARM})  # what a stop or crash left queued (ops: its own)
@@ -293,15 +308,29 @@ class AlarmService:
             self._alert_timer.cancel()
             self._alert_timer = None
         await self.dispatcher.stop()
+        await self.drain()  # the delivery records of what settled while the outboxes stopped
 
     def health(self) -> dict[str, Any]:
-        return {"ok": bool(self._unsubscribe), "open": len(self._open), "active": len(self._active),
-                "escalationTimers": self.escalator.pending, "streamClients": self.sse.clients,
-                "contacts": self.contacts.health(),
-                "alertsWaiting": len(self._alert_queue),  # announced changes whose Alert waits for quiet
-                # queued notifications held here (also stored), and failed writes of their stored entries
-                "notificationsQueued": len(self.dispatcher.journal.held),
-                "outboxStoreFailures": self.dispatcher.journal.failures}
+        """Ready while subscribed. `deadLetters.recent`: notifications given up on within
+        `alarms.dead_letters_recent_s` (stored ones at start, and this process's since): `status` is then
+        `degraded` and a warning says where to look, but the component stays ready (`ok`): a receiver that is down
+        is no reason to take the process out of service (QA9 F6)."""
+        window = self.settings.dead_letters_recent_s
+        recent, last = self.dispatcher.recent_dead_letters(window)
+        out: dict[str, Any] = {
+            "ok": bool(self._unsubscribe), "status": "degraded" if recent else "ok", "open": len(self._open),
+            "active": len(self._active), "escalationTimers": self.escalator.pending, "streamClients": self.sse.clients,
+            "contacts": self.contacts.health(),
+            "alertsWaiting": len(self._alert_queue),  # announced changes whose Alert waits for quiet
+            # queued notifications held here (also stored), and failed writes of their stored entries
+            "notificationsQueued": len(self.dispatcher.journal.held),
+            "outboxStoreFailures": self.dispatcher.journal.failures,
+            "deadLetters": {"recent": recent, "windowS": window, "last": last}}
+        if recent:
+            out["warning"] = (f"최근 {window:g}초 동안 전달 실패 알림 {recent}건: GET /api/v1/notifications/dead-letters / "
+                              f"{recent} notification(s) given up on in the last {window:g} s: "
+                              "GET /api/v1/notifications/dead-letters")
+        return out
 
     def add_drainer(self, drain: Callable[[], Awaitable[None]]) -> None:
         """Work an `AlarmChanged` consumer does after its handler returned, which `drain` also awaits."""
@@ -316,12 +345,15 @@ class AlarmService:
         try:
             while True:
                 await self._persisted()
+                if self._side:  # delivery records of alarms read from the store (`_settled`)
+                    await asyncio.gather(*list(self._side), return_exceptions=True)
+                    continue
                 if self._alert_queue:
                     self._write_alerts_now()
                     continue
                 for drain in self._drainers:
                     await drain()
-                if not self._tasks and not self._alert_queue:
+                if not self._tasks and not self._alert_queue and not self._side:
                     return
         finally:
             self._alert_hurry -= 1
@@ -395,7 +427,9 @@ class AlarmService:
                         ", ".join(raised[:5]))
 
     async def _on_cleared(self, event: RuleCleared) -> None:
-        self.clear_by_rule(event.tenant, event.entity_id, event.rule_id, dict(event.evidence))
+        evidence = dict(event.evidence)  # a rule changed or disabled by someone: they cleared it (rules engine)
+        self.clear_by_rule(event.tenant, event.entity_id, event.rule_id, evidence,
+                           actor=str(evidence.get("changedBy") or SYSTEM))
 
     async def _on_device(self, event: DeviceStatusChanged) -> None:
         if self._device_news is not None:
@@ -407,7 +441,9 @@ class AlarmService:
                                {"device_id": event.device_id, "last_reported": event.last_reported})
 
     def _device_offline(self, tenant: str, device_id: str, entity_id: str, last_reported: str | None,
-                        context: Context, at: datetime | None = None) -> Alarm:
+                        context: Context, at: datetime | None = None) -> Alarm | None:
+        if any(owns(tenant, entity_id) for owns in self.offline_owners):
+            return None  # a domain raises this entity's offline fault itself, with its own chain: one alarm
         last = last_reported or "-"
         return self.raise_signal(Signal(
             tenant, DEVICE_OFFLINE_RULE, entity_id, None, FAULT, context, "deviceFault",
@@ -524,12 +560,13 @@ class AlarmService:
             return alarm
         return self._new(signal, now)
 
-    def clear_by_rule(self, tenant: str, entity_id: str, rule_id: str, evidence: dict[str, Any]) -> Alarm | None:
+    def clear_by_rule(self, tenant: str, entity_id: str, rule_id: str, evidence: dict[str, Any],
+                      actor: str = SYSTEM) -> Alarm | None:
         alarm = self._active.get((tenant, entity_id, rule_id))
         if alarm is None:
             return None
         self._seal(alarm)
-        entry = m.clear(alarm, SYSTEM, to_iso(self.clock.now()), reason="rule", evidence=evidence)
+        entry = m.clear(alarm, actor, to_iso(self.clock.now()), reason="rule", evidence=evidence)
         self.escalator.stop(alarm)
         self._index(alarm)
         self._commit(alarm, _Change([entry], ["cleared"], follow_up="cleared"))
@@ -559,6 +596,8 @@ class AlarmService:
             evidence=signal.evidence, parent_id=signal.parent_id, depth=signal.depth, cause=signal.context.id,
             enriched=self._described(signal),
         )
+        if signal.entity_name and not self.privacy.personal(alarm):
+            alarm.entity_name = signal.entity_name
         entry = alarm.entry(now, "raised", SYSTEM, level=alarm.level, kind=alarm.kind, evidence=signal.evidence)
         self._index(alarm)
         self._commit(alarm, _Change([entry], ["raised"], enrich=True))
@@ -579,7 +618,12 @@ class AlarmService:
             self.escalator.begin(alarm, "escalated")
 
     def _reopen(self, alarm: Alarm, signal: Signal, now: str, follow: bool) -> None:
-        change = _Change([m.reactivate(alarm, now, evidence=signal.evidence)], ["reactivated"])
+        """A match within the dedupe window after the alarm cleared: active again. The groups told before got its
+        clearing last, so they are told it is active again (QA9 F2; the history entry names them), whatever its
+        escalation then does (resumes, or a higher level's chain begins)."""
+        told: dict[str, Any] = {"notified": list(alarm.notified_groups)} if alarm.notified_groups else {}
+        change = _Change([m.reactivate(alarm, now, evidence=signal.evidence, **told)], ["reactivated"],
+                         follow_up="reactivated")
         self._observe(alarm, signal, now, follow)
         up = self._level(alarm, signal, now, change, follow)
         self._index(alarm)
@@ -649,6 +693,47 @@ class AlarmService:
             alarm.notified_groups = [*alarm.notified_groups, step.group]
         reason = (alarm.escalation or {}).get("reason", "raised") if index == 0 else "step"
         self._commit(alarm, _Change([entry], alert=False, notify=[(step.group, index, reason)]))
+
+    # -- delivery records ---------------------------------------------------------------------------
+    def _settled(self, notification: Notification, endpoint: str, action: str, detail: dict[str, Any]) -> None:
+        """A notification of an alarm settled (the dispatcher's `on_settled`): `delivered`, `not-sent` (a recording
+        notifier, which sends nothing) or `delivery-failed` (a dead letter, named): a history entry of its alarm,
+        per notification, with the event, group and notifier and never the recipient's name or address (QA9 F6:
+        `notified` says a step queued them, this says what became of them)."""
+        alarm_id = notification.alarm.get("id") if isinstance(notification.alarm, dict) else None
+        if not isinstance(alarm_id, str):
+            return
+        info = {"event": notification.event, "group": notification.group, "notifier": endpoint,
+                "notification": notification.id, **detail}
+        alarm = self.get_open(notification.tenant, alarm_id)
+        # In scale-out an API process may have changed the alarm since this worker's copy (an operator's action,
+        # whose follow-ups this worker sends before it hears of the change): read it again first (`_settled_stored`),
+        # or this copy's row would be saved over the operator's.
+        if alarm is not None and self.owns(alarm.tenant, alarm.entity_id) and not self._distributed:
+            self._seal(alarm)
+            self._commit(alarm, _Change([alarm.entry(to_iso(self.clock.now()), action, SYSTEM, **info)], alert=False))
+            return
+        task = asyncio.get_running_loop().create_task(self._settled_stored(notification.tenant, alarm_id, action, info))
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
+
+    async def _settled_stored(self, tenant: str, alarm_id: str, action: str, info: dict[str, Any]) -> None:
+        """The delivery record of an alarm read from the store (closed: a `closed` follow-up; or judged by another
+        process), as an operator's comment on a closed alarm is written: one at a time. In scale-out a worker first
+        reads again the alarm it judges (`adopt`), then records on that copy."""
+        try:
+            async with self._closed_lock:
+                if self._distributed:
+                    await self.adopt(tenant, alarm_id)
+                alarm = await self.load(tenant, alarm_id)
+                self._seal(alarm)
+                await self._commit(alarm, _Change([alarm.entry(to_iso(self.clock.now()), action, SYSTEM, **info)],
+                                                  alert=False))
+        except NotFound:
+            log.info("alarm %s is gone (purged?): its notification %s is not recorded", alarm_id, info["notification"])
+        except Exception:
+            log.exception("alarm %s: the delivery of notification %s could not be recorded", alarm_id,
+                          info["notification"])
 
     # -- operator actions --------------------------------------------------------------------------
     async def act(self, tenant: str, alarm_id: str, action: str, actor: str, **args: Any) -> Alarm:
@@ -1014,7 +1099,7 @@ class AlarmService:
         # caused it); a write of many is the alarms service's own.
         context = items[0].context if len(items) == 1 else Context(actor="ucity-alarms")
         try:
-            results = await write_alerts(self.store, tenant, [item.alarm for item in items], context)
+            results = await write_alerts(self.store, tenant, [item.alarm for item in items], context, self.privacy)
         except Exception as exc:
             results = [exc] * len(items)
         for item, result in zip(items, results, strict=True):
@@ -1073,6 +1158,12 @@ class AlarmService:
                 found["entity_type"] = core_context().compact_iri(doc["type"][0])
             found["location"] = _default_value(doc, LOCATION)
             found["parent_id"] = self._parent_of(doc)
+            name = _default_value(doc, core_context().expand_term("name"), "languageMap")
+            if isinstance(name, dict):  # a LanguageProperty: Korean, else English, else any
+                name = name.get("ko") or name.get("en") or next(iter(name.values()), None)
+            personal = (alarm.entity_type or found.get("entity_type")) in self.privacy.personal_types
+            if isinstance(name, str) and name and not personal:  # a person's name stays out of the alarm
+                found["entity_name"] = name[:200]
         alarm.enriched = True
         if not alarm.entity_type and found.get("entity_type"):
             alarm.entity_type = found["entity_type"]
@@ -1080,6 +1171,8 @@ class AlarmService:
             alarm.location = found.get("location")
         if alarm.parent_id is None:
             alarm.parent_id = found.get("parent_id")
+        if not alarm.entity_name and found.get("entity_name"):
+            alarm.entity_name = found["entity_name"]
         return found
 
     def _parent_of(self, doc: Doc) -> str | None:
@@ -1148,6 +1241,8 @@ def _fill(doc: Doc, found: Doc) -> None:
         doc["location"] = found.get("location")
     if doc["parent_id"] is None:
         doc["parent_id"] = found.get("parent_id")
+    if not doc.get("entity_name") and found.get("entity_name"):
+        doc["entity_name"] = found["entity_name"]
 
 
 def _parsed_time(text: str | None) -> datetime | None:
@@ -1160,7 +1255,10 @@ def _parsed_time(text: str | None) -> datetime | None:
         return None
 
 
-def _default_value(doc: Doc, iri: str) -> Any:
+def _default_value(doc: Doc, iri: str, *members: str) -> Any:
+    """The value of the attribute's default instance (or the first of `members` it has instead of `value`)."""
     instances = doc.get("attrs", {}).get(iri) or []
     default = next((i for i in instances if "datasetId" not in i), None)
-    return default.get("value") if default else None
+    if default is None:
+        return None
+    return next((default[k] for k in ("value", *members) if k in default), None)

@@ -258,6 +258,13 @@ class AlarmSettings(_Section):
     sse_max_stream_s: float = Field(300.0, gt=0, description="a stream ends after this long and the client "
                                     "resumes with Last-Event-ID (so no stream holds up a server shutdown for long)")
     recorded_max: int = Field(200, ge=1, description="messages a recording (development) notifier keeps")
+    dead_letters_recent_s: float = Field(86400.0, gt=0, description="/health shows the alarms component `degraded` "
+                                         "(still ready) while a notification became a dead letter within this time")
+    personal_entity_types: list[str] = Field(["Person"], description="entity types (short names) whose alarms' "
+                                             "NGSI-LD Alert is written without alertSource and with a coarse location "
+                                             "(QA10 F2): where such an alarm is, is where a person is")
+    personal_location_cell_deg: float = Field(0.005, gt=0, le=1, description="the coarse location of such an Alert: "
+                                              "the centre of its cell of this many degrees (ops' sensitive events)")
     # Contact data as configuration (read-only through the API); the API adds more per tenant.
     notifiers: list[dict[str, Any]] = []
     recipients: list[dict[str, Any]] = []
@@ -272,6 +279,8 @@ class RulesSettings(_Section):
     timezone: str = Field("Asia/Seoul", description="local time zone of schedule windows that name none")
     parent_relationships: list[str] = Field(["controlledAsset", "refParent", "isPartOf"], description="Relationships "
                                             "(short names, core context) whose object is reported as a match's parent")
+    late_window_s: float = Field(3600.0, ge=0, description="[D] a reading older than the newest evaluated one that is "
+                                 "worse than an active level raises it if observed at most this long ago (0: never)")
 
     @field_validator("timezone")
     @classmethod

@@ -12,7 +12,10 @@ those two paced by `RefusalPacer`: one line per token, reason and permission per
 `retention` (a retention sweep's deletions: what, by which rule, how many; `privacy-migration`: the start-up
 migration of `CityEvent` entities and history to the private form, ucity/ops/event_privacy.py, counts only),
 `facility-safety` (a facility's
-thresholds set or removed, a sensor detached: ucity/domains/facility_safety).
+thresholds set or removed, a sensor detached: ucity/domains/facility_safety), `config` (alarm configuration: a rule
+created, changed, deleted, enabled or disabled, `rule-*` with `rule`, `changed` and `old`/`new`: ucity/rules/api.py;
+escalation chains, recipient groups and notifiers created, changed or deleted, and dead letters replayed, the id
+only: ucity/alarms/api.py).
 
 Conventions of a line: `actor` (who: `role:token-id`, `system`, `anonymous`), the platform clock's time (when), and
 what in the indexed columns (`agency`, `event`, `grant`, `camera`, `outcome`) and the detail; never a token, a

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -21,9 +23,10 @@ from ucity.alarms.notifiers.recording import RecordingNotifier
 from ucity.alarms.notifiers.webhook import WebhookNotifier
 from ucity.core.clock import Clock
 from ucity.core.config import AlarmSettings
+from ucity.core.netguard import AddressGuard, RefusedAddress
 
 __all__ = ["DeliveryResult", "Notification", "Notifier", "NotifierDeps", "Recipient", "build_notifier", "known_provider",
-           "register_provider"]
+           "register_provider", "webhook_guard", "webhook_refusal"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +37,8 @@ class NotifierDeps:
     clock: Clock
     http: httpx.AsyncClient
     webhook_secret: bytes | None
+    # The SSRF guard of webhook receivers (`webhook_guard`): None lets a webhook POST to any address.
+    guard: AddressGuard | None = None
 
 
 Factory = Callable[[NotifierConfig, NotifierDeps], Notifier]
@@ -41,7 +46,8 @@ Factory = Callable[[NotifierConfig, NotifierDeps], Notifier]
 
 def _webhook(config: NotifierConfig, deps: NotifierDeps) -> Notifier:
     assert config.url is not None
-    return WebhookNotifier(config.id, config.url, deps.webhook_secret, deps.http, deps.clock, config.headers)
+    return WebhookNotifier(config.id, config.url, deps.webhook_secret, deps.http, deps.clock, config.headers,
+                           deps.guard)
 
 
 def _email(config: NotifierConfig, deps: NotifierDeps) -> Notifier:
@@ -77,3 +83,23 @@ def build_notifier(config: NotifierConfig, deps: NotifierDeps) -> Notifier:
 
 def known_provider(kind: str, provider: str) -> bool:
     return (kind, provider) in _PROVIDERS
+
+
+def webhook_guard(settings: Any) -> AddressGuard | None:
+    """The SSRF guard of webhook receivers: the one of NGSI-LD notification endpoints (on in production unless
+    `subscriptions.block_private_networks` says otherwise; `subscriptions.allowed_networks` widens it)."""
+    from ucity.ngsild.subscriptions import endpoint_guard
+
+    return endpoint_guard(settings)
+
+
+def webhook_refusal(guard: AddressGuard | None, url: str) -> str | None:
+    """Why the guard refuses a webhook url without DNS (an address, `localhost`), or None; a name is checked when a
+    notification is sent (WebhookNotifier)."""
+    if guard is None:
+        return None
+    try:
+        guard.check_host(urlsplit(url).hostname or "", "the webhook url's host")
+    except (RefusedAddress, ValueError) as exc:
+        return str(exc)
+    return None

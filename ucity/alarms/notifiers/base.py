@@ -46,7 +46,7 @@ class Notification:
 
     id: str
     tenant: str
-    event: str  # raised | escalated | step | acknowledged | cleared | closed
+    event: str  # raised | escalated | step | reactivated | acknowledged | cleared | closed
     created_at: str
     alarm: dict[str, Any]
     subject: dict[str, str]  # {"ko": ..., "en": ...}
@@ -88,6 +88,7 @@ class Notifier(Protocol):
 
 
 DeadLetterFn = Callable[[Notification, str, int, str], Coroutine[Any, Any, None]]  # (notification, notifier, attempts, error)
+DeliveredFn = Callable[[Notification, "Notifier", DeliveryResult], None]  # (notification, notifier, its result)
 
 
 @dataclass(slots=True)
@@ -117,8 +118,10 @@ class Outbox:
     """One endpoint's bounded queue, worker task and retry policy."""
 
     def __init__(self, name: str, notifier: Callable[[], Notifier | None], clock: Clock, retry: RetrySettings,
-                 size: int, dead_letter: DeadLetterFn, journal: Journal | None = None) -> None:
+                 size: int, dead_letter: DeadLetterFn, journal: Journal | None = None,
+                 delivered: DeliveredFn | None = None) -> None:
         self.name = name
+        self._delivered = delivered  # told of each delivery (the alarm's history records it)
         self._journal = journal
         self.stats = OutboxStats()
         self._notifier = notifier
@@ -170,6 +173,8 @@ class Outbox:
             if result.ok:
                 self._succeeded()
                 await self._settled(item)
+                if self._delivered is not None:
+                    self._delivered(item.notification, notifier, result)
                 return
             self._failed(item, result.detail)
             if not result.retry or item.attempts >= self._retry.max_attempts:

@@ -1,9 +1,10 @@
 """E-mail notifier: SMTP with the standard library, run in a worker thread (never blocks the loop).
 
 Messages are plain text in Korean and English (Korean first), UTF-8, with both languages in the
-subject. The SMTP server, sender and credentials come from `alarms.smtp`; the password is never
-logged. Connection errors and 4xx replies are retried by the outbox; 5xx replies for the
-recipient (e.g. unknown mailbox) are not.
+subject; the text is `dispatch.compose` (the entity's name and place, the measured value and threshold, who
+did what when, in Korea time). The Date header is RFC 5322 in GMT. The SMTP server, sender and credentials
+come from `alarms.smtp`; the password is never logged. Connection errors and 4xx replies are retried by the
+outbox; 5xx replies for the recipient (e.g. unknown mailbox) are not.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def compose(notification: Notification, sender: str) -> EmailMessage:
     message["From"] = sender
     message["To"] = notification.recipient.address
     message["Subject"] = f"{notification.subject['ko']} / {notification.subject['en']}"
-    message["Date"] = formatdate(localtime=False)
+    # RFC 5322 with a real zone ("GMT"): `localtime=False` alone writes "-0000", "no zone information" (QA9 F12).
+    message["Date"] = formatdate(localtime=False, usegmt=True)
     message["Message-ID"] = make_msgid(domain="ucity")
     message["X-Ucity-Notification"] = notification.id
     message.set_content(f"{notification.text['ko']}\n\n----\n\n{notification.text['en']}\n", charset="utf-8")
