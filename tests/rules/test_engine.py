@@ -7,7 +7,7 @@ operations), so the engine sees exactly what a device reading or an NGSI-LD PATC
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -201,8 +201,10 @@ async def test_a_tenant_override_replaces_the_default_there_only(shm: City) -> N
     assert origin == "user" and rule is not None and rule.tenant == TENANT
     assert rule.persistence is not None and rule.persistence.samples == 1
     assert shm.app.rules.effective("urn:ngsi-ld:tenant:mapo", "shm-tilt-x") == (tilt_rule(samples=3), "default")
-    await shm.app.rules.delete(TENANT, "shm-tilt-x")  # the default shows through again, states reset
-    assert [c.evidence["reason"] for c in shm.of(RuleCleared)] == ["rule-deleted"]
+    await shm.app.rules.delete(TENANT, "shm-tilt-x")  # the default shows through again, re-evaluated (QA9 F1)
+    assert shm.of(RuleCleared) == []  # the latest tilt still breaches serious under the default: the match stays
+    state = shm.app.rules.state(TENANT, "shm-tilt-x", SENSOR)
+    assert state is not None and state.level == "serious"
     assert shm.app.rules.effective(TENANT, "shm-tilt-x") == (tilt_rule(samples=3), "default")
 
 
@@ -400,10 +402,14 @@ async def test_a_changed_default_resets_its_states(shm: City) -> None:
         await shm.tilt(0.007)
     shm.app.rules.register_defaults([tilt_rule(samples=3)])  # the same rule: states kept
     assert shm.of(RuleCleared) == []
-    shm.app.rules.register_defaults([tilt_rule(samples=5)])
+    shm.app.rules.register_defaults([tilt_rule(samples=5)])  # re-evaluated (QA9 F1): the latest tilt still breaches
+    await shm.app.rules.drain()
+    assert shm.of(RuleCleared) == []
+    state = shm.app.rules.state(TENANT, "shm-tilt-x", SENSOR)
+    assert state is not None and state.level == "serious"
+    shm.app.rules.register_defaults([replace(tilt_rule(samples=5), entity_types=("Streetlight",))])  # not selected
     await shm.app.rules.drain()
     assert [c.evidence["reason"] for c in shm.of(RuleCleared)] == ["rule-changed"]
-    assert shm.app.rules.state(TENANT, "shm-tilt-x", SENSOR) is None
 
 
 async def test_the_snapshots_of_one_batch_are_written_by_one_store_call(tmp_path: Path) -> None:

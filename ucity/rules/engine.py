@@ -26,9 +26,17 @@ subscribers that start after the engine.
 Rules: domain defaults (`register_defaults`) apply to every tenant unless they name one; rules
 created through the API (api.py) belong to a tenant, are stored as `put_doc("rule", tenant, id)`
 and override a default with the same id in that tenant. Changing what a rule evaluates
-(condition, persistence, selection) or disabling or deleting it clears its active matches
-(`RuleCleared` with reason `rule-changed` / `rule-disabled` / `rule-deleted`) and forgets its
-states; changing only its names or notes keeps them.
+(condition, persistence, selection) re-evaluates every entity it has a state for against the
+entity's latest values under the new rule (`_changed`, QA9 F1): a match that still breaches stays
+(its level may change), one that no longer does is cleared (reason `rule-changed`). Disabling or
+deleting it clears its active matches (`rule-disabled` / `rule-deleted`) and forgets its states;
+enabling it again evaluates the latest values of the entities it applies to (`rule-enabled`). The
+events of a change carry who made it (`evidence.changedBy`, the Context's actor). Changing only its
+names or notes keeps everything.
+
+Late observations (older than the newest evaluated for a state) are counted (`stats`: `late`,
+`lateWorse`, `lateRaised`); one worse than an active level is logged at INFO and, within
+`rules.late_window_s`, raises that level (evaluate.late; QA9 F9).
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from ucity.core.config import RulesSettings
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound, OperationNotSupported
 from ucity.ngsild.context import core_context
 from ucity.rules.evaluate import (
+    _EPOCH,
     Cleared,
     Decision,
     Env,
@@ -57,16 +66,31 @@ from ucity.rules.evaluate import (
     RuleState,
     Spiked,
     evaluate,
+    late,
+    late_level,
+    reassess_inactivity,
+    rebase,
     tick,
 )
 from ucity.rules.events import LEVEL_NAMES, RuleCleared, RuleMatched, RuleSpike, RuleStatesRestored
-from ucity.rules.model import Composite, Inactivity, Rule, RuleError, rule_from_json, rule_to_json
-from ucity.store.base import Doc, Store
+from ucity.rules.model import (
+    Composite,
+    EventMatch,
+    Inactivity,
+    RateOfChange,
+    Rule,
+    RuleError,
+    rule_from_json,
+    rule_to_json,
+)
+from ucity.store.base import Doc, EntityQuery, Store, TypeExpr
 
 log = logging.getLogger(__name__)
 STATE_KIND = "rule-state"
 RULE_KIND = "rule"
 ACTOR = "rules"
+SYSTEM = "system"  # the actor of a rule change no request made (a domain's defaults)
+REEVALUATE_PAGE = 500  # entities read per store call when a changed rule re-evaluates their latest values
 ANY = "*"
 Key = tuple[str, str, str]  # tenant, rule id, entity id
 _NOTHING: frozenset[Key] = frozenset()
@@ -232,17 +256,30 @@ class RulesEngine:
         # Distributed mode (ucity/cluster): the entities whose rules this process runs, by (tenant, entity
         # id). The others' changes are skipped and their timers left to the process that owns them.
         self.owns: Callable[[str, str], bool] = lambda tenant, entity_id: True
-        self.stats = {"observations": 0, "matched": 0, "cleared": 0, "spikes": 0, "snapshots": 0}
+        # `late`: observations older than the newest evaluated; `lateWorse`: of those, worse than the confirmed
+        # level (logged); `lateRaised`: of those, that raised it (QA9 F9; README "Late observations").
+        self.stats = {"observations": 0, "matched": 0, "cleared": 0, "spikes": 0, "snapshots": 0, "late": 0,
+                      "lateWorse": 0, "lateRaised": 0}
 
     # -- registration (domains) -------------------------------------------------------------------
     def register_defaults(self, rules: Iterable[Rule]) -> None:
         """Add or replace a domain's default rules; user rules with the same id still win."""
+        changed: list[tuple[Rule, Rule]] = []
         for rule in rules:
             old = self._defaults.get(rule.id)
             self._defaults[rule.id] = rule
             if old is not None and _evaluation_part(old) != _evaluation_part(rule):
-                self._reset(self._default_states(rule.id), "rule-changed")
+                changed.append((old, rule))
         self._rebuild()
+        running = self._unsubscribe is not None
+        for old, rule in changed:  # as a tenant's edit (`_changed`), while running; before start nothing is tracked
+            selects = self._default_states(rule.id)
+            if running and old.enabled and rule.enabled:
+                todo = self._rebase(selects, old, rule, "rule-changed", SYSTEM)
+                self._spawn(self._reevaluate_and_flush(todo, "rule-changed", SYSTEM))
+            else:
+                self._reset(selects, "rule-disabled" if old.enabled and running else "rule-changed",
+                            SYSTEM if running else None)
 
     def _default_states(self, rule_id: str) -> Callable[[Key], bool]:
         """Selects the states a default rule owns: not those of tenants that override it."""
@@ -368,55 +405,80 @@ class RulesEngine:
                      {i for i, r in self._defaults.items() if r.tenant in (None, tenant)})
         return [found for i in ids if (found := self.effective(tenant, i)) is not None]
 
-    async def create(self, tenant: str, rule: Rule) -> Rule:
+    async def create(self, tenant: str, rule: Rule, actor: str = SYSTEM) -> Rule:
         if (tenant, rule.id) in self._user:
-            raise AlreadyExists(f"rule {rule.id} already exists")
-        return await self._save(tenant, rule)
+            raise AlreadyExists(f"규칙 {rule.id}이(가) 이미 있습니다 / rule {rule.id} already exists")
+        return await self._save(tenant, rule, actor)
 
-    async def replace_rule(self, tenant: str, rule: Rule) -> Rule:
+    async def replace_rule(self, tenant: str, rule: Rule, actor: str = SYSTEM) -> Rule:
         if self.effective(tenant, rule.id) is None:
-            raise NotFound(f"rule {rule.id} does not exist")
-        return await self._save(tenant, rule)
+            raise NotFound(f"규칙 {rule.id}이(가) 없습니다 / rule {rule.id} does not exist")
+        return await self._save(tenant, rule, actor)
 
-    async def set_enabled(self, tenant: str, rule_id: str, enabled: bool) -> Rule:
+    async def set_enabled(self, tenant: str, rule_id: str, enabled: bool, actor: str = SYSTEM) -> Rule:
         found = self.effective(tenant, rule_id)
         if found is None:
-            raise NotFound(f"rule {rule_id} does not exist")
-        return await self._save(tenant, replace(found[0], enabled=enabled))
+            raise NotFound(f"규칙 {rule_id}이(가) 없습니다 / rule {rule_id} does not exist")
+        return await self._save(tenant, replace(found[0], enabled=enabled), actor)
 
-    async def delete(self, tenant: str, rule_id: str) -> None:
+    async def delete(self, tenant: str, rule_id: str, actor: str = SYSTEM) -> None:
         if (tenant, rule_id) not in self._user:
             if self.effective(tenant, rule_id) is not None:
-                raise OperationNotSupported(f"rule {rule_id} is a default rule: disable it instead of deleting it")
-            raise NotFound(f"rule {rule_id} does not exist")
+                raise OperationNotSupported(f"규칙 {rule_id}은(는) 기본 규칙이므로 삭제할 수 없습니다. 비활성화하십시오 / "
+                                            f"rule {rule_id} is a default rule: disable it instead of deleting it")
+            raise NotFound(f"규칙 {rule_id}이(가) 없습니다 / rule {rule_id} does not exist")
         old = self.effective(tenant, rule_id)
         await self.store.delete_doc(RULE_KIND, tenant, rule_id)
         del self._user[(tenant, rule_id)]
         new = self.effective(tenant, rule_id)  # a default may show through again
-        if old is None or new is None or _evaluation_part(old[0]) != _evaluation_part(new[0]):
-            self._reset(lambda key: key[0] == tenant and key[1] == rule_id, "rule-deleted")
-        self._rebuild()
-        await self._flush()
+        await self._changed(tenant, rule_id, old[0] if old else None, new[0] if new else None, actor, deleted=True)
 
     def check(self, rule: Rule) -> None:
         """What the model cannot check alone: the suppression predicate must be registered."""
         cond = rule.condition
         name = cond.suppression.predicate if isinstance(cond, Inactivity) and cond.suppression else None
         if name is not None and name not in self._predicates:
-            raise BadRequest(f"unknown suppression predicate {name!r}; registered: {sorted(self._predicates)}")
+            raise BadRequest(f"등록되지 않은 억제 조건 {name!r} (등록된 것: {sorted(self._predicates)}) / unknown "
+                             f"suppression predicate {name!r}; registered: {sorted(self._predicates)}")
 
-    async def _save(self, tenant: str, rule: Rule) -> Rule:
+    async def _save(self, tenant: str, rule: Rule, actor: str = SYSTEM) -> Rule:
         rule = replace(rule, tenant=tenant)
         self.check(rule)
         old = self.effective(tenant, rule.id)
         await self.store.put_doc(RULE_KIND, tenant, rule.id, rule_to_json(rule))
         self._user[(tenant, rule.id)] = rule
-        if old is not None and _evaluation_part(old[0]) != _evaluation_part(rule):
-            reason = "rule-disabled" if old[0].enabled and not rule.enabled else "rule-changed"
-            self._reset(lambda key: key[0] == tenant and key[1] == rule.id, reason)
-        self._rebuild()
-        await self._flush()
+        await self._changed(tenant, rule.id, old[0] if old else None, rule, actor)
         return rule
+
+    async def _changed(self, tenant: str, rule_id: str, old: Rule | None, new: Rule | None, actor: str,
+                       deleted: bool = False) -> None:
+        """A tenant's effective rule went from `old` to `new` (None: none): what happens to its states (QA9 F1).
+
+        Only names or notes changed: nothing. Disabled or gone: its active matches are cleared (`rule-disabled` /
+        `rule-deleted`, with the actor) and its states forgotten. Changed while enabled (an edit, or a deleted
+        override whose default shows through): every entity it had a state for is re-evaluated against its latest
+        value under the new rule (`_rebase`): still breaching, the match stays (its level may change); no longer,
+        it is cleared (`rule-changed`). Enabled again: the latest values of the entities it applies to are
+        evaluated, raising where they breach (`rule-enabled`)."""
+        selects: Callable[[Key], bool] = lambda key: key[0] == tenant and key[1] == rule_id  # noqa: E731
+        if old is None or (new is not None and _evaluation_part(old) == _evaluation_part(new)):
+            self._rebuild()  # a new rule: states it may have (stored, dormant) wait for it as before
+        elif not old.enabled or new is None or not new.enabled:
+            if old.enabled:
+                self._reset(selects, "rule-deleted" if deleted else "rule-disabled", actor)
+            else:
+                self._reset(selects, "rule-changed", actor)  # nothing runs a disabled rule: normally no state
+            self._rebuild()
+            if not old.enabled and new is not None and new.enabled:
+                await self._flush()
+                await self._evaluate_current(tenant, rule_id, "rule-enabled", actor)
+        else:
+            reason = "rule-deleted" if deleted else "rule-changed"
+            self._rebuild()
+            todo = self._rebase(selects, old, new, reason, actor)
+            await self._flush()
+            await self._reevaluate(todo, reason, actor)
+        await self._flush()
 
     def _rebuild(self) -> None:
         compiled: dict[tuple[str, str], Compiled] = {}
@@ -439,16 +501,134 @@ class RulesEngine:
             return None
         return comp
 
-    def _reset(self, selects: Callable[[Key], bool], reason: str) -> None:
-        """Forget the states of a changed rule, clearing what was active."""
+    def _reset(self, selects: Callable[[Key], bool], reason: str, actor: str | None = None) -> None:
+        """Forget the states of a changed rule, clearing what was active (`changedBy`: who changed the rule)."""
         for key in [k for k in self._tracks if selects(k)]:
             track = self._tracks[key]
             if track.state.level is not None:
-                ctx = Context(parent_id=track.context_id, actor=ACTOR)
-                self._outbox.append(RuleCleared(ctx, key[0], key[1], key[2], to_iso(self.clock.now()),
-                                                {"reason": reason, "previous": track.state.level}))
+                ctx = Context(parent_id=track.context_id, actor=actor or ACTOR)
+                evidence = {"reason": reason, "previous": track.state.level}
+                if actor is not None:
+                    evidence["changedBy"] = actor
+                self._outbox.append(RuleCleared(ctx, key[0], key[1], key[2], to_iso(self.clock.now()), evidence))
                 self.stats["cleared"] += 1
             self._forget(key)
+
+    def _rebase(self, selects: Callable[[Key], bool], old: Rule, new: Rule, reason: str,
+                actor: str) -> list[tuple[Key, str | None]]:
+        """First half of re-evaluating a changed rule (`_changed`), with no wait so that no write comes in between:
+        each selected state is put back to what `evaluate.rebase` keeps (its confirmed level) and its timer
+        dropped. An inactivity rule is re-assessed here from its state (its "latest value" is the time counted
+        since the last report); a button (a non-latched event) has nothing to re-evaluate. Returns the keys whose
+        latest values `_reevaluate` reads from the store, with their confirmed level."""
+        now = self.clock.now()
+        todo: list[tuple[Key, str | None]] = []
+        for key in [k for k in self._tracks if selects(k)]:
+            track = self._tracks[key]
+            comp = self._rule_for(key)
+            if comp is None or (isinstance(new.condition, EventMatch) and not new.condition.latch):
+                self._reset(frozenset((key,)).__contains__, reason, actor)
+                continue
+            self._disarm(track)
+            if isinstance(new.condition, Inactivity) and isinstance(old.condition, Inactivity):
+                state, decisions = reassess_inactivity(comp.rule, track.state, now, self.env)
+                self._apply(key, comp, track, state, _annotated(decisions, reason, actor),
+                            Context(parent_id=track.context_id, actor=actor))
+                continue
+            level = track.state.level
+            state = rebase(old, new, track.state)
+            if _milestone(state) != _milestone(track.state):
+                self._critical.add(key)
+            track.state = state
+            todo.append((key, level))
+        return todo
+
+    async def _reevaluate(self, todo: list[tuple[Key, str | None]], reason: str, actor: str) -> None:
+        """Second half: each state's entity as it is now in the store, evaluated from the rebased state. A state
+        a newer write has evaluated meanwhile (its `last_at` is set) is left as that write made it. An entity
+        gone, no longer selected by the rule or without a usable value: its match is cleared."""
+        by_tenant: dict[str, list[str]] = {}
+        for (tenant, _, entity_id), _ in todo:
+            by_tenant.setdefault(tenant, []).append(entity_id)
+        docs: dict[tuple[str, str], Doc] = {}
+        for tenant, ids in by_tenant.items():
+            for i in range(0, len(ids), REEVALUATE_PAGE):
+                chunk = tuple(ids[i:i + REEVALUATE_PAGE])
+                found, _ = await self.store.query_entities(tenant, EntityQuery(ids=chunk, limit=len(chunk)))
+                docs.update({(tenant, str(doc["id"])): doc for doc in found})
+        now = self.clock.now()
+        for key, _ in todo:
+            track, comp = self._tracks.get(key), self._rule_for(key)
+            if track is None or comp is None or track.state.last_at is not None:
+                continue
+            self._evaluate_doc(key, comp, track, docs.get((key[0], key[2])), now, reason, actor)
+
+    async def _reevaluate_and_flush(self, todo: list[tuple[Key, str | None]], reason: str, actor: str) -> None:
+        await self._flush()
+        await self._reevaluate(todo, reason, actor)
+        await self._flush()
+
+    async def _evaluate_current(self, tenant: str, rule_id: str, reason: str, actor: str) -> None:
+        """A rule enabled again: the entities of its types that have one of its attributes, as they are now in the
+        store, evaluated from scratch (what it was tracking was forgotten when it was disabled). Entities a write
+        has meanwhile evaluated are left as they are; a button (a non-latched event) is not pressed again."""
+        comp = self._rule_for((tenant, rule_id, ""))
+        if comp is None or (isinstance(comp.rule.condition, EventMatch) and not comp.rule.condition.latch):
+            return
+        types = TypeExpr(tuple((t,) for t in sorted(comp.types))) if comp.types else None
+        offset = 0
+        while True:
+            page, _ = await self.store.query_entities(tenant, EntityQuery(
+                types=types, attrs_any=tuple(comp.attrs), limit=REEVALUATE_PAGE, offset=offset))
+            now = self.clock.now()
+            for doc in page:
+                key = (tenant, rule_id, str(doc["id"]))
+                comp = self._rule_for(key)
+                if comp is None:
+                    return  # disabled again meanwhile
+                if key in self._tracks or not self.owns(tenant, key[2]):
+                    continue
+                self._evaluate_doc(key, comp, Track(RuleState(), []), doc, now, reason, actor)
+            await self._flush()
+            if len(page) < REEVALUATE_PAGE:
+                return
+            offset += REEVALUATE_PAGE
+
+    def _evaluate_doc(self, key: Key, comp: Compiled, track: Track, doc: Doc | None, now: datetime, reason: str,
+                      actor: str) -> None:
+        """Evaluate `track`'s state against the latest values of the rule's attributes in `doc` (the entity now),
+        in observation order, then its timer if already due; a confirmed level left without any usable value is
+        cleared. The decisions say why (`reason`) and who (`changedBy`)."""
+        state, decisions = track.state, []
+        types = list(doc.get("type", ())) if doc is not None else []
+        items: list[tuple[datetime, str, dict[str, Any]]] = []
+        for attr in comp.attrs:
+            for instance in (doc or {}).get("attrs", {}).get(attr, ()):
+                if comp.applies(key[2], types, instance):
+                    items.append((_instance_time(instance, now), attr, instance))
+        items.sort(key=lambda item: item[0])
+        if comp.per_change and items:
+            items = items[-1:]
+        values = _values(comp, doc) if comp.needs_values else {}
+        for at, attr, instance in items:
+            if isinstance(comp.rule.condition, RateOfChange):  # a sample kept by the state is not counted twice
+                t = (min(at, now) - _EPOCH).total_seconds()
+                state = replace(state, data={**state.data, "samples": [
+                    p for p in state.data.get("samples", []) if float(p[0]) < t]})
+            obs = Observation(comp.attrs[attr], instance_value(instance), at, values)
+            state, found = evaluate(comp.rule, state, obs, now, self.env)
+            decisions += found
+        if state.last_at is None and state.level is not None:  # nothing left to say it still breaches
+            decisions.append(Cleared(now, state.level, {}))
+            state = RuleState()
+        if state.wake_at is not None and state.wake_at <= now:
+            state, found = tick(comp.rule, state, now, self.env)
+            decisions += found
+        if key not in self._tracks and _idle(state) and not decisions:
+            return
+        self._describe(track, comp.rule, doc)
+        self._apply(key, comp, track, state, _annotated(decisions, reason, actor),
+                    Context(parent_id=track.context_id, actor=actor))
 
     # -- observations -----------------------------------------------------------------------------
     async def _on_changes(self, event: EntitiesChanged) -> None:
@@ -510,7 +690,10 @@ class RulesEngine:
         values = _values(comp, change.after) if comp.needs_values else {}
         obs = Observation(comp.attrs[attr], instance_value(instance), at, values)
         self.stats["observations"] += 1
-        new, decisions = evaluate(comp.rule, track.state if track is not None else _NEW_STATE, obs, now, self.env)
+        if track is not None and track.state.last_at is not None and min(at, now) < track.state.last_at:
+            new, decisions = self._late(key, comp, track.state, obs, now)
+        else:
+            new, decisions = evaluate(comp.rule, track.state if track is not None else _NEW_STATE, obs, now, self.env)
         if track is None:
             if _idle(new) and not decisions:
                 return key  # an entity that stays normal: nothing to remember, describe or publish (see _apply)
@@ -519,6 +702,26 @@ class RulesEngine:
         track.context_id = ctx.id
         self._apply(key, comp, track, new, decisions, ctx)
         return key
+
+    def _late(self, key: Key, comp: Compiled, state: RuleState, obs: Observation,
+              now: datetime) -> tuple[RuleState, list[Decision]]:
+        """An observation older than the newest evaluated (QA9 F9): counted (`late`); one worse than the confirmed
+        level is counted (`lateWorse`) and logged at INFO, and within `rules.late_window_s` of now raises the level
+        as `evaluate.late` says (`lateRaised`); otherwise it is ignored, as before."""
+        self.stats["late"] += 1
+        level = late_level(comp.rule, state, obs)
+        if level is None:
+            return state, []
+        self.stats["lateWorse"] += 1
+        age = (now - min(obs.at, now)).total_seconds()
+        new, decisions = late(comp.rule, state, obs, now) if age <= self.settings.late_window_s else (state, [])
+        if decisions:
+            self.stats["lateRaised"] += 1
+        log.info("rule %s, entity %s (tenant %s): a late reading observed %s (%.0f s ago, before the newest %s) "
+                 "indicates %s above %s: %s", key[1], key[2], key[0], to_iso(obs.at), age,
+                 to_iso(state.last_at) if state.last_at else "-", level, state.level or "normal",
+                 "level raised" if decisions else "ignored")
+        return new, decisions
 
     def _describe(self, track: Track, rule: Rule, doc: Doc | None) -> None:
         if doc is None:
@@ -773,6 +976,14 @@ def _values(comp: Compiled, doc: Doc | None) -> dict[str, Any]:
         instance = _default_instance(doc, iri, comp.rule.dataset_id)
         if instance is not None:
             out[name] = instance_value(instance)
+    return out
+
+
+def _annotated(decisions: list[Decision], reason: str, actor: str) -> list[Decision]:
+    """Decisions of a rule change, saying why (`reason`) and who changed the rule (`changedBy`)."""
+    out: list[Decision] = []
+    for d in decisions:
+        out.append(replace(d, evidence={**d.evidence, "reason": reason, "changedBy": actor}))
     return out
 
 

@@ -218,6 +218,82 @@ def tick(rule: Rule, state: RuleState, now: datetime, env: Env = DEFAULT_ENV) ->
     return _pending_tick(rule, state, now)
 
 
+# -- late observations (QA9 F9) ------------------------------------------------------------------
+def late_level(rule: Rule, state: RuleState, obs: Observation) -> str | None:
+    """The level an observation older than the newest evaluated one indicates, when it is above the confirmed level
+    (threshold, latched event, composite; the hysteresis of the confirmed level applies), else None. Rates,
+    inactivity and geofences depend on the order of their samples: None."""
+    cond = rule.condition
+    raw: str | None
+    if isinstance(cond, Threshold):
+        value = number(obs.value)
+        if value is None:
+            return None
+        raw = ladder_level(cond.edges, cond.direction, cond.hysteresis, value, state.level)
+    elif isinstance(cond, EventMatch) and cond.latch:
+        raw = cond.level if compare(cond.when, obs.value) else None
+    elif isinstance(cond, Composite):
+        values = {**obs.values, obs.attribute: obs.value}
+        results = [compare(t, values.get(t.attribute)) for t in cond.terms]
+        raw = cond.level if (all(results) if cond.mode == "and" else any(results)) else None
+    else:
+        return None
+    return raw if _rank(raw) > _rank(state.level) else None
+
+
+def late(rule: Rule, state: RuleState, obs: Observation, now: datetime) -> Result:
+    """A late observation (older than the newest evaluated) that is worse than an active level: the level goes up
+    to what it indicates (`Matched`, `evidence.late`), as a live one would have done; nothing is ever lowered or
+    cleared by it. Only while a level is confirmed (an alarm to escalate: with none, the newer observations already
+    said normal, the excursion is over) and only when one sample confirms a level (no persistence, or `samples: 1`:
+    the newer samples, already evaluated, decide a longer persistence). The engine bounds how late (`late_window_s`).
+    """
+    level = late_level(rule, state, obs)
+    persistence = rule.persistence
+    if level is None or state.level is None or not (persistence is None or persistence.samples == 1):
+        return state, []
+    at = min(obs.at, now)
+    pending = {lv: p for lv, p in state.pending.items() if level_rank(lv) > level_rank(level)}
+    evidence = {"attribute": obs.attribute, "value": obs.value, "observedAt": to_iso(at), "late": True,
+                "newestAt": to_iso(state.last_at) if state.last_at else None}
+    if persistence is not None:
+        evidence["confirmedBy"] = "samples"
+    new = replace(state, level=level, since=at, pending=pending, wake_at=_next_wake(persistence, pending))
+    return new, [Matched(level, at, state.level, evidence)]
+
+
+# -- a changed rule -------------------------------------------------------------------------------
+def rebase(old: Rule, new: Rule, state: RuleState) -> RuleState:
+    """The state from which a changed rule `new` re-evaluates an entity's latest values (engine `_rebase`, QA9 F1).
+
+    The confirmed level stays (an alarm whose latest value still breaches under the new rule stays raised; falling
+    back or clearing is immediate, a higher level needs the new rule's persistence), nothing is pending (an
+    excursion under way starts again under the new rule), no observation counts as the newest yet. A rate's
+    samples and a geofence's inside/since are kept while the new rule reads the same kind of condition on the
+    same attributes; other kinds keep no data.
+    """
+    same = type(old.condition) is type(new.condition) and old.attributes == new.attributes
+    data = state.data if same and isinstance(new.condition, RateOfChange | Geofence) else {}
+    return RuleState(level=state.level, since=state.since, data=dict(data))
+
+
+def reassess_inactivity(rule: Rule, state: RuleState, now: datetime, env: Env = DEFAULT_ENV) -> Result:
+    """An inactivity rule changed: the level its steps give for the time counted so far (the state's last report,
+    suppression and banked time are kept), compared with the confirmed one: the same level stays (no decision), a
+    different one is `Matched` (higher or lower), none is `Cleared`."""
+    cond = rule.condition
+    assert isinstance(cond, Inactivity)
+    new, decisions = _inactivity_tick(cond, replace(state, level=None, since=None, wake_at=None), now, env)
+    if new.level == state.level:
+        return _with_wake(cond, replace(new, since=state.since), env), []
+    if new.level is None:
+        assert state.level is not None
+        return new, [Cleared(now, state.level, {"attributes": list(cond.attributes),
+                                                "lastReported": state.data.get("last")})]
+    [matched] = [d for d in decisions if isinstance(d, Matched)]
+    return new, [Matched(matched.level, matched.at, state.level, matched.evidence)]
+
+
 # -- comparisons --------------------------------------------------------------------------------
 def number(value: Any) -> float | None:
     """A finite number, or None (booleans are not numbers here)."""
