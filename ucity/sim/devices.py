@@ -173,7 +173,7 @@ def phase_of(key: int, interval: float) -> float:
 # -- structural sensors -----------------------------------------------------------------------------------
 def shm_device(s: StructuralSensor) -> SimDevice:
     profile = PROFILES[s.kind]
-    static = (
+    static: tuple[StaticAttr, ...] = (
         StaticAttr("location", "GeoProperty", point_geo(s.point)),
         StaticAttr("controlledAsset", "Relationship", entity_id("Building", s.facility_id)),
         StaticAttr("controlledProperty", "Array", _controlled(s.kind)),
@@ -181,6 +181,9 @@ def shm_device(s: StructuralSensor) -> SimDevice:
         StaticAttr("structuralMember", "Text", s.member),
         StaticAttr("network", "Text", "LoRaWAN"),
     )
+    zero = {"tilt": {"tiltX": s.offset, "tiltY": s.offset}, "crack": {"crackOpening": s.offset}}.get(s.kind)
+    if zero is not None:  # the zero offset as installed (facility safety, QA5 F9): the ladders measure the change
+        static += (StaticAttr("installationBaseline", "StructuredValue", zero),)
     return SimDevice(s.id, entity_id("StructuralSensor", s.id), profile, static, shm_reader(s),
                      periodic(profile.interval_s, phase_of(s.key, profile.interval_s)))
 

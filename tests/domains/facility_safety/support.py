@@ -41,6 +41,10 @@ def iri(name: str) -> str:
 
 
 def domain_settings(tmp_path: Path, **domain: Any) -> Settings:
+    """Settings with facility safety on. The tests written before QA5 F9 send the change from the installation
+    baseline as the devices' readings (as the simulator's devices do), so `baseline.mode` is `zero` here unless a
+    test gives it: the shipped default `capture` is tested where it is named (test_qa5e_baseline.py)."""
+    domain.setdefault("baseline", {"mode": "zero"})
     return load_settings(environment="test", data_dir=str(tmp_path / "data"), store={"group_commit_ms": 1.0},
                          domains={"enabled": ["facility_safety"], "facility_safety": domain})
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from tests.domains.facility_safety.support import OFFICER, Site, domain_settings
+from tests.domains.facility_safety.support import OFFICER, Site, domain_settings, iri
 from tests.domains.facility_safety.test_qa5c_plausibility import FACILITY, NOW, by_rule, device, prepare, send
 from ucity.domains.facility_safety.config import load_config
 from ucity.domains.facility_safety.rules import OFFLINE_RULE, contact_documents, default_rules
@@ -35,10 +35,17 @@ async def test_an_offline_sensor_is_a_fault_told_to_the_maintenance_groups(tmp_p
         await send(site, "o-tilt", {"tx": 0.0002, "t": 10}, NOW + timedelta(minutes=1))
         await site.at((NOW + timedelta(minutes=45)).timestamp())  # 3 intervals of 10 minutes silent
         faults = by_rule(await site.alarms(), entity)
-        assert faults["device-offline"]["kind"] == "fault"  # the kernel's, as before
+        assert "device-offline" not in faults  # one alarm per offline sensor: the domain's (QA5 F13a)
         fault = faults[OFFLINE_RULE]
         assert (fault["kind"], fault["level"], fault["status"]) == ("fault", None, "active-unacknowledged")
         assert fault["notified_groups"] == ["shm-facility-officer", "shm-maintenance-vendor"]
+        # its text shows the last report in Asia/Seoul (NOW + 1 min = 01:01 UTC, 10:01 in Seoul); stored in UTC
+        shown = (NOW + timedelta(minutes=1, hours=9)).strftime("%Y-%m-%d %H:%M:%S")
+        text = fault["evidence"]["value"]
+        assert f"마지막 보고 {shown}, 한국 시간" in text and f"last reported {shown} Asia/Seoul" in text, text
+        assert "Z)" not in text and "T0" not in text
+        doc = await site.entity(entity)
+        assert doc["attrs"][iri("sensorOffline")][0][iri("lastReported")]["value"].endswith("Z")  # stored UTC
         await send(site, "o-tilt", {"tx": 0.0002, "t": 10}, NOW + timedelta(minutes=50))  # back online
         assert by_rule(await site.alarms(), entity)[OFFLINE_RULE]["status"] != "active-unacknowledged"
 

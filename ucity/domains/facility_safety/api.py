@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import math
 import re
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
@@ -30,6 +31,7 @@ from ucity.core.errors import AlreadyExists, NotFound, UcityError
 from ucity.core.http import ApiRoute, Req, Resp
 from ucity.core.params import actor_header, bad, int_param, json_body, time_param
 from ucity.domains.facility_safety import evidence
+from ucity.domains.facility_safety.assess import write_op
 from ucity.domains.facility_safety.config import LadderSet, with_domain_bands
 from ucity.domains.facility_safety.grade import UNITS, shown_score
 from ucity.domains.facility_safety.inspections import overdue, schedule
@@ -49,7 +51,15 @@ from ucity.domains.facility_safety.models import (
     short,
 )
 from ucity.domains.facility_safety.photos import parse_multipart
-from ucity.domains.facility_safety.rules import ASSESSED, CATEGORY, SOURCES
+from ucity.domains.facility_safety.rules import (
+    ASSESSED,
+    CATEGORY,
+    DETACHED_ATTR,
+    SETTING_SOURCES,
+    SOURCES,
+    SUSPECT_ATTR,
+    SUSPECT_OK,
+)
 from ucity.domains.facility_safety.service import AUDIT_KIND
 from ucity.domains.facility_safety.tasks import (
     ACTIVE,
@@ -70,6 +80,7 @@ if TYPE_CHECKING:
     from ucity.domains.facility_safety.service import FacilitySafety
 
 BASE = "/api/v1/facility-safety"
+DETACHED_IRI = iri(DETACHED_ATTR)
 ANONYMOUS = "anonymous"
 CONFIG_ADMIN = "config:admin"  # what `PUT /api/v1/rules/{id}` needs (ucity/access.py): facility thresholds replace rules
 ACTIVE_ALARM_STATUSES = tuple(s for s in STATUSES if s.startswith("active"))
@@ -275,7 +286,8 @@ class FacilitySafetyApi:
             docs.update({d["id"]: d for d in found})
         names = self.s.cfg.attributes
         measured = [iri(n) for n in (*sorted(self.s.measured), names.humidity)]
-        return [{**self._sensor_wire(s), "health": sensor_health(docs.get(s.id), measured, iri(names.battery))}
+        return [{**self._sensor_wire(s), "health": {**sensor_health(docs.get(s.id), measured, iri(names.battery)),
+                                                     **self.s.ladder_status(s)}}
                 for s in sensors]
 
     async def _series(self, tenant: str, ids: list[str], start: datetime, end: datetime,
@@ -359,6 +371,7 @@ class FacilitySafetyApi:
         404 for an unknown id (a typo must not create a phantom main member), unless the body says `create`."""
         facility = self._facility(req)
         body = _model(req, SensorAttachBody)
+        offsets = self._offsets(body.baseline)
         attrs: dict[str, Any] = {iri("controlledAsset"): [{"type": "Relationship", "object": facility.id}],
                                  iri("structuralMember"): _prop(body.member)}
         if body.kind:
@@ -380,9 +393,36 @@ class FacilitySafetyApi:
                                      "fromMonitored": self.s.registry.facility(tenant, before) is not None}
             await self.s.audit.append(self.s.audit.row(tenant, AUDIT_KIND, "sensor-moved", actor, outcome="ok",
                                                        facility=facility.id, sensor=sensor.id, **moved))
-        if body.replaced:  # a new device under the old id: its thermal history starts now
-            await self.s.run(lambda: self.s.reset_baseline(sensor, actor, "replaced (attach)"))
+        if DETACHED_IRI in outcome.doc.get("attrs", {}):  # attached again: laddered again
+            done = (await self.s.store.mutate(tenant, [Mutation(sensor.id, write_op([], [(DETACHED_IRI,
+                                                                                          None)]))],
+                                              Context(actor=actor)))[0]
+            if isinstance(done, Exception):
+                raise done
+            if done.doc is not None:
+                sensor = self.s.registry.put_sensor_doc(tenant, done.doc)
+        if body.replaced:  # a new device under the old id: its thermal history and installation baseline start now
+            await self.s.run(lambda: self.s.reset_baseline(sensor, actor, "replaced (attach)", offsets))
+        elif offsets is not None:  # the installation baseline given at attach (QA5 F9)
+            await self.s.run(lambda: self.s.set_baseline(sensor, offsets, actor))
         return Resp(body=(await self._sensors_wire(tenant, [sensor]))[0])
+
+    def _offsets(self, raw: Any) -> dict[str, float] | None:
+        """An installation baseline given through the API: finite numbers of the tilt axes and the crack (QA5 F9)."""
+        if raw is None:
+            return None
+        a = self.s.cfg.attributes
+        allowed = (a.tilt_x, a.tilt_y, a.crack)
+        if not isinstance(raw, dict) or not raw:
+            raise bad("baseline은 측정 속성별 영점 값의 객체", f"baseline is an object of zero offsets per attribute "
+                      f"({', '.join(allowed)})")
+        unknown = sorted(set(raw) - set(allowed))
+        if unknown:
+            raise bad(f"baseline에 알 수 없는 속성: {', '.join(unknown)} (허용: {', '.join(allowed)})",
+                      f"baseline names unknown attributes: {', '.join(unknown)} (allowed: {', '.join(allowed)})")
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in raw.values()):
+            raise bad("baseline 값은 유한한 숫자", "a baseline offset is a finite number")
+        return {str(k): float(v) for k, v in raw.items()}
 
     async def list_sensors(self, req: Req) -> Resp:
         """`GET /sensors` (`orphan`, `facility`, `limit`, `offset`): the structural sensors; `orphan=true` those in no
@@ -407,12 +447,15 @@ class FacilitySafetyApi:
                           "sensors": [{**w, "orphan": why} for w, (_, why) in zip(wires, page, strict=True)]})
 
     async def reset_baseline(self, req: Req) -> Resp:
-        """`POST /sensors/{id}/reset-baseline` `{reason}`: the sensor's thermal model starts afresh (service)."""
+        """`POST /sensors/{id}/reset-baseline` `{reason, baseline}`: the sensor's thermal model starts afresh and its
+        installation baseline is set again: to `baseline` (offsets per axis) when given, else captured from its
+        next readings (service)."""
         tenant, sensor = self._sensor(req)
         body = json_body(req)
         reason = body.get("reason", "") if isinstance(body, dict) else ""
+        offsets = self._offsets(body.get("baseline") if isinstance(body, dict) else None)
         actor = _writer(req)
-        await self.s.run(lambda: self.s.reset_baseline(sensor, actor, str(reason)))
+        await self.s.run(lambda: self.s.reset_baseline(sensor, actor, str(reason), offsets))
         wire = (await self._sensors_wire(tenant, [sensor]))[0]
         at = self.s.registry.baseline_at(tenant, sensor.id)
         return Resp(body={**wire, "thermalBaselineAt": to_iso(at) if at else None})
@@ -644,7 +687,10 @@ class FacilitySafetyApi:
         """The domain's rules in effect for the tenant (base, classes, facilities) with their sources."""
         tenant = self.tenant(req)
         found = [(r, o) for r, o in self.s.engine.rules(tenant) if r.id in self.s.rule_ids or r.category == CATEGORY]
+        settings = {name: {"value": _setting(self.s.cfg, name), "source": key, "text": SOURCES[key][0],
+                           "confidence": SOURCES[key][1]} for name, key in SETTING_SOURCES.items()}
         return Resp(body={"sources": {k: {"text": v[0], "confidence": v[1]} for k, v in SOURCES.items()},
+                          "settings": settings,
                           "classes": {k: v.model_dump(mode="json", exclude_none=True)
                                       for k, v in self.s.cfg.classes.items()},
                           "rules": [{**rule_to_json(r), "origin": o} for r, o in found]})
@@ -693,6 +739,13 @@ class FacilitySafetyApi:
             data = b"\xef\xbb\xbf" + data
         return Resp(body=data, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _setting(cfg: Any, dotted: str) -> Any:
+    """A setting's value by its dotted name (`grade.min_main_coverage`)."""
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
 
 
 def _shown(name: str, value: Any) -> Any:
@@ -833,7 +886,12 @@ def sensor_health(doc: Doc | None, measured: list[str], battery: str) -> dict[st
     times = [t for name in measured for i in attrs.get(name, ()) if "datasetId" not in i
              if isinstance(t := i.get("modifiedAt") or i.get("observedAt"), str)]
     cell = default(battery) or {}
-    return {"status": state.get("value") if state.get("value") in ("online", "offline") else "unknown",
+    suspect = default(iri(SUSPECT_ATTR)) or {}
+    reasons = suspect.get(iri("reasons"), {})
+    return {"readingSuspect": None if suspect.get("value") in (None, SUSPECT_OK) else {  # QA5 F3, F13i: why not assessed
+                "value": suspect.get("value"), "at": _utc(suspect.get("observedAt")),
+                "reasons": reasons.get("value", []) if isinstance(reasons, dict) else []},
+            "status": state.get("value") if state.get("value") in ("online", "offline") else "unknown",
             "since": _utc(state.get("observedAt")), "lastReportedAt": _utc(max(times) if times else None),
             "batteryLevel": cell.get("value"), "batteryAt": _utc(cell.get("observedAt") or cell.get("modifiedAt"))}
 

@@ -47,7 +47,9 @@ UNIT_CODES = {TILT: "C81", CRACK: "MMT", VIBRATION: "C16"}  # UN/CEFACT: radian,
 UNIT_NAMES = {"tilt": "rad", "crack": "mm", "vibration": "mm/s", "frequency": "Hz", "temperature": "°C"}
 REASONS = {"out-of-range": ("타당 범위 밖", "outside its plausible range"),
            "unknown-unit": ("알 수 없는 단위", "in a unit not understood"),
-           "not-a-number": ("숫자가 아님", "not a number")}
+           "not-a-number": ("숫자가 아님", "not a number"),
+           "kind-mismatch": ("선언된 센서 종류(sensorKind)와 다른 측정값", "a measure of another kind than the sensor's "
+                             "declared sensorKind")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,7 @@ class Suspect:
     attribute: str
     value: Any
     unit: str | None
-    reason: str  # out-of-range | unknown-unit | not-a-number
+    reason: str  # out-of-range | unknown-unit | not-a-number | kind-mismatch
     detail: str = ""
 
     def text(self) -> str:
@@ -106,8 +108,11 @@ class Checks:
         found = self.tables[channel].get(unit)
         return found[0] if found is not None else None
 
-    def check(self, name: str, raw: Any, unit: str | None) -> tuple[float, float] | Suspect:
-        """(value as sent, scale to the channel's unit), or why the value is suspect."""
+    def check(self, name: str, raw: Any, unit: str | None, offset: float = 0.0) -> tuple[float, float] | Suspect:
+        """(value as sent, scale to the channel's unit), or why the value is suspect.
+
+        `offset`: the sensor's installation baseline of the attribute (device's unit, QA5 F9): the range is checked
+        on the change from it (an absolute-angle sensor mounted at 3° is not a unit error)."""
         channel = self.channel_of[name]
         if not _is_number(raw):
             return Suspect(name, raw, unit, "not-a-number", f"{type(raw).__name__} {str(raw)[:40]!r}")
@@ -115,8 +120,8 @@ class Checks:
         if conversion is None:
             known = ", ".join(sorted(self.tables[channel]))
             return Suspect(name, raw, unit, "unknown-unit", f"unitCode {unit!r}, known: {known}")
-        scale, offset = conversion
-        value = float(raw) * scale + offset
+        scale = conversion[0]
+        value = (float(raw) - offset) * scale + conversion[1]
         low, high = self.cfg.range_of(channel)
         if not (math.isfinite(value) and low <= value <= high):
             return Suspect(name, raw, unit, "out-of-range",
@@ -152,8 +157,8 @@ class Assessed:
     detail: dict[str, float] = field(default_factory=dict)
 
 
-def readings_of(change: EntityChange, measured: frozenset[str], now: datetime, checks: Checks | None = None
-                ) -> list[Reading]:
+def readings_of(change: EntityChange, measured: frozenset[str], now: datetime, checks: Checks | None = None,
+                offsets: dict[str, float] | None = None) -> list[Reading]:
     """The readings a committed change carries, oldest first (instances grouped by observedAt).
 
     With `checks` (QA5 F3) a checked attribute's value that is implausible, in an unknown unit or not a number
@@ -175,7 +180,7 @@ def readings_of(change: EntityChange, measured: frozenset[str], now: datetime, c
             continue
         assert checks is not None
         unit = instance.get("unitCode") if isinstance(instance.get("unitCode"), str) else None
-        result = checks.check(name, number, unit)
+        result = checks.check(name, number, unit, (offsets or {}).get(name, 0.0))
         group.units[name] = unit
         if isinstance(result, Suspect):
             groups[at] = Reading(at, group.values, group.scales, (*group.suspects, result), True, group.units)
@@ -200,9 +205,29 @@ def _time(instance: dict[str, Any], now: datetime) -> datetime:
         return now
 
 
+def kind_mismatch(sensor: Sensor, reading: Reading, names: AttributeNames) -> Reading:
+    """The reading with the measures of another kind than the sensor's declared `sensorKind` made suspects (QA5
+    F13i): a sensor declared `tilt` that sends `crackOpening` is misprovisioned (or mislabelled), its crack is not
+    assessed on any ladder and the sensor says why, instead of being graded "no data" without a word."""
+    if not sensor.declared_kind or sensor.kind is None:
+        return reading
+    channels = {TILT: (names.tilt_x, names.tilt_y), CRACK: (names.crack,), VIBRATION: (names.vibration,)}
+    foreign = [n for kind, attrs in channels.items() if kind != sensor.kind for n in attrs if n in reading.values]
+    if not foreign:
+        return reading
+    suspects = tuple(Suspect(n, reading.values[n], reading.units.get(n), "kind-mismatch",
+                             f"sensorKind {sensor.kind}, measure of {next(k for k, a in channels.items() if n in a)}")
+                     for n in foreign)
+    values = {k: v for k, v in reading.values.items() if k not in foreign}
+    return Reading(reading.at, values, reading.scales, (*reading.suspects, *suspects), True, reading.units)
+
+
 def assess(sensor: Sensor, reading: Reading, temperature: float | None, names: AttributeNames
            ) -> tuple[list[Assessed], list[str]]:
-    """The assessed values of one reading, and why a channel was left out (if one was)."""
+    """The assessed values of one reading, and why a channel was left out (if one was).
+
+    Without a thermal model a tilt axis or crack value is assessed as its change from the sensor's installation
+    baseline (QA5 F9: raw − offset); with one, the residual (the model's intercept holds the offset)."""
     out: list[Assessed] = []
     skipped: list[str] = []
     v, k = reading.values, reading.scales
@@ -220,7 +245,8 @@ def assess(sensor: Sensor, reading: Reading, temperature: float | None, names: A
             method = "thermal" if "thermal" in (x[1], y[1]) else "none"
             out.append(Assessed(TILT, resultant, reading.at, method, {"residualX": x[0], "residualY": y[0]}))
     if names.crack in v:
-        r = residual(v[names.crack], temperature, sensor.models.get(names.crack))
+        r = residual(v[names.crack] - _offset(sensor, names.crack), temperature, sensor.models.get(names.crack),
+                     _offset(sensor, names.crack))
         if r is None:
             skipped.append(f"{CRACK}: thermal model needs the temperature")
         else:
@@ -236,8 +262,12 @@ def _axis(raw: float | None, temperature: float | None, sensor: Sensor, name: st
           ) -> tuple[float, str] | None:
     if raw is None:
         return 0.0, "none"  # a single-axis sensor: the other axis does not lean
-    r = residual(raw, temperature, sensor.models.get(name))
+    r = residual(raw - _offset(sensor, name), temperature, sensor.models.get(name), _offset(sensor, name))
     return None if r is None else (r[0] * scales.get(name, 1.0), r[1])  # the model works in the device's unit
+
+
+def _offset(sensor: Sensor, name: str) -> float:
+    return sensor.baseline.offset(name) if sensor.baseline is not None else 0.0
 
 
 def instance(a: Assessed, dataset_id: str | None) -> dict[str, Any]:

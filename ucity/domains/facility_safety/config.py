@@ -179,8 +179,9 @@ class HealthConfig(BaseModel):
     offline_after_intervals: int = Field(d.OFFLINE_AFTER_INTERVALS, ge=1)
     offline_rule_enabled: bool = Field(True, description="shm-sensor-offline (QA5 F12): ingest's `deviceState` "
                                        "offline on a structural sensor is a fault of the domain, told to the "
-                                       "`escalation.levels.fault` groups (the maintenance vendor); the kernel's "
-                                       "`device-offline` alarm has no chain of the domain")
+                                       "`escalation.levels.fault` groups (the maintenance vendor), with the last "
+                                       "report shown in Asia/Seoul; the kernel's `device-offline` is then not raised "
+                                       "for a structural sensor (one alarm, QA5 F13a)")
 
 
 PlausibleRange = tuple[float, float]
@@ -230,6 +231,19 @@ class PlausibilityConfig(BaseModel):
 
     def unit_table(self, channel: str) -> dict[str, tuple[float, float]]:
         return {**d.UNITS[channel], **self.units.get(channel, {})}
+
+
+class BaselineConfig(BaseModel):
+    """QA5 F9: the installation baseline (zero offset) that the tilt and crack ladders measure the change from [D]."""
+
+    model_config = _STRICT
+    mode: Literal["capture", "zero"] = Field(d.BASELINE_MODE, description="a sensor whose baseline was not set at "
+                                             "provisioning (static attribute `installationBaseline`), at attach or "
+                                             "by a reset: `capture` takes it from its first readings (they are "
+                                             "stored, not laddered, until then); `zero`: the devices report the "
+                                             "change themselves, the baseline is 0")
+    capture_samples: int = Field(d.BASELINE_CAPTURE_SAMPLES, ge=1, le=1000, description="plausible readings per "
+                                 "axis whose median is the captured baseline (6: an hour of 10-minute reports)")
 
 
 class ThermalConfig(BaseModel):
@@ -375,6 +389,7 @@ class FacilitySafetyConfig(BaseModel):
                                           "names none")
     health: HealthConfig = HealthConfig()
     plausibility: PlausibilityConfig = PlausibilityConfig()
+    baseline: BaselineConfig = BaselineConfig()
     thermal: ThermalConfig = ThermalConfig()
     grade: GradeConfig = GradeConfig()
     escalation: EscalationConfig = EscalationConfig()

@@ -88,6 +88,7 @@ class SensorEvidence:
     interval_s: float | None = None  # the reporting interval completeness used
     interval_source: str = ""  # where it comes from (device, ingest.intervals_by_type, health.expected_interval_s)
     suspect: bool = False  # its newest checked reading was implausible (QA5 F3): such values are never assessed
+    counted_since: str | None = None  # level and events from this time (its baseline reset: a replaced device)
 
 
 def band(value: float, edges: Sequence[tuple[str, float]]) -> int:
@@ -166,7 +167,8 @@ def score_sensor(ev: SensorEvidence, policy: GradePolicy) -> dict[str, Any]:
     return {"sensor": ev.sensor_id, "name": ev.name, "kind": ev.kind, "member": ev.member, "weight": weight,
             "score": score, "scored": scored, "stuck": ev.stuck, "channels": channels, "events": events,
             "completeness": ev.completeness, "samplesReceived": ev.received, "samplesExpected": ev.expected,
-            "expectedIntervalS": ev.interval_s, "intervalSource": ev.interval_source, "suspect": ev.suspect}
+            "expectedIntervalS": ev.interval_s, "intervalSource": ev.interval_source, "suspect": ev.suspect,
+            "countedSince": ev.counted_since}
 
 
 # -- the facility --------------------------------------------------------------------------------------------

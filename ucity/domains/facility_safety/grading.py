@@ -170,14 +170,18 @@ class Grader:
         g = self.cfg.grade
         assert sensor.kind is not None
         raw = self._raw_attrs(sensor.kind)
+        # a sensor whose baseline was reset (a replaced device, QA5 F9) is judged on its own readings and events:
+        # the old device's last level and excursions are not the new one's
+        reset = self.registry.baseline_at(sensor.tenant, sensor.id)
+        own = max(start, reset) if reset is not None else start
         interval, interval_source = self.expected_interval(sensor)
         expected = int(g.window_days * 86400 / interval)
-        counted = await evidence.counts(self.store, sensor.tenant, [sensor.id], [raw[0]], start, now)
+        counted = await evidence.counts(self.store, sensor.tenant, [sensor.id], [raw[0]], own, now)
         received = int(counted.get(sensor.id, {}).get(raw[0], {}).get("totalCount") or 0)
         completeness = min(1.0, received / expected) if expected else None
         # the newest values whatever their time (QA5 F8): a device clock ahead of ours is not "no data"
         recent = await evidence.newest(self.store, sensor.tenant, sensor.id, ASSESSED[sensor.kind], g.level_samples,
-                                       start, now + self.future)
+                                       own, now + self.future)
         fresh = bool(recent) and now - recent[-1][0] <= timedelta(hours=g.level_max_age_hours)
         ahead = (recent[-1][0] - now).total_seconds() if recent and recent[-1][0] > now else None
         points, status = await self._trend(sensor, raw, start, now, completeness)
@@ -186,10 +190,11 @@ class Grader:
         channel = ChannelEvidence(sensor.kind, ladder.edges(), tuple(v for _, v in recent),
                                   to_iso(recent[-1][0]) if recent else None, fresh,
                                   "thermal" if compensated else "none", tuple(points), status, ahead)
-        counted_events, by_level, spikes, matches = await self._events(sensor, start, now + self.future)
+        counted_events, by_level, spikes, matches = await self._events(sensor, own, now + self.future)
         ev = SensorEvidence(sensor.id, sensor.member, sensor.kind, (channel,), counted_events, by_level, spikes,
                             completeness, received, expected, sensor.stuck, sensor.name, matches=matches,
-                            interval_s=interval, interval_source=interval_source, suspect=sensor.suspect)
+                            interval_s=interval, interval_source=interval_source, suspect=sensor.suspect,
+                            counted_since=to_iso(own) if own > start else None)
         return ev, self._crack_rate(sensor, points, status) if sensor.kind == CRACK else None
 
     def _raw_attrs(self, kind: str) -> list[str]:

@@ -259,12 +259,77 @@ class Sensor:
     fit_attempted: dict[str, datetime] = field(default_factory=dict)
     suspect: bool = False  # its newest checked reading was implausible (`readingSuspect` not "ok", QA5 F3)
     units: dict[str, str | None] = field(default_factory=dict)  # measured attribute -> unitCode of its readings
+    # QA5 F9: the installation baseline (zero offset, device's unit) per measured attribute; None: not yet known
+    # (captured from the first readings, which are stored but not laddered)
+    baseline: Baseline | None = None
+    declared_kind: bool = False  # `sensorKind` says the kind (not guessed from the measures)
+    detached_from: str | None = None  # the facility it was detached from (its readings are not laddered)
 
     def to_wire(self) -> dict[str, Any]:
         return {"id": self.id, "facility": self.facility_id, "member": self.member, "kind": self.kind,
                 "name": self.name, "stuck": self.stuck,
+                "installationBaseline": self.baseline.to_json() if self.baseline else None,
+                "detachedFrom": self.detached_from,
                 "thermalCompensation": {a: m.to_json() for a, m in sorted(self.models.items())},
                 "thermalCompensationStatus": dict(sorted(self.model_status.items()))}
+
+
+BASELINE_SOURCES = ("provisioned", "explicit", "captured", "zero", "capturing")
+
+
+@dataclass(frozen=True, slots=True)
+class Baseline:
+    """A sensor's installation baseline (QA5 F9): zero offsets in the device's unit, where they come from and when.
+
+    `source`: provisioned (a static attribute), explicit (attach or reset), captured (median of the first readings),
+    zero (`baseline.mode = "zero"`), capturing (not known yet: `offsets` is empty and readings are not laddered)."""
+
+    offsets: dict[str, float]
+    source: str
+    at: str | None = None  # observedAt of the stored instance (None: a provisioned static attribute)
+    samples: int = 0
+    since: str | None = None  # capturing: readings from this time on
+
+    @property
+    def known(self) -> bool:
+        return self.source != "capturing"
+
+    def offset(self, name: str) -> float:
+        return self.offsets.get(name, 0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"offsets": dict(sorted(self.offsets.items())), "source": self.source, "at": self.at}
+        if self.samples:
+            out["samples"] = self.samples
+        if self.since:
+            out["since"] = self.since
+        return out
+
+
+def baseline_of(doc: Doc | None) -> Baseline | None:
+    """The `installationBaseline` of a sensor entity: a Property whose value maps measured attributes to their zero
+    offset (numbers), with the sub-properties `source`, `samples`, `since` the domain writes; None when absent or
+    unreadable (a value that is not such a map)."""
+    instance = default_instance(doc, "installationBaseline")
+    if instance is None or not isinstance(instance.get("value"), dict):
+        return None
+    offsets = {str(k): float(v) for k, v in instance["value"].items()
+               if isinstance(v, int | float) and not isinstance(v, bool) and v == v and abs(v) != float("inf")}
+    if len(offsets) != len(instance["value"]):
+        return None
+    source = _sub(instance, "source")
+    samples = _sub(instance, "samples")
+    since = _sub(instance, "since")
+    return Baseline(offsets, str(source) if source in BASELINE_SOURCES else "provisioned",
+                    instance.get("observedAt") if isinstance(instance.get("observedAt"), str) else None,
+                    int(samples) if isinstance(samples, int) else 0, since if isinstance(since, str) else None)
+
+
+def _sub(instance: dict[str, Any], name: str) -> Any:
+    sub = instance.get(iri(name))
+    if isinstance(sub, list):
+        sub = sub[0] if sub else None
+    return sub.get("value") if isinstance(sub, dict) else None
 
 
 def kind_of(doc: Doc, names: dict[str, str]) -> str | None:
@@ -292,11 +357,14 @@ def facility_of(doc: Doc, relationships: list[str]) -> str | None:
 def sensor_from_doc(tenant: str, doc: Doc, relationships: list[str], names: dict[str, str]) -> Sensor:
     member = str(value(doc, "structuralMember") or "main")
     models, status = models_of(value(doc, "thermalCompensation"))
+    detached = value(doc, "detachedFrom")
     return Sensor(tenant=tenant, id=doc["id"], types=list(doc.get("type", [])),
                   facility_id=facility_of(doc, relationships), member=member if member in MEMBERS else "main",
                   kind=kind_of(doc, names), name=str(value(doc, "name") or ""), models=models, model_status=status,
                   stuck=value(doc, "sensorStuck") is True,
-                  suspect=value(doc, "readingSuspect") not in (None, "ok"), units=_units(doc, names))
+                  suspect=value(doc, "readingSuspect") not in (None, "ok"), units=_units(doc, names),
+                  baseline=baseline_of(doc), declared_kind=value(doc, "sensorKind") in ("tilt", "crack", "vibration"),
+                  detached_from=str(detached) if isinstance(detached, str) and detached else None)
 
 
 def _units(doc: Doc, names: dict[str, str]) -> dict[str, str | None]:
@@ -358,6 +426,17 @@ class SensorAttachIn(BaseModel):
     sensor: str = Field(min_length=1, max_length=256)
     member: Literal["main", "auxiliary"] = "main"
     kind: Literal["tilt", "crack", "vibration"] | None = None
+    baseline: dict[str, float] | None = Field(
+        None, description="the installation baseline (zero offset) per axis, in the device's unit (QA5 F9); "
+        "(tiltX, tiltY, crackOpening: the configured names); without it the sensor keeps the one it has, else "
+        "captures it from its first readings")
+
+    @field_validator("baseline")
+    @classmethod
+    def _finite(cls, raw: dict[str, float] | None) -> dict[str, float] | None:
+        if raw is not None and any(v != v or abs(v) == float("inf") for v in raw.values()):
+            raise ValueError("a baseline offset is a finite number")
+        return raw
 
 
 class InspectionIn(BaseModel):

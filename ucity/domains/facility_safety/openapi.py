@@ -71,11 +71,16 @@ OPENAPI = ApiDocs(
                                        params=("orphan", "facility", "limit", "offset")),
         ("GET", f"{BASE}/sensors/{{sensorId}}"): Doc(summary="A sensor with its models and ladder"),
         ("POST", f"{BASE}/sensors/{{sensorId}}/reset-baseline"): Doc(
-            summary="Start the sensor's thermal model afresh (a replaced device under the old id)",
+            summary="Start the sensor's thermal model and installation baseline afresh (a replaced device)",
             description="Its models go and `thermalBaselineAt` is set to now: fits and the stuck check use its "
-                        "history from then on, so it is assessed raw until it has 30 days of its own. Audited "
-                        "(`sensor-baseline-reset`).",
-            body={"type": "object", "properties": {"reason": {"type": "string"}}}),
+                        "history from then on, so it is assessed raw until it has 30 days of its own; the grade "
+                        "counts its level and events from then on. Its installation baseline (zero offset, QA5 F9) "
+                        "is `baseline` when given, else captured from its next `baseline.capture_samples` readings "
+                        "(stored, not laddered until then). Audited (`sensor-baseline-reset`).",
+            body={"type": "object", "properties": {
+                "reason": {"type": "string"},
+                "baseline": {"type": "object", "additionalProperties": {"type": "number"},
+                             "description": "zero offset per axis (tiltX, tiltY, crackOpening), device's unit"}}}),
         ("POST", f"{BASE}/sensors/{{sensorId}}/thermal-fit"): Doc(summary="Fit the sensor's thermal model now"),
         ("POST", f"{BASE}/grades/recompute"): Doc(summary="Recompute every facility's grade now"),
         ("GET", f"{BASE}/inspections/schedule"): Doc(summary="The inspection schedule of every facility",

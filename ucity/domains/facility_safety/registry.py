@@ -146,6 +146,10 @@ class Registry:
             return fresh
         old.types, old.facility_id, old.member, old.kind, old.name = (fresh.types, fresh.facility_id, fresh.member,
                                                                       fresh.kind, fresh.name)
+        old.declared_kind, old.detached_from = fresh.declared_kind, fresh.detached_from
+        if fresh.baseline is not None and _newer(fresh.baseline.at, old.baseline.at if old.baseline else None,
+                                                 old.baseline is None):
+            old.baseline = fresh.baseline  # only ever forward: a change published late carries an older one
         return old
 
     def set_baseline(self, tenant: str, sensor_id: str, at: datetime) -> None:
@@ -188,6 +192,16 @@ def written_datasets(doc: Doc) -> dict[str, set[str | None]]:
         if instances:
             out[channel] = {i.get("datasetId") for i in instances}
     return out
+
+
+def _newer(at: str | None, held: str | None, none_held: bool) -> bool:
+    """Whether an installation baseline written at `at` replaces the one held (written at `held`): a provisioned one
+    (no time) only when none is held; a written one when it is not older."""
+    if none_held:
+        return True
+    if at is None:
+        return False
+    return held is None or parse_iso(at) >= parse_iso(held)
 
 
 def _baseline_of(doc: Doc) -> datetime | None:

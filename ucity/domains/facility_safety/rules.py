@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ucity.rules import Compare, Edge, EventMatch, Inactivity, Persistence, Rule, Step, Text, Threshold
 
@@ -75,6 +75,13 @@ UNITS: dict[str, dict[str, tuple[float, float]]] = {
     "temperature": {"CEL": (1.0, 0.0), "°C": (1.0, 0.0), "KEL": (1.0, -273.15), "K": (1.0, -273.15),
                     "FAH": (5 / 9, -32 * 5 / 9), "°F": (5 / 9, -32 * 5 / 9)},
 }
+# -- installation baseline (QA5 F9), [D]: the ladders of SHM-R1 / R2 measure the change from it --------------------
+# A sensor with no baseline set at provisioning (static attribute `installationBaseline`), at attach or by a reset
+# takes the median of its first N plausible readings per axis: one hour of 10-minute reports (§8.6 [D]); the median,
+# so one knock does not set the zero. Readings before that are stored but not laddered. "zero": the devices report
+# the change themselves (zeroed at installation), the baseline is 0 from the first reading.
+BASELINE_MODE: Literal["capture", "zero"] = "capture"
+BASELINE_CAPTURE_SAMPLES = 6
 # -- SHM-R7 thermal compensation ----------------------------------------------------------------------------
 THERMAL_MIN_DAYS = 30.0
 THERMAL_MIN_HOURS = 360  # hourly buckets with data: half of 30 days [D]
@@ -143,7 +150,16 @@ SOURCES: dict[str, tuple[str, str]] = {
     "QA5-F3": ("plausible range per channel and the attribute's unitCode: a reading outside, in an unknown unit "
                "or not a number is a suspect sensor (fault), not a safety level [D]", "D"),
     "SHM-R7": ("thermal compensation a + b*T over >= 30 days (ideally 12 months) [P], method [D]", "D"),
+    "QA5-F4": ("grade.min_main_coverage 0.8: scored / attached main-member sensors; section 2.5's '>= 80 % "
+               "completeness' applied to members, below it the grade is insufficient-data (withheld) [D]", "D"),
+    "QA5-F9": ("installation baseline (zero offset) of tilt and crack sensors: set at provisioning or attach, else "
+               "the median of the first 6 plausible readings (baseline.capture_samples); readings before it are "
+               "stored, not laddered [D]", "D"),
 }
+# The settings of the domain that are no rule of the rules engine, with the SOURCES entry they come from
+# (`GET /api/v1/facility-safety/rules` lists them with their values).
+SETTING_SOURCES: dict[str, str] = {"grade.min_main_coverage": "QA5-F4", "grade.completeness": "QA5-F4",
+                                   "baseline.mode": "QA5-F9", "baseline.capture_samples": "QA5-F9"}
 
 # -- rule ids and the attributes the domain writes ------------------------------------------------------------
 TILT, CRACK, VIBRATION = "tilt", "crack", "vibration"
@@ -161,7 +177,10 @@ CRACK_RATE_ATTR = "crackOpeningRate"
 STUCK_ATTR = "sensorStuck"
 SUSPECT_ATTR = "readingSuspect"  # "ok", or why the newest reading was not assessed (QA5 F3)
 SUSPECT_OK = "ok"
+INSTALL_BASELINE_ATTR = "installationBaseline"  # zero offsets per measured attribute (QA5 F9)
+DETACHED_ATTR = "detachedFrom"  # the facility a detached sensor left: its readings are stored, not laddered
 DEVICE_STATE_ATTR = "deviceState"  # written by ingest's device health (online / offline)
+OFFLINE_ATTR = "sensorOffline"  # "ok", or the offline text with the last report in Asia/Seoul (QA5 F13a)
 DATASET_PREFIX = "urn:ngsi-ld:Dataset:facility-safety:"
 NAMES: dict[str, Text] = {
     TILT: Text(ko="기울기 변화(설치 기준)", en="Tilt change from the installation baseline"),
@@ -299,10 +318,13 @@ def fault_rules(cfg: FacilitySafetyConfig) -> tuple[Rule, ...]:
     offline = Rule(
         id=OFFLINE_RULE, name=Text(ko="센서 통신 두절(유지보수)", en="Sensor offline (maintenance)"), entity_types=types,
         kind="fault", category=CATEGORY, source=source("SHM-R6"), confidence="D", enabled=h.offline_rule_enabled,
-        condition=EventMatch(attribute=DEVICE_STATE_ATTR, when=Compare(op="==", value="offline"), level="interest",
+        condition=EventMatch(attribute=OFFLINE_ATTR, when=Compare(op="!=", value=SUSPECT_OK), level="interest",
                              latch=True),
-        description=Text(ko="수집(ingest)의 장치 상태가 offline: 유지보수 그룹에 통보",
-                         en="ingest's device state is offline: the domain's maintenance groups are told"))
+        description=Text(ko="수집(ingest)의 장치 상태가 offline: 유지보수 그룹에 통보 (값은 마지막 보고 시각, 한국 시간). "
+                            "구조 센서에는 커널의 device-offline 경보를 따로 올리지 않음",
+                         en="ingest's device state is offline: the domain's maintenance groups are told (the value "
+                            "gives the last report in Asia/Seoul). The kernel's device-offline alarm is not raised "
+                            "for a structural sensor as well"))
     return battery, stuck, silent, suspect, offline
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import date, datetime, time, timedelta
@@ -30,7 +31,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ucity.core.bus import Context, EntitiesChanged
-from ucity.core.clock import TimerHandle, parse_iso, to_iso
+from ucity.core.clock import TimerHandle, parse_iso, to_iso, to_micros
 from ucity.core.errors import NotFound
 from ucity.core.params import bad
 from ucity.core.platform import Platform
@@ -41,6 +42,7 @@ from ucity.domains.facility_safety.assess import (
     assess,
     assessed_attr,
     instance,
+    kind_mismatch,
     neutral,
     observe,
     readings_of,
@@ -51,6 +53,7 @@ from ucity.domains.facility_safety.grading import Grader, ingest_interval
 from ucity.domains.facility_safety.models import (
     GRADES,
     LAST_INSPECTION_ATTR,
+    Baseline,
     Facility,
     InspectionIn,
     Sensor,
@@ -58,6 +61,7 @@ from ucity.domains.facility_safety.models import (
     facility_of,
     iri,
     prop,
+    short,
 )
 from ucity.domains.facility_safety.photos import PhotoStore
 from ucity.domains.facility_safety.registry import BASELINE_ATTR, Registry
@@ -66,9 +70,13 @@ from ucity.domains.facility_safety.rules import (
     CHANNELS,
     CRACK,
     DATASET_PREFIX,
+    DETACHED_ATTR,
+    INSTALL_BASELINE_ATTR,
+    OFFLINE_ATTR,
     RULE_IDS,
     STUCK_ATTR,
     SUSPECT_ATTR,
+    SUSPECT_OK,
     TILT,
     Variant,
     class_variant,
@@ -80,10 +88,11 @@ from ucity.domains.facility_safety.rules import (
 )
 from ucity.domains.facility_safety.tasks import COMPLETED, TaskBook
 from ucity.domains.facility_safety.thermal import FitPolicy, NoModel, fit, pair_hours
+from ucity.ingest import DeviceStatusChanged
 from ucity.ngsild.ops import merge_op
 from ucity.ops.audit import AuditLog
 from ucity.rules import LEVELS, Rule, RuleCleared, RuleMatched, RuleSpike, level_rank
-from ucity.store.base import ApplyFn, Mutation, Outcome, Store
+from ucity.store.base import ApplyFn, Mutation, Outcome, Store, TemporalQuery
 
 log = logging.getLogger(__name__)
 ACTOR = "facility-safety"
@@ -133,7 +142,7 @@ class FacilitySafety:
         self._unsubscribe: list[Callable[[], None]] = []
         self._timers: dict[str, TimerHandle] = {}
         self.stats = {"readings": 0, "assessed": 0, "skipped": 0, "fits": 0, "grades": 0, "events": 0, "errors": 0,
-                      "implausible": 0}
+                      "implausible": 0, "unbaselined": 0, "detached": 0}
         self._register(default_rules(cfg) + variant_rules(cfg, list(self.class_variants.values())))
         from ucity.domains.facility_safety.api import FacilitySafetyApi
 
@@ -152,7 +161,13 @@ class FacilitySafety:
         self._refresh_facility_rules()
         bus = self.platform.bus
         self._unsubscribe = [bus.subscribe(EntitiesChanged, self._on_changes), bus.subscribe(RuleMatched, self._on_rule),
-                             bus.subscribe(RuleSpike, self._on_rule), bus.subscribe(RuleCleared, self._on_rule)]
+                             bus.subscribe(RuleSpike, self._on_rule), bus.subscribe(RuleCleared, self._on_rule),
+                             bus.subscribe(DeviceStatusChanged, self._on_device)]
+        alarms = self.platform.services.get("alarms")
+        if self.cfg.health.offline_rule_enabled and alarms is not None and hasattr(alarms, "offline_owners"):
+            # one alarm per offline structural sensor (QA5 F13a): shm-sensor-offline, with the maintenance chain
+            alarms.offline_owners.append(self._owns_offline)
+            self._unsubscribe.append(lambda: alarms.offline_owners.remove(self._owns_offline))
         self._worker = asyncio.get_running_loop().create_task(self._work(), name="facility-safety")
         await self._arm_daily(catch_up=True)
         self._arm_health()
@@ -297,11 +312,40 @@ class FacilitySafety:
             sensor = self.registry.apply(change)
             if sensor is None or sensor.kind is None:
                 continue
-            readings = readings_of(change, self.measured, now, self.checks)
+            known = sensor.baseline.offsets if sensor.baseline is not None and sensor.baseline.known else None
+            readings = readings_of(change, self.measured, now, self.checks, known)
             if readings:
                 work.setdefault(change.tenant, []).append((sensor, readings))
         for tenant, items in work.items():
             self.enqueue(partial(self._assess, tenant, items, Context(parent_id=event.context.id, actor=ACTOR)))
+
+    def _owns_offline(self, tenant: str, entity_id: str) -> bool:
+        """Whether the domain raises the offline fault of this entity itself (a structural sensor it knows)."""
+        return self.registry.sensor(tenant, entity_id) is not None
+
+    async def _on_device(self, event: DeviceStatusChanged) -> None:
+        """Ingest's device health: `sensorOffline` on a structural sensor, the text of shm-sensor-offline (the last
+        report shown in Asia/Seoul, QA5 F13a; the time stays UTC in the event and `deviceState`), `ok` when back."""
+        sensor = self.registry.sensor(event.tenant, event.entity_id)
+        if sensor is None or event.status not in ("online", "offline") or not self.cfg.health.offline_rule_enabled:
+            return
+        text = SUSPECT_OK if event.status == "online" else self.offline_text(event.device_id, event.last_reported)
+        inst: dict[str, Any] = {"type": "Property", "value": text, "observedAt": to_iso(self.clock.now())}
+        if event.last_reported:
+            inst[iri("lastReported")] = {"type": "Property", "value": event.last_reported}
+        ctx = Context(parent_id=event.context.id, actor=ACTOR)
+        self.enqueue(lambda: self._write(sensor, [(iri(OFFLINE_ATTR), inst)], ctx))
+
+    def offline_text(self, device_id: str, last_reported: str | None) -> str:
+        zone = self.cfg.grade.timezone
+        if last_reported:
+            shown = parse_iso(last_reported).astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+            return (f"센서 {device_id} 통신 두절 (마지막 보고 {shown}, 한국 시간) / sensor {device_id} offline (last "
+                    f"reported {shown} {zone})")
+        return f"센서 {device_id} 통신 두절 (보고 없음) / sensor {device_id} offline (never reported)"
+
+    async def _write(self, sensor: Sensor, writes: list[Write], ctx: Context) -> None:
+        _check(await self.store.mutate(sensor.tenant, [Mutation(sensor.id, _op(writes))], ctx))
 
     async def _on_rule(self, event: RuleMatched | RuleSpike | RuleCleared) -> None:
         if event.rule_id not in self.rule_ids and getattr(event, "category", "") != CATEGORY:
@@ -315,7 +359,10 @@ class FacilitySafety:
         for sensor, readings in items:
             self.stats["readings"] += len(readings)
             fitted = await self.ensure_models(sensor, now)
+            captured = await self._capture(sensor, now) if not self.detached(sensor) else None
             writes = self._sensor_writes(sensor, readings, now)
+            if captured is not None:
+                writes.insert(0, (iri(INSTALL_BASELINE_ATTR), captured))
             if fitted:
                 writes.append((iri("thermalCompensation"), self.models_instance(sensor, now)))
             if writes:
@@ -327,8 +374,12 @@ class FacilitySafety:
         """The instances (and dropped datasets) one sensor's readings produce, in time order."""
         names = self.cfg.attributes
         out: list[Write] = []
+        if self.detached(sensor):  # stored by ingest, laddered by no one: it left its facility
+            self.stats["detached"] += len(readings)
+            return out
         for reading in readings:
             temperature = self._temperature(sensor, reading)
+            reading = kind_mismatch(sensor, reading, names)  # QA5 F13i: another kind's measure is a suspect
             suspect = observe(sensor, reading)  # QA5 F3: implausible values -> readingSuspect (a fault)
             self.stats["implausible"] += len(reading.suspects)
             if suspect is not None:
@@ -338,6 +389,9 @@ class FacilitySafety:
                     self.stats["skipped"] += 1
                     continue
                 out.append((iri(STUCK_ATTR), _stuck_instance(False, [], reading.at)))
+            if not self.baseline_of(sensor).known and sensor.kind in (TILT, CRACK):
+                self.stats["unbaselined"] += 1  # QA5 F9: stored, not laddered until its baseline is known
+                continue
             assessed, skipped = assess(sensor, reading, temperature, names)
             self.stats["skipped"] += len(skipped)
             for a in assessed:
@@ -407,6 +461,93 @@ class FacilitySafety:
         if moved:
             sensor.stuck, sensor.stuck_values = False, {}
         return moved
+
+    # -- installation baseline (QA5 F9) -------------------------------------------------------------------------------
+    def detached(self, sensor: Sensor) -> bool:
+        """Detached from its facility and attached to none since: its readings are stored, not laddered."""
+        return sensor.detached_from is not None and sensor.facility_id is None
+
+    def baseline_attrs(self, sensor: Sensor) -> list[str]:
+        a = self.cfg.attributes
+        return {TILT: [a.tilt_x, a.tilt_y], CRACK: [a.crack]}.get(sensor.kind or "", [])
+
+    def baseline_of(self, sensor: Sensor) -> Baseline:
+        """The sensor's installation baseline in effect: the stored one, else none known (`capturing`) or zero
+        (`baseline.mode = "zero"`: the devices report the change themselves)."""
+        if sensor.baseline is not None:
+            return sensor.baseline
+        return Baseline({}, "zero") if self.cfg.baseline.mode == "zero" else Baseline({}, "capturing")
+
+    def ladder_status(self, sensor: Sensor) -> dict[str, Any]:
+        """Whether the sensor's readings reach a ladder now, and why not (Korean and English), for its health."""
+        baseline = self.baseline_of(sensor)
+        status: dict[str, Any] = {"laddered": True, "notLadderedBecause": None,
+                                  "installationBaseline": baseline.to_json()}
+        if self.detached(sensor):
+            status.update(laddered=False, notLadderedBecause={
+                "reason": "detached",
+                "ko": f"시설물 {sensor.detached_from}에서 분리됨: 측정값은 저장만 되고 경보 단계로 평가하지 않음",
+                "en": f"detached from facility {sensor.detached_from}: its readings are stored, not laddered"})
+        elif not baseline.known and sensor.kind in (TILT, CRACK):
+            n = self.cfg.baseline.capture_samples
+            status.update(laddered=False, notLadderedBecause={
+                "reason": "no-baseline",
+                "ko": f"설치 기준값 없음: 처음 {n}개 측정값의 중앙값으로 정함, 그 전의 측정값은 저장만 되고 평가하지 않음",
+                "en": f"no installation baseline yet: the median of its first {n} readings sets it; readings before "
+                      f"it are stored, not laddered"})
+        return status
+
+    async def _capture(self, sensor: Sensor, now: datetime) -> dict[str, Any] | None:
+        """The installation baseline captured from the sensor's first plausible readings (median of the first
+        `baseline.capture_samples` per axis, since its reset if it had one), once there are enough; its instance.
+
+        Read from history (the reading that triggers it is stored already), so a restart or an upgrade that meets a
+        sensor without a baseline takes its first readings, never the current lean as the zero."""
+        if sensor.kind not in (TILT, CRACK) or self.baseline_of(sensor).known:
+            return None
+        n = self.cfg.baseline.capture_samples
+        names = self.baseline_attrs(sensor)
+        held = sensor.baseline
+        since = parse_iso(held.since) if held is not None and held.since else \
+            self.registry.baseline_at(sensor.tenant, sensor.id)
+        query = TemporalQuery(ids=(sensor.id,), attrs=tuple(iri(n) for n in names), dataset_ids=("@none",),
+                              time_from=to_micros(since) if since else None, time_to=to_micros(now) + 86_400_000_000,
+                              limit_instances=4 * n)
+        entities, _ = await self.store.temporal_query(sensor.tenant, query)
+        values: dict[str, list[float]] = {}
+        for entity in entities:
+            for attr, series in entity.attrs.items():
+                name = short(attr)
+                for inst in series.instances:
+                    unit = inst.get("unitCode") if isinstance(inst.get("unitCode"), str) else None
+                    checked = self.checks.check(name, inst.get("value"), unit) if self.checks.cfg.enabled \
+                        else (inst.get("value"), 1.0)
+                    if isinstance(checked, tuple) and isinstance(checked[0], int | float):
+                        values.setdefault(name, []).append(float(checked[0]))
+        if len(values.get(names[0], [])) < n:
+            return None
+        offsets = {name: statistics.median(found[:n]) for name, found in values.items() if found}
+        at = to_iso(now)
+        sensor.baseline = Baseline(offsets, "captured", at, n)
+        return baseline_instance(sensor.baseline)
+
+    async def set_baseline(self, sensor: Sensor, offsets: dict[str, float] | None, actor: str,
+                           since: datetime | None = None) -> Baseline:
+        """Set the sensor's installation baseline: `offsets` given (explicit), else none known from `since` on (it is
+        captured from the readings after it) or zero (`baseline.mode = "zero"`). Written on the sensor entity."""
+        now = self.clock.now()
+        if offsets is not None:
+            baseline = Baseline(dict(offsets), "explicit", to_iso(now))
+        elif self.cfg.baseline.mode == "zero":
+            baseline = Baseline({}, "zero", to_iso(now))
+        else:
+            baseline = Baseline({}, "capturing", to_iso(now), since=to_iso(since or now))
+        sensor.baseline = baseline
+        outcome = (await self.store.mutate(sensor.tenant, [Mutation(sensor.id, _op(
+            [(iri(INSTALL_BASELINE_ATTR), baseline_instance(baseline))]))], Context(actor=actor)))[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return baseline
 
     # -- thermal models (SHM-R7) ------------------------------------------------------------------------------------
     def thermal_attrs(self, sensor: Sensor) -> list[str]:
@@ -707,8 +848,9 @@ class FacilitySafety:
         """Take a sensor off its facility (a replaced or removed device): its relationship to the facility and its
         member go, and every ladder it was assessed on ends as at a handover, with a zero at now (its rules clear:
         an active alarm becomes cleared-unacknowledged) and the removal of that instance. The facility's grade no
-        longer counts it; its history stays. A detached sensor that still reports is assessed on the default
-        ladder of an unattached sensor, like any structural sensor without a facility."""
+        longer counts it; its history stays. A detached sensor that still reports is not assessed at all: its
+        readings are stored (ingest), no ladder sees them, its health says so (`detachedFrom`); attaching it to a
+        facility again ends that."""
         now = self.clock.now()
         writes: list[Write] = []
         for channel in CHANNELS:
@@ -721,6 +863,8 @@ class FacilitySafety:
         doc = await self.store.get_entity(sensor.tenant, sensor.id)
         links = [name for name in self.cfg.facility_relationships if facility_of(doc or {}, [name]) == facility_id]
         writes += [(DROP, (iri(name), None)) for name in [*links, "structuralMember"]]
+        # its later readings are stored, laddered by no one (not as a member of any facility) until it is attached
+        writes.append((iri(DETACHED_ATTR), {"type": "Property", "value": facility_id, "observedAt": to_iso(now)}))
         outcome = (await self.store.mutate(sensor.tenant, [Mutation(sensor.id, _op(writes))], Context(actor=actor)))[0]
         if isinstance(outcome, Exception):
             raise outcome
@@ -732,14 +876,20 @@ class FacilitySafety:
                                                facility=facility_id, sensor=sensor.id))
         return sensor
 
-    async def reset_baseline(self, sensor: Sensor, actor: str, reason: str = "") -> Sensor:
+    async def reset_baseline(self, sensor: Sensor, actor: str, reason: str = "",
+                             offsets: dict[str, float] | None = None) -> Sensor:
         """Start a sensor's thermal model afresh (a replaced device that keeps the old id, a re-installed one; QA5 F9).
 
         The models and their status go, and `thermalBaselineAt` (now) is written on the sensor: fits use only the
         history from then on (`_hourly`), so the new device's readings are assessed raw on the same ladder until
         it has its own 30 days, and the stuck check looks at its own readings only. A stuck flag is lifted.
-        Its history stays. Audited (`sensor-baseline-reset`, with the models that were dropped)."""
+        Its history stays. Audited (`sensor-baseline-reset`, with the models that were dropped).
+
+        The installation baseline is set again (QA5 F9): to `offsets` when given, else captured from the new
+        device's first readings (those before it are stored, not laddered), or zero with `baseline.mode = "zero"`.
+        The grade counts the sensor's level and events from now on only (the old device's are not its own)."""
         now = self.clock.now()
+        await self.set_baseline(sensor, offsets, actor, since=now)
         old = {a: m.to_json() for a, m in sorted(sensor.models.items())}
         self.registry.set_baseline(sensor.tenant, sensor.id, now)
         sensor.models.clear()
@@ -757,11 +907,23 @@ class FacilitySafety:
             raise outcome
         await self.audit.append(self.audit.row(sensor.tenant, AUDIT_KIND, "sensor-baseline-reset", actor, outcome="ok",
                                                facility=sensor.facility_id, sensor=sensor.id, reason=reason[:500],
-                                               baselineAt=to_iso(now), droppedModels=old))
+                                               baselineAt=to_iso(now), droppedModels=old,
+                                               installationBaseline=self.baseline_of(sensor).to_json()))
         return sensor
 
     def _variant_owner(self, rule_id: str) -> str:
         return next((f for (_, f, _), v in self.facility_variants.items() if v.rule_id == rule_id), "")
+
+
+def baseline_instance(baseline: Baseline) -> dict[str, Any]:
+    """The stored `installationBaseline` (QA5 F9): offsets per measured attribute, in the device's unit."""
+    out: dict[str, Any] = {"type": "Property", "value": dict(baseline.offsets), "observedAt": baseline.at,
+                           iri("source"): {"type": "Property", "value": baseline.source}}
+    if baseline.samples:
+        out[iri("samples")] = {"type": "Property", "value": baseline.samples}
+    if baseline.since:
+        out[iri("since")] = {"type": "Property", "value": baseline.since}
+    return out
 
 
 def _ladders_json(ladders: LadderSet | None) -> dict[str, Any] | None:

@@ -103,9 +103,12 @@ def fit(hours: Sequence[HourMean], policy: FitPolicy, now: datetime, previous: T
                         temp_max=max(h.temperature for h in usable))
 
 
-def residual(reading: float, temperature: float | None, model: ThermalModel | None) -> tuple[float, str] | None:
+def residual(reading: float, temperature: float | None, model: ThermalModel | None, offset: float = 0.0
+             ) -> tuple[float, str] | None:
     """(value to assess, method): the residual with a model, the raw change without one.
 
+    `reading` is the change from the installation baseline (`offset` subtracted); the model was fitted on the
+    readings as sent, so its prediction is taken from the same baseline (the offset lives in its intercept).
     None when a model exists but the temperature is unknown: subtracting nothing would put the
     thermal swing back into the value, so the reading is not assessed at all.
     """
@@ -113,7 +116,7 @@ def residual(reading: float, temperature: float | None, model: ThermalModel | No
         return reading, "none"
     if temperature is None:
         return None
-    return reading - model.predict(temperature), "thermal"
+    return reading - (model.predict(temperature) - offset), "thermal"
 
 
 def _iso(micros: int) -> str:
