@@ -244,6 +244,14 @@ class OpsApi:
                                         principal, parse(req, DecisionIn).reason, req.base_url)
         return Resp(200, link)
 
+    async def resend_linkage(self, req: Req) -> Resp:
+        """An operator sends a failed linkage's package again (QA7 F12): 202, queued."""
+        tenant, principal = await self._ctx(req, Permission.EVENTS_MANAGE)
+        body = parse(req, DecisionIn) if req.body else DecisionIn()
+        link = await self.center.resend_linkage(tenant, req.path_params["eventId"], req.path_params["linkageId"],
+                                                principal, body.reason)
+        return Resp(202, link)
+
     async def linkage_package(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.EVENTS_READ)
         package = await self.center.package(tenant, req.path_params["eventId"], req.path_params["linkageId"],
@@ -406,7 +414,7 @@ class OpsApi:
             token = self.center.grants.token(grant)
             body.update(token=token, links=links(req.base_url, token, grant.cameras))
         docs, _ = await self.center.audit.query(tenant, AuditQuery(grant_ids=(grant.id,), limit=10_000))
-        return Resp(200, {**body, "audit": [d for d in docs if d.get("action") not in READ_ACTIONS]})
+        return Resp(200, {**body, "audit": grant_trail_for(docs, principal)})
 
     async def renew_grant(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.EVENTS_READ)
@@ -483,6 +491,18 @@ class OpsApi:
         return Resp(204)
 
 
+def grant_trail_for(docs: list[dict[str, Any]], principal: Principal) -> list[dict[str, Any]]:
+    """What `principal` may read of a grant's audit lines: read lines (`READ_ACTIONS`) for nobody; with
+    `grants:read-all` (operators, admins) all the others; an agency (the grant's) not the footage accesses of anybody
+    else (another agency's refused tries, an operator's, an anonymous one: who else tried its links is the
+    operators' business), only its own."""
+    docs = [d for d in docs if d.get("action") not in READ_ACTIONS]
+    if principal.can(Permission.GRANTS_READ_ALL):
+        return docs
+    return [d for d in docs if d.get("action") != "access" or (principal.agency is not None
+                                                                and d.get("agency") == principal.agency)]
+
+
 def _own_agency(principal: Principal, see_all: Permission) -> str | None:
     """None when the principal sees every agency's records, else the one agency it sees."""
     if principal.can(see_all):
@@ -543,6 +563,11 @@ ROUTES: tuple[Route, ...] = (
           "Approve a held linkage", E, P.EVENTS_MANAGE, DecisionIn),
     Route("/api/v1/events/{eventId}/linkages/{linkageId}/reject", "POST", "reject_linkage", "Reject a held linkage",
           E, P.EVENTS_MANAGE, DecisionIn),
+    Route("/api/v1/events/{eventId}/linkages/{linkageId}/resend", "POST", "resend_linkage",
+          "Send a failed linkage's package again (its dead letter, once; the footage token signed again; audited "
+          "`linkage` / `resent`); 409 unless the linkage is failed and its dead letter still there (not resent or "
+          "replayed already), or when its grant is revoked or expired", E, P.EVENTS_MANAGE, DecisionIn,
+          statuses=(202,)),
     Route("/api/v1/events/{eventId}/linkages/{linkageId}/package", "GET", "linkage_package",
           "The package of a linkage (PLAT-R6/R7)", E, P.EVENTS_READ),
     Route("/api/v1/cameras", "GET", "list_cameras", "List cameras, or the nearest to `near=lon,lat`", C,
@@ -576,7 +601,8 @@ ROUTES: tuple[Route, ...] = (
           P.GRANTS_ISSUE, GrantIn, statuses=(201,)),
     Route("/api/v1/grants/stats", "GET", "grant_stats", "Video-request statistics per agency", G, P.GRANTS_READ_ALL,
           params=("from", "to")),
-    Route("/api/v1/grants/{grantId}", "GET", "get_grant", "A grant with its links and audit lines", G, P.EVENTS_READ),
+    Route("/api/v1/grants/{grantId}", "GET", "get_grant",
+          "A grant with its links and audit lines (an agency: its own footage accesses only)", G, P.EVENTS_READ),
     Route("/api/v1/grants/{grantId}/renew", "POST", "renew_grant",
           "Renew a grant (a new token); operators or the grant's agency", G, P.GRANTS_RENEW_OWN, RenewIn),
     Route("/api/v1/grants/{grantId}/revoke", "POST", "revoke_grant", "Revoke a grant", G, P.GRANTS_ISSUE, RevokeIn),

@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ucity.core.bus import Context, EntityChange
 from ucity.core.clock import Clock, SystemClock, to_iso
@@ -49,6 +49,7 @@ from ucity.ngsild.context import core_context
 from ucity.ngsild.model import normalize_entity
 from ucity.ngsild.ops import delete_op, merge_op, replace_op
 from ucity.ops.audit import AuditLog
+from ucity.ops.events import is_null_island
 from ucity.ops.nearest import CAMERA_TYPE, LOCATION, indexed, iri, is_camera
 from ucity.store.base import ApplyFn, Doc, EntityQuery, Mutation, Outcome, Store, TemporalQuery, TypeExpr
 
@@ -111,6 +112,16 @@ class CameraIn(CameraFields):
     retentionDays: int | None = Field(None, ge=0, description="보관일수")
     installed: str | None = Field(None, max_length=20, description="설치연월")
     siteId: str | None = Field(None, max_length=100)
+
+    @model_validator(mode="after")
+    def _not_null_island(self) -> CameraIn:
+        # lon 0, lat 0 is in the Gulf of Guinea: what a form or a file sends for a missing position (as for events,
+        # events.parse_point). A camera there would never be found near any event of the city.
+        if is_null_island((self.lon, self.lat)):
+            raise ValueError("카메라 위치 0,0(경도 0, 위도 0)은 받지 않습니다: 좌표가 비어 있던 값입니다. 실제 경도·위도를 "
+                             "넣으십시오 / a camera at lon 0, lat 0 ('Null Island' in the Gulf of Guinea) is refused: it "
+                             "is what a form sends for missing coordinates; give the camera's real lon and lat")
+        return self
 
 
 def _prop(value: Any, **extra: Any) -> dict[str, Any]:
@@ -683,6 +694,9 @@ def _coordinates(row: _Row, lat_col: str, lon_col: str, bbox: tuple[float, float
         lat, lon = float(lat_text), float(lon_text)
     except ValueError:
         row.reasons.append(reason("coordinates-invalid", f"{lat_col}/{lon_col}", f"{lat_text}, {lon_text}"))
+        return 0.0, 0.0
+    if is_null_island((lon, lat)):  # zeros for a missing position, whatever `ops.import_bbox` allows
+        row.reasons.append(reason("coordinates-missing", f"{lat_col}/{lon_col}", f"{lat_text}, {lon_text}"))
         return 0.0, 0.0
     minx, miny, maxx, maxy = bbox
     if not (minx <= lon <= maxx and miny <= lat <= maxy):

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import re
 import uuid
@@ -40,10 +41,12 @@ from typing import Any, NoReturn
 from shapely.geometry import shape
 
 from ucity.alarms import AlarmChanged, AlarmService
-from ucity.alarms.journal import AGENCY
-from ucity.core.clock import to_iso, to_micros
+from ucity.alarms.dispatch import DEAD_LETTERS
+from ucity.alarms.journal import AGENCY, notification_fields
+from ucity.alarms.notifiers.base import Notification
+from ucity.core.clock import parse_iso, to_iso, to_micros
 from ucity.core.config import OPS_SECRET_PLACEHOLDER, Settings
-from ucity.core.errors import BadRequest, NotFound
+from ucity.core.errors import BadRequest, NotFound, Unavailable
 from ucity.core.platform import Platform
 from ucity.ops import linkage as lk
 from ucity.ops.agencies import Agency, AgencyRegistry
@@ -75,6 +78,13 @@ from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, Store
 
 log = logging.getLogger(__name__)
 ALARM_SOURCE = "ucity-alarms"
+# Claims of reports' (source system, source reference) in the store (report_event, _claim_source): a report that
+# loses the claim waits this long (real seconds) for the winner's event, polling; a claim whose event was never
+# stored is taken over once this old on the platform clock (its process stopped between claim and create).
+SOURCE_CLAIMS = "ops-source-claim"
+SOURCE_CLAIM_WAIT_S = 10.0
+SOURCE_CLAIM_POLL_S = 0.02
+SOURCE_CLAIM_STALE_S = 120.0
 # AgencyRegistry.refusal -> the reason its grants are revoked with
 _AGENCY_REASONS = {"agency-disabled": "agency disabled", "agency-unknown": "agency deleted"}
 _TRIGGERS = frozenset({"raised", "escalated", "reactivated"})
@@ -84,6 +94,7 @@ _NOT_REAL = frozenset({"false-user", "false-device", "test", "duplicate"})
 # Audit lines (kind, action) of an event's trail that show somebody handling it (_taken_up).
 _HANDLING = frozenset({("event", "status"), ("event", "attachment-added"), ("linkage", "requested"),
                        ("linkage", "approved"), ("linkage", "rejected"), ("linkage", "queued"), ("linkage", "ready"),
+                       ("linkage", "resent"),
                        ("grant", "issued"), ("grant", "renewed"), ("grant", "revoked")})
 
 
@@ -304,8 +315,8 @@ class OperationsCenter:
         repeat is audited (`event` / `created`, outcome `duplicate`). An agency's source system is always
         `agency:<id>`, so one agency's case numbers never match another's. Reports are taken one at a time per key
         in this process (a retry racing the first report waits for it and gets its event); across API processes on
-        one database two reports at the very same moment may still make two events (the store has no unique key).
-        Events of alarms are made once per alarm by `_alarm_event`."""
+        one store the key is claimed in the store before the event is made (`_claim_source`): the report that loses
+        the claim gets the winner's event (200). Events of alarms are made once per alarm by `_alarm_event`."""
         principal.require(Permission.EVENTS_REPORT)
         self._may_report(tenant, data.service, principal)
         event = self.events.build(tenant, data, principal, alarm_id)
@@ -313,12 +324,85 @@ class OperationsCenter:
             return await self._create(event, principal, base_url), True
         async with self._source_locks.hold((tenant, event.source_system, event.source_ref)):
             existing = await self.events.by_source(tenant, event.source_system, event.source_ref)
+            claim: str | None = None
+            if existing is None:
+                # Across processes (or two operations centres on one store): the key is claimed in the store first.
+                claim, existing = await self._claim_source(event)
             if existing is not None and existing.visible_to(principal):
                 await self.audit.append(self.audit.row(
                     tenant, "event", "created", principal.actor, event=existing.id, agency=event.reporter_agency,
                     outcome="duplicate", sourceSystem=event.source_system, sourceRef=event.source_ref))
                 return existing, False
-            return await self._create(event, principal, base_url), True
+            try:
+                created = await self.events.create(event, principal)
+            except BaseException:
+                if claim is not None:  # nothing made: the next report of this key may claim it at once
+                    with contextlib.suppress(Exception):
+                        await self.store.delete_doc(SOURCE_CLAIMS, tenant, claim)
+                raise
+            if claim is not None:  # the event is stored: `events.by_source` finds it now, so the claim has done its
+                await self._release_claims(tenant, claim)  # work (kept, it would be a copy retention never reaches)
+            await self._auto_link(created, principal, base_url)
+            return created, True
+
+    async def _claim_source(self, event: Event) -> tuple[str | None, Event | None]:
+        """Claim (tenant, source system, source reference) for `event` before it is created: (the claim's key, None)
+        when this report makes the event, else (None, the event of the report that claimed it first).
+
+        A claim is a document (`ops-source-claim`, key: a hash of system and reference, then `:<generation>`) put
+        with `Store.insert_doc`, which one caller wins across processes; it is deleted once its event is stored.
+        The loser reads the claim and waits (at most `SOURCE_CLAIM_WAIT_S`, real time) for the event it names to be
+        stored. A claim whose event never came (its
+        process stopped between claim and create, or retention purged the event) and which is older than
+        `SOURCE_CLAIM_STALE_S` on the platform clock is taken over by claiming the next generation, again with
+        `insert_doc`, so two takers still make one event. A loser whose winner is still making the event after the
+        wait gets 503 (retry)."""
+        tenant, digest = event.tenant, hashlib.sha256(f"{event.source_system}\n{event.source_ref}".encode()).hexdigest()
+        generation = 0
+        while True:
+            key = f"{digest}:{generation}"
+            # No source system or reference in it (the key is their hash): a 112 case number is personal data
+            # kept only with its event, which retention reaches.
+            doc = {"event": event.id, "claimedAt": to_iso(self.clock.now()), "generation": generation}
+            if await self.store.insert_doc(SOURCE_CLAIMS, tenant, key, doc):
+                # An event made since this report looked (its winner already released its claim, or a stale claim's
+                # slow winner): that one, and this claim goes again.
+                existing = await self.events.by_source(tenant, event.source_system, event.source_ref)
+                if existing is not None:
+                    await self._release_claims(tenant, key)
+                    return None, existing
+                return key, None
+            stored = await self.store.get_doc(SOURCE_CLAIMS, tenant, key)
+            if stored is None:
+                continue  # released meanwhile (its create failed): claim it again
+            winner = await self._claimed_event(tenant, stored)
+            if winner is not None:
+                return None, winner
+            generation += 1
+
+    async def _release_claims(self, tenant: str, key: str) -> None:
+        """Delete the claim `key` and the stale generations before it, once the event exists: claims live only while
+        an event is being made. A failure leaves them (taken over when stale); the event is what counts."""
+        digest, _, generation = key.rpartition(":")
+        with contextlib.suppress(Exception):
+            await self.store.delete_docs(SOURCE_CLAIMS, [(tenant, f"{digest}:{g}") for g in range(int(generation) + 1)])
+
+    async def _claimed_event(self, tenant: str, claim: Doc) -> Event | None:
+        """The event a claim names once it is stored, or None when the claim is stale and its event was never
+        stored; 503 when it is still being made after `SOURCE_CLAIM_WAIT_S`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SOURCE_CLAIM_WAIT_S
+        while True:
+            doc = await self.store.get_ops_event(tenant, str(claim.get("event")))
+            if doc is not None:
+                return Event.from_doc(doc)
+            age = (self.clock.now() - parse_iso(str(claim.get("claimedAt")))).total_seconds()
+            if age > SOURCE_CLAIM_STALE_S:
+                return None
+            if loop.time() >= deadline:
+                raise Unavailable("같은 사건번호의 첫 신고를 처리하는 중입니다: 잠시 후 다시 보내십시오 / the first report of "
+                                  "this sourceRef is still being recorded by another process: send it again shortly")
+            await asyncio.sleep(SOURCE_CLAIM_POLL_S)
 
     def _may_report(self, tenant: str, service: str, principal: Principal) -> None:
         """An agency reports only in a tenant where it is registered (an agency of the configuration is in every
@@ -516,6 +600,81 @@ class OperationsCenter:
         for notice in notices:
             notice.send()
         return event.linkage(linkage_id)
+
+    async def resend_linkage(self, tenant: str, event_id: str, linkage_id: str, principal: Principal,
+                             reason: str = "") -> dict[str, Any]:
+        """An operator sends a failed linkage's package again (QA7 F12): the dead letter its retries left is queued
+        again, as an administrator's replay (`POST /api/v1/notifications/dead-letters/{id}/replay`) would, with the
+        same delivery id; its footage token is signed again from the stored grant when it is sent (`linkage.redact`).
+
+        The dead letter is claimed by deleting it (`Store.delete_doc` answers whether this call deleted it): one
+        resend, or one resend and no replay, sends it; a second resend, or a resend after an administrator's replay,
+        is refused (409, `reason` `no-dead-letter`). The linkage moves `failed` -> `queued` and its package's outbox
+        entry is written in that commit, with an audit line (`linkage` / `resent`: who, when, the dead letter, its
+        attempts); a failed commit puts the dead letter back. Refused (409) unless the linkage is `failed`, while
+        the event is closed or cancelled, or when its grant is revoked (`grant-revoked`) or has expired
+        (`grant-expired`: renew it first, `POST /api/v1/grants/{id}/renew`, or the agency would get dead links);
+        400 for a disabled agency (as an approval is)."""
+        principal.require(Permission.EVENTS_MANAGE)
+        event = await self.events.load(tenant, event_id)
+        link = event.linkage(linkage_id)
+        self._resendable(event, link)
+        self._receiving(tenant, link["agency"], link["service"])
+        if link.get("grant"):
+            grant = await self.grants.load(tenant, link["grant"])
+            state = grant.state(self.grants.now())
+            if state != "active":
+                raise InvalidEventTransition(
+                    f"연계 {linkage_id}의 영상 공유 {grant.id}가 {'회수' if state == 'revoked' else '만료'}되었습니다"
+                    + ("" if state == "revoked" else f": 먼저 연장하십시오 (POST /api/v1/grants/{grant.id}/renew)")
+                    + f" / the grant {grant.id} of linkage {linkage_id} is {state}"
+                    + ("" if state == "revoked" else f": renew it first (POST /api/v1/grants/{grant.id}/renew)"),
+                    reason=f"grant-{state}")
+        letter = await self._dead_letter_of(tenant, linkage_id)
+        if letter is None or not await self.store.delete_doc(DEAD_LETTERS, tenant, str(letter["id"])):
+            raise InvalidEventTransition(
+                f"연계 {linkage_id}의 실패 알림이 없습니다: 이미 다시 보냈거나(재전송, 관리자 재전송) 보존 기간이 지나 "
+                f"지워졌습니다. 새 연계를 요청하십시오 (POST /api/v1/events/{event_id}/linkages) / linkage {linkage_id} "
+                f"has no dead letter: it was sent again already (a resend, an administrator's replay) or purged; request "
+                f"a new linkage (POST /api/v1/events/{event_id}/linkages)", reason="no-dead-letter")
+        stored = dict(letter["notification"])
+        stored["linkage"] = linkage_id
+        notification = lk.PackageNotification(**notification_fields(stored))
+        prepared: list[tuple[str, Notification]] = [(str(link["agency"]), notification)]
+        entries = self.links.dispatcher.journal_entries(AGENCY, event_id, prepared)
+        now = to_iso(self.clock.now())
+
+        def resend(e: Event) -> list[AuditRow]:
+            current = e.linkage(linkage_id)
+            self._resendable(e, current)  # under the event's lock: a second resend of this process waits and sees it
+            current.update(status=lk.QUEUED, error=None, resentBy=principal.actor, resentAt=now,
+                           resends=int(current.get("resends") or 0) + 1)
+            detail = {"reason": reason} if reason else {}
+            return [self._linkage_row(e, current, "resent", principal.actor, deadLetter=letter["id"],
+                                      attempts=letter.get("attempts"), **detail)]
+
+        try:
+            event = await self.events.change(tenant, event_id, resend, lambda e: entries)
+        except BaseException:
+            await self.store.put_doc(DEAD_LETTERS, tenant, str(letter["id"]), letter)  # not sent: the letter stays
+            raise
+        self.links.enqueue(prepared, entries)
+        log.info("dead letter %s of linkage %s sent again by %s", letter["id"], linkage_id, principal.actor)
+        return event.linkage(linkage_id)
+
+    @staticmethod
+    def _resendable(event: Event, link: dict[str, Any]) -> None:
+        if event.final:
+            raise InvalidEventTransition(f"종결·취소된 사건 / the event is {event.status}", reason="event-final")
+        if link["status"] != lk.FAILED:
+            raise InvalidEventTransition(
+                f"실패한 연계만 다시 보낼 수 있습니다: 연계 {link['id']}은(는) {link['status']} 상태 / only a failed "
+                f"linkage is sent again; linkage {link['id']} is {link['status']}", reason="linkage-not-failed")
+
+    async def _dead_letter_of(self, tenant: str, linkage_id: str) -> Doc | None:
+        """The dead letter of a linkage's package (`Dispatcher.dead_letter` records the linkage), or None."""
+        return next((doc for t, _, doc in await self.store.list_docs(DEAD_LETTERS)
+                     if t == tenant and doc.get("linkage") == linkage_id), None)
 
     def _decide(self, link: dict[str, Any], status: str, actor: str, reason: str | None) -> None:
         """Every decision (approval, an operator's rejection, the rejection at the event's end) records who and when:

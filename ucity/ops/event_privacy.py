@@ -1,9 +1,13 @@
 """The privacy migration of `CityEvent` entities written before QA7 F3 (their subject's pseudonym, and a sensitive
 event's address, case number and exact place, readable by anybody with `data:read`, history included).
 
-At start (`OperationsCenter.start`, before serving), once per tenant (a `ops-event-privacy` document per tenant
-records the `VERSION` done and the counts; a tenant marked with it is skipped, so a start with nothing to do reads
-two small lists):
+At start (`OperationsCenter.start`, before serving), once per tenant, version and settings (a `ops-event-privacy`
+document per tenant records the `VERSION` done, the `fingerprint` of `ops.video_crime_types` it ran with, and the
+counts; a tenant marked with both is skipped, so a start with nothing to do reads two small lists; a changed crime
+list migrates again). Across processes on one store one process migrates a tenant: it claims it first (`insert_doc`
+of `claim:<version>:<fingerprint>:<generation>`, renewed between batches, deleted once the mark is written); the
+others wait for the mark on the platform clock; a claim not renewed for `CLAIM_LEASE_S` (its process stopped) is
+taken over by claiming the next generation. So the audit line below is written once per tenant and run:
 
 1. every event's entity is written again as `events.event_entity` makes it now, if it differs (a conditional
    write: an entity changed since it was read, by another API process, is left to that write); an entity without
@@ -26,12 +30,17 @@ Idempotent: run again over the same data it changes nothing.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 import logging
+import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from ucity.core.bus import Context
-from ucity.core.clock import to_iso
+from ucity.core.clock import parse_iso, to_iso
 from ucity.ngsild.context import core_context
 from ucity.ngsild.model import normalize_entity
 from ucity.ngsild.ops import replace_op
@@ -52,7 +61,10 @@ from ucity.ops.events import (
 from ucity.store.base import ApplyFn, Doc, EntityQuery, Mutation, OpsEventQuery, Outcome, TemporalQuery, TypeExpr
 
 log = logging.getLogger(__name__)
-KIND = "ops-event-privacy"  # document (tenant, "done") -> {"version", "at", counts}
+KIND = "ops-event-privacy"  # (tenant, "done") -> {"version", "fingerprint", "videoCrimeTypes", "at", counts};
+# (tenant, "claim:<version>:<fingerprint>:<generation>") -> {"owner", "at"}: the process migrating the tenant
+CLAIM_LEASE_S = 60.0  # a claim not renewed for this long (platform clock) is taken over: its process stopped
+CLAIM_POLL_S = 5.0  # how often a process waiting for another's migration looks again (platform clock)
 VERSION = 1  # bump when the entity's form loses more: every tenant is migrated again
 ACTOR = "system:ops-privacy-migration"
 BATCH = 500
@@ -146,37 +158,123 @@ def clean_entity(doc: Doc, crime_types: frozenset[str]) -> tuple[Doc, Policy]:
     return cleaned, Policy.of(cleaned, sensitive, protected)
 
 
+def fingerprint(crime_types: frozenset[str]) -> str:
+    """What the migration's result depends on besides `VERSION`: the listed crime types (`ops.video_crime_types`),
+    which make an event sensitive (`is_sensitive`). A change of the list migrates every tenant again."""
+    return hashlib.sha256(json.dumps(sorted(crime_types)).encode()).hexdigest()[:16]
+
+
 class EventPrivacyMigration:
-    """Runs the migration (module docstring) for the tenants not yet marked with `VERSION`."""
+    """Runs the migration (module docstring) for the tenants not yet marked with `VERSION` and the settings'
+    `fingerprint`, each tenant in one process at a time (a claim in the store, `_claim`)."""
 
     def __init__(self, events: EventService, audit: AuditLog) -> None:
         self.events = events
         self.store = events.store
+        self.clock = events.clock
         self.audit = audit
         self.crime_types = frozenset(events.settings.video_crime_types)
+        self.fingerprint = fingerprint(self.crime_types)
+        self.owner = uuid.uuid4().hex  # this process's claims
+        self._lease: tuple[str, str, Doc] | None = None  # (tenant, key, claim) while this process migrates a tenant
+
+    def _done(self, mark: Doc | None) -> bool:
+        return mark is not None and int(mark.get("version", 0)) >= VERSION and mark.get("fingerprint") == self.fingerprint
 
     async def run(self) -> dict[str, dict[str, int]]:
-        """Migrate every tenant not marked done with this version; the counts per tenant migrated now."""
-        done = {t for t, k, d in await self.store.list_docs(KIND) if k == "done" and d.get("version", 0) >= VERSION}
+        """Migrate every tenant not marked done with this version and these settings; the counts per tenant migrated
+        by this call (a tenant another process migrated, or is migrating, is waited for, not migrated again)."""
+        marks = {t: d for t, k, d in await self.store.list_docs(KIND) if k == "done"}
         out: dict[str, dict[str, int]] = {}
         for tenant in await self.store.tenants():
-            if tenant in done:
+            if self._done(marks.get(tenant)):
                 continue
-            report = out[tenant] = await self.migrate(tenant)
-            if any(report.values()):
-                detail: dict[str, Any] = {"data": "CityEvent", "version": VERSION, **report}
-                await self.audit.append(self.audit.row(tenant, "retention", "privacy-migration", ACTOR, outcome="ok",
-                                                       **detail))
-                log.warning("CityEvent entities of tenant %s migrated to the private form: %s", tenant, report)
-            await self.store.put_doc(KIND, tenant, "done", {"version": VERSION, "at": to_iso(self.events.clock.now()),
-                                                            **report})
+            report = await self._claimed_run(tenant)
+            if report is not None:
+                out[tenant] = report
         return out
+
+    async def _claimed_run(self, tenant: str) -> dict[str, int] | None:
+        """Migrate one tenant if this process wins its claim; None when another process did it (waited for)."""
+        generation = 0
+        while True:
+            key = f"claim:{VERSION}:{self.fingerprint}:{generation}"
+            claim = {"owner": self.owner, "version": VERSION, "fingerprint": self.fingerprint,
+                     "at": to_iso(self.clock.now())}
+            if await self.store.insert_doc(KIND, tenant, key, claim):
+                if self._done(await self.store.get_doc(KIND, tenant, "done")):
+                    return None  # finished by the claim before this one, between the read and the claim
+                return await self._run_claimed(tenant, key, claim)
+            if await self._wait_for(tenant, key):
+                return None
+            generation += 1  # the claim's process stopped: taken over
+
+    async def _wait_for(self, tenant: str, key: str) -> bool:
+        """Wait (on the platform clock) while another process holds the tenant's claim `key`: True once the tenant is
+        marked done, False once the claim is stale (not renewed for `CLAIM_LEASE_S`: its process stopped)."""
+        while True:
+            if self._done(await self.store.get_doc(KIND, tenant, "done")):
+                return True
+            claim = await self.store.get_doc(KIND, tenant, key)
+            if claim is None:
+                return False
+            age = (self.clock.now() - parse_iso(str(claim.get("at")))).total_seconds()
+            if age > CLAIM_LEASE_S:
+                log.warning("the privacy migration of tenant %s claimed by another process at %s was not renewed since:"
+                            " taken over", tenant, claim.get("at"))
+                return False
+            log.info("the privacy migration of tenant %s runs in another process; waiting for it", tenant)
+            await self._sleep(CLAIM_POLL_S)
+
+    async def _sleep(self, seconds: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def wake() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        handle = self.clock.call_at(self.clock.now() + timedelta(seconds=seconds), wake)
+        try:
+            await future
+        finally:
+            handle.cancel()
+
+    async def _run_claimed(self, tenant: str, key: str, claim: Doc) -> dict[str, int]:
+        self._lease = (tenant, key, claim)
+        try:
+            report = await self.migrate(tenant)
+        finally:
+            self._lease = None
+        if any(report.values()):
+            detail: dict[str, Any] = {"data": "CityEvent", "version": VERSION, "fingerprint": self.fingerprint,
+                                      **report}
+            await self.audit.append(self.audit.row(tenant, "retention", "privacy-migration", ACTOR, outcome="ok",
+                                                   **detail))
+            log.warning("CityEvent entities of tenant %s migrated to the private form: %s", tenant, report)
+        await self.store.put_doc(KIND, tenant, "done", {
+            "version": VERSION, "fingerprint": self.fingerprint, "videoCrimeTypes": sorted(self.crime_types),
+            "at": to_iso(self.clock.now()), **report})
+        await self.store.delete_doc(KIND, tenant, key)  # done: the mark answers from now on
+        return report
+
+    async def _renew(self) -> None:
+        """Renew this process's claim (between batches): a claim not renewed for `CLAIM_LEASE_S` is taken over."""
+        if self._lease is None:
+            return
+        tenant, key, claim = self._lease
+        now = self.clock.now()
+        if (now - parse_iso(str(claim["at"]))).total_seconds() < CLAIM_LEASE_S / 4:
+            return
+        claim["at"] = to_iso(now)
+        await self.store.put_doc(KIND, tenant, key, claim)
 
     async def migrate(self, tenant: str) -> dict[str, int]:
         """Rewrite the tenant's `CityEvent` entities, then purge their history (module docstring); the counts."""
         policies: dict[str, Policy] = {}
         rewritten = await self._rewrite_events(tenant, policies)
+        await self._renew()
         cleaned = await self._clean_orphans(tenant, policies)
+        await self._renew()
         series, instances = await self._purge_history(tenant, policies)
         return {"entitiesRewritten": rewritten, "orphansCleaned": cleaned, "historySeriesDeleted": series,
                 "historyInstancesDeleted": instances}
@@ -210,6 +308,7 @@ class EventPrivacyMigration:
                                                       event.type_code in PROTECTED_TYPES)
                 writes.append((new, stored.get(event.entity_id)))
             written += await self._write(tenant, writes)
+            await self._renew()
             if len(docs) < BATCH:
                 return written
             offset += BATCH
@@ -225,6 +324,7 @@ class EventPrivacyMigration:
                 cleaned, policies[entity_id] = clean_entity(doc, self.crime_types)
                 writes.append((cleaned, doc))
             written += await self._write(tenant, writes)
+            await self._renew()
         return written
 
     async def _purge_history(self, tenant: str, policies: dict[str, Policy]) -> tuple[int, int]:
@@ -247,14 +347,18 @@ class EventPrivacyMigration:
                         series.append((entity.id, attr))
                     else:
                         instances += [(entity.id, attr, i) for i in ids]
+            await self._renew()
             if len(page) < BATCH:
                 break
             offset += BATCH
         deleted_series = 0
         for entity_id, attr in series:
             deleted_series += bool(await self.store.delete_history(tenant, entity_id, attr, all_datasets=True))
+        await self._renew()
         deleted = 0
-        for entity_id, attr, instance_id in instances:
+        for n, (entity_id, attr, instance_id) in enumerate(instances):
+            if n % BATCH == 0:
+                await self._renew()
             deleted += await self.store.delete_history(tenant, entity_id, attr, instance_id=instance_id,
                                                        all_datasets=True)
         return deleted_series, deleted
