@@ -258,7 +258,6 @@ INVALID: list[tuple[str, dict[str, Any]]] = [
     ("no endpoint", subscription("http://a.b/n", notification={"endpoint": None})),
     ("relative uri", subscription("/notify")),
     ("ftp uri", subscription("ftp://a.b/n")),
-    ("mqtt uri", subscription("mqtt://broker:1883/topic")),
     ("bad accept", subscription("http://a.b/n", notification={"endpoint": {"uri": "http://a.b/n",
                                                                            "accept": "text/plain"}})),
     ("bad format", subscription("http://a.b/n", notification={"format": "compact"})),

@@ -112,8 +112,12 @@ class NgsiLdSettings(_Section):
 
 class SubscriptionSettings(_Section):
     notify_timeout_s: float = Field(5.0, gt=0)
-    max_retries: int = Field(5, ge=0, description="retries of a failed notification, with backoff")
-    retry_base_s: float = Field(0.5, gt=0)
+    max_retries: int = Field(10, ge=0, description="retries of a failed notification before it is abandoned "
+                             "(counted in timesAbandoned and /health subscriptions.abandoned); with the defaults "
+                             "the waits are 2, 4 ... 64 s, then 120 s: about 10 minutes in all, so that a receiver "
+                             "restarting or a network outage of a few minutes loses nothing [D]")
+    retry_base_s: float = Field(2.0, gt=0, description="wait before the first retry; doubles each time")
+    retry_max_s: float = Field(120.0, gt=0, description="longest wait between two attempts")
     queue_size: int = Field(10000, ge=1, description="pending notifications per subscription")
     refresh_s: float = Field(10.0, gt=0, description="each process re-reads the subscriptions other processes "
                                                      "created, changed or deleted this often (a ucity choice)")

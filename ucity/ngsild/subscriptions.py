@@ -37,12 +37,19 @@ Choices where the spec leaves room:
 * with `throttling`, changes inside the window are not dropped: the latest state of each entity
   is sent in one notification when the window ends;
 * `timesSent`, `timesFailed`, `status`, `lastSuccess` and `lastFailure` count delivery attempts
-  (the spec defines `status` by the last attempt); a notification is abandoned after
-  `max_retries` failed retries; a full queue drops its oldest notification;
+  (the spec defines `status` by the last attempt), retries included, so `timesSent - timesFailed`
+  is the number of notifications delivered; delivery is at least once (a receiver that answers
+  after `notify_timeout_s` gets the same notification `id` again);
+* a failed POST is retried after `retry_base_s`, doubling up to `retry_max_s` (about 10 minutes
+  in all with the defaults); a notification still failing after `max_retries` retries is
+  abandoned, logged and counted (`timesAbandoned` on the subscription, `abandoned` on /health);
+  the notifications behind it wait in its queue, and a full queue drops its oldest notification
+  (`dropped` on /health); both /health counters keep what deleted subscriptions counted;
 * the notifications that queue up while a subscription's POST is in flight go out in its next
   POST as one notification (their entities in order, up to `COALESCE_ENTITIES`), so a busy
   subscription costs one POST per round trip of its endpoint, not one per write;
-* queued notifications live in memory: a restart loses those not yet delivered.
+* queued notifications live in memory: a restart loses those not yet delivered (one log line at
+  shutdown says how many).
 """
 
 from __future__ import annotations
@@ -109,7 +116,8 @@ COALESCE_ENTITIES: Final = 1000
 Key = tuple[str, str]  # (tenant, subscription id)
 _HEADER_NAME: Final = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _RESERVED_HEADERS: Final = frozenset({"content-type", "content-length", "host", "link", "ngsild-tenant"})
-_STATS: Final = ("timesSent", "timesFailed", "lastNotification", "lastSuccess", "lastFailure", "status")
+_STATS: Final = ("timesSent", "timesFailed", "timesAbandoned", "lastNotification", "lastSuccess", "lastFailure",
+                  "status")
 _ANY: Final = ""  # index key for "any entity type" / "any attribute"; never an IRI
 _NO_DOC: Final[dict[str, Any]] = {}  # what a change without documents has for types (as EntityChange.types)
 _DELETED: Final = "attributeDeleted"
@@ -195,7 +203,7 @@ def _q(value: Any, ctx: Ctx) -> dict[str, Any]:
     try:
         expr = parse_q(value)
     except QueryError as exc:
-        raise BadRequest(f"invalid q: {exc}") from exc
+        raise BadRequest(str(exc)) from exc  # its text starts with "invalid q:"
     # Terms are expanded now, with the @context of this request, like every other name.
     return {"q": value, "qTerms": {term: ctx.expand_term(term) for term in sorted(q_terms(expr))}}
 
@@ -259,6 +267,9 @@ def _endpoint(value: Any) -> dict[str, Any]:
         raise BadRequest("notification.endpoint must be an object with a uri")
     uri = value.get("uri")
     parts = urlsplit(uri) if isinstance(uri, str) else None
+    if parts is not None and parts.scheme.lower() in ("mqtt", "mqtts"):  # the optional MQTT notification binding
+        raise OperationNotSupported(f"MQTT notification endpoints are not supported, got {uri!r}; "
+                                    "notifications are sent over HTTP or HTTPS only")
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest(f"notification.endpoint.uri must be an absolute http or https URI, got {uri!r}")
     endpoint: dict[str, Any] = {"uri": uri}
@@ -767,6 +778,7 @@ class Outbox:
         self.queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize=size)
         self.dropped = 0
         self._deliver = deliver
+        self._current: Notification | None = None  # being delivered (posted or waiting for a retry)
         self._coalesce = coalesce
         self._collect = collect
         self._next: Notification | None = None
@@ -811,10 +823,13 @@ class Outbox:
                 continue
             if self._coalesce and not self.queue.empty():
                 item = self._take_more(item)
+            self._current = item
             try:
                 await self._deliver(item)
             except Exception:  # a bug in one delivery must not stop the subscription's worker
                 log.exception("%s: delivering %s failed", self._task.get_name(), item.id)
+            finally:
+                self._current = None
 
     def _take_more(self, first: Notification) -> Notification:
         items, size = [first], len(first.data)
@@ -827,6 +842,11 @@ class Outbox:
             items.append(item)
             size += len(item.data)
         return merge_notifications(items)
+
+    def pending(self) -> int:
+        """Notifications not yet delivered: the one being posted or retried, and those queued behind it."""
+        queued = [item for item in self.queue._queue if item is not _POKE]  # type: ignore[attr-defined]
+        return len(queued) + (self._current is not None) + (self._next is not None)
 
     async def close(self) -> None:
         self._task.cancel()
@@ -867,6 +887,9 @@ class SubscriptionService:
         self._client: NotifyClient | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._failing: set[Key] = set()
+        # Delivery losses since this process started, for /health; they outlive the subscriptions that counted them.
+        self.abandoned = 0  # notifications given up after max_retries retries
+        self._dropped_gone = 0  # dropped by the queues of subscriptions deleted since
         # Matches of the batches published since the loop last ran, notified together (see _on_changes).
         self._matched: dict[Key, list[dict[str, Any]]] = {}
         self._notify_soon: asyncio.Handle | None = None
@@ -921,12 +944,14 @@ class SubscriptionService:
             self._unsubscribe()
             self._unsubscribe = None
         self.notify_matched()
+        self._log_discarded()
         for sub in list(self.subs.values()):
             self._cancel_timers(sub)
         if self._flush_timer is not None:
             self._flush_timer.cancel()
         for outbox in self._outboxes.values():
             await outbox.close()
+            self._dropped_gone += outbox.dropped
         self._outboxes.clear()
         for task in list(self._tasks):
             task.cancel()
@@ -936,10 +961,22 @@ class SubscriptionService:
             await self._client.aclose()
             self._client = None
 
+    def _log_discarded(self) -> None:
+        """One line at shutdown: the notifications not yet delivered, which a restart loses (queues are in memory)."""
+        pending = sum(o.pending() for o in self._outboxes.values())
+        throttled = sum(1 for sub in self.subs.values() if sub.pending)
+        if pending or throttled:
+            log.warning("subscriptions: %d notifications not yet delivered (queued or being retried) and %d held by "
+                        "throttling are discarded at shutdown; their receivers must re-read the entities",
+                        pending, throttled)
+        else:
+            log.info("subscriptions: no notification pending at shutdown")
+
     def health(self) -> dict[str, Any]:
         return {"ok": self._unsubscribe is not None, "subscriptions": len(self.subs),
                 "queued": sum(o.queue.qsize() for o in self._outboxes.values()),
-                "dropped": sum(o.dropped for o in self._outboxes.values()), "failing": len(self._failing),
+                "dropped": self._dropped_gone + sum(o.dropped for o in self._outboxes.values()),
+                "abandoned": self.abandoned, "failing": len(self._failing),
                 "refresh": self.refresh.health()}
 
     async def _notify_ctx(self, doc: Doc, strict: bool) -> Any:
@@ -1086,6 +1123,7 @@ class SubscriptionService:
         outbox = self._outboxes.pop(key, None)
         if outbox is not None:
             await outbox.close()
+            self._dropped_gone += outbox.dropped
 
     @staticmethod
     def _cancel_timers(sub: Subscription, keep_throttle: bool = False) -> None:
@@ -1259,8 +1297,13 @@ class SubscriptionService:
 
         return deliver
 
+    def retry_wait(self, retry: int) -> float:
+        """Seconds before retry number `retry` (0 for the first): retry_base_s, doubling, at most retry_max_s."""
+        return min(self.settings.retry_max_s, self.settings.retry_base_s * 2.0 ** min(retry, 64))
+
     async def _deliver(self, key: Key, item: Notification) -> None:
-        """Post one notification; retry with exponential backoff; give up after max_retries."""
+        """Post one notification; retry with capped exponential backoff; give up after max_retries."""
+        started = self.clock.now()
         for attempt in range(self.settings.max_retries + 1):
             sub = self.subs.get(key)
             if sub is None:
@@ -1270,9 +1313,16 @@ class SubscriptionService:
             if ok:
                 return
             if attempt < self.settings.max_retries:
-                await self._sleep(self.settings.retry_base_s * 2**attempt)
-        log.warning("subscription %s: notification %s abandoned after %d attempts", key[1], item.id,
-                    self.settings.max_retries + 1)
+                await self._sleep(self.retry_wait(attempt))
+        self.abandoned += 1
+        sub = self.subs.get(key)
+        if sub is not None:
+            stats = sub.doc["notification"]
+            stats["timesAbandoned"] = stats.get("timesAbandoned", 0) + 1
+            self._touch(sub)
+        log.warning("subscription %s: notification %s (%d entities) abandoned after %d attempts over %.0f s; "
+                    "its receiver must re-read the entities", key[1], item.id, len(item.data),
+                    self.settings.max_retries + 1, (self.clock.now() - started).total_seconds())
 
     async def _sleep(self, seconds: float) -> None:
         """Wait on the platform clock, so that tests drive retries with a fake clock."""
@@ -1337,6 +1387,10 @@ class SubscriptionService:
         else:
             stats["lastFailure"], stats["status"] = stamp, "failed"
             stats["timesFailed"] = stats.get("timesFailed", 0) + 1
+        self._touch(sub)
+
+    def _touch(self, sub: Subscription) -> None:
+        """Have the subscription's counters persisted with the next flush (at most STATS_FLUSH_S from now)."""
         self._dirty.add(sub.key)
         if self._flush_timer is None:
             self._flush_timer = self.clock.call_at(self.clock.now() + timedelta(seconds=STATS_FLUSH_S),
