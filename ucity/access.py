@@ -13,6 +13,10 @@ costs a walk of `ACCESS` below and, where a token is needed, one SHA-256 and a d
 `ACCESS` is the one table of what each API needs: GET and HEAD read, any other method writes (the NGSI-LD
 query operations `POST .../entityOperations/query` read). tests/test_access.py fails when a mounted route is
 in none of its rows. A domain's `ApiRoute` may name its permission; by default domain routes are data.
+
+The principal admitted is the scope's `ucity.principal` and the handler's `Req.principal` (server.py `adapt`): the
+NGSI-LD handlers ask it for `personal:read` on entities of a personal type (`privacy.personal_entity_types`), which
+this table cannot see from the path, and audit those reads (ucity/ngsild/personal.py, QA10 F5).
 """
 
 from __future__ import annotations

@@ -77,6 +77,7 @@ def adapt(handler_of: Callable[[Ucity], Handler], settings: Settings,
                 headers={k.lower(): v for k, v in request.headers.items()},
                 body=body, path_params=dict(request.path_params),
                 base_url=settings.server.public_url or str(request.base_url),
+                principal=request.scope.get("ucity.principal"),
             )
             resp = await handler_of(ucity)(req)
         except Exception as exc:

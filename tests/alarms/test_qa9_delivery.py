@@ -13,6 +13,7 @@ from tests.alarms.receiver import Receiver
 from tests.alarms.support import TENANT, City, cleared, matched
 from ucity.alarms.dispatch import compose
 from ucity.alarms.model import Alarm
+from ucity.core.config import PrivacySettings
 from ucity.core.http import Req
 from ucity.store.base import TemporalQuery
 
@@ -227,7 +228,9 @@ async def test_the_alert_of_a_persons_alarm_has_no_source_and_a_coarse_location(
 async def test_personal_types_and_cell_are_settings(tmp_path: Any) -> None:
     from tests.alarms.support import T0, alarm_settings
 
-    settings = alarm_settings(tmp_path, personal_entity_types=["Person", "Household"], personal_location_cell_deg=0.01)
+    settings = alarm_settings(tmp_path)
+    settings = settings.model_copy(update={"privacy": PrivacySettings(personal_entity_types=["Person", "Household"],
+                                                                       location_cell_deg=0.01)})
     async with City.running(settings, T0) as city:
         home = "urn:ngsi-ld:Household:h1"
         await city.publish(matched(home, "warning", "door", entity_types=("Household",), location=EXACT))

@@ -19,10 +19,10 @@ Attributes:
                 centre of its coarse cell, with `locationCellDeg` saying so (below)
   level (safety only), kind, status, rule, outcome (when closed)
 
-Personal entities (QA10 F2): where an alarm about a person (its entity's type in `alarms.personal_entity_types`,
+Personal entities (QA10 F2): where an alarm about a person (its entity's type in `privacy.personal_entity_types`,
 default `Person` [D]) is, is where that person is, and every `data:read` holder reads Alerts (a sensitive
 `CityEvent`'s `refAlert` leads to it). Such an Alert carries no `alertSource` (the person's id) and as
-`location` the centre of the `alarms.personal_location_cell_deg` cell holding it (0.005°, the cell of the
+`location` the centre of the `privacy.location_cell_deg` cell holding it (0.005°, the cell of the
 operations centre's sensitive events), with `locationCellDeg`. The alarm itself (API, with its permissions)
 keeps the exact place and the entity.
 
@@ -66,8 +66,8 @@ def _prop(value: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class AlertPrivacy:
-    """Which alarms are about a person (`alarms.personal_entity_types`) and how coarse their Alert's place is
-    (`alarms.personal_location_cell_deg`); the defaults are the settings' [D]."""
+    """Which alarms are about a person (`privacy.personal_entity_types`) and how coarse their Alert's place is
+    (`privacy.location_cell_deg`); the defaults are the settings' [D]."""
 
     personal_types: frozenset[str] = frozenset({"Person"})
     cell_deg: float = 0.005

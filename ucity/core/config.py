@@ -264,15 +264,24 @@ class AlarmSettings(_Section):
     recorded_max: int = Field(200, ge=1, description="messages a recording (development) notifier keeps")
     dead_letters_recent_s: float = Field(86400.0, gt=0, description="/health shows the alarms component `degraded` "
                                          "(still ready) while a notification became a dead letter within this time")
-    personal_entity_types: list[str] = Field(["Person"], description="entity types (short names) whose alarms' "
-                                             "NGSI-LD Alert is written without alertSource and with a coarse location "
-                                             "(QA10 F2): where such an alarm is, is where a person is")
-    personal_location_cell_deg: float = Field(0.005, gt=0, le=1, description="the coarse location of such an Alert: "
-                                              "the centre of its cell of this many degrees (ops' sensitive events)")
     # Contact data as configuration (read-only through the API); the API adds more per tenant.
     notifiers: list[dict[str, Any]] = []
     recipients: list[dict[str, Any]] = []
     escalations: list[dict[str, Any]] = []
+
+
+class PrivacySettings(_Section):
+    """What the platform treats as personal data (docs/operations.md §4). Defaults are ucity's [D], not official values.
+
+    One kernel list for every part: the NGSI-LD API (entities of these types need `personal:read` with the token
+    guard on, and their reads are audited) and alarms (an Alert about such an entity has no alertSource and a coarse
+    place, QA10 F2). A domain whose entities describe a person adds its types here, in its deployment's settings."""
+
+    personal_entity_types: list[str] = Field(["Person"], description="entity types of personal data: short names "
+                                             "of the core @context (`Person`) or full IRIs")
+    location_cell_deg: float = Field(0.005, gt=0, le=1, description="a person's place where it is shown coarsely "
+                                     "(an Alert about a personal entity): the centre of its cell of this many "
+                                     "degrees (the operations centre's sensitive events)")
 
 
 class RulesSettings(_Section):
@@ -461,6 +470,7 @@ class Settings(BaseSettings):
     bus: BusSettings = BusSettings()
     rules: RulesSettings = RulesSettings()
     alarms: AlarmSettings = AlarmSettings()
+    privacy: PrivacySettings = PrivacySettings()
     domains: DomainsSettings = DomainsSettings()
     ops: OpsSettings = OpsSettings()
     retention: RetentionSettings = RetentionSettings()

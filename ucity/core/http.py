@@ -22,6 +22,9 @@ class Req:
     body: bytes = b""
     path_params: dict[str, str] = field(default_factory=dict)
     base_url: str = "http://127.0.0.1:8000"
+    # The bearer token's principal (ucity.ops.auth.Principal) the token guard admitted (`ucity.principal` in the
+    # ASGI scope, ucity/access.py); None with `server.require_auth` off.
+    principal: Any = None
 
     def param(self, name: str, default: str | None = None) -> str | None:
         values = self.params.get(name)

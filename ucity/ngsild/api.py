@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from ucity.core.bus import Context
 from ucity.core.clock import Clock, SystemClock, to_iso
-from ucity.core.config import NgsiLdSettings
+from ucity.core.config import NgsiLdSettings, PrivacySettings
 from ucity.core.errors import BadRequest, InvalidRequest, NonexistentTenant, NotFound, UcityError
 from ucity.core.http import Req, Resp
 from ucity.core.params import actor_header
@@ -38,6 +38,7 @@ from ucity.ngsild.model import (
     render_entity,
     to_geojson_feature,
 )
+from ucity.ngsild.personal import PersonalData
 from ucity.ngsild.request import (
     GEOJSON,
     JSON,
@@ -72,13 +73,19 @@ _READ_OPTIONS = frozenset({*_FORMATS, "sysAttrs", "temporalValues", "aggregatedV
 class NgsiLdApi:
     """The NGSI-LD entity API over a store and a context resolver."""
 
-    def __init__(self, store: Store, resolver: Any, settings: NgsiLdSettings, clock: Clock | None = None) -> None:
+    def __init__(self, store: Store, resolver: Any, settings: NgsiLdSettings, clock: Clock | None = None,
+                 privacy: PrivacySettings | None = None) -> None:
+        from ucity.ops.audit import AuditLog
+
         self.store = store
         self.resolver = resolver
         self.settings = settings
         # The platform clock (the store's) bounds observedAt: `ngsild.max_future_s` (QA10 F1).
         self.clock: Clock = clock or getattr(store, "clock", None) or SystemClock()
         self.max_future = timedelta(seconds=settings.max_future_s)
+        # Personal entity types: `personal:read` and the read audit with the token guard on (QA10 F5, personal.py).
+        self.personal = PersonalData((privacy or PrivacySettings()).personal_entity_types,
+                                     AuditLog(store, self.clock), lambda: self.clock.now().timestamp())
 
     def horizon(self) -> str:
         """The latest observedAt a write may record now (stored form: times sort as text)."""
@@ -201,6 +208,10 @@ class NgsiLdApi:
         doc = await self.store.get_entity(tenant, entity_id)
         if doc is None:
             raise NotFound(f"entity {entity_id} does not exist")
+        if req.principal is not None and self.personal.is_personal(doc["type"]):
+            if self.personal.withheld(req):
+                await self.personal.refuse(req, tenant, self.personal.short_types([doc["type"]]))
+            await self.personal.reveal(req, tenant, "GET /ngsi-ld/v1/entities/{entityId}", [doc])
         entity = self.present(req, [doc], ctx, accept)[0]
         if accept == GEOJSON:
             feature = to_geojson_feature(entity, default_geometry(doc, self.geometry_iri(req, ctx)))
@@ -379,15 +390,33 @@ class NgsiLdApi:
         check_selection(req, params)
         query = await self.build_query(req, ctx, params)
         query.limit, query.offset, query.count = self.paging(req)
-        docs, total, more = await self.query_page(await self.read_tenant(req), query)
+        docs, total, more = await self.query_page(await self.read_tenant(req), query, req, "GET /ngsi-ld/v1/entities")
         return self.query_reply(req, docs, total, more, query, ctx_input, ctx, accept)
 
-    async def query_page(self, tenant: str, query: EntityQuery) -> tuple[list[Doc], int | None, bool]:
-        """One page of a query, its count if asked, and whether more entities follow the page."""
+    async def query_page(self, tenant: str, query: EntityQuery, req: Req | None = None,
+                         route: str = "") -> tuple[list[Doc], int | None, bool]:
+        """One page of a query, its count if asked, and whether more entities follow the page.
+
+        With a request of an authenticated caller: personal entities withheld without `personal:read` (the type
+        selection narrowed, what still matches removed and not counted), the read audited with it (personal.py)."""
+        withheld = req is not None and self.personal.withheld(req)
+        if withheld:
+            assert req is not None
+            query.types = await self.personal.narrow(req, tenant, query.types)
         # One entity beyond the page tells whether a next page exists, without counting them all.
         probe = dataclasses.replace(query, limit=query.limit + 1) if query.limit > 0 else query
         docs, total = await self.store.query_entities(tenant, probe)
-        return docs[:query.limit], total, len(docs) > query.limit
+        more = len(docs) > query.limit
+        docs = docs[:query.limit]
+        if req is not None and req.principal is not None:
+            shown = await self.personal.reveal(req, tenant, route, docs)
+            if withheld and total is not None:
+                # What the filter removes is not counted: the personal entities the query matches, counted.
+                personal = dataclasses.replace(query, types=self.personal.personal_expr(query.types), limit=0,
+                                               offset=0, count=True)
+                total -= (await self.store.query_entities(tenant, personal))[1] or 0
+            docs = shown
+        return docs, total, more
 
     def query_reply(self, req: Req, docs: list[Doc], total: int | None, more: bool, query: EntityQuery,
                     ctx_input: Any, ctx: Any, accept: str, attrs: list[str] | None = None) -> Resp:
@@ -417,7 +446,8 @@ class NgsiLdApi:
         check_selection(req, params)
         query = await self.build_query(req, ctx, params)
         query.limit, query.offset, query.count = self.paging(req)
-        docs, total, more = await self.query_page(await self.read_tenant(req), query)
+        docs, total, more = await self.query_page(await self.read_tenant(req), query, req,
+                                                  "POST /ngsi-ld/v1/entityOperations/query")
         return self.query_reply(req, docs, total, more, query, ctx_input, ctx, accept, attrs or None)
 
     async def purge_entities(self, req: Req) -> Resp:

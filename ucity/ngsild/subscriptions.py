@@ -1000,6 +1000,7 @@ class SubscriptionService:
         self._check_endpoint(doc)
         if (tenant, doc["id"]) in self.subs:
             raise AlreadyExists(f"subscription {doc['id']} already exists")
+        personal = await self._personal(req, tenant, doc, check=True)
         sub = Subscription.compile(tenant, doc, await self._notify_ctx(doc, strict=True))
         async with self._lock:
             if sub.key in self.subs:  # created meanwhile by a concurrent request
@@ -1008,6 +1009,8 @@ class SubscriptionService:
             if not await self.api.store.insert_doc(KIND, tenant, sub.id, doc):
                 raise AlreadyExists(f"subscription {doc['id']} already exists")
             self._install(sub)
+        if personal is not None:
+            await self._audit(req, tenant, doc, "personal-subscription-created", personal)
         resp: Resp = self.api.no_content(req, 201, {"Location": SUBSCRIPTIONS + quote(sub.id, safe=":")})
         return resp
 
@@ -1042,12 +1045,15 @@ class SubscriptionService:
             sub = await self._existing(req)
             doc = merged_document(sub.doc, body, ctx, self.clock.now())
             self._check_endpoint(doc)
+            personal = await self._personal(req, sub.tenant, doc, check=True)
             fresh = Subscription.compile(sub.tenant, doc, await self._notify_ctx(doc, strict=True))
             async with self._lock:
                 if self.subs.get(sub.key) is sub:  # else changed meanwhile (here, or by a re-read): merge again
                     await self.api.store.put_doc(KIND, sub.tenant, sub.id, doc)
                     self._replace(sub, fresh)
                     break
+        if personal is not None:
+            await self._audit(req, sub.tenant, doc, "personal-subscription-changed", personal)
         resp: Resp = self.api.no_content(req)
         return resp
 
@@ -1057,8 +1063,34 @@ class SubscriptionService:
         async with self._lock:
             await self._uninstall(sub.key)
             await self.api.store.delete_doc(KIND, sub.tenant, sub.id)
+        personal = await self._personal(req, sub.tenant, sub.doc, check=False)
+        if personal is not None:
+            await self._audit(req, sub.tenant, sub.doc, "personal-subscription-deleted", personal)
         resp: Resp = self.api.no_content(req)
         return resp
+
+    async def _personal(self, req: Req, tenant: str, doc: Doc, check: bool) -> list[str] | None:
+        """With the token guard on, the personal types (short names) a subscription can match: every one without
+        an entity selector, else those its selectors name; None when it matches none of them (or the guard is
+        off). A caller without `personal:read` may not create or change one (`check`): 403, audited (QA10 F5).
+        An entity with several types, one of them personal, matched through another, is not seen here."""
+        personal = self.api.personal
+        if req.principal is None or not personal.iris:
+            return None
+        groups = [group for selector in doc.get("entities") or () for group in selector["types"]]
+        if doc.get("entities") and not personal.expr_is_personal(groups):
+            return None
+        types: list[str] = personal.short_types(groups if doc.get("entities") else [personal.iris])
+        if check and personal.withheld(req):
+            await personal.refuse(req, tenant, types)
+        return types
+
+    async def _audit(self, req: Req, tenant: str, doc: Doc, action: str, types: list[str]) -> None:
+        """`data` / `personal-subscription-*`: a standing copy of personal data to an endpoint was created, changed
+        or deleted; the subscription's id, the types and the endpoint's host (never `q` or the endpoint's path)."""
+        host = urlsplit(doc["notification"]["endpoint"]["uri"]).hostname or ""
+        await self.api.personal.write(req.principal, tenant, action, subscription=str(doc["id"])[:255], types=types,
+                                      endpointHost=host[:255])
 
     def _check_endpoint(self, doc: Doc) -> None:
         """Refuse, with 400, an endpoint the guard refuses without DNS (an address, `localhost`); names are

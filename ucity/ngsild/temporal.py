@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from ucity.core.clock import from_micros, parse_iso_clamped, to_iso, to_micros
@@ -47,6 +47,7 @@ from ucity.ngsild.model import (
     render_instance,
 )
 from ucity.ngsild.ops import check_same_id
+from ucity.ngsild.personal import entity_types
 from ucity.ngsild.request import add_links, bool_param, csv_param, negotiate, options, page_links, read_body
 from ucity.store.base import (
     AGGREGATE_METHODS,
@@ -60,6 +61,7 @@ from ucity.store.base import (
 )
 
 TEMPORAL_ENTITIES = "/ngsi-ld/v1/temporal/entities/"
+E = TypeVar("E", TemporalEntity, AggregatedEntity)
 TIMERELS = ("before", "after", "between")
 TIME_PROPERTIES = ("observedAt", "modifiedAt", "createdAt")
 # Simplified temporal representation (§4.5.20): the member holding [value, time] pairs per type.
@@ -540,7 +542,8 @@ class TemporalApi:
         query = self._query(TemporalQuery(ids=(entity_id,), entity_limit=1), temporal)
         query.attrs = tuple(ctx.expand_term(check_name(a)) for a in csv_param(req, "attrs"))
         query.dataset_ids = self._datasets(req)
-        page = await self._fetch(req, tenant, query, temporal, ctx, accept)
+        page = await self._fetch(req, tenant, query, temporal, ctx, accept, "GET /ngsi-ld/v1/temporal/entities/{entityId}",
+                                 retrieval=True)
         if not page.body:
             raise NotFound(f"temporal entity {entity_id} does not exist")
         return self._answer(req, page.body[0], ctx_input, accept, page, temporal, {})
@@ -555,7 +558,8 @@ class TemporalApi:
         params["attrs"] = csv_param(req, "attrs")
         check_selection(req, params)
         temporal = parse_temporal(self._url_temporal(req), temporal_options(req))
-        return await self._query_reply(req, ctx_input, ctx, accept, params, temporal)
+        return await self._query_reply(req, ctx_input, ctx, accept, params, temporal,
+                                       "GET /ngsi-ld/v1/temporal/entities")
 
     async def query_post(self, req: Req) -> Resp:
         """POST /temporal/entityOperations/query: a Query body with `temporalQ`."""
@@ -571,17 +575,24 @@ class TemporalApi:
         params = {"q": body.get("q"), "geoQ": body.get("geoQ"), "scopeQ": body.get("scopeQ"),
                   "attrs": _as_list(body.get("attrs")), **query_selectors(body.get("entities"))}
         check_selection(req, params)
-        return await self._query_reply(req, ctx_input, ctx, accept, params, temporal)
+        return await self._query_reply(req, ctx_input, ctx, accept, params, temporal,
+                                       "POST /ngsi-ld/v1/temporal/entityOperations/query")
 
     async def _query_reply(self, req: Req, ctx_input: Any, ctx: Any, accept: str, params: dict[str, Any],
-                           temporal: TemporalParams) -> Resp:
+                           temporal: TemporalParams, route: str) -> Resp:
         tenant = await self.api.read_tenant(req)
         query = await self._select(req, tenant, ctx, params)
         query.entity_limit, query.entity_offset, query.count = self.api.paging(req)
         query.instances_only = True
         query.dataset_ids = self._datasets(req)
         self._query(query, temporal)
-        page = await self._fetch(req, tenant, query, temporal, ctx, accept)
+        page = await self._fetch(req, tenant, query, temporal, ctx, accept, route)
+        if page.total is not None and self.api.personal.withheld(req):
+            # The personal entities `_fetch` withheld are not counted either (personal.py): counted, subtracted.
+            personal = dataclasses.replace(query, types=self.api.personal.personal_expr(query.types), entity_limit=1,
+                                           entity_offset=0, limit_instances=1, last_n=None)
+            hidden = (await self.store.temporal_query(tenant, personal))[1] or 0
+            page = dataclasses.replace(page, total=page.total - hidden)
         count = {"NGSILD-Results-Count": str(page.total)} if page.total is not None else {}
         return self._answer(req, page.body, ctx_input, accept, page, temporal, count,
                             self._entity_links(req, query, page, accept))
@@ -589,6 +600,7 @@ class TemporalApi:
     async def _select(self, req: Req, tenant: str, ctx: Any, params: dict[str, Any]) -> TemporalQuery:
         """Entity selection: ids/types/attrs on the history, q/geo/scope on the current state."""
         selection = await self.api.build_query(req, ctx, params)
+        selection.types = await self.api.personal.narrow(req, tenant, selection.types)
         query = TemporalQuery(ids=selection.ids, id_pattern=selection.id_pattern, types=selection.types,
                               attrs=selection.attrs_any)
         if selection.q is not None or selection.geo is not None or selection.scope is not None:
@@ -606,8 +618,10 @@ class TemporalApi:
         return query
 
     async def _fetch(self, req: Req, tenant: str, query: TemporalQuery, temporal: TemporalParams, ctx: Any,
-                     accept: str) -> Page:
-        """The rendered entities of one page, cut to a common time range when partial."""
+                     accept: str, route: str, retrieval: bool = False) -> Page:
+        """The rendered entities of one page, cut to a common time range when partial; with the token guard on
+        without the personal entities a caller without `personal:read` may not see (403 for a `retrieval` of
+        one), and audited when such entities are shown (personal.py)."""
         # `format` was read into `temporal.fmt`; the entity API only knows the non-temporal ones.
         without_format = dataclasses.replace(req, params={k: v for k, v in req.params.items() if k != "format"})
         opts = self.api.render_options(without_format, ctx, accept)
@@ -615,14 +629,25 @@ class TemporalApi:
         newest_first = temporal.last_n is not None
         if temporal.aggregation is not None:
             aggregated, total = await self.store.temporal_aggregate(tenant, query, temporal.aggregation)
+            if req.principal is not None:
+                aggregated = await self._reveal(req, tenant, route, aggregated, retrieval)
             periods: list[PagedSeries] = [s for e in aggregated for many in e.attrs.values() for s in many]
             span = page_range(periods, temporal.window, newest_first)
             methods = temporal.aggregation.methods
             return Page([render_aggregated(e, ctx, opts, methods) for e in aggregated], span, total)
         entities, total = await self.store.temporal_query(tenant, query)
+        if req.principal is not None:
+            entities = await self._reveal(req, tenant, route, entities, retrieval)
         span = page_range([s for e in entities for s in e.attrs.values()], temporal.window, newest_first)
         render = render_simplified if temporal.fmt == "temporalValues" else render_history
         return Page([render(e, ctx, opts) for e in entities], span, total)
+
+    async def _reveal(self, req: Req, tenant: str, route: str, entities: list[E], retrieval: bool) -> list[E]:
+        personal = self.api.personal
+        found = [e for e in entities if personal.is_personal(e.types)] if retrieval and personal.withheld(req) else []
+        if found:  # the retrieval of one personal entity is refused, as the entity API's
+            await personal.refuse(req, tenant, personal.short_types([e.types for e in found]))
+        return await personal.reveal(req, tenant, route, entities, entity_types)
 
     def _answer(self, req: Req, body: Any, ctx_input: Any, accept: str, page: Page, temporal: TemporalParams,
                 headers: dict[str, str], links: list[str] | None = None) -> Resp:
