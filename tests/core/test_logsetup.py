@@ -43,7 +43,13 @@ def restore_logging() -> Iterator[None]:
     handlers, level = list(root.handlers), root.level
     access = logging.getLogger(logsetup.ACCESS_LOGGER)
     access_filters = list(access.filters)
+    state = access.level, access.propagate, access.disabled, list(access.handlers)
+    # As `ucity serve` leaves it (uvicorn with log_config=None): an earlier test's uvicorn may have set its own level,
+    # handlers or disabled it, and its lines would then not reach the handler under test.
+    access.setLevel(logging.NOTSET)
+    access.propagate, access.disabled, access.handlers = True, False, []
     yield
+    access.level, access.propagate, access.disabled, access.handlers = state
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in handlers:
