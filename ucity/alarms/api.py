@@ -21,19 +21,23 @@ The tenant is the `NGSILD-Tenant` header. The actor of an action is the `X-Ucity
 With `server.require_auth` on, what a caller sees depends on its token (ucity/ops/auth.py): alarm comments and
 close notes are free text that may name people (phone numbers) and are shown to `personal:read` only (others get
 them withheld, `withheld: ["text"]`); a webhook's url may hold its receiver's credentials and is shown whole to
-`config:admin` only (others get it masked, notifiers/webhook.py `mask_url`). Every change of the contact data and
-every dead-letter replay is a line of the operations audit log (kind `config`: the actor and the id, never
-contact data, urls or secrets).
+`config:admin` only (others get it masked, notifiers/webhook.py `mask_url`); an alarm about a person (its entity's
+type in `privacy.personal_entity_types`) is shown to a caller without `personal:read` as its Alert shows it: the
+Alert id for the entity id, the place coarse, the identifying evidence withheld (`person_view`, README), and
+not in the false-alarm rate by device. Every change of the contact data and every dead-letter replay is a line of
+the operations audit log (kind `config`: the actor and the id, never contact data, urls or secrets).
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from pydantic import BaseModel
 
+from ucity.alarms.alert import AlertPrivacy
 from ucity.alarms.contacts import (
     SILENT_REFUSAL_EN,
     SILENT_REFUSAL_KO,
@@ -72,6 +76,9 @@ AUDIT_NOUN = {"notifiers": "notifier", "recipients": "recipient-group", "escalat
 BUILTIN_RULES = frozenset({"device-offline"})  # rule ids the platform raises without a rule (service.py)
 WITHHELD = {"ko": "개인정보가 있을 수 있어 personal:read 권한에만 보입니다",
             "en": "free text may hold personal data: shown to personal:read only"}
+PERSON_WITHHELD = {"ko": "사람에 관한 경보: 정확한 위치, 엔터티 ID와 사람을 식별할 수 있는 값은 personal:read 권한에만 보입니다",
+                   "en": "an alarm about a person: its exact place, entity id and identifying values are shown to "
+                         "personal:read only"}
 
 
 def _derived(req: Req) -> bool | None:
@@ -160,6 +167,11 @@ class AlarmApi:
         principal = ops.auth.identify(req) if ops is not None else None
         return principal is not None and principal.can(permission)
 
+    def person_view(self, wire: dict[str, Any]) -> dict[str, Any]:
+        """An alarm as a caller without `personal:read` sees it (the SSE stream's view, server.py): about a person,
+        coarse and without the entity (`person_view`); any other as it is (the same object)."""
+        return person_view(wire, self.service.privacy)
+
     async def audit_config(self, req: Req, tenant: str, action: str, **detail: Any) -> None:
         """One `config` line of the operations audit log: who changed which entry (never contact data, urls or
         secrets: the callers pass ids only)."""
@@ -183,27 +195,70 @@ class AlarmApi:
         """Alarms, newest first, with the filters given; `total` counts every match."""
         tenant, query = self.tenant(req), parse_query(req)
         docs, total = await self.service.store.query_alarms(tenant, query)
-        return Resp(200, {"total": total, "limit": query.limit, "offset": query.offset,
-                          "alarms": [self._wire(tenant, d) for d in docs]})
+        alarms = [self._wire(tenant, d) for d in docs]
+        if not self.may(req, Permission.PERSONAL_READ):  # alarms about a person: coarse, without the entity
+            privacy = self.service.privacy
+            if query.entity_ids or query.bbox is not None:
+                # Selected by the person's id or exact place: left out (else `entity=` says whose they are, and
+                # narrowing `bbox` finds the exact place), and `total` corrected by counting them.
+                alarms = [a for a in alarms if a.get("entity_type") not in privacy.personal_types]
+                personal = tuple(t for t in sorted(privacy.personal_types)
+                                 if not query.entity_types or t in query.entity_types)
+                if personal and total:
+                    _, hidden = await self.service.store.query_alarms(tenant, replace(
+                        query, entity_types=personal, limit=1, offset=0))
+                    total -= hidden or 0
+            alarms = [person_view(a, privacy) for a in alarms]
+        return Resp(200, {"total": total, "limit": query.limit, "offset": query.offset, "alarms": alarms})
 
     async def stats(self, req: Req) -> Resp:
         """Alarm statistics for the filters: counts, time to acknowledge, false-alarm rates."""
         tenant, query = self.tenant(req), parse_query(req)
-        return Resp(200, stats_body(await self.service.store.alarm_stats(tenant, query, FALSE_OUTCOMES)))
+        stats = await self.service.store.alarm_stats(tenant, query, FALSE_OUTCOMES)
+        body = stats_body(stats)
+        if stats.false_by_entity and not self.may(req, Permission.PERSONAL_READ):
+            # The false-alarm rate by device names each alarm's entity: a person's id is not for this caller.
+            people = await self._personal_entities(tenant, [row[0] for row in stats.false_by_entity])
+            if people:
+                rates = body["falseAlarmRate"]
+                rates["byDevice"] = [row for row in rates["byDevice"] if row["entity"] not in people]
+                rates["withheld"], rates["withheldReason"] = len(people), PERSON_WITHHELD
+        return Resp(200, body)
+
+    async def _personal_entities(self, tenant: str, entity_ids: list[str]) -> set[str]:
+        """Which of `entity_ids` have an alarm about a person (their entity's type is a personal one)."""
+        personal = tuple(sorted(self.service.privacy.personal_types))
+        found: set[str] = set()
+        for i in range(0, len(entity_ids) if personal else 0, MAX_LIMIT):
+            chunk = tuple(entity_ids[i:i + MAX_LIMIT])
+            offset = 0
+            while True:
+                docs, _ = await self.service.store.query_alarms(tenant, AlarmQuery(
+                    entity_types=personal, entity_ids=chunk, limit=MAX_LIMIT, offset=offset))
+                found.update(str(doc["entity_id"]) for doc in docs)
+                if len(docs) < MAX_LIMIT:
+                    break
+                offset += MAX_LIMIT
+        return found
 
     async def get_alarm(self, req: Req) -> Resp:
         """One alarm with its history (audit trail) and comments."""
         tenant = self.tenant(req)
         alarm = await self.service.load(tenant, req.path_params["alarmId"])
         history = await self.service.store.alarm_history(tenant, alarm.id)
+        wire = alarm.to_wire()
         if not self.may(req, Permission.PERSONAL_READ):  # QA10 F3: comments and close notes are free text
             history = [withheld(entry) for entry in history]
+            if self.service.privacy.personal(alarm):  # an alarm about a person: coarse, without the entity
+                wire = person_view(wire, self.service.privacy)
+                history = [person_entry(entry) for entry in history]
         comments = [h for h in history if h["action"] == "commented"]
-        return Resp(200, {**alarm.to_wire(), "history": history, "comments": comments})
+        return Resp(200, {**wire, "history": history, "comments": comments})
 
     async def _act(self, req: Req, action: str, **args: Any) -> Resp:
         alarm = await self.service.act(self.tenant(req), req.path_params["alarmId"], action, self.actor(req), **args)
-        return Resp(200, alarm.to_wire())
+        wire = alarm.to_wire()
+        return Resp(200, wire if self.may(req, Permission.PERSONAL_READ) else person_view(wire, self.service.privacy))
 
     async def acknowledge(self, req: Req) -> Resp:
         """Acknowledge an alarm (409 when its state does not allow it)."""
@@ -336,6 +391,68 @@ def withheld(entry: dict[str, Any]) -> dict[str, Any]:
     if not hidden:
         return entry
     return {**{k: v for k, v in entry.items() if k not in hidden}, "withheld": hidden, "withheldReason": WITHHELD}
+
+
+# -- alarms about a person (privacy.personal_entity_types) for callers without personal:read ----------------------
+def identifying(evidence: Any) -> tuple[Any, list[str]]:
+    """A rule's evidence without the values that can identify the person (the measured `value` unless it is a
+    number: a geofence's is the person's exact place; the composite `values` that are not numbers; `entityName`),
+    and the names of what was withheld; the same for the lower match kept in `latest`."""
+    if not isinstance(evidence, dict):
+        return evidence, []
+    out: dict[str, Any] = {}
+    hidden: list[str] = []
+    for key, value in evidence.items():
+        if key == "entityName" or (key == "value" and not _number(value)):
+            hidden.append(key)
+        elif key == "values" and isinstance(value, dict):
+            kept = {k: v for k, v in value.items() if _number(v)}
+            hidden.extend(f"values.{k}" for k in value if k not in kept)
+            out[key] = kept
+        elif key == "latest" and isinstance(value, dict):
+            out[key], more = identifying(value)
+            hidden.extend(f"latest.{k}" for k in more)
+        else:
+            out[key] = value
+    return out, hidden
+
+
+def _number(value: Any) -> bool:
+    return value is None or isinstance(value, (int, float))
+
+
+def person_view(wire: dict[str, Any], privacy: AlertPrivacy) -> dict[str, Any]:
+    """An alarm (its API form) as a caller without `personal:read` sees it when it is about a person (its entity's
+    type is one of `privacy.personal_entity_types`; others are returned as they are): the entity id replaced by the
+    alarm's Alert id, the place the centre of its `privacy.location_cell_deg` cell (the Alert's, `locationCellDeg`),
+    the evidence without its identifying values; `withheld` names what is not shown."""
+    if not wire.get("entity_type") or wire["entity_type"] not in privacy.personal_types:
+        return wire
+    out = {**wire, "entity_id": wire["alert_id"]}
+    hidden = ["entity_id"]
+    if wire.get("entity_name"):
+        out["entity_name"] = ""
+        hidden.append("entity_name")
+    if wire.get("location") is not None:
+        out["location"] = privacy.coarse(wire["location"])
+        out["locationCellDeg"] = privacy.cell_deg
+        hidden.append("location")
+    out["evidence"], more = identifying(wire.get("evidence"))
+    hidden.extend(f"evidence.{k}" for k in more)
+    out["withheld"], out["withheldReason"] = hidden, PERSON_WITHHELD
+    return out
+
+
+def person_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """A history entry of an alarm about a person without the identifying values of its evidence."""
+    if "evidence" not in entry:
+        return entry
+    evidence, hidden = identifying(entry["evidence"])
+    if not hidden:
+        return entry
+    previous = entry.get("withheld", [])
+    return {**entry, "evidence": evidence, "withheld": [*previous, *(f"evidence.{k}" for k in hidden)],
+            "withheldReason": entry.get("withheldReason", PERSON_WITHHELD)}
 
 
 # -- /docs (ucity/openapi.py): what the route table in server.py does not say ------------------------------------

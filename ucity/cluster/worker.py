@@ -209,14 +209,20 @@ class Worker:
             await self._rebalance(lost, released, gained)
 
     async def _follow_rules(self) -> None:
-        """Rules created or changed over the API (in the API process) take effect here within a renewal."""
+        """Rules created, changed, disabled or deleted over the API (in an API process) take effect here within a
+        renewal, as in the process that changed them (rules engine `follow_stored` -> `_changed`): the owned
+        entities' matches of a changed rule are re-evaluated against their latest values (kept while they still
+        breach, cleared with the actor when not), a disabled or deleted rule's active alarms are cleared, a rule
+        enabled again evaluates the latest values. (Only `rules.reload()` here left a disabled rule's alarms
+        active in the workers.) Taken while no batch runs, like a re-read."""
         from ucity.rules.engine import RULE_KIND
 
         stored = orjson.dumps(await self.app.store.list_docs(RULE_KIND))
         if self._rules_seen is not None and stored != self._rules_seen and self._loaded.is_set():
             async with self._reloading, self._gate.exclusive():
-                await self.app.rules.reload()
-            log.info("worker %s: rules changed; reloaded", self.id)
+                await self.app.rules.follow_stored()
+                await self.app.rules.persist()  # the states the change left are written before a batch runs
+            log.info("worker %s: rules changed; applied to the owned entities", self.id)
         self._rules_seen = stored
 
     async def _members(self) -> set[str]:

@@ -32,7 +32,9 @@ entity's latest values under the new rule (`_changed`, QA9 F1): a match that sti
 deleting it clears its active matches (`rule-disabled` / `rule-deleted`) and forgets its states;
 enabling it again evaluates the latest values of the entities it applies to (`rule-enabled`). The
 events of a change carry who made it (`evidence.changedBy`, the Context's actor). Changing only its
-names or notes keeps everything.
+names or notes keeps everything. In scale-out a rule is changed in an API process, which owns no entity: each
+worker sees the stored rules change (cluster/worker.py `_follow_rules`) and applies every change through the same
+`_changed` to the states it owns (`follow_stored`), with the actor stored with the rule (`changedBy`).
 
 Late observations (older than the newest evaluated for a state) are counted (`stats`: `late`,
 `lateWorse`, `lateRaised`); one worse than an active level is logged at INFO and, within
@@ -90,6 +92,7 @@ STATE_KIND = "rule-state"
 RULE_KIND = "rule"
 ACTOR = "rules"
 SYSTEM = "system"  # the actor of a rule change no request made (a domain's defaults)
+CHANGED_BY = "changedBy"  # the stored rule's member naming who saved it last (read by `follow_stored`, not a Rule's)
 REEVALUATE_PAGE = 500  # entities read per store call when a changed rule re-evaluates their latest values
 ANY = "*"
 Key = tuple[str, str, str]  # tenant, rule id, entity id
@@ -297,11 +300,7 @@ class RulesEngine:
 
     async def _load(self) -> None:
         """Stored user rules, and the stored states of the owned entities."""
-        for tenant, rule_id, doc in await self.store.list_docs(RULE_KIND):
-            try:
-                self._user[(tenant, rule_id)] = replace(rule_from_json(doc), tenant=tenant)
-            except RuleError as exc:
-                log.error("stored rule %s of tenant %s is invalid and skipped: %s", rule_id, tenant, exc)
+        self._user.update({key: rule for key, (rule, _) in (await self._stored_rules()).items()})
         self._rebuild()
         for tenant, _, doc in await self.store.list_docs(STATE_KIND):
             try:
@@ -339,6 +338,44 @@ class RulesEngine:
         await self._load()
         self._arm_all()
         await self.resume()
+
+    async def _stored_rules(self) -> dict[tuple[str, str], tuple[Rule, str]]:
+        """The stored user rules with who saved each last (`SYSTEM` when the store does not say)."""
+        found: dict[tuple[str, str], tuple[Rule, str]] = {}
+        for tenant, rule_id, doc in await self.store.list_docs(RULE_KIND):
+            data = dict(doc)
+            actor = data.pop(CHANGED_BY, None)
+            try:
+                found[(tenant, rule_id)] = (replace(rule_from_json(data), tenant=tenant),
+                                            actor if isinstance(actor, str) and actor else SYSTEM)
+            except RuleError as exc:
+                log.error("stored rule %s of tenant %s is invalid and skipped: %s", rule_id, tenant, exc)
+        return found
+
+    async def follow_stored(self) -> None:
+        """Distributed mode: the stored rules changed through another process (an API process's rules API; the
+        worker notices it, cluster/worker.py `_follow_rules`). Each user rule created, changed, disabled, enabled
+        or deleted there goes through `_changed` here, for the states this process owns, as it did in the process
+        that changed it: a match that still breaches stays, one that no longer does is cleared, a disabled or
+        deleted rule's active matches are cleared (`rule-disabled` / `rule-deleted`), a rule enabled again
+        evaluates the latest values. The actor is the stored rule's `changedBy` (`_save`); a deleted rule's is
+        not stored (`SYSTEM`). Before, the worker only read the rules and states again: a disabled rule's alarms
+        stayed active and a changed rule's matches were not re-evaluated."""
+        await self.drain()
+        stored = await self._stored_rules()
+        for key in sorted(set(self._user) | set(stored)):
+            before, (after, actor) = self._user.get(key), stored.get(key, (None, SYSTEM))
+            if before == after:
+                continue
+            tenant, rule_id = key
+            old = self.effective(tenant, rule_id)
+            if after is None:
+                del self._user[key]
+            else:
+                self._user[key] = after
+            new = self.effective(tenant, rule_id)
+            await self._changed(tenant, rule_id, old[0] if old else None, new[0] if new else None, actor,
+                                deleted=after is None)
 
     async def resume(self) -> None:
         """Run the timers that came due while the process was down (call once all components run), then tell
@@ -445,7 +482,8 @@ class RulesEngine:
         rule = replace(rule, tenant=tenant)
         self.check(rule)
         old = self.effective(tenant, rule.id)
-        await self.store.put_doc(RULE_KIND, tenant, rule.id, rule_to_json(rule))
+        # Who saved it goes with the stored rule: a worker applies the change with that actor (`follow_stored`).
+        await self.store.put_doc(RULE_KIND, tenant, rule.id, {**rule_to_json(rule), CHANGED_BY: actor})
         self._user[(tenant, rule.id)] = rule
         await self._changed(tenant, rule.id, old[0] if old else None, rule, actor)
         return rule

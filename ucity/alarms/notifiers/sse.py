@@ -44,6 +44,7 @@ class StreamEvent:
     event: str
     data: dict[str, Any]
     _encoded: bytes | None = field(default=None, compare=False, repr=False)
+    _viewed: bytes | None = field(default=None, compare=False, repr=False)
 
     def encode(self) -> bytes:
         """The event's bytes on the stream, made once for every client (and resumption) that sends it."""
@@ -52,6 +53,18 @@ class StreamEvent:
             encoded = b"id: %d\nevent: %s\ndata: %s\n\n" % (self.seq, self.event.encode(), orjson.dumps(self.data))
             object.__setattr__(self, "_encoded", encoded)  # a cache: the event itself never changes
         return encoded
+
+    def encode_viewed(self, view: Callable[[dict[str, Any]], dict[str, Any]]) -> bytes:
+        """The event's bytes with its alarm as `view` shows it (an alarm about a person to a caller without
+        personal:read, ucity/alarms/api.py `person_view`); made once per event: a hub has one view. An alarm the
+        view leaves as it is (the same object) is sent as `encode` sends it."""
+        viewed = self._viewed
+        if viewed is None:
+            data = view(self.data)
+            viewed = self.encode() if data is self.data else \
+                b"id: %d\nevent: %s\ndata: %s\n\n" % (self.seq, self.event.encode(), orjson.dumps(data))
+            object.__setattr__(self, "_viewed", viewed)
+        return viewed
 
 
 class _Client:
@@ -116,8 +129,12 @@ class SseHub:
             after = 0
         return [e for e in self._ring if e.tenant == tenant and e.seq > after]
 
-    async def stream(self, tenant: str, last_event_id: str | None = None) -> AsyncIterator[bytes]:
-        """The bytes of one client's stream, until it disconnects (the server cancels it) or is dropped."""
+    async def stream(self, tenant: str, last_event_id: str | None = None,
+                     view: Callable[[dict[str, Any]], dict[str, Any]] | None = None) -> AsyncIterator[bytes]:
+        """The bytes of one client's stream, until it disconnects (the server cancels it) or is dropped; with
+        `view`, each alarm as that function shows it (one function per hub: its bytes are cached per event)."""
+        encode: Callable[[StreamEvent], bytes] = StreamEvent.encode if view is None else \
+            (lambda item: item.encode_viewed(view))
         client = _Client(tenant, self._client_queue)
         self._clients.add(client)  # before the backlog is read, so nothing falls between the two
         try:
@@ -125,7 +142,7 @@ class SseHub:
             sent = 0
             for missed in self.backlog(tenant, last_event_id):
                 sent = missed.seq
-                yield missed.encode()
+                yield encode(missed)
             loop = asyncio.get_running_loop()
             ends = loop.time() + self.max_stream_s
             queue = client.queue
@@ -144,7 +161,7 @@ class SseHub:
                 # event fell behind the events (and the client was dropped); the order stays the queue's.
                 while not queue.empty():
                     waiting.append(queue.get_nowait())
-                out = [item.encode() for item in waiting if item is not None and item.seq > sent]
+                out = [encode(item) for item in waiting if item is not None and item.seq > sent]
                 if out:
                     yield b"".join(out)
                 if None in waiting:  # dropped: the events queued before it were its last ones
