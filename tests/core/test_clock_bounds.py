@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -76,3 +77,25 @@ def test_clamped_parsing_is_for_stored_data_and_query_bounds() -> None:
     assert clamp_instant(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=9)))) == MIN_INSTANT
     with pytest.raises(ValueError):
         parse_iso_clamped("garbage")
+
+
+async def test_sleep_waits_on_the_platform_clock() -> None:
+    """`clock.sleep` ends when a fake clock is advanced past it, not before; its timer goes when it is cancelled."""
+    import asyncio
+
+    from ucity.core.clock import FakeClock, sleep
+
+    clock = FakeClock(datetime(2026, 1, 1, tzinfo=UTC))
+    waiting = asyncio.ensure_future(sleep(clock, 5))
+    await asyncio.sleep(0)
+    clock.advance(4.9)
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    clock.advance(0.1)
+    await asyncio.wait_for(waiting, 1)
+    cancelled = asyncio.ensure_future(sleep(clock, 5))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await cancelled
+    clock.advance(10)  # its timer was cancelled with it: nothing fires into a finished future

@@ -86,6 +86,21 @@ class FakeClock:
         self.advance(instant - self._now)
 
 
+async def sleep(clock: Clock, seconds: float) -> None:
+    """Wait `seconds` on `clock`: real time on the `SystemClock`, until a test advances a `FakeClock` past it."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def wake() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    timer = clock.call_at(clock.now() + timedelta(seconds=seconds), wake)
+    try:
+        await done
+    finally:
+        timer.cancel()
+
+
 def to_iso(instant: datetime) -> str:
     """UTC ISO 8601 with microseconds and Z: the one wire and storage format of ucity."""
     utc = instant.astimezone(UTC)

@@ -71,6 +71,7 @@ import orjson
 
 from ucity.core.bus import EntitiesChanged, EntityChange
 from ucity.core.clock import TimerHandle, parse_iso, parse_iso_clamped, to_iso
+from ucity.core.clock import sleep as clock_sleep
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound, OperationNotSupported
 from ucity.core.http import Req, Resp
 from ucity.core.ids import uuid4_texts
@@ -1358,17 +1359,7 @@ class SubscriptionService:
 
     async def _sleep(self, seconds: float) -> None:
         """Wait on the platform clock, so that tests drive retries with a fake clock."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def wake() -> None:
-            if not done.done():
-                done.set_result(None)
-
-        timer = self.clock.call_at(self.clock.now() + timedelta(seconds=seconds), wake)
-        try:
-            await done
-        finally:
-            timer.cancel()
+        await clock_sleep(self.clock, seconds)
 
     def request_of(self, sub: Subscription, item: Notification) -> tuple[bytes, dict[str, str]]:
         """The body and headers of one notification POST (§5.11, §6.3.15 for the HTTP binding)."""

@@ -30,17 +30,16 @@ Idempotent: run again over the same data it changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from ucity.core.bus import Context
 from ucity.core.clock import parse_iso, to_iso
+from ucity.core.clock import sleep as clock_sleep
 from ucity.ngsild.context import core_context
 from ucity.ngsild.model import normalize_entity
 from ucity.ngsild.ops import replace_op
@@ -227,17 +226,7 @@ class EventPrivacyMigration:
             await self._sleep(CLAIM_POLL_S)
 
     async def _sleep(self, seconds: float) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def wake() -> None:
-            if not future.done():
-                future.set_result(None)
-
-        handle = self.clock.call_at(self.clock.now() + timedelta(seconds=seconds), wake)
-        try:
-            await future
-        finally:
-            handle.cancel()
+        await clock_sleep(self.clock, seconds)  # the platform clock's: tests advance it
 
     async def _run_claimed(self, tenant: str, key: str, claim: Doc) -> dict[str, int]:
         self._lease = (tenant, key, claim)
