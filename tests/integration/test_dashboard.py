@@ -338,10 +338,14 @@ async def test_live_alarm_acknowledge_facility_chart_and_language(server: LiveSe
     await page.wait_for_selector(f"{ops} [data-role='event'][data-event-id='{report_id}']")
     assert await page.text_content("#detail-title") == "상황 상세 · 112 긴급출동 지원 · 폭행"
     assert await page.locator("#detail h3", has_text="이 상황의 알람").count() == 0  # no alarm made it: no empty heading
+    await page.fill(f"{ops} [data-role='event-status'] input[name='note']", "현장 확인 요청 010-2345-6789")
     await page.click(f"{ops} [data-role='event-status'] button[data-status='acknowledged']")
     await wait_for(lambda: httpx.get(f"{server.url}/api/v1/events/{report_id}", headers=AUTH).json()["status"]
                    == "acknowledged" or None, "the report acknowledged from the dashboard", 5)
     await page.wait_for_selector(f"{ops} [data-role='event'][data-event-id='{report_id}']")
+    # the operator's note is kept on the event, not in the audit line (QA10 F3); the trail still shows it
+    noted = f"{ops} [data-role='audit'] tr[data-kind='event'][data-action='status']"
+    await page.wait_for_selector(f"{noted}:has-text('현장 확인 요청')")
     await page.select_option(f"{ops} select[name='agency']", "guro-119")
     await page.click(f"{ops} [data-action='share']")
     grant_row = await page.wait_for_selector(f"{ops} [data-role='grants'] tr[data-status='active']")

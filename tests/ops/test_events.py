@@ -91,7 +91,10 @@ async def test_event_lifecycle_with_its_audit_trail(make_ops: MakeOps) -> None:
             ("attachment-added", None, None, "operator:op-kim", "2026-03-02T00:02:00.000000Z"),
             ("status", "dispatched", "closed", "operator:op-kim", "2026-03-02T00:02:00.000000Z"),
         ]
-        assert full["history"][1]["note"] == "확인"
+        # the note stays with the event; its audit line only says how long it was (QA10 F3)
+        assert (full["history"][1]["noteChars"], full["history"][1]["noteMasked"]) == (2, False)
+        assert "note" not in full["history"][1]
+        assert [(n["text"], n["status"], n["by"]) for n in full["notes"]] == [("확인", "acknowledged", "operator:op-kim")]
         assert full["attachments"][0]["name"] == "photo.jpg"
 
 

@@ -188,12 +188,15 @@ class OpsApi:
     async def get_event(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.EVENTS_READ)
         event = await self.center.events.visible(tenant, req.path_params["eventId"], principal)
-        if event.personal and principal.can(Permission.PERSONAL_READ):
+        free_text = event.free_text_read() if principal.can(Permission.PERSONAL_READ) else []
+        if (event.personal or free_text) and principal.can(Permission.PERSONAL_READ):
             # PLAT-R10 / QA7 F2: who read whose personal data, when; which parts, never their values. Written
-            # before the data is shown: no line, no data.
+            # before the data is shown: no line, no data. Free text holding personal data (QA10 F3) is such a part.
+            detail: dict[str, Any] = {"freeText": free_text} if free_text else {}
             await self.center.audit.append(self.center.audit.row(
                 tenant, "event", "personal-read", principal.actor, agency=principal.agency, event=event.id,
-                outcome="ok", personal={role: sorted(values) for role, values in sorted(event.personal.items())}))
+                outcome="ok", personal={role: sorted(values) for role, values in sorted(event.personal.items())},
+                **detail))
         history = await self.center.events.trail(tenant, event.id, principal)  # an agency's: what concerns it
         return Resp(200, event.to_wire(principal, history))
 

@@ -19,7 +19,10 @@ only: ucity/alarms/api.py).
 
 Conventions of a line: `actor` (who: `role:token-id`, `system`, `anonymous`), the platform clock's time (when), and
 what in the indexed columns (`agency`, `event`, `grant`, `camera`, `outcome`) and the detail; never a token, a
-secret or personal data (a read line names which parts were read, not what they hold).
+secret or personal data (a read line names which parts were read, not what they hold), and no free text (QA10
+F3: the log outlives the event): a status note is kept on the event, its line has `noteChars` and `noteMasked`;
+ucity's own notes (ids only) stay as `note`; a purpose, reason or attachment name is written masked
+(`freetext.mask_free_text`).
 Nothing updates a line, and only retention deletes one, once older than `retention.audit_days` (docs/operations.md
 §8): the store contract has no other such method, and both databases refuse any other change with triggers. The API
 only reads it (`GET /api/v1/audit`).

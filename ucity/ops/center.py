@@ -71,6 +71,7 @@ from ucity.ops.events import (
     Pseudonymizer,
     is_null_island,
 )
+from ucity.ops.freetext import mask_free_text
 from ucity.ops.grants import Grant, GrantService, InvalidGrantTransition, Issued, TokenSigner, links
 from ucity.ops.nearest import CameraIndex, Selection, iri, measure
 from ucity.rules.events import level_rank
@@ -585,7 +586,8 @@ class OperationsCenter:
                                                      reason="agency-disabled"))
                     raise
             self._decide(link, lk.APPROVED if approve else lk.REJECTED, principal.actor, reason or link["reason"])
-            return [self._linkage_row(e, link, "approved" if approve else "rejected", principal.actor, reason=reason)]
+            return [self._linkage_row(e, link, "approved" if approve else "rejected", principal.actor,
+                                      reason=mask_free_text(reason))]
 
         notices: list[lk.Prepared] = []
         try:
@@ -711,7 +713,8 @@ class OperationsCenter:
             rows = [self._linkage_row(e, stored, "queued" if agency.webhook else "ready", principal.actor,
                                       cameras=stored["cameras"])]
             if issued and e.status in (RECEIVED, ACKNOWLEDGED):
-                rows += self.events.transition_rows(e, SHARING, principal.actor, f"linkage {linkage_id}")
+                rows += self.events.transition_rows(e, SHARING, principal.actor, f"linkage {linkage_id}",
+                                                    generated=True)
             return rows
 
         # The package's outbox entry is written in the linkage's own commit (ucity/alarms/journal.py): once the
@@ -830,7 +833,7 @@ class OperationsCenter:
             await self.audit.append(self.audit.row(
                 tenant, "grant", "issued", principal.actor, agency=agency_id, event=event.id, outcome="denied",
                 reason="agency-disabled", cameras=[local_id(camera_entity_id(c)) for c in cameras],
-                purpose=purpose or "operator share"))
+                purpose=mask_free_text(purpose) or "operator share"))
             raise AgencyDisabled(agency_id)
         for camera in cameras:
             await self.cameras.get(tenant, camera)
@@ -860,7 +863,8 @@ class OperationsCenter:
             rows = [self._linkage_row(e, link, "queued" if agency.webhook else "ready", principal.actor,
                                       cameras=link["cameras"], direct=True)]
             if e.status in (RECEIVED, ACKNOWLEDGED):
-                rows += self.events.transition_rows(e, SHARING, principal.actor, f"grant {issued.grant.id}")
+                rows += self.events.transition_rows(e, SHARING, principal.actor, f"grant {issued.grant.id}",
+                                                    generated=True)
             return rows
 
         event = await self.events.change(tenant, event_id, share, lambda e: made.entries)
@@ -1031,8 +1035,8 @@ class OperationsCenter:
                     raise _TakenUp
                 rows = []
                 if target == CLOSED and e.status == RECEIVED:
-                    rows += self.events.transition_rows(e, ACKNOWLEDGED, SYSTEM.actor, note)
-                return rows + self.events.transition_rows(e, target, SYSTEM.actor, note)
+                    rows += self.events.transition_rows(e, ACKNOWLEDGED, SYSTEM.actor, note, generated=True)
+                return rows + self.events.transition_rows(e, target, SYSTEM.actor, note, generated=True)
 
             with contextlib.suppress(_TakenUp):
                 await self._move(tenant, event.id, follow, SYSTEM)

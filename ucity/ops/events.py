@@ -53,6 +53,7 @@ from ucity.ngsild.model import normalize_entity
 from ucity.ngsild.ops import replace_op
 from ucity.ops.audit import AuditLog
 from ucity.ops.auth import Permission, Principal, mask_personal
+from ucity.ops.freetext import holds_personal, mask_free_text
 from ucity.rules.events import LEVEL_NAMES, LEVELS, SEVERITY
 from ucity.store.base import AuditQuery, AuditRow, Doc, Mutation, OpsEventQuery, OpsEventRow, Store
 
@@ -289,6 +290,9 @@ class Event:
     attachments: list[dict[str, Any]] = field(default_factory=list)
     linkages: list[dict[str, Any]] = field(default_factory=list)
     alarm_id: str | None = None
+    # Status notes ({"at", "by", "status", "text"}): kept with the event (retention reaches them with it), never in
+    # the audit log, which records only their length (privacy QA10 F3)
+    notes: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def entity_id(self) -> str:
@@ -337,34 +341,48 @@ class Event:
         """The API form; personal data masked unless the principal has `personal:read` (PLAT-R10) and `unmask`
         (lists and write responses mask for everybody: unmasked data is read, and audited, one event at a time).
         A principal without `events:read-all` (an agency) sees its own linkages only, and of the agencies only
-        the reporting one and itself (QA7 F1)."""
+        the reporting one and itself (QA7 F1). Free text (`details`, attachment names, linkage purposes and reasons,
+        the operators' status `notes`, which only `events:read-all` reads) is masked as personal data is
+        (`freetext.mask_free_text`, QA10 F3)."""
         unmasked = unmask and principal.can(Permission.PERSONAL_READ)
+        text = (lambda t: t) if unmasked else mask_free_text
         every = principal.can(Permission.EVENTS_READ_ALL)
         wire: Doc = {
             "id": self.id, "entityId": self.entity_id, "service": self.service, "serviceName": SERVICES[self.service],
             "typeCode": self.type_code, "typeName": type_name(self.type_code), "level": self.level,
             "levelName": LEVEL_NAMES[self.level], "status": self.status, "statusName": STATUS_NAMES[self.status],
             "occurredAt": self.occurred_at, "reportedAt": self.reported_at, "updatedAt": self.updated_at,
-            "location": point_geojson(self.point), "address": self.address, "details": self.details,
+            "location": point_geojson(self.point), "address": self.address, "details": text(self.details),
             "source": {"system": self.source_system, "ref": self.source_ref}, "reportedBy": self.reported_by,
             "reporterAgency": self.reporter_agency, "subject": self.subject, "alarm": self.alarm_id,
             "personal": {k: (dict(v) if unmasked else mask_personal(v)) for k, v in self.personal.items()},
-            "attachments": self.attachments,
+            "attachments": [{**a, "name": text(str(a.get("name", "")))} for a in self.attachments],
             "agencies": [a for a in self.agencies if every or a in (principal.agency, self.reporter_agency)],
-            "linkages": [link for link in self.linkages if every or link["agency"] == principal.agency],
+            "linkages": [{**link, **{k: text(link[k]) for k in ("purpose", "reason") if isinstance(link.get(k), str)}}
+                         for link in self.linkages if every or link["agency"] == principal.agency],
         }
+        if every:
+            wire["notes"] = [{**note, "text": text(str(note.get("text", "")))} for note in self.notes]
         if history is not None:
             wire["history"] = history
         return wire
 
+    def free_text_read(self) -> list[str]:
+        """Which free texts of the event hold personal data (`holds_personal`): what an unmasked read shows."""
+        parts = ["details"] if holds_personal(self.details) else []
+        if any(holds_personal(str(note.get("text", ""))) for note in self.notes):
+            parts.append("notes")
+        return parts
+
     def summary(self) -> Doc:
-        """What an agency package says of the event (no personal data but the subject's pseudonym)."""
+        """What an agency package says of the event (no personal data but the subject's pseudonym; `details` and
+        attachment names masked as for the agency's own reads, `mask_free_text`: the agency role has no `personal:read`)."""
         return {"id": self.id, "service": self.service, "serviceName": SERVICES[self.service], "typeCode": self.type_code,
                 "typeName": type_name(self.type_code), "level": self.level, "levelName": LEVEL_NAMES[self.level],
                 "status": self.status, "occurredAt": self.occurred_at, "reportedAt": self.reported_at,
-                "location": point_geojson(self.point), "address": self.address, "details": self.details,
+                "location": point_geojson(self.point), "address": self.address, "details": mask_free_text(self.details),
                 "source": {"system": self.source_system, "ref": self.source_ref}, "subject": self.subject,
-                "attachments": self.attachments}
+                "attachments": [{**a, "name": mask_free_text(str(a.get("name", "")))} for a in self.attachments]}
 
 
 def point_geojson(point: tuple[float, float] | None) -> dict[str, Any] | None:
@@ -429,7 +447,7 @@ def event_entity(event: Event, crime_types: Iterable[str] = ()) -> dict[str, Any
 # The event's own lines an agency reads (without the operators' `note`); anything else of kind `event` (reads of
 # personal data ...) and every other kind but its own linkages and grants stays with operators.
 AGENCY_EVENT_ACTIONS = frozenset({"created", "status", "level", "attachment-added", "alarm-closed"})
-INTERNAL_DETAIL = frozenset({"note"})
+INTERNAL_DETAIL = frozenset({"note", "noteChars", "noteMasked"})  # "note": lines written before QA10 F3
 # Reads (QA7 F2): in the audit log (`GET /api/v1/audit`, audit:read), not in the trails shown with an event or a grant:
 # showing a trail would otherwise add to it, and the people whose reads they record need not browse them.
 READ_ACTIONS = frozenset({"personal-read", "token-read"})
@@ -590,13 +608,21 @@ class EventService:
                 await self._save(event, rows, docs(event) if docs is not None else [])
             return event
 
-    def transition_rows(self, event: Event, target: str, actor: str, note: str = "") -> list[AuditRow]:
-        """Move `event` to `target` (409 if not allowed); the audit line of the move."""
+    def transition_rows(self, event: Event, target: str, actor: str, note: str = "",
+                        generated: bool = False) -> list[AuditRow]:
+        """Move `event` to `target` (409 if not allowed); the audit line of the move. A person's `note` (free text)
+        is kept on the event (`notes`); its line says only how long it is and whether it held personal data
+        (`noteChars`, `noteMasked`: the audit log outlives the event, QA10 F3). A `generated` note (ucity's own:
+        ids and codes, `linkage <id>`, `경보 종결 alarm closed: <id>`) stays in the line as `note`."""
         check_transition(event.status, target)
         previous, event.status = event.status, target
         detail: dict[str, Any] = {"from": previous, "to": target}
-        if note:
+        if note and generated:
             detail["note"] = note
+        elif note:
+            event.notes.append({"at": self.now(), "by": actor, "status": target, "text": note})
+            detail["noteChars"] = len(note)
+            detail["noteMasked"] = holds_personal(note)
         return [self.audit.row(event.tenant, "event", "status", actor, event=event.id, **detail)]
 
     def attachment_rows(self, event: Event, data: AttachmentIn, principal: Principal) -> list[AuditRow]:
@@ -605,7 +631,7 @@ class EventService:
         attachment = self._attachment(data, principal, self.now())
         event.attachments.append(attachment)
         return [self.audit.row(event.tenant, "event", "attachment-added", principal.actor, event=event.id,
-                               attachment=attachment["id"], name=attachment["name"])]
+                               attachment=attachment["id"], name=mask_free_text(attachment["name"]))]
 
     def level_rows(self, event: Event, level: str, actor: str) -> list[AuditRow]:
         if level == event.level or event.final:

@@ -53,6 +53,7 @@ from ucity.ops.auth import Forbidden, Permission, Principal, Unauthorized
 from ucity.ops.cameras import entity_id as camera_entity_id
 from ucity.ops.cameras import local_id
 from ucity.ops.events import FINAL, KeyedLocks
+from ucity.ops.freetext import mask_free_text
 from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, GrantRow, Store
 
 if TYPE_CHECKING:
@@ -393,6 +394,9 @@ class GrantService:
         return revoked
 
     def _row(self, grant: Grant, action: str, actor: str, outcome: str = "ok", **detail: Any) -> AuditRow:
+        for key in ("purpose", "reason"):  # free text: no phone, registration number or e-mail (QA10 F3)
+            if isinstance(detail.get(key), str):
+                detail[key] = mask_free_text(detail[key])
         return self.audit.row(grant.tenant, "grant", action, actor, agency=grant.agency, event=grant.event,
                               grant=grant.id, outcome=outcome, **detail)
 

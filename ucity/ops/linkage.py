@@ -13,8 +13,8 @@ shared at once only for the event types in `ops.video_crime_types` (default Daej
 [V]); any other type waits for an operator. A request made by an operator is that approval.
 
 Package (what the agency's webhook receives, `package` in the body): the event (no personal data but
-the subject's pseudonym), the nearest cameras (PLAT-R3) with footage links of a new grant (PLAT-R5),
-and per service:
+the subject's pseudonym; `details` masked, `freetext.mask_free_text`: agencies have no `personal:read`), the
+nearest cameras (PLAT-R3) with footage links of a new grant (PLAT-R5), and per service:
 
 | service | adds |
 |---|---|

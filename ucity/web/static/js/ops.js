@@ -258,7 +258,12 @@ async function shareForm(event, selection, rerender) {
 // newest first: status changes, linkages, grants issued and every footage access.
 async function auditTable(event) {
   const detail = event.history ? event : await getJSON(`/api/v1/events/${encodeURIComponent(event.id)}`);
-  const rows = [...(detail.history || [])].sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0)).reverse();
+  const rows = [...(detail.history || [])].sort((a, b) => (a.seq ?? 0) - (b.seq ?? 0));
+  // A person's status note is kept on the event (`notes`, in order), its audit line says only `noteChars`: the k-th
+  // such line shows the k-th note (absent for a token that may not read notes).
+  const notes = [...(detail.notes || [])];
+  rows.forEach((r) => { if (r.noteChars && notes.length) r.note = notes.shift().text; });
+  rows.reverse();
   if (!rows.length) return h('p', { class: 'notice' }, t('health.none'));
   return h('table', { class: 'history', 'data-role': 'audit' }, h('tbody', {}, rows.map((r) => h('tr', { dataset: { kind: r.kind, action: r.action } },
     h('td', {}, kst(r.at)), h('td', {}, tOr(`audit.${r.kind}.${r.action}`, `${r.kind} · ${r.action}`)), h('td', {}, r.actor || ''),
