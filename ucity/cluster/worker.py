@@ -308,7 +308,7 @@ class Worker:
     async def _retry_reload(self) -> None:
         """Retry the re-read with jittered, capped exponential backoff until it succeeds (a rebalance meanwhile
         re-reads too; whichever succeeds ends the wait)."""
-        from ucity.alarms.notifiers.base import clock_sleep
+        from ucity.core.clock import sleep as clock_sleep
 
         while not self._loaded.is_set() and not self._stopping:
             await clock_sleep(self.retry_clock, retry_delay(self.reload_failures))

@@ -86,11 +86,14 @@ class FakeClock:
         self.advance(instant - self._now)
 
 
-async def sleep(clock: Clock, seconds: float) -> None:
-    """Wait `seconds` on `clock`: real time on the `SystemClock`, until a test advances a `FakeClock` past it."""
+async def sleep(clock: Clock, seconds: float, on_wake: Callable[[], None] | None = None) -> None:
+    """Wait `seconds` on `clock`: real time on the `SystemClock`, until a test advances a `FakeClock` past it.
+    `on_wake` runs in the timer callback itself, before the waiting coroutine resumes."""
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def wake() -> None:
+        if on_wake is not None:
+            on_wake()
         if not done.done():
             done.set_result(None)
 

@@ -19,10 +19,10 @@ import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ucity.core.clock import Clock, to_iso
+from ucity.core.clock import sleep as clock_sleep
 from ucity.core.config import RetrySettings
 
 if TYPE_CHECKING:
@@ -229,23 +229,3 @@ class Outbox:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-
-
-async def clock_sleep(clock: Clock, seconds: float, on_wake: Callable[[], None] | None = None) -> None:
-    """Wait on the platform clock (a fake clock in tests), not on the loop's own time.
-
-    `on_wake` runs in the timer callback itself, before the waiting coroutine resumes.
-    """
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def wake() -> None:
-        if on_wake is not None:
-            on_wake()
-        if not done.done():
-            done.set_result(None)
-
-    timer = clock.call_at(clock.now() + timedelta(seconds=seconds), wake)
-    try:
-        await done
-    finally:
-        timer.cancel()
