@@ -29,6 +29,7 @@ from ucity.ops.center import OperationsCenter
 from ucity.ops.events import READ_ACTIONS, SERVICES, STATUSES, AttachmentIn, EventIn
 from ucity.ops.grants import links
 from ucity.ops.nearest import CAMERA_TYPE, Selection
+from ucity.ops.subjects import RedactIn, SubjectSearchIn, redact, search
 from ucity.rules.events import LEVELS
 from ucity.store.base import AuditQuery, EntityQuery, GrantQuery, OpsEventQuery, TypeExpr
 
@@ -435,6 +436,18 @@ class OpsApi:
         stats = await self.center.grants.stats(tenant, micros_param(req, "from"), micros_param(req, "to"))
         return Resp(200, {"from": req.param("from"), "to": req.param("to"), "agencies": stats})
 
+    # -- data-subject requests (QA10 F4, subjects.py) ---------------------------------------------------
+    async def subject_search(self, req: Req) -> Resp:
+        tenant, principal = await self._ctx(req, Permission.PRIVACY_ADMIN)
+        body = parse(req, SubjectSearchIn)
+        return Resp(200, await search(self.center.events, self.center.audit, tenant, body, principal))
+
+    async def redact_event(self, req: Req) -> Resp:
+        tenant, principal = await self._ctx(req, Permission.PRIVACY_ADMIN)
+        body = parse(req, RedactIn)
+        event = await redact(self.center.events, self.center.audit, tenant, req.path_params["eventId"], body, principal)
+        return Resp(200, event.to_wire(principal, unmask=False))
+
     # -- audit -----------------------------------------------------------------------------------------
     async def list_audit(self, req: Req) -> Resp:
         tenant, _ = await self._ctx(req, Permission.AUDIT_READ)
@@ -542,7 +555,7 @@ class Route:
     statuses: tuple[int, ...] = (200,)
 
 
-E, C, A, G, U, T = "events", "cameras", "agencies", "grants", "audit", "auth"
+E, C, A, G, U, T, PV = "events", "cameras", "agencies", "grants", "audit", "auth", "privacy"
 P = Permission
 ROUTES: tuple[Route, ...] = (
     Route("/api/v1/events", "GET", "list_events", "List events (an agency sees its own)", E, P.EVENTS_READ,
@@ -573,6 +586,10 @@ ROUTES: tuple[Route, ...] = (
           statuses=(202,)),
     Route("/api/v1/events/{eventId}/linkages/{linkageId}/package", "GET", "linkage_package",
           "The package of a linkage (PLAT-R6/R7)", E, P.EVENTS_READ),
+    Route("/api/v1/events/{eventId}/redact", "POST", "redact_event",
+          "Erase a data subject's data from one event (PIPA §36): the subject's and/or reporter's personal data (and "
+          "the subject's pseudonym), with `freeText` the typed texts; any status; audited `privacy` / `redacted` "
+          "(which parts, the reason's length); packages already sent are out of reach", E, P.PRIVACY_ADMIN, RedactIn),
     Route("/api/v1/cameras", "GET", "list_cameras", "List cameras, or the nearest to `near=lon,lat`", C,
           P.CAMERAS_READ, params=("near", "n", "radius", "limit", "offset")),
     Route("/api/v1/cameras", "POST", "create_camera", "Register a camera", C, P.CAMERAS_ADMIN, cam.CameraIn,
@@ -609,6 +626,10 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/grants/{grantId}/renew", "POST", "renew_grant",
           "Renew a grant (a new token); operators or the grant's agency", G, P.GRANTS_RENEW_OWN, RenewIn),
     Route("/api/v1/grants/{grantId}/revoke", "POST", "revoke_grant", "Revoke a grant", G, P.GRANTS_ISSUE, RevokeIn),
+    Route("/api/v1/privacy/subject-search", "POST", "subject_search",
+          "The events that hold a person's data (PIPA §35), by name, phone or personId and the subject's pseudonym: "
+          "ids, status, role and matched field names, never values; a scan of the tenant's events; audited "
+          "`privacy` / `subject-search` (counts, a keyed hash of the query)", PV, P.PRIVACY_ADMIN, SubjectSearchIn),
     Route("/api/v1/audit", "GET", "list_audit", "The append-only audit log", U, P.AUDIT_READ,
           params=("kind", "action", "agency", "event", "grant", "camera", "outcome", "from", "to", "limit", "offset",
                   "order")),

@@ -15,7 +15,9 @@ migration of `CityEvent` entities and history to the private form, ucity/ops/eve
 thresholds set or removed, a sensor detached: ucity/domains/facility_safety), `config` (alarm configuration: a rule
 created, changed, deleted, enabled or disabled, `rule-*` with `rule`, `changed` and `old`/`new`: ucity/rules/api.py;
 escalation chains, recipient groups and notifiers created, changed or deleted, and dead letters replayed, the id
-only: ucity/alarms/api.py).
+only: ucity/alarms/api.py), `privacy` (requests of a data subject, ucity/ops/subjects.py: `subject-search` with the
+field names searched, counts and a keyed hash of the query; `redacted` with the parts removed and the reason's
+length, never the values).
 
 Conventions of a line: `actor` (who: `role:token-id`, `system`, `anonymous`), the platform clock's time (when), and
 what in the indexed columns (`agency`, `event`, `grant`, `camera`, `outcome`) and the detail; never a token, a

@@ -114,6 +114,7 @@ class Permission(enum.StrEnum):
     AUDIT_READ = "audit:read"
     PERSONAL_READ = "personal:read"  # personal data unmasked (PLAT-R10)
     TOKENS_ADMIN = "tokens:admin"
+    PRIVACY_ADMIN = "privacy:admin"  # data-subject requests: search a person's events, redact them (QA10 F4)
     # The platform's other APIs (ucity/access.py maps every mounted route to one of these):
     DATA_READ = "data:read"  # NGSI-LD, alarms and their stream, device health, ingest stats, domains, care areas
     DATA_WRITE = "data:write"  # writes to those (entities, subscriptions, alarm actions, domain writes)

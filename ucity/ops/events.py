@@ -293,6 +293,8 @@ class Event:
     # Status notes ({"at", "by", "status", "text"}): kept with the event (retention reaches them with it), never in
     # the audit log, which records only their length (privacy QA10 F3)
     notes: list[dict[str, Any]] = field(default_factory=list)
+    # Redactions of a data subject's request (QA10 F4, subjects.py): {"at", "by", "parts"}, never the removed values
+    redactions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def entity_id(self) -> str:
@@ -361,6 +363,8 @@ class Event:
             "linkages": [{**link, **{k: text(link[k]) for k in ("purpose", "reason") if isinstance(link.get(k), str)}}
                          for link in self.linkages if every or link["agency"] == principal.agency],
         }
+        if self.redactions:
+            wire["redactions"] = [dict(r) for r in self.redactions]
         if every:
             wire["notes"] = [{**note, "text": text(str(note.get("text", "")))} for note in self.notes]
         if history is not None:

@@ -30,6 +30,7 @@ TAGS: dict[str, str] = {
     "operations: grants": "Time-limited footage grants to agencies.",
     "operations: audit": "The append-only audit log.",
     "operations: auth": "Bearer tokens and roles.",
+    "operations: privacy": "Requests of data subjects (PIPA §35-36): find a person's events, erase their data.",
 }
 
 

@@ -1,0 +1,230 @@
+"""Requests of a data subject (privacy QA10 F4; 개인정보 보호법 §35 열람, §36 정정·삭제, §21 파기): which events of the
+operations centre hold a person's data, and the erasure of that data from one event. Both need `privacy:admin`
+(only the admin role) and both are audited (kind `privacy`), never with the values searched for or removed.
+
+* `search`: the events whose subject or reporter is the person, found by exact match of the stored personal fields
+  (`name`: spaces collapsed, case folded; `phone`: digits only, `+82` read as `0`; `personId`: case folded) and by
+  the subject's pseudonym (`Pseudonymizer.ref` of every combination of the given fields: the HMAC under
+  `ops.pseudonym_secret` that events.py computes from `personId`, `name`, `phone`). A role matches when at least one
+  given field equals the stored one and none of the given fields differs from a stored one (a namesake with another
+  phone is another person), or when its pseudonym matches. The answer names the events (id, reported, status,
+  service, type) and, per role, which fields matched: never a stored value, so it discloses nobody else's data.
+  Cost: a scan of the tenant's events (`query_ops_events`, `SCAN_PAGE` at a time, newest first): one pass over every
+  event document of the tenant per search; the store has no index of personal fields (by design: they are not
+  columns). Events created while the scan runs may be missed; the answer says how many events were read.
+* `redact`: removes one event's `personal` block of the roles asked (and the subject's pseudonym `subject.ref`, which
+  links the person's events), and with `freeText` replaces the texts people typed (`details`, the operators' status
+  notes, attachment descriptions, linkage purposes and reasons) by `REDACTED`. Allowed on any event, open ones
+  included: the administrator decides that the purpose is over, and records why (`reason`, required; its length only
+  is audited). The event keeps `redactions` ({at, by, parts}). What was already sent cannot be recalled: agency
+  packages (they hold the pseudonym, and `details` masked), delivered webhooks, backups.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import re
+import unicodedata
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ucity.core.errors import Unavailable
+from ucity.ops.audit import AuditLog
+from ucity.ops.auth import Principal
+from ucity.ops.events import Event, EventService, Pseudonymizer
+from ucity.store.base import AuditRow, Doc, OpsEventQuery
+
+REDACTED = "[삭제됨 / redacted]"
+ROLES = ("subject", "reporter")
+FIELDS = ("personId", "name", "phone")  # the identifying fields (Pseudonymizer.IDENTIFYING)
+SCAN_PAGE = 500
+
+
+class SubjectSearchIn(BaseModel):
+    """`POST /api/v1/privacy/subject-search`: at least one of the person's identifying fields."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = Field(None, max_length=100)
+    phone: str | None = Field(None, max_length=40, description="any form: 010-1234-5678, 01012345678, +82 10 ...")
+    personId: str | None = Field(None, max_length=100, description="the registry id the subject's pseudonym is "
+                                                                   "computed from (with name and phone)")
+
+    @model_validator(mode="after")
+    def _some(self) -> SubjectSearchIn:
+        if not any((v or "").strip() for v in (self.name, self.phone, self.personId)):
+            raise ValueError("name, phone 또는 personId 중 하나가 필요합니다 / one of name, phone or personId is needed")
+        if self.phone is not None and self.phone.strip() and len(normal_phone(self.phone)) < 7:
+            raise ValueError("전화번호가 너무 짧습니다 / the phone number is too short (at least 7 digits)")
+        return self
+
+    def given(self) -> dict[str, str]:
+        return {k: v.strip() for k in FIELDS if (v := getattr(self, k)) is not None and v.strip()}
+
+
+class RedactIn(BaseModel):
+    """`POST /api/v1/events/{eventId}/redact`."""
+
+    model_config = ConfigDict(extra="forbid")
+    roles: list[str] = Field([], max_length=2, description="subject and/or reporter: their personal data removed")
+    freeText: bool = Field(False, description="replace details, status notes, attachment descriptions and linkage "
+                                              "purposes/reasons by a redaction marker")
+    reason: str = Field(min_length=1, max_length=1000, description="why (only its length is audited)")
+
+    @model_validator(mode="after")
+    def _what(self) -> RedactIn:
+        if any(r not in ROLES for r in self.roles):
+            raise ValueError("roles는 subject, reporter / roles are subject and/or reporter")
+        if not self.roles and not self.freeText:
+            raise ValueError("roles 또는 freeText가 필요합니다 / roles or freeText is needed")
+        if not self.reason.strip():
+            raise ValueError("reason이 필요합니다 / a reason is needed")
+        return self
+
+
+# -- matching ---------------------------------------------------------------------------------------------------
+def normal_phone(phone: str) -> str:
+    """Digits only, `+82 10 …` / `+82 (0)2 …` as `010 …` / `02 …` (a Korean number never starts with 8)."""
+    digits = re.sub(r"\D", "", phone)
+    if digits.startswith("820"):
+        return "0" + digits[3:]
+    if digits.startswith("82"):
+        return "0" + digits[2:]
+    return digits
+
+
+def _normal(field: str, value: Any) -> str:
+    text = unicodedata.normalize("NFC", str(value))
+    if field == "phone":
+        return normal_phone(text)
+    return " ".join(text.split()).casefold()
+
+
+def match_person(person: dict[str, Any], wanted: dict[str, str]) -> list[str]:
+    """The given fields equal to the stored ones; none when any given field differs from a stored one."""
+    matched: list[str] = []
+    for key, value in wanted.items():
+        stored = person.get(key)
+        if stored is None or not str(stored).strip():
+            continue
+        if _normal(key, stored) != value:
+            return []
+        matched.append(key)
+    return matched
+
+
+def pseudonyms(pseudonymizer: Pseudonymizer, given: dict[str, str]) -> set[str]:
+    """The subject pseudonyms of every combination of the given fields (a subject registered with some of them);
+    none without `ops.pseudonym_secret`."""
+    refs: set[str] = set()
+    keys = list(given)
+    try:
+        for size in range(1, len(keys) + 1):
+            for combo in itertools.combinations(keys, size):
+                ref = pseudonymizer.ref({k: given[k] for k in combo})
+                if ref:
+                    refs.add(ref)
+    except Unavailable:
+        return set()
+    return refs
+
+
+def query_ref(key: bytes | None, given: dict[str, str]) -> str | None:
+    """What the audit line keeps of a search: a keyed hash (HMAC under `ops.pseudonym_secret`) of the normalised
+    values, so that two searches for one person can be told apart from others without a phone's brute-forceable
+    plain hash in the log; none without the secret."""
+    if key is None:
+        return None
+    text = "\x1f".join(f"{k}={v}" for k, v in sorted(given.items()))
+    return "q-" + hmac.new(key, ("subject-search\x1e" + text).encode(), hashlib.sha256).hexdigest()[:20]
+
+
+def event_matches(event: Event, wanted: dict[str, str], refs: set[str]) -> list[dict[str, Any]]:
+    """Per role of `event` that is the person: {"role", "fields"} (field names, `pseudonym`)."""
+    out: list[dict[str, Any]] = []
+    for role in ROLES:
+        fields = match_person(event.personal.get(role) or {}, wanted)
+        if role == "subject" and event.subject and event.subject.get("ref") in refs:
+            fields.append("pseudonym")
+        if fields:
+            out.append({"role": role, "fields": fields})
+    return out
+
+
+# -- the two requests --------------------------------------------------------------------------------------------
+async def search(events: EventService, audit: AuditLog, tenant: str, body: SubjectSearchIn,
+                 principal: Principal) -> Doc:
+    given = body.given()
+    wanted = {k: _normal(k, v) for k, v in given.items()}
+    refs = pseudonyms(events.pseudonyms, given)
+    found: list[Doc] = []
+    seen: set[str] = set()
+    offset, scanned = 0, 0
+    while True:
+        page, _ = await events.query(tenant, OpsEventQuery(limit=SCAN_PAGE, offset=offset))
+        for event in page:
+            if event.id in seen:
+                continue
+            seen.add(event.id)
+            matches = event_matches(event, wanted, refs)
+            if matches:
+                found.append({"id": event.id, "reportedAt": event.reported_at, "occurredAt": event.occurred_at,
+                              "status": event.status, "service": event.service, "typeCode": event.type_code,
+                              "redacted": bool(event.redactions), "matches": matches})
+        scanned += len(page)
+        if len(page) < SCAN_PAGE:
+            break
+        offset += SCAN_PAGE
+    detail: dict[str, Any] = {"searchedFields": sorted(given), "scanned": scanned, "matched": len(found)}
+    ref = query_ref(getattr(events.pseudonyms, "_key", None), wanted)
+    if ref is not None:
+        detail["queryRef"] = ref
+    await audit.append(audit.row(tenant, "privacy", "subject-search", principal.actor, agency=principal.agency,
+                                 outcome="ok", **detail))
+    return {"scanned": scanned, "count": len(found), "events": found}
+
+
+def redact_rows(event: Event, body: RedactIn, principal: Principal, audit: AuditLog, now: str) -> list[AuditRow]:
+    """Remove what `body` asks from `event`; its audit line (which parts, never the values; the reason's length)."""
+    parts: dict[str, list[str]] = {}
+    for role in body.roles:
+        removed = sorted(event.personal.pop(role, {}))
+        if role == "subject" and event.subject and event.subject.get("ref"):
+            event.subject = {**event.subject, "ref": None}
+            removed.append("pseudonym")
+        if removed:
+            parts[role] = removed
+    if body.freeText:
+        texts: list[str] = []
+        if event.details and event.details != REDACTED:
+            event.details = REDACTED
+            texts.append("details")
+        if any(n.get("text") and n.get("text") != REDACTED for n in event.notes):
+            event.notes = [{**n, "text": REDACTED} if n.get("text") else n for n in event.notes]
+            texts.append("notes")
+        if any(a.get("description") and a.get("description") != REDACTED for a in event.attachments):
+            event.attachments = [{**a, "description": REDACTED} if a.get("description") else a
+                                 for a in event.attachments]
+            texts.append("attachments")
+        if any(link.get(k) and link.get(k) != REDACTED for link in event.linkages for k in ("purpose", "reason")):
+            event.linkages = [{**link, **{k: REDACTED for k in ("purpose", "reason")
+                                          if isinstance(link.get(k), str) and link.get(k)}} for link in event.linkages]
+            texts.append("linkages")
+        if texts:
+            parts["freeText"] = texts
+    if parts:
+        event.redactions.append({"at": now, "by": principal.actor, "parts": parts})
+    # A request that finds nothing left (a retry) is answered all the same (200) and audited as `unchanged`.
+    return [audit.row(event.tenant, "privacy", "redacted", principal.actor, event=event.id,
+                      outcome="ok" if parts else "unchanged", parts=parts, asked={"roles": sorted(body.roles),
+                                                                                  "freeText": body.freeText},
+                      eventStatus=event.status, reasonChars=len(body.reason.strip()))]
+
+
+async def redact(events: EventService, audit: AuditLog, tenant: str, event_id: str, body: RedactIn,
+                 principal: Principal) -> Event:
+    await events.load(tenant, event_id)  # 404 first
+    return await events.change(tenant, event_id,
+                               lambda event: redact_rows(event, body, principal, audit, events.now()))
