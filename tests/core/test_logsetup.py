@@ -43,13 +43,17 @@ def restore_logging() -> Iterator[None]:
     handlers, level = list(root.handlers), root.level
     access = logging.getLogger(logsetup.ACCESS_LOGGER)
     access_filters = list(access.filters)
-    state = access.level, access.propagate, access.disabled, list(access.handlers)
-    # As `ucity serve` leaves it (uvicorn with log_config=None): an earlier test's uvicorn may have set its own level,
-    # handlers or disabled it, and its lines would then not reach the handler under test.
-    access.setLevel(logging.NOTSET)
-    access.propagate, access.disabled, access.handlers = True, False, []
+    # As `ucity serve` leaves them (uvicorn with log_config=None): an earlier test's uvicorn (started with its default
+    # log config) gave `uvicorn` and `uvicorn.access` handlers of their own and stopped them propagating, so their
+    # lines would not reach the handler under test.
+    uvicorn_loggers = [logging.getLogger(name) for name in ("uvicorn", logsetup.ACCESS_LOGGER)]
+    states = [(lg.level, lg.propagate, lg.disabled, list(lg.handlers)) for lg in uvicorn_loggers]
+    for lg in uvicorn_loggers:
+        lg.setLevel(logging.NOTSET)
+        lg.propagate, lg.disabled, lg.handlers = True, False, []
     yield
-    access.level, access.propagate, access.disabled, access.handlers = state
+    for lg, (level, propagate, disabled, lg_handlers) in zip(uvicorn_loggers, states, strict=True):
+        lg.level, lg.propagate, lg.disabled, lg.handlers = level, propagate, disabled, lg_handlers
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in handlers:
