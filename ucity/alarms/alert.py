@@ -41,7 +41,6 @@ write) the whole entity is normalized and the mutation compares it with the stor
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +48,7 @@ from typing import Any
 from ucity.alarms.model import FAULT, Alarm, geometry_bbox
 from ucity.core.bus import Context
 from ucity.ngsild.context import core_context
+from ucity.ngsild.geo import coarse_point
 from ucity.ngsild.model import expand_name, normalize_entity, stamp_copy
 from ucity.ngsild.ops import create_op
 from ucity.store.base import ApplyFn, Doc, Mutation, Outcome, Store
@@ -80,8 +80,7 @@ class AlertPrivacy:
         box = geometry_bbox(location) if isinstance(location, dict) else None
         if box is None:
             return None
-        cell = self.cell_deg
-        lon, lat = (round((math.floor(v / cell) + 0.5) * cell, 6) for v in ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+        lon, lat = coarse_point(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2), self.cell_deg)
         return {"type": "Point", "coordinates": [lon, lat]}
 
 

@@ -626,3 +626,10 @@ def _format_number(value: float) -> str:
     if value.is_integer() and abs(value) < 1e15:
         return str(int(value))
     return repr(value)
+
+
+def coarse_point(point: tuple[float, float], cell: float) -> tuple[float, float]:
+    """The centre of the `cell`-degree cell that holds `point` (lon, lat), to 6 decimals: the same for every point of
+    the cell, so a person's place shown this way says only the cell (ops' sensitive events, alarms about a person)."""
+    lon, lat = ((math.floor(v / cell) + 0.5) * cell for v in point)
+    return round(lon, 6), round(lat, 6)

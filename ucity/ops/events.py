@@ -32,7 +32,6 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-import math
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -48,6 +47,7 @@ from ucity.core.bus import Context
 from ucity.core.clock import Clock, parse_iso, to_iso, to_micros
 from ucity.core.config import OpsSettings
 from ucity.core.errors import BadRequest, NotFound, UcityError, Unavailable
+from ucity.ngsild import geo
 from ucity.ngsild.context import core_context
 from ucity.ngsild.model import normalize_entity
 from ucity.ngsild.ops import replace_op
@@ -411,8 +411,7 @@ def is_sensitive(event: Event, crime_types: Iterable[str] = ()) -> bool:
 
 def coarse_point(point: tuple[float, float], cell: float = COARSE_CELL_DEG) -> tuple[float, float]:
     """The centre of the `cell`-degree cell that holds `point` (the same for every point of the cell)."""
-    lon, lat = ((math.floor(v / cell) + 0.5) * cell for v in point)
-    return round(lon, 6), round(lat, 6)
+    return geo.coarse_point(point, cell)
 
 
 def event_entity(event: Event, crime_types: Iterable[str] = ()) -> dict[str, Any]:
