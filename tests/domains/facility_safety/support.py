@@ -45,7 +45,11 @@ def domain_settings(tmp_path: Path, **domain: Any) -> Settings:
     baseline as the devices' readings (as the simulator's devices do), so `baseline.mode` is `zero` here unless a
     test gives it: the shipped default `capture` is tested where it is named (test_qa5e_baseline.py)."""
     domain.setdefault("baseline", {"mode": "zero"})
+    # One process: the re-reads of what other processes wrote (tokens, agencies, cameras, contacts every
+    # `ops.token_refresh_s`, subscriptions every `subscriptions.refresh_s`) have nothing to find, and on a fake clock
+    # moved through days of reports each 10 s period is a wake-up; once an hour is enough here.
     return load_settings(environment="test", data_dir=str(tmp_path / "data"), store={"group_commit_ms": 1.0},
+                         ops={"token_refresh_s": 3600}, subscriptions={"refresh_s": 3600},
                          domains={"enabled": ["facility_safety"], "facility_safety": domain})
 
 
