@@ -16,6 +16,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from ucity.core.netguard import parse_networks
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 class _Section(BaseModel):
     """A section of the settings: a key it does not know is an error (`config validate` names it), so a
@@ -459,7 +461,7 @@ class Settings(BaseSettings):
 
     environment: Literal["development", "production", "test"] = "development"
     data_dir: Path = Path("ucity-data")
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="DEBUG, INFO, WARNING, ERROR or CRITICAL (any case)")
     log: LogSettings = LogSettings()
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
@@ -474,6 +476,15 @@ class Settings(BaseSettings):
     domains: DomainsSettings = DomainsSettings()
     ops: OpsSettings = OpsSettings()
     retention: RetentionSettings = RetentionSettings()
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"log_level: {value!r} is not one of {', '.join(LOG_LEVELS)} "
+                             f"(로그 수준은 {', '.join(LOG_LEVELS)} 중 하나)")
+        return level
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:
