@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import StoreFactory
 from ucity.core.clock import FakeClock
-from ucity.core.errors import AlreadyExists
+from ucity.core.errors import AlreadyExists, NotFound
 from ucity.ingest.errors import DuplicateDeviceId, DuplicateGroup
 from ucity.ingest.model import AttrSpec, Device, ServiceGroup
 from ucity.ingest.registry import DEVICE_KIND, GROUP_KIND, DeviceRegistry, Learnt
@@ -104,3 +104,30 @@ async def test_a_stored_device_that_no_longer_validates_is_replaced(two: Any) ->
     assert a.device("guro", "p1") is None
     await a.add_devices([device("p1")])
     assert await a.store.get_doc(DEVICE_KIND, "guro", "p1") == device_to_wire(device("p1"))
+
+
+async def test_an_update_does_not_bring_back_a_device_another_process_removed(two: Any) -> None:
+    """A PUT was a put: racing another process's DELETE it could store the device again, which that process had
+    answered 204 for. It is an update now: the removed device stays removed, and the update is 404."""
+    a, b, _ = two
+    await a.add_groups([group()])
+    await a.add_devices([device("p1", "occupied")])
+    await b.refresh()
+    stale = b.device("guro", "p1")
+    assert stale is not None
+    await a.remove_device(a.device("guro", "p1"))
+    with pytest.raises(NotFound) as missing:
+        await b.replace_device(stale, device("p1", "free"))
+    assert missing.value.status == 404 and "p1" in missing.value.detail
+    assert await a.store.get_doc(DEVICE_KIND, "guro", "p1") is None
+    assert b.device("guro", "p1") is None and b.profile("pk", "p1") is None
+
+
+async def test_an_update_of_a_stored_device_is_kept(two: Any) -> None:
+    a, b, _ = two
+    await a.add_groups([group()])
+    await a.add_devices([device("p1", "occupied")])
+    await b.refresh()
+    await b.replace_device(b.device("guro", "p1"), device("p1", "free"))
+    assert await a.store.get_doc(DEVICE_KIND, "guro", "p1") == device_to_wire(device("p1", "free"))
+    assert b.device("guro", "p1") == device("p1", "free")

@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from ucity.core.errors import AlreadyExists, BadRequest
+from ucity.core.errors import AlreadyExists, BadRequest, NotFound
 from ucity.ingest.errors import DuplicateDeviceId, DuplicateGroup
 from ucity.ingest.model import Device, DeviceProfile, ServiceGroup, build_profile
 from ucity.ingest.schema import device_from_doc, device_to_wire, group_from_doc, group_to_wire
@@ -501,7 +501,19 @@ class DeviceRegistry:
             except AlreadyExists:
                 self._index_device(old)
                 raise
-            await self._store_device(new)
+            if (old.tenant, old.device_id) != (new.tenant, new.device_id):
+                await self._store_device(new)
+                return
+            # An update, not a put: a device another process removed meanwhile is not brought back (404 here, as
+            # that process's DELETE said); its apikey cannot change (ingest/http.py), so it tells the stored one.
+            wire = device_to_wire(new)
+            try:
+                updated = await self.store.replace_doc_if(DEVICE_KIND, new.tenant, new.device_id, wire, "apikey")
+            finally:
+                self._changed([(new.tenant, DEVICE_KIND, new.device_id)])
+            if not updated:
+                raise NotFound(f"device {new.device_id} does not exist (removed by another request meanwhile)")
+            self._index_device(new, wire)
 
     async def _store_device(self, device: Device) -> None:
         wire = device_to_wire(device)
