@@ -118,6 +118,11 @@ class Ucity:
 
         self.alarms = AlarmService(self.platform, self.store)
         self.platform.add("alarms", self.alarms)
+        from ucity.alarms.alert_privacy import AlertPrivacyMigration
+
+        # Alerts about a person written before QA10 F2 (exact place, the person's id): made private at start, before
+        # serving, once per tenant and settings across processes (ucity/alarms/alert_privacy.py)
+        self.platform.add("alertPrivacy", AlertPrivacyMigration(self.store, self.platform.clock, self.alarms.privacy))
         self.alarms_api = AlarmApi(self.alarms, settings.ngsild.default_tenant)
 
     def _add_bus(self, settings: Settings, role: str) -> None:

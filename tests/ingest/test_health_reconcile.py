@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.ingest.test_health import ENTITY, START, make_settings, measure, provision, settle, state
+from ucity.alarms.model import CLOSED
 from ucity.app import Ucity
 from ucity.core.bus import Context
 from ucity.core.clock import FakeClock, to_iso
@@ -196,8 +197,12 @@ async def test_when_closed_alarms_cannot_be_read_the_lost_alarm_is_raised(tmp_pa
                              {"deviceState": {"type": "Property", "value": "offline", "observedAt": to_iso(clock.now())}})
     second = Ucity(make_settings(tmp_path), clock=clock)
 
-    async def failing(*args: Any, **kwargs: Any) -> Any:
-        raise Unavailable("the database is unreachable")
+    reads = second.store.query_alarms
+
+    async def failing(tenant: str, query: AlarmQuery) -> Any:
+        if CLOSED in query.statuses:  # the closed-alarm look-up (other start-up reads, e.g. a migration's, succeed)
+            raise Unavailable("the database is unreachable")
+        return await reads(tenant, query)
 
     second.store.query_alarms = failing  # type: ignore[method-assign]
     await second.start()

@@ -403,6 +403,9 @@ class RetentionSettings(_Section):
                                           "with their footage grants, after their last change; None: kept")
     alarms_closed_days: float | None = Field(None, gt=0, le=100_000, description="closed alarms with their history, "
                                              "after their closing; None: kept")
+    alerts_closed_days: float | None = Field(None, gt=0, le=100_000, description="NGSI-LD `Alert` entities of "
+                                             "cleared or closed alarms, with their history, after their last change "
+                                             "(the Alerts of active alarms stay); None: kept")
     dead_letters_days: float | None = Field(None, gt=0, le=100_000, description="dead letters (notifications and "
                                             "agency packages given up on, with their recipients' names and "
                                             "addresses) after their failure; None: kept")

@@ -7,9 +7,12 @@ session's raw track at most 6 months). What it deletes, each after its own numbe
   the defaults domains declare for their own types (`platform.get("retention").declare(...)`, settings
   override them), and `retention.default_history_days` for every series no rule covers;
 * the operations audit log (`audit_days`), closed or cancelled operations events with their footage grants
-  (`ops_closed_days`), closed alarms with their history (`alarms_closed_days`).
+  (`ops_closed_days`), closed alarms with their history (`alarms_closed_days`);
+* the NGSI-LD `Alert` entities of cleared or closed alarms, with their history, once unchanged for
+  `alerts_closed_days` (unset by default: kept; `_purge_alerts`): an Alert is a public copy of an alarm (every `data:read`
+  holder reads it, with a place), the alarm stays the record. The Alert of an active alarm is never deleted.
 
-Everything is kept by default. A sweep runs every `sweep_interval_s` on the platform clock (the first one a
+Everything else is kept by default. A sweep runs every `sweep_interval_s` on the platform clock (the first one a
 minute after the start), one bounded store call at a time (`batch` rows: the single SQLite writer is never
 held for long, and other writes go between two calls), and writes one audit line per rule that deleted
 something, in each tenant whose data it deleted (with that tenant's counts: a tenant's auditors see their own
@@ -38,11 +41,25 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from ucity.core.clock import from_micros, to_iso, to_micros
+from ucity.core.bus import Context
+from ucity.core.clock import from_micros, parse_iso, to_iso, to_micros
 from ucity.core.config import HistoryRetentionRule, RetentionSettings
 from ucity.core.periodic import Periodic
 from ucity.core.platform import Platform
-from ucity.store.base import AuditRow, HistoryScope, Store, TenantCounts, add_counts
+from ucity.store.base import (
+    ApplyFn,
+    AuditRow,
+    Doc,
+    EntityQuery,
+    HistoryScope,
+    Mutation,
+    Outcome,
+    QFilter,
+    Store,
+    TenantCounts,
+    TypeExpr,
+    add_counts,
+)
 
 log = logging.getLogger(__name__)
 ACTOR = "ucity-retention"
@@ -117,13 +134,13 @@ def audit_caveats(settings: RetentionSettings) -> list[str]:
 class PurgeResult:
     """What one rule of a sweep deleted (or, in a dry run, would delete)."""
 
-    data: str  # history | audit | ops-events | alarms
+    data: str  # history | audit | ops-events | alarms | alerts | dead-letters
     rule: str
     source: str
     keep_days: float
     cutoff: str
     deleted: int = 0
-    related: int = 0  # footage grants of the events, history entries of the alarms
+    related: int = 0  # footage grants of the events, history entries of the alarms, history rows of the Alerts
     error: str | None = None
     tenants: TenantCounts = field(default_factory=dict)  # what was deleted per tenant: [deleted, related]
 
@@ -134,7 +151,7 @@ class PurgeResult:
                                "cutoff": self.cutoff, "deleted": deleted}
         if self.data == "ops-events":
             doc["grantsDeleted"] = related
-        elif self.data == "alarms":
+        elif self.data in ("alarms", "alerts"):
             doc["historyDeleted"] = related
         if self.error is not None:
             doc["error"] = self.error
@@ -206,7 +223,7 @@ class RetentionService:
         s = self.settings
         return bool(self._declared or self._configured) or any(
             days is not None for days in (s.default_history_days, s.audit_days, s.ops_closed_days, s.alarms_closed_days,
-                                          s.dead_letters_days))
+                                          s.alerts_closed_days, s.dead_letters_days))
 
     def _history_jobs(self) -> list[tuple[str, str, float, HistoryScope]]:
         """(rule, source, days, scope) per history rule, and for the default. A type's rule without attributes
@@ -260,7 +277,8 @@ class RetentionService:
             (PurgeResult("history", rule, source, days, _cutoff(now, days)), scope)
             for rule, source, days, scope in self._history_jobs()]
         for data, limit in (("ops-events", s.ops_closed_days), ("alarms", s.alarms_closed_days),
-                            ("dead-letters", s.dead_letters_days), ("audit", s.audit_days)):
+                            ("alerts", s.alerts_closed_days), ("dead-letters", s.dead_letters_days),
+                            ("audit", s.audit_days)):
             if limit is not None:
                 jobs.append((PurgeResult(data, f"retention.{_SETTING[data]}", "settings", limit, _cutoff(now, limit)), None))
         earlier: list[tuple[HistoryScope, int]] = []  # the history rules run so far, with their cutoffs (µs)
@@ -316,6 +334,8 @@ class RetentionService:
                     deleted, related = await self.store.purge_ops_events(before, batch, dry_run, result.tenants)
                 elif result.data == "dead-letters":
                     deleted, related = await self._purge_dead_letters(before, batch, dry_run, result.tenants), 0
+                elif result.data == "alerts":
+                    deleted, related = await self._purge_alerts(before, batch, dry_run, result.tenants)
                 else:
                     deleted, related = await self.store.purge_alarms(before, batch, dry_run, result.tenants)
                 result.deleted += deleted
@@ -347,6 +367,64 @@ class RetentionService:
         for tenant, _ in old:
             add_counts(tenants, {tenant: [1, 0]})
         return len(old)
+
+    async def _purge_alerts(self, before: int, limit: int, dry_run: bool, tenants: TenantCounts) -> tuple[int, int]:
+        """Delete at most `limit` `Alert` entities (every tenant) of cleared or closed alarms last changed before
+        `before` (µs), each with its whole history; (Alerts, history rows: instances, series and the temporal
+        entity). An Alert qualifies when it has a `validTo` before the cutoff (the store's query: an active alarm's
+        Alert has none) and `_alert_expired`. Each deletion is conditional: an Alert changed since it was read stays. A dry run
+        counts every one."""
+        query = _expired_alerts_q(before)
+        deleted = history = 0
+        page_size = min(limit, 1000)
+        for tenant in await self.store.tenants():
+            offset = 0
+            while dry_run or deleted < limit:
+                page, _ = await self.store.query_entities(tenant, EntityQuery(
+                    types=TypeExpr(((_expand("Alert"),),)), q=query, limit=page_size, offset=offset))
+                old = [doc for doc in page if await self._alert_expired(tenant, doc, before)]
+                gone: list[str] = []
+                if dry_run:
+                    deleted += len(old)
+                elif old:
+                    gone = await self._delete_alerts(tenant, old[:limit - deleted])
+                    rows = 0
+                    for alert_id in gone:
+                        rows += await self.store.delete_history(tenant, alert_id)
+                    deleted, history = deleted + len(gone), history + rows
+                    add_counts(tenants, {tenant: [len(gone), rows]})
+                if len(page) < page_size or self._stopping:
+                    break
+                offset += len(page) - len(gone)  # the deleted ones no longer count in the next page's offset
+                await asyncio.sleep(0)
+            if not dry_run and deleted >= limit:
+                break
+        return deleted, history
+
+    async def _alert_expired(self, tenant: str, doc: Doc, before: int) -> bool:
+        """Whether an Alert the query found may go (`_purge_alerts`): an alarm's (a `rule`, an alarm's `status`:
+        not an Alert a client wrote through NGSI-LD), cleared or closed, unchanged since the cutoff, and its alarm, if
+        still stored, not active (the Alert is written after the alarm: it may lag)."""
+        attrs = doc.get("attrs", {})
+        status = (attrs.get(_expand("status")) or [{}])[0].get("value")
+        modified = doc.get("modifiedAt")
+        if status not in _ENDED_ALARM or _expand("rule") not in attrs:  # active, or an Alert a client wrote
+            return False
+        if not isinstance(modified, str) or to_micros(parse_iso(modified)) >= before:
+            return False
+        alarm_id = str(doc["id"]).removeprefix(ALERT_PREFIX)
+        alarm = await self.store.get_alarm(tenant, alarm_id) if alarm_id != doc["id"] else None
+        return alarm is None or alarm.get("status") not in _ACTIVE_ALARM
+
+    async def _delete_alerts(self, tenant: str, docs: list[Doc]) -> list[str]:
+        """Delete the Alerts `docs` unless changed since they were read; the ids deleted."""
+        mutations = [Mutation(doc["id"], _delete_unchanged(doc)) for doc in docs]
+        results = await self.store.mutate(tenant, mutations, Context(actor=ACTOR))
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return [doc["id"] for doc, result in zip(docs, results, strict=True)
+                if isinstance(result, Outcome) and result.result == "deleted"]
 
     async def _dry_history(self, scope: HistoryScope, before: int, earlier: tuple[tuple[HistoryScope, int], ...]) -> int:
         """What the sweep would delete under `scope`: its instances older than `before` that the rules it runs
@@ -407,13 +485,37 @@ class RetentionService:
 
 
 _SETTING = {"ops-events": "ops_closed_days", "alarms": "alarms_closed_days", "audit": "audit_days",
-            "dead-letters": "dead_letters_days"}
+            "dead-letters": "dead_letters_days", "alerts": "alerts_closed_days"}
 _HEALTH_KEY = {"history": "historyInstances", "audit": "auditLines", "ops-events": "opsEvents", "alarms": "alarms",
-               "dead-letters": "deadLetters"}
+               "dead-letters": "deadLetters", "alerts": "alerts"}
 # The document kind of the alarms' dead letters (ucity/alarms/dispatch.py `DEAD_LETTERS`; the store layer does not
 # import the alarms: a test checks that both say the same).
 DEAD_LETTERS = "alarm-dead-letter"
-_RELATED_KEY = {"ops-events": "grants", "alarms": "alarmHistory"}
+_RELATED_KEY = {"ops-events": "grants", "alarms": "alarmHistory", "alerts": "alertHistory"}
+# The Alert entity of an alarm and its active statuses (ucity/alarms/model.py `Alarm.alert_id`, `ACTIVE_STATUSES`;
+# the store layer does not import the alarms: a test checks that both say the same).
+ALERT_PREFIX = "urn:ngsi-ld:Alert:"
+_ACTIVE_ALARM = ("active-unacknowledged", "active-acknowledged")
+_ENDED_ALARM = ("cleared-unacknowledged", "cleared-acknowledged", "closed")
+
+
+def _expired_alerts_q(before: int) -> QFilter:
+    """`validTo<cutoff`, as the store compiles it to SQL: the Alerts of alarms cleared before the cutoff."""
+    from ucity.ngsild.context import core_context
+    from ucity.ngsild.qlang import parse_q
+
+    return QFilter(parse_q(f"validTo<{to_iso(from_micros(before))}"), core_context().expand_term)
+
+
+def _delete_unchanged(seen: Doc) -> ApplyFn:
+    """Delete the entity unless it changed since it was read as `seen` (its alarm changed it again)."""
+
+    def apply(before: Doc | None, now: str) -> Outcome:
+        if before is None or before.get("modifiedAt") != seen.get("modifiedAt"):
+            return Outcome(before, "update", changed=False, result="changed-meanwhile")
+        return Outcome(None, "delete", frozenset(before.get("attrs", {})), (), result="deleted")
+
+    return apply
 
 
 def _cutoff(now: datetime, days: float) -> str:
