@@ -16,7 +16,8 @@ in none of its rows. A domain's `ApiRoute` may name its permission; by default d
 
 The principal admitted is the scope's `ucity.principal` and the handler's `Req.principal` (server.py `adapt`): the
 NGSI-LD handlers ask it for `personal:read` on entities of a personal type (`privacy.personal_entity_types`), which
-this table cannot see from the path, and audit those reads (ucity/ngsild/personal.py, QA10 F5).
+this table cannot see from the path, and audit those reads (ucity/ngsild/personal.py, QA10 F5); for `personal:write`
+on writes and deletions of such entities, audited too (`operator` and `admin` hold it, the `ingest` role does not).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ ACCESS: tuple[tuple[str, Rule], ...] = (
     ("/ngsi-ld/v1", DATA),  # entities, batch, temporal, subscriptions, types, attributes, jsonldContexts
     ("/static", EXEMPT),  # the dashboard's files
     ("/docs", EXEMPT),  # the API documentation's page and its files
-    ("/api/v1/alarms", DATA),
+    ("/api/v1/alarms", DATA),  # operators act with data:write: acknowledge ... and resend an alarm's dead letter
     ("/api/v1/stream", DATA),
     ("/api/v1/devices/health", DATA),
     ("/api/v1/ingest/stats", DATA),

@@ -367,6 +367,8 @@ def alarm_routes(settings: Settings) -> list[Route]:
         ("/api/v1/alarms/{alarmId}/close", "POST", lambda u: u.alarms_api.close),
         ("/api/v1/alarms/{alarmId}/assign", "POST", lambda u: u.alarms_api.assign),
         ("/api/v1/alarms/{alarmId}/comments", "POST", lambda u: u.alarms_api.comment),
+        ("/api/v1/alarms/{alarmId}/dead-letters", "GET", lambda u: u.alarms_api.alarm_dead_letters),
+        ("/api/v1/alarms/{alarmId}/dead-letters/{letterId}/resend", "POST", lambda u: u.alarms_api.resend_dead_letter),
         ("/api/v1/notifications/dead-letters", "GET", lambda u: u.alarms_api.dead_letters),
         ("/api/v1/notifications/dead-letters/{letterId}/replay", "POST", lambda u: u.alarms_api.replay_dead_letter),
     ]

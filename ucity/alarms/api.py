@@ -13,7 +13,10 @@
 * `/api/v1/notifiers`, `/api/v1/recipients`, `/api/v1/escalations`: list, create (POST), get,
   create-or-replace (PUT), delete; configured entries are read-only (409).
 * `GET /api/v1/notifications/dead-letters`: notifications given up after their retries;
-  `POST /api/v1/notifications/dead-letters/{id}/replay`: queue one again (202).
+  `POST /api/v1/notifications/dead-letters/{id}/replay`: queue one again (202; administrators, `config:admin`).
+* `GET /api/v1/alarms/{id}/dead-letters`: the alarm's own; `POST /api/v1/alarms/{id}/dead-letters/{letter}/resend`:
+  the operator on duty (`data:write`) queues one again (202; QA9 F12): audited (`alarm` / `notification-resent`)
+  and in the alarm's history (`resent`), 409 when there is nothing to resend, 404 for a letter not of this alarm.
 
 The tenant is the `NGSILD-Tenant` header. The actor of an action is the `X-Ucity-Actor` header
 (required): a stand-in until ucity has users and roles, which will then supply it.
@@ -24,7 +27,8 @@ them withheld, `withheld: ["text"]`); a webhook's url may hold its receiver's cr
 `config:admin` only (others get it masked, notifiers/webhook.py `mask_url`); an alarm about a person (its entity's
 type in `privacy.personal_entity_types`) is shown to a caller without `personal:read` as its Alert shows it: the
 Alert id for the entity id, the place coarse, the identifying evidence withheld (`person_view`, README), and
-not in the false-alarm rate by device. Every change of the contact data and every dead-letter replay is a line of
+not in the false-alarm rate by device; an alarm's dead letters without the recipients' names and addresses
+(`letter_view`). Every change of the contact data and every dead-letter replay is a line of
 the operations audit log (kind `config`: the actor and the id, never contact data, urls or secrets).
 """
 
@@ -76,6 +80,9 @@ AUDIT_NOUN = {"notifiers": "notifier", "recipients": "recipient-group", "escalat
 BUILTIN_RULES = frozenset({"device-offline"})  # rule ids the platform raises without a rule (service.py)
 WITHHELD = {"ko": "개인정보가 있을 수 있어 personal:read 권한에만 보입니다",
             "en": "free text may hold personal data: shown to personal:read only"}
+WITHHELD_CONTACT = {"ko": "수신자 연락처와 사람에 관한 경보의 알림 내용은 personal:read 권한에만 보입니다",
+                    "en": "a recipient's contact data, and the message of an alarm about a person, are shown to "
+                          "personal:read only"}
 PERSON_WITHHELD = {"ko": "사람에 관한 경보: 정확한 위치, 엔터티 ID와 사람을 식별할 수 있는 값은 personal:read 권한에만 보입니다",
                    "en": "an alarm about a person: its exact place, entity id and identifying values are shown to "
                          "personal:read only"}
@@ -303,6 +310,30 @@ class AlarmApi:
         await self.audit_config(req, tenant, "dead-letter-replayed", id=letter_id)
         return Resp(202, replayed)
 
+    async def alarm_dead_letters(self, req: Req) -> Resp:
+        """The alarm's notifications given up on (newest first), each with its resend link (QA9 F12). The recipient's
+        name and address, and an error that names the address, are shown to `personal:read` only; for an alarm about
+        a person also the message (its subject and text name the entity and its exact place)."""
+        tenant = self.tenant(req)
+        alarm = await self.service.load(tenant, req.path_params["alarmId"])
+        letters = await self.service.dispatcher.dead_letters(tenant, alarm.id)
+        personal = self.may(req, Permission.PERSONAL_READ)
+        about_person = self.service.privacy.personal(alarm)
+        shown = [letter_view(letter, alarm.id, personal, about_person) for letter in letters]
+        return Resp(200, {"total": len(shown), "deadLetters": shown})
+
+    async def resend_dead_letter(self, req: Req) -> Resp:
+        """An operator (who may act on alarms: `data:write`) sends a failed notification of the alarm again: 202,
+        queued; audited (`alarm` / `notification-resent`) and in the alarm's history (`resent`). 409 when there is
+        nothing to resend (sent again already, purged, or its notifier gone); 404 for a letter not of this alarm."""
+        tenant, alarm_id, letter_id = self.tenant(req), req.path_params["alarmId"], req.path_params["letterId"]
+        actor = self.actor(req)
+        resent = await self.service.resend(tenant, alarm_id, letter_id, actor)
+        await self.audit.append(self.audit.row(
+            tenant, "alarm", "notification-resent", actor, outcome="ok", alarm=resent["alarm"], deadLetter=letter_id,
+            notifier=resent["notifier"], notificationEvent=resent["event"], attempts=resent["attempts"]))
+        return Resp(202, resent)
+
     # -- contact data ------------------------------------------------------------------------------
     def collection_handlers(self, name: str) -> dict[str, Handler]:
         """list, create, get, put, delete handlers of one collection (notifiers, recipients, escalations)."""
@@ -383,6 +414,38 @@ class AlarmApi:
             return Resp(204)
 
         return {"list": list_items, "create": create, "get": get_item, "put": put, "delete": delete}
+
+
+def letter_view(letter: dict[str, Any], alarm_id: str, personal: bool, about_person: bool) -> dict[str, Any]:
+    """A dead letter as an alarm's list shows it: what failed, when and why, and where to resend it; the recipient
+    (a group member's name and address), an error naming the address and, for an alarm about a person, the message
+    withheld from a caller without `personal:read` (`withheld` names them)."""
+    found = letter.get("notification")
+    notification: dict[str, Any] = found if isinstance(found, dict) else {}
+    recipient = notification.get("recipient") if isinstance(notification.get("recipient"), dict) else None
+    out: dict[str, Any] = {
+        "id": letter.get("id"), "notifier": letter.get("notifier"), "event": notification.get("event"),
+        "group": notification.get("group"), "step": notification.get("step"),
+        "createdAt": notification.get("createdAt"), "failedAt": letter.get("failedAt"),
+        "attempts": letter.get("attempts"), "error": letter.get("error"), "recipient": recipient,
+        "subject": notification.get("subject"), "text": notification.get("text"),
+        "resend": f"/api/v1/alarms/{alarm_id}/dead-letters/{letter.get('id')}/resend"}
+    if personal:
+        return out
+    hidden: list[str] = []
+    address = recipient.get("address") if recipient else None
+    if recipient is not None and address:  # a group member: a person's name and contact
+        out["recipient"] = {"language": recipient.get("language")}
+        hidden += ["recipient.name", "recipient.address"]
+        if isinstance(out["error"], str) and str(address) in out["error"]:
+            out["error"] = out["error"].replace(str(address), "***")
+            hidden.append("error")
+    if about_person:
+        out.pop("subject"), out.pop("text")
+        hidden += ["subject", "text"]
+    if hidden:
+        out["withheld"], out["withheldReason"] = hidden, WITHHELD_CONTACT
+    return out
 
 
 def withheld(entry: dict[str, Any]) -> dict[str, Any]:
@@ -480,6 +543,19 @@ OPENAPI = ApiDocs(
             description="Once its receiver is back: the same notification (same id, so receivers can drop a copy) "
                         "to the same endpoint, its attempts counted from zero; the dead letter goes once the "
                         "notification is queued (and stored: a restart sends it).", statuses=(202,)),
+        ("GET", "/api/v1/alarms/{alarmId}/dead-letters"): Doc(
+            summary="The alarm's notifications given up on (its dead letters)",
+            description="Newest first, each with its `resend` link. A group member's name and address (and an error "
+                        "naming the address), and for an alarm about a person the message, are shown to "
+                        "`personal:read` only (`withheld`)."),
+        ("POST", "/api/v1/alarms/{alarmId}/dead-letters/{letterId}/resend"): Doc(
+            summary="Send a failed notification of the alarm again (operators)", headers=_ACT, required=_ACT[1:],
+            description="Its dead letter queued again (the same notification and id, attempts from zero), claimed "
+                        "once: audited (`alarm` / `notification-resent`) and a `resent` entry in the alarm's "
+                        "history. 409 when there is nothing to resend (sent again already, purged, or its notifier "
+                        "gone or disabled), 404 for a letter that is not one of this alarm's. `data:write`; "
+                        "`POST /api/v1/notifications/dead-letters/{id}/replay` stays the administrators' "
+                        "(`config:admin`).", statuses=(202,)),
         ("GET", "/api/v1/stream"): Doc(
             summary="The alarm event stream (server-sent events) for dashboards",
             description="Every alarm change of the tenant as it happens. Browsers' EventSource cannot set "

@@ -31,7 +31,8 @@ from ucity.alarms.notifiers import Notifier, NotifierDeps, build_notifier
 from ucity.alarms.notifiers.base import DeliveryResult, Notification, Outbox, Recipient
 from ucity.core.clock import Clock, parse_iso, to_iso
 from ucity.core.config import WEBHOOK_SECRET_PLACEHOLDER, AlarmSettings
-from ucity.core.errors import NotFound
+from ucity.core.errors import NotFound, UcityError
+from ucity.core.logsetup import mask_request_urls
 from ucity.core.netguard import AddressGuard
 from ucity.rules.events import LEVEL_NAMES
 from ucity.store.base import Doc, Store
@@ -71,6 +72,19 @@ _LABELS = {"ko": {"entity": "대상", "name": "이름", "location": "위치", "r
                   "status": "Status", "raised": "Raised at", "measured": "Measured", "threshold": "Threshold",
                   "rate": "Rate", "last": "Last reported", "description": "Description",
                   "outcome": "Outcome", "alarm": "Alarm", "lat": "lat", "lon": "lon", "centre": "centre"}}
+
+
+class LetterTaken(NotFound):
+    """A dead letter was taken while a replay or resend claimed it (another one, or retention, deleted it first)."""
+
+
+class NothingToResend(UcityError):
+    """An alarm's notification cannot be sent again now (409): its dead letter is gone (sent again already, or
+    purged), or its notifier no longer exists or is disabled."""
+
+    status = 409
+    type_uri = "urn:ucity:errors:NothingToResend"
+    title = "Nothing to resend"
 
 
 def kst(text: str | None) -> str:
@@ -137,7 +151,9 @@ def compose(alarm: Alarm, event: str) -> tuple[dict[str, str], dict[str, str]]:
     by whom (QA9 F12)."""
     level = LEVEL_NAMES[alarm.level] if alarm.level else FAULT_NAME
     names = EVENT_NAMES.get(event, EVENT_NAMES["step"])
-    subject = {lang: f"[{level[lang]}] {names[lang]}: {alarm.rule_id} @ {alarm.entity_id}" for lang in ("ko", "en")}
+    # The entity's name when known (never a person's: the alarm has none then), besides its id.
+    target = f"{alarm.entity_name} ({alarm.entity_id})" if alarm.entity_name else alarm.entity_id
+    subject = {lang: f"[{level[lang]}] {names[lang]}: {alarm.rule_id} @ {target}" for lang in ("ko", "en")}
     found = alarm.evidence.get("ruleName")
     rule_name: dict[str, Any] = found if isinstance(found, dict) else {}
     when = _WHEN.get(event)
@@ -203,6 +219,7 @@ class Dispatcher:
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
+        mask_request_urls()  # httpx logs each request's URL: a webhook's path is often its credential
         # No pool limit: a slow endpoint must not wait behind another's connections.
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(self.settings.webhook_timeout_s),
                                        limits=httpx.Limits(max_connections=None, max_keepalive_connections=50))
@@ -452,15 +469,21 @@ class Dispatcher:
             # written has the same key as a resend's; it is removed only if nothing here queued it.
             if notification.id not in self.journal.held:
                 await self.store.delete_doc(KIND, tenant, key)
-            raise NotFound(f"실패 알림 {letter_id} 없음 / dead letter {letter_id} does not exist")
+            raise LetterTaken(f"실패 알림 {letter_id} 없음 / dead letter {letter_id} does not exist")
         self.journal.held.add(notification.id)
         resume(Pending(channel, endpoint, entity, 0, stored, entry))
         log.info("dead letter %s to %s queued again", letter_id, notifier)
         return {"id": letter_id, "notifier": notifier, "queued": True}
 
-    async def dead_letters(self, tenant: str) -> list[Doc]:
-        docs = [doc for t, _, doc in await self.store.list_docs(DEAD_LETTERS) if t == tenant]
+    async def dead_letters(self, tenant: str, alarm_id: str | None = None) -> list[Doc]:
+        """The tenant's dead letters, newest first; with `alarm_id`, only that alarm's notifications'."""
+        docs = [doc for t, _, doc in await self.store.list_docs(DEAD_LETTERS)
+                if t == tenant and (alarm_id is None or letter_alarm(doc) == alarm_id)]
         return sorted(docs, key=lambda d: (d["failedAt"], d["id"]), reverse=True)
+
+    async def dead_letter_of(self, tenant: str, letter_id: str) -> Doc | None:
+        """One dead letter of the tenant, None if there is none by that id."""
+        return await self.store.get_doc(DEAD_LETTERS, tenant, letter_id)
 
     # -- for tests and shutdown --------------------------------------------------------------------
     def busy(self) -> bool:
@@ -494,3 +517,13 @@ def _secret(settings: AlarmSettings, development: bool) -> bytes | None:
         log.warning("alarms.webhook_secret is not set: webhooks are signed with the development placeholder")
         return WEBHOOK_SECRET_PLACEHOLDER.encode()
     return None
+
+
+def letter_alarm(letter: Doc) -> str | None:
+    """The id of the alarm a dead letter's notification was about; None for another sender's (an agency package)."""
+    if str(letter.get("notifier", "")).startswith("agency:"):
+        return None
+    notification = letter.get("notification")
+    alarm = notification.get("alarm") if isinstance(notification, dict) else None
+    found = alarm.get("id") if isinstance(alarm, dict) else None
+    return found if isinstance(found, str) else None

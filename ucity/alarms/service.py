@@ -62,7 +62,7 @@ from typing import Any
 from ucity.alarms import model as m
 from ucity.alarms.alert import AlertPrivacy, write_alerts
 from ucity.alarms.contacts import Contacts, EscalationChain, EscalationStep
-from ucity.alarms.dispatch import Dispatcher
+from ucity.alarms.dispatch import Dispatcher, LetterTaken, NothingToResend, kst, letter_alarm
 from ucity.alarms.escalation import Escalator
 from ucity.alarms.journal import ALARM
 from ucity.alarms.model import (
@@ -133,8 +133,9 @@ class Signal:
     @classmethod
     def of(cls, event: RuleMatched) -> Signal:
         kind = FAULT if event.kind == FAULT else SAFETY
-        # The entity's name: an event field if the rules engine gives one, else its evidence's `entityName`.
-        name = getattr(event, "entity_name", None) or event.evidence.get("entityName")
+        # The entity's name: the rules engine's (read with the entity's type and place), else the evidence's
+        # `entityName`; `AlarmService` drops it for a personal entity type.
+        name = event.entity_name or event.evidence.get("entityName")
         return cls(event.tenant, event.rule_id, event.entity_id, event.level if kind == SAFETY else None, kind,
                    event.context, event.category, tuple(event.entity_types), dict(event.evidence), event.location,
                    event.parent_id, dict(event.description), entity_name=name if isinstance(name, str) else "")
@@ -445,12 +446,15 @@ class AlarmService:
                         context: Context, at: datetime | None = None) -> Alarm | None:
         if any(owns(tenant, entity_id) for owns in self.offline_owners):
             return None  # a domain raises this entity's offline fault itself, with its own chain: one alarm
-        last = last_reported or "-"
+        # People read the description (the dashboard, the messages): the last report in Korea time, as every other
+        # time shown to them (`kst`); the evidence keeps it in UTC.
+        shown = kst(last_reported) if last_reported else None
         return self.raise_signal(Signal(
             tenant, DEVICE_OFFLINE_RULE, entity_id, None, FAULT, context, "deviceFault",
             evidence={"device_id": device_id, "last_reported": last_reported, "subCategory": "deviceOffline"},
-            description={"ko": f"장치 {device_id} 통신 두절 (마지막 보고 {last})",
-                         "en": f"Device {device_id} offline (last reported {last})"}), at=at)
+            description={"ko": f"장치 {device_id} 통신 두절 ({f'마지막 보고 {shown}' if shown else '보고 없음'})",
+                         "en": f"Device {device_id} offline ({f'last reported {shown}' if shown else 'never reported'})"}),
+            at=at)
 
     async def _on_restored(self, event: DeviceStatusesRestored) -> None:
         """Reconcile the device-offline alarms with the device states a start restored (see
@@ -752,6 +756,50 @@ class AlarmService:
         await self._apply(alarm, action, actor, args)
         return alarm
 
+    async def resend(self, tenant: str, alarm_id: str, letter_id: str, actor: str) -> Doc:
+        """An operator sends a failed notification of an alarm again (QA9 F12): its dead letter is queued again as an
+        administrator's replay queues it (`Dispatcher.replay`: the same notification and id, attempts from zero,
+        stored before the letter is deleted), and the alarm's history gets a `resent` entry (who; the notification,
+        its notifier, event and group, the attempts it failed after; never the recipient or an address).
+
+        The letter is claimed by deleting it, so of two resends (or a resend and a replay) one sends it. 404: an
+        unknown alarm, or a letter that is not one of this alarm's (another tenant's, another alarm's, or none ever);
+        409 (`NothingToResend`): the alarm's letter is gone (`no-dead-letter`: sent again already, or purged), or its
+        notifier no longer exists or is disabled (`notifier-unavailable`: it would only fail again)."""
+        alarm = await self.load(tenant, alarm_id)
+        letter = await self.dispatcher.dead_letter_of(tenant, letter_id)
+        if letter is None or letter_alarm(letter) != alarm.id:
+            if letter is None and await self._failed_with(tenant, alarm.id, letter_id):
+                raise _gone(alarm.id, letter_id)
+            raise NotFound(f"경보 {alarm.id}의 실패 알림 {letter_id} 없음 / alarm {alarm.id} has no dead letter "
+                           f"{letter_id}")
+        notifier = str(letter.get("notifier", ""))
+        config = self.contacts.notifiers.get(tenant, notifier)
+        if config is None or not config.enabled:
+            raise NothingToResend(
+                f"알림 채널 {notifier}이(가) 없거나 꺼져 있어 다시 보내도 실패합니다. 설정 관리자에게 문의하십시오 / notifier "
+                f"{notifier} does not exist or is disabled: a resend would fail again; ask a configuration administrator",
+                reason="notifier-unavailable", notifier=notifier, deadLetter=letter_id)
+        try:
+            await self.dispatcher.replay(tenant, letter_id)
+        except LetterTaken:  # another resend, an administrator's replay or retention took it meanwhile
+            raise _gone(alarm.id, letter_id) from None
+        found = letter.get("notification")
+        notification: Doc = found if isinstance(found, dict) else {}
+        detail = {"notification": letter_id, "notifier": notifier, "event": notification.get("event"),
+                  "group": notification.get("group"), "attempts": letter.get("attempts")}
+        try:
+            await self.act(tenant, alarm.id, "resent", actor, **detail)
+        except Exception:  # queued all the same: the history lags, the delivery's own record follows
+            log.exception("alarm %s: the resend of notification %s is queued but could not be recorded", alarm.id,
+                          letter_id)
+        return {"id": letter_id, "alarm": alarm.id, "queued": True, **detail}
+
+    async def _failed_with(self, tenant: str, alarm_id: str, letter_id: str) -> bool:
+        """Whether the alarm's history says one of its notifications became dead letter `letter_id`."""
+        return any(entry.get("action") == "delivery-failed" and entry.get("deadLetter") == letter_id
+                   for entry in await self.store.alarm_history(tenant, alarm_id))
+
     async def adopt(self, tenant: str, alarm_id: str) -> None:
         """Another process changed an alarm this one judges (an operator's action through an API process, in
         scale-out): the stored alarm replaces the copy in memory, and its escalation follows its status (an
@@ -793,6 +841,8 @@ class AlarmService:
             change.entries, change.events, change.alert = [m.assign(alarm, actor, now, args["assignee"])], ["updated"], False
         elif action == "comment":
             change.entries, change.events, change.alert = [m.comment(alarm, actor, now, args["text"])], ["updated"], False
+        elif action == "resent":  # `resend`: a failed notification queued again, with what it was (never its address)
+            change.entries, change.events, change.alert = [alarm.entry(now, "resent", actor, **args)], ["updated"], False
         else:
             raise ValueError(f"unknown action {action}")
         if alarm.status != ACTIVE_UNACK:
@@ -1163,7 +1213,10 @@ class AlarmService:
             if isinstance(name, dict):  # a LanguageProperty: Korean, else English, else any
                 name = name.get("ko") or name.get("en") or next(iter(name.values()), None)
             personal = (alarm.entity_type or found.get("entity_type")) in self.privacy.personal_types
-            if isinstance(name, str) and name and not personal:  # a person's name stays out of the alarm
+            if personal:  # a person's name stays out of the alarm, also one its signal gave before its type was known
+                found["personal"] = True
+                alarm.entity_name = ""
+            elif isinstance(name, str) and name:
                 found["entity_name"] = name[:200]
         alarm.enriched = True
         if not alarm.entity_type and found.get("entity_type"):
@@ -1224,6 +1277,13 @@ class AlarmService:
             self.escalator.begin(derived, "escalated")
 
 
+def _gone(alarm_id: str, letter_id: str) -> NothingToResend:
+    return NothingToResend(
+        f"경보 {alarm_id}의 실패 알림 {letter_id}은(는) 이미 다시 보냈거나(재전송, 관리자 재전송) 보존 기간이 지나 지워졌습니다: "
+        f"다시 보낼 것이 없습니다 / dead letter {letter_id} of alarm {alarm_id} was sent again already (a resend, an "
+        f"administrator's replay) or purged: nothing to resend", reason="no-dead-letter", deadLetter=letter_id)
+
+
 def _latest(signal: Signal) -> dict[str, Any]:
     """The newest match of an alarm that keeps a higher level: its level, description and evidence (without
     what the peak's evidence already has: the rule's name and edges)."""
@@ -1242,7 +1302,9 @@ def _fill(doc: Doc, found: Doc) -> None:
         doc["location"] = found.get("location")
     if doc["parent_id"] is None:
         doc["parent_id"] = found.get("parent_id")
-    if not doc.get("entity_name") and found.get("entity_name"):
+    if found.get("personal"):
+        doc["entity_name"] = ""
+    elif not doc.get("entity_name") and found.get("entity_name"):
         doc["entity_name"] = found["entity_name"]
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import IO, Any, Literal
@@ -67,6 +68,44 @@ class AccessFields(logging.Filter):
         return True
 
 
+HTTPX_LOGGER = "httpx"
+_URL = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.\-]*://)(?:[^/?#@]*@)?([^/?#]*)(.*)$", re.DOTALL)
+
+
+def mask_url_path(url: str) -> str:
+    """A URL as the logs may show it: scheme, host and port; anything after them `/***`, user information dropped."""
+    found = _URL.match(url)
+    if found is None:
+        return url
+    scheme, host, rest = found.groups()
+    return f"{scheme}{host}" + ("/***" if rest.strip("/") else rest)
+
+
+class RequestUrlMask(logging.Filter):
+    """httpx logs every request's URL at INFO (`HTTP Request: POST https://host/path "HTTP/1.1 200 OK"`). The path
+    of a webhook's or an agency endpoint's URL is often its credential (`/services/T0/B0/XXXX`), which `logsafe`
+    cannot tell from a path: the URL arguments of the `httpx` logger's records are logged as `mask_url_path` shows
+    them (host and status stay, for diagnosis). Only that logger: ucity's own records are untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and args:
+            record.args = tuple(mask_url_path(str(a)) if not isinstance(a, (int, float)) and "://" in str(a) else a
+                                for a in args)
+        elif isinstance(record.msg, str) and "://" in record.msg and not args:
+            record.msg = re.sub(r"[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s\"']+", lambda m: mask_url_path(m.group(0)),
+                                record.msg)
+        return True
+
+
+def mask_request_urls() -> None:
+    """Put `RequestUrlMask` on the `httpx` logger, once (`configure`, and every component that makes an httpx
+    client of ucity's: the alarm dispatcher, whose client the webhooks and the agencies' endpoints use)."""
+    target = logging.getLogger(HTTPX_LOGGER)
+    if not any(isinstance(f, RequestUrlMask) for f in target.filters):
+        target.addFilter(RequestUrlMask())
+
+
 def formatter(fmt: LogFormat) -> logging.Formatter:
     return JsonFormatter() if fmt == "json" else UtcFormatter(TEXT_FORMAT)
 
@@ -77,6 +116,7 @@ def configure(level: str | int = "INFO", fmt: LogFormat = "text", stream: IO[str
     application or a test runner with handlers of its own keeps them, as with `logging.basicConfig`; the secret
     filter is put on them). With `stream` given, the root logger's handlers are replaced."""
     root = logging.getLogger()
+    mask_request_urls()
     access = logging.getLogger(ACCESS_LOGGER)
     if not any(isinstance(f, AccessFields) for f in access.filters):
         access.addFilter(AccessFields())

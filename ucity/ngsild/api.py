@@ -59,6 +59,7 @@ from ucity.ngsild.request import (
 )
 from ucity.ngsild.scope import parse_scope_query
 from ucity.ngsild.typeq import parse_type_expr
+from ucity.ops.auth import Forbidden
 from ucity.store.base import Doc, EntityQuery, Mutation, Outcome, QFilter, Store, TypeExpr
 
 ENTITIES = "/ngsi-ld/v1/entities/"
@@ -132,12 +133,24 @@ class NgsiLdApi:
 
     async def run(self, req: Req, tenant: str, mutations: list[Mutation]) -> list[Outcome | Exception]:
         context = Context(actor=actor_header(req, False, "ngsi-ld"))
-        return await self.store.mutate(tenant, mutations, context)
+        # Writes of personal entities need `personal:write` and are audited, one line per request (personal.py).
+        watch = self.personal.watch(req)
+        if watch is None:
+            return await self.store.mutate(tenant, mutations, context)
+        results = await self.store.mutate(tenant, watch.wrap(mutations), context)
+        await self.personal.written(req, tenant, watch, results)
+        return results
 
     async def run_one(self, req: Req, tenant: str, entity_id: str, fn: Any) -> Outcome:
         # `run` inline: one coroutine less on the path of every single-entity write (PATCH of one attribute).
         context = Context(actor=actor_header(req, False, "ngsi-ld"))
-        result = (await self.store.mutate(tenant, [Mutation(entity_id, fn)], context))[0]
+        mutations = [Mutation(entity_id, fn)]
+        watch = None if req.principal is None else self.personal.watch(req)  # the guard off: one test of None
+        if watch is not None:
+            mutations = watch.wrap(mutations)
+        result = (await self.store.mutate(tenant, mutations, context))[0]
+        if watch is not None:
+            await self.personal.written(req, tenant, watch, [result])
         if isinstance(result, Exception):
             raise _entity_error(entity_id, result)
         return result
@@ -461,7 +474,11 @@ class NgsiLdApi:
         tenant = self.write_tenant(req)
         ids = await self.store.entity_ids(tenant, query)
         if ids:
-            await self.run(req, tenant, [Mutation(i, ops.delete_op(i)) for i in ids])
+            results = await self.run(req, tenant, [Mutation(i, ops.delete_op(i)) for i in ids])
+            # The personal entities of a caller without `personal:write` stay: the purge says so (403).
+            refused = next((r for r in results if isinstance(r, Forbidden)), None)
+            if refused is not None:
+                raise refused
         return self.no_content(req)
 
     # -- batch ---------------------------------------------------------------------------------

@@ -413,8 +413,10 @@ class TemporalApi:
         self._check_future(rows)
         tenant = self.api.write_tenant(req)
         await self._check_writes(tenant, entity_id, types, rows)
+        personal = await self._personal(req, tenant, entity_id, types)
         existed = await self.store.temporal_entity_exists(tenant, entity_id)
         await self.store.append_history(tenant, entity_id, types, rows)
+        await self._written(req, tenant, entity_id, personal, "history-append", len(rows))
         if existed:
             return self.api.no_content(req)
         return self.api.no_content(req, 201, {"Location": TEMPORAL_ENTITIES + quote(entity_id, safe=":")})
@@ -434,14 +436,20 @@ class TemporalApi:
         tenant = self.api.write_tenant(req)
         await self._require(tenant, entity_id)
         await self._check_writes(tenant, entity_id, types, rows)
+        personal = await self._personal(req, tenant, entity_id, types)
         await self.store.append_history(tenant, entity_id, types, rows)
+        await self._written(req, tenant, entity_id, personal, "history-append", len(rows))
         return self.api.no_content(req)
 
     async def delete(self, req: Req) -> Resp:
         """DELETE /temporal/entities/{id}: the whole history (the current entity is untouched)."""
         entity_id = check_entity_id(req.path_params["entityId"])
-        if not await self.store.delete_history(self.api.write_tenant(req), entity_id):
+        tenant = self.api.write_tenant(req)
+        personal = await self._personal(req, tenant, entity_id)
+        deleted = await self.store.delete_history(tenant, entity_id)
+        if not deleted:
             raise NotFound(f"temporal entity {entity_id} does not exist")
+        await self._written(req, tenant, entity_id, personal, "history-delete", deleted)
         return self.api.no_content(req)
 
     async def delete_attr(self, req: Req) -> Resp:
@@ -453,10 +461,14 @@ class TemporalApi:
         if dataset is not None and not is_uri(dataset):
             raise BadRequest(f"datasetId must be a URI, got {dataset!r}")
         tenant = self.api.write_tenant(req)
-        if not await self.store.delete_history(tenant, entity_id, iri, dataset, all_datasets=bool_param(req, "deleteAll")):
+        personal = await self._personal(req, tenant, entity_id)
+        deleted = await self.store.delete_history(tenant, entity_id, iri, dataset,
+                                                  all_datasets=bool_param(req, "deleteAll"))
+        if not deleted:
             await self._require(tenant, entity_id)
             which = f" with datasetId {dataset}" if dataset else ""
             raise NotFound(f"temporal entity {entity_id} has no attribute {req.path_params['attrId']}{which}")
+        await self._written(req, tenant, entity_id, personal, "history-delete-attribute", deleted)
         return self.api.no_content(req)
 
     async def modify_instance(self, req: Req) -> Resp:
@@ -472,9 +484,11 @@ class TemporalApi:
         tenant = self.api.write_tenant(req)
         instance_id = req.path_params["instanceId"]
         await self._check_writes(tenant, entity_id, [], [(iri, instance)])
+        personal = await self._personal(req, tenant, entity_id)
         if not await self.store.replace_history_instance(tenant, entity_id, iri, instance_id, instance):
             await self._require(tenant, entity_id)
             raise NotFound(f"attribute {name} of {entity_id} has no instance {instance_id}")
+        await self._written(req, tenant, entity_id, personal, "history-modify-instance", 1)
         return self.api.no_content(req)
 
     async def delete_instance(self, req: Req) -> Resp:
@@ -484,10 +498,29 @@ class TemporalApi:
         iri = self._attr(req, ctx)
         tenant = self.api.write_tenant(req)
         instance_id = req.path_params["instanceId"]
+        personal = await self._personal(req, tenant, entity_id)
         if not await self.store.delete_history(tenant, entity_id, iri, instance_id=instance_id, all_datasets=True):
             await self._require(tenant, entity_id)
             raise NotFound(f"attribute {req.path_params['attrId']} of {entity_id} has no instance {instance_id}")
+        await self._written(req, tenant, entity_id, personal, "history-delete-instance", 1)
         return self.api.no_content(req)
+
+    async def _personal(self, req: Req, tenant: str, entity_id: str, types: list[str] | None = None
+                        ) -> list[str] | None:
+        """With the token guard on: the entity's type IRIs (the body's, its current state's and its history's) when
+        one is personal, else None; a 403 (audited) for a caller without `personal:write` (personal.py). Nothing
+        read with the guard off or no personal types: two reads per temporal write otherwise (not the hot path:
+        devices and batches write through the entity API)."""
+        personal = self.api.personal
+        if req.principal is None or not personal.iris:
+            return None
+        known = [*(types or ()), *await self._types(tenant, entity_id)]
+        return known if await personal.check_history_write(req, tenant, known) else None
+
+    async def _written(self, req: Req, tenant: str, entity_id: str, personal: list[str] | None, operation: str,
+                       count: int) -> None:
+        if personal is not None:
+            await self.api.personal.history_written(req, tenant, entity_id, personal, operation, count)
 
     def _check_future(self, rows: Rows) -> None:
         """400 for an instance whose observedAt is after the platform clock plus `ngsild.max_future_s`: history is

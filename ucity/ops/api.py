@@ -29,7 +29,7 @@ from ucity.ops.center import OperationsCenter
 from ucity.ops.events import READ_ACTIONS, SERVICES, STATUSES, AttachmentIn, EventIn
 from ucity.ops.grants import links
 from ucity.ops.nearest import CAMERA_TYPE, Selection
-from ucity.ops.subjects import RedactIn, SubjectSearchIn, redact, search
+from ucity.ops.subjects import EraseIn, RedactIn, SubjectSearchIn, erase, personal_iris, redact, search
 from ucity.rules.events import LEVELS
 from ucity.store.base import AuditQuery, EntityQuery, GrantQuery, OpsEventQuery, TypeExpr
 
@@ -440,7 +440,15 @@ class OpsApi:
     async def subject_search(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.PRIVACY_ADMIN)
         body = parse(req, SubjectSearchIn)
-        return Resp(200, await search(self.center.events, self.center.audit, tenant, body, principal))
+        return Resp(200, await search(self.center.events, self.center.audit, tenant, body, principal,
+                                      self.center.store))
+
+    async def subject_erase(self, req: Req) -> Resp:
+        tenant, principal = await self._ctx(req, Permission.PRIVACY_ADMIN)
+        body = parse(req, EraseIn)
+        personal = self.center.platform.settings.privacy.personal_entity_types
+        return Resp(200, await erase(self.center.store, self.center.audit, tenant, body, principal,
+                                     personal_iris(personal)))
 
     async def redact_event(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.PRIVACY_ADMIN)
@@ -629,7 +637,14 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/privacy/subject-search", "POST", "subject_search",
           "The events that hold a person's data (PIPA §35), by name, phone or personId and the subject's pseudonym: "
           "ids, status, role and matched field names, never values; a scan of the tenant's events; audited "
-          "`privacy` / `subject-search` (counts, a keyed hash of the query)", PV, P.PRIVACY_ADMIN, SubjectSearchIn),
+          "`privacy` / `subject-search` (counts, a keyed hash of the query); with `entityId` also where else that "
+          "NGSI-LD entity is (`elsewhere`: its state and history, alarms, Alerts, pending notifications, dead letters; "
+          "ids and counts)", PV, P.PRIVACY_ADMIN, SubjectSearchIn),
+    Route("/api/v1/privacy/subject-erase", "POST", "subject_erase",
+          "Erase a person's NGSI-LD entity (of a type in `privacy.personal_entity_types`) and its whole history in "
+          "one call (PIPA §36); 404 when neither exists, 400 for another type; audited `privacy` / `erased` (the "
+          "entity id, what was deleted, the reason's length, what is left elsewhere in counts); the answer says "
+          "what is left (alarms, Alerts, notifications, dead letters)", PV, P.PRIVACY_ADMIN, EraseIn),
     Route("/api/v1/audit", "GET", "list_audit", "The append-only audit log", U, P.AUDIT_READ,
           params=("kind", "action", "agency", "event", "grant", "camera", "outcome", "from", "to", "limit", "offset",
                   "order")),

@@ -17,7 +17,8 @@ created, changed, deleted, enabled or disabled, `rule-*` with `rule`, `changed` 
 escalation chains, recipient groups and notifiers created, changed or deleted, and dead letters replayed, the id
 only: ucity/alarms/api.py), `privacy` (requests of a data subject, ucity/ops/subjects.py: `subject-search` with the
 field names searched, counts and a keyed hash of the query; `redacted` with the parts removed and the reason's
-length, never the values).
+length, never the values), `alarm` (an operator's resend of an alarm's failed notification: `notification-resent`
+with `alarm`, `deadLetter`, `notifier`, `notificationEvent`, `attempts`; never an address: ucity/alarms/api.py).
 
 Conventions of a line: `actor` (who: `role:token-id`, `system`, `anonymous`), the platform clock's time (when), and
 what in the indexed columns (`agency`, `event`, `grant`, `camera`, `outcome`) and the detail; never a token, a

@@ -95,6 +95,7 @@ class Role(enum.StrEnum):
     AGENCY = "agency"
     ADMIN = "admin"
     READER = "reader"  # read-only data clients (a data portal, a video wall): data:read alone
+    INGEST = "ingest"  # data pipelines and gateways writing NGSI-LD: data:read and data:write, nothing personal
 
 
 class Permission(enum.StrEnum):
@@ -113,6 +114,7 @@ class Permission(enum.StrEnum):
     FOOTAGE_VIEW = "footage:view"  # open a stream or still with a grant of one's agency
     AUDIT_READ = "audit:read"
     PERSONAL_READ = "personal:read"  # personal data unmasked (PLAT-R10)
+    PERSONAL_WRITE = "personal:write"  # NGSI-LD writes and deletes of personal entities (ucity/ngsild/personal.py)
     TOKENS_ADMIN = "tokens:admin"
     PRIVACY_ADMIN = "privacy:admin"  # data-subject requests: search a person's events, redact them (QA10 F4)
     # The platform's other APIs (ucity/access.py maps every mounted route to one of these):
@@ -126,11 +128,12 @@ P = Permission
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OPERATOR: frozenset({P.EVENTS_READ, P.EVENTS_READ_ALL, P.EVENTS_REPORT, P.EVENTS_MANAGE, P.LINKAGE_REQUEST,
                               P.CAMERAS_READ, P.AGENCIES_READ, P.GRANTS_READ_ALL, P.GRANTS_ISSUE, P.PERSONAL_READ,
-                              P.DATA_READ, P.DATA_WRITE, P.CONFIG_READ}),
+                              P.PERSONAL_WRITE, P.DATA_READ, P.DATA_WRITE, P.CONFIG_READ}),
     Role.AGENCY: frozenset({P.EVENTS_READ, P.EVENTS_REPORT, P.LINKAGE_REQUEST, P.CAMERAS_READ, P.AGENCIES_READ,
                             P.GRANTS_RENEW_OWN, P.FOOTAGE_VIEW}),
     Role.ADMIN: frozenset(Permission),
     Role.READER: frozenset({P.DATA_READ}),
+    Role.INGEST: frozenset({P.DATA_READ, P.DATA_WRITE}),
 }
 
 

@@ -30,7 +30,8 @@ TAGS: dict[str, str] = {
     "operations: grants": "Time-limited footage grants to agencies.",
     "operations: audit": "The append-only audit log.",
     "operations: auth": "Bearer tokens and roles.",
-    "operations: privacy": "Requests of data subjects (PIPA §35-36): find a person's events, erase their data.",
+    "operations: privacy": "Requests of data subjects (PIPA §35-36): find a person's events and where "
+                           "else their NGSI-LD entity is, erase their data (an event's, the entity with its history).",
 }
 
 

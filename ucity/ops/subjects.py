@@ -18,6 +18,19 @@ operations centre hold a person's data, and the erasure of that data from one ev
   included: the administrator decides that the purpose is over, and records why (`reason`, required; its length only
   is audited). The event keeps `redactions` ({at, by, parts}). What was already sent cannot be recalled: agency
   packages (they hold the pseudonym, and `details` masked), delivered webhooks, backups.
+* `search` with `entityId` (the person's NGSI-LD entity, e.g. a care service's `urn:ngsi-ld:Person:elder-2`) also
+  reports, read-only, where else that entity is (`elsewhere`): whether its current state and its history are
+  stored, the alarms about it and which of their `Alert` entities exist, the pending notifications of those alarms
+  (documents `notification-outbox`, ucity/alarms/journal.py) and their dead letters (`alarm-dead-letter`,
+  ucity/alarms/dispatch.py): counts and ids, never a value. Cost: one alarm query (at most `MAX_IDS` listed), one
+  entity-id query, and one read of the outbox and of the dead letters (every tenant's: the store has no index by
+  alarm entity; both stay small, being drained by delivery and retention).
+* `erase`: a personal entity (its current or recorded type in `privacy.personal_entity_types`) and its whole
+  history deleted in one call, audited as one line (`privacy` / `erased`: the entity id, what was deleted, the
+  reason's length, and what is left elsewhere in counts). The current state goes through the store's one write
+  path (a mutation: subscriptions and the bus see the deletion), then the history; a retry after a failure in
+  between deletes what is left. Alarms, their Alerts and notifications are not touched (the alarms own them; the
+  answer says what is left).
 """
 
 from __future__ import annotations
@@ -31,16 +44,24 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ucity.core.errors import Unavailable
+from ucity.alarms.dispatch import DEAD_LETTERS
+from ucity.alarms.journal import KIND as OUTBOX
+from ucity.core.bus import Context
+from ucity.core.errors import BadRequest, NotFound, Unavailable
+from ucity.ngsild.context import core_context
+from ucity.ngsild.model import check_entity_id
+from ucity.ngsild.ops import EntityNotFound, delete_op
 from ucity.ops.audit import AuditLog
 from ucity.ops.auth import Principal
 from ucity.ops.events import Event, EventService, Pseudonymizer
-from ucity.store.base import AuditRow, Doc, OpsEventQuery
+from ucity.store.base import AlarmQuery, AuditRow, Doc, EntityQuery, Mutation, OpsEventQuery, Store, TemporalQuery
 
 REDACTED = "[삭제됨 / redacted]"
 ROLES = ("subject", "reporter")
 FIELDS = ("personId", "name", "phone")  # the identifying fields (Pseudonymizer.IDENTIFYING)
 SCAN_PAGE = 500
+MAX_IDS = 1000  # ids listed per kind in `elsewhere` (the counts are whole)
+NO_ATTRIBUTE = "urn:ucity:no-attribute"  # a history query of an entity's head (id, types) without its instances
 
 
 class SubjectSearchIn(BaseModel):
@@ -51,17 +72,46 @@ class SubjectSearchIn(BaseModel):
     phone: str | None = Field(None, max_length=40, description="any form: 010-1234-5678, 01012345678, +82 10 ...")
     personId: str | None = Field(None, max_length=100, description="the registry id the subject's pseudonym is "
                                                                    "computed from (with name and phone)")
+    entityId: str | None = Field(None, max_length=256, description="the person's NGSI-LD entity (a `Person`): "
+                                 "where else it is (its state and history, alarms, Alerts, notifications, dead "
+                                 "letters) is reported in `elsewhere`")
 
     @model_validator(mode="after")
     def _some(self) -> SubjectSearchIn:
-        if not any((v or "").strip() for v in (self.name, self.phone, self.personId)):
-            raise ValueError("name, phone 또는 personId 중 하나가 필요합니다 / one of name, phone or personId is needed")
+        if not any((v or "").strip() for v in (self.name, self.phone, self.personId, self.entityId)):
+            raise ValueError("name, phone, personId 또는 entityId 중 하나가 필요합니다 / one of name, phone, personId "
+                             "or entityId is needed")
+        if self.entityId is not None:
+            self.entityId = _entity_id(self.entityId)
         if self.phone is not None and self.phone.strip() and len(normal_phone(self.phone)) < 7:
             raise ValueError("전화번호가 너무 짧습니다 / the phone number is too short (at least 7 digits)")
         return self
 
     def given(self) -> dict[str, str]:
         return {k: v.strip() for k in FIELDS if (v := getattr(self, k)) is not None and v.strip()}
+
+
+class EraseIn(BaseModel):
+    """`POST /api/v1/privacy/subject-erase`: a personal NGSI-LD entity and its history, with the reason."""
+
+    model_config = ConfigDict(extra="forbid")
+    entityId: str = Field(max_length=256, description="the person's NGSI-LD entity (of a personal type)")
+    reason: str = Field(min_length=1, max_length=1000, description="why (only its length is audited)")
+
+    @model_validator(mode="after")
+    def _valid(self) -> EraseIn:
+        self.entityId = _entity_id(self.entityId)
+        if not self.reason.strip():
+            raise ValueError("reason이 필요합니다 / a reason is needed")
+        return self
+
+
+def _entity_id(value: str) -> str:
+    try:
+        return check_entity_id(value.strip())
+    except BadRequest as exc:
+        raise ValueError(f"entityId: NGSI-LD 엔터티 id(URI)가 아닙니다 / not an NGSI-LD entity id (a URI): {exc}") \
+            from None
 
 
 class RedactIn(BaseModel):
@@ -155,14 +205,14 @@ def event_matches(event: Event, wanted: dict[str, str], refs: set[str]) -> list[
 
 # -- the two requests --------------------------------------------------------------------------------------------
 async def search(events: EventService, audit: AuditLog, tenant: str, body: SubjectSearchIn,
-                 principal: Principal) -> Doc:
+                 principal: Principal, store: Store | None = None) -> Doc:
     given = body.given()
     wanted = {k: _normal(k, v) for k, v in given.items()}
     refs = pseudonyms(events.pseudonyms, given)
     found: list[Doc] = []
     seen: set[str] = set()
     offset, scanned = 0, 0
-    while True:
+    while given:  # an `entityId` alone: no event to scan for
         page, _ = await events.query(tenant, OpsEventQuery(limit=SCAN_PAGE, offset=offset))
         for event in page:
             if event.id in seen:
@@ -177,13 +227,99 @@ async def search(events: EventService, audit: AuditLog, tenant: str, body: Subje
         if len(page) < SCAN_PAGE:
             break
         offset += SCAN_PAGE
-    detail: dict[str, Any] = {"searchedFields": sorted(given), "scanned": scanned, "matched": len(found)}
-    ref = query_ref(getattr(events.pseudonyms, "_key", None), wanted)
+    detail: dict[str, Any] = {"searchedFields": sorted([*given, *(["entityId"] if body.entityId else [])]),
+                              "scanned": scanned, "matched": len(found)}
+    answer: Doc = {"scanned": scanned, "count": len(found), "events": found}
+    if body.entityId and store is not None:
+        answer["elsewhere"] = where_else = await elsewhere(store, tenant, body.entityId)
+        detail["elsewhere"] = counts(where_else)  # counts only: the ids would name the person's alarms
+    ref = query_ref(getattr(events.pseudonyms, "_key", None),
+                    {**wanted, **({"entityId": body.entityId} if body.entityId else {})})
     if ref is not None:
         detail["queryRef"] = ref
     await audit.append(audit.row(tenant, "privacy", "subject-search", principal.actor, agency=principal.agency,
                                  outcome="ok", **detail))
-    return {"scanned": scanned, "count": len(found), "events": found}
+    return answer
+
+
+# -- where else a person's NGSI-LD entity is ---------------------------------------------------------------------
+async def entity_types(store: Store, tenant: str, entity_id: str) -> tuple[bool, bool, list[str]]:
+    """(current state stored, history stored, the type IRIs of both) of an entity."""
+    current = await store.get_entity(tenant, entity_id)
+    head = TemporalQuery(ids=(entity_id,), attrs=(NO_ATTRIBUTE,), limit_instances=1, entity_limit=1)
+    found, _ = await store.temporal_query(tenant, head)
+    history = bool(found) or await store.temporal_entity_exists(tenant, entity_id)
+    types = [*(current or {}).get("type", ()), *(t for entity in found for t in entity.types)]
+    return current is not None, history, list(dict.fromkeys(types))
+
+
+def _alarm_entity(doc: Doc) -> Any:
+    """The entity id of the alarm a stored notification is about (an agency package has none)."""
+    alarm = doc.get("alarm")
+    return alarm.get("entity_id") if isinstance(alarm, dict) else None
+
+
+async def elsewhere(store: Store, tenant: str, entity_id: str) -> Doc:
+    """Where an entity is besides the operations events: ids and counts, never values (read-only)."""
+    current, history, types = await entity_types(store, tenant, entity_id)
+    alarms, total = await store.query_alarms(tenant, AlarmQuery(entity_ids=(entity_id,), limit=MAX_IDS, count=True))
+    alarm_ids = [str(doc["id"]) for doc in alarms]
+    alert_ids = [f"urn:ngsi-ld:Alert:{alarm_id}" for alarm_id in alarm_ids]
+    alerts = await store.entity_ids(tenant, EntityQuery(ids=tuple(alert_ids), limit=MAX_IDS)) if alert_ids else []
+    pending = sorted(key for t, key, doc in await store.list_docs(OUTBOX)
+                     if t == tenant and doc.get("channel") == "alarm" and (
+                         doc.get("entity") == entity_id or _alarm_entity(doc.get("notification") or {}) == entity_id))
+    dead = sorted(key for t, key, doc in await store.list_docs(DEAD_LETTERS)
+                  if t == tenant and _alarm_entity(doc.get("notification") or {}) == entity_id)
+    core = core_context()
+    return {"entityId": entity_id, "current": current, "history": history,
+            "types": sorted({core.compact_iri(t) for t in types}),
+            "alarms": {"count": total if total is not None else len(alarm_ids), "ids": alarm_ids},
+            "alerts": {"count": len(alerts), "ids": sorted(alerts)},
+            "notifications": {"count": len(pending), "ids": pending[:MAX_IDS]},
+            "deadLetters": {"count": len(dead), "ids": dead[:MAX_IDS]}}
+
+
+def personal_iris(types: list[str]) -> frozenset[str]:
+    """`privacy.personal_entity_types` as expanded IRIs (short names of the core @context, or IRIs)."""
+    core = core_context()
+    return frozenset(core.expand_type(t) for t in types)
+
+
+def counts(where: Doc) -> dict[str, Any]:
+    """What an audit line keeps of `elsewhere`: booleans and counts."""
+    return {"current": where["current"], "history": where["history"],
+            **{k: where[k]["count"] for k in ("alarms", "alerts", "notifications", "deadLetters")}}
+
+
+async def erase(store: Store, audit: AuditLog, tenant: str, body: EraseIn, principal: Principal,
+                personal_iris: frozenset[str]) -> Doc:
+    """Delete a personal entity's current state and history (PIPA §36); one `privacy` / `erased` line."""
+    entity_id = body.entityId
+    current, history, types = await entity_types(store, tenant, entity_id)
+    if not current and not history:
+        raise NotFound(f"엔터티 {entity_id} 없음 (현재 상태도 이력도) / entity {entity_id} does not exist (neither its "
+                       f"current state nor its history)")
+    if personal_iris.isdisjoint(types):
+        raise BadRequest(f"엔터티 {entity_id}는 개인정보 엔터티 유형이 아닙니다 (privacy.personal_entity_types) / "
+                         f"entity {entity_id} is not of a personal type (privacy.personal_entity_types): delete it "
+                         f"with the NGSI-LD API")
+    deleted = False
+    if current:
+        result = (await store.mutate(tenant, [Mutation(entity_id, delete_op(entity_id))],
+                                     Context(actor=principal.actor)))[0]
+        if isinstance(result, Exception) and not isinstance(result, EntityNotFound):
+            raise result
+        deleted = not isinstance(result, Exception)
+    instances = await store.delete_history(tenant, entity_id) if history else 0
+    left = await elsewhere(store, tenant, entity_id)
+    core = core_context()
+    await audit.append(audit.row(tenant, "privacy", "erased", principal.actor, agency=principal.agency, outcome="ok",
+                                 entityId=entity_id, types=sorted({core.compact_iri(t) for t in types
+                                                                   if t in personal_iris}),
+                                 entityDeleted=deleted, historyDeleted=instances,
+                                 reasonChars=len(body.reason.strip()), left=counts(left)))
+    return {"entityId": entity_id, "entityDeleted": deleted, "historyDeleted": instances, "elsewhere": left}
 
 
 def redact_rows(event: Event, body: RedactIn, principal: Principal, audit: AuditLog, now: str) -> list[AuditRow]:

@@ -197,6 +197,9 @@ class Track:
     timer: TimerHandle | None = None
     timer_at: datetime | None = None
     stored: bool = False  # a snapshot exists in the store
+    # The entity's `name` (alarm messages name it): in memory only, never in the snapshot, so that a person's
+    # name is not copied into rule states (the alarms drop it for personal entity types).
+    name: str = ""
 
     def to_doc(self, rule_id: str, entity_id: str) -> Doc:
         return {"rule": rule_id, "entity": entity_id, "state": self.state.to_json(), "types": self.types,
@@ -395,7 +398,7 @@ class RulesEngine:
             matches.append(RuleMatched(Context(parent_id=track.context_id, actor=ACTOR), tenant, rule_id, entity_id,
                                        state.level, comp.rule.kind, comp.rule.category, tuple(track.types), since,
                                        {"ruleName": comp.rule.name.as_dict(), "restored": True}, track.location,
-                                       track.parent, _description(comp.rule, state.level)))
+                                       track.parent, _description(comp.rule, state.level), track.name))
         if matches:
             await self.bus.publish(RuleStatesRestored(Context(actor=ACTOR), tuple(matches)))
 
@@ -768,6 +771,7 @@ class RulesEngine:
         track.types = [ctx.compact_type(t) for t in doc.get("type", [])]
         location = _default_instance(doc, ctx.expand_term("location"))
         track.location = location.get("value") if location else None
+        track.name = _name(doc, ctx.expand_term("name"))
         names = [rule.parent_relationship] if rule.parent_relationship else self.settings.parent_relationships
         track.parent = next((p for n in names if (p := _object(doc, ctx.expand_term(n))) is not None), None)
 
@@ -842,7 +846,7 @@ class RulesEngine:
             evidence["previous"] = decision.previous
             return RuleMatched(ctx, tenant, rule_id, entity_id, decision.level, rule.kind, rule.category,
                                tuple(track.types), to_iso(decision.at), evidence, track.location, track.parent,
-                               _description(rule, decision.level))
+                               _description(rule, decision.level), track.name)
         if isinstance(decision, Cleared):
             self.stats["cleared"] += 1
             evidence["previous"] = decision.previous
@@ -1000,6 +1004,17 @@ def _default_instance(doc: Doc | None, attr: str, dataset_id: str | None = None)
             found: dict[str, Any] = instance
             return found
     return None
+
+
+def _name(doc: Doc, attr: str) -> str:
+    """An entity's `name` (a LanguageProperty's Korean, else English, else any), "" without one."""
+    instance = _default_instance(doc, attr)
+    if instance is None:
+        return ""
+    value = instance.get("value", instance.get("languageMap"))
+    if isinstance(value, dict):
+        value = value.get("ko") or value.get("en") or next(iter(value.values()), None)
+    return value[:200] if isinstance(value, str) else ""
 
 
 def _object(doc: Doc, attr: str) -> str | None:

@@ -46,6 +46,8 @@ class RuleMatched(Event):
     location: dict[str, Any] | None = None
     parent_id: str | None = None
     description: dict[str, str] = field(default_factory=dict)
+    # The entity's `name` for people's messages (the alarms leave it out for a personal entity type), "" unknown.
+    entity_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
