@@ -48,8 +48,11 @@ Choices where the spec leaves room:
 * the notifications that queue up while a subscription's POST is in flight go out in its next
   POST as one notification (their entities in order, up to `COALESCE_ENTITIES`), so a busy
   subscription costs one POST per round trip of its endpoint, not one per write;
-* queued notifications live in memory: a restart loses those not yet delivered (one log line at
-  shutdown says how many).
+* queued notifications live in memory while their receiver answers; from a subscription's first failed
+  attempt until a delivery succeeds they are written through to the store, and a graceful stop writes what
+  is queued and what throttling windows hold (`ucity.ngsild.saved`); the owner of each subscription sends
+  them again at its start or next re-read, in order, with their ids and attempts (one log line at shutdown
+  says how many). A crash while deliveries succeed can lose what was in memory (docs/clients.md).
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ from ucity.ngsild.request import (
     response_context_header,
     response_context_value,
 )
+from ucity.ngsild.saved import STALE_REFRESHES, SavedNotifications
 from ucity.ngsild.scope import ScopeTest, parse_scope_query, scope_matcher
 from ucity.ngsild.typeq import parse_type_expr
 from ucity.store.base import Doc, EntityQuery, QFilter, TypeExpr
@@ -732,6 +736,8 @@ class Notification:
     id: str
     notified_at: str
     data: list[dict[str, Any]]
+    merged: tuple[str, ...] = ()  # the ids of the notifications merged into this one (their saved copies go with it)
+    solo: bool = False  # sent again after a restart: never merged with others (a receiver may have had it already)
 
 
 _NOTIFICATION_IDS: list[str] = []
@@ -755,7 +761,8 @@ def merge_notifications(items: list[Notification]) -> Notification:
     """Queued notifications of one subscription as one: their entities in order, the latest time."""
     if len(items) == 1:
         return items[0]
-    return Notification(items[0].id, items[-1].notified_at, [entity for item in items for entity in item.data])
+    merged = tuple(i for item in items for i in (*(() if item is items[0] else (item.id,)), *item.merged))
+    return Notification(items[0].id, items[-1].notified_at, [entity for item in items for entity in item.data], merged)
 
 
 _POKE: Final = Notification("", "", [])
@@ -775,9 +782,11 @@ class Outbox:
     """
 
     def __init__(self, size: int, deliver: Callable[[Notification], Coroutine[Any, Any, None]], name: str,
-                 coalesce: int = 0, collect: Callable[[], None] | None = None) -> None:
+                 coalesce: int = 0, collect: Callable[[], None] | None = None,
+                 on_drop: Callable[[Notification], None] | None = None) -> None:
         self.queue: asyncio.Queue[Notification] = asyncio.Queue(maxsize=size)
         self.dropped = 0
+        self._on_drop = on_drop
         self._deliver = deliver
         self._current: Notification | None = None  # being delivered (posted or waiting for a retry)
         self._coalesce = coalesce
@@ -790,10 +799,13 @@ class Outbox:
     def put(self, item: Notification) -> None:
         if self.queue.full():
             # Never block the bus: the oldest pending notification gives way to the newest state.
-            if self.queue.get_nowait() is _POKE:
+            oldest = self.queue.get_nowait()
+            if oldest is _POKE:
                 self._poked = False  # the worker will see what it would have collected in this queue
             else:
                 self.dropped += 1
+                if self._on_drop is not None:
+                    self._on_drop(oldest)
                 if self.dropped == 1 or self.dropped % 1000 == 0:
                     log.warning("%s: queue full, %d notifications dropped so far", self._task.get_name(),
                                 self.dropped)
@@ -822,7 +834,7 @@ class Outbox:
                 except Exception:  # as for a delivery: the worker goes on
                     log.exception("%s: collecting matches failed", self._task.get_name())
                 continue
-            if self._coalesce and not self.queue.empty():
+            if self._coalesce and not item.solo and not self.queue.empty():
                 item = self._take_more(item)
             self._current = item
             try:
@@ -837,7 +849,7 @@ class Outbox:
         # asyncio.Queue cannot peek: what would overflow this POST waits in `_next`, ahead of the queue.
         while not self.queue.empty() and size < self._coalesce:
             item = self.queue.get_nowait()
-            if size + len(item.data) > self._coalesce:
+            if item.solo or size + len(item.data) > self._coalesce:
                 self._next = item
                 break
             items.append(item)
@@ -846,8 +858,12 @@ class Outbox:
 
     def pending(self) -> int:
         """Notifications not yet delivered: the one being posted or retried, and those queued behind it."""
+        return len(self.items())
+
+    def items(self) -> list[Notification]:
+        """The notifications not yet delivered, in order: the one being posted or retried, then those behind it."""
         queued = [item for item in self.queue._queue if item is not _POKE]  # type: ignore[attr-defined]
-        return len(queued) + (self._current is not None) + (self._next is not None)
+        return [item for item in (self._current, self._next) if item is not None] + queued
 
     async def close(self) -> None:
         self._task.cancel()
@@ -888,6 +904,10 @@ class SubscriptionService:
         self._client: NotifyClient | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._failing: set[Key] = set()
+        # What could not be delivered yet is kept in the store (ucity/ngsild/saved.py): from the first failed attempt
+        # of a subscription until one succeeds (`_outage`), and at a graceful stop.
+        self.saved = SavedNotifications(api.store, self.clock)
+        self._outage: set[Key] = set()
         # Delivery losses since this process started, for /health; they outlive the subscriptions that counted them.
         self.abandoned = 0  # notifications given up after max_retries retries
         self._dropped_gone = 0  # dropped by the queues of subscriptions deleted since
@@ -913,6 +933,7 @@ class SubscriptionService:
                 self._install(Subscription.compile(tenant, doc, await self._notify_ctx(doc, strict=False)))
             except Exception:
                 log.exception("subscription %s of tenant %s could not be restored", doc.get("id"), tenant)
+        await self._resume()  # before any newer notification is queued
         self.refresh.loaded()
         self.refresh.start()
         self._unsubscribe = self.platform.bus.subscribe(EntitiesChanged, self._on_changes)
@@ -938,6 +959,26 @@ class SubscriptionService:
                     self._install(fresh)
                 else:
                     self._replace(sub, fresh)
+            self.saved.alive()
+            await self._resume()
+
+    async def _resume(self) -> None:
+        """Queue again the saved notifications of the subscriptions this process owns that no running process holds
+        (ucity/ngsild/saved.py), in the order they were queued, each with its id and attempts; those of
+        subscriptions that no longer exist are deleted."""
+        found = await self.saved.read(self.owns, STALE_REFRESHES * self.settings.refresh_s)
+        gone = []
+        for saved in found:
+            outbox = self._outboxes.get((saved.tenant, saved.subscription))
+            if outbox is None:
+                gone.append(saved)
+                continue
+            self.saved.adopt(saved)
+            outbox.put(Notification(saved.id, saved.notified_at, saved.data, solo=True))
+        await self.saved.drop(gone)
+        if len(found) > len(gone):
+            log.info("subscriptions: %d saved notifications read back from the store; sending them",
+                     len(found) - len(gone))
 
     async def stop(self) -> None:
         await self.refresh.stop()
@@ -945,11 +986,13 @@ class SubscriptionService:
             self._unsubscribe()
             self._unsubscribe = None
         self.notify_matched()
-        self._log_discarded()
         for sub in list(self.subs.values()):
             self._cancel_timers(sub)
         if self._flush_timer is not None:
             self._flush_timer.cancel()
+        # What is queued (in order, the one being posted or retried first) is taken before any worker is stopped,
+        # with no await in between: a POST that completes meanwhile cannot be delivered and saved both.
+        queued = {key: outbox.items() for key, outbox in self._outboxes.items()}
         for outbox in self._outboxes.values():
             await outbox.close()
             self._dropped_gone += outbox.dropped
@@ -957,19 +1000,36 @@ class SubscriptionService:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._save_at_stop(queued)
         await self._flush()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
 
-    def _log_discarded(self) -> None:
-        """One line at shutdown: the notifications not yet delivered, which a restart loses (queues are in memory)."""
-        pending = sum(o.pending() for o in self._outboxes.values())
-        throttled = sum(1 for sub in self.subs.values() if sub.pending)
-        if pending or throttled:
+    async def _save_at_stop(self, queued: dict[Key, list[Notification]]) -> None:
+        """Write what is queued and what throttling windows hold to the store, released: the owner of each
+        subscription sends it at its start (or, in scale-out, at its next re-read). One line says how many."""
+        now = to_iso(self.clock.now())
+        items: list[tuple[str, str, str, str, list[dict[str, Any]], int]] = []
+        for (tenant, sub_id), notifications in queued.items():
+            for n in notifications:
+                self.saved.done(n.merged)  # a merged one is saved whole: the copies of its parts go
+                items.append((tenant, sub_id, n.id, n.notified_at, n.data, self.saved.attempts(n.id)))
+        pending = len(items)
+        throttled = [sub for sub in self.subs.values() if sub.pending]
+        for sub in throttled:  # after every queued one: they were to go when the window ended
+            items.append((sub.tenant, sub.id, notification_id(), now, list(sub.pending.values()), 0))
+            sub.pending = {}
+        try:
+            await self.saved.release(items)
+        except Exception as exc:
+            log.error("subscriptions: %d notifications not yet delivered (queued or being retried) and %d held by "
+                      "throttling could not be saved at shutdown and are discarded (%s); their receivers must "
+                      "re-read the entities", pending, len(throttled), exc)
+            return
+        if items:
             log.warning("subscriptions: %d notifications not yet delivered (queued or being retried) and %d held by "
-                        "throttling are discarded at shutdown; their receivers must re-read the entities",
-                        pending, throttled)
+                        "throttling are saved at shutdown; they are sent at the next start", pending, len(throttled))
         else:
             log.info("subscriptions: no notification pending at shutdown")
 
@@ -978,6 +1038,8 @@ class SubscriptionService:
                 "queued": sum(o.queue.qsize() for o in self._outboxes.values()),
                 "dropped": self._dropped_gone + sum(o.dropped for o in self._outboxes.values()),
                 "abandoned": self.abandoned, "failing": len(self._failing),
+                "saved": self.saved.count(), "savedWriting": self.saved.writing(),
+                "savedWriteFailures": self.saved.failures,
                 "refresh": self.refresh.health()}
 
     async def _notify_ctx(self, doc: Doc, strict: bool) -> Any:
@@ -1132,7 +1194,7 @@ class SubscriptionService:
             key = sub.key
             self._outboxes[key] = Outbox(self.settings.queue_size, self._delivery_for(key),
                                          f"ucity-notify:{sub.tenant}:{sub.id}", coalesce=COALESCE_ENTITIES,
-                                         collect=lambda: self._notify_key(key))
+                                         collect=lambda: self._notify_key(key), on_drop=self._dropped)
 
     def _replace(self, old: Subscription, fresh: Subscription) -> None:
         self._cancel_timers(old, keep_throttle=True)
@@ -1153,6 +1215,8 @@ class SubscriptionService:
         self._cancel_timers(sub)
         self._dirty.discard(key)
         self._failing.discard(key)
+        self._outage.discard(key)
+        self.saved.forget(*key)
         outbox = self._outboxes.pop(key, None)
         if outbox is not None:
             await outbox.close()
@@ -1272,7 +1336,10 @@ class SubscriptionService:
         sub.notifications += 1
         outbox = self._outboxes.get(sub.key)
         if outbox is not None:
-            outbox.put(Notification(notification_id(), to_iso(now), entities))
+            item = Notification(notification_id(), to_iso(now), entities)
+            outbox.put(item)
+            if self._outage and sub.key in self._outage:  # its deliveries fail: written through to the store
+                self.saved.save(sub.tenant, sub.id, item.id, item.notified_at, item.data, 0)
 
     # -- periodic notifications --------------------------------------------------------------------
     def _schedule_periodic(self, sub: Subscription, after: datetime) -> None:
@@ -1337,16 +1404,22 @@ class SubscriptionService:
     async def _deliver(self, key: Key, item: Notification) -> None:
         """Post one notification; retry with capped exponential backoff; give up after max_retries."""
         started = self.clock.now()
-        for attempt in range(self.settings.max_retries + 1):
+        first = self.saved.attempts(item.id) if self.saved.held else 0  # a saved one goes on from its attempts
+        for attempt in range(first, self.settings.max_retries + 1):
             sub = self.subs.get(key)
             if sub is None:
                 return
             ok = await self._post(sub, item)
             self._record(sub, ok)
             if ok:
+                if self.saved.held:  # nothing to do (nothing written) while deliveries succeed
+                    self.saved.done((item.id, *item.merged))
+                self._outage.discard(key)
                 return
+            self._failed(sub, item, attempt + 1)
             if attempt < self.settings.max_retries:
                 await self._sleep(self.retry_wait(attempt))
+        self.saved.done((item.id, *item.merged))
         self.abandoned += 1
         sub = self.subs.get(key)
         if sub is not None:
@@ -1356,6 +1429,24 @@ class SubscriptionService:
         log.warning("subscription %s: notification %s (%d entities) abandoned after %d attempts over %.0f s; "
                     "its receiver must re-read the entities", key[1], item.id, len(item.data),
                     self.settings.max_retries + 1, (self.clock.now() - started).total_seconds())
+
+    def _failed(self, sub: Subscription, item: Notification, attempts: int) -> None:
+        """A failed attempt: the notification, with its attempts, is written to the store; on the subscription's first
+        failure, so is every one queued behind it, and then each new one until a delivery succeeds (`_send`)."""
+        self.saved.save(sub.tenant, sub.id, item.id, item.notified_at, item.data, attempts)
+        self.saved.done(item.merged)  # their entities are in this one's copy
+        if sub.key in self._outage:
+            return
+        self._outage.add(sub.key)
+        outbox = self._outboxes.get(sub.key)
+        for queued in outbox.items() if outbox is not None else ():
+            if queued is not item and queued.id not in self.saved.held:
+                self.saved.save(sub.tenant, sub.id, queued.id, queued.notified_at, queued.data, 0)
+
+    def _dropped(self, item: Notification) -> None:
+        """A full queue dropped its oldest notification: its saved copy, if any, goes too."""
+        if self.saved.held:
+            self.saved.done((item.id, *item.merged))
 
     async def _sleep(self, seconds: float) -> None:
         """Wait on the platform clock, so that tests drive retries with a fake clock."""
