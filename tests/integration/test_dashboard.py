@@ -438,3 +438,33 @@ async def test_health_panel_tablet_width_and_labelled_controls(server: LiveServe
     assert width <= 820  # no horizontal scrolling at tablet width
     await shot(page, "dashboard-tablet")
     assert page.errors == []
+
+
+async def test_the_map_shows_every_open_alarm_past_the_first_thousand(server: LiveServer, browser: Any) -> None:
+    """QA12: with 1,467 open alarms the map said "Situations 1000": it read one page of the alarms API (at most
+    1,000) and the rest were not on it. 1,005 alarms raised by a rule in a tenant of their own are all shown."""
+    tenant = {"NGSILD-Tenant": "paging"}
+    rule = {"id": "paging-level", "name": {"ko": "수위 초과", "en": "Level over"}, "kind": "safety",
+            "entityTypes": ["PagingProbe"], "enabled": True, "persistence": {"samples": 1},
+            "condition": {"type": "threshold", "attribute": "waterLevel", "direction": "above",
+                          "edges": [{"level": "caution", "at": 1.0}]}}
+    assert httpx.post(f"{server.url}/api/v1/rules", json=rule, headers=tenant).status_code == 201
+    count = 1005
+    probes = [{"id": f"urn:ngsi-ld:PagingProbe:p{n:04d}", "type": "PagingProbe",
+               "waterLevel": {"type": "Property", "value": 2.0},
+               "location": {"type": "GeoProperty", "value": {"type": "Point",
+                                                             "coordinates": [126.85 + n * 1e-5, 37.49]}}}
+              for n in range(count)]
+    for start in range(0, count, 500):
+        answer = httpx.post(f"{server.url}/ngsi-ld/v1/entityOperations/create", json=probes[start:start + 500],
+                            headers={**tenant, "Content-Type": "application/json"}, timeout=30)
+        assert answer.status_code == 201, answer.text
+    deadline = time.monotonic() + 60
+    while (total := httpx.get(f"{server.url}/api/v1/alarms", params={"rule": "paging-level", "limit": 1},
+                              headers=tenant).json()["total"]) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    assert total == count
+    page = await open_dashboard(browser, server.url, path="/?tenant=paging")
+    await page.wait_for_function(f"() => document.querySelector('[data-layer-count=\"events\"]')?.textContent === "
+                                 f"'{count}'", timeout=20_000)
+    assert page.errors == []
