@@ -119,6 +119,21 @@ export async function allEntities(type, attrs, extra = {}) {
   }
 }
 
+// Every item of a ucity list API (`{total, limit, offset, <key>: [...]}`, at most 1,000 a page), page by page: the
+// open alarms of a storm, the open events. Newest first there; an item added meanwhile shifts the pages by one,
+// so one may come twice (callers keep items by id) and the live stream brings the new one.
+const MAX_PAGES = 100;
+export async function allListed(path, key) {
+  const out = [];
+  const sep = path.includes('?') ? '&' : '?';
+  for (let page = 0; page < MAX_PAGES; page += 1) {
+    const got = await getJSON(`${path}${sep}limit=${PAGE}&offset=${page * PAGE}`);
+    out.push(...got[key]);
+    if (got[key].length < PAGE || out.length >= got.total) break;
+  }
+  return out;
+}
+
 export async function entity(id, attrs) {
   const query = new URLSearchParams({ options: 'keyValues' });
   if (attrs) query.set('attrs', attrs.join(','));

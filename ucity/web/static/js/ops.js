@@ -1,7 +1,7 @@
 // The operation-center part of a situation (ucity/ops, issue 5): its event, the nearest cameras
 // with their distance, "share with agency" (a footage grant), and the event's audit trail.
 // The operations API takes a bearer token; without one the section points to the top bar's sign-in.
-import { ApiError, errorText, getJSON, missingRoute, postJSON, token } from './api.js';
+import { allListed, ApiError, errorText, getJSON, missingRoute, postJSON, token } from './api.js';
 import { can, promptSignIn } from './auth.js';
 import { pick, t, tOr } from './i18n.js';
 import { kst } from './time.js';
@@ -29,7 +29,7 @@ async function probe() {
 export async function openEvents() {
   if (!(await probe()) || !token() || refused.error) return [];
   try {
-    return (await getJSON(`/api/v1/events?status=${OPEN_EVENTS}&limit=1000`)).events;
+    return await allListed(`/api/v1/events?status=${OPEN_EVENTS}`, 'events');
   } catch { return []; }
 }
 

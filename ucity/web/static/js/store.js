@@ -1,6 +1,6 @@
 // The open alarms the map shows, kept current by the SSE stream, and their grouping into
 // situations: one icon per situation (the alarms of one asset: a facility and its sensors).
-import { getJSON } from './api.js';
+import { allListed } from './api.js';
 
 export const LEVELS = ['interest', 'caution', 'warning', 'serious'];
 const SHOWN = 'active-unacknowledged,active-acknowledged,cleared-unacknowledged';
@@ -16,23 +16,11 @@ function changed() { for (const fn of listeners) fn(); }
 export function openAlarms() { return [...alarms.values()]; }
 export function get(id) { return alarms.get(id); }
 
-// Every open alarm, page by page (the API gives at most 1000 at once): a storm of device faults must not hide
-// the alarms past the first page from the map. Newest first; an alarm raised meanwhile shifts the pages by one,
-// so one may come twice (kept once, by id), and the stream brings the new one anyway.
-const PAGE = 1000;
-const MAX_PAGES = 100;
-async function openPages(derivedOnes) {
-  const out = [];
-  for (let page = 0; page < MAX_PAGES; page += 1) {
-    const got = await getJSON(`/api/v1/alarms?status=${SHOWN}&derived=${derivedOnes}&limit=${PAGE}&offset=${page * PAGE}`);
-    out.push(...got.alarms);
-    if (got.alarms.length < PAGE || out.length >= got.total) break;
-  }
-  return out;
-}
-
 export async function load() {
-  const [own, rollups] = await Promise.all([openPages(false), openPages(true)]);
+  // every page (a storm of device faults must not hide the alarms past the first 1,000 from the map)
+  const [own, rollups] = await Promise.all([
+    allListed(`/api/v1/alarms?status=${SHOWN}&derived=false`, 'alarms'),
+    allListed(`/api/v1/alarms?status=${SHOWN}&derived=true`, 'alarms')]);
   alarms.clear();
   derived.clear();
   for (const alarm of own) alarms.set(alarm.id, alarm);
