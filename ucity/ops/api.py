@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -83,6 +84,7 @@ class TokenIn(BaseModel):
     agency: str | None = None
     tenant: str | None = None
     name: str = Field("", max_length=200)
+    expiresAt: datetime | None = None  # when an issued token stops working (the API member name)
 
 
 def parse(req: Req, model: type[M]) -> M:
@@ -499,10 +501,13 @@ class OpsApi:
             # 404 that POST /grants and POST /events/{id}/linkages give for the same unknown agency. It is looked
             # up in the tenant the token is for (its own restriction, else the request's).
             self.center.agencies.require(spec.tenant or tenant, spec.agency)
-        token = await self.center.tokens.issue(spec, principal.actor)
-        await self.center.audit.append(self.center.audit.row(tenant, "auth", "token-issued", principal.actor,
-                                                             agency=spec.agency, token=spec.id, role=str(spec.role)))
+        expires = _expiry(body.expiresAt, self.center.clock.now())
+        token = await self.center.tokens.issue(spec, principal.actor, expires)
+        await self.center.audit.append(self.center.audit.row(
+            tenant, "auth", "token-issued", principal.actor, agency=spec.agency, token=spec.id, role=str(spec.role),
+            expiresAt=None if expires is None else to_iso(expires)))
         return _created({**spec.model_dump(mode="json"), "token": token,
+                         "expiresAt": None if expires is None else to_iso(expires),
                          "notice": {"ko": "토큰은 지금 한 번만 표시됩니다", "en": "the token is shown this once only"}},
                         f"/api/v1/auth/tokens/{spec.id}")
 
@@ -661,3 +666,15 @@ def handler_of(api: OpsApi, route: Route) -> Handler:
     handler: Handler = getattr(api, route.handler)
     return handler
 
+
+def _expiry(given: datetime | None, now: datetime) -> datetime | None:
+    """An issued token's `expiresAt`: an instant with its UTC offset, in the future (400 otherwise)."""
+    if given is None:
+        return None
+    if given.tzinfo is None:
+        raise BadRequest("expiresAt에 UTC 오프셋 필요 (예: 2027-01-31T15:00:00Z) / expiresAt needs a UTC offset "
+                         "(e.g. 2027-01-31T15:00:00Z)")
+    if given <= now:
+        raise BadRequest(f"expiresAt은 미래여야 함 (지금 {to_iso(now)}) / expiresAt must be in the future (now is "
+                         f"{to_iso(now)})")
+    return given.astimezone(UTC)

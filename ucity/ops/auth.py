@@ -43,11 +43,12 @@ import secrets
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ucity.core.clock import Clock, to_iso
+from ucity.core.clock import Clock, parse_iso, to_iso
 from ucity.core.config import OpsSettings
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound, UcityError
 from ucity.core.http import Req
@@ -226,6 +227,7 @@ class TokenRegistry(Refreshed):
         self._refresh = Refresh(clock, "ucity-token-refresh", "the issued tokens", self.load, lambda: self.refresh_s)
         self._configured: dict[str, TokenSpec] = {}
         self._issued: dict[str, tuple[TokenSpec, Doc]] = {}  # hash -> (spec, stored document)
+        self._expires: dict[str, datetime] = {}  # hash -> when an issued token with `expiresAt` stops working
         self._principals: dict[str, Principal] = {}  # hash -> the principal of a known token, once looked up
         for raw in settings.tokens:
             try:
@@ -250,6 +252,8 @@ class TokenRegistry(Refreshed):
             if (digest not in issued or issued[digest][0] != spec) and digest not in self._configured:
                 self._principals.pop(digest, None)
         self._issued = issued
+        self._expires = {digest: parse_iso(str(doc["expiresAt"])) for digest, (_, doc) in issued.items()
+                         if doc.get("expiresAt")}
         self._refresh.loaded()
 
     # -- the periodic refresh (on the platform clock, so tests move it): start, stop, settle of `Refreshed` -----
@@ -258,6 +262,8 @@ class TokenRegistry(Refreshed):
 
     def lookup(self, token: str) -> Principal | None:
         digest = token_hash(token)
+        if self._expires and digest in self._expires and self._clock.now() >= self._expires[digest]:
+            return None  # expired: answered 401 like an unknown token (`expired` tells which)
         found = self._principals.get(digest)  # every request of every API asks (server.require_auth)
         if found is not None:
             return found
@@ -267,15 +273,23 @@ class TokenRegistry(Refreshed):
         principal = self._principals[digest] = spec.principal()
         return principal
 
+    def expired(self, token: str) -> bool:
+        """Whether `token` is an issued token past its `expiresAt` (asked only for a token lookup refused)."""
+        when = self._expires.get(token_hash(token))
+        return when is not None and self._clock.now() >= when
+
     def listing(self, tenant: str | None = None) -> list[dict[str, Any]]:
         """Every token (never its value or hash); with `tenant` (a tenant-bound admin's), only that tenant's."""
         configured = [{**s.model_dump(mode="json"), "source": "configuration"} for s in self._configured.values()
                       if tenant is None or s.tenant == tenant]
+        now = self._clock.now()
         issued = [{**s.model_dump(mode="json"), "source": "api", "createdAt": d["createdAt"],
-                   "createdBy": d["createdBy"]} for s, d in self._issued.values() if tenant is None or s.tenant == tenant]
+                   "createdBy": d["createdBy"], "expiresAt": d.get("expiresAt"),
+                   "expired": bool(d.get("expiresAt")) and now >= parse_iso(str(d["expiresAt"]))}
+                  for s, d in self._issued.values() if tenant is None or s.tenant == tenant]
         return sorted([*configured, *issued], key=lambda t: str(t["id"]))
 
-    async def issue(self, spec: TokenSpec, actor: str) -> str:
+    async def issue(self, spec: TokenSpec, actor: str, expires_at: datetime | None = None) -> str:
         """A new random token for `spec` (returned once); 409 if the id is taken. The issued tokens are re-read
         first (an admin's call, not every request's), so that an id another process issued since the last refresh
         is refused here; two processes issuing one id at the same instant are decided by the store (`insert_doc`:
@@ -284,6 +298,8 @@ class TokenRegistry(Refreshed):
         digest = token_hash(token)
         doc: Doc = {"sha256": digest, "spec": spec.model_dump(mode="json"), "createdAt": to_iso(self._clock.now()),
                     "createdBy": actor}
+        if expires_at is not None:
+            doc["expiresAt"] = to_iso(expires_at)
         async with self._lock:
             await self._reload()
             if any(s.id == spec.id for s in self._specs()):
@@ -291,6 +307,8 @@ class TokenRegistry(Refreshed):
             if not await self._store.insert_doc(TOKENS_KIND, GLOBAL, spec.id, doc):
                 raise AlreadyExists(f"토큰 {spec.id} 이미 있음 / token {spec.id} already exists")
             self._issued[digest] = (spec, doc)
+            if expires_at is not None:
+                self._expires[digest] = expires_at
         return token
 
     async def revoke(self, token_id: str, tenant: str | None = None) -> TokenSpec:
@@ -363,6 +381,11 @@ class Authenticator:
             raise Unauthorized("Authorization: Bearer <토큰> 필요 / an Authorization: Bearer <token> header is required")
         principal = self.identify(req)
         if principal is None:
+            token = (req.header("authorization") or "").partition(" ")[2].strip()
+            if any(getattr(source, "expired", None) is not None and source.expired(token)  # type: ignore[attr-defined]
+                   for source in self.sources):
+                raise Unauthorized("만료된 토큰: 관리자에게 새 토큰을 요청하세요 / expired token: ask an administrator "
+                                   "for a new one")
             raise Unauthorized("알 수 없거나 폐기된 토큰 / unknown or revoked token")
         return principal
 
