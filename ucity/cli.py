@@ -9,14 +9,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pydantic import ValidationError
 from rich.console import Console
 
 from ucity import __version__
 from ucity.core import logsafe, logsetup
-from ucity.core.config import Settings, load_settings, missing_secret_warnings
+from ucity.core.config import Settings, load_settings, missing_secret_warnings, settings_error_lines
 from ucity.store import display_url
 
 if TYPE_CHECKING:
@@ -36,24 +36,33 @@ def _settings(args: argparse.Namespace) -> Settings:
         overrides["server"] = server
     if getattr(args, "data_dir", None):
         overrides["data_dir"] = args.data_dir
-    from rich.markup import escape
-
     from ucity.alarms.contacts import settings_problems
     from ucity.store.retention import settings_rules
 
     # An invalid configuration stops every command alike: what is wrong, exit 1, no traceback. Settings the model
-    # refuses (pydantic names each field), a file that cannot be read, and what the model cannot judge alone
-    # (core/ cannot expand names: retention rules the same once expanded).
+    # refuses (one line per problem: where and why, never the value refused, which may be a secret: QA12 F1), a
+    # file that cannot be read, and what the model cannot judge alone (core/ cannot expand names: retention rules
+    # the same once expanded).
     try:
         settings = load_settings(args.config, **overrides)
         settings_rules(settings.retention)
         alarm_problems = settings_problems(settings)  # notifiers, recipients, escalations as the API checks them
         if alarm_problems:
             raise ValueError("\n".join(["the alarm contact data (alarms.*):", *alarm_problems]))
-    except (ValidationError, OSError, ValueError) as exc:
-        console.print(f"[red]invalid configuration:[/] {escape(str(exc))}", soft_wrap=True)
-        raise SystemExit(1) from None
+    except ValidationError as exc:
+        _refuse(settings_error_lines(exc, os.environ))
+    except (OSError, ValueError) as exc:
+        _refuse([str(exc)])  # ucity's own (unknown variables, alarm contact data), TOML syntax, a file: no values
     return settings
+
+
+def _refuse(problems: list[str]) -> NoReturn:
+    """An invalid configuration: said (one problem per line), exit 1."""
+    from rich.markup import escape
+
+    body = f" {problems[0]}" if len(problems) == 1 else "".join(f"\n  - {p}" for p in problems)
+    console.print(f"[red]invalid configuration:[/]{escape(body)}", soft_wrap=True)
+    raise SystemExit(1)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -69,6 +78,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     say(f"API docs     http://{settings.server.host}:{settings.server.port}/docs")
     say("API access   " + ("bearer tokens (server.require_auth)" if settings.auth_required else
                            "open: only the operations API checks tokens (server.require_auth off)"))
+    reminder = exposed_reminder(settings)
+    if reminder:
+        logging.getLogger(__name__).warning("%s", reminder)
     app = create_app(settings, tune_gc=True)
     # A start that fails (the database down, the SQLite file in use) is said in one line by the app
     # (server.start_failure); uvicorn would print its traceback after it (QA8 F11). Exit 3, as uvicorn does.
@@ -79,6 +91,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 log_level=settings.log_level.lower(), access_log=settings.log.access,
                 timeout_graceful_shutdown=5)  # open SSE streams must not hold a shutdown
     return 0
+
+
+def exposed_reminder(settings: Settings) -> str | None:
+    """In production, a reminder when `ucity serve` listens on more than loopback (QA12 F5): ucity serves plain HTTP,
+    and bearer tokens and footage links must not cross a network in clear; only a TLS reverse proxy in front
+    (docs/operations.md §9) makes that right, and ucity cannot see one. A reminder, not a refusal."""
+    host = settings.server.host
+    if settings.environment != "production" or _loopback(host):
+        return None
+    where = f"{host or '*'}:{settings.server.port}"
+    return (f"ucity는 {where}에서 평문 HTTP로 수신합니다(루프백만이 아님). 앞에 TLS 역방향 프록시가 없으면 토큰과 영상 "
+            "링크가 암호화되지 않은 채 네트워크를 지납니다: 127.0.0.1에서 수신하고 프록시 뒤에 두세요(docs/operations.md §9) / "
+            f"reminder: ucity serves plain HTTP on {where}, not only on loopback; unless a TLS reverse proxy is in front, "
+            "bearer tokens and footage links cross the network in clear: listen on 127.0.0.1 behind the proxy "
+            "(docs/operations.md §9)")
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name, or empty (every address)
 
 
 def _banner(settings: Settings) -> Callable[[str], None]:
@@ -263,11 +301,16 @@ def masked_settings(settings: Settings) -> dict[str, Any]:
     """The effective settings as `config validate` prints them: no secret, whether the model keeps it as a
     SecretStr or not. Values under a secret-named key become `**********` (unset ones stay null/empty, so
     one sees what is configured), and every other text is masked as logs are (ucity/core/logsafe.py). Values
-    with an effective default (`server.require_auth`) show it."""
+    with an effective default (`server.require_auth`, the SSRF guards) show it."""
     result: dict[str, Any] = _masked(settings.model_dump(mode="json"))
     # Unset, `server.require_auth` follows the environment (on in production): show what is in force, not null
     # (QA8 F13).
     result["server"]["require_auth"] = settings.auth_required
+    # So do the two SSRF guards (QA12 S3; ucity/ngsild/subscriptions.py `endpoint_guard`, contexts_api.py).
+    production = settings.environment == "production"
+    for section, key in (("subscriptions", "block_private_networks"), ("ngsild", "context_block_private_networks")):
+        if result[section][key] is None:
+            result[section][key] = production
     return result
 
 

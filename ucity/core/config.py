@@ -9,9 +9,9 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from ucity.core.netguard import parse_networks
@@ -22,9 +22,10 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 class _Section(BaseModel):
     """A section of the settings: a key it does not know is an error (`config validate` names it), so a
     misspelled setting (`block_private_network`, `grant_secrett`) is refused instead of silently left at
-    its default. Domain tables are checked by their domain (`DomainsSettings`)."""
+    its default. Domain tables are checked by their domain (`DomainsSettings`). An error never shows the value it
+    refused (`hide_input_in_errors`): a misspelled `admin_tokn` or `store.urll` holds a secret (QA12 F1)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
 
 
 class ServerSettings(_Section):
@@ -243,6 +244,18 @@ class SmtpSettings(_Section):
 WEBHOOK_SECRET_PLACEHOLDER = "change-me"
 
 
+def _unset_if_empty(value: Any) -> Any:
+    """An optional secret given empty (`UCITY_OPS__GRANT_SECRET=` in deploy/systemd/ucity.env.example, or `""` in
+    the file) is unset: production starts and warns about it (`missing_secret_warnings`) instead of refusing it as
+    a placeholder (QA12 F2)."""
+    if isinstance(value, str) and not value.strip():
+        return None
+    if isinstance(value, SecretStr) and not value.get_secret_value().strip():
+        return None
+    return value
+
+
+
 class AlarmSettings(_Section):
     """Alarms, escalation and notifications (ucity/alarms/README.md). Defaults are ucity's [D], not official values."""
 
@@ -271,16 +284,30 @@ class AlarmSettings(_Section):
     recipients: list[dict[str, Any]] = []
     escalations: list[dict[str, Any]] = []
 
+    @field_validator("webhook_secret", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: Any) -> Any:
+        return _unset_if_empty(value)
+
+
+PERSONAL_DEFAULT = ("Person", "ElderlyHome", "CareDevice", "ChildTracker", "SafeReturnWalk")
+"""The entity types personal by default [D] (docs/operations.md §4): a person; the home of an elderly person living
+alone (its place, the resident's age, priority) and the devices in it (motion, doors, fridge, emergency button: the
+resident's daily life, at the home's place); a child's tracker (where the child is); a safe-return walk (a person's
+track home). Not `Vehicle` (daycare buses are one use of a generic type) nor `Building` / `Camera`."""
+
 
 class PrivacySettings(_Section):
     """What the platform treats as personal data (docs/operations.md §4). Defaults are ucity's [D], not official values.
 
     One kernel list for every part: the NGSI-LD API (entities of these types need `personal:read` with the token
     guard on, and their reads are audited) and alarms (an Alert about such an entity has no alertSource and a coarse
-    place, QA10 F2). A domain whose entities describe a person adds its types here, in its deployment's settings."""
+    place, QA10 F2). Privacy by design (QA12 F8): the default covers the care types ucity itself ships (the
+    simulator's, docs/simulator.md), `PERSONAL_DEFAULT`; a domain whose entities describe a person adds its types
+    here, in its deployment's settings (a list that is set replaces the default: keep its types in it)."""
 
-    personal_entity_types: list[str] = Field(["Person"], description="entity types of personal data: short names "
-                                             "of the core @context (`Person`) or full IRIs")
+    personal_entity_types: list[str] = Field(list(PERSONAL_DEFAULT), description="entity types of personal data: "
+                                             "short names of the core @context (`Person`) or full IRIs")
     location_cell_deg: float = Field(0.005, gt=0, le=1, description="a person's place where it is shown coarsely "
                                      "(an Alert about a personal entity): the centre of its cell of this many "
                                      "degrees (the operations centre's sensitive events)")
@@ -370,6 +397,11 @@ class OpsSettings(_Section):
                                    "camera URLs and alarm contact data; a change made through another process is "
                                    "seen here within this bound")
 
+    @field_validator("grant_secret", "pseudonym_secret", "admin_token", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: Any) -> Any:
+        return _unset_if_empty(value)
+
 
 class HistoryRetentionRule(_Section):
     """How long the history of one entity type (optionally of some of its attributes only) is kept."""
@@ -435,7 +467,7 @@ class DomainsSettings(BaseModel):
     in its `setup(platform, config)`, so a new domain needs no change to this file.
     """
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", hide_input_in_errors=True)
 
     # None by default: the kernel runs (and is tested) alone; a deployment names its services, e.g.
     # `enabled = ["facility_safety"]`.
@@ -460,7 +492,9 @@ class DomainsSettings(BaseModel):
 class Settings(BaseSettings):
     """Everything configurable in ucity, with documented defaults."""
 
-    model_config = SettingsConfigDict(env_prefix="UCITY_", env_nested_delimiter="__", extra="forbid")
+    # hide_input_in_errors: a model validator's input is the whole configuration, secrets included (QA12 F1)
+    model_config = SettingsConfigDict(env_prefix="UCITY_", env_nested_delimiter="__", extra="forbid",
+                                      hide_input_in_errors=True)
 
     environment: Literal["development", "production", "test"] = "development"
     data_dir: Path = Path("ucity-data")
@@ -491,12 +525,20 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_placeholder_secrets(self) -> Settings:
+        """Outside development a secret is real or unset (an empty one is unset: `_unset_if_empty`). The message
+        names the settings, never a value (the placeholder is public)."""
+        if self.environment == "development":
+            return self
         secrets = {"alarms.webhook_secret": self.alarms.webhook_secret, "ops.grant_secret": self.ops.grant_secret,
                    "ops.pseudonym_secret": self.ops.pseudonym_secret, "ops.admin_token": self.ops.admin_token}
-        for name, secret in secrets.items():
-            if self.environment != "development" and secret is not None and \
-                    secret.get_secret_value() in ("", WEBHOOK_SECRET_PLACEHOLDER, OPS_SECRET_PLACEHOLDER):
-                raise ValueError(f"{name} is a placeholder; set a real secret outside development")
+        placeholders = {WEBHOOK_SECRET_PLACEHOLDER, OPS_SECRET_PLACEHOLDER}
+        named = [name for name, secret in secrets.items()
+                 if secret is not None and secret.get_secret_value() in placeholders]
+        if named:
+            names, shown = ", ".join(named), " / ".join(f'"{p}"' for p in sorted(placeholders))
+            raise ValueError(f"{names}: 예시 값({shown})입니다. 개발 환경이 아니면 실제 비밀 값을 넣거나 설정하지 마세요 / "
+                             f"{names}: the placeholder {shown}; outside development set a real secret, or leave it "
+                             "unset (a warning at start then says what fails without it)")
         return self
 
     @classmethod
@@ -590,6 +632,70 @@ def _refusal(key: str, why_ko: str, why_en: str, known: list[str]) -> str:
     hint_ko = f" {close[0]}을(를) 뜻했나요?" if close else ""
     hint_en = f"; did you mean {close[0]}?" if close else ""
     return f"알 수 없는 환경 변수 {key}: {why_ko}.{hint_ko} / unknown environment variable {key}: {why_en}{hint_en}"
+
+
+def settings_error_lines(exc: ValidationError, environ: Iterable[str] = ()) -> list[str]:
+    """A refused configuration as one line per problem: where, and what is wrong; never the value refused
+    (QA12 F1: pydantic's own text quotes it, so a misspelled `admin_tokn` printed the admin token, `store.urll` a
+    database password, and a model validator's input is the whole configuration). An unknown key (`extra_forbidden`)
+    is said in Korean and English with the closest key of its section, as the environment variable that gave it
+    when the environment did (`environ`: the names of the environment variables)."""
+    env = {name.upper() for name in environ}
+    lines = []
+    for error in exc.errors(include_url=False, include_context=False, include_input=False):
+        loc = tuple(error["loc"])
+        if error["type"] == "extra_forbidden" and loc:
+            lines.append(_unknown_key(loc, env))
+            continue
+        where = _location(loc)
+        message = error["msg"].removeprefix("Value error, ")
+        lines.append(f"{where}: {message}" if where and not message.startswith(where) else message)
+    return lines
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    """`retention.history[0].keep_days`"""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The settings model an annotation holds (`AlarmSettings`, `list[HistoryRetentionRule]`), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _unknown_key(loc: tuple[int | str, ...], env: set[str]) -> str:
+    """One line (Korean / English) refusing an unknown key, naming the closest key of its section."""
+    import difflib
+
+    model: type[BaseModel] | None = Settings
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        model = _model_in(field.annotation) if field is not None else None
+    key = str(loc[-1])
+    close = difflib.get_close_matches(key, list(model.model_fields) if model else [], n=1, cutoff=0.6)
+    section = _location(loc[:-1])
+    why_ko, why_en = (f"{section} 설정에 없는 키입니다", f"no such key in the {section} settings") if section else \
+        ("설정이 아닙니다", "no such setting")
+    variable = "UCITY_" + "__".join(str(part).upper() for part in loc)
+    if not any(isinstance(part, int) for part in loc) and variable in env:
+        known = ["UCITY_" + "__".join(str(part).upper() for part in (*loc[:-1], name)) for name in close]
+        return _refusal(variable, why_ko, why_en, known)
+    suggestion = [_location((*loc[:-1], name)) for name in close]
+    hint_ko = f" {suggestion[0]}을(를) 뜻했나요?" if suggestion else ""
+    hint_en = f"; did you mean {suggestion[0]}?" if suggestion else ""
+    name = _location(loc)
+    return f"알 수 없는 설정 키 {name}: {why_ko}.{hint_ko} / unknown setting {name}: {why_en}{hint_en}"
 
 
 def unknown_environment(environ: Iterable[str]) -> list[str]:
