@@ -200,7 +200,8 @@ class Runner:
         chosen = scenarios.select(self.config.scenarios)
         bindings = scenarios.apply(self.city, self.devices, chosen, sim_start)
         for b in bindings:
-            when = datetime.fromtimestamp(b.start, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+            # Shown in Korea time, as the simulated-time line and the summary are (times stay UTC on the wire).
+            when = datetime.fromtimestamp(b.start, UTC).astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
             self.display.note(f"scenario [bold]{b.scenario}[/]: {b.target}, from {when}")
         self.report.bindings = bindings
         return bindings
