@@ -87,7 +87,8 @@ async def test_search_by_entity_id_reports_where_else_the_person_is(make_ops: Ma
         assert PHONE not in str(resp.body)
         line = (await _audit(ops, "subject-search"))[-1]
         assert line["searchedFields"] == ["entityId"] and line["elsewhere"] == {
-            "current": True, "history": True, "alarms": 1, "alerts": 1, "notifications": 1, "deadLetters": 1}
+            "current": True, "history": True, "alarms": 1, "alerts": 1, "notifications": 1, "deadLetters": 1,
+            "ngsildNotifications": 0}
         assert PERSON not in str(line) and PHONE not in str(line)
         # Another person's entity: only its own alarm, no notification.
         other = await _call(ops, "subject_search", "/api/v1/privacy/subject-search", {"entityId": OTHER})

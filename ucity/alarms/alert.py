@@ -20,13 +20,13 @@ Attributes:
   level (safety only), kind, status, rule, outcome (when closed)
 
 Personal entities (QA10 F2): where an alarm about a person (its entity's type in `privacy.personal_entity_types`,
-default `Person` [D]) is, is where that person is, and every `data:read` holder reads Alerts (a sensitive
-`CityEvent`'s `refAlert` leads to it). Such an Alert carries no `alertSource` (the person's id) and as
-`location` the centre of the `privacy.location_cell_deg` cell holding it (0.005°, the cell of the
-operations centre's sensitive events), with `locationCellDeg`. The alarm itself (API, with its permissions)
-keeps the exact place and the entity. Alerts written before, and their history, are made private the same way
-at start (ucity/alarms/alert_privacy.py); retention deletes the Alerts of cleared or closed alarms after
-`retention.alerts_closed_days` (ucity/store/retention.py).
+default `Person` and ucity's care types `ElderlyHome`, `CareDevice`, `ChildTracker`, `SafeReturnWalk` (QA12 F8) [D])
+is, is where that person is, and every `data:read` holder reads Alerts (a sensitive `CityEvent`'s `refAlert` leads to
+it). Such an Alert carries no `alertSource` (the person's id) and as `location` the centre of the
+`privacy.location_cell_deg` cell holding it (0.005°, the cell of the operations centre's sensitive events), with
+`locationCellDeg`. The alarm itself (API, with its permissions) keeps the exact place and the entity. Alerts written
+before, and their history, are made private the same way at start (ucity/alarms/alert_privacy.py); retention deletes
+the Alerts of cleared or closed alarms after `retention.alerts_closed_days` (ucity/store/retention.py).
 
 A mere repeat of the condition (count, last seen) updates the alarm, not the entity: the Alert
 changes when the alarm's state does, so its history and NGSI-LD subscriptions stay meaningful.

@@ -1,8 +1,9 @@
 """Personal data in the NGSI-LD API: least privilege and a read audit (QA10 F5, docs/operations.md §4).
 
-Entities whose type is one of `privacy.personalentity_types` (default `Person` [D]; short names of the core
-@context or full IRIs) describe a person. With the token guard on (`server.require_auth`, ucity/access.py), the
-request's `Req.principal` is the token's principal, and:
+Entities whose type is one of `privacy.personal_entity_types` (default `Person` and ucity's care types `ElderlyHome`,
+`CareDevice`, `ChildTracker`, `SafeReturnWalk` (QA12 F8) [D]; short names of the core @context or full IRIs) describe
+a person. With the token guard on (`server.require_auth`, ucity/access.py), the request's `Req.principal` is the
+token's principal, and:
 
 - reads (entity retrieve, queries GET and POST, temporal retrieve and queries) of such entities need
   `personal:read` besides `data:read`. A query naming only personal types, or the retrieval of a personal entity,

@@ -643,13 +643,14 @@ ROUTES: tuple[Route, ...] = (
           "The events that hold a person's data (PIPA §35), by name, phone or personId and the subject's pseudonym: "
           "ids, status, role and matched field names, never values; a scan of the tenant's events; audited "
           "`privacy` / `subject-search` (counts, a keyed hash of the query); with `entityId` also where else that "
-          "NGSI-LD entity is (`elsewhere`: its state and history, alarms, Alerts, pending notifications, dead letters; "
-          "ids and counts)", PV, P.PRIVACY_ADMIN, SubjectSearchIn),
+          "NGSI-LD entity is (`elsewhere`: its state and history, alarms, Alerts, pending notifications, dead letters, "
+          "saved NGSI-LD notifications; ids and counts)", PV, P.PRIVACY_ADMIN, SubjectSearchIn),
     Route("/api/v1/privacy/subject-erase", "POST", "subject_erase",
           "Erase a person's NGSI-LD entity (of a type in `privacy.personal_entity_types`) and its whole history in "
           "one call (PIPA §36); 404 when neither exists, 400 for another type; audited `privacy` / `erased` (the "
           "entity id, what was deleted, the reason's length, what is left elsewhere in counts); the answer says "
-          "what is left (alarms, Alerts, notifications, dead letters)", PV, P.PRIVACY_ADMIN, EraseIn),
+          "what is left (alarms, Alerts, notifications, dead letters); saved NGSI-LD notifications holding it "
+          "are left and the answer says so (`note`)", PV, P.PRIVACY_ADMIN, EraseIn),
     Route("/api/v1/audit", "GET", "list_audit", "The append-only audit log", U, P.AUDIT_READ,
           params=("kind", "action", "agency", "event", "grant", "camera", "outcome", "from", "to", "limit", "offset",
                   "order")),

@@ -22,15 +22,20 @@ operations centre hold a person's data, and the erasure of that data from one ev
   reports, read-only, where else that entity is (`elsewhere`): whether its current state and its history are
   stored, the alarms about it and which of their `Alert` entities exist, the pending notifications of those alarms
   (documents `notification-outbox`, ucity/alarms/journal.py) and their dead letters (`alarm-dead-letter`,
-  ucity/alarms/dispatch.py): counts and ids, never a value. Cost: one alarm query (at most `MAX_IDS` listed), one
-  entity-id query, and one read of the outbox and of the dead letters (every tenant's: the store has no index by
-  alarm entity; both stay small, being drained by delivery and retention).
+  ucity/alarms/dispatch.py), and the NGSI-LD notifications saved during a receiver's outage whose data holds the
+  entity (`ngsild-notification-outbox`, ucity/ngsild/saved.py; with their subscriptions' ids): counts and ids,
+  never a value. Cost: one alarm query (at most `MAX_IDS` listed), one entity-id query, and one read of each of the
+  three document kinds (every tenant's: the store has no index by entity; they stay small, being drained by
+  delivery and retention; the saved notifications exist only while a receiver fails).
 * `erase`: a personal entity (its current or recorded type in `privacy.personal_entity_types`) and its whole
   history deleted in one call, audited as one line (`privacy` / `erased`: the entity id, what was deleted, the
   reason's length, and what is left elsewhere in counts). The current state goes through the store's one write
   path (a mutation: subscriptions and the bus see the deletion), then the history; a retry after a failure in
   between deletes what is left. Alarms, their Alerts and notifications are not touched (the alarms own them; the
-  answer says what is left).
+  answer says what is left). Nor are saved NGSI-LD notifications (`ngsildNotifications`, with a `note`): the process
+  that saved one holds it in memory too and delivers it from there (and writes its document again at each retry,
+  which would undo a change made here), and one notification may hold other entities its receiver is owed; they go
+  once delivered, or with their subscription (deleting it is the way to stop them).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from ucity.core.errors import BadRequest, NotFound, Unavailable
 from ucity.ngsild.context import core_context
 from ucity.ngsild.model import check_entity_id
 from ucity.ngsild.ops import EntityNotFound, delete_op
+from ucity.ngsild.saved import KIND as NGSILD_SAVED
 from ucity.ops.audit import AuditLog
 from ucity.ops.auth import Principal
 from ucity.ops.events import Event, EventService, Pseudonymizer
@@ -72,9 +78,9 @@ class SubjectSearchIn(BaseModel):
     phone: str | None = Field(None, max_length=40, description="any form: 010-1234-5678, 01012345678, +82 10 ...")
     personId: str | None = Field(None, max_length=100, description="the registry id the subject's pseudonym is "
                                                                    "computed from (with name and phone)")
-    entityId: str | None = Field(None, max_length=256, description="the person's NGSI-LD entity (a `Person`): "
-                                 "where else it is (its state and history, alarms, Alerts, notifications, dead "
-                                 "letters) is reported in `elsewhere`")
+    entityId: str | None = Field(None, max_length=256, description="the person's NGSI-LD entity (of a personal "
+                                 "type): where else it is (its state and history, alarms, Alerts, notifications, "
+                                 "dead letters, saved NGSI-LD notifications) is reported in `elsewhere`")
 
     @model_validator(mode="after")
     def _some(self) -> SubjectSearchIn:
@@ -271,13 +277,24 @@ async def elsewhere(store: Store, tenant: str, entity_id: str) -> Doc:
                          doc.get("entity") == entity_id or _alarm_entity(doc.get("notification") or {}) == entity_id))
     dead = sorted(key for t, key, doc in await store.list_docs(DEAD_LETTERS)
                   if t == tenant and _alarm_entity(doc.get("notification") or {}) == entity_id)
+    saved = sorted((key, str(doc.get("subscription", ""))) for t, key, doc in await store.list_docs(NGSILD_SAVED)
+                   if t == tenant and holds_entity(doc, entity_id))
     core = core_context()
     return {"entityId": entity_id, "current": current, "history": history,
             "types": sorted({core.compact_iri(t) for t in types}),
             "alarms": {"count": total if total is not None else len(alarm_ids), "ids": alarm_ids},
             "alerts": {"count": len(alerts), "ids": sorted(alerts)},
             "notifications": {"count": len(pending), "ids": pending[:MAX_IDS]},
-            "deadLetters": {"count": len(dead), "ids": dead[:MAX_IDS]}}
+            "deadLetters": {"count": len(dead), "ids": dead[:MAX_IDS]},
+            "ngsildNotifications": {"count": len(saved), "ids": [key for key, _ in saved[:MAX_IDS]],
+                                    "subscriptions": sorted({sub for _, sub in saved if sub})[:MAX_IDS]}}
+
+
+def holds_entity(doc: Doc, entity_id: str) -> bool:
+    """Whether a saved NGSI-LD notification's data (the entities it sends) holds the entity."""
+    data = doc.get("data")
+    return isinstance(data, list) and any(
+        isinstance(item, dict) and entity_id in (item.get("id"), item.get("@id")) for item in data)
 
 
 def personal_iris(types: list[str]) -> frozenset[str]:
@@ -289,7 +306,8 @@ def personal_iris(types: list[str]) -> frozenset[str]:
 def counts(where: Doc) -> dict[str, Any]:
     """What an audit line keeps of `elsewhere`: booleans and counts."""
     return {"current": where["current"], "history": where["history"],
-            **{k: where[k]["count"] for k in ("alarms", "alerts", "notifications", "deadLetters")}}
+            **{k: where[k]["count"] for k in ("alarms", "alerts", "notifications", "deadLetters",
+                                              "ngsildNotifications")}}
 
 
 async def erase(store: Store, audit: AuditLog, tenant: str, body: EraseIn, principal: Principal,
@@ -319,7 +337,14 @@ async def erase(store: Store, audit: AuditLog, tenant: str, body: EraseIn, princ
                                                                    if t in personal_iris}),
                                  entityDeleted=deleted, historyDeleted=instances,
                                  reasonChars=len(body.reason.strip()), left=counts(left)))
-    return {"entityId": entity_id, "entityDeleted": deleted, "historyDeleted": instances, "elsewhere": left}
+    answer: Doc = {"entityId": entity_id, "entityDeleted": deleted, "historyDeleted": instances, "elsewhere": left}
+    saved = left["ngsildNotifications"]["count"]
+    if saved:
+        answer["note"] = (f"이 엔터티를 담은 저장된 NGSI-LD 알림 {saved}건은 지우지 않았습니다: 구독 수신자에게 전달되거나 "
+                          f"구독이 삭제되면 없어집니다 / {saved} saved NGSI-LD notifications holding the entity are left: "
+                          f"they go once delivered to their subscriptions' receivers, or with the subscriptions "
+                          f"(ngsildNotifications)")
+    return answer
 
 
 def redact_rows(event: Event, body: RedactIn, principal: Principal, audit: AuditLog, now: str) -> list[AuditRow]:
