@@ -166,19 +166,22 @@ async def test_state_is_restored_from_the_store_at_start(tmp_path: Path) -> None
     await settle(first)
     await first.stop()
 
-    clock.advance(120)  # down for 2 minutes: p1 silent 220 s (offline), p2 silent 120 s (still online)
+    clock.advance(120)  # down for 2 minutes: p1 silent 220 s (past its deadline), p2 silent 120 s
     second, events = await started_collecting(tmp_path, clock)
     try:
         await settle(second)
-        assert [(e.device_id, e.status, e.last_reported) for e in events] == [
-            ("p1", "offline", "2026-05-01T00:00:00.000000Z")]
-        assert second.ingest.monitor.get("guro", "p2").status == "online"  # type: ignore[union-attr]
-        clock.advance(timedelta(seconds=59))  # p2's deadline: its last observedAt + 180 s
+        # Silence counts only while ucity listens (QA12 F3): neither is judged at start, both get 180 s from it.
+        assert events == []
+        for device, reported in (("p1", START), ("p2", START + timedelta(seconds=100))):
+            record = second.ingest.monitor.get("guro", device)
+            assert record is not None and (record.status, record.last_reported) == ("online", reported)
+        clock.advance(timedelta(seconds=179))
         await settle(second)
-        assert len(events) == 1
+        assert events == []
         clock.advance(1)
         await settle(second)
-        assert [(e.device_id, e.status) for e in events] == [("p1", "offline"), ("p2", "offline")]
+        assert sorted((e.device_id, e.status, e.last_reported) for e in events) == [
+            ("p1", "offline", "2026-05-01T00:00:00.000000Z"), ("p2", "offline", "2026-05-01T00:01:40.000000Z")]
     finally:
         await second.stop()
 
@@ -309,6 +312,8 @@ async def test_a_start_interrupted_while_device_states_load_loses_no_offline_ala
     await third.start()
     try:
         await settle(third)
+        clock.advance(180)  # silent for 3 intervals since this start (QA12 F3: not judged at start)
+        await settle(third)
         await third.alarms.drain()
         for tenant, entity in (("guro", ENTITY), ("mapo", "urn:ngsi-ld:ParkingSpot:m1")):
             assert (await state(third, entity, tenant))[0] == "offline"
@@ -339,8 +344,12 @@ async def test_a_device_whose_clock_runs_behind_stays_online_across_a_restart(tm
         record = second.ingest.monitor.get("guro", "lag")
         assert record is not None and record.status == "online"
         assert record.last_reported == START  # received then
-        clock.advance(178)  # (restarted 1 s after the reports) 180 s after they were received: both go offline
-        # together; by the devices' clocks "lag" would have been silent for 10 min already and "ahead" would go later
+        clock.advance(178)  # (restarted 1 s after the reports; silence counts from the start, QA12 F3) 180 s after
+        # it both go offline together; by the devices' clocks "lag" would have been silent for 10 min already and
+        # "ahead" would go later
+        await settle(second)
+        assert events == []
+        clock.advance(1)
         await settle(second)
         assert events == []
         clock.advance(1)

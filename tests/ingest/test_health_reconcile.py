@@ -173,13 +173,19 @@ async def test_an_alarm_an_operator_ended_while_the_device_stays_offline_is_not_
 
 
 async def test_a_device_the_restore_sets_offline_is_alarmed_by_its_own_event_only(tmp_path: Path) -> None:
-    """Down past p1's deadline with its state online: the restore announces offline; the reconciliation does
-    not raise it a second time (that would count a repeat)."""
+    """Down past p1's deadline with its state online: the restore keeps it online (silence counts only while
+    ucity listens, QA12 F3; the reconciliation sees an online device without an alarm) and, silent for 3
+    intervals after the start, it is announced offline; the reconciliation does not raise it a second time
+    (that would count a repeat)."""
     clock = FakeClock(START)
     await first_run(tmp_path, clock)
     clock.advance(600)
     second = await start(tmp_path, clock)
     try:
+        assert second.alarms.active_alarm("guro", ENTITY, RULE) is None
+        clock.advance(180)
+        await settle(second)
+        await second.alarms.drain()
         alarm = second.alarms.active_alarm("guro", ENTITY, RULE)
         assert alarm is not None and alarm.count == 1 and alarm.raised_at == to_iso(clock.now())
         assert len(await offline_alarms(second)) == 1

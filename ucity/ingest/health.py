@@ -9,6 +9,10 @@ Rules (docs/devices.md):
   `ingest.intervals_by_type[entity_type]`, else `ingest.default_interval_s`.
 * Silent for `ingest.offline_after_intervals` intervals (default 3) -> `offline`; the next report
   -> `online`. A device never heard of is `unknown` until it reports or its first deadline passes.
+* Silence is counted only while ucity listens (QA12 F3): after a start, a device goes offline once silent
+  for its threshold since max(its last report, the start), a grace of its own threshold. Before, every
+  device whose deadline passed while ucity was down went offline at start, before it could report (a
+  storm of false device-offline alarms after a short maintenance stop).
 * Each change publishes `DeviceStatusChanged` on the bus and sets the entity's `deviceState`
   (Smart Data Models Device) with the time of the change as `observedAt`. The alarms issue turns
   `offline` into an alarm of kind `fault`.
@@ -18,10 +22,11 @@ Rules (docs/devices.md):
 
 One timer per device, lazily re-armed: a report only moves `last_reported`; when the timer fires
 it checks the real deadline and re-arms if the device reported meanwhile. That keeps the hot path
-free of timer churn. At start the state is restored from the stored entities (when the last report
-was received: the newest write time of their measured attributes, and their `deviceState`), and `DeviceStatusesRestored` lists the
-devices whose stored status the restore kept: a state is committed before its event goes out, so a
-crash in between leaves it without its alarm's change, which the alarms then reconcile.
+free of timer churn. At start (the first `restore` of the process: `listening_since`) the state is restored
+from the stored entities (when the last report was received: the newest write time of their measured
+attributes, and their `deviceState`), and `DeviceStatusesRestored` lists the devices whose stored status the
+restore kept: a state is committed before its event goes out, so a crash in between leaves it without its
+alarm's change, which the alarms then reconcile.
 
 Times from the store are not trusted to be sane: data written before ucity bounded measure times
 (clock.MIN_INSTANT..MAX_INSTANT, `ingest.max_future_s`) may carry an observedAt of 9999-12-31.
@@ -130,6 +135,8 @@ class HealthMonitor:
         self._devices: dict[tuple[str, str], DeviceHealth] = {}  # (tenant, device_id)
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = False
+        # When this process started listening (its first `restore`): no silence is counted before it. None until then.
+        self.listening_since: datetime | None = None
         # Distributed mode (ucity/cluster): the devices, by their entity, whose health this process judges
         # (timers, deviceState writes, status events); it still remembers the others' reports.
         self.owns: Callable[[str, str], bool] = lambda tenant, entity_id: True
@@ -144,7 +151,11 @@ class HealthMonitor:
         earlier tenants judged: their silent devices set offline, their `deviceState` written and their events
         published while the failed start stopped the alarm service. The next start then read the stored
         offline state as announced already, and their device-offline alarms were never raised. Now such a
-        start has judged nothing: the next one finds the states as they were and announces every change."""
+        start has judged nothing: the next one finds the states as they were and announces every change.
+
+        The first restore of a process (a start) sets `listening_since`: a device whose deadline passed while
+        ucity was down is not judged offline now but a threshold later unless it reports (QA12 F3); one stored
+        offline stays offline without a new announcement. A later restore (a worker's rebalance) keeps it."""
         by_tenant: dict[str, list[DeviceProfile]] = {}
         for profile in profiles:
             by_tenant.setdefault(profile.tenant, []).append(profile)
@@ -155,6 +166,8 @@ class HealthMonitor:
                 doc = docs.get(profile.entity_id)
                 stored.append((profile, _stored(doc, profile) if doc is not None else None))
         self._running = True
+        if self.listening_since is None:
+            self.listening_since = self.clock.now()
         kept: list[RestoredStatus] = []
         for profile, state in stored:
             record = self._restore_one(profile, state)
@@ -181,13 +194,16 @@ class HealthMonitor:
             record.timer.cancel()
             record.timer = None
         restored = record.status
-        if record.status == UNKNOWN and record.last_reported is not None and self.clock.now() < self._deadline(record):
+        # (online only if it really reported within its threshold, not by the start's grace)
+        if (record.status == UNKNOWN and record.last_reported is not None
+                and self.clock.now() < self._deadline(record, grace=False)):
             self._change(record, ONLINE)
         self._check(record)
         return record if record.status == restored else None
 
     async def stop(self) -> None:
         self._running = False
+        self.listening_since = None  # (a start of this monitor again is a new start: a new grace)
         for record in self._devices.values():
             if record.timer is not None:
                 record.timer.cancel()
@@ -274,11 +290,17 @@ class HealthMonitor:
                 "devices": [r.to_wire(self.settings.offline_after_intervals) for r in shown]}
 
     # -- timers --------------------------------------------------------------------------------------
-    def _deadline(self, record: DeviceHealth) -> datetime:
+    def _deadline(self, record: DeviceHealth, grace: bool = True) -> datetime:
         """When the device goes offline without a report; MAX_INSTANT (never, in practice) if that is beyond
-        what a datetime holds, rather than OverflowError in a timer or at start."""
+        what a datetime holds, rather than OverflowError in a timer or at start.
+
+        Its silence counts from its last report (or since tracking started), but not from before this process
+        started listening (`listening_since`, QA12 F3); `grace=False`: from its last report however old."""
+        heard = record.last_reported or record.since
+        if grace and self.listening_since is not None and heard < self.listening_since:
+            heard = self.listening_since
         try:
-            return (record.last_reported or record.since) + record.interval * self.settings.offline_after_intervals
+            return heard + record.interval * self.settings.offline_after_intervals
         except OverflowError:
             return MAX_INSTANT
 
