@@ -430,3 +430,16 @@ def test_health_is_open_but_its_detail_needs_a_token_that_reads(http: TestClient
 
 def test_without_the_guard_health_shows_its_detail_to_anyone(client: TestClient) -> None:
     assert "components" in client.get("/health").json()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/devices/health", "/api/v1/ingest/stats"])
+def test_ingest_reads_are_guarded_in_the_tenant_they_read(http: TestClient, path: str) -> None:
+    """Device health and ingest statistics read the tenant as the IoT Agent does (`fiware-service` first). The guard
+    read `NGSILD-Tenant` there, so a token bound to one tenant named its own in that header and read another
+    tenant's devices and apikeys through `fiware-service` (QA12 follow-up). Now the guard reads what the handler
+    reads: the other tenant is refused, the token's own tenant named either way is served."""
+    own = {"NGSILD-Tenant": SECOND}
+    assert http.get(path, headers=bearer(OTHER, **own, **{"fiware-service": "elsewhere"})).status_code == 403
+    assert http.get(path, headers=bearer(OTHER, **{"fiware-service": SECOND})).status_code == 200
+    assert http.get(path, headers=bearer(OTHER, **own)).status_code == 200
+    assert http.get(path, headers=bearer(OPERATOR, **{"fiware-service": "elsewhere"})).status_code == 200  # unbound

@@ -147,10 +147,17 @@ class AccessTable:
         return UNMAPPED
 
 
+# Paths outside /iot whose handlers read the tenant as the IoT Agent does (ucity/ingest/http.py `tenant`): the guard
+# must read it the same way, or a token bound to one tenant could name it in `NGSILD-Tenant` and read another's
+# device health and ingest statistics (apikeys included) through `fiware-service`.
+FIWARE_TENANT_PATHS = frozenset({"/api/v1/devices/health", "/api/v1/ingest/stats"})
+
+
 def requested_tenant(path: str, headers: dict[str, str], query: bytes) -> str | None:
-    """The tenant a request is for, read as its API reads it: `NGSILD-Tenant`; on /iot `fiware-service` first;
-    on the alarm stream the `tenant` query parameter when the header is absent (EventSource cannot send one)."""
-    if path.startswith("/iot/"):
+    """The tenant a request is for, read as its API reads it: `NGSILD-Tenant`; on /iot and on ingest's own reads
+    (device health, ingest stats: the IoT Agent handlers' `tenant()`) `fiware-service` first; on the alarm stream
+    the `tenant` query parameter when the header is absent (EventSource cannot send one)."""
+    if path.startswith("/iot/") or path in FIWARE_TENANT_PATHS:
         return headers.get("fiware-service") or headers.get("ngsild-tenant")
     if path == "/api/v1/stream" and "ngsild-tenant" not in headers and query:
         # Blank values kept, and a blank tenant is no tenant, as the stream's handler reads it (Starlette's
