@@ -66,3 +66,16 @@ def test_demo_serves_the_city_and_stops_by_itself(tmp_path: Path) -> None:
     rest = proc.stdout.read()  # through the same buffered reader as the lines above
     assert proc.returncode == 0, output + rest
     assert f"http://127.0.0.1:{port}/ngsi-ld/v1/entities?type=Building" in output + rest
+
+
+def test_demo_refuses_a_bad_configuration_without_printing_its_values(tmp_path: Path) -> None:
+    """The demo's server settings are refused as `ucity serve` refuses them (QA12 F1): one line per problem with
+    the closest key, never the value (pydantic's own text printed it, and an English-only link)."""
+    config = tmp_path / "demo.toml"
+    config.write_text('[ops]\nadmin_tokn = "uct_demo-secret-value-0123456789"\n')
+    result = subprocess.run([*UCITY, "demo", "--config", str(config), "--data-dir", str(tmp_path / "demo"),
+                             "--port", str(free_port()), "--quiet"], capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    assert "invalid configuration" in output and "ops.admin_token" in output and "ops.admin_tokn" in output
+    assert "secret-value" not in output and "pydantic" not in output and "Traceback" not in output

@@ -12,10 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 
 from ucity.core import logsafe, logsetup
+from ucity.core.config import settings_error_lines
 from ucity.sim.city import CityConfig, build_city
 from ucity.sim.client import SimulatorError
 from ucity.sim.display import KST, RichDisplay
@@ -157,6 +159,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                               data_dir=Path(args.data_dir),
                               mqtt=args.mqtt, quiet=args.quiet)
         return run_demo(city_config(args), cfg, options, console)
+    except ValidationError as exc:  # the demo server's configuration (--config, UCITY_*): as `ucity serve` says it
+        console.print("[red]invalid configuration:[/]\n  - " + escape("\n  - ".join(settings_error_lines(exc, os.environ))))
+        return 2
     except (SimulatorError, ValueError) as exc:
         console.print(f"[red]{escape(str(exc))}[/]")
         return 2
