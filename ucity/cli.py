@@ -307,10 +307,8 @@ def masked_settings(settings: Settings) -> dict[str, Any]:
     # (QA8 F13).
     result["server"]["require_auth"] = settings.auth_required
     # So do the two SSRF guards (QA12 S3; ucity/ngsild/subscriptions.py `endpoint_guard`, contexts_api.py).
-    production = settings.environment == "production"
-    for section, key in (("subscriptions", "block_private_networks"), ("ngsild", "context_block_private_networks")):
-        if result[section][key] is None:
-            result[section][key] = production
+    result["subscriptions"]["block_private_networks"] = settings.endpoints_guarded
+    result["ngsild"]["context_block_private_networks"] = settings.contexts_guarded
     return result
 
 

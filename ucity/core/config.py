@@ -303,8 +303,9 @@ class PrivacySettings(_Section):
     One kernel list for every part: the NGSI-LD API (entities of these types need `personal:read` with the token
     guard on, and their reads are audited) and alarms (an Alert about such an entity has no alertSource and a coarse
     place, QA10 F2). Privacy by design (QA12 F8): the default covers the care types ucity itself ships (the
-    simulator's, docs/simulator.md), `PERSONAL_DEFAULT`; a domain whose entities describe a person adds its types
-    here, in its deployment's settings (a list that is set replaces the default: keep its types in it)."""
+    simulator's, docs/simulator.md), `PERSONAL_DEFAULT`; a domain whose entities describe a person declares its types
+    in `setup` (`platform.get("privacy").declare`, ucity/core/privacy.py, QA13 F1): the list in force is this one ∪
+    the declared types (a list that is set replaces the default, not what domains declare)."""
 
     personal_entity_types: list[str] = Field(list(PERSONAL_DEFAULT), description="entity types of personal data: "
                                              "short names of the core @context (`Person`) or full IRIs")
@@ -558,6 +559,20 @@ class Settings(BaseSettings):
         if self.server.require_auth is not None:
             return self.server.require_auth
         return self.environment == "production"
+
+    @property
+    def endpoints_guarded(self) -> bool:
+        """`subscriptions.block_private_networks` (the SSRF guard of notification and webhook endpoints), or its
+        default: on in production, off otherwise."""
+        block = self.subscriptions.block_private_networks
+        return self.environment == "production" if block is None else block
+
+    @property
+    def contexts_guarded(self) -> bool:
+        """`ngsild.context_block_private_networks` (the SSRF guard of remote @context URLs), or its default: on in
+        production, off otherwise."""
+        block = self.ngsild.context_block_private_networks
+        return self.environment == "production" if block is None else block
 
     @property
     def store_url(self) -> str:

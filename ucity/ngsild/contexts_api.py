@@ -71,9 +71,7 @@ class ContextsService:
 
 def build_context_services(store: Store, settings: Settings) -> tuple[ContextResolver, ContextsService]:
     cfg = settings.ngsild
-    block_private = cfg.context_block_private_networks
-    if block_private is None:
-        block_private = settings.environment == "production"
+    block_private = settings.contexts_guarded
     resolver = ContextResolver(timeout=cfg.context_fetch_timeout_s, ttl=timedelta(seconds=cfg.context_cache_ttl_s),
                                cache_size=cfg.context_cache_size, block_private_networks=block_private,
                                allowed_networks=cfg.context_allowed_networks)

@@ -879,11 +879,9 @@ class Outbox:
 def endpoint_guard(settings: Any) -> AddressGuard | None:
     """The SSRF guard of notification endpoints (`subscriptions.block_private_networks`, on in production
     unless set; `subscriptions.allowed_networks` widens it), or None when it is off."""
-    cfg = settings.subscriptions
-    block = cfg.block_private_networks
-    if block is None:
-        block = settings.environment == "production"
-    return AddressGuard(cfg.allowed_networks, "subscriptions.allowed_networks") if block else None
+    if not settings.endpoints_guarded:
+        return None
+    return AddressGuard(settings.subscriptions.allowed_networks, "subscriptions.allowed_networks")
 
 
 class SubscriptionService:
