@@ -468,3 +468,100 @@ async def test_the_map_shows_every_open_alarm_past_the_first_thousand(server: Li
     await page.wait_for_function(f"() => document.querySelector('[data-layer-count=\"events\"]')?.textContent === "
                                  f"'{count}'", timeout=20_000)
     assert page.errors == []
+
+
+async def test_facility_chart_draws_the_sensors_own_ladder_on_the_assessed_change(server: LiveServer,
+                                                                                   browser: Any) -> None:
+    """QA14 F4, F5, F9, F11: a tilt sensor reporting in mrad (unitCode C25) with a 21.3 mrad installation offset, on
+    a facility with the default ladder, next to another facility with thresholds of its own. Its chart draws only its
+    own ladder (not the other facility's rule), on the assessed change (3.78 mrad, not the raw 25.08 and never
+    25080 "mrad"); the raw readings are on a chart of their own in mrad; numbers in mrad with 2 decimals; the
+    next inspection is the domain's schedule, labelled; the detail's hourly series are asked for on clock hours."""
+    tenant = {"NGSILD-Tenant": "charts"}
+    actor = {**tenant, "X-Ucity-Actor": "qa14"}
+    base = f"{server.url}{FACILITIES}"
+    today = datetime.now(SEOUL).date()
+    ids = {}
+    for key, name in (("a", "옹벽 A"), ("b", "옹벽 B")):
+        ids[key] = f"urn:ngsi-ld:Building:charts-{key}"
+        body = {"id": ids[key], "name": name, "facilityType": "retainingWall", "facilityClass": 3,
+                "legalSafetyGrade": "B", "legalSafetyGradeDate": str(today - timedelta(days=40)),
+                "lastInspections": {"periodic": str(today - timedelta(days=40))},
+                "location": {"type": "Point", "coordinates": [126.88, 37.5]}}
+        assert httpx.post(base, json=body, headers=actor).status_code in (200, 201)
+        sensor = {"sensor": f"urn:ngsi-ld:StructuralSensor:charts-{key}1", "member": "main", "kind": "tilt",
+                  "create": True, "baseline": {"tiltX": 21.3, "tiltY": 0.0}}
+        attached = httpx.post(f"{base}/{ids[key]}/sensors", json=sensor, headers=actor)
+        assert attached.status_code in (200, 201), attached.text
+    # the other facility's own ladder: a rule of the same attribute that must not reach facility A's chart
+    other = {"tilt": {"interest": 0.0008, "caution": 0.0012, "warning": 0.0025, "serious": 0.005}}
+    assert httpx.put(f"{base}/{ids['b']}/thresholds", json=other, headers=actor).status_code == 200
+    # the simulator's kind of due date on the record, which the panel must not show as the due date
+    ngsi = {**tenant, "Content-Type": "application/json"}
+    record = {"nextInspectionDate": {"type": "Property", "value": "2031-01-01"}}
+    assert httpx.post(f"{server.url}/ngsi-ld/v1/entities/{ids['a']}/attrs", json=record, headers=ngsi).status_code == 204
+    sensor_a = "urn:ngsi-ld:StructuralSensor:charts-a1"
+    now = datetime.now(UTC).replace(microsecond=0)
+    for n in range(6):
+        at = (now - timedelta(minutes=10 * (6 - n))).isoformat().replace("+00:00", "Z")
+        reading = {name: {"type": "Property", "value": value, "unitCode": "C25", "observedAt": at}
+                   for name, value in (("tiltX", 25.0758), ("tiltY", 0.0))}
+        wrote = httpx.post(f"{server.url}/ngsi-ld/v1/entities/{sensor_a}/attrs", json=reading, headers=ngsi)
+        assert wrote.status_code == 204, wrote.text
+
+    def assessed() -> Any:
+        history = httpx.get(f"{server.url}/ngsi-ld/v1/temporal/entities/{sensor_a}",
+                            params={"attrs": "tiltAssessed"}, headers=tenant).json()
+        return len(history.get("tiltAssessed", [])) >= 6
+
+    await wait_for(assessed, "the domain's assessed tilt")
+    graded = httpx.post(f"{base}/{ids['a']}/grade", headers=actor)
+    assert graded.status_code == 200, graded.text
+    detail = httpx.get(f"{base}/{ids['a']}", headers=tenant).json()
+    [wire] = detail["sensors"]
+    own = {round(v * 1000, 4) for v in wire["ladder"]["edges"].values()}  # rad -> mrad
+    foreign = {round(v * 1000, 4) for v in other["tilt"].values()}
+
+    page = await open_dashboard(browser, server.url, path="/?tenant=charts")
+    asked: list[str] = []
+    page.on("request", lambda request: asked.append(request.url) if FACILITIES in request.url else None)
+    await page.evaluate(f"() => window.ucity.detail.showFacility('{ids['a']}')")
+    figure = page.locator(f"figure[data-sensor='{sensor_a}']")
+    await figure.locator("svg[data-role='assessed'] path.series").wait_for(state="attached")  # flat: no height
+    assert await figure.get_attribute("data-ladder-rule") == wire["ladder"]["rule"]
+    drawn = {round(float(v), 4) for v in await figure.locator("svg[data-role='assessed'] line.edge").evaluate_all(
+        "els => els.map(e => e.dataset.at)")}
+    assert drawn and drawn <= own and not drawn & foreign, (drawn, own)
+    assert {3.3333, 6.6667} <= drawn  # the edges around the data: warning below it, serious above
+    assert await figure.locator("svg[data-role='assessed']").get_attribute("data-unit") == "mrad"
+    assert await figure.locator("svg[data-role='raw']").get_attribute("data-unit") == "mrad"
+    assert await figure.locator("svg[data-role='raw'] line.edge").count() == 0  # raw readings: no ladder
+    points = await figure.locator("svg[data-role='assessed'] path[data-series='tiltAssessed']").get_attribute("d") or ""
+    assert len(re.findall(r"[ML]", points)) >= 6
+    latest = await figure.locator("[data-role='latest']").text_content() or ""
+    assert "tiltAssessed 3.78 mrad" in latest and "tiltX 25.08 mrad" in latest, latest
+    labels = await figure.locator("svg[data-role='assessed'] text.edge-label").all_text_contents()
+    assert "심각 6.67" in labels, labels
+    # F9: the explanation's numbers as the charts show them, not 0.0037758 rad
+    row = await page.locator(f"[data-role='explanation'] tr[data-sensor='{sensor_a}']").text_content() or ""
+    assert re.search(r"tilt \d+\.\d\d mrad", row) and not re.search(r"\d\.\d{4,} ?rad", row), row
+    # F11: the domain's schedule, labelled as such; the record's 2031-01-01 is not shown as the due date
+    due = min(i["due"] for i in detail["inspections"] if i["due"])
+    nxt = page.locator("#detail-body dl.kv [data-role='next-inspection']")
+    assert await nxt.get_attribute("data-source") == "schedule" and due in (await nxt.text_content() or "")
+    assert "2031-01-01" not in (await page.text_content("#detail-body dl.kv") or "")
+    assert "다음 법정 점검 (점검 일정)" in (await page.text_content("#detail-body dl.kv") or "")
+    [url] = [u for u in asked if u.split("?")[0].endswith(quote(ids["a"], safe=""))]
+    query = dict(p.split("=", 1) for p in url.split("?", 1)[1].split("&"))
+    assert query["period"] == "PT1H" and query["to"].endswith("%3A00%3A00Z") and query["from"].endswith("%3A00%3A00Z")
+    # each instance in its own unit: degrees converted; a code the domain does not know is plotted as sent, named
+    units = await page.evaluate("""async () => {
+      const f = await import('/static/js/facility.js');
+      const at = '2026-12-07T00:00:00Z';
+      const history = { tiltX: [{ value: 0.5, unitCode: 'DD', observedAt: at }, { value: 7, unitCode: 'XYZ', observedAt: at }],
+                        tiltY: { value: 0.001, observedAt: at } };
+      return { raw: f.rawSeries('tilt', history).map((s) => [s.name, s.points.map((p) => +p[1].toFixed(3))]),
+               crack: f.shown('crack', f.toDisplay('crack', 1500, '4H')) };
+    }""")
+    assert units == {"raw": [["tiltX", [8.727]], ["tiltX [XYZ]", [7]], ["tiltY", [1]]], "crack": "1.50 mm"}
+    assert page.errors == []

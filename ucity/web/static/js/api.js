@@ -140,6 +140,12 @@ export async function entity(id, attrs) {
   return getJSON(`${NGSI}/entities/${encodeURIComponent(id)}?${query}`);
 }
 
+// The normalized form: every instance with its own `unitCode` and `datasetId` (the simplified form drops both).
+export async function temporalInstances(id, attrs, lastN = 300) {
+  const query = new URLSearchParams({ attrs: attrs.join(','), lastN });
+  return getJSON(`${NGSI}/temporal/entities/${encodeURIComponent(id)}?${query}`);
+}
+
 export async function temporal(id, attrs, lastN = 300) {
   const query = new URLSearchParams({ attrs: attrs.join(','), options: 'temporalValues', lastN });
   return getJSON(`${NGSI}/temporal/entities/${encodeURIComponent(id)}?${query}`);

@@ -36,10 +36,12 @@ export function yRange(values, edges) {
   return [lo - pad, hi + pad];
 }
 
-// series: [{name, points: [[ms, value], ...]}]; edges: [{level, at}] already in display units.
-export function lineChart({ title, series, edges = [], unit = '', width = 640, height = 190 }) {
+// series: [{name, points: [[ms, value], ...]}]; edges: [{level, at}] already in display units; `digits`: the fixed
+// decimals of the edge labels (2 for mrad, mm, mm/s); `role`: the svg's data-role (assessed / raw).
+export function lineChart({ title, series, edges = [], unit = '', width = 640, height = 190, digits = null, role = null }) {
   const m = { l: 52, r: 78, t: 10, b: 24 };
-  const svg = el('svg', { viewBox: `0 0 ${width} ${height}`, class: 'chart', role: 'img', 'aria-label': t('chart.label', { name: title }) });
+  const svg = el('svg', { viewBox: `0 0 ${width} ${height}`, class: 'chart', role: 'img', 'aria-label': t('chart.label', { name: title }),
+    'data-unit': unit, ...(role ? { 'data-role': role } : {}) });
   svg.append(el('title', {}, t('chart.label', { name: title })));
   const all = series.flatMap((s) => s.points);
   if (!all.length) { svg.append(el('text', { x: width / 2, y: height / 2, 'text-anchor': 'middle' }, t('facility.noData'))); return svg; }
@@ -62,8 +64,8 @@ export function lineChart({ title, series, edges = [], unit = '', width = 640, h
   for (const edge of edges) {
     const colour = LEVEL_COLOURS[edge.level] || '#888';
     if (edge.at < y0 || edge.at > y1) continue;
-    svg.append(el('line', { class: 'edge', 'data-level': edge.level, stroke: colour, x1: m.l, x2: width - m.r, y1: Y(edge.at), y2: Y(edge.at) }));
-    svg.append(el('text', { class: 'edge-label', fill: colour, x: width - m.r + 4, y: Y(edge.at) + 3 }, `${t(`level.${edge.level}`)} ${+edge.at.toPrecision(4)}`));
+    svg.append(el('line', { class: 'edge', 'data-level': edge.level, 'data-at': edge.at, stroke: colour, x1: m.l, x2: width - m.r, y1: Y(edge.at), y2: Y(edge.at) }));
+    svg.append(el('text', { class: 'edge-label', fill: colour, x: width - m.r + 4, y: Y(edge.at) + 3 }, `${t(`level.${edge.level}`)} ${digits != null ? edge.at.toFixed(digits) : +edge.at.toPrecision(4)}`));
   }
   series.forEach((s, i) => {
     if (!s.points.length) return;

@@ -1,6 +1,7 @@
-// Facilities: the list tab (keyboard path to every facility) and the facility detail: its sensors'
-// charts from the temporal API with the rules' ladder edges, grades, inspections.
-import { allEntities, entity, getJSON, temporal } from './api.js';
+// Facilities: the list tab (keyboard path to every facility) and the facility detail: its sensors' charts from
+// the temporal API (the assessed change against the sensor's own ladder from the facility-safety API, the raw
+// readings apart, in their real units), grades, inspections.
+import { allEntities, entity, getJSON, temporal, temporalInstances } from './api.js';
 import { lineChart } from './chart.js';
 import { facilitySafety, sensorLadders } from './facility_api.js';
 import { pick, t, tOr } from './i18n.js';
@@ -8,39 +9,83 @@ import { gradeOf } from './map.js';
 import { kst } from './time.js';
 import { h, kv } from './ui.js';
 
-// Display units: tilt is stored in rad and shown in mrad.
-// `*Assessed` are the facility-safety domain's compensated values, on which its ladders work.
+// Per sensor kind: the assessed attribute (the facility-safety domain's change from the installation baseline,
+// compensated: what the sensor's ladder sees) and the raw measured ones (as the device sends them, its zero offset
+// included). Shown in one display unit per channel: tilt in mrad, crack in mm, PPV in mm/s, with 2 decimals.
 export const CHANNELS = {
-  tilt: [{ attr: 'tiltX', unit: 'mrad', scale: 1000 }, { attr: 'tiltY', unit: 'mrad', scale: 1000 },
-    { attr: 'tiltAssessed', unit: 'mrad', scale: 1000, ladder: true }],
-  crack: [{ attr: 'crackOpening', unit: 'mm', scale: 1 }, { attr: 'crackOpeningAssessed', unit: 'mm', scale: 1, ladder: true }],
-  vibration: [{ attr: 'vibrationPPV', unit: 'mm/s', scale: 1 }, { attr: 'vibrationPPVAssessed', unit: 'mm/s', scale: 1, ladder: true }],
+  tilt: { assessed: 'tiltAssessed', raw: ['tiltX', 'tiltY'], unit: 'mrad', digits: 2 },
+  crack: { assessed: 'crackOpeningAssessed', raw: ['crackOpening'], unit: 'mm', digits: 2 },
+  vibration: { assessed: 'vibrationPPVAssessed', raw: ['vibrationPPV'], unit: 'mm/s', digits: 2 },
+};
+// unitCode -> factor to the channel's display unit: the domain's unit table (rules.UNITS, README "Plausibility
+// and units"). A value without a unitCode is in the channel's stored unit (rad, mm, mm/s: the `''` entry); a code
+// not in the table is never guessed: its values are plotted as sent, named with their code.
+const DEG = Math.PI / 180;
+export const UNIT_SCALE = {
+  tilt: { '': 1000, C81: 1000, rad: 1000, C25: 1, mrad: 1, urad: 1e-3, 'µrad': 1e-3, DD: 1000 * DEG, deg: 1000 * DEG, '°': 1000 * DEG },
+  crack: { '': 1, MMT: 1, mm: 1, '4H': 1e-3, um: 1e-3, 'µm': 1e-3, CMT: 10, cm: 10, MTR: 1000, m: 1000 },
+  vibration: { '': 1, C16: 1, 'mm/s': 1, 'um/s': 1e-3, 'µm/s': 1e-3, '2M': 10, 'cm/s': 10, MTS: 1000, 'm/s': 1000 },
 };
 const TEMPERATURE = { attr: 'temperature', unit: '°C', scale: 1 };
 const MAX_SENSORS = 12;
 
+// A value in the channel's display unit, or null when its unit is unknown.
+export function toDisplay(kind, value, unitCode) {
+  const scale = UNIT_SCALE[kind]?.[unitCode || ''];
+  const v = Number(value);
+  return scale == null || !Number.isFinite(v) ? null : v * scale;
+}
+
+// "4.76 mrad": a value in the channel's display unit with its fixed decimals.
+export function shown(kind, value) {
+  const ch = CHANNELS[kind];
+  return ch ? `${Number(value).toFixed(ch.digits)} ${ch.unit}` : `${+Number(value).toPrecision(4)}`;
+}
+
 function series(history, channel) {
-  const values = history?.[channel.attr]?.values || [];
+  const values = [history?.[channel.attr]].flat().flatMap((s) => s?.values || []);
   return values.map(([v, at]) => [Date.parse(at), Number(v) * channel.scale])
     .filter((p) => Number.isFinite(p[1])).sort((a, b) => a[0] - b[0]);
 }
 
-// Ladder edges per attribute from the threshold rules that watch the sensor type
-// (`direction: abs` edges are drawn on both sides of zero).
-export async function ladderEdges(entityType) {
-  const rules = await getJSON(`/api/v1/rules?type=${encodeURIComponent(entityType)}&conditionType=threshold&enabled=true&limit=1000`).catch(() => []);
-  const byAttr = {};
-  for (const rule of Array.isArray(rules) ? rules : []) {
-    const c = rule.condition || {};
-    if (c.type !== 'threshold' || !c.attribute) continue;
-    const edges = byAttr[c.attribute] || (byAttr[c.attribute] = []);
-    for (const edge of c.edges || []) {
-      edges.push({ level: edge.level, at: edge.at });
-      if (c.direction === 'abs') edges.push({ level: edge.level, at: -edge.at });
-      if (c.direction === 'below') edges[edges.length - 1].below = true;
+const instancesOf = (doc, attr) => [doc?.[attr]].flat().filter(Boolean);
+const timeOf = (i) => Date.parse(i.observedAt || i.modifiedAt || i.createdAt);
+
+// The assessed attribute's points on the sensor's current ladder (its datasetId: the instance the sensor entity
+// holds now; the instances of ladders it left end with the handover's zero and are not drawn), in display units.
+export function assessedPoints(kind, history, current) {
+  const attr = CHANNELS[kind].assessed;
+  const datasets = new Set(instancesOf(current, attr).map((i) => i.datasetId || ''));
+  return instancesOf(history, attr).filter((i) => !datasets.size || datasets.has(i.datasetId || ''))
+    .map((i) => [timeOf(i), toDisplay(kind, i.value, i.unitCode)])
+    .filter((p) => Number.isFinite(p[0]) && p[1] != null).sort((a, b) => a[0] - b[0]);
+}
+
+// The raw readings in display units, one series per attribute; values in a unit not in the table get their own
+// series named with the code, plotted as sent.
+export function rawSeries(kind, history) {
+  const out = [];
+  for (const attr of CHANNELS[kind].raw) {
+    const groups = new Map();
+    for (const i of instancesOf(history, attr)) {
+      if (i.datasetId) continue;
+      const v = toDisplay(kind, i.value, i.unitCode);
+      const name = v == null ? `${attr} [${i.unitCode}]` : attr;
+      if (!groups.has(name)) groups.set(name, []);
+      groups.get(name).push([timeOf(i), v == null ? Number(i.value) : v]);
+    }
+    for (const [name, points] of groups) {
+      out.push({ name, points: points.filter((p) => Number.isFinite(p[0]) && Number.isFinite(p[1])).sort((a, b) => a[0] - b[0]) });
     }
   }
-  return byAttr;
+  return out;
+}
+
+// The sensor's own ladder in display units (the facility API gives it in the channel's unit: rad, mm, mm/s).
+export function ladderEdges(kind, ladder) {
+  if (!ladder || !CHANNELS[kind]) return [];
+  return ladder.edges.map((e) => ({ level: e.level, at: toDisplay(kind, e.at, ladder.unit) }))
+    .filter((e) => e.at != null);
 }
 
 export class FacilityList {
@@ -76,45 +121,55 @@ export class FacilityView {
     const facility = await entity(this.key);
     title.replaceChildren(t('facility.title'), ' · ', facility.name || this.key);
     const q = `controlledAsset=="${this.key}"`;
-    const [sensors, edges, safety] = await Promise.all([
-      allEntities('StructuralSensor', null, { q }), ladderEdges('StructuralSensor'), facilitySafety(this.key)]);
+    const [sensors, safety] = await Promise.all([allEntities('StructuralSensor', null, { q }), facilitySafety(this.key)]);
     const charts = h('div', { class: 'charts' });
     body.replaceChildren(
       kv([
         [t('field.class'), facility.facilityClass], [t('field.legalGrade'), facility.legalSafetyGrade],
         [t('field.dataGrade'), safety?.grade?.grade ?? facility.dataSafetyGrade ?? gradeStateWord(gradeState(safety, facility))],
-        [t('field.lastInspection'), facility.lastInspectionDate], [t('field.nextInspection'), facility.nextInspectionDate],
+        [t('field.lastInspection'), facility.lastInspectionDate], nextInspection(safety, facility),
         [t('field.yearBuilt'), facility.yearBuilt], [t('field.sensors'), sensors.length],
       ]),
       h('h3', {}, t('facility.charts')), charts,
       ...this.safetySections(safety));
     if (!sensors.length) { charts.append(h('p', { class: 'notice' }, t('facility.noSensors'))); return; }
-    await this.charts(charts, sensors.slice(0, MAX_SENSORS), edges, sensorLadders(safety));
+    await this.charts(charts, sensors.slice(0, MAX_SENSORS), sensorLadders(safety));
   }
 
-  async charts(container, sensors, edges, ladders) {
-    const histories = await Promise.all(sensors.map((s) => {
-      const channels = CHANNELS[s.sensorKind] || [];
-      return temporal(s.id, [...channels.map((c) => c.attr), TEMPERATURE.attr]).catch(() => ({}));
+  // Per sensor: the assessed change from the installation baseline against the sensor's own ladder (the facility
+  // API's: no other facility's or class's edges), and the raw readings on a chart of their own, each instance
+  // converted from its unitCode (QA14 F4, F5); then the temperature of all sensors.
+  async charts(container, sensors, ladders) {
+    const loaded = await Promise.all(sensors.map(async (s) => {
+      const ch = CHANNELS[s.sensorKind];
+      const attrs = ch ? [ch.assessed, ...ch.raw] : [];
+      const [history, current, temps] = await Promise.all([
+        attrs.length ? temporalInstances(s.id, attrs).catch(() => ({})) : {},
+        ch ? getJSON(`/ngsi-ld/v1/entities/${encodeURIComponent(s.id)}?attrs=${ch.assessed}`).catch(() => ({})) : {},
+        temporal(s.id, [TEMPERATURE.attr]).catch(() => ({}))]);
+      return { history, current, temps };
     }));
     sensors.forEach((sensor, i) => {
-      const channels = CHANNELS[sensor.sensorKind] || [];
-      if (!channels.length) return;
-      const unit = channels[0].unit;
-      // The rules' edges on the plotted attributes, and the sensor's own ladder from the facility API
-      // (it applies to the assessed change from the baseline; tilt X/Y may go either way).
-      const own = (ladders[sensor.id] || []).flatMap((e) => (sensor.sensorKind === 'tilt' ? [e, { ...e, at: -e.at }] : [e]));
-      const ladder = [...channels.flatMap((c) => (edges[c.attr] || []).map((e) => ({ ...e, at: e.at * c.scale }))),
-        ...own.map((e) => ({ ...e, at: e.at * channels[0].scale }))];
-      const unique = [...new Map(ladder.map((e) => [`${e.level}${e.at}`, e])).values()];
-      const data = channels.map((c) => ({ name: c.attr, points: series(histories[i], c) })).filter((d) => d.points.length || !channels.find((c) => c.attr === d.name).ladder);
-      const latest = data.map((d) => d.points.at(-1)).filter(Boolean).map((p, j) => `${data[j].name} ${+p[1].toPrecision(4)} ${unit}`);
-      container.append(h('figure', { dataset: { sensor: sensor.id } },
-        h('figcaption', {}, `${sensor.id.split(':').pop()} · ${sensor.sensorKind} · ${sensor.structuralMember || ''}`,
-          h('span', { class: 'notice' }, ` ${t('facility.latest')}: ${latest.join(', ') || '–'}${unique.length ? '' : ` · ${t('chart.noEdges')}`}`)),
-        lineChart({ title: `${sensor.id.split(':').pop()} ${channels.map((c) => c.attr).join('/')}`, series: data, edges: unique, unit })));
+      const kind = sensor.sensorKind;
+      const ch = CHANNELS[kind];
+      if (!ch) return;
+      const { history, current } = loaded[i];
+      const ladder = ladders[sensor.id];
+      const edges = ladderEdges(kind, ladder);
+      const assessed = { name: ch.assessed, points: assessedPoints(kind, history, current) };
+      const raw = rawSeries(kind, history);
+      const latest = [assessed, ...raw].filter((d) => d.points.length)
+        .map((d) => `${d.name} ${d.name.includes('[') ? +d.points.at(-1)[1].toPrecision(4) : shown(kind, d.points.at(-1)[1])}`);
+      const name = sensor.id.split(':').pop();
+      container.append(h('figure', { dataset: { sensor: sensor.id, ladderRule: ladder?.rule || '' } },
+        h('figcaption', {}, `${name} · ${sensor.sensorKind} · ${sensor.structuralMember || ''}`,
+          h('span', { class: 'notice', 'data-role': 'latest' }, ` ${t('facility.latest')}: ${latest.join(', ') || '–'}${edges.length ? '' : ` · ${t('chart.noEdges')}`}`)),
+        h('p', { class: 'chart-note' }, t('facility.assessedNote', { rule: ladder?.rule || '–' })),
+        lineChart({ title: `${name} ${ch.assessed}`, series: [assessed], edges, unit: ch.unit, digits: ch.digits, role: 'assessed' }),
+        h('p', { class: 'chart-note' }, t('facility.rawNote')),
+        lineChart({ title: `${name} ${ch.raw.join('/')}`, series: raw, unit: ch.unit, digits: ch.digits, role: 'raw' })));
     });
-    const temps = sensors.map((s, i) => ({ name: s.id.split(':').pop(), points: series(histories[i], TEMPERATURE) }));
+    const temps = sensors.map((s, i) => ({ name: s.id.split(':').pop(), points: series(loaded[i].temps, TEMPERATURE) }));
     container.append(h('figure', { dataset: { sensor: 'temperature' } }, h('figcaption', {}, t('facility.temperature')),
       lineChart({ title: t('facility.temperature'), series: temps, unit: '°C' })));
   }
@@ -197,12 +252,33 @@ export function gradeStatusLine(safety, facility = {}) {
     dataset: { status: state.status || '', coverage: state.share ?? '' } }, parts.join(' · '));
 }
 
+// A number of the grade's explanation (in the channel's unit, e.g. 0.00475835 rad) as the charts show it: 4.76 mrad.
+function number(kind, value, unit) {
+  const v = toDisplay(kind, value, unit);
+  return v == null ? `${+Number(value).toPrecision(4)} ${unit || ''}`.trim() : shown(kind, v);
+}
+
+// The next inspection due: the domain's legal schedule (the earliest due of the kinds the facility owes, named),
+// not the facility record's `nextInspectionDate` (a simulator's or an import's figure, QA14 F11); the record's
+// only without the facility-safety API, and labelled as the record's.
+export function nextInspection(safety, facility) {
+  const due = (safety?.inspections || []).filter((i) => i.due).sort((a, b) => String(a.due).localeCompare(String(b.due)))[0];
+  if (due) {
+    const el = h('span', { 'data-role': 'next-inspection', dataset: { source: 'schedule', kind: due.kind || '' } },
+      `${due.due} (${pick(due.name) || due.kind}${due.status ? ` · ${tOr(`inspection.${due.status}`, due.status)}` : ''})`);
+    return [t('field.nextInspectionSchedule'), el];
+  }
+  if (safety) return [t('field.nextInspectionSchedule'), h('span', { 'data-role': 'next-inspection', dataset: { source: 'schedule' } }, '–')];
+  return [t('field.nextInspectionRecord'), facility.nextInspectionDate
+    ? h('span', { 'data-role': 'next-inspection', dataset: { source: 'record' } }, facility.nextInspectionDate) : null];
+}
+
 // The grade's explanation: its summary, then one row per sensor with the numbers that produced it.
 function explanation(result) {
   const rows = (result.sensors || []).map((row) => {
     const channels = (row.channels || []).map((ch) => [
-      ch.level?.score != null ? `${ch.channel} ${+Number(ch.level.value).toPrecision(4)} ${ch.unit} → ${ch.level.band} (${ch.level.score})` : '',
-      ch.trend?.score != null ? `${t('facility.trend')} ${+Number(ch.trend.slopePerYear).toPrecision(3)} ${ch.unit}/y (${ch.trend.score})` : '',
+      ch.level?.score != null ? `${ch.channel} ${number(ch.channel, ch.level.value, ch.unit)} → ${ch.level.band} (${ch.level.score})` : '',
+      ch.trend?.score != null ? `${t('facility.trend')} ${number(ch.channel, ch.trend.slopePerYear, ch.unit)}/y (${ch.trend.score})` : '',
     ].filter(Boolean).join(' · ')).filter(Boolean).join('; ');
     return h('tr', { dataset: { sensor: row.sensor } },
       h('td', {}, row.name || String(row.sensor).split(':').pop()), h('td', {}, `${row.member} ×${row.weight}`),
