@@ -42,7 +42,7 @@ async def active(site: Site, entity: str) -> dict[str, str]:
 
 async def send(site: Site, device: SimDevice, at: float, tilt: float) -> None:
     """One reading observed at `at`, sent at the clock's current time (later: a buffered one)."""
-    reading: dict[str, Any] = {"tx": tilt, "ty": 0.0, "t": 10.0, "h": 60.0, "bat": 90.0}
+    reading: dict[str, Any] = {"tx": tilt, "ty": 0.0, "t": 10.0, "h": 60.0, "bat": 0.9}
     await site.send(device, at, reading)
 
 

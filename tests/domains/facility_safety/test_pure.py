@@ -176,7 +176,7 @@ def test_multipart_parts_and_image_types() -> None:
 
 
 def test_configuration_is_validated_and_names_the_wrong_key() -> None:
-    with pytest.raises(ConfigError, match="tilt: Value error, ladder edges must rise strictly"):
+    with pytest.raises(ConfigError, match=r"tilt: 경계값은 엄격히 커져야 함.* / tilt: ladder edges must rise strictly"):
         load_config({"tilt": {"interest": 0.002, "caution": 0.001, "warning": 0.003, "serious": 0.006}})
     with pytest.raises(ConfigError, match=r"grade\.windw_days"):
         load_config({"grade": {"windw_days": 7}})

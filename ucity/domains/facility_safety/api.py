@@ -32,7 +32,7 @@ from ucity.core.http import ApiRoute, Req, Resp
 from ucity.core.params import actor_header, bad, int_param, json_body, time_param
 from ucity.domains.facility_safety import evidence
 from ucity.domains.facility_safety.assess import write_op
-from ucity.domains.facility_safety.config import LadderSet, with_domain_bands
+from ucity.domains.facility_safety.config import Bilingual, LadderSet, problems, with_domain_bands
 from ucity.domains.facility_safety.grade import UNITS, shown_score
 from ucity.domains.facility_safety.inspections import overdue, schedule
 from ucity.domains.facility_safety.models import (
@@ -53,6 +53,7 @@ from ucity.domains.facility_safety.models import (
 from ucity.domains.facility_safety.photos import parse_multipart
 from ucity.domains.facility_safety.rules import (
     ASSESSED,
+    BATTERY_ATTR,
     CATEGORY,
     DETACHED_ATTR,
     SETTING_SOURCES,
@@ -98,9 +99,9 @@ M = TypeVar("M", bound=BaseModel)
 def _model(req: Req, model: type[M]) -> M:
     try:
         return model.model_validate(json_body(req))
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-        raise bad("잘못된 값", f"invalid value: {problems}") from exc
+    except ValidationError as exc:  # both languages, pydantic's own messages too (QA14 F10)
+        ko, en = problems(exc, "body")
+        raise bad(f"잘못된 값: {ko}", f"invalid value: {en}") from exc
 
 
 def _period(req: Req, default_s: int) -> int:
@@ -324,7 +325,8 @@ class FacilitySafetyApi:
 
     async def _grade_history(self, tenant: str, facility_id: str, start: datetime | None, end: datetime | None,
                              limit: int, explain: bool = False) -> list[dict[str, Any]]:
-        names = ["dataSafetyGrade", "dataSafetyScore", "emergencyInspectionRecommended"]
+        names = ["dataSafetyGrade", "dataSafetyScore", "emergencyInspectionRecommended", "dataSafetyGradeStatus",
+                 "dataSafetyCoverage"]
         if explain:
             names.append("dataSafetyGradeExplanation")
         found = await evidence.history(self.s.store, tenant, facility_id, names, start, end, limit)
@@ -333,8 +335,14 @@ class FacilitySafetyApi:
             for inst in instances:
                 at = inst.get("observedAt")
                 if at:
-                    rows.setdefault(at, {"at": at})[name] = _shown(name, inst.get("json", inst.get("value")))
-        return [rows[k] for k in sorted(rows)]
+                    row = rows.setdefault(at, {"at": at})
+                    row[name] = _shown(name, inst.get("json", inst.get("value")))
+                    # QA14 F6: a withheld grade keeps its reason, its letter (provisional) and its coverage
+                    for sub in ("scored", "attached", "basis", "reasons", "provisionalGrade", "provisionalScore",
+                                "completeness"):
+                        if isinstance(inst.get(iri(sub)), dict):
+                            row[f"{name}.{sub}" if name == "dataSafetyCoverage" else sub] = inst[iri(sub)].get("value")
+        return [_history_row(rows[k]) for k in sorted(rows)]
 
     async def _alarms(self, tenant: str, entity_ids: list[str]) -> list[dict[str, Any]]:
         docs, _ = await self.s.store.query_alarms(tenant, AlarmQuery(entity_ids=tuple(entity_ids),
@@ -501,8 +509,13 @@ class FacilitySafetyApi:
         facility = self._facility(req)
         try:  # a ladder given without hysteresis keeps the band of the ladder it replaces (QA5 F7, config.py)
             override = with_domain_bands(self.s.cfg, self.s.class_of(facility), _model(req, LadderSet))
+        except Bilingual as exc:
+            raise bad(f"잘못된 값: {exc.ko}", f"invalid value: {exc.en}") from exc
         except ValueError as exc:
-            raise bad("잘못된 값", f"invalid value: {exc}") from exc
+            raise bad(f"잘못된 값: {exc}", f"invalid value: {exc}") from exc
+        problem = self.s.cfg.limit_problem(override)  # QA14 F1: edges no plausible reading reaches never fire
+        if problem is not None:
+            raise bad(f"잘못된 값: {problem.ko}", f"invalid value: {problem.en}")
         actor = _writer(req)
         rules = await self.s.run(lambda: self.s.set_override(facility.tenant, facility.id, override, actor))
         return Resp(body={"facility": facility.id, "override": override.model_dump(mode="json", exclude_none=True),
@@ -722,11 +735,17 @@ class FacilitySafetyApi:
         """The grade history; `from` / `to` in UTC or with an offset, as the JSON API; `at` in Asia/Seoul."""
         tenant, zone = self.tenant(req), self.s.cfg.grade.timezone
         start, end = _window(req)
-        rows = [["facility", "name", f"at ({zone})", "dataSafetyGrade", "dataSafetyScore",
+        rows = [["facility", "name", f"at ({zone})", "dataSafetyGrade", "dataSafetyScore", "dataSafetyGradeStatus",
+                 "provisionalGrade", "insufficientBecause", "dataSafetyCoverage", "completeness",
                  "emergencyInspectionRecommended", "legalSafetyGrade"]]
         for f in self.s.registry.facilities(tenant):
             for row in await self._grade_history(tenant, f.id, start, end, 5000):
+                cov = row.get("dataSafetyCoverage") or {}
                 rows.append([f.id, f.name, local(row["at"], zone), row.get("dataSafetyGrade", ""), row.get("dataSafetyScore", ""),
+                             row.get("dataSafetyGradeStatus", ""), row.get("provisionalGrade", ""),
+                             ";".join(row.get("reasons") or []),
+                             "" if cov.get("share") is None else f"{cov['share']:.4f}",
+                             "" if row.get("completeness") is None else f"{row['completeness']:.4f}",
                              row.get("emergencyInspectionRecommended", ""), f.legal_grade or ""])
         return self._csv(rows, "facility-safety-grades.csv")
 
@@ -739,6 +758,14 @@ class FacilitySafetyApi:
             data = b"\xef\xbb\xbf" + data
         return Resp(body=data, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _history_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A grade-history row: `dataSafetyCoverage` as `{share, scored, attached, basis}` (QA14 F6)."""
+    parts = {k.split(".", 1)[1]: row.pop(k) for k in [k for k in row if k.startswith("dataSafetyCoverage.")]}
+    if "dataSafetyCoverage" in row:
+        row["dataSafetyCoverage"] = {"share": row["dataSafetyCoverage"], **parts}
+    return row
 
 
 def _setting(cfg: Any, dotted: str) -> Any:
@@ -876,7 +903,8 @@ def sensor_health(doc: Doc | None, measured: list[str], battery: str) -> dict[st
     """A sensor's health from its entity: `status` (ingest's `deviceState`: online / offline; `unknown` without
     one, e.g. a sensor written by an NGSI-LD client), `since` (when that state was set), `lastReportedAt` (when
     its newest measure was received: the newest write time among its measured attributes, as device health
-    counts a report), `batteryLevel` and `batteryAt`. Times ISO 8601 UTC; None when unknown."""
+    counts a report), `batteryLevel` (as sent) with its `batteryUnitCode`, `batteryFraction` (0..1, what SHM-R6's
+    battery rule sees, QA14 F2) and `batteryAt`. Times ISO 8601 UTC; None when unknown."""
     attrs = (doc or {}).get("attrs", {})
 
     def default(name: str) -> dict[str, Any] | None:
@@ -893,7 +921,10 @@ def sensor_health(doc: Doc | None, measured: list[str], battery: str) -> dict[st
                 "reasons": reasons.get("value", []) if isinstance(reasons, dict) else []},
             "status": state.get("value") if state.get("value") in ("online", "offline") else "unknown",
             "since": _utc(state.get("observedAt")), "lastReportedAt": _utc(max(times) if times else None),
-            "batteryLevel": cell.get("value"), "batteryAt": _utc(cell.get("observedAt") or cell.get("modifiedAt"))}
+            "batteryLevel": cell.get("value"), "batteryAt": _utc(cell.get("observedAt") or cell.get("modifiedAt")),
+            # QA14 F2: the unit it came in, and the fraction SHM-R6's battery rule judged (percent converted)
+            "batteryUnitCode": cell.get("unitCode"),
+            "batteryFraction": (default(iri(BATTERY_ATTR)) or {}).get("value")}
 
 
 def _utc(text: Any) -> str | None:

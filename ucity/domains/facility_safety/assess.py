@@ -44,7 +44,8 @@ from ucity.store.base import ApplyFn, Doc, Outcome
 UNIT_CODES = {TILT: "C81", CRACK: "MMT", VIBRATION: "C16"}  # UN/CEFACT: radian, millimetre, millimetre per second
 
 
-UNIT_NAMES = {"tilt": "rad", "crack": "mm", "vibration": "mm/s", "frequency": "Hz", "temperature": "°C"}
+UNIT_NAMES = {"tilt": "rad", "crack": "mm", "vibration": "mm/s", "frequency": "Hz", "temperature": "°C",
+              "battery": "(fraction)"}
 REASONS = {"out-of-range": ("타당 범위 밖", "outside its plausible range"),
            "unknown-unit": ("알 수 없는 단위", "in a unit not understood"),
            "not-a-number": ("숫자가 아님", "not a number"),
@@ -97,7 +98,7 @@ class Checks:
         self.cfg = cfg
         self.channel_of = {names.tilt_x: "tilt", names.tilt_y: "tilt", names.crack: "crack",
                            names.vibration: "vibration", names.frequency: "frequency",
-                           names.temperature: "temperature"}
+                           names.temperature: "temperature", names.battery: "battery"}
         self.tables = {ch: cfg.unit_table(ch) for ch in set(self.channel_of.values())}
 
     def scale(self, name: str, unit: str | None) -> float | None:
@@ -203,6 +204,15 @@ def _time(instance: dict[str, Any], now: datetime) -> datetime:
         return parse_iso(text) if isinstance(text, str) else now
     except ValueError:
         return now
+
+
+def battery(reading: Reading, names: AttributeNames) -> dict[str, Any] | None:
+    """The `batteryLevelAssessed` instance of a reading (QA14 F2): its batteryLevel as a fraction (percent, `P1`,
+    converted), which SHM-R6's battery rule watches; None without a plausible battery value."""
+    if names.battery not in reading.values:
+        return None
+    value = reading.values[names.battery] * reading.scales.get(names.battery, 1.0)
+    return {"type": "Property", "value": round(value, 6), "observedAt": to_iso(reading.at), "unitCode": "C62"}
 
 
 def kind_mismatch(sensor: Sensor, reading: Reading, names: AttributeNames) -> Reading:

@@ -25,6 +25,40 @@ class ConfigError(ValueError):
     """The facility-safety settings are not valid (raised by `setup`, so the app does not start)."""
 
 
+class Bilingual(ValueError):
+    """A validation problem said in Korean and in English (QA14 F10): `str()` is "한국어 / English"."""
+
+    def __init__(self, ko: str, en: str) -> None:
+        super().__init__(f"{ko} / {en}")
+        self.ko, self.en = ko, en
+
+
+CHANNEL_WORDS = {"tilt": ("기울기", "tilt", "rad"), "crack": ("균열", "crack", "mm"),
+                 "vibration": ("진동(PPV)", "vibration (PPV)", "mm/s")}
+
+
+def limit_problem(channel: str, ladder: Ladder, plausibility: PlausibilityConfig, where: str = "") -> Bilingual | None:
+    """Why a ladder can never fire (QA14 F1), or None: an edge at or above the channel's plausible limit
+    (`plausibility`, QA5 F3) is never reached, since a reading that high is a suspect value and is not assessed
+    (e.g. a tilt ladder typed in mrad into the rad ladder). Not checked with `plausibility.enabled = false`."""
+    if not plausibility.enabled or channel not in CHANNEL_WORDS:
+        return None
+    limit = plausibility.range_of(channel)[1]
+    above = [(level, at) for level, at in ladder.edges() if at >= limit]
+    if not above:
+        return None
+    ko_name, en_name, unit = CHANNEL_WORDS[channel]
+    edges = ", ".join(f"{level} {at:g}" for level, at in above)
+    prefix = f"{where}: " if where else ""
+    hint_ko, hint_en = (" (단위 확인: 기울기는 mrad가 아니라 rad)", " (check the unit: tilt is in rad, not mrad)") \
+        if channel == "tilt" else ("", "")
+    return Bilingual(f"{prefix}{ko_name} 경계값({edges} {unit})이 타당 범위 상한 {limit:g} {unit} 이상: 그 값의 측정은 "
+                     f"이상값(readingSuspect)으로 평가되지 않으므로 경보가 울릴 수 없음{hint_ko}",
+                     f"{prefix}{en_name} edge(s) {edges} {unit} at or above the plausible limit {limit:g} {unit}: a "
+                     f"reading that high is a suspect value and never assessed, so this ladder could never fire"
+                     f"{hint_en}")
+
+
 def band_problem(edges: tuple[tuple[str, float], ...], band: float, inherited: bool = False) -> str | None:
     """Why a clearing band does not fit a ladder (Korean / English), or None.
 
@@ -62,10 +96,11 @@ class Ladder(BaseModel):
     def _rising(self) -> Ladder:
         edges = [self.interest, self.caution, self.warning, self.serious]
         if edges != sorted(set(edges)):
-            raise ValueError("ladder edges must rise strictly: interest < caution < warning < serious")
+            raise Bilingual("경계값은 엄격히 커져야 함: 관심(interest) < 주의(caution) < 경계(warning) < 심각(serious)",
+                            "ladder edges must rise strictly: interest < caution < warning < serious")
         problem = band_problem(self.edges(), self.hysteresis)
         if problem is not None:
-            raise ValueError(problem)
+            raise Bilingual(*problem.split(" / ", 1))
         return self
 
     def with_band(self, band: float) -> Ladder:
@@ -74,7 +109,7 @@ class Ladder(BaseModel):
             return self
         problem = band_problem(self.edges(), band, inherited=True)
         if problem is not None:
-            raise ValueError(problem)
+            raise Bilingual(*problem.split(" / ", 1))
         return Ladder(interest=self.interest, caution=self.caution, warning=self.warning, serious=self.serious,
                       hysteresis=band)
 
@@ -121,7 +156,7 @@ class LadderSet(BaseModel):
                 try:
                     updates[channel] = ladder.with_band(band)
                 except ValueError as exc:
-                    raise ValueError(f"{channel}: {exc}") from exc
+                    raise _where(channel, exc) from exc
         return self.model_copy(update=updates) if updates else self
 
 
@@ -162,8 +197,9 @@ class HealthConfig(BaseModel):
     """SHM-R6 sensor health (all [D])."""
 
     model_config = _STRICT
-    battery_low_below: float = Field(d.BATTERY_LOW_BELOW, gt=0, description="batteryLevel at or below -> fault; the "
-                                     "simulator reports 0..1, a device reporting percent needs 20")
+    battery_low_below: float = Field(d.BATTERY_LOW_BELOW, gt=0, le=1, description="batteryLevel as a fraction at "
+                                     "or below -> fault; a device reporting percent (unitCode P1) is converted "
+                                     "first (QA14 F2)")
     battery_hysteresis: float = Field(d.BATTERY_HYSTERESIS, ge=0)
     battery_samples: int = Field(d.BATTERY_SAMPLES, ge=1, description="consecutive low samples before the fault")
     stuck_hours: float = Field(d.STUCK_HOURS, gt=0, description="zero variance over this long -> stuck (suspect)")
@@ -203,11 +239,13 @@ class PlausibilityConfig(BaseModel):
     vibration: PlausibleRange = Field(d.PLAUSIBLE_RANGES["vibration"], description="PPV, mm/s")
     frequency: PlausibleRange = Field(d.PLAUSIBLE_RANGES["frequency"], description="dominant frequency, Hz")
     temperature: PlausibleRange = Field(d.PLAUSIBLE_RANGES["temperature"], description="°C")
+    battery: PlausibleRange = Field(d.PLAUSIBLE_RANGES["battery"], description="batteryLevel as a fraction (C62); "
+                                    "percent (P1) is converted, so 15 without a unit is suspect (QA14 F2)")
     units: dict[str, dict[str, tuple[float, float]]] = Field(
         {}, description="extra unitCodes per channel (tilt, crack, vibration, frequency, temperature): code -> "
         "(scale, offset) to the channel's unit, added to the shipped table (rules.UNITS)")
 
-    @field_validator("tilt", "crack", "vibration", "frequency", "temperature")
+    @field_validator("tilt", "crack", "vibration", "frequency", "temperature", "battery")
     @classmethod
     def _rising(cls, value: PlausibleRange) -> PlausibleRange:
         if not value[0] < value[1]:
@@ -220,7 +258,7 @@ class PlausibilityConfig(BaseModel):
         unknown = sorted(set(value) - set(d.PLAUSIBLE_RANGES))
         if unknown:
             raise ValueError(f"units: unknown channels {', '.join(unknown)} (tilt, crack, vibration, frequency, "
-                             f"temperature)")
+                             f"temperature, battery)")
         if any(scale == 0 for codes in value.values() for scale, _ in codes.values()):
             raise ValueError("units: a scale of 0 is not a conversion")
         return value
@@ -286,6 +324,11 @@ class GradeConfig(BaseModel):
                                      "'insufficient-data': withheld unless it recommends an emergency inspection. "
                                      "Default 0.8 = §2.5's '≥ 80 % completeness' applied to members [D]; 0 turns "
                                      "the check off")
+    min_completeness: float = Field(d.GRADE_COMPLETENESS, ge=0, le=1, description="share of the expected samples the "
+                                    "scored sensors must have received (member-weighted; QA14 F3); below it a grade "
+                                    "as good as the legal grade or better (A or B without one) is 'insufficient-data'"
+                                    ", withheld as provisional; worse grades stand. Default 0.8 = §2.5.1's '≥ 80 % "
+                                    "completeness' [D]; 0 turns the check off")
     member_weights: dict[str, float] = Field(dict(d.MEMBER_WEIGHTS))
     main_cap_offset: float = Field(d.MAIN_CAP_OFFSET, ge=0, description="facility score >= worst main sensor − this")
     grade_bounds: tuple[float, float, float, float] = Field(d.GRADE_BOUNDS, description="upper scores of A, B, C, D")
@@ -437,7 +480,25 @@ class FacilitySafetyConfig(BaseModel):
         unknown = sorted(set(self.class_by_type.values()) - set(self.classes))
         if unknown:
             raise ValueError(f"class_by_type names unknown classes: {', '.join(unknown)}")
+        # QA14 F1: a ladder whose edges a plausible reading cannot reach would never fire
+        for channel in CHANNELS:
+            problem = limit_problem(channel, getattr(self, channel), self.plausibility, channel)
+            if problem is not None:
+                raise problem
+            for name in self.classes:
+                ladder = d.effective(self, channel, name)[0]
+                problem = limit_problem(channel, ladder, self.plausibility, f"classes.{name}.{channel}")
+                if problem is not None:
+                    raise problem
         return self
+
+    def limit_problem(self, override: LadderSet) -> Bilingual | None:
+        """Why a facility's thresholds could never fire (QA14 F1), or None."""
+        for channel in CHANNELS:
+            ladder = getattr(override, channel)
+            if ladder is not None and (problem := limit_problem(channel, ladder, self.plausibility, channel)):
+                return problem
+        return None
 
 
 def _inherit(raw: Any, band: float, where: str) -> Any:
@@ -451,7 +512,46 @@ def _inherit(raw: Any, band: float, where: str) -> Any:
     try:
         return ladder.with_band(band)
     except ValueError as exc:
-        raise ValueError(f"{where}: {exc}") from exc
+        raise _where(where, exc) from exc
+
+
+def _where(where: str, exc: ValueError) -> Bilingual:
+    if isinstance(exc, Bilingual):
+        return Bilingual(f"{where}: {exc.ko}", f"{where}: {exc.en}")
+    return Bilingual(f"{where}: {exc}", f"{where}: {exc}")
+
+
+# Korean for pydantic's own messages (QA14 F10); anything else keeps its English text after "잘못된 값".
+_KO = {"greater_than": "{gt}보다 커야 함", "greater_than_equal": "{ge} 이상이어야 함", "less_than": "{lt}보다 작아야 함",
+       "less_than_equal": "{le} 이하여야 함", "missing": "필수 값 없음", "extra_forbidden": "알 수 없는 키",
+       "float_type": "숫자여야 함", "float_parsing": "숫자여야 함", "int_type": "정수여야 함", "int_parsing": "정수여야 함",
+       "finite_number": "유한한 숫자여야 함", "literal_error": "허용되지 않는 값", "string_type": "문자열이어야 함",
+       "bool_type": "true 또는 false", "bool_parsing": "true 또는 false", "dict_type": "객체여야 함",
+       "model_type": "객체여야 함", "too_short": "항목이 너무 적음", "too_long": "항목이 너무 많음"}
+
+
+def problems(exc: ValidationError, root: str = "") -> tuple[str, str]:
+    """Every problem of a validation error in Korean and in English (QA14 F10), each as `where: what` (`root` where
+    the error is the whole document's)."""
+    ko: list[str] = []
+    en: list[str] = []
+    for e in exc.errors():
+        where = ".".join(str(p) for p in e["loc"]) or root
+        error = (e.get("ctx") or {}).get("error")
+        if isinstance(error, Bilingual):
+            ko.append(f"{where}: {error.ko}".removeprefix(": "))
+            en.append(f"{where}: {error.en}".removeprefix(": "))
+            continue
+        msg = e["msg"].removeprefix("Value error, ")
+        template = _KO.get(e["type"])
+        try:
+            ctx = {k: f"{v:g}" if isinstance(v, float) else v for k, v in (e.get("ctx") or {}).items()}
+            said = template.format(**ctx) if template else msg
+        except (KeyError, IndexError):
+            said = msg
+        ko.append(f"{where}: {said}".removeprefix(": "))
+        en.append(f"{where}: {msg}".removeprefix(": "))
+    return "; ".join(ko), "; ".join(en)
 
 
 def _band_of(raw: Any, default: float) -> float:
@@ -463,10 +563,9 @@ def _band_of(raw: Any, default: float) -> float:
 
 
 def load_config(raw: dict[str, Any]) -> FacilitySafetyConfig:
-    """The validated settings; ConfigError says which key is wrong."""
+    """The validated settings; ConfigError says which key is wrong (in Korean and English, QA14 F10)."""
     try:
         return FacilitySafetyConfig.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}".removeprefix(": ")
-                             for e in exc.errors())
-        raise ConfigError(f"domains.facility_safety: {problems}") from exc
+        ko, en = problems(exc)
+        raise ConfigError(f"domains.facility_safety: {ko} / {en}") from exc

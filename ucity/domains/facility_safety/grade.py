@@ -24,6 +24,12 @@ facility has no main member). Below `min_main_coverage` (default 0.8, §2.5's 80
 kept as `provisionalGrade`), unless it already recommends an emergency inspection: silent sensors cannot
 show a facility is safe, but the ones that report can show it is not, so such a grade stands, flagged.
 
+Completeness (QA14 F3): the deviation above keeps bad news from a new sensor, but must not hand out good
+grades. When the scored sensors received less than `min_completeness` of their expected samples (each sensor's
+completeness, member-weighted; default 0.8, §2.5.1, [D]), the status is `insufficient-data` and a grade as good as
+the legal grade or better (A or B without a legal grade) is **withheld** as the coverage rule does (provisional);
+a worse grade, or one that recommends an emergency inspection, stands, flagged.
+
 Every number that produced the grade is in the explanation, with a sentence in Korean and English.
 """
 
@@ -53,6 +59,7 @@ class GradePolicy:
     horizon_days: float
     min_buckets: int
     min_main_coverage: float = 0.0  # share of main members that must be scored; 0: no minimum
+    min_completeness: float = 0.0  # share of expected samples below which a good grade is withheld; 0: no minimum
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,9 +201,21 @@ def grade_facility(sensors: Sequence[SensorEvidence], policy: GradePolicy, legal
     out.update(grade=grade, score=shown_score(score), weightedMean=shown_score(mean), mainCap=cap,
                capApplied=cap is not None and cap > mean, status="ok")
     out["emergency"] = _emergency(grade, legal_grade, emergency_grades, steps_worse)
+    comp = completeness(scored, policy.min_completeness)
+    out["completeness"] = comp
+    withhold = False
+    reasons: list[str] = []
     if not cov["sufficient"]:
-        out["status"] = "insufficient-data"
-        if not out["emergency"]["recommended"]:  # silent members cannot show the facility is safe: withheld
+        reasons.append("coverage")
+        # silent members cannot show the facility is safe: withheld unless it recommends an emergency inspection
+        withhold = not out["emergency"]["recommended"]
+    if not comp["sufficient"]:
+        reasons.append("completeness")
+        # QA14 F3: a few readings can show the facility is worse than its record, never that it is as good
+        withhold = withhold or not _bad_news(grade, legal_grade, out["emergency"]["recommended"])
+    if reasons:
+        out.update(status="insufficient-data", insufficient=reasons)
+        if withhold:
             out.update(grade=None, score=None, provisionalGrade=grade, provisionalScore=shown_score(score),
                        gradeWithheld=True)
     out["summary"] = summary(out)
@@ -212,6 +231,33 @@ def coverage(rows: Sequence[dict[str, Any]], minimum: float) -> dict[str, Any]:
     return {"basis": "main" if mains else "all", "scored": scored, "attached": len(members), "share": share,
             "minimum": minimum, "sufficient": share is None or share >= minimum - 1e-9,
             "unscored": [r["sensor"] for r in members if not r["scored"]]}
+
+
+GOOD_GRADES = ("A", "B")  # "excellent", "good": what thin data cannot claim of a facility without a legal grade
+
+
+def completeness(scored: Sequence[dict[str, Any]], minimum: float) -> dict[str, Any]:
+    """The share of expected samples the scored sensors received in the window (each sensor's completeness, capped
+    at 1, weighted as its score is), and whether it reaches `minimum` (QA14 F3, §2.5.1's 80 %)."""
+    known = [(r["weight"], r["completeness"]) for r in scored if r.get("completeness") is not None]
+    total = sum(w for w, _ in known)
+    share = sum(w * min(1.0, c) for w, c in known) / total if total else None
+    return {"share": shown_score(share) if share is not None else None, "minimum": minimum,
+            "basis": "scored sensors, member-weighted",
+            "sufficient": share is None or minimum <= 0 or share >= minimum - 1e-9,
+            "incomplete": [r["sensor"] for r in scored
+                           if r.get("completeness") is not None and r["completeness"] < minimum - 1e-9]}
+
+
+def _bad_news(grade: str, legal: str | None, emergency: bool) -> bool:
+    """Whether a grade from too little data still stands (QA14 F3): it recommends an emergency inspection, or it is
+    worse than the legal grade, or (no legal grade) it is no "good" grade. Incomplete data can show a facility is
+    worse than known; a grade as good as the record or better needs the data."""
+    if emergency:
+        return True
+    if legal in GRADE_NAMES:
+        return "ABCDE".index(grade) > "ABCDE".index(legal)
+    return grade not in GOOD_GRADES
 
 
 def _emergency(grade: str, legal: str | None, emergency_grades: Sequence[str], steps_worse: int) -> dict[str, Any]:
@@ -264,12 +310,27 @@ def _coverage_words(result: dict[str, Any]) -> tuple[str, str]:
     share = f"{cov['share']:.0%}" if cov["share"] is not None else "-"
     en = f"Coverage: {cov['scored']} of {cov['attached']} {what_en} scored ({share})"
     ko = f"채점 범위: {what_ko} {cov['attached']}개 중 {cov['scored']}개({share})"
-    if result.get("status") == "insufficient-data":
+    reasons = result.get("insufficient", ["coverage"] if result.get("status") == "insufficient-data" else [])
+    if "coverage" in reasons:
         en += f", below the minimum {cov['minimum']:.0%}: insufficient data"
         ko += f", 최소 {cov['minimum']:.0%} 미만: 데이터 부족"
-        if not result.get("gradeWithheld"):
+    comp = result.get("completeness") or {}
+    if "completeness" in reasons and comp.get("share") is not None:
+        en += (f". Completeness: {comp['share']:.1%} of the expected samples, below the minimum {comp['minimum']:.0%}: "
+               f"too little data for a grade this good")
+        ko += (f". 수집률: 예상 표본의 {comp['share']:.1%}, 최소 {comp['minimum']:.0%} 미만: 이만큼 좋은 등급을 "
+               f"뒷받침할 데이터 부족")
+    legal = result.get("legalGrade")
+    if reasons and not result.get("gradeWithheld"):
+        if result["emergency"]["recommended"]:
             en += "; the grade stands because it already recommends an emergency inspection"
             ko += "; 긴급점검 권고 등급이므로 등급 유지"
+        elif legal:
+            en += f"; the grade stands because it is worse than the legal grade {legal}"
+            ko += f"; 법정 안전등급 {legal}보다 나쁜 등급이므로 등급 유지"
+        else:
+            en += "; the grade stands because it is no good grade (A, B)"
+            ko += "; 우수·양호(A, B) 등급이 아니므로 등급 유지"
     return en + ".", ko + "."
 
 

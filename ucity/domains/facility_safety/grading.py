@@ -103,7 +103,7 @@ class Grader:
         g = cfg.grade
         self.policy = GradePolicy(tuple(tuple(x) for x in g.event_scores), dict(g.member_weights),  # type: ignore[misc]
                                   g.main_cap_offset, g.grade_bounds, g.trend_horizon_days, g.trend_min_buckets,
-                                  g.min_main_coverage)
+                                  g.min_main_coverage, g.min_completeness)
 
     def expected_interval(self, sensor: Sensor) -> tuple[float, str]:
         """The sensor's own reporting interval (s) and its source; the domain setting when nothing else says."""
@@ -143,7 +143,16 @@ class Grader:
         else:  # no grade now (no scored sensor, or withheld for insufficient data): an older grade must not stand
             drops += [(iri("dataSafetyGrade"), None), (iri("dataSafetyScore"), None)]
         cov = result["coverage"]
-        items.append((iri("dataSafetyGradeStatus"), {"type": "Property", "value": result["status"], "observedAt": at}))
+        status: dict[str, Any] = {"type": "Property", "value": result["status"], "observedAt": at}
+        if result.get("insufficient"):  # QA14 F6: why, and the letter kept, in the grade history too
+            status[iri("reasons")] = {"type": "Property", "value": list(result["insufficient"])}
+        if result.get("provisionalGrade"):
+            status[iri("provisionalGrade")] = {"type": "Property", "value": result["provisionalGrade"]}
+            status[iri("provisionalScore")] = {"type": "Property", "value": result["provisionalScore"]}
+        comp = result.get("completeness") or {}
+        if comp.get("share") is not None:
+            status[iri("completeness")] = {"type": "Property", "value": comp["share"]}
+        items.append((iri("dataSafetyGradeStatus"), status))
         if cov["share"] is not None:
             items.append((iri("dataSafetyCoverage"), {
                 "type": "Property", "value": round(cov["share"], 4), "observedAt": at,

@@ -61,7 +61,9 @@ OFFLINE_AFTER_INTERVALS = 3
 # is µm/s sent as mm/s). Frequency 0 to 1000 Hz, temperature −50 to 80 °C (structural surfaces in Korea).
 PLAUSIBLE_RANGES: dict[str, tuple[float, float]] = {
     "tilt": (-0.1, 0.1), "crack": (-0.25, 50.0), "vibration": (0.0, 250.0), "frequency": (0.0, 1000.0),
-    "temperature": (-50.0, 80.0)}
+    "temperature": (-50.0, 80.0), "battery": (0.0, 1.0)}
+# battery (QA14 F2): SHM-R6's 20 % is a fraction 0..1 (UN/CEFACT C62, as the simulator sends it); percent (`P1`)
+# is converted, and a value above 1 without a unit (or with C62) is a suspect reading, never "battery fine".
 # unitCode (UN/CEFACT common code, or a plain symbol) -> (scale, offset) to the channel's unit: value·scale + offset.
 # A reading without a unitCode is taken in the channel's unit; any other code is not guessed (a fault).
 UNITS: dict[str, dict[str, tuple[float, float]]] = {
@@ -72,6 +74,7 @@ UNITS: dict[str, dict[str, tuple[float, float]]] = {
     "vibration": {"C16": (1.0, 0.0), "mm/s": (1.0, 0.0), "um/s": (1e-3, 0.0), "µm/s": (1e-3, 0.0),
                   "2M": (10.0, 0.0), "cm/s": (10.0, 0.0), "MTS": (1000.0, 0.0), "m/s": (1000.0, 0.0)},
     "frequency": {"HTZ": (1.0, 0.0), "Hz": (1.0, 0.0), "KHZ": (1000.0, 0.0), "kHz": (1000.0, 0.0)},
+    "battery": {"C62": (1.0, 0.0), "P1": (0.01, 0.0), "%": (0.01, 0.0)},
     "temperature": {"CEL": (1.0, 0.0), "°C": (1.0, 0.0), "KEL": (1.0, -273.15), "K": (1.0, -273.15),
                     "FAH": (5 / 9, -32 * 5 / 9), "°F": (5 / 9, -32 * 5 / 9)},
 }
@@ -152,6 +155,9 @@ SOURCES: dict[str, tuple[str, str]] = {
     "SHM-R7": ("thermal compensation a + b*T over >= 30 days (ideally 12 months) [P], method [D]", "D"),
     "QA5-F4": ("grade.min_main_coverage 0.8: scored / attached main-member sensors; section 2.5's '>= 80 % "
                "completeness' applied to members, below it the grade is insufficient-data (withheld) [D]", "D"),
+    "QA14-F3": ("grade.min_completeness 0.8: section 2.5.1's '>= 80 % completeness' of the expected samples "
+                "(member-weighted over the scored sensors); below it a grade as good as the legal grade or better (A/B "
+                "without one) is insufficient-data (withheld, provisional), a worse one stands [D]", "D"),
     "QA5-F9": ("installation baseline (zero offset) of tilt and crack sensors: set at provisioning or attach, else "
                "the median of the first 6 plausible readings (baseline.capture_samples); readings before it are "
                "stored, not laddered [D]", "D"),
@@ -159,6 +165,7 @@ SOURCES: dict[str, tuple[str, str]] = {
 # The settings of the domain that are no rule of the rules engine, with the SOURCES entry they come from
 # (`GET /api/v1/facility-safety/rules` lists them with their values).
 SETTING_SOURCES: dict[str, str] = {"grade.min_main_coverage": "QA5-F4", "grade.completeness": "QA5-F4",
+                                   "grade.min_completeness": "QA14-F3",
                                    "baseline.mode": "QA5-F9", "baseline.capture_samples": "QA5-F9"}
 
 # -- rule ids and the attributes the domain writes ------------------------------------------------------------
@@ -173,6 +180,7 @@ SUSPECT_RULE = "shm-reading-suspect"  # QA5 F3: an implausible reading
 OFFLINE_RULE = "shm-sensor-offline"  # QA5 F12: ingest's deviceState offline, on the domain's maintenance chain
 FAULT_RULES = (BATTERY_RULE, STUCK_RULE, SILENT_RULE, SUSPECT_RULE, OFFLINE_RULE)
 ASSESSED = {TILT: "tiltAssessed", CRACK: "crackOpeningAssessed", VIBRATION: "vibrationPPVAssessed"}
+BATTERY_ATTR = "batteryLevelAssessed"  # QA14 F2: batteryLevel as a fraction (P1 percent converted), SHM-R6's rule
 CRACK_RATE_ATTR = "crackOpeningRate"
 STUCK_ATTR = "sensorStuck"
 SUSPECT_ATTR = "readingSuspect"  # "ok", or why the newest reading was not assessed (QA5 F3)
@@ -290,11 +298,12 @@ def fault_rules(cfg: FacilitySafetyConfig) -> tuple[Rule, ...]:
     battery = Rule(
         id=BATTERY_RULE, name=Text(ko="센서 배터리 부족", en="Sensor battery low"), entity_types=types, kind="fault",
         category=CATEGORY, source=source("SHM-R6"), confidence="D", persistence=Persistence(samples=h.battery_samples),
-        condition=Threshold(attribute=a.battery, direction="below", hysteresis=h.battery_hysteresis,
+        condition=Threshold(attribute=BATTERY_ATTR, direction="below", hysteresis=h.battery_hysteresis,
                             edges=(Edge(level="interest", at=h.battery_low_below),)),
-        description=Text(ko=f"배터리 값({a.battery})이 {h.battery_low_below:g} 이하로 {h.battery_samples}회 연속: "
-                            f"고장(안전 단계 아님)",
-                         en=f"{a.battery} at or below {h.battery_low_below:g} on {h.battery_samples} consecutive "
+        description=Text(ko=f"배터리 값({a.battery}, 비율 0..1: 퍼센트 P1은 환산해 {BATTERY_ATTR}에 기록)이 "
+                            f"{h.battery_low_below:g} 이하로 {h.battery_samples}회 연속: 고장(안전 단계 아님)",
+                         en=f"{a.battery} (as a fraction 0..1: percent, unitCode P1, converted, written as "
+                            f"{BATTERY_ATTR}) at or below {h.battery_low_below:g} on {h.battery_samples} consecutive "
                             f"samples: a fault, never a safety level"))
     stuck = Rule(
         id=STUCK_RULE, name=Text(ko="센서 값 고정(의심)", en="Sensor value stuck (suspect)"), entity_types=types,

@@ -41,6 +41,7 @@ from ucity.domains.facility_safety.assess import (
     Reading,
     assess,
     assessed_attr,
+    battery,
     instance,
     kind_mismatch,
     neutral,
@@ -66,6 +67,7 @@ from ucity.domains.facility_safety.models import (
 from ucity.domains.facility_safety.photos import PhotoStore
 from ucity.domains.facility_safety.registry import BASELINE_ATTR, Registry
 from ucity.domains.facility_safety.rules import (
+    BATTERY_ATTR,
     CATEGORY,
     CHANNELS,
     CRACK,
@@ -376,7 +378,8 @@ class FacilitySafety:
         out: list[Write] = []
         if self.detached(sensor):  # stored by ingest, laddered by no one: it left its facility
             self.stats["detached"] += len(readings)
-            return out
+            # its battery is still a maintenance matter, as before the battery was converted (QA14 F2)
+            return [(iri(BATTERY_ATTR), b) for r in readings if (b := battery(r, names)) is not None]
         for reading in readings:
             temperature = self._temperature(sensor, reading)
             reading = kind_mismatch(sensor, reading, names)  # QA5 F13i: another kind's measure is a suspect
@@ -384,6 +387,9 @@ class FacilitySafety:
             self.stats["implausible"] += len(reading.suspects)
             if suspect is not None:
                 out.append((iri(SUSPECT_ATTR), suspect))
+            charge = battery(reading, names)  # QA14 F2: as a fraction, for SHM-R6's battery rule
+            if charge is not None:
+                out.append((iri(BATTERY_ATTR), charge))
             if sensor.stuck:
                 if not self._unstuck(sensor, reading):
                     self.stats["skipped"] += 1
@@ -748,24 +754,30 @@ class FacilitySafety:
     async def check_stuck(self) -> list[str]:
         """SHM-R6: a channel with zero variance over `stuck_hours` makes the sensor suspect.
 
-        The window is cut into hours; the channel is stuck when every hour has readings, all of one value,
-        and there are at least `stuck_min_samples`: a sensor that only began reporting does not qualify.
+        As documented (QA14 F7): the channel is stuck when its readings in the last `stuck_hours` are all of one
+        value and there are at least `stuck_min_samples` of them, whatever their spacing (a sensor reporting every
+        2 h, or one that lost an hour's packets, qualifies), and it reported before that window too: a sensor that
+        only began reporting has not held its value for `stuck_hours` yet.
         """
         h, now = self.cfg.health, self.clock.now()
-        periods = max(1, round(h.stuck_hours))
+        span = timedelta(hours=h.stuck_hours)
         changed: list[str] = []
         for tenant in sorted(self.registry.tenants):
             since = now - timedelta(hours=h.stuck_hours)
             # a sensor whose baseline was reset within the window (a replaced device) is judged on its own data only
             sensors = [s for s in self.registry.sensors(tenant) if s.kind
                        and not ((b := self.registry.baseline_at(tenant, s.id)) is not None and b > since)]
-            stats = await evidence.period_stats(self.store, tenant, [s.id for s in sensors], self._stuck_names(),
-                                                now - timedelta(hours=h.stuck_hours), now,
-                                                ("min", "max", "totalCount"), h.stuck_hours * 3600 / periods)
+            stats = await evidence.counts(self.store, tenant, [s.id for s in sensors], self._stuck_names(), since, now,
+                                          ("min", "max", "totalCount"))
+            constant = {s: [n for n, row in by_name.items() if _constant(row, h.stuck_min_samples)]
+                        for s, by_name in stats.items()}
+            candidates = [s for s, names in constant.items() if names]
+            before = await evidence.counts(self.store, tenant, candidates, self._stuck_names(), since - span, since) \
+                if candidates else {}
             writes = []
             for sensor in sensors:
-                stuck = {n: rows[0]["min"] for n, rows in stats.get(sensor.id, {}).items()
-                         if _constant(rows, periods, h.stuck_min_samples)}
+                stuck = {n: stats[sensor.id][n]["min"] for n in constant.get(sensor.id, [])
+                         if int(before.get(sensor.id, {}).get(n, {}).get("totalCount") or 0) > 0}
                 if stuck:  # after a restart the flag comes from the entity, the values from here
                     sensor.stuck_values = stuck
                 if bool(stuck) != sensor.stuck:
@@ -943,14 +955,10 @@ def _check(outcomes: list[Outcome | Exception]) -> None:
             raise outcome
 
 
-def _constant(rows: list[dict[str, Any]], periods: int, min_samples: int) -> bool:
-    """Readings in every period, all the same value, enough of them."""
-    values = {(r.get("min"), r.get("max")) for r in rows}
-    count = sum(int(r.get("totalCount") or 0) for r in rows)
-    if len(rows) < periods or count < min_samples or len(values) != 1:
-        return False
-    low, high = values.pop()
-    return low is not None and low == high
+def _constant(row: dict[str, Any], min_samples: int) -> bool:
+    """The readings of a window (one aggregate row): at least `min_samples`, all of one value (QA14 F7)."""
+    low, high = row.get("min"), row.get("max")
+    return int(row.get("totalCount") or 0) >= min_samples and low is not None and low == high
 
 
 def _stuck_instance(stuck: bool, channels: list[str], at: datetime) -> dict[str, Any]:
