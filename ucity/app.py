@@ -45,7 +45,8 @@ class Ucity:
         self.platform.add("publisher", self.publisher)
         self.resolver, self.contexts = build_context_services(self.store, settings)
         self.platform.add("contexts", self.contexts)
-        self.ngsild = NgsiLdApi(self.store, self.resolver, settings.ngsild, privacy=settings.privacy)
+        self.ngsild = NgsiLdApi(self.store, self.resolver, settings.ngsild, privacy=settings.privacy,
+                                personal_types=self.platform.privacy)  # settings ∪ declared (QA13 F1)
         self.temporal = TemporalApi(self.ngsild)
         self.subscriptions = SubscriptionService(self.ngsild, self.platform)
         self.publisher.add_drainer(self.subscriptions.drain)  # notifications matched but not yet queued

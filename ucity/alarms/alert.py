@@ -49,6 +49,7 @@ from typing import Any
 
 from ucity.alarms.model import FAULT, Alarm, geometry_bbox
 from ucity.core.bus import Context
+from ucity.core.privacy import PersonalTypes
 from ucity.ngsild.context import core_context
 from ucity.ngsild.geo import coarse_point
 from ucity.ngsild.model import expand_name, normalize_entity, stamp_copy
@@ -68,11 +69,18 @@ def _prop(value: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True)
 class AlertPrivacy:
-    """Which alarms are about a person (`privacy.personal_entity_types`) and how coarse their Alert's place is
-    (`privacy.location_cell_deg`); the defaults are the settings' [D]."""
+    """Which alarms are about a person (`privacy.personal_entity_types` and the types domains declare) and how coarse
+    their Alert's place is (`privacy.location_cell_deg`); the defaults are the settings' [D]."""
 
-    personal_types: frozenset[str] = frozenset({"Person"})
+    configured: frozenset[str] = frozenset({"Person"})
     cell_deg: float = 0.005
+    # The kernel's list (settings ∪ what domains declare in setup, ucity/core/privacy.py), read when asked: a
+    # domain's `setup` runs after the alarms service is built (QA13 F1). None: `configured` only.
+    registry: PersonalTypes | None = None
+
+    @property
+    def personal_types(self) -> frozenset[str]:
+        return self.configured if self.registry is None else self.registry.names
 
     def personal(self, alarm: Alarm) -> bool:
         return bool(alarm.entity_type) and alarm.entity_type in self.personal_types

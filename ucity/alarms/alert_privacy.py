@@ -3,8 +3,9 @@ person's id, and their exact `location`, readable by every `data:read` holder, h
 
 Since QA10 F2 the Alert of an alarm about a person (its entity's type in `privacy.personal_entity_types`) has no
 `alertSource` and as `location` the centre of its `privacy.location_cell_deg` cell, with `locationCellDeg`
-(ucity/alarms/alert.py). This makes the Alerts written before look the same, at start (the component
-`alertPrivacy`, before serving), once per tenant, version and settings, like ucity/ops/event_privacy.py: a
+(ucity/alarms/alert.py). The personal types are those in force at start, the settings' and those the domains
+declare in `setup` (ucity/core/privacy.py, QA13 F1). This makes the Alerts written before look the same, at
+start (the component `alertPrivacy`, before serving), once per tenant, version and settings, like ucity/ops/event_privacy.py: a
 `alarm-alert-privacy` document per tenant records the `VERSION` done, the `fingerprint` of the settings it ran with
 (the personal types and the cell) and the counts; a tenant marked with both is skipped (a start with nothing to do
 reads one small list), a change of either setting migrates again. Across processes on one store one process
@@ -125,11 +126,19 @@ class AlertPrivacyMigration:
         self.store = store
         self.clock = clock
         self.privacy = privacy
-        self.fingerprint = fingerprint(privacy)
-        self.personal_iris = frozenset(_iri(t) for t in privacy.personal_types) | privacy.personal_types
         self.owner = uuid.uuid4().hex  # this process's claims
         self._lease: tuple[str, str, Doc] | None = None  # (tenant, key, claim) while this process migrates a tenant
         self.last: dict[str, dict[str, int]] = {}
+
+    @property
+    def fingerprint(self) -> str:
+        """Of the personal types in force when asked (settings ∪ what domains declared in setup, QA13 F1)."""
+        return fingerprint(self.privacy)
+
+    @property
+    def personal_iris(self) -> frozenset[str]:
+        types = self.privacy.personal_types
+        return frozenset(_iri(t) for t in types) | types
 
     async def start(self) -> None:
         self.last = await self.run()
@@ -244,13 +253,14 @@ class AlertPrivacyMigration:
         the type its URN names."""
         found: set[str] = set()
         listed = sorted(sources)
+        personal = self.personal_iris
         for start in range(0, len(listed), BATCH):
             chunk = listed[start:start + BATCH]
             docs, _ = await self.store.query_entities(tenant, EntityQuery(ids=tuple(chunk), limit=len(chunk)))
             stored = {d["id"]: d.get("type", []) for d in docs}
             for source in chunk:
                 types = stored.get(source) or [_type_of(source)]
-                if any(t in self.personal_iris for t in types if t):
+                if any(t in personal for t in types if t):
                     found.add(source)
         return found
 

@@ -205,7 +205,8 @@ class AlarmService:
         self.sse = SseHub(s.sse_buffer, s.sse_client_queue, s.sse_heartbeat_s, s.sse_max_stream_s)
         # Alarms about a person: no entity and a coarse place in their Alert, no name in their messages (QA10 F2).
         privacy = platform.settings.privacy
-        self.privacy = AlertPrivacy(frozenset(privacy.personal_entity_types), privacy.location_cell_deg)
+        self.privacy = AlertPrivacy(frozenset(privacy.personal_entity_types), privacy.location_cell_deg,
+                                    platform.privacy)  # settings ∪ what domains declare (QA13 F1)
         self.dispatcher.on_settled = self._settled
         # Delivery records of alarms not judged here in memory (closed, or another process's), one at a time under
         # `_closed_lock`; outside `_tasks`, which an operator's action on such an alarm waits for under that lock.

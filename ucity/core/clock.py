@@ -85,6 +85,14 @@ class FakeClock:
     def set(self, instant: datetime) -> None:
         self.advance(instant - self._now)
 
+    def next_due(self) -> datetime | None:
+        """When the earliest timer not cancelled is due (None: no timer pending), so that a test can step timer
+        by timer (`set(clock.next_due())`, then settle). Cancelled timers at the head are dropped (QA13 F7)."""
+        timers = self._timers
+        while timers and timers[0][2].cancelled:
+            heapq.heappop(timers)
+        return timers[0][0] if timers else None
+
 
 async def sleep(clock: Clock, seconds: float, on_wake: Callable[[], None] | None = None) -> None:
     """Wait `seconds` on `clock`: real time on the `SystemClock`, until a test advances a `FakeClock` past it.

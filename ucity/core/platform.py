@@ -2,7 +2,8 @@
 
 Components register in dependency order (store before the services that use it); `start`
 starts them in that order and `stop` stops them in reverse, so nothing runs on top of a part
-that is already gone. Domains receive the platform in their `setup(platform, config)`.
+that is already gone. Domains receive the platform in their `setup(platform, config)`. Every platform has the
+component `privacy` (ucity/core/privacy.py): the personal entity types in force, which domains extend in `setup`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 from ucity.core.bus import Bus
 from ucity.core.clock import Clock, SystemClock
 from ucity.core.config import Settings
+from ucity.core.privacy import PersonalTypes
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,10 @@ class Platform:
         self._started: list[tuple[str, Component]] = []
         self.services: dict[str, Any] = {}
         self.loop: asyncio.AbstractEventLoop | None = None
+        # The personal entity types in force (settings ∪ what domains declare in setup, ucity/core/privacy.py): the
+        # first component, so that declarations close before anything else starts.
+        self.privacy = PersonalTypes(settings.privacy)
+        self.add("privacy", self.privacy)
 
     def add(self, name: str, component: Component) -> None:
         """Register a component; it starts after every component added before it."""

@@ -22,6 +22,7 @@ from ucity.core.config import NgsiLdSettings, PrivacySettings
 from ucity.core.errors import BadRequest, InvalidRequest, NonexistentTenant, NotFound, UcityError
 from ucity.core.http import Req, Resp
 from ucity.core.params import actor_header
+from ucity.core.privacy import PersonalTypes
 from ucity.ngsild import ops
 from ucity.ngsild.model import (
     RenderOptions,
@@ -75,7 +76,7 @@ class NgsiLdApi:
     """The NGSI-LD entity API over a store and a context resolver."""
 
     def __init__(self, store: Store, resolver: Any, settings: NgsiLdSettings, clock: Clock | None = None,
-                 privacy: PrivacySettings | None = None) -> None:
+                 privacy: PrivacySettings | None = None, personal_types: PersonalTypes | None = None) -> None:
         from ucity.ops.audit import AuditLog
 
         self.store = store
@@ -84,8 +85,9 @@ class NgsiLdApi:
         # The platform clock (the store's) bounds observedAt: `ngsild.max_future_s` (QA10 F1).
         self.clock: Clock = clock or getattr(store, "clock", None) or SystemClock()
         self.max_future = timedelta(seconds=settings.max_future_s)
-        # Personal entity types: `personal:read` and the read audit with the token guard on (QA10 F5, personal.py).
-        self.personal = PersonalData((privacy or PrivacySettings()).personal_entity_types,
+        # Personal entity types: `personal:read` and the read audit with the token guard on (QA10 F5, personal.py);
+        # `personal_types`, the platform's list, adds those the domains declare in setup (QA13 F1).
+        self.personal = PersonalData(personal_types or (privacy or PrivacySettings()).personal_entity_types,
                                      AuditLog(store, self.clock), lambda: self.clock.now().timestamp())
 
     def horizon(self) -> str:

@@ -1,9 +1,10 @@
 """Personal data in the NGSI-LD API: least privilege and a read audit (QA10 F5, docs/operations.md §4).
 
 Entities whose type is one of `privacy.personal_entity_types` (default `Person` and ucity's care types `ElderlyHome`,
-`CareDevice`, `ChildTracker`, `SafeReturnWalk` (QA12 F8) [D]; short names of the core @context or full IRIs) describe
-a person. With the token guard on (`server.require_auth`, ucity/access.py), the request's `Req.principal` is the
-token's principal, and:
+`CareDevice`, `ChildTracker`, `SafeReturnWalk` (QA12 F8) [D]; short names of the core @context or full IRIs), or one
+a domain declares in `setup` (`platform.get("privacy").declare`, ucity/core/privacy.py, QA13 F1), describe a person.
+With the token guard on (`server.require_auth`, ucity/access.py), the request's `Req.principal` is the token's
+principal, and:
 
 - reads (entity retrieve, queries GET and POST, temporal retrieve and queries) of such entities need
   `personal:read` besides `data:read`. A query naming only personal types, or the retrieval of a personal entity,
@@ -46,6 +47,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from ucity.core.http import Req
+from ucity.core.privacy import PersonalTypes
 from ucity.ngsild.context import core_context
 from ucity.ops.audit import AuditLog, RefusalPacer
 from ucity.ops.auth import Forbidden, Permission, Principal
@@ -64,12 +66,20 @@ entity_types: Callable[[Any], Any] = attrgetter("types")  # a temporal entity's
 class PersonalData:
     """The personal entity types (expanded IRIs) and what the NGSI-LD API does about them."""
 
-    def __init__(self, types: Iterable[str], audit: AuditLog | None, now: Callable[[], float]) -> None:
+    def __init__(self, types: Iterable[str] | PersonalTypes, audit: AuditLog | None, now: Callable[[], float]) -> None:
+        self.audit = audit
+        self.pacer = RefusalPacer(now)
+        if isinstance(types, PersonalTypes):  # the kernel's list: settings ∪ what domains declare (QA13 F1)
+            registry = types
+            self._use(registry.types)
+            registry.watch(lambda: self._use(registry.types))
+        else:
+            self._use(types)
+
+    def _use(self, types: Iterable[str]) -> None:
         core = core_context()
         self.iris = frozenset(core.expand_type(t) for t in types)
         self._short = {iri: core.compact_iri(iri) for iri in self.iris}
-        self.audit = audit
-        self.pacer = RefusalPacer(now)
 
     # -- what may be seen -----------------------------------------------------------------------
     def withheld(self, req: Req) -> bool:

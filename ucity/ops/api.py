@@ -448,7 +448,7 @@ class OpsApi:
     async def subject_erase(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.PRIVACY_ADMIN)
         body = parse(req, EraseIn)
-        personal = self.center.platform.settings.privacy.personal_entity_types
+        personal = list(self.center.platform.privacy.types)  # settings ∪ what domains declare (QA13 F1)
         return Resp(200, await erase(self.center.store, self.center.audit, tenant, body, principal,
                                      personal_iris(personal)))
 

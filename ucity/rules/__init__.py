@@ -7,7 +7,18 @@ every rule kind with its parameters and defaults.
 
 from __future__ import annotations
 
-from ucity.rules.events import LEVEL_NAMES, LEVELS, SEVERITY, RuleCleared, RuleMatched, RuleSpike, level_rank
+from ucity.rules.engine import RulesEngine
+from ucity.rules.evaluate import RuleState
+from ucity.rules.events import (
+    LEVEL_NAMES,
+    LEVELS,
+    SEVERITY,
+    RuleCleared,
+    RuleMatched,
+    RuleSpike,
+    RuleStatesRestored,
+    level_rank,
+)
 from ucity.rules.model import (
     Circle,
     Compare,
@@ -16,6 +27,7 @@ from ucity.rules.model import (
     EventMatch,
     Geofence,
     Inactivity,
+    Level,
     Persistence,
     Polygon,
     RateOfChange,
@@ -34,7 +46,7 @@ from ucity.rules.model import (
 
 __all__ = [
     "LEVELS", "LEVEL_NAMES", "SEVERITY", "Circle", "Compare", "Composite", "Edge", "EventMatch", "Geofence",
-    "Inactivity", "Persistence", "Polygon", "RateOfChange", "Rule", "RuleCleared", "RuleError", "RuleMatched",
-    "RuleSpike", "Schedule", "Step", "Suppression", "Term", "Text", "Threshold", "Window", "level_rank",
-    "rule_from_json", "rule_to_json",
+    "Inactivity", "Level", "Persistence", "Polygon", "RateOfChange", "Rule", "RuleCleared", "RuleError",
+    "RuleMatched", "RuleSpike", "RuleState", "RuleStatesRestored", "RulesEngine", "Schedule", "Step", "Suppression",
+    "Term", "Text", "Threshold", "Window", "level_rank", "rule_from_json", "rule_to_json",
 ]

@@ -551,7 +551,8 @@ class RulesEngine:
                 evidence = {"reason": reason, "previous": track.state.level}
                 if actor is not None:
                     evidence["changedBy"] = actor
-                self._outbox.append(RuleCleared(ctx, key[0], key[1], key[2], to_iso(self.clock.now()), evidence))
+                self._outbox.append(RuleCleared(ctx, key[0], key[1], key[2], to_iso(self.clock.now()), evidence,
+                                                track.parent))
                 self.stats["cleared"] += 1
             self._forget(key)
 
@@ -781,7 +782,8 @@ class RulesEngine:
             track = self._tracks[key]
             if track.state.level is not None:
                 self._outbox.append(RuleCleared(ctx.child(), key[0], rule_id, key[2], to_iso(self.clock.now()),
-                                                {"reason": "entity-deleted", "previous": track.state.level}))
+                                                {"reason": "entity-deleted", "previous": track.state.level},
+                                                track.parent))
                 self.stats["cleared"] += 1
             self._forget(key)
 
@@ -850,11 +852,11 @@ class RulesEngine:
         if isinstance(decision, Cleared):
             self.stats["cleared"] += 1
             evidence["previous"] = decision.previous
-            return RuleCleared(ctx, tenant, rule_id, entity_id, to_iso(decision.at), evidence)
+            return RuleCleared(ctx, tenant, rule_id, entity_id, to_iso(decision.at), evidence, track.parent)
         assert isinstance(decision, Spiked)
         self.stats["spikes"] += 1
         return RuleSpike(ctx, tenant, rule_id, entity_id, decision.level, rule.kind, rule.category,
-                         to_iso(decision.at), evidence)
+                         to_iso(decision.at), evidence, track.parent)
 
     def _remember(self, key: Key, track: Track) -> None:
         self._tracks[key] = track

@@ -52,20 +52,23 @@ class RuleMatched(Event):
 
 @dataclass(frozen=True, slots=True)
 class RuleCleared(Event):
-    """A rule's condition no longer holds for an entity (past its hysteresis band)."""
+    """A rule's condition no longer holds for an entity (past its hysteresis band). `parent_id`: the entity's parent
+    as the match named it (the rule's `parent_relationship`, else `rules.parent_relationships`; None unknown), so a
+    domain that keeps state per parent needs no entity -> parent map of its own (QA13 F4)."""
 
     tenant: str
     rule_id: str
     entity_id: str
     observed_at: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
+    parent_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class RuleSpike(Event):
     """A level was indicated but ended before the rule's persistence was met (a knock, an
     earthquake): logged for the record, never an alarm. `evidence` has the peak, the number of
-    samples and the duration of the excursion."""
+    samples and the duration of the excursion. `parent_id` as `RuleMatched`'s."""
 
     tenant: str
     rule_id: str
@@ -75,6 +78,7 @@ class RuleSpike(Event):
     category: str = ""
     observed_at: str = ""
     evidence: dict[str, Any] = field(default_factory=dict)
+    parent_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -111,17 +111,12 @@ class Site:
         """Move the clock to POSIX time t and settle, stopping at each timer due on the way, so that what a
         timer starts (a persistence met, an escalation step) runs with the clock at the timer's instant."""
         target = datetime.fromtimestamp(t, UTC)
-        while (due := self._next_timer()) is not None and due <= target:
+        while (due := self.clock.next_due()) is not None and due <= target:
             self.clock.set(max(due, self.clock.now()))
             await self.settle()
         if target > self.clock.now():
             self.clock.set(target)
         await self.settle()
-
-    def _next_timer(self) -> datetime | None:
-        # FakeClock's heap of (when, seq, handle), read and never changed
-        live = [when for when, _, handle in self.clock._timers if not handle.cancelled]
-        return min(live) if live else None
 
     # -- entities and devices -------------------------------------------------------------------------------------
     async def facility(self, facility: Facility) -> str:
