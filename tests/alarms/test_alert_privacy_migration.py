@@ -19,7 +19,6 @@ from ucity.alarms.alert import AlertPrivacy, write_alert
 from ucity.alarms.alert_privacy import (
     ALERT_SOURCE,
     CELL,
-    CLAIM_POLL_S,
     KIND,
     LOCATION,
     AlertPrivacyMigration,
@@ -32,6 +31,7 @@ from ucity.core.config import load_settings
 from ucity.ngsild.context import core_context
 from ucity.ngsild.ops import delete_op
 from ucity.store.base import AuditQuery, Mutation, TemporalQuery
+from ucity.store.tenant_migration import CLAIM_POLL_S
 
 T = "urn:ngsi-ld:tenant:default"
 NOW = datetime(2026, 6, 1, tzinfo=UTC)

@@ -11,8 +11,9 @@ from tests.ops.conftest import MakeOps
 from tests.ops.support import TENANT, Ops
 from tests.ops.test_linkage import audit, event_body
 from tests.ops.test_privacy_migration import HOME, history, old_form, values, write_old
-from ucity.ops.event_privacy import CLAIM_LEASE_S, CLAIM_POLL_S, KIND, VERSION, EventPrivacyMigration, fingerprint
+from ucity.ops.event_privacy import KIND, VERSION, EventPrivacyMigration, fingerprint
 from ucity.ops.events import EventService
+from ucity.store.tenant_migration import CLAIM_LEASE_S, CLAIM_POLL_S
 
 DEFAULT_TYPES = ["murder", "robbery", "pickpocketing", "theft", "kidnapping", "sexual_violence", "domestic_violence"]
 

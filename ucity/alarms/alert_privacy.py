@@ -34,13 +34,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import uuid
 from typing import Any
 
 from ucity.alarms.alert import AlertPrivacy, sync_op
 from ucity.core.bus import Context
-from ucity.core.clock import Clock, parse_iso, to_iso, to_micros
-from ucity.core.clock import sleep as clock_sleep
+from ucity.core.clock import Clock, to_micros
 from ucity.ngsild.context import core_context
 from ucity.store.base import (
     AlarmQuery,
@@ -54,12 +52,11 @@ from ucity.store.base import (
     TemporalQuery,
     TypeExpr,
 )
+from ucity.store.tenant_migration import TenantMigration
 
 log = logging.getLogger(__name__)
 KIND = "alarm-alert-privacy"  # (tenant, "done") -> {"version", "fingerprint", "at", counts};
 # (tenant, "claim:<version>:<fingerprint>:<generation>") -> {"owner", "at"}: the process migrating the tenant
-CLAIM_LEASE_S = 60.0  # a claim not renewed for this long (platform clock) is taken over: its process stopped
-CLAIM_POLL_S = 5.0  # how often a process waiting for another's migration looks again (platform clock)
 VERSION = 1  # bump when the Alert of a person loses more: every tenant is migrated again
 ACTOR = "system:alert-privacy-migration"
 BATCH = 500
@@ -118,16 +115,16 @@ def _rewrite_op(new: Doc, seen: Doc) -> ApplyFn:
     return apply
 
 
-class AlertPrivacyMigration:
+class AlertPrivacyMigration(TenantMigration):
     """The platform component `alertPrivacy`: runs the migration (module docstring) at start for the tenants not
-    yet marked with `VERSION` and the settings' `fingerprint`, each tenant in one process at a time."""
+    yet marked with `VERSION` and the settings' `fingerprint`, each tenant in one process at a time
+    (ucity/store/tenant_migration.py)."""
+
+    kind, version, label = KIND, VERSION, "Alert privacy migration"
 
     def __init__(self, store: Store, clock: Clock, privacy: AlertPrivacy) -> None:
-        self.store = store
-        self.clock = clock
+        super().__init__(store, clock)
         self.privacy = privacy
-        self.owner = uuid.uuid4().hex  # this process's claims
-        self._lease: tuple[str, str, Doc] | None = None  # (tenant, key, claim) while this process migrates a tenant
         self.last: dict[str, dict[str, int]] = {}
 
     @property
@@ -150,89 +147,20 @@ class AlertPrivacyMigration:
         """Always ok once started (a failed migration fails the start): what this process's start migrated."""
         return {"ok": True, "version": VERSION, "migrated": self.last}
 
-    def _done(self, mark: Doc | None) -> bool:
-        return mark is not None and int(mark.get("version", 0)) >= VERSION and mark.get("fingerprint") == self.fingerprint
-
-    async def run(self) -> dict[str, dict[str, int]]:
-        """Migrate every tenant not marked done with this version and these settings; the counts per tenant migrated
-        by this call (a tenant another process migrated, or is migrating, is waited for, not migrated again)."""
-        marks = {t: d for t, k, d in await self.store.list_docs(KIND) if k == "done"}
-        out: dict[str, dict[str, int]] = {}
-        for tenant in await self.store.tenants():
-            if self._done(marks.get(tenant)):
-                continue
-            report = await self._claimed_run(tenant)
-            if report is not None:
-                out[tenant] = report
-        return out
-
-    # -- one process per tenant (as ucity/ops/event_privacy.py) -------------------------------------------
-    async def _claimed_run(self, tenant: str) -> dict[str, int] | None:
-        """Migrate one tenant if this process wins its claim; None when another process did it (waited for)."""
-        generation = 0
-        while True:
-            key = f"claim:{VERSION}:{self.fingerprint}:{generation}"
-            claim = {"owner": self.owner, "version": VERSION, "fingerprint": self.fingerprint,
-                     "at": to_iso(self.clock.now())}
-            if await self.store.insert_doc(KIND, tenant, key, claim):
-                if self._done(await self.store.get_doc(KIND, tenant, "done")):
-                    await self.store.delete_doc(KIND, tenant, key)
-                    return None  # finished by the claim before this one, between the read and the claim
-                return await self._run_claimed(tenant, key, claim)
-            if await self._wait_for(tenant, key):
-                return None
-            generation += 1  # the claim's process stopped: taken over
-
-    async def _wait_for(self, tenant: str, key: str) -> bool:
-        """Wait (platform clock) while another process holds the claim `key`: True once the tenant is marked done,
-        False once the claim is gone or stale (not renewed for `CLAIM_LEASE_S`: its process stopped)."""
-        while True:
-            if self._done(await self.store.get_doc(KIND, tenant, "done")):
-                return True
-            claim = await self.store.get_doc(KIND, tenant, key)
-            if claim is None:
-                return False
-            if (self.clock.now() - parse_iso(str(claim.get("at")))).total_seconds() > CLAIM_LEASE_S:
-                log.warning("the Alert privacy migration of tenant %s claimed by another process at %s was not "
-                            "renewed since: taken over", tenant, claim.get("at"))
-                return False
-            log.info("the Alert privacy migration of tenant %s runs in another process; waiting for it", tenant)
-            await clock_sleep(self.clock, CLAIM_POLL_S)
-
-    async def _run_claimed(self, tenant: str, key: str, claim: Doc) -> dict[str, int]:
-        self._lease = (tenant, key, claim)
-        try:
-            report = await self.migrate(tenant)
-        finally:
-            self._lease = None
+    async def finished(self, tenant: str, report: dict[str, int]) -> dict[str, Any]:
         if any(report.values()):
             detail: dict[str, Any] = {"data": "Alert", "version": VERSION, "fingerprint": self.fingerprint, **report}
             await self.store.append_audit([AuditRow(tenant, to_micros(self.clock.now()), "retention",
                                                     "privacy-migration", ACTOR, detail, outcome="ok")])
             log.warning("Alert entities about a person of tenant %s migrated to the private form: %s", tenant, report)
-        await self.store.put_doc(KIND, tenant, "done", {
-            "version": VERSION, "fingerprint": self.fingerprint, "personalTypes": sorted(self.privacy.personal_types),
-            "cellDeg": self.privacy.cell_deg, "at": to_iso(self.clock.now()), **report})
-        await self.store.delete_doc(KIND, tenant, key)  # done: the mark answers from now on
-        return report
-
-    async def _renew(self) -> None:
-        """Renew this process's claim (between batches): a claim not renewed for `CLAIM_LEASE_S` is taken over."""
-        if self._lease is None:
-            return
-        tenant, key, claim = self._lease
-        now = self.clock.now()
-        if (now - parse_iso(str(claim["at"]))).total_seconds() < CLAIM_LEASE_S / 4:
-            return
-        claim["at"] = to_iso(now)
-        await self.store.put_doc(KIND, tenant, key, claim)
+        return {"personalTypes": sorted(self.privacy.personal_types), "cellDeg": self.privacy.cell_deg}
 
     # -- the migration of one tenant -----------------------------------------------------------------------
     async def migrate(self, tenant: str) -> dict[str, int]:
         """Make the tenant's Alerts about a person private, current entity and history (module docstring)."""
         personal = await self._personal_alarms(tenant)
         rewritten = await self._rewrite(tenant, personal)
-        await self._renew()
+        await self.renew()
         series, coarsened = await self._clean_history(tenant, personal)
         return {"alertsRewritten": rewritten, "historySeriesDeleted": series, "historyInstancesCoarsened": coarsened}
 
@@ -288,7 +216,7 @@ class AlertPrivacyMigration:
                     if isinstance(result, Exception):
                         raise result
                 written += sum(1 for r in results if isinstance(r, Outcome) and r.changed)
-            await self._renew()
+            await self.renew()
             if len(docs) < BATCH:
                 return written
             offset += BATCH
@@ -317,7 +245,7 @@ class AlertPrivacyMigration:
                     coarse = self.privacy.coarse(value)
                     if instance_id and coarse != value:
                         exact.append((entity.id, str(instance_id), coarse))
-            await self._renew()
+            await self.renew()
             if len(page) < BATCH:
                 break
             offset += BATCH
@@ -327,7 +255,7 @@ class AlertPrivacyMigration:
         coarsened = 0
         for n, (alert, instance_id, coarse) in enumerate(exact):
             if n % BATCH == 0:
-                await self._renew()
+                await self.renew()
             if coarse is None:  # no geometry: nothing of it can stay
                 coarsened += bool(await self.store.delete_history(tenant, alert, LOCATION, instance_id=instance_id,
                                                                   all_datasets=True))

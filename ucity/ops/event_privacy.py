@@ -33,13 +33,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from ucity.core.bus import Context
-from ucity.core.clock import parse_iso, to_iso
-from ucity.core.clock import sleep as clock_sleep
 from ucity.ngsild.context import core_context
 from ucity.ngsild.model import normalize_entity
 from ucity.ngsild.ops import replace_op
@@ -58,12 +55,11 @@ from ucity.ops.events import (
     is_sensitive,
 )
 from ucity.store.base import ApplyFn, Doc, EntityQuery, Mutation, OpsEventQuery, Outcome, TemporalQuery, TypeExpr
+from ucity.store.tenant_migration import TenantMigration
 
 log = logging.getLogger(__name__)
 KIND = "ops-event-privacy"  # (tenant, "done") -> {"version", "fingerprint", "videoCrimeTypes", "at", counts};
 # (tenant, "claim:<version>:<fingerprint>:<generation>") -> {"owner", "at"}: the process migrating the tenant
-CLAIM_LEASE_S = 60.0  # a claim not renewed for this long (platform clock) is taken over: its process stopped
-CLAIM_POLL_S = 5.0  # how often a process waiting for another's migration looks again (platform clock)
 VERSION = 1  # bump when the entity's form loses more: every tenant is migrated again
 ACTOR = "system:ops-privacy-migration"
 BATCH = 500
@@ -163,107 +159,39 @@ def fingerprint(crime_types: frozenset[str]) -> str:
     return hashlib.sha256(json.dumps(sorted(crime_types)).encode()).hexdigest()[:16]
 
 
-class EventPrivacyMigration:
+class EventPrivacyMigration(TenantMigration):
     """Runs the migration (module docstring) for the tenants not yet marked with `VERSION` and the settings'
-    `fingerprint`, each tenant in one process at a time (a claim in the store, `_claim`)."""
+    `fingerprint`, each tenant in one process at a time (ucity/store/tenant_migration.py)."""
+
+    kind, version, label = KIND, VERSION, "privacy migration"
 
     def __init__(self, events: EventService, audit: AuditLog) -> None:
+        super().__init__(events.store, events.clock)
         self.events = events
-        self.store = events.store
-        self.clock = events.clock
         self.audit = audit
         self.crime_types = frozenset(events.settings.video_crime_types)
-        self.fingerprint = fingerprint(self.crime_types)
-        self.owner = uuid.uuid4().hex  # this process's claims
-        self._lease: tuple[str, str, Doc] | None = None  # (tenant, key, claim) while this process migrates a tenant
+        self._fingerprint = fingerprint(self.crime_types)
 
-    def _done(self, mark: Doc | None) -> bool:
-        return mark is not None and int(mark.get("version", 0)) >= VERSION and mark.get("fingerprint") == self.fingerprint
+    @property
+    def fingerprint(self) -> str:
+        return self._fingerprint
 
-    async def run(self) -> dict[str, dict[str, int]]:
-        """Migrate every tenant not marked done with this version and these settings; the counts per tenant migrated
-        by this call (a tenant another process migrated, or is migrating, is waited for, not migrated again)."""
-        marks = {t: d for t, k, d in await self.store.list_docs(KIND) if k == "done"}
-        out: dict[str, dict[str, int]] = {}
-        for tenant in await self.store.tenants():
-            if self._done(marks.get(tenant)):
-                continue
-            report = await self._claimed_run(tenant)
-            if report is not None:
-                out[tenant] = report
-        return out
-
-    async def _claimed_run(self, tenant: str) -> dict[str, int] | None:
-        """Migrate one tenant if this process wins its claim; None when another process did it (waited for)."""
-        generation = 0
-        while True:
-            key = f"claim:{VERSION}:{self.fingerprint}:{generation}"
-            claim = {"owner": self.owner, "version": VERSION, "fingerprint": self.fingerprint,
-                     "at": to_iso(self.clock.now())}
-            if await self.store.insert_doc(KIND, tenant, key, claim):
-                if self._done(await self.store.get_doc(KIND, tenant, "done")):
-                    return None  # finished by the claim before this one, between the read and the claim
-                return await self._run_claimed(tenant, key, claim)
-            if await self._wait_for(tenant, key):
-                return None
-            generation += 1  # the claim's process stopped: taken over
-
-    async def _wait_for(self, tenant: str, key: str) -> bool:
-        """Wait (on the platform clock) while another process holds the tenant's claim `key`: True once the tenant is
-        marked done, False once the claim is stale (not renewed for `CLAIM_LEASE_S`: its process stopped)."""
-        while True:
-            if self._done(await self.store.get_doc(KIND, tenant, "done")):
-                return True
-            claim = await self.store.get_doc(KIND, tenant, key)
-            if claim is None:
-                return False
-            age = (self.clock.now() - parse_iso(str(claim.get("at")))).total_seconds()
-            if age > CLAIM_LEASE_S:
-                log.warning("the privacy migration of tenant %s claimed by another process at %s was not renewed since:"
-                            " taken over", tenant, claim.get("at"))
-                return False
-            log.info("the privacy migration of tenant %s runs in another process; waiting for it", tenant)
-            await self._sleep(CLAIM_POLL_S)
-
-    async def _sleep(self, seconds: float) -> None:
-        await clock_sleep(self.clock, seconds)  # the platform clock's: tests advance it
-
-    async def _run_claimed(self, tenant: str, key: str, claim: Doc) -> dict[str, int]:
-        self._lease = (tenant, key, claim)
-        try:
-            report = await self.migrate(tenant)
-        finally:
-            self._lease = None
+    async def finished(self, tenant: str, report: dict[str, int]) -> dict[str, Any]:
         if any(report.values()):
             detail: dict[str, Any] = {"data": "CityEvent", "version": VERSION, "fingerprint": self.fingerprint,
                                       **report}
             await self.audit.append(self.audit.row(tenant, "retention", "privacy-migration", ACTOR, outcome="ok",
                                                    **detail))
             log.warning("CityEvent entities of tenant %s migrated to the private form: %s", tenant, report)
-        await self.store.put_doc(KIND, tenant, "done", {
-            "version": VERSION, "fingerprint": self.fingerprint, "videoCrimeTypes": sorted(self.crime_types),
-            "at": to_iso(self.clock.now()), **report})
-        await self.store.delete_doc(KIND, tenant, key)  # done: the mark answers from now on
-        return report
-
-    async def _renew(self) -> None:
-        """Renew this process's claim (between batches): a claim not renewed for `CLAIM_LEASE_S` is taken over."""
-        if self._lease is None:
-            return
-        tenant, key, claim = self._lease
-        now = self.clock.now()
-        if (now - parse_iso(str(claim["at"]))).total_seconds() < CLAIM_LEASE_S / 4:
-            return
-        claim["at"] = to_iso(now)
-        await self.store.put_doc(KIND, tenant, key, claim)
+        return {"videoCrimeTypes": sorted(self.crime_types)}
 
     async def migrate(self, tenant: str) -> dict[str, int]:
         """Rewrite the tenant's `CityEvent` entities, then purge their history (module docstring); the counts."""
         policies: dict[str, Policy] = {}
         rewritten = await self._rewrite_events(tenant, policies)
-        await self._renew()
+        await self.renew()
         cleaned = await self._clean_orphans(tenant, policies)
-        await self._renew()
+        await self.renew()
         series, instances = await self._purge_history(tenant, policies)
         return {"entitiesRewritten": rewritten, "orphansCleaned": cleaned, "historySeriesDeleted": series,
                 "historyInstancesDeleted": instances}
@@ -297,7 +225,7 @@ class EventPrivacyMigration:
                                                       event.type_code in PROTECTED_TYPES)
                 writes.append((new, stored.get(event.entity_id)))
             written += await self._write(tenant, writes)
-            await self._renew()
+            await self.renew()
             if len(docs) < BATCH:
                 return written
             offset += BATCH
@@ -313,7 +241,7 @@ class EventPrivacyMigration:
                 cleaned, policies[entity_id] = clean_entity(doc, self.crime_types)
                 writes.append((cleaned, doc))
             written += await self._write(tenant, writes)
-            await self._renew()
+            await self.renew()
         return written
 
     async def _purge_history(self, tenant: str, policies: dict[str, Policy]) -> tuple[int, int]:
@@ -336,18 +264,18 @@ class EventPrivacyMigration:
                         series.append((entity.id, attr))
                     else:
                         instances += [(entity.id, attr, i) for i in ids]
-            await self._renew()
+            await self.renew()
             if len(page) < BATCH:
                 break
             offset += BATCH
         deleted_series = 0
         for entity_id, attr in series:
             deleted_series += bool(await self.store.delete_history(tenant, entity_id, attr, all_datasets=True))
-        await self._renew()
+        await self.renew()
         deleted = 0
         for n, (entity_id, attr, instance_id) in enumerate(instances):
             if n % BATCH == 0:
-                await self._renew()
+                await self.renew()
             deleted += await self.store.delete_history(tenant, entity_id, attr, instance_id=instance_id,
                                                        all_datasets=True)
         return deleted_series, deleted
