@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from abc import ABC, abstractmethod
 from typing import Any
 
 from ucity.core.clock import Clock, parse_iso, to_iso
@@ -24,7 +25,7 @@ CLAIM_LEASE_S = 60.0  # a claim not renewed for this long (platform clock) is ta
 CLAIM_POLL_S = 5.0  # how often a process waiting for another's migration looks again (platform clock)
 
 
-class TenantMigration:
+class TenantMigration(ABC):
     """The claim, wait, take-over and mark of a once-per-tenant migration; a subclass gives `kind`, `version`,
     `label` (for the log), `fingerprint`, `migrate(tenant)` (the counts) and `finished(tenant, report)` (its audit
     line and the extra members of the mark). `migrate` calls `renew()` between batches."""
@@ -40,15 +41,17 @@ class TenantMigration:
         self._lease: tuple[str, str, Doc] | None = None  # (tenant, key, claim) while this process migrates a tenant
 
     @property
+    @abstractmethod
     def fingerprint(self) -> str:
-        raise NotImplementedError
+        """Of the settings the migration's result depends on: another one migrates every tenant again."""
 
+    @abstractmethod
     async def migrate(self, tenant: str) -> dict[str, int]:
-        raise NotImplementedError
+        """Migrate one tenant (calling `renew()` between batches); the counts."""
 
+    @abstractmethod
     async def finished(self, tenant: str, report: dict[str, int]) -> dict[str, Any]:
         """After `migrate` in a tenant: audit what it did; the members the tenant's mark adds (settings it ran with)."""
-        raise NotImplementedError
 
     def done(self, mark: Doc | None) -> bool:
         return mark is not None and int(mark.get("version", 0)) >= self.version and \
