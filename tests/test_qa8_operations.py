@@ -292,6 +292,7 @@ def test_serve_logs_json_lines_with_access_lines_and_keeps_its_files_private(tmp
     records = [json.loads(line) for line in lines]  # every line is one JSON object
     assert all({"time", "level", "logger", "message"} <= set(r) and r["time"].endswith("Z") for r in records)
     assert any(r["logger"] == "ucity.cli" and r["message"].startswith("ucity ") for r in records)  # the banner
+    assert any(r["logger"] == "ucity.cli" and r["message"] == f"dashboard    http://127.0.0.1:{port}/" for r in records)
     access = [r for r in records if r["logger"] == "uvicorn.access"]
     assert {"method": "GET", "path": "/health/live", "status": 200}.items() <= access[0]["http"].items()
     assert any(r["http"]["path"] == "/iot/json?k=***&i=spot-1" and r["http"]["status"] == 404 for r in access)

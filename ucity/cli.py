@@ -74,6 +74,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logsetup.configure(settings.log_level, settings.log.format)  # UTC times, text or JSON, secrets masked
     say = _banner(settings)
     say(f"[bold]ucity {__version__}[/] store {display_url(settings.store_url)}")
+    say(f"dashboard    http://{settings.server.host}:{settings.server.port}/")
     say(f"NGSI-LD API  http://{settings.server.host}:{settings.server.port}/ngsi-ld/v1/")
     say(f"API docs     http://{settings.server.host}:{settings.server.port}/docs")
     say("API access   " + ("bearer tokens (server.require_auth)" if settings.auth_required else
