@@ -66,9 +66,9 @@ def test_the_grade_takes_the_worst_part_weights_members_and_floors_at_the_worst_
     en = result["summary"]["en"]
     assert en.startswith("Data safety grade D (poor), score 4.00: weighted mean 3.40, raised to 4.00 by the worst "
                          "main member.")
-    assert "urn:s:tilt-main (main member, weight 1): tilt 0.0071 rad -> level e (5); 3 caution+ event(s) (5); " \
+    assert "urn:s:tilt-main (main member, weight 1): tilt 7.10 mrad -> level e (5); 3 caution+ event(s) (5); " \
            "score 5." in en
-    assert "trend +3.65 mm/year -> 3.86 in 365 days (5)" in en
+    assert "trend +3.65 mm/year -> 3.86 mm in 365 days (5)" in en
     assert "Legal grade C (not changed by the data grade)." in en
     assert "urn:s:crack-aux(보조부재, 가중치 0.5)" in result["summary"]["ko"]
 

@@ -105,7 +105,7 @@ async def test_the_tilting_wall_climbs_the_ladder_falls_to_d_or_e_and_calls_for_
         for sensor in sensors:  # the explanation names every sensor and its number
             assert devices[sensor.id].entity_id in grade["summary"]["en"]
             assert devices[sensor.id].entity_id in grade["summary"]["ko"]
-        assert f"{level['value']:.6g} rad" in grade["summary"]["en"]
+        assert f"{level['value'] * 1000:.2f} mrad" in grade["summary"]["en"]  # QA14 F9: the dashboard's unit
         assert "Legal grade C (not changed by the data grade)" in grade["summary"]["en"]
         assert grade["emergency"]["recommended"] is True
         [emergency] = site.fs.tasks.list(TENANT, facility=facility, kind="emergency-inspection")

@@ -33,7 +33,7 @@ from ucity.core.params import actor_header, bad, int_param, json_body, time_para
 from ucity.domains.facility_safety import evidence
 from ucity.domains.facility_safety.assess import write_op
 from ucity.domains.facility_safety.config import Bilingual, LadderSet, problems, with_domain_bands
-from ucity.domains.facility_safety.grade import UNITS, shown_score
+from ucity.domains.facility_safety.grade import DISPLAY_UNITS, UNITS, display_value, shown_score
 from ucity.domains.facility_safety.inspections import overdue, schedule
 from ucity.domains.facility_safety.models import (
     LAST_INSPECTION_ATTR,
@@ -253,10 +253,12 @@ class FacilitySafetyApi:
         sensors = self.s.registry.sensors_of(tenant, facility.id)
         start, end = _window(req)
         series_to = end or now
-        series_from = start or series_to - timedelta(days=7)
+        period = _period(req, 3600)
+        # without `from`, the 7 days before `to` floored to the period on the Seoul clock, so that the buckets start
+        # on clock hours (days at Seoul midnight) and stay put on every reload (QA14 F11)
+        series_from = start or _floor(series_to - timedelta(days=7), period, self.s.cfg.grade.timezone)
         if series_from > series_to:  # `to` alone, before the default start
             raise _reversed(series_from, series_to)
-        period = _period(req, 3600)
         body = facility.to_wire()
         body["sensors"] = await self._sensors_wire(tenant, sensors)
         body["series"] = await self._series(tenant, [s.id for s in sensors], series_from, series_to, period)
@@ -271,8 +273,19 @@ class FacilitySafetyApi:
         wire: dict[str, Any] = sensor.to_wire()
         if sensor.kind:
             ladder = self.s.ladder_of(sensor, sensor.kind)
+            variant = self.s.variant_for(sensor, sensor.kind)
+            edges = dict(ladder.edges())
+            unit, _ = DISPLAY_UNITS[sensor.kind]
+            # `edges` in the channel's unit, the values the rule compares with (exact); `display` in the dashboard's
+            # units with 2 decimals, free of float noise (QA14 F9); `datasetId`: the instance of the assessed
+            # attribute this ladder watches (None: the default instance)
             wire["ladder"] = {"channel": sensor.kind, "unit": UNITS[sensor.kind], "rule": self.s.rule_for(sensor, sensor.kind),
-                              "edges": dict(ladder.edges()), "hysteresis": ladder.hysteresis}
+                              "datasetId": variant.dataset_id if variant else None,
+                              "attribute": ASSESSED[sensor.kind],
+                              "edges": edges,
+                              "hysteresis": ladder.hysteresis,
+                              "display": {"unit": unit, "edges": {k: display_value(sensor.kind, v) for k, v in edges.items()},
+                                          "hysteresis": display_value(sensor.kind, ladder.hysteresis)}}
         return wire
 
     async def _sensors_wire(self, tenant: str, sensors: list[Sensor]) -> list[dict[str, Any]]:
@@ -302,17 +315,34 @@ class FacilitySafetyApi:
                               time_to=to_micros(end), limit_instances=5000, entity_limit=len(ids))
         entities, _ = await self.s.store.temporal_aggregate(tenant, query,
                                                             Aggregation(("avg", "min", "max"), period_s * 1_000_000))
+        docs: dict[str, Any] = {}
+        for offset in range(0, len(ids), 500):
+            chunk = tuple(ids[offset:offset + 500])
+            found, _ = await self.s.store.query_entities(tenant, EntityQuery(ids=chunk, limit=len(chunk)))
+            docs.update({d["id"]: d for d in found})
+        base = self._series_units()
         for entity in entities:
             attrs: dict[str, Any] = {}
+            units: dict[str, Any] = {}
             for attr, series_list in entity.attrs.items():
                 for series in series_list:
                     key = short(attr) + (f"@{series.dataset_id}" if series.dataset_id else "")
                     attrs[key] = [{"at": to_iso(from_micros(t)), **v} for t, v in
                                   zip(series.times, series.values, strict=True)]
+                    units[key] = _series_unit(short(attr), base, docs.get(entity.id), attr)
             out["sensors"][entity.id] = {
                 "attributes": attrs,
+                "units": units,
                 "temporalApi": f"/ngsi-ld/v1/temporal/entities/{entity.id}?timerel=between&timeAt={to_iso(start)}"
                                f"&endTimeAt={to_iso(end)}&aggrMethods=avg,min,max&aggrPeriodDuration=PT{period_s}S"}
+        return out
+
+    def _series_units(self) -> dict[str, str]:
+        """attribute -> the unit its values are stored in when the device gives no unitCode (QA14 F11)."""
+        names = self.s.cfg.attributes
+        out = {names.tilt_x: "rad", names.tilt_y: "rad", names.crack: "mm", names.vibration: "mm/s",
+               names.frequency: "Hz", names.temperature: "°C", names.humidity: "%", names.battery: "1"}
+        out.update({ASSESSED[channel]: unit for channel, unit in UNITS.items()})
         return out
 
     async def _explanation(self, tenant: str, facility_id: str) -> dict[str, Any] | None:
@@ -758,6 +788,35 @@ class FacilitySafetyApi:
             data = b"\xef\xbb\xbf" + data
         return Resp(body=data, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+def _floor(at: datetime, period_s: int, zone: str) -> datetime:
+    """`at` floored to a whole number of periods on the clock of `zone` (counted from 1970-01-01 00:00 there): with
+    Asia/Seoul, an hour period starts on clock hours and a day at Seoul midnight."""
+    offset = at.astimezone(ZoneInfo(zone)).utcoffset() or timedelta(0)
+    micros = to_micros(at) + int(offset.total_seconds() * 1_000_000)
+    step = period_s * 1_000_000
+    return from_micros(micros - micros % step - int(offset.total_seconds() * 1_000_000))
+
+
+# UN/CEFACT codes of the plausibility table (rules.UNITS) -> their symbol; a plain symbol is shown as it is
+CODE_SYMBOLS = {"C81": "rad", "C25": "mrad", "DD": "°", "MMT": "mm", "4H": "µm", "CMT": "cm", "MTR": "m",
+                "C16": "mm/s", "2M": "cm/s", "MTS": "m/s", "HTZ": "Hz", "KHZ": "kHz", "C62": "1", "P1": "%",
+                "CEL": "°C", "KEL": "K", "FAH": "°F"}
+
+
+def _series_unit(name: str, base: dict[str, str], doc: Doc | None, attr: str) -> dict[str, Any]:
+    """The unit of one attribute of `series` (QA14 F11): an assessed attribute is in its channel's unit (rad, mm,
+    mm/s: the domain converts); a measured one is as the device sent it: the unitCode of the sensor's current
+    value (`unitCode`), else the attribute's stored unit."""
+    if name in ASSESSED.values():
+        return {"unit": base[name], "unitCode": None, "source": "assessed"}
+    current = next((i for i in (doc or {}).get("attrs", {}).get(attr, ()) if "datasetId" not in i), None)
+    code = current.get("unitCode") if current else None
+    if code:
+        return {"unit": CODE_SYMBOLS.get(code, code), "unitCode": code, "source": "unitCode"}
+    return {"unit": base.get(name), "unitCode": None, "source": "default"}
+
 
 
 def _history_row(row: dict[str, Any]) -> dict[str, Any]:

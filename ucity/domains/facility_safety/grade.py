@@ -45,6 +45,11 @@ GRADE_NAMES = {"A": {"ko": "우수", "en": "excellent"}, "B": {"ko": "양호", "
 BANDS = "abcde"
 SCORE_DECIMALS = 4  # a facility score as every output shows it: the grade, its history, the CSV exports
 UNITS = {"tilt": "rad", "crack": "mm", "vibration": "mm/s"}
+# The units a person reads (QA14 F9; the dashboard's too): tilt in mrad, crack in mm, PPV in mm/s, 2 decimals.
+# The numbers of the explanation (`channels[].level.value`, `unit`) stay in the channel's unit (UNITS): only the
+# sentences and the API's `display` fields use these.
+DISPLAY_UNITS = {"tilt": ("mrad", 1000.0), "crack": ("mm", 1.0), "vibration": ("mm/s", 1.0)}
+DISPLAY_DECIMALS = 2
 CHANNEL_NAMES = {"tilt": {"ko": "기울기", "en": "tilt"}, "crack": {"ko": "균열", "en": "crack"},
                  "vibration": {"ko": "진동", "en": "vibration"}}
 MEMBER_NAMES = {"main": {"ko": "주부재", "en": "main member"}, "auxiliary": {"ko": "보조부재", "en": "auxiliary member"}}
@@ -180,17 +185,28 @@ def score_sensor(ev: SensorEvidence, policy: GradePolicy) -> dict[str, Any]:
 
 # -- the facility --------------------------------------------------------------------------------------------
 def grade_facility(sensors: Sequence[SensorEvidence], policy: GradePolicy, legal_grade: str | None,
-                   emergency_grades: Sequence[str], steps_worse: int) -> dict[str, Any]:
-    """The facility's score, grade, emergency recommendation and full explanation."""
+                   emergency_grades: Sequence[str], steps_worse: int,
+                   detached: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The facility's score, grade, emergency recommendation and full explanation.
+
+    `detached` (QA14 F12): the sensors taken off the facility since `since` (the grade's window start, or the
+    previous grade when older), `{"since", "sinceLocal", "sensors": [{"sensor", "at", "atLocal"}]}`: they no longer
+    count, so the grade can move without any reading changing; the explanation names them."""
     rows = [score_sensor(s, policy) for s in sensors]
     scored = [r for r in rows if r["score"] is not None]
     cov = coverage(rows, policy.min_main_coverage)
     out: dict[str, Any] = {"sensors": rows, "legalGrade": legal_grade, "coverage": cov, "gradeWithheld": False}
+    if detached and detached.get("sensors"):
+        out["detached"] = detached
     if not scored:
         out.update(grade=None, score=None, weightedMean=None, mainCap=None, capApplied=False, status="no-data",
                    emergency={"recommended": False, "reasons": []})
         out["summary"] = {"ko": "데이터 안전등급 산정 불가: 점수를 낸 센서가 없음",
                           "en": "No data safety grade: no sensor could be scored"}
+        en, ko = _detached_words(out)
+        if en:
+            out["summary"] = {"ko": " ".join([out["summary"]["ko"] + ".", *ko]),
+                              "en": " ".join([out["summary"]["en"] + ".", *en])}
         return out
     total = sum(r["weight"] for r in scored)
     mean = sum(r["weight"] * r["score"] for r in scored) / total
@@ -271,6 +287,18 @@ def _emergency(grade: str, legal: str | None, emergency_grades: Sequence[str], s
 
 
 # -- words ---------------------------------------------------------------------------------------------------
+def display_value(channel: str, value: float) -> float:
+    """A value of the channel's unit (UNITS) in its display unit, rounded to DISPLAY_DECIMALS."""
+    unit = DISPLAY_UNITS.get(channel)
+    return round(value * unit[1], DISPLAY_DECIMALS) if unit else value
+
+
+def shown(channel: str, value: float, sign: bool = False) -> str:
+    """A value of the channel's unit as a person reads it, e.g. `4.76 mrad` for 0.00475835 rad (QA14 F9)."""
+    unit, factor = DISPLAY_UNITS.get(channel, (UNITS.get(channel, ""), 1.0))
+    return f"{value * factor:{'+' if sign else ''}.{DISPLAY_DECIMALS}f} {unit}"
+
+
 def summary(result: dict[str, Any]) -> dict[str, str]:
     """A short account in Korean and English naming every scored sensor and its numbers."""
     withheld = result.get("gradeWithheld", False)
@@ -291,6 +319,9 @@ def summary(result: dict[str, Any]) -> dict[str, str]:
         head_ko += f", 최악 주부재 기준 하한 {result['mainCap']:.2f} 적용"
     cov_en, cov_ko = _coverage_words(result)
     parts_en, parts_ko = [head_en + ".", cov_en], [head_ko + ".", cov_ko]
+    det_en, det_ko = _detached_words(result)
+    parts_en += det_en
+    parts_ko += det_ko
     for row in result["sensors"]:
         en, ko = _sensor_words(row)
         parts_en.append(en)
@@ -302,6 +333,18 @@ def summary(result: dict[str, Any]) -> dict[str, str]:
         parts_en.append(f"Emergency inspection recommended: {reason['en']}.")
         parts_ko.append(f"긴급점검 권고: {reason['ko']}.")
     return {"ko": " ".join(parts_ko), "en": " ".join(parts_en)}
+
+
+def _detached_words(result: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The sentence naming the sensors detached since the window's start or the previous grade (QA14 F12)."""
+    detached = result.get("detached") or {}
+    if not detached.get("sensors"):
+        return [], []
+    listed = ", ".join(f"{d['sensor']} ({d['atLocal']})" for d in detached["sensors"])
+    return ([f"Sensors detached since {detached['sinceLocal']}: {listed}; they no longer count, so the grade can "
+             f"change without any reading changing."],
+            [f"{detached['sinceLocal']} 이후 분리된 센서: {listed}; 더 이상 산정에 포함되지 않으므로 측정값 변화 없이도 "
+             f"등급이 바뀔 수 있음."])
 
 
 def _coverage_words(result: dict[str, Any]) -> tuple[str, str]:
@@ -348,17 +391,18 @@ def _sensor_words(row: dict[str, Any]) -> tuple[str, str]:
         name = CHANNEL_NAMES.get(ch["channel"], {"ko": ch["channel"], "en": ch["channel"]})
         level, trend = ch["level"], ch["trend"]
         if level["score"] is not None:
-            en.append(f"{name['en']} {level['value']:.6g} {ch['unit']} -> level {level['band']} ({level['score']})")
-            ko.append(f"{name['ko']} {level['value']:.6g} {ch['unit']} → 수준 {level['band']}({level['score']}점)")
+            value = shown(ch["channel"], level["value"])
+            en.append(f"{name['en']} {value} -> level {level['band']} ({level['score']})")
+            ko.append(f"{name['ko']} {value} → 수준 {level['band']}({level['score']}점)")
             if level.get("aheadS") is not None:
                 hours_ahead = level["aheadS"] / 3600
                 en[-1] += f" (newest reading {hours_ahead:.1f} h ahead of the platform clock: device clock?)"
                 ko[-1] += f"(최신 측정 시각이 플랫폼 시계보다 {hours_ahead:.1f}시간 앞섬: 장치 시계 확인)"
         if trend["score"] is not None:
-            en.append(f"trend {trend['slopePerYear']:+.4g} {ch['unit']}/year -> {trend['projected']:.4g} in "
-                      f"{trend['horizonDays']:g} days ({trend['score']})")
-            ko.append(f"추세 연 {trend['slopePerYear']:+.4g} {ch['unit']} → {trend['horizonDays']:g}일 후 "
-                      f"{trend['projected']:.4g}({trend['score']}점)")
+            slope = shown(ch["channel"], trend["slopePerYear"], sign=True)
+            projected = shown(ch["channel"], trend["projected"])
+            en.append(f"trend {slope}/year -> {projected} in {trend['horizonDays']:g} days ({trend['score']})")
+            ko.append(f"추세 연 {slope} → {trend['horizonDays']:g}일 후 {projected}({trend['score']}점)")
     if row.get("suspect"):
         en.append("newest reading implausible (suspect sensor), left out")
         ko.append("최신 측정값 이상(센서 의심), 제외")

@@ -38,9 +38,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from ucity.core.bus import Context
-from ucity.core.clock import to_iso, to_micros
+from ucity.core.clock import parse_iso, to_iso, to_micros
 from ucity.domains.facility_safety import evidence
 from ucity.domains.facility_safety.assess import Checks, write_op
 from ucity.domains.facility_safety.config import FacilitySafetyConfig, Ladder
@@ -49,12 +50,13 @@ from ucity.domains.facility_safety.models import Facility, Sensor, iri
 from ucity.domains.facility_safety.registry import Registry
 from ucity.domains.facility_safety.rules import ASSESSED, CRACK, CRACK_RATE_ATTR, TILT
 from ucity.rules import level_rank
-from ucity.store.base import Mutation, Store, TemporalQuery
+from ucity.store.base import AuditQuery, Mutation, Store, TemporalQuery
 
 if TYPE_CHECKING:
     from ucity.core.platform import Platform
 
 ACTOR = "facility-safety"
+AUDIT_KIND = "facility-safety"  # service.AUDIT_KIND: its `sensor-detached` lines name the sensors that left (QA14 F12)
 LadderOf = Callable[[Sensor, str], Ladder]
 IntervalOf = Callable[[Sensor], "tuple[float, str] | None"]  # a sensor's own interval (s) and where it comes from
 DEVICE_INTERVAL = "device"  # provisioned expected_interval_s of the device or its service group (ingest)
@@ -120,8 +122,9 @@ class Grader:
         # a sensor of unknown kind (no sensorKind, never reported a measure) is attached but cannot be scored:
         # it counts against the coverage (QA5 F4)
         unknown = [SensorEvidence(s.id, s.member, None, (), 0, name=s.name) for s in attached if not s.kind]
+        detached = await self.detached(facility, start, now)
         result = grade_facility([e for e, _ in gathered] + unknown, self.policy, facility.legal_grade,
-                                g.emergency_grades, g.emergency_steps_worse)
+                                g.emergency_grades, g.emergency_steps_worse, detached)
         result.update(facility=facility.id, name=facility.name, computedAt=to_iso(now),
                       window={"from": to_iso(start), "to": to_iso(now), "days": g.window_days},
                       method="domain-rules §2.5 [D]: max(level, trend, events) per sensor; member-weighted mean, "
@@ -129,6 +132,37 @@ class Grader:
         rates = {s.id: rate for s, (_, rate) in zip(sensors, gathered, strict=True) if rate is not None}
         await self._record(facility, result, rates, now)
         return Graded(result, rates)
+
+    async def detached(self, facility: Facility, start: datetime, now: datetime) -> dict[str, Any]:
+        """The sensors detached from the facility (audit `sensor-detached`) since the window's start, or since the
+        previous grade when that is older (QA14 F12), and not attached to it now; newest detachment per sensor."""
+        since = start
+        doc = await self.store.get_entity(facility.tenant, facility.id)
+        for inst in (doc or {}).get("attrs", {}).get(iri("dataSafetyGradeExplanation"), []):
+            previous = (inst.get("json") or {}).get("computedAt") if "datasetId" not in inst else None
+            if previous:
+                since = min(since, parse_iso(previous))
+        attached = {s.id for s in self.registry.sensors_of(facility.tenant, facility.id)}
+        found: dict[str, str] = {}
+        offset = 0
+        while True:  # a facility has few such lines; pages of 500 all the same
+            rows, _ = await self.store.query_audit(facility.tenant, AuditQuery(
+                kinds=(AUDIT_KIND,), actions=("sensor-detached",), at_from=to_micros(since),
+                at_to=to_micros(now) + 1, limit=500, offset=offset))
+            for row in rows:
+                if row.get("facility") == facility.id and row.get("sensor") not in attached:
+                    found[str(row["sensor"])] = max(found.get(str(row["sensor"]), ""), str(row["at"]))
+            if len(rows) < 500:
+                break
+            offset += 500
+        zone = ZoneInfo(self.cfg.grade.timezone)
+
+        def local(at: datetime) -> str:
+            return f"{at.astimezone(zone):%Y-%m-%d %H:%M} ({self.cfg.grade.timezone})"
+
+        return {"since": to_iso(since), "sinceLocal": local(since),
+                "sensors": [{"sensor": sensor, "at": at, "atLocal": local(parse_iso(at))}
+                            for sensor, at in sorted(found.items(), key=lambda item: (item[1], item[0]))]}
 
     async def _record(self, facility: Facility, result: dict[str, Any], rates: dict[str, dict[str, Any]],
                       now: datetime) -> None:

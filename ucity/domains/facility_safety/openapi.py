@@ -39,6 +39,11 @@ OPENAPI = ApiDocs(
                         "(`POST .../facilities/{facilityId}/inspections`) changes them.",
             body=FacilityIn, statuses=(200, 201)),
         ("GET", F): Doc(summary="A facility: sensors, series, grade and explanation, inspections, tasks, alarms",
+                        description="Each sensor's `ladder` names the `datasetId` of the assessed instance it "
+                                    "watches and gives `edges` (exact, as the rule compares) and `display` "
+                                    "(mrad, mm, mm/s, 2 decimals). Without `from`, the series window starts 7 days before `to`, "
+                                    "floored to the period on the Seoul clock; `series.sensors[].units` gives each "
+                                    "attribute's unit.",
                         params=("from", "to", "period")),
         ("GET", f"{F}/grade"): Doc(summary="The facility's data safety grade with its explanation"),
         ("POST", f"{F}/grade"): Doc(summary="Recompute the facility's data safety grade now"),
