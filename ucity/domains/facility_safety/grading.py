@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from ucity.core.platform import Platform
 
 ACTOR = "facility-safety"
-AUDIT_KIND = "facility-safety"  # service.AUDIT_KIND: its `sensor-detached` lines name the sensors that left (QA14 F12)
+AUDIT_KIND = "facility-safety"  # the domain's lines in the operations audit log (`sensor-detached`: QA14 F12)
 LadderOf = Callable[[Sensor, str], Ladder]
 IntervalOf = Callable[[Sensor], "tuple[float, str] | None"]  # a sensor's own interval (s) and where it comes from
 DEVICE_INTERVAL = "device"  # provisioned expected_interval_s of the device or its service group (ingest)

@@ -50,7 +50,7 @@ from ucity.domains.facility_safety.assess import (
     write_op,
 )
 from ucity.domains.facility_safety.config import FacilitySafetyConfig, Ladder, LadderSet
-from ucity.domains.facility_safety.grading import Grader, ingest_interval
+from ucity.domains.facility_safety.grading import AUDIT_KIND, Grader, ingest_interval
 from ucity.domains.facility_safety.models import (
     GRADES,
     LAST_INSPECTION_ATTR,
@@ -100,7 +100,6 @@ log = logging.getLogger(__name__)
 ACTOR = "facility-safety"
 TENANTS_KIND = "facility-safety-tenant"
 OVERRIDES_KIND = "facility-safety-thresholds"
-AUDIT_KIND = "facility-safety"  # the domain's lines in the operations audit log
 SEED_KIND = "facility-safety-seed"
 STATE_KIND = "facility-safety-state"
 Job = Callable[[], Awaitable[None]]
