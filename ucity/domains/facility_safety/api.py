@@ -34,6 +34,7 @@ from ucity.domains.facility_safety import evidence
 from ucity.domains.facility_safety.assess import write_op
 from ucity.domains.facility_safety.config import Bilingual, LadderSet, problems, with_domain_bands
 from ucity.domains.facility_safety.grade import DISPLAY_UNITS, UNITS, display_value, shown_score
+from ucity.domains.facility_safety.grading import AUDIT_KIND
 from ucity.domains.facility_safety.inspections import overdue, schedule
 from ucity.domains.facility_safety.models import (
     LAST_INSPECTION_ATTR,
@@ -61,7 +62,6 @@ from ucity.domains.facility_safety.rules import (
     SUSPECT_ATTR,
     SUSPECT_OK,
 )
-from ucity.domains.facility_safety.service import AUDIT_KIND
 from ucity.domains.facility_safety.tasks import (
     ACTIVE,
     CANCELLED,
