@@ -71,6 +71,8 @@ async def test_devices_reporting_after_a_restart_raise_no_offline_alarm(tmp_path
     app, events = await started(tmp_path, clock)
     try:
         assert events == [] and statuses(app, "p1", "p2", "p3") == ["online"] * 3  # not judged at start
+        # the summary says since when silence counts (a device online with an old lastReported is in its grace)
+        assert app.ingest.monitor.summary("guro")["listeningSince"] == to_iso(clock.now())
         assert (await offline_alarms(app)) == []
         clock.advance(10)
         await measure(app, "p1", {"o": False})  # soon (it kept retrying while ucity was down)

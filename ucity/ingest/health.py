@@ -286,6 +286,9 @@ class HealthMonitor:
             counts[record.status] = counts.get(record.status, 0) + 1
         shown = [r for r in records if status is None or r.status == status]
         return {"total": len(records), "counts": counts, "offlineAfterIntervals": self.settings.offline_after_intervals,
+                # since when this process hears devices (its start): silence before it is not counted (QA12 F3), so a
+                # device silent since before it stays online until its threshold after it
+                "listeningSince": None if self.listening_since is None else to_iso(self.listening_since),
                 "clockAhead": sum(1 for r in records if r.clock_ahead_s is not None),
                 "devices": [r.to_wire(self.settings.offline_after_intervals) for r in shown]}
 
