@@ -110,7 +110,7 @@ async def test_search_is_audited_without_the_values(make_ops: MakeOps) -> None:
         assert detail["searchedFields"] == ["name", "phone"] and detail["scanned"] == 5 and detail["matched"] == 2
         assert str(detail["queryRef"]).startswith("q-")
         text = json.dumps(line, ensure_ascii=False)
-        assert "홍길동" not in text and "9876" not in text
+        assert "홍길동" not in text and "9876-5432" not in text and "98765432" not in text
 
 
 async def test_redact_removes_the_data_from_the_api_and_the_store(make_ops: MakeOps) -> None:
