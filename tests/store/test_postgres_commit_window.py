@@ -72,7 +72,8 @@ async def test_alarm_saves_of_a_batch_are_written_together_in_order(store: Postg
     release()
     await held
     await pending
-    assert store.commits == 2
+    # the held call's transaction, the alarm saves' (ahead of the entity writes: `urgent_first`), the writes'
+    assert store.commits == 3
     assert (await store.get_alarm(T, "alarm-0")) == {"id": "alarm-0", "status": "active-ack"}
     assert [h["action"] for h in await store.alarm_history(T, "alarm-0")] == ["raised", "acknowledged"]
     assert (await store.get_alarm(T, "alarm-19")) == {"id": "alarm-19", "status": "active-unack"}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ucity.core.bus import Context, EntityChange
 from ucity.core.errors import UcityError
@@ -369,6 +369,35 @@ def add_counts(into: TenantCounts | None, counts: TenantCounts) -> None:
             mine = into.setdefault(tenant, [0, 0])
             mine[0] += records
             mine[1] += related
+
+
+_T = TypeVar("_T")
+MUTATION, CALL, MOVABLE, URGENT = range(4)  # what a queued write is to `urgent_first`
+
+
+def urgent_first(batch: list[_T], kind: Callable[[_T], int]) -> tuple[list[_T], list[_T]]:
+    """Split a writer's batch whose urgent calls (alarm saves: the operators' stream announces an alarm once
+    it is committed) would otherwise wait for all of its readings. The urgent calls, with the movable calls
+    queued before them, go first in a small transaction of their own; the rest follow in their order.
+
+    `kind` says what each item is: `MUTATION` (entity writes and their history), `MOVABLE` (a call that
+    neither reads nor writes what mutations write, so it may overtake them), `URGENT` (a movable call to
+    hurry) or `CALL` (any other call). Only mutations are overtaken, never a call, and the readings behind
+    an alarm were committed before their rules raised it. A `CALL` before the last urgent one (it may read
+    what the mutations queued before it wrote) leaves the batch as it is.
+
+    Measured under the latency benchmark's load (SQLite, 5,000 observations/s over HTTP): an alarm's save
+    waited ~20 ms (p50) for the batch in progress, then ~20 ms more for the 35 or so readings committed
+    with it; split, it waits for the first only."""
+    kinds = [kind(item) for item in batch]
+    if URGENT not in kinds or MUTATION not in kinds:
+        return [], batch
+    last = len(kinds) - 1 - kinds[::-1].index(URGENT)
+    if CALL in kinds[:last]:
+        return [], batch
+    ahead = [item for item, k in zip(batch[:last + 1], kinds, strict=False) if k != MUTATION]
+    rest = [item for item, k in zip(batch[:last + 1], kinds, strict=False) if k == MUTATION] + batch[last + 1:]
+    return ahead, rest
 
 
 @dataclass(slots=True)

@@ -54,7 +54,11 @@ from ucity.core.errors import BadRequest, UcityError, Unavailable, WriteRefused
 from ucity.ngsild.qpg import compile_q_postgres
 from ucity.store import postgres_ops as ops_sql
 from ucity.store.base import (
+    CALL,
+    MOVABLE,
+    MUTATION,
     PURGE_SERIES_WINDOW,
+    URGENT,
     AggregatedEntity,
     AggregateSeries,
     Aggregation,
@@ -80,6 +84,7 @@ from ucity.store.base import (
     TypeExpr,
     add_counts,
     member_name,
+    urgent_first,
 )
 from ucity.store.migrations.postgres import MIGRATIONS
 from ucity.store.sql import (
@@ -353,6 +358,9 @@ class _Call:
     # rows at its end, `rows.write(conn, [their rows in batch order])`, one round trip per table instead of
     # one per statement of each call, and they do not split the batch's runs of mutations.
     rows: _Rows | None = None
+    # A write of rows someone waits on to see an event (an alarm's save: the operators' stream announces an
+    # alarm once committed): committed ahead of the batch's mutations (`urgent_first`).
+    urgent: bool = False
 
 
 @dataclass
@@ -362,6 +370,14 @@ class _Rows:
 
 
 _Item = _Group | _Call
+
+
+def _kind(item: _Item) -> int:
+    if isinstance(item, _Group):
+        return MUTATION
+    if item.rows is None:
+        return CALL
+    return URGENT if item.urgent else MOVABLE
 Key = tuple[str, str]  # (tenant, entity id)
 SeriesKey = tuple[str, str, str, str]  # (tenant, entity id, attribute IRI, dataset id or "")
 
@@ -531,11 +547,12 @@ class PostgresStore(Store):
         self._enqueue(_Group(tenant, mutations, context, future))
         return await future
 
-    async def _call(self, fn: Callable[[asyncpg.Connection, _Tx], Awaitable[Any]], rows: _Rows | None = None) -> Any:
+    async def _call(self, fn: Callable[[asyncpg.Connection, _Tx], Awaitable[Any]], rows: _Rows | None = None,
+                    urgent: bool = False) -> Any:
         if self._writer is None:
             raise Unavailable("the store is not running")
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._enqueue(_Call(fn, future, rows=rows))
+        self._enqueue(_Call(fn, future, rows=rows, urgent=urgent and rows is not None))
         return await future
 
     async def _write_loop(self) -> None:
@@ -544,13 +561,16 @@ class PostgresStore(Store):
             if first is None:
                 return
             batch, stop = await self._collect(first)
-            try:
-                await self._commit_batch(batch)
-            except Exception as exc:  # never let the writer die: fail the batch instead
-                log.exception("the writer failed a batch")
-                for item in batch:
-                    self._fail_item(item, exc)
-                self._resolve(batch)
+            for part in urgent_first(batch, _kind):
+                if not part:
+                    continue
+                try:
+                    await self._commit_batch(part)
+                except Exception as exc:  # never let the writer die: fail the batch instead
+                    log.exception("the writer failed a batch")
+                    for item in part:
+                        self._fail_item(item, exc)
+                    self._resolve(part)
             if stop:
                 return
 
@@ -1326,7 +1346,7 @@ class PostgresStore(Store):
         async def run(conn: asyncpg.Connection, tx: _Tx) -> None:  # the same write; `_run_batch` uses `rows`
             await _save_alarm_lists(conn, [call])
 
-        await self._call(run, _Rows(_save_alarm_lists, call))
+        await self._call(run, _Rows(_save_alarm_lists, call), urgent=True)
 
     @_reading
     async def get_alarm(self, tenant: str, alarm_id: str) -> Doc | None:

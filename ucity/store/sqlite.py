@@ -33,7 +33,11 @@ from ucity.core.ids import uuid4_texts
 from ucity.ngsild.qsql import register_sqlite_functions
 from ucity.store import sqlite_ops as ops_sql
 from ucity.store.base import (
+    CALL,
+    MOVABLE,
+    MUTATION,
     PURGE_SERIES_WINDOW,
+    URGENT,
     AggregatedEntity,
     AggregateSeries,
     Aggregation,
@@ -59,6 +63,7 @@ from ucity.store.base import (
     TypeExpr,
     add_counts,
     member_name,
+    urgent_first,
 )
 from ucity.store.migrations.sqlite import MIGRATIONS
 from ucity.store.sql import ALARM_COLUMNS as _ALARM_COLUMNS
@@ -159,6 +164,15 @@ class _Call:
     # before it, nor instance rids read again after it. An alarm storm sends one such call per alarm and per
     # rule state between the readings' mutations; each flush split the readings' executemany statements.
     independent: bool = False
+    # True for a call that someone is waiting on to see an event (an alarm's save: the operators' stream
+    # announces it once committed). Independent too; see `urgent_first`.
+    urgent: bool = False
+
+
+def _kind(item: _Group | _Call) -> int:
+    if isinstance(item, _Group):
+        return MUTATION
+    return URGENT if item.urgent else MOVABLE if item.independent else CALL
 
 
 @dataclass(slots=True)
@@ -332,11 +346,12 @@ class SqliteStore(Store):
         self._queue.put(_Group(tenant, mutations, context, future))
         return await future
 
-    async def _call(self, fn: Callable[[sqlite3.Connection], Any], independent: bool = False) -> Any:
+    async def _call(self, fn: Callable[[sqlite3.Connection], Any], independent: bool = False,
+                    urgent: bool = False) -> Any:
         if self._writer is None or self._loop is None:
             raise Unavailable("the store is not running")
         future: asyncio.Future[Any] = self._loop.create_future()
-        self._queue.put(_Call(fn, future, independent=independent))
+        self._queue.put(_Call(fn, future, independent=independent or urgent, urgent=urgent))
         return await future
 
     def _write_loop(self, conn: sqlite3.Connection) -> None:
@@ -346,7 +361,11 @@ class SqliteStore(Store):
                 conn.close()
                 return
             batch, stop = self._collect(first)
-            self._commit_batch(conn, batch)
+            ahead, batch = urgent_first(batch, _kind)
+            if ahead:
+                self._commit_batch(conn, ahead)
+            if batch:
+                self._commit_batch(conn, batch)
             if stop:
                 conn.close()
                 return
@@ -1091,7 +1110,7 @@ class SqliteStore(Store):
             if puts:
                 conn.executemany(_DOC_PUT, puts)
 
-        await self._call(run, independent=True)
+        await self._call(run, independent=True, urgent=True)
 
     async def get_alarm(self, tenant: str, alarm_id: str) -> Doc | None:
         def run(conn: sqlite3.Connection) -> Doc | None:
