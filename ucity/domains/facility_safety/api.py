@@ -17,7 +17,7 @@ import csv
 import io
 import math
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
@@ -30,7 +30,7 @@ from ucity.core.clock import from_micros, parse_iso, to_iso, to_micros
 from ucity.core.errors import AlreadyExists, NotFound, UcityError
 from ucity.core.http import ApiRoute, Req, Resp
 from ucity.core.params import actor_header, bad, int_param, json_body, time_param
-from ucity.domains.facility_safety import evidence
+from ucity.domains.facility_safety import evidence, report
 from ucity.domains.facility_safety.assess import write_op
 from ucity.domains.facility_safety.config import Bilingual, LadderSet, problems, with_domain_bands
 from ucity.domains.facility_safety.grade import DISPLAY_UNITS, UNITS, display_value, shown_score
@@ -75,7 +75,7 @@ from ucity.domains.facility_safety.tasks import (
 from ucity.ngsild.ops import merge_op
 from ucity.ngsild.request import tenant_of
 from ucity.rules import rule_to_json
-from ucity.store.base import Aggregation, AlarmQuery, ApplyFn, Doc, EntityQuery, Mutation, Outcome, TemporalQuery
+from ucity.store.base import Aggregation, AlarmQuery, ApplyFn, AuditQuery, Doc, EntityQuery, Mutation, Outcome, TemporalQuery
 
 if TYPE_CHECKING:
     from ucity.domains.facility_safety.service import FacilitySafety
@@ -779,6 +779,55 @@ class FacilitySafetyApi:
                              row.get("emergencyInspectionRecommended", ""), f.legal_grade or ""])
         return self._csv(rows, "facility-safety-grades.csv")
 
+    # -- a month's report (report.py) -----------------------------------------------------------------------------
+    async def month_report(self, req: Req) -> Resp:
+        return Resp(body=await self._month_report(req))
+
+    async def export_report(self, req: Req) -> Resp:
+        made = await self._month_report(req)
+        return self._csv(report.csv_rows(made), f"facility-safety-report-{made['period']['month']}.csv")
+
+    async def _month_report(self, req: Req) -> dict[str, Any]:
+        tenant, zone = self.tenant(req), self.s.cfg.grade.timezone
+        month = report.month_of(req.param("month"), self.s.clock.now(), zone)
+        facilities = self.s.registry.facilities(tenant)
+        wanted = req.param("facility")
+        if wanted:
+            facilities = [f for f in facilities if f.id == wanted]
+            if not facilities:
+                raise NotFound(f"시설물 {wanted} 없음 / facility {wanted} is not monitored")
+        owner = {f.id: f.id for f in facilities}
+        for f in facilities:
+            owner.update((s.id, f.id) for s in self.s.registry.sensors_of(tenant, f.id))
+        alarms: dict[str, dict[str, dict[str, Any]]] = {f.id: {} for f in facilities}  # facility -> alarm id -> doc
+        start, end = to_micros(month.start), to_micros(month.end)
+        async for doc in _pages(lambda offset: self.s.store.query_alarms(tenant, AlarmQuery(
+                derived=False, raised_from=start, raised_to=end, limit=PAGE, offset=offset))):
+            # a sensor's alarm names its facility as its parent, also once the sensor is detached
+            found = owner.get(str(doc.get("entity_id"))) or (doc.get("parent_id") if doc.get("parent_id") in alarms
+                                                              else None)
+            if found:
+                alarms[found][str(doc["id"])] = doc
+        changes: dict[str, list[dict[str, Any]]] = {f.id: [] for f in facilities}
+        async for row in _pages(lambda offset: self.s.store.query_audit(tenant, AuditQuery(
+                kinds=(AUDIT_KIND,), at_from=start, at_to=end, limit=PAGE, offset=offset))):
+            if row.get("facility") in changes:
+                changes[str(row["facility"])].append(row)
+        sections = []
+        for f in facilities:
+            grades = await self._grade_history(tenant, f.id, None, month.end, 5000)
+            records = await evidence.history(self.s.store, tenant, f.id, ["inspectionRecord"], month.start, month.end,
+                                             1000)
+            sections.append({
+                "facility": f.id, "name": f.name, "facilityType": f.facility_type, "legalSafetyGrade": f.legal_grade,
+                "grade": report.grade_figures(grades, month),
+                "alarms": report.alarm_figures(alarms[f.id].values()),
+                "tasks": report.task_figures(self.s.tasks.list(tenant, (), facility=f.id), month),
+                "inspections": [i.get("value") for i in records["inspectionRecord"]],
+                "changes": report.change_lines(changes[f.id], month)})
+        every = [doc for found in alarms.values() for doc in found.values()]
+        return {"period": month.to_wire(), "district": report.district(sections, every), "facilities": sections}
+
     def _csv(self, rows: list[list[Any]], filename: str) -> Resp:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\r\n")
@@ -788,6 +837,21 @@ class FacilitySafetyApi:
             data = b"\xef\xbb\xbf" + data
         return Resp(body=data, media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
+
+PAGE = 500  # rows per store query of the month's report
+
+
+async def _pages(query: Callable[[int], Awaitable[tuple[list[Doc], int | None]]]) -> AsyncIterator[Doc]:
+    """Every row of a paged store query (alarms, audit lines), page by page."""
+    offset = 0
+    while True:
+        rows, _ = await query(offset)
+        for row in rows:
+            yield row
+        if len(rows) < PAGE:
+            return
+        offset += PAGE
 
 
 def _floor(at: datetime, period_s: int, zone: str) -> datetime:
@@ -1056,6 +1120,7 @@ def routes(photo_limit: int) -> list[ApiRoute]:
         ("GET", f"{BASE}/summary", "summary"), ("GET", f"{BASE}/rules", "rules"),
         ("GET", f"{BASE}/export/facilities.csv", "export_facilities"),
         ("GET", f"{BASE}/export/grades.csv", "export_grades"),
+        ("GET", f"{BASE}/report", "month_report"), ("GET", f"{BASE}/export/report.csv", "export_report"),
     ]
     out = [ApiRoute(method, path, h(name)) for method, path, name in table]
     # A facility's own thresholds replace its alarm rules: the permission of editing rules (QA5 F6).

@@ -110,6 +110,19 @@ OPENAPI = ApiDocs(
                                                       response_media=CSV),
         ("GET", f"{BASE}/export/grades.csv"): Doc(summary="Grade history as CSV (UTF-8 with BOM; times in Asia/Seoul)",
                                                   params=("from", "to"), response_media=CSV),
+        ("GET", f"{BASE}/report"): Doc(
+            summary="A month's report: alarms, grade changes, tasks, inspections and changes per facility",
+            description="The month is a calendar month in Asia/Seoul (`grade.timezone`); without `month`, the last "
+                        "complete one; the current month is reported up to now (`partial`); a month not begun is "
+                        "400. Alarms are those raised in the month on the facility or its sensors (derived alarms "
+                        "left out), with minutes to acknowledge and to clear (median, max), false closures and how "
+                        "many are still active; the grade at both ends of the month and each change with its "
+                        "reasons; tasks opened, completed, cancelled and open at the end; the domain's audited "
+                        "changes (what and when, not who).",
+            params=("month", "facility")),
+        ("GET", f"{BASE}/export/report.csv"): Doc(summary="A month's report as CSV, one row per facility (UTF-8 with "
+                                                          "BOM; times in Asia/Seoul)",
+                                                  params=("month", "facility"), response_media=CSV),
     },
     params={"facilityType": "facility type", "dataGrade": "data safety grade (A..E, or `none`)",
             "legalGrade": "legal safety grade (A..E, or `none`)", "district": "district", "period": "seconds or PT1H, PT15M, P1D",
@@ -117,7 +130,8 @@ OPENAPI = ApiDocs(
             "facility": "facility id", "kind": "kind", "limit": "page size", "offset": "rows to skip",
             "dataGradeStatus": "ok, insufficient-data, no-data",
             "orphan": "`true`: only sensors in no monitored facility; `false`: only attached ones",
-            "from": "ISO 8601 date-time (not after `to`)", "to": "ISO 8601 date-time"},
+            "from": "ISO 8601 date-time (not after `to`)", "to": "ISO 8601 date-time",
+            "month": "YYYY-MM, a calendar month in Asia/Seoul (default: the last complete one)"},
     tags={"facility_safety": "Structural safety of facilities (retaining walls, buildings, bridges ...): sensors and "
                              "their ladders, data safety grades, inspections, field tasks "
                              "(ucity/domains/facility_safety/README.md)."},
