@@ -27,13 +27,15 @@ them withheld, `withheld: ["text"]`); a webhook's url may hold its receiver's cr
 `config:admin` only (others get it masked, notifiers/webhook.py `mask_url`); an alarm about a person (its entity's
 type in `privacy.personal_entity_types`) is shown to a caller without `personal:read` as its Alert shows it: the
 Alert id for the entity id, the place coarse, the identifying evidence withheld (`person_view`, README), and
-not in the false-alarm rate by device; an alarm's dead letters without the recipients' names and addresses
-(`letter_view`). Every change of the contact data and every dead-letter replay is a line of
+not in the false-alarm rate by device; an alarm's dead letters, and the global list, without the recipients'
+names and addresses (`letter_view`, `dead_letter_view`: one rule, `letter_contact`); a URL in a dead letter never
+with its path or query values, whoever asks. Every change of the contact data and every dead-letter replay is a line of
 the operations audit log (kind `config`: the actor and the id, never contact data, urls or secrets).
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -299,9 +301,14 @@ class AlarmApi:
         return await self._act(req, "comment", text=text.strip()[:4000])
 
     async def dead_letters(self, req: Req) -> Resp:
-        """Notifications given up after their retries."""
+        """Notifications given up after their retries (every sender's), as they were kept, with what the alarm's own
+        list withholds withheld (`dead_letter_view`): the recipient's name and address, an error naming the address,
+        and for an alarm about a person its message and identifying values, shown to `personal:read` only; a URL's
+        secrets (its path and query values) to nobody."""
         letters = await self.service.dispatcher.dead_letters(self.tenant(req))
-        return Resp(200, {"total": len(letters), "deadLetters": letters})
+        personal = self.may(req, Permission.PERSONAL_READ)
+        shown = [dead_letter_view(letter, personal, self.service.privacy) for letter in letters]
+        return Resp(200, {"total": len(shown), "deadLetters": shown})
 
     async def replay_dead_letter(self, req: Req) -> Resp:
         """Queue a dead letter again (its receiver is back): 202, the same notification and id."""
@@ -419,33 +426,80 @@ class AlarmApi:
 def letter_view(letter: dict[str, Any], alarm_id: str, personal: bool, about_person: bool) -> dict[str, Any]:
     """A dead letter as an alarm's list shows it: what failed, when and why, and where to resend it; the recipient
     (a group member's name and address), an error naming the address and, for an alarm about a person, the message
-    withheld from a caller without `personal:read` (`withheld` names them)."""
+    withheld from a caller without `personal:read` (`withheld` names them); URL secrets from everyone."""
     found = letter.get("notification")
     notification: dict[str, Any] = found if isinstance(found, dict) else {}
-    recipient = notification.get("recipient") if isinstance(notification.get("recipient"), dict) else None
+    recipient, error, hidden = letter_contact(letter, personal)
     out: dict[str, Any] = {
         "id": letter.get("id"), "notifier": letter.get("notifier"), "event": notification.get("event"),
         "group": notification.get("group"), "step": notification.get("step"),
         "createdAt": notification.get("createdAt"), "failedAt": letter.get("failedAt"),
-        "attempts": letter.get("attempts"), "error": letter.get("error"), "recipient": recipient,
+        "attempts": letter.get("attempts"), "error": error, "recipient": recipient,
         "subject": notification.get("subject"), "text": notification.get("text"),
         "resend": f"/api/v1/alarms/{alarm_id}/dead-letters/{letter.get('id')}/resend"}
-    if personal:
-        return out
-    hidden: list[str] = []
-    address = recipient.get("address") if recipient else None
-    if recipient is not None and address:  # a group member: a person's name and contact
-        out["recipient"] = {"language": recipient.get("language")}
-        hidden += ["recipient.name", "recipient.address"]
-        if isinstance(out["error"], str) and str(address) in out["error"]:
-            out["error"] = out["error"].replace(str(address), "***")
-            hidden.append("error")
-    if about_person:
+    if about_person and not personal:
         out.pop("subject"), out.pop("text")
         hidden += ["subject", "text"]
     if hidden:
         out["withheld"], out["withheldReason"] = hidden, WITHHELD_CONTACT
     return out
+
+
+def dead_letter_view(letter: dict[str, Any], personal: bool, privacy: AlertPrivacy) -> dict[str, Any]:
+    """A dead letter as the global list shows it: as it was kept (every sender's, an agency's package too), with what
+    `letter_view` withholds withheld by the same rules (`letter_contact`), paths named in the letter's form
+    (`notification.recipient.address`); for an alarm about a person, the alarm as `person_view` shows it."""
+    recipient, error, hidden = letter_contact(letter, personal)
+    out: dict[str, Any] = {**letter, "error": error}
+    hidden = [name if name == "error" else f"notification.{name}" for name in hidden]
+    found = letter.get("notification")
+    if isinstance(found, dict):
+        notification = out["notification"] = dict(found)
+        if recipient is not None:
+            notification["recipient"] = recipient
+        alarm = notification.get("alarm")
+        if not personal and isinstance(alarm, dict) and alarm.get("entity_type") in privacy.personal_types:
+            notification["alarm"] = person_view(alarm, privacy)
+            for name in ("subject", "text"):
+                if notification.pop(name, None) is not None:
+                    hidden.append(f"notification.{name}")
+            hidden.append("notification.alarm")
+    if hidden:
+        out["withheld"], out["withheldReason"] = hidden, WITHHELD_CONTACT
+    return out
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+
+
+def without_url_secrets(text: str) -> str:
+    """`text` with every URL in it as `mask_url` shows it (scheme, host and port; path and query values `***`)."""
+    return _URL.sub(lambda found: mask_url(found.group(0)), text)
+
+
+def letter_contact(letter: dict[str, Any], personal: bool) -> tuple[dict[str, Any] | None, Any, list[str]]:
+    """The recipient and the error of a dead letter as a caller sees them, and the names of what is withheld
+    (`recipient.name`, `recipient.address`, `error`): without `personal:read`, a group member's name and address and
+    the address in the error are withheld; an address or error that is or holds a URL is shown without its secrets
+    (`mask_url`) to everyone, `config:admin` too (a webhook's token in its path or query)."""
+    found = letter.get("notification")
+    recipient = found.get("recipient") if isinstance(found, dict) else None
+    if not isinstance(recipient, dict):
+        recipient = None
+    error = letter.get("error")
+    address = recipient.get("address") if recipient else None
+    hidden: list[str] = []
+    if not personal and recipient is not None and address:  # a group member: a person's name and contact
+        recipient = {"language": recipient.get("language")}
+        hidden += ["recipient.name", "recipient.address"]
+        if isinstance(error, str) and str(address) in error:
+            error = error.replace(str(address), "***")
+            hidden.append("error")
+    elif recipient is not None and isinstance(address, str) and _URL.search(address):
+        recipient = {**recipient, "address": without_url_secrets(address)}
+    if isinstance(error, str):
+        error = without_url_secrets(error)
+    return recipient, error, hidden
 
 
 def withheld(entry: dict[str, Any]) -> dict[str, Any]:
@@ -538,6 +592,11 @@ OPENAPI = ApiDocs(
             **_OBJECT, "required": ["assignee"], "properties": {"assignee": {"type": ["string", "null"]}}}),
         ("POST", "/api/v1/alarms/{alarmId}/comments"): Doc(headers=_ACT, required=_ACT[1:], body={
             **_OBJECT, "required": ["text"], "properties": {"text": {"type": "string", "maxLength": 4000}}}),
+        ("GET", "/api/v1/notifications/dead-letters"): Doc(
+            summary="Notifications given up on (every sender's dead letters)",
+            description="Newest first, as they were kept. A group member's name and address (and an error naming "
+                        "the address), and for an alarm about a person its message and identifying values, are "
+                        "shown to `personal:read` only (`withheld`); a URL's path and query values to nobody."),
         ("POST", "/api/v1/notifications/dead-letters/{letterId}/replay"): Doc(
             summary="Queue a dead letter again",
             description="Once its receiver is back: the same notification (same id, so receivers can drop a copy) "

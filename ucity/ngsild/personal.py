@@ -18,7 +18,10 @@ principal, and:
   action `personal-read`, the actor, the tenant, `route` (method and path template), `types` (short names) and
   `entities` (how many); never attribute values, ids or the `q` text.
 - creating or changing a subscription that can match a personal type (no entity selector, or a selector naming
-  one) needs `personal:read`; creating, changing and deleting one are audited (`personal-subscription-*`).
+  one) needs `personal:read`; creating, changing and deleting one are audited (`personal-subscription-*`). One
+  created or last changed by a caller without `personal:read` is marked (`subscriptions.WITHHOLD`, stored, never
+  shown): its notifications leave out every entity of a personal type however it matched (several types, a type
+  added later, `id` / `idPattern`, periodic), counted on /health, never its values (`is_personal`).
 
 - writes and deletions of such entities (create, PATCH / POST / PUT of an entity or an attribute, DELETE of an
   entity or an attribute, merge, purge, every batch operation, and the temporal API's writes and deletes) need

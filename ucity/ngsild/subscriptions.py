@@ -65,7 +65,7 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote, urlsplit
@@ -101,6 +101,7 @@ from ucity.ngsild.request import (
 from ucity.ngsild.saved import STALE_REFRESHES, SavedNotifications
 from ucity.ngsild.scope import ScopeTest, parse_scope_query, scope_matcher
 from ucity.ngsild.typeq import parse_type_expr
+from ucity.ops.auth import Permission
 from ucity.store.base import Doc, EntityQuery, QFilter, TypeExpr
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,9 @@ _STATS: Final = ("timesSent", "timesFailed", "timesAbandoned", "lastNotification
 _ANY: Final = ""  # index key for "any entity type" / "any attribute"; never an IRI
 _NO_DOC: Final[dict[str, Any]] = {}  # what a change without documents has for types (as EntityChange.types)
 _DELETED: Final = "attributeDeleted"
+WITHHOLD: Final = "personalWithheld"
+"""Stored (never shown) on a subscription last created or changed, with the token guard on, by a caller without
+`personal:read`: its notifications never carry an entity of a personal type (`SubscriptionService._withheld`)."""
 
 
 # ================================================================================================
@@ -545,6 +549,7 @@ class Subscription:
     scope: ScopeTest | None
     render: RenderOptions
     expires_at: datetime | None = None
+    withhold: bool = False  # entities of a personal type are left out of its notifications (WITHHOLD)
     notifications: int = 0  # notifications queued since this process started (not persisted)
     last_sent: datetime | None = None
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -567,6 +572,7 @@ class Subscription:
                                  attrs=frozenset(attrs) if attrs else None, lang=doc.get("lang"),
                                  dataset_ids=frozenset(doc["datasetId"]) if "datasetId" in doc else None),
             expires_at=parse_iso_clamped(doc["expiresAt"]) if "expiresAt" in doc else None,  # never refused on load
+            withhold=bool(doc.get(WITHHOLD)),
         )
 
     @property
@@ -909,6 +915,10 @@ class SubscriptionService:
         # Delivery losses since this process started, for /health; they outlive the subscriptions that counted them.
         self.abandoned = 0  # notifications given up after max_retries retries
         self._dropped_gone = 0  # dropped by the queues of subscriptions deleted since
+        # Entities of a personal type left out of the notifications of subscriptions marked WITHHOLD (never their
+        # values; one log line per subscription and process says it happens).
+        self.personal_withheld = 0
+        self._withheld_logged: set[Key] = set()
         # Matches of the batches published since the loop last ran, notified together (see _on_changes).
         self._matched: dict[Key, list[dict[str, Any]]] = {}
         self._notify_soon: asyncio.Handle | None = None
@@ -1037,7 +1047,7 @@ class SubscriptionService:
                 "dropped": self._dropped_gone + sum(o.dropped for o in self._outboxes.values()),
                 "abandoned": self.abandoned, "failing": len(self._failing),
                 "saved": self.saved.count(), "savedWriting": self.saved.writing(),
-                "savedWriteFailures": self.saved.failures,
+                "savedWriteFailures": self.saved.failures, "personalWithheld": self.personal_withheld,
                 "refresh": self.refresh.health()}
 
     async def _notify_ctx(self, doc: Doc, strict: bool) -> Any:
@@ -1062,6 +1072,7 @@ class SubscriptionService:
         if (tenant, doc["id"]) in self.subs:
             raise AlreadyExists(f"subscription {doc['id']} already exists")
         personal = await self._personal(req, tenant, doc, check=True)
+        self._mark_reader(req, doc)
         sub = Subscription.compile(tenant, doc, await self._notify_ctx(doc, strict=True))
         async with self._lock:
             if sub.key in self.subs:  # created meanwhile by a concurrent request
@@ -1107,6 +1118,7 @@ class SubscriptionService:
             doc = merged_document(sub.doc, body, ctx, self.clock.now())
             self._check_endpoint(doc)
             personal = await self._personal(req, sub.tenant, doc, check=True)
+            self._mark_reader(req, doc)
             fresh = Subscription.compile(sub.tenant, doc, await self._notify_ctx(doc, strict=True))
             async with self._lock:
                 if self.subs.get(sub.key) is sub:  # else changed meanwhile (here, or by a re-read): merge again
@@ -1134,7 +1146,8 @@ class SubscriptionService:
         """With the token guard on, the personal types (short names) a subscription can match: every one without
         an entity selector, else those its selectors name; None when it matches none of them (or the guard is
         off). A caller without `personal:read` may not create or change one (`check`): 403, audited (QA10 F5).
-        An entity with several types, one of them personal, matched through another, is not seen here."""
+        An entity with several types, one of them personal, matched through another, is not seen here: the
+        subscription is marked (`_mark_reader`) and its notifications leave such entities out (`_withheld`)."""
         personal = self.api.personal
         if req.principal is None or not personal.iris:
             return None
@@ -1145,6 +1158,34 @@ class SubscriptionService:
         if check and personal.withheld(req):
             await personal.refuse(req, tenant, types)
         return types
+
+    @staticmethod
+    def _mark_reader(req: Req, doc: Doc) -> None:
+        """Record in `doc` whether its notifications may carry entities of a personal type: not when the caller who
+        creates or changes it (with the token guard on) lacks `personal:read` (WITHHOLD). `_personal` refused those
+        whose selectors can match a personal type; this covers an entity of several types matched through another,
+        a personal type added to an entity later, and a selector by `id` or `idPattern`. Whoever last set the
+        subscription answers for it: a change by a holder of `personal:read` lifts the mark. With the guard off
+        nothing is recorded (a change keeps the mark it had)."""
+        principal = req.principal
+        if principal is None:
+            return
+        if principal.can(Permission.PERSONAL_READ):
+            doc.pop(WITHHOLD, None)
+        else:
+            doc[WITHHOLD] = True
+
+    def _withheld(self, sub: Subscription, types: Iterable[str]) -> bool:
+        """An entity of these types is left out of `sub`'s notifications: `sub` is marked WITHHOLD and one of them
+        is personal (as a query by its creator would leave it out). Counted; one log line per subscription."""
+        if not self.api.personal.is_personal(types):
+            return False
+        self.personal_withheld += 1
+        if sub.key not in self._withheld_logged:
+            self._withheld_logged.add(sub.key)
+            log.warning("subscription %s of tenant %s: entities of a personal type are left out of its notifications "
+                        "(it was created or last changed by a caller without personal:read)", sub.id, sub.tenant)
+        return True
 
     async def _audit(self, req: Req, tenant: str, doc: Doc, action: str, types: list[str]) -> None:
         """`data` / `personal-subscription-*`: a standing copy of personal data to an endpoint was created, changed
@@ -1214,6 +1255,7 @@ class SubscriptionService:
         self._dirty.discard(key)
         self._failing.discard(key)
         self._outage.discard(key)
+        self._withheld_logged.discard(key)
         self.saved.forget(*key)
         outbox = self._outboxes.pop(key, None)
         if outbox is not None:
@@ -1269,7 +1311,7 @@ class SubscriptionService:
             for key in keys:
                 sub = self.subs[key]
                 try:
-                    if sub.matches(change, kinds, now):
+                    if sub.matches(change, kinds, now) and not (sub.withhold and self._withheld(sub, types)):
                         entity = render_change(sub, change, kinds, stamp)
                         if key in batches:
                             batches[key].append(entity)
@@ -1360,6 +1402,8 @@ class SubscriptionService:
 
     async def _periodic(self, sub: Subscription) -> None:
         docs = await self._current_entities(sub)
+        if sub.withhold:
+            docs = [d for d in docs if not self._withheld(sub, d.get("type", ()))]
         if docs and self.subs.get(sub.key) is sub:
             self._send(sub, [render_entity(d, sub.ctx, sub.render) for d in docs], self.clock.now())
 
@@ -1407,6 +1451,12 @@ class SubscriptionService:
             sub = self.subs.get(key)
             if sub is None:
                 return
+            if sub.withhold:  # what was queued, saved or throttled before a change set the mark goes out without them
+                item = self._without_personal(sub, item)
+                if not item.data:
+                    if self.saved.held:
+                        self.saved.done((item.id, *item.merged))
+                    return
             ok = await self._post(sub, item)
             self._record(sub, ok)
             if ok:
@@ -1427,6 +1477,15 @@ class SubscriptionService:
         log.warning("subscription %s: notification %s (%d entities) abandoned after %d attempts over %.0f s; "
                     "its receiver must re-read the entities", key[1], item.id, len(item.data),
                     self.settings.max_retries + 1, (self.clock.now() - started).total_seconds())
+
+    def _without_personal(self, sub: Subscription, item: Notification) -> Notification:
+        """`item` without the entities of a personal type (by the types its rendered entities name)."""
+        def types(entity: Mapping[str, Any]) -> list[str]:
+            names = entity.get("type", ())
+            return [sub.ctx.expand_type(n) for n in ([names] if isinstance(names, str) else names)]
+
+        data = [entity for entity in item.data if not self._withheld(sub, types(entity))]
+        return item if len(data) == len(item.data) else replace(item, data=data)
 
     def _failed(self, sub: Subscription, item: Notification, attempts: int) -> None:
         """A failed attempt: the notification, with its attempts, is written to the store; on the subscription's first
