@@ -13,6 +13,14 @@ Rules (docs/devices.md):
   for its threshold since max(its last report, the start), a grace of its own threshold. Before, every
   device whose deadline passed while ucity was down went offline at start, before it could report (a
   storm of false device-offline alarms after a short maintenance stop).
+* The same while the MQTT source is not connected to its broker (before its first connection, a broker
+  restart, a network cut: FIX-A): the silence of a device heard over MQTT does not count; it goes offline
+  once silent for its threshold since max(its last report, the reconnection) (`mqtt_connected`,
+  `mqtt_listening_since`). Heard over MQTT: declared so (its `transport`), else last heard on MQTT by this
+  process, else (not heard since the start, undeclared) taken as possibly MQTT. A device over HTTP is not
+  affected. While the store refuses writes (`Unavailable`: PostgreSQL unreachable, a full write queue), a
+  valid reading it refused is not a report (`lastReported`, the status and `deviceState` stay) but proves the
+  device alive: its silence counts from it (`refused`). A device really silent is still judged offline.
 * Each change publishes `DeviceStatusChanged` on the bus and sets the entity's `deviceState`
   (Smart Data Models Device) with the time of the change as `observedAt`. The alarms issue turns
   `offline` into an alarm of kind `fault`.
@@ -113,6 +121,8 @@ class DeviceHealth:
     rssi_at: datetime | None = None
     timer: TimerHandle | None = None
     clock_ahead_s: float | None = None  # the latest timed report's offset beyond ingest.clock_ahead_warn_s
+    transport: str | None = None  # what it last reported on to this process (http | mqtt; None: not yet)
+    refused_at: datetime | None = None  # its latest valid reading the store refused (Unavailable): heard, not reported
 
     def to_wire(self, offline_after: int) -> dict[str, Any]:
         return {
@@ -140,6 +150,15 @@ class HealthMonitor:
         # Distributed mode (ucity/cluster): the devices, by their entity, whose health this process judges
         # (timers, deviceState writes, status events); it still remembers the others' reports.
         self.owns: Callable[[str, str], bool] = lambda tenant, entity_id: True
+        # MQTT (FIX-A): `mqtt_disconnected` (the source's start, a lost connection) and `mqtt_connected` tell whether
+        # MQTT devices can be heard. Without an MQTT source (`_mqtt` False) nothing changes.
+        self._mqtt = False
+        self.mqtt_listening_since: datetime | None = None  # its latest (re)connection; None while disconnected
+        self.mqtt_down_since: datetime | None = None  # since when it is disconnected; None while connected
+        self._held: set[tuple[str, str]] = set()  # devices whose deadline waits for the MQTT reconnection (no timer)
+        # The transport a device is declared with (its IoT Agent `transport`, e.g. "MQTT"), by (tenant, device id):
+        # set by the ingest service from its registry.
+        self.declared_transport: Callable[[str, str], str | None] = lambda tenant, device_id: None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def restore(self, profiles: Iterable[DeviceProfile], store: Store) -> None:
@@ -204,6 +223,7 @@ class HealthMonitor:
     async def stop(self) -> None:
         self._running = False
         self.listening_since = None  # (a start of this monitor again is a new start: a new grace)
+        self._held.clear()
         for record in self._devices.values():
             if record.timer is not None:
                 record.timer.cancel()
@@ -238,6 +258,7 @@ class HealthMonitor:
 
     def forget(self, tenant: str, device_id: str) -> None:
         record = self._devices.pop((tenant, device_id), None)
+        self._held.discard((tenant, device_id))
         if record is not None and record.timer is not None:
             record.timer.cancel()
 
@@ -253,15 +274,19 @@ class HealthMonitor:
         return _state(ONLINE, now)
 
     def reported(self, profile: DeviceProfile, attrs: dict[str, dict[str, Any]], now: datetime | None = None,
-                 state_written: bool = False, clock_ahead_s: float | None = None, timed: bool = False) -> None:
+                 state_written: bool = False, clock_ahead_s: float | None = None, timed: bool = False,
+                 transport: str | None = None) -> None:
         """A committed report of a device (attribute name -> instance of its newest measure, as ingest decoded
         it), at `now` (default: the clock's now); only the few names health reads are looked at.
         `timed`: the caller checked the report's measure times, and `clock_ahead_s` is how far they were ahead
         of the platform clock beyond `ingest.clock_ahead_warn_s` (None: not). Untimed (a heartbeat, or a
-        caller that does not check, as a scale-out worker) leaves the last one shown."""
+        caller that does not check, as a scale-out worker) leaves the last one shown. `transport`: what it came
+        on (http | mqtt; None: not known, the last one known stays)."""
         record = self._devices.get((profile.tenant, profile.device_id)) or self.track(profile)
         now = now or self.clock.now()
         record.last_reported = now
+        if transport is not None:
+            record.transport = transport
         if timed:
             record.clock_ahead_s = clock_ahead_s
         for name in BATTERY_NAMES:
@@ -274,6 +299,54 @@ class HealthMonitor:
             self._change(record, ONLINE, write=not state_written)
         if record.timer is None:  # else armed already (`_arm` checks this first too; a call saved per report)
             self._arm(record)
+
+    def refused(self, profile: DeviceProfile, now: datetime | None = None, transport: str | None = None) -> None:
+        """A valid reading of a tracked device that the store could not take now (`Unavailable`: unreachable,
+        its write queue full), refused with a 503 or left for MQTT redelivery. Not a report (not committed: the
+        status, `lastReported` and `deviceState` stay as they are, an offline device stays offline) but the
+        device is alive: its silence counts from now. Without this, every device that kept sending during a store
+        outage longer than its threshold went offline (a false alarm each) once ucity itself was down."""
+        record = self._devices.get((profile.tenant, profile.device_id))
+        if record is None:
+            return
+        record.refused_at = now or self.clock.now()
+        if transport is not None:
+            record.transport = transport
+        if record.timer is None:  # (its timer, if armed, finds the moved deadline when it fires)
+            self._arm(record)
+
+    # -- MQTT connection (FIX-A) --------------------------------------------------------------------------
+    def mqtt_disconnected(self) -> None:
+        """The MQTT source is not connected to its broker (its start, before the first connection; a lost one):
+        until `mqtt_connected`, the silence of the devices heard over MQTT does not count."""
+        self._mqtt = True
+        self.mqtt_listening_since = None
+        if self.mqtt_down_since is None:
+            self.mqtt_down_since = self.clock.now()
+
+    def mqtt_connected(self) -> None:
+        """The MQTT source is connected and subscribed again: MQTT devices are heard from now, each judged
+        offline once silent for its threshold since max(its last report, now), as after a start."""
+        self._mqtt = True
+        self.mqtt_listening_since = self.clock.now()
+        self.mqtt_down_since = None
+        held, self._held = self._held, set()
+        for key in held:  # (the others' timers find their moved deadline when they fire)
+            record = self._devices.get(key)
+            if record is not None and record.timer is None:
+                self._arm(record)
+
+    def _over_mqtt(self, record: DeviceHealth) -> bool:
+        """Whether the device may be heard over MQTT: declared so; else last heard on MQTT; else (undeclared, not
+        heard since this process started) possibly: no false alarm because ucity could not hear it."""
+        declared = (self.declared_transport(record.profile.tenant, record.profile.device_id) or "").lower()
+        if declared in ("mqtt", "http"):
+            return declared == "mqtt"
+        return record.transport != "http"
+
+    def _deaf(self, record: DeviceHealth) -> bool:
+        """Whether ucity cannot hear the device now: it may report over MQTT and the broker is not connected."""
+        return self._mqtt and self.mqtt_listening_since is None and self._over_mqtt(record)
 
     def get(self, tenant: str, device_id: str) -> DeviceHealth | None:
         return self._devices.get((tenant, device_id))
@@ -289,6 +362,10 @@ class HealthMonitor:
                 # since when this process hears devices (its start): silence before it is not counted (QA12 F3), so a
                 # device silent since before it stays online until its threshold after it
                 "listeningSince": None if self.listening_since is None else to_iso(self.listening_since),
+                # with an MQTT source: since when it is connected again (MQTT devices' silence counts from then), or
+                # since when it is not (their silence does not count meanwhile); both None without MQTT
+                "mqttListeningSince": None if self.mqtt_listening_since is None else to_iso(self.mqtt_listening_since),
+                "mqttDownSince": None if self.mqtt_down_since is None else to_iso(self.mqtt_down_since),
                 "clockAhead": sum(1 for r in records if r.clock_ahead_s is not None),
                 "devices": [r.to_wire(self.settings.offline_after_intervals) for r in shown]}
 
@@ -298,10 +375,20 @@ class HealthMonitor:
         what a datetime holds, rather than OverflowError in a timer or at start.
 
         Its silence counts from its last report (or since tracking started), but not from before this process
-        started listening (`listening_since`, QA12 F3); `grace=False`: from its last report however old."""
+        started listening (`listening_since`, QA12 F3), nor, for a device heard over MQTT, from before the MQTT
+        source last connected, and not at all while it is disconnected (MAX_INSTANT); a valid reading the store
+        refused counts as heard (`refused`). `grace=False`: from its last report however old."""
         heard = record.last_reported or record.since
-        if grace and self.listening_since is not None and heard < self.listening_since:
-            heard = self.listening_since
+        if record.refused_at is not None and record.refused_at > heard:
+            heard = record.refused_at
+        if grace:
+            if self.listening_since is not None and heard < self.listening_since:
+                heard = self.listening_since
+            if self._mqtt and self._over_mqtt(record):
+                if self.mqtt_listening_since is None:
+                    return MAX_INSTANT
+                if heard < self.mqtt_listening_since:
+                    heard = self.mqtt_listening_since
         try:
             return heard + record.interval * self.settings.offline_after_intervals
         except OverflowError:
@@ -310,6 +397,9 @@ class HealthMonitor:
     def _arm(self, record: DeviceHealth) -> None:
         if record.timer is None and record.status != OFFLINE and self._running and self._owned(record):
             key = (record.profile.tenant, record.profile.device_id)
+            if self._deaf(record):  # no deadline until the MQTT source reconnects (`mqtt_connected` arms it)
+                self._held.add(key)
+                return
             record.timer = self.clock.call_at(self._deadline(record), lambda: self._fire(key))
 
     def _fire(self, key: tuple[str, str]) -> None:

@@ -34,7 +34,8 @@ time (`_commit_each`), so that a message that fails on its own is rejected and a
 of holding its batch for redelivery for ever; a write the store refuses (an error other than
 `Unavailable` as its outcome) is counted as `not-written` and acknowledged. A lost connection is
 retried with jittered exponential backoff (the connection state change is logged once, not every
-attempt).
+attempt). Device health is told of each connection and disconnection: while ucity is not connected no MQTT
+device can be heard, so their silence does not count (`HealthMonitor.mqtt_connected`, docs/devices.md).
 
 Commands: a device's `commands` are attributes of its entity. Writing one through NGSI-LD (a
 PATCH seen on the bus as `EntitiesChanged`) sets `<cmd>_status` to PENDING and publishes
@@ -365,6 +366,8 @@ class MqttSource:
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
         self._unsubscribe = self.service.platform.bus.subscribe(EntitiesChanged, self._on_changes)
+        # Until connected, MQTT devices cannot be heard: their silence does not count (device health, FIX-A).
+        self.service.monitor.mqtt_disconnected()
         self._tasks = [asyncio.create_task(self._connection_loop(), name="ucity-mqtt-connection"),
                        asyncio.create_task(self._worker(), name="ucity-mqtt-worker")]
 
@@ -379,7 +382,12 @@ class MqttSource:
         self._tasks = []
 
     def health(self) -> dict[str, Any]:
+        """`listeningSince`: when the current connection was made (MQTT devices' silence counts from then);
+        `downSince`: since when it is disconnected (their silence does not count meanwhile)."""
+        monitor = self.service.monitor
         return {"ok": self.connected.is_set(), "broker": str(self.broker), "connected": self.connected.is_set(),
+                "listeningSince": to_iso(monitor.mqtt_listening_since) if monitor.mqtt_listening_since else None,
+                "downSince": to_iso(monitor.mqtt_down_since) if monitor.mqtt_down_since else None,
                 "received": self.received, "processed": self.processed, "queued": len(self._pending),
                 "batches": self.batches, "notCommitted": self.not_committed, "reconnects": self.reconnects}
 
@@ -428,6 +436,7 @@ class MqttSource:
             finally:
                 self._client = self._ack_client = None
                 self.connected.clear()
+                self.service.monitor.mqtt_disconnected()  # MQTT devices' silence stops counting until reconnected
             await asyncio.sleep(backoff_delay(attempt, self.settings.reconnect_min_s, self.settings.reconnect_max_s))
             attempt += 1
             self.reconnects += 1
@@ -437,6 +446,7 @@ class MqttSource:
         await client.subscribe([(topic, QOS) for topic in topics])
         self._client = client
         self.connected.set()
+        self.service.monitor.mqtt_connected()  # MQTT devices heard again: their silence counts from now
         log.info("MQTT broker %s connected, subscribed to %s", self.broker, ", ".join(topics))
 
     def _on_paho_message(self, message: Any) -> None:

@@ -125,6 +125,7 @@ class IngestService:
                                    lambda: settings.reject_log_interval_s)
         self.writer = MeasureWriter(store, platform.clock, settings.max_future_s)
         self.monitor = HealthMonitor(platform.clock, platform.bus, self.writer, settings)
+        self.monitor.declared_transport = self._declared_transport
         self.max_future = timedelta(seconds=settings.max_future_s)
         self.clock_ahead_warn = timedelta(seconds=settings.clock_ahead_warn_s)
         self._received = datetime.min.replace(tzinfo=UTC)  # the last receive time given (`prepare`)
@@ -231,7 +232,13 @@ class IngestService:
                 writes.append(DeviceWrite(profile, decoded[k].observations, self.monitor.online_state(stamp)))
             else:
                 writes.append(DeviceWrite(profile, decoded[k].observations))
-        outcomes = await self.writer.write(writes) if writes else []
+        try:
+            outcomes = await self.writer.write(writes) if writes else []
+        except Unavailable:  # the store takes nothing now: the devices sent valid readings, they are alive
+            refused_at = self.platform.clock.now()
+            for k in to_write:
+                self.monitor.refused(items[k].device.profile, refused_at, items[k].transport)
+            raise
         by_index: dict[int, Outcome | Exception] = dict(zip(to_write, outcomes, strict=True))
         results = []
         counted = self.platform.clock.now()
@@ -282,6 +289,8 @@ class IngestService:
                     if not isinstance(outcome, UcityError):  # ucity's own failure: its traceback, once
                         log.error("measures of %s not written", profile.device_id, exc_info=outcome)
                     self.stats.rejected(stats_key(profile), not_written(decoded, outcome), item.transport)
+                else:  # not a report (not committed), but the device is alive: device health counts it as heard
+                    self.monitor.refused(profile, now, item.transport)
                 return
             measures, values = len(decoded.observations), decoded.values
             self.stats.accepted_device(stats_key(profile), measures, values, item.transport, now)
@@ -302,7 +311,7 @@ class IngestService:
             else:
                 newest = max(observations, key=lambda o: o.observed_at).attrs
             self.monitor.reported(profile, newest, now, state_written, clock_ahead_s,
-                                  timed=bool(observations) and outcome is not None)
+                                  timed=bool(observations) and outcome is not None, transport=item.transport)
 
     def _clock_ahead(self, item: Received, decoded: Decoded, ahead: str, now: datetime) -> float | None:
         """Count the committed measures whose time is after `ahead` (taken: within ingest.max_future_s) as
@@ -356,6 +365,11 @@ class IngestService:
         """Forget a device; its entity and history stay (they are the city's record)."""
         await self.registry.remove_device(device)
         self.monitor.forget(device.tenant, device.device_id)
+
+    def _declared_transport(self, tenant: str, device_id: str) -> str | None:
+        """The transport a device was provisioned with (IoT Agent `transport`: MQTT, HTTP), if any (device health)."""
+        device = self.registry.device(tenant, device_id)
+        return device.transport if device is not None else None
 
     def _learnt(self, learnt: Learnt) -> None:
         """Devices another process provisioned, changed or removed (their entities are its work): health follows."""
