@@ -390,9 +390,14 @@ class Worker:
             except MessageError as exc:
                 await self._drop(message, exc)
         self._count_redeliveries(good)
-        results = await self.writer.write(writes)
+        try:
+            results = await self.writer.write(writes)
+        except Unavailable:
+            self._refused(writes)
+            raise
         if any(isinstance(r, Unavailable) for r in results):
             log.warning("worker %s: the store refused a batch; it comes again", self.id)
+            self._refused(writes)
             for message in good:
                 await message.nak(delay=1.0)
             return
@@ -405,6 +410,15 @@ class Worker:
         await self._settle()
         await self._ack(good)
         self.stats["observations"] += sum(len(w.observations) for w in writes)
+
+    def _refused(self, writes: list[DeviceWrite]) -> None:
+        """The store could not take these readings now (they come again): not reports, but their devices are alive,
+        so their silence counts from now (`HealthMonitor.refused`): a store outage does not turn every device that
+        kept sending into a false device-offline alarm."""
+        monitor = self.app.ingest.monitor
+        for write in writes:
+            if write.observations:
+                monitor.refused(write.profile)
 
     async def _events(self, messages: list[Msg]) -> None:
         good: list[Msg] = []
