@@ -58,6 +58,7 @@ from ucity.alarms.notifiers.webhook import mask_url
 from ucity.alarms.service import AlarmService
 from ucity.core.errors import AlreadyExists, NotFound
 from ucity.core.http import Req, Resp
+from ucity.core.masking import MASK, unmasked
 from ucity.core.openapi import ApiDocs, Doc
 from ucity.core.params import (
     actor_header,
@@ -75,6 +76,10 @@ from ucity.rules.events import KINDS, LEVELS
 from ucity.store.base import AlarmQuery, AlarmStats
 
 MAX_LIMIT = 1000
+# What GET shows of a notifier beyond its document (`source`, the masked url's flag, and what the running notifier
+# describes: dispatch.py `describe`, notifiers/*.py): ignored in a PUT body, so that GET's answer can be sent back.
+NOTIFIER_READ_ONLY = frozenset({"source", "urlMasked", "kind", "sends", "signed", "smtp", "from", "notice", "recorded",
+                                "delivery"})
 Handler = Callable[[Req], Awaitable[Resp]]
 AUDIT_KIND = "config"  # the lines of configuration changes in the operations audit log (ucity/ops/audit.py)
 # The audit action's noun of each collection: `notifier-created`, `recipient-group-deleted`, `escalation-changed`.
@@ -354,14 +359,22 @@ class AlarmApi:
             body = {**item.model_dump(mode="json"), "source": source}
             if isinstance(item, NotifierConfig):
                 # Header values may hold a receiver's credentials: shown masked, like every secret.
-                body["headers"] = {name: "***" for name in item.headers}
-                body.update(self.service.dispatcher.describe(tenant, item.id))
+                body["headers"] = {name: MASK for name in item.headers}
+                # What the running notifier says (kind, delivery, ...), read-only; never over the document's own
+                # fields (a recording notifier's `provider` "" stays ""), so that GET's body is a valid PUT body.
+                body.update({k: v for k, v in self.service.dispatcher.describe(tenant, item.id).items() if k not in body})
                 if item.url and not self.may(req, Permission.CONFIG_ADMIN):  # F10: a token in its query or path
                     body["url"] = mask_url(item.url)
                     body["urlMasked"] = True
             return body
 
         def validated(tenant: str, body: Any, item_id: str | None) -> Any:
+            if name == "notifiers" and isinstance(body, dict):  # an admin's GET, edit, PUT: what GET added is ignored
+                body = {k: v for k, v in body.items() if k not in NOTIFIER_READ_ONLY}
+                if isinstance(body.get("headers"), dict) and all(isinstance(v, str) for v in body["headers"].values()):
+                    found = collection.get(tenant, str(item_id or body.get("id") or ""))
+                    body["headers"] = unmasked(body["headers"], found.headers if isinstance(found, NotifierConfig)
+                                               else None)
             item = collection.parse(body, item_id)
             if isinstance(item, NotifierConfig):
                 if not known_provider(item.type, item.provider):
