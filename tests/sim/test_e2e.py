@@ -60,6 +60,7 @@ async def test_the_whole_city_is_visible_by_type(live_server: LiveServer) -> Non
         "ParkingSpot": 400, "TrafficFlowObserved": 130, "Vehicle": 18, "ChildTracker": 216, "SafeReturnWalk": 40,
     }
     assert {t: count(live_server.url, t) for t in expected} == expected
+    assert runner.report.camera_urls == 0  # the camera API needs a token (test_token.py registers them)
     building = httpx.get(f"{live_server.url}{NGSI}/entities/{entity_id('Building', 'fac-001')}").json()
     assert building["legalSafetyGrade"]["value"] in "ABCDE"
     assert building["location"]["value"]["type"] == "Point"

@@ -55,6 +55,15 @@ async def test_provisioning_a_guarded_server_needs_the_token(tmp_path: Path) -> 
         async with httpx.AsyncClient(base_url=server.url) as http:
             listed = await http.get("/iot/devices", headers={"Authorization": f"Bearer {ADMIN}"})
         assert listed.status_code == 200 and listed.json()["count"] == runner.report.devices
+        # every camera's stream URL registered through the camera API (never NGSI-LD data), so events get cameras
+        # that can give footage (the camera selection leaves out those without one)
+        camera = runner.city.cameras[0]
+        assert runner.report.camera_urls == len(runner.city.cameras) > 0
+        async with httpx.AsyncClient(base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"}) as http:
+            shown = (await http.get(f"/ngsi-ld/v1/entities/urn:ngsi-ld:Camera:guro-{camera.id}")).json()
+            wired = (await http.get(f"/api/v1/cameras/guro-{camera.id}")).json()
+        assert wired["streamURL"] == camera.stream_url
+        assert shown["id"] == f"urn:ngsi-ld:Camera:guro-{camera.id}" and "streamURL" not in shown
 
 
 OPERATOR = "sim-operator-token-0123456789abcdef"

@@ -143,6 +143,23 @@ class CityApi:
             progress(len(batch))
         return ok
 
+    async def set_camera_urls(self, urls: list[tuple[str, str]], progress: Progress | None = None) -> int:
+        """Register each camera's stream URL through the operations camera API (`PATCH /api/v1/cameras/{id}`: URLs
+        are never NGSI-LD data), after its Camera entity was upserted; returns how many were set."""
+        async def one(camera_id: str, url: str) -> int:
+            async with self.slots:
+                resp = await self.client.patch(f"/api/v1/cameras/{camera_id}", json={"streamURL": url},
+                                               headers=self.ngsi_headers())
+            check_access(resp, "camera stream URLs")
+            if progress:
+                progress(1)
+            if resp.status_code == 200:
+                return 1
+            log.warning("camera %s: its stream URL was not set: %s %s", camera_id, resp.status_code, resp.text[:200])
+            return 0
+
+        return sum(await gather_all(*(one(camera_id, url) for camera_id, url in urls)))
+
     async def create_groups(self, groups: list[dict[str, Any]]) -> int:
         """Create the service groups; one that exists already (409) is fine."""
         created = 0

@@ -55,7 +55,7 @@ def facility_entity(f: Facility) -> Entity:
 def camera_entity(c: Camera) -> Entity:
     """A CCTV camera: Smart Data Models Camera + the national CCTV dataset's fields. No `streamURL`: a camera's
     URLs may carry credentials and are never NGSI-LD data (ucity/ops/cameras.py keeps them apart, written
-    through the operations camera API); simulated cameras have none, so their footage links answer 404."""
+    through the operations camera API): the runner registers the simulated ones there (`RunConfig.camera_urls`)."""
     return {
         "id": entity_id("Camera", c.id), "type": "Camera",
         "cameraName": prop(f"{c.dong} {c.purpose_ko} {c.id}"), "cameraType": prop(c.camera_type),

@@ -24,7 +24,7 @@ import httpx
 
 from ucity.sim import iota, scenarios
 from ucity.sim.client import CityApi, HttpSink, MeasureSink, MqttSink, SendStats, gather_all
-from ucity.sim.devices import SimDevice, city_devices
+from ucity.sim.devices import SimDevice, city_devices, entity_id
 from ucity.sim.display import KST, Display, NullDisplay, Snapshot
 from ucity.sim.entities import city_entities
 from ucity.sim.iota import IotaConfig
@@ -87,6 +87,9 @@ class RunConfig:
     max_measures_per_request: int = 120
     provision_bytes: int = 1_000_000  # per provisioning request (the server's default limit is 2 MiB)
     provision_concurrency: int = 3
+    # Register the simulated cameras' stream URLs (the city's fake VMS, `cameras.stream_base`) through the camera
+    # API, so that events get nearby cameras that can give footage (only those are chosen, docs/operations-center.md)
+    camera_urls: bool = True
 
     def flush_window(self) -> float:
         """Longer windows at higher speeds: more measures per request, fewer requests."""
@@ -96,6 +99,7 @@ class RunConfig:
 @dataclass
 class RunReport:
     entities: int = 0
+    camera_urls: int = 0  # cameras whose stream URL was registered
     groups: int = 0
     devices: int = 0
     devices_new: int = 0
@@ -179,6 +183,15 @@ class Runner:
 
     async def _entities(self, api: CityApi, entities: list[dict[str, Any]]) -> None:
         self.report.entities = await api.upsert_entities(entities, self.display.task("static entities", len(entities)))
+        if not (self.config.camera_urls and self.city.cameras):
+            return
+        if not self.config.token:  # the camera API takes a token even where the data API does not
+            self.display.note("카메라 스트림 URL 미등록: 카메라 API는 토큰이 필요합니다(--token) / camera stream URLs not "
+                              "registered: the camera API needs a token (--token)")
+            return
+        # the camera API names a camera by the last part of its entity id (urn:ngsi-ld:Camera:<id>)
+        urls = [(entity_id("Camera", c.id).rsplit(":", 1)[1], c.stream_url) for c in self.city.cameras]
+        self.report.camera_urls = await api.set_camera_urls(urls, self.display.task("camera URLs", len(urls)))
 
     async def _devices(self, api: CityApi) -> None:
         devices = list(self.devices.values())
