@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -66,32 +67,55 @@ def _refuse(problems: list[str]) -> NoReturn:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from ucity.server import create_app
 
     settings = _settings(args)
     logsetup.configure(settings.log_level, settings.log.format)  # UTC times, text or JSON, secrets masked
     say = _banner(settings)
-    say(f"[bold]ucity {__version__}[/] store {display_url(settings.store_url)}")
-    say(f"dashboard    http://{settings.server.host}:{settings.server.port}/")
-    say(f"NGSI-LD API  http://{settings.server.host}:{settings.server.port}/ngsi-ld/v1/")
-    say(f"API docs     http://{settings.server.host}:{settings.server.port}/docs")
+    host, port = settings.server.host, settings.server.port
+    where = f"[{host}]:{port}" if ":" in host else f"{host or '*'}:{port}"
+    # What it is about to do; the addresses only once the port is really listened on (a start that fails must not
+    # leave the operator reading "dashboard http://..." above its error).
+    say(f"[bold]ucity {__version__}[/] starting on {where}, store {display_url(settings.store_url)}")
     say("API access   " + ("bearer tokens (server.require_auth)" if settings.auth_required else
                            "open: only the operations API checks tokens (server.require_auth off)"))
     reminder = exposed_reminder(settings)
     if reminder:
         logging.getLogger(__name__).warning("%s", reminder)
     app = create_app(settings, tune_gc=True)
-    # A start that fails (the database down, the SQLite file in use) is said in one line by the app
-    # (server.start_failure); uvicorn would print its traceback after it (QA8 F11). Exit 3, as uvicorn does.
-    logging.getLogger("uvicorn.error").addFilter(_StartTraceback(app))
-    # log_config=None: uvicorn's records, its access log included (`log.access`), go through the root handler
-    # logsetup configured (its own configuration would write local times, unmasked, in its own format).
-    uvicorn.run(app, host=settings.server.host, port=settings.server.port, log_config=None,
-                log_level=settings.log_level.lower(), access_log=settings.log.access,
-                timeout_graceful_shutdown=5)  # open SSE streams must not hold a shutdown
-    return 0
+    # A start that fails (the database down, the SQLite file in use, the port taken) is said in one line, the last
+    # one: by the app (server.start_failure) or here (the port); uvicorn's traceback and its own English lines about
+    # it are left out (QA8 F11). Exit 3, as uvicorn does.
+    start = _StartTraceback(app)
+    logging.getLogger("uvicorn.error").addFilter(start)
+    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def listening() -> None:
+        say(f"dashboard    {base}/")
+        say(f"NGSI-LD API  {base}/ngsi-ld/v1/")
+        say(f"API docs     {base}/docs")
+
+    try:
+        # log_config=None: uvicorn's records, its access log included (`log.access`), go through the root handler
+        # logsetup configured (its own configuration would write local times, unmasked, in its own format).
+        started = _run_uvicorn(app, listening, host=host, port=port, log_config=None,
+                               log_level=settings.log_level.lower(), access_log=settings.log.access,
+                               timeout_graceful_shutdown=5)  # open SSE streams must not hold a shutdown
+    except SystemExit as exc:  # uvicorn's start failure (3), after the app stopped again
+        if start.bind_error is not None:  # a log line, as the app's own start failure (JSON with log.format json)
+            logging.getLogger(__name__).error(
+                "시작 실패: %s에서 수신할 수 없습니다(%s) / ucity could not start: cannot listen on %s: %s",
+                where, _BIND_ERRORS_KO.get(start.bind_error.errno or 0, "운영체제 오류"), where,
+                _one_line(start.bind_error))
+        return exc.code if isinstance(exc.code, int) else 3
+    except KeyboardInterrupt:  # as uvicorn.run: Ctrl+C during the start
+        return 0
+    return 0 if started else 3  # as uvicorn.run
+
+
+# Why a port cannot be listened on, for the Korean half of the line (the English half has the system's text).
+_BIND_ERRORS_KO = {errno.EADDRINUSE: "다른 프로세스가 이미 쓰는 포트", errno.EACCES: "권한 없음: 1024 미만 포트 등",
+                   errno.EADDRNOTAVAIL: "이 컴퓨터에 없는 주소"}
 
 
 def exposed_reminder(settings: Settings) -> str | None:
@@ -134,17 +158,41 @@ def _banner(settings: Settings) -> Callable[[str], None]:
 
 
 class _StartTraceback(logging.Filter):
-    """Drops the traceback uvicorn logs when the app's start failed, once the app said why in one line
-    (`app.state.start_failure`); kept at DEBUG, where the app logged it too."""
+    """Drops what uvicorn logs about a failed start that ucity says itself, in one bilingual line: after the app's
+    start failed and said why (`app.state.start_failure`), uvicorn's traceback (kept at DEBUG, where the app logged
+    it too) and its "Application startup failed. Exiting."; when the port cannot be listened on, uvicorn's
+    English OSError line, kept in `bind_error` for `cmd_serve` to say once uvicorn has stopped the app."""
 
     def __init__(self, app: Any) -> None:
         super().__init__()
         self.app = app
+        self.bind_error: OSError | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, OSError) and record.levelno >= logging.ERROR:  # Server.startup: create_server
+            self.bind_error = record.msg
+            return False
         said = getattr(self.app.state, "start_failure", None) is not None
+        if said and record.getMessage() == "Application startup failed. Exiting.":
+            return False
         traceback = isinstance(record.msg, str) and record.msg.startswith("Traceback (most recent call last)")
         return not (said and traceback and not logging.getLogger().isEnabledFor(logging.DEBUG))
+
+
+def _run_uvicorn(app: Any, listening: Callable[[], None], **options: Any) -> bool:
+    """`uvicorn.run(app, **options)`, calling `listening` once the server listens (never when its start fails);
+    whether it started. SystemExit as uvicorn.run's when the start fails."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: list[Any] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                listening()
+
+    server = Server(uvicorn.Config(app, **options))
+    server.run()
+    return bool(server.started)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -277,6 +325,12 @@ async def _stop_quietly(store: Store) -> None:
 def cmd_config_validate(args: argparse.Namespace) -> int:
     settings = _settings(args)  # an invalid one: said, and exit 1
     console.print("[green]configuration is valid[/]")
+    from rich.markup import escape
+
+    from ucity.ops.auth import configured_unbound_agency_tokens
+
+    for warning in configured_unbound_agency_tokens(settings.ops, settings.ngsild.default_tenant):  # QA15 F3
+        console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     print(json.dumps(masked_settings(settings), indent=2, ensure_ascii=False))
     return 0
 

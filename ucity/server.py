@@ -3,6 +3,14 @@
 This is the only module (with web/) that imports the web framework. The APIs are plain Starlette
 routes from framework-free route tables (`TableRoute`); `document` describes every one of them at
 /docs and /openapi.json (ucity/openapi.py), next to FastAPI's own /health.
+
+Errors are ProblemDetails (RFC 7807 / 9457; NGSI-LD's on /ngsi-ld) whose `detail` says what went wrong in this
+request in Korean and English ("한국어 / English"; the dashboard shows the half of its language), the kernel's own
+refusals included (a path no route serves 404, a method 405, a body over the limit 413, 500). The `title` stays
+English, one fixed text per problem `type` ("Resource not found"): RFC 9457 §3.1.4 makes it a summary of the
+problem type that does not change from occurrence to occurrence (localised only through content negotiation,
+which ucity does not do); clients tell problems apart by `type` (§3.1.1), and NGSI-LD clients and the ETSI
+conformance suite read the NGSI-LD types with their usual titles. What a person reads is `detail`.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from ucity.core.config import Settings, missing_secret_warnings
 from ucity.core.errors import BadRequest, PayloadTooLarge, UcityError, http_problem
 from ucity.core.http import ApiRoute, Req, Resp
 from ucity.ngsild.request import ROUTE_PARAMS, check_params, with_route_params
-from ucity.ops.auth import Permission
+from ucity.ops.auth import Permission, unbound_agency_tokens
 from ucity.store import display_url
 
 log = logging.getLogger(__name__)
@@ -47,16 +55,41 @@ def problem_response(body: dict[str, Any], headers: dict[str, str] | None = None
                     media_type="application/json" if path.startswith(NGSI) else "application/problem+json")
 
 
+def too_large(declared: str | None, limit: int) -> PayloadTooLarge:
+    """413 for a body over `limit` bytes (`declared`: its Content-Length, when that already says so)."""
+    if declared is not None:
+        return PayloadTooLarge(f"본문 {declared} 바이트가 한도 {limit} 바이트를 넘습니다 / "
+                               f"the body is {declared} bytes; the limit is {limit}")
+    return PayloadTooLarge(f"본문이 한도 {limit} 바이트를 넘습니다 / the body exceeds the limit of {limit} bytes")
+
+
+def no_route(path: str) -> str:
+    """The detail of a 404 for a path no route serves. The dashboard tells a missing route (an API that is not
+    mounted) from a missing resource by its English half, "no resource at" (web/static/js/api.js `missingRoute`)."""
+    return f"{path} 경로에는 자원이 없습니다 / no resource at {path}"
+
+
+def not_allowed(method: str, path: str, allowed: str) -> str:
+    """The detail of a 405 (`allowed`: the methods the path takes, as in the Allow header)."""
+    if not allowed:
+        return f"{path}에서는 {method} 메서드를 쓸 수 없습니다 / {method} is not allowed on {path}"
+    return (f"{path}에서는 {method} 메서드를 쓸 수 없습니다(허용: {allowed}) / "
+            f"{method} is not allowed on {path}; allowed: {allowed}")
+
+
+INTERNAL_ERROR = "내부 오류가 발생했습니다. 서버 로그를 보세요 / an internal error occurred; see the server log"
+
+
 async def read_limited(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+        raise too_large(declared, limit)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+            raise too_large(None, limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -110,7 +143,7 @@ def error_response(exc: Exception, method: str, path: str, tenant: str | None) -
         headers.update(getattr(exc, "headers", {}))  # e.g. WWW-Authenticate of a 401
         return problem_response(exc.to_problem(), headers or None, path)
     log.error("unhandled error on %s %s", method, path, exc_info=exc)
-    return problem_response(UcityError("an internal error occurred; see the server log").to_problem(), None, path)
+    return problem_response(UcityError(INTERNAL_ERROR).to_problem(), None, path)
 
 
 def to_response(resp: Resp) -> Response:
@@ -169,7 +202,7 @@ class FastRoutes:
             declared = headers.get("content-length")
             limit = self.settings.server.max_body_bytes
             if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+                raise too_large(declared, limit)
             # Mostly the whole body in one message (a small JSON document): read here, without `body`'s coroutine.
             message = await receive()
             body = message.get("body", b"") if message["type"] == "http.request" else None
@@ -195,7 +228,7 @@ class FastRoutes:
         limit (PayloadTooLarge beyond it), None on a disconnect."""
         limit = self.settings.server.max_body_bytes
         if len(first) > limit:
-            raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+            raise too_large(None, limit)
         chunks: list[bytes] = [first]
         size = len(first)
         while more:
@@ -205,7 +238,7 @@ class FastRoutes:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(f"the body exceeds the limit of {limit} bytes")
+                raise too_large(None, limit)
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
@@ -453,6 +486,11 @@ STATUS_TEXT_AUTH = {"401": "No known bearer token (server.require_auth)",
                     "403": "The token's role lacks the permission, or its tenant or agency may not act"}
 
 
+# A 405's type and title: NGSI-LD's OperationNotSupported (its 422 says "Operation not supported"), titled for
+# what HTTP calls it. Titles stay English and fixed per problem type (module docstring).
+METHOD_NOT_ALLOWED = ("https://uri.etsi.org/ngsi-ld/errors/OperationNotSupported", "Method not allowed")
+
+
 def _collection(name: str, operation: str) -> Callable[[Ucity], Handler]:
     return lambda u: u.alarms_api.collection_handlers(name)[operation]
 
@@ -546,9 +584,8 @@ def _method_route(path: str, methods: dict[str, Callable[[Ucity], Handler]], set
         endpoint = endpoints.get(request.method)
         if endpoint is None:
             allowed = ", ".join(sorted(endpoints))
-            body = http_problem(405, f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}")
-            body["type"] = "https://uri.etsi.org/ngsi-ld/errors/OperationNotSupported"
-            body["title"] = "Method not allowed"
+            body = http_problem(405, not_allowed(request.method, request.url.path, allowed))
+            body["type"], body["title"] = METHOD_NOT_ALLOWED
             return problem_response(body, {"Allow": allowed}, request.url.path)
         return await endpoint(request)
 
@@ -605,6 +642,20 @@ NO_TOKENS = ("server.require_auth is on but no token is configured (ops.admin_to
              "answers 401 (docs/operations.md §4)")
 
 
+async def unbound_agency_token_warnings(ucity: Ucity) -> list[str]:
+    """The agency tokens (configured and issued) bound to no tenant whose agency exists in more than one of the
+    tenants known at start: the store's, the default one, those tokens name and those agencies are registered in
+    (auth.py `unbound_agency_tokens`). One read of the store's small tenant table, only when such a token exists.
+    A token issued later is not checked until the next start (docs/operations-center.md §1)."""
+    ops = ucity.ops
+    specs = [*ops.tokens.configured_agency_tokens(), *ops.tokens.issued_agency_tokens()]
+    if all(spec.tenant is not None for spec in specs):
+        return []
+    tenants = {ucity.settings.ngsild.default_tenant, *await ucity.store.tenants(), *ops.agencies.tenants(),
+               *(str(t["tenant"]) for t in ops.tokens.listing() if t.get("tenant"))}
+    return unbound_agency_tokens(specs, lambda agency: ops.agencies.reach(agency, tenants))
+
+
 def start_failure(settings: Settings, exc: BaseException) -> str:
     """Why the platform did not start, as one line for the console: the error's type and first line, and the store
     (its password masked), the usual culprit. `ucity serve` (cli.py) leaves out the traceback uvicorn would print
@@ -640,6 +691,9 @@ def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = F
         for warning in missing_secret_warnings(settings):  # production without a secret: what will fail (QA8 F6)
             log.warning("%s", warning)
             ucity.ops.config_warnings.append(warning)  # /health's configWarnings, with the ops centre's own
+        for warning in await unbound_agency_token_warnings(ucity):  # an agency token that crosses tenants (QA15 F3)
+            log.warning("%s", warning)
+            ucity.ops.config_warnings.append(warning)
         previous = gc_tuning.settle() if tune_gc else None
         try:
             yield
@@ -694,14 +748,22 @@ def create_app(settings: Settings, clock: Clock | None = None, tune_gc: bool = F
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        """Starlette's own refusals (a path no route serves, a method /health or /docs does not take), as
+        ProblemDetails in Korean and English; a 405 keeps its Allow header (RFC 9110 §15.5.6)."""
         detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        body = http_problem(exc.status_code, detail)
         if exc.status_code == 404:
-            detail = f"no resource at {request.url.path}"
-        return problem_response(http_problem(exc.status_code, detail), None, request.url.path)
+            body = http_problem(404, no_route(request.url.path))
+        elif exc.status_code == 405:
+            allowed = (exc.headers or {}).get("Allow", "")
+            body = http_problem(405, not_allowed(request.method, request.url.path, allowed))
+            body["type"], body["title"] = METHOD_NOT_ALLOWED
+        return problem_response(body, dict(exc.headers) if exc.headers else None, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
-        return problem_response(http_problem(400, f"invalid request: {exc.errors()}"), None, request.url.path)
+        return problem_response(http_problem(400, f"잘못된 요청 / invalid request: {exc.errors()}"), None,
+                                request.url.path)
 
     @app.exception_handler(UcityError)
     async def ucity_error(request: Request, exc: UcityError) -> Response:

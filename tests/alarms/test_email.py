@@ -92,3 +92,25 @@ async def test_smtp_server_down_is_retried(tmp_path: Path) -> None:
         await city.advance(2)
         await city.advance(4)
         assert (box.stats.failed_attempts, box.stats.dead) == (3, 1)
+
+
+async def test_a_user_name_without_a_password_sends_without_smtp_auth(tmp_path: Path) -> None:
+    """`smtp.username` set and `smtp.password` empty (unset): no AUTH with an empty password. This server offers no
+    AUTH, so an attempt would fail the delivery (SMTPNotSupportedError) and leave a dead letter instead of a mail."""
+    mailbox = Mailbox()
+    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    settings = alarm_settings(tmp_path, smtp={"host": "127.0.0.1", "port": controller.port, "username": "ucity",
+                                              "password": ""})
+    try:
+        async with City.running(settings, T0) as city:
+            assert (await city.collection("notifiers", "create", {"id": "mail", "type": "email"})).status == 201
+            group = {"id": "g", "members": [{"name": "Kim", "contacts": [{"notifier": "mail", "address": "k@x.kr"}]}]}
+            assert (await city.collection("recipients", "create", group)).status == 201
+            assert (await city.collection("escalations", "create",
+                                          {"id": "c", "steps": [{"delay_s": 0, "group": "g"}]})).status == 201
+            await city.publish(matched(level="caution"))
+            assert [m["To"] for m in mailbox.messages] == ["k@x.kr"]
+            assert (await city.call("dead_letters")).body["deadLetters"] == []
+    finally:
+        controller.stop()

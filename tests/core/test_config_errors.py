@@ -173,7 +173,7 @@ def test_serve_reminds_once_about_plain_http_beyond_loopback_in_production(
         environment: str, host: str, warned: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
     runs: list[dict[str, Any]] = []
-    monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: runs.append(kwargs))
+    monkeypatch.setattr("ucity.cli._run_uvicorn", lambda app, listening, **kwargs: runs.append(kwargs) or True)
     monkeypatch.setattr("ucity.server.create_app", lambda settings, tune_gc: type("App", (), {"state": None})())
     monkeypatch.setenv("UCITY_ENVIRONMENT", environment)
     with caplog.at_level(logging.WARNING, logger="ucity.cli"):

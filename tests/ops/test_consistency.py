@@ -275,7 +275,9 @@ async def test_the_next_start_revokes_grants_a_crash_left_live(make_ops: MakeOps
         lines = await audit(again, grant=grant_id, action="revoked")
         assert [(a["actor"], a["reason"]) for a in lines] == [("system", "event closed")]
         notices = [r.json["package"] for r in receiver.on("/119") if r.json["event"] == "grant-revoked"]
-        assert notices == [{"grant": {"id": grant_id, "reason": "event closed"}, "event": {"id": closed.body["id"]}}]
+        assert notices == [{"grant": {"id": grant_id, "reason": "event closed", "cameras": stored["cameras"],
+                                      "revokedAt": stored["revokedAt"], "expiresAt": stored["expiresAt"]},
+                            "event": {"id": closed.body["id"]}}]
         # the grant of an open event is left alone
         assert (await again.call("get_grant", grantId=open_event["id"])).body["status"] == "active"
 

@@ -73,7 +73,9 @@ async def test_a_renewal_read_before_a_revocation_in_another_process_does_not_re
         await a.access(issued.token, "cam-1", "still", AGENCY, T)
     assert denied.value.reason == "revoked"
     assert len(await _lines(store, issued.grant.id, "revoked")) == 1
-    assert await _lines(store, issued.grant.id, "renewed") == []
+    # the refused renewal is audited as refused (QA15 F9i), never as made
+    assert [(d["outcome"], d["reason"]) for d in await _lines(store, issued.grant.id, "renewed")] == [
+        ("denied", "grant-revoked")]
 
 
 async def test_a_second_revocation_across_processes_is_a_409_and_audited_once(store: Store) -> None:

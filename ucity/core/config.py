@@ -235,9 +235,23 @@ class SmtpSettings(_Section):
     port: int = Field(25, ge=1, le=65535)
     sender: str = Field("ucity@localhost", description="From: address")
     username: str = ""
-    password: SecretStr | None = None
+    password: SecretStr | None = Field(None, description="with username, SMTP AUTH; given empty, it is unset "
+                                       "(as every secret: `UCITY_ALARMS__SMTP__PASSWORD=`)")
     starttls: bool = False
     timeout_s: float = Field(10.0, gt=0)
+
+    @field_validator("password", mode="before")
+    @classmethod
+    def _empty_secret_is_unset(cls, value: Any) -> Any:
+        return _unset_if_empty(value)
+
+    @property
+    def login(self) -> tuple[str, str] | None:
+        """The user and password of SMTP AUTH, or None: no AUTH without both (an empty password is unset, never
+        sent as one)."""
+        if not self.username or self.password is None:
+            return None
+        return self.username, self.password.get_secret_value()
 
 
 # The value sample configurations carry for the webhook secret; refused outside development.
@@ -381,6 +395,12 @@ class OpsSettings(_Section):
     alarm_event_min_level: CrisisLevel = Field("warning", description="alarms at this level or above become "
                                                "events (PLAT-R9)")
     default_level: CrisisLevel = Field("warning", description="level of an event created without one")
+    event_max_age_days: float = Field(30.0, gt=0, le=36_500, description="an event's occurredAt may lie at most "
+                                      "this long before its report [D] (a mistyped year, a terminal's reset clock); "
+                                      "older is refused (400)")
+    event_max_ahead_minutes: float = Field(5.0, ge=0, le=1440, description="an event's occurredAt may lie at most "
+                                           "this long after its report [D] (reporters' clocks drift a little); later "
+                                           "is refused (400)")
     nearest: NearestSettings = NearestSettings()
     context_radius_m: float = Field(500.0, gt=0, description="radius of the 119 package's surroundings (PLAT-R6)")
     context_types: dict[str, list[str]] = Field(

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from typing import Final
+from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -30,7 +32,15 @@ _NAT64: Final = ipaddress.ip_network("64:ff9b::/96")  # RFC 6598: not `is_privat
 
 
 class RefusedAddress(ValueError):
-    """A URL's host is, or resolves to, an address the guard refuses; the text says which and why."""
+    """A URL's host is, or resolves to, an address the guard refuses; the text says which and why, in Korean and
+    English ("한국어 / English", as every message a client or operator reads): a 400 to the client that sent the
+    URL, a subscription's `lastFailure`, a webhook's dead letter. `ko` and `en` are the two halves, for a caller that
+    puts its own words in one language before them. Never a URL's user information, path or query (secrets)."""
+
+    def __init__(self, ko: str, en: str) -> None:
+        super().__init__(f"{ko} / {en}")
+        self.ko = ko
+        self.en = en
 
 
 def parse_networks(values: Iterable[str]) -> tuple[IPNetwork, ...]:
@@ -69,6 +79,25 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
     return None
 
 
+_URL: Final = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s]+")
+
+
+def _origins(text: str) -> str:
+    """`text` with every URL in it reduced to scheme://host[:port]: a refusal is shown to the client and logged,
+    and a URL's user information, path and query may hold secrets (a password, a token, an api key)."""
+
+    def origin(match: re.Match[str]) -> str:
+        try:
+            parts = urlsplit(match.group(0))
+            host, port = parts.hostname or "", parts.port
+        except ValueError:  # an unclosed IPv6 bracket, a port that is no number: nothing of it shown
+            return "<URL>"
+        host = f"[{host}]" if ":" in host else host
+        return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+    return _URL.sub(origin, text)
+
+
 def literal_address(host: str) -> IPAddress | None:
     """The address a URL's host names literally (IPv6 with or without brackets), else None."""
     try:
@@ -91,10 +120,14 @@ class AddressGuard:
         return any(address in net or (mapped is not None and mapped in net) for net in self.allowed)
 
     def check(self, address: IPAddress, what: str) -> None:
+        """RefusedAddress unless the guard permits `address`; `what` names it for the message (a URL in it is
+        reduced to its scheme, host and port)."""
         if not self.permits(address):
+            hint_ko = f"(허용하려면 그 네트워크를 {self.setting}에 넣으십시오)" if self.setting else ""
             hint = f"; allow its network in {self.setting}" if self.setting else ""
-            raise RefusedAddress(f"{what} is a non-public address ({address}), which this platform does not "
-                                 f"connect to on a client's behalf{hint}")
+            raise RefusedAddress(f"내부망(비공개) 주소 {address}에는 클라이언트를 대신해 연결하지 않습니다{hint_ko}",
+                                 f"{_origins(what)} is a non-public address ({address}), which this platform does "
+                                 f"not connect to on a client's behalf{hint}")
 
     def check_host(self, host: str, what: str) -> None:
         """Refuse a host that is a refused address literally, or `localhost`: what can be told without DNS."""

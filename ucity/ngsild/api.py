@@ -106,7 +106,7 @@ class NgsiLdApi:
     async def read_tenant(self, req: Req) -> str:
         tenant, explicit = tenant_of(req, self.settings.default_tenant)
         if explicit and not await self.store.tenant_exists(tenant):
-            raise NonexistentTenant(f"tenant {tenant} does not exist")
+            raise NonexistentTenant(f"테넌트 {tenant} 없음 / tenant {tenant} does not exist")
         return tenant
 
     def write_tenant(self, req: Req) -> str:
@@ -222,7 +222,7 @@ class NgsiLdApi:
         self.render_options(req, ctx, accept)  # a faulty format/options is a 400 even for a missing entity
         doc = await self.store.get_entity(tenant, entity_id)
         if doc is None:
-            raise NotFound(f"entity {entity_id} does not exist")
+            raise NotFound(f"엔티티 {entity_id} 없음 / entity {entity_id} does not exist")
         if req.principal is not None and self.personal.is_personal(doc["type"]):
             if self.personal.withheld(req):
                 await self.personal.refuse(req, tenant, self.personal.short_types([doc["type"]]))

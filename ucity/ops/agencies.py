@@ -6,7 +6,8 @@ are sent to it as soon as they are created (`autoServices`: e.g. a 119 room gets
 as in Daegu [V]). Configured agencies (`ops.agencies`) are read-only through the API; an admin adds
 others per tenant (`/api/v1/agencies`), kept in the store's document table. A disabled (`enabled: false`)
 or deleted agency shares nothing: its live grants are revoked, its tokens and footage links refused
-(`refusal`; center.py, auth.py).
+(`refusal`; center.py, auth.py). What GET answers is a valid PUT body (an admin's GET, edit, PUT): the read-only
+`source` and `delivery` are ignored, and a header value shown masked (`***`) keeps the stored one.
 
 Every process keeps the tenants' agencies in memory and re-reads them from the store every `ops.token_refresh_s`
 (10 s, the bound of the issued tokens too), so that an agency created, changed, disabled or deleted through
@@ -29,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ucity.alarms.contacts import ReadOnly, validation_problem
 from ucity.core.clock import Clock, SystemClock
 from ucity.core.errors import AlreadyExists, BadRequest, NotFound
+from ucity.core.masking import MASK, unmasked
 from ucity.core.refresh import Refresh, Refreshed
 from ucity.ops.events import SERVICES
 from ucity.store.base import Store
@@ -74,12 +76,20 @@ class Agency(BaseModel):
 
     def wire(self, source: str) -> dict[str, Any]:
         # Header values may hold the receiver's credentials: shown masked, like every secret.
-        return {**self.model_dump(mode="json"), "headers": {k: "***" for k in self.headers}, "source": source}
+        return {**self.model_dump(mode="json"), "headers": {k: MASK for k in self.headers}, "source": source}
+
+
+# What GET shows of an agency besides its fields: where it is defined, and (to an admin) its webhook's delivery.
+# Read-only: a body that carries them back (an admin's GET, edit, PUT) has them ignored, not refused (QA15 F9e).
+READ_ONLY = ("source", "delivery")
 
 
 def parse_agency(body: Any, agency_id: str | None = None) -> Agency:
+    """An agency from a request body: what GET answers, edited, is a valid body (the read-only members
+    `READ_ONLY` are dropped, masked header values are resolved by `AgencyRegistry.put`)."""
     if not isinstance(body, dict):
         raise BadRequest("JSON 객체가 필요합니다 / the body must be a JSON object")
+    body = {k: v for k, v in body.items() if k not in READ_ONLY}
     if agency_id is not None and body.setdefault("id", agency_id) != agency_id:
         raise BadRequest(f"본문의 id가 경로와 다릅니다 / body id {body['id']!r} differs from the path")
     try:
@@ -89,6 +99,13 @@ def parse_agency(body: Any, agency_id: str | None = None) -> Agency:
 
 
 Key = tuple[str, str]  # (tenant, agency id)
+
+
+def _unmasked(agency: Agency, current: Agency | None) -> Agency:
+    """`agency` with each masked header value (`***`) replaced by `current`'s value of that header (core/masking)."""
+    if MASK not in agency.headers.values():
+        return agency
+    return agency.model_copy(update={"headers": unmasked(agency.headers, current.headers if current else None)})
 
 
 class AgencyRegistry(Refreshed):
@@ -182,10 +199,22 @@ class AgencyRegistry(Refreshed):
         mine = [a for (t, _), a in self._items.items() if t == tenant]
         return sorted([*self._config.values(), *mine], key=lambda a: a.id)
 
+    def tenants(self) -> set[str]:
+        """The tenants with an agency registered through the API (configured ones are in every tenant)."""
+        return {t for t, _ in self._items}
+
+    def reach(self, agency_id: str, tenants: set[str]) -> set[str]:
+        """The tenants (of `tenants`, and those it is registered in) where the agency exists: where a token of it
+        bound to no tenant may act. A configured agency exists in every tenant."""
+        registered = {t for t, a in self._items if a == agency_id}
+        return tenants | registered if agency_id in self._config else registered
+
     # -- writes (an admin's calls: each reads the store first, so that an agency created or deleted through
     # another process since the last re-read is not overwritten unknowingly, nor answered 404) ----------------
     async def put(self, tenant: str, agency: Agency, create_only: bool = False) -> bool:
-        """Create or replace; True when created. 409 for a configured id (or an existing one if `create_only`)."""
+        """Create or replace; True when created. 409 for a configured id (or an existing one if `create_only`).
+        A header whose value is the mask `***` (as GET shows it) keeps the value stored under that name; 400 when
+        there is none (a new agency, a new header name): the mask must not become the webhook's credential."""
         if agency.id in self._config:
             raise ReadOnly(f"{agency.id}: 설정 파일에 정의됨 / defined in the configuration file, read-only")
         newly: list[tuple[str, str, str]] = []
@@ -196,6 +225,7 @@ class AgencyRegistry(Refreshed):
                 exists = AlreadyExists(f"기관 {agency.id} 이미 있음 / agency {agency.id} already exists")
                 if create_only and not created:
                     raise exists
+                agency = _unmasked(agency, self._items.get((tenant, agency.id)))
                 if create_only:  # created meanwhile through another process: the store decides (first wins)
                     if not await self._store.insert_doc(KIND, tenant, agency.id, agency.model_dump(mode="json")):
                         raise exists

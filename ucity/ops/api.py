@@ -9,6 +9,7 @@ Texts are Korean and English; times are UTC (ISO 8601, `Z`).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,11 +24,23 @@ from ucity.core.http import Req, Resp
 from ucity.core.params import bbox_param, int_param, json_object, micros_param, values_param
 from ucity.ngsild.request import tenant_of
 from ucity.ops import cameras as cam
+from ucity.ops import linkage as lk
 from ucity.ops.agencies import parse_agency
 from ucity.ops.audit import RefusalPacer
 from ucity.ops.auth import AgencyRefused, Forbidden, Permission, Principal, Role, TokenSpec, new_token_id
 from ucity.ops.center import OperationsCenter
-from ucity.ops.events import READ_ACTIONS, SERVICES, STATUSES, AttachmentIn, EventIn
+from ucity.ops.events import (
+    FINAL,
+    READ_ACTIONS,
+    SERVICES,
+    STATUSES,
+    AgencyReportIn,
+    AttachmentIn,
+    Event,
+    EventIn,
+    InvalidEventTransition,
+    aware_time,
+)
 from ucity.ops.grants import links
 from ucity.ops.nearest import CAMERA_TYPE, Selection
 from ucity.ops.subjects import EraseIn, RedactIn, SubjectSearchIn, erase, personal_iris, redact, search
@@ -171,7 +184,7 @@ class OpsApi:
         query = OpsEventQuery(
             services=values_param(req, "service", tuple(SERVICES)), statuses=values_param(req, "status", STATUSES),
             levels=values_param(req, "level", LEVELS), type_codes=values_param(req, "type"), bbox=bbox_param(req.param("bbox")),
-            reported_from=micros_param(req, "from"), reported_to=micros_param(req, "to"),
+            reported_from=_instant(req, "from"), reported_to=_instant(req, "to"),
             limit=int_param(req, "limit", 20, 1, MAX_LIMIT), offset=int_param(req, "offset", 0, 0, 10**9), count=True,
             agency=_own_agency(principal, Permission.EVENTS_READ_ALL))
         events, total = await self.center.events.query(tenant, query)
@@ -204,10 +217,51 @@ class OpsApi:
         return Resp(200, event.to_wire(principal, history))
 
     async def event_status(self, req: Req) -> Resp:
+        """A repeat of the event's status (a second operator, a retry) is 200 with the event as it is: no new line,
+        no notice (QA15 F7)."""
         tenant, principal = await self._ctx(req, Permission.EVENTS_MANAGE)
         body = parse(req, StatusIn)
-        event = await self.center.transition(tenant, req.path_params["eventId"], body.status, principal, body.note)
+        if body.status in lk.STATUS_NOTICES and body.status not in FINAL:
+            event = await self._announced_move(tenant, req.path_params["eventId"], body.status, principal, body.note)
+        else:
+            event = await self.center.transition(tenant, req.path_params["eventId"], body.status, principal, body.note)
         return Resp(200, event.to_wire(principal, unmask=False))
+
+    async def _announced_move(self, tenant: str, event_id: str, status: str, principal: Principal,
+                              note: str) -> Event:
+        """A move the agencies the event is shared with are told of (`dispatched`, QA15 F6: `event-dispatched`),
+        their notices' outbox entries stored in the move's commit and queued once it is made; a repeat writes
+        nothing and tells nobody again. Not a final status: `center.transition` ends those (grants, held linkages)."""
+        center = self.center
+        made: list[lk.Prepared] = []
+
+        def notices(event: Event) -> list[tuple[str, str, str, dict[str, Any]]]:
+            made[:] = lk.status_notices(center.links, event, lambda: f"urn:ucity:notification:{uuid.uuid4().hex}",
+                                        event.updated_at)
+            return lk.entries_of(made)
+
+        event = await center.events.change(
+            tenant, event_id, lambda e: center.events.transition_rows(e, status, principal.actor, note), notices)
+        for notice in made:
+            notice.send()
+        return event
+
+    async def agency_report(self, req: Req) -> Resp:
+        """A 112/119 room reports back on an event shared with it (QA15 F6): 201 with the event, 200 for a repeat of
+        its latest report; 404 for an event not shared with it; 403 for a token of no agency."""
+        tenant, principal = await self._ctx(req, Permission.EVENTS_REPORT)
+        body = parse(req, AgencyReportIn)
+        if principal.agency is None:
+            await self._refused(req, tenant, principal, "agency-only", None)
+            raise Forbidden("기관(112·119) 토큰만 보고할 수 있습니다; 운영자는 상태를 바꿉니다 (POST .../status) / only an "
+                            "agency token reports back; operators move the status (POST .../status)",
+                            reason="agency-only")
+        events = self.center.events
+        event = await events.visible(tenant, req.path_params["eventId"], principal)  # not shared with it: 404
+        before = len(event.agency_reports)
+        event = await events.change(tenant, event.id, lambda e: events.agency_report_rows(e, body, principal))
+        status = 201 if len(event.agency_reports) > before else 200
+        return Resp(status, event.to_wire(principal, unmask=False), {"Location": f"/api/v1/events/{event.id}"})
 
     async def add_attachment(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.EVENTS_REPORT)
@@ -246,8 +300,11 @@ class OpsApi:
 
     async def _decide(self, req: Req, approve: bool) -> Resp:
         tenant, principal = await self._ctx(req, Permission.EVENTS_MANAGE)
-        link = await self.center.decide(tenant, req.path_params["eventId"], req.path_params["linkageId"], approve,
-                                        principal, parse(req, DecisionIn).reason, req.base_url)
+        try:
+            link = await self.center.decide(tenant, req.path_params["eventId"], req.path_params["linkageId"], approve,
+                                            principal, parse(req, DecisionIn).reason, req.base_url)
+        except InvalidEventTransition as exc:  # decided already, or the event ended: the linkage's refusal (QA15 F9h)
+            raise lk.InvalidLinkageDecision(exc.detail, **exc.extra) from exc
         return Resp(200, link)
 
     async def resend_linkage(self, req: Req) -> Resp:
@@ -392,12 +449,13 @@ class OpsApi:
         own = _own_agency(principal, Permission.GRANTS_READ_ALL)
         agencies = values_param(req, "agency") if own is None else (own,)
         status = req.param("status")
-        if status not in (None, "active", "revoked", "all"):
-            raise BadRequest("status는 active, revoked, all / status is active, revoked or all")
+        if status not in (None, "active", "expired", "revoked", "all"):  # every status a grant shows (QA15 F9d)
+            raise BadRequest("status는 active, expired, revoked, all / status is active, expired, revoked or all")
         now = self.center.clock.now()
         query = GrantQuery(agency_ids=agencies, event_ids=values_param(req, "event"),
                            statuses=("revoked",) if status == "revoked" else (),
                            valid_at=to_micros(now) if status == "active" else None,
+                           expired_at=to_micros(now) if status == "expired" else None,
                            limit=int_param(req, "limit", 20, 1, MAX_LIMIT), offset=int_param(req, "offset", 0, 0, 10**9),
                            count=True)
         grants, total = await self.center.grants.query(tenant, query)
@@ -541,6 +599,18 @@ def _own_agency(principal: Principal, see_all: Permission) -> str | None:
     return principal.agency
 
 
+def _instant(req: Req, name: str) -> int | None:
+    """A time bound of the events list: with its UTC offset, as an event's `occurredAt` (QA15 F4: a Korea time sent
+    without `+09:00` is refused, 400, not read as UTC; `+` is `%2B` in a URL)."""
+    text = req.param(name)
+    if text is not None:
+        try:
+            aware_time(text, name)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+    return micros_param(req, name)
+
+
 def _lon_lat(text: str) -> tuple[float, float]:
     try:
         lon, lat = (float(v) for v in text.split(","))
@@ -578,8 +648,16 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/events/{eventId}", "GET", "get_event",
           "An event with its audit trail (an agency's: what concerns it); personal data shown unmasked is audited", E,
           P.EVENTS_READ),
-    Route("/api/v1/events/{eventId}/status", "POST", "event_status", "Move an event along its status machine", E,
-          P.EVENTS_MANAGE, StatusIn),
+    Route("/api/v1/events/{eventId}/status", "POST", "event_status",
+          "Move an event along its status machine; a repeat of its status is 200 and writes nothing; a refused move "
+          "(409) says who set the current status and when; `dispatched` is announced to the agencies it is shared "
+          "with (`event-dispatched`)", E, P.EVENTS_MANAGE, StatusIn),
+    Route("/api/v1/events/{eventId}/agency-reports", "POST", "agency_report",
+          "An agency (112/119 room) reports back on an event shared with it: acknowledged, dispatched, arrived, "
+          "on-scene, completed, with a note; forward only (409 backwards), a repeat of its latest is 200 and writes "
+          "nothing; recorded on the event (`agencyReports`, `agencyStatus`) and in its trail (`event` / "
+          "`agency-report`); the event's status is not changed; 404 when the event is not shared with it, 403 for a "
+          "token of no agency", E, P.EVENTS_REPORT, AgencyReportIn, statuses=(200, 201)),
     Route("/api/v1/events/{eventId}/attachments", "POST", "add_attachment", "Add attachment metadata", E,
           P.EVENTS_REPORT, AttachmentIn, statuses=(201,)),
     Route("/api/v1/events/{eventId}/cameras", "GET", "event_cameras", "The nearest cameras of an event (PLAT-R3)", E,

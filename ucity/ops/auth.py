@@ -62,6 +62,11 @@ TOKEN_PREFIX = "uct_"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$")
 
 
+# HTTP authentication schemes other than Bearer (IANA registry) whose name a 401 may repeat (`Authenticator.bearer`).
+OTHER_SCHEMES = frozenset({"basic", "digest", "negotiate", "ntlm", "hoba", "mutual", "scram-sha-1", "scram-sha-256",
+                           "vapid", "dpop", "privatetoken", "concealed", "token", "apikey", "aws4-hmac-sha256"})
+
+
 class Unauthorized(UcityError):
     """No usable bearer token (401, with `WWW-Authenticate: Bearer`)."""
 
@@ -377,8 +382,17 @@ class Authenticator:
 
     def bearer(self, req: Req) -> Principal:
         """The principal of the request's bearer token; 401 without a token or with an unknown one."""
-        if not (req.header("authorization") or "").strip():
+        header = (req.header("authorization") or "").strip()
+        if not header:
             raise Unauthorized("Authorization: Bearer <토큰> 필요 / an Authorization: Bearer <token> header is required")
+        scheme = header.partition(" ")[0]
+        if scheme.lower() != "bearer":  # Basic, Digest, a bare token...: said as such, not as an unknown token
+            # Only a registered scheme's name is repeated: a bare token (no scheme) must not come back in the answer.
+            named = scheme if scheme.lower() in OTHER_SCHEMES else ""
+            ko = f"({named} 인증은 받지 않음)" if named else ""
+            en = f", not {named} authentication" if named else ""
+            raise Unauthorized(f"Bearer 토큰만 받습니다{ko}: Authorization: Bearer <토큰> / ucity takes bearer tokens "
+                               f"only{en}: send Authorization: Bearer <token>", reason="not-bearer")
         principal = self.identify(req)
         if principal is None:
             token = (req.header("authorization") or "").partition(" ")[2].strip()
@@ -398,6 +412,43 @@ class Authenticator:
             refusal = self.agency_refusal(tenant, principal.agency)
             if refusal is not None:
                 raise AgencyRefused(principal, refusal)
+
+
+def unbound_agency_tokens(specs: Iterable[TokenSpec], reach: Callable[[str], set[str]]) -> list[str]:
+    """One warning per agency token bound to no tenant whose agency exists in more than one tenant (`reach`: the
+    tenants an agency exists in). Such a token acts in each of them: with `NGSILD-Tenant` it reads that tenant's
+    events, grants and footage (QA15 F3). Said at start (log and /health's `configWarnings`, server.py) and by
+    `ucity config validate` (from the configuration alone: the tenants it names); not a refusal to start, since a
+    city that serves one tenant needs no binding."""
+    warnings = []
+    for spec in sorted(specs, key=lambda s: s.id):
+        if spec.agency is None or spec.tenant is not None:
+            continue
+        tenants = sorted(reach(spec.agency))
+        if len(tenants) > 1:
+            shown = ", ".join(tenants[:5]) + (f" … ({len(tenants)})" if len(tenants) > 5 else "")
+            warnings.append(
+                f"기관 토큰 {spec.id}({spec.agency})은 테넌트에 묶여 있지 않아 NGSILD-Tenant로 여러 테넌트({shown})의 "
+                f"사건·영상 공유·영상에 접근합니다: \"tenant\"를 지정하세요 / agency token {spec.id} ({spec.agency}) is "
+                f"bound to no tenant while its agency exists in several ({shown}): with NGSILD-Tenant it reads each "
+                "one's events, grants and footage; bind it to one with \"tenant\" (ops.tokens, or when issuing it; "
+                "docs/operations-center.md §1)")
+    return warnings
+
+
+def configured_unbound_agency_tokens(settings: OpsSettings, default_tenant: str) -> list[str]:
+    """`unbound_agency_tokens` from the configuration alone (`ucity config validate`, which opens no store): the
+    tenants are the default one and those the configured tokens name, and only configured agencies are known
+    (each exists in all of them). The store may hold more tenants: the start's check counts those too."""
+    specs = []
+    for raw in settings.tokens:
+        try:
+            specs.append(TokenSpec(**ConfiguredToken.model_validate(raw).model_dump(exclude={"token"})))
+        except ValidationError:
+            continue  # refused at start with its reason (TokenRegistry)
+    tenants = {default_tenant} | {s.tenant for s in specs if s.tenant is not None}
+    agencies = {str(raw.get("id")) for raw in settings.agencies}
+    return unbound_agency_tokens(specs, lambda agency: tenants if agency in agencies else set())
 
 
 def new_token_id() -> str:

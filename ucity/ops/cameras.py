@@ -36,6 +36,7 @@ import hashlib
 import io
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -46,7 +47,7 @@ from ucity.core.clock import Clock, SystemClock, to_iso
 from ucity.core.errors import BadRequest, NotFound
 from ucity.core.refresh import Refresh
 from ucity.ngsild.context import core_context
-from ucity.ngsild.model import normalize_entity
+from ucity.ngsild.model import default_geometry, normalize_entity
 from ucity.ngsild.ops import delete_op, merge_op, replace_op
 from ucity.ops.audit import AuditLog
 from ucity.ops.events import is_null_island
@@ -202,6 +203,18 @@ def camera_wire(doc: Doc, with_stream: bool, access: CameraAccess = NO_ACCESS) -
         out["streamURL"] = access.stream
         out["stillImageURL"] = access.still
     return out
+
+
+def identity(doc: Doc) -> str:
+    """What makes a Camera entity the camera a footage grant was given for (grants.py): when it was registered
+    (`createdAt`: a camera deleted and registered again under its id, by the API, a CSV re-import or NGSI-LD, is
+    another one) and where it stands (to about 0.1 m: a camera moved, or an id re-used for a camera elsewhere, is
+    another one). Its other fields, the URLs too, may change under a grant: the camera is the same (a URL re-pointed at
+    another camera's feed is an admin's doing, who revokes the grants naming the camera first)."""
+    geometry = default_geometry(doc, LOCATION) or {}
+    coordinates = geometry.get("coordinates") if geometry.get("type") == "Point" else None
+    place = ",".join(f"{float(c):.6f}" for c in coordinates[:2]) if isinstance(coordinates, list) else "-"
+    return f"{doc.get('createdAt', '')}@{place}"
 
 
 def url_attrs(doc: Doc) -> list[str]:
@@ -500,6 +513,12 @@ class CameraRegistry:
         """(stream URL, still URL) of a camera, for the footage redirect."""
         access = await self.access(tenant, camera_id)
         return access.stream, access.still
+
+    async def streaming(self, tenant: str) -> Callable[[str], bool]:
+        """Whether a camera of the tenant (entity id) has a stream URL now: the nearest-camera selection of a
+        package or grant takes only cameras that can give footage (center.py `nearest`; QA15 F5)."""
+        await self._ready(tenant)
+        return lambda camera: self._access.get((tenant, camera), NO_ACCESS).stream is not None
 
     async def wire(self, tenant: str, doc: Doc, with_stream: bool) -> dict[str, Any]:
         """`camera_wire` of a stored camera with its private URLs."""

@@ -41,7 +41,7 @@ from typing import Any, NoReturn
 from shapely.geometry import shape
 
 from ucity.alarms import AlarmChanged, AlarmService
-from ucity.alarms.dispatch import DEAD_LETTERS
+from ucity.alarms.dispatch import DEAD_LETTERS, KST
 from ucity.alarms.journal import AGENCY, notification_fields
 from ucity.alarms.notifiers.base import Notification
 from ucity.core.clock import parse_iso, to_iso, to_micros
@@ -95,7 +95,7 @@ _NOT_REAL = frozenset({"false-user", "false-device", "test", "duplicate"})
 # Audit lines (kind, action) of an event's trail that show somebody handling it (_taken_up).
 _HANDLING = frozenset({("event", "status"), ("event", "attachment-added"), ("linkage", "requested"),
                        ("linkage", "approved"), ("linkage", "rejected"), ("linkage", "queued"), ("linkage", "ready"),
-                       ("linkage", "resent"),
+                       ("linkage", "resent"), ("event", "agency-report"),  # an agency reported back (QA15 F6)
                        ("grant", "issued"), ("grant", "renewed"), ("grant", "revoked")})
 
 
@@ -484,9 +484,12 @@ class OperationsCenter:
         return await self.events.change(tenant, event_id, lambda e: self.events.attachment_rows(e, data, principal))
 
     async def nearest(self, event: Event, count: int | None = None, radius_m: float | None = None) -> Selection:
+        """The event's nearest cameras that can give footage: working and with a stream URL (QA15 F5: a camera
+        without one took a slot, and its link could only answer 404), as its packages and grants take them."""
         if event.point is None:
             raise BadRequest("위치 없는 사건 / the event has no location")
-        return await self.index.select(event.tenant, *event.point, count=count, radius_m=radius_m)
+        return await self.index.select(event.tenant, *event.point, count=count, radius_m=radius_m,
+                                       usable=await self.cameras.streaming(event.tenant))
 
     # -- linkage ---------------------------------------------------------------------------------------
     async def request_linkage(self, tenant: str, event_id: str, agency_id: str, service: str | None,
@@ -520,10 +523,11 @@ class OperationsCenter:
             "decidedAt": None if held else now, "grant": None, "cameras": [], "deliveredAt": None, "error": None}
 
         waiting: dict[str, Any] | None = None
+        noted = False  # a repeat's new purpose kept, and its `duplicate` line written with it (QA15 F9a)
 
         def add(e: Event) -> list[AuditRow]:
             # Under the event's lock, so two requests at once cannot both add a linkage.
-            nonlocal waiting
+            nonlocal waiting, noted
             if e.final:
                 raise InvalidEventTransition(f"종결·취소된 사건 / the event is {e.status}")
             waiting = next((x for x in e.linkages if x["status"] == lk.HELD and x["agency"] == link["agency"]
@@ -533,19 +537,24 @@ class OperationsCenter:
                 return [self._linkage_row(e, link, "requested", principal.actor, lk.HELD if held else "approved",
                                           reason=held, automatic=automatic)]
             if held:
-                return []  # the same request again: it is the one already waiting for an operator
+                # The same request again: it is the one already waiting for an operator; a new purpose is kept on it
+                # (QA15 F9a), in the commit of the repeat's audit line.
+                noted = lk.keep_purpose(waiting, purpose, principal.actor, now)
+                return [self._linkage_row(e, waiting, "requested", principal.actor, "duplicate", reason=held,
+                                          automatic=automatic, purpose=mask_free_text(purpose))] if noted else []
             # An operator's request is the approval the waiting one needs (PLAT-R4): approve that one rather
             # than share twice and leave it in the operators' queue.
             self._decide(waiting, lk.APPROVED, principal.actor, waiting["reason"])
-            waiting["purpose"] = waiting["purpose"] or purpose
+            lk.keep_purpose(waiting, purpose, principal.actor, now)
             return [self._linkage_row(e, waiting, "approved", principal.actor, reason="operator request")]
 
         event = await self.events.change(tenant, event_id, add)
         if waiting is not None:
             if held:
                 # Audited (who asked again) but not counted as a request: one need, one linkage, one statistic.
-                await self.audit.append(self._linkage_row(event, waiting, "requested", principal.actor, "duplicate",
-                                                          reason=held, automatic=automatic))
+                if not noted:
+                    await self.audit.append(self._linkage_row(event, waiting, "requested", principal.actor, "duplicate",
+                                                              reason=held, automatic=automatic))
                 return waiting
             link_id = waiting["id"]
         if not held:
@@ -901,8 +910,19 @@ class OperationsCenter:
         """The one `grant-revoked` notice, whatever revoked the grant (an operator, the event's end, the agency
         disabled), stored in the revocation's commit (GrantService)."""
         def notice(grant: Grant, token: str) -> lk.Prepared:
+            # Which footage ends and when (QA15 F9j): the cameras and the revocation time, UTC in the data, Korea
+            # time in the text.
+            at = grant.revoked_at or to_iso(self.clock.now())
+            when = parse_iso(at).astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
+            cameras = ", ".join(grant.cameras)
+            why = f" ({reason})" if reason else ""
+            text = {"ko": f"영상 공유 {grant.id} 회수{why}: 카메라 {cameras}, {when}부터 볼 수 없음. 사건 {grant.event}",
+                    "en": f"Footage grant {grant.id} revoked{why}: cameras {cameras}, no longer viewable from {when}. "
+                          f"Event {grant.event}"}
             return self._prepare_notice(grant.tenant, grant.agency, "grant-revoked", {
-                "grant": {"id": grant.id, "reason": reason}, "event": {"id": grant.event}})
+                "grant": {"id": grant.id, "reason": reason, "cameras": grant.cameras, "revokedAt": at,
+                          "expiresAt": grant.expires_at},
+                "event": {"id": grant.event}}, text)
 
         return notice
 
@@ -921,7 +941,8 @@ class OperationsCenter:
 
         return entries
 
-    def _prepare_notice(self, tenant: str, agency_id: str, kind: str, package: dict[str, Any]) -> lk.Prepared:
+    def _prepare_notice(self, tenant: str, agency_id: str, kind: str, package: dict[str, Any],
+                        text: dict[str, str] | None = None) -> lk.Prepared:
         """A notice telling an agency (if it has a webhook) that its grant or request changed, for the commit of that
         change. A disabled or deleted agency is sent nothing, as no package goes to it (the change is in the audit
         log either way)."""
@@ -934,7 +955,7 @@ class OperationsCenter:
         subject = {"ko": names[0], "en": names[1]}
         return self.links.prepare(agency_id, lk.PackageNotification(
             f"urn:ucity:notification:{uuid.uuid4().hex}", tenant, kind, to_iso(self.clock.now()), {}, subject,
-            subject, package=package))
+            text or subject, package=package))
 
     async def _grant_token(self, tenant: str, grant_id: str) -> str | None:
         """A grant's footage token, signed again from the stored grant (packages keep none: linkage.redact)."""
@@ -945,14 +966,15 @@ class OperationsCenter:
 
     async def open_footage(self, token: str, camera: str, kind: str, principal: Principal | None) -> str:
         """The camera URL a valid footage link resolves to (the access is audited either way)."""
-        access = await self.grants.access(token, camera, kind, principal, self.default_tenant)
-        doc = await self.cameras.get(access.tenant, access.camera)
-        stream, still = await self.cameras.urls(access.tenant, doc["id"])
-        url = stream if kind == "stream" else still
-        if url is None:
-            raise NotFound(f"{access.camera}: {'영상' if kind == 'stream' else '정지영상'} 주소 없음 / the camera has no "
-                           f"{kind} URL")
-        return url
+        async def url_of(tenant: str, camera_id: str, kind: str) -> str | None:
+            stream, still = await self.cameras.urls(tenant, camera_id)
+            return stream if kind == "stream" else still
+
+        # The camera's existence and identity are checked by the grant (a deleted or replaced camera: 403), its URL
+        # before the access is audited (none: 404, audited `failed`, not counted as an allowed access).
+        access = await self.grants.access(token, camera, kind, principal, self.default_tenant, url_of)
+        assert access.url is not None
+        return access.url
 
     # -- alarms become events (PLAT-R9) -----------------------------------------------------------------
     async def _on_alarm(self, change: AlarmChanged) -> None:

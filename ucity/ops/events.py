@@ -37,12 +37,13 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ucity.alarms.dispatch import KST
 from ucity.core.bus import Context
 from ucity.core.clock import Clock, parse_iso, to_iso, to_micros
 from ucity.core.config import OpsSettings
@@ -91,6 +92,17 @@ TYPE_NAMES: dict[str, dict[str, str]] = {
     "missing_person": {"ko": "실종", "en": "Missing person"},
     "geofence_exit": {"ko": "안심구역 이탈", "en": "Left the safe zone"},
     "sos": {"ko": "긴급호출", "en": "SOS"},
+    # Support for vulnerable people (PLAT-R8; QA15 F9b: shown by name, not as a code)
+    "dementia_missing": {"ko": "치매 노인 실종", "en": "Missing person with dementia"},
+    "child_missing": {"ko": "아동 실종", "en": "Missing child"},
+    "disabled_missing": {"ko": "장애인 실종", "en": "Missing person with a disability"},
+    "elderly_alone": {"ko": "독거노인 응급", "en": "Elderly person living alone: emergency"},
+    "child_abuse": {"ko": "아동학대", "en": "Child abuse"},
+    "stalking": {"ko": "스토킹", "en": "Stalking"},
+    "women_safety": {"ko": "여성 안심귀가", "en": "Safe return home"},
+    "fall": {"ko": "낙상", "en": "Fall"},
+    "gas_leak": {"ko": "가스 누출", "en": "Gas leak"},
+    "traffic_accident": {"ko": "교통사고", "en": "Traffic accident"},
 }
 
 # Sensitive events (QA7 F3): their `CityEvent` entity has no address, no source reference and a coarse location.
@@ -100,7 +112,9 @@ SENSITIVE_SERVICES = frozenset({"112_VIDEO", "112_DISPATCH", "VULNERABLE"})
 # Types about one person (health, a missing or lost person, a call for help, violence against a person), sensitive
 # whatever the service; the crime types of `ops.video_crime_types` (PLAT-R4) are too.
 PERSON_TYPES = frozenset({"murder", "robbery", "pickpocketing", "theft", "kidnapping", "sexual_violence",
-                          "domestic_violence", "assault", "medical", "missing_person", "geofence_exit", "sos"})
+                          "domestic_violence", "assault", "medical", "missing_person", "geofence_exit", "sos",
+                          "dementia_missing", "child_missing", "disabled_missing", "elderly_alone", "child_abuse",
+                          "stalking", "women_safety", "fall"})
 # Types whose very name reveals a victim's situation protected by law (성폭력처벌법, 가정폭력처벌법 confidentiality of
 # victims): the entity does not even carry the type, only the service.
 PROTECTED_TYPES = frozenset({"sexual_violence", "domestic_violence"})
@@ -120,6 +134,18 @@ STATUS_NAMES: dict[str, dict[str, str]] = {
     CANCELLED: {"ko": "취소", "en": "Cancelled"},
 }
 
+# What a 112/119 room reports back on an event shared with it (QA15 F6): its own progress, beside the centre's status,
+# which it does not change (agencies have no events:manage). Forward only, a step may be skipped, a repeat is
+# idempotent.
+AGENCY_REPORT_STATUSES: tuple[str, ...] = ("acknowledged", "dispatched", "arrived", "on-scene", "completed")
+AGENCY_REPORT_NAMES: dict[str, dict[str, str]] = {
+    "acknowledged": {"ko": "접수 확인", "en": "Acknowledged"},
+    "dispatched": {"ko": "출동", "en": "Dispatched"},
+    "arrived": {"ko": "현장 도착", "en": "Arrived"},
+    "on-scene": {"ko": "현장 조치 중", "en": "On scene"},
+    "completed": {"ko": "조치 완료", "en": "Completed"},
+}
+
 
 class InvalidEventTransition(UcityError):
     status = 409
@@ -127,18 +153,45 @@ class InvalidEventTransition(UcityError):
     title = "Invalid event transition"
 
 
-def check_transition(current: str, target: str) -> None:
-    """Raise 409 unless `current -> target` is a move of the status machine."""
+class InvalidAgencyReport(UcityError):
+    """An agency's report that goes back on its own earlier one (QA15 F6)."""
+
+    status = 409
+    type_uri = "urn:ucity:errors:InvalidAgencyReport"
+    title = "Invalid agency report"
+
+
+def kst(instant: str) -> str:
+    """A stored UTC time as people in Korea read it: `2026-12-07 19:00:00 KST`."""
+    return parse_iso(instant).astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
+
+
+def _set_by(by: str | None, at: str | None) -> tuple[str, str]:
+    """(ko, en) of who set a status and when (Korea time), for a refusal's detail."""
+    if not by or not at:
+        return "설정자·시각 기록 없음", "who and when not recorded"
+    return f"{by}, {kst(at)}", f"by {by} at {kst(at)}"
+
+
+def check_transition(current: str, target: str, by: str | None = None, at: str | None = None) -> None:
+    """Raise 409 unless `current -> target` is a move of the status machine; `by` and `at` (who set `current`,
+    when) go in the refusal's detail (QA15 F7). A repeat of the current status is no move: callers treat it as
+    done (`EventService.transition_rows`)."""
     if target not in STATUSES:
         raise BadRequest(f"상태는 {', '.join(STATUSES)} 중 하나 / status must be one of {', '.join(STATUSES)}")
+    ko, en = _set_by(by, at)
+    extra: dict[str, Any] = {"currentStatus": current, "statusSetBy": by or None, "statusSetAt": at or None}
     if current in FINAL:
-        raise InvalidEventTransition(f"종결·취소된 사건입니다 / the event is already {current}")
+        raise InvalidEventTransition(f"이미 {STATUS_NAMES[current]['ko']}된 사건입니다 ({ko}) / the event is already "
+                                     f"{current} ({en})", **extra)
     if target == CANCELLED:
         return
     if _ORDER[target] <= _ORDER[current]:
-        raise InvalidEventTransition(f"되돌릴 수 없습니다 / {current} -> {target} goes backwards")
+        raise InvalidEventTransition(
+            f"되돌릴 수 없습니다: 이미 {STATUS_NAMES[current]['ko']} ({ko}) / {current} -> {target} goes backwards: "
+            f"the event is {current} ({en})", **extra)
     if target == CLOSED and current == RECEIVED:
-        raise InvalidEventTransition("종결 전에 확인하십시오 / acknowledge the event before closing it")
+        raise InvalidEventTransition("종결 전에 확인하십시오 / acknowledge the event before closing it", **extra)
 
 
 def type_name(code: str) -> dict[str, str]:
@@ -233,13 +286,42 @@ class EventIn(BaseModel):
     @field_validator("occurredAt")
     @classmethod
     def _time(cls, value: str | None) -> str | None:
-        return None if value is None else to_iso(parse_iso(value))
+        return None if value is None else to_iso(aware_time(value, "occurredAt"))
 
     @model_validator(mode="after")
     def _location(self) -> EventIn:
         if self.location is not None:
             parse_point(self.location)
         return self
+
+
+def aware_time(value: str, name: str) -> datetime:
+    """An ISO 8601 date-time with its UTC offset (QA15 F4): a time without one is refused, not read as UTC; a 112/119
+    terminal sending Korea time without `+09:00` would otherwise be stored 9 hours wrong. ValueError otherwise."""
+    try:
+        naive = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00")).tzinfo is None
+    except ValueError:
+        raise ValueError(f"{name}: ISO 8601 날짜·시각이 아닙니다 / {name} is no ISO 8601 date-time") from None
+    if naive:
+        raise ValueError(f"{name}에 UTC 오프셋 필요 (예: 2026-12-07T10:00:00+09:00 또는 2026-12-07T01:00:00Z) / {name} "
+                         f"needs a UTC offset (e.g. 2026-12-07T10:00:00+09:00 or 2026-12-07T01:00:00Z)")
+    return parse_iso(value)
+
+
+class AgencyReportIn(BaseModel):
+    """`POST /api/v1/events/{id}/agency-reports` (QA15 F6): a 112/119 room's progress on an event shared with it."""
+
+    model_config = ConfigDict(extra="forbid")
+    status: str = Field(description=" | ".join(AGENCY_REPORT_STATUSES))
+    note: str = Field("", max_length=2000)
+
+    @field_validator("status")
+    @classmethod
+    def _status(cls, value: str) -> str:
+        if value not in AGENCY_REPORT_STATUSES:
+            raise ValueError(f"상태는 {', '.join(AGENCY_REPORT_STATUSES)} 중 하나 / status must be one of "
+                             f"{', '.join(AGENCY_REPORT_STATUSES)}")
+        return value
 
 
 def parse_point(value: dict[str, Any]) -> tuple[float, float]:
@@ -295,6 +377,11 @@ class Event:
     notes: list[dict[str, Any]] = field(default_factory=list)
     # Redactions of a data subject's request (QA10 F4, subjects.py): {"at", "by", "parts"}, never the removed values
     redactions: list[dict[str, Any]] = field(default_factory=list)
+    # Who set the current status, and when (QA15 F7: a refused move says so); empty in events stored before
+    status_by: str = ""
+    status_at: str = ""
+    # The agencies' reports back (QA15 F6): {"agency", "status", "at", "by", "note"}; the note is free text
+    agency_reports: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def entity_id(self) -> str:
@@ -360,11 +447,21 @@ class Event:
             "personal": {k: (dict(v) if unmasked else mask_personal(v)) for k, v in self.personal.items()},
             "attachments": [{**a, "name": text(str(a.get("name", "")))} for a in self.attachments],
             "agencies": [a for a in self.agencies if every or a in (principal.agency, self.reporter_agency)],
-            "linkages": [{**link, **{k: text(link[k]) for k in ("purpose", "reason") if isinstance(link.get(k), str)}}
+            "linkages": [{**link, **{k: text(link[k]) for k in ("purpose", "reason") if isinstance(link.get(k), str)},
+                          **({"purposes": [{**p, "purpose": text(str(p.get("purpose", "")))} for p in link["purposes"]]}
+                             if isinstance(link.get("purposes"), list) else {})}
                          for link in self.linkages if every or link["agency"] == principal.agency],
         }
         if self.redactions:
             wire["redactions"] = [dict(r) for r in self.redactions]
+        reports = [r for r in self.agency_reports if every or r.get("agency") == principal.agency]
+        wire["agencyReports"] = [{**r, "statusName": AGENCY_REPORT_NAMES.get(str(r.get("status")), {}),
+                                  "note": text(str(r.get("note", "")))} for r in reports]
+        latest: dict[str, Doc] = {}
+        for r in reports:
+            latest[str(r.get("agency"))] = {"status": r.get("status"), "at": r.get("at"),
+                                            "statusName": AGENCY_REPORT_NAMES.get(str(r.get("status")), {})}
+        wire["agencyStatus"] = latest
         if every:
             wire["notes"] = [{**note, "text": text(str(note.get("text", "")))} for note in self.notes]
         if history is not None:
@@ -450,6 +547,7 @@ def event_entity(event: Event, crime_types: Iterable[str] = ()) -> dict[str, Any
 # The event's own lines an agency reads (without the operators' `note`); anything else of kind `event` (reads of
 # personal data ...) and every other kind but its own linkages and grants stays with operators.
 AGENCY_EVENT_ACTIONS = frozenset({"created", "status", "level", "attachment-added", "alarm-closed"})
+AGENCY_REPORT = "agency-report"  # an agency's report back (QA15 F6): its own lines only
 INTERNAL_DETAIL = frozenset({"note", "noteChars", "noteMasked"})  # "note": lines written before QA10 F3
 # Reads (QA7 F2): in the audit log (`GET /api/v1/audit`, audit:read), not in the trails shown with an event or a grant:
 # showing a trail would otherwise add to it, and the people whose reads they record need not browse them.
@@ -469,8 +567,9 @@ def trail_for(docs: list[Doc], principal: Principal) -> list[Doc]:
         kind = doc.get("kind")
         if kind == "event" and doc.get("action") in AGENCY_EVENT_ACTIONS:
             out.append({k: v for k, v in doc.items() if k not in INTERNAL_DETAIL})
-        elif kind in ("linkage", "grant") and own is not None and doc.get("agency") == own:
-            out.append(doc)
+        elif own is not None and doc.get("agency") == own and (
+                kind in ("linkage", "grant") or (kind == "event" and doc.get("action") == AGENCY_REPORT)):
+            out.append(doc)  # its own linkages, grants, footage accesses and reports back
     return out
 
 
@@ -535,8 +634,7 @@ class EventService:
     def build(self, tenant: str, data: EventIn, principal: Principal, alarm_id: str | None = None) -> Event:
         now = self.now()
         occurred = data.occurredAt or now
-        if parse_iso(occurred) > self.clock.now() + timedelta(minutes=5):  # clocks of reporters drift a little
-            raise BadRequest("발생 시각이 미래입니다 / occurredAt is in the future")
+        self._check_occurred(occurred)
         agency = principal.agency if principal.role == "agency" else None
         event = Event(
             id=uuid.uuid4().hex, tenant=tenant, service=data.service, type_code=data.typeCode,
@@ -544,9 +642,25 @@ class EventService:
             updated_at=now, point=parse_point(data.location) if data.location else None, address=data.address,
             details=data.details, source_system=f"agency:{agency}" if agency else (data.sourceSystem or "operator"),
             source_ref=data.sourceRef or "", reported_by=principal.actor, reporter_agency=agency, alarm_id=alarm_id,
-            attachments=[self._attachment(a, principal, now) for a in data.attachments])
+            attachments=[self._attachment(a, principal, now) for a in data.attachments],
+            status_by=principal.actor, status_at=now)
         self._people(event, data)
         return event
+
+    def _check_occurred(self, occurred: str) -> None:
+        """`occurredAt` within `ops.event_max_age_days` before now and `ops.event_max_ahead_minutes` after (QA15 F4;
+        ucity's defaults [D]: 30 days, 5 minutes): a year mistyped or a terminal's reset clock is refused, not
+        filed as a decades-old or future event."""
+        now, when = self.clock.now(), parse_iso(occurred)
+        ahead, age = self.settings.event_max_ahead_minutes, self.settings.event_max_age_days
+        if when > now + timedelta(minutes=ahead):
+            raise BadRequest(f"발생 시각이 미래입니다 ({kst(occurred)}, 허용 {ahead:g}분 이내) / occurredAt is in the future "
+                             f"({occurred}; at most {ahead:g} minutes ahead of now, {to_iso(now)})",
+                             reason="occurred-in-future")
+        if when < now - timedelta(days=age):
+            raise BadRequest(f"발생 시각이 너무 오래되었습니다 ({kst(occurred)}, 허용 {age:g}일 이내) / occurredAt is too "
+                             f"old ({occurred}; at most {age:g} days before now, {to_iso(now)})",
+                             reason="occurred-too-old")
 
     def _people(self, event: Event, data: EventIn) -> None:
         for role, person in (("subject", data.subject), ("reporter", data.reporter)):
@@ -617,8 +731,11 @@ class EventService:
         is kept on the event (`notes`); its line says only how long it is and whether it held personal data
         (`noteChars`, `noteMasked`: the audit log outlives the event, QA10 F3). A `generated` note (ucity's own:
         ids and codes, `linkage <id>`, `경보 종결 alarm closed: <id>`) stays in the line as `note`."""
-        check_transition(event.status, target)
+        if target == event.status:
+            return []  # a repeat (a second operator, a retry after a timeout): done already, nothing to write
+        check_transition(event.status, target, event.status_by or None, event.status_at or None)
         previous, event.status = event.status, target
+        event.status_by, event.status_at = actor, self.now()
         detail: dict[str, Any] = {"from": previous, "to": target}
         if note and generated:
             detail["note"] = note
@@ -635,6 +752,38 @@ class EventService:
         event.attachments.append(attachment)
         return [self.audit.row(event.tenant, "event", "attachment-added", principal.actor, event=event.id,
                                attachment=attachment["id"], name=mask_free_text(attachment["name"]))]
+
+    def agency_report_rows(self, event: Event, data: AgencyReportIn, principal: Principal) -> list[AuditRow]:
+        """An agency's report back on an event shared with it (QA15 F6): recorded on the event (`agency_reports`)
+        and in its trail (`event` / `agency-report`, with the agency; the note's length, never its text). Forward
+        only per agency; a repeat of its latest status is nothing new ([]); the event's own status is not touched."""
+        agency = principal.agency
+        if agency is None:
+            raise BadRequest("기관 토큰만 보고할 수 있습니다 / only an agency token reports back")
+        if event.final:
+            raise InvalidEventTransition(f"이미 {STATUS_NAMES[event.status]['ko']}된 사건입니다 / the event is already "
+                                         f"{event.status}")
+        own = [r for r in event.agency_reports if r.get("agency") == agency]
+        if own:
+            last = own[-1]
+            if last["status"] == data.status:
+                return []
+            rank = AGENCY_REPORT_STATUSES.index
+            if rank(data.status) < rank(str(last["status"])):
+                ko, en = _set_by(str(last.get("by", "")), str(last.get("at", "")))
+                raise InvalidAgencyReport(
+                    f"되돌릴 수 없습니다: 이미 {AGENCY_REPORT_NAMES[last['status']]['ko']} 보고 ({ko}) / {last['status']} "
+                    f"-> {data.status} goes backwards: {agency} reported {last['status']} ({en})",
+                    currentStatus=last["status"], reportedBy=last.get("by"), reportedAt=last.get("at"))
+        now = self.now()
+        event.agency_reports.append({"agency": agency, "status": data.status, "at": now, "by": principal.actor,
+                                     "note": data.note})
+        detail: dict[str, Any] = {"status": data.status}
+        if data.note:
+            detail["noteChars"] = len(data.note)
+            detail["noteMasked"] = holds_personal(data.note)
+        return [self.audit.row(event.tenant, "event", AGENCY_REPORT, principal.actor, event=event.id, agency=agency,
+                               outcome="ok", **detail)]
 
     def level_rows(self, event: Event, level: str, actor: str) -> list[AuditRow]:
         if level == event.level or event.final:

@@ -8,7 +8,8 @@ such a link resolves only when
 
 1. the token's signature is valid (nobody can forge or widen one),
 2. the grant exists and is not revoked, and neither the token nor the grant has expired,
-3. the camera is in the grant's scope, and
+3. the camera is in the grant's scope and still the camera granted (`cameras.identity` recorded at the issue: a
+   camera deleted, registered again under its id or moved since is refused, `camera-removed` / `camera-changed`), and
 4. the caller authenticates as the grant's agency (a link passed to another agency is useless), and that
    agency exists and is enabled, and the grant's event is neither closed nor cancelled (such grants are
    revoked; these checks hold the links shut even before, or after a crash in between).
@@ -18,6 +19,7 @@ at their own expiry). An operator (grants:issue) renews without limit; the grant
 most `ops.grant_max_renewals` times (default 3 [D]) and never past `ops.grant_max_total_minutes` after the issue
 (default 480 [D]; the renewal is shortened to that end): beyond, 409 `RenewalRefused`, audited, and the agency asks
 an operator (ucity's choice, not an official value: a grant should not outlive the need an operator judged).
+Renewing an expired or revoked grant is a 409, audited the same way (reason `grant-expired` / `grant-revoked`).
 Revoking ends every token of the grant at once. Closing or cancelling the event
 revokes its grants (center.py announces every revocation to the agency); so does disabling or deleting
 the agency. A renewal and a revocation of one grant take turns: a lock per grant within a process, and across
@@ -26,7 +28,8 @@ API processes on one database a conditional write (the stored document's `versio
 change is re-read and re-decided (a renewal of a grant found revoked is a 409, as is a second revocation),
 so a revoked grant never comes back to life. Every issue, renewal,
 revocation and access (allowed or denied, with the reason; a link without its token, or tried while no
-`ops.grant_secret` is set, too) is a line of the append-only audit log; per-agency request statistics are
+`ops.grant_secret` is set, too; a link of a camera without a URL of its kind: outcome `failed`, not allowed) is a
+line of the append-only audit log; per-agency request statistics are
 counted from it (the MOIS platform's "video-request statistics").
 """
 
@@ -38,7 +41,7 @@ import hashlib
 import hmac
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -51,7 +54,7 @@ from ucity.core.errors import BadRequest, NotFound, UcityError, Unavailable
 from ucity.ops.audit import AuditLog
 from ucity.ops.auth import Forbidden, Permission, Principal, Unauthorized
 from ucity.ops.cameras import entity_id as camera_entity_id
-from ucity.ops.cameras import local_id
+from ucity.ops.cameras import identity, local_id
 from ucity.ops.events import FINAL, KeyedLocks
 from ucity.ops.freetext import mask_free_text
 from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, GrantRow, Store
@@ -136,6 +139,9 @@ class Grant:
     revoked_by: str | None = None
     revoke_reason: str | None = None
     version: int = 0  # bumped by every write after the first; 0 in documents older than it
+    # Each camera's identity when granted (local id -> cameras.identity: registration time and place; QA15 F1), or
+    # None in grants issued before it was kept: those accept a camera registered before the grant's issue.
+    marks: dict[str, str] | None = None
 
     def state(self, now: str) -> str:
         if self.status == REVOKED:
@@ -211,6 +217,20 @@ class AccessResult:
     grant: Grant
     camera: str
     tenant: str
+    url: str | None = None  # the footage URL, when `access` was given a way to find it
+
+
+# (tenant, camera entity id, "stream" | "still") -> the camera's URL of that kind, or None (it has none)
+UrlOf = Callable[[str, str, str], Awaitable[str | None]]
+
+
+class NoFootage(NotFound):
+    """A footage link that resolves to a camera without a URL of its kind: 404, audited with outcome `failed` (not
+    an allowed access: nobody saw footage; QA15 F5)."""
+
+    def __init__(self, camera: str, kind: str) -> None:
+        super().__init__(f"{camera}: {'영상' if kind == 'stream' else '정지영상'} 주소 없음 / the camera has no {kind} URL")
+        self.reason = f"no-{kind}-url"
 
 
 # (action, outcome) of an audit line -> the statistic it counts in
@@ -268,11 +288,22 @@ class GrantService:
         now = self.clock.now()
         grant = Grant(uuid.uuid4().hex, tenant, agency, event, [local_id(camera_entity_id(c)) for c in cameras],
                       purpose, ACTIVE, to_iso(now), to_iso(now + self._lifetime(minutes)), actor, linkage=linkage)
+        grant.marks = await self._marks(tenant, grant.cameras)
         token = self.token(grant)  # fails before anything is written when no secret is configured
         row = self._row(grant, "issued", actor, cameras=grant.cameras, purpose=purpose, start=grant.issued_at,
                         end=grant.expires_at)
         await self.store.save_grant(grant.to_row(self.now()), [row])
         return Issued(grant, token)
+
+    async def _marks(self, tenant: str, cameras: list[str]) -> dict[str, str]:
+        """The identity of each granted camera now (`cameras.identity`); a camera that does not exist has none, and
+        no camera registered later passes for it."""
+        marks = {}
+        for camera in cameras:
+            doc = await self.store.get_entity(tenant, camera_entity_id(camera))
+            if doc is not None:
+                marks[camera] = identity(doc)
+        return marks
 
     async def renew(self, tenant: str, grant_id: str, principal: Principal, minutes: float | None = None,
                     notice: Notice | None = None) -> Issued:
@@ -303,7 +334,10 @@ class GrantService:
         grant = await self.visible(tenant, grant_id, principal)
         now = self.now()
         if grant.state(now) != ACTIVE:
-            ko, en = _ENDED[grant.state(now)]
+            # Audited as the limit refusals are (`renewed`, outcome `denied`; QA15 F9i): who tried, and why not.
+            state = grant.state(now)
+            ko, en = _ENDED[state]
+            await self.audit.append(self._row(grant, "renewed", principal.actor, "denied", reason=f"grant-{state}"))
             raise InvalidGrantTransition(f"{ko} 공유는 갱신할 수 없습니다 / {en} grant cannot be renewed: request a new one")
         previous = grant.expires_at
         end = self.clock.now() + self._lifetime(minutes)
@@ -419,10 +453,12 @@ class GrantService:
 
     # -- access ----------------------------------------------------------------------------------------
     async def access(self, token: str, camera: str, kind: str, principal: Principal | None,
-                     default_tenant: str) -> AccessResult:
+                     default_tenant: str, url_of: UrlOf | None = None) -> AccessResult:
         """Check a footage link (see the module docstring); every attempt is audited, then denied or allowed,
         an empty or absent token included (`missing-grant`, 400). Nothing of a token is audited but what its
-        verified payload names, and never the token itself: it is the credential."""
+        verified payload names, and never the token itself: it is the credential. With `url_of`, the camera's URL
+        of that kind is found before the access is audited: none is a 404 (`NoFootage`) audited `failed`, not an
+        allowed access."""
         camera_id = local_id(camera_entity_id(camera))
         payload: dict[str, Any] = {}
         try:
@@ -440,12 +476,20 @@ class GrantService:
             grant = await self._grant_of(payload)
             self._check(grant, payload, camera_id, principal)
             await self._check_event(grant)
+            await self._check_camera(grant, camera_id)
         except AccessDenied as denied:
             await self._audit_access(str(payload.get("t") or default_tenant), payload, camera_id, kind, principal,
                                      "denied", denied.reason)
             raise
+        url = None
+        if url_of is not None:
+            url = await url_of(grant.tenant, camera_entity_id(camera_id), kind)
+            if url is None:
+                missing = NoFootage(camera_id, kind)
+                await self._audit_access(grant.tenant, payload, camera_id, kind, principal, "failed", missing.reason)
+                raise missing
         await self._audit_access(grant.tenant, payload, camera_id, kind, principal, "ok", "")
-        return AccessResult(grant, camera_id, grant.tenant)
+        return AccessResult(grant, camera_id, grant.tenant, url)
 
     async def _grant_of(self, payload: dict[str, Any]) -> Grant:
         doc = await self.store.get_grant(str(payload.get("t")), str(payload.get("g")))
@@ -475,6 +519,22 @@ class GrantService:
         doc = await self.store.get_ops_event(grant.tenant, grant.event)
         if doc is not None and doc.get("status") in FINAL:
             raise AccessDenied("event-closed", "종결·취소된 사건의 공유", "the grant's event is closed or cancelled")
+
+    async def _check_camera(self, grant: Grant, camera_id: str) -> None:
+        """The camera is still the one granted (QA15 F1: a camera deleted and registered again under its id, maybe
+        elsewhere with another feed, or moved, is not): its identity (`cameras.identity`) as recorded at the issue.
+        A grant issued before identities were recorded accepts a camera registered before its issue (so an id
+        re-used since is refused; a move is not seen)."""
+        doc = await self.store.get_entity(grant.tenant, camera_entity_id(camera_id))
+        if doc is None:
+            raise AccessDenied("camera-removed", "공유 이후 카메라가 삭제됨", "the camera was deleted since the grant")
+        if grant.marks is None:
+            same = str(doc.get("createdAt", "")) <= grant.issued_at
+        else:
+            same = grant.marks.get(camera_id) == identity(doc)
+        if not same:
+            raise AccessDenied("camera-changed", "공유 이후 카메라가 다시 등록되었거나 옮겨짐: 새 공유가 필요합니다",
+                               "the camera was registered again or moved since the grant: a new grant is needed")
 
     async def _audit_access(self, tenant: str, payload: dict[str, Any], camera: str, kind: str,
                             principal: Principal | None, outcome: str, reason: str) -> None:

@@ -49,12 +49,13 @@ from ucity.alarms.notifiers import build_notifier
 from ucity.alarms.notifiers.base import DeliveryResult, Notification, Notifier, Outbox
 from ucity.core.clock import parse_iso
 from ucity.core.config import OpsSettings, RetrySettings
+from ucity.core.errors import UcityError
 from ucity.ngsild.context import core_context
 from ucity.ngsild.geo import haversine_m, parse_geoquery
 from ucity.ngsild.model import default_geometry
 from ucity.ops.agencies import Agency
 from ucity.ops.auth import Permission, Principal
-from ucity.ops.events import SERVICES, Event, type_name
+from ucity.ops.events import DISPATCHED, SERVICES, STATUS_NAMES, Event, kst, type_name
 from ucity.ops.nearest import LOCATION, METRES_PER_DEG, NearCamera, iri
 from ucity.rules.events import LEVEL_NAMES
 from ucity.store.base import AlarmQuery, Doc, EntityQuery, Store, TypeExpr
@@ -71,6 +72,18 @@ PACKAGE_SECTIONS: dict[str, frozenset[str]] = {
     "VULNERABLE": frozenset({"subject"}),
 }
 SURROUNDING_ITEMS = 10  # entities listed per surroundings section
+# A package with no camera says so (QA15 F9c): no location to search from, or none found within the widened radius.
+NO_CAMERAS = {"ko": "주변 CCTV 없음", "en": "no CCTV nearby"}
+NO_LOCATION = {"ko": "위치 없음: CCTV를 찾지 못함", "en": "no location: no CCTV searched"}
+
+
+class InvalidLinkageDecision(UcityError):
+    """An approval or rejection of a linkage that is not waiting for one (QA15 F9h): decided already, or its event
+    ended. Its own type, not the event status machine's `InvalidEventTransition`."""
+
+    status = 409
+    type_uri = "urn:ucity:errors:InvalidLinkageDecision"
+    title = "Invalid linkage decision"
 
 
 def gate(service: str, type_code: str, settings: OpsSettings, requester: Principal, automatic: bool) -> str | None:
@@ -117,6 +130,8 @@ def build_package(event: Event, agency: Agency, service: str, linkage_id: str, c
         package["event"] = {k: v for k, v in package["event"].items() if k != "attachments"}
     if "subject" not in sections:
         package["event"] = {**package["event"], "subject": None}
+    if not cameras:
+        package["noCameras"] = NO_CAMERAS if event.point is not None else NO_LOCATION
     package.update(extra)
     return package
 
@@ -124,18 +139,74 @@ def build_package(event: Event, agency: Agency, service: str, linkage_id: str, c
 def compose(event: Event, service: str) -> tuple[dict[str, str], dict[str, str]]:
     """(subject, text) in Korean and English, for people: the level's name in each language and the time in
     Korea time, as the alarm notifications write them (alarms/dispatch.py). The package's fields stay
-    machine-readable (level codes, UTC)."""
+    machine-readable (level codes, UTC). Labelled by the event's own service (QA15 F9b): the linkage's `service`
+    only chooses the package's sections (an operator's direct share of a care event with the fire service takes
+    the agency's first service), so it would name the situation wrongly."""
     names, where = type_name(event.type_code), event.address or ""
     level = LEVEL_NAMES[event.level]
     when = parse_iso(event.occurred_at).astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
     place = f" {where}" if where else ""
-    subject = {lang: f"[{SERVICES[service][lang]}] {names[lang]}{place}" for lang in ("ko", "en")}
+    label = SERVICES[event.service]
+    subject = {lang: f"[{label[lang]}] {names[lang]}{place}" for lang in ("ko", "en")}
     text = {
-        "ko": f"{SERVICES[service]['ko']}: {names['ko']} (단계 {level['ko']}){place}, 발생 {when}. 사건 {event.id}",
-        "en": f"{SERVICES[service]['en']}: {names['en']} (level {level['en']}){place}, occurred {when}. "
+        "ko": f"{label['ko']}: {names['ko']} (단계 {level['ko']}){place}, 발생 {when}. 사건 {event.id}",
+        "en": f"{label['en']}: {names['en']} (level {level['en']}){place}, occurred {when}. "
               f"Event {event.id}",
     }
     return subject, text
+
+
+def keep_purpose(link: dict[str, Any], purpose: str, actor: str, at: str) -> bool:
+    """A repeat request's purpose kept on the linkage it joins (QA15 F9a): the first one stays `purpose`, a different
+    later one is added to `purposes` (`at`, `by`, `purpose`), so the operator who decides reads every stated need.
+    Whether anything was added (an empty or repeated purpose adds nothing)."""
+    if not purpose or purpose == link.get("purpose") or any(
+            p.get("purpose") == purpose for p in link.get("purposes", [])):
+        return False
+    if not link.get("purpose"):
+        link["purpose"] = purpose
+    else:
+        link.setdefault("purposes", []).append({"at": at, "by": actor, "purpose": purpose})
+    return True
+
+
+def with_camera_note(notification: PackageNotification) -> PackageNotification:
+    """A linkage package without cameras says so in its text too (`noCameras`, QA15 F9c)."""
+    note = notification.package.get("noCameras")
+    if notification.event != "linkage" or not isinstance(note, dict):
+        return notification
+    text = {lang: f"{notification.text.get(lang, '')} {note[lang]}.".strip() for lang in ("ko", "en")}
+    return replace(notification, text=text)
+
+
+# Notices of the centre's own status moves an agency is told of (QA15 F6): it learns of the end through its grants'
+# `grant-revoked` and its held requests' `linkage-rejected`, of the dispatch through this one.
+STATUS_NOTICES = {DISPATCHED: "event-dispatched"}
+
+
+def status_notice_agencies(event: Event) -> list[str]:
+    """The agencies an event is shared with: its reporter's and those with a linkage neither held nor rejected."""
+    shared = [str(link["agency"]) for link in event.linkages if link["status"] not in (HELD, REJECTED)]
+    return list(dict.fromkeys([*([event.reporter_agency] if event.reporter_agency else []), *shared]))
+
+
+def status_notices(links: AgencyLinks, event: Event, notification_id: Callable[[], str], at: str) -> list[Prepared]:
+    """The notices of an event's move to a status in `STATUS_NOTICES` (its current one), one per agency it is shared
+    with (`status_notice_agencies`), for the commit of that move; nothing for other statuses."""
+    kind = STATUS_NOTICES.get(event.status)
+    if kind is None:
+        return []
+    names, status = type_name(event.type_code), STATUS_NAMES[event.status]
+    label = SERVICES[event.service]
+    when = kst(at)
+    subject = {lang: f"[{label[lang]}] {names[lang]}: {status[lang]}" for lang in ("ko", "en")}
+    text = {"ko": f"통합운영센터가 사건을 {status['ko']} 처리 ({when}). {label['ko']}: {names['ko']}. 사건 {event.id}",
+            "en": f"The operations centre marked the event {status['en']} ({when}). {label['en']}: {names['en']}. "
+                  f"Event {event.id}"}
+    body = {"event": {"id": event.id, "status": event.status, "statusName": status, "service": event.service,
+                      "typeCode": event.type_code, "typeName": names}, "at": at}
+    return [links.notice(event.tenant, agency, kind, subject, text, body, notification_id(), at)
+            for agency in status_notice_agencies(event)]
 
 
 async def gather_sections(store: Store, tenant: str, event: Event, service: str, settings: OpsSettings) -> dict[str, Any]:
@@ -295,8 +366,18 @@ class AgencyLinks:
     def prepare(self, agency_id: str, notification: PackageNotification) -> Prepared:
         """A package (or a notice) and its outbox entry, for the commit that decides it (`EventService.change`,
         `GrantService`'s saves); `Prepared.send` queues it once that commit is made."""
-        prepared: list[tuple[str, Notification]] = [(agency_id, redact(notification))]
+        prepared: list[tuple[str, Notification]] = [(agency_id, redact(with_camera_note(notification)))]
         return Prepared(prepared, self.dispatcher.journal_entries(AGENCY, _event_of(notification), prepared), self)
+
+    def notice(self, tenant: str, agency_id: str, kind: str, subject: dict[str, str], text: dict[str, str],
+               package: dict[str, Any], notification_id: str, at: str) -> Prepared:
+        """A notice to an agency (if it has a webhook and is enabled: nothing goes to a disabled or deleted one), for
+        the commit of the change it tells of."""
+        agency = self.agency_of(tenant, agency_id)
+        if agency is None or not agency.webhook or not agency.enabled:
+            return NOTHING
+        return self.prepare(agency_id, PackageNotification(notification_id, tenant, kind, at, {}, subject, text,
+                                                           package=package))
 
     def enqueue(self, prepared: list[tuple[str, Notification]], entries: list[tuple[str, str, str, Doc]]) -> None:
         """Queue prepared packages whose entries are stored."""

@@ -73,7 +73,7 @@ class Selection:
     cameras: list[NearCamera]
     radius_m: float
     widened: bool
-    in_range: int  # working cameras within radius_m
+    in_range: int  # working cameras within radius_m (those `usable` accepts, when given)
 
 
 def bearing(lon1: float, lat1: float, lon2: float, lat2: float) -> float:
@@ -175,8 +175,12 @@ def measure(camera: IndexedCamera, lon: float, lat: float, distance: float | Non
 
 
 def select(within: Within, lon: float, lat: float, settings: NearestSettings, count: int | None = None,
-           radius_m: float | None = None) -> Selection:
-    """PLAT-R3 over any source of cameras in range (see the module docstring)."""
+           radius_m: float | None = None, usable: Callable[[str], bool] | None = None) -> Selection:
+    """PLAT-R3 over any source of cameras in range (see the module docstring). With `usable` (entity id -> bool),
+    only the working cameras it accepts count, fill the slots and widen the radius (a package's cameras: those
+    that can give footage, i.e. with a stream URL; QA15 F5)."""
+    if usable is not None:
+        within = _only(within, usable)
     n = count or settings.count
     radius = radius_m or settings.radius_m
     found = within(lon, lat, radius)
@@ -195,6 +199,13 @@ def select(within: Within, lon: float, lat: float, settings: NearestSettings, co
             break
     chosen = sorted([*chosen, *away[: n - len(chosen)]], key=lambda near: (near.distance_m, near.camera.id))
     return Selection(chosen, radius, widened, in_range)
+
+
+def _only(within: Within, usable: Callable[[str], bool]) -> Within:
+    def only(lon: float, lat: float, radius_m: float) -> InRange:
+        return [found for found in within(lon, lat, radius_m) if usable(found[1])]
+
+    return only
 
 
 def scan(cameras: list[IndexedCamera]) -> Within:
@@ -310,8 +321,8 @@ class CameraIndex:
                 self._loading[change.tenant][1].append(change)
 
     async def select(self, tenant: str, lon: float, lat: float, count: int | None = None,
-                     radius_m: float | None = None) -> Selection:
-        return select((await self.grid(tenant)).within, lon, lat, self.settings, count, radius_m)
+                     radius_m: float | None = None, usable: Callable[[str], bool] | None = None) -> Selection:
+        return select((await self.grid(tenant)).within, lon, lat, self.settings, count, radius_m, usable)
 
     def health(self) -> dict[str, Any]:
         return {"tenants": {t: len(g) for t, g in self._grids.items()}}

@@ -285,6 +285,7 @@ class GrantQuery:
     event_ids: tuple[str, ...] = ()
     statuses: tuple[str, ...] = ()  # active | revoked (as stored)
     valid_at: int | None = None  # micros: only grants active and not expired at that instant
+    expired_at: int | None = None  # micros: only grants not revoked but expired at that instant
     limit: int = 20
     offset: int = 0
     count: bool = False

@@ -172,6 +172,9 @@ async def grant_page(pool: asyncpg.Pool, tenant: str, query: GrantQuery) -> tupl
     if query.valid_at is not None:
         clauses.append("status = 'active' AND expires_at > ?")
         params.append(query.valid_at)
+    if query.expired_at is not None:
+        clauses.append("status = 'active' AND expires_at <= ?")
+        params.append(query.expired_at)
     return await _page(pool, "ops_grants", " AND ".join(clauses), params, "issued_at DESC, id", query.limit,
                        query.offset, query.count)
 

@@ -168,6 +168,9 @@ def grant_page(conn: sqlite3.Connection, tenant: str, query: GrantQuery) -> tupl
     if query.valid_at is not None:
         clauses.append("status = 'active' AND expires_at > ?")
         params.append(query.valid_at)
+    if query.expired_at is not None:
+        clauses.append("status = 'active' AND expires_at <= ?")
+        params.append(query.expired_at)
     docs, total = _page(conn, "ops_grants", " AND ".join(clauses), params, "issued_at DESC, id", query.limit,
                         query.offset, query.count)
     return [orjson.loads(d) for d in docs], total

@@ -100,6 +100,8 @@ def webhook_refusal(guard: AddressGuard | None, url: str) -> str | None:
         return None
     try:
         guard.check_host(urlsplit(url).hostname or "", "the webhook url's host")
-    except (RefusedAddress, ValueError) as exc:
+    except RefusedAddress as exc:  # its English half: the API's 400 puts its own Korean in front
+        return exc.en
+    except ValueError as exc:
         return str(exc)
     return None

@@ -66,8 +66,8 @@ class EmailNotifier:
         with smtplib.SMTP(s.host, s.port, timeout=s.timeout_s) as smtp:
             if s.starttls:
                 smtp.starttls()
-            if s.username:
-                smtp.login(s.username, s.password.get_secret_value() if s.password else "")
+            if s.login is not None:  # AUTH only with a user name and a password (an empty password is unset)
+                smtp.login(*s.login)
             smtp.send_message(message)
 
     async def close(self) -> None:

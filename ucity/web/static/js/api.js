@@ -78,9 +78,9 @@ export function errorText(error) {
   return t('error.network');
 }
 
-// A route the server does not have answers 404 "no resource at <path>" (server.py).
+// A route the server does not have answers 404 "<경로> … / no resource at <path>" (server.py `no_route`).
 export function missingRoute(error) {
-  return error instanceof ApiError && error.status === 404 && error.message.startsWith('no resource at');
+  return error instanceof ApiError && error.status === 404 && error.message.includes('no resource at');
 }
 
 export async function getJSON(path, accept, { quiet = false } = {}) {
