@@ -43,6 +43,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 OPERATOR = "상황실 김운영"  # Korean, as operators type it: sent percent-encoded (a header carries only Latin-1)
 OPS_TOKEN = "uct_dashboard-test-operator-token-0123456789"  # a configured operator token (ops.tokens)
 AUTH = {"Authorization": f"Bearer {OPS_TOKEN}"}
+ADMIN_TOKEN = "uct_dashboard-test-admin-token-0123456789"  # the simulator's, as `ucity demo` has one
 FACILITIES = "/api/v1/facility-safety/facilities"
 # Issue 8: a serious alarm is on the map without reloading (the page is never reloaded here). How soon
 # (2 s is the target) is printed, not asserted: a stopwatch in a test fails on a loaded CI machine though
@@ -67,6 +68,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
                                  domains={"enabled": ["facility_safety"]}, ops={
             "grant_secret": "dashboard-test-grant-secret-0123456789", "pseudonym_secret": "dashboard-test-pseudonyms-0123",
             "tokens": [{"id": "op-kim", "token": OPS_TOKEN, "role": "operator", "name": OPERATOR}],
+            "admin_token": ADMIN_TOKEN,
             "agencies": [{"id": "guro-119", "kind": "fire", "name": {"ko": "구로소방서", "en": "Guro fire station"},
                           "services": ["119_DISPATCH", "DISASTER"]}]})
         live = LiveServer(settings)  # the app (and its web settings) is built here
@@ -123,7 +125,9 @@ def start_time() -> datetime:
 
 
 async def provision(server: LiveServer, city: Any) -> None:
-    async with Runner(city, RunConfig(url=server.url, stream=False)) as runner:
+    # with a token, as `ucity demo`: the simulator registers its cameras' stream URLs (events choose only cameras
+    # that can give footage)
+    async with Runner(city, RunConfig(url=server.url, stream=False, token=ADMIN_TOKEN)) as runner:
         await runner.run()
 
 

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import httpx
 
 from ucity.sim import iota, scenarios
-from ucity.sim.client import CityApi, HttpSink, MeasureSink, MqttSink, SendStats, gather_all
+from ucity.sim.client import CityApi, HttpSink, MeasureSink, MqttSink, SendStats, SimulatorError, gather_all
 from ucity.sim.devices import SimDevice, city_devices, entity_id
 from ucity.sim.display import KST, Display, NullDisplay, Snapshot
 from ucity.sim.entities import city_entities
@@ -191,7 +191,10 @@ class Runner:
             return
         # the camera API names a camera by the last part of its entity id (urn:ngsi-ld:Camera:<id>)
         urls = [(entity_id("Camera", c.id).rsplit(":", 1)[1], c.stream_url) for c in self.city.cameras]
-        self.report.camera_urls = await api.set_camera_urls(urls, self.display.task("camera URLs", len(urls)))
+        try:
+            self.report.camera_urls = await api.set_camera_urls(urls, self.display.task("camera URLs", len(urls)))
+        except SimulatorError as exc:  # e.g. an operator's token (`--static-only`): no cameras:admin; not fatal
+            self.display.note(f"카메라 스트림 URL 미등록 / camera stream URLs not registered: {exc}")
 
     async def _devices(self, api: CityApi) -> None:
         devices = list(self.devices.values())
