@@ -19,7 +19,8 @@ async function act(id, path, body) {
 
 export const acknowledge = (id) => act(id, 'acknowledge');
 export const clear = (id) => act(id, 'clear');
-export const assign = (id, assignee) => act(id, 'assign', { assignee: assignee || null });
+// `assignee` null takes the assignee off (its own button in the panel: an empty field is refused, not an unassign).
+export const assign = (id, assignee) => act(id, 'assign', { assignee: assignee ?? null });
 export const comment = (id, text) => act(id, 'comments', { text });
 export const close = (id, outcome, note) => act(id, 'close', { outcome, note: note || '' });
 

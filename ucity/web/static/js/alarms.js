@@ -5,7 +5,28 @@ import { pick, t } from './i18n.js';
 import { kst } from './time.js';
 import { h, throttle } from './ui.js';
 
-const LIMIT = 100;
+const PAGE = 100; // rows per "more"
+const API_MAX = 1000; // the alarm API's largest page
+const UNACKNOWLEDGED = ['active-unacknowledged', 'cleared-unacknowledged'];
+const URGENT_LEVELS = ['serious', 'warning'];
+const STATUS_GROUPS = { active: ['active-unacknowledged', 'active-acknowledged'], cleared: ['cleared-unacknowledged', 'cleared-acknowledged'] };
+const LEVEL_RANK = { serious: 4, warning: 3, caution: 2, interest: 1 };
+
+// What an operator must act on never drops out of sight in a storm (QA16 F1): the unacknowledged `serious` and
+// `warning` alarms the filters allow are read on their own (worst first) and listed above the newest-first page.
+// The query for them, or null when the filters leave none (e.g. status "closed" or level "caution").
+export function urgentQuery(filters) {
+  const statuses = filters.get('status') ? filters.get('status').split(',').flatMap((s) => STATUS_GROUPS[s] || [s]) : null;
+  const levels = filters.get('level') ? filters.get('level').split(',') : null;
+  const status = UNACKNOWLEDGED.filter((s) => !statuses || statuses.includes(s));
+  const level = URGENT_LEVELS.filter((l) => !levels || levels.includes(l));
+  if (!status.length || !level.length || filters.get('kind') === 'fault') return null;
+  const query = new URLSearchParams(filters);
+  query.set('status', status.join(','));
+  query.set('level', level.join(','));
+  query.set('limit', API_MAX);
+  return query;
+}
 
 export function shortId(id) { return String(id || '').replace(/^urn:ngsi-ld:/, ''); }
 
@@ -26,24 +47,62 @@ export class AlarmList {
     this.onDetails = onDetails;
     this.seen = null;
     this.alarms = [];
+    this.urgent = [];
+    this.urgentTotal = 0;
+    this.wanted = PAGE; // newest-first rows asked for; "more" adds a page, a filter change starts again
     this.reload = throttle(() => this.load(), 700);
-    form.addEventListener('change', () => this.load());
-    form.addEventListener('submit', (event) => { event.preventDefault(); this.load(); });
+    form.addEventListener('change', () => { this.wanted = PAGE; this.load(); });
+    form.addEventListener('submit', (event) => { event.preventDefault(); this.wanted = PAGE; this.load(); });
   }
 
   query() {
-    const params = new URLSearchParams({ limit: LIMIT });
+    const params = new URLSearchParams();
     for (const [name, value] of new FormData(this.form)) if (value) params.set(name, value);
     return params;
   }
 
+  // The first `wanted` alarms newest first (the API gives at most 1,000 a page) and their total.
+  async newest(filters) {
+    const out = [];
+    let total = 0;
+    for (let offset = 0; offset < this.wanted; offset += API_MAX) {
+      const query = new URLSearchParams(filters);
+      query.set('limit', Math.min(API_MAX, this.wanted - offset));
+      query.set('offset', offset);
+      const body = await getJSON(`/api/v1/alarms?${query}`);
+      out.push(...body.alarms);
+      total = body.total;
+      if (body.alarms.length < Number(query.get('limit'))) break;
+    }
+    return { alarms: out, total };
+  }
+
+  async more() {
+    this.wanted += PAGE;
+    const before = this.rows().length;
+    await this.load();
+    this.list.querySelectorAll('[data-alarm-id] [data-action="details"]')[before]?.focus();
+  }
+
+  rows() { return [...this.urgent, ...this.alarms]; }
+
   async load() {
     try {
-      const body = await getJSON(`/api/v1/alarms?${this.query()}`);
-      const fresh = this.seen ? body.alarms.filter((a) => !this.seen.has(a.id)).map((a) => a.id) : [];
-      this.seen = new Set([...(this.seen || []), ...body.alarms.map((a) => a.id)]);
-      this.alarms = body.alarms;
+      const filters = this.query();
+      const pin = urgentQuery(filters);
+      const [urgent, body] = await Promise.all([
+        pin ? getJSON(`/api/v1/alarms?${pin}`) : { alarms: [], total: 0 },
+        this.newest(filters)]);
+      // worst first, then newest (the API's order); each alarm once
+      this.urgent = urgent.alarms.slice().sort((a, b) => (LEVEL_RANK[b.level] || 0) - (LEVEL_RANK[a.level] || 0));
+      this.urgentTotal = urgent.total;
+      const pinned = new Set(this.urgent.map((a) => a.id));
+      this.alarms = body.alarms.filter((a) => !pinned.has(a.id));
       this.total = body.total;
+      this.hasMore = body.alarms.length < body.total;
+      const all = this.rows();
+      const fresh = this.seen ? all.filter((a) => !this.seen.has(a.id)).map((a) => a.id) : [];
+      this.seen = new Set([...(this.seen || []), ...all.map((a) => a.id)]);
       this.render(new Set(fresh));
     } catch (error) {
       this.count.textContent = `${t('alarms.loadError')}: ${errorText(error)}`;
@@ -53,24 +112,43 @@ export class AlarmList {
     delete this.count.dataset.error;
   }
 
+  // "알람 619건 · 112건 표시": how many match, and how many are on show when not all are; the unacknowledged
+  // warning/serious ones first under their own heading, then the newest, then "더 보기" for the next 100.
   render(fresh = new Set()) {
     const focused = document.activeElement?.closest?.('[data-alarm-id]')?.dataset.alarmId;
-    this.count.textContent = t('alarms.count', { n: this.total ?? 0 });
-    this.list.replaceChildren(...(this.alarms.length ? this.alarms.map((a) => this.row(a, fresh.has(a.id)))
-      : [h('li', { class: 'notice' }, t('alarms.empty'))]));
+    const shown = this.rows().length;
+    const total = Math.max(this.total ?? 0, shown);
+    this.count.textContent = t('alarms.count', { n: total }) + (shown < total ? ` · ${t('alarms.shown', { shown, total })}` : '');
+    this.count.dataset.shown = String(shown);
+    this.count.dataset.total = String(total);
+    const items = [];
+    if (this.urgent.length) {
+      items.push(h('li', { class: 'list-head urgent', 'data-role': 'urgent-head' },
+        t('alarms.urgent', { n: this.urgentTotal }) + (this.urgentTotal > this.urgent.length ? ` · ${t('alarms.shown', { shown: this.urgent.length, total: this.urgentTotal })}` : '')));
+      items.push(...this.urgent.map((a) => this.row(a, fresh.has(a.id), true)));
+      if (this.alarms.length) items.push(h('li', { class: 'list-head', 'data-role': 'newest-head' }, t('alarms.newest')));
+    }
+    items.push(...this.alarms.map((a) => this.row(a, fresh.has(a.id))));
+    if (!items.length) items.push(h('li', { class: 'notice' }, t('alarms.empty')));
+    if (this.hasMore) {
+      items.push(h('li', { class: 'more' }, h('button', { type: 'button', 'data-action': 'more', onclick: () => this.more() },
+        t('alarms.more', { n: Math.min(PAGE, total - shown) }))));
+    }
+    this.list.replaceChildren(...items);
     if (focused) this.list.querySelector(`[data-alarm-id="${CSS.escape(focused)}"] button`)?.focus();
   }
 
-  row(alarm, fresh) {
+  row(alarm, fresh, urgent = false) {
     const can = actions.allowed(alarm.status);
     const level = alarm.level || 'fault';
     const classes = ['alarm', `lvl-b-${level}`];
+    if (urgent) classes.push('pinned');
     if (alarm.status.endsWith('-unacknowledged')) classes.push('unack');
     if (fresh) classes.push('fresh');
     const meta = [shortId(alarm.entity_id), kst(alarm.raised_at)];
     if (alarm.count > 1) meta.push(`×${alarm.count}`);
     if (alarm.assignee) meta.push(`${t('field.assignee')}: ${alarm.assignee}`);
-    return h('li', { class: classes.join(' '), dataset: { alarmId: alarm.id, status: alarm.status, level } },
+    return h('li', { class: classes.join(' '), dataset: { alarmId: alarm.id, status: alarm.status, level, pinned: urgent ? 'true' : 'false' } },
       h('div', { class: 'alarm-head' }, levelBadge(alarm), h('span', { class: 'alarm-title' }, alarmTitle(alarm))),
       h('div', { class: 'alarm-meta' }, meta.join(' · ')),
       h('div', { class: 'alarm-actions' },

@@ -14,9 +14,32 @@ export class ApiError extends Error {
   }
 }
 
+// The operator's display name typed in the top bar (X-Ucity-Actor): kept in localStorage for the next shift of the same
+// person, but bound to the principal it was typed under (`ucity.actor.owner`): signing out, a revoked token and a
+// sign-in as someone else forget it, so one operator's name never goes on the next one's audit lines (QA16 F4).
+// Empty means none: with a token the server names the principal alone; never a made-up "operator".
+const ACTOR = 'ucity.actor';
+const ACTOR_OWNER = 'ucity.actor.owner';
 export function actor() {
-  return (localStorage.getItem('ucity.actor') || '').trim() || 'operator';
+  return (localStorage.getItem(ACTOR) || '').trim();
 }
+export function setActor(name, owner = '') {
+  const value = String(name || '').trim();
+  if (value) localStorage.setItem(ACTOR, value); else localStorage.removeItem(ACTOR);
+  if (value && owner) localStorage.setItem(ACTOR_OWNER, owner); else localStorage.removeItem(ACTOR_OWNER);
+  const input = document.getElementById('actor');
+  if (input && input.value.trim() !== value) input.value = value;
+}
+// A principal signed in: a name typed under another principal is not theirs (forgotten); one typed while no one was
+// signed in (just before this sign-in) becomes theirs.
+export function claimActor(owner) {
+  const typedBy = localStorage.getItem(ACTOR_OWNER) || '';
+  if (!actor()) return;
+  if (typedBy && typedBy !== owner) setActor(''); else setActor(actor(), owner);
+}
+
+// No token and no operator name (sign-in off): the server needs a name to audit, so the page asks for it.
+export class ActorMissing extends Error {}
 
 // The bearer token (the operations API always takes one; with `server.require_auth` every API does).
 // The operator signs in once per browser session in the top bar (auth.js): sessionStorage only, never a
@@ -75,6 +98,7 @@ export function errorText(error) {
   }
   if (error instanceof ApiError && error.status === 401) return t('auth.required');
   if (error instanceof ApiError) return t('error.action', { detail: localText(error.message) });
+  if (error instanceof ActorMissing) return t('actor.required');
   return t('error.network');
 }
 
@@ -90,12 +114,16 @@ export async function getJSON(path, accept, { quiet = false } = {}) {
 
 export async function postJSON(path, body) {
   const sent = token();
-  const response = await fetch(path, {
-    method: 'POST', body: JSON.stringify(body ?? {}),
-    // A header carries only ISO-8859-1: a Korean operator's name goes percent-encoded (UTF-8), which the
-    // server decodes (ucity.core.params.header_text).
-    headers: headers({ 'Content-Type': 'application/json', 'X-Ucity-Actor': encodeURIComponent(actor()) }),
-  });
+  const name = actor();
+  if (!sent && !name) {
+    document.getElementById('actor')?.focus();
+    throw new ActorMissing(t('actor.required'));
+  }
+  // A header carries only ISO-8859-1: a Korean operator's name goes percent-encoded (UTF-8), which the
+  // server decodes (ucity.core.params.header_text). No name: no header (the token's principal acts).
+  const extra = { 'Content-Type': 'application/json' };
+  if (name) extra['X-Ucity-Actor'] = encodeURIComponent(name);
+  const response = await fetch(path, { method: 'POST', body: JSON.stringify(body ?? {}), headers: headers(extra) });
   return parse(response, sent);
 }
 

@@ -4,7 +4,7 @@
 // top bar shows who (name and role) and a sign-out button, which forgets the token and reloads the page
 // (nothing read with the token stays on screen). A 401 for the signed-in token (revoked, or unknown to the
 // server now) does the same as signing out, and the reloaded page says the token is no longer valid.
-import { ApiError, getJSON, localText, onUnauthorized, setToken, tenant, token } from './api.js';
+import { ApiError, claimActor, getJSON, localText, onUnauthorized, setActor, setToken, tenant, token } from './api.js';
 import { onLangChange, t, tOr } from './i18n.js';
 
 const ME = '/api/v1/auth/me';
@@ -60,9 +60,11 @@ export class SignIn {
     if (!token()) { this.render(); return null; }
     try {
       this.principal = await getJSON(ME, null, { quiet: true });
+      claimActor(this.principal.id);
     } catch (error) {
       if (error instanceof ApiError && error.status === 401) {
         setToken('');
+        setActor('');
         this.reason = { key: 'auth.expired' };
         this.detail = error.message;
         this.show(true);
@@ -94,6 +96,7 @@ export class SignIn {
   // nothing read with the token stays on screen), and the reloaded page says why.
   expire() {
     setToken('');
+    setActor(''); // the operator name goes with the token (QA16 F4)
     this.principal = null;
     sessionStorage.setItem(NOTICE, 'expired');
     this.onSignedOut();
@@ -135,6 +138,7 @@ export class SignIn {
     } finally {
       this.pending = '';
     }
+    claimActor(this.principal.id); // a name typed under another principal is not theirs
     this.reason = null;
     this.detail = '';
     this.open = false;
@@ -144,6 +148,7 @@ export class SignIn {
 
   signOut() {
     setToken('');
+    setActor(''); // the next operator at this browser starts with an empty name (QA16 F4)
     this.principal = null;
     this.onSignedOut();
     location.reload();

@@ -11,6 +11,8 @@ import { kst } from './time.js';
 import { debounce, h, kv } from './ui.js';
 
 const OUTCOMES = ['real', 'false-user', 'false-device', 'test', 'duplicate'];
+const SHOWN = 8; // a situation's alarms drawn in full at first ("외 N건" and "모두 보기" for the rest)
+const ASSIGNEE_MAX = 200; // the alarm API keeps at most 200 characters of an assignee (alarms/api.py assign)
 
 export class DetailPanel {
   constructor({ panel, title, body, closeButton, map }) {
@@ -82,8 +84,10 @@ class SituationView {
     const list = situation ? [...situation.alarms] : [];
     if (this.firstAlarmId && !list.some((a) => a.id === this.firstAlarmId)) list.unshift({ id: this.firstAlarmId });
     list.sort((a, b) => (a.id === this.firstAlarmId ? -1 : b.id === this.firstAlarmId ? 1 : 0));
-    // Full alarms with their history (the audit trail), newest state from the API.
-    return Promise.all(list.slice(0, 8).map((a) => getJSON(`/api/v1/alarms/${encodeURIComponent(a.id)}`)));
+    // Full alarms with their history (the audit trail), newest state from the API: the first SHOWN (worst first)
+    // unless the operator asked for all; how many more there are is said under them (QA16 F8).
+    this.more = this.all ? 0 : Math.max(0, list.length - SHOWN);
+    return Promise.all(list.slice(0, this.all ? list.length : SHOWN).map((a) => getJSON(`/api/v1/alarms/${encodeURIComponent(a.id)}`)));
   }
 
   async render() {
@@ -108,6 +112,9 @@ class SituationView {
         h('button', { type: 'button', onclick: () => this.panel.map.flyTo(situation) }, t('field.location'))),
       alarms.length ? h('h3', {}, t('event.alarms')) : '', // an event no alarm made (a 112 report): no empty heading
       ...alarms.map((alarm) => this.alarmBlock(alarm)),
+      this.more ? h('p', { class: 'notice', 'data-role': 'more-alarms' }, t('event.moreAlarms', { n: this.more }), ' ',
+        h('button', { type: 'button', 'data-action': 'all-alarms', onclick: () => { this.all = true; this.panel.refresh(); } },
+          t('event.allAlarms'))) : '',
       await opsSection(situation, this.panel));
   }
 
@@ -130,9 +137,14 @@ class SituationView {
         can.acknowledge && h('button', { type: 'button', class: 'primary', 'data-action': 'acknowledge', onclick: run(() => actions.acknowledge(alarm.id)) }, t('action.acknowledge')),
         can.clear && h('button', { type: 'button', 'data-action': 'clear', onclick: run(() => actions.clear(alarm.id)) }, t('action.clear')),
         facility && h('button', { type: 'button', 'data-action': 'facility', onclick: () => this.panel.showFacility(facility) }, t('action.openFacility'))),
-      can.assign && h('form', { class: 'form-row', onsubmit: run((f) => actions.assign(alarm.id, f.get('assignee'))) },
-        h('label', {}, t('field.assignee'), h('input', { name: 'assignee', value: alarm.assignee || '' })),
-        h('button', { type: 'submit', 'data-action': 'assign' }, t('action.assign'))),
+      // An assignee is a name (required, at most 200 characters as the API keeps); taking it off is its own button, never
+      // an empty field sent by mistake (QA16 F11).
+      can.assign && h('form', { class: 'form-row', 'data-role': 'assign', onsubmit: run((f) => actions.assign(alarm.id, String(f.get('assignee') || '').trim().slice(0, ASSIGNEE_MAX))) },
+        h('label', {}, t('field.assignee'), h('input', { name: 'assignee', value: alarm.assignee || '', required: true,
+          maxlength: ASSIGNEE_MAX, pattern: '.*\\S.*', title: t('assign.hint') })),
+        h('button', { type: 'submit', 'data-action': 'assign' }, t('action.assign')),
+        alarm.assignee && h('button', { type: 'button', 'data-action': 'unassign', onclick: run(() => actions.assign(alarm.id, null)) },
+          t('action.unassign'))),
       can.readOnly && h('p', { class: 'notice', 'data-role': 'read-only' }, t('auth.readOnly')),
       can.comment && h('form', { class: 'form-row', onsubmit: run((f) => actions.comment(alarm.id, f.get('text'))) },
         h('label', {}, t('field.comment'), h('input', { name: 'text', required: true, maxlength: 4000 })),

@@ -9,6 +9,7 @@ import { apply, config, onLangChange, setLang } from './i18n.js';
 import { LiveStream } from './live.js';
 import { CityMap } from './map.js';
 import { announceArrivals, openEvents } from './ops.js';
+import { actor, setActor } from './api.js';
 import * as store from './store.js';
 
 const $ = (id) => document.getElementById(id);
@@ -38,16 +39,20 @@ function tabs() {
   return select;
 }
 
-function operator() {
+// The operator's display name (api.js `actor()`): typed under the signed-in principal, forgotten on sign-out and on
+// a sign-in as someone else (auth.js), at most 200 characters as the server takes (X-Ucity-Actor).
+function operator(owner) {
   const input = $('actor');
-  input.value = localStorage.getItem('ucity.actor') || '';
-  input.addEventListener('change', () => localStorage.setItem('ucity.actor', input.value.trim()));
+  input.maxLength = 200;
+  input.value = actor();
+  input.addEventListener('change', () => setActor(input.value, owner()));
 }
 
 async function start() {
+  let auth = null;
   apply();
   const selectTab = tabs();
-  operator();
+  operator(() => (auth?.signedIn ? auth.principal.id : ''));
   for (const button of document.querySelectorAll('[data-lang]')) button.addEventListener('click', () => setLang(button.dataset.lang));
 
   let detail = null;
@@ -101,7 +106,6 @@ async function start() {
     document.body.dataset.role = ok ? '' : 'not-for-role';
     return ok;
   };
-  let auth = null;
   auth = new SignIn({ root: $('auth'), form: $('auth-form'), input: $('auth-token'), message: $('auth-message'),
     open: $('auth-open'), user: $('auth-user'), signOut: $('auth-signout'),
     onSignedIn: async () => {

@@ -25,6 +25,9 @@ function leakColour(board) {
 
 function lonlat(entity) { return pointOf(entity.location) || [NaN, NaN]; }
 
+// The type of an NGSI-LD entity id (`urn:ngsi-ld:<Type>:<rest>`), '' for anything else.
+export function entityType(id) { return /^urn:ngsi-ld:([^:]+):/.exec(String(id || ''))?.[1] || ''; }
+
 function escape(text) {
   return String(text ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 }
@@ -208,12 +211,22 @@ export class CityMap {
     this.setCount('care', this.care.total);
   }
 
-  // Care alarms are drawn at their grid cell's centre, never at the home.
+  // Care alarms are drawn at their grid cell's centre, never at the home; so is a situation whose asset is a care
+  // entity with no open alarm left (its event still open, QA16 F2).
   situationPoint(situation) {
     const p = pointOf(situation.location);
     if (!p) return null;
-    const masked = situation.alarms.some((a) => CARE_TYPES.has(a.entity_type));
+    const masked = situation.alarms.some((a) => CARE_TYPES.has(a.entity_type)) || CARE_TYPES.has(entityType(situation.key))
+      || Boolean(situation.event && CARE_TYPES.has(entityType(situation.event.entityId)));
     return masked ? snapToCell(p, this.careCell) : p;
+  }
+
+  // An operation-center event: about a care household (its entity an ElderlyHome or CareDevice, e.g. the event of a
+  // care alarm that was closed while the event stays open), at its cell's centre as the care alarms (QA16 F2).
+  eventPoint(event) {
+    const p = pointOf(event.location);
+    if (!p) return null;
+    return CARE_TYPES.has(entityType(event.entityId)) ? snapToCell(p, this.careCell) : p;
   }
 
   renderEvents() {
@@ -248,7 +261,9 @@ export class CityMap {
     // Operation-center events that no alarm on show stands for (a 112 report, an agency's event).
     const others = this.opsEvents.filter((e) => e.location && !(e.alarm && store.known(e.alarm)));
     for (const event of others) {
-      const [lon, lat] = event.location.coordinates;
+      const point = this.eventPoint(event);
+      if (!point) continue;
+      const [lon, lat] = point;
       const icon = L.divIcon({ className: `evt-icon lvl-${event.level}`, iconSize: [30, 30], html: '<span aria-hidden="true">★</span>' });
       // The more serious on top, as the alarm icons (a serious report is never hidden under a lesser one at its spot).
       const marker = L.marker([lat, lon], { icon, title: `${t(`level.${event.level}`)}: ${eventLabel(event)}`,

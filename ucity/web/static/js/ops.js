@@ -183,10 +183,57 @@ function statusForm(event, rerender) {
     .filter((s) => ORDER.indexOf(s) > at && !(s === 'closed' && event.status === 'received')).concat(['cancelled']);
   const note = h('input', { name: 'note', maxlength: 2000, placeholder: t('ops.note'), 'aria-label': t('ops.note') });
   const path = `/api/v1/events/${encodeURIComponent(event.id)}/status`;
-  return h('div', { class: 'form-row actions', 'data-role': 'event-status' }, note, moves.map((status) => h('button', {
-    type: 'button', class: status === 'cancelled' ? 'danger' : '', dataset: { status },
-    onclick: () => act(path, { status, note: note.value }, rerender),
-  }, t(`estatus.to.${status}`))));
+  // Cancelling ends the event for good (no undo) and sits next to "출동 처리": it asks first, with a reason for the
+  // trail (the status API's `note`), QA16 F6.
+  const confirm = cancelConfirm(event.id, note, (reason) => act(path, { status: 'cancelled', note: reason }, rerender));
+  return h('div', { class: 'event-status-wrap' }, h('div', { class: 'form-row actions', 'data-role': 'event-status' }, note, moves.map((status) => h('button', {
+    type: 'button', class: status === 'cancelled' ? 'danger' : '', dataset: { status }, 'aria-expanded': status === 'cancelled' ? 'false' : null,
+    onclick: (e) => (status === 'cancelled' ? confirm.open(e.currentTarget) : act(path, { status, note: note.value }, rerender)),
+  }, t(`estatus.to.${status}`)))), confirm.element);
+}
+
+// "사건을 취소할까요?": a reason (required; the note typed already fills it), confirm or go back. The question and the
+// reason typed survive a redraw of the panel (a stream update) while it is open: `asking` (the event's id, the text).
+let asking = null;
+function cancelConfirm(eventId, note, send) {
+  const reason = h('input', { name: 'reason', required: true, maxlength: 2000, 'aria-label': t('ops.cancelReason'),
+    placeholder: t('ops.cancelReason'), oninput: () => { if (asking?.id === eventId) asking.text = reason.value; } });
+  let opener = null;
+  const element = h('form', { class: 'confirm', 'data-role': 'cancel-confirm', role: 'alertdialog', hidden: true,
+    'aria-label': t('ops.cancelConfirm'), onsubmit: (e) => {
+      e.preventDefault();
+      const text = reason.value.trim();
+      if (!text) { reason.value = ''; reason.reportValidity(); reason.focus(); return; }
+      element.hidden = true;
+      asking = null;
+      send(text);
+    } },
+  h('p', {}, t('ops.cancelConfirm')),
+  h('label', {}, t('ops.cancelReason'), reason),
+  h('div', { class: 'form-row' },
+    h('button', { type: 'submit', class: 'danger', 'data-action': 'confirm-cancel' }, t('ops.cancelYes')),
+    h('button', { type: 'button', 'data-action': 'keep-event', onclick: () => {
+      element.hidden = true;
+      asking = null;
+      opener = opener && document.contains(opener) ? opener : element.previousSibling?.querySelector('[data-status="cancelled"]');
+      opener?.setAttribute('aria-expanded', 'false');
+      opener?.focus();
+    } }, t('ops.cancelNo'))));
+  const show = (button, text) => {
+    opener = button;
+    button?.setAttribute('aria-expanded', 'true');
+    reason.value = text;
+    element.hidden = false;
+  };
+  if (asking?.id === eventId) queueMicrotask(() => show(element.previousSibling?.querySelector('[data-status="cancelled"]'), asking.text));
+  return {
+    element,
+    open(button) {
+      asking = { id: eventId, text: reason.value || note.value.trim() };
+      show(button, asking.text);
+      reason.focus();
+    },
+  };
 }
 
 // The agencies linked to the event: service, status, and for a request the 112 gate holds, approve or reject (PLAT-R4).
