@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.test_worker_reload import settings
-from tests.ingest.test_health import ENTITY, START, measure, provision
+from tests.cluster.test_worker_reload import first_report, settings
+from tests.ingest.test_health import ENTITY, START, measure
 from tests.natsserver import NatsServer, running_nats
 from ucity.app import Ucity
 from ucity.core.clock import FakeClock
@@ -37,15 +37,7 @@ async def until(test: Any, what: str) -> None:
 async def test_readings_the_store_refused_keep_their_device_online(
         tmp_path: Path, postgres_url: str, nats_server: NatsServer) -> None:
     clock = FakeClock(START)
-    api = Ucity(settings(tmp_path, postgres_url), clock=clock)  # provisioning and a first report, no bus
-    await api.start()
-    try:
-        await provision(api, [{"device_id": "p1"}])
-        await measure(api, "p1", {"o": True})
-        await api.ingest.monitor.drain()
-        await api.publisher.drain()
-    finally:
-        await api.stop()
+    await first_report(tmp_path, postgres_url, clock)
 
     app = Ucity(settings(tmp_path, postgres_url, nats_server.url), clock=clock, role="worker")
     worker = app.worker

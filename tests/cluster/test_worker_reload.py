@@ -42,10 +42,8 @@ def test_retry_delays_are_jittered_and_capped() -> None:
     assert max(retry_delay(1) for _ in range(50)) <= 0.5 < min(retry_delay(40) for _ in range(50))
 
 
-async def test_a_failed_reload_is_retried_and_the_devices_get_their_timers(
-        tmp_path: Path, postgres_url: str, nats_server: NatsServer, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="ucity.cluster.worker")
-    clock = FakeClock(START)
+async def first_report(tmp_path: Path, postgres_url: str, clock: FakeClock) -> None:
+    """p1 provisioned and its first report committed by a process without the bus (then stopped)."""
     api = Ucity(settings(tmp_path, postgres_url), clock=clock)  # provisioning and a first report, no bus
     await api.start()
     try:
@@ -55,6 +53,13 @@ async def test_a_failed_reload_is_retried_and_the_devices_get_their_timers(
         await api.publisher.drain()
     finally:
         await api.stop()
+
+
+async def test_a_failed_reload_is_retried_and_the_devices_get_their_timers(
+        tmp_path: Path, postgres_url: str, nats_server: NatsServer, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="ucity.cluster.worker")
+    clock = FakeClock(START)
+    await first_report(tmp_path, postgres_url, clock)
 
     app = Ucity(settings(tmp_path, postgres_url, nats_server.url), clock=clock, role="worker")
     worker = app.worker
