@@ -3,7 +3,7 @@
 import * as actions from './actions.js';
 import { alarmTitle, levelBadge, shortId } from './alarms.js';
 import { entity, errorText, getJSON } from './api.js';
-import { onLangChange, pick, t } from './i18n.js';
+import { onLangChange, pick, t, tOr } from './i18n.js';
 import { FacilityView } from './facility.js';
 import { eventLabel, opsSection } from './ops.js';
 import * as store from './store.js';
@@ -41,10 +41,11 @@ export class DetailPanel {
     });
   }
 
-  close() {
+  close({ keepFocus = false } = {}) {
+    if (this.panel.hidden) return;
     this.panel.hidden = true;
     this.view = null;
-    if (this.opener && document.contains(this.opener)) this.opener.focus();
+    if (!keepFocus && this.opener && document.contains(this.opener)) this.opener.focus();
   }
 
   // An alarm changed on the stream: re-render if it is on show.
@@ -101,6 +102,7 @@ class SituationView {
       return;
     }
     this.ids = new Set(alarms.map((a) => a.id));
+    await ruleNames(alarms);
     const asset = await entity(this.key, ['name', 'cameraName', 'address']).catch(() => null);
     const worst = alarms[0];
     // An operation-center event's entity has no name: its service and type, not "CityEvent:<hex>" (QA7).
@@ -128,8 +130,8 @@ class SituationView {
       h('div', { class: 'alarm-head' }, levelBadge(alarm), h('strong', { class: 'alarm-title' }, alarmTitle(alarm)),
         h('span', { class: 'alarm-status', 'data-role': 'status' }, t(`status.${alarm.status}`))),
       kv([
-        [t('field.entity'), shortId(alarm.entity_id)], [t('field.rule'), alarm.rule_id],
-        [t('field.value'), alarm.evidence?.value != null ? `${alarm.evidence.attribute ?? ''} ${alarm.evidence.value}` : null],
+        [t('field.entity'), shortId(alarm.entity_id)], [t('field.rule'), ruleLabel(alarm)],
+        [t('field.value'), valueLabel(alarm.evidence)],
         [t('field.raised'), kst(alarm.raised_at)], [t('field.lastSeen'), kst(alarm.last_seen)], [t('field.count'), alarm.count],
         [t('field.assignee'), alarm.assignee], [t('field.outcome'), alarm.outcome && t(`outcome.${alarm.outcome}`)],
       ]),
@@ -172,4 +174,26 @@ function describe(entry) {
   if (entry.level) return t(`level.${entry.level}`);
   if (entry.group) return pick(entry.group);
   return '';
+}
+
+// A rule by its name, not its id (QA16 F10): the alarm's own (`evidence.ruleName`), else the rules API's (a role with
+// config:read; read once per rule), else the id.
+const RULE_NAMES = new Map(); // rule id -> its name ({ko, en} or a string), null if it cannot be read
+async function ruleNames(alarms) {
+  const wanted = [...new Set(alarms.filter((a) => a.rule_id && !a.evidence?.ruleName && !RULE_NAMES.has(a.rule_id)).map((a) => a.rule_id))];
+  await Promise.all(wanted.map(async (id) => {
+    const rule = await getJSON(`/api/v1/rules/${encodeURIComponent(id)}`, null, { quiet: true }).catch(() => null);
+    RULE_NAMES.set(id, rule?.name || null);
+  }));
+}
+
+export function ruleLabel(alarm) {
+  return pick(alarm.evidence?.ruleName) || pick(RULE_NAMES.get(alarm.rule_id)) || alarm.rule_id;
+}
+
+// The value that raised the alarm: the attribute in words when it is a known one ("기울기 변화(평가) 3.1"), else as given.
+function valueLabel(evidence) {
+  if (evidence?.value == null) return null;
+  const attr = evidence.attribute ?? '';
+  return `${tOr(`attr.${attr}`, attr)} ${evidence.value}`.trim();
 }

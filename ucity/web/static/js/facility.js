@@ -125,7 +125,7 @@ export class FacilityView {
     const charts = h('div', { class: 'charts' });
     body.replaceChildren(
       kv([
-        [t('field.class'), facility.facilityClass], [t('field.legalGrade'), facility.legalSafetyGrade],
+        [t('field.class'), facility.facilityClass && tOr(`fclass.${facility.facilityClass}`, facility.facilityClass)], [t('field.legalGrade'), facility.legalSafetyGrade],
         [t('field.dataGrade'), safety?.grade?.grade ?? facility.dataSafetyGrade ?? gradeStateWord(gradeState(safety, facility))],
         [t('field.lastInspection'), facility.lastInspectionDate], nextInspection(safety, facility),
         [t('field.yearBuilt'), facility.yearBuilt], [t('field.sensors'), sensors.length],
@@ -159,10 +159,11 @@ export class FacilityView {
       const assessed = { name: ch.assessed, points: assessedPoints(kind, history, current) };
       const raw = rawSeries(kind, history);
       const latest = [assessed, ...raw].filter((d) => d.points.length)
-        .map((d) => `${d.name} ${d.name.includes('[') ? +d.points.at(-1)[1].toPrecision(4) : shown(kind, d.points.at(-1)[1])}`);
+        .map((d) => `${labelOf(d.name)}${d.name} ${d.name.includes('[') ? +d.points.at(-1)[1].toPrecision(4) : shown(kind, d.points.at(-1)[1])}`);
       const name = sensor.id.split(':').pop();
       container.append(h('figure', { dataset: { sensor: sensor.id, ladderRule: ladder?.rule || '' } },
-        h('figcaption', {}, `${name} · ${sensor.sensorKind} · ${sensor.structuralMember || ''}`,
+        h('figcaption', {}, [name, tOr(`skind.${sensor.sensorKind}`, sensor.sensorKind),
+          sensor.structuralMember && tOr(`member.${sensor.structuralMember}`, sensor.structuralMember)].filter(Boolean).join(' · '),
           h('span', { class: 'notice', 'data-role': 'latest' }, ` ${t('facility.latest')}: ${latest.join(', ') || '–'}${edges.length ? '' : ` · ${t('chart.noEdges')}`}`)),
         h('p', { class: 'chart-note' }, t('facility.assessedNote', { rule: ladder?.rule || '–' })),
         lineChart({ title: `${name} ${ch.assessed}`, series: [assessed], edges, unit: ch.unit, digits: ch.digits, role: 'assessed' }),
@@ -281,10 +282,16 @@ function explanation(result) {
       ch.trend?.score != null ? `${t('facility.trend')} ${number(ch.channel, ch.trend.slopePerYear, ch.unit)}/y (${ch.trend.score})` : '',
     ].filter(Boolean).join(' · ')).filter(Boolean).join('; ');
     return h('tr', { dataset: { sensor: row.sensor } },
-      h('td', {}, row.name || String(row.sensor).split(':').pop()), h('td', {}, `${row.member} ×${row.weight}`),
+      h('td', {}, row.name || String(row.sensor).split(':').pop()), h('td', {}, `${tOr(`member.${row.member}`, row.member)} ×${row.weight}`),
       h('td', {}, channels || '–'), h('td', {}, `${t('facility.events')} ${row.events?.count ?? 0} (${row.events?.score ?? '–'})`),
       h('td', {}, h('strong', {}, row.score != null ? String(row.score) : '–')));
   });
   return h('div', { 'data-role': 'explanation' }, h('p', {}, pick(result.summary)),
     h('table', { class: 'history' }, h('tbody', {}, rows)));
+}
+
+// A known attribute's name in words before its code (QA16 F10): "기울기 변화(평가) tiltAssessed 3.78 mrad".
+function labelOf(attr) {
+  const label = tOr(`attr.${String(attr).split('[')[0]}`, '');
+  return label ? `${label} ` : '';
 }

@@ -15,8 +15,11 @@ import * as store from './store.js';
 const $ = (id) => document.getElementById(id);
 const HEALTH_POLL_MS = 5000;
 
-function tabs() {
+// A tab chosen by the operator (a click, the arrow keys, a top-bar chip) closes an open detail panel, which lies over
+// the side panel below its tab bar: the tab's content is what was asked for (QA16 F12).
+function tabs(chosen = () => {}) {
   const buttons = [...document.querySelectorAll('[role="tab"]')];
+  const pick = (name) => { select(name); chosen(); };
   const select = (name) => {
     for (const b of buttons) {
       const on = b.dataset.tab === name;
@@ -26,16 +29,16 @@ function tabs() {
     }
   };
   buttons.forEach((b, i) => {
-    b.addEventListener('click', () => select(b.dataset.tab));
+    b.addEventListener('click', () => pick(b.dataset.tab));
     b.addEventListener('keydown', (event) => {
       const step = { ArrowRight: 1, ArrowLeft: -1 }[event.key];
       if (!step) return;
       const next = buttons[(i + step + buttons.length) % buttons.length];
-      select(next.dataset.tab);
+      pick(next.dataset.tab);
       next.focus();
     });
   });
-  for (const chip of document.querySelectorAll('.chip[data-tab]')) chip.addEventListener('click', () => select(chip.dataset.tab));
+  for (const chip of document.querySelectorAll('.chip[data-tab]')) chip.addEventListener('click', () => pick(chip.dataset.tab));
   return select;
 }
 
@@ -51,11 +54,11 @@ function operator(owner) {
 async function start() {
   let auth = null;
   apply();
-  const selectTab = tabs();
+  let detail = null;
+  const selectTab = tabs(() => detail?.close({ keepFocus: true }));
   operator(() => (auth?.signedIn ? auth.principal.id : ''));
   for (const button of document.querySelectorAll('[data-lang]')) button.addEventListener('click', () => setLang(button.dataset.lang));
 
-  let detail = null;
   const map = new CityMap($('map'), {
     onSituation: (key) => detail.showSituation(key),
     onFacility: (id) => detail.showFacility(id),

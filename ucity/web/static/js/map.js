@@ -239,7 +239,7 @@ export class CityMap {
       const level = situation.level;
       if (level === 'fault') { // device faults: small and cheap (there can be thousands), under the safety icons
         const dot = L.circleMarker([p[1], p[0]], { renderer: this.eventsRenderer, radius: 4, color: '#fff', weight: 1, fillColor: '#7a5195', fillOpacity: 0.9 })
-          .bindTooltip(`${t('level.fault')}: ${escape(situation.worst.entity_id)}`);
+          .bindTooltip(`${t('level.fault')}: ${escape(assetName(situation.worst))}`);
         dot.on('click', () => this.onSituation(situation.key));
         layer.addLayer(dot);
         continue;
@@ -250,7 +250,7 @@ export class CityMap {
         className: `evt-icon lvl-${level}`, iconSize: [30, 30],
         html: `<span aria-hidden="true">!</span>${n > 1 ? `<span class="n">${n}</span>` : ''}`,
       });
-      const marker = L.marker([p[1], p[0]], { icon, title: `${name}: ${situation.worst.entity_id}`, alt: name, riseOnHover: true, zIndexOffset: 1000 + store.rank(situation.worst) * 100 });
+      const marker = L.marker([p[1], p[0]], { icon, title: `${name}: ${assetName(situation.worst)}`, alt: name, riseOnHover: true, zIndexOffset: 1000 + store.rank(situation.worst) * 100 });
       marker.on('click', () => this.onSituation(situation.key));
       marker.on('add', () => {
         const el = marker.getElement();
@@ -281,4 +281,12 @@ export class CityMap {
     const p = situation && this.situationPoint(situation);
     if (p) this.map.flyTo([p[1], p[0]], Math.max(this.map.getZoom(), 16), { duration: 0.6 });
   }
+}
+
+// What a map icon's tooltip calls an alarm's asset (QA16 F10): its name, else the last part of its id, never the full
+// URN. A care household's name is never put on the map (its id's last part only).
+export function assetName(alarm) {
+  const id = String(alarm.entity_id || '');
+  const name = CARE_TYPES.has(alarm.entity_type) || CARE_TYPES.has(entityType(id)) ? '' : alarm.entity_name;
+  return (typeof name === 'string' && name) || id.split(':').pop();
 }

@@ -5,7 +5,7 @@ import { allListed, ApiError, errorText, getJSON, missingRoute, postJSON, token 
 import { can, promptSignIn } from './auth.js';
 import { pick, t, tOr } from './i18n.js';
 import { kst } from './time.js';
-import { h, toast } from './ui.js';
+import { h, kv, toast } from './ui.js';
 
 const OPEN_EVENTS = 'received,acknowledged,sharing,dispatched';
 let available = null; // null: not asked yet; false: this server has no operations API
@@ -68,13 +68,21 @@ function signInNotice(message) {
     h('button', { type: 'button', 'data-action': 'sign-in', onclick: () => promptSignIn('', true) }, t('auth.signIn')));
 }
 
-// The event of a situation: one made from any of its alarms (PLAT-R9).
+// The event of a situation: one made from any of its alarms (PLAT-R9). An event that has ended (cancelled here, or
+// by the close of its alarm) is no longer among the open ones: the one this situation had (`seen`), else a recent
+// cancelled or closed one of its alarms, so the panel says it was cancelled, not "not an event yet" (QA16 F6).
+const seen = new Map(); // situation key -> the id of its event last shown
 async function eventOf(situation) {
   if (situation.event) return situation.event;
   const ids = new Set(situation.alarms.map((a) => a.id));
   const derived = await getJSON(`/api/v1/alarms?entity=${encodeURIComponent(situation.key)}&derived=true&limit=20`).catch(() => ({ alarms: [] }));
   for (const a of derived.alarms) ids.add(a.id);
-  return (await openEvents()).find((e) => e.alarm && ids.has(e.alarm)) || null;
+  const open = (await openEvents()).find((e) => e.alarm && ids.has(e.alarm));
+  if (open) return open;
+  if (seen.has(situation.key)) return { id: seen.get(situation.key) };
+  if (!ids.size) return null;
+  const ended = await getJSON('/api/v1/events?status=cancelled,closed&limit=200').catch(() => ({ events: [] }));
+  return (ended.events || []).find((e) => e.alarm && ids.has(e.alarm)) || null;
 }
 
 // What the event is called on screen: its service and type in the current language (the API gives both names),
@@ -107,6 +115,7 @@ export async function opsSection(situation, panel) {
   }
   try {
     const event = await current(await eventOf(situation));
+    if (event) seen.set(situation.key, event.id);
     section.append(...await eventBlock(event, situation, rerender));
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
@@ -125,6 +134,11 @@ async function eventBlock(event, situation, rerender) {
       h('span', { class: `lvl lvl-${event.level}` }, t(`level.${event.level}`)), ' ',
       `${eventLabel(event)} · `, h('span', { 'data-role': 'event-status-name', dataset: { status: event.status } },
         pick(event.statusName) || event.status), ` · ${kst(event.reportedAt)}`));
+    // A report's address and details (a 119 report: "디지털로 300", "3층 연기"), as the API gives them to this role
+    // (details masked for a role without personal:read); the reporter is not shown (QA16 F7).
+    const facts = [[t('field.address'), event.address], [t('field.details'), event.details]].filter(([, v]) => v);
+    if (facts.length) out.push(h('div', { 'data-role': 'event-facts' }, kv(facts)));
+    if (event.status === 'cancelled') out.push(h('p', { class: 'notice', 'data-role': 'event-cancelled' }, t('event.cancelled')));
   }
   const selection = event
     ? await getJSON(`/api/v1/events/${encodeURIComponent(event.id)}/cameras`)
