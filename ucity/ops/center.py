@@ -41,7 +41,7 @@ from typing import Any, NoReturn
 from shapely.geometry import shape
 
 from ucity.alarms import AlarmChanged, AlarmService
-from ucity.alarms.dispatch import DEAD_LETTERS, KST
+from ucity.alarms.dispatch import DEAD_LETTERS, kst
 from ucity.alarms.journal import AGENCY, notification_fields
 from ucity.alarms.notifiers.base import Notification
 from ucity.core.clock import parse_iso, to_iso, to_micros
@@ -913,7 +913,7 @@ class OperationsCenter:
             # Which footage ends and when (QA15 F9j): the cameras and the revocation time, UTC in the data, Korea
             # time in the text.
             at = grant.revoked_at or to_iso(self.clock.now())
-            when = parse_iso(at).astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
+            when = kst(at)
             cameras = ", ".join(grant.cameras)
             why = f" ({reason})" if reason else ""
             text = {"ko": f"영상 공유 {grant.id} 회수{why}: 카메라 {cameras}, {when}부터 볼 수 없음. 사건 {grant.event}",

@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ucity.alarms.dispatch import KST
+from ucity.alarms.dispatch import kst
 from ucity.core.bus import Context
 from ucity.core.clock import Clock, parse_iso, to_iso, to_micros
 from ucity.core.config import OpsSettings
@@ -159,11 +159,6 @@ class InvalidAgencyReport(UcityError):
     status = 409
     type_uri = "urn:ucity:errors:InvalidAgencyReport"
     title = "Invalid agency report"
-
-
-def kst(instant: str) -> str:
-    """A stored UTC time as people in Korea read it: `2026-12-07 19:00:00 KST`."""
-    return parse_iso(instant).astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
 
 
 def _set_by(by: str | None, at: str | None) -> tuple[str, str]:

@@ -42,7 +42,7 @@ import orjson
 from shapely.geometry import shape
 
 from ucity.alarms.contacts import NotifierConfig
-from ucity.alarms.dispatch import KST, Dispatcher
+from ucity.alarms.dispatch import KST, Dispatcher, kst
 from ucity.alarms.journal import AGENCY, Pending, notification_fields
 from ucity.alarms.model import ACTIVE_STATUSES
 from ucity.alarms.notifiers import build_notifier
@@ -55,7 +55,7 @@ from ucity.ngsild.geo import haversine_m, parse_geoquery
 from ucity.ngsild.model import default_geometry
 from ucity.ops.agencies import Agency
 from ucity.ops.auth import Permission, Principal
-from ucity.ops.events import DISPATCHED, SERVICES, STATUS_NAMES, Event, kst, type_name
+from ucity.ops.events import DISPATCHED, SERVICES, STATUS_NAMES, Event, type_name
 from ucity.ops.nearest import LOCATION, METRES_PER_DEG, NearCamera, iri
 from ucity.rules.events import LEVEL_NAMES
 from ucity.store.base import AlarmQuery, Doc, EntityQuery, Store, TypeExpr
