@@ -137,3 +137,22 @@ def test_actor_header_required_and_bounded() -> None:
         with pytest.raises(BadRequest, match="at most 200 printable characters"):
             actor_header(actor_req(value))
     assert actor_header(actor_req("가" * 200)) == "가" * 200
+
+
+def test_actor_header_remembers_read_values_within_its_bound_and_never_a_refused_one() -> None:
+    from ucity.core import params
+
+    params._ACTORS.clear()
+    sent = "operator%3Atok-1%20%28%EA%B9%80%EB%AF%BC%EC%88%98%29"  # what the token guard writes: token and display name
+    assert actor_header(actor_req(sent)) == "operator:tok-1 (김민수)"
+    assert params._ACTORS[sent] == "operator:tok-1 (김민수)"
+    assert actor_header(actor_req(sent)) == "operator:tok-1 (김민수)"  # read from the table, the same text
+    for _ in range(2):  # a refused value is refused again, never remembered
+        with pytest.raises(BadRequest, match="at most 200 printable characters"):
+            actor_header(actor_req("a%0Aforged-line"))
+    assert "a%0Aforged-line" not in params._ACTORS
+    with pytest.raises(BadRequest, match="X-Ucity-Actor header names who acts"):  # blank: still required
+        actor_header(actor_req("%20"))
+    for n in range(params.ACTORS_REMEMBERED + 10):  # clients choose the values: the table stays bounded
+        assert actor_header(actor_req(f"client-{n}")) == f"client-{n}"
+        assert len(params._ACTORS) <= params.ACTORS_REMEMBERED

@@ -73,7 +73,7 @@ def read_body(req: Req, allowed: tuple[str, ...] = (JSON, JSONLD)) -> Any:
         body = orjson.loads(req.body)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
-    if _LONG_DIGITS.search(req.body):  # rare: only then is the body read again to look at its integers
+    if _LONG_RUN in req.body.translate(_DIGITS):  # rare: only then is the body read again to look at its integers
         _refuse_wide_integers(req.body)
     refuse_nul(req.body, body)
     return body
@@ -82,7 +82,11 @@ def read_body(req: Req, allowed: tuple[str, ...] = (JSON, JSONLD)) -> Any:
 # orjson reads an integer beyond 64 bits as a float, silently: 123456789012345678901234567890 would be stored
 # and returned as 1.2345678901234568e+29. A run of 19 digits (where 64-bit integers end) makes `read_body` look
 # at the body's integers exactly, and refuse one that does not fit.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+# Found by mapping every digit to b"0" and every other byte to b" ", then looking for 19 b"0"s: 14 times faster than
+# the regex `[0-9]{19}` over a batch upsert's body, whose coordinates hold runs of 15-17 digits that the regex
+# started to match at each of their digits (3.7 ms of 1,000 entities, 300 KB, against 0.27).
+_DIGITS = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
+_LONG_RUN = b"0" * 19
 _INT64 = range(-(2**63), 2**63)
 
 
