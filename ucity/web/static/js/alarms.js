@@ -1,9 +1,11 @@
 // The alarm list: filters map to /api/v1/alarms query parameters; reloaded on every stream event.
 import * as actions from './actions.js';
 import { errorText, getJSON } from './api.js';
+import { agencyStatusLine } from './ops.js';
+import { entityLabel } from './privacy.js';
 import { pick, t } from './i18n.js';
 import { kst } from './time.js';
-import { h, throttle } from './ui.js';
+import { h, patch, pointerHold, throttle } from './ui.js';
 
 const PAGE = 100; // rows per "more"
 const API_MAX = 1000; // the alarm API's largest page
@@ -49,8 +51,12 @@ export class AlarmList {
     this.alarms = [];
     this.urgent = [];
     this.urgentTotal = 0;
+    this.events = new Map(); // alarm id -> its open operation-centre event (main.js, every refresh_s)
     this.wanted = PAGE; // newest-first rows asked for; "more" adds a page, a filter change starts again
     this.reload = throttle(() => this.load(), 700);
+    // Reloaded on every stream event (a storm: every 0.7 s): drawn in place, and never while a button in the list is
+    // being pressed, so an "acknowledge" click is not lost to a redraw (ui.js patch, pointerHold).
+    this.hold = pointerHold(list);
     form.addEventListener('change', () => { this.wanted = PAGE; this.load(); });
     form.addEventListener('submit', (event) => { event.preventDefault(); this.wanted = PAGE; this.load(); });
   }
@@ -86,6 +92,15 @@ export class AlarmList {
 
   rows() { return [...this.urgent, ...this.alarms]; }
 
+  // The open operation-centre events (polled): an alarm's row says how the agencies its event is shared with are
+  // getting on ("119 구조대: 현장 도착 07:10:02 KST"), from the event's `agencyStatus`.
+  setEvents(events) {
+    const next = new Map(events.filter((e) => e.alarm && Object.keys(e.agencyStatus || {}).length).map((e) => [e.alarm, e]));
+    const before = JSON.stringify([...this.events].map(([id, e]) => [id, e.agencyStatus]));
+    this.events = next;
+    if (JSON.stringify([...next].map(([id, e]) => [id, e.agencyStatus])) !== before && this.total != null) this.render();
+  }
+
   async load() {
     try {
       const filters = this.query();
@@ -100,6 +115,7 @@ export class AlarmList {
       this.alarms = body.alarms.filter((a) => !pinned.has(a.id));
       this.total = body.total;
       this.hasMore = body.alarms.length < body.total;
+      await this.hold.settled();
       const all = this.rows();
       const fresh = this.seen ? all.filter((a) => !this.seen.has(a.id)).map((a) => a.id) : [];
       this.seen = new Set([...(this.seen || []), ...all.map((a) => a.id)]);
@@ -134,8 +150,8 @@ export class AlarmList {
       items.push(h('li', { class: 'more' }, h('button', { type: 'button', 'data-action': 'more', onclick: () => this.more() },
         t('alarms.more', { n: Math.min(PAGE, total - shown) }))));
     }
-    this.list.replaceChildren(...items);
-    if (focused) this.list.querySelector(`[data-alarm-id="${CSS.escape(focused)}"] button`)?.focus();
+    patch(this.list, items);
+    if (focused && !this.list.contains(document.activeElement)) this.list.querySelector(`[data-alarm-id="${CSS.escape(focused)}"] button`)?.focus();
   }
 
   row(alarm, fresh, urgent = false) {
@@ -145,12 +161,14 @@ export class AlarmList {
     if (urgent) classes.push('pinned');
     if (alarm.status.endsWith('-unacknowledged')) classes.push('unack');
     if (fresh) classes.push('fresh');
-    const meta = [shortId(alarm.entity_id), kst(alarm.raised_at)];
+    const meta = [entityLabel(alarm.entity_id, alarm.entity_type, alarm.withheld?.includes('entity_id')), kst(alarm.raised_at)];
     if (alarm.count > 1) meta.push(`×${alarm.count}`);
     if (alarm.assignee) meta.push(`${t('field.assignee')}: ${alarm.assignee}`);
+    const event = this.events.get(alarm.id);
     return h('li', { class: classes.join(' '), dataset: { alarmId: alarm.id, status: alarm.status, level, pinned: urgent ? 'true' : 'false' } },
       h('div', { class: 'alarm-head' }, levelBadge(alarm), h('span', { class: 'alarm-title' }, alarmTitle(alarm))),
       h('div', { class: 'alarm-meta' }, meta.join(' · ')),
+      event && h('div', { class: 'alarm-meta agency-line', 'data-role': 'agency-status' }, agencyStatusLine(event)),
       h('div', { class: 'alarm-actions' },
         h('span', { class: 'alarm-status', 'data-role': 'status' }, t(`status.${alarm.status}`)),
         can.acknowledge && h('button', { type: 'button', class: 'primary', 'data-action': 'acknowledge',

@@ -17,7 +17,9 @@ export function gridCluster(items, project, cellPx) {
 }
 
 export class ClusterLayer extends L.Layer {
-  // options: {name, cellPx, singleZoom, point(item) -> [lon, lat], marker(item, latlng), clusterColour(items)}
+  // options: {name, cellPx, singleZoom, point(item) -> [lon, lat], marker(item, latlng), clusterColour(items),
+  //           clusterClass(items) (more classes of a count icon), clusterData(items) (its data-* attributes),
+  //           zIndexOffset, keyboard (count icons reachable with Tab)}
   constructor(options) {
     super();
     this.opts = { cellPx: 56, singleZoom: 17, ...options };
@@ -57,12 +59,18 @@ export class ClusterLayer extends L.Layer {
       const n = cell.items.length;
       const size = n < 10 ? 26 : n < 100 ? 32 : 40;
       const colour = this.opts.clusterColour ? this.opts.clusterColour(cell.items) : '';
+      const extra = this.opts.clusterClass ? ` ${this.opts.clusterClass(cell.items)}` : '';
       const icon = L.divIcon({
-        className: `cluster-icon cluster-${this.opts.name}`, iconSize: [size, size],
+        className: `cluster-icon cluster-${this.opts.name}${extra}`, iconSize: [size, size],
         html: `<span style="${colour ? `background:${colour};border-radius:50%;padding:0 3px` : ''}">${n}</span>`,
       });
-      const marker = L.marker(latlng, { icon, keyboard: false, title: this.opts.clusterTitle ? this.opts.clusterTitle(n) : String(n) });
+      const marker = L.marker(latlng, { icon, keyboard: Boolean(this.opts.keyboard), zIndexOffset: this.opts.zIndexOffset || 0,
+        title: this.opts.clusterTitle ? this.opts.clusterTitle(n, cell.items) : String(n) });
       marker.on('click', () => map.setView(latlng, Math.min(zoom + 2, this.opts.singleZoom)));
+      if (this.opts.clusterData) {
+        const data = this.opts.clusterData(cell.items);
+        marker.on('add', () => { const el = marker.getElement(); if (el) Object.assign(el.dataset, data); });
+      }
       this.group.addLayer(marker);
     }
   }

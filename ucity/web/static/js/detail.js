@@ -1,14 +1,15 @@
 // The detail panel: a situation (its alarms, each with its actions and audit trail, and the
 // operation-center part: nearest cameras, sharing with an agency), or a facility (facility.js).
 import * as actions from './actions.js';
-import { alarmTitle, levelBadge, shortId } from './alarms.js';
+import { alarmTitle, levelBadge } from './alarms.js';
 import { entity, errorText, getJSON } from './api.js';
 import { onLangChange, pick, t, tOr } from './i18n.js';
 import { FacilityView } from './facility.js';
 import { eventLabel, opsSection } from './ops.js';
+import { entityLabel, entityType, isPersonal } from './privacy.js';
 import * as store from './store.js';
 import { kst } from './time.js';
-import { debounce, h, kv } from './ui.js';
+import { debounce, h, kv, patch, pointerHold } from './ui.js';
 
 const OUTCOMES = ['real', 'false-user', 'false-device', 'test', 'duplicate'];
 const SHOWN = 8; // a situation's alarms drawn in full at first ("외 N건" and "모두 보기" for the rest)
@@ -19,6 +20,10 @@ export class DetailPanel {
     Object.assign(this, { panel, title, body, map });
     this.view = null;
     this.opener = null;
+    // The panel is drawn again on every change (the stream, a poll, an action): what did not change is kept as it is,
+    // and nothing is swapped while the operator is pressing a button in it (`ui.js` patch, pointerHold), so a click on
+    // "acknowledge" or "cancel" is never lost to a redraw (QA16 leftover).
+    this.hold = pointerHold(panel);
     closeButton.addEventListener('click', () => this.close());
     panel.addEventListener('keydown', (event) => { if (event.key === 'Escape') this.close(); });
     this.refresh = debounce(() => this.view && this.draw(this.view), 200);
@@ -91,33 +96,44 @@ class SituationView {
     return Promise.all(list.slice(0, this.all ? list.length : SHOWN).map((a) => getJSON(`/api/v1/alarms/${encodeURIComponent(a.id)}`)));
   }
 
+  // Everything is built first, then put on the page at once: after any press in the panel has become its click, and
+  // in place (what is the same stays the same node).
+  async show(titleParts, bodyParts) {
+    await this.panel.hold.settled();
+    if (this.panel.view !== this) return; // closed, or another view opened meanwhile
+    patch(this.panel.title, ...titleParts);
+    patch(this.panel.body, ...bodyParts);
+  }
+
   async render() {
-    const { title, body } = this.panel;
     let alarms;
     try {
       alarms = await this.alarms();
     } catch (error) { // not signed in, or a role that may not read alarms: said, not a broken panel
-      title.replaceChildren(t('event.title'), ' · ', this.event ? eventLabel(this.event) : shortId(this.key));
-      body.replaceChildren(h('p', { class: 'error', 'data-role': 'detail-error' }, errorText(error)));
+      await this.show([t('event.title'), ' · ', this.event ? eventLabel(this.event) : entityLabel(this.key)],
+        [h('p', { class: 'error', 'data-role': 'detail-error' }, errorText(error))]);
       return;
     }
     this.ids = new Set(alarms.map((a) => a.id));
     await ruleNames(alarms);
-    const asset = await entity(this.key, ['name', 'cameraName', 'address']).catch(() => null);
+    // A person's entity (a care household): neither its name nor its address is read or shown, and its id is masked.
+    const personal = isPersonal(entityType(this.key)) || alarms.some((a) => isPersonal(a.entity_type));
+    const asset = personal ? null : await entity(this.key, ['name', 'cameraName', 'address']).catch(() => null);
     const worst = alarms[0];
-    // An operation-center event's entity has no name: its service and type, not "CityEvent:<hex>" (QA7).
-    title.replaceChildren(t('event.title'), ' · ', asset?.name || (this.event ? eventLabel(this.event) : shortId(this.key)));
     const situation = { key: this.key, alarms, event: this.event, location: alarms.find((a) => a.location)?.location || this.event?.location };
-    body.replaceChildren(
+    this.situation = situation; // read by the kept "location" button, which may be a node of an earlier draw
+    const ops = await opsSection(situation, this.panel);
+    // An operation-center event's entity has no name: its service and type, not "CityEvent:<hex>" (QA7).
+    await this.show([t('event.title'), ' · ', asset?.name || (this.event ? eventLabel(this.event) : entityLabel(this.key))], [
       h('div', { class: 'form-row' }, worst ? levelBadge(worst) : '',
         asset?.address ? h('span', {}, [asset.address.addressLocality, asset.address.district, asset.address.streetAddress].filter(Boolean).join(' ')) : '',
-        h('button', { type: 'button', onclick: () => this.panel.map.flyTo(situation) }, t('field.location'))),
+        h('button', { type: 'button', onclick: () => this.panel.map.flyTo(this.situation) }, t('field.location'))),
       alarms.length ? h('h3', {}, t('event.alarms')) : '', // an event no alarm made (a 112 report): no empty heading
       ...alarms.map((alarm) => this.alarmBlock(alarm)),
       this.more ? h('p', { class: 'notice', 'data-role': 'more-alarms' }, t('event.moreAlarms', { n: this.more }), ' ',
         h('button', { type: 'button', 'data-action': 'all-alarms', onclick: () => { this.all = true; this.panel.refresh(); } },
           t('event.allAlarms'))) : '',
-      await opsSection(situation, this.panel));
+      ops]);
   }
 
   alarmBlock(alarm) {
@@ -130,7 +146,7 @@ class SituationView {
       h('div', { class: 'alarm-head' }, levelBadge(alarm), h('strong', { class: 'alarm-title' }, alarmTitle(alarm)),
         h('span', { class: 'alarm-status', 'data-role': 'status' }, t(`status.${alarm.status}`))),
       kv([
-        [t('field.entity'), shortId(alarm.entity_id)], [t('field.rule'), ruleLabel(alarm)],
+        [t('field.entity'), entityLabel(alarm.entity_id, alarm.entity_type, alarm.withheld?.includes('entity_id'))], [t('field.rule'), ruleLabel(alarm)],
         [t('field.value'), valueLabel(alarm.evidence)],
         [t('field.raised'), kst(alarm.raised_at)], [t('field.lastSeen'), kst(alarm.last_seen)], [t('field.count'), alarm.count],
         [t('field.assignee'), alarm.assignee], [t('field.outcome'), alarm.outcome && t(`outcome.${alarm.outcome}`)],

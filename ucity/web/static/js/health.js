@@ -2,6 +2,7 @@
 // /api/v1/devices/health and /api/v1/notifications/dead-letters; polled.
 import { ApiError, authHeaders, errorText, getJSON } from './api.js';
 import { t } from './i18n.js';
+import { setPersonalTypes } from './privacy.js';
 import { kst } from './time.js';
 import { h, kv } from './ui.js';
 
@@ -23,6 +24,7 @@ export class HealthPanel {
       // A role that may not read them (a reader: 403) or any other failure: not known, never shown as 0 (QA16 F5).
       getJSON('/api/v1/notifications/dead-letters').catch((error) => ({ unknown: error })),
     ]);
+    setPersonalTypes(health.components?.privacy?.personalEntityTypes); // which entity types are a person's (privacy.js)
     const now = Date.now();
     const accepted = health.components?.ingest?.accepted ?? 0;
     const rate = this.previous && now > this.previous.at ? Math.max(0, (accepted - this.previous.accepted) / ((now - this.previous.at) / 1000)) : null;

@@ -8,7 +8,7 @@ import { HealthPanel } from './health.js';
 import { apply, config, onLangChange, setLang } from './i18n.js';
 import { LiveStream } from './live.js';
 import { CityMap } from './map.js';
-import { announceArrivals, openEvents } from './ops.js';
+import { agencyNames, announceArrivals, openEvents } from './ops.js';
 import { actor, setActor } from './api.js';
 import * as store from './store.js';
 
@@ -91,7 +91,11 @@ async function start() {
   // Everything the page reads; each part fails on its own (a 401 opens the sign-in, a 403 is said where
   // it happens), and all of it is read again after sign-in.
   let mapLoaded = false;
-  const events = async () => { const list = await openEvents(); map.setOpsEvents(list); announceArrivals(list); };
+  const events = async () => {
+    const list = await openEvents();
+    if (list.some((e) => Object.keys(e.agencyStatus || {}).length)) await agencyNames(); // names for the progress lines
+    map.setOpsEvents(list); alarms.setEvents(list); announceArrivals(list);
+  };
   const loadAll = async () => {
     await Promise.all([store.load().catch(() => {}), alarms.load(), health.poll().catch((error) => health.fail(error))]);
     try {

@@ -5,16 +5,22 @@ import { allEntities, getJSON } from './api.js';
 import { ClusterLayer } from './cluster.js';
 import { convexHull, pointOf, snapToCell } from './geometry.js';
 import { config, onLangChange, t } from './i18n.js';
-import { eventLabel } from './ops.js';
+import { agencyStatusLine, eventLabel } from './ops.js';
+import { entityLabel, entityType, isPersonal } from './privacy.js';
 import * as store from './store.js';
 import { throttle } from './ui.js';
 
 const CENTRE = [37.495, 126.87]; // Guro-gu, until the data says where the district is
-const CARE_TYPES = new Set(['ElderlyHome', 'CareDevice']);
 const GRADE_COLOURS = { A: '#1b9e4b', B: '#7cbf3a', C: '#e0b000', D: '#ef7d00', E: '#c81e1e' };
 // Leakage bands of EFIRE-R2 (mA), for colour only: alarms come from the rules, not from here.
 const LEAK_BANDS = [[30, '#d62828'], [20, '#ef7d00'], [10, '#d4a100'], [5, '#2f80ed']];
+const EVENTS_SINGLE_ZOOM = 16; // from this zoom on every situation has its own icon
 const DEFAULT_CELL = [300 / (111320 * Math.cos((37.5 * Math.PI) / 180)), 300 / 111320];
+
+// The worst level of clustered situations' items ({level}).
+function worstLevel(items) {
+  return items.reduce((worst, item) => (store.rank(item) > store.rank({ level: worst }) ? item.level : worst), items[0]?.level || 'interest');
+}
 
 export function gradeOf(facility) { return facility.dataSafetyGrade || facility.legalSafetyGrade || ''; }
 
@@ -25,8 +31,7 @@ function leakColour(board) {
 
 function lonlat(entity) { return pointOf(entity.location) || [NaN, NaN]; }
 
-// The type of an NGSI-LD entity id (`urn:ngsi-ld:<Type>:<rest>`), '' for anything else.
-export function entityType(id) { return /^urn:ngsi-ld:([^:]+):/.exec(String(id || ''))?.[1] || ''; }
+export { entityType }; // (privacy.js) the type of an NGSI-LD entity id
 
 function escape(text) {
   return String(text ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
@@ -64,6 +69,19 @@ export class CityMap {
       }),
       events: L.layerGroup(),
     };
+    // Situations (and events no alarm stands for) in a storm: the `serious` ones always drawn one by one, the others
+    // clustered by screen cell below zoom 16, a count icon in the worst level's colour that zooms in when clicked
+    // (QA16 F9: 505 overlapping icons, some unclickable).
+    this.eventsPlain = L.layerGroup().addTo(this.layers.events);
+    this.eventsCluster = new ClusterLayer({
+      name: 'events', singleZoom: EVENTS_SINGLE_ZOOM, cellPx: 44, point: (item) => item.point, keyboard: true,
+      zIndexOffset: 1000,
+      marker: (item) => item.make(),
+      clusterClass: (items) => `evt-cluster lvl-${worstLevel(items)}`,
+      clusterData: (items) => ({ count: String(items.length), level: worstLevel(items) }),
+      clusterTitle: (n, items) => t('map.situationCluster', { n, level: t(`level.${worstLevel(items)}`) }),
+    });
+    this.layers.events.addLayer(this.eventsCluster);
     this.eventsRenderer = L.canvas({ padding: 0.2 });
     store.onChange(throttle(() => this.renderEvents(), 400));
     onLangChange(() => {
@@ -216,8 +234,8 @@ export class CityMap {
   situationPoint(situation) {
     const p = pointOf(situation.location);
     if (!p) return null;
-    const masked = situation.alarms.some((a) => CARE_TYPES.has(a.entity_type)) || CARE_TYPES.has(entityType(situation.key))
-      || Boolean(situation.event && CARE_TYPES.has(entityType(situation.event.entityId)));
+    const masked = situation.alarms.some((a) => isPersonal(a.entity_type)) || isPersonal(entityType(situation.key))
+      || Boolean(situation.event && isPersonal(entityType(situation.event.entityId)));
     return masked ? snapToCell(p, this.careCell) : p;
   }
 
@@ -226,12 +244,17 @@ export class CityMap {
   eventPoint(event) {
     const p = pointOf(event.location);
     if (!p) return null;
-    return CARE_TYPES.has(entityType(event.entityId)) ? snapToCell(p, this.careCell) : p;
+    return isPersonal(entityType(event.entityId)) ? snapToCell(p, this.careCell) : p;
   }
 
   renderEvents() {
-    const layer = this.layers.events;
-    layer.clearLayers();
+    const plain = this.eventsPlain;
+    plain.clearLayers();
+    const clustered = []; // {point, level, make()}: drawn by the cluster layer, one by one or counted
+    const place = (point, level, make) => {
+      if (level === 'serious') plain.addLayer(make()); // urgent: always on show, never inside a count
+      else clustered.push({ point, level, make });
+    };
     const list = store.situations();
     for (const situation of list) {
       const p = this.situationPoint(situation);
@@ -241,22 +264,24 @@ export class CityMap {
         const dot = L.circleMarker([p[1], p[0]], { renderer: this.eventsRenderer, radius: 4, color: '#fff', weight: 1, fillColor: '#7a5195', fillOpacity: 0.9 })
           .bindTooltip(`${t('level.fault')}: ${escape(assetName(situation.worst))}`);
         dot.on('click', () => this.onSituation(situation.key));
-        layer.addLayer(dot);
+        plain.addLayer(dot);
         continue;
       }
-      const n = situation.alarms.length;
-      const name = t(`level.${level}`);
-      const icon = L.divIcon({
-        className: `evt-icon lvl-${level}`, iconSize: [30, 30],
-        html: `<span aria-hidden="true">!</span>${n > 1 ? `<span class="n">${n}</span>` : ''}`,
+      place(p, level, () => {
+        const n = situation.alarms.length;
+        const name = t(`level.${level}`);
+        const icon = L.divIcon({
+          className: `evt-icon lvl-${level}`, iconSize: [30, 30],
+          html: `<span aria-hidden="true">!</span>${n > 1 ? `<span class="n">${n}</span>` : ''}`,
+        });
+        const marker = L.marker([p[1], p[0]], { icon, title: `${name}: ${assetName(situation.worst)}`, alt: name, riseOnHover: true, zIndexOffset: 1000 + store.rank(situation.worst) * 100 });
+        marker.on('click', () => this.onSituation(situation.key));
+        marker.on('add', () => {
+          const el = marker.getElement();
+          if (el) { el.dataset.situation = situation.key; el.dataset.level = level; }
+        });
+        return marker;
       });
-      const marker = L.marker([p[1], p[0]], { icon, title: `${name}: ${assetName(situation.worst)}`, alt: name, riseOnHover: true, zIndexOffset: 1000 + store.rank(situation.worst) * 100 });
-      marker.on('click', () => this.onSituation(situation.key));
-      marker.on('add', () => {
-        const el = marker.getElement();
-        if (el) { el.dataset.situation = situation.key; el.dataset.level = level; }
-      });
-      layer.addLayer(marker);
     }
     // Operation-center events that no alarm on show stands for (a 112 report, an agency's event).
     const others = this.opsEvents.filter((e) => e.location && !(e.alarm && store.known(e.alarm)));
@@ -264,14 +289,18 @@ export class CityMap {
       const point = this.eventPoint(event);
       if (!point) continue;
       const [lon, lat] = point;
-      const icon = L.divIcon({ className: `evt-icon lvl-${event.level}`, iconSize: [30, 30], html: '<span aria-hidden="true">★</span>' });
-      // The more serious on top, as the alarm icons (a serious report is never hidden under a lesser one at its spot).
-      const marker = L.marker([lat, lon], { icon, title: `${t(`level.${event.level}`)}: ${eventLabel(event)}`,
-        riseOnHover: true, zIndexOffset: 900 + store.rank(event) * 100 });
-      marker.on('click', () => this.onEvent(event));
-      marker.on('add', () => { const el = marker.getElement(); if (el) { el.dataset.event = event.id; el.dataset.level = event.level; } });
-      layer.addLayer(marker);
+      place(point, event.level, () => {
+        const icon = L.divIcon({ className: `evt-icon lvl-${event.level}`, iconSize: [30, 30], html: '<span aria-hidden="true">★</span>' });
+        // The more serious on top, as the alarm icons (a serious report is never hidden under a lesser one at its spot).
+        const progress = agencyStatusLine(event); // the agencies' reports back, if any ("119: 현장 도착 …")
+        const marker = L.marker([lat, lon], { icon, title: `${t(`level.${event.level}`)}: ${eventLabel(event)}${progress ? ` · ${progress}` : ''}`,
+          riseOnHover: true, zIndexOffset: 900 + store.rank(event) * 100 });
+        marker.on('click', () => this.onEvent(event));
+        marker.on('add', () => { const el = marker.getElement(); if (el) { el.dataset.event = event.id; el.dataset.level = event.level; } });
+        return marker;
+      });
     }
+    this.eventsCluster.setItems(clustered);
     this.setCount('events', list.length + others.length);
   }
 
@@ -284,9 +313,12 @@ export class CityMap {
 }
 
 // What a map icon's tooltip calls an alarm's asset (QA16 F10): its name, else the last part of its id, never the full
-// URN. A care household's name is never put on the map (its id's last part only).
+// URN. A person's entity (a care household: the server's personal types, privacy.js) gives no name to the map, and
+// its id's last part is masked ("k***-h***"), as it could be a name.
 export function assetName(alarm) {
   const id = String(alarm.entity_id || '');
-  const name = CARE_TYPES.has(alarm.entity_type) || CARE_TYPES.has(entityType(id)) ? '' : alarm.entity_name;
-  return (typeof name === 'string' && name) || id.split(':').pop();
+  const personal = isPersonal(alarm.entity_type) || isPersonal(entityType(id));
+  const name = personal ? '' : alarm.entity_name;
+  if (typeof name === 'string' && name) return name;
+  return (personal ? entityLabel(id, alarm.entity_type, alarm.withheld?.includes('entity_id')) : id).split(':').pop();
 }

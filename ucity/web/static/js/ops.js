@@ -4,6 +4,8 @@
 import { allListed, ApiError, errorText, getJSON, missingRoute, postJSON, token } from './api.js';
 import { can, promptSignIn } from './auth.js';
 import { pick, t, tOr } from './i18n.js';
+import { maskPersonalIds } from './privacy.js';
+import * as store from './store.js';
 import { kst } from './time.js';
 import { h, kv, toast } from './ui.js';
 
@@ -28,9 +30,12 @@ async function probe() {
 // Open events, for matching situations to events and for events without an alarm (e.g. a 112 report).
 export async function openEvents() {
   if (!(await probe()) || !token() || refused.error) return [];
+  let events;
   try {
-    return await allListed(`/api/v1/events?status=${OPEN_EVENTS}`, 'events');
+    events = await allListed(`/api/v1/events?status=${OPEN_EVENTS}`, 'events');
   } catch { return []; }
+  await learnTypeNames(events);
+  return events;
 }
 
 // Tell the operator of what arrived since the last read of the open events: a report that no alarm made (a 112
@@ -87,8 +92,39 @@ async function eventOf(situation) {
 
 // What the event is called on screen: its service and type in the current language (the API gives both names),
 // never the bare type code (QA7).
+// An event an alarm made has its rule's id as its type code ("qa_care_inactive"), which the events API names with the
+// code itself: the rule's name instead, when it is known (`learnTypeNames`).
 export function eventLabel(event) {
-  return `${pick(event.serviceName) || event.service} · ${pick(event.typeName) || event.typeCode}`;
+  const named = pick(event.typeName);
+  const type = (!named || named === event.typeCode) && TYPE_NAMES.get(event.typeCode) ? pick(TYPE_NAMES.get(event.typeCode))
+    : named || event.typeCode;
+  return `${pick(event.serviceName) || event.service} · ${type}`;
+}
+
+// Rule-made event types: type code -> the rule's name ({ko, en}), learnt from the event's alarm (its
+// `evidence.ruleName`, else `GET /api/v1/rules/{id}` for a role with config:read). A name not found is asked again
+// at the next read.
+const TYPE_NAMES = new Map();
+const lookups = new Map(); // type code -> the look-up under way
+export async function learnTypeNames(events) {
+  const wanted = events.filter((e) => e.alarm && (!pick(e.typeName) || pick(e.typeName) === e.typeCode) && !TYPE_NAMES.has(e.typeCode));
+  await Promise.all(wanted.map((e) => {
+    if (!lookups.has(e.typeCode)) {
+      lookups.set(e.typeCode, ruleNameOf(e.alarm).then((name) => {
+        if (name) TYPE_NAMES.set(e.typeCode, name);
+        lookups.delete(e.typeCode);
+      }));
+    }
+    return lookups.get(e.typeCode);
+  }));
+}
+
+async function ruleNameOf(alarmId) {
+  const quiet = { quiet: true };
+  const alarm = store.get(alarmId) || await getJSON(`/api/v1/alarms/${encodeURIComponent(alarmId)}`, null, quiet).catch(() => null);
+  if (alarm?.evidence?.ruleName) return alarm.evidence.ruleName;
+  if (!alarm?.rule_id) return null;
+  return (await getJSON(`/api/v1/rules/${encodeURIComponent(alarm.rule_id)}`, null, quiet).catch(() => null))?.name || null;
 }
 
 // The event as it is now: a share or a status move since the list (or the map's icon) was read changes its
@@ -116,6 +152,7 @@ export async function opsSection(situation, panel) {
   try {
     const event = await current(await eventOf(situation));
     if (event) seen.set(situation.key, event.id);
+    if (event) await learnTypeNames([event]);
     section.append(...await eventBlock(event, situation, rerender));
   } catch (error) {
     if (error instanceof ApiError && error.status === 401) {
@@ -136,9 +173,14 @@ async function eventBlock(event, situation, rerender) {
         pick(event.statusName) || event.status), ` · ${kst(event.reportedAt)}`));
     // A report's address and details (a 119 report: "디지털로 300", "3층 연기"), as the API gives them to this role
     // (details masked for a role without personal:read); the reporter is not shown (QA16 F7).
-    const facts = [[t('field.address'), event.address], [t('field.details'), event.details]].filter(([, v]) => v);
+    // (an alarm-made event's details name its entity: a person's id masked, privacy.js)
+    const facts = [[t('field.address'), event.address], [t('field.details'), event.details && maskPersonalIds(event.details)]]
+      .filter(([, v]) => v);
     if (facts.length) out.push(h('div', { 'data-role': 'event-facts' }, kv(facts)));
     if (event.status === 'cancelled') out.push(h('p', { class: 'notice', 'data-role': 'event-cancelled' }, t('event.cancelled')));
+    if (Object.keys(event.agencyStatus || {}).length) {
+      out.push(h('h3', {}, t('ops.agencyStatus')), agencyStatusTable(event, await agencyNames()));
+    }
   }
   const selection = event
     ? await getJSON(`/api/v1/events/${encodeURIComponent(event.id)}/cameras`)
@@ -156,6 +198,37 @@ async function eventBlock(event, situation, rerender) {
     out.push(h('p', { class: 'notice' }, t('event.noEvent')));
   }
   return out;
+}
+
+// The agencies' names by id (`GET /api/v1/agencies`), read once a minute at most; an id where it cannot be read.
+let names = { at: 0, map: null };
+export async function agencyNames() {
+  if (names.map && Date.now() - names.at < 60000) return names.map;
+  const list = await getJSON('/api/v1/agencies', null, { quiet: true }).catch(() => null);
+  if (!Array.isArray(list)) return names.map || new Map();
+  names = { at: Date.now(), map: new Map(list.map((a) => [a.id, a.name])) };
+  return names.map;
+}
+
+function reportName(report) {
+  return pick(report.statusName) || tOr(`areport.${report.status}`, report.status);
+}
+
+// An agency's progress on the event as it reports back (`agencyStatus`: its latest report; `agencyReports`: all of
+// them, in order): acknowledged → dispatched → arrived → on-scene → completed, with the times in KST.
+export function agencyStatusLine(event, agencyNamesById = names.map || new Map()) {
+  return Object.entries(event.agencyStatus || {}).map(([agency, latest]) =>
+    `${pick(agencyNamesById.get(agency)) || agency}: ${reportName(latest)} ${kst(latest.at, false)}`).join(', ');
+}
+
+function agencyStatusTable(event, agencyNamesById) {
+  const reports = event.agencyReports || [];
+  return h('table', { class: 'history', 'data-role': 'agency-status' }, h('tbody', {},
+    Object.entries(event.agencyStatus || {}).map(([agency, latest]) => h('tr', { dataset: { agency, status: latest.status } },
+      h('td', {}, pick(agencyNamesById.get(agency)) || agency),
+      h('td', { class: 'agency-latest' }, h('strong', {}, reportName(latest)), ` ${kst(latest.at)}`),
+      h('td', { class: 'agency-steps' }, reports.filter((r) => r.agency === agency)
+        .map((r) => `${reportName(r)} ${kst(r.at, false)}`).join(' → '))))));
 }
 
 async function nearPoint(situation) {
