@@ -99,6 +99,8 @@ ACCESS: tuple[tuple[str, Rule], ...] = (
     ("/docs", EXEMPT),  # the API documentation's page and its files
     ("/api/v1/alarms", DATA),  # operators act with data:write: acknowledge ... and resend an alarm's dead letter
     ("/api/v1/stream", DATA),
+    # Device health and ingest stats: data:read; their handlers (ucity/ingest/http.py) show apikeys only with
+    # config:read (QA17 F1) and the devices of a personal type only with personal:read (QA17 F3), counted otherwise.
     ("/api/v1/devices/health", DATA),
     ("/api/v1/ingest/stats", DATA),
     ("/api/v1/dashboard/care-areas", DATA),
@@ -149,7 +151,7 @@ class AccessTable:
 
 # Paths outside /iot whose handlers read the tenant as the IoT Agent does (ucity/ingest/http.py `tenant`): the guard
 # must read it the same way, or a token bound to one tenant could name it in `NGSILD-Tenant` and read another's
-# device health and ingest statistics (apikeys included) through `fiware-service`.
+# device health and ingest statistics (apikeys included, for config:read) through `fiware-service`.
 FIWARE_TENANT_PATHS = frozenset({"/api/v1/devices/health", "/api/v1/ingest/stats"})
 
 

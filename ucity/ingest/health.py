@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -57,6 +58,7 @@ from ucity.core.config import IngestSettings
 from ucity.core.frozen import fast_init
 from ucity.ingest.decode import COMMAND_INFO, COMMAND_STATUS
 from ucity.ingest.model import DeviceProfile
+from ucity.ingest.stats import withheld_summary
 from ucity.ingest.writer import INGEST_ACTOR, MeasureWriter, attrs_op, expand
 from ucity.store.base import Doc, EntityQuery, Store
 
@@ -351,14 +353,36 @@ class HealthMonitor:
     def get(self, tenant: str, device_id: str) -> DeviceHealth | None:
         return self._devices.get((tenant, device_id))
 
-    def summary(self, tenant: str, status: str | None = None) -> dict[str, Any]:
+    def summary(self, tenant: str, status: str | None = None,
+                withhold: Callable[[str], str | None] | None = None) -> dict[str, Any]:
+        """The tenant's devices: `total`, `counts` by status and the rows (of one `status` if given).
+
+        `withhold` (a caller without `personal:read`, QA17 F3): the personal entity type of an entity type, None if
+        not personal. Devices of a personal type are then left out of the rows (their entity ids, status,
+        `lastReported` and battery are a person's data, which the NGSI-LD API refuses such a caller) and counted
+        in `withheld` (how many, by type and by status, and why); `total` and `counts` still count every device."""
         records = sorted((r for r in self._devices.values() if r.profile.tenant == tenant),
                          key=lambda r: r.profile.device_id)
         counts = {ONLINE: 0, OFFLINE: 0, UNKNOWN: 0}
         for record in records:
             counts[record.status] = counts.get(record.status, 0) + 1
-        shown = [r for r in records if status is None or r.status == status]
-        return {"total": len(records), "counts": counts, "offlineAfterIntervals": self.settings.offline_after_intervals,
+        withheld: dict[str, Any] | None = None
+        visible = records
+        if withhold is not None:
+            types: Counter[str] = Counter()
+            by_status = dict.fromkeys(counts, 0)
+            visible = []
+            for record in records:
+                personal = withhold(record.profile.entity_type)
+                if personal is None:
+                    visible.append(record)
+                else:
+                    types[personal] += 1
+                    by_status[record.status] = by_status.get(record.status, 0) + 1
+            withheld = {**withheld_summary(types), "counts": by_status}
+        shown = [r for r in visible if status is None or r.status == status]
+        out: dict[str, Any] = {
+                "total": len(records), "counts": counts, "offlineAfterIntervals": self.settings.offline_after_intervals,
                 # since when this process hears devices (its start): silence before it is not counted (QA12 F3), so a
                 # device silent since before it stays online until its threshold after it
                 "listeningSince": None if self.listening_since is None else to_iso(self.listening_since),
@@ -368,6 +392,9 @@ class HealthMonitor:
                 "mqttDownSince": None if self.mqtt_down_since is None else to_iso(self.mqtt_down_since),
                 "clockAhead": sum(1 for r in records if r.clock_ahead_s is not None),
                 "devices": [r.to_wire(self.settings.offline_after_intervals) for r in shown]}
+        if withheld is not None:
+            out["withheld"] = withheld
+        return out
 
     # -- timers --------------------------------------------------------------------------------------
     def _deadline(self, record: DeviceHealth, grace: bool = True) -> datetime:

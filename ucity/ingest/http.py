@@ -21,6 +21,7 @@ attribute, the measure's time) after those decode rejected; they are counted in 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +45,10 @@ from ucity.ingest.schema import (
     parse_group,
 )
 from ucity.ingest.service import Received, not_written, stats_key
+from ucity.ingest.stats import Key
+from ucity.ngsild.context import core_context
 from ucity.ngsild.request import int_param, media_type
+from ucity.ops.auth import Permission
 
 if TYPE_CHECKING:
     from ucity.ingest.service import IngestService
@@ -264,13 +268,59 @@ class IngestHttp:
 
     # -- operations ---------------------------------------------------------------------------------------
     async def devices_health(self, req: Req) -> Resp:
-        """Device health: online / offline / unknown counts and each device, optionally one `status`."""
-        return Resp(200, self.service.monitor.summary(self.tenant(req), req.param("status")))
+        """Device health: online / offline / unknown counts and each device, optionally one `status`; the devices of
+        a personal type only counted for a caller without `personal:read` (`personal_types`)."""
+        return Resp(200, self.service.monitor.summary(self.tenant(req), req.param("status"), self.personal_types(req)))
 
     async def ingest_stats(self, req: Req) -> Resp:
-        """Ingest statistics: measures received, accepted and rejected (by reason), per device profile."""
+        """Ingest statistics: measures received, accepted and rejected (by reason), per device profile. The apikeys
+        (the devices' credential: measures need no token) only for a caller who may read the device configuration
+        (`config:read`, as `GET /iot/services`), masked otherwise (QA17 F1); the rows of devices of a personal type
+        only counted for a caller without `personal:read` (QA17 F3)."""
         tenant = self.tenant(req)
-        return Resp(200, self.service.stats.snapshot(tenant, platform=tenant == self.service.default_tenant))
+        principal = req.principal  # None: the token guard is off (development), nothing withheld
+        personal = self.personal_types(req)
+        withhold = None if personal is None else self._stats_type(personal)
+        return Resp(200, self.service.stats.snapshot(
+            tenant, platform=tenant == self.service.default_tenant,
+            apikeys=principal is None or principal.can(Permission.CONFIG_READ), withhold=withhold))
+
+    def personal_types(self, req: Req) -> Callable[[str], str | None] | None:
+        """For a caller from whom personal data is withheld (the token guard on, no `personal:read`, and personal
+        types in force: `privacy.personal_entity_types` and those the domains declare), the personal type (short
+        name) of an entity type, None if not personal; None (nothing withheld) for any other caller, as the
+        NGSI-LD API does (ucity/ngsild/personal.py)."""
+        principal = req.principal
+        types = self.service.platform.privacy.types
+        if principal is None or not types or principal.can(Permission.PERSONAL_READ):
+            return None
+        core = core_context()
+        personal = {core.expand_type(t): core.compact_iri(core.expand_type(t)) for t in types}
+        known: dict[str, str | None] = {}
+
+        def personal_type(entity_type: str) -> str | None:
+            if entity_type not in known:
+                known[entity_type] = personal.get(core.expand_type(entity_type))
+            return known[entity_type]
+
+        return personal_type
+
+    def _stats_type(self, personal_type: Callable[[str], str | None]) -> Callable[[Key], str | None]:
+        """The personal type of a stats row's device: its profile's entity type, or for a device the registry does
+        not know (an unknown device of a known apikey) its apikey's group's; None for no group."""
+        groups: dict[tuple[str, str], str | None] = {}
+
+        def row_type(key: Key) -> str | None:
+            tenant, apikey, device_id = key
+            profile = self.registry.profile(apikey, device_id)
+            if profile is not None:
+                return personal_type(profile.entity_type)
+            if (tenant, apikey) not in groups:
+                group = self.registry.group_for_apikey(apikey, tenant=tenant or None)
+                groups[(tenant, apikey)] = personal_type(group.entity_type) if group and group.entity_type else None
+            return groups[(tenant, apikey)]
+
+        return row_type
 
 
 def _refused(error: Exception, rejected: list[dict[str, Any]]) -> UcityError:

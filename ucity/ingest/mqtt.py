@@ -79,7 +79,7 @@ from ucity.ingest.decode import (
 )
 from ucity.ingest.model import DeviceProfile
 from ucity.ingest.service import IngestResult, IngestService, Prepared, Received, stats_key, unknown_device
-from ucity.ingest.stats import Key
+from ucity.ingest.stats import Key, masked_apikey
 from ucity.ingest.writer import INGEST_ACTOR, attrs_op, expand
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,19 @@ def parse_topic(topic: str) -> Topic | None:
     if len(rest) == 4 and rest[2] == "attrs" and rest[3]:
         return Topic(rest[0], rest[1], "attrs", rest[3])
     return None
+
+
+def logged_topic(topic: str) -> str:
+    """A topic as the log shows it (at most 100 characters): an IoT Agent topic's apikey, the device's credential,
+    masked as ingest's other log lines mask it (`masked_apikey`, QA8 F9, QA17 F1)."""
+    parsed = parse_topic(topic)
+    if parsed is None:
+        return topic[:100]
+    parts = topic.split("/")
+    for at in (1, 2):  # `/<apikey>/...` or `/json/<apikey>/...`
+        if parts[at] == parsed.apikey:
+            parts[at] = masked_apikey(parsed.apikey)
+    return "/".join(parts)[:100]
 
 
 def backoff_delay(attempt: int, low: float, high: float) -> float:
@@ -599,9 +612,9 @@ class MqttSource:
         is the message's own and would fail again on every delivery: rejected as `internal-error` (counted,
         acknowledged, logged with its traceback), so that a poison message cannot loop."""
         if isinstance(exc, Unavailable):
-            log.warning("MQTT message on %s not processed (%s); leaving it for redelivery", item.topic[:100], exc)
+            log.warning("MQTT message on %s not processed (%s); leaving it for redelivery", logged_topic(item.topic), exc)
             return True
-        log.error("MQTT message on %s not processed; rejected as %s", item.topic[:100], INTERNAL_ERROR,
+        log.error("MQTT message on %s not processed; rejected as %s", logged_topic(item.topic), INTERNAL_ERROR,
                   exc_info=exc)
         if key is None:  # counted under the device's tenant when the topic names a device ucity knows or would create
             topic = parse_topic(item.topic)
@@ -776,7 +789,8 @@ class MqttSource:
         except aiomqtt.MqttError as exc:
             await self._set_status(profile, name, "ERROR", f"publish failed: {exc}", context)
             return
-        log.info("command %s sent to %s on %s", name, profile.device_id, topic)
+        log.info("command %s sent to %s on /%s/%s/cmd", name, profile.device_id, masked_apikey(profile.apikey),
+                 profile.device_id)
 
     async def _command_result(self, topic: Topic, payload: bytes, rejected: list[tuple[Key, Rejection]]) -> None:
         profile = self.service.registry.profile(topic.apikey, topic.device_id)

@@ -16,7 +16,9 @@ the same way (once per device per interval, with the count since the last line).
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -79,6 +81,30 @@ def _masked_detail(detail: object, apikey: str) -> object:
     return detail
 
 
+def _masked_wire(wire: dict[str, Any], apikey: str) -> dict[str, Any]:
+    """A rejection's wire form with the apikey masked where its detail names it as a word (`apikey 'x'`: a short
+    apikey such as `hk` inside another word stays); a copy, only when it names it."""
+    detail = wire.get("detail")
+    if not isinstance(detail, str) or not apikey or apikey not in detail:
+        return wire
+    shown = masked_apikey(apikey)
+    masked = re.sub(rf"(?<![\w-]){re.escape(apikey)}(?![\w-])", lambda _: shown, detail)
+    return wire if masked == detail else {**wire, "detail": masked}
+
+
+# Said in a snapshot / device health answer from which personal devices are withheld (QA17 F3).
+WITHHELD_DETAIL = ("개인 유형 기기 {n}대({types})는 개인정보 열람 권한(personal:read)이 없어 목록에서 빼고 개수만 보임 / "
+                   "{n} device(s) of personal types ({types}) are left out of the list and only counted: listing "
+                   "them needs personal:read")
+
+
+def withheld_summary(types: Counter[str]) -> dict[str, Any]:
+    """The `withheld` member of an answer that leaves out personal devices: how many, by type, and why (bilingual)."""
+    n = sum(types.values())
+    return {"devices": n, "types": dict(sorted(types.items())),
+            "detail": WITHHELD_DETAIL.format(n=n, types=", ".join(sorted(types)) or "-")}
+
+
 class IngestStats:
     def __init__(self, clock: Clock, log_interval_s: float = 300.0, clock_ahead_warn_s: float = 300.0) -> None:
         self.clock = clock
@@ -122,7 +148,9 @@ class IngestStats:
             target.rejected += len(rejections)
             target.reasons.update(r.reason for r in rejections)
             target.last_rejected = now
-        counters.last_rejection = self.totals.last_rejection = rejections[-1].to_wire()  # the latest, also in totals
+        # the latest, also in totals; its detail without the apikey (an unknown device's names it): only callers who
+        # may read the device configuration see an apikey, in the row's `apikey` (`snapshot`, QA17 F1)
+        counters.last_rejection = self.totals.last_rejection = _masked_wire(rejections[-1].to_wire(), key[1])
         counters.unlogged += len(rejections)
         if counters.last_logged is None or now - counters.last_logged >= self.log_interval:
             first = rejections[0]
@@ -196,18 +224,36 @@ class IngestStats:
     def forget(self, key: Key) -> None:
         self._devices.pop(key, None)
 
-    def snapshot(self, tenant: str | None = None, platform: bool = True) -> dict[str, Any]:
+    def snapshot(self, tenant: str | None = None, platform: bool = True, apikeys: bool = True,
+                 withhold: Callable[[Key], str | None] | None = None) -> dict[str, Any]:
         """Totals and the per-device counters (of one tenant, if a tenant is given; with the rows of senders whose
-        apikey no tenant has if `platform`: the platform's own, not any tenant's to see)."""
+        apikey no tenant has if `platform`: the platform's own, not any tenant's to see).
+
+        `apikeys` False (a caller who may not read the device configuration, `config:read`): each row's apikey
+        masked (`masked_apikey`) and `apikeysMasked` true, since the apikey is the device's credential (QA17 F1).
+        `withhold`: the personal entity type of a row's device (None: not personal); such rows are left out and
+        counted in `withheld` (QA17 F3). The totals still count every row."""
         rows = []
         totals = self.totals if tenant is None else DeviceCounters()
-        for (row_tenant, apikey, device_id), counters in sorted(self._devices.items()):
+        hidden: Counter[str] = Counter()
+        for key, counters in sorted(self._devices.items()):
+            row_tenant, apikey, device_id = key
             if tenant is not None and row_tenant != tenant and not (platform and row_tenant == ""):
                 continue
-            rows.append({"service": row_tenant or None, "apikey": apikey, "device_id": device_id, **counters.to_wire()})
             if tenant is not None:
                 _add(totals, counters)
-        return {"totals": totals.to_wire(), "devices": rows}
+            personal = withhold(key) if withhold is not None else None
+            if personal is not None:
+                hidden[personal] += 1
+                continue
+            rows.append({"service": row_tenant or None, "apikey": apikey if apikeys else masked_apikey(apikey),
+                         "device_id": device_id, **counters.to_wire()})
+        out: dict[str, Any] = {"totals": totals.to_wire(), "devices": rows}
+        if not apikeys:
+            out["apikeysMasked"] = True
+        if withhold is not None:
+            out["withheld"] = withheld_summary(hidden)
+        return out
 
 
 def _add(total: DeviceCounters, part: DeviceCounters) -> None:
