@@ -81,10 +81,12 @@ async def test_a_moved_camera_is_refused_and_an_unchanged_reimport_is_not(make_o
         link = _link(grant, "c-200")
         registry = ops.center.cameras
         await ops.advance(60)
-        # written again in place (a re-import of the same file, a new name, a new URL): the same camera
-        same = CameraIn.model_validate({**NEW, "name": "디지털로 c-200", "streamURL": "rtsp://vms2.guro.example/c-200"})
+        # written again in place (a re-import of the same file, a new name, the VMS password changed in its URL): the
+        # same camera (a URL re-pointed at another feed is not: test_camera_grant_changes.py)
+        rotated = "rtsp://viewer:n3w-pass@vms.guro.example/live/c-200"
+        same = CameraIn.model_validate({**NEW, "name": "디지털로 c-200", "streamURL": rotated})
         assert not isinstance((await registry.put(TENANT, [same], "admin:park"))[0], Exception)
-        assert (await open_link(ops, link, "police")).headers["Location"] == "rtsp://vms2.guro.example/c-200"
+        assert (await open_link(ops, link, "police")).headers["Location"] == rotated
         # moved (a re-import with other coordinates): another camera
         moved = CameraIn.model_validate({**NEW, "lat": POINT[1] + 0.01})
         assert not isinstance((await registry.put(TENANT, [moved], "admin:park"))[0], Exception)

@@ -9,7 +9,6 @@ Texts are Korean and English; times are UTC (ISO 8601, `Z`).
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,20 +26,29 @@ from ucity.ops import cameras as cam
 from ucity.ops import linkage as lk
 from ucity.ops.agencies import parse_agency
 from ucity.ops.audit import RefusalPacer
-from ucity.ops.auth import AgencyRefused, Forbidden, Permission, Principal, Role, TokenSpec, new_token_id
+from ucity.ops.auth import (
+    AgencyRefused,
+    Forbidden,
+    Permission,
+    Principal,
+    Role,
+    TokenSpec,
+    issued_token_warnings,
+    new_token_id,
+)
 from ucity.ops.center import OperationsCenter
 from ucity.ops.events import (
-    FINAL,
     READ_ACTIONS,
     SERVICES,
     STATUSES,
     AgencyReportIn,
     AttachmentIn,
-    Event,
     EventIn,
     InvalidEventTransition,
     aware_time,
+    redact_trail,
 )
+from ucity.ops.freetext import REDACTED
 from ucity.ops.grants import links
 from ucity.ops.nearest import CAMERA_TYPE, Selection
 from ucity.ops.subjects import EraseIn, RedactIn, SubjectSearchIn, erase, personal_iris, redact, search
@@ -221,30 +229,9 @@ class OpsApi:
         no notice (QA15 F7)."""
         tenant, principal = await self._ctx(req, Permission.EVENTS_MANAGE)
         body = parse(req, StatusIn)
-        if body.status in lk.STATUS_NOTICES and body.status not in FINAL:
-            event = await self._announced_move(tenant, req.path_params["eventId"], body.status, principal, body.note)
-        else:
-            event = await self.center.transition(tenant, req.path_params["eventId"], body.status, principal, body.note)
+        # `dispatched` is announced to the agencies by the event service (EventService.change), not here
+        event = await self.center.transition(tenant, req.path_params["eventId"], body.status, principal, body.note)
         return Resp(200, event.to_wire(principal, unmask=False))
-
-    async def _announced_move(self, tenant: str, event_id: str, status: str, principal: Principal,
-                              note: str) -> Event:
-        """A move the agencies the event is shared with are told of (`dispatched`, QA15 F6: `event-dispatched`),
-        their notices' outbox entries stored in the move's commit and queued once it is made; a repeat writes
-        nothing and tells nobody again. Not a final status: `center.transition` ends those (grants, held linkages)."""
-        center = self.center
-        made: list[lk.Prepared] = []
-
-        def notices(event: Event) -> list[tuple[str, str, str, dict[str, Any]]]:
-            made[:] = lk.status_notices(center.links, event, lambda: f"urn:ucity:notification:{uuid.uuid4().hex}",
-                                        event.updated_at)
-            return lk.entries_of(made)
-
-        event = await center.events.change(
-            tenant, event_id, lambda e: center.events.transition_rows(e, status, principal.actor, note), notices)
-        for notice in made:
-            notice.send()
-        return event
 
     async def agency_report(self, req: Req) -> Resp:
         """A 112/119 room reports back on an event shared with it (QA15 F6): 201 with the event, 200 for a repeat of
@@ -368,6 +355,20 @@ class OpsApi:
             fields=sorted(fields.model_dump(exclude_unset=True))))
         return Resp(200, await self.center.cameras.wire(tenant, doc, True))
 
+    async def patch_cameras(self, req: Req) -> Resp:
+        """The stream and still URLs of many cameras at once (the national dataset has no URL columns; FIX-B): each
+        item checked as `PATCH /cameras/{id}` checks its URLs, one result per item; 200 when every item is done,
+        207 when some failed (as NGSI-LD batch operations answer); one `camera` / `changed` line per camera changed."""
+        tenant, principal = await self._ctx(req, Permission.CAMERAS_ADMIN)
+        items = cam.bulk_items(json_object(req))
+        report = await cam.set_urls(self.center.cameras, tenant, items, principal.actor)
+        changed = report.pop("changed")
+        if changed:
+            await self.center.audit.append(*(self.center.audit.row(
+                tenant, "camera", "changed", principal.actor, camera=c["camera"], fields=c["fields"], bulk=True)
+                for c in changed))
+        return Resp(207 if report["failed"] else 200, report)
+
     async def delete_camera(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.CAMERAS_ADMIN)
         camera_id = req.path_params["cameraId"]
@@ -478,6 +479,7 @@ class OpsApi:
             token = self.center.grants.token(grant)
             body.update(token=token, links=links(req.base_url, token, grant.cameras))
         docs, _ = await self.center.audit.query(tenant, AuditQuery(grant_ids=(grant.id,), limit=10_000))
+        docs = redact_trail(docs, self.center.grants.now() if grant.purpose == REDACTED else None)  # subjects.py
         return Resp(200, {**body, "audit": grant_trail_for(docs, principal)})
 
     async def renew_grant(self, req: Req) -> Resp:
@@ -493,7 +495,7 @@ class OpsApi:
 
     async def grant_stats(self, req: Req) -> Resp:
         tenant, _ = await self._ctx(req, Permission.GRANTS_READ_ALL)
-        stats = await self.center.grants.stats(tenant, micros_param(req, "from"), micros_param(req, "to"))
+        stats = await self.center.grants.stats(tenant, _instant(req, "from"), _instant(req, "to"))
         return Resp(200, {"from": req.param("from"), "to": req.param("to"), "agencies": stats})
 
     # -- data-subject requests (QA10 F4, subjects.py) ---------------------------------------------------
@@ -522,7 +524,7 @@ class OpsApi:
         query = AuditQuery(
             kinds=values_param(req, "kind"), actions=values_param(req, "action"), agency_ids=values_param(req, "agency"),
             event_ids=values_param(req, "event"), grant_ids=values_param(req, "grant"), camera_ids=values_param(req, "camera"),
-            outcomes=values_param(req, "outcome"), at_from=micros_param(req, "from"), at_to=micros_param(req, "to"),
+            outcomes=values_param(req, "outcome"), at_from=_instant(req, "from"), at_to=_instant(req, "to"),
             limit=int_param(req, "limit", 100, 1, MAX_LIMIT), offset=int_param(req, "offset", 0, 0, 10**9), count=True,
             newest_first=req.param("order", "asc") == "desc")
         docs, total = await self.center.audit.query(tenant, query)
@@ -561,12 +563,15 @@ class OpsApi:
             self.center.agencies.require(spec.tenant or tenant, spec.agency)
         expires = _expiry(body.expiresAt, self.center.clock.now())
         token = await self.center.tokens.issue(spec, principal.actor, expires)
+        warnings = await issued_token_warnings(spec, self.center.store, self.center.default_tenant,
+                                               self.center.tokens, self.center.agencies)
         await self.center.audit.append(self.center.audit.row(
             tenant, "auth", "token-issued", principal.actor, agency=spec.agency, token=spec.id, role=str(spec.role),
             expiresAt=None if expires is None else to_iso(expires)))
         return _created({**spec.model_dump(mode="json"), "token": token,
                          "expiresAt": None if expires is None else to_iso(expires),
-                         "notice": {"ko": "토큰은 지금 한 번만 표시됩니다", "en": "the token is shown this once only"}},
+                         "notice": {"ko": "토큰은 지금 한 번만 표시됩니다", "en": "the token is shown this once only"},
+                         **({"warnings": warnings} if warnings else {})},
                         f"/api/v1/auth/tokens/{spec.id}")
 
     async def delete_token(self, req: Req) -> Resp:
@@ -600,8 +605,9 @@ def _own_agency(principal: Principal, see_all: Permission) -> str | None:
 
 
 def _instant(req: Req, name: str) -> int | None:
-    """A time bound of the events list: with its UTC offset, as an event's `occurredAt` (QA15 F4: a Korea time sent
-    without `+09:00` is refused, 400, not read as UTC; `+` is `%2B` in a URL)."""
+    """A time bound of the events list, the audit list and the grant statistics: with its UTC offset, as an event's
+    `occurredAt` (QA15 F4: a Korea time sent without `+09:00` is refused, 400, not read as UTC; `+` is `%2B` in a
+    URL)."""
     text = req.param(name)
     if text is not None:
         try:
@@ -685,6 +691,12 @@ ROUTES: tuple[Route, ...] = (
           P.CAMERAS_READ, params=("near", "n", "radius", "limit", "offset")),
     Route("/api/v1/cameras", "POST", "create_camera", "Register a camera", C, P.CAMERAS_ADMIN, cam.CameraIn,
           statuses=(201,)),
+    Route("/api/v1/cameras", "PATCH", "patch_cameras",
+          f"Set the stream and still URLs of up to {cam.BULK_MAX} cameras (`{{\"cameras\": [{{\"id\", \"streamURL\", "
+          "\"stillImageURL\"}]}`; absent: unchanged, null: removed), each checked as `PATCH /cameras/{id}`; one "
+          "result per item (`updated`, `unchanged`, `failed` with bilingual reasons); 207 when some failed; a URL "
+          "re-pointed at another feed drops the camera from its live grants", C, P.CAMERAS_ADMIN, cam.CameraUrlsIn,
+          statuses=(200, 207)),
     Route("/api/v1/cameras/import", "POST", "import_cameras",
           "Import a CSV of the national CCTV dataset; reports rejected rows", C, P.CAMERAS_ADMIN, params=("prefix",),
           media="text/csv"),
@@ -694,10 +706,11 @@ ROUTES: tuple[Route, ...] = (
     Route("/api/v1/cameras/{cameraId}/still", "GET", "camera_still", "Footage link: 307 to the still image", C, None,
           params=("grant",), statuses=(307,)),
     Route("/api/v1/cameras/{cameraId}", "GET", "get_camera", "A camera", C, P.CAMERAS_READ),
-    Route("/api/v1/cameras/{cameraId}", "PATCH", "patch_camera", "Change a camera (status, stream ...)", C,
+    Route("/api/v1/cameras/{cameraId}", "PATCH", "patch_camera", "Change a camera (status, stream ...); a URL "
+          "re-pointed at another feed (not a changed password) drops the camera from its live grants", C,
           P.CAMERAS_ADMIN, cam.CameraFields),
-    Route("/api/v1/cameras/{cameraId}", "DELETE", "delete_camera", "Remove a camera", C, P.CAMERAS_ADMIN,
-          statuses=(204,)),
+    Route("/api/v1/cameras/{cameraId}", "DELETE", "delete_camera", "Remove a camera; its live grants lose it (revoked "
+          "when it was their last camera), each agency told", C, P.CAMERAS_ADMIN, statuses=(204,)),
     Route("/api/v1/agencies", "GET", "list_agencies", "List agencies", A, P.AGENCIES_READ),
     Route("/api/v1/agencies", "POST", "create_agency", "Register an agency", A, P.AGENCIES_ADMIN, statuses=(201,)),
     Route("/api/v1/agencies/{agencyId}", "GET", "get_agency", "An agency", A, P.AGENCIES_READ),
@@ -734,8 +747,9 @@ ROUTES: tuple[Route, ...] = (
                   "order")),
     Route("/api/v1/auth/me", "GET", "me", "Who the bearer token is", T, None),
     Route("/api/v1/auth/tokens", "GET", "list_tokens", "List tokens (never their values)", T, P.TOKENS_ADMIN),
-    Route("/api/v1/auth/tokens", "POST", "create_token", "Issue a token (shown once)", T, P.TOKENS_ADMIN, TokenIn,
-          statuses=(201,)),
+    Route("/api/v1/auth/tokens", "POST", "create_token", "Issue a token (shown once); an agency token bound to no "
+          "tenant while its agency exists in several is issued with `warnings` (it acts in each of them)", T,
+          P.TOKENS_ADMIN, TokenIn, statuses=(201,)),
     Route("/api/v1/auth/tokens/{tokenId}", "DELETE", "delete_token", "Revoke an issued token", T, P.TOKENS_ADMIN,
           statuses=(204,)),
 )

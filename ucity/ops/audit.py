@@ -3,7 +3,8 @@
 Kinds of lines: `event` (created, with outcome `duplicate` for a `sourceRef` reported again, status changes, level
 changes, attachments, `alarm-closed`: its alarm closed while an operator or agency held the event, `personal-read`:
 an event's personal data shown unmasked, with the parts shown, never their values), `linkage` (requested,
-held, approved, rejected, delivered, failed), `grant` (issued, renewed, revoked, and every access to a
+held, approved, rejected, delivered, failed), `grant` (issued, renewed, revoked, `narrowed`: a camera deleted,
+moved or re-pointed left it, with `camera`, `cause` and the `cameras` left, and every access to a
 stream or still, allowed, denied or failed: PLAT-R5; `token-read`: a live footage token shown again by
 `GET /grants/{id}` or a linkage's package, never the token), `camera` (registered, imported, changed, deleted),
 `auth` (tokens issued or revoked, `refused`: a 403 for a known token, with `reason` agency-disabled /

@@ -234,6 +234,9 @@ class TokenRegistry(Refreshed):
         self._issued: dict[str, tuple[TokenSpec, Doc]] = {}  # hash -> (spec, stored document)
         self._expires: dict[str, datetime] = {}  # hash -> when an issued token with `expiresAt` stops working
         self._principals: dict[str, Principal] = {}  # hash -> the principal of a known token, once looked up
+        # Counts changes of the issued tokens (issue, revocation, a re-read that found any): readers that derive
+        # something from the tokens (subscriptions' owners, ucity/ngsild/sub_owner.py) rebuild it when it moves.
+        self.changes = 0
         for raw in settings.tokens:
             try:
                 spec = ConfiguredToken.model_validate(raw)
@@ -256,6 +259,8 @@ class TokenRegistry(Refreshed):
         for digest, (spec, _) in self._issued.items():
             if (digest not in issued or issued[digest][0] != spec) and digest not in self._configured:
                 self._principals.pop(digest, None)
+        if issued != self._issued:
+            self.changes += 1
         self._issued = issued
         self._expires = {digest: parse_iso(str(doc["expiresAt"])) for digest, (_, doc) in issued.items()
                          if doc.get("expiresAt")}
@@ -312,6 +317,7 @@ class TokenRegistry(Refreshed):
             if not await self._store.insert_doc(TOKENS_KIND, GLOBAL, spec.id, doc):
                 raise AlreadyExists(f"토큰 {spec.id} 이미 있음 / token {spec.id} already exists")
             self._issued[digest] = (spec, doc)
+            self.changes += 1
             if expires_at is not None:
                 self._expires[digest] = expires_at
         return token
@@ -327,6 +333,7 @@ class TokenRegistry(Refreshed):
                     if spec.id == token_id and (tenant is None or spec.tenant == tenant):
                         await self._store.delete_doc(TOKENS_KIND, GLOBAL, token_id)
                         self._issued.pop(digest, None)
+                        self.changes += 1
                         self._principals.pop(digest, None)
                         return spec
         if any(s.id == token_id and (tenant is None or s.tenant == tenant) for s in self._configured.values()):
@@ -433,6 +440,31 @@ def unbound_agency_tokens(specs: Iterable[TokenSpec], reach: Callable[[str], set
                 f"bound to no tenant while its agency exists in several ({shown}): with NGSILD-Tenant it reads each "
                 "one's events, grants and footage; bind it to one with \"tenant\" (ops.tokens, or when issuing it; "
                 "docs/operations-center.md §1)")
+    return warnings
+
+
+class AgencyReach(Protocol):
+    """What `issued_token_warnings` asks of the agencies (agencies.AgencyRegistry)."""
+
+    def tenants(self) -> set[str]: ...
+
+    def reach(self, agency_id: str, tenants: set[str]) -> set[str]: ...
+
+
+async def issued_token_warnings(spec: TokenSpec, store: Store, default_tenant: str, tokens: TokenRegistry,
+                                agencies: AgencyReach) -> list[str]:
+    """The start's warning (`unbound_agency_tokens`) for one token being issued: an agency token bound to no tenant
+    whose agency exists in more than one tenant (known now: the store's, the default one, those tokens are bound to
+    and those agencies are registered in, as at start). Logged, and returned for the issue's answer (`warnings`), so
+    the admin who issues it learns it then rather than at the next start. One read of the store's small tenant
+    table, only for such a token."""
+    if spec.agency is None or spec.tenant is not None:
+        return []
+    tenants = {default_tenant, *await store.tenants(), *agencies.tenants(),
+               *(str(t["tenant"]) for t in tokens.listing() if t.get("tenant"))}
+    warnings = unbound_agency_tokens([spec], lambda agency: agencies.reach(agency, tenants))
+    for warning in warnings:
+        log.warning("%s", warning)
     return warnings
 
 

@@ -36,11 +36,12 @@ import hashlib
 import io
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ucity.core.bus import Context, EntityChange
 from ucity.core.clock import Clock, SystemClock, to_iso
@@ -71,6 +72,18 @@ URL_IRIS = tuple(iri(name) for name in URL_FIELDS)
 URL_PATTERNS = {"streamURL": r"^(rtsp|rtsps|rtmp|https?)://", "stillImageURL": r"^https?://"}
 MIGRATION_ACTOR = "system:camera-access-migration"
 LAYOUT = 2  # of the `camera-access-migration` "done" marks: see CameraRegistry._load
+
+
+# Why the live grants naming a camera lose it (grants.py `drop_camera`), as the footage links of such a camera are
+# refused (the `reason` of the 403), with the words of the audit lines and the agencies' notices.
+REMOVED, MOVED, FEED_CHANGED = "camera-removed", "camera-changed", "camera-feed-changed"
+CAUSES: dict[str, tuple[str, str]] = {
+    REMOVED: ("카메라 삭제", "camera deleted"),
+    MOVED: ("카메라 이동 또는 재등록", "camera moved or registered again"),
+    FEED_CHANGED: ("카메라 영상 주소 변경", "camera footage URL changed"),
+}
+# (tenant, camera entity id, cause, actor): a camera granted footage of may no longer be the one granted.
+CameraChanged = Callable[[str, str, str, str], Awaitable[None]]
 
 
 def entity_id(camera_id: str) -> str:
@@ -184,6 +197,23 @@ class CameraAccess:
 NO_ACCESS = CameraAccess()
 
 
+def feed(url: str | None) -> str | None:
+    """Where a URL leads: the URL without its user info (`user:password@`), so that a VMS password changed in it is the
+    same feed; scheme and host compared without case. Anything else changed (host, port, path, query) is another."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme.lower(), parts.netloc.rsplit("@", 1)[-1].lower(), parts.path, parts.query,
+                       parts.fragment))
+
+
+def feed_changed(before: CameraAccess, after: CameraAccess) -> bool:
+    """Whether a camera's footage now leads elsewhere: a stream or still URL it had is changed to another feed or
+    removed. A first URL given to a camera that had none is not (the camera gets its feed; nobody saw another)."""
+    return any(old is not None and feed(old) != feed(new)
+               for old, new in ((before.stream, after.stream), (before.still, after.still)))
+
+
 def camera_wire(doc: Doc, with_stream: bool, access: CameraAccess = NO_ACCESS) -> dict[str, Any]:
     """The API form of a stored camera and its private URLs; the raw URLs only for `cameras:admin` (they may
     hold credentials)."""
@@ -209,8 +239,8 @@ def identity(doc: Doc) -> str:
     """What makes a Camera entity the camera a footage grant was given for (grants.py): when it was registered
     (`createdAt`: a camera deleted and registered again under its id, by the API, a CSV re-import or NGSI-LD, is
     another one) and where it stands (to about 0.1 m: a camera moved, or an id re-used for a camera elsewhere, is
-    another one). Its other fields, the URLs too, may change under a grant: the camera is the same (a URL re-pointed at
-    another camera's feed is an admin's doing, who revokes the grants naming the camera first)."""
+    another one). Its other fields may change under a grant: the camera is the same. Its URLs are not part of it, but
+    a URL re-pointed at another feed drops the camera from its live grants as a move does (`set_access`)."""
     geometry = default_geometry(doc, LOCATION) or {}
     coordinates = geometry.get("coordinates") if geometry.get("type") == "Point" else None
     place = ",".join(f"{float(c):.6f}" for c in coordinates[:2]) if isinstance(coordinates, list) else "-"
@@ -309,6 +339,11 @@ class CameraRegistry:
         self._deleted: set[tuple[str, str]] = set()  # cameras whose last committed change deleted them
         self._dropping: set[tuple[str, str]] = set()  # records being dropped here: a re-read does not bring them back
         self._tasks: set[asyncio.Task[None]] = set()
+        # The grants' follower of camera changes (linkage.follow_cameras): a camera deleted, moved or registered
+        # again (seen in the commits, whoever wrote them), or its footage URL re-pointed (`set_access`), is dropped
+        # from the live grants naming it. Its runs started by commits are awaited by the camera API's writes.
+        self.on_change: CameraChanged | None = None
+        self._changing: set[asyncio.Task[None]] = set()
         self._following = False
         self._registered = False
 
@@ -339,7 +374,11 @@ class CameraRegistry:
         and before the write is acknowledged (so before the writer, or anybody it answers, can act on it).
 
         * A Camera entity deleted (the camera API, or DELETE /ngsi-ld/v1/entities/{id}): its private record goes
-          at once from memory (a camera created again under the same id gets no old URL), then from the store.
+          at once from memory (a camera created again under the same id gets no old URL), then from the store; the
+          live grants naming it lose it (`on_change`, cause `camera-removed`).
+        * A Camera entity moved or registered again (its `identity` changed: a CSV re-import with other coordinates,
+          an NGSI-LD write of its `location`, a replace that makes it anew): the live grants naming it lose it
+          (cause `camera-changed`).
 
         (A Camera write carrying a `streamURL` / `stillImageURL` never commits: `refuse_urls`, the store's write
         check, refuses it before.) Runs for every committed change (the ingest's too): a type test per change and
@@ -347,18 +386,34 @@ class CameraRegistry:
         if not self._following:
             return
         for change in changes:
-            after = change.after
+            after, before = change.after, change.before
             if after is None:
-                before = change.before
                 if before is not None and CAMERA_TYPE in before.get("type", ()):
                     self._gone((change.tenant, change.entity_id))
-            elif self._deleted and CAMERA_TYPE in after.get("type", ()):
-                self._deleted.discard((change.tenant, change.entity_id))
+                    self._changed(change.tenant, change.entity_id, REMOVED, context)
+            elif CAMERA_TYPE in after.get("type", ()):
+                if self._deleted:
+                    self._deleted.discard((change.tenant, change.entity_id))
+                if before is not None and CAMERA_TYPE in before.get("type", ()) and identity(before) != identity(after):
+                    self._changed(change.tenant, change.entity_id, MOVED, context)
 
-    def _spawn(self, work: Any) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+    def _changed(self, tenant: str, camera: str, cause: str, context: Context) -> None:
+        if self.on_change is not None:
+            task = self._spawn(self.on_change(tenant, camera, cause, context.actor or "system"))
+            self._changing.add(task)
+            task.add_done_callback(self._changing.discard)
+
+    async def changes_done(self) -> None:
+        """Until the grants of the cameras changed so far have followed (`on_change` runs the commits started): the
+        camera API answers after it, so its caller finds the grants narrowed or revoked."""
+        while self._changing:
+            await asyncio.gather(*list(self._changing), return_exceptions=True)
+
+    def _spawn(self, work: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -524,9 +579,12 @@ class CameraRegistry:
         """`camera_wire` of a stored camera with its private URLs."""
         return camera_wire(doc, with_stream, await self.access(tenant, doc["id"]))
 
-    async def set_access(self, tenant: str, changed: dict[str, CameraAccess]) -> None:
+    async def set_access(self, tenant: str, changed: dict[str, CameraAccess], actor: str = "system") -> None:
         """Store the URLs of these cameras (entity id -> URLs; no URL deletes the record), in one commit each.
-        The camera writes below use it; so may whoever provisions cameras written through NGSI-LD."""
+        The camera writes below use it; so may whoever provisions cameras written through NGSI-LD. A camera whose
+        footage now leads elsewhere (`feed_changed`: a URL re-pointed at another feed, or removed) is dropped from
+        the live grants naming it (`on_change`, cause `camera-feed-changed`) before this returns: a grant is for the
+        footage of the camera granted, not for whatever its URL is pointed at later."""
         await self._ready(tenant)
         # Not for a camera whose deletion committed meanwhile (a PATCH racing DELETE /ngsi-ld/v1/entities/{id}):
         # its record would outlive it and go to a camera created later under that id.
@@ -534,6 +592,8 @@ class CameraRegistry:
         if late:
             log.warning("camera URLs of %s (tenant %s) not stored: the camera was deleted meanwhile", late, tenant)
             changed = {eid: a for eid, a in changed.items() if eid not in late}
+        moved = [eid for eid, a in changed.items()
+                 if feed_changed(self._access.get((tenant, eid), NO_ACCESS), a)]
         async with self._doc_lock:
             put = [(tenant, eid, a.doc()) for eid, a in changed.items() if a != NO_ACCESS]
             gone = [(tenant, eid) for eid, a in changed.items() if a == NO_ACCESS and (tenant, eid) in self._access]
@@ -546,6 +606,9 @@ class CameraRegistry:
                     self._access.pop((tenant, eid), None)
                 else:
                     self._access[(tenant, eid)] = a
+        if self.on_change is not None:
+            for eid in moved:
+                await self.on_change(tenant, eid, FEED_CHANGED, actor)
 
     # -- cameras ---------------------------------------------------------------------------------------
     async def get(self, tenant: str, camera_id: str) -> Doc:
@@ -555,9 +618,13 @@ class CameraRegistry:
         assert doc is not None
         return doc
 
-    async def put(self, tenant: str, cameras: list[CameraIn], actor: str) -> list[Outcome | Exception]:
-        """Create or replace cameras (in batches), their URLs too (a camera without any has none after it);
-        one result per camera. The URLs are written after the entities, for those the store took."""
+    async def put(self, tenant: str, cameras: list[CameraIn], actor: str,
+                  keep_urls: bool = False) -> list[Outcome | Exception]:
+        """Create or replace cameras (in batches), their URLs too (a camera without any has none after it), or, with
+        `keep_urls` (a CSV import: the national dataset has no URL columns), the URLs they have, except those of a
+        camera it moves or registers again (another camera, `identity`: the feed was the one there before); one
+        result per camera. The URLs are written after the entities, for those the store took. A camera moved or
+        registered again loses its grants (`committed`) before this returns."""
         await self._ready(tenant)
         ctx = core_context()
         results: list[Outcome | Exception] = []
@@ -565,11 +632,26 @@ class CameraRegistry:
             batch = cameras[start:start + BATCH]
             mutations = [Mutation(entity_id(c.id), replace_op(normalize_entity(camera_entity(c), ctx), True))
                          for c in batch]
+            known = await self._identities(tenant, [m.entity_id for m in mutations]) if keep_urls else {}
             done = await self.store.mutate(tenant, mutations, Context(actor=actor))
-            await self.set_access(tenant, {entity_id(c.id): CameraAccess(c.streamURL, c.stillImageURL)
-                                            for c, r in zip(batch, done, strict=True) if not isinstance(r, Exception)})
+            await self.changes_done()  # its grants follow a move first (cause `camera-changed`)
+            if keep_urls:
+                now = await self._identities(tenant, list(known))
+                await self.set_access(tenant, {eid: NO_ACCESS for eid, mark in known.items()
+                                               if now.get(eid) != mark and (tenant, eid) in self._access}, actor)
+            else:
+                await self.set_access(tenant, {entity_id(c.id): CameraAccess(c.streamURL, c.stillImageURL) for c, r
+                                               in zip(batch, done, strict=True) if not isinstance(r, Exception)}, actor)
             results.extend(done)
+        await self.changes_done()
         return results
+
+    async def _identities(self, tenant: str, ids: list[str]) -> dict[str, str]:
+        """`identity` of each of these cameras that exists."""
+        if not ids:
+            return {}
+        docs, _ = await self.store.query_entities(tenant, EntityQuery(ids=tuple(ids), limit=len(ids)))
+        return {d["id"]: identity(d) for d in docs if is_camera(d)}
 
     async def patch(self, tenant: str, camera_id: str, fields: CameraFields, actor: str) -> Doc:
         """Change some fields; `streamURL`/`stillImageURL` change the private store only (null removes one)."""
@@ -588,7 +670,7 @@ class CameraRegistry:
                 raise result
         if urls:
             before = self._access.get((tenant, entity_id(camera_id)), NO_ACCESS)
-            await self.set_access(tenant, {entity_id(camera_id): CameraAccess.of({**before.doc(), **urls})})
+            await self.set_access(tenant, {entity_id(camera_id): CameraAccess.of({**before.doc(), **urls})}, actor)
         return await self.get(tenant, camera_id)
 
     async def delete(self, tenant: str, camera_id: str, actor: str) -> None:
@@ -602,6 +684,131 @@ class CameraRegistry:
         self._dropping.add(key)
         self._access.pop(key, None)  # (the commit's callback has done it already while following the store)
         await self._drop_doc(key)  # deleted from the store before the camera API answers
+        await self.changes_done()  # and its grants narrowed or revoked
+
+
+# -- URLs of many cameras at once (PATCH /api/v1/cameras) -------------------------------------------------------
+BULK_MAX = 1000  # [D] cameras per request (the server's body limit, `server.max_body_bytes`, holds as well)
+
+
+class CameraUrlIn(BaseModel):
+    """One camera of `PATCH /api/v1/cameras`: its id and the URLs to set, as the single PATCH takes them (absent:
+    unchanged; null: removed)."""
+
+    model_config = ConfigDict(extra="forbid")
+    id: str = Field(pattern=_ID)
+    streamURL: str | None = Field(None, pattern=URL_PATTERNS["streamURL"], max_length=2000)
+    stillImageURL: str | None = Field(None, pattern=URL_PATTERNS["stillImageURL"], max_length=2000)
+
+
+class CameraUrlsIn(BaseModel):
+    """`PATCH /api/v1/cameras`: the stream and still URLs of up to `BULK_MAX` cameras (documentation model; each
+    item is checked on its own, `set_urls`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cameras: list[CameraUrlIn] = Field(min_length=1, max_length=BULK_MAX)
+
+
+URL_REASONS: dict[str, tuple[str, str]] = {
+    "not-an-object": ("항목이 JSON 객체가 아님", "the item is not a JSON object"),
+    "id-invalid": ("카메라 id가 없거나 형식이 틀림", "the camera id is missing or malformed"),
+    "field-unknown": ("알 수 없는 항목 (id, streamURL, stillImageURL만 받음)",
+                      "unknown field (only id, streamURL, stillImageURL)"),
+    "url-scheme": ("주소 형식이 틀림 (streamURL: rtsp, rtsps, rtmp, http, https; stillImageURL: http, https)",
+                   "the URL has the wrong form (streamURL: rtsp, rtsps, rtmp, http, https; stillImageURL: http, https)"),
+    "url-too-long": ("주소가 2000자를 넘음", "the URL is longer than 2000 characters"),
+    "url-invalid": ("주소가 문자열이 아님", "the URL is not a string (or null to remove it)"),
+    "nothing-to-change": ("바꿀 주소가 없음 (streamURL 또는 stillImageURL)",
+                          "nothing to change (streamURL or stillImageURL)"),
+    "duplicate-id": ("같은 카메라가 요청에 두 번 있음", "the camera appears twice in the request"),
+    "not-found": ("카메라 없음", "the camera does not exist"),
+}
+_PYDANTIC_REASONS = {"string_pattern_mismatch": "url-scheme", "string_too_long": "url-too-long",
+                     "extra_forbidden": "field-unknown"}
+
+
+def url_reason(code: str, field_name: str | None = None) -> dict[str, Any]:
+    ko, en = URL_REASONS[code]
+    return {"code": code, "ko": ko, "en": en, **({"field": field_name} if field_name else {})}
+
+
+def bulk_items(body: dict[str, Any]) -> list[Any]:
+    """The `cameras` list of a bulk URL request: 400 (bilingual) unless a list of 1 to `BULK_MAX` items (the items
+    are checked one by one: `set_urls`)."""
+    unknown = sorted(set(body) - {"cameras"})
+    items = body.get("cameras")
+    if unknown or not isinstance(items, list) or not items:
+        raise BadRequest("본문은 {\"cameras\": [{\"id\": ..., \"streamURL\": ..., \"stillImageURL\": ...}, ...]} "
+                         "형식이어야 합니다 / the body must be {\"cameras\": [{\"id\": ..., \"streamURL\": ..., "
+                         "\"stillImageURL\": ...}, ...]} with at least one camera")
+    if len(items) > BULK_MAX:
+        raise BadRequest(f"한 요청에 카메라 {BULK_MAX}대까지 (받은 수 {len(items)}): 나누어 보내십시오 / at most "
+                         f"{BULK_MAX} cameras per request (got {len(items)}): send them in parts",
+                         limit=BULK_MAX, count=len(items))
+    return items
+
+
+def _check_url_item(item: Any) -> tuple[CameraUrlIn | None, list[dict[str, Any]]]:
+    """One item validated as the single PATCH validates its URLs (`CameraFields`), or its reasons."""
+    if not isinstance(item, dict):
+        return None, [url_reason("not-an-object")]
+    try:
+        parsed = CameraUrlIn.model_validate(item)
+    except ValidationError as exc:
+        reasons = []
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else None
+            if name == "id":
+                reasons.append(url_reason("id-invalid", "id"))
+            else:
+                reasons.append(url_reason(_PYDANTIC_REASONS.get(error["type"], "url-invalid"), name))
+        return None, reasons
+    if not parsed.model_fields_set & set(URL_FIELDS):
+        return None, [url_reason("nothing-to-change")]
+    return parsed, []
+
+
+async def set_urls(registry: CameraRegistry, tenant: str, items: list[Any], actor: str) -> dict[str, Any]:
+    """Set the URLs of many cameras (`PATCH /api/v1/cameras`), each item checked as the single PATCH checks it; the
+    good ones stored in one call (`set_access`: a URL re-pointed at another feed drops the camera from its live
+    grants). One result per item, in order: `updated`, `unchanged` (the URLs it has already) or `failed` with its
+    reasons (bilingual); `changed` lists the cameras whose URLs changed, with the fields, for the audit."""
+    await registry._ready(tenant)
+    checked = [_check_url_item(item) for item in items]
+    ids = [entity_id(p.id) for p, _ in checked if p is not None]
+    alive = set(await registry.store.entity_ids(tenant, EntityQuery(ids=tuple(dict.fromkeys(ids)),
+                                                                    types=TypeExpr(((CAMERA_TYPE,),))))) if ids else set()
+    results: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    wanted: dict[str, CameraAccess] = {}
+    fields_of: dict[str, list[str]] = {}
+    for index, (parsed, reasons) in enumerate(checked):
+        raw_id = items[index].get("id") if isinstance(items[index], dict) else None
+        result: dict[str, Any] = {"index": index, "id": raw_id if isinstance(raw_id, str) else None}
+        if parsed is not None:
+            key = entity_id(parsed.id)
+            if key in seen:
+                reasons = [url_reason("duplicate-id", "id")]
+            elif key not in alive:
+                reasons = [url_reason("not-found", "id")]
+            seen.add(key)
+        if parsed is None or reasons:
+            results.append({**result, "status": "failed", "reasons": reasons})
+            continue
+        given = parsed.model_dump(include=set(URL_FIELDS), exclude_unset=True)
+        before = registry._access.get((tenant, key), NO_ACCESS)
+        after = CameraAccess.of({**before.doc(), **given})
+        if after == before:
+            results.append({**result, "status": "unchanged"})
+            continue
+        wanted[key] = after
+        fields_of[key] = sorted(given)
+        results.append({**result, "status": "updated"})
+    if wanted:
+        await registry.set_access(tenant, wanted, actor)
+    counts = {status: sum(1 for r in results if r["status"] == status) for status in ("updated", "unchanged", "failed")}
+    return {**counts, "results": results,
+            "changed": [{"camera": local_id(key), "fields": fields} for key, fields in fields_of.items()]}
 
 
 # -- CSV import ------------------------------------------------------------------------------------------
@@ -809,7 +1016,9 @@ async def import_csv(registry: CameraRegistry, tenant: str, data: bytes, bbox: t
                      actor: str, prefix: str = "") -> ImportReport:
     """Import the good rows of a CSV and report the bad ones with their reasons."""
     rows, cameras = read_csv(decode(data), bbox, prefix)
-    results = await registry.put(tenant, cameras, actor)
+    # The dataset has no URL columns: a re-import keeps the URLs registered since (PATCH /api/v1/cameras) of the
+    # cameras it leaves in place, with their grants; a camera it moves (another camera) loses both.
+    results = await registry.put(tenant, cameras, actor, keep_urls=True)
     report = ImportReport(rows=len(rows))
     failed_sites: dict[str, str] = {}
     for camera, result in zip(cameras, results, strict=True):

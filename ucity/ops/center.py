@@ -24,7 +24,10 @@ Flows:
 * start (`event_privacy`) -> `CityEvent` entities an earlier version wrote are written again in the private form
   and their history loses the pseudonym and sensitive events' places (once per tenant);
 * start (`sweep`) -> live grants of closed/cancelled events or of disabled/deleted agencies that a crash
-  left behind are revoked, orphaned agency tokens revoked, configured tokens of unknown agencies reported.
+  left behind are revoked, orphaned agency tokens revoked, configured tokens of unknown agencies reported, cameras
+  changed before the crash dropped from their grants (`GrantService.sweep_cameras`);
+* a camera is deleted, moved or registered again, or its footage URL re-pointed -> the live grants naming it lose it
+  (revoked for their last camera), each agency told (`linkage.follow_cameras`).
 """
 
 from __future__ import annotations
@@ -69,9 +72,11 @@ from ucity.ops.events import (
     InvalidEventTransition,
     KeyedLocks,
     Pseudonymizer,
+    entity_type_of,
     is_null_island,
+    mask_entity_id,
 )
-from ucity.ops.freetext import mask_free_text
+from ucity.ops.freetext import holds_personal, mask_free_text
 from ucity.ops.grants import Grant, GrantService, InvalidGrantTransition, Issued, TokenSigner, links
 from ucity.ops.nearest import CameraIndex, Selection, iri, measure
 from ucity.rules.events import level_rank
@@ -152,7 +157,11 @@ class OperationsCenter:
                                     settings.alarms.queue_size, self._delivered)
         self.links.token_of = self._grant_token
         self.agencies.on_change = self.links.forget
+        lk.follow_cameras(self.cameras, self.grants, self.links)  # a changed camera leaves its grants (FIX-B)
         self.agencies.on_refused = self._agency_refused
+        # `dispatched` is told to the agencies the event is shared with by the event service, whatever path moves it
+        self.events.announce = lambda event: lk.status_notices(
+            self.links, event, lambda: f"urn:ucity:notification:{uuid.uuid4().hex}", event.updated_at)
         self._alarm_locks = KeyedLocks()
         self._source_locks = KeyedLocks()  # reports of one (tenant, source system, source reference): report_event
         self._alarm_tasks: set[asyncio.Task[None]] = set()
@@ -237,6 +246,7 @@ class OperationsCenter:
                     await self.grants.revoke(tenant, grant.id, SYSTEM.actor, reason, self._revoked_notice(reason))
                     log.warning("start: grant %s of tenant %s revoked (%s)", grant.id, tenant, reason)
         await self._revoke_orphan_tokens(SYSTEM.actor, self.default_tenant)
+        await self.grants.sweep_cameras()  # cameras changed just before a crash leave their grants (FIX-B)
 
     # -- agencies --------------------------------------------------------------------------------------
     async def put_agency(self, tenant: str, agency: Agency, principal: Principal, create_only: bool = False) -> bool:
@@ -302,12 +312,14 @@ class OperationsCenter:
 
     # -- events ----------------------------------------------------------------------------------------
     async def create_event(self, tenant: str, data: EventIn, principal: Principal, base_url: str | None = None,
-                           alarm_id: str | None = None) -> Event:
-        event, _ = await self.report_event(tenant, data, principal, base_url, alarm_id)
+                           alarm_id: str | None = None, rule_name: dict[str, str] | None = None,
+                           about_person: bool = False) -> Event:
+        event, _ = await self.report_event(tenant, data, principal, base_url, alarm_id, rule_name, about_person)
         return event
 
     async def report_event(self, tenant: str, data: EventIn, principal: Principal, base_url: str | None = None,
-                           alarm_id: str | None = None) -> tuple[Event, bool]:
+                           alarm_id: str | None = None, rule_name: dict[str, str] | None = None,
+                           about_person: bool = False) -> tuple[Event, bool]:
         """Create an event, or find the one its source reference made: (event, created).
 
         A report with a `sourceRef` is idempotent on (tenant, source system, source reference): a 112/119 terminal
@@ -320,7 +332,7 @@ class OperationsCenter:
         the claim gets the winner's event (200). Events of alarms are made once per alarm by `_alarm_event`."""
         principal.require(Permission.EVENTS_REPORT)
         self._may_report(tenant, data.service, principal)
-        event = self.events.build(tenant, data, principal, alarm_id)
+        event = self.events.build(tenant, data, principal, alarm_id, rule_name, about_person)
         if alarm_id is not None or not event.source_ref:
             return await self._create(event, principal, base_url), True
         async with self._source_locks.hold((tenant, event.source_system, event.source_ref)):
@@ -541,7 +553,7 @@ class OperationsCenter:
                 # (QA15 F9a), in the commit of the repeat's audit line.
                 noted = lk.keep_purpose(waiting, purpose, principal.actor, now)
                 return [self._linkage_row(e, waiting, "requested", principal.actor, "duplicate", reason=held,
-                                          automatic=automatic, purpose=mask_free_text(purpose))] if noted else []
+                                          automatic=automatic, **typed_length("purpose", purpose))] if noted else []
             # An operator's request is the approval the waiting one needs (PLAT-R4): approve that one rather
             # than share twice and leave it in the operators' queue.
             self._decide(waiting, lk.APPROVED, principal.actor, waiting["reason"])
@@ -596,7 +608,7 @@ class OperationsCenter:
                     raise
             self._decide(link, lk.APPROVED if approve else lk.REJECTED, principal.actor, reason or link["reason"])
             return [self._linkage_row(e, link, "approved" if approve else "rejected", principal.actor,
-                                      reason=mask_free_text(reason))]
+                                      **typed_length("reason", reason))]
 
         notices: list[lk.Prepared] = []
         try:
@@ -660,9 +672,8 @@ class OperationsCenter:
             self._resendable(e, current)  # under the event's lock: a second resend of this process waits and sees it
             current.update(status=lk.QUEUED, error=None, resentBy=principal.actor, resentAt=now,
                            resends=int(current.get("resends") or 0) + 1)
-            detail = {"reason": reason} if reason else {}
             return [self._linkage_row(e, current, "resent", principal.actor, deadLetter=letter["id"],
-                                      attempts=letter.get("attempts"), **detail)]
+                                      attempts=letter.get("attempts"), **typed_length("reason", reason))]
 
         try:
             event = await self.events.change(tenant, event_id, resend, lambda e: entries)
@@ -694,6 +705,12 @@ class OperationsCenter:
 
     def _linkage_row(self, event: Event, link: dict[str, Any], action: str, actor: str, outcome: str = "ok",
                      **detail: Any) -> AuditRow:
+        """A linkage's audit line. What a person typed (a repeat request's purpose, an operator's reason to approve,
+        reject or resend) is not in it, only how long it is and whether it held personal data (`typed_length`:
+        `purposeChars`/`purposeMasked`, `reasonChars`/`reasonMasked`): the audit log outlives the event and cannot be
+        rewritten, so a data subject's redaction could not reach it (FIX-H, as status notes, QA10 F3). The texts are
+        kept on the linkage (`purpose`, `purposes`, `reason`). Other `reason`s are codes (a gate's, `agency-disabled`,
+        `event closed`)."""
         return self.audit.row(event.tenant, "linkage", action, actor, agency=link["agency"], event=event.id,
                               grant=link.get("grant"), outcome=outcome, linkage=link["id"], service=link["service"],
                               **detail)
@@ -829,8 +846,8 @@ class OperationsCenter:
         decision is the approval PLAT-R4 asks for): the agency sees the event as for any linkage (its list, `GET
         /events/{id}`, the package at `.../linkages/{id}/package`), and its webhook gets the package with the
         footage links (`linkage`, as for a linkage), its outbox entry stored in the commit that adds the linkage.
-        Its service is the event's if the agency receives it, else the agency's first: it only chooses the
-        package's sections."""
+        Its service is the event's if the agency receives it, else the agency's that fits the event
+        (`linkage.share_service`): it only chooses the package's sections."""
         principal.require(Permission.GRANTS_ISSUE)
         event = await self.events.load(tenant, event_id)
         if event.final:
@@ -852,7 +869,7 @@ class OperationsCenter:
         now = to_iso(self.clock.now())
         link: dict[str, Any] = {
             "id": link_id, "agency": agency.id,
-            "service": event.service if event.service in agency.services else agency.services[0],
+            "service": lk.share_service(event, agency.services),
             "status": lk.QUEUED if agency.webhook else lk.READY, "requestedBy": principal.actor, "requestedAt": now,
             "automatic": False, "direct": True, "purpose": purpose, "reason": None, "decidedBy": principal.actor,
             "decidedAt": now, "grant": issued.grant.id, "cameras": issued.grant.cameras, "deliveredAt": None,
@@ -1024,10 +1041,12 @@ class OperationsCenter:
                 await self.events.change(change.tenant, existing.id,
                                          lambda e: self.events.level_rows(e, level, SYSTEM.actor))
                 return
+            personal = _about_person(alarm, self.platform.privacy.names)
             data = EventIn(service="IOT", typeCode=_type_code(alarm), level=level, location=_alarm_point(alarm),
                            address=await self._address(change.tenant, alarm.get("entity_id")),
-                           details=_alarm_details(alarm), sourceSystem=ALARM_SOURCE, sourceRef=alarm["id"])
-            await self.create_event(change.tenant, data, SYSTEM, alarm_id=alarm["id"])
+                           details=_alarm_details(alarm, personal), sourceSystem=ALARM_SOURCE, sourceRef=alarm["id"])
+            await self.create_event(change.tenant, data, SYSTEM, alarm_id=alarm["id"], rule_name=_rule_name(alarm),
+                                    about_person=personal)
 
     async def _alarm_closed(self, change: AlarmChanged) -> None:
         """The alarm that made an event is closed: the event follows, unless somebody took it up.
@@ -1098,7 +1117,36 @@ def _alarm_point(alarm: dict[str, Any]) -> dict[str, Any] | None:
     return {"lon": centre.x, "lat": centre.y}
 
 
-def _alarm_details(alarm: dict[str, Any]) -> str:
+def typed_length(name: str, text: str) -> dict[str, Any]:
+    """What an audit line keeps of a typed text: `<name>Chars` (its length) and `<name>Masked` (whether it held
+    personal data, `holds_personal`), never the text; nothing for an empty one."""
+    return {f"{name}Chars": len(text), f"{name}Masked": holds_personal(text)} if text else {}
+
+
+def _about_person(alarm: dict[str, Any], personal_types: frozenset[str]) -> bool:
+    """Whether the alarm is about a person: its entity's type (the alarm's `entity_type`, else the id's) is one of
+    the personal types in force (`privacy.personal_entity_types` and those the domains declare, as for its Alert)."""
+    kind = str(alarm.get("entity_type") or "") or entity_type_of(str(alarm.get("entity_id") or ""))
+    return bool(kind) and kind in personal_types
+
+
+def _rule_name(alarm: dict[str, Any]) -> dict[str, str] | None:
+    """The name ({"ko", "en"}) of the rule that raised the alarm (its `evidence.ruleName`), or None."""
+    evidence = alarm.get("evidence")
+    found = evidence.get("ruleName") if isinstance(evidence, dict) else None
+    if not isinstance(found, dict):
+        return None
+    named = {lang: found[lang] for lang in ("ko", "en") if isinstance(found.get(lang), str) and found[lang].strip()}
+    return named or None
+
+
+def _alarm_details(alarm: dict[str, Any], personal: bool = False) -> str:
+    """The event's `details`: the alarm's description, its id and its entity's id; the id of a person's entity (it
+    can be a name, `urn:ngsi-ld:CareDevice:kim-younghee-home`) masked as names are (`mask_entity_id`:
+    `urn:ngsi-ld:CareDevice:k**-y*******-h***`) for everybody, as the event is stored: whoever may see the entity
+    follows the alarm id to it (`GET /api/v1/alarms/{id}`, its entity for `personal:read`)."""
     description = alarm.get("description") or {}
     text = " / ".join(str(description[lang]) for lang in ("ko", "en") if description.get(lang))
-    return f"{text} (경보 alarm {alarm.get('id')}, {alarm.get('entity_id')})".strip()
+    entity = str(alarm.get("entity_id") or "")
+    shown = mask_entity_id(entity) if personal and entity else alarm.get("entity_id")
+    return f"{text} (경보 alarm {alarm.get('id')}, {shown})".strip()

@@ -32,13 +32,14 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import re
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -54,7 +55,7 @@ from ucity.ngsild.model import normalize_entity
 from ucity.ngsild.ops import replace_op
 from ucity.ops.audit import AuditLog
 from ucity.ops.auth import Permission, Principal, mask_personal
-from ucity.ops.freetext import holds_personal, mask_free_text
+from ucity.ops.freetext import REDACTED, holds_personal, mask_free_text
 from ucity.rules.events import LEVEL_NAMES, LEVELS, SEVERITY
 from ucity.store.base import AuditQuery, AuditRow, Doc, Mutation, OpsEventQuery, OpsEventRow, Store
 
@@ -189,8 +190,40 @@ def check_transition(current: str, target: str, by: str | None = None, at: str |
         raise InvalidEventTransition("종결 전에 확인하십시오 / acknowledge the event before closing it", **extra)
 
 
-def type_name(code: str) -> dict[str, str]:
-    return TYPE_NAMES.get(code, {"ko": code, "en": code})
+def type_name(code: str, rule: dict[str, Any] | None = None) -> dict[str, str]:
+    """The names of a type code: ucity's own (`TYPE_NAMES`), else those of the rule whose alarm made the event (an
+    event of an alarm has its rule's id as its code, `qa_care_inactive`: `Event.rule_name`), else the code itself.
+    A rule's name lacking a language has the other language's (a rule may be named in one)."""
+    if code in TYPE_NAMES:
+        return TYPE_NAMES[code]
+    named = {lang: text.strip() for lang in ("ko", "en")
+             if isinstance(text := (rule or {}).get(lang), str) and text.strip()}
+    if named:
+        return {"ko": named.get("ko") or named["en"], "en": named.get("en") or named["ko"]}
+    return {"ko": code, "en": code}
+
+
+def mask_words(text: str) -> str:
+    """Each word (between spaces, `-`, `_`, `.`, `:`, `/`) down to its first letter and a `*` for each other one:
+    "kim-younghee-home" -> "k**-y*******-h***" (as names are masked, `auth.mask_name`, and as the dashboard shows
+    personal ids, ucity/web/static/js/privacy.js `maskWords`)."""
+    return re.sub(r"[^\s\-_.:/]+", lambda m: m.group(0)[0] + "*" * (len(m.group(0)) - 1), text)
+
+
+def entity_type_of(entity_id: str) -> str:
+    """The type of an NGSI-LD entity id (`urn:ngsi-ld:<Type>:<rest>`), "" for anything else."""
+    found = re.match(r"urn:ngsi-ld:([^:]+):", entity_id)
+    return found.group(1) if found else ""
+
+
+def mask_entity_id(entity_id: str) -> str:
+    """An entity id with what follows its type masked (`mask_words`): `urn:ngsi-ld:CareDevice:kim-younghee-home` ->
+    `urn:ngsi-ld:CareDevice:k**-y*******-h***` (the id of an entity of a personal type can be a name)."""
+    kind = entity_type_of(entity_id)
+    if not kind:
+        return mask_words(entity_id)
+    prefix = f"urn:ngsi-ld:{kind}:"
+    return prefix + mask_words(entity_id[len(prefix):])
 
 
 def entity_id(event_id: str) -> str:
@@ -377,10 +410,20 @@ class Event:
     status_at: str = ""
     # The agencies' reports back (QA15 F6): {"agency", "status", "at", "by", "note"}; the note is free text
     agency_reports: list[dict[str, Any]] = field(default_factory=list)
+    # An event of an alarm (FIX-H): its rule's name ({"ko", "en"}: the alarm's `evidence.ruleName`), which names its
+    # type when ucity does not know the code (`type_names`), and whether the alarm is about a person (its entity of
+    # a personal type, ucity/core/privacy.py), which makes the event sensitive (`is_sensitive`)
+    rule_name: dict[str, str] | None = None
+    about_person: bool = False
 
     @property
     def entity_id(self) -> str:
         return entity_id(self.id)
+
+    @property
+    def type_names(self) -> dict[str, str]:
+        """The names of its type (`type_name`): ucity's, else its rule's, else the code."""
+        return type_name(self.type_code, self.rule_name)
 
     @property
     def final(self) -> bool:
@@ -433,14 +476,14 @@ class Event:
         every = principal.can(Permission.EVENTS_READ_ALL)
         wire: Doc = {
             "id": self.id, "entityId": self.entity_id, "service": self.service, "serviceName": SERVICES[self.service],
-            "typeCode": self.type_code, "typeName": type_name(self.type_code), "level": self.level,
+            "typeCode": self.type_code, "typeName": self.type_names, "level": self.level,
             "levelName": LEVEL_NAMES[self.level], "status": self.status, "statusName": STATUS_NAMES[self.status],
             "occurredAt": self.occurred_at, "reportedAt": self.reported_at, "updatedAt": self.updated_at,
             "location": point_geojson(self.point), "address": self.address, "details": text(self.details),
             "source": {"system": self.source_system, "ref": self.source_ref}, "reportedBy": self.reported_by,
             "reporterAgency": self.reporter_agency, "subject": self.subject, "alarm": self.alarm_id,
             "personal": {k: (dict(v) if unmasked else mask_personal(v)) for k, v in self.personal.items()},
-            "attachments": [{**a, "name": text(str(a.get("name", "")))} for a in self.attachments],
+            "attachments": [_attachment_text(a, text) for a in self.attachments],
             "agencies": [a for a in self.agencies if every or a in (principal.agency, self.reporter_agency)],
             "linkages": [{**link, **{k: text(link[k]) for k in ("purpose", "reason") if isinstance(link.get(k), str)},
                           **({"purposes": [{**p, "purpose": text(str(p.get("purpose", "")))} for p in link["purposes"]]}
@@ -460,25 +503,59 @@ class Event:
         if every:
             wire["notes"] = [{**note, "text": text(str(note.get("text", "")))} for note in self.notes]
         if history is not None:
-            wire["history"] = history
+            wire["history"] = redact_trail(history, self.redacted_until())
         return wire
+
+    def redacted_until(self) -> str | None:
+        """When the event's free text was last redacted (a data subject's request, subjects.py), or None."""
+        times = [str(r["at"]) for r in self.redactions if "freeText" in (r.get("parts") or {})]
+        return max(times) if times else None
+
+    def free_texts(self) -> dict[str, list[str]]:
+        """Every text people typed on the event, by part (privacy QA10 F3/F4: what masking, a data subject's search
+        and a redaction cover): `details`, the operators' status `notes`, attachment names and descriptions, linkage
+        purposes (every stated one) and reasons, the agencies' report notes (`agencyReports`). The personal blocks'
+        `description` goes with its role (`personal`); the footage grants' purposes and revocation reasons are kept
+        with the grants (subjects.py)."""
+        texts: dict[str, list[str]] = {
+            "details": [self.details],
+            "notes": [str(note.get("text") or "") for note in self.notes],
+            "attachments": [str(a.get(k) or "") for a in self.attachments for k in ATTACHMENT_TEXTS],
+            "linkages": [*(str(link.get(k) or "") for link in self.linkages for k in LINKAGE_TEXTS),
+                         *(str(p.get("purpose") or "") for link in self.linkages for p in _purposes(link))],
+            "agencyReports": [str(r.get("note") or "") for r in self.agency_reports],
+        }
+        return {part: [t for t in found if t] for part, found in texts.items()}
 
     def free_text_read(self) -> list[str]:
         """Which free texts of the event hold personal data (`holds_personal`): what an unmasked read shows."""
-        parts = ["details"] if holds_personal(self.details) else []
-        if any(holds_personal(str(note.get("text", ""))) for note in self.notes):
-            parts.append("notes")
-        return parts
+        return [part for part, texts in self.free_texts().items() if any(holds_personal(t) for t in texts)]
 
     def summary(self) -> Doc:
         """What an agency package says of the event (no personal data but the subject's pseudonym; `details` and
         attachment names masked as for the agency's own reads, `mask_free_text`: the agency role has no `personal:read`)."""
         return {"id": self.id, "service": self.service, "serviceName": SERVICES[self.service], "typeCode": self.type_code,
-                "typeName": type_name(self.type_code), "level": self.level, "levelName": LEVEL_NAMES[self.level],
+                "typeName": self.type_names, "level": self.level, "levelName": LEVEL_NAMES[self.level],
                 "status": self.status, "occurredAt": self.occurred_at, "reportedAt": self.reported_at,
                 "location": point_geojson(self.point), "address": self.address, "details": mask_free_text(self.details),
                 "source": {"system": self.source_system, "ref": self.source_ref}, "subject": self.subject,
-                "attachments": [{**a, "name": mask_free_text(str(a.get("name", "")))} for a in self.attachments]}
+                "attachments": [_attachment_text(a, mask_free_text) for a in self.attachments]}
+
+
+ATTACHMENT_TEXTS = ("name", "description")  # an attachment's free text
+LINKAGE_TEXTS = ("purpose", "reason")  # a linkage's free text (and each `purposes[].purpose`)
+
+
+def _purposes(link: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every purpose stated for a linkage after its first (`purposes`, QA15 F9a)."""
+    found = link.get("purposes")
+    return [p for p in found if isinstance(p, dict)] if isinstance(found, list) else []
+
+
+def _attachment_text(attachment: dict[str, Any], text: Callable[[str], str]) -> dict[str, Any]:
+    """An attachment with its free text (`ATTACHMENT_TEXTS`) passed through `text` (masking, or as it is)."""
+    return {**attachment, **{k: text(attachment[k]) for k in ATTACHMENT_TEXTS if isinstance(attachment.get(k), str)},
+            "name": text(str(attachment.get("name", "")))}
 
 
 def point_geojson(point: tuple[float, float] | None) -> dict[str, Any] | None:
@@ -496,9 +573,10 @@ def _date(value: str) -> dict[str, Any]:
 
 def is_sensitive(event: Event, crime_types: Iterable[str] = ()) -> bool:
     """Whether where the event is tells about a person (QA7 F3): a police service or support for vulnerable people,
-    a type about one person or one of the listed crime types (`ops.video_crime_types`), or an event with a subject."""
+    a type about one person or one of the listed crime types (`ops.video_crime_types`), an event with a subject, or
+    one an alarm about a person made (`about_person`: a care household's alarm is where that person lives)."""
     return (event.service in SENSITIVE_SERVICES or event.type_code in PERSON_TYPES or event.type_code in crime_types
-            or event.subject is not None)
+            or event.subject is not None or event.about_person)
 
 
 def coarse_point(point: tuple[float, float], cell: float = COARSE_CELL_DEG) -> tuple[float, float]:
@@ -512,7 +590,7 @@ def event_entity(event: Event, crime_types: Iterable[str] = ()) -> dict[str, Any
     and no source reference (a 112 case number), and as location the centre of its `COARSE_CELL_DEG` cell
     (`locationCellDeg` says so); a protected type (`PROTECTED_TYPES`) is not named at all, only its service."""
     sensitive = is_sensitive(event, crime_types)
-    names = None if event.type_code in PROTECTED_TYPES else type_name(event.type_code)
+    names = None if event.type_code in PROTECTED_TYPES else event.type_names
     entity: dict[str, Any] = {
         "id": event.entity_id, "type": ENTITY_TYPE,
         "service": _prop(event.service), "level": _prop(event.level),
@@ -568,6 +646,29 @@ def trail_for(docs: list[Doc], principal: Principal) -> list[Doc]:
     return out
 
 
+# What typed text the audit lines of linkages and grants keep (masked, QA10 F3): (kind, key) -> the actions whose
+# line holds it as typed (None: every action); other `reason`s are codes (`agency-disabled`, `grant-expired` ...).
+TRAIL_TEXTS: dict[tuple[str, str], frozenset[str] | None] = {
+    ("linkage", "purpose"): None, ("grant", "purpose"): None,
+    ("linkage", "reason"): frozenset({"approved", "rejected"}), ("grant", "reason"): frozenset({"revoked"}),
+}
+
+
+def redact_trail(docs: list[Doc], until: str | None) -> list[Doc]:
+    """Audit lines as shown with a redacted event or grant: the typed texts they keep (`TRAIL_TEXTS`) of lines up to
+    the redaction (`until`; None: no redaction) shown as `REDACTED`. The audit log itself is append-only and is not
+    rewritten (`GET /api/v1/audit`, audit:read, still holds them, masked)."""
+    if until is None:
+        return docs
+    out: list[Doc] = []
+    for doc in docs:
+        hidden = {key: REDACTED for (kind, key), actions in TRAIL_TEXTS.items()
+                  if doc.get("kind") == kind and isinstance(doc.get(key), str) and doc.get(key)
+                  and (actions is None or doc.get("action") in actions) and str(doc.get("at", "")) <= until}
+        out.append({**doc, **hidden} if hidden else doc)
+    return out
+
+
 class Pseudonymizer:
     """The subject's pseudonym: an HMAC of its identifying fields, stable across events."""
 
@@ -609,6 +710,20 @@ class KeyedLocks:
 Change = Callable[[Event], list[AuditRow]]
 
 
+class Announcement(Protocol):
+    """Notices to agencies made for one commit (linkage.Prepared): their outbox entries go in the commit, `send`
+    queues them once it is made."""
+
+    @property
+    def entries(self) -> list[tuple[str, str, str, Doc]]: ...
+
+    def send(self) -> None: ...
+
+
+# The notices of an event's move to its current status (the centre sets `linkage.status_notices`: `dispatched`)
+Announcer = Callable[[Event], Sequence[Announcement]]
+
+
 class EventService:
     """Events: create, read, change (one writer per event at a time), each change saved with its audit lines
     and mirrored to the NGSI-LD entity."""
@@ -621,12 +736,15 @@ class EventService:
         self.audit = audit
         self.pseudonyms = pseudonyms
         self._locks = KeyedLocks()
+        # Set by the centre (center.py): the agencies' notices of a status move, whichever path makes it
+        self.announce: Announcer | None = None
 
     def now(self) -> str:
         return to_iso(self.clock.now())
 
     # -- create ----------------------------------------------------------------------------------------
-    def build(self, tenant: str, data: EventIn, principal: Principal, alarm_id: str | None = None) -> Event:
+    def build(self, tenant: str, data: EventIn, principal: Principal, alarm_id: str | None = None,
+              rule_name: dict[str, str] | None = None, about_person: bool = False) -> Event:
         now = self.now()
         occurred = data.occurredAt or now
         self._check_occurred(occurred)
@@ -638,7 +756,7 @@ class EventService:
             details=data.details, source_system=f"agency:{agency}" if agency else (data.sourceSystem or "operator"),
             source_ref=data.sourceRef or "", reported_by=principal.actor, reporter_agency=agency, alarm_id=alarm_id,
             attachments=[self._attachment(a, principal, now) for a in data.attachments],
-            status_by=principal.actor, status_at=now)
+            status_by=principal.actor, status_at=now, rule_name=rule_name, about_person=about_person)
         self._people(event, data)
         return event
 
@@ -711,13 +829,23 @@ class EventService:
     async def change(self, tenant: str, event_id: str, change: Change,
                      docs: Callable[[Event], list[tuple[str, str, str, Doc]]] | None = None) -> Event:
         """Apply `change` to the stored event under its lock; save it with the audit lines it returns, and with the
-        documents `docs` gives for the changed event (a linkage's queued package), in one commit."""
+        documents `docs` gives for the changed event (a linkage's queued package), in one commit.
+
+        A change that moves the event to another status is announced to the agencies it is shared with when the
+        status has notices (`announce`: `dispatched`, QA15 F6), whatever made the move (an operator, an API, a
+        service of the centre): the notices' outbox entries are written in the move's commit and queued once it is
+        made. A repeat of the status is no move (`transition_rows` writes nothing): nobody is told again."""
         async with self._locks.hold((tenant, event_id)):
             event = await self.load(tenant, event_id)
+            before = event.status
             rows = change(event)
             if rows:
                 event.updated_at = self.now()
-                await self._save(event, rows, docs(event) if docs is not None else [])
+                made = self.announce(event) if self.announce is not None and event.status != before else []
+                entries = [entry for notice in made for entry in notice.entries]
+                await self._save(event, rows, [*(docs(event) if docs is not None else []), *entries])
+                for notice in made:
+                    notice.send()
             return event
 
     def transition_rows(self, event: Event, target: str, actor: str, note: str = "",

@@ -25,6 +25,7 @@ import re
 
 from ucity.ops.auth import mask_phone
 
+REDACTED = "[삭제됨 / redacted]"  # what a data subject's redaction leaves of a text (subjects.py)
 _BEFORE = r"(?<![A-Za-z0-9])(?<!\d[-.])"  # not inside a word, a longer number or a chain of digit groups
 _AFTER = r"(?!\d)(?![-.]\d)"
 _SEP = r"[-. ]?"
@@ -60,3 +61,8 @@ def mask_free_text(text: str) -> str:
 def holds_personal(text: str) -> bool:
     """Whether `mask_free_text` would change `text`."""
     return bool(text) and mask_free_text(text) != text
+
+
+def phones_in(text: str) -> list[str]:
+    """The phone numbers `mask_free_text` recognises in `text`, as written (a data subject's search, subjects.py)."""
+    return [match.group(0) for match in PHONE.finditer(text)] if text else []

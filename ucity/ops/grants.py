@@ -9,7 +9,9 @@ such a link resolves only when
 1. the token's signature is valid (nobody can forge or widen one),
 2. the grant exists and is not revoked, and neither the token nor the grant has expired,
 3. the camera is in the grant's scope and still the camera granted (`cameras.identity` recorded at the issue: a
-   camera deleted, registered again under its id or moved since is refused, `camera-removed` / `camera-changed`), and
+   camera deleted, registered again under its id or moved since is refused, `camera-removed` / `camera-changed`; the
+   live grants naming such a camera, or one whose footage URL is re-pointed, lose it at once, or are revoked when it
+   was their last camera, each agency told: `drop_camera`), and
 4. the caller authenticates as the grant's agency (a link passed to another agency is useless), and that
    agency exists and is enabled, and the grant's event is neither closed nor cancelled (such grants are
    revoked; these checks hold the links shut even before, or after a crash in between).
@@ -53,8 +55,8 @@ from ucity.core.config import OpsSettings
 from ucity.core.errors import BadRequest, NotFound, UcityError, Unavailable
 from ucity.ops.audit import AuditLog
 from ucity.ops.auth import Forbidden, Permission, Principal, Unauthorized
+from ucity.ops.cameras import CAUSES, MOVED, REMOVED, identity, local_id
 from ucity.ops.cameras import entity_id as camera_entity_id
-from ucity.ops.cameras import identity, local_id
 from ucity.ops.events import FINAL, KeyedLocks
 from ucity.ops.freetext import mask_free_text
 from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, GrantRow, Store
@@ -142,6 +144,9 @@ class Grant:
     # Each camera's identity when granted (local id -> cameras.identity: registration time and place; QA15 F1), or
     # None in grants issued before it was kept: those accept a camera registered before the grant's issue.
     marks: dict[str, str] | None = None
+    # The cameras dropped from the grant since its issue (local id -> cause: `cameras.CAUSES`; `drop_camera`): their
+    # links are refused with that cause as the reason. A grant whose last camera goes is revoked, its cameras kept.
+    dropped: dict[str, str] | None = None
 
     def state(self, now: str) -> str:
         if self.status == REVOKED:
@@ -165,7 +170,7 @@ class Grant:
                 "expiresAt": self.expires_at, "issuedBy": self.issued_by, "renewals": self.renewals,
                 "agencyRenewals": self.agency_renewals,
                 "linkage": self.linkage, "revokedAt": self.revoked_at, "revokedBy": self.revoked_by,
-                "revokeReason": self.revoke_reason}
+                "revokeReason": self.revoke_reason, "droppedCameras": dict(self.dropped or {})}
 
 
 def _b64(data: bytes) -> str:
@@ -248,6 +253,9 @@ STATS = ("requested", "held", "approved", "rejected", "delivered", "failed", "gr
 # written in that commit and it is queued once the commit is made (`Prepared.send`). Given the changed grant and
 # its footage token (a renewal's new one; revocations: "").
 Notice = Callable[[Grant, str], "Prepared"]
+# The notice of a camera dropped from a grant (`drop_camera`), made the same way: given the changed grant, the camera,
+# the cause (`cameras.CAUSES`) and whether the grant was revoked (its last camera) rather than narrowed.
+DropNotice = Callable[[Grant, str, str, bool], "Prepared"]
 
 
 class GrantService:
@@ -264,6 +272,8 @@ class GrantService:
         # Why the agency may not use footage now ("agency-disabled", "agency-unknown"), or None (center.py wires
         # it to the agency registry): a disabled agency's links are refused even before its grants are revoked.
         self.agency_refusal: Callable[[str, str], str | None] = lambda tenant, agency_id: None
+        # The agency's notice of a camera dropped from its grant (`drop_camera`; linkage.follow_cameras wires it).
+        self.camera_notice: DropNotice | None = None
 
     def now(self) -> str:
         return to_iso(self.clock.now())
@@ -427,6 +437,90 @@ class GrantService:
                 log.exception("grant %s of tenant %s not revoked (%s)", grant.id, tenant, reason)
         return revoked
 
+    # -- cameras that changed -------------------------------------------------------------------------------
+    async def drop_camera(self, tenant: str, camera: str, cause: str, actor: str, notice: DropNotice | None = None,
+                          grant_ids: frozenset[str] | None = None) -> list[Grant]:
+        """A camera deleted, moved or registered again, or its footage URL re-pointed (`cause`, cameras.py): every
+        live grant naming it loses it (`narrowed`, audited `grant` / `narrowed` with the camera, the cause and the
+        cameras left), or is revoked when it was the grant's last camera (`revoked`, reason the cause in English as
+        the other revocation reasons, `cause`), each with its agency's `notice` in the same commit. The grants that
+        changed. A grant the store fails to change is logged and left: its link for the camera is refused anyway
+        (`_check_camera`: `camera-removed` / `camera-changed`), except after a URL change. `notice` defaults to
+        `camera_notice`; `grant_ids` keeps to those grants (`sweep_cameras`)."""
+        camera = local_id(camera_entity_id(camera))
+        notice = notice or self.camera_notice
+        live, _ = await self.query(tenant, GrantQuery(valid_at=to_micros(self.clock.now()), limit=10_000))
+        changed = []
+        for grant in live:
+            if camera not in grant.cameras or (grant_ids is not None and grant.id not in grant_ids):
+                continue
+            try:
+                async with self._locks.hold((tenant, grant.id)):
+                    while True:  # until written or found with nothing to do (a write refused as stale re-reads)
+                        done = await self._drop(tenant, grant.id, camera, cause, actor, notice)
+                        if done is not False:
+                            break
+            except Exception:
+                log.exception("camera %s not dropped from grant %s of tenant %s (%s)", camera, grant.id, tenant, cause)
+                continue
+            if isinstance(done, Grant):
+                changed.append(done)
+        return changed
+
+    async def sweep_cameras(self) -> int:
+        """At start: a camera deleted, moved or registered again while no process followed its commit (a crash
+        between the camera's write and its grants' narrowing) is dropped from the live grants it is no longer the
+        granted camera of (each judged against its own record, `_check_camera`), by `system`, audited and announced
+        as usual. How many grants changed. (A URL re-pointed just before a crash is not seen: grants keep no URL.)"""
+        now = to_micros(self.clock.now())
+        changed = 0
+        for tenant in await self.store.live_grant_tenants(now):
+            grants, _ = await self.query(tenant, GrantQuery(valid_at=now, limit=10_000))
+            stale: dict[tuple[str, str], set[str]] = {}  # (camera, cause) -> grants
+            for grant in grants:
+                for camera in grant.cameras:
+                    try:
+                        await self._check_camera(grant, camera)
+                    except AccessDenied as refusal:
+                        stale.setdefault((camera, refusal.reason), set()).add(grant.id)
+            for (camera, cause), ids in sorted(stale.items()):
+                done = await self.drop_camera(tenant, camera, cause, "system", grant_ids=frozenset(ids))
+                changed += len(done)
+                if done:
+                    log.warning("start: camera %s (%s) dropped from %d grants of tenant %s", camera, cause, len(done),
+                                tenant)
+        return changed
+
+    async def _drop(self, tenant: str, grant_id: str, camera: str, cause: str, actor: str,
+                    notice: DropNotice | None) -> Grant | bool | None:
+        """One grant loses one camera: the grant written, None (nothing to do: ended, or the camera gone from it
+        meanwhile), or False (refused as stale: read again)."""
+        grant = await self.load(tenant, grant_id)
+        now = self.now()
+        if grant.state(now) != ACTIVE or camera not in grant.cameras:
+            return None
+        # Judged against the grant's own record (one issued since the move keeps the camera); a grant older than those
+        # records (`marks` None) cannot tell a move: it loses the camera as told.
+        if cause in (REMOVED, MOVED) and grant.marks is not None:
+            try:
+                await self._check_camera(grant, camera)
+                return None
+            except AccessDenied as refusal:
+                cause = refusal.reason
+        grant.dropped = {**(grant.dropped or {}), camera: cause}
+        left = [c for c in grant.cameras if c != camera]
+        reason = CAUSES[cause][1]
+        if left:
+            grant.cameras = left
+            row = self._row(grant, "narrowed", actor, camera=camera, cause=cause, cameras=left)
+        else:
+            grant.status, grant.revoked_at, grant.revoked_by, grant.revoke_reason = REVOKED, now, actor, reason
+            row = self._row(grant, "revoked", actor, camera=camera, cause=cause, reason=reason)
+        made = (lambda g, _token: notice(g, camera, cause, not left)) if notice is not None else None
+        if not await self._save(grant, now, [row], made):
+            return False
+        return grant
+
     def _row(self, grant: Grant, action: str, actor: str, outcome: str = "ok", **detail: Any) -> AuditRow:
         for key in ("purpose", "reason"):  # free text: no phone, registration number or e-mail (QA10 F3)
             if isinstance(detail.get(key), str):
@@ -474,7 +568,7 @@ class GrantService:
             if principal is None:
                 raise AccessUnauthenticated()
             grant = await self._grant_of(payload)
-            self._check(grant, payload, camera_id, principal)
+            self._check(grant, payload, camera_id, principal, await self._dropped(grant, camera_id))
             await self._check_event(grant)
             await self._check_camera(grant, camera_id)
         except AccessDenied as denied:
@@ -497,12 +591,28 @@ class GrantService:
             raise AccessDenied("unknown-grant", "없는 공유", "the grant does not exist")
         return Grant.from_doc(doc)
 
-    def _check(self, grant: Grant, payload: dict[str, Any], camera_id: str, principal: Principal) -> None:
+    async def _dropped(self, grant: Grant, camera_id: str) -> AccessDenied | None:
+        """The refusal of a camera dropped from the grant (`drop_camera`; a grant revoked for its last camera too):
+        what the camera is now if it was deleted or is another (`camera-removed` / `camera-changed`), else the cause
+        it was dropped for (`camera-feed-changed`). None for a camera not dropped."""
+        cause = (grant.dropped or {}).get(camera_id)
+        if cause is None:
+            return None
+        try:
+            await self._check_camera(grant, camera_id)
+        except AccessDenied as refusal:
+            return refusal
+        return _camera_refusal(cause)
+
+    def _check(self, grant: Grant, payload: dict[str, Any], camera_id: str, principal: Principal,
+               dropped: AccessDenied | None = None) -> None:
         now = self.clock.now()
         refusal = self.agency_refusal(grant.tenant, grant.agency)
         if refusal is not None:  # its grants are being (or were) revoked; its terminals' links end at once
             raise AccessDenied(refusal, "사용 중지되었거나 없는 기관의 공유",
                                "the grant's agency is disabled or does not exist")
+        if dropped is not None:  # the camera left the grant (or ended it): why, rather than "revoked"
+            raise dropped
         if grant.status == REVOKED:
             raise AccessDenied("revoked", "회수된 공유", "the grant was revoked")
         if now.timestamp() >= float(payload.get("x", 0)) or to_iso(now) >= grant.expires_at:
@@ -527,14 +637,13 @@ class GrantService:
         re-used since is refused; a move is not seen)."""
         doc = await self.store.get_entity(grant.tenant, camera_entity_id(camera_id))
         if doc is None:
-            raise AccessDenied("camera-removed", "공유 이후 카메라가 삭제됨", "the camera was deleted since the grant")
+            raise _camera_refusal(REMOVED)
         if grant.marks is None:
             same = str(doc.get("createdAt", "")) <= grant.issued_at
         else:
             same = grant.marks.get(camera_id) == identity(doc)
         if not same:
-            raise AccessDenied("camera-changed", "공유 이후 카메라가 다시 등록되었거나 옮겨짐: 새 공유가 필요합니다",
-                               "the camera was registered again or moved since the grant: a new grant is needed")
+            raise _camera_refusal(MOVED)
 
     async def _audit_access(self, tenant: str, payload: dict[str, Any], camera: str, kind: str,
                             principal: Principal | None, outcome: str, reason: str) -> None:
@@ -560,6 +669,20 @@ class GrantService:
             if (action, outcome) == ("requested", "held"):
                 stats["held"] += count
         return out
+
+
+_CAMERA_REFUSALS = {
+    REMOVED: ("공유 이후 카메라가 삭제됨", "the camera was deleted since the grant"),
+    MOVED: ("공유 이후 카메라가 다시 등록되었거나 옮겨짐: 새 공유가 필요합니다",
+            "the camera was registered again or moved since the grant: a new grant is needed"),
+}
+
+
+def _camera_refusal(cause: str) -> AccessDenied:
+    """The refusal of a link of a camera that is not the one granted any more (its reason: the cause)."""
+    ko, en = _CAMERA_REFUSALS.get(cause) or (
+        f"공유 이후 {CAUSES[cause][0]}: 새 공유가 필요합니다", f"{CAUSES[cause][1]} since the grant: a new grant is needed")
+    return AccessDenied(cause, ko, en)
 
 
 def links(base_url: str, token: str, cameras: list[str]) -> list[dict[str, str]]:

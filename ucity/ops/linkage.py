@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import logging
 import math
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from shapely.geometry import shape
@@ -55,10 +56,15 @@ from ucity.ngsild.geo import haversine_m, parse_geoquery
 from ucity.ngsild.model import default_geometry
 from ucity.ops.agencies import Agency
 from ucity.ops.auth import Permission, Principal
-from ucity.ops.events import DISPATCHED, SERVICES, STATUS_NAMES, Event, type_name
+from ucity.ops.cameras import CAUSES, local_id
+from ucity.ops.events import DISPATCHED, SERVICES, STATUS_NAMES, Event
 from ucity.ops.nearest import LOCATION, METRES_PER_DEG, NearCamera, iri
 from ucity.rules.events import LEVEL_NAMES
 from ucity.store.base import AlarmQuery, Doc, EntityQuery, Store, TypeExpr
+
+if TYPE_CHECKING:
+    from ucity.ops.cameras import CameraRegistry
+    from ucity.ops.grants import Grant, GrantService
 
 log = logging.getLogger(__name__)
 HELD, APPROVED, QUEUED, READY, DELIVERED, FAILED, REJECTED = (
@@ -136,13 +142,51 @@ def build_package(event: Event, agency: Agency, service: str, linkage_id: str, c
     return package
 
 
+# A direct share's service when the agency does not receive the event's own (`share_service`): the services that fit
+# the event, best first [D] (ucity's choice: the dispatch service of the situation, then the neighbouring ones).
+_TYPE_SERVICES: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(("fire", "rescue", "medical", "gas_leak", "structural", "fall", "elderly_alone"),
+                    ("119_DISPATCH", "DISASTER")),
+    **dict.fromkeys(("flood", "landslide"), ("DISASTER", "119_DISPATCH")),
+    "traffic_accident": ("119_DISPATCH", "112_DISPATCH"),
+    **dict.fromkeys(("murder", "robbery", "pickpocketing", "theft", "kidnapping", "sexual_violence",
+                     "domestic_violence", "assault", "fraud", "noise", "stalking", "child_abuse"),
+                    ("112_DISPATCH", "112_VIDEO")),
+    **dict.fromkeys(("missing_person", "dementia_missing", "child_missing", "disabled_missing", "geofence_exit",
+                     "women_safety", "sos"), ("VULNERABLE", "112_DISPATCH", "119_DISPATCH")),
+}
+_SERVICE_SERVICES: dict[str, tuple[str, ...]] = {
+    "112_VIDEO": ("112_DISPATCH",), "112_DISPATCH": ("112_VIDEO",), "119_DISPATCH": ("DISASTER", "112_DISPATCH"),
+    "DISASTER": ("119_DISPATCH", "IOT", "112_DISPATCH"), "IOT": ("DISASTER", "119_DISPATCH"),
+    "VULNERABLE": ("112_DISPATCH", "119_DISPATCH"),
+}
+
+
+def share_service(event: Event, services: list[str]) -> str:
+    """The service of an operator's direct share (center.py `issue_grant`) with an agency receiving `services`: it
+    chooses the package's sections only (the texts are labelled by the event's own service, `compose`). The event's
+    service if the agency receives it; else the first of the agency's services that fits the event (by its type,
+    then by its service: `_TYPE_SERVICES`, `_SERVICE_SERVICES`), not merely the agency's first (a flood reported by
+    an IoT sensor and shared with the fire service gets the disaster sections: nearby alarms, not hydrants and
+    parking); else the agency's service whose package carries the least (least privilege: never the subject's
+    section of `VULNERABLE` for an event that is not about a vulnerable person)."""
+    if event.service in services:
+        return event.service
+    fitting = (*_TYPE_SERVICES.get(event.type_code, ()), *_SERVICE_SERVICES.get(event.service, ()))
+    chosen = next((s for s in fitting if s in services), None)
+    if chosen is not None:
+        return chosen
+    return min(services, key=lambda s: ("subject" in PACKAGE_SECTIONS.get(s, frozenset()),
+                                        len(PACKAGE_SECTIONS.get(s, frozenset())), services.index(s)))
+
+
 def compose(event: Event, service: str) -> tuple[dict[str, str], dict[str, str]]:
     """(subject, text) in Korean and English, for people: the level's name in each language and the time in
     Korea time, as the alarm notifications write them (alarms/dispatch.py). The package's fields stay
     machine-readable (level codes, UTC). Labelled by the event's own service (QA15 F9b): the linkage's `service`
-    only chooses the package's sections (an operator's direct share of a care event with the fire service takes
-    the agency's first service), so it would name the situation wrongly."""
-    names, where = type_name(event.type_code), event.address or ""
+    only chooses the package's sections (an operator's direct share with an agency that does not receive the event's
+    service takes another one, `share_service`), so it would name the situation wrongly."""
+    names, where = event.type_names, event.address or ""
     level = LEVEL_NAMES[event.level]
     when = parse_iso(event.occurred_at).astimezone(KST).strftime("%Y-%m-%d %H:%M:%S KST")
     place = f" {where}" if where else ""
@@ -196,7 +240,7 @@ def status_notices(links: AgencyLinks, event: Event, notification_id: Callable[[
     kind = STATUS_NOTICES.get(event.status)
     if kind is None:
         return []
-    names, status = type_name(event.type_code), STATUS_NAMES[event.status]
+    names, status = event.type_names, STATUS_NAMES[event.status]
     label = SERVICES[event.service]
     when = kst(at)
     subject = {lang: f"[{label[lang]}] {names[lang]}: {status[lang]}" for lang in ("ko", "en")}
@@ -207,6 +251,52 @@ def status_notices(links: AgencyLinks, event: Event, notification_id: Callable[[
                       "typeCode": event.type_code, "typeName": names}, "at": at}
     return [links.notice(event.tenant, agency, kind, subject, text, body, notification_id(), at)
             for agency in status_notice_agencies(event)]
+
+
+def camera_dropped_notice(links: AgencyLinks, grant: Grant, camera: str, cause: str, revoked: bool,
+                          at: str) -> Prepared:
+    """The notice of a camera dropped from a grant (grants.py `drop_camera`) for the grant's agency, named as the
+    `grant-revoked` notice names cameras and times (the cameras, UTC in the data, Korea time in the text), with the
+    cause in both languages: `grant-narrowed` (the camera's footage ends, the others' links go on working) or, for
+    the grant's last camera, `grant-revoked` (`grant.reason` the cause in English, as other revocations')."""
+    ko, en = CAUSES[cause]
+    when = kst(at)
+    change = {"camera": camera, "cause": cause, "causeName": {"ko": ko, "en": en}}
+    if revoked:
+        kind, subject = "grant-revoked", {"ko": "영상 공유 회수", "en": "Footage grant revoked"}
+        cameras = ", ".join(grant.cameras)
+        text = {"ko": f"영상 공유 {grant.id} 회수 ({ko}: 카메라 {camera}): 카메라 {cameras}, {when}부터 볼 수 없음. "
+                      f"사건 {grant.event}",
+                "en": f"Footage grant {grant.id} revoked ({en}: camera {camera}): cameras {cameras}, no longer "
+                      f"viewable from {when}. Event {grant.event}"}
+        body = {"grant": {"id": grant.id, "reason": grant.revoke_reason, "cameras": grant.cameras, "revokedAt": at,
+                          "expiresAt": grant.expires_at}, "event": {"id": grant.event}, "change": change}
+    else:
+        kind, subject = "grant-narrowed", {"ko": "영상 공유 축소", "en": "Footage grant narrowed"}
+        left, until = ", ".join(grant.cameras), kst(grant.expires_at)
+        text = {"ko": f"영상 공유 {grant.id} 축소 ({ko}): 카메라 {camera}, {when}부터 볼 수 없음. 남은 카메라 {left}, "
+                      f"{until}까지. 사건 {grant.event}",
+                "en": f"Footage grant {grant.id} narrowed ({en}): camera {camera}, no longer viewable from {when}. "
+                      f"Cameras left {left}, until {until}. Event {grant.event}"}
+        body = {"grant": {"id": grant.id, "cameras": grant.cameras, "dropped": [camera], "narrowedAt": at,
+                          "expiresAt": grant.expires_at}, "event": {"id": grant.event}, "change": change}
+    return links.notice(grant.tenant, grant.agency, kind, subject, text, body,
+                        f"urn:ucity:notification:{uuid.uuid4().hex}", at)
+
+
+def follow_cameras(cameras: CameraRegistry, grants: GrantService, links: AgencyLinks) -> None:
+    """Camera changes narrow the grants (the operations centre wires it): a camera deleted, moved or registered again,
+    or its footage URL re-pointed, is dropped from every live grant naming it, each agency told
+    (`camera_dropped_notice`), in the commit of the grant's change."""
+    def notice(grant: Grant, camera: str, cause: str, revoked: bool) -> Prepared:
+        at = (grant.revoked_at if revoked else None) or grants.now()
+        return camera_dropped_notice(links, grant, camera, cause, revoked, at)
+
+    async def changed(tenant: str, camera: str, cause: str, actor: str) -> None:
+        await grants.drop_camera(tenant, local_id(camera), cause, actor)
+
+    grants.camera_notice = notice
+    cameras.on_change = changed
 
 
 async def gather_sections(store: Store, tenant: str, event: Event, service: str, settings: OpsSettings) -> dict[str, Any]:

@@ -7,17 +7,28 @@ operations centre hold a person's data, and the erasure of that data from one ev
   the subject's pseudonym (`Pseudonymizer.ref` of every combination of the given fields: the HMAC under
   `ops.pseudonym_secret` that events.py computes from `personId`, `name`, `phone`). A role matches when at least one
   given field equals the stored one and none of the given fields differs from a stored one (a namesake with another
-  phone is another person), or when its pseudonym matches. The answer names the events (id, reported, status,
-  service, type) and, per role, which fields matched: never a stored value, so it discloses nobody else's data.
-  Cost: a scan of the tenant's events (`query_ops_events`, `SCAN_PAGE` at a time, newest first): one pass over every
-  event document of the tenant per search; the store has no index of personal fields (by design: they are not
-  columns). Events created while the scan runs may be missed; the answer says how many events were read.
+  phone is another person), or when its pseudonym matches. Every free text of the event is searched too
+  (`Event.free_texts`: details, status notes, attachment names and descriptions, linkage purposes and reasons, the
+  agencies' report notes; and its footage grants' purposes and revocation reasons): a text names the person when it
+  holds the given name or personId (spaces collapsed, case folded) or the phone among its phone numbers
+  (`freetext.phones_in`, compared by digits); such an event has a match of role `freeText` with the fields found and
+  the parts (`texts`) that hold them. Free text cannot tell a namesake apart: an administrator reviews these. The
+  answer names the events (id, reported, status, service, type) and, per role, which fields matched: never a stored
+  value, so it discloses nobody else's data. Cost: a scan of the tenant's events (`query_ops_events`, `SCAN_PAGE` at
+  a time, newest first) and one of its grants (`query_grants`): one pass over every event and grant document of the
+  tenant per search; the store has no index of personal fields (by design: they are not columns). Events created
+  while the scan runs may be missed; the answer says how many events were read.
 * `redact`: removes one event's `personal` block of the roles asked (and the subject's pseudonym `subject.ref`, which
   links the person's events), and with `freeText` replaces the texts people typed (`details`, the operators' status
-  notes, attachment descriptions, linkage purposes and reasons) by `REDACTED`. Allowed on any event, open ones
+  notes, attachment names and descriptions, linkage purposes and reasons, the agencies' report notes, and the
+  purposes and revocation reasons of the event's footage grants, `grantsRedacted` in the audit line) by `REDACTED`:
+  operators, the agencies (their reads of the event and of its grants) and a later search see the marker only.
+  Allowed on any event, open ones
   included: the administrator decides that the purpose is over, and records why (`reason`, required; its length only
   is audited). The event keeps `redactions` ({at, by, parts}). What was already sent cannot be recalled: agency
-  packages (they hold the pseudonym, and `details` masked), delivered webhooks, backups.
+  packages (they hold the pseudonym, and `details` masked), delivered webhooks, backups; nor is the audit log
+  rewritten: its lines hold no typed text of the event (lengths only), but those of linkages and grants keep their
+  purposes and reasons with phone numbers, registration numbers and e-mail addresses masked (names stay).
 * `search` with `entityId` (the person's NGSI-LD entity, e.g. a care service's `urn:ngsi-ld:Person:elder-2`) also
   reports, read-only, where else that entity is (`elsewhere`): whether its current state and its history are
   stored, the alarms about it and which of their `Alert` entities exist, the pending notifications of those alarms
@@ -59,10 +70,21 @@ from ucity.ngsild.ops import EntityNotFound, delete_op
 from ucity.ngsild.saved import KIND as NGSILD_SAVED
 from ucity.ops.audit import AuditLog
 from ucity.ops.auth import Principal
-from ucity.ops.events import Event, EventService, Pseudonymizer
-from ucity.store.base import AlarmQuery, AuditRow, Doc, EntityQuery, Mutation, OpsEventQuery, Store, TemporalQuery
+from ucity.ops.events import ATTACHMENT_TEXTS, LINKAGE_TEXTS, Event, EventService, Pseudonymizer
+from ucity.ops.freetext import REDACTED, phones_in
+from ucity.ops.grants import Grant
+from ucity.store.base import (
+    AlarmQuery,
+    AuditRow,
+    Doc,
+    EntityQuery,
+    GrantQuery,
+    Mutation,
+    OpsEventQuery,
+    Store,
+    TemporalQuery,
+)
 
-REDACTED = "[삭제됨 / redacted]"
 ROLES = ("subject", "reporter")
 FIELDS = ("personId", "name", "phone")  # the identifying fields (Pseudonymizer.IDENTIFYING)
 SCAN_PAGE = 500
@@ -125,8 +147,10 @@ class RedactIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     roles: list[str] = Field([], max_length=2, description="subject and/or reporter: their personal data removed")
-    freeText: bool = Field(False, description="replace details, status notes, attachment descriptions and linkage "
-                                              "purposes/reasons by a redaction marker")
+    freeText: bool = Field(False, description="replace every free text of the event by a redaction marker: details, "
+                                              "status notes, attachment names and descriptions, linkage purposes and "
+                                              "reasons, the agencies' report notes, and the purposes and revocation "
+                                              "reasons of its footage grants")
     reason: str = Field(min_length=1, max_length=1000, description="why (only its length is audited)")
 
     @model_validator(mode="after")
@@ -197,8 +221,34 @@ def query_ref(key: bytes | None, given: dict[str, str]) -> str | None:
     return "q-" + hmac.new(key, ("subject-search\x1e" + text).encode(), hashlib.sha256).hexdigest()[:20]
 
 
-def event_matches(event: Event, wanted: dict[str, str], refs: set[str]) -> list[dict[str, Any]]:
-    """Per role of `event` that is the person: {"role", "fields"} (field names, `pseudonym`)."""
+def in_text(field: str, value: str, text: str) -> bool:
+    """Whether a free text names a given (normalised) field: the phone as one of its phone numbers (`phones_in`,
+    compared by `normal_phone`), a name or personId as a part of it (spaces collapsed, case folded)."""
+    if field == "phone":
+        return any(normal_phone(phone) == value for phone in phones_in(text))
+    return value in _normal(field, text)
+
+
+def text_matches(texts: dict[str, list[str]], wanted: dict[str, str]) -> dict[str, Any] | None:
+    """{"role": "freeText", "fields", "texts"}: the given fields named in the free texts (`Event.free_texts`, and
+    `grants`), and which parts name them; None when none does. Free text has no fields to tell a namesake by: any
+    given field named is a match, for the administrator to review."""
+    fields: list[str] = []
+    parts: list[str] = []
+    for part, found in texts.items():
+        named = [k for k, v in wanted.items() if any(in_text(k, v, t) for t in found)]
+        if named:
+            parts.append(part)
+            fields += [k for k in named if k not in fields]
+    if not fields:
+        return None
+    return {"role": "freeText", "fields": [k for k in FIELDS if k in fields], "texts": parts}
+
+
+def event_matches(event: Event, wanted: dict[str, str], refs: set[str],
+                  grant_texts: list[str] | None = None) -> list[dict[str, Any]]:
+    """Per role of `event` that is the person: {"role", "fields"} (field names, `pseudonym`); then its free texts
+    that name the person (`text_matches`; `grant_texts`: those of its footage grants)."""
     out: list[dict[str, Any]] = []
     for role in ROLES:
         fields = match_person(event.personal.get(role) or {}, wanted)
@@ -206,7 +256,30 @@ def event_matches(event: Event, wanted: dict[str, str], refs: set[str]) -> list[
             fields.append("pseudonym")
         if fields:
             out.append({"role": role, "fields": fields})
+    texts = {**event.free_texts(), **({"grants": grant_texts} if grant_texts else {})}
+    free = text_matches(texts, wanted)
+    if free is not None:
+        out.append(free)
     return out
+
+
+def _grant_texts(grant: Grant) -> list[str]:
+    return [t for t in (grant.purpose, grant.revoke_reason) if t]
+
+
+async def grants_texts(store: Store, tenant: str) -> dict[str, list[str]]:
+    """The free texts of the tenant's footage grants (purpose, revocation reason) by event: one pass over the
+    tenant's grants, `SCAN_PAGE` at a time."""
+    out: dict[str, list[str]] = {}
+    offset = 0
+    while True:
+        docs, _ = await store.query_grants(tenant, GrantQuery(limit=SCAN_PAGE, offset=offset))
+        for doc in docs:
+            grant = Grant.from_doc(doc)
+            out.setdefault(grant.event, []).extend(_grant_texts(grant))
+        if len(docs) < SCAN_PAGE:
+            return out
+        offset += SCAN_PAGE
 
 
 # -- the two requests --------------------------------------------------------------------------------------------
@@ -218,13 +291,14 @@ async def search(events: EventService, audit: AuditLog, tenant: str, body: Subje
     found: list[Doc] = []
     seen: set[str] = set()
     offset, scanned = 0, 0
+    granted = await grants_texts(events.store, tenant) if given else {}
     while given:  # an `entityId` alone: no event to scan for
         page, _ = await events.query(tenant, OpsEventQuery(limit=SCAN_PAGE, offset=offset))
         for event in page:
             if event.id in seen:
                 continue
             seen.add(event.id)
-            matches = event_matches(event, wanted, refs)
+            matches = event_matches(event, wanted, refs, granted.get(event.id))
             if matches:
                 found.append({"id": event.id, "reportedAt": event.reported_at, "occurredAt": event.occurred_at,
                               "status": event.status, "service": event.service, "typeCode": event.type_code,
@@ -234,7 +308,9 @@ async def search(events: EventService, audit: AuditLog, tenant: str, body: Subje
             break
         offset += SCAN_PAGE
     detail: dict[str, Any] = {"searchedFields": sorted([*given, *(["entityId"] if body.entityId else [])]),
-                              "scanned": scanned, "matched": len(found)}
+                              "scanned": scanned, "matched": len(found),
+                              "freeTextMatched": sum(1 for e in found
+                                                     if any(m["role"] == "freeText" for m in e["matches"]))}
     answer: Doc = {"scanned": scanned, "count": len(found), "events": found}
     if body.entityId and store is not None:
         answer["elsewhere"] = where_else = await elsewhere(store, tenant, body.entityId)
@@ -347,8 +423,60 @@ async def erase(store: Store, audit: AuditLog, tenant: str, body: EraseIn, princ
     return answer
 
 
-def redact_rows(event: Event, body: RedactIn, principal: Principal, audit: AuditLog, now: str) -> list[AuditRow]:
-    """Remove what `body` asks from `event`; its audit line (which parts, never the values; the reason's length)."""
+def _redacted(value: Any) -> Any:
+    return REDACTED if isinstance(value, str) and value else value
+
+
+def _with_redacted(item: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {**item, **{k: _redacted(item[k]) for k in keys if k in item}}
+
+
+def redact_texts(event: Event) -> list[str]:
+    """Replace every free text of `event` (`Event.free_texts`) by `REDACTED`; the parts that changed."""
+    before = event.free_texts()
+    event.details = _redacted(event.details)
+    event.notes = [_with_redacted(n, ("text",)) for n in event.notes]
+    event.attachments = [_with_redacted(a, ATTACHMENT_TEXTS) for a in event.attachments]
+    event.linkages = [{**_with_redacted(link, LINKAGE_TEXTS),
+                       **({"purposes": [_with_redacted(p, ("purpose",)) for p in link["purposes"]]}
+                          if isinstance(link.get("purposes"), list) else {})} for link in event.linkages]
+    event.agency_reports = [_with_redacted(r, ("note",)) for r in event.agency_reports]
+    after = event.free_texts()
+    return [part for part in before if before[part] != after[part]]
+
+
+async def redact_grants(store: Store, tenant: str, event_id: str, now: str) -> int:
+    """Replace the free text of the event's footage grants (`purpose`, `revoke_reason`) by `REDACTED`; how many
+    grants changed. Each write is conditional on the grant's version: a grant renewed or revoked meanwhile (another
+    API process) is read again and redacted again."""
+    changed = offset = 0
+    while True:
+        docs, _ = await store.query_grants(tenant, GrantQuery(event_ids=(event_id,), limit=SCAN_PAGE, offset=offset))
+        for doc in docs:
+            changed += await _redact_grant(store, Grant.from_doc(doc), now)
+        if len(docs) < SCAN_PAGE:
+            return changed
+        offset += SCAN_PAGE
+
+
+async def _redact_grant(store: Store, grant: Grant, now: str) -> int:
+    while any(t != REDACTED for t in _grant_texts(grant)):
+        read = grant.version
+        grant.purpose, grant.revoke_reason = _redacted(grant.purpose), _redacted(grant.revoke_reason)
+        grant.version = read + 1
+        if await store.save_grant(grant.to_row(now), [], expected_version=read):
+            return 1
+        doc = await store.get_grant(grant.tenant, grant.id)
+        if doc is None:
+            return 0
+        grant = Grant.from_doc(doc)
+    return 0
+
+
+def redact_rows(event: Event, body: RedactIn, principal: Principal, audit: AuditLog, now: str,
+                grants: int = 0) -> list[AuditRow]:
+    """Remove what `body` asks from `event`; its audit line (which parts, never the values; the reason's length).
+    `grants`: how many of its footage grants had their free text redacted (`redact_grants`, written before)."""
     parts: dict[str, list[str]] = {}
     for role in body.roles:
         removed = sorted(event.personal.pop(role, {}))
@@ -358,34 +486,22 @@ def redact_rows(event: Event, body: RedactIn, principal: Principal, audit: Audit
         if removed:
             parts[role] = removed
     if body.freeText:
-        texts: list[str] = []
-        if event.details and event.details != REDACTED:
-            event.details = REDACTED
-            texts.append("details")
-        if any(n.get("text") and n.get("text") != REDACTED for n in event.notes):
-            event.notes = [{**n, "text": REDACTED} if n.get("text") else n for n in event.notes]
-            texts.append("notes")
-        if any(a.get("description") and a.get("description") != REDACTED for a in event.attachments):
-            event.attachments = [{**a, "description": REDACTED} if a.get("description") else a
-                                 for a in event.attachments]
-            texts.append("attachments")
-        if any(link.get(k) and link.get(k) != REDACTED for link in event.linkages for k in ("purpose", "reason")):
-            event.linkages = [{**link, **{k: REDACTED for k in ("purpose", "reason")
-                                          if isinstance(link.get(k), str) and link.get(k)}} for link in event.linkages]
-            texts.append("linkages")
+        texts = redact_texts(event) + (["grants"] if grants else [])
         if texts:
             parts["freeText"] = texts
     if parts:
         event.redactions.append({"at": now, "by": principal.actor, "parts": parts})
+    detail: dict[str, Any] = {"grantsRedacted": grants} if grants else {}
     # A request that finds nothing left (a retry) is answered all the same (200) and audited as `unchanged`.
     return [audit.row(event.tenant, "privacy", "redacted", principal.actor, event=event.id,
                       outcome="ok" if parts else "unchanged", parts=parts, asked={"roles": sorted(body.roles),
                                                                                   "freeText": body.freeText},
-                      eventStatus=event.status, reasonChars=len(body.reason.strip()))]
+                      eventStatus=event.status, reasonChars=len(body.reason.strip()), **detail)]
 
 
 async def redact(events: EventService, audit: AuditLog, tenant: str, event_id: str, body: RedactIn,
                  principal: Principal) -> Event:
     await events.load(tenant, event_id)  # 404 first
+    grants = await redact_grants(events.store, tenant, event_id, events.now()) if body.freeText else 0
     return await events.change(tenant, event_id,
-                               lambda event: redact_rows(event, body, principal, audit, events.now()))
+                               lambda event: redact_rows(event, body, principal, audit, events.now(), grants))
