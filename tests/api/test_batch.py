@@ -229,8 +229,9 @@ def test_batch_delete_with_missing_and_invalid_ids_is_207(client: TestClient) ->
     assert body["success"] == [X1]
     problems = errors_by_id(body)
     assert problems[MISSING]["status"] == 404
-    assert problems[MISSING]["detail"] == f"entity {MISSING} does not exist"
+    assert problems[MISSING]["detail"] == f"엔티티 {MISSING} 없음 / entity {MISSING} does not exist"
     assert problems["nope"]["status"] == 400
+    assert problems["nope"]["detail"] == "엔티티 id는 URI여야 함('nope') / entity id must be a URI, got 'nope'"
 
 
 # -- request-level errors ----------------------------------------------------------------------

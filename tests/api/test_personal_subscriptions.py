@@ -28,7 +28,7 @@ from ucity.core.clock import FakeClock
 from ucity.core.config import load_settings
 from ucity.core.http import Req, Resp
 from ucity.ngsild.subscriptions import WITHHOLD
-from ucity.ops.auth import ROLE_PERMISSIONS, Permission, Principal, Role
+from ucity.ops.auth import ROLE_PERMISSIONS, Principal, Role
 
 __all__ = ["receiver"]  # the fixture, imported for pytest
 
@@ -40,8 +40,11 @@ WEARABLE = "urn:ngsi-ld:Device:wearable-1"  # a Device and a Person
 PLAIN = "urn:ngsi-ld:Device:d0"
 LATER = "urn:ngsi-ld:Device:d1"  # becomes a Person too
 OPERATOR = Principal("op-1", Role.OPERATOR, ROLE_PERMISSIONS[Role.OPERATOR])
-# No role has data:write without personal:read: such a token (a custom grant), as test_personal_access.py does.
-FEED = Principal("feed", Role.READER, frozenset({Permission.DATA_READ, Permission.DATA_WRITE}))
+# A data pipeline's token: data:read and data:write without personal:read.
+FEED = Principal("feed", Role.INGEST, ROLE_PERMISSIONS[Role.INGEST])
+# Configured, so that the token registry knows them: a subscription's notifications follow the right of the token
+# that last set it (ucity/ngsild/sub_owner.py), and a token the registry does not know counts as revoked.
+TOKENS = [{"id": "op-1", "token": "o" * 32, "role": "operator"}, {"id": "feed", "token": "f" * 32, "role": "ingest"}]
 
 
 def entity(entity_id: str, types: str | list[str], rate: int) -> dict[str, Any]:
@@ -94,7 +97,7 @@ async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
     clock = FakeClock(T0)
     settings = load_settings(environment="test", data_dir=str(tmp_path / "data"),
                              store={"group_commit_ms": 1.0, "exclusive": False},
-                             server={"require_auth": True}, ops={"admin_token": "a" * 32})
+                             server={"require_auth": True}, ops={"admin_token": "a" * 32, "tokens": TOKENS})
     ucity = Ucity(settings, clock=clock)
     await ucity.start()
     try:

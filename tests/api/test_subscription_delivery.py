@@ -186,4 +186,5 @@ def test_mqtt_endpoints_are_not_supported(client: TestClient, uri: str) -> None:
 def test_an_invalid_q_is_reported_once(client: TestClient) -> None:
     body = assert_problem(client.post(SUBS, json=subscription("http://a.b/n", q="temperature>")), 400,
                           "BadRequestData")
-    assert body["detail"].startswith("invalid q: ") and body["detail"].count("invalid q") == 1
+    assert body["detail"].startswith("잘못된 q: ") and body["detail"].count(" / invalid q: ") == 1
+    assert body["detail"].count("invalid q") == 1

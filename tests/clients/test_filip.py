@@ -95,7 +95,7 @@ def test_create_retrieve_update_and_errors(cb: ContextBrokerLDClient) -> None:
 
     duplicate = problem(lambda: cb.post_entity(air_quality(1.0, "2024-05-01T10:00:00Z")))
     assert duplicate == {"type": ERRORS + "AlreadyExists", "title": "Already exists", "status": 409,
-                         "detail": f"entity {AQ} already exists"}
+                         "detail": f"엔티티 {AQ} 이미 있음 / entity {AQ} already exists"}
     missing = problem(lambda: cb.get_entity("urn:ngsi-ld:AirQualityObserved:missing"))
     assert (missing["type"], missing["status"]) == (ERRORS + "ResourceNotFound", 404)
 

@@ -47,7 +47,7 @@ def test_create_retrieve_and_errors(live_server: LiveServer, ngsildclient: Drive
 
     # The library maps the ProblemDetails `type` to its exception classes.
     assert out["duplicate"] == {"class": "NgsiAlreadyExistsError", "type": ERRORS + "AlreadyExists", "status": 409,
-                                "title": "Already exists", "detail": f"entity {AQ} already exists"}
+                                "title": "Already exists", "detail": f"엔티티 {AQ} 이미 있음 / entity {AQ} already exists"}
     assert out["missing"]["class"] == "NgsiResourceNotFoundError"
     assert (out["missing"]["type"], out["missing"]["status"]) == (ERRORS + "ResourceNotFound", 404)
 

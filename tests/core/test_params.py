@@ -97,6 +97,12 @@ def test_time_params() -> None:
     assert micros_param(req(**{"from": "2026-12-06T00:00:00Z"}), "from") == int(at.timestamp()) * 1_000_000
     with pytest.raises(BadRequest, match="from must be an ISO 8601 date-time"):
         time_param(req(**{"from": "yesterday"}), "from")
+    # QA17 F4: a Korea time without its offset is refused, not read as UTC (9 hours off); a date alone too
+    with pytest.raises(BadRequest, match="from needs a UTC offset") as refused:
+        time_param(req(**{"from": "2026-12-06T09:00:00"}), "from")
+    assert "+09:00" in refused.value.detail and " / " in refused.value.detail
+    with pytest.raises(BadRequest, match="from needs a date-time with a UTC offset"):
+        micros_param(req(**{"from": "2026-12-06"}), "from")
 
 
 def test_bbox_param() -> None:

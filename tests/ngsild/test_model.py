@@ -285,7 +285,8 @@ def test_append_no_overwrite_reports_existing_attributes() -> None:
     outcome = ops.append_op({"id": E1, "attrs": {V + "name": [prop("y")], V + "n": [prop(1)]}},
                             overwrite=False)(base(), T1)
     assert outcome.result == {"updated": [V + "n"], "notUpdated": [
-        {"attributeName": V + "name", "reason": "attribute exists and noOverwrite was set"}]}
+        {"attributeName": V + "name", "reason": ops.NOT_UPDATED_EXISTS}]}
+    assert ops.NOT_UPDATED_EXISTS == "속성이 이미 있고 noOverwrite가 지정됨 / attribute exists and noOverwrite was set"
     assert outcome.doc is not None and outcome.doc["attrs"][V + "name"][0]["value"] == "x"
 
 
@@ -534,7 +535,8 @@ def _expand_types_unmemoized(value: Any, ctx: Any) -> list[str]:
 
     types = value if isinstance(value, list) else [value]
     if not types or not all(isinstance(t, str) and t for t in types):
-        raise BadRequest(f"entity type must be a non-empty string or list of strings, got {value!r}")
+        raise BadRequest(f"엔티티 유형은 비어 있지 않은 문자열이나 문자열 목록이어야 함({value!r}) / "
+                         f"entity type must be a non-empty string or list of strings, got {value!r}")
     return list(dict.fromkeys(expand_name(t, ctx, "type") for t in types))
 
 

@@ -145,7 +145,6 @@ def test_raw_regex_inside_parentheses() -> None:
         ("2024-01-01T12:00:00Z", DateTimeValue(datetime(2024, 1, 1, 12, tzinfo=UTC))),
         ("2024-01-01T12:00:00.123456Z", DateTimeValue(datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=UTC))),
         ("2024-01-01T21:00:00+09:00", DateTimeValue(datetime(2024, 1, 1, 21, tzinfo=KST))),
-        ("2024-01-01T12:00:00", DateTimeValue(datetime(2024, 1, 1, 12, tzinfo=UTC))),
         ("2024-01-01T12:00Z", DateTimeValue(datetime(2024, 1, 1, 12, tzinfo=UTC))),
         ("2024-02-29", DateValue(date(2024, 2, 29))),
         ("12:30:00Z", TimeValue(time(12, 30, tzinfo=UTC))),
@@ -157,6 +156,24 @@ def test_raw_regex_inside_parentheses() -> None:
 )
 def test_scalar_values(text: str, value: Scalar) -> None:
     assert parse_q(f"attr=={text}") == cmp("attr", Op.EQ, value)
+
+
+def test_a_datetime_without_offset_is_refused_unless_stored_before() -> None:
+    """QA17 F4: NGSI-LD DateTimes are UTC instants; a Korea time without +09:00 was silently read as UTC."""
+    for q in ("a>2024-01-01T12:00:00", "a==2024-01-01T12:00:00Z..2024-01-02T00:00:00", "a==1,2024-01-01T12:00"):
+        with pytest.raises(QueryError) as refused:
+            parse_q(q)
+        assert "UTC 오프셋 필요" in refused.value.bilingual() and "add Z (UTC) or +09:00" in str(refused.value)
+    stored = parse_q("attr==2024-01-01T12:00:00", naive_utc=True)  # e.g. a subscription's q saved before
+    assert stored == cmp("attr", Op.EQ, DateTimeValue(datetime(2024, 1, 1, 12, tzinfo=UTC)))
+
+
+def test_a_time_member_needs_a_datetime_not_a_date() -> None:
+    for q in ("a.observedAt>2024-01-01", "a.modifiedAt==2024-01-01,2024-01-01T00:00:00Z"):
+        with pytest.raises(QueryError) as refused:
+            parse_q(q)
+        assert "2024-01-01T00:00:00+09:00" in str(refused.value)
+    assert parse_q("birthDate>2024-01-01") == cmp("birthDate", Op.GT, DateValue(date(2024, 1, 1)))
 
 
 def test_datetime_offsets_denote_the_same_instant() -> None:
@@ -403,7 +420,8 @@ EXPRESSIONS = st.recursive(
 @settings(max_examples=300, deadline=None)
 @given(EXPRESSIONS)
 def test_render_then_parse_is_identity(expr: QExpr) -> None:
-    assert parse_q(format_q(expr)) == expr
+    # naive_utc: the generated terms include dates on `createdAt` & co., which a client's q may not use (QA17 F4)
+    assert parse_q(format_q(expr), naive_utc=True) == expr
 
 
 QUERY_CHARS = st.sampled_from([*'ab1-.[]();|!=<>~",:TZ\\ e', "..", "==", "urn:x", "2024-01-01", '"s"'])

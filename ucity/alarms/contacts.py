@@ -169,8 +169,20 @@ M = TypeVar("M", bound=_Doc)
 
 
 def validation_problem(exc: ValidationError) -> BadRequest:
-    errors = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors())
-    return BadRequest(f"잘못된 값 / invalid value: {errors}")
+    """The 400 of a body pydantic refused, for every API that validates bodies with pydantic (ops, alarms).
+
+    A validator's own ValueError comes as pydantic's "Value error, <its text>": the prefix is dropped, and its
+    "한국어 / English" text goes half to each half of the detail, so that the detail has one " / " (the dashboard's
+    `localText` splits there). pydantic's own messages are English: they stand in both halves."""
+    ko: list[str] = []
+    en: list[str] = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        korean, bar, english = message.partition(" / ")
+        ko.append(f"{where}: {korean}")
+        en.append(f"{where}: {english if bar else message}")
+    return BadRequest(f"잘못된 값: {'; '.join(ko)} / invalid value: {'; '.join(en)}")
 
 
 class Collection(Generic[M]):

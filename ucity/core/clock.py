@@ -130,15 +130,42 @@ RANGE_TEXT = "0002-01-01T00:00:00Z to 9998-12-31T23:59:59.999999Z"
 
 
 def parse_iso(text: str) -> datetime:
-    """Parse an ISO 8601 date-time; naive values are taken as UTC. ValueError (as for text that is no date-time)
-    for an instant outside MIN_INSTANT..MAX_INSTANT in UTC: e.g. 0001-01-01T00:00:00+09:00, which is in year 0
-    in UTC, or 9999-12-31T23:59:59Z, which leaves no room for arithmetic. The offset as given is kept."""
+    """Parse an ISO 8601 date-time; naive values are taken as UTC (for what ucity wrote itself and internal callers:
+    input that names an instant goes through `parse_aware` or `require_offset` first, QA17 F4). ValueError (as for
+    text that is no date-time) for an instant outside MIN_INSTANT..MAX_INSTANT in UTC: e.g.
+    0001-01-01T00:00:00+09:00, which is in year 0 in UTC, or 9999-12-31T23:59:59Z, which leaves no room for
+    arithmetic. The offset as given is kept."""
     value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     if not value.tzinfo:
         value = value.replace(tzinfo=UTC)
     if not 2 < value.year < 9998:  # (an offset is under a day: years 3-9997 are inside whatever it is)
         check_instant(value, text)
     return value
+
+
+def require_offset(text: str, name: str) -> None:
+    """ValueError (bilingual: "한국어 / English") when `text` is an ISO 8601 date-time without a UTC offset, or a date
+    without a time, where an instant is needed (QA17 F4): `parse_iso` would read it as UTC, 9 hours off for a Korea
+    time. NGSI-LD DateTime values are UTC instants (ETSI GS CIM 009); an IoT Agent measure without an offset is in
+    its device's timezone instead (ingest/decode.py). Text that is no date-time at all passes: the parser says so."""
+    try:
+        naive = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00")).tzinfo is None
+    except ValueError:
+        return
+    if not naive:
+        return
+    if not any(sep in text for sep in "Tt "):
+        raise ValueError(f"{name}에 시각과 UTC 오프셋 필요: {text!r}은(는) 날짜뿐임(예: {text}T00:00:00+09:00) / "
+                         f"{name} needs a date-time with a UTC offset: {text!r} is a date only "
+                         f"(e.g. {text}T00:00:00+09:00)")
+    raise ValueError(f"{name}에 UTC 오프셋 필요: {text!r} 끝에 Z(UTC)나 +09:00(한국 시각)을 붙이세요 / "
+                     f"{name} needs a UTC offset: add Z (UTC) or +09:00 (Korea time) to {text!r}")
+
+
+def parse_aware(text: str, name: str) -> datetime:
+    """`parse_iso` of a date-time that must carry its UTC offset (`require_offset`); ValueError otherwise."""
+    require_offset(text, name)
+    return parse_iso(text)
 
 
 def check_instant(value: datetime, text: object = None) -> datetime:

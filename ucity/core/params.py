@@ -16,7 +16,7 @@ from urllib.parse import quote, unquote
 
 import orjson
 
-from ucity.core.clock import parse_iso, to_micros
+from ucity.core.clock import parse_iso, require_offset, to_micros
 from ucity.core.errors import BadRequest, InvalidRequest, UnsupportedMediaType
 from ucity.core.http import Req
 
@@ -99,10 +99,15 @@ def int_param(req: Req, name: str, default: int, low: int, high: int) -> int:
 
 
 def time_param(req: Req, name: str) -> datetime | None:
-    """An ISO 8601 date-time parameter (None when absent)."""
+    """An ISO 8601 date-time parameter with its UTC offset (None when absent). Without one it is a 400, not read as
+    UTC (QA17 F4: a Korea time sent without `+09:00` would select 9 hours off; `+` is `%2B` in a URL)."""
     text = req.param(name)
     if text is None:
         return None
+    try:
+        require_offset(text, name)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
     try:
         return parse_iso(text)
     except ValueError:

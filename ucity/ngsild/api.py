@@ -162,22 +162,27 @@ class NgsiLdApi:
         opts = options(req)
         fmt_param = req.param("format")
         if fmt_param is not None and fmt_param not in _FORMATS:
-            raise InvalidRequest(f"format must be one of {', '.join(sorted(_FORMATS))}, got {fmt_param!r}")
+            formats = ", ".join(sorted(_FORMATS))
+            raise InvalidRequest(f"format은 {formats} 중 하나여야 함({fmt_param!r}) / "
+                                 f"format must be one of {formats}, got {fmt_param!r}")
         listed = {o for value in (req.params.get("options") or []) for o in value.split(",") if o}
         if unknown := sorted(listed - _READ_OPTIONS):
-            raise InvalidRequest(f"unknown options {', '.join(unknown)}; known: {', '.join(sorted(_READ_OPTIONS))}")
+            said, known = ", ".join(unknown), ", ".join(sorted(_READ_OPTIONS))
+            raise InvalidRequest(f"알 수 없는 options {said}(가능: {known}) / unknown options {said}; known: {known}")
         # `format` takes precedence over the representation named in `options` (v1.8.1 §6.3.7, 018_15_07).
         asked = {_FORMATS[fmt_param]} if fmt_param is not None else {_FORMATS[o] for o in listed & _FORMATS.keys()}
         if len(asked) > 1:
-            raise BadRequest(f"conflicting representations requested: {', '.join(sorted(asked))}")
+            both = ", ".join(sorted(asked))
+            raise BadRequest(f"서로 다른 표현을 함께 요청함: {both} / conflicting representations requested: {both}")
         fmt = asked.pop() if asked else "normalized"
         pick = projection_param(req, "pick")
         omit = projection_param(req, "omit")
         attrs = csv_param(req, "attrs") if attrs is None else attrs
         if pick and omit:
-            raise BadRequest("pick and omit cannot be used together")
+            raise BadRequest("pick과 omit은 함께 쓸 수 없음 / pick and omit cannot be used together")
         if (pick or omit) and csv_param(req, "attrs"):
-            raise BadRequest("attrs (deprecated: pick and q in one) cannot be combined with pick or omit")
+            raise BadRequest("attrs(폐지 예정: pick과 q를 합친 것)는 pick이나 omit과 함께 쓸 수 없음 / "
+                             "attrs (deprecated: pick and q in one) cannot be combined with pick or omit")
         keep: frozenset[str] | None = None
         members = ("id", "type", "scope")
         names = [n for n in (pick or attrs) if n not in members]
@@ -246,7 +251,7 @@ class NgsiLdApi:
         body = read_body(req, (JSON, JSONLD, MERGE_PATCH))
         _, ctx = await self.compile(req, body)
         if not isinstance(body, dict):
-            raise BadRequest("a merge body must be a JSON object")
+            raise BadRequest("병합(merge) 본문은 JSON 객체여야 함 / a merge body must be a JSON object")
         ops.check_same_id(body.get("id"), entity_id)
         doc = normalize_entity({**body, "id": entity_id}, ctx, require_type=False, allow_null=True)
         self.check_future(doc["attrs"])
@@ -259,7 +264,7 @@ class NgsiLdApi:
         body = read_body(req)
         _, ctx = await self.compile(req, body)
         if not isinstance(body, dict):
-            raise BadRequest("the body must be a JSON object")
+            raise BadRequest("본문은 JSON 객체여야 함 / the body must be a JSON object")
         ops.check_same_id(body.get("id"), entity_id)
         doc = normalize_entity({**body, "id": entity_id}, ctx, require_type=False)
         self.check_future(doc["attrs"])
@@ -272,7 +277,7 @@ class NgsiLdApi:
         body = read_body(req)
         _, ctx = await self.compile(req, body)
         if not isinstance(body, dict):
-            raise BadRequest("the body must be a JSON object of attributes")
+            raise BadRequest("본문은 속성들의 JSON 객체여야 함 / the body must be a JSON object of attributes")
         ops.check_same_id(body.get("id"), entity_id)
         doc = normalize_entity({**body, "id": entity_id}, ctx, require_type=False)
         self.check_future(doc["attrs"])
@@ -287,7 +292,7 @@ class NgsiLdApi:
         body = read_body(req)
         _, ctx = await self.compile(req, body)
         if not isinstance(body, dict):
-            raise BadRequest("the body must be a JSON object of attributes")
+            raise BadRequest("본문은 속성들의 JSON 객체여야 함 / the body must be a JSON object of attributes")
         ops.check_same_id(body.get("id"), entity_id)
         doc = normalize_entity({**body, "id": entity_id}, ctx, require_type=False, allow_null=True)
         self.check_future(doc["attrs"])
@@ -319,7 +324,7 @@ class NgsiLdApi:
         body = read_body(req, (JSON, JSONLD, MERGE_PATCH))
         _, ctx = await self.compile(req, body)
         if not isinstance(body, dict) or not body:
-            raise BadRequest("the body must be a non-empty JSON object")
+            raise BadRequest("본문은 비어 있지 않은 JSON 객체여야 함 / the body must be a non-empty JSON object")
         name = req.path_params["attrId"]
         patch = {k: v for k, v in body.items() if k != "@context"} if "@context" in body else body  # read only
         instance = normalize_instance(name, patch, ctx, allow_null=True) if _has_value(patch) else _subs_only(name, patch, ctx)
@@ -336,7 +341,7 @@ class NgsiLdApi:
         body = read_body(req)
         _, ctx = await self.compile(req, body)
         if not isinstance(body, dict):
-            raise BadRequest("the body must be a JSON object: the attribute")
+            raise BadRequest("본문은 속성 하나를 담은 JSON 객체여야 함 / the body must be a JSON object: the attribute")
         name = req.path_params["attrId"]
         value = {k: v for k, v in body.items() if k != "@context"}
         instances = normalize_attribute(name, value, ctx)
@@ -372,13 +377,13 @@ class NgsiLdApi:
             try:
                 query.q = QFilter(parse_q(params["q"]), ctx.expand_term)
             except QueryError as exc:
-                raise BadRequest(str(exc)) from exc
+                raise BadRequest(exc.bilingual()) from exc
         try:
             geo = (parse_geoquery_json(params["geoQ"]) if params.get("geoQ") is not None else
                    parse_geoquery(params.get("georel"), params.get("geometry"), params.get("coordinates"),
                                   params.get("geoproperty")))
         except GeoQueryError as exc:
-            raise BadRequest(f"invalid geo-query: {exc}") from exc
+            raise BadRequest(exc.bilingual("잘못된 지오쿼리", "invalid geo-query")) from exc
         if geo is not None:
             query.geo = geo
             query.geo_attr = ctx.expand_term(geo.geoproperty)
@@ -391,7 +396,7 @@ class NgsiLdApi:
         offset = int_param(req, "offset", 0, 0)
         count = bool_param(req, "count")
         if limit == 0 and not count:
-            raise BadRequest("limit=0 is only allowed together with count=true")
+            raise BadRequest("limit=0은 count=true와 함께만 쓸 수 있음 / limit=0 is only allowed together with count=true")
         return limit, offset, count
 
     async def query_entities(self, req: Req) -> Resp:
@@ -452,10 +457,11 @@ class NgsiLdApi:
         body = read_body(req)
         ctx_input, ctx = await self.compile(req, body)
         if not isinstance(body, dict) or body.get("type") != "Query":
-            raise BadRequest("the body must be a Query object with \"type\": \"Query\"")
+            raise BadRequest('본문은 "type": "Query"인 Query 객체여야 함 / '
+                             'the body must be a Query object with "type": "Query"')
         attrs = body.get("attrs") or []
         if not isinstance(attrs, list) or not all(isinstance(a, str) and a for a in attrs):
-            raise BadRequest("attrs must be an array of attribute names")
+            raise BadRequest("attrs는 속성 이름의 배열이어야 함 / attrs must be an array of attribute names")
         params: dict[str, Any] = {"q": body.get("q"), "geoQ": body.get("geoQ"), "attrs": attrs,
                                   "scopeQ": body.get("scopeQ"), **query_selectors(body.get("entities"))}
         check_selection(req, params)
@@ -471,7 +477,7 @@ class NgsiLdApi:
         params: dict[str, Any] = {k: req.param(k) for k in ("idPattern", "type", "q")}
         params["id"] = csv_param(req, "id")
         if not any(params.values()):
-            raise BadRequest("purging needs type, id, idPattern or q")
+            raise BadRequest("일괄 삭제에는 type, id, idPattern, q 중 하나가 필요함 / purging needs type, id, idPattern or q")
         query = await self.build_query(req, ctx, params)
         tenant = self.write_tenant(req)
         ids = await self.store.entity_ids(tenant, query)
@@ -490,7 +496,7 @@ class NgsiLdApi:
         handlers = {"create": self._batch_create, "upsert": self._batch_upsert, "update": self._batch_update,
                     "delete": self._batch_delete, "merge": self._batch_merge}
         if kind not in handlers:
-            raise NotFound(f"no batch operation {kind}")
+            raise NotFound(f"일괄 작업 {kind} 없음 / no batch operation {kind}")
         body = read_body(req)
         check_batch(req, kind, body)
         return await handlers[kind](req, body)
@@ -657,7 +663,7 @@ class NgsiLdApi:
         wanted = ctx.expand_term(req.path_params["type"])
         summary = {t: (attrs, n) for t, attrs, n in await self.store.types_summary(tenant)}
         if wanted not in summary:
-            raise NotFound(f"no entity of type {req.path_params['type']}")
+            raise NotFound(f"유형 {req.path_params['type']}의 엔티티 없음 / no entity of type {req.path_params['type']}")
         attrs, count = summary[wanted]
         kinds = {a: k for a, _, k, _ in await self.store.attributes_summary(tenant)}
         body = {"id": wanted, "type": "EntityTypeInfo", "typeName": ctx.compact_iri(wanted), "entityCount": count,
@@ -690,7 +696,7 @@ class NgsiLdApi:
                 body = {"id": attr, "type": "Attribute", "attributeName": ctx.compact_iri(attr), "attributeCount": count,
                         "attributeTypes": kinds, "typeNames": [ctx.compact_iri(t) for t in types]}
                 return self.reply(req, body, ctx_input, accept)
-        raise NotFound(f"no attribute {req.path_params['attrId']}")
+        raise NotFound(f"속성 {req.path_params['attrId']} 없음 / no attribute {req.path_params['attrId']}")
 
 
 ANY_TYPE = "*"
@@ -704,7 +710,8 @@ def projection_param(req: Req, name: str) -> list[str]:
     linked entity retrieval (join), which ucity does not implement: braces are refused."""
     names = csv_param(req, name)
     if any("{" in n or "}" in n for n in names):
-        raise BadRequest(f"{name}: nested projections with {{ }} (linked entity retrieval) are not supported")
+        raise BadRequest(f"{name}: {{ }}로 중첩한 투영(연결 엔티티 조회)은 지원하지 않음 / "
+                         f"{name}: nested projections with {{ }} (linked entity retrieval) are not supported")
     return names
 
 
@@ -713,10 +720,13 @@ def check_selection(req: Req, params: Mapping[str, Any]) -> None:
     local = bool_param(req, "local")
     if params.get("type") == ANY_TYPE:
         if req.param("local") is not None and not local:
-            raise BadRequest("type=* implies local=true; it cannot be combined with local=false")
+            raise BadRequest("type=*는 local=true를 뜻하므로 local=false와 함께 쓸 수 없음 / "
+                             "type=* implies local=true; it cannot be combined with local=false")
         return
     if not local and not any(params.get(k) for k in SELECTORS):
-        raise BadRequest("a query needs at least one of type, attrs, q or a geo-query (or local=true); "
+        raise BadRequest("조회에는 type, attrs, q, 지오쿼리 중 하나 이상(또는 local=true)이 필요하며 id, idPattern, scopeQ는 "
+                         "그 조회를 좁히기만 함 / "
+                         "a query needs at least one of type, attrs, q or a geo-query (or local=true); "
                          "id, idPattern and scopeQ only narrow such a query")
 
 
@@ -725,11 +735,11 @@ def check_id_pattern(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise BadRequest("idPattern must be a string")
+        raise BadRequest("idPattern은 문자열이어야 함 / idPattern must be a string")
     try:
         re.compile(value)
     except re.error as exc:
-        raise BadRequest(f"idPattern is not a valid regular expression: {exc}") from exc
+        raise BadRequest(f"idPattern이 올바른 정규식이 아님({exc}) / idPattern is not a valid regular expression: {exc}") from exc
     return value
 
 
@@ -738,7 +748,7 @@ def query_selectors(selectors: Any) -> dict[str, Any]:
     if selectors is None:
         return {}
     if not isinstance(selectors, list) or not all(isinstance(s, dict) for s in selectors):
-        raise BadRequest("entities must be an array of EntitySelector objects")
+        raise BadRequest("entities는 EntitySelector 객체의 배열이어야 함 / entities must be an array of EntitySelector objects")
     if len(selectors) > 1:
         ids = [s.get("id") for s in selectors]
         if all(ids) and len({s.get("type") for s in selectors}) == 1:
@@ -746,7 +756,8 @@ def query_selectors(selectors: Any) -> dict[str, Any]:
         if all(set(s) == {"type"} for s in selectors):
             # Selectors are ORed (§5.7.2): type-only selectors are one type expression.
             return {"type": "|".join(f"({s['type']})" for s in selectors)}
-        raise BadRequest("several entity selectors are supported when they only differ by id or by type")
+        raise BadRequest("엔티티 선택자 여러 개는 id만 또는 type만 다를 때 지원함 / "
+                         "several entity selectors are supported when they only differ by id or by type")
     if not selectors:
         return {}
     sel = selectors[0]
@@ -761,12 +772,13 @@ def check_batch(req: Req, kind: str, body: Any) -> None:
     a Link header.
     """
     if not isinstance(body, list):
-        raise BadRequest("a batch operation body must be a JSON array")
+        raise BadRequest("일괄 작업 본문은 JSON 배열이어야 함 / a batch operation body must be a JSON array")
     if not body:
-        raise BadRequest("a batch operation needs at least one entity")
-    item_type, what = (str, "entity ids") if kind == "delete" else (dict, "entity objects")
+        raise BadRequest("일괄 작업에는 엔티티가 하나 이상 필요함 / a batch operation needs at least one entity")
+    item_type, what, what_ko = (str, "entity ids", "엔티티 id") if kind == "delete" else (dict, "entity objects", "엔티티 객체")
     if not all(map(isinstance, body, repeat(item_type))):  # C-level: it runs over every entity of a batch
-        raise BadRequest(f"every item of a batch {kind} must be one of its {what} (no null or other values)")
+        raise BadRequest(f"일괄 {kind}의 모든 항목은 {what_ko}여야 함(null 등 다른 값 불가) / "
+                         f"every item of a batch {kind} must be one of its {what} (no null or other values)")
     if kind != "delete":
         request_context(req, body)  # 400 for ld+json with a Link header, or json with an @context
 
@@ -790,14 +802,18 @@ def _skipped(outcome: Outcome) -> UcityError | None:
     report = outcome.result
     if not isinstance(report, dict) or not report.get("notUpdated"):
         return None
-    reasons = "; ".join(f"{n['attributeName']}: {n['reason']}" for n in report["notUpdated"])
-    return BadRequest(f"attributes not updated: {reasons}", updated=report["updated"], notUpdated=report["notUpdated"])
+    # Each reason is "한국어 / English" (ops.NOT_UPDATED_*): the detail lists the Korean ones, then the English ones.
+    halves = [(n["attributeName"], *n["reason"].partition(" / ")[::2]) for n in report["notUpdated"]]
+    ko = "; ".join(f"{name}: {reason_ko}" for name, reason_ko, _ in halves)
+    en = "; ".join(f"{name}: {reason_en or reason_ko}" for name, reason_ko, reason_en in halves)
+    return BadRequest(f"갱신되지 않은 속성: {ko} / attributes not updated: {en}",
+                      updated=report["updated"], notUpdated=report["notUpdated"])
 
 
 def _entity_error(entity_id: str, error: Exception) -> UcityError:
     """A mutation's failure as the error reported for its entity (ops do not always know the id)."""
     if isinstance(error, ops.EntityNotFound):
-        return NotFound(f"entity {entity_id} does not exist")
+        return NotFound(f"엔티티 {entity_id} 없음 / entity {entity_id} does not exist")
     return error if isinstance(error, UcityError) else UcityError(str(error))
 
 

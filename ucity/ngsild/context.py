@@ -298,7 +298,8 @@ def compile_local(contexts: Iterable[LocalContext | None]) -> CompiledContext:
             user, user_vocab = {}, None  # JSON-LD: null clears the active context (core re-applied below)
             continue
         if not isinstance(local, Mapping):
-            raise InvalidContext(f"a local @context must be a JSON object, got {type(local).__name__}")
+            raise InvalidContext(f"로컬 @context는 JSON 객체여야 함({type(local).__name__}) / "
+                                 f"a local @context must be a JSON object, got {type(local).__name__}")
         processor = _LocalContextProcessor(user, local, fallback, vocab=user_vocab)
         processor.run()
         user_vocab = processor.vocab
@@ -347,7 +348,7 @@ class _LocalContextProcessor:
         if raw is None:
             return None
         if not isinstance(raw, str):
-            raise InvalidContext("@vocab must be a string or null")
+            raise InvalidContext("@vocab은 문자열이나 null이어야 함 / @vocab must be a string or null")
         return self._resolve(raw)
 
     def _define(self, term: str) -> None:
@@ -355,7 +356,7 @@ class _LocalContextProcessor:
         if state is True:
             return
         if state is False:
-            raise InvalidContext(f"cyclic IRI mapping for term {term!r}")
+            raise InvalidContext(f"용어 {term!r}의 IRI 대응이 순환함 / cyclic IRI mapping for term {term!r}")
         self.defined[term] = False
         definition = self._definition(term, self.local[term])
         if definition is not None:
@@ -364,7 +365,7 @@ class _LocalContextProcessor:
 
     def _definition(self, term: str, raw: Any) -> TermDefinition | None:
         if term == "":
-            raise InvalidContext("an empty string is not a valid term")
+            raise InvalidContext("빈 문자열은 용어가 될 수 없음 / an empty string is not a valid term")
         if raw is None:
             return TermDefinition(term, None, core=self.core)
         if isinstance(raw, str):
@@ -374,7 +375,8 @@ class _LocalContextProcessor:
             return TermDefinition(term, iri, prefix=_is_prefix(term, iri), protected=self._protected(), core=self.core)
         if isinstance(raw, Mapping):
             return self._expanded_definition(term, raw)
-        raise InvalidContext(f"term definition of {term!r} must be a string, an object or null")
+        raise InvalidContext(f"용어 {term!r}의 정의는 문자열, 객체, null 중 하나여야 함 / "
+                             f"term definition of {term!r} must be a string, an object or null")
 
     def _expanded_definition(self, term: str, raw: Mapping[str, Any]) -> TermDefinition | None:
         reverse = "@reverse" in raw
@@ -386,7 +388,8 @@ class _LocalContextProcessor:
         elif isinstance(target, str):
             iri = self._iri_of(term, target)
         else:
-            raise InvalidContext(f"@id of term {term!r} must be a string or null")
+            raise InvalidContext(f"용어 {term!r}의 @id는 문자열이나 null이어야 함 / "
+                                 f"@id of term {term!r} must be a string or null")
         if iri is None:
             return None
         type_ = raw.get("@type")
@@ -448,7 +451,7 @@ class _LocalContextProcessor:
             return self.vocab + value
         if self.fallback is not None:
             return self.fallback.expand_term(value)  # leniency: core terms, then the default vocab
-        raise InvalidContext(f"cannot resolve {value!r} to an IRI: no @vocab")
+        raise InvalidContext(f"{value!r}을(를) IRI로 풀 수 없음: @vocab 없음 / cannot resolve {value!r} to an IRI: no @vocab")
 
 
 _MISSING: Final = object()
@@ -808,10 +811,11 @@ class ContextResolver:
         elif isinstance(ctx, list | tuple):
             for item in ctx:
                 if isinstance(item, list | tuple):
-                    raise InvalidContext("an @context array cannot contain an array")
+                    raise InvalidContext("@context 배열 안에 배열을 둘 수 없음 / an @context array cannot contain an array")
                 await self._collect(item, base, chain, out, deps)
         else:
-            raise InvalidContext(f"an @context must be a URL, an object or an array, got {type(ctx).__name__}")
+            raise InvalidContext(f"@context는 URL, 객체, 배열 중 하나여야 함({type(ctx).__name__}) / "
+                                 f"an @context must be a URL, an object or an array, got {type(ctx).__name__}")
 
     async def _collect_url(
         self,
@@ -825,9 +829,10 @@ class ContextResolver:
         if url in CORE_CONTEXT_URLS:
             return  # the core is always applied last anyway
         if url in chain:
-            raise InvalidContext(f"recursive @context inclusion of {url}")
+            raise InvalidContext(f"@context {url}을(를) 재귀적으로 포함함 / recursive @context inclusion of {url}")
         if len(chain) >= self.max_depth:
-            raise InvalidContext(f"@context nesting deeper than {self.max_depth} levels at {url}")
+            raise InvalidContext(f"{url}에서 @context 중첩이 {self.max_depth}단계보다 깊음 / "
+                                 f"@context nesting deeper than {self.max_depth} levels at {url}")
         document = await self._document(url)
         deps.append(url)
         await self._collect(document["@context"], url, (*chain, url), out, deps)
@@ -840,13 +845,15 @@ class ContextResolver:
         if ref is None:
             return local
         if not isinstance(ref, str):
-            raise InvalidContext("@import must be a URL string")
+            raise InvalidContext("@import는 URL 문자열이어야 함 / @import must be a URL string")
         url = _absolute_url(ref, base)
         if url in chain or len(chain) >= self.max_depth:
-            raise InvalidContext(f"cannot @import {url}: recursive or too deep")
+            raise InvalidContext(f"{url}을(를) @import할 수 없음: 재귀이거나 너무 깊음 / "
+                                 f"cannot @import {url}: recursive or too deep")
         imported = (await self.document(url))["@context"]
         if not isinstance(imported, Mapping):
-            raise InvalidContext(f"@import of {url}: its @context must be a single object")
+            raise InvalidContext(f"{url}의 @import: 그 @context는 객체 하나여야 함 / "
+                                 f"@import of {url}: its @context must be a single object")
         if url not in CORE_CONTEXT_URLS:
             deps.append(url)
         merged = dict(imported)
@@ -934,7 +941,7 @@ class ContextResolver:
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            raise InvalidContext(f"@context at {url} is not JSON: {exc}") from None
+            raise InvalidContext(f"{url}의 @context가 JSON이 아님({exc}) / @context at {url} is not JSON: {exc}") from None
         return _checked_document(document, url)
 
     async def _fetch_bytes(self, url: str) -> bytes:
@@ -942,21 +949,26 @@ class ContextResolver:
             async with asyncio.timeout(self.timeout):
                 async with self._http().stream("GET", url, headers={"Accept": _ACCEPT}) as response:
                     if not response.is_success:
-                        raise LdContextNotAvailable(f"@context at {url}: HTTP {response.status_code}")
+                        raise LdContextNotAvailable(f"{url}의 @context: HTTP {response.status_code} / "
+                                                    f"@context at {url}: HTTP {response.status_code}")
                     return await self._read_limited(response, url)
         except TimeoutError:
-            raise LdContextNotAvailable(f"@context at {url}: no answer within {self.timeout:g} s") from None
+            raise LdContextNotAvailable(f"{url}의 @context: {self.timeout:g}초 안에 응답 없음 / "
+                                        f"@context at {url}: no answer within {self.timeout:g} s") from None
         except httpx.InvalidURL as exc:
-            raise InvalidContext(f"@context reference {url!r} is not a valid URL: {exc}") from None
+            raise InvalidContext(f"@context 참조 {url!r}이(가) 올바른 URL이 아님({exc}) / "
+                                 f"@context reference {url!r} is not a valid URL: {exc}") from None
         except httpx.HTTPError as exc:
-            raise LdContextNotAvailable(f"@context at {url} cannot be retrieved: {exc!r}") from None
+            raise LdContextNotAvailable(f"{url}의 @context를 가져올 수 없음({exc!r}) / "
+                                        f"@context at {url} cannot be retrieved: {exc!r}") from None
 
     async def _read_limited(self, response: httpx.Response, url: str) -> bytes:
         body = bytearray()
         async for chunk in response.aiter_bytes():
             body += chunk
             if len(body) > self.max_bytes:
-                raise InvalidContext(f"@context at {url} is larger than {self.max_bytes} bytes")
+                raise InvalidContext(f"{url}의 @context가 {self.max_bytes}바이트보다 큼 / "
+                                     f"@context at {url} is larger than {self.max_bytes} bytes")
         return bytes(body)
 
     def _http(self) -> httpx.AsyncClient:
@@ -983,7 +995,8 @@ async def _checked_addresses(guard: AddressGuard, request: httpx.Request) -> lis
     try:
         return await guard.resolve(url.host, url.port or (443 if url.scheme == "https" else 80), f"@context URL {url}")
     except RefusedAddress as exc:
-        raise ContextBadRequest(f"{exc}; refused by ngsild.context_block_private_networks") from None
+        raise ContextBadRequest(f"{exc.ko}(ngsild.context_block_private_networks가 거부함) / "
+                                f"{exc.en}; refused by ngsild.context_block_private_networks") from None
     except OSError as exc:
         raise httpx.ConnectError(f"cannot resolve {url.host}: {exc}", request=request) from None
 
@@ -1017,7 +1030,7 @@ def _cache_key(ctx: Mapping[str, Any] | Sequence[Any]) -> bytes:
     try:
         return orjson.dumps(ctx, option=orjson.OPT_SORT_KEYS)
     except TypeError as exc:
-        raise InvalidContext(f"@context is not JSON: {exc}") from None
+        raise InvalidContext(f"@context가 JSON이 아님({exc}) / @context is not JSON: {exc}") from None
 
 
 def _absolute_url(ref: str, base: str | None) -> str:
@@ -1025,18 +1038,21 @@ def _absolute_url(ref: str, base: str | None) -> str:
         url = urljoin(base, ref) if base is not None else ref
         scheme = urlsplit(url).scheme
     except ValueError:
-        raise InvalidContext(f"@context reference {ref!r} is not a valid URL") from None
+        raise InvalidContext(f"@context 참조 {ref!r}이(가) 올바른 URL이 아님 / "
+                             f"@context reference {ref!r} is not a valid URL") from None
     if scheme not in ("http", "https"):
-        raise InvalidContext(f"@context reference {ref!r} is not an http(s) URL")
+        raise InvalidContext(f"@context 참조 {ref!r}이(가) http(s) URL이 아님 / @context reference {ref!r} is not an http(s) URL")
     return url
 
 
 def _checked_document(document: Any, url: str) -> Mapping[str, Any]:
     if not isinstance(document, Mapping) or "@context" not in document:
-        raise InvalidContext(f"the document at {url} is not a JSON object with an @context member")
+        raise InvalidContext(f"{url}의 문서가 @context 구성원이 있는 JSON 객체가 아님 / "
+                             f"the document at {url} is not a JSON object with an @context member")
     inner = document["@context"]
     if not (inner is None or isinstance(inner, str | Mapping | list)):
-        raise InvalidContext(f"the @context member at {url} must be an object, a URL or an array")
+        raise InvalidContext(f"{url}의 @context 구성원은 객체, URL, 배열 중 하나여야 함 / "
+                             f"the @context member at {url} must be an object, a URL or an array")
     return document
 
 
@@ -1197,21 +1213,23 @@ class ContextRegistry:
             return self._cached_details(cached) if details else _json_copy(cached.document)
         if unquote(context_id) in CORE_CONTEXT_URLS:
             return _core_details(unquote(context_id)) if details else _json_copy(core_document())
-        raise ContextNotFound(f"no @context with id {context_id!r}")
+        raise ContextNotFound(f"id가 {context_id!r}인 @context 없음 / no @context with id {context_id!r}")
 
     async def delete(self, context_id: str, *, reload: bool = False) -> None:
         """DELETE /jsonldContexts/{contextId}: drop a hosted context, or evict/reload a cached one."""
         if unquote(context_id) in CORE_CONTEXT_URLS:
-            raise ContextBadRequest("the NGSI-LD core @context cannot be deleted or reloaded")
+            raise ContextBadRequest("NGSI-LD 핵심 @context는 지우거나 다시 읽을 수 없음 / "
+                                    "the NGSI-LD core @context cannot be deleted or reloaded")
         record = self._find_hosted(context_id)
         if record is not None:
             if reload:
-                raise ContextBadRequest(f"reload applies to cached @contexts only; {record.url} is {record.kind}")
+                raise ContextBadRequest(f"다시 읽기는 캐시된 @context에만 씀({record.url}은(는) {record.kind}) / "
+                                        f"reload applies to cached @contexts only; {record.url} is {record.kind}")
             await self._forget(record)
             return
         cached = self._find_cached(context_id)
         if cached is None:
-            raise ContextNotFound(f"no @context with id {context_id!r}")
+            raise ContextNotFound(f"id가 {context_id!r}인 @context 없음 / no @context with id {context_id!r}")
         if reload:
             await self.resolver.reload(cached.url)
         else:
@@ -1275,14 +1293,16 @@ class ContextRegistry:
 
 def _hosted_body(body: Any) -> JsonObject:
     if not isinstance(body, Mapping) or "@context" not in body:
-        raise ContextBadRequest('the body must be a JSON object with an "@context" member')
+        raise ContextBadRequest('본문은 "@context" 구성원이 있는 JSON 객체여야 함 / '
+                                'the body must be a JSON object with an "@context" member')
     context = body["@context"]
     if not isinstance(context, Mapping | list):
-        raise ContextBadRequest("the @context to host must be a JSON object or an array")
+        raise ContextBadRequest("올릴 @context는 JSON 객체나 배열이어야 함 / "
+                                "the @context to host must be a JSON object or an array")
     try:
         return {"@context": _json_copy(context)}  # our own copy: the caller may reuse its body
     except InvalidContext:
-        raise ContextBadRequest("the @context to host is not JSON") from None
+        raise ContextBadRequest("올릴 @context가 JSON이 아님 / the @context to host is not JSON") from None
 
 
 def _json_copy(value: Any) -> Any:
@@ -1290,14 +1310,15 @@ def _json_copy(value: Any) -> Any:
     try:
         return orjson.loads(orjson.dumps(value))
     except TypeError as exc:
-        raise InvalidContext(f"not JSON: {exc}") from None
+        raise InvalidContext(f"JSON이 아님({exc}) / not JSON: {exc}") from None
 
 
 def _kinds_filter(kind: str | None) -> frozenset[str]:
     if kind is None:
         return frozenset(CONTEXT_KINDS)
     if kind not in CONTEXT_KINDS:
-        raise ContextBadRequest(f"kind must be one of {', '.join(CONTEXT_KINDS)}, not {kind!r}")
+        raise ContextBadRequest(f"kind는 {', '.join(CONTEXT_KINDS)} 중 하나여야 함({kind!r}) / "
+                                f"kind must be one of {', '.join(CONTEXT_KINDS)}, not {kind!r}")
     return frozenset({kind})
 
 

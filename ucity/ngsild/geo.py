@@ -94,7 +94,18 @@ _CANDIDATE_CACHE_SIZE: Final = 8192
 
 
 class GeoQueryError(ValueError):
-    """A geo-query or a GeoJSON geometry is missing, malformed or invalid (NGSI-LD BadRequestData)."""
+    """A geo-query or a GeoJSON geometry is missing, malformed or invalid (NGSI-LD BadRequestData).
+
+    `str()` is English (rules and device decoding wrap it in their own texts); `ko` is the same in Korean, and
+    `bilingual` says both as an NGSI-LD detail does."""
+
+    def __init__(self, message: str, ko: str = "") -> None:
+        super().__init__(message)
+        self.ko = ko
+
+    def bilingual(self, ko_prefix: str, en_prefix: str) -> str:
+        """"<ko_prefix>: <ko> / <en_prefix>: <message>", e.g. ("잘못된 지오쿼리", "invalid geo-query")."""
+        return f"{ko_prefix}: {self.ko or '해석할 수 없음'} / {en_prefix}: {self}"
 
 
 class GeoRel(enum.StrEnum):
@@ -135,7 +146,8 @@ def parse_geoquery(
         present = [name for name in given if name not in missing]
         raise GeoQueryError(
             f"incomplete geo-query: {', '.join(present)} given but {', '.join(missing)} missing"
-            " (georel, geometry and coordinates go together)"
+            " (georel, geometry and coordinates go together)",
+            f"{', '.join(present)}만 있고 {', '.join(missing)} 없음(georel, geometry, coordinates는 함께 씀)",
         )
     rel, max_distance, min_distance = _parse_georel(georel)
     geometry_type = _parse_geometry_type(geometry)
@@ -155,29 +167,33 @@ def parse_geoquery(
 def parse_geoquery_json(geoq: Mapping[str, Any]) -> GeoQuery:
     """Build a :class:`GeoQuery` from its JSON form (a subscription's ``geoQ``); all parts required."""
     if not isinstance(geoq, Mapping):
-        raise GeoQueryError("a GeoQuery must be a JSON object")
+        raise GeoQueryError("a GeoQuery must be a JSON object", "GeoQuery는 JSON 객체여야 함")
     query = parse_geoquery(geoq.get("georel"), geoq.get("geometry"), geoq.get("coordinates"), geoq.get("geoproperty"))
     if query is None:
-        raise GeoQueryError("a GeoQuery needs georel, geometry and coordinates")
+        raise GeoQueryError("a GeoQuery needs georel, geometry and coordinates",
+                            "GeoQuery에는 georel, geometry, coordinates가 필요함")
     return query
 
 
 def _parse_georel(text: object) -> tuple[GeoRel, float | None, float | None]:
     """Split ``near;maxDistance==2000`` into the relation and its distances (metres)."""
     if not isinstance(text, str):
-        raise GeoQueryError("georel must be a string")
+        raise GeoQueryError("georel must be a string", "georel은 문자열이어야 함")
     head, *modifiers = (part.strip() for part in text.split(";"))
     rel = _georel_kind(head)
     if rel is not GeoRel.NEAR:
         if modifiers:
-            raise GeoQueryError(f"georel {rel.value!r} takes no modifiers, got {text!r}")
+            raise GeoQueryError(f"georel {rel.value!r} takes no modifiers, got {text!r}",
+                                f"georel {rel.value!r}에는 수식어를 붙일 수 없음({text!r})")
         return rel, None, None
     distances = _near_distances(modifiers)
     if not distances:
-        raise GeoQueryError("georel 'near' needs maxDistance or minDistance, e.g. 'near;maxDistance==2000'")
+        raise GeoQueryError("georel 'near' needs maxDistance or minDistance, e.g. 'near;maxDistance==2000'",
+                            "georel 'near'에는 maxDistance나 minDistance가 필요함(예: 'near;maxDistance==2000')")
     max_d, min_d = distances.get("maxDistance"), distances.get("minDistance")
     if max_d is not None and min_d is not None and min_d > max_d:
-        raise GeoQueryError(f"minDistance ({min_d:g}) is greater than maxDistance ({max_d:g})")
+        raise GeoQueryError(f"minDistance ({min_d:g}) is greater than maxDistance ({max_d:g})",
+                            f"minDistance({min_d:g})가 maxDistance({max_d:g})보다 큼")
     return rel, max_d, min_d
 
 
@@ -186,7 +202,8 @@ def _georel_kind(head: str) -> GeoRel:
         return GeoRel(head)
     except ValueError:
         known = ", ".join(rel.value for rel in GeoRel)
-        raise GeoQueryError(f"unknown georel {head!r}; expected one of {known}") from None
+        raise GeoQueryError(f"unknown georel {head!r}; expected one of {known}",
+                            f"알 수 없는 georel {head!r}(가능: {known})") from None
 
 
 def _near_distances(modifiers: list[str]) -> dict[str, float]:
@@ -195,27 +212,30 @@ def _near_distances(modifiers: list[str]) -> dict[str, float]:
         name, sep, value = (part.strip() for part in modifier.partition("=="))
         if not sep or name not in _DISTANCE_NAMES:
             raise GeoQueryError(
-                f"invalid near modifier {modifier!r}; expected maxDistance==<metres> or minDistance==<metres>"
+                f"invalid near modifier {modifier!r}; expected maxDistance==<metres> or minDistance==<metres>",
+                f"잘못된 near 수식어 {modifier!r}(maxDistance==<미터> 또는 minDistance==<미터>)",
             )
         if name in distances:
-            raise GeoQueryError(f"{name} given twice in georel")
+            raise GeoQueryError(f"{name} given twice in georel", f"georel에 {name}이(가) 두 번 있음")
         distances[name] = _parse_distance(name, value)
     return distances
 
 
 def _parse_distance(name: str, value: str) -> float:
     if not _DISTANCE_RE.fullmatch(value):
-        raise GeoQueryError(f"{name} must be a non-negative number of metres, got {value!r}")
+        raise GeoQueryError(f"{name} must be a non-negative number of metres, got {value!r}",
+                            f"{name}은(는) 0 이상의 미터 수여야 함({value!r})")
     distance = float(value)
     if not math.isfinite(distance):
-        raise GeoQueryError(f"{name} must be finite, got {value!r}")
+        raise GeoQueryError(f"{name} must be finite, got {value!r}", f"{name}은(는) 유한한 수여야 함({value!r})")
     return distance
 
 
 def _parse_geometry_type(geometry: object) -> str:
     if not isinstance(geometry, str) or geometry not in QUERY_GEOMETRY_TYPES:
         known = ", ".join(sorted(QUERY_GEOMETRY_TYPES))
-        raise GeoQueryError(f"unknown geometry {geometry!r}; expected one of {known}")
+        raise GeoQueryError(f"unknown geometry {geometry!r}; expected one of {known}",
+                            f"알 수 없는 geometry {geometry!r}(가능: {known})")
     return geometry
 
 
@@ -223,7 +243,7 @@ def _parse_geoproperty(geoproperty: object) -> str:
     if geoproperty is None:
         return DEFAULT_GEOPROPERTY
     if not isinstance(geoproperty, str) or not geoproperty.strip():
-        raise GeoQueryError("geoproperty must be a non-empty attribute name")
+        raise GeoQueryError("geoproperty must be a non-empty attribute name", "geoproperty는 비어 있지 않은 속성 이름이어야 함")
     return geoproperty.strip()
 
 
@@ -232,10 +252,10 @@ def _load_coordinates(coordinates: object) -> Any:
     if isinstance(coordinates, (list, tuple)):
         return coordinates
     if not isinstance(coordinates, str):
-        raise GeoQueryError("coordinates must be a JSON array")
+        raise GeoQueryError("coordinates must be a JSON array", "coordinates는 JSON 배열이어야 함")
     text = coordinates.strip()
     if not text:
-        raise GeoQueryError("coordinates are empty")
+        raise GeoQueryError("coordinates are empty", "coordinates가 비어 있음")
     if not text.startswith("["):
         # Some clients send "127.0,37.5" for a point; the brackets carry no information.
         text = f"[{text}]"
@@ -244,11 +264,12 @@ def _load_coordinates(coordinates: object) -> Any:
     except GeoQueryError:
         raise
     except ValueError as exc:
-        raise GeoQueryError(f"coordinates are not a valid JSON array: {exc}") from None
+        raise GeoQueryError(f"coordinates are not a valid JSON array: {exc}",
+                            f"coordinates가 올바른 JSON 배열이 아님({exc})") from None
 
 
 def _reject_json_constant(name: str) -> float:
-    raise GeoQueryError(f"coordinates must be finite numbers, got {name}")
+    raise GeoQueryError(f"coordinates must be finite numbers, got {name}", f"coordinates는 유한한 수여야 함({name})")
 
 
 def _query_geometry(geometry_type: str, raw: object) -> BaseGeometry:
@@ -257,7 +278,8 @@ def _query_geometry(geometry_type: str, raw: object) -> BaseGeometry:
     if not geometry.is_valid:
         # A self-intersecting polygon has no well-defined inside, so within/contains would be
         # arbitrary; tell the client instead.
-        raise GeoQueryError(f"{geometry_type} is not a valid geometry: {explain_validity(geometry)}")
+        raise GeoQueryError(f"{geometry_type} is not a valid geometry: {explain_validity(geometry)}",
+                            f"{geometry_type}이(가) 올바른 도형이 아님({explain_validity(geometry)})")
     return geometry
 
 
@@ -281,22 +303,31 @@ def _is_finite(value: float) -> bool:
 def _position(value: object, where: str) -> tuple[float, float]:
     """One ``[lon, lat]`` or ``[lon, lat, alt]`` position, checked and reduced to 2-D."""
     if not isinstance(value, (list, tuple)) or not 2 <= len(value) <= 3:
-        raise GeoQueryError(f"{where}: a position must be [longitude, latitude] or [longitude, latitude, altitude]")
+        raise GeoQueryError(f"{where}: a position must be [longitude, latitude] or [longitude, latitude, altitude]",
+                            f"{where}: 위치는 [경도, 위도] 또는 [경도, 위도, 고도]여야 함")
     if not all(_is_number(item) and _is_finite(item) for item in value):
-        raise GeoQueryError(f"{where}: position {list(value)!r} must hold finite numbers")
+        raise GeoQueryError(f"{where}: position {list(value)!r} must hold finite numbers",
+                            f"{where}: 위치 {list(value)!r}에는 유한한 수만 올 수 있음")
     lon, lat = float(value[0]), float(value[1])
     if not -180.0 <= lon <= 180.0:
-        raise GeoQueryError(f"{where}: longitude {lon:g} out of range [-180, 180]")
+        raise GeoQueryError(f"{where}: longitude {lon:g} out of range [-180, 180]",
+                            f"{where}: 경도 {lon:g}이(가) 범위 [-180, 180]을 벗어남")
     if not -90.0 <= lat <= 90.0:
-        raise GeoQueryError(f"{where}: latitude {lat:g} out of range [-90, 90]")
+        raise GeoQueryError(f"{where}: latitude {lat:g} out of range [-90, 90]",
+                            f"{where}: 위도 {lat:g}이(가) 범위 [-90, 90]을 벗어남")
     return lon, lat
+
+
+_WHAT_KO: Final = {"positions": "위치", "linear rings": "선형 고리", "line strings": "선", "polygons": "다각형",
+                   "geometries": "도형"}
 
 
 def _array(value: object, where: str, minimum: int, what: str) -> Sequence[object]:
     if not isinstance(value, (list, tuple)):
-        raise GeoQueryError(f"{where}: expected an array of {what}")
+        raise GeoQueryError(f"{where}: expected an array of {what}", f"{where}: {_WHAT_KO.get(what, what)}의 배열이어야 함")
     if len(value) < minimum:
-        raise GeoQueryError(f"{where}: needs at least {minimum} {what}, got {len(value)}")
+        raise GeoQueryError(f"{where}: needs at least {minimum} {what}, got {len(value)}",
+                            f"{where}: {_WHAT_KO.get(what, what)}이(가) {minimum}개 이상 필요함({len(value)}개)")
     return value
 
 
@@ -312,7 +343,8 @@ def _line(value: object, where: str) -> list[tuple[float, float]]:
 def _ring(value: object, where: str) -> list[tuple[float, float]]:
     ring = _positions(value, where, 4)
     if ring[0] != ring[-1]:
-        raise GeoQueryError(f"{where}: polygon ring is not closed (first and last positions differ)")
+        raise GeoQueryError(f"{where}: polygon ring is not closed (first and last positions differ)",
+                            f"{where}: 다각형 고리가 닫히지 않음(첫 위치와 마지막 위치가 다름)")
     return ring
 
 
@@ -350,21 +382,25 @@ def _build(geometry_type: str, coordinates: object) -> BaseGeometry:
 def _geometry_from_geojson(value: object, where: str = "geometry", depth: int = 0) -> BaseGeometry:
     """Validate a GeoJSON geometry object and return it as a 2-D shapely geometry."""
     if not isinstance(value, Mapping):
-        raise GeoQueryError(f"{where}: a GeoJSON geometry must be an object")
+        raise GeoQueryError(f"{where}: a GeoJSON geometry must be an object",
+                            f"{where}: GeoJSON 도형은 객체여야 함")
     geometry_type = value.get("type")
     if not isinstance(geometry_type, str) or geometry_type not in _GEOJSON_GEOMETRY_TYPES:
         known = ", ".join(sorted(_GEOJSON_GEOMETRY_TYPES))
-        raise GeoQueryError(f"{where}: unknown GeoJSON type {geometry_type!r}; expected one of {known}")
+        raise GeoQueryError(f"{where}: unknown GeoJSON type {geometry_type!r}; expected one of {known}",
+                            f"{where}: 알 수 없는 GeoJSON 유형 {geometry_type!r}(가능: {known})")
     if geometry_type == "GeometryCollection":
         return _collection(value, where, depth)
     if "coordinates" not in value:
-        raise GeoQueryError(f"{where}: a {geometry_type} needs coordinates")
+        raise GeoQueryError(f"{where}: a {geometry_type} needs coordinates",
+                            f"{where}: {geometry_type}에는 coordinates가 필요함")
     return _build(geometry_type, _normalize(geometry_type, value["coordinates"], f"{where}.coordinates"))
 
 
 def _collection(value: Mapping[str, Any], where: str, depth: int) -> BaseGeometry:
     if depth >= _MAX_COLLECTION_DEPTH:
-        raise GeoQueryError(f"{where}: GeometryCollections nested too deeply")
+        raise GeoQueryError(f"{where}: GeometryCollections nested too deeply",
+                            f"{where}: GeometryCollection이 너무 깊게 중첩됨")
     members = _array(value.get("geometries"), f"{where}.geometries", 1, "geometries")
     parts = [_geometry_from_geojson(member, f"{where}.geometries[{i}]", depth + 1) for i, member in enumerate(members)]
     return GeometryCollection(parts)
@@ -385,20 +421,24 @@ def validate_geojson(value: object) -> None:
 
 def _check_geojson(value: object, where: str = "geometry", depth: int = 0) -> None:
     if not isinstance(value, Mapping):
-        raise GeoQueryError(f"{where}: a GeoJSON geometry must be an object")
+        raise GeoQueryError(f"{where}: a GeoJSON geometry must be an object",
+                            f"{where}: GeoJSON 도형은 객체여야 함")
     geometry_type = value.get("type")
     if not isinstance(geometry_type, str) or geometry_type not in _GEOJSON_GEOMETRY_TYPES:
         known = ", ".join(sorted(_GEOJSON_GEOMETRY_TYPES))
-        raise GeoQueryError(f"{where}: unknown GeoJSON type {geometry_type!r}; expected one of {known}")
+        raise GeoQueryError(f"{where}: unknown GeoJSON type {geometry_type!r}; expected one of {known}",
+                            f"{where}: 알 수 없는 GeoJSON 유형 {geometry_type!r}(가능: {known})")
     if geometry_type == "GeometryCollection":
         if depth >= _MAX_COLLECTION_DEPTH:
-            raise GeoQueryError(f"{where}: GeometryCollections nested too deeply")
+            raise GeoQueryError(f"{where}: GeometryCollections nested too deeply",
+                            f"{where}: GeometryCollection이 너무 깊게 중첩됨")
         members = _array(value.get("geometries"), f"{where}.geometries", 1, "geometries")
         for i, member in enumerate(members):
             _check_geojson(member, f"{where}.geometries[{i}]", depth + 1)
         return
     if "coordinates" not in value:
-        raise GeoQueryError(f"{where}: a {geometry_type} needs coordinates")
+        raise GeoQueryError(f"{where}: a {geometry_type} needs coordinates",
+                            f"{where}: {geometry_type}에는 coordinates가 필요함")
     _normalize(geometry_type, value["coordinates"], f"{where}.coordinates")
 
 
@@ -517,7 +557,8 @@ class GeoQuery:
 
     def __post_init__(self) -> None:
         if self.georel is GeoRel.NEAR and self.max_distance is None and self.min_distance is None:
-            raise GeoQueryError("georel 'near' needs maxDistance or minDistance")
+            raise GeoQueryError("georel 'near' needs maxDistance or minDistance",
+                                "georel 'near'에는 maxDistance나 minDistance가 필요함")
         plane = _plane_for(self.geometry)
         projected = plane.project(self.geometry)
         # Preparing builds GEOS's spatial index of the query once, for every candidate tested.

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ucity.core.clock import parse_iso, to_iso
+from ucity.core.clock import parse_iso, require_offset, to_iso
 from ucity.core.errors import BadRequest, UcityError
 
 NULL = "urn:ngsi-ld:null"
@@ -83,7 +83,7 @@ def check_entity_id(value: Any) -> str:
     if value.__class__ is str and value in _VALID_IDS:
         return value
     if not is_uri(value):
-        raise BadRequest(f"entity id must be a URI, got {value!r}")
+        raise BadRequest(f"엔티티 id는 URI여야 함({value!r}) / entity id must be a URI, got {value!r}")
     if value.__class__ is str and len(value) <= _VALID_ID_MAX_LEN:
         if len(_VALID_IDS) >= _VALID_IDS_LIMIT:
             _VALID_IDS.clear()
@@ -99,9 +99,14 @@ _VALID_IDS_LIMIT = 32768
 _VALID_ID_MAX_LEN = 128
 
 
+# What a name names (`check_name`, `expand_name`), in Korean.
+_WHAT_KO = {"attribute": "속성", "sub-attribute": "하위 속성", "metadata": "메타데이터", "type": "유형",
+            "entity_type": "엔티티 유형"}
+
+
 def check_name(name: str, what: str = "attribute") -> str:
     if not name or _FORBIDDEN_NAME.search(name):
-        raise BadRequest(f"invalid {what} name {name!r}")
+        raise BadRequest(f"잘못된 {_WHAT_KO.get(what, what)} 이름 {name!r} / invalid {what} name {name!r}")
     return name
 
 
@@ -119,7 +124,8 @@ def expand_name(name: str, ctx: Ctx, what: str = "attribute") -> str:
             return known
     iri = ctx.expand_term(check_name(name, what))
     if iri.startswith("@") or not is_uri(iri):
-        raise BadRequest(f"{name!r} is not a valid {what} name: it expands to {iri!r}, not to an IRI")
+        raise BadRequest(f"{name!r}은(는) 올바른 {_WHAT_KO.get(what, what)} 이름이 아님: IRI가 아닌 {iri!r}(으)로 확장됨 / "
+                         f"{name!r} is not a valid {what} name: it expands to {iri!r}, not to an IRI")
     if memo is not None and len(memo) < _NAME_MEMO_LIMIT:
         memo[name] = iri
     return iri
@@ -131,22 +137,29 @@ _NAME_MEMO_LIMIT = 4096  # per context; names come from clients
 def expand_attr_name(name: str, ctx: Ctx) -> str:
     """The IRI of an attribute name; entity members (`id`, `type`, `scope`, ...) are not attributes."""
     if name in ENTITY_RESERVED:
-        raise BadRequest(f"{name!r} is an entity member, not an attribute name")
+        raise BadRequest(f"{name!r}은(는) 속성 이름이 아니라 엔티티 구성원임 / "
+                         f"{name!r} is an entity member, not an attribute name")
     return expand_name(name, ctx)
 
 
 def normalize_time(value: Any, member: str) -> str:
     if not isinstance(value, str):
-        raise BadRequest(f"{member} must be a date-time string, got {value!r}")
+        raise BadRequest(f"{member}은(는) 날짜·시각 문자열이어야 함({value!r}) / "
+                         f"{member} must be a date-time string, got {value!r}")
     known = _TIMES.get(value)
     if known is not None:
         return known
     try:
+        require_offset(value, member)  # NGSI-LD times are UTC instants: no offset is a 400, not UTC (QA17 F4)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    try:
         normalized = to_iso(parse_iso(value))
     except ValueError as exc:  # not a date-time, or out of range (clock.parse_iso: 0002..9998 in UTC)
         if "out of range" in str(exc):
-            raise BadRequest(f"{member}: {exc}") from exc
-        raise BadRequest(f"{member} is not a valid ISO 8601 date-time: {value!r}") from exc
+            raise BadRequest(f"{member}: 범위를 벗어난 날짜·시각 {value!r} / {member}: {exc}") from exc
+        raise BadRequest(f"{member}이(가) 올바른 ISO 8601 날짜·시각이 아님: {value!r} / "
+                         f"{member} is not a valid ISO 8601 date-time: {value!r}") from exc
     if len(_TIMES) >= 4096:
         _TIMES.clear()
     _TIMES[value] = normalized
@@ -166,7 +179,8 @@ def expand_types(value: Any, ctx: Ctx) -> list[str]:
             return [known]
     types = value if isinstance(value, list) else [value]
     if not types or not all(isinstance(t, str) and t for t in types):
-        raise BadRequest(f"entity type must be a non-empty string or list of strings, got {value!r}")
+        raise BadRequest(f"엔티티 유형은 비어 있지 않은 문자열이나 문자열 목록이어야 함({value!r}) / "
+                         f"entity type must be a non-empty string or list of strings, got {value!r}")
     return list(dict.fromkeys(expand_name(t, ctx, "type") for t in types))
 
 
@@ -174,14 +188,14 @@ def normalize_entity(body: Any, ctx: Ctx, *, require_id: bool = True, require_ty
                      allow_null: bool = False) -> dict[str, Any]:
     """Validate an entity in wire form and return its stored form (no timestamps yet)."""
     if not isinstance(body, dict):
-        raise BadRequest("an entity must be a JSON object")
+        raise BadRequest("엔티티는 JSON 객체여야 함 / an entity must be a JSON object")
     doc: dict[str, Any] = {}
     memo: dict[str, str] | None = getattr(ctx, "name_memo", None)
     if "id" in body or require_id:
         doc["id"] = check_entity_id(body.get("id"))
     if "type" in body or require_type:
         if "type" not in body:
-            raise BadRequest("entity type is missing")
+            raise BadRequest("엔티티 유형(type)이 없음 / entity type is missing")
         types = body["type"]
         known = memo.get(types) if memo is not None and types.__class__ is str else None  # expand_types' memo
         doc["type"] = [known] if known is not None else expand_types(types, ctx)
@@ -214,7 +228,7 @@ def normalize_owned_entity(body: Any, ctx: Ctx, require_type: bool = True,
                                "type": [known] if known is not None else expand_types(types, ctx)}
     elif require_type:
         check_entity_id(body.get("id"))  # normalize_entity's order: an invalid id is the error
-        raise BadRequest("entity type is missing")
+        raise BadRequest("엔티티 유형(type)이 없음 / entity type is missing")
     else:
         doc = {"id": check_entity_id(body.get("id"))}
     attrs: dict[str, list[dict[str, Any]]] = {}
@@ -287,7 +301,7 @@ def normalize_scope(value: Any) -> list[str]:
     scopes = value if isinstance(value, list) else [value]
     for scope in scopes:
         if not isinstance(scope, str) or not re.match(r"^/[^\s]*$", scope):
-            raise BadRequest(f"invalid scope {scope!r}: scopes start with '/'")
+            raise BadRequest(f"잘못된 scope {scope!r}: scope는 '/'로 시작함 / invalid scope {scope!r}: scopes start with '/'")
     return list(scopes)
 
 
@@ -363,8 +377,8 @@ def _plain_instance(value: dict[str, Any]) -> dict[str, Any] | None:
 def _plain_member(attr_type: str, member: Any) -> bool:
     """Whether the value member of a plain instance of `attr_type` (a key of `_PLAIN_KEYS`) is one the
     plain paths store as sent: a Property's non-Null value, a Relationship's URI, a GeoProperty's Point."""
-    if attr_type == "Property":
-        return member is not None and member != NULL
+    if attr_type == "Property":  # (a typed value {"@type": "DateTime", "@value": ...} is checked: _check_value)
+        return member is not None and member != NULL and (member.__class__ is not dict or "@value" not in member)
     if attr_type == "Relationship":
         return member.__class__ is str and member != NULL and _URI.match(member) is not None
     return _plain_point(member)
@@ -390,7 +404,7 @@ def _plain_owned(value: dict[str, Any]) -> bool:
         if next(names, None) != "value":
             return False
         member = value["value"]
-        if member is None or member == NULL:
+        if member is None or member == NULL or (member.__class__ is dict and "@value" in member):
             return False
     elif attr_type == "GeoProperty":
         if next(names, None) != "value" or not _plain_point(value["value"]):
@@ -464,7 +478,8 @@ def normalize_attribute(name: str, value: Any, ctx: Ctx, allow_null: bool = Fals
     for instance in instances:
         dataset = instance.get("datasetId")
         if dataset in seen:
-            raise BadRequest(f"attribute {name!r} has two instances with datasetId {dataset!r}")
+            raise BadRequest(f"속성 {name!r}에 datasetId {dataset!r}인 인스턴스가 둘 있음 / "
+                             f"attribute {name!r} has two instances with datasetId {dataset!r}")
         seen.add(dataset)
     return instances
 
@@ -505,15 +520,17 @@ def normalize_instance(name: str, value: Any, ctx: Ctx, allow_null: bool = False
         value = {"type": "GeoProperty", "value": value}  # concise GeoProperty
     elif not isinstance(value, dict) or not _looks_like_instance(value):
         if isinstance(value, dict) and not value:
-            raise BadRequest(f"attribute {name!r} is empty")
+            raise BadRequest(f"속성 {name!r}이(가) 비어 있음 / attribute {name!r} is empty")
         else:
             value = {"value": value}  # concise Property
     attr_type = value.get("type") or _infer_type(name, value)
     if not isinstance(attr_type, str) or attr_type not in ATTR_TYPES:  # a list or object is no type either
-        raise BadRequest(f"attribute {name!r} has unknown type {attr_type!r}")
+        raise BadRequest(f"속성 {name!r}의 유형 {attr_type!r}을(를) 알 수 없음 / "
+                         f"attribute {name!r} has unknown type {attr_type!r}")
     key = VALUE_KEY[attr_type]
     if key not in value:
-        raise BadRequest(f"attribute {name!r} of type {attr_type} needs a {key!r} member")
+        raise BadRequest(f"{attr_type} 속성 {name!r}에는 {key!r} 구성원이 필요함 / "
+                         f"attribute {name!r} of type {attr_type} needs a {key!r} member")
     instance: dict[str, Any] = {"type": attr_type, key: _check_value(name, attr_type, value[key], allow_null)}
     for member, member_value in value.items():
         if member in ("type", key, "createdAt", "modifiedAt", "instanceId", "@context"):
@@ -523,11 +540,12 @@ def normalize_instance(name: str, value: Any, ctx: Ctx, allow_null: bool = False
         elif member == "datasetId":
             if not is_uri(member_value) or member_value == NULL:
                 # §5.5.8: "A datasetId cannot be deleted by setting it to the value urn:ngsi-ld:null".
-                raise BadRequest(f"datasetId of {name!r} must be a URI other than the NGSI-LD Null, got {member_value!r}")
+                raise BadRequest(f"{name!r}의 datasetId는 NGSI-LD Null이 아닌 URI여야 함({member_value!r}) / "
+                                 f"datasetId of {name!r} must be a URI other than the NGSI-LD Null, got {member_value!r}")
             instance["datasetId"] = member_value
         elif member == "unitCode":
             if not isinstance(member_value, str):
-                raise BadRequest(f"unitCode of {name!r} must be a string")
+                raise BadRequest(f"{name!r}의 unitCode는 문자열이어야 함 / unitCode of {name!r} must be a string")
             instance["unitCode"] = member_value
         elif member in RESERVED:
             continue
@@ -539,28 +557,40 @@ def normalize_instance(name: str, value: Any, ctx: Ctx, allow_null: bool = False
 
 def _check_value(name: str, attr_type: str, value: Any, allow_null: bool) -> Any:
     if value is None:
-        raise BadRequest(f"attribute {name!r} has a null value")
+        raise BadRequest(f"속성 {name!r}의 값이 null임 / attribute {name!r} has a null value")
     if is_null_value(attr_type, value):
         if not allow_null:
-            raise BadRequest(f"attribute {name!r}: the NGSI-LD Null is only allowed in an update or merge")
+            raise BadRequest(f"속성 {name!r}: NGSI-LD Null은 갱신이나 병합에서만 쓸 수 있음 / "
+                             f"attribute {name!r}: the NGSI-LD Null is only allowed in an update or merge")
         return value
     if attr_type == "Relationship":
         objects = value if isinstance(value, list) else [value]
         if not objects or not all(is_uri(o) for o in objects):
-            raise BadRequest(f"relationship {name!r} must point to a URI, got {value!r}")
+            raise BadRequest(f"관계 {name!r}은(는) URI를 가리켜야 함({value!r}) / "
+                             f"relationship {name!r} must point to a URI, got {value!r}")
     elif attr_type == "GeoProperty":
         from ucity.ngsild.geo import GeoQueryError, validate_geojson
 
         try:
             validate_geojson(value)
         except GeoQueryError as exc:
-            raise BadRequest(f"GeoProperty {name!r} is not valid GeoJSON: {exc}") from exc
+            raise BadRequest(exc.bilingual(f"GeoProperty {name!r}이(가) 올바른 GeoJSON이 아님",
+                                           f"GeoProperty {name!r} is not valid GeoJSON")) from exc
     elif attr_type == "LanguageProperty":
         if not isinstance(value, dict) or not all(isinstance(v, (str, list)) for v in value.values()):
-            raise BadRequest(f"languageMap of {name!r} must map language tags to strings")
+            raise BadRequest(f"{name!r}의 languageMap은 언어 태그를 문자열에 대응시켜야 함 / "
+                             f"languageMap of {name!r} must map language tags to strings")
     elif attr_type in ("ListProperty", "ListRelationship") and not isinstance(value, list):
-        raise BadRequest(f"{attr_type} {name!r} needs a JSON array")
+        raise BadRequest(f"{attr_type} {name!r}에는 JSON 배열이 필요함 / {attr_type} {name!r} needs a JSON array")
+    elif isinstance(value, dict) and value.get("@type") in DATETIME_TYPES and isinstance(value.get("@value"), str):
+        try:  # a DateTime value ({"@type": "DateTime", "@value": ...}) is a UTC instant too (QA17 F4)
+            require_offset(value["@value"], name)
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
     return value
+
+
+DATETIME_TYPES = ("DateTime", "ngsi-ld:DateTime", "https://uri.etsi.org/ngsi-ld/DateTime")
 
 
 # -- timestamps -------------------------------------------------------------------------------------

@@ -81,13 +81,21 @@ def _history(attrs: Attrs) -> tuple[tuple[str, dict[str, Any]], ...]:
     return tuple((iri, dict(i)) for iri, instances in attrs.items() for i in instances)
 
 
+# The reasons of an UpdateResult's notUpdated (CIM 009 §5.2.18), "한국어 / English" as every detail of ucity.
+NOT_UPDATED_EXISTS = "속성이 이미 있고 noOverwrite가 지정됨 / attribute exists and noOverwrite was set"
+NOT_UPDATED_NULL = ("없는 속성(또는 datasetId)에 NGSI-LD Null: 지울 것이 없음 / "
+                    "NGSI-LD Null for an attribute (or datasetId) that does not exist: nothing to delete")
+NOT_UPDATED_SCOPE = "엔티티에 바꿀 scope가 없음 / the entity has no scope to replace"
+
+
 class EntityNotFound(NotFound):
     """The entity a mutation applies to does not exist (the handler knows which one it was)."""
 
 
 def _require(before: Doc | None, entity_id: str) -> Doc:
     if before is None:
-        raise EntityNotFound(f"entity {entity_id} does not exist" if entity_id else "the entity does not exist")
+        raise EntityNotFound(f"엔티티 {entity_id} 없음 / entity {entity_id} does not exist" if entity_id
+                             else "엔티티 없음 / the entity does not exist")
     return before
 
 
@@ -99,7 +107,7 @@ def _touch(doc: Doc, now: str) -> Doc:
 def create_op(new: Doc) -> ApplyFn:
     def apply(before: Doc | None, now: str) -> Outcome:
         if before is not None:
-            raise AlreadyExists(f"entity {new['id']} already exists")
+            raise AlreadyExists(f"엔티티 {new['id']} 이미 있음 / entity {new['id']} already exists")
         doc = dict(new)
         doc["attrs"], history = _stamped_new(new["attrs"], now)
         doc["createdAt"] = doc["modifiedAt"] = now
@@ -114,7 +122,7 @@ def replace_op(new: Doc, create_if_missing: bool = False) -> ApplyFn:
     def apply(before: Doc | None, now: str) -> Outcome:
         if before is None:
             if not create_if_missing:
-                raise EntityNotFound(f"entity {new['id']} does not exist")
+                raise EntityNotFound(f"엔티티 {new['id']} 없음 / entity {new['id']} does not exist")
             return create_op(new)(None, now)
         doc = dict(new)
         doc["attrs"], history = _stamped_new(new["attrs"], now)
@@ -232,7 +240,7 @@ def append_op(new: Doc, overwrite: bool = True, create_if_missing: bool = False)
             for instance in instances:
                 index = find_instance(current, instance.get("datasetId"))
                 if index is not None and not overwrite:
-                    not_updated.append({"attributeName": iri, "reason": "attribute exists and noOverwrite was set"})
+                    not_updated.append({"attributeName": iri, "reason": NOT_UPDATED_EXISTS})
                     continue
                 stamped = stamp_copy(instance, now, current[index] if index is not None else None)
                 if index is None:
@@ -267,15 +275,14 @@ def update_op(new: Doc) -> ApplyFn:
         for iri, instances in new["attrs"].items():
             for instance in instances:
                 if not _update_instance(doc, iri, instance, now, written):
-                    not_updated.append({"attributeName": iri, "reason": "NGSI-LD Null for an attribute (or datasetId) "
-                                                                        "that does not exist: nothing to delete"})
+                    not_updated.append({"attributeName": iri, "reason": NOT_UPDATED_NULL})
         if "type" in new:
             doc["type"] = list(dict.fromkeys([*doc.get("type", []), *new["type"]]))
         if "scope" in new:
             if doc.get("scope"):
                 doc["scope"] = new["scope"]
             else:
-                not_updated.append({"attributeName": SCOPE_IRI, "reason": "the entity has no scope to replace"})
+                not_updated.append({"attributeName": SCOPE_IRI, "reason": NOT_UPDATED_SCOPE})
         changed = bool(written) or doc.get("type") != base.get("type") or doc.get("scope") != base.get("scope")
         if changed:
             _touch(doc, now)
@@ -402,11 +409,13 @@ def partial_attr_op(iri: str, patch: dict[str, Any], dataset_id: str | None) -> 
         instances = entity.get("attrs", {}).get(iri)
         index = find_instance(instances, dataset_id) if instances else None
         if index is None:
-            raise NotFound(f"attribute {iri}{f' with datasetId {dataset_id}' if dataset_id else ''} does not exist")
+            which = (f" (datasetId {dataset_id})", f" with datasetId {dataset_id}") if dataset_id else ("", "")
+            raise NotFound(f"속성 {iri}{which[0]} 없음 / attribute {iri}{which[1]} does not exist")
         old_type = instances[index].get("type")
         if "type" in patch and patch["type"] != old_type:
             # a partial update changes members of the attribute; replacing it is PUT .../attrs/{attrId}
-            raise BadRequest(f"attribute {iri} is a {old_type}; a partial update cannot make it a {patch['type']}")
+            raise BadRequest(f"속성 {iri}은(는) {old_type}이며 부분 갱신으로 {patch['type']}(으)로 바꿀 수 없음 / "
+                             f"attribute {iri} is a {old_type}; a partial update cannot make it a {patch['type']}")
         doc = _cow(entity)
         current = _own(doc, iri)
         merged = _merge_instance(current[index], patch, now)
@@ -430,13 +439,14 @@ def replace_attr_op(iri: str, instances: list[dict[str, Any]]) -> ApplyFn:
     def apply(before: Doc | None, now: str) -> Outcome:
         doc = _cow(_require(before, ""))
         if iri not in doc["attrs"]:
-            raise NotFound(f"attribute {iri} does not exist")
+            raise NotFound(f"속성 {iri} 없음 / attribute {iri} does not exist")
         current = _own(doc, iri)
         written = []
         for instance in instances:
             index = find_instance(current, instance.get("datasetId"))
             if index is None:
-                raise NotFound(f"attribute {iri} has no instance with datasetId {instance.get('datasetId')}")
+                raise NotFound(f"속성 {iri}에 datasetId {instance.get('datasetId')}인 인스턴스 없음 / "
+                               f"attribute {iri} has no instance with datasetId {instance.get('datasetId')}")
             current[index] = stamp_copy(instance, now, current[index])
             written.append(current[index])
         _touch(doc, now)
@@ -449,14 +459,15 @@ def delete_attr_op(iri: str, dataset_id: str | None, delete_all: bool) -> ApplyF
     def apply(before: Doc | None, now: str) -> Outcome:
         doc = _cow(_require(before, ""))
         if iri not in doc["attrs"]:
-            raise NotFound(f"attribute {iri} does not exist")
+            raise NotFound(f"속성 {iri} 없음 / attribute {iri} does not exist")
         current = _own(doc, iri)
         if delete_all:
             del doc["attrs"][iri]
         else:
             index = find_instance(current, dataset_id)
             if index is None:
-                raise NotFound(f"attribute {iri} has no instance with datasetId {dataset_id}")
+                raise NotFound(f"속성 {iri}에 datasetId {dataset_id}인 인스턴스 없음 / "
+                               f"attribute {iri} has no instance with datasetId {dataset_id}")
             del current[index]
             if not current:
                 del doc["attrs"][iri]
@@ -474,7 +485,8 @@ def of_type(fn: ApplyFn, types: TypeExpr | None) -> ApplyFn:
     def apply(before: Doc | None, now: str) -> Outcome:
         held = set((before or {}).get("type", ()))
         if before is not None and not any(held.issuperset(group) for group in types.any_of):
-            raise EntityNotFound(f"entity {before['id']} is not of the selected type")
+            raise EntityNotFound(f"엔티티 {before['id']}은(는) 선택한 유형이 아님 / "
+                                 f"entity {before['id']} is not of the selected type")
         return fn(before, now)
 
     return apply
@@ -482,4 +494,5 @@ def of_type(fn: ApplyFn, types: TypeExpr | None) -> ApplyFn:
 
 def check_same_id(body_id: Any, path_id: str) -> None:
     if body_id is not None and body_id != path_id:
-        raise BadRequest(f"the id in the body ({body_id}) differs from the id in the path ({path_id})")
+        raise BadRequest(f"본문의 id({body_id})가 경로의 id({path_id})와 다름 / "
+                         f"the id in the body ({body_id}) differs from the id in the path ({path_id})")

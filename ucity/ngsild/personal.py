@@ -21,7 +21,9 @@ principal, and:
   one) needs `personal:read`; creating, changing and deleting one are audited (`personal-subscription-*`). One
   created or last changed by a caller without `personal:read` is marked (`subscriptions.WITHHOLD`, stored, never
   shown): its notifications leave out every entity of a personal type however it matched (several types, a type
-  added later, `id` / `idPattern`, periodic), counted on /health, never its values (`is_personal`).
+  added later, `id` / `idPattern`, periodic), counted on /health, never its values (`is_personal`); so are those
+  of one whose setter's token is later revoked, expires or loses `personal:read`, and, with the guard on, of one
+  stored before its setter was recorded (`sub_owner.py`).
 
 - writes and deletions of such entities (create, PATCH / POST / PUT of an entity or an attribute, DELETE of an
   entity or an attribute, merge, purge, every batch operation, and the temporal API's writes and deletes) need

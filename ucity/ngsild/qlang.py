@@ -84,11 +84,17 @@ _T = TypeVar("_T")
 class QueryError(ValueError):
     """A ``q`` expression that cannot be parsed; ``position`` is a 0-based index into the text."""
 
-    def __init__(self, message: str, position: int | None = None) -> None:
+    def __init__(self, message: str, position: int | None = None, ko: str = "") -> None:
         self.message = message
         self.position = position
+        self.ko = ko  # the message in Korean (`bilingual`); str() stays English for ucity's own logs and wrappers
         suffix = "" if position is None else f" (at position {position})"
         super().__init__(f"invalid q: {message}{suffix}")
+
+    def bilingual(self) -> str:
+        """The error as ucity's details say it, "한국어 / English" (the English half is `str(self)`)."""
+        where = "" if self.position is None else f" (위치 {self.position})"
+        return f"잘못된 q: {self.ko or '해석할 수 없는 식'}{where} / {self}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,6 +260,19 @@ _DATE_RE: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TIME_RE: Final = re.compile(_TIME_PART)
 
 
+# What the parser expected (`_Scanner.error`), in Korean.
+_EXPECTED_KO: Final = {
+    "';', '|' or end of query": "';', '|' 또는 식의 끝",
+    "';', '|' or ')'": "';', '|' 또는 ')'",
+    "an operator (== != > >= < <= ~= !~=), ';', '|', ')' or end of query":
+        "연산자(== != > >= < <= ~= !~=), ';', '|', ')' 또는 식의 끝",
+    "a regular expression": "정규식",
+    "an attribute name": "속성 이름",
+    "a sub-attribute name after '.'": "'.' 뒤의 하위 속성 이름",
+    "a compound key after '['": "'[' 뒤의 복합 값 키",
+}
+
+
 def _describe(text: str, pos: int) -> str:
     """What the parser found at ``pos``, for error messages."""
     if pos >= len(text):
@@ -288,7 +307,10 @@ class _Scanner:
 
     def error(self, expected: str, pos: int | None = None) -> QueryError:
         at = self.pos if pos is None else pos
-        return QueryError(f"expected {expected}, found {_describe(self.text, at)}", at)
+        found = _describe(self.text, at)
+        found_ko = "식의 끝" if at >= len(self.text) else found
+        return QueryError(f"expected {expected}, found {found}", at,
+                          f"{_EXPECTED_KO.get(expected, expected)} 필요, 찾은 것: {found_ko}")
 
     def expect(self, literal: str, expected: str) -> None:
         if not self.accept(literal):
@@ -319,7 +341,8 @@ class _Scanner:
             value: str = json.loads(self.text[start : end + 1], strict=False)
             value.encode("utf-8")  # lone surrogates from \\uD800 escapes cannot be stored
         except (ValueError, UnicodeEncodeError) as exc:
-            raise QueryError(f"invalid escape in quoted string: {exc}", start) from None
+            raise QueryError(f"invalid escape in quoted string: {exc}", start,
+                             f"따옴표 문자열의 이스케이프가 잘못됨({exc})") from None
         self.pos = end + 1
         return value
 
@@ -333,7 +356,7 @@ class _Scanner:
             if char == '"':
                 return i
             i += 1
-        raise QueryError("unterminated quoted string", start)
+        raise QueryError("unterminated quoted string", start, "따옴표 문자열이 닫히지 않음")
 
     def read_bare(self) -> str:
         """An unquoted value: a number, date/time, ``true``/``false`` or a URI."""
@@ -398,11 +421,12 @@ def _classify_bare(word: str, pos: int) -> Scalar:
     if scheme is not None and len(word) > scheme.end():
         return UriValue(word)
     if not word:
-        raise QueryError("expected a value, found nothing", pos)
+        raise QueryError("expected a value, found nothing", pos, "값이 필요한데 없음")
     raise QueryError(
         f"invalid value {word!r}: expected a number, a double-quoted string, true/false, "
         "a date/time or a URI (strings must be double-quoted)",
         pos,
+        f"잘못된 값 {word!r}: 숫자, 큰따옴표 문자열, true/false, 날짜/시각 또는 URI여야 함(문자열은 큰따옴표로 감쌈)",
     )
 
 
@@ -410,20 +434,20 @@ def _parse_iso(parse: Callable[[str], _T], word: str, pos: int, what: str) -> _T
     try:
         return parse(word)
     except ValueError as exc:
-        raise QueryError(f"invalid {what} {word!r}: {exc}", pos) from None
+        raise QueryError(f"invalid {what} {word!r}: {exc}", pos, f"잘못된 {what} {word!r}({exc})") from None
 
 
 def _parse_datetime(word: str, pos: int) -> datetime:
     try:
         value = datetime.fromisoformat(word)
     except ValueError as exc:
-        raise QueryError(f"invalid dateTime {word!r}: {exc}", pos) from None
+        raise QueryError(f"invalid dateTime {word!r}: {exc}", pos, f"잘못된 dateTime {word!r}({exc})") from None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)  # NGSI-LD times are UTC unless told otherwise
     try:
         value.astimezone(UTC)  # compilers normalise to UTC: fail here, not there
     except OverflowError:
-        raise QueryError(f"dateTime {word!r} is out of range in UTC", pos) from None
+        raise QueryError(f"dateTime {word!r} is out of range in UTC", pos, f"dateTime {word!r}이(가) UTC 범위를 벗어남") from None
     return value
 
 
@@ -433,9 +457,9 @@ def _parse_number(word: str, pos: int) -> int | float:
             return int(word)
         number = float(word)
     except ValueError as exc:
-        raise QueryError(f"invalid number {word!r}: {exc}", pos) from None
+        raise QueryError(f"invalid number {word!r}: {exc}", pos, f"잘못된 숫자 {word!r}({exc})") from None
     if number in (float("inf"), float("-inf")):
-        raise QueryError(f"number {word!r} is out of range", pos)
+        raise QueryError(f"number {word!r} is out of range", pos, f"숫자 {word!r}이(가) 범위를 벗어남")
     return number
 
 
@@ -445,13 +469,14 @@ def _parse_number(word: str, pos: int) -> int | float:
 
 
 class _Parser:
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, naive_utc: bool = False) -> None:
         self.scan = _Scanner(text)
         self.depth = 0
+        self.naive_utc = naive_utc
 
     def parse(self) -> QExpr:
         if self.scan.at_end():
-            raise QueryError("empty query", 0)
+            raise QueryError("empty query", 0, "빈 식")
         expr = self.or_expr()
         if not self.scan.at_end():
             raise self.scan.error("';', '|' or end of query")
@@ -474,7 +499,8 @@ class _Parser:
             return self.term()
         self.depth += 1
         if self.depth > _MAX_DEPTH:
-            raise QueryError(f"parentheses nested deeper than {_MAX_DEPTH}", self.scan.pos - 1)
+            raise QueryError(f"parentheses nested deeper than {_MAX_DEPTH}", self.scan.pos - 1,
+                             f"괄호가 {_MAX_DEPTH}단계보다 깊게 중첩됨")
         expr = self.or_expr()
         self.scan.expect(")", "';', '|' or ')'")
         self.depth -= 1
@@ -496,7 +522,8 @@ class _Parser:
         self.scan.skip_space()
         op_pos = self.scan.pos
         if self.scan.read_operator() is not None:
-            raise QueryError("'!' only negates attribute existence (write 'attr!=value')", op_pos)
+            raise QueryError("'!' only negates attribute existence (write 'attr!=value')", op_pos,
+                             "'!'는 속성의 존재만 부정함('attr!=value'로 쓰세요)")
         return NotExists(path)
 
     def exists(self, path: AttrPath) -> Exists:
@@ -520,14 +547,17 @@ class _Parser:
             self.scan.pos += 1
         path = AttrPath(attr, tuple(sub), tuple(keys))
         if keys and path.member is not None:
-            raise QueryError(f"'{path.member}' has no compound value to index with '[...]'", self.scan.pos)
+            raise QueryError(f"'{path.member}' has no compound value to index with '[...]'", self.scan.pos,
+                             f"'{path.member}'에는 '[...]'로 찾을 복합 값이 없음")
         if self.scan.text.startswith(".", self.scan.pos):
-            raise QueryError("sub-attributes must come before '[...]' keys in a path", self.scan.pos)
+            raise QueryError("sub-attributes must come before '[...]' keys in a path", self.scan.pos,
+                             "경로에서 하위 속성은 '[...]' 키보다 앞에 와야 함")
         return path
 
     def _check_member_is_last(self, sub: list[str]) -> None:
         if len(sub) > 1 and sub[-2] in SPECIAL_MEMBERS:
-            raise QueryError(f"'{sub[-2]}' must be the last segment of an attribute path", self.scan.pos)
+            raise QueryError(f"'{sub[-2]}' must be the last segment of an attribute path", self.scan.pos,
+                             f"'{sub[-2]}'는 속성 경로의 마지막 부분이어야 함")
 
     def regex(self) -> str:
         self.scan.skip_space()
@@ -555,6 +585,8 @@ class _Parser:
         else:
             operand = first
         _check_operand(op, operand, start)
+        if not self.naive_utc and path.member in ("observedAt", "createdAt", "modifiedAt"):
+            _check_instant_operand(path.member, operand, start)
         return Comparison(path, op, operand)
 
     def scalar(self) -> Scalar:
@@ -562,14 +594,39 @@ class _Parser:
         start = self.scan.pos
         if self.scan.peek('"'):
             return StringValue(self.scan.read_quoted())
-        return _classify_bare(self.scan.read_bare(), start)
+        word = self.scan.read_bare()
+        if not self.naive_utc and _DATETIME_RE.fullmatch(word) and _naive(word):
+            raise QueryError(f"dateTime {word!r} has no UTC offset: add Z (UTC) or +09:00 (Korea time)", start,
+                             f"dateTime {word!r}에 UTC 오프셋 필요: 끝에 Z(UTC)나 +09:00(한국 시각)을 붙이세요")
+        return _classify_bare(word, start)
+
+
+def _check_instant_operand(member: str, operand: Operand, pos: int) -> None:
+    """`observedAt` and the like are instants: a date alone (a day in which timezone?) is refused (QA17 F4)."""
+    scalars = operand.items if isinstance(operand, ValueList) else (
+        (operand.low, operand.high) if isinstance(operand, Range) else (operand,))
+    for value in scalars:
+        if isinstance(value, DateValue):
+            day = value.value.isoformat()
+            raise QueryError(f"{member} is a date-time: give one with a UTC offset, e.g. {day}T00:00:00+09:00, "
+                             f"not the date {day}", pos,
+                             f"{member}은(는) 날짜·시각임: 날짜 {day}가 아니라 UTC 오프셋이 있는 날짜·시각"
+                             f"(예: {day}T00:00:00+09:00)을 쓰세요")
+
+
+def _naive(word: str) -> bool:
+    """A date-time without a UTC offset (QA17 F4: NGSI-LD DateTimes are UTC instants; not read as UTC silently)."""
+    try:
+        return datetime.fromisoformat(word).tzinfo is None
+    except ValueError:
+        return False  # _classify_bare says what is wrong with it
 
 
 def _check_regex(pattern: str, pos: int) -> None:
     try:
         re.compile(pattern)
     except Exception as exc:  # re.error, but also RecursionError/OverflowError on hostile input
-        raise QueryError(f"invalid regular expression {pattern!r}: {exc}", pos) from None
+        raise QueryError(f"invalid regular expression {pattern!r}: {exc}", pos, f"잘못된 정규식 {pattern!r}({exc})") from None
 
 
 def _check_operand(op: Op, operand: Operand, pos: int) -> None:
@@ -579,26 +636,32 @@ def _check_operand(op: Op, operand: Operand, pos: int) -> None:
     if op in (Op.EQ, Op.NE):
         return
     if isinstance(operand, (Range, ValueList)):
-        raise QueryError(f"ranges and value lists only go with == or !=, not {op.value}", pos)
+        raise QueryError(f"ranges and value lists only go with == or !=, not {op.value}", pos,
+                         f"범위와 값 목록은 == 또는 !=와만 쓸 수 있음({op.value} 불가)")
     if not isinstance(operand, COMPARABLE_TYPES):
-        raise QueryError(f"{_kind(operand)} values only go with == or !=, not {op.value}", pos)
+        raise QueryError(f"{_kind(operand)} values only go with == or !=, not {op.value}", pos,
+                         f"{_kind(operand)} 값은 == 또는 !=와만 쓸 수 있음({op.value} 불가)")
 
 
 def _check_range(operand: Range, pos: int) -> None:
     for bound in (operand.low, operand.high):
         if not isinstance(bound, COMPARABLE_TYPES):
-            raise QueryError(f"a range bound must be a number, string or date/time, not {_kind(bound)}", pos)
+            raise QueryError(f"a range bound must be a number, string or date/time, not {_kind(bound)}", pos,
+                             f"범위의 경계는 숫자, 문자열, 날짜/시각이어야 함({_kind(bound)} 불가)")
     if type(operand.low) is not type(operand.high):
-        raise QueryError(f"range bounds differ in type ({_kind(operand.low)} .. {_kind(operand.high)})", pos)
+        raise QueryError(f"range bounds differ in type ({_kind(operand.low)} .. {_kind(operand.high)})", pos,
+                         f"범위의 두 경계의 유형이 다름({_kind(operand.low)} .. {_kind(operand.high)})")
 
 
 def _kind(value: Scalar) -> str:
     return type(value).__name__.removesuffix("Value").lower()
 
 
-def parse_q(text: str) -> QExpr:
-    """Parse a URL-decoded NGSI-LD ``q`` expression; raise ``QueryError`` on bad syntax."""
-    return _Parser(text).parse()
+def parse_q(text: str, naive_utc: bool = False) -> QExpr:
+    """Parse a URL-decoded NGSI-LD ``q`` expression; raise ``QueryError`` on bad syntax. A dateTime without a UTC
+    offset is refused, unless `naive_utc` (an expression stored before that, e.g. a subscription's ``q``, which
+    must still load: read as UTC as it was then)."""
+    return _Parser(text, naive_utc).parse()
 
 
 # --------------------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ def tenant_of(req: Req, default: str) -> tuple[str, bool]:
     if value is None or value == "":
         return default, False
     if not _TENANT.match(value):
-        raise BadRequest(f"invalid NGSILD-Tenant {value!r}")
+        raise BadRequest(f"잘못된 NGSILD-Tenant {value!r} / invalid NGSILD-Tenant {value!r}")
     return value, True
 
 
@@ -66,13 +66,15 @@ def read_body(req: Req, allowed: tuple[str, ...] = (JSON, JSONLD)) -> Any:
     """The JSON body, after checking its media type (415) and syntax (400)."""
     kind = media_type(req)
     if kind not in allowed:
-        raise UnsupportedMediaType(f"Content-Type {kind or '(none)'} is not supported here; use one of {', '.join(allowed)}")
+        kinds = ", ".join(allowed)
+        raise UnsupportedMediaType(f"여기서는 Content-Type {kind or '(없음)'}을(를) 받지 않음({kinds} 중 하나를 쓰세요) / "
+                                   f"Content-Type {kind or '(none)'} is not supported here; use one of {kinds}")
     if not req.body:
-        raise InvalidRequest("the request body is empty")
+        raise InvalidRequest("요청 본문이 비어 있음 / the request body is empty")
     try:
         body = orjson.loads(req.body)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
+        raise InvalidRequest(f"본문이 올바른 JSON이 아님({exc}) / the body is not valid JSON: {exc}") from exc
     if _LONG_RUN in req.body.translate(_DIGITS):  # rare: only then is the body read again to look at its integers
         _refuse_wide_integers(req.body)
     refuse_nul(req.body, body)
@@ -94,7 +96,9 @@ def _refuse_wide_integers(raw: bytes) -> None:
     def integer(text: str) -> int:
         value = int(text)
         if value not in _INT64:
-            raise BadRequest(f"the integer {text[:40]}{'…' if len(text) > 40 else ''} does not fit in 64 bits; "
+            shown = f"{text[:40]}{'…' if len(text) > 40 else ''}"
+            raise BadRequest(f"정수 {shown}은(는) 64비트에 들어가지 않음: 문자열로, 또는 소수부나 지수가 있는 수로 보내세요 / "
+                             f"the integer {shown} does not fit in 64 bits; "
                              "send it as a string, or as a number with a fraction or exponent")
         return value
 
@@ -124,12 +128,15 @@ def request_context(req: Req, body: Any = None) -> Any:
         body_ctx = contexts[0] if contexts else None
     if kind == JSONLD and req.body:
         if link is not None:
-            raise BadRequest("with Content-Type application/ld+json the @context goes in the body, not in a Link header")
+            raise BadRequest("Content-Type이 application/ld+json이면 @context는 Link 헤더가 아니라 본문에 넣음 / "
+                             "with Content-Type application/ld+json the @context goes in the body, not in a Link header")
         if body_ctx is None:
-            raise BadRequest("a body sent as application/ld+json must carry an @context")
+            raise BadRequest("application/ld+json으로 보낸 본문에는 @context가 있어야 함 / "
+                             "a body sent as application/ld+json must carry an @context")
         return body_ctx
     if body_ctx is not None and kind in (JSON, MERGE_PATCH):
-        raise BadRequest("with Content-Type application/json the @context must come in a Link header, not in the body")
+        raise BadRequest("Content-Type이 application/json이면 @context는 본문이 아니라 Link 헤더로 보내야 함 / "
+                         "with Content-Type application/json the @context must come in a Link header, not in the body")
     return link
 
 
@@ -147,7 +154,9 @@ def negotiate(req: Req, allow_geojson: bool = False) -> str:
     ranges = [_media_range(part) for part in accept.split(",")]
     quality, _, best = max((_weight(media, ranges), -n, media) for n, media in enumerate(offered))
     if quality <= 0:
-        raise NotAcceptable(f"none of {accept!r} can be produced; use {', '.join(offered)}")
+        kinds = ", ".join(offered)
+        raise NotAcceptable(f"{accept!r} 중 어느 것도 만들 수 없음({kinds} 중 하나를 쓰세요) / "
+                            f"none of {accept!r} can be produced; use {kinds}")
     return best
 
 
@@ -202,7 +211,7 @@ def csv_param(req: Req, name: str) -> list[str]:
         return []
     items = [item.strip() for item in raw.split(",")]
     if any(not item for item in items):
-        raise BadRequest(f"parameter {name} has an empty item: {raw!r}")
+        raise BadRequest(f"매개변수 {name}에 빈 항목이 있음: {raw!r} / parameter {name} has an empty item: {raw!r}")
     return items
 
 
@@ -218,10 +227,13 @@ def int_param(req: Req, name: str, default: int, minimum: int = 0, maximum: int 
     try:
         value = int(raw)
     except ValueError as exc:
-        raise BadRequest(f"parameter {name} must be an integer, got {raw!r}") from exc
+        raise BadRequest(f"매개변수 {name}은(는) 정수여야 함({raw!r}) / "
+                         f"parameter {name} must be an integer, got {raw!r}") from exc
     if value < minimum or (maximum is not None and value > maximum):
         bound = f" and at most {maximum}" if maximum is not None else ""
-        raise BadRequest(f"parameter {name} must be at least {minimum}{bound}, got {value}")
+        bound_ko = f" {maximum} 이하" if maximum is not None else ""
+        raise BadRequest(f"매개변수 {name}은(는) {minimum} 이상{bound_ko}이어야 함({value}) / "
+                         f"parameter {name} must be at least {minimum}{bound}, got {value}")
     return value
 
 
@@ -230,7 +242,8 @@ def bool_param(req: Req, name: str) -> bool:
     if raw is None:
         return False
     if raw.lower() not in ("true", "false"):
-        raise BadRequest(f"parameter {name} must be true or false, got {raw!r}")
+        raise BadRequest(f"매개변수 {name}은(는) true 또는 false여야 함({raw!r}) / "
+                         f"parameter {name} must be true or false, got {raw!r}")
     return raw.lower() == "true"
 
 
@@ -307,9 +320,11 @@ def check_params(req: Req, allowed: frozenset[str]) -> None:
         if name in allowed:
             continue
         if name in UNSUPPORTED_PARAMS:
-            raise OperationNotSupported(f"the query parameter {name} is not supported by this broker")
-        known = ", ".join(sorted(allowed)) or "none"
-        raise InvalidRequest(f"unknown query parameter {name!r}; this operation takes: {known}")
+            raise OperationNotSupported(f"이 브로커는 쿼리 매개변수 {name}을(를) 지원하지 않음 / "
+                                        f"the query parameter {name} is not supported by this broker")
+        known = ", ".join(sorted(allowed))
+        raise InvalidRequest(f"알 수 없는 쿼리 매개변수 {name!r}(이 작업이 받는 것: {known or '없음'}) / "
+                             f"unknown query parameter {name!r}; this operation takes: {known or 'none'}")
 
 
 def with_route_params(method: str, path: str, handler_of: Callable[[Owner], Handler]) -> Callable[[Owner], Handler]:

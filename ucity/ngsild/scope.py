@@ -29,11 +29,11 @@ _TOKEN: Final = re.compile(r"\s*([(),;]|[^(),;\s]+)")
 def parse_scope_query(text: str) -> ScopeExpr:
     """A scopeQ as OR-of-AND groups of anchored scope patterns (400 if it is not one)."""
     if not isinstance(text, str) or not text.strip():
-        raise BadRequest("scopeQ must be a non-empty string")
+        raise BadRequest("scopeQ는 비어 있지 않은 문자열이어야 함 / scopeQ must be a non-empty string")
     tokens = _TOKEN.findall(text)
     pos, groups = _or(tokens, 0)
     if pos != len(tokens):
-        raise BadRequest(f"unexpected {tokens[pos]!r} in scopeQ {text!r}")
+        raise BadRequest(f"scopeQ {text!r}에 예상하지 못한 {tokens[pos]!r} / unexpected {tokens[pos]!r} in scopeQ {text!r}")
     return ScopeExpr(groups)
 
 
@@ -67,27 +67,29 @@ def _and(tokens: list[str], pos: int) -> tuple[int, Groups]:
 
 def _atom(tokens: list[str], pos: int) -> tuple[int, Groups]:
     if pos >= len(tokens):
-        raise BadRequest("scopeQ ends too early")
+        raise BadRequest("scopeQ가 너무 일찍 끝남 / scopeQ ends too early")
     if tokens[pos] == "(":
         pos, inner = _or(tokens, pos + 1)
         if pos >= len(tokens) or tokens[pos] != ")":
-            raise BadRequest("a '(' in scopeQ is not closed")
+            raise BadRequest("scopeQ의 '('가 닫히지 않음 / a '(' in scopeQ is not closed")
         return pos + 1, inner
     if tokens[pos] in (")", ",", ";"):
-        raise BadRequest(f"unexpected {tokens[pos]!r} in scopeQ")
+        raise BadRequest(f"scopeQ에 예상하지 못한 {tokens[pos]!r} / unexpected {tokens[pos]!r} in scopeQ")
     return pos + 1, ((_pattern(tokens[pos]),),)
 
 
 def _pattern(term: str) -> str:
     """The anchored regular expression of one scope term."""
     if not term.startswith("/") or "//" in term:
-        raise BadRequest(f"invalid scope {term!r} in scopeQ: scopes look like /a/b, /a/# or /+/b")
+        raise BadRequest(f"scopeQ의 잘못된 scope {term!r}: scope는 /a/b, /a/#, /+/b 꼴임 / "
+                         f"invalid scope {term!r} in scopeQ: scopes look like /a/b, /a/# or /+/b")
     levels = term.strip("/").split("/") if term != "/" else []
     tail = ""
     if levels and levels[-1] == "#":
         levels, tail = levels[:-1], "(/.*)?"
     if "#" in levels:
-        raise BadRequest(f"'#' may only end a scope in scopeQ, got {term!r}")
+        raise BadRequest(f"scopeQ에서 '#'는 scope의 끝에만 올 수 있음({term!r}) / "
+                         f"'#' may only end a scope in scopeQ, got {term!r}")
     body = "".join("/" + ("[^/]+" if level == "+" else re.escape(level)) for level in levels)
     return "^" + (body + tail if body or tail else "/") + "$"
 

@@ -52,7 +52,11 @@ Choices where the spec leaves room:
   attempt until a delivery succeeds they are written through to the store, and a graceful stop writes what
   is queued and what throttling windows hold (`ucity.ngsild.saved`); the owner of each subscription sends
   them again at its start or next re-read, in order, with their ids and attempts (one log line at shutdown
-  says how many). A crash while deliveries succeed can lose what was in memory (docs/clients.md).
+  says how many). A crash while deliveries succeed can lose what was in memory (docs/clients.md);
+* with the token guard on, entities of a personal type are notified only while whoever last created or changed the
+  subscription may read them: not when that caller lacked `personal:read` (WITHHOLD), nor once its token is revoked,
+  expires or loses the permission (`sub_owner.OWNER`, followed at notification time), nor when that caller is
+  unknown (a subscription stored before owners were recorded); docs/operations.md §4.
 """
 
 from __future__ import annotations
@@ -100,6 +104,7 @@ from ucity.ngsild.request import (
 )
 from ucity.ngsild.saved import STALE_REFRESHES, SavedNotifications
 from ucity.ngsild.scope import ScopeTest, parse_scope_query, scope_matcher
+from ucity.ngsild.sub_owner import EXPIRED, MARKED, NOT_GRANTED, OWNER, REVOKED, UNKNOWN, OwnerRights, owner_of
 from ucity.ngsild.typeq import parse_type_expr
 from ucity.ops.auth import Permission
 from ucity.store.base import Doc, EntityQuery, QFilter, TypeExpr
@@ -129,7 +134,18 @@ _NO_DOC: Final[dict[str, Any]] = {}  # what a change without documents has for t
 _DELETED: Final = "attributeDeleted"
 WITHHOLD: Final = "personalWithheld"
 """Stored (never shown) on a subscription last created or changed, with the token guard on, by a caller without
-`personal:read`: its notifications never carry an entity of a personal type (`SubscriptionService._withheld`)."""
+`personal:read`: its notifications never carry an entity of a personal type (`SubscriptionService._withheld`). The
+token that set it is recorded too (`sub_owner.OWNER`): a holder's subscription stops notifying personal entities once
+that token is revoked, expires or loses `personal:read`."""
+_WHY: Final = {
+    MARKED: "it was created or last changed by a caller without personal:read",
+    UNKNOWN: "who created it is unknown (created before ucity recorded it, or with the token guard off): treated as "
+             "without personal:read until a holder of personal:read changes it",
+    REVOKED: "the token that last changed it (%s) was revoked",
+    EXPIRED: "the token that last changed it (%s) has expired",
+    NOT_GRANTED: "the token that last changed it (%s) no longer holds personal:read",
+}
+"""Why a subscription's personal entities are withheld, for its one log line (`_withheld`)."""
 
 
 # ================================================================================================
@@ -140,7 +156,7 @@ WITHHOLD: Final = "personalWithheld"
 def _string(name: str) -> Callable[[Any, Ctx], dict[str, Any]]:
     def parse(value: Any, ctx: Ctx) -> dict[str, Any]:
         if not isinstance(value, str):
-            raise BadRequest(f"{name} must be a string")
+            raise BadRequest(f"{name}은(는) 문자열이어야 함 / {name} must be a string")
         return {name: value}
 
     return parse
@@ -149,7 +165,8 @@ def _string(name: str) -> Callable[[Any, Ctx], dict[str, Any]]:
 def _seconds(name: str) -> Callable[[Any, Ctx], dict[str, Any]]:
     def parse(value: Any, ctx: Ctx) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise BadRequest(f"{name} must be a positive number of seconds, got {value!r}")
+            raise BadRequest(f"{name}은(는) 양수(초)여야 함({value!r}) / {name} must be a positive number of seconds, "
+                             f"got {value!r}")
         return {name: value}
 
     return parse
@@ -158,19 +175,22 @@ def _seconds(name: str) -> Callable[[Any, Ctx], dict[str, Any]]:
 def _names(value: Any, member: str, ctx: Ctx) -> list[str]:
     """A non-empty list of attribute names, expanded."""
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise BadRequest(f"{member} must be a non-empty array of attribute names")
+        raise BadRequest(f"{member}은(는) 속성 이름의 비어 있지 않은 배열이어야 함 / {member} must be a non-empty array of "
+                         "attribute names")
     return list(dict.fromkeys(ctx.expand_term(check_name(v)) for v in value))
 
 
 def _selector(value: Any, ctx: Ctx) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise BadRequest("each member of entities must be an object with type and optionally id or idPattern")
+        raise BadRequest("entities의 각 항목은 type(과 선택적으로 id 또는 idPattern)을 가진 객체여야 함 / each member of "
+                         "entities must be an object with type and optionally id or idPattern")
     if not isinstance(value.get("type"), str) or not value["type"].strip():
-        raise BadRequest("each entity selector needs a type")
+        raise BadRequest("엔티티 선택자마다 type이 필요함 / each entity selector needs a type")
     selector: dict[str, Any] = {"types": [list(g) for g in parse_type_expr(value["type"], ctx.expand_term).any_of]}
     if "id" in value:
         if not is_uri(value["id"]):
-            raise BadRequest(f"entity selector id must be a URI, got {value['id']!r}")
+            raise BadRequest(f"엔티티 선택자의 id는 URI여야 함({value['id']!r}) / entity selector id must be a URI, "
+                             f"got {value['id']!r}")
         selector["id"] = value["id"]
     if "idPattern" in value:
         selector["idPattern"] = _regex(value["idPattern"])
@@ -179,17 +199,19 @@ def _selector(value: Any, ctx: Ctx) -> dict[str, Any]:
 
 def _regex(value: Any) -> str:
     if not isinstance(value, str):
-        raise BadRequest("idPattern must be a string")
+        raise BadRequest("idPattern은 문자열이어야 함 / idPattern must be a string")
     try:
         re.compile(value)
     except re.error as exc:
-        raise BadRequest(f"idPattern is not a valid regular expression: {exc}") from exc
+        raise BadRequest(f"idPattern이 올바른 정규식이 아님({exc}) / idPattern is not a valid regular expression: "
+                         f"{exc}") from exc
     return value
 
 
 def _entities(value: Any, ctx: Ctx) -> dict[str, Any]:
     if not isinstance(value, list) or not value:
-        raise BadRequest("entities must be a non-empty array of entity selectors")
+        raise BadRequest("entities는 엔티티 선택자의 비어 있지 않은 배열이어야 함 / entities must be a non-empty array of "
+                         "entity selectors")
     return {"entities": [_selector(item, ctx) for item in value]}
 
 
@@ -199,20 +221,23 @@ def _watched(value: Any, ctx: Ctx) -> dict[str, Any]:
 
 def _triggers(value: Any, ctx: Ctx) -> dict[str, Any]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-        raise BadRequest("notificationTrigger must be a non-empty array of strings")
+        raise BadRequest("notificationTrigger는 문자열의 비어 있지 않은 배열이어야 함 / notificationTrigger must be a "
+                         "non-empty array of strings")
     unknown = [v for v in value if v not in TRIGGERS]
     if unknown:
-        raise BadRequest(f"unknown notificationTrigger {unknown[0]!r}; expected some of {', '.join(sorted(TRIGGERS))}")
+        expected = ", ".join(sorted(TRIGGERS))
+        raise BadRequest(f"알 수 없는 notificationTrigger {unknown[0]!r}(가능한 값: {expected}) / unknown "
+                         f"notificationTrigger {unknown[0]!r}; expected some of {expected}")
     return {"notificationTrigger": list(dict.fromkeys(value))}
 
 
 def _q(value: Any, ctx: Ctx) -> dict[str, Any]:
     if not isinstance(value, str):
-        raise BadRequest("q must be a string")
+        raise BadRequest("q는 문자열이어야 함 / q must be a string")
     try:
         expr = parse_q(value)
     except QueryError as exc:
-        raise BadRequest(str(exc)) from exc  # its text starts with "invalid q:"
+        raise BadRequest(exc.bilingual()) from exc  # "잘못된 q: ... / invalid q: ..."
     # Terms are expanded now, with the @context of this request, like every other name.
     return {"q": value, "qTerms": {term: ctx.expand_term(term) for term in sorted(q_terms(expr))}}
 
@@ -221,13 +246,13 @@ def _geoq(value: Any, ctx: Ctx) -> dict[str, Any]:
     try:
         query = parse_geoquery_json(value)
     except GeoQueryError as exc:
-        raise BadRequest(f"invalid geoQ: {exc}") from exc
+        raise BadRequest(exc.bilingual("잘못된 geoQ", "invalid geoQ")) from exc
     return {"geoQ": query.to_json(), "geoPropertyIri": ctx.expand_term(check_name(query.geoproperty))}
 
 
 def _scopeq(value: Any, ctx: Ctx) -> dict[str, Any]:
     if not isinstance(value, str) or not value.strip():
-        raise BadRequest("scopeQ must be a non-empty string")
+        raise BadRequest("scopeQ는 비어 있지 않은 문자열이어야 함 / scopeQ must be a non-empty string")
     parse_scope_query(value)
     return {"scopeQ": value}
 
@@ -235,13 +260,14 @@ def _scopeq(value: Any, ctx: Ctx) -> dict[str, Any]:
 def _dataset_ids(value: Any, ctx: Ctx) -> dict[str, Any]:
     """datasetId (§5.2.12): the attribute instances notifications show (`@none`: the default one)."""
     if not isinstance(value, list) or not value or not all(v == "@none" or is_uri(v) for v in value):
-        raise BadRequest('datasetId must be a non-empty array of URIs (or "@none" for the default instance)')
+        raise BadRequest('datasetId는 URI(기본 인스턴스는 "@none")의 비어 있지 않은 배열이어야 함 / datasetId must be a '
+                         'non-empty array of URIs (or "@none" for the default instance)')
     return {"datasetId": list(dict.fromkeys(value))}
 
 
 def _active(value: Any, ctx: Ctx) -> dict[str, Any]:
     if not isinstance(value, bool):
-        raise BadRequest("isActive must be true or false")
+        raise BadRequest("isActive는 true 또는 false여야 함 / isActive must be true or false")
     return {"isActive": value}
 
 
@@ -251,40 +277,47 @@ def _expires(value: Any, ctx: Ctx) -> dict[str, Any]:
 
 def _jsonld_context(value: Any, ctx: Ctx) -> dict[str, Any]:
     if not is_uri(value):
-        raise BadRequest("jsonldContext must be the URI of an @context")
+        raise BadRequest("jsonldContext는 @context의 URI여야 함 / jsonldContext must be the URI of an @context")
     return {"jsonldContext": value}
 
 
 def _key_values(value: Any, member: str, headers: bool) -> list[dict[str, str]]:
     if not isinstance(value, list):
-        raise BadRequest(f"{member} must be an array of {{key, value}} objects")
+        raise BadRequest(f"{member}은(는) {{key, value}} 객체의 배열이어야 함 / {member} must be an array of "
+                         "{key, value} objects")
     pairs: list[dict[str, str]] = []
     for item in value:
         if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not isinstance(item.get("value"), str):
-            raise BadRequest(f"each {member} item must be an object with string key and value")
+            raise BadRequest(f"{member}의 각 항목은 문자열 key와 value를 가진 객체여야 함 / each {member} item must be an "
+                             "object with string key and value")
         key, text = item["key"], item["value"]
         if headers and (not _HEADER_NAME.match(key) or key.lower() in _RESERVED_HEADERS):
-            raise BadRequest(f"{member} key {key!r} is not a usable HTTP header name")
+            raise BadRequest(f"{member}의 key {key!r}는 쓸 수 있는 HTTP 헤더 이름이 아님 / {member} key {key!r} is not a "
+                             "usable HTTP header name")
         if headers and ("\r" in text or "\n" in text):
-            raise BadRequest(f"{member} value of {key!r} must not contain line breaks")
+            raise BadRequest(f"{member}의 {key!r} 값에 줄바꿈이 있으면 안 됨 / {member} value of {key!r} must not contain "
+                             "line breaks")
         pairs.append({"key": key, "value": text})
     return pairs
 
 
 def _endpoint(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise BadRequest("notification.endpoint must be an object with a uri")
+        raise BadRequest("notification.endpoint는 uri를 가진 객체여야 함 / notification.endpoint must be an object with a uri")
     uri = value.get("uri")
     parts = urlsplit(uri) if isinstance(uri, str) else None
     if parts is not None and parts.scheme.lower() in ("mqtt", "mqtts"):  # the optional MQTT notification binding
-        raise OperationNotSupported(f"MQTT notification endpoints are not supported, got {uri!r}; "
+        raise OperationNotSupported(f"MQTT 알림 엔드포인트는 지원하지 않음({uri!r}): 알림은 HTTP 또는 HTTPS로만 보냄 / "
+                                    f"MQTT notification endpoints are not supported, got {uri!r}; "
                                     "notifications are sent over HTTP or HTTPS only")
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest(f"notification.endpoint.uri must be an absolute http or https URI, got {uri!r}")
+        raise BadRequest(f"notification.endpoint.uri는 http 또는 https 절대 URI여야 함({uri!r}) / "
+                         f"notification.endpoint.uri must be an absolute http or https URI, got {uri!r}")
     endpoint: dict[str, Any] = {"uri": uri}
     if "accept" in value:
         if value["accept"] not in (JSON, JSONLD):
-            raise BadRequest(f"notification.endpoint.accept must be {JSON} or {JSONLD}, got {value['accept']!r}")
+            raise BadRequest(f"notification.endpoint.accept는 {JSON} 또는 {JSONLD}여야 함({value['accept']!r}) / "
+                             f"notification.endpoint.accept must be {JSON} or {JSONLD}, got {value['accept']!r}")
         endpoint["accept"] = value["accept"]
     if "receiverInfo" in value:
         endpoint["receiverInfo"] = _key_values(value["receiverInfo"], "receiverInfo", headers=True)
@@ -296,21 +329,22 @@ def _endpoint(value: Any) -> dict[str, Any]:
 def _notification_members(value: Any, ctx: Ctx) -> dict[str, Any]:
     """The NotificationParams members a client may set, validated (read-only ones are ignored)."""
     if not isinstance(value, dict):
-        raise BadRequest("notification must be an object")
+        raise BadRequest("notification은 객체여야 함 / notification must be an object")
     out: dict[str, Any] = {}
     if "attributes" in value:  # null (in a PATCH) removes the projection
         attrs = value["attributes"]
         out["attributes"] = None if attrs is None else _names(attrs, "notification.attributes", ctx)
     if "format" in value:
         if value["format"] not in FORMATS:
-            raise BadRequest(f"notification.format must be normalized, concise or keyValues, got {value['format']!r}")
+            raise BadRequest(f"notification.format은 normalized, concise, keyValues 중 하나여야 함({value['format']!r}) / "
+                             f"notification.format must be normalized, concise or keyValues, got {value['format']!r}")
         out["format"] = FORMATS[value["format"]]
     if "sysAttrs" in value:
         if not isinstance(value["sysAttrs"], bool):
-            raise BadRequest("notification.sysAttrs must be true or false")
+            raise BadRequest("notification.sysAttrs는 true 또는 false여야 함 / notification.sysAttrs must be true or false")
         out["sysAttrs"] = value["sysAttrs"]
     if value.get("showChanges") not in (None, False):
-        raise OperationNotSupported("notification.showChanges is not supported")
+        raise OperationNotSupported("notification.showChanges는 지원하지 않음 / notification.showChanges is not supported")
     if "endpoint" in value:
         out["endpoint"] = _endpoint(value["endpoint"])
     return out
@@ -361,34 +395,36 @@ def parse_members(body: Mapping[str, Any], ctx: Ctx, allow_null: bool) -> dict[s
 def check_whole(doc: Mapping[str, Any]) -> None:
     """The constraints between members (§5.2.12) that a complete subscription must meet."""
     if "entities" not in doc and "watchedAttributes" not in doc:
-        raise BadRequest("a subscription needs entities or watchedAttributes (or both)")
+        raise BadRequest("구독에는 entities나 watchedAttributes(또는 둘 다)가 필요함 / a subscription needs entities or "
+                         "watchedAttributes (or both)")
     if "timeInterval" in doc and "watchedAttributes" in doc:
-        raise BadRequest("timeInterval and watchedAttributes cannot be used together")
+        raise BadRequest("timeInterval과 watchedAttributes는 함께 쓸 수 없음 / timeInterval and watchedAttributes cannot be "
+                         "used together")
     if "timeInterval" in doc and "throttling" in doc:
-        raise BadRequest("timeInterval and throttling cannot be used together")
+        raise BadRequest("timeInterval과 throttling은 함께 쓸 수 없음 / timeInterval and throttling cannot be used together")
     if "timeInterval" in doc and "entities" not in doc:
-        raise BadRequest("a periodic subscription (timeInterval) needs entities")
+        raise BadRequest("주기 구독(timeInterval)에는 entities가 필요함 / a periodic subscription (timeInterval) needs entities")
     if "endpoint" not in doc.get("notification", {}):
-        raise BadRequest("notification.endpoint is required")
+        raise BadRequest("notification.endpoint가 필요함 / notification.endpoint is required")
 
 
 def check_expiry(fields: Mapping[str, Any], now: datetime) -> None:
     expires = fields.get("expiresAt")
     if expires is not None and parse_iso(expires) <= now:
-        raise BadRequest(f"expiresAt {expires} is not in the future")
+        raise BadRequest(f"expiresAt {expires}이(가) 미래 시각이 아님 / expiresAt {expires} is not in the future")
 
 
 def new_document(body: Any, ctx: Ctx, ctx_input: Any, now: datetime) -> Doc:
     """The stored document of a subscription created from `body`."""
     if not isinstance(body, dict):
-        raise BadRequest("a subscription must be a JSON object")
+        raise BadRequest("구독은 JSON 객체여야 함 / a subscription must be a JSON object")
     if body.get("type") != "Subscription":
-        raise BadRequest('a subscription needs "type": "Subscription"')
+        raise BadRequest('구독에는 "type": "Subscription"이 필요함 / a subscription needs "type": "Subscription"')
     sub_id = body.get("id", f"urn:ngsi-ld:Subscription:{uuid.uuid4()}")
     if not is_uri(sub_id):
-        raise BadRequest(f"subscription id must be a URI, got {sub_id!r}")
+        raise BadRequest(f"구독 id는 URI여야 함({sub_id!r}) / subscription id must be a URI, got {sub_id!r}")
     if "notification" not in body:
-        raise BadRequest("notification is required")
+        raise BadRequest("notification이 필요함 / notification is required")
     fields = parse_members(body, ctx, allow_null=False)
     check_expiry(fields, now)
     stamp = to_iso(now)
@@ -401,14 +437,14 @@ def new_document(body: Any, ctx: Ctx, ctx_input: Any, now: datetime) -> Doc:
 def merged_document(doc: Doc, fragment: Any, ctx: Ctx, now: datetime) -> Doc:
     """`doc` with a PATCH fragment merged in (§5.8.2): members replaced, notification merged."""
     if not isinstance(fragment, dict):
-        raise BadRequest("the body must be a JSON object")
+        raise BadRequest("본문은 JSON 객체여야 함 / the body must be a JSON object")
     if "id" in fragment and fragment["id"] != doc["id"]:
-        raise BadRequest("the id in the body differs from the id in the path")
+        raise BadRequest("본문의 id가 경로의 id와 다름 / the id in the body differs from the id in the path")
     if "type" in fragment and fragment["type"] != "Subscription":
-        raise BadRequest('a subscription has "type": "Subscription"')
+        raise BadRequest('구독의 type은 "Subscription"임 / a subscription has "type": "Subscription"')
     fields = parse_members(fragment, ctx, allow_null=True)
     if not fields:
-        raise BadRequest("the fragment changes nothing a client may set")
+        raise BadRequest("본문에 클라이언트가 바꿀 수 있는 항목이 없음 / the fragment changes nothing a client may set")
     check_expiry(fields, now)
     out = {**doc, "notification": dict(doc["notification"])}
     for name, value in fields.items():
@@ -550,6 +586,9 @@ class Subscription:
     render: RenderOptions
     expires_at: datetime | None = None
     withhold: bool = False  # entities of a personal type are left out of its notifications (WITHHOLD)
+    owner: str | None = None  # the token that last set it (sub_owner.OWNER), followed at notification time
+    owner_issued: str | None = None  # when that token was issued (None: a configured token)
+    unowned: bool = False  # loaded with neither OWNER nor WITHHOLD while the guard is on: treated as without the right
     notifications: int = 0  # notifications queued since this process started (not persisted)
     last_sent: datetime | None = None
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -565,7 +604,7 @@ class Subscription:
             selectors=tuple(Selector.from_stored(s) for s in doc.get("entities", ())),
             watched=frozenset(doc["watchedAttributes"]) if "watchedAttributes" in doc else None,
             triggers=frozenset(doc.get("notificationTrigger", DEFAULT_TRIGGERS)),
-            q=parse_q(doc["q"]) if "q" in doc else None,
+            q=parse_q(doc["q"], naive_utc=True) if "q" in doc else None,  # stored: loads as it was accepted
             geo=parse_geoquery_json(doc["geoQ"]) if "geoQ" in doc else None,
             scope=scope_matcher(parse_scope_query(doc["scopeQ"])) if "scopeQ" in doc else None,
             render=RenderOptions(fmt=params.get("format", "normalized"), sys_attrs=params.get("sysAttrs", False),
@@ -573,11 +612,17 @@ class Subscription:
                                  dataset_ids=frozenset(doc["datasetId"]) if "datasetId" in doc else None),
             expires_at=parse_iso_clamped(doc["expiresAt"]) if "expiresAt" in doc else None,  # never refused on load
             withhold=bool(doc.get(WITHHOLD)),
+            owner=owner_of(doc)[0], owner_issued=owner_of(doc)[1],
         )
 
     @property
     def id(self) -> str:
         return str(self.doc["id"])
+
+    @property
+    def guarded(self) -> bool:
+        """Whether its personal entities depend on who set it (`SubscriptionService._why_withheld` decides)."""
+        return self.withhold or self.unowned or self.owner is not None
 
     @property
     def key(self) -> Key:
@@ -918,7 +963,13 @@ class SubscriptionService:
         # Entities of a personal type left out of the notifications of subscriptions marked WITHHOLD (never their
         # values; one log line per subscription and process says it happens).
         self.personal_withheld = 0
-        self._withheld_logged: set[Key] = set()
+        self._withheld_logged: dict[Key, str] = {}  # the reason last logged for each subscription
+        # The token that last set a subscription answers for its personal entities (ucity/ngsild/sub_owner.py): its
+        # right now, from the operations centre's token registry, cached until the tokens change.
+        self.rights = OwnerRights(getattr(platform.services.get("ops"), "tokens", None))
+        self.guard_on = bool(platform.settings.auth_required)
+        self.personal_withheld_owner_gone = 0  # of `personal_withheld`: the setter's token revoked or expired
+        self._unowned_logged: set[Key] = set()
         # Matches of the batches published since the loop last ran, notified together (see _on_changes).
         self._matched: dict[Key, list[dict[str, Any]]] = {}
         self._notify_soon: asyncio.Handle | None = None
@@ -938,7 +989,7 @@ class SubscriptionService:
         self._client = NotifyClient(self.settings.notify_timeout_s, max_idle=100, guard=self.guard)
         for tenant, _, doc in await self.api.store.list_docs(KIND):
             try:
-                self._install(Subscription.compile(tenant, doc, await self._notify_ctx(doc, strict=False)))
+                self._install(self._loaded(tenant, doc, await self._notify_ctx(doc, strict=False)))
             except Exception:
                 log.exception("subscription %s of tenant %s could not be restored", doc.get("id"), tenant)
         await self._resume()  # before any newer notification is queued
@@ -958,7 +1009,7 @@ class SubscriptionService:
                 if sub is not None and sub.doc.get("modifiedAt") == doc.get("modifiedAt"):
                     continue
                 try:
-                    fresh = Subscription.compile(tenant, doc, await self._notify_ctx(doc, strict=False))
+                    fresh = self._loaded(tenant, doc, await self._notify_ctx(doc, strict=False))
                 except Exception:
                     log.exception("subscription %s of tenant %s, changed elsewhere, could not be read", doc.get("id"),
                                   tenant)
@@ -969,6 +1020,19 @@ class SubscriptionService:
                     self._replace(sub, fresh)
             self.saved.alive()
             await self._resume()
+
+    def _loaded(self, tenant: str, doc: Doc, ctx: Any) -> Subscription:
+        """A subscription read from the store. With the guard on, one with no owner and no WITHHOLD mark (created
+        before ucity recorded who sets a subscription, or with the guard off) has an unknown creator: least privilege
+        treats it as set by a caller without personal:read until a holder changes it (one warning per subscription
+        and process; `ownerUnknown` on /health)."""
+        sub = Subscription.compile(tenant, doc, ctx)
+        sub.unowned = self.guard_on and sub.owner is None and not sub.withhold
+        if sub.unowned and sub.key not in self._unowned_logged:
+            self._unowned_logged.add(sub.key)
+            log.warning("subscription %s of tenant %s: %s; entities of a personal type are left out of its "
+                        "notifications", sub.id, tenant, _WHY[UNKNOWN])
+        return sub
 
     async def _resume(self) -> None:
         """Queue again the saved notifications of the subscriptions this process owns that no running process holds
@@ -1048,6 +1112,8 @@ class SubscriptionService:
                 "abandoned": self.abandoned, "failing": len(self._failing),
                 "saved": self.saved.count(), "savedWriting": self.saved.writing(),
                 "savedWriteFailures": self.saved.failures, "personalWithheld": self.personal_withheld,
+                "personalWithheldOwnerGone": self.personal_withheld_owner_gone, "ownerGone": self._owners_gone(),
+                "ownerUnknown": sum(1 for sub in self.subs.values() if sub.unowned),
                 "refresh": self.refresh.health()}
 
     async def _notify_ctx(self, doc: Doc, strict: bool) -> Any:
@@ -1070,16 +1136,16 @@ class SubscriptionService:
         doc = new_document(body, ctx, ctx_input, self.clock.now())
         self._check_endpoint(doc)
         if (tenant, doc["id"]) in self.subs:
-            raise AlreadyExists(f"subscription {doc['id']} already exists")
+            raise AlreadyExists(f"구독 {doc['id']}이(가) 이미 있음 / subscription {doc['id']} already exists")
         personal = await self._personal(req, tenant, doc, check=True)
-        self._mark_reader(req, doc)
+        self._mark_setter(req, doc)
         sub = Subscription.compile(tenant, doc, await self._notify_ctx(doc, strict=True))
         async with self._lock:
             if sub.key in self.subs:  # created meanwhile by a concurrent request
-                raise AlreadyExists(f"subscription {doc['id']} already exists")
+                raise AlreadyExists(f"구독 {doc['id']}이(가) 이미 있음 / subscription {doc['id']} already exists")
             # Created meanwhile through another process (not read here yet): the store decides.
             if not await self.api.store.insert_doc(KIND, tenant, sub.id, doc):
-                raise AlreadyExists(f"subscription {doc['id']} already exists")
+                raise AlreadyExists(f"구독 {doc['id']}이(가) 이미 있음 / subscription {doc['id']} already exists")
             self._install(sub)
         if personal is not None:
             await self._audit(req, tenant, doc, "personal-subscription-created", personal)
@@ -1118,8 +1184,9 @@ class SubscriptionService:
             doc = merged_document(sub.doc, body, ctx, self.clock.now())
             self._check_endpoint(doc)
             personal = await self._personal(req, sub.tenant, doc, check=True)
-            self._mark_reader(req, doc)
+            self._mark_setter(req, doc)
             fresh = Subscription.compile(sub.tenant, doc, await self._notify_ctx(doc, strict=True))
+            fresh.unowned = sub.unowned and fresh.owner is None and not fresh.withhold  # the guard off: kept
             async with self._lock:
                 if self.subs.get(sub.key) is sub:  # else changed meanwhile (here, or by a re-read): merge again
                     await self.api.store.put_doc(KIND, sub.tenant, sub.id, doc)
@@ -1147,7 +1214,7 @@ class SubscriptionService:
         an entity selector, else those its selectors name; None when it matches none of them (or the guard is
         off). A caller without `personal:read` may not create or change one (`check`): 403, audited (QA10 F5).
         An entity with several types, one of them personal, matched through another, is not seen here: the
-        subscription is marked (`_mark_reader`) and its notifications leave such entities out (`_withheld`)."""
+        subscription is marked (`_mark_setter`) and its notifications leave such entities out (`_withheld`)."""
         personal = self.api.personal
         if req.principal is None or not personal.iris:
             return None
@@ -1159,33 +1226,58 @@ class SubscriptionService:
             await personal.refuse(req, tenant, types)
         return types
 
-    @staticmethod
-    def _mark_reader(req: Req, doc: Doc) -> None:
-        """Record in `doc` whether its notifications may carry entities of a personal type: not when the caller who
-        creates or changes it (with the token guard on) lacks `personal:read` (WITHHOLD). `_personal` refused those
-        whose selectors can match a personal type; this covers an entity of several types matched through another,
-        a personal type added to an entity later, and a selector by `id` or `idPattern`. Whoever last set the
-        subscription answers for it: a change by a holder of `personal:read` lifts the mark. With the guard off
-        nothing is recorded (a change keeps the mark it had)."""
+    def _mark_setter(self, req: Req, doc: Doc) -> None:
+        """Record in `doc` who answers for its notifications of personal data: the caller who creates or changes it
+        with the token guard on (`sub_owner.OWNER`: its token), and whether that caller lacks `personal:read`
+        (WITHHOLD). `_personal` refused those whose selectors can match a personal type; the mark covers an entity of
+        several types matched through another, a personal type added to an entity later, and a selector by `id` or
+        `idPattern`. Whoever last set the subscription answers for it: a change by a holder of `personal:read` lifts
+        the mark, and from then on that token's right is followed (`_why_withheld`). With the guard off nothing is
+        recorded (a change keeps what it had)."""
         principal = req.principal
         if principal is None:
             return
+        doc[OWNER] = self.rights.record(principal)
         if principal.can(Permission.PERSONAL_READ):
             doc.pop(WITHHOLD, None)
         else:
             doc[WITHHOLD] = True
 
-    def _withheld(self, sub: Subscription, types: Iterable[str]) -> bool:
-        """An entity of these types is left out of `sub`'s notifications: `sub` is marked WITHHOLD and one of them
-        is personal (as a query by its creator would leave it out). Counted; one log line per subscription."""
+    def _why_withheld(self, sub: Subscription, now: datetime) -> str | None:
+        """Why `sub`'s personal entities are left out now (MARKED, UNKNOWN, REVOKED, EXPIRED, NOT_GRANTED), or None.
+        Per notified personal entity: a test of flags, else a cached lookup of its setter's token (sub_owner.py)."""
+        if sub.withhold:
+            return MARKED
+        if sub.unowned:
+            return UNKNOWN
+        if sub.owner is None:
+            return None
+        return self.rights.lacks(sub.owner, sub.owner_issued, now)
+
+    def _withheld(self, sub: Subscription, types: Iterable[str], now: datetime) -> bool:
+        """An entity of these types is left out of `sub`'s notifications: one of them is personal and `sub`'s setter
+        lacks `personal:read` (marked, unknown, or its token revoked, expired or no longer granted it), as a query by
+        that caller would leave it out. Counted; one log line per subscription (and reason) and process."""
         if not self.api.personal.is_personal(types):
             return False
+        why = self._why_withheld(sub, now)
+        if why is None:
+            return False
         self.personal_withheld += 1
-        if sub.key not in self._withheld_logged:
-            self._withheld_logged.add(sub.key)
+        if why in (REVOKED, EXPIRED):
+            self.personal_withheld_owner_gone += 1
+        if self._withheld_logged.get(sub.key) != why:
+            self._withheld_logged[sub.key] = why
+            reason = _WHY[why] % sub.owner if "%s" in _WHY[why] else _WHY[why]
             log.warning("subscription %s of tenant %s: entities of a personal type are left out of its notifications "
-                        "(it was created or last changed by a caller without personal:read)", sub.id, sub.tenant)
+                        "(%s)", sub.id, sub.tenant, reason)
         return True
+
+    def _owners_gone(self) -> int:
+        """Subscriptions whose setter's token is revoked or expired now (/health `ownerGone`)."""
+        now = self.clock.now()
+        return sum(1 for sub in self.subs.values() if not sub.withhold and sub.owner is not None
+                   and self.rights.lacks(sub.owner, sub.owner_issued, now) in (REVOKED, EXPIRED))
 
     async def _audit(self, req: Req, tenant: str, doc: Doc, action: str, types: list[str]) -> None:
         """`data` / `personal-subscription-*`: a standing copy of personal data to an endpoint was created, changed
@@ -1215,11 +1307,11 @@ class SubscriptionService:
     async def _existing(self, req: Req) -> Subscription:
         sub_id = req.path_params["subscriptionId"]
         if not is_uri(sub_id):
-            raise BadRequest(f"subscription id must be a URI, got {sub_id!r}")
+            raise BadRequest(f"구독 id는 URI여야 함({sub_id!r}) / subscription id must be a URI, got {sub_id!r}")
         tenant = await self._read_tenant(req)
         sub = self.subs.get((tenant, sub_id))
         if sub is None:
-            raise NotFound(f"subscription {sub_id} does not exist")
+            raise NotFound(f"구독 {sub_id} 없음 / subscription {sub_id} does not exist")
         return sub
 
     # -- registry ----------------------------------------------------------------------------------
@@ -1255,7 +1347,8 @@ class SubscriptionService:
         self._dirty.discard(key)
         self._failing.discard(key)
         self._outage.discard(key)
-        self._withheld_logged.discard(key)
+        self._withheld_logged.pop(key, None)
+        self._unowned_logged.discard(key)
         self.saved.forget(*key)
         outbox = self._outboxes.pop(key, None)
         if outbox is not None:
@@ -1311,7 +1404,7 @@ class SubscriptionService:
             for key in keys:
                 sub = self.subs[key]
                 try:
-                    if sub.matches(change, kinds, now) and not (sub.withhold and self._withheld(sub, types)):
+                    if sub.matches(change, kinds, now) and not (sub.guarded and self._withheld(sub, types, now)):
                         entity = render_change(sub, change, kinds, stamp)
                         if key in batches:
                             batches[key].append(entity)
@@ -1402,8 +1495,9 @@ class SubscriptionService:
 
     async def _periodic(self, sub: Subscription) -> None:
         docs = await self._current_entities(sub)
-        if sub.withhold:
-            docs = [d for d in docs if not self._withheld(sub, d.get("type", ()))]
+        if sub.guarded:
+            now = self.clock.now()
+            docs = [d for d in docs if not self._withheld(sub, d.get("type", ()), now)]
         if docs and self.subs.get(sub.key) is sub:
             self._send(sub, [render_entity(d, sub.ctx, sub.render) for d in docs], self.clock.now())
 
@@ -1451,7 +1545,7 @@ class SubscriptionService:
             sub = self.subs.get(key)
             if sub is None:
                 return
-            if sub.withhold:  # what was queued, saved or throttled before a change set the mark goes out without them
+            if sub.guarded:  # what was queued, saved or throttled before the setter lost the right goes without them
                 item = self._without_personal(sub, item)
                 if not item.data:
                     if self.saved.held:
@@ -1484,7 +1578,8 @@ class SubscriptionService:
             names = entity.get("type", ())
             return [sub.ctx.expand_type(n) for n in ([names] if isinstance(names, str) else names)]
 
-        data = [entity for entity in item.data if not self._withheld(sub, types(entity))]
+        now = self.clock.now()
+        data = [entity for entity in item.data if not self._withheld(sub, types(entity), now)]
         return item if len(data) == len(item.data) else replace(item, data=data)
 
     def _failed(self, sub: Subscription, item: Notification, attempts: int) -> None:

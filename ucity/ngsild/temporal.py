@@ -16,6 +16,10 @@ so they only select entities that still exist), then a time window over one time
   next page starts there (`timerel=after&timeAt=<end>`, or `before` when paging back with lastN).
   Instances at exactly `<end>` may appear on both pages; none is skipped.
 - `timeproperty=createdAt` and `modifiedAt` both select by the time an instance was recorded.
+- `timeAt` / `endTimeAt` need a UTC offset (`Z`, `+09:00`): without one (or a date alone) they are a 400,
+  not read as UTC (QA17 F4).
+- Entity pages: `next` is decided on the page as the store returned it, before personal entities are
+  withheld, since offsets count them (as the entity API; QA17 F2).
 
 Aggregation runs in the database (`Store.temporal_aggregate`); this module only parses, pages
 and renders. Handlers are framework-free: `Req` in, `Resp` out.
@@ -29,7 +33,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
-from ucity.core.clock import from_micros, parse_iso_clamped, to_iso, to_micros
+from ucity.core.clock import from_micros, parse_iso_clamped, require_offset, to_iso, to_micros
 from ucity.core.errors import BadRequest, NotFound
 from ucity.core.http import Req, Resp
 from ucity.ngsild.api import NgsiLdApi, check_selection, query_selectors
@@ -100,44 +104,55 @@ class TemporalParams:
 def parse_time(value: Any, name: str) -> int:
     """An ISO 8601 date-time parameter as micros since the epoch (400 if it is not one)."""
     if not isinstance(value, str) or not value:
-        raise BadRequest(f"{name} must be an ISO 8601 date-time, got {value!r}")
+        raise BadRequest(f"{name}은(는) ISO 8601 날짜·시각이어야 함({value!r}) / "
+                         f"{name} must be an ISO 8601 date-time, got {value!r}")
+    try:
+        require_offset(value, name)  # a Korea time without +09:00 would select 9 hours off (QA17 F4)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
     try:
         # A bound beyond the range ucity stores (clock.MIN_INSTANT..MAX_INSTANT) selects the same as the range's
         # end, as the q language does: `timeAt=0001-01-01T00:00:00Z` stays "from the beginning".
         return to_micros(parse_iso_clamped(value))
     except ValueError as exc:
-        raise BadRequest(f"{name} is not a valid ISO 8601 date-time: {value!r}") from exc
+        raise BadRequest(f"{name}이(가) 올바른 ISO 8601 날짜·시각이 아님: {value!r} / "
+                         f"{name} is not a valid ISO 8601 date-time: {value!r}") from exc
 
 
 def parse_window(timerel: Any, time_at: Any, end_time_at: Any, timeproperty: Any) -> TimeWindow:
     """The time window of timerel/timeAt/endTimeAt/timeproperty (§4.11), validated."""
     prop = timeproperty or "observedAt"
     if prop not in TIME_PROPERTIES:
-        raise BadRequest(f"timeproperty must be one of {', '.join(TIME_PROPERTIES)}, got {prop!r}")
+        raise BadRequest(f"timeproperty는 {', '.join(TIME_PROPERTIES)} 중 하나여야 함({prop!r}) / "
+                         f"timeproperty must be one of {', '.join(TIME_PROPERTIES)}, got {prop!r}")
     if timerel is None:
         if time_at is not None or end_time_at is not None:
-            raise BadRequest("timeAt and endTimeAt need timerel (before, after or between)")
+            raise BadRequest("timeAt과 endTimeAt에는 timerel(before, after, between)이 필요함 / "
+                             "timeAt and endTimeAt need timerel (before, after or between)")
         return TimeWindow(timeproperty=prop)
     if timerel not in TIMERELS:
-        raise BadRequest(f"timerel must be one of {', '.join(TIMERELS)}, got {timerel!r}")
+        raise BadRequest(f"timerel은 {', '.join(TIMERELS)} 중 하나여야 함({timerel!r}) / "
+                         f"timerel must be one of {', '.join(TIMERELS)}, got {timerel!r}")
     if time_at is None:
-        raise BadRequest(f"timerel={timerel} needs timeAt")
+        raise BadRequest(f"timerel={timerel}에는 timeAt이 필요함 / timerel={timerel} needs timeAt")
     start = parse_time(time_at, "timeAt")
     if timerel == "before":
         return _no_end(end_time_at, timerel, TimeWindow(None, start, prop))
     if timerel == "after":
         return _no_end(end_time_at, timerel, TimeWindow(start, None, prop))
     if end_time_at is None:
-        raise BadRequest("timerel=between needs endTimeAt")
+        raise BadRequest("timerel=between에는 endTimeAt이 필요함 / timerel=between needs endTimeAt")
     end = parse_time(end_time_at, "endTimeAt")
     if end <= start:
-        raise BadRequest(f"endTimeAt ({end_time_at}) must be later than timeAt ({time_at})")
+        raise BadRequest(f"endTimeAt({end_time_at})은 timeAt({time_at})보다 나중이어야 함 / "
+                         f"endTimeAt ({end_time_at}) must be later than timeAt ({time_at})")
     return TimeWindow(start, end, prop)
 
 
 def _no_end(end_time_at: Any, timerel: str, window: TimeWindow) -> TimeWindow:
     if end_time_at is not None:
-        raise BadRequest(f"endTimeAt is only used with timerel=between, not {timerel}")
+        raise BadRequest(f"endTimeAt은 timerel=between에만 씀({timerel} 불가) / "
+                         f"endTimeAt is only used with timerel=between, not {timerel}")
     return window
 
 
@@ -145,9 +160,11 @@ def parse_duration(value: str) -> int:
     """An ISO 8601 duration (PT1H, P1D, P1W, PT0.5S ...) in micros; 0 means the whole window."""
     match = _DURATION.match(value)
     if match is None or value in ("P", "PT") or value.endswith("T"):
-        raise BadRequest(f"aggrPeriodDuration must be an ISO 8601 duration such as PT1H or P1D, got {value!r}")
+        raise BadRequest(f"aggrPeriodDuration은 PT1H, P1D 같은 ISO 8601 기간이어야 함({value!r}) / "
+                         f"aggrPeriodDuration must be an ISO 8601 duration such as PT1H or P1D, got {value!r}")
     if match["Y"] or match["M"]:
-        raise BadRequest(f"aggrPeriodDuration {value!r}: years and months have no fixed length; use weeks or days")
+        raise BadRequest(f"aggrPeriodDuration {value!r}: 연과 월은 길이가 일정하지 않으니 주나 일을 쓰세요 / "
+                         f"aggrPeriodDuration {value!r}: years and months have no fixed length; use weeks or days")
     micros = sum(int(match[unit]) * size for unit, size in _MICROS.items() if match[unit])
     seconds = match["s"]
     return micros + (round(float(seconds.replace(",", ".")) * 1_000_000) if seconds else 0)
@@ -159,9 +176,9 @@ def parse_last_n(value: Any) -> int | None:
     try:
         last_n = int(value)
     except (TypeError, ValueError) as exc:
-        raise BadRequest(f"lastN must be a positive integer, got {value!r}") from exc
+        raise BadRequest(f"lastN은 양의 정수여야 함({value!r}) / lastN must be a positive integer, got {value!r}") from exc
     if last_n < 1 or isinstance(value, bool):
-        raise BadRequest(f"lastN must be a positive integer, got {value!r}")
+        raise BadRequest(f"lastN은 양의 정수여야 함({value!r}) / lastN must be a positive integer, got {value!r}")
     return last_n
 
 
@@ -169,16 +186,20 @@ def parse_aggregation(methods: Any, duration: Any, wanted: bool) -> Aggregation 
     """aggrMethods/aggrPeriodDuration, required with (and only with) the aggregated representation."""
     if not wanted:
         if methods is not None or duration is not None:
-            raise BadRequest("aggrMethods and aggrPeriodDuration need options=aggregatedValues")
+            raise BadRequest("aggrMethods와 aggrPeriodDuration에는 options=aggregatedValues가 필요함 / "
+                             "aggrMethods and aggrPeriodDuration need options=aggregatedValues")
         return None
     names = _as_list(methods)
     if not names:
-        raise BadRequest("options=aggregatedValues needs aggrMethods, e.g. aggrMethods=avg,max")
+        raise BadRequest("options=aggregatedValues에는 aggrMethods가 필요함(예: aggrMethods=avg,max) / "
+                         "options=aggregatedValues needs aggrMethods, e.g. aggrMethods=avg,max")
     unknown = [n for n in names if n not in AGGREGATE_METHODS]
     if unknown:
-        raise BadRequest(f"unknown aggrMethods {', '.join(map(str, unknown))}; use {', '.join(AGGREGATE_METHODS)}")
+        said, known = ", ".join(map(str, unknown)), ", ".join(AGGREGATE_METHODS)
+        raise BadRequest(f"알 수 없는 aggrMethods {said}(가능: {known}) / unknown aggrMethods {said}; use {known}")
     if duration is not None and not isinstance(duration, str):
-        raise BadRequest(f"aggrPeriodDuration must be an ISO 8601 duration string, got {duration!r}")
+        raise BadRequest(f"aggrPeriodDuration은 ISO 8601 기간 문자열이어야 함({duration!r}) / "
+                         f"aggrPeriodDuration must be an ISO 8601 duration string, got {duration!r}")
     return Aggregation(tuple(dict.fromkeys(names)), parse_duration(duration) if duration else 0)
 
 
@@ -189,14 +210,15 @@ def _as_list(value: Any) -> list[Any]:
         return [v.strip() for v in value.split(",") if v.strip()]
     if isinstance(value, list):
         return value
-    raise BadRequest(f"expected a list or comma-separated names, got {value!r}")
+    raise BadRequest(f"목록이나 쉼표로 구분한 이름이 필요함({value!r}) / expected a list or comma-separated names, got {value!r}")
 
 
 def representation(opts: set[str]) -> str:
     """normalized, concise, temporalValues or aggregatedValues from options/format."""
     if "aggregatedValues" in opts:
         if opts & {"temporalValues", "simplified", "keyValues"}:
-            raise BadRequest("aggregatedValues and temporalValues cannot be combined")
+            raise BadRequest("aggregatedValues와 temporalValues는 함께 쓸 수 없음 / "
+                             "aggregatedValues and temporalValues cannot be combined")
         return "aggregatedValues"
     if opts & {"temporalValues", "simplified", "keyValues"}:
         return "temporalValues"
@@ -210,7 +232,8 @@ def temporal_options(req: Req) -> set[str]:
     """options and format of a temporal request (an unknown format is a 400)."""
     fmt = req.param("format")
     if fmt is not None and fmt not in TEMPORAL_FORMATS:
-        raise BadRequest(f"format must be one of {', '.join(TEMPORAL_FORMATS)}, got {fmt!r}")
+        raise BadRequest(f"format은 {', '.join(TEMPORAL_FORMATS)} 중 하나여야 함({fmt!r}) / "
+                         f"format must be one of {', '.join(TEMPORAL_FORMATS)}, got {fmt!r}")
     return options(req)
 
 
@@ -231,10 +254,10 @@ def normalize_temporal(body: Any, ctx: Ctx, *, require_type: bool) -> tuple[str,
     current state, many instances may share a datasetId, so this does not use normalize_attribute.
     """
     if not isinstance(body, dict):
-        raise BadRequest("a temporal entity must be a JSON object")
+        raise BadRequest("시간 엔티티는 JSON 객체여야 함 / a temporal entity must be a JSON object")
     entity_id = check_entity_id(body.get("id"))
     if "type" not in body and require_type:
-        raise BadRequest("entity type is missing")
+        raise BadRequest("엔티티 유형(type)이 없음 / entity type is missing")
     types = expand_types(body["type"], ctx) if "type" in body else []
     rows: Rows = []
     for name, value in body.items():
@@ -243,7 +266,7 @@ def normalize_temporal(body: Any, ctx: Ctx, *, require_type: bool) -> tuple[str,
         iri = ctx.expand_term(check_name(name))
         items = value if isinstance(value, list) else [value]
         if not items:
-            raise BadRequest(f"attribute {name!r} has no instances")
+            raise BadRequest(f"속성 {name!r}에 인스턴스가 없음 / attribute {name!r} has no instances")
         rows.extend((iri, normalize_instance(name, item, ctx)) for item in items)
     return entity_id, types, rows
 
@@ -255,19 +278,22 @@ def instance_fragment(body: Any, name: str, iri: str, expand: Callable[[str], st
     (`expand` gives a key's IRI) is a 400: taken as the instance, it would replace the recorded one with an object
     value made of the whole body."""
     if not isinstance(body, dict):
-        raise BadRequest("the body must be a JSON object")
+        raise BadRequest("본문은 JSON 객체여야 함 / the body must be a JSON object")
     fragment = {k: v for k, v in body.items() if k != "@context"}
     if looks_like_instance(fragment):
         return fragment
     others = sorted(key for key in fragment if key not in (name, iri) and expand(key) != iri)
     if others or len(fragment) != 1:
-        named = ", ".join(others) if others else ", ".join(sorted(fragment)) or "no attribute"
-        raise BadRequest(f"the body must be a fragment of attribute {name} (the one in the path) or one of its "
-                         f"instances; it names {named}")
+        named = ", ".join(others) if others else ", ".join(sorted(fragment))
+        raise BadRequest(f"본문은 경로의 속성 {name}의 조각이나 그 인스턴스 하나여야 함"
+                         f"(본문에 있는 것: {named or '속성 없음'}) / "
+                         f"the body must be a fragment of attribute {name} (the one in the path) or one of its "
+                         f"instances; it names {named or 'no attribute'}")
     inner = next(iter(fragment.values()))
     if isinstance(inner, list):
         if len(inner) != 1:
-            raise BadRequest("modifying an instance takes exactly one attribute instance")
+            raise BadRequest("인스턴스 수정에는 속성 인스턴스가 정확히 하나 필요함 / "
+                             "modifying an instance takes exactly one attribute instance")
         inner = inner[0]
     return inner
 
@@ -275,11 +301,13 @@ def instance_fragment(body: Any, name: str, iri: str, expand: Callable[[str], st
 # -- paging (pure) -----------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True, slots=True)
 class Page:
-    """One response's rendered entities, its time range if partial, and the entity count if asked."""
+    """One response's rendered entities, its time range if partial, the entity count if asked, and whether more
+    entities follow (decided before the personal filter shortens the page: offsets count unfiltered entities)."""
 
     body: list[dict[str, Any]]
     span: tuple[int, int] | None
     total: int | None
+    more: bool = False
 
 
 class PagedSeries(Protocol):
@@ -320,6 +348,12 @@ def content_range(span: tuple[int, int], last_n: int | None) -> str:
 
 def iso(micros: int) -> str:
     return to_iso(from_micros(micros))
+
+
+def _more(query: TemporalQuery, fetched: int, total: int | None) -> bool:
+    """More entities follow a page of `fetched` entities (as the store returned them, before any filter)."""
+    limit = query.entity_limit
+    return limit > 0 and fetched == limit and (total is None or query.entity_offset + limit < total)
 
 
 # -- rendering (pure) --------------------------------------------------------------------------
@@ -427,11 +461,11 @@ class TemporalApi:
         body = read_body(req)
         _, ctx = await self.api.compile(req, body)
         if not isinstance(body, dict):
-            raise BadRequest("the body must be a JSON object of attributes")
+            raise BadRequest("본문은 속성들의 JSON 객체여야 함 / the body must be a JSON object of attributes")
         check_same_id(body.get("id"), entity_id)
         _, types, rows = normalize_temporal({**body, "id": entity_id}, ctx, require_type=False)
         if not rows:
-            raise BadRequest("the body has no attribute instances to add")
+            raise BadRequest("본문에 추가할 속성 인스턴스가 없음 / the body has no attribute instances to add")
         self._check_future(rows)
         tenant = self.api.write_tenant(req)
         await self._require(tenant, entity_id)
@@ -448,7 +482,7 @@ class TemporalApi:
         personal = await self._personal(req, tenant, entity_id)
         deleted = await self.store.delete_history(tenant, entity_id)
         if not deleted:
-            raise NotFound(f"temporal entity {entity_id} does not exist")
+            raise NotFound(f"시간 엔티티 {entity_id} 없음 / temporal entity {entity_id} does not exist")
         await self._written(req, tenant, entity_id, personal, "history-delete", deleted)
         return self.api.no_content(req)
 
@@ -459,15 +493,17 @@ class TemporalApi:
         iri = self._attr(req, ctx)
         dataset = req.param("datasetId")
         if dataset is not None and not is_uri(dataset):
-            raise BadRequest(f"datasetId must be a URI, got {dataset!r}")
+            raise BadRequest(f"datasetId는 URI여야 함({dataset!r}) / datasetId must be a URI, got {dataset!r}")
         tenant = self.api.write_tenant(req)
         personal = await self._personal(req, tenant, entity_id)
         deleted = await self.store.delete_history(tenant, entity_id, iri, dataset,
                                                   all_datasets=bool_param(req, "deleteAll"))
         if not deleted:
             await self._require(tenant, entity_id)
-            which = f" with datasetId {dataset}" if dataset else ""
-            raise NotFound(f"temporal entity {entity_id} has no attribute {req.path_params['attrId']}{which}")
+            which = (f"(datasetId {dataset})", f" with datasetId {dataset}") if dataset else ("", "")
+            attr = req.path_params["attrId"]
+            raise NotFound(f"시간 엔티티 {entity_id}에 속성 {attr}{which[0]} 없음 / "
+                           f"temporal entity {entity_id} has no attribute {attr}{which[1]}")
         await self._written(req, tenant, entity_id, personal, "history-delete-attribute", deleted)
         return self.api.no_content(req)
 
@@ -487,7 +523,8 @@ class TemporalApi:
         personal = await self._personal(req, tenant, entity_id)
         if not await self.store.replace_history_instance(tenant, entity_id, iri, instance_id, instance):
             await self._require(tenant, entity_id)
-            raise NotFound(f"attribute {name} of {entity_id} has no instance {instance_id}")
+            raise NotFound(f"{entity_id}의 속성 {name}에 인스턴스 {instance_id} 없음 / "
+                           f"attribute {name} of {entity_id} has no instance {instance_id}")
         await self._written(req, tenant, entity_id, personal, "history-modify-instance", 1)
         return self.api.no_content(req)
 
@@ -501,7 +538,9 @@ class TemporalApi:
         personal = await self._personal(req, tenant, entity_id)
         if not await self.store.delete_history(tenant, entity_id, iri, instance_id=instance_id, all_datasets=True):
             await self._require(tenant, entity_id)
-            raise NotFound(f"attribute {req.path_params['attrId']} of {entity_id} has no instance {instance_id}")
+            attr = req.path_params["attrId"]
+            raise NotFound(f"{entity_id}의 속성 {attr}에 인스턴스 {instance_id} 없음 / "
+                           f"attribute {attr} of {entity_id} has no instance {instance_id}")
         await self._written(req, tenant, entity_id, personal, "history-delete-instance", 1)
         return self.api.no_content(req)
 
@@ -558,7 +597,7 @@ class TemporalApi:
 
     async def _require(self, tenant: str, entity_id: str) -> None:
         if not await self.store.temporal_entity_exists(tenant, entity_id):
-            raise NotFound(f"temporal entity {entity_id} does not exist")
+            raise NotFound(f"시간 엔티티 {entity_id} 없음 / temporal entity {entity_id} does not exist")
 
     @staticmethod
     def _attr(req: Req, ctx: Any) -> str:
@@ -578,7 +617,7 @@ class TemporalApi:
         page = await self._fetch(req, tenant, query, temporal, ctx, accept, "GET /ngsi-ld/v1/temporal/entities/{entityId}",
                                  retrieval=True)
         if not page.body:
-            raise NotFound(f"temporal entity {entity_id} does not exist")
+            raise NotFound(f"시간 엔티티 {entity_id} 없음 / temporal entity {entity_id} does not exist")
         return self._answer(req, page.body[0], ctx_input, accept, page, temporal, {})
 
     async def query(self, req: Req) -> Resp:
@@ -600,10 +639,11 @@ class TemporalApi:
         body = read_body(req)
         ctx_input, ctx = await self.api.compile(req, body)
         if not isinstance(body, dict) or body.get("type") != "Query":
-            raise BadRequest("the body must be a Query object with \"type\": \"Query\"")
+            raise BadRequest('본문은 "type": "Query"인 Query 객체여야 함 / '
+                             'the body must be a Query object with "type": "Query"')
         temporal_q = body.get("temporalQ") or {}
         if not isinstance(temporal_q, dict):
-            raise BadRequest("temporalQ must be a JSON object")
+            raise BadRequest("temporalQ는 JSON 객체여야 함 / temporalQ must be a JSON object")
         temporal = parse_temporal({**self._url_temporal(req), **temporal_q}, temporal_options(req))
         params = {"q": body.get("q"), "geoQ": body.get("geoQ"), "scopeQ": body.get("scopeQ"),
                   "attrs": _as_list(body.get("attrs")), **query_selectors(body.get("entities"))}
@@ -662,18 +702,20 @@ class TemporalApi:
         newest_first = temporal.last_n is not None
         if temporal.aggregation is not None:
             aggregated, total = await self.store.temporal_aggregate(tenant, query, temporal.aggregation)
+            more = _more(query, len(aggregated), total)
             if req.principal is not None:
                 aggregated = await self._reveal(req, tenant, route, aggregated, retrieval)
             periods: list[PagedSeries] = [s for e in aggregated for many in e.attrs.values() for s in many]
             span = page_range(periods, temporal.window, newest_first)
             methods = temporal.aggregation.methods
-            return Page([render_aggregated(e, ctx, opts, methods) for e in aggregated], span, total)
+            return Page([render_aggregated(e, ctx, opts, methods) for e in aggregated], span, total, more)
         entities, total = await self.store.temporal_query(tenant, query)
+        more = _more(query, len(entities), total)
         if req.principal is not None:
             entities = await self._reveal(req, tenant, route, entities, retrieval)
         span = page_range([s for e in entities for s in e.attrs.values()], temporal.window, newest_first)
         render = render_simplified if temporal.fmt == "temporalValues" else render_history
-        return Page([render(e, ctx, opts) for e in entities], span, total)
+        return Page([render(e, ctx, opts) for e in entities], span, total, more)
 
     async def _reveal(self, req: Req, tenant: str, route: str, entities: list[E], retrieval: bool) -> list[E]:
         personal = self.api.personal
@@ -692,10 +734,10 @@ class TemporalApi:
 
     @staticmethod
     def _entity_links(req: Req, query: TemporalQuery, page: Page, accept: str) -> list[str]:
-        """next/prev links over entities (the instances of each entity page by time instead)."""
-        limit, offset = query.entity_limit, query.entity_offset
-        more = len(page.body) == limit and (page.total is None or offset + limit < page.total)
-        return page_links(req, offset, limit, more, accept)
+        """next/prev links over entities (the instances of each entity page by time instead). Whether a next page
+        exists is `page.more`, taken before the personal filter: a page whose entities were all withheld is empty
+        yet has a next one, as in the entity API (QA17 F2)."""
+        return page_links(req, query.entity_offset, query.entity_limit, page.more, accept)
 
     @staticmethod
     def _url_temporal(req: Req) -> dict[str, Any]:

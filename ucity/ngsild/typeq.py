@@ -20,10 +20,11 @@ Dnf = list[tuple[str, ...]]
 def parse_type_expr(text: str, expand: Callable[[str], str]) -> TypeExpr:
     tokens = [t for t in _TOKEN.findall(text) if t]
     if not tokens:
-        raise BadRequest("the type parameter is empty")
+        raise BadRequest("type 매개변수가 비어 있음 / the type parameter is empty")
     pos, dnf = _or(tokens, 0, expand)
     if pos != len(tokens):
-        raise BadRequest(f"unexpected {tokens[pos]!r} in type expression {text!r}")
+        raise BadRequest(f"유형 식 {text!r}에 예상하지 못한 {tokens[pos]!r} / "
+                         f"unexpected {tokens[pos]!r} in type expression {text!r}")
     return TypeExpr(tuple(dict.fromkeys(dnf)))
 
 
@@ -45,13 +46,13 @@ def _and(tokens: list[str], pos: int, expand: Callable[[str], str]) -> tuple[int
 
 def _atom(tokens: list[str], pos: int, expand: Callable[[str], str]) -> tuple[int, Dnf]:
     if pos >= len(tokens):
-        raise BadRequest("the type expression ends too early")
+        raise BadRequest("유형 식이 너무 일찍 끝남 / the type expression ends too early")
     token = tokens[pos]
     if token == "(":
         pos, inner = _or(tokens, pos + 1, expand)
         if pos >= len(tokens) or tokens[pos] != ")":
-            raise BadRequest("a '(' in the type expression is not closed")
+            raise BadRequest("유형 식의 '('가 닫히지 않음 / a '(' in the type expression is not closed")
         return pos + 1, inner
     if token in "),;|":
-        raise BadRequest(f"unexpected {token!r} in the type expression")
+        raise BadRequest(f"유형 식에 예상하지 못한 {token!r} / unexpected {token!r} in the type expression")
     return pos + 1, [(expand(token),)]

@@ -26,8 +26,8 @@ from pydantic import BaseModel, ValidationError
 
 from ucity.alarms import STATUSES
 from ucity.core.bus import Context
-from ucity.core.clock import from_micros, parse_iso, to_iso, to_micros
-from ucity.core.errors import AlreadyExists, NotFound, UcityError
+from ucity.core.clock import check_instant, from_micros, parse_iso, require_offset, to_iso, to_micros
+from ucity.core.errors import AlreadyExists, BadRequest, NotFound, UcityError
 from ucity.core.http import ApiRoute, Req, Resp
 from ucity.core.params import actor_header, bad, int_param, json_body, time_param
 from ucity.domains.facility_safety import evidence, report
@@ -127,12 +127,36 @@ def _reversed(start: datetime, end: datetime) -> UcityError:
                f"from is after to: {to_iso(start)} > {to_iso(end)}")
 
 
-def _window(req: Req) -> tuple[datetime | None, datetime | None]:
-    """`from` and `to`; `from` after `to` is a 400 (QA5 F13b), never an empty answer."""
-    start, end = time_param(req, "from"), time_param(req, "to")
+def _window(req: Req, zone: str) -> tuple[datetime | None, datetime | None]:
+    """`from` and `to` (`_bound`); `from` after `to` is a 400 (QA5 F13b), never an empty answer."""
+    start, end = _bound(req, "from", zone), _bound(req, "to", zone)
     if start is not None and end is not None and start > end:
         raise _reversed(start, end)
     return start, end
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _bound(req: Req, name: str, zone: str) -> datetime | None:
+    """`from` or `to` (None when absent): a date-time with its UTC offset (`Z`, `+09:00`), or a date `YYYY-MM-DD`, a
+    day in the domain's time zone (`grade.timezone`, Asia/Seoul, as the CSV shows times): `from` at its 00:00 there,
+    `to` at the next day's 00:00 (`to` is exclusive, so the day is included). A date-time without an offset is a
+    400, not read as UTC, 9 hours before a Seoul analyst meant (QA17 F4)."""
+    text = req.param(name)
+    if text is None:
+        return None
+    if _DAY.fullmatch(text):
+        try:
+            day = date.fromisoformat(text) + timedelta(days=1 if name == "to" else 0)
+            return check_instant(datetime.combine(day, datetime.min.time(), ZoneInfo(zone)), text)
+        except (ValueError, OverflowError):
+            raise bad(f"{name} 값이 올바른 날짜가 아님: {text!r}", f"{name} is not a valid date: {text!r}") from None
+    try:
+        require_offset(text, name)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    return time_param(req, name)
 
 
 def _one_of(req: Req, name: str, allowed: tuple[str, ...] | list[str]) -> str | None:
@@ -251,7 +275,7 @@ class FacilitySafetyApi:
         tenant = facility.tenant
         now = self.s.clock.now()
         sensors = self.s.registry.sensors_of(tenant, facility.id)
-        start, end = _window(req)
+        start, end = _window(req, self.s.cfg.grade.timezone)
         series_to = end or now
         period = _period(req, 3600)
         # without `from`, the 7 days before `to` floored to the period on the Seoul clock, so that the buckets start
@@ -394,7 +418,7 @@ class FacilitySafetyApi:
 
     async def grade_history(self, req: Req) -> Resp:
         facility = self._facility(req)
-        start, end = _window(req)
+        start, end = _window(req, self.s.cfg.grade.timezone)
         rows = await self._grade_history(facility.tenant, facility.id, start, end,
                                          int_param(req, "limit", 365, 1, 5000), req.param("explain") == "true")
         return Resp(body={"facility": facility.id, "grades": rows})
@@ -762,9 +786,10 @@ class FacilitySafetyApi:
         return self._csv(rows, f"facility-safety-{today.isoformat()}.csv")
 
     async def export_grades(self, req: Req) -> Resp:
-        """The grade history; `from` / `to` in UTC or with an offset, as the JSON API; `at` in Asia/Seoul."""
+        """The grade history; `from` / `to` with an offset, or dates (Seoul days), as the JSON API; `at` in
+        Asia/Seoul."""
         tenant, zone = self.tenant(req), self.s.cfg.grade.timezone
-        start, end = _window(req)
+        start, end = _window(req, self.s.cfg.grade.timezone)
         rows = [["facility", "name", f"at ({zone})", "dataSafetyGrade", "dataSafetyScore", "dataSafetyGradeStatus",
                  "provisionalGrade", "insufficientBecause", "dataSafetyCoverage", "completeness",
                  "emergencyInspectionRecommended", "legalSafetyGrade"]]
