@@ -111,7 +111,7 @@ async def test_rule_made_event_types_are_named_by_their_rule(server: Any, browse
            "location": point(126.86, 37.49)}], 1)
     alarm = httpx.get(f"{server.url}/api/v1/alarms", headers=api(tenant)).json()["alarms"][0]
     event = event_of(server.url, tenant, alarm["id"])
-    assert event["typeName"]["ko"] == "qa_care_inactive"  # what the API calls it: the code (ops/events.py type_name)
+    assert event["typeName"]["ko"] == "qa-care-inactive 규칙"  # the API names it by its rule too (ops/events.py type_name)
     page = await open_page(browser, server.url, KIM, f"/?tenant={tenant}")
     await page.evaluate("() => window.ucity.detail.showSituation('urn:ngsi-ld:TnProbe:t1')")
     line = f"#detail [data-role='event'][data-event-id='{event['id']}']"

@@ -62,13 +62,20 @@ class JetStream:
 
     async def start(self) -> None:
         self._nc = await nats.connect(servers=self.servers, name=self.name, max_reconnect_attempts=-1,
-                                      reconnect_time_wait=0.5, connect_timeout=5)
+                                      reconnect_time_wait=0.5, connect_timeout=5, error_cb=self._nats_error)
         self._js = self._nc.jetstream(timeout=self.settings.publish_timeout_s)
         for kind, stream in STREAMS.items():
             await self._ensure_stream(stream, kind)
         self._kv = await self._lease_bucket()
         log.info("NATS %s: JetStream streams %s ready, %d partitions", ", ".join(self.servers),
                  ", ".join(STREAMS.values()), self.settings.partitions)
+
+    async def _nats_error(self, error: Exception) -> None:
+        """The NATS client's errors (a lost connection, an internal subscription's timeout) as one warning line: the
+        client's default logs each with a traceback, e.g. the lease bucket's key listing cut short by a drain at
+        shutdown, which reads as a crash in a worker's log though nothing was lost (the client reconnects, and a
+        renewal that failed is retried)."""
+        log.warning("NATS %s: %s: %s", ", ".join(self.servers), type(error).__name__, error or "(no detail)")
 
     async def stop(self) -> None:
         if self._nc is not None:
