@@ -98,6 +98,13 @@ WITHHELD_DETAIL = ("개인 유형 기기 {n}대({types})는 개인정보 열람 
                    "them needs personal:read")
 
 
+# Said when the totals' latest rejection or clock-ahead warning came from a withheld device (FIX-K).
+WITHHELD_TOTALS_DETAIL = ("최근 거부·시계 앞섬 기록({names})은 개인 유형 기기에서 온 것이라 "
+                          "개인정보 열람 권한(personal:read) 없이는 빼고 보임 / the latest rejection or clock-ahead "
+                          "record ({names}) came from a device of a personal type and is left out: it needs "
+                          "personal:read")
+
+
 def withheld_summary(types: Counter[str]) -> dict[str, Any]:
     """The `withheld` member of an answer that leaves out personal devices: how many, by type, and why (bilingual)."""
     n = sum(types.values())
@@ -112,6 +119,9 @@ class IngestStats:
         self.clock_ahead_warn_s = clock_ahead_warn_s
         self._devices: dict[Key, DeviceCounters] = {}
         self.totals = DeviceCounters()
+        # the device of the totals' `last_rejection` and `last_clock_ahead` (a snapshot withholds them with it)
+        self._last_rejection_key: Key | None = None
+        self._last_clock_ahead_key: Key | None = None
 
     def _counters(self, key: Key) -> DeviceCounters:
         counters = self._devices.get(key)
@@ -151,6 +161,7 @@ class IngestStats:
         # the latest, also in totals; its detail without the apikey (an unknown device's names it): only callers who
         # may read the device configuration see an apikey, in the row's `apikey` (`snapshot`, QA17 F1)
         counters.last_rejection = self.totals.last_rejection = _masked_wire(rejections[-1].to_wire(), key[1])
+        self._last_rejection_key = key
         counters.unlogged += len(rejections)
         if counters.last_logged is None or now - counters.last_logged >= self.log_interval:
             first = rejections[0]
@@ -173,6 +184,7 @@ class IngestStats:
             target.warnings[CLOCK_AHEAD] += measures
             target.last_warned = now
             target.last_clock_ahead = latest
+        self._last_clock_ahead_key = key
         counters.warn_unlogged += measures
         if counters.warn_logged is None or now - counters.warn_logged >= self.log_interval:
             self._log_clock_ahead(key, counters, transport)
@@ -232,15 +244,26 @@ class IngestStats:
         `apikeys` False (a caller who may not read the device configuration, `config:read`): each row's apikey
         masked (`masked_apikey`) and `apikeysMasked` true, since the apikey is the device's credential (QA17 F1).
         `withhold`: the personal entity type of a row's device (None: not personal); such rows are left out and
-        counted in `withheld` (QA17 F3). The totals still count every row."""
+        counted in `withheld` (QA17 F3). The totals still count every row, but their `lastRejection` and
+        `lastClockAhead` (a device's reason, attribute and times) only when they come from a row not withheld; else
+        they are left out and `withheld.totals` names them (FIX-K)."""
         rows = []
         totals = self.totals if tenant is None else DeviceCounters()
+        rejection_key, clock_ahead_key = ((self._last_rejection_key, self._last_clock_ahead_key) if tenant is None
+                                          else (None, None))
         hidden: Counter[str] = Counter()
         for key, counters in sorted(self._devices.items()):
             row_tenant, apikey, device_id = key
             if tenant is not None and row_tenant != tenant and not (platform and row_tenant == ""):
                 continue
             if tenant is not None:
+                # the row `_add` takes the latest rejection / warning from (the same comparison)
+                if counters.last_rejected is not None and (totals.last_rejected is None
+                                                           or counters.last_rejected > totals.last_rejected):
+                    rejection_key = key
+                if counters.last_warned is not None and (totals.last_warned is None
+                                                         or counters.last_warned > totals.last_warned):
+                    clock_ahead_key = key
                 _add(totals, counters)
             personal = withhold(key) if withhold is not None else None
             if personal is not None:
@@ -248,11 +271,21 @@ class IngestStats:
                 continue
             rows.append({"service": row_tenant or None, "apikey": apikey if apikeys else masked_apikey(apikey),
                          "device_id": device_id, **counters.to_wire()})
-        out: dict[str, Any] = {"totals": totals.to_wire(), "devices": rows}
+        wire = totals.to_wire()
+        left_out = []
+        if withhold is not None:
+            for name, source in (("lastRejection", rejection_key), ("lastClockAhead", clock_ahead_key)):
+                if wire[name] is not None and (source is None or withhold(source) is not None):
+                    del wire[name]
+                    left_out.append(name)
+        out: dict[str, Any] = {"totals": wire, "devices": rows}
         if not apikeys:
             out["apikeysMasked"] = True
         if withhold is not None:
             out["withheld"] = withheld_summary(hidden)
+            if left_out:
+                out["withheld"]["totals"] = left_out
+                out["withheld"]["totalsDetail"] = WITHHELD_TOTALS_DETAIL.format(names=", ".join(left_out))
         return out
 
 

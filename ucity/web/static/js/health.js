@@ -71,7 +71,7 @@ export class HealthPanel {
       ]), h('h3', {}, t('health.offlineList')), devices.devices.length
         ? h('ul', { class: 'plain', 'data-role': 'offline-devices' }, devices.devices.slice(0, OFFLINE_SHOWN).map((d) => h('li', {},
           `${d.device_id} · ${d.entity_type || ''} · ${kst(d.lastReported)}`)))
-        : h('p', { class: 'notice' }, t('health.none'))),
+        : (offlineWithheld(devices) ? '' : h('p', { class: 'notice' }, t('health.none'))), withheldNote(devices)),
       block(t('health.ingest'), kv([
         [t('health.rate'), rate == null ? '…' : `${rate.toFixed(1)} ${t('chip.ingestUnit')}`],
         [t('health.accepted'), ingest.accepted], [t('health.rejected'), ingest.rejected],
@@ -94,6 +94,19 @@ export class HealthPanel {
     chip.dataset.state = unknown ? 'unknown' : 'known';
     if (unknown && reason) chip.title = reason; else chip.removeAttribute('title');
   }
+}
+
+// Devices of a personal type left out for a caller without personal:read (QA17 F3): the offline chip counts them, the
+// list does not show them; how many of them are offline, and the server's bilingual reason, under the list.
+function offlineWithheld(devices) {
+  return devices.withheld?.counts?.offline || 0;
+}
+
+function withheldNote(devices) {
+  const withheld = devices.withheld;
+  if (!offlineWithheld(devices)) return ''; // none of them offline: the chip and the list agree
+  return h('p', { class: 'notice', 'data-role': 'offline-withheld' },
+    `${t('health.offlineWithheld', { n: offlineWithheld(devices) })} — ${withheld.detail}`);
 }
 
 function block(title, ...children) {
