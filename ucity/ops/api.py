@@ -460,20 +460,20 @@ class OpsApi:
                            limit=int_param(req, "limit", 20, 1, MAX_LIMIT), offset=int_param(req, "offset", 0, 0, 10**9),
                            count=True)
         grants, total = await self.center.grants.query(tenant, query)
-        return Resp(200, {"total": total, "grants": [g.wire(to_iso(now)) for g in grants]})
+        return Resp(200, {"total": total, "grants": [g.wire(to_iso(now), principal) for g in grants]})
 
     async def create_grant(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.GRANTS_ISSUE)
         body = parse(req, GrantIn)
         issued, found = await self.center.issue_grant(tenant, body.agency, body.event, body.cameras, principal,
                                                       body.minutes, body.purpose, req.base_url)
-        return _created({**issued.grant.wire(self.center.grants.now()), "token": issued.token, "links": found},
+        return _created({**issued.grant.wire(self.center.grants.now(), principal), "token": issued.token, "links": found},
                         f"/api/v1/grants/{issued.grant.id}")
 
     async def get_grant(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.EVENTS_READ)
         grant = await self.center.grants.visible(tenant, req.path_params["grantId"], principal)
-        body = grant.wire(self.center.grants.now())
+        body = grant.wire(self.center.grants.now(), principal)
         if body["status"] == "active":  # the holder may fetch its links again (tokens are never stored)
             await self._token_read(tenant, principal, grant.id, grant.agency, grant.event, "grant")
             token = self.center.grants.token(grant)
@@ -486,7 +486,7 @@ class OpsApi:
         tenant, principal = await self._ctx(req, Permission.EVENTS_READ)
         issued, found = await self.center.renew_grant(tenant, req.path_params["grantId"], principal,
                                                       parse(req, RenewIn).minutes, req.base_url)
-        return Resp(200, {**issued.grant.wire(self.center.grants.now()), "token": issued.token, "links": found})
+        return Resp(200, {**issued.grant.wire(self.center.grants.now(), principal), "token": issued.token, "links": found})
 
     async def revoke_grant(self, req: Req) -> Resp:
         tenant, principal = await self._ctx(req, Permission.GRANTS_ISSUE)

@@ -11,7 +11,8 @@ stream or still, allowed, denied or failed: PLAT-R5; `token-read`: a live footag
 agency-unknown (every one), `permission` (with the `permission` missing) or `tenant` (with `requestedTenant`),
 those two paced by `RefusalPacer`: one line per token, reason and permission per minute, with `alsoRefused`),
 `retention` (a retention sweep's deletions: what, by which rule, how many; `privacy-migration`: the start-up
-migration of `CityEvent` entities and history to the private form, ucity/ops/event_privacy.py, counts only),
+migration of `CityEvent` entities and history to the private form, ucity/ops/event_privacy.py, and of alarm events
+about a person, `data: OpsEvent`, ucity/ops/alarm_event_privacy.py; counts only),
 `facility-safety` (a facility's
 thresholds set or removed, a sensor detached: ucity/domains/facility_safety), `config` (alarm configuration: a rule
 created, changed, deleted, enabled or disabled, `rule-*` with `rule`, `changed` and `old`/`new`: ucity/rules/api.py;

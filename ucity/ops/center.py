@@ -23,6 +23,8 @@ Flows:
   revoked);
 * start (`event_privacy`) -> `CityEvent` entities an earlier version wrote are written again in the private form
   and their history loses the pseudonym and sensitive events' places (once per tenant);
+* start (`alarm_event_privacy`) -> events of alarms about a person made before stop 27: entity id masked in
+  `details`, sensitive (once per tenant);
 * start (`sweep`) -> live grants of closed/cancelled events or of disabled/deleted agencies that a crash
   left behind are revoked, orphaned agency tokens revoked, configured tokens of unknown agencies reported, cameras
   changed before the crash dropped from their grants (`GrantService.sweep_cameras`);
@@ -53,6 +55,7 @@ from ucity.core.errors import BadRequest, NotFound, Unavailable
 from ucity.core.platform import Platform
 from ucity.ops import linkage as lk
 from ucity.ops.agencies import Agency, AgencyRegistry
+from ucity.ops.alarm_event_privacy import AlarmEventPrivacyMigration
 from ucity.ops.audit import AuditLog
 from ucity.ops.auth import AUTO, SYSTEM, Authenticator, Forbidden, Permission, Principal, TokenRegistry
 from ucity.ops.cameras import CameraRegistry, local_id
@@ -147,6 +150,7 @@ class OperationsCenter:
         self.events = EventService(store, self.clock, self.settings, self.audit,
                                    Pseudonymizer(_secret(settings, "pseudonym_secret")))
         self.privacy = EventPrivacyMigration(self.events, self.audit)
+        self.alarm_privacy = AlarmEventPrivacyMigration(self.events, self.audit, platform.privacy)
         self.cameras = CameraRegistry(store, self.clock, self.audit, self.settings.token_refresh_s)
         self.index = CameraIndex(store, platform.bus, self.settings.nearest)
         self.grants = GrantService(store, self.clock, self.settings, self.audit,
@@ -180,6 +184,7 @@ class OperationsCenter:
         await self.sweep()
         # CityEvent entities and history an earlier version wrote (pseudonym, exact places): once per tenant
         await self.privacy.run()
+        await self.alarm_privacy.run()  # events of alarms about a person made before FIX-H: id masked, sensitive
         self._unsubscribe = self.platform.bus.subscribe(AlarmChanged, self._on_alarm)
         # Packages a stop or crash left queued (ucity/alarms/journal.py), now that the agencies are loaded.
         await self.links.dispatcher.resume(self.links.owns, {AGENCY})
@@ -859,7 +864,7 @@ class OperationsCenter:
             await self.audit.append(self.audit.row(
                 tenant, "grant", "issued", principal.actor, agency=agency_id, event=event.id, outcome="denied",
                 reason="agency-disabled", cameras=[local_id(camera_entity_id(c)) for c in cameras],
-                purpose=mask_free_text(purpose) or "operator share"))
+                **typed_length("purpose", purpose)))  # its length, never the text (as `GrantService._row`)
             raise AgencyDisabled(agency_id)
         for camera in cameras:
             await self.cameras.get(tenant, camera)
@@ -920,12 +925,16 @@ class OperationsCenter:
 
     async def revoke_grant(self, tenant: str, grant_id: str, principal: Principal, reason: str) -> Doc:
         principal.require(Permission.GRANTS_ISSUE)
-        grant = await self.grants.revoke(tenant, grant_id, principal.actor, reason, self._revoked_notice(reason))
-        return grant.wire(to_iso(self.clock.now()))
+        grant = await self.grants.revoke(tenant, grant_id, principal.actor, reason, self._revoked_notice(reason),
+                                         typed=True)
+        return grant.wire(to_iso(self.clock.now()), principal)
 
     def _revoked_notice(self, reason: str) -> Callable[[Grant, str], lk.Prepared]:
         """The one `grant-revoked` notice, whatever revoked the grant (an operator, the event's end, the agency
-        disabled), stored in the revocation's commit (GrantService)."""
+        disabled), stored in the revocation's commit (GrantService). The reason goes to the agency masked, as a
+        grant's `revokeReason` is shown to it: an operator may have typed a name or a phone into it."""
+        reason = mask_free_text(reason) if reason else reason
+
         def notice(grant: Grant, token: str) -> lk.Prepared:
             # Which footage ends and when (QA15 F9j): the cameras and the revocation time, UTC in the data, Korea
             # time in the text.

@@ -58,7 +58,7 @@ from ucity.ops.auth import Forbidden, Permission, Principal, Unauthorized
 from ucity.ops.cameras import CAUSES, MOVED, REMOVED, identity, local_id
 from ucity.ops.cameras import entity_id as camera_entity_id
 from ucity.ops.events import FINAL, KeyedLocks
-from ucity.ops.freetext import mask_free_text
+from ucity.ops.freetext import holds_personal, mask_free_text
 from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, GrantRow, Store
 
 if TYPE_CHECKING:
@@ -164,13 +164,18 @@ class Grant:
         return GrantRow(self.tenant, self.id, self.agency, self.event, self.status, iso_micros(self.issued_at),
                         iso_micros(self.expires_at), iso_micros(now), self.to_doc())
 
-    def wire(self, now: str) -> Doc:
+    def wire(self, now: str, principal: Principal) -> Doc:
+        """The API form. The operator's typed `purpose` and revocation `revokeReason` (they may name a person or a
+        phone) are masked (`freetext.mask_free_text`, as an event's free text) unless the principal has
+        `personal:read` (operators); an agency sees them masked (FIX-I)."""
+        text = (lambda t: t) if principal.can(Permission.PERSONAL_READ) else mask_free_text
+        reason = self.revoke_reason
         return {"id": self.id, "agency": self.agency, "event": self.event, "cameras": self.cameras,
-                "purpose": self.purpose, "status": self.state(now), "issuedAt": self.issued_at,
+                "purpose": text(self.purpose), "status": self.state(now), "issuedAt": self.issued_at,
                 "expiresAt": self.expires_at, "issuedBy": self.issued_by, "renewals": self.renewals,
                 "agencyRenewals": self.agency_renewals,
                 "linkage": self.linkage, "revokedAt": self.revoked_at, "revokedBy": self.revoked_by,
-                "revokeReason": self.revoke_reason, "droppedCameras": dict(self.dropped or {})}
+                "revokeReason": text(reason) if isinstance(reason, str) else reason, "droppedCameras": dict(self.dropped or {})}
 
 
 def _b64(data: bytes) -> str:
@@ -243,10 +248,11 @@ _STAT_OF: dict[tuple[str, str], str] = {
     ("requested", "approved"): "requested", ("requested", "held"): "requested",
     ("approved", "ok"): "approved", ("rejected", "ok"): "rejected", ("delivered", "ok"): "delivered",
     ("failed", "failed"): "failed", ("issued", "ok"): "grantsIssued", ("renewed", "ok"): "renewed",
-    ("revoked", "ok"): "revoked", ("access", "ok"): "accessAllowed", ("access", "denied"): "accessDenied",
+    ("revoked", "ok"): "revoked", ("narrowed", "ok"): "narrowed",
+    ("access", "ok"): "accessAllowed", ("access", "denied"): "accessDenied",
 }
 STATS = ("requested", "held", "approved", "rejected", "delivered", "failed", "grantsIssued", "renewed", "revoked",
-         "accessAllowed", "accessDenied")
+         "narrowed", "accessAllowed", "accessDenied")
 
 
 # The notice of a grant's change for its agency (center.py), made before the grant's save: its outbox entry is
@@ -300,8 +306,8 @@ class GrantService:
                       purpose, ACTIVE, to_iso(now), to_iso(now + self._lifetime(minutes)), actor, linkage=linkage)
         grant.marks = await self._marks(tenant, grant.cameras)
         token = self.token(grant)  # fails before anything is written when no secret is configured
-        row = self._row(grant, "issued", actor, cameras=grant.cameras, purpose=purpose, start=grant.issued_at,
-                        end=grant.expires_at)
+        row = self._row(grant, "issued", actor, cameras=grant.cameras, start=grant.issued_at, end=grant.expires_at,
+                        **typed_length("purpose", purpose))
         await self.store.save_grant(grant.to_row(self.now()), [row])
         return Issued(grant, token)
 
@@ -389,22 +395,26 @@ class GrantService:
         return min(end, limit)
 
     async def revoke(self, tenant: str, grant_id: str, actor: str, reason: str = "",
-                     notice: Notice | None = None) -> Grant:
+                     notice: Notice | None = None, typed: bool = False) -> Grant:
         """Revoke a grant (409 if it is revoked already: whoever comes second of two revocations learns it); its
-        agency's `notice` is stored in the revocation's commit."""
+        agency's `notice` is stored in the revocation's commit. A `typed` reason (an operator's, free text) is
+        audited by its length only (`reasonChars`/`reasonMasked`, `typed_length`); other reasons are codes
+        (`event closed`, `agency disabled` ...) and audited as they are."""
         async with self._locks.hold((tenant, grant_id)):
             while True:  # until written, or refused: a write refused as stale re-reads and re-decides
-                grant = await self._revoke(tenant, grant_id, actor, reason, notice)
+                grant = await self._revoke(tenant, grant_id, actor, reason, notice, typed)
                 if grant is not None:
                     return grant
 
-    async def _revoke(self, tenant: str, grant_id: str, actor: str, reason: str, notice: Notice | None) -> Grant | None:
+    async def _revoke(self, tenant: str, grant_id: str, actor: str, reason: str, notice: Notice | None,
+                      typed: bool = False) -> Grant | None:
         grant = await self.load(tenant, grant_id)
         if grant.status == REVOKED:
             raise InvalidGrantTransition("이미 회수된 공유 / the grant is already revoked")
         now = self.now()
         grant.status, grant.revoked_at, grant.revoked_by, grant.revoke_reason = REVOKED, now, actor, reason or None
-        if not await self._save(grant, now, [self._row(grant, "revoked", actor, reason=reason)], notice):
+        detail = typed_length("reason", reason) if typed else {"reason": reason}
+        if not await self._save(grant, now, [self._row(grant, "revoked", actor, **detail)], notice):
             return None
         return grant
 
@@ -522,9 +532,12 @@ class GrantService:
         return grant
 
     def _row(self, grant: Grant, action: str, actor: str, outcome: str = "ok", **detail: Any) -> AuditRow:
-        for key in ("purpose", "reason"):  # free text: no phone, registration number or e-mail (QA10 F3)
-            if isinstance(detail.get(key), str):
-                detail[key] = mask_free_text(detail[key])
+        """A grant's audit line. What an operator typed (the purpose, a revocation's reason) is not in it, only its
+        length (`typed_length`, as linkage lines): the audit log cannot be rewritten, so a data subject's redaction
+        could not reach the text (FIX-I). A `reason` here is a code (`grant-expired`, `event closed` ...), masked
+        anyway in case (QA10 F3)."""
+        if isinstance(detail.get("reason"), str):
+            detail["reason"] = mask_free_text(detail["reason"])
         return self.audit.row(grant.tenant, "grant", action, actor, agency=grant.agency, event=grant.event,
                               grant=grant.id, outcome=outcome, **detail)
 
@@ -669,6 +682,13 @@ class GrantService:
             if (action, outcome) == ("requested", "held"):
                 stats["held"] += count
         return out
+
+
+def typed_length(name: str, text: str) -> dict[str, Any]:
+    """What an audit line keeps of a typed text: `<name>Chars` (its length) and `<name>Masked` (whether it held
+    personal data, `holds_personal`), never the text; nothing for an empty one (as `center.typed_length`, which
+    cannot be imported here: center.py imports this module)."""
+    return {f"{name}Chars": len(text), f"{name}Masked": holds_personal(text)} if text else {}
 
 
 _CAMERA_REFUSALS = {
