@@ -79,7 +79,7 @@ from ucity.ops.events import (
     is_null_island,
     mask_entity_id,
 )
-from ucity.ops.freetext import holds_personal, mask_free_text
+from ucity.ops.freetext import mask_free_text, typed_length
 from ucity.ops.grants import Grant, GrantService, InvalidGrantTransition, Issued, TokenSigner, links
 from ucity.ops.nearest import CameraIndex, Selection, iri, measure
 from ucity.rules.events import level_rank
@@ -1124,12 +1124,6 @@ def _alarm_point(alarm: dict[str, Any]) -> dict[str, Any] | None:
     if centre.is_empty or is_null_island((centre.x, centre.y)):
         return None  # an entity at 0,0 has no known place (a device without a fix): the event is made without one
     return {"lon": centre.x, "lat": centre.y}
-
-
-def typed_length(name: str, text: str) -> dict[str, Any]:
-    """What an audit line keeps of a typed text: `<name>Chars` (its length) and `<name>Masked` (whether it held
-    personal data, `holds_personal`), never the text; nothing for an empty one."""
-    return {f"{name}Chars": len(text), f"{name}Masked": holds_personal(text)} if text else {}
 
 
 def _about_person(alarm: dict[str, Any], personal_types: frozenset[str]) -> bool:

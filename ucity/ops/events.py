@@ -55,7 +55,7 @@ from ucity.ngsild.model import normalize_entity
 from ucity.ngsild.ops import replace_op
 from ucity.ops.audit import AuditLog
 from ucity.ops.auth import Permission, Principal, mask_personal
-from ucity.ops.freetext import REDACTED, holds_personal, mask_free_text
+from ucity.ops.freetext import REDACTED, holds_personal, mask_free_text, typed_length
 from ucity.rules.events import LEVEL_NAMES, LEVELS, SEVERITY
 from ucity.store.base import AuditQuery, AuditRow, Doc, Mutation, OpsEventQuery, OpsEventRow, Store
 
@@ -864,8 +864,7 @@ class EventService:
             detail["note"] = note
         elif note:
             event.notes.append({"at": self.now(), "by": actor, "status": target, "text": note})
-            detail["noteChars"] = len(note)
-            detail["noteMasked"] = holds_personal(note)
+            detail.update(typed_length("note", note))
         return [self.audit.row(event.tenant, "event", "status", actor, event=event.id, **detail)]
 
     def attachment_rows(self, event: Event, data: AttachmentIn, principal: Principal) -> list[AuditRow]:
@@ -902,9 +901,7 @@ class EventService:
         event.agency_reports.append({"agency": agency, "status": data.status, "at": now, "by": principal.actor,
                                      "note": data.note})
         detail: dict[str, Any] = {"status": data.status}
-        if data.note:
-            detail["noteChars"] = len(data.note)
-            detail["noteMasked"] = holds_personal(data.note)
+        detail.update(typed_length("note", data.note or ""))
         return [self.audit.row(event.tenant, "event", AGENCY_REPORT, principal.actor, event=event.id, agency=agency,
                                outcome="ok", **detail)]
 

@@ -22,6 +22,7 @@ anonymised, and the unmasked text stays for `personal:read` (operators), whose r
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from ucity.ops.auth import mask_phone
 
@@ -61,6 +62,13 @@ def mask_free_text(text: str) -> str:
 def holds_personal(text: str) -> bool:
     """Whether `mask_free_text` would change `text`."""
     return bool(text) and mask_free_text(text) != text
+
+
+def typed_length(name: str, text: str) -> dict[str, Any]:
+    """What an audit line keeps of a typed text (a status or agency-report note, a linkage purpose or reason, a grant's
+    purpose or revocation reason): `<name>Chars` (its length) and `<name>Masked` (whether it held personal data), never
+    the text, which a data subject's redaction could not reach in the audit log; nothing for an empty one."""
+    return {f"{name}Chars": len(text), f"{name}Masked": holds_personal(text)} if text else {}
 
 
 def phones_in(text: str) -> list[str]:

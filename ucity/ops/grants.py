@@ -58,7 +58,7 @@ from ucity.ops.auth import Forbidden, Permission, Principal, Unauthorized
 from ucity.ops.cameras import CAUSES, MOVED, REMOVED, identity, local_id
 from ucity.ops.cameras import entity_id as camera_entity_id
 from ucity.ops.events import FINAL, KeyedLocks
-from ucity.ops.freetext import holds_personal, mask_free_text
+from ucity.ops.freetext import mask_free_text, typed_length
 from ucity.store.base import AuditQuery, AuditRow, Doc, GrantQuery, GrantRow, Store
 
 if TYPE_CHECKING:
@@ -682,13 +682,6 @@ class GrantService:
             if (action, outcome) == ("requested", "held"):
                 stats["held"] += count
         return out
-
-
-def typed_length(name: str, text: str) -> dict[str, Any]:
-    """What an audit line keeps of a typed text: `<name>Chars` (its length) and `<name>Masked` (whether it held
-    personal data, `holds_personal`), never the text; nothing for an empty one (as `center.typed_length`, which
-    cannot be imported here: center.py imports this module)."""
-    return {f"{name}Chars": len(text), f"{name}Masked": holds_personal(text)} if text else {}
 
 
 _CAMERA_REFUSALS = {
