@@ -40,7 +40,7 @@ from ucity.core.config import Settings, missing_secret_warnings
 from ucity.core.errors import BadRequest, PayloadTooLarge, UcityError, http_problem
 from ucity.core.http import ApiRoute, Req, Resp
 from ucity.ngsild.request import ROUTE_PARAMS, check_params, with_route_params
-from ucity.ops.auth import Permission, unbound_agency_tokens
+from ucity.ops.auth import Permission, known_tenants, unbound_agency_tokens
 from ucity.store import display_url
 
 log = logging.getLogger(__name__)
@@ -651,8 +651,7 @@ async def unbound_agency_token_warnings(ucity: Ucity) -> list[str]:
     specs = [*ops.tokens.configured_agency_tokens(), *ops.tokens.issued_agency_tokens()]
     if all(spec.tenant is not None for spec in specs):
         return []
-    tenants = {ucity.settings.ngsild.default_tenant, *await ucity.store.tenants(), *ops.agencies.tenants(),
-               *(str(t["tenant"]) for t in ops.tokens.listing() if t.get("tenant"))}
+    tenants = await known_tenants(ucity.store, ucity.settings.ngsild.default_tenant, ops.tokens, ops.agencies)
     return unbound_agency_tokens(specs, lambda agency: ops.agencies.reach(agency, tenants))
 
 

@@ -451,6 +451,13 @@ class AgencyReach(Protocol):
     def reach(self, agency_id: str, tenants: set[str]) -> set[str]: ...
 
 
+async def known_tenants(store: Store, default_tenant: str, tokens: TokenRegistry, agencies: AgencyReach) -> set[str]:
+    """The tenants an unbound agency token could act in, as far as ucity knows them: the store's, the default one,
+    those tokens are bound to and those agencies are registered in (one read of the store's small tenant table)."""
+    return {default_tenant, *await store.tenants(), *agencies.tenants(),
+            *(str(t["tenant"]) for t in tokens.listing() if t.get("tenant"))}
+
+
 async def issued_token_warnings(spec: TokenSpec, store: Store, default_tenant: str, tokens: TokenRegistry,
                                 agencies: AgencyReach) -> list[str]:
     """The start's warning (`unbound_agency_tokens`) for one token being issued: an agency token bound to no tenant
@@ -460,8 +467,7 @@ async def issued_token_warnings(spec: TokenSpec, store: Store, default_tenant: s
     table, only for such a token."""
     if spec.agency is None or spec.tenant is not None:
         return []
-    tenants = {default_tenant, *await store.tenants(), *agencies.tenants(),
-               *(str(t["tenant"]) for t in tokens.listing() if t.get("tenant"))}
+    tenants = await known_tenants(store, default_tenant, tokens, agencies)
     warnings = unbound_agency_tokens([spec], lambda agency: agencies.reach(agency, tenants))
     for warning in warnings:
         log.warning("%s", warning)
