@@ -26,8 +26,8 @@ from pydantic import BaseModel, ValidationError
 
 from ucity.alarms import STATUSES
 from ucity.core.bus import Context
-from ucity.core.clock import check_instant, from_micros, parse_iso, require_offset, to_iso, to_micros
-from ucity.core.errors import AlreadyExists, BadRequest, NotFound, UcityError
+from ucity.core.clock import check_instant, from_micros, parse_iso, to_iso, to_micros
+from ucity.core.errors import AlreadyExists, NotFound, UcityError
 from ucity.core.http import ApiRoute, Req, Resp
 from ucity.core.params import actor_header, bad, int_param, json_body, time_param
 from ucity.domains.facility_safety import evidence, report
@@ -152,11 +152,7 @@ def _bound(req: Req, name: str, zone: str) -> datetime | None:
             return check_instant(datetime.combine(day, datetime.min.time(), ZoneInfo(zone)), text)
         except (ValueError, OverflowError):
             raise bad(f"{name} 값이 올바른 날짜가 아님: {text!r}", f"{name} is not a valid date: {text!r}") from None
-    try:
-        require_offset(text, name)
-    except ValueError as exc:
-        raise BadRequest(str(exc)) from None
-    return time_param(req, name)
+    return time_param(req, name)  # (which refuses a date-time without its offset, core/params.py)
 
 
 def _one_of(req: Req, name: str, allowed: tuple[str, ...] | list[str]) -> str | None:
